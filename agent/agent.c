@@ -1,0 +1,63 @@
+/* clearing-agent entry point.
+ *
+ *   clearing-agent init   PID 1 of a sandbox: reaps orphans, exits at once on SIGTERM/SIGINT
+ *                         (after killing every process), so destroying a sandbox never waits for
+ *                         a grace period.
+ *   clearing-agent exec   supervises one command: reads an EXEC request (and stdin frames) from
+ *                         fd 0, writes output and the result as frames to fd 1.
+ *
+ * Linked statically against libc only; it must run in any image.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+static int run_init(void)
+{
+    sigset_t set;
+    sigfillset(&set);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    /* PID 1 ignores signals it has no handler for, so SIGTERM must be taken explicitly. */
+    for (;;) {
+        siginfo_t info;
+        int sig = sigwaitinfo(&set, &info);
+        if (sig < 0) {
+            if (errno == EINTR)
+                continue;
+            return 1;
+        }
+        if (sig == SIGCHLD) {
+            while (waitpid(-1, NULL, WNOHANG) > 0)
+                ;
+            continue;
+        }
+        if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
+            kill(-1, SIGKILL);
+            return 0;
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: clearing-agent init|exec\n");
+        return 2;
+    }
+    if (strcmp(argv[1], "init") == 0)
+        return run_init();
+    if (strcmp(argv[1], "exec") == 0) {
+        /* Nothing a command does may read this process's memory or descriptors. */
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+        return agent_supervise(STDIN_FILENO, STDOUT_FILENO) == 0 ? 0 : 1;
+    }
+    fprintf(stderr, "clearing-agent: unknown mode '%s'\n", argv[1]);
+    return 2;
+}

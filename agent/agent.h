@@ -1,0 +1,36 @@
+/* clearing-agent: the helper that runs inside every sandbox. */
+#ifndef CLR_AGENT_H
+#define CLR_AGENT_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "proto.h"
+
+struct agent_request {
+    char **argv; /* NULL-terminated */
+    size_t argc;
+    char **envp; /* NULL-terminated */
+    size_t envc;
+    char *cwd;
+    uint64_t timeout_ms;
+    uint64_t stdout_cap;
+    uint64_t stderr_cap;
+    uid_t uid;
+    gid_t gid;
+    uint64_t nproc;   /* 0: leave as is */
+    uint64_t memory;  /* bytes the command's process tree may hold; 0: unlimited */
+    uint64_t nofile;  /* 0: leave as is */
+    uint64_t fsize;   /* 0: leave as is */
+};
+
+/* Decodes an EXEC payload. Returns 0, or -1 with a message in err. */
+int agent_request_parse(struct agent_request *req, const uint8_t *payload, size_t len,
+                        char *err, size_t errlen);
+void agent_request_clear(struct agent_request *req);
+
+/* Runs one command from the request frames on in_fd, writing frames to out_fd; returns when
+ * the command and every process it started are gone and the result frame is written. */
+int agent_supervise(int in_fd, int out_fd);
+
+#endif

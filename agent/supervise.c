@@ -1,0 +1,822 @@
+/* One command under supervision.
+ *
+ * The supervisor is root inside the sandbox and holds only CAP_SETUID, CAP_SETGID and CAP_KILL;
+ * the command runs as the unprivileged sandbox user, so it can neither ptrace nor signal the
+ * supervisor, nor read its memory or descriptors (the supervisor is also non-dumpable).
+ *
+ * Process-tree kill: the supervisor is a child subreaper, so every descendant of the command that
+ * loses its parent (double fork, setsid daemons) is re-parented to the supervisor rather than to
+ * PID 1. The tree is therefore exactly the processes whose parent chain reaches the supervisor;
+ * kill_tree() scans /proc, SIGKILLs all of them (SIGKILL also ends stopped processes and cannot be
+ * ignored) and repeats until none is left, so a process that forks during the scan is caught on
+ * the next pass.
+ *
+ * Flow control: frames for the host are queued and written when fd 1 is writable; while the queue
+ * is full the command's pipes are not read, so a flood of output blocks the command, never the
+ * supervisor, and the deadline always fires.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+#define OUTQ_LIMIT (1024 * 1024)  /* bytes queued for the host before the pipes are paused */
+#define STDIN_LIMIT (1024 * 1024) /* bytes queued for the command before fd 0 is paused */
+#define TICK_MS 25                /* memory sampling period */
+#define DRAIN_MS 200              /* how long leftover writers may keep the pipes open */
+#define MAX_PROCS 65536
+#define CHANNEL 1
+
+struct bytes {
+    uint8_t *data;
+    size_t len;
+    size_t off;
+};
+
+struct stream {
+    int fd; /* read end of the command's pipe, -1 once at EOF */
+    uint8_t type;
+    uint64_t cap;
+    uint64_t total;
+    uint64_t sent;
+};
+
+struct sup {
+    int in_fd, out_fd;
+    struct agent_request req;
+    bool have_req;
+    bool host_eof;
+    bool stdin_eof;
+    struct bytes outq;
+    struct bytes inq;
+    int child_in; /* write end of the command's stdin, -1 when closed */
+    struct stream out, err;
+    pid_t child;
+    bool child_done;
+    int child_status;
+    uint64_t start_ns, end_ns;
+    uint64_t peak_rss;
+    uint64_t killed;
+    int verdict; /* CLR_WIRE_*: set when the supervisor ends the command itself */
+    char message[256];
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void die_oom(void)
+{
+    static const char msg[] = "clearing-agent: out of memory\n";
+    (void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    _exit(3);
+}
+
+static void bytes_append(struct bytes *b, const void *data, size_t len)
+{
+    if (b->off > 0 && b->off == b->len) {
+        b->off = b->len = 0;
+    }
+    uint8_t *n = realloc(b->data, b->len + len);
+    if (!n)
+        die_oom();
+    b->data = n;
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+}
+
+static size_t bytes_pending(const struct bytes *b)
+{
+    return b->len - b->off;
+}
+
+static void queue_frame(struct sup *s, uint8_t type, const void *payload, size_t len)
+{
+    uint8_t hdr[CLR_PROTO_HEADER_SIZE];
+    clr_frame_header(hdr, CHANNEL, type, (uint32_t)len);
+    bytes_append(&s->outq, hdr, sizeof(hdr));
+    if (len)
+        bytes_append(&s->outq, payload, len);
+}
+
+/* ---- request decoding ---- */
+
+static char *dup_bytes(const uint8_t *v, uint32_t len)
+{
+    if (memchr(v, '\0', len))
+        return NULL; /* an embedded NUL would silently cut an argument */
+    char *s = malloc((size_t)len + 1);
+    if (!s)
+        die_oom();
+    memcpy(s, v, len);
+    s[len] = '\0';
+    return s;
+}
+
+static int push_str(char ***vec, size_t *n, size_t max, char *s)
+{
+    if (*n >= max)
+        return -1;
+    char **v = realloc(*vec, (*n + 2) * sizeof(char *));
+    if (!v)
+        die_oom();
+    v[(*n)++] = s;
+    v[*n] = NULL;
+    *vec = v;
+    return 0;
+}
+
+void agent_request_clear(struct agent_request *req)
+{
+    for (size_t i = 0; i < req->argc; i++)
+        free(req->argv[i]);
+    for (size_t i = 0; i < req->envc; i++)
+        free(req->envp[i]);
+    free(req->argv);
+    free(req->envp);
+    free(req->cwd);
+    memset(req, 0, sizeof(*req));
+}
+
+int agent_request_parse(struct agent_request *req, const uint8_t *payload, size_t len, char *err,
+                        size_t errlen)
+{
+    struct clr_tlv_iter it;
+    uint16_t tag;
+    const uint8_t *v;
+    uint32_t vlen;
+    int rc;
+
+    memset(req, 0, sizeof(*req));
+    req->uid = 1000;
+    req->gid = 1000;
+    clr_tlv_iter_init(&it, payload, len);
+    while ((rc = clr_tlv_next(&it, &tag, &v, &vlen)) == 1) {
+        uint64_t n = 0;
+        char *str;
+        switch (tag) {
+        case CLR_REQ_ARG:
+        case CLR_REQ_ENV:
+            str = dup_bytes(v, vlen);
+            if (!str) {
+                snprintf(err, errlen, "argument or environment entry contains a NUL byte");
+                goto fail;
+            }
+            if (tag == CLR_REQ_ARG ? push_str(&req->argv, &req->argc, CLR_PROTO_MAX_ARGS, str)
+                                   : push_str(&req->envp, &req->envc, CLR_PROTO_MAX_ENV, str)) {
+                free(str);
+                snprintf(err, errlen, "too many arguments or environment entries");
+                goto fail;
+            }
+            break;
+        case CLR_REQ_CWD:
+            free(req->cwd);
+            req->cwd = dup_bytes(v, vlen);
+            if (!req->cwd) {
+                snprintf(err, errlen, "working directory contains a NUL byte");
+                goto fail;
+            }
+            break;
+        default:
+            if (clr_tlv_u64(v, vlen, &n) < 0) {
+                snprintf(err, errlen, "field %u: expected an 8-byte integer", tag);
+                goto fail;
+            }
+            switch (tag) {
+            case CLR_REQ_TIMEOUT_MS: req->timeout_ms = n; break;
+            case CLR_REQ_STDOUT_CAP: req->stdout_cap = n; break;
+            case CLR_REQ_STDERR_CAP: req->stderr_cap = n; break;
+            case CLR_REQ_UID: req->uid = (uid_t)n; break;
+            case CLR_REQ_GID: req->gid = (gid_t)n; break;
+            case CLR_REQ_NPROC: req->nproc = n; break;
+            case CLR_REQ_MEMORY: req->memory = n; break;
+            case CLR_REQ_NOFILE: req->nofile = n; break;
+            case CLR_REQ_FSIZE: req->fsize = n; break;
+            default: break; /* unknown integer fields are ignored, for forward compatibility */
+            }
+        }
+    }
+    if (rc < 0) {
+        snprintf(err, errlen, "malformed request fields");
+        goto fail;
+    }
+    if (req->argc == 0) {
+        snprintf(err, errlen, "empty command");
+        goto fail;
+    }
+    if (req->uid == 0 || req->gid == 0) {
+        /* Commands never run as root: the result's integrity depends on it. */
+        snprintf(err, errlen, "refusing to run a command as uid/gid 0");
+        goto fail;
+    }
+    if (!req->envp && push_str(&req->envp, &req->envc, CLR_PROTO_MAX_ENV, NULL) < 0)
+        goto fail;
+    return 0;
+fail:
+    agent_request_clear(req);
+    return -1;
+}
+
+/* ---- the process tree ---- */
+
+struct proc {
+    pid_t pid, ppid;
+    uint64_t rss_pages;
+    bool in_tree;
+};
+
+/* Reads ppid and resident pages from /proc/PID/stat. */
+static int read_stat(pid_t pid, pid_t *ppid, uint64_t *rss_pages)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    /* comm may contain anything, including ')' and spaces: parse from the last ')'. */
+    char *p = strrchr(buf, ')');
+    if (!p || p[1] != ' ')
+        return -1;
+    /* Fields after ") " are numbered from 3 (state); ppid is 4, rss is 24. */
+    char *field = p + 2;
+    int pp = 0;
+    long long rss = 0;
+    for (int i = 3; i <= 24 && field; i++) {
+        if (i == 4)
+            pp = atoi(field);
+        else if (i == 24)
+            rss = atoll(field);
+        field = strchr(field, ' ');
+        if (field)
+            field++;
+    }
+    *ppid = pp;
+    *rss_pages = rss > 0 ? (uint64_t)rss : 0;
+    return 0;
+}
+
+/* Lists the supervisor's descendants into procs; returns how many, and their total RSS. */
+static size_t scan_tree(struct proc *procs, size_t max, uint64_t *rss_bytes)
+{
+    DIR *d = opendir("/proc");
+    size_t n = 0;
+    pid_t self = getpid();
+    if (!d)
+        return 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < max) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 1 || pid == self)
+            continue;
+        pid_t ppid;
+        uint64_t pages = 0;
+        if (read_stat((pid_t)pid, &ppid, &pages) < 0)
+            continue;
+        procs[n] = (struct proc){.pid = (pid_t)pid, .ppid = ppid, .rss_pages = pages,
+                                 .in_tree = ppid == self};
+        n++;
+    }
+    closedir(d);
+    /* Propagate membership down the parent links until nothing changes. */
+    bool changed = true;
+    while (changed) {
+        changed = false;
+        for (size_t i = 0; i < n; i++) {
+            if (procs[i].in_tree)
+                continue;
+            for (size_t j = 0; j < n; j++) {
+                if (procs[j].in_tree && procs[j].pid == procs[i].ppid) {
+                    procs[i].in_tree = true;
+                    changed = true;
+                    break;
+                }
+            }
+        }
+    }
+    size_t m = 0;
+    uint64_t pages = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!procs[i].in_tree)
+            continue;
+        pages += procs[i].rss_pages;
+        procs[m++] = procs[i];
+    }
+    if (rss_bytes)
+        *rss_bytes = pages * (uint64_t)sysconf(_SC_PAGESIZE);
+    return m;
+}
+
+static struct proc *proc_buf(void)
+{
+    static struct proc *buf;
+    if (!buf) {
+        buf = calloc(MAX_PROCS, sizeof(*buf));
+        if (!buf)
+            die_oom();
+    }
+    return buf;
+}
+
+static void reap(struct sup *s)
+{
+    int st;
+    pid_t p;
+    while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+        if (p == s->child && !s->child_done) {
+            s->child_done = true;
+            s->child_status = st;
+            s->end_ns = now_ns();
+        }
+    }
+}
+
+/* SIGKILLs every descendant until none is left. */
+static void kill_tree(struct sup *s)
+{
+    struct proc *procs = proc_buf();
+    for (int round = 0; round < 1000; round++) {
+        size_t n = scan_tree(procs, MAX_PROCS, NULL);
+        if (n == 0)
+            break;
+        for (size_t i = 0; i < n; i++) {
+            if (kill(procs[i].pid, SIGKILL) == 0)
+                s->killed++;
+        }
+        reap(s);
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    /* Everything is dead; collect what is left so nothing remains a zombie. */
+    int st;
+    pid_t p;
+    while ((p = waitpid(-1, &st, 0)) > 0) {
+        if (p == s->child && !s->child_done) {
+            s->child_done = true;
+            s->child_status = st;
+            s->end_ns = now_ns();
+        }
+    }
+}
+
+/* ---- starting the command ---- */
+
+static void child_setup(struct sup *s, int in_r, int out_w, int err_w, int report_w)
+{
+    struct agent_request *r = &s->req;
+    sigset_t none;
+    sigemptyset(&none);
+    for (int sig = 1; sig < NSIG; sig++)
+        signal(sig, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+
+    /* A session of its own: terminal signals of the agent do not reach it and vice versa. */
+    setsid();
+    struct rlimit core = {0, 0};
+    setrlimit(RLIMIT_CORE, &core);
+    if (r->nproc) {
+        struct rlimit l = {r->nproc, r->nproc};
+        if (setrlimit(RLIMIT_NPROC, &l) < 0)
+            goto fail;
+    }
+    if (r->nofile) {
+        struct rlimit l = {r->nofile, r->nofile};
+        if (setrlimit(RLIMIT_NOFILE, &l) < 0)
+            goto fail;
+    }
+    if (r->fsize) {
+        struct rlimit l = {r->fsize, r->fsize};
+        if (setrlimit(RLIMIT_FSIZE, &l) < 0)
+            goto fail;
+    }
+    if (setgroups(0, NULL) < 0 || setgid(r->gid) < 0 || setuid(r->uid) < 0)
+        goto fail;
+    /* Losing root must be irreversible before any command byte runs. */
+    if (setuid(0) == 0 || getuid() != r->uid || geteuid() != r->uid)
+        goto fail;
+    if (r->cwd && chdir(r->cwd) < 0)
+        goto fail;
+    if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
+        goto fail;
+    /* report_w is close-on-exec: it closes by itself when execve succeeds. Every other
+     * descriptor is closed here so nothing of the agent's leaks into the command. */
+    for (int fd = 3; fd < 1024; fd++) {
+        if (fd != report_w)
+            close(fd);
+    }
+    execvpe(r->argv[0], r->argv, r->envp);
+fail:;
+    int e = errno;
+    (void)!write(report_w, &e, sizeof(e));
+    _exit(127);
+}
+
+static int make_pipe(int p[2])
+{
+    return pipe2(p, O_CLOEXEC);
+}
+
+static int start_command(struct sup *s)
+{
+    int in[2], out[2], err[2], rep[2];
+    if (make_pipe(in) < 0 || make_pipe(out) < 0 || make_pipe(err) < 0 || make_pipe(rep) < 0) {
+        snprintf(s->message, sizeof(s->message), "pipe: %s", strerror(errno));
+        return -1;
+    }
+    s->start_ns = now_ns();
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(s->message, sizeof(s->message), "fork: %s", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        close(in[1]);
+        close(out[0]);
+        close(err[0]);
+        close(rep[0]);
+        child_setup(s, in[0], out[1], err[1], rep[1]);
+    }
+    s->child = pid;
+    close(in[0]);
+    close(out[1]);
+    close(err[1]);
+    close(rep[1]);
+    int e = 0;
+    ssize_t n;
+    do
+        n = read(rep[0], &e, sizeof(e));
+    while (n < 0 && errno == EINTR);
+    close(rep[0]);
+    if (n == (ssize_t)sizeof(e)) {
+        snprintf(s->message, sizeof(s->message), "cannot start '%s': %s", s->req.argv[0],
+                 strerror(e));
+        close(in[1]);
+        close(out[0]);
+        close(err[0]);
+        reap(s);
+        return -1;
+    }
+    s->child_in = in[1];
+    s->out.fd = out[0];
+    s->err.fd = err[0];
+    fcntl(s->child_in, F_SETFL, O_NONBLOCK);
+    fcntl(s->out.fd, F_SETFL, O_NONBLOCK);
+    fcntl(s->err.fd, F_SETFL, O_NONBLOCK);
+    return 0;
+}
+
+/* ---- I/O ---- */
+
+static int on_host_frame(void *ctx, const struct clr_frame *f)
+{
+    struct sup *s = ctx;
+    char err[200];
+    switch (f->type) {
+    case CLR_FRAME_EXEC:
+        if (s->have_req) {
+            snprintf(s->message, sizeof(s->message), "second EXEC frame on one channel");
+            return -2;
+        }
+        if (agent_request_parse(&s->req, f->payload, f->length, err, sizeof(err)) < 0) {
+            snprintf(s->message, sizeof(s->message), "bad request: %s", err);
+            return -2;
+        }
+        s->have_req = true;
+        return 0;
+    case CLR_FRAME_STDIN:
+        if (s->stdin_eof)
+            return 0;
+        bytes_append(&s->inq, f->payload, f->length);
+        return 0;
+    case CLR_FRAME_STDIN_EOF:
+        s->stdin_eof = true;
+        return 0;
+    case CLR_FRAME_KILL:
+        s->verdict = CLR_WIRE_SIGNALED;
+        snprintf(s->message, sizeof(s->message), "killed on request");
+        return 0;
+    default:
+        snprintf(s->message, sizeof(s->message), "unexpected frame type %u from host", f->type);
+        return -2;
+    }
+}
+
+static int read_host(struct sup *s, struct clr_frame_reader *rd)
+{
+    uint8_t buf[16384];
+    ssize_t n = read(s->in_fd, buf, sizeof(buf));
+    if (n < 0)
+        return (errno == EINTR || errno == EAGAIN) ? 0 : -1;
+    if (n == 0) {
+        s->host_eof = true;
+        return 0;
+    }
+    int rc = clr_frame_reader_feed(rd, buf, (size_t)n, on_host_frame, s);
+    if (rc == -1)
+        snprintf(s->message, sizeof(s->message), "malformed frame from host");
+    return rc == 0 ? 0 : -1;
+}
+
+static void read_stream(struct sup *s, struct stream *st)
+{
+    uint8_t buf[CLR_PROTO_MAX_PAYLOAD];
+    ssize_t n = read(st->fd, buf, sizeof(buf));
+    if (n < 0) {
+        if (errno == EINTR || errno == EAGAIN)
+            return;
+        n = 0;
+    }
+    if (n == 0) {
+        close(st->fd);
+        st->fd = -1;
+        return;
+    }
+    st->total += (uint64_t)n;
+    if (st->sent < st->cap) {
+        uint64_t room = st->cap - st->sent;
+        size_t send = (uint64_t)n < room ? (size_t)n : (size_t)room;
+        queue_frame(s, st->type, buf, send);
+        st->sent += send;
+    }
+}
+
+static int flush_out(struct sup *s)
+{
+    while (bytes_pending(&s->outq) > 0) {
+        ssize_t n = write(s->out_fd, s->outq.data + s->outq.off, bytes_pending(&s->outq));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                return 0;
+            return -1;
+        }
+        s->outq.off += (size_t)n;
+    }
+    return 0;
+}
+
+static void write_stdin(struct sup *s)
+{
+    while (bytes_pending(&s->inq) > 0) {
+        ssize_t n = write(s->child_in, s->inq.data + s->inq.off, bytes_pending(&s->inq));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN) {
+                /* The command closed its stdin; what it did not read is dropped. */
+                s->inq.off = s->inq.len;
+                close(s->child_in);
+                s->child_in = -1;
+            }
+            return;
+        }
+        s->inq.off += (size_t)n;
+    }
+    if (s->stdin_eof && s->child_in >= 0) {
+        close(s->child_in);
+        s->child_in = -1;
+    }
+}
+
+static void sample_memory(struct sup *s)
+{
+    uint64_t rss = 0;
+    scan_tree(proc_buf(), MAX_PROCS, &rss);
+    if (rss > s->peak_rss)
+        s->peak_rss = rss;
+    if (s->req.memory && rss > s->req.memory && !s->verdict) {
+        s->verdict = CLR_WIRE_OOM;
+        snprintf(s->message, sizeof(s->message),
+                 "the command's processes held %llu bytes, over the limit of %llu",
+                 (unsigned long long)rss, (unsigned long long)s->req.memory);
+    }
+}
+
+static void write_result(struct sup *s, int status)
+{
+    struct clr_tlv_builder *b = malloc(sizeof(*b));
+    if (!b)
+        die_oom();
+    struct rusage ru;
+    memset(&ru, 0, sizeof(ru));
+    getrusage(RUSAGE_CHILDREN, &ru);
+    uint64_t maxrss = (uint64_t)ru.ru_maxrss * 1024;
+    if (maxrss > s->peak_rss)
+        s->peak_rss = maxrss;
+    clr_tlv_init(b);
+    clr_tlv_put_u64(b, CLR_RES_STATUS, (uint64_t)status);
+    if (s->child_done && WIFEXITED(s->child_status))
+        clr_tlv_put_u64(b, CLR_RES_EXIT_CODE, (uint64_t)WEXITSTATUS(s->child_status));
+    if (s->child_done && WIFSIGNALED(s->child_status))
+        clr_tlv_put_u64(b, CLR_RES_SIGNAL, (uint64_t)WTERMSIG(s->child_status));
+    uint64_t end = s->end_ns ? s->end_ns : now_ns();
+    clr_tlv_put_u64(b, CLR_RES_WALL_US, s->start_ns ? (end - s->start_ns) / 1000 : 0);
+    clr_tlv_put_u64(b, CLR_RES_USER_US,
+                    (uint64_t)ru.ru_utime.tv_sec * 1000000 + (uint64_t)ru.ru_utime.tv_usec);
+    clr_tlv_put_u64(b, CLR_RES_SYS_US,
+                    (uint64_t)ru.ru_stime.tv_sec * 1000000 + (uint64_t)ru.ru_stime.tv_usec);
+    clr_tlv_put_u64(b, CLR_RES_PEAK_RSS, s->peak_rss);
+    clr_tlv_put_u64(b, CLR_RES_STDOUT_BYTES, s->out.total);
+    clr_tlv_put_u64(b, CLR_RES_STDERR_BYTES, s->err.total);
+    clr_tlv_put_u64(b, CLR_RES_STDOUT_TRUNC, s->out.total > s->out.sent);
+    clr_tlv_put_u64(b, CLR_RES_STDERR_TRUNC, s->err.total > s->err.sent);
+    clr_tlv_put_u64(b, CLR_RES_KILLED_PROCS, s->killed);
+    if (s->message[0])
+        clr_tlv_put_str(b, CLR_RES_MESSAGE, s->message);
+    queue_frame(s, CLR_FRAME_RESULT, b->buf, b->len);
+    free(b);
+}
+
+static void finish(struct sup *s, int status)
+{
+    write_result(s, status);
+    /* The host reads until the result; block until it has it all. */
+    fcntl(s->out_fd, F_SETFL, fcntl(s->out_fd, F_GETFL) & ~O_NONBLOCK);
+    flush_out(s);
+}
+
+static int wire_status(struct sup *s)
+{
+    if (s->verdict)
+        return s->verdict;
+    if (WIFSIGNALED(s->child_status)) {
+        /* gVisor answers a page fault it cannot back with SIGKILL/SIGBUS; so does a kernel. When
+         * the tree was near its memory limit, that is an out-of-memory end, not a plain signal. */
+        int sig = WTERMSIG(s->child_status);
+        if (s->req.memory && (sig == SIGKILL || sig == SIGBUS) &&
+            s->peak_rss >= s->req.memory / 10 * 9)
+            return CLR_WIRE_OOM;
+        return CLR_WIRE_SIGNALED;
+    }
+    return CLR_WIRE_EXITED;
+}
+
+int agent_supervise(int in_fd, int out_fd)
+{
+    static uint8_t rbuf[CLR_PROTO_MAX_PAYLOAD];
+    struct clr_frame_reader rd;
+    struct sup s;
+    memset(&s, 0, sizeof(s));
+    s.in_fd = in_fd;
+    s.out_fd = out_fd;
+    s.child_in = s.out.fd = s.err.fd = -1;
+    s.out.type = CLR_FRAME_STDOUT;
+    s.err.type = CLR_FRAME_STDERR;
+    clr_frame_reader_init(&rd, rbuf);
+
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) {
+        /* Without it a double-forked process could outlive its timeout: refuse to run. */
+        snprintf(s.message, sizeof(s.message), "cannot become a child subreaper: %s",
+                 strerror(errno));
+        finish(&s, CLR_WIRE_START_FAILED);
+        return -1;
+    }
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigaddset(&chld, SIGPIPE);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    sigdelset(&chld, SIGPIPE);
+    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+
+    /* Until the request is complete, fd 0 is read blocking. */
+    while (!s.have_req) {
+        if (read_host(&s, &rd) < 0 || s.host_eof) {
+            if (!s.message[0])
+                snprintf(s.message, sizeof(s.message), "host closed the stream before a request");
+            finish(&s, CLR_WIRE_START_FAILED);
+            return -1;
+        }
+    }
+    s.out.cap = s.req.stdout_cap;
+    s.err.cap = s.req.stderr_cap;
+    fcntl(in_fd, F_SETFL, fcntl(in_fd, F_GETFL) | O_NONBLOCK);
+    fcntl(out_fd, F_SETFL, fcntl(out_fd, F_GETFL) | O_NONBLOCK);
+
+    if (start_command(&s) < 0) {
+        finish(&s, CLR_WIRE_START_FAILED);
+        agent_request_clear(&s.req);
+        return 0;
+    }
+    uint64_t deadline = s.req.timeout_ms ? s.start_ns + s.req.timeout_ms * 1000000ull : 0;
+    uint64_t drain_until = 0;
+    uint64_t next_tick = s.start_ns;
+
+    for (;;) {
+        uint64_t t = now_ns();
+        if (!s.verdict && deadline && t >= deadline && !s.child_done) {
+            s.verdict = CLR_WIRE_TIMED_OUT;
+            snprintf(s.message, sizeof(s.message), "timed out after %llu ms",
+                     (unsigned long long)s.req.timeout_ms);
+        }
+        if (t >= next_tick) {
+            if (!s.child_done)
+                sample_memory(&s);
+            next_tick = t + TICK_MS * 1000000ull;
+        }
+        if (s.host_eof && !s.verdict) {
+            s.verdict = CLR_WIRE_SIGNALED;
+            snprintf(s.message, sizeof(s.message), "host went away; command killed");
+        }
+        if (s.verdict) {
+            kill_tree(&s);
+        }
+        if (s.child_done && !drain_until)
+            drain_until = now_ns() + DRAIN_MS * 1000000ull;
+        if (drain_until && now_ns() >= drain_until) {
+            /* Leftover background processes still hold the pipes: the command is over, they go. */
+            kill_tree(&s);
+        }
+        if (s.child_done && s.out.fd < 0 && s.err.fd < 0) {
+            kill_tree(&s);
+            break;
+        }
+
+        struct pollfd p[5];
+        int np = 0;
+        int i_host = -1, i_out = -1, i_err = -1, i_in = -1, i_sig = -1;
+        bool room = bytes_pending(&s.outq) < OUTQ_LIMIT;
+        if (!s.host_eof && bytes_pending(&s.inq) < STDIN_LIMIT) {
+            i_host = np;
+            p[np++] = (struct pollfd){.fd = s.in_fd, .events = POLLIN};
+        }
+        if (bytes_pending(&s.outq) > 0)
+            p[np++] = (struct pollfd){.fd = s.out_fd, .events = POLLOUT};
+        if (room && s.out.fd >= 0) {
+            i_out = np;
+            p[np++] = (struct pollfd){.fd = s.out.fd, .events = POLLIN};
+        }
+        if (room && s.err.fd >= 0) {
+            i_err = np;
+            p[np++] = (struct pollfd){.fd = s.err.fd, .events = POLLIN};
+        }
+        if (s.child_in >= 0 && (bytes_pending(&s.inq) > 0 || s.stdin_eof)) {
+            i_in = np;
+            p[np++] = (struct pollfd){.fd = s.child_in, .events = POLLOUT};
+        }
+        (void)i_in;
+        if (sfd >= 0) {
+            i_sig = np;
+            p[np++] = (struct pollfd){.fd = sfd, .events = POLLIN};
+        }
+        int timeout = TICK_MS;
+        if (deadline && !s.child_done) {
+            uint64_t now = now_ns();
+            int64_t left = deadline > now ? (int64_t)((deadline - now) / 1000000) + 1 : 0;
+            if (left < timeout)
+                timeout = (int)left;
+        }
+        int r = poll(p, (nfds_t)np, timeout);
+        if (r < 0 && errno != EINTR)
+            break;
+        if (i_sig >= 0 && (p[i_sig].revents & POLLIN)) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+                ;
+        }
+        reap(&s);
+        if (i_host >= 0 && (p[i_host].revents & (POLLIN | POLLHUP | POLLERR))) {
+            if (read_host(&s, &rd) < 0) {
+                s.host_eof = true;
+            }
+        }
+        if (i_out >= 0 && (p[i_out].revents & (POLLIN | POLLHUP | POLLERR)))
+            read_stream(&s, &s.out);
+        if (i_err >= 0 && (p[i_err].revents & (POLLIN | POLLHUP | POLLERR)))
+            read_stream(&s, &s.err);
+        if (s.child_in >= 0)
+            write_stdin(&s);
+        if (flush_out(&s) < 0)
+            s.host_eof = true;
+    }
+    if (s.child_in >= 0)
+        close(s.child_in);
+    finish(&s, wire_status(&s));
+    agent_request_clear(&s.req);
+    return 0;
+}

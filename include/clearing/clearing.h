@@ -1,0 +1,12 @@
+/* libclearing: runs untrusted commands in hardened gVisor sandboxes. */
+#ifndef CLEARING_CLEARING_H
+#define CLEARING_CLEARING_H
+
+#include "common.h"
+#include "engine.h"
+#include "exec.h"
+#include "limits.h"
+#include "log.h"
+#include "sandbox.h"
+
+#endif

@@ -1,0 +1,79 @@
+/* The Docker Engine API client: HTTP over the engine's unix socket, with libcurl.
+ * A clr_engine is not thread-safe: use one per thread. */
+#ifndef CLEARING_ENGINE_H
+#define CLEARING_ENGINE_H
+
+#include <jansson.h>
+#include <sys/types.h>
+
+#include "common.h"
+
+typedef struct clr_engine clr_engine;
+
+typedef struct clr_engine_options {
+    /* "unix:///var/run/docker.sock" or a plain path. NULL: $CLEARING_DOCKER_HOST, else
+     * $DOCKER_HOST if it is a unix:// address, else /var/run/docker.sock. */
+    const char *host;
+    /* Timeout of one plain API call (not of exec streams), in ms. */
+    long request_timeout_ms;
+} clr_engine_options;
+
+#define CLR_ENGINE_OPTIONS_INIT {.host = NULL, .request_timeout_ms = 30000}
+
+/* Connects, checks the engine answers, and negotiates the API version (the engine's, capped at
+ * the newest this library knows; engines older than API 1.41 are refused).
+ * On success *out is owned by the caller; free it with clr_engine_free(). */
+CLR_PUBLIC int clr_engine_open(clr_engine **out, const clr_engine_options *opts, clr_error *err);
+CLR_PUBLIC void clr_engine_free(clr_engine *eng);
+
+CLR_PUBLIC const char *clr_engine_socket_path(const clr_engine *eng);
+CLR_PUBLIC const char *clr_engine_api_version(const clr_engine *eng);
+
+/* One API call. path is relative to the version prefix ("/containers/json?all=1"). body may be
+ * NULL. Returns the HTTP status (>= 100), or -1 with err filled on a transport failure.
+ * *resp (if resp is not NULL) receives the parsed JSON answer or NULL when it had none; the
+ * caller owns it (json_decref). For statuses >= 400, err is also filled with the engine's
+ * message, so callers can propagate it unchanged. */
+CLR_PUBLIC int clr_engine_call(clr_engine *eng, const char *method, const char *path, json_t *body,
+                               json_t **resp, clr_error *err);
+
+/* Does the engine know this runtime (GET /info .Runtimes)? The answer is cached per handle. */
+CLR_PUBLIC int clr_engine_has_runtime(clr_engine *eng, const char *runtime, bool *out,
+                                      clr_error *err);
+
+/* A hijacked, bidirectional connection (exec start, attach): raw bytes both ways after the
+ * engine's "101 UPGRADED". Reads return the engine's multiplexed stream as it comes. */
+typedef struct clr_engine_stream clr_engine_stream;
+
+/* POST path with a JSON body and Upgrade: tcp. *out is owned by the caller. */
+CLR_PUBLIC int clr_engine_hijack(clr_engine_stream **out, clr_engine *eng, const char *path,
+                                 json_t *body, clr_error *err);
+/* Writes all of data; -1 with err on failure. */
+CLR_PUBLIC int clr_engine_stream_write(clr_engine_stream *s, const void *data, size_t len,
+                                       clr_error *err);
+/* Waits up to timeout_ms (-1: no limit) for bytes. Returns the count read, 0 at end of stream,
+ * -2 on timeout or when a signal interrupted the wait, -1 with err on failure. */
+CLR_PUBLIC ssize_t clr_engine_stream_read(clr_engine_stream *s, void *buf, size_t len,
+                                          int timeout_ms, clr_error *err);
+CLR_PUBLIC void clr_engine_stream_free(clr_engine_stream *s);
+
+/* Demultiplexer of the engine's attach/exec stream (non-TTY): 8-byte headers
+ * [stream, 0, 0, 0, size u32 BE] each followed by size bytes of stdout (1) or stderr (2).
+ * Incremental: feed it bytes in any slicing. Stream 0 (stdin echo) is accepted and dropped. */
+typedef struct clr_demux {
+    uint8_t header[8];
+    size_t header_have;
+    uint32_t left;
+    uint8_t stream;
+    bool failed;
+} clr_demux;
+
+typedef int (*clr_demux_cb)(void *ctx, int stream, const uint8_t *data, size_t len);
+
+CLR_PUBLIC void clr_demux_init(clr_demux *d);
+/* Returns 0, the callback's first non-zero return, or -1 on a malformed header (unknown stream
+ * number or nonzero padding); after -1 the demuxer stays failed. */
+CLR_PUBLIC int clr_demux_feed(clr_demux *d, const uint8_t *data, size_t len, clr_demux_cb cb,
+                              void *ctx);
+
+#endif

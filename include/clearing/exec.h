@@ -1,0 +1,84 @@
+/* Running one command in a sandbox, with a typed result. */
+#ifndef CLEARING_EXEC_H
+#define CLEARING_EXEC_H
+
+#include "common.h"
+#include "engine.h"
+#include "limits.h"
+#include "sandbox.h"
+
+typedef enum {
+    CLR_EXEC_EXITED = 1,     /* exit_code is set */
+    CLR_EXEC_SIGNALED,       /* signal is set */
+    CLR_EXEC_TIMED_OUT,      /* the whole process tree was killed at the timeout */
+    CLR_EXEC_OOM,            /* the command's memory went past the sandbox's limit */
+    CLR_EXEC_START_FAILED,   /* the command could not be started (message says why) */
+    CLR_EXEC_SANDBOX_FAILED, /* the sandbox died or its agent stopped answering */
+} clr_exec_status;
+
+typedef enum { CLR_STDOUT = 1, CLR_STDERR = 2 } clr_stream;
+
+typedef struct clr_exec_options {
+    const char *const *argv; /* NULL-terminated; or: */
+    const char *shell;       /* a shell string, run as /bin/sh -c */
+    const char *const *env;  /* "KEY=VALUE", NULL-terminated; added to the sandbox's */
+    const char *cwd;         /* NULL: /workspace */
+    const void *stdin_data;  /* bytes for the command's stdin (then EOF); may be NULL */
+    size_t stdin_len;
+    clr_exec_limits limits;
+    /* Called with output as it arrives (within the caps); may be NULL. */
+    void (*on_output)(void *ctx, clr_stream stream, const uint8_t *data, size_t len);
+    void *ctx;
+    /* When this becomes non-zero (a signal handler may set it), the command's process tree is
+     * killed and the result is SIGNALED. May be NULL. */
+    const volatile int *cancel;
+    /* How long past the timeout the agent may take to answer before the sandbox is killed. */
+    uint32_t grace_ms;
+} clr_exec_options;
+
+#define CLR_EXEC_OPTIONS_INIT {.limits = CLR_EXEC_LIMITS_INIT, .grace_ms = 5000}
+
+typedef struct clr_buffer {
+    uint8_t *data;
+    size_t len;
+} clr_buffer;
+
+typedef struct clr_exec_result {
+    clr_exec_status status;
+    int exit_code;            /* for EXITED */
+    int signal;               /* for SIGNALED */
+    clr_buffer out, err;      /* captured output, at most the caps */
+    uint64_t stdout_bytes;    /* all the command wrote, kept or not */
+    uint64_t stderr_bytes;
+    bool stdout_truncated;
+    bool stderr_truncated;
+    uint64_t wall_us;
+    uint64_t user_us;
+    uint64_t sys_us;
+    uint64_t peak_memory_bytes;
+    uint64_t killed_processes; /* processes of the command killed by the agent */
+    bool sandbox_killed;      /* the backstop killed the whole sandbox */
+    char message[512];        /* why, for anything but a plain exit */
+} clr_exec_result;
+
+/* Runs a command and fills *result. Returns 0 when a result was obtained, whatever it says
+ * (check result->status), and -1 with err when the command could not be run at all (unknown
+ * sandbox, bad options, engine down). result->out/err are owned by the caller:
+ * clr_exec_result_clear(). */
+CLR_PUBLIC int clr_exec_run(clr_exec_result *result, clr_engine *eng, const clr_sandbox *sb,
+                            const clr_exec_options *opts, clr_error *err);
+CLR_PUBLIC void clr_exec_result_clear(clr_exec_result *result);
+
+/* "exited", "signaled", "timed_out", "oom", "start_failed", "sandbox_failed". */
+CLR_PUBLIC const char *clr_exec_status_name(clr_exec_status status);
+
+/* The result as a JSON object (caller owns it). Output that is valid UTF-8 is a string with
+ * "stdout_encoding":"utf-8"; anything else is base64 with "stdout_encoding":"base64". */
+CLR_PUBLIC json_t *clr_exec_result_to_json(const clr_exec_result *result);
+
+/* Decodes the agent's RESULT frame payload into result (output buffers untouched). Exposed for
+ * tests and fuzzing. */
+CLR_PUBLIC int clr_exec_result_decode(clr_exec_result *result, const uint8_t *payload, size_t len,
+                                      clr_error *err);
+
+#endif

@@ -1,0 +1,100 @@
+/* Sandboxes: one container each, created with hardening the caller cannot weaken by accident.
+ *
+ * Every sandbox runs under gVisor (runsc), with no network, all capabilities dropped but the three
+ * the agent needs to switch to the unprivileged sandbox user, no-new-privileges, a read-only root
+ * filesystem, a size-limited noexec /tmp, a size- and inode-limited /workspace, memory without
+ * extra swap, a CPU quota and a process limit. Running under another runtime needs an explicit
+ * operator setting (insecure_runtime), is logged as a warning and is recorded on the sandbox. */
+#ifndef CLEARING_SANDBOX_H
+#define CLEARING_SANDBOX_H
+
+#include <time.h>
+
+#include "common.h"
+#include "engine.h"
+#include "limits.h"
+
+#define CLR_DEFAULT_IMAGE "clearing/default:latest"
+#define CLR_SANDBOX_ID_MAX 40
+#define CLR_LABEL_PREFIX "io.clearing."
+
+typedef struct clr_sandbox_options {
+    const char *image;            /* NULL: CLR_DEFAULT_IMAGE */
+    clr_limits limits;
+    /* NULL: runsc, verified against the engine. Anything else weakens isolation and must be an
+     * explicit operator choice ("runc"). */
+    const char *insecure_runtime;
+    /* A host directory whose contents are copied into the new workspace (not written back). */
+    const char *workspace_from;
+    const char *const *env;       /* "KEY=VALUE" entries, NULL-terminated; may be NULL */
+    const char *agent_path;       /* NULL: $CLEARING_AGENT, else the installed agent */
+    const char *state_dir;        /* NULL: $CLEARING_STATE_DIR, else the configured one */
+} clr_sandbox_options;
+
+#define CLR_SANDBOX_OPTIONS_INIT {.limits = CLR_LIMITS_INIT}
+
+/* What the engine's labels say about a sandbox: enough to rebuild the picture of every sandbox
+ * from the engine alone. */
+typedef struct clr_sandbox_info {
+    char id[CLR_SANDBOX_ID_MAX + 1];
+    char container_id[65];
+    char state[32];        /* the engine's: created, running, exited, dead, ... */
+    char image[256];
+    char runtime[32];
+    bool insecure;         /* created with a weakening operator setting */
+    int64_t created_at;    /* unix seconds */
+    int64_t expires_at;
+    clr_limits limits;
+} clr_sandbox_info;
+
+typedef struct clr_sandbox clr_sandbox;
+
+/* Creates and starts a sandbox, and waits until its agent runs. Fails closed: when runsc is not
+ * registered with the engine, when a limit is out of range, when the workspace cannot be made.
+ * Nothing is left behind on failure. *out is owned by the caller (clr_sandbox_free); the sandbox
+ * itself lives until clr_sandbox_destroy() or its expiry. */
+CLR_PUBLIC int clr_sandbox_create(clr_sandbox **out, clr_engine *eng,
+                                  const clr_sandbox_options *opts, clr_error *err);
+
+/* Finds a live sandbox by id. CLR_E_NOT_FOUND if there is none. */
+CLR_PUBLIC int clr_sandbox_open(clr_sandbox **out, clr_engine *eng, const char *id,
+                                clr_error *err);
+
+CLR_PUBLIC const clr_sandbox_info *clr_sandbox_get_info(const clr_sandbox *sb);
+CLR_PUBLIC const char *clr_sandbox_workspace(const clr_sandbox *sb);
+CLR_PUBLIC const char *const *clr_sandbox_env(const clr_sandbox *sb);
+CLR_PUBLIC void clr_sandbox_free(clr_sandbox *sb);
+
+/* Kills and removes the sandbox's container (no grace period) and its workspace. Idempotent:
+ * destroying a sandbox that is already gone succeeds. reason is logged ("client", "expired",
+ * "gc", "orphan"). */
+CLR_PUBLIC int clr_sandbox_destroy(clr_engine *eng, const char *id, const char *reason,
+                                   const char *state_dir, clr_error *err);
+
+/* Lists every sandbox the engine knows (all states). *out is an array of *count entries owned by
+ * the caller (free()). */
+CLR_PUBLIC int clr_sandbox_list(clr_sandbox_info **out, size_t *count, clr_engine *eng,
+                                clr_error *err);
+
+typedef struct clr_gc_report {
+    unsigned expired;     /* live sandboxes past their expiry, removed */
+    unsigned broken;      /* containers of ours that are not running (failed starts, dead) */
+    unsigned workspaces;  /* workspaces whose container is gone */
+    unsigned failed;      /* removals that failed (see the log) */
+} clr_gc_report;
+
+/* Removes expired sandboxes, broken containers of ours and orphaned workspaces. now: unix
+ * seconds (0: the current time). */
+CLR_PUBLIC int clr_sandbox_gc(clr_gc_report *report, clr_engine *eng, const char *state_dir,
+                              int64_t now, clr_error *err);
+
+/* ---- pure helpers, exposed for tests and tools ---- */
+
+/* Labels for a sandbox (a JSON object of strings), and the inverse. */
+CLR_PUBLIC json_t *clr_sandbox_labels(const clr_sandbox_info *info);
+CLR_PUBLIC int clr_sandbox_info_from_labels(clr_sandbox_info *info, json_t *labels,
+                                            clr_error *err);
+/* A sandbox id is "sb-" and 16 lower-case hex digits. */
+CLR_PUBLIC bool clr_sandbox_id_valid(const char *id);
+
+#endif

@@ -1,0 +1,66 @@
+#include <stdio.h>
+#include <string.h>
+
+#include "clearing/common.h"
+#include "clr-config.h"
+
+int clr_error_set(clr_error *err, clr_error_code code, int errnum, const char *fmt, ...)
+{
+    if (!err)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    err->code = code;
+    err->errnum = errnum;
+    vsnprintf(err->message, sizeof(err->message), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int clr_error_prefix(clr_error *err, const char *fmt, ...)
+{
+    if (!err)
+        return -1;
+    char prefix[256];
+    char old[sizeof(err->message)];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof(prefix), fmt, ap);
+    va_end(ap);
+    memcpy(old, err->message, sizeof(old));
+    /* Keep as much of both as fits; the message is bounded by design. */
+    size_t n = strnlen(prefix, sizeof(prefix));
+    if (n > sizeof(err->message) - 3)
+        n = sizeof(err->message) - 3;
+    memcpy(err->message, prefix, n);
+    memcpy(err->message + n, ": ", 2);
+    size_t rest = sizeof(err->message) - n - 3;
+    size_t m = strnlen(old, sizeof(old));
+    if (m > rest)
+        m = rest;
+    memcpy(err->message + n + 2, old, m);
+    err->message[n + 2 + m] = '\0';
+    return -1;
+}
+
+const char *clr_error_code_name(clr_error_code code)
+{
+    switch (code) {
+    case CLR_E_NONE: return "none";
+    case CLR_E_INVALID: return "invalid";
+    case CLR_E_NOT_FOUND: return "not_found";
+    case CLR_E_CONFLICT: return "conflict";
+    case CLR_E_LIMIT: return "limit";
+    case CLR_E_UNAVAILABLE: return "unavailable";
+    case CLR_E_DENIED: return "denied";
+    case CLR_E_TIMEOUT: return "timeout";
+    case CLR_E_ENGINE: return "engine";
+    case CLR_E_INTERNAL: return "internal";
+    default: return "unknown";
+    }
+}
+
+const char *clr_version(void)
+{
+    return CLR_VERSION;
+}

@@ -1,0 +1,402 @@
+/* Exec: one command through the agent.
+ *
+ * The engine starts `clearing-agent exec` in the sandbox (a docker exec, as root with the
+ * sandbox's three capabilities); over the hijacked stream the library sends the EXEC request,
+ * the stdin bytes and STDIN_EOF as agent frames, and reads back the engine's multiplexed stream:
+ * the agent's stdout carries agent frames (the command's output and the result), the agent's
+ * stderr its own diagnostics.
+ *
+ * Backstop: if no result arrives within timeout + grace, the agent itself is stuck or dead, and
+ * the whole sandbox is killed. A command can therefore never outlive its timeout by more than the
+ * grace, whatever happens inside the sandbox. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+#include "proto.h"
+
+#define AGENT_LOG_MAX 4096
+
+struct exec_ctx {
+    clr_exec_result *res;
+    const clr_exec_options *opts;
+    struct clr_frame_reader frames;
+    uint8_t *frame_buf;
+    bool have_result;
+    clr_error *err;
+    char agent_log[AGENT_LOG_MAX];
+    size_t agent_log_len;
+};
+
+const char *clr_exec_status_name(clr_exec_status status)
+{
+    switch (status) {
+    case CLR_EXEC_EXITED: return "exited";
+    case CLR_EXEC_SIGNALED: return "signaled";
+    case CLR_EXEC_TIMED_OUT: return "timed_out";
+    case CLR_EXEC_OOM: return "oom";
+    case CLR_EXEC_START_FAILED: return "start_failed";
+    case CLR_EXEC_SANDBOX_FAILED: return "sandbox_failed";
+    default: return "unknown";
+    }
+}
+
+void clr_exec_result_clear(clr_exec_result *r)
+{
+    free(r->out.data);
+    free(r->err.data);
+    memset(r, 0, sizeof(*r));
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int clr_exec_result_decode(clr_exec_result *r, const uint8_t *payload, size_t len,
+                           clr_error *err)
+{
+    struct clr_tlv_iter it;
+    uint16_t tag;
+    const uint8_t *v;
+    uint32_t vlen;
+    int rc;
+    bool have_status = false;
+    clr_tlv_iter_init(&it, payload, len);
+    while ((rc = clr_tlv_next(&it, &tag, &v, &vlen)) == 1) {
+        uint64_t n = 0;
+        if (tag == CLR_RES_MESSAGE) {
+            size_t m = vlen < sizeof(r->message) - 1 ? vlen : sizeof(r->message) - 1;
+            memcpy(r->message, v, m);
+            r->message[m] = '\0';
+            continue;
+        }
+        if (clr_tlv_u64(v, vlen, &n) < 0)
+            return clr_error_set(err, CLR_E_INTERNAL, EPROTO,
+                                 "agent result field %u has length %u, expected 8", tag, vlen);
+        switch (tag) {
+        case CLR_RES_STATUS:
+            if (n < CLR_WIRE_EXITED || n > CLR_WIRE_START_FAILED)
+                return clr_error_set(err, CLR_E_INTERNAL, EPROTO,
+                                     "agent result has unknown status %" PRIu64, n);
+            r->status = (clr_exec_status)n;
+            have_status = true;
+            break;
+        case CLR_RES_EXIT_CODE: r->exit_code = (int)(n & 0xff); break;
+        case CLR_RES_SIGNAL: r->signal = (int)(n & 0x7f); break;
+        case CLR_RES_WALL_US: r->wall_us = n; break;
+        case CLR_RES_USER_US: r->user_us = n; break;
+        case CLR_RES_SYS_US: r->sys_us = n; break;
+        case CLR_RES_PEAK_RSS: r->peak_memory_bytes = n; break;
+        case CLR_RES_STDOUT_BYTES: r->stdout_bytes = n; break;
+        case CLR_RES_STDERR_BYTES: r->stderr_bytes = n; break;
+        case CLR_RES_STDOUT_TRUNC: r->stdout_truncated = n != 0; break;
+        case CLR_RES_STDERR_TRUNC: r->stderr_truncated = n != 0; break;
+        case CLR_RES_KILLED_PROCS: r->killed_processes = n; break;
+        default: break; /* newer agents may add fields */
+        }
+    }
+    if (rc < 0)
+        return clr_error_set(err, CLR_E_INTERNAL, EPROTO, "agent result is malformed");
+    if (!have_status)
+        return clr_error_set(err, CLR_E_INTERNAL, EPROTO, "agent result has no status");
+    return 0;
+}
+
+static int append(clr_buffer *b, const uint8_t *data, size_t len)
+{
+    uint8_t *n = realloc(b->data, b->len + len + 1);
+    if (!n)
+        return -1;
+    memcpy(n + b->len, data, len);
+    b->len += len;
+    n[b->len] = '\0';
+    b->data = n;
+    return 0;
+}
+
+static int on_frame(void *p, const struct clr_frame *f)
+{
+    struct exec_ctx *c = p;
+    clr_exec_result *r = c->res;
+    if (c->have_result)
+        return clr_error_set(c->err, CLR_E_INTERNAL, EPROTO, "agent sent data after its result");
+    switch (f->type) {
+    case CLR_FRAME_STDOUT:
+    case CLR_FRAME_STDERR: {
+        clr_buffer *b = f->type == CLR_FRAME_STDOUT ? &r->out : &r->err;
+        uint64_t cap = f->type == CLR_FRAME_STDOUT ? c->opts->limits.stdout_cap
+                                                   : c->opts->limits.stderr_cap;
+        /* The agent enforces the cap; this is the host's own bound, in case it does not. */
+        size_t len = f->length;
+        if (b->len + len > cap)
+            len = cap > b->len ? (size_t)(cap - b->len) : 0;
+        if (len && append(b, f->payload, len) < 0)
+            return clr_error_set(c->err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+        if (len && c->opts->on_output)
+            c->opts->on_output(c->opts->ctx,
+                               f->type == CLR_FRAME_STDOUT ? CLR_STDOUT : CLR_STDERR, f->payload,
+                               len);
+        return 0;
+    }
+    case CLR_FRAME_RESULT:
+        if (clr_exec_result_decode(r, f->payload, f->length, c->err) < 0)
+            return -1;
+        c->have_result = true;
+        return 0;
+    default:
+        return clr_error_set(c->err, CLR_E_INTERNAL, EPROTO,
+                             "agent sent an unexpected frame of type %u", f->type);
+    }
+}
+
+static int on_engine_stream(void *p, int stream, const uint8_t *data, size_t len)
+{
+    struct exec_ctx *c = p;
+    if (stream == 1) {
+        int rc = clr_frame_reader_feed(&c->frames, data, len, on_frame, c);
+        if (rc == -1 && c->err->code == CLR_E_NONE)
+            clr_error_set(c->err, CLR_E_INTERNAL, EPROTO, "malformed frame from the agent");
+        return rc ? -1 : 0;
+    }
+    /* The agent's own diagnostics: keep the start for the error message. */
+    size_t room = sizeof(c->agent_log) - 1 - c->agent_log_len;
+    size_t n = len < room ? len : room;
+    memcpy(c->agent_log + c->agent_log_len, data, n);
+    c->agent_log_len += n;
+    c->agent_log[c->agent_log_len] = '\0';
+    return 0;
+}
+
+static int build_request(struct clr_tlv_builder *b, const clr_sandbox *sb,
+                         const clr_exec_options *o, clr_error *err)
+{
+    const clr_sandbox_info *info = clr_sandbox_get_info(sb);
+    clr_tlv_init(b);
+    if (o->shell) {
+        clr_tlv_put_str(b, CLR_REQ_ARG, "/bin/sh");
+        clr_tlv_put_str(b, CLR_REQ_ARG, "-c");
+        clr_tlv_put_str(b, CLR_REQ_ARG, o->shell);
+    } else {
+        for (const char *const *a = o->argv; *a; a++)
+            clr_tlv_put_str(b, CLR_REQ_ARG, *a);
+    }
+    for (const char *const *e = clr_sandbox_env(sb); e && *e; e++)
+        clr_tlv_put_str(b, CLR_REQ_ENV, *e);
+    for (const char *const *e = o->env; e && *e; e++) {
+        if (!strchr(*e, '=') || **e == '=')
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "environment entry '%s' is not KEY=VALUE", *e);
+        clr_tlv_put_str(b, CLR_REQ_ENV, *e);
+    }
+    clr_tlv_put_str(b, CLR_REQ_CWD, o->cwd ? o->cwd : "/workspace");
+    clr_tlv_put_u64(b, CLR_REQ_TIMEOUT_MS, o->limits.timeout_ms);
+    clr_tlv_put_u64(b, CLR_REQ_STDOUT_CAP, o->limits.stdout_cap);
+    clr_tlv_put_u64(b, CLR_REQ_STDERR_CAP, o->limits.stderr_cap);
+    clr_tlv_put_u64(b, CLR_REQ_UID, CLR_SANDBOX_UID);
+    clr_tlv_put_u64(b, CLR_REQ_GID, CLR_SANDBOX_GID);
+    clr_tlv_put_u64(b, CLR_REQ_NPROC, info->limits.pids);
+    clr_tlv_put_u64(b, CLR_REQ_MEMORY, clr_exec_memory_cap(info->limits.memory_bytes));
+    clr_tlv_put_u64(b, CLR_REQ_NOFILE, info->limits.nofile);
+    clr_tlv_put_u64(b, CLR_REQ_FSIZE, info->limits.fsize_bytes);
+    if (b->overflow)
+        return clr_error_set(err, CLR_E_LIMIT, E2BIG,
+                             "command, environment and working directory exceed %d bytes",
+                             CLR_PROTO_MAX_PAYLOAD);
+    return 0;
+}
+
+static int send_frame(clr_engine_stream *s, uint8_t type, const void *data, size_t len,
+                      clr_error *err)
+{
+    uint8_t hdr[CLR_PROTO_HEADER_SIZE];
+    clr_frame_header(hdr, 1, type, (uint32_t)len);
+    if (clr_engine_stream_write(s, hdr, sizeof(hdr), err) < 0)
+        return -1;
+    return len ? clr_engine_stream_write(s, data, len, err) : 0;
+}
+
+/* Called when no result came: tells apart an OOM-killed sandbox, a dead one and a stuck agent. */
+static void diagnose(clr_engine *eng, const clr_sandbox *sb, clr_exec_result *r, bool timed_out)
+{
+    const clr_sandbox_info *info = clr_sandbox_get_info(sb);
+    char path[256];
+    clr_error lerr = CLR_ERROR_INIT;
+    if (timed_out) {
+        /* The agent did not answer within timeout + grace: kill the sandbox, it cannot be
+         * trusted to have contained the command. */
+        snprintf(path, sizeof(path), "/containers/%s/kill?signal=KILL", info->container_id);
+        clr_engine_call(eng, "POST", path, NULL, NULL, &lerr);
+        r->sandbox_killed = true;
+        r->status = CLR_EXEC_TIMED_OUT;
+        snprintf(r->message, sizeof(r->message),
+                 "the agent did not answer within the timeout and grace period; the sandbox was "
+                 "killed");
+        clr_log(CLR_LOG_WARN, "exec.backstop", "id", info->id, NULL);
+        return;
+    }
+    json_t *j = NULL;
+    snprintf(path, sizeof(path), "/containers/%s/json", info->container_id);
+    int st = clr_engine_call(eng, "GET", path, NULL, &j, &lerr);
+    json_t *state = json_object_get(j, "State");
+    r->status = CLR_EXEC_SANDBOX_FAILED;
+    if (st == 200 && json_is_true(json_object_get(state, "OOMKilled"))) {
+        r->status = CLR_EXEC_OOM;
+        r->sandbox_killed = true;
+        snprintf(r->message, sizeof(r->message),
+                 "the sandbox ran out of memory and was killed by the kernel");
+    } else if (st == 200 && !json_is_true(json_object_get(state, "Running"))) {
+        snprintf(r->message, sizeof(r->message), "the sandbox stopped while the command ran");
+    } else if (st == 404) {
+        snprintf(r->message, sizeof(r->message), "the sandbox was removed while the command ran");
+    } else {
+        snprintf(r->message, sizeof(r->message), "the agent ended without a result");
+    }
+    json_decref(j);
+}
+
+int clr_exec_run(clr_exec_result *result, clr_engine *eng, const clr_sandbox *sb,
+                 const clr_exec_options *opts, clr_error *err)
+{
+    memset(result, 0, sizeof(*result));
+    if (!opts->shell && (!opts->argv || !opts->argv[0]))
+        return clr_error_set(err, CLR_E_INVALID, 0, "no command given");
+    if (opts->shell && opts->argv)
+        return clr_error_set(err, CLR_E_INVALID, 0, "give either argv or a shell string, not both");
+    if (clr_exec_limits_validate(&opts->limits, err) < 0)
+        return -1;
+    if (opts->cwd && opts->cwd[0] != '/')
+        return clr_error_set(err, CLR_E_INVALID, 0, "working directory '%s' must be absolute",
+                             opts->cwd);
+    const clr_sandbox_info *info = clr_sandbox_get_info(sb);
+
+    struct clr_tlv_builder *req = malloc(sizeof(*req));
+    if (!req)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    if (build_request(req, sb, opts, err) < 0) {
+        free(req);
+        return -1;
+    }
+
+    char path[256];
+    snprintf(path, sizeof(path), "/containers/%s/exec", info->container_id);
+    json_t *body = json_pack("{s:b, s:b, s:b, s:b, s:[s,s], s:s, s:s}", "AttachStdin", 1,
+                             "AttachStdout", 1, "AttachStderr", 1, "Tty", 0, "Cmd",
+                             CLR_AGENT_TARGET, "exec", "User", "0:0", "WorkingDir", "/");
+    json_t *resp = NULL;
+    int st = clr_engine_call(eng, "POST", path, body, &resp, err);
+    json_decref(body);
+    if (st != 201) {
+        json_decref(resp);
+        free(req);
+        if (st == 404)
+            clr_error_set(err, CLR_E_NOT_FOUND, 0, "sandbox %s does not exist", info->id);
+        else if (st == 409)
+            clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", info->id);
+        return -1;
+    }
+    char exec_id[80];
+    const char *eid = json_string_value(json_object_get(resp, "Id"));
+    snprintf(exec_id, sizeof(exec_id), "%s", eid ? eid : "");
+    json_decref(resp);
+
+    clr_engine_stream *s = NULL;
+    snprintf(path, sizeof(path), "/exec/%s/start", exec_id);
+    body = json_pack("{s:b, s:b}", "Detach", 0, "Tty", 0);
+    st = clr_engine_hijack(&s, eng, path, body, err);
+    json_decref(body);
+    if (st < 0) {
+        free(req);
+        return -1;
+    }
+
+    int rc = send_frame(s, CLR_FRAME_EXEC, req->buf, req->len, err);
+    free(req);
+    const uint8_t *in = opts->stdin_data;
+    size_t left = opts->stdin_data ? opts->stdin_len : 0;
+    while (rc == 0 && left > 0) {
+        size_t n = left < CLR_PROTO_MAX_PAYLOAD ? left : CLR_PROTO_MAX_PAYLOAD;
+        rc = send_frame(s, CLR_FRAME_STDIN, in, n, err);
+        in += n;
+        left -= n;
+    }
+    if (rc == 0)
+        rc = send_frame(s, CLR_FRAME_STDIN_EOF, NULL, 0, err);
+    if (rc < 0) {
+        clr_engine_stream_free(s);
+        return clr_error_prefix(err, "sending the command to sandbox %s", info->id);
+    }
+
+    /* Errors of the stream phase are kept apart: most of them become a result, not a failure. */
+    clr_error perr = CLR_ERROR_INIT;
+    struct exec_ctx c = {.res = result, .opts = opts, .err = &perr};
+    c.frame_buf = malloc(CLR_PROTO_MAX_PAYLOAD);
+    if (!c.frame_buf) {
+        clr_engine_stream_free(s);
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    clr_frame_reader_init(&c.frames, c.frame_buf);
+    clr_demux demux;
+    clr_demux_init(&demux);
+    uint64_t deadline = mono_ms() + opts->limits.timeout_ms + opts->grace_ms;
+    uint8_t buf[65536];
+    bool timed_out = false;
+    bool kill_sent = false;
+    int failed = 0;
+    while (!c.have_result) {
+        uint64_t now = mono_ms();
+        if (opts->cancel && *opts->cancel && !kill_sent) {
+            kill_sent = true;
+            send_frame(s, CLR_FRAME_KILL, NULL, 0, &perr);
+            /* The agent answers at once; do not wait out the whole timeout for it. */
+            if (deadline > now + opts->grace_ms)
+                deadline = now + opts->grace_ms;
+        }
+        if (now >= deadline) {
+            timed_out = true;
+            break;
+        }
+        ssize_t n = clr_engine_stream_read(s, buf, sizeof(buf), (int)(deadline - now), &perr);
+        if (n == -2)
+            continue;
+        if (n <= 0) {
+            failed = n < 0;
+            break;
+        }
+        if (clr_demux_feed(&demux, buf, (size_t)n, on_engine_stream, &c) != 0) {
+            failed = 1;
+            break;
+        }
+    }
+    clr_engine_stream_free(s);
+    free(c.frame_buf);
+    if (c.have_result) {
+        if (c.agent_log_len)
+            clr_log(CLR_LOG_DEBUG, "agent.stderr", "id", info->id, "text", c.agent_log, NULL);
+        return 0;
+    }
+    if (failed && perr.code != CLR_E_NONE && perr.code != CLR_E_UNAVAILABLE) {
+        /* A protocol violation: the agent (or something pretending to be it) cannot be
+         * trusted; the sandbox is killed. */
+        clr_log(CLR_LOG_ERROR, "exec.protocol_error", "id", info->id, "error", perr.message,
+                NULL);
+        diagnose(eng, sb, result, true);
+        result->status = CLR_EXEC_SANDBOX_FAILED;
+        snprintf(result->message, sizeof(result->message),
+                 "protocol error from the sandbox's agent (%.300s); the sandbox was killed",
+                 perr.message);
+        return 0;
+    }
+    diagnose(eng, sb, result, timed_out);
+    if (c.agent_log_len && !timed_out) {
+        size_t l = strlen(result->message);
+        snprintf(result->message + l, sizeof(result->message) - l, " (agent: %.200s)",
+                 c.agent_log);
+    }
+    return 0;
+}

@@ -1,0 +1,135 @@
+/* clearing: the command line. A table of subcommands, each a small file that parses its options
+ * and calls the library. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+struct cli_global cli_global;
+
+struct command {
+    const char *name;
+    cli_cmd_fn fn;
+    const char *summary;
+};
+
+static const struct command commands[] = {
+    {"run", cmd_run, "run one command in a new sandbox, then destroy it"},
+    {"doctor", cmd_doctor, "check that this host can run sandboxes, and say how to fix it"},
+    {"ls", cmd_ls, "list sandboxes"},
+    {"rm", cmd_rm, "destroy sandboxes"},
+    {"gc", cmd_gc, "remove expired sandboxes, broken containers and orphaned workspaces"},
+};
+
+void cli_error(const clr_error *err)
+{
+    fprintf(stderr, "clearing: %s: %s\n", clr_error_code_name(err->code), err->message);
+}
+
+void cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "clearing %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nTry 'clearing %s --help'.\n", cmd);
+    va_end(ap);
+}
+
+int cli_open_engine(clr_engine **eng, clr_error *err)
+{
+    clr_engine_options o = CLR_ENGINE_OPTIONS_INIT;
+    o.host = cli_global.docker_host;
+    return clr_engine_open(eng, &o, err);
+}
+
+void cli_print_json(json_t *j)
+{
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (s) {
+        fputs(s, stdout);
+        fputc('\n', stdout);
+        free(s);
+    }
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "Usage: clearing [GLOBAL OPTIONS] COMMAND [OPTIONS]\n\n"
+               "Runs untrusted commands in hardened gVisor sandboxes.\n\nCommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nGlobal options:\n"
+               "  --docker-host ADDR  Docker engine socket (unix:///path; default\n"
+               "                      $CLEARING_DOCKER_HOST or /var/run/docker.sock)\n"
+               "  --state-dir DIR     where workspaces live (default $CLEARING_STATE_DIR or\n"
+               "                      /var/lib/clearing)\n"
+               "  --log-level LEVEL   debug, info, warn (default) or error; logs are JSON lines\n"
+               "                      on stderr ($CLEARING_LOG_LEVEL)\n"
+               "  --version           print the version\n\n"
+               "Run 'clearing COMMAND --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *lvl = getenv("CLEARING_LOG_LEVEL");
+    if (lvl && clr_log_level_parse(lvl) >= 0)
+        clr_log_set_level((clr_log_level)clr_log_level_parse(lvl));
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        const char *a = argv[i];
+        const char *val = NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (strcmp(a, "--version") == 0) {
+            printf("clearing %s\n", clr_version());
+            return 0;
+        }
+        const char *names[] = {"--docker-host", "--state-dir", "--log-level"};
+        int which = -1;
+        for (int k = 0; k < 3; k++) {
+            size_t n = strlen(names[k]);
+            if (strncmp(a, names[k], n) == 0 && (a[n] == '=' || a[n] == '\0')) {
+                which = k;
+                if (a[n] == '=')
+                    val = a + n + 1;
+                else if (i + 1 < argc)
+                    val = argv[++i];
+                break;
+            }
+        }
+        if (which < 0 || !val) {
+            fprintf(stderr, "clearing: unknown or incomplete option '%s'\n", a);
+            usage(stderr);
+            return CLI_EXIT_USAGE;
+        }
+        if (which == 0)
+            cli_global.docker_host = val;
+        else if (which == 1)
+            cli_global.state_dir = val;
+        else {
+            int l = clr_log_level_parse(val);
+            if (l < 0) {
+                fprintf(stderr, "clearing: log level '%s' is not debug, info, warn or error\n",
+                        val);
+                return CLI_EXIT_USAGE;
+            }
+            clr_log_set_level((clr_log_level)l);
+        }
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++) {
+        if (strcmp(argv[i], commands[k].name) == 0)
+            return commands[k].fn(argc - i, argv + i);
+    }
+    fprintf(stderr, "clearing: unknown command '%s'\n", argv[i]);
+    usage(stderr);
+    return CLI_EXIT_USAGE;
+}

@@ -1,0 +1,63 @@
+/* Shared pieces of the clearing command line. */
+#ifndef CLR_CLI_H
+#define CLR_CLI_H
+
+#include <getopt.h>
+
+#include "clearing/cleanup.h"
+#include "clearing/clearing.h"
+
+/* Exit statuses of the command line (documented in docs/OPERATIONS.md). */
+enum {
+    CLI_EXIT_OK = 0,
+    CLI_EXIT_FAILURE = 1,      /* a management command failed */
+    CLI_EXIT_USAGE = 2,        /* bad options or arguments */
+    CLI_EXIT_SANDBOX = 122,    /* run: the sandbox died or its agent failed */
+    CLI_EXIT_OOM = 123,        /* run: the command ran out of memory */
+    CLI_EXIT_TIMEOUT = 124,    /* run: the command timed out (as timeout(1)) */
+    CLI_EXIT_CLEARING = 125,   /* run: clearing itself failed (engine down, bad limits, ...) */
+    CLI_EXIT_NOSTART = 126,    /* run: the command could not be started */
+};
+
+struct cli_global {
+    const char *docker_host;
+    const char *state_dir;
+};
+
+extern struct cli_global cli_global;
+
+/* Prints "clearing: <code>: <message>" on stderr. */
+void cli_error(const clr_error *err);
+void cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_open_engine(clr_engine **eng, clr_error *err);
+/* Prints a JSON value on stdout, indented, with a newline. */
+void cli_print_json(json_t *j);
+
+/* Limit options (--cpus, --memory, ...), shared by commands that create sandboxes. */
+enum {
+    CLI_OPT_CPUS = 1000,
+    CLI_OPT_MEMORY,
+    CLI_OPT_PIDS,
+    CLI_OPT_LIFETIME,
+    CLI_OPT_TMP,
+    CLI_OPT_WS_SIZE,
+    CLI_OPT_WS_INODES,
+    CLI_OPT_NOFILE,
+    CLI_OPT_FSIZE,
+    CLI_OPT_FIRST_FREE,
+};
+extern const struct option cli_limit_options[];
+extern const char cli_limit_help[];
+/* Returns 0 if opt was a limit option and parsed, 1 if it is not one, -1 with err if invalid. */
+int cli_parse_limit_option(clr_limits *l, int opt, const char *arg, clr_error *err);
+/* Builds getopt's table: the command's own options followed by the limit options. */
+struct option *cli_options_with_limits(const struct option *own);
+
+typedef int (*cli_cmd_fn)(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_doctor(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_rm(int argc, char **argv);
+int cmd_gc(int argc, char **argv);
+
+#endif

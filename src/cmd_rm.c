@@ -1,0 +1,51 @@
+/* clearing rm: destroy sandboxes. Idempotent: a sandbox that is already gone is not an error. */
+#include <stdio.h>
+
+#include "cli.h"
+
+int cmd_rm(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "+", options, NULL)) != -1) {
+        if (c == 'h') {
+            printf("Usage: clearing rm ID...\n\nKills and removes sandboxes and their "
+                   "workspaces, without a grace period.\n");
+            return 0;
+        }
+        cli_usage_error("rm", "unknown option");
+        return CLI_EXIT_USAGE;
+    }
+    if (optind >= argc) {
+        cli_usage_error("rm", "no sandbox id given");
+        return CLI_EXIT_USAGE;
+    }
+    for (int i = optind; i < argc; i++) {
+        if (!clr_sandbox_id_valid(argv[i])) {
+            cli_usage_error("rm", "'%s' is not a sandbox id (expected sb- and 16 hex digits)",
+                            argv[i]);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    clr_error err = CLR_ERROR_INIT;
+    clr_engine *eng = NULL;
+    if (cli_open_engine(&eng, &err) < 0) {
+        cli_error(&err);
+        return CLI_EXIT_FAILURE;
+    }
+    int status = 0;
+    for (int i = optind; i < argc; i++) {
+        if (clr_sandbox_destroy(eng, argv[i], "client", cli_global.state_dir, &err) < 0) {
+            cli_error(&err);
+            status = CLI_EXIT_FAILURE;
+        } else {
+            printf("%s\n", argv[i]);
+        }
+    }
+    clr_engine_free(eng);
+    return status;
+}

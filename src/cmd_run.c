@@ -1,0 +1,293 @@
+/* clearing run: create a sandbox, run one command, destroy the sandbox. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+enum {
+    OPT_IMAGE = CLI_OPT_FIRST_FREE,
+    OPT_TIMEOUT,
+    OPT_WORKSPACE,
+    OPT_ENV,
+    OPT_CWD,
+    OPT_STDIN_FILE,
+    OPT_STDOUT_CAP,
+    OPT_STDERR_CAP,
+    OPT_SHELL,
+    OPT_INSECURE_RUNTIME,
+    OPT_JSON,
+    OPT_HELP,
+};
+
+static const struct option own_options[] = {
+    {"image", required_argument, NULL, OPT_IMAGE},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"workspace", required_argument, NULL, OPT_WORKSPACE},
+    {"env", required_argument, NULL, OPT_ENV},
+    {"cwd", required_argument, NULL, OPT_CWD},
+    {"stdin-file", required_argument, NULL, OPT_STDIN_FILE},
+    {"stdout-cap", required_argument, NULL, OPT_STDOUT_CAP},
+    {"stderr-cap", required_argument, NULL, OPT_STDERR_CAP},
+    {"shell", required_argument, NULL, OPT_SHELL},
+    {"insecure-runtime", required_argument, NULL, OPT_INSECURE_RUNTIME},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+static void help(void)
+{
+    printf("Usage: clearing run [OPTIONS] -- COMMAND [ARG...]\n"
+           "       clearing run [OPTIONS] --shell 'SHELL STRING'\n\n"
+           "Creates a sandbox, runs one command in it as the unprivileged sandbox user, and\n"
+           "destroys the sandbox. The command's stdout and stderr stream to this process's;\n"
+           "the exit status mirrors the command's: its exit code, 128+N for signal N,\n"
+           "124 timed out, 123 out of memory, 126 could not start, 122 the sandbox failed,\n"
+           "125 clearing itself failed.\n\n"
+           "Options:\n"
+           "  --image IMAGE         image (default " CLR_DEFAULT_IMAGE ")\n"
+           "  --timeout DURATION    the command's timeout (default 60s)\n"
+           "  --workspace DIR       copy DIR into /workspace first (nothing is copied back)\n"
+           "  --env KEY=VALUE       environment for the command (repeatable)\n"
+           "  --cwd DIR             working directory inside the sandbox (default /workspace)\n"
+           "  --stdin-file FILE     bytes for the command's stdin ('-': this process's stdin)\n"
+           "  --stdout-cap SIZE     stdout kept, the rest is counted and dropped (default 1m)\n"
+           "  --stderr-cap SIZE     likewise for stderr (default 1m)\n"
+           "  --shell STRING        run STRING with /bin/sh -c instead of COMMAND\n"
+           "  --insecure-runtime runc  run WITHOUT gVisor: weakens isolation; logged and\n"
+           "                        recorded on the sandbox. For hosts where gVisor cannot run.\n"
+           "  --json                print the full result record as JSON instead of streaming\n"
+           "%s",
+           cli_limit_help);
+}
+
+static void write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void stream_output(void *ctx, clr_stream stream, const uint8_t *data, size_t len)
+{
+    (void)ctx;
+    write_all(stream == CLR_STDOUT ? STDOUT_FILENO : STDERR_FILENO, data, len);
+}
+
+/* Reads a whole file (or stdin) into memory, bounded. */
+static int slurp(const char *path, uint8_t **out, size_t *len, clr_error *err)
+{
+    const size_t max = 64 * 1024 * 1024;
+    int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return clr_error_set(err, CLR_E_INVALID, errno, "--stdin-file %s: %s", path,
+                             strerror(errno));
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    for (;;) {
+        uint8_t *b = realloc(buf, n + 65536);
+        if (!b) {
+            free(buf);
+            return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+        }
+        buf = b;
+        ssize_t r = read(fd, buf + n, 65536);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            free(buf);
+            return clr_error_set(err, CLR_E_INVALID, errno, "reading %s: %s", path,
+                                 strerror(errno));
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+        if (n > max) {
+            free(buf);
+            return clr_error_set(err, CLR_E_LIMIT, EFBIG, "--stdin-file %s is larger than 64 MiB",
+                                 path);
+        }
+    }
+    if (fd != STDIN_FILENO)
+        close(fd);
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+static int exit_status(const clr_exec_result *r)
+{
+    switch (r->status) {
+    case CLR_EXEC_EXITED: return r->exit_code;
+    case CLR_EXEC_SIGNALED: return 128 + r->signal;
+    case CLR_EXEC_TIMED_OUT: return CLI_EXIT_TIMEOUT;
+    case CLR_EXEC_OOM: return CLI_EXIT_OOM;
+    case CLR_EXEC_START_FAILED: return CLI_EXIT_NOSTART;
+    case CLR_EXEC_SANDBOX_FAILED: return CLI_EXIT_SANDBOX;
+    default: return CLI_EXIT_SANDBOX;
+    }
+}
+
+static volatile int interrupted;
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    clr_sandbox_options so = CLR_SANDBOX_OPTIONS_INIT;
+    clr_exec_options eo = CLR_EXEC_OPTIONS_INIT;
+    clr_error err = CLR_ERROR_INIT;
+    bool json = false;
+    const char *stdin_file = NULL;
+    size_t nenv = 0;
+    _cleanup_free_ const char **env = calloc((size_t)argc + 1, sizeof(char *));
+    _cleanup_free_ struct option *opts = cli_options_with_limits(own_options);
+    if (!env || !opts)
+        return CLI_EXIT_CLEARING;
+    so.state_dir = cli_global.state_dir;
+
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        uint64_t v = 0;
+        int rc = cli_parse_limit_option(&so.limits, c, optarg, &err);
+        if (rc < 0) {
+            cli_usage_error("run", "%s", err.message);
+            return CLI_EXIT_USAGE;
+        }
+        if (rc == 0)
+            continue;
+        switch (c) {
+        case OPT_IMAGE: so.image = optarg; break;
+        case OPT_WORKSPACE: so.workspace_from = optarg; break;
+        case OPT_CWD: eo.cwd = optarg; break;
+        case OPT_SHELL: eo.shell = optarg; break;
+        case OPT_STDIN_FILE: stdin_file = optarg; break;
+        case OPT_INSECURE_RUNTIME: so.insecure_runtime = optarg; break;
+        case OPT_JSON: json = true; break;
+        case OPT_ENV:
+            if (!strchr(optarg, '=') || optarg[0] == '=') {
+                cli_usage_error("run", "--env '%s' is not KEY=VALUE", optarg);
+                return CLI_EXIT_USAGE;
+            }
+            env[nenv++] = optarg;
+            break;
+        case OPT_TIMEOUT:
+            if (clr_parse_duration_ms(&v, optarg, &err) < 0 || v == 0 || v > UINT32_MAX) {
+                cli_usage_error("run", "--timeout: %s",
+                                err.message[0] ? err.message : "must be between 1ms and 24h");
+                return CLI_EXIT_USAGE;
+            }
+            eo.limits.timeout_ms = (uint32_t)v;
+            break;
+        case OPT_STDOUT_CAP:
+        case OPT_STDERR_CAP:
+            if (clr_parse_size(&v, optarg, &err) < 0) {
+                cli_usage_error("run", "--%s: %s", c == OPT_STDOUT_CAP ? "stdout-cap" : "stderr-cap",
+                                err.message);
+                return CLI_EXIT_USAGE;
+            }
+            if (c == OPT_STDOUT_CAP)
+                eo.limits.stdout_cap = v;
+            else
+                eo.limits.stderr_cap = v;
+            break;
+        case OPT_HELP: help(); return 0;
+        default: cli_usage_error("run", "unknown option"); return CLI_EXIT_USAGE;
+        }
+    }
+    char **cmd = argv + optind;
+    if (!eo.shell && !*cmd) {
+        cli_usage_error("run", "no command given: clearing run [OPTIONS] -- COMMAND [ARG...]");
+        return CLI_EXIT_USAGE;
+    }
+    if (eo.shell && *cmd) {
+        cli_usage_error("run", "give either --shell or a COMMAND, not both");
+        return CLI_EXIT_USAGE;
+    }
+    if (clr_limits_validate(&so.limits, &err) < 0 ||
+        clr_exec_limits_validate(&eo.limits, &err) < 0) {
+        cli_usage_error("run", "%s", err.message);
+        return CLI_EXIT_USAGE;
+    }
+    if (!eo.shell)
+        eo.argv = (const char *const *)cmd;
+    eo.env = env;
+    _cleanup_free_ uint8_t *in = NULL;
+    if (stdin_file) {
+        if (slurp(stdin_file, &in, &eo.stdin_len, &err) < 0) {
+            cli_error(&err);
+            return CLI_EXIT_CLEARING;
+        }
+        eo.stdin_data = in;
+    }
+    if (!json)
+        eo.on_output = stream_output;
+    eo.cancel = &interrupted;
+
+    clr_engine *eng = NULL;
+    if (cli_open_engine(&eng, &err) < 0) {
+        cli_error(&err);
+        return CLI_EXIT_CLEARING;
+    }
+    /* Interrupting the CLI must not leak a sandbox: the signal ends the exec stream (the agent
+     * then kills the command) and the sandbox is destroyed below. */
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    clr_sandbox *sb = NULL;
+    if (clr_sandbox_create(&sb, eng, &so, &err) < 0) {
+        cli_error(&err);
+        clr_engine_free(eng);
+        return CLI_EXIT_CLEARING;
+    }
+    clr_exec_result res;
+    int rc = clr_exec_run(&res, eng, sb, &eo, &err);
+    int status;
+    if (rc < 0) {
+        cli_error(&err);
+        status = CLI_EXIT_CLEARING;
+    } else {
+        status = exit_status(&res);
+        if (json) {
+            json_t *j = clr_exec_result_to_json(&res);
+            json_object_set_new(j, "sandbox_id", json_string(clr_sandbox_get_info(sb)->id));
+            json_object_set_new(j, "runtime", json_string(clr_sandbox_get_info(sb)->runtime));
+            cli_print_json(j);
+            json_decref(j);
+        } else if (res.status != CLR_EXEC_EXITED) {
+            fprintf(stderr, "clearing: command %s%s%s\n", clr_exec_status_name(res.status),
+                    res.message[0] ? ": " : "", res.message);
+        }
+        if (!json && (res.stdout_truncated || res.stderr_truncated))
+            fprintf(stderr, "clearing: output truncated (stdout %llu bytes, stderr %llu bytes "
+                            "written by the command)\n",
+                    (unsigned long long)res.stdout_bytes, (unsigned long long)res.stderr_bytes);
+        clr_exec_result_clear(&res);
+    }
+    clr_error derr = CLR_ERROR_INIT;
+    if (clr_sandbox_destroy(eng, clr_sandbox_get_info(sb)->id, "run-finished", so.state_dir,
+                            &derr) < 0) {
+        cli_error(&derr);
+        if (status == 0)
+            status = CLI_EXIT_CLEARING;
+    }
+    clr_sandbox_free(sb);
+    clr_engine_free(eng);
+    return status;
+}
