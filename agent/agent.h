@@ -20,6 +20,7 @@ struct agent_request {
     gid_t gid;
     uint64_t nproc;   /* 0: leave as is */
     uint64_t memory;  /* bytes the command's process tree may hold; 0: unlimited */
+    uint64_t memory_source; /* enum clr_memory_source */
     uint64_t nofile;  /* 0: leave as is */
     uint64_t fsize;   /* 0: leave as is */
 };

@@ -211,6 +211,7 @@ int agent_request_parse(struct agent_request *req, const uint8_t *payload, size_
             case CLR_REQ_MEMORY: req->memory = n; break;
             case CLR_REQ_NOFILE: req->nofile = n; break;
             case CLR_REQ_FSIZE: req->fsize = n; break;
+            case CLR_REQ_MEMORY_SOURCE: req->memory_source = n; break;
             default: break; /* unknown integer fields are ignored, for forward compatibility */
             }
         }
@@ -603,17 +604,46 @@ static void write_stdin(struct sup *s)
     }
 }
 
+/* Sandbox-wide memory in use, from the sandbox kernel's /proc/meminfo; 0 if unreadable. */
+static uint64_t meminfo_used(void)
+{
+    char buf[4096];
+    int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    const char *t = strstr(buf, "MemTotal:");
+    const char *a = strstr(buf, "MemAvailable:");
+    if (!t || !a)
+        return 0;
+    unsigned long long total = strtoull(t + 9, NULL, 10);
+    unsigned long long avail = strtoull(a + 13, NULL, 10);
+    return total > avail ? (total - avail) * 1024 : 0;
+}
+
 static void sample_memory(struct sup *s)
 {
     uint64_t rss = 0;
     scan_tree(proc_buf(), MAX_PROCS, &rss);
+    uint64_t used = rss;
+    if (s->req.memory_source == CLR_MEMORY_MEMINFO) {
+        /* Both are upper bounds of what the command holds: the tighter one is reported. */
+        uint64_t sandbox = meminfo_used();
+        if (sandbox && sandbox < rss)
+            rss = sandbox;
+        used = sandbox ? sandbox : used;
+    }
     if (rss > s->peak_rss)
         s->peak_rss = rss;
-    if (s->req.memory && rss > s->req.memory && !s->verdict) {
+    if (s->req.memory && used > s->req.memory && !s->verdict) {
         s->verdict = CLR_WIRE_OOM;
         snprintf(s->message, sizeof(s->message),
-                 "the command's processes held %llu bytes, over the limit of %llu",
-                 (unsigned long long)rss, (unsigned long long)s->req.memory);
+                 "memory in use reached %llu bytes, over the limit of %llu for commands",
+                 (unsigned long long)used, (unsigned long long)s->req.memory);
     }
 }
 

@@ -204,6 +204,8 @@ static int build_request(struct clr_tlv_builder *b, const clr_sandbox *sb,
     clr_tlv_put_u64(b, CLR_REQ_MEMORY, clr_exec_memory_cap(info->limits.memory_bytes));
     clr_tlv_put_u64(b, CLR_REQ_NOFILE, info->limits.nofile);
     clr_tlv_put_u64(b, CLR_REQ_FSIZE, info->limits.fsize_bytes);
+    clr_tlv_put_u64(b, CLR_REQ_MEMORY_SOURCE,
+                    strcmp(info->runtime, "runsc") == 0 ? CLR_MEMORY_MEMINFO : CLR_MEMORY_TREE_RSS);
     if (b->overflow)
         return clr_error_set(err, CLR_E_LIMIT, E2BIG,
                              "command, environment and working directory exceed %d bytes",

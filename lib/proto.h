@@ -47,6 +47,16 @@ enum clr_req_tag {
     CLR_REQ_MEMORY = 10,
     CLR_REQ_NOFILE = 11,
     CLR_REQ_FSIZE = 12,
+    CLR_REQ_MEMORY_SOURCE = 13, /* enum clr_memory_source */
+};
+
+/* How the agent measures memory against CLR_REQ_MEMORY. Under gVisor, /proc/meminfo is the
+ * sandbox kernel's own exact account of the sandbox (MemTotal is the limit); summing the RSS of
+ * the command's processes counts shared pages once per process and overstates forked workloads,
+ * so it is only the fallback for runtimes whose /proc/meminfo describes the host. */
+enum clr_memory_source {
+    CLR_MEMORY_TREE_RSS = 0,
+    CLR_MEMORY_MEMINFO = 1,
 };
 
 enum clr_res_tag {

@@ -41,9 +41,9 @@ json_t *clr_exec_result_to_json(const clr_exec_result *r)
     json_object_set_new(o, "stderr_bytes", json_integer((json_int_t)r->stderr_bytes));
     json_object_set_new(o, "stdout_truncated", json_boolean(r->stdout_truncated));
     json_object_set_new(o, "stderr_truncated", json_boolean(r->stderr_truncated));
-    json_object_set_new(o, "wall_ms", json_real((double)r->wall_us / 1000.0));
-    json_object_set_new(o, "cpu_user_ms", json_real((double)r->user_us / 1000.0));
-    json_object_set_new(o, "cpu_system_ms", json_real((double)r->sys_us / 1000.0));
+    json_object_set_new(o, "wall_us", json_integer((json_int_t)r->wall_us));
+    json_object_set_new(o, "cpu_user_us", json_integer((json_int_t)r->user_us));
+    json_object_set_new(o, "cpu_system_us", json_integer((json_int_t)r->sys_us));
     json_object_set_new(o, "peak_memory_bytes", json_integer((json_int_t)r->peak_memory_bytes));
     json_object_set_new(o, "killed_processes", json_integer((json_int_t)r->killed_processes));
     json_object_set_new(o, "sandbox_killed", json_boolean(r->sandbox_killed));

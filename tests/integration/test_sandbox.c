@@ -1,0 +1,677 @@
+/* Integration tests: the real library against the real dockerd with runsc.
+ *
+ * Most checks share one sandbox (a sandbox must survive many commands anyway); the tests that
+ * break or destroy a sandbox make their own. Every assertion is on an outcome: what the command
+ * saw, what the result record says, what is left on the host. */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "clearing/clearing.h"
+
+static clr_engine *eng;
+static clr_sandbox *shared;
+
+static clr_sandbox *make_sandbox(const clr_sandbox_options *o)
+{
+    clr_error err = CLR_ERROR_INIT;
+    clr_sandbox *sb = NULL;
+    if (clr_sandbox_create(&sb, eng, o, &err) < 0)
+        fail_msg("creating sandbox: %s", err.message);
+    return sb;
+}
+
+static void destroy(clr_sandbox *sb)
+{
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_sandbox_destroy(eng, clr_sandbox_get_info(sb)->id, "test", NULL, &err) < 0)
+        fail_msg("destroying sandbox: %s", err.message);
+    clr_sandbox_free(sb);
+}
+
+/* Runs a shell string; the result is owned by the caller. */
+static void sh(clr_exec_result *r, clr_sandbox *sb, const char *script, uint32_t timeout_ms)
+{
+    clr_error err = CLR_ERROR_INIT;
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    o.shell = script;
+    o.limits.timeout_ms = timeout_ms;
+    if (clr_exec_run(r, eng, sb, &o, &err) < 0)
+        fail_msg("exec failed: %s", err.message);
+}
+
+static const char *out(const clr_exec_result *r)
+{
+    return r->out.data ? (const char *)r->out.data : "";
+}
+
+static void assert_exited(const clr_exec_result *r, int code)
+{
+    if (r->status != CLR_EXEC_EXITED || r->exit_code != code)
+        fail_msg("expected exit %d, got status %s exit %d signal %d: %s | stdout=%s stderr=%.*s",
+                 code, clr_exec_status_name(r->status), r->exit_code, r->signal, r->message,
+                 out(r), (int)r->err.len, r->err.data ? (const char *)r->err.data : "");
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    clr_error err = CLR_ERROR_INIT;
+    clr_engine_options eo = CLR_ENGINE_OPTIONS_INIT;
+    if (clr_engine_open(&eng, &eo, &err) < 0) {
+        fprintf(stderr, "engine: %s\n", err.message);
+        return -1;
+    }
+    clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
+    o.limits.memory_bytes = 256 * CLR_MIB;
+    o.limits.pids = 64;
+    if (clr_sandbox_create(&shared, eng, &o, &err) < 0) {
+        fprintf(stderr, "sandbox: %s\n", err.message);
+        return -1;
+    }
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (shared)
+        destroy(shared);
+    clr_engine_free(eng);
+    return 0;
+}
+
+/* ---- isolation ---- */
+
+static void test_runs_under_gvisor(void **state)
+{
+    (void)state;
+    clr_exec_result r;
+    sh(&r, shared, "dmesg | head -n 3", 20000);
+    assert_exited(&r, 0);
+    assert_non_null(strstr(out(&r), "gVisor"));
+    assert_string_equal(clr_sandbox_get_info(shared)->runtime, "runsc");
+    assert_false(clr_sandbox_get_info(shared)->insecure);
+    clr_exec_result_clear(&r);
+}
+
+static void test_no_network_but_loopback(void **state)
+{
+    (void)state;
+    clr_exec_result r;
+    sh(&r, shared,
+       "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,; echo; "
+       "wc -l < /proc/net/route",
+       20000);
+    assert_exited(&r, 0);
+    /* one interface, lo; the route table has its header line only */
+    assert_string_equal(out(&r), "lo,\n1\n");
+    clr_exec_result_clear(&r);
+}
+
+struct listener {
+    int fd;
+    int port;
+    volatile int accepted;
+};
+
+static void *accept_loop(void *p)
+{
+    struct listener *l = p;
+    for (;;) {
+        int c = accept(l->fd, NULL, NULL);
+        if (c < 0)
+            return NULL;
+        l->accepted++;
+        (void)!write(c, "HOST-SECRET\n", 12);
+        close(c);
+    }
+}
+
+static void test_host_loopback_unreachable(void **state)
+{
+    (void)state;
+    /* A server on the host's loopback: the sandbox's 127.0.0.1 is its own, so it must not
+     * reach this one. */
+    struct listener l = {.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_true(l.fd >= 0);
+    assert_int_equal(bind(l.fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    socklen_t alen = sizeof(a);
+    getsockname(l.fd, (struct sockaddr *)&a, &alen);
+    l.port = ntohs(a.sin_port);
+    assert_int_equal(listen(l.fd, 8), 0);
+    pthread_t t;
+    pthread_create(&t, NULL, accept_loop, &l);
+
+    char script[512];
+    snprintf(script, sizeof(script),
+             "python3 -c '\nimport socket\ns=socket.socket()\ns.settimeout(3)\n"
+             "try:\n  s.connect((\"127.0.0.1\", %d)); print(\"CONNECTED\", s.recv(100))\n"
+             "except OSError as e: print(\"REFUSED\", e.errno)\n'",
+             l.port);
+    clr_exec_result r;
+    sh(&r, shared, script, 20000);
+    shutdown(l.fd, SHUT_RDWR);
+    close(l.fd);
+    pthread_join(t, NULL);
+    assert_exited(&r, 0);
+    assert_null(strstr(out(&r), "HOST-SECRET"));
+    assert_non_null(strstr(out(&r), "REFUSED"));
+    assert_int_equal(l.accepted, 0);
+    clr_exec_result_clear(&r);
+}
+
+static void test_rootfs_readonly_tmp_noexec(void **state)
+{
+    (void)state;
+    clr_exec_result r;
+    sh(&r, shared,
+       "touch /etc/clearing-test 2>/dev/null && echo ROOT-WRITABLE; "
+       "echo data > /workspace/w && echo WS-OK; "
+       "cp /bin/true /tmp/t && chmod +x /tmp/t && (/tmp/t 2>/dev/null && echo TMP-EXEC || "
+       "echo TMP-NOEXEC)",
+       20000);
+    assert_exited(&r, 0);
+    assert_null(strstr(out(&r), "ROOT-WRITABLE"));
+    assert_non_null(strstr(out(&r), "WS-OK"));
+    assert_non_null(strstr(out(&r), "TMP-NOEXEC"));
+    clr_exec_result_clear(&r);
+}
+
+static void test_user_unprivileged(void **state)
+{
+    (void)state;
+    clr_exec_result r;
+    sh(&r, shared,
+       "id -u; id -g; grep -E '^(CapEff|CapPrm)' /proc/self/status | tr -s '\\t' ' '; "
+       "python3 -c 'import ctypes; print(\"nnp\", ctypes.CDLL(None).prctl(39, 0, 0, 0, 0))'",
+       20000);
+    assert_exited(&r, 0);
+    /* gVisor's status file has no NoNewPrivs line: prctl(PR_GET_NO_NEW_PRIVS) asks directly */
+    assert_string_equal(out(&r), "1000\n1000\nCapPrm: 0000000000000000\n"
+                                 "CapEff: 0000000000000000\nnnp 1\n");
+    clr_exec_result_clear(&r);
+}
+
+/* ---- limits ---- */
+
+static void test_memory_limit_is_oom(void **state)
+{
+    (void)state;
+    clr_exec_result r;
+    sh(&r, shared,
+       "python3 -c '\nb=[]\nwhile True: b.append(bytearray(4*1048576))\n'", 60000);
+    if (r.status != CLR_EXEC_OOM)
+        fail_msg("expected oom, got %s: %s", clr_exec_status_name(r.status), r.message);
+    assert_false(r.sandbox_killed);
+    assert_true(r.peak_memory_bytes > 100 * CLR_MIB);
+    clr_exec_result_clear(&r);
+    /* the sandbox survives its command's memory bomb */
+    sh(&r, shared, "echo alive", 20000);
+    assert_exited(&r, 0);
+    assert_string_equal(out(&r), "alive\n");
+    clr_exec_result_clear(&r);
+}
+
+static void test_pids_limit(void **state)
+{
+    (void)state;
+    clr_exec_result r;
+    /* Forks sleepers until fork fails; the count stays under the limit (64 for the shared
+     * sandbox, which includes the forking process itself). */
+    sh(&r, shared,
+       "python3 -c '\nimport os,time\nn=0\ntry:\n  while n < 1000:\n"
+       "    if os.fork()==0:\n      time.sleep(30); os._exit(0)\n    n+=1\n"
+       "except OSError as e: print(\"FAILED\", n, e.errno)\n'",
+       60000);
+    assert_exited(&r, 0);
+    int n = -1, e = -1;
+    assert_int_equal(sscanf(out(&r), "FAILED %d %d", &n, &e), 2);
+    assert_true(n > 0 && n < 64);
+    assert_int_equal(e, EAGAIN);
+    clr_exec_result_clear(&r);
+}
+
+static void test_fork_bomb_contained(void **state)
+{
+    (void)state;
+    clr_exec_result r;
+    sh(&r, shared, "bomb() { bomb | bomb & }; bomb; sleep 3", 4000);
+    assert_true(r.status == CLR_EXEC_EXITED || r.status == CLR_EXEC_TIMED_OUT);
+    assert_false(r.sandbox_killed);
+    clr_exec_result_clear(&r);
+    sh(&r, shared, "echo alive", 20000);
+    assert_exited(&r, 0);
+    assert_string_equal(out(&r), "alive\n");
+    clr_exec_result_clear(&r);
+}
+
+static void test_timeout_kills_whole_tree(void **state)
+{
+    (void)state;
+    clr_exec_result r;
+    /* setsid + double fork, a TERM-ignoring child, a child that stopped itself (in a session
+     * of its own: a stopped member of the command's own process group would, rightly, get
+     * SIGHUP from the kernel when the group becomes orphaned, and end the test early) */
+    sh(&r, shared,
+       "setsid sh -c 'sleep 1000 & exec sleep 1001' & "
+       "(sh -c 'sleep 1002 & exit 0') & "
+       "(trap '' TERM; exec sleep 1003) & "
+       "setsid sh -c 'kill -STOP $$; exec sleep 1004' & "
+       "exec sleep 1005",
+       1500);
+    if (r.status != CLR_EXEC_TIMED_OUT)
+        fail_msg("expected timed_out, got %s", clr_exec_status_name(r.status));
+    assert_false(r.sandbox_killed);
+    assert_true(r.killed_processes >= 6);
+    assert_true(r.wall_us >= 1500000);
+    clr_exec_result_clear(&r);
+    sh(&r, shared, "ps -eo user=,args= | grep -c 'sleep 10[0-9][0-9]' || true", 20000);
+    assert_exited(&r, 0);
+    assert_string_equal(out(&r), "0\n");
+    clr_exec_result_clear(&r);
+}
+
+static void test_background_leftovers_killed_after_exit(void **state)
+{
+    (void)state;
+    clr_exec_result r;
+    sh(&r, shared, "setsid sleep 2000 & echo started", 20000);
+    assert_exited(&r, 0);
+    assert_string_equal(out(&r), "started\n");
+    clr_exec_result_clear(&r);
+    sh(&r, shared, "ps -eo args= | grep -c '^sleep 2000' || true", 20000);
+    assert_string_equal(out(&r), "0\n");
+    clr_exec_result_clear(&r);
+}
+
+/* ---- the result record ---- */
+
+static void test_output_cap_truncates(void **state)
+{
+    (void)state;
+    clr_error err = CLR_ERROR_INIT;
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    o.shell = "head -c 300000 /dev/zero | tr '\\0' a; head -c 5000 /dev/zero >&2";
+    o.limits.stdout_cap = 1000;
+    o.limits.stderr_cap = 10000;
+    clr_exec_result r;
+    assert_int_equal(clr_exec_run(&r, eng, shared, &o, &err), 0);
+    assert_exited(&r, 0);
+    assert_int_equal(r.out.len, 1000);
+    assert_true(r.stdout_truncated);
+    assert_int_equal(r.stdout_bytes, 300000);
+    assert_int_equal(r.err.len, 5000);
+    assert_false(r.stderr_truncated);
+    assert_int_equal(r.stderr_bytes, 5000);
+    clr_exec_result_clear(&r);
+}
+
+static void test_binary_output_exact(void **state)
+{
+    (void)state;
+    clr_exec_result r;
+    sh(&r, shared,
+       "python3 -c 'import sys; sys.stdout.buffer.write(bytes(range(256))*300); "
+       "sys.stderr.buffer.write(bytes(range(255,-1,-1))*7)'",
+       20000);
+    assert_exited(&r, 0);
+    assert_int_equal(r.out.len, 256 * 300);
+    assert_int_equal(r.err.len, 256 * 7);
+    for (size_t i = 0; i < r.out.len; i++)
+        assert_int_equal(r.out.data[i], i % 256);
+    for (size_t i = 0; i < r.err.len; i++)
+        assert_int_equal(r.err.data[i], 255 - i % 256);
+    clr_exec_result_clear(&r);
+}
+
+static void test_stdin_env_cwd(void **state)
+{
+    (void)state;
+    clr_error err = CLR_ERROR_INIT;
+    static const uint8_t input[] = {0, 1, 2, 0xff, 'x', '\n', 0x80};
+    const char *argv[] = {"sh", "-c", "pwd; echo \"$GREETING\"; cat", NULL};
+    const char *env[] = {"GREETING=hello there", NULL};
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    o.argv = argv;
+    o.env = env;
+    o.cwd = "/tmp";
+    o.stdin_data = input;
+    o.stdin_len = sizeof(input);
+    clr_exec_result r;
+    assert_int_equal(clr_exec_run(&r, eng, shared, &o, &err), 0);
+    assert_exited(&r, 0);
+    const char *head = "/tmp\nhello there\n";
+    assert_int_equal(r.out.len, strlen(head) + sizeof(input));
+    assert_memory_equal(r.out.data, head, strlen(head));
+    assert_memory_equal(r.out.data + strlen(head), input, sizeof(input));
+    clr_exec_result_clear(&r);
+}
+
+static void test_exit_codes_and_signals(void **state)
+{
+    (void)state;
+    clr_exec_result r;
+    sh(&r, shared, "exit 42", 20000);
+    assert_exited(&r, 42);
+    clr_exec_result_clear(&r);
+    sh(&r, shared, "kill -TERM $$", 20000);
+    assert_int_equal(r.status, CLR_EXEC_SIGNALED);
+    assert_int_equal(r.signal, 15);
+    clr_exec_result_clear(&r);
+
+    clr_error err = CLR_ERROR_INIT;
+    const char *argv[] = {"/no/such/program", NULL};
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    o.argv = argv;
+    assert_int_equal(clr_exec_run(&r, eng, shared, &o, &err), 0);
+    assert_int_equal(r.status, CLR_EXEC_START_FAILED);
+    assert_non_null(strstr(r.message, "/no/such/program"));
+    clr_exec_result_clear(&r);
+}
+
+static void test_result_cannot_be_forged(void **state)
+{
+    (void)state;
+    clr_exec_result r;
+    /* A command that prints what looks like an agent RESULT frame claiming exit 0, then exits 7.
+     * Its bytes travel inside STDOUT frames, so the record must say 7. */
+    sh(&r, shared,
+       "python3 -c '\nimport sys,struct\n"
+       "tlv=struct.pack(\">HIQ\",1,8,1)+struct.pack(\">HIQ\",2,8,0)\n"
+       "frame=struct.pack(\">IIB3x\",len(tlv),1,6)+tlv\n"
+       "sys.stdout.buffer.write(frame); sys.stdout.flush(); sys.exit(7)\n'",
+       20000);
+    assert_exited(&r, 7);
+    assert_int_equal(r.out.len, 12 + 28);
+    clr_exec_result_clear(&r);
+}
+
+static void test_accounting(void **state)
+{
+    (void)state;
+    clr_exec_result r;
+    sh(&r, shared, "python3 -c 'x=bytearray(64*1048576); s=0\nfor i in range(3000000): s+=i'",
+       60000);
+    assert_exited(&r, 0);
+    assert_true(r.peak_memory_bytes >= 64 * CLR_MIB);
+    assert_true(r.user_us + r.sys_us > 50000);
+    assert_true(r.wall_us > 50000);
+    clr_exec_result_clear(&r);
+}
+
+/* ---- lifecycle ---- */
+
+static bool host_has_runsc_for(const char *container_id)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    bool found = false;
+    while (d && (e = readdir(d)) && !found) {
+        char path[300], buf[8192];
+        snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
+        int fd = open(path, O_RDONLY);
+        if (fd < 0)
+            continue;
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        for (ssize_t i = 0; i < n; i++)
+            if (!buf[i])
+                buf[i] = ' ';
+        buf[n] = '\0';
+        found = strstr(buf, "runsc") && strstr(buf, container_id);
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+static void test_destroy_leaves_nothing(void **state)
+{
+    (void)state;
+    clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
+    clr_sandbox *sb = make_sandbox(&o);
+    char id[64], cid[80], ws[4096];
+    snprintf(id, sizeof(id), "%s", clr_sandbox_get_info(sb)->id);
+    snprintf(cid, sizeof(cid), "%s", clr_sandbox_get_info(sb)->container_id);
+    snprintf(ws, sizeof(ws), "%s", clr_sandbox_workspace(sb));
+    assert_true(host_has_runsc_for(cid));
+    struct stat st;
+    assert_int_equal(stat(ws, &st), 0);
+    destroy(sb);
+
+    char path[256];
+    snprintf(path, sizeof(path), "/containers/%s/json", cid);
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_engine_call(eng, "GET", path, NULL, NULL, &err), 404);
+    /* runsc processes go with the container; give the shim a moment to reap them */
+    for (int i = 0; i < 50 && host_has_runsc_for(cid); i++)
+        usleep(100000);
+    assert_false(host_has_runsc_for(cid));
+    assert_int_equal(stat(ws, &st), -1);
+    /* idempotent */
+    assert_int_equal(clr_sandbox_destroy(eng, id, "test", NULL, &err), 0);
+    clr_sandbox *again = NULL;
+    assert_int_equal(clr_sandbox_open(&again, eng, id, &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+}
+
+static void test_open_finds_live_sandbox(void **state)
+{
+    (void)state;
+    clr_error err = CLR_ERROR_INIT;
+    clr_sandbox *sb = NULL;
+    const clr_sandbox_info *want = clr_sandbox_get_info(shared);
+    assert_int_equal(clr_sandbox_open(&sb, eng, want->id, &err), 0);
+    const clr_sandbox_info *got = clr_sandbox_get_info(sb);
+    assert_string_equal(got->id, want->id);
+    assert_string_equal(got->state, "running");
+    assert_int_equal(got->limits.memory_bytes, 256 * CLR_MIB);
+    assert_int_equal(got->limits.pids, 64);
+    assert_int_equal(got->expires_at, want->expires_at);
+    clr_exec_result r;
+    sh(&r, sb, "echo via-open", 20000);
+    assert_string_equal(out(&r), "via-open\n");
+    clr_exec_result_clear(&r);
+    clr_sandbox_free(sb);
+
+    assert_int_equal(clr_sandbox_open(&sb, eng, "sb-0000000000000000", &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    assert_int_equal(clr_sandbox_open(&sb, eng, "../../etc", &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+}
+
+static void test_bad_requests_create_nothing(void **state)
+{
+    (void)state;
+    clr_error err = CLR_ERROR_INIT;
+    clr_sandbox *sb = NULL;
+    clr_sandbox_info *before = NULL, *after = NULL;
+    size_t nb = 0, na = 0;
+    assert_int_equal(clr_sandbox_list(&before, &nb, eng, &err), 0);
+
+    clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
+    o.limits.cpu_millis = 8000;
+    assert_int_equal(clr_sandbox_create(&sb, eng, &o, &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    assert_non_null(strstr(err.message, "cpus"));
+
+    clr_sandbox_options o2 = CLR_SANDBOX_OPTIONS_INIT;
+    o2.image = "clearing/no-such-image:nope";
+    assert_int_equal(clr_sandbox_create(&sb, eng, &o2, &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    assert_non_null(strstr(err.message, "images/build.sh"));
+
+    clr_sandbox_options o3 = CLR_SANDBOX_OPTIONS_INIT;
+    o3.insecure_runtime = "crun";
+    assert_int_equal(clr_sandbox_create(&sb, eng, &o3, &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+
+    assert_int_equal(clr_sandbox_list(&after, &na, eng, &err), 0);
+    assert_int_equal(na, nb);
+    free(before);
+    free(after);
+}
+
+static void test_insecure_runtime_is_recorded(void **state)
+{
+    (void)state;
+    clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
+    o.insecure_runtime = "runc";
+    clr_sandbox *sb = make_sandbox(&o);
+    assert_true(clr_sandbox_get_info(sb)->insecure);
+    clr_error err = CLR_ERROR_INIT;
+    clr_sandbox *re = NULL;
+    assert_int_equal(clr_sandbox_open(&re, eng, clr_sandbox_get_info(sb)->id, &err), 0);
+    assert_true(clr_sandbox_get_info(re)->insecure);
+    assert_string_equal(clr_sandbox_get_info(re)->runtime, "runc");
+    clr_sandbox_free(re);
+    clr_exec_result r;
+    sh(&r, sb, "id -u", 20000);
+    assert_exited(&r, 0);
+    assert_string_equal(out(&r), "1000\n");
+    clr_exec_result_clear(&r);
+    destroy(sb);
+}
+
+static void test_workspace_copy_in_and_bounds(void **state)
+{
+    (void)state;
+    char src[] = "/tmp/clearing-ws-XXXXXX";
+    assert_non_null(mkdtemp(src));
+    char p[600];
+    snprintf(p, sizeof(p), "%s/sub", src);
+    assert_int_equal(mkdir(p, 0755), 0);
+    snprintf(p, sizeof(p), "%s/sub/hello.txt", src);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs("from the host\n", f);
+    fclose(f);
+    snprintf(p, sizeof(p), "%s/link", src);
+    assert_int_equal(symlink("/etc/shadow", p), 0);
+
+    clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
+    o.workspace_from = src;
+    o.limits.workspace_bytes = 4 * CLR_MIB;
+    clr_sandbox *sb = make_sandbox(&o);
+    clr_exec_result r;
+    sh(&r, sb,
+       "cat sub/hello.txt; readlink link; "
+       "head -c 8388608 /dev/zero > big 2>/dev/null || echo FULL; "
+       "rm big; echo more > sub/x && echo WRITABLE",
+       20000);
+    assert_exited(&r, 0);
+    assert_string_equal(out(&r), "from the host\n/etc/shadow\nFULL\nWRITABLE\n");
+    clr_exec_result_clear(&r);
+    destroy(sb);
+    char cmd[700];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", src);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void test_gc_removes_expired_and_orphans(void **state)
+{
+    (void)state;
+    clr_error err = CLR_ERROR_INIT;
+    /* An orphan: a container labelled as ours that never started, made an hour ago. */
+    clr_sandbox_info info;
+    memset(&info, 0, sizeof(info));
+    snprintf(info.id, sizeof(info.id), "sb-%016llx", (unsigned long long)time(NULL) * 7919ull);
+    snprintf(info.image, sizeof(info.image), CLR_DEFAULT_IMAGE);
+    snprintf(info.runtime, sizeof(info.runtime), "runsc");
+    clr_limits l = CLR_LIMITS_INIT;
+    info.limits = l;
+    info.created_at = time(NULL) - 3600;
+    info.expires_at = info.created_at + 600;
+    json_t *spec = json_pack("{s:s, s:[s], s:o, s:{s:s}}", "Image", CLR_DEFAULT_IMAGE, "Cmd",
+                             "true", "Labels", clr_sandbox_labels(&info), "HostConfig",
+                             "Runtime", "runsc");
+    char path[256];
+    snprintf(path, sizeof(path), "/containers/create?name=clearing-%s", info.id);
+    json_t *resp = NULL;
+    assert_int_equal(clr_engine_call(eng, "POST", path, spec, &resp, &err), 201);
+    json_decref(spec);
+    char orphan_cid[80];
+    snprintf(orphan_cid, sizeof(orphan_cid), "%s",
+             json_string_value(json_object_get(resp, "Id")));
+    json_decref(resp);
+
+    /* An expired sandbox: the shortest lifetime, waited out. */
+    clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
+    o.limits.lifetime_s = 10;
+    clr_sandbox *sb = make_sandbox(&o);
+    char cid[80];
+    snprintf(cid, sizeof(cid), "%s", clr_sandbox_get_info(sb)->container_id);
+    clr_gc_report rep;
+    assert_int_equal(clr_sandbox_gc(&rep, eng, NULL, 0, &err), 0);
+    snprintf(path, sizeof(path), "/containers/%s/json", cid);
+    assert_int_equal(clr_engine_call(eng, "GET", path, NULL, NULL, &err), 200); /* not yet */
+    snprintf(path, sizeof(path), "/containers/%s/json", orphan_cid);
+    assert_int_equal(clr_engine_call(eng, "GET", path, NULL, NULL, &err), 404);
+    assert_true(rep.broken >= 1);
+
+    sleep(11);
+    assert_int_equal(clr_sandbox_gc(&rep, eng, NULL, 0, &err), 0);
+    assert_true(rep.expired >= 1);
+    snprintf(path, sizeof(path), "/containers/%s/json", cid);
+    assert_int_equal(clr_engine_call(eng, "GET", path, NULL, NULL, &err), 404);
+    struct stat st;
+    assert_int_equal(stat(clr_sandbox_workspace(sb), &st), -1);
+    clr_sandbox_free(sb);
+    /* the shared sandbox is not expired and must have survived */
+    clr_exec_result r;
+    sh(&r, shared, "echo alive", 20000);
+    assert_string_equal(out(&r), "alive\n");
+    clr_exec_result_clear(&r);
+}
+
+int main(void)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "integration tests need root (workspaces are tmpfs mounts)\n");
+        return 77;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_runs_under_gvisor),
+        cmocka_unit_test(test_no_network_but_loopback),
+        cmocka_unit_test(test_host_loopback_unreachable),
+        cmocka_unit_test(test_rootfs_readonly_tmp_noexec),
+        cmocka_unit_test(test_user_unprivileged),
+        cmocka_unit_test(test_output_cap_truncates),
+        cmocka_unit_test(test_binary_output_exact),
+        cmocka_unit_test(test_stdin_env_cwd),
+        cmocka_unit_test(test_exit_codes_and_signals),
+        cmocka_unit_test(test_result_cannot_be_forged),
+        cmocka_unit_test(test_accounting),
+        cmocka_unit_test(test_timeout_kills_whole_tree),
+        cmocka_unit_test(test_background_leftovers_killed_after_exit),
+        cmocka_unit_test(test_memory_limit_is_oom),
+        cmocka_unit_test(test_pids_limit),
+        cmocka_unit_test(test_fork_bomb_contained),
+        cmocka_unit_test(test_open_finds_live_sandbox),
+        cmocka_unit_test(test_bad_requests_create_nothing),
+        cmocka_unit_test(test_insecure_runtime_is_recorded),
+        cmocka_unit_test(test_workspace_copy_in_and_bounds),
+        cmocka_unit_test(test_destroy_leaves_nothing),
+        cmocka_unit_test(test_gc_removes_expired_and_orphans),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
