@@ -1,0 +1,37 @@
+# The two entry points of the README. Both set up whatever is missing first (idempotent).
+#   make run    set up, build, check the host, and run the sample job in a gVisor sandbox
+#   make test   set up, build, and run the whole test suite (also under ASan+UBSan)
+BUILD ?= build
+BUILD_SAN ?= build-sanitize
+export CLEARING_AGENT := $(CURDIR)/$(BUILD)/agent/clearing-agent
+
+.PHONY: all setup build run test test-sanitize clean
+
+all: build
+
+setup:
+	bash scripts/setup.sh
+
+build:
+	@test -f $(BUILD)/build.ninja || meson setup $(BUILD) >/dev/null
+	ninja -C $(BUILD)
+
+run: setup build
+	$(BUILD)/src/clearing doctor
+	@echo '== sample job: the sample project tests in a fresh gVisor sandbox'
+	$(BUILD)/src/clearing run --workspace examples/sample-python --timeout 60s \
+	    -- python3 -m unittest -v
+
+test: setup build
+	meson test -C $(BUILD) --print-errorlogs
+	$(MAKE) test-sanitize
+
+test-sanitize:
+	@test -f $(BUILD_SAN)/build.ninja || meson setup $(BUILD_SAN) -Db_sanitize=address,undefined \
+	    -Db_lundef=false -Doptimization=1 >/dev/null
+	ninja -C $(BUILD_SAN)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	    meson test -C $(BUILD_SAN) --print-errorlogs
+
+clean:
+	rm -rf $(BUILD) $(BUILD_SAN)

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Command-line tests: the real `clearing` binary against the real dockerd with runsc, checking
+# exit statuses, messages and what is left behind. TAP output. Needs root and a running engine.
+#   usage: cli.sh PATH/TO/clearing
+set -u
+CLEARING=${1:?usage: cli.sh PATH/TO/clearing}
+n=0
+failed=0
+out=$(mktemp)
+err=$(mktemp)
+trap 'rm -f "$out" "$err"; stop_second_engine' EXIT
+
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; sed 's/^/# /' "$err" | head -20; }
+
+# expect NAME STATUS [GREP-STDOUT [GREP-STDERR]] -- ARGS...
+expect() {
+    local name=$1 want=$2 pat_out=${3:-} pat_err=${4:-}
+    shift 4
+    [ "${1:-}" = -- ] && shift
+    "$CLEARING" "$@" >"$out" 2>"$err" </dev/null
+    local got=$?
+    if [ "$got" != "$want" ]; then
+        echo "# $name: exit $got, wanted $want" >>"$err"
+        not_ok "$name"
+        return
+    fi
+    if [ -n "$pat_out" ] && ! grep -qE -- "$pat_out" "$out"; then
+        echo "# stdout does not match /$pat_out/:" >>"$err"; sed 's/^/#   /' "$out" >>"$err"
+        not_ok "$name"
+        return
+    fi
+    if [ -n "$pat_err" ] && ! grep -qE -- "$pat_err" "$err"; then
+        echo "# stderr does not match /$pat_err/" >>"$err"
+        not_ok "$name"
+        return
+    fi
+    ok "$name"
+}
+
+count_sandboxes() { "$CLEARING" ls --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+
+before=$(count_sandboxes)
+
+expect "exit status mirrors the command" 3 '^hello$' '' -- run -- sh -c 'echo hello; exit 3'
+expect "signal death is 128+N" 143 '' 'signaled' -- run -- sh -c 'kill -TERM $$'
+expect "timeout is 124" 124 '' 'timed_out' -- run --timeout 1s -- sleep 30
+expect "out of memory is 123" 123 '' 'oom' -- run --memory 128m -- \
+    python3 -c 'b=[]
+while True: b.append(bytearray(4<<20))'
+expect "a command that cannot start is 126" 126 '' 'no/such' -- run -- /no/such/program
+expect "stdout and stderr stream separately" 0 '^out$' '^err$' -- run --shell 'echo out; echo err >&2'
+expect "--json prints the result record" 0 '"status": "exited"' '' -- run --json -- true
+expect "truncation is reported" 0 '' 'output truncated' -- run --stdout-cap 10 --shell 'seq 1 1000'
+printf 'line one\nline two\n' >"$out.in"
+expect "stdin file reaches the command" 0 '^2 line two$' '' -- run --stdin-file "$out.in" --shell 'n=$(wc -l); echo "$n line two"'
+rm -f "$out.in"
+expect "env and cwd" 0 '^/tmp x=1$' '' -- run --env X=1 --cwd /tmp --shell 'echo "$(pwd) x=$X"'
+
+# Bad input: clear errors, exit 2, nothing created.
+expect "malformed memory" 2 '' "'512x'" -- run --memory 512x -- true
+expect "cpus out of range" 2 '' 'cpus .* out of range' -- run --cpus 8 -- true
+expect "lifetime out of range" 2 '' 'lifetime' -- run --lifetime 5 -- true
+expect "malformed timeout" 2 '' 'not a duration' -- run --timeout soon -- true
+expect "no command" 2 '' 'no command' -- run
+expect "both shell and command" 2 '' 'not both' -- run --shell 'true' -- true
+expect "bad env entry" 2 '' 'KEY=VALUE' -- run --env NOEQUALS -- true
+expect "unknown command" 2 '' 'unknown command' -- frobnicate
+expect "unknown option" 2 '' '' -- run --frobnicate -- true
+expect "rm rejects a malformed id" 2 '' 'not a sandbox id' -- rm '../../etc'
+expect "rm of a missing sandbox is idempotent" 0 'sb-0000000000000000' '' -- rm sb-0000000000000000
+expect "missing image names the build command" 125 '' 'images/build.sh' -- run --image clearing/none:0 -- true
+expect "engine down names the socket and dockerd" 125 '' 'start dockerd' -- \
+    --docker-host unix:///nonexistent/docker.sock run -- true
+expect "insecure runtime other than runc is refused" 125 '' 'runc' -- run --insecure-runtime crun -- true
+
+after=$(count_sandboxes)
+if [ "$before" = "$after" ]; then ok "no sandbox left behind ($after)"; else
+    echo "# before $before, after $after" >"$err"; not_ok "no sandbox left behind"; fi
+
+# A second engine without runsc: clearing must refuse, not fall back.
+D2=""
+stop_second_engine() {
+    if [ -n "$D2" ] && [ -f "$D2/pid" ]; then
+        kill "$(cat "$D2/pid")" 2>/dev/null
+        for _ in $(seq 1 50); do [ -f "$D2/pid" ] || break; sleep 0.1; done
+        rm -rf "$D2"
+    fi
+}
+D2=$(mktemp -d /tmp/clearing-d2.XXXXXX)
+echo '{}' >"$D2/daemon.json"
+setsid dockerd --data-root "$D2/data" --exec-root "$D2/exec" -H "unix://$D2/docker.sock" \
+    --pidfile "$D2/pid" --bridge=none --iptables=false --ip6tables=false \
+    --config-file "$D2/daemon.json" >"$D2/log" 2>&1 </dev/null &
+for _ in $(seq 1 100); do
+    curl -sf --unix-socket "$D2/docker.sock" http://d/_ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+expect "without runsc, run is refused" 125 '' "runsc' is not registered" -- \
+    --docker-host "unix://$D2/docker.sock" run -- true
+expect "without runsc, doctor fails and says how to fix it" 1 'FAIL gVisor runtime.*setup.sh' '' -- \
+    --docker-host "unix://$D2/docker.sock" doctor
+stop_second_engine
+
+expect "doctor passes on this host" 0 'All checks passed' '' -- doctor
+
+echo "1..$n"
+echo "# $((n - failed)) passed, $failed failed"
+[ "$failed" = 0 ]
