@@ -39,6 +39,7 @@
 #define OUTQ_LIMIT (1024 * 1024)  /* bytes queued for the host before the pipes are paused */
 #define STDIN_LIMIT (1024 * 1024) /* bytes queued for the command before fd 0 is paused */
 #define TICK_MS 25                /* memory sampling period */
+#define FAST_TICK_MS 2            /* ... once memory in use passes half the limit */
 #define DRAIN_MS 200              /* how long leftover writers may keep the pipes open */
 #define MAX_PROCS 65536
 #define CHANNEL 1
@@ -72,6 +73,7 @@ struct sup {
     int child_status;
     uint64_t start_ns, end_ns;
     uint64_t peak_rss;
+    uint64_t tree_rss; /* at the last /proc scan */
     uint64_t killed;
     int verdict; /* CLR_WIRE_*: set when the supervisor ends the command itself */
     char message[256];
@@ -625,10 +627,13 @@ static uint64_t meminfo_used(void)
     return total > avail ? (total - avail) * 1024 : 0;
 }
 
-static void sample_memory(struct sup *s)
+/* Returns true when memory in use is past half the limit, so sampling should speed up: a
+ * fast allocator must not jump from below the limit to gVisor's hard wall between two samples. */
+static bool sample_memory(struct sup *s, bool scan)
 {
-    uint64_t rss = 0;
-    scan_tree(proc_buf(), MAX_PROCS, &rss);
+    if (scan)
+        scan_tree(proc_buf(), MAX_PROCS, &s->tree_rss);
+    uint64_t rss = s->tree_rss;
     uint64_t used = rss;
     if (s->req.memory_source == CLR_MEMORY_MEMINFO) {
         /* Both are upper bounds of what the command holds: the tighter one is reported. */
@@ -645,6 +650,7 @@ static void sample_memory(struct sup *s)
                  "memory in use reached %llu bytes, over the limit of %llu for commands",
                  (unsigned long long)used, (unsigned long long)s->req.memory);
     }
+    return s->req.memory && used > s->req.memory / 2;
 }
 
 static void write_result(struct sup *s, int status)
@@ -756,6 +762,8 @@ int agent_supervise(int in_fd, int out_fd)
     uint64_t deadline = s.req.timeout_ms ? s.start_ns + s.req.timeout_ms * 1000000ull : 0;
     uint64_t drain_until = 0;
     uint64_t next_tick = s.start_ns;
+    int tick_ms = TICK_MS;
+    uint64_t next_scan = s.start_ns;
 
     for (;;) {
         uint64_t t = now_ns();
@@ -765,9 +773,13 @@ int agent_supervise(int in_fd, int out_fd)
                      (unsigned long long)s.req.timeout_ms);
         }
         if (t >= next_tick) {
-            if (!s.child_done)
-                sample_memory(&s);
-            next_tick = t + TICK_MS * 1000000ull;
+            /* The /proc scan is the costly part: at most every TICK_MS, even in fast mode. */
+            bool scan = t >= next_scan;
+            if (scan)
+                next_scan = t + TICK_MS * 1000000ull;
+            bool near = !s.child_done && sample_memory(&s, scan);
+            tick_ms = near && s.req.memory_source == CLR_MEMORY_MEMINFO ? FAST_TICK_MS : TICK_MS;
+            next_tick = t + (uint64_t)tick_ms * 1000000ull;
         }
         if (s.host_eof && !s.verdict) {
             s.verdict = CLR_WIRE_SIGNALED;
@@ -814,7 +826,7 @@ int agent_supervise(int in_fd, int out_fd)
             i_sig = np;
             p[np++] = (struct pollfd){.fd = sfd, .events = POLLIN};
         }
-        int timeout = TICK_MS;
+        int timeout = tick_ms;
         if (deadline && !s.child_done) {
             uint64_t now = now_ns();
             int64_t left = deadline > now ? (int64_t)((deadline - now) / 1000000) + 1 : 0;

@@ -336,12 +336,22 @@ int clr_sandbox_destroy(clr_engine *eng, const char *id, const char *reason,
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "'%s' is not a sandbox id (expected sb- and 16 hex digits)", id);
     char path[256];
+    int st = 0;
+    /* runsc cannot kill a paused sandbox (the engine waits 10 s, then reports a "zombie"):
+     * thaw it first. */
+    json_t *j = NULL;
+    clr_error ierr = CLR_ERROR_INIT;
+    snprintf(path, sizeof(path), "/containers/" CLR_CONTAINER_PREFIX "%s/json", id);
+    if (clr_engine_call(eng, "GET", path, NULL, &j, &ierr) == 200 &&
+        json_is_true(json_object_get(json_object_get(j, "State"), "Paused"))) {
+        snprintf(path, sizeof(path), "/containers/" CLR_CONTAINER_PREFIX "%s/unpause", id);
+        clr_engine_call(eng, "POST", path, NULL, NULL, &ierr);
+    }
+    json_decref(j);
     /* force=1 kills with SIGKILL and removes in one call: no grace period to wait out. */
     snprintf(path, sizeof(path), "/containers/" CLR_CONTAINER_PREFIX "%s?force=1&v=1", id);
-    int st = clr_engine_call(eng, "DELETE", path, NULL, NULL, err);
-    if (st < 0 && err->code != CLR_E_NOT_FOUND)
-        return -1;
-    if (st >= 400 && st != 404)
+    st = clr_engine_call(eng, "DELETE", path, NULL, NULL, err);
+    if (st < 0 || (st >= 400 && st != 404))
         return -1;
     if (clr_workspace_remove(state_dir, id, err) < 0)
         return -1;

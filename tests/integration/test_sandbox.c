@@ -416,6 +416,85 @@ static void test_accounting(void **state)
     clr_exec_result_clear(&r);
 }
 
+static void test_rlimits(void **state)
+{
+    (void)state;
+    clr_exec_result r;
+    /* nofile 1024 and file size 1g are the defaults; core dumps are off */
+    sh(&r, shared, "ulimit -n; ulimit -c; ulimit -f", 20000);
+    assert_exited(&r, 0);
+    assert_string_equal(out(&r), "1024\n0\n2097152\n"); /* ulimit -f counts 512-byte blocks */
+    clr_exec_result_clear(&r);
+
+    clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
+    o.limits.fsize_bytes = 1 * CLR_MIB;
+    o.limits.nofile = 64;
+    clr_sandbox *sb = make_sandbox(&o);
+    sh(&r, sb,
+       "head -c 2097152 /dev/zero > /workspace/f 2>/dev/null; echo size=$(wc -c < /workspace/f); "
+       "python3 -c '\nfs=[]\ntry:\n  while True: fs.append(open(\"/dev/null\"))\n"
+       "except OSError as e: print(\"files\", len(fs), e.errno)\n'",
+       20000);
+    assert_exited(&r, 0);
+    assert_string_equal(out(&r), "size=1048576\nfiles 61 24\n"); /* 64 - stdio; EMFILE */
+    clr_exec_result_clear(&r);
+    destroy(sb);
+}
+
+/* ---- a hostile agent: the library's backstop and protocol checks ---- */
+
+static void fake_agent_exec(const char *mode, clr_exec_result *r)
+{
+    const char *fake = getenv("CLEARING_FAKE_AGENT");
+    if (!fake)
+        fail_msg("CLEARING_FAKE_AGENT is not set");
+    char env0[64];
+    snprintf(env0, sizeof(env0), "FAKE_AGENT_MODE=%s", mode);
+    const char *env[] = {env0, NULL};
+    clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
+    o.agent_path = fake;
+    o.env = env;
+    clr_sandbox *sb = make_sandbox(&o);
+    clr_error err = CLR_ERROR_INIT;
+    clr_exec_options eo = CLR_EXEC_OPTIONS_INIT;
+    const char *argv[] = {"true", NULL};
+    eo.argv = argv;
+    eo.limits.timeout_ms = 500;
+    eo.grace_ms = 1000;
+    assert_int_equal(clr_exec_run(r, eng, sb, &eo, &err), 0);
+    destroy(sb);
+}
+
+static void test_backstop_kills_silent_agent(void **state)
+{
+    (void)state;
+    clr_exec_result r;
+    fake_agent_exec("silent", &r);
+    assert_int_equal(r.status, CLR_EXEC_TIMED_OUT);
+    assert_true(r.sandbox_killed);
+    clr_exec_result_clear(&r);
+}
+
+static void test_protocol_violations_kill_the_sandbox(void **state)
+{
+    (void)state;
+    const char *modes[] = {"garbage", "forged"};
+    for (size_t i = 0; i < 2; i++) {
+        clr_exec_result r;
+        fake_agent_exec(modes[i], &r);
+        if (r.status != CLR_EXEC_SANDBOX_FAILED || !r.sandbox_killed)
+            fail_msg("%s: got %s (killed %d): %s", modes[i], clr_exec_status_name(r.status),
+                     r.sandbox_killed, r.message);
+        assert_non_null(strstr(r.message, "protocol"));
+        clr_exec_result_clear(&r);
+    }
+    clr_exec_result r;
+    fake_agent_exec("vanish", &r);
+    assert_int_equal(r.status, CLR_EXEC_SANDBOX_FAILED);
+    assert_false(r.sandbox_killed);
+    clr_exec_result_clear(&r);
+}
+
 /* ---- lifecycle ---- */
 
 static bool host_has_runsc_for(const char *container_id)
@@ -472,6 +551,21 @@ static void test_destroy_leaves_nothing(void **state)
     clr_sandbox *again = NULL;
     assert_int_equal(clr_sandbox_open(&again, eng, id, &err), -1);
     assert_int_equal(err.code, CLR_E_NOT_FOUND);
+}
+
+static void test_destroy_paused_sandbox(void **state)
+{
+    (void)state;
+    clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
+    clr_sandbox *sb = make_sandbox(&o);
+    char path[256];
+    clr_error err = CLR_ERROR_INIT;
+    const char *cid = clr_sandbox_get_info(sb)->container_id;
+    snprintf(path, sizeof(path), "/containers/%s/pause", cid);
+    assert_int_equal(clr_engine_call(eng, "POST", path, NULL, NULL, &err), 204);
+    snprintf(path, sizeof(path), "/containers/%s/json", cid);
+    destroy(sb);
+    assert_int_equal(clr_engine_call(eng, "GET", path, NULL, NULL, &err), 404);
 }
 
 static void test_open_finds_live_sandbox(void **state)
@@ -661,6 +755,9 @@ int main(void)
         cmocka_unit_test(test_exit_codes_and_signals),
         cmocka_unit_test(test_result_cannot_be_forged),
         cmocka_unit_test(test_accounting),
+        cmocka_unit_test(test_rlimits),
+        cmocka_unit_test(test_backstop_kills_silent_agent),
+        cmocka_unit_test(test_protocol_violations_kill_the_sandbox),
         cmocka_unit_test(test_timeout_kills_whole_tree),
         cmocka_unit_test(test_background_leftovers_killed_after_exit),
         cmocka_unit_test(test_memory_limit_is_oom),
@@ -671,6 +768,7 @@ int main(void)
         cmocka_unit_test(test_insecure_runtime_is_recorded),
         cmocka_unit_test(test_workspace_copy_in_and_bounds),
         cmocka_unit_test(test_destroy_leaves_nothing),
+        cmocka_unit_test(test_destroy_paused_sandbox),
         cmocka_unit_test(test_gc_removes_expired_and_orphans),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
