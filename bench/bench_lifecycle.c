@@ -192,9 +192,11 @@ static int raw_create(struct bench *b, const char *name, char *cid, size_t cid_l
 {
     char path[256];
     snprintf(path, sizeof(path), "/containers/create?name=%s", name);
-    json_t *body = json_pack("{s:s, s:[s,s], s:{s:s, s:s}}", "Image", CLR_DEFAULT_IMAGE, "Cmd",
-                             "sleep", "infinity", "HostConfig", "Runtime", "runsc", "NetworkMode",
-                             "none");
+    /* NetworkDisabled as clearing sets it: without it the engine prepares networking even
+     * for NetworkMode none, which costs 60-80 ms here and would flatter clearing. */
+    json_t *body = json_pack("{s:s, s:[s,s], s:b, s:{s:s, s:s}}", "Image", CLR_DEFAULT_IMAGE,
+                             "Cmd", "sleep", "infinity", "NetworkDisabled", 1, "HostConfig",
+                             "Runtime", "runsc", "NetworkMode", "none");
     json_t *resp = NULL;
     int rc = call(b->eng, "POST", path, body, &resp, 201, 0, why, why_len);
     json_decref(body);
