@@ -29,6 +29,10 @@ json_t *clr_sandbox_labels(const clr_sandbox_info *info)
     json_object_set_new(o, L("insecure"), json_string(info->insecure ? "true" : "false"));
     set_u64(o, L("created-at"), (uint64_t)info->created_at);
     set_u64(o, L("expires-at"), (uint64_t)info->expires_at);
+    set_u64(o, L("max-expires-at"), (uint64_t)(info->max_expires_at > info->expires_at
+                                                    ? info->max_expires_at
+                                                    : info->expires_at));
+    json_object_set_new(o, L("owner"), json_string(info->owner[0] ? info->owner : "cli"));
     set_u64(o, L("limits.cpu-millis"), l->cpu_millis);
     set_u64(o, L("limits.memory"), l->memory_bytes);
     set_u64(o, L("limits.pids"), l->pids);
@@ -108,6 +112,17 @@ int clr_sandbox_info_from_labels(clr_sandbox_info *info, json_t *labels, clr_err
     } while (0)
     GET("created-at", i64max, info->created_at);
     GET("expires-at", i64max, info->expires_at);
+    /* Optional (older sandboxes): owner and max-expires-at. */
+    if (json_object_get(labels, L("max-expires-at")))
+        GET("max-expires-at", i64max, info->max_expires_at);
+    if (info->max_expires_at < info->expires_at)
+        info->max_expires_at = info->expires_at;
+    if (json_object_get(labels, L("owner"))) {
+        if (get_str(labels, L("owner"), info->owner, sizeof(info->owner), err) < 0)
+            return -1;
+    } else {
+        snprintf(info->owner, sizeof(info->owner), "cli");
+    }
     GET("limits.cpu-millis", UINT32_MAX, l->cpu_millis);
     GET("limits.memory", UINT64_MAX, l->memory_bytes);
     GET("limits.pids", UINT32_MAX, l->pids);

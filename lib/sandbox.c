@@ -222,6 +222,11 @@ int clr_sandbox_create(clr_sandbox **out, clr_engine *eng, const clr_sandbox_opt
     info->limits = opts->limits;
     info->created_at = time(NULL);
     info->expires_at = info->created_at + opts->limits.lifetime_s;
+    info->max_expires_at = info->created_at + (opts->max_lifetime_s > opts->limits.lifetime_s
+                                                   ? opts->max_lifetime_s
+                                                   : opts->limits.lifetime_s);
+    snprintf(info->owner, sizeof(info->owner), "%s",
+             opts->owner && *opts->owner ? opts->owner : "cli");
     const char *state_dir = clr_state_dir(opts->state_dir);
     clr_workspace_path(sb->workspace, sizeof(sb->workspace), state_dir, info->id);
 
@@ -453,7 +458,7 @@ int clr_sandbox_gc(clr_gc_report *report, clr_engine *eng, const char *state_dir
             why = "orphan";
         else if (strcmp(s->state, "running") != 0 && s->created_at + GC_START_GRACE_S <= now)
             why = "orphan";
-        else if (strcmp(s->state, "running") == 0 && s->expires_at <= now)
+        else if (strcmp(s->state, "running") == 0 && s->max_expires_at <= now)
             why = "expired";
         if (!why)
             continue;

@@ -20,6 +20,7 @@ static const struct command commands[] = {
     {"doctor", cmd_doctor, "check that this host can run sandboxes, and say how to fix it"},
     {"ls", cmd_ls, "list sandboxes"},
     {"rm", cmd_rm, "destroy sandboxes"},
+    {"serve", cmd_serve, "run the daemon: REST API, stateful sandboxes, reaper"},
     {"gc", cmd_gc, "remove expired sandboxes, broken containers and orphaned workspaces"},
 };
 

@@ -59,5 +59,6 @@ int cmd_doctor(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_rm(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

@@ -29,6 +29,12 @@ typedef struct clr_sandbox_options {
     const char *const *env;       /* "KEY=VALUE" entries, NULL-terminated; may be NULL */
     const char *agent_path;       /* NULL: $CLEARING_AGENT, else the installed agent */
     const char *state_dir;        /* NULL: $CLEARING_STATE_DIR, else the configured one */
+    /* Who manages the sandbox: NULL means "cli" (gc and expiry only); a daemon puts its own
+     * identity here so that after a restart it adopts or removes exactly its own sandboxes. */
+    const char *owner;
+    /* How far the lifetime may later be extended, in seconds from creation (0: not at all).
+     * Recorded as the max-expires-at label, which is what gc goes by. */
+    uint32_t max_lifetime_s;
 } clr_sandbox_options;
 
 #define CLR_SANDBOX_OPTIONS_INIT {.limits = CLR_LIMITS_INIT}
@@ -44,12 +50,16 @@ typedef struct clr_sandbox_info {
     bool insecure;         /* created with a weakening operator setting */
     int64_t created_at;    /* unix seconds */
     int64_t expires_at;
+    int64_t max_expires_at; /* extensions never go past this; gc removes after it */
+    char owner[128];
     clr_limits limits;
 } clr_sandbox_info;
 
 typedef struct clr_sandbox clr_sandbox;
 
-/* Creates and starts a sandbox, and waits until its agent runs. Fails closed: when runsc is not
+/* Creates and starts a sandbox; it returns once the engine reports the container started, with
+ * the agent as its PID 1 (each exec starts its own supervisor, so there is no further readiness
+ * to wait for). Fails closed: when runsc is not
  * registered with the engine, when a limit is out of range, when the workspace cannot be made.
  * Nothing is left behind on failure. *out is owned by the caller (clr_sandbox_free); the sandbox
  * itself lives until clr_sandbox_destroy() or its expiry. */

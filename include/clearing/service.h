@@ -1,0 +1,80 @@
+/* The service behind `clearing serve`: sandboxes that live across many requests, with durable
+ * state, a reaper, crash recovery and metrics. The HTTP layer only maps routes to these calls;
+ * requests and answers are JSON objects, validated here (unknown fields and wrong types are
+ * CLR_E_INVALID errors that name the field). Thread-safe: every call may come from any thread. */
+#ifndef CLEARING_SERVICE_H
+#define CLEARING_SERVICE_H
+
+#include <jansson.h>
+
+#include "common.h"
+#include "exec.h"
+#include "limits.h"
+
+typedef struct clr_service clr_service;
+
+typedef struct clr_service_config {
+    const char *state_dir;        /* workspaces and, by default, the database */
+    const char *db_path;          /* NULL: <state_dir>/clearing.db */
+    const char *docker_host;      /* NULL: the default engine socket */
+    const char *image;            /* default image (NULL: CLR_DEFAULT_IMAGE) */
+    const char *insecure_runtime; /* operator setting: "runc" to run without gVisor (logged) */
+    clr_limits limits;            /* defaults for sandboxes that do not say */
+    unsigned max_sandboxes;       /* live sandboxes at once; more is a 429 */
+    unsigned max_execs;           /* commands running at once; more is a 429 */
+    uint32_t idle_timeout_s;      /* default idle timeout (0: none) */
+    uint32_t max_lifetime_s;      /* how far extensions may take a sandbox, from creation */
+    uint32_t reaper_interval_ms;
+    uint32_t exec_retention_s;    /* how long exec results stay fetchable */
+} clr_service_config;
+
+#define CLR_SERVICE_CONFIG_INIT                                                                   \
+    {                                                                                             \
+        .limits = CLR_LIMITS_INIT, .max_sandboxes = 64, .max_execs = 32, .idle_timeout_s = 300,  \
+        .max_lifetime_s = 3600, .reaper_interval_ms = 1000, .exec_retention_s = 3600,            \
+    }
+
+/* Opens the database, checks the engine and runsc, adopts the sandboxes a previous run left
+ * (live ones are kept, vanished ones marked lost, unknown ones of ours removed), and starts the
+ * reaper. *out is owned by the caller: clr_service_stop(). */
+CLR_PUBLIC int clr_service_start(clr_service **out, const clr_service_config *cfg,
+                                 clr_error *err);
+CLR_PUBLIC void clr_service_stop(clr_service *svc);
+
+/* The actor is recorded with each action ("uid=1000 pid=42", "token=ci", "cli"). */
+CLR_PUBLIC int clr_service_create(clr_service *svc, json_t *request, const char *actor,
+                                  json_t **out, clr_error *err);
+/* state: NULL for all; label: "key=value" metadata filter or NULL. */
+CLR_PUBLIC int clr_service_list(clr_service *svc, const char *state, const char *label,
+                                json_t **out, clr_error *err);
+CLR_PUBLIC int clr_service_get(clr_service *svc, const char *id, json_t **out, clr_error *err);
+CLR_PUBLIC int clr_service_extend(clr_service *svc, const char *id, json_t *request,
+                                  json_t **out, clr_error *err);
+CLR_PUBLIC int clr_service_destroy(clr_service *svc, const char *id, const char *reason,
+                                   const char *actor, clr_error *err);
+
+/* Events of a streaming exec: "started" {exec_id}, "stdout"/"stderr" {data, encoding},
+ * then the answer itself is the final record. */
+typedef void (*clr_service_event_cb)(void *ctx, json_t *event);
+
+/* Runs a command. The exec record is stored before the command starts and its result before
+ * this returns, so a client that lost its connection fetches it by id. on_event may be NULL. */
+CLR_PUBLIC int clr_service_exec(clr_service *svc, const char *id, json_t *request,
+                                const char *actor, clr_service_event_cb on_event, void *ctx,
+                                json_t **out, clr_error *err);
+CLR_PUBLIC int clr_service_exec_get(clr_service *svc, const char *id, const char *exec_id,
+                                    json_t **out, clr_error *err);
+
+CLR_PUBLIC int clr_service_health(clr_service *svc, json_t **out);
+/* Prometheus text exposition; caller frees. */
+CLR_PUBLIC char *clr_service_metrics(clr_service *svc);
+
+/* Runs one reaper pass now (tests, and the reaper thread itself); returns how many sandboxes it
+ * destroyed. */
+CLR_PUBLIC int clr_service_reap(clr_service *svc, clr_error *err);
+
+/* The workspace directory of a live sandbox (files API); CLR_E_NOT_FOUND otherwise. */
+CLR_PUBLIC int clr_service_workspace(clr_service *svc, const char *id, char *out, size_t len,
+                                     clr_error *err);
+
+#endif

@@ -1,0 +1,70 @@
+/* The daemon's durable state: SQLite in WAL mode, schema migrations, one row per sandbox and per
+ * exec. A clr_store may be used from many threads (SQLite serialized mode plus a busy timeout). */
+#ifndef CLEARING_STORE_H
+#define CLEARING_STORE_H
+
+#include <jansson.h>
+
+#include "common.h"
+#include "sandbox.h"
+
+typedef struct clr_store clr_store;
+
+/* Sandbox states as the daemon sees them. */
+#define CLR_STATE_RUNNING "running"
+#define CLR_STATE_DESTROYED "destroyed"
+#define CLR_STATE_LOST "lost" /* its container vanished while we were not looking */
+
+typedef struct clr_store_sandbox {
+    clr_sandbox_info info;      /* info.state holds one of the CLR_STATE_* values */
+    int64_t max_expires_at;     /* extensions never go past this */
+    uint32_t idle_timeout_s;    /* 0: none */
+    int64_t last_active_at;
+    int64_t destroyed_at;
+    char destroy_reason[32];
+    json_t *metadata;           /* object of strings; owned by the struct */
+    json_t *env;                /* array of "K=V"; owned by the struct */
+} clr_store_sandbox;
+
+CLR_PUBLIC void clr_store_sandbox_clear(clr_store_sandbox *s);
+
+/* Opens (creating if needed) the database at path and migrates it to the current schema.
+ * *out is owned by the caller: clr_store_close(). */
+CLR_PUBLIC int clr_store_open(clr_store **out, const char *path, clr_error *err);
+CLR_PUBLIC void clr_store_close(clr_store *st);
+
+CLR_PUBLIC int clr_store_sandbox_insert(clr_store *st, const clr_store_sandbox *s, clr_error *err);
+/* CLR_E_NOT_FOUND if there is no such row. */
+CLR_PUBLIC int clr_store_sandbox_get(clr_store *st, const char *id, clr_store_sandbox *out,
+                                     clr_error *err);
+/* Rows in a state (NULL: all), oldest first; *out is an array of *n, free each with
+ * clr_store_sandbox_clear() and the array with free(). */
+CLR_PUBLIC int clr_store_sandbox_list(clr_store *st, const char *state, clr_store_sandbox **out,
+                                      size_t *n, clr_error *err);
+CLR_PUBLIC int clr_store_sandbox_set_state(clr_store *st, const char *id, const char *state,
+                                           const char *reason, int64_t when, clr_error *err);
+CLR_PUBLIC int clr_store_sandbox_touch(clr_store *st, const char *id, int64_t when,
+                                       clr_error *err);
+CLR_PUBLIC int clr_store_sandbox_set_expiry(clr_store *st, const char *id, int64_t expires_at,
+                                            clr_error *err);
+CLR_PUBLIC int clr_store_count_running(clr_store *st, int *out, clr_error *err);
+
+/* Exec records: the request when it starts, the result when it ends. A client that lost its
+ * connection fetches the result by id instead of running the command again. */
+#define CLR_EXEC_STATE_RUNNING "running"
+#define CLR_EXEC_STATE_DONE "done"
+#define CLR_EXEC_STATE_LOST "lost"
+
+CLR_PUBLIC int clr_store_exec_insert(clr_store *st, const char *exec_id, const char *sandbox_id,
+                                     json_t *request, int64_t when, clr_error *err);
+CLR_PUBLIC int clr_store_exec_finish(clr_store *st, const char *exec_id, const char *state,
+                                     json_t *result, int64_t when, clr_error *err);
+/* *out: {"id","sandbox_id","state","request","result","created_at","finished_at"}; caller owns. */
+CLR_PUBLIC int clr_store_exec_get(clr_store *st, const char *exec_id, json_t **out,
+                                  clr_error *err);
+/* Marks every exec still "running" as lost (after a daemon restart); returns how many. */
+CLR_PUBLIC int clr_store_exec_mark_lost(clr_store *st, int64_t when, clr_error *err);
+CLR_PUBLIC int clr_store_sandbox_running_execs(clr_store *st, const char *sandbox_id, int *out,
+                                               clr_error *err);
+
+#endif

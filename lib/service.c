@@ -1,0 +1,1182 @@
+/* The daemon's logic: durable sandboxes, exec records, reaper, crash recovery, metrics.
+ *
+ * Ordering rule: a row is written (and synced by SQLite) before the client hears of the thing it
+ * records, and before the engine is asked to do anything the row would have to explain after a
+ * crash. A sandbox row is inserted right after its container started; if the daemon dies between
+ * the two, the container carries our owner label and is removed at the next start. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "clearing/service.h"
+#include "clearing/store.h"
+#include "internal.h"
+
+#define ENGINE_POOL_MAX 16
+#define NBUCKETS 13
+static const double buckets[NBUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                         1,     2.5,  5,     10,   30,  60};
+
+struct histogram {
+    atomic_uint_fast64_t counts[NBUCKETS + 1];
+    atomic_uint_fast64_t total_us;
+    atomic_uint_fast64_t n;
+};
+
+struct clr_service {
+    clr_service_config cfg;
+    char *state_dir, *db_path, *docker_host, *image, *insecure_runtime;
+    char owner[128];
+    clr_store *store;
+
+    pthread_mutex_t pool_lock;
+    clr_engine *pool[ENGINE_POOL_MAX];
+    int pool_n;
+
+    pthread_mutex_t create_lock; /* serialises the capacity check with the insert */
+    atomic_int running_execs;
+
+    pthread_t reaper;
+    pthread_mutex_t reaper_lock;
+    pthread_cond_t reaper_cond;
+    bool stopping;
+    bool reaper_started;
+
+    atomic_uint_fast64_t created, create_failed, destroyed_client, destroyed_expired,
+        destroyed_idle, lost, adopted, orphans_removed, execs, exec_timeouts, exec_ooms,
+        exec_failures, refused;
+    struct histogram h_create, h_exec, h_destroy;
+};
+
+static int64_t now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static void observe(struct histogram *h, uint64_t us)
+{
+    double s = (double)us / 1e6;
+    int i = 0;
+    while (i < NBUCKETS && s > buckets[i])
+        i++;
+    atomic_fetch_add(&h->counts[i], 1);
+    atomic_fetch_add(&h->total_us, us);
+    atomic_fetch_add(&h->n, 1);
+}
+
+/* ---- engines: one per concurrent caller, reused ---- */
+
+static int engine_get(clr_service *svc, clr_engine **out, clr_error *err)
+{
+    pthread_mutex_lock(&svc->pool_lock);
+    if (svc->pool_n > 0) {
+        *out = svc->pool[--svc->pool_n];
+        pthread_mutex_unlock(&svc->pool_lock);
+        return 0;
+    }
+    pthread_mutex_unlock(&svc->pool_lock);
+    clr_engine_options o = CLR_ENGINE_OPTIONS_INIT;
+    o.host = svc->docker_host;
+    return clr_engine_open(out, &o, err);
+}
+
+/* broken: the engine failed mid-call; do not reuse its connection. */
+static void engine_put(clr_service *svc, clr_engine *eng, bool broken)
+{
+    if (!eng)
+        return;
+    pthread_mutex_lock(&svc->pool_lock);
+    if (!broken && svc->pool_n < ENGINE_POOL_MAX) {
+        svc->pool[svc->pool_n++] = eng;
+        eng = NULL;
+    }
+    pthread_mutex_unlock(&svc->pool_lock);
+    clr_engine_free(eng);
+}
+
+/* ---- request validation ---- */
+
+static int check_fields(json_t *obj, const char *what, const char *const *allowed, clr_error *err)
+{
+    if (!json_is_object(obj))
+        return clr_error_set(err, CLR_E_INVALID, 0, "%s must be a JSON object", what);
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        bool ok = false;
+        for (const char *const *a = allowed; *a && !ok; a++)
+            ok = strcmp(*a, key) == 0;
+        if (!ok)
+            return clr_error_set(err, CLR_E_INVALID, 0, "%s: unknown field '%s'", what, key);
+    }
+    return 0;
+}
+
+/* A size given as a string ("512m") or as a whole number of bytes. */
+static int json_size(json_t *v, const char *name, uint64_t *out, clr_error *err)
+{
+    if (json_is_string(v)) {
+        if (clr_parse_size(out, json_string_value(v), err) < 0)
+            return clr_error_prefix(err, "%s", name);
+        return 0;
+    }
+    if (json_is_integer(v) && json_integer_value(v) >= 0) {
+        *out = (uint64_t)json_integer_value(v);
+        return 0;
+    }
+    return clr_error_set(err, CLR_E_INVALID, 0,
+                         "%s must be a size: a string such as \"512m\" or a number of bytes", name);
+}
+
+/* A duration given as a string ("30s", "500ms") or as a whole number of seconds. */
+static int json_duration_ms(json_t *v, const char *name, uint64_t *out, clr_error *err)
+{
+    if (json_is_string(v)) {
+        if (clr_parse_duration_ms(out, json_string_value(v), err) < 0)
+            return clr_error_prefix(err, "%s", name);
+        return 0;
+    }
+    if (json_is_integer(v) && json_integer_value(v) >= 0 &&
+        json_integer_value(v) <= (json_int_t)UINT32_MAX) {
+        *out = (uint64_t)json_integer_value(v) * 1000;
+        return 0;
+    }
+    return clr_error_set(err, CLR_E_INVALID, 0,
+                         "%s must be a duration: a string such as \"30s\" or a number of seconds",
+                         name);
+}
+
+static int json_uint(json_t *v, const char *name, uint64_t max, uint64_t *out, clr_error *err)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+        (uint64_t)json_integer_value(v) > max)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "%s must be a whole number between 0 and %" PRIu64, name, max);
+    *out = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+static int parse_limits(json_t *o, clr_limits *l, clr_error *err)
+{
+    static const char *const fields[] = {"cpus",   "memory",         "pids",
+                                         "lifetime", "tmp_size",     "workspace_size",
+                                         "workspace_inodes", "nofile", "file_size", NULL};
+    if (check_fields(o, "limits", fields, err) < 0)
+        return -1;
+    json_t *v;
+    uint64_t n;
+    if ((v = json_object_get(o, "cpus"))) {
+        if (json_is_string(v)) {
+            if (clr_parse_cpus(&l->cpu_millis, json_string_value(v), err) < 0)
+                return clr_error_prefix(err, "limits.cpus");
+        } else if (json_is_number(v) && json_number_value(v) > 0 && json_number_value(v) <= 1e6) {
+            double m = json_number_value(v) * 1000.0;
+            if (fabs(m - round(m)) > 1e-6)
+                return clr_error_set(err, CLR_E_INVALID, 0,
+                                     "limits.cpus: at most three decimals");
+            l->cpu_millis = (uint32_t)llround(m);
+        } else {
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "limits.cpus must be a number of cores such as 0.5 or \"2\"");
+        }
+    }
+    if ((v = json_object_get(o, "memory")) && json_size(v, "limits.memory", &l->memory_bytes, err) < 0)
+        return -1;
+    if ((v = json_object_get(o, "tmp_size")) && json_size(v, "limits.tmp_size", &l->tmp_bytes, err) < 0)
+        return -1;
+    if ((v = json_object_get(o, "workspace_size")) &&
+        json_size(v, "limits.workspace_size", &l->workspace_bytes, err) < 0)
+        return -1;
+    if ((v = json_object_get(o, "file_size")) &&
+        json_size(v, "limits.file_size", &l->fsize_bytes, err) < 0)
+        return -1;
+    if ((v = json_object_get(o, "lifetime"))) {
+        if (json_duration_ms(v, "limits.lifetime", &n, err) < 0)
+            return -1;
+        if (n % 1000 || n / 1000 > UINT32_MAX)
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "limits.lifetime must be a whole number of seconds");
+        l->lifetime_s = (uint32_t)(n / 1000);
+    }
+    if ((v = json_object_get(o, "pids"))) {
+        if (json_uint(v, "limits.pids", UINT32_MAX, &n, err) < 0)
+            return -1;
+        l->pids = (uint32_t)n;
+    }
+    if ((v = json_object_get(o, "nofile"))) {
+        if (json_uint(v, "limits.nofile", UINT32_MAX, &n, err) < 0)
+            return -1;
+        l->nofile = (uint32_t)n;
+    }
+    if ((v = json_object_get(o, "workspace_inodes")) &&
+        json_uint(v, "limits.workspace_inodes", UINT64_MAX / 2, &l->workspace_inodes, err) < 0)
+        return -1;
+    return clr_limits_validate(l, err);
+}
+
+/* {"KEY": "VALUE"} -> NULL-terminated "KEY=VALUE" array (caller frees with free_strv). */
+static void free_strv(char **v)
+{
+    for (char **p = v; p && *p; p++)
+        free(*p);
+    free(v);
+}
+
+static int env_from_json(json_t *o, char ***out, clr_error *err)
+{
+    *out = NULL;
+    if (!o)
+        return 0;
+    if (!json_is_object(o))
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "env must be an object of strings: {\"NAME\": \"value\"}");
+    if (json_object_size(o) > 1024)
+        return clr_error_set(err, CLR_E_LIMIT, 0, "env: more than 1024 variables");
+    char **v = calloc(json_object_size(o) + 1, sizeof(char *));
+    if (!v)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    size_t i = 0;
+    const char *key;
+    json_t *val;
+    json_object_foreach(o, key, val) {
+        const char *s = json_string_value(val);
+        bool name_ok = *key && !strchr(key, '=') && strlen(key) < 1024;
+        if (!s || !name_ok || memchr(s, '\0', json_string_length(val))) {
+            free_strv(v);
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "env: '%.100s' must be a name without '=' with a string value",
+                                 key);
+        }
+        if (asprintf(&v[i], "%s=%s", key, s) < 0) {
+            v[i] = NULL;
+            free_strv(v);
+            return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+        }
+        i++;
+    }
+    *out = v;
+    return 0;
+}
+
+static json_t *sandbox_json(const clr_store_sandbox *s)
+{
+    const clr_limits *l = &s->info.limits;
+    char cpus[32], mem[32], tmp[32], ws[32], fs[32];
+    snprintf(cpus, sizeof(cpus), "%u.%03u", l->cpu_millis / 1000, l->cpu_millis % 1000);
+    clr_format_size(mem, sizeof(mem), l->memory_bytes);
+    clr_format_size(tmp, sizeof(tmp), l->tmp_bytes);
+    clr_format_size(ws, sizeof(ws), l->workspace_bytes);
+    clr_format_size(fs, sizeof(fs), l->fsize_bytes);
+    json_t *env_names = json_array();
+    size_t i;
+    json_t *e;
+    json_array_foreach(s->env, i, e) {
+        const char *kv = json_string_value(e);
+        const char *eq = kv ? strchr(kv, '=') : NULL;
+        if (eq)
+            json_array_append_new(env_names, json_stringn(kv, (size_t)(eq - kv)));
+    }
+    return json_pack(
+        "{s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:O, s:o,"
+        " s:{s:s, s:s, s:I, s:I, s:s, s:s, s:I, s:I, s:s}}",
+        "id", s->info.id, "state", s->info.state, "image", s->info.image, "runtime",
+        s->info.runtime, "insecure", s->info.insecure, "created_at", (json_int_t)s->info.created_at,
+        "expires_at", (json_int_t)s->info.expires_at, "max_expires_at",
+        (json_int_t)s->max_expires_at, "idle_timeout", (json_int_t)s->idle_timeout_s,
+        "last_active_at", (json_int_t)s->last_active_at, "destroyed_at",
+        (json_int_t)s->destroyed_at, "destroy_reason", s->destroy_reason, "metadata",
+        s->metadata, "env", env_names, "limits", "cpus", cpus, "memory", mem, "pids",
+        (json_int_t)l->pids, "lifetime", (json_int_t)l->lifetime_s, "tmp_size", tmp,
+        "workspace_size", ws, "workspace_inodes", (json_int_t)l->workspace_inodes, "nofile",
+        (json_int_t)l->nofile, "file_size", fs);
+}
+
+/* ---- lifecycle ---- */
+
+int clr_service_create(clr_service *svc, json_t *req, const char *actor, json_t **out,
+                       clr_error *err)
+{
+    static const char *const fields[] = {"image", "limits", "idle_timeout", "env", "metadata",
+                                         NULL};
+    uint64_t t0 = mono_us();
+    if (check_fields(req, "request", fields, err) < 0)
+        return -1;
+    clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
+    o.limits = svc->cfg.limits;
+    o.state_dir = svc->state_dir;
+    o.insecure_runtime = svc->insecure_runtime;
+    o.owner = svc->owner;
+    o.max_lifetime_s = svc->cfg.max_lifetime_s;
+    o.image = svc->image;
+    json_t *v;
+    if ((v = json_object_get(req, "image"))) {
+        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 255)
+            return clr_error_set(err, CLR_E_INVALID, 0, "image must be a non-empty string");
+        o.image = json_string_value(v);
+    }
+    if ((v = json_object_get(req, "limits")) && parse_limits(v, &o.limits, err) < 0)
+        return -1;
+    uint64_t idle_ms = (uint64_t)svc->cfg.idle_timeout_s * 1000;
+    if ((v = json_object_get(req, "idle_timeout"))) {
+        if (json_duration_ms(v, "idle_timeout", &idle_ms, err) < 0)
+            return -1;
+        if (idle_ms % 1000 || (idle_ms != 0 && (idle_ms < 10000 || idle_ms > 86400000)))
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "idle_timeout must be 0 (none) or whole seconds in 10s..24h");
+    }
+    json_t *meta = json_object_get(req, "metadata");
+    if (meta) {
+        if (!json_is_object(meta) || json_object_size(meta) > 64)
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "metadata must be an object of at most 64 strings");
+        const char *k;
+        json_object_foreach(meta, k, v) {
+            if (!json_is_string(v) || strlen(k) > 128 || json_string_length(v) > 1024)
+                return clr_error_set(err, CLR_E_INVALID, 0,
+                                     "metadata '%.100s' must be a string (keys up to 128 bytes, "
+                                     "values up to 1024)",
+                                     k);
+        }
+    }
+    char **env = NULL;
+    if (env_from_json(json_object_get(req, "env"), &env, err) < 0)
+        return -1;
+    o.env = (const char *const *)env;
+
+    pthread_mutex_lock(&svc->create_lock);
+    int running = 0;
+    if (clr_store_count_running(svc->store, &running, err) < 0) {
+        pthread_mutex_unlock(&svc->create_lock);
+        free_strv(env);
+        return -1;
+    }
+    if ((unsigned)running >= svc->cfg.max_sandboxes) {
+        pthread_mutex_unlock(&svc->create_lock);
+        free_strv(env);
+        atomic_fetch_add(&svc->refused, 1);
+        return clr_error_set(err, CLR_E_LIMIT, 0,
+                             "at capacity: %d sandboxes are live (max_sandboxes %u); destroy one "
+                             "or retry later",
+                             running, svc->cfg.max_sandboxes);
+    }
+    clr_engine *eng = NULL;
+    clr_sandbox *sb = NULL;
+    int rc = engine_get(svc, &eng, err);
+    if (rc == 0)
+        rc = clr_sandbox_create(&sb, eng, &o, err);
+    if (rc < 0) {
+        pthread_mutex_unlock(&svc->create_lock);
+        engine_put(svc, eng, true);
+        free_strv(env);
+        atomic_fetch_add(&svc->create_failed, 1);
+        return -1;
+    }
+    clr_store_sandbox row;
+    memset(&row, 0, sizeof(row));
+    row.info = *clr_sandbox_get_info(sb);
+    snprintf(row.info.state, sizeof(row.info.state), CLR_STATE_RUNNING);
+    row.max_expires_at = row.info.max_expires_at;
+    row.idle_timeout_s = (uint32_t)(idle_ms / 1000);
+    row.last_active_at = now_s();
+    row.metadata = meta ? json_incref(meta) : json_object();
+    row.env = json_array();
+    for (char **e = env; e && *e; e++)
+        json_array_append_new(row.env, json_string(*e));
+    free_strv(env);
+    rc = clr_store_sandbox_insert(svc->store, &row, err);
+    pthread_mutex_unlock(&svc->create_lock);
+    if (rc < 0) {
+        /* Not recorded: it must not run. */
+        clr_error derr = CLR_ERROR_INIT;
+        clr_sandbox_destroy(eng, row.info.id, "unrecorded", svc->state_dir, &derr);
+        clr_sandbox_free(sb);
+        clr_store_sandbox_clear(&row);
+        engine_put(svc, eng, false);
+        return -1;
+    }
+    clr_sandbox_free(sb);
+    engine_put(svc, eng, false);
+    atomic_fetch_add(&svc->created, 1);
+    observe(&svc->h_create, mono_us() - t0);
+    clr_log(CLR_LOG_INFO, "service.created", "id", row.info.id, "actor", actor, NULL);
+    *out = sandbox_json(&row);
+    clr_store_sandbox_clear(&row);
+    return 0;
+}
+
+int clr_service_list(clr_service *svc, const char *state, const char *label, json_t **out,
+                     clr_error *err)
+{
+    if (state && strcmp(state, CLR_STATE_RUNNING) && strcmp(state, CLR_STATE_DESTROYED) &&
+        strcmp(state, CLR_STATE_LOST))
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "state filter '%.64s' is not running, destroyed or lost", state);
+    char key[256] = "";
+    const char *want = NULL;
+    if (label) {
+        const char *eq = strchr(label, '=');
+        if (!eq || eq == label || (size_t)(eq - label) >= sizeof(key))
+            return clr_error_set(err, CLR_E_INVALID, 0, "label filter must be key=value");
+        memcpy(key, label, (size_t)(eq - label));
+        key[eq - label] = '\0';
+        want = eq + 1;
+    }
+    clr_store_sandbox *rows = NULL;
+    size_t n = 0;
+    if (clr_store_sandbox_list(svc->store, state, &rows, &n, err) < 0)
+        return -1;
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const char *have = want ? json_string_value(json_object_get(rows[i].metadata, key)) : NULL;
+        if (!want || (have && strcmp(have, want) == 0))
+            json_array_append_new(a, sandbox_json(&rows[i]));
+        clr_store_sandbox_clear(&rows[i]);
+    }
+    free(rows);
+    *out = json_pack("{s:o}", "sandboxes", a);
+    return 0;
+}
+
+static int valid_id(const char *id, clr_error *err)
+{
+    if (!clr_sandbox_id_valid(id))
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "'%.64s' is not a sandbox id (expected sb- and 16 hex digits)", id);
+    return 0;
+}
+
+int clr_service_get(clr_service *svc, const char *id, json_t **out, clr_error *err)
+{
+    if (valid_id(id, err) < 0)
+        return -1;
+    clr_store_sandbox row;
+    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
+        return -1;
+    *out = sandbox_json(&row);
+    clr_store_sandbox_clear(&row);
+    return 0;
+}
+
+int clr_service_workspace(clr_service *svc, const char *id, char *out, size_t len,
+                          clr_error *err)
+{
+    if (valid_id(id, err) < 0)
+        return -1;
+    clr_store_sandbox row;
+    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
+        return -1;
+    bool live = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
+    clr_store_sandbox_clear(&row);
+    if (!live)
+        return clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", id);
+    if (clr_workspace_path(out, len, svc->state_dir, id) < 0)
+        return clr_error_set(err, CLR_E_INTERNAL, ENAMETOOLONG, "workspace path too long");
+    clr_store_sandbox_touch(svc->store, id, now_s(), NULL);
+    return 0;
+}
+
+int clr_service_extend(clr_service *svc, const char *id, json_t *req, json_t **out,
+                       clr_error *err)
+{
+    static const char *const fields[] = {"by", NULL};
+    if (valid_id(id, err) < 0 || check_fields(req, "request", fields, err) < 0)
+        return -1;
+    uint64_t ms = 0;
+    json_t *by = json_object_get(req, "by");
+    if (!by)
+        return clr_error_set(err, CLR_E_INVALID, 0, "give \"by\": how much longer, e.g. \"10m\"");
+    if (json_duration_ms(by, "by", &ms, err) < 0)
+        return -1;
+    if (ms % 1000 || ms == 0)
+        return clr_error_set(err, CLR_E_INVALID, 0, "by must be a positive whole number of seconds");
+    clr_store_sandbox row;
+    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
+        return -1;
+    if (strcmp(row.info.state, CLR_STATE_RUNNING) != 0) {
+        clr_store_sandbox_clear(&row);
+        return clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is %s, not running", id,
+                             row.info.state);
+    }
+    int64_t want = row.info.expires_at + (int64_t)(ms / 1000);
+    if (want > row.max_expires_at) {
+        clr_error_set(err, CLR_E_LIMIT, 0,
+                      "sandbox %s cannot live past %" PRId64 " (max_lifetime from creation); "
+                      "it may be extended by at most %" PRId64 " s",
+                      id, row.max_expires_at, row.max_expires_at - row.info.expires_at);
+        clr_store_sandbox_clear(&row);
+        return -1;
+    }
+    clr_store_sandbox_clear(&row);
+    if (clr_store_sandbox_set_expiry(svc->store, id, want, err) < 0)
+        return -1;
+    return clr_service_get(svc, id, out, err);
+}
+
+static int destroy_locked(clr_service *svc, clr_engine *eng, const char *id, const char *reason,
+                          clr_error *err)
+{
+    uint64_t t0 = mono_us();
+    if (clr_sandbox_destroy(eng, id, reason, svc->state_dir, err) < 0)
+        return -1;
+    if (clr_store_sandbox_set_state(svc->store, id, CLR_STATE_DESTROYED, reason, now_s(), err) < 0)
+        return -1;
+    observe(&svc->h_destroy, mono_us() - t0);
+    if (strcmp(reason, "expired") == 0)
+        atomic_fetch_add(&svc->destroyed_expired, 1);
+    else if (strcmp(reason, "idle") == 0)
+        atomic_fetch_add(&svc->destroyed_idle, 1);
+    else
+        atomic_fetch_add(&svc->destroyed_client, 1);
+    return 0;
+}
+
+int clr_service_destroy(clr_service *svc, const char *id, const char *reason, const char *actor,
+                        clr_error *err)
+{
+    if (valid_id(id, err) < 0)
+        return -1;
+    clr_store_sandbox row;
+    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
+        return -1;
+    bool live = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
+    clr_store_sandbox_clear(&row);
+    if (!live)
+        return 0; /* idempotent */
+    clr_engine *eng = NULL;
+    if (engine_get(svc, &eng, err) < 0)
+        return -1;
+    int rc = destroy_locked(svc, eng, id, reason, err);
+    engine_put(svc, eng, rc < 0);
+    if (rc == 0)
+        clr_log(CLR_LOG_INFO, "service.destroyed", "id", id, "reason", reason, "actor", actor,
+                NULL);
+    return rc;
+}
+
+/* ---- exec ---- */
+
+static int new_exec_id(char *out, size_t len)
+{
+    uint8_t r[8];
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        return -1;
+    snprintf(out, len, "ex-%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3], r[4], r[5],
+             r[6], r[7]);
+    return 0;
+}
+
+static char **strv_from_json(json_t *a, const char *name, size_t max, clr_error *err)
+{
+    if (!json_is_array(a) || json_array_size(a) == 0 || json_array_size(a) > max) {
+        clr_error_set(err, CLR_E_INVALID, 0, "%s must be a non-empty array of at most %zu strings",
+                      name, max);
+        return NULL;
+    }
+    char **v = calloc(json_array_size(a) + 1, sizeof(char *));
+    if (!v) {
+        clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+        return NULL;
+    }
+    size_t i;
+    json_t *e;
+    json_array_foreach(a, i, e) {
+        if (!json_is_string(e) || memchr(json_string_value(e), '\0', json_string_length(e))) {
+            free_strv(v);
+            clr_error_set(err, CLR_E_INVALID, 0, "%s[%zu] must be a string without NUL bytes",
+                          name, i);
+            return NULL;
+        }
+        v[i] = strdup(json_string_value(e));
+    }
+    return v;
+}
+
+struct stream_ctx {
+    clr_service_event_cb cb;
+    void *ctx;
+};
+
+static void on_output(void *p, clr_stream stream, const uint8_t *data, size_t len)
+{
+    struct stream_ctx *s = p;
+    clr_buffer b = {(uint8_t *)data, len};
+    clr_exec_result tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    tmp.out = b;
+    json_t *j = clr_exec_result_to_json(&tmp);
+    json_t *ev = json_pack("{s:s, s:O, s:O}", "event", stream == CLR_STDOUT ? "stdout" : "stderr",
+                           "data", json_object_get(j, "stdout"), "encoding",
+                           json_object_get(j, "stdout_encoding"));
+    json_decref(j);
+    s->cb(s->ctx, ev);
+    json_decref(ev);
+}
+
+static int decode_base64(json_t *v, uint8_t **out, size_t *len, clr_error *err);
+
+int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *actor,
+                     clr_service_event_cb on_event, void *ctx, json_t **out, clr_error *err)
+{
+    static const char *const fields[] = {"argv",      "shell",      "env",       "cwd",
+                                         "stdin",     "stdin_base64", "timeout", "stdout_cap",
+                                         "stderr_cap", NULL};
+    if (valid_id(id, err) < 0 || check_fields(req, "request", fields, err) < 0)
+        return -1;
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    json_t *v;
+    char **argv = NULL, **env = NULL;
+    uint8_t *stdin_buf = NULL;
+    int rc = -1;
+    json_t *jargv = json_object_get(req, "argv"), *jshell = json_object_get(req, "shell");
+    if (!!jargv == !!jshell)
+        return clr_error_set(err, CLR_E_INVALID, 0, "give exactly one of argv or shell");
+    if (jargv && !(argv = strv_from_json(jargv, "argv", 4096, err)))
+        return -1;
+    if (jshell) {
+        if (!json_is_string(jshell) || json_string_length(jshell) == 0)
+            return clr_error_set(err, CLR_E_INVALID, 0, "shell must be a non-empty string");
+        o.shell = json_string_value(jshell);
+    }
+    o.argv = (const char *const *)argv;
+    if (env_from_json(json_object_get(req, "env"), &env, err) < 0)
+        goto out;
+    o.env = (const char *const *)env;
+    if ((v = json_object_get(req, "cwd"))) {
+        if (!json_is_string(v) || json_string_value(v)[0] != '/') {
+            clr_error_set(err, CLR_E_INVALID, 0, "cwd must be an absolute path");
+            goto out;
+        }
+        o.cwd = json_string_value(v);
+    }
+    if ((v = json_object_get(req, "stdin"))) {
+        if (!json_is_string(v) || json_object_get(req, "stdin_base64")) {
+            clr_error_set(err, CLR_E_INVALID, 0,
+                          "stdin must be a string (or give stdin_base64, not both)");
+            goto out;
+        }
+        o.stdin_data = json_string_value(v);
+        o.stdin_len = json_string_length(v);
+    } else if ((v = json_object_get(req, "stdin_base64"))) {
+        if (decode_base64(v, &stdin_buf, &o.stdin_len, err) < 0)
+            goto out;
+        o.stdin_data = stdin_buf;
+    }
+    uint64_t n;
+    if ((v = json_object_get(req, "timeout"))) {
+        if (json_duration_ms(v, "timeout", &n, err) < 0)
+            goto out;
+        if (n == 0 || n > UINT32_MAX) {
+            clr_error_set(err, CLR_E_INVALID, 0, "timeout must be between 1ms and 24h");
+            goto out;
+        }
+        o.limits.timeout_ms = (uint32_t)n;
+    }
+    if ((v = json_object_get(req, "stdout_cap")) &&
+        json_size(v, "stdout_cap", &o.limits.stdout_cap, err) < 0)
+        goto out;
+    if ((v = json_object_get(req, "stderr_cap")) &&
+        json_size(v, "stderr_cap", &o.limits.stderr_cap, err) < 0)
+        goto out;
+    if (clr_exec_limits_validate(&o.limits, err) < 0)
+        goto out;
+
+    clr_store_sandbox row;
+    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
+        goto out;
+    bool live = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
+    clr_store_sandbox_clear(&row);
+    if (!live) {
+        clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", id);
+        goto out;
+    }
+    if (atomic_fetch_add(&svc->running_execs, 1) >= (int)svc->cfg.max_execs) {
+        atomic_fetch_sub(&svc->running_execs, 1);
+        atomic_fetch_add(&svc->refused, 1);
+        clr_error_set(err, CLR_E_LIMIT, 0,
+                      "at capacity: %u commands are running (max_execs); retry later",
+                      svc->cfg.max_execs);
+        goto out;
+    }
+    char exec_id[32];
+    new_exec_id(exec_id, sizeof(exec_id));
+    json_t *logged = json_deep_copy(req);
+    /* Environment values may be secrets: the record keeps names only. */
+    json_t *jenv = json_object_get(logged, "env");
+    if (json_is_object(jenv)) {
+        const char *k;
+        json_t *ev;
+        json_object_foreach(jenv, k, ev) json_object_set_new(jenv, k, json_string("(redacted)"));
+    }
+    json_object_del(logged, "stdin");
+    json_object_del(logged, "stdin_base64");
+    int64_t t = now_s();
+    if (clr_store_exec_insert(svc->store, exec_id, id, logged, t, err) < 0) {
+        json_decref(logged);
+        atomic_fetch_sub(&svc->running_execs, 1);
+        goto out;
+    }
+    json_decref(logged);
+    clr_store_sandbox_touch(svc->store, id, t, NULL);
+    clr_log(CLR_LOG_INFO, "service.exec", "id", id, "exec_id", exec_id, "actor", actor, NULL);
+    if (on_event) {
+        json_t *ev = json_pack("{s:s, s:s}", "event", "started", "exec_id", exec_id);
+        on_event(ctx, ev);
+        json_decref(ev);
+    }
+    struct stream_ctx sc = {on_event, ctx};
+    if (on_event) {
+        o.on_output = on_output;
+        o.ctx = &sc;
+    }
+    uint64_t t0 = mono_us();
+    clr_engine *eng = NULL;
+    clr_sandbox *sb = NULL;
+    clr_exec_result res;
+    memset(&res, 0, sizeof(res));
+    int erc = engine_get(svc, &eng, err);
+    if (erc == 0)
+        erc = clr_sandbox_open(&sb, eng, id, err);
+    if (erc == 0)
+        erc = clr_exec_run(&res, eng, sb, &o, err);
+    atomic_fetch_sub(&svc->running_execs, 1);
+    clr_sandbox_free(sb);
+    engine_put(svc, eng, erc < 0);
+    clr_store_sandbox_touch(svc->store, id, now_s(), NULL);
+    json_t *result;
+    if (erc < 0) {
+        result = json_pack("{s:s, s:s}", "status", "sandbox_failed", "message", err->message);
+        atomic_fetch_add(&svc->exec_failures, 1);
+    } else {
+        result = clr_exec_result_to_json(&res);
+        if (res.status == CLR_EXEC_TIMED_OUT)
+            atomic_fetch_add(&svc->exec_timeouts, 1);
+        else if (res.status == CLR_EXEC_OOM)
+            atomic_fetch_add(&svc->exec_ooms, 1);
+        else if (res.status == CLR_EXEC_SANDBOX_FAILED || res.status == CLR_EXEC_START_FAILED)
+            atomic_fetch_add(&svc->exec_failures, 1);
+    }
+    clr_exec_result_clear(&res);
+    atomic_fetch_add(&svc->execs, 1);
+    observe(&svc->h_exec, mono_us() - t0);
+    clr_error serr = CLR_ERROR_INIT;
+    if (clr_store_exec_finish(svc->store, exec_id, CLR_EXEC_STATE_DONE, result, now_s(), &serr) <
+        0) {
+        json_decref(result);
+        *err = serr;
+        goto out;
+    }
+    *out = json_pack("{s:s, s:s, s:s, s:o}", "id", exec_id, "sandbox_id", id, "state",
+                     CLR_EXEC_STATE_DONE, "result", result);
+    rc = 0;
+out:
+    free_strv(argv);
+    free_strv(env);
+    free(stdin_buf);
+    return rc;
+}
+
+static int decode_base64(json_t *v, uint8_t **out, size_t *len, clr_error *err)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (!json_is_string(v))
+        return clr_error_set(err, CLR_E_INVALID, 0, "stdin_base64 must be a string");
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    uint8_t *buf = malloc(n / 4 * 3 + 3);
+    if (!buf)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t m = 0, pad = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '=') {
+            pad++;
+            continue;
+        }
+        const char *p = pad ? NULL : memchr(alphabet, s[i], 64);
+        if (!p || !s[i]) {
+            free(buf);
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "stdin_base64 is not valid base64 (at offset %zu)", i);
+        }
+        acc = (acc << 6) | (uint32_t)(p - alphabet);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            buf[m++] = (uint8_t)(acc >> bits);
+        }
+    }
+    if (pad > 2 || (n % 4) != 0) {
+        free(buf);
+        return clr_error_set(err, CLR_E_INVALID, 0, "stdin_base64 is not valid base64 (length)");
+    }
+    *out = buf;
+    *len = m;
+    return 0;
+}
+
+int clr_service_exec_get(clr_service *svc, const char *id, const char *exec_id, json_t **out,
+                         clr_error *err)
+{
+    if (valid_id(id, err) < 0)
+        return -1;
+    json_t *rec = NULL;
+    if (clr_store_exec_get(svc->store, exec_id, &rec, err) < 0)
+        return -1;
+    const char *owner = json_string_value(json_object_get(rec, "sandbox_id"));
+    if (!owner || strcmp(owner, id) != 0) {
+        json_decref(rec);
+        return clr_error_set(err, CLR_E_NOT_FOUND, 0, "no exec %.64s in sandbox %s", exec_id, id);
+    }
+    *out = rec;
+    return 0;
+}
+
+/* ---- reaper and recovery ---- */
+
+int clr_service_reap(clr_service *svc, clr_error *err)
+{
+    clr_store_sandbox *rows = NULL;
+    size_t n = 0;
+    if (clr_store_sandbox_list(svc->store, CLR_STATE_RUNNING, &rows, &n, err) < 0)
+        return -1;
+    int64_t now = now_s();
+    int removed = 0;
+    clr_engine *eng = NULL;
+    for (size_t i = 0; i < n; i++) {
+        clr_store_sandbox *s = &rows[i];
+        const char *why = NULL;
+        if (now >= s->info.expires_at) {
+            why = "expired";
+        } else if (s->idle_timeout_s && now - s->last_active_at >= s->idle_timeout_s) {
+            int busy = 0;
+            clr_store_sandbox_running_execs(svc->store, s->info.id, &busy, NULL);
+            if (busy == 0)
+                why = "idle";
+        }
+        if (why) {
+            clr_error lerr = CLR_ERROR_INIT;
+            if (!eng && engine_get(svc, &eng, &lerr) < 0) {
+                clr_log(CLR_LOG_WARN, "reaper.engine_unavailable", "error", lerr.message, NULL);
+                break;
+            }
+            if (destroy_locked(svc, eng, s->info.id, why, &lerr) == 0) {
+                removed++;
+                clr_log(CLR_LOG_INFO, "reaper.destroyed", "id", s->info.id, "reason", why, NULL);
+            } else {
+                clr_log(CLR_LOG_WARN, "reaper.destroy_failed", "id", s->info.id, "error",
+                        lerr.message, NULL);
+                engine_put(svc, eng, true);
+                eng = NULL;
+            }
+        }
+        clr_store_sandbox_clear(s);
+    }
+    for (size_t i = 0; i < n; i++)
+        clr_store_sandbox_clear(&rows[i]);
+    free(rows);
+    engine_put(svc, eng, false);
+    return removed;
+}
+
+static void *reaper_main(void *p)
+{
+    clr_service *svc = p;
+    pthread_mutex_lock(&svc->reaper_lock);
+    while (!svc->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)svc->cfg.reaper_interval_ms * 1000000ull;
+        ts.tv_sec += (time_t)(ns / 1000000000ull);
+        ts.tv_nsec = (long)(ns % 1000000000ull);
+        pthread_cond_timedwait(&svc->reaper_cond, &svc->reaper_lock, &ts);
+        if (svc->stopping)
+            break;
+        pthread_mutex_unlock(&svc->reaper_lock);
+        clr_error err = CLR_ERROR_INIT;
+        if (clr_service_reap(svc, &err) < 0)
+            clr_log(CLR_LOG_WARN, "reaper.failed", "error", err.message, NULL);
+        pthread_mutex_lock(&svc->reaper_lock);
+    }
+    pthread_mutex_unlock(&svc->reaper_lock);
+    return NULL;
+}
+
+/* After a restart: keep what still runs, mark what vanished, remove what we do not know. */
+static int recover(clr_service *svc, clr_error *err)
+{
+    int lost_execs = clr_store_exec_mark_lost(svc->store, now_s(), err);
+    if (lost_execs < 0)
+        return -1;
+    clr_engine *eng = NULL;
+    if (engine_get(svc, &eng, err) < 0)
+        return -1;
+    clr_sandbox_info *live = NULL;
+    size_t nlive = 0;
+    if (clr_sandbox_list(&live, &nlive, eng, err) < 0) {
+        engine_put(svc, eng, true);
+        return -1;
+    }
+    clr_store_sandbox *rows = NULL;
+    size_t n = 0;
+    if (clr_store_sandbox_list(svc->store, CLR_STATE_RUNNING, &rows, &n, err) < 0) {
+        free(live);
+        engine_put(svc, eng, false);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        bool running = false;
+        for (size_t j = 0; j < nlive && !running; j++)
+            running = strcmp(live[j].id, rows[i].info.id) == 0 &&
+                      strcmp(live[j].state, "running") == 0;
+        clr_error lerr = CLR_ERROR_INIT;
+        if (running) {
+            atomic_fetch_add(&svc->adopted, 1);
+            clr_log(CLR_LOG_INFO, "recover.adopted", "id", rows[i].info.id, NULL);
+        } else {
+            clr_sandbox_destroy(eng, rows[i].info.id, "lost", svc->state_dir, &lerr);
+            clr_store_sandbox_set_state(svc->store, rows[i].info.id, CLR_STATE_LOST,
+                                        "container vanished", now_s(), &lerr);
+            atomic_fetch_add(&svc->lost, 1);
+            clr_log(CLR_LOG_WARN, "recover.lost", "id", rows[i].info.id, NULL);
+        }
+    }
+    for (size_t j = 0; j < nlive; j++) {
+        if (strcmp(live[j].owner, svc->owner) != 0 || !live[j].id[0])
+            continue;
+        bool known = false;
+        for (size_t i = 0; i < n && !known; i++)
+            known = strcmp(live[j].id, rows[i].info.id) == 0;
+        if (known)
+            continue;
+        clr_error lerr = CLR_ERROR_INIT;
+        if (clr_sandbox_destroy(eng, live[j].id, "orphan", svc->state_dir, &lerr) == 0) {
+            atomic_fetch_add(&svc->orphans_removed, 1);
+            clr_log(CLR_LOG_WARN, "recover.orphan_removed", "id", live[j].id, NULL);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        clr_store_sandbox_clear(&rows[i]);
+    free(rows);
+    free(live);
+    engine_put(svc, eng, false);
+    return 0;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_error *err)
+{
+    if (clr_limits_validate(&cfg->limits, err) < 0)
+        return clr_error_prefix(err, "default limits");
+    if (cfg->max_sandboxes == 0 || cfg->max_execs == 0 || cfg->reaper_interval_ms == 0)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "max_sandboxes, max_execs and reaper_interval must be positive");
+    clr_service *svc = calloc(1, sizeof(*svc));
+    if (!svc)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    svc->cfg = *cfg;
+    svc->state_dir = strdup(clr_state_dir(cfg->state_dir));
+    if (cfg->db_path)
+        svc->db_path = strdup(cfg->db_path);
+    else if (asprintf(&svc->db_path, "%s/clearing.db", svc->state_dir) < 0)
+        svc->db_path = NULL;
+    svc->docker_host = dup_or_null(cfg->docker_host);
+    svc->image = dup_or_null(cfg->image);
+    svc->insecure_runtime = dup_or_null(cfg->insecure_runtime);
+    pthread_mutex_init(&svc->pool_lock, NULL);
+    pthread_mutex_init(&svc->create_lock, NULL);
+    pthread_mutex_init(&svc->reaper_lock, NULL);
+    pthread_cond_init(&svc->reaper_cond, NULL);
+    if (!svc->state_dir || !svc->db_path) {
+        clr_service_stop(svc);
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    /* The owner label ties containers to this database: after a restart we adopt or remove
+     * exactly these, and leave CLI runs and other daemons' sandboxes alone. */
+    snprintf(svc->owner, sizeof(svc->owner), "daemon:%s", svc->db_path);
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", svc->state_dir);
+    if (clr_store_open(&svc->store, svc->db_path, err) < 0) {
+        clr_service_stop(svc);
+        return -1;
+    }
+    clr_engine *eng = NULL;
+    bool runsc = false;
+    if (engine_get(svc, &eng, err) < 0 ||
+        clr_engine_has_runtime(eng, svc->insecure_runtime ? svc->insecure_runtime : "runsc",
+                               &runsc, err) < 0) {
+        engine_put(svc, eng, true);
+        clr_service_stop(svc);
+        return -1;
+    }
+    engine_put(svc, eng, false);
+    if (!runsc) {
+        clr_service_stop(svc);
+        return clr_error_set(err, CLR_E_UNAVAILABLE, 0,
+                             "the gVisor runtime 'runsc' is not registered with the Docker "
+                             "engine: run scripts/setup.sh; the daemon does not start without it");
+    }
+    if (svc->insecure_runtime)
+        clr_log(CLR_LOG_WARN, "service.insecure_runtime", "runtime", svc->insecure_runtime,
+                "detail", "every sandbox of this daemon runs WITHOUT gVisor", NULL);
+    if (recover(svc, err) < 0) {
+        clr_service_stop(svc);
+        return clr_error_prefix(err, "recovering state");
+    }
+    if (pthread_create(&svc->reaper, NULL, reaper_main, svc) != 0) {
+        clr_service_stop(svc);
+        return clr_error_set(err, CLR_E_INTERNAL, errno, "cannot start the reaper thread");
+    }
+    svc->reaper_started = true;
+    *out = svc;
+    return 0;
+}
+
+void clr_service_stop(clr_service *svc)
+{
+    if (!svc)
+        return;
+    if (svc->reaper_started) {
+        pthread_mutex_lock(&svc->reaper_lock);
+        svc->stopping = true;
+        pthread_cond_signal(&svc->reaper_cond);
+        pthread_mutex_unlock(&svc->reaper_lock);
+        pthread_join(svc->reaper, NULL);
+    }
+    for (int i = 0; i < svc->pool_n; i++)
+        clr_engine_free(svc->pool[i]);
+    clr_store_close(svc->store);
+    free(svc->state_dir);
+    free(svc->db_path);
+    free(svc->docker_host);
+    free(svc->image);
+    free(svc->insecure_runtime);
+    pthread_mutex_destroy(&svc->pool_lock);
+    pthread_mutex_destroy(&svc->create_lock);
+    pthread_mutex_destroy(&svc->reaper_lock);
+    pthread_cond_destroy(&svc->reaper_cond);
+    free(svc);
+}
+
+/* ---- health and metrics ---- */
+
+int clr_service_health(clr_service *svc, json_t **out)
+{
+    clr_error err = CLR_ERROR_INIT;
+    clr_engine *eng = NULL;
+    bool ok = engine_get(svc, &eng, &err) == 0;
+    json_t *info = NULL;
+    if (ok && clr_engine_call(eng, "GET", "/_ping", NULL, &info, &err) != 200)
+        ok = false;
+    json_decref(info);
+    engine_put(svc, eng, !ok);
+    int running = 0;
+    clr_store_count_running(svc->store, &running, NULL);
+    *out = json_pack("{s:s, s:s, s:s, s:i, s:i}", "status", ok ? "ok" : "degraded", "engine",
+                     ok ? "ok" : err.message, "version", clr_version(), "sandboxes", running,
+                     "running_execs", atomic_load(&svc->running_execs));
+    return ok ? 0 : -1;
+}
+
+struct text {
+    char *buf;
+    size_t len, cap;
+};
+
+static void emit(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void emit(struct text *t, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(t->buf ? t->buf + t->len : NULL, t->buf ? t->cap - t->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if (t->buf && t->len + (size_t)n < t->cap) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = (t->cap + (size_t)n + 1) * 2;
+        char *b = realloc(t->buf, cap);
+        if (!b)
+            return;
+        t->buf = b;
+        t->cap = cap;
+    }
+}
+
+static void emit_histogram(struct text *t, const char *name, const char *help,
+                           struct histogram *h)
+{
+    emit(t, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (int i = 0; i < NBUCKETS; i++) {
+        cum += atomic_load(&h->counts[i]);
+        emit(t, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, buckets[i], cum);
+    }
+    cum += atomic_load(&h->counts[NBUCKETS]);
+    emit(t, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cum);
+    emit(t, "%s_sum %.6f\n%s_count %" PRIu64 "\n", name,
+         (double)atomic_load(&h->total_us) / 1e6, name, (uint64_t)atomic_load(&h->n));
+}
+
+char *clr_service_metrics(clr_service *svc)
+{
+    struct text t = {0};
+    int running = 0;
+    clr_store_count_running(svc->store, &running, NULL);
+    emit(&t, "# HELP clearing_sandboxes Live sandboxes.\n# TYPE clearing_sandboxes gauge\n"
+             "clearing_sandboxes{state=\"running\"} %d\n", running);
+    emit(&t, "# HELP clearing_execs_running Commands running now.\n"
+             "# TYPE clearing_execs_running gauge\nclearing_execs_running %d\n",
+         atomic_load(&svc->running_execs));
+#define COUNTER(name, help, field)                                                               \
+    emit(&t, "# HELP " name " " help "\n# TYPE " name " counter\n" name " %" PRIu64 "\n",        \
+         (uint64_t)atomic_load(&svc->field))
+    COUNTER("clearing_sandboxes_created_total", "Sandboxes created.", created);
+    COUNTER("clearing_sandbox_create_failures_total", "Sandbox creations that failed.",
+            create_failed);
+    emit(&t, "# HELP clearing_sandboxes_destroyed_total Sandboxes destroyed, by reason.\n"
+             "# TYPE clearing_sandboxes_destroyed_total counter\n"
+             "clearing_sandboxes_destroyed_total{reason=\"client\"} %" PRIu64 "\n"
+             "clearing_sandboxes_destroyed_total{reason=\"expired\"} %" PRIu64 "\n"
+             "clearing_sandboxes_destroyed_total{reason=\"idle\"} %" PRIu64 "\n",
+         (uint64_t)atomic_load(&svc->destroyed_client),
+         (uint64_t)atomic_load(&svc->destroyed_expired),
+         (uint64_t)atomic_load(&svc->destroyed_idle));
+    COUNTER("clearing_sandboxes_lost_total", "Sandboxes whose container vanished.", lost);
+    COUNTER("clearing_sandboxes_adopted_total", "Live sandboxes adopted after a restart.", adopted);
+    COUNTER("clearing_orphans_removed_total", "Unknown containers of ours removed at start.",
+            orphans_removed);
+    COUNTER("clearing_execs_total", "Commands run.", execs);
+    COUNTER("clearing_exec_timeouts_total", "Commands that timed out.", exec_timeouts);
+    COUNTER("clearing_exec_ooms_total", "Commands that ran out of memory.", exec_ooms);
+    COUNTER("clearing_exec_failures_total", "Commands that could not run or whose sandbox failed.",
+            exec_failures);
+    COUNTER("clearing_requests_refused_total", "Requests refused at capacity (429).", refused);
+#undef COUNTER
+    emit_histogram(&t, "clearing_create_seconds", "Sandbox creation latency.", &svc->h_create);
+    emit_histogram(&t, "clearing_exec_seconds", "Command latency, end to end.", &svc->h_exec);
+    emit_histogram(&t, "clearing_destroy_seconds", "Sandbox destruction latency.",
+                   &svc->h_destroy);
+    return t.buf;
+}

@@ -1,0 +1,439 @@
+/* SQLite state of the daemon. WAL mode with synchronous=FULL: a row the daemon has written before
+ * answering a client survives a kill -9 of the daemon and a power cut. Migrations are a list of
+ * SQL scripts applied in order; PRAGMA user_version records how far a database has come. */
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+#include "clearing/store.h"
+
+struct clr_store {
+    sqlite3 *db;
+};
+
+static const char *const migrations[] = {
+    /* 1: sandboxes and execs */
+    "CREATE TABLE sandboxes ("
+    "  id TEXT PRIMARY KEY,"
+    "  container_id TEXT NOT NULL,"
+    "  image TEXT NOT NULL,"
+    "  runtime TEXT NOT NULL,"
+    "  insecure INTEGER NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  expires_at INTEGER NOT NULL,"
+    "  max_expires_at INTEGER NOT NULL,"
+    "  idle_timeout_s INTEGER NOT NULL,"
+    "  last_active_at INTEGER NOT NULL,"
+    "  destroyed_at INTEGER NOT NULL DEFAULT 0,"
+    "  destroy_reason TEXT NOT NULL DEFAULT '',"
+    "  limits TEXT NOT NULL,"
+    "  metadata TEXT NOT NULL,"
+    "  env TEXT NOT NULL"
+    ");"
+    "CREATE INDEX sandboxes_state ON sandboxes(state);"
+    "CREATE TABLE execs ("
+    "  id TEXT PRIMARY KEY,"
+    "  sandbox_id TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  request TEXT NOT NULL,"
+    "  result TEXT,"
+    "  created_at INTEGER NOT NULL,"
+    "  finished_at INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE INDEX execs_sandbox ON execs(sandbox_id, state);",
+};
+
+static int db_error(clr_store *st, clr_error *err, const char *what)
+{
+    return clr_error_set(err, CLR_E_INTERNAL, EIO, "state database: %s: %s", what,
+                         sqlite3_errmsg(st->db));
+}
+
+static int exec_sql(clr_store *st, const char *sql, clr_error *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        clr_error_set(err, CLR_E_INTERNAL, EIO, "state database: %s", msg ? msg : "error");
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+int clr_store_open(clr_store **out, const char *path, clr_error *err)
+{
+    clr_store *st = calloc(1, sizeof(*st));
+    if (!st)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    int rc = sqlite3_open_v2(path, &st->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        clr_error_set(err, CLR_E_UNAVAILABLE, EIO,
+                      "cannot open the state database %s: %s (is its directory writable?)", path,
+                      st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+        clr_store_close(st);
+        return -1;
+    }
+    sqlite3_busy_timeout(st->db, 5000);
+    if (exec_sql(st, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+                 err) < 0) {
+        clr_store_close(st);
+        return -1;
+    }
+    sqlite3_stmt *q = NULL;
+    int version = 0;
+    if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &q, NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW)
+        version = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    int latest = (int)(sizeof(migrations) / sizeof(migrations[0]));
+    if (version > latest) {
+        clr_error_set(err, CLR_E_UNAVAILABLE, 0,
+                      "state database %s has schema %d, newer than this clearing knows (%d): "
+                      "run a newer clearing or move the database away",
+                      path, version, latest);
+        clr_store_close(st);
+        return -1;
+    }
+    for (int v = version; v < latest; v++) {
+        char bump[64];
+        snprintf(bump, sizeof(bump), "PRAGMA user_version=%d;", v + 1);
+        if (exec_sql(st, "BEGIN IMMEDIATE;", err) < 0 || exec_sql(st, migrations[v], err) < 0 ||
+            exec_sql(st, bump, err) < 0 || exec_sql(st, "COMMIT;", err) < 0) {
+            exec_sql(st, "ROLLBACK;", NULL);
+            clr_error_prefix(err, "migrating %s to schema %d", path, v + 1);
+            clr_store_close(st);
+            return -1;
+        }
+    }
+    *out = st;
+    return 0;
+}
+
+void clr_store_close(clr_store *st)
+{
+    if (!st)
+        return;
+    sqlite3_close(st->db);
+    free(st);
+}
+
+void clr_store_sandbox_clear(clr_store_sandbox *s)
+{
+    json_decref(s->metadata);
+    json_decref(s->env);
+    memset(s, 0, sizeof(*s));
+}
+
+static char *limits_json(const clr_limits *l)
+{
+    json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "cpu_millis",
+                          (json_int_t)l->cpu_millis, "memory", (json_int_t)l->memory_bytes,
+                          "pids", (json_int_t)l->pids, "lifetime", (json_int_t)l->lifetime_s,
+                          "tmp", (json_int_t)l->tmp_bytes, "workspace",
+                          (json_int_t)l->workspace_bytes, "workspace_inodes",
+                          (json_int_t)l->workspace_inodes, "nofile", (json_int_t)l->nofile,
+                          "fsize", (json_int_t)l->fsize_bytes);
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+static void limits_from_json(clr_limits *l, const char *text)
+{
+    json_t *o = json_loads(text ? text : "{}", 0, NULL);
+#define G(key) (json_integer_value(json_object_get(o, key)))
+    l->cpu_millis = (uint32_t)G("cpu_millis");
+    l->memory_bytes = (uint64_t)G("memory");
+    l->pids = (uint32_t)G("pids");
+    l->lifetime_s = (uint32_t)G("lifetime");
+    l->tmp_bytes = (uint64_t)G("tmp");
+    l->workspace_bytes = (uint64_t)G("workspace");
+    l->workspace_inodes = (uint64_t)G("workspace_inodes");
+    l->nofile = (uint32_t)G("nofile");
+    l->fsize_bytes = (uint64_t)G("fsize");
+#undef G
+    json_decref(o);
+}
+
+int clr_store_sandbox_insert(clr_store *st, const clr_store_sandbox *s, clr_error *err)
+{
+    static const char sql[] =
+        "INSERT INTO sandboxes (id, container_id, image, runtime, insecure, state, created_at,"
+        " expires_at, max_expires_at, idle_timeout_s, last_active_at, limits, metadata, env)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
+        return db_error(st, err, "insert sandbox");
+    _cleanup_free_ char *limits = limits_json(&s->info.limits);
+    _cleanup_free_ char *meta = json_dumps(s->metadata ? s->metadata : json_object(), JSON_COMPACT);
+    _cleanup_free_ char *env = json_dumps(s->env ? s->env : json_array(), JSON_COMPACT);
+    sqlite3_bind_text(q, 1, s->info.id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, s->info.container_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, s->info.image, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 4, s->info.runtime, -1, SQLITE_STATIC);
+    sqlite3_bind_int(q, 5, s->info.insecure);
+    sqlite3_bind_text(q, 6, s->info.state[0] ? s->info.state : CLR_STATE_RUNNING, -1,
+                      SQLITE_STATIC);
+    sqlite3_bind_int64(q, 7, s->info.created_at);
+    sqlite3_bind_int64(q, 8, s->info.expires_at);
+    sqlite3_bind_int64(q, 9, s->max_expires_at);
+    sqlite3_bind_int64(q, 10, s->idle_timeout_s);
+    sqlite3_bind_int64(q, 11, s->last_active_at);
+    sqlite3_bind_text(q, 12, limits ? limits : "{}", -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 13, meta ? meta : "{}", -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 14, env ? env : "[]", -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    sqlite3_finalize(q);
+    if (rc != SQLITE_DONE)
+        return db_error(st, err, "insert sandbox");
+    return 0;
+}
+
+static void copy_col(char *dst, size_t len, sqlite3_stmt *q, int col)
+{
+    const unsigned char *t = sqlite3_column_text(q, col);
+    snprintf(dst, len, "%s", t ? (const char *)t : "");
+}
+
+#define SANDBOX_COLUMNS                                                                          \
+    "id, container_id, image, runtime, insecure, state, created_at, expires_at,"                \
+    " max_expires_at, idle_timeout_s, last_active_at, destroyed_at, destroy_reason, limits,"   \
+    " metadata, env"
+
+static void row_to_sandbox(sqlite3_stmt *q, clr_store_sandbox *s)
+{
+    memset(s, 0, sizeof(*s));
+    copy_col(s->info.id, sizeof(s->info.id), q, 0);
+    copy_col(s->info.container_id, sizeof(s->info.container_id), q, 1);
+    copy_col(s->info.image, sizeof(s->info.image), q, 2);
+    copy_col(s->info.runtime, sizeof(s->info.runtime), q, 3);
+    s->info.insecure = sqlite3_column_int(q, 4) != 0;
+    copy_col(s->info.state, sizeof(s->info.state), q, 5);
+    s->info.created_at = sqlite3_column_int64(q, 6);
+    s->info.expires_at = sqlite3_column_int64(q, 7);
+    s->max_expires_at = sqlite3_column_int64(q, 8);
+    s->idle_timeout_s = (uint32_t)sqlite3_column_int64(q, 9);
+    s->last_active_at = sqlite3_column_int64(q, 10);
+    s->destroyed_at = sqlite3_column_int64(q, 11);
+    copy_col(s->destroy_reason, sizeof(s->destroy_reason), q, 12);
+    limits_from_json(&s->info.limits, (const char *)sqlite3_column_text(q, 13));
+    const char *meta = (const char *)sqlite3_column_text(q, 14);
+    const char *env = (const char *)sqlite3_column_text(q, 15);
+    s->metadata = json_loads(meta ? meta : "{}", 0, NULL);
+    s->env = json_loads(env ? env : "[]", 0, NULL);
+    if (!s->metadata)
+        s->metadata = json_object();
+    if (!s->env)
+        s->env = json_array();
+}
+
+int clr_store_sandbox_get(clr_store *st, const char *id, clr_store_sandbox *out, clr_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(st->db, "SELECT " SANDBOX_COLUMNS " FROM sandboxes WHERE id = ?", -1,
+                           &q, NULL) != SQLITE_OK)
+        return db_error(st, err, "get sandbox");
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        row_to_sandbox(q, out);
+        sqlite3_finalize(q);
+        return 0;
+    }
+    sqlite3_finalize(q);
+    if (rc == SQLITE_DONE)
+        return clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id);
+    return db_error(st, err, "get sandbox");
+}
+
+int clr_store_sandbox_list(clr_store *st, const char *state, clr_store_sandbox **out, size_t *n,
+                           clr_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    const char *sql = state ? "SELECT " SANDBOX_COLUMNS
+                              " FROM sandboxes WHERE state = ? ORDER BY created_at, id"
+                            : "SELECT " SANDBOX_COLUMNS " FROM sandboxes ORDER BY created_at, id";
+    if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
+        return db_error(st, err, "list sandboxes");
+    if (state)
+        sqlite3_bind_text(q, 1, state, -1, SQLITE_STATIC);
+    clr_store_sandbox *v = NULL;
+    size_t m = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (m == cap) {
+            cap = cap ? cap * 2 : 16;
+            clr_store_sandbox *nv = realloc(v, cap * sizeof(*v));
+            if (!nv) {
+                for (size_t i = 0; i < m; i++)
+                    clr_store_sandbox_clear(&v[i]);
+                free(v);
+                sqlite3_finalize(q);
+                return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+            }
+            v = nv;
+        }
+        row_to_sandbox(q, &v[m++]);
+    }
+    sqlite3_finalize(q);
+    if (rc != SQLITE_DONE) {
+        for (size_t i = 0; i < m; i++)
+            clr_store_sandbox_clear(&v[i]);
+        free(v);
+        return db_error(st, err, "list sandboxes");
+    }
+    *out = v;
+    *n = m;
+    return 0;
+}
+
+/* Runs an UPDATE with text/int64 parameters given as a format: 't' text, 'i' int64. */
+static int update(clr_store *st, const char *sql, const char *fmt, clr_error *err, ...)
+{
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
+        return db_error(st, err, "update");
+    va_list ap;
+    va_start(ap, err);
+    for (int i = 0; fmt[i]; i++) {
+        if (fmt[i] == 't')
+            sqlite3_bind_text(q, i + 1, va_arg(ap, const char *), -1, SQLITE_TRANSIENT);
+        else
+            sqlite3_bind_int64(q, i + 1, va_arg(ap, int64_t));
+    }
+    va_end(ap);
+    int rc = sqlite3_step(q);
+    sqlite3_finalize(q);
+    if (rc != SQLITE_DONE)
+        return db_error(st, err, "update");
+    return sqlite3_changes(st->db);
+}
+
+int clr_store_sandbox_set_state(clr_store *st, const char *id, const char *state,
+                                const char *reason, int64_t when, clr_error *err)
+{
+    int n = update(st,
+                   "UPDATE sandboxes SET state = ?, destroy_reason = ?, destroyed_at = ?"
+                   " WHERE id = ?",
+                   "tti" "t", err, state, reason ? reason : "", when, id);
+    if (n < 0)
+        return -1;
+    return n == 0 ? clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id) : 0;
+}
+
+int clr_store_sandbox_touch(clr_store *st, const char *id, int64_t when, clr_error *err)
+{
+    return update(st, "UPDATE sandboxes SET last_active_at = ? WHERE id = ?", "it", err, when,
+                  id) < 0
+               ? -1
+               : 0;
+}
+
+int clr_store_sandbox_set_expiry(clr_store *st, const char *id, int64_t expires_at,
+                                 clr_error *err)
+{
+    int n = update(st, "UPDATE sandboxes SET expires_at = ? WHERE id = ?", "it", err, expires_at,
+                   id);
+    if (n < 0)
+        return -1;
+    return n == 0 ? clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id) : 0;
+}
+
+static int count(clr_store *st, const char *sql, const char *arg, int *out, clr_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
+        return db_error(st, err, "count");
+    if (arg)
+        sqlite3_bind_text(q, 1, arg, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    *out = rc == SQLITE_ROW ? sqlite3_column_int(q, 0) : 0;
+    sqlite3_finalize(q);
+    return rc == SQLITE_ROW ? 0 : db_error(st, err, "count");
+}
+
+int clr_store_count_running(clr_store *st, int *out, clr_error *err)
+{
+    return count(st, "SELECT count(*) FROM sandboxes WHERE state = 'running'", NULL, out, err);
+}
+
+int clr_store_sandbox_running_execs(clr_store *st, const char *sandbox_id, int *out,
+                                    clr_error *err)
+{
+    return count(st, "SELECT count(*) FROM execs WHERE sandbox_id = ? AND state = 'running'",
+                 sandbox_id, out, err);
+}
+
+int clr_store_exec_insert(clr_store *st, const char *exec_id, const char *sandbox_id,
+                          json_t *request, int64_t when, clr_error *err)
+{
+    _cleanup_free_ char *req = json_dumps(request, JSON_COMPACT);
+    if (!req)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    return update(st,
+                  "INSERT INTO execs (id, sandbox_id, state, request, created_at)"
+                  " VALUES (?, ?, 'running', ?, ?)",
+                  "ttti", err, exec_id, sandbox_id, req, when) < 0
+               ? -1
+               : 0;
+}
+
+int clr_store_exec_finish(clr_store *st, const char *exec_id, const char *state, json_t *result,
+                          int64_t when, clr_error *err)
+{
+    _cleanup_free_ char *res = json_dumps(result, JSON_COMPACT);
+    if (!res)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    return update(st, "UPDATE execs SET state = ?, result = ?, finished_at = ? WHERE id = ?",
+                  "ttit", err, state, res, when, exec_id) < 0
+               ? -1
+               : 0;
+}
+
+int clr_store_exec_get(clr_store *st, const char *exec_id, json_t **out, clr_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT id, sandbox_id, state, request, result, created_at, finished_at"
+                           " FROM execs WHERE id = ?",
+                           -1, &q, NULL) != SQLITE_OK)
+        return db_error(st, err, "get exec");
+    sqlite3_bind_text(q, 1, exec_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(q);
+        return rc == SQLITE_DONE ? clr_error_set(err, CLR_E_NOT_FOUND, 0, "no exec %s", exec_id)
+                                 : db_error(st, err, "get exec");
+    }
+    const char *req = (const char *)sqlite3_column_text(q, 3);
+    const char *res = (const char *)sqlite3_column_text(q, 4);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:o, s:I, s:I}", "id",
+                          (const char *)sqlite3_column_text(q, 0), "sandbox_id",
+                          (const char *)sqlite3_column_text(q, 1), "state",
+                          (const char *)sqlite3_column_text(q, 2), "request",
+                          req ? json_loads(req, 0, NULL) : json_null(), "result",
+                          res ? json_loads(res, 0, NULL) : json_null(), "created_at",
+                          (json_int_t)sqlite3_column_int64(q, 5), "finished_at",
+                          (json_int_t)sqlite3_column_int64(q, 6));
+    sqlite3_finalize(q);
+    if (!o)
+        return clr_error_set(err, CLR_E_INTERNAL, EIO, "exec %s: stored record is unreadable",
+                             exec_id);
+    *out = o;
+    return 0;
+}
+
+int clr_store_exec_mark_lost(clr_store *st, int64_t when, clr_error *err)
+{
+    return update(st,
+                  "UPDATE execs SET state = 'lost', finished_at = ?,"
+                  " result = '{\"status\":\"sandbox_failed\",\"message\":"
+                  "\"the daemon stopped while the command ran\"}'"
+                  " WHERE state = 'running'",
+                  "i", err, when);
+}

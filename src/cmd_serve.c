@@ -1,0 +1,332 @@
+/* clearing serve: the daemon. Configuration comes from a JSON file (every key optional, defaults
+ * in docs/OPERATIONS.md), then command-line overrides. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "clearing/service.h"
+#include "server.h"
+
+#define DEFAULT_SOCKET "/run/clearing/clearing.sock"
+
+enum {
+    OPT_CONFIG = CLI_OPT_FIRST_FREE,
+    OPT_SOCKET,
+    OPT_TCP,
+    OPT_TOKEN_FILE,
+    OPT_MAX_SANDBOXES,
+    OPT_MAX_EXECS,
+    OPT_INSECURE_RUNTIME,
+    OPT_HELP,
+};
+
+struct serve_config {
+    clr_service_config svc;
+    struct server_options srv;
+    char *strings[16];
+    int nstrings;
+};
+
+static const char *keep(struct serve_config *c, const char *s)
+{
+    if (c->nstrings >= 16)
+        return NULL;
+    return c->strings[c->nstrings++] = strdup(s);
+}
+
+static int config_uint(json_t *v, const char *key, uint64_t max, uint64_t *out, clr_error *err)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max)
+        return clr_error_set(err, CLR_E_INVALID, 0, "config: %s must be a whole number 0..%llu",
+                             key, (unsigned long long)max);
+    *out = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+static int config_string(struct serve_config *c, json_t *v, const char *key, const char **out,
+                         clr_error *err)
+{
+    if (!json_is_string(v))
+        return clr_error_set(err, CLR_E_INVALID, 0, "config: %s must be a string", key);
+    *out = keep(c, json_string_value(v));
+    return 0;
+}
+
+/* Reads the config file; unknown keys and wrong types are errors naming the key. */
+static int load_config(struct serve_config *c, const char *path, clr_error *err)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return clr_error_set(err, CLR_E_INVALID, 0, "config %s: %s (line %d)", path, jerr.text,
+                             jerr.line);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return clr_error_set(err, CLR_E_INVALID, 0, "config %s: must be a JSON object", path);
+    }
+    const char *key;
+    json_t *v;
+    int rc = 0;
+    uint64_t n = 0;
+    json_object_foreach(root, key, v) {
+        if (rc < 0)
+            break;
+        if (strcmp(key, "socket") == 0)
+            rc = config_string(c, v, key, &c->srv.socket_path, err);
+        else if (strcmp(key, "socket_owner") == 0)
+            rc = config_string(c, v, key, &c->srv.socket_owner, err);
+        else if (strcmp(key, "socket_group") == 0)
+            rc = config_string(c, v, key, &c->srv.socket_group, err);
+        else if (strcmp(key, "socket_mode") == 0) {
+            const char *m = NULL;
+            rc = config_string(c, v, key, &m, err);
+            char *end = NULL;
+            unsigned long mode = m ? strtoul(m, &end, 8) : 0;
+            if (rc == 0 && (!m || *end || mode > 0777))
+                rc = clr_error_set(err, CLR_E_INVALID, 0,
+                                   "config: socket_mode must be an octal string such as \"0660\"");
+            c->srv.socket_mode = (mode_t)mode;
+        } else if (strcmp(key, "tcp_address") == 0)
+            rc = config_string(c, v, key, &c->srv.tcp_address, err);
+        else if (strcmp(key, "tcp_port") == 0) {
+            rc = config_uint(v, key, 65535, &n, err);
+            c->srv.tcp_port = (uint16_t)n;
+        } else if (strcmp(key, "token_file") == 0)
+            rc = config_string(c, v, key, &c->srv.token_file, err);
+        else if (strcmp(key, "state_dir") == 0)
+            rc = config_string(c, v, key, &c->svc.state_dir, err);
+        else if (strcmp(key, "db_path") == 0)
+            rc = config_string(c, v, key, &c->svc.db_path, err);
+        else if (strcmp(key, "docker_host") == 0)
+            rc = config_string(c, v, key, &c->svc.docker_host, err);
+        else if (strcmp(key, "image") == 0)
+            rc = config_string(c, v, key, &c->svc.image, err);
+        else if (strcmp(key, "insecure_runtime") == 0)
+            rc = config_string(c, v, key, &c->svc.insecure_runtime, err);
+        else if (strcmp(key, "max_sandboxes") == 0) {
+            rc = config_uint(v, key, 100000, &n, err);
+            c->svc.max_sandboxes = (unsigned)n;
+        } else if (strcmp(key, "max_execs") == 0) {
+            rc = config_uint(v, key, 100000, &n, err);
+            c->svc.max_execs = (unsigned)n;
+        } else if (strcmp(key, "max_connections") == 0) {
+            rc = config_uint(v, key, 100000, &n, err);
+            c->srv.max_connections = (unsigned)n;
+        } else if (strcmp(key, "idle_timeout") == 0) {
+            rc = config_uint(v, key, 86400, &n, err);
+            c->svc.idle_timeout_s = (uint32_t)n;
+        } else if (strcmp(key, "max_lifetime") == 0) {
+            rc = config_uint(v, key, 7 * 86400, &n, err);
+            c->svc.max_lifetime_s = (uint32_t)n;
+        } else if (strcmp(key, "reaper_interval_ms") == 0) {
+            rc = config_uint(v, key, 60000, &n, err);
+            c->svc.reaper_interval_ms = (uint32_t)n;
+        } else if (strcmp(key, "log_level") == 0) {
+            int l = json_is_string(v) ? clr_log_level_parse(json_string_value(v)) : -1;
+            if (l < 0)
+                rc = clr_error_set(err, CLR_E_INVALID, 0,
+                                   "config: log_level must be debug, info, warn or error");
+            else
+                clr_log_set_level((clr_log_level)l);
+        } else if (strcmp(key, "limits") == 0) {
+            if (!json_is_object(v)) {
+                rc = clr_error_set(err, CLR_E_INVALID, 0, "config: limits must be an object");
+                break;
+            }
+            const char *lk;
+            json_t *lv;
+            json_object_foreach(v, lk, lv) {
+                int opt = -1;
+                for (const struct option *o = cli_limit_options; o->name; o++) {
+                    char name[64];
+                    snprintf(name, sizeof(name), "%s", o->name);
+                    for (char *p = name; *p; p++)
+                        if (*p == '-')
+                            *p = '_';
+                    if (strcmp(name, lk) == 0)
+                        opt = o->val;
+                }
+                char buf[64];
+                if (json_is_string(lv))
+                    snprintf(buf, sizeof(buf), "%s", json_string_value(lv));
+                else if (json_is_integer(lv))
+                    snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(lv));
+                else if (json_is_real(lv))
+                    snprintf(buf, sizeof(buf), "%g", json_real_value(lv));
+                else
+                    buf[0] = '\0';
+                if (opt < 0) {
+                    rc = clr_error_set(err, CLR_E_INVALID, 0, "config: unknown limit '%s'", lk);
+                    break;
+                }
+                if (cli_parse_limit_option(&c->svc.limits, opt, buf, err) < 0) {
+                    rc = clr_error_prefix(err, "config: limits");
+                    break;
+                }
+            }
+        } else {
+            rc = clr_error_set(err, CLR_E_INVALID, 0, "config %s: unknown key '%s'", path, key);
+        }
+    }
+    json_decref(root);
+    return rc;
+}
+
+static void help(void)
+{
+    printf("Usage: clearing serve [OPTIONS]\n\n"
+           "Runs the daemon: a REST API over a unix socket (and optionally TCP with bearer\n"
+           "tokens) with stateful sandboxes, durable exec records, a reaper and metrics.\n\n"
+           "Options:\n"
+           "  --config FILE         JSON configuration (see docs/OPERATIONS.md)\n"
+           "  --socket PATH         unix socket (default " DEFAULT_SOCKET ")\n"
+           "  --tcp ADDR:PORT       also listen on TCP (needs --token-file)\n"
+           "  --token-file FILE     bearer tokens, one per line, NAME:TOKEN or TOKEN (mode 0600)\n"
+           "  --max-sandboxes N     live sandboxes at once (default 64)\n"
+           "  --max-execs N         commands running at once (default 32)\n"
+           "  --insecure-runtime runc  every sandbox WITHOUT gVisor (logged)\n"
+           "Default limits of new sandboxes:\n%s",
+           cli_limit_help);
+}
+
+static volatile sig_atomic_t stop_requested;
+static void on_stop(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    static const struct option own[] = {
+        {"config", required_argument, NULL, OPT_CONFIG},
+        {"socket", required_argument, NULL, OPT_SOCKET},
+        {"tcp", required_argument, NULL, OPT_TCP},
+        {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+        {"max-sandboxes", required_argument, NULL, OPT_MAX_SANDBOXES},
+        {"max-execs", required_argument, NULL, OPT_MAX_EXECS},
+        {"insecure-runtime", required_argument, NULL, OPT_INSECURE_RUNTIME},
+        {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    struct serve_config c;
+    memset(&c, 0, sizeof(c));
+    clr_service_config sc = CLR_SERVICE_CONFIG_INIT;
+    c.svc = sc;
+    c.srv.socket_path = DEFAULT_SOCKET;
+    c.srv.socket_mode = 0660;
+    c.srv.max_connections = 256;
+    clr_error err = CLR_ERROR_INIT;
+    _cleanup_free_ struct option *opts = cli_options_with_limits(own);
+    if (!opts)
+        return CLI_EXIT_FAILURE;
+
+    /* The config file first, so the command line overrides it whatever the order. */
+    int ch;
+    optind = 1;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        if (ch == OPT_CONFIG && load_config(&c, optarg, &err) < 0) {
+            cli_error(&err);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    opterr = 1;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        uint64_t n = 0;
+        int rc = cli_parse_limit_option(&c.svc.limits, ch, optarg, &err);
+        if (rc < 0) {
+            cli_usage_error("serve", "%s", err.message);
+            return CLI_EXIT_USAGE;
+        }
+        if (rc == 0)
+            continue;
+        switch (ch) {
+        case OPT_CONFIG: break;
+        case OPT_SOCKET: c.srv.socket_path = optarg; break;
+        case OPT_TOKEN_FILE: c.srv.token_file = optarg; break;
+        case OPT_INSECURE_RUNTIME: c.svc.insecure_runtime = optarg; break;
+        case OPT_TCP: {
+            char *colon = strrchr(optarg, ':');
+            if (!colon || clr_parse_uint(&n, colon + 1, &err) < 0 || n == 0 || n > 65535) {
+                cli_usage_error("serve", "--tcp wants ADDRESS:PORT, e.g. 127.0.0.1:8080");
+                return CLI_EXIT_USAGE;
+            }
+            *colon = '\0';
+            c.srv.tcp_address = optarg;
+            c.srv.tcp_port = (uint16_t)n;
+            break;
+        }
+        case OPT_MAX_SANDBOXES:
+        case OPT_MAX_EXECS:
+            if (clr_parse_uint(&n, optarg, &err) < 0 || n == 0 || n > 100000) {
+                cli_usage_error("serve", "--max-sandboxes/--max-execs want 1..100000");
+                return CLI_EXIT_USAGE;
+            }
+            if (ch == OPT_MAX_SANDBOXES)
+                c.svc.max_sandboxes = (unsigned)n;
+            else
+                c.svc.max_execs = (unsigned)n;
+            break;
+        case OPT_HELP: help(); return 0;
+        default: cli_usage_error("serve", "unknown option"); return CLI_EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        cli_usage_error("serve", "unexpected argument '%s'", argv[optind]);
+        return CLI_EXIT_USAGE;
+    }
+    if (!c.svc.state_dir)
+        c.svc.state_dir = cli_global.state_dir;
+    if (!c.svc.docker_host)
+        c.svc.docker_host = cli_global.docker_host;
+    if (clr_limits_validate(&c.svc.limits, &err) < 0) {
+        cli_usage_error("serve", "default limits: %s", err.message);
+        return CLI_EXIT_USAGE;
+    }
+    /* The socket's directory: created if missing, never loosened if present. */
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", c.srv.socket_path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+            fprintf(stderr, "clearing: cannot create %s: %s\n", dir, strerror(errno));
+            return CLI_EXIT_FAILURE;
+        }
+    }
+    const char *sd = c.svc.state_dir ? c.svc.state_dir : getenv("CLEARING_STATE_DIR");
+    if (sd && mkdir(sd, 0700) < 0 && errno != EEXIST) {
+        fprintf(stderr, "clearing: cannot create state directory %s: %s\n", sd, strerror(errno));
+        return CLI_EXIT_FAILURE;
+    }
+
+    clr_service *svc = NULL;
+    if (clr_service_start(&svc, &c.svc, &err) < 0) {
+        cli_error(&err);
+        return CLI_EXIT_FAILURE;
+    }
+    struct server *srv = NULL;
+    if (server_start(&srv, svc, &c.srv, &err) < 0) {
+        cli_error(&err);
+        clr_service_stop(svc);
+        return CLI_EXIT_FAILURE;
+    }
+    clr_log(CLR_LOG_WARN, "serve.listening", "socket", c.srv.socket_path, NULL);
+    struct sigaction sa = {.sa_handler = on_stop};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    while (!stop_requested)
+        pause();
+    clr_log(CLR_LOG_WARN, "serve.stopping", NULL);
+    server_stop(srv);
+    clr_service_stop(svc);
+    for (int i = 0; i < c.nstrings; i++)
+        free(c.strings[i]);
+    return 0;
+}

@@ -1,0 +1,682 @@
+/* The HTTP face of clr_service: libmicrohttpd, one thread per connection (bounded), one small
+ * handler per route. Handlers parse the path and the body and call one service function; the
+ * service owns every decision. */
+#include <errno.h>
+#include <grp.h>
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "server.h"
+
+#define MAX_JSON_BODY (1024 * 1024)
+#define MAX_TOKENS 64
+
+struct token {
+    char name[64];
+    unsigned char digest[32];
+};
+
+struct server {
+    clr_service *svc;
+    struct MHD_Daemon *unix_d, *tcp_d;
+    int unix_fd;
+    char socket_path[108];
+    struct token tokens[MAX_TOKENS];
+    int ntokens;
+};
+
+struct request {
+    char *body;
+    size_t len;
+    bool too_big;
+    char actor[96];
+    bool authed;
+};
+
+/* ---- responses ---- */
+
+static int http_status(clr_error_code code)
+{
+    switch (code) {
+    case CLR_E_INVALID: return MHD_HTTP_BAD_REQUEST;
+    case CLR_E_NOT_FOUND: return MHD_HTTP_NOT_FOUND;
+    case CLR_E_CONFLICT: return MHD_HTTP_CONFLICT;
+    case CLR_E_LIMIT: return MHD_HTTP_TOO_MANY_REQUESTS;
+    case CLR_E_UNAVAILABLE: return MHD_HTTP_SERVICE_UNAVAILABLE;
+    case CLR_E_DENIED: return MHD_HTTP_UNAUTHORIZED;
+    case CLR_E_TIMEOUT: return MHD_HTTP_GATEWAY_TIMEOUT;
+    case CLR_E_ENGINE: return MHD_HTTP_BAD_GATEWAY;
+    case CLR_E_NONE:
+    case CLR_E_INTERNAL:
+    default: return MHD_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+static enum MHD_Result send_text(struct MHD_Connection *c, int status, const char *type,
+                                 char *text)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", type);
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* Takes ownership of j. */
+static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    if (!s)
+        return MHD_NO;
+    size_t n = strlen(s);
+    char *t = realloc(s, n + 2);
+    if (!t) {
+        free(s);
+        return MHD_NO;
+    }
+    t[n] = '\n';
+    t[n + 1] = '\0';
+    return send_text(c, status, "application/json", t);
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, int status, const char *code,
+                                  const char *message)
+{
+    return send_json(c, status,
+                     json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message));
+}
+
+static enum MHD_Result send_clr_error(struct MHD_Connection *c, const clr_error *err)
+{
+    return send_error(c, http_status(err->code), clr_error_code_name(err->code), err->message);
+}
+
+/* ---- helpers ---- */
+
+static int parse_body(struct request *rq, json_t **out, clr_error *err)
+{
+    if (rq->len == 0) {
+        *out = json_object();
+        return 0;
+    }
+    json_error_t jerr;
+    *out = json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!*out)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "request body is not valid JSON: %s (line %d, column %d)", jerr.text,
+                             jerr.line, jerr.column);
+    if (!json_is_object(*out)) {
+        json_decref(*out);
+        return clr_error_set(err, CLR_E_INVALID, 0, "request body must be a JSON object");
+    }
+    return 0;
+}
+
+/* Splits "/v1/sandboxes/ID/rest" into parts; returns the count (at most max). */
+static int split_path(const char *url, char parts[][128], int max)
+{
+    int n = 0;
+    const char *p = url;
+    while (*p == '/')
+        p++;
+    while (*p && n < max) {
+        const char *e = strchr(p, '/');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l >= 128)
+            return -1;
+        memcpy(parts[n], p, l);
+        parts[n][l] = '\0';
+        n++;
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    if (*p && n == max && strchr(p, '/'))
+        return -1;
+    return n;
+}
+
+static void peer_actor(struct MHD_Connection *c, struct request *rq, bool unix_socket)
+{
+    if (!unix_socket)
+        return;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (ci && getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+        snprintf(rq->actor, sizeof(rq->actor), "uid=%u pid=%d", (unsigned)cred.uid, cred.pid);
+    else
+        snprintf(rq->actor, sizeof(rq->actor), "unix");
+}
+
+static void sha256(const void *data, size_t len, unsigned char out[32])
+{
+    unsigned int n = 32;
+    EVP_Digest(data, len, out, &n, EVP_sha256(), NULL);
+}
+
+/* Compares the bearer token in constant time (digests of equal length, CRYPTO_memcmp). */
+static bool check_token(struct server *s, struct MHD_Connection *c, struct request *rq)
+{
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncmp(h, "Bearer ", 7) != 0)
+        return false;
+    unsigned char d[32];
+    sha256(h + 7, strlen(h + 7), d);
+    int found = -1;
+    for (int i = 0; i < s->ntokens; i++) {
+        if (CRYPTO_memcmp(d, s->tokens[i].digest, 32) == 0)
+            found = i;
+    }
+    if (found < 0)
+        return false;
+    snprintf(rq->actor, sizeof(rq->actor), "token=%s", s->tokens[found].name);
+    return true;
+}
+
+/* ---- streaming exec ---- */
+
+struct event {
+    char *line;
+    size_t len, off;
+    struct event *next;
+};
+
+struct stream {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct event *head, *tail;
+    bool done;
+    int refs;
+    clr_service *svc;
+    char id[64];
+    json_t *req;
+    char actor[96];
+};
+
+static void stream_unref(struct stream *st)
+{
+    pthread_mutex_lock(&st->lock);
+    int refs = --st->refs;
+    pthread_mutex_unlock(&st->lock);
+    if (refs > 0)
+        return;
+    for (struct event *e = st->head; e;) {
+        struct event *n = e->next;
+        free(e->line);
+        free(e);
+        e = n;
+    }
+    json_decref(st->req);
+    pthread_mutex_destroy(&st->lock);
+    pthread_cond_destroy(&st->cond);
+    free(st);
+}
+
+static void stream_push(struct stream *st, json_t *ev, bool last)
+{
+    struct event *e = calloc(1, sizeof(*e));
+    char *s = json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (e && s) {
+        size_t n = strlen(s);
+        e->line = realloc(s, n + 2);
+        if (e->line) {
+            e->line[n] = '\n';
+            e->line[n + 1] = '\0';
+            e->len = n + 1;
+            s = NULL;
+        }
+    }
+    free(s);
+    pthread_mutex_lock(&st->lock);
+    if (e && e->line) {
+        if (st->tail)
+            st->tail->next = e;
+        else
+            st->head = e;
+        st->tail = e;
+    } else {
+        free(e);
+    }
+    if (last)
+        st->done = true;
+    pthread_cond_broadcast(&st->cond);
+    pthread_mutex_unlock(&st->lock);
+}
+
+static void on_stream_event(void *ctx, json_t *ev)
+{
+    stream_push(ctx, ev, false);
+}
+
+static void *stream_exec_main(void *p)
+{
+    struct stream *st = p;
+    clr_error err = CLR_ERROR_INIT;
+    json_t *out = NULL;
+    if (clr_service_exec(st->svc, st->id, st->req, st->actor, on_stream_event, st, &out, &err) < 0) {
+        json_t *ev = json_pack("{s:s, s:{s:s, s:s}}", "event", "error", "error", "code",
+                               clr_error_code_name(err.code), "message", err.message);
+        stream_push(st, ev, true);
+        json_decref(ev);
+    } else {
+        json_object_set_new(out, "event", json_string("result"));
+        stream_push(st, out, true);
+        json_decref(out);
+    }
+    stream_unref(st);
+    return NULL;
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    struct stream *st = cls;
+    pthread_mutex_lock(&st->lock);
+    while (!st->head && !st->done)
+        pthread_cond_wait(&st->cond, &st->lock);
+    if (!st->head) {
+        pthread_mutex_unlock(&st->lock);
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    struct event *e = st->head;
+    size_t n = e->len - e->off;
+    if (n > max)
+        n = max;
+    memcpy(buf, e->line + e->off, n);
+    e->off += n;
+    if (e->off == e->len) {
+        st->head = e->next;
+        if (!st->head)
+            st->tail = NULL;
+        free(e->line);
+        free(e);
+    }
+    pthread_mutex_unlock(&st->lock);
+    return (ssize_t)n;
+}
+
+static void stream_free(void *cls)
+{
+    stream_unref(cls);
+}
+
+static enum MHD_Result exec_streaming(struct server *s, struct MHD_Connection *c, const char *id,
+                                      json_t *req, const char *actor)
+{
+    struct stream *st = calloc(1, sizeof(*st));
+    if (!st) {
+        json_decref(req);
+        return send_error(c, 500, "internal", "out of memory");
+    }
+    pthread_mutex_init(&st->lock, NULL);
+    pthread_cond_init(&st->cond, NULL);
+    st->refs = 2; /* the exec thread and the response */
+    st->svc = s->svc;
+    snprintf(st->id, sizeof(st->id), "%.63s", id);
+    snprintf(st->actor, sizeof(st->actor), "%s", actor);
+    st->req = req;
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, stream_exec_main, st) != 0) {
+        pthread_attr_destroy(&attr);
+        st->refs = 1;
+        stream_unref(st);
+        return send_error(c, 503, "unavailable", "cannot start a thread for the command");
+    }
+    pthread_attr_destroy(&attr);
+    struct MHD_Response *r =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 65536, stream_reader, st, stream_free);
+    if (!r) {
+        stream_unref(st);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "application/x-ndjson");
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* ---- routes ---- */
+
+static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const char *url,
+                             const char *method, struct request *rq)
+{
+    clr_error err = CLR_ERROR_INIT;
+    json_t *out = NULL;
+    json_t *body = NULL;
+    char parts[6][128];
+    int n = split_path(url, parts, 6);
+    bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0,
+         del = strcmp(method, "DELETE") == 0;
+
+    if (strcmp(url, "/metrics") == 0 && get) {
+        char *m = clr_service_metrics(s->svc);
+        return m ? send_text(c, 200, "text/plain; version=0.0.4", m)
+                 : send_error(c, 500, "internal", "out of memory");
+    }
+    if (n < 2 || strcmp(parts[0], "v1") != 0)
+        return send_error(c, 404, "not_found", "no such endpoint; the API lives under /v1");
+    if (n == 2 && strcmp(parts[1], "health") == 0 && get) {
+        int rc = clr_service_health(s->svc, &out);
+        return send_json(c, rc == 0 ? 200 : 503, out);
+    }
+    if (strcmp(parts[1], "sandboxes") != 0)
+        return send_error(c, 404, "not_found", "no such endpoint");
+    if (rq->too_big)
+        return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "limit",
+                          "request body larger than 1 MiB");
+    if ((post || del) && parse_body(rq, &body, &err) < 0)
+        return send_clr_error(c, &err);
+
+    int rc = -1, status = 200;
+    if (n == 2 && post) {
+        rc = clr_service_create(s->svc, body, rq->actor, &out, &err);
+        status = 201;
+    } else if (n == 2 && get) {
+        rc = clr_service_list(s->svc,
+                              MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "state"),
+                              MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "label"), &out,
+                              &err);
+    } else if (n == 3 && get) {
+        rc = clr_service_get(s->svc, parts[2], &out, &err);
+    } else if (n == 3 && del) {
+        rc = clr_service_destroy(s->svc, parts[2], "client", rq->actor, &err);
+        status = 204;
+    } else if (n == 4 && post && strcmp(parts[3], "extend") == 0) {
+        rc = clr_service_extend(s->svc, parts[2], body, &out, &err);
+    } else if (n == 4 && post && strcmp(parts[3], "exec") == 0) {
+        const char *stream = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "stream");
+        if (stream && (strcmp(stream, "true") == 0 || strcmp(stream, "1") == 0)) {
+            if (!clr_sandbox_id_valid(parts[2])) {
+                json_decref(body);
+                return send_error(c, 400, "invalid", "not a sandbox id");
+            }
+            return exec_streaming(s, c, parts[2], body, rq->actor);
+        }
+        rc = clr_service_exec(s->svc, parts[2], body, rq->actor, NULL, NULL, &out, &err);
+    } else if (n == 5 && get && strcmp(parts[3], "execs") == 0) {
+        rc = clr_service_exec_get(s->svc, parts[2], parts[4], &out, &err);
+    } else {
+        json_decref(body);
+        return send_error(c, n > 2 && n <= 5 ? 405 : 404, n > 2 && n <= 5 ? "method" : "not_found",
+                          "no such endpoint or method");
+    }
+    json_decref(body);
+    if (rc < 0)
+        return send_clr_error(c, &err);
+    if (status == 204) {
+        struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        enum MHD_Result ret = MHD_queue_response(c, 204, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
+    return send_json(c, status, out);
+}
+
+static enum MHD_Result handle(struct server *s, bool unix_socket, struct MHD_Connection *c,
+                              const char *url, const char *method, const char *upload,
+                              size_t *upload_size, void **con_cls)
+{
+    struct request *rq = *con_cls;
+    if (!rq) {
+        rq = calloc(1, sizeof(*rq));
+        if (!rq)
+            return MHD_NO;
+        *con_cls = rq;
+        snprintf(rq->actor, sizeof(rq->actor), "tcp");
+        peer_actor(c, rq, unix_socket);
+        if (!unix_socket && strcmp(url, "/v1/health") != 0) {
+            rq->authed = check_token(s, c, rq);
+            if (!rq->authed) {
+                clr_log(CLR_LOG_WARN, "auth.failed", "url", url, NULL);
+                return MHD_YES; /* answered once the body is consumed */
+            }
+        } else {
+            rq->authed = true;
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (rq->authed && !rq->too_big) {
+            if (rq->len + *upload_size > MAX_JSON_BODY) {
+                rq->too_big = true;
+            } else {
+                char *b = realloc(rq->body, rq->len + *upload_size + 1);
+                if (!b)
+                    return MHD_NO;
+                memcpy(b + rq->len, upload, *upload_size);
+                rq->len += *upload_size;
+                b[rq->len] = '\0';
+                rq->body = b;
+            }
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (!rq->authed)
+        return send_error(c, 401, "denied",
+                          "missing or wrong bearer token: send Authorization: Bearer <token>");
+    return route(s, c, url, method, rq);
+}
+
+static enum MHD_Result handle_unix(void *cls, struct MHD_Connection *c, const char *url,
+                                   const char *method, const char *version, const char *upload,
+                                   size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    return handle(cls, true, c, url, method, upload, upload_size, con_cls);
+}
+
+static enum MHD_Result handle_tcp(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    return handle(cls, false, c, url, method, upload, upload_size, con_cls);
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    struct request *rq = *con_cls;
+    if (rq) {
+        free(rq->body);
+        free(rq);
+        *con_cls = NULL;
+    }
+}
+
+/* ---- setup ---- */
+
+static int load_tokens(struct server *s, const char *path, clr_error *err)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return clr_error_set(err, CLR_E_INVALID, errno, "token file %s: %s", path,
+                             strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077)) {
+        fclose(f);
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "token file %s is readable by others: chmod 600 it", path);
+    }
+    char line[512];
+    while (fgets(line, sizeof(line), f) && s->ntokens < MAX_TOKENS) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!line[0] || line[0] == '#')
+            continue;
+        char *colon = strchr(line, ':');
+        const char *name = "default", *tok = line;
+        if (colon) {
+            *colon = '\0';
+            name = line;
+            tok = colon + 1;
+        }
+        if (strlen(tok) < 16) {
+            fclose(f);
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "token file %s: token '%s' is shorter than 16 characters", path,
+                                 name);
+        }
+        snprintf(s->tokens[s->ntokens].name, sizeof(s->tokens[0].name), "%.63s", name);
+        sha256(tok, strlen(tok), s->tokens[s->ntokens].digest);
+        s->ntokens++;
+    }
+    fclose(f);
+    if (s->ntokens == 0)
+        return clr_error_set(err, CLR_E_INVALID, 0, "token file %s has no token", path);
+    return 0;
+}
+
+static int open_unix(struct server *s, const struct server_options *o, clr_error *err)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(o->socket_path) >= sizeof(a.sun_path))
+        return clr_error_set(err, CLR_E_INVALID, ENAMETOOLONG, "socket path %s is too long",
+                             o->socket_path);
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", o->socket_path);
+    snprintf(s->socket_path, sizeof(s->socket_path), "%s", o->socket_path);
+    struct stat st;
+    if (lstat(o->socket_path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            return clr_error_set(err, CLR_E_CONFLICT, 0,
+                                 "%s exists and is not a socket: refusing to replace it",
+                                 o->socket_path);
+        /* A stale socket of a previous run is replaced only if nobody answers on it. */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0 && connect(probe, (struct sockaddr *)&a, sizeof(a)) == 0) {
+            close(probe);
+            return clr_error_set(err, CLR_E_CONFLICT, 0,
+                                 "another daemon is listening on %s", o->socket_path);
+        }
+        if (probe >= 0)
+            close(probe);
+        unlink(o->socket_path);
+    }
+    s->unix_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s->unix_fd < 0)
+        return clr_error_set(err, CLR_E_INTERNAL, errno, "socket: %s", strerror(errno));
+    mode_t old = umask(0117);
+    int rc = bind(s->unix_fd, (struct sockaddr *)&a, sizeof(a));
+    umask(old);
+    if (rc < 0)
+        return clr_error_set(err, CLR_E_UNAVAILABLE, errno, "cannot bind %s: %s (does its "
+                             "directory exist?)", o->socket_path, strerror(errno));
+    uid_t uid = (uid_t)-1;
+    gid_t gid = (gid_t)-1;
+    if (o->socket_owner) {
+        struct passwd *pw = getpwnam(o->socket_owner);
+        if (!pw)
+            return clr_error_set(err, CLR_E_INVALID, 0, "socket owner: no user %s",
+                                 o->socket_owner);
+        uid = pw->pw_uid;
+    }
+    if (o->socket_group) {
+        struct group *gr = getgrnam(o->socket_group);
+        if (!gr)
+            return clr_error_set(err, CLR_E_INVALID, 0, "socket group: no group %s",
+                                 o->socket_group);
+        gid = gr->gr_gid;
+    }
+    if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(o->socket_path, uid, gid) < 0)
+        return clr_error_set(err, CLR_E_INTERNAL, errno, "chown %s: %s", o->socket_path,
+                             strerror(errno));
+    if (chmod(o->socket_path, o->socket_mode) < 0)
+        return clr_error_set(err, CLR_E_INTERNAL, errno, "chmod %s: %s", o->socket_path,
+                             strerror(errno));
+    if (listen(s->unix_fd, 128) < 0)
+        return clr_error_set(err, CLR_E_INTERNAL, errno, "listen: %s", strerror(errno));
+    return 0;
+}
+
+int server_start(struct server **out, clr_service *svc, const struct server_options *o,
+                 clr_error *err)
+{
+    struct server *s = calloc(1, sizeof(*s));
+    if (!s)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    s->svc = svc;
+    s->unix_fd = -1;
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_ERROR_LOG;
+    if (o->tcp_port && !o->token_file) {
+        free(s);
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "listening on TCP needs a token file (--token-file)");
+    }
+    if (o->token_file && load_tokens(s, o->token_file, err) < 0) {
+        free(s);
+        return -1;
+    }
+    if (open_unix(s, o, err) < 0) {
+        server_stop(s);
+        return -1;
+    }
+    s->unix_d = MHD_start_daemon(flags, 0, NULL, NULL, handle_unix, s, MHD_OPTION_LISTEN_SOCKET,
+                                 s->unix_fd, MHD_OPTION_CONNECTION_LIMIT, o->max_connections,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)3600,
+                                 MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_END);
+    if (!s->unix_d) {
+        server_stop(s);
+        return clr_error_set(err, CLR_E_INTERNAL, 0, "cannot start the HTTP server on %s",
+                             o->socket_path);
+    }
+    if (o->tcp_port) {
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(o->tcp_port)};
+        if (inet_pton(AF_INET, o->tcp_address ? o->tcp_address : "127.0.0.1", &a.sin_addr) != 1) {
+            server_stop(s);
+            return clr_error_set(err, CLR_E_INVALID, 0, "tcp address '%s' is not an IPv4 address",
+                                 o->tcp_address);
+        }
+        s->tcp_d = MHD_start_daemon(flags, o->tcp_port, NULL, NULL, handle_tcp, s,
+                                    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&a,
+                                    MHD_OPTION_CONNECTION_LIMIT, o->max_connections,
+                                    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)3600,
+                                    MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_END);
+        if (!s->tcp_d) {
+            server_stop(s);
+            return clr_error_set(err, CLR_E_UNAVAILABLE, 0, "cannot listen on TCP port %u",
+                                 o->tcp_port);
+        }
+    }
+    *out = s;
+    return 0;
+}
+
+void server_stop(struct server *s)
+{
+    if (!s)
+        return;
+    if (s->tcp_d)
+        MHD_stop_daemon(s->tcp_d);
+    if (s->unix_d)
+        MHD_stop_daemon(s->unix_d);
+    if (s->unix_fd >= 0) {
+        close(s->unix_fd);
+        unlink(s->socket_path);
+    }
+    free(s);
+}

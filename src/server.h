@@ -1,0 +1,28 @@
+/* The HTTP server of `clearing serve`. */
+#ifndef CLR_SERVER_H
+#define CLR_SERVER_H
+
+#include <arpa/inet.h>
+#include <sys/types.h>
+
+#include "clearing/clearing.h"
+#include "clearing/service.h"
+
+struct server_options {
+    const char *socket_path;
+    mode_t socket_mode;
+    const char *socket_owner; /* user name, or NULL */
+    const char *socket_group; /* group name, or NULL */
+    const char *tcp_address;  /* NULL: 127.0.0.1 */
+    uint16_t tcp_port;        /* 0: no TCP listener */
+    const char *token_file;   /* required with TCP */
+    unsigned max_connections;
+};
+
+struct server;
+
+int server_start(struct server **out, clr_service *svc, const struct server_options *o,
+                 clr_error *err);
+void server_stop(struct server *s);
+
+#endif
