@@ -388,6 +388,43 @@ static void kill_tree(struct sup *s)
 
 /* ---- starting the command ---- */
 
+extern char **environ;
+
+static bool env_has(char **vec, const char *kv)
+{
+    size_t n = strcspn(kv, "=");
+    for (; vec && *vec; vec++) {
+        if (strncmp(*vec, kv, n) == 0 && (*vec)[n] == '=')
+            return true;
+    }
+    return false;
+}
+
+/* The command's environment: the container's (the image's PATH, HOME, LANG...) with the
+ * request's entries added or replacing; of duplicate request entries the last wins. Runs in the
+ * child after fork, so it may allocate freely: the process is about to exec or exit. */
+static char **command_env(char **req)
+{
+    size_t nreq = 0, nenv = 0;
+    while (req && req[nreq])
+        nreq++;
+    while (environ && environ[nenv])
+        nenv++;
+    char **v = calloc(nreq + nenv + 1, sizeof(char *));
+    if (!v)
+        return req;
+    size_t k = 0;
+    for (size_t i = 0; i < nenv; i++) {
+        if (!env_has(req, environ[i]))
+            v[k++] = environ[i];
+    }
+    for (size_t i = 0; i < nreq; i++) {
+        if (!env_has(req + i + 1, req[i]))
+            v[k++] = req[i];
+    }
+    return v;
+}
+
 static void child_setup(struct sup *s, int in_r, int out_w, int err_w, int report_w)
 {
     struct agent_request *r = &s->req;
@@ -431,7 +468,7 @@ static void child_setup(struct sup *s, int in_r, int out_w, int err_w, int repor
         if (fd != report_w)
             close(fd);
     }
-    execvpe(r->argv[0], r->argv, r->envp);
+    execvpe(r->argv[0], r->argv, command_env(r->envp));
 fail:;
     int e = errno;
     (void)!write(report_w, &e, sizeof(e));

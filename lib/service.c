@@ -637,7 +637,7 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
         return -1;
     clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
     json_t *v;
-    char **argv = NULL, **env = NULL;
+    char **argv = NULL, **env = NULL, **all_env = NULL;
     uint8_t *stdin_buf = NULL;
     int rc = -1;
     json_t *jargv = json_object_get(req, "argv"), *jshell = json_object_get(req, "shell");
@@ -697,7 +697,24 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
     if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
         goto out;
     bool live = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
+    /* The sandbox's environment first, the command's own after it (later entries win). */
+    size_t nrow = json_array_size(row.env), nreq = 0;
+    while (env && env[nreq])
+        nreq++;
+    all_env = calloc(nrow + nreq + 1, sizeof(char *));
+    if (all_env) {
+        size_t k = 0, i;
+        json_t *e;
+        json_array_foreach(row.env, i, e) all_env[k++] = strdup(json_string_value(e));
+        for (i = 0; i < nreq; i++)
+            all_env[k++] = strdup(env[i]);
+    }
     clr_store_sandbox_clear(&row);
+    if (!all_env) {
+        clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+        goto out;
+    }
+    o.env = (const char *const *)all_env;
     if (!live) {
         clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", id);
         goto out;
@@ -784,6 +801,7 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
 out:
     free_strv(argv);
     free_strv(env);
+    free_strv(all_env);
     free(stdin_buf);
     return rc;
 }

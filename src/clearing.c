@@ -16,10 +16,14 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"run", cmd_run, "run one command in a new sandbox, then destroy it"},
+    {"run", cmd_run, "run one command in a new sandbox, then destroy it (no daemon needed)"},
+    {"create", cmd_create, "create a sandbox in the daemon; prints its id last"},
+    {"exec", cmd_exec, "run a command in a daemon's sandbox, streaming its output"},
+    {"inspect", cmd_inspect, "show a daemon's sandbox"},
+    {"extend", cmd_extend, "extend a daemon's sandbox's lifetime"},
     {"doctor", cmd_doctor, "check that this host can run sandboxes, and say how to fix it"},
-    {"ls", cmd_ls, "list sandboxes"},
-    {"rm", cmd_rm, "destroy sandboxes"},
+    {"ls", cmd_ls, "list the daemon's sandboxes (--engine: every sandbox the engine has)"},
+    {"rm", cmd_rm, "destroy sandboxes (through the daemon; --engine: directly)"},
     {"serve", cmd_serve, "run the daemon: REST API, stateful sandboxes, reaper"},
     {"gc", cmd_gc, "remove expired sandboxes, broken containers and orphaned workspaces"},
 };
@@ -63,6 +67,8 @@ static void usage(FILE *f)
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\nGlobal options:\n"
+               "  --host ADDR         the daemon's socket (unix:///path; default $CLEARING_HOST\n"
+               "                      or /run/clearing/clearing.sock)\n"
                "  --docker-host ADDR  Docker engine socket (unix:///path; default\n"
                "                      $CLEARING_DOCKER_HOST or /var/run/docker.sock)\n"
                "  --state-dir DIR     where workspaces live (default $CLEARING_STATE_DIR or\n"
@@ -90,9 +96,9 @@ int main(int argc, char **argv)
             printf("clearing %s\n", clr_version());
             return 0;
         }
-        const char *names[] = {"--docker-host", "--state-dir", "--log-level"};
+        const char *names[] = {"--docker-host", "--state-dir", "--log-level", "--host"};
         int which = -1;
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < 4; k++) {
             size_t n = strlen(names[k]);
             if (strncmp(a, names[k], n) == 0 && (a[n] == '=' || a[n] == '\0')) {
                 which = k;
@@ -112,6 +118,8 @@ int main(int argc, char **argv)
             cli_global.docker_host = val;
         else if (which == 1)
             cli_global.state_dir = val;
+        else if (which == 3)
+            cli_global.host = val;
         else {
             int l = clr_log_level_parse(val);
             if (l < 0) {

@@ -20,6 +20,7 @@ enum {
 };
 
 struct cli_global {
+    const char *host; /* the daemon's socket */
     const char *docker_host;
     const char *state_dir;
 };
@@ -60,5 +61,11 @@ int cmd_ls(int argc, char **argv);
 int cmd_rm(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_create(int argc, char **argv);
+int cmd_exec(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_extend(int argc, char **argv);
+/* Exit status for an exec result record (the same mapping as `clearing run`). */
+int cli_exit_status_json(json_t *result);
 
 #endif

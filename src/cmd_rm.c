@@ -1,20 +1,28 @@
 /* clearing rm: destroy sandboxes. Idempotent: a sandbox that is already gone is not an error. */
 #include <stdio.h>
 
-#include "cli.h"
+#include "client.h"
+#include <string.h>
 
 int cmd_rm(int argc, char **argv)
 {
     static const struct option options[] = {
+        {"engine", no_argument, NULL, 'e'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int c;
+    bool engine = false;
     optind = 1;
     while ((c = getopt_long(argc, argv, "+", options, NULL)) != -1) {
+        if (c == 'e') {
+            engine = true;
+            continue;
+        }
         if (c == 'h') {
-            printf("Usage: clearing rm ID...\n\nKills and removes sandboxes and their "
-                   "workspaces, without a grace period.\n");
+            printf("Usage: clearing rm [--engine] ID...\n\nDestroys sandboxes through the "
+                   "daemon; with --engine, kills and removes them\nand their workspaces "
+                   "directly (for sandboxes of 'clearing run'). Idempotent.\n");
             return 0;
         }
         cli_usage_error("rm", "unknown option");
@@ -32,6 +40,20 @@ int cmd_rm(int argc, char **argv)
         }
     }
     clr_error err = CLR_ERROR_INIT;
+    if (!engine) {
+        int status = 0;
+        for (int i = optind; i < argc; i++) {
+            char path[128];
+            snprintf(path, sizeof(path), "/v1/sandboxes/%s", argv[i]);
+            if (client_call("DELETE", path, NULL, NULL, &err) != 204) {
+                cli_error(&err);
+                status = CLI_EXIT_FAILURE;
+            } else {
+                printf("%s\n", argv[i]);
+            }
+        }
+        return status;
+    }
     clr_engine *eng = NULL;
     if (cli_open_engine(&eng, &err) < 0) {
         cli_error(&err);

@@ -38,7 +38,7 @@ expect() {
     ok "$name"
 }
 
-count_sandboxes() { "$CLEARING" ls --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+count_sandboxes() { "$CLEARING" ls --engine --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
 
 before=$(count_sandboxes)
 
@@ -68,7 +68,7 @@ expect "bad env entry" 2 '' 'KEY=VALUE' -- run --env NOEQUALS -- true
 expect "unknown command" 2 '' 'unknown command' -- frobnicate
 expect "unknown option" 2 '' '' -- run --frobnicate -- true
 expect "rm rejects a malformed id" 2 '' 'not a sandbox id' -- rm '../../etc'
-expect "rm of a missing sandbox is idempotent" 0 'sb-0000000000000000' '' -- rm sb-0000000000000000
+expect "rm of a missing sandbox is idempotent" 0 'sb-0000000000000000' '' -- rm --engine sb-0000000000000000
 expect "missing image names the build command" 125 '' 'images/build.sh' -- run --image clearing/none:0 -- true
 expect "engine down names the socket and dockerd" 125 '' 'start dockerd' -- \
     --docker-host unix:///nonexistent/docker.sock run -- true
