@@ -555,6 +555,19 @@ static int on_host_frame(void *ctx, const struct clr_frame *f)
     case CLR_FRAME_STDIN_EOF:
         s->stdin_eof = true;
         return 0;
+    case CLR_FRAME_SIGNAL: {
+        uint64_t sig = 0;
+        if (clr_tlv_u64(f->payload, f->length, &sig) < 0 || sig == 0 || sig >= 65) {
+            snprintf(s->message, sizeof(s->message), "bad SIGNAL frame");
+            return -2;
+        }
+        /* The command leads its own session and process group. */
+        if (s->child > 0 && !s->child_done) {
+            kill(-s->child, (int)sig);
+            kill(s->child, (int)sig);
+        }
+        return 0;
+    }
     case CLR_FRAME_KILL:
         s->verdict = CLR_WIRE_SIGNALED;
         snprintf(s->message, sizeof(s->message), "killed on request");

@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,9 +31,12 @@ struct clr_engine {
     json_t *runtimes; /* cached GET /info .Runtimes */
 };
 
+/* After the upgrade the connection is a plain socket: reads and writes go to it directly, so one
+ * thread may read while another writes (writes are serialised by write_lock). */
 struct clr_engine_stream {
     CURL *curl;
     curl_socket_t fd;
+    pthread_mutex_t write_lock;
     uint8_t *pending; /* stream bytes that arrived with the response headers */
     size_t pending_len, pending_off;
 };
@@ -288,22 +292,30 @@ static int wait_fd(curl_socket_t fd, short events, int timeout_ms)
 int clr_engine_stream_write(clr_engine_stream *s, const void *data, size_t len, clr_error *err)
 {
     const uint8_t *p = data;
+    int rc = 0;
+    pthread_mutex_lock(&s->write_lock);
     while (len > 0) {
-        size_t n = 0;
-        CURLcode rc = curl_easy_send(s->curl, p, len, &n);
-        if (rc == CURLE_AGAIN) {
-            if (wait_fd(s->fd, POLLOUT, 30000) <= 0)
-                return clr_error_set(err, CLR_E_TIMEOUT, ETIMEDOUT,
-                                     "engine stream did not accept data for 30 s");
+        ssize_t n = send(s->fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (wait_fd(s->fd, POLLOUT, 30000) <= 0) {
+                rc = clr_error_set(err, CLR_E_TIMEOUT, ETIMEDOUT,
+                                   "engine stream did not accept data for 30 s");
+                break;
+            }
             continue;
         }
-        if (rc != CURLE_OK)
-            return clr_error_set(err, CLR_E_UNAVAILABLE, EPIPE, "writing to engine stream: %s",
-                                 curl_easy_strerror(rc));
+        if (n <= 0) {
+            rc = clr_error_set(err, CLR_E_UNAVAILABLE, errno ? errno : EPIPE,
+                               "writing to engine stream: %s", strerror(errno ? errno : EPIPE));
+            break;
+        }
         p += n;
-        len -= n;
+        len -= (size_t)n;
     }
-    return 0;
+    pthread_mutex_unlock(&s->write_lock);
+    return rc;
 }
 
 ssize_t clr_engine_stream_read(clr_engine_stream *s, void *buf, size_t len, int timeout_ms,
@@ -318,13 +330,14 @@ ssize_t clr_engine_stream_read(clr_engine_stream *s, void *buf, size_t len, int 
         return (ssize_t)n;
     }
     for (;;) {
-        size_t n = 0;
-        CURLcode rc = curl_easy_recv(s->curl, buf, len, &n);
-        if (rc == CURLE_OK)
-            return (ssize_t)n;
-        if (rc != CURLE_AGAIN)
-            return clr_error_set(err, CLR_E_UNAVAILABLE, EIO, "reading engine stream: %s",
-                                 curl_easy_strerror(rc));
+        ssize_t n = recv(s->fd, buf, len, MSG_DONTWAIT);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return clr_error_set(err, CLR_E_UNAVAILABLE, errno, "reading engine stream: %s",
+                                 strerror(errno));
         int r = wait_fd(s->fd, POLLIN, timeout_ms);
         /* A signal ends the wait like a timeout does, so the caller can look at its flags. */
         if (r == 0 || (r < 0 && errno == EINTR))
@@ -340,6 +353,7 @@ void clr_engine_stream_free(clr_engine_stream *s)
         return;
     if (s->curl)
         curl_easy_cleanup(s->curl);
+    pthread_mutex_destroy(&s->write_lock);
     free(s->pending);
     free(s);
 }
@@ -353,8 +367,10 @@ int clr_engine_hijack(clr_engine_stream **out, clr_engine *eng, const char *path
     clr_engine_stream *s = calloc(1, sizeof(*s));
     if (!s)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    pthread_mutex_init(&s->write_lock, NULL);
     s->curl = curl_easy_init();
     if (!s->curl) {
+        pthread_mutex_destroy(&s->write_lock);
         free(s);
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     }

@@ -10,6 +10,7 @@
  * the whole sandbox is killed. A command can therefore never outlive its timeout by more than the
  * grace, whatever happens inside the sandbox. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -195,7 +196,7 @@ static int build_request(struct clr_tlv_builder *b, const clr_sandbox *sb,
         clr_tlv_put_str(b, CLR_REQ_ENV, *e);
     }
     clr_tlv_put_str(b, CLR_REQ_CWD, o->cwd ? o->cwd : "/workspace");
-    clr_tlv_put_u64(b, CLR_REQ_TIMEOUT_MS, o->limits.timeout_ms);
+    clr_tlv_put_u64(b, CLR_REQ_TIMEOUT_MS, o->background ? 0 : o->limits.timeout_ms);
     clr_tlv_put_u64(b, CLR_REQ_STDOUT_CAP, o->limits.stdout_cap);
     clr_tlv_put_u64(b, CLR_REQ_STDERR_CAP, o->limits.stderr_cap);
     clr_tlv_put_u64(b, CLR_REQ_UID, CLR_SANDBOX_UID);
@@ -262,15 +263,40 @@ static void diagnose(clr_engine *eng, const clr_sandbox *sb, clr_exec_result *r,
     json_decref(j);
 }
 
-int clr_exec_run(clr_exec_result *result, clr_engine *eng, const clr_sandbox *sb,
-                 const clr_exec_options *opts, clr_error *err)
+/* false only when the engine positively says the container is not running. */
+static bool sandbox_running(clr_engine *eng, const char *container_id)
 {
-    memset(result, 0, sizeof(*result));
+    char path[256];
+    clr_error lerr = CLR_ERROR_INIT;
+    json_t *j = NULL;
+    snprintf(path, sizeof(path), "/containers/%s/json", container_id);
+    int st = clr_engine_call(eng, "GET", path, NULL, &j, &lerr);
+    bool running = st != 200 || json_is_true(json_object_get(json_object_get(j, "State"),
+                                                             "Running"));
+    json_decref(j);
+    return st == 404 ? false : running;
+}
+
+struct clr_exec {
+    clr_engine *eng;
+    const clr_sandbox *sb;
+    clr_exec_options opts; /* argv/env pointers are only used during start */
+    clr_engine_stream *stream;
+    bool stdin_closed;
+    atomic_bool kill_requested;
+};
+
+int clr_exec_start(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
+                   const clr_exec_options *opts, clr_error *err)
+{
     if (!opts->shell && (!opts->argv || !opts->argv[0]))
         return clr_error_set(err, CLR_E_INVALID, 0, "no command given");
     if (opts->shell && opts->argv)
         return clr_error_set(err, CLR_E_INVALID, 0, "give either argv or a shell string, not both");
-    if (clr_exec_limits_validate(&opts->limits, err) < 0)
+    clr_exec_limits lim = opts->limits;
+    if (opts->background)
+        lim.timeout_ms = 1; /* no timeout at all: validate the rest */
+    if (clr_exec_limits_validate(&lim, err) < 0)
         return -1;
     if (opts->cwd && opts->cwd[0] != '/')
         return clr_error_set(err, CLR_E_INVALID, 0, "working directory '%s' must be absolute",
@@ -307,54 +333,108 @@ int clr_exec_run(clr_exec_result *result, clr_engine *eng, const clr_sandbox *sb
     snprintf(exec_id, sizeof(exec_id), "%s", eid ? eid : "");
     json_decref(resp);
 
-    clr_engine_stream *s = NULL;
+    clr_exec *h = calloc(1, sizeof(*h));
+    if (!h) {
+        free(req);
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    h->eng = eng;
+    h->sb = sb;
+    h->opts = *opts;
+    h->opts.argv = NULL;
+    h->opts.env = NULL;
+    h->opts.shell = NULL;
+    h->opts.cwd = NULL;
     snprintf(path, sizeof(path), "/exec/%s/start", exec_id);
     body = json_pack("{s:b, s:b}", "Detach", 0, "Tty", 0);
-    st = clr_engine_hijack(&s, eng, path, body, err);
+    st = clr_engine_hijack(&h->stream, eng, path, body, err);
     json_decref(body);
     if (st < 0) {
         free(req);
+        free(h);
         return -1;
     }
-
-    int rc = send_frame(s, CLR_FRAME_EXEC, req->buf, req->len, err);
+    int rc = send_frame(h->stream, CLR_FRAME_EXEC, req->buf, req->len, err);
     free(req);
-    const uint8_t *in = opts->stdin_data;
-    size_t left = opts->stdin_data ? opts->stdin_len : 0;
-    while (rc == 0 && left > 0) {
-        size_t n = left < CLR_PROTO_MAX_PAYLOAD ? left : CLR_PROTO_MAX_PAYLOAD;
-        rc = send_frame(s, CLR_FRAME_STDIN, in, n, err);
-        in += n;
-        left -= n;
-    }
-    if (rc == 0)
-        rc = send_frame(s, CLR_FRAME_STDIN_EOF, NULL, 0, err);
+    if (rc == 0 && opts->stdin_data && opts->stdin_len)
+        rc = clr_exec_write_stdin(h, opts->stdin_data, opts->stdin_len, err);
+    if (rc == 0 && !opts->keep_stdin_open)
+        rc = clr_exec_close_stdin(h, err);
     if (rc < 0) {
-        clr_engine_stream_free(s);
+        clr_exec_free(h);
         return clr_error_prefix(err, "sending the command to sandbox %s", info->id);
     }
+    h->opts.stdin_data = NULL;
+    *out = h;
+    return 0;
+}
 
+int clr_exec_write_stdin(clr_exec *h, const void *data, size_t len, clr_error *err)
+{
+    if (h->stdin_closed)
+        return clr_error_set(err, CLR_E_CONFLICT, EPIPE, "the command's stdin is closed");
+    const uint8_t *in = data;
+    while (len > 0) {
+        size_t n = len < CLR_PROTO_MAX_PAYLOAD ? len : CLR_PROTO_MAX_PAYLOAD;
+        if (send_frame(h->stream, CLR_FRAME_STDIN, in, n, err) < 0)
+            return -1;
+        in += n;
+        len -= n;
+    }
+    return 0;
+}
+
+int clr_exec_close_stdin(clr_exec *h, clr_error *err)
+{
+    if (h->stdin_closed)
+        return 0;
+    h->stdin_closed = true;
+    return send_frame(h->stream, CLR_FRAME_STDIN_EOF, NULL, 0, err);
+}
+
+int clr_exec_signal(clr_exec *h, int sig, clr_error *err)
+{
+    if (sig <= 0 || sig >= 65)
+        return clr_error_set(err, CLR_E_INVALID, 0, "signal %d is not a signal number", sig);
+    if (sig == 9) {
+        /* SIGKILL means the whole tree, now. */
+        atomic_store(&h->kill_requested, true);
+        return send_frame(h->stream, CLR_FRAME_KILL, NULL, 0, err);
+    }
+    uint8_t v[8];
+    clr_be64_write(v, (uint64_t)sig);
+    return send_frame(h->stream, CLR_FRAME_SIGNAL, v, sizeof(v), err);
+}
+
+int clr_exec_wait(clr_exec *h, clr_exec_result *result, clr_error *err)
+{
+    (void)err;
+    memset(result, 0, sizeof(*result));
+    const clr_exec_options *opts = &h->opts;
+    const clr_sandbox_info *info = clr_sandbox_get_info(h->sb);
     /* Errors of the stream phase are kept apart: most of them become a result, not a failure. */
     clr_error perr = CLR_ERROR_INIT;
     struct exec_ctx c = {.res = result, .opts = opts, .err = &perr};
     c.frame_buf = malloc(CLR_PROTO_MAX_PAYLOAD);
-    if (!c.frame_buf) {
-        clr_engine_stream_free(s);
+    if (!c.frame_buf)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    }
     clr_frame_reader_init(&c.frames, c.frame_buf);
     clr_demux demux;
     clr_demux_init(&demux);
-    uint64_t deadline = mono_ms() + opts->limits.timeout_ms + opts->grace_ms;
-    uint8_t buf[65536];
+    const uint64_t forever = UINT64_MAX / 2;
+    uint64_t deadline =
+        opts->background ? forever : mono_ms() + opts->limits.timeout_ms + opts->grace_ms;
+    uint8_t *buf = malloc(65536);
     bool timed_out = false;
     bool kill_sent = false;
     int failed = 0;
-    while (!c.have_result) {
+    uint64_t last_check = mono_ms();
+    while (buf && !c.have_result) {
         uint64_t now = mono_ms();
-        if (opts->cancel && *opts->cancel && !kill_sent) {
+        bool cancel = (opts->cancel && *opts->cancel) || atomic_load(&h->kill_requested);
+        if (cancel && !kill_sent) {
             kill_sent = true;
-            send_frame(s, CLR_FRAME_KILL, NULL, 0, &perr);
+            send_frame(h->stream, CLR_FRAME_KILL, NULL, 0, &perr);
             /* The agent answers at once; do not wait out the whole timeout for it. */
             if (deadline > now + opts->grace_ms)
                 deadline = now + opts->grace_ms;
@@ -363,9 +443,19 @@ int clr_exec_run(clr_exec_result *result, clr_engine *eng, const clr_sandbox *sb
             timed_out = true;
             break;
         }
-        ssize_t n = clr_engine_stream_read(s, buf, sizeof(buf), (int)(deadline - now), &perr);
-        if (n == -2)
+        /* Wake up now and then to look at the cancel flag. */
+        uint64_t wait = deadline - now < 1000 ? deadline - now : 1000;
+        ssize_t n = clr_engine_stream_read(h->stream, buf, 65536, (int)wait, &perr);
+        if (n == -2) {
+            /* A sandbox killed by the kernel (the cgroup's OOM killer) leaves the exec stream
+             * open: after a quiet second, ask the engine whether the sandbox still runs. */
+            if (mono_ms() - last_check >= 1000) {
+                last_check = mono_ms();
+                if (!sandbox_running(h->eng, info->container_id))
+                    break;
+            }
             continue;
+        }
         if (n <= 0) {
             failed = n < 0;
             break;
@@ -375,7 +465,7 @@ int clr_exec_run(clr_exec_result *result, clr_engine *eng, const clr_sandbox *sb
             break;
         }
     }
-    clr_engine_stream_free(s);
+    free(buf);
     free(c.frame_buf);
     if (c.have_result) {
         if (c.agent_log_len)
@@ -387,18 +477,41 @@ int clr_exec_run(clr_exec_result *result, clr_engine *eng, const clr_sandbox *sb
          * trusted; the sandbox is killed. */
         clr_log(CLR_LOG_ERROR, "exec.protocol_error", "id", info->id, "error", perr.message,
                 NULL);
-        diagnose(eng, sb, result, true);
+        diagnose(h->eng, h->sb, result, true);
         result->status = CLR_EXEC_SANDBOX_FAILED;
         snprintf(result->message, sizeof(result->message),
                  "protocol error from the sandbox's agent (%.300s); the sandbox was killed",
                  perr.message);
         return 0;
     }
-    diagnose(eng, sb, result, timed_out);
+    diagnose(h->eng, h->sb, result, timed_out);
     if (c.agent_log_len && !timed_out) {
         size_t l = strlen(result->message);
         snprintf(result->message + l, sizeof(result->message) - l, " (agent: %.200s)",
                  c.agent_log);
     }
     return 0;
+}
+
+void clr_exec_free(clr_exec *h)
+{
+    if (!h)
+        return;
+    clr_engine_stream_free(h->stream);
+    free(h);
+}
+
+int clr_exec_run(clr_exec_result *result, clr_engine *eng, const clr_sandbox *sb,
+                 const clr_exec_options *opts, clr_error *err)
+{
+    memset(result, 0, sizeof(*result));
+    if (opts->background || opts->keep_stdin_open)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "background and keep_stdin_open need clr_exec_start");
+    clr_exec *h = NULL;
+    if (clr_exec_start(&h, eng, sb, opts, err) < 0)
+        return -1;
+    int rc = clr_exec_wait(h, result, err);
+    clr_exec_free(h);
+    return rc;
 }

@@ -32,6 +32,7 @@ enum clr_frame_type {
     CLR_FRAME_STDERR = 5,    /* agent -> host */
     CLR_FRAME_RESULT = 6,    /* agent -> host: TLV result, last frame of a channel */
     CLR_FRAME_KILL = 7,      /* host -> agent: kill the channel's process tree now */
+    CLR_FRAME_SIGNAL = 8,    /* host -> agent: u64 signal for the command's process group */
 };
 
 enum clr_req_tag {

@@ -53,9 +53,11 @@ void clr_sandbox_free(clr_sandbox *sb)
 
 uint64_t clr_exec_memory_cap(uint64_t sandbox_memory)
 {
+    /* gVisor's own memory (about 40 MB for an idle sandbox here) is charged to the same cgroup
+     * but does not show in the sandbox's /proc/meminfo, so the reserve must cover it. */
     uint64_t reserve = sandbox_memory / 8;
-    if (reserve < 16 * CLR_MIB)
-        reserve = 16 * CLR_MIB;
+    if (reserve < 48 * CLR_MIB)
+        reserve = 48 * CLR_MIB;
     if (reserve > sandbox_memory / 2)
         reserve = sandbox_memory / 2;
     return sandbox_memory - reserve;

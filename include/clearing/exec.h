@@ -32,6 +32,11 @@ typedef struct clr_exec_options {
     /* When this becomes non-zero (a signal handler may set it), the command's process tree is
      * killed and the result is SIGNALED. May be NULL. */
     const volatile int *cancel;
+    /* No timeout: the command runs until it ends, is signalled, or its sandbox goes
+     * (background processes). Only with clr_exec_start(). */
+    bool background;
+    /* Do not send end-of-file after stdin_data: more comes through clr_exec_write_stdin(). */
+    bool keep_stdin_open;
     /* How long past the timeout the agent may take to answer before the sandbox is killed. */
     uint32_t grace_ms;
 } clr_exec_options;
@@ -68,6 +73,24 @@ typedef struct clr_exec_result {
 CLR_PUBLIC int clr_exec_run(clr_exec_result *result, clr_engine *eng, const clr_sandbox *sb,
                             const clr_exec_options *opts, clr_error *err);
 CLR_PUBLIC void clr_exec_result_clear(clr_exec_result *result);
+
+/* A command started and not yet waited for. One thread waits (clr_exec_wait); others may write
+ * its stdin and signal it at the same time. The engine handle given to clr_exec_start() must not
+ * be used by anyone else until clr_exec_wait() returns. */
+typedef struct clr_exec clr_exec;
+
+/* Starts the command and sends stdin_data (and end-of-file unless keep_stdin_open). argv, env,
+ * shell and cwd are copied into the request; they need not outlive this call. *out is owned by
+ * the caller: clr_exec_free(). */
+CLR_PUBLIC int clr_exec_start(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
+                              const clr_exec_options *opts, clr_error *err);
+CLR_PUBLIC int clr_exec_write_stdin(clr_exec *h, const void *data, size_t len, clr_error *err);
+CLR_PUBLIC int clr_exec_close_stdin(clr_exec *h, clr_error *err);
+/* Sends a signal to the command's process group; 9 (SIGKILL) kills its whole tree. */
+CLR_PUBLIC int clr_exec_signal(clr_exec *h, int sig, clr_error *err);
+/* Waits for the result, passing output to on_output as it comes; as clr_exec_run(). */
+CLR_PUBLIC int clr_exec_wait(clr_exec *h, clr_exec_result *result, clr_error *err);
+CLR_PUBLIC void clr_exec_free(clr_exec *h);
 
 /* "exited", "signaled", "timed_out", "oom", "start_failed", "sandbox_failed". */
 CLR_PUBLIC const char *clr_exec_status_name(clr_exec_status status);
