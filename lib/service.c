@@ -52,7 +52,12 @@ struct clr_service {
         destroyed_idle, lost, adopted, orphans_removed, execs, exec_timeouts, exec_ooms,
         exec_failures, refused;
     struct histogram h_create, h_exec, h_destroy;
+    struct proc *procs; /* background processes; guarded by procs_lock */
 };
+
+struct proc;
+static void procs_stop(clr_service *svc);
+bool clr_service_sandbox_busy(clr_service *svc, const char *id);
 
 static int64_t now_s(void)
 {
@@ -627,6 +632,118 @@ static void on_output(void *p, clr_stream stream, const uint8_t *data, size_t le
 
 static int decode_base64(json_t *v, uint8_t **out, size_t *len, clr_error *err);
 
+/* The parts of a command request shared by execs and background processes. */
+struct command {
+    clr_exec_options o;
+    char **argv, **env, **all_env;
+    uint8_t *stdin_buf;
+};
+
+static void command_clear(struct command *c)
+{
+    free_strv(c->argv);
+    free_strv(c->env);
+    free_strv(c->all_env);
+    free(c->stdin_buf);
+    memset(c, 0, sizeof(*c));
+}
+
+static int parse_command(struct command *c, json_t *req, clr_error *err)
+{
+    clr_exec_options init = CLR_EXEC_OPTIONS_INIT;
+    memset(c, 0, sizeof(*c));
+    c->o = init;
+    clr_exec_options *o = &c->o;
+    json_t *v;
+    json_t *jargv = json_object_get(req, "argv"), *jshell = json_object_get(req, "shell");
+    if (!!jargv == !!jshell)
+        return clr_error_set(err, CLR_E_INVALID, 0, "give exactly one of argv or shell");
+    if (jargv && !(c->argv = strv_from_json(jargv, "argv", 4096, err)))
+        return -1;
+    if (jshell) {
+        if (!json_is_string(jshell) || json_string_length(jshell) == 0)
+            return clr_error_set(err, CLR_E_INVALID, 0, "shell must be a non-empty string");
+        o->shell = json_string_value(jshell);
+    }
+    o->argv = (const char *const *)c->argv;
+    if (env_from_json(json_object_get(req, "env"), &c->env, err) < 0)
+        return -1;
+    o->env = (const char *const *)c->env;
+    if ((v = json_object_get(req, "cwd"))) {
+        if (!json_is_string(v) || json_string_value(v)[0] != '/')
+            return clr_error_set(err, CLR_E_INVALID, 0, "cwd must be an absolute path");
+        o->cwd = json_string_value(v);
+    }
+    if ((v = json_object_get(req, "stdin"))) {
+        if (!json_is_string(v) || json_object_get(req, "stdin_base64"))
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "stdin must be a string (or give stdin_base64, not both)");
+        o->stdin_data = json_string_value(v);
+        o->stdin_len = json_string_length(v);
+    } else if ((v = json_object_get(req, "stdin_base64"))) {
+        if (decode_base64(v, &c->stdin_buf, &o->stdin_len, err) < 0)
+            return -1;
+        o->stdin_data = c->stdin_buf;
+    }
+    uint64_t n;
+    if ((v = json_object_get(req, "timeout"))) {
+        if (json_duration_ms(v, "timeout", &n, err) < 0)
+            return -1;
+        if (n == 0 || n > UINT32_MAX)
+            return clr_error_set(err, CLR_E_INVALID, 0, "timeout must be between 1ms and 24h");
+        o->limits.timeout_ms = (uint32_t)n;
+    }
+    if ((v = json_object_get(req, "stdout_cap")) &&
+        json_size(v, "stdout_cap", &o->limits.stdout_cap, err) < 0)
+        return -1;
+    if ((v = json_object_get(req, "stderr_cap")) &&
+        json_size(v, "stderr_cap", &o->limits.stderr_cap, err) < 0)
+        return -1;
+    return clr_exec_limits_validate(&o->limits, err);
+}
+
+/* Checks the sandbox is running and puts its environment before the command's own. */
+static int command_bind(clr_service *svc, struct command *c, const char *id, clr_error *err)
+{
+    clr_store_sandbox row;
+    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
+        return -1;
+    bool live = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
+    size_t nrow = json_array_size(row.env), nreq = 0;
+    while (c->env && c->env[nreq])
+        nreq++;
+    c->all_env = calloc(nrow + nreq + 1, sizeof(char *));
+    if (c->all_env) {
+        size_t k = 0, i;
+        json_t *e;
+        json_array_foreach(row.env, i, e) c->all_env[k++] = strdup(json_string_value(e));
+        for (i = 0; i < nreq; i++)
+            c->all_env[k++] = strdup(c->env[i]);
+    }
+    clr_store_sandbox_clear(&row);
+    if (!c->all_env)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    c->o.env = (const char *const *)c->all_env;
+    if (!live)
+        return clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", id);
+    return 0;
+}
+
+/* The request as it is recorded: environment values may be secrets, stdin is left out. */
+static json_t *redacted(json_t *req)
+{
+    json_t *logged = json_deep_copy(req);
+    json_t *jenv = json_object_get(logged, "env");
+    if (json_is_object(jenv)) {
+        const char *k;
+        json_t *ev;
+        json_object_foreach(jenv, k, ev) json_object_set_new(jenv, k, json_string("(redacted)"));
+    }
+    json_object_del(logged, "stdin");
+    json_object_del(logged, "stdin_base64");
+    return logged;
+}
+
 int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *actor,
                      clr_service_event_cb on_event, void *ctx, json_t **out, clr_error *err)
 {
@@ -635,90 +752,11 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
                                          "stderr_cap", NULL};
     if (valid_id(id, err) < 0 || check_fields(req, "request", fields, err) < 0)
         return -1;
-    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
-    json_t *v;
-    char **argv = NULL, **env = NULL, **all_env = NULL;
-    uint8_t *stdin_buf = NULL;
+    struct command cmd;
     int rc = -1;
-    json_t *jargv = json_object_get(req, "argv"), *jshell = json_object_get(req, "shell");
-    if (!!jargv == !!jshell)
-        return clr_error_set(err, CLR_E_INVALID, 0, "give exactly one of argv or shell");
-    if (jargv && !(argv = strv_from_json(jargv, "argv", 4096, err)))
-        return -1;
-    if (jshell) {
-        if (!json_is_string(jshell) || json_string_length(jshell) == 0)
-            return clr_error_set(err, CLR_E_INVALID, 0, "shell must be a non-empty string");
-        o.shell = json_string_value(jshell);
-    }
-    o.argv = (const char *const *)argv;
-    if (env_from_json(json_object_get(req, "env"), &env, err) < 0)
+    if (parse_command(&cmd, req, err) < 0 || command_bind(svc, &cmd, id, err) < 0)
         goto out;
-    o.env = (const char *const *)env;
-    if ((v = json_object_get(req, "cwd"))) {
-        if (!json_is_string(v) || json_string_value(v)[0] != '/') {
-            clr_error_set(err, CLR_E_INVALID, 0, "cwd must be an absolute path");
-            goto out;
-        }
-        o.cwd = json_string_value(v);
-    }
-    if ((v = json_object_get(req, "stdin"))) {
-        if (!json_is_string(v) || json_object_get(req, "stdin_base64")) {
-            clr_error_set(err, CLR_E_INVALID, 0,
-                          "stdin must be a string (or give stdin_base64, not both)");
-            goto out;
-        }
-        o.stdin_data = json_string_value(v);
-        o.stdin_len = json_string_length(v);
-    } else if ((v = json_object_get(req, "stdin_base64"))) {
-        if (decode_base64(v, &stdin_buf, &o.stdin_len, err) < 0)
-            goto out;
-        o.stdin_data = stdin_buf;
-    }
-    uint64_t n;
-    if ((v = json_object_get(req, "timeout"))) {
-        if (json_duration_ms(v, "timeout", &n, err) < 0)
-            goto out;
-        if (n == 0 || n > UINT32_MAX) {
-            clr_error_set(err, CLR_E_INVALID, 0, "timeout must be between 1ms and 24h");
-            goto out;
-        }
-        o.limits.timeout_ms = (uint32_t)n;
-    }
-    if ((v = json_object_get(req, "stdout_cap")) &&
-        json_size(v, "stdout_cap", &o.limits.stdout_cap, err) < 0)
-        goto out;
-    if ((v = json_object_get(req, "stderr_cap")) &&
-        json_size(v, "stderr_cap", &o.limits.stderr_cap, err) < 0)
-        goto out;
-    if (clr_exec_limits_validate(&o.limits, err) < 0)
-        goto out;
-
-    clr_store_sandbox row;
-    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
-        goto out;
-    bool live = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
-    /* The sandbox's environment first, the command's own after it (later entries win). */
-    size_t nrow = json_array_size(row.env), nreq = 0;
-    while (env && env[nreq])
-        nreq++;
-    all_env = calloc(nrow + nreq + 1, sizeof(char *));
-    if (all_env) {
-        size_t k = 0, i;
-        json_t *e;
-        json_array_foreach(row.env, i, e) all_env[k++] = strdup(json_string_value(e));
-        for (i = 0; i < nreq; i++)
-            all_env[k++] = strdup(env[i]);
-    }
-    clr_store_sandbox_clear(&row);
-    if (!all_env) {
-        clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-        goto out;
-    }
-    o.env = (const char *const *)all_env;
-    if (!live) {
-        clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", id);
-        goto out;
-    }
+    clr_exec_options o = cmd.o;
     if (atomic_fetch_add(&svc->running_execs, 1) >= (int)svc->cfg.max_execs) {
         atomic_fetch_sub(&svc->running_execs, 1);
         atomic_fetch_add(&svc->refused, 1);
@@ -729,16 +767,7 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
     }
     char exec_id[32];
     new_exec_id(exec_id, sizeof(exec_id));
-    json_t *logged = json_deep_copy(req);
-    /* Environment values may be secrets: the record keeps names only. */
-    json_t *jenv = json_object_get(logged, "env");
-    if (json_is_object(jenv)) {
-        const char *k;
-        json_t *ev;
-        json_object_foreach(jenv, k, ev) json_object_set_new(jenv, k, json_string("(redacted)"));
-    }
-    json_object_del(logged, "stdin");
-    json_object_del(logged, "stdin_base64");
+    json_t *logged = redacted(req);
     int64_t t = now_s();
     if (clr_store_exec_insert(svc->store, exec_id, id, logged, t, err) < 0) {
         json_decref(logged);
@@ -799,10 +828,7 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
                      CLR_EXEC_STATE_DONE, "result", result);
     rc = 0;
 out:
-    free_strv(argv);
-    free_strv(env);
-    free_strv(all_env);
-    free(stdin_buf);
+    command_clear(&cmd);
     return rc;
 }
 
@@ -883,7 +909,7 @@ int clr_service_reap(clr_service *svc, clr_error *err)
         } else if (s->idle_timeout_s && now - s->last_active_at >= s->idle_timeout_s) {
             int busy = 0;
             clr_store_sandbox_running_execs(svc->store, s->info.id, &busy, NULL);
-            if (busy == 0)
+            if (busy == 0 && !clr_service_sandbox_busy(svc, s->info.id))
                 why = "idle";
         }
         if (why) {
@@ -1072,6 +1098,7 @@ void clr_service_stop(clr_service *svc)
 {
     if (!svc)
         return;
+    procs_stop(svc);
     if (svc->reaper_started) {
         pthread_mutex_lock(&svc->reaper_lock);
         svc->stopping = true;
@@ -1197,4 +1224,422 @@ char *clr_service_metrics(clr_service *svc)
     emit_histogram(&t, "clearing_destroy_seconds", "Sandbox destruction latency.",
                    &svc->h_destroy);
     return t.buf;
+}
+
+/* ---- background processes ---- */
+
+#define PROC_OUTPUT_KEEP (1024 * 1024)
+#define MAX_PROCS_PER_SANDBOX 16
+#define MAX_PROCS 256
+
+struct ring {
+    uint8_t *data;
+    size_t len;     /* bytes held */
+    uint64_t base;  /* offset of data[0] in the whole stream */
+};
+
+struct proc {
+    char id[32];
+    char sandbox_id[CLR_SANDBOX_ID_MAX + 1];
+    clr_service *svc;
+    clr_engine *eng;
+    clr_sandbox *sb;
+    clr_exec *h;
+    pthread_t thread;
+    struct ring out, err;
+    bool done;
+    json_t *result;
+    json_t *request;
+    int64_t started_at, finished_at;
+    int users; /* requests using h right now; h is freed only when none is */
+    struct proc *next;
+};
+
+static pthread_mutex_t procs_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t procs_cond = PTHREAD_COND_INITIALIZER;
+
+static void ring_append(struct ring *r, const uint8_t *d, size_t n)
+{
+    if (n >= PROC_OUTPUT_KEEP) {
+        r->base += r->len + (n - PROC_OUTPUT_KEEP);
+        d += n - PROC_OUTPUT_KEEP;
+        n = PROC_OUTPUT_KEEP;
+        r->len = 0;
+    }
+    if (r->len + n > PROC_OUTPUT_KEEP) {
+        size_t drop = r->len + n - PROC_OUTPUT_KEEP;
+        memmove(r->data, r->data + drop, r->len - drop);
+        r->len -= drop;
+        r->base += drop;
+    }
+    if (!r->data)
+        r->data = malloc(PROC_OUTPUT_KEEP);
+    if (!r->data)
+        return;
+    memcpy(r->data + r->len, d, n);
+    r->len += n;
+}
+
+static void proc_on_output(void *ctx, clr_stream stream, const uint8_t *data, size_t len)
+{
+    struct proc *p = ctx;
+    pthread_mutex_lock(&procs_lock);
+    ring_append(stream == CLR_STDOUT ? &p->out : &p->err, data, len);
+    pthread_cond_broadcast(&procs_cond);
+    pthread_mutex_unlock(&procs_lock);
+}
+
+static void *proc_main(void *arg)
+{
+    struct proc *p = arg;
+    clr_exec_result res;
+    clr_error err = CLR_ERROR_INIT;
+    json_t *result;
+    if (clr_exec_wait(p->h, &res, &err) < 0) {
+        result = json_pack("{s:s, s:s}", "status", "sandbox_failed", "message", err.message);
+    } else {
+        /* Output went to the ring; the record carries only the figures. */
+        result = clr_exec_result_to_json(&res);
+        json_object_del(result, "stdout");
+        json_object_del(result, "stderr");
+        json_object_del(result, "stdout_encoding");
+        json_object_del(result, "stderr_encoding");
+        clr_exec_result_clear(&res);
+    }
+    pthread_mutex_lock(&procs_lock);
+    p->done = true;
+    while (p->users > 0)
+        pthread_cond_wait(&procs_cond, &procs_lock);
+    clr_exec *h = p->h;
+    clr_sandbox *sb = p->sb;
+    clr_engine *eng = p->eng;
+    p->h = NULL;
+    p->sb = NULL;
+    p->eng = NULL;
+    pthread_mutex_unlock(&procs_lock);
+    clr_exec_free(h);
+    clr_sandbox_free(sb);
+    engine_put(p->svc, eng, false);
+    pthread_mutex_lock(&procs_lock);
+    p->result = result;
+    p->done = true;
+    p->finished_at = now_s();
+    pthread_cond_broadcast(&procs_cond);
+    pthread_mutex_unlock(&procs_lock);
+    clr_store_sandbox_touch(p->svc->store, p->sandbox_id, now_s(), NULL);
+    return NULL;
+}
+
+/* The process list hangs off the service; this finds one (procs_lock held). */
+static struct proc *proc_find(clr_service *svc, const char *id, const char *proc_id)
+{
+    for (struct proc *p = svc->procs; p; p = p->next) {
+        if (strcmp(p->id, proc_id) == 0 && strcmp(p->sandbox_id, id) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+static json_t *proc_json(const struct proc *p)
+{
+    return json_pack("{s:s, s:s, s:s, s:O, s:I, s:I, s:I, s:I, s:O}", "id", p->id, "sandbox_id",
+                     p->sandbox_id, "state", p->done ? "exited" : "running", "request",
+                     p->request, "started_at", (json_int_t)p->started_at, "finished_at",
+                     (json_int_t)p->finished_at, "stdout_offset",
+                     (json_int_t)(p->out.base + p->out.len), "stderr_offset",
+                     (json_int_t)(p->err.base + p->err.len), "result",
+                     p->result ? p->result : json_null());
+}
+
+bool clr_service_sandbox_busy(clr_service *svc, const char *id)
+{
+    bool busy = false;
+    pthread_mutex_lock(&procs_lock);
+    for (struct proc *p = svc->procs; p && !busy; p = p->next)
+        busy = !p->done && strcmp(p->sandbox_id, id) == 0;
+    pthread_mutex_unlock(&procs_lock);
+    return busy;
+}
+
+int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const char *actor,
+                           json_t **out, clr_error *err)
+{
+    static const char *const fields[] = {"argv", "shell", "env", "cwd", "stdin", "stdin_base64",
+                                         NULL};
+    if (valid_id(id, err) < 0 || check_fields(req, "request", fields, err) < 0)
+        return -1;
+    struct command cmd;
+    if (parse_command(&cmd, req, err) < 0 || command_bind(svc, &cmd, id, err) < 0) {
+        command_clear(&cmd);
+        return -1;
+    }
+    cmd.o.background = true;
+    cmd.o.keep_stdin_open = true;
+    pthread_mutex_lock(&procs_lock);
+    int total = 0, here = 0;
+    for (struct proc *p = svc->procs; p; p = p->next) {
+        if (!p->done) {
+            total++;
+            here += strcmp(p->sandbox_id, id) == 0;
+        }
+    }
+    pthread_mutex_unlock(&procs_lock);
+    if (here >= MAX_PROCS_PER_SANDBOX || total >= MAX_PROCS) {
+        command_clear(&cmd);
+        atomic_fetch_add(&svc->refused, 1);
+        return clr_error_set(err, CLR_E_LIMIT, 0,
+                             "at capacity: %d background processes in this sandbox (max %d), "
+                             "%d in all (max %d)",
+                             here, MAX_PROCS_PER_SANDBOX, total, MAX_PROCS);
+    }
+    struct proc *p = calloc(1, sizeof(*p));
+    if (!p) {
+        command_clear(&cmd);
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    uint8_t r[8];
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        memset(r, 0, sizeof(r));
+    snprintf(p->id, sizeof(p->id), "pr-%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3],
+             r[4], r[5], r[6], r[7]);
+    snprintf(p->sandbox_id, sizeof(p->sandbox_id), "%s", id);
+    p->svc = svc;
+    p->request = redacted(req);
+    p->started_at = now_s();
+    cmd.o.on_output = proc_on_output;
+    cmd.o.ctx = p;
+    int rc = engine_get(svc, &p->eng, err);
+    if (rc == 0)
+        rc = clr_sandbox_open(&p->sb, p->eng, id, err);
+    if (rc == 0)
+        rc = clr_exec_start(&p->h, p->eng, p->sb, &cmd.o, err);
+    command_clear(&cmd);
+    if (rc == 0 && pthread_create(&p->thread, NULL, proc_main, p) != 0) {
+        clr_exec_signal(p->h, 9, NULL);
+        clr_exec_free(p->h);
+        rc = clr_error_set(err, CLR_E_UNAVAILABLE, EAGAIN, "cannot start a thread");
+    }
+    if (rc < 0) {
+        clr_sandbox_free(p->sb);
+        engine_put(svc, p->eng, true);
+        json_decref(p->request);
+        free(p);
+        return -1;
+    }
+    pthread_mutex_lock(&procs_lock);
+    p->next = svc->procs;
+    svc->procs = p;
+    *out = proc_json(p);
+    pthread_mutex_unlock(&procs_lock);
+    clr_store_sandbox_touch(svc->store, id, now_s(), NULL);
+    clr_log(CLR_LOG_INFO, "service.process_started", "id", id, "process", p->id, "actor", actor,
+            NULL);
+    return 0;
+}
+
+int clr_service_proc_list(clr_service *svc, const char *id, json_t **out, clr_error *err)
+{
+    if (valid_id(id, err) < 0)
+        return -1;
+    json_t *a = json_array();
+    pthread_mutex_lock(&procs_lock);
+    for (struct proc *p = svc->procs; p; p = p->next) {
+        if (strcmp(p->sandbox_id, id) == 0)
+            json_array_append_new(a, proc_json(p));
+    }
+    pthread_mutex_unlock(&procs_lock);
+    *out = json_pack("{s:o}", "processes", a);
+    return 0;
+}
+
+int clr_service_proc_get(clr_service *svc, const char *id, const char *proc_id, json_t **out,
+                         clr_error *err)
+{
+    if (valid_id(id, err) < 0)
+        return -1;
+    pthread_mutex_lock(&procs_lock);
+    struct proc *p = proc_find(svc, id, proc_id);
+    if (p)
+        *out = proc_json(p);
+    pthread_mutex_unlock(&procs_lock);
+    return p ? 0 : clr_error_set(err, CLR_E_NOT_FOUND, 0, "no process %.64s in sandbox %s",
+                                 proc_id, id);
+}
+
+static json_t *ring_json(const struct ring *r, uint64_t from)
+{
+    uint64_t end = r->base + r->len;
+    uint64_t dropped = from < r->base ? r->base - from : 0;
+    if (from < r->base)
+        from = r->base;
+    if (from > end)
+        from = end;
+    clr_exec_result tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    tmp.out.data = r->data ? r->data + (from - r->base) : NULL;
+    tmp.out.len = (size_t)(end - from);
+    json_t *j = clr_exec_result_to_json(&tmp);
+    json_t *o = json_pack("{s:O, s:O, s:I, s:I}", "data", json_object_get(j, "stdout"),
+                          "encoding", json_object_get(j, "stdout_encoding"), "next_offset",
+                          (json_int_t)end, "dropped", (json_int_t)dropped);
+    json_decref(j);
+    return o;
+}
+
+int clr_service_proc_output(clr_service *svc, const char *id, const char *proc_id,
+                            uint64_t out_off, uint64_t err_off, uint32_t wait_ms, json_t **out,
+                            clr_error *err)
+{
+    if (valid_id(id, err) < 0)
+        return -1;
+    if (wait_ms > 60000)
+        return clr_error_set(err, CLR_E_INVALID, 0, "wait is at most 60 s");
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    uint64_t ns = (uint64_t)until.tv_nsec + (uint64_t)wait_ms * 1000000ull;
+    until.tv_sec += (time_t)(ns / 1000000000ull);
+    until.tv_nsec = (long)(ns % 1000000000ull);
+    pthread_mutex_lock(&procs_lock);
+    struct proc *p = proc_find(svc, id, proc_id);
+    while (p && wait_ms && !p->done && p->out.base + p->out.len <= out_off &&
+           p->err.base + p->err.len <= err_off) {
+        if (pthread_cond_timedwait(&procs_cond, &procs_lock, &until) != 0)
+            break;
+        p = proc_find(svc, id, proc_id);
+    }
+    if (p)
+        *out = json_pack("{s:s, s:s, s:o, s:o, s:O}", "id", p->id, "state",
+                         p->done ? "exited" : "running", "stdout", ring_json(&p->out, out_off),
+                         "stderr", ring_json(&p->err, err_off), "result",
+                         p->result ? p->result : json_null());
+    pthread_mutex_unlock(&procs_lock);
+    return p ? 0 : clr_error_set(err, CLR_E_NOT_FOUND, 0, "no process %.64s in sandbox %s",
+                                 proc_id, id);
+}
+
+/* Takes a live process's exec handle for one request; proc_release() gives it back. The
+ * handle is not freed while taken, and procs_lock is not held while it is used, so a slow
+ * stdin write never stalls the process's output. */
+static struct proc *proc_take(clr_service *svc, const char *id, const char *proc_id,
+                              clr_error *err)
+{
+    pthread_mutex_lock(&procs_lock);
+    struct proc *p = proc_find(svc, id, proc_id);
+    bool ok = p && !p->done && p->h;
+    if (ok)
+        p->users++;
+    pthread_mutex_unlock(&procs_lock);
+    if (!p) {
+        clr_error_set(err, CLR_E_NOT_FOUND, 0, "no process %.64s in sandbox %s", proc_id, id);
+        return NULL;
+    }
+    if (!ok) {
+        clr_error_set(err, CLR_E_CONFLICT, 0, "process %s has exited", proc_id);
+        return NULL;
+    }
+    return p;
+}
+
+static void proc_release(struct proc *p)
+{
+    pthread_mutex_lock(&procs_lock);
+    p->users--;
+    pthread_cond_broadcast(&procs_cond);
+    pthread_mutex_unlock(&procs_lock);
+}
+
+int clr_service_proc_stdin(clr_service *svc, const char *id, const char *proc_id, json_t *req,
+                           clr_error *err)
+{
+    static const char *const fields[] = {"data", "data_base64", "eof", NULL};
+    if (valid_id(id, err) < 0 || check_fields(req, "request", fields, err) < 0)
+        return -1;
+    json_t *d = json_object_get(req, "data"), *b = json_object_get(req, "data_base64"),
+           *eof = json_object_get(req, "eof");
+    if ((d && !json_is_string(d)) || (d && b) || (eof && !json_is_boolean(eof)))
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "give data (a string) or data_base64, and eof (a boolean)");
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (b && decode_base64(b, &buf, &len, err) < 0)
+        return -1;
+    struct proc *p = proc_take(svc, id, proc_id, err);
+    if (!p) {
+        free(buf);
+        return -1;
+    }
+    int rc = 0;
+    if (d)
+        rc = clr_exec_write_stdin(p->h, json_string_value(d), json_string_length(d), err);
+    if (rc == 0 && buf)
+        rc = clr_exec_write_stdin(p->h, buf, len, err);
+    if (rc == 0 && json_is_true(eof))
+        rc = clr_exec_close_stdin(p->h, err);
+    proc_release(p);
+    free(buf);
+    return rc;
+}
+
+static int signal_number(json_t *v)
+{
+    static const struct {
+        const char *name;
+        int num;
+    } names[] = {{"HUP", 1}, {"INT", 2}, {"QUIT", 3}, {"KILL", 9}, {"USR1", 10}, {"USR2", 12},
+                 {"TERM", 15}, {"CONT", 18}, {"STOP", 19}};
+    if (json_is_integer(v))
+        return json_integer_value(v) > 0 && json_integer_value(v) < 65
+                   ? (int)json_integer_value(v)
+                   : -1;
+    const char *s = json_string_value(v);
+    if (!s)
+        return -1;
+    if (strncmp(s, "SIG", 3) == 0)
+        s += 3;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (strcmp(s, names[i].name) == 0)
+            return names[i].num;
+    }
+    return -1;
+}
+
+int clr_service_proc_signal(clr_service *svc, const char *id, const char *proc_id, json_t *req,
+                            clr_error *err)
+{
+    static const char *const fields[] = {"signal", NULL};
+    if (valid_id(id, err) < 0 || check_fields(req, "request", fields, err) < 0)
+        return -1;
+    int sig = signal_number(json_object_get(req, "signal"));
+    if (sig < 0)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "signal must be a number 1..64 or a name such as \"TERM\"");
+    struct proc *p = proc_take(svc, id, proc_id, err);
+    if (!p)
+        return -1;
+    int rc = clr_exec_signal(p->h, sig, err);
+    proc_release(p);
+    return rc;
+}
+
+/* At stop: the processes' streams are closed (their agents kill them), threads joined. */
+static void procs_stop(clr_service *svc)
+{
+    for (struct proc *p = svc->procs; p; p = p->next) {
+        struct proc *t = proc_take(svc, p->sandbox_id, p->id, NULL);
+        if (t) {
+            clr_exec_signal(t->h, 9, NULL);
+            proc_release(t);
+        }
+    }
+    for (struct proc *p = svc->procs; p;) {
+        struct proc *n = p->next;
+        pthread_join(p->thread, NULL);
+        json_decref(p->result);
+        json_decref(p->request);
+        free(p->out.data);
+        free(p->err.data);
+        free(p);
+        p = n;
+    }
+    svc->procs = NULL;
 }

@@ -191,6 +191,27 @@ static bool check_token(struct server *s, struct MHD_Connection *c, struct reque
     return true;
 }
 
+static int query_uint(struct MHD_Connection *c, const char *name, uint64_t *out, clr_error *err)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
+    if (!v)
+        return 0;
+    if (clr_parse_uint(out, v, err) < 0)
+        return clr_error_prefix(err, "query parameter %s", name);
+    return 0;
+}
+
+static int query_duration(struct MHD_Connection *c, const char *name, uint64_t *out,
+                          clr_error *err)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
+    if (!v)
+        return 0;
+    if (clr_parse_duration_ms(out, v, err) < 0)
+        return clr_error_prefix(err, "query parameter %s", name);
+    return 0;
+}
+
 /* ---- streaming exec ---- */
 
 struct event {
@@ -416,9 +437,33 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
         rc = clr_service_exec(s->svc, parts[2], body, rq->actor, NULL, NULL, &out, &err);
     } else if (n == 5 && get && strcmp(parts[3], "execs") == 0) {
         rc = clr_service_exec_get(s->svc, parts[2], parts[4], &out, &err);
+    } else if (n == 4 && post && strcmp(parts[3], "processes") == 0) {
+        rc = clr_service_proc_start(s->svc, parts[2], body, rq->actor, &out, &err);
+        status = 201;
+    } else if (n == 4 && get && strcmp(parts[3], "processes") == 0) {
+        rc = clr_service_proc_list(s->svc, parts[2], &out, &err);
+    } else if (n == 5 && get && strcmp(parts[3], "processes") == 0) {
+        rc = clr_service_proc_get(s->svc, parts[2], parts[4], &out, &err);
+    } else if (n == 6 && get && strcmp(parts[3], "processes") == 0 &&
+               strcmp(parts[5], "output") == 0) {
+        uint64_t so = 0, eo = 0, wait = 0;
+        rc = query_uint(c, "stdout_offset", &so, &err) < 0 ||
+                     query_uint(c, "stderr_offset", &eo, &err) < 0 ||
+                     query_duration(c, "wait", &wait, &err) < 0
+                 ? -1
+                 : clr_service_proc_output(s->svc, parts[2], parts[4], so, eo,
+                                           (uint32_t)(wait > 60000 ? 60001 : wait), &out, &err);
+    } else if (n == 6 && post && strcmp(parts[3], "processes") == 0 &&
+               strcmp(parts[5], "stdin") == 0) {
+        rc = clr_service_proc_stdin(s->svc, parts[2], parts[4], body, &err);
+        status = 204;
+    } else if (n == 6 && post && strcmp(parts[3], "processes") == 0 &&
+               strcmp(parts[5], "signal") == 0) {
+        rc = clr_service_proc_signal(s->svc, parts[2], parts[4], body, &err);
+        status = 204;
     } else {
         json_decref(body);
-        return send_error(c, n > 2 && n <= 5 ? 405 : 404, n > 2 && n <= 5 ? "method" : "not_found",
+        return send_error(c, n > 2 && n <= 6 ? 405 : 404, "not_found",
                           "no such endpoint or method");
     }
     json_decref(body);

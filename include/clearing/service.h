@@ -65,6 +65,26 @@ CLR_PUBLIC int clr_service_exec(clr_service *svc, const char *id, json_t *reques
 CLR_PUBLIC int clr_service_exec_get(clr_service *svc, const char *id, const char *exec_id,
                                     json_t **out, clr_error *err);
 
+/* Background processes: commands without a timeout that live until they end, are signalled, or
+ * their sandbox goes (a dev server, a REPL). Output is kept in memory, the last 1 MiB of each
+ * stream, and read by offset. They are not persisted: a daemon restart ends them. */
+CLR_PUBLIC int clr_service_proc_start(clr_service *svc, const char *id, json_t *request,
+                                      const char *actor, json_t **out, clr_error *err);
+CLR_PUBLIC int clr_service_proc_list(clr_service *svc, const char *id, json_t **out,
+                                     clr_error *err);
+CLR_PUBLIC int clr_service_proc_get(clr_service *svc, const char *id, const char *proc_id,
+                                    json_t **out, clr_error *err);
+/* Output from the given offsets; waits up to wait_ms for something new (0: answer at once). */
+CLR_PUBLIC int clr_service_proc_output(clr_service *svc, const char *id, const char *proc_id,
+                                       uint64_t stdout_offset, uint64_t stderr_offset,
+                                       uint32_t wait_ms, json_t **out, clr_error *err);
+/* {"data": "...", "data_base64": "...", "eof": true} */
+CLR_PUBLIC int clr_service_proc_stdin(clr_service *svc, const char *id, const char *proc_id,
+                                      json_t *request, clr_error *err);
+/* {"signal": "TERM" | 15} */
+CLR_PUBLIC int clr_service_proc_signal(clr_service *svc, const char *id, const char *proc_id,
+                                       json_t *request, clr_error *err);
+
 CLR_PUBLIC int clr_service_health(clr_service *svc, json_t **out);
 /* Prometheus text exposition; caller frees. */
 CLR_PUBLIC char *clr_service_metrics(clr_service *svc);

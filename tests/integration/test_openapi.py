@@ -20,6 +20,7 @@ import yaml
 CLEARING, SPEC = sys.argv[1], sys.argv[2]
 METHODS = ["get", "post", "put", "delete", "patch"]
 PLACEHOLDERS = {"id": "sb-00000000000000ff", "exec_id": "ex-0000000000000000",
+                "proc_id": "pr-0000000000000000",
                 "path": "nothing/here"}
 
 
