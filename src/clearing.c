@@ -20,6 +20,8 @@ static const struct command commands[] = {
     {"create", cmd_create, "create a sandbox in the daemon; prints its id last"},
     {"exec", cmd_exec, "run a command in a daemon's sandbox, streaming its output"},
     {"inspect", cmd_inspect, "show a daemon's sandbox"},
+    {"ps", cmd_ps, "list a sandbox's background processes"},
+    {"logs", cmd_logs, "print (-f: follow) a background process's output"},
     {"extend", cmd_extend, "extend a daemon's sandbox's lifetime"},
     {"doctor", cmd_doctor, "check that this host can run sandboxes, and say how to fix it"},
     {"ls", cmd_ls, "list the daemon's sandboxes (--engine: every sandbox the engine has)"},

@@ -65,6 +65,8 @@ int cmd_create(int argc, char **argv);
 int cmd_exec(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_extend(int argc, char **argv);
+int cmd_ps(int argc, char **argv);
+int cmd_logs(int argc, char **argv);
 /* Exit status for an exec result record (the same mapping as `clearing run`). */
 int cli_exit_status_json(json_t *result);
 

@@ -18,6 +18,7 @@ enum {
     OPT_STDERR_CAP,
     OPT_SHELL,
     OPT_JSON,
+    OPT_DETACH,
     OPT_HELP,
 };
 
@@ -156,11 +157,12 @@ int cmd_exec(int argc, char **argv)
         {"stderr-cap", required_argument, NULL, OPT_STDERR_CAP},
         {"shell", required_argument, NULL, OPT_SHELL},
         {"json", no_argument, NULL, OPT_JSON},
+        {"detach", no_argument, NULL, OPT_DETACH},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
     json_t *req = json_object(), *env = json_object();
-    bool json = false;
+    bool json = false, detach = false;
     int c, status = CLI_EXIT_USAGE;
     clr_error err = CLR_ERROR_INIT;
     uint64_t v;
@@ -213,13 +215,16 @@ int cmd_exec(int argc, char **argv)
             }
             break;
         case OPT_JSON: json = true; break;
+        case OPT_DETACH: detach = true; break;
         case OPT_HELP:
             printf("Usage: clearing exec [OPTIONS] ID -- COMMAND [ARG...]\n"
                    "       clearing exec [OPTIONS] ID --shell 'STRING'\n\n"
                    "Runs a command in a sandbox of the daemon; output streams as it comes.\n"
                    "Exit status as for 'clearing run' (124 timed out, 123 out of memory, ...).\n\n"
                    "  --timeout DURATION  --env KEY=VALUE  --cwd DIR  --stdin-file FILE|-\n"
-                   "  --stdout-cap SIZE  --stderr-cap SIZE  --json (print the exec record)\n");
+                   "  --stdout-cap SIZE  --stderr-cap SIZE  --json (print the exec record)\n"
+                   "  --detach            start it as a background process (no timeout) and\n"
+                   "                      print its id; see 'clearing ps' and 'clearing logs'\n");
             status = 0;
             goto out;
         default: cli_usage_error("exec", "unknown option"); goto out;
@@ -247,6 +252,26 @@ int cmd_exec(int argc, char **argv)
     if (json_object_size(env))
         json_object_set(req, "env", env);
     char path[256];
+    if (detach) {
+        json_object_del(req, "timeout");
+        json_object_del(req, "stdout_cap");
+        json_object_del(req, "stderr_cap");
+        snprintf(path, sizeof(path), "/v1/sandboxes/%s/processes", id);
+        json_t *resp = NULL;
+        if (client_call("POST", path, req, &resp, &err) != 201) {
+            cli_error(&err);
+            json_decref(resp);
+            status = CLI_EXIT_CLEARING;
+            goto out;
+        }
+        if (json)
+            cli_print_json(resp);
+        else
+            printf("%s\n", json_string_value(json_object_get(resp, "id")));
+        json_decref(resp);
+        status = 0;
+        goto out;
+    }
     snprintf(path, sizeof(path), "/v1/sandboxes/%s/exec%s", id, json ? "" : "?stream=true");
     if (json) {
         json_t *resp = NULL;

@@ -104,6 +104,41 @@ stop_second_engine
 
 expect "doctor passes on this host" 0 'All checks passed' '' -- doctor
 
+# The daemon's client commands, against a real daemon.
+SRV=$(mktemp -d /tmp/clearing-cli-srv.XXXXXX)
+export CLEARING_HOST="unix://$SRV/c.sock"
+"$CLEARING" --state-dir "$SRV/state" serve --socket "$SRV/c.sock" 2>"$SRV/log" &
+srv_pid=$!
+for _ in $(seq 1 100); do [ -S "$SRV/c.sock" ] && break; sleep 0.1; done
+expect "client: daemon down names the socket" 1 '' 'cannot reach the clearing daemon' -- \
+    --host unix:///nonexistent.sock ls
+"$CLEARING" create --memory 256m --env GREETING=hi --label task=cli >"$out" 2>"$err"
+sid=$(tail -n1 "$out")
+if [[ "$sid" =~ ^sb-[0-9a-f]{16}$ ]]; then ok "create prints the id last"; else not_ok "create prints the id last"; fi
+expect "exec streams and mirrors the status" 3 '^hi$' '^e$' -- exec "$sid" -- sh -c 'echo $GREETING; echo e >&2; exit 3'
+expect "exec state persists between calls" 0 '' '' -- exec "$sid" --shell 'echo kept > f'
+expect "exec sees the earlier file" 0 '^kept$' '' -- exec "$sid" -- cat f
+expect "exec timeout is 124" 124 '' 'timed_out' -- exec --timeout 1s "$sid" -- sleep 30
+expect "exec binary output is exact" 0 '' '' -- exec "$sid" --shell 'printf "\\377\\000x"'
+if [ "$(od -An -tx1 "$out" | tr -d ' \n')" = "ff0078" ]; then ok "binary bytes arrive unchanged"; else not_ok "binary bytes arrive unchanged"; fi
+expect "exec --json prints the record" 0 '"state": "done"' '' -- exec --json "$sid" -- true
+expect "ls shows it" 0 "$sid" '' -- ls
+expect "ls --label filters" 0 "$sid" '' -- ls --label task=cli
+expect "inspect shows it" 0 '"state": "running"' '' -- inspect "$sid"
+expect "extend" 0 'expires at' '' -- extend "$sid" --by 60s
+"$CLEARING" exec --detach "$sid" --shell 'echo started; sleep 1; echo done; exit 5' >"$out" 2>"$err"
+pid=$(tail -n1 "$out")
+if [[ "$pid" =~ ^pr-[0-9a-f]{16}$ ]]; then ok "exec --detach prints a process id"; else not_ok "exec --detach prints a process id"; fi
+expect "ps lists the process" 0 "$pid" '' -- ps "$sid"
+expect "logs -f follows to the end and mirrors the status" 5 'started' '' -- logs -f "$sid" "$pid"
+expect "logs shows all output afterwards" 0 'done' '' -- logs "$sid" "$pid"
+expect "exec on an unknown sandbox" 125 '' 'no sandbox' -- exec sb-00000000000000aa -- true
+expect "rm through the daemon" 0 "$sid" '' -- rm "$sid"
+expect "exec on a destroyed sandbox is refused" 125 '' 'not running' -- exec "$sid" -- true
+kill "$srv_pid"; wait "$srv_pid" 2>/dev/null
+unset CLEARING_HOST
+rm -rf "$SRV"
+
 echo "1..$n"
 echo "# $((n - failed)) passed, $failed failed"
 [ "$failed" = 0 ]
