@@ -744,6 +744,25 @@ static json_t *redacted(json_t *req)
     return logged;
 }
 
+int clr_service_exec_check(clr_service *svc, const char *id, json_t *req, clr_error *err)
+{
+    static const char *const fields[] = {"argv",      "shell",      "env",       "cwd",
+                                         "stdin",     "stdin_base64", "timeout", "stdout_cap",
+                                         "stderr_cap", NULL};
+    if (valid_id(id, err) < 0 || check_fields(req, "request", fields, err) < 0)
+        return -1;
+    struct command cmd;
+    int rc = parse_command(&cmd, req, err) < 0 || command_bind(svc, &cmd, id, err) < 0 ? -1 : 0;
+    command_clear(&cmd);
+    if (rc == 0 && atomic_load(&svc->running_execs) >= (int)svc->cfg.max_execs) {
+        atomic_fetch_add(&svc->refused, 1);
+        rc = clr_error_set(err, CLR_E_LIMIT, 0,
+                           "at capacity: %u commands are running (max_execs); retry later",
+                           svc->cfg.max_execs);
+    }
+    return rc;
+}
+
 int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *actor,
                      clr_service_event_cb on_event, void *ctx, json_t **out, clr_error *err)
 {
@@ -937,9 +956,56 @@ int clr_service_reap(clr_service *svc, clr_error *err)
     return removed;
 }
 
+/* Sandboxes whose container stopped or vanished behind our back (dockerd restarted, someone
+ * removed it, the kernel killed it) become lost, and what is left of them is removed. */
+int clr_service_reconcile(clr_service *svc, clr_error *err)
+{
+    clr_engine *eng = NULL;
+    if (engine_get(svc, &eng, err) < 0)
+        return -1;
+    clr_sandbox_info *live = NULL;
+    size_t nlive = 0;
+    if (clr_sandbox_list(&live, &nlive, eng, err) < 0) {
+        engine_put(svc, eng, true);
+        return -1;
+    }
+    clr_store_sandbox *rows = NULL;
+    size_t n = 0;
+    if (clr_store_sandbox_list(svc->store, CLR_STATE_RUNNING, &rows, &n, err) < 0) {
+        free(live);
+        engine_put(svc, eng, false);
+        return -1;
+    }
+    int lost = 0;
+    int64_t now = now_s();
+    for (size_t i = 0; i < n; i++) {
+        bool running = false;
+        for (size_t j = 0; j < nlive && !running; j++)
+            running = strcmp(live[j].id, rows[i].info.id) == 0 &&
+                      strcmp(live[j].state, "running") == 0;
+        /* A row younger than a few seconds may be a create whose container is still starting. */
+        if (running || now - rows[i].info.created_at < 5)
+            continue;
+        clr_error lerr = CLR_ERROR_INIT;
+        clr_sandbox_destroy(eng, rows[i].info.id, "lost", svc->state_dir, &lerr);
+        clr_store_sandbox_set_state(svc->store, rows[i].info.id, CLR_STATE_LOST,
+                                    "container stopped or vanished", now, &lerr);
+        atomic_fetch_add(&svc->lost, 1);
+        lost++;
+        clr_log(CLR_LOG_WARN, "reconcile.lost", "id", rows[i].info.id, NULL);
+    }
+    for (size_t i = 0; i < n; i++)
+        clr_store_sandbox_clear(&rows[i]);
+    free(rows);
+    free(live);
+    engine_put(svc, eng, false);
+    return lost;
+}
+
 static void *reaper_main(void *p)
 {
     clr_service *svc = p;
+    unsigned pass = 0;
     pthread_mutex_lock(&svc->reaper_lock);
     while (!svc->stopping) {
         struct timespec ts;
@@ -954,6 +1020,12 @@ static void *reaper_main(void *p)
         clr_error err = CLR_ERROR_INIT;
         if (clr_service_reap(svc, &err) < 0)
             clr_log(CLR_LOG_WARN, "reaper.failed", "error", err.message, NULL);
+        /* Every tenth pass (and at least every 10 s): compare with the engine. */
+        if (++pass % 10 == 0 || svc->cfg.reaper_interval_ms >= 10000) {
+            clr_error rerr = CLR_ERROR_INIT;
+            if (clr_service_reconcile(svc, &rerr) < 0)
+                clr_log(CLR_LOG_WARN, "reconcile.failed", "error", rerr.message, NULL);
+        }
         pthread_mutex_lock(&svc->reaper_lock);
     }
     pthread_mutex_unlock(&svc->reaper_lock);

@@ -379,6 +379,55 @@ static enum MHD_Result exec_streaming(struct server *s, struct MHD_Connection *c
 
 /* ---- routes ---- */
 
+/* Every route of the API: path segments after /v1 ("*" is an id) and the methods it takes.
+ * Checked before any handler runs, so an unknown path is a 404 and a known path with another
+ * method a 405 with an Allow header, whatever the handlers below do. */
+static const struct {
+    const char *path;
+    const char *methods;
+} routes[] = {
+    {"health", "GET"},
+    {"sandboxes", "GET, POST"},
+    {"sandboxes/*", "GET, DELETE"},
+    {"sandboxes/*/extend", "POST"},
+    {"sandboxes/*/exec", "POST"},
+    {"sandboxes/*/execs/*", "GET"},
+    {"sandboxes/*/processes", "GET, POST"},
+    {"sandboxes/*/processes/*", "GET"},
+    {"sandboxes/*/processes/*/output", "GET"},
+    {"sandboxes/*/processes/*/stdin", "POST"},
+    {"sandboxes/*/processes/*/signal", "POST"},
+};
+
+/* Returns the methods of the route matching parts[1..n-1], or NULL. */
+static const char *route_methods(char parts[][128], int n)
+{
+    for (size_t r = 0; r < sizeof(routes) / sizeof(routes[0]); r++) {
+        const char *p = routes[r].path;
+        int i = 1;
+        bool match = true;
+        while (match && *p && i < n) {
+            size_t l = strcspn(p, "/");
+            match = (l == 1 && *p == '*') || (strlen(parts[i]) == l && !strncmp(parts[i], p, l));
+            p += l + (p[l] == '/');
+            i++;
+        }
+        if (match && !*p && i == n)
+            return routes[r].methods;
+    }
+    return NULL;
+}
+
+static bool method_in(const char *method, const char *list)
+{
+    size_t l = strlen(method);
+    for (const char *p = list; (p = strstr(p, method)); p += l) {
+        if ((p == list || p[-1] == ' ') && (p[l] == ',' || p[l] == '\0'))
+            return true;
+    }
+    return false;
+}
+
 static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const char *url,
                              const char *method, struct request *rq)
 {
@@ -397,6 +446,32 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
     }
     if (n < 2 || strcmp(parts[0], "v1") != 0)
         return send_error(c, 404, "not_found", "no such endpoint; the API lives under /v1");
+    /* An id is checked before the rest of the path, so "../x" is a bad id, not a bad route. */
+    if (n >= 3 && strcmp(parts[1], "sandboxes") == 0 && !clr_sandbox_id_valid(parts[2]))
+        return send_error(c, 400, "invalid",
+                          "not a sandbox id (expected sb- and 16 hex digits)");
+    const char *allowed = route_methods(parts, n);
+    if (!allowed)
+        return send_error(c, 404, "not_found", "no such endpoint; see docs/openapi.yaml");
+    if (!method_in(method, allowed)) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "method %.16s is not allowed here; allowed: %s", method,
+                 allowed);
+        json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", "invalid", "message", msg);
+        char *t = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        struct MHD_Response *r =
+            t ? MHD_create_response_from_buffer(strlen(t), t, MHD_RESPMEM_MUST_FREE) : NULL;
+        if (!r) {
+            free(t);
+            return MHD_NO;
+        }
+        MHD_add_response_header(r, "Content-Type", "application/json");
+        MHD_add_response_header(r, "Allow", allowed);
+        enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_METHOD_NOT_ALLOWED, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
     if (n == 2 && strcmp(parts[1], "health") == 0 && get) {
         int rc = clr_service_health(s->svc, &out);
         return send_json(c, rc == 0 ? 200 : 503, out);
@@ -428,9 +503,11 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
     } else if (n == 4 && post && strcmp(parts[3], "exec") == 0) {
         const char *stream = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "stream");
         if (stream && (strcmp(stream, "true") == 0 || strcmp(stream, "1") == 0)) {
-            if (!clr_sandbox_id_valid(parts[2])) {
+            /* Errors that can be known before the command starts get their own status; the
+             * stream's 200 is only sent once the command is accepted. */
+            if (clr_service_exec_check(s->svc, parts[2], body, &err) < 0) {
                 json_decref(body);
-                return send_error(c, 400, "invalid", "not a sandbox id");
+                return send_clr_error(c, &err);
             }
             return exec_streaming(s, c, parts[2], body, rq->actor);
         }

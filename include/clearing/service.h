@@ -62,6 +62,9 @@ typedef void (*clr_service_event_cb)(void *ctx, json_t *event);
 CLR_PUBLIC int clr_service_exec(clr_service *svc, const char *id, json_t *request,
                                 const char *actor, clr_service_event_cb on_event, void *ctx,
                                 json_t **out, clr_error *err);
+/* Validates an exec request and checks the sandbox and capacity without running anything. */
+CLR_PUBLIC int clr_service_exec_check(clr_service *svc, const char *id, json_t *request,
+                                      clr_error *err);
 CLR_PUBLIC int clr_service_exec_get(clr_service *svc, const char *id, const char *exec_id,
                                     json_t **out, clr_error *err);
 
@@ -92,6 +95,10 @@ CLR_PUBLIC char *clr_service_metrics(clr_service *svc);
 /* Runs one reaper pass now (tests, and the reaper thread itself); returns how many sandboxes it
  * destroyed. */
 CLR_PUBLIC int clr_service_reap(clr_service *svc, clr_error *err);
+
+/* Marks sandboxes whose container stopped or vanished as lost (the reaper does this every ten
+ * passes); returns how many. */
+CLR_PUBLIC int clr_service_reconcile(clr_service *svc, clr_error *err);
 
 /* The workspace directory of a live sandbox (files API); CLR_E_NOT_FOUND otherwise. */
 CLR_PUBLIC int clr_service_workspace(clr_service *svc, const char *id, char *out, size_t len,

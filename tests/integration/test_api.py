@@ -1,0 +1,1320 @@
+#!/usr/bin/env python3
+"""Black-box tests of the REST API of `clearing serve`.
+
+They start real daemons (subprocesses) against the real dockerd with runsc, talk HTTP to them over
+their unix socket (and TCP with a bearer token), and check what the API answers and what it leaves
+behind in the engine. Python 3 standard library only. Needs root and a running engine.
+
+    usage: test_api.py PATH/TO/clearing [NAME-PATTERN...]
+
+CLEARING_AGENT must name the agent binary (meson's integration_env sets it; without it the agent
+of the build directory next to the binary is used). Each daemon gets a fresh state directory and
+socket under /tmp; every sandbox a test creates is destroyed by a cleanup, and at the end any
+container still labelled as one of these daemons' is force-removed.
+
+The last line of output is "N passed, M failed"; the exit status is non-zero on any failure.
+"""
+import base64
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.parse
+
+CLEARING = None  # set by main()
+DOCKER_SOCK = '/var/run/docker.sock'
+IMAGE = 'clearing/default:latest'
+LABEL = 'io.clearing.'
+ID_RE = re.compile(r'^sb-[0-9a-f]{16}$')
+EXEC_ID_RE = re.compile(r'^ex-[0-9a-f]{16}$')
+DAEMONS = []   # every daemon started, for the final sweep
+MAIN = None    # the shared daemon of most tests
+
+
+# ---- HTTP plumbing ----
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout=120):
+        super().__init__('localhost', timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.unix_path)
+        self.sock = s
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.text = body.decode('utf-8', 'replace')
+        try:
+            self.json = json.loads(body) if body else None
+        except ValueError:
+            self.json = None
+
+    def __repr__(self):
+        return 'HTTP %d %s' % (self.status, self.text[:600])
+
+
+def encode_body(body):
+    if body is None or isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode()
+    return json.dumps(body).encode()
+
+
+class Client:
+    """One connection per request: thread-safe, and no keep-alive state to reason about."""
+
+    def __init__(self, sock=None, tcp=None, token=None):
+        self.sock, self.tcp, self.token = sock, tcp, token
+
+    def connection(self, timeout=120):
+        if self.sock:
+            return UnixHTTPConnection(self.sock, timeout=timeout)
+        return http.client.HTTPConnection(self.tcp[0], self.tcp[1], timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, timeout=120):
+        data = encode_body(body)
+        h = {}
+        if data is not None:
+            h['Content-Type'] = 'application/json'
+        if self.token:
+            h['Authorization'] = 'Bearer ' + self.token
+        h.update(headers or {})
+        conn = self.connection(timeout)
+        try:
+            conn.request(method, path, body=data, headers=h)
+            r = conn.getresponse()
+            return Response(r.status, r.headers, r.read())
+        finally:
+            conn.close()
+
+    def get(self, path, **kw):
+        return self.request('GET', path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.request('POST', path, body=body, **kw)
+
+    def delete(self, path, **kw):
+        return self.request('DELETE', path, **kw)
+
+    def metrics(self):
+        r = self.get('/metrics')
+        assert r.status == 200, r
+        return parse_metrics(r.text)
+
+    def running_execs(self):
+        r = self.get('/v1/health')
+        return r.json['running_execs'] if r.json else -1
+
+
+def docker(method, path, body=None, timeout=60):
+    conn = UnixHTTPConnection(DOCKER_SOCK, timeout=timeout)
+    try:
+        data = encode_body(body)
+        conn.request(method, path, body=data,
+                     headers={'Content-Type': 'application/json'} if data is not None else {})
+        r = conn.getresponse()
+        return Response(r.status, r.headers, r.read())
+    finally:
+        conn.close()
+
+
+def parse_metrics(text):
+    """Prometheus text exposition -> ({'name{labels}': value}, {'name': type}); asserts syntax."""
+    values, types = {}, {}
+    for line in text.splitlines():
+        if not line:
+            continue
+        if line.startswith('# TYPE '):
+            _, _, name, typ = line.split(' ', 3)
+            types[name] = typ
+            continue
+        if line.startswith('#'):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"'
+                     r'(?:,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})?) (\S+)$', line)
+        if not m:
+            raise AssertionError('not a Prometheus sample line: %r' % line)
+        values[m.group(1)] = float(m.group(2))
+    return values, types
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(pred, timeout, interval=0.25):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+# ---- daemons ----
+
+def die_with_parent():
+    """In the child: SIGTERM when the test process dies, so no daemon outlives a killed run."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class Daemon:
+    def __init__(self, name, args=()):
+        self.name = name
+        self.dir = tempfile.mkdtemp(prefix='clr-api-%s-' % name, dir='/tmp')
+        self.state = os.path.join(self.dir, 'state')
+        self.sock = os.path.join(self.dir, 's.sock')
+        self.log_path = os.path.join(self.dir, 'daemon.log')
+        self.args = list(args)
+        self.proc = None
+        self.answered = False  # has answered at least once: its state is worth recovering
+        DAEMONS.append(self)
+
+    @property
+    def owner(self):
+        return 'daemon:%s/clearing.db' % self.state
+
+    def env(self):
+        env = dict(os.environ)
+        env.setdefault('CLEARING_LOG_LEVEL', 'info')
+        return env
+
+    def spawn(self, args=None):
+        cmd = [CLEARING, '--state-dir', self.state, 'serve', '--socket', self.sock]
+        cmd += self.args if args is None else list(args)
+        with open(self.log_path, 'ab') as log:
+            log.write(('--- %s\n' % ' '.join(cmd)).encode())
+            log.flush()
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=self.env(),
+                                         start_new_session=True, preexec_fn=die_with_parent)
+        return self.proc
+
+    def start(self, timeout=60):
+        self.spawn()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise RuntimeError('daemon %s exited with %d before answering:\n%s'
+                                   % (self.name, rc, self.log_tail()))
+            try:
+                if self.client().get('/v1/health', timeout=5).status == 200:
+                    self.answered = True
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError('daemon %s did not answer within %d s:\n%s'
+                           % (self.name, timeout, self.log_tail()))
+
+    def ensure_running(self):
+        """Restarts a daemon that answered once and is dead now (killed by a test that failed
+        before restarting it), so that its sandboxes can be destroyed through the API."""
+        if self.answered and not self.running():
+            try:
+                self.start()
+            except Exception as e:
+                print('cannot restart daemon %s for cleanup: %s' % (self.name, e))
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def client(self):
+        return Client(sock=self.sock)
+
+    def kill9(self):
+        if self.running():
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self):
+        if not self.running():
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def log_tail(self, n=40):
+        try:
+            with open(self.log_path, 'rb') as f:
+                lines = f.read().decode('utf-8', 'replace').splitlines()
+            return '\n'.join(lines[-n:])
+        except OSError:
+            return '(no log)'
+
+
+def destroy_quietly(client, sid):
+    try:
+        client.delete('/v1/sandboxes/' + sid, timeout=60)
+    except Exception:  # the cleanup must not hide the test's own failure
+        pass
+
+
+def docker_remove_quietly(name):
+    try:
+        docker('DELETE', '/containers/%s?force=1' % name)
+    except Exception:
+        pass
+
+
+def sweep():
+    """Stops every daemon (destroying what it still runs) and force-removes any container still
+    labelled as one of theirs. Returns the ids of what the tests had left behind."""
+    removed = []
+    for d in DAEMONS:
+        d.ensure_running()
+        if d.running():
+            c = d.client()
+            try:
+                r = c.get('/v1/sandboxes?state=running', timeout=30)
+                for s in (r.json or {}).get('sandboxes', []):
+                    destroy_quietly(c, s['id'])
+                    removed.append(s['id'])
+            except Exception:
+                pass
+        d.stop()
+    owners = {d.owner for d in DAEMONS}
+    flt = urllib.parse.quote(json.dumps({'label': [LABEL + 'managed-by=clearing']}))
+    r = docker('GET', '/containers/json?all=1&filters=' + flt)
+    for c in r.json or []:
+        if (c.get('Labels') or {}).get(LABEL + 'owner') in owners:
+            docker_remove_quietly(c['Id'])
+            removed.append(c['Names'][0] if c.get('Names') else c['Id'])
+    # Last resort: workspace mounts under our directories (they would make rmtree fail).
+    dirs = tuple(d.dir + '/' for d in DAEMONS)
+    with open('/proc/self/mountinfo') as f:
+        points = [line.split()[4] for line in f]
+    for mp in sorted((m for m in points if m.startswith(dirs)), reverse=True):
+        subprocess.run(['umount', '-l', mp], check=False)
+        removed.append('mount ' + mp)
+    return removed
+
+
+# ---- shared helpers of the test cases ----
+
+class ApiTest(unittest.TestCase):
+    daemon = None  # None: the shared MAIN daemon
+
+    @classmethod
+    def d(cls):
+        return cls.daemon or MAIN
+
+    @property
+    def api(self):
+        return self.d().client()
+
+    @classmethod
+    def create_for_class(cls, body=None):
+        """Creates a sandbox that lives as long as the class (destroyed by a class cleanup)."""
+        c = cls.d().client()
+        r = c.post('/v1/sandboxes', body if body is not None else {})
+        if r.status == 201 and r.json and 'id' in r.json:
+            cls.addClassCleanup(destroy_quietly, c, r.json['id'])
+        if r.status != 201:
+            raise AssertionError('create failed: %r' % r)
+        return r.json
+
+    def create(self, body=None, client=None):
+        """Creates a sandbox destroyed by this test's cleanup, whatever the outcome."""
+        c = client or self.api
+        r = c.post('/v1/sandboxes', body if body is not None else {})
+        if r.status == 201 and r.json and 'id' in r.json:
+            self.addCleanup(destroy_quietly, c, r.json['id'])
+        self.assertEqual(r.status, 201, r)
+        return r.json
+
+    def exec(self, sid, body, client=None, status=200):
+        r = (client or self.api).post('/v1/sandboxes/%s/exec' % sid, body)
+        self.assertEqual(r.status, status, r)
+        return r.json
+
+    def run_ok(self, sid, body, client=None):
+        """Runs a command that must exit 0; returns its result."""
+        rec = self.exec(sid, body, client)
+        res = rec['result']
+        self.assertEqual((res['status'], res['exit_code']), ('exited', 0), rec)
+        return res
+
+    def assertError(self, r, status, code=None, mentions=()):
+        self.assertEqual(r.status, status, r)
+        self.assertIsInstance(r.json, dict, r)
+        err = r.json.get('error')
+        self.assertIsInstance(err, dict, r)
+        self.assertIsInstance(err.get('code'), str, r)
+        self.assertIsInstance(err.get('message'), str, r)
+        self.assertTrue(err['message'], r)
+        if code:
+            self.assertEqual(err['code'], code, r)
+        for m in ([mentions] if isinstance(mentions, (str, re.Pattern)) else mentions):
+            if isinstance(m, re.Pattern):
+                self.assertRegex(err['message'], m, r)
+            else:
+                self.assertIn(m, err['message'], r)
+        return err
+
+
+# ---- health and metrics ----
+
+class T01HealthMetrics(ApiTest):
+    def test_health(self):
+        r = self.api.get('/v1/health')
+        self.assertEqual(r.status, 200, r)
+        self.assertTrue(r.headers.get('Content-Type', '').startswith('application/json'))
+        self.assertEqual(r.json['status'], 'ok', r)
+        self.assertEqual(r.json['engine'], 'ok', r)
+        self.assertIsInstance(r.json['version'], str)
+        self.assertIsInstance(r.json['sandboxes'], int)
+        self.assertIsInstance(r.json['running_execs'], int)
+
+    def test_metrics_move(self):
+        r = self.api.get('/metrics')
+        self.assertEqual(r.status, 200, r)
+        self.assertTrue(r.headers.get('Content-Type', '').startswith('text/plain'), r.headers)
+        before, types = parse_metrics(r.text)
+        for name, typ in [('clearing_sandboxes_created_total', 'counter'),
+                          ('clearing_execs_total', 'counter'),
+                          ('clearing_sandboxes_destroyed_total', 'counter'),
+                          ('clearing_create_seconds', 'histogram'),
+                          ('clearing_exec_seconds', 'histogram'),
+                          ('clearing_destroy_seconds', 'histogram'),
+                          ('clearing_sandboxes', 'gauge')]:
+            self.assertEqual(types.get(name), typ, name)
+
+        c = self.api
+        r = c.post('/v1/sandboxes', {})
+        if r.status == 201:
+            self.addCleanup(destroy_quietly, c, r.json['id'])
+        self.assertEqual(r.status, 201, r)
+        sid = r.json['id']
+        mid, _ = c.metrics()
+        self.run_ok(sid, {'argv': ['true']})
+        self.assertEqual(c.delete('/v1/sandboxes/' + sid).status, 204)
+        after, _ = c.metrics()
+
+        def delta(k):
+            return after[k] - before[k]
+        self.assertEqual(delta('clearing_sandboxes_created_total'), 1)
+        self.assertEqual(mid['clearing_sandboxes{state="running"}'],
+                         before['clearing_sandboxes{state="running"}'] + 1)
+        self.assertEqual(delta('clearing_execs_total'), 1)
+        self.assertEqual(delta('clearing_sandboxes_destroyed_total{reason="client"}'), 1)
+        for h in ('clearing_create_seconds', 'clearing_exec_seconds', 'clearing_destroy_seconds'):
+            self.assertEqual(delta(h + '_count'), 1, h)
+            self.assertGreater(delta(h + '_sum'), 0, h)
+            self.assertEqual(after[h + '_bucket{le="+Inf"}'], after[h + '_count'], h)
+            buckets = [v for k, v in after.items() if k.startswith(h + '_bucket{')]
+            self.assertEqual(buckets, sorted(buckets), '%s buckets are cumulative' % h)
+        self.assertEqual(after['clearing_sandboxes{state="running"}'],
+                         before['clearing_sandboxes{state="running"}'])
+
+
+# ---- lifecycle ----
+
+class T02Lifecycle(ApiTest):
+    def test_create_echoes_fields_and_inspect(self):
+        req = {'image': IMAGE,
+               'limits': {'cpus': 0.5, 'memory': '256m', 'pids': 128, 'lifetime': '120s'},
+               'idle_timeout': '45s',
+               'env': {'FOO': 'foo-value-secret', 'BAR': 'x'},
+               'metadata': {'owner': 'api-test', 'ticket': 'T-1'}}
+        sb = self.create(req)
+        self.assertRegex(sb['id'], ID_RE)
+        self.assertEqual(sb['state'], 'running')
+        self.assertEqual(sb['image'], IMAGE)
+        self.assertEqual(sb['runtime'], 'runsc')
+        self.assertIs(sb['insecure'], False)
+        self.assertEqual(sb['idle_timeout'], 45)
+        self.assertEqual(sb['metadata'], req['metadata'])
+        self.assertEqual(sorted(sb['env']), ['BAR', 'FOO'])
+        self.assertNotIn('foo-value-secret', json.dumps(sb), 'env values are not echoed')
+        self.assertEqual(sb['limits']['cpus'], '0.500')
+        self.assertEqual(sb['limits']['memory'], '256m')
+        self.assertEqual(sb['limits']['pids'], 128)
+        self.assertEqual(sb['limits']['lifetime'], 120)
+        self.assertEqual(sb['expires_at'] - sb['created_at'], 120)
+        self.assertGreaterEqual(sb['max_expires_at'], sb['expires_at'])
+        self.assertAlmostEqual(sb['created_at'], time.time(), delta=60)
+        self.assertEqual(sb['destroyed_at'], 0)
+
+        r = self.api.get('/v1/sandboxes/' + sb['id'])
+        self.assertEqual(r.status, 200, r)
+        for k in ('id', 'state', 'image', 'runtime', 'created_at', 'expires_at', 'max_expires_at',
+                  'idle_timeout', 'metadata', 'env', 'limits'):
+            self.assertEqual(r.json[k], sb[k], k)
+        # The engine really applies it: the container runs under runsc with the memory limit.
+        d = docker('GET', '/containers/clearing-%s/json' % sb['id'])
+        self.assertEqual(d.status, 200, d)
+        self.assertEqual(d.json['HostConfig']['Runtime'], 'runsc')
+        self.assertEqual(d.json['HostConfig']['Memory'], 256 << 20)
+
+    def test_list_filtered_by_state_and_label(self):
+        tag = 'api-%d-%d' % (os.getpid(), time.monotonic_ns())
+        a = self.create({'metadata': {'suite': tag, 'role': 'a'}})
+        b = self.create({'metadata': {'suite': tag, 'role': 'b'}})
+        other = self.create({'metadata': {'suite': tag + '-other'}})
+
+        def ids(query):
+            r = self.api.get('/v1/sandboxes' + query)
+            self.assertEqual(r.status, 200, r)
+            return {s['id'] for s in r.json['sandboxes']}
+
+        all_ids = ids('')
+        self.assertTrue({a['id'], b['id'], other['id']} <= all_ids)
+        self.assertTrue({a['id'], b['id'], other['id']} <= ids('?state=running'))
+        self.assertEqual(ids('?label=' + urllib.parse.quote('suite=' + tag)), {a['id'], b['id']})
+        self.assertEqual(ids('?label=' + urllib.parse.quote('role=b') + '&state=running') &
+                         {a['id'], b['id'], other['id']}, {b['id']})
+        self.assertEqual(ids('?label=' + urllib.parse.quote('suite=nobody-has-this')), set())
+        self.assertFalse({a['id'], b['id']} & ids('?state=destroyed'))
+
+        self.assertEqual(self.api.delete('/v1/sandboxes/' + a['id']).status, 204)
+        self.assertIn(a['id'], ids('?state=destroyed'))
+        self.assertNotIn(a['id'], ids('?state=running'))
+        self.assertEqual(ids('?state=running&label=' + urllib.parse.quote('suite=' + tag)),
+                         {b['id']})
+        self.assertError(self.api.get('/v1/sandboxes?state=bogus'), 400, 'invalid', 'bogus')
+        self.assertError(self.api.get('/v1/sandboxes?label=novalue'), 400, 'invalid', 'label')
+
+    def test_extend(self):
+        sb = self.create({'limits': {'lifetime': '60s'}})
+        url = '/v1/sandboxes/%s/extend' % sb['id']
+        r = self.api.post(url, {'by': '60s'})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json['expires_at'], sb['expires_at'] + 60)
+        self.assertEqual(r.json['max_expires_at'], sb['max_expires_at'])
+        self.assertEqual(self.api.get('/v1/sandboxes/' + sb['id']).json['expires_at'],
+                         sb['expires_at'] + 60)
+        # Past max_expires_at: refused with a message, nothing changes.
+        too_far = sb['max_expires_at'] - sb['expires_at'] + 3600
+        r = self.api.post(url, {'by': '%ds' % too_far})
+        err = self.assertError(r, 429, 'limit')
+        self.assertRegex(err['message'], r'max_lifetime|cannot live past')
+        self.assertEqual(self.api.get('/v1/sandboxes/' + sb['id']).json['expires_at'],
+                         sb['expires_at'] + 60)
+        self.assertError(self.api.post(url, {'by': '0s'}), 400, 'invalid', 'by')
+        self.assertError(self.api.post(url, {}), 400, 'invalid', 'by')
+
+    def test_destroy_is_idempotent_and_final(self):
+        sb = self.create()
+        sid = sb['id']
+        r = self.api.delete('/v1/sandboxes/' + sid)
+        self.assertEqual(r.status, 204, r)
+        self.assertEqual(r.body, b'')
+        r = self.api.get('/v1/sandboxes/' + sid)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json['state'], 'destroyed')
+        self.assertEqual(r.json['destroy_reason'], 'client')
+        self.assertGreater(r.json['destroyed_at'], 0)
+        self.assertEqual(docker('GET', '/containers/clearing-%s/json' % sid).status, 404)
+        self.assertEqual(self.api.delete('/v1/sandboxes/' + sid).status, 204)
+        self.assertError(self.api.post('/v1/sandboxes/%s/exec' % sid, {'argv': ['true']}),
+                         409, 'conflict')
+        self.assertError(self.api.post('/v1/sandboxes/%s/extend' % sid, {'by': '10s'}),
+                         409, 'conflict')
+
+
+# ---- exec ----
+
+class T03Exec(ApiTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.sb = cls.create_for_class({'env': {'FOO': 'from-sandbox', 'BAR': 'sandbox-bar'}})
+        cls.other = cls.create_for_class({})
+
+    @property
+    def sid(self):
+        return self.sb['id']
+
+    def test_argv_form(self):
+        res = self.run_ok(self.sid, {'argv': ['echo', 'a  b', '$HOME', '*']})
+        self.assertEqual(res['stdout'], 'a  b $HOME *\n', 'argv is not interpreted by a shell')
+        self.assertEqual(res['stdout_encoding'], 'utf-8')
+        self.assertEqual(res['stderr'], '')
+
+    def test_shell_form(self):
+        res = self.run_ok(self.sid, {'shell': 'echo $((6*7)); echo err >&2; id -u'})
+        self.assertEqual(res['stdout'], '42\n1000\n')
+        self.assertEqual(res['stderr'], 'err\n')
+        self.assertEqual(res['stdout_bytes'], 8)
+
+    def test_argv_xor_shell(self):
+        self.assertError(self.api.post('/v1/sandboxes/%s/exec' % self.sid,
+                                       {'argv': ['true'], 'shell': 'true'}), 400, 'invalid')
+        self.assertError(self.api.post('/v1/sandboxes/%s/exec' % self.sid, {}), 400, 'invalid')
+
+    def test_env(self):
+        res = self.run_ok(self.sid, {'shell': 'echo "$FOO|$BAR|$SECRET"',
+                                     'env': {'BAR': 'exec-bar', 'SECRET': 'hunter2-secret'}})
+        self.assertEqual(res['stdout'], 'from-sandbox|exec-bar|hunter2-secret\n')
+
+    def test_cwd(self):
+        self.assertEqual(self.run_ok(self.sid, {'argv': ['pwd']})['stdout'], '/workspace\n')
+        res = self.run_ok(self.sid, {'argv': ['pwd'], 'cwd': '/tmp'})
+        self.assertEqual(res['stdout'], '/tmp\n')
+        self.assertError(self.api.post('/v1/sandboxes/%s/exec' % self.sid,
+                                       {'argv': ['pwd'], 'cwd': 'tmp'}), 400, 'invalid', 'cwd')
+
+    def test_stdin(self):
+        text = 'héllo wörld\nline two\n'
+        res = self.run_ok(self.sid, {'argv': ['cat'], 'stdin': text})
+        self.assertEqual(res['stdout'], text)
+        res = self.run_ok(self.sid, {'shell': 'wc -l', 'stdin': text})
+        self.assertEqual(res['stdout'].strip(), '2')
+
+    def test_stdin_base64_binary_roundtrip(self):
+        data = bytes(range(256)) * 4 + b'\xff\xfe\x00\x80'
+        rec = self.exec(self.sid, {'argv': ['cat'],
+                                   'stdin_base64': base64.b64encode(data).decode()})
+        res = rec['result']
+        self.assertEqual(res['status'], 'exited', rec)
+        self.assertEqual(res['stdout_encoding'], 'base64', 'output is not UTF-8')
+        self.assertEqual(base64.b64decode(res['stdout']), data)
+        self.assertEqual(res['stdout_bytes'], len(data))
+        self.assertError(self.api.post('/v1/sandboxes/%s/exec' % self.sid,
+                                       {'argv': ['cat'], 'stdin_base64': 'not base64!'}),
+                         400, 'invalid', 'stdin_base64')
+        self.assertError(self.api.post('/v1/sandboxes/%s/exec' % self.sid,
+                                       {'argv': ['cat'], 'stdin': 'x', 'stdin_base64': 'eA=='}),
+                         400, 'invalid', 'stdin')
+
+    def test_timeout(self):
+        t0 = time.monotonic()
+        rec = self.exec(self.sid, {'argv': ['sleep', '30'], 'timeout': '1s'})
+        took = time.monotonic() - t0
+        res = rec['result']
+        self.assertEqual(res['status'], 'timed_out', rec)
+        self.assertIsNone(res['exit_code'])
+        self.assertLess(took, 15)
+        self.assertGreaterEqual(res['wall_us'], 1000000)
+        # The sandbox survives its command's timeout.
+        self.assertEqual(self.run_ok(self.sid, {'argv': ['echo', 'alive']})['stdout'], 'alive\n')
+
+    def test_stdout_cap_truncates(self):
+        res = self.run_ok(self.sid, {'shell': 'yes x | head -c 5000', 'stdout_cap': 100})
+        self.assertEqual(res['stdout'], ('x\n' * 50))
+        self.assertIs(res['stdout_truncated'], True)
+        self.assertEqual(res['stdout_bytes'], 5000)
+        self.assertIs(res['stderr_truncated'], False)
+
+    def test_exit_codes(self):
+        for body, status, code in [({'argv': ['true']}, 'exited', 0),
+                                   ({'argv': ['false']}, 'exited', 1),
+                                   ({'shell': 'exit 7'}, 'exited', 7),
+                                   ({'shell': 'exit 255'}, 'exited', 255)]:
+            res = self.exec(self.sid, body)['result']
+            self.assertEqual((res['status'], res['exit_code']), (status, code), body)
+        res = self.exec(self.sid, {'shell': 'kill -TERM $$'})['result']
+        self.assertEqual((res['status'], res['signal'], res['exit_code']), ('signaled', 15, None))
+
+    def test_exec_record_fetch_and_redaction(self):
+        secret = 'sk-live-%d' % time.monotonic_ns()
+        rec = self.exec(self.sid, {'shell': 'echo "$TOKEN" | wc -c', 'env': {'TOKEN': secret},
+                                   'stdin': 'stdin-secret'})
+        self.assertRegex(rec['id'], EXEC_ID_RE)
+        self.assertEqual(rec['sandbox_id'], self.sid)
+        self.assertEqual(rec['state'], 'done')
+        self.assertEqual(rec['result']['stdout'].strip(), str(len(secret) + 1))
+        r = self.api.get('/v1/sandboxes/%s/execs/%s' % (self.sid, rec['id']))
+        self.assertEqual(r.status, 200, r)
+        for k in rec:
+            self.assertEqual(r.json[k], rec[k], k)
+        req = r.json['request']
+        self.assertEqual(req['shell'], 'echo "$TOKEN" | wc -c')
+        self.assertEqual(req['env'], {'TOKEN': '(redacted)'})
+        self.assertNotIn(secret, r.text)
+        self.assertNotIn('stdin-secret', r.text)
+        self.assertGreater(r.json['created_at'], 0)
+        self.assertGreaterEqual(r.json['finished_at'], r.json['created_at'])
+
+    def test_exec_of_another_sandbox_is_404(self):
+        rec = self.exec(self.sid, {'argv': ['true']})
+        self.assertError(self.api.get('/v1/sandboxes/%s/execs/%s' % (self.other['id'], rec['id'])),
+                         404, 'not_found')
+        self.assertError(self.api.get('/v1/sandboxes/%s/execs/ex-0000000000000000' % self.sid),
+                         404, 'not_found')
+
+    def test_session_state_persists_between_execs(self):
+        token = 'state-%d' % time.monotonic_ns()
+        self.run_ok(self.sid, {'shell': 'echo %s > /workspace/state.txt; mkdir -p sub; '
+                                        'echo nested > sub/n.txt' % token})
+        self.assertEqual(self.run_ok(self.sid, {'argv': ['cat', '/workspace/state.txt']})['stdout'],
+                         token + '\n')
+        self.assertEqual(self.run_ok(self.sid, {'argv': ['cat', 'sub/n.txt']})['stdout'],
+                         'nested\n')
+        # ...and not in another sandbox.
+        res = self.exec(self.other['id'], {'argv': ['cat', '/workspace/state.txt']})['result']
+        self.assertNotEqual(res['exit_code'], 0)
+
+    def test_streaming_exec(self):
+        conn = self.d().client().connection(timeout=60)
+        body = json.dumps({'shell': 'echo a; sleep 2; echo b; echo e >&2'}).encode()
+        events = []
+        t0 = time.monotonic()
+        try:
+            conn.request('POST', '/v1/sandboxes/%s/exec?stream=true' % self.sid, body=body,
+                         headers={'Content-Type': 'application/json'})
+            resp = conn.getresponse()
+            self.assertEqual(resp.status, 200)
+            self.assertEqual(resp.headers.get('Content-Type'), 'application/x-ndjson')
+            buf = b''
+            while True:
+                chunk = resp.read1(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                while b'\n' in buf:
+                    line, buf = buf.split(b'\n', 1)
+                    events.append((time.monotonic() - t0, json.loads(line)))
+            self.assertEqual(buf, b'', 'every line ends with a newline')
+        finally:
+            conn.close()
+        kinds = [e['event'] for _, e in events]
+        self.assertEqual(kinds[0], 'started', kinds)
+        self.assertEqual(kinds[-1], 'result', kinds)
+        final = events[-1][1]
+        self.assertEqual(final['id'], events[0][1]['exec_id'])
+        self.assertEqual(final['result']['status'], 'exited')
+        self.assertEqual(final['result']['stdout'], 'a\nb\n')
+        self.assertEqual(final['result']['stderr'], 'e\n')
+        outs = [(t, e) for t, e in events if e['event'] == 'stdout']
+        self.assertEqual(''.join(e['data'] for _, e in outs), 'a\nb\n')
+        first_t = outs[0][0]
+        self.assertLess(first_t, 1.5, 'the first stdout event arrived after %.2f s' % first_t)
+        self.assertGreater(events[-1][0] - first_t, 1.5, 'output was not streamed incrementally')
+        errs = [e for _, e in events if e['event'] == 'stderr']
+        self.assertEqual(''.join(e['data'] for e in errs), 'e\n')
+        # The streamed exec is stored like any other.
+        r = self.api.get('/v1/sandboxes/%s/execs/%s' % (self.sid, final['id']))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json['result'], final['result'])
+
+
+# ---- errors ----
+
+class T04Errors(ApiTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.sb = cls.create_for_class({})
+
+    def sandboxes_now(self):
+        return self.api.get('/v1/health').json['sandboxes']
+
+    def test_malformed_json(self):
+        sid = self.sb['id']
+        for path in ('/v1/sandboxes', '/v1/sandboxes/%s/exec' % sid,
+                     '/v1/sandboxes/%s/extend' % sid):
+            for body in (b'{bad', b'{"argv": ["true"]', b'{} trailing', b'{"a":1,"a":2}',
+                         b'\xff\xfe'):
+                self.assertError(self.api.post(path, body), 400, 'invalid',
+                                 'not valid JSON')
+
+    def test_body_must_be_an_object(self):
+        for body in (b'[]', b'[{"image": "x"}]'):
+            self.assertError(self.api.post('/v1/sandboxes', body), 400, 'invalid', 'object')
+            self.assertError(self.api.post('/v1/sandboxes/%s/exec' % self.sb['id'], body),
+                             400, 'invalid', 'object')
+
+    def test_wrong_types_name_the_field(self):
+        n0 = self.sandboxes_now()
+        for body, field in [({'image': 5}, 'image'),
+                            ({'limits': 'big'}, 'limits'),
+                            ({'limits': {'pids': 'many'}}, 'limits.pids'),
+                            ({'limits': {'memory': True}}, 'limits.memory'),
+                            ({'limits': {'cpus': [1]}}, 'limits.cpus'),
+                            ({'limits': {'lifetime': 1.5}}, 'limits.lifetime'),
+                            ({'idle_timeout': True}, 'idle_timeout'),
+                            ({'env': ['A=1']}, 'env'),
+                            ({'env': {'A': 1}}, 'env'),
+                            ({'metadata': []}, 'metadata'),
+                            ({'metadata': {'k': 1}}, 'metadata')]:
+            self.assertError(self.api.post('/v1/sandboxes', body), 400, 'invalid', field)
+        url = '/v1/sandboxes/%s/exec' % self.sb['id']
+        for body, field in [({'argv': 'ls'}, 'argv'),
+                            ({'argv': ['ls', 1]}, 'argv[1]'),
+                            ({'shell': 5}, 'shell'),
+                            ({'argv': ['true'], 'timeout': [1]}, 'timeout'),
+                            ({'argv': ['true'], 'cwd': 5}, 'cwd'),
+                            ({'argv': ['true'], 'stdin': 5}, 'stdin'),
+                            ({'argv': ['true'], 'stdout_cap': 'lots'}, 'stdout_cap'),
+                            ({'argv': ['true'], 'env': {'X': None}}, 'env')]:
+            self.assertError(self.api.post(url, body), 400, 'invalid', field)
+        self.assertError(self.api.post('/v1/sandboxes/%s/extend' % self.sb['id'], {'by': True}),
+                         400, 'invalid', 'by')
+        self.assertEqual(self.sandboxes_now(), n0, 'a refused request created nothing')
+
+    def test_unknown_fields(self):
+        self.assertError(self.api.post('/v1/sandboxes', {'bogus': 1}), 400, 'invalid', 'bogus')
+        self.assertError(self.api.post('/v1/sandboxes', {'limits': {'gpus': 1}}), 400, 'invalid',
+                         'gpus')
+        self.assertError(self.api.post('/v1/sandboxes/%s/exec' % self.sb['id'],
+                                       {'argv': ['true'], 'user': 'root'}), 400, 'invalid', 'user')
+        self.assertError(self.api.post('/v1/sandboxes/%s/extend' % self.sb['id'],
+                                       {'by': '10s', 'until': 5}), 400, 'invalid', 'until')
+
+    def test_oversized_body_413(self):
+        big = json.dumps({'image': 'a' * (1 << 20)}).encode()
+        self.assertGreater(len(big), 1 << 20)
+        self.assertError(self.api.post('/v1/sandboxes', big), 413, 'limit', '1 MiB')
+        big = json.dumps({'argv': ['cat'], 'stdin': 'x' * ((1 << 20) + 100)}).encode()
+        self.assertError(self.api.post('/v1/sandboxes/%s/exec' % self.sb['id'], big), 413,
+                         'limit')
+        # The daemon is fine afterwards.
+        self.assertEqual(self.api.get('/v1/health').status, 200)
+
+    def test_unknown_sandbox_404(self):
+        sid = 'sb-0123456789abcdef'
+        self.assertError(self.api.get('/v1/sandboxes/' + sid), 404, 'not_found', sid)
+        self.assertError(self.api.delete('/v1/sandboxes/' + sid), 404, 'not_found')
+        self.assertError(self.api.post('/v1/sandboxes/%s/exec' % sid, {'argv': ['true']}), 404,
+                         'not_found')
+        self.assertError(self.api.post('/v1/sandboxes/%s/extend' % sid, {'by': '10s'}), 404,
+                         'not_found')
+        self.assertError(self.api.get('/v1/sandboxes/%s/execs/ex-0123456789abcdef' % sid), 404,
+                         'not_found')
+
+    def test_malformed_id_400(self):
+        for sid in ('sb-xyz', 'sb-0123456789ABCDEF', 'sb-0123456789abcdef0', '..', 'x%20y'):
+            self.assertError(self.api.get('/v1/sandboxes/' + sid), 400, 'invalid',
+                             'not a sandbox id')
+            self.assertError(self.api.delete('/v1/sandboxes/' + sid), 400, 'invalid')
+            self.assertError(self.api.post('/v1/sandboxes/%s/exec' % sid, {'argv': ['true']}),
+                             400, 'invalid')
+            self.assertError(self.api.post('/v1/sandboxes/%s/exec?stream=true' % sid,
+                                           {'argv': ['true']}), 400, 'invalid')
+            self.assertError(self.api.post('/v1/sandboxes/%s/extend' % sid, {'by': '10s'}), 400,
+                             'invalid')
+
+    def test_malformed_id_path_traversal_400(self):
+        # "../../etc" as an id, percent-encoded as a client must send it.
+        enc = urllib.parse.quote('../../etc', safe='')
+        self.assertEqual(enc, '..%2F..%2Fetc')
+        self.assertError(self.api.get('/v1/sandboxes/' + enc), 400, 'invalid')
+        self.assertError(self.api.delete('/v1/sandboxes/' + enc), 400, 'invalid')
+        self.assertError(self.api.post('/v1/sandboxes/%s/exec' % enc, {'argv': ['true']}), 400,
+                         'invalid')
+
+    def test_unknown_route_404(self):
+        for method, path in [('GET', '/'), ('GET', '/nope'), ('GET', '/v1'), ('GET', '/v1/nope'),
+                             ('GET', '/v2/sandboxes'), ('POST', '/v1/nope'),
+                             ('GET', '/v1/health/x')]:
+            self.assertError(self.api.request(method, path), 404, 'not_found')
+
+    def test_unknown_subroute_of_a_sandbox_404(self):
+        sid = self.sb['id']
+        for method, path in [('GET', '/v1/sandboxes/%s/frobnicate' % sid),
+                             ('POST', '/v1/sandboxes/%s/frobnicate' % sid),
+                             ('GET', '/v1/sandboxes/%s/execs/ex-0123456789abcdef/more' % sid)]:
+            self.assertError(self.api.request(method, path), 404, 'not_found')
+
+    def test_wrong_method_405(self):
+        sid = self.sb['id']
+        self.assertError(self.api.get('/v1/sandboxes/%s/exec' % sid), 405)
+        self.assertError(self.api.get('/v1/sandboxes/%s/extend' % sid), 405)
+
+    def test_limits_out_of_range_name_the_limit(self):
+        n0 = self.sandboxes_now()
+        for limits, name in [({'memory': '1k'}, 'memory'),
+                             ({'memory': '64g'}, 'memory'),
+                             ({'cpus': 8}, 'cpus'),
+                             ({'cpus': 0.01}, 'cpus'),
+                             ({'pids': 1}, 'pids'),
+                             ({'lifetime': '5s'}, 'lifetime'),
+                             ({'lifetime': '2h'}, 'lifetime'),
+                             ({'nofile': 10}, 'nofile'),
+                             ({'tmp_size': '1k'}, 'tmp_size'),
+                             ({'workspace_size': '1k'}, 'workspace_size'),
+                             ({'workspace_inodes': 1}, 'workspace_inodes'),
+                             ({'file_size': '1k'}, 'file_size')]:
+            # The message may spell the limit with a space ("tmp size").
+            pat = re.compile(re.escape(name).replace('_', '[_ ]'))
+            self.assertError(self.api.post('/v1/sandboxes', {'limits': limits}), 400, 'invalid',
+                             [pat])
+        self.assertError(self.api.post('/v1/sandboxes', {'idle_timeout': '5s'}), 400, 'invalid',
+                         'idle_timeout')
+        url = '/v1/sandboxes/%s/exec' % self.sb['id']
+        self.assertError(self.api.post(url, {'argv': ['true'], 'timeout': '0s'}), 400, 'invalid',
+                         'timeout')
+        self.assertError(self.api.post(url, {'argv': ['true'], 'stdout_cap': '1g'}), 400,
+                         'invalid', re.compile('stdout[_ ]cap'))
+        self.assertEqual(self.sandboxes_now(), n0)
+
+    def test_unknown_image_404(self):
+        n0 = self.sandboxes_now()
+        self.assertError(self.api.post('/v1/sandboxes', {'image': 'clearing/no-such-image:0'}),
+                         404, 'not_found', ['clearing/no-such-image:0', 'images/build.sh'])
+        self.assertEqual(self.sandboxes_now(), n0)
+
+
+# ---- capacity ----
+
+class T05Capacity(ApiTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon = Daemon('capacity', ['--max-sandboxes', '2', '--max-execs', '1'])
+        cls.addClassCleanup(cls.daemon.stop)
+        cls.daemon.start()
+
+    def test_max_sandboxes(self):
+        a = self.create()
+        self.create()
+        err = self.assertError(self.api.post('/v1/sandboxes', {}), 429, 'limit')
+        self.assertIn('max_sandboxes', err['message'])
+        m, _ = self.api.metrics()
+        self.assertGreaterEqual(m['clearing_requests_refused_total'], 1)
+        # Room again once one is gone.
+        self.assertEqual(self.api.delete('/v1/sandboxes/' + a['id']).status, 204)
+        self.create()
+
+    def test_max_execs(self):
+        a, b = self.create(), self.create()
+        slow = {}
+
+        def run_slow():
+            slow['r'] = self.api.post('/v1/sandboxes/%s/exec' % a['id'],
+                                      {'argv': ['sleep', '4']})
+        t = threading.Thread(target=run_slow)
+        t.start()
+        try:
+            self.assertTrue(wait_for(lambda: self.api.running_execs() >= 1, 20),
+                            'the slow command never started')
+            err = self.assertError(self.api.post('/v1/sandboxes/%s/exec' % b['id'],
+                                                 {'argv': ['true']}), 429, 'limit')
+            self.assertIn('max_execs', err['message'])
+            self.assertTrue(t.is_alive(), 'the slow command was still running')
+        finally:
+            t.join(60)
+        self.assertEqual(slow['r'].status, 200, slow['r'])
+        self.assertEqual(slow['r'].json['result']['exit_code'], 0)
+        # Free again.
+        self.run_ok(b['id'], {'argv': ['true']})
+
+
+# ---- concurrency ----
+
+class T06Concurrency(ApiTest):
+    def test_eight_clients_at_once(self):
+        errors, lock = [], threading.Lock()
+        created = []
+
+        def client(i):
+            c = self.api
+            try:
+                r = c.post('/v1/sandboxes', {'metadata': {'client': str(i)}})
+                if r.status != 201:
+                    raise AssertionError('client %d: create: %r' % (i, r))
+                sid = r.json['id']
+                with lock:
+                    created.append(sid)
+                for j in range(3):
+                    r = c.post('/v1/sandboxes/%s/exec' % sid,
+                               {'shell': 'echo $((%d * 10 + %d))' % (i, j)})
+                    if r.status != 200:
+                        raise AssertionError('client %d exec %d: %r' % (i, j, r))
+                    res = r.json['result']
+                    if res['exit_code'] != 0 or res['stdout'] != '%d\n' % (i * 10 + j):
+                        raise AssertionError('client %d exec %d: %r' % (i, j, res))
+            except Exception as e:
+                with lock:
+                    errors.append(repr(e))
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(600)
+        finally:
+            for sid in created:
+                self.addCleanup(destroy_quietly, self.api, sid)
+        self.assertFalse(any(t.is_alive() for t in threads), 'a client hung')
+        self.assertEqual(errors, [])
+        self.assertEqual(len(set(created)), 8)
+
+    def test_slow_exec_does_not_delay_another_sandbox(self):
+        a, b = self.create(), self.create()
+        slow = {}
+
+        def run_slow():
+            t0 = time.monotonic()
+            slow['r'] = self.api.post('/v1/sandboxes/%s/exec' % a['id'], {'argv': ['sleep', '5']})
+            slow['t'] = time.monotonic() - t0
+        t = threading.Thread(target=run_slow)
+        t.start()
+        try:
+            self.assertTrue(wait_for(lambda: self.api.running_execs() >= 1, 20))
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            res = self.run_ok(b['id'], {'argv': ['echo', 'quick']})
+            quick = time.monotonic() - t0
+            self.assertTrue(t.is_alive(), 'the slow command was still running')
+        finally:
+            t.join(60)
+        self.assertEqual(res['stdout'], 'quick\n')
+        self.assertLess(quick, 2.0, 'the quick command took %.2f s' % quick)
+        self.assertEqual(slow['r'].status, 200, slow['r'])
+        self.assertEqual(slow['r'].json['result']['exit_code'], 0)
+        self.assertGreaterEqual(slow['t'], 5.0)
+
+
+# ---- TCP with tokens ----
+
+class T07Tcp(ApiTest):
+    TOKEN = 'tok-' + os.urandom(16).hex()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.port = free_port()
+        d = Daemon('tcp')
+        cls.token_file = os.path.join(d.dir, 'tokens')
+        fd = os.open(cls.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, 'w') as f:
+            f.write('# test tokens\nci:%s\n' % cls.TOKEN)
+        os.chmod(cls.token_file, 0o600)
+        d.args = ['--tcp', '127.0.0.1:%d' % cls.port, '--token-file', cls.token_file]
+        cls.daemon = d
+        cls.addClassCleanup(d.stop)
+        d.start()
+
+    def tcp(self, token=None):
+        return Client(tcp=('127.0.0.1', self.port), token=token)
+
+    def test_token_required(self):
+        self.assertError(self.tcp().get('/v1/sandboxes'), 401, 'denied', 'Bearer')
+        self.assertError(self.tcp('wrong-token-0123456789abcdef').get('/v1/sandboxes'), 401,
+                         'denied')
+        self.assertError(self.tcp(self.TOKEN + 'x').get('/v1/sandboxes'), 401, 'denied')
+        self.assertError(self.tcp().get('/metrics'), 401, 'denied')
+        r = self.tcp().request('GET', '/v1/sandboxes', headers={'Authorization': self.TOKEN})
+        self.assertError(r, 401, 'denied')
+        # A refused POST creates nothing.
+        n0 = self.api.get('/v1/health').json['sandboxes']
+        self.assertError(self.tcp().post('/v1/sandboxes', {}), 401, 'denied')
+        self.assertEqual(self.api.get('/v1/health').json['sandboxes'], n0)
+        r = self.tcp(self.TOKEN).get('/v1/sandboxes')
+        self.assertEqual(r.status, 200, r)
+        self.assertIsInstance(r.json['sandboxes'], list)
+
+    def test_health_needs_no_token(self):
+        r = self.tcp().get('/v1/health')
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json['status'], 'ok')
+
+    def test_full_cycle_over_tcp(self):
+        c = self.tcp(self.TOKEN)
+        sb = self.create({}, client=c)
+        self.assertEqual(self.run_ok(sb['id'], {'argv': ['echo', 'tcp']}, client=c)['stdout'],
+                         'tcp\n')
+
+    def refused(self, name, content, mode):
+        d = Daemon(name)
+        path = os.path.join(d.dir, 'tokens')
+        with open(path, 'w') as f:
+            f.write(content)
+        os.chmod(path, mode)
+        p = d.spawn(['--tcp', '127.0.0.1:%d' % free_port(), '--token-file', path])
+        try:
+            rc = p.wait(60)
+        except subprocess.TimeoutExpired:
+            d.stop()
+            self.fail('the daemon started with a bad token file:\n' + d.log_tail())
+        self.assertNotEqual(rc, 0)
+        self.assertFalse(os.path.exists(d.sock) and self.can_connect(d.sock))
+        return d.log_tail()
+
+    @staticmethod
+    def can_connect(path):
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(path)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def test_world_readable_token_file_refused(self):
+        log = self.refused('tcp0644', 'ci:%s\n' % self.TOKEN, 0o644)
+        self.assertIn('chmod 600', log)
+
+    def test_short_token_refused(self):
+        log = self.refused('tcpshort', 'ci:short\n', 0o600)
+        self.assertIn('16', log)
+
+
+# ---- reaper ----
+
+class T08Reaper(ApiTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.t0 = time.monotonic()
+        cls.expiring = cls.create_for_class({'limits': {'lifetime': '10s'}, 'idle_timeout': 0})
+        cls.idle = cls.create_for_class({'idle_timeout': '10s'})
+        cls.m0, _ = MAIN.client().metrics()
+
+    def wait_destroyed(self, sid, limit):
+        def state():
+            r = self.api.get('/v1/sandboxes/' + sid)
+            return r.json if r.json and r.json.get('state') != 'running' else None
+        return wait_for(state, limit - (time.monotonic() - self.t0), 0.5)
+
+    def test_lifetime_expiry(self):
+        sb = self.wait_destroyed(self.expiring['id'], 16)
+        self.assertIsNotNone(sb, 'still running %.1f s after creation'
+                             % (time.monotonic() - self.t0))
+        self.assertEqual((sb['state'], sb['destroy_reason']), ('destroyed', 'expired'))
+        self.assertGreaterEqual(sb['destroyed_at'], sb['expires_at'])
+        self.assertLessEqual(sb['destroyed_at'] - sb['expires_at'], 5)
+        self.assertEqual(docker('GET', '/containers/clearing-%s/json' % sb['id']).status, 404)
+        m, _ = self.api.metrics()
+        self.assertGreaterEqual(m['clearing_sandboxes_destroyed_total{reason="expired"}'] -
+                                self.m0['clearing_sandboxes_destroyed_total{reason="expired"}'], 1)
+
+    def test_idle_timeout(self):
+        sb = self.wait_destroyed(self.idle['id'], 16)
+        self.assertIsNotNone(sb, 'still running %.1f s after creation'
+                             % (time.monotonic() - self.t0))
+        self.assertEqual((sb['state'], sb['destroy_reason']), ('destroyed', 'idle'))
+        idle_for = sb['destroyed_at'] - sb['last_active_at']
+        self.assertGreaterEqual(idle_for, 10)
+        self.assertLessEqual(idle_for, 15)
+        self.assertLess(sb['destroyed_at'], sb['expires_at'])
+        self.assertEqual(docker('GET', '/containers/clearing-%s/json' % sb['id']).status, 404)
+        m, _ = self.api.metrics()
+        self.assertGreaterEqual(m['clearing_sandboxes_destroyed_total{reason="idle"}'] -
+                                self.m0['clearing_sandboxes_destroyed_total{reason="idle"}'], 1)
+
+    def test_activity_defers_idle_reaping(self):
+        sb = self.create({'idle_timeout': '10s'})
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 14:
+            self.run_ok(sb['id'], {'argv': ['true']})
+            time.sleep(3)
+        r = self.api.get('/v1/sandboxes/' + sb['id'])
+        self.assertEqual(r.json['state'], 'running', r)
+
+    def test_long_command_is_not_idle(self):
+        sb = self.create({'idle_timeout': '10s'})
+        res = self.run_ok(sb['id'], {'argv': ['sleep', '14']})
+        self.assertGreaterEqual(res['wall_us'], 14000000)
+        r = self.api.get('/v1/sandboxes/' + sb['id'])
+        self.assertEqual(r.json['state'], 'running', r)
+
+
+# ---- crash and restart ----
+
+class T09CrashRecovery(ApiTest):
+    """kill -9 of the daemon, changes behind its back, restart on the same state."""
+
+    @classmethod
+    def setUpClass(cls):
+        d = cls.daemon = Daemon('crash')
+        cls.addClassCleanup(d.stop)
+        # Runs after the API destroys (cleanups run last-in first-out).
+        cls.addClassCleanup(lambda: [docker_remove_quietly('clearing-' + s['id'])
+                                     for s in (getattr(cls, 'a', None), getattr(cls, 'b', None))
+                                     if s])
+        d.start()
+        c = d.client()
+        cls.a = cls.create_for_class({'metadata': {'role': 'A'}})
+        cls.b = cls.create_for_class({'metadata': {'role': 'B'}})
+        r = c.post('/v1/sandboxes/%s/exec' % cls.a['id'],
+                   {'shell': 'echo before-crash > /workspace/before.txt; cat before.txt'})
+        if r.status != 200 or r.json['result']['stdout'] != 'before-crash\n':
+            raise AssertionError('exec before the crash: %r' % r)
+        cls.acked = r.json
+        # A command still running when the daemon dies: its record must not stay "running".
+        conn = c.connection(timeout=60)
+        conn.request('POST', '/v1/sandboxes/%s/exec?stream=true' % cls.a['id'],
+                     body=json.dumps({'argv': ['sleep', '30']}).encode(),
+                     headers={'Content-Type': 'application/json'})
+        started = json.loads(conn.getresponse().readline())
+        if started.get('event') != 'started':
+            raise AssertionError('streaming exec before the crash: %r' % started)
+        cls.inflight = started['exec_id']
+        cls.addClassCleanup(conn.close)
+        # Runs before the destroys: if setUpClass fails after the kill, restart it to clean up.
+        cls.addClassCleanup(d.ensure_running)
+
+        d.kill9()
+        # (a) B's container vanishes behind the daemon's back.
+        r = docker('DELETE', '/containers/clearing-%s?force=1' % cls.b['id'])
+        if r.status != 204:
+            raise AssertionError('docker rm B: %r' % r)
+        # (b) A container labelled as this daemon's own, unknown to its database.
+        r = docker('GET', '/containers/clearing-%s/json' % cls.a['id'])
+        if r.status != 200:
+            raise AssertionError('docker inspect A: %r' % r)
+        labels = dict(r.json['Config']['Labels'])
+        if labels.get(LABEL + 'owner') != d.owner:
+            raise AssertionError('owner label of A is %r, expected %r'
+                                 % (labels.get(LABEL + 'owner'), d.owner))
+        cls.orphan = 'sb-' + os.urandom(8).hex()
+        cls.addClassCleanup(docker_remove_quietly, 'clearing-' + cls.orphan)
+        labels[LABEL + 'sandbox-id'] = cls.orphan
+        r = docker('POST', '/containers/create?name=clearing-' + cls.orphan,
+                   {'Image': IMAGE, 'Cmd': ['sleep', '100'], 'Labels': labels,
+                    'HostConfig': {'Runtime': 'runsc', 'NetworkMode': 'none'}})
+        if r.status != 201:
+            raise AssertionError('docker create orphan: %r' % r)
+        r = docker('POST', '/containers/clearing-%s/start' % cls.orphan)
+        if r.status not in (204, 304):
+            raise AssertionError('docker start orphan: %r' % r)
+        r = docker('GET', '/containers/clearing-%s/json' % cls.orphan)
+        if not (r.status == 200 and r.json['State']['Running']):
+            raise AssertionError('the orphan does not run: %r' % r)
+
+        d.start()
+
+    def test_a_is_adopted_and_usable(self):
+        r = self.api.get('/v1/sandboxes/' + self.a['id'])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json['state'], 'running', r)
+        self.assertEqual(r.json['metadata'], {'role': 'A'})
+        res = self.run_ok(self.a['id'], {'argv': ['cat', '/workspace/before.txt']})
+        self.assertEqual(res['stdout'], 'before-crash\n')
+        self.assertEqual(self.run_ok(self.a['id'], {'shell': 'echo after > a.txt; cat a.txt'})
+                         ['stdout'], 'after\n')
+        self.assertIn(self.a['id'], {s['id'] for s in
+                                     self.api.get('/v1/sandboxes?state=running').json['sandboxes']})
+
+    def test_b_is_lost(self):
+        r = self.api.get('/v1/sandboxes/' + self.b['id'])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json['state'], 'lost', r)
+        self.assertTrue(r.json['destroy_reason'])
+        self.assertIn(self.b['id'], {s['id'] for s in
+                                     self.api.get('/v1/sandboxes?state=lost').json['sandboxes']})
+        self.assertError(self.api.post('/v1/sandboxes/%s/exec' % self.b['id'],
+                                       {'argv': ['true']}), 409, 'conflict')
+        self.assertEqual(self.api.delete('/v1/sandboxes/' + self.b['id']).status, 204)
+
+    def test_unknown_container_is_removed(self):
+        r = docker('GET', '/containers/clearing-%s/json' % self.orphan)
+        self.assertEqual(r.status, 404, r)
+        self.assertError(self.api.get('/v1/sandboxes/' + self.orphan), 404, 'not_found')
+
+    def test_acknowledged_exec_survives(self):
+        r = self.api.get('/v1/sandboxes/%s/execs/%s' % (self.a['id'], self.acked['id']))
+        self.assertEqual(r.status, 200, r)
+        for k in self.acked:
+            self.assertEqual(r.json[k], self.acked[k], k)
+        self.assertEqual(r.json['result']['stdout'], 'before-crash\n')
+
+    def test_exec_running_at_the_crash_is_marked_lost(self):
+        r = self.api.get('/v1/sandboxes/%s/execs/%s' % (self.a['id'], self.inflight))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json['state'], 'lost', r)
+        self.assertEqual(r.json['result']['status'], 'sandbox_failed', r)
+        self.assertEqual(r.json['request'], {'argv': ['sleep', '30']})
+
+    def test_recovery_metrics(self):
+        m, _ = self.api.metrics()
+        self.assertEqual(m['clearing_sandboxes_adopted_total'], 1)
+        self.assertEqual(m['clearing_sandboxes_lost_total'], 1)
+        self.assertEqual(m['clearing_orphans_removed_total'], 1)
+
+
+# ---- runner ----
+
+class Result(unittest.TextTestResult):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.passed = []
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.passed.append(test.id())
+
+
+def setUpModule():
+    global MAIN
+    r = docker('GET', '/_ping', timeout=10)
+    if r.status != 200:
+        raise RuntimeError('the Docker engine does not answer on %s: %r' % (DOCKER_SOCK, r))
+    r = docker('GET', '/images/%s/json' % IMAGE)
+    if r.status != 200:
+        raise RuntimeError('image %s is missing: run images/build.sh' % IMAGE)
+    MAIN = Daemon('main')
+    MAIN.start()
+
+
+def tearDownModule():
+    removed = sweep()
+    if removed:
+        raise RuntimeError('sandboxes left behind (removed by the final sweep): %s'
+                           % ', '.join(removed))
+
+
+def on_sigterm(signum, frame):
+    raise KeyboardInterrupt('signal %d' % signum)
+
+
+def main():
+    global CLEARING
+    signal.signal(signal.SIGTERM, on_sigterm)
+    args = sys.argv[1:]
+    if not args or not os.access(args[0], os.X_OK):
+        print('usage: test_api.py PATH/TO/clearing [NAME-PATTERN...]', file=sys.stderr)
+        return 2
+    CLEARING = os.path.abspath(args.pop(0))
+    if 'CLEARING_AGENT' not in os.environ:
+        os.environ['CLEARING_AGENT'] = os.path.join(os.path.dirname(CLEARING), '..', 'agent',
+                                                    'clearing-agent')
+    if os.geteuid() != 0:
+        print('1..0 # SKIP the API tests need root (the daemon drives dockerd and runsc)')
+        print('0 passed, 0 failed')
+        return 77
+    loader = unittest.TestLoader()
+    if args:
+        loader.testNamePatterns = ['*%s*' % a for a in args]
+    suite = loader.loadTestsFromModule(sys.modules[__name__])
+    runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=Result)
+    t0 = time.monotonic()
+    try:
+        result = runner.run(suite)
+    finally:
+        sweep()  # again: after an interruption tearDownModule may not have run
+    bad = {t.id() for t, _ in result.failures + result.errors}
+    bad |= {t.id() for t in result.unexpectedSuccesses}
+    print('total time %.1f s; daemon logs in %s' % (time.monotonic() - t0,
+                                                      ', '.join(d.dir for d in DAEMONS)))
+    if result.skipped:
+        print('%d skipped' % len(result.skipped))
+    print('%d passed, %d failed' % (len(result.passed), len(bad)))
+    if not bad:
+        for d in DAEMONS:
+            shutil.rmtree(d.dir, ignore_errors=True)
+    return 1 if bad or not result.passed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
