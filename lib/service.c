@@ -14,6 +14,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "clearing/audit.h"
 #include "clearing/service.h"
 #include "clearing/store.h"
 #include "internal.h"
@@ -53,11 +54,37 @@ struct clr_service {
         exec_failures, refused;
     struct histogram h_create, h_exec, h_destroy;
     struct proc *procs; /* background processes; guarded by procs_lock */
+    clr_audit *audit;
 };
+
+int clr_service_audit(clr_service *svc, const char *actor, const char *sandbox,
+                      const char *action, const char *outcome, json_t *details, clr_error *err)
+{
+    return clr_audit_append(svc->audit, actor, sandbox, action, outcome, details, err);
+}
+
+/* Records a refused or failed request; the request has failed already, so a failure to write
+ * the record is only logged. */
+static void audit_failure(clr_service *svc, const char *actor, const char *sandbox,
+                          const char *action, const clr_error *why)
+{
+    json_t *d = json_pack("{s:s, s:s}", "code", clr_error_code_name(why->code), "error",
+                          why->message);
+    const char *outcome = why->code == CLR_E_INVALID || why->code == CLR_E_LIMIT ||
+                                  why->code == CLR_E_DENIED || why->code == CLR_E_UNAVAILABLE
+                              ? "refused"
+                              : "error";
+    clr_error aerr = CLR_ERROR_INIT;
+    if (clr_audit_append(svc->audit, actor, sandbox, action, outcome, d, &aerr) < 0)
+        clr_log(CLR_LOG_ERROR, "audit.write_failed", "action", action, "error", aerr.message,
+                NULL);
+    json_decref(d);
+}
 
 struct proc;
 static void procs_stop(clr_service *svc);
 bool clr_service_sandbox_busy(clr_service *svc, const char *id);
+int clr_service_proc_signal_num(clr_service *svc, const char *id, const char *proc_id, int sig);
 
 static int64_t now_s(void)
 {
@@ -311,7 +338,7 @@ static json_t *sandbox_json(const clr_store_sandbox *s)
 
 /* ---- lifecycle ---- */
 
-int clr_service_create(clr_service *svc, json_t *req, const char *actor, json_t **out,
+static int create_impl(clr_service *svc, json_t *req, const char *actor, json_t **out,
                        clr_error *err)
 {
     static const char *const fields[] = {"image", "limits", "idle_timeout", "env", "metadata",
@@ -412,6 +439,21 @@ int clr_service_create(clr_service *svc, json_t *req, const char *actor, json_t 
         engine_put(svc, eng, false);
         return -1;
     }
+    /* Durable before acknowledged: no record, no sandbox. */
+    json_t *d = clr_audit_sandbox_details(&row.info);
+    json_object_set(d, "metadata", row.metadata);
+    rc = clr_audit_append(svc->audit, actor, row.info.id, "sandbox.create", "ok", d, err);
+    json_decref(d);
+    if (rc < 0) {
+        clr_error derr = CLR_ERROR_INIT;
+        clr_sandbox_destroy(eng, row.info.id, "unaudited", svc->state_dir, &derr);
+        clr_store_sandbox_set_state(svc->store, row.info.id, CLR_STATE_DESTROYED, "unaudited",
+                                    now_s(), &derr);
+        clr_sandbox_free(sb);
+        clr_store_sandbox_clear(&row);
+        engine_put(svc, eng, false);
+        return -1;
+    }
     clr_sandbox_free(sb);
     engine_put(svc, eng, false);
     atomic_fetch_add(&svc->created, 1);
@@ -420,6 +462,15 @@ int clr_service_create(clr_service *svc, json_t *req, const char *actor, json_t 
     *out = sandbox_json(&row);
     clr_store_sandbox_clear(&row);
     return 0;
+}
+
+int clr_service_create(clr_service *svc, json_t *req, const char *actor, json_t **out,
+                       clr_error *err)
+{
+    int rc = create_impl(svc, req, actor, out, err);
+    if (rc < 0)
+        audit_failure(svc, actor, NULL, "sandbox.create", err);
+    return rc;
 }
 
 int clr_service_list(clr_service *svc, const char *state, const char *label, json_t **out,
@@ -531,12 +582,17 @@ int clr_service_extend(clr_service *svc, const char *id, json_t *req, json_t **o
 }
 
 static int destroy_locked(clr_service *svc, clr_engine *eng, const char *id, const char *reason,
-                          clr_error *err)
+                          const char *actor, clr_error *err)
 {
     uint64_t t0 = mono_us();
     if (clr_sandbox_destroy(eng, id, reason, svc->state_dir, err) < 0)
         return -1;
     if (clr_store_sandbox_set_state(svc->store, id, CLR_STATE_DESTROYED, reason, now_s(), err) < 0)
+        return -1;
+    json_t *d = json_pack("{s:s}", "reason", reason);
+    int arc = clr_audit_append(svc->audit, actor, id, "sandbox.destroy", "ok", d, err);
+    json_decref(d);
+    if (arc < 0)
         return -1;
     observe(&svc->h_destroy, mono_us() - t0);
     if (strcmp(reason, "expired") == 0)
@@ -548,7 +604,19 @@ static int destroy_locked(clr_service *svc, clr_engine *eng, const char *id, con
     return 0;
 }
 
+static int destroy_impl(clr_service *svc, const char *id, const char *reason, const char *actor,
+                        clr_error *err);
+
 int clr_service_destroy(clr_service *svc, const char *id, const char *reason, const char *actor,
+                        clr_error *err)
+{
+    int rc = destroy_impl(svc, id, reason, actor, err);
+    if (rc < 0)
+        audit_failure(svc, actor, clr_sandbox_id_valid(id) ? id : NULL, "sandbox.destroy", err);
+    return rc;
+}
+
+static int destroy_impl(clr_service *svc, const char *id, const char *reason, const char *actor,
                         clr_error *err)
 {
     if (valid_id(id, err) < 0)
@@ -563,7 +631,7 @@ int clr_service_destroy(clr_service *svc, const char *id, const char *reason, co
     clr_engine *eng = NULL;
     if (engine_get(svc, &eng, err) < 0)
         return -1;
-    int rc = destroy_locked(svc, eng, id, reason, err);
+    int rc = destroy_locked(svc, eng, id, reason, actor, err);
     engine_put(svc, eng, rc < 0);
     if (rc == 0)
         clr_log(CLR_LOG_INFO, "service.destroyed", "id", id, "reason", reason, "actor", actor,
@@ -794,6 +862,19 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
         goto out;
     }
     json_decref(logged);
+    /* No command runs unaudited. */
+    json_t *ad = clr_audit_exec_request(&o);
+    json_object_set_new(ad, "exec_id", json_string(exec_id));
+    int arc = clr_audit_append(svc->audit, actor, id, "exec.start", "ok", ad, err);
+    json_decref(ad);
+    if (arc < 0) {
+        json_t *refused = json_pack("{s:s, s:s}", "status", "start_failed", "message",
+                                    err->message);
+        clr_store_exec_finish(svc->store, exec_id, CLR_EXEC_STATE_DONE, refused, now_s(), NULL);
+        json_decref(refused);
+        atomic_fetch_sub(&svc->running_execs, 1);
+        goto out;
+    }
     clr_store_sandbox_touch(svc->store, id, t, NULL);
     clr_log(CLR_LOG_INFO, "service.exec", "id", id, "exec_id", exec_id, "actor", actor, NULL);
     if (on_event) {
@@ -824,8 +905,11 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
     if (erc < 0) {
         result = json_pack("{s:s, s:s}", "status", "sandbox_failed", "message", err->message);
         atomic_fetch_add(&svc->exec_failures, 1);
+        ad = json_pack("{s:s, s:s}", "exec_id", exec_id, "error", err->message);
     } else {
         result = clr_exec_result_to_json(&res);
+        ad = clr_audit_exec_result(&res);
+        json_object_set_new(ad, "exec_id", json_string(exec_id));
         if (res.status == CLR_EXEC_TIMED_OUT)
             atomic_fetch_add(&svc->exec_timeouts, 1);
         else if (res.status == CLR_EXEC_OOM)
@@ -833,12 +917,16 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
         else if (res.status == CLR_EXEC_SANDBOX_FAILED || res.status == CLR_EXEC_START_FAILED)
             atomic_fetch_add(&svc->exec_failures, 1);
     }
+    const char *outcome = erc < 0 ? "error" : clr_exec_status_name(res.status);
     clr_exec_result_clear(&res);
     atomic_fetch_add(&svc->execs, 1);
     observe(&svc->h_exec, mono_us() - t0);
     clr_error serr = CLR_ERROR_INIT;
-    if (clr_store_exec_finish(svc->store, exec_id, CLR_EXEC_STATE_DONE, result, now_s(), &serr) <
-        0) {
+    arc = clr_audit_append(svc->audit, actor, id, "exec", outcome, ad, &serr);
+    json_decref(ad);
+    if (clr_store_exec_finish(svc->store, exec_id, CLR_EXEC_STATE_DONE, result, now_s(),
+                              arc < 0 ? NULL : &serr) < 0 || arc < 0) {
+        /* The result is stored if it could be; the client is told the record failed. */
         json_decref(result);
         *err = serr;
         goto out;
@@ -937,7 +1025,7 @@ int clr_service_reap(clr_service *svc, clr_error *err)
                 clr_log(CLR_LOG_WARN, "reaper.engine_unavailable", "error", lerr.message, NULL);
                 break;
             }
-            if (destroy_locked(svc, eng, s->info.id, why, &lerr) == 0) {
+            if (destroy_locked(svc, eng, s->info.id, why, "reaper", &lerr) == 0) {
                 removed++;
                 clr_log(CLR_LOG_INFO, "reaper.destroyed", "id", s->info.id, "reason", why, NULL);
             } else {
@@ -993,6 +1081,11 @@ int clr_service_reconcile(clr_service *svc, clr_error *err)
         atomic_fetch_add(&svc->lost, 1);
         lost++;
         clr_log(CLR_LOG_WARN, "reconcile.lost", "id", rows[i].info.id, NULL);
+        json_t *d = json_pack("{s:s}", "reason", "container stopped or vanished");
+        if (clr_audit_append(svc->audit, "reaper", rows[i].info.id, "sandbox.lost", "ok", d,
+                             &lerr) < 0)
+            clr_log(CLR_LOG_ERROR, "audit.write_failed", "error", lerr.message, NULL);
+        json_decref(d);
     }
     for (size_t i = 0; i < n; i++)
         clr_store_sandbox_clear(&rows[i]);
@@ -1069,6 +1162,10 @@ static int recover(clr_service *svc, clr_error *err)
                                         "container vanished", now_s(), &lerr);
             atomic_fetch_add(&svc->lost, 1);
             clr_log(CLR_LOG_WARN, "recover.lost", "id", rows[i].info.id, NULL);
+            json_t *d = json_pack("{s:s}", "reason", "container vanished while the daemon was down");
+            clr_audit_append(svc->audit, "recovery", rows[i].info.id, "sandbox.lost", "ok", d,
+                             &lerr);
+            json_decref(d);
         }
     }
     for (size_t j = 0; j < nlive; j++) {
@@ -1083,6 +1180,10 @@ static int recover(clr_service *svc, clr_error *err)
         if (clr_sandbox_destroy(eng, live[j].id, "orphan", svc->state_dir, &lerr) == 0) {
             atomic_fetch_add(&svc->orphans_removed, 1);
             clr_log(CLR_LOG_WARN, "recover.orphan_removed", "id", live[j].id, NULL);
+            json_t *d = json_pack("{s:s}", "reason", "orphan");
+            clr_audit_append(svc->audit, "recovery", live[j].id, "sandbox.destroy", "ok", d,
+                             &lerr);
+            json_decref(d);
         }
     }
     for (size_t i = 0; i < n; i++)
@@ -1134,6 +1235,22 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
         clr_service_stop(svc);
         return -1;
     }
+    clr_audit_options ao = CLR_AUDIT_OPTIONS_INIT;
+    char *audit_path = NULL;
+    if (cfg->audit_path)
+        audit_path = strdup(cfg->audit_path);
+    else if (asprintf(&audit_path, "%s/" CLR_AUDIT_DEFAULT_FILE, svc->state_dir) < 0)
+        audit_path = NULL;
+    ao.path = audit_path;
+    ao.rotate_bytes = cfg->audit_rotate_bytes;
+    ao.syslog = cfg->audit_syslog;
+    int arc = audit_path ? clr_audit_open(&svc->audit, &ao, err)
+                         : clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    free(audit_path);
+    if (arc < 0) {
+        clr_service_stop(svc);
+        return -1;
+    }
     clr_engine *eng = NULL;
     bool runsc = false;
     if (engine_get(svc, &eng, err) < 0 ||
@@ -1181,6 +1298,7 @@ void clr_service_stop(clr_service *svc)
     for (int i = 0; i < svc->pool_n; i++)
         clr_engine_free(svc->pool[i]);
     clr_store_close(svc->store);
+    clr_audit_close(svc->audit);
     free(svc->state_dir);
     free(svc->db_path);
     free(svc->docker_host);
@@ -1506,6 +1624,19 @@ int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const 
     clr_store_sandbox_touch(svc->store, id, now_s(), NULL);
     clr_log(CLR_LOG_INFO, "service.process_started", "id", id, "process", p->id, "actor", actor,
             NULL);
+    json_t *ad = json_deep_copy(p->request);
+    json_object_set_new(ad, "process_id", json_string(p->id));
+    clr_error aerr = CLR_ERROR_INIT;
+    if (clr_audit_append(svc->audit, actor, id, "process.start", "ok", ad, &aerr) < 0) {
+        /* Unaudited: stop it at once and say so. */
+        json_decref(ad);
+        clr_service_proc_signal_num(svc, id, p->id, 9);
+        json_decref(*out);
+        *out = NULL;
+        *err = aerr;
+        return -1;
+    }
+    json_decref(ad);
     return 0;
 }
 
@@ -1675,6 +1806,21 @@ static int signal_number(json_t *v)
     return -1;
 }
 
+int clr_service_proc_signal_num(clr_service *svc, const char *id, const char *proc_id, int sig)
+{
+    struct proc *p = proc_take(svc, id, proc_id, NULL);
+    if (!p)
+        return -1;
+    int rc = clr_exec_signal(p->h, sig, NULL);
+    proc_release(p);
+    if (rc == 0) {
+        json_t *d = json_pack("{s:s, s:i}", "process_id", proc_id, "signal", sig);
+        clr_audit_append(svc->audit, "client", id, "process.signal", "ok", d, NULL);
+        json_decref(d);
+    }
+    return rc;
+}
+
 int clr_service_proc_signal(clr_service *svc, const char *id, const char *proc_id, json_t *req,
                             clr_error *err)
 {
@@ -1685,12 +1831,10 @@ int clr_service_proc_signal(clr_service *svc, const char *id, const char *proc_i
     if (sig < 0)
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "signal must be a number 1..64 or a name such as \"TERM\"");
-    struct proc *p = proc_take(svc, id, proc_id, err);
-    if (!p)
-        return -1;
-    int rc = clr_exec_signal(p->h, sig, err);
-    proc_release(p);
-    return rc;
+    return clr_service_proc_signal_num(svc, id, proc_id, sig) == 0
+               ? 0
+               : clr_error_set(err, CLR_E_CONFLICT, 0, "process %.64s in sandbox %s is not "
+                                                       "running", proc_id, id);
 }
 
 /* At stop: the processes' streams are closed (their agents kill them), threads joined. */

@@ -27,6 +27,7 @@ static const struct command commands[] = {
     {"ls", cmd_ls, "list the daemon's sandboxes (--engine: every sandbox the engine has)"},
     {"rm", cmd_rm, "destroy sandboxes (through the daemon; --engine: directly)"},
     {"serve", cmd_serve, "run the daemon: REST API, stateful sandboxes, reaper"},
+    {"audit", cmd_audit, "verify the audit log's hash chain, or show its records"},
     {"gc", cmd_gc, "remove expired sandboxes, broken containers and orphaned workspaces"},
 };
 
@@ -75,6 +76,8 @@ static void usage(FILE *f)
                "                      $CLEARING_DOCKER_HOST or /var/run/docker.sock)\n"
                "  --state-dir DIR     where workspaces live (default $CLEARING_STATE_DIR or\n"
                "                      /var/lib/clearing)\n"
+               "  --audit-log FILE    the audit log (default $CLEARING_AUDIT_LOG or\n"
+               "                      <state dir>/audit.log)\n"
                "  --log-level LEVEL   debug, info, warn (default) or error; logs are JSON lines\n"
                "                      on stderr ($CLEARING_LOG_LEVEL)\n"
                "  --version           print the version\n\n"
@@ -98,9 +101,10 @@ int main(int argc, char **argv)
             printf("clearing %s\n", clr_version());
             return 0;
         }
-        const char *names[] = {"--docker-host", "--state-dir", "--log-level", "--host"};
+        const char *names[] = {"--docker-host", "--state-dir", "--log-level", "--host",
+                               "--audit-log"};
         int which = -1;
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < 5; k++) {
             size_t n = strlen(names[k]);
             if (strncmp(a, names[k], n) == 0 && (a[n] == '=' || a[n] == '\0')) {
                 which = k;
@@ -122,6 +126,8 @@ int main(int argc, char **argv)
             cli_global.state_dir = val;
         else if (which == 3)
             cli_global.host = val;
+        else if (which == 4)
+            cli_global.audit_log = val;
         else {
             int l = clr_log_level_parse(val);
             if (l < 0) {

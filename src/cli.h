@@ -23,7 +23,14 @@ struct cli_global {
     const char *host; /* the daemon's socket */
     const char *docker_host;
     const char *state_dir;
+    const char *audit_log;
 };
+
+/* The audit log's path: --audit-log, $CLEARING_AUDIT_LOG, or <state dir>/audit.log. */
+const char *cli_audit_path(void);
+/* Opens the audit log for this CLI process and fills actor ("cli uid=0 user=root"). */
+struct clr_audit;
+int cli_audit_open(struct clr_audit **out, char *actor, size_t len, clr_error *err);
 
 extern struct cli_global cli_global;
 
@@ -66,6 +73,7 @@ int cmd_exec(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_extend(int argc, char **argv);
 int cmd_ps(int argc, char **argv);
+int cmd_audit(int argc, char **argv);
 int cmd_logs(int argc, char **argv);
 /* Exit status for an exec result record (the same mapping as `clearing run`). */
 int cli_exit_status_json(json_t *result);

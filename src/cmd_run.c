@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "clearing/audit.h"
+#include <pwd.h>
+#include <sys/stat.h>
 
 enum {
     OPT_IMAGE = CLI_OPT_FIRST_FREE,
@@ -238,9 +241,17 @@ int cmd_run(int argc, char **argv)
         eo.on_output = stream_output;
     eo.cancel = &interrupted;
 
+    /* No code runs unaudited: the log must be writable before anything is created. */
+    clr_audit *audit = NULL;
+    char actor[160];
+    if (cli_audit_open(&audit, actor, sizeof(actor), &err) < 0) {
+        cli_error(&err);
+        return CLI_EXIT_CLEARING;
+    }
     clr_engine *eng = NULL;
     if (cli_open_engine(&eng, &err) < 0) {
         cli_error(&err);
+        clr_audit_close(audit);
         return CLI_EXIT_CLEARING;
     }
     /* Interrupting the CLI must not leak a sandbox: the signal ends the exec stream (the agent
@@ -252,15 +263,45 @@ int cmd_run(int argc, char **argv)
 
     clr_sandbox *sb = NULL;
     if (clr_sandbox_create(&sb, eng, &so, &err) < 0) {
+        json_t *d = json_pack("{s:s, s:s}", "error", err.message, "code",
+                              clr_error_code_name(err.code));
+        clr_error aerr = CLR_ERROR_INIT;
+        if (clr_audit_append(audit, actor, NULL, "sandbox.create", "refused", d, &aerr) < 0)
+            cli_error(&aerr);
+        json_decref(d);
         cli_error(&err);
         clr_engine_free(eng);
+        clr_audit_close(audit);
         return CLI_EXIT_CLEARING;
     }
+    const char *sid = clr_sandbox_get_info(sb)->id;
+    json_t *d = clr_audit_sandbox_details(clr_sandbox_get_info(sb));
+    int arc = clr_audit_append(audit, actor, sid, "sandbox.create", "ok", d, &err);
+    json_decref(d);
+    if (arc == 0) {
+        d = clr_audit_exec_request(&eo);
+        arc = clr_audit_append(audit, actor, sid, "exec.start", "ok", d, &err);
+        json_decref(d);
+    }
     clr_exec_result res;
-    int rc = clr_exec_run(&res, eng, sb, &eo, &err);
+    memset(&res, 0, sizeof(res));
+    int rc = -1;
+    if (arc < 0)
+        cli_error(&err); /* refused: the command does not run unaudited */
+    else
+        rc = clr_exec_run(&res, eng, sb, &eo, &err);
+    if (rc == 0) {
+        d = clr_audit_exec_result(&res);
+        clr_error aerr = CLR_ERROR_INIT;
+        if (clr_audit_append(audit, actor, sid, "exec", clr_exec_status_name(res.status), d,
+                             &aerr) < 0)
+            cli_error(&aerr);
+        json_decref(d);
+    }
     int status;
     if (rc < 0) {
-        cli_error(&err);
+        if (arc == 0)
+            cli_error(&err);
         status = CLI_EXIT_CLEARING;
     } else {
         status = exit_status(&res);
@@ -281,13 +322,23 @@ int cmd_run(int argc, char **argv)
         clr_exec_result_clear(&res);
     }
     clr_error derr = CLR_ERROR_INIT;
-    if (clr_sandbox_destroy(eng, clr_sandbox_get_info(sb)->id, "run-finished", so.state_dir,
-                            &derr) < 0) {
+    int drc = clr_sandbox_destroy(eng, sid, "run-finished", so.state_dir, &derr);
+    if (drc < 0) {
         cli_error(&derr);
         if (status == 0)
             status = CLI_EXIT_CLEARING;
     }
+    d = json_pack("{s:s}", "reason", "run-finished");
+    clr_error aerr = CLR_ERROR_INIT;
+    if (clr_audit_append(audit, actor, sid, "sandbox.destroy", drc == 0 ? "ok" : "error", d,
+                         &aerr) < 0) {
+        cli_error(&aerr);
+        if (status == 0)
+            status = CLI_EXIT_CLEARING;
+    }
+    json_decref(d);
     clr_sandbox_free(sb);
     clr_engine_free(eng);
+    clr_audit_close(audit);
     return status;
 }

@@ -104,7 +104,15 @@ static int load_config(struct serve_config *c, const char *path, clr_error *err)
             rc = config_string(c, v, key, &c->svc.docker_host, err);
         else if (strcmp(key, "image") == 0)
             rc = config_string(c, v, key, &c->svc.image, err);
-        else if (strcmp(key, "insecure_runtime") == 0)
+        else if (strcmp(key, "audit_log") == 0)
+            rc = config_string(c, v, key, &c->svc.audit_path, err);
+        else if (strcmp(key, "audit_rotate_bytes") == 0)
+            rc = config_uint(v, key, UINT64_MAX / 2, &c->svc.audit_rotate_bytes, err);
+        else if (strcmp(key, "audit_syslog") == 0) {
+            if (!json_is_boolean(v))
+                rc = clr_error_set(err, CLR_E_INVALID, 0, "config: audit_syslog must be true or false");
+            c->svc.audit_syslog = json_is_true(v);
+        } else if (strcmp(key, "insecure_runtime") == 0)
             rc = config_string(c, v, key, &c->svc.insecure_runtime, err);
         else if (strcmp(key, "max_sandboxes") == 0) {
             rc = config_uint(v, key, 100000, &n, err);
@@ -284,6 +292,8 @@ int cmd_serve(int argc, char **argv)
         c.svc.state_dir = cli_global.state_dir;
     if (!c.svc.docker_host)
         c.svc.docker_host = cli_global.docker_host;
+    if (!c.svc.audit_path && (cli_global.audit_log || getenv("CLEARING_AUDIT_LOG")))
+        c.svc.audit_path = cli_audit_path();
     if (clr_limits_validate(&c.svc.limits, &err) < 0) {
         cli_usage_error("serve", "default limits: %s", err.message);
         return CLI_EXIT_USAGE;

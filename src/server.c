@@ -571,6 +571,10 @@ static enum MHD_Result handle(struct server *s, bool unix_socket, struct MHD_Con
             rq->authed = check_token(s, c, rq);
             if (!rq->authed) {
                 clr_log(CLR_LOG_WARN, "auth.failed", "url", url, NULL);
+                json_t *d = json_pack("{s:s, s:s}", "method", method, "url", url);
+                clr_service_audit(s->svc, "tcp (unauthenticated)", NULL, "auth.failed", "denied",
+                                  d, NULL);
+                json_decref(d);
                 return MHD_YES; /* answered once the body is consumed */
             }
         } else {

@@ -26,12 +26,16 @@ typedef struct clr_service_config {
     uint32_t max_lifetime_s;      /* how far extensions may take a sandbox, from creation */
     uint32_t reaper_interval_ms;
     uint32_t exec_retention_s;    /* how long exec results stay fetchable */
+    const char *audit_path;       /* NULL: <state_dir>/audit.log */
+    uint64_t audit_rotate_bytes;  /* rotate the audit log past this size (0: never) */
+    bool audit_syslog;            /* copy audit records to syslog */
 } clr_service_config;
 
 #define CLR_SERVICE_CONFIG_INIT                                                                   \
     {                                                                                             \
         .limits = CLR_LIMITS_INIT, .max_sandboxes = 64, .max_execs = 32, .idle_timeout_s = 300,  \
         .max_lifetime_s = 3600, .reaper_interval_ms = 1000, .exec_retention_s = 3600,            \
+        .audit_rotate_bytes = 64ull * 1024 * 1024,                                               \
     }
 
 /* Opens the database, checks the engine and runsc, adopts the sandboxes a previous run left
@@ -89,6 +93,11 @@ CLR_PUBLIC int clr_service_proc_signal(clr_service *svc, const char *id, const c
                                        json_t *request, clr_error *err);
 
 CLR_PUBLIC int clr_service_health(clr_service *svc, json_t **out);
+/* Appends an audit record (the HTTP layer records authentication failures with it). */
+CLR_PUBLIC int clr_service_audit(clr_service *svc, const char *actor, const char *sandbox,
+                                 const char *action, const char *outcome, json_t *details,
+                                 clr_error *err);
+
 /* Prometheus text exposition; caller frees. */
 CLR_PUBLIC char *clr_service_metrics(clr_service *svc);
 
