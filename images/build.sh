@@ -4,7 +4,7 @@
 # its recipe (this script plus images/<name>.packages), so it is rebuilt only when the recipe changes;
 # `clearing/<name>:latest` points at the current build.
 #
-#   images/build.sh            build every image that is missing
+#   images/build.sh            build every image that is missing (every images/*.packages)
 #   images/build.sh default    build one
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -44,6 +44,6 @@ build_one() {
 }
 
 if [ $# -eq 0 ]; then
-    set -- default
+    set -- $(cd "$here" && ls *.packages | sed 's/\.packages$//')
 fi
 for n in "$@"; do build_one "$n"; done

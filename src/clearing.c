@@ -17,6 +17,7 @@ struct command {
 
 static const struct command commands[] = {
     {"run", cmd_run, "run one command in a new sandbox, then destroy it (no daemon needed)"},
+    {"gauntlet", cmd_gauntlet, "run the validation gauntlet on a project in a fresh sandbox"},
     {"create", cmd_create, "create a sandbox in the daemon; prints its id last"},
     {"exec", cmd_exec, "run a command in a daemon's sandbox, streaming its output"},
     {"inspect", cmd_inspect, "show a daemon's sandbox"},

@@ -74,6 +74,8 @@ int cmd_inspect(int argc, char **argv);
 int cmd_extend(int argc, char **argv);
 int cmd_ps(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
+int cmd_gauntlet(int argc, char **argv);
+int cli_read_small_file(const char *path, size_t max, char **out, size_t *len, clr_error *err);
 int cmd_logs(int argc, char **argv);
 /* Exit status for an exec result record (the same mapping as `clearing run`). */
 int cli_exit_status_json(json_t *result);
