@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Builds clearing if needed and runs the lifecycle benchmark; the arguments are passed through.
-#   bench/run.sh                  30 rounds, table on stdout
-#   bench/run.sh --quick          smoke test (3 rounds)
+# Builds clearing if needed and runs one benchmark; the remaining arguments are passed through.
+#   bench/run.sh [lifecycle] [args]   the lifecycle benchmark (the default)
+#   bench/run.sh api [args]           the daemon's API: exec latency, throughput, footprint
+# For example:
+#   bench/run.sh                      lifecycle, 30 rounds, table on stdout
+#   bench/run.sh --quick              lifecycle smoke test (3 rounds)
 #   bench/run.sh --json > lifecycle.json
+#   bench/run.sh api --quick          api smoke test (3 rounds, 3 s of throughput per side)
+#   bench/run.sh api --json > api.json
 # BUILD_DIR (default build/, relative to the source tree) picks the Meson build directory; it is
 # set up if it does not exist. Needs root, like clearing itself.
 set -euo pipefail
@@ -11,12 +16,29 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${BUILD_DIR:-build}
 [[ $build_dir == /* ]] || build_dir=$root/$build_dir
 
+# The benchmark's name is an optional first argument; anything else (an option, or nothing)
+# means the lifecycle benchmark, as before there was more than one.
+bench=lifecycle
+case ${1:-} in
+    lifecycle|api) bench=$1; shift ;;
+esac
+
 # Build output goes to stderr so that stdout carries only the benchmark's report (--json).
 if [[ ! -f $build_dir/build.ninja ]]; then
     meson setup "$build_dir" "$root" >&2
 fi
-ninja -C "$build_dir" bench/clearing-bench-lifecycle agent/clearing-agent >&2
 
 # The agent from the same build as the library: the two speak one protocol version.
 export CLEARING_AGENT=$build_dir/agent/clearing-agent
-exec "$build_dir/bench/clearing-bench-lifecycle" "$@"
+case $bench in
+    lifecycle)
+        ninja -C "$build_dir" bench/clearing-bench-lifecycle agent/clearing-agent >&2
+        exec "$build_dir/bench/clearing-bench-lifecycle" "$@"
+        ;;
+    api)
+        # The api benchmark starts the daemon itself: the clearing binary of the same build.
+        ninja -C "$build_dir" bench/clearing-bench-api src/clearing agent/clearing-agent >&2
+        export CLEARING_BIN=$build_dir/src/clearing
+        exec "$build_dir/bench/clearing-bench-api" "$@"
+        ;;
+esac

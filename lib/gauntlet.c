@@ -10,13 +10,12 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-#include <yaml.h>
 
 #include "clearing/exec.h"
 #include "clearing/gauntlet.h"
 #include "internal.h"
+#include "yamlx.h"
 
-#define MAX_NODES 20000
 #define REPORT_MAX (8 * 1024 * 1024)
 
 struct check {
@@ -77,21 +76,14 @@ const char *clr_check_status_name(clr_check_status s)
     }
 }
 
-static void free_strv(char **v)
-{
-    for (char **p = v; p && *p; p++)
-        free(*p);
-    free(v);
-}
-
 static void check_clear(struct check *c)
 {
     free(c->name);
     free(c->shell);
-    free_strv(c->argv);
+    clr_strv_free(c->argv);
     free(c->tool);
     free(c->cwd);
-    free_strv(c->env);
+    clr_strv_free(c->env);
     free(c->report);
 }
 
@@ -117,99 +109,6 @@ void clr_gauntlet_set_parallel(clr_gauntlet *g, unsigned parallel)
 
 /* ---- parsing ---- */
 
-struct parse {
-    yaml_document_t *doc;
-    const char *source;
-    clr_error *err;
-    unsigned visited;
-};
-
-static int perr(struct parse *p, yaml_node_t *n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int perr(struct parse *p, yaml_node_t *n, const char *fmt, ...)
-{
-    char msg[600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    return clr_error_set(p->err, CLR_E_INVALID, 0, "%s:%lu: %s", p->source,
-                         n ? (unsigned long)n->start_mark.line + 1 : 0ul, msg);
-}
-
-static yaml_node_t *node(struct parse *p, int index)
-{
-    /* Aliases make nodes reachable many times: the walk is bounded however the YAML is built. */
-    if (++p->visited > MAX_NODES)
-        return NULL;
-    return yaml_document_get_node(p->doc, index);
-}
-
-static const char *scalar(yaml_node_t *n)
-{
-    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
-}
-
-static int get_string(struct parse *p, yaml_node_t *v, const char *key, char **out)
-{
-    const char *s = scalar(v);
-    if (!s)
-        return perr(p, v, "%s must be a string", key);
-    if (v->data.scalar.length != strlen(s))
-        return perr(p, v, "%s contains a NUL byte", key);
-    free(*out);
-    *out = strdup(s);
-    return *out ? 0 : perr(p, v, "out of memory");
-}
-
-static int get_bool(struct parse *p, yaml_node_t *v, const char *key, bool *out)
-{
-    const char *s = scalar(v);
-    if (s && (!strcmp(s, "true") || !strcmp(s, "yes"))) {
-        *out = true;
-        return 0;
-    }
-    if (s && (!strcmp(s, "false") || !strcmp(s, "no"))) {
-        *out = false;
-        return 0;
-    }
-    return perr(p, v, "%s must be true or false", key);
-}
-
-static int get_number(struct parse *p, yaml_node_t *v, const char *key, double lo, double hi,
-                      double *out)
-{
-    const char *s = scalar(v);
-    char *end = NULL;
-    double d = s ? strtod(s, &end) : NAN;
-    if (!s || !*s || *end || !isfinite(d) || d < lo || d > hi)
-        return perr(p, v, "%s must be a number from %g to %g", key, lo, hi);
-    *out = d;
-    return 0;
-}
-
-static int get_strv(struct parse *p, yaml_node_t *v, const char *key, char ***out)
-{
-    if (!v || v->type != YAML_SEQUENCE_NODE)
-        return perr(p, v, "%s must be a list of strings", key);
-    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-    if (n == 0 || n > 4096)
-        return perr(p, v, "%s must have 1 to 4096 items", key);
-    char **a = calloc(n + 1, sizeof(char *));
-    if (!a)
-        return perr(p, v, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        yaml_node_t *it = node(p, v->data.sequence.items.start[i]);
-        if (get_string(p, it, key, &a[i]) < 0) {
-            free_strv(a);
-            return -1;
-        }
-    }
-    free_strv(*out);
-    *out = a;
-    return 0;
-}
-
 static int severity_level(const char *s)
 {
     if (!s)
@@ -223,49 +122,49 @@ static int severity_level(const char *s)
     return -1;
 }
 
-static int parse_pass(struct parse *p, struct check *c, yaml_node_t *m)
+static int parse_pass(clr_yaml *p, struct check *c, yaml_node_t *m)
 {
     if (!m || m->type != YAML_MAPPING_NODE)
-        return perr(p, m, "check %s: pass must be a mapping", c->name);
+        return clr_yaml_error(p, m, "check %s: pass must be a mapping", c->name);
     for (yaml_node_pair_t *pr = m->data.mapping.pairs.start; pr < m->data.mapping.pairs.top;
          pr++) {
-        yaml_node_t *k = node(p, pr->key), *v = node(p, pr->value);
-        const char *key = scalar(k);
+        yaml_node_t *k = clr_yaml_node(p, pr->key), *v = clr_yaml_node(p, pr->value);
+        const char *key = clr_yaml_scalar(k);
         if (!key || !v)
-            return perr(p, k, "pass: bad key");
+            return clr_yaml_error(p, k, "pass: bad key");
         double d;
         if (!strcmp(key, "exit_codes")) {
             if (v->type != YAML_SEQUENCE_NODE)
-                return perr(p, v, "exit_codes must be a list of numbers");
+                return clr_yaml_error(p, v, "exit_codes must be a list of numbers");
             size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
             if (n == 0 || n > 16)
-                return perr(p, v, "exit_codes must have 1 to 16 numbers");
+                return clr_yaml_error(p, v, "exit_codes must have 1 to 16 numbers");
             for (size_t i = 0; i < n; i++) {
-                if (get_number(p, node(p, v->data.sequence.items.start[i]), "exit code", 0, 255,
+                if (clr_yaml_number(p, clr_yaml_node(p, v->data.sequence.items.start[i]), "exit code", 0, 255,
                                &d) < 0)
                     return -1;
                 c->exit_codes[i] = (int)d;
             }
             c->n_exit_codes = n;
         } else if (!strcmp(key, "report")) {
-            if (get_string(p, v, "report", &c->report) < 0)
+            if (clr_yaml_string(p, v, "report", &c->report) < 0)
                 return -1;
             if (c->report[0] != '/')
-                return perr(p, v, "report must be an absolute path inside the sandbox");
+                return clr_yaml_error(p, v, "report must be an absolute path inside the sandbox");
         } else if (!strcmp(key, "coverage_min")) {
-            if (get_number(p, v, "coverage_min", 0, 100, &c->coverage_min) < 0)
+            if (clr_yaml_number(p, v, "coverage_min", 0, 100, &c->coverage_min) < 0)
                 return -1;
         } else if (!strcmp(key, "severity") || !strcmp(key, "confidence")) {
-            int l = severity_level(scalar(v));
+            int l = severity_level(clr_yaml_scalar(v));
             if (l < 0)
-                return perr(p, v, "%s must be low, medium or high", key);
+                return clr_yaml_error(p, v, "%s must be low, medium or high", key);
             *(key[0] == 's' ? &c->severity_min : &c->confidence_min) = l;
         } else {
-            return perr(p, k, "check %s: unknown key pass.%s", c->name, key);
+            return clr_yaml_error(p, k, "check %s: unknown key pass.%s", c->name, key);
         }
     }
     if ((c->coverage_min >= 0 || c->severity_min) && !c->report)
-        return perr(p, m, "check %s: coverage_min and severity need a report", c->name);
+        return clr_yaml_error(p, m, "check %s: coverage_min and severity need a report", c->name);
     return 0;
 }
 
@@ -276,7 +175,7 @@ static bool name_ok(const char *s)
            strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n;
 }
 
-static int parse_check(struct parse *p, struct check *c, yaml_node_t *m)
+static int parse_check(clr_yaml *p, struct check *c, yaml_node_t *m)
 {
     memset(c, 0, sizeof(*c));
     c->required = true;
@@ -285,95 +184,75 @@ static int parse_check(struct parse *p, struct check *c, yaml_node_t *m)
     c->coverage_min = -1;
     c->kind = CLR_CHECK_OTHER;
     if (!m || m->type != YAML_MAPPING_NODE)
-        return perr(p, m, "each check must be a mapping");
+        return clr_yaml_error(p, m, "each check must be a mapping");
     bool has_kind = false;
     for (yaml_node_pair_t *pr = m->data.mapping.pairs.start; pr < m->data.mapping.pairs.top;
          pr++) {
-        yaml_node_t *k = node(p, pr->key), *v = node(p, pr->value);
-        const char *key = scalar(k);
+        yaml_node_t *k = clr_yaml_node(p, pr->key), *v = clr_yaml_node(p, pr->value);
+        const char *key = clr_yaml_scalar(k);
         if (!key || !v)
-            return perr(p, k, "check: keys must be strings");
+            return clr_yaml_error(p, k, "check: keys must be strings");
         uint64_t n;
         clr_error e2 = CLR_ERROR_INIT;
         if (!strcmp(key, "name")) {
-            if (get_string(p, v, "name", &c->name) < 0)
+            if (clr_yaml_string(p, v, "name", &c->name) < 0)
                 return -1;
             if (!name_ok(c->name))
-                return perr(p, v, "name '%.64s' must be 1-64 of A-Z a-z 0-9 _ . -", c->name);
+                return clr_yaml_error(p, v, "name '%.64s' must be 1-64 of A-Z a-z 0-9 _ . -", c->name);
         } else if (!strcmp(key, "kind")) {
-            const char *s = scalar(v);
+            const char *s = clr_yaml_scalar(v);
             int found = -1;
             for (int i = 0; s && i < 6; i++)
                 if (!strcmp(s, kind_names[i]))
                     found = i;
             if (found < 0)
-                return perr(p, v, "kind must be lint, types, test, coverage, security or other");
+                return clr_yaml_error(p, v, "kind must be lint, types, test, coverage, security or other");
             c->kind = (clr_check_kind)found;
             has_kind = true;
         } else if (!strcmp(key, "run")) {
             if (v->type == YAML_SEQUENCE_NODE) {
-                if (get_strv(p, v, "run", &c->argv) < 0)
+                if (clr_yaml_strv(p, v, "run", &c->argv) < 0)
                     return -1;
-            } else if (get_string(p, v, "run", &c->shell) < 0) {
+            } else if (clr_yaml_string(p, v, "run", &c->shell) < 0) {
                 return -1;
             }
         } else if (!strcmp(key, "tool")) {
-            if (get_string(p, v, "tool", &c->tool) < 0)
+            if (clr_yaml_string(p, v, "tool", &c->tool) < 0)
                 return -1;
             if (!name_ok(c->tool) && c->tool[0] != '/')
-                return perr(p, v, "tool must be a command name or an absolute path");
+                return clr_yaml_error(p, v, "tool must be a command name or an absolute path");
         } else if (!strcmp(key, "cwd")) {
-            if (get_string(p, v, "cwd", &c->cwd) < 0)
+            if (clr_yaml_string(p, v, "cwd", &c->cwd) < 0)
                 return -1;
             if (c->cwd[0] != '/')
-                return perr(p, v, "cwd must be absolute");
+                return clr_yaml_error(p, v, "cwd must be absolute");
         } else if (!strcmp(key, "timeout")) {
-            if (!scalar(v) || clr_parse_duration_ms(&n, scalar(v), &e2) < 0 || n == 0 ||
+            if (!clr_yaml_scalar(v) || clr_parse_duration_ms(&n, clr_yaml_scalar(v), &e2) < 0 || n == 0 ||
                 n > 24ull * 3600 * 1000)
-                return perr(p, v, "timeout must be a duration from 1ms to 24h (e.g. 120s): %s",
+                return clr_yaml_error(p, v, "timeout must be a duration from 1ms to 24h (e.g. 120s): %s",
                             e2.message);
             c->timeout_ms = (uint32_t)n;
         } else if (!strcmp(key, "output_cap")) {
-            if (!scalar(v) || clr_parse_size(&n, scalar(v), &e2) < 0 || n > 64 * CLR_MIB)
-                return perr(p, v, "output_cap must be a size up to 64m");
+            if (!clr_yaml_scalar(v) || clr_parse_size(&n, clr_yaml_scalar(v), &e2) < 0 || n > 64 * CLR_MIB)
+                return clr_yaml_error(p, v, "output_cap must be a size up to 64m");
             c->output_cap = n;
         } else if (!strcmp(key, "required")) {
-            if (get_bool(p, v, "required", &c->required) < 0)
+            if (clr_yaml_bool(p, v, "required", &c->required) < 0)
                 return -1;
         } else if (!strcmp(key, "env")) {
-            if (v->type != YAML_MAPPING_NODE)
-                return perr(p, v, "env must be a mapping of strings");
-            size_t cnt = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
-            if (cnt > 256)
-                return perr(p, v, "env: at most 256 variables");
-            char **env = calloc(cnt + 1, sizeof(char *));
-            if (!env)
-                return perr(p, v, "out of memory");
-            size_t i = 0;
-            for (yaml_node_pair_t *q = v->data.mapping.pairs.start; q < v->data.mapping.pairs.top;
-                 q++) {
-                const char *ek = scalar(node(p, q->key)), *ev = scalar(node(p, q->value));
-                if (!ek || !ev || !*ek || strchr(ek, '=') ||
-                    asprintf(&env[i], "%s=%s", ek, ev) < 0) {
-                    env[i] = NULL;
-                    free_strv(env);
-                    return perr(p, v, "env entries must be NAME: string");
-                }
-                i++;
-            }
-            free_strv(c->env);
-            c->env = env;
+            if (clr_yaml_env(p, v, "env", &c->env) < 0)
+                return -1;
         } else if (!strcmp(key, "pass")) {
             if (parse_pass(p, c, v) < 0)
                 return -1;
         } else {
-            return perr(p, k, "check: unknown key '%.64s'", key);
+            return clr_yaml_error(p, k, "check: unknown key '%.64s'", key);
         }
     }
     if (!c->name)
-        return perr(p, m, "a check has no name");
+        return clr_yaml_error(p, m, "a check has no name");
     if (!c->shell && !c->argv)
-        return perr(p, m, "check %s has no run", c->name);
+        return clr_yaml_error(p, m, "check %s has no run", c->name);
     if (!has_kind)
         c->kind = CLR_CHECK_OTHER;
     if (!c->tool) {
@@ -395,56 +274,45 @@ int clr_gauntlet_parse(clr_gauntlet **out, const char *text, size_t len, const c
     if (len > CLR_GAUNTLET_MAX_BYTES)
         return clr_error_set(err, CLR_E_LIMIT, 0, "%s is larger than %d bytes", source,
                              CLR_GAUNTLET_MAX_BYTES);
-    yaml_parser_t parser;
-    yaml_document_t doc;
-    if (!yaml_parser_initialize(&parser))
-        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-    if (!yaml_parser_load(&parser, &doc)) {
-        clr_error_set(err, CLR_E_INVALID, 0, "%s:%lu: not valid YAML: %s", source,
-                      (unsigned long)parser.problem_mark.line + 1,
-                      parser.problem ? parser.problem : "parse error");
-        yaml_parser_delete(&parser);
+    clr_yaml p;
+    if (clr_yaml_load(&p, text, len, source, err) < 0)
         return -1;
-    }
-    yaml_parser_delete(&parser);
-    struct parse p = {.doc = &doc, .source = source, .err = err};
     clr_gauntlet *g = calloc(1, sizeof(*g));
     int rc = -1;
-    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    yaml_node_t *root = yaml_document_get_root_node(&p.doc);
     if (!g) {
         clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
         goto out;
     }
     g->parallel = 1;
     if (!root || root->type != YAML_MAPPING_NODE) {
-        perr(&p, root, "a gauntlet is a mapping with a 'checks' list");
+        clr_yaml_error(&p, root, "a gauntlet is a mapping with a 'checks' list");
         goto out;
     }
     yaml_node_t *checks = NULL;
     for (yaml_node_pair_t *pr = root->data.mapping.pairs.start; pr < root->data.mapping.pairs.top;
          pr++) {
-        yaml_node_t *k = node(&p, pr->key), *v = node(&p, pr->value);
-        const char *key = scalar(k);
+        yaml_node_t *k = clr_yaml_node(&p, pr->key), *v = clr_yaml_node(&p, pr->value);
+        const char *key = clr_yaml_scalar(k);
         double d;
         if (key && !strcmp(key, "checks")) {
             checks = v;
         } else if (key && !strcmp(key, "parallel")) {
-            if (get_number(&p, v, "parallel", 1, 16, &d) < 0)
+            if (clr_yaml_number(&p, v, "parallel", 1, 16, &d) < 0)
                 goto out;
             g->parallel = (unsigned)d;
         } else {
-            perr(&p, k, "unknown key '%.64s' (expected checks, parallel)", key ? key : "?");
+            clr_yaml_error(&p, k, "unknown key '%.64s' (expected checks, parallel)", key ? key : "?");
             goto out;
         }
     }
     if (!checks || checks->type != YAML_SEQUENCE_NODE) {
-        perr(&p, checks ? checks : root, "'checks' must be a list");
+        clr_yaml_error(&p, checks ? checks : root, "'checks' must be a list");
         goto out;
     }
     size_t n = (size_t)(checks->data.sequence.items.top - checks->data.sequence.items.start);
     if (n == 0 || n > CLR_GAUNTLET_MAX_CHECKS) {
-        perr(&p, checks, "a gauntlet has 1 to %d checks", CLR_GAUNTLET_MAX_CHECKS);
+        clr_yaml_error(&p, checks, "a gauntlet has 1 to %d checks", CLR_GAUNTLET_MAX_CHECKS);
         goto out;
     }
     g->checks = calloc(n, sizeof(struct check));
@@ -453,7 +321,7 @@ int clr_gauntlet_parse(clr_gauntlet **out, const char *text, size_t len, const c
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        yaml_node_t *cn = node(&p, checks->data.sequence.items.start[i]);
+        yaml_node_t *cn = clr_yaml_node(&p, checks->data.sequence.items.start[i]);
         g->n = i + 1;
         if (!cn) {
             clr_error_set(err, CLR_E_LIMIT, 0, "%s: too many nodes (aliases?)", source);
@@ -463,14 +331,14 @@ int clr_gauntlet_parse(clr_gauntlet **out, const char *text, size_t len, const c
             goto out;
         for (size_t j = 0; j < i; j++) {
             if (!strcmp(g->checks[j].name, g->checks[i].name)) {
-                perr(&p, cn, "two checks are named %s", g->checks[i].name);
+                clr_yaml_error(&p, cn, "two checks are named %s", g->checks[i].name);
                 goto out;
             }
         }
     }
     rc = 0;
 out:
-    yaml_document_delete(&doc);
+    clr_yaml_free(&p);
     if (rc < 0) {
         clr_gauntlet_free(g);
         return -1;

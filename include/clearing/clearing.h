@@ -5,6 +5,7 @@
 #include "common.h"
 #include "engine.h"
 #include "exec.h"
+#include "files.h"
 #include "limits.h"
 #include "log.h"
 #include "sandbox.h"
