@@ -21,6 +21,7 @@ static const struct command commands[] = {
     {"create", cmd_create, "create a sandbox in the daemon; prints its id last"},
     {"exec", cmd_exec, "run a command in a daemon's sandbox, streaming its output"},
     {"inspect", cmd_inspect, "show a daemon's sandbox"},
+    {"cp", cmd_cp, "copy files into or out of a daemon's sandbox"},
     {"ps", cmd_ps, "list a sandbox's background processes"},
     {"logs", cmd_logs, "print (-f: follow) a background process's output"},
     {"extend", cmd_extend, "extend a daemon's sandbox's lifetime"},

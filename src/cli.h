@@ -74,6 +74,7 @@ int cmd_inspect(int argc, char **argv);
 int cmd_extend(int argc, char **argv);
 int cmd_ps(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
+int cmd_cp(int argc, char **argv);
 int cmd_gauntlet(int argc, char **argv);
 int cli_read_small_file(const char *path, size_t max, char **out, size_t *len, clr_error *err);
 int cmd_logs(int argc, char **argv);

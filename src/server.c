@@ -2,6 +2,7 @@
  * handler per route. Handlers parse the path and the body and call one service function; the
  * service owns every decision. */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
@@ -34,9 +35,13 @@ struct server {
     int ntokens;
 };
 
+#define MAX_UPLOAD (4ull * 1024 * 1024 * 1024) /* a file or an archive, streamed to disk */
+
 struct request {
     char *body;
     size_t len;
+    int upload_fd;     /* PUT bodies go to an unnamed temporary file, never into memory */
+    uint64_t upload_len;
     bool too_big;
     char actor[96];
     bool authed;
@@ -397,6 +402,8 @@ static const struct {
     {"sandboxes/*/processes/*/output", "GET"},
     {"sandboxes/*/processes/*/stdin", "POST"},
     {"sandboxes/*/processes/*/signal", "POST"},
+    {"sandboxes/*/files", "GET"},
+    {"sandboxes/*/archive", "GET, PUT"},
 };
 
 /* Returns the methods of the route matching parts[1..n-1], or NULL. */
@@ -428,9 +435,128 @@ static bool method_in(const char *method, const char *list)
     return false;
 }
 
+static int tmpfile_fd(void)
+{
+    int fd = open("/var/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0)
+        fd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    return fd;
+}
+
+static enum MHD_Result send_fd(struct MHD_Connection *c, int fd, uint64_t size, const char *type)
+{
+    lseek(fd, 0, SEEK_SET);
+    struct MHD_Response *r = MHD_create_response_from_fd64(size, fd);
+    if (!r) {
+        close(fd);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", type);
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_empty(struct MHD_Connection *c, int status)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static bool query_true(struct MHD_Connection *c, const char *name)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
+    return v && (!strcmp(v, "true") || !strcmp(v, "1"));
+}
+
+/* /v1/sandboxes/ID/files/PATH...: one file (GET content, PUT content, DELETE). */
+static enum MHD_Result route_file(struct server *s, struct MHD_Connection *c, const char *method,
+                                  struct request *rq, const char *id, const char *rel)
+{
+    clr_error err = CLR_ERROR_INIT;
+    json_t *out = NULL;
+    if (!strcmp(method, "PUT")) {
+        if (rq->too_big)
+            return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "limit", "upload larger than 4 GiB");
+        if (rq->upload_fd < 0)
+            return send_error(c, 500, "internal", "upload was not stored");
+        lseek(rq->upload_fd, 0, SEEK_SET);
+        if (clr_service_file_put(s->svc, id, rel, rq->upload_fd, rq->actor, &out, &err) < 0)
+            return send_clr_error(c, &err);
+        return send_json(c, 201, out);
+    }
+    if (!strcmp(method, "GET")) {
+        int fd = tmpfile_fd();
+        uint64_t size = 0;
+        if (fd < 0)
+            return send_error(c, 503, "unavailable", "no temporary space for the download");
+        if (clr_service_file_get(s->svc, id, rel, fd, rq->actor, &size, &err) < 0) {
+            close(fd);
+            return send_clr_error(c, &err);
+        }
+        return send_fd(c, fd, size, "application/octet-stream");
+    }
+    if (!strcmp(method, "DELETE")) {
+        if (clr_service_file_delete(s->svc, id, rel, query_true(c, "recursive"), rq->actor,
+                                    &err) < 0)
+            return send_clr_error(c, &err);
+        return send_empty(c, 204);
+    }
+    return send_error(c, 405, "invalid", "files take GET, PUT or DELETE");
+}
+
+static enum MHD_Result route_archive(struct server *s, struct MHD_Connection *c,
+                                     const char *method, struct request *rq, const char *id)
+{
+    clr_error err = CLR_ERROR_INIT;
+    const char *rel = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "path");
+    if (!rel)
+        rel = "";
+    if (!strcmp(method, "PUT")) {
+        json_t *out = NULL;
+        if (rq->too_big)
+            return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "limit", "archive larger than 4 GiB");
+        lseek(rq->upload_fd, 0, SEEK_SET);
+        if (rq->upload_fd < 0 ||
+            clr_service_archive_put(s->svc, id, rel, rq->upload_fd, rq->actor, &out, &err) < 0)
+            return send_clr_error(c, &err);
+        return send_json(c, 201, out);
+    }
+    int fd = tmpfile_fd();
+    if (fd < 0)
+        return send_error(c, 503, "unavailable", "no temporary space for the archive");
+    if (clr_service_archive_get(s->svc, id, rel, fd, rq->actor, &err) < 0) {
+        close(fd);
+        return send_clr_error(c, &err);
+    }
+    off_t size = lseek(fd, 0, SEEK_END);
+    return send_fd(c, fd, (uint64_t)size, "application/x-tar");
+}
+
 static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const char *url,
                              const char *method, struct request *rq)
 {
+    /* A file path may have any number of segments: recognised before the fixed routes. */
+    static const char prefix[] = "/v1/sandboxes/";
+    if (!strncmp(url, prefix, sizeof(prefix) - 1)) {
+        const char *id_start = url + sizeof(prefix) - 1;
+        const char *slash = strchr(id_start, '/');
+        if (slash && !strncmp(slash, "/files/", 7) && slash[7]) {
+            char id[CLR_SANDBOX_ID_MAX + 1];
+            size_t l = (size_t)(slash - id_start);
+            if (l >= sizeof(id))
+                return send_error(c, 400, "invalid", "not a sandbox id");
+            memcpy(id, id_start, l);
+            id[l] = '\0';
+            if (!clr_sandbox_id_valid(id))
+                return send_error(c, 400, "invalid",
+                                  "not a sandbox id (expected sb- and 16 hex digits)");
+            return route_file(s, c, method, rq, id, slash + 7);
+        }
+    }
+
     clr_error err = CLR_ERROR_INIT;
     json_t *out = NULL;
     json_t *body = NULL;
@@ -478,6 +604,14 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
     }
     if (strcmp(parts[1], "sandboxes") != 0)
         return send_error(c, 404, "not_found", "no such endpoint");
+    if (n == 4 && !strcmp(parts[3], "archive"))
+        return route_archive(s, c, method, rq, parts[2]);
+    if (n == 4 && !strcmp(parts[3], "files") && get) {
+        const char *rel = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "path");
+        if (clr_service_file_list(s->svc, parts[2], rel ? rel : "", &out, &err) < 0)
+            return send_clr_error(c, &err);
+        return send_json(c, 200, out);
+    }
     if (rq->too_big)
         return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "limit",
                           "request body larger than 1 MiB");
@@ -564,6 +698,7 @@ static enum MHD_Result handle(struct server *s, bool unix_socket, struct MHD_Con
         rq = calloc(1, sizeof(*rq));
         if (!rq)
             return MHD_NO;
+        rq->upload_fd = -1;
         *con_cls = rq;
         snprintf(rq->actor, sizeof(rq->actor), "tcp");
         peer_actor(c, rq, unix_socket);
@@ -580,6 +715,32 @@ static enum MHD_Result handle(struct server *s, bool unix_socket, struct MHD_Con
         } else {
             rq->authed = true;
         }
+        return MHD_YES;
+    }
+    if (*upload_size && !strcmp(method, "PUT")) {
+        if (rq->authed && !rq->too_big) {
+            if (rq->upload_fd < 0)
+                rq->upload_fd = tmpfile_fd();
+            if (rq->upload_fd < 0 || rq->upload_len + *upload_size > MAX_UPLOAD) {
+                rq->too_big = true;
+            } else {
+                const char *p = upload;
+                size_t left = *upload_size;
+                while (left > 0) {
+                    ssize_t w = write(rq->upload_fd, p, left);
+                    if (w < 0 && errno == EINTR)
+                        continue;
+                    if (w <= 0) {
+                        rq->too_big = true;
+                        break;
+                    }
+                    p += w;
+                    left -= (size_t)w;
+                }
+                rq->upload_len += *upload_size;
+            }
+        }
+        *upload_size = 0;
         return MHD_YES;
     }
     if (*upload_size) {
@@ -602,6 +763,9 @@ static enum MHD_Result handle(struct server *s, bool unix_socket, struct MHD_Con
     if (!rq->authed)
         return send_error(c, 401, "denied",
                           "missing or wrong bearer token: send Authorization: Bearer <token>");
+    /* An empty PUT still needs a (zero-length) file to read from. */
+    if (!strcmp(method, "PUT") && rq->upload_fd < 0)
+        rq->upload_fd = tmpfile_fd();
     return route(s, c, url, method, rq);
 }
 
@@ -629,6 +793,8 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)toe;
     struct request *rq = *con_cls;
     if (rq) {
+        if (rq->upload_fd >= 0)
+            close(rq->upload_fd);
         free(rq->body);
         free(rq);
         *con_cls = NULL;

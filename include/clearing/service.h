@@ -92,6 +92,24 @@ CLR_PUBLIC int clr_service_proc_stdin(clr_service *svc, const char *id, const ch
 CLR_PUBLIC int clr_service_proc_signal(clr_service *svc, const char *id, const char *proc_id,
                                        json_t *request, clr_error *err);
 
+/* Files in a live sandbox's workspace. Paths are relative to /workspace and confined to it (see
+ * clearing/files.h); every action is audited with path, size and SHA-256. */
+CLR_PUBLIC int clr_service_file_put(clr_service *svc, const char *id, const char *rel,
+                                    int src_fd, const char *actor, json_t **out, clr_error *err);
+/* Copies the file to out_fd (a seekable temporary file: it is hashed for the audit record). */
+CLR_PUBLIC int clr_service_file_get(clr_service *svc, const char *id, const char *rel,
+                                    int out_fd, const char *actor, uint64_t *size,
+                                    clr_error *err);
+CLR_PUBLIC int clr_service_file_list(clr_service *svc, const char *id, const char *rel,
+                                     json_t **out, clr_error *err);
+CLR_PUBLIC int clr_service_file_delete(clr_service *svc, const char *id, const char *rel,
+                                       bool recursive, const char *actor, clr_error *err);
+CLR_PUBLIC int clr_service_archive_put(clr_service *svc, const char *id, const char *rel,
+                                       int tar_fd, const char *actor, json_t **out,
+                                       clr_error *err);
+CLR_PUBLIC int clr_service_archive_get(clr_service *svc, const char *id, const char *rel,
+                                       int out_fd, const char *actor, clr_error *err);
+
 CLR_PUBLIC int clr_service_health(clr_service *svc, json_t **out);
 /* Appends an audit record (the HTTP layer records authentication failures with it). */
 CLR_PUBLIC int clr_service_audit(clr_service *svc, const char *actor, const char *sandbox,

@@ -132,6 +132,18 @@ if [[ "$pid" =~ ^pr-[0-9a-f]{16}$ ]]; then ok "exec --detach prints a process id
 expect "ps lists the process" 0 "$pid" '' -- ps "$sid"
 expect "logs -f follows to the end and mirrors the status" 5 'started' '' -- logs -f "$sid" "$pid"
 expect "logs shows all output afterwards" 0 'done' '' -- logs "$sid" "$pid"
+printf 'abc\000\377' >"$SRV/up.bin"
+expect "cp uploads a file" 0 '' '' -- cp "$SRV/up.bin" "$sid:in/up.bin"
+expect "the sandbox sees it" 0 '^5$' '' -- exec "$sid" --shell 'wc -c < in/up.bin'
+expect "cp downloads it byte-exact" 0 '' '' -- cp "$sid:in/up.bin" "$SRV/down.bin"
+if cmp -s "$SRV/up.bin" "$SRV/down.bin"; then ok "round trip is byte-exact"; else not_ok "round trip is byte-exact"; fi
+mkdir -p "$SRV/tree/sub" && echo x >"$SRV/tree/sub/f" && ln -s /etc/shadow "$SRV/tree/l"
+expect "cp uploads a directory" 0 '' '' -- cp "$SRV/tree" "$sid:t"
+expect "cp downloads a directory as a tar" 0 '' '' -- cp "$sid:t" "$SRV/t.tar"
+if tar -tf "$SRV/t.tar" | grep -q '^sub/f$'; then ok "the archive holds the tree"; else not_ok "the archive holds the tree"; fi
+expect "cp refuses a hostile path" 2 '' "contains '..'" -- cp "$SRV/up.bin" "$sid:../../etc/x"
+expect "cp will not follow a symlink out" 1 '' 'symbolic link' -- cp "$sid:t/l" "$SRV/shadow"
+if [ ! -e "$SRV/shadow" ]; then ok "nothing was written for the refused download"; else not_ok "nothing was written for the refused download"; fi
 expect "exec on an unknown sandbox" 125 '' 'no sandbox' -- exec sb-00000000000000aa -- true
 expect "rm through the daemon" 0 "$sid" '' -- rm "$sid"
 expect "exec on a destroyed sandbox is refused" 125 '' 'not running' -- exec "$sid" -- true

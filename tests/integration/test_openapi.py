@@ -22,6 +22,7 @@ METHODS = ["get", "post", "put", "delete", "patch"]
 PLACEHOLDERS = {"id": "sb-00000000000000ff", "exec_id": "ex-0000000000000000",
                 "proc_id": "pr-0000000000000000",
                 "path": "nothing/here"}
+# The file route takes any number of segments; "nothing/here" stands for a path.
 
 
 class UnixConnection(http.client.HTTPConnection):
