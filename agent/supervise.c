@@ -231,8 +231,11 @@ int agent_request_parse(struct agent_request *req, const uint8_t *payload, size_
         snprintf(err, errlen, "refusing to run a command as uid/gid 0");
         goto fail;
     }
-    if (!req->envp && push_str(&req->envp, &req->envc, CLR_PROTO_MAX_ENV, NULL) < 0)
-        goto fail;
+    if (!req->envp) {
+        /* An empty environment is a NULL-terminated array with no entries: envc stays 0. */
+        size_t none = 0;
+        push_str(&req->envp, &none, CLR_PROTO_MAX_ENV, NULL);
+    }
     return 0;
 fail:
     agent_request_clear(req);

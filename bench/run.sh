@@ -2,12 +2,14 @@
 # Builds clearing if needed and runs one benchmark; the remaining arguments are passed through.
 #   bench/run.sh [lifecycle] [args]   the lifecycle benchmark (the default)
 #   bench/run.sh api [args]           the daemon's API: exec latency, throughput, footprint
+#   bench/run.sh audit [args]         the audit log's cost: exec throughput with and without it
 # For example:
 #   bench/run.sh                      lifecycle, 30 rounds, table on stdout
 #   bench/run.sh --quick              lifecycle smoke test (3 rounds)
 #   bench/run.sh --json > lifecycle.json
 #   bench/run.sh api --quick          api smoke test (3 rounds, 3 s of throughput per side)
 #   bench/run.sh api --json > api.json
+#   bench/run.sh audit --quick        audit smoke test (3 s per configuration, 200 appends)
 # BUILD_DIR (default build/, relative to the source tree) picks the Meson build directory; it is
 # set up if it does not exist. Needs root, like clearing itself.
 set -euo pipefail
@@ -20,7 +22,7 @@ build_dir=${BUILD_DIR:-build}
 # means the lifecycle benchmark, as before there was more than one.
 bench=lifecycle
 case ${1:-} in
-    lifecycle|api) bench=$1; shift ;;
+    lifecycle|api|audit) bench=$1; shift ;;
 esac
 
 # Build output goes to stderr so that stdout carries only the benchmark's report (--json).
@@ -40,5 +42,9 @@ case $bench in
         ninja -C "$build_dir" bench/clearing-bench-api src/clearing agent/clearing-agent >&2
         export CLEARING_BIN=$build_dir/src/clearing
         exec "$build_dir/bench/clearing-bench-api" "$@"
+        ;;
+    audit)
+        ninja -C "$build_dir" bench/clearing-bench-audit agent/clearing-agent >&2
+        exec "$build_dir/bench/clearing-bench-audit" "$@"
         ;;
 esac

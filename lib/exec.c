@@ -77,6 +77,10 @@ int clr_exec_result_decode(clr_exec_result *r, const uint8_t *payload, size_t le
             r->message[m] = '\0';
             continue;
         }
+        /* Newer agents may add fields of any shape, not only integers: skip unknown tags before
+         * insisting on an 8-byte value. */
+        if (tag < CLR_RES_STATUS || tag > CLR_RES_KILLED_PROCS)
+            continue;
         if (clr_tlv_u64(v, vlen, &n) < 0)
             return clr_error_set(err, CLR_E_INTERNAL, EPROTO,
                                  "agent result field %u has length %u, expected 8", tag, vlen);

@@ -355,16 +355,19 @@ static const char python_profile[] =
     "  - name: lint\n"
     "    kind: lint\n"
     "    tool: flake8\n"
+    "    env: {XDG_CACHE_HOME: /tmp/.cache}\n"
     "    run: flake8 --max-line-length=100 --extend-exclude=.venv,build .\n"
     "    timeout: 5m\n"
     "  - name: types\n"
     "    kind: types\n"
     "    tool: mypy\n"
+    "    env: {XDG_CACHE_HOME: /tmp/.cache}\n"
     "    run: mypy --ignore-missing-imports --cache-dir=/tmp/mypy-cache .\n"
     "    timeout: 10m\n"
     "  - name: security\n"
     "    kind: security\n"
     "    tool: bandit\n"
+    "    env: {XDG_CACHE_HOME: /tmp/.cache}\n"
     "    run: bandit -r . -q -f json -o /tmp/bandit.json -x ./.venv\n"
     "    timeout: 5m\n"
     "    pass:\n"
@@ -382,6 +385,7 @@ static const char python_profile[] =
     "      exit $s\n"
     "    env:\n"
     "      PYTHONDONTWRITEBYTECODE: \"1\"\n"
+    "      XDG_CACHE_HOME: /tmp/.cache\n"
     "    timeout: 20m\n"
     "    pass:\n"
     "      report: /tmp/coverage.json\n"
@@ -863,6 +867,16 @@ char *clr_gauntlet_report_junit(const clr_gauntlet_report *r)
     return buf;
 }
 
+/* Writes tool output for a terminal: control bytes (escape sequences) become '?', lines are
+ * cut at 200 bytes. */
+static void terminal_safe(FILE *f, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n && i < 200; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        fputc(ch < 0x20 || ch == 0x7f ? '?' : ch, f);
+    }
+}
+
 char *clr_gauntlet_report_summary(const clr_gauntlet_report *r)
 {
     char *buf = NULL;
@@ -891,6 +905,23 @@ char *clr_gauntlet_report_summary(const clr_gauntlet_report *r)
         fprintf(f, "  %-12s %-18s %6.1fs  %s%s%s%s\n", clr_check_status_name(cr->status), c->name,
                 (double)cr->duration_us / 1e6, c->required ? "" : "(optional) ", cr->message,
                 cr->message[0] && figs[0] ? ";" : "", figs);
+        /* For a failure, the first lines the tool printed: enough to see why. */
+        if (c->required && cr->status == CLR_CHECK_FAILED) {
+            const clr_buffer *b = cr->out.len ? &cr->out : &cr->err;
+            int lines = 0;
+            size_t start = 0;
+            for (size_t k = 0; k <= b->len && lines < 6; k++) {
+                if (k == b->len || b->data[k] == '\n') {
+                    if (k > start) {
+                        fputs("      | ", f);
+                        terminal_safe(f, (const char *)b->data + start, k - start);
+                        fputc('\n', f);
+                        lines++;
+                    }
+                    start = k + 1;
+                }
+            }
+        }
     }
     fprintf(f, "verdict: %s", r->passed ? "PASS" : "FAIL");
     if (!r->passed) {

@@ -33,6 +33,11 @@ json_t *clr_sandbox_labels(const clr_sandbox_info *info)
                                                     ? info->max_expires_at
                                                     : info->expires_at));
     json_object_set_new(o, L("owner"), json_string(info->owner[0] ? info->owner : "cli"));
+    if (info->repo[0]) {
+        json_object_set_new(o, L("repo"), json_string(info->repo));
+        json_object_set_new(o, L("branch"), json_string(info->branch));
+        json_object_set_new(o, L("base"), json_string(info->base_commit));
+    }
     set_u64(o, L("limits.cpu-millis"), l->cpu_millis);
     set_u64(o, L("limits.memory"), l->memory_bytes);
     set_u64(o, L("limits.pids"), l->pids);
@@ -123,6 +128,11 @@ int clr_sandbox_info_from_labels(clr_sandbox_info *info, json_t *labels, clr_err
     } else {
         snprintf(info->owner, sizeof(info->owner), "cli");
     }
+    if (json_object_get(labels, L("repo")) &&
+        (get_str(labels, L("repo"), info->repo, sizeof(info->repo), err) < 0 ||
+         get_str(labels, L("branch"), info->branch, sizeof(info->branch), err) < 0 ||
+         get_str(labels, L("base"), info->base_commit, sizeof(info->base_commit), err) < 0))
+        return -1;
     GET("limits.cpu-millis", UINT32_MAX, l->cpu_millis);
     GET("limits.memory", UINT64_MAX, l->memory_bytes);
     GET("limits.pids", UINT32_MAX, l->pids);

@@ -34,6 +34,8 @@ static int parse_fixed(const char *s, u128 *out)
         while (isdigit((unsigned char)*p)) {
             if (frac < 9)
                 v += (unsigned)(*p - '0') * scale;
+            else if (*p != '0')
+                return -1; /* finer than 1e-9: dropping it would silently round the value */
             scale /= 10;
             p++;
             frac++;
@@ -57,9 +59,10 @@ int clr_parse_uint(uint64_t *out, const char *text, clr_error *err)
         if (!isdigit((unsigned char)*p))
             return clr_error_set(err, CLR_E_INVALID, 0,
                                  "'%s' is not a whole number (only digits 0-9 are allowed)", text);
-        if (v > (UINT64_MAX - 9) / 10)
+        uint64_t digit = (uint64_t)(*p - '0');
+        if (v > (UINT64_MAX - digit) / 10)
             return clr_error_set(err, CLR_E_INVALID, ERANGE, "'%s' is too large", text);
-        v = v * 10 + (uint64_t)(*p - '0');
+        v = v * 10 + digit;
     }
     *out = v;
     return 0;

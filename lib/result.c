@@ -25,6 +25,23 @@ static void set_output(json_t *o, const char *key, const clr_buffer *b)
     free(enc);
 }
 
+/* The agent's message quotes the command ("cannot start '%s'") and is cut at a fixed size, so it
+ * may not be UTF-8; json_string() would then fail and the record would lose its message. */
+static json_t *message_json(const char *m)
+{
+    if (!m[0])
+        return json_null();
+    json_t *s = json_string(m);
+    if (s)
+        return s;
+    char ascii[sizeof(((clr_exec_result *)0)->message)];
+    size_t i;
+    for (i = 0; m[i] && i < sizeof(ascii) - 1; i++)
+        ascii[i] = (unsigned char)m[i] < 0x80 ? m[i] : '?';
+    ascii[i] = '\0';
+    return json_string(ascii);
+}
+
 json_t *clr_exec_result_to_json(const clr_exec_result *r)
 {
     json_t *o = json_object();
@@ -47,6 +64,6 @@ json_t *clr_exec_result_to_json(const clr_exec_result *r)
     json_object_set_new(o, "peak_memory_bytes", json_integer((json_int_t)r->peak_memory_bytes));
     json_object_set_new(o, "killed_processes", json_integer((json_int_t)r->killed_processes));
     json_object_set_new(o, "sandbox_killed", json_boolean(r->sandbox_killed));
-    json_object_set_new(o, "message", r->message[0] ? json_string(r->message) : json_null());
+    json_object_set_new(o, "message", message_json(r->message));
     return o;
 }

@@ -4,6 +4,8 @@
  * option: the only knobs are the validated limits, the image, and the explicit, logged
  * insecure_runtime override. */
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -16,6 +18,7 @@
 
 #include "clr-config.h"
 #include "internal.h"
+#include "clearing/gitws.h"
 
 #define PIDS_BACKSTOP_BASE 256
 #define PIDS_BACKSTOP_PER_PROC 8
@@ -237,9 +240,45 @@ int clr_sandbox_create(clr_sandbox **out, clr_engine *eng, const clr_sandbox_opt
                 "detail", "isolation weakened by operator setting: not running under gVisor",
                 NULL);
 
+    if (opts->repo_path && opts->workspace_from) {
+        clr_sandbox_free(steal_pointer(&sb));
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "give a repository or a directory to copy, not both");
+    }
     if (clr_workspace_create(state_dir, info->id, &info->limits, opts->workspace_from, err) < 0) {
         clr_sandbox_free(steal_pointer(&sb));
         return -1;
+    }
+    if (opts->repo_path) {
+        /* The branch and the files first: a sandbox never starts on a half-made workspace. */
+        clr_git_prepare_options go = CLR_GIT_PREPARE_OPTIONS_INIT;
+        clr_git_workspace gw;
+        char real[4096];
+        if (!realpath(opts->repo_path, real)) {
+            int e = errno;
+            clr_workspace_remove(state_dir, info->id, NULL);
+            clr_sandbox_free(steal_pointer(&sb));
+            return clr_error_set(err, CLR_E_NOT_FOUND, e, "repository %s: %s", opts->repo_path,
+                                 strerror(e));
+        }
+        go.repo_path = real;
+        go.base_ref = opts->base_ref;
+        go.branch = opts->branch;
+        go.sandbox_id = info->id;
+        go.reuse_branch = opts->reuse_branch;
+        go.workspace_dir = sb->workspace;
+        go.uid = CLR_SANDBOX_UID;
+        go.gid = CLR_SANDBOX_GID;
+        if (strlen(real) >= sizeof(info->repo) || clr_git_prepare(&gw, &go, err) < 0) {
+            if (strlen(real) >= sizeof(info->repo))
+                clr_error_set(err, CLR_E_INVALID, 0, "repository path too long");
+            clr_workspace_remove(state_dir, info->id, NULL);
+            clr_sandbox_free(steal_pointer(&sb));
+            return -1;
+        }
+        snprintf(info->repo, sizeof(info->repo), "%s", real);
+        snprintf(info->branch, sizeof(info->branch), "%s", gw.branch);
+        snprintf(info->base_commit, sizeof(info->base_commit), "%s", gw.base_commit);
     }
 
     char path[256];
@@ -300,6 +339,12 @@ static int inspect(clr_engine *eng, const char *id, json_t **out, clr_error *err
 
 int clr_sandbox_open(clr_sandbox **out, clr_engine *eng, const char *id, clr_error *err)
 {
+    return clr_sandbox_open_at(out, eng, id, NULL, err);
+}
+
+int clr_sandbox_open_at(clr_sandbox **out, clr_engine *eng, const char *id, const char *state_dir,
+                        clr_error *err)
+{
     if (!clr_sandbox_id_valid(id))
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "'%s' is not a sandbox id (expected sb- and 16 hex digits)", id);
@@ -331,7 +376,7 @@ int clr_sandbox_open(clr_sandbox **out, clr_engine *eng, const char *id, clr_err
     sb->env = calloc(1, sizeof(char *));
     if (!sb->env)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    clr_workspace_path(sb->workspace, sizeof(sb->workspace), NULL, id);
+    clr_workspace_path(sb->workspace, sizeof(sb->workspace), state_dir, id);
     *out = steal_pointer(&sb);
     return 0;
 }

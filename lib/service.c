@@ -5,6 +5,8 @@
  * crash. A sandbox row is inserted right after its container started; if the daemon dies between
  * the two, the container carries our owner label and is removed at the next start. */
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -16,6 +18,7 @@
 
 #include "clearing/audit.h"
 #include "clearing/files.h"
+#include "clearing/gitws.h"
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
@@ -343,11 +346,37 @@ static json_t *sandbox_json(const clr_store_sandbox *s)
 
 /* ---- lifecycle ---- */
 
+/* A client may name only repositories under the operator's repo_roots: the daemon runs as root
+ * and would otherwise hand any repository on the host to whoever can reach the API. */
+static int repo_allowed(clr_service *svc, const char *path, char *real, size_t len,
+                        clr_error *err)
+{
+    char buf[PATH_MAX];
+    if (!svc->cfg.repo_roots || !svc->cfg.repo_roots[0])
+        return clr_error_set(err, CLR_E_DENIED, 0,
+                             "repositories are not enabled on this daemon: the operator must "
+                             "list the directories they may come from in repo_roots");
+    if (!realpath(path, buf))
+        return clr_error_set(err, CLR_E_NOT_FOUND, errno, "repository %.200s: %s", path,
+                             strerror(errno));
+    for (const char *const *r = svc->cfg.repo_roots; *r; r++) {
+        char root[PATH_MAX];
+        if (!realpath(*r, root))
+            continue;
+        size_t n = strlen(root);
+        if (!strncmp(buf, root, n) && (buf[n] == '/' || buf[n] == '\0' || n == 1)) {
+            snprintf(real, len, "%s", buf);
+            return 0;
+        }
+    }
+    return clr_error_set(err, CLR_E_DENIED, 0, "repository %.200s is outside repo_roots", buf);
+}
+
 static int create_impl(clr_service *svc, json_t *req, const char *actor, json_t **out,
                        clr_error *err)
 {
     static const char *const fields[] = {"image", "limits", "idle_timeout", "env", "metadata",
-                                         NULL};
+                                         "repo", NULL};
     uint64_t t0 = mono_us();
     if (check_fields(req, "request", fields, err) < 0)
         return -1;
@@ -387,6 +416,27 @@ static int create_impl(clr_service *svc, json_t *req, const char *actor, json_t 
                                      "values up to 1024)",
                                      k);
         }
+    }
+    json_t *repo = json_object_get(req, "repo");
+    char repo_real[4096];
+    if (repo) {
+        static const char *const rfields[] = {"path", "base", "branch", "reuse_branch", NULL};
+        if (check_fields(repo, "repo", rfields, err) < 0)
+            return -1;
+        const char *path = json_string_value(json_object_get(repo, "path"));
+        json_t *base = json_object_get(repo, "base"), *branch = json_object_get(repo, "branch"),
+               *reuse = json_object_get(repo, "reuse_branch");
+        if (!path || (base && !json_is_string(base)) || (branch && !json_is_string(branch)) ||
+            (reuse && !json_is_boolean(reuse)))
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "repo needs path (string); base and branch are strings, "
+                                 "reuse_branch a boolean");
+        if (repo_allowed(svc, path, repo_real, sizeof(repo_real), err) < 0)
+            return -1;
+        o.repo_path = repo_real;
+        o.base_ref = json_string_value(base);
+        o.branch = json_string_value(branch);
+        o.reuse_branch = json_is_true(reuse);
     }
     char **env = NULL;
     if (env_from_json(json_object_get(req, "env"), &env, err) < 0)
@@ -899,7 +949,7 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
     memset(&res, 0, sizeof(res));
     int erc = engine_get(svc, &eng, err);
     if (erc == 0)
-        erc = clr_sandbox_open(&sb, eng, id, err);
+        erc = clr_sandbox_open_at(&sb, eng, id, svc->state_dir, err);
     if (erc == 0)
         erc = clr_exec_run(&res, eng, sb, &o, err);
     atomic_fetch_sub(&svc->running_execs, 1);
@@ -1605,7 +1655,7 @@ int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const 
     cmd.o.ctx = p;
     int rc = engine_get(svc, &p->eng, err);
     if (rc == 0)
-        rc = clr_sandbox_open(&p->sb, p->eng, id, err);
+        rc = clr_sandbox_open_at(&p->sb, p->eng, id, svc->state_dir, err);
     if (rc == 0)
         rc = clr_exec_start(&p->h, p->eng, p->sb, &cmd.o, err);
     command_clear(&cmd);
@@ -2048,5 +2098,99 @@ int clr_service_archive_get(clr_service *svc, const char *id, const char *rel, i
                           (json_int_t)rep.skipped, "sha256", sha);
     rc = clr_audit_append(svc->audit, actor, id, "archive.download", "ok", d, err);
     json_decref(d);
+    return rc;
+}
+
+/* ---- git ---- */
+
+static int open_sandbox(clr_service *svc, const char *id, clr_engine **eng, clr_sandbox **sb,
+                        clr_error *err)
+{
+    char dir[4096];
+    if (clr_service_workspace(svc, id, dir, sizeof(dir), err) < 0)
+        return -1;
+    if (engine_get(svc, eng, err) < 0)
+        return -1;
+    if (clr_sandbox_open_at(sb, *eng, id, svc->state_dir, err) < 0) {
+        engine_put(svc, *eng, true);
+        *eng = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int clr_service_commit(clr_service *svc, const char *id, json_t *req, const char *actor,
+                       json_t **out, clr_error *err)
+{
+    static const char *const fields[] = {"message", "author_name", "author_email", "trailers",
+                                         NULL};
+    if (valid_id(id, err) < 0 || check_fields(req, "request", fields, err) < 0)
+        return -1;
+    json_t *m = json_object_get(req, "message"), *an = json_object_get(req, "author_name"),
+           *ae = json_object_get(req, "author_email"), *tr = json_object_get(req, "trailers");
+    if ((m && !json_is_string(m)) || (an && !json_is_string(an)) || (ae && !json_is_string(ae)) ||
+        (tr && (!json_is_array(tr) || json_array_size(tr) > 16)))
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "message, author_name, author_email are strings; trailers a list of "
+                             "at most 16 \"Key: value\" strings");
+    const char *trailers[17] = {NULL};
+    size_t i;
+    json_t *t;
+    json_array_foreach(tr, i, t) {
+        const char *v = json_string_value(t);
+        if (!v || !strchr(v, ':') || strchr(v, '\n'))
+            return clr_error_set(err, CLR_E_INVALID, 0, "trailers[%zu] must be \"Key: value\"", i);
+        trailers[i] = v;
+    }
+    clr_engine *eng = NULL;
+    clr_sandbox *sb = NULL;
+    if (open_sandbox(svc, id, &eng, &sb, err) < 0)
+        return -1;
+    clr_git_commit_result r;
+    memset(&r, 0, sizeof(r));
+    int rc = clr_sandbox_commit(&r, sb, json_string_value(m), json_string_value(an),
+                                json_string_value(ae), trailers, err);
+    clr_sandbox_free(sb);
+    engine_put(svc, eng, false);
+    if (rc < 0) {
+        audit_failure(svc, actor, id, "commit", err);
+        return -1;
+    }
+    json_t *skipped = json_array();
+    for (size_t k = 0; k < r.n_skipped; k++)
+        json_array_append_new(skipped, json_pack("{s:o, s:s}", "path",
+                                                 json_stringn_nocheck(r.skipped[k].path,
+                                                                      strlen(r.skipped[k].path)),
+                                                 "kind", r.skipped[k].kind));
+    json_t *o = json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:s, s:o}", "commit", r.commit, "branch",
+                          r.branch, "changed", r.changed, "files_changed",
+                          (json_int_t)r.files_changed, "insertions", (json_int_t)r.insertions,
+                          "deletions", (json_int_t)r.deletions, "diffstat",
+                          r.stat_text ? r.stat_text : "", "skipped", skipped);
+    clr_git_commit_result_clear(&r);
+    json_t *d = json_deep_copy(o);
+    json_object_del(d, "diffstat");
+    rc = clr_audit_append(svc->audit, actor, id, "commit", "ok", d, err);
+    json_decref(d);
+    if (rc < 0) {
+        json_decref(o);
+        return -1;
+    }
+    clr_store_sandbox_touch(svc->store, id, now_s(), NULL);
+    *out = o;
+    return 0;
+}
+
+int clr_service_diff(clr_service *svc, const char *id, char **out, clr_error *err)
+{
+    if (valid_id(id, err) < 0)
+        return -1;
+    clr_engine *eng = NULL;
+    clr_sandbox *sb = NULL;
+    if (open_sandbox(svc, id, &eng, &sb, err) < 0)
+        return -1;
+    int rc = clr_sandbox_diff(out, sb, err);
+    clr_sandbox_free(sb);
+    engine_put(svc, eng, false);
     return rc;
 }

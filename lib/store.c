@@ -170,8 +170,9 @@ int clr_store_sandbox_insert(clr_store *st, const clr_store_sandbox *s, clr_erro
     if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
         return db_error(st, err, "insert sandbox");
     _cleanup_free_ char *limits = limits_json(&s->info.limits);
-    _cleanup_free_ char *meta = json_dumps(s->metadata ? s->metadata : json_object(), JSON_COMPACT);
-    _cleanup_free_ char *env = json_dumps(s->env ? s->env : json_array(), JSON_COMPACT);
+    /* Absent metadata or env are stored as {} and [] (below), without building throwaway JSON. */
+    _cleanup_free_ char *meta = s->metadata ? json_dumps(s->metadata, JSON_COMPACT) : NULL;
+    _cleanup_free_ char *env = s->env ? json_dumps(s->env, JSON_COMPACT) : NULL;
     sqlite3_bind_text(q, 1, s->info.id, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 2, s->info.container_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 3, s->info.image, -1, SQLITE_STATIC);

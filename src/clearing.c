@@ -17,10 +17,13 @@ struct command {
 
 static const struct command commands[] = {
     {"run", cmd_run, "run one command in a new sandbox, then destroy it (no daemon needed)"},
+    {"plan", cmd_plan, "run an agent's plan: branch, steps, gauntlet, commit with the verdict"},
     {"gauntlet", cmd_gauntlet, "run the validation gauntlet on a project in a fresh sandbox"},
     {"create", cmd_create, "create a sandbox in the daemon; prints its id last"},
     {"exec", cmd_exec, "run a command in a daemon's sandbox, streaming its output"},
     {"inspect", cmd_inspect, "show a daemon's sandbox"},
+    {"commit", cmd_commit, "commit a sandbox's workspace to its branch"},
+    {"diff", cmd_diff, "show a sandbox's changes against its base commit"},
     {"cp", cmd_cp, "copy files into or out of a daemon's sandbox"},
     {"ps", cmd_ps, "list a sandbox's background processes"},
     {"logs", cmd_logs, "print (-f: follow) a background process's output"},

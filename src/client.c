@@ -148,3 +148,18 @@ int client_stream(const char *method, const char *path, json_t *body,
     free(s.data);
     return st;
 }
+
+int client_text(const char *method, const char *path, char **text, clr_error *err)
+{
+    struct sink s = {0};
+    int st = perform(method, path, NULL, &s, err);
+    if (st >= 400) {
+        json_t *j = json_loadb(s.data ? s.data : "", s.len, 0, NULL);
+        status_error(st, j, err);
+        json_decref(j);
+        free(s.data);
+        return st;
+    }
+    *text = s.data;
+    return st;
+}

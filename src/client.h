@@ -15,6 +15,9 @@ int client_call(const char *method, const char *path, json_t *body, json_t **res
 int client_stream(const char *method, const char *path, json_t *body,
                   void (*on_line)(void *ctx, json_t *line), void *ctx, clr_error *err);
 
+/* A call whose answer is text (a diff); *text is the caller's to free. */
+int client_text(const char *method, const char *path, char **text, clr_error *err);
+
 /* The daemon's socket: --host, $CLEARING_HOST (unix:///path), or the default. */
 const char *client_socket(void);
 

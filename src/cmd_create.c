@@ -1,11 +1,25 @@
 /* clearing create: a sandbox in the daemon. Its id is the last line of the output, so scripts can
  * capture it with $(clearing create | tail -n1). */
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "client.h"
 
-enum { OPT_IMAGE = CLI_OPT_FIRST_FREE, OPT_IDLE, OPT_ENV, OPT_LABEL, OPT_JSON, OPT_HELP };
+enum {
+    OPT_IMAGE = CLI_OPT_FIRST_FREE,
+    OPT_IDLE,
+    OPT_ENV,
+    OPT_LABEL,
+    OPT_JSON,
+    OPT_REPO,
+    OPT_BASE,
+    OPT_BRANCH,
+    OPT_REUSE,
+    OPT_HELP,
+};
 
 /* Puts limit options into a JSON object with the API's names. */
 static int limit_to_json(json_t *limits, int opt, const char *arg)
@@ -41,10 +55,15 @@ int cmd_create(int argc, char **argv)
         {"env", required_argument, NULL, OPT_ENV},
         {"label", required_argument, NULL, OPT_LABEL},
         {"json", no_argument, NULL, OPT_JSON},
+        {"repo", required_argument, NULL, OPT_REPO},
+        {"base", required_argument, NULL, OPT_BASE},
+        {"branch", required_argument, NULL, OPT_BRANCH},
+        {"reuse-branch", no_argument, NULL, OPT_REUSE},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
     _cleanup_free_ struct option *opts = cli_options_with_limits(own);
+    json_t *repo = json_object();
     json_t *req = json_object(), *limits = json_object(), *env = json_object(),
            *meta = json_object();
     bool json = false;
@@ -78,6 +97,18 @@ int cmd_create(int argc, char **argv)
             *eq = '=';
             break;
         case OPT_JSON: json = true; break;
+        case OPT_REPO: {
+            char real[4096];
+            if (!realpath(optarg, real)) {
+                cli_usage_error("create", "--repo %s: %s", optarg, strerror(errno));
+                goto out;
+            }
+            json_object_set_new(repo, "path", json_string(real));
+            break;
+        }
+        case OPT_BASE: json_object_set_new(repo, "base", json_string(optarg)); break;
+        case OPT_BRANCH: json_object_set_new(repo, "branch", json_string(optarg)); break;
+        case OPT_REUSE: json_object_set_new(repo, "reuse_branch", json_true()); break;
         case OPT_HELP:
             printf("Usage: clearing create [OPTIONS]\n\nCreates a sandbox in the daemon and "
                    "prints its id on the last line.\n\n"
@@ -85,7 +116,12 @@ int cmd_create(int argc, char **argv)
                    "  --idle-timeout DUR     destroy after this long without activity (0: never)\n"
                    "  --env KEY=VALUE        environment of every command (repeatable)\n"
                    "  --label KEY=VALUE      metadata, for listing with --label (repeatable)\n"
-                   "  --json                 print the sandbox record as JSON\n%s",
+                   "  --json                 print the sandbox record as JSON\n"
+                   "  --repo DIR             work on a branch of this git repository (the\n"
+                   "                         daemon must allow it with --repo-root)\n"
+                   "  --base REF             the branch starts at REF (default HEAD)\n"
+                   "  --branch NAME          branch name (default clearing/<sandbox id>)\n"
+                   "  --reuse-branch         continue an existing branch\n%s",
                    cli_limit_help);
             status = 0;
             goto out;
@@ -96,6 +132,12 @@ int cmd_create(int argc, char **argv)
         cli_usage_error("create", "unexpected argument '%s'", argv[optind]);
         goto out;
     }
+    if (json_object_size(repo) && !json_object_get(repo, "path")) {
+        cli_usage_error("create", "--base, --branch and --reuse-branch need --repo");
+        goto out;
+    }
+    if (json_object_size(repo))
+        json_object_set(req, "repo", repo);
     if (json_object_size(limits))
         json_object_set(req, "limits", limits);
     if (json_object_size(env))
@@ -117,6 +159,7 @@ int cmd_create(int argc, char **argv)
     json_decref(resp);
     status = 0;
 out:
+    json_decref(repo);
     json_decref(req);
     json_decref(limits);
     json_decref(env);

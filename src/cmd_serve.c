@@ -20,6 +20,7 @@ enum {
     OPT_MAX_SANDBOXES,
     OPT_MAX_EXECS,
     OPT_INSECURE_RUNTIME,
+    OPT_REPO_ROOT,
     OPT_HELP,
 };
 
@@ -28,6 +29,8 @@ struct serve_config {
     struct server_options srv;
     char *strings[16];
     int nstrings;
+    const char *roots[33];
+    int nroots;
 };
 
 static const char *keep(struct serve_config *c, const char *s)
@@ -104,7 +107,24 @@ static int load_config(struct serve_config *c, const char *path, clr_error *err)
             rc = config_string(c, v, key, &c->svc.docker_host, err);
         else if (strcmp(key, "image") == 0)
             rc = config_string(c, v, key, &c->svc.image, err);
-        else if (strcmp(key, "audit_log") == 0)
+        else if (strcmp(key, "repo_roots") == 0) {
+            size_t i;
+            json_t *r;
+            if (!json_is_array(v) || json_array_size(v) > 32) {
+                rc = clr_error_set(err, CLR_E_INVALID, 0,
+                                   "config: repo_roots must be a list of at most 32 directories");
+                break;
+            }
+            json_array_foreach(v, i, r) {
+                const char *d = json_string_value(r);
+                if (!d || d[0] != '/') {
+                    rc = clr_error_set(err, CLR_E_INVALID, 0,
+                                       "config: repo_roots[%zu] must be an absolute path", i);
+                    break;
+                }
+                c->roots[c->nroots++] = keep(c, d);
+            }
+        } else if (strcmp(key, "audit_log") == 0)
             rc = config_string(c, v, key, &c->svc.audit_path, err);
         else if (strcmp(key, "audit_rotate_bytes") == 0)
             rc = config_uint(v, key, UINT64_MAX / 2, &c->svc.audit_rotate_bytes, err);
@@ -196,6 +216,8 @@ static void help(void)
            "  --max-sandboxes N     live sandboxes at once (default 64)\n"
            "  --max-execs N         commands running at once (default 32)\n"
            "  --insecure-runtime runc  every sandbox WITHOUT gVisor (logged)\n"
+           "  --repo-root DIR       repositories may come from under DIR (repeatable; none:\n"
+           "                        sandboxes from repositories are refused)\n"
            "Default limits of new sandboxes:\n%s",
            cli_limit_help);
 }
@@ -217,6 +239,7 @@ int cmd_serve(int argc, char **argv)
         {"max-sandboxes", required_argument, NULL, OPT_MAX_SANDBOXES},
         {"max-execs", required_argument, NULL, OPT_MAX_EXECS},
         {"insecure-runtime", required_argument, NULL, OPT_INSECURE_RUNTIME},
+        {"repo-root", required_argument, NULL, OPT_REPO_ROOT},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -258,6 +281,13 @@ int cmd_serve(int argc, char **argv)
         case OPT_SOCKET: c.srv.socket_path = optarg; break;
         case OPT_TOKEN_FILE: c.srv.token_file = optarg; break;
         case OPT_INSECURE_RUNTIME: c.svc.insecure_runtime = optarg; break;
+        case OPT_REPO_ROOT:
+            if (optarg[0] != '/' || c.nroots >= 32) {
+                cli_usage_error("serve", "--repo-root wants an absolute directory (at most 32)");
+                return CLI_EXIT_USAGE;
+            }
+            c.roots[c.nroots++] = optarg;
+            break;
         case OPT_TCP: {
             char *colon = strrchr(optarg, ':');
             if (!colon || clr_parse_uint(&n, colon + 1, &err) < 0 || n == 0 || n > 65535) {
@@ -288,6 +318,8 @@ int cmd_serve(int argc, char **argv)
         cli_usage_error("serve", "unexpected argument '%s'", argv[optind]);
         return CLI_EXIT_USAGE;
     }
+    c.roots[c.nroots] = NULL;
+    c.svc.repo_roots = c.roots;
     if (!c.svc.state_dir)
         c.svc.state_dir = cli_global.state_dir;
     if (!c.svc.docker_host)

@@ -403,6 +403,8 @@ static const struct {
     {"sandboxes/*/processes/*/stdin", "POST"},
     {"sandboxes/*/processes/*/signal", "POST"},
     {"sandboxes/*/files", "GET"},
+    {"sandboxes/*/commit", "POST"},
+    {"sandboxes/*/diff", "GET"},
     {"sandboxes/*/archive", "GET, PUT"},
 };
 
@@ -648,6 +650,13 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
         rc = clr_service_exec(s->svc, parts[2], body, rq->actor, NULL, NULL, &out, &err);
     } else if (n == 5 && get && strcmp(parts[3], "execs") == 0) {
         rc = clr_service_exec_get(s->svc, parts[2], parts[4], &out, &err);
+    } else if (n == 4 && post && strcmp(parts[3], "commit") == 0) {
+        rc = clr_service_commit(s->svc, parts[2], body, rq->actor, &out, &err);
+    } else if (n == 4 && get && strcmp(parts[3], "diff") == 0) {
+        char *diff = NULL;
+        if (clr_service_diff(s->svc, parts[2], &diff, &err) < 0)
+            return send_clr_error(c, &err);
+        return send_text(c, 200, "text/x-diff", diff);
     } else if (n == 4 && post && strcmp(parts[3], "processes") == 0) {
         rc = clr_service_proc_start(s->svc, parts[2], body, rq->actor, &out, &err);
         status = 201;

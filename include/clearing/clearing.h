@@ -6,6 +6,7 @@
 #include "engine.h"
 #include "exec.h"
 #include "files.h"
+#include "gitws.h"
 #include "limits.h"
 #include "log.h"
 #include "sandbox.h"

@@ -32,6 +32,13 @@ typedef struct clr_sandbox_options {
     /* Who manages the sandbox: NULL means "cli" (gc and expiry only); a daemon puts its own
      * identity here so that after a restart it adopts or removes exactly its own sandboxes. */
     const char *owner;
+    /* A git repository on the host: the sandbox gets a branch of its own (branch, default
+     * clearing/<id>; reuse_branch continues an existing one) created at base_ref (default HEAD),
+     * and /workspace holds that commit's files (no .git). Exclusive with workspace_from. */
+    const char *repo_path;
+    const char *base_ref;
+    const char *branch;
+    bool reuse_branch;
     /* How far the lifetime may later be extended, in seconds from creation (0: not at all).
      * Recorded as the max-expires-at label, which is what gc goes by. */
     uint32_t max_lifetime_s;
@@ -52,6 +59,9 @@ typedef struct clr_sandbox_info {
     int64_t expires_at;
     int64_t max_expires_at; /* extensions never go past this; gc removes after it */
     char owner[128];
+    char repo[1024];       /* "" when the sandbox has no repository */
+    char branch[256];
+    char base_commit[41];
     clr_limits limits;
 } clr_sandbox_info;
 
@@ -69,6 +79,10 @@ CLR_PUBLIC int clr_sandbox_create(clr_sandbox **out, clr_engine *eng,
 /* Finds a live sandbox by id. CLR_E_NOT_FOUND if there is none. */
 CLR_PUBLIC int clr_sandbox_open(clr_sandbox **out, clr_engine *eng, const char *id,
                                 clr_error *err);
+
+/* The same, for sandboxes whose workspaces live under another state directory than the default. */
+CLR_PUBLIC int clr_sandbox_open_at(clr_sandbox **out, clr_engine *eng, const char *id,
+                                   const char *state_dir, clr_error *err);
 
 CLR_PUBLIC const clr_sandbox_info *clr_sandbox_get_info(const clr_sandbox *sb);
 CLR_PUBLIC const char *clr_sandbox_workspace(const clr_sandbox *sb);

@@ -29,6 +29,8 @@ typedef struct clr_service_config {
     const char *audit_path;       /* NULL: <state_dir>/audit.log */
     uint64_t audit_rotate_bytes;  /* rotate the audit log past this size (0: never) */
     bool audit_syslog;            /* copy audit records to syslog */
+    /* Directories repositories may come from (NULL-terminated); none: repos are refused. */
+    const char *const *repo_roots;
 } clr_service_config;
 
 #define CLR_SERVICE_CONFIG_INIT                                                                   \
@@ -109,6 +111,14 @@ CLR_PUBLIC int clr_service_archive_put(clr_service *svc, const char *id, const c
                                        clr_error *err);
 CLR_PUBLIC int clr_service_archive_get(clr_service *svc, const char *id, const char *rel,
                                        int out_fd, const char *actor, clr_error *err);
+
+/* The workspace as a commit on the sandbox's branch: {"message", "author_name",
+ * "author_email", "trailers": [...]} -> {"commit", "branch", "changed", "files_changed",
+ * "insertions", "deletions", "diffstat", "skipped": [{"path","kind"}]}. */
+CLR_PUBLIC int clr_service_commit(clr_service *svc, const char *id, json_t *request,
+                                  const char *actor, json_t **out, clr_error *err);
+/* Unified diff of the workspace against the base commit; caller frees. */
+CLR_PUBLIC int clr_service_diff(clr_service *svc, const char *id, char **out, clr_error *err);
 
 CLR_PUBLIC int clr_service_health(clr_service *svc, json_t **out);
 /* Appends an audit record (the HTTP layer records authentication failures with it). */

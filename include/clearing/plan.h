@@ -1,0 +1,61 @@
+/* Plans: an agent's change as an ordered list of steps, executed in a fresh sandbox on a branch
+ * of its own, checked by the gauntlet and handed back as a commit with the verdict.
+ *
+ *   repo: /path/to/repo          # or given by the caller
+ *   base: main                   # default HEAD
+ *   branch: agent/fix-123        # default clearing/<sandbox id>
+ *   profile: python              # gauntlet profile and its image, unless the repository has
+ *                                # .clearing/gauntlet.yaml (read from the base commit)
+ *   image: clearing/python:latest
+ *   limits: {memory: 1g, cpus: 2}
+ *   message: "Fix the mean of an empty list"
+ *   commit_on_failure: true      # commit also when the gauntlet fails (default true)
+ *   steps:
+ *     - write: {path: src/x.py, content: "...", mode: "0644"}   # or content_base64
+ *     - delete: {path: old.py}
+ *     - run: {shell: "make gen", timeout: 60s, cwd: /workspace, env: {K: v},
+ *             expect_exit: [0]}                                  # or argv: [...]
+ * JSON is accepted as well (it is YAML). Unknown keys and wrong types are errors with lines. */
+#ifndef CLEARING_PLAN_H
+#define CLEARING_PLAN_H
+
+#include <jansson.h>
+
+#include "common.h"
+#include "engine.h"
+#include "limits.h"
+
+typedef struct clr_plan clr_plan;
+
+#define CLR_PLAN_MAX_BYTES (16 * 1024 * 1024)
+#define CLR_PLAN_MAX_STEPS 1000
+
+CLR_PUBLIC int clr_plan_parse(clr_plan **out, const char *text, size_t len, const char *source,
+                              clr_error *err);
+CLR_PUBLIC void clr_plan_free(clr_plan *p);
+
+struct clr_audit;
+
+typedef struct clr_plan_run_options {
+    const char *repo_path;        /* overrides the plan's repo */
+    const char *profile;          /* overrides the plan's profile */
+    const char *state_dir;
+    const char *insecure_runtime;
+    const clr_engine_options *engine;
+    struct clr_audit *audit;      /* required: plans do not run unaudited */
+    const char *actor;
+    /* Progress events as JSON objects ({"event":"step","index":1,"status":"ok"}, ...). */
+    void (*on_event)(void *ctx, json_t *event);
+    void *ctx;
+    const volatile int *cancel;   /* set: stop at the next step, still commit nothing, destroy */
+} clr_plan_run_options;
+
+/* Runs the plan: sandbox on a new branch, steps in order (stopping at the first failure),
+ * gauntlet when every step succeeded, commit with the verdict in its trailers, and the sandbox
+ * destroyed in every case. Returns 0 with *report set ({"verdict": "pass"|"fail"|"error",
+ * "sandbox", "branch", "base", "commit", "diffstat", "steps": [...], "gauntlet": {...}}) even
+ * when the verdict is fail; -1 when the plan could not be started at all. */
+CLR_PUBLIC int clr_plan_run(json_t **report, const clr_plan *plan,
+                            const clr_plan_run_options *opts, clr_error *err);
+
+#endif

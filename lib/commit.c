@@ -1,0 +1,49 @@
+/* A sandbox's workspace as a commit on its branch, with trailers that tie the commit to the
+ * sandbox that produced it. */
+#include <stdio.h>
+#include <string.h>
+
+#include "clearing/gitws.h"
+#include "internal.h"
+
+int clr_sandbox_commit(clr_git_commit_result *out, const clr_sandbox *sb, const char *message,
+                       const char *author_name, const char *author_email,
+                       const char *const *extra_trailers, clr_error *err)
+{
+    const clr_sandbox_info *info = clr_sandbox_get_info(sb);
+    if (!info->repo[0])
+        return clr_error_set(err, CLR_E_CONFLICT, 0,
+                             "sandbox %s was not created from a repository: nothing to commit to",
+                             info->id);
+    char t_sb[96], t_img[320], t_rt[96], t_base[96];
+    snprintf(t_sb, sizeof(t_sb), "Clearing-Sandbox: %s", info->id);
+    snprintf(t_img, sizeof(t_img), "Clearing-Image: %s", info->image);
+    snprintf(t_rt, sizeof(t_rt), "Clearing-Runtime: %s%s", info->runtime,
+             info->insecure ? " (insecure)" : "");
+    snprintf(t_base, sizeof(t_base), "Clearing-Base: %s", info->base_commit);
+    const char *trailers[40] = {t_sb, t_img, t_rt, t_base};
+    size_t n = 4;
+    for (const char *const *t = extra_trailers; t && *t && n < 39; t++)
+        trailers[n++] = *t;
+    trailers[n] = NULL;
+    clr_git_commit_options o = CLR_GIT_COMMIT_OPTIONS_INIT;
+    o.repo_path = info->repo;
+    o.branch = info->branch;
+    o.workspace_dir = clr_sandbox_workspace(sb);
+    o.message = message && *message ? message : "Changes made in a clearing sandbox";
+    o.author_name = author_name;
+    o.author_email = author_email;
+    o.trailers = trailers;
+    return clr_git_commit(out, &o, err);
+}
+
+int clr_sandbox_diff(char **out, const clr_sandbox *sb, clr_error *err)
+{
+    const clr_sandbox_info *info = clr_sandbox_get_info(sb);
+    if (!info->repo[0])
+        return clr_error_set(err, CLR_E_CONFLICT, 0,
+                             "sandbox %s was not created from a repository: nothing to diff",
+                             info->id);
+    clr_git_limits lim = CLR_GIT_LIMITS_INIT;
+    return clr_git_diff(out, info->repo, info->base_commit, clr_sandbox_workspace(sb), &lim, err);
+}

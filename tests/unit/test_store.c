@@ -1,0 +1,596 @@
+/* The daemon's SQLite state on a temporary file: rows come back as written, missing rows are
+ * CLR_E_NOT_FOUND, a restart turns running execs into lost ones, and a database from a newer
+ * clearing is refused rather than damaged. */
+#include <dirent.h>
+#include <setjmp.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "clearing/store.h"
+
+struct fixture {
+    char dir[64];
+    char path[128];
+    clr_store *st;
+};
+
+static int setup(void **state)
+{
+    struct fixture *fx = calloc(1, sizeof(*fx));
+    if (!fx)
+        return -1;
+    snprintf(fx->dir, sizeof(fx->dir), "/tmp/clr-test-store-XXXXXX");
+    if (!mkdtemp(fx->dir)) {
+        free(fx);
+        return -1;
+    }
+    snprintf(fx->path, sizeof(fx->path), "%s/state.db", fx->dir);
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_store_open(&fx->st, fx->path, &err) != 0) {
+        fprintf(stderr, "clr_store_open: %s\n", err.message);
+        rmdir(fx->dir);
+        free(fx);
+        return -1;
+    }
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_close(fx->st);
+    DIR *d = opendir(fx->dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            char p[512];
+            snprintf(p, sizeof(p), "%s/%s", fx->dir, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(fx->dir);
+    free(fx);
+    return 0;
+}
+
+/* A fully populated row; metadata and env are owned by the caller (clr_store_sandbox_clear). */
+static clr_store_sandbox sample(const char *id, int64_t created_at, const char *state)
+{
+    clr_store_sandbox s;
+    memset(&s, 0, sizeof(s));
+    snprintf(s.info.id, sizeof(s.info.id), "%s", id);
+    snprintf(s.info.container_id, sizeof(s.info.container_id),
+             "4f2a9c0d1e3b5a7c9e1f3a5b7c9d1e3f5a7b9c1d3e5f7a9b1c3d5e7f9a1b3c5d");
+    snprintf(s.info.image, sizeof(s.info.image), "clearing/default:latest");
+    snprintf(s.info.runtime, sizeof(s.info.runtime), "runsc");
+    snprintf(s.info.state, sizeof(s.info.state), "%s", state);
+    s.info.insecure = false;
+    s.info.created_at = created_at;
+    s.info.expires_at = created_at + 600;
+    s.info.limits = (clr_limits)CLR_LIMITS_INIT;
+    s.info.limits.memory_bytes = 3 * CLR_GIB;
+    s.info.limits.workspace_bytes = 40 * CLR_GIB;
+    s.max_expires_at = created_at + 3600;
+    s.idle_timeout_s = 120;
+    s.last_active_at = created_at + 5;
+    s.metadata = json_pack("{s:s, s:s}", "team", "infra", "ticket", "\xc3\xa9-42 'quoted'");
+    s.env = json_pack("[s, s]", "A=1", "B=two words");
+    return s;
+}
+
+static void insert_ok(clr_store *st, const clr_store_sandbox *s)
+{
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_store_sandbox_insert(st, s, &err) != 0)
+        fail_msg("insert %s: %s", s->info.id, err.message);
+}
+
+/* ---- open and migrations ------------------------------------------------------------------ */
+
+static int user_version(const char *path)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    int v = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return v;
+}
+
+static void test_open_twice_migration_idempotent(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_sandbox s = sample("sb-00000000000000a1", 1000, CLR_STATE_RUNNING);
+    insert_ok(fx->st, &s);
+    clr_store_sandbox_clear(&s);
+    int v1 = user_version(fx->path);
+    assert_true(v1 >= 1);
+
+    clr_store_close(fx->st);
+    fx->st = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_open(&fx->st, fx->path, &err), 0);
+    assert_int_equal(user_version(fx->path), v1);
+    /* the row survived the reopen */
+    clr_store_sandbox got;
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000a1", &got, &err), 0);
+    clr_store_sandbox_clear(&got);
+
+    /* a second handle on the same file at the same time */
+    clr_store *other = NULL;
+    assert_int_equal(clr_store_open(&other, fx->path, &err), 0);
+    assert_int_equal(clr_store_sandbox_get(other, "sb-00000000000000a1", &got, &err), 0);
+    clr_store_sandbox_clear(&got);
+    clr_store_close(other);
+}
+
+static void test_newer_schema_refused(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_close(fx->st);
+    fx->st = NULL;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version=999", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    clr_store *st = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_open(&st, fx->path, &err), -1);
+    assert_null(st);
+    assert_int_equal(err.code, CLR_E_UNAVAILABLE);
+    assert_non_null(strstr(err.message, "999"));
+    /* and it was left as it was */
+    assert_int_equal(user_version(fx->path), 999);
+}
+
+static void test_open_in_missing_directory_fails(void **state)
+{
+    struct fixture *fx = *state;
+    char p[256];
+    snprintf(p, sizeof(p), "%s/no/such/dir/state.db", fx->dir);
+    clr_store *st = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_open(&st, p, &err), -1);
+    assert_int_equal(err.code, CLR_E_UNAVAILABLE);
+    assert_non_null(strstr(err.message, p));
+}
+
+static void test_open_on_garbage_file_fails(void **state)
+{
+    struct fixture *fx = *state;
+    char p[256];
+    snprintf(p, sizeof(p), "%s/garbage.db", fx->dir);
+    FILE *f = fopen(p, "we");
+    assert_non_null(f);
+    for (int i = 0; i < 512; i++)
+        fputs("this is not a database ", f);
+    fclose(f);
+    clr_store *st = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_open(&st, p, &err), -1);
+    assert_true(err.message[0] != '\0');
+}
+
+/* ---- sandboxes ---------------------------------------------------------------------------- */
+
+static void test_sandbox_insert_get_round_trip(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_sandbox s = sample("sb-00000000000000b1", 1700000000, CLR_STATE_RUNNING);
+    s.info.insecure = true;
+    insert_ok(fx->st, &s);
+    clr_store_sandbox got;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_get(fx->st, s.info.id, &got, &err), 0);
+    assert_string_equal(got.info.id, s.info.id);
+    assert_string_equal(got.info.container_id, s.info.container_id);
+    assert_string_equal(got.info.image, s.info.image);
+    assert_string_equal(got.info.runtime, s.info.runtime);
+    assert_string_equal(got.info.state, CLR_STATE_RUNNING);
+    assert_true(got.info.insecure);
+    assert_int_equal(got.info.created_at, s.info.created_at);
+    assert_int_equal(got.info.expires_at, s.info.expires_at);
+    assert_memory_equal(&got.info.limits, &s.info.limits, sizeof(s.info.limits));
+    assert_int_equal(got.max_expires_at, s.max_expires_at);
+    assert_int_equal(got.idle_timeout_s, 120);
+    assert_int_equal(got.last_active_at, s.last_active_at);
+    assert_int_equal(got.destroyed_at, 0);
+    assert_string_equal(got.destroy_reason, "");
+    assert_true(json_equal(got.metadata, s.metadata));
+    assert_true(json_equal(got.env, s.env));
+    clr_store_sandbox_clear(&got);
+    clr_store_sandbox_clear(&s);
+}
+
+static void test_sandbox_insert_defaults(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_sandbox s = sample("sb-00000000000000b2", 1, "");
+    json_decref(s.metadata);
+    json_decref(s.env);
+    s.metadata = NULL;
+    s.env = NULL;
+    insert_ok(fx->st, &s);
+    clr_store_sandbox got;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_get(fx->st, s.info.id, &got, &err), 0);
+    assert_string_equal(got.info.state, CLR_STATE_RUNNING); /* no state: running */
+    assert_true(json_is_object(got.metadata));
+    assert_int_equal(json_object_size(got.metadata), 0);
+    assert_true(json_is_array(got.env));
+    assert_int_equal(json_array_size(got.env), 0);
+    clr_store_sandbox_clear(&got);
+}
+
+static void test_sandbox_duplicate_id_refused(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_sandbox s = sample("sb-00000000000000b3", 1, CLR_STATE_RUNNING);
+    insert_ok(fx->st, &s);
+    clr_error err = CLR_ERROR_INIT;
+    snprintf(s.info.image, sizeof(s.info.image), "other:image");
+    assert_int_equal(clr_store_sandbox_insert(fx->st, &s, &err), -1);
+    assert_true(err.message[0] != '\0');
+    /* the first row is unchanged */
+    clr_store_sandbox got;
+    assert_int_equal(clr_store_sandbox_get(fx->st, s.info.id, &got, &err), 0);
+    assert_string_equal(got.info.image, "clearing/default:latest");
+    clr_store_sandbox_clear(&got);
+    clr_store_sandbox_clear(&s);
+}
+
+static void test_sandbox_hostile_strings_stored_verbatim(void **state)
+{
+    struct fixture *fx = *state;
+    static const char id[] = "x'); DROP TABLE sandboxes;--";
+    clr_store_sandbox s = sample(id, 1, CLR_STATE_RUNNING);
+    snprintf(s.info.image, sizeof(s.info.image), "img\"; DELETE FROM execs; --");
+    insert_ok(fx->st, &s);
+    clr_store_sandbox got;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_get(fx->st, id, &got, &err), 0);
+    assert_string_equal(got.info.id, id);
+    assert_string_equal(got.info.image, s.info.image);
+    clr_store_sandbox_clear(&got);
+    int n = -1;
+    assert_int_equal(clr_store_count_running(fx->st, &n, &err), 0);
+    assert_int_equal(n, 1);
+    clr_store_sandbox_clear(&s);
+}
+
+static void test_sandbox_list_by_state_oldest_first(void **state)
+{
+    struct fixture *fx = *state;
+    static const struct {
+        const char *id;
+        int64_t created;
+        const char *state;
+    } rows[] = {
+        {"sb-00000000000000c3", 300, CLR_STATE_RUNNING},
+        {"sb-00000000000000c1", 100, CLR_STATE_RUNNING},
+        {"sb-00000000000000c2", 200, CLR_STATE_DESTROYED},
+        {"sb-00000000000000c4", 50, CLR_STATE_LOST},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        clr_store_sandbox s = sample(rows[i].id, rows[i].created, rows[i].state);
+        insert_ok(fx->st, &s);
+        clr_store_sandbox_clear(&s);
+    }
+    clr_store_sandbox *v = NULL;
+    size_t n = 0;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_list(fx->st, CLR_STATE_RUNNING, &v, &n, &err), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].info.id, "sb-00000000000000c1");
+    assert_string_equal(v[1].info.id, "sb-00000000000000c3");
+    assert_true(json_is_object(v[0].metadata));
+    for (size_t i = 0; i < n; i++)
+        clr_store_sandbox_clear(&v[i]);
+    free(v);
+
+    assert_int_equal(clr_store_sandbox_list(fx->st, NULL, &v, &n, &err), 0);
+    assert_int_equal(n, 4);
+    assert_string_equal(v[0].info.id, "sb-00000000000000c4");
+    assert_string_equal(v[3].info.id, "sb-00000000000000c3");
+    for (size_t i = 0; i < n; i++)
+        clr_store_sandbox_clear(&v[i]);
+    free(v);
+
+    assert_int_equal(clr_store_sandbox_list(fx->st, "no-such-state", &v, &n, &err), 0);
+    assert_int_equal(n, 0);
+    free(v);
+
+    int running = -1;
+    assert_int_equal(clr_store_count_running(fx->st, &running, &err), 0);
+    assert_int_equal(running, 2);
+}
+
+static void test_sandbox_list_many_rows(void **state)
+{
+    struct fixture *fx = *state;
+    for (int i = 0; i < 40; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "sb-%016x", (unsigned)i);
+        clr_store_sandbox s = sample(id, 1000 - i, CLR_STATE_RUNNING);
+        insert_ok(fx->st, &s);
+        clr_store_sandbox_clear(&s);
+    }
+    clr_store_sandbox *v = NULL;
+    size_t n = 0;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_list(fx->st, NULL, &v, &n, &err), 0);
+    assert_int_equal(n, 40);
+    for (size_t i = 1; i < n; i++)
+        assert_true(v[i - 1].info.created_at <= v[i].info.created_at);
+    for (size_t i = 0; i < n; i++)
+        clr_store_sandbox_clear(&v[i]);
+    free(v);
+}
+
+static void test_sandbox_set_state_records_reason_and_time(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_sandbox s = sample("sb-00000000000000d1", 10, CLR_STATE_RUNNING);
+    insert_ok(fx->st, &s);
+    clr_store_sandbox_clear(&s);
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_set_state(fx->st, "sb-00000000000000d1",
+                                                 CLR_STATE_DESTROYED, "expired", 777, &err),
+                     0);
+    clr_store_sandbox got;
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000d1", &got, &err), 0);
+    assert_string_equal(got.info.state, CLR_STATE_DESTROYED);
+    assert_string_equal(got.destroy_reason, "expired");
+    assert_int_equal(got.destroyed_at, 777);
+    clr_store_sandbox_clear(&got);
+
+    /* NULL reason is stored as empty */
+    assert_int_equal(clr_store_sandbox_set_state(fx->st, "sb-00000000000000d1", CLR_STATE_LOST,
+                                                 NULL, 778, &err),
+                     0);
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000d1", &got, &err), 0);
+    assert_string_equal(got.info.state, CLR_STATE_LOST);
+    assert_string_equal(got.destroy_reason, "");
+    clr_store_sandbox_clear(&got);
+
+    int running = -1;
+    assert_int_equal(clr_store_count_running(fx->st, &running, &err), 0);
+    assert_int_equal(running, 0);
+}
+
+static void test_sandbox_touch_and_set_expiry(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_sandbox s = sample("sb-00000000000000e1", 10, CLR_STATE_RUNNING);
+    insert_ok(fx->st, &s);
+    clr_store_sandbox_clear(&s);
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_touch(fx->st, "sb-00000000000000e1", 5555, &err), 0);
+    assert_int_equal(clr_store_sandbox_set_expiry(fx->st, "sb-00000000000000e1", 9999, &err), 0);
+    clr_store_sandbox got;
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000e1", &got, &err), 0);
+    assert_int_equal(got.last_active_at, 5555);
+    assert_int_equal(got.info.expires_at, 9999);
+    assert_int_equal(got.info.created_at, 10); /* nothing else moved */
+    assert_int_equal(got.max_expires_at, 10 + 3600);
+    clr_store_sandbox_clear(&got);
+}
+
+static void test_sandbox_large_and_negative_times_kept(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_sandbox s = sample("sb-00000000000000e2", 0, CLR_STATE_RUNNING);
+    s.info.created_at = INT64_MAX - 10;
+    s.info.expires_at = INT64_MAX;
+    s.max_expires_at = INT64_MAX;
+    s.last_active_at = -5;
+    s.info.limits.workspace_inodes = 10000000;
+    s.info.limits.fsize_bytes = 64 * CLR_GIB;
+    insert_ok(fx->st, &s);
+    clr_store_sandbox got;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_get(fx->st, s.info.id, &got, &err), 0);
+    assert_true(got.info.created_at == INT64_MAX - 10);
+    assert_true(got.info.expires_at == INT64_MAX);
+    assert_true(got.last_active_at == -5);
+    assert_memory_equal(&got.info.limits, &s.info.limits, sizeof(s.info.limits));
+    clr_store_sandbox_clear(&got);
+    clr_store_sandbox_clear(&s);
+}
+
+static void test_sandbox_not_found_errors(void **state)
+{
+    struct fixture *fx = *state;
+    static const char id[] = "sb-ffffffffffffffff";
+    clr_store_sandbox got;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_get(fx->st, id, &got, &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    assert_non_null(strstr(err.message, id));
+
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(
+        clr_store_sandbox_set_state(fx->st, id, CLR_STATE_DESTROYED, "client", 1, &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_set_expiry(fx->st, id, 1, &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+
+    /* an id that is a prefix of an existing one is not that one */
+    clr_store_sandbox s = sample("sb-00000000000000f1", 1, CLR_STATE_RUNNING);
+    insert_ok(fx->st, &s);
+    clr_store_sandbox_clear(&s);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000f", &got, &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000%", &got, &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+}
+
+/* ---- execs -------------------------------------------------------------------------------- */
+
+static void test_exec_insert_finish_get(void **state)
+{
+    struct fixture *fx = *state;
+    json_t *req = json_pack("{s:[s, s], s:s}", "argv", "echo", "hi", "cwd", "/workspace");
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_exec_insert(fx->st, "ex-1", "sb-00000000000000a1", req, 100, &err),
+                     0);
+
+    json_t *got = NULL;
+    assert_int_equal(clr_store_exec_get(fx->st, "ex-1", &got, &err), 0);
+    assert_string_equal(json_string_value(json_object_get(got, "id")), "ex-1");
+    assert_string_equal(json_string_value(json_object_get(got, "sandbox_id")),
+                        "sb-00000000000000a1");
+    assert_string_equal(json_string_value(json_object_get(got, "state")),
+                        CLR_EXEC_STATE_RUNNING);
+    assert_true(json_equal(json_object_get(got, "request"), req));
+    assert_true(json_is_null(json_object_get(got, "result")));
+    assert_int_equal(json_integer_value(json_object_get(got, "created_at")), 100);
+    assert_int_equal(json_integer_value(json_object_get(got, "finished_at")), 0);
+    json_decref(got);
+
+    int running = -1;
+    assert_int_equal(
+        clr_store_sandbox_running_execs(fx->st, "sb-00000000000000a1", &running, &err), 0);
+    assert_int_equal(running, 1);
+
+    json_t *res = json_pack("{s:s, s:i, s:s}", "status", "exited", "exit_code", 0, "stdout",
+                            "hi\n");
+    assert_int_equal(
+        clr_store_exec_finish(fx->st, "ex-1", CLR_EXEC_STATE_DONE, res, 150, &err), 0);
+    assert_int_equal(clr_store_exec_get(fx->st, "ex-1", &got, &err), 0);
+    assert_string_equal(json_string_value(json_object_get(got, "state")), CLR_EXEC_STATE_DONE);
+    assert_true(json_equal(json_object_get(got, "result"), res));
+    assert_int_equal(json_integer_value(json_object_get(got, "finished_at")), 150);
+    json_decref(got);
+    assert_int_equal(
+        clr_store_sandbox_running_execs(fx->st, "sb-00000000000000a1", &running, &err), 0);
+    assert_int_equal(running, 0);
+
+    json_decref(req);
+    json_decref(res);
+}
+
+static void test_exec_duplicate_id_refused(void **state)
+{
+    struct fixture *fx = *state;
+    json_t *req = json_pack("{s:s}", "shell", "true");
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_exec_insert(fx->st, "ex-dup", "sb-1", req, 1, &err), 0);
+    assert_int_equal(clr_store_exec_insert(fx->st, "ex-dup", "sb-2", req, 2, &err), -1);
+    json_decref(req);
+}
+
+static void test_exec_get_not_found(void **state)
+{
+    struct fixture *fx = *state;
+    json_t *got = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_exec_get(fx->st, "ex-nope", &got, &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    assert_null(got);
+}
+
+static void test_exec_mark_lost_turns_running_into_lost(void **state)
+{
+    struct fixture *fx = *state;
+    json_t *req = json_pack("{s:s}", "shell", "sleep 100");
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_exec_insert(fx->st, "ex-a", "sb-1", req, 1, &err), 0);
+    assert_int_equal(clr_store_exec_insert(fx->st, "ex-b", "sb-1", req, 2, &err), 0);
+    assert_int_equal(clr_store_exec_insert(fx->st, "ex-c", "sb-2", req, 3, &err), 0);
+    json_t *res = json_pack("{s:s}", "status", "exited");
+    assert_int_equal(clr_store_exec_finish(fx->st, "ex-c", CLR_EXEC_STATE_DONE, res, 4, &err), 0);
+
+    assert_int_equal(clr_store_exec_mark_lost(fx->st, 99, &err), 2);
+
+    json_t *got = NULL;
+    static const char *const lost[] = {"ex-a", "ex-b"};
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(clr_store_exec_get(fx->st, lost[i], &got, &err), 0);
+        assert_string_equal(json_string_value(json_object_get(got, "state")),
+                            CLR_EXEC_STATE_LOST);
+        assert_int_equal(json_integer_value(json_object_get(got, "finished_at")), 99);
+        json_t *r = json_object_get(got, "result");
+        assert_true(json_is_object(r));
+        assert_string_equal(json_string_value(json_object_get(r, "status")), "sandbox_failed");
+        json_decref(got);
+    }
+    /* a finished exec keeps its result */
+    assert_int_equal(clr_store_exec_get(fx->st, "ex-c", &got, &err), 0);
+    assert_string_equal(json_string_value(json_object_get(got, "state")), CLR_EXEC_STATE_DONE);
+    assert_true(json_equal(json_object_get(got, "result"), res));
+    assert_int_equal(json_integer_value(json_object_get(got, "finished_at")), 4);
+    json_decref(got);
+
+    int running = -1;
+    assert_int_equal(clr_store_sandbox_running_execs(fx->st, "sb-1", &running, &err), 0);
+    assert_int_equal(running, 0);
+    /* nothing left to mark */
+    assert_int_equal(clr_store_exec_mark_lost(fx->st, 100, &err), 0);
+    json_decref(req);
+    json_decref(res);
+}
+
+static void test_exec_survives_reopen(void **state)
+{
+    struct fixture *fx = *state;
+    json_t *req = json_pack("{s:s}", "shell", "make");
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_exec_insert(fx->st, "ex-r", "sb-1", req, 1, &err), 0);
+    clr_store_close(fx->st);
+    fx->st = NULL;
+    assert_int_equal(clr_store_open(&fx->st, fx->path, &err), 0);
+    assert_int_equal(clr_store_exec_mark_lost(fx->st, 2, &err), 1);
+    json_t *got = NULL;
+    assert_int_equal(clr_store_exec_get(fx->st, "ex-r", &got, &err), 0);
+    assert_true(json_equal(json_object_get(got, "request"), req));
+    json_decref(got);
+    json_decref(req);
+}
+
+int main(void)
+{
+#define F(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        F(test_open_twice_migration_idempotent),
+        F(test_newer_schema_refused),
+        F(test_open_in_missing_directory_fails),
+        F(test_open_on_garbage_file_fails),
+        F(test_sandbox_insert_get_round_trip),
+        F(test_sandbox_insert_defaults),
+        F(test_sandbox_duplicate_id_refused),
+        F(test_sandbox_hostile_strings_stored_verbatim),
+        F(test_sandbox_list_by_state_oldest_first),
+        F(test_sandbox_list_many_rows),
+        F(test_sandbox_set_state_records_reason_and_time),
+        F(test_sandbox_touch_and_set_expiry),
+        F(test_sandbox_large_and_negative_times_kept),
+        F(test_sandbox_not_found_errors),
+        F(test_exec_insert_finish_get),
+        F(test_exec_duplicate_id_refused),
+        F(test_exec_get_not_found),
+        F(test_exec_mark_lost_turns_running_into_lost),
+        F(test_exec_survives_reopen),
+    };
+#undef F
+    return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+}
