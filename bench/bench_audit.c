@@ -370,7 +370,7 @@ static void verify_logs(struct bench *b)
             clr_error err = CLR_ERROR_INIT;
             clr_audit_verify_report r;
             if (clr_audit_files(&files, &n, paths[k], &err) < 0 ||
-                clr_audit_verify(&r, (const char *const *)files, n, &err) < 0) {
+                clr_audit_verify(&r, (const char *const *)files, n, false, &err) < 0) {
                 fprintf(stderr, "verifying %s: %s\n", paths[k], err.message);
                 b->broken_logs++;
             } else if (!r.ok) {

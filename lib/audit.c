@@ -29,6 +29,7 @@
 struct clr_audit {
     char *path;
     int fd;
+    int lock_fd; /* path.lock: never rotated, so every writer locks the same file */
     uint64_t rotate_bytes;
     bool syslog;
     pthread_mutex_t lock;
@@ -251,9 +252,6 @@ static int maybe_rotate(clr_audit *a, clr_error *err)
         a->fd = old;
         return -1;
     }
-    /* Hold the new file's lock too before letting go of the old one. */
-    flock(a->fd, LOCK_EX);
-    flock(old, LOCK_UN);
     close(old);
     a->seq = seq;
     snprintf(a->hash, sizeof(a->hash), "%s", hash);
@@ -318,10 +316,19 @@ int clr_audit_append(clr_audit *a, const char *actor, const char *sandbox, const
 {
     pthread_mutex_lock(&a->lock);
     int rc = -1;
-    if (flock(a->fd, LOCK_EX) < 0) {
+    if (flock(a->lock_fd, LOCK_EX) < 0) {
         clr_error_set(err, CLR_E_UNAVAILABLE, errno, "locking the audit log: %s",
                       strerror(errno));
         goto out;
+    }
+    /* Another writer may have rotated the log (or someone moved it): follow the path. */
+    struct stat ps, fs;
+    if (stat(a->path, &ps) < 0 || fstat(a->fd, &fs) < 0 || ps.st_ino != fs.st_ino ||
+        ps.st_dev != fs.st_dev) {
+        close(a->fd);
+        a->fd = -1;
+        if (open_log(a, err) < 0)
+            goto unlock;
     }
     bool cut = false;
     off_t cut_bytes = 0;
@@ -336,7 +343,7 @@ int clr_audit_append(clr_audit *a, const char *actor, const char *sandbox, const
     }
     rc = append_locked(a, actor, sandbox, action, outcome, details, err);
 unlock:
-    flock(a->fd, LOCK_UN);
+    flock(a->lock_fd, LOCK_UN);
 out:
     pthread_mutex_unlock(&a->lock);
     return rc;
@@ -363,8 +370,17 @@ int clr_audit_open(clr_audit **out, const clr_audit_options *opts, clr_error *er
     }
     if (a->syslog)
         openlog("clearing-audit", LOG_PID, LOG_AUTHPRIV);
+    char lock_path[4200];
+    snprintf(lock_path, sizeof(lock_path), "%s.lock", a->path);
+    a->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (a->lock_fd < 0) {
+        clr_error_set(err, CLR_E_UNAVAILABLE, errno, "cannot open the audit lock %s: %s",
+                      lock_path, strerror(errno));
+        clr_audit_close(a);
+        return -1;
+    }
     /* Learn the head (and cut a torn tail) now, so a broken log is an error at start. */
-    if (flock(a->fd, LOCK_EX) == 0) {
+    if (flock(a->lock_fd, LOCK_EX) == 0) {
         bool cut = false;
         off_t cut_bytes = 0;
         int rc = load_head(a, &cut, &cut_bytes, err);
@@ -373,7 +389,7 @@ int clr_audit_open(clr_audit **out, const clr_audit_options *opts, clr_error *er
             rc = append_locked(a, "clearing", NULL, "audit.torn_tail_removed", "ok", d, err);
             json_decref(d);
         }
-        flock(a->fd, LOCK_UN);
+        flock(a->lock_fd, LOCK_UN);
         if (rc < 0) {
             clr_audit_close(a);
             return -1;
@@ -389,6 +405,8 @@ void clr_audit_close(clr_audit *a)
         return;
     if (a->fd >= 0)
         close(a->fd);
+    if (a->lock_fd > 0)
+        close(a->lock_fd);
     pthread_mutex_destroy(&a->lock);
     free(a->path);
     free(a);
@@ -516,17 +534,8 @@ static bool check_line(clr_audit_verify_report *r, const char *file, uint64_t li
     return ok;
 }
 
-/* N of a rotated file path.N, else 0. */
-static unsigned long rotated_suffix(const char *file)
-{
-    const char *dot = strrchr(file, '.');
-    if (!dot || !dot[1] || strspn(dot + 1, "0123456789") != strlen(dot + 1))
-        return 0;
-    return strtoul(dot + 1, NULL, 10);
-}
-
 int clr_audit_verify(clr_audit_verify_report *r, const char *const *files, size_t nfiles,
-                     clr_error *err)
+                     bool allow_partial, clr_error *err)
 {
     memset(r, 0, sizeof(*r));
     r->ok = true;
@@ -550,10 +559,10 @@ int clr_audit_verify(clr_audit_verify_report *r, const char *const *files, size_
                     "yet repaired)");
                 break;
             }
-            /* Only a rotated file whose predecessors were deleted (retention) may start
-             * mid-chain: then its first record's prev and seq are taken as given. Anything
-             * else starts at record 1, so deleting the first records is detected. */
-            if (first && rotated_suffix(files[f]) > 1) {
+            /* The chain starts at record 1, so deleting the first records is detected. Only
+             * when the operator says older files were deleted (retention) may the first file
+             * start mid-chain: then its first record's prev and seq are taken as given. */
+            if (first && allow_partial) {
                 json_t *j = json_loadb(line, (size_t)n - 1, 0, NULL);
                 const char *p = json_string_value(json_object_get(j, "prev"));
                 if (p && json_is_integer(json_object_get(j, "seq"))) {

@@ -92,7 +92,8 @@ static void audit_failure(clr_service *svc, const char *actor, const char *sandb
 struct proc;
 static void procs_stop(clr_service *svc);
 bool clr_service_sandbox_busy(clr_service *svc, const char *id);
-int clr_service_proc_signal_num(clr_service *svc, const char *id, const char *proc_id, int sig);
+int clr_service_proc_signal_num(clr_service *svc, const char *id, const char *proc_id, int sig,
+                                const char *actor, clr_error *err);
 
 static int64_t now_s(void)
 {
@@ -1653,7 +1654,13 @@ int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const 
     p->started_at = now_s();
     cmd.o.on_output = proc_on_output;
     cmd.o.ctx = p;
-    int rc = engine_get(svc, &p->eng, err);
+    /* Durable before it runs: the record names the process id it is about to get. */
+    json_t *ad = json_deep_copy(p->request);
+    json_object_set_new(ad, "process_id", json_string(p->id));
+    int rc = clr_audit_append(svc->audit, actor, id, "process.start", "ok", ad, err);
+    json_decref(ad);
+    if (rc == 0)
+        rc = engine_get(svc, &p->eng, err);
     if (rc == 0)
         rc = clr_sandbox_open_at(&p->sb, p->eng, id, svc->state_dir, err);
     if (rc == 0)
@@ -1665,6 +1672,7 @@ int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const 
         rc = clr_error_set(err, CLR_E_UNAVAILABLE, EAGAIN, "cannot start a thread");
     }
     if (rc < 0) {
+        audit_failure(svc, actor, id, "process.start", err);
         clr_sandbox_free(p->sb);
         engine_put(svc, p->eng, true);
         json_decref(p->request);
@@ -1679,19 +1687,7 @@ int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const 
     clr_store_sandbox_touch(svc->store, id, now_s(), NULL);
     clr_log(CLR_LOG_INFO, "service.process_started", "id", id, "process", p->id, "actor", actor,
             NULL);
-    json_t *ad = json_deep_copy(p->request);
-    json_object_set_new(ad, "process_id", json_string(p->id));
-    clr_error aerr = CLR_ERROR_INIT;
-    if (clr_audit_append(svc->audit, actor, id, "process.start", "ok", ad, &aerr) < 0) {
-        /* Unaudited: stop it at once and say so. */
-        json_decref(ad);
-        clr_service_proc_signal_num(svc, id, p->id, 9);
-        json_decref(*out);
-        *out = NULL;
-        *err = aerr;
-        return -1;
-    }
-    json_decref(ad);
+
     return 0;
 }
 
@@ -1861,23 +1857,24 @@ static int signal_number(json_t *v)
     return -1;
 }
 
-int clr_service_proc_signal_num(clr_service *svc, const char *id, const char *proc_id, int sig)
+int clr_service_proc_signal_num(clr_service *svc, const char *id, const char *proc_id, int sig,
+                                const char *actor, clr_error *err)
 {
-    struct proc *p = proc_take(svc, id, proc_id, NULL);
+    struct proc *p = proc_take(svc, id, proc_id, err);
     if (!p)
         return -1;
-    int rc = clr_exec_signal(p->h, sig, NULL);
+    /* Recorded before it is sent; the daemon's own kills at stop are recorded as such. */
+    json_t *d = json_pack("{s:s, s:i}", "process_id", proc_id, "signal", sig);
+    int rc = clr_audit_append(svc->audit, actor, id, "process.signal", "ok", d, err);
+    json_decref(d);
+    if (rc == 0)
+        rc = clr_exec_signal(p->h, sig, err);
     proc_release(p);
-    if (rc == 0) {
-        json_t *d = json_pack("{s:s, s:i}", "process_id", proc_id, "signal", sig);
-        clr_audit_append(svc->audit, "client", id, "process.signal", "ok", d, NULL);
-        json_decref(d);
-    }
     return rc;
 }
 
 int clr_service_proc_signal(clr_service *svc, const char *id, const char *proc_id, json_t *req,
-                            clr_error *err)
+                            const char *actor, clr_error *err)
 {
     static const char *const fields[] = {"signal", NULL};
     if (valid_id(id, err) < 0 || check_fields(req, "request", fields, err) < 0)
@@ -1886,10 +1883,7 @@ int clr_service_proc_signal(clr_service *svc, const char *id, const char *proc_i
     if (sig < 0)
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "signal must be a number 1..64 or a name such as \"TERM\"");
-    return clr_service_proc_signal_num(svc, id, proc_id, sig) == 0
-               ? 0
-               : clr_error_set(err, CLR_E_CONFLICT, 0, "process %.64s in sandbox %s is not "
-                                                       "running", proc_id, id);
+    return clr_service_proc_signal_num(svc, id, proc_id, sig, actor, err);
 }
 
 /* At stop: the processes' streams are closed (their agents kill them), threads joined. */
@@ -1898,6 +1892,10 @@ static void procs_stop(clr_service *svc)
     for (struct proc *p = svc->procs; p; p = p->next) {
         struct proc *t = proc_take(svc, p->sandbox_id, p->id, NULL);
         if (t) {
+            json_t *d = json_pack("{s:s, s:i}", "process_id", t->id, "signal", 9);
+            clr_audit_append(svc->audit, "daemon (stopping)", t->sandbox_id, "process.signal",
+                             "ok", d, NULL);
+            json_decref(d);
             clr_exec_signal(t->h, 9, NULL);
             proc_release(t);
         }

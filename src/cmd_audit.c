@@ -43,6 +43,11 @@ static int verify(int argc, char **argv)
     char **files = NULL;
     size_t n = 0;
     clr_error err = CLR_ERROR_INIT;
+    bool partial = argc > 1 && !strcmp(argv[1], "--partial");
+    if (partial) {
+        argc--;
+        argv++;
+    }
     if (argc > 1) {
         files = (char **)(argv + 1);
         n = (size_t)argc - 1;
@@ -51,7 +56,7 @@ static int verify(int argc, char **argv)
         return CLI_EXIT_FAILURE;
     }
     clr_audit_verify_report r;
-    int rc = clr_audit_verify(&r, (const char *const *)files, n, &err);
+    int rc = clr_audit_verify(&r, (const char *const *)files, n, partial, &err);
     if (argc <= 1)
         clr_audit_files_free(files);
     if (rc < 0) {
@@ -153,11 +158,12 @@ int cmd_audit(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "show") == 0)
         return show(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
-        printf("Usage: clearing audit verify [FILE...]\n"
+        printf("Usage: clearing audit verify [--partial] [FILE...]\n"
                "       clearing audit show [--sandbox ID] [--action NAME] [--actor WHO]\n"
                "                           [--since TS] [--until TS] [--json]\n\n"
                "verify checks the hash chain (default: the log and its rotated files, oldest\n"
-               "first) and names the first bad record. The log is --audit-log,\n"
+               "first) and names the first bad record. --partial: older files were deleted, so\n"
+               "the first file may start mid-chain. The log is --audit-log,\n"
                "$CLEARING_AUDIT_LOG, or <state dir>/audit.log.\n");
         return 0;
     }

@@ -679,7 +679,7 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
         status = 204;
     } else if (n == 6 && post && strcmp(parts[3], "processes") == 0 &&
                strcmp(parts[5], "signal") == 0) {
-        rc = clr_service_proc_signal(s->svc, parts[2], parts[4], body, &err);
+        rc = clr_service_proc_signal(s->svc, parts[2], parts[4], body, rq->actor, &err);
         status = 204;
     } else {
         json_decref(body);

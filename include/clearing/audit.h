@@ -6,7 +6,8 @@
  *    "action":"exec","outcome":"ok","details":{...},"prev":"<hash of record 6>","hash":"<hex>"}
  * hash = SHA-256 over prev, a newline, and the record's canonical form without "hash" (compact,
  * keys sorted). Every record names its predecessor's hash, so the file is a chain: an edited,
- * deleted, inserted or reordered record breaks it at that record. Rotation starts a new file that
+ * deleted, inserted or reordered record breaks it at that record (removing records from the end
+ * needs an external copy of the last hash to show: see audit_syslog). Rotation starts a new file that
  * continues the chain. A record is written and fsync'd before the action it records is
  * acknowledged; if it cannot be, the action is refused. */
 #ifndef CLEARING_AUDIT_H
@@ -56,10 +57,13 @@ typedef struct clr_audit_verify_report {
     char problem[256];
 } clr_audit_verify_report;
 
-/* Checks the chain across files, in the order given (oldest first). Returns 0 with report->ok
- * telling the verdict; -1 only when a file cannot be read at all. */
+/* Checks the chain across files, in the order given (oldest first). The chain must start at
+ * record 1 unless allow_partial (older files were deleted on purpose). Returns 0 with report->ok
+ * telling the verdict; -1 only when a file cannot be read at all.
+ * What a chain cannot show by itself: records removed from its END, or a tail rewritten with
+ * fresh hashes. Compare the last seq and hash with an external copy (audit_syslog). */
 CLR_PUBLIC int clr_audit_verify(clr_audit_verify_report *report, const char *const *files,
-                                size_t nfiles, clr_error *err);
+                                size_t nfiles, bool allow_partial, clr_error *err);
 
 /* The log's files oldest first: rotated ones (path.N in order) then path. *out is a
  * NULL-terminated array of strings, freed with clr_audit_files_free(). */

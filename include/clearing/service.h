@@ -92,7 +92,7 @@ CLR_PUBLIC int clr_service_proc_stdin(clr_service *svc, const char *id, const ch
                                       json_t *request, clr_error *err);
 /* {"signal": "TERM" | 15} */
 CLR_PUBLIC int clr_service_proc_signal(clr_service *svc, const char *id, const char *proc_id,
-                                       json_t *request, clr_error *err);
+                                       json_t *request, const char *actor, clr_error *err);
 
 /* Files in a live sandbox's workspace. Paths are relative to /workspace and confined to it (see
  * clearing/files.h); every action is audited with path, size and SHA-256. */

@@ -163,7 +163,7 @@ static clr_audit_verify_report verify_path(const char *path)
     clr_audit_verify_report r;
     const char *files[] = {path};
     clr_error err = CLR_ERROR_INIT;
-    if (clr_audit_verify(&r, files, 1, &err) != 0)
+    if (clr_audit_verify(&r, files, 1, false, &err) != 0)
         fail_msg("verify %s: %s", path, err.message);
     return r;
 }
@@ -551,7 +551,7 @@ static void test_verify_missing_file_is_error(void **state)
     clr_audit_verify_report r;
     const char *files[] = {fx->path};
     clr_error err = CLR_ERROR_INIT;
-    assert_int_equal(clr_audit_verify(&r, files, 1, &err), -1);
+    assert_int_equal(clr_audit_verify(&r, files, 1, false, &err), -1);
     assert_true(err.message[0] != '\0');
 }
 
@@ -576,14 +576,14 @@ static void test_rotation_continues_chain_across_files(void **state)
     assert_null(files[n]);
 
     clr_audit_verify_report r;
-    assert_int_equal(clr_audit_verify(&r, (const char *const *)files, n, &err), 0);
+    assert_int_equal(clr_audit_verify(&r, (const char *const *)files, n, false, &err), 0);
     expect_ok(&r, 5, 1, 5);
 
     /* Out of order, the same files do not verify. */
     char *t = files[0];
     files[0] = files[1];
     files[1] = t;
-    assert_int_equal(clr_audit_verify(&r, (const char *const *)files, n, &err), 0);
+    assert_int_equal(clr_audit_verify(&r, (const char *const *)files, n, false, &err), 0);
     assert_false(r.ok);
     clr_audit_files_free(files);
 }
@@ -602,7 +602,7 @@ static void test_rotation_by_size_keeps_every_record(void **state)
         assert_true(st.st_size > 0);
     }
     clr_audit_verify_report r;
-    assert_int_equal(clr_audit_verify(&r, (const char *const *)files, n, NULL), 0);
+    assert_int_equal(clr_audit_verify(&r, (const char *const *)files, n, false, NULL), 0);
     expect_ok(&r, 12, 1, 12);
     clr_audit_files_free(files);
 }
@@ -618,13 +618,13 @@ static void test_rotation_then_reopen_continues_chain(void **state)
     size_t n = 0;
     assert_int_equal(clr_audit_files(&files, &n, fx->path, NULL), 0);
     clr_audit_verify_report r;
-    assert_int_equal(clr_audit_verify(&r, (const char *const *)files, n, NULL), 0);
+    assert_int_equal(clr_audit_verify(&r, (const char *const *)files, n, false, NULL), 0);
     expect_ok(&r, 5, 1, 5);
     clr_audit_files_free(files);
 }
 
-/* Retention may delete the oldest rotated files: the rest still verifies from where it starts,
- * but a chain that starts mid-way in the first file (path.000001) does not. */
+/* Retention may delete the oldest rotated files: the rest verifies from where it starts when the
+ * operator says so (allow_partial), and is reported as missing records otherwise. */
 static void test_rotation_oldest_file_deleted_still_verifies(void **state)
 {
     struct fixture *fx = *state;
@@ -637,7 +637,10 @@ static void test_rotation_oldest_file_deleted_still_verifies(void **state)
     assert_int_equal(clr_audit_files(&files, &n, fx->path, NULL), 0);
     assert_int_equal(n, 3);
     clr_audit_verify_report r;
-    assert_int_equal(clr_audit_verify(&r, (const char *const *)files, n, NULL), 0);
+    assert_int_equal(clr_audit_verify(&r, (const char *const *)files, n, false, NULL), 0);
+    assert_false(r.ok);
+    assert_non_null(strstr(r.problem, "missing"));
+    assert_int_equal(clr_audit_verify(&r, (const char *const *)files, n, true, NULL), 0);
     expect_ok(&r, 3, 2, 4);
     clr_audit_files_free(files);
 }
