@@ -1,5 +1,5 @@
 # The two entry points of the README. Both set up whatever is missing first (idempotent).
-#   make run    set up, build, check the host, and run the sample job in a gVisor sandbox
+#   make run    set up, build, check the host, and run a real agent plan through a gVisor sandbox
 #   make test   set up, build, and run the whole test suite (also under ASan+UBSan)
 BUILD ?= build
 BUILD_SAN ?= build-sanitize
@@ -18,9 +18,14 @@ build:
 
 run: setup build
 	$(BUILD)/src/clearing doctor
-	@echo '== sample job: the sample project tests in a fresh gVisor sandbox'
-	$(BUILD)/src/clearing run --workspace examples/sample-python --timeout 60s \
-	    -- python3 -m unittest -v
+	@echo '== main job: an agent plan on a sample repository, in a fresh gVisor sandbox on its own branch'
+	@repo=$$(bash scripts/sample-repo.sh) && \
+	  $(BUILD)/src/clearing plan run examples/plans/add-median.yaml --repo "$$repo" && \
+	  echo '== a second plan with a bug: the gauntlet must fail it, with a readable report' && \
+	  { $(BUILD)/src/clearing plan run examples/plans/buggy-mean.yaml --repo "$$repo"; \
+	    status=$$?; [ $$status = 1 ] || { echo "expected verdict fail (exit 1), got $$status"; exit 1; }; } && \
+	  echo "== branches of $$repo (the caller's checkout is untouched):" && \
+	  git -C "$$repo" log --all --oneline --decorate && git -C "$$repo" status --short
 
 test: setup build
 	meson test -C $(BUILD) --print-errorlogs
