@@ -19,6 +19,7 @@
 #include "clearing/audit.h"
 #include "clearing/files.h"
 #include "clearing/gitws.h"
+#include "clearing/plan.h"
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
@@ -2190,5 +2191,86 @@ int clr_service_diff(clr_service *svc, const char *id, char **out, clr_error *er
     int rc = clr_sandbox_diff(out, sb, err);
     clr_sandbox_free(sb);
     engine_put(svc, eng, false);
+    return rc;
+}
+
+/* ---- plans and gauntlets ---- */
+
+struct plan_events {
+    clr_service_event_cb cb;
+    void *ctx;
+};
+
+static void plan_event(void *ctx, json_t *ev)
+{
+    struct plan_events *pe = ctx;
+    if (pe->cb)
+        pe->cb(pe->ctx, ev);
+}
+
+int clr_service_plan(clr_service *svc, json_t *req, const char *actor,
+                     clr_service_event_cb on_event, void *ctx, json_t **out, clr_error *err)
+{
+    static const char *const fields[] = {"plan", "repo", "profile", "gauntlet_only", "base",
+                                         NULL};
+    if (check_fields(req, "request", fields, err) < 0)
+        return -1;
+    json_t *jplan = json_object_get(req, "plan"), *jrepo = json_object_get(req, "repo"),
+           *jprofile = json_object_get(req, "profile"), *jbase = json_object_get(req, "base");
+    bool gauntlet_only = json_is_true(json_object_get(req, "gauntlet_only"));
+    if (!json_is_string(jrepo) || (jprofile && !json_is_string(jprofile)) ||
+        (jbase && !json_is_string(jbase)))
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "repo (a path under repo_roots) is required; profile and base are "
+                             "strings");
+    char real[PATH_MAX];
+    if (repo_allowed(svc, json_string_value(jrepo), real, sizeof(real), err) < 0)
+        return -1;
+    char *text = NULL;
+    if (gauntlet_only) {
+        /* A gauntlet on a repository is a plan without steps that commits nothing. */
+        json_t *p = json_pack("{s:[], s:b}", "steps", "commit_on_failure", 0);
+        if (jbase)
+            json_object_set(p, "base", jbase);
+        text = json_dumps(p, JSON_COMPACT);
+        json_decref(p);
+    } else if (json_is_object(jplan)) {
+        text = json_dumps(jplan, JSON_COMPACT);
+    } else if (json_is_string(jplan)) {
+        text = strdup(json_string_value(jplan));
+    } else {
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "plan must be an object or a YAML/JSON string (or gauntlet_only)");
+    }
+    if (!text)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    clr_plan *plan = NULL;
+    int rc = clr_plan_parse(&plan, text, strlen(text), "plan", err);
+    free(text);
+    if (rc < 0)
+        return -1;
+    int running = 0;
+    clr_store_count_running(svc->store, &running, NULL);
+    if ((unsigned)running >= svc->cfg.max_sandboxes) {
+        clr_plan_free(plan);
+        atomic_fetch_add(&svc->refused, 1);
+        return clr_error_set(err, CLR_E_LIMIT, 0, "at capacity: %d sandboxes are live", running);
+    }
+    clr_engine_options eo = CLR_ENGINE_OPTIONS_INIT;
+    eo.host = svc->docker_host;
+    struct plan_events pe = {on_event, ctx};
+    clr_plan_run_options ro = {
+        .repo_path = real,
+        .profile = json_string_value(jprofile),
+        .state_dir = svc->state_dir,
+        .insecure_runtime = svc->insecure_runtime,
+        .engine = &eo,
+        .audit = svc->audit,
+        .actor = actor,
+        .on_event = plan_event,
+        .ctx = &pe,
+    };
+    rc = clr_plan_run(out, plan, &ro, err);
+    clr_plan_free(plan);
     return rc;
 }

@@ -57,7 +57,7 @@ static int http_status(clr_error_code code)
     case CLR_E_CONFLICT: return MHD_HTTP_CONFLICT;
     case CLR_E_LIMIT: return MHD_HTTP_TOO_MANY_REQUESTS;
     case CLR_E_UNAVAILABLE: return MHD_HTTP_SERVICE_UNAVAILABLE;
-    case CLR_E_DENIED: return MHD_HTTP_UNAUTHORIZED;
+    case CLR_E_DENIED: return MHD_HTTP_FORBIDDEN; /* a policy; a bad token is answered apart */
     case CLR_E_TIMEOUT: return MHD_HTTP_GATEWAY_TIMEOUT;
     case CLR_E_ENGINE: return MHD_HTTP_BAD_GATEWAY;
     case CLR_E_NONE:
@@ -232,7 +232,7 @@ struct stream {
     bool done;
     int refs;
     clr_service *svc;
-    char id[64];
+    char id[64]; /* the sandbox, for an exec; "" for a plan */
     json_t *req;
     char actor[96];
 };
@@ -297,7 +297,11 @@ static void *stream_exec_main(void *p)
     struct stream *st = p;
     clr_error err = CLR_ERROR_INIT;
     json_t *out = NULL;
-    if (clr_service_exec(st->svc, st->id, st->req, st->actor, on_stream_event, st, &out, &err) < 0) {
+    int rc = st->id[0] ? clr_service_exec(st->svc, st->id, st->req, st->actor, on_stream_event,
+                                          st, &out, &err)
+                       : clr_service_plan(st->svc, st->req, st->actor, on_stream_event, st, &out,
+                                          &err);
+    if (rc < 0) {
         json_t *ev = json_pack("{s:s, s:{s:s, s:s}}", "event", "error", "error", "code",
                                clr_error_code_name(err.code), "message", err.message);
         stream_push(st, ev, true);
@@ -392,6 +396,7 @@ static const struct {
     const char *methods;
 } routes[] = {
     {"health", "GET"},
+    {"plans", "POST"},
     {"sandboxes", "GET, POST"},
     {"sandboxes/*", "GET, DELETE"},
     {"sandboxes/*/extend", "POST"},
@@ -603,6 +608,18 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
     if (n == 2 && strcmp(parts[1], "health") == 0 && get) {
         int rc = clr_service_health(s->svc, &out);
         return send_json(c, rc == 0 ? 200 : 503, out);
+    }
+    if (n == 2 && strcmp(parts[1], "plans") == 0) {
+        if (rq->too_big)
+            return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "limit",
+                              "request body larger than 1 MiB");
+        if (parse_body(rq, &body, &err) < 0)
+            return send_clr_error(c, &err);
+        if (query_true(c, "stream"))
+            return exec_streaming(s, c, "", body, rq->actor);
+        int prc = clr_service_plan(s->svc, body, rq->actor, NULL, NULL, &out, &err);
+        json_decref(body);
+        return prc < 0 ? send_clr_error(c, &err) : send_json(c, 200, out);
     }
     if (strcmp(parts[1], "sandboxes") != 0)
         return send_error(c, 404, "not_found", "no such endpoint");

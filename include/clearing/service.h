@@ -120,6 +120,13 @@ CLR_PUBLIC int clr_service_commit(clr_service *svc, const char *id, json_t *requ
 /* Unified diff of the workspace against the base commit; caller frees. */
 CLR_PUBLIC int clr_service_diff(clr_service *svc, const char *id, char **out, clr_error *err);
 
+/* Runs a plan ({"plan": object or YAML string, "repo": path under repo_roots, "profile"}) or,
+ * with "gauntlet_only": true, just the gauntlet on the repository's base ("base"). The answer
+ * is the plan report; events (steps, checks, commit) go to on_event as they happen. */
+CLR_PUBLIC int clr_service_plan(clr_service *svc, json_t *request, const char *actor,
+                                clr_service_event_cb on_event, void *ctx, json_t **out,
+                                clr_error *err);
+
 CLR_PUBLIC int clr_service_health(clr_service *svc, json_t **out);
 /* Appends an audit record (the HTTP layer records authentication failures with it). */
 CLR_PUBLIC int clr_service_audit(clr_service *svc, const char *actor, const char *sandbox,
