@@ -107,7 +107,10 @@ expect "doctor passes on this host" 0 'All checks passed' '' -- doctor
 # The daemon's client commands, against a real daemon.
 SRV=$(mktemp -d /tmp/clearing-cli-srv.XXXXXX)
 export CLEARING_HOST="unix://$SRV/c.sock"
-"$CLEARING" --state-dir "$SRV/state" serve --socket "$SRV/c.sock" 2>"$SRV/log" &
+REPO=$(bash "$(dirname "$0")/../../scripts/sample-repo.sh" "$SRV/repo")
+head_before=$(git -C "$REPO" rev-parse HEAD)
+"$CLEARING" --state-dir "$SRV/state" serve --socket "$SRV/c.sock" --repo-root "$SRV/repo" \
+    2>"$SRV/log" &
 srv_pid=$!
 for _ in $(seq 1 100); do [ -S "$SRV/c.sock" ] && break; sleep 0.1; done
 expect "client: daemon down names the socket" 1 '' 'cannot reach the clearing daemon' -- \
@@ -144,6 +147,31 @@ if tar -tf "$SRV/t.tar" | grep -q '^sub/f$'; then ok "the archive holds the tree
 expect "cp refuses a hostile path" 2 '' "contains '..'" -- cp "$SRV/up.bin" "$sid:../../etc/x"
 expect "cp will not follow a symlink out" 1 '' 'symbolic link' -- cp "$sid:t/l" "$SRV/shadow"
 if [ ! -e "$SRV/shadow" ]; then ok "nothing was written for the refused download"; else not_ok "nothing was written for the refused download"; fi
+# Git: a sandbox on a branch of its own; its changes come back as a commit.
+"$CLEARING" create --repo "$REPO" --branch agent/cli-test >"$out" 2>"$err"
+gid=$(tail -n1 "$out")
+if [[ "$gid" =~ ^sb-[0-9a-f]{16}$ ]]; then ok "create --repo"; else not_ok "create --repo"; fi
+expect "the workspace holds the base commit, without .git" 0 '^calc.py NO-GIT$' '' -- \
+    exec "$gid" --shell 'test -e .git && g=HAS-GIT || g=NO-GIT; echo "$(ls calc.py) $g"'
+expect "changes in the sandbox" 0 '' '' -- exec "$gid" --shell \
+    'echo "# more" >> calc.py && rm test_calc.py && echo new > new.txt && chmod +x new.txt && ln -s /etc/shadow evil'
+expect "diff shows them" 0 '^\+# more$' '' -- diff "$gid"
+expect "commit makes one commit on the branch" 0 'agent/cli-test' '' -- commit "$gid" -m "cli change"
+if [ "$(git -C "$REPO" log -1 --format=%s agent/cli-test)" = "cli change" ] &&
+   git -C "$REPO" log -1 --format=%B agent/cli-test | grep -q "^Clearing-Sandbox: $gid$" &&
+   [ "$(git -C "$REPO" ls-tree agent/cli-test evil | cut -c1-6)" = 120000 ] &&
+   [ "$(git -C "$REPO" show agent/cli-test:evil)" = /etc/shadow ] &&
+   [ "$(git -C "$REPO" ls-tree agent/cli-test new.txt | cut -c1-6)" = 100755 ] &&
+   ! git -C "$REPO" cat-file -e agent/cli-test:test_calc.py 2>/dev/null; then
+    ok "the commit has the change, the symlink as a link, the mode, the deletion, the trailer"
+else
+    not_ok "the commit has the change, the symlink as a link, the mode, the deletion, the trailer"
+fi
+if [ "$(git -C "$REPO" rev-parse HEAD)" = "$head_before" ] && [ -z "$(git -C "$REPO" status --porcelain)" ]; then
+    ok "the caller's checkout is untouched"; else not_ok "the caller's checkout is untouched"; fi
+expect "a branch that exists is refused" 1 '' 'exists' -- create --repo "$REPO" --branch agent/cli-test
+expect "a repository outside repo_roots is refused" 1 '' 'repo_roots' -- create --repo /tmp
+expect "rm the git sandbox" 0 "$gid" '' -- rm "$gid"
 expect "exec on an unknown sandbox" 125 '' 'no sandbox' -- exec sb-00000000000000aa -- true
 expect "rm through the daemon" 0 "$sid" '' -- rm "$sid"
 expect "exec on a destroyed sandbox is refused" 125 '' 'not running' -- exec "$sid" -- true
