@@ -1101,54 +1101,83 @@ int clr_service_reap(clr_service *svc, clr_error *err)
     return removed;
 }
 
+/* The engine's sandboxes next to the database's running rows: what reconcile and recovery
+ * compare. */
+struct snapshot {
+    clr_engine *eng;
+    clr_sandbox_info *live;
+    size_t nlive;
+    clr_store_sandbox *rows;
+    size_t n;
+};
+
+static int snapshot_load(clr_service *svc, struct snapshot *sn, clr_error *err)
+{
+    memset(sn, 0, sizeof(*sn));
+    if (engine_get(svc, &sn->eng, err) < 0)
+        return -1;
+    if (clr_sandbox_list(&sn->live, &sn->nlive, sn->eng, err) < 0) {
+        engine_put(svc, sn->eng, true);
+        return -1;
+    }
+    if (clr_store_sandbox_list(svc->store, CLR_STATE_RUNNING, &sn->rows, &sn->n, err) < 0) {
+        free(sn->live);
+        engine_put(svc, sn->eng, false);
+        return -1;
+    }
+    return 0;
+}
+
+static void snapshot_free(clr_service *svc, struct snapshot *sn)
+{
+    for (size_t i = 0; i < sn->n; i++)
+        clr_store_sandbox_clear(&sn->rows[i]);
+    free(sn->rows);
+    free(sn->live);
+    engine_put(svc, sn->eng, false);
+}
+
+static bool snapshot_running(const struct snapshot *sn, const char *id)
+{
+    for (size_t j = 0; j < sn->nlive; j++) {
+        if (strcmp(sn->live[j].id, id) == 0 && strcmp(sn->live[j].state, "running") == 0)
+            return true;
+    }
+    return false;
+}
+
+/* A running row without a running container: its remains are removed and it becomes lost. */
+static void mark_lost(clr_service *svc, struct snapshot *sn, const char *id, const char *actor,
+                      const char *reason)
+{
+    clr_error lerr = CLR_ERROR_INIT;
+    clr_sandbox_destroy(sn->eng, id, "lost", svc->state_dir, &lerr);
+    clr_store_sandbox_set_state(svc->store, id, CLR_STATE_LOST, reason, now_s(), &lerr);
+    atomic_fetch_add(&svc->lost, 1);
+    clr_log(CLR_LOG_WARN, "sandbox.lost", "id", id, "reason", reason, NULL);
+    json_t *d = json_pack("{s:s}", "reason", reason);
+    if (clr_audit_append(svc->audit, actor, id, "sandbox.lost", "ok", d, &lerr) < 0)
+        clr_log(CLR_LOG_ERROR, "audit.write_failed", "error", lerr.message, NULL);
+    json_decref(d);
+}
+
 /* Sandboxes whose container stopped or vanished behind our back (dockerd restarted, someone
  * removed it, the kernel killed it) become lost, and what is left of them is removed. */
 int clr_service_reconcile(clr_service *svc, clr_error *err)
 {
-    clr_engine *eng = NULL;
-    if (engine_get(svc, &eng, err) < 0)
+    struct snapshot sn;
+    if (snapshot_load(svc, &sn, err) < 0)
         return -1;
-    clr_sandbox_info *live = NULL;
-    size_t nlive = 0;
-    if (clr_sandbox_list(&live, &nlive, eng, err) < 0) {
-        engine_put(svc, eng, true);
-        return -1;
-    }
-    clr_store_sandbox *rows = NULL;
-    size_t n = 0;
-    if (clr_store_sandbox_list(svc->store, CLR_STATE_RUNNING, &rows, &n, err) < 0) {
-        free(live);
-        engine_put(svc, eng, false);
-        return -1;
-    }
     int lost = 0;
     int64_t now = now_s();
-    for (size_t i = 0; i < n; i++) {
-        bool running = false;
-        for (size_t j = 0; j < nlive && !running; j++)
-            running = strcmp(live[j].id, rows[i].info.id) == 0 &&
-                      strcmp(live[j].state, "running") == 0;
+    for (size_t i = 0; i < sn.n; i++) {
         /* A row younger than a few seconds may be a create whose container is still starting. */
-        if (running || now - rows[i].info.created_at < 5)
+        if (snapshot_running(&sn, sn.rows[i].info.id) || now - sn.rows[i].info.created_at < 5)
             continue;
-        clr_error lerr = CLR_ERROR_INIT;
-        clr_sandbox_destroy(eng, rows[i].info.id, "lost", svc->state_dir, &lerr);
-        clr_store_sandbox_set_state(svc->store, rows[i].info.id, CLR_STATE_LOST,
-                                    "container stopped or vanished", now, &lerr);
-        atomic_fetch_add(&svc->lost, 1);
+        mark_lost(svc, &sn, sn.rows[i].info.id, "reaper", "container stopped or vanished");
         lost++;
-        clr_log(CLR_LOG_WARN, "reconcile.lost", "id", rows[i].info.id, NULL);
-        json_t *d = json_pack("{s:s}", "reason", "container stopped or vanished");
-        if (clr_audit_append(svc->audit, "reaper", rows[i].info.id, "sandbox.lost", "ok", d,
-                             &lerr) < 0)
-            clr_log(CLR_LOG_ERROR, "audit.write_failed", "error", lerr.message, NULL);
-        json_decref(d);
     }
-    for (size_t i = 0; i < n; i++)
-        clr_store_sandbox_clear(&rows[i]);
-    free(rows);
-    free(live);
-    engine_put(svc, eng, false);
+    snapshot_free(svc, &sn);
     return lost;
 }
 
@@ -1185,69 +1214,39 @@ static void *reaper_main(void *p)
 /* After a restart: keep what still runs, mark what vanished, remove what we do not know. */
 static int recover(clr_service *svc, clr_error *err)
 {
-    int lost_execs = clr_store_exec_mark_lost(svc->store, now_s(), err);
-    if (lost_execs < 0)
+    if (clr_store_exec_mark_lost(svc->store, now_s(), err) < 0)
         return -1;
-    clr_engine *eng = NULL;
-    if (engine_get(svc, &eng, err) < 0)
+    struct snapshot sn;
+    if (snapshot_load(svc, &sn, err) < 0)
         return -1;
-    clr_sandbox_info *live = NULL;
-    size_t nlive = 0;
-    if (clr_sandbox_list(&live, &nlive, eng, err) < 0) {
-        engine_put(svc, eng, true);
-        return -1;
-    }
-    clr_store_sandbox *rows = NULL;
-    size_t n = 0;
-    if (clr_store_sandbox_list(svc->store, CLR_STATE_RUNNING, &rows, &n, err) < 0) {
-        free(live);
-        engine_put(svc, eng, false);
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        bool running = false;
-        for (size_t j = 0; j < nlive && !running; j++)
-            running = strcmp(live[j].id, rows[i].info.id) == 0 &&
-                      strcmp(live[j].state, "running") == 0;
-        clr_error lerr = CLR_ERROR_INIT;
-        if (running) {
+    for (size_t i = 0; i < sn.n; i++) {
+        if (snapshot_running(&sn, sn.rows[i].info.id)) {
             atomic_fetch_add(&svc->adopted, 1);
-            clr_log(CLR_LOG_INFO, "recover.adopted", "id", rows[i].info.id, NULL);
+            clr_log(CLR_LOG_INFO, "recover.adopted", "id", sn.rows[i].info.id, NULL);
         } else {
-            clr_sandbox_destroy(eng, rows[i].info.id, "lost", svc->state_dir, &lerr);
-            clr_store_sandbox_set_state(svc->store, rows[i].info.id, CLR_STATE_LOST,
-                                        "container vanished", now_s(), &lerr);
-            atomic_fetch_add(&svc->lost, 1);
-            clr_log(CLR_LOG_WARN, "recover.lost", "id", rows[i].info.id, NULL);
-            json_t *d = json_pack("{s:s}", "reason", "container vanished while the daemon was down");
-            clr_audit_append(svc->audit, "recovery", rows[i].info.id, "sandbox.lost", "ok", d,
-                             &lerr);
-            json_decref(d);
+            mark_lost(svc, &sn, sn.rows[i].info.id, "recovery",
+                      "container vanished while the daemon was down");
         }
     }
-    for (size_t j = 0; j < nlive; j++) {
-        if (strcmp(live[j].owner, svc->owner) != 0 || !live[j].id[0])
+    for (size_t j = 0; j < sn.nlive; j++) {
+        if (strcmp(sn.live[j].owner, svc->owner) != 0 || !sn.live[j].id[0])
             continue;
         bool known = false;
-        for (size_t i = 0; i < n && !known; i++)
-            known = strcmp(live[j].id, rows[i].info.id) == 0;
+        for (size_t i = 0; i < sn.n && !known; i++)
+            known = strcmp(sn.live[j].id, sn.rows[i].info.id) == 0;
         if (known)
             continue;
         clr_error lerr = CLR_ERROR_INIT;
-        if (clr_sandbox_destroy(eng, live[j].id, "orphan", svc->state_dir, &lerr) == 0) {
+        if (clr_sandbox_destroy(sn.eng, sn.live[j].id, "orphan", svc->state_dir, &lerr) == 0) {
             atomic_fetch_add(&svc->orphans_removed, 1);
-            clr_log(CLR_LOG_WARN, "recover.orphan_removed", "id", live[j].id, NULL);
+            clr_log(CLR_LOG_WARN, "recover.orphan_removed", "id", sn.live[j].id, NULL);
             json_t *d = json_pack("{s:s}", "reason", "orphan");
-            clr_audit_append(svc->audit, "recovery", live[j].id, "sandbox.destroy", "ok", d,
+            clr_audit_append(svc->audit, "recovery", sn.live[j].id, "sandbox.destroy", "ok", d,
                              &lerr);
             json_decref(d);
         }
     }
-    for (size_t i = 0; i < n; i++)
-        clr_store_sandbox_clear(&rows[i]);
-    free(rows);
-    free(live);
-    engine_put(svc, eng, false);
+    snapshot_free(svc, &sn);
     return 0;
 }
 
