@@ -72,6 +72,7 @@ int cmd_gauntlet(int argc, char **argv)
         {"profile", required_argument, NULL, OPT_PROFILE},
         {"file", required_argument, NULL, OPT_FILE},
         {"workspace", required_argument, NULL, OPT_WORKSPACE},
+        {"repo", required_argument, NULL, OPT_WORKSPACE},
         {"image", required_argument, NULL, OPT_IMAGE},
         {"parallel", required_argument, NULL, OPT_PARALLEL},
         {"json", no_argument, NULL, OPT_JSON},
@@ -114,8 +115,9 @@ int cmd_gauntlet(int argc, char **argv)
             parallel = (unsigned)v;
             break;
         case OPT_HELP:
-            printf("Usage: clearing gauntlet --workspace DIR [--profile NAME | --file F] [OPTIONS]\n\n"
-                   "Copies DIR into a fresh sandbox and runs the validation gauntlet there: the\n"
+            printf("Usage: clearing gauntlet --repo DIR [--profile NAME | --file F] [OPTIONS]\n\n"
+                   "Copies DIR (a project directory, --workspace is the same) into a fresh\n"
+                   "sandbox and runs the validation gauntlet there, committing nothing: the\n"
                    "project's .clearing/gauntlet.yaml, else --file, else --profile (python, c).\n"
                    "Exit status 0 only when the verdict is pass (1 when it is fail).\n\n"
                    "  --image IMAGE     image (default: the profile's, else the default image)\n"
@@ -129,7 +131,7 @@ int cmd_gauntlet(int argc, char **argv)
         }
     }
     if (!so.workspace_from) {
-        cli_usage_error("gauntlet", "--workspace DIR is required");
+        cli_usage_error("gauntlet", "--repo DIR (or --workspace DIR) is required");
         return CLI_EXIT_USAGE;
     }
     /* The gauntlet: the project's own file first, then --file, then a profile. */
