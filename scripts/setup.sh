@@ -16,7 +16,7 @@ PACKAGES=(
     build-essential meson ninja-build pkg-config clang
     libcurl4-openssl-dev libjansson-dev libgit2-dev libyaml-dev libsqlite3-dev libssl-dev
     libarchive-dev libmicrohttpd-dev libcmocka-dev
-    docker.io mmdebstrap python3 python3-yaml git curl jq
+    docker.io mmdebstrap python3 python3-yaml git curl jq valgrind
 )
 
 missing=()
