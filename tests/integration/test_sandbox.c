@@ -441,6 +441,28 @@ static void test_rlimits(void **state)
     destroy(sb);
 }
 
+static void test_cpu_quota_half_core(void **state)
+{
+    (void)state;
+    /* A busy loop under a 0.5-core quota gets about half a core of CPU time, not more. */
+    clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
+    o.limits.cpu_millis = 500;
+    clr_sandbox *sb = make_sandbox(&o);
+    clr_exec_result r;
+    sh(&r, sb,
+       "python3 -c 'import time,os\nt=time.time()\nwhile time.time()-t<3: pass\n"
+       "c=os.times(); print(\"%.3f %.3f\" % (c.user+c.system, time.time()-t))'",
+       30000);
+    assert_exited(&r, 0);
+    double cpu = 0, wall = 0;
+    assert_int_equal(sscanf(out(&r), "%lf %lf", &cpu, &wall), 2);
+    double share = cpu / wall;
+    if (share < 0.30 || share > 0.65)
+        fail_msg("a 0.5-core quota gave %.2f cores (%.2fs CPU in %.2fs)", share, cpu, wall);
+    clr_exec_result_clear(&r);
+    destroy(sb);
+}
+
 /* ---- a hostile agent: the library's backstop and protocol checks ---- */
 
 static void fake_agent_exec(const char *mode, clr_exec_result *r)
@@ -756,6 +778,7 @@ int main(void)
         cmocka_unit_test(test_result_cannot_be_forged),
         cmocka_unit_test(test_accounting),
         cmocka_unit_test(test_rlimits),
+        cmocka_unit_test(test_cpu_quota_half_core),
         cmocka_unit_test(test_backstop_kills_silent_agent),
         cmocka_unit_test(test_protocol_violations_kill_the_sandbox),
         cmocka_unit_test(test_timeout_kills_whole_tree),
