@@ -64,7 +64,24 @@ struct clr_service {
     struct histogram h_create, h_exec, h_destroy;
     struct proc *procs; /* background processes; guarded by procs_lock */
     clr_audit *audit;
+
+    /* The warm pool: started, checked sandboxes of the default profile, handed out once each. */
+    pthread_mutex_t warm_lock;
+    pthread_cond_t warm_cond;
+    struct warm *warm;
+    unsigned warm_ready;
+    pthread_t warm_thread;
+    bool warm_started;
+    atomic_uint_fast64_t warm_hits, warm_misses;
 };
+
+struct warm {
+    clr_sandbox *sb;
+    int64_t made_at;
+    struct warm *next;
+};
+
+#define WARM_MAX_AGE_S 1800 /* pooled sandboxes are remade after this, so none grows stale */
 
 int clr_service_audit(clr_service *svc, const char *actor, const char *sandbox,
                       const char *action, const char *outcome, json_t *details, clr_error *err)
@@ -374,6 +391,120 @@ static int repo_allowed(clr_service *svc, const char *path, char *real, size_t l
     return clr_error_set(err, CLR_E_DENIED, 0, "repository %.200s is outside repo_roots", buf);
 }
 
+/* Makes one pooled sandbox and checks that its agent answers before it may be handed out. */
+static clr_sandbox *warm_make(clr_service *svc)
+{
+    clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
+    o.limits = svc->cfg.limits;
+    o.state_dir = svc->state_dir;
+    o.insecure_runtime = svc->insecure_runtime;
+    o.owner = svc->owner;
+    /* Its labels must outlive the time it waits in the pool plus a full lifetime after. */
+    o.max_lifetime_s = svc->cfg.max_lifetime_s + WARM_MAX_AGE_S;
+    o.image = svc->image;
+    clr_error err = CLR_ERROR_INIT;
+    clr_engine *eng = NULL;
+    clr_sandbox *sb = NULL;
+    if (engine_get(svc, &eng, &err) < 0 || clr_sandbox_create(&sb, eng, &o, &err) < 0) {
+        engine_put(svc, eng, true);
+        clr_log(CLR_LOG_WARN, "pool.create_failed", "error", err.message, NULL);
+        return NULL;
+    }
+    const char *argv[] = {"true", NULL};
+    clr_exec_options eo = CLR_EXEC_OPTIONS_INIT;
+    eo.argv = argv;
+    eo.limits.timeout_ms = 10000;
+    clr_exec_result r;
+    bool ready = clr_exec_run(&r, eng, sb, &eo, &err) == 0 && r.status == CLR_EXEC_EXITED &&
+                 r.exit_code == 0;
+    if (ready || err.code == CLR_E_NONE)
+        clr_exec_result_clear(&r);
+    if (!ready) {
+        clr_log(CLR_LOG_WARN, "pool.not_ready", "id", clr_sandbox_get_info(sb)->id, NULL);
+        clr_sandbox_destroy(eng, clr_sandbox_get_info(sb)->id, "pool-not-ready", svc->state_dir,
+                            &err);
+        clr_sandbox_free(sb);
+        sb = NULL;
+    }
+    engine_put(svc, eng, false);
+    return sb;
+}
+
+static void warm_discard(clr_service *svc, clr_sandbox *sb, const char *why)
+{
+    clr_error err = CLR_ERROR_INIT;
+    clr_engine *eng = NULL;
+    if (engine_get(svc, &eng, &err) == 0)
+        clr_sandbox_destroy(eng, clr_sandbox_get_info(sb)->id, why, svc->state_dir, &err);
+    engine_put(svc, eng, false);
+    clr_sandbox_free(sb);
+}
+
+static void *warm_main(void *p)
+{
+    clr_service *svc = p;
+    pthread_mutex_lock(&svc->warm_lock);
+    while (!svc->stopping) {
+        /* Remake the oldest when it is too old; fill up to the size. */
+        struct warm **pp = &svc->warm;
+        while (*pp && (*pp)->next)
+            pp = &(*pp)->next;
+        if (*pp && now_s() - (*pp)->made_at > WARM_MAX_AGE_S) {
+            struct warm *old = *pp;
+            *pp = NULL;
+            svc->warm_ready--;
+            pthread_mutex_unlock(&svc->warm_lock);
+            warm_discard(svc, old->sb, "pool-recycled");
+            free(old);
+            pthread_mutex_lock(&svc->warm_lock);
+            continue;
+        }
+        if (svc->warm_ready < svc->cfg.pool_size) {
+            pthread_mutex_unlock(&svc->warm_lock);
+            clr_sandbox *sb = warm_make(svc);
+            struct warm *w = sb ? calloc(1, sizeof(*w)) : NULL;
+            pthread_mutex_lock(&svc->warm_lock);
+            if (w) {
+                w->sb = sb;
+                w->made_at = now_s();
+                w->next = svc->warm;
+                svc->warm = w;
+                svc->warm_ready++;
+                continue;
+            }
+            if (sb) {
+                pthread_mutex_unlock(&svc->warm_lock);
+                warm_discard(svc, sb, "pool-oom");
+                pthread_mutex_lock(&svc->warm_lock);
+            }
+        }
+        /* Full, or creating failed: wait for a hand-out or retry in a while. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 5;
+        pthread_cond_timedwait(&svc->warm_cond, &svc->warm_lock, &ts);
+    }
+    pthread_mutex_unlock(&svc->warm_lock);
+    return NULL;
+}
+
+/* Takes a pooled sandbox, or NULL when the pool is empty. */
+static clr_sandbox *warm_take(clr_service *svc)
+{
+    pthread_mutex_lock(&svc->warm_lock);
+    struct warm *w = svc->warm;
+    if (w) {
+        svc->warm = w->next;
+        svc->warm_ready--;
+    }
+    pthread_cond_signal(&svc->warm_cond);
+    pthread_mutex_unlock(&svc->warm_lock);
+    clr_sandbox *sb = w ? w->sb : NULL;
+    free(w);
+    atomic_fetch_add(sb ? &svc->warm_hits : &svc->warm_misses, 1);
+    return sb;
+}
+
 static int create_impl(clr_service *svc, json_t *req, const char *actor, json_t **out,
                        clr_error *err)
 {
@@ -463,8 +594,13 @@ static int create_impl(clr_service *svc, json_t *req, const char *actor, json_t 
     }
     clr_engine *eng = NULL;
     clr_sandbox *sb = NULL;
+    /* The default profile comes from the warm pool when it has one ready. */
+    bool pooled = svc->cfg.pool_size && !repo && !json_object_get(req, "image") &&
+                  !json_object_get(req, "limits");
+    if (pooled)
+        sb = warm_take(svc);
     int rc = engine_get(svc, &eng, err);
-    if (rc == 0)
+    if (rc == 0 && !sb)
         rc = clr_sandbox_create(&sb, eng, &o, err);
     if (rc < 0) {
         pthread_mutex_unlock(&svc->create_lock);
@@ -476,6 +612,9 @@ static int create_impl(clr_service *svc, json_t *req, const char *actor, json_t 
     clr_store_sandbox row;
     memset(&row, 0, sizeof(row));
     row.info = *clr_sandbox_get_info(sb);
+    /* A pooled sandbox's life starts when it is handed out. */
+    row.info.created_at = now_s();
+    row.info.expires_at = row.info.created_at + o.limits.lifetime_s;
     snprintf(row.info.state, sizeof(row.info.state), CLR_STATE_RUNNING);
     row.max_expires_at = row.info.max_expires_at;
     row.idle_timeout_s = (uint32_t)(idle_ms / 1000);
@@ -1278,6 +1417,8 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
     pthread_mutex_init(&svc->create_lock, NULL);
     pthread_mutex_init(&svc->reaper_lock, NULL);
     pthread_cond_init(&svc->reaper_cond, NULL);
+    pthread_mutex_init(&svc->warm_lock, NULL);
+    pthread_cond_init(&svc->warm_cond, NULL);
     if (!svc->state_dir || !svc->db_path) {
         clr_service_stop(svc);
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
@@ -1335,6 +1476,12 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
         return clr_error_set(err, CLR_E_INTERNAL, errno, "cannot start the reaper thread");
     }
     svc->reaper_started = true;
+    if (cfg->pool_size) {
+        if (pthread_create(&svc->warm_thread, NULL, warm_main, svc) == 0)
+            svc->warm_started = true;
+        else
+            clr_log(CLR_LOG_WARN, "pool.not_started", NULL);
+    }
     *out = svc;
     return 0;
 }
@@ -1351,6 +1498,20 @@ void clr_service_stop(clr_service *svc)
         pthread_mutex_unlock(&svc->reaper_lock);
         pthread_join(svc->reaper, NULL);
     }
+    if (svc->warm_started) {
+        pthread_mutex_lock(&svc->warm_lock);
+        svc->stopping = true;
+        pthread_cond_broadcast(&svc->warm_cond);
+        pthread_mutex_unlock(&svc->warm_lock);
+        pthread_join(svc->warm_thread, NULL);
+    }
+    /* Pooled sandboxes were never handed out: they go with the daemon. */
+    while (svc->warm) {
+        struct warm *w = svc->warm;
+        svc->warm = w->next;
+        warm_discard(svc, w->sb, "pool-stop");
+        free(w);
+    }
     for (int i = 0; i < svc->pool_n; i++)
         clr_engine_free(svc->pool[i]);
     clr_store_close(svc->store);
@@ -1364,6 +1525,8 @@ void clr_service_stop(clr_service *svc)
     pthread_mutex_destroy(&svc->create_lock);
     pthread_mutex_destroy(&svc->reaper_lock);
     pthread_cond_destroy(&svc->reaper_cond);
+    pthread_mutex_destroy(&svc->warm_lock);
+    pthread_cond_destroy(&svc->warm_cond);
     free(svc);
 }
 
@@ -1464,6 +1627,12 @@ char *clr_service_metrics(clr_service *svc)
     COUNTER("clearing_exec_failures_total", "Commands that could not run or whose sandbox failed.",
             exec_failures);
     COUNTER("clearing_requests_refused_total", "Requests refused at capacity (429).", refused);
+    COUNTER("clearing_pool_hits_total", "Creates served from the warm pool.", warm_hits);
+    COUNTER("clearing_pool_misses_total", "Default-profile creates the pool could not serve.",
+            warm_misses);
+    emit(&t, "# HELP clearing_pool_ready Started sandboxes waiting in the warm pool.\n"
+             "# TYPE clearing_pool_ready gauge\nclearing_pool_ready %u\n",
+         svc->warm_ready);
 #undef COUNTER
     emit_histogram(&t, "clearing_create_seconds", "Sandbox creation latency.", &svc->h_create);
     emit_histogram(&t, "clearing_exec_seconds", "Command latency, end to end.", &svc->h_exec);

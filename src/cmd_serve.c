@@ -21,6 +21,7 @@ enum {
     OPT_MAX_EXECS,
     OPT_INSECURE_RUNTIME,
     OPT_REPO_ROOT,
+    OPT_POOL,
     OPT_HELP,
 };
 
@@ -137,6 +138,9 @@ static int load_config(struct serve_config *c, const char *path, clr_error *err)
         else if (strcmp(key, "max_sandboxes") == 0) {
             rc = config_uint(v, key, 100000, &n, err);
             c->svc.max_sandboxes = (unsigned)n;
+        } else if (strcmp(key, "pool_size") == 0) {
+            rc = config_uint(v, key, 64, &n, err);
+            c->svc.pool_size = (unsigned)n;
         } else if (strcmp(key, "max_execs") == 0) {
             rc = config_uint(v, key, 100000, &n, err);
             c->svc.max_execs = (unsigned)n;
@@ -216,6 +220,7 @@ static void help(void)
            "  --max-sandboxes N     live sandboxes at once (default 64)\n"
            "  --max-execs N         commands running at once (default 32)\n"
            "  --insecure-runtime runc  every sandbox WITHOUT gVisor (logged)\n"
+           "  --pool N              keep N started sandboxes of the default profile ready\n"
            "  --repo-root DIR       repositories may come from under DIR (repeatable; none:\n"
            "                        sandboxes from repositories are refused)\n"
            "Default limits of new sandboxes:\n%s",
@@ -240,6 +245,7 @@ int cmd_serve(int argc, char **argv)
         {"max-execs", required_argument, NULL, OPT_MAX_EXECS},
         {"insecure-runtime", required_argument, NULL, OPT_INSECURE_RUNTIME},
         {"repo-root", required_argument, NULL, OPT_REPO_ROOT},
+        {"pool", required_argument, NULL, OPT_POOL},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -299,6 +305,13 @@ int cmd_serve(int argc, char **argv)
             c.srv.tcp_port = (uint16_t)n;
             break;
         }
+        case OPT_POOL:
+            if (clr_parse_uint(&n, optarg, &err) < 0 || n > 64) {
+                cli_usage_error("serve", "--pool wants 0..64");
+                return CLI_EXIT_USAGE;
+            }
+            c.svc.pool_size = (unsigned)n;
+            break;
         case OPT_MAX_SANDBOXES:
         case OPT_MAX_EXECS:
             if (clr_parse_uint(&n, optarg, &err) < 0 || n == 0 || n > 100000) {

@@ -31,6 +31,9 @@ typedef struct clr_service_config {
     bool audit_syslog;            /* copy audit records to syslog */
     /* Directories repositories may come from (NULL-terminated); none: repos are refused. */
     const char *const *repo_roots;
+    /* Started sandboxes of the default profile (default image and limits, no repository) kept
+     * ready: a create that asks for nothing else takes one. 0: no pool. */
+    unsigned pool_size;
 } clr_service_config;
 
 #define CLR_SERVICE_CONFIG_INIT                                                                   \
