@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Sandbox creation through the daemon from its warm pool, cold through the daemon, and the raw
+Docker API's create + start, interleaved round by round in one run.
+
+usage: bench_pool.py PATH/TO/clearing [--rounds N] [--pool N] [--json]
+Needs root, dockerd with runsc, CLEARING_AGENT. Prints p50/p95/p99 in ms and BENCH lines.
+"""
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+
+class Unix(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=120)
+        self.path_ = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path_)
+
+
+def call(sock, method, path, body=None):
+    c = Unix(sock)
+    c.request(method, path, body=json.dumps(body) if body is not None else None,
+              headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, (json.loads(data) if data and data[:1] in b"{[" else data)
+
+
+def pct(v, p):
+    s = sorted(v)
+    return s[max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))]
+
+
+def metric(sock, name):
+    _, text = call(sock, "GET", "/metrics")
+    for line in text.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("clearing")
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--pool", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="clearing-bench-pool-")
+    sock = os.path.join(tmp, "c.sock")
+    d = subprocess.Popen([a.clearing, "--state-dir", os.path.join(tmp, "state"), "serve",
+                          "--socket", sock, "--pool", str(a.pool)],
+                         stderr=open(os.path.join(tmp, "log"), "w"))
+    res = {"pooled": [], "cold": [], "raw": []}
+    try:
+        for _ in range(200):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.1)
+        for r in range(a.rounds):
+            # pooled: wait until the pool is full, so every pooled create is a hit
+            for _ in range(600):
+                if metric(sock, "clearing_pool_ready") == a.pool:
+                    break
+                time.sleep(0.05)
+            t = time.perf_counter()
+            st, sb = call(sock, "POST", "/v1/sandboxes", {})
+            res["pooled"].append((time.perf_counter() - t) * 1000)
+            assert st == 201, sb
+            call(sock, "DELETE", "/v1/sandboxes/" + sb["id"])
+            # cold through the daemon: other limits are never pooled
+            t = time.perf_counter()
+            st, sb = call(sock, "POST", "/v1/sandboxes", {"limits": {"memory": "513m"}})
+            res["cold"].append((time.perf_counter() - t) * 1000)
+            assert st == 201, sb
+            call(sock, "DELETE", "/v1/sandboxes/" + sb["id"])
+            # raw docker: create + start of a plain runsc container
+            t = time.perf_counter()
+            st, c = call("/var/run/docker.sock", "POST", "/v1.41/containers/create",
+                         {"Image": "clearing/default:latest", "Cmd": ["sleep", "infinity"],
+                          "NetworkDisabled": True,
+                          "HostConfig": {"Runtime": "runsc", "NetworkMode": "none"}})
+            assert st == 201, c
+            st, _ = call("/var/run/docker.sock", "POST", "/v1.41/containers/%s/start" % c["Id"])
+            res["raw"].append((time.perf_counter() - t) * 1000)
+            call("/var/run/docker.sock", "DELETE", "/v1.41/containers/%s?force=1" % c["Id"])
+            print("round %d/%d" % (r + 1, a.rounds), file=sys.stderr)
+        hits = metric(sock, "clearing_pool_hits_total")
+    finally:
+        d.terminate()
+        d.wait(timeout=60)
+        shutil.rmtree(tmp, ignore_errors=True)
+    out = {k: {"p50": pct(v, 50), "p95": pct(v, 95), "p99": pct(v, 99), "n": len(v)}
+           for k, v in res.items()}
+    out["pool_hits"] = hits
+    if a.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print("create (ms)              |    p50 |    p95 |    p99")
+    print("-------------------------+--------+--------+-------")
+    for k, label in (("pooled", "clearing, warm pool"), ("cold", "clearing, cold"),
+                     ("raw", "raw docker create+start")):
+        o = out[k]
+        print("%-24s | %6.1f | %6.1f | %6.1f" % (label, o["p50"], o["p95"], o["p99"]))
+    print("pool hits: %d of %d pooled creates; cold/raw p50 ratio %.2f" %
+          (hits or 0, a.rounds, out["cold"]["p50"] / out["raw"]["p50"]))
+    for k in ("pooled", "cold", "raw"):
+        o = out[k]
+        print("BENCH pool op=create_%s p50_ms=%.1f p95_ms=%.1f p99_ms=%.1f n=%d" %
+              (k, o["p50"], o["p95"], o["p99"], o["n"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
