@@ -584,7 +584,7 @@ static int daemon_wait(struct bench *b, char *why, size_t why_len)
                 api_unexpected(&b->api, "GET", "/v1/health", st, last, sizeof(last));
         }
         if (now_ms() >= deadline) {
-            snprintf(why, why_len, "the daemon did not answer within %d s (%s)",
+            snprintf(why, why_len, "the daemon did not answer within %d s (%.300s)",
                      DAEMON_START_TIMEOUT_MS / 1000, last);
             return -1;
         }

@@ -276,7 +276,7 @@ int clr_sandbox_create(clr_sandbox **out, clr_engine *eng, const clr_sandbox_opt
             clr_sandbox_free(steal_pointer(&sb));
             return -1;
         }
-        snprintf(info->repo, sizeof(info->repo), "%s", real);
+        memcpy(info->repo, real, strlen(real) + 1); /* length checked above */
         snprintf(info->branch, sizeof(info->branch), "%s", gw.branch);
         snprintf(info->base_commit, sizeof(info->base_commit), "%s", gw.base_commit);
     }
