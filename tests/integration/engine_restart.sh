@@ -36,9 +36,11 @@ stop_dockerd() {
 cleanup() {
     docker_up || start_dockerd
     [ -n "${srv_pid:-}" ] && kill "$srv_pid" 2>/dev/null && wait "$srv_pid" 2>/dev/null
-    rm -rf "$SRV"
+    [ "${KEEP:-}" ] || rm -rf "$SRV"
 }
 trap cleanup EXIT
+# The daemon refuses to start without an engine: begin from a running dockerd.
+docker_up || start_dockerd || { echo "Bail out! dockerd is not running and could not be started"; exit 1; }
 
 "$CLEARING" --state-dir "$SRV/state" serve --socket "$SRV/c.sock" --config /dev/stdin \
     2>"$SRV/log" <<<'{"reaper_interval_ms": 200}' &
