@@ -486,19 +486,24 @@ static json_t *read_report(clr_engine *eng, const clr_sandbox *sb, const char *p
     return j;
 }
 
-/* "12 passed, 1 failed, 2 errors in 0.5s" anywhere in the output -> figures. */
+/* The last "N passed", "N failed", "N error(s)", "N skipped" in the output (pytest's summary
+ * line) -> figures. The output is the tool's bytes: not NUL-terminated, maybe with NULs. */
 static void test_counts(json_t *figures, const clr_buffer *out)
 {
     static const char *const words[] = {"passed", "failed", "error", "errors", "skipped"};
     const char *s = out->data ? (const char *)out->data : "";
+    size_t n = out->data ? out->len : 0;
     for (size_t w = 0; w < 5; w++) {
+        size_t wl = strlen(words[w]);
         const char *hit = NULL;
-        for (const char *p = s; (p = strstr(p, words[w])); p++)
+        for (const char *p = s; (size_t)(p - s) < n &&
+                                (p = memmem(p, n - (size_t)(p - s), words[w], wl));
+             p++)
             hit = p;
         if (!hit || hit == s || hit[-1] != ' ')
             continue;
         const char *d = hit - 1;
-        while (d > s && d[-1] >= '0' && d[-1] <= '9')
+        while (d > s && d[-1] >= '0' && d[-1] <= '9' && hit - d < 10)
             d--;
         if (d == hit - 1)
             continue;
@@ -525,8 +530,9 @@ static void judge(struct runner *r, clr_engine *eng, const struct check *c,
                  res->message);
         return;
     }
+    /* res's output buffers were handed to cr before judging: count from there. */
     if (c->kind == CLR_CHECK_TEST)
-        test_counts(cr->figures, &res->out);
+        test_counts(cr->figures, &cr->out);
     if (!code_ok) {
         cr->status = CLR_CHECK_FAILED;
         snprintf(cr->message, sizeof(cr->message), "exited with %d", res->exit_code);
