@@ -73,7 +73,29 @@ struct clr_service {
     pthread_t warm_thread;
     bool warm_started;
     atomic_uint_fast64_t warm_hits, warm_misses;
+
+    /* Removal off the caller's path: destroyed sandboxes whose containers and workspaces the
+     * remover thread has yet to remove. rm_current is the one being removed now. */
+    pthread_mutex_t rm_lock;
+    pthread_cond_t rm_cond, rm_done;
+    struct removal *rm_head, *rm_tail;
+    char rm_current[CLR_SANDBOX_ID_MAX + 1];
+    unsigned rm_pending;
+    bool rm_stopping, rm_started;
+    pthread_t rm_thread;
+    atomic_uint_fast64_t removed, removal_failures;
+    struct histogram h_remove;
 };
+
+struct removal {
+    char id[CLR_SANDBOX_ID_MAX + 1];
+    char reason[32];
+    unsigned attempts;
+    struct removal *next;
+};
+
+#define REMOVAL_MAX_ATTEMPTS 5    /* then the next reconcile pass queues it again */
+#define REMOVAL_DRAIN_TIMEOUT_S 30 /* at stop; what is left is resumed at the next start */
 
 struct warm {
     clr_sandbox *sb;
@@ -777,17 +799,155 @@ int clr_service_extend(clr_service *svc, const char *id, json_t *req, json_t **o
     return clr_service_get(svc, id, out, err);
 }
 
-static int destroy_locked(clr_service *svc, clr_engine *eng, const char *id, const char *reason,
-                          const char *actor, clr_error *err)
+static bool removal_queued_locked(clr_service *svc, const char *id)
+{
+    if (strcmp(svc->rm_current, id) == 0)
+        return true;
+    for (struct removal *r = svc->rm_head; r; r = r->next) {
+        if (strcmp(r->id, id) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Queues the removal of a destroyed sandbox's container and workspace; false when it is already
+ * queued. Without a remover thread (not started yet, or stopping) the caller removes it. */
+static bool removal_queue(clr_service *svc, const char *id, const char *reason, unsigned attempts)
+{
+    struct removal *r = calloc(1, sizeof(*r));
+    if (!r)
+        return false;
+    snprintf(r->id, sizeof(r->id), "%s", id);
+    snprintf(r->reason, sizeof(r->reason), "%s", reason);
+    r->attempts = attempts;
+    pthread_mutex_lock(&svc->rm_lock);
+    bool ok = svc->rm_started && !svc->rm_stopping && !removal_queued_locked(svc, id);
+    if (ok) {
+        if (svc->rm_tail)
+            svc->rm_tail->next = r;
+        else
+            svc->rm_head = r;
+        svc->rm_tail = r;
+        svc->rm_pending++;
+        pthread_cond_signal(&svc->rm_cond);
+    }
+    pthread_mutex_unlock(&svc->rm_lock);
+    if (!ok)
+        free(r);
+    return ok;
+}
+
+/* Removes one sandbox's container and workspace now. */
+static int remove_now(clr_service *svc, const char *id, const char *reason, clr_error *err)
 {
     uint64_t t0 = mono_us();
-    if (clr_sandbox_destroy(eng, id, reason, svc->state_dir, err) < 0)
+    clr_engine *eng = NULL;
+    if (engine_get(svc, &eng, err) < 0)
         return -1;
+    int rc = clr_sandbox_destroy(eng, id, reason, svc->state_dir, err);
+    engine_put(svc, eng, rc < 0);
+    if (rc == 0) {
+        observe(&svc->h_remove, mono_us() - t0);
+        atomic_fetch_add(&svc->removed, 1);
+    } else {
+        atomic_fetch_add(&svc->removal_failures, 1);
+    }
+    return rc;
+}
+
+static void *remover_main(void *p)
+{
+    clr_service *svc = p;
+    pthread_mutex_lock(&svc->rm_lock);
+    for (;;) {
+        while (!svc->rm_head && !svc->rm_stopping)
+            pthread_cond_wait(&svc->rm_cond, &svc->rm_lock);
+        if (!svc->rm_head)
+            break; /* stopping, and nothing left */
+        struct removal *r = svc->rm_head;
+        svc->rm_head = r->next;
+        if (!svc->rm_head)
+            svc->rm_tail = NULL;
+        snprintf(svc->rm_current, sizeof(svc->rm_current), "%s", r->id);
+        pthread_mutex_unlock(&svc->rm_lock);
+
+        clr_error err = CLR_ERROR_INIT;
+        bool done = remove_now(svc, r->id, r->reason, &err) == 0;
+        if (!done)
+            clr_log(CLR_LOG_WARN, "sandbox.removal_failed", "id", r->id, "attempt",
+                    r->attempts + 1 >= REMOVAL_MAX_ATTEMPTS ? "last" : "retrying", "error",
+                    err.message, NULL);
+
+        pthread_mutex_lock(&svc->rm_lock);
+        svc->rm_current[0] = '\0';
+        if (!done && ++r->attempts < REMOVAL_MAX_ATTEMPTS && !svc->rm_stopping) {
+            /* Back off (the engine may be restarting), then retry from the tail. */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += (time_t)r->attempts;
+            pthread_cond_timedwait(&svc->rm_cond, &svc->rm_lock, &ts);
+            r->next = NULL;
+            if (svc->rm_tail)
+                svc->rm_tail->next = r;
+            else
+                svc->rm_head = r;
+            svc->rm_tail = r;
+        } else {
+            svc->rm_pending--;
+            free(r);
+        }
+        pthread_cond_broadcast(&svc->rm_done);
+    }
+    pthread_mutex_unlock(&svc->rm_lock);
+    return NULL;
+}
+
+int clr_service_await_removal(clr_service *svc, const char *id, unsigned timeout_ms,
+                              clr_error *err)
+{
+    if (valid_id(id, err) < 0)
+        return -1;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)timeout_ms * 1000000ull;
+    ts.tv_sec += (time_t)(ns / 1000000000ull);
+    ts.tv_nsec = (long)(ns % 1000000000ull);
+    int rc = 0;
+    pthread_mutex_lock(&svc->rm_lock);
+    while (removal_queued_locked(svc, id)) {
+        if (pthread_cond_timedwait(&svc->rm_done, &svc->rm_lock, &ts) == ETIMEDOUT) {
+            rc = removal_queued_locked(svc, id) ? -1 : 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&svc->rm_lock);
+    if (rc < 0)
+        return clr_error_set(err, CLR_E_TIMEOUT, 0,
+                             "sandbox %s is destroyed but its container was not removed within "
+                             "%u ms (the engine may be slow or down): removal continues in the "
+                             "background",
+                             id, timeout_ms);
+    return 0;
+}
+
+/* Destroy for the caller: the sandbox is marked destroyed (no command, file or commit reaches it
+ * from now on) and recorded; its container and workspace are removed by the remover thread,
+ * off the caller's path. */
+static int destroy_locked(clr_service *svc, const char *id, const char *reason, const char *actor,
+                          clr_error *err)
+{
+    uint64_t t0 = mono_us();
     if (clr_store_sandbox_set_state(svc->store, id, CLR_STATE_DESTROYED, reason, now_s(), err) < 0)
         return -1;
     json_t *d = json_pack("{s:s}", "reason", reason);
     int arc = clr_audit_append(svc->audit, actor, id, "sandbox.destroy", "ok", d, err);
     json_decref(d);
+    if (!removal_queue(svc, id, reason, 0)) {
+        clr_error rerr = CLR_ERROR_INIT;
+        if (remove_now(svc, id, reason, &rerr) < 0)
+            clr_log(CLR_LOG_WARN, "sandbox.removal_failed", "id", id, "error", rerr.message,
+                    NULL);
+    }
     if (arc < 0)
         return -1;
     observe(&svc->h_destroy, mono_us() - t0);
@@ -824,11 +984,7 @@ static int destroy_impl(clr_service *svc, const char *id, const char *reason, co
     clr_store_sandbox_clear(&row);
     if (!live)
         return 0; /* idempotent */
-    clr_engine *eng = NULL;
-    if (engine_get(svc, &eng, err) < 0)
-        return -1;
-    int rc = destroy_locked(svc, eng, id, reason, actor, err);
-    engine_put(svc, eng, rc < 0);
+    int rc = destroy_locked(svc, id, reason, actor, err);
     if (rc == 0)
         clr_log(CLR_LOG_INFO, "service.destroyed", "id", id, "reason", reason, "actor", actor,
                 NULL);
@@ -1203,7 +1359,6 @@ int clr_service_reap(clr_service *svc, clr_error *err)
         return -1;
     int64_t now = now_s();
     int removed = 0;
-    clr_engine *eng = NULL;
     for (size_t i = 0; i < n; i++) {
         clr_store_sandbox *s = &rows[i];
         const char *why = NULL;
@@ -1217,26 +1372,18 @@ int clr_service_reap(clr_service *svc, clr_error *err)
         }
         if (why) {
             clr_error lerr = CLR_ERROR_INIT;
-            if (!eng && engine_get(svc, &eng, &lerr) < 0) {
-                clr_log(CLR_LOG_WARN, "reaper.engine_unavailable", "error", lerr.message, NULL);
-                break;
-            }
-            if (destroy_locked(svc, eng, s->info.id, why, "reaper", &lerr) == 0) {
+            if (destroy_locked(svc, s->info.id, why, "reaper", &lerr) == 0) {
                 removed++;
                 clr_log(CLR_LOG_INFO, "reaper.destroyed", "id", s->info.id, "reason", why, NULL);
             } else {
                 clr_log(CLR_LOG_WARN, "reaper.destroy_failed", "id", s->info.id, "error",
                         lerr.message, NULL);
-                engine_put(svc, eng, true);
-                eng = NULL;
             }
         }
-        clr_store_sandbox_clear(s);
     }
     for (size_t i = 0; i < n; i++)
         clr_store_sandbox_clear(&rows[i]);
     free(rows);
-    engine_put(svc, eng, false);
     return removed;
 }
 
@@ -1302,6 +1449,18 @@ static void mark_lost(clr_service *svc, struct snapshot *sn, const char *id, con
 
 /* Sandboxes whose container stopped or vanished behind our back (dockerd restarted, someone
  * removed it, the kernel killed it) become lost, and what is left of them is removed. */
+/* Whether the database knows this sandbox as destroyed or lost (not merely unknown). */
+static bool destroyed_row(clr_service *svc, const char *id)
+{
+    clr_store_sandbox row;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_store_sandbox_get(svc->store, id, &row, &err) < 0)
+        return false;
+    bool gone = strcmp(row.info.state, CLR_STATE_RUNNING) != 0;
+    clr_store_sandbox_clear(&row);
+    return gone;
+}
+
 int clr_service_reconcile(clr_service *svc, clr_error *err)
 {
     struct snapshot sn;
@@ -1315,6 +1474,16 @@ int clr_service_reconcile(clr_service *svc, clr_error *err)
             continue;
         mark_lost(svc, &sn, sn.rows[i].info.id, "reaper", "container stopped or vanished");
         lost++;
+    }
+    /* A container of ours whose sandbox the database has as destroyed: its removal failed
+     * every attempt (the engine was down): queue it again. Containers the database does not
+     * know at all are left to the recovery at start (they may be pooled ones). */
+    for (size_t j = 0; j < sn.nlive; j++) {
+        const char *id = sn.live[j].id;
+        if (strcmp(sn.live[j].owner, svc->owner) != 0 || !id[0] || !destroyed_row(svc, id))
+            continue;
+        if (removal_queue(svc, id, "leftover", 0))
+            clr_log(CLR_LOG_WARN, "reconcile.removal_requeued", "id", id, NULL);
     }
     snapshot_free(svc, &sn);
     return lost;
@@ -1376,6 +1545,15 @@ static int recover(clr_service *svc, clr_error *err)
         if (known)
             continue;
         clr_error lerr = CLR_ERROR_INIT;
+        if (destroyed_row(svc, sn.live[j].id)) {
+            /* Destroyed (and audited) before the stop; its removal had not finished. */
+            if (clr_sandbox_destroy(sn.eng, sn.live[j].id, "destroyed", svc->state_dir,
+                                    &lerr) == 0) {
+                atomic_fetch_add(&svc->removed, 1);
+                clr_log(CLR_LOG_INFO, "recover.removal_resumed", "id", sn.live[j].id, NULL);
+            }
+            continue;
+        }
         if (clr_sandbox_destroy(sn.eng, sn.live[j].id, "orphan", svc->state_dir, &lerr) == 0) {
             atomic_fetch_add(&svc->orphans_removed, 1);
             clr_log(CLR_LOG_WARN, "recover.orphan_removed", "id", sn.live[j].id, NULL);
@@ -1419,6 +1597,9 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
     pthread_cond_init(&svc->reaper_cond, NULL);
     pthread_mutex_init(&svc->warm_lock, NULL);
     pthread_cond_init(&svc->warm_cond, NULL);
+    pthread_mutex_init(&svc->rm_lock, NULL);
+    pthread_cond_init(&svc->rm_cond, NULL);
+    pthread_cond_init(&svc->rm_done, NULL);
     if (!svc->state_dir || !svc->db_path) {
         clr_service_stop(svc);
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
@@ -1471,6 +1652,11 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
         clr_service_stop(svc);
         return clr_error_prefix(err, "recovering state");
     }
+    if (pthread_create(&svc->rm_thread, NULL, remover_main, svc) != 0) {
+        clr_service_stop(svc);
+        return clr_error_set(err, CLR_E_INTERNAL, errno, "cannot start the remover thread");
+    }
+    svc->rm_started = true;
     if (pthread_create(&svc->reaper, NULL, reaper_main, svc) != 0) {
         clr_service_stop(svc);
         return clr_error_set(err, CLR_E_INTERNAL, errno, "cannot start the reaper thread");
@@ -1486,6 +1672,39 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
     return 0;
 }
 
+/* At stop: the remover finishes what is queued, for a bounded time; what is left (the engine is
+ * down, or slow) is removed by the recovery at the next start. */
+static void removals_drain(clr_service *svc)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += REMOVAL_DRAIN_TIMEOUT_S;
+    pthread_mutex_lock(&svc->rm_lock);
+    while (svc->rm_pending > 0) {
+        if (pthread_cond_timedwait(&svc->rm_done, &svc->rm_lock, &ts) == ETIMEDOUT)
+            break;
+    }
+    unsigned left = svc->rm_pending;
+    svc->rm_stopping = true;
+    /* Whatever is still queued is dropped (its rows say destroyed: the next start resumes). */
+    while (svc->rm_head) {
+        struct removal *r = svc->rm_head;
+        svc->rm_head = r->next;
+        free(r);
+    }
+    svc->rm_tail = NULL;
+    pthread_cond_broadcast(&svc->rm_cond);
+    pthread_mutex_unlock(&svc->rm_lock);
+    pthread_join(svc->rm_thread, NULL);
+    svc->rm_started = false;
+    if (left) {
+        char count[16];
+        snprintf(count, sizeof(count), "%u", left);
+        clr_log(CLR_LOG_WARN, "service.removals_left", "count", count, "detail",
+                "resumed at the next start", NULL);
+    }
+}
+
 void clr_service_stop(clr_service *svc)
 {
     if (!svc)
@@ -1498,6 +1717,8 @@ void clr_service_stop(clr_service *svc)
         pthread_mutex_unlock(&svc->reaper_lock);
         pthread_join(svc->reaper, NULL);
     }
+    if (svc->rm_started)
+        removals_drain(svc);
     if (svc->warm_started) {
         pthread_mutex_lock(&svc->warm_lock);
         svc->stopping = true;
@@ -1527,6 +1748,9 @@ void clr_service_stop(clr_service *svc)
     pthread_cond_destroy(&svc->reaper_cond);
     pthread_mutex_destroy(&svc->warm_lock);
     pthread_cond_destroy(&svc->warm_cond);
+    pthread_mutex_destroy(&svc->rm_lock);
+    pthread_cond_destroy(&svc->rm_cond);
+    pthread_cond_destroy(&svc->rm_done);
     free(svc);
 }
 
@@ -1544,9 +1768,13 @@ int clr_service_health(clr_service *svc, json_t **out)
     engine_put(svc, eng, !ok);
     int running = 0;
     clr_store_count_running(svc->store, &running, NULL);
-    *out = json_pack("{s:s, s:s, s:s, s:i, s:i}", "status", ok ? "ok" : "degraded", "engine",
-                     ok ? "ok" : err.message, "version", clr_version(), "sandboxes", running,
-                     "running_execs", atomic_load(&svc->running_execs));
+    pthread_mutex_lock(&svc->rm_lock);
+    unsigned pending = svc->rm_pending;
+    pthread_mutex_unlock(&svc->rm_lock);
+    *out = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "status", ok ? "ok" : "degraded",
+                     "engine", ok ? "ok" : err.message, "version", clr_version(), "sandboxes",
+                     running, "running_execs", atomic_load(&svc->running_execs),
+                     "removals_pending", (int)pending);
     return ok ? 0 : -1;
 }
 
@@ -1633,11 +1861,26 @@ char *clr_service_metrics(clr_service *svc)
     emit(&t, "# HELP clearing_pool_ready Started sandboxes waiting in the warm pool.\n"
              "# TYPE clearing_pool_ready gauge\nclearing_pool_ready %u\n",
          svc->warm_ready);
+    COUNTER("clearing_sandboxes_removed_total",
+            "Containers and workspaces of destroyed sandboxes removed.", removed);
+    COUNTER("clearing_removal_failures_total",
+            "Removal attempts that failed (retried; then resumed by reconcile or restart).",
+            removal_failures);
+    pthread_mutex_lock(&svc->rm_lock);
+    unsigned pending = svc->rm_pending;
+    pthread_mutex_unlock(&svc->rm_lock);
+    emit(&t, "# HELP clearing_removals_pending Destroyed sandboxes whose removal is queued.\n"
+             "# TYPE clearing_removals_pending gauge\nclearing_removals_pending %u\n",
+         pending);
 #undef COUNTER
     emit_histogram(&t, "clearing_create_seconds", "Sandbox creation latency.", &svc->h_create);
     emit_histogram(&t, "clearing_exec_seconds", "Command latency, end to end.", &svc->h_exec);
-    emit_histogram(&t, "clearing_destroy_seconds", "Sandbox destruction latency.",
+    emit_histogram(&t, "clearing_destroy_seconds",
+                   "Sandbox destruction latency as the caller sees it (marked, recorded, queued).",
                    &svc->h_destroy);
+    emit_histogram(&t, "clearing_removal_seconds",
+                   "Background removal of a destroyed sandbox's container and workspace.",
+                   &svc->h_remove);
     return t.buf;
 }
 

@@ -20,6 +20,7 @@
 
 #define MAX_JSON_BODY (1024 * 1024)
 #define MAX_TOKENS 64
+#define DESTROY_WAIT_MS 60000 /* DELETE ?wait=true: longest wait for the removal */
 
 struct token {
     char name[64];
@@ -650,6 +651,9 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
         rc = clr_service_get(s->svc, parts[2], &out, &err);
     } else if (n == 3 && del) {
         rc = clr_service_destroy(s->svc, parts[2], "client", rq->actor, &err);
+        const char *wait = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "wait");
+        if (rc == 0 && wait && (strcmp(wait, "true") == 0 || strcmp(wait, "1") == 0))
+            rc = clr_service_await_removal(s->svc, parts[2], DESTROY_WAIT_MS, &err);
         status = 204;
     } else if (n == 4 && post && strcmp(parts[3], "extend") == 0) {
         rc = clr_service_extend(s->svc, parts[2], body, &out, &err);

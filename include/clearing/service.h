@@ -59,8 +59,14 @@ CLR_PUBLIC int clr_service_list(clr_service *svc, const char *state, const char 
 CLR_PUBLIC int clr_service_get(clr_service *svc, const char *id, json_t **out, clr_error *err);
 CLR_PUBLIC int clr_service_extend(clr_service *svc, const char *id, json_t *request,
                                   json_t **out, clr_error *err);
+/* Destroy returns once the sandbox is marked destroyed and recorded: no command, file or commit
+ * reaches it from then on. Its container and workspace are removed in the background. */
 CLR_PUBLIC int clr_service_destroy(clr_service *svc, const char *id, const char *reason,
                                    const char *actor, clr_error *err);
+/* Waits until a destroyed sandbox's container and workspace are removed (0), or timeout_ms
+ * passed (-1, CLR_E_TIMEOUT; the removal goes on). */
+CLR_PUBLIC int clr_service_await_removal(clr_service *svc, const char *id, unsigned timeout_ms,
+                                         clr_error *err);
 
 /* Events of a streaming exec: "started" {exec_id}, "stdout"/"stderr" {data, encoding},
  * then the answer itself is the final record. */

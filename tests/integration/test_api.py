@@ -172,6 +172,12 @@ def wait_for(pred, timeout, interval=0.25):
         time.sleep(interval)
 
 
+def container_removed(sid, timeout=20):
+    """Destroy returns before the container is removed: wait (bounded) for the removal."""
+    return wait_for(lambda: docker('GET', '/containers/clearing-%s/json' % sid).status == 404,
+                    timeout)
+
+
 # ---- daemons ----
 
 def die_with_parent():
@@ -534,7 +540,7 @@ class T02Lifecycle(ApiTest):
         self.assertEqual(r.json['state'], 'destroyed')
         self.assertEqual(r.json['destroy_reason'], 'client')
         self.assertGreater(r.json['destroyed_at'], 0)
-        self.assertEqual(docker('GET', '/containers/clearing-%s/json' % sid).status, 404)
+        self.assertTrue(container_removed(sid), 'container of %s not removed' % sid)
         self.assertEqual(self.api.delete('/v1/sandboxes/' + sid).status, 204)
         self.assertError(self.api.post('/v1/sandboxes/%s/exec' % sid, {'argv': ['true']}),
                          409, 'conflict')
@@ -1093,7 +1099,7 @@ class T08Reaper(ApiTest):
         self.assertEqual((sb['state'], sb['destroy_reason']), ('destroyed', 'expired'))
         self.assertGreaterEqual(sb['destroyed_at'], sb['expires_at'])
         self.assertLessEqual(sb['destroyed_at'] - sb['expires_at'], 5)
-        self.assertEqual(docker('GET', '/containers/clearing-%s/json' % sb['id']).status, 404)
+        self.assertTrue(container_removed(sb['id']), 'container of %s not removed' % sb['id'])
         m, _ = self.api.metrics()
         self.assertGreaterEqual(m['clearing_sandboxes_destroyed_total{reason="expired"}'] -
                                 self.m0['clearing_sandboxes_destroyed_total{reason="expired"}'], 1)
@@ -1107,7 +1113,7 @@ class T08Reaper(ApiTest):
         self.assertGreaterEqual(idle_for, 10)
         self.assertLessEqual(idle_for, 15)
         self.assertLess(sb['destroyed_at'], sb['expires_at'])
-        self.assertEqual(docker('GET', '/containers/clearing-%s/json' % sb['id']).status, 404)
+        self.assertTrue(container_removed(sb['id']), 'container of %s not removed' % sb['id'])
         m, _ = self.api.metrics()
         self.assertGreaterEqual(m['clearing_sandboxes_destroyed_total{reason="idle"}'] -
                                 self.m0['clearing_sandboxes_destroyed_total{reason="idle"}'], 1)
@@ -1130,6 +1136,74 @@ class T08Reaper(ApiTest):
 
 
 # ---- crash and restart ----
+
+class T10Removal(ApiTest):
+    """Destroy returns once the sandbox is marked; removal runs in the background, and every
+    destroyed sandbox's container and workspace are removed: none leaks."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon = Daemon('removal')
+        cls.addClassCleanup(cls.daemon.stop)
+        cls.daemon.start()
+
+    def workspace(self, sid):
+        return os.path.join(self.daemon.state, 'workspaces', sid)
+
+    def test_destroyed_at_once_removed_in_background_none_leak(self):
+        m0, _ = self.api.metrics()
+        sbs = [self.create() for _ in range(5)]
+        for sb in sbs:
+            self.assertTrue(os.path.isdir(self.workspace(sb['id'])))
+        for sb in sbs:
+            self.assertEqual(self.api.delete('/v1/sandboxes/' + sb['id']).status, 204)
+            # From the caller's view it is gone at once: no command reaches it.
+            r = self.api.get('/v1/sandboxes/' + sb['id'])
+            self.assertEqual(r.json['state'], 'destroyed', r)
+            self.assertError(self.api.post('/v1/sandboxes/%s/exec' % sb['id'],
+                                           {'argv': ['true']}), 409, 'conflict')
+            self.assertError(self.api.get('/v1/sandboxes/%s/files/x' % sb['id']), 409,
+                             'conflict')
+
+        def drained():
+            m, _ = self.api.metrics()
+            return m if m['clearing_removals_pending'] == 0 and \
+                m['clearing_sandboxes_removed_total'] - \
+                m0['clearing_sandboxes_removed_total'] >= len(sbs) else None
+        m = wait_for(drained, 30)
+        self.assertIsNotNone(m, 'removals did not drain: %r' % (self.api.metrics()[0],))
+        # Exactly as many removed as destroyed: none twice, none left out.
+        self.assertEqual(m['clearing_sandboxes_removed_total'] -
+                         m0['clearing_sandboxes_removed_total'], len(sbs))
+        self.assertEqual(m['clearing_sandboxes_destroyed_total{reason="client"}'] -
+                         m0['clearing_sandboxes_destroyed_total{reason="client"}'], len(sbs))
+        self.assertEqual(m['clearing_removal_failures_total'],
+                         m0['clearing_removal_failures_total'])
+        for sb in sbs:
+            self.assertEqual(docker('GET', '/containers/clearing-%s/json' % sb['id']).status,
+                             404)
+            self.assertFalse(os.path.exists(self.workspace(sb['id'])))
+        h = self.api.get('/v1/health')
+        self.assertEqual(h.json['removals_pending'], 0, h)
+
+    def test_delete_wait_returns_after_removal(self):
+        sb = self.create()
+        r = self.api.delete('/v1/sandboxes/%s?wait=true' % sb['id'])
+        self.assertEqual(r.status, 204, r)
+        self.assertEqual(docker('GET', '/containers/clearing-%s/json' % sb['id']).status, 404)
+        self.assertFalse(os.path.exists(self.workspace(sb['id'])))
+
+    def test_removal_resumes_after_kill9(self):
+        """A daemon killed right after a destroy: the next start finishes the removal."""
+        sb = self.create()
+        self.assertEqual(self.api.delete('/v1/sandboxes/' + sb['id']).status, 204)
+        self.daemon.kill9()
+        self.daemon.start()
+        self.assertTrue(container_removed(sb['id'], 30), 'container of %s leaked' % sb['id'])
+        self.assertFalse(os.path.exists(self.workspace(sb['id'])))
+        r = self.api.get('/v1/sandboxes/' + sb['id'])
+        self.assertEqual((r.json['state'], r.json['destroy_reason']), ('destroyed', 'client'))
+
 
 class T09CrashRecovery(ApiTest):
     """kill -9 of the daemon, changes behind its back, restart on the same state."""
