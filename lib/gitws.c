@@ -1379,6 +1379,31 @@ static int patch_text(char **out, git_diff *diff, clr_error *err)
     return 0;
 }
 
+int clr_git_branch_discard(const char *repo_path, const char *branch, const char *commit_hex,
+                           clr_error *err)
+{
+    LIBGIT2_SCOPE(err);
+    git_oid want;
+    if (!repo_path || !branch || !commit_hex || git_oid_fromstr(&want, commit_hex) < 0)
+        return clr_error_set(err, CLR_E_INVALID, EINVAL,
+                             "discarding a branch needs a repository, a branch and a commit id");
+    _cleanup_git_(git_repository_free) git_repository *repo = NULL;
+    if (open_repo(&repo, repo_path, err) < 0)
+        return -1;
+    _cleanup_git_(git_reference_free) git_reference *ref = NULL;
+    int rc = git_branch_lookup(&ref, repo, branch, GIT_BRANCH_LOCAL);
+    if (rc == GIT_ENOTFOUND)
+        return 0;
+    if (rc < 0)
+        return git_fail(err, CLR_E_INTERNAL, "looking up branch %s in %s", branch, repo_path);
+    const git_oid *at = git_reference_target(ref);
+    if (!at || git_oid_cmp(at, &want) != 0)
+        return 0;
+    if (git_branch_delete(ref) < 0)
+        return git_fail(err, CLR_E_CONFLICT, "deleting branch %s in %s", branch, repo_path);
+    return 1;
+}
+
 int clr_git_diff(char **out_text, const char *repo_path, const char *branch_or_base,
                  const char *workspace_dir, const clr_git_limits *lim, clr_error *err)
 {

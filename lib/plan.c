@@ -411,6 +411,26 @@ static bool run_step(struct run *r, clr_engine *eng, const clr_sandbox *sb, int 
     return ok;
 }
 
+/* The report's summary when a step failed (the gauntlet did not run): names the step. */
+static void step_summary(struct run *r)
+{
+    size_t n = json_array_size(r->steps);
+    json_t *last = json_array_get(r->steps, n ? n - 1 : 0);
+    if (!last)
+        return;
+    json_int_t index = json_integer_value(json_object_get(last, "index"));
+    const char *type = json_string_value(json_object_get(last, "type"));
+    const char *path = json_string_value(json_object_get(last, "path"));
+    const char *error = json_string_value(json_object_get(last, "error"));
+    json_t *s = json_sprintf("  failed       step %lld (%s%s%s): %s\n"
+                             "verdict: FAIL — step %lld failed; later steps and the gauntlet "
+                             "did not run\n",
+                             (long long)index, type ? type : "?", path ? " " : "",
+                             path ? path : "", error ? error : "", (long long)index);
+    if (s)
+        json_object_set_new(r->report, "summary", s);
+}
+
 /* The gauntlet the plan is judged by: the base commit's .clearing/gauntlet.yaml, else the
  * profile. Read before any step ran. */
 static int load_gauntlet(clr_gauntlet **g, int root, const char *profile, clr_error *err)
@@ -508,6 +528,8 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
             steps_ok = run_step(&r, eng, sb, root, i);
         }
         verdict = steps_ok ? "pass" : "fail";
+        if (!steps_ok && !cancelled(&r))
+            step_summary(&r);
     } else {
         json_object_set_new(r.report, "error", json_string(err->message));
     }
@@ -524,6 +546,12 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
             verdict = "error";
             json_object_set_new(r.report, "error", json_string(err->message));
         }
+    }
+    /* An interrupted plan has no verdict: its steps or checks were cut short, not failed. */
+    if (cancelled(&r)) {
+        verdict = "error";
+        json_object_set_new(r.report, "error",
+                            json_string("cancelled: the plan was interrupted; nothing was committed"));
     }
     /* The commit carries the verdict, so a reviewer sees a failing change for what it is. */
     bool commit = !cancelled(&r) && root >= 0 &&
@@ -552,6 +580,17 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
             verdict = "error";
             json_object_set_new(r.report, "error", json_string(cerr.message));
         }
+    }
+    /* Nothing committed (an error, a cancel, or a fail without commit_on_failure): the branch
+     * this run created at the base is removed again, so a plan leaves a branch only with a
+     * commit the reviewer can look at. */
+    if (!json_object_get(r.report, "commit")) {
+        clr_error berr = CLR_ERROR_INIT;
+        int brc = clr_git_branch_discard(info->repo, info->branch, info->base_commit, &berr);
+        json_object_set_new(r.report, "branch_removed", json_boolean(brc == 1));
+        if (brc < 0)
+            clr_log(CLR_LOG_WARN, "plan.branch_kept", "branch", info->branch, "error",
+                    berr.message, NULL);
     }
     if (root >= 0)
         close(root);

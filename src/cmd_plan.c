@@ -127,12 +127,16 @@ int cmd_plan(int argc, char **argv)
                 fputs(stat, stdout);
             if (json_object_get(report, "error"))
                 printf("error: %s\n", json_string_value(json_object_get(report, "error")));
-            printf("plan %s: branch %s%s%s\n", verdict,
-                   json_string_value(json_object_get(report, "branch")),
-                   json_object_get(report, "commit") ? " commit " : " (nothing committed)",
-                   json_object_get(report, "commit")
-                       ? json_string_value(json_object_get(report, "commit"))
-                       : "");
+            if (json_is_true(json_object_get(report, "branch_removed")))
+                printf("plan %s: nothing committed, branch %s removed\n", verdict,
+                       json_string_value(json_object_get(report, "branch")));
+            else
+                printf("plan %s: branch %s%s%s\n", verdict,
+                       json_string_value(json_object_get(report, "branch")),
+                       json_object_get(report, "commit") ? " commit " : " (nothing committed)",
+                       json_object_get(report, "commit")
+                           ? json_string_value(json_object_get(report, "commit"))
+                           : "");
         }
         if (report_path) {
             if (json_dump_file(report, report_path, JSON_INDENT(2)) < 0)
@@ -150,6 +154,7 @@ help:
            "sandbox on a new branch of DIR, runs the gauntlet (the repository's\n"
            ".clearing/gauntlet.yaml, else the profile), commits the result with the verdict\n"
            "in its trailers and destroys the sandbox. Exit 0 only when the verdict is pass,\n"
-           "1 when it is fail, 125 on an error.\n");
+           "1 when it is fail, 125 on an error or an interrupt (nothing is committed then,\n"
+           "and the new branch is removed), 2 for a malformed plan.\n");
     return 0;
 }

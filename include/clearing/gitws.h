@@ -146,6 +146,14 @@ CLR_PUBLIC int clr_git_diff(char **out_text, const char *repo_path, const char *
                             const char *workspace_dir, const clr_git_limits *lim,
                             clr_error *err);
 
+/* Deletes branch from the repository at repo_path if it still points at commit_hex: the undo
+ * of clr_git_prepare() for a run that ends without committing, so such a run leaves no branch.
+ * The deletion is a compare-and-swap against commit_hex (libgit2 checks the old value under the
+ * ref lock): a branch that anyone moved meanwhile is kept. Returns 1 when deleted, 0 when the
+ * branch is missing or elsewhere, -1 on an error (a checked-out branch is refused by libgit2). */
+CLR_PUBLIC int clr_git_branch_discard(const char *repo_path, const char *branch,
+                                      const char *commit_hex, clr_error *err);
+
 /* ---- pure helpers, exposed for tests and tools ---- */
 
 /* Does a gitignore glob match a '/'-separated relative path? git's wildmatch with WM_PATHNAME:
