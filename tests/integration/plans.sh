@@ -1,0 +1,356 @@
+#!/usr/bin/env bash
+# Plans and the gauntlet end to end: real sample repositories (examples/sample-python,
+# examples/sample-c), real gVisor sandboxes, the real `clearing` binary and daemon. Checks
+# verdicts, exit statuses, statuses of single checks, parsed figures, commits and their trailers,
+# the caller's checkout, malformed input, the repository's own gauntlet (and that a plan cannot
+# weaken it), JUnit XML, the API with and without streaming, interrupts, and after every case
+# that no sandbox of this test is left. TAP.
+#   usage: plans.sh PATH/TO/clearing [SOURCE-ROOT]
+set -u
+CLEARING=${1:?usage: plans.sh PATH/TO/clearing [SOURCE-ROOT]}
+SRC=${2:-$(cd "$(dirname "$0")/../.." && pwd)}
+D=$(mktemp -d /tmp/clearing-plans.XXXXXX)
+C=("$CLEARING" --state-dir "$D/state")
+n=0; failed=0; serve_pid=
+out=$D/out; err=$D/err; rep=$D/report.json
+cleanup() {
+    [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
+    [ -n "${KEEP:-}" ] || rm -rf "$D"
+}
+trap cleanup EXIT
+
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() {
+    n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1${2:+ # $2}"
+    for f in "$out" "$err"; do [ -s "$f" ] && tail -n 15 "$f" | sed 's/^/#   /'; done
+}
+check() { if eval "$2"; then ok "$1"; else not_ok "$1" "${3:-}"; fi; }
+# jq-like: jpy FILE PYTHON-EXPRESSION (r is the JSON document) -> exit 0 when true.
+jpy() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$1" "$2" 2>/dev/null; }
+now_ms() { date +%s%3N; }
+
+# Sandboxes of this test: every container of clearing's whose workspace is under $D (the CLI's
+# and the daemon's state dirs both are), plus every sandbox id this test saw, by label.
+seen_ids=()
+remember_ids() { local id; for id in $(grep -ohE 'sb-[0-9a-f]{16}' "$@" 2>/dev/null | sort -u); do seen_ids+=("$id"); done; }
+leftovers() {
+    local ids id k=0
+    ids=$(docker ps -aq --filter label=io.clearing.managed-by=clearing)
+    for id in $ids; do
+        docker inspect --format '{{range .Mounts}}{{.Source}} {{end}}' "$id" 2>/dev/null |
+            grep -q "$D/" && k=$((k + 1))
+    done
+    for id in "${seen_ids[@]}"; do
+        [ -n "$(docker ps -aq --filter "label=io.clearing.sandbox-id=$id")" ] && k=$((k + 1))
+    done
+    echo "$k"
+}
+assert_clean() {
+    local left
+    remember_ids "$out" "$err" "$rep"
+    left=$(leftovers)
+    check "$1: no sandbox of the test is left" '[ "$left" = 0 ]' "$left left"
+}
+branches() { git -C "$1" for-each-ref --format='%(refname:short)' refs/heads | sort | tr '\n' ' '; }
+
+# plan NAME PLAN REPO: runs `clearing plan run`; status in $st, wall time in $ms.
+plan() {
+    rm -f "$rep"
+    local t0; t0=$(now_ms)
+    "${C[@]}" plan run "$1" --repo "$2" --report "$rep" >"$out" 2>"$err" </dev/null
+    st=$?
+    ms=$(( $(now_ms) - t0 ))
+}
+# gauntlet ARGS...: runs `clearing gauntlet`; status in $st.
+gauntlet() {
+    rm -f "$rep"
+    "${C[@]}" gauntlet "$@" --report "$rep" >"$out" 2>"$err" </dev/null
+    st=$?
+}
+
+PY=$(bash "$SRC/scripts/sample-repo.sh" "$D/py") || { echo "Bail out! cannot make the sample repository"; exit 1; }
+mkdir -p "$D/plans"
+
+# ---- 1. a passing plan on the Python sample -----------------------------------------------
+head_before=$(git -C "$PY" rev-parse HEAD)
+plan "$SRC/examples/plans/add-median.yaml" "$PY"
+check "passing plan: exit 0" '[ "$st" = 0 ]' "exit $st"
+check "passing plan: verdict pass, every check passed" \
+    'jpy "$rep" "r[\"verdict\"] == \"pass\" and all(c[\"status\"] == \"passed\" for c in r[\"gauntlet\"][\"checks\"])"'
+check "passing plan: figures: 6 tests passed, coverage >= 85%, bandit findings by severity" \
+    'jpy "$rep" "[(c[\"figures\"][\"tests_passed\"], c[\"figures\"][\"coverage_percent\"] >= 85) for c in r[\"gauntlet\"][\"checks\"] if c[\"name\"] == \"tests\"] == [(6, True)] and [c[\"figures\"][\"findings\"] for c in r[\"gauntlet\"][\"checks\"] if c[\"name\"] == \"security\"] == [{\"low\": 0, \"medium\": 0, \"high\": 0}]"'
+check "passing plan: the summary shows the figures" 'grep -qE "6 passed.*coverage [0-9.]+%" "$out" && grep -q "verdict: PASS" "$out"'
+branch=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["branch"])' "$rep" 2>/dev/null)
+check "passing plan: one commit on the new branch, on the base, with the plan's files" \
+    '[ -n "$branch" ] && [ "$(git -C "$PY" rev-parse "$branch^")" = "$head_before" ] && git -C "$PY" cat-file -e "$branch:stats.py" && git -C "$PY" cat-file -e "$branch:test_stats.py"'
+check "passing plan: trailers Clearing-Verdict: pass, Clearing-Plan-Steps, Clearing-Sandbox" \
+    'git -C "$PY" log -1 --format=%B "$branch" | grep -qx "Clearing-Verdict: pass" && git -C "$PY" log -1 --format=%B "$branch" | grep -qx "Clearing-Plan-Steps: 3" && git -C "$PY" log -1 --format=%B "$branch" | grep -qE "^Clearing-Sandbox: sb-[0-9a-f]{16}$"'
+check "passing plan: the caller's checkout is untouched" \
+    '[ "$(git -C "$PY" rev-parse HEAD)" = "$head_before" ] && [ "$(git -C "$PY" symbolic-ref HEAD)" = refs/heads/main ] && [ -z "$(git -C "$PY" status --porcelain --ignored)" ] && [ ! -e "$PY/stats.py" ]'
+assert_clean "passing plan"
+
+# ---- 2. a failing step ----------------------------------------------------------------------
+cat >"$D/plans/failing-step.yaml" <<'EOF'
+message: "A step fails"
+profile: python
+steps:
+  - write: {path: first.txt, content: "written before the failure\n"}
+  - run: {shell: "echo about to fail; exit 3"}
+  - write: {path: later.txt, content: "must never be written\n"}
+  - run: {shell: "touch /workspace/later-run"}
+EOF
+plan "$D/plans/failing-step.yaml" "$PY"
+check "failing step: exit 1 (verdict fail)" '[ "$st" = 1 ] && jpy "$rep" "r[\"verdict\"] == \"fail\""' "exit $st"
+check "failing step: stops at step 2, later steps not run, no gauntlet" \
+    'jpy "$rep" "[s[\"status\"] for s in r[\"steps\"]] == [\"ok\", \"failed\"] and \"gauntlet\" not in r and \"exited with 3\" in r[\"steps\"][1][\"error\"]"'
+b=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["branch"])' "$rep" 2>/dev/null)
+check "failing step: the commit has step 1's file and nothing of steps 3-4, verdict fail" \
+    'git -C "$PY" cat-file -e "$b:first.txt" && ! git -C "$PY" cat-file -e "$b:later.txt" 2>/dev/null && ! git -C "$PY" cat-file -e "$b:later-run" 2>/dev/null && git -C "$PY" log -1 --format=%B "$b" | grep -qx "Clearing-Verdict: fail"'
+check "failing step: the summary names the step" 'grep -q "step 2 (run): exited with 3" "$out" && grep -q "verdict: FAIL" "$out"'
+assert_clean "failing step"
+
+# ---- 3. a failing lint ----------------------------------------------------------------------
+{ printf 'message: "Lint error"\nprofile: python\nsteps:\n  - write:\n      path: calc.py\n      content: |\n        import os\n'
+  sed 's/^/        /' "$SRC/examples/sample-python/calc.py"; } >"$D/plans/lint.yaml"
+plan "$D/plans/lint.yaml" "$PY"
+check "failing lint: exit 1, lint failed, types/security/tests passed" \
+    '[ "$st" = 1 ] && jpy "$rep" "r[\"verdict\"] == \"fail\" and {c[\"name\"]: c[\"status\"] for c in r[\"gauntlet\"][\"checks\"]} == {\"lint\": \"failed\", \"types\": \"passed\", \"security\": \"passed\", \"tests\": \"passed\"}"' "exit $st"
+check "failing lint: the summary names lint alone and shows flake8's finding" \
+    'grep -qE "verdict: FAIL — failed: lint \(" "$out" && grep -q "F401" "$out"'
+assert_clean "failing lint"
+
+# ---- 4. coverage below the threshold ------------------------------------------------------
+{ printf 'message: "Untested code"\nprofile: python\nsteps:\n  - write:\n      path: extra.py\n      content: |\n        """Code nobody tests."""\n'
+  for i in 1 2 3 4 5 6 7 8 9 10; do
+      printf '\n\n        def f%s(x: int) -> int:\n            y = x + %s\n            z = y * 2\n            return z - 1\n' "$i" "$i"
+  done; } >"$D/plans/coverage.yaml"
+plan "$D/plans/coverage.yaml" "$PY"
+check "low coverage: exit 1, tests failed on coverage while its 3 tests passed" \
+    '[ "$st" = 1 ] && jpy "$rep" "[(c[\"status\"], \"is below 85\" in c[\"message\"], c[\"figures\"][\"coverage_percent\"] < 85, c[\"figures\"][\"tests_passed\"]) for c in r[\"gauntlet\"][\"checks\"] if c[\"name\"] == \"tests\"] == [(\"failed\", True, True, 3)]"' "exit $st"
+check "low coverage: the summary gives the percentage" 'grep -qE "coverage [0-9.]+% is below 85" "$out"'
+assert_clean "low coverage"
+
+# ---- 5. the repository's own gauntlet: used, not weakened by the plan, timeouts ------------
+OWN=$(bash "$SRC/scripts/sample-repo.sh" "$D/own")
+mkdir -p "$OWN/.clearing"
+cat >"$OWN/.clearing/gauntlet.yaml" <<'EOF'
+checks:
+  - name: own-tests
+    kind: test
+    run: python3 -m pytest -q -p no:cacheprovider
+    env: {PYTHONDONTWRITEBYTECODE: "1"}
+    timeout: 5s
+EOF
+git -C "$OWN" add -A && git -C "$OWN" -c user.name=t -c user.email=t@localhost commit -qm "Own gauntlet"
+plan "$SRC/examples/plans/add-median.yaml" "$OWN"
+check "own gauntlet: used instead of the plan's profile, verdict pass" \
+    '[ "$st" = 0 ] && jpy "$rep" "[c[\"name\"] for c in r[\"gauntlet\"][\"checks\"]] == [\"own-tests\"] and r[\"gauntlet\"][\"checks\"][0][\"figures\"][\"tests_passed\"] == 6"' "exit $st"
+assert_clean "own gauntlet"
+cat >"$D/plans/weaken.yaml" <<'EOF'
+message: "Weaken the gauntlet, then break add()"
+profile: python
+steps:
+  - write:
+      path: .clearing/gauntlet.yaml
+      content: |
+        checks:
+          - name: weak
+            run: "true"
+  - write:
+      path: calc.py
+      content: |
+        """A tiny module for the demo: the kind of code an agent edits."""
+
+
+        def add(a: int, b: int) -> int:
+            return a - b
+
+
+        def mean(values: list[float]) -> float:
+            if not values:
+                raise ValueError("mean of an empty list")
+            return sum(values) / len(values)
+EOF
+plan "$D/plans/weaken.yaml" "$OWN"
+check "weakened gauntlet: the base commit's checks judge the plan (exit 1, own-tests failed, 1 test failed)" \
+    '[ "$st" = 1 ] && jpy "$rep" "[(c[\"name\"], c[\"status\"], c[\"figures\"].get(\"tests_failed\")) for c in r[\"gauntlet\"][\"checks\"]] == [(\"own-tests\", \"failed\", 1)]"' "exit $st"
+check "weakened gauntlet: the check the plan wrote never ran" '! grep -q "weak" "$out"'
+assert_clean "weakened gauntlet"
+cat >"$D/plans/hang.yaml" <<'EOF'
+message: "A test that hangs"
+profile: python
+steps:
+  - write:
+      path: test_hang.py
+      content: |
+        import time
+
+
+        def test_hang() -> None:
+            time.sleep(600)
+EOF
+plan "$D/plans/hang.yaml" "$OWN"
+check "hanging test: status timed-out after its 5 s timeout, exit 1" \
+    '[ "$st" = 1 ] && jpy "$rep" "[(c[\"status\"], c[\"message\"]) for c in r[\"gauntlet\"][\"checks\"]] == [(\"timed-out\", \"timed out after 5000 ms\")]"' "exit $st"
+check "hanging test: the whole plan took less than 60 s" '[ "$ms" -lt 60000 ]' "${ms} ms"
+assert_clean "hanging test"
+
+# ---- 6. missing tools, optional checks, JUnit ---------------------------------------------
+cat >"$D/missing.yaml" <<'EOF'
+checks:
+  - name: present
+    run: "true"
+  - name: needs-tool
+    kind: lint
+    tool: frobnicate-lint
+    run: frobnicate-lint .
+  - name: nice-to-have
+    tool: no-such-tool
+    run: no-such-tool
+    required: false
+  - name: optional-failing
+    kind: test
+    run: "echo 1 passed, 2 failed; exit 1"
+    required: false
+EOF
+gauntlet --repo "$PY" --file "$D/missing.yaml" --junit "$D/junit.xml"
+check "missing tool: tool-missing (not a pass), verdict fail, exit 1" \
+    '[ "$st" = 1 ] && jpy "$rep" "r[\"verdict\"] == \"fail\" and {c[\"name\"]: c[\"status\"] for c in r[\"checks\"]} == {\"present\": \"passed\", \"needs-tool\": \"tool-missing\", \"nice-to-have\": \"skipped\", \"optional-failing\": \"failed\"}"' "exit $st"
+check "missing tool: the summary blames the required check alone" 'grep -qE "verdict: FAIL — failed: needs-tool \(" "$out"'
+check "JUnit XML parses and its counts match the report" "python3 - '$D/junit.xml' '$rep' <<'EOF'
+import json, sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+rep = json.load(open(sys.argv[2]))
+cases = root.findall('testcase')
+kinds = {c.get('name'): [e.tag for e in c if e.tag in ('failure', 'error', 'skipped')] for c in cases}
+assert root.tag == 'testsuite', root.tag
+assert int(root.get('tests')) == len(cases) == len(rep['checks']) == 4
+assert int(root.get('failures')) == sum(v == ['failure'] for v in kinds.values()) == 1
+assert int(root.get('errors')) == sum(v == ['error'] for v in kinds.values()) == 1
+assert int(root.get('skipped')) == sum(v == ['skipped'] for v in kinds.values()) == 1
+assert kinds == {'present': [], 'needs-tool': ['error'], 'nice-to-have': ['skipped'],
+                 'optional-failing': ['failure']}, kinds
+EOF"
+grep -v -e needs-tool -e frobnicate -e 'kind: lint' "$D/missing.yaml" >"$D/optional.yaml"
+gauntlet --repo "$PY" --file "$D/optional.yaml" --json
+check "optional missing tool and optional failure: verdict pass, exit 0" \
+    '[ "$st" = 0 ] && jpy "$rep" "r[\"verdict\"] == \"pass\" and [c[\"status\"] for c in r[\"checks\"]] == [\"passed\", \"skipped\", \"failed\"]"' "exit $st"
+check "test figures are parsed from any test check's output" \
+    'jpy "$rep" "r[\"checks\"][2][\"figures\"] == {\"tests_passed\": 1, \"tests_failed\": 2}"'
+assert_clean "missing tool"
+
+# ---- 7. malformed input: clear errors with lines, nothing created -------------------------
+branches_before=$(branches "$PY")
+cat >"$D/plans/malformed.yaml" <<'EOF'
+message: "Malformed"
+steps:
+  - write: {path: a.txt, content: "a"}
+  - run: {shell: "true", timeout: soon}
+EOF
+plan "$D/plans/malformed.yaml" "$PY"
+check "malformed plan: exit 2, the file and line in the message" \
+    '[ "$st" = 2 ] && grep -q "malformed.yaml:4:" "$err"' "exit $st"
+check "malformed plan: no sandbox was created, no branch" \
+    '! grep -q "sandbox sb-" "$err" && [ "$(branches "$PY")" = "$branches_before" ]'
+cat >"$D/malformed-gauntlet.yaml" <<'EOF'
+parallel: 2
+checks:
+  - name: lint
+    run: flake8 .
+    timeout: 5 minutes
+EOF
+gauntlet --repo "$PY" --file "$D/malformed-gauntlet.yaml"
+check "malformed gauntlet: exit 2, the file and line in the message, no sandbox" \
+    '[ "$st" = 2 ] && grep -q "malformed-gauntlet.yaml:5: timeout must be a duration" "$err" && ! [ -s "$rep" ]' "exit $st"
+BAD=$(bash "$SRC/scripts/sample-repo.sh" "$D/bad")
+mkdir -p "$BAD/.clearing"
+printf 'checks:\n  - name: x\n    run: "true"\n    frobnicate: 1\n' >"$BAD/.clearing/gauntlet.yaml"
+git -C "$BAD" add -A && git -C "$BAD" -c user.name=t -c user.email=t@localhost commit -qm "Bad gauntlet"
+bad_branches=$(branches "$BAD")
+plan "$SRC/examples/plans/add-median.yaml" "$BAD"
+check "malformed repository gauntlet: exit 125 (error), its line named, no step ran" \
+    '[ "$st" = 125 ] && grep -q "gauntlet.yaml:4: check: unknown key .frobnicate." "$out" && jpy "$rep" "r[\"verdict\"] == \"error\" and r[\"steps\"] == [] and \"commit\" not in r"' "exit $st"
+check "malformed repository gauntlet: no branch is left" '[ "$(branches "$BAD")" = "$bad_branches" ]' "$(branches "$BAD")"
+assert_clean "malformed input"
+
+# ---- 8. the C sample ------------------------------------------------------------------------
+CR=$(bash "$SRC/scripts/sample-repo.sh" --c "$D/c")
+gauntlet --repo "$CR" --profile c --json
+check "C sample: passes the c profile (cppcheck, -Werror build, make test)" \
+    '[ "$st" = 0 ] && jpy "$rep" "[(c[\"name\"], c[\"status\"]) for c in r[\"checks\"]] == [(\"static-analysis\", \"passed\"), (\"build\", \"passed\"), (\"tests\", \"passed\")] and r[\"checks\"][2][\"figures\"] == {\"tests_passed\": 10, \"tests_failed\": 0}"' "exit $st"
+{ printf 'message: "Count the calls"\nprofile: c\nsteps:\n  - write:\n      path: stats.c\n      content: |\n'
+  sed -e 's/^/        /' -e 's/^        $//' -e 's/^\(        \)    double sum = 0;/\1    double sum = 0;\n\1    int calls = 0;/' \
+      "$SRC/examples/sample-c/stats.c"; } >"$D/plans/c-warning.yaml"
+plan "$D/plans/c-warning.yaml" "$CR"
+check "C plan with a warning: the -Werror build fails, exit 1" \
+    '[ "$st" = 1 ] && jpy "$rep" "{c[\"name\"]: c[\"status\"] for c in r[\"gauntlet\"][\"checks\"]} == {\"static-analysis\": \"passed\", \"build\": \"failed\", \"tests\": \"failed\"}"' "exit $st"
+check "C plan with a warning: the summary shows the compiler's error" 'grep -q "unused variable" "$out" && grep -q "verdict: FAIL — failed: build tests" "$out"'
+assert_clean "C sample"
+
+# ---- 9. the API: POST /v1/plans, with and without streaming, and a client that goes away ---
+API=$(bash "$SRC/scripts/sample-repo.sh" "$D/api/py")
+"$CLEARING" --state-dir "$D/api-state" serve --socket "$D/api.sock" --repo-root "$D/api" 2>"$D/serve.log" &
+serve_pid=$!
+for _ in $(seq 1 100); do [ -S "$D/api.sock" ] && break; sleep 0.1; done
+S=(curl -s --unix-socket "$D/api.sock")
+body() { python3 -c 'import json,sys; print(json.dumps({"repo": sys.argv[1], "plan": open(sys.argv[2]).read()}))' "$1" "$2"; }
+code=$("${S[@]}" -o "$rep" -w '%{http_code}' -XPOST http://x/v1/plans -d "$(body "$API" "$SRC/examples/plans/add-median.yaml")")
+check "API: POST /v1/plans runs the plan: 200, verdict pass, committed" \
+    '[ "$code" = 200 ] && jpy "$rep" "r[\"verdict\"] == \"pass\" and len(r[\"commit\"]) == 40" && git -C "$API" log -1 --format=%B "$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[\"branch\"])" "$rep")" | grep -qx "Clearing-Verdict: pass"' "HTTP $code"
+"${S[@]}" -XPOST 'http://x/v1/plans?stream=true' -d "$(body "$API" "$D/plans/lint.yaml")" >"$D/stream.ndjson"
+check "API: ?stream=true gives NDJSON events sandbox, step, check, commit, done, then the report" "python3 - '$D/stream.ndjson' <<'EOF'
+import json, sys
+events = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+names = [e['event'] for e in events]
+assert names[0] == 'sandbox' and names[-2:] == ['done', 'result'], names
+assert {'step', 'check', 'commit'} <= set(names), names
+assert {'check': 'lint', 'status': 'failed'} in [{k: e.get(k) for k in ('check', 'status')} for e in events if e['event'] == 'check'], events
+assert events[-1]['verdict'] == 'fail' and events[-2]['verdict'] == 'fail'
+EOF"
+cp "$D/stream.ndjson" "$rep"
+code=$("${S[@]}" -o "$out" -w '%{http_code}' -XPOST http://x/v1/plans -d "$(body "$PY" "$SRC/examples/plans/add-median.yaml")")
+check "API: a repository outside repo_roots is refused (403)" '[ "$code" = 403 ]' "HTTP $code"
+code=$("${S[@]}" -o "$out" -w '%{http_code}' -XPOST http://x/v1/plans -d "$(body "$API" "$D/plans/malformed.yaml")")
+check "API: a malformed plan is a 400 naming the line" '[ "$code" = 400 ] && grep -q "plan:4:" "$out"' "HTTP $code"
+cat >"$D/plans/slow.yaml" <<'EOF'
+message: "Slow"
+profile: python
+steps:
+  - run: {shell: "sleep 8"}
+  - write: {path: later.txt, content: "x"}
+EOF
+"${S[@]}" --max-time 3 -XPOST 'http://x/v1/plans?stream=true' -d "$(body "$API" "$D/plans/slow.yaml")" >"$D/gone.ndjson"
+gone_id=$(grep -ohE 'sb-[0-9a-f]{16}' "$D/gone.ndjson" | head -1)
+for _ in $(seq 1 120); do
+    [ -n "$gone_id" ] && [ -z "$(docker ps -aq --filter "label=io.clearing.sandbox-id=$gone_id")" ] && break
+    sleep 0.5
+done
+check "API: a client that disconnects mid-plan leaves no sandbox behind" \
+    '[ -n "$gone_id" ] && [ -z "$(docker ps -aq --filter "label=io.clearing.sandbox-id=$gone_id")" ]' "sandbox ${gone_id:-?}"
+check "API: the daemon still answers after the disconnect" \
+    '[ "$("${S[@]}" -o /dev/null -w "%{http_code}" http://x/v1/sandboxes)" = 200 ]'
+kill -TERM "$serve_pid"; wait "$serve_pid"; serve_pid=
+remember_ids "$D/gone.ndjson" "$D/stream.ndjson"
+assert_clean "API"
+
+# ---- 10. SIGINT mid-plan --------------------------------------------------------------------
+slow_branches=$(branches "$PY")
+"${C[@]}" plan run "$D/plans/slow.yaml" --repo "$PY" >"$out" 2>"$err" </dev/null &
+pid=$!
+for _ in $(seq 1 100); do grep -q "sandbox sb-" "$err" && break; sleep 0.1; done
+sleep 2
+int_id=$(grep -ohE 'sb-[0-9a-f]{16}' "$err" | head -1)
+t0=$(now_ms)
+kill -INT "$pid"
+wait "$pid"; st=$?
+ms=$(( $(now_ms) - t0 ))
+check "SIGINT: the plan stops within 15 s with exit 125, saying it was cancelled" \
+    '[ "$st" = 125 ] && [ "$ms" -lt 15000 ] && grep -q "cancelled" "$out"' "exit $st after ${ms} ms"
+check "SIGINT: its sandbox is gone" \
+    '[ -n "$int_id" ] && [ -z "$(docker ps -aq --filter "label=io.clearing.sandbox-id=$int_id")" ]' "sandbox ${int_id:-?}"
+check "SIGINT: nothing committed, no branch left" '[ "$(branches "$PY")" = "$slow_branches" ]' "$(branches "$PY")"
+assert_clean "SIGINT"
+
+echo "1..$n"
+echo "# $((n - failed)) passed, $failed failed"
+[ "$failed" = 0 ]
