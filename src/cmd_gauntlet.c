@@ -119,6 +119,7 @@ int cmd_gauntlet(int argc, char **argv)
                    "Copies DIR (a project directory, --workspace is the same) into a fresh\n"
                    "sandbox and runs the validation gauntlet there, committing nothing: the\n"
                    "project's .clearing/gauntlet.yaml, else --file, else --profile (python, c).\n"
+                   "--profile also picks the image, whichever gauntlet runs.\n"
                    "Exit status 0 only when the verdict is pass (1 when it is fail).\n\n"
                    "  --image IMAGE     image (default: the profile's, else the default image)\n"
                    "  --parallel N      checks at once (default: the gauntlet's)\n"
@@ -140,9 +141,7 @@ int cmd_gauntlet(int argc, char **argv)
     snprintf(path, sizeof(path), "%s/.clearing/gauntlet.yaml", so.workspace_from);
     char *text = NULL;
     size_t len = 0;
-    const char *src = file;
-    if (!file && access(path, F_OK) == 0)
-        src = path;
+    const char *src = access(path, F_OK) == 0 ? path : file;
     if (src) {
         if (cli_read_small_file(src, CLR_GAUNTLET_MAX_BYTES, &text, &len, &err) < 0 ||
             clr_gauntlet_parse(&g, text, len, src, &err) < 0) {
@@ -160,9 +159,11 @@ int cmd_gauntlet(int argc, char **argv)
             cli_error(&err);
             return CLI_EXIT_USAGE;
         }
-        if (!so.image)
-            so.image = clr_gauntlet_profile_image(profile);
     }
+    /* The profile names the image (its tools) even when the project's own checks are run, as
+     * for plans. */
+    if (!so.image && profile)
+        so.image = clr_gauntlet_profile_image(profile);
     if (parallel)
         clr_gauntlet_set_parallel(g, parallel);
 

@@ -194,6 +194,11 @@ check "hanging test: status timed-out after its 5 s timeout, exit 1" \
     '[ "$st" = 1 ] && jpy "$rep" "[(c[\"status\"], c[\"message\"]) for c in r[\"gauntlet\"][\"checks\"]] == [(\"timed-out\", \"timed out after 5000 ms\")]"' "exit $st"
 check "hanging test: the whole plan took less than 60 s" '[ "$ms" -lt 60000 ]' "${ms} ms"
 assert_clean "hanging test"
+printf 'checks:\n  - name: caller-file\n    run: "true"\n' >"$D/caller.yaml"
+gauntlet --repo "$OWN" --profile python --file "$D/caller.yaml"
+check "clearing gauntlet: the project's own gauntlet wins over --file (in the profile's image)" \
+    '[ "$st" = 0 ] && jpy "$rep" "[c[\"name\"] for c in r[\"checks\"]] == [\"own-tests\"]"' "exit $st"
+assert_clean "own gauntlet over --file"
 
 # ---- 6. missing tools, optional checks, JUnit ---------------------------------------------
 cat >"$D/missing.yaml" <<'EOF'
