@@ -1,0 +1,1243 @@
+#!/usr/bin/env python3
+"""Escape suite (issue #7): hostile programs run in real sandboxes, each asserting that it was
+contained AND that the host and the other sandboxes are unchanged.
+
+    usage: escape.py PATH/TO/clearing [NAME-SUBSTRING...]
+
+Starts its own `clearing serve --socket` (temporary state directory, a --repo-root for the
+commit attacks), creates a few sandboxes, compiles tests/security/attacks.c INSIDE an image
+clearing/c sandbox and runs each attack as the command user. Prints TAP. Python 3 stdlib only;
+needs root, dockerd with runsc, and the images clearing/default and clearing/c.
+
+After every attack the invariants are checked: the host canary file and /etc/passwd have the
+same bytes and mtime, the host decoy directory (the target of every symlink trap) holds exactly
+what it held, a second sandbox's workspace file is unchanged, the daemon answers, and no host
+process carries the attack binary's name. Network attacks aim only at loopback addresses.
+"""
+import base64
+import gzip
+import hashlib
+import http.client
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CLEARING = None
+PROBE = '/workspace/xprobe'       # the compiled attacks.c inside a sandbox
+PROBE_COMM = 'xprobe'
+CANARY_TEXT = 'host-canary-%d\n' % os.getpid()
+SECRET_TEXT = 'HOST-SECRET-%d\n' % os.getpid()
+VICTIM_TEXT = 'victim-workspace-%d\n' % os.getpid()
+
+
+# ---- HTTP over the daemon's unix socket ----
+
+class UnixConn(http.client.HTTPConnection):
+    def __init__(self, path, timeout=120):
+        super().__init__('localhost', timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.unix_path)
+        self.sock = s
+
+
+class Resp:
+    def __init__(self, status, body):
+        self.status, self.body = status, body
+        try:
+            self.json = json.loads(body) if body else None
+        except ValueError:
+            self.json = None
+
+    def __repr__(self):
+        return 'HTTP %d %s' % (self.status, self.body[:400])
+
+
+class Api:
+    def __init__(self, sock):
+        self.sock = sock
+
+    def req(self, method, path, body=None, headers=None, timeout=120):
+        if body is not None and not isinstance(body, bytes):
+            body = json.dumps(body).encode()
+        c = UnixConn(self.sock, timeout)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            return Resp(r.status, r.read())
+        finally:
+            c.close()
+
+    def create(self, **body):
+        r = self.req('POST', '/v1/sandboxes', body)
+        assert r.status == 201, r
+        SANDBOXES.append(r.json['id'])
+        return r.json['id']
+
+    def exec(self, sid, argv=None, shell=None, **kw):
+        body = dict(kw)
+        if argv is not None:
+            body['argv'] = argv
+        if shell is not None:
+            body['shell'] = shell
+        body.setdefault('timeout', '30s')
+        r = self.req('POST', '/v1/sandboxes/%s/exec' % sid, body)
+        assert r.status == 200, r
+        return r.json['result']
+
+    def put_file(self, sid, path, data):
+        r = self.req('PUT', '/v1/sandboxes/%s/files/%s' % (sid, path), data,
+                     {'Content-Type': 'application/octet-stream'})
+        return r
+
+    def get_file(self, sid, path, timeout=30):
+        return self.req('GET', '/v1/sandboxes/%s/files/%s' % (sid, path), timeout=timeout)
+
+    def put_archive(self, sid, data, path=None):
+        q = '' if path is None else '?path=' + path
+        return self.req('PUT', '/v1/sandboxes/%s/archive%s' % (sid, q), data,
+                        {'Content-Type': 'application/x-tar'})
+
+
+def text(res, stream='stdout'):
+    data = res[stream]
+    if res.get(stream + '_encoding') == 'base64':
+        return base64.b64decode(data).decode('utf-8', 'replace')
+    return data
+
+
+def raw(res, stream='stdout'):
+    data = res[stream]
+    if res.get(stream + '_encoding') == 'base64':
+        return base64.b64decode(data)
+    return data.encode()
+
+
+# ---- state of the run ----
+
+API = None
+DAEMON = None
+TMP = None
+STATE = None
+SANDBOXES = []
+A = B = None            # A: clearing/c, the attacker; B: clearing/default, the victim
+HOST = {}               # paths of the host canary, the decoy directory, the repository
+BASELINE = {}
+
+
+def sha(path):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def tree_snapshot(root):
+    snap = {}
+    for d, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            st = os.lstat(p)
+            snap[os.path.relpath(p, root)] = (st.st_mode, st.st_size, st.st_mtime_ns,
+                                              sha(p) if os.path.isfile(p) and
+                                              not os.path.islink(p) else None)
+    return snap
+
+
+def host_processes_named(comm):
+    found = []
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            with open('/proc/%s/comm' % pid) as f:
+                if f.read().strip() == comm:
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def invariants():
+    """The host and the victim sandbox are exactly as they were."""
+    assert sha(HOST['canary']) == BASELINE['canary'], 'host canary changed'
+    assert os.stat(HOST['canary']).st_mtime_ns == BASELINE['canary_mtime'], 'canary touched'
+    assert sha('/etc/passwd') == BASELINE['passwd'], 'host /etc/passwd changed'
+    assert tree_snapshot(HOST['decoy']) == BASELINE['decoy'], 'host decoy directory changed'
+    r = API.get_file(B, 'canary')
+    assert r.status == 200 and r.body == VICTIM_TEXT.encode(), 'victim workspace changed: %r' % r
+    assert API.req('GET', '/v1/health', timeout=10).status == 200, 'daemon does not answer'
+    assert DAEMON.poll() is None, 'daemon died'
+    assert not host_processes_named(PROBE_COMM), 'an attack process runs on the HOST'
+
+
+# ---- TAP ----
+
+TESTS = []
+
+
+def attack(ident, name, todo=None):
+    """ident names the attack in docs/SECURITY.md's table; todo: an open finding, the test
+    keeps its full assertion and reports TAP TODO."""
+    def deco(fn):
+        TESTS.append((ident, name, fn, todo))
+        return fn
+    return deco
+
+
+def probe(sid, name, *args, **kw):
+    """Runs one attack of attacks.c; returns (result, {key: outcome})."""
+    res = API.exec(sid, [PROBE, name] + [str(a) for a in args], **kw)
+    toks = {}
+    for t in text(res).split():
+        if '=' in t:
+            k, v = t.split('=', 1)
+            toks[k] = v
+    return res, toks
+
+
+def expect(res, toks, want, status='exited', code=0):
+    assert (res['status'], res['exit_code']) == (status, code), res
+    got = {k: toks.get(k) for k in want}
+    assert got == want, 'expected %r\n   got %r\n   all %r' % (want, got, toks)
+
+
+# ================= host filesystem =================
+
+@attack('fs-proc1-root', '/proc/1/root and /proc/1/cwd of the agent; the host canary path')
+def _():
+    res, t = probe(A, 'proc1_root', HOST['canary'])
+    expect(res, t, {'open_root_file': 'EACCES', 'opendir_root': 'EACCES',
+                    'chdir_root': 'EACCES', 'open_cwd': 'EACCES', 'host_canary': 'ENOENT'})
+
+
+@attack('fs-mountinfo', 'mountinfo names no host path')
+def _():
+    res = API.exec(A, ['cat', '/proc/self/mountinfo'])
+    assert res['status'] == 'exited' and res['exit_code'] == 0, res
+    mi = text(res)
+    for leak in (TMP, STATE, '/var/lib/docker', HOST['canary']):
+        assert leak not in mi, 'mountinfo leaks %s:\n%s' % (leak, mi)
+    assert ' /workspace ' in mi, mi
+    root = [line.split() for line in mi.splitlines() if line.split()[4] == '/']
+    assert root and 'ro' in root[0][5].split(','), 'the root filesystem is not read-only: %r' % root
+
+
+@attack('fs-environ', "environ, mem, exe and fds of PID 1 and of the agent")
+def _():
+    res, t = probe(A, 'environ')
+    # gVisor makes /proc/PID/environ mode 0444 (Linux: 0400 and non-dumpable => root only), so
+    # the command CAN read the agent's environment. That environment is the container's, which
+    # every command inherits anyway: asserted below, so a secret put there would fail this.
+    expect(res, t, {'pid1_environ': 'OK', 'agent_environ': 'OK', 'pid1_exe': 'EACCES',
+                    'pid1_mem': 'EACCES', 'agent_mem': 'EACCES', 'agent_fd': 'EACCES'})
+    res = API.exec(A, shell='tr "\\0" "\\n" </proc/1/environ; echo ---; '
+                   'tr "\\0" "\\n" </proc/$PPID/environ; echo ---; env',
+                   env={'EXEC_SECRET': 'per-exec-secret'})
+    agent1, agent2, own = (set(p.strip().splitlines()) for p in text(res).split('---'))
+    assert agent1 and agent2, res
+    assert agent1 <= own and agent2 <= own, 'the agent holds environment the command lacks: %r' \
+        % ((agent1 | agent2) - own)
+    assert 'EXEC_SECRET=per-exec-secret' not in agent1 | agent2
+
+
+@attack('fs-rootfs-ro', 'writing outside /workspace and /tmp (read-only rootfs)')
+def _():
+    res, t = probe(A, 'write_rootfs')
+    # gVisor checks permissions before the read-only mount: root-owned places say EACCES;
+    # mkdir in / reaches the mount check (EROFS); mountinfo shows / as ro (test above).
+    expect(res, t, {'create_etc': 'EACCES', 'create_usr_bin': 'EACCES', 'write_passwd': 'EACCES',
+                    'mkdir_root': 'EROFS', 'unlink_passwd': 'EACCES',
+                    'create_agent_dir': 'EACCES'})
+
+
+@attack('fs-tmp-noexec', 'executing and mmap(PROT_EXEC) from /tmp (noexec)')
+def _():
+    res, t = probe(A, 'exec_tmp')
+    # execve is refused (noexec). gVisor does NOT refuse mmap(PROT_EXEC) of a noexec file
+    # (Linux: EPERM); noexec is not a boundary here since /workspace is executable by design.
+    expect(res, t, {'chmod': 'OK', 'execve': 'EACCES', 'mmap_exec': 'OK'})
+
+
+@attack('fs-setuid-upload', 'setuid-root binary smuggled in by a tar upload (uid 0, mode 4755)')
+def _():
+    r = API.get_file(A, 'xprobe')
+    assert r.status == 200, r
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo('suidprobe')
+        ti.size, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = len(r.body), 0o6755, 0, 0, 'root', 'root'
+        tf.addfile(ti, io.BytesIO(r.body))
+    r = API.put_archive(A, buf.getvalue())
+    assert r.status == 201, r
+    res, t = probe(A, 'euid')  # baseline: the plain command user
+    res = API.exec(A, ['/workspace/suidprobe', 'euid'])
+    t = dict(x.split('=', 1) for x in text(res).split() if '=' in x)
+    expect(res, t, {'ruid': '1000', 'euid': '1000', 'suid': '1000', 'egid': '1000',
+                    'setuid0': 'EPERM'})
+    st = os.stat(os.path.join(workspace_dir(A), 'suidprobe'))
+    assert st.st_mode & 0o6000 == 0, 'the upload kept the setuid bit: %o' % st.st_mode
+
+
+@attack('fs-mknod', 'mknod device nodes in /tmp and /workspace')
+def _():
+    res, t = probe(A, 'mknod')
+    # gVisor's tmpfs lets an unprivileged user create character nodes (Linux: EPERM without
+    # CAP_MKNOD) and ignores nodev; opening one reaches gVisor's OWN device table, never a host
+    # device: only its emulated null/zero/... open; mem, kmem, port, kvm do not exist (ENXIO).
+    # /workspace (a host tmpfs through the gofer) refuses every node.
+    expect(res, t, {'tmp_null': 'OK', 'open_null': 'OK', 'tmp_mem': 'OK', 'open_mem': 'ENXIO',
+                    'tmp_kmem': 'OK', 'open_kmem': 'ENXIO', 'tmp_port': 'OK',
+                    'open_port': 'ENXIO', 'tmp_kvm': 'OK', 'open_kvm': 'ENXIO',
+                    'tmp_fuse': 'OK', 'open_fuse': 'OK', 'tmp_tun': 'OK', 'open_tun': 'OK',
+                    'tunsetiff': 'EPERM', 'tmp_sda': 'OK', 'open_sda': 'ENXIO',
+                    'ws_mem': 'EPERM', 'ws_null': 'EPERM', 'ws_sda': 'EPERM'})
+
+
+@attack('fs-mount', 'mount tmpfs/proc/bind/cgroup, remount / rw, umount /workspace')
+def _():
+    res, t = probe(A, 'mount')
+    expect(res, t, {'tmpfs': 'EPERM', 'proc': 'EPERM', 'bind_root': 'EPERM',
+                    'remount_root_rw': 'EPERM', 'remount_tmp_exec': 'EPERM',
+                    'umount_workspace': 'EPERM', 'cgroup': 'EPERM'})
+
+
+@attack('fs-unshare', 'unshare every namespace (and what a new user namespace gives)')
+def _():
+    res, t = probe(A, 'unshare')
+    # Namespaces needing CAP_SYS_ADMIN are refused. A new USER namespace (and a cgroup one) is
+    # allowed by gVisor (runc would refuse it through Docker's seccomp profile, which runsc does
+    # not load without --oci-seccomp): its root may mount inside it, but that is gVisor's own
+    # kernel: /proc/1/root and the read-only rootfs stay closed, and the sandbox's /tmp is
+    # untouched (checked after).
+    expect(res, t, {'unshare_mnt': 'EPERM', 'unshare_net': 'EPERM', 'unshare_pid': 'EPERM',
+                    'unshare_uts': 'EPERM', 'unshare_ipc': 'EPERM', 'unshare_cgroup': 'OK',
+                    'unshare_user': 'OK', 'userns_newns': 'OK', 'userns_mount': 'OK',
+                    'userns_proc1_root': 'EACCES', 'userns_write_etc': 'EACCES',
+                    'userns_newnet': 'OK', 'userns_mknod': 'OK', 'userns_open_mem': 'ENXIO'})
+    res = API.exec(A, shell='grep -c " /tmp " /proc/self/mountinfo')
+    assert text(res).split()[0] == '1', res
+
+
+@attack('fs-setns', "setns into PID 1's namespaces")
+def _():
+    res, t = probe(A, 'setns')
+    # gVisor lets the namespace files be opened; joining them is refused.
+    expect(res, t, {'open_ns_mnt': 'OK', 'setns_mnt': 'EPERM', 'open_ns_net': 'OK',
+                    'setns_net': 'EPERM', 'open_ns_pid': 'OK', 'setns_pid': 'EINVAL',
+                    'open_ns_user': 'OK', 'setns_user': 'EINVAL', 'setns_self_mnt': 'EPERM'})
+
+
+@attack('fs-chroot', 'chroot and pivot_root')
+def _():
+    res, t = probe(A, 'chroot')
+    expect(res, t, {'chroot_tmp': 'EPERM', 'chroot_workspace': 'EPERM', 'pivot_root': 'EPERM'})
+
+
+@attack('fs-core', 'core dumps: raise RLIMIT_CORE, core_pattern, abort()')
+def _():
+    before = set(os.listdir(workspace_dir(A)))
+    res, t = probe(A, 'core')
+    expect(res, t, {'core_soft': '0', 'core_hard': '0', 'raise_core': 'EPERM',
+                    'core_pattern': 'ENOENT', 'child_signal': '6', 'core_dumped': '0'})
+    new = set(os.listdir(workspace_dir(A))) - before
+    assert not [n for n in new if n.startswith('core')], new
+
+
+# ================= kernel surface =================
+
+@attack('k-ptrace', 'ptrace, process_vm_readv and kill of PID 1 and of the agent')
+def _():
+    res, t = probe(A, 'ptrace')
+    expect(res, t, {'attach_pid1': 'EPERM', 'attach_agent': 'EPERM', 'seize_agent': 'EPERM',
+                    'vm_readv_pid1': 'EPERM', 'kill_pid1': 'EPERM', 'kill_agent': 'EPERM',
+                    'traceme': 'EPERM'})
+
+
+@attack('k-modules', 'kernel modules, kexec, reboot, swapon, acct, iopl/ioperm')
+def _():
+    res, t = probe(A, 'modules')
+    expect(res, t, {'init_module': 'EPERM', 'finit_module': 'EPERM', 'delete_module': 'EPERM',
+                    'kexec_load': 'EPERM', 'reboot': 'EPERM', 'swapon': 'EPERM',
+                    'acct': 'EPERM', 'iopl': 'EPERM', 'ioperm': 'EPERM'})
+
+
+@attack('k-devmem', '/dev/mem, /dev/kmsg, /proc/kcore, open_by_handle_at (shocker)')
+def _():
+    res, t = probe(A, 'modules')
+    expect(res, t, {'dev_mem': 'ENOENT', 'dev_kmsg': 'ENOENT', 'proc_kcore': 'ENOENT',
+                    'open_by_handle_at': 'EOPNOTSUPP'})
+
+
+@attack('k-keyring', 'keyrings: add_key, keyctl, request_key')
+def _():
+    res, t = probe(A, 'keyring')
+    # gVisor implements session keyrings in its own kernel: joining one works, adding keys is
+    # refused; no host keyring is reachable.
+    expect(res, t, {'add_key': 'EACCES', 'keyctl_join': 'OK', 'request_key': 'EACCES'})
+
+
+@attack('k-perf-bpf', 'perf_event_open and bpf')
+def _():
+    res, t = probe(A, 'perf_bpf')
+    expect(res, t, {'perf_event_open': 'ENODEV', 'bpf_map_create': 'EPERM',
+                    'bpf_prog_load': 'EPERM'})
+
+
+@attack('k-sysrq', 'sysrq-trigger and writable sysctls')
+def _():
+    res, t = probe(A, 'sysrq')
+    expect(res, t, {'sysrq_trigger': 'EACCES', 'sysctl_sysrq': 'ENOENT',
+                    'sysctl_hostname': 'EACCES'})
+
+
+@attack('k-clock', 'settimeofday, clock_settime, adjtimex')
+def _():
+    t0 = time.time()
+    res, t = probe(A, 'clock')
+    expect(res, t, {'settimeofday': 'EPERM', 'clock_settime': 'EPERM', 'adjtimex': 'EPERM'})
+    assert abs(time.time() - t0) < 60, 'host clock moved'
+
+
+@attack('k-hostname', 'sethostname and setdomainname')
+def _():
+    before = socket.gethostname()
+    res, t = probe(A, 'hostname')
+    expect(res, t, {'sethostname': 'EPERM', 'setdomainname': 'EPERM'})
+    assert socket.gethostname() == before
+
+
+@attack('k-raw-socket', 'raw and packet sockets')
+def _():
+    res, t = probe(A, 'raw')
+    expect(res, t, {'inet_raw': 'EPERM', 'inet6_raw': 'EPERM', 'packet': 'EPERM',
+                    'packet_dgram': 'EPERM'})
+
+
+@attack('k-io-uring', 'io_uring_setup and userfaultfd')
+def _():
+    res, t = probe(A, 'io_uring')
+    expect(res, t, {'io_uring_setup': 'ENOSYS', 'userfaultfd': 'ENOSYS',
+                    'dev_userfaultfd': 'ENOENT'})
+
+
+# ================= cgroups and the container runtime =================
+
+@attack('cg-release-agent', 'release_agent, notify_on_release, writing /sys/fs/cgroup, mounting cgroupfs')
+def _():
+    res, t = probe(A, 'cgroup')
+    expect(res, t, {'mkdir_cgroup': 'EROFS', 'release_agent': 'ENOENT',
+                    'memory_release_agent': 'ENOENT', 'notify_on_release': 'ENOENT',
+                    'cgroup_procs': 'ENOENT', 'memory_limit': 'EACCES',
+                    'mount_cgroup': 'EPERM', 'mount_cgroup2': 'EPERM'})
+
+
+@attack('cg-docker-sock', 'reaching the Docker and containerd sockets')
+def _():
+    res, t = probe(A, 'docker_socket')
+    expect(res, t, {'stat_docker_sock': 'ENOENT', 'connect_docker_sock': 'ENOENT',
+                    'connect_run_docker_sock': 'ENOENT', 'connect_containerd': 'ENOENT',
+                    'stat_runsc_state': 'ENOENT', 'stat_dockerenv_host': 'ENOENT'})
+
+
+@attack('cg-runtime-files', 'overwriting the agent binary and runtime-provided files')
+def _():
+    agent = os.environ.get('CLEARING_AGENT')
+    before = sha(agent) if agent else None
+    res, t = probe(A, 'runtime_files')
+    expect(res, t, {'write_agent': 'EACCES', 'unlink_agent': 'EACCES', 'rename_agent': 'EXDEV',
+                    'write_pid1_exe': 'EACCES', 'write_resolv': 'EACCES',
+                    'write_hosts': 'EACCES'})
+    if agent:
+        assert sha(agent) == before, 'the host agent binary changed'
+
+
+# ================= network =================
+
+class Listener:
+    """A TCP (v4 and v6), UDP and abstract unix listener on the HOST's loopback."""
+
+    def __init__(self):
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.bind(('127.0.0.1', 0))
+        self.tcp.listen(8)
+        self.port = self.tcp.getsockname()[1]
+        self.tcp.setblocking(False)
+        self.tcp6 = None
+        try:
+            self.tcp6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            self.tcp6.bind(('::1', self.port))
+            self.tcp6.listen(8)
+            self.tcp6.setblocking(False)
+        except OSError:
+            self.tcp6 = None
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(('127.0.0.1', self.port))
+        self.udp.setblocking(False)
+        self.abstract = 'clearing-security-%d-%d' % (os.getpid(), self.port)
+        self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.unix.bind('\0' + self.abstract)
+        self.unix.listen(8)
+        self.unix.setblocking(False)
+
+    def anything(self):
+        got = []
+        for s in (self.tcp, self.tcp6, self.unix):
+            if s is None:
+                continue
+            try:
+                c, addr = s.accept()
+                got.append(('accept', addr))
+                c.close()
+            except BlockingIOError:
+                pass
+        try:
+            got.append(('udp',) + self.udp.recvfrom(100))
+        except BlockingIOError:
+            pass
+        return got
+
+    def close(self):
+        for s in (self.tcp, self.tcp6, self.udp, self.unix):
+            if s:
+                s.close()
+
+
+@attack('net-tcp-loopback', 'TCP connect to a server on the host loopback (127.0.0.1 and ::1)')
+def _():
+    ln = Listener()
+    try:
+        # The host side can reach it: the listener works.
+        socket.create_connection(('127.0.0.1', ln.port), timeout=5).close()
+        time.sleep(0.1)
+        assert ln.anything(), 'host self-check failed'
+        res, t = probe(A, 'net_tcp', ln.port)
+        expect(res, t, {'connect_v4': 'ECONNREFUSED', 'connect_v6': 'ECONNREFUSED'})
+        time.sleep(0.2)
+        assert ln.anything() == [], 'the host listener got a connection from the sandbox'
+    finally:
+        ln.close()
+
+
+@attack('net-udp-loopback', 'UDP datagrams to the host loopback')
+def _():
+    ln = Listener()
+    try:
+        res, t = probe(A, 'net_udp', ln.port)
+        assert res['status'] == 'exited', res
+        time.sleep(0.3)
+        assert ln.anything() == [], 'the host received a datagram from the sandbox'
+    finally:
+        ln.close()
+
+
+@attack('net-abstract-unix', "connect to the host's abstract unix sockets")
+def _():
+    ln = Listener()
+    try:
+        res, t = probe(A, 'net_abstract', ln.abstract)
+        expect(res, t, {'connect_abstract': 'ECONNREFUSED'})
+        assert ln.anything() == []
+    finally:
+        ln.close()
+
+
+@attack('net-dns', 'name resolution fails; only lo exists')
+def _():
+    res, t = probe(A, 'net_dns')
+    expect(res, t, {'gai_example': 'EAI_AGAIN', 'ifaces': 'lo,'})
+
+
+# ================= resources =================
+
+@attack('res-memory', 'memory bomb: status oom, the sandbox lives')
+def _():
+    c = API.create(image='clearing/c:latest', limits={'memory': '128m', 'lifetime': '5m'})
+    try:
+        copy_probe(c)
+        res = API.exec(c, [PROBE, 'mem_bomb'], timeout='60s')
+        assert res['status'] == 'oom', res
+        assert res['exit_code'] is None, res
+        assert res['peak_memory_bytes'] <= 128 << 20, res
+        assert res['sandbox_killed'] is False, res
+        assert API.exec(c, ['echo', 'alive'])['stdout'] == 'alive\n'
+        r = API.req('GET', '/v1/sandboxes/' + c)
+        assert r.json['state'] == 'running', r
+    finally:
+        destroy(c)
+
+
+@attack('res-fork', 'fork bomb: EAGAIN at the process limit, the sandbox lives')
+def _():
+    res, t = probe(A, 'fork_bomb', timeout='30s')
+    expect(res, t, {'fork_errno': 'EAGAIN'})
+    # RLIMIT_NPROC = pids = 64 (gVisor lets the 64th fork through: 65 processes in all).
+    assert 50 <= int(t['forks']) <= 64, t
+    no_leftovers(A)
+
+
+@attack('res-cpu', "CPU hog: another sandbox's exec latency stays bounded")
+def _():
+    lat0 = exec_latency(B)
+    out = {}
+    th = threading.Thread(target=lambda: out.update(
+        r=API.exec(A, [PROBE, 'cpu_hog', '4'], timeout='6s')))
+    th.start()
+    time.sleep(1.5)
+    lats = [exec_latency(B) for _ in range(4)]
+    th.join(60)
+    assert out['r']['status'] == 'timed_out', out
+    assert max(lats) < max(3.0, 10 * lat0), 'latency %r under a hog (idle %.3f)' % (lats, lat0)
+
+
+@attack('res-fill-tmp', 'filling /tmp: ENOSPC at its size, host unaffected')
+def _():
+    res, t = probe(A, 'fill', '/tmp/fill')
+    expect(res, t, {'fill_errno': 'ENOSPC'})
+    assert int(t['bytes']) <= 16 << 20, t
+
+
+@attack('res-fill-ws', 'filling /workspace: ENOSPC at its size, on its own host tmpfs')
+def _():
+    host_free = shutil.disk_usage(TMP).free
+    res, t = probe(A, 'fill', '/workspace/fill')
+    expect(res, t, {'fill_errno': 'ENOSPC'})
+    assert int(t['bytes']) <= 64 << 20, t
+    assert shutil.disk_usage(TMP).free >= host_free - (8 << 20), 'host filesystem filled'
+
+
+@attack('res-inodes', 'inode exhaustion of /workspace')
+def _():
+    res, t = probe(A, 'inodes', '/workspace/many')
+    expect(res, t, {'inode_errno': 'ENOSPC'})
+    assert int(t['files']) < 2000, t
+    assert API.exec(A, ['rm', '-rf', '/workspace/many'])['exit_code'] == 0
+
+
+@attack('res-output', 'output flood: 32 MiB on stdout is counted and truncated')
+def _():
+    res = API.exec(A, [PROBE, 'flood', str(32 << 20)], stdout_cap=4096)
+    assert (res['status'], res['exit_code']) == ('exited', 0), res
+    assert res['stdout_truncated'] is True and res['stdout_bytes'] == (32 << 20) + 1, res
+    assert raw(res) == b'F' * 4096
+
+
+@attack('res-zombies', 'zombie flood: never-reaped children are gone after the command')
+def _():
+    res, t = probe(A, 'zombies', 500)
+    assert (res['status'], res['exit_code']) == ('exited', 0), res
+    assert 50 <= int(t['zombies']) <= 64, t
+    res, t = probe(A, 'zombies', 40, 'hold', timeout='1s')
+    assert res['status'] == 'timed_out' and int(t['zombies']) == 40, (res, t)
+    no_leftovers(A)
+
+
+@attack('res-stderr-timeout', 'endless stderr writer ignoring SIGTERM: killed at the timeout')
+def _():
+    t0 = time.monotonic()
+    res = API.exec(A, [PROBE, 'stderr_forever'], timeout='2s', stderr_cap=1000)
+    took = time.monotonic() - t0
+    assert res['status'] == 'timed_out', res
+    assert res['stderr_truncated'] is True and len(raw(res, 'stderr')) == 1000, res
+    assert took < 10, took
+    no_leftovers(A)
+
+
+# ================= clearing's own surfaces =================
+
+@attack('clr-forge-result', 'forged RESULT frames on stdout, stderr and fds 3..15')
+def _():
+    res, _t = probe(A, 'forge_result')
+    assert (res['status'], res['exit_code']) == ('exited', 3), res
+    assert res.get('message') in (None, ''), res
+    out = raw(res)
+    assert b'fake-stdout' in out and b'forged' in out, out[:200]
+    assert 'open_fds_above_2=0' in text(res, 'stderr'), res
+
+
+@attack('clr-timeout-escape', 'escaping the timeout: setsid + double fork, SIGTERM ignored')
+def _():
+    hb = os.path.join(workspace_dir(A), 'hb1')
+    res = API.exec(A, [PROBE, 'escape_timeout', '/workspace/hb1', 'wait'], timeout='1500ms')
+    assert res['status'] == 'timed_out', res
+    assert res['killed_processes'] >= 2, res
+    assert_stops_growing(hb)
+    no_leftovers(A)
+
+
+@attack('clr-leftover', 'outliving a command that exits at once: setsid + double fork')
+def _():
+    hb = os.path.join(workspace_dir(A), 'hb2')
+    res = API.exec(A, [PROBE, 'escape_timeout', '/workspace/hb2'])
+    assert (res['status'], res['exit_code']) == ('exited', 0), res
+    assert_stops_growing(hb)
+    no_leftovers(A)
+
+
+@attack('clr-sigstop', 'escaping the timeout with SIGSTOP (self and a stopped session leader)')
+def _():
+    t0 = time.monotonic()
+    res = API.exec(A, [PROBE, 'stop_self'], timeout='1s')
+    assert res['status'] == 'timed_out' and 'child_stopped=1' in text(res), res
+    assert res['killed_processes'] >= 2, res
+    assert time.monotonic() - t0 < 10
+    no_leftovers(A)
+
+
+@attack('clr-get-symlink', 'file download through symlinks (to host paths, /, ..) and a FIFO')
+def _():
+    res, t = probe(A, 'symlinks', HOST['decoy'])
+    expect(res, t, {'ln_secret': 'OK', 'ln_decoy': 'OK', 'ln_passwd': 'OK', 'ln_root': 'OK',
+                    'ln_up': 'OK', 'fifo': 'OK', 'hardlink_etc': 'EXDEV'})
+    passwd = open('/etc/passwd', 'rb').read()
+    for p in ('trap/secret', 'trap/decoy/secret', 'trap/passwd', 'trap/root/etc/passwd',
+              'trap/up/secret', 'trap/fifo', 'trap', '../../../../etc/passwd',
+              '%2e%2e/%2e%2e/%2e%2e/etc/passwd', 'trap/../../state/clearing.db'):
+        r = API.get_file(A, p, timeout=15)
+        assert r.status in (400, 404, 409), (p, r)
+        assert SECRET_TEXT.encode() not in r.body and passwd not in r.body, (p, r)
+    for q in ('trap/decoy', 'trap/root', 'trap/up', '..'):
+        r = API.req('GET', '/v1/sandboxes/%s/files?path=%s' % (A, q))
+        assert r.status in (400, 404, 409), (q, r)
+        assert b'secret' not in r.body, (q, r)
+
+
+@attack('clr-archive-symlink', 'archive download of a directory of symlinks stores links, not targets')
+def _():
+    r = API.req('GET', '/v1/sandboxes/%s/archive?path=trap' % A)
+    assert r.status == 200, r
+    with tarfile.open(fileobj=io.BytesIO(r.body)) as tf:
+        members = {m.name.split('/')[-1]: m for m in tf.getmembers()}
+        for n in ('secret', 'decoy', 'passwd', 'root', 'up'):
+            assert members[n].issym(), members[n]
+        assert 'fifo' not in members and 'hard' not in members, members
+        for m in tf.getmembers():
+            if m.isfile():
+                assert SECRET_TEXT.encode() not in tf.extractfile(m).read()
+    # The archive of a symlink is that link, never what it points to.
+    for q in ('trap/root', 'trap/decoy'):
+        r = API.req('GET', '/v1/sandboxes/%s/archive?path=%s' % (A, q))
+        assert r.status == 200, (q, r)
+        with tarfile.open(fileobj=io.BytesIO(r.body)) as tf:
+            ms = tf.getmembers()
+            assert len(ms) == 1 and ms[0].issym(), (q, ms)
+    for q in ('trap/root/etc', 'trap/decoy/secret', 'trap/up/secret', 'trap/root/etc/'):
+        r = API.req('GET', '/v1/sandboxes/%s/archive?path=%s' % (A, q))
+        assert r.status in (400, 404, 409), (q, r)
+
+
+@attack('clr-cp-symlink', '`clearing cp` out of a sandbox through symlinks and a FIFO')
+def _():
+    dest = os.path.join(TMP, 'cp-out')
+    os.makedirs(dest, exist_ok=True)
+    for p in ('trap/secret', 'trap/passwd', 'trap/root/etc/passwd', 'trap/fifo'):
+        r = cli('cp', '%s:%s' % (A, p), os.path.join(dest, 'x'))
+        assert r.returncode != 0, (p, r)
+        assert not os.path.lexists(os.path.join(dest, 'x')), p
+    r = cli('cp', '%s:trap' % A, os.path.join(dest, 'trap.tar'))
+    assert r.returncode == 0, r
+    with tarfile.open(os.path.join(dest, 'trap.tar')) as tf:
+        for m in tf.getmembers():
+            assert not m.isfile() or SECRET_TEXT.encode() not in tf.extractfile(m).read()
+    # Upload into a symlinked directory of the sandbox: refused, nothing lands on the host.
+    src = os.path.join(TMP, 'cp-src')
+    with open(src, 'w') as f:
+        f.write('evil')
+    r = cli('cp', src, '%s:trap/up/evil' % A)
+    assert r.returncode != 0, r
+
+
+@attack('clr-put-symlink', 'upload, delete and list through symlinks into the host')
+def _():
+    for p in ('trap/decoy/evil', 'trap/up/evil', 'trap/root/tmp/evil'):
+        r = API.put_file(A, p, b'evil')
+        assert r.status in (400, 404, 409), (p, r)
+    # Writing to a symlink's own path replaces the link (atomic rename), never its target.
+    r = API.put_file(A, 'trap/secret', b'evil')
+    assert r.status == 201, r
+    st = os.lstat(os.path.join(workspace_dir(A), 'trap/secret'))
+    assert st.st_mode & 0o170000 == 0o100000, oct(st.st_mode)
+    for p in ('trap/decoy/secret', 'trap/up/secret'):
+        r = API.req('DELETE', '/v1/sandboxes/%s/files/%s' % (A, p))
+        assert r.status in (400, 404, 409), (p, r)
+    # Deleting the link itself removes the link, never its target.
+    r = API.req('DELETE', '/v1/sandboxes/%s/files/trap/decoy?recursive=true' % A)
+    assert r.status == 204, r
+    assert not os.path.lexists(os.path.join(workspace_dir(A), 'trap/decoy'))
+
+
+@attack('clr-swap-race', 'symlink swap race during downloads (dir <-> link to the host decoy)')
+def _():
+    out = {}
+    th = threading.Thread(target=lambda: out.update(
+        r=API.exec(A, [PROBE, 'swap_race', HOST['decoy'], '4000'], timeout='20s')))
+    th.start()
+    seen = set()
+    n = 0
+    while th.is_alive() and n < 300:
+        r = API.get_file(A, 'race/d/f', timeout=15)
+        seen.add(r.status)
+        n += 1
+        assert SECRET_TEXT.encode() not in r.body, 'the host decoy leaked through a race'
+    th.join(60)
+    assert out['r']['status'] == 'exited', out
+    assert seen <= {200, 400, 404, 409}, seen
+
+
+def tar_of(entries):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode='w', format=tarfile.GNU_FORMAT) as tf:
+        for ti, data in entries:
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def tinfo(name, kind=tarfile.REGTYPE, data=b'', link=''):
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.linkname = kind, link
+    ti.size = len(data) if kind == tarfile.REGTYPE else 0
+    ti.mode = 0o644
+    return ti, (data if kind == tarfile.REGTYPE else None)
+
+
+def gnu_sparse(name, realsize, data):
+    """An old-GNU sparse ('S') member: len(data) bytes stored at the end of realsize."""
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.type, ti.mode = len(data), tarfile.GNUTYPE_SPARSE, 0o644
+    h = bytearray(ti.tobuf(tarfile.GNU_FORMAT)[:512])
+    h[386:398] = b'%011o\0' % (realsize - len(data))
+    h[398:410] = b'%011o\0' % len(data)
+    h[482] = 0
+    h[483:495] = b'%011o\0' % realsize
+    h[148:156] = b' ' * 8
+    h[148:156] = b'%06o\0 ' % sum(h)
+    pad = (-len(data)) % 512
+    return bytes(h) + data + b'\0' * pad + b'\0' * 1024
+
+
+def assert_tar_refused(data, mention, statuses=(400,)):
+    before = sorted(os.listdir(workspace_dir(A)))
+    r = API.put_archive(A, data)
+    assert r.status in statuses, r
+    assert mention in r.body.decode('utf-8', 'replace'), r
+    assert sorted(os.listdir(workspace_dir(A))) == before, 'a refused archive left files'
+    return r
+
+
+@attack('clr-tar-path', 'tar upload: ../ and absolute paths')
+def _():
+    assert_tar_refused(tar_of([tinfo('ok-first', data=b'x'),
+                               tinfo('../../escape', data=b'evil')]), '../../escape')
+    assert_tar_refused(tar_of([tinfo(HOST['decoy'] + '/evil', data=b'evil')]), 'evil')
+    assert_tar_refused(tar_of([tinfo('a/../../escape', data=b'evil')]), 'escape')
+    assert not os.path.exists(os.path.join(STATE, 'workspaces', 'escape'))
+
+
+@attack('clr-tar-links', 'tar upload: symlink out then a file through it; hardlink; device; FIFO')
+def _():
+    assert_tar_refused(tar_of([tinfo('lnk', tarfile.SYMTYPE, link=HOST['decoy']),
+                               tinfo('lnk/evil', data=b'evil')]), 'lnk/evil')
+    assert not os.path.lexists(os.path.join(workspace_dir(A), 'lnk')), 'not all-or-nothing'
+    assert_tar_refused(tar_of([tinfo('hard', tarfile.LNKTYPE, link='/etc/passwd')]), 'hard')
+    ti, _d = tinfo('null', tarfile.CHRTYPE)
+    ti.devmajor, ti.devminor = 1, 3
+    assert_tar_refused(tar_of([(ti, None)]), 'null')
+    assert_tar_refused(tar_of([tinfo('fifo', tarfile.FIFOTYPE)]), 'fifo')
+
+
+@attack('clr-tar-huge', 'tar upload: a 2 GiB sparse/declared file and a 100001-entry archive')
+def _():
+    # A header that declares 2 GiB followed by a few bytes: refused from the header.
+    ti = tarfile.TarInfo('huge')
+    ti.size = 2 << 30
+    hdr = ti.tobuf(tarfile.GNU_FORMAT)
+    r = assert_tar_refused(hdr + b'\0' * 4096, 'huge', (429,))
+    assert r.json['error']['code'] == 'limit', r
+    # A GNU sparse entry: 512 bytes of data at the end of a 6 GiB file.
+    r = assert_tar_refused(gnu_sparse('sparse', 6 << 30, b's' * 512), 'sparse', (429,))
+    assert 'more than the limit' in r.json['error']['message'], r
+    # Within the per-file limit, a sparse file stays sparse: it costs the workspace nothing.
+    r = API.put_archive(A, gnu_sparse('sparse-ok', 900 << 20, b's' * 512))
+    assert r.status == 201, r
+    st = os.stat(os.path.join(workspace_dir(A), 'sparse-ok'))
+    assert st.st_size == 900 << 20 and st.st_blocks * 512 <= 64 << 10, (st.st_size, st.st_blocks)
+    os.unlink(os.path.join(workspace_dir(A), 'sparse-ok'))
+    # Many entries, gzip-compressed to a small body.
+    raw_tar = io.BytesIO()
+    with tarfile.open(fileobj=raw_tar, mode='w', format=tarfile.GNU_FORMAT) as tf:
+        for i in range(100001):
+            ti = tarfile.TarInfo('m/%d' % i)
+            tf.addfile(ti)
+    body = gzip.compress(raw_tar.getvalue(), 1)
+    # In A the inode limit (2000) stops it first, all or nothing.
+    r = assert_tar_refused(body, 'the workspace is full', (429,))
+    # In a sandbox with room for them, the entry cap does.
+    e = API.create(limits={'lifetime': '5m', 'workspace_inodes': 200000})
+    try:
+        t0 = time.monotonic()
+        r = API.put_archive(e, body)
+        assert r.status == 429 and '100000 entries' in r.body.decode(), r
+        assert os.listdir(workspace_dir(e)) == [], 'a refused archive left files'
+        assert time.monotonic() - t0 < 120
+    finally:
+        destroy(e)
+
+
+@attack('clr-commit', 'commit of a hostile workspace: symlinks to host files, .git with hooks')
+def _():
+    d = API.create(image='clearing/default:latest', repo={'path': HOST['repo']},
+                   limits={'lifetime': '5m'})
+    try:
+        hook = '#!/bin/sh\necho hooked > %s/hooked\n' % HOST['decoy']
+        script = ('ln -s %s/secret secret-link && ln -s /etc/passwd passwd-link && '
+                  'ln -s %s decoy-dir && mkdir -p .git/hooks && printf "%%s" "$HOOK" > '
+                  '.git/hooks/post-commit && chmod +x .git/hooks/post-commit && '
+                  'printf "[core]\\n\\thooksPath = %s\\n" > .git/config && '
+                  'echo changed > README' % (HOST['decoy'], HOST['decoy'], HOST['decoy']))
+        res = API.exec(d, shell=script, env={'HOOK': hook})
+        assert res['exit_code'] == 0, res
+        r = API.req('POST', '/v1/sandboxes/%s/commit' % d, {'message': 'hostile'})
+        assert r.status == 200, r
+        branch = r.json['branch']
+        ls = subprocess.run(['git', '-C', HOST['repo'], 'ls-tree', '-r', branch],
+                            capture_output=True, text=True, check=True).stdout
+        modes = {line.split('\t')[1]: line.split()[0] for line in ls.splitlines()}
+        assert modes.get('secret-link') == '120000' and modes.get('passwd-link') == '120000', ls
+        assert '.git/hooks/post-commit' not in modes and '.git/config' not in modes, ls
+        blob = subprocess.run(['git', '-C', HOST['repo'], 'show', branch + ':secret-link'],
+                              capture_output=True, check=True).stdout
+        assert blob == (HOST['decoy'] + '/secret').encode(), blob
+        objs = subprocess.run(['git', '-C', HOST['repo'], 'grep', '-c', 'HOST-SECRET', branch],
+                              capture_output=True, text=True)
+        assert objs.returncode == 1, objs
+        st = subprocess.run(['git', '-C', HOST['repo'], 'status', '--porcelain'],
+                            capture_output=True, text=True, check=True).stdout
+        assert st == '', 'the host checkout changed: %r' % st
+        assert not os.path.exists(os.path.join(HOST['decoy'], 'hooked')), 'a hook ran'
+    finally:
+        destroy(d)
+
+
+# ---- the API itself ----
+
+def raw_http(data, timeout=10):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(HOST['sock'])
+    try:
+        s.sendall(data)
+        out = b''
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+    except (BrokenPipeError, ConnectionResetError):
+        return b'(reset)'
+    finally:
+        s.close()
+
+
+@attack('api-oversized', 'oversized bodies: 2 MiB JSON, 2 GiB declared length, chunked flood')
+def _():
+    r = API.req('POST', '/v1/sandboxes/%s/exec' % A, b'{"argv":["' + b'a' * (2 << 20) + b'"]}',
+                {'Content-Type': 'application/json'})
+    assert r.status == 413, r
+    # A 2 GiB declared body: the daemon reads past the 1 MiB cap and DISCARDS (413 comes once
+    # the body is complete): its memory must not grow with what the client sends.
+    rss0 = daemon_rss()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(HOST['sock'])
+    try:
+        s.sendall(b'POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json'
+                  b'\r\nContent-Length: 2147483648\r\n\r\n{"image":"')
+        block = b'a' * (1 << 16)
+        for _i in range(256):  # 16 MiB
+            s.sendall(block)
+        assert API.req('GET', '/v1/health', timeout=10).status == 200
+        grew = daemon_rss() - rss0
+        assert grew < 8 << 20, 'the daemon buffered the oversized body: +%d bytes' % grew
+    finally:
+        s.close()
+    chunk = b'100000\r\n' + b'x' * 0x100000 + b'\r\n'
+    out = raw_http(b'POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n'
+                   b'Connection: close\r\n'
+                   b'Content-Type: application/json\r\n\r\n' + chunk * 3 + b'0\r\n\r\n')
+    assert out.startswith(b'HTTP/1.1 413') or out == b'(reset)', out[:200]
+
+
+@attack('api-malformed', 'malformed requests: nesting bomb, NUL, bad UTF-8, bad ids, header flood')
+def _():
+    bad = [b'[' * 200000, b'{"argv":["a\\u0000b"]}', b'{"argv":["\xff\xfe"]}',
+           b'{"argv":["true"],"argv":["false"]}', b'{"argv":"true"}', b'\x00' * 100, b'']
+    for body in bad:
+        r = API.req('POST', '/v1/sandboxes/%s/exec' % A, body,
+                    {'Content-Type': 'application/json'})
+        assert r.status == 400, (body[:20], r)
+    for sid in ('sb-../../../etc', 'sb-0000000000000000%00', '..%2f..%2fetc', 'x' * 5000):
+        r = API.req('GET', '/v1/sandboxes/' + sid)
+        assert r.status in (400, 404, 414), (sid, r)
+    out = raw_http(b'GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n' +
+                   b''.join(b'X-%d: %s\r\n' % (i, b'y' * 1000) for i in range(2000)) + b'\r\n')
+    assert out == b'(reset)' or out.startswith((b'HTTP/1.1 413', b'HTTP/1.1 431',
+                                                b'HTTP/1.1 400')), out[:200]
+
+
+@attack('api-conn-exhaustion', 'connection exhaustion: max_connections idle clients starve the API',
+        todo='FINDING: 256 idle connections (no token needed on TCP) block the API for up '
+             'to the 1 h connection timeout; see docs/SECURITY.md')
+def _():
+    conns = []
+    try:
+        for _i in range(260):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(HOST['sock'])
+            s.sendall(b'GET /v1/health HTTP/1.1\r\nHost: x\r\n')  # never finished
+            conns.append(s)
+        time.sleep(0.3)
+        try:
+            ok = API.req('GET', '/v1/health', timeout=5).status == 200
+        except OSError:
+            ok = False
+        assert ok, 'the API does not answer while 260 idle connections are open'
+    finally:
+        for s in conns:
+            s.close()
+    wait_until = time.monotonic() + 10
+    while time.monotonic() < wait_until:
+        try:
+            if API.req('GET', '/v1/health', timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.2)
+
+
+@attack('api-idle-conns', 'many idle connections do not starve the API')
+def _():
+    conns = []
+    try:
+        for _i in range(64):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(HOST['sock'])
+            s.sendall(b'GET /v1/health HTTP/1.1\r\nHost: x\r\n')  # never finished
+            conns.append(s)
+        t0 = time.monotonic()
+        assert API.req('GET', '/v1/health', timeout=10).status == 200
+        assert time.monotonic() - t0 < 5
+    finally:
+        for s in conns:
+            s.close()
+
+
+# ---- helpers of the attacks ----
+
+def daemon_rss():
+    with open('/proc/%d/status' % DAEMON.pid) as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def workspace_dir(sid):
+    return os.path.join(STATE, 'workspaces', sid)
+
+
+def destroy(sid):
+    try:
+        API.req('DELETE', '/v1/sandboxes/' + sid, timeout=60)
+    except Exception:
+        pass
+
+
+def copy_probe(sid):
+    data = API.get_file(A, 'xprobe').body
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode='w') as tf:
+        ti = tarfile.TarInfo('xprobe')
+        ti.size, ti.mode = len(data), 0o755
+        tf.addfile(ti, io.BytesIO(data))
+    r = API.put_archive(sid, buf.getvalue())
+    assert r.status == 201, r
+
+
+def exec_latency(sid):
+    t0 = time.monotonic()
+    res = API.exec(sid, ['true'])
+    assert res['status'] == 'exited', res
+    return time.monotonic() - t0
+
+
+def no_leftovers(sid):
+    res, t = probe(sid, 'leftovers')
+    assert t.get('user_procs') == '0', 'processes of the command user survive: %s' % text(res)
+
+
+def assert_stops_growing(path):
+    time.sleep(0.3)
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    time.sleep(1.0)
+    after = os.path.getsize(path) if os.path.exists(path) else 0
+    assert after == size, 'a process escaped the kill and still writes (%d -> %d)' % (size, after)
+
+
+def cli(*args):
+    return subprocess.run([CLEARING, '--host', 'unix://' + HOST['sock'], '--state-dir', STATE]
+                          + list(args), capture_output=True, timeout=60)
+
+
+# ---- setup and teardown ----
+
+def die_with_parent():
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
+def setup():
+    global API, DAEMON, TMP, STATE, A, B
+    TMP = tempfile.mkdtemp(prefix='clr-sec-', dir='/tmp')
+    STATE = os.path.join(TMP, 'state')
+    HOST['sock'] = os.path.join(TMP, 's.sock')
+    HOST['canary'] = os.path.join(TMP, 'canary')
+    with open(HOST['canary'], 'w') as f:
+        f.write(CANARY_TEXT)
+    os.chmod(HOST['canary'], 0o644)
+    HOST['decoy'] = os.path.join(TMP, 'decoy')
+    os.mkdir(HOST['decoy'])
+    with open(os.path.join(HOST['decoy'], 'secret'), 'w') as f:
+        f.write(SECRET_TEXT)
+    roots = os.path.join(TMP, 'repos')
+    HOST['repo'] = os.path.join(roots, 'repo')
+    os.makedirs(HOST['repo'])
+    git = ['git', '-C', HOST['repo'], '-c', 'user.name=t', '-c', 'user.email=t@t']
+    subprocess.run(['git', 'init', '-q', '-b', 'main', HOST['repo']], check=True)
+    with open(os.path.join(HOST['repo'], 'README'), 'w') as f:
+        f.write('base\n')
+    subprocess.run(git + ['add', 'README'], check=True)
+    subprocess.run(git + ['commit', '-qm', 'base'], check=True)
+    log = open(os.path.join(TMP, 'daemon.log'), 'ab')
+    DAEMON = subprocess.Popen([CLEARING, '--state-dir', STATE, 'serve', '--socket', HOST['sock'],
+                               '--repo-root', roots],
+                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True, preexec_fn=die_with_parent)
+    API = Api(HOST['sock'])
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if API.req('GET', '/v1/health', timeout=5).status == 200:
+                break
+        except OSError:
+            pass
+        if DAEMON.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError('daemon did not start; see %s/daemon.log' % TMP)
+        time.sleep(0.1)
+    A = API.create(image='clearing/c:latest',
+                   limits={'pids': 64, 'tmp_size': '16m', 'workspace_size': '64m',
+                           'workspace_inodes': 2000, 'cpus': 1, 'lifetime': '20m'})
+    B = API.create(limits={'lifetime': '20m'})
+    r = API.put_file(B, 'canary', VICTIM_TEXT.encode())
+    assert r.status == 201, r
+    with open(os.path.join(HERE, 'attacks.c'), 'rb') as f:
+        r = API.put_file(A, 'attacks.c', f.read())
+    assert r.status == 201, r
+    res = API.exec(A, ['cc', '-O1', '-w', '-o', PROBE, '/workspace/attacks.c'], timeout='120s')
+    assert res['status'] == 'exited' and res['exit_code'] == 0, 'compiling the attacks: %r' % res
+    BASELINE.update(canary=sha(HOST['canary']), canary_mtime=os.stat(HOST['canary']).st_mtime_ns,
+                    passwd=sha('/etc/passwd'), decoy=tree_snapshot(HOST['decoy']))
+
+
+def teardown():
+    ids = list(SANDBOXES)
+    for sid in ids:
+        destroy(sid)
+    if DAEMON and DAEMON.poll() is None:
+        DAEMON.send_signal(signal.SIGTERM)
+        try:
+            DAEMON.wait(30)
+        except subprocess.TimeoutExpired:
+            DAEMON.kill()
+    # No runsc process of ours may be left behind on the host.
+    left = []
+    for pid in os.listdir('/proc'):
+        if pid.isdigit():
+            try:
+                with open('/proc/%s/cmdline' % pid, 'rb') as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if any(('clearing-' + sid).encode() in cmd for sid in ids):
+                left.append(int(pid))
+    with open('/proc/self/mountinfo') as f:
+        for mp in sorted((line.split()[4] for line in f if TMP in line.split()[4]), reverse=True):
+            subprocess.run(['umount', '-l', mp], check=False)
+    return left
+
+
+def main():
+    global CLEARING
+    CLEARING = os.path.abspath(sys.argv[1])
+    pats = sys.argv[2:]
+    tests = [t for t in TESTS if not pats or any(p in '%s: %s' % t[:2] for p in pats)]
+    todo_failed = 0
+    print('1..%d' % (len(tests) + 1))
+    failed = 0
+    t_start = time.monotonic()
+    try:
+        setup()
+    except Exception:
+        print('Bail out! setup failed')
+        traceback.print_exc(file=sys.stdout)
+        left = teardown()
+        return 1
+    for i, (family, name, fn, todo) in enumerate(tests, 1):
+        t0 = time.monotonic()
+        mark = ' # TODO ' + todo if todo else ''
+        try:
+            fn()
+            invariants()
+            print('ok %d - %s: %s (%.1fs)%s' % (i, family, name, time.monotonic() - t0, mark))
+        except Exception:
+            if todo:
+                todo_failed += 1
+            else:
+                failed += 1
+            print('not ok %d - %s: %s%s' % (i, family, name, mark))
+            for line in traceback.format_exc().splitlines():
+                print('#   ' + line)
+        sys.stdout.flush()
+    left = teardown()
+    n = len(tests) + 1
+    if left:
+        failed += 1
+        print('not ok %d - teardown: no host process of a destroyed sandbox is left (%r)'
+              % (n, left))
+    else:
+        print('ok %d - teardown: no host process of a destroyed sandbox is left' % n)
+    print('# %d failed, %d open findings (TODO), %.0f s'
+          % (failed, todo_failed, time.monotonic() - t_start))
+    if not failed:
+        shutil.rmtree(TMP, ignore_errors=True)
+    else:
+        print('# state kept in %s' % TMP)
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
