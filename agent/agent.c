@@ -1,6 +1,7 @@
 /* clearing-agent entry point.
  *
- *   clearing-agent init   PID 1 of a sandbox: reaps orphans, exits at once on SIGTERM/SIGINT
+ *   clearing-agent init   PID 1 of a sandbox: reaps orphans, serves commands over the
+ *                         container's attached stdio (live.c), exits at once on SIGTERM/SIGINT
  *                         (after killing every process), so destroying a sandbox never waits for
  *                         a grace period.
  *   clearing-agent exec   supervises one command: reads an EXEC request (and stdin frames) from
@@ -19,32 +20,6 @@
 
 #include "agent.h"
 
-static int run_init(void)
-{
-    sigset_t set;
-    sigfillset(&set);
-    sigprocmask(SIG_BLOCK, &set, NULL);
-    /* PID 1 ignores signals it has no handler for, so SIGTERM must be taken explicitly. */
-    for (;;) {
-        siginfo_t info;
-        int sig = sigwaitinfo(&set, &info);
-        if (sig < 0) {
-            if (errno == EINTR)
-                continue;
-            return 1;
-        }
-        if (sig == SIGCHLD) {
-            while (waitpid(-1, NULL, WNOHANG) > 0)
-                ;
-            continue;
-        }
-        if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
-            kill(-1, SIGKILL);
-            return 0;
-        }
-    }
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -52,7 +27,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (strcmp(argv[1], "init") == 0)
-        return run_init();
+        return agent_serve();
     if (strcmp(argv[1], "exec") == 0) {
         /* Nothing a command does may read this process's memory or descriptors. */
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);

@@ -34,4 +34,8 @@ void agent_request_clear(struct agent_request *req);
  * the command and every process it started are gone and the result frame is written. */
 int agent_supervise(int in_fd, int out_fd);
 
+/* PID 1: reaps orphans, and serves commands over the container's attached stdio (the live
+ * channel) until SIGTERM; with no host on stdin it only reaps. */
+int agent_serve(void);
+
 #endif

@@ -347,6 +347,12 @@ ssize_t clr_engine_stream_read(clr_engine_stream *s, void *buf, size_t len, int 
     }
 }
 
+void clr_engine_stream_shutdown(clr_engine_stream *s, bool write_only)
+{
+    if (s && s->fd >= 0)
+        shutdown(s->fd, write_only ? SHUT_WR : SHUT_RDWR);
+}
+
 void clr_engine_stream_free(clr_engine_stream *s)
 {
     if (!s)
@@ -361,7 +367,9 @@ void clr_engine_stream_free(clr_engine_stream *s)
 int clr_engine_hijack(clr_engine_stream **out, clr_engine *eng, const char *path, json_t *body,
                       clr_error *err)
 {
-    _cleanup_free_ char *payload = body ? json_dumps(body, JSON_COMPACT) : strdup("{}");
+    /* No body at all without one: after the upgrade the engine would pass it on as stream
+     * bytes (attach hands them to the container's stdin). */
+    _cleanup_free_ char *payload = body ? json_dumps(body, JSON_COMPACT) : strdup("");
     if (!payload)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     clr_engine_stream *s = calloc(1, sizeof(*s));
@@ -396,7 +404,7 @@ int clr_engine_hijack(clr_engine_stream **out, clr_engine *eng, const char *path
         return clr_error_set(err, CLR_E_INVALID, 0, "engine request path too long");
     }
     if (clr_engine_stream_write(s, req, (size_t)n, err) < 0 ||
-        clr_engine_stream_write(s, payload, strlen(payload), err) < 0) {
+        (*payload && clr_engine_stream_write(s, payload, strlen(payload), err) < 0)) {
         clr_engine_stream_free(s);
         return -1;
     }

@@ -285,10 +285,62 @@ struct clr_exec {
     clr_engine *eng;
     const clr_sandbox *sb;
     clr_exec_options opts; /* argv/env pointers are only used during start */
-    clr_engine_stream *stream;
+    clr_engine_stream *stream; /* a docker exec of its own, or: */
+    clr_channel *chan;         /* the live channel (a reference), with */
+    struct clr_channel_slot *slot;
+    uint32_t chan_id;
     bool stdin_closed;
     atomic_bool kill_requested;
 };
+
+static int exec_send(clr_exec *h, uint8_t type, const void *data, size_t len, clr_error *err)
+{
+    if (h->chan)
+        return clr_channel_send(h->chan, h->chan_id, type, data, len, err);
+    return send_frame(h->stream, type, data, len, err);
+}
+
+uint32_t clr_exec_channel_id(const clr_exec *h)
+{
+    return h->chan_id;
+}
+
+/* Over the live channel: no engine round trip at all, one frame on the open stream. */
+static int start_on_channel(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
+                            const clr_exec_options *opts, struct clr_tlv_builder *req,
+                            clr_error *err)
+{
+    clr_exec *h = calloc(1, sizeof(*h));
+    if (!h)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    h->eng = eng;
+    h->sb = sb;
+    h->opts = *opts;
+    h->opts.argv = NULL;
+    h->opts.env = NULL;
+    h->opts.shell = NULL;
+    h->opts.cwd = NULL;
+    h->slot = clr_channel_slot_new(opts->channel, opts->channel_id, err);
+    if (!h->slot) {
+        free(h);
+        return -1;
+    }
+    h->chan = opts->channel;
+    h->chan_id = clr_channel_slot_id(h->slot);
+    int rc = exec_send(h, CLR_FRAME_EXEC, req->buf, req->len, err);
+    if (rc == 0 && opts->stdin_data && opts->stdin_len)
+        rc = clr_exec_write_stdin(h, opts->stdin_data, opts->stdin_len, err);
+    if (rc == 0 && !opts->keep_stdin_open)
+        rc = clr_exec_close_stdin(h, err);
+    if (rc < 0) {
+        clr_exec_free(h);
+        return clr_error_prefix(err, "sending the command to sandbox %s",
+                                clr_sandbox_get_info(sb)->id);
+    }
+    h->opts.stdin_data = NULL;
+    *out = h;
+    return 0;
+}
 
 int clr_exec_start(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
                    const clr_exec_options *opts, clr_error *err)
@@ -313,6 +365,12 @@ int clr_exec_start(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
     if (build_request(req, sb, opts, err) < 0) {
         free(req);
         return -1;
+    }
+
+    if (opts->channel) {
+        int crc = start_on_channel(out, eng, sb, opts, req, err);
+        free(req);
+        return crc;
     }
 
     char path[256];
@@ -358,7 +416,7 @@ int clr_exec_start(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
         free(h);
         return -1;
     }
-    int rc = send_frame(h->stream, CLR_FRAME_EXEC, req->buf, req->len, err);
+    int rc = exec_send(h, CLR_FRAME_EXEC, req->buf, req->len, err);
     free(req);
     if (rc == 0 && opts->stdin_data && opts->stdin_len)
         rc = clr_exec_write_stdin(h, opts->stdin_data, opts->stdin_len, err);
@@ -380,7 +438,7 @@ int clr_exec_write_stdin(clr_exec *h, const void *data, size_t len, clr_error *e
     const uint8_t *in = data;
     while (len > 0) {
         size_t n = len < CLR_PROTO_MAX_PAYLOAD ? len : CLR_PROTO_MAX_PAYLOAD;
-        if (send_frame(h->stream, CLR_FRAME_STDIN, in, n, err) < 0)
+        if (exec_send(h, CLR_FRAME_STDIN, in, n, err) < 0)
             return -1;
         in += n;
         len -= n;
@@ -393,7 +451,7 @@ int clr_exec_close_stdin(clr_exec *h, clr_error *err)
     if (h->stdin_closed)
         return 0;
     h->stdin_closed = true;
-    return send_frame(h->stream, CLR_FRAME_STDIN_EOF, NULL, 0, err);
+    return exec_send(h, CLR_FRAME_STDIN_EOF, NULL, 0, err);
 }
 
 int clr_exec_signal(clr_exec *h, int sig, clr_error *err)
@@ -403,11 +461,65 @@ int clr_exec_signal(clr_exec *h, int sig, clr_error *err)
     if (sig == 9) {
         /* SIGKILL means the whole tree, now. */
         atomic_store(&h->kill_requested, true);
-        return send_frame(h->stream, CLR_FRAME_KILL, NULL, 0, err);
+        return exec_send(h, CLR_FRAME_KILL, NULL, 0, err);
     }
     uint8_t v[8];
     clr_be64_write(v, (uint64_t)sig);
-    return send_frame(h->stream, CLR_FRAME_SIGNAL, v, sizeof(v), err);
+    return exec_send(h, CLR_FRAME_SIGNAL, v, sizeof(v), err);
+}
+
+/* The wait over the live channel: frames come from the channel's reader thread. Returns as the
+ * stream loop below: with c->have_result, or failed/timed out for the caller to diagnose. */
+static void wait_on_channel(clr_exec *h, struct exec_ctx *c, uint64_t deadline, bool *timed_out,
+                            int *failed, clr_error *perr)
+{
+    const clr_exec_options *opts = &h->opts;
+    const clr_sandbox_info *info = clr_sandbox_get_info(h->sb);
+    bool kill_sent = false;
+    uint64_t last_check = mono_ms();
+    while (!c->have_result) {
+        uint64_t now = mono_ms();
+        bool cancel = (opts->cancel && *opts->cancel) || atomic_load(&h->kill_requested);
+        if (cancel && !kill_sent) {
+            kill_sent = true;
+            exec_send(h, CLR_FRAME_KILL, NULL, 0, perr);
+            if (deadline > now + opts->grace_ms)
+                deadline = now + opts->grace_ms;
+        }
+        if (now >= deadline) {
+            *timed_out = true;
+            return;
+        }
+        uint64_t wait = deadline - now < 1000 ? deadline - now : 1000;
+        uint8_t type = 0, *payload = NULL;
+        uint32_t len = 0;
+        bool protocol = false;
+        int rc = clr_channel_slot_take(h->chan, h->slot, (int)wait, &type, &payload, &len,
+                                       &protocol);
+        if (rc == -2) {
+            /* As with a docker exec: after a quiet second, is the sandbox still there? */
+            if (mono_ms() - last_check >= 1000) {
+                last_check = mono_ms();
+                if (!sandbox_running(h->eng, info->container_id))
+                    return;
+            }
+            continue;
+        }
+        if (rc == 0) {
+            *failed = 1;
+            if (protocol)
+                clr_error_set(perr, CLR_E_INTERNAL, EPROTO, "malformed frame from the agent");
+            return;
+        }
+        struct clr_frame f = {.channel = h->chan_id, .type = type, .payload = payload,
+                              .length = len};
+        int frc = on_frame(c, &f);
+        clr_channel_frame_free(payload);
+        if (frc < 0) {
+            *failed = 1;
+            return;
+        }
+    }
 }
 
 int clr_exec_wait(clr_exec *h, clr_exec_result *result, clr_error *err)
@@ -428,17 +540,24 @@ int clr_exec_wait(clr_exec *h, clr_exec_result *result, clr_error *err)
     const uint64_t forever = UINT64_MAX / 2;
     uint64_t deadline =
         opts->background ? forever : mono_ms() + opts->limits.timeout_ms + opts->grace_ms;
-    uint8_t *buf = malloc(65536);
     bool timed_out = false;
     bool kill_sent = false;
     int failed = 0;
     uint64_t last_check = mono_ms();
+    uint8_t *buf = NULL;
+    if (h->chan) {
+        wait_on_channel(h, &c, deadline, &timed_out, &failed, &perr);
+        if (c.have_result)
+            clr_channel_ack(h->chan, h->chan_id);
+    } else {
+        buf = malloc(65536);
+    }
     while (buf && !c.have_result) {
         uint64_t now = mono_ms();
         bool cancel = (opts->cancel && *opts->cancel) || atomic_load(&h->kill_requested);
         if (cancel && !kill_sent) {
             kill_sent = true;
-            send_frame(h->stream, CLR_FRAME_KILL, NULL, 0, &perr);
+            exec_send(h, CLR_FRAME_KILL, NULL, 0, &perr);
             /* The agent answers at once; do not wait out the whole timeout for it. */
             if (deadline > now + opts->grace_ms)
                 deadline = now + opts->grace_ms;
@@ -501,6 +620,8 @@ void clr_exec_free(clr_exec *h)
 {
     if (!h)
         return;
+    if (h->slot)
+        clr_channel_slot_free(h->chan, h->slot);
     clr_engine_stream_free(h->stream);
     free(h);
 }

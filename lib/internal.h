@@ -27,4 +27,23 @@ int clr_workspace_remove(const char *state_dir, const char *id, clr_error *err);
  * killing the sandbox. */
 uint64_t clr_exec_memory_cap(uint64_t sandbox_memory);
 
+/* The live channel's per-command side (channel.c, used by exec.c). A slot receives the frames of
+ * one channel id; slot_take returns 1 with a frame (free its payload with
+ * clr_channel_frame_free), 0 when the channel ended and nothing is left, -2 on timeout. */
+struct clr_channel_slot;
+struct clr_channel_slot *clr_channel_slot_new(clr_channel *ch, uint32_t want, clr_error *err);
+uint32_t clr_channel_slot_id(const struct clr_channel_slot *s);
+void clr_channel_slot_free(clr_channel *ch, struct clr_channel_slot *s);
+int clr_channel_slot_take(clr_channel *ch, struct clr_channel_slot *s, int timeout_ms,
+                          uint8_t *type, uint8_t **payload, uint32_t *len, bool *protocol_error);
+void clr_channel_frame_free(uint8_t *payload);
+int clr_channel_send(clr_channel *ch, uint32_t id, uint8_t type, const void *data, size_t len,
+                     clr_error *err);
+void clr_channel_ack(clr_channel *ch, uint32_t id);
+
+/* Checks a request body as the daemon does before it touches a sandbox or its database: kind is
+ * "create", "exec", "process", "extend", "stdin", "signal", "commit" or "plan". Whether a
+ * repository is under repo_roots is not checked. For the fuzzers (fuzz/fuzz_api_request.c). */
+int clr_service_check_request(const char *kind, json_t *req, clr_error *err);
+
 #endif

@@ -33,6 +33,10 @@ enum clr_frame_type {
     CLR_FRAME_RESULT = 6,    /* agent -> host: TLV result, last frame of a channel */
     CLR_FRAME_KILL = 7,      /* host -> agent: kill the channel's process tree now */
     CLR_FRAME_SIGNAL = 8,    /* host -> agent: u64 signal for the command's process group */
+    /* The live channel (PID 1 over the container's attached stdio): */
+    CLR_FRAME_ACK = 9,       /* host -> agent: the channel's result arrived; forget it */
+    CLR_FRAME_HELLO = 10,    /* host -> agent, channel 0: a host (re)attached; replay */
+    CLR_FRAME_CHANNELS = 11, /* agent -> host, channel 0: u32 ids of the channels it knows */
 };
 
 enum clr_req_tag {

@@ -149,13 +149,20 @@ static json_t *container_spec(const clr_sandbox_info *info, const char *agent,
                                "Type", "bind", "Source", workspace, "Target", "/workspace",
                                "ReadOnly", 0);
     json_object_set_new(host, "Mounts", mounts);
-    json_t *spec = json_pack("{s:s, s:[s], s:[s], s:s, s:s, s:b, s:b, s:s, s:i}",
+    json_t *spec = json_pack("{s:s, s:[s], s:[s], s:s, s:s, s:b, s:b, s:b, s:b, s:b, s:b, s:b,"
+                             " s:s, s:i}",
                              "Image", info->image,
                              "Entrypoint", CLR_AGENT_TARGET,
                              "Cmd", "init",
                              "User", "0:0",
                              "WorkingDir", "/workspace",
                              "NetworkDisabled", 1,
+                             /* stdin stays open for the live channel (agent/live.c). */
+                             "OpenStdin", 1,
+                             "StdinOnce", 0,
+                             "AttachStdin", 1,
+                             "AttachStdout", 1,
+                             "AttachStderr", 1,
                              "Tty", 0,
                              "StopSignal", "SIGTERM",
                              "StopTimeout", 1);

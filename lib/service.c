@@ -85,6 +85,21 @@ struct clr_service {
     pthread_t rm_thread;
     atomic_uint_fast64_t removed, removal_failures;
     struct histogram h_remove;
+
+    /* Live channels: per sandbox, the opened sandbox and its agent's channel, so an exec is one
+     * frame on an open stream (no engine round trip). */
+    pthread_mutex_t live_lock;
+    struct live_sb *live;
+    atomic_uint_fast64_t channel_execs, channel_replayed;
+};
+
+struct live_sb {
+    clr_service *svc;
+    char id[CLR_SANDBOX_ID_MAX + 1];
+    clr_sandbox *sb;
+    clr_channel *ch; /* NULL: its agent serves no channel (an older sandbox): docker exec */
+    int refs;        /* guarded by live_lock */
+    struct live_sb *next;
 };
 
 struct removal {
@@ -131,6 +146,7 @@ static void audit_failure(clr_service *svc, const char *actor, const char *sandb
 
 struct proc;
 static void procs_stop(clr_service *svc);
+static void live_drop(clr_service *svc, const char *id);
 bool clr_service_sandbox_busy(clr_service *svc, const char *id);
 int clr_service_proc_signal_num(clr_service *svc, const char *id, const char *proc_id, int sig,
                                 const char *actor, clr_error *err);
@@ -939,6 +955,7 @@ static int destroy_locked(clr_service *svc, const char *id, const char *reason, 
     uint64_t t0 = mono_us();
     if (clr_store_sandbox_set_state(svc->store, id, CLR_STATE_DESTROYED, reason, now_s(), err) < 0)
         return -1;
+    live_drop(svc, id);
     json_t *d = json_pack("{s:s}", "reason", reason);
     int arc = clr_audit_append(svc->audit, actor, id, "sandbox.destroy", "ok", d, err);
     json_decref(d);
@@ -989,6 +1006,140 @@ static int destroy_impl(clr_service *svc, const char *id, const char *reason, co
         clr_log(CLR_LOG_INFO, "service.destroyed", "id", id, "reason", reason, "actor", actor,
                 NULL);
     return rc;
+}
+
+/* ---- live channels ---- */
+
+static void live_put(clr_service *svc, struct live_sb *lv)
+{
+    if (!lv)
+        return;
+    pthread_mutex_lock(&svc->live_lock);
+    bool last = --lv->refs == 0;
+    pthread_mutex_unlock(&svc->live_lock);
+    if (last) {
+        clr_channel_close(lv->ch);
+        clr_sandbox_free(lv->sb);
+        free(lv);
+    }
+}
+
+/* A result the agent replays after the daemon was away: it completes its exec record. */
+static int live_on_result(void *ctx, clr_channel *ch, uint32_t chan_id,
+                          const clr_exec_result *r)
+{
+    (void)ch;
+    struct live_sb *lv = ctx;
+    clr_service *svc = lv->svc;
+    json_t *result = clr_exec_result_to_json(r);
+    char exec_id[64] = "";
+    clr_error err = CLR_ERROR_INIT;
+    int found = clr_store_exec_finish_channel(svc->store, lv->id, chan_id, result, now_s(),
+                                              exec_id, sizeof(exec_id), &err);
+    json_decref(result);
+    if (found < 0) {
+        clr_log(CLR_LOG_WARN, "exec.replay_store_failed", "id", lv->id, "error", err.message,
+                NULL);
+        return -1; /* not acknowledged: the agent keeps it for the next attach */
+    }
+    if (found == 1) {
+        atomic_fetch_add(&svc->channel_replayed, 1);
+        json_t *ad = clr_audit_exec_result(r);
+        json_object_set_new(ad, "exec_id", json_string(exec_id));
+        json_object_set_new(ad, "replayed", json_true());
+        if (clr_audit_append(svc->audit, "recovery", lv->id, "exec",
+                             clr_exec_status_name(r->status), ad, &err) < 0)
+            clr_log(CLR_LOG_ERROR, "audit.write_failed", "error", err.message, NULL);
+        json_decref(ad);
+        clr_log(CLR_LOG_INFO, "exec.result_replayed", "id", lv->id, "exec_id", exec_id, NULL);
+    }
+    return 0;
+}
+
+/* After the replay of an open: records of commands the agent no longer knows are lost. */
+static void live_on_channels(void *ctx, clr_channel *ch, const uint32_t *ids, size_t n)
+{
+    (void)ch;
+    struct live_sb *lv = ctx;
+    clr_error err = CLR_ERROR_INIT;
+    clr_store_exec_mark_lost_sandbox(lv->svc->store, lv->id, ids, n, now_s(), &err);
+}
+
+/* The sandbox, opened, with its live channel when its agent serves one. *out holds a reference
+ * (live_put). A channel that ended (dockerd restarted, the sandbox stopped) is opened again. */
+static int live_get(clr_service *svc, clr_engine *eng, const char *id, struct live_sb **out,
+                    clr_error *err)
+{
+    pthread_mutex_lock(&svc->live_lock);
+    struct live_sb **pp = &svc->live, *stale = NULL;
+    for (; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->id, id) != 0)
+            continue;
+        if (!(*pp)->ch || clr_channel_alive((*pp)->ch)) {
+            (*pp)->refs++;
+            *out = *pp;
+            pthread_mutex_unlock(&svc->live_lock);
+            return 0;
+        }
+        stale = *pp; /* its channel ended: replaced below */
+        *pp = stale->next;
+        break;
+    }
+    pthread_mutex_unlock(&svc->live_lock);
+    live_put(svc, stale);
+
+    struct live_sb *lv = calloc(1, sizeof(*lv));
+    if (!lv)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    lv->svc = svc;
+    snprintf(lv->id, sizeof(lv->id), "%s", id);
+    lv->refs = 2; /* the registry's and the caller's */
+    if (clr_sandbox_open_at(&lv->sb, eng, id, svc->state_dir, err) < 0) {
+        free(lv);
+        return -1;
+    }
+    clr_channel_hooks hooks = {.ctx = lv, .on_result = live_on_result,
+                               .on_channels = live_on_channels};
+    clr_error cerr = CLR_ERROR_INIT;
+    if (clr_channel_open(&lv->ch, eng, lv->sb, &hooks, &cerr) < 0) {
+        lv->ch = NULL;
+        clr_log(CLR_LOG_WARN, "channel.unavailable", "id", id, "error", cerr.message, "detail",
+                "commands of this sandbox use docker exec", NULL);
+    }
+    pthread_mutex_lock(&svc->live_lock);
+    struct live_sb *other = svc->live;
+    while (other && strcmp(other->id, id) != 0)
+        other = other->next;
+    if (other) {
+        /* Another request opened it meanwhile: use that one. */
+        other->refs++;
+        pthread_mutex_unlock(&svc->live_lock);
+        lv->refs = 1;
+        live_put(svc, lv);
+        *out = other;
+        return 0;
+    }
+    lv->next = svc->live;
+    svc->live = lv;
+    pthread_mutex_unlock(&svc->live_lock);
+    *out = lv;
+    return 0;
+}
+
+/* The sandbox is gone for its callers: its channel closes (commands waiting on it end). */
+static void live_drop(clr_service *svc, const char *id)
+{
+    pthread_mutex_lock(&svc->live_lock);
+    struct live_sb **pp = &svc->live, *lv = NULL;
+    for (; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->id, id) == 0) {
+            lv = *pp;
+            *pp = lv->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&svc->live_lock);
+    live_put(svc, lv);
 }
 
 /* ---- exec ---- */
@@ -1164,12 +1315,16 @@ static json_t *redacted(json_t *req)
     return logged;
 }
 
+static const char *const exec_fields[] = {"argv",  "shell",        "env",     "cwd",
+                                           "stdin", "stdin_base64", "timeout", "stdout_cap",
+                                           "stderr_cap", NULL};
+/* A background process has no timeout and no output caps: its output is kept in a ring. */
+static const char *const process_fields[] = {"argv",  "shell",        "env", "cwd",
+                                             "stdin", "stdin_base64", NULL};
+
 int clr_service_exec_check(clr_service *svc, const char *id, json_t *req, clr_error *err)
 {
-    static const char *const fields[] = {"argv",      "shell",      "env",       "cwd",
-                                         "stdin",     "stdin_base64", "timeout", "stdout_cap",
-                                         "stderr_cap", NULL};
-    if (valid_id(id, err) < 0 || check_fields(req, "request", fields, err) < 0)
+    if (valid_id(id, err) < 0 || check_fields(req, "request", exec_fields, err) < 0)
         return -1;
     struct command cmd;
     int rc = parse_command(&cmd, req, err) < 0 || command_bind(svc, &cmd, id, err) < 0 ? -1 : 0;
@@ -1186,10 +1341,7 @@ int clr_service_exec_check(clr_service *svc, const char *id, json_t *req, clr_er
 int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *actor,
                      clr_service_event_cb on_event, void *ctx, json_t **out, clr_error *err)
 {
-    static const char *const fields[] = {"argv",      "shell",      "env",       "cwd",
-                                         "stdin",     "stdin_base64", "timeout", "stdout_cap",
-                                         "stderr_cap", NULL};
-    if (valid_id(id, err) < 0 || check_fields(req, "request", fields, err) < 0)
+    if (valid_id(id, err) < 0 || check_fields(req, "request", exec_fields, err) < 0)
         return -1;
     struct command cmd;
     int rc = -1;
@@ -1206,9 +1358,30 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
     }
     char exec_id[32];
     new_exec_id(exec_id, sizeof(exec_id));
+    /* The sandbox and its live channel first: the record names the channel the command will
+     * run on, so a result replayed after a restart finds it. */
+    uint64_t t0 = mono_us();
+    clr_engine *eng = NULL;
+    struct live_sb *lv = NULL;
+    int erc = engine_get(svc, &eng, err);
+    if (erc == 0)
+        erc = live_get(svc, eng, id, &lv, err);
+    if (erc < 0) {
+        engine_put(svc, eng, true);
+        atomic_fetch_sub(&svc->running_execs, 1);
+        goto out;
+    }
+    o.channel = lv->ch;
+    o.channel_id = 0;
+    while (lv->ch && o.channel_id == 0) {
+        if (getrandom(&o.channel_id, sizeof(o.channel_id), 0) != sizeof(o.channel_id))
+            o.channel_id = (uint32_t)rand();
+    }
     json_t *logged = redacted(req);
     int64_t t = now_s();
-    if (clr_store_exec_insert(svc->store, exec_id, id, logged, t, err) < 0) {
+    if (clr_store_exec_insert_on(svc->store, exec_id, id, o.channel_id, logged, t, err) < 0) {
+        live_put(svc, lv);
+        engine_put(svc, eng, false);
         json_decref(logged);
         atomic_fetch_sub(&svc->running_execs, 1);
         goto out;
@@ -1224,6 +1397,8 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
                                     err->message);
         clr_store_exec_finish(svc->store, exec_id, CLR_EXEC_STATE_DONE, refused, now_s(), NULL);
         json_decref(refused);
+        live_put(svc, lv);
+        engine_put(svc, eng, false);
         atomic_fetch_sub(&svc->running_execs, 1);
         goto out;
     }
@@ -1239,18 +1414,13 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
         o.on_output = on_output;
         o.ctx = &sc;
     }
-    uint64_t t0 = mono_us();
-    clr_engine *eng = NULL;
-    clr_sandbox *sb = NULL;
     clr_exec_result res;
     memset(&res, 0, sizeof(res));
-    int erc = engine_get(svc, &eng, err);
-    if (erc == 0)
-        erc = clr_sandbox_open_at(&sb, eng, id, svc->state_dir, err);
-    if (erc == 0)
-        erc = clr_exec_run(&res, eng, sb, &o, err);
+    erc = clr_exec_run(&res, eng, lv->sb, &o, err);
+    if (lv->ch)
+        atomic_fetch_add(&svc->channel_execs, 1);
     atomic_fetch_sub(&svc->running_execs, 1);
-    clr_sandbox_free(sb);
+    live_put(svc, lv);
     engine_put(svc, eng, erc < 0);
     clr_store_sandbox_touch(svc->store, id, now_s(), NULL);
     json_t *result;
@@ -1437,6 +1607,7 @@ static void mark_lost(clr_service *svc, struct snapshot *sn, const char *id, con
                       const char *reason)
 {
     clr_error lerr = CLR_ERROR_INIT;
+    live_drop(svc, id);
     clr_sandbox_destroy(sn->eng, id, "lost", svc->state_dir, &lerr);
     clr_store_sandbox_set_state(svc->store, id, CLR_STATE_LOST, reason, now_s(), &lerr);
     atomic_fetch_add(&svc->lost, 1);
@@ -1522,8 +1693,6 @@ static void *reaper_main(void *p)
 /* After a restart: keep what still runs, mark what vanished, remove what we do not know. */
 static int recover(clr_service *svc, clr_error *err)
 {
-    if (clr_store_exec_mark_lost(svc->store, now_s(), err) < 0)
-        return -1;
     struct snapshot sn;
     if (snapshot_load(svc, &sn, err) < 0)
         return -1;
@@ -1531,6 +1700,15 @@ static int recover(clr_service *svc, clr_error *err)
         if (snapshot_running(&sn, sn.rows[i].info.id)) {
             atomic_fetch_add(&svc->adopted, 1);
             clr_log(CLR_LOG_INFO, "recover.adopted", "id", sn.rows[i].info.id, NULL);
+            /* Attach again: the agent replays the results of commands that ended while the
+             * daemon was away (live_on_result) and names those still running; the records of
+             * any other command of this sandbox become lost (live_on_channels). */
+            struct live_sb *lv = NULL;
+            clr_error lerr = CLR_ERROR_INIT;
+            if (live_get(svc, sn.eng, sn.rows[i].info.id, &lv, &lerr) < 0 || !lv->ch)
+                clr_store_exec_mark_lost_sandbox(svc->store, sn.rows[i].info.id, NULL, 0,
+                                                 now_s(), &lerr);
+            live_put(svc, lv);
         } else {
             mark_lost(svc, &sn, sn.rows[i].info.id, "recovery",
                       "container vanished while the daemon was down");
@@ -1563,6 +1741,9 @@ static int recover(clr_service *svc, clr_error *err)
             json_decref(d);
         }
     }
+    /* Commands of sandboxes that are gone cannot have finished anywhere. */
+    clr_error uerr = CLR_ERROR_INIT;
+    clr_store_exec_mark_lost_unowned(svc->store, now_s(), &uerr);
     snapshot_free(svc, &sn);
     return 0;
 }
@@ -1598,6 +1779,7 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
     pthread_mutex_init(&svc->warm_lock, NULL);
     pthread_cond_init(&svc->warm_cond, NULL);
     pthread_mutex_init(&svc->rm_lock, NULL);
+    pthread_mutex_init(&svc->live_lock, NULL);
     pthread_cond_init(&svc->rm_cond, NULL);
     pthread_cond_init(&svc->rm_done, NULL);
     if (!svc->state_dir || !svc->db_path) {
@@ -1710,6 +1892,18 @@ void clr_service_stop(clr_service *svc)
     if (!svc)
         return;
     procs_stop(svc);
+    /* Channels close; commands on them go on inside their sandboxes, and their results wait in
+     * the agent for the next start. */
+    for (;;) {
+        pthread_mutex_lock(&svc->live_lock);
+        struct live_sb *lv = svc->live;
+        if (lv)
+            svc->live = lv->next;
+        pthread_mutex_unlock(&svc->live_lock);
+        if (!lv)
+            break;
+        live_put(svc, lv);
+    }
     if (svc->reaper_started) {
         pthread_mutex_lock(&svc->reaper_lock);
         svc->stopping = true;
@@ -1749,6 +1943,7 @@ void clr_service_stop(clr_service *svc)
     pthread_mutex_destroy(&svc->warm_lock);
     pthread_cond_destroy(&svc->warm_cond);
     pthread_mutex_destroy(&svc->rm_lock);
+    pthread_mutex_destroy(&svc->live_lock);
     pthread_cond_destroy(&svc->rm_cond);
     pthread_cond_destroy(&svc->rm_done);
     free(svc);
@@ -1861,6 +2056,11 @@ char *clr_service_metrics(clr_service *svc)
     emit(&t, "# HELP clearing_pool_ready Started sandboxes waiting in the warm pool.\n"
              "# TYPE clearing_pool_ready gauge\nclearing_pool_ready %u\n",
          svc->warm_ready);
+    COUNTER("clearing_channel_execs_total", "Commands run over a live channel to the agent.",
+            channel_execs);
+    COUNTER("clearing_channel_results_replayed_total",
+            "Results of commands that ended while the daemon was away, replayed by the agent.",
+            channel_replayed);
     COUNTER("clearing_sandboxes_removed_total",
             "Containers and workspaces of destroyed sandboxes removed.", removed);
     COUNTER("clearing_removal_failures_total",
@@ -2022,9 +2222,7 @@ bool clr_service_sandbox_busy(clr_service *svc, const char *id)
 int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const char *actor,
                            json_t **out, clr_error *err)
 {
-    static const char *const fields[] = {"argv", "shell", "env", "cwd", "stdin", "stdin_base64",
-                                         NULL};
-    if (valid_id(id, err) < 0 || check_fields(req, "request", fields, err) < 0)
+    if (valid_id(id, err) < 0 || check_fields(req, "request", process_fields, err) < 0)
         return -1;
     struct command cmd;
     if (parse_command(&cmd, req, err) < 0 || command_bind(svc, &cmd, id, err) < 0) {
@@ -2684,4 +2882,94 @@ int clr_service_plan(clr_service *svc, json_t *req, const char *actor,
     rc = clr_plan_run(out, plan, &ro, err);
     clr_plan_free(plan);
     return rc;
+}
+
+/* ---- request checks without side effects (the fuzzers' entry point) ---- */
+
+int clr_service_check_request(const char *kind, json_t *req, clr_error *err)
+{
+    if (!json_is_object(req))
+        return clr_error_set(err, CLR_E_INVALID, 0, "the request body must be a JSON object");
+    if (strcmp(kind, "exec") == 0 || strcmp(kind, "process") == 0) {
+        bool exec = kind[0] == 'e';
+        if (check_fields(req, "request", exec ? exec_fields : process_fields, err) < 0)
+            return -1;
+        struct command cmd;
+        int rc = parse_command(&cmd, req, err);
+        command_clear(&cmd);
+        return rc;
+    }
+    if (strcmp(kind, "create") == 0) {
+        static const char *const fields[] = {"image", "limits", "idle_timeout", "env",
+                                             "metadata", "repo", NULL};
+        if (check_fields(req, "request", fields, err) < 0)
+            return -1;
+        json_t *v = json_object_get(req, "image");
+        if (v && (!json_is_string(v) || json_string_length(v) == 0))
+            return clr_error_set(err, CLR_E_INVALID, 0, "image must be a non-empty string");
+        clr_limits l = CLR_LIMITS_INIT;
+        if ((v = json_object_get(req, "limits")) && parse_limits(v, &l, err) < 0)
+            return -1;
+        uint64_t ms = 0;
+        if ((v = json_object_get(req, "idle_timeout")) &&
+            json_duration_ms(v, "idle_timeout", &ms, err) < 0)
+            return -1;
+        char **env = NULL;
+        int rc = env_from_json(json_object_get(req, "env"), &env, err);
+        free_strv(env);
+        return rc;
+    }
+    if (strcmp(kind, "extend") == 0) {
+        static const char *const fields[] = {"by", NULL};
+        uint64_t ms = 0;
+        json_t *by = json_object_get(req, "by");
+        if (check_fields(req, "request", fields, err) < 0)
+            return -1;
+        if (!by)
+            return clr_error_set(err, CLR_E_INVALID, 0, "give \"by\": how much longer");
+        return json_duration_ms(by, "by", &ms, err);
+    }
+    if (strcmp(kind, "stdin") == 0) {
+        static const char *const fields[] = {"data", "data_base64", "eof", NULL};
+        if (check_fields(req, "request", fields, err) < 0)
+            return -1;
+        json_t *b = json_object_get(req, "data_base64");
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        int rc = b ? decode_base64(b, &buf, &len, err) : 0;
+        free(buf);
+        return rc;
+    }
+    if (strcmp(kind, "signal") == 0) {
+        static const char *const fields[] = {"signal", NULL};
+        if (check_fields(req, "request", fields, err) < 0)
+            return -1;
+        if (signal_number(json_object_get(req, "signal")) < 0)
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "signal must be a number 1..64 or a name such as \"TERM\"");
+        return 0;
+    }
+    if (strcmp(kind, "commit") == 0) {
+        static const char *const fields[] = {"message", "author_name", "author_email",
+                                             "trailers", NULL};
+        return check_fields(req, "request", fields, err);
+    }
+    if (strcmp(kind, "plan") == 0) {
+        static const char *const fields[] = {"plan", "repo", "profile", "gauntlet_only", "base",
+                                             NULL};
+        if (check_fields(req, "request", fields, err) < 0)
+            return -1;
+        json_t *jplan = json_object_get(req, "plan");
+        char *text = json_is_object(jplan)   ? json_dumps(jplan, JSON_COMPACT)
+                     : json_is_string(jplan) ? strdup(json_string_value(jplan))
+                                             : NULL;
+        if (!text)
+            return clr_error_set(err, CLR_E_INVALID, 0, "plan must be an object or a string");
+        clr_plan *plan = NULL;
+        int rc = clr_plan_parse(&plan, text, strlen(text), "plan", err);
+        free(text);
+        clr_plan_free(plan);
+        return rc;
+    }
+    return clr_error_set(err, CLR_E_INVALID, 0, "unknown request kind '%.32s'", kind);
 }

@@ -44,6 +44,8 @@ static const char *const migrations[] = {
     "  finished_at INTEGER NOT NULL DEFAULT 0"
     ");"
     "CREATE INDEX execs_sandbox ON execs(sandbox_id, state);",
+    /* 2: the live channel id a command runs on (0: a docker exec of its own) */
+    "ALTER TABLE execs ADD COLUMN channel INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int db_error(clr_store *st, clr_error *err, const char *what)
@@ -373,15 +375,101 @@ int clr_store_sandbox_running_execs(clr_store *st, const char *sandbox_id, int *
 int clr_store_exec_insert(clr_store *st, const char *exec_id, const char *sandbox_id,
                           json_t *request, int64_t when, clr_error *err)
 {
+    return clr_store_exec_insert_on(st, exec_id, sandbox_id, 0, request, when, err);
+}
+
+int clr_store_exec_insert_on(clr_store *st, const char *exec_id, const char *sandbox_id,
+                             uint32_t channel, json_t *request, int64_t when, clr_error *err)
+{
     _cleanup_free_ char *req = json_dumps(request, JSON_COMPACT);
     if (!req)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     return update(st,
-                  "INSERT INTO execs (id, sandbox_id, state, request, created_at)"
-                  " VALUES (?, ?, 'running', ?, ?)",
-                  "ttti", err, exec_id, sandbox_id, req, when) < 0
+                  "INSERT INTO execs (id, sandbox_id, state, request, created_at, channel)"
+                  " VALUES (?, ?, 'running', ?, ?, ?)",
+                  "tttii", err, exec_id, sandbox_id, req, when, (int64_t)channel) < 0
                ? -1
                : 0;
+}
+
+int clr_store_exec_finish_channel(clr_store *st, const char *sandbox_id, uint32_t channel,
+                                  json_t *result, int64_t when, char *exec_id, size_t len,
+                                  clr_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT id FROM execs WHERE sandbox_id = ? AND channel = ?"
+                           " AND state = 'running'",
+                           -1, &q, NULL) != SQLITE_OK)
+        return db_error(st, err, "find exec by channel");
+    sqlite3_bind_text(q, 1, sandbox_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, channel);
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(q);
+        return rc == SQLITE_DONE ? 0 : db_error(st, err, "find exec by channel");
+    }
+    snprintf(exec_id, len, "%s", (const char *)sqlite3_column_text(q, 0));
+    sqlite3_finalize(q);
+    if (clr_store_exec_finish(st, exec_id, CLR_EXEC_STATE_DONE, result, when, err) < 0)
+        return -1;
+    return 1;
+}
+
+int clr_store_exec_mark_lost_sandbox(clr_store *st, const char *sandbox_id, const uint32_t *keep,
+                                     size_t n, int64_t when, clr_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT id, channel FROM execs WHERE sandbox_id = ?"
+                           " AND state = 'running'",
+                           -1, &q, NULL) != SQLITE_OK)
+        return db_error(st, err, "list running execs");
+    sqlite3_bind_text(q, 1, sandbox_id, -1, SQLITE_STATIC);
+    char (*lost)[64] = NULL;
+    size_t nlost = 0;
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        uint32_t ch = (uint32_t)sqlite3_column_int64(q, 1);
+        bool kept = false;
+        for (size_t i = 0; ch && i < n && !kept; i++)
+            kept = keep[i] == ch;
+        if (kept)
+            continue;
+        char(*grown)[64] = realloc(lost, (nlost + 1) * sizeof(*lost));
+        if (!grown)
+            break;
+        lost = grown;
+        snprintf(lost[nlost++], sizeof(lost[0]), "%s", (const char *)sqlite3_column_text(q, 0));
+    }
+    sqlite3_finalize(q);
+    int marked = 0;
+    for (size_t i = 0; i < nlost; i++) {
+        int c = update(st,
+                       "UPDATE execs SET state = 'lost', finished_at = ?,"
+                       " result = '{\"status\":\"sandbox_failed\",\"message\":"
+                       "\"the command ended while the daemon was away, and its sandbox no longer "
+                       "knows it\"}' WHERE id = ? AND state = 'running'",
+                       "it", err, when, lost[i]);
+        if (c < 0) {
+            free(lost);
+            return -1;
+        }
+        marked += c;
+    }
+    free(lost);
+    return marked;
+}
+
+int clr_store_exec_mark_lost_unowned(clr_store *st, int64_t when, clr_error *err)
+{
+    return update(st,
+                  "UPDATE execs SET state = 'lost', finished_at = ?,"
+                  " result = '{\"status\":\"sandbox_failed\",\"message\":"
+                  "\"the daemon stopped while the command ran\"}'"
+                  " WHERE state = 'running' AND sandbox_id NOT IN"
+                  " (SELECT id FROM sandboxes WHERE state = 'running')",
+                  "i", err, when);
 }
 
 int clr_store_exec_finish(clr_store *st, const char *exec_id, const char *state, json_t *result,

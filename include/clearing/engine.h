@@ -56,6 +56,9 @@ CLR_PUBLIC int clr_engine_stream_write(clr_engine_stream *s, const void *data, s
 CLR_PUBLIC ssize_t clr_engine_stream_read(clr_engine_stream *s, void *buf, size_t len,
                                           int timeout_ms, clr_error *err);
 CLR_PUBLIC void clr_engine_stream_free(clr_engine_stream *s);
+/* Ends both directions now (or only ours, write_only: the engine reads what was written, then
+ * ends the stream); a reader blocked on the stream wakes up at end of stream. */
+CLR_PUBLIC void clr_engine_stream_shutdown(clr_engine_stream *s, bool write_only);
 
 /* Demultiplexer of the engine's attach/exec stream (non-TTY): 8-byte headers
  * [stream, 0, 0, 0, size u32 BE] each followed by size bytes of stdout (1) or stderr (2).

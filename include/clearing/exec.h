@@ -18,6 +18,9 @@ typedef enum {
 
 typedef enum { CLR_STDOUT = 1, CLR_STDERR = 2 } clr_stream;
 
+/* The live channel to a sandbox's agent (see clr_channel_open below). */
+typedef struct clr_channel clr_channel;
+
 typedef struct clr_exec_options {
     const char *const *argv; /* NULL-terminated; or: */
     const char *shell;       /* a shell string, run as /bin/sh -c */
@@ -39,6 +42,11 @@ typedef struct clr_exec_options {
     bool keep_stdin_open;
     /* How long past the timeout the agent may take to answer before the sandbox is killed. */
     uint32_t grace_ms;
+    /* Run over this live channel instead of a `docker exec` of its own; may be NULL. */
+    clr_channel *channel;
+    /* The command's id on the channel (not 0): the caller records it before the command starts,
+     * to find a replayed result later. 0: a random one (clr_exec_channel_id()). */
+    uint32_t channel_id;
 } clr_exec_options;
 
 #define CLR_EXEC_OPTIONS_INIT {.limits = CLR_EXEC_LIMITS_INIT, .grace_ms = 5000}
@@ -91,6 +99,36 @@ CLR_PUBLIC int clr_exec_signal(clr_exec *h, int sig, clr_error *err);
 /* Waits for the result, passing output to on_output as it comes; as clr_exec_run(). */
 CLR_PUBLIC int clr_exec_wait(clr_exec *h, clr_exec_result *result, clr_error *err);
 CLR_PUBLIC void clr_exec_free(clr_exec *h);
+/* The command's channel id on a live channel (0 for a `docker exec`). */
+CLR_PUBLIC uint32_t clr_exec_channel_id(const clr_exec *h);
+
+/* ---- the live channel ----
+ * One attach connection to the sandbox's agent (PID 1) carries many commands at once: an exec
+ * is one frame on an open stream instead of a `docker exec` of its own. The agent keeps each
+ * command's frames until its result is acknowledged, so a host that attaches again (after a
+ * daemon restart) gets the results it missed through the hooks. */
+typedef struct clr_channel_hooks {
+    void *ctx;
+    /* A result of a command nobody waits for (replayed after a re-attach). Return 0 once it is
+     * stored: the agent then forgets it. Runs on the channel's reader thread with the channel
+     * locked: it must not call clr_channel_* functions. */
+    int (*on_result)(void *ctx, clr_channel *ch, uint32_t id, const clr_exec_result *result);
+    /* The ids of every command the agent knows (running, or finished and not acknowledged),
+     * after the replay of an open. Same rules as on_result. */
+    void (*on_channels)(void *ctx, clr_channel *ch, const uint32_t *ids, size_t n);
+} clr_channel_hooks;
+
+/* Attaches to the sandbox and checks that its agent answers (3 s at most). The engine handle is
+ * only used during the call. hooks may be NULL. *out: clr_channel_close(). */
+CLR_PUBLIC int clr_channel_open(clr_channel **out, clr_engine *eng, const clr_sandbox *sb,
+                                const clr_channel_hooks *hooks, clr_error *err);
+/* Ends the connection (commands waiting on it see the sandbox fail) and drops the opener's
+ * reference. Commands in flight keep theirs until they end. */
+CLR_PUBLIC void clr_channel_close(clr_channel *ch);
+CLR_PUBLIC void clr_channel_ref(clr_channel *ch);
+CLR_PUBLIC void clr_channel_unref(clr_channel *ch);
+/* false once the connection ended (the sandbox stopped, the engine restarted, or closed). */
+CLR_PUBLIC bool clr_channel_alive(clr_channel *ch);
 
 /* "exited", "signaled", "timed_out", "oom", "start_failed", "sandbox_failed". */
 CLR_PUBLIC const char *clr_exec_status_name(clr_exec_status status);

@@ -64,6 +64,24 @@ CLR_PUBLIC int clr_store_exec_get(clr_store *st, const char *exec_id, json_t **o
                                   clr_error *err);
 /* Marks every exec still "running" as lost (after a daemon restart); returns how many. */
 CLR_PUBLIC int clr_store_exec_mark_lost(clr_store *st, int64_t when, clr_error *err);
+
+/* Commands on a live channel: the record names the channel, so a result the agent replays
+ * after a daemon restart finds its record. */
+CLR_PUBLIC int clr_store_exec_insert_on(clr_store *st, const char *exec_id,
+                                        const char *sandbox_id, uint32_t channel,
+                                        json_t *request, int64_t when, clr_error *err);
+/* Stores the result of the running exec on (sandbox, channel): 1 with its id in exec_id, 0 when
+ * there is none. */
+CLR_PUBLIC int clr_store_exec_finish_channel(clr_store *st, const char *sandbox_id,
+                                             uint32_t channel, json_t *result, int64_t when,
+                                             char *exec_id, size_t len, clr_error *err);
+/* Marks the running execs of one sandbox lost, but those on a channel listed in keep; returns
+ * how many. */
+CLR_PUBLIC int clr_store_exec_mark_lost_sandbox(clr_store *st, const char *sandbox_id,
+                                                const uint32_t *keep, size_t n, int64_t when,
+                                                clr_error *err);
+/* Marks lost the running execs of sandboxes that are not running; returns how many. */
+CLR_PUBLIC int clr_store_exec_mark_lost_unowned(clr_store *st, int64_t when, clr_error *err);
 CLR_PUBLIC int clr_store_sandbox_running_execs(clr_store *st, const char *sandbox_id, int *out,
                                                clr_error *err);
 

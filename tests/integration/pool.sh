@@ -33,9 +33,9 @@ c=$("${S[@]}" -XPOST http://x/v1/sandboxes -d '{"limits":{"memory":"256m"}}' | p
 check "other limits are not served from the pool" '[ "$(metric clearing_pool_hits_total)" = 2 ] && [ -n "$c" ]'
 for _ in $(seq 1 120); do [ "$(metric clearing_pool_ready)" = 2 ] && break; sleep 0.5; done
 check "the pool refills" '[ "$(metric clearing_pool_ready)" = 2 ]'
-"${S[@]}" -XDELETE "http://x/v1/sandboxes/$a" >/dev/null
-"${S[@]}" -XDELETE "http://x/v1/sandboxes/$b" >/dev/null
-"${S[@]}" -XDELETE "http://x/v1/sandboxes/$c" >/dev/null
+"${S[@]}" -XDELETE "http://x/v1/sandboxes/$a?wait=true" >/dev/null
+"${S[@]}" -XDELETE "http://x/v1/sandboxes/$b?wait=true" >/dev/null
+"${S[@]}" -XDELETE "http://x/v1/sandboxes/$c?wait=true" >/dev/null
 check "with three destroyed, only the pool is left" '[ "$(owned)" = 2 ]' "$(owned)"
 kill -TERM $pid; wait $pid
 check "stopping the daemon removes its pool" '[ "$(owned)" = 0 ]' "$(owned)"

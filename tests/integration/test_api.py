@@ -1228,13 +1228,23 @@ class T09CrashRecovery(ApiTest):
         # A command still running when the daemon dies: its record must not stay "running".
         conn = c.connection(timeout=60)
         conn.request('POST', '/v1/sandboxes/%s/exec?stream=true' % cls.a['id'],
-                     body=json.dumps({'argv': ['sleep', '30']}).encode(),
+                     body=json.dumps({'shell': 'sleep 3; echo slept'}).encode(),
                      headers={'Content-Type': 'application/json'})
         started = json.loads(conn.getresponse().readline())
         if started.get('event') != 'started':
             raise AssertionError('streaming exec before the crash: %r' % started)
         cls.inflight = started['exec_id']
         cls.addClassCleanup(conn.close)
+        # One in B too, whose container is removed behind the daemon's back below.
+        conn_b = c.connection(timeout=60)
+        conn_b.request('POST', '/v1/sandboxes/%s/exec?stream=true' % cls.b['id'],
+                       body=json.dumps({'argv': ['sleep', '30']}).encode(),
+                       headers={'Content-Type': 'application/json'})
+        started = json.loads(conn_b.getresponse().readline())
+        if started.get('event') != 'started':
+            raise AssertionError('streaming exec in B before the crash: %r' % started)
+        cls.inflight_b = started['exec_id']
+        cls.addClassCleanup(conn_b.close)
         # Runs before the destroys: if setUpClass fails after the kill, restart it to clean up.
         cls.addClassCleanup(d.ensure_running)
 
@@ -1303,12 +1313,27 @@ class T09CrashRecovery(ApiTest):
             self.assertEqual(r.json[k], self.acked[k], k)
         self.assertEqual(r.json['result']['stdout'], 'before-crash\n')
 
-    def test_exec_running_at_the_crash_is_marked_lost(self):
-        r = self.api.get('/v1/sandboxes/%s/execs/%s' % (self.a['id'], self.inflight))
+    def test_exec_running_at_the_crash_finishes_and_keeps_its_result(self):
+        """The command runs on over the live channel while the daemon is away; the agent keeps
+        its result, and the restarted daemon stores it in the record."""
+        def done():
+            r = self.api.get('/v1/sandboxes/%s/execs/%s' % (self.a['id'], self.inflight))
+            return r if r.status == 200 and r.json['state'] != 'running' else None
+        r = wait_for(done, 30)
+        self.assertIsNotNone(r, 'the record of the command running at the crash never ended')
+        self.assertEqual(r.json['state'], 'done', r)
+        self.assertEqual(r.json['result']['status'], 'exited', r)
+        self.assertEqual(r.json['result']['exit_code'], 0, r)
+        self.assertEqual(r.json['result']['stdout'], 'slept\n', r)
+        self.assertEqual(r.json['request'], {'shell': 'sleep 3; echo slept'})
+        m, _ = self.api.metrics()
+        self.assertGreaterEqual(m['clearing_channel_results_replayed_total'], 1)
+
+    def test_exec_of_a_vanished_sandbox_is_lost(self):
+        r = self.api.get('/v1/sandboxes/%s/execs/%s' % (self.b['id'], self.inflight_b))
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json['state'], 'lost', r)
         self.assertEqual(r.json['result']['status'], 'sandbox_failed', r)
-        self.assertEqual(r.json['request'], {'argv': ['sleep', '30']})
 
     def test_recovery_metrics(self):
         m, _ = self.api.metrics()

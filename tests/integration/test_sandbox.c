@@ -27,6 +27,58 @@
 static clr_engine *eng;
 static clr_sandbox *shared;
 
+/* With --channel every command of these tests runs over the sandbox's live channel (one attach
+ * connection to its agent) instead of a docker exec of its own: the same tests, the same
+ * assertions. */
+static bool use_channel;
+#define MAX_CHANNELS 64
+static struct {
+    const clr_sandbox *sb;
+    clr_channel *ch;
+} channels[MAX_CHANNELS];
+
+static clr_channel *channel_for(const clr_sandbox *sb)
+{
+    if (!use_channel)
+        return NULL;
+    for (int i = 0; i < MAX_CHANNELS; i++) {
+        if (channels[i].sb == sb)
+            return channels[i].ch;
+    }
+    clr_error err = CLR_ERROR_INIT;
+    clr_channel *ch = NULL;
+    if (clr_channel_open(&ch, eng, sb, NULL, &err) < 0)
+        fail_msg("opening the live channel: %s", err.message);
+    for (int i = 0; i < MAX_CHANNELS; i++) {
+        if (!channels[i].sb) {
+            channels[i].sb = sb;
+            channels[i].ch = ch;
+            return ch;
+        }
+    }
+    fail_msg("too many channels");
+    return NULL;
+}
+
+static void channel_forget(const clr_sandbox *sb)
+{
+    for (int i = 0; i < MAX_CHANNELS; i++) {
+        if (channels[i].sb == sb) {
+            clr_channel_close(channels[i].ch);
+            channels[i].sb = NULL;
+            channels[i].ch = NULL;
+        }
+    }
+}
+
+/* clr_exec_run, over the sandbox's live channel in --channel mode. */
+static int run_exec(clr_exec_result *r, const clr_sandbox *sb, clr_exec_options *o,
+                    clr_error *err)
+{
+    o->channel = channel_for(sb);
+    return clr_exec_run(r, eng, sb, o, err);
+}
+
 static clr_sandbox *make_sandbox(const clr_sandbox_options *o)
 {
     clr_error err = CLR_ERROR_INIT;
@@ -39,6 +91,7 @@ static clr_sandbox *make_sandbox(const clr_sandbox_options *o)
 static void destroy(clr_sandbox *sb)
 {
     clr_error err = CLR_ERROR_INIT;
+    channel_forget(sb);
     if (clr_sandbox_destroy(eng, clr_sandbox_get_info(sb)->id, "test", NULL, &err) < 0)
         fail_msg("destroying sandbox: %s", err.message);
     clr_sandbox_free(sb);
@@ -51,7 +104,7 @@ static void sh(clr_exec_result *r, clr_sandbox *sb, const char *script, uint32_t
     clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
     o.shell = script;
     o.limits.timeout_ms = timeout_ms;
-    if (clr_exec_run(r, eng, sb, &o, &err) < 0)
+    if (run_exec(r, sb, &o, &err) < 0)
         fail_msg("exec failed: %s", err.message);
 }
 
@@ -312,7 +365,7 @@ static void test_output_cap_truncates(void **state)
     o.limits.stdout_cap = 1000;
     o.limits.stderr_cap = 10000;
     clr_exec_result r;
-    assert_int_equal(clr_exec_run(&r, eng, shared, &o, &err), 0);
+    assert_int_equal(run_exec(&r, shared, &o, &err), 0);
     assert_exited(&r, 0);
     assert_int_equal(r.out.len, 1000);
     assert_true(r.stdout_truncated);
@@ -355,7 +408,7 @@ static void test_stdin_env_cwd(void **state)
     o.stdin_data = input;
     o.stdin_len = sizeof(input);
     clr_exec_result r;
-    assert_int_equal(clr_exec_run(&r, eng, shared, &o, &err), 0);
+    assert_int_equal(run_exec(&r, shared, &o, &err), 0);
     assert_exited(&r, 0);
     const char *head = "/tmp\nhello there\n";
     assert_int_equal(r.out.len, strlen(head) + sizeof(input));
@@ -380,7 +433,7 @@ static void test_exit_codes_and_signals(void **state)
     const char *argv[] = {"/no/such/program", NULL};
     clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
     o.argv = argv;
-    assert_int_equal(clr_exec_run(&r, eng, shared, &o, &err), 0);
+    assert_int_equal(run_exec(&r, shared, &o, &err), 0);
     assert_int_equal(r.status, CLR_EXEC_START_FAILED);
     assert_non_null(strstr(r.message, "/no/such/program"));
     clr_exec_result_clear(&r);
@@ -483,6 +536,7 @@ static void fake_agent_exec(const char *mode, clr_exec_result *r)
     eo.argv = argv;
     eo.limits.timeout_ms = 500;
     eo.grace_ms = 1000;
+    /* The fake agent does not serve a live channel: always a docker exec. */
     assert_int_equal(clr_exec_run(r, eng, sb, &eo, &err), 0);
     destroy(sb);
 }
@@ -607,6 +661,7 @@ static void test_open_finds_live_sandbox(void **state)
     sh(&r, sb, "echo via-open", 20000);
     assert_string_equal(out(&r), "via-open\n");
     clr_exec_result_clear(&r);
+    channel_forget(sb);
     clr_sandbox_free(sb);
 
     assert_int_equal(clr_sandbox_open(&sb, eng, "sb-0000000000000000", &err), -1);
@@ -751,6 +806,7 @@ static void test_gc_removes_expired_and_orphans(void **state)
     assert_int_equal(clr_engine_call(eng, "GET", path, NULL, NULL, &err), 404);
     struct stat st;
     assert_int_equal(stat(clr_sandbox_workspace(sb), &st), -1);
+    channel_forget(sb);
     clr_sandbox_free(sb);
     /* the shared sandbox is not expired and must have survived */
     clr_exec_result r;
@@ -759,12 +815,222 @@ static void test_gc_removes_expired_and_orphans(void **state)
     clr_exec_result_clear(&r);
 }
 
-int main(void)
+
+/* ---- the live channel (only with --channel) ---- */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+struct par {
+    const clr_sandbox *sb;
+    const char *script;
+    uint32_t timeout_ms;
+    uint64_t stdout_cap;
+    clr_exec_result r;
+    uint64_t done_ms;
+    int rc;
+};
+
+static void *par_main(void *p)
+{
+    struct par *a = p;
+    clr_error err = CLR_ERROR_INIT;
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    o.shell = a->script;
+    o.limits.timeout_ms = a->timeout_ms;
+    if (a->stdout_cap)
+        o.limits.stdout_cap = a->stdout_cap;
+    o.channel = channel_for(a->sb);
+    a->rc = clr_exec_run(&a->r, eng, a->sb, &o, &err);
+    a->done_ms = now_ms();
+    return NULL;
+}
+
+/* Eight commands at once on one channel: each sees its own stdin-less world and output, and
+ * they overlap in time (each sleeps 1 s; run one after another they would take 8). */
+static void test_channel_concurrent_commands(void **state)
+{
+    (void)state;
+    if (!use_channel)
+        skip();
+    enum { N = 8 };
+    struct par a[N];
+    pthread_t t[N];
+    char scripts[N][128];
+    channel_for(shared);
+    for (int i = 0; i < N; i++) {
+        snprintf(scripts[i], sizeof(scripts[i]),
+                 "date +%%s%%N > /tmp/start.%d; sleep 1; echo cmd-%d; date +%%s%%N > /tmp/end.%d",
+                 i, i, i);
+        a[i] = (struct par){.sb = shared, .script = scripts[i], .timeout_ms = 30000};
+        assert_int_equal(pthread_create(&t[i], NULL, par_main, &a[i]), 0);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(a[i].rc, 0);
+        assert_exited(&a[i].r, 0);
+        char want[32];
+        snprintf(want, sizeof(want), "cmd-%d\n", i);
+        assert_string_equal(out(&a[i].r), want);
+        clr_exec_result_clear(&a[i].r);
+    }
+    /* Overlap, measured inside the sandbox: the latest start is before the earliest end. */
+    clr_exec_result r;
+    sh(&r, shared,
+       "s=$(cat /tmp/start.* | sort -n | tail -1); e=$(cat /tmp/end.* | sort -n | head -1); "
+       "[ \"$s\" -lt \"$e\" ] && echo overlap; rm -f /tmp/start.* /tmp/end.*",
+       20000);
+    assert_string_equal(out(&r), "overlap\n");
+    clr_exec_result_clear(&r);
+}
+
+/* A command flooding output does not hold up another on the same channel. */
+static void test_channel_flood_does_not_stall_others(void **state)
+{
+    (void)state;
+    if (!use_channel)
+        skip();
+    struct par flood = {.sb = shared, .script = "timeout 4 yes flood-flood-flood; exit 0",
+                        .timeout_ms = 30000, .stdout_cap = 1 << 20};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, par_main, &flood), 0);
+    usleep(500000);
+    clr_exec_result r;
+    sh(&r, shared, "echo quick", 20000);
+    uint64_t quick_done = now_ms();
+    assert_string_equal(out(&r), "quick\n");
+    clr_exec_result_clear(&r);
+    pthread_join(t, NULL);
+    assert_int_equal(flood.rc, 0);
+    assert_true(flood.r.stdout_truncated);
+    assert_int_equal(flood.r.out.len, 1 << 20);
+    /* the quick command finished while the flood still ran */
+    assert_true(quick_done < flood.done_ms);
+    clr_exec_result_clear(&flood.r);
+}
+
+struct replay_seen {
+    pthread_mutex_t lock;
+    uint32_t id;
+    char out[64];
+    int status;
+    size_t nchannels;
+    bool listed;
+};
+
+static int replay_on_result(void *ctx, clr_channel *ch, uint32_t id, const clr_exec_result *r)
+{
+    (void)ch;
+    struct replay_seen *s = ctx;
+    pthread_mutex_lock(&s->lock);
+    s->id = id;
+    s->status = r->status;
+    snprintf(s->out, sizeof(s->out), "%.*s", (int)r->out.len,
+             r->out.data ? (const char *)r->out.data : "");
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+static void replay_on_channels(void *ctx, clr_channel *ch, const uint32_t *ids, size_t n)
+{
+    (void)ch;
+    struct replay_seen *s = ctx;
+    pthread_mutex_lock(&s->lock);
+    s->nchannels = n;
+    for (size_t i = 0; i < n; i++)
+        s->listed |= ids[i] == s->id || s->id == 0;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* A host that loses its connection (a daemon restart) attaches again and gets the result of a
+ * command that finished while it was away; once acknowledged, the agent forgets it. */
+static void test_channel_result_survives_reattach(void **state)
+{
+    (void)state;
+    if (!use_channel)
+        skip();
+    clr_sandbox_options so = CLR_SANDBOX_OPTIONS_INIT;
+    clr_sandbox *sb = make_sandbox(&so);
+    clr_error err = CLR_ERROR_INIT;
+    clr_channel *ch = NULL;
+    assert_int_equal(clr_channel_open(&ch, eng, sb, NULL, &err), 0);
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    o.shell = "sleep 1; echo finished-while-away";
+    o.limits.timeout_ms = 20000;
+    o.channel = ch;
+    clr_exec *h = NULL;
+    assert_int_equal(clr_exec_start(&h, eng, sb, &o, &err), 0);
+    uint32_t id = clr_exec_channel_id(h);
+    assert_true(id != 0);
+    clr_channel_close(ch); /* the host goes away; the command goes on */
+    clr_exec_result r;
+    assert_int_equal(clr_exec_wait(h, &r, &err), 0);
+    assert_int_equal(r.status, CLR_EXEC_SANDBOX_FAILED); /* this host lost it */
+    clr_exec_result_clear(&r);
+    clr_exec_free(h);
+    sleep(2);
+
+    struct replay_seen seen = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    clr_channel_hooks hooks = {.ctx = &seen, .on_result = replay_on_result,
+                               .on_channels = replay_on_channels};
+    assert_int_equal(clr_channel_open(&ch, eng, sb, &hooks, &err), 0);
+    pthread_mutex_lock(&seen.lock);
+    assert_int_equal(seen.id, id);
+    assert_int_equal(seen.status, CLR_EXEC_EXITED);
+    assert_string_equal(seen.out, "finished-while-away\n");
+    assert_int_equal(seen.nchannels, 1);
+    assert_true(seen.listed);
+    pthread_mutex_unlock(&seen.lock);
+    clr_channel_close(ch);
+
+    /* Acknowledged: a third host is told of nothing. */
+    struct replay_seen again = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    hooks.ctx = &again;
+    assert_int_equal(clr_channel_open(&ch, eng, sb, &hooks, &err), 0);
+    pthread_mutex_lock(&again.lock);
+    assert_int_equal(again.id, 0);
+    assert_int_equal(again.nchannels, 0);
+    pthread_mutex_unlock(&again.lock);
+    clr_channel_close(ch);
+    destroy(sb);
+}
+
+/* A sandbox whose agent does not serve the channel: opening it fails fast and clearly. */
+static void test_channel_refused_by_old_agent(void **state)
+{
+    (void)state;
+    if (!use_channel)
+        skip();
+    const char *fake = getenv("CLEARING_FAKE_AGENT");
+    if (!fake)
+        fail_msg("CLEARING_FAKE_AGENT is not set");
+    const char *env[] = {"FAKE_AGENT_MODE=silent", NULL};
+    clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
+    o.agent_path = fake;
+    o.env = env;
+    clr_sandbox *sb = make_sandbox(&o);
+    clr_error err = CLR_ERROR_INIT;
+    clr_channel *ch = NULL;
+    assert_int_equal(clr_channel_open(&ch, eng, sb, NULL, &err), -1);
+    assert_int_equal(err.code, CLR_E_UNAVAILABLE);
+    assert_non_null(strstr(err.message, "live channel"));
+    destroy(sb);
+}
+
+int main(int argc, char **argv)
 {
     if (geteuid() != 0) {
         fprintf(stderr, "integration tests need root (workspaces are tmpfs mounts)\n");
         return 77;
     }
+    use_channel = argc > 1 && strcmp(argv[1], "--channel") == 0;
+    if (getenv("TEST_FILTER"))
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_runs_under_gvisor),
         cmocka_unit_test(test_no_network_but_loopback),
@@ -793,6 +1059,10 @@ int main(void)
         cmocka_unit_test(test_destroy_leaves_nothing),
         cmocka_unit_test(test_destroy_paused_sandbox),
         cmocka_unit_test(test_gc_removes_expired_and_orphans),
+        cmocka_unit_test(test_channel_concurrent_commands),
+        cmocka_unit_test(test_channel_flood_does_not_stall_others),
+        cmocka_unit_test(test_channel_result_survives_reattach),
+        cmocka_unit_test(test_channel_refused_by_old_agent),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1,0 +1,460 @@
+/* The live channel: PID 1 serves commands over the container's attached stdio.
+ *
+ * The host attaches to the container (Docker's attach API) and writes agent frames to its
+ * stdin; each frame's channel names one command. An EXEC on a new channel forks a supervisor
+ * (the same agent_supervise() that `clearing-agent exec` runs) connected to PID 1 by a socket
+ * pair; PID 1 relays the host's frames for that channel to it and its frames back to the host
+ * with the channel rewritten. Many commands run at once; a command's output is bounded by its
+ * supervisor's caps, and PID 1 stops reading the supervisors while the host is slow, so one
+ * flood cannot grow PID 1 without bound.
+ *
+ * Every frame sent for a channel is also kept until the host acknowledges the channel's result
+ * (ACK): a host that lost its attach connection (the daemon restarted) sends HELLO on channel
+ * 0 and gets every kept frame again, then a CHANNELS frame listing the channels PID 1 knows.
+ * Nothing a command does reaches this process: commands run as the sandbox user, in sessions of
+ * their own, with none of these descriptors.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+#define MAX_CHANNELS 512
+#define OUTQ_HIGH (1u << 20)       /* stop reading supervisors above this much unsent output */
+#define INQ_HIGH (4u << 20)        /* stop reading the host above this much unsent input */
+#define KEPT_MAX (32u << 20)       /* frames kept for replay, all channels together */
+
+struct bytes {
+    uint8_t *data;
+    size_t len, off;
+};
+
+struct chan {
+    uint32_t id;
+    pid_t pid;          /* the supervisor; 0 once reaped */
+    int sock;           /* -1 once the supervisor closed it */
+    struct clr_frame_reader rd;
+    uint8_t *rbuf;
+    struct bytes inq;   /* frames for the supervisor */
+    struct bytes kept;  /* frames sent to the host, for replay until ACK */
+    bool lossy;         /* output was dropped from kept (KEPT_MAX) */
+    bool result_sent;
+    bool acked;         /* freed at the end of the loop's pass, never while it is in use */
+    struct chan *next;
+};
+
+struct live {
+    struct chan *chans;
+    size_t nchans;
+    struct bytes outq;  /* frames for the host */
+    size_t kept_total;
+    bool host_eof;
+    bool host_out_ok;
+    struct clr_frame_reader rd;
+    uint8_t *rbuf;
+};
+
+static int bytes_add(struct bytes *b, const void *data, size_t len)
+{
+    if (b->off && b->off == b->len)
+        b->off = b->len = 0;
+    uint8_t *n = realloc(b->data, b->len + len);
+    if (!n)
+        return -1;
+    memcpy(n + b->len, data, len);
+    b->data = n;
+    b->len += len;
+    return 0;
+}
+
+static size_t bytes_pending(const struct bytes *b)
+{
+    return b->len - b->off;
+}
+
+static void bytes_free(struct bytes *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof(*b));
+}
+
+/* Writes what the descriptor takes now; -1 when it is gone. */
+static int bytes_flush(struct bytes *b, int fd)
+{
+    while (bytes_pending(b) > 0) {
+        ssize_t n = write(fd, b->data + b->off, bytes_pending(b));
+        if (n < 0)
+            return errno == EAGAIN || errno == EINTR ? 0 : -1;
+        b->off += (size_t)n;
+    }
+    b->off = b->len = 0;
+    return 0;
+}
+
+static int frame_add(struct bytes *b, uint32_t channel, uint8_t type, const void *payload,
+                     uint32_t len)
+{
+    uint8_t hdr[CLR_PROTO_HEADER_SIZE];
+    clr_frame_header(hdr, channel, type, len);
+    if (bytes_add(b, hdr, sizeof(hdr)) < 0)
+        return -1;
+    return len ? bytes_add(b, payload, len) : 0;
+}
+
+static struct chan *chan_find(struct live *l, uint32_t id)
+{
+    for (struct chan *c = l->chans; c; c = c->next) {
+        if (c->id == id)
+            return c;
+    }
+    return NULL;
+}
+
+static void chan_free(struct live *l, struct chan *c)
+{
+    struct chan **pp = &l->chans;
+    while (*pp && *pp != c)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = c->next;
+    if (c->sock >= 0)
+        close(c->sock);
+    l->kept_total -= c->kept.len;
+    bytes_free(&c->inq);
+    bytes_free(&c->kept);
+    free(c->rbuf);
+    free(c);
+    l->nchans--;
+}
+
+/* A frame for the host on channel c: sent, and kept for replay. */
+static void to_host(struct live *l, struct chan *c, uint8_t type, const void *payload,
+                    uint32_t len)
+{
+    frame_add(&l->outq, c->id, type, payload, len);
+    bool output = type == CLR_FRAME_STDOUT || type == CLR_FRAME_STDERR;
+    if (output && (c->lossy || l->kept_total + len > KEPT_MAX)) {
+        c->lossy = true;
+        return;
+    }
+    size_t before = c->kept.len;
+    frame_add(&c->kept, c->id, type, payload, len);
+    l->kept_total += c->kept.len - before;
+}
+
+/* A result the supervisor could not send itself. */
+static void synth_result(struct live *l, struct chan *c, uint64_t status, const char *message)
+{
+    struct clr_tlv_builder *b = malloc(sizeof(*b));
+    if (!b)
+        return;
+    clr_tlv_init(b);
+    clr_tlv_put_u64(b, CLR_RES_STATUS, status);
+    clr_tlv_put_str(b, CLR_RES_MESSAGE, message);
+    to_host(l, c, CLR_FRAME_RESULT, b->buf, (uint32_t)b->len);
+    c->result_sent = true;
+    free(b);
+}
+
+struct relay {
+    struct live *l;
+    struct chan *c;
+};
+
+static int relay_frame(void *p, const struct clr_frame *f)
+{
+    struct relay *r = p;
+    if (r->c->result_sent)
+        return -1; /* nothing may follow a result */
+    if (f->type != CLR_FRAME_STDOUT && f->type != CLR_FRAME_STDERR && f->type != CLR_FRAME_RESULT)
+        return -1;
+    to_host(r->l, r->c, f->type, f->payload, f->length);
+    if (f->type == CLR_FRAME_RESULT)
+        r->c->result_sent = true;
+    return 0;
+}
+
+static void read_supervisor(struct live *l, struct chan *c)
+{
+    uint8_t buf[16384];
+    ssize_t n = read(c->sock, buf, sizeof(buf));
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n > 0) {
+        struct relay r = {l, c};
+        if (clr_frame_reader_feed(&c->rd, buf, (size_t)n, relay_frame, &r) == 0)
+            return;
+        /* Our own supervisor broke the protocol: end it. */
+        if (c->pid > 0)
+            kill(c->pid, SIGKILL);
+    }
+    close(c->sock);
+    c->sock = -1;
+    bytes_free(&c->inq);
+    if (!c->result_sent)
+        synth_result(l, c, CLR_WIRE_SIGNALED, "the command's supervisor ended without a result");
+}
+
+static void supervisor_child(struct live *l, int sock)
+{
+    (void)l;
+    sigset_t none;
+    sigemptyset(&none);
+    for (int sig = 1; sig < NSIG; sig++)
+        signal(sig, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* Nothing of PID 1 stays open here: not the host's stdio, not other commands' sockets. */
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+    }
+    for (int fd = 3; fd < 1024; fd++) {
+        if (fd != sock)
+            close(fd);
+    }
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    _exit(agent_supervise(sock, sock) == 0 ? 0 : 1);
+}
+
+static void start_channel(struct live *l, const struct clr_frame *f)
+{
+    struct chan *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->id = f->channel;
+    c->sock = -1;
+    c->next = l->chans;
+    l->chans = c;
+    l->nchans++;
+    c->rbuf = malloc(CLR_PROTO_MAX_PAYLOAD);
+    int sv[2] = {-1, -1};
+    if (!c->rbuf || l->nchans > MAX_CHANNELS ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        synth_result(l, c, CLR_WIRE_START_FAILED,
+                     l->nchans > MAX_CHANNELS ? "too many commands at once in this sandbox"
+                                              : "the agent is out of resources");
+        return;
+    }
+    clr_frame_reader_init(&c->rd, c->rbuf);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sv[0]);
+        supervisor_child(l, sv[1]);
+    }
+    close(sv[1]);
+    if (pid < 0) {
+        close(sv[0]);
+        synth_result(l, c, CLR_WIRE_START_FAILED, "the agent cannot fork a supervisor");
+        return;
+    }
+    c->pid = pid;
+    c->sock = sv[0];
+    fcntl(c->sock, F_SETFL, fcntl(c->sock, F_GETFL) | O_NONBLOCK);
+    frame_add(&c->inq, 1, f->type, f->payload, f->length);
+}
+
+static void replay(struct live *l)
+{
+    /* Oldest first: the list is newest first. */
+    /* Acknowledged channels are forgotten, even if not freed yet (an ACK and a HELLO can arrive
+     * in one read). */
+    size_t n = 0;
+    for (struct chan *c = l->chans; c; c = c->next)
+        n += !c->acked;
+    struct chan **v = calloc(n ? n : 1, sizeof(*v));
+    if (!v)
+        return;
+    size_t i = n;
+    for (struct chan *c = l->chans; c; c = c->next) {
+        if (!c->acked)
+            v[--i] = c;
+    }
+    uint8_t ids[CLR_PROTO_MAX_PAYLOAD];
+    size_t nid = 0;
+    for (i = 0; i < n; i++) {
+        bytes_add(&l->outq, v[i]->kept.data, v[i]->kept.len);
+        if ((nid + 1) * 4 <= sizeof(ids)) {
+            ids[nid * 4] = (uint8_t)(v[i]->id >> 24);
+            ids[nid * 4 + 1] = (uint8_t)(v[i]->id >> 16);
+            ids[nid * 4 + 2] = (uint8_t)(v[i]->id >> 8);
+            ids[nid * 4 + 3] = (uint8_t)v[i]->id;
+            nid++;
+        }
+    }
+    frame_add(&l->outq, 0, CLR_FRAME_CHANNELS, ids, (uint32_t)(nid * 4));
+    free(v);
+}
+
+static int on_host_frame(void *p, const struct clr_frame *f)
+{
+    struct live *l = p;
+    if (f->channel == 0) {
+        if (f->type == CLR_FRAME_HELLO) {
+            l->host_out_ok = true; /* a host attached again: try its stdout again */
+            replay(l);
+        }
+        return 0;
+    }
+    struct chan *c = chan_find(l, f->channel);
+    switch (f->type) {
+    case CLR_FRAME_EXEC:
+        if (!c)
+            start_channel(l, f);
+        return 0;
+    case CLR_FRAME_ACK:
+        if (c && c->result_sent)
+            c->acked = true;
+        return 0;
+    case CLR_FRAME_STDIN:
+    case CLR_FRAME_STDIN_EOF:
+    case CLR_FRAME_KILL:
+    case CLR_FRAME_SIGNAL:
+        if (c && c->sock >= 0)
+            frame_add(&c->inq, 1, f->type, f->payload, f->length);
+        return 0;
+    default:
+        return 0; /* frames only the agent sends: ignored */
+    }
+}
+
+static void read_host(struct live *l)
+{
+    uint8_t buf[65536];
+    ssize_t n = read(0, buf, sizeof(buf));
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        l->host_eof = true;
+        return;
+    }
+    if (clr_frame_reader_feed(&l->rd, buf, (size_t)n, on_host_frame, l) != 0) {
+        /* Only the host writes here; a malformed stream means it is not speaking to us. */
+        fprintf(stderr, "clearing-agent: malformed frame from the host; channel closed\n");
+        l->host_eof = true;
+    }
+}
+
+static void reap(struct live *l)
+{
+    pid_t pid;
+    while ((pid = waitpid(-1, NULL, WNOHANG)) > 0) {
+        for (struct chan *c = l->chans; c; c = c->next) {
+            if (c->pid == pid)
+                c->pid = 0;
+        }
+    }
+}
+
+int agent_serve(void)
+{
+    sigset_t set;
+    sigfillset(&set);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    sigset_t want;
+    sigemptyset(&want);
+    sigaddset(&want, SIGCHLD);
+    sigaddset(&want, SIGTERM);
+    sigaddset(&want, SIGINT);
+    sigaddset(&want, SIGHUP);
+    int sfd = signalfd(-1, &want, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0)
+        return 1;
+    struct live l;
+    memset(&l, 0, sizeof(l));
+    l.rbuf = malloc(CLR_PROTO_MAX_PAYLOAD);
+    if (!l.rbuf)
+        return 1;
+    clr_frame_reader_init(&l.rd, l.rbuf);
+    fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+    fcntl(1, F_SETFL, fcntl(1, F_GETFL) | O_NONBLOCK);
+    l.host_out_ok = true;
+
+    for (;;) {
+        size_t n = 3 + l.nchans;
+        struct pollfd *p = calloc(n, sizeof(*p));
+        struct chan **who = calloc(n, sizeof(*who));
+        if (!p || !who) {
+            free(p);
+            free(who);
+            poll(NULL, 0, 100);
+            continue;
+        }
+        size_t np = 0;
+        p[np++] = (struct pollfd){.fd = sfd, .events = POLLIN};
+        size_t inq_total = 0;
+        for (struct chan *c = l.chans; c; c = c->next)
+            inq_total += bytes_pending(&c->inq);
+        bool host_in = !l.host_eof && inq_total < INQ_HIGH;
+        p[np++] = (struct pollfd){
+            .fd = host_in || (l.host_out_ok && bytes_pending(&l.outq)) ? 0 : -1,
+            .events = (short)(host_in ? POLLIN : 0)};
+        /* fd 0 and fd 1 may be one descriptor or two; poll fd 1 separately for output. */
+        size_t i_out = np;
+        p[np++] = (struct pollfd){.fd = l.host_out_ok && bytes_pending(&l.outq) ? 1 : -1,
+                                  .events = POLLOUT};
+        bool room = bytes_pending(&l.outq) < OUTQ_HIGH;
+        for (struct chan *c = l.chans; c; c = c->next) {
+            if (c->sock < 0 || np >= n)
+                continue;
+            short ev = (short)((room ? POLLIN : 0) | (bytes_pending(&c->inq) ? POLLOUT : 0));
+            if (!ev)
+                continue;
+            who[np] = c;
+            p[np++] = (struct pollfd){.fd = c->sock, .events = ev};
+        }
+        int r = poll(p, (nfds_t)np, -1);
+        if (r < 0 && errno != EINTR) {
+            free(p);
+            free(who);
+            continue;
+        }
+        if (p[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+                if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT ||
+                    si.ssi_signo == SIGHUP) {
+                    kill(-1, SIGKILL);
+                    return 0;
+                }
+            }
+            reap(&l);
+        }
+        if (p[1].fd == 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)))
+            read_host(&l);
+        for (size_t i = i_out + 1; i < np; i++) {
+            struct chan *c = who[i];
+            if (!c || c->sock < 0)
+                continue;
+            if (p[i].revents & POLLOUT) {
+                if (bytes_flush(&c->inq, c->sock) < 0)
+                    bytes_free(&c->inq);
+            }
+            if (p[i].revents & (POLLIN | POLLHUP | POLLERR))
+                read_supervisor(&l, c);
+        }
+        free(p);
+        free(who);
+        for (struct chan *c = l.chans, *next; c; c = next) {
+            next = c->next;
+            if (c->acked)
+                chan_free(&l, c);
+        }
+        if (l.host_out_ok && bytes_flush(&l.outq, 1) < 0) {
+            /* Nobody reads our stdout any more: keep frames for a replay, drop the queue. */
+            l.host_out_ok = false;
+        }
+        if (!l.host_out_ok)
+            l.outq.off = l.outq.len = 0;
+    }
+}

@@ -1,0 +1,483 @@
+/* The live channel to a sandbox's agent: one attach connection, many commands.
+ *
+ * clr_channel_open() attaches to the container's stdio and says HELLO; the agent (PID 1)
+ * answers with CHANNELS, which proves it serves the channel (a sandbox whose agent does not is
+ * left to `docker exec`). A reader thread demultiplexes the engine's stream and the agent's
+ * frames and queues each frame on the slot of its channel; the thread that waits for a command
+ * takes its frames from there (exec.c), so a slow consumer of one command never holds up the
+ * reader or any other command. Frames for channels nobody waits for (results replayed after a
+ * daemon restart) go to the hooks.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "internal.h"
+#include "proto.h"
+
+#define HELLO_TIMEOUT_MS 3000
+#define CLR_CHANNEL_REPLAY_CAP (1u << 20) /* output kept of a replayed command, per stream */
+#define AGENT_LOG_MAX 2048
+
+struct qframe {
+    struct qframe *next;
+    uint8_t type;
+    uint32_t len;
+    uint8_t data[];
+};
+
+struct clr_channel_slot {
+    uint32_t id;
+    pthread_cond_t cond;
+    struct qframe *head, *tail;
+    struct clr_channel_slot *next;
+};
+
+/* Frames of a channel nobody waits for: collected until its result. */
+struct unclaimed {
+    uint32_t id;
+    clr_exec_result res;
+    uint64_t out_cap, err_cap;
+    struct unclaimed *next;
+};
+
+struct clr_channel {
+    clr_engine_stream *stream;
+    char sandbox_id[CLR_SANDBOX_ID_MAX + 1];
+    pthread_t reader;
+    bool reader_started;
+    atomic_int refs;
+    atomic_bool closing;
+
+    pthread_mutex_t lock; /* everything below */
+    pthread_cond_t hello_cond;
+    bool hello_answered;
+    bool dead;
+    bool protocol_error;
+    char why[256];
+    struct clr_channel_slot *slots;
+    struct unclaimed *unclaimed;
+    clr_channel_hooks hooks;
+
+    /* reader thread only */
+    clr_demux demux;
+    struct clr_frame_reader frames;
+    uint8_t *frame_buf;
+    char agent_log[AGENT_LOG_MAX];
+    size_t agent_log_len;
+};
+
+static void channel_dead_locked(clr_channel *ch, bool protocol, const char *why)
+{
+    if (ch->dead)
+        return;
+    ch->dead = true;
+    ch->protocol_error = protocol;
+    snprintf(ch->why, sizeof(ch->why), "%s", why);
+    for (struct clr_channel_slot *s = ch->slots; s; s = s->next)
+        pthread_cond_broadcast(&s->cond);
+    pthread_cond_broadcast(&ch->hello_cond);
+}
+
+static struct clr_channel_slot *slot_find_locked(clr_channel *ch, uint32_t id)
+{
+    for (struct clr_channel_slot *s = ch->slots; s; s = s->next) {
+        if (s->id == id)
+            return s;
+    }
+    return NULL;
+}
+
+static int append_capped(clr_buffer *b, const uint8_t *data, size_t len, uint64_t cap)
+{
+    if (b->len + len > cap)
+        len = cap > b->len ? (size_t)(cap - b->len) : 0;
+    if (!len)
+        return 0;
+    uint8_t *n = realloc(b->data, b->len + len + 1);
+    if (!n)
+        return -1;
+    memcpy(n + b->len, data, len);
+    b->len += len;
+    n[b->len] = '\0';
+    b->data = n;
+    return 0;
+}
+
+/* A replayed channel nobody waits for: collect it, hand the result to the hook. */
+static void unclaimed_frame_locked(clr_channel *ch, const struct clr_frame *f)
+{
+    struct unclaimed *u = ch->unclaimed;
+    while (u && u->id != f->channel)
+        u = u->next;
+    if (!u) {
+        if (!ch->hooks.on_result)
+            return;
+        u = calloc(1, sizeof(*u));
+        if (!u)
+            return;
+        u->id = f->channel;
+        u->out_cap = u->err_cap = CLR_CHANNEL_REPLAY_CAP;
+        u->next = ch->unclaimed;
+        ch->unclaimed = u;
+    }
+    if (f->type == CLR_FRAME_STDOUT)
+        append_capped(&u->res.out, f->payload, f->length, u->out_cap);
+    else if (f->type == CLR_FRAME_STDERR)
+        append_capped(&u->res.err, f->payload, f->length, u->err_cap);
+    if (f->type != CLR_FRAME_RESULT)
+        return;
+    clr_error err = CLR_ERROR_INIT;
+    struct unclaimed **pp = &ch->unclaimed;
+    while (*pp != u)
+        pp = &(*pp)->next;
+    *pp = u->next;
+    if (clr_exec_result_decode(&u->res, f->payload, f->length, &err) == 0 &&
+        ch->hooks.on_result && ch->hooks.on_result(ch->hooks.ctx, ch, u->id, &u->res) == 0)
+        clr_channel_ack(ch, u->id);
+    clr_exec_result_clear(&u->res);
+    free(u);
+}
+
+static int on_agent_frame(void *p, const struct clr_frame *f)
+{
+    clr_channel *ch = p;
+    pthread_mutex_lock(&ch->lock);
+    if (f->channel == 0) {
+        if (f->type == CLR_FRAME_CHANNELS) {
+            ch->hello_answered = true;
+            pthread_cond_broadcast(&ch->hello_cond);
+            if (ch->hooks.on_channels) {
+                size_t n = f->length / 4;
+                uint32_t *ids = calloc(n ? n : 1, sizeof(*ids));
+                for (size_t i = 0; ids && i < n; i++)
+                    ids[i] = (uint32_t)f->payload[4 * i] << 24 |
+                             (uint32_t)f->payload[4 * i + 1] << 16 |
+                             (uint32_t)f->payload[4 * i + 2] << 8 | f->payload[4 * i + 3];
+                if (ids)
+                    ch->hooks.on_channels(ch->hooks.ctx, ch, ids, n);
+                free(ids);
+            }
+        }
+        pthread_mutex_unlock(&ch->lock);
+        return 0;
+    }
+    if (f->type != CLR_FRAME_STDOUT && f->type != CLR_FRAME_STDERR &&
+        f->type != CLR_FRAME_RESULT) {
+        pthread_mutex_unlock(&ch->lock);
+        return -1;
+    }
+    struct clr_channel_slot *s = slot_find_locked(ch, f->channel);
+    if (!s) {
+        unclaimed_frame_locked(ch, f);
+        pthread_mutex_unlock(&ch->lock);
+        return 0;
+    }
+    struct qframe *q = malloc(sizeof(*q) + f->length);
+    if (!q) {
+        channel_dead_locked(ch, false, "out of memory");
+        pthread_mutex_unlock(&ch->lock);
+        return -1;
+    }
+    q->next = NULL;
+    q->type = f->type;
+    q->len = f->length;
+    memcpy(q->data, f->payload, f->length);
+    if (s->tail)
+        s->tail->next = q;
+    else
+        s->head = q;
+    s->tail = q;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&ch->lock);
+    return 0;
+}
+
+static int on_engine_stream(void *p, int stream, const uint8_t *data, size_t len)
+{
+    clr_channel *ch = p;
+    if (stream == 1)
+        return clr_frame_reader_feed(&ch->frames, data, len, on_agent_frame, ch) ? -1 : 0;
+    /* PID 1's own diagnostics: logged a line at a time. */
+    for (size_t i = 0; i < len; i++) {
+        if (data[i] == '\n' || ch->agent_log_len == AGENT_LOG_MAX - 1) {
+            ch->agent_log[ch->agent_log_len] = '\0';
+            clr_log(CLR_LOG_WARN, "agent.stderr", "id", ch->sandbox_id, "text", ch->agent_log,
+                    NULL);
+            ch->agent_log_len = 0;
+            if (data[i] == '\n')
+                continue;
+        }
+        ch->agent_log[ch->agent_log_len++] = (char)data[i];
+    }
+    return 0;
+}
+
+static void *reader_main(void *p)
+{
+    clr_channel *ch = p;
+    uint8_t *buf = malloc(65536);
+    const char *why = "out of memory";
+    bool protocol = false;
+    while (buf) {
+        clr_error err = CLR_ERROR_INIT;
+        ssize_t n = clr_engine_stream_read(ch->stream, buf, 65536, 1000, &err);
+        if (n == -2) {
+            if (atomic_load(&ch->closing))
+                break; /* the engine did not end the stream after our half-close */
+            continue;
+        }
+        if (n <= 0) {
+            why = n == 0 ? "the sandbox's attach stream ended" : "reading the attach stream failed";
+            break;
+        }
+        if (clr_demux_feed(&ch->demux, buf, (size_t)n, on_engine_stream, ch) != 0) {
+            why = "malformed frame from the sandbox's agent";
+            protocol = true;
+            break;
+        }
+    }
+    if (atomic_load(&ch->closing))
+        why = "the channel was closed";
+    free(buf);
+    pthread_mutex_lock(&ch->lock);
+    channel_dead_locked(ch, protocol, why);
+    pthread_mutex_unlock(&ch->lock);
+    return NULL;
+}
+
+int clr_channel_send(clr_channel *ch, uint32_t id, uint8_t type, const void *data, size_t len,
+                     clr_error *err)
+{
+    if (len > CLR_PROTO_MAX_PAYLOAD)
+        return clr_error_set(err, CLR_E_INTERNAL, E2BIG, "frame too large");
+    /* Header and payload in one write: the stream's write lock keeps frames whole. */
+    uint8_t stackbuf[CLR_PROTO_HEADER_SIZE + 4096];
+    uint8_t *buf = len <= 4096 ? stackbuf : malloc(CLR_PROTO_HEADER_SIZE + len);
+    if (!buf)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    clr_frame_header(buf, id, type, (uint32_t)len);
+    if (len)
+        memcpy(buf + CLR_PROTO_HEADER_SIZE, data, len);
+    int rc = clr_engine_stream_write(ch->stream, buf, CLR_PROTO_HEADER_SIZE + len, err);
+    if (buf != stackbuf)
+        free(buf);
+    return rc;
+}
+
+void clr_channel_ack(clr_channel *ch, uint32_t id)
+{
+    clr_error err = CLR_ERROR_INIT;
+    clr_channel_send(ch, id, CLR_FRAME_ACK, NULL, 0, &err);
+}
+
+static void channel_free(clr_channel *ch)
+{
+    clr_engine_stream_free(ch->stream);
+    while (ch->unclaimed) {
+        struct unclaimed *u = ch->unclaimed;
+        ch->unclaimed = u->next;
+        clr_exec_result_clear(&u->res);
+        free(u);
+    }
+    free(ch->frame_buf);
+    pthread_mutex_destroy(&ch->lock);
+    pthread_cond_destroy(&ch->hello_cond);
+    free(ch);
+}
+
+int clr_channel_open(clr_channel **out, clr_engine *eng, const clr_sandbox *sb,
+                     const clr_channel_hooks *hooks, clr_error *err)
+{
+    const clr_sandbox_info *info = clr_sandbox_get_info(sb);
+    clr_channel *ch = calloc(1, sizeof(*ch));
+    if (!ch)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    ch->frame_buf = malloc(CLR_PROTO_MAX_PAYLOAD);
+    pthread_mutex_init(&ch->lock, NULL);
+    pthread_cond_init(&ch->hello_cond, NULL);
+    atomic_init(&ch->refs, 1);
+    snprintf(ch->sandbox_id, sizeof(ch->sandbox_id), "%s", info->id);
+    if (hooks)
+        ch->hooks = *hooks;
+    if (!ch->frame_buf) {
+        channel_free(ch);
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    clr_demux_init(&ch->demux);
+    clr_frame_reader_init(&ch->frames, ch->frame_buf);
+    char path[256];
+    snprintf(path, sizeof(path), "/containers/%s/attach?stream=1&stdin=1&stdout=1&stderr=1",
+             info->container_id);
+    if (clr_engine_hijack(&ch->stream, eng, path, NULL, err) < 0) {
+        channel_free(ch);
+        return -1;
+    }
+    if (pthread_create(&ch->reader, NULL, reader_main, ch) != 0) {
+        channel_free(ch);
+        return clr_error_set(err, CLR_E_INTERNAL, errno, "cannot start the channel's reader");
+    }
+    ch->reader_started = true;
+    /* HELLO: an agent that serves the channel answers with CHANNELS (and replays). */
+    if (clr_channel_send(ch, 0, CLR_FRAME_HELLO, NULL, 0, err) < 0) {
+        clr_channel_close(ch);
+        return -1;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += HELLO_TIMEOUT_MS / 1000;
+    pthread_mutex_lock(&ch->lock);
+    while (!ch->hello_answered && !ch->dead) {
+        if (pthread_cond_timedwait(&ch->hello_cond, &ch->lock, &ts) == ETIMEDOUT)
+            break;
+    }
+    bool ok = ch->hello_answered && !ch->dead;
+    pthread_mutex_unlock(&ch->lock);
+    if (!ok) {
+        clr_channel_close(ch);
+        return clr_error_set(err, CLR_E_UNAVAILABLE, 0,
+                             "the agent of sandbox %s does not serve a live channel", info->id);
+    }
+    *out = ch;
+    return 0;
+}
+
+void clr_channel_ref(clr_channel *ch)
+{
+    atomic_fetch_add(&ch->refs, 1);
+}
+
+void clr_channel_unref(clr_channel *ch)
+{
+    if (ch && atomic_fetch_sub(&ch->refs, 1) == 1)
+        channel_free(ch);
+}
+
+void clr_channel_close(clr_channel *ch)
+{
+    if (!ch)
+        return;
+    if (!atomic_exchange(&ch->closing, true) && ch->reader_started) {
+        /* Half-close: the engine hands the agent everything written so far (ACKs included) and
+         * then ends the stream, which ends the reader (within a millisecond here). */
+        clr_engine_stream_shutdown(ch->stream, true);
+        pthread_join(ch->reader, NULL);
+        clr_engine_stream_shutdown(ch->stream, false);
+    }
+    clr_channel_unref(ch);
+}
+
+bool clr_channel_alive(clr_channel *ch)
+{
+    pthread_mutex_lock(&ch->lock);
+    bool alive = !ch->dead;
+    pthread_mutex_unlock(&ch->lock);
+    return alive;
+}
+
+/* ---- slots: used by exec.c ---- */
+
+struct clr_channel_slot *clr_channel_slot_new(clr_channel *ch, uint32_t want, clr_error *err)
+{
+    struct clr_channel_slot *s = calloc(1, sizeof(*s));
+    if (!s) {
+        clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+        return NULL;
+    }
+    pthread_cond_init(&s->cond, NULL);
+    pthread_mutex_lock(&ch->lock);
+    if (ch->dead) {
+        pthread_mutex_unlock(&ch->lock);
+        pthread_cond_destroy(&s->cond);
+        free(s);
+        clr_error_set(err, CLR_E_UNAVAILABLE, 0, "the live channel is closed: %s", ch->why);
+        return NULL;
+    }
+    if (want && slot_find_locked(ch, want)) {
+        pthread_mutex_unlock(&ch->lock);
+        pthread_cond_destroy(&s->cond);
+        free(s);
+        clr_error_set(err, CLR_E_CONFLICT, 0, "channel id %u is in use", want);
+        return NULL;
+    }
+    s->id = want;
+    /* A random id: channels the agent still keeps from before a daemon restart never clash. */
+    while (s->id == 0 || slot_find_locked(ch, s->id)) {
+        if (getrandom(&s->id, sizeof(s->id), 0) != sizeof(s->id))
+            s->id = (uint32_t)rand();
+    }
+    s->next = ch->slots;
+    ch->slots = s;
+    pthread_mutex_unlock(&ch->lock);
+    clr_channel_ref(ch);
+    return s;
+}
+
+uint32_t clr_channel_slot_id(const struct clr_channel_slot *s)
+{
+    return s->id;
+}
+
+void clr_channel_slot_free(clr_channel *ch, struct clr_channel_slot *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&ch->lock);
+    struct clr_channel_slot **pp = &ch->slots;
+    while (*pp && *pp != s)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = s->next;
+    pthread_mutex_unlock(&ch->lock);
+    while (s->head) {
+        struct qframe *q = s->head;
+        s->head = q->next;
+        free(q);
+    }
+    pthread_cond_destroy(&s->cond);
+    free(s);
+    clr_channel_unref(ch);
+}
+
+int clr_channel_slot_take(clr_channel *ch, struct clr_channel_slot *s, int timeout_ms,
+                          uint8_t *type, uint8_t **payload, uint32_t *len, bool *protocol_error)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)timeout_ms * 1000000ull;
+    ts.tv_sec += (time_t)(ns / 1000000000ull);
+    ts.tv_nsec = (long)(ns % 1000000000ull);
+    pthread_mutex_lock(&ch->lock);
+    while (!s->head && !ch->dead) {
+        if (pthread_cond_timedwait(&s->cond, &ch->lock, &ts) == ETIMEDOUT)
+            break;
+    }
+    struct qframe *q = s->head;
+    if (q) {
+        s->head = q->next;
+        if (!s->head)
+            s->tail = NULL;
+    }
+    bool dead = ch->dead;
+    *protocol_error = ch->protocol_error;
+    pthread_mutex_unlock(&ch->lock);
+    if (!q)
+        return dead ? 0 : -2;
+    *type = q->type;
+    *len = q->len;
+    /* The frame is handed over whole: payload points into it; clr_channel_frame_free(). */
+    *payload = q->data;
+    return 1;
+}
+
+void clr_channel_frame_free(uint8_t *payload)
+{
+    if (payload)
+        free(payload - offsetof(struct qframe, data));
+}
