@@ -1379,6 +1379,54 @@ static int patch_text(char **out, git_diff *diff, clr_error *err)
     return 0;
 }
 
+int clr_git_read_file(char **out, size_t *len, char commit_hex[CLR_GIT_OID_HEX_SIZE],
+                      const char *repo_path, const char *rev, const char *path, size_t max,
+                      clr_error *err)
+{
+    *out = NULL;
+    *len = 0;
+    LIBGIT2_SCOPE(err);
+    if (!repo_path || !path)
+        return clr_error_set(err, CLR_E_INVALID, EINVAL, "reading a file needs a repository and a path");
+    _cleanup_git_(git_repository_free) git_repository *repo = NULL;
+    if (open_repo(&repo, repo_path, err) < 0)
+        return -1;
+    _cleanup_git_(git_commit_free) git_commit *commit = NULL;
+    if (resolve_commit(&commit, repo, rev ? rev : "HEAD", repo_path, err) < 0)
+        return -1;
+    git_oid_tostr(commit_hex, CLR_GIT_OID_HEX_SIZE, git_commit_id(commit));
+    _cleanup_git_(git_tree_free) git_tree *tree = NULL;
+    if (git_commit_tree(&tree, commit) < 0)
+        return git_fail(err, CLR_E_INTERNAL, "reading the tree of %s in %s", commit_hex, repo_path);
+    git_tree_entry *entry = NULL;
+    int rc = git_tree_entry_bypath(&entry, tree, path);
+    if (rc == GIT_ENOTFOUND)
+        return 0;
+    if (rc < 0)
+        return git_fail(err, CLR_E_INTERNAL, "looking up %s in %s", path, commit_hex);
+    git_filemode_t mode = git_tree_entry_filemode(entry);
+    git_oid id = *git_tree_entry_id(entry);
+    git_tree_entry_free(entry);
+    if (mode != GIT_FILEMODE_BLOB && mode != GIT_FILEMODE_BLOB_EXECUTABLE)
+        return clr_error_set(err, CLR_E_INVALID, 0, "%s in commit %.12s is not a regular file",
+                             path, commit_hex);
+    _cleanup_git_(git_blob_free) git_blob *blob = NULL;
+    if (git_blob_lookup(&blob, repo, &id) < 0)
+        return git_fail(err, CLR_E_INTERNAL, "reading %s of commit %s", path, commit_hex);
+    git_object_size_t size = git_blob_rawsize(blob);
+    if (size > max)
+        return clr_error_set(err, CLR_E_LIMIT, 0, "%s in commit %.12s is larger than %zu bytes",
+                             path, commit_hex, max);
+    char *buf = malloc((size_t)size + 1);
+    if (!buf)
+        return oom(err);
+    memcpy(buf, git_blob_rawcontent(blob), (size_t)size);
+    buf[size] = '\0';
+    *out = buf;
+    *len = (size_t)size;
+    return 1;
+}
+
 int clr_git_branch_discard(const char *repo_path, const char *branch, const char *commit_hex,
                            clr_error *err)
 {

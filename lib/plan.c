@@ -1,9 +1,10 @@
 /* Plans: parsing and execution (see include/clearing/plan.h).
  *
- * Order of trust: the gauntlet definition is read from the workspace right after the base commit
- * was checked out and before any step ran, so a plan cannot weaken the checks it is judged by by
- * editing .clearing/gauntlet.yaml. Steps that write files go through the files module (confined,
- * no symlink followed); commands run through the agent like any exec. */
+ * Order of trust: the gauntlet definition is read from the base commit in the repository's object
+ * database before the sandbox exists (and the workspace is pinned to that commit), so a plan
+ * cannot weaken the checks it is judged by by editing .clearing/gauntlet.yaml. Steps that write
+ * files go through the files module (confined, no symlink followed); commands run through the
+ * agent like any exec. */
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -432,32 +433,23 @@ static void step_summary(struct run *r)
 }
 
 /* The gauntlet the plan is judged by: the base commit's .clearing/gauntlet.yaml, else the
- * profile. Read before any step ran. */
-static int load_gauntlet(clr_gauntlet **g, int root, const char *profile, clr_error *err)
+ * profile. Read from the repository's object database before the sandbox exists, so a malformed
+ * one creates nothing, and no step can weaken it; base_hex gets the commit it was read from, the
+ * commit the workspace must then hold. */
+static int load_gauntlet(clr_gauntlet **g, char base_hex[CLR_GIT_OID_HEX_SIZE], const char *repo,
+                         const char *base, const char *profile, clr_error *err)
 {
-    clr_error rerr = CLR_ERROR_INIT;
-    /* clr_files_read writes to a descriptor: a temporary file, so a large one cannot block. */
-    int tfd = open("/var/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    uint64_t size = 0;
-    if (tfd >= 0 && clr_files_read(root, ".clearing/gauntlet.yaml", tfd, CLR_GAUNTLET_MAX_BYTES,
-                                   &size, &rerr) == 0) {
-        char *buf = malloc(size + 1);
-        int rc = -1;
-        if (buf && pread(tfd, buf, size, 0) == (ssize_t)size) {
-            buf[size] = '\0';
-            rc = clr_gauntlet_parse(g, buf, size, ".clearing/gauntlet.yaml", err);
-        } else {
-            clr_error_set(err, CLR_E_INTERNAL, EIO, "cannot read .clearing/gauntlet.yaml");
-        }
-        free(buf);
-        close(tfd);
+    char *text = NULL;
+    size_t len = 0;
+    int rc = clr_git_read_file(&text, &len, base_hex, repo, base, ".clearing/gauntlet.yaml",
+                               CLR_GAUNTLET_MAX_BYTES, err);
+    if (rc < 0)
+        return -1;
+    if (rc == 1) {
+        rc = clr_gauntlet_parse(g, text, len, ".clearing/gauntlet.yaml", err);
+        free(text);
         return rc;
     }
-    if (tfd >= 0)
-        close(tfd);
-    if (rerr.code != CLR_E_NOT_FOUND && rerr.code != CLR_E_NONE)
-        return clr_error_set(err, rerr.code, 0, "the repository's .clearing/gauntlet.yaml: %s",
-                             rerr.message);
     if (!profile)
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "the repository has no .clearing/gauntlet.yaml and no profile was "
@@ -480,23 +472,34 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
         return clr_error_set(err, CLR_E_INVALID, 0, "the plan names no repository: give --repo");
     if (!o->audit)
         return clr_error_set(err, CLR_E_INVALID, 0, "plans do not run unaudited");
+    char base_hex[CLR_GIT_OID_HEX_SIZE];
+    clr_gauntlet *g = NULL;
+    if (load_gauntlet(&g, base_hex, repo, plan->base, profile, err) < 0) {
+        json_t *d = json_pack("{s:s}", "error", err->message);
+        clr_audit_append(o->audit, o->actor, NULL, "plan", "refused", d, NULL);
+        json_decref(d);
+        return -1;
+    }
     clr_sandbox_options so = CLR_SANDBOX_OPTIONS_INIT;
     so.limits = plan->limits;
     so.repo_path = repo;
-    so.base_ref = plan->base;
+    so.base_ref = base_hex; /* pinned: the workspace holds the commit the gauntlet came from */
     so.branch = plan->branch;
     so.state_dir = o->state_dir;
     so.insecure_runtime = o->insecure_runtime;
     so.image = plan->image ? plan->image : profile ? clr_gauntlet_profile_image(profile) : NULL;
     clr_engine *eng = NULL;
     clr_sandbox *sb = NULL;
-    if (clr_engine_open(&eng, o->engine, err) < 0)
+    if (clr_engine_open(&eng, o->engine, err) < 0) {
+        clr_gauntlet_free(g);
         return -1;
+    }
     if (clr_sandbox_create(&sb, eng, &so, err) < 0) {
         json_t *d = json_pack("{s:s}", "error", err->message);
         clr_audit_append(o->audit, o->actor, NULL, "plan", "refused", d, NULL);
         json_decref(d);
         clr_engine_free(eng);
+        clr_gauntlet_free(g);
         return -1;
     }
     const clr_sandbox_info *info = clr_sandbox_get_info(sb);
@@ -513,11 +516,9 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
     json_decref(d);
 
     const char *verdict = "error";
-    clr_gauntlet *g = NULL;
     int root = -1;
     bool steps_ok = false;
-    if (arc == 0 && clr_files_open_root(&root, clr_sandbox_workspace(sb), err) == 0 &&
-        load_gauntlet(&g, root, profile, err) == 0) {
+    if (arc == 0 && clr_files_open_root(&root, clr_sandbox_workspace(sb), err) == 0) {
         steps_ok = true;
         for (size_t i = 0; i < plan->n && steps_ok; i++) {
             if (cancelled(&r)) {

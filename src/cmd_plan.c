@@ -113,7 +113,9 @@ int cmd_plan(int argc, char **argv)
     int status;
     if (clr_plan_run(&report, plan, &ro, &err) < 0) {
         cli_error(&err);
-        status = CLI_EXIT_CLEARING;
+        /* Invalid input (a malformed .clearing/gauntlet.yaml, a bad branch name): nothing was
+         * created, like a malformed plan. */
+        status = err.code == CLR_E_INVALID ? CLI_EXIT_USAGE : CLI_EXIT_CLEARING;
     } else {
         const char *verdict = json_string_value(json_object_get(report, "verdict"));
         if (json) {
@@ -155,6 +157,7 @@ help:
            ".clearing/gauntlet.yaml, else the profile), commits the result with the verdict\n"
            "in its trailers and destroys the sandbox. Exit 0 only when the verdict is pass,\n"
            "1 when it is fail, 125 on an error or an interrupt (nothing is committed then,\n"
-           "and the new branch is removed), 2 for a malformed plan.\n");
+           "and the new branch is removed), 2 for a malformed plan or gauntlet (nothing is\n"
+           "created).\n");
     return 0;
 }

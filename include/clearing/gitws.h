@@ -154,6 +154,17 @@ CLR_PUBLIC int clr_git_diff(char **out_text, const char *repo_path, const char *
 CLR_PUBLIC int clr_git_branch_discard(const char *repo_path, const char *branch,
                                       const char *commit_hex, clr_error *err);
 
+/* Reads the regular file path (relative, '/'-separated) from the tree of the commit rev names
+ * (any rev-parse spec; NULL: HEAD) in the repository at repo_path, without touching any working
+ * tree. commit_hex gets the commit rev resolved to, so the caller can pin it. *out (caller
+ * frees) holds the bytes plus a NUL, *len their number. Returns 1 when read, 0 when the commit
+ * has no such path (*out NULL), -1 on an error: CLR_E_NOT_FOUND (no repository, no such rev),
+ * CLR_E_INVALID (not a regular file: a symlink, a directory, a submodule), CLR_E_LIMIT (larger
+ * than max bytes). */
+CLR_PUBLIC int clr_git_read_file(char **out, size_t *len, char commit_hex[CLR_GIT_OID_HEX_SIZE],
+                                 const char *repo_path, const char *rev, const char *path,
+                                 size_t max, clr_error *err);
+
 /* ---- pure helpers, exposed for tests and tools ---- */
 
 /* Does a gitignore glob match a '/'-separated relative path? git's wildmatch with WM_PATHNAME:

@@ -54,7 +54,9 @@ typedef struct clr_plan_run_options {
  * gauntlet when every step succeeded, commit with the verdict in its trailers, and the sandbox
  * destroyed in every case. Returns 0 with *report set ({"verdict": "pass"|"fail"|"error",
  * "sandbox", "branch", "base", "commit", "diffstat", "steps": [...], "gauntlet": {...}}) even
- * when the verdict is fail; -1 when the plan could not be started at all. */
+ * when the verdict is fail; -1 when the plan could not be started at all, nothing created (a
+ * malformed .clearing/gauntlet.yaml at the base is CLR_E_INVALID with its line). A run that
+ * commits nothing removes the branch it made ("branch_removed": true). */
 CLR_PUBLIC int clr_plan_run(json_t **report, const clr_plan *plan,
                             const clr_plan_run_options *opts, clr_error *err);
 
