@@ -13,6 +13,7 @@
 #include <ifaddrs.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <arpa/inet.h>
 #include <sched.h>
 #include <stddef.h>
@@ -82,8 +83,23 @@ static int environ_other(char **a)
     out("pid1_mem", try_open("/proc/1/mem", O_RDONLY));
     snprintf(p, sizeof(p), "/proc/%d/mem", (int)getppid());
     out("agent_mem", try_open(p, O_RDWR));
-    snprintf(p, sizeof(p), "/proc/%d/fd/1", (int)getppid());
-    out("agent_fd", try_open(p, O_WRONLY));
+    /* Descriptors of PID 1 and of the supervisor (the host's stdio, the frame sockets): the
+     * targets that open for writing or reading are printed; only /dev/null may be among them
+     * (gVisor lets /proc/PID/fd/N open whatever the target's own mode allows). */
+    printf("fd_open=");
+    for (int pid = 0; pid < 2; pid++) {
+        for (int fd = 0; fd < 32; fd++) {
+            char link[256];
+            snprintf(p, sizeof(p), "/proc/%d/fd/%d", pid ? (int)getppid() : 1, fd);
+            ssize_t n = readlink(p, link, sizeof(link) - 1);
+            if (n < 0)
+                continue;
+            link[n] = 0;
+            if (try_open(p, O_WRONLY) >= 0 || try_open(p, O_RDONLY) >= 0)
+                printf("%s,", link);
+        }
+    }
+    printf(" ");
     return 0;
 }
 
@@ -195,6 +211,11 @@ static int mount_any(char **a)
     return 0;
 }
 
+static void *thread_main(void *arg)
+{
+    return arg;
+}
+
 static int unshare_ns(char **a)
 {
     (void)a;
@@ -225,6 +246,17 @@ static int unshare_ns(char **a)
         }
         waitpid(pid, NULL, 0);
     }
+    /* clone3 carries its flags in memory: refused as a whole (ENOSYS), and glibc falls back to
+     * clone for threads, which must keep working. */
+    uint64_t args[11] = {CLONE_NEWUSER};
+    out("clone3_newuser", syscall(SYS_clone3, args, sizeof(args)));
+    static int token;
+    pthread_t th;
+    void *ret = NULL;
+    out("pthread", pthread_create(&th, NULL, thread_main, &token) == 0 &&
+                           pthread_join(th, &ret) == 0 && ret == &token ? 0 : -1);
+    out("mkfifo", mkfifo("/tmp/fifo-ok", 0600));
+    unlink("/tmp/fifo-ok");
     return 0;
 }
 
