@@ -3,7 +3,9 @@
 #define CLR_AGENT_H
 
 #include <stdint.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "proto.h"
 
@@ -24,6 +26,22 @@ struct agent_request {
     uint64_t nofile;  /* 0: leave as is */
     uint64_t fsize;   /* 0: leave as is */
 };
+
+/* Closes every descriptor from low up, but keep (-1: none). One close_range() call where the
+ * kernel (or gVisor) has it: a close() per descriptor costs about 11 ms per command in gVisor. */
+static inline void agent_close_from(int low, int keep)
+{
+    if (keep >= low) {
+        if (keep > low && syscall(SYS_close_range, (unsigned)low, (unsigned)keep - 1, 0) != 0)
+            for (int fd = low; fd < keep; fd++)
+                close(fd);
+        low = keep + 1;
+    }
+    if (syscall(SYS_close_range, (unsigned)low, ~0u, 0) != 0) {
+        for (int fd = low; fd < 1024; fd++)
+            close(fd);
+    }
+}
 
 /* Decodes an EXEC payload. Returns 0, or -1 with a message in err. */
 int agent_request_parse(struct agent_request *req, const uint8_t *payload, size_t len,

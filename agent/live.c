@@ -60,6 +60,10 @@ struct live {
     size_t kept_total;
     bool host_eof;
     bool host_out_ok;
+    /* A supervisor forked ahead of time, waiting for its EXEC: a command's start does not wait
+     * for a fork of PID 1 (several milliseconds in gVisor). */
+    pid_t spare_pid;
+    int spare_sock;
     struct clr_frame_reader rd;
     uint8_t *rbuf;
 };
@@ -219,12 +223,31 @@ static void supervisor_child(struct live *l, int sock)
         dup2(null, 0);
         dup2(null, 1);
     }
-    for (int fd = 3; fd < 1024; fd++) {
-        if (fd != sock)
-            close(fd);
-    }
+    agent_close_from(3, sock);
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     _exit(agent_supervise(sock, sock) == 0 ? 0 : 1);
+}
+
+/* Forks a supervisor that waits for its request on a socket; 0 or -1. */
+static int fork_supervisor(struct live *l, pid_t *pid, int *sock)
+{
+    int sv[2] = {-1, -1};
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return -1;
+    pid_t p = fork();
+    if (p == 0) {
+        close(sv[0]);
+        supervisor_child(l, sv[1]);
+    }
+    close(sv[1]);
+    if (p < 0) {
+        close(sv[0]);
+        return -1;
+    }
+    fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+    *pid = p;
+    *sock = sv[0];
+    return 0;
 }
 
 static void start_channel(struct live *l, const struct clr_frame *f)
@@ -238,30 +261,30 @@ static void start_channel(struct live *l, const struct clr_frame *f)
     l->chans = c;
     l->nchans++;
     c->rbuf = malloc(CLR_PROTO_MAX_PAYLOAD);
-    int sv[2] = {-1, -1};
-    if (!c->rbuf || l->nchans > MAX_CHANNELS ||
-        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    if (!c->rbuf || l->nchans > MAX_CHANNELS) {
         synth_result(l, c, CLR_WIRE_START_FAILED,
                      l->nchans > MAX_CHANNELS ? "too many commands at once in this sandbox"
                                               : "the agent is out of resources");
         return;
     }
     clr_frame_reader_init(&c->rd, c->rbuf);
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(sv[0]);
-        supervisor_child(l, sv[1]);
-    }
-    close(sv[1]);
-    if (pid < 0) {
-        close(sv[0]);
+    if (l->spare_pid > 0) {
+        c->pid = l->spare_pid;
+        c->sock = l->spare_sock;
+        l->spare_pid = 0;
+        l->spare_sock = -1;
+    } else if (fork_supervisor(l, &c->pid, &c->sock) < 0) {
         synth_result(l, c, CLR_WIRE_START_FAILED, "the agent cannot fork a supervisor");
         return;
     }
-    c->pid = pid;
-    c->sock = sv[0];
-    fcntl(c->sock, F_SETFL, fcntl(c->sock, F_GETFL) | O_NONBLOCK);
     frame_add(&c->inq, 1, f->type, f->payload, f->length);
+    /* The request goes out now; the next spare is forked while the command starts. */
+    if (bytes_flush(&c->inq, c->sock) < 0)
+        bytes_free(&c->inq);
+    if (fork_supervisor(l, &l->spare_pid, &l->spare_sock) < 0) {
+        l->spare_pid = 0;
+        l->spare_sock = -1;
+    }
 }
 
 static void replay(struct live *l)
@@ -349,6 +372,12 @@ static void reap(struct live *l)
 {
     pid_t pid;
     while ((pid = waitpid(-1, NULL, WNOHANG)) > 0) {
+        if (pid == l->spare_pid) {
+            /* The spare died before its turn: the next command forks its own. */
+            close(l->spare_sock);
+            l->spare_pid = 0;
+            l->spare_sock = -1;
+        }
         for (struct chan *c = l->chans; c; c = c->next) {
             if (c->pid == pid)
                 c->pid = 0;
@@ -379,6 +408,7 @@ int agent_serve(void)
     fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
     fcntl(1, F_SETFL, fcntl(1, F_GETFL) | O_NONBLOCK);
     l.host_out_ok = true;
+    l.spare_sock = -1;
 
     for (;;) {
         size_t n = 3 + l.nchans;

@@ -541,10 +541,7 @@ static void child_setup(struct sup *s, int in_r, int out_w, int err_w, int repor
         goto fail;
     /* report_w is close-on-exec: it closes by itself when execve succeeds. Every other
      * descriptor is closed here so nothing of the agent's leaks into the command. */
-    for (int fd = 3; fd < 1024; fd++) {
-        if (fd != report_w)
-            close(fd);
-    }
+    agent_close_from(3, report_w);
     /* Fail closed: a command that cannot be filtered is not started. */
     if (install_command_filter() < 0)
         goto fail;

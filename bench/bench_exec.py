@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Exec latency: a quick command through the daemon's API over the live channel, next to a raw
+`docker exec` (create + start, attached) of the same command in a plain runsc container of the
+same image, in one run, interleaved round by round (the machine is noisy).
+
+    bench/bench_exec.py PATH/TO/clearing [--rounds N] [--json]
+
+Needs root and a running dockerd with runsc. Everything it creates is removed at the end."""
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+DOCKER = '/var/run/docker.sock'
+IMAGE = 'clearing/default:latest'
+
+
+class UnixConn(http.client.HTTPConnection):
+    def __init__(self, path, timeout=60):
+        super().__init__('localhost', timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def call(conn, method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    conn.request(method, path, body=data,
+                 headers={'Content-Type': 'application/json'} if data is not None else {})
+    r = conn.getresponse()
+    raw = r.read()
+    return r.status, (json.loads(raw) if raw and raw[:1] in b'{[' else raw)
+
+
+def raw_exec(cid, argv):
+    """docker exec the way the docker CLI does it: create, then start attached; read to EOF."""
+    c = UnixConn(DOCKER)
+    st, j = call(c, 'POST', '/containers/%s/exec' % cid,
+                 {'AttachStdout': True, 'AttachStderr': True, 'Cmd': argv})
+    if st != 201:
+        raise RuntimeError('exec create: %s %r' % (st, j))
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(DOCKER)
+    body = b'{"Detach":false,"Tty":false}'
+    s.sendall(b'POST /exec/%s/start HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n'
+              b'Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: %d\r\n\r\n%s'
+              % (j['Id'].encode(), len(body), body))
+    while s.recv(65536):
+        pass
+    s.close()
+    c.close()
+
+
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('clearing')
+    ap.add_argument('--rounds', type=int, default=100)
+    ap.add_argument('--json', action='store_true')
+    a = ap.parse_args()
+
+    d = tempfile.mkdtemp(prefix='clr-bench-exec-')
+    sock = os.path.join(d, 'c.sock')
+    env = dict(os.environ)
+    env.setdefault('CLEARING_AGENT', os.path.join(os.path.dirname(os.path.abspath(a.clearing)),
+                                                  '..', 'agent', 'clearing-agent'))
+    daemon = subprocess.Popen([a.clearing, '--state-dir', os.path.join(d, 'state'),
+                               '--log-level', 'error', 'serve', '--socket', sock],
+                              env=env, stderr=subprocess.DEVNULL)
+    raw_cid = None
+    sid = None
+    try:
+        for _ in range(200):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        api = UnixConn(sock)
+        st, sb = call(api, 'POST', '/v1/sandboxes', {})
+        if st != 201:
+            raise RuntimeError('create: %s %r' % (st, sb))
+        sid = sb['id']
+        dc = UnixConn(DOCKER)
+        st, j = call(dc, 'POST', '/containers/create',
+                     {'Image': IMAGE, 'Cmd': ['sleep', '3600'],
+                      'HostConfig': {'Runtime': 'runsc', 'NetworkMode': 'none'}})
+        if st != 201:
+            raise RuntimeError('raw create: %s %r' % (st, j))
+        raw_cid = j['Id']
+        call(dc, 'POST', '/containers/%s/start' % raw_cid)
+        # Warm both paths (the channel opens at the first command).
+        for _ in range(3):
+            call(api, 'POST', '/v1/sandboxes/%s/exec' % sid, {'argv': ['true']})
+            raw_exec(raw_cid, ['true'])
+        chan, raw = [], []
+        for _ in range(a.rounds):
+            t = time.perf_counter()
+            st, r = call(api, 'POST', '/v1/sandboxes/%s/exec' % sid, {'argv': ['true']})
+            chan.append((time.perf_counter() - t) * 1000)
+            if st != 200 or r['result']['status'] != 'exited':
+                raise RuntimeError('exec: %s %r' % (st, r))
+            t = time.perf_counter()
+            raw_exec(raw_cid, ['true'])
+            raw.append((time.perf_counter() - t) * 1000)
+        st, metrics = call(api, 'GET', '/metrics')
+        over_channel = [line for line in metrics.decode().splitlines()
+                        if line.startswith('clearing_channel_execs_total ')]
+        res = {
+            'rounds': a.rounds,
+            'clearing_api_exec_ms': {p: round(pct(chan, p), 2) for p in (50, 95, 99)},
+            'raw_docker_exec_ms': {p: round(pct(raw, p), 2) for p in (50, 95, 99)},
+            'ratio_p50': round(pct(chan, 50) / pct(raw, 50), 3),
+            'over_channel': int(float(over_channel[0].split()[1])) if over_channel else 0,
+        }
+        if a.json:
+            print(json.dumps(res, indent=2))
+        else:
+            print('exec of `true`, %d rounds, interleaved' % a.rounds)
+            print('%-34s %8s %8s %8s' % ('', 'p50 ms', 'p95 ms', 'p99 ms'))
+            for k, label in (('clearing_api_exec_ms', 'clearing API (live channel)'),
+                             ('raw_docker_exec_ms', 'raw docker exec (runsc)')):
+                v = res[k]
+                print('%-34s %8.2f %8.2f %8.2f' % (label, v[50], v[95], v[99]))
+            print('clearing / raw at p50: %.3fx; execs over the channel: %d'
+                  % (res['ratio_p50'], res['over_channel']))
+    finally:
+        if sid:
+            try:
+                call(UnixConn(sock), 'DELETE', '/v1/sandboxes/%s?wait=true' % sid)
+            except Exception:
+                pass
+        if raw_cid:
+            call(UnixConn(DOCKER), 'DELETE', '/containers/%s?force=1' % raw_cid)
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
