@@ -890,7 +890,8 @@ int agent_supervise(int in_fd, int out_fd)
     uint64_t drain_until = 0;
     uint64_t next_tick = s.start_ns;
     int tick_ms = TICK_MS;
-    uint64_t next_scan = s.start_ns;
+    /* The first /proc walk waits a tick: most commands are over before it would matter. */
+    uint64_t next_scan = s.start_ns + TICK_MS * 1000000ull;
 
     for (;;) {
         uint64_t t = now_ns();
