@@ -3,9 +3,10 @@
 #   make test   set up, build, and run the whole test suite (also under ASan+UBSan)
 BUILD ?= build
 BUILD_SAN ?= build-sanitize
+BUILD_FUZZ ?= build-fuzz
 export CLEARING_AGENT := $(CURDIR)/$(BUILD)/agent/clearing-agent
 
-.PHONY: all setup build run test test-sanitize clean
+.PHONY: all setup build run test test-sanitize test-fuzz clean
 
 all: build
 
@@ -30,6 +31,7 @@ run: setup build
 test: setup build
 	meson test -C $(BUILD) --print-errorlogs
 	$(MAKE) test-sanitize
+	$(MAKE) test-fuzz
 
 # Under ASan+UBSan: every suite but memcheck (valgrind cannot run ASan binaries) and the
 # disruptive dockerd restart (already run once by `test`).
@@ -40,5 +42,14 @@ test-sanitize:
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    meson test -C $(BUILD_SAN) --print-errorlogs --no-suite memcheck --no-suite disruptive
 
+# libFuzzer harnesses (fuzz/, clang): every seed and past crash once, then 15 s of fuzzing per
+# harness from the seeds in a scratch directory; a crash fails the target. Long runs: bench/fuzz.sh.
+test-fuzz:
+	@test -f $(BUILD_FUZZ)/build.ninja || CC=clang meson setup $(BUILD_FUZZ) -Dfuzzing=true >/dev/null
+	ninja -C $(BUILD_FUZZ) $$(sed -n "s/^  '\([a-z_]*\)' : .*/fuzz\/fuzz_\1/p" fuzz/meson.build)
+	meson test -C $(BUILD_FUZZ) --no-rebuild --print-errorlogs --suite fuzz
+	@work=$$(mktemp -d) && trap 'rm -rf "$$work"' EXIT && \
+	  BUILD_FUZZ=$(BUILD_FUZZ) FUZZ_WORK=$$work bench/fuzz.sh 15
+
 clean:
-	rm -rf $(BUILD) $(BUILD_SAN)
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ)

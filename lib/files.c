@@ -169,14 +169,16 @@ static int normalize(norm_path *out, const char *rel, size_t len, clr_error *err
         return clr_error_set(err, CLR_E_INVALID, ENAMETOOLONG,
                              "the path is %zu bytes long; at most %d are allowed", len,
                              CLR_FILES_PATH_MAX);
+    /* rel is len bytes, not a string: messages show at most that much of it. */
+    int shown = (int)(len < 512 ? len : 512);
     if (memchr(rel, '\0', len))
         return clr_error_set(err, CLR_E_INVALID, EINVAL,
                              "the path contains a NUL byte; give a path without one");
     if (len > 0 && rel[0] == '/')
         return clr_error_set(err, CLR_E_INVALID, EINVAL,
-                             "path '%.512s' is absolute; give it relative to the workspace "
+                             "path '%.*s' is absolute; give it relative to the workspace "
                              "(\"src/main.c\" for /workspace/src/main.c)",
-                             rel);
+                             shown, rel);
     size_t o = 0;
     size_t i = 0;
     while (i < len) {
@@ -189,20 +191,21 @@ static int normalize(norm_path *out, const char *rel, size_t len, clr_error *err
             if (i == len && slash && i >= 2 && rel[i - 2] != '/')
                 break;
             return clr_error_set(err, CLR_E_INVALID, EINVAL,
-                                 "path '%.512s' has an empty component ('//'); remove it", rel);
+                                 "path '%.*s' has an empty component ('//'); remove it",
+                                 shown, rel);
         }
         if (n == 1 && comp[0] == '.')
             continue;
         if (n == 2 && comp[0] == '.' && comp[1] == '.')
             return clr_error_set(err, CLR_E_INVALID, EINVAL,
-                                 "path '%.512s' contains '..'; paths may only lead downwards "
+                                 "path '%.*s' contains '..'; paths may only lead downwards "
                                  "from the directory they start in",
-                                 rel);
+                                 shown, rel);
         if (n > CLR_FILES_NAME_MAX)
             return clr_error_set(err, CLR_E_INVALID, ENAMETOOLONG,
-                                 "path '%.512s' has a component of %zu bytes; at most %d are "
+                                 "path '%.*s' has a component of %zu bytes; at most %d are "
                                  "allowed",
-                                 rel, n, CLR_FILES_NAME_MAX);
+                                 shown, rel, n, CLR_FILES_NAME_MAX);
         if (out->depth > 0)
             out->s[o++] = '/';
         out->last = o;

@@ -667,9 +667,6 @@ static void *worker(void *p)
  * mistaken for a failing check. */
 static int find_missing(struct runner *r, clr_engine *eng, clr_error *err)
 {
-    size_t len = 64;
-    for (size_t i = 0; i < r->g->n; i++)
-        len += strlen(r->g->checks[i].tool) + 1;
     const char **argv = calloc(r->g->n + 5, sizeof(char *));
     if (!argv)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");

@@ -124,6 +124,9 @@ static int parse_step(clr_yaml *y, struct step *s, yaml_node_t *n)
         uint64_t ms;
         if (!key || !v)
             return clr_yaml_error(y, k, "step keys must be strings");
+        /* A second content would replace (and leak) the first: which one was meant is unclear. */
+        if (has_content && (!strcmp(key, "content") || !strcmp(key, "content_base64")))
+            return clr_yaml_error(y, k, "write step: give content or content_base64, once");
         if (!strcmp(key, "path") && s->kind != STEP_RUN) {
             if (clr_yaml_string(y, v, "path", &s->path) < 0)
                 return -1;

@@ -543,34 +543,31 @@ static clr_sandbox *warm_take(clr_service *svc)
     return sb;
 }
 
-static int create_impl(clr_service *svc, json_t *req, const char *actor, json_t **out,
-                       clr_error *err)
+/* The checks of a create request that need no daemon state: its fields, image, limits (over the
+ * defaults in o->limits), idle timeout (over the default in *idle_ms), metadata, env and the
+ * shape of repo. *repo_path is the repository asked for (NULL: none), still to be checked
+ * against repo_roots. On success *env is the caller's (free_strv). */
+static int parse_create(json_t *req, clr_sandbox_options *o, uint64_t *idle_ms,
+                        const char **repo_path, char ***env, clr_error *err)
 {
     static const char *const fields[] = {"image", "limits", "idle_timeout", "env", "metadata",
                                          "repo", NULL};
-    uint64_t t0 = mono_us();
+    *repo_path = NULL;
+    *env = NULL;
     if (check_fields(req, "request", fields, err) < 0)
         return -1;
-    clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
-    o.limits = svc->cfg.limits;
-    o.state_dir = svc->state_dir;
-    o.insecure_runtime = svc->insecure_runtime;
-    o.owner = svc->owner;
-    o.max_lifetime_s = svc->cfg.max_lifetime_s;
-    o.image = svc->image;
     json_t *v;
     if ((v = json_object_get(req, "image"))) {
         if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 255)
             return clr_error_set(err, CLR_E_INVALID, 0, "image must be a non-empty string");
-        o.image = json_string_value(v);
+        o->image = json_string_value(v);
     }
-    if ((v = json_object_get(req, "limits")) && parse_limits(v, &o.limits, err) < 0)
+    if ((v = json_object_get(req, "limits")) && parse_limits(v, &o->limits, err) < 0)
         return -1;
-    uint64_t idle_ms = (uint64_t)svc->cfg.idle_timeout_s * 1000;
     if ((v = json_object_get(req, "idle_timeout"))) {
-        if (json_duration_ms(v, "idle_timeout", &idle_ms, err) < 0)
+        if (json_duration_ms(v, "idle_timeout", idle_ms, err) < 0)
             return -1;
-        if (idle_ms % 1000 || (idle_ms != 0 && (idle_ms < 10000 || idle_ms > 86400000)))
+        if (*idle_ms % 1000 || (*idle_ms != 0 && (*idle_ms < 10000 || *idle_ms > 86400000)))
             return clr_error_set(err, CLR_E_INVALID, 0,
                                  "idle_timeout must be 0 (none) or whole seconds in 10s..24h");
     }
@@ -589,7 +586,6 @@ static int create_impl(clr_service *svc, json_t *req, const char *actor, json_t 
         }
     }
     json_t *repo = json_object_get(req, "repo");
-    char repo_real[4096];
     if (repo) {
         static const char *const rfields[] = {"path", "base", "branch", "reuse_branch", NULL};
         if (check_fields(repo, "repo", rfields, err) < 0)
@@ -602,18 +598,43 @@ static int create_impl(clr_service *svc, json_t *req, const char *actor, json_t 
             return clr_error_set(err, CLR_E_INVALID, 0,
                                  "repo needs path (string); base and branch are strings, "
                                  "reuse_branch a boolean");
-        if (repo_allowed(svc, path, repo_real, sizeof(repo_real), err) < 0)
-            return -1;
-        o.repo_path = repo_real;
-        o.base_ref = json_string_value(base);
-        o.branch = json_string_value(branch);
-        o.reuse_branch = json_is_true(reuse);
+        *repo_path = path;
+        o->base_ref = json_string_value(base);
+        o->branch = json_string_value(branch);
+        o->reuse_branch = json_is_true(reuse);
     }
-    char **env = NULL;
-    if (env_from_json(json_object_get(req, "env"), &env, err) < 0)
+    if (env_from_json(json_object_get(req, "env"), env, err) < 0)
         return -1;
-    o.env = (const char *const *)env;
+    o->env = (const char *const *)*env;
+    return 0;
+}
 
+static int create_impl(clr_service *svc, json_t *req, const char *actor, json_t **out,
+                       clr_error *err)
+{
+    uint64_t t0 = mono_us();
+    clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
+    o.limits = svc->cfg.limits;
+    o.state_dir = svc->state_dir;
+    o.insecure_runtime = svc->insecure_runtime;
+    o.owner = svc->owner;
+    o.max_lifetime_s = svc->cfg.max_lifetime_s;
+    o.image = svc->image;
+    uint64_t idle_ms = (uint64_t)svc->cfg.idle_timeout_s * 1000;
+    const char *repo_path = NULL;
+    char **env = NULL;
+    if (parse_create(req, &o, &idle_ms, &repo_path, &env, err) < 0)
+        return -1;
+    json_t *meta = json_object_get(req, "metadata");
+    json_t *repo = json_object_get(req, "repo");
+    char repo_real[4096];
+    if (repo_path) {
+        if (repo_allowed(svc, repo_path, repo_real, sizeof(repo_real), err) < 0) {
+            free_strv(env);
+            return -1;
+        }
+        o.repo_path = repo_real;
+    }
     pthread_mutex_lock(&svc->create_lock);
     int running = 0;
     if (clr_store_count_running(svc->store, &running, err) < 0) {
@@ -778,20 +799,28 @@ int clr_service_workspace(clr_service *svc, const char *id, char *out, size_t le
     return 0;
 }
 
-int clr_service_extend(clr_service *svc, const char *id, json_t *req, json_t **out,
-                       clr_error *err)
+/* {"by": "10m"} -> *ms, a positive whole number of seconds. */
+static int parse_extend(json_t *req, uint64_t *ms, clr_error *err)
 {
     static const char *const fields[] = {"by", NULL};
-    if (valid_id(id, err) < 0 || check_fields(req, "request", fields, err) < 0)
+    if (check_fields(req, "request", fields, err) < 0)
         return -1;
-    uint64_t ms = 0;
     json_t *by = json_object_get(req, "by");
     if (!by)
         return clr_error_set(err, CLR_E_INVALID, 0, "give \"by\": how much longer, e.g. \"10m\"");
-    if (json_duration_ms(by, "by", &ms, err) < 0)
+    if (json_duration_ms(by, "by", ms, err) < 0)
         return -1;
-    if (ms % 1000 || ms == 0)
+    if (*ms % 1000 || *ms == 0)
         return clr_error_set(err, CLR_E_INVALID, 0, "by must be a positive whole number of seconds");
+    return 0;
+}
+
+int clr_service_extend(clr_service *svc, const char *id, json_t *req, json_t **out,
+                       clr_error *err)
+{
+    uint64_t ms = 0;
+    if (valid_id(id, err) < 0 || parse_extend(req, &ms, err) < 0)
+        return -1;
     clr_store_sandbox row;
     if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
         return -1;
@@ -2412,21 +2441,31 @@ static void proc_release(struct proc *p)
     pthread_mutex_unlock(&procs_lock);
 }
 
-int clr_service_proc_stdin(clr_service *svc, const char *id, const char *proc_id, json_t *req,
-                           clr_error *err)
+/* {"data": "..."} or {"data_base64": "..."}, and "eof": a boolean. *buf (the decoded
+ * data_base64, NULL if none) is the caller's to free. */
+static int parse_stdin(json_t *req, uint8_t **buf, size_t *len, clr_error *err)
 {
     static const char *const fields[] = {"data", "data_base64", "eof", NULL};
-    if (valid_id(id, err) < 0 || check_fields(req, "request", fields, err) < 0)
+    *buf = NULL;
+    *len = 0;
+    if (check_fields(req, "request", fields, err) < 0)
         return -1;
     json_t *d = json_object_get(req, "data"), *b = json_object_get(req, "data_base64"),
            *eof = json_object_get(req, "eof");
     if ((d && !json_is_string(d)) || (d && b) || (eof && !json_is_boolean(eof)))
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "give data (a string) or data_base64, and eof (a boolean)");
+    return b ? decode_base64(b, buf, len, err) : 0;
+}
+
+int clr_service_proc_stdin(clr_service *svc, const char *id, const char *proc_id, json_t *req,
+                           clr_error *err)
+{
     uint8_t *buf = NULL;
     size_t len = 0;
-    if (b && decode_base64(b, &buf, &len, err) < 0)
+    if (valid_id(id, err) < 0 || parse_stdin(req, &buf, &len, err) < 0)
         return -1;
+    json_t *d = json_object_get(req, "data"), *eof = json_object_get(req, "eof");
     struct proc *p = proc_take(svc, id, proc_id, err);
     if (!p) {
         free(buf);
@@ -2483,16 +2522,24 @@ int clr_service_proc_signal_num(clr_service *svc, const char *id, const char *pr
     return rc;
 }
 
+static int parse_signal(json_t *req, int *sig, clr_error *err)
+{
+    static const char *const fields[] = {"signal", NULL};
+    if (check_fields(req, "request", fields, err) < 0)
+        return -1;
+    *sig = signal_number(json_object_get(req, "signal"));
+    if (*sig < 0)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "signal must be a number 1..64 or a name such as \"TERM\"");
+    return 0;
+}
+
 int clr_service_proc_signal(clr_service *svc, const char *id, const char *proc_id, json_t *req,
                             const char *actor, clr_error *err)
 {
-    static const char *const fields[] = {"signal", NULL};
-    if (valid_id(id, err) < 0 || check_fields(req, "request", fields, err) < 0)
+    int sig = 0;
+    if (valid_id(id, err) < 0 || parse_signal(req, &sig, err) < 0)
         return -1;
-    int sig = signal_number(json_object_get(req, "signal"));
-    if (sig < 0)
-        return clr_error_set(err, CLR_E_INVALID, 0,
-                             "signal must be a number 1..64 or a name such as \"TERM\"");
     return clr_service_proc_signal_num(svc, id, proc_id, sig, actor, err);
 }
 
@@ -2727,12 +2774,13 @@ static int open_sandbox(clr_service *svc, const char *id, clr_engine **eng, clr_
     return 0;
 }
 
-int clr_service_commit(clr_service *svc, const char *id, json_t *req, const char *actor,
-                       json_t **out, clr_error *err)
+/* message, author_name, author_email: strings; trailers: at most 16 "Key: value" strings, put
+ * into trailers (NULL-terminated, borrowed from req). */
+static int parse_commit(json_t *req, const char *trailers[17], clr_error *err)
 {
     static const char *const fields[] = {"message", "author_name", "author_email", "trailers",
                                          NULL};
-    if (valid_id(id, err) < 0 || check_fields(req, "request", fields, err) < 0)
+    if (check_fields(req, "request", fields, err) < 0)
         return -1;
     json_t *m = json_object_get(req, "message"), *an = json_object_get(req, "author_name"),
            *ae = json_object_get(req, "author_email"), *tr = json_object_get(req, "trailers");
@@ -2741,7 +2789,6 @@ int clr_service_commit(clr_service *svc, const char *id, json_t *req, const char
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "message, author_name, author_email are strings; trailers a list of "
                              "at most 16 \"Key: value\" strings");
-    const char *trailers[17] = {NULL};
     size_t i;
     json_t *t;
     json_array_foreach(tr, i, t) {
@@ -2750,6 +2797,17 @@ int clr_service_commit(clr_service *svc, const char *id, json_t *req, const char
             return clr_error_set(err, CLR_E_INVALID, 0, "trailers[%zu] must be \"Key: value\"", i);
         trailers[i] = v;
     }
+    return 0;
+}
+
+int clr_service_commit(clr_service *svc, const char *id, json_t *req, const char *actor,
+                       json_t **out, clr_error *err)
+{
+    const char *trailers[17] = {NULL};
+    if (valid_id(id, err) < 0 || parse_commit(req, trailers, err) < 0)
+        return -1;
+    json_t *m = json_object_get(req, "message"), *an = json_object_get(req, "author_name"),
+           *ae = json_object_get(req, "author_email");
     clr_engine *eng = NULL;
     clr_sandbox *sb = NULL;
     if (open_sandbox(svc, id, &eng, &sb, err) < 0)
@@ -2817,9 +2875,11 @@ static void plan_event(void *ctx, json_t *ev)
         pe->cb(pe->ctx, ev);
 }
 
-int clr_service_plan(clr_service *svc, json_t *req, const char *actor,
-                     clr_service_event_cb on_event, void *ctx, json_t **out, clr_error *err)
+/* The plan request's fields and the plan itself (*plan: clr_plan_free); repo still to be checked
+ * against repo_roots. */
+static int parse_plan_request(json_t *req, clr_plan **plan, clr_error *err)
 {
+    *plan = NULL;
     static const char *const fields[] = {"plan", "repo", "profile", "gauntlet_only", "base",
                                          NULL};
     if (check_fields(req, "request", fields, err) < 0)
@@ -2832,9 +2892,6 @@ int clr_service_plan(clr_service *svc, json_t *req, const char *actor,
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "repo (a path under repo_roots) is required; profile and base are "
                              "strings");
-    char real[PATH_MAX];
-    if (repo_allowed(svc, json_string_value(jrepo), real, sizeof(real), err) < 0)
-        return -1;
     char *text = NULL;
     if (gauntlet_only) {
         /* A gauntlet on a repository is a plan without steps that commits nothing. */
@@ -2853,11 +2910,24 @@ int clr_service_plan(clr_service *svc, json_t *req, const char *actor,
     }
     if (!text)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    clr_plan *plan = NULL;
-    int rc = clr_plan_parse(&plan, text, strlen(text), "plan", err);
+    int rc = clr_plan_parse(plan, text, strlen(text), "plan", err);
     free(text);
-    if (rc < 0)
+    return rc;
+}
+
+int clr_service_plan(clr_service *svc, json_t *req, const char *actor,
+                     clr_service_event_cb on_event, void *ctx, json_t **out, clr_error *err)
+{
+    clr_plan *plan = NULL;
+    if (parse_plan_request(req, &plan, err) < 0)
         return -1;
+    json_t *jrepo = json_object_get(req, "repo"), *jprofile = json_object_get(req, "profile");
+    char real[PATH_MAX];
+    int rc = repo_allowed(svc, json_string_value(jrepo), real, sizeof(real), err);
+    if (rc < 0) {
+        clr_plan_free(plan);
+        return -1;
+    }
     int running = 0;
     clr_store_count_running(svc->store, &running, NULL);
     if ((unsigned)running >= svc->cfg.max_sandboxes) {
@@ -2886,6 +2956,7 @@ int clr_service_plan(clr_service *svc, json_t *req, const char *actor,
 
 /* ---- request checks without side effects (the fuzzers' entry point) ---- */
 
+/* The same parsers the handlers run, minus what needs the daemon (repo_roots, the database). */
 int clr_service_check_request(const char *kind, json_t *req, clr_error *err)
 {
     if (!json_is_object(req))
@@ -2900,74 +2971,36 @@ int clr_service_check_request(const char *kind, json_t *req, clr_error *err)
         return rc;
     }
     if (strcmp(kind, "create") == 0) {
-        static const char *const fields[] = {"image", "limits", "idle_timeout", "env",
-                                             "metadata", "repo", NULL};
-        if (check_fields(req, "request", fields, err) < 0)
-            return -1;
-        json_t *v = json_object_get(req, "image");
-        if (v && (!json_is_string(v) || json_string_length(v) == 0))
-            return clr_error_set(err, CLR_E_INVALID, 0, "image must be a non-empty string");
-        clr_limits l = CLR_LIMITS_INIT;
-        if ((v = json_object_get(req, "limits")) && parse_limits(v, &l, err) < 0)
-            return -1;
-        uint64_t ms = 0;
-        if ((v = json_object_get(req, "idle_timeout")) &&
-            json_duration_ms(v, "idle_timeout", &ms, err) < 0)
-            return -1;
+        clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
+        uint64_t idle_ms = 0;
+        const char *repo_path = NULL;
         char **env = NULL;
-        int rc = env_from_json(json_object_get(req, "env"), &env, err);
+        int rc = parse_create(req, &o, &idle_ms, &repo_path, &env, err);
         free_strv(env);
         return rc;
     }
     if (strcmp(kind, "extend") == 0) {
-        static const char *const fields[] = {"by", NULL};
         uint64_t ms = 0;
-        json_t *by = json_object_get(req, "by");
-        if (check_fields(req, "request", fields, err) < 0)
-            return -1;
-        if (!by)
-            return clr_error_set(err, CLR_E_INVALID, 0, "give \"by\": how much longer");
-        return json_duration_ms(by, "by", &ms, err);
+        return parse_extend(req, &ms, err);
     }
     if (strcmp(kind, "stdin") == 0) {
-        static const char *const fields[] = {"data", "data_base64", "eof", NULL};
-        if (check_fields(req, "request", fields, err) < 0)
-            return -1;
-        json_t *b = json_object_get(req, "data_base64");
         uint8_t *buf = NULL;
         size_t len = 0;
-        int rc = b ? decode_base64(b, &buf, &len, err) : 0;
+        int rc = parse_stdin(req, &buf, &len, err);
         free(buf);
         return rc;
     }
     if (strcmp(kind, "signal") == 0) {
-        static const char *const fields[] = {"signal", NULL};
-        if (check_fields(req, "request", fields, err) < 0)
-            return -1;
-        if (signal_number(json_object_get(req, "signal")) < 0)
-            return clr_error_set(err, CLR_E_INVALID, 0,
-                                 "signal must be a number 1..64 or a name such as \"TERM\"");
-        return 0;
+        int sig = 0;
+        return parse_signal(req, &sig, err);
     }
     if (strcmp(kind, "commit") == 0) {
-        static const char *const fields[] = {"message", "author_name", "author_email",
-                                             "trailers", NULL};
-        return check_fields(req, "request", fields, err);
+        const char *trailers[17] = {NULL};
+        return parse_commit(req, trailers, err);
     }
     if (strcmp(kind, "plan") == 0) {
-        static const char *const fields[] = {"plan", "repo", "profile", "gauntlet_only", "base",
-                                             NULL};
-        if (check_fields(req, "request", fields, err) < 0)
-            return -1;
-        json_t *jplan = json_object_get(req, "plan");
-        char *text = json_is_object(jplan)   ? json_dumps(jplan, JSON_COMPACT)
-                     : json_is_string(jplan) ? strdup(json_string_value(jplan))
-                                             : NULL;
-        if (!text)
-            return clr_error_set(err, CLR_E_INVALID, 0, "plan must be an object or a string");
         clr_plan *plan = NULL;
-        int rc = clr_plan_parse(&plan, text, strlen(text), "plan", err);
-        free(text);
+        int rc = parse_plan_request(req, &plan, err);
         clr_plan_free(plan);
         return rc;
     }

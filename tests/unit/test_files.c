@@ -255,6 +255,12 @@ static void test_check_path_refuses(void **state)
     assert_int_equal(err.code, CLR_E_INVALID);
     assert_non_null(strstr(err.message, "NUL"));
     assert_int_equal(clr_files_check_path(NULL, &err), -1);
+    /* A length, not a string: the message quotes only the len bytes given (found by
+     * fuzz/fuzz_files_path.c, where printing "%.512s" read past the buffer). */
+    assert_int_equal(clr_files_check_path_n("/absXXXX", 4, &err), -1);
+    assert_non_null(strstr(err.message, "'/abs'"));
+    assert_int_equal(clr_files_check_path_n("a/../bXXXX", 6, &err), -1);
+    assert_non_null(strstr(err.message, "'a/../b'"));
 
     char name[257];
     memset(name, 'n', 256);
@@ -375,6 +381,7 @@ static void test_write_streams_from_fd_and_enforces_limit(void **state)
     assert_int_equal(err.code, CLR_E_LIMIT);
     _cleanup_free_ char *still = slurp(p, &len);
     assert_int_equal(len, big);
+    assert_memory_equal(still, buf, big);
     assert_int_equal(lseek(src, 0, SEEK_SET), 0);
     assert_int_equal(clr_files_write(f->root, "new.bin", src, NULL, 0, 0644, &lim, &err), -1);
     assert_int_equal(err.code, CLR_E_LIMIT);
