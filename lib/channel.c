@@ -148,6 +148,16 @@ static void unclaimed_frame_locked(clr_channel *ch, const struct clr_frame *f)
 static int on_agent_frame(void *p, const struct clr_frame *f)
 {
     clr_channel *ch = p;
+    if (f->type >= CLR_FRAME_NET_OPEN && f->type <= CLR_FRAME_NET_CLOSE) {
+        if (f->type == CLR_FRAME_NET_ACCEPT || f->type == CLR_FRAME_NET_DENY)
+            return -1; /* only the host sends these */
+        if (ch->hooks.on_net)
+            ch->hooks.on_net(ch->hooks.ctx, ch, f->type, f->channel, f->payload, f->length);
+        else if (f->type == CLR_FRAME_NET_OPEN)
+            clr_channel_send(ch, f->channel, CLR_FRAME_NET_DENY, "no egress on this channel", 25,
+                             NULL);
+        return 0;
+    }
     pthread_mutex_lock(&ch->lock);
     if (f->channel == 0) {
         if (f->type == CLR_FRAME_CHANNELS) {

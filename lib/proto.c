@@ -44,7 +44,7 @@ void clr_frame_reader_init(struct clr_frame_reader *r, uint8_t *buf)
 
 static int frame_type_known(uint8_t type)
 {
-    return type >= CLR_FRAME_EXEC && type <= CLR_FRAME_CHANNELS;
+    return type >= CLR_FRAME_EXEC && type <= CLR_FRAME_NET_CLOSE;
 }
 
 int clr_frame_reader_feed(struct clr_frame_reader *r, const uint8_t *data, size_t len,

@@ -37,6 +37,13 @@ enum clr_frame_type {
     CLR_FRAME_ACK = 9,       /* host -> agent: the channel's result arrived; forget it */
     CLR_FRAME_HELLO = 10,    /* host -> agent, channel 0: a host (re)attached; replay */
     CLR_FRAME_CHANNELS = 11, /* agent -> host, channel 0: u32 ids of the channels it knows */
+    /* Egress: connections to the agent's proxy inside the sandbox, carried to the host. The
+     * channel field is the connection's id (the agent's own numbering, apart from commands). */
+    CLR_FRAME_NET_OPEN = 12,   /* agent -> host: "C" or "H", NUL, host, NUL, port (decimal) */
+    CLR_FRAME_NET_ACCEPT = 13, /* host -> agent: connected */
+    CLR_FRAME_NET_DENY = 14,   /* host -> agent: refused; payload: the reason */
+    CLR_FRAME_NET_DATA = 15,   /* both ways: bytes of the connection */
+    CLR_FRAME_NET_CLOSE = 16,  /* both ways: the connection is over */
 };
 
 enum clr_req_tag {

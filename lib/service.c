@@ -91,6 +91,7 @@ struct clr_service {
     pthread_mutex_t live_lock;
     struct live_sb *live;
     atomic_uint_fast64_t channel_execs, channel_replayed;
+    clr_egress_totals egress;
 };
 
 struct live_sb {
@@ -98,6 +99,7 @@ struct live_sb {
     char id[CLR_SANDBOX_ID_MAX + 1];
     clr_sandbox *sb;
     clr_channel *ch; /* NULL: its agent serves no channel (an older sandbox): docker exec */
+    clr_egress *egress; /* its proxy's connections (over ch) */
     int refs;        /* guarded by live_lock */
     struct live_sb *next;
 };
@@ -147,6 +149,10 @@ static void audit_failure(clr_service *svc, const char *actor, const char *sandb
 struct proc;
 static void procs_stop(clr_service *svc);
 static void live_drop(clr_service *svc, const char *id);
+struct live_sb;
+static int live_get(clr_service *svc, clr_engine *eng, const char *id, struct live_sb **out,
+                    clr_error *err);
+static void live_put(clr_service *svc, struct live_sb *lv);
 bool clr_service_sandbox_busy(clr_service *svc, const char *id);
 int clr_service_proc_signal_num(clr_service *svc, const char *id, const char *proc_id, int sig,
                                 const char *actor, clr_error *err);
@@ -551,7 +557,7 @@ static int parse_create(json_t *req, clr_sandbox_options *o, uint64_t *idle_ms,
                         const char **repo_path, char ***env, clr_error *err)
 {
     static const char *const fields[] = {"image", "limits", "idle_timeout", "env", "metadata",
-                                         "repo", NULL};
+                                         "repo", "egress", NULL};
     *repo_path = NULL;
     *env = NULL;
     if (check_fields(req, "request", fields, err) < 0)
@@ -609,8 +615,43 @@ static int parse_create(json_t *req, clr_sandbox_options *o, uint64_t *idle_ms,
     return 0;
 }
 
+/* Commands of a sandbox whose policy allows anything find the agent's proxy through these. */
+static int add_proxy_env(char ***env)
+{
+    static const char *const vars[] = {
+        "HTTP_PROXY=" CLR_EGRESS_PROXY, "HTTPS_PROXY=" CLR_EGRESS_PROXY,
+        "http_proxy=" CLR_EGRESS_PROXY, "https_proxy=" CLR_EGRESS_PROXY,
+        "NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1"};
+    size_t n = 0;
+    while (*env && (*env)[n])
+        n++;
+    char **v = realloc(*env, (n + 7) * sizeof(char *));
+    if (!v)
+        return -1;
+    for (size_t i = 0; i < 6; i++)
+        v[n + i] = strdup(vars[i]);
+    v[n + 6] = NULL;
+    *env = v;
+    return 0;
+}
+
+static int create_with(clr_service *svc, json_t *req, const char *actor,
+                       const clr_egress_policy *egress, json_t **out, clr_error *err);
+
 static int create_impl(clr_service *svc, json_t *req, const char *actor, json_t **out,
                        clr_error *err)
+{
+    clr_egress_policy *egress = NULL;
+    json_t *jegress = json_object_get(req, "egress");
+    if (jegress && clr_egress_policy_parse(&egress, jegress, err) < 0)
+        return -1;
+    int rc = create_with(svc, req, actor, egress, out, err);
+    clr_egress_policy_free(egress);
+    return rc;
+}
+
+static int create_with(clr_service *svc, json_t *req, const char *actor,
+                       const clr_egress_policy *egress, json_t **out, clr_error *err)
 {
     uint64_t t0 = mono_us();
     clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
@@ -625,6 +666,13 @@ static int create_impl(clr_service *svc, json_t *req, const char *actor, json_t 
     char **env = NULL;
     if (parse_create(req, &o, &idle_ms, &repo_path, &env, err) < 0)
         return -1;
+    if (egress && egress->n) {
+        if (add_proxy_env(&env) < 0) {
+            free_strv(env);
+            return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+        }
+        o.env = (const char *const *)env;
+    }
     json_t *meta = json_object_get(req, "metadata");
     json_t *repo = json_object_get(req, "repo");
     char repo_real[4096];
@@ -684,9 +732,13 @@ static int create_impl(clr_service *svc, json_t *req, const char *actor, json_t 
         json_array_append_new(row.env, json_string(*e));
     free_strv(env);
     rc = clr_store_sandbox_insert(svc->store, &row, err);
+    json_t *jpolicy = egress ? clr_egress_policy_to_json(egress) : NULL;
+    if (rc == 0 && jpolicy)
+        rc = clr_store_sandbox_set_egress(svc->store, row.info.id, jpolicy, err);
     pthread_mutex_unlock(&svc->create_lock);
     if (rc < 0) {
         /* Not recorded: it must not run. */
+        json_decref(jpolicy);
         clr_error derr = CLR_ERROR_INIT;
         clr_sandbox_destroy(eng, row.info.id, "unrecorded", svc->state_dir, &derr);
         clr_sandbox_free(sb);
@@ -697,6 +749,8 @@ static int create_impl(clr_service *svc, json_t *req, const char *actor, json_t 
     /* Durable before acknowledged: no record, no sandbox. */
     json_t *d = clr_audit_sandbox_details(&row.info);
     json_object_set(d, "metadata", row.metadata);
+    if (jpolicy)
+        json_object_set(d, "egress", jpolicy);
     rc = clr_audit_append(svc->audit, actor, row.info.id, "sandbox.create", "ok", d, err);
     json_decref(d);
     if (rc < 0) {
@@ -715,7 +769,19 @@ static int create_impl(clr_service *svc, json_t *req, const char *actor, json_t 
     observe(&svc->h_create, mono_us() - t0);
     clr_log(CLR_LOG_INFO, "service.created", "id", row.info.id, "actor", actor, NULL);
     *out = sandbox_json(&row);
+    if (jpolicy)
+        json_object_set_new(*out, "egress", jpolicy);
     clr_store_sandbox_clear(&row);
+    if (egress && egress->n) {
+        /* The proxy inside listens once a host attached: attach now, not at the first exec. */
+        struct live_sb *lv = NULL;
+        clr_engine *leng = NULL;
+        clr_error lerr = CLR_ERROR_INIT;
+        if (engine_get(svc, &leng, &lerr) == 0 &&
+            live_get(svc, leng, json_string_value(json_object_get(*out, "id")), &lv, &lerr) == 0)
+            live_put(svc, lv);
+        engine_put(svc, leng, false);
+    }
     return 0;
 }
 
@@ -778,7 +844,58 @@ int clr_service_get(clr_service *svc, const char *id, json_t **out, clr_error *e
         return -1;
     *out = sandbox_json(&row);
     clr_store_sandbox_clear(&row);
+    json_t *egress = NULL;
+    if (clr_store_sandbox_get_egress(svc->store, id, &egress, NULL) == 0 && egress)
+        json_object_set_new(*out, "egress", egress);
     return 0;
+}
+
+int clr_service_egress(clr_service *svc, const char *id, json_t *req, const char *actor,
+                       json_t **out, clr_error *err)
+{
+    if (valid_id(id, err) < 0)
+        return -1;
+    clr_store_sandbox row;
+    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
+        return -1;
+    bool live = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
+    clr_store_sandbox_clear(&row);
+    if (!live)
+        return clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", id);
+    clr_egress_policy *want = NULL, *have = NULL;
+    json_t *jhave = NULL;
+    if (clr_egress_policy_parse(&want, req, err) < 0)
+        return -1;
+    int rc = clr_store_sandbox_get_egress(svc->store, id, &jhave, err);
+    if (rc == 0)
+        rc = clr_egress_policy_parse(&have, jhave, err);
+    json_decref(jhave);
+    if (rc == 0 && !clr_egress_policy_within(want, have))
+        rc = clr_error_set(err, CLR_E_DENIED, 0,
+                           "a live sandbox's egress policy can only be tightened: every rule "
+                           "must be allowed by the current policy and no limit may grow");
+    json_t *jwant = rc == 0 ? clr_egress_policy_to_json(want) : NULL;
+    if (rc == 0)
+        rc = clr_store_sandbox_set_egress(svc->store, id, jwant, err);
+    if (rc == 0) {
+        pthread_mutex_lock(&svc->live_lock);
+        for (struct live_sb *lv = svc->live; lv; lv = lv->next) {
+            if (strcmp(lv->id, id) == 0 && lv->egress)
+                clr_egress_set_policy(lv->egress, want, NULL);
+        }
+        pthread_mutex_unlock(&svc->live_lock);
+        json_t *d = json_pack("{s:O}", "egress", jwant);
+        rc = clr_audit_append(svc->audit, actor, id, "sandbox.egress", "ok", d, err);
+        json_decref(d);
+    }
+    json_decref(jwant);
+    clr_egress_policy_free(want);
+    clr_egress_policy_free(have);
+    if (rc < 0) {
+        audit_failure(svc, actor, id, "sandbox.egress", err);
+        return -1;
+    }
+    return clr_service_get(svc, id, out, err);
 }
 
 int clr_service_workspace(clr_service *svc, const char *id, char *out, size_t len,
@@ -1047,7 +1164,8 @@ static void live_put(clr_service *svc, struct live_sb *lv)
     bool last = --lv->refs == 0;
     pthread_mutex_unlock(&svc->live_lock);
     if (last) {
-        clr_channel_close(lv->ch);
+        clr_channel_close(lv->ch); /* no NET frame arrives after this */
+        clr_egress_free(lv->egress);
         clr_sandbox_free(lv->sb);
         free(lv);
     }
@@ -1083,6 +1201,13 @@ static int live_on_result(void *ctx, clr_channel *ch, uint32_t chan_id,
         clr_log(CLR_LOG_INFO, "exec.result_replayed", "id", lv->id, "exec_id", exec_id, NULL);
     }
     return 0;
+}
+
+static void live_on_net(void *ctx, clr_channel *ch, uint8_t type, uint32_t id,
+                        const uint8_t *payload, uint32_t len)
+{
+    struct live_sb *lv = ctx;
+    clr_egress_on_frame(lv->egress, ch, type, id, payload, len);
 }
 
 /* After the replay of an open: records of commands the agent no longer knows are lost. */
@@ -1127,8 +1252,24 @@ static int live_get(clr_service *svc, clr_engine *eng, const char *id, struct li
         free(lv);
         return -1;
     }
+    /* The sandbox's egress policy (none: every proxy connection is refused). */
+    json_t *jpolicy = NULL;
+    clr_egress_policy *policy = NULL;
+    clr_error perr = CLR_ERROR_INIT;
+    clr_store_sandbox_get_egress(svc->store, id, &jpolicy, &perr);
+    if (clr_egress_policy_parse(&policy, jpolicy, &perr) == 0) {
+        lv->egress = clr_egress_new(policy, svc->audit, id, &svc->egress);
+        clr_egress_policy_free(policy);
+    }
+    json_decref(jpolicy);
+    if (!lv->egress) {
+        clr_sandbox_free(lv->sb);
+        free(lv);
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "sandbox %s: egress: %s", id,
+                             perr.message[0] ? perr.message : "out of memory");
+    }
     clr_channel_hooks hooks = {.ctx = lv, .on_result = live_on_result,
-                               .on_channels = live_on_channels};
+                               .on_channels = live_on_channels, .on_net = live_on_net};
     clr_error cerr = CLR_ERROR_INIT;
     if (clr_channel_open(&lv->ch, eng, lv->sb, &hooks, &cerr) < 0) {
         lv->ch = NULL;
@@ -2090,6 +2231,17 @@ char *clr_service_metrics(clr_service *svc)
     COUNTER("clearing_channel_results_replayed_total",
             "Results of commands that ended while the daemon was away, replayed by the agent.",
             channel_replayed);
+    emit(&t, "# HELP clearing_egress_connections_total Proxy connections, by decision.\n"
+             "# TYPE clearing_egress_connections_total counter\n"
+             "clearing_egress_connections_total{outcome=\"allowed\"} %" PRIu64 "\n"
+             "clearing_egress_connections_total{outcome=\"denied\"} %" PRIu64 "\n",
+         (uint64_t)atomic_load(&svc->egress.allowed), (uint64_t)atomic_load(&svc->egress.denied));
+    emit(&t, "# HELP clearing_egress_bytes_total Bytes carried for proxy connections.\n"
+             "# TYPE clearing_egress_bytes_total counter\n"
+             "clearing_egress_bytes_total{direction=\"out\"} %" PRIu64 "\n"
+             "clearing_egress_bytes_total{direction=\"in\"} %" PRIu64 "\n",
+         (uint64_t)atomic_load(&svc->egress.bytes_out),
+         (uint64_t)atomic_load(&svc->egress.bytes_in));
     COUNTER("clearing_sandboxes_removed_total",
             "Containers and workspaces of destroyed sandboxes removed.", removed);
     COUNTER("clearing_removal_failures_total",

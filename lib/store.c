@@ -46,6 +46,8 @@ static const char *const migrations[] = {
     "CREATE INDEX execs_sandbox ON execs(sandbox_id, state);",
     /* 2: the live channel id a command runs on (0: a docker exec of its own) */
     "ALTER TABLE execs ADD COLUMN channel INTEGER NOT NULL DEFAULT 0;",
+    /* 3: the sandbox's egress policy (JSON; '' for none) */
+    "ALTER TABLE sandboxes ADD COLUMN egress TEXT NOT NULL DEFAULT '';",
 };
 
 static int db_error(clr_store *st, clr_error *err, const char *what)
@@ -525,4 +527,36 @@ int clr_store_exec_mark_lost(clr_store *st, int64_t when, clr_error *err)
                   "\"the daemon stopped while the command ran\"}'"
                   " WHERE state = 'running'",
                   "i", err, when);
+}
+
+int clr_store_sandbox_set_egress(clr_store *st, const char *id, json_t *policy, clr_error *err)
+{
+    _cleanup_free_ char *text = policy ? json_dumps(policy, JSON_COMPACT) : strdup("");
+    if (!text)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    int n = update(st, "UPDATE sandboxes SET egress = ? WHERE id = ?", "tt", err, text, id);
+    if (n < 0)
+        return -1;
+    return n == 0 ? clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id) : 0;
+}
+
+int clr_store_sandbox_get_egress(clr_store *st, const char *id, json_t **out, clr_error *err)
+{
+    *out = NULL;
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(st->db, "SELECT egress FROM sandboxes WHERE id = ?", -1, &q, NULL) !=
+        SQLITE_OK)
+        return db_error(st, err, "get egress");
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(q);
+        return rc == SQLITE_DONE ? clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id)
+                                 : db_error(st, err, "get egress");
+    }
+    const char *text = (const char *)sqlite3_column_text(q, 0);
+    if (text && *text)
+        *out = json_loads(text, 0, NULL);
+    sqlite3_finalize(q);
+    return 0;
 }

@@ -401,6 +401,7 @@ static const struct {
     {"sandboxes", "GET, POST"},
     {"sandboxes/*", "GET, DELETE"},
     {"sandboxes/*/extend", "POST"},
+    {"sandboxes/*/egress", "POST"},
     {"sandboxes/*/exec", "POST"},
     {"sandboxes/*/execs/*", "GET"},
     {"sandboxes/*/processes", "GET, POST"},
@@ -655,6 +656,8 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
         if (rc == 0 && wait && (strcmp(wait, "true") == 0 || strcmp(wait, "1") == 0))
             rc = clr_service_await_removal(s->svc, parts[2], DESTROY_WAIT_MS, &err);
         status = 204;
+    } else if (n == 4 && post && strcmp(parts[3], "egress") == 0) {
+        rc = clr_service_egress(s->svc, parts[2], body, rq->actor, &out, &err);
     } else if (n == 4 && post && strcmp(parts[3], "extend") == 0) {
         rc = clr_service_extend(s->svc, parts[2], body, &out, &err);
     } else if (n == 4 && post && strcmp(parts[3], "exec") == 0) {

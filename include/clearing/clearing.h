@@ -3,6 +3,7 @@
 #define CLEARING_CLEARING_H
 
 #include "common.h"
+#include "egress.h"
 #include "engine.h"
 #include "exec.h"
 #include "files.h"

@@ -116,6 +116,10 @@ typedef struct clr_channel_hooks {
     /* The ids of every command the agent knows (running, or finished and not acknowledged),
      * after the replay of an open. Same rules as on_result. */
     void (*on_channels)(void *ctx, clr_channel *ch, const uint32_t *ids, size_t n);
+    /* An egress frame (CLR_FRAME_NET_*) of the agent's proxy, on the reader thread but without
+     * the channel locked (clr_egress_on_frame). */
+    void (*on_net)(void *ctx, clr_channel *ch, uint8_t type, uint32_t id, const uint8_t *payload,
+                   uint32_t len);
 } clr_channel_hooks;
 
 /* Attaches to the sandbox and checks that its agent answers (3 s at most). The engine handle is

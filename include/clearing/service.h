@@ -59,6 +59,9 @@ CLR_PUBLIC int clr_service_list(clr_service *svc, const char *state, const char 
 CLR_PUBLIC int clr_service_get(clr_service *svc, const char *id, json_t **out, clr_error *err);
 CLR_PUBLIC int clr_service_extend(clr_service *svc, const char *id, json_t *request,
                                   json_t **out, clr_error *err);
+/* Replaces a live sandbox's egress policy by a tighter one (CLR_E_DENIED if it is not). */
+CLR_PUBLIC int clr_service_egress(clr_service *svc, const char *id, json_t *request,
+                                  const char *actor, json_t **out, clr_error *err);
 /* Destroy returns once the sandbox is marked destroyed and recorded: no command, file or commit
  * reaches it from then on. Its container and workspace are removed in the background. */
 CLR_PUBLIC int clr_service_destroy(clr_service *svc, const char *id, const char *reason,

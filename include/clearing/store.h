@@ -48,6 +48,11 @@ CLR_PUBLIC int clr_store_sandbox_touch(clr_store *st, const char *id, int64_t wh
 CLR_PUBLIC int clr_store_sandbox_set_expiry(clr_store *st, const char *id, int64_t expires_at,
                                             clr_error *err);
 CLR_PUBLIC int clr_store_count_running(clr_store *st, int *out, clr_error *err);
+/* The sandbox's egress policy as JSON (NULL: none). */
+CLR_PUBLIC int clr_store_sandbox_set_egress(clr_store *st, const char *id, json_t *policy,
+                                            clr_error *err);
+CLR_PUBLIC int clr_store_sandbox_get_egress(clr_store *st, const char *id, json_t **out,
+                                            clr_error *err);
 
 /* Exec records: the request when it starts, the result when it ends. A client that lost its
  * connection fetches the result by id instead of running the command again. */

@@ -245,7 +245,7 @@ static void test_reader_rejects_huge_length(void **state)
 
 static void test_reader_rejects_unknown_types(void **state)
 {
-    static const uint8_t bad_types[] = {0, CLR_FRAME_CHANNELS + 1, 0x7f, 0xff};
+    static const uint8_t bad_types[] = {0, CLR_FRAME_NET_CLOSE + 1, 0x7f, 0xff};
     struct fixture *fx = *state;
     for (size_t i = 0; i < sizeof(bad_types); i++) {
         clr_frame_reader_init(&fx->reader, fx->buf);

@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+"""Egress through the agent's proxy, against a real HTTP server and a real TLS server that this
+test starts on the host's loopback and names in the sandbox's policy. Nothing aims at any other
+address: refused destinations are refused by the daemon before it connects anywhere.
+
+    egress.py PATH/TO/clearing        (TAP on stdout)"""
+import http.client
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+CLEARING = None
+n = 0
+failed = 0
+
+
+def check(name, ok, detail=''):
+    global n, failed
+    n += 1
+    if ok:
+        print('ok %d - %s' % (n, name))
+    else:
+        failed += 1
+        print('not ok %d - %s' % (n, name))
+        for line in str(detail).splitlines()[:12]:
+            print('# ' + line)
+    sys.stdout.flush()
+
+
+class UnixConn(http.client.HTTPConnection):
+    def __init__(self, path, timeout=120):
+        super().__init__('localhost', timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def api(sock, method, path, body=None):
+    c = UnixConn(sock)
+    data = json.dumps(body).encode() if body is not None else None
+    c.request(method, path, body=data,
+              headers={'Content-Type': 'application/json'} if data is not None else {})
+    r = c.getresponse()
+    raw = r.read()
+    c.close()
+    try:
+        return r.status, json.loads(raw) if raw else None
+    except ValueError:
+        return r.status, raw
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path.startswith('/big'):
+            body = b'x' * 200000
+        else:
+            body = ('hello from the host: %s' % self.path).encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def serve(server):
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    return server
+
+
+def sandbox_python(sock, sid, code, timeout='60s'):
+    st, r = api(sock, 'POST', '/v1/sandboxes/%s/exec' % sid,
+                {'argv': ['python3', '-c', code], 'timeout': timeout})
+    if st != 200:
+        return None, 'exec answered %s: %r' % (st, r)
+    return r['result'], r
+
+
+FETCH = r'''
+import os, ssl, sys, urllib.request, urllib.error
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = ""
+url = sys.argv[1] if len(sys.argv) > 1 else URL
+ctx = ssl._create_unverified_context()
+try:
+    with urllib.request.urlopen(url, timeout=20, context=ctx) as r:
+        print("STATUS", r.status); print(r.read().decode())
+except urllib.error.HTTPError as e:
+    print("STATUS", e.code); print(e.read().decode())
+except Exception as e:
+    print("ERROR", type(e).__name__, e)
+'''
+
+
+def fetch(sock, sid, url):
+    res, raw = sandbox_python(sock, sid, 'URL = %r\n' % url + FETCH)
+    if res is None:
+        return 'exec failed: %s' % raw
+    return res.get('stdout', '') + res.get('stderr', '')
+
+
+def audit_records(state):
+    recs = []
+    path = os.path.join(state, 'audit.log')
+    with open(path) as f:
+        for line in f:
+            try:
+                recs.append(json.loads(line))
+            except ValueError:
+                pass
+    return recs
+
+
+def main():
+    global CLEARING
+    CLEARING = os.path.abspath(sys.argv[1])
+    if os.geteuid() != 0:
+        print('1..0 # SKIP needs root')
+        return 77
+    d = tempfile.mkdtemp(prefix='clr-egress-')
+    state = os.path.join(d, 'state')
+    sock = os.path.join(d, 'c.sock')
+    # The host's servers: plain HTTP and TLS (a certificate made now), on loopback only.
+    httpd = serve(http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler))
+    H = httpd.server_address[1]
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
+                    '-subj', '/CN=127.0.0.1', '-keyout', os.path.join(d, 'k.pem'),
+                    '-out', os.path.join(d, 'c.pem')], check=True, capture_output=True)
+    tlsd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(d, 'c.pem'), os.path.join(d, 'k.pem'))
+    tlsd.socket = ctx.wrap_socket(tlsd.socket, server_side=True)
+    serve(tlsd)
+    T = tlsd.server_address[1]
+
+    daemon = subprocess.Popen([CLEARING, '--state-dir', state, '--log-level', 'warn', 'serve',
+                               '--socket', sock], stderr=open(os.path.join(d, 'log'), 'w'))
+    sids = []
+    try:
+        for _ in range(200):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        # Bad policies are refused before anything is created.
+        for bad, word in ((['*'], 'expected'), (['host:99999'], 'port'), ('x', 'object'),
+                          ({'allow': ['a.example'], 'nope': 1}, 'no field')):
+            body = {'egress': bad if not isinstance(bad, list) else {'allow': bad}}
+            st, r = api(sock, 'POST', '/v1/sandboxes', body)
+            check('a malformed policy is refused (%s)' % word,
+                  st == 400 and word in r['error']['message'], '%s %r' % (st, r))
+        st, r = api(sock, 'GET', '/v1/sandboxes')
+        check('and nothing was created', st == 200 and r['sandboxes'] == [], r)
+
+        policy = {'allow': ['127.0.0.1:%d' % H, '127.0.0.1:%d' % T], 'max_connections': 3}
+        st, a = api(sock, 'POST', '/v1/sandboxes', {'egress': policy})
+        check('a sandbox with an egress policy is created', st == 201, a)
+        sid = a['id']
+        sids.append(sid)
+        check('its policy is part of the sandbox', a.get('egress', {}).get('allow') ==
+              policy['allow'], a)
+        res, raw = sandbox_python(sock, sid, 'import os; print(os.environ.get("HTTPS_PROXY"))')
+        check('commands find the proxy in their environment',
+              res and res['stdout'] == 'http://127.0.0.1:3128\n', raw)
+
+        out = fetch(sock, sid, 'http://127.0.0.1:%d/plain' % H)
+        check('an allowed HTTP fetch works through the proxy',
+              'STATUS 200' in out and 'hello from the host: /plain' in out, out)
+        out = fetch(sock, sid, 'https://127.0.0.1:%d/secure' % T)
+        check('an allowed HTTPS fetch works through CONNECT (TLS end to end)',
+              'STATUS 200' in out and 'hello from the host: /secure' in out, out)
+        out = fetch(sock, sid, 'http://127.0.0.1:%d/big' % H)
+        check('a 200 kB download arrives whole', 'STATUS 200' in out and 'x' * 200000 in out,
+              out[:200])
+
+        out = fetch(sock, sid, 'http://127.0.0.2:%d/' % H)
+        check('an IP literal not on the list is refused inside, with the reason',
+              'STATUS 403' in out and 'not on the sandbox' in out, out)
+        out = fetch(sock, sid, 'http://10.0.0.1/')
+        check('a private address is refused (decided before any connection)',
+              'STATUS 403' in out and 'not on the sandbox' in out, out)
+        out = fetch(sock, sid, 'http://169.254.169.254/latest/meta-data/')
+        check('the metadata address is refused', 'STATUS 403' in out, out)
+        out = fetch(sock, sid, 'https://127.0.0.1:%d/' % (H + 1 if H + 1 != T else H + 2))
+        check('a CONNECT to a port not on the list is refused',
+              'STATUS 403' in out or 'Tunnel connection failed: 403' in out, out)
+
+        # A client that ignores the proxy has no route out: the host's server is not on the
+        # sandbox's loopback, and there is no other interface.
+        res, raw = sandbox_python(sock, sid, r'''
+import socket
+s = socket.socket()
+try:
+    s.connect(("127.0.0.1", %d)); print("CONNECTED")
+except OSError as e:
+    print("REFUSED", e.errno)
+print(open("/proc/net/route").read().count("\n"))
+''' % H)
+        check('a client ignoring the proxy reaches nothing (no route, own loopback)',
+              res and res['stdout'].startswith('REFUSED') and res['stdout'].endswith('\n1\n'),
+              raw)
+
+        # The connection limit: hold tunnels open, the ones past it are refused.
+        res, raw = sandbox_python(sock, sid, r'''
+import socket, time
+socks, answers = [], []
+for i in range(5):
+    s = socket.create_connection(("127.0.0.1", 3128))
+    s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n")
+    answers.append(s.recv(200).split(b"\r\n")[0].decode())
+    socks.append(s)
+print("|".join(answers))
+''' % T)
+        answers = res['stdout'].strip().split('|') if res else []
+        check('a flood of connections hits max_connections (3 open, 2 refused)',
+              answers.count('HTTP/1.1 200 Connection established') == 3 and
+              answers.count('HTTP/1.1 403 Forbidden') == 2, raw)
+
+        # A name that resolves to loopback, not listed as an address: SSRF refused.
+        st, b = api(sock, 'POST', '/v1/sandboxes', {'egress': {'allow': ['localhost:%d' % H]}})
+        sids.append(b['id'])
+        out = fetch(sock, b['id'], 'http://localhost:%d/' % H)
+        check('a listed name that resolves to loopback is refused (the address is not listed)',
+              'STATUS 403' in out and 'internal addresses' in out, out)
+
+        # Tighten, never loosen.
+        st, r = api(sock, 'POST', '/v1/sandboxes/%s/egress' % sid,
+                    {'allow': ['127.0.0.1:%d' % H, '127.0.0.1:%d' % T, 'example.com']})
+        check('a live policy cannot be loosened', st == 403 and 'tightened' in
+              r['error']['message'], r)
+        st, r = api(sock, 'POST', '/v1/sandboxes/%s/egress' % sid,
+                    {'allow': ['127.0.0.1:%d' % H], 'max_connections': 2})
+        check('a live policy can be tightened', st == 200 and r['egress']['allow'] ==
+              ['127.0.0.1:%d' % H], r)
+        out = fetch(sock, sid, 'https://127.0.0.1:%d/secure' % T)
+        check('what was tightened away is refused at once',
+              'STATUS 403' in out or 'Tunnel connection failed: 403' in out, out)
+        out = fetch(sock, sid, 'http://127.0.0.1:%d/still' % H)
+        check('what is still allowed works', 'hello from the host: /still' in out, out)
+
+        # A sandbox without a policy: the proxy refuses everything.
+        st, c = api(sock, 'POST', '/v1/sandboxes', {})
+        sids.append(c['id'])
+        res, raw = sandbox_python(sock, c['id'], r'''
+import socket
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(b"GET http://127.0.0.1:%d/ HTTP/1.1\r\nHost: x\r\n\r\n")
+print(s.recv(300).decode())
+''' % H)
+        check('without a policy every connection is refused (default deny)',
+              res and 'HTTP/1.1 403' in res['stdout'], raw)
+
+        recs = audit_records(state)
+        eg = [x for x in recs if x.get('action') == 'egress.connect']
+        allowed = [x for x in eg if x.get('outcome') == 'allowed']
+        denied = [x for x in eg if x.get('outcome') == 'denied']
+        check('every decision is an audit record (allowed and denied)',
+              len(allowed) >= 3 and len(denied) >= 7, '%d allowed, %d denied' %
+              (len(allowed), len(denied)))
+        big = [x for x in allowed if x.get('details', {}).get('bytes_in', 0) > 200000]
+        check('an allowed record has host, port, bytes each way and duration',
+              big and all(k in big[0]['details'] for k in
+                          ('host', 'port', 'bytes_out', 'bytes_in', 'duration_ms')),
+              big[:1] or allowed[:1])
+        st, m = None, None
+        c2 = UnixConn(sock)
+        c2.request('GET', '/metrics')
+        m = c2.getresponse().read().decode()
+        check('metrics count decisions and bytes',
+              'clearing_egress_connections_total{outcome="denied"}' in m and
+              'clearing_egress_bytes_total{direction="in"}' in m, m[-300:])
+        v = subprocess.run([CLEARING, '--state-dir', state, 'audit', 'verify'],
+                           capture_output=True, text=True)
+        check('the audit log verifies', v.returncode == 0, v.stdout + v.stderr)
+    finally:
+        for s in sids:
+            try:
+                api(sock, 'DELETE', '/v1/sandboxes/%s?wait=true' % s)
+            except Exception:
+                pass
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+        httpd.shutdown()
+        tlsd.shutdown()
+        if not failed:
+            shutil.rmtree(d, ignore_errors=True)
+        else:
+            print('# daemon log and state kept in %s' % d)
+    print('1..%d' % n)
+    print('# %d passed, %d failed' % (n - failed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
