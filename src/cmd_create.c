@@ -18,6 +18,7 @@ enum {
     OPT_BASE,
     OPT_BRANCH,
     OPT_REUSE,
+    OPT_EGRESS,
     OPT_HELP,
 };
 
@@ -59,11 +60,12 @@ int cmd_create(int argc, char **argv)
         {"base", required_argument, NULL, OPT_BASE},
         {"branch", required_argument, NULL, OPT_BRANCH},
         {"reuse-branch", no_argument, NULL, OPT_REUSE},
+        {"egress-allow", required_argument, NULL, OPT_EGRESS},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
     _cleanup_free_ struct option *opts = cli_options_with_limits(own);
-    json_t *repo = json_object();
+    json_t *repo = json_object(), *allow = json_array();
     json_t *req = json_object(), *limits = json_object(), *env = json_object(),
            *meta = json_object();
     bool json = false;
@@ -109,6 +111,7 @@ int cmd_create(int argc, char **argv)
         case OPT_BASE: json_object_set_new(repo, "base", json_string(optarg)); break;
         case OPT_BRANCH: json_object_set_new(repo, "branch", json_string(optarg)); break;
         case OPT_REUSE: json_object_set_new(repo, "reuse_branch", json_true()); break;
+        case OPT_EGRESS: json_array_append_new(allow, json_string(optarg)); break;
         case OPT_HELP:
             printf("Usage: clearing create [OPTIONS]\n\nCreates a sandbox in the daemon and "
                    "prints its id on the last line.\n\n"
@@ -121,7 +124,11 @@ int cmd_create(int argc, char **argv)
                    "                         daemon must allow it with --repo-root)\n"
                    "  --base REF             the branch starts at REF (default HEAD)\n"
                    "  --branch NAME          branch name (default clearing/<sandbox id>)\n"
-                   "  --reuse-branch         continue an existing branch\n%s",
+                   "  --reuse-branch         continue an existing branch\n"
+                   "  --egress-allow HOST[:PORT]\n"
+                   "                         let commands reach HOST (or *.SUFFIX, or an IP\n"
+                   "                         address) through the sandbox's proxy; without a\n"
+                   "                         port: 80 and 443 (repeatable; default: nothing)\n%s",
                    cli_limit_help);
             status = 0;
             goto out;
@@ -144,6 +151,8 @@ int cmd_create(int argc, char **argv)
         json_object_set(req, "env", env);
     if (json_object_size(meta))
         json_object_set(req, "metadata", meta);
+    if (json_array_size(allow))
+        json_object_set_new(req, "egress", json_pack("{s:O}", "allow", allow));
     json_t *resp = NULL;
     int st = client_call("POST", "/v1/sandboxes", req, &resp, &err);
     if (st != 201) {
@@ -160,6 +169,7 @@ int cmd_create(int argc, char **argv)
     status = 0;
 out:
     json_decref(repo);
+    json_decref(allow);
     json_decref(req);
     json_decref(limits);
     json_decref(env);

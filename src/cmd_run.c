@@ -23,6 +23,7 @@ enum {
     OPT_SHELL,
     OPT_INSECURE_RUNTIME,
     OPT_JSON,
+    OPT_EGRESS,
     OPT_HELP,
 };
 
@@ -38,6 +39,7 @@ static const struct option own_options[] = {
     {"shell", required_argument, NULL, OPT_SHELL},
     {"insecure-runtime", required_argument, NULL, OPT_INSECURE_RUNTIME},
     {"json", no_argument, NULL, OPT_JSON},
+    {"egress-allow", required_argument, NULL, OPT_EGRESS},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -58,6 +60,9 @@ static void help(void)
            "  --env KEY=VALUE       environment for the command (repeatable)\n"
            "  --cwd DIR             working directory inside the sandbox (default /workspace)\n"
            "  --stdin-file FILE     bytes for the command's stdin ('-': this process's stdin)\n"
+           "  --egress-allow HOST[:PORT]  let the command reach HOST (or *.SUFFIX, or an IP\n"
+           "                        address) through the sandbox's proxy; without a port:\n"
+           "                        80 and 443 (repeatable; default: nothing)\n"
            "  --stdout-cap SIZE     stdout kept, the rest is counted and dropped (default 1m)\n"
            "  --stderr-cap SIZE     likewise for stderr (default 1m)\n"
            "  --shell STRING        run STRING with /bin/sh -c instead of COMMAND\n"
@@ -141,6 +146,12 @@ static int exit_status(const clr_exec_result *r)
     }
 }
 
+static void run_on_net(void *ctx, clr_channel *ch, uint8_t type, uint32_t id,
+                       const uint8_t *payload, uint32_t len)
+{
+    clr_egress_on_frame(ctx, ch, type, id, payload, len);
+}
+
 static volatile int interrupted;
 static void on_signal(int sig)
 {
@@ -156,7 +167,9 @@ int cmd_run(int argc, char **argv)
     bool json = false;
     const char *stdin_file = NULL;
     size_t nenv = 0;
-    _cleanup_free_ const char **env = calloc((size_t)argc + 1, sizeof(char *));
+    _cleanup_free_ const char **env = calloc((size_t)argc + 8, sizeof(char *));
+    json_t *allow = json_array();
+    clr_egress_policy *egress = NULL;
     _cleanup_free_ struct option *opts = cli_options_with_limits(own_options);
     if (!env || !opts)
         return CLI_EXIT_CLEARING;
@@ -208,8 +221,12 @@ int cmd_run(int argc, char **argv)
             else
                 eo.limits.stderr_cap = v;
             break;
-        case OPT_HELP: help(); return 0;
-        default: cli_usage_error("run", "unknown option"); return CLI_EXIT_USAGE;
+        case OPT_EGRESS: json_array_append_new(allow, json_string(optarg)); break;
+        case OPT_HELP: help(); json_decref(allow); return 0;
+        default:
+            cli_usage_error("run", "unknown option");
+            json_decref(allow);
+            return CLI_EXIT_USAGE;
         }
     }
     char **cmd = argv + optind;
@@ -226,6 +243,23 @@ int cmd_run(int argc, char **argv)
         cli_usage_error("run", "%s", err.message);
         return CLI_EXIT_USAGE;
     }
+    if (json_array_size(allow)) {
+        json_t *jp = json_pack("{s:O}", "allow", allow);
+        int prc = clr_egress_policy_parse(&egress, jp, &err);
+        json_decref(jp);
+        if (prc < 0) {
+            json_decref(allow);
+            cli_usage_error("run", "--egress-allow: %s", err.message);
+            return CLI_EXIT_USAGE;
+        }
+        static const char *const proxy_env[] = {
+            "HTTP_PROXY=" CLR_EGRESS_PROXY, "HTTPS_PROXY=" CLR_EGRESS_PROXY,
+            "http_proxy=" CLR_EGRESS_PROXY, "https_proxy=" CLR_EGRESS_PROXY,
+            "NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1"};
+        for (size_t i = 0; i < 6; i++)
+            env[nenv++] = proxy_env[i];
+    }
+    json_decref(allow);
     if (!eo.shell)
         eo.argv = (const char *const *)cmd;
     eo.env = env;
@@ -286,10 +320,27 @@ int cmd_run(int argc, char **argv)
     clr_exec_result res;
     memset(&res, 0, sizeof(res));
     int rc = -1;
+    /* With egress, the command runs over the live channel, which also carries its proxy's
+     * connections; every decision goes to this run's audit log. */
+    clr_channel *ch = NULL;
+    clr_egress *eg = NULL;
+    if (arc == 0 && egress) {
+        eg = clr_egress_new(egress, audit, sid, NULL);
+        clr_channel_hooks hooks = {.ctx = eg, .on_net = run_on_net};
+        if (!eg || clr_channel_open(&ch, eng, sb, &hooks, &err) < 0) {
+            if (!eg)
+                clr_error_set(&err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+            arc = -1;
+        }
+        eo.channel = ch;
+    }
     if (arc < 0)
-        cli_error(&err); /* refused: the command does not run unaudited */
+        cli_error(&err); /* refused: the command does not run unaudited, or without egress */
     else
         rc = clr_exec_run(&res, eng, sb, &eo, &err);
+    clr_channel_close(ch);
+    clr_egress_free(eg);
+    clr_egress_policy_free(egress);
     if (rc == 0) {
         d = clr_audit_exec_result(&res);
         clr_error aerr = CLR_ERROR_INIT;

@@ -281,6 +281,30 @@ print(s.recv(300).decode())
         check('metrics count decisions and bytes',
               'clearing_egress_connections_total{outcome="denied"}' in m and
               'clearing_egress_bytes_total{direction="in"}' in m, m[-300:])
+        # The command line: create --egress-allow (through the daemon) and run --egress-allow.
+        cr = subprocess.run([CLEARING, '--host', 'unix://' + sock, 'create', '--json',
+                             '--egress-allow', '127.0.0.1:%d' % H], capture_output=True,
+                            text=True)
+        try:
+            made = json.loads(cr.stdout)
+            sids.append(made['id'])
+        except (ValueError, KeyError):
+            made = {}
+        check('create --egress-allow sets the policy',
+              made.get('egress', {}).get('allow') == ['127.0.0.1:%d' % H], cr.stdout + cr.stderr)
+        code = ('import os, urllib.request\n'
+                'os.environ["NO_PROXY"] = os.environ["no_proxy"] = ""\n'
+                'print(urllib.request.urlopen("http://127.0.0.1:%d/cli").read().decode())' % H)
+        rr = subprocess.run([CLEARING, '--state-dir', os.path.join(d, 'cli'), 'run',
+                             '--egress-allow', '127.0.0.1:%d' % H, '--', 'python3', '-c', code],
+                            capture_output=True, text=True)
+        check('run --egress-allow fetches through the proxy',
+              rr.returncode == 0 and 'hello from the host: /cli' in rr.stdout,
+              rr.stdout + rr.stderr)
+        rr = subprocess.run([CLEARING, '--state-dir', os.path.join(d, 'cli'), 'run', '--', 'python3',
+                             '-c', code], capture_output=True, text=True)
+        check('run without --egress-allow reaches nothing', rr.returncode == 1 and
+              'hello' not in rr.stdout, rr.stdout + rr.stderr)
         v = subprocess.run([CLEARING, '--state-dir', state, 'audit', 'verify'],
                            capture_output=True, text=True)
         check('the audit log verifies', v.returncode == 0, v.stdout + v.stderr)
