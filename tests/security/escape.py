@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -31,6 +32,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLEARING = None
@@ -589,16 +591,18 @@ def _():
 
 @attack('res-cpu', "CPU hog: another sandbox's exec latency stays bounded")
 def _():
-    lat0 = exec_latency(B)
+    # Medians, so that a neighbour's load on this shared machine does not decide the outcome.
+    idle = statistics.median(exec_latency(B) for _ in range(3))
     out = {}
     th = threading.Thread(target=lambda: out.update(
         r=API.exec(A, [PROBE, 'cpu_hog', '4'], timeout='6s')))
     th.start()
     time.sleep(1.5)
-    lats = [exec_latency(B) for _ in range(4)]
+    lats = [exec_latency(B) for _ in range(5)]
     th.join(60)
     assert out['r']['status'] == 'timed_out', out
-    assert max(lats) < max(3.0, 10 * lat0), 'latency %r under a hog (idle %.3f)' % (lats, lat0)
+    assert statistics.median(lats) < max(2.0, 4 * idle), \
+        'latency %r under a hog (idle median %.3f)' % (lats, idle)
 
 
 @attack('res-fill-tmp', 'filling /tmp: ENOSPC at its size, host unaffected')
@@ -1104,6 +1108,16 @@ def cli(*args):
 
 # ---- setup and teardown ----
 
+def docker(method, path):
+    c = UnixConn('/var/run/docker.sock', 120)
+    try:
+        c.request(method, path)
+        r = c.getresponse()
+        return Resp(r.status, r.read())
+    finally:
+        c.close()
+
+
 def die_with_parent():
     import ctypes
     ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
@@ -1167,11 +1181,19 @@ def teardown():
     for sid in ids:
         destroy(sid)
     if DAEMON and DAEMON.poll() is None:
-        DAEMON.send_signal(signal.SIGTERM)
+        DAEMON.send_signal(signal.SIGTERM)  # it also removes its warm pool
         try:
-            DAEMON.wait(30)
+            DAEMON.wait(90)
         except subprocess.TimeoutExpired:
             DAEMON.kill()
+            DAEMON.wait(30)
+    # Whatever the daemon could not remove (a slow engine): every container with its owner label.
+    if STATE:
+        owner = 'daemon:%s/clearing.db' % STATE
+        flt = urllib.parse.quote(json.dumps({'label': ['io.clearing.owner=' + owner]}))
+        for c in docker('GET', '/containers/json?all=1&filters=' + flt).json or []:
+            ids.append(c['Labels'].get('io.clearing.id', c['Id']))
+            docker('DELETE', '/containers/%s?force=1' % c['Id'])
     # No runsc process of ours may be left behind on the host.
     left = []
     for pid in os.listdir('/proc'):
