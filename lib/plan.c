@@ -42,6 +42,7 @@ struct step {
 struct clr_plan {
     char *repo, *base, *branch, *profile, *image, *message;
     bool commit_on_failure;
+    clr_egress_policy *egress; /* NULL: no outbound connection at all */
     clr_limits limits;
     struct step *steps;
     size_t n;
@@ -70,6 +71,7 @@ void clr_plan_free(clr_plan *p)
     free(p->profile);
     free(p->image);
     free(p->message);
+    clr_egress_policy_free(p->egress);
     free(p);
 }
 
@@ -241,6 +243,29 @@ static int parse_limits(clr_yaml *y, clr_limits *l, yaml_node_t *m)
     return 0;
 }
 
+/* egress: a list of HOST[:PORT] rules (see clr_egress_policy_parse). */
+static int parse_egress(clr_yaml *y, clr_egress_policy **out, yaml_node_t *v)
+{
+    char **rules = NULL;
+    if (clr_yaml_strv(y, v, "egress", &rules) < 0)
+        return -1;
+    json_t *allow = json_array();
+    for (char **r = rules; r && *r; r++)
+        json_array_append_new(allow, json_string(*r));
+    clr_strv_free(rules);
+    json_t *j = json_pack("{s:o}", "allow", allow);
+    clr_error e2 = CLR_ERROR_INIT;
+    int rc = clr_egress_policy_parse(out, j, &e2);
+    json_decref(j);
+    return rc < 0 ? clr_yaml_error(y, v, "%s", e2.message) : 0;
+}
+
+static void plan_on_net(void *ctx, clr_channel *ch, uint8_t type, uint32_t id,
+                        const uint8_t *payload, uint32_t len)
+{
+    clr_egress_on_frame(ctx, ch, type, id, payload, len);
+}
+
 int clr_plan_parse(clr_plan **out, const char *text, size_t len, const char *source,
                    clr_error *err)
 {
@@ -292,6 +317,8 @@ int clr_plan_parse(clr_plan **out, const char *text, size_t len, const char *sou
             r = clr_yaml_bool(&y, v, "commit_on_failure", &p->commit_on_failure);
         else if (!strcmp(key, "limits"))
             r = parse_limits(&y, &p->limits, v);
+        else if (!strcmp(key, "egress"))
+            r = parse_egress(&y, &p->egress, v);
         else
             r = clr_yaml_error(&y, k, "unknown key '%.64s'", key);
         if (r < 0)
@@ -339,6 +366,7 @@ struct run {
     const clr_plan_run_options *o;
     json_t *report;
     json_t *steps;
+    clr_channel *channel; /* with egress: steps run over it, and it carries the proxy */
 };
 
 static void emit(struct run *r, json_t *ev)
@@ -377,6 +405,7 @@ static bool run_step(struct run *r, clr_engine *eng, const clr_sandbox *sb, int 
         eo.cwd = s->cwd;
         eo.limits.timeout_ms = s->timeout_ms;
         eo.cancel = r->o->cancel;
+        eo.channel = r->channel;
         clr_exec_result res;
         json_t *ad = clr_audit_exec_request(&eo);
         ok = clr_audit_append(r->o->audit, r->o->actor, clr_sandbox_get_info(sb)->id,
@@ -491,6 +520,12 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
     so.state_dir = o->state_dir;
     so.insecure_runtime = o->insecure_runtime;
     so.image = plan->image ? plan->image : profile ? clr_gauntlet_profile_image(profile) : NULL;
+    static const char *const proxy_env[] = {
+        "HTTP_PROXY=" CLR_EGRESS_PROXY, "HTTPS_PROXY=" CLR_EGRESS_PROXY,
+        "http_proxy=" CLR_EGRESS_PROXY, "https_proxy=" CLR_EGRESS_PROXY,
+        "NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1", NULL};
+    if (plan->egress && plan->egress->n)
+        so.env = proxy_env;
     clr_engine *eng = NULL;
     clr_sandbox *sb = NULL;
     if (clr_engine_open(&eng, o->engine, err) < 0) {
@@ -518,6 +553,15 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
     int arc = clr_audit_append(o->audit, o->actor, info->id, "sandbox.create", "ok", d, err);
     json_decref(d);
 
+    /* Egress: the live channel carries the steps and the proxy's connections, decided by the
+     * plan's policy and recorded in the plan's audit log. */
+    clr_egress *egress = NULL;
+    if (arc == 0 && plan->egress && plan->egress->n) {
+        egress = clr_egress_new(plan->egress, o->audit, info->id, NULL);
+        clr_channel_hooks hooks = {.ctx = egress, .on_net = plan_on_net};
+        if (!egress || clr_channel_open(&r.channel, eng, sb, &hooks, err) < 0)
+            arc = -1;
+    }
     const char *verdict = "error";
     int root = -1;
     bool steps_ok = false;
@@ -599,6 +643,8 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
     if (root >= 0)
         close(root);
     clr_gauntlet_free(g);
+    clr_channel_close(r.channel);
+    clr_egress_free(egress);
     /* Destroyed in every case. */
     char sid[CLR_SANDBOX_ID_MAX + 1];
     snprintf(sid, sizeof(sid), "%s", info->id);

@@ -305,6 +305,37 @@ print(s.recv(300).decode())
                              '-c', code], capture_output=True, text=True)
         check('run without --egress-allow reaches nothing', rr.returncode == 1 and
               'hello' not in rr.stdout, rr.stdout + rr.stderr)
+        # Plans: the policy is part of the plan; a step fetches through the proxy.
+        repo = subprocess.run(['bash', os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                    '..', '..', 'scripts', 'sample-repo.sh'),
+                               os.path.join(d, 'repo')], capture_output=True, text=True)
+        plan = os.path.join(d, 'plan.yaml')
+        step = ('python3 -c \'import os, urllib.request; os.environ["NO_PROXY"] = '
+                'os.environ["no_proxy"] = ""; print(urllib.request.urlopen('
+                '"http://127.0.0.1:%d/plan").read().decode())\'' % H)
+        with open(plan, 'w') as f:
+            f.write('message: fetch through egress\nprofile: python\negress: ["127.0.0.1:%d"]\n'
+                    'steps:\n  - run:\n      shell: "%s"\n      timeout: 60s\n'
+                    % (H, step.replace('"', '\\"')))
+        pr = subprocess.run([CLEARING, '--state-dir', os.path.join(d, 'plans'), 'plan', 'run',
+                             plan, '--repo', os.path.join(d, 'repo'), '--json'],
+                            capture_output=True, text=True)
+        try:
+            rep = json.loads(pr.stdout)
+            out = rep['steps'][0]['result']['stdout']
+        except (ValueError, KeyError, IndexError, TypeError):
+            rep, out = {}, ''
+        check('a plan with egress fetches through the proxy in its step',
+              repo.returncode == 0 and 'hello from the host: /plan' in out,
+              repo.stderr + pr.stdout[-800:] + pr.stderr[-800:])
+        with open(plan, 'w') as f:
+            f.write('egress: ["bad host"]\nsteps: []\n')
+        pr = subprocess.run([CLEARING, '--state-dir', os.path.join(d, 'plans'), 'plan', 'run',
+                             plan, '--repo', os.path.join(d, 'repo')], capture_output=True,
+                            text=True)
+        check('a plan with a malformed egress rule is refused with its line',
+              pr.returncode == 2 and 'plan.yaml:1:' in pr.stderr and 'expected' in pr.stderr,
+              '%d %s' % (pr.returncode, pr.stderr))
         v = subprocess.run([CLEARING, '--state-dir', state, 'audit', 'verify'],
                            capture_output=True, text=True)
         check('the audit log verifies', v.returncode == 0, v.stdout + v.stderr)
