@@ -3,6 +3,7 @@
 #   bench/run.sh [lifecycle] [args]   the lifecycle benchmark (the default)
 #   bench/run.sh api [args]           the daemon's API: exec latency, throughput, footprint
 #   bench/run.sh audit [args]         the audit log's cost: exec throughput with and without it
+#   bench/run.sh gauntlet [args]      gauntlet wall time: parallel 1 vs 3 vs a docker run per check
 # For example:
 #   bench/run.sh                      lifecycle, 30 rounds, table on stdout
 #   bench/run.sh --quick              lifecycle smoke test (3 rounds)
@@ -10,6 +11,7 @@
 #   bench/run.sh api --quick          api smoke test (3 rounds, 3 s of throughput per side)
 #   bench/run.sh api --json > api.json
 #   bench/run.sh audit --quick        audit smoke test (3 s per configuration, 200 appends)
+#   bench/run.sh gauntlet --quick     gauntlet smoke test (1 round instead of 5)
 # BUILD_DIR (default build/, relative to the source tree) picks the Meson build directory; it is
 # set up if it does not exist. Needs root, like clearing itself.
 set -euo pipefail
@@ -22,7 +24,7 @@ build_dir=${BUILD_DIR:-build}
 # means the lifecycle benchmark, as before there was more than one.
 bench=lifecycle
 case ${1:-} in
-    lifecycle|api|audit) bench=$1; shift ;;
+    lifecycle|api|audit|gauntlet) bench=$1; shift ;;
 esac
 
 # Build output goes to stderr so that stdout carries only the benchmark's report (--json).
@@ -46,5 +48,10 @@ case $bench in
     audit)
         ninja -C "$build_dir" bench/clearing-bench-audit agent/clearing-agent >&2
         exec "$build_dir/bench/clearing-bench-audit" "$@"
+        ;;
+    gauntlet)
+        # Runs `clearing gauntlet` and plain `docker run`s of clearing/python on the Python sample.
+        ninja -C "$build_dir" src/clearing agent/clearing-agent >&2
+        exec python3 "$root/bench/bench_gauntlet.py" "$build_dir/src/clearing" "$@"
         ;;
 esac
