@@ -436,7 +436,8 @@ static int copy_policy(clr_egress_policy *dst, const clr_egress_policy *src)
     clr_egress_rule *r = calloc(src->n ? src->n : 1, sizeof(*r));
     if (!r)
         return -1;
-    memcpy(r, src->rules, src->n * sizeof(*r));
+    if (src->n)
+        memcpy(r, src->rules, src->n * sizeof(*r));
     free(dst->rules);
     *dst = *src;
     dst->rules = r;

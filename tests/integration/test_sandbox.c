@@ -827,6 +827,7 @@ static uint64_t now_ms(void)
 
 struct par {
     const clr_sandbox *sb;
+    clr_channel *ch;
     const char *script;
     uint32_t timeout_ms;
     uint64_t stdout_cap;
@@ -844,8 +845,15 @@ static void *par_main(void *p)
     o.limits.timeout_ms = a->timeout_ms;
     if (a->stdout_cap)
         o.limits.stdout_cap = a->stdout_cap;
-    o.channel = channel_for(a->sb);
-    a->rc = clr_exec_run(&a->r, eng, a->sb, &o, &err);
+    o.channel = a->ch;
+    /* An engine handle is one thread's: each command here has its own (used only when the
+     * channel goes quiet and the sandbox's state is asked for). */
+    clr_engine *own = NULL;
+    clr_engine_options eo = CLR_ENGINE_OPTIONS_INIT;
+    a->rc = clr_engine_open(&own, &eo, &err);
+    if (a->rc == 0)
+        a->rc = clr_exec_run(&a->r, own, a->sb, &o, &err);
+    clr_engine_free(own);
     a->done_ms = now_ms();
     return NULL;
 }
@@ -866,7 +874,8 @@ static void test_channel_concurrent_commands(void **state)
         snprintf(scripts[i], sizeof(scripts[i]),
                  "date +%%s%%N > /tmp/start.%d; sleep 1; echo cmd-%d; date +%%s%%N > /tmp/end.%d",
                  i, i, i);
-        a[i] = (struct par){.sb = shared, .script = scripts[i], .timeout_ms = 30000};
+        a[i] = (struct par){.sb = shared, .ch = channel_for(shared), .script = scripts[i],
+                            .timeout_ms = 30000};
         assert_int_equal(pthread_create(&t[i], NULL, par_main, &a[i]), 0);
     }
     for (int i = 0; i < N; i++)
@@ -895,8 +904,9 @@ static void test_channel_flood_does_not_stall_others(void **state)
     (void)state;
     if (!use_channel)
         skip();
-    struct par flood = {.sb = shared, .script = "timeout 4 yes flood-flood-flood; exit 0",
-                        .timeout_ms = 30000, .stdout_cap = 1 << 20};
+    struct par flood = {.sb = shared, .ch = channel_for(shared),
+                        .script = "timeout 4 yes flood-flood-flood; exit 0", .timeout_ms = 30000,
+                        .stdout_cap = 1 << 20};
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, par_main, &flood), 0);
     usleep(500000);
