@@ -246,6 +246,9 @@ static int parse_limits(clr_yaml *y, clr_limits *l, yaml_node_t *m)
 /* egress: a list of HOST[:PORT] rules (see clr_egress_policy_parse). */
 static int parse_egress(clr_yaml *y, clr_egress_policy **out, yaml_node_t *v)
 {
+    /* A repeated key replaces the earlier one, as for every other plan key. */
+    clr_egress_policy_free(*out);
+    *out = NULL;
     char **rules = NULL;
     if (clr_yaml_strv(y, v, "egress", &rules) < 0)
         return -1;
