@@ -94,22 +94,6 @@ static struct clr_channel_slot *slot_find_locked(clr_channel *ch, uint32_t id)
     return NULL;
 }
 
-static int append_capped(clr_buffer *b, const uint8_t *data, size_t len, uint64_t cap)
-{
-    if (b->len + len > cap)
-        len = cap > b->len ? (size_t)(cap - b->len) : 0;
-    if (!len)
-        return 0;
-    uint8_t *n = realloc(b->data, b->len + len + 1);
-    if (!n)
-        return -1;
-    memcpy(n + b->len, data, len);
-    b->len += len;
-    n[b->len] = '\0';
-    b->data = n;
-    return 0;
-}
-
 /* A replayed channel nobody waits for: collect it, hand the result to the hook. */
 static void unclaimed_frame_locked(clr_channel *ch, const struct clr_frame *f)
 {
@@ -128,9 +112,9 @@ static void unclaimed_frame_locked(clr_channel *ch, const struct clr_frame *f)
         ch->unclaimed = u;
     }
     if (f->type == CLR_FRAME_STDOUT)
-        append_capped(&u->res.out, f->payload, f->length, u->out_cap);
+        clr_buffer_append_capped(&u->res.out, f->payload, f->length, u->out_cap);
     else if (f->type == CLR_FRAME_STDERR)
-        append_capped(&u->res.err, f->payload, f->length, u->err_cap);
+        clr_buffer_append_capped(&u->res.err, f->payload, f->length, u->err_cap);
     if (f->type != CLR_FRAME_RESULT)
         return;
     clr_error err = CLR_ERROR_INIT;

@@ -28,6 +28,11 @@
 #define CONNECT_TIMEOUT_MS 5000
 #define CONN_QUEUE_MAX (8u << 20) /* bytes from the sandbox not yet written to the remote */
 
+const char *const clr_egress_proxy_env[] = {
+    "HTTP_PROXY=" CLR_EGRESS_PROXY, "HTTPS_PROXY=" CLR_EGRESS_PROXY,
+    "http_proxy=" CLR_EGRESS_PROXY, "https_proxy=" CLR_EGRESS_PROXY,
+    "NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1", NULL};
+
 /* ---- policy ---- */
 
 void clr_egress_policy_free(clr_egress_policy *p)

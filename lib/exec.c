@@ -113,8 +113,12 @@ int clr_exec_result_decode(clr_exec_result *r, const uint8_t *payload, size_t le
     return 0;
 }
 
-static int append(clr_buffer *b, const uint8_t *data, size_t len)
+ssize_t clr_buffer_append_capped(clr_buffer *b, const uint8_t *data, size_t len, uint64_t cap)
 {
+    if (b->len + len > cap)
+        len = cap > b->len ? (size_t)(cap - b->len) : 0;
+    if (!len)
+        return 0;
     uint8_t *n = realloc(b->data, b->len + len + 1);
     if (!n)
         return -1;
@@ -122,7 +126,7 @@ static int append(clr_buffer *b, const uint8_t *data, size_t len)
     b->len += len;
     n[b->len] = '\0';
     b->data = n;
-    return 0;
+    return (ssize_t)len;
 }
 
 static int on_frame(void *p, const struct clr_frame *f)
@@ -138,10 +142,9 @@ static int on_frame(void *p, const struct clr_frame *f)
         uint64_t cap = f->type == CLR_FRAME_STDOUT ? c->opts->limits.stdout_cap
                                                    : c->opts->limits.stderr_cap;
         /* The agent enforces the cap; this is the host's own bound, in case it does not. */
-        size_t len = f->length;
-        if (b->len + len > cap)
-            len = cap > b->len ? (size_t)(cap - b->len) : 0;
-        if (len && append(b, f->payload, len) < 0)
+        ssize_t kept = clr_buffer_append_capped(b, f->payload, f->length, cap);
+        size_t len = kept > 0 ? (size_t)kept : 0;
+        if (kept < 0)
             return clr_error_set(c->err, CLR_E_INTERNAL, ENOMEM, "out of memory");
         if (len && c->opts->on_output)
             c->opts->on_output(c->opts->ctx,
@@ -305,14 +308,12 @@ uint32_t clr_exec_channel_id(const clr_exec *h)
     return h->chan_id;
 }
 
-/* Over the live channel: no engine round trip at all, one frame on the open stream. */
-static int start_on_channel(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
-                            const clr_exec_options *opts, struct clr_tlv_builder *req,
-                            clr_error *err)
+/* A handle; argv/env/shell/cwd are not kept (they are in the request already). */
+static clr_exec *exec_new(clr_engine *eng, const clr_sandbox *sb, const clr_exec_options *opts)
 {
     clr_exec *h = calloc(1, sizeof(*h));
     if (!h)
-        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+        return NULL;
     h->eng = eng;
     h->sb = sb;
     h->opts = *opts;
@@ -320,6 +321,33 @@ static int start_on_channel(clr_exec **out, clr_engine *eng, const clr_sandbox *
     h->opts.env = NULL;
     h->opts.shell = NULL;
     h->opts.cwd = NULL;
+    return h;
+}
+
+/* Sends the request, the stdin bytes and (unless kept open) end-of-file. */
+static int exec_send_request(clr_exec *h, const clr_exec_options *opts,
+                             const struct clr_tlv_builder *req, clr_error *err)
+{
+    int rc = exec_send(h, CLR_FRAME_EXEC, req->buf, req->len, err);
+    if (rc == 0 && opts->stdin_data && opts->stdin_len)
+        rc = clr_exec_write_stdin(h, opts->stdin_data, opts->stdin_len, err);
+    if (rc == 0 && !opts->keep_stdin_open)
+        rc = clr_exec_close_stdin(h, err);
+    if (rc < 0)
+        return clr_error_prefix(err, "sending the command to sandbox %s",
+                                clr_sandbox_get_info(h->sb)->id);
+    h->opts.stdin_data = NULL;
+    return 0;
+}
+
+/* Over the live channel: no engine round trip at all, one frame on the open stream. */
+static int start_on_channel(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
+                            const clr_exec_options *opts, struct clr_tlv_builder *req,
+                            clr_error *err)
+{
+    clr_exec *h = exec_new(eng, sb, opts);
+    if (!h)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     h->slot = clr_channel_slot_new(opts->channel, opts->channel_id, err);
     if (!h->slot) {
         free(h);
@@ -327,17 +355,10 @@ static int start_on_channel(clr_exec **out, clr_engine *eng, const clr_sandbox *
     }
     h->chan = opts->channel;
     h->chan_id = clr_channel_slot_id(h->slot);
-    int rc = exec_send(h, CLR_FRAME_EXEC, req->buf, req->len, err);
-    if (rc == 0 && opts->stdin_data && opts->stdin_len)
-        rc = clr_exec_write_stdin(h, opts->stdin_data, opts->stdin_len, err);
-    if (rc == 0 && !opts->keep_stdin_open)
-        rc = clr_exec_close_stdin(h, err);
-    if (rc < 0) {
+    if (exec_send_request(h, opts, req, err) < 0) {
         clr_exec_free(h);
-        return clr_error_prefix(err, "sending the command to sandbox %s",
-                                clr_sandbox_get_info(sb)->id);
+        return -1;
     }
-    h->opts.stdin_data = NULL;
     *out = h;
     return 0;
 }
@@ -395,18 +416,11 @@ int clr_exec_start(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
     snprintf(exec_id, sizeof(exec_id), "%s", eid ? eid : "");
     json_decref(resp);
 
-    clr_exec *h = calloc(1, sizeof(*h));
+    clr_exec *h = exec_new(eng, sb, opts);
     if (!h) {
         free(req);
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     }
-    h->eng = eng;
-    h->sb = sb;
-    h->opts = *opts;
-    h->opts.argv = NULL;
-    h->opts.env = NULL;
-    h->opts.shell = NULL;
-    h->opts.cwd = NULL;
     snprintf(path, sizeof(path), "/exec/%s/start", exec_id);
     body = json_pack("{s:b, s:b}", "Detach", 0, "Tty", 0);
     st = clr_engine_hijack(&h->stream, eng, path, body, err);
@@ -416,17 +430,12 @@ int clr_exec_start(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
         free(h);
         return -1;
     }
-    int rc = exec_send(h, CLR_FRAME_EXEC, req->buf, req->len, err);
+    int rc = exec_send_request(h, opts, req, err);
     free(req);
-    if (rc == 0 && opts->stdin_data && opts->stdin_len)
-        rc = clr_exec_write_stdin(h, opts->stdin_data, opts->stdin_len, err);
-    if (rc == 0 && !opts->keep_stdin_open)
-        rc = clr_exec_close_stdin(h, err);
     if (rc < 0) {
         clr_exec_free(h);
-        return clr_error_prefix(err, "sending the command to sandbox %s", info->id);
+        return -1;
     }
-    h->opts.stdin_data = NULL;
     *out = h;
     return 0;
 }

@@ -41,6 +41,10 @@ int clr_channel_send(clr_channel *ch, uint32_t id, uint8_t type, const void *dat
                      clr_error *err);
 void clr_channel_ack(clr_channel *ch, uint32_t id);
 
+/* Appends at most what keeps b within cap bytes (NUL-terminated after); returns how many bytes
+ * were kept, -1 when out of memory. */
+ssize_t clr_buffer_append_capped(clr_buffer *b, const uint8_t *data, size_t len, uint64_t cap);
+
 /* Checks a request body as the daemon does before it touches a sandbox or its database: kind is
  * "create", "exec", "process", "extend", "stdin", "signal", "commit" or "plan". Whether a
  * repository is under repo_roots is not checked. For the fuzzers (fuzz/fuzz_api_request.c). */

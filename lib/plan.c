@@ -523,12 +523,8 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
     so.state_dir = o->state_dir;
     so.insecure_runtime = o->insecure_runtime;
     so.image = plan->image ? plan->image : profile ? clr_gauntlet_profile_image(profile) : NULL;
-    static const char *const proxy_env[] = {
-        "HTTP_PROXY=" CLR_EGRESS_PROXY, "HTTPS_PROXY=" CLR_EGRESS_PROXY,
-        "http_proxy=" CLR_EGRESS_PROXY, "https_proxy=" CLR_EGRESS_PROXY,
-        "NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1", NULL};
     if (plan->egress && plan->egress->n)
-        so.env = proxy_env;
+        so.env = clr_egress_proxy_env;
     clr_engine *eng = NULL;
     clr_sandbox *sb = NULL;
     if (clr_engine_open(&eng, o->engine, err) < 0) {

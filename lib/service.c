@@ -618,19 +618,15 @@ static int parse_create(json_t *req, clr_sandbox_options *o, uint64_t *idle_ms,
 /* Commands of a sandbox whose policy allows anything find the agent's proxy through these. */
 static int add_proxy_env(char ***env)
 {
-    static const char *const vars[] = {
-        "HTTP_PROXY=" CLR_EGRESS_PROXY, "HTTPS_PROXY=" CLR_EGRESS_PROXY,
-        "http_proxy=" CLR_EGRESS_PROXY, "https_proxy=" CLR_EGRESS_PROXY,
-        "NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1"};
     size_t n = 0;
     while (*env && (*env)[n])
         n++;
-    char **v = realloc(*env, (n + 7) * sizeof(char *));
+    char **v = realloc(*env, (n + CLR_EGRESS_PROXY_ENV_N + 1) * sizeof(char *));
     if (!v)
         return -1;
-    for (size_t i = 0; i < 6; i++)
-        v[n + i] = strdup(vars[i]);
-    v[n + 6] = NULL;
+    for (size_t i = 0; i < CLR_EGRESS_PROXY_ENV_N; i++)
+        v[n + i] = strdup(clr_egress_proxy_env[i]);
+    v[n + CLR_EGRESS_PROXY_ENV_N] = NULL;
     *env = v;
     return 0;
 }
@@ -850,8 +846,8 @@ int clr_service_get(clr_service *svc, const char *id, json_t **out, clr_error *e
     return 0;
 }
 
-int clr_service_egress(clr_service *svc, const char *id, json_t *req, const char *actor,
-                       json_t **out, clr_error *err)
+/* A valid id of a running sandbox, or -1 (400, 404 or 409). */
+static int require_running(clr_service *svc, const char *id, clr_error *err)
 {
     if (valid_id(id, err) < 0)
         return -1;
@@ -862,6 +858,14 @@ int clr_service_egress(clr_service *svc, const char *id, json_t *req, const char
     clr_store_sandbox_clear(&row);
     if (!live)
         return clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", id);
+    return 0;
+}
+
+int clr_service_egress(clr_service *svc, const char *id, json_t *req, const char *actor,
+                       json_t **out, clr_error *err)
+{
+    if (require_running(svc, id, err) < 0)
+        return -1;
     clr_egress_policy *want = NULL, *have = NULL;
     json_t *jhave = NULL;
     if (clr_egress_policy_parse(&want, req, err) < 0)
@@ -901,15 +905,8 @@ int clr_service_egress(clr_service *svc, const char *id, json_t *req, const char
 int clr_service_workspace(clr_service *svc, const char *id, char *out, size_t len,
                           clr_error *err)
 {
-    if (valid_id(id, err) < 0)
+    if (require_running(svc, id, err) < 0)
         return -1;
-    clr_store_sandbox row;
-    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
-        return -1;
-    bool live = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
-    clr_store_sandbox_clear(&row);
-    if (!live)
-        return clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", id);
     if (clr_workspace_path(out, len, svc->state_dir, id) < 0)
         return clr_error_set(err, CLR_E_INTERNAL, ENAMETOOLONG, "workspace path too long");
     clr_store_sandbox_touch(svc->store, id, now_s(), NULL);

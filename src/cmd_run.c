@@ -252,12 +252,8 @@ int cmd_run(int argc, char **argv)
             cli_usage_error("run", "--egress-allow: %s", err.message);
             return CLI_EXIT_USAGE;
         }
-        static const char *const proxy_env[] = {
-            "HTTP_PROXY=" CLR_EGRESS_PROXY, "HTTPS_PROXY=" CLR_EGRESS_PROXY,
-            "http_proxy=" CLR_EGRESS_PROXY, "https_proxy=" CLR_EGRESS_PROXY,
-            "NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1"};
-        for (size_t i = 0; i < 6; i++)
-            env[nenv++] = proxy_env[i];
+        for (size_t i = 0; i < CLR_EGRESS_PROXY_ENV_N; i++)
+            env[nenv++] = clr_egress_proxy_env[i];
     }
     json_decref(allow);
     if (!eo.shell)

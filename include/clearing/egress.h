@@ -16,6 +16,9 @@
 
 /* The proxy's address inside every sandbox. */
 #define CLR_EGRESS_PROXY "http://127.0.0.1:3128"
+/* The environment that points a sandbox's commands at it (NULL-terminated). */
+CLR_PUBLIC extern const char *const clr_egress_proxy_env[];
+#define CLR_EGRESS_PROXY_ENV_N 6
 
 typedef struct clr_egress_rule {
     char host[256];  /* exact name, "*.suffix", or an IP literal */
