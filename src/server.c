@@ -21,6 +21,10 @@
 #define MAX_JSON_BODY (1024 * 1024)
 #define MAX_TOKENS 64
 #define DESTROY_WAIT_MS 60000 /* DELETE ?wait=true: longest wait for the removal */
+/* A connection that sends nothing for this long is closed. A request being handled is not idle
+ * (its handler holds the connection's thread: long execs and streams are unaffected); this only
+ * bounds clients that hold connections without finishing a request. */
+#define IDLE_TIMEOUT_S ((unsigned)60)
 
 struct token {
     char name[64];
@@ -962,7 +966,7 @@ int server_start(struct server **out, clr_service *svc, const struct server_opti
     }
     s->unix_d = MHD_start_daemon(flags, 0, NULL, NULL, handle_unix, s, MHD_OPTION_LISTEN_SOCKET,
                                  s->unix_fd, MHD_OPTION_CONNECTION_LIMIT, o->max_connections,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)3600,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S,
                                  MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_END);
     if (!s->unix_d) {
         server_stop(s);
@@ -979,7 +983,9 @@ int server_start(struct server **out, clr_service *svc, const struct server_opti
         s->tcp_d = MHD_start_daemon(flags, o->tcp_port, NULL, NULL, handle_tcp, s,
                                     MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&a,
                                     MHD_OPTION_CONNECTION_LIMIT, o->max_connections,
-                                    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)3600,
+                                    MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                    (unsigned)(o->max_connections / 8 ? o->max_connections / 8 : 1),
+                                    MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S,
                                     MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_END);
         if (!s->tcp_d) {
             server_stop(s);
