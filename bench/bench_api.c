@@ -7,11 +7,16 @@
  *               libcurl over the unix socket, one reused connection) against a raw Docker exec
  *               of `true` (POST /containers/{id}/exec + hijacked /exec/{id}/start read to the
  *               end) in a plain runsc container, interleaved round by round
- *   throughput  8 clients, each with its own sandbox (or plain container) and connection,
- *               running `true` back to back; the two sides alternate in slices of at most 5 s
- *               until each has had the whole duration; execs per second on each side
- *   footprint   the daemon's RSS (VmRSS) with 0 sandboxes and with 8 idle ones, and the CPU
- *               time (utime + stime) it uses while idle, as a percentage of one core
+ *   throughput  8 clients (--clients: each of a list of counts, up to 32), each with its own
+ *               sandbox (or plain container) and connection, running `true` back to back; the
+ *               two sides alternate in slices of at most 5 s until each has had the whole
+ *               duration; execs per second on each side
+ *   footprint   the daemon's RSS (VmRSS) with 0 sandboxes and with 8 (the largest client
+ *               count) idle ones, and the CPU time (utime + stime) it uses while idle, as a
+ *               percentage of one core
+ *   memory      the PSS and RSS per idle sandbox of everything the engine runs for it (its
+ *               containerd shim and every process below it: runsc's gofer, sentry and stubs),
+ *               on each side, and what that means for a host of this size
  *
  * Only the exec is inside the clock: checking the outcome (the exit code of `true`: the exec
  * record on the daemon's side, GET /exec/{id}/json on the raw side) is not, and for throughput
@@ -24,6 +29,7 @@
  * failure and on SIGINT/SIGTERM too (the current round or slice is finished first; a second
  * signal kills the process, and the daemon, which is told by PR_SET_PDEATHSIG). */
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -57,7 +63,9 @@
 #define QUICK_IDLE_S 3
 #define MAX_IDLE_S 600
 /* Concurrent clients in the throughput test, each with its own sandbox or container. */
-#define CLIENTS 8
+#define DEFAULT_CLIENTS 8
+#define MAX_CLIENTS 32
+#define MAX_CLIENT_COUNTS 4
 /* Throughput alternates sides in slices no longer than this, so drift lands on both. */
 #define SLICE_MAX_S 5
 #define MAX_SLICES ((MAX_DURATION_S + SLICE_MAX_S - 1) / SLICE_MAX_S)
@@ -101,15 +109,18 @@ struct throughput {
 enum rss_point { RSS_EMPTY, RSS_IDLE, RSS_AFTER_LOAD, RSS_COUNT };
 enum idle_point { IDLE_EMPTY, IDLE_SANDBOXES, IDLE_COUNT };
 
-static const char *const rss_keys[RSS_COUNT] = {"sandboxes_0", "sandboxes_8",
-                                                "sandboxes_8_after_load"};
-static const char *const idle_keys[IDLE_COUNT] = {"sandboxes_0", "sandboxes_8"};
 
 /* The daemon's footprint; NAN where it could not be read. */
 struct footprint {
     double rss_kib[RSS_COUNT];
     double peak_rss_kib;
     double idle_cpu_pct[IDLE_COUNT];
+};
+
+/* What the engine runs for the idle sandboxes of one side, from /proc; NAN where unread. */
+struct sandbox_memory {
+    unsigned sandboxes, processes;
+    double pss_kib, rss_kib; /* the sum over every process */
 };
 
 /* A client of the daemon: one libcurl handle, so that its connection is reused. */
@@ -135,17 +146,22 @@ struct bench {
 
     clr_engine *eng;
     struct api api; /* the main thread's client: setup, latency, cleanup */
-    char sandbox[CLIENTS][CLR_SANDBOX_ID_MAX + 1]; /* "" where there is none */
-    bool sandbox_left[CLIENTS];                    /* the daemon did not remove it */
-    char raw_name[CLIENTS][64];
-    char raw_id[CLIENTS][72]; /* "" where there is none */
+    unsigned clients[MAX_CLIENT_COUNTS]; /* the client counts of the throughput part */
+    unsigned client_counts;
+    unsigned nsandboxes;                               /* the largest client count */
+    char sandbox[MAX_CLIENTS][CLR_SANDBOX_ID_MAX + 1]; /* "" where there is none */
+    bool sandbox_left[MAX_CLIENTS];                    /* the daemon did not remove it */
+    char raw_name[MAX_CLIENTS][64];
+    char raw_id[MAX_CLIENTS][72]; /* "" where there is none */
 
     bool setup_failed;
     unsigned rounds_done;
     struct series lat[SIDE_COUNT];
-    struct throughput tp[SIDE_COUNT];
+    struct throughput tp[MAX_CLIENT_COUNTS][SIDE_COUNT];
     unsigned slices_per_side;
     struct footprint fp;
+    struct sandbox_memory mem[SIDE_COUNT];
+    double host_mem_kib; /* MemTotal */
 };
 
 /* Set by SIGINT/SIGTERM. */
@@ -693,13 +709,200 @@ static double idle_cpu(struct bench *b, const char *what)
     return pct;
 }
 
+/* ---- 4: what the engine runs for an idle sandbox, from /proc ---- */
+
+/* A process of the host, and the side whose sandbox it serves (-1: neither). */
+struct host_proc {
+    pid_t pid, ppid;
+    int side;
+};
+
+/* The parent of pid from /proc/PID/stat; -1 if unreadable (the process is gone). */
+static pid_t proc_ppid(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may hold anything */
+    long ppid;
+    if (!p || sscanf(p + 1, " %*c %ld", &ppid) != 1)
+        return -1;
+    return (pid_t)ppid;
+}
+
+/* The command line of pid, NULs turned into spaces; "" if unreadable. */
+static void proc_cmdline(pid_t pid, char *out, size_t len)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%ld/cmdline", (long)pid);
+    out[0] = '\0';
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, out, len - 1);
+    close(fd);
+    if (n <= 0)
+        return;
+    for (ssize_t i = 0; i < n; i++)
+        if (out[i] == '\0')
+            out[i] = ' ';
+    out[n] = '\0';
+}
+
+/* The Pss and Rss lines of /proc/PID/smaps_rollup, in KiB; -1 if unreadable. */
+static int proc_pss_rss(pid_t pid, double *pss, double *rss)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%ld/smaps_rollup", (long)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    unsigned long long v;
+    int got = 0;
+    while (fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "Pss: %llu kB", &v) == 1) {
+            *pss = (double)v;
+            got |= 1;
+        } else if (sscanf(line, "Rss: %llu kB", &v) == 1) {
+            *rss = (double)v;
+            got |= 2;
+        }
+    }
+    fclose(f);
+    return got == 3 ? 0 : -1;
+}
+
+static double meminfo_kib(const char *name)
+{
+    FILE *f = fopen("/proc/meminfo", "re");
+    if (!f)
+        return NAN;
+    char line[256];
+    size_t nl = strlen(name);
+    double v = NAN;
+    unsigned long long kib;
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, name, nl) == 0 && line[nl] == ':' &&
+            sscanf(line + nl + 1, "%llu", &kib) == 1) {
+            v = (double)kib;
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+/* The memory of every process the engine runs for the idle sandboxes of each side: the
+ * containerd shim, whose command line names the container's full id, and everything below it
+ * (runsc's gofer, the sentry and its systrap stub processes, `runsc wait`). PSS shares what
+ * processes share (the runsc binary, the sandbox's memory file mapped by the sentry and its
+ * stubs) among them, so the sum over N sandboxes is what N sandboxes cost; RSS counts shared
+ * pages in each process and overstates it. */
+static void sandbox_memory(struct bench *b)
+{
+    char ids[SIDE_COUNT][MAX_CLIENTS][72];
+    unsigned nids[SIDE_COUNT] = {0, 0};
+    memset(ids, 0, sizeof(ids));
+    for (unsigned i = 0; i < b->nsandboxes; i++)
+        if (b->raw_id[i][0])
+            snprintf(ids[SIDE_RAW][nids[SIDE_RAW]++], sizeof(ids[0][0]), "%s", b->raw_id[i]);
+    clr_sandbox_info *list = NULL;
+    size_t n = 0;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_sandbox_list(&list, &n, b->eng, &err) < 0) {
+        fprintf(stderr, "memory: listing sandboxes: %s\n", err.message);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        for (unsigned k = 0; k < b->nsandboxes; k++)
+            if (strcmp(list[i].id, b->sandbox[k]) == 0 && list[i].container_id[0] &&
+                nids[SIDE_CLEARING] < MAX_CLIENTS)
+                snprintf(ids[SIDE_CLEARING][nids[SIDE_CLEARING]++], sizeof(ids[0][0]), "%s",
+                         list[i].container_id);
+    free(list);
+
+    DIR *d = opendir("/proc");
+    if (!d)
+        return;
+    struct host_proc *ps = NULL;
+    size_t np = 0, cap = 0;
+    static char cmd[16384];
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0)
+            continue;
+        if (np == cap) {
+            cap = cap ? cap * 2 : 1024;
+            void *p = realloc(ps, cap * sizeof(*ps));
+            if (!p)
+                break;
+            ps = p;
+        }
+        struct host_proc *hp = &ps[np];
+        hp->pid = (pid_t)pid;
+        hp->ppid = proc_ppid(hp->pid);
+        hp->side = -1;
+        proc_cmdline(hp->pid, cmd, sizeof(cmd));
+        /* Only a shim names the container with -id; runsc's processes name it in paths. */
+        if (strncmp(cmd, "/usr/bin/containerd-shim", 24) == 0 ||
+            strstr(cmd, "containerd-shim-runc-v2 ")) {
+            for (int sd = 0; sd < SIDE_COUNT && hp->side < 0; sd++)
+                for (unsigned k = 0; k < nids[sd]; k++)
+                    if (strstr(cmd, ids[sd][k])) {
+                        hp->side = sd;
+                        break;
+                    }
+        }
+        np++;
+    }
+    closedir(d);
+    /* Everything below a shim serves its sandbox: spread the side down the tree. */
+    for (bool changed = true; changed;) {
+        changed = false;
+        for (size_t i = 0; i < np; i++) {
+            if (ps[i].side >= 0)
+                continue;
+            for (size_t k = 0; k < np; k++)
+                if (ps[k].pid == ps[i].ppid && ps[k].side >= 0) {
+                    ps[i].side = ps[k].side;
+                    changed = true;
+                    break;
+                }
+        }
+    }
+    for (int sd = 0; sd < SIDE_COUNT; sd++)
+        b->mem[sd] = (struct sandbox_memory){.sandboxes = nids[sd]};
+    for (size_t i = 0; i < np; i++) {
+        double pss = 0, rss = 0;
+        if (ps[i].side < 0 || proc_pss_rss(ps[i].pid, &pss, &rss) < 0)
+            continue;
+        struct sandbox_memory *m = &b->mem[ps[i].side];
+        m->processes++;
+        m->pss_kib += pss;
+        m->rss_kib += rss;
+    }
+    free(ps);
+    b->host_mem_kib = meminfo_kib("MemTotal");
+    for (int sd = 0; sd < SIDE_COUNT; sd++) {
+        const struct sandbox_memory *m = &b->mem[sd];
+        fprintf(stderr, "memory, %s: %u idle sandboxes, %u processes, PSS %.0f KiB, RSS %.0f KiB\n",
+                side_names[sd], m->sandboxes, m->processes, m->pss_kib, m->rss_kib);
+    }
+}
+
 /* ---- setup: sandboxes through the daemon, plain containers through the engine ---- */
 
 static int setup(struct bench *b)
 {
     char why[1100];
     int rc = 0;
-    for (int i = 0; i < CLIENTS && !interrupted; i++) {
+    for (int i = 0; i < (int)b->nsandboxes && !interrupted; i++) {
         int st = api_call(&b->api, "POST", "/v1/sandboxes", SANDBOX_REQUEST, why, sizeof(why));
         const char *id = NULL;
         json_t *j = NULL;
@@ -727,7 +930,7 @@ static int setup(struct bench *b)
     }
     /* One untimed exec on each: any start-up cost is not what this benchmark is about
      * (bench_lifecycle measures the first exec), and a broken sandbox shows here. */
-    for (int i = 0; i < CLIENTS && !interrupted; i++) {
+    for (int i = 0; i < (int)b->nsandboxes && !interrupted; i++) {
         char eid[72];
         if (api_exec_true(&b->api, b->sandbox[i], NULL, why, sizeof(why)) < 0) {
             fprintf(stderr, "setup: warm-up exec in sandbox %s: %s\n", b->sandbox[i], why);
@@ -787,7 +990,7 @@ static void latency(struct bench *b)
     }
 }
 
-/* ---- 2: throughput, CLIENTS clients back to back, sides alternating by slice ---- */
+/* ---- 2: throughput, N clients back to back, sides alternating by slice ---- */
 
 /* Lines the clients of one slice up: all start together, and every clock has stopped before
  * the raw side's checks add calls to the engine. */
@@ -896,19 +1099,21 @@ static void *worker_run(void *arg)
 }
 
 /* One slice of one side; -1 if its threads could not be started. */
-static int throughput_slice(struct bench *b, struct worker *ws, enum side side, double slice_ms)
+static int throughput_slice(struct bench *b, struct worker *ws, enum side side, double slice_ms,
+                            unsigned ci)
 {
     struct gate g = {.lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER};
-    pthread_t th[CLIENTS];
+    pthread_t th[MAX_CLIENTS];
+    const int clients = (int)b->clients[ci];
     int started = 0;
-    for (int i = 0; i < CLIENTS; i++) {
+    for (int i = 0; i < clients; i++) {
         ws[i].gate = &g;
         ws[i].slice_ms = slice_ms;
         if (pthread_create(&th[i], NULL, worker_run, &ws[i]) != 0)
             break;
         started++;
     }
-    if (started < CLIENTS) {
+    if (started < clients) {
         gate_set(&g, 0, true);
         for (int i = 0; i < started; i++)
             pthread_join(th[i], NULL);
@@ -916,41 +1121,46 @@ static int throughput_slice(struct bench *b, struct worker *ws, enum side side, 
     }
     gate_set(&g, 1, false);
     pthread_mutex_lock(&g.lock);
-    while (g.timed < CLIENTS)
+    while (g.timed < clients)
         pthread_cond_wait(&g.changed, &g.lock);
     pthread_mutex_unlock(&g.lock);
     gate_set(&g, 2, false);
-    for (int i = 0; i < CLIENTS; i++)
+    for (int i = 0; i < clients; i++)
         pthread_join(th[i], NULL);
 
     double t0 = ws[0].t_start, t1 = ws[0].t_end;
     unsigned long execs = 0, failed = 0;
-    for (int i = 0; i < CLIENTS; i++) {
+    for (int i = 0; i < clients; i++) {
         t0 = fmin(t0, ws[i].t_start);
         t1 = fmax(t1, ws[i].t_end);
         execs += ws[i].execs;
         failed += ws[i].failed;
     }
-    struct throughput *tp = &b->tp[side];
+    struct throughput *tp = &b->tp[ci][side];
     double secs = (t1 - t0) / 1000.0;
     tp->execs += execs;
     tp->failed += failed;
     tp->seconds += secs;
     double rate = secs > 0 ? (double)execs / secs : NAN;
     tp->slice_rate[tp->slices++] = rate;
-    fprintf(stderr, "throughput slice %u/%u: %s %.1f execs/s (%lu execs in %.2f s, %lu failed)\n",
-            tp->slices, b->slices_per_side, side_names[side], rate, execs, secs, failed);
+    fprintf(stderr,
+            "throughput, %d clients, slice %u/%u: %s %.1f execs/s (%lu execs in %.2f s, %lu "
+            "failed)\n",
+            clients, tp->slices, b->slices_per_side, side_names[side], rate, execs, secs, failed);
     return 0;
 }
 
-static void throughput(struct bench *b)
+/* The throughput with b->clients[ci] clients. */
+static void throughput_at(struct bench *b, unsigned ci)
 {
-    struct worker ws[SIDE_COUNT][CLIENTS];
+    static struct worker ws[SIDE_COUNT][MAX_CLIENTS]; /* large: one libcurl error buffer each */
     memset(ws, 0, sizeof(ws));
+    const int clients = (int)b->clients[ci];
+    struct throughput *tp = b->tp[ci];
     char why[1100];
     bool ok = true;
     for (int sd = 0; sd < SIDE_COUNT; sd++) {
-        for (int i = 0; i < CLIENTS; i++) {
+        for (int i = 0; i < clients; i++) {
             struct worker *w = &ws[sd][i];
             w->b = b;
             w->side = (enum side)sd;
@@ -971,8 +1181,8 @@ static void throughput(struct bench *b)
         }
     }
     if (!ok) {
-        b->tp[SIDE_CLEARING].failed++;
-        b->tp[SIDE_RAW].failed++;
+        tp[SIDE_CLEARING].failed++;
+        tp[SIDE_RAW].failed++;
     }
     /* Slices of equal length, at most SLICE_MAX_S each, clearing first, then alternating. */
     unsigned slices = (b->duration_s + SLICE_MAX_S - 1) / SLICE_MAX_S;
@@ -980,26 +1190,33 @@ static void throughput(struct bench *b)
     b->slices_per_side = slices;
     for (unsigned s = 0; ok && s < slices && !interrupted && !b->daemon_failed; s++) {
         for (int sd = 0; sd < SIDE_COUNT && !interrupted; sd++) {
-            if (throughput_slice(b, ws[sd], (enum side)sd, slice_ms) < 0) {
-                fprintf(stderr, "throughput: cannot start %d threads\n", CLIENTS);
-                b->tp[sd].failed++;
+            if (throughput_slice(b, ws[sd], (enum side)sd, slice_ms, ci) < 0) {
+                fprintf(stderr, "throughput: cannot start %d threads\n", clients);
+                tp[sd].failed++;
                 ok = false;
                 break;
             }
-            if (sd == SIDE_CLEARING && b->tp[sd].failed)
+            if (sd == SIDE_CLEARING && tp[sd].failed)
                 check_daemon(b);
             if (b->daemon_failed)
                 break;
         }
     }
-    if (b->tp[SIDE_CLEARING].failed)
+    if (tp[SIDE_CLEARING].failed)
         check_daemon(b);
     /* Closed before the idle measurement: an open connection is a thread in the daemon. */
-    for (int i = 0; i < CLIENTS; i++) {
+    for (int i = 0; i < clients; i++) {
         api_close(&ws[SIDE_CLEARING][i].api);
         clr_engine_free(ws[SIDE_RAW][i].eng);
         free(ws[SIDE_RAW][i].eids);
     }
+}
+
+/* Each client count in turn, in the order given. */
+static void throughput(struct bench *b)
+{
+    for (unsigned ci = 0; ci < b->client_counts && !interrupted && !b->daemon_failed; ci++)
+        throughput_at(b, ci);
 }
 
 /* ---- cleanup ---- */
@@ -1021,7 +1238,7 @@ static unsigned cleanup(struct bench *b)
     char why[1100];
 
     /* Sandboxes through the daemon that made them, as a client would. */
-    for (int i = 0; i < CLIENTS; i++) {
+    for (int i = 0; i < (int)b->nsandboxes; i++) {
         if (!b->sandbox[i][0])
             continue;
         char path[128];
@@ -1046,7 +1263,7 @@ static unsigned cleanup(struct bench *b)
      * other container of this daemon (its owner label names its database), such as one whose
      * create answer was lost. */
     if (b->eng) {
-        for (int i = 0; i < CLIENTS; i++) {
+        for (int i = 0; i < (int)b->nsandboxes; i++) {
             if (!b->sandbox_left[i])
                 continue;
             clr_error err = CLR_ERROR_INIT;
@@ -1071,7 +1288,7 @@ static unsigned cleanup(struct bench *b)
             if (strcmp(list[i].owner, owner) != 0)
                 continue;
             bool known = false;
-            for (int k = 0; k < CLIENTS; k++)
+            for (int k = 0; k < (int)b->nsandboxes; k++)
                 known = known || (b->sandbox_left[k] && strcmp(b->sandbox[k], list[i].id) == 0);
             if (known)
                 continue; /* already counted above */
@@ -1090,7 +1307,7 @@ static unsigned cleanup(struct bench *b)
         free(list);
 
         /* Plain containers by name, which also covers one whose create answer was lost. */
-        for (int i = 0; i < CLIENTS; i++) {
+        for (int i = 0; i < (int)b->nsandboxes; i++) {
             if (!b->raw_name[i][0])
                 continue;
             if (raw_remove(b->eng, b->raw_name[i], why, sizeof(why)) < 0) {
@@ -1178,52 +1395,68 @@ static void print_table(struct bench *b, unsigned left_behind)
            "runsc, engine API %s\n",
            b->daemon_version[0] ? b->daemon_version : "?", CLR_DEFAULT_IMAGE,
            clr_engine_api_version(b->eng));
+    unsigned long tp_failed[SIDE_COUNT] = {0, 0};
+    for (unsigned ci = 0; ci < b->client_counts; ci++)
+        for (int sd = 0; sd < SIDE_COUNT; sd++)
+            tp_failed[sd] += b->tp[ci][sd].failed;
     printf("failed: latency clearing %u, raw docker %u; throughput clearing %lu, raw docker %lu; "
            "left behind %u\n\n",
-           b->lat[SIDE_CLEARING].failed, b->lat[SIDE_RAW].failed, b->tp[SIDE_CLEARING].failed,
-           b->tp[SIDE_RAW].failed, left_behind);
+           b->lat[SIDE_CLEARING].failed, b->lat[SIDE_RAW].failed, tp_failed[SIDE_CLEARING],
+           tp_failed[SIDE_RAW], left_behind);
 
-    double p50[SIDE_COUNT], p95[SIDE_COUNT];
+    double p50[SIDE_COUNT], p95[SIDE_COUNT], p99[SIDE_COUNT];
     for (int sd = 0; sd < SIDE_COUNT; sd++) {
         p50[sd] = percentile(&b->lat[sd], 50);
         p95[sd] = percentile(&b->lat[sd], 95);
+        p99[sd] = percentile(&b->lat[sd], 99);
     }
     double lat_ratio = ratio(p50[SIDE_CLEARING], p50[SIDE_RAW]);
-    printf("%-9s | %12s | %12s | %14s | %14s | %9s\n", "latency", "clearing p50",
-           "clearing p95", "raw docker p50", "raw docker p95", "ratio p50");
-    printf("----------+--------------+--------------+----------------+----------------+----------"
-           "\n");
+    printf("%-9s | %12s | %12s | %12s | %14s | %14s | %14s | %9s\n", "latency", "clearing p50",
+           "clearing p95", "clearing p99", "raw docker p50", "raw docker p95", "raw docker p99",
+           "ratio p50");
+    printf("----------+--------------+--------------+--------------+----------------+-------------"
+           "---+----------------+----------\n");
     printf("%-9s |", "exec");
     cell(p50[SIDE_CLEARING], 12, 1);
     cell(p95[SIDE_CLEARING], 12, 1);
+    cell(p99[SIDE_CLEARING], 12, 1);
     cell(p50[SIDE_RAW], 14, 1);
     cell(p95[SIDE_RAW], 14, 1);
+    cell(p99[SIDE_RAW], 14, 1);
     cell_ratio(lat_ratio);
     printf("(milliseconds, exec of `true`, %u rounds interleaved; percentiles by nearest rank over "
            "the execs that succeeded)\n\n",
            b->rounds_done);
 
-    double rate[SIDE_COUNT];
-    for (int sd = 0; sd < SIDE_COUNT; sd++)
-        rate[sd] = rate_of(&b->tp[sd]);
-    double tp_ratio = ratio(rate[SIDE_CLEARING], rate[SIDE_RAW]);
-    printf("%-10s | %12s | %14s | %9s\n", "throughput", "clearing", "raw docker", "ratio");
-    printf("-----------+--------------+----------------+----------\n");
-    printf("%-10s |", "execs/s");
-    cell(rate[SIDE_CLEARING], 12, 1);
-    cell(rate[SIDE_RAW], 14, 1);
-    cell_ratio(tp_ratio);
-    printf("(%d clients back to back, each with its own sandbox or container; %.1f s clearing, "
-           "%.1f s raw docker, %u slice%s per side, alternating; %lu and %lu execs of `true`; "
+    double rate[MAX_CLIENT_COUNTS][SIDE_COUNT], tp_ratio[MAX_CLIENT_COUNTS];
+    printf("%-10s | %7s | %12s | %14s | %9s\n", "throughput", "clients", "clearing",
+           "raw docker", "ratio");
+    printf("-----------+---------+--------------+----------------+----------\n");
+    for (unsigned ci = 0; ci < b->client_counts; ci++) {
+        for (int sd = 0; sd < SIDE_COUNT; sd++)
+            rate[ci][sd] = rate_of(&b->tp[ci][sd]);
+        tp_ratio[ci] = ratio(rate[ci][SIDE_CLEARING], rate[ci][SIDE_RAW]);
+        printf("%-10s | %7u |", "execs/s", b->clients[ci]);
+        cell(rate[ci][SIDE_CLEARING], 12, 1);
+        cell(rate[ci][SIDE_RAW], 14, 1);
+        cell_ratio(tp_ratio[ci]);
+    }
+    printf("(each client back to back in its own sandbox or container; per client count %.1f s "
+           "clearing, %.1f s raw docker, %u slice%s per side, alternating; exec of `true`; "
            "ratio below 1: clearing is slower)\n\n",
-           CLIENTS, b->tp[SIDE_CLEARING].seconds, b->tp[SIDE_RAW].seconds, b->slices_per_side,
-           b->slices_per_side == 1 ? "" : "s", b->tp[SIDE_CLEARING].execs, b->tp[SIDE_RAW].execs);
+           b->tp[0][SIDE_CLEARING].seconds, b->tp[0][SIDE_RAW].seconds, b->slices_per_side,
+           b->slices_per_side == 1 ? "" : "s");
 
     const struct footprint *f = &b->fp;
-    static const char *const rss_labels[RSS_COUNT] = {
-        "RSS, 0 sandboxes", "RSS, 8 idle sandboxes", "RSS, 8 idle, after the load"};
-    static const char *const idle_labels[IDLE_COUNT] = {"idle CPU, 0 sandboxes",
-                                                        "idle CPU, 8 idle sandboxes"};
+    char rss_labels[RSS_COUNT][40], idle_labels[IDLE_COUNT][40];
+    snprintf(rss_labels[RSS_EMPTY], sizeof(rss_labels[0]), "RSS, 0 sandboxes");
+    snprintf(rss_labels[RSS_IDLE], sizeof(rss_labels[0]), "RSS, %u idle sandboxes",
+             b->nsandboxes);
+    snprintf(rss_labels[RSS_AFTER_LOAD], sizeof(rss_labels[0]), "RSS, %u idle, after the load",
+             b->nsandboxes);
+    snprintf(idle_labels[IDLE_EMPTY], sizeof(idle_labels[0]), "idle CPU, 0 sandboxes");
+    snprintf(idle_labels[IDLE_SANDBOXES], sizeof(idle_labels[0]), "idle CPU, %u idle sandboxes",
+             b->nsandboxes);
     printf("%-27s | %12s\n", "daemon footprint", "value");
     printf("----------------------------+-------------\n");
     for (int i = 0; i < RSS_COUNT; i++)
@@ -1235,24 +1468,76 @@ static void print_table(struct bench *b, unsigned left_behind)
            "%% of one core, resolution %.1f%%)\n\n",
            b->idle_s, 100.0 / (double)sysconf(_SC_CLK_TCK) / (b->idle_s ? b->idle_s : 1));
 
+    /* Per idle sandbox, and what it means for this host: how many idle ones fit in its memory
+     * by PSS (nothing else running), how many at clearing's default memory limit (what the
+     * sandboxes may grow to), and the daemon's own share. */
+    const double host = b->host_mem_kib;
+    double pss_each[SIDE_COUNT], rss_each[SIDE_COUNT];
+    printf("%-27s | %12s | %14s\n", "memory per idle sandbox", "clearing", "raw docker");
+    printf("----------------------------+--------------+---------------\n");
+    for (int sd = 0; sd < SIDE_COUNT; sd++) {
+        const struct sandbox_memory *m = &b->mem[sd];
+        pss_each[sd] = m->sandboxes && m->processes ? m->pss_kib / m->sandboxes : NAN;
+        rss_each[sd] = m->sandboxes && m->processes ? m->rss_kib / m->sandboxes : NAN;
+    }
+    printf("%-27s |", "PSS (MiB)");
+    cell(pss_each[SIDE_CLEARING] / 1024.0, 12, 1);
+    cell(pss_each[SIDE_RAW] / 1024.0, 14, 1);
+    printf("\n%-27s |", "RSS (MiB, shared counted)");
+    cell(rss_each[SIDE_CLEARING] / 1024.0, 12, 1);
+    cell(rss_each[SIDE_RAW] / 1024.0, 14, 1);
+    printf("\n%-27s |", "processes");
+    cell(b->mem[SIDE_CLEARING].sandboxes ? (double)b->mem[SIDE_CLEARING].processes /
+                                               b->mem[SIDE_CLEARING].sandboxes
+                                         : NAN,
+         12, 1);
+    cell(b->mem[SIDE_RAW].sandboxes ? (double)b->mem[SIDE_RAW].processes /
+                                          b->mem[SIDE_RAW].sandboxes
+                                    : NAN,
+         14, 1);
+    printf("\n%-27s |", "idle ones in host memory");
+    cell(floor(host / pss_each[SIDE_CLEARING]), 12, 0);
+    cell(floor(host / pss_each[SIDE_RAW]), 14, 0);
+    const clr_limits defaults = CLR_LIMITS_INIT;
+    const double limit_kib = (double)defaults.memory_bytes / 1024.0;
+    printf("\n(%u idle sandboxes per side, warmed up: the containerd shim and every process "
+           "below it, runsc's gofer, sentry and stubs; host MemTotal %.1f GiB; at clearing's "
+           "default limit of %.0f MiB each, %.0f sandboxes fit; the daemon's RSS with %u "
+           "sandboxes is %.3f%% of the host)\n\n",
+           b->mem[SIDE_CLEARING].sandboxes, host / 1048576.0, limit_kib / 1024.0,
+           floor(host / (limit_kib + pss_each[SIDE_CLEARING])), b->nsandboxes,
+           f->rss_kib[RSS_IDLE] / host * 100.0);
+
     /* One line per measurement for scripts: grep '^BENCH api '. */
-    printf("BENCH api op=exec clearing_p50_ms=%.1f clearing_p95_ms=%.1f raw_p50_ms=%.1f "
-           "raw_p95_ms=%.1f ratio_p50=%.2f clearing_n=%zu raw_n=%zu clearing_failed=%u "
-           "raw_failed=%u\n",
-           p50[SIDE_CLEARING], p95[SIDE_CLEARING], p50[SIDE_RAW], p95[SIDE_RAW], lat_ratio,
-           b->lat[SIDE_CLEARING].n, b->lat[SIDE_RAW].n, b->lat[SIDE_CLEARING].failed,
-           b->lat[SIDE_RAW].failed);
-    printf("BENCH api op=throughput clearing_execs_per_s=%.1f raw_execs_per_s=%.1f ratio=%.2f "
-           "clients=%d clearing_s=%.1f raw_s=%.1f clearing_execs=%lu raw_execs=%lu "
-           "clearing_failed=%lu raw_failed=%lu\n",
-           rate[SIDE_CLEARING], rate[SIDE_RAW], tp_ratio, CLIENTS, b->tp[SIDE_CLEARING].seconds,
-           b->tp[SIDE_RAW].seconds, b->tp[SIDE_CLEARING].execs, b->tp[SIDE_RAW].execs,
-           b->tp[SIDE_CLEARING].failed, b->tp[SIDE_RAW].failed);
-    printf("BENCH api op=footprint rss_0_kib=%.0f rss_8_kib=%.0f rss_8_after_load_kib=%.0f "
-           "peak_rss_kib=%.0f idle_cpu_0_pct=%.2f idle_cpu_8_pct=%.2f idle_s=%u\n",
-           f->rss_kib[RSS_EMPTY], f->rss_kib[RSS_IDLE], f->rss_kib[RSS_AFTER_LOAD],
-           f->peak_rss_kib, f->idle_cpu_pct[IDLE_EMPTY], f->idle_cpu_pct[IDLE_SANDBOXES],
-           b->idle_s);
+    printf("BENCH api op=exec clearing_p50_ms=%.1f clearing_p95_ms=%.1f clearing_p99_ms=%.1f "
+           "raw_p50_ms=%.1f raw_p95_ms=%.1f raw_p99_ms=%.1f ratio_p50=%.2f clearing_n=%zu "
+           "raw_n=%zu clearing_failed=%u raw_failed=%u\n",
+           p50[SIDE_CLEARING], p95[SIDE_CLEARING], p99[SIDE_CLEARING], p50[SIDE_RAW],
+           p95[SIDE_RAW], p99[SIDE_RAW], lat_ratio, b->lat[SIDE_CLEARING].n, b->lat[SIDE_RAW].n,
+           b->lat[SIDE_CLEARING].failed, b->lat[SIDE_RAW].failed);
+    for (unsigned ci = 0; ci < b->client_counts; ci++) {
+        const struct throughput *tp = b->tp[ci];
+        printf("BENCH api op=throughput clearing_execs_per_s=%.1f raw_execs_per_s=%.1f ratio=%.2f "
+               "clients=%u clearing_s=%.1f raw_s=%.1f clearing_execs=%lu raw_execs=%lu "
+               "clearing_failed=%lu raw_failed=%lu\n",
+               rate[ci][SIDE_CLEARING], rate[ci][SIDE_RAW], tp_ratio[ci], b->clients[ci],
+               tp[SIDE_CLEARING].seconds, tp[SIDE_RAW].seconds, tp[SIDE_CLEARING].execs,
+               tp[SIDE_RAW].execs, tp[SIDE_CLEARING].failed, tp[SIDE_RAW].failed);
+    }
+    printf("BENCH api op=footprint rss_0_kib=%.0f rss_%u_kib=%.0f rss_%u_after_load_kib=%.0f "
+           "peak_rss_kib=%.0f idle_cpu_0_pct=%.2f idle_cpu_%u_pct=%.2f idle_s=%u "
+           "rss_%u_host_pct=%.4f\n",
+           f->rss_kib[RSS_EMPTY], b->nsandboxes, f->rss_kib[RSS_IDLE], b->nsandboxes,
+           f->rss_kib[RSS_AFTER_LOAD], f->peak_rss_kib, f->idle_cpu_pct[IDLE_EMPTY],
+           b->nsandboxes, f->idle_cpu_pct[IDLE_SANDBOXES], b->idle_s, b->nsandboxes,
+           f->rss_kib[RSS_IDLE] / host * 100.0);
+    printf("BENCH api op=memory sandboxes=%u clearing_pss_kib=%.0f clearing_rss_kib=%.0f "
+           "raw_pss_kib=%.0f raw_rss_kib=%.0f clearing_processes=%u raw_processes=%u "
+           "host_kib=%.0f clearing_idle_fit=%.0f raw_idle_fit=%.0f\n",
+           b->mem[SIDE_CLEARING].sandboxes, pss_each[SIDE_CLEARING], rss_each[SIDE_CLEARING],
+           pss_each[SIDE_RAW], rss_each[SIDE_RAW], b->mem[SIDE_CLEARING].processes,
+           b->mem[SIDE_RAW].processes, host, floor(host / pss_each[SIDE_CLEARING]),
+           floor(host / pss_each[SIDE_RAW]));
 }
 
 /* v rounded to `scale` (1000: three decimals), or null when there is no figure. */
@@ -1276,46 +1561,82 @@ static void print_json(struct bench *b, unsigned left_behind)
         for (size_t i = 0; i < s->n; i++)
             json_array_append_new(samples, num_json(s->ms[i], 1000));
         p50[sd] = percentile(s, 50);
-        json_t *o = json_pack("{s:o, s:o, s:I, s:i, s:o}", "p50_ms", num_json(p50[sd], 1000),
-                              "p95_ms", num_json(percentile(s, 95), 1000), "n", (json_int_t)s->n,
+        json_t *o = json_pack("{s:o, s:o, s:o, s:I, s:i, s:o}", "p50_ms",
+                              num_json(p50[sd], 1000), "p95_ms",
+                              num_json(percentile(s, 95), 1000), "p99_ms",
+                              num_json(percentile(s, 99), 1000), "n", (json_int_t)s->n,
                               "failed", (int)s->failed, "samples_ms", samples);
         json_object_set_new(lat, side_keys[sd], o);
     }
     json_object_set_new(lat, "ratio_p50", num_json(ratio(p50[SIDE_CLEARING], p50[SIDE_RAW]), 1000));
 
-    json_t *tp = json_object();
-    double rate[SIDE_COUNT];
-    for (int sd = 0; sd < SIDE_COUNT; sd++) {
-        const struct throughput *t = &b->tp[sd];
-        json_t *slices = json_array();
-        for (unsigned i = 0; i < t->slices; i++)
-            json_array_append_new(slices, num_json(t->slice_rate[i], 1000));
-        rate[sd] = rate_of(t);
-        json_object_set_new(tp, side_keys[sd],
-                            json_pack("{s:o, s:I, s:I, s:o, s:o}", "execs_per_s",
-                                      num_json(rate[sd], 1000), "execs", (json_int_t)t->execs,
-                                      "failed", (json_int_t)t->failed, "seconds",
-                                      num_json(t->seconds, 1000), "slices_execs_per_s", slices));
+    /* "throughput" is the first client count's (8 by default), as before there was a list;
+     * "throughput_by_clients" has every count's. */
+    json_t *tp_all = json_array();
+    for (unsigned ci = 0; ci < b->client_counts; ci++) {
+        json_t *tp = json_object();
+        double rate[SIDE_COUNT];
+        for (int sd = 0; sd < SIDE_COUNT; sd++) {
+            const struct throughput *t = &b->tp[ci][sd];
+            json_t *slices = json_array();
+            for (unsigned i = 0; i < t->slices; i++)
+                json_array_append_new(slices, num_json(t->slice_rate[i], 1000));
+            rate[sd] = rate_of(t);
+            json_object_set_new(tp, side_keys[sd],
+                                json_pack("{s:o, s:I, s:I, s:o, s:o}", "execs_per_s",
+                                          num_json(rate[sd], 1000), "execs",
+                                          (json_int_t)t->execs, "failed", (json_int_t)t->failed,
+                                          "seconds", num_json(t->seconds, 1000),
+                                          "slices_execs_per_s", slices));
+        }
+        json_object_set_new(tp, "ratio",
+                            num_json(ratio(rate[SIDE_CLEARING], rate[SIDE_RAW]), 1000));
+        json_object_set_new(tp, "clients", json_integer(b->clients[ci]));
+        json_array_append_new(tp_all, tp);
     }
-    json_object_set_new(tp, "ratio", num_json(ratio(rate[SIDE_CLEARING], rate[SIDE_RAW]), 1000));
+    json_t *tp = json_incref(json_array_get(tp_all, 0));
 
+    char rss_keys[RSS_COUNT][40], idle_keys[IDLE_COUNT][40];
+    snprintf(rss_keys[RSS_EMPTY], sizeof(rss_keys[0]), "sandboxes_0");
+    snprintf(rss_keys[RSS_IDLE], sizeof(rss_keys[0]), "sandboxes_%u", b->nsandboxes);
+    snprintf(rss_keys[RSS_AFTER_LOAD], sizeof(rss_keys[0]), "sandboxes_%u_after_load",
+             b->nsandboxes);
+    snprintf(idle_keys[IDLE_EMPTY], sizeof(idle_keys[0]), "sandboxes_0");
+    snprintf(idle_keys[IDLE_SANDBOXES], sizeof(idle_keys[0]), "sandboxes_%u", b->nsandboxes);
     json_t *rss = json_object(), *cpu = json_object();
     for (int i = 0; i < RSS_COUNT; i++)
         json_object_set_new(rss, rss_keys[i], kib_json(b->fp.rss_kib[i]));
     json_object_set_new(rss, "peak", kib_json(b->fp.peak_rss_kib));
     for (int i = 0; i < IDLE_COUNT; i++)
         json_object_set_new(cpu, idle_keys[i], num_json(b->fp.idle_cpu_pct[i], 1000));
+    json_t *mem = json_object();
+    for (int sd = 0; sd < SIDE_COUNT; sd++) {
+        const struct sandbox_memory *m = &b->mem[sd];
+        json_object_set_new(mem, side_keys[sd],
+                            json_pack("{s:i, s:i, s:o, s:o}", "sandboxes", (int)m->sandboxes,
+                                      "processes", (int)m->processes, "pss_kib",
+                                      kib_json(m->processes ? m->pss_kib : NAN), "rss_kib",
+                                      kib_json(m->processes ? m->rss_kib : NAN)));
+    }
+    json_object_set_new(mem, "host_mem_total_kib", kib_json(b->host_mem_kib));
 
     json_t *j = json_pack(
         "{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:b, s:s, s:{s:o}, s:o, "
         "s:{s:o, s:o, s:i}}",
         "benchmark", "api", "daemon_version", b->daemon_version, "image", CLR_DEFAULT_IMAGE,
         "runtime", "runsc", "engine_api", clr_engine_api_version(b->eng), "rounds",
-        (int)b->rounds_done, "clients", CLIENTS, "duration_s", (int)b->duration_s,
+        (int)b->rounds_done, "clients", (int)b->clients[0], "duration_s", (int)b->duration_s,
         "slices_per_side", (int)b->slices_per_side, "left_behind", (int)left_behind,
         "interrupted", interrupted ? 1 : 0, "percentile_method", "nearest-rank",
         "latency", "exec", lat, "throughput", tp, "footprint", "rss_kib", rss, "idle_cpu_pct",
         cpu, "idle_s", (int)b->idle_s);
+    if (j) {
+        json_object_set_new(j, "throughput_by_clients", tp_all);
+        json_object_set_new(j, "sandbox_memory", mem);
+    } else {
+        json_decref(tp_all);
+        json_decref(mem);
+    }
     char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12))
                 : NULL;
     if (s) {
@@ -1333,16 +1654,20 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "Usage: clearing-bench-api [--rounds N] [--duration S] [--idle S] [--quick] [--json]\n"
-            "                          [--clearing PATH] [--agent PATH]\n\n"
+            "                          [--clients N[,N...]] [--clearing PATH] [--agent PATH]\n\n"
             "Starts its own `clearing serve` and measures, against raw Docker Engine API execs\n"
             "in plain runsc containers (`sleep infinity`) in the same run: the latency of an exec\n"
             "of `true` through the daemon's REST API (interleaved round by round), the exec\n"
-            "throughput of %d concurrent clients, and the daemon's RSS and idle CPU. Needs root,\n"
+            "throughput of %d concurrent clients, the daemon's RSS and idle CPU, and the memory\n"
+            "of an idle sandbox. Needs root,\n"
             "a running dockerd with runsc registered and the image " CLR_DEFAULT_IMAGE ".\n\n"
             "  --rounds N      latency rounds (default %d; at least %d unless --quick)\n"
             "  --duration S    throughput seconds per side (default %d, at most %d)\n"
             "  --idle S        seconds of idleness for the idle CPU (default %d, at most %d)\n"
             "  --quick         smoke test: %d rounds, %d s, %d s idle by default; any values\n"
+            "  --clients LIST  throughput at each of these client counts, comma-separated, at\n"
+            "                  most %d counts of 1..%d (default %d); as many sandboxes and\n"
+            "                  containers as the largest count are created\n"
             "  --json          print the figures (and every latency sample) as one JSON object\n"
             "  --clearing PATH the clearing binary (default $CLEARING_BIN, else ../src/clearing\n"
             "                  next to this program, as in a build directory)\n"
@@ -1350,8 +1675,9 @@ static void usage(FILE *f)
             "                  ../agent/clearing-agent next to this program)\n"
             "\nExit status: 0 all went well, 1 an operation failed or something was left\n"
             "behind, 2 bad usage or the host is not ready.\n",
-            CLIENTS, DEFAULT_ROUNDS, MIN_ROUNDS, DEFAULT_DURATION_S, MAX_DURATION_S,
-            DEFAULT_IDLE_S, MAX_IDLE_S, QUICK_ROUNDS, QUICK_DURATION_S, QUICK_IDLE_S);
+            DEFAULT_CLIENTS, DEFAULT_ROUNDS, MIN_ROUNDS, DEFAULT_DURATION_S, MAX_DURATION_S,
+            DEFAULT_IDLE_S, MAX_IDLE_S, QUICK_ROUNDS, QUICK_DURATION_S, QUICK_IDLE_S,
+            MAX_CLIENT_COUNTS, MAX_CLIENTS, DEFAULT_CLIENTS);
 }
 
 /* Fails early, with the fix, rather than with the same error in every round. */
@@ -1421,6 +1747,30 @@ static int parse_count(const char *opt, const char *text, unsigned max, unsigned
     return 0;
 }
 
+/* "1,8,32": at most MAX_CLIENT_COUNTS counts of 1..MAX_CLIENTS. */
+static int parse_clients(const char *text, struct bench *b)
+{
+    char buf[128];
+    snprintf(buf, sizeof(buf), "%s", text);
+    b->client_counts = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (b->client_counts == MAX_CLIENT_COUNTS) {
+            fprintf(stderr, "clearing-bench-api: --clients: at most %d counts\n",
+                    MAX_CLIENT_COUNTS);
+            return -1;
+        }
+        if (parse_count("--clients", t, MAX_CLIENTS, &b->clients[b->client_counts]) < 0)
+            return -1;
+        b->client_counts++;
+    }
+    if (b->client_counts == 0) {
+        fprintf(stderr, "clearing-bench-api: --clients '%s': expected N[,N...]\n", text);
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
@@ -1428,6 +1778,7 @@ int main(int argc, char **argv)
         {"duration", required_argument, NULL, 'd'},
         {"idle", required_argument, NULL, 'i'},
         {"quick", no_argument, NULL, 'q'},
+        {"clients", required_argument, NULL, 'n'},
         {"json", no_argument, NULL, 'j'},
         {"clearing", required_argument, NULL, 'c'},
         {"agent", required_argument, NULL, 'a'},
@@ -1435,7 +1786,7 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     unsigned rounds = 0, duration = 0, idle = 0;
-    const char *clearing_opt = NULL, *agent_opt = NULL;
+    const char *clearing_opt = NULL, *agent_opt = NULL, *clients_opt = NULL;
     bool quick = false, json = false;
     int c;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
@@ -1453,6 +1804,7 @@ int main(int argc, char **argv)
                 return EXIT_USAGE;
             break;
         case 'q': quick = true; break;
+        case 'n': clients_opt = optarg; break;
         case 'j': json = true; break;
         case 'c': clearing_opt = optarg; break;
         case 'a': agent_opt = optarg; break;
@@ -1481,6 +1833,13 @@ int main(int argc, char **argv)
     }
 
     static struct bench b; /* large: the throughput slice rates */
+    b.clients[0] = DEFAULT_CLIENTS;
+    b.client_counts = 1;
+    if (clients_opt && parse_clients(clients_opt, &b) < 0)
+        return EXIT_USAGE;
+    for (unsigned ci = 0; ci < b.client_counts; ci++)
+        if (b.clients[ci] > b.nsandboxes)
+            b.nsandboxes = b.clients[ci];
     b.rounds = rounds;
     b.duration_s = duration;
     b.idle_s = idle;
@@ -1521,7 +1880,7 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    for (int i = 0; i < CLIENTS; i++)
+    for (int i = 0; i < (int)b.nsandboxes; i++)
         snprintf(b.raw_name[i], sizeof(b.raw_name[i]), RAW_NAME_PREFIX "%ld-%d", (long)getpid(),
                  i + 1);
 
@@ -1557,12 +1916,14 @@ int main(int argc, char **argv)
             b.setup_failed = true;
         } else {
             b.fp.rss_kib[RSS_IDLE] = proc_status_kib(b.daemon, "VmRSS");
+            /* 4: the sandboxes idle and warmed up, before the load. */
+            sandbox_memory(&b);
             latency(&b);
             if (!interrupted && !b.daemon_failed)
                 throughput(&b);
-            /* 3 again: the same 8 sandboxes, idle now that they have seen work. */
+            /* 3 again: the same sandboxes, idle now that they have seen work. */
             if (!interrupted && !b.daemon_failed) {
-                b.fp.idle_cpu_pct[IDLE_SANDBOXES] = idle_cpu(&b, "8 idle sandboxes");
+                b.fp.idle_cpu_pct[IDLE_SANDBOXES] = idle_cpu(&b, "idle sandboxes");
                 b.fp.rss_kib[RSS_AFTER_LOAD] = proc_status_kib(b.daemon, "VmRSS");
             }
         }
@@ -1585,7 +1946,9 @@ int main(int argc, char **argv)
 
     failed = failed || !measured || interrupted || left_behind > 0 || b.daemon_failed;
     for (int sd = 0; sd < SIDE_COUNT; sd++) {
-        failed = failed || b.lat[sd].failed > 0 || b.tp[sd].failed > 0;
+        failed = failed || b.lat[sd].failed > 0;
+        for (unsigned ci = 0; ci < b.client_counts; ci++)
+            failed = failed || b.tp[ci][sd].failed > 0;
         free(b.lat[sd].ms);
     }
     clr_engine_free(b.eng);

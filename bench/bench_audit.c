@@ -187,12 +187,17 @@ static int make_dirs(struct bench *b, clr_error *err)
     return 0;
 }
 
-/* Removes a log and its rotated files. */
+/* Removes a log, its rotated files and the lock file its writers share (PATH.lock). */
 static void remove_log(const char *path)
 {
     char **files = NULL;
     size_t n = 0;
-    if (!path[0] || clr_audit_files(&files, &n, path, NULL) < 0)
+    if (!path[0])
+        return;
+    char lock[PATH_MAX + 40];
+    if (snprintf(lock, sizeof(lock), "%s.lock", path) < (int)sizeof(lock))
+        unlink(lock);
+    if (clr_audit_files(&files, &n, path, NULL) < 0)
         return;
     for (size_t i = 0; i < n; i++)
         unlink(files[i]);
@@ -441,36 +446,38 @@ static void print_table(struct bench *b)
            b->disk_parent, b->disk_fs, TMPFS_PARENT);
     printf("failed: execs %u, appends %u; logs verified: %s\n\n", failed_execs, failed_appends,
            b->broken_logs ? "NO" : "yes");
-    printf("%-14s | %6s | %8s | %8s | %8s | %8s\n", "configuration", "execs", "execs/s",
-           "exec p50", "exec p95", "overhead");
-    printf("---------------+--------+----------+----------+----------+---------\n");
+    printf("%-14s | %6s | %8s | %8s | %8s | %8s | %8s\n", "configuration", "execs", "execs/s",
+           "exec p50", "exec p95", "exec p99", "overhead");
+    printf("---------------+--------+----------+----------+----------+----------+---------\n");
     for (int c = 0; c < CFG_COUNT; c++) {
         const struct series *s = &b->exec[c];
         printf("%-14s | %6zu |", cfg_names[c], s->n);
         cell(rate(s), 8, 1);
         cell(percentile(s, 50), 8, 1);
         cell(percentile(s, 95), 8, 1);
+        cell(percentile(s, 99), 8, 1);
         double o = overhead_pct(b, (enum cfg)c);
         if (isnan(o))
             printf(" %8s\n", "-");
         else
             printf(" %7.1f%%\n", o);
     }
-    printf("(exec p50/p95 in milliseconds, including the records; overhead: the share of the "
+    printf("(exec p50/p95/p99 in milliseconds, including the records; overhead: the share of the "
            "no-audit execs/s lost)\n\n");
-    printf("%-13s | %7s | %9s | %8s | %8s\n", "append target", "appends", "appends/s", "p50 us",
-           "p95 us");
-    printf("--------------+---------+-----------+----------+---------\n");
+    printf("%-13s | %7s | %9s | %8s | %8s | %8s\n", "append target", "appends", "appends/s",
+           "p50 us", "p95 us", "p99 us");
+    printf("--------------+---------+-----------+----------+----------+---------\n");
     for (int t = 0; t < TGT_COUNT; t++) {
         const struct series *s = &b->append[t];
         printf("%-13s | %7zu |", target_keys[t], s->n);
         cell(rate(s), 9, 0);
         cell(percentile(s, 50), 8, 1);
-        double p95 = percentile(s, 95);
-        if (isnan(p95))
+        cell(percentile(s, 95), 8, 1);
+        double p99 = percentile(s, 99);
+        if (isnan(p99))
             printf(" %8s\n", "-");
         else
-            printf(" %8.1f\n", p95);
+            printf(" %8.1f\n", p99);
     }
     printf("(clr_audit_append of a typical exec record, microseconds; percentiles by nearest "
            "rank)\n\n");
@@ -478,16 +485,16 @@ static void print_table(struct bench *b)
     for (int c = 0; c < CFG_COUNT; c++) {
         const struct series *s = &b->exec[c];
         printf("BENCH audit exec config=%s execs=%zu seconds=%.1f execs_per_s=%.1f p50_ms=%.1f "
-               "p95_ms=%.1f overhead_pct=%.1f failed=%u\n",
+               "p95_ms=%.1f p99_ms=%.1f overhead_pct=%.1f failed=%u\n",
                cfg_keys[c], s->n, s->busy_ms / 1000.0, rate(s), percentile(s, 50),
-               percentile(s, 95), overhead_pct(b, (enum cfg)c), s->failed);
+               percentile(s, 95), percentile(s, 99), overhead_pct(b, (enum cfg)c), s->failed);
     }
     for (int t = 0; t < TGT_COUNT; t++) {
         const struct series *s = &b->append[t];
         printf("BENCH audit append target=%s appends=%zu seconds=%.3f appends_per_s=%.0f "
-               "p50_us=%.1f p95_us=%.1f failed=%u\n",
+               "p50_us=%.1f p95_us=%.1f p99_us=%.1f failed=%u\n",
                target_keys[t], s->n, s->busy_ms / 1000.0, rate(s), percentile(s, 50),
-               percentile(s, 95), s->failed);
+               percentile(s, 95), percentile(s, 99), s->failed);
     }
 }
 
@@ -507,10 +514,11 @@ static void print_json(struct bench *b, unsigned left_behind)
             json_array_append_new(samples, num_json(s->v[i]));
         json_object_set_new(
             execs, cfg_keys[c],
-            json_pack("{s:I, s:i, s:o, s:o, s:o, s:o, s:o, s:o}", "execs", (json_int_t)s->n,
-                      "failed", (int)s->failed, "seconds", num_json(s->busy_ms / 1000.0),
-                      "execs_per_s", num_json(rate(s)), "p50_ms", num_json(percentile(s, 50)),
-                      "p95_ms", num_json(percentile(s, 95)), "overhead_pct",
+            json_pack("{s:I, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "execs",
+                      (json_int_t)s->n, "failed", (int)s->failed, "seconds",
+                      num_json(s->busy_ms / 1000.0), "execs_per_s", num_json(rate(s)), "p50_ms",
+                      num_json(percentile(s, 50)), "p95_ms", num_json(percentile(s, 95)),
+                      "p99_ms", num_json(percentile(s, 99)), "overhead_pct",
                       num_json(overhead_pct(b, (enum cfg)c)), "samples_ms", samples));
     }
     json_t *appends = json_object();
@@ -518,10 +526,11 @@ static void print_json(struct bench *b, unsigned left_behind)
         const struct series *s = &b->append[t];
         json_object_set_new(
             appends, target_keys[t],
-            json_pack("{s:I, s:i, s:o, s:o, s:o, s:o}", "appends", (json_int_t)s->n, "failed",
-                      (int)s->failed, "seconds", num_json(s->busy_ms / 1000.0), "appends_per_s",
-                      num_json(rate(s)), "p50_us", num_json(percentile(s, 50)), "p95_us",
-                      num_json(percentile(s, 95))));
+            json_pack("{s:I, s:i, s:o, s:o, s:o, s:o, s:o}", "appends", (json_int_t)s->n,
+                      "failed", (int)s->failed, "seconds", num_json(s->busy_ms / 1000.0),
+                      "appends_per_s", num_json(rate(s)), "p50_us", num_json(percentile(s, 50)),
+                      "p95_us", num_json(percentile(s, 95)), "p99_us",
+                      num_json(percentile(s, 99))));
     }
     json_t *j = json_pack(
         "{s:s, s:i, s:i, s:s, s:s, s:s, s:{s:s, s:s}, s:s, s:s, s:{s:{s:I, s:I}, s:{s:I, s:I}},"

@@ -386,7 +386,7 @@ static double percentile(const struct series *s, unsigned p)
 }
 
 struct row {
-    double p50[SIDE_COUNT], p95[SIDE_COUNT];
+    double p50[SIDE_COUNT], p95[SIDE_COUNT], p99[SIDE_COUNT];
     double ratio; /* clearing p50 / raw p50; NAN if either is missing */
 };
 
@@ -396,6 +396,7 @@ static struct row row_of(struct bench *b, enum op op)
     for (int sd = 0; sd < SIDE_COUNT; sd++) {
         r.p50[sd] = percentile(&b->s[op][sd], 50);
         r.p95[sd] = percentile(&b->s[op][sd], 95);
+        r.p99[sd] = percentile(&b->s[op][sd], 99);
     }
     r.ratio = r.p50[SIDE_RAW] > 0 ? r.p50[SIDE_CLEARING] / r.p50[SIDE_RAW] : NAN;
     return r;
@@ -416,17 +417,20 @@ static void print_table(struct bench *b)
            b->rounds, CLR_DEFAULT_IMAGE, clr_engine_api_version(b->eng));
     printf("failed rounds: clearing %u, raw docker %u\n\n", b->failed_rounds[SIDE_CLEARING],
            b->failed_rounds[SIDE_RAW]);
-    printf("%-9s | %12s | %12s | %14s | %14s | %9s\n", "operation", "clearing p50",
-           "clearing p95", "raw docker p50", "raw docker p95", "ratio p50");
-    printf("----------+--------------+--------------+----------------+----------------+----------"
-           "\n");
+    printf("%-9s | %12s | %12s | %12s | %14s | %14s | %14s | %9s\n", "operation",
+           "clearing p50", "clearing p95", "clearing p99", "raw docker p50", "raw docker p95",
+           "raw docker p99", "ratio p50");
+    printf("----------+--------------+--------------+--------------+----------------+-------------"
+           "---+----------------+----------\n");
     for (int op = 0; op < OP_COUNT; op++) {
         struct row r = row_of(b, (enum op)op);
         printf("%-9s |", op_names[op]);
         cell(r.p50[SIDE_CLEARING], 12);
         cell(r.p95[SIDE_CLEARING], 12);
+        cell(r.p99[SIDE_CLEARING], 12);
         cell(r.p50[SIDE_RAW], 14);
         cell(r.p95[SIDE_RAW], 14);
+        cell(r.p99[SIDE_RAW], 14);
         if (isnan(r.ratio))
             printf(" %9s\n", "-");
         else
@@ -436,11 +440,11 @@ static void print_table(struct bench *b)
     /* One line per row for scripts: grep '^BENCH lifecycle '. */
     for (int op = 0; op < OP_COUNT; op++) {
         struct row r = row_of(b, (enum op)op);
-        printf("BENCH lifecycle op=%s clearing_p50_ms=%.1f clearing_p95_ms=%.1f raw_p50_ms=%.1f "
-               "raw_p95_ms=%.1f ratio_p50=%.2f clearing_n=%zu raw_n=%zu clearing_failed=%u "
-               "raw_failed=%u\n",
-               op_names[op], r.p50[SIDE_CLEARING], r.p95[SIDE_CLEARING], r.p50[SIDE_RAW],
-               r.p95[SIDE_RAW], r.ratio, b->s[op][SIDE_CLEARING].n, b->s[op][SIDE_RAW].n,
+        printf("BENCH lifecycle op=%s clearing_p50_ms=%.1f clearing_p95_ms=%.1f "
+               "clearing_p99_ms=%.1f raw_p50_ms=%.1f raw_p95_ms=%.1f raw_p99_ms=%.1f "
+               "ratio_p50=%.2f clearing_n=%zu raw_n=%zu clearing_failed=%u raw_failed=%u\n",
+               op_names[op], r.p50[SIDE_CLEARING], r.p95[SIDE_CLEARING], r.p99[SIDE_CLEARING],
+               r.p50[SIDE_RAW], r.p95[SIDE_RAW], r.p99[SIDE_RAW], r.ratio, b->s[op][SIDE_CLEARING].n, b->s[op][SIDE_RAW].n,
                b->s[op][SIDE_CLEARING].failed, b->s[op][SIDE_RAW].failed);
     }
 }
@@ -451,13 +455,13 @@ static json_t *ms_json(double v)
     return isnan(v) ? json_null() : json_real(round(v * 1000.0) / 1000.0);
 }
 
-static json_t *side_json(const struct series *s, double p50, double p95)
+static json_t *side_json(const struct series *s, double p50, double p95, double p99)
 {
     json_t *samples = json_array();
     for (size_t i = 0; i < s->n; i++)
         json_array_append_new(samples, ms_json(s->ms[i]));
-    return json_pack("{s:o, s:o, s:I, s:i, s:o}", "p50_ms", ms_json(p50), "p95_ms", ms_json(p95),
-                     "n", (json_int_t)s->n, "failed", (int)s->failed, "samples_ms", samples);
+    return json_pack("{s:o, s:o, s:o, s:I, s:i, s:o}", "p50_ms", ms_json(p50), "p95_ms",
+                     ms_json(p95), "p99_ms", ms_json(p99), "n", (json_int_t)s->n, "failed", (int)s->failed, "samples_ms", samples);
 }
 
 static void print_json(struct bench *b, unsigned left_behind)
@@ -468,7 +472,7 @@ static void print_json(struct bench *b, unsigned left_behind)
         json_t *o = json_object();
         for (int sd = 0; sd < SIDE_COUNT; sd++)
             json_object_set_new(o, side_keys[sd],
-                                side_json(&b->s[op][sd], r.p50[sd], r.p95[sd]));
+                                side_json(&b->s[op][sd], r.p50[sd], r.p95[sd], r.p99[sd]));
         json_object_set_new(o, "ratio_p50",
                             isnan(r.ratio) ? json_null() : json_real(round(r.ratio * 1000) / 1000));
         json_object_set_new(ops, op_names[op], o);
