@@ -15,6 +15,16 @@
 static char dir[] = "/dev/shm/clr-fuzz-audit-XXXXXX";
 static char path[64];
 
+/* The scratch directory goes when the run ends normally (not after a crash: kept to look at). */
+static void cleanup(void)
+{
+    char lock[80];
+    snprintf(lock, sizeof(lock), "%s.lock", path);
+    unlink(path);
+    unlink(lock);
+    rmdir(dir);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
@@ -23,6 +33,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (!mkdtemp(dir))
         abort();
     snprintf(path, sizeof(path), "%s/audit.log", dir);
+    atexit(cleanup);
     return 0;
 }
 

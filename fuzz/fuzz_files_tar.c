@@ -14,21 +14,31 @@
 
 static int root = -1;
 static int input = -1;
+static char scratch[] = "/dev/shm/clr-fuzz-tar-XXXXXX";
+
+/* The scratch directory goes when the run ends normally (not after a crash: kept to look at). */
+static void cleanup(void)
+{
+    clr_error err = CLR_ERROR_INIT;
+    clr_files_delete(root, "x", true, &err);
+    rmdir(scratch);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    char dir[] = "/dev/shm/clr-fuzz-tar-XXXXXX";
     clr_error err = CLR_ERROR_INIT;
-    if (!mkdtemp(dir) || clr_files_open_root(&root, dir, &err) < 0) {
-        fprintf(stderr, "fuzz_files_tar: cannot make a scratch root %s: %s\n", dir, err.message);
+    if (!mkdtemp(scratch) || clr_files_open_root(&root, scratch, &err) < 0) {
+        fprintf(stderr, "fuzz_files_tar: cannot make a scratch root %s: %s\n", scratch,
+                err.message);
         abort();
     }
     input = memfd_create("tar", MFD_CLOEXEC);
     if (input < 0)
         abort();
-    fprintf(stderr, "fuzz_files_tar: scratch root %s\n", dir);
+    fprintf(stderr, "fuzz_files_tar: scratch root %s\n", scratch);
+    atexit(cleanup);
     return 0;
 }
 
