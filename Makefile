@@ -40,6 +40,7 @@ test-sanitize:
 	    -Db_lundef=false -Doptimization=1 >/dev/null
 	ninja -C $(BUILD_SAN)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	    meson test -C $(BUILD_SAN) --print-errorlogs --no-suite memcheck --no-suite disruptive
 
 # libFuzzer harnesses (fuzz/, clang): every seed and past crash once, then 15 s of fuzzing per

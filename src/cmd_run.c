@@ -146,6 +146,11 @@ static int exit_status(const clr_exec_result *r)
     }
 }
 
+static void policy_freep(clr_egress_policy **p)
+{
+    clr_egress_policy_free(*p);
+}
+
 static void run_on_net(void *ctx, clr_channel *ch, uint8_t type, uint32_t id,
                        const uint8_t *payload, uint32_t len)
 {
@@ -168,10 +173,11 @@ int cmd_run(int argc, char **argv)
     const char *stdin_file = NULL;
     size_t nenv = 0;
     _cleanup_free_ const char **env = calloc((size_t)argc + 8, sizeof(char *));
-    json_t *allow = json_array();
-    clr_egress_policy *egress = NULL;
+    _cleanup_free_ const char **allow = calloc((size_t)argc + 1, sizeof(char *));
+    size_t nallow = 0;
+    __attribute__((cleanup(policy_freep))) clr_egress_policy *egress = NULL;
     _cleanup_free_ struct option *opts = cli_options_with_limits(own_options);
-    if (!env || !opts)
+    if (!env || !opts || !allow)
         return CLI_EXIT_CLEARING;
     so.state_dir = cli_global.state_dir;
 
@@ -221,12 +227,9 @@ int cmd_run(int argc, char **argv)
             else
                 eo.limits.stderr_cap = v;
             break;
-        case OPT_EGRESS: json_array_append_new(allow, json_string(optarg)); break;
-        case OPT_HELP: help(); json_decref(allow); return 0;
-        default:
-            cli_usage_error("run", "unknown option");
-            json_decref(allow);
-            return CLI_EXIT_USAGE;
+        case OPT_EGRESS: allow[nallow++] = optarg; break;
+        case OPT_HELP: help(); return 0;
+        default: cli_usage_error("run", "unknown option"); return CLI_EXIT_USAGE;
         }
     }
     char **cmd = argv + optind;
@@ -243,19 +246,20 @@ int cmd_run(int argc, char **argv)
         cli_usage_error("run", "%s", err.message);
         return CLI_EXIT_USAGE;
     }
-    if (json_array_size(allow)) {
-        json_t *jp = json_pack("{s:O}", "allow", allow);
+    if (nallow) {
+        json_t *rules = json_array();
+        for (size_t i = 0; i < nallow; i++)
+            json_array_append_new(rules, json_string(allow[i]));
+        json_t *jp = json_pack("{s:o}", "allow", rules);
         int prc = clr_egress_policy_parse(&egress, jp, &err);
         json_decref(jp);
         if (prc < 0) {
-            json_decref(allow);
             cli_usage_error("run", "--egress-allow: %s", err.message);
             return CLI_EXIT_USAGE;
         }
         for (size_t i = 0; i < CLR_EGRESS_PROXY_ENV_N; i++)
             env[nenv++] = clr_egress_proxy_env[i];
     }
-    json_decref(allow);
     if (!eo.shell)
         eo.argv = (const char *const *)cmd;
     eo.env = env;
@@ -336,7 +340,6 @@ int cmd_run(int argc, char **argv)
         rc = clr_exec_run(&res, eng, sb, &eo, &err);
     clr_channel_close(ch);
     clr_egress_free(eg);
-    clr_egress_policy_free(egress);
     if (rc == 0) {
         d = clr_audit_exec_result(&res);
         clr_error aerr = CLR_ERROR_INIT;
