@@ -221,3 +221,31 @@ put("audit", "empty", b"\x00")
 put("audit", "chain", b"\x00" + audit_log(3))
 put("audit", "partial", b"\x01" + audit_log(2, start=41, prev="ab" * 32))
 put("audit", "torn", b"\x00" + audit_log(2) + b'{"seq":3,"ts":')
+
+
+# ---- the live channel: slicing byte, u32 id of a waiting command, then the attach stream ----
+def frame(ch, typ, payload=b""):
+    return struct.pack(">II", len(payload), ch) + bytes([typ, 0, 0, 0]) + payload
+
+def docker(stream, b):
+    return bytes([stream, 0, 0, 0]) + struct.pack(">I", len(b)) + b
+
+def tlv(tag, v):
+    return struct.pack(">HI", tag, len(v)) + v
+
+RESULT = (tlv(1, struct.pack(">Q", 1)) + tlv(2, struct.pack(">Q", 0)) +
+          tlv(4, struct.pack(">Q", 1234)) + tlv(12, b"done"))
+put("channel", "hello-answer", b"\x08\x00\x00\x00\x00" +
+    docker(1, frame(0, 11, struct.pack(">II", 1, 7))))
+put("channel", "exec-output-result", b"\x10\x00\x00\x00\x07" +
+    docker(1, frame(7, 4, b"hello\n") + frame(7, 5, b"warn\n") + frame(7, 6, RESULT)))
+put("channel", "replayed-result", b"\x03\x00\x00\x00\x00" +
+    docker(1, frame(9, 4, b"x" * 100) + frame(9, 6, RESULT)))
+put("channel", "net-open", b"\x20\x00\x00\x00\x00" +
+    docker(1, frame(3, 12, b"C\x00example.com\x00443") + frame(3, 15, b"GET /") + frame(3, 16)))
+put("channel", "net-open-http", b"\x05\x00\x00\x00\x00" +
+    docker(1, frame(4, 12, b"H\x00127.0.0.1\x008080")))
+put("channel", "agent-stderr", b"\x02\x00\x00\x00\x00" +
+    docker(2, b"clearing-agent: something\nmore"))
+put("channel", "split-docker-frames", b"\x01\x00\x00\x00\x07" +
+    docker(1, frame(7, 4, b"ab")[:7]) + docker(1, frame(7, 4, b"ab")[7:]))

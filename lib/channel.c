@@ -249,6 +249,8 @@ static void *reader_main(void *p)
 int clr_channel_send(clr_channel *ch, uint32_t id, uint8_t type, const void *data, size_t len,
                      clr_error *err)
 {
+    if (!ch->stream)
+        return clr_error_set(err, CLR_E_UNAVAILABLE, ENOTCONN, "the channel has no stream");
     if (len > CLR_PROTO_MAX_PAYLOAD)
         return clr_error_set(err, CLR_E_INTERNAL, E2BIG, "frame too large");
     /* Header and payload in one write: the stream's write lock keeps frames whole. */
@@ -339,6 +341,38 @@ int clr_channel_open(clr_channel **out, clr_engine *eng, const clr_sandbox *sb,
                              "the agent of sandbox %s does not serve a live channel", info->id);
     }
     *out = ch;
+    return 0;
+}
+
+clr_channel *clr_channel_new_detached(const clr_channel_hooks *hooks)
+{
+    clr_channel *ch = calloc(1, sizeof(*ch));
+    if (!ch)
+        return NULL;
+    ch->frame_buf = malloc(CLR_PROTO_MAX_PAYLOAD);
+    pthread_mutex_init(&ch->lock, NULL);
+    pthread_cond_init(&ch->hello_cond, NULL);
+    atomic_init(&ch->refs, 1);
+    snprintf(ch->sandbox_id, sizeof(ch->sandbox_id), "sb-fuzz");
+    if (hooks)
+        ch->hooks = *hooks;
+    if (!ch->frame_buf) {
+        channel_free(ch);
+        return NULL;
+    }
+    clr_demux_init(&ch->demux);
+    clr_frame_reader_init(&ch->frames, ch->frame_buf);
+    return ch;
+}
+
+int clr_channel_feed(clr_channel *ch, const uint8_t *data, size_t len)
+{
+    if (clr_demux_feed(&ch->demux, data, len, on_engine_stream, ch) != 0) {
+        pthread_mutex_lock(&ch->lock);
+        channel_dead_locked(ch, true, "malformed frame from the sandbox's agent");
+        pthread_mutex_unlock(&ch->lock);
+        return -1;
+    }
     return 0;
 }
 

@@ -700,6 +700,35 @@ static void reap_locked(clr_egress *e)
     }
 }
 
+int clr_egress_parse_open(const uint8_t *payload, uint32_t len, bool *tunnel, char *host,
+                          size_t hostlen, unsigned *port)
+{
+    /* "C"|"H", NUL, host, NUL, port: written by the agent, shaped by the sandbox's command. */
+    if (len < 5 || (payload[0] != 'C' && payload[0] != 'H') || payload[1] != '\0')
+        return -1;
+    const uint8_t *h = payload + 2, *end = payload + len;
+    const uint8_t *hend = memchr(h, '\0', (size_t)(end - h));
+    if (!hend || hend == h || (size_t)(hend - h) >= hostlen)
+        return -1;
+    const uint8_t *p = hend + 1;
+    size_t plen = (size_t)(end - p);
+    if (plen == 0 || plen > 5)
+        return -1;
+    unsigned v = 0;
+    for (size_t i = 0; i < plen; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        v = v * 10 + (unsigned)(p[i] - '0');
+    }
+    if (v == 0 || v > 65535)
+        return -1;
+    memcpy(host, h, (size_t)(hend - h));
+    host[hend - h] = '\0';
+    *tunnel = payload[0] == 'C';
+    *port = v;
+    return 0;
+}
+
 static struct conn *conn_find(clr_egress *e, uint32_t id)
 {
     for (struct conn *c = e->conns; c; c = c->next) {
@@ -715,28 +744,21 @@ void clr_egress_on_frame(clr_egress *e, clr_channel *ch, uint8_t type, uint32_t 
     pthread_mutex_lock(&e->lock);
     if (type == CLR_FRAME_NET_OPEN) {
         reap_locked(e);
-        /* "C"|"H", NUL, host, NUL, port */
-        const char *kind = (const char *)payload;
-        const char *host = len > 2 && payload[1] == '\0' ? kind + 2 : NULL;
-        const char *hend = host ? memchr(host, '\0', len - 2) : NULL;
-        char portbuf[8] = "";
-        if (hend && (size_t)(len - (uint32_t)((const uint8_t *)hend + 1 - payload)) < sizeof(portbuf))
-            snprintf(portbuf, sizeof(portbuf), "%.*s",
-                     (int)(len - (uint32_t)((const uint8_t *)hend + 1 - payload)), hend + 1);
-        struct conn probe = {.id = id, .tunnel = kind && kind[0] == 'C'};
-        snprintf(probe.host, sizeof(probe.host), "%s", host && hend ? host : "?");
-        probe.port = (unsigned)strtoul(portbuf, NULL, 10);
+        struct conn probe = {.id = id};
         const char *deny = NULL;
-        if (!hend || probe.port == 0 || probe.port > 65535)
+        if (clr_egress_parse_open(payload, len, &probe.tunnel, probe.host, sizeof(probe.host),
+                                  &probe.port) < 0) {
+            snprintf(probe.host, sizeof(probe.host), "?");
             deny = "malformed connection request";
-        else if (e->stopping)
+        } else if (e->stopping) {
             deny = "the sandbox is going away";
-        else if (conn_find(e, id))
+        } else if (conn_find(e, id)) {
             deny = "connection id in use";
-        else if (e->active >= e->policy.max_connections)
+        } else if (e->active >= e->policy.max_connections) {
             deny = "too many connections at once (egress max_connections)";
-        else if (e->bytes >= e->policy.max_bytes)
+        } else if (e->bytes >= e->policy.max_bytes) {
             deny = "the sandbox's egress byte budget is spent";
+        }
         struct conn *c = deny ? NULL : calloc(1, sizeof(*c));
         if (!deny && !c)
             deny = "out of memory";

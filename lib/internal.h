@@ -40,6 +40,15 @@ void clr_channel_frame_free(uint8_t *payload);
 int clr_channel_send(clr_channel *ch, uint32_t id, uint8_t type, const void *data, size_t len,
                      clr_error *err);
 void clr_channel_ack(clr_channel *ch, uint32_t id);
+/* For the fuzzers: a channel without a stream (sends fail), and the reader thread's handling of
+ * stream bytes (demultiplexer, frames, dispatch to slots and hooks); -1 when the bytes break
+ * the protocol, which ends the channel. Free with clr_channel_unref(). */
+clr_channel *clr_channel_new_detached(const clr_channel_hooks *hooks);
+int clr_channel_feed(clr_channel *ch, const uint8_t *data, size_t len);
+/* The payload of a NET_OPEN frame ("C"|"H", NUL, host, NUL, decimal port): 0, or -1 when it is
+ * malformed. */
+int clr_egress_parse_open(const uint8_t *payload, uint32_t len, bool *tunnel, char *host,
+                          size_t hostlen, unsigned *port);
 
 /* Appends at most what keeps b within cap bytes (NUL-terminated after); returns how many bytes
  * were kept, -1 when out of memory. */
