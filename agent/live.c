@@ -232,9 +232,8 @@ static void read_supervisor(struct live *l, struct chan *c)
         synth_result(l, c, CLR_WIRE_SIGNALED, "the command's supervisor ended without a result");
 }
 
-static void supervisor_child(struct live *l, int sock)
+static void supervisor_child(int sock)
 {
-    (void)l;
     sigset_t none;
     sigemptyset(&none);
     for (int sig = 1; sig < NSIG; sig++)
@@ -252,7 +251,7 @@ static void supervisor_child(struct live *l, int sock)
 }
 
 /* Forks a supervisor that waits for its request on a socket; 0 or -1. */
-static int fork_supervisor(struct live *l, pid_t *pid, int *sock)
+static int fork_supervisor(pid_t *pid, int *sock)
 {
     int sv[2] = {-1, -1};
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
@@ -260,7 +259,7 @@ static int fork_supervisor(struct live *l, pid_t *pid, int *sock)
     pid_t p = fork();
     if (p == 0) {
         close(sv[0]);
-        supervisor_child(l, sv[1]);
+        supervisor_child(sv[1]);
     }
     close(sv[1]);
     if (p < 0) {
@@ -296,7 +295,7 @@ static void start_channel(struct live *l, const struct clr_frame *f)
         c->sock = l->spare_sock;
         l->spare_pid = 0;
         l->spare_sock = -1;
-    } else if (fork_supervisor(l, &c->pid, &c->sock) < 0) {
+    } else if (fork_supervisor(&c->pid, &c->sock) < 0) {
         synth_result(l, c, CLR_WIRE_START_FAILED, "the agent cannot fork a supervisor");
         return;
     }
@@ -304,7 +303,7 @@ static void start_channel(struct live *l, const struct clr_frame *f)
     /* The request goes out now; the next spare is forked while the command starts. */
     if (bytes_flush(&c->inq, c->sock) < 0)
         bytes_free(&c->inq);
-    if (fork_supervisor(l, &l->spare_pid, &l->spare_sock) < 0) {
+    if (fork_supervisor(&l->spare_pid, &l->spare_sock) < 0) {
         l->spare_pid = 0;
         l->spare_sock = -1;
     }
@@ -383,6 +382,17 @@ static void net_reply(struct net *n, int code, const char *reason, const char *t
         bytes_add(&n->to_client, buf, (size_t)(len < (int)sizeof(buf) ? len : (int)sizeof(buf) - 1));
     n->close_after_flush = true;
     n->state = NET_DONE;
+}
+
+/* The connection ends now, dropping what the client has not read; tell_host: the host is told
+ * (it knows the connection). */
+static void net_end(struct live *l, struct net *n, bool tell_host)
+{
+    if (tell_host)
+        frame_add(&l->outq, n->id, CLR_FRAME_NET_CLOSE, NULL, 0);
+    n->state = NET_DONE;
+    n->close_after_flush = true;
+    bytes_free(&n->to_client);
 }
 
 static void proxy_listen(struct live *l)
@@ -545,13 +555,8 @@ static void net_read(struct live *l, struct net *n)
     if (r < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (r <= 0) {
-        if (n->state == NET_OPEN)
-            frame_add(&l->outq, n->id, CLR_FRAME_NET_CLOSE, NULL, 0);
-        if (n->state == NET_WAIT)
-            frame_add(&l->outq, n->id, CLR_FRAME_NET_CLOSE, NULL, 0);
-        n->state = NET_DONE;
-        n->close_after_flush = true;
-        bytes_free(&n->to_client);
+        /* The host knows the connection once it was asked about it. */
+        net_end(l, n, n->state == NET_OPEN || n->state == NET_WAIT);
         return;
     }
     if (n->state == NET_OPEN) {
@@ -620,10 +625,7 @@ static void proxy_host_frame(struct live *l, const struct clr_frame *f)
         if (n->state != NET_OPEN)
             return;
         if (bytes_pending(&n->to_client) + f->length > NET_QUEUE_MAX) {
-            frame_add(&l->outq, n->id, CLR_FRAME_NET_CLOSE, NULL, 0);
-            n->state = NET_DONE;
-            bytes_free(&n->to_client);
-            n->close_after_flush = true;
+            net_end(l, n, true); /* a client that does not read */
             return;
         }
         bytes_add(&n->to_client, f->payload, f->length);

@@ -218,7 +218,6 @@ static void *reader_main(void *p)
     clr_channel *ch = p;
     uint8_t *buf = malloc(65536);
     const char *why = "out of memory";
-    bool protocol = false;
     while (buf) {
         clr_error err = CLR_ERROR_INIT;
         ssize_t n = clr_engine_stream_read(ch->stream, buf, 65536, 1000, &err);
@@ -231,17 +230,14 @@ static void *reader_main(void *p)
             why = n == 0 ? "the sandbox's attach stream ended" : "reading the attach stream failed";
             break;
         }
-        if (clr_demux_feed(&ch->demux, buf, (size_t)n, on_engine_stream, ch) != 0) {
-            why = "malformed frame from the sandbox's agent";
-            protocol = true;
-            break;
-        }
+        if (clr_channel_feed(ch, buf, (size_t)n) < 0)
+            break; /* the agent broke the protocol: the channel is dead already */
     }
     if (atomic_load(&ch->closing))
         why = "the channel was closed";
     free(buf);
     pthread_mutex_lock(&ch->lock);
-    channel_dead_locked(ch, protocol, why);
+    channel_dead_locked(ch, false, why);
     pthread_mutex_unlock(&ch->lock);
     return NULL;
 }
@@ -288,26 +284,35 @@ static void channel_free(clr_channel *ch)
     free(ch);
 }
 
-int clr_channel_open(clr_channel **out, clr_engine *eng, const clr_sandbox *sb,
-                     const clr_channel_hooks *hooks, clr_error *err)
+/* A channel with no stream yet: one reference, the reader's parsing state. */
+static clr_channel *channel_new(const clr_channel_hooks *hooks, const char *sandbox_id)
 {
-    const clr_sandbox_info *info = clr_sandbox_get_info(sb);
     clr_channel *ch = calloc(1, sizeof(*ch));
     if (!ch)
-        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+        return NULL;
     ch->frame_buf = malloc(CLR_PROTO_MAX_PAYLOAD);
     pthread_mutex_init(&ch->lock, NULL);
     pthread_cond_init(&ch->hello_cond, NULL);
     atomic_init(&ch->refs, 1);
-    snprintf(ch->sandbox_id, sizeof(ch->sandbox_id), "%s", info->id);
+    snprintf(ch->sandbox_id, sizeof(ch->sandbox_id), "%s", sandbox_id);
     if (hooks)
         ch->hooks = *hooks;
     if (!ch->frame_buf) {
         channel_free(ch);
-        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+        return NULL;
     }
     clr_demux_init(&ch->demux);
     clr_frame_reader_init(&ch->frames, ch->frame_buf);
+    return ch;
+}
+
+int clr_channel_open(clr_channel **out, clr_engine *eng, const clr_sandbox *sb,
+                     const clr_channel_hooks *hooks, clr_error *err)
+{
+    const clr_sandbox_info *info = clr_sandbox_get_info(sb);
+    clr_channel *ch = channel_new(hooks, info->id);
+    if (!ch)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     char path[256];
     snprintf(path, sizeof(path), "/containers/%s/attach?stream=1&stdin=1&stdout=1&stderr=1",
              info->container_id);
@@ -346,23 +351,7 @@ int clr_channel_open(clr_channel **out, clr_engine *eng, const clr_sandbox *sb,
 
 clr_channel *clr_channel_new_detached(const clr_channel_hooks *hooks)
 {
-    clr_channel *ch = calloc(1, sizeof(*ch));
-    if (!ch)
-        return NULL;
-    ch->frame_buf = malloc(CLR_PROTO_MAX_PAYLOAD);
-    pthread_mutex_init(&ch->lock, NULL);
-    pthread_cond_init(&ch->hello_cond, NULL);
-    atomic_init(&ch->refs, 1);
-    snprintf(ch->sandbox_id, sizeof(ch->sandbox_id), "sb-fuzz");
-    if (hooks)
-        ch->hooks = *hooks;
-    if (!ch->frame_buf) {
-        channel_free(ch);
-        return NULL;
-    }
-    clr_demux_init(&ch->demux);
-    clr_frame_reader_init(&ch->frames, ch->frame_buf);
-    return ch;
+    return channel_new(hooks, "sb-detached");
 }
 
 int clr_channel_feed(clr_channel *ch, const uint8_t *data, size_t len)
@@ -411,6 +400,17 @@ bool clr_channel_alive(clr_channel *ch)
 
 /* ---- slots: used by exec.c ---- */
 
+uint32_t clr_channel_new_id(void)
+{
+    /* Random: channels the agent still keeps from before a daemon restart never clash. */
+    uint32_t id = 0;
+    while (id == 0) {
+        if (getrandom(&id, sizeof(id), 0) != sizeof(id))
+            id = (uint32_t)rand();
+    }
+    return id;
+}
+
 struct clr_channel_slot *clr_channel_slot_new(clr_channel *ch, uint32_t want, clr_error *err)
 {
     struct clr_channel_slot *s = calloc(1, sizeof(*s));
@@ -435,11 +435,8 @@ struct clr_channel_slot *clr_channel_slot_new(clr_channel *ch, uint32_t want, cl
         return NULL;
     }
     s->id = want;
-    /* A random id: channels the agent still keeps from before a daemon restart never clash. */
-    while (s->id == 0 || slot_find_locked(ch, s->id)) {
-        if (getrandom(&s->id, sizeof(s->id), 0) != sizeof(s->id))
-            s->id = (uint32_t)rand();
-    }
+    while (s->id == 0 || slot_find_locked(ch, s->id))
+        s->id = clr_channel_new_id();
     s->next = ch->slots;
     ch->slots = s;
     pthread_mutex_unlock(&ch->lock);

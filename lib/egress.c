@@ -230,11 +230,9 @@ static bool rule_within(const clr_egress_rule *r, const clr_egress_policy *p)
 {
     for (size_t i = 0; i < p->n; i++) {
         const clr_egress_rule *q = &p->rules[i];
-        bool host_ok = strcmp(q->host, r->host) == 0 ||
-                       (q->host[0] == '*' && host_matches(q->host, r->host));
-        bool port_ok = q->port == 0 ? (r->port == 0 || r->port == 80 || r->port == 443)
-                                    : r->port == q->port;
-        if (host_ok && port_ok)
+        /* A rule without a port stands for 80 and 443: only q without a port covers both. */
+        bool port_ok = r->port ? port_matches(q->port, r->port) : q->port == 0;
+        if (host_matches(q->host, r->host) && port_ok)
             return true;
     }
     return false;
@@ -831,4 +829,27 @@ void clr_egress_free(clr_egress *e)
     free(e->policy.rules);
     pthread_mutex_destroy(&e->lock);
     free(e);
+}
+
+static void on_net(void *ctx, clr_channel *ch, uint8_t type, uint32_t id, const uint8_t *payload,
+                   uint32_t len)
+{
+    clr_egress_on_frame(ctx, ch, type, id, payload, len);
+}
+
+int clr_egress_channel_open(clr_channel **ch, clr_egress **egress, const clr_egress_policy *p,
+                            clr_audit *audit, clr_engine *eng, const clr_sandbox *sb,
+                            clr_error *err)
+{
+    *ch = NULL;
+    *egress = clr_egress_new(p, audit, clr_sandbox_get_info(sb)->id, NULL);
+    if (!*egress)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    clr_channel_hooks hooks = {.ctx = *egress, .on_net = on_net};
+    if (clr_channel_open(ch, eng, sb, &hooks, err) < 0) {
+        clr_egress_free(*egress);
+        *egress = NULL;
+        return -1;
+    }
+    return 0;
 }

@@ -477,48 +477,31 @@ int clr_exec_signal(clr_exec *h, int sig, clr_error *err)
     return exec_send(h, CLR_FRAME_SIGNAL, v, sizeof(v), err);
 }
 
-/* The wait over the live channel: frames come from the channel's reader thread. Returns as the
- * stream loop below: with c->have_result, or failed/timed out for the caller to diagnose. */
-static void wait_on_channel(clr_exec *h, struct exec_ctx *c, uint64_t deadline, bool *timed_out,
-                            int *failed, clr_error *perr)
+/* Where the agent's frames come from: the exec's own stream (bytes through the engine's
+ * demultiplexer), or the live channel (whole frames queued by its reader thread). */
+struct source {
+    clr_demux demux;
+    uint8_t *buf; /* stream reads; NULL over a channel */
+};
+
+/* Waits up to wait_ms for what the agent sends and hands it to on_frame: 1 when something came,
+ * -2 when nothing did, 0 when the stream or channel ended or broke (*failed and perr say how). */
+static int receive(clr_exec *h, struct exec_ctx *c, struct source *src, int wait_ms,
+                   int *failed, clr_error *perr)
 {
-    const clr_exec_options *opts = &h->opts;
-    const clr_sandbox_info *info = clr_sandbox_get_info(h->sb);
-    bool kill_sent = false;
-    uint64_t last_check = mono_ms();
-    while (!c->have_result) {
-        uint64_t now = mono_ms();
-        bool cancel = (opts->cancel && *opts->cancel) || atomic_load(&h->kill_requested);
-        if (cancel && !kill_sent) {
-            kill_sent = true;
-            exec_send(h, CLR_FRAME_KILL, NULL, 0, perr);
-            if (deadline > now + opts->grace_ms)
-                deadline = now + opts->grace_ms;
-        }
-        if (now >= deadline) {
-            *timed_out = true;
-            return;
-        }
-        uint64_t wait = deadline - now < 1000 ? deadline - now : 1000;
+    if (h->chan) {
         uint8_t type = 0, *payload = NULL;
         uint32_t len = 0;
         bool protocol = false;
-        int rc = clr_channel_slot_take(h->chan, h->slot, (int)wait, &type, &payload, &len,
+        int rc = clr_channel_slot_take(h->chan, h->slot, wait_ms, &type, &payload, &len,
                                        &protocol);
-        if (rc == -2) {
-            /* As with a docker exec: after a quiet second, is the sandbox still there? */
-            if (mono_ms() - last_check >= 1000) {
-                last_check = mono_ms();
-                if (!sandbox_running(h->eng, info->container_id))
-                    return;
-            }
-            continue;
-        }
+        if (rc == -2)
+            return -2;
         if (rc == 0) {
             *failed = 1;
             if (protocol)
                 clr_error_set(perr, CLR_E_INTERNAL, EPROTO, "malformed frame from the agent");
-            return;
+            return 0;
         }
         struct clr_frame f = {.channel = h->chan_id, .type = type, .payload = payload,
                               .length = len};
@@ -526,9 +509,24 @@ static void wait_on_channel(clr_exec *h, struct exec_ctx *c, uint64_t deadline, 
         clr_channel_frame_free(payload);
         if (frc < 0) {
             *failed = 1;
-            return;
+            return 0;
         }
+        return 1;
     }
+    if (!src->buf)
+        return 0;
+    ssize_t n = clr_engine_stream_read(h->stream, src->buf, 65536, wait_ms, perr);
+    if (n == -2)
+        return -2;
+    if (n <= 0) {
+        *failed = n < 0;
+        return 0;
+    }
+    if (clr_demux_feed(&src->demux, src->buf, (size_t)n, on_engine_stream, c) != 0) {
+        *failed = 1;
+        return 0;
+    }
+    return 1;
 }
 
 int clr_exec_wait(clr_exec *h, clr_exec_result *result, clr_error *err)
@@ -544,8 +542,8 @@ int clr_exec_wait(clr_exec *h, clr_exec_result *result, clr_error *err)
     if (!c.frame_buf)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     clr_frame_reader_init(&c.frames, c.frame_buf);
-    clr_demux demux;
-    clr_demux_init(&demux);
+    struct source src = {.buf = h->chan ? NULL : malloc(65536)};
+    clr_demux_init(&src.demux);
     const uint64_t forever = UINT64_MAX / 2;
     uint64_t deadline =
         opts->background ? forever : mono_ms() + opts->limits.timeout_ms + opts->grace_ms;
@@ -553,15 +551,7 @@ int clr_exec_wait(clr_exec *h, clr_exec_result *result, clr_error *err)
     bool kill_sent = false;
     int failed = 0;
     uint64_t last_check = mono_ms();
-    uint8_t *buf = NULL;
-    if (h->chan) {
-        wait_on_channel(h, &c, deadline, &timed_out, &failed, &perr);
-        if (c.have_result)
-            clr_channel_ack(h->chan, h->chan_id);
-    } else {
-        buf = malloc(65536);
-    }
-    while (buf && !c.have_result) {
+    while (!c.have_result) {
         uint64_t now = mono_ms();
         bool cancel = (opts->cancel && *opts->cancel) || atomic_load(&h->kill_requested);
         if (cancel && !kill_sent) {
@@ -577,27 +567,20 @@ int clr_exec_wait(clr_exec *h, clr_exec_result *result, clr_error *err)
         }
         /* Wake up now and then to look at the cancel flag. */
         uint64_t wait = deadline - now < 1000 ? deadline - now : 1000;
-        ssize_t n = clr_engine_stream_read(h->stream, buf, 65536, (int)wait, &perr);
-        if (n == -2) {
-            /* A sandbox killed by the kernel (the cgroup's OOM killer) leaves the exec stream
-             * open: after a quiet second, ask the engine whether the sandbox still runs. */
-            if (mono_ms() - last_check >= 1000) {
-                last_check = mono_ms();
-                if (!sandbox_running(h->eng, info->container_id))
-                    break;
-            }
-            continue;
-        }
-        if (n <= 0) {
-            failed = n < 0;
+        int r = receive(h, &c, &src, (int)wait, &failed, &perr);
+        if (r == 0)
             break;
-        }
-        if (clr_demux_feed(&demux, buf, (size_t)n, on_engine_stream, &c) != 0) {
-            failed = 1;
-            break;
+        /* A sandbox killed by the kernel (the cgroup's OOM killer) leaves the exec stream open:
+         * after a quiet second, ask the engine whether the sandbox still runs. */
+        if (r == -2 && mono_ms() - last_check >= 1000) {
+            last_check = mono_ms();
+            if (!sandbox_running(h->eng, info->container_id))
+                break;
         }
     }
-    free(buf);
+    if (h->chan && c.have_result)
+        clr_channel_ack(h->chan, h->chan_id);
+    free(src.buf);
     free(c.frame_buf);
     if (c.have_result) {
         if (c.agent_log_len)

@@ -31,6 +31,8 @@ uint64_t clr_exec_memory_cap(uint64_t sandbox_memory);
  * one channel id; slot_take returns 1 with a frame (free its payload with
  * clr_channel_frame_free), 0 when the channel ended and nothing is left, -2 on timeout. */
 struct clr_channel_slot;
+/* A fresh command id for a channel (random, never 0). */
+uint32_t clr_channel_new_id(void);
 struct clr_channel_slot *clr_channel_slot_new(clr_channel *ch, uint32_t want, clr_error *err);
 uint32_t clr_channel_slot_id(const struct clr_channel_slot *s);
 void clr_channel_slot_free(clr_channel *ch, struct clr_channel_slot *s);

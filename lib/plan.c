@@ -263,12 +263,6 @@ static int parse_egress(clr_yaml *y, clr_egress_policy **out, yaml_node_t *v)
     return rc < 0 ? clr_yaml_error(y, v, "%s", e2.message) : 0;
 }
 
-static void plan_on_net(void *ctx, clr_channel *ch, uint8_t type, uint32_t id,
-                        const uint8_t *payload, uint32_t len)
-{
-    clr_egress_on_frame(ctx, ch, type, id, payload, len);
-}
-
 int clr_plan_parse(clr_plan **out, const char *text, size_t len, const char *source,
                    clr_error *err)
 {
@@ -555,12 +549,8 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
     /* Egress: the live channel carries the steps and the proxy's connections, decided by the
      * plan's policy and recorded in the plan's audit log. */
     clr_egress *egress = NULL;
-    if (arc == 0 && plan->egress && plan->egress->n) {
-        egress = clr_egress_new(plan->egress, o->audit, info->id, NULL);
-        clr_channel_hooks hooks = {.ctx = egress, .on_net = plan_on_net};
-        if (!egress || clr_channel_open(&r.channel, eng, sb, &hooks, err) < 0)
-            arc = -1;
-    }
+    if (arc == 0 && plan->egress && plan->egress->n)
+        arc = clr_egress_channel_open(&r.channel, &egress, plan->egress, o->audit, eng, sb, err);
     const char *verdict = "error";
     int root = -1;
     bool steps_ok = false;

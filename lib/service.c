@@ -153,6 +153,7 @@ struct live_sb;
 static int live_get(clr_service *svc, clr_engine *eng, const char *id, struct live_sb **out,
                     clr_error *err);
 static void live_put(clr_service *svc, struct live_sb *lv);
+static struct live_sb **live_find_locked(clr_service *svc, const char *id);
 bool clr_service_sandbox_busy(clr_service *svc, const char *id);
 int clr_service_proc_signal_num(clr_service *svc, const char *id, const char *proc_id, int sig,
                                 const char *actor, clr_error *err);
@@ -846,16 +847,23 @@ int clr_service_get(clr_service *svc, const char *id, json_t **out, clr_error *e
     return 0;
 }
 
-/* A valid id of a running sandbox, or -1 (400, 404 or 409). */
-static int require_running(clr_service *svc, const char *id, clr_error *err)
+/* Whether the database has the sandbox as running; -1 when it has no row for it (404). */
+static int row_running(clr_service *svc, const char *id, bool *running, clr_error *err)
 {
-    if (valid_id(id, err) < 0)
-        return -1;
     clr_store_sandbox row;
     if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
         return -1;
-    bool live = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
+    *running = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
     clr_store_sandbox_clear(&row);
+    return 0;
+}
+
+/* A valid id of a running sandbox, or -1 (400, 404 or 409). */
+static int require_running(clr_service *svc, const char *id, clr_error *err)
+{
+    bool live = false;
+    if (valid_id(id, err) < 0 || row_running(svc, id, &live, err) < 0)
+        return -1;
     if (!live)
         return clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", id);
     return 0;
@@ -883,10 +891,9 @@ int clr_service_egress(clr_service *svc, const char *id, json_t *req, const char
         rc = clr_store_sandbox_set_egress(svc->store, id, jwant, err);
     if (rc == 0) {
         pthread_mutex_lock(&svc->live_lock);
-        for (struct live_sb *lv = svc->live; lv; lv = lv->next) {
-            if (strcmp(lv->id, id) == 0 && lv->egress)
-                clr_egress_set_policy(lv->egress, want, NULL);
-        }
+        struct live_sb *lv = *live_find_locked(svc, id);
+        if (lv && lv->egress)
+            clr_egress_set_policy(lv->egress, want, NULL);
         pthread_mutex_unlock(&svc->live_lock);
         json_t *d = json_pack("{s:O}", "egress", jwant);
         rc = clr_audit_append(svc->audit, actor, id, "sandbox.egress", "ok", d, err);
@@ -969,6 +976,16 @@ static bool removal_queued_locked(clr_service *svc, const char *id)
     return false;
 }
 
+static void removal_append_locked(clr_service *svc, struct removal *r)
+{
+    r->next = NULL;
+    if (svc->rm_tail)
+        svc->rm_tail->next = r;
+    else
+        svc->rm_head = r;
+    svc->rm_tail = r;
+}
+
 /* Queues the removal of a destroyed sandbox's container and workspace; false when it is already
  * queued. Without a remover thread (not started yet, or stopping) the caller removes it. */
 static bool removal_queue(clr_service *svc, const char *id, const char *reason, unsigned attempts)
@@ -982,11 +999,7 @@ static bool removal_queue(clr_service *svc, const char *id, const char *reason, 
     pthread_mutex_lock(&svc->rm_lock);
     bool ok = svc->rm_started && !svc->rm_stopping && !removal_queued_locked(svc, id);
     if (ok) {
-        if (svc->rm_tail)
-            svc->rm_tail->next = r;
-        else
-            svc->rm_head = r;
-        svc->rm_tail = r;
+        removal_append_locked(svc, r);
         svc->rm_pending++;
         pthread_cond_signal(&svc->rm_cond);
     }
@@ -1045,12 +1058,7 @@ static void *remover_main(void *p)
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += (time_t)r->attempts;
             pthread_cond_timedwait(&svc->rm_cond, &svc->rm_lock, &ts);
-            r->next = NULL;
-            if (svc->rm_tail)
-                svc->rm_tail->next = r;
-            else
-                svc->rm_head = r;
-            svc->rm_tail = r;
+            removal_append_locked(svc, r);
         } else {
             svc->rm_pending--;
             free(r);
@@ -1135,13 +1143,9 @@ int clr_service_destroy(clr_service *svc, const char *id, const char *reason, co
 static int destroy_impl(clr_service *svc, const char *id, const char *reason, const char *actor,
                         clr_error *err)
 {
-    if (valid_id(id, err) < 0)
+    bool live = false;
+    if (valid_id(id, err) < 0 || row_running(svc, id, &live, err) < 0)
         return -1;
-    clr_store_sandbox row;
-    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
-        return -1;
-    bool live = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
-    clr_store_sandbox_clear(&row);
     if (!live)
         return 0; /* idempotent */
     int rc = destroy_locked(svc, id, reason, actor, err);
@@ -1152,6 +1156,15 @@ static int destroy_impl(clr_service *svc, const char *id, const char *reason, co
 }
 
 /* ---- live channels ---- */
+
+/* The registry's link to the sandbox's entry (*result NULL: none). live_lock held. */
+static struct live_sb **live_find_locked(clr_service *svc, const char *id)
+{
+    struct live_sb **pp = &svc->live;
+    while (*pp && strcmp((*pp)->id, id) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
 
 static void live_put(clr_service *svc, struct live_sb *lv)
 {
@@ -1222,20 +1235,15 @@ static int live_get(clr_service *svc, clr_engine *eng, const char *id, struct li
                     clr_error *err)
 {
     pthread_mutex_lock(&svc->live_lock);
-    struct live_sb **pp = &svc->live, *stale = NULL;
-    for (; *pp; pp = &(*pp)->next) {
-        if (strcmp((*pp)->id, id) != 0)
-            continue;
-        if (!(*pp)->ch || clr_channel_alive((*pp)->ch)) {
-            (*pp)->refs++;
-            *out = *pp;
-            pthread_mutex_unlock(&svc->live_lock);
-            return 0;
-        }
-        stale = *pp; /* its channel ended: replaced below */
-        *pp = stale->next;
-        break;
+    struct live_sb **pp = live_find_locked(svc, id), *stale = *pp;
+    if (stale && (!stale->ch || clr_channel_alive(stale->ch))) {
+        stale->refs++;
+        *out = stale;
+        pthread_mutex_unlock(&svc->live_lock);
+        return 0;
     }
+    if (stale)
+        *pp = stale->next; /* its channel ended: replaced below */
     pthread_mutex_unlock(&svc->live_lock);
     live_put(svc, stale);
 
@@ -1274,9 +1282,7 @@ static int live_get(clr_service *svc, clr_engine *eng, const char *id, struct li
                 "commands of this sandbox use docker exec", NULL);
     }
     pthread_mutex_lock(&svc->live_lock);
-    struct live_sb *other = svc->live;
-    while (other && strcmp(other->id, id) != 0)
-        other = other->next;
+    struct live_sb *other = *live_find_locked(svc, id);
     if (other) {
         /* Another request opened it meanwhile: use that one. */
         other->refs++;
@@ -1297,14 +1303,9 @@ static int live_get(clr_service *svc, clr_engine *eng, const char *id, struct li
 static void live_drop(clr_service *svc, const char *id)
 {
     pthread_mutex_lock(&svc->live_lock);
-    struct live_sb **pp = &svc->live, *lv = NULL;
-    for (; *pp; pp = &(*pp)->next) {
-        if (strcmp((*pp)->id, id) == 0) {
-            lv = *pp;
-            *pp = lv->next;
-            break;
-        }
-    }
+    struct live_sb **pp = live_find_locked(svc, id), *lv = *pp;
+    if (lv)
+        *pp = lv->next;
     pthread_mutex_unlock(&svc->live_lock);
     live_put(svc, lv);
 }
@@ -1539,11 +1540,7 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
         goto out;
     }
     o.channel = lv->ch;
-    o.channel_id = 0;
-    while (lv->ch && o.channel_id == 0) {
-        if (getrandom(&o.channel_id, sizeof(o.channel_id), 0) != sizeof(o.channel_id))
-            o.channel_id = (uint32_t)rand();
-    }
+    o.channel_id = lv->ch ? clr_channel_new_id() : 0;
     json_t *logged = redacted(req);
     int64_t t = now_s();
     if (clr_store_exec_insert_on(svc->store, exec_id, id, o.channel_id, logged, t, err) < 0) {
@@ -1785,20 +1782,16 @@ static void mark_lost(clr_service *svc, struct snapshot *sn, const char *id, con
     json_decref(d);
 }
 
-/* Sandboxes whose container stopped or vanished behind our back (dockerd restarted, someone
- * removed it, the kernel killed it) become lost, and what is left of them is removed. */
 /* Whether the database knows this sandbox as destroyed or lost (not merely unknown). */
 static bool destroyed_row(clr_service *svc, const char *id)
 {
-    clr_store_sandbox row;
+    bool running = true;
     clr_error err = CLR_ERROR_INIT;
-    if (clr_store_sandbox_get(svc->store, id, &row, &err) < 0)
-        return false;
-    bool gone = strcmp(row.info.state, CLR_STATE_RUNNING) != 0;
-    clr_store_sandbox_clear(&row);
-    return gone;
+    return row_running(svc, id, &running, &err) == 0 && !running;
 }
 
+/* Sandboxes whose container stopped or vanished behind our back (dockerd restarted, someone
+ * removed it, the kernel killed it) become lost, and what is left of them is removed. */
 int clr_service_reconcile(clr_service *svc, clr_error *err)
 {
     struct snapshot sn;

@@ -151,12 +151,6 @@ static void policy_freep(clr_egress_policy **p)
     clr_egress_policy_free(*p);
 }
 
-static void run_on_net(void *ctx, clr_channel *ch, uint8_t type, uint32_t id,
-                       const uint8_t *payload, uint32_t len)
-{
-    clr_egress_on_frame(ctx, ch, type, id, payload, len);
-}
-
 static volatile int interrupted;
 static void on_signal(int sig)
 {
@@ -325,13 +319,7 @@ int cmd_run(int argc, char **argv)
     clr_channel *ch = NULL;
     clr_egress *eg = NULL;
     if (arc == 0 && egress) {
-        eg = clr_egress_new(egress, audit, sid, NULL);
-        clr_channel_hooks hooks = {.ctx = eg, .on_net = run_on_net};
-        if (!eg || clr_channel_open(&ch, eng, sb, &hooks, &err) < 0) {
-            if (!eg)
-                clr_error_set(&err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-            arc = -1;
-        }
+        arc = clr_egress_channel_open(&ch, &eg, egress, audit, eng, sb, &err);
         eo.channel = ch;
     }
     if (arc < 0)

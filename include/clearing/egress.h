@@ -77,4 +77,11 @@ CLR_PUBLIC void clr_egress_on_frame(clr_egress *e, clr_channel *ch, uint8_t type
 /* Closes every connection and waits for their threads. */
 CLR_PUBLIC void clr_egress_free(clr_egress *e);
 
+/* For a one-sandbox process (`clearing run`, a plan): a live channel to the sandbox whose proxy
+ * connections *egress carries under the policy, recorded in audit. Close the channel before
+ * clr_egress_free(). On failure nothing is left open. */
+CLR_PUBLIC int clr_egress_channel_open(clr_channel **ch, clr_egress **egress,
+                                       const clr_egress_policy *p, clr_audit *audit,
+                                       clr_engine *eng, const clr_sandbox *sb, clr_error *err);
+
 #endif
