@@ -1,10 +1,12 @@
 /* The live channel: PID 1 serves commands over the container's attached stdio.
  *
  * The host attaches to the container (Docker's attach API) and writes agent frames to its
- * stdin; each frame's channel names one command. An EXEC on a new channel forks a supervisor
- * (the same agent_supervise() that `clearing-agent exec` runs) connected to PID 1 by a socket
- * pair; PID 1 relays the host's frames for that channel to it and its frames back to the host
- * with the channel rewritten. Many commands run at once; a command's output is bounded by its
+ * stdin; each frame's channel names one command. An EXEC on a new channel goes to a supervisor
+ * (the loop of agent_supervise_many(), the same supervision that `clearing-agent exec` runs for
+ * one command) connected to PID 1 by a socket pair: an idle one, kept from an earlier command or
+ * forked ahead of time, or a new one. PID 1 relays the host's frames for that channel to it and
+ * its frames back to the host with the channel rewritten; once the result is out, the
+ * supervisor waits for its next command. Many commands run at once; a command's output is bounded by its
  * supervisor's caps, and PID 1 stops reading the supervisors while the host is slow, so one
  * flood cannot grow PID 1 without bound.
  *
@@ -39,6 +41,8 @@
 #define MAX_NETS 256               /* proxy connections at once (the host has its own limit) */
 #define NET_HEAD_MAX 16384         /* a request head longer than this is refused */
 #define NET_QUEUE_MAX (4u << 20)   /* bytes for a client that does not read: then it is closed */
+#define SPARE_WAIT_MS 50           /* a busy loop forks its spare after this long without events */
+#define MAX_IDLE 4                 /* supervisors kept waiting for a command */
 
 struct bytes {
     uint8_t *data;
@@ -83,10 +87,14 @@ struct live {
     size_t kept_total;
     bool host_eof;
     bool host_out_ok;
-    /* A supervisor forked ahead of time, waiting for its EXEC: a command's start does not wait
-     * for a fork of PID 1 (several milliseconds in gVisor). */
-    pid_t spare_pid;
-    int spare_sock;
+    /* Supervisors waiting for an EXEC, forked ahead of time or done with their last command
+     * (a supervisor runs any number of commands, one at a time): a command's start does not
+     * wait for a fork of PID 1 (several milliseconds in gVisor). The last is the most recently
+     * used. */
+    pid_t idle_pid[MAX_IDLE];
+    int idle_sock[MAX_IDLE];
+    size_t nidle;
+    uint64_t spare_retry_ns; /* no spare fork before this (agent_now_ns) */
     struct clr_frame_reader rd;
     uint8_t *rbuf;
 };
@@ -234,10 +242,9 @@ static void read_supervisor(struct live *l, struct chan *c)
 
 static void supervisor_child(int sock)
 {
+    /* Signal dispositions are reset by the supervisor itself (supervisor_init). */
     sigset_t none;
     sigemptyset(&none);
-    for (int sig = 1; sig < NSIG; sig++)
-        signal(sig, SIG_DFL);
     sigprocmask(SIG_SETMASK, &none, NULL);
     /* Nothing of PID 1 stays open here: not the host's stdio, not other commands' sockets. */
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -247,7 +254,7 @@ static void supervisor_child(int sock)
     }
     agent_close_from(3, sock);
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    _exit(agent_supervise(sock, sock) == 0 ? 0 : 1);
+    _exit(agent_supervise_many(sock) == 0 ? 0 : 1);
 }
 
 /* Forks a supervisor that waits for its request on a socket; 0 or -1. */
@@ -290,23 +297,53 @@ static void start_channel(struct live *l, const struct clr_frame *f)
         return;
     }
     clr_frame_reader_init(&c->rd, c->rbuf);
-    if (l->spare_pid > 0) {
-        c->pid = l->spare_pid;
-        c->sock = l->spare_sock;
-        l->spare_pid = 0;
-        l->spare_sock = -1;
+    if (l->nidle > 0) {
+        l->nidle--;
+        c->pid = l->idle_pid[l->nidle];
+        c->sock = l->idle_sock[l->nidle];
     } else if (fork_supervisor(&c->pid, &c->sock) < 0) {
         synth_result(l, c, CLR_WIRE_START_FAILED, "the agent cannot fork a supervisor");
         return;
     }
     frame_add(&c->inq, 1, f->type, f->payload, f->length);
-    /* The request goes out now; the next spare is forked while the command starts. */
     if (bytes_flush(&c->inq, c->sock) < 0)
         bytes_free(&c->inq);
-    if (fork_supervisor(&l->spare_pid, &l->spare_sock) < 0) {
-        l->spare_pid = 0;
-        l->spare_sock = -1;
+}
+
+/* A supervisor whose command's result is out, with nothing left to write to it, waits for the
+ * next command; past MAX_IDLE it is let go (its socket closes, it exits). Its command's every
+ * process is gone by then: the supervisor sends the result only after its tree kill. */
+static void release_supervisor(struct live *l, struct chan *c)
+{
+    if (c->pid > 0 && l->nidle < MAX_IDLE) {
+        l->idle_pid[l->nidle] = c->pid;
+        l->idle_sock[l->nidle] = c->sock;
+        l->nidle++;
+    } else {
+        close(c->sock);
     }
+    c->sock = -1;
+    c->pid = 0;
+}
+
+/* With no idle supervisor, a spare is forked off the command's path: once no command is starting
+ * or running, or after SPARE_WAIT_MS of a busy loop with none. A fork running next to a command's
+ * start costs that command a copy of an address space on a core it needs. A spare that cannot
+ * be forked, or that died, is retried no more often than every SPARE_WAIT_MS. */
+static void keep_spare(struct live *l, bool waited)
+{
+    if (l->nidle > 0)
+        return;
+    bool busy = false;
+    for (struct chan *c = l->chans; c && !busy; c = c->next)
+        busy = c->sock >= 0 && !c->result_sent;
+    uint64_t now = agent_now_ns();
+    if ((busy && !waited) || now < l->spare_retry_ns)
+        return;
+    if (fork_supervisor(&l->idle_pid[0], &l->idle_sock[0]) == 0)
+        l->nidle = 1;
+    else
+        l->spare_retry_ns = now + SPARE_WAIT_MS * 1000000ull;
 }
 
 static void replay(struct live *l)
@@ -676,7 +713,9 @@ static int on_host_frame(void *p, const struct clr_frame *f)
     case CLR_FRAME_STDIN_EOF:
     case CLR_FRAME_KILL:
     case CLR_FRAME_SIGNAL:
-        if (c && c->sock >= 0)
+        /* After its result nothing more goes to a command's supervisor: it is about to serve
+         * the next command. */
+        if (c && c->sock >= 0 && !c->result_sent)
             frame_add(&c->inq, 1, f->type, f->payload, f->length);
         return 0;
     default:
@@ -704,12 +743,17 @@ static void read_host(struct live *l)
 static void reap(struct live *l)
 {
     pid_t pid;
-    while ((pid = waitpid(-1, NULL, WNOHANG)) > 0) {
-        if (pid == l->spare_pid) {
-            /* The spare died before its turn: the next command forks its own. */
-            close(l->spare_sock);
-            l->spare_pid = 0;
-            l->spare_sock = -1;
+    while ((pid = waitpid(-1, NULL, WNOHANG | __WALL)) > 0) {
+        for (size_t i = 0; i < l->nidle; i++) {
+            if (l->idle_pid[i] != pid)
+                continue;
+            /* An idle supervisor died before its turn: the next command takes another. */
+            close(l->idle_sock[i]);
+            l->nidle--;
+            memmove(&l->idle_pid[i], &l->idle_pid[i + 1], (l->nidle - i) * sizeof(pid_t));
+            memmove(&l->idle_sock[i], &l->idle_sock[i + 1], (l->nidle - i) * sizeof(int));
+            l->spare_retry_ns = agent_now_ns() + SPARE_WAIT_MS * 1000000ull;
+            break;
         }
         for (struct chan *c = l->chans; c; c = c->next) {
             if (c->pid == pid)
@@ -741,10 +785,11 @@ int agent_serve(void)
     fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
     fcntl(1, F_SETFL, fcntl(1, F_GETFL) | O_NONBLOCK);
     l.host_out_ok = true;
-    l.spare_sock = -1;
     l.proxy_fd = -1;
 
+    bool waited = false;
     for (;;) {
+        keep_spare(&l, waited);
         size_t n = 4 + l.nchans + l.nnets;
         struct pollfd *p = calloc(n, sizeof(*p));
         struct chan **who = calloc(n, sizeof(*who));
@@ -793,7 +838,8 @@ int agent_serve(void)
             nets[k++] = ne;
             p[np++] = (struct pollfd){.fd = ev ? ne->fd : -1, .events = ev};
         }
-        int r = poll(p, (nfds_t)np, -1);
+        int r = poll(p, (nfds_t)np, l.nidle > 0 ? -1 : SPARE_WAIT_MS);
+        waited = r == 0;
         if (r < 0 && errno != EINTR) {
             free(p);
             free(who);
@@ -849,6 +895,8 @@ int agent_serve(void)
         free(who);
         for (struct chan *c = l.chans, *next; c; c = next) {
             next = c->next;
+            if (c->sock >= 0 && c->result_sent && bytes_pending(&c->inq) == 0)
+                release_supervisor(&l, c);
             if (c->acked)
                 chan_free(&l, c);
         }

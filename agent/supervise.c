@@ -78,19 +78,13 @@ struct sup {
     bool child_done;
     int child_status;
     uint64_t start_ns, end_ns;
+    uint64_t user_us, sys_us; /* of every process of the tree collected so far (wait4) */
     uint64_t peak_rss;
     uint64_t tree_rss; /* at the last /proc scan */
     uint64_t killed;
     int verdict; /* CLR_WIRE_*: set when the supervisor ends the command itself */
     char message[256];
 };
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void die_oom(void)
 {
@@ -354,23 +348,60 @@ static struct proc *proc_buf(void)
     return buf;
 }
 
-static void reap(struct sup *s)
+static uint64_t tv_us(struct timeval tv)
+{
+    return (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
+}
+
+/* Collects one process of the tree: the command's status if it is the command, and its resource
+ * use either way. wait4's figures per process, not RUSAGE_CHILDREN: a supervisor runs many
+ * commands one after another, and the sum over the processes it collected during one command is
+ * exactly that command's share (a process's figures include its own collected children). */
+static pid_t collect(struct sup *s, int flags)
 {
     int st;
-    pid_t p;
-    while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
-        if (p == s->child && !s->child_done) {
-            s->child_done = true;
-            s->child_status = st;
-            s->end_ns = now_ns();
-        }
+    struct rusage ru;
+    memset(&ru, 0, sizeof(ru));
+    pid_t p = wait4(-1, &st, flags | __WALL, &ru);
+    if (p <= 0)
+        return p;
+    s->user_us += tv_us(ru.ru_utime);
+    s->sys_us += tv_us(ru.ru_stime);
+    uint64_t maxrss = (uint64_t)ru.ru_maxrss * 1024;
+    if (maxrss > s->peak_rss)
+        s->peak_rss = maxrss;
+    if (p == s->child && !s->child_done) {
+        s->child_done = true;
+        s->child_status = st;
+        s->end_ns = agent_now_ns();
     }
+    return p;
+}
+
+/* __WALL everywhere: a child cloned with no exit signal is invisible to a plain waitpid(-1). */
+static void reap(struct sup *s)
+{
+    while (collect(s, WNOHANG) > 0)
+        ;
+}
+
+/* True when the supervisor has no child at all, living, stopped or a zombie. Then it has no
+ * descendant either: it is a subreaper, so the topmost living process of any branch of the tree
+ * is its child. The kernel's (the Sentry's) own answer, so the /proc walk can be skipped. */
+static bool no_children(void)
+{
+    siginfo_t si;
+    return waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT | __WALL) < 0 &&
+           errno == ECHILD;
 }
 
 /* SIGKILLs every descendant until none is left. */
 static void kill_tree(struct sup *s)
 {
     struct proc *procs = proc_buf();
+    reap(s);
+    if (no_children())
+        return;
     for (int round = 0; round < 1000; round++) {
         size_t n = scan_tree(procs, MAX_PROCS, NULL);
         if (n == 0)
@@ -384,15 +415,8 @@ static void kill_tree(struct sup *s)
         nanosleep(&ts, NULL);
     }
     /* Everything is dead; collect what is left so nothing remains a zombie. */
-    int st;
-    pid_t p;
-    while ((p = waitpid(-1, &st, 0)) > 0) {
-        if (p == s->child && !s->child_done) {
-            s->child_done = true;
-            s->child_status = st;
-            s->end_ns = now_ns();
-        }
-    }
+    while (collect(s, 0) > 0)
+        ;
 }
 
 /* ---- starting the command ---- */
@@ -410,8 +434,9 @@ static bool env_has(char **vec, const char *kv)
 }
 
 /* The command's environment: the container's (the image's PATH, HOME, LANG...) with the
- * request's entries added or replacing; of duplicate request entries the last wins. Runs in the
- * child after fork, so it may allocate freely: the process is about to exec or exit. */
+ * request's entries added or replacing; of duplicate request entries the last wins. Built in the
+ * supervisor before the command's vfork (the child shares its memory and must not allocate);
+ * the vector's strings belong to environ and the request, so only the vector is freed. */
 static char **command_env(char **req)
 {
     size_t nreq = 0, nenv = 0;
@@ -472,7 +497,10 @@ static char **command_env(char **req)
  * the host, but both widen the part of the Sentry a command can reach, so they are refused as
  * Docker's profile refuses them: namespace flags in clone/unshare, clone3 (its flags live in
  * memory a filter cannot read; glibc falls back to clone on ENOSYS), device nodes, keyrings.
- * Installed last before execve, as the sandbox user; no_new_privs makes it irrevocable. */
+ * Installed once by the supervisor itself, which needs none of these (it starts commands with
+ * vfork), so every command inherits it through vfork and execve; no_new_privs makes it
+ * irrevocable. Not per command: in gVisor, loading a filter costs a command's start about
+ * 0.8 ms. */
 static int install_command_filter(void)
 {
     struct sock_filter f[] = {
@@ -502,19 +530,23 @@ static int install_command_filter(void)
     return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
 }
 
-static void child_setup(struct sup *s, int in_r, int out_w, int err_w, int report_w)
+/* Runs in the vfork child, in the supervisor's memory until execve: no allocation, no writes
+ * to anything but its own stack and descriptors. What it changes (signal mask, session, rlimits,
+ * credentials, cwd, descriptors, seccomp) belongs to the child process alone: vfork shares the
+ * address space, not the signal handlers, files, fs or credentials. Every system call here is
+ * on the command's path, and in a new gVisor process each costs up to tens of microseconds:
+ * what can be done once per supervisor (signal dispositions, RLIMIT_CORE, supplementary
+ * groups, the seccomp filter) is done in supervisor_init instead. */
+__attribute__((noreturn)) static void child_setup(struct sup *s, char **env, int in_r, int out_w,
+                                                  int err_w, int report_w)
 {
     struct agent_request *r = &s->req;
     sigset_t none;
     sigemptyset(&none);
-    for (int sig = 1; sig < NSIG; sig++)
-        signal(sig, SIG_DFL);
     sigprocmask(SIG_SETMASK, &none, NULL);
 
     /* A session of its own: terminal signals of the agent do not reach it and vice versa. */
     setsid();
-    struct rlimit core = {0, 0};
-    setrlimit(RLIMIT_CORE, &core);
     if (r->nproc) {
         struct rlimit l = {r->nproc, r->nproc};
         if (setrlimit(RLIMIT_NPROC, &l) < 0)
@@ -530,7 +562,7 @@ static void child_setup(struct sup *s, int in_r, int out_w, int err_w, int repor
         if (setrlimit(RLIMIT_FSIZE, &l) < 0)
             goto fail;
     }
-    if (setgroups(0, NULL) < 0 || setgid(r->gid) < 0 || setuid(r->uid) < 0)
+    if (setgid(r->gid) < 0 || setuid(r->uid) < 0)
         goto fail;
     /* Losing root must be irreversible before any command byte runs. */
     if (setuid(0) == 0 || getuid() != r->uid || geteuid() != r->uid)
@@ -542,10 +574,7 @@ static void child_setup(struct sup *s, int in_r, int out_w, int err_w, int repor
     /* report_w is close-on-exec: it closes by itself when execve succeeds. Every other
      * descriptor is closed here so nothing of the agent's leaks into the command. */
     agent_close_from(3, report_w);
-    /* Fail closed: a command that cannot be filtered is not started. */
-    if (install_command_filter() < 0)
-        goto fail;
-    execvpe(r->argv[0], r->argv, command_env(r->envp));
+    execvpe(r->argv[0], r->argv, env);
 fail:;
     int e = errno;
     (void)!write(report_w, &e, sizeof(e));
@@ -557,6 +586,23 @@ static int make_pipe(int p[2])
     return pipe2(p, O_CLOEXEC);
 }
 
+/* vfork: no copy of the supervisor's address space, which under gVisor is about half the cost
+ * of starting a command; returns once the child has exec'd or exited. A function of its own, so
+ * that nothing the parent uses after it lives in a register the child could clobber. fds: the
+ * pipes' read and write ends, stdin, stdout, stderr and the report pipe, in that order. */
+__attribute__((noinline)) static pid_t spawn_command(struct sup *s, char **env, const int *fds)
+{
+    pid_t pid = vfork();
+    if (pid == 0) {
+        close(fds[1]);
+        close(fds[2]);
+        close(fds[4]);
+        close(fds[6]);
+        child_setup(s, env, fds[0], fds[3], fds[5], fds[7]);
+    }
+    return pid;
+}
+
 static int start_command(struct sup *s)
 {
     int in[2], out[2], err[2], rep[2];
@@ -564,18 +610,15 @@ static int start_command(struct sup *s)
         snprintf(s->message, sizeof(s->message), "pipe: %s", strerror(errno));
         return -1;
     }
-    s->start_ns = now_ns();
-    pid_t pid = fork();
+    char **env = command_env(s->req.envp);
+    s->start_ns = agent_now_ns();
+    const int fds[8] = {in[0], in[1], out[0], out[1], err[0], err[1], rep[0], rep[1]};
+    pid_t pid = spawn_command(s, env, fds);
+    if (env != s->req.envp)
+        free(env);
     if (pid < 0) {
-        snprintf(s->message, sizeof(s->message), "fork: %s", strerror(errno));
+        snprintf(s->message, sizeof(s->message), "vfork: %s", strerror(errno));
         return -1;
-    }
-    if (pid == 0) {
-        close(in[1]);
-        close(out[0]);
-        close(err[0]);
-        close(rep[0]);
-        child_setup(s, in[0], out[1], err[1], rep[1]);
     }
     s->child = pid;
     close(in[0]);
@@ -612,6 +655,10 @@ static int on_host_frame(void *ctx, const struct clr_frame *f)
 {
     struct sup *s = ctx;
     char err[200];
+    /* Before its EXEC, nothing is for this command: a supervisor that runs one command after
+     * another may still find the previous one's late STDIN, SIGNAL or KILL frames. */
+    if (!s->have_req && f->type != CLR_FRAME_EXEC)
+        return 0;
     switch (f->type) {
     case CLR_FRAME_EXEC:
         if (s->have_req) {
@@ -785,24 +832,16 @@ static void write_result(struct sup *s, int status)
     struct clr_tlv_builder *b = malloc(sizeof(*b));
     if (!b)
         die_oom();
-    struct rusage ru;
-    memset(&ru, 0, sizeof(ru));
-    getrusage(RUSAGE_CHILDREN, &ru);
-    uint64_t maxrss = (uint64_t)ru.ru_maxrss * 1024;
-    if (maxrss > s->peak_rss)
-        s->peak_rss = maxrss;
     clr_tlv_init(b);
     clr_tlv_put_u64(b, CLR_RES_STATUS, (uint64_t)status);
     if (s->child_done && WIFEXITED(s->child_status))
         clr_tlv_put_u64(b, CLR_RES_EXIT_CODE, (uint64_t)WEXITSTATUS(s->child_status));
     if (s->child_done && WIFSIGNALED(s->child_status))
         clr_tlv_put_u64(b, CLR_RES_SIGNAL, (uint64_t)WTERMSIG(s->child_status));
-    uint64_t end = s->end_ns ? s->end_ns : now_ns();
+    uint64_t end = s->end_ns ? s->end_ns : agent_now_ns();
     clr_tlv_put_u64(b, CLR_RES_WALL_US, s->start_ns ? (end - s->start_ns) / 1000 : 0);
-    clr_tlv_put_u64(b, CLR_RES_USER_US,
-                    (uint64_t)ru.ru_utime.tv_sec * 1000000 + (uint64_t)ru.ru_utime.tv_usec);
-    clr_tlv_put_u64(b, CLR_RES_SYS_US,
-                    (uint64_t)ru.ru_stime.tv_sec * 1000000 + (uint64_t)ru.ru_stime.tv_usec);
+    clr_tlv_put_u64(b, CLR_RES_USER_US, s->user_us);
+    clr_tlv_put_u64(b, CLR_RES_SYS_US, s->sys_us);
     clr_tlv_put_u64(b, CLR_RES_PEAK_RSS, s->peak_rss);
     clr_tlv_put_u64(b, CLR_RES_STDOUT_BYTES, s->out.total);
     clr_tlv_put_u64(b, CLR_RES_STDERR_BYTES, s->err.total);
@@ -815,12 +854,18 @@ static void write_result(struct sup *s, int status)
     free(b);
 }
 
+/* Ends a command: its result written (the host reads until the result; block until it has it
+ * all), and what the command held released, so a supervisor that runs the next one starts
+ * clean. */
 static void finish(struct sup *s, int status)
 {
     write_result(s, status);
-    /* The host reads until the result; block until it has it all. */
     fcntl(s->out_fd, F_SETFL, fcntl(s->out_fd, F_GETFL) & ~O_NONBLOCK);
     flush_out(s);
+    agent_request_clear(&s->req);
+    free(s->outq.data);
+    free(s->inq.data);
+    s->outq = s->inq = (struct bytes){0};
 }
 
 static int wire_status(struct sup *s)
@@ -839,23 +884,44 @@ static int wire_status(struct sup *s)
     return CLR_WIRE_EXITED;
 }
 
-int agent_supervise(int in_fd, int out_fd)
+/* What a supervisor keeps from one command to the next. */
+struct supervisor {
+    int in_fd, out_fd;
+    int sfd; /* signalfd for SIGCHLD, -1 if it could not be made (then poll's timeout paces) */
+    bool reuse;
+    struct clr_frame_reader rd;
+};
+
+/* Once per supervisor process: the state every command starts from. When it cannot be had, the
+ * host is answered with start_failed and the reason, and nothing runs. */
+static int supervisor_init(struct supervisor *v, int in_fd, int out_fd, bool reuse)
 {
     static uint8_t rbuf[CLR_PROTO_MAX_PAYLOAD];
-    struct clr_frame_reader rd;
-    struct sup s;
-    memset(&s, 0, sizeof(s));
-    s.in_fd = in_fd;
-    s.out_fd = out_fd;
-    s.child_in = s.out.fd = s.err.fd = -1;
-    s.out.type = CLR_FRAME_STDOUT;
-    s.err.type = CLR_FRAME_STDERR;
-    clr_frame_reader_init(&rd, rbuf);
-
-    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) {
-        /* Without it a double-forked process could outlive its timeout: refuse to run. */
-        snprintf(s.message, sizeof(s.message), "cannot become a child subreaper: %s",
-                 strerror(errno));
+    memset(v, 0, sizeof(*v));
+    v->in_fd = in_fd;
+    v->out_fd = out_fd;
+    v->reuse = reuse;
+    clr_frame_reader_init(&v->rd, rbuf);
+    /* Commands start with default signal dispositions (a caught signal is reset by execve, an
+     * ignored one is not), no core dumps and no supplementary groups: set here, inherited. */
+    for (int sig = 1; sig < NSIG; sig++)
+        signal(sig, SIG_DFL);
+    struct rlimit core = {0, 0};
+    setrlimit(RLIMIT_CORE, &core);
+    const char *what = NULL;
+    if (setgroups(0, NULL) < 0)
+        what = "cannot drop supplementary groups";
+    /* Without it a double-forked process could outlive its timeout: refuse to run. */
+    else if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+        what = "cannot become a child subreaper";
+    /* Fail closed: commands that cannot be filtered are not started. */
+    else if (install_command_filter() < 0)
+        what = "cannot install the command filter";
+    if (what) {
+        struct sup s;
+        memset(&s, 0, sizeof(s));
+        s.out_fd = out_fd;
+        snprintf(s.message, sizeof(s.message), "%s: %s", what, strerror(errno));
         finish(&s, CLR_WIRE_START_FAILED);
         return -1;
     }
@@ -865,11 +931,31 @@ int agent_supervise(int in_fd, int out_fd)
     sigaddset(&chld, SIGPIPE);
     sigprocmask(SIG_BLOCK, &chld, NULL);
     sigdelset(&chld, SIGPIPE);
-    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    v->sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    return 0;
+}
+
+/* Runs one command: waits for its EXEC, supervises it, writes its result. 0 when the supervisor
+ * may take another command; 1 when the host went away during the command; -1 when no command
+ * could be read (the stream ended or broke first). */
+static int supervise_one(struct supervisor *v)
+{
+    struct sup s;
+    memset(&s, 0, sizeof(s));
+    s.in_fd = v->in_fd;
+    s.out_fd = v->out_fd;
+    s.child_in = s.out.fd = s.err.fd = -1;
+    s.out.type = CLR_FRAME_STDOUT;
+    s.err.type = CLR_FRAME_STDERR;
+    struct clr_frame_reader *rd = &v->rd;
+    int sfd = v->sfd;
 
     /* Until the request is complete, fd 0 is read blocking. */
     while (!s.have_req) {
-        if (read_host(&s, &rd) < 0 || s.host_eof) {
+        if (read_host(&s, rd) < 0 || s.host_eof) {
+            /* A reused supervisor that is let go between commands ends quietly. */
+            if (v->reuse && s.host_eof && !s.message[0])
+                return -1;
             if (!s.message[0])
                 snprintf(s.message, sizeof(s.message), "host closed the stream before a request");
             finish(&s, CLR_WIRE_START_FAILED);
@@ -878,12 +964,11 @@ int agent_supervise(int in_fd, int out_fd)
     }
     s.out.cap = s.req.stdout_cap;
     s.err.cap = s.req.stderr_cap;
-    fcntl(in_fd, F_SETFL, fcntl(in_fd, F_GETFL) | O_NONBLOCK);
-    fcntl(out_fd, F_SETFL, fcntl(out_fd, F_GETFL) | O_NONBLOCK);
+    fcntl(s.in_fd, F_SETFL, fcntl(s.in_fd, F_GETFL) | O_NONBLOCK);
+    fcntl(s.out_fd, F_SETFL, fcntl(s.out_fd, F_GETFL) | O_NONBLOCK);
 
     if (start_command(&s) < 0) {
         finish(&s, CLR_WIRE_START_FAILED);
-        agent_request_clear(&s.req);
         return 0;
     }
     uint64_t deadline = s.req.timeout_ms ? s.start_ns + s.req.timeout_ms * 1000000ull : 0;
@@ -894,7 +979,7 @@ int agent_supervise(int in_fd, int out_fd)
     uint64_t next_scan = s.start_ns + TICK_MS * 1000000ull;
 
     for (;;) {
-        uint64_t t = now_ns();
+        uint64_t t = agent_now_ns();
         if (!s.verdict && deadline && t >= deadline && !s.child_done) {
             s.verdict = CLR_WIRE_TIMED_OUT;
             snprintf(s.message, sizeof(s.message), "timed out after %llu ms",
@@ -917,8 +1002,8 @@ int agent_supervise(int in_fd, int out_fd)
             kill_tree(&s);
         }
         if (s.child_done && !drain_until)
-            drain_until = now_ns() + DRAIN_MS * 1000000ull;
-        if (drain_until && now_ns() >= drain_until) {
+            drain_until = agent_now_ns() + DRAIN_MS * 1000000ull;
+        if (drain_until && agent_now_ns() >= drain_until) {
             /* Leftover background processes still hold the pipes: the command is over, they go. */
             kill_tree(&s);
         }
@@ -956,7 +1041,7 @@ int agent_supervise(int in_fd, int out_fd)
         }
         int timeout = tick_ms;
         if (deadline && !s.child_done) {
-            uint64_t now = now_ns();
+            uint64_t now = agent_now_ns();
             int64_t left = deadline > now ? (int64_t)((deadline - now) / 1000000) + 1 : 0;
             if (left < timeout)
                 timeout = (int)left;
@@ -971,7 +1056,7 @@ int agent_supervise(int in_fd, int out_fd)
         }
         reap(&s);
         if (i_host >= 0 && (p[i_host].revents & (POLLIN | POLLHUP | POLLERR))) {
-            if (read_host(&s, &rd) < 0) {
+            if (read_host(&s, rd) < 0) {
                 s.host_eof = true;
             }
         }
@@ -987,6 +1072,23 @@ int agent_supervise(int in_fd, int out_fd)
     if (s.child_in >= 0)
         close(s.child_in);
     finish(&s, wire_status(&s));
-    agent_request_clear(&s.req);
+    return s.host_eof ? 1 : 0;
+}
+
+int agent_supervise(int in_fd, int out_fd)
+{
+    struct supervisor v;
+    if (supervisor_init(&v, in_fd, out_fd, false) < 0)
+        return -1;
+    return supervise_one(&v) < 0 ? -1 : 0;
+}
+
+int agent_supervise_many(int fd)
+{
+    struct supervisor v;
+    if (supervisor_init(&v, fd, fd, true) < 0)
+        return -1;
+    while (supervise_one(&v) == 0)
+        ;
     return 0;
 }

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -466,6 +467,21 @@ static void test_accounting(void **state)
     assert_true(r.peak_memory_bytes >= 64 * CLR_MIB);
     assert_true(r.user_us + r.sys_us > 50000);
     assert_true(r.wall_us > 50000);
+    uint64_t big_cpu = r.user_us + r.sys_us;
+    clr_exec_result_clear(&r);
+    /* The next command's figures are its own, also where one supervisor runs both (the live
+     * channel keeps its supervisors): nothing of the first command is counted again. */
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    const char *argv[] = {"true", NULL};
+    o.argv = argv;
+    clr_error err = CLR_ERROR_INIT;
+    if (run_exec(&r, shared, &o, &err) < 0)
+        fail_msg("exec failed: %s", err.message);
+    assert_exited(&r, 0);
+    if (r.peak_memory_bytes >= 32 * CLR_MIB || r.user_us + r.sys_us >= big_cpu / 2)
+        fail_msg("true: peak %llu bytes, cpu %llu us (the command before it: %llu us)",
+                 (unsigned long long)r.peak_memory_bytes,
+                 (unsigned long long)(r.user_us + r.sys_us), (unsigned long long)big_cpu);
     clr_exec_result_clear(&r);
 }
 
@@ -898,6 +914,36 @@ static void test_channel_concurrent_commands(void **state)
     clr_exec_result_clear(&r);
 }
 
+/* A supervisor runs one command after another: frames the host sends for a command that has
+ * ended (a late SIGTERM, a late KILL) never reach the next command it runs. */
+static void test_channel_late_frames_miss_the_next_command(void **state)
+{
+    (void)state;
+    if (!use_channel)
+        skip();
+    clr_error err = CLR_ERROR_INIT;
+    for (int round = 0; round < 3; round++) {
+        clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+        o.shell = "echo first";
+        o.limits.timeout_ms = 20000;
+        o.channel = channel_for(shared);
+        clr_exec *h = NULL;
+        if (clr_exec_start(&h, eng, shared, &o, &err) < 0)
+            fail_msg("exec failed: %s", err.message);
+        clr_exec_result r;
+        assert_int_equal(clr_exec_wait(h, &r, &err), 0);
+        assert_exited(&r, 0);
+        clr_exec_result_clear(&r);
+        assert_int_equal(clr_exec_signal(h, SIGTERM, &err), 0);
+        assert_int_equal(clr_exec_signal(h, SIGKILL, &err), 0);
+        clr_exec_free(h);
+        sh(&r, shared, "sleep 0.5; echo second", 20000);
+        assert_exited(&r, 0);
+        assert_string_equal(out(&r), "second\n");
+        clr_exec_result_clear(&r);
+    }
+}
+
 /* A command flooding output does not hold up another on the same channel. */
 static void test_channel_flood_does_not_stall_others(void **state)
 {
@@ -1071,6 +1117,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gc_removes_expired_and_orphans),
         cmocka_unit_test(test_channel_concurrent_commands),
         cmocka_unit_test(test_channel_flood_does_not_stall_others),
+        cmocka_unit_test(test_channel_late_frames_miss_the_next_command),
         cmocka_unit_test(test_channel_result_survives_reattach),
         cmocka_unit_test(test_channel_refused_by_old_agent),
     };

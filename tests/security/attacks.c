@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <arpa/inet.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <signal.h>
 #include <stdint.h>
@@ -701,12 +702,21 @@ static int forge_result(char **a)
 
 /* A process that tries to outlive its command: setsid + double fork, then a heartbeat into a
  * workspace file that the host watches. */
+/* escape_timeout HB [wait|exit] [nosig]: a setsid grandchild that ignores SIGTERM and SIGHUP
+ * and appends to HB every 50 ms. With nosig it is cloned with no exit signal, which hides it
+ * from a waitpid() without __WALL while its parent lives. */
+static pid_t fork_nosig(bool nosig)
+{
+    return nosig ? (pid_t)syscall(SYS_clone, 0UL, NULL, NULL, NULL, 0UL) : fork();
+}
+
 static int escape_timeout(char **a)
 {
     const char *hb = a[2];
+    bool nosig = a[3] && a[4] && strcmp(a[4], "nosig") == 0;
     if (fork() == 0) {
         setsid();
-        if (fork() == 0) {
+        if (fork_nosig(nosig) == 0) {
             signal(SIGTERM, SIG_IGN);
             signal(SIGHUP, SIG_IGN);
             for (long i = 0;; i++) {
