@@ -135,8 +135,11 @@ static int on_agent_frame(void *p, const struct clr_frame *f)
     if (f->type >= CLR_FRAME_NET_OPEN && f->type <= CLR_FRAME_NET_CLOSE) {
         if (f->type == CLR_FRAME_NET_ACCEPT || f->type == CLR_FRAME_NET_DENY)
             return -1; /* only the host sends these */
-        if (ch->hooks.on_net)
-            ch->hooks.on_net(ch->hooks.ctx, ch, f->type, f->channel, f->payload, f->length);
+        pthread_mutex_lock(&ch->lock);
+        clr_channel_hooks hooks = ch->hooks;
+        pthread_mutex_unlock(&ch->lock);
+        if (hooks.on_net)
+            hooks.on_net(hooks.ctx, ch, f->type, f->channel, f->payload, f->length);
         else if (f->type == CLR_FRAME_NET_OPEN)
             clr_channel_send(ch, f->channel, CLR_FRAME_NET_DENY, "no egress on this channel", 25,
                              NULL);
@@ -347,6 +350,16 @@ int clr_channel_open(clr_channel **out, clr_engine *eng, const clr_sandbox *sb,
     }
     *out = ch;
     return 0;
+}
+
+void clr_channel_set_hooks(clr_channel *ch, const clr_channel_hooks *hooks)
+{
+    pthread_mutex_lock(&ch->lock);
+    if (hooks)
+        ch->hooks = *hooks;
+    else
+        memset(&ch->hooks, 0, sizeof(ch->hooks));
+    pthread_mutex_unlock(&ch->lock);
 }
 
 clr_channel *clr_channel_new_detached(const clr_channel_hooks *hooks)

@@ -31,6 +31,9 @@ uint64_t clr_exec_memory_cap(uint64_t sandbox_memory);
  * one channel id; slot_take returns 1 with a frame (free its payload with
  * clr_channel_frame_free), 0 when the channel ended and nothing is left, -2 on timeout. */
 struct clr_channel_slot;
+/* Gives an open channel other hooks (a pooled sandbox's channel, opened before the sandbox
+ * had a record, once it is handed out). */
+void clr_channel_set_hooks(clr_channel *ch, const clr_channel_hooks *hooks);
 /* A fresh command id for a channel (random, never 0). */
 uint32_t clr_channel_new_id(void);
 struct clr_channel_slot *clr_channel_slot_new(clr_channel *ch, uint32_t want, clr_error *err);

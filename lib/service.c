@@ -4,6 +4,7 @@
  * records, and before the engine is asked to do anything the row would have to explain after a
  * crash. A sandbox row is inserted right after its container started; if the daemon dies between
  * the two, the container carries our owner label and is removed at the next start. */
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -116,6 +117,9 @@ struct removal {
 
 struct warm {
     clr_sandbox *sb;
+    /* Its live channel, attached and answered while it waits (NULL: none could be had, the
+     * first command attaches), so the first command of a pooled sandbox does not pay for it. */
+    clr_channel *ch;
     int64_t made_at;
     struct warm *next;
 };
@@ -152,6 +156,8 @@ static void live_drop(clr_service *svc, const char *id);
 struct live_sb;
 static int live_get(clr_service *svc, clr_engine *eng, const char *id, struct live_sb **out,
                     clr_error *err);
+static int live_new(clr_service *svc, clr_engine *eng, const char *id, clr_sandbox *sb,
+                    clr_channel *ch, struct live_sb **out, clr_error *err);
 static void live_put(clr_service *svc, struct live_sb *lv);
 static struct live_sb **live_find_locked(clr_service *svc, const char *id);
 bool clr_service_sandbox_busy(clr_service *svc, const char *id);
@@ -436,8 +442,22 @@ static int repo_allowed(clr_service *svc, const char *path, char *real, size_t l
     return clr_error_set(err, CLR_E_DENIED, 0, "repository %.200s is outside repo_roots", buf);
 }
 
-/* Makes one pooled sandbox and checks that its agent answers before it may be handed out. */
-static clr_sandbox *warm_make(clr_service *svc)
+/* Takes a pooled sandbox out of service: its channel (NULL: none) closed, its container and
+ * workspace removed. */
+static void warm_discard(clr_service *svc, clr_sandbox *sb, clr_channel *ch, const char *why)
+{
+    clr_error err = CLR_ERROR_INIT;
+    clr_engine *eng = NULL;
+    clr_channel_close(ch);
+    if (engine_get(svc, &eng, &err) == 0)
+        clr_sandbox_destroy(eng, clr_sandbox_get_info(sb)->id, why, svc->state_dir, &err);
+    engine_put(svc, eng, false);
+    clr_sandbox_free(sb);
+}
+
+/* Makes one pooled sandbox, attaches its live channel, and checks that its agent answers a
+ * command over it before it may be handed out. */
+static struct warm *warm_make(clr_service *svc)
 {
     clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
     o.limits = svc->cfg.limits;
@@ -449,40 +469,40 @@ static clr_sandbox *warm_make(clr_service *svc)
     o.image = svc->image;
     clr_error err = CLR_ERROR_INIT;
     clr_engine *eng = NULL;
-    clr_sandbox *sb = NULL;
-    if (engine_get(svc, &eng, &err) < 0 || clr_sandbox_create(&sb, eng, &o, &err) < 0) {
+    struct warm *w = calloc(1, sizeof(*w));
+    if (!w || engine_get(svc, &eng, &err) < 0 || clr_sandbox_create(&w->sb, eng, &o, &err) < 0) {
         engine_put(svc, eng, true);
-        clr_log(CLR_LOG_WARN, "pool.create_failed", "error", err.message, NULL);
+        clr_log(CLR_LOG_WARN, "pool.create_failed", "error", w ? err.message : "out of memory",
+                NULL);
+        free(w);
         return NULL;
+    }
+    /* No hooks yet: nothing runs in it but the check below until it has a record. */
+    clr_error cerr = CLR_ERROR_INIT;
+    if (clr_channel_open(&w->ch, eng, w->sb, NULL, &cerr) < 0) {
+        w->ch = NULL;
+        clr_log(CLR_LOG_WARN, "pool.channel_unavailable", "id", clr_sandbox_get_info(w->sb)->id,
+                "error", cerr.message, NULL);
     }
     const char *argv[] = {"true", NULL};
     clr_exec_options eo = CLR_EXEC_OPTIONS_INIT;
     eo.argv = argv;
     eo.limits.timeout_ms = 10000;
+    eo.channel = w->ch;
     clr_exec_result r;
-    bool ready = clr_exec_run(&r, eng, sb, &eo, &err) == 0 && r.status == CLR_EXEC_EXITED &&
+    bool ready = clr_exec_run(&r, eng, w->sb, &eo, &err) == 0 && r.status == CLR_EXEC_EXITED &&
                  r.exit_code == 0;
     if (ready || err.code == CLR_E_NONE)
         clr_exec_result_clear(&r);
+    engine_put(svc, eng, false);
     if (!ready) {
-        clr_log(CLR_LOG_WARN, "pool.not_ready", "id", clr_sandbox_get_info(sb)->id, NULL);
-        clr_sandbox_destroy(eng, clr_sandbox_get_info(sb)->id, "pool-not-ready", svc->state_dir,
-                            &err);
-        clr_sandbox_free(sb);
-        sb = NULL;
+        clr_log(CLR_LOG_WARN, "pool.not_ready", "id", clr_sandbox_get_info(w->sb)->id, NULL);
+        warm_discard(svc, w->sb, w->ch, "pool-not-ready");
+        free(w);
+        return NULL;
     }
-    engine_put(svc, eng, false);
-    return sb;
-}
-
-static void warm_discard(clr_service *svc, clr_sandbox *sb, const char *why)
-{
-    clr_error err = CLR_ERROR_INIT;
-    clr_engine *eng = NULL;
-    if (engine_get(svc, &eng, &err) == 0)
-        clr_sandbox_destroy(eng, clr_sandbox_get_info(sb)->id, why, svc->state_dir, &err);
-    engine_put(svc, eng, false);
-    clr_sandbox_free(sb);
+    w->made_at = now_s();
+    return w;
 }
 
 static void *warm_main(void *p)
@@ -499,28 +519,20 @@ static void *warm_main(void *p)
             *pp = NULL;
             svc->warm_ready--;
             pthread_mutex_unlock(&svc->warm_lock);
-            warm_discard(svc, old->sb, "pool-recycled");
+            warm_discard(svc, old->sb, old->ch, "pool-recycled");
             free(old);
             pthread_mutex_lock(&svc->warm_lock);
             continue;
         }
         if (svc->warm_ready < svc->cfg.pool_size) {
             pthread_mutex_unlock(&svc->warm_lock);
-            clr_sandbox *sb = warm_make(svc);
-            struct warm *w = sb ? calloc(1, sizeof(*w)) : NULL;
+            struct warm *w = warm_make(svc);
             pthread_mutex_lock(&svc->warm_lock);
             if (w) {
-                w->sb = sb;
-                w->made_at = now_s();
                 w->next = svc->warm;
                 svc->warm = w;
                 svc->warm_ready++;
                 continue;
-            }
-            if (sb) {
-                pthread_mutex_unlock(&svc->warm_lock);
-                warm_discard(svc, sb, "pool-oom");
-                pthread_mutex_lock(&svc->warm_lock);
             }
         }
         /* Full, or creating failed: wait for a hand-out or retry in a while. */
@@ -533,8 +545,8 @@ static void *warm_main(void *p)
     return NULL;
 }
 
-/* Takes a pooled sandbox, or NULL when the pool is empty. */
-static clr_sandbox *warm_take(clr_service *svc)
+/* Takes a pooled sandbox (and its open channel, or NULL), or NULL when the pool is empty. */
+static clr_sandbox *warm_take(clr_service *svc, clr_channel **ch)
 {
     pthread_mutex_lock(&svc->warm_lock);
     struct warm *w = svc->warm;
@@ -545,6 +557,7 @@ static clr_sandbox *warm_take(clr_service *svc)
     pthread_cond_signal(&svc->warm_cond);
     pthread_mutex_unlock(&svc->warm_lock);
     clr_sandbox *sb = w ? w->sb : NULL;
+    *ch = w ? w->ch : NULL;
     free(w);
     atomic_fetch_add(sb ? &svc->warm_hits : &svc->warm_misses, 1);
     return sb;
@@ -698,11 +711,12 @@ static int create_with(clr_service *svc, json_t *req, const char *actor,
     }
     clr_engine *eng = NULL;
     clr_sandbox *sb = NULL;
+    clr_channel *ch = NULL; /* a pooled sandbox's attached channel */
     /* The default profile comes from the warm pool when it has one ready. */
     bool pooled = svc->cfg.pool_size && !repo && !json_object_get(req, "image") &&
                   !json_object_get(req, "limits");
     if (pooled)
-        sb = warm_take(svc);
+        sb = warm_take(svc, &ch);
     int rc = engine_get(svc, &eng, err);
     if (rc == 0 && !sb)
         rc = clr_sandbox_create(&sb, eng, &o, err);
@@ -711,6 +725,10 @@ static int create_with(clr_service *svc, json_t *req, const char *actor,
         engine_put(svc, eng, true);
         free_strv(env);
         atomic_fetch_add(&svc->create_failed, 1);
+        /* Pooled, but no engine handle to record it with: it goes (recovery or gc removes
+         * the container if this cannot). */
+        if (sb)
+            warm_discard(svc, sb, ch, "pool-unrecorded");
         return -1;
     }
     clr_store_sandbox row;
@@ -737,6 +755,7 @@ static int create_with(clr_service *svc, json_t *req, const char *actor,
         /* Not recorded: it must not run. */
         json_decref(jpolicy);
         clr_error derr = CLR_ERROR_INIT;
+        clr_channel_close(ch);
         clr_sandbox_destroy(eng, row.info.id, "unrecorded", svc->state_dir, &derr);
         clr_sandbox_free(sb);
         clr_store_sandbox_clear(&row);
@@ -752,6 +771,7 @@ static int create_with(clr_service *svc, json_t *req, const char *actor,
     json_decref(d);
     if (rc < 0) {
         clr_error derr = CLR_ERROR_INIT;
+        clr_channel_close(ch);
         clr_sandbox_destroy(eng, row.info.id, "unaudited", svc->state_dir, &derr);
         clr_store_sandbox_set_state(svc->store, row.info.id, CLR_STATE_DESTROYED, "unaudited",
                                     now_s(), &derr);
@@ -760,7 +780,18 @@ static int create_with(clr_service *svc, json_t *req, const char *actor,
         engine_put(svc, eng, false);
         return -1;
     }
-    clr_sandbox_free(sb);
+    if (ch) {
+        /* A pooled sandbox brings its attached channel: its first command does not attach. */
+        struct live_sb *lv = NULL;
+        clr_error lerr = CLR_ERROR_INIT;
+        if (live_new(svc, eng, row.info.id, sb, ch, &lv, &lerr) == 0)
+            live_put(svc, lv);
+        else
+            clr_log(CLR_LOG_WARN, "pool.channel_lost", "id", row.info.id, "error", lerr.message,
+                    NULL);
+    } else {
+        clr_sandbox_free(sb);
+    }
     engine_put(svc, eng, false);
     atomic_fetch_add(&svc->created, 1);
     observe(&svc->h_create, mono_us() - t0);
@@ -1231,32 +1262,22 @@ static void live_on_channels(void *ctx, clr_channel *ch, const uint32_t *ids, si
 
 /* The sandbox, opened, with its live channel when its agent serves one. *out holds a reference
  * (live_put). A channel that ended (dockerd restarted, the sandbox stopped) is opened again. */
-static int live_get(clr_service *svc, clr_engine *eng, const char *id, struct live_sb **out,
-                    clr_error *err)
+/* The live state of a running sandbox, made from its handle and, when the caller has one, its
+ * attached channel (a pooled sandbox's; NULL: attached here), both taken over whatever the
+ * outcome, and registered. */
+static int live_new(clr_service *svc, clr_engine *eng, const char *id, clr_sandbox *sb,
+                    clr_channel *ch, struct live_sb **out, clr_error *err)
 {
-    pthread_mutex_lock(&svc->live_lock);
-    struct live_sb **pp = live_find_locked(svc, id), *stale = *pp;
-    if (stale && (!stale->ch || clr_channel_alive(stale->ch))) {
-        stale->refs++;
-        *out = stale;
-        pthread_mutex_unlock(&svc->live_lock);
-        return 0;
-    }
-    if (stale)
-        *pp = stale->next; /* its channel ended: replaced below */
-    pthread_mutex_unlock(&svc->live_lock);
-    live_put(svc, stale);
-
     struct live_sb *lv = calloc(1, sizeof(*lv));
-    if (!lv)
+    if (!lv) {
+        clr_channel_close(ch);
+        clr_sandbox_free(sb);
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    }
     lv->svc = svc;
     snprintf(lv->id, sizeof(lv->id), "%s", id);
     lv->refs = 2; /* the registry's and the caller's */
-    if (clr_sandbox_open_at(&lv->sb, eng, id, svc->state_dir, err) < 0) {
-        free(lv);
-        return -1;
-    }
+    lv->sb = sb;
     /* The sandbox's egress policy (none: every proxy connection is refused). */
     json_t *jpolicy = NULL;
     clr_egress_policy *policy = NULL;
@@ -1268,6 +1289,7 @@ static int live_get(clr_service *svc, clr_engine *eng, const char *id, struct li
     }
     json_decref(jpolicy);
     if (!lv->egress) {
+        clr_channel_close(ch);
         clr_sandbox_free(lv->sb);
         free(lv);
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "sandbox %s: egress: %s", id,
@@ -1275,11 +1297,16 @@ static int live_get(clr_service *svc, clr_engine *eng, const char *id, struct li
     }
     clr_channel_hooks hooks = {.ctx = lv, .on_result = live_on_result,
                                .on_channels = live_on_channels, .on_net = live_on_net};
-    clr_error cerr = CLR_ERROR_INIT;
-    if (clr_channel_open(&lv->ch, eng, lv->sb, &hooks, &cerr) < 0) {
-        lv->ch = NULL;
-        clr_log(CLR_LOG_WARN, "channel.unavailable", "id", id, "error", cerr.message, "detail",
-                "commands of this sandbox use docker exec", NULL);
+    if (ch) {
+        clr_channel_set_hooks(ch, &hooks);
+        lv->ch = ch;
+    } else {
+        clr_error cerr = CLR_ERROR_INIT;
+        if (clr_channel_open(&lv->ch, eng, lv->sb, &hooks, &cerr) < 0) {
+            lv->ch = NULL;
+            clr_log(CLR_LOG_WARN, "channel.unavailable", "id", id, "error", cerr.message,
+                    "detail", "commands of this sandbox use docker exec", NULL);
+        }
     }
     pthread_mutex_lock(&svc->live_lock);
     struct live_sb *other = *live_find_locked(svc, id);
@@ -1297,6 +1324,28 @@ static int live_get(clr_service *svc, clr_engine *eng, const char *id, struct li
     pthread_mutex_unlock(&svc->live_lock);
     *out = lv;
     return 0;
+}
+
+static int live_get(clr_service *svc, clr_engine *eng, const char *id, struct live_sb **out,
+                    clr_error *err)
+{
+    pthread_mutex_lock(&svc->live_lock);
+    struct live_sb **pp = live_find_locked(svc, id), *stale = *pp;
+    if (stale && (!stale->ch || clr_channel_alive(stale->ch))) {
+        stale->refs++;
+        *out = stale;
+        pthread_mutex_unlock(&svc->live_lock);
+        return 0;
+    }
+    if (stale)
+        *pp = stale->next; /* its channel ended: replaced below */
+    pthread_mutex_unlock(&svc->live_lock);
+    live_put(svc, stale);
+
+    clr_sandbox *sb = NULL;
+    if (clr_sandbox_open_at(&sb, eng, id, svc->state_dir, err) < 0)
+        return -1;
+    return live_new(svc, eng, id, sb, NULL, out, err);
 }
 
 /* The sandbox is gone for its callers: its channel closes (commands waiting on it end). */
@@ -1543,27 +1592,58 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
     o.channel_id = lv->ch ? clr_channel_new_id() : 0;
     json_t *logged = redacted(req);
     int64_t t = now_s();
-    if (clr_store_exec_insert_on(svc->store, exec_id, id, o.channel_id, logged, t, err) < 0) {
-        live_put(svc, lv);
-        engine_put(svc, eng, false);
-        json_decref(logged);
-        atomic_fetch_sub(&svc->running_execs, 1);
-        goto out;
-    }
-    json_decref(logged);
-    /* No command runs unaudited. */
+    /* No command runs unaudited: its start record is durable before the command is sent. */
     json_t *ad = clr_audit_exec_request(&o);
     json_object_set_new(ad, "exec_id", json_string(exec_id));
     int arc = clr_audit_append(svc->audit, actor, id, "exec.start", "ok", ad, err);
     json_decref(ad);
     if (arc < 0) {
+        /* Refused: the record says so, for whoever lists the sandbox's commands. */
         json_t *refused = json_pack("{s:s, s:s}", "status", "start_failed", "message",
                                     err->message);
-        clr_store_exec_finish(svc->store, exec_id, CLR_EXEC_STATE_DONE, refused, now_s(), NULL);
+        if (clr_store_exec_insert_on(svc->store, exec_id, id, o.channel_id, logged, t, NULL) == 0)
+            clr_store_exec_finish(svc->store, exec_id, CLR_EXEC_STATE_DONE, refused, now_s(),
+                                  NULL);
         json_decref(refused);
+        json_decref(logged);
         live_put(svc, lv);
         engine_put(svc, eng, false);
         atomic_fetch_sub(&svc->running_execs, 1);
+        goto out;
+    }
+    struct stream_ctx sc = {on_event, ctx};
+    if (on_event) {
+        o.on_output = on_output;
+        o.ctx = &sc;
+    }
+    /* The command is sent first and its record committed while it runs: the commit's fsync is
+     * off the command's path. The record names the channel, so a result the agent replays after
+     * a restart finds it; a client learns the exec id only once the record is durable (the
+     * started event, or the response). Output is delivered by clr_exec_wait, after both. */
+    clr_exec *h = NULL;
+    erc = clr_exec_start(&h, eng, lv->sb, &o, err);
+    clr_error ierr = CLR_ERROR_INIT;
+    int irc = clr_store_exec_insert_on(svc->store, exec_id, id, o.channel_id, logged, t, &ierr);
+    json_decref(logged);
+    clr_exec_result res;
+    memset(&res, 0, sizeof(res));
+    if (irc < 0) {
+        /* No record, no command: it is ended at once, and the client told why. */
+        if (h) {
+            clr_error kerr = CLR_ERROR_INIT;
+            clr_exec_signal(h, 9, &kerr);
+            clr_exec_wait(h, &res, &kerr);
+            clr_exec_result_clear(&res);
+            clr_exec_free(h);
+        }
+        json_t *fd = json_pack("{s:s, s:s}", "exec_id", exec_id, "error", ierr.message);
+        clr_error aerr = CLR_ERROR_INIT;
+        clr_audit_append(svc->audit, actor, id, "exec", "error", fd, &aerr);
+        json_decref(fd);
+        *err = ierr;
+        atomic_fetch_sub(&svc->running_execs, 1);
+        live_put(svc, lv);
+        engine_put(svc, eng, erc < 0);
         goto out;
     }
     clr_store_sandbox_touch(svc->store, id, t, NULL);
@@ -1573,14 +1653,10 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
         on_event(ctx, ev);
         json_decref(ev);
     }
-    struct stream_ctx sc = {on_event, ctx};
-    if (on_event) {
-        o.on_output = on_output;
-        o.ctx = &sc;
+    if (erc == 0) {
+        erc = clr_exec_wait(h, &res, err);
+        clr_exec_free(h);
     }
-    clr_exec_result res;
-    memset(&res, 0, sizeof(res));
-    erc = clr_exec_run(&res, eng, lv->sb, &o, err);
     if (lv->ch)
         atomic_fetch_add(&svc->channel_execs, 1);
     atomic_fetch_sub(&svc->running_execs, 1);
@@ -1850,6 +1926,35 @@ static void *reaper_main(void *p)
     return NULL;
 }
 
+/* Workspaces of sandboxes the database has as destroyed or lost, with no container left: a
+ * removal that the daemon's death cut between the container and the workspace. */
+static void recover_workspaces(clr_service *svc, const struct snapshot *sn)
+{
+    char wsdir[4096];
+    snprintf(wsdir, sizeof(wsdir), "%s/workspaces", svc->state_dir);
+    DIR *d = opendir(wsdir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *id = e->d_name;
+        if (!clr_sandbox_id_valid(id) || !destroyed_row(svc, id))
+            continue;
+        bool has_container = false;
+        for (size_t j = 0; j < sn->nlive && !has_container; j++)
+            has_container = strcmp(sn->live[j].id, id) == 0;
+        if (has_container)
+            continue;
+        clr_error lerr = CLR_ERROR_INIT;
+        if (clr_workspace_remove(svc->state_dir, id, &lerr) == 0)
+            clr_log(CLR_LOG_INFO, "recover.workspace_removed", "id", id, NULL);
+        else
+            clr_log(CLR_LOG_WARN, "recover.workspace_failed", "id", id, "error", lerr.message,
+                    NULL);
+    }
+    closedir(d);
+}
+
 /* After a restart: keep what still runs, mark what vanished, remove what we do not know. */
 static int recover(clr_service *svc, clr_error *err)
 {
@@ -1884,15 +1989,25 @@ static int recover(clr_service *svc, clr_error *err)
             continue;
         clr_error lerr = CLR_ERROR_INIT;
         if (destroyed_row(svc, sn.live[j].id)) {
-            /* Destroyed (and audited) before the stop; its removal had not finished. */
+            /* Destroyed (and audited) before the stop; its removal had not finished. The
+             * engine may still be busy with it (a removal the stop cut mid-way answers 409
+             * "already in progress"): then the remover retries, with back-off. */
             if (clr_sandbox_destroy(sn.eng, sn.live[j].id, "destroyed", svc->state_dir,
                                     &lerr) == 0) {
                 atomic_fetch_add(&svc->removed, 1);
                 clr_log(CLR_LOG_INFO, "recover.removal_resumed", "id", sn.live[j].id, NULL);
+            } else {
+                clr_log(CLR_LOG_WARN, "recover.removal_deferred", "id", sn.live[j].id, "error",
+                        lerr.message, NULL);
+                removal_queue(svc, sn.live[j].id, "leftover", 0);
             }
             continue;
         }
-        if (clr_sandbox_destroy(sn.eng, sn.live[j].id, "orphan", svc->state_dir, &lerr) == 0) {
+        if (clr_sandbox_destroy(sn.eng, sn.live[j].id, "orphan", svc->state_dir, &lerr) < 0) {
+            /* Left to `clearing gc` and the next start. */
+            clr_log(CLR_LOG_WARN, "recover.orphan_failed", "id", sn.live[j].id, "error",
+                    lerr.message, NULL);
+        } else {
             atomic_fetch_add(&svc->orphans_removed, 1);
             clr_log(CLR_LOG_WARN, "recover.orphan_removed", "id", sn.live[j].id, NULL);
             json_t *d = json_pack("{s:s}", "reason", "orphan");
@@ -1901,6 +2016,7 @@ static int recover(clr_service *svc, clr_error *err)
             json_decref(d);
         }
     }
+    recover_workspaces(svc, &sn);
     /* Commands of sandboxes that are gone cannot have finished anywhere. */
     clr_error uerr = CLR_ERROR_INIT;
     clr_store_exec_mark_lost_unowned(svc->store, now_s(), &uerr);
@@ -1990,15 +2106,16 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
     if (svc->insecure_runtime)
         clr_log(CLR_LOG_WARN, "service.insecure_runtime", "runtime", svc->insecure_runtime,
                 "detail", "every sandbox of this daemon runs WITHOUT gVisor", NULL);
-    if (recover(svc, err) < 0) {
-        clr_service_stop(svc);
-        return clr_error_prefix(err, "recovering state");
-    }
+    /* The remover first: recovery hands it the removals it cannot finish at once. */
     if (pthread_create(&svc->rm_thread, NULL, remover_main, svc) != 0) {
         clr_service_stop(svc);
         return clr_error_set(err, CLR_E_INTERNAL, errno, "cannot start the remover thread");
     }
     svc->rm_started = true;
+    if (recover(svc, err) < 0) {
+        clr_service_stop(svc);
+        return clr_error_prefix(err, "recovering state");
+    }
     if (pthread_create(&svc->reaper, NULL, reaper_main, svc) != 0) {
         clr_service_stop(svc);
         return clr_error_set(err, CLR_E_INTERNAL, errno, "cannot start the reaper thread");
@@ -2084,7 +2201,7 @@ void clr_service_stop(clr_service *svc)
     while (svc->warm) {
         struct warm *w = svc->warm;
         svc->warm = w->next;
-        warm_discard(svc, w->sb, "pool-stop");
+        warm_discard(svc, w->sb, w->ch, "pool-stop");
         free(w);
     }
     for (int i = 0; i < svc->pool_n; i++)

@@ -124,6 +124,59 @@ def audit_records(state):
     return recs
 
 
+def pooled_daemon(d, port):
+    """A sandbox from the warm pool arrives with its live channel already attached (by the pool,
+    before it had a record): its proxy's connections still reach the policy it was created with."""
+    state = os.path.join(d, 'pool-state')
+    sock = os.path.join(d, 'pool.sock')
+    daemon = subprocess.Popen([CLEARING, '--state-dir', state, '--log-level', 'warn', 'serve',
+                               '--socket', sock, '--pool', '1'],
+                              stderr=open(os.path.join(d, 'pool-log'), 'w'))
+    sid = None
+    try:
+        def metric(name):
+            st, m = api(sock, 'GET', '/metrics')
+            for line in (m.decode() if isinstance(m, bytes) else '').splitlines():
+                if line.startswith(name + ' '):
+                    return float(line.split()[1])
+            return None
+        ready = False
+        for _ in range(240):
+            try:
+                ready = metric('clearing_pool_ready') == 1
+            except OSError:
+                pass
+            if ready:
+                break
+            time.sleep(0.25)
+        check('pooled: the pool fills', ready)
+        st, a = api(sock, 'POST', '/v1/sandboxes', {'egress': {'allow': ['127.0.0.1:%d' % port]}})
+        sid = a.get('id') if st == 201 else None
+        check('pooled: a sandbox with a policy comes from the pool',
+              st == 201 and metric('clearing_pool_hits_total') == 1, '%s %r' % (st, a))
+        out = fetch(sock, sid, 'http://127.0.0.1:%d/pooled' % port)
+        check('pooled: its first command fetches through the proxy',
+              'STATUS 200' in out and 'hello from the host: /pooled' in out, out)
+        out = fetch(sock, sid, 'http://127.0.0.2:%d/other' % port)
+        check('pooled: what the policy does not allow is refused', 'STATUS 403' in out, out)
+    finally:
+        stop_daemon(daemon, sock, [sid] if sid else [])
+
+
+def stop_daemon(daemon, sock, sids):
+    """Destroys the sandboxes (waiting for their removal), then stops the daemon."""
+    for s in sids:
+        try:
+            api(sock, 'DELETE', '/v1/sandboxes/%s?wait=true' % s)
+        except Exception:
+            pass
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(30)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+
+
 def main():
     global CLEARING
     CLEARING = os.path.abspath(sys.argv[1])
@@ -339,17 +392,9 @@ print(s.recv(300).decode())
         v = subprocess.run([CLEARING, '--state-dir', state, 'audit', 'verify'],
                            capture_output=True, text=True)
         check('the audit log verifies', v.returncode == 0, v.stdout + v.stderr)
+        pooled_daemon(d, H)
     finally:
-        for s in sids:
-            try:
-                api(sock, 'DELETE', '/v1/sandboxes/%s?wait=true' % s)
-            except Exception:
-                pass
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
+        stop_daemon(daemon, sock, sids)
         httpd.shutdown()
         tlsd.shutdown()
         if not failed:

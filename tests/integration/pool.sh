@@ -22,7 +22,22 @@ trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$D"' EXIT
 for _ in $(seq 1 100); do [ -S "$D/c.sock" ] && break; sleep 0.1; done
 for _ in $(seq 1 120); do [ "$(metric clearing_pool_ready)" = 2 ] && break; sleep 0.5; done
 check "the pool fills to its size" '[ "$(metric clearing_pool_ready)" = 2 ]'
+# Attach events of a container between two times (seconds.nanoseconds), from the engine.
+attaches() {
+    curl -s --unix-socket /var/run/docker.sock -G http://d/events --data-urlencode "since=$2" \
+        --data-urlencode "until=$3" --data-urlencode \
+        "filters={\"container\":[\"clearing-$1\"],\"event\":[\"attach\"]}" |
+        grep -c '"Action":"attach"'
+}
+sleep 1
+t0=$(date +%s.%N)
 a=$("${S[@]}" -XPOST http://x/v1/sandboxes -d '{}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+first=$("${S[@]}" -XPOST "http://x/v1/sandboxes/$a/exec" -d '{"argv":["true"]}' |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["status"])')
+t1=$(date +%s.%N)
+check "a pooled sandbox's first command runs over the channel the pool attached: no attach on its path" \
+    '[ "$first" = exited ] && [ "$(attaches "$a" 0 "$t1")" = 1 ] && [ "$(attaches "$a" "$t0" "$t1")" = 0 ]' \
+    "first=$first attaches: all $(attaches "$a" 0 "$t1"), since the create $(attaches "$a" "$t0" "$t1")"
 b=$("${S[@]}" -XPOST http://x/v1/sandboxes -d '{}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 check "two creates are served from the pool" '[ "$(metric clearing_pool_hits_total)" = 2 ]'
 check "they are different sandboxes" '[ -n "$a" ] && [ "$a" != "$b" ]'

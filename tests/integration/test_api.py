@@ -17,6 +17,7 @@ The last line of output is "N passed, M failed"; the exit status is non-zero on 
 import base64
 import http.client
 import json
+import random
 import os
 import re
 import shutil
@@ -1200,9 +1201,33 @@ class T10Removal(ApiTest):
         self.daemon.kill9()
         self.daemon.start()
         self.assertTrue(container_removed(sb['id'], 30), 'container of %s leaked' % sb['id'])
+        # The kill may cut the engine's own removal mid-way: the restarted daemon then hands it
+        # to its remover, which retries; the removal is finished once nothing is pending.
+        self.assertIsNotNone(
+            wait_for(lambda: self.api.get('/v1/health').json['removals_pending'] == 0 or None,
+                     30), 'removal still pending after the restart')
         self.assertFalse(os.path.exists(self.workspace(sb['id'])))
         r = self.api.get('/v1/sandboxes/' + sb['id'])
         self.assertEqual((r.json['state'], r.json['destroy_reason']), ('destroyed', 'client'))
+
+    def test_removal_cut_between_container_and_workspace(self):
+        """The daemon died after the container was removed and before the workspace was: the
+        next start removes the workspace of the destroyed sandbox, and leaves a workspace the
+        database does not know to `clearing gc` (it may be a create in progress)."""
+        sb = self.create()
+        self.assertEqual(self.api.delete('/v1/sandboxes/%s?wait=true' % sb['id']).status, 204)
+        self.assertFalse(os.path.exists(self.workspace(sb['id'])))
+        self.daemon.kill9()
+        os.mkdir(self.workspace(sb['id']))     # the state the cut leaves behind
+        stranger = 'sb-%016x' % random.getrandbits(64)
+        os.mkdir(self.workspace(stranger))
+        try:
+            self.daemon.start()
+            self.assertFalse(os.path.exists(self.workspace(sb['id'])),
+                             'workspace of a destroyed sandbox survived the restart')
+            self.assertTrue(os.path.isdir(self.workspace(stranger)))
+        finally:
+            shutil.rmtree(self.workspace(stranger), ignore_errors=True)
 
 
 class T09CrashRecovery(ApiTest):
