@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Sandbox creation through the daemon from its warm pool, cold through the daemon, and the raw
-Docker API's create + start, interleaved round by round in one run.
+Docker API's create + start, interleaved round by round in one run; and the first command in
+each (`true`: through the API, or a raw docker exec), which is what an agent waits for before
+its first result.
 
 usage: bench_pool.py PATH/TO/clearing [--rounds N] [--pool N] [--json]
 Needs root, dockerd with runsc, CLEARING_AGENT. Prints p50/p95/p99 in ms and BENCH lines.
@@ -50,6 +52,29 @@ def metric(sock, name):
     return None
 
 
+def raw_exec(cid):
+    """docker exec of `true` as the docker CLI does it: create, then start attached, read to EOF."""
+    st, j = call("/var/run/docker.sock", "POST", "/v1.41/containers/%s/exec" % cid,
+                 {"AttachStdout": True, "AttachStderr": True, "Cmd": ["true"]})
+    assert st == 201, j
+    s = socket.socket(socket.AF_UNIX)
+    s.connect("/var/run/docker.sock")
+    body = b'{"Detach":false,"Tty":false}'
+    s.sendall(b"POST /v1.41/exec/%s/start HTTP/1.1\r\nHost: d\r\n"
+              b"Content-Type: application/json\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (j["Id"].encode(), len(body), body))
+    while s.recv(65536):
+        pass
+    s.close()
+
+
+def first_exec(sock, sid):
+    t = time.perf_counter()
+    st, r = call(sock, "POST", "/v1/sandboxes/%s/exec" % sid, {"argv": ["true"]})
+    assert st == 200 and r["result"]["status"] == "exited", r
+    return (time.perf_counter() - t) * 1000
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("clearing")
@@ -62,7 +87,8 @@ def main():
     d = subprocess.Popen([a.clearing, "--state-dir", os.path.join(tmp, "state"), "serve",
                           "--socket", sock, "--pool", str(a.pool)],
                          stderr=open(os.path.join(tmp, "log"), "w"))
-    res = {"pooled": [], "cold": [], "raw": []}
+    res = {"pooled": [], "cold": [], "raw": [], "pooled_exec": [], "cold_exec": [],
+           "raw_exec": []}
     try:
         for _ in range(200):
             if os.path.exists(sock):
@@ -78,12 +104,14 @@ def main():
             st, sb = call(sock, "POST", "/v1/sandboxes", {})
             res["pooled"].append((time.perf_counter() - t) * 1000)
             assert st == 201, sb
+            res["pooled_exec"].append(first_exec(sock, sb["id"]))
             call(sock, "DELETE", "/v1/sandboxes/" + sb["id"])
             # cold through the daemon: other limits are never pooled
             t = time.perf_counter()
             st, sb = call(sock, "POST", "/v1/sandboxes", {"limits": {"memory": "513m"}})
             res["cold"].append((time.perf_counter() - t) * 1000)
             assert st == 201, sb
+            res["cold_exec"].append(first_exec(sock, sb["id"]))
             call(sock, "DELETE", "/v1/sandboxes/" + sb["id"])
             # raw docker: create + start of a plain runsc container
             t = time.perf_counter()
@@ -94,6 +122,9 @@ def main():
             assert st == 201, c
             st, _ = call("/var/run/docker.sock", "POST", "/v1.41/containers/%s/start" % c["Id"])
             res["raw"].append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            raw_exec(c["Id"])
+            res["raw_exec"].append((time.perf_counter() - t) * 1000)
             call("/var/run/docker.sock", "DELETE", "/v1.41/containers/%s?force=1" % c["Id"])
             print("round %d/%d" % (r + 1, a.rounds), file=sys.stderr)
         hits = metric(sock, "clearing_pool_hits_total")
@@ -107,17 +138,22 @@ def main():
     if a.json:
         print(json.dumps(out, indent=2))
         return 0
-    print("create (ms)              |    p50 |    p95 |    p99")
-    print("-------------------------+--------+--------+-------")
-    for k, label in (("pooled", "clearing, warm pool"), ("cold", "clearing, cold"),
-                     ("raw", "raw docker create+start")):
-        o = out[k]
-        print("%-24s | %6.1f | %6.1f | %6.1f" % (label, o["p50"], o["p95"], o["p99"]))
+    for title, suffix, raw_label in (("create (ms)", "", "raw docker create+start"),
+                                     ("first command (ms)", "_exec", "raw docker exec")):
+        print("%-24s |    p50 |    p95 |    p99" % title)
+        print("-------------------------+--------+--------+-------")
+        for k, label in (("pooled", "clearing, warm pool"), ("cold", "clearing, cold"),
+                         ("raw", raw_label)):
+            o = out[k + suffix]
+            print("%-24s | %6.1f | %6.1f | %6.1f" % (label, o["p50"], o["p95"], o["p99"]))
     print("pool hits: %d of %d pooled creates; cold/raw p50 ratio %.2f" %
           (hits or 0, a.rounds, out["cold"]["p50"] / out["raw"]["p50"]))
     for k in ("pooled", "cold", "raw"):
         o = out[k]
         print("BENCH pool op=create_%s p50_ms=%.1f p95_ms=%.1f p99_ms=%.1f n=%d" %
+              (k, o["p50"], o["p95"], o["p99"], o["n"]))
+        o = out[k + "_exec"]
+        print("BENCH pool op=first_exec_%s p50_ms=%.1f p95_ms=%.1f p99_ms=%.1f n=%d" %
               (k, o["p50"], o["p95"], o["p99"], o["n"]))
     return 0
 
