@@ -6,7 +6,7 @@ BUILD_SAN ?= build-sanitize
 BUILD_FUZZ ?= build-fuzz
 export CLEARING_AGENT := $(CURDIR)/$(BUILD)/agent/clearing-agent
 
-.PHONY: all setup build run test test-sanitize test-fuzz clean
+.PHONY: all setup build run test test-sanitize test-fuzz test-fuzz-replay test-fuzz-run clean
 
 all: build
 
@@ -28,10 +28,10 @@ run: setup build
 	  echo "== branches of $$repo (the caller's checkout is untouched):" && \
 	  git -C "$$repo" log --all --oneline --decorate && git -C "$$repo" status --short
 
-test: setup build
-	meson test -C $(BUILD) --print-errorlogs
-	$(MAKE) test-sanitize
-	$(MAKE) test-fuzz
+# Step by step (setup, build, main suite, sanitizers, fuzz), naming the step that failed and the
+# failing suites' output at the end of the log: scripts/test-all.sh.
+test:
+	BUILD=$(BUILD) BUILD_SAN=$(BUILD_SAN) BUILD_FUZZ=$(BUILD_FUZZ) MAKE="$(MAKE)" bash scripts/test-all.sh
 
 # Under ASan+UBSan: every suite but memcheck (valgrind cannot run ASan binaries) and the
 # disruptive dockerd restart (already run once by `test`).
@@ -45,10 +45,14 @@ test-sanitize:
 
 # libFuzzer harnesses (fuzz/, clang): every seed and past crash once, then 15 s of fuzzing per
 # harness from the seeds in a scratch directory; a crash fails the target. Long runs: bench/fuzz.sh.
-test-fuzz:
+test-fuzz: test-fuzz-replay test-fuzz-run
+
+test-fuzz-replay:
 	@test -f $(BUILD_FUZZ)/build.ninja || CC=clang meson setup $(BUILD_FUZZ) -Dfuzzing=true >/dev/null
 	ninja -C $(BUILD_FUZZ) $$(sed -n "s/^  '\([a-z_]*\)' : .*/fuzz\/fuzz_\1/p" fuzz/meson.build)
 	meson test -C $(BUILD_FUZZ) --no-rebuild --print-errorlogs --suite fuzz
+
+test-fuzz-run:
 	@work=$$(mktemp -d) && trap 'rm -rf "$$work"' EXIT && \
 	  BUILD_FUZZ=$(BUILD_FUZZ) FUZZ_WORK=$$work bench/fuzz.sh 15
 
