@@ -64,6 +64,23 @@ struct stream {
     uint64_t sent;
 };
 
+/* Build option `trace` (meson -Dtrace=true, never in production): the supervisor stamps each
+ * step of a command with the wall clock, which gVisor keeps in step with the host's, and sends
+ * the stamps in the result's message; the daemon of the same build adds its own and reports
+ * them with the result (docs/PERFORMANCE.md, "Where an exec's time goes"). */
+#ifdef CLR_TRACE
+enum { TR_RX, TR_SPAWN, TR_SPAWNED, TR_EXITED, TR_TX, TR_N };
+#define TRACE(s, step) ((s)->tr[step] = trace_now_us())
+static uint64_t trace_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+#else
+#define TRACE(s, step) ((void)0)
+#endif
+
 struct sup {
     int in_fd, out_fd;
     struct agent_request req;
@@ -79,6 +96,9 @@ struct sup {
     int child_status;
     uint64_t start_ns, end_ns;
     uint64_t user_us, sys_us; /* of every process of the tree collected so far (wait4) */
+#ifdef CLR_TRACE
+    uint64_t tr[TR_N]; /* CLOCK_REALTIME, us: comparable with the host's clock */
+#endif
     uint64_t peak_rss;
     uint64_t tree_rss; /* at the last /proc scan */
     uint64_t killed;
@@ -374,6 +394,7 @@ static pid_t collect(struct sup *s, int flags)
         s->child_done = true;
         s->child_status = st;
         s->end_ns = agent_now_ns();
+        TRACE(s, TR_EXITED);
     }
     return p;
 }
@@ -612,8 +633,10 @@ static int start_command(struct sup *s)
     }
     char **env = command_env(s->req.envp);
     s->start_ns = agent_now_ns();
+    TRACE(s, TR_SPAWN);
     const int fds[8] = {in[0], in[1], out[0], out[1], err[0], err[1], rep[0], rep[1]};
     pid_t pid = spawn_command(s, env, fds);
+    TRACE(s, TR_SPAWNED);
     if (env != s->req.envp)
         free(env);
     if (pid < 0) {
@@ -670,6 +693,7 @@ static int on_host_frame(void *ctx, const struct clr_frame *f)
             return -2;
         }
         s->have_req = true;
+        TRACE(s, TR_RX);
         return 0;
     case CLR_FRAME_STDIN:
         if (s->stdin_eof)
@@ -848,6 +872,14 @@ static void write_result(struct sup *s, int status)
     clr_tlv_put_u64(b, CLR_RES_STDOUT_TRUNC, s->out.total > s->out.sent);
     clr_tlv_put_u64(b, CLR_RES_STDERR_TRUNC, s->err.total > s->err.sent);
     clr_tlv_put_u64(b, CLR_RES_KILLED_PROCS, s->killed);
+#ifdef CLR_TRACE
+    TRACE(s, TR_TX);
+    size_t ml = strlen(s->message);
+    snprintf(s->message + ml, sizeof(s->message) - ml, "%strace=%llu,%llu,%llu,%llu,%llu",
+             ml ? " " : "", (unsigned long long)s->tr[TR_RX], (unsigned long long)s->tr[TR_SPAWN],
+             (unsigned long long)s->tr[TR_SPAWNED], (unsigned long long)s->tr[TR_EXITED],
+             (unsigned long long)s->tr[TR_TX]);
+#endif
     if (s->message[0])
         clr_tlv_put_str(b, CLR_RES_MESSAGE, s->message);
     queue_frame(s, CLR_FRAME_RESULT, b->buf, b->len);

@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
 """Exec latency: a quick command through the daemon's API over the live channel, next to a raw
 `docker exec` (create + start, attached) of the same command in a plain runsc container of the
-same image, in one run, interleaved round by round (the machine is noisy).
+same image, and next to the floor: /bin/true spawned from inside the same sandbox (fork, exec,
+wait, in a loop), all in one run, interleaved round by round (the machine is noisy).
 
     bench/bench_exec.py PATH/TO/clearing [--rounds N] [--json]
 
+The target (issue #15): the API's p50 at most max(0.2 x raw docker exec, floor + 3 ms). With a
+clearing built with -Dtrace=true, each result carries the stamps of its steps and the report adds
+where the time goes (docs/PERFORMANCE.md).
+
 Needs root and a running dockerd with runsc. Everything it creates is removed at the end."""
 import argparse
+import base64
 import http.client
 import json
 import os
@@ -61,6 +67,31 @@ def raw_exec(cid, argv):
     c.close()
 
 
+# Spawns /bin/true N times from inside the sandbox, as a C program would (fork, execv, waitpid),
+# and prints each spawn's time in ms: the floor an exec through the daemon cannot go below.
+FLOOR = """
+import os, sys, time
+for _ in range(int(sys.argv[1])):
+    t = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        os.execv('/bin/true', ['true'])
+    os.waitpid(pid, 0)
+    print('%.3f' % ((time.perf_counter() - t) * 1000))
+"""
+
+# The steps of a traced exec (wall-clock stamps, us), in order, and what lies between each two.
+STEPS = (('daemon_rx', 'audited', 'daemon: parse, audit exec.start (fsync)'),
+         ('audited', 'sent', 'daemon: frame to the channel'),
+         ('sent', 'agent_rx', 'attach stream, PID 1 relay, supervisor wake-up'),
+         ('agent_rx', 'spawn', 'supervisor: pipes, environment'),
+         ('spawn', 'spawned', 'vfork + execve of the command'),
+         ('spawned', 'exited', 'the command runs and exits'),
+         ('exited', 'agent_tx', 'supervisor: tree kill, drain, result'),
+         ('agent_tx', 'waited', 'PID 1 relay, attach stream, daemon wake-up'),
+         ('waited', 'done', 'daemon: result to JSON'))
+
+
 def pct(v, p):
     v = sorted(v)
     return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
@@ -109,9 +140,19 @@ def main():
         for _ in range(3):
             call(api, 'POST', '/v1/sandboxes/%s/exec' % sid, {'argv': ['true']})
             raw_exec(raw_cid, ['true'])
-        chan, raw, wall = [], [], []
+        chan, raw, wall, floor, traces = [], [], [], [], []
         settle = a.settle_ms / 1000
-        for _ in range(a.rounds):
+        for i in range(a.rounds):
+            if i % 10 == 0:
+                # The floor, measured in the same sandbox between rounds: 10 spawns a time.
+                st, r = call(api, 'POST', '/v1/sandboxes/%s/exec' % sid,
+                             {'argv': ['python3', '-c', FLOOR, '10'], 'timeout': '60s'})
+                if st != 200 or r['result']['status'] != 'exited':
+                    raise RuntimeError('floor: %s %r' % (st, r))
+                out = r['result']['stdout']
+                if r['result'].get('stdout_encoding') == 'base64':
+                    out = base64.b64decode(out).decode()
+                floor += [float(x) for x in out.split()][1:]  # the first pays for warming up
             time.sleep(settle)
             t = time.perf_counter()
             st, r = call(api, 'POST', '/v1/sandboxes/%s/exec' % sid, {'argv': ['true']})
@@ -121,6 +162,8 @@ def main():
             # The command's own wall time, measured by its supervisor inside the sandbox: from
             # just before vfork to its exit. The rest of the API row is channel and daemon.
             wall.append(r['result'].get('wall_us', 0) / 1000)
+            if 'trace' in r['result']:
+                traces.append(r['result']['trace'])
             time.sleep(settle)
             t = time.perf_counter()
             raw_exec(raw_cid, ['true'])
@@ -134,9 +177,17 @@ def main():
             'clearing_api_exec_ms': {p: round(pct(chan, p), 2) for p in (50, 95, 99)},
             'raw_docker_exec_ms': {p: round(pct(raw, p), 2) for p in (50, 95, 99)},
             'command_wall_ms': {p: round(pct(wall, p), 2) for p in (50, 95, 99)},
+            'floor_spawn_ms': {p: round(pct(floor, p), 2) for p in (50, 95, 99)},
             'ratio_p50': round(pct(chan, 50) / pct(raw, 50), 3),
             'over_channel': int(float(over_channel[0].split()[1])) if over_channel else 0,
         }
+        target = max(0.2 * pct(raw, 50), pct(floor, 50) + 3)
+        res['target_p50_ms'] = round(target, 2)
+        res['target_met'] = pct(chan, 50) <= target
+        if traces:
+            res['trace_p50_ms'] = [
+                (label, round(pct([(t[b] - t[a]) / 1000 for t in traces if t[a] and t[b]], 50), 2))
+                for a, b, label in STEPS]
         if a.json:
             print(json.dumps(res, indent=2))
         else:
@@ -144,11 +195,16 @@ def main():
             print('%-34s %8s %8s %8s' % ('', 'p50 ms', 'p95 ms', 'p99 ms'))
             for k, label in (('clearing_api_exec_ms', 'clearing API (live channel)'),
                              ('raw_docker_exec_ms', 'raw docker exec (runsc)'),
-                             ('command_wall_ms', '  the command inside the sandbox')):
+                             ('command_wall_ms', '  the command inside the sandbox'),
+                             ('floor_spawn_ms', 'floor: fork+exec+wait in the sandbox')):
                 v = res[k]
                 print('%-34s %8.2f %8.2f %8.2f' % (label, v[50], v[95], v[99]))
             print('clearing / raw at p50: %.3fx; execs over the channel: %d'
                   % (res['ratio_p50'], res['over_channel']))
+            print('target: p50 <= max(0.2 x raw, floor + 3 ms) = %.2f ms: %s'
+                  % (target, 'met' if res['target_met'] else 'NOT met'))
+            for label, ms in res.get('trace_p50_ms', []):
+                print('  trace p50 %7.2f ms  %s' % (ms, label))
     finally:
         if sid:
             try:

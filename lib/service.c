@@ -1555,6 +1555,49 @@ int clr_service_exec_check(clr_service *svc, const char *id, json_t *req, clr_er
     return rc;
 }
 
+/* Build option `trace` (meson -Dtrace=true, never in production): an exec's result carries the
+ * wall-clock time of each step, the daemon's and its supervisor's (which sends them in its
+ * message; gVisor keeps the sandbox's wall clock in step with the host's), in microseconds. */
+struct exec_trace {
+    uint64_t rx, audited, sent, recorded, waited;
+};
+#ifdef CLR_TRACE
+#define TRACE_AT(t, step) ((t).step = trace_now_us())
+static uint64_t trace_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Moves the supervisor's stamps out of the result's message into a trace object. */
+static void trace_attach(json_t *result, const struct exec_trace *t, clr_exec_result *res)
+{
+    unsigned long long a[5] = {0};
+    char *m = strstr(res->message, "trace=");
+    if (m && sscanf(m, "trace=%llu,%llu,%llu,%llu,%llu", &a[0], &a[1], &a[2], &a[3], &a[4]) == 5) {
+        if (m > res->message && m[-1] == ' ')
+            m--;
+        *m = '\0';
+        if (res->message[0])
+            json_object_set_new(result, "message", json_string(res->message));
+        else
+            json_object_set_new(result, "message", json_null());
+    }
+    json_object_set_new(result, "trace",
+                        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+                                  "daemon_rx", (json_int_t)t->rx, "audited", (json_int_t)t->audited,
+                                  "sent", (json_int_t)t->sent, "agent_rx", (json_int_t)a[0],
+                                  "spawn", (json_int_t)a[1], "spawned", (json_int_t)a[2],
+                                  "exited", (json_int_t)a[3], "agent_tx", (json_int_t)a[4],
+                                  "recorded", (json_int_t)t->recorded,
+                                  "waited", (json_int_t)t->waited, "done",
+                                  (json_int_t)trace_now_us()));
+}
+#else
+#define TRACE_AT(t, step) ((void)(t))
+#endif
+
 int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *actor,
                      clr_service_event_cb on_event, void *ctx, json_t **out, clr_error *err)
 {
@@ -1565,6 +1608,8 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
     if (parse_command(&cmd, req, err) < 0 || command_bind(svc, &cmd, id, err) < 0)
         goto out;
     clr_exec_options o = cmd.o;
+    struct exec_trace tr = {0};
+    TRACE_AT(tr, rx);
     if (atomic_fetch_add(&svc->running_execs, 1) >= (int)svc->cfg.max_execs) {
         atomic_fetch_sub(&svc->running_execs, 1);
         atomic_fetch_add(&svc->refused, 1);
@@ -1597,6 +1642,7 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
     json_object_set_new(ad, "exec_id", json_string(exec_id));
     int arc = clr_audit_append(svc->audit, actor, id, "exec.start", "ok", ad, err);
     json_decref(ad);
+    TRACE_AT(tr, audited);
     if (arc < 0) {
         /* Refused: the record says so, for whoever lists the sandbox's commands. */
         json_t *refused = json_pack("{s:s, s:s}", "status", "start_failed", "message",
@@ -1622,8 +1668,10 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
      * started event, or the response). Output is delivered by clr_exec_wait, after both. */
     clr_exec *h = NULL;
     erc = clr_exec_start(&h, eng, lv->sb, &o, err);
+    TRACE_AT(tr, sent);
     clr_error ierr = CLR_ERROR_INIT;
     int irc = clr_store_exec_insert_on(svc->store, exec_id, id, o.channel_id, logged, t, &ierr);
+    TRACE_AT(tr, recorded);
     json_decref(logged);
     clr_exec_result res;
     memset(&res, 0, sizeof(res));
@@ -1656,6 +1704,7 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
     if (erc == 0) {
         erc = clr_exec_wait(h, &res, err);
         clr_exec_free(h);
+        TRACE_AT(tr, waited);
     }
     if (lv->ch)
         atomic_fetch_add(&svc->channel_execs, 1);
@@ -1670,6 +1719,9 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
         ad = json_pack("{s:s, s:s}", "exec_id", exec_id, "error", err->message);
     } else {
         result = clr_exec_result_to_json(&res);
+#ifdef CLR_TRACE
+        trace_attach(result, &tr, &res);
+#endif
         ad = clr_audit_exec_result(&res);
         json_object_set_new(ad, "exec_id", json_string(exec_id));
         if (res.status == CLR_EXEC_TIMED_OUT)
