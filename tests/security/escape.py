@@ -43,6 +43,33 @@ SECRET_TEXT = 'HOST-SECRET-%d\n' % os.getpid()
 VICTIM_TEXT = 'victim-workspace-%d\n' % os.getpid()
 
 
+# ---- checks that always run ----
+
+class CheckFailed(AssertionError):
+    pass
+
+
+def check(condition, detail=None):
+    """The suite's assertion. A bare `assert` is compiled away under python -O or
+    PYTHONOPTIMIZE, and every attack would then pass unchecked; this one always runs."""
+    if not condition:
+        raise CheckFailed('check failed' if detail is None else
+                          detail if isinstance(detail, str) else repr(detail))
+
+
+def wait_for(what, condition, deadline_s=60, interval_s=0.05):
+    """Polls condition() until it returns something true and returns that; fails after a
+    generous deadline. For conditions that must come true, never for ones that must not."""
+    end = time.monotonic() + deadline_s
+    while True:
+        got = condition()
+        if got:
+            return got
+        if time.monotonic() > end:
+            raise CheckFailed('%s: still not the case after %d s' % (what, deadline_s))
+        time.sleep(interval_s)
+
+
 # ---- HTTP over the daemon's unix socket ----
 
 class UnixConn(http.client.HTTPConnection):
@@ -86,7 +113,7 @@ class Api:
 
     def create(self, **body):
         r = self.req('POST', '/v1/sandboxes', body)
-        assert r.status == 201, r
+        check(r.status == 201, r)
         SANDBOXES.append(r.json['id'])
         return r.json['id']
 
@@ -98,7 +125,7 @@ class Api:
             body['shell'] = shell
         body.setdefault('timeout', '30s')
         r = self.req('POST', '/v1/sandboxes/%s/exec' % sid, body)
-        assert r.status == 200, r
+        check(r.status == 200, r)
         return r.json['result']
 
     def put_file(self, sid, path, data):
@@ -174,15 +201,15 @@ def host_processes_named(comm):
 
 def invariants():
     """The host and the victim sandbox are exactly as they were."""
-    assert sha(HOST['canary']) == BASELINE['canary'], 'host canary changed'
-    assert os.stat(HOST['canary']).st_mtime_ns == BASELINE['canary_mtime'], 'canary touched'
-    assert sha('/etc/passwd') == BASELINE['passwd'], 'host /etc/passwd changed'
-    assert tree_snapshot(HOST['decoy']) == BASELINE['decoy'], 'host decoy directory changed'
+    check(sha(HOST['canary']) == BASELINE['canary'], 'host canary changed')
+    check(os.stat(HOST['canary']).st_mtime_ns == BASELINE['canary_mtime'], 'canary touched')
+    check(sha('/etc/passwd') == BASELINE['passwd'], 'host /etc/passwd changed')
+    check(tree_snapshot(HOST['decoy']) == BASELINE['decoy'], 'host decoy directory changed')
     r = API.get_file(B, 'canary')
-    assert r.status == 200 and r.body == VICTIM_TEXT.encode(), 'victim workspace changed: %r' % r
-    assert API.req('GET', '/v1/health', timeout=10).status == 200, 'daemon does not answer'
-    assert DAEMON.poll() is None, 'daemon died'
-    assert not host_processes_named(PROBE_COMM), 'an attack process runs on the HOST'
+    check(r.status == 200 and r.body == VICTIM_TEXT.encode(), 'victim workspace changed: %r' % r)
+    check(API.req('GET', '/v1/health', timeout=10).status == 200, 'daemon does not answer')
+    check(DAEMON.poll() is None, 'daemon died')
+    check(not host_processes_named(PROBE_COMM), 'an attack process runs on the HOST')
 
 
 # ---- TAP ----
@@ -211,9 +238,9 @@ def probe(sid, name, *args, **kw):
 
 
 def expect(res, toks, want, status='exited', code=0):
-    assert (res['status'], res['exit_code']) == (status, code), res
+    check((res['status'], res['exit_code']) == (status, code), res)
     got = {k: toks.get(k) for k in want}
-    assert got == want, 'expected %r\n   got %r\n   all %r' % (want, got, toks)
+    check(got == want, 'expected %r\n   got %r\n   all %r' % (want, got, toks))
 
 
 # ================= host filesystem =================
@@ -228,13 +255,13 @@ def _():
 @attack('fs-mountinfo', 'mountinfo names no host path')
 def _():
     res = API.exec(A, ['cat', '/proc/self/mountinfo'])
-    assert res['status'] == 'exited' and res['exit_code'] == 0, res
+    check(res['status'] == 'exited' and res['exit_code'] == 0, res)
     mi = text(res)
     for leak in (TMP, STATE, '/var/lib/docker', HOST['canary']):
-        assert leak not in mi, 'mountinfo leaks %s:\n%s' % (leak, mi)
-    assert ' /workspace ' in mi, mi
+        check(leak not in mi, 'mountinfo leaks %s:\n%s' % (leak, mi))
+    check(' /workspace ' in mi, mi)
     root = [line.split() for line in mi.splitlines() if line.split()[4] == '/']
-    assert root and 'ro' in root[0][5].split(','), 'the root filesystem is not read-only: %r' % root
+    check(root and 'ro' in root[0][5].split(','), 'the root filesystem is not read-only: %r' % root)
 
 
 @attack('fs-environ', "environ, mem, exe and fds of PID 1 and of the agent")
@@ -246,15 +273,15 @@ def _():
     expect(res, t, {'pid1_environ': 'OK', 'agent_environ': 'OK', 'pid1_exe': 'EACCES',
                     'pid1_mem': 'EACCES', 'agent_mem': 'EACCES'})
     opened = set(filter(None, t['fd_open'].split(',')))
-    assert opened <= {'/dev/null'}, 'descriptors of the agent open for the command: %r' % opened
+    check(opened <= {'/dev/null'}, 'descriptors of the agent open for the command: %r' % opened)
     res = API.exec(A, shell='tr "\\0" "\\n" </proc/1/environ; echo ---; '
                    'tr "\\0" "\\n" </proc/$PPID/environ; echo ---; env',
                    env={'EXEC_SECRET': 'per-exec-secret'})
     agent1, agent2, own = (set(p.strip().splitlines()) for p in text(res).split('---'))
-    assert agent1 and agent2, res
-    assert agent1 <= own and agent2 <= own, 'the agent holds environment the command lacks: %r' \
-        % ((agent1 | agent2) - own)
-    assert 'EXEC_SECRET=per-exec-secret' not in agent1 | agent2
+    check(agent1 and agent2, res)
+    check(agent1 <= own and agent2 <= own,
+          'the agent holds environment the command lacks: %r' % ((agent1 | agent2) - own))
+    check('EXEC_SECRET=per-exec-secret' not in agent1 | agent2)
 
 
 @attack('fs-rootfs-ro', 'writing outside /workspace and /tmp (read-only rootfs)')
@@ -278,21 +305,21 @@ def _():
 @attack('fs-setuid-upload', 'setuid-root binary smuggled in by a tar upload (uid 0, mode 4755)')
 def _():
     r = API.get_file(A, 'xprobe')
-    assert r.status == 200, r
+    check(r.status == 200, r)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT) as tf:
         ti = tarfile.TarInfo('suidprobe')
         ti.size, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = len(r.body), 0o6755, 0, 0, 'root', 'root'
         tf.addfile(ti, io.BytesIO(r.body))
     r = API.put_archive(A, buf.getvalue())
-    assert r.status == 201, r
+    check(r.status == 201, r)
     res, t = probe(A, 'euid')  # baseline: the plain command user
     res = API.exec(A, ['/workspace/suidprobe', 'euid'])
     t = dict(x.split('=', 1) for x in text(res).split() if '=' in x)
     expect(res, t, {'ruid': '1000', 'euid': '1000', 'suid': '1000', 'egid': '1000',
                     'setuid0': 'EPERM'})
     st = os.stat(os.path.join(workspace_dir(A), 'suidprobe'))
-    assert st.st_mode & 0o6000 == 0, 'the upload kept the setuid bit: %o' % st.st_mode
+    check(st.st_mode & 0o6000 == 0, 'the upload kept the setuid bit: %o' % st.st_mode)
 
 
 @attack('fs-mknod', 'mknod device nodes in /tmp and /workspace')
@@ -305,7 +332,7 @@ def _():
                                           'sda')}
     want.update(ws_mem='EPERM', ws_null='EPERM', ws_sda='EPERM')
     expect(res, t, want)
-    assert not [k for k in t if k.startswith('open_')], t
+    check(not [k for k in t if k.startswith('open_')], t)
 
 
 @attack('fs-mount', 'mount tmpfs/proc/bind/cgroup, remount / rw, umount /workspace')
@@ -327,9 +354,9 @@ def _():
                     'unshare_uts': 'EPERM', 'unshare_ipc': 'EPERM', 'unshare_cgroup': 'EPERM',
                     'unshare_user': 'EPERM', 'clone3_newuser': 'ENOSYS', 'pthread': 'OK',
                     'mkfifo': 'OK'})
-    assert not [k for k in t if k.startswith('userns_')], t
+    check(not [k for k in t if k.startswith('userns_')], t)
     res = API.exec(A, shell='grep -c " /tmp " /proc/self/mountinfo')
-    assert text(res).split()[0] == '1', res
+    check(text(res).split()[0] == '1', res)
 
 
 @attack('fs-setns', "setns into PID 1's namespaces")
@@ -354,7 +381,7 @@ def _():
     expect(res, t, {'core_soft': '0', 'core_hard': '0', 'raise_core': 'EPERM',
                     'core_pattern': 'ENOENT', 'child_signal': '6', 'core_dumped': '0'})
     new = set(os.listdir(workspace_dir(A))) - before
-    assert not [n for n in new if n.startswith('core')], new
+    check(not [n for n in new if n.startswith('core')], new)
 
 
 # ================= kernel surface =================
@@ -409,7 +436,7 @@ def _():
     t0 = time.time()
     res, t = probe(A, 'clock')
     expect(res, t, {'settimeofday': 'EPERM', 'clock_settime': 'EPERM', 'adjtimex': 'EPERM'})
-    assert abs(time.time() - t0) < 60, 'host clock moved'
+    check(abs(time.time() - t0) < 60, 'host clock moved')
 
 
 @attack('k-hostname', 'sethostname and setdomainname')
@@ -417,7 +444,7 @@ def _():
     before = socket.gethostname()
     res, t = probe(A, 'hostname')
     expect(res, t, {'sethostname': 'EPERM', 'setdomainname': 'EPERM'})
-    assert socket.gethostname() == before
+    check(socket.gethostname() == before)
 
 
 @attack('k-raw-socket', 'raw and packet sockets')
@@ -462,7 +489,7 @@ def _():
                     'write_pid1_exe': 'EACCES', 'write_resolv': 'EACCES',
                     'write_hosts': 'EACCES'})
     if agent:
-        assert sha(agent) == before, 'the host agent binary changed'
+        check(sha(agent) == before, 'the host agent binary changed')
 
 
 # ================= network =================
@@ -523,11 +550,11 @@ def _():
         # The host side can reach it: the listener works.
         socket.create_connection(('127.0.0.1', ln.port), timeout=5).close()
         time.sleep(0.1)
-        assert ln.anything(), 'host self-check failed'
+        check(ln.anything(), 'host self-check failed')
         res, t = probe(A, 'net_tcp', ln.port)
         expect(res, t, {'connect_v4': 'ECONNREFUSED', 'connect_v6': 'ECONNREFUSED'})
         time.sleep(0.2)
-        assert ln.anything() == [], 'the host listener got a connection from the sandbox'
+        check(ln.anything() == [], 'the host listener got a connection from the sandbox')
     finally:
         ln.close()
 
@@ -537,9 +564,9 @@ def _():
     ln = Listener()
     try:
         res, t = probe(A, 'net_udp', ln.port)
-        assert res['status'] == 'exited', res
+        check(res['status'] == 'exited', res)
         time.sleep(0.3)
-        assert ln.anything() == [], 'the host received a datagram from the sandbox'
+        check(ln.anything() == [], 'the host received a datagram from the sandbox')
     finally:
         ln.close()
 
@@ -550,7 +577,7 @@ def _():
     try:
         res, t = probe(A, 'net_abstract', ln.abstract)
         expect(res, t, {'connect_abstract': 'ECONNREFUSED'})
-        assert ln.anything() == []
+        check(ln.anything() == [])
     finally:
         ln.close()
 
@@ -569,13 +596,13 @@ def _():
     try:
         copy_probe(c)
         res = API.exec(c, [PROBE, 'mem_bomb'], timeout='60s')
-        assert res['status'] == 'oom', res
-        assert res['exit_code'] is None, res
-        assert res['peak_memory_bytes'] <= 128 << 20, res
-        assert res['sandbox_killed'] is False, res
-        assert API.exec(c, ['echo', 'alive'])['stdout'] == 'alive\n'
+        check(res['status'] == 'oom', res)
+        check(res['exit_code'] is None, res)
+        check(res['peak_memory_bytes'] <= 128 << 20, res)
+        check(res['sandbox_killed'] is False, res)
+        check(API.exec(c, ['echo', 'alive'])['stdout'] == 'alive\n')
         r = API.req('GET', '/v1/sandboxes/' + c)
-        assert r.json['state'] == 'running', r
+        check(r.json['state'] == 'running', r)
     finally:
         destroy(c)
 
@@ -585,7 +612,7 @@ def _():
     res, t = probe(A, 'fork_bomb', timeout='30s')
     expect(res, t, {'fork_errno': 'EAGAIN'})
     # RLIMIT_NPROC = pids = 64 (gVisor lets the 64th fork through: 65 processes in all).
-    assert 50 <= int(t['forks']) <= 64, t
+    check(50 <= int(t['forks']) <= 64, t)
     no_leftovers(A)
 
 
@@ -600,16 +627,15 @@ def _():
     time.sleep(1.5)
     lats = [exec_latency(B) for _ in range(5)]
     th.join(60)
-    assert out['r']['status'] == 'timed_out', out
-    assert statistics.median(lats) < max(2.0, 4 * idle), \
-        'latency %r under a hog (idle median %.3f)' % (lats, idle)
+    check(out['r']['status'] == 'timed_out', out)
+    check(statistics.median(lats) < max(2.0, 4 * idle), 'latency %r under a hog (idle median %.3f)' % (lats, idle))
 
 
 @attack('res-fill-tmp', 'filling /tmp: ENOSPC at its size, host unaffected')
 def _():
     res, t = probe(A, 'fill', '/tmp/fill')
     expect(res, t, {'fill_errno': 'ENOSPC'})
-    assert int(t['bytes']) <= 16 << 20, t
+    check(int(t['bytes']) <= 16 << 20, t)
 
 
 @attack('res-fill-ws', 'filling /workspace: ENOSPC at its size, on its own host tmpfs')
@@ -617,33 +643,33 @@ def _():
     host_free = shutil.disk_usage(TMP).free
     res, t = probe(A, 'fill', '/workspace/fill')
     expect(res, t, {'fill_errno': 'ENOSPC'})
-    assert int(t['bytes']) <= 64 << 20, t
-    assert shutil.disk_usage(TMP).free >= host_free - (8 << 20), 'host filesystem filled'
+    check(int(t['bytes']) <= 64 << 20, t)
+    check(shutil.disk_usage(TMP).free >= host_free - (8 << 20), 'host filesystem filled')
 
 
 @attack('res-inodes', 'inode exhaustion of /workspace')
 def _():
     res, t = probe(A, 'inodes', '/workspace/many')
     expect(res, t, {'inode_errno': 'ENOSPC'})
-    assert int(t['files']) < 2000, t
-    assert API.exec(A, ['rm', '-rf', '/workspace/many'])['exit_code'] == 0
+    check(int(t['files']) < 2000, t)
+    check(API.exec(A, ['rm', '-rf', '/workspace/many'])['exit_code'] == 0)
 
 
 @attack('res-output', 'output flood: 32 MiB on stdout is counted and truncated')
 def _():
     res = API.exec(A, [PROBE, 'flood', str(32 << 20)], stdout_cap=4096)
-    assert (res['status'], res['exit_code']) == ('exited', 0), res
-    assert res['stdout_truncated'] is True and res['stdout_bytes'] == (32 << 20) + 1, res
-    assert raw(res) == b'F' * 4096
+    check((res['status'], res['exit_code']) == ('exited', 0), res)
+    check(res['stdout_truncated'] is True and res['stdout_bytes'] == (32 << 20) + 1, res)
+    check(raw(res) == b'F' * 4096)
 
 
 @attack('res-zombies', 'zombie flood: never-reaped children are gone after the command')
 def _():
     res, t = probe(A, 'zombies', 500)
-    assert (res['status'], res['exit_code']) == ('exited', 0), res
-    assert 50 <= int(t['zombies']) <= 64, t
+    check((res['status'], res['exit_code']) == ('exited', 0), res)
+    check(50 <= int(t['zombies']) <= 64, t)
     res, t = probe(A, 'zombies', 40, 'hold', timeout='1s')
-    assert res['status'] == 'timed_out' and int(t['zombies']) == 40, (res, t)
+    check(res['status'] == 'timed_out' and int(t['zombies']) == 40, (res, t))
     no_leftovers(A)
 
 
@@ -652,9 +678,9 @@ def _():
     t0 = time.monotonic()
     res = API.exec(A, [PROBE, 'stderr_forever'], timeout='2s', stderr_cap=1000)
     took = time.monotonic() - t0
-    assert res['status'] == 'timed_out', res
-    assert res['stderr_truncated'] is True and len(raw(res, 'stderr')) == 1000, res
-    assert took < 10, took
+    check(res['status'] == 'timed_out', res)
+    check(res['stderr_truncated'] is True and len(raw(res, 'stderr')) == 1000, res)
+    check(took < 10, took)
     no_leftovers(A)
 
 
@@ -663,19 +689,19 @@ def _():
 @attack('clr-forge-result', 'forged RESULT frames on stdout, stderr and fds 3..15')
 def _():
     res, _t = probe(A, 'forge_result')
-    assert (res['status'], res['exit_code']) == ('exited', 3), res
-    assert res.get('message') in (None, ''), res
+    check((res['status'], res['exit_code']) == ('exited', 3), res)
+    check(res.get('message') in (None, ''), res)
     out = raw(res)
-    assert b'fake-stdout' in out and b'forged' in out, out[:200]
-    assert 'open_fds_above_2=0' in text(res, 'stderr'), res
+    check(b'fake-stdout' in out and b'forged' in out, out[:200])
+    check('open_fds_above_2=0' in text(res, 'stderr'), res)
 
 
 @attack('clr-timeout-escape', 'escaping the timeout: setsid + double fork, SIGTERM ignored')
 def _():
     hb = os.path.join(workspace_dir(A), 'hb1')
     res = API.exec(A, [PROBE, 'escape_timeout', '/workspace/hb1', 'wait'], timeout='1500ms')
-    assert res['status'] == 'timed_out', res
-    assert res['killed_processes'] >= 2, res
+    check(res['status'] == 'timed_out', res)
+    check(res['killed_processes'] >= 2, res)
     assert_stops_growing(hb)
     no_leftovers(A)
 
@@ -684,7 +710,7 @@ def _():
 def _():
     hb = os.path.join(workspace_dir(A), 'hb2')
     res = API.exec(A, [PROBE, 'escape_timeout', '/workspace/hb2'])
-    assert (res['status'], res['exit_code']) == ('exited', 0), res
+    check((res['status'], res['exit_code']) == ('exited', 0), res)
     assert_stops_growing(hb)
     no_leftovers(A)
 
@@ -695,8 +721,8 @@ def _():
     # still see it and kill it.
     hb = os.path.join(workspace_dir(A), 'hb3')
     res = API.exec(A, [PROBE, 'escape_timeout', '/workspace/hb3', 'exit', 'nosig'])
-    assert (res['status'], res['exit_code']) == ('exited', 0), res
-    assert res['killed_processes'] >= 1, res
+    check((res['status'], res['exit_code']) == ('exited', 0), res)
+    check(res['killed_processes'] >= 1, res)
     assert_stops_growing(hb)
     no_leftovers(A)
 
@@ -705,9 +731,9 @@ def _():
 def _():
     t0 = time.monotonic()
     res = API.exec(A, [PROBE, 'stop_self'], timeout='1s')
-    assert res['status'] == 'timed_out' and 'child_stopped=1' in text(res), res
-    assert res['killed_processes'] >= 2, res
-    assert time.monotonic() - t0 < 10
+    check(res['status'] == 'timed_out' and 'child_stopped=1' in text(res), res)
+    check(res['killed_processes'] >= 2, res)
+    check(time.monotonic() - t0 < 10)
     no_leftovers(A)
 
 
@@ -721,36 +747,36 @@ def _():
               'trap/up/secret', 'trap/fifo', 'trap', '../../../../etc/passwd',
               '%2e%2e/%2e%2e/%2e%2e/etc/passwd', 'trap/../../state/clearing.db'):
         r = API.get_file(A, p, timeout=15)
-        assert r.status in (400, 404, 409), (p, r)
-        assert SECRET_TEXT.encode() not in r.body and passwd not in r.body, (p, r)
+        check(r.status in (400, 404, 409), (p, r))
+        check(SECRET_TEXT.encode() not in r.body and passwd not in r.body, (p, r))
     for q in ('trap/decoy', 'trap/root', 'trap/up', '..'):
         r = API.req('GET', '/v1/sandboxes/%s/files?path=%s' % (A, q))
-        assert r.status in (400, 404, 409), (q, r)
-        assert b'secret' not in r.body, (q, r)
+        check(r.status in (400, 404, 409), (q, r))
+        check(b'secret' not in r.body, (q, r))
 
 
 @attack('clr-archive-symlink', 'archive download of a directory of symlinks stores links, not targets')
 def _():
     r = API.req('GET', '/v1/sandboxes/%s/archive?path=trap' % A)
-    assert r.status == 200, r
+    check(r.status == 200, r)
     with tarfile.open(fileobj=io.BytesIO(r.body)) as tf:
         members = {m.name.split('/')[-1]: m for m in tf.getmembers()}
         for n in ('secret', 'decoy', 'passwd', 'root', 'up'):
-            assert members[n].issym(), members[n]
-        assert 'fifo' not in members and 'hard' not in members, members
+            check(members[n].issym(), members[n])
+        check('fifo' not in members and 'hard' not in members, members)
         for m in tf.getmembers():
             if m.isfile():
-                assert SECRET_TEXT.encode() not in tf.extractfile(m).read()
+                check(SECRET_TEXT.encode() not in tf.extractfile(m).read())
     # The archive of a symlink is that link, never what it points to.
     for q in ('trap/root', 'trap/decoy'):
         r = API.req('GET', '/v1/sandboxes/%s/archive?path=%s' % (A, q))
-        assert r.status == 200, (q, r)
+        check(r.status == 200, (q, r))
         with tarfile.open(fileobj=io.BytesIO(r.body)) as tf:
             ms = tf.getmembers()
-            assert len(ms) == 1 and ms[0].issym(), (q, ms)
+            check(len(ms) == 1 and ms[0].issym(), (q, ms))
     for q in ('trap/root/etc', 'trap/decoy/secret', 'trap/up/secret', 'trap/root/etc/'):
         r = API.req('GET', '/v1/sandboxes/%s/archive?path=%s' % (A, q))
-        assert r.status in (400, 404, 409), (q, r)
+        check(r.status in (400, 404, 409), (q, r))
 
 
 @attack('clr-cp-symlink', '`clearing cp` out of a sandbox through symlinks and a FIFO')
@@ -759,38 +785,38 @@ def _():
     os.makedirs(dest, exist_ok=True)
     for p in ('trap/secret', 'trap/passwd', 'trap/root/etc/passwd', 'trap/fifo'):
         r = cli('cp', '%s:%s' % (A, p), os.path.join(dest, 'x'))
-        assert r.returncode != 0, (p, r)
-        assert not os.path.lexists(os.path.join(dest, 'x')), p
+        check(r.returncode != 0, (p, r))
+        check(not os.path.lexists(os.path.join(dest, 'x')), p)
     r = cli('cp', '%s:trap' % A, os.path.join(dest, 'trap.tar'))
-    assert r.returncode == 0, r
+    check(r.returncode == 0, r)
     with tarfile.open(os.path.join(dest, 'trap.tar')) as tf:
         for m in tf.getmembers():
-            assert not m.isfile() or SECRET_TEXT.encode() not in tf.extractfile(m).read()
+            check(not m.isfile() or SECRET_TEXT.encode() not in tf.extractfile(m).read())
     # Upload into a symlinked directory of the sandbox: refused, nothing lands on the host.
     src = os.path.join(TMP, 'cp-src')
     with open(src, 'w') as f:
         f.write('evil')
     r = cli('cp', src, '%s:trap/up/evil' % A)
-    assert r.returncode != 0, r
+    check(r.returncode != 0, r)
 
 
 @attack('clr-put-symlink', 'upload, delete and list through symlinks into the host')
 def _():
     for p in ('trap/decoy/evil', 'trap/up/evil', 'trap/root/tmp/evil'):
         r = API.put_file(A, p, b'evil')
-        assert r.status in (400, 404, 409), (p, r)
+        check(r.status in (400, 404, 409), (p, r))
     # Writing to a symlink's own path replaces the link (atomic rename), never its target.
     r = API.put_file(A, 'trap/secret', b'evil')
-    assert r.status == 201, r
+    check(r.status == 201, r)
     st = os.lstat(os.path.join(workspace_dir(A), 'trap/secret'))
-    assert st.st_mode & 0o170000 == 0o100000, oct(st.st_mode)
+    check(st.st_mode & 0o170000 == 0o100000, oct(st.st_mode))
     for p in ('trap/decoy/secret', 'trap/up/secret'):
         r = API.req('DELETE', '/v1/sandboxes/%s/files/%s' % (A, p))
-        assert r.status in (400, 404, 409), (p, r)
+        check(r.status in (400, 404, 409), (p, r))
     # Deleting the link itself removes the link, never its target.
     r = API.req('DELETE', '/v1/sandboxes/%s/files/trap/decoy?recursive=true' % A)
-    assert r.status == 204, r
-    assert not os.path.lexists(os.path.join(workspace_dir(A), 'trap/decoy'))
+    check(r.status == 204, r)
+    check(not os.path.lexists(os.path.join(workspace_dir(A), 'trap/decoy')))
 
 
 @attack('clr-swap-race', 'symlink swap race during downloads (dir <-> link to the host decoy)')
@@ -805,10 +831,10 @@ def _():
         r = API.get_file(A, 'race/d/f', timeout=15)
         seen.add(r.status)
         n += 1
-        assert SECRET_TEXT.encode() not in r.body, 'the host decoy leaked through a race'
+        check(SECRET_TEXT.encode() not in r.body, 'the host decoy leaked through a race')
     th.join(60)
-    assert out['r']['status'] == 'exited', out
-    assert seen <= {200, 400, 404, 409}, seen
+    check(out['r']['status'] == 'exited', out)
+    check(seen <= {200, 400, 404, 409}, seen)
 
 
 def tar_of(entries):
@@ -845,9 +871,9 @@ def gnu_sparse(name, realsize, data):
 def assert_tar_refused(data, mention, statuses=(400,)):
     before = sorted(os.listdir(workspace_dir(A)))
     r = API.put_archive(A, data)
-    assert r.status in statuses, r
-    assert mention in r.body.decode('utf-8', 'replace'), r
-    assert sorted(os.listdir(workspace_dir(A))) == before, 'a refused archive left files'
+    check(r.status in statuses, r)
+    check(mention in r.body.decode('utf-8', 'replace'), r)
+    check(sorted(os.listdir(workspace_dir(A))) == before, 'a refused archive left files')
     return r
 
 
@@ -857,14 +883,14 @@ def _():
                                tinfo('../../escape', data=b'evil')]), '../../escape')
     assert_tar_refused(tar_of([tinfo(HOST['decoy'] + '/evil', data=b'evil')]), 'evil')
     assert_tar_refused(tar_of([tinfo('a/../../escape', data=b'evil')]), 'escape')
-    assert not os.path.exists(os.path.join(STATE, 'workspaces', 'escape'))
+    check(not os.path.exists(os.path.join(STATE, 'workspaces', 'escape')))
 
 
 @attack('clr-tar-links', 'tar upload: symlink out then a file through it; hardlink; device; FIFO')
 def _():
     assert_tar_refused(tar_of([tinfo('lnk', tarfile.SYMTYPE, link=HOST['decoy']),
                                tinfo('lnk/evil', data=b'evil')]), 'lnk/evil')
-    assert not os.path.lexists(os.path.join(workspace_dir(A), 'lnk')), 'not all-or-nothing'
+    check(not os.path.lexists(os.path.join(workspace_dir(A), 'lnk')), 'not all-or-nothing')
     assert_tar_refused(tar_of([tinfo('hard', tarfile.LNKTYPE, link='/etc/passwd')]), 'hard')
     ti, _d = tinfo('null', tarfile.CHRTYPE)
     ti.devmajor, ti.devminor = 1, 3
@@ -879,15 +905,15 @@ def _():
     ti.size = 2 << 30
     hdr = ti.tobuf(tarfile.GNU_FORMAT)
     r = assert_tar_refused(hdr + b'\0' * 4096, 'huge', (429,))
-    assert r.json['error']['code'] == 'limit', r
+    check(r.json['error']['code'] == 'limit', r)
     # A GNU sparse entry: 512 bytes of data at the end of a 6 GiB file.
     r = assert_tar_refused(gnu_sparse('sparse', 6 << 30, b's' * 512), 'sparse', (429,))
-    assert 'more than the limit' in r.json['error']['message'], r
+    check('more than the limit' in r.json['error']['message'], r)
     # Within the per-file limit, a sparse file stays sparse: it costs the workspace nothing.
     r = API.put_archive(A, gnu_sparse('sparse-ok', 900 << 20, b's' * 512))
-    assert r.status == 201, r
+    check(r.status == 201, r)
     st = os.stat(os.path.join(workspace_dir(A), 'sparse-ok'))
-    assert st.st_size == 900 << 20 and st.st_blocks * 512 <= 64 << 10, (st.st_size, st.st_blocks)
+    check(st.st_size == 900 << 20 and st.st_blocks * 512 <= 64 << 10, (st.st_size, st.st_blocks))
     os.unlink(os.path.join(workspace_dir(A), 'sparse-ok'))
     # Many entries, gzip-compressed to a small body.
     raw_tar = io.BytesIO()
@@ -903,9 +929,9 @@ def _():
     try:
         t0 = time.monotonic()
         r = API.put_archive(e, body)
-        assert r.status == 429 and '100000 entries' in r.body.decode(), r
-        assert os.listdir(workspace_dir(e)) == [], 'a refused archive left files'
-        assert time.monotonic() - t0 < 120
+        check(r.status == 429 and '100000 entries' in r.body.decode(), r)
+        check(os.listdir(workspace_dir(e)) == [], 'a refused archive left files')
+        check(time.monotonic() - t0 < 120)
     finally:
         destroy(e)
 
@@ -922,25 +948,25 @@ def _():
                   'printf "[core]\\n\\thooksPath = %s\\n" > .git/config && '
                   'echo changed > README' % (HOST['decoy'], HOST['decoy'], HOST['decoy']))
         res = API.exec(d, shell=script, env={'HOOK': hook})
-        assert res['exit_code'] == 0, res
+        check(res['exit_code'] == 0, res)
         r = API.req('POST', '/v1/sandboxes/%s/commit' % d, {'message': 'hostile'})
-        assert r.status == 200, r
+        check(r.status == 200, r)
         branch = r.json['branch']
         ls = subprocess.run(['git', '-C', HOST['repo'], 'ls-tree', '-r', branch],
                             capture_output=True, text=True, check=True).stdout
         modes = {line.split('\t')[1]: line.split()[0] for line in ls.splitlines()}
-        assert modes.get('secret-link') == '120000' and modes.get('passwd-link') == '120000', ls
-        assert '.git/hooks/post-commit' not in modes and '.git/config' not in modes, ls
+        check(modes.get('secret-link') == '120000' and modes.get('passwd-link') == '120000', ls)
+        check('.git/hooks/post-commit' not in modes and '.git/config' not in modes, ls)
         blob = subprocess.run(['git', '-C', HOST['repo'], 'show', branch + ':secret-link'],
                               capture_output=True, check=True).stdout
-        assert blob == (HOST['decoy'] + '/secret').encode(), blob
+        check(blob == (HOST['decoy'] + '/secret').encode(), blob)
         objs = subprocess.run(['git', '-C', HOST['repo'], 'grep', '-c', 'HOST-SECRET', branch],
                               capture_output=True, text=True)
-        assert objs.returncode == 1, objs
+        check(objs.returncode == 1, objs)
         st = subprocess.run(['git', '-C', HOST['repo'], 'status', '--porcelain'],
                             capture_output=True, text=True, check=True).stdout
-        assert st == '', 'the host checkout changed: %r' % st
-        assert not os.path.exists(os.path.join(HOST['decoy'], 'hooked')), 'a hook ran'
+        check(st == '', 'the host checkout changed: %r' % st)
+        check(not os.path.exists(os.path.join(HOST['decoy'], 'hooked')), 'a hook ran')
     finally:
         destroy(d)
 
@@ -973,7 +999,7 @@ def raw_http(data, timeout=10):
 def _():
     r = API.req('POST', '/v1/sandboxes/%s/exec' % A, b'{"argv":["' + b'a' * (2 << 20) + b'"]}',
                 {'Content-Type': 'application/json'})
-    assert r.status == 413, r
+    check(r.status == 413, r)
     # A 2 GiB declared body: the daemon reads past the 1 MiB cap and DISCARDS (413 comes once
     # the body is complete): its memory must not grow with what the client sends.
     rss0 = daemon_rss()
@@ -986,16 +1012,16 @@ def _():
         block = b'a' * (1 << 16)
         for _i in range(256):  # 16 MiB
             s.sendall(block)
-        assert API.req('GET', '/v1/health', timeout=10).status == 200
+        check(API.req('GET', '/v1/health', timeout=10).status == 200)
         grew = daemon_rss() - rss0
-        assert grew < 8 << 20, 'the daemon buffered the oversized body: +%d bytes' % grew
+        check(grew < 8 << 20, 'the daemon buffered the oversized body: +%d bytes' % grew)
     finally:
         s.close()
     chunk = b'100000\r\n' + b'x' * 0x100000 + b'\r\n'
     out = raw_http(b'POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n'
                    b'Connection: close\r\n'
                    b'Content-Type: application/json\r\n\r\n' + chunk * 3 + b'0\r\n\r\n')
-    assert out.startswith(b'HTTP/1.1 413') or out == b'(reset)', out[:200]
+    check(out.startswith(b'HTTP/1.1 413') or out == b'(reset)', out[:200])
 
 
 @attack('api-malformed', 'malformed requests: nesting bomb, NUL, bad UTF-8, bad ids, header flood')
@@ -1005,14 +1031,14 @@ def _():
     for body in bad:
         r = API.req('POST', '/v1/sandboxes/%s/exec' % A, body,
                     {'Content-Type': 'application/json'})
-        assert r.status == 400, (body[:20], r)
+        check(r.status == 400, (body[:20], r))
     for sid in ('sb-../../../etc', 'sb-0000000000000000%00', '..%2f..%2fetc', 'x' * 5000):
         r = API.req('GET', '/v1/sandboxes/' + sid)
-        assert r.status in (400, 404, 414), (sid, r)
+        check(r.status in (400, 404, 414), (sid, r))
     out = raw_http(b'GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n' +
                    b''.join(b'X-%d: %s\r\n' % (i, b'y' * 1000) for i in range(2000)) + b'\r\n')
-    assert out == b'(reset)' or out.startswith((b'HTTP/1.1 413', b'HTTP/1.1 431',
-                                                b'HTTP/1.1 400')), out[:200]
+    check(out == b'(reset)' or out.startswith((b'HTTP/1.1 413', b'HTTP/1.1 431',
+                                               b'HTTP/1.1 400')), out[:200])
 
 
 @attack('api-conn-exhaustion', 'connection exhaustion: max_connections idle clients starve the API',
@@ -1031,7 +1057,7 @@ def _():
             ok = API.req('GET', '/v1/health', timeout=5).status == 200
         except OSError:
             ok = False
-        assert ok, 'the API does not answer while 260 idle connections are open'
+        check(ok, 'the API does not answer while 260 idle connections are open')
     finally:
         for s in conns:
             s.close()
@@ -1054,8 +1080,8 @@ def _():
             s.sendall(b'GET /v1/health HTTP/1.1\r\nHost: x\r\n')  # never finished
             conns.append(s)
         t0 = time.monotonic()
-        assert API.req('GET', '/v1/health', timeout=10).status == 200
-        assert time.monotonic() - t0 < 5
+        check(API.req('GET', '/v1/health', timeout=10).status == 200)
+        check(time.monotonic() - t0 < 5)
     finally:
         for s in conns:
             s.close()
@@ -1090,19 +1116,19 @@ def copy_probe(sid):
         ti.size, ti.mode = len(data), 0o755
         tf.addfile(ti, io.BytesIO(data))
     r = API.put_archive(sid, buf.getvalue())
-    assert r.status == 201, r
+    check(r.status == 201, r)
 
 
 def exec_latency(sid):
     t0 = time.monotonic()
     res = API.exec(sid, ['true'])
-    assert res['status'] == 'exited', res
+    check(res['status'] == 'exited', res)
     return time.monotonic() - t0
 
 
 def no_leftovers(sid):
     res, t = probe(sid, 'leftovers')
-    assert t.get('user_procs') == '0', 'processes of the command user survive: %s' % text(res)
+    check(t.get('user_procs') == '0', 'processes of the command user survive: %s' % text(res))
 
 
 def assert_stops_growing(path):
@@ -1110,7 +1136,7 @@ def assert_stops_growing(path):
     size = os.path.getsize(path) if os.path.exists(path) else 0
     time.sleep(1.0)
     after = os.path.getsize(path) if os.path.exists(path) else 0
-    assert after == size, 'a process escaped the kill and still writes (%d -> %d)' % (size, after)
+    check(after == size, 'a process escaped the kill and still writes (%d -> %d)' % (size, after))
 
 
 def cli(*args):
@@ -1178,12 +1204,12 @@ def setup():
                            'workspace_inodes': 2000, 'cpus': 1, 'lifetime': '20m'})
     B = API.create(limits={'lifetime': '20m'})
     r = API.put_file(B, 'canary', VICTIM_TEXT.encode())
-    assert r.status == 201, r
+    check(r.status == 201, r)
     with open(os.path.join(HERE, 'attacks.c'), 'rb') as f:
         r = API.put_file(A, 'attacks.c', f.read())
-    assert r.status == 201, r
+    check(r.status == 201, r)
     res = API.exec(A, ['cc', '-O1', '-w', '-o', PROBE, '/workspace/attacks.c'], timeout='120s')
-    assert res['status'] == 'exited' and res['exit_code'] == 0, 'compiling the attacks: %r' % res
+    check(res['status'] == 'exited' and res['exit_code'] == 0, 'compiling the attacks: %r' % res)
     BASELINE.update(canary=sha(HOST['canary']), canary_mtime=os.stat(HOST['canary']).st_mtime_ns,
                     passwd=sha('/etc/passwd'), decoy=tree_snapshot(HOST['decoy']))
 
