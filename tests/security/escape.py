@@ -699,19 +699,22 @@ def _():
 @attack('clr-timeout-escape', 'escaping the timeout: setsid + double fork, SIGTERM ignored')
 def _():
     hb = os.path.join(workspace_dir(A), 'hb1')
-    res = API.exec(A, [PROBE, 'escape_timeout', '/workspace/hb1', 'wait'], timeout='1500ms')
+    t0 = time.monotonic()
+    res = API.exec(A, [PROBE, 'escape_timeout', '/workspace/hb1', 'wait'], timeout='3s')
+    alive = time.monotonic() - t0
     check(res['status'] == 'timed_out', res)
     check(res['killed_processes'] >= 2, res)
-    assert_stops_growing(hb)
+    assert_stops_growing(hb, alive)
     no_leftovers(A)
 
 
 @attack('clr-leftover', 'outliving a command that exits at once: setsid + double fork')
 def _():
-    hb = os.path.join(workspace_dir(A), 'hb2')
-    res = API.exec(A, [PROBE, 'escape_timeout', '/workspace/hb2'])
+    # The probe exits at once; the shell around it waits until its grandchild has written twice.
+    res, alive = leave_heartbeat(A, 'hb2')
     check((res['status'], res['exit_code']) == ('exited', 0), res)
-    assert_stops_growing(hb)
+    check(res['killed_processes'] >= 1, res)
+    assert_stops_growing(os.path.join(workspace_dir(A), 'hb2'), alive)
     no_leftovers(A)
 
 
@@ -719,11 +722,10 @@ def _():
 def _():
     # Invisible to a waitpid() without __WALL: the supervisor's "no child left" shortcut must
     # still see it and kill it.
-    hb = os.path.join(workspace_dir(A), 'hb3')
-    res = API.exec(A, [PROBE, 'escape_timeout', '/workspace/hb3', 'exit', 'nosig'])
+    res, alive = leave_heartbeat(A, 'hb3', 'exit', 'nosig')
     check((res['status'], res['exit_code']) == ('exited', 0), res)
     check(res['killed_processes'] >= 1, res)
-    assert_stops_growing(hb)
+    assert_stops_growing(os.path.join(workspace_dir(A), 'hb3'), alive)
     no_leftovers(A)
 
 
@@ -1131,12 +1133,43 @@ def no_leftovers(sid):
     check(t.get('user_procs') == '0', 'processes of the command user survive: %s' % text(res))
 
 
-def assert_stops_growing(path):
-    time.sleep(0.3)
-    size = os.path.getsize(path) if os.path.exists(path) else 0
-    time.sleep(1.0)
-    after = os.path.getsize(path) if os.path.exists(path) else 0
-    check(after == size, 'a process escaped the kill and still writes (%d -> %d)' % (size, after))
+def heartbeat_bytes(path):
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return None
+
+
+def assert_stops_growing(path, alive_s):
+    """path: the heartbeat of escape_timeout (one byte every 50 ms) from a process the agent
+    should have killed by now; alive_s: how long it could have written (the exec's wall time).
+    First the positive control: the file exists and grew at least once, so the process ran.
+    Then, on this run's own scale: no byte for 20 times the interval seen while it was alive
+    (an upper bound of it), so a loaded host stretches both sides alike."""
+    size = heartbeat_bytes(path)
+    check(size is not None, 'positive control: the heartbeat %s was never written' % path)
+    check(size >= 2, 'positive control: the heartbeat %s never grew (%d byte): the process did '
+          'not run long enough to tell whether it was killed' % (path, size))
+    interval = alive_s / (size - 1)
+    end = time.monotonic() + 20 * interval
+    while time.monotonic() < end:
+        now = heartbeat_bytes(path)
+        check(now == size, 'a process escaped the kill and still writes (%d -> %d bytes)'
+              % (size, now))
+        time.sleep(interval / 4)
+
+
+def leave_heartbeat(sid, name, *mode):
+    """Runs escape_timeout HB [exit [nosig]] under a shell that ends the command only once the
+    heartbeat has grown twice: its setsid grandchild then demonstrably runs, and is a leftover
+    when the command ends. Returns (result, wall seconds)."""
+    hb = '/workspace/' + name
+    shell = ('%s escape_timeout %s %s; i=0; '
+             'while [ "$(stat -c %%s %s 2>/dev/null || echo 0)" -lt 3 ] && [ $i -lt 400 ]; '
+             'do sleep 0.05; i=$((i + 1)); done' % (PROBE, hb, ' '.join(mode), hb))
+    t0 = time.monotonic()
+    res = API.exec(sid, shell=shell, timeout='60s')
+    return res, time.monotonic() - t0
 
 
 def cli(*args):
