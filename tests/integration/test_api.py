@@ -228,6 +228,115 @@ def start_streaming_exec(client, sid, body, timeout=120):
     return conn, started, events
 
 
+class EngineProxy:
+    """A relay between a daemon and dockerd (point CLEARING_DOCKER_HOST at .path) that can hold
+    the engine's removal of one container: the test, not the engine's speed, decides whether a
+    removal is still pending when it acts. Requests are read one by one up to a connection's
+    switch to a raw stream (attach, exec), then bytes are copied as they come."""
+
+    def __init__(self, path):
+        self.path = path
+        self.hold = None                  # compiled pattern of DELETE targets to hold
+        self.held = threading.Event()     # set once a request was held
+        self.release = threading.Event()  # set: held requests go on (or are dropped)
+        self.dropping = False
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(64)
+        threading.Thread(target=self.accept_loop, daemon=True).start()
+
+    def hold_removal_of(self, sid):
+        self.hold = re.compile(rb'^/v[0-9.]+/containers/clearing-%s\?' % sid.encode())
+
+    def drop_held(self):
+        """Held requests are discarded, never forwarded: the engine never sees them."""
+        self.dropping = True
+        self.release.set()
+
+    def close(self):
+        self.drop_held()
+        self.listener.close()
+
+    def accept_loop(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.relay, args=(client,), daemon=True).start()
+
+    @staticmethod
+    def pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def relay(self, client):
+        engine = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            engine.connect(DOCKER_SOCK)
+        except OSError:
+            client.close()
+            return
+        back = threading.Thread(target=self.pump, args=(engine, client), daemon=True)
+        back.start()
+        try:
+            if self.requests(client, engine):
+                self.pump(client, engine)
+            back.join()
+        except OSError:
+            pass
+        finally:
+            client.close()
+            engine.close()
+
+    def requests(self, src, dst):
+        """Forwards requests; True once the connection became a raw stream, False at its end."""
+        buf = b''
+        while True:
+            while b'\r\n\r\n' not in buf:
+                data = src.recv(65536)
+                if not data:
+                    if buf:
+                        dst.sendall(buf)
+                    dst.shutdown(socket.SHUT_WR)
+                    return False
+                buf += data
+            head, buf = buf.split(b'\r\n\r\n', 1)
+            lines = head.split(b'\r\n')
+            method, target = (lines[0].split(b' ') + [b'', b''])[:2]
+            headers = {}
+            for line in lines[1:]:
+                k, _, v = line.partition(b':')
+                headers[k.strip().lower()] = v.strip()
+            pattern = self.hold
+            if method == b'DELETE' and pattern and pattern.match(target):
+                self.held.set()
+                self.release.wait()
+                if self.dropping:
+                    dst.close()
+                    src.close()
+                    raise OSError('held request dropped')
+            dst.sendall(head + b'\r\n\r\n')
+            if b'upgrade' in headers or b'transfer-encoding' in headers:
+                dst.sendall(buf)
+                return True
+            length = int(headers.get(b'content-length', b'0'))
+            while len(buf) < length:
+                data = src.recv(65536)
+                if not data:
+                    break
+                buf += data
+            dst.sendall(buf[:length])
+            buf = buf[length:]
+
+
 # ---- daemons ----
 
 def die_with_parent():
@@ -240,8 +349,9 @@ def die_with_parent():
 
 
 class Daemon:
-    def __init__(self, name, args=()):
+    def __init__(self, name, args=(), env=None):
         self.name = name
+        self.extra_env = dict(env or {})
         self.dir = tempfile.mkdtemp(prefix='clr-api-%s-' % name, dir='/tmp')
         self.state = os.path.join(self.dir, 'state')
         self.sock = os.path.join(self.dir, 's.sock')
@@ -258,6 +368,7 @@ class Daemon:
     def env(self):
         env = dict(os.environ)
         env.setdefault('CLEARING_LOG_LEVEL', 'info')
+        env.update(self.extra_env)
         return env
 
     def spawn(self, args=None):
@@ -1320,19 +1431,45 @@ class T10Removal(ApiTest):
         self.assertFalse(os.path.exists(self.workspace(sb['id'])))
 
     def test_removal_resumes_after_kill9(self):
-        """A daemon killed right after a destroy: the next start finishes the removal."""
-        sb = self.create()
-        self.assertEqual(self.api.delete('/v1/sandboxes/' + sb['id']).status, 204)
-        self.daemon.kill9()
-        self.daemon.start()
-        self.assertTrue(container_removed(sb['id']), 'container of %s leaked' % sb['id'])
-        # The kill may cut the engine's own removal mid-way: the restarted daemon then hands it
-        # to its remover, which retries; the removal is finished once nothing is pending.
-        self.assertIsNotNone(
-            wait_for(lambda: self.api.get('/v1/health').json['removals_pending'] == 0 or None,
-                     60), 'removal still pending after the restart')
-        self.assertFalse(os.path.exists(self.workspace(sb['id'])))
-        r = self.api.get('/v1/sandboxes/' + sb['id'])
+        """A daemon killed while a destroyed sandbox's removal is pending: the next start
+        removes it. The daemon talks to dockerd through a relay that holds the removal, so at
+        the kill the removal provably has not reached the engine; nothing else removes it."""
+        d = Daemon('kill9')
+        proxy = EngineProxy(os.path.join(d.dir, 'engine.sock'))
+        self.addCleanup(proxy.close)
+        d.extra_env['CLEARING_DOCKER_HOST'] = 'unix://' + proxy.path
+        self.addCleanup(d.stop)
+        d.start()
+        c = d.client()
+        sb = self.create(client=c)
+        sid = sb['id']
+        workspace = os.path.join(d.state, 'workspaces', sid)
+        proxy.hold_removal_of(sid)
+        self.assertEqual(c.delete('/v1/sandboxes/' + sid).status, 204)
+        self.assertTrue(proxy.held.wait(60), 'the removal never reached the engine')
+        # Right before the kill: the daemon counts the removal as pending, and the container
+        # and the workspace are both still there.
+        m, _ = c.metrics()
+        self.assertEqual(m['clearing_removals_pending'], 1, m)
+        self.assertEqual(m['clearing_sandboxes_removed_total'], 0, m)
+        self.assertEqual(docker('GET', '/containers/clearing-%s/json' % sid).status, 200)
+        self.assertTrue(os.path.isdir(workspace))
+        d.kill9()
+        proxy.drop_held()
+        self.assertEqual(docker('GET', '/containers/clearing-%s/json' % sid).status, 200,
+                         'the container went before the restart: the test proves nothing')
+        # The restart talks to dockerd directly. Its recovery runs before it listens, and the
+        # engine never saw the held removal (nothing can make it defer): by the first answer,
+        # the container is gone, and it was this daemon that removed it.
+        del d.extra_env['CLEARING_DOCKER_HOST']
+        d.start()
+        self.assertEqual(docker('GET', '/containers/clearing-%s/json' % sid).status, 404,
+                         'the restart did not remove the container of %s' % sid)
+        m, _ = c.metrics()
+        self.assertEqual((m['clearing_removals_pending'], m['clearing_sandboxes_removed_total']),
+                         (0, 1), m)
+        self.assertFalse(os.path.exists(workspace))
+        r = c.get('/v1/sandboxes/' + sid)
         self.assertEqual((r.json['state'], r.json['destroy_reason']), ('destroyed', 'client'))
 
     def test_removal_cut_between_container_and_workspace(self):
