@@ -4,7 +4,9 @@
 For every documented operation, a call with placeholder ids must be routed (the router's own
 "no such endpoint" answer is a failure) and answer one of the documented statuses, with error
 bodies of the documented shape. For every documented path, the undocumented methods must be
-refused by the router. Usage: test_openapi.py PATH/TO/clearing PATH/TO/openapi.yaml
+refused as methods (405): they are tried on a sandbox, exec, process and file that exist (each
+shown to exist first), so a 404 can only mean the path was not routed, and it fails.
+Usage: test_openapi.py PATH/TO/clearing PATH/TO/openapi.yaml
 """
 import http.client
 import json
@@ -36,13 +38,73 @@ class UnixConnection(http.client.HTTPConnection):
 
 
 def call(sock, method, path, body=None):
+    """body: None, bytes (sent as they are), or a value sent as JSON."""
     c = UnixConnection(sock)
-    data = json.dumps(body).encode() if body is not None else None
-    c.request(method.upper(), path, body=data, headers={"Content-Type": "application/json"})
-    r = c.getresponse()
-    raw = r.read()
-    c.close()
-    return r.status, raw
+    if isinstance(body, bytes):
+        data, kind = body, "application/octet-stream"
+    else:
+        data = json.dumps(body).encode() if body is not None else None
+        kind = "application/json"
+    try:
+        c.request(method.upper(), path, body=data, headers={"Content-Type": kind})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def concrete(path, ids):
+    for k, v in ids.items():
+        path = path.replace("{" + k + "}", v)
+    return path
+
+
+def error_problems(raw, codes):
+    try:
+        e = json.loads(raw)["error"]
+        if e["code"] not in codes or not e["message"]:
+            return [f"error body off: {e}"]
+        if "no such endpoint" in e["message"]:
+            return ["not routed: " + e["message"]]
+    except (ValueError, KeyError, TypeError):
+        return [f"error body is not the Error schema: {raw[:200]!r}"]
+    return []
+
+
+def wait_answering(sock, daemon, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and daemon.poll() is None:
+        try:
+            if call(sock, "get", "/v1/health")[0] == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def real_resources(sock, created):
+    """A sandbox with an exec, a background process and a file: what the undocumented methods
+    are tried on. Returns (placeholder values, problems)."""
+    status, raw = call(sock, "post", "/v1/sandboxes", {})
+    if status != 201:
+        return None, [f"create answered {status}: {raw[:200]!r}"]
+    sid = json.loads(raw)["id"]
+    created.append(sid)
+    ids = {"id": sid, "path": "probe.txt"}
+    status, raw = call(sock, "post", f"/v1/sandboxes/{sid}/exec", {"argv": ["true"]})
+    if status != 200:
+        return None, [f"exec answered {status}: {raw[:200]!r}"]
+    ids["exec_id"] = json.loads(raw)["id"]
+    status, raw = call(sock, "post", f"/v1/sandboxes/{sid}/processes",
+                       {"argv": ["sleep", "3600"]})
+    if status != 201:
+        return None, [f"process start answered {status}: {raw[:200]!r}"]
+    ids["proc_id"] = json.loads(raw)["id"]
+    status, raw = call(sock, "put", f"/v1/sandboxes/{sid}/files/probe.txt", b"probe\n")
+    if status != 201:
+        return None, [f"file upload answered {status}: {raw[:200]!r}"]
+    return ids, []
 
 
 def main():
@@ -54,47 +116,71 @@ def main():
                           "--socket", sock], stderr=open(os.path.join(tmp, "log"), "w"))
     passed = failed = 0
     created = []
+
+    def report(name, problems):
+        nonlocal passed, failed
+        if problems:
+            failed += 1
+            print(f"not ok - {name}: " + "; ".join(problems))
+        else:
+            passed += 1
+            print(f"ok - {name}")
+
     try:
-        for _ in range(100):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.1)
+        if not wait_answering(sock, d, 60):
+            report("the daemon answers /v1/health", [f"not within 60 s; log in {tmp}/log"])
+            return 1
+        # Documented operations, on placeholder ids.
         for path, item in spec["paths"].items():
-            concrete = path
-            for k, v in PLACEHOLDERS.items():
-                concrete = concrete.replace("{" + k + "}", v)
             for m in METHODS:
                 op = item.get(m)
-                status, raw = call(sock, m, concrete, {} if m in ("post", "put") else None)
-                name = f"{m.upper()} {path}"
-                problems = []
                 if op is None:
-                    if status not in (404, 405):
-                        problems.append(f"undocumented method answered {status}")
+                    continue
+                status, raw = call(sock, m, concrete(path, PLACEHOLDERS),
+                                   {} if m in ("post", "put") else None)
+                problems = []
+                documented = {int(s) for s in op["responses"]}
+                if status not in documented:
+                    problems.append(f"status {status} not in documented {sorted(documented)}")
+                if status >= 400:
+                    problems += error_problems(raw, codes)
+                if status == 201 and path == "/v1/sandboxes":
+                    created.append(json.loads(raw)["id"])
+                report(f"{m.upper()} {path} ({status})", problems)
+
+        # Undocumented methods, on resources that exist: shown first by a GET of each.
+        ids, problems = real_resources(sock, created)
+        report("a sandbox with an exec, a process and a file to probe", problems)
+        if ids is None:
+            return 1
+        for what, path in (("sandbox", "/v1/sandboxes/{id}"),
+                           ("exec", "/v1/sandboxes/{id}/execs/{exec_id}"),
+                           ("process", "/v1/sandboxes/{id}/processes/{proc_id}"),
+                           ("file", "/v1/sandboxes/{id}/files/{path}")):
+            status, raw = call(sock, "get", concrete(path, ids))
+            report(f"the probed {what} exists (GET {path}: {status})",
+                   [] if status == 200 else [f"answered {status}: {raw[:200]!r}"])
+        for path, item in spec["paths"].items():
+            for m in METHODS:
+                if m in item:
+                    continue
+                status, raw = call(sock, m, concrete(path, ids),
+                                   {} if m in ("post", "put") else None)
+                problems = []
+                if status != 405:
+                    problems.append(f"undocumented method answered {status}, not 405: "
+                                    f"{raw[:200]!r}")
                 else:
-                    documented = {int(s) for s in op["responses"]}
-                    if status not in documented:
-                        problems.append(f"status {status} not in documented {sorted(documented)}")
-                    if status >= 400:
-                        try:
-                            e = json.loads(raw)["error"]
-                            if e["code"] not in codes or not e["message"]:
-                                problems.append(f"error body off: {e}")
-                            if "no such endpoint" in e["message"]:
-                                problems.append("not routed: " + e["message"])
-                        except (ValueError, KeyError, TypeError):
-                            problems.append(f"error body is not the Error schema: {raw[:200]!r}")
-                    if status == 201 and path == "/v1/sandboxes":
-                        created.append(json.loads(raw)["id"])
-                if problems:
-                    failed += 1
-                    print(f"not ok - {name}: " + "; ".join(problems))
-                else:
-                    passed += 1
-                    print(f"ok - {name} ({status})")
+                    problems += error_problems(raw, codes)
+                report(f"{m.upper()} {path} refused ({status})", problems)
+        # The probes changed nothing: the sandbox still runs.
+        status, raw = call(sock, "get", concrete("/v1/sandboxes/{id}", ids))
+        state = json.loads(raw).get("state") if status == 200 else None
+        report("the probed sandbox still runs", [] if state == "running" else
+               [f"answered {status}: {raw[:200]!r}"])
     finally:
         for sid in created:
-            call(sock, "delete", f"/v1/sandboxes/{sid}")
+            call(sock, "delete", f"/v1/sandboxes/{sid}?wait=true")
         d.terminate()
         d.wait(timeout=30)
     print(f"{passed} passed, {failed} failed")
