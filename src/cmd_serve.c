@@ -227,13 +227,6 @@ static void help(void)
            cli_limit_help);
 }
 
-static volatile sig_atomic_t stop_requested;
-static void on_stop(int sig)
-{
-    (void)sig;
-    stop_requested = 1;
-}
-
 int cmd_serve(int argc, char **argv)
 {
     static const struct option own[] = {
@@ -360,6 +353,14 @@ int cmd_serve(int argc, char **argv)
         return CLI_EXIT_FAILURE;
     }
 
+    /* SIGINT and SIGTERM are blocked before any thread starts, so every thread inherits the
+     * mask and only the sigwait() below takes them. With a handler and pause() the kernel may
+     * run the handler on any thread (valgrind often does), and pause() here never returns. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     clr_service *svc = NULL;
     if (clr_service_start(&svc, &c.svc, &err) < 0) {
         cli_error(&err);
@@ -372,12 +373,10 @@ int cmd_serve(int argc, char **argv)
         return CLI_EXIT_FAILURE;
     }
     clr_log(CLR_LOG_WARN, "serve.listening", "socket", c.srv.socket_path, NULL);
-    struct sigaction sa = {.sa_handler = on_stop};
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    while (!stop_requested)
-        pause();
+    int sig = 0;
+    while (sigwait(&stop_signals, &sig) != 0)
+        ;
     clr_log(CLR_LOG_WARN, "serve.stopping", NULL);
     server_stop(srv);
     clr_service_stop(svc);
