@@ -231,6 +231,23 @@ static int send_frame(clr_engine_stream *s, uint8_t type, const void *data, size
     return len ? clr_engine_stream_write(s, data, len, err) : 0;
 }
 
+/* Kills the whole sandbox: true only when the engine accepted the kill. A sandbox the engine
+ * did not kill may still run whatever its agent (or a command posing as it) left behind, so the
+ * record must never claim it was killed when it was not; *kerr says why not. */
+static bool kill_sandbox(clr_engine *eng, const clr_sandbox_info *info, clr_error *kerr)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/containers/%s/kill?signal=KILL", info->container_id);
+    int st = clr_engine_call(eng, "POST", path, NULL, NULL, kerr);
+    if (st >= 200 && st < 300)
+        return true;
+    if (kerr->code == CLR_E_NONE)
+        clr_error_set(kerr, CLR_E_ENGINE, 0, "the engine answered %d to the kill", st);
+    clr_log(CLR_LOG_ERROR, "exec.backstop_kill_failed", "id", info->id, "error", kerr->message,
+            NULL);
+    return false;
+}
+
 /* Called when no result came: tells apart an OOM-killed sandbox, a dead one and a stuck agent. */
 static void diagnose(clr_engine *eng, const clr_sandbox *sb, clr_exec_result *r, bool timed_out)
 {
@@ -240,13 +257,17 @@ static void diagnose(clr_engine *eng, const clr_sandbox *sb, clr_exec_result *r,
     if (timed_out) {
         /* The agent did not answer within timeout + grace: kill the sandbox, it cannot be
          * trusted to have contained the command. */
-        snprintf(path, sizeof(path), "/containers/%s/kill?signal=KILL", info->container_id);
-        clr_engine_call(eng, "POST", path, NULL, NULL, &lerr);
-        r->sandbox_killed = true;
         r->status = CLR_EXEC_TIMED_OUT;
-        snprintf(r->message, sizeof(r->message),
-                 "the agent did not answer within the timeout and grace period; the sandbox was "
-                 "killed");
+        r->sandbox_killed = kill_sandbox(eng, info, &lerr);
+        if (r->sandbox_killed)
+            snprintf(r->message, sizeof(r->message),
+                     "the agent did not answer within the timeout and grace period; the sandbox "
+                     "was killed");
+        else
+            snprintf(r->message, sizeof(r->message),
+                     "the agent did not answer within the timeout and grace period; killing the "
+                     "sandbox failed: %.300s",
+                     lerr.message);
         clr_log(CLR_LOG_WARN, "exec.backstop", "id", info->id, NULL);
         return;
     }
@@ -592,11 +613,18 @@ int clr_exec_wait(clr_exec *h, clr_exec_result *result, clr_error *err)
          * trusted; the sandbox is killed. */
         clr_log(CLR_LOG_ERROR, "exec.protocol_error", "id", info->id, "error", perr.message,
                 NULL);
-        diagnose(h->eng, h->sb, result, true);
+        clr_error kerr = CLR_ERROR_INIT;
         result->status = CLR_EXEC_SANDBOX_FAILED;
-        snprintf(result->message, sizeof(result->message),
-                 "protocol error from the sandbox's agent (%.300s); the sandbox was killed",
-                 perr.message);
+        result->sandbox_killed = kill_sandbox(h->eng, info, &kerr);
+        if (result->sandbox_killed)
+            snprintf(result->message, sizeof(result->message),
+                     "protocol error from the sandbox's agent (%.300s); the sandbox was killed",
+                     perr.message);
+        else
+            snprintf(result->message, sizeof(result->message),
+                     "protocol error from the sandbox's agent (%.200s); killing the sandbox "
+                     "failed: %.200s",
+                     perr.message, kerr.message);
         return 0;
     }
     diagnose(h->eng, h->sb, result, timed_out);
