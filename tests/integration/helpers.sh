@@ -15,8 +15,8 @@ wait_for() {
 }
 
 # sandboxes_of DIR [ID...]: the sandbox ids, one a line, of clearing's containers in any state that
-# mount something from under DIR (the workspaces of every state directory there) or carry one of
-# the IDs. Fails, saying why on stderr, when the engine does not answer with a list: a failed
+# mount something from under DIR (the workspaces of every state directory there; "" for none) or
+# carry one of the IDs. Fails, saying why on stderr, when the engine does not answer with a list: a failed
 # listing must never read as "none left".
 sandboxes_of() {
     curl -sS --fail --max-time 60 --unix-socket /var/run/docker.sock -G \
@@ -32,7 +32,8 @@ except (ValueError, AssertionError):
 top, ids = sys.argv[1].rstrip("/") + "/", set(sys.argv[2:])
 for c in containers:
     sid = (c.get("Labels") or {}).get("io.clearing.sandbox-id", c["Id"][:12])
-    if sid in ids or any((m.get("Source") or "").startswith(top) for m in c.get("Mounts") or []):
+    mounts = [m.get("Source") or "" for m in c.get("Mounts") or []]
+    if sid in ids or (top != "/" and any(m.startswith(top) for m in mounts)):
         print(sid)
 ' "$@"
 }

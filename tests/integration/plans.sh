@@ -9,12 +9,14 @@
 set -u
 CLEARING=${1:?usage: plans.sh PATH/TO/clearing [SOURCE-ROOT]}
 SRC=${2:-$(cd "$(dirname "$0")/../.." && pwd)}
+. "$(dirname "$0")/helpers.sh"
 D=$(mktemp -d /tmp/clearing-plans.XXXXXX)
 C=("$CLEARING" --state-dir "$D/state")
 n=0; failed=0; serve_pid=
 out=$D/out; err=$D/err; rep=$D/report.json
 cleanup() {
     [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
+    [ -n "${bg:-}" ] && kill "$bg" 2>/dev/null && wait "$bg" 2>/dev/null
     [ -n "${KEEP:-}" ] || rm -rf "$D"
 }
 trap cleanup EXIT
@@ -28,28 +30,25 @@ check() { if eval "$2"; then ok "$1"; else not_ok "$1" "${3:-}"; fi; }
 # jq-like: jpy FILE PYTHON-EXPRESSION (r is the JSON document) -> exit 0 when true.
 jpy() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$1" "$2" 2>/dev/null; }
 now_ms() { date +%s%3N; }
+gone() { ! kill -0 "$1" 2>/dev/null; }
 
 # Sandboxes of this test: every container of clearing's whose workspace is under $D (the CLI's
 # and the daemon's state dirs both are), plus every sandbox id this test saw, by label.
 seen_ids=()
 remember_ids() { local id; for id in $(grep -ohE 'sb-[0-9a-f]{16}' "$@" 2>/dev/null | sort -u); do seen_ids+=("$id"); done; }
+# leftovers: this test's sandboxes on the engine, in $left ("a b c", or "none"). Fails, with the
+# reason in $left, when the engine cannot be listed: a failed listing is not "none left".
 leftovers() {
-    local ids id k=0
-    ids=$(docker ps -aq --filter label=io.clearing.managed-by=clearing)
-    for id in $ids; do
-        docker inspect --format '{{range .Mounts}}{{.Source}} {{end}}' "$id" 2>/dev/null |
-            grep -q "$D/" && k=$((k + 1))
-    done
-    for id in "${seen_ids[@]}"; do
-        [ -n "$(docker ps -aq --filter "label=io.clearing.sandbox-id=$id")" ] && k=$((k + 1))
-    done
-    echo "$k"
+    local ids
+    if ! ids=$(sandboxes_of "$D" "${seen_ids[@]}" 2>&1); then left="cannot tell: $ids"; return 1; fi
+    left=$(echo $ids)
+    left=${left:-none}
 }
 assert_clean() {
-    local left
+    local listed
     remember_ids "$out" "$err" "$rep"
-    left=$(leftovers)
-    check "$1: no sandbox of the test is left" '[ "$left" = 0 ]' "$left left"
+    leftovers; listed=$?
+    check "$1: no sandbox of the test is left" '[ "$listed" = 0 ] && [ "$left" = none ]' "left: $left"
 }
 branches() { git -C "$1" for-each-ref --format='%(refname:short)' refs/heads | sort | tr '\n' ' '; }
 
@@ -70,6 +69,19 @@ gauntlet() {
 
 PY=$(bash "$SRC/scripts/sample-repo.sh" "$D/py") || { echo "Bail out! cannot make the sample repository"; exit 1; }
 mkdir -p "$D/plans"
+
+# ---- 0. the count of this test's sandboxes sees one (the control of every assert_clean) ----
+"${C[@]}" run --timeout 10m -- sh -c 'echo up; sleep 600' >"$D/bg.out" 2>"$D/bg.err" </dev/null &
+bg=$!
+wait_for 120 grep -qx up "$D/bg.out"
+check "control: a background run's command starts" 'grep -qx up "$D/bg.out"' "$(cat "$D/bg.err")"
+leftovers; listed=$?
+check "control: the count of this test's sandboxes sees it" \
+    '[ "$listed" = 0 ] && [ "$left" != none ] && [ "$(wc -w <<<"$left")" = 1 ]' "left: $left"
+kill -TERM "$bg"
+check "control: SIGTERM ends the run" 'wait_for 60 gone "$bg"' "still running 60 s after SIGTERM"
+wait "$bg" 2>/dev/null; bg=
+assert_clean "control"
 
 # ---- 1. a passing plan on the Python sample -----------------------------------------------
 head_before=$(git -C "$PY" rev-parse HEAD)
@@ -174,7 +186,8 @@ EOF
 plan "$D/plans/weaken.yaml" "$OWN"
 check "weakened gauntlet: the base commit's checks judge the plan (exit 1, own-tests failed, 1 test failed)" \
     '[ "$st" = 1 ] && jpy "$rep" "[(c[\"name\"], c[\"status\"], c[\"figures\"].get(\"tests_failed\")) for c in r[\"gauntlet\"][\"checks\"]] == [(\"own-tests\", \"failed\", 1)]"' "exit $st"
-check "weakened gauntlet: the check the plan wrote never ran" '! grep -q "weak" "$out"'
+check "weakened gauntlet: the check the plan wrote never ran (the summary lists own-tests alone)" \
+    'grep -q "own-tests" "$out" && ! grep -q "weak" "$out"'
 assert_clean "weakened gauntlet"
 cat >"$D/plans/hang.yaml" <<'EOF'
 message: "A test that hangs"
@@ -297,8 +310,11 @@ assert_clean "C sample"
 API=$(bash "$SRC/scripts/sample-repo.sh" "$D/api/py")
 "$CLEARING" --state-dir "$D/api-state" serve --socket "$D/api.sock" --repo-root "$D/api" 2>"$D/serve.log" &
 serve_pid=$!
-for _ in $(seq 1 100); do [ -S "$D/api.sock" ] && break; sleep 0.1; done
 S=(curl -s --unix-socket "$D/api.sock")
+serve_answers() { curl -sf --max-time 10 --unix-socket "$D/api.sock" http://x/v1/health >/dev/null 2>&1; }
+serve_up_or_gone() { gone "$serve_pid" || serve_answers; }
+wait_for 120 serve_up_or_gone
+check "API: the daemon answers on its socket" serve_answers "$(tail -n 5 "$D/serve.log")"
 body() { python3 -c 'import json,sys; print(json.dumps({"repo": sys.argv[1], "plan": open(sys.argv[2]).read()}))' "$1" "$2"; }
 code=$("${S[@]}" -o "$rep" -w '%{http_code}' -XPOST http://x/v1/plans -d "$(body "$API" "$SRC/examples/plans/add-median.yaml")")
 check "API: POST /v1/plans runs the plan: 200, verdict pass, committed" \
@@ -322,21 +338,38 @@ cp -r "$BAD" "$D/api/bad"
 code=$("${S[@]}" -o "$out" -w '%{http_code}' -XPOST http://x/v1/plans -d "$(body "$D/api/bad" "$SRC/examples/plans/add-median.yaml")")
 check "API: a malformed .clearing/gauntlet.yaml is a 400 naming its line, no branch made" \
     '[ "$code" = 400 ] && grep -q "gauntlet.yaml:4:" "$out" && [ "$(branches "$D/api/bad")" = "$bad_branches" ]' "HTTP $code"
+# A plan whose first step tells the test it runs (a file in the workspace, which is on the host
+# under the state directory) and then outlives any wait below; SIGINT must cut it short.
 cat >"$D/plans/slow.yaml" <<'EOF'
 message: "Slow"
 profile: python
 steps:
-  - run: {shell: "sleep 8"}
+  - run: {shell: "touch started; sleep 600"}
   - write: {path: later.txt, content: "x"}
 EOF
-"${S[@]}" --max-time 3 -XPOST 'http://x/v1/plans?stream=true' -d "$(body "$API" "$D/plans/slow.yaml")" >"$D/gone.ndjson"
-gone_id=$(grep -ohE 'sb-[0-9a-f]{16}' "$D/gone.ndjson" | head -1)
-for _ in $(seq 1 120); do
-    [ -n "$gone_id" ] && [ -z "$(docker ps -aq --filter "label=io.clearing.sandbox-id=$gone_id")" ] && break
-    sleep 0.5
-done
+# step_started STATE-DIR FILE: the sandbox named first in FILE runs the slow plan's first step;
+# its id in $step_id.
+step_started() {
+    step_id=$(grep -ohE 'sb-[0-9a-f]{16}' "$2" 2>/dev/null | head -1)
+    [ -n "$step_id" ] && [ -e "$1/workspaces/$step_id/started" ]
+}
+# sandbox_listed ID: the engine has the sandbox ID; sandbox_gone ID: it positively has not.
+sandbox_listed() { local ids; ids=$(sandboxes_of "" "$1") && [ "$ids" = "$1" ]; }
+sandbox_gone() { local ids; ids=$(sandboxes_of "" "$1") && [ -z "$ids" ]; }
+# The daemon does not cancel a plan whose client went away: it runs to its end (here, the 10 s
+# step timeout) and must then remove its sandbox like any other.
+sed 's/sleep 600"}/sleep 600", timeout: 10s}/' "$D/plans/slow.yaml" >"$D/plans/slow10.yaml"
+# -N: each event reaches the file as it comes, not when curl exits.
+"${S[@]}" -N -XPOST 'http://x/v1/plans?stream=true' -d "$(body "$API" "$D/plans/slow10.yaml")" >"$D/gone.ndjson" &
+client=$!
+wait_for 120 step_started "$D/api-state" "$D/gone.ndjson"
+gone_id=$step_id
+kill "$client"; wait "$client" 2>/dev/null
+check "API: the plan's sandbox runs its step when the client goes away" \
+    '[ -n "$gone_id" ] && sandbox_listed "$gone_id"' \
+    "sandbox ${gone_id:-? (no sandbox event or no started file within 120 s)}"
 check "API: a client that disconnects mid-plan leaves no sandbox behind" \
-    '[ -n "$gone_id" ] && [ -z "$(docker ps -aq --filter "label=io.clearing.sandbox-id=$gone_id")" ]' "sandbox ${gone_id:-?}"
+    '[ -n "$gone_id" ] && wait_for 120 sandbox_gone "$gone_id"' "sandbox ${gone_id:-?} still there 120 s later"
 check "API: the daemon still answers after the disconnect" \
     '[ "$("${S[@]}" -o /dev/null -w "%{http_code}" http://x/v1/sandboxes)" = 200 ]'
 kill -TERM "$serve_pid"; wait "$serve_pid"; serve_pid=
@@ -347,17 +380,19 @@ assert_clean "API"
 slow_branches=$(branches "$PY")
 "${C[@]}" plan run "$D/plans/slow.yaml" --repo "$PY" >"$out" 2>"$err" </dev/null &
 pid=$!
-for _ in $(seq 1 100); do grep -q "sandbox sb-" "$err" && break; sleep 0.1; done
-sleep 2
-int_id=$(grep -ohE 'sb-[0-9a-f]{16}' "$err" | head -1)
+wait_for 120 step_started "$D/state" "$err"
+int_id=$step_id
+check "SIGINT: the plan's sandbox runs its 600 s step" '[ -n "$int_id" ] && sandbox_listed "$int_id"' \
+    "sandbox ${int_id:-? (no sandbox line or no started file within 120 s)}"
 t0=$(now_ms)
 kill -INT "$pid"
-wait "$pid"; st=$?
+wait_for 120 gone "$pid"
+if gone "$pid"; then wait "$pid"; st=$?; else
+    st="still running"; kill -KILL "$pid"; "${C[@]}" rm --engine "$int_id" >/dev/null 2>&1; fi
 ms=$(( $(now_ms) - t0 ))
-check "SIGINT: the plan stops within 15 s with exit 125, saying it was cancelled" \
-    '[ "$st" = 125 ] && [ "$ms" -lt 15000 ] && grep -q "cancelled" "$out"' "exit $st after ${ms} ms"
-check "SIGINT: its sandbox is gone" \
-    '[ -n "$int_id" ] && [ -z "$(docker ps -aq --filter "label=io.clearing.sandbox-id=$int_id")" ]' "sandbox ${int_id:-?}"
+check "SIGINT: the plan stops at once (not after its 600 s step) with exit 125, saying it was cancelled" \
+    '[ "$st" = 125 ] && [ "$ms" -lt 60000 ] && grep -q "cancelled" "$out"' "exit $st after ${ms} ms"
+check "SIGINT: its sandbox is gone" '[ -n "$int_id" ] && sandbox_gone "$int_id"' "sandbox ${int_id:-?}"
 check "SIGINT: nothing committed, no branch left" '[ "$(branches "$PY")" = "$slow_branches" ]' "$(branches "$PY")"
 assert_clean "SIGINT"
 
