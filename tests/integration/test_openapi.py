@@ -11,6 +11,7 @@ Usage: test_openapi.py PATH/TO/clearing PATH/TO/openapi.yaml
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -183,6 +184,10 @@ def main():
             call(sock, "delete", f"/v1/sandboxes/{sid}?wait=true")
         d.terminate()
         d.wait(timeout=30)
+        if failed:
+            print(f"# daemon log and state kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
