@@ -433,10 +433,12 @@ def _():
 
 @attack('k-clock', 'settimeofday, clock_settime, adjtimex')
 def _():
-    t0 = time.time()
+    wall0, mono0 = time.time(), time.monotonic()
     res, t = probe(A, 'clock')
     expect(res, t, {'settimeofday': 'EPERM', 'clock_settime': 'EPERM', 'adjtimex': 'EPERM'})
-    check(abs(time.time() - t0) < 60, 'host clock moved')
+    # The host's wall clock advanced as its monotonic clock did, whatever the probe took.
+    skew = (time.time() - wall0) - (time.monotonic() - mono0)
+    check(abs(skew) < 5, 'the host clock moved by %.1f s' % skew)
 
 
 @attack('k-hostname', 'sethostname and setdomainname')
@@ -521,20 +523,53 @@ class Listener:
         self.unix.setblocking(False)
 
     def anything(self):
+        """What reached the listener since the last call: ('tcp'|'tcp6'|'udp', peer port) or
+        ('unix', None) per connection or datagram."""
         got = []
-        for s in (self.tcp, self.tcp6, self.unix):
+        for kind, s in (('tcp', self.tcp), ('tcp6', self.tcp6), ('unix', self.unix)):
             if s is None:
                 continue
-            try:
-                c, addr = s.accept()
-                got.append(('accept', addr))
+            while True:
+                try:
+                    c, addr = s.accept()
+                except BlockingIOError:
+                    break
+                got.append((kind, addr[1] if kind != 'unix' else None))
                 c.close()
+        while True:
+            try:
+                _data, addr = self.udp.recvfrom(100)
             except BlockingIOError:
-                pass
-        try:
-            got.append(('udp',) + self.udp.recvfrom(100))
-        except BlockingIOError:
-            pass
+                break
+            got.append(('udp', addr[1]))
+        return got
+
+    def barrier(self):
+        """Sends the host's own connection (v4, v6, abstract) and datagram to the listener, waits
+        until each has arrived and returns whatever ELSE arrived. Instead of a sleep: a listen
+        queue and a socket's receive queue keep their order, and whatever the sandbox sent
+        was sent before its probe returned, so before these. The first call is the positive
+        control: the listener sees what reaches it."""
+        sent = []
+        for kind, family, s, addr in (('tcp', socket.AF_INET, self.tcp, ('127.0.0.1', self.port)),
+                                      ('tcp6', socket.AF_INET6, self.tcp6, ('::1', self.port))):
+            if s is not None:
+                with socket.create_connection(addr[:2], timeout=10) as c:
+                    sent.append((kind, c.getsockname()[1]))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.sendto(b'host', ('127.0.0.1', self.port))
+            sent.append(('udp', u.getsockname()[1]))
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.connect('\0' + self.abstract)
+            sent.append(('unix', None))
+        got = []
+
+        def arrived():
+            got.extend(self.anything())
+            return all(got.count(x) >= sent.count(x) for x in sent)
+        wait_for('the host reaches its own listener', arrived, 30)
+        for x in sent:
+            got.remove(x)
         return got
 
     def close(self):
@@ -547,14 +582,11 @@ class Listener:
 def _():
     ln = Listener()
     try:
-        # The host side can reach it: the listener works.
-        socket.create_connection(('127.0.0.1', ln.port), timeout=5).close()
-        time.sleep(0.1)
-        check(ln.anything(), 'host self-check failed')
+        check(ln.barrier() == [], 'host self-check: the listener saw more than the host sent')
         res, t = probe(A, 'net_tcp', ln.port)
         expect(res, t, {'connect_v4': 'ECONNREFUSED', 'connect_v6': 'ECONNREFUSED'})
-        time.sleep(0.2)
-        check(ln.anything() == [], 'the host listener got a connection from the sandbox')
+        got = ln.barrier()
+        check(got == [], 'the host listener got a connection from the sandbox: %r' % got)
     finally:
         ln.close()
 
@@ -563,10 +595,11 @@ def _():
 def _():
     ln = Listener()
     try:
+        check(ln.barrier() == [], 'host self-check: the listener saw more than the host sent')
         res, t = probe(A, 'net_udp', ln.port)
         check(res['status'] == 'exited', res)
-        time.sleep(0.3)
-        check(ln.anything() == [], 'the host received a datagram from the sandbox')
+        got = ln.barrier()
+        check(got == [], 'the host received a datagram from the sandbox: %r' % got)
     finally:
         ln.close()
 
@@ -575,9 +608,11 @@ def _():
 def _():
     ln = Listener()
     try:
+        check(ln.barrier() == [], 'host self-check: the listener saw more than the host sent')
         res, t = probe(A, 'net_abstract', ln.abstract)
         expect(res, t, {'connect_abstract': 'ECONNREFUSED'})
-        check(ln.anything() == [])
+        got = ln.barrier()
+        check(got == [], 'the host abstract socket got a connection from the sandbox: %r' % got)
     finally:
         ln.close()
 
@@ -618,17 +653,42 @@ def _():
 
 @attack('res-cpu', "CPU hog: another sandbox's exec latency stays bounded")
 def _():
-    # Medians, so that a neighbour's load on this shared machine does not decide the outcome.
-    idle = statistics.median(exec_latency(B) for _ in range(3))
-    out = {}
-    th = threading.Thread(target=lambda: out.update(
-        r=API.exec(A, [PROBE, 'cpu_hog', '4'], timeout='6s')))
-    th.start()
-    time.sleep(1.5)
-    lats = [exec_latency(B) for _ in range(5)]
-    th.join(60)
-    check(out['r']['status'] == 'timed_out', out)
-    check(statistics.median(lats) < max(2.0, 4 * idle), 'latency %r under a hog (idle median %.3f)' % (lats, idle))
+    # Two sides of one run, by their medians, with a wide margin. The sides alternate (the hog
+    # stopped, then running, five times) so that the host's own load, which comes and goes with
+    # other suites on two cores, falls on both alike.
+    r = API.req('POST', '/v1/sandboxes/%s/processes' % A,
+                {'shell': 'echo hog-started; exec %s cpu_hog 4' % PROBE})
+    check(r.status == 201, r)
+    proc = '/v1/sandboxes/%s/processes/%s' % (A, r.json['id'])
+
+    def signal_hog(sig):
+        r = API.req('POST', proc + '/signal', {'signal': sig})
+        check(r.status == 204, r)
+    idle, loaded, window = [], [], 0.0
+    try:
+        wait_for('the hog starts', lambda: 'hog-started' in API.req(
+            'GET', proc + '/output?wait=5s').json['stdout']['data'], 60)
+        for _round in range(5):
+            signal_hog('STOP')
+            idle += [exec_latency(B) for _ in range(3)]
+            signal_hog('CONT')
+            t0 = time.monotonic()
+            loaded += [exec_latency(B) for _ in range(3)]
+            window += time.monotonic() - t0
+    finally:
+        API.req('POST', proc + '/signal', {'signal': 'KILL'})
+    res = wait_for('the hog ends', lambda: API.req('GET', proc).json.get('result'), 60)
+    # Positive control: the hog ran, busy, while the loaded side was measured.
+    cpu = (res['cpu_user_us'] + res['cpu_system_us']) / 1e6
+    check(res['status'] == 'signaled' and cpu >= 0.5 * window,
+          'the hog did not keep a CPU busy (%.2f s of CPU in %.2f s running): %r'
+          % (cpu, window, res))
+    print('# res-cpu: exec latency median %.3f s with the hog stopped, %.3f s with it running'
+          % (statistics.median(idle), statistics.median(loaded)))
+    # Measured here: about 3.5 times (the hog takes one of two cores); 10 leaves room for a
+    # host busier than this one.
+    check(statistics.median(loaded) < 10 * statistics.median(idle),
+          'latency with the hog running %r, stopped %r' % (loaded, idle))
 
 
 @attack('res-fill-tmp', 'filling /tmp: ENOSPC at its size, host unaffected')
@@ -675,12 +735,11 @@ def _():
 
 @attack('res-stderr-timeout', 'endless stderr writer ignoring SIGTERM: killed at the timeout')
 def _():
+    overhead = exec_overhead(A)
     t0 = time.monotonic()
     res = API.exec(A, [PROBE, 'stderr_forever'], timeout='2s', stderr_cap=1000)
-    took = time.monotonic() - t0
-    check(res['status'] == 'timed_out', res)
+    check_killed_at_timeout(res, time.monotonic() - t0, 2.0, overhead)
     check(res['stderr_truncated'] is True and len(raw(res, 'stderr')) == 1000, res)
-    check(took < 10, took)
     no_leftovers(A)
 
 
@@ -731,11 +790,12 @@ def _():
 
 @attack('clr-sigstop', 'escaping the timeout with SIGSTOP (self and a stopped session leader)')
 def _():
+    overhead = exec_overhead(A)
     t0 = time.monotonic()
     res = API.exec(A, [PROBE, 'stop_self'], timeout='1s')
-    check(res['status'] == 'timed_out' and 'child_stopped=1' in text(res), res)
+    check_killed_at_timeout(res, time.monotonic() - t0, 1.0, overhead)
+    check('child_stopped=1' in text(res), res)
     check(res['killed_processes'] >= 2, res)
-    check(time.monotonic() - t0 < 10)
     no_leftovers(A)
 
 
@@ -1126,6 +1186,25 @@ def exec_latency(sid):
     res = API.exec(sid, ['true'])
     check(res['status'] == 'exited', res)
     return time.monotonic() - t0
+
+
+def exec_overhead(sid):
+    """The median wall time of a trivial exec in sid: this run's scale for a command's way
+    through the daemon, the engine and gVisor, which the host's load stretches."""
+    return statistics.median(exec_latency(sid) for _ in range(5))
+
+
+def check_killed_at_timeout(res, took, timeout_s, overhead):
+    """A command that ignores SIGTERM (or is stopped) ended at its timeout by the agent's kill:
+    not by the library's backstop (timeout + 5 s grace, which kills the sandbox), and not much
+    later than the timeout plus what a trivial command takes on this host in this run."""
+    check(res['status'] == 'timed_out', res)
+    check(res['sandbox_killed'] is False, "the library's backstop ended it, not the agent: %r"
+          % res)
+    late = took - timeout_s
+    print('# ended %.3f s after its timeout; a trivial exec takes %.3f s' % (late, overhead))
+    check(late < 20 * overhead, 'ended %.2f s after its %.1f s timeout, a trivial exec takes '
+          '%.3f s here' % (late, timeout_s, overhead))
 
 
 def no_leftovers(sid):
