@@ -22,7 +22,7 @@ mounts=()
 : >"$W/sandboxes" # "STATE-DIR ID" of every sandbox made here, removed at exit if still there
 
 cleanup() {
-    for p in "${daemon_pids[@]}"; do
+    for p in "${daemon_pids[@]}" ${bg:-}; do
         kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
     done
     while read -r sd id; do
@@ -686,7 +686,7 @@ if wait_for 120 grep -qx up "$W/bg.out"; then ok "full disk: (control) a run wit
 check "full disk: (control) the engine lists its sandbox" fcli_sandboxes 1
 kill -TERM "$bg"
 wait_for 60 gone "$bg" || kill -KILL "$bg"
-wait "$bg" 2>/dev/null
+wait "$bg" 2>/dev/null; bg=""
 check "full disk: (control) it is gone once the run ended" fcli_sandboxes 0
 expect "full disk: clearing run exits 125 and says the audit log cannot be written" 125 '' \
     "audit log $FL.*No space left" -- --state-dir "$W/fcli" --audit-log "$FL" \

@@ -17,6 +17,7 @@ D2=$W/d2
 srv_pid=""
 cleanup() {
     if [ -n "$srv_pid" ]; then kill "$srv_pid" 2>/dev/null; wait "$srv_pid" 2>/dev/null; fi
+    if [ -n "${bg:-}" ]; then kill "$bg" 2>/dev/null; wait "$bg" 2>/dev/null; fi
     stop_second_engine
     rm -rf "$W"
 }
@@ -78,7 +79,7 @@ check "the engine lists its sandbox among this test's" sandboxes_are 1
 kill -TERM "$bg"
 if wait_for 60 gone "$bg"; then ok "SIGTERM ends the run"; else
     echo "the run still runs 60 s after SIGTERM" >"$err"; not_ok "SIGTERM ends the run"; kill -KILL "$bg"; fi
-wait "$bg" 2>/dev/null
+wait "$bg" 2>/dev/null; bg=""
 check "the run removed its sandbox before it ended" sandboxes_are 0
 
 expect "exit status mirrors the command" 3 '^hello$' '' -- run -- sh -c 'echo hello; exit 3'
