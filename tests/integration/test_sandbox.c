@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -256,6 +257,14 @@ static void test_host_loopback_unreachable(void **state)
     assert_int_equal(listen(l.fd, 8), 0);
     pthread_t t;
     pthread_create(&t, NULL, accept_loop, &l);
+    /* Positive control: from the host, the listener answers. */
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    char got[16] = "";
+    assert_int_equal(connect(c, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(read(c, got, sizeof(got) - 1), 12);
+    close(c);
+    assert_string_equal(got, "HOST-SECRET\n");
+    assert_int_equal(l.accepted, 1);
 
     char script[512];
     snprintf(script, sizeof(script),
@@ -271,7 +280,7 @@ static void test_host_loopback_unreachable(void **state)
     assert_exited(&r, 0);
     assert_null(strstr(out(&r), "HOST-SECRET"));
     assert_non_null(strstr(out(&r), "REFUSED"));
-    assert_int_equal(l.accepted, 0);
+    assert_int_equal(l.accepted, 1); /* the control's connection only */
     clr_exec_result_clear(&r);
 }
 
@@ -366,19 +375,26 @@ static void test_timeout_kills_whole_tree(void **state)
     clr_exec_result r;
     /* setsid + double fork, a TERM-ignoring child, a child that stopped itself (in a session
      * of its own: a stopped member of the command's own process group would, rightly, get
-     * SIGHUP from the kernel when the group becomes orphaned, and end the test early) */
+     * SIGHUP from the kernel when the group becomes orphaned, and end the test early). The
+     * command waits until all six are there and says so: the count of killed processes means
+     * something only then. The timeout leaves that wait 20 times what it takes on a quiet host. */
     sh(&r, shared,
        "setsid sh -c 'sleep 1000 & exec sleep 1001' & "
        "(sh -c 'sleep 1002 & exit 0') & "
        "(trap '' TERM; exec sleep 1003) & "
        "setsid sh -c 'kill -STOP $$; exec sleep 1004' & "
-       "exec sleep 1005",
-       1500);
-    if (r.status != CLR_EXEC_TIMED_OUT)
-        fail_msg("expected timed_out, got %s", clr_exec_status_name(r.status));
+       "until [ \"$(ps -eo args= | grep -c '^sleep 100[0-3]$')\" = 4 ] && "
+       "ps -eo stat=,args= | grep -q '^T.*sleep 1004'; do sleep 0.05; done; "
+       "echo ready; exec sleep 1005",
+       10000);
+    if (r.status != CLR_EXEC_TIMED_OUT || strcmp(out(&r), "ready\n") != 0)
+        fail_msg("expected timed_out after 'ready', got %s with '%s'",
+                 clr_exec_status_name(r.status), out(&r));
     assert_false(r.sandbox_killed);
-    assert_true(r.killed_processes >= 6);
-    assert_true(r.wall_us >= 1500000);
+    if (r.killed_processes < 6)
+        fail_msg("%llu processes killed, expected the 6 of the tree",
+                 (unsigned long long)r.killed_processes);
+    assert_true(r.wall_us >= 10000000);
     clr_exec_result_clear(&r);
     sh(&r, shared, "ps -eo user=,args= | grep -c 'sleep 10[0-9][0-9]' || true", 20000);
     assert_exited(&r, 0);
@@ -390,7 +406,11 @@ static void test_background_leftovers_killed_after_exit(void **state)
 {
     (void)state;
     clr_exec_result r;
-    sh(&r, shared, "setsid sleep 2000 & echo started", 20000);
+    /* "started" only once the leftover runs: its absence later is then the agent's doing. */
+    sh(&r, shared,
+       "setsid sleep 2000 & until ps -eo args= | grep -q '^sleep 2000'; do sleep 0.05; done; "
+       "echo started",
+       60000);
     assert_exited(&r, 0);
     assert_string_equal(out(&r), "started\n");
     clr_exec_result_clear(&r);
@@ -1014,10 +1034,14 @@ static void test_destroy_leaves_nothing(void **state)
     snprintf(path, sizeof(path), "/containers/%s/json", cid);
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(clr_engine_call(eng, "GET", path, NULL, NULL, &err), 404);
-    /* runsc processes go with the container; give the shim a moment to reap them */
-    for (int i = 0; i < 50 && host_has_runsc_for(cid); i++)
+    /* runsc processes go with the container, once the shim has reaped them */
+    uint64_t deadline = now_ms() + WAIT_DEADLINE_MS;
+    while (host_has_runsc_for(cid)) {
+        if (now_ms() > deadline)
+            fail_msg("runsc processes of container %s are still there %d s after destroy", cid,
+                     WAIT_DEADLINE_MS / 1000);
         usleep(100000);
-    assert_false(host_has_runsc_for(cid));
+    }
     assert_int_equal(stat(ws, &st), -1);
     /* idempotent */
     assert_int_equal(clr_sandbox_destroy(eng, id, "test", NULL, &err), 0);
@@ -1188,6 +1212,11 @@ static void test_gc_removes_expired_and_orphans(void **state)
     clr_sandbox *sb = make_sandbox(&o);
     char cid[80];
     snprintf(cid, sizeof(cid), "%s", clr_sandbox_get_info(sb)->container_id);
+    /* gc removes a sandbox once the clock reaches its max_expires_at. */
+    time_t expiry = (time_t)clr_sandbox_get_info(sb)->max_expires_at;
+    if (time(NULL) + 2 >= expiry)
+        fail_msg("the sandbox took its whole %d s lifetime to create: 'not yet expired' cannot be "
+                 "shown", (int)o.limits.lifetime_s);
     clr_gc_report rep;
     assert_int_equal(clr_sandbox_gc(&rep, eng, NULL, 0, &err), 0);
     snprintf(path, sizeof(path), "/containers/%s/json", cid);
@@ -1196,7 +1225,9 @@ static void test_gc_removes_expired_and_orphans(void **state)
     assert_int_equal(clr_engine_call(eng, "GET", path, NULL, NULL, &err), 404);
     assert_true(rep.broken >= 1);
 
-    sleep(11);
+    /* Waits out the lifetime by the clock gc reads, not by a guess. */
+    while (time(NULL) < expiry)
+        usleep(100000);
     assert_int_equal(clr_sandbox_gc(&rep, eng, NULL, 0, &err), 0);
     assert_true(rep.expired >= 1);
     snprintf(path, sizeof(path), "/containers/%s/json", cid);
@@ -1249,7 +1280,8 @@ static void *par_main(void *p)
 }
 
 /* Eight commands at once on one channel: each sees its own stdin-less world and output, and
- * they overlap in time (each sleeps 1 s; run one after another they would take 8). */
+ * they run at the same time: each waits (up to a minute) until all eight have started, which
+ * commands run one after another never see. */
 static void test_channel_concurrent_commands(void **state)
 {
     (void)state;
@@ -1258,14 +1290,20 @@ static void test_channel_concurrent_commands(void **state)
     enum { N = 8 };
     struct par a[N];
     pthread_t t[N];
-    char scripts[N][128];
-    channel_for(shared);
+    char scripts[N][320];
+    clr_exec_result r;
+    sh(&r, shared, "rm -rf /tmp/started && mkdir /tmp/started", 20000);
+    assert_exited(&r, 0);
+    clr_exec_result_clear(&r);
     for (int i = 0; i < N; i++) {
         snprintf(scripts[i], sizeof(scripts[i]),
-                 "date +%%s%%N > /tmp/start.%d; sleep 1; echo cmd-%d; date +%%s%%N > /tmp/end.%d",
-                 i, i, i);
+                 "touch /tmp/started/%d; end=$(($(date +%%s) + 60)); "
+                 "until set -- /tmp/started/*; [ $# -ge %d ]; do "
+                 "[ $(date +%%s) -lt $end ] || { echo cmd-%d saw $# started; exit 1; }; "
+                 "sleep 0.05; done; echo cmd-%d",
+                 i, N, i, i);
         a[i] = (struct par){.sb = shared, .ch = channel_for(shared), .script = scripts[i],
-                            .timeout_ms = 30000};
+                            .timeout_ms = 90000};
         assert_int_equal(pthread_create(&t[i], NULL, par_main, &a[i]), 0);
     }
     for (int i = 0; i < N; i++)
@@ -1278,14 +1316,26 @@ static void test_channel_concurrent_commands(void **state)
         assert_string_equal(out(&a[i].r), want);
         clr_exec_result_clear(&a[i].r);
     }
-    /* Overlap, measured inside the sandbox: the latest start is before the earliest end. */
-    clr_exec_result r;
-    sh(&r, shared,
-       "s=$(cat /tmp/start.* | sort -n | tail -1); e=$(cat /tmp/end.* | sort -n | head -1); "
-       "[ \"$s\" -lt \"$e\" ] && echo overlap; rm -f /tmp/start.* /tmp/end.*",
-       20000);
-    assert_string_equal(out(&r), "overlap\n");
+    sh(&r, shared, "rm -rf /tmp/started", 20000);
     clr_exec_result_clear(&r);
+}
+
+/* Ends its command (through the cancel flag) as soon as the command's first output arrives. */
+struct kill_on_output {
+    volatile int cancel;
+    uint64_t sent_ms;
+};
+
+static void kill_on_first_output(void *ctx, clr_stream stream, const uint8_t *data, size_t len)
+{
+    (void)stream;
+    (void)data;
+    (void)len;
+    struct kill_on_output *k = ctx;
+    if (!k->cancel) {
+        k->sent_ms = now_ms();
+        k->cancel = 1;
+    }
 }
 
 /* A supervisor runs one command after another: frames the host sends for a command that has
@@ -1296,6 +1346,31 @@ static void test_channel_late_frames_miss_the_next_command(void **state)
     if (!use_channel)
         skip();
     clr_error err = CLR_ERROR_INIT;
+    /* Positive control: a KILL for a running command ends it, and how long it takes to land
+     * here sets how long the next command below gives a late frame to (wrongly) land. */
+    struct kill_on_output k = {0};
+    clr_exec_options ko = CLR_EXEC_OPTIONS_INIT;
+    ko.shell = "echo running; exec sleep 60";
+    ko.limits.timeout_ms = 90000;
+    ko.on_output = kill_on_first_output;
+    ko.ctx = &k;
+    ko.cancel = &k.cancel;
+    clr_exec_result r;
+    if (run_exec(&r, shared, &ko, &err) < 0)
+        fail_msg("exec failed: %s", err.message);
+    uint64_t landed_ms = now_ms() - k.sent_ms;
+    if (r.status != CLR_EXEC_SIGNALED || !strstr(r.message, "killed on request"))
+        fail_msg("the KILL did not end the running command: %s, %s",
+                 clr_exec_status_name(r.status), r.message);
+    clr_exec_result_clear(&r);
+    uint64_t window_ms = landed_ms * 10 < 1000 ? 1000 : landed_ms * 10;
+    if (window_ms > 20000)
+        window_ms = 20000;
+    char second[64];
+    snprintf(second, sizeof(second), "sleep %.3f; echo second", (double)window_ms / 1000);
+    print_message("a KILL landed in %llu ms; the next command runs %llu ms\n",
+                  (unsigned long long)landed_ms, (unsigned long long)window_ms);
+
     for (int round = 0; round < 3; round++) {
         clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
         o.shell = "echo first";
@@ -1304,44 +1379,129 @@ static void test_channel_late_frames_miss_the_next_command(void **state)
         clr_exec *h = NULL;
         if (clr_exec_start(&h, eng, shared, &o, &err) < 0)
             fail_msg("exec failed: %s", err.message);
-        clr_exec_result r;
         assert_int_equal(clr_exec_wait(h, &r, &err), 0);
         assert_exited(&r, 0);
         clr_exec_result_clear(&r);
         assert_int_equal(clr_exec_signal(h, SIGTERM, &err), 0);
         assert_int_equal(clr_exec_signal(h, SIGKILL, &err), 0);
         clr_exec_free(h);
-        sh(&r, shared, "sleep 0.5; echo second", 20000);
+        sh(&r, shared, second, 60000);
         assert_exited(&r, 0);
         assert_string_equal(out(&r), "second\n");
         clr_exec_result_clear(&r);
     }
 }
 
-/* A command flooding output does not hold up another on the same channel. */
+/* A flood of output whose consumer holds still once the flood has reached it (a slow
+ * client), until the main thread releases it (or a minute has passed). */
+struct flood {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    const clr_sandbox *sb;
+    clr_channel *ch;
+    volatile int cancel;
+    uint64_t bytes;    /* stdout that reached the host */
+    bool holding;      /* the consumer holds still */
+    bool release;      /* ...until this */
+    bool held_out;     /* it stopped holding at its deadline, not on release */
+    bool done;         /* the flood's result is in */
+    clr_exec_result r;
+    int rc;
+};
+
+static void flood_output(void *ctx, clr_stream stream, const uint8_t *data, size_t len)
+{
+    (void)stream;
+    (void)data;
+    struct flood *f = ctx;
+    pthread_mutex_lock(&f->lock);
+    f->bytes += len;
+    if (!f->holding && f->bytes >= 256 * 1024) {
+        f->holding = true;
+        pthread_cond_broadcast(&f->cond);
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += WAIT_DEADLINE_MS / 1000;
+        while (!f->release && !f->held_out)
+            f->held_out = pthread_cond_timedwait(&f->cond, &f->lock, &deadline) == ETIMEDOUT;
+    }
+    pthread_mutex_unlock(&f->lock);
+}
+
+static void *flood_main(void *p)
+{
+    struct flood *f = p;
+    clr_error err = CLR_ERROR_INIT;
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    o.shell = "exec yes flood-flood-flood";
+    o.limits.timeout_ms = 120000;
+    o.limits.stdout_cap = 1 << 20;
+    o.on_output = flood_output;
+    o.ctx = f;
+    o.cancel = &f->cancel;
+    o.channel = f->ch;
+    clr_engine *own = NULL;
+    clr_engine_options eo = CLR_ENGINE_OPTIONS_INIT;
+    int rc = clr_engine_open(&own, &eo, &err);
+    if (rc == 0)
+        rc = clr_exec_run(&f->r, own, f->sb, &o, &err);
+    clr_engine_free(own);
+    pthread_mutex_lock(&f->lock);
+    f->rc = rc;
+    f->done = true;
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+    return NULL;
+}
+
+/* A command flooding output, whose consumer does not keep up, does not hold up another on the
+ * same channel: the quick command runs and answers while the flood runs and its consumer holds
+ * still. */
 static void test_channel_flood_does_not_stall_others(void **state)
 {
     (void)state;
     if (!use_channel)
         skip();
-    struct par flood = {.sb = shared, .ch = channel_for(shared),
-                        .script = "timeout 4 yes flood-flood-flood; exit 0", .timeout_ms = 30000,
-                        .stdout_cap = 1 << 20};
+    struct flood f = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
+                      .sb = shared, .ch = channel_for(shared)};
     pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, par_main, &flood), 0);
-    usleep(500000);
+    assert_int_equal(pthread_create(&t, NULL, flood_main, &f), 0);
+    pthread_mutex_lock(&f.lock);
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += WAIT_DEADLINE_MS / 1000;
+    while (!f.holding && !f.done &&
+           pthread_cond_timedwait(&f.cond, &f.lock, &deadline) != ETIMEDOUT)
+        ;
+    bool holding = f.holding;
+    pthread_mutex_unlock(&f.lock);
+    if (!holding) {
+        f.cancel = 1;
+        fail_msg("the flood's output did not reach the host within %d s",
+                 WAIT_DEADLINE_MS / 1000);
+    }
+
     clr_exec_result r;
-    sh(&r, shared, "echo quick", 20000);
-    uint64_t quick_done = now_ms();
+    sh(&r, shared, "ps -eo comm= | grep -qx yes && echo quick", 20000);
+    pthread_mutex_lock(&f.lock);
+    bool flood_over = f.done, held_out = f.held_out;
+    f.release = true;
+    pthread_cond_broadcast(&f.cond);
+    pthread_mutex_unlock(&f.lock);
+    f.cancel = 1;
+    pthread_join(t, NULL);
+    /* The quick command saw the flood running, and answered while its consumer held still. */
+    assert_exited(&r, 0);
     assert_string_equal(out(&r), "quick\n");
     clr_exec_result_clear(&r);
-    pthread_join(t, NULL);
-    assert_int_equal(flood.rc, 0);
-    assert_true(flood.r.stdout_truncated);
-    assert_int_equal(flood.r.out.len, 1 << 20);
-    /* the quick command finished while the flood still ran */
-    assert_true(quick_done < flood.done_ms);
-    clr_exec_result_clear(&flood.r);
+    assert_false(flood_over);
+    assert_false(held_out);
+    assert_int_equal(f.rc, 0);
+    if (f.r.status != CLR_EXEC_SIGNALED || !f.r.stdout_truncated || f.r.out.len != 1 << 20)
+        fail_msg("flood: %s, %zu bytes kept (truncated %d): %s",
+                 clr_exec_status_name(f.r.status), f.r.out.len, f.r.stdout_truncated,
+                 f.r.message);
+    clr_exec_result_clear(&f.r);
 }
 
 struct replay_seen {
@@ -1377,6 +1537,14 @@ static void replay_on_channels(void *ctx, clr_channel *ch, const uint32_t *ids, 
     pthread_mutex_unlock(&s->lock);
 }
 
+/* A probe's hook: records a replayed result and does not acknowledge it. */
+static int replay_on_result_unacked(void *ctx, clr_channel *ch, uint32_t id,
+                                    const clr_exec_result *r)
+{
+    replay_on_result(ctx, ch, id, r);
+    return -1;
+}
+
 /* A host that loses its connection (a daemon restart) attaches again and gets the result of a
  * command that finished while it was away; once acknowledged, the agent forgets it. */
 static void test_channel_result_survives_reattach(void **state)
@@ -1389,9 +1557,11 @@ static void test_channel_result_survives_reattach(void **state)
     clr_error err = CLR_ERROR_INIT;
     clr_channel *ch = NULL;
     assert_int_equal(clr_channel_open(&ch, eng, sb, NULL, &err), 0);
+    /* The command finishes only when the host lets it (a file in the workspace), so it is
+     * still running when the host goes away. */
     clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
-    o.shell = "sleep 1; echo finished-while-away";
-    o.limits.timeout_ms = 20000;
+    o.shell = "until [ -e /workspace/go ]; do sleep 0.05; done; echo finished-while-away";
+    o.limits.timeout_ms = 120000;
     o.channel = ch;
     clr_exec *h = NULL;
     assert_int_equal(clr_exec_start(&h, eng, sb, &o, &err), 0);
@@ -1403,11 +1573,30 @@ static void test_channel_result_survives_reattach(void **state)
     assert_int_equal(r.status, CLR_EXEC_SANDBOX_FAILED); /* this host lost it */
     clr_exec_result_clear(&r);
     clr_exec_free(h);
-    sleep(2);
+    char go[4200];
+    snprintf(go, sizeof(go), "%s/go", clr_sandbox_workspace(sb));
+    int fd = open(go, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    close(fd);
 
+    /* A probe that does not acknowledge waits until the agent has the result to replay. */
+    struct replay_seen probe = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    clr_channel_hooks hooks = {.ctx = &probe, .on_result = replay_on_result_unacked};
+    assert_int_equal(clr_channel_open(&ch, eng, sb, &hooks, &err), 0);
+    uint64_t deadline = now_ms() + WAIT_DEADLINE_MS;
+    for (bool seen = false; !seen; usleep(50000)) {
+        pthread_mutex_lock(&probe.lock);
+        seen = probe.id == id;
+        pthread_mutex_unlock(&probe.lock);
+        if (!seen && now_ms() > deadline)
+            fail_msg("the command's result did not come within %d s", WAIT_DEADLINE_MS / 1000);
+    }
+    clr_channel_close(ch);
+
+    /* Not acknowledged, so replayed to the next host, during its attach. */
     struct replay_seen seen = {.lock = PTHREAD_MUTEX_INITIALIZER};
-    clr_channel_hooks hooks = {.ctx = &seen, .on_result = replay_on_result,
-                               .on_channels = replay_on_channels};
+    hooks = (clr_channel_hooks){.ctx = &seen, .on_result = replay_on_result,
+                                .on_channels = replay_on_channels};
     assert_int_equal(clr_channel_open(&ch, eng, sb, &hooks, &err), 0);
     pthread_mutex_lock(&seen.lock);
     assert_int_equal(seen.id, id);
@@ -1459,9 +1648,7 @@ int main(int argc, char **argv)
         return 77;
     }
     use_channel = argc > 1 && strcmp(argv[1], "--channel") == 0;
-    if (getenv("TEST_FILTER"))
-        cmocka_set_test_filter(getenv("TEST_FILTER"));
-    const struct CMUnitTest tests[] = {
+    static const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_runs_under_gvisor),
         cmocka_unit_test(test_no_network_but_loopback),
         cmocka_unit_test(test_host_loopback_unreachable),
@@ -1496,5 +1683,20 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_channel_result_survives_reattach),
         cmocka_unit_test(test_channel_refused_by_old_agent),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    /* TEST_FILTER (a shell pattern) picks the tests here rather than in cmocka, which runs
+     * nothing and passes when the pattern matches no test: a typo would look like a pass. */
+    enum { NTESTS = sizeof(tests) / sizeof(tests[0]) };
+    struct CMUnitTest selected[NTESTS];
+    size_t n = 0;
+    const char *filter = getenv("TEST_FILTER");
+    for (size_t i = 0; i < NTESTS; i++) {
+        if (!filter || fnmatch(filter, tests[i].name, 0) == 0)
+            selected[n++] = tests[i];
+    }
+    if (n == 0) {
+        fprintf(stderr, "TEST_FILTER '%s' matches none of the %d tests: nothing was run\n",
+                filter, (int)NTESTS);
+        return 1;
+    }
+    return _cmocka_run_group_tests("tests", selected, n, group_setup, group_teardown);
 }
