@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "server.h"
@@ -25,10 +26,24 @@
  * (its handler holds the connection's thread: long execs and streams are unaffected); this only
  * bounds clients that hold connections without finishing a request. */
 #define IDLE_TIMEOUT_S ((unsigned)60)
+#define REFUSAL_LOG_INTERVAL_S 10 /* refused connections: one log line at most this often */
 
 struct token {
     char name[64];
     unsigned char digest[32];
+};
+
+/* A uid with connections open on the unix socket, and how many it holds. */
+struct uid_share {
+    uid_t uid;
+    unsigned held;
+};
+
+/* One connection of the unix socket, from NOTIFY_STARTED to NOTIFY_CLOSED (its socket context). */
+struct unix_peer {
+    uid_t uid;
+    bool counted; /* holds one of the slots shared by the unprivileged uids */
+    bool refused; /* answered 429 at accept: none of its requests may run */
 };
 
 struct server {
@@ -38,6 +53,15 @@ struct server {
     char socket_path[108];
     struct token tokens[MAX_TOKENS];
     int ntokens;
+    /* The unix socket's connection shares (see on_unix_connection). */
+    pthread_mutex_t shares_lock;
+    struct uid_share *shares; /* the uids holding slots: at most shared_limit entries */
+    unsigned nshares;
+    unsigned per_uid_limit, shared_limit, shared_held;
+    uid_t self_uid;
+    unsigned refused_unlogged; /* refusals since the last log line */
+    bool refusal_logged;
+    struct timespec refusal_logged_at;
 };
 
 #define MAX_UPLOAD (4ull * 1024 * 1024 * 1024) /* a file or an archive, streamed to disk */
@@ -726,12 +750,186 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
     return send_json(c, status, out);
 }
 
+/* ---- connections of the unix socket ----
+ *
+ * A connection holds one of the daemon's max_connections threads until it closes or has been
+ * idle for IDLE_TIMEOUT_S, and an unfinished request costs its client nothing: whoever holds
+ * them all starves every other client. On TCP one address holds at most max_connections / 8
+ * (libmicrohttpd's per-IP limit). On the unix socket the peer is a uid the kernel vouches for
+ * (SO_PEERCRED: the credentials of the process that connected, which it cannot choose): a uid
+ * other than root and the daemon's own holds at most max_connections / 8, and all such uids
+ * together at most max_connections less that share, so root and the operator reach the API
+ * however many local users the socket's mode admits and whatever they hold open. The check
+ * runs in the NOTIFY_CONNECTION callback, which libmicrohttpd calls in its listening thread
+ * after accept() and before the connection's own thread exists: connections are counted one
+ * after another, a burst of connects cannot overtake the count. */
+
+/* The socket context of a connection that could not be identified or counted: refused. */
+static struct unix_peer peer_unknown = {.uid = (uid_t)-1, .refused = true};
+
+static bool peer_privileged(const struct server *s, uid_t uid)
+{
+    return uid == 0 || uid == s->self_uid;
+}
+
+/* The share of uid, or NULL if it holds nothing. Called with shares_lock held. */
+static struct uid_share *share_of(struct server *s, uid_t uid)
+{
+    for (unsigned i = 0; i < s->nshares; i++) {
+        if (s->shares[i].uid == uid)
+            return &s->shares[i];
+    }
+    return NULL;
+}
+
+/* One log line per refusal burst, and then at most one every REFUSAL_LOG_INTERVAL_S with the
+ * count: a client that reconnects in a loop must not fill the log. Called with shares_lock
+ * held; returns the count to log, or 0. */
+static unsigned refusal_to_log(struct server *s)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    s->refused_unlogged++;
+    if (s->refusal_logged && now.tv_sec - s->refusal_logged_at.tv_sec < REFUSAL_LOG_INTERVAL_S)
+        return 0;
+    unsigned n = s->refused_unlogged;
+    s->refused_unlogged = 0;
+    s->refusal_logged = true;
+    s->refusal_logged_at = now;
+    return n;
+}
+
+/* Takes a slot for an unprivileged uid; false and the reason (for the client) if it may not
+ * hold another connection. */
+static bool share_take(struct server *s, uid_t uid, char *why, size_t why_size)
+{
+    pthread_mutex_lock(&s->shares_lock);
+    struct uid_share *sh = share_of(s, uid);
+    bool ok = false;
+    if (sh && sh->held >= s->per_uid_limit) {
+        snprintf(why, why_size,
+                 "uid %u holds %u connections to the API, the most one user may hold "
+                 "(max_connections / 8): close some",
+                 (unsigned)uid, sh->held);
+    } else if (s->shared_held >= s->shared_limit) {
+        snprintf(why, why_size,
+                 "local users hold %u connections to the API, the most they may hold together "
+                 "(the rest is kept for root and the operator): try again later",
+                 s->shared_held);
+    } else {
+        /* Every share holds a connection, so there are fewer than shared_limit of them. */
+        if (!sh) {
+            sh = &s->shares[s->nshares++];
+            sh->uid = uid;
+            sh->held = 0;
+        }
+        sh->held++;
+        s->shared_held++;
+        ok = true;
+    }
+    unsigned log_count = ok ? 0 : refusal_to_log(s);
+    pthread_mutex_unlock(&s->shares_lock);
+    if (log_count) {
+        char u[16], n[16];
+        snprintf(u, sizeof(u), "%u", (unsigned)uid);
+        snprintf(n, sizeof(n), "%u", log_count);
+        clr_log(CLR_LOG_WARN, "api.connection_refused", "uid", u, "reason", why, "refused", n,
+                NULL);
+    }
+    return ok;
+}
+
+static void share_release(struct server *s, uid_t uid)
+{
+    pthread_mutex_lock(&s->shares_lock);
+    struct uid_share *sh = share_of(s, uid);
+    if (sh) {
+        s->shared_held--;
+        if (--sh->held == 0)
+            *sh = s->shares[--s->nshares];
+    }
+    pthread_mutex_unlock(&s->shares_lock);
+}
+
+/* Answers a refused connection with a 429 and shuts it down: its thread reads end-of-file and
+ * closes it; a request that arrived with the connection is read but never handled
+ * (peer_refused). why is the daemon's own text: nothing in it needs JSON escaping. */
+static void refuse_connection(int fd, const char *why)
+{
+    char body[512], msg[768];
+    int bl = snprintf(body, sizeof(body), "{\"error\":{\"code\":\"limit\",\"message\":\"%s\"}}\n",
+                      why);
+    int ml = snprintf(msg, sizeof(msg),
+                      "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+                      "Cache-Control: no-store\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+                      bl, body);
+    /* A new socket's buffer is empty, so this never blocks the listening thread; if it did not
+     * fit, the client would still see the connection closed. */
+    if (bl > 0 && ml > 0 && (size_t)ml < sizeof(msg))
+        (void)send(fd, msg, (size_t)ml, MSG_NOSIGNAL | MSG_DONTWAIT);
+    shutdown(fd, SHUT_RDWR);
+}
+
+static void on_unix_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                               enum MHD_ConnectionNotificationCode toe)
+{
+    struct server *s = cls;
+    struct unix_peer *p = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        if (p && p->counted)
+            share_release(s, p->uid);
+        if (p != &peer_unknown)
+            free(p);
+        *socket_context = NULL;
+        return;
+    }
+    if (toe != MHD_CONNECTION_NOTIFY_STARTED)
+        return;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    p = calloc(1, sizeof(*p));
+    if (!p || !ci || getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+        /* Fails closed: a connection that cannot be counted is not served. */
+        free(p);
+        *socket_context = &peer_unknown;
+        if (ci)
+            refuse_connection(ci->connect_fd,
+                              "the daemon could not identify or count this connection: try again");
+        return;
+    }
+    p->uid = cred.uid;
+    *socket_context = p;
+    char why[256];
+    if (peer_privileged(s, cred.uid))
+        return;
+    if (share_take(s, cred.uid, why, sizeof(why))) {
+        p->counted = true;
+        return;
+    }
+    p->refused = true;
+    refuse_connection(ci->connect_fd, why);
+}
+
+/* True for a connection of the unix socket that was refused at accept (or never counted). */
+static bool peer_refused(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    const struct unix_peer *p = ci ? ci->socket_context : NULL;
+    return !p || p->refused;
+}
+
 static enum MHD_Result handle(struct server *s, bool unix_socket, struct MHD_Connection *c,
                               const char *url, const char *method, const char *upload,
                               size_t *upload_size, void **con_cls)
 {
     struct request *rq = *con_cls;
     if (!rq) {
+        /* A request that arrived with its connection, before the refusal shut the socket. */
+        if (unix_socket && peer_refused(c))
+            return MHD_NO;
         rq = calloc(1, sizeof(*rq));
         if (!rq)
             return MHD_NO;
@@ -949,15 +1147,24 @@ int server_start(struct server **out, clr_service *svc, const struct server_opti
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     s->svc = svc;
     s->unix_fd = -1;
+    pthread_mutex_init(&s->shares_lock, NULL);
+    s->self_uid = geteuid();
+    s->per_uid_limit = o->max_connections / 8 ? o->max_connections / 8 : 1;
+    s->shared_limit = o->max_connections - o->max_connections / 8;
+    s->shares = calloc(s->shared_limit ? s->shared_limit : 1, sizeof(*s->shares));
+    if (!s->shares) {
+        server_stop(s);
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    }
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_ERROR_LOG;
     if (o->tcp_port && !o->token_file) {
-        free(s);
+        server_stop(s);
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "listening on TCP needs a token file (--token-file)");
     }
     if (o->token_file && load_tokens(s, o->token_file, err) < 0) {
-        free(s);
+        server_stop(s);
         return -1;
     }
     if (open_unix(s, o, err) < 0) {
@@ -967,7 +1174,9 @@ int server_start(struct server **out, clr_service *svc, const struct server_opti
     s->unix_d = MHD_start_daemon(flags, 0, NULL, NULL, handle_unix, s, MHD_OPTION_LISTEN_SOCKET,
                                  s->unix_fd, MHD_OPTION_CONNECTION_LIMIT, o->max_connections,
                                  MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S,
-                                 MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_END);
+                                 MHD_OPTION_NOTIFY_COMPLETED, completed, s,
+                                 MHD_OPTION_NOTIFY_CONNECTION, on_unix_connection, s,
+                                 MHD_OPTION_END);
     if (!s->unix_d) {
         server_stop(s);
         return clr_error_set(err, CLR_E_INTERNAL, 0, "cannot start the HTTP server on %s",
@@ -1009,5 +1218,8 @@ void server_stop(struct server *s)
         close(s->unix_fd);
         unlink(s->socket_path);
     }
+    /* After the daemons: stopping them closes their connections, which release their shares. */
+    pthread_mutex_destroy(&s->shares_lock);
+    free(s->shares);
     free(s);
 }
