@@ -15,12 +15,14 @@ what it held, a second sandbox's workspace file is unchanged, the daemon answers
 process carries the attack binary's name. Network attacks aim only at loopback addresses.
 """
 import base64
+import grp
 import gzip
 import hashlib
 import http.client
 import io
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -1103,33 +1105,98 @@ def _():
                                                b'HTTP/1.1 400')), out[:200])
 
 
-@attack('api-conn-exhaustion', 'connection exhaustion: max_connections idle clients starve the API',
-        todo='FINDING: 256 idle connections (no token needed on TCP) block the API for up '
-             'to the 1 h connection timeout; see docs/SECURITY.md')
+@attack('api-conn-exhaustion', 'connection exhaustion: local users hold unfinished requests')
 def _():
-    conns = []
+    share = MAX_CONNECTIONS // 8  # the most one local user may hold
+    users = []
     try:
-        for _i in range(260):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.connect(HOST['sock'])
-            s.sendall(b'GET /v1/health HTTP/1.1\r\nHost: x\r\n')  # never finished
-            conns.append(s)
-        time.sleep(0.3)
-        try:
-            ok = API.req('GET', '/v1/health', timeout=5).status == 200
-        except OSError:
-            ok = False
-        check(ok, 'the API does not answer while 260 idle connections are open')
+        # One local user opens more connections than the daemon has: it keeps its share, every
+        # other one is refused at once.
+        u = LocalUser(LOCAL_UIDS[0])
+        users.append(u)
+        r = u.ask('open %d' % (MAX_CONNECTIONS + 4))
+        check(r['held'] == share and r['refused'] == MAX_CONNECTIONS + 4 - share, r)
+        check(r['probe'] == 429 and r['refusal_statuses'] == [429], r)
+        check('uid %d holds %d connections' % (LOCAL_UIDS[0], share) in r['refusal'], r)
+        # Positive control: what it holds are connections the daemon serves.
+        check(u.ask('finish') == {'status': 200}, 'a held connection is not served')
+        r = API.req('GET', '/v1/health', timeout=30)
+        check(r.status == 200, 'the API does not answer root while a local user holds its '
+              'connections: %r' % r)
+        # Six more users get in, and fill what local users may hold together.
+        for uid in LOCAL_UIDS[1:7]:
+            v = LocalUser(uid)
+            users.append(v)
+            r = v.ask('open %d' % share)
+            check(r['held'] == share and r['refused'] == 0 and r['probe'] == 429, (uid, r))
+        # An eighth holds nothing and is refused: the rest is kept for root and the operator.
+        w = LocalUser(LOCAL_UIDS[7])
+        users.append(w)
+        r = w.ask('open 1')
+        check(r['held'] == 0 and r['refused'] == 1 and r['probe'] == 429, r)
+        check('local users hold %d connections' % (MAX_CONNECTIONS - share) in r['refusal'], r)
+        r = API.req('GET', '/v1/health', timeout=30)
+        check(r.status == 200, 'the API does not answer root while local users hold their '
+              'most: %r' % r)
+        refused_request_not_run(u)
+        # They were all still held when the API answered (the idle timeout is 60 s).
+        for v in users[:7]:
+            check(v.ask('held') == {'held': share}, 'uid %d lost connections' % v.uid)
     finally:
-        for s in conns:
-            s.close()
-    wait_until = time.monotonic() + 10
-    while time.monotonic() < wait_until:
+        for v in users:
+            v.close()
+    # The slots come back when the connections close.
+    u = LocalUser(LOCAL_UIDS[7])
+    try:
+        wait_for('a refused local user gets in once the others are gone',
+                 lambda: u.ask('open 0')['probe'] == 200, 60)
+    finally:
+        u.close()
+
+
+def refused_request_not_run(user):
+    """A request that arrived with its connection, before the daemon accepted and refused it,
+    must not run: the daemon is stopped while the request is sent, so it waits, whole, in the
+    socket. Positive control first: the same for root's connection, which is admitted, runs
+    the request; how long that takes is the scale of the window in which the refused one's
+    marker would have appeared."""
+    def sent_while_stopped(send):
+        os.kill(DAEMON.pid, signal.SIGSTOP)
         try:
-            if API.req('GET', '/v1/health', timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.2)
+            return send()
+        finally:
+            os.kill(DAEMON.pid, signal.SIGCONT)
+
+    admitted = os.path.join(workspace_dir(A), 'queued-admitted')
+    refused = os.path.join(workspace_dir(A), 'queued-refused')
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    def send_as_root():
+        s.connect(HOST['sock'])
+        s.sendall(exec_request(A, ['touch', '/workspace/queued-admitted']))
+    try:
+        sent_while_stopped(send_as_root)
+        t0 = time.monotonic()
+        check(http_answer(s)[0] == 200, 'a queued request of root was not served')
+        wait_for('the admitted request ran', lambda: os.path.exists(admitted), 30)
+        took = time.monotonic() - t0
+    finally:
+        s.close()
+    os.unlink(admitted)
+    sent_while_stopped(lambda: user.ask(
+        'queue %s' % exec_request(A, ['touch', '/workspace/queued-refused']).hex()))
+    end = time.monotonic() + 20 * took
+    check(user.ask('answer') == {'status': 429}, 'the queued request was not refused')
+    while time.monotonic() < end:
+        check(not os.path.exists(refused), 'a request on a refused connection ran')
+        time.sleep(took / 4)
+
+
+def exec_request(sid, argv):
+    body = json.dumps({'argv': argv, 'timeout': '30s'}).encode()
+    return (b'POST /v1/sandboxes/%s/exec HTTP/1.1\r\nHost: x\r\nContent-Type: application/json'
+            b'\r\nConnection: close\r\nContent-Length: %d\r\n\r\n' % (sid.encode(), len(body))
+            + body)
 
 
 @attack('api-idle-conns', 'many idle connections do not starve the API')
@@ -1139,14 +1206,125 @@ def _():
         for _i in range(64):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.connect(HOST['sock'])
-            s.sendall(b'GET /v1/health HTTP/1.1\r\nHost: x\r\n')  # never finished
+            s.sendall(UNFINISHED)
             conns.append(s)
-        t0 = time.monotonic()
-        check(API.req('GET', '/v1/health', timeout=10).status == 200)
-        check(time.monotonic() - t0 < 5)
+        # Accepted after them (connections are accepted in order), answered while they are held.
+        check(API.req('GET', '/v1/health', timeout=30).status == 200)
+        check(not [s for s in conns if answered(s)], 'idle connections were closed')
     finally:
         for s in conns:
             s.close()
+
+
+# ---- local users of the API socket ----
+
+MAX_CONNECTIONS = 256  # the test daemon's max_connections (setup's configuration says so)
+LOCAL_GID = 65534  # nogroup: the group the test daemon's socket admits
+LOCAL_UIDS = list(range(64000, 64008))  # uids of no account: only the socket's group admits them
+UNFINISHED = b'GET /v1/health HTTP/1.1\r\nHost: x\r\n'  # a request never finished
+
+
+def http_answer(sock, timeout=60):
+    """(status, body) of the response on sock; (None, b'') if it closed without one."""
+    sock.settimeout(timeout)
+    r = http.client.HTTPResponse(sock)
+    try:
+        r.begin()
+        return r.status, r.read()
+    except (http.client.HTTPException, OSError):
+        return None, b''
+
+
+def answered(sock):
+    """True once the daemon wrote to or closed sock; False while it holds it, silent."""
+    p = select.poll()
+    p.register(sock, select.POLLIN)
+    return bool(p.poll(0))  # data, end-of-file, hang-up or error
+
+
+class LocalUser:
+    """A process of another uid in the socket's group: a local user the operator admitted.
+    It runs this file with --local-user and answers one command at a time."""
+
+    def __init__(self, uid):
+        # The suite's own interpreter may live where only root can read (pyenv under /root).
+        python = '/usr/bin/python3' if os.access('/usr/bin/python3', os.X_OK) else sys.executable
+        self.uid = uid
+        self.proc = subprocess.Popen([python, '-I', os.path.abspath(__file__), '--local-user',
+                                      HOST['sock']], user=uid, group=LOCAL_GID, extra_groups=[],
+                                     cwd='/', env={'PATH': '/usr/bin:/bin'},
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def ask(self, command, deadline_s=120):
+        self.proc.stdin.write(command.encode() + b'\n')
+        self.proc.stdin.flush()
+        ready, _w, _x = select.select([self.proc.stdout], [], [], deadline_s)
+        check(ready, 'uid %d did not answer %r within %d s' % (self.uid, command, deadline_s))
+        line = self.proc.stdout.readline()
+        check(line, 'uid %d ended (exit status %r)' % (self.uid, self.proc.poll()))
+        return json.loads(line)
+
+    def close(self):
+        self.proc.stdin.close()  # it closes its connections and ends at end-of-file
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(30)
+        self.proc.stdout.close()
+
+
+def local_user_main(sock_path):
+    """escape.py --local-user SOCKET, run by LocalUser as another uid. Commands on stdin, one a
+    line, each answered by one JSON line on stdout:
+      open N     N unfinished requests, then a whole one (the probe); connections are accepted
+                 in order, so once the probe has its answer each of the N was admitted (the
+                 daemon holds it, silent) or refused (it answered). Admitted ones are kept.
+      finish     finishes the first kept request and returns the status it gets
+      held       how many kept connections the daemon still holds
+      queue HEX  sends HEX, a whole request, on a new connection; answer: its status"""
+    held, queued = [], None
+
+    def connect_and_send(data):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(sock_path)
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before the request was sent: its answer is still there to read
+        return s
+
+    for line in iter(sys.stdin.readline, ''):
+        cmd = line.split()
+        if cmd[0] == 'open':
+            new = []
+            for _i in range(int(cmd[1])):
+                new.append(connect_and_send(UNFINISHED))
+            p = connect_and_send(b'GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+            status = http_answer(p)[0]
+            p.close()
+            refused = [s for s in new if answered(s)]
+            answers = [http_answer(s, 10) for s in refused]
+            held += [s for s in new if s not in refused]
+            reply = {'held': len(new) - len(refused), 'refused': len(refused), 'probe': status,
+                     'refusal_statuses': sorted(set(a[0] for a in answers)),
+                     'refusal': answers[0][1].decode() if answers else ''}
+            for s in refused:
+                s.close()
+        elif cmd[0] == 'finish':
+            held[0].sendall(b'\r\n')
+            reply = {'status': http_answer(held[0])[0]}
+        elif cmd[0] == 'held':
+            reply = {'held': sum(1 for s in held if not answered(s))}
+        elif cmd[0] == 'queue':
+            queued = connect_and_send(bytes.fromhex(cmd[1]))
+            reply = {'queued': True}
+        elif cmd[0] == 'answer':
+            reply = {'status': http_answer(queued)[0]}
+        else:
+            reply = {'error': 'unknown command %r' % cmd[0]}
+        print(json.dumps(reply), flush=True)
+    return 0
 
 
 # ---- helpers of the attacks ----
@@ -1277,7 +1455,16 @@ def setup():
     global API, DAEMON, TMP, STATE, A, B
     TMP = tempfile.mkdtemp(prefix='clr-sec-', dir='/tmp')
     STATE = os.path.join(TMP, 'state')
-    HOST['sock'] = os.path.join(TMP, 's.sock')
+    # The socket in a directory of its own that the local users of api-conn-exhaustion reach
+    # through its group, as an operator admits local users with socket_group.
+    HOST['sockdir'] = tempfile.mkdtemp(prefix='clr-sec-api-', dir='/tmp')
+    os.chown(HOST['sockdir'], 0, LOCAL_GID)
+    os.chmod(HOST['sockdir'], 0o750)
+    HOST['sock'] = os.path.join(HOST['sockdir'], 's.sock')
+    config = os.path.join(TMP, 'serve.json')
+    with open(config, 'w') as f:
+        json.dump({'socket_group': grp.getgrgid(LOCAL_GID).gr_name,
+                   'max_connections': MAX_CONNECTIONS}, f)
     HOST['canary'] = os.path.join(TMP, 'canary')
     with open(HOST['canary'], 'w') as f:
         f.write(CANARY_TEXT)
@@ -1296,8 +1483,8 @@ def setup():
     subprocess.run(git + ['add', 'README'], check=True)
     subprocess.run(git + ['commit', '-qm', 'base'], check=True)
     log = open(os.path.join(TMP, 'daemon.log'), 'ab')
-    DAEMON = subprocess.Popen([CLEARING, '--state-dir', STATE, 'serve', '--socket', HOST['sock'],
-                               '--repo-root', roots],
+    DAEMON = subprocess.Popen([CLEARING, '--state-dir', STATE, 'serve', '--config', config,
+                               '--socket', HOST['sock'], '--repo-root', roots],
                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True, preexec_fn=die_with_parent)
     API = Api(HOST['sock'])
@@ -1358,6 +1545,8 @@ def teardown():
     with open('/proc/self/mountinfo') as f:
         for mp in sorted((line.split()[4] for line in f if TMP in line.split()[4]), reverse=True):
             subprocess.run(['umount', '-l', mp], check=False)
+    if HOST.get('sockdir'):
+        shutil.rmtree(HOST['sockdir'], ignore_errors=True)
     return left
 
 
@@ -1419,4 +1608,6 @@ def main():
 
 
 if __name__ == '__main__':
+    if sys.argv[1:2] == ['--local-user']:
+        sys.exit(local_user_main(sys.argv[2]))
     sys.exit(main())
