@@ -572,6 +572,28 @@ static enum MHD_Result route_archive(struct server *s, struct MHD_Connection *c,
     return send_fd(c, fd, (uint64_t)size, "application/x-tar");
 }
 
+/* A known path with another method: 405 with the Allow header that lists what it takes. */
+static enum MHD_Result send_method_not_allowed(struct MHD_Connection *c, const char *method,
+                                               const char *allowed)
+{
+    char msg[160];
+    snprintf(msg, sizeof(msg), "method %.16s is not allowed here; allowed: %s", method, allowed);
+    json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", "invalid", "message", msg);
+    char *t = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    struct MHD_Response *r =
+        t ? MHD_create_response_from_buffer(strlen(t), t, MHD_RESPMEM_MUST_FREE) : NULL;
+    if (!r) {
+        free(t);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    MHD_add_response_header(r, "Allow", allowed);
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_METHOD_NOT_ALLOWED, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const char *url,
                              const char *method, struct request *rq)
 {
@@ -602,7 +624,9 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
     bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0,
          del = strcmp(method, "DELETE") == 0;
 
-    if (strcmp(url, "/metrics") == 0 && get) {
+    if (strcmp(url, "/metrics") == 0 && !get)
+        return send_method_not_allowed(c, method, "GET");
+    if (strcmp(url, "/metrics") == 0) {
         char *m = clr_service_metrics(s->svc);
         return m ? send_text(c, 200, "text/plain; version=0.0.4", m)
                  : send_error(c, 500, "internal", "out of memory");
@@ -616,25 +640,8 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
     const char *allowed = route_methods(parts, n);
     if (!allowed)
         return send_error(c, 404, "not_found", "no such endpoint; see docs/openapi.yaml");
-    if (!method_in(method, allowed)) {
-        char msg[160];
-        snprintf(msg, sizeof(msg), "method %.16s is not allowed here; allowed: %s", method,
-                 allowed);
-        json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", "invalid", "message", msg);
-        char *t = json_dumps(j, JSON_COMPACT);
-        json_decref(j);
-        struct MHD_Response *r =
-            t ? MHD_create_response_from_buffer(strlen(t), t, MHD_RESPMEM_MUST_FREE) : NULL;
-        if (!r) {
-            free(t);
-            return MHD_NO;
-        }
-        MHD_add_response_header(r, "Content-Type", "application/json");
-        MHD_add_response_header(r, "Allow", allowed);
-        enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_METHOD_NOT_ALLOWED, r);
-        MHD_destroy_response(r);
-        return ret;
-    }
+    if (!method_in(method, allowed))
+        return send_method_not_allowed(c, method, allowed);
     if (n == 2 && strcmp(parts[1], "health") == 0 && get) {
         int rc = clr_service_health(s->svc, &out);
         return send_json(c, rc == 0 ? 200 : 503, out);
