@@ -249,6 +249,9 @@ static bool kill_sandbox(clr_engine *eng, const clr_sandbox_info *info, clr_erro
 }
 
 /* Called when no result came: tells apart an OOM-killed sandbox, a dead one and a stuck agent. */
+#define DIAGNOSE_STOP_MS 10000 /* how long a sandbox whose agent ended may still show as running */
+#define DIAGNOSE_OOM_MS 1000   /* how long after its stop the engine may still mark it OOM-killed */
+
 static void diagnose(clr_engine *eng, const clr_sandbox *sb, clr_exec_result *r, bool timed_out)
 {
     const clr_sandbox_info *info = clr_sandbox_get_info(sb);
@@ -271,24 +274,48 @@ static void diagnose(clr_engine *eng, const clr_sandbox *sb, clr_exec_result *r,
         clr_log(CLR_LOG_WARN, "exec.backstop", "id", info->id, NULL);
         return;
     }
-    json_t *j = NULL;
+    /* The engine's account trails the kernel's: the agent's stream can end while the container
+     * still shows as running, and dockerd marks OOMKilled from containerd's OOM event, which
+     * may come after the exit event. So the state is read until the container has stopped (at
+     * most DIAGNOSE_STOP_MS), and a stop without the OOM mark is read again for
+     * DIAGNOSE_OOM_MS before it counts as a plain stop: one read misnamed a sandbox the memory
+     * limit killed as sandbox_failed, 2 runs in 20 under load. Only a failed command waits. */
     snprintf(path, sizeof(path), "/containers/%s/json", info->container_id);
-    int st = clr_engine_call(eng, "GET", path, NULL, &j, &lerr);
-    json_t *state = json_object_get(j, "State");
     r->status = CLR_EXEC_SANDBOX_FAILED;
-    if (st == 200 && json_is_true(json_object_get(state, "OOMKilled"))) {
-        r->status = CLR_EXEC_OOM;
-        r->sandbox_killed = true;
-        snprintf(r->message, sizeof(r->message),
-                 "the sandbox ran out of memory and was killed by the kernel");
-    } else if (st == 200 && !json_is_true(json_object_get(state, "Running"))) {
-        snprintf(r->message, sizeof(r->message), "the sandbox stopped while the command ran");
-    } else if (st == 404) {
-        snprintf(r->message, sizeof(r->message), "the sandbox was removed while the command ran");
-    } else {
-        snprintf(r->message, sizeof(r->message), "the agent ended without a result");
+    uint64_t stop_by = mono_ms() + DIAGNOSE_STOP_MS, oom_by = 0;
+    for (;;) {
+        json_t *j = NULL;
+        int st = clr_engine_call(eng, "GET", path, NULL, &j, &lerr);
+        json_t *state = json_object_get(j, "State");
+        bool oom = st == 200 && json_is_true(json_object_get(state, "OOMKilled"));
+        bool stopped = st == 200 && !json_is_true(json_object_get(state, "Running"));
+        json_decref(j);
+        uint64_t now = mono_ms();
+        if (oom) {
+            r->status = CLR_EXEC_OOM;
+            r->sandbox_killed = true;
+            snprintf(r->message, sizeof(r->message),
+                     "the sandbox ran out of memory and was killed by the kernel");
+            return;
+        }
+        if (st == 404) {
+            snprintf(r->message, sizeof(r->message),
+                     "the sandbox was removed while the command ran");
+            return;
+        }
+        if (stopped && !oom_by)
+            oom_by = now + DIAGNOSE_OOM_MS;
+        if (stopped && now >= oom_by) {
+            snprintf(r->message, sizeof(r->message), "the sandbox stopped while the command ran");
+            return;
+        }
+        if (!stopped && (st != 200 || now >= stop_by)) {
+            snprintf(r->message, sizeof(r->message), "the agent ended without a result");
+            return;
+        }
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
     }
-    json_decref(j);
 }
 
 /* false only when the engine positively says the container is not running. */
