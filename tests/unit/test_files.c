@@ -5,13 +5,13 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -4,8 +4,8 @@
  * walk runs (through the walk's test hook), and assert on what ends up in the repository. */
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
