@@ -1251,9 +1251,7 @@ struct par {
     clr_channel *ch;
     const char *script;
     uint32_t timeout_ms;
-    uint64_t stdout_cap;
     clr_exec_result r;
-    uint64_t done_ms;
     int rc;
 };
 
@@ -1264,8 +1262,6 @@ static void *par_main(void *p)
     clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
     o.shell = a->script;
     o.limits.timeout_ms = a->timeout_ms;
-    if (a->stdout_cap)
-        o.limits.stdout_cap = a->stdout_cap;
     o.channel = a->ch;
     /* An engine handle is one thread's: each command here has its own (used only when the
      * channel goes quiet and the sandbox's state is asked for). */
@@ -1275,7 +1271,6 @@ static void *par_main(void *p)
     if (a->rc == 0)
         a->rc = clr_exec_run(&a->r, own, a->sb, &o, &err);
     clr_engine_free(own);
-    a->done_ms = now_ms();
     return NULL;
 }
 
