@@ -44,6 +44,7 @@
 
 #define OUTQ_LIMIT (1024 * 1024)  /* bytes queued for the host before the pipes are paused */
 #define STDIN_LIMIT (1024 * 1024) /* bytes queued for the command before fd 0 is paused */
+#define MEM_SETTLE_MS 2000        /* a command waits this long at most for an earlier one's memory */
 #define TICK_MS 25                /* memory sampling period */
 #define FAST_TICK_MS 2            /* ... once memory in use passes half the limit */
 #define DRAIN_MS 200              /* how long leftover writers may keep the pipes open */
@@ -825,6 +826,26 @@ static uint64_t meminfo_used(void)
     return total > avail ? (total - avail) * 1024 : 0;
 }
 
+/* A command is not charged for memory an earlier one held. gVisor returns a killed command's
+ * pages to the sandbox's account (its /proc/meminfo) some milliseconds after the process is
+ * gone, and a supervisor starts the next command at once: it would read the sandbox as over the
+ * limit and end a command that holds next to nothing as out of memory. So a command waits, for
+ * MEM_SETTLE_MS at most, until the sandbox is back under the limit; memory that stays (files in
+ * the sandbox's tmpfs, other commands) is still charged after that, as before. */
+static void settle_memory(const struct sup *s)
+{
+    if (!s->req.memory || s->req.memory_source != CLR_MEMORY_MEMINFO)
+        return;
+    uint64_t until = agent_now_ns() + MEM_SETTLE_MS * 1000000ull;
+    for (;;) {
+        uint64_t used = meminfo_used();
+        if (!used || used <= s->req.memory || agent_now_ns() >= until)
+            return;
+        struct timespec ts = {0, 5 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* Returns true when memory in use is past half the limit, so sampling should speed up: a
  * fast allocator must not jump from below the limit to gVisor's hard wall between two samples. */
 static bool sample_memory(struct sup *s, bool scan)
@@ -999,6 +1020,7 @@ static int supervise_one(struct supervisor *v)
     fcntl(s.in_fd, F_SETFL, fcntl(s.in_fd, F_GETFL) | O_NONBLOCK);
     fcntl(s.out_fd, F_SETFL, fcntl(s.out_fd, F_GETFL) | O_NONBLOCK);
 
+    settle_memory(&s);
     if (start_command(&s) < 0) {
         finish(&s, CLR_WIRE_START_FAILED);
         return 0;
