@@ -71,6 +71,7 @@ struct clr_service {
     pthread_cond_t warm_cond;
     struct warm *warm;
     unsigned warm_ready;
+    uint64_t warm_taken_us; /* mono_us of the last hand-out (under warm_lock) */
     pthread_t warm_thread;
     bool warm_started;
     atomic_uint_fast64_t warm_hits, warm_misses;
@@ -505,6 +506,8 @@ static struct warm *warm_make(clr_service *svc)
     return w;
 }
 
+#define REFILL_QUIET_MS 500 /* no refill before a hand-out is this old */
+
 static void *warm_main(void *p)
 {
     clr_service *svc = p;
@@ -522,6 +525,21 @@ static void *warm_main(void *p)
             warm_discard(svc, old->sb, old->ch, "pool-recycled");
             free(old);
             pthread_mutex_lock(&svc->warm_lock);
+            continue;
+        }
+        /* A refill right after a hand-out would start a container (hundreds of milliseconds of
+         * dockerd, containerd and runsc on every core) under the first commands of the sandbox
+         * just handed out, which is what the pool is there to make fast: it waits until the
+         * hand-out is REFILL_QUIET_MS old. */
+        uint64_t since = mono_us() - svc->warm_taken_us;
+        if (svc->warm_ready < svc->cfg.pool_size && svc->warm_taken_us &&
+            since < REFILL_QUIET_MS * 1000) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            uint64_t ns = (uint64_t)ts.tv_nsec + (REFILL_QUIET_MS * 1000 - since) * 1000;
+            ts.tv_sec += (time_t)(ns / 1000000000);
+            ts.tv_nsec = (long)(ns % 1000000000);
+            pthread_cond_timedwait(&svc->warm_cond, &svc->warm_lock, &ts);
             continue;
         }
         if (svc->warm_ready < svc->cfg.pool_size) {
@@ -553,6 +571,7 @@ static clr_sandbox *warm_take(clr_service *svc, clr_channel **ch)
     if (w) {
         svc->warm = w->next;
         svc->warm_ready--;
+        svc->warm_taken_us = mono_us();
     }
     pthread_cond_signal(&svc->warm_cond);
     pthread_mutex_unlock(&svc->warm_lock);
