@@ -67,8 +67,9 @@ def raw_exec(cid, argv):
     c.close()
 
 
-# Spawns /bin/true N times from inside the sandbox, as a C program would (fork, execv, waitpid),
-# and prints each spawn's time in ms: the floor an exec through the daemon cannot go below.
+# Spawns /bin/true N times from inside the sandbox and prints, per spawn, the ms of a fork +
+# execv + waitpid (the floor issue #15 defines) and of a posix_spawn + waitpid (glibc's vfork-like
+# clone, the way the agent starts a command): what an exec through the daemon cannot go below.
 FLOOR = """
 import os, sys, time
 for _ in range(int(sys.argv[1])):
@@ -77,7 +78,9 @@ for _ in range(int(sys.argv[1])):
     if pid == 0:
         os.execv('/bin/true', ['true'])
     os.waitpid(pid, 0)
-    print('%.3f' % ((time.perf_counter() - t) * 1000))
+    t1 = time.perf_counter()
+    os.waitpid(os.posix_spawn('/bin/true', ['true'], {}), 0)
+    print('%.3f %.3f' % ((t1 - t) * 1000, (time.perf_counter() - t1) * 1000))
 """
 
 # The steps of a traced exec (wall-clock stamps, us), in order, and what lies between each two.
@@ -140,7 +143,7 @@ def main():
         for _ in range(3):
             call(api, 'POST', '/v1/sandboxes/%s/exec' % sid, {'argv': ['true']})
             raw_exec(raw_cid, ['true'])
-        chan, raw, wall, floor, traces = [], [], [], [], []
+        chan, raw, wall, floor, spawn, traces = [], [], [], [], [], []
         settle = a.settle_ms / 1000
         for i in range(a.rounds):
             if i % 10 == 0:
@@ -152,7 +155,9 @@ def main():
                 out = r['result']['stdout']
                 if r['result'].get('stdout_encoding') == 'base64':
                     out = base64.b64decode(out).decode()
-                floor += [float(x) for x in out.split()][1:]  # the first pays for warming up
+                rows = [line.split() for line in out.splitlines()][1:]  # the first warms up
+                floor += [float(f) for f, _ in rows]
+                spawn += [float(p) for _, p in rows]
             time.sleep(settle)
             t = time.perf_counter()
             st, r = call(api, 'POST', '/v1/sandboxes/%s/exec' % sid, {'argv': ['true']})
@@ -178,6 +183,7 @@ def main():
             'raw_docker_exec_ms': {p: round(pct(raw, p), 2) for p in (50, 95, 99)},
             'command_wall_ms': {p: round(pct(wall, p), 2) for p in (50, 95, 99)},
             'floor_spawn_ms': {p: round(pct(floor, p), 2) for p in (50, 95, 99)},
+            'floor_posix_spawn_ms': {p: round(pct(spawn, p), 2) for p in (50, 95, 99)},
             'ratio_p50': round(pct(chan, 50) / pct(raw, 50), 3),
             'over_channel': int(float(over_channel[0].split()[1])) if over_channel else 0,
         }
@@ -196,7 +202,8 @@ def main():
             for k, label in (('clearing_api_exec_ms', 'clearing API (live channel)'),
                              ('raw_docker_exec_ms', 'raw docker exec (runsc)'),
                              ('command_wall_ms', '  the command inside the sandbox'),
-                             ('floor_spawn_ms', 'floor: fork+exec+wait in the sandbox')):
+                             ('floor_spawn_ms', 'floor: fork+exec+wait in the sandbox'),
+                             ('floor_posix_spawn_ms', '  posix_spawn+wait in the sandbox')):
                 v = res[k]
                 print('%-34s %8.2f %8.2f %8.2f' % (label, v[50], v[95], v[99]))
             print('clearing / raw at p50: %.3fx; execs over the channel: %d'
