@@ -764,6 +764,10 @@ static void reap(struct live *l)
 
 int agent_serve(void)
 {
+    /* Before anything else: PID 1 is root, and a root process in the sandbox (a docker exec,
+     * a command that regained uid 0) holds no CAP_SYS_PTRACE, so only this stops it from
+     * reading PID 1's memory or attaching to it. Children inherit it until they exec. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     sigset_t set;
     sigfillset(&set);
     sigprocmask(SIG_BLOCK, &set, NULL);

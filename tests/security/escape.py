@@ -396,6 +396,20 @@ def _():
                     'traceme': 'EPERM'})
 
 
+@attack('k-pid1-dumpable', "PID 1's environ, mem and ptrace as the command user")
+def _():
+    # Positive control: the command user reads its own environ.
+    res = API.exec(A, shell='tr "\\0" "\\n" </proc/self/environ',
+                   env={'OWN_MARK': 'own-environ'})
+    check(res['status'] == 'exited' and 'OWN_MARK=own-environ' in text(res), res)
+    res, t = probe(A, 'environ')
+    # environ stays readable under gVisor (mode 0444, see fs-environ): it holds only what every
+    # command inherits. Memory and ptrace are refused.
+    expect(res, t, {'pid1_mem': 'EACCES', 'agent_mem': 'EACCES'})
+    res, t = probe(A, 'ptrace')
+    expect(res, t, {'attach_pid1': 'EPERM', 'vm_readv_pid1': 'EPERM'})
+
+
 @attack('k-modules', 'kernel modules, kexec, reboot, swapon, acct, iopl/ioperm')
 def _():
     res, t = probe(A, 'modules')
