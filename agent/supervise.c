@@ -553,7 +553,8 @@ static int install_command_filter(void)
 }
 
 /* Runs in the vfork child, in the supervisor's memory until execve: no allocation, no writes
- * to anything but its own stack and descriptors. What it changes (signal mask, session, rlimits,
+ * to anything but its own stack and descriptors, and errno (shared with the parent, which reads
+ * it after the vfork only when the vfork itself failed). What it changes (signal mask, session, rlimits,
  * credentials, cwd, descriptors, seccomp) belongs to the child process alone: vfork shares the
  * address space, not the signal handlers, files, fs or credentials. Every system call here is
  * on the command's path, and in a new gVisor process each costs up to tens of microseconds:
@@ -569,6 +570,12 @@ __attribute__((noreturn)) static void child_setup(struct sup *s, char **env, int
 
     /* A session of its own: terminal signals of the agent do not reach it and vice versa. */
     setsid();
+    if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
+        goto fail;
+    /* report_w is close-on-exec: it closes by itself when execve succeeds. Every other
+     * descriptor is closed here so nothing of the agent's leaks into the command; before
+     * RLIMIT_NOFILE is lowered, which would lower the bound of close()'s fallback loop. */
+    agent_close_from(3, report_w);
     if (r->nproc) {
         struct rlimit l = {r->nproc, r->nproc};
         if (setrlimit(RLIMIT_NPROC, &l) < 0)
@@ -591,11 +598,6 @@ __attribute__((noreturn)) static void child_setup(struct sup *s, char **env, int
         goto fail;
     if (r->cwd && chdir(r->cwd) < 0)
         goto fail;
-    if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
-        goto fail;
-    /* report_w is close-on-exec: it closes by itself when execve succeeds. Every other
-     * descriptor is closed here so nothing of the agent's leaks into the command. */
-    agent_close_from(3, report_w);
     execvpe(r->argv[0], r->argv, env);
 fail:;
     int e = errno;
@@ -625,23 +627,37 @@ __attribute__((noinline)) static pid_t spawn_command(struct sup *s, char **env, 
     return pid;
 }
 
+static void close_all(int *fds, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+}
+
 static int start_command(struct sup *s)
 {
-    int in[2], out[2], err[2], rep[2];
+    /* A supervisor runs many commands: on every failure, each descriptor made so far is closed,
+     * or the next command's supervisor would carry it. */
+    int fds[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+    int *in = &fds[0], *out = &fds[2], *err = &fds[4], *rep = &fds[6];
     if (make_pipe(in) < 0 || make_pipe(out) < 0 || make_pipe(err) < 0 || make_pipe(rep) < 0) {
         snprintf(s->message, sizeof(s->message), "pipe: %s", strerror(errno));
+        close_all(fds, 8);
         return -1;
     }
     char **env = command_env(s->req.envp);
     s->start_ns = agent_now_ns();
     TRACE(s, TR_SPAWN);
-    const int fds[8] = {in[0], in[1], out[0], out[1], err[0], err[1], rep[0], rep[1]};
     pid_t pid = spawn_command(s, env, fds);
+    /* errno is the vfork's only when it failed: the child shares the parent's memory, errno
+     * included, and its failing calls (each PATH entry execvpe tries) overwrite it. */
+    int spawn_errno = errno;
     TRACE(s, TR_SPAWNED);
     if (env != s->req.envp)
         free(env);
     if (pid < 0) {
-        snprintf(s->message, sizeof(s->message), "vfork: %s", strerror(errno));
+        snprintf(s->message, sizeof(s->message), "vfork: %s", strerror(spawn_errno));
+        close_all(fds, 8);
         return -1;
     }
     s->child = pid;
@@ -1031,6 +1047,7 @@ static int supervise_one(struct supervisor *v)
     int tick_ms = TICK_MS;
     /* The first /proc walk waits a tick: most commands are over before it would matter. */
     uint64_t next_scan = s.start_ns + TICK_MS * 1000000ull;
+    bool broken = false;
 
     for (;;) {
         uint64_t t = agent_now_ns();
@@ -1101,8 +1118,14 @@ static int supervise_one(struct supervisor *v)
                 timeout = (int)left;
         }
         int r = poll(p, (nfds_t)np, timeout);
-        if (r < 0 && errno != EINTR)
+        if (r < 0 && errno != EINTR) {
+            /* Cannot wait any more: the command goes, and so does this supervisor (it is not
+             * reused with the command's pipes in an unknown state). */
+            snprintf(s.message, sizeof(s.message), "poll: %s", strerror(errno));
+            kill_tree(&s);
+            broken = true;
             break;
+        }
         if (i_sig >= 0 && (p[i_sig].revents & POLLIN)) {
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
@@ -1125,8 +1148,12 @@ static int supervise_one(struct supervisor *v)
     }
     if (s.child_in >= 0)
         close(s.child_in);
+    if (s.out.fd >= 0)
+        close(s.out.fd);
+    if (s.err.fd >= 0)
+        close(s.err.fd);
     finish(&s, wire_status(&s));
-    return s.host_eof ? 1 : 0;
+    return s.host_eof || broken ? 1 : 0;
 }
 
 int agent_supervise(int in_fd, int out_fd)
