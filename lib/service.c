@@ -1424,6 +1424,8 @@ struct stream_ctx {
 static void on_output(void *p, clr_stream stream, const uint8_t *data, size_t len)
 {
     struct stream_ctx *s = p;
+    if (!s->cb)
+        return;
     clr_buffer b = {(uint8_t *)data, len};
     clr_exec_result tmp;
     memset(&tmp, 0, sizeof(tmp));
@@ -1695,7 +1697,9 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
     clr_exec_result res;
     memset(&res, 0, sizeof(res));
     if (irc < 0) {
-        /* No record, no command: it is ended at once, and the client told why. */
+        /* No record, no command: it is ended at once, and the client told why; none of its
+         * output reaches the client. */
+        sc.cb = NULL;
         if (h) {
             clr_error kerr = CLR_ERROR_INIT;
             clr_exec_signal(h, 9, &kerr);
@@ -2575,6 +2579,15 @@ bool clr_service_sandbox_busy(clr_service *svc, const char *id)
     for (struct proc *p = svc->procs; p && !busy; p = p->next)
         busy = !p->done && strcmp(p->sandbox_id, id) == 0;
     pthread_mutex_unlock(&procs_lock);
+    if (!busy) {
+        /* A command holds the sandbox's live state from before it starts until its record is
+         * finished: its exec row is written only once it runs, so the row alone leaves the
+         * reaper a window at the start. */
+        pthread_mutex_lock(&svc->live_lock);
+        struct live_sb *lv = *live_find_locked(svc, id);
+        busy = lv && lv->refs > 1;
+        pthread_mutex_unlock(&svc->live_lock);
+    }
     return busy;
 }
 
