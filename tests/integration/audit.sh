@@ -173,7 +173,6 @@ start_daemon() {
 }
 daemon_answers() { curl -sf --max-time 10 --unix-socket "$SOCK" http://d/v1/health >/dev/null 2>&1; }
 daemon_up_or_gone() { gone "$DPID" || daemon_answers; }
-gone() { ! kill -0 "$1" 2>/dev/null; }
 stop_daemon() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
 
 # api METHOD PATH [BODY]: the daemon on $SOCK; the answer's body in $out, its status in $code.

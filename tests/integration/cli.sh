@@ -57,7 +57,6 @@ expect() {
     ok "$name"
 }
 
-gone() { ! kill -0 "$1" 2>/dev/null; }
 # sandboxes_are N: true when the engine has N sandboxes of this test (their ids go to $err).
 # False, with the reason in $err, when the engine cannot be asked: a failed listing must not
 # read as "nothing left".

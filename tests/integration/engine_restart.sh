@@ -10,6 +10,7 @@
 # it never blocks.
 set -u
 CLEARING=${1:?usage: engine_restart.sh PATH/TO/clearing}
+. "$(dirname "$0")/helpers.sh"
 if [ -n "${DOCKERD_ARGS:-}" ] && { [ -z "${DOCKERD_PIDFILE:-}" ] || [ -z "${CLEARING_DOCKER_HOST:-}" ]; }; then
     # Without both, the system's engine would be the one stopped.
     echo "Bail out! a private engine (DOCKERD_ARGS) needs DOCKERD_PIDFILE and CLEARING_DOCKER_HOST"
@@ -33,16 +34,6 @@ api() {
         -w '%{http_code}' "$@"
 }
 field() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$SRV/body" "$1" 2>/dev/null; }
-# Polls (0.5 s apart) until the command succeeds or the deadline (s) passes.
-wait_until() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ "$SECONDS" -ge "$deadline" ] && return 1
-        sleep 0.5
-    done
-}
-
 docker_up() { curl -sf --max-time 5 --unix-socket "$ENGINE_SOCK" http://d/_ping >/dev/null 2>&1; }
 docker_down() { ! docker_up; }
 use_systemd() {
@@ -57,7 +48,7 @@ start_dockerd() {
         # shellcheck disable=SC2086
         setsid dockerd ${DOCKERD_ARGS:-} >>"$DOCKERD_LOG" 2>&1 </dev/null &
     fi
-    wait_until 60 docker_up
+    wait_for 60 docker_up
 }
 # Stops the engine by its unit or its pid, never by name: another dockerd may share the host.
 stop_dockerd() {
@@ -67,9 +58,9 @@ stop_dockerd() {
         local pid
         pid=$(cat "$DOCKERD_PIDFILE" 2>/dev/null) || return 1
         kill -TERM "$pid" || return 1
-        wait_until 60 eval "! kill -0 $pid 2>/dev/null" || return 1
+        wait_for 60 gone "$pid" || return 1
     fi
-    wait_until 60 docker_down
+    wait_for 60 docker_down
 }
 cleanup() {
     docker_up || start_dockerd
@@ -84,7 +75,7 @@ docker_up || start_dockerd || { echo "Bail out! dockerd is not running and could
     2>"$SRV/log" <<<'{"reaper_interval_ms": 200}' &
 srv_pid=$!
 answers() { kill -0 "$srv_pid" 2>/dev/null && [ "$(api http://x/v1/health)" = 200 ]; }
-wait_until 60 answers || { echo "Bail out! the daemon did not answer within 60 s"; tail -5 "$SRV/log"; exit 1; }
+wait_for 60 answers || { echo "Bail out! the daemon did not answer within 60 s"; tail -5 "$SRV/log"; exit 1; }
 
 st=$(api -XPOST http://x/v1/sandboxes -d '{}')
 A=$(field 'd["id"]')
@@ -107,14 +98,14 @@ start_dockerd
 check "dockerd is back" 'docker_up'
 st=""
 health_ok() { st=$(api http://x/v1/health); [ "$st" = 200 ]; }
-check "health recovers (200)" 'wait_until 60 health_ok' "last $st"
+check "health recovers (200)" 'wait_for 60 health_ok' "last $st"
 state=""
 a_lost() {
     st=$(api "http://x/v1/sandboxes/$A")
     state=$(field 'd["state"]')
     [ "$st" = 200 ] && [ "$state" = lost ]
 }
-check "the sandbox the restart stopped is marked lost" 'wait_until 60 a_lost' "last $st, state $state"
+check "the sandbox the restart stopped is marked lost" 'wait_for 60 a_lost' "last $st, state $state"
 st=$(api -XPOST http://x/v1/sandboxes -d '{}')
 B=$(field 'd.get("id","")')
 check "a new sandbox can be created (201)" '[ "$st" = 201 ] && [ -n "$B" ]' "got $st"

@@ -1,4 +1,5 @@
-# Shared by the shell suites here (cli.sh, plans.sh, audit.sh, pool.sh); sourced, not run.
+# Shared by the shell suites here (cli.sh, plans.sh, audit.sh, pool.sh, engine_restart.sh);
+# sourced, not run.
 # Waiting on a condition with a deadline, and finding one test's sandboxes among everybody's:
 # other suites and other people use the same dockerd at the same time.
 
@@ -13,6 +14,9 @@ wait_for() {
         sleep 0.1
     done
 }
+
+# gone PID: the process has ended (or never was).
+gone() { ! kill -0 "$1" 2>/dev/null; }
 
 # sandboxes_of DIR [ID...]: the sandbox ids, one a line, of clearing's containers in any state that
 # mount something from under DIR (the workspaces of every state directory there; "" for none) or

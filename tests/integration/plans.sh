@@ -30,7 +30,6 @@ check() { if eval "$2"; then ok "$1"; else not_ok "$1" "${3:-}"; fi; }
 # jq-like: jpy FILE PYTHON-EXPRESSION (r is the JSON document) -> exit 0 when true.
 jpy() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$1" "$2" 2>/dev/null; }
 now_ms() { date +%s%3N; }
-gone() { ! kill -0 "$1" 2>/dev/null; }
 
 # Sandboxes of this test: every container of clearing's whose workspace is under $D (the CLI's
 # and the daemon's state dirs both are), plus every sandbox id this test saw, by label.

@@ -22,7 +22,6 @@ owned_ids() {
         { echo "error: the engine did not list the containers"; return 1; }
 }
 owned() { local ids; ids=$(owned_ids) || { echo "$ids"; return 1; }; printf '%s' "$ids" | grep -c .; }
-gone() { ! kill -0 "$1" 2>/dev/null; }
 "$CLEARING" --state-dir "$D/state" serve --socket "$D/c.sock" --pool 2 2>"$D/log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$D"' EXIT
