@@ -9,6 +9,8 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <pwd.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -62,16 +64,39 @@ struct server {
     unsigned refused_unlogged; /* refusals since the last log line */
     bool refusal_logged;
     struct timespec refusal_logged_at;
+    /* Bytes of request bodies spooled to disk right now, all connections together: the
+     * per-request cap alone lets max_connections clients fill the disk at once. */
+    _Atomic uint64_t spooled;
+    uint64_t max_upload_total;
 };
 
 #define MAX_UPLOAD (4ull * 1024 * 1024 * 1024) /* a file or an archive, streamed to disk */
+/* A request refused from its headers is answered at once and its connection closed, its body
+ * unread. One that announces a body this small is read to its end and discarded first: the
+ * kernel holds that much anyway, and a client that sends its body before reading the answer
+ * then sees the answer, not a reset connection. */
+#define DISCARD_MAX (64 * 1024)
+
+/* Why a request is refused before its body is read. */
+enum refusal {
+    REFUSE_NONE,
+    REFUSE_TOKEN,     /* TCP without a valid token: 401 */
+    REFUSE_ROUTE,     /* unknown path, bad id, method the path does not take: route() says */
+    REFUSE_BODY,      /* a body where the route takes none: 400 */
+    REFUSE_TOO_LARGE, /* an upload announced larger than MAX_UPLOAD: 413 */
+    REFUSE_BUDGET,    /* an upload announced larger than what is left of max_upload_total */
+};
 
 struct request {
     char *body;
     size_t len;
     int upload_fd;     /* PUT bodies go to an unnamed temporary file, never into memory */
     uint64_t upload_len;
+    uint64_t spooled;  /* this request's part of server.spooled, given back when it ends */
     bool too_big;
+    bool over_budget;  /* max_upload_total was reached: the body is dropped, 503 */
+    bool takes_body;   /* its route reads a body: nothing else is ever stored */
+    enum refusal refused; /* decided from the headers; its body is never stored */
     char actor[96];
     bool authed;
 };
@@ -470,6 +495,57 @@ static bool method_in(const char *method, const char *list)
             return true;
     }
     return false;
+}
+
+/* Whether route() would run a handler for method on url, and whether that handler reads a
+ * body (takes_body). The same checks as route(), made when the headers are in: a request it
+ * would refuse (unknown path, bad id, method the route does not take) is answered then, and
+ * its body is never read, let alone stored. */
+static bool routable(const char *url, const char *method, bool *takes_body)
+{
+    bool put = !strcmp(method, "PUT");
+    *takes_body = put || !strcmp(method, "POST") || !strcmp(method, "DELETE");
+    static const char prefix[] = "/v1/sandboxes/";
+    if (!strncmp(url, prefix, sizeof(prefix) - 1)) {
+        const char *id_start = url + sizeof(prefix) - 1;
+        const char *slash = strchr(id_start, '/');
+        if (slash && !strncmp(slash, "/files/", 7) && slash[7]) {
+            char id[CLR_SANDBOX_ID_MAX + 1];
+            size_t l = (size_t)(slash - id_start);
+            if (l >= sizeof(id))
+                return false;
+            memcpy(id, id_start, l);
+            id[l] = '\0';
+            *takes_body = put;
+            return clr_sandbox_id_valid(id) && method_in(method, "GET, PUT, DELETE");
+        }
+    }
+    if (!strcmp(url, "/metrics"))
+        return !strcmp(method, "GET");
+    char parts[6][128];
+    int n = split_path(url, parts, 6);
+    if (n < 2 || strcmp(parts[0], "v1") != 0)
+        return false;
+    if (n >= 3 && !strcmp(parts[1], "sandboxes") && !clr_sandbox_id_valid(parts[2]))
+        return false;
+    const char *allowed = route_methods(parts, n);
+    return allowed && method_in(method, allowed);
+}
+
+/* The body the client announced: its Content-Length, UINT64_MAX for a chunked one, 0 for
+ * none. */
+static uint64_t announced_body(struct MHD_Connection *c)
+{
+    const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding");
+    if (te)
+        return UINT64_MAX;
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    if (!cl)
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(cl, &end, 10);
+    return errno || end == cl ? UINT64_MAX : (uint64_t)n;
 }
 
 static int tmpfile_fd(void)
@@ -928,6 +1004,82 @@ static bool peer_refused(struct MHD_Connection *c)
     return !p || p->refused;
 }
 
+static enum MHD_Result send_over_budget(struct server *s, struct MHD_Connection *c)
+{
+    char msg[256];
+    snprintf(msg, sizeof(msg),
+             "the daemon is storing %llu MiB of uploads, as much as max_upload_total (%llu MiB) "
+             "allows: try again once they finish, or raise max_upload_total",
+             (unsigned long long)(atomic_load(&s->spooled) >> 20),
+             (unsigned long long)(s->max_upload_total >> 20));
+    return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", msg);
+}
+
+static enum MHD_Result send_refusal(struct server *s, struct MHD_Connection *c, const char *url,
+                                    const char *method, struct request *rq)
+{
+    switch (rq->refused) {
+    case REFUSE_TOKEN:
+        return send_error(c, 401, "denied",
+                          "missing or wrong bearer token: send Authorization: Bearer <token>");
+    case REFUSE_ROUTE:
+        return route(s, c, url, method, rq); /* its 404, 405 or 400, with no body read */
+    case REFUSE_BODY:
+        return send_error(c, 400, "invalid",
+                          "this endpoint takes no request body with this method: send none");
+    case REFUSE_TOO_LARGE:
+        return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "limit",
+                          "upload larger than 4 GiB: send it in parts");
+    case REFUSE_BUDGET:
+        return send_over_budget(s, c);
+    case REFUSE_NONE:
+    default:
+        return send_error(c, 500, "internal", "request refused for no reason");
+    }
+}
+
+/* Gives back what rq holds of the global upload budget. */
+static void spool_release(struct server *s, struct request *rq)
+{
+    atomic_fetch_sub(&s->spooled, rq->spooled);
+    rq->spooled = 0;
+}
+
+/* Appends one piece of a PUT body to the request's temporary file, within the per-request cap
+ * and the global budget. Over either, the body is dropped (the file closed, its space given
+ * back) and the rest of it discarded; the request is answered once it is in. */
+static void spool(struct server *s, struct request *rq, const char *data, size_t size)
+{
+    if (rq->upload_fd < 0)
+        rq->upload_fd = tmpfile_fd();
+    if (rq->upload_fd < 0 || rq->upload_len + size > MAX_UPLOAD) {
+        rq->too_big = true;
+        return;
+    }
+    rq->spooled += size;
+    if (atomic_fetch_add(&s->spooled, size) + size > s->max_upload_total) {
+        rq->over_budget = true;
+        close(rq->upload_fd);
+        rq->upload_fd = -1;
+        spool_release(s, rq);
+        return;
+    }
+    const char *p = data;
+    size_t left = size;
+    while (left > 0) {
+        ssize_t w = write(rq->upload_fd, p, left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            rq->too_big = true;
+            break;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    rq->upload_len += size;
+}
+
 static enum MHD_Result handle(struct server *s, bool unix_socket, struct MHD_Connection *c,
                               const char *url, const char *method, const char *upload,
                               size_t *upload_size, void **con_cls)
@@ -944,49 +1096,41 @@ static enum MHD_Result handle(struct server *s, bool unix_socket, struct MHD_Con
         *con_cls = rq;
         snprintf(rq->actor, sizeof(rq->actor), "tcp");
         peer_actor(c, rq, unix_socket);
-        if (!unix_socket && strcmp(url, "/v1/health") != 0) {
-            rq->authed = check_token(s, c, rq);
-            if (!rq->authed) {
-                clr_log(CLR_LOG_WARN, "auth.failed", "url", url, NULL);
-                json_t *d = json_pack("{s:s, s:s}", "method", method, "url", url);
-                clr_service_audit(s->svc, "tcp (unauthenticated)", NULL, "auth.failed", "denied",
-                                  d, NULL);
-                json_decref(d);
-                return MHD_YES; /* answered once the body is consumed */
-            }
-        } else {
-            rq->authed = true;
+        bool health = !strcmp(url, "/v1/health") && !strcmp(method, "GET");
+        rq->authed = unix_socket || health || check_token(s, c, rq);
+        uint64_t body = announced_body(c);
+        if (!rq->authed) {
+            clr_log(CLR_LOG_WARN, "auth.failed", "url", url, NULL);
+            json_t *d = json_pack("{s:s, s:s}", "method", method, "url", url);
+            clr_service_audit(s->svc, "tcp (unauthenticated)", NULL, "auth.failed", "denied", d,
+                              NULL);
+            json_decref(d);
+            rq->refused = REFUSE_TOKEN;
+        } else if (!routable(url, method, &rq->takes_body)) {
+            rq->refused = REFUSE_ROUTE;
+        } else if (!rq->takes_body && body) {
+            rq->refused = REFUSE_BODY;
+        } else if (!strcmp(method, "PUT") && body != UINT64_MAX && body > MAX_UPLOAD) {
+            rq->refused = REFUSE_TOO_LARGE;
+        } else if (!strcmp(method, "PUT") && body != UINT64_MAX &&
+                   atomic_load(&s->spooled) + body > s->max_upload_total) {
+            rq->refused = REFUSE_BUDGET;
         }
+        /* Answered now, with the headers: libmicrohttpd then sends the answer and closes the
+         * connection without reading the body, so nothing of it is stored, nor does a trickle
+         * of it hold the connection. */
+        if (rq->refused && body > DISCARD_MAX)
+            return send_refusal(s, c, url, method, rq);
         return MHD_YES;
     }
     if (*upload_size && !strcmp(method, "PUT")) {
-        if (rq->authed && !rq->too_big) {
-            if (rq->upload_fd < 0)
-                rq->upload_fd = tmpfile_fd();
-            if (rq->upload_fd < 0 || rq->upload_len + *upload_size > MAX_UPLOAD) {
-                rq->too_big = true;
-            } else {
-                const char *p = upload;
-                size_t left = *upload_size;
-                while (left > 0) {
-                    ssize_t w = write(rq->upload_fd, p, left);
-                    if (w < 0 && errno == EINTR)
-                        continue;
-                    if (w <= 0) {
-                        rq->too_big = true;
-                        break;
-                    }
-                    p += w;
-                    left -= (size_t)w;
-                }
-                rq->upload_len += *upload_size;
-            }
-        }
+        if (!rq->refused && rq->takes_body && !rq->too_big && !rq->over_budget)
+            spool(s, rq, upload, *upload_size);
         *upload_size = 0;
         return MHD_YES;
     }
     if (*upload_size) {
-        if (rq->authed && !rq->too_big) {
+        if (!rq->refused && rq->takes_body && !rq->too_big) {
             if (rq->len + *upload_size > MAX_JSON_BODY) {
                 rq->too_big = true;
             } else {
@@ -1002,9 +1146,10 @@ static enum MHD_Result handle(struct server *s, bool unix_socket, struct MHD_Con
         *upload_size = 0;
         return MHD_YES;
     }
-    if (!rq->authed)
-        return send_error(c, 401, "denied",
-                          "missing or wrong bearer token: send Authorization: Bearer <token>");
+    if (rq->refused)
+        return send_refusal(s, c, url, method, rq);
+    if (rq->over_budget)
+        return send_over_budget(s, c);
     /* An empty PUT still needs a (zero-length) file to read from. */
     if (!strcmp(method, "PUT") && rq->upload_fd < 0)
         rq->upload_fd = tmpfile_fd();
@@ -1030,11 +1175,11 @@ static enum MHD_Result handle_tcp(void *cls, struct MHD_Connection *c, const cha
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
     (void)c;
     (void)toe;
     struct request *rq = *con_cls;
     if (rq) {
+        spool_release(cls, rq);
         if (rq->upload_fd >= 0)
             close(rq->upload_fd);
         free(rq->body);
@@ -1156,6 +1301,7 @@ int server_start(struct server **out, clr_service *svc, const struct server_opti
     s->unix_fd = -1;
     pthread_mutex_init(&s->shares_lock, NULL);
     s->self_uid = geteuid();
+    s->max_upload_total = o->max_upload_total;
     s->per_uid_limit = o->max_connections / 8 ? o->max_connections / 8 : 1;
     s->shared_limit = o->max_connections - o->max_connections / 8;
     s->shares = calloc(s->shared_limit ? s->shared_limit : 1, sizeof(*s->shares));

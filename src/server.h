@@ -17,6 +17,7 @@ struct server_options {
     uint16_t tcp_port;        /* 0: no TCP listener */
     const char *token_file;   /* required with TCP */
     unsigned max_connections;
+    uint64_t max_upload_total; /* bytes of uploads spooled at once, all connections together */
 };
 
 struct server;

@@ -1102,6 +1102,138 @@ def _():
     check(out.startswith(b'HTTP/1.1 413') or out == b'(reset)', out[:200])
 
 
+def spooled():
+    """(files, bytes) of request bodies the daemon holds spooled right now: its descriptors
+    of unnamed temporary files (O_TMPFILE in /var/tmp, else /tmp)."""
+    files = size = 0
+    fd_dir = '/proc/%d/fd' % DAEMON.pid
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+            if target.startswith(('/var/tmp/#', '/tmp/#')) and target.endswith(' (deleted)'):
+                size += os.stat(os.path.join(fd_dir, fd)).st_size
+                files += 1
+        except FileNotFoundError:
+            pass  # closed meanwhile
+    return files, size
+
+
+def start_upload(method, path, length, first, token=None, tcp=True, extra=b''):
+    """Sends the headers of a request announcing a body of length bytes, and the first bytes
+    of it; returns the socket, the request unfinished."""
+    if tcp:
+        s = socket.create_connection(('127.0.0.1', HOST['tcp_port']), timeout=60)
+    else:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(60)
+        s.connect(HOST['sock'])
+    auth = b'Authorization: Bearer %s\r\n' % token.encode() if token else b''
+    s.sendall(b'%s %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n'
+              b'Content-Length: %d\r\n%s%s\r\n' % (method.encode(), path.encode(), length, auth,
+                                                   extra))
+    send_quietly(s, first)
+    return s
+
+
+def send_quietly(s, data):
+    try:
+        s.sendall(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # answered and closed: the rest is not wanted
+
+
+def wait_spooled(at_least):
+    return wait_for('%d bytes spooled' % at_least,
+                    lambda: spooled()[1] >= at_least and spooled())
+
+
+@attack('api-unauth-spool', 'bodies without a token or a route over TCP are never stored')
+def _():
+    mib = b'u' * (1 << 20)
+    check(spooled() == (0, 0), 'uploads spooled before the attack: %r' % (spooled(),))
+    # Positive control: an authenticated upload over TCP is spooled as it arrives and lands.
+    s = start_upload('PUT', '/v1/sandboxes/%s/files/spool-control' % B, 8 << 20, mib * 4,
+                     HOST['token'])
+    try:
+        wait_spooled(4 << 20)
+        send_quietly(s, mib * 4)
+        status, body = http_answer(s)
+        check(status == 201, (status, body))
+    finally:
+        s.close()
+    check(os.path.getsize(os.path.join(workspace_dir(B), 'spool-control')) == 8 << 20)
+    os.unlink(os.path.join(workspace_dir(B), 'spool-control'))
+    check(API.req('GET', '/v1/health').status == 200)
+    # Without a token (only GET /v1/health is open), or to no route, or with a method the route
+    # does not take: answered from the headers, while the 64 MiB body is still being sent,
+    # with nothing stored.
+    cases = [('PUT', '/v1/health', None, 401), ('POST', '/v1/health', None, 401),
+             ('PUT', '/v1/nope', None, 401), ('POST', '/v1/nope', None, 401),
+             ('PUT', '/v1/sandboxes/%s/files/x' % B, None, 401),
+             ('PUT', '/v1/sandboxes/%s/archive' % B, 'wrong-token-0123456789', 401),
+             ('PUT', '/v1/health', HOST['token'], 405), ('PUT', '/v1/nope', HOST['token'], 404),
+             ('POST', '/v1/sandboxes/%s/files/x' % B, HOST['token'], 405),
+             ('GET', '/v1/sandboxes', HOST['token'], 400)]
+    for method, path, token, want in cases:
+        s = start_upload(method, path, 64 << 20, mib, token)
+        try:
+            status, body = http_answer(s, 60)
+            check(status == want, '%s %s (token: %s): expected %d before the body, got %r %r'
+                  % (method, path, bool(token), want, status, body[:200]))
+            send_quietly(s, mib)
+            check(spooled() == (0, 0), '%s %s stored its body: %r' % (method, path, spooled()))
+        finally:
+            s.close()
+    check(not os.path.exists(os.path.join(workspace_dir(B), 'x')))
+
+
+@attack('api-upload-budget', 'uploads spooled at once stay within max_upload_total')
+def _():
+    mib = b'b' * (1 << 20)
+    first_len = MAX_UPLOAD_TOTAL - (16 << 20)
+    big = start_upload('PUT', '/v1/sandboxes/%s/files/budget-1' % B, first_len,
+                       mib * ((first_len >> 20) - 1), tcp=False)
+    try:
+        # Positive control: the first is spooled as it arrives.
+        wait_spooled(first_len - (1 << 20))
+        # A second one that would take the total past the budget: refused from its headers.
+        s = start_upload('PUT', '/v1/sandboxes/%s/files/budget-2' % B, 32 << 20, mib,
+                         HOST['token'])
+        try:
+            status, body = http_answer(s, 60)
+            check(status == 503 and b'max_upload_total' in body, (status, body[:300]))
+        finally:
+            s.close()
+        # One that does not say how long it is (chunked): cut off at the budget, body dropped.
+        s = socket.create_connection(('127.0.0.1', HOST['tcp_port']), timeout=60)
+        try:
+            s.sendall(b'PUT /v1/sandboxes/%s/files/budget-3 HTTP/1.1\r\nHost: x\r\n'
+                      b'Authorization: Bearer %s\r\nTransfer-Encoding: chunked\r\n\r\n'
+                      % (B.encode(), HOST['token'].encode()))
+            for _i in range(32):
+                send_quietly(s, b'100000\r\n' + mib + b'\r\n')
+                check(spooled()[1] <= MAX_UPLOAD_TOTAL, 'spooled past the budget: %r'
+                      % (spooled(),))
+            send_quietly(s, b'0\r\n\r\n')
+            status, body = http_answer(s, 60)
+            check(status == 503 and b'max_upload_total' in body, (status, body[:300]))
+        finally:
+            s.close()
+        send_quietly(big, mib)
+        status, body = http_answer(big)
+        check(status == 201, (status, body))
+    finally:
+        big.close()
+    for n in ('budget-2', 'budget-3'):
+        check(not os.path.exists(os.path.join(workspace_dir(B), n)), '%s was stored' % n)
+    os.unlink(os.path.join(workspace_dir(B), 'budget-1'))
+    wait_for('the budget given back', lambda: spooled() == (0, 0))
+    # Once the first is done, the second fits.
+    r = API.put_file(B, 'budget-2', mib * 32)
+    check(r.status == 201, r)
+    os.unlink(os.path.join(workspace_dir(B), 'budget-2'))
+
+
 @attack('api-malformed', 'malformed requests: nesting bomb, NUL, bad UTF-8, bad ids, header flood')
 def _():
     bad = [b'[' * 200000, b'{"argv":["a\\u0000b"]}', b'{"argv":["\xff\xfe"]}',
@@ -1233,6 +1365,7 @@ def _():
 # ---- local users of the API socket ----
 
 MAX_CONNECTIONS = 256  # the test daemon's max_connections (setup's configuration says so)
+MAX_UPLOAD_TOTAL = 64 << 20  # the test daemon's max_upload_total
 LOCAL_GID = 65534  # nogroup: the group the test daemon's socket admits
 LOCAL_UIDS = list(range(64000, 64008))  # uids of no account: only the socket's group admits them
 UNFINISHED = b'GET /v1/health HTTP/1.1\r\nHost: x\r\n'  # a request never finished
@@ -1476,9 +1609,18 @@ def setup():
     os.chmod(HOST['sockdir'], 0o750)
     HOST['sock'] = os.path.join(HOST['sockdir'], 's.sock')
     config = os.path.join(TMP, 'serve.json')
+    # A TCP listener with a token too, for the attacks on what TCP admits without one.
+    HOST['token'] = base64.b16encode(os.urandom(16)).decode()
+    token_file = os.path.join(TMP, 'tokens')
+    with open(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), 'w') as f:
+        f.write('escape:%s\n' % HOST['token'])
+    with socket.socket() as free:
+        free.bind(('127.0.0.1', 0))
+        HOST['tcp_port'] = free.getsockname()[1]
     with open(config, 'w') as f:
         json.dump({'socket_group': grp.getgrgid(LOCAL_GID).gr_name,
-                   'max_connections': MAX_CONNECTIONS}, f)
+                   'max_connections': MAX_CONNECTIONS, 'tcp_port': HOST['tcp_port'],
+                   'token_file': token_file, 'max_upload_total': MAX_UPLOAD_TOTAL}, f)
     HOST['canary'] = os.path.join(TMP, 'canary')
     with open(HOST['canary'], 'w') as f:
         f.write(CANARY_TEXT)
