@@ -79,6 +79,11 @@ struct clr_service {
     /* Removal off the caller's path: destroyed sandboxes whose containers and workspaces the
      * remover thread has yet to remove. rm_current is the one being removed now. */
     pthread_mutex_t rm_lock;
+    /* The engine's state as the last ping saw it (clr_service_health). */
+    pthread_mutex_t health_lock;
+    bool health_checked, health_ok;
+    struct timespec health_at;
+    char health_err[sizeof(((clr_error *)0)->message)];
     pthread_cond_t rm_cond, rm_done;
     struct removal *rm_head, *rm_tail;
     char rm_current[CLR_SANDBOX_ID_MAX + 1];
@@ -427,9 +432,13 @@ static int repo_allowed(clr_service *svc, const char *path, char *real, size_t l
         return clr_error_set(err, CLR_E_DENIED, 0,
                              "repositories are not enabled on this daemon: the operator must "
                              "list the directories they may come from in repo_roots");
+    /* The answer is the same whatever the path is (missing, unreadable, a symlink to
+     * anywhere, outside the roots) and names no resolved path: the daemon runs as root, and
+     * anything more would let a client probe paths only root can see. */
+    static const char refusal[] = "this repository is not allowed: name a git repository under "
+                                  "one of the directories the operator listed in repo_roots";
     if (!realpath(path, buf))
-        return clr_error_set(err, CLR_E_NOT_FOUND, errno, "repository %.200s: %s", path,
-                             strerror(errno));
+        return clr_error_set(err, CLR_E_DENIED, 0, "%s", refusal);
     for (const char *const *r = svc->cfg.repo_roots; *r; r++) {
         char root[PATH_MAX];
         if (!realpath(*r, root))
@@ -440,7 +449,7 @@ static int repo_allowed(clr_service *svc, const char *path, char *real, size_t l
             return 0;
         }
     }
-    return clr_error_set(err, CLR_E_DENIED, 0, "repository %.200s is outside repo_roots", buf);
+    return clr_error_set(err, CLR_E_DENIED, 0, "%s", refusal);
 }
 
 /* Takes a pooled sandbox out of service: its channel (NULL: none) closed, its container and
@@ -2130,6 +2139,7 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
     pthread_mutex_init(&svc->warm_lock, NULL);
     pthread_cond_init(&svc->warm_cond, NULL);
     pthread_mutex_init(&svc->rm_lock, NULL);
+    pthread_mutex_init(&svc->health_lock, NULL);
     pthread_mutex_init(&svc->live_lock, NULL);
     pthread_cond_init(&svc->rm_cond, NULL);
     pthread_cond_init(&svc->rm_done, NULL);
@@ -2295,6 +2305,7 @@ void clr_service_stop(clr_service *svc)
     pthread_mutex_destroy(&svc->warm_lock);
     pthread_cond_destroy(&svc->warm_cond);
     pthread_mutex_destroy(&svc->rm_lock);
+    pthread_mutex_destroy(&svc->health_lock);
     pthread_mutex_destroy(&svc->live_lock);
     pthread_cond_destroy(&svc->rm_cond);
     pthread_cond_destroy(&svc->rm_done);
@@ -2303,23 +2314,51 @@ void clr_service_stop(clr_service *svc)
 
 /* ---- health and metrics ---- */
 
+/* The engine is pinged at most once per HEALTH_PING_INTERVAL_MS, whoever asks and however
+ * often: /v1/health needs no token on TCP, and must not hand anyone a way to make the daemon
+ * call dockerd at the rate they choose. Callers in between share the last answer (and wait
+ * for a ping under way, so none of them sees a state older than the interval). */
+#define HEALTH_PING_INTERVAL_MS 3000
+
+/* why: the engine's error as of the last ping, or "ok"; at least sizeof(svc->health_err). */
+static bool engine_healthy(clr_service *svc, char *why, size_t why_size)
+{
+    pthread_mutex_lock(&svc->health_lock);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t age_ms = (int64_t)(now.tv_sec - svc->health_at.tv_sec) * 1000 +
+                     (now.tv_nsec - svc->health_at.tv_nsec) / 1000000;
+    if (!svc->health_checked || age_ms >= HEALTH_PING_INTERVAL_MS) {
+        clr_error err = CLR_ERROR_INIT;
+        clr_engine *eng = NULL;
+        bool ok = engine_get(svc, &eng, &err) == 0;
+        json_t *info = NULL;
+        if (ok && clr_engine_call(eng, "GET", "/_ping", NULL, &info, &err) != 200)
+            ok = false;
+        json_decref(info);
+        engine_put(svc, eng, !ok);
+        svc->health_ok = ok;
+        snprintf(svc->health_err, sizeof(svc->health_err), "%s", ok ? "ok" : err.message);
+        svc->health_checked = true;
+        clock_gettime(CLOCK_MONOTONIC, &svc->health_at);
+    }
+    bool ok = svc->health_ok;
+    snprintf(why, why_size, "%.*s", (int)sizeof(svc->health_err) - 1, svc->health_err);
+    pthread_mutex_unlock(&svc->health_lock);
+    return ok;
+}
+
 int clr_service_health(clr_service *svc, json_t **out)
 {
-    clr_error err = CLR_ERROR_INIT;
-    clr_engine *eng = NULL;
-    bool ok = engine_get(svc, &eng, &err) == 0;
-    json_t *info = NULL;
-    if (ok && clr_engine_call(eng, "GET", "/_ping", NULL, &info, &err) != 200)
-        ok = false;
-    json_decref(info);
-    engine_put(svc, eng, !ok);
+    char engine[sizeof(svc->health_err)];
+    bool ok = engine_healthy(svc, engine, sizeof(engine));
     int running = 0;
     clr_store_count_running(svc->store, &running, NULL);
     pthread_mutex_lock(&svc->rm_lock);
     unsigned pending = svc->rm_pending;
     pthread_mutex_unlock(&svc->rm_lock);
     *out = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "status", ok ? "ok" : "degraded",
-                     "engine", ok ? "ok" : err.message, "version", clr_version(), "sandboxes",
+                     "engine", engine, "version", clr_version(), "sandboxes",
                      running, "running_execs", atomic_load(&svc->running_execs),
                      "removals_pending", (int)pending);
     return ok ? 0 : -1;

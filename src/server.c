@@ -99,6 +99,7 @@ struct request {
     enum refusal refused; /* decided from the headers; its body is never stored */
     char actor[96];
     bool authed;
+    bool anonymous; /* GET /v1/health on TCP without a token: told "ok" or "degraded" only */
 };
 
 /* ---- responses ---- */
@@ -720,6 +721,12 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
         return send_method_not_allowed(c, method, allowed);
     if (n == 2 && strcmp(parts[1], "health") == 0 && get) {
         int rc = clr_service_health(s->svc, &out);
+        if (rq->anonymous) {
+            /* Whoever reaches the port learns whether the daemon works, nothing else: no
+             * version to match against advisories, no counts, no engine error text. */
+            json_decref(out);
+            out = json_pack("{s:s}", "status", rc == 0 ? "ok" : "degraded");
+        }
         return send_json(c, rc == 0 ? 200 : 503, out);
     }
     if (n == 2 && strcmp(parts[1], "plans") == 0) {
@@ -1097,7 +1104,9 @@ static enum MHD_Result handle(struct server *s, bool unix_socket, struct MHD_Con
         snprintf(rq->actor, sizeof(rq->actor), "tcp");
         peer_actor(c, rq, unix_socket);
         bool health = !strcmp(url, "/v1/health") && !strcmp(method, "GET");
-        rq->authed = unix_socket || health || check_token(s, c, rq);
+        bool token = !unix_socket && check_token(s, c, rq);
+        rq->anonymous = !unix_socket && !token && health;
+        rq->authed = unix_socket || token || health;
         uint64_t body = announced_body(c);
         if (!rq->authed) {
             clr_log(CLR_LOG_WARN, "auth.failed", "url", url, NULL);

@@ -22,6 +22,7 @@ import http.client
 import io
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -1232,6 +1233,92 @@ def _():
     r = API.put_file(B, 'budget-2', mib * 32)
     check(r.status == 201, r)
     os.unlink(os.path.join(workspace_dir(B), 'budget-2'))
+
+
+@attack('api-repo-oracle', 'repository errors name no path: missing, root-only, symlinked out')
+def _():
+    roots = os.path.dirname(HOST['repo'])
+    # Positive control: a repository under repo_roots is taken.
+    d = API.create(repo={'path': HOST['repo']}, limits={'lifetime': '5m'})
+    destroy(d)
+    hidden = tempfile.mkdtemp(prefix='root-only-', dir=TMP)
+    os.chmod(hidden, 0o700)
+    os.mkdir(os.path.join(hidden, 'inner'))
+    link = os.path.join(roots, 'link-out')
+    os.symlink(os.path.join(hidden, 'inner'), link)
+    try:
+        answers = set()
+        for path in (link, os.path.join(hidden, 'inner'), os.path.join(hidden, 'missing'),
+                     '/etc', '/nonexistent/x', os.path.join(roots, 'missing')):
+            r = API.req('POST', '/v1/sandboxes', {'repo': {'path': path}})
+            check(r.status == 403 and r.json['error']['code'] == 'denied', (path, r))
+            msg = r.json['error']['message']
+            check('repo_roots' in msg, r)
+            check(hidden not in msg and path not in msg and 'inner' not in msg,
+                  'the refusal names a path: %r' % msg)
+            answers.add((r.status, msg))
+        check(len(answers) == 1, 'the refusals differ with the path: %r' % answers)
+    finally:
+        os.unlink(link)
+        shutil.rmtree(hidden)
+
+
+def tcp_get(path, token=None):
+    c = http.client.HTTPConnection('127.0.0.1', HOST['tcp_port'], timeout=60)
+    try:
+        c.request('GET', path, headers={'Authorization': 'Bearer ' + token} if token else {})
+        r = c.getresponse()
+        return Resp(r.status, r.read())
+    finally:
+        c.close()
+
+
+def engine_pings(trace_path):
+    try:
+        with open(trace_path, 'rb') as f:
+            return len(re.findall(rb'"GET /(?:v[0-9.]+/)?_ping ', f.read()))
+    except FileNotFoundError:
+        return 0
+
+
+@attack('api-health-leak', "/v1/health without a token: 'ok' and nothing else, no ping per call")
+def _():
+    # Positive control: with a token, and on the unix socket, the whole payload.
+    for r in (tcp_get('/v1/health', HOST['token']), API.req('GET', '/v1/health')):
+        check(r.status == 200 and r.json['engine'] == 'ok' and 'version' in r.json
+              and 'sandboxes' in r.json, r)
+    r = tcp_get('/v1/health')
+    check(r.status == 200 and r.json == {'status': 'ok'}, 'anonymous health says more: %r' % r)
+    # The daemon's calls to dockerd, seen by strace: a flood of anonymous health checks costs
+    # at most one ping per few seconds (the daemon's interval: 3 s).
+    trace = os.path.join(TMP, 'health.strace')
+    st = subprocess.Popen(['strace', '-f', '-qq', '-s', '32', '-e', 'trace=write,sendto,sendmsg',
+                           '-o', trace, '-p', str(DAEMON.pid)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def traced():
+            with open('/proc/%d/status' % DAEMON.pid) as f:
+                return any(line.startswith('TracerPid:') and line.split()[1] != '0'
+                           for line in f)
+        wait_for('strace attached', traced)
+        # Positive control: the trace sees the daemon ping (the first check after the
+        # interval does).
+        wait_for('a ping in the trace', lambda: tcp_get('/v1/health').status == 200 and
+                 engine_pings(trace) > 0, interval_s=0.2)
+        t0 = time.monotonic()
+        n0 = engine_pings(trace)
+        for _i in range(200):
+            r = tcp_get('/v1/health')
+            check(r.status == 200 and r.json == {'status': 'ok'}, r)
+        took = time.monotonic() - t0
+    finally:
+        st.terminate()
+        st.wait(60)
+    pings = engine_pings(trace) - n0
+    allowed = 1 + int(took / 3)
+    print('# 200 anonymous health checks in %.1f s: %d engine pings' % (took, pings))
+    check(pings <= allowed, '200 health checks in %.1f s pinged dockerd %d times (at most %d)'
+          % (took, pings, allowed))
 
 
 @attack('api-malformed', 'malformed requests: nesting bomb, NUL, bad UTF-8, bad ids, header flood')
