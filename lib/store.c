@@ -507,8 +507,10 @@ int clr_store_exec_get(clr_store *st, const char *exec_id, json_t **out, clr_err
                           (const char *)sqlite3_column_text(q, 0), "sandbox_id",
                           (const char *)sqlite3_column_text(q, 1), "state",
                           (const char *)sqlite3_column_text(q, 2), "request",
-                          req ? json_loads(req, 0, NULL) : json_null(), "result",
-                          res ? json_loads(res, 0, NULL) : json_null(), "created_at",
+                          /* A command's output may hold NUL bytes: "\u0000" in the record. */
+                          req ? json_loads(req, JSON_ALLOW_NUL, NULL) : json_null(),
+                          "result", res ? json_loads(res, JSON_ALLOW_NUL, NULL) : json_null(),
+                          "created_at",
                           (json_int_t)sqlite3_column_int64(q, 5), "finished_at",
                           (json_int_t)sqlite3_column_int64(q, 6));
     sqlite3_finalize(q);

@@ -46,7 +46,7 @@ static size_t on_data(char *p, size_t size, size_t n, void *ud)
         char *nl;
         while ((nl = memchr(s->data + s->consumed, '\n', s->len - s->consumed))) {
             json_t *j = json_loadb(s->data + s->consumed, (size_t)(nl - s->data) - s->consumed,
-                                   0, NULL);
+                                   JSON_ALLOW_NUL, NULL);
             if (j) {
                 s->on_line(s->ctx, j);
                 json_decref(j);
@@ -124,7 +124,7 @@ int client_call(const char *method, const char *path, json_t *body, json_t **res
     int st = perform(method, path, body, &s, err);
     json_t *j = NULL;
     if (st >= 0 && s.len)
-        j = json_loadb(s.data, s.len, 0, NULL);
+        j = json_loadb(s.data, s.len, JSON_ALLOW_NUL, NULL);
     free(s.data);
     if (st >= 400)
         status_error(st, j, err);
@@ -141,7 +141,7 @@ int client_stream(const char *method, const char *path, json_t *body,
     struct sink s = {.on_line = on_line, .ctx = ctx};
     int st = perform(method, path, body, &s, err);
     if (st >= 400) {
-        json_t *j = json_loadb(s.data, s.len, 0, NULL);
+        json_t *j = json_loadb(s.data, s.len, JSON_ALLOW_NUL, NULL);
         status_error(st, j, err);
         json_decref(j);
     }
@@ -154,7 +154,7 @@ int client_text(const char *method, const char *path, char **text, clr_error *er
     struct sink s = {0};
     int st = perform(method, path, NULL, &s, err);
     if (st >= 400) {
-        json_t *j = json_loadb(s.data ? s.data : "", s.len, 0, NULL);
+        json_t *j = json_loadb(s.data ? s.data : "", s.len, JSON_ALLOW_NUL, NULL);
         status_error(st, j, err);
         json_decref(j);
         free(s.data);

@@ -893,6 +893,59 @@ class T03Exec(ApiTest):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json['result'], final['result'])
 
+    def test_every_byte_value_comes_back_intact(self):
+        """Whatever bytes a command writes come back as they were, through every path: the
+        response, the stream, the stored record, and the CLI (plain and --json). All 256 byte
+        values, in a text-looking mix (valid UTF-8 with NUL and control bytes: sent as a JSON
+        string) and a binary-looking one (sent as base64)."""
+        text = bytes(range(128)) + 'é€ 日本 \U0001F600'.encode() + b'a\x00b\x00'
+        binary = bytes(range(256)) + bytes(range(255, -1, -1))
+        writer = ('import base64, sys; d = base64.b64decode(sys.argv[1]); '
+                  'sys.stdout.buffer.write(d); sys.stderr.buffer.write(d[::-1])')
+
+        def decoded(part, data_key, enc_key):
+            d = part[data_key]
+            return base64.b64decode(d) if part[enc_key] == 'base64' else d.encode('utf-8')
+
+        for name, payload, enc in (('text', text, 'utf-8'), ('binary', binary, 'base64')):
+            argv = ['python3', '-c', writer, base64.b64encode(payload).decode()]
+            with self.subTest(payload=name):
+                rec = self.exec(self.sid, {'argv': argv})
+                res = rec['result']
+                self.assertEqual((res['status'], res['exit_code']), ('exited', 0), res)
+                self.assertEqual(res['stdout_encoding'], enc)
+                self.assertEqual(decoded(res, 'stdout', 'stdout_encoding'), payload)
+                self.assertEqual(decoded(res, 'stderr', 'stderr_encoding'), payload[::-1])
+                # The stored record, fetched later, is the same.
+                r = self.api.get('/v1/sandboxes/%s/execs/%s' % (self.sid, rec['id']))
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual(r.json['result'], res)
+                # The stream: the chunks put together, and its final result.
+                conn, started, events = start_streaming_exec(self.api, self.sid, {'argv': argv})
+                try:
+                    events = list(events)
+                finally:
+                    conn.close()
+                self.assertEqual(events[-1]['event'], 'result', events[-1:])
+                self.assertEqual(b''.join(decoded(e, 'data', 'encoding') for e in events
+                                          if e['event'] == 'stdout'), payload)
+                self.assertEqual(decoded(events[-1]['result'], 'stdout', 'stdout_encoding'),
+                                 payload)
+                r = self.api.get('/v1/sandboxes/%s/execs/%s' % (self.sid, started['exec_id']))
+                self.assertEqual((r.status, r.json['result']), (200, events[-1]['result']), r)
+                # The CLI writes the very bytes, and --json the same record.
+                host = ['--host', 'unix://' + self.d().sock]
+                cli = subprocess.run([CLEARING] + host + ['exec', self.sid, '--'] + argv,
+                                     capture_output=True, timeout=120)
+                self.assertEqual(cli.returncode, 0, cli.stderr[-500:])
+                self.assertEqual(cli.stdout, payload)
+                self.assertEqual(cli.stderr, payload[::-1])
+                cli = subprocess.run([CLEARING] + host + ['exec', '--json', self.sid, '--'] + argv,
+                                     capture_output=True, timeout=120)
+                self.assertEqual(cli.returncode, 0, cli.stderr[-500:])
+                self.assertEqual(decoded(json.loads(cli.stdout)['result'], 'stdout',
+                                         'stdout_encoding'), payload)
+
 
 # ---- errors ----
 
