@@ -42,18 +42,24 @@ int cmd_ps(int argc, char **argv)
             json_t *res = json_object_get(p, "result");
             char cmd[256] = "";
             if (json_object_get(req, "shell")) {
-                snprintf(cmd, sizeof(cmd), "%s", json_string_value(json_object_get(req, "shell")));
+                const char *sh = json_string_value(json_object_get(req, "shell"));
+                snprintf(cmd, sizeof(cmd), "%s", sh ? sh : "?");
             } else {
                 size_t k;
                 json_t *a;
                 json_array_foreach(json_object_get(req, "argv"), k, a) {
                     size_t l = strlen(cmd);
-                    snprintf(cmd + l, sizeof(cmd) - l, "%s%s", k ? " " : "", json_string_value(a));
+                    const char *w = json_string_value(a);
+                    snprintf(cmd + l, sizeof(cmd) - l, "%s%s", k ? " " : "", w ? w : "?");
                 }
             }
-            printf("%-20s %-8s %-10s %s\n", json_string_value(json_object_get(p, "id")),
-                   json_string_value(json_object_get(p, "state")),
-                   res ? json_string_value(json_object_get(res, "status")) : "-", cmd);
+            /* A running process has no result yet (null): its status is "-", never a NULL
+             * handed to printf. */
+            const char *status = json_string_value(json_object_get(res, "status"));
+            const char *state = json_string_value(json_object_get(p, "state"));
+            const char *pid = json_string_value(json_object_get(p, "id"));
+            printf("%-20s %-8s %-10s %s\n", pid ? pid : "?", state ? state : "?",
+                   status ? status : "-", cmd);
         }
     }
     json_decref(resp);

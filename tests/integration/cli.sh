@@ -200,7 +200,8 @@ expect "extend" 0 'expires at' '' -- extend "$sid" --by 60s
     >"$out" 2>"$err"
 pid=$(tail -n1 "$out")
 if [[ "$pid" =~ ^pr-[0-9a-f]{16}$ ]]; then ok "exec --detach prints a process id"; else not_ok "exec --detach prints a process id"; fi
-expect "ps lists the process, running" 0 "^$pid +running " '' -- ps "$sid"
+expect "ps lists the process, running, its status not yet known" 0 "^$pid +running +- " "" -- ps "$sid"
+if grep -q "(null)" "$out"; then echo "# ps printed (null)" >"$err"; not_ok "ps prints no (null)"; else ok "ps prints no (null)"; fi
 "$CLEARING" logs -f "$sid" "$pid" >"$W/follow.out" 2>"$W/follow.err" </dev/null &
 follow=$!
 if wait_for 120 grep -qx started "$W/follow.out" && ! gone "$follow" && ! grep -q done "$W/follow.out"; then
