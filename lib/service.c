@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -72,6 +73,7 @@ struct clr_service {
     struct warm *warm;
     unsigned warm_ready;
     uint64_t warm_taken_us; /* mono_us of the last hand-out (under warm_lock) */
+    int lock_fd;            /* <state>/daemon.lock, flock()ed for the daemon's life; -1: none */
     pthread_t warm_thread;
     bool warm_started;
     atomic_uint_fast64_t warm_hits, warm_misses;
@@ -2113,6 +2115,53 @@ static char *dup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
+#define STATE_LOCK_WAIT_MS 10000 /* how long a start waits for a daemon that is stopping */
+
+/* One daemon owns a state directory: a second one's reaper, knowing nothing of the first's
+ * background processes, would destroy its sandboxes as idle, and two recoveries would fight over
+ * the same containers. The lock is an flock() held for the daemon's life and released by the
+ * kernel when it dies, however it dies; the file names the holder's pid. A start waits a little
+ * for the lock, so that a restart does not race the previous daemon's last moments. */
+static int state_lock(clr_service *svc, clr_error *err)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/daemon.lock", svc->state_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 && errno == ENOENT && mkdir(svc->state_dir, 0700) == 0)
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return clr_error_set(err, CLR_E_UNAVAILABLE, errno,
+                             "cannot open %s: %s; check that the state directory exists and is "
+                             "writable by the daemon", path, strerror(errno));
+    uint64_t until = mono_us() + STATE_LOCK_WAIT_MS * 1000ull;
+    while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        if ((errno != EWOULDBLOCK && errno != EINTR) || mono_us() >= until) {
+            int e = errno;
+            char holder[32] = "";
+            ssize_t n = pread(fd, holder, sizeof(holder) - 1, 0);
+            holder[n > 0 ? n : 0] = '\0';
+            holder[strcspn(holder, "\n")] = '\0';
+            close(fd);
+            if (e != EWOULDBLOCK)
+                return clr_error_set(err, CLR_E_UNAVAILABLE, e, "cannot lock %s: %s", path,
+                                     strerror(e));
+            return clr_error_set(err, CLR_E_CONFLICT, 0,
+                                 "state directory %s is in use by another clearing daemon (pid "
+                                 "%s): stop it, or give this one --state-dir of its own",
+                                 svc->state_dir, holder[0] ? holder : "unknown");
+        }
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+        clr_log(CLR_LOG_WARN, "service.lock_unwritten", "path", path, "error", strerror(errno),
+                NULL);
+    svc->lock_fd = fd;
+    return 0;
+}
+
 int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_error *err)
 {
     if (clr_limits_validate(&cfg->limits, err) < 0)
@@ -2124,6 +2173,7 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
     if (!svc)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     svc->cfg = *cfg;
+    svc->lock_fd = -1;
     svc->state_dir = strdup(clr_state_dir(cfg->state_dir));
     if (cfg->db_path)
         svc->db_path = strdup(cfg->db_path);
@@ -2152,6 +2202,10 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
     snprintf(svc->owner, sizeof(svc->owner), "daemon:%s", svc->db_path);
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s", svc->state_dir);
+    if (state_lock(svc, err) < 0) {
+        clr_service_stop(svc);
+        return -1;
+    }
     if (clr_store_open(&svc->store, svc->db_path, err) < 0) {
         clr_service_stop(svc);
         return -1;
@@ -2294,6 +2348,8 @@ void clr_service_stop(clr_service *svc)
     clr_store_close(svc->store);
     clr_audit_close(svc->audit);
     free(svc->state_dir);
+    if (svc->lock_fd >= 0)
+        close(svc->lock_fd); /* the lock goes with the last descriptor */
     free(svc->db_path);
     free(svc->docker_host);
     free(svc->image);

@@ -1427,6 +1427,35 @@ class T08Reaper(ApiTest):
 
 # ---- crash and restart ----
 
+class T11StateLock(ApiTest):
+    """One daemon owns a state directory (issue #17 item 8): a second one on another socket
+    refuses to start and names the first; once the first has stopped, a daemon starts there."""
+
+    def test_second_daemon_on_the_same_state_refused(self):
+        first = Daemon('lock-first')
+        first.start()
+        try:
+            # Positive control: the first daemon owns the directory and answers.
+            self.assertEqual(first.client().get('/v1/health').status, 200)
+            second = subprocess.run(
+                [CLEARING, '--state-dir', first.state, 'serve', '--socket',
+                 os.path.join(first.dir, 'second.sock')],
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+            self.assertNotEqual(second.returncode, 0, second.stderr)
+            self.assertIn('in use by another clearing daemon (pid %d)' % first.proc.pid,
+                          second.stderr)
+            self.assertFalse(os.path.exists(os.path.join(first.dir, 'second.sock')))
+            # The first was not disturbed.
+            self.assertEqual(first.client().get('/v1/health').status, 200)
+        finally:
+            first.stop()
+        # The lock went with the first daemon: the next start on the directory succeeds.
+        again = Daemon('lock-again')
+        again.state = first.state
+        again.start()
+        again.stop()
+
+
 class T10Removal(ApiTest):
     """Destroy returns once the sandbox is marked; removal runs in the background, and every
     destroyed sandbox's container and workspace are removed: none leaks."""
