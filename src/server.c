@@ -498,6 +498,27 @@ static bool method_in(const char *method, const char *list)
     return false;
 }
 
+/* A file route, /v1/sandboxes/ID/files/PATH, whose PATH may have any number of segments: 1
+ * with id and *path filled, 0 for any other URL, -1 when the id part is too long to be one.
+ * route() and routable() decide alike because both ask here. */
+static int files_route(const char *url, char id[CLR_SANDBOX_ID_MAX + 1], const char **path)
+{
+    static const char prefix[] = "/v1/sandboxes/";
+    if (strncmp(url, prefix, sizeof(prefix) - 1) != 0)
+        return 0;
+    const char *id_start = url + sizeof(prefix) - 1;
+    const char *slash = strchr(id_start, '/');
+    if (!slash || strncmp(slash, "/files/", 7) != 0 || !slash[7])
+        return 0;
+    size_t l = (size_t)(slash - id_start);
+    if (l > CLR_SANDBOX_ID_MAX)
+        return -1;
+    memcpy(id, id_start, l);
+    id[l] = '\0';
+    *path = slash + 7;
+    return 1;
+}
+
 /* Whether route() would run a handler for method on url, and whether that handler reads a
  * body (takes_body). The same checks as route(), made when the headers are in: a request it
  * would refuse (unknown path, bad id, method the route does not take) is answered then, and
@@ -506,20 +527,12 @@ static bool routable(const char *url, const char *method, bool *takes_body)
 {
     bool put = !strcmp(method, "PUT");
     *takes_body = put || !strcmp(method, "POST") || !strcmp(method, "DELETE");
-    static const char prefix[] = "/v1/sandboxes/";
-    if (!strncmp(url, prefix, sizeof(prefix) - 1)) {
-        const char *id_start = url + sizeof(prefix) - 1;
-        const char *slash = strchr(id_start, '/');
-        if (slash && !strncmp(slash, "/files/", 7) && slash[7]) {
-            char id[CLR_SANDBOX_ID_MAX + 1];
-            size_t l = (size_t)(slash - id_start);
-            if (l >= sizeof(id))
-                return false;
-            memcpy(id, id_start, l);
-            id[l] = '\0';
-            *takes_body = put;
-            return clr_sandbox_id_valid(id) && method_in(method, "GET, PUT, DELETE");
-        }
+    char id[CLR_SANDBOX_ID_MAX + 1];
+    const char *file;
+    int fr = files_route(url, id, &file);
+    if (fr != 0) {
+        *takes_body = put;
+        return fr > 0 && clr_sandbox_id_valid(id) && method_in(method, "GET, PUT, DELETE");
     }
     if (!strcmp(url, "/metrics"))
         return !strcmp(method, "GET");
@@ -675,23 +688,13 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
                              const char *method, struct request *rq)
 {
     /* A file path may have any number of segments: recognised before the fixed routes. */
-    static const char prefix[] = "/v1/sandboxes/";
-    if (!strncmp(url, prefix, sizeof(prefix) - 1)) {
-        const char *id_start = url + sizeof(prefix) - 1;
-        const char *slash = strchr(id_start, '/');
-        if (slash && !strncmp(slash, "/files/", 7) && slash[7]) {
-            char id[CLR_SANDBOX_ID_MAX + 1];
-            size_t l = (size_t)(slash - id_start);
-            if (l >= sizeof(id))
-                return send_error(c, 400, "invalid", "not a sandbox id");
-            memcpy(id, id_start, l);
-            id[l] = '\0';
-            if (!clr_sandbox_id_valid(id))
-                return send_error(c, 400, "invalid",
-                                  "not a sandbox id (expected sb- and 16 hex digits)");
-            return route_file(s, c, method, rq, id, slash + 7);
-        }
-    }
+    char id[CLR_SANDBOX_ID_MAX + 1];
+    const char *file;
+    int fr = files_route(url, id, &file);
+    if (fr < 0 || (fr > 0 && !clr_sandbox_id_valid(id)))
+        return send_error(c, 400, "invalid", "not a sandbox id (expected sb- and 16 hex digits)");
+    if (fr > 0)
+        return route_file(s, c, method, rq, id, file);
 
     clr_error err = CLR_ERROR_INIT;
     json_t *out = NULL;
