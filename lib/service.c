@@ -2370,21 +2370,23 @@ void clr_service_stop(clr_service *svc)
 
 /* ---- health and metrics ---- */
 
-/* The engine is pinged at most once per HEALTH_PING_INTERVAL_MS, whoever asks and however
- * often: /v1/health needs no token on TCP, and must not hand anyone a way to make the daemon
- * call dockerd at the rate they choose. Callers in between share the last answer (and wait
- * for a ping under way, so none of them sees a state older than the interval). */
+/* For anonymous callers the engine is pinged at most once per HEALTH_PING_INTERVAL_MS,
+ * however often they ask: /v1/health needs no token on TCP, and must not hand anyone a way to
+ * make the daemon call dockerd at the rate they choose. They share the last answer (and wait
+ * for a ping under way, so none of them sees a state older than the interval). An operator or
+ * a client with a token (fresh) gets the engine's state as of now, and refreshes it for the
+ * others: a health check that lags the engine by seconds misleads whoever acts on it. */
 #define HEALTH_PING_INTERVAL_MS 3000
 
 /* why: the engine's error as of the last ping, or "ok"; at least sizeof(svc->health_err). */
-static bool engine_healthy(clr_service *svc, char *why, size_t why_size)
+static bool engine_healthy(clr_service *svc, bool fresh, char *why, size_t why_size)
 {
     pthread_mutex_lock(&svc->health_lock);
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     int64_t age_ms = (int64_t)(now.tv_sec - svc->health_at.tv_sec) * 1000 +
                      (now.tv_nsec - svc->health_at.tv_nsec) / 1000000;
-    if (!svc->health_checked || age_ms >= HEALTH_PING_INTERVAL_MS) {
+    if (fresh || !svc->health_checked || age_ms >= HEALTH_PING_INTERVAL_MS) {
         clr_error err = CLR_ERROR_INIT;
         clr_engine *eng = NULL;
         bool ok = engine_get(svc, &eng, &err) == 0;
@@ -2404,10 +2406,10 @@ static bool engine_healthy(clr_service *svc, char *why, size_t why_size)
     return ok;
 }
 
-int clr_service_health(clr_service *svc, json_t **out)
+int clr_service_health(clr_service *svc, bool fresh, json_t **out)
 {
     char engine[sizeof(svc->health_err)];
-    bool ok = engine_healthy(svc, engine, sizeof(engine));
+    bool ok = engine_healthy(svc, fresh, engine, sizeof(engine));
     int running = 0;
     clr_store_count_running(svc->store, &running, NULL);
     pthread_mutex_lock(&svc->rm_lock);

@@ -723,7 +723,7 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
     if (!method_in(method, allowed))
         return send_method_not_allowed(c, method, allowed);
     if (n == 2 && strcmp(parts[1], "health") == 0 && get) {
-        int rc = clr_service_health(s->svc, &out);
+        int rc = clr_service_health(s->svc, !rq->anonymous, &out);
         if (rq->anonymous) {
             /* Whoever reaches the port learns whether the daemon works, nothing else: no
              * version to match against advisories, no counts, no engine error text. */
