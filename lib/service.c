@@ -84,6 +84,7 @@ struct clr_service {
     /* The engine's state as the last ping saw it (clr_service_health). */
     pthread_mutex_t health_lock;
     bool health_checked, health_ok;
+    bool health_pinging; /* an anonymous caller's ping is under way */
     struct timespec health_at;
     char health_err[sizeof(((clr_error *)0)->message)];
     pthread_cond_t rm_cond, rm_done;
@@ -2373,12 +2374,30 @@ void clr_service_stop(clr_service *svc)
 /* For anonymous callers the engine is pinged at most once per HEALTH_PING_INTERVAL_MS,
  * however often they ask: /v1/health needs no token on TCP, and must not hand anyone a way to
  * make the daemon call dockerd at the rate they choose. They share the last answer (and wait
- * for a ping under way, so none of them sees a state older than the interval). An operator or
+ * for nobody: while one of them pings, the others take the last answer). An operator or
  * a client with a token (fresh) gets the engine's state as of now, and refreshes it for the
  * others: a health check that lags the engine by seconds misleads whoever acts on it. */
 #define HEALTH_PING_INTERVAL_MS 3000
 
-/* why: the engine's error as of the last ping, or "ok"; at least sizeof(svc->health_err). */
+/* One ping of the engine; why: "ok" or the engine's error. Never under health_lock: a ping can
+ * take as long as the engine's timeout, and nobody's health check waits behind another's. */
+static bool ping_engine(clr_service *svc, char *why, size_t why_size)
+{
+    clr_error err = CLR_ERROR_INIT;
+    clr_engine *eng = NULL;
+    bool ok = engine_get(svc, &eng, &err) == 0;
+    json_t *info = NULL;
+    if (ok && clr_engine_call(eng, "GET", "/_ping", NULL, &info, &err) != 200)
+        ok = false;
+    json_decref(info);
+    engine_put(svc, eng, !ok);
+    snprintf(why, why_size, "%s", ok ? "ok" : err.message);
+    return ok;
+}
+
+/* why: "ok" or the engine's error; at least sizeof(svc->health_err). A fresh caller pings. An
+ * anonymous one pings only when the last answer is HEALTH_PING_INTERVAL_MS old and no other
+ * anonymous ping is under way; otherwise it takes the last answer at once. */
 static bool engine_healthy(clr_service *svc, bool fresh, char *why, size_t why_size)
 {
     pthread_mutex_lock(&svc->health_lock);
@@ -2386,22 +2405,29 @@ static bool engine_healthy(clr_service *svc, bool fresh, char *why, size_t why_s
     clock_gettime(CLOCK_MONOTONIC, &now);
     int64_t age_ms = (int64_t)(now.tv_sec - svc->health_at.tv_sec) * 1000 +
                      (now.tv_nsec - svc->health_at.tv_nsec) / 1000000;
-    if (fresh || !svc->health_checked || age_ms >= HEALTH_PING_INTERVAL_MS) {
-        clr_error err = CLR_ERROR_INIT;
-        clr_engine *eng = NULL;
-        bool ok = engine_get(svc, &eng, &err) == 0;
-        json_t *info = NULL;
-        if (ok && clr_engine_call(eng, "GET", "/_ping", NULL, &info, &err) != 200)
-            ok = false;
-        json_decref(info);
-        engine_put(svc, eng, !ok);
+    bool due = !svc->health_checked || age_ms >= HEALTH_PING_INTERVAL_MS;
+    bool ping = fresh || (due && !svc->health_pinging);
+    if (ping && !fresh)
+        svc->health_pinging = true;
+    pthread_mutex_unlock(&svc->health_lock);
+    if (ping) {
+        char err[sizeof(svc->health_err)];
+        bool ok = ping_engine(svc, err, sizeof(err));
+        pthread_mutex_lock(&svc->health_lock);
         svc->health_ok = ok;
-        snprintf(svc->health_err, sizeof(svc->health_err), "%s", ok ? "ok" : err.message);
+        snprintf(svc->health_err, sizeof(svc->health_err), "%s", err);
         svc->health_checked = true;
         clock_gettime(CLOCK_MONOTONIC, &svc->health_at);
+        if (!fresh)
+            svc->health_pinging = false;
+        pthread_mutex_unlock(&svc->health_lock);
+        snprintf(why, why_size, "%s", err);
+        return ok;
     }
-    bool ok = svc->health_ok;
-    snprintf(why, why_size, "%.*s", (int)sizeof(svc->health_err) - 1, svc->health_err);
+    pthread_mutex_lock(&svc->health_lock);
+    bool ok = svc->health_checked && svc->health_ok;
+    snprintf(why, why_size, "%.*s", (int)sizeof(svc->health_err) - 1,
+             svc->health_checked ? svc->health_err : "the engine is being checked");
     pthread_mutex_unlock(&svc->health_lock);
     return ok;
 }
