@@ -248,10 +248,10 @@ static bool kill_sandbox(clr_engine *eng, const clr_sandbox_info *info, clr_erro
     return false;
 }
 
-/* Called when no result came: tells apart an OOM-killed sandbox, a dead one and a stuck agent. */
 #define DIAGNOSE_STOP_MS 10000 /* how long a sandbox whose agent ended may still show as running */
 #define DIAGNOSE_OOM_MS 1000   /* how long after its stop the engine may still mark it OOM-killed */
 
+/* Called when no result came: tells apart an OOM-killed sandbox, a dead one and a stuck agent. */
 static void diagnose(clr_engine *eng, const clr_sandbox *sb, clr_exec_result *r, bool timed_out)
 {
     const clr_sandbox_info *info = clr_sandbox_get_info(sb);
