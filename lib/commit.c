@@ -6,6 +6,16 @@
 #include "clearing/gitws.h"
 #include "internal.h"
 
+/* Sandboxes made before the repository's identity was recorded (no repo-id label): the path
+ * alone cannot say the repository is still the one that was checked. */
+static int no_repo_id(const clr_sandbox_info *info, clr_error *err)
+{
+    return clr_error_set(err, CLR_E_CONFLICT, 0,
+                         "sandbox %s was created by an older clearing that did not record which "
+                         "repository it checked: create a new sandbox from the repository",
+                         info->id);
+}
+
 int clr_sandbox_commit(clr_git_commit_result *out, const clr_sandbox *sb, const char *message,
                        const char *author_name, const char *author_email,
                        const char *const *extra_trailers, clr_error *err)
@@ -27,7 +37,10 @@ int clr_sandbox_commit(clr_git_commit_result *out, const clr_sandbox *sb, const 
         trailers[n++] = *t;
     trailers[n] = NULL;
     clr_git_commit_options o = CLR_GIT_COMMIT_OPTIONS_INIT;
+    if (!info->repo_id.ino)
+        return no_repo_id(info, err);
     o.repo_path = info->repo;
+    o.expect_id = &info->repo_id;
     o.branch = info->branch;
     o.workspace_dir = clr_sandbox_workspace(sb);
     o.message = message && *message ? message : "Changes made in a clearing sandbox";
@@ -45,5 +58,8 @@ int clr_sandbox_diff(char **out, const clr_sandbox *sb, clr_error *err)
                              "sandbox %s was not created from a repository: nothing to diff",
                              info->id);
     clr_git_limits lim = CLR_GIT_LIMITS_INIT;
-    return clr_git_diff(out, info->repo, info->base_commit, clr_sandbox_workspace(sb), &lim, err);
+    if (!info->repo_id.ino)
+        return no_repo_id(info, err);
+    return clr_git_diff(out, info->repo, &info->repo_id, info->base_commit,
+                        clr_sandbox_workspace(sb), &lim, err);
 }

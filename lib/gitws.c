@@ -929,7 +929,22 @@ static int workspace_tree(git_oid *tree_id, skipped_list *skipped, const walk_re
 
 /* ---- repository helpers ---- */
 
-static int open_repo(git_repository **out, const char *path, clr_error *err)
+static int stat_id(clr_git_repo_id *id, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return -1;
+    id->dev = (uint64_t)st.st_dev;
+    id->ino = (uint64_t)st.st_ino;
+    return 0;
+}
+
+/* Opens the repository at path, refuses one whose git directory takes its refs or objects from
+ * another directory (commondir, alternates: what was checked would not be what is written),
+ * and, given expect, one whose git directory is not the one that was checked. *got (may be
+ * NULL) is the identity of the git directory opened. */
+static int open_repo(git_repository **out, const char *path, const clr_git_repo_id *expect,
+                     clr_git_repo_id *got, clr_error *err)
 {
     /* NO_SEARCH: the caller names the repository; never wander up to an enclosing one. */
     int rc = git_repository_open_ext(out, path, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL);
@@ -942,6 +957,39 @@ static int open_repo(git_repository **out, const char *path, clr_error *err)
         return git_fail(err, rc == GIT_ENOTFOUND ? CLR_E_NOT_FOUND : CLR_E_INTERNAL,
                         "opening the repository %s (pass a work tree or a .git directory)",
                         path);
+    clr_git_repo_id gid, cid;
+    const char *gitdir = git_repository_path(*out);
+    char alternates[PATH_MAX];
+    struct stat st;
+    int n = snprintf(alternates, sizeof(alternates), "%sobjects/info/alternates", gitdir);
+    rc = 0;
+    if (stat_id(&gid, gitdir) < 0 || stat_id(&cid, git_repository_commondir(*out)) < 0)
+        rc = clr_error_set(err, CLR_E_INTERNAL, errno, "opening the repository %s: %s", path,
+                           strerror(errno));
+    else if (gid.dev != cid.dev || gid.ino != cid.ino)
+        rc = clr_error_set(err, CLR_E_DENIED, 0,
+                           "the repository %s takes its refs and objects from another git "
+                           "directory (a linked worktree or a commondir file): name the main "
+                           "repository instead",
+                           path);
+    else if (n < 0 || (size_t)n >= sizeof(alternates) || lstat(alternates, &st) == 0)
+        rc = clr_error_set(err, CLR_E_DENIED, 0,
+                           "the repository %s borrows objects from another repository "
+                           "(objects/info/alternates): clearing takes only a repository that "
+                           "holds its own objects (git repack -a, then remove the file)",
+                           path);
+    else if (expect && (expect->dev != gid.dev || expect->ino != gid.ino))
+        rc = clr_error_set(err, CLR_E_CONFLICT, 0,
+                           "the repository at %s is no longer the one that was checked (its "
+                           "git directory was moved or replaced): nothing was written",
+                           path);
+    if (rc < 0) {
+        git_repository_free(*out);
+        *out = NULL;
+        return -1;
+    }
+    if (got)
+        *got = gid;
     return 0;
 }
 
@@ -1147,7 +1195,7 @@ int clr_git_prepare(clr_git_workspace *out, const clr_git_prepare_options *o, cl
         return -1;
     _cleanup_git_(git_repository_free) git_repository *repo = NULL;
     _cleanup_git_(git_commit_free) git_commit *base = NULL;
-    if (open_repo(&repo, o->repo_path, err) < 0 ||
+    if (open_repo(&repo, o->repo_path, o->expect_id, &out->repo_id, err) < 0 ||
         resolve_commit(&base, repo, o->base_ref ? o->base_ref : "HEAD", o->repo_path, err) < 0)
         return -1;
     oid_hex(out->base_commit, git_commit_id(base));
@@ -1324,7 +1372,7 @@ int clr_git_commit(clr_git_commit_result *out, const clr_git_commit_options *o, 
     _cleanup_git_(git_reference_free) git_reference *ref = NULL;
     _cleanup_git_(git_object_free) git_object *parent = NULL;
     _cleanup_git_(git_tree_free) git_tree *parent_tree = NULL;
-    if (open_repo(&repo, o->repo_path, err) < 0)
+    if (open_repo(&repo, o->repo_path, o->expect_id, NULL, err) < 0)
         return -1;
     int rc = git_branch_lookup(&ref, repo, o->branch, GIT_BRANCH_LOCAL);
     if (rc < 0)
@@ -1380,8 +1428,8 @@ static int patch_text(char **out, git_diff *diff, clr_error *err)
 }
 
 int clr_git_read_file(char **out, size_t *len, char commit_hex[CLR_GIT_OID_HEX_SIZE],
-                      const char *repo_path, const char *rev, const char *path, size_t max,
-                      clr_error *err)
+                      const char *repo_path, const clr_git_repo_id *expect_id, const char *rev,
+                      const char *path, size_t max, clr_error *err)
 {
     *out = NULL;
     *len = 0;
@@ -1389,7 +1437,7 @@ int clr_git_read_file(char **out, size_t *len, char commit_hex[CLR_GIT_OID_HEX_S
     if (!repo_path || !path)
         return clr_error_set(err, CLR_E_INVALID, EINVAL, "reading a file needs a repository and a path");
     _cleanup_git_(git_repository_free) git_repository *repo = NULL;
-    if (open_repo(&repo, repo_path, err) < 0)
+    if (open_repo(&repo, repo_path, expect_id, NULL, err) < 0)
         return -1;
     _cleanup_git_(git_commit_free) git_commit *commit = NULL;
     if (resolve_commit(&commit, repo, rev ? rev : "HEAD", repo_path, err) < 0)
@@ -1427,8 +1475,8 @@ int clr_git_read_file(char **out, size_t *len, char commit_hex[CLR_GIT_OID_HEX_S
     return 1;
 }
 
-int clr_git_branch_discard(const char *repo_path, const char *branch, const char *commit_hex,
-                           clr_error *err)
+int clr_git_branch_discard(const char *repo_path, const clr_git_repo_id *expect_id,
+                           const char *branch, const char *commit_hex, clr_error *err)
 {
     LIBGIT2_SCOPE(err);
     git_oid want;
@@ -1436,7 +1484,7 @@ int clr_git_branch_discard(const char *repo_path, const char *branch, const char
         return clr_error_set(err, CLR_E_INVALID, EINVAL,
                              "discarding a branch needs a repository, a branch and a commit id");
     _cleanup_git_(git_repository_free) git_repository *repo = NULL;
-    if (open_repo(&repo, repo_path, err) < 0)
+    if (open_repo(&repo, repo_path, expect_id, NULL, err) < 0)
         return -1;
     _cleanup_git_(git_reference_free) git_reference *ref = NULL;
     int rc = git_branch_lookup(&ref, repo, branch, GIT_BRANCH_LOCAL);
@@ -1452,8 +1500,9 @@ int clr_git_branch_discard(const char *repo_path, const char *branch, const char
     return 1;
 }
 
-int clr_git_diff(char **out_text, const char *repo_path, const char *branch_or_base,
-                 const char *workspace_dir, const clr_git_limits *lim, clr_error *err)
+int clr_git_diff(char **out_text, const char *repo_path, const clr_git_repo_id *expect_id,
+                 const char *branch_or_base, const char *workspace_dir, const clr_git_limits *lim,
+                 clr_error *err)
 {
     *out_text = NULL;
     if (!repo_path || !branch_or_base || !workspace_dir)
@@ -1466,7 +1515,7 @@ int clr_git_diff(char **out_text, const char *repo_path, const char *branch_or_b
     _cleanup_git_(git_tree_free) git_tree *base_tree = NULL;
     _cleanup_git_(git_tree_free) git_tree *ws_tree = NULL;
     _cleanup_git_(git_diff_free) git_diff *diff = NULL;
-    if (open_repo(&repo, repo_path, err) < 0 ||
+    if (open_repo(&repo, repo_path, expect_id, NULL, err) < 0 ||
         resolve_commit(&base, repo, branch_or_base, repo_path, err) < 0)
         return -1;
     if (git_commit_tree(&base_tree, base) < 0)

@@ -37,6 +37,12 @@ json_t *clr_sandbox_labels(const clr_sandbox_info *info)
         json_object_set_new(o, L("repo"), json_string(info->repo));
         json_object_set_new(o, L("branch"), json_string(info->branch));
         json_object_set_new(o, L("base"), json_string(info->base_commit));
+        if (info->repo_id.ino) {
+            char id[48];
+            snprintf(id, sizeof(id), "%" PRIu64 ":%" PRIu64, info->repo_id.dev,
+                     info->repo_id.ino);
+            json_object_set_new(o, L("repo-id"), json_string(id));
+        }
     }
     set_u64(o, L("limits.cpu-millis"), l->cpu_millis);
     set_u64(o, L("limits.memory"), l->memory_bytes);
@@ -81,6 +87,21 @@ static int get_u64(json_t *labels, const char *key, uint64_t max, uint64_t *out,
         return clr_error_prefix(err, "label %s", key);
     if (*out > max)
         return clr_error_set(err, CLR_E_INVALID, ERANGE, "label %s: %s is too large", key, v);
+    return 0;
+}
+
+/* "DEV:INO" of the repository's git directory (optional: older sandboxes have none). */
+static int parse_repo_id(json_t *labels, clr_git_repo_id *id, clr_error *err)
+{
+    char v[48];
+    if (get_str(labels, L("repo-id"), v, sizeof(v), err) < 0)
+        return -1;
+    char *colon = strchr(v, ':');
+    if (colon)
+        *colon = '\0';
+    if (!colon || clr_parse_uint(&id->dev, v, NULL) < 0 ||
+        clr_parse_uint(&id->ino, colon + 1, NULL) < 0 || !id->ino)
+        return clr_error_set(err, CLR_E_INVALID, 0, "label %s is not DEV:INO", L("repo-id"));
     return 0;
 }
 
@@ -132,6 +153,8 @@ int clr_sandbox_info_from_labels(clr_sandbox_info *info, json_t *labels, clr_err
         (get_str(labels, L("repo"), info->repo, sizeof(info->repo), err) < 0 ||
          get_str(labels, L("branch"), info->branch, sizeof(info->branch), err) < 0 ||
          get_str(labels, L("base"), info->base_commit, sizeof(info->base_commit), err) < 0))
+        return -1;
+    if (json_object_get(labels, L("repo-id")) && parse_repo_id(labels, &info->repo_id, err) < 0)
         return -1;
     GET("limits.cpu-millis", UINT32_MAX, l->cpu_millis);
     GET("limits.memory", UINT64_MAX, l->memory_bytes);

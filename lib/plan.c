@@ -466,12 +466,13 @@ static void step_summary(struct run *r)
  * one creates nothing, and no step can weaken it; base_hex gets the commit it was read from, the
  * commit the workspace must then hold. */
 static int load_gauntlet(clr_gauntlet **g, char base_hex[CLR_GIT_OID_HEX_SIZE], const char *repo,
-                         const char *base, const char *profile, clr_error *err)
+                         const clr_git_repo_id *repo_id, const char *base, const char *profile,
+                         clr_error *err)
 {
     char *text = NULL;
     size_t len = 0;
-    int rc = clr_git_read_file(&text, &len, base_hex, repo, base, ".clearing/gauntlet.yaml",
-                               CLR_GAUNTLET_MAX_BYTES, err);
+    int rc = clr_git_read_file(&text, &len, base_hex, repo, repo_id, base,
+                               ".clearing/gauntlet.yaml", CLR_GAUNTLET_MAX_BYTES, err);
     if (rc < 0)
         return -1;
     if (rc == 1) {
@@ -503,7 +504,7 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
         return clr_error_set(err, CLR_E_INVALID, 0, "plans do not run unaudited");
     char base_hex[CLR_GIT_OID_HEX_SIZE];
     clr_gauntlet *g = NULL;
-    if (load_gauntlet(&g, base_hex, repo, plan->base, profile, err) < 0) {
+    if (load_gauntlet(&g, base_hex, repo, o->repo_id, plan->base, profile, err) < 0) {
         json_t *d = json_pack("{s:s}", "error", err->message);
         clr_audit_append(o->audit, o->actor, NULL, "plan", "refused", d, NULL);
         json_decref(d);
@@ -512,6 +513,7 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
     clr_sandbox_options so = CLR_SANDBOX_OPTIONS_INIT;
     so.limits = plan->limits;
     so.repo_path = repo;
+    so.repo_id = o->repo_id;
     so.base_ref = base_hex; /* pinned: the workspace holds the commit the gauntlet came from */
     so.branch = plan->branch;
     so.state_dir = o->state_dir;
@@ -623,7 +625,8 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
      * commit the reviewer can look at. */
     if (!json_object_get(r.report, "commit")) {
         clr_error berr = CLR_ERROR_INIT;
-        int brc = clr_git_branch_discard(info->repo, info->branch, info->base_commit, &berr);
+        int brc = clr_git_branch_discard(info->repo, &info->repo_id, info->branch,
+                                         info->base_commit, &berr);
         json_object_set_new(r.report, "branch_removed", json_boolean(brc == 1));
         if (brc < 0)
             clr_log(CLR_LOG_WARN, "plan.branch_kept", "branch", info->branch, "error",

@@ -261,7 +261,10 @@ int clr_sandbox_create(clr_sandbox **out, clr_engine *eng, const clr_sandbox_opt
         clr_git_prepare_options go = CLR_GIT_PREPARE_OPTIONS_INIT;
         clr_git_workspace gw;
         char real[4096];
-        if (!realpath(opts->repo_path, real)) {
+        if (opts->repo_id) {
+            /* Admitted: already canonical, and open_repo checks it still leads there. */
+            snprintf(real, sizeof(real), "%s", opts->repo_path);
+        } else if (!realpath(opts->repo_path, real)) {
             int e = errno;
             clr_workspace_remove(state_dir, info->id, NULL);
             clr_sandbox_free(steal_pointer(&sb));
@@ -269,6 +272,7 @@ int clr_sandbox_create(clr_sandbox **out, clr_engine *eng, const clr_sandbox_opt
                                  strerror(e));
         }
         go.repo_path = real;
+        go.expect_id = opts->repo_id;
         go.base_ref = opts->base_ref;
         go.branch = opts->branch;
         go.sandbox_id = info->id;
@@ -286,6 +290,7 @@ int clr_sandbox_create(clr_sandbox **out, clr_engine *eng, const clr_sandbox_opt
         memcpy(info->repo, real, strlen(real) + 1); /* length checked above */
         snprintf(info->branch, sizeof(info->branch), "%s", gw.branch);
         snprintf(info->base_commit, sizeof(info->base_commit), "%s", gw.base_commit);
+        info->repo_id = gw.repo_id;
     }
 
     char path[256];

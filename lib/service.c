@@ -21,6 +21,7 @@
 #include "clearing/audit.h"
 #include "clearing/files.h"
 #include "clearing/gitws.h"
+#include "clearing/repoadmit.h"
 #include "clearing/plan.h"
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -425,36 +426,6 @@ static json_t *sandbox_json(const clr_store_sandbox *s)
 
 /* ---- lifecycle ---- */
 
-/* A client may name only repositories under the operator's repo_roots: the daemon runs as root
- * and would otherwise hand any repository on the host to whoever can reach the API. */
-static int repo_allowed(clr_service *svc, const char *path, char *real, size_t len,
-                        clr_error *err)
-{
-    char buf[PATH_MAX];
-    if (!svc->cfg.repo_roots || !svc->cfg.repo_roots[0])
-        return clr_error_set(err, CLR_E_DENIED, 0,
-                             "repositories are not enabled on this daemon: the operator must "
-                             "list the directories they may come from in repo_roots");
-    /* The answer is the same whatever the path is (missing, unreadable, a symlink to
-     * anywhere, outside the roots) and names no resolved path: the daemon runs as root, and
-     * anything more would let a client probe paths only root can see. */
-    static const char refusal[] = "this repository is not allowed: name a git repository under "
-                                  "one of the directories the operator listed in repo_roots";
-    if (!realpath(path, buf))
-        return clr_error_set(err, CLR_E_DENIED, 0, "%s", refusal);
-    for (const char *const *r = svc->cfg.repo_roots; *r; r++) {
-        char root[PATH_MAX];
-        if (!realpath(*r, root))
-            continue;
-        size_t n = strlen(root);
-        if (!strncmp(buf, root, n) && (buf[n] == '/' || buf[n] == '\0' || n == 1)) {
-            snprintf(real, len, "%s", buf);
-            return 0;
-        }
-    }
-    return clr_error_set(err, CLR_E_DENIED, 0, "%s", refusal);
-}
-
 /* Takes a pooled sandbox out of service: its channel (NULL: none) closed, its container and
  * workspace removed. */
 static void warm_discard(clr_service *svc, clr_sandbox *sb, clr_channel *ch, const char *why)
@@ -716,13 +687,17 @@ static int create_with(clr_service *svc, json_t *req, const char *actor,
     }
     json_t *meta = json_object_get(req, "metadata");
     json_t *repo = json_object_get(req, "repo");
-    char repo_real[4096];
+    /* A client may name only repositories under the operator's repo_roots: the daemon runs
+     * as root and would otherwise hand any repository on the host to whoever can reach it. */
+    clr_repo_admitted admitted;
     if (repo_path) {
-        if (repo_allowed(svc, repo_path, repo_real, sizeof(repo_real), err) < 0) {
+        if (clr_repo_admit(&admitted, svc->cfg.repo_roots, repo_path,
+                           err) < 0) {
             free_strv(env);
             return -1;
         }
-        o.repo_path = repo_real;
+        o.repo_path = admitted.path;
+        o.repo_id = &admitted.id;
     }
     pthread_mutex_lock(&svc->create_lock);
     int running = 0;
@@ -3388,8 +3363,9 @@ int clr_service_plan(clr_service *svc, json_t *req, const char *actor,
     if (parse_plan_request(req, &plan, err) < 0)
         return -1;
     json_t *jrepo = json_object_get(req, "repo"), *jprofile = json_object_get(req, "profile");
-    char real[PATH_MAX];
-    int rc = repo_allowed(svc, json_string_value(jrepo), real, sizeof(real), err);
+    clr_repo_admitted admitted;
+    int rc = clr_repo_admit(&admitted, svc->cfg.repo_roots,
+                            json_string_value(jrepo), err);
     if (rc < 0) {
         clr_plan_free(plan);
         return -1;
@@ -3405,7 +3381,8 @@ int clr_service_plan(clr_service *svc, json_t *req, const char *actor,
     eo.host = svc->docker_host;
     struct plan_events pe = {on_event, ctx};
     clr_plan_run_options ro = {
-        .repo_path = real,
+        .repo_path = admitted.path,
+        .repo_id = &admitted.id,
         .profile = json_string_value(jprofile),
         .state_dir = svc->state_dir,
         .insecure_runtime = svc->insecure_runtime,

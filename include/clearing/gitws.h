@@ -42,8 +42,23 @@ typedef struct clr_git_limits {
         .max_depth = 64,                                                                          \
     }
 
+/* Which git directory a repository path led to, by device and inode: what the daemon checked
+ * when it admitted the path (clr_repo_admit), and what every later open of the path must find
+ * again, so that a directory swapped for a symlink, a .git replaced by a gitfile, or another
+ * repository moved in at the same path is refused instead of written to. */
+typedef struct clr_git_repo_id {
+    uint64_t dev;
+    uint64_t ino;
+} clr_git_repo_id;
+
+/* Every function below that opens a repository also refuses one whose git directory shares
+ * its refs or objects with another (a linked worktree's commondir, objects/info/alternates),
+ * and, given an expected clr_git_repo_id (NULL: whatever is at the path, for a local caller
+ * that trusts its own paths), one whose git directory is not that one: CLR_E_CONFLICT. */
+
 typedef struct clr_git_prepare_options {
     const char *repo_path;     /* the host repository (work tree or .git directory); required */
+    const clr_git_repo_id *expect_id; /* see above; NULL: not checked */
     const char *base_ref;      /* anything git rev-parse understands; NULL: HEAD */
     const char *branch;        /* NULL: "clearing/<sandbox_id>" */
     const char *sandbox_id;    /* names the default branch; required when branch is NULL */
@@ -60,6 +75,7 @@ typedef struct clr_git_workspace {
     char branch[CLR_GIT_BRANCH_SIZE];     /* short name ("clearing/sb-...") */
     char base_commit[CLR_GIT_OID_HEX_SIZE];  /* base_ref, resolved */
     char start_commit[CLR_GIT_OID_HEX_SIZE]; /* what the workspace holds: base, or the reused tip */
+    clr_git_repo_id repo_id; /* the git directory that was opened */
 } clr_git_workspace;
 
 /* Resolves base_ref to a commit, creates the branch there (or, with reuse_branch, continues an
@@ -82,6 +98,7 @@ typedef void (*clr_git_walk_hook)(int dirfd, const char *name, const char *path,
 
 typedef struct clr_git_commit_options {
     const char *repo_path;     /* required */
+    const clr_git_repo_id *expect_id; /* NULL: not checked */
     const char *branch;        /* the branch clr_git_prepare() made; required */
     const char *workspace_dir; /* required */
     const char *message;       /* the commit message; required, non-empty */
@@ -142,7 +159,8 @@ CLR_PUBLIC void clr_git_commit_result_clear(clr_git_commit_result *r);
  * filtered exactly as clr_git_commit() would (blobs and trees are written to the object
  * database, nothing else changes); "" when nothing differs. lim may be NULL (defaults).
  * *out_text is owned by the caller (free()). Errors as clr_git_commit(). */
-CLR_PUBLIC int clr_git_diff(char **out_text, const char *repo_path, const char *branch_or_base,
+CLR_PUBLIC int clr_git_diff(char **out_text, const char *repo_path,
+                            const clr_git_repo_id *expect_id, const char *branch_or_base,
                             const char *workspace_dir, const clr_git_limits *lim,
                             clr_error *err);
 
@@ -151,8 +169,9 @@ CLR_PUBLIC int clr_git_diff(char **out_text, const char *repo_path, const char *
  * The deletion is a compare-and-swap against commit_hex (libgit2 checks the old value under the
  * ref lock): a branch that anyone moved meanwhile is kept. Returns 1 when deleted, 0 when the
  * branch is missing or elsewhere, -1 on an error (a checked-out branch is refused by libgit2). */
-CLR_PUBLIC int clr_git_branch_discard(const char *repo_path, const char *branch,
-                                      const char *commit_hex, clr_error *err);
+CLR_PUBLIC int clr_git_branch_discard(const char *repo_path, const clr_git_repo_id *expect_id,
+                                      const char *branch, const char *commit_hex,
+                                      clr_error *err);
 
 /* Reads the regular file path (relative, '/'-separated) from the tree of the commit rev names
  * (any rev-parse spec; NULL: HEAD) in the repository at repo_path, without touching any working
@@ -162,8 +181,8 @@ CLR_PUBLIC int clr_git_branch_discard(const char *repo_path, const char *branch,
  * CLR_E_INVALID (not a regular file: a symlink, a directory, a submodule), CLR_E_LIMIT (larger
  * than max bytes). */
 CLR_PUBLIC int clr_git_read_file(char **out, size_t *len, char commit_hex[CLR_GIT_OID_HEX_SIZE],
-                                 const char *repo_path, const char *rev, const char *path,
-                                 size_t max, clr_error *err);
+                                 const char *repo_path, const clr_git_repo_id *expect_id,
+                                 const char *rev, const char *path, size_t max, clr_error *err);
 
 /* ---- pure helpers, exposed for tests and tools ---- */
 

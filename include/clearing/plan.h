@@ -23,6 +23,7 @@
 
 #include "common.h"
 #include "engine.h"
+#include "gitws.h"
 #include "limits.h"
 
 typedef struct clr_plan clr_plan;
@@ -38,6 +39,8 @@ struct clr_audit;
 
 typedef struct clr_plan_run_options {
     const char *repo_path;        /* overrides the plan's repo */
+    /* What clr_repo_admit() found at repo_path (the daemon); NULL: a local caller's own path. */
+    const clr_git_repo_id *repo_id;
     const char *profile;          /* overrides the plan's profile */
     const char *state_dir;
     const char *insecure_runtime;

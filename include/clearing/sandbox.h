@@ -12,6 +12,7 @@
 
 #include "common.h"
 #include "engine.h"
+#include "gitws.h"
 #include "limits.h"
 
 #define CLR_DEFAULT_IMAGE "clearing/default:latest"
@@ -36,6 +37,9 @@ typedef struct clr_sandbox_options {
      * clearing/<id>; reuse_branch continues an existing one) created at base_ref (default HEAD),
      * and /workspace holds that commit's files (no .git). Exclusive with workspace_from. */
     const char *repo_path;
+    /* What clr_repo_admit() found at repo_path (then repo_path is its canonical path, used as
+     * it is); NULL for a local caller naming its own repository (resolved with realpath). */
+    const clr_git_repo_id *repo_id;
     const char *base_ref;
     const char *branch;
     bool reuse_branch;
@@ -62,6 +66,7 @@ typedef struct clr_sandbox_info {
     char repo[1024];       /* "" when the sandbox has no repository */
     char branch[256];
     char base_commit[41];
+    clr_git_repo_id repo_id; /* its git directory when created; zero: not recorded */
     clr_limits limits;
 } clr_sandbox_info;
 

@@ -1263,6 +1263,99 @@ def _():
         shutil.rmtree(hidden)
 
 
+def secret_repo():
+    """A repository outside repo_roots holding a secret: what every bypass reaches for."""
+    path = os.path.join(TMP, 'secret-repo')
+    if not os.path.isdir(path):
+        subprocess.run(['git', 'init', '-q', '-b', 'main', path], check=True)
+        with open(os.path.join(path, 'README'), 'w') as f:
+            f.write('SECRET-REPO\n')
+        subprocess.run(['git', '-C', path, 'add', 'README'], check=True)
+        subprocess.run(['git', '-C', path, '-c', 'user.name=t', '-c', 'user.email=t@t', 'commit',
+                        '-qm', 'secret'], check=True)
+    return path
+
+
+def secret_branches(secret):
+    return subprocess.run(['git', '-C', secret, 'for-each-ref', '--format=%(refname)'],
+                          capture_output=True, text=True, check=True).stdout.split()
+
+
+@attack('api-repo-bypass', 'repo_roots bypass: symlink, .git gitfile or link, commondir, a swap '
+                           'after create')
+def _():
+    roots = os.path.dirname(HOST['repo'])
+    secret = secret_repo()
+    made = []
+    try:
+        # Positive control: the allowed repository is taken, by its own name.
+        d = API.create(repo={'path': HOST['repo']}, limits={'lifetime': '5m'})
+        destroy(d)
+        alias = os.path.join(roots, 'alias')
+        os.symlink(HOST['repo'], alias)
+        made.append(alias)
+        gitfile = os.path.join(roots, 'gitfile')
+        os.mkdir(gitfile)
+        made.append(gitfile)
+        with open(os.path.join(gitfile, '.git'), 'w') as f:
+            f.write('gitdir: %s/.git\n' % secret)
+        dotlink = os.path.join(roots, 'dotgit-link')
+        os.mkdir(dotlink)
+        made.append(dotlink)
+        os.symlink(os.path.join(secret, '.git'), os.path.join(dotlink, '.git'))
+        common = os.path.join(roots, 'common')
+        made.append(common)
+        subprocess.run(['git', 'init', '-q', common], check=True)
+        with open(os.path.join(common, '.git', 'commondir'), 'w') as f:
+            f.write(os.path.join(secret, '.git') + '\n')
+        for path in (gitfile, dotlink, common):
+            # git itself follows each of these to the secret repository...
+            shown = subprocess.run(['git', '-C', path, 'show', 'refs/heads/main:README'],
+                                   capture_output=True, text=True)
+            check('SECRET-REPO' in shown.stdout, (path, shown))
+        for path in (alias, gitfile, dotlink, common):
+            # ...clearing refuses them, for a sandbox and for a plan alike.
+            r = API.req('POST', '/v1/sandboxes', {'repo': {'path': path}})
+            if r.status == 201:
+                SANDBOXES.append(r.json['id'])
+            check(r.status == 403 and r.json['error']['code'] == 'denied', (path, r))
+            check(secret not in r.json['error']['message'], r)
+            r = API.req('POST', '/v1/plans', {'repo': path, 'profile': 'python',
+                                              'gauntlet_only': True})
+            check(r.status == 403, (path, r))
+        check(secret_branches(secret) == ['refs/heads/main'], secret_branches(secret))
+        # A repository swapped for a link to the secret one after the sandbox was made: the
+        # sandbox's commit and diff must not reach the secret repository.
+        swap = os.path.join(roots, 'swap')
+        made.append(swap)
+        subprocess.run(['git', 'clone', '-q', HOST['repo'], swap], check=True)
+        d = API.create(repo={'path': swap}, limits={'lifetime': '5m'})
+        try:
+            res = API.exec(d, shell='echo changed > README')
+            check(res['exit_code'] == 0, res)
+            os.rename(swap, swap + '.orig')
+            made.append(swap + '.orig')
+            os.symlink(secret, swap)
+            r = API.req('POST', '/v1/sandboxes/%s/commit' % d, {'message': 'swap'})
+            check(r.status == 409, r)
+            r = API.req('GET', '/v1/sandboxes/%s/diff' % d)
+            check(r.status == 409, r)
+            check(secret_branches(secret) == ['refs/heads/main'], secret_branches(secret))
+            # Put back, the same sandbox commits: the refusal was the swap, nothing else.
+            os.unlink(swap)
+            os.rename(swap + '.orig', swap)
+            r = API.req('POST', '/v1/sandboxes/%s/commit' % d, {'message': 'back'})
+            check(r.status == 200 and r.json['changed'], r)
+        finally:
+            destroy(d)
+    finally:
+        for path in made:
+            if os.path.islink(path):
+                os.unlink(path)
+            elif os.path.isdir(path):
+                shutil.rmtree(path)
+
+
 def tcp_get(path, token=None):
     c = http.client.HTTPConnection('127.0.0.1', HOST['tcp_port'], timeout=60)
     try:

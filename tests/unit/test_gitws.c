@@ -665,7 +665,7 @@ static void caller_checkout_untouched(void **state)
     assert_true(r.changed);
     char *diff = NULL;
     clr_error err = CLR_ERROR_INIT;
-    assert_int_equal(clr_git_diff(&diff, f->repo, "HEAD", f->ws, NULL, &err), 0);
+    assert_int_equal(clr_git_diff(&diff, f->repo, NULL, "HEAD", f->ws, NULL, &err), 0);
     char *after = snapshot(f);
     assert_string_equal(before, after);
     free(diff);
@@ -1104,7 +1104,7 @@ static void base_gitignore_honoured(void **state)
      * commit. */
     char *diff = NULL;
     clr_error err = CLR_ERROR_INIT;
-    assert_int_equal(clr_git_diff(&diff, f->repo, w.start_commit, f->ws, NULL, &err), 0);
+    assert_int_equal(clr_git_diff(&diff, f->repo, NULL, w.start_commit, f->ws, NULL, &err), 0);
     char *git_diff = sh_out(NULL, "git -C %s diff -M %s %s", f->repo, w.start_commit, r.commit);
     assert_string_equal(diff, git_diff);
     assert_non_null(strstr(diff, "b/evil.c"));
@@ -1156,7 +1156,7 @@ static void diff_text(void **state)
     assert_int_equal(symlink("/etc/shadow", link), 0);
     char *diff = NULL;
     clr_error err = CLR_ERROR_INIT;
-    assert_int_equal(clr_git_diff(&diff, f->repo, w.branch, f->ws, NULL, &err), 0);
+    assert_int_equal(clr_git_diff(&diff, f->repo, NULL, w.branch, f->ws, NULL, &err), 0);
     assert_non_null(strstr(diff, "diff --git a/README.md b/README.md\n"));
     assert_non_null(strstr(diff, "@@ -1,2 +1,2 @@\n hello\n-world\n+there\n"));
     assert_non_null(strstr(diff, "diff --git a/added.txt b/added.txt\nnew file mode 100644\n"));
@@ -1177,7 +1177,7 @@ static void diff_text(void **state)
     char *tip = rev(f, w.branch);
     assert_string_equal(tip, w.start_commit);
     free(tip);
-    assert_int_equal(clr_git_diff(&diff, f->repo, "nope", f->ws, NULL, &err), -1);
+    assert_int_equal(clr_git_diff(&diff, f->repo, NULL, "nope", f->ws, NULL, &err), -1);
     assert_int_equal(err.code, CLR_E_NOT_FOUND);
 }
 

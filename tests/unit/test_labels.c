@@ -116,6 +116,39 @@ static void test_labels_round_trip(void **state)
     json_decref(labels);
 }
 
+/* A repository's branch, base and git directory identity come back as they went out; a
+ * malformed identity is refused rather than read as "none". */
+static void test_labels_repo_round_trip(void **state)
+{
+    (void)state;
+    clr_sandbox_info in = sample();
+    snprintf(in.repo, sizeof(in.repo), "/srv/repos/app");
+    snprintf(in.branch, sizeof(in.branch), "clearing/%s", in.id);
+    snprintf(in.base_commit, sizeof(in.base_commit), "%040d", 7);
+    in.repo_id.dev = 2049;
+    in.repo_id.ino = UINT64_MAX - 1;
+    json_t *labels = clr_sandbox_labels(&in);
+    assert_string_equal(json_string_value(json_object_get(labels, L("repo-id"))),
+                        "2049:18446744073709551614");
+    clr_sandbox_info out = parse_ok(labels);
+    assert_string_equal(out.repo, in.repo);
+    assert_string_equal(out.branch, in.branch);
+    assert_string_equal(out.base_commit, in.base_commit);
+    assert_true(out.repo_id.dev == 2049 && out.repo_id.ino == UINT64_MAX - 1);
+    static const char *const bad[] = {"", "2049", "2049:", ":5", "a:5", "5:0", "1:2:3", "-1:5"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+        json_object_set_new(labels, L("repo-id"), json_string(bad[i]));
+        clr_error e = parse_bad(labels);
+        if (!strstr(e.message, "repo-id"))
+            fail_msg("'%s': %s", bad[i], e.message);
+    }
+    /* Older sandboxes have no identity: read as zero, which commit and diff refuse. */
+    json_object_del(labels, L("repo-id"));
+    out = parse_ok(labels);
+    assert_true(out.repo_id.ino == 0);
+    json_decref(labels);
+}
+
 static void test_labels_round_trip_secure_defaults(void **state)
 {
     (void)state;
@@ -373,6 +406,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_labels_round_trip),
+        cmocka_unit_test(test_labels_repo_round_trip),
         cmocka_unit_test(test_labels_round_trip_secure_defaults),
         cmocka_unit_test(test_labels_empty_owner_written_as_cli),
         cmocka_unit_test(test_labels_max_expiry_never_before_expiry),
