@@ -1,10 +1,26 @@
 /* A sandbox's workspace as a commit on its branch, with trailers that tie the commit to the
  * sandbox that produced it. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "clearing/gitws.h"
+#include "clearing/verdict.h"
 #include "internal.h"
+
+bool clr_commit_claims_clearing(const char *text)
+{
+    for (const char *line = text; line && *line;) {
+        const char *p = line + strspn(line, " \t");
+        if (!strncasecmp(p, "Clearing-", 9))
+            return true;
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    return false;
+}
 
 /* Sandboxes made before the repository's identity was recorded (no repo-id label): the path
  * alone cannot say the repository is still the one that was checked. */
@@ -16,25 +32,47 @@ static int no_repo_id(const clr_sandbox_info *info, clr_error *err)
                          info->id);
 }
 
+/* The seal of a signed commit: the statement of tree, parent and trailers, signed. */
+static int seal_verdict(char *line, size_t len, const char *tree_hex, const char *parent_hex,
+                        const char *const *trailers, void *ctx, clr_error *err)
+{
+    const clr_verdict_key *key = ctx;
+    _cleanup_free_ char *statement = NULL;
+    if (clr_verdict_statement(&statement, tree_hex, parent_hex, trailers, err) < 0)
+        return -1;
+    return clr_verdict_sign(line, len, key, statement, err);
+}
+
 int clr_sandbox_commit(clr_git_commit_result *out, const clr_sandbox *sb, const char *message,
                        const char *author_name, const char *author_email,
-                       const char *const *extra_trailers, clr_error *err)
+                       const char *const *extra_trailers, const clr_verdict_key *sign_with,
+                       clr_error *err)
 {
     const clr_sandbox_info *info = clr_sandbox_get_info(sb);
     if (!info->repo[0])
         return clr_error_set(err, CLR_E_CONFLICT, 0,
                              "sandbox %s was not created from a repository: nothing to commit to",
                              info->id);
+    if (message && clr_commit_claims_clearing(message))
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "the commit message has a line starting with \"Clearing-\": those "
+                             "lines are written by clearing alone (a verdict, a signature); "
+                             "reword the line");
     char t_sb[96], t_img[320], t_rt[96], t_base[96];
     snprintf(t_sb, sizeof(t_sb), "Clearing-Sandbox: %s", info->id);
     snprintf(t_img, sizeof(t_img), "Clearing-Image: %s", info->image);
     snprintf(t_rt, sizeof(t_rt), "Clearing-Runtime: %s%s", info->runtime,
              info->insecure ? " (insecure)" : "");
     snprintf(t_base, sizeof(t_base), "Clearing-Base: %s", info->base_commit);
-    const char *trailers[40] = {t_sb, t_img, t_rt, t_base};
+    const char *trailers[CLR_GIT_TRAILERS_MAX + 1] = {t_sb, t_img, t_rt, t_base};
     size_t n = 4;
-    for (const char *const *t = extra_trailers; t && *t && n < 39; t++)
+    for (const char *const *t = extra_trailers; t && *t; t++) {
+        if (n == CLR_GIT_TRAILERS_MAX - 1) /* one is kept for the seal */
+            return clr_error_set(err, CLR_E_LIMIT, E2BIG,
+                                 "a commit carries at most %d trailers",
+                                 CLR_GIT_TRAILERS_MAX - 1);
         trailers[n++] = *t;
+    }
     trailers[n] = NULL;
     clr_git_commit_options o = CLR_GIT_COMMIT_OPTIONS_INIT;
     if (!info->repo_id.ino)
@@ -47,6 +85,10 @@ int clr_sandbox_commit(clr_git_commit_result *out, const clr_sandbox *sb, const 
     o.author_name = author_name;
     o.author_email = author_email;
     o.trailers = trailers;
+    if (sign_with) {
+        o.seal = seal_verdict;
+        o.seal_ctx = (void *)sign_with;
+    }
     return clr_git_commit(out, &o, err);
 }
 

@@ -277,6 +277,23 @@ int clr_engine_has_runtime(clr_engine *eng, const char *runtime, bool *out, clr_
     return 0;
 }
 
+int clr_engine_runtime_path(clr_engine *eng, const char *runtime, char *out, size_t len,
+                            clr_error *err)
+{
+    bool known = false;
+    if (clr_engine_has_runtime(eng, runtime, &known, err) < 0)
+        return -1;
+    const char *p = json_string_value(
+        json_object_get(json_object_get(eng->runtimes, runtime), "path"));
+    if (!known || !p || !*p)
+        return clr_error_set(err, CLR_E_NOT_FOUND, 0,
+                             "the engine reports no binary for the runtime %s", runtime);
+    if (strlen(p) >= len)
+        return clr_error_set(err, CLR_E_INVALID, 0, "the runtime's path is too long");
+    strcpy(out, p);
+    return 0;
+}
+
 /* ---- hijacked streams ---- */
 
 static int wait_fd(curl_socket_t fd, short events, int timeout_ms)

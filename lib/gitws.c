@@ -1085,6 +1085,35 @@ static int require_empty(int ws, const char *dir, clr_error *err)
 
 /* Creates the branch at base, or with reuse returns the existing one. *created says whether a
  * failure later must delete it again. */
+/* The branch the repository's HEAD names, and the operator's judging ref (protect_ref), hold
+ * the .clearing/gauntlet.yaml that judges plans: no sandbox writes to them, so no plan can
+ * plant the gauntlet a later plan is judged by. */
+static int refuse_judge_branch(git_repository *repo, const char *branch,
+                               const clr_git_prepare_options *o, clr_error *err)
+{
+    char full[CLR_GIT_BRANCH_SIZE + 16];
+    snprintf(full, sizeof(full), "refs/heads/%s", branch);
+    _cleanup_git_(git_reference_free) git_reference *head = NULL;
+    if (git_reference_lookup(&head, repo, "HEAD") == 0 &&
+        git_reference_type(head) == GIT_REFERENCE_SYMBOLIC &&
+        !strcmp(git_reference_symbolic_target(head), full))
+        return clr_error_set(err, CLR_E_CONFLICT, 0,
+                             "branch %s is the repository's default branch (HEAD), whose "
+                             ".clearing/gauntlet.yaml judges plans: a sandbox works on a branch "
+                             "of its own",
+                             branch);
+    if (o->protect_ref && *o->protect_ref) {
+        _cleanup_git_(git_reference_free) git_reference *judge = NULL;
+        if (git_reference_dwim(&judge, repo, o->protect_ref) == 0 &&
+            !strcmp(git_reference_name(judge), full))
+            return clr_error_set(err, CLR_E_CONFLICT, 0,
+                                 "branch %s is the operator's gauntlet_ref, which judges plans: "
+                                 "a sandbox works on a branch of its own",
+                                 branch);
+    }
+    return 0;
+}
+
 static int make_branch(git_reference **out, bool *created, git_repository *repo,
                        const char *branch, const git_commit *base,
                        const clr_git_prepare_options *o, clr_error *err)
@@ -1101,7 +1130,8 @@ static int make_branch(git_reference **out, bool *created, git_repository *repo,
         *created = true;
     if (rc < 0)
         return git_fail(err, CLR_E_INTERNAL, "creating branch %s in %s", branch, o->repo_path);
-    if (refuse_checked_out(*out, branch, o->repo_path, err) < 0) {
+    if (refuse_checked_out(*out, branch, o->repo_path, err) < 0 ||
+        refuse_judge_branch(repo, branch, o, err) < 0) {
         if (*created)
             git_branch_delete(*out);
         git_reference_free(*out);
@@ -1327,7 +1357,28 @@ static int write_commit(git_oid *id, git_repository *repo, const clr_git_commit_
                         const git_tree *tree, const git_commit *parent, clr_error *err)
 {
     _cleanup_free_ char *message = NULL;
-    if (build_message(&message, o->message, o->trailers, err) < 0)
+    const char *trailers[CLR_GIT_TRAILERS_MAX + 2];
+    size_t n = 0;
+    for (const char *const *t = o->trailers; t && *t; t++) {
+        if (n == CLR_GIT_TRAILERS_MAX)
+            return clr_error_set(err, CLR_E_INVALID, E2BIG, "more than %d trailers",
+                                 CLR_GIT_TRAILERS_MAX);
+        trailers[n++] = *t;
+    }
+    trailers[n] = NULL;
+    char sealed[CLR_GIT_SEAL_MAX];
+    if (o->seal) {
+        /* The seal covers the tree and the parent as they will be written, and every trailer
+         * before it: it is the last line of the message. */
+        char tree_hex[CLR_GIT_OID_HEX_SIZE], parent_hex[CLR_GIT_OID_HEX_SIZE];
+        oid_hex(tree_hex, git_tree_id(tree));
+        oid_hex(parent_hex, git_commit_id(parent));
+        if (o->seal(sealed, sizeof(sealed), tree_hex, parent_hex, trailers, o->seal_ctx, err) < 0)
+            return clr_error_prefix(err, "sealing the commit");
+        trailers[n++] = sealed;
+        trailers[n] = NULL;
+    }
+    if (build_message(&message, o->message, trailers, err) < 0)
         return -1;
     _cleanup_git_(git_signature_free) git_signature *sig = NULL;
     if (git_signature_now(&sig, o->author_name ? o->author_name : DEFAULT_AUTHOR_NAME,

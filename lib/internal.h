@@ -55,6 +55,14 @@ int clr_channel_feed(clr_channel *ch, const uint8_t *data, size_t len);
 int clr_egress_parse_open(const uint8_t *payload, uint32_t len, bool *tunnel, char *host,
                           size_t hostlen, unsigned *port);
 
+/* The first line the engine's binary for runtime prints for --version ("runsc version
+ * 0.0~20240729.0"), printable ASCII only; cached per process (lib/runtime.c). */
+int clr_runtime_version(clr_engine *eng, const char *runtime, char *out, size_t len,
+                        clr_error *err);
+
+/* The SHA-256 of len bytes at data, as 64 lowercase hex digits and a NUL (lib/verdict.c). */
+void clr_sha256_hex(char out[65], const void *data, size_t len);
+
 /* Appends at most what keeps b within cap bytes (NUL-terminated after); returns how many bytes
  * were kept, -1 when out of memory. */
 ssize_t clr_buffer_append_capped(clr_buffer *b, const uint8_t *data, size_t len, uint64_t cap);

@@ -18,6 +18,7 @@
 #include "clearing/gauntlet.h"
 #include "clearing/gitws.h"
 #include "clearing/plan.h"
+#include "clearing/verdict.h"
 #include "internal.h"
 #include "yamlx.h"
 
@@ -461,30 +462,116 @@ static void step_summary(struct run *r)
         json_object_set_new(r->report, "summary", s);
 }
 
-/* The gauntlet the plan is judged by: the base commit's .clearing/gauntlet.yaml, else the
- * profile. Read from the repository's object database before the sandbox exists, so a malformed
- * one creates nothing, and no step can weaken it; base_hex gets the commit it was read from, the
- * commit the workspace must then hold. */
-static int load_gauntlet(clr_gauntlet **g, char base_hex[CLR_GIT_OID_HEX_SIZE], const char *repo,
-                         const clr_git_repo_id *repo_id, const char *base, const char *profile,
+/* The gauntlet the plan is judged by: .clearing/gauntlet.yaml as of the operator's judging ref
+ * (gauntlet_ref; default HEAD, the repository's default branch as it is when the plan starts),
+ * else the profile. Never the plan's base: a plan could otherwise name, as its base, a branch
+ * an earlier plan committed a lenient gauntlet to. Read from the object database before the
+ * sandbox exists, so a malformed one creates nothing; *source describes where it came from
+ * (caller frees: json_decref) and *sha256 the hash of its text, for the report and the signed
+ * verdict. */
+static int load_gauntlet(clr_gauntlet **g, json_t **source, char sha256[65], const char *repo,
+                         const clr_git_repo_id *repo_id, const char *judge, const char *profile,
                          clr_error *err)
 {
     char *text = NULL;
     size_t len = 0;
-    int rc = clr_git_read_file(&text, &len, base_hex, repo, repo_id, base,
+    char judge_hex[CLR_GIT_OID_HEX_SIZE];
+    int rc = clr_git_read_file(&text, &len, judge_hex, repo, repo_id, judge,
                                ".clearing/gauntlet.yaml", CLR_GAUNTLET_MAX_BYTES, err);
     if (rc < 0)
         return -1;
     if (rc == 1) {
+        clr_sha256_hex(sha256, text, len);
         rc = clr_gauntlet_parse(g, text, len, ".clearing/gauntlet.yaml", err);
         free(text);
+        if (rc == 0)
+            *source = json_pack("{s:s, s:s, s:s, s:s}", "path", ".clearing/gauntlet.yaml", "ref",
+                                judge, "commit", judge_hex, "sha256", sha256);
         return rc;
     }
     if (!profile)
         return clr_error_set(err, CLR_E_INVALID, 0,
-                             "the repository has no .clearing/gauntlet.yaml and no profile was "
-                             "given (python, c)");
-    return clr_gauntlet_profile(g, profile, err);
+                             "the repository's %s has no .clearing/gauntlet.yaml and no profile "
+                             "was given (python, c)",
+                             judge);
+    char label[64];
+    snprintf(label, sizeof(label), "profile:%s", profile);
+    clr_sha256_hex(sha256, label, strlen(label));
+    rc = clr_gauntlet_profile(g, profile, err);
+    if (rc == 0)
+        *source = json_pack("{s:s, s:s}", "profile", profile, "sha256", sha256);
+    return rc;
+}
+
+static void free_strv(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* The trailers a plan's commit carries beyond the sandbox's own: the verdict and everything the
+ * signature is to bind (verdict.h): the gauntlet's hash and source, the image's content id
+ * (which pins every tool a check ran), the runtime's version, and each check's status.
+ * NULL-terminated, the caller's (free_strv). */
+static int verdict_trailers(char ***out, const struct run *r, const char *verdict,
+                            json_t *gsource, const char *gsha, clr_engine *eng,
+                            const clr_sandbox_info *info, clr_error *err)
+{
+    char image_id[160] = "unknown", runtime[160];
+    char path[128];
+    snprintf(path, sizeof(path), "/containers/%s/json", info->container_id);
+    json_t *c = NULL;
+    int st = clr_engine_call(eng, "GET", path, NULL, &c, err);
+    const char *img = json_string_value(json_object_get(c, "Image"));
+    if (st != 200 || !img || strlen(img) >= sizeof(image_id)) {
+        json_decref(c);
+        return st < 0 || st >= 400 ? -1
+                                   : clr_error_set(err, CLR_E_INTERNAL, 0,
+                                                   "the engine does not say which image the "
+                                                   "sandbox runs");
+    }
+    snprintf(image_id, sizeof(image_id), "%s", img);
+    json_decref(c);
+    if (clr_runtime_version(eng, info->runtime, runtime, sizeof(runtime), err) < 0)
+        return clr_error_prefix(err, "the runtime's version for the signed verdict");
+    const char *gpath = json_string_value(json_object_get(gsource, "path"));
+    char gdesc[256];
+    if (gpath)
+        snprintf(gdesc, sizeof(gdesc), "%s@%s (%s)", gpath,
+                 json_string_value(json_object_get(gsource, "commit")),
+                 json_string_value(json_object_get(gsource, "ref")));
+    else
+        snprintf(gdesc, sizeof(gdesc), "profile:%s",
+                 json_string_value(json_object_get(gsource, "profile")));
+    json_t *checks = json_object_get(json_object_get(r->report, "gauntlet"), "checks");
+    size_t n = 0, cap = 8 + json_array_size(checks);
+    char **v = calloc(cap, sizeof(*v));
+    if (!v)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    bool ok = asprintf(&v[n++], "Clearing-Verdict: %s", verdict) >= 0 &&
+              asprintf(&v[n++], "Clearing-Plan-Steps: %zu", r->plan->n) >= 0 &&
+              asprintf(&v[n++], "Clearing-Gauntlet: sha256:%s %s", gsha, gdesc) >= 0 &&
+              asprintf(&v[n++], "Clearing-Image-Id: %s", image_id) >= 0 &&
+              asprintf(&v[n++], "Clearing-Runtime-Version: %s", runtime) >= 0;
+    size_t i;
+    json_t *ch;
+    json_array_foreach(checks, i, ch) {
+        if (!ok)
+            break;
+        ok = asprintf(&v[n++], "Clearing-Check: %s %s %s",
+                      json_string_value(json_object_get(ch, "name")),
+                      json_string_value(json_object_get(ch, "status")),
+                      json_is_true(json_object_get(ch, "required")) ? "required" : "optional") >= 0;
+    }
+    if (!ok) {
+        if (n)
+            v[n - 1] = NULL; /* asprintf left it undefined */
+        free_strv(v);
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    *out = v;
+    return 0;
 }
 
 static void on_gauntlet(void *ctx, const char *check, const char *event)
@@ -502,9 +589,14 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
         return clr_error_set(err, CLR_E_INVALID, 0, "the plan names no repository: give --repo");
     if (!o->audit)
         return clr_error_set(err, CLR_E_INVALID, 0, "plans do not run unaudited");
-    char base_hex[CLR_GIT_OID_HEX_SIZE];
+    if (!o->verdict_key)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "plans do not run without a key to sign their verdict");
     clr_gauntlet *g = NULL;
-    if (load_gauntlet(&g, base_hex, repo, o->repo_id, plan->base, profile, err) < 0) {
+    json_t *gsource = NULL;
+    char gsha[65];
+    const char *judge = o->gauntlet_ref && *o->gauntlet_ref ? o->gauntlet_ref : "HEAD";
+    if (load_gauntlet(&g, &gsource, gsha, repo, o->repo_id, judge, profile, err) < 0) {
         json_t *d = json_pack("{s:s}", "error", err->message);
         clr_audit_append(o->audit, o->actor, NULL, "plan", "refused", d, NULL);
         json_decref(d);
@@ -514,7 +606,8 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
     so.limits = plan->limits;
     so.repo_path = repo;
     so.repo_id = o->repo_id;
-    so.base_ref = base_hex; /* pinned: the workspace holds the commit the gauntlet came from */
+    so.base_ref = plan->base; /* NULL: HEAD */
+    so.protect_ref = o->gauntlet_ref;
     so.branch = plan->branch;
     so.state_dir = o->state_dir;
     so.insecure_runtime = o->insecure_runtime;
@@ -525,6 +618,7 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
     clr_sandbox *sb = NULL;
     if (clr_engine_open(&eng, o->engine, err) < 0) {
         clr_gauntlet_free(g);
+        json_decref(gsource);
         return -1;
     }
     if (clr_sandbox_create(&sb, eng, &so, err) < 0) {
@@ -533,6 +627,7 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
         json_decref(d);
         clr_engine_free(eng);
         clr_gauntlet_free(g);
+        json_decref(gsource);
         return -1;
     }
     const clr_sandbox_info *info = clr_sandbox_get_info(sb);
@@ -540,6 +635,7 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
     r.report = json_pack("{s:s, s:s, s:s, s:s}", "sandbox", info->id, "branch", info->branch,
                          "base", info->base_commit, "repo", info->repo);
     json_object_set(r.report, "steps", r.steps);
+    json_object_set(r.report, "gauntlet_source", gsource);
     emit(&r, json_pack("{s:s, s:s, s:s}", "event", "sandbox", "id", info->id, "branch",
                        info->branch));
     json_t *d = clr_audit_sandbox_details(info);
@@ -596,16 +692,20 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
     bool commit = !cancelled(&r) && root >= 0 &&
                   (!strcmp(verdict, "pass") || (plan->commit_on_failure && strcmp(verdict, "error")));
     if (commit) {
-        char t_verdict[64], t_steps[64];
-        snprintf(t_verdict, sizeof(t_verdict), "Clearing-Verdict: %s", verdict);
-        snprintf(t_steps, sizeof(t_steps), "Clearing-Plan-Steps: %zu", plan->n);
-        const char *trailers[] = {t_verdict, t_steps, NULL};
+        char **trailers = NULL;
         clr_git_commit_result cr;
         memset(&cr, 0, sizeof(cr));
         clr_error cerr = CLR_ERROR_INIT;
-        if (clr_sandbox_commit(&cr, sb, plan->message ? plan->message : "Plan executed in clearing",
-                               NULL, NULL, trailers, &cerr) == 0) {
+        int crc = verdict_trailers(&trailers, &r, verdict, gsource, gsha, eng, info, &cerr);
+        if (crc == 0)
+            crc = clr_sandbox_commit(&cr, sb,
+                                     plan->message ? plan->message : "Plan executed in clearing",
+                                     NULL, NULL, (const char *const *)trailers, o->verdict_key,
+                                     &cerr);
+        free_strv(trailers);
+        if (crc == 0) {
             json_object_set_new(r.report, "commit", json_string(cr.commit));
+            json_object_set_new(r.report, "signed_by", json_string(clr_verdict_key_id(o->verdict_key)));
             json_object_set_new(r.report, "changed", json_boolean(cr.changed));
             json_object_set_new(r.report, "diffstat", json_string(cr.stat_text ? cr.stat_text : ""));
             d = json_pack("{s:s, s:s, s:s}", "branch", cr.branch, "commit", cr.commit, "verdict",
@@ -635,6 +735,7 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
     if (root >= 0)
         close(root);
     clr_gauntlet_free(g);
+    json_decref(gsource);
     clr_channel_close(r.channel);
     clr_egress_free(egress);
     /* Destroyed in every case. */

@@ -277,6 +277,7 @@ int clr_sandbox_create(clr_sandbox **out, clr_engine *eng, const clr_sandbox_opt
         go.branch = opts->branch;
         go.sandbox_id = info->id;
         go.reuse_branch = opts->reuse_branch;
+        go.protect_ref = opts->protect_ref;
         go.workspace_dir = sb->workspace;
         go.uid = CLR_SANDBOX_UID;
         go.gid = CLR_SANDBOX_GID;

@@ -22,6 +22,7 @@
 #include "clearing/files.h"
 #include "clearing/gitws.h"
 #include "clearing/repoadmit.h"
+#include "clearing/verdict.h"
 #include "clearing/plan.h"
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -47,6 +48,7 @@ struct clr_service {
     char *state_dir, *db_path, *docker_host, *image, *insecure_runtime;
     char owner[128];
     clr_store *store;
+    clr_verdict_key *verdict_key;
 
     pthread_mutex_t pool_lock;
     clr_engine *pool[ENGINE_POOL_MAX];
@@ -2138,6 +2140,31 @@ static int state_lock(clr_service *svc, clr_error *err)
     return 0;
 }
 
+/* The key that signs plans' verdicts: loaded, or made at the first start (and recorded). A key
+ * that cannot be read or is readable by others stops the start: plans would run unsigned. */
+static int open_verdict_key(clr_service *svc, const clr_service_config *cfg, clr_error *err)
+{
+    char path[PATH_MAX];
+    if (cfg->verdict_key)
+        snprintf(path, sizeof(path), "%s", cfg->verdict_key);
+    else
+        snprintf(path, sizeof(path), "%s/verdict.key", svc->state_dir);
+    bool created = false;
+    if (clr_verdict_key_load(&svc->verdict_key, path, true, &created, err) < 0)
+        return -1;
+    if (created) {
+        json_t *d = json_pack("{s:s, s:s, s:s+}", "key_id", clr_verdict_key_id(svc->verdict_key),
+                              "path", path, "public", path, ".pub");
+        int rc = clr_audit_append(svc->audit, "daemon", NULL, "verdict_key.create", "ok", d, err);
+        json_decref(d);
+        if (rc < 0)
+            return -1;
+        clr_log(CLR_LOG_INFO, "verdict_key.created", "key_id",
+                clr_verdict_key_id(svc->verdict_key), "path", path, NULL);
+    }
+    return 0;
+}
+
 int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_error *err)
 {
     if (clr_limits_validate(&cfg->limits, err) < 0)
@@ -2199,6 +2226,10 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
                          : clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     free(audit_path);
     if (arc < 0) {
+        clr_service_stop(svc);
+        return -1;
+    }
+    if (open_verdict_key(svc, cfg, err) < 0) {
         clr_service_stop(svc);
         return -1;
     }
@@ -2323,6 +2354,7 @@ void clr_service_stop(clr_service *svc)
         clr_engine_free(svc->pool[i]);
     clr_store_close(svc->store);
     clr_audit_close(svc->audit);
+    clr_verdict_key_free(svc->verdict_key);
     free(svc->state_dir);
     if (svc->lock_fd >= 0)
         close(svc->lock_fd); /* the lock goes with the last descriptor */
@@ -3236,6 +3268,11 @@ static int parse_commit(json_t *req, const char *trailers[17], clr_error *err)
         const char *v = json_string_value(t);
         if (!v || !strchr(v, ':') || strchr(v, '\n'))
             return clr_error_set(err, CLR_E_INVALID, 0, "trailers[%zu] must be \"Key: value\"", i);
+        if (clr_commit_claims_clearing(v))
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "trailers[%zu]: Clearing-* trailers are written by clearing "
+                                 "alone (the verdict, its signature); use another key",
+                                 i);
         trailers[i] = v;
     }
     return 0;
@@ -3256,7 +3293,7 @@ int clr_service_commit(clr_service *svc, const char *id, json_t *req, const char
     clr_git_commit_result r;
     memset(&r, 0, sizeof(r));
     int rc = clr_sandbox_commit(&r, sb, json_string_value(m), json_string_value(an),
-                                json_string_value(ae), trailers, err);
+                                json_string_value(ae), trailers, NULL, err);
     clr_sandbox_free(sb);
     engine_put(svc, eng, false);
     if (rc < 0) {
@@ -3388,6 +3425,8 @@ int clr_service_plan(clr_service *svc, json_t *req, const char *actor,
         .insecure_runtime = svc->insecure_runtime,
         .engine = &eo,
         .audit = svc->audit,
+        .gauntlet_ref = svc->cfg.gauntlet_ref,
+        .verdict_key = svc->verdict_key,
         .actor = actor,
         .on_event = plan_event,
         .ctx = &pe,

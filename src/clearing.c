@@ -33,6 +33,7 @@ static const struct command commands[] = {
     {"rm", cmd_rm, "destroy sandboxes (through the daemon; --engine: directly)"},
     {"serve", cmd_serve, "run the daemon: REST API, stateful sandboxes, reaper"},
     {"audit", cmd_audit, "verify the audit log's hash chain, or show its records"},
+    {"verify", cmd_verify, "check a commit's signed verdict against the verdict key"},
     {"gc", cmd_gc, "remove expired sandboxes, broken containers and orphaned workspaces"},
 };
 

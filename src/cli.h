@@ -74,6 +74,7 @@ int cmd_inspect(int argc, char **argv);
 int cmd_extend(int argc, char **argv);
 int cmd_ps(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 int cmd_cp(int argc, char **argv);
 int cmd_commit(int argc, char **argv);
 int cmd_diff(int argc, char **argv);

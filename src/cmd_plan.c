@@ -1,11 +1,13 @@
 /* clearing plan run: execute an agent's plan in a fresh sandbox on its own branch, put the
  * result through the gauntlet, and commit it with the verdict. */
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
 #include "clearing/audit.h"
+#include "clearing/verdict.h"
 #include "clearing/plan.h"
 
 static volatile int interrupted;
@@ -103,6 +105,16 @@ int cmd_plan(int argc, char **argv)
     ro.engine = &eo;
     ro.audit = audit;
     ro.actor = actor;
+    char keypath[PATH_MAX];
+    clr_verdict_key_default_path(keypath, sizeof(keypath), cli_global.state_dir);
+    clr_verdict_key *vkey = NULL;
+    if (clr_verdict_key_load(&vkey, keypath, true, NULL, &err) < 0) {
+        cli_error(&err);
+        clr_audit_close(audit);
+        clr_plan_free(plan);
+        return CLI_EXIT_CLEARING;
+    }
+    ro.verdict_key = vkey;
     ro.state_dir = cli_global.state_dir;
     ro.on_event = json ? NULL : on_event;
     ro.cancel = &interrupted;
@@ -148,6 +160,7 @@ int cmd_plan(int argc, char **argv)
     }
     json_decref(report);
     clr_audit_close(audit);
+    clr_verdict_key_free(vkey);
     clr_plan_free(plan);
     return status;
 help:

@@ -108,6 +108,10 @@ static int load_config(struct serve_config *c, const char *path, clr_error *err)
             rc = config_string(c, v, key, &c->svc.docker_host, err);
         else if (strcmp(key, "image") == 0)
             rc = config_string(c, v, key, &c->svc.image, err);
+        else if (strcmp(key, "gauntlet_ref") == 0)
+            rc = config_string(c, v, key, &c->svc.gauntlet_ref, err);
+        else if (strcmp(key, "verdict_key") == 0)
+            rc = config_string(c, v, key, &c->svc.verdict_key, err);
         else if (strcmp(key, "repo_roots") == 0) {
             size_t i;
             json_t *r;

@@ -41,6 +41,11 @@ CLR_PUBLIC int clr_engine_call(clr_engine *eng, const char *method, const char *
 CLR_PUBLIC int clr_engine_has_runtime(clr_engine *eng, const char *runtime, bool *out,
                                       clr_error *err);
 
+/* The binary the engine runs for runtime ("/usr/bin/runsc", or a bare name it looks up in its
+ * PATH), from the same cached GET /info. CLR_E_NOT_FOUND when the engine names none. */
+CLR_PUBLIC int clr_engine_runtime_path(clr_engine *eng, const char *runtime, char *out,
+                                       size_t len, clr_error *err);
+
 /* A hijacked, bidirectional connection (exec start, attach): raw bytes both ways after the
  * engine's "101 UPGRADED". Reads return the engine's multiplexed stream as it comes. */
 typedef struct clr_engine_stream clr_engine_stream;

@@ -63,6 +63,8 @@ typedef struct clr_git_prepare_options {
     const char *branch;        /* NULL: "clearing/<sandbox_id>" */
     const char *sandbox_id;    /* names the default branch; required when branch is NULL */
     bool reuse_branch;         /* an existing branch is continued from its tip, not refused */
+    /* A ref no sandbox may write (the operator's gauntlet_ref); HEAD's branch never may. */
+    const char *protect_ref;
     const char *workspace_dir; /* the workspace on the host; must exist and be empty */
     uid_t uid;                 /* owner given to everything written into the workspace */
     gid_t gid;
@@ -96,6 +98,17 @@ CLR_PUBLIC int clr_git_prepare(clr_git_workspace *out, const clr_git_prepare_opt
  * race the walk deterministically. Leave NULL in production. */
 typedef void (*clr_git_walk_hook)(int dirfd, const char *name, const char *path, void *data);
 
+/* At most this many trailers on a commit, and this long the line a seal writes. */
+#define CLR_GIT_TRAILERS_MAX 64
+#define CLR_GIT_SEAL_MAX 512
+
+/* Writes into line (size len, NUL-terminated, no newline) one more "Key: value" trailer for a
+ * commit about to be written with tree tree_hex on parent parent_hex and the trailers before
+ * it (NULL-terminated): a signature over all of them. -1 with err set: nothing is written. */
+typedef int (*clr_git_seal_fn)(char *line, size_t len, const char *tree_hex,
+                               const char *parent_hex, const char *const *trailers, void *ctx,
+                               clr_error *err);
+
 typedef struct clr_git_commit_options {
     const char *repo_path;     /* required */
     const clr_git_repo_id *expect_id; /* NULL: not checked */
@@ -107,6 +120,8 @@ typedef struct clr_git_commit_options {
     /* "Key: value" lines appended after a blank line, NULL-terminated; may be NULL. */
     const char *const *trailers;
     clr_git_limits limits;
+    clr_git_seal_fn seal; /* NULL: no seal; called once the tree is known (see above) */
+    void *seal_ctx;
     clr_git_walk_hook test_hook; /* test-only, see clr_git_walk_hook */
     void *test_hook_data;
 } clr_git_commit_options;
@@ -210,14 +225,22 @@ CLR_PUBLIC void clr_git_ignore_free(clr_git_ignore *ig);
  * caller applies git's other rule itself: everything inside an ignored directory is ignored. */
 CLR_PUBLIC bool clr_git_ignored(const clr_git_ignore *ig, const char *path, bool is_dir);
 
+/* Does text hold a line that starts (after blanks) with "Clearing-", in any case? Such lines
+ * in a commit message are written by clearing alone: a client's message or trailer that has
+ * one is refused, so no client can stamp a verdict. Defined in lib/commit.c. */
+CLR_PUBLIC bool clr_commit_claims_clearing(const char *text);
+
 /* The sandbox's workspace as one commit on its branch, with trailers Clearing-Sandbox, -Image,
- * -Runtime, -Base and the given extra ones ("Key: value"). CLR_E_CONFLICT for a sandbox made
- * without a repository. Defined in lib/commit.c. */
+ * -Runtime, -Base and the given extra ones ("Key: value"), and with sign_with (NULL: unsigned)
+ * a Clearing-Signature over them, the tree and the parent (verdict.h). CLR_E_CONFLICT for a
+ * sandbox made without a repository; CLR_E_INVALID for a message with a "Clearing-" line.
+ * Defined in lib/commit.c. */
 struct clr_sandbox;
+struct clr_verdict_key;
 CLR_PUBLIC int clr_sandbox_commit(clr_git_commit_result *out, const struct clr_sandbox *sb,
                                   const char *message, const char *author_name,
                                   const char *author_email, const char *const *extra_trailers,
-                                  clr_error *err);
+                                  const struct clr_verdict_key *sign_with, clr_error *err);
 /* Unified diff of the workspace against the sandbox's base commit; caller frees. */
 CLR_PUBLIC int clr_sandbox_diff(char **out, const struct clr_sandbox *sb, clr_error *err);
 

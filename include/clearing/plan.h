@@ -36,12 +36,18 @@ CLR_PUBLIC int clr_plan_parse(clr_plan **out, const char *text, size_t len, cons
 CLR_PUBLIC void clr_plan_free(clr_plan *p);
 
 struct clr_audit;
+struct clr_verdict_key;
 
 typedef struct clr_plan_run_options {
     const char *repo_path;        /* overrides the plan's repo */
     /* What clr_repo_admit() found at repo_path (the daemon); NULL: a local caller's own path. */
     const clr_git_repo_id *repo_id;
     const char *profile;          /* overrides the plan's profile */
+    /* The ref whose .clearing/gauntlet.yaml judges the plan (the operator's choice; NULL: HEAD,
+     * the default branch as it is when the plan starts); the plan's branch may not be it. */
+    const char *gauntlet_ref;
+    /* Signs the verdict's commit (verdict.h); required: plans do not run unsigned. */
+    const struct clr_verdict_key *verdict_key;
     const char *state_dir;
     const char *insecure_runtime;
     const clr_engine_options *engine;

@@ -43,6 +43,7 @@ typedef struct clr_sandbox_options {
     const char *base_ref;
     const char *branch;
     bool reuse_branch;
+    const char *protect_ref; /* a ref the branch may not be (the gauntlet's); see gitws.h */
     /* How far the lifetime may later be extended, in seconds from creation (0: not at all).
      * Recorded as the max-expires-at label, which is what gc goes by. */
     uint32_t max_lifetime_s;

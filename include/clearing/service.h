@@ -31,6 +31,12 @@ typedef struct clr_service_config {
     bool audit_syslog;            /* copy audit records to syslog */
     /* Directories repositories may come from (NULL-terminated); none: repos are refused. */
     const char *const *repo_roots;
+    /* The ref whose .clearing/gauntlet.yaml judges plans (NULL: each repository's HEAD, its
+     * default branch as it is when the plan starts). No sandbox may write to it. */
+    const char *gauntlet_ref;
+    /* The Ed25519 key that signs verdicts (NULL: <state_dir>/verdict.key); made at the first
+     * start when missing, its public half beside it as .pub. */
+    const char *verdict_key;
     /* Started sandboxes of the default profile (default image and limits, no repository) kept
      * ready: a create that asks for nothing else takes one. 0: no pool. */
     unsigned pool_size;

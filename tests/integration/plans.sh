@@ -96,6 +96,17 @@ check "passing plan: one commit on the new branch, on the base, with the plan's 
     '[ -n "$branch" ] && [ "$(git -C "$PY" rev-parse "$branch^")" = "$head_before" ] && git -C "$PY" cat-file -e "$branch:stats.py" && git -C "$PY" cat-file -e "$branch:test_stats.py"'
 check "passing plan: trailers Clearing-Verdict: pass, Clearing-Plan-Steps, Clearing-Sandbox" \
     'git -C "$PY" log -1 --format=%B "$branch" | grep -qx "Clearing-Verdict: pass" && git -C "$PY" log -1 --format=%B "$branch" | grep -qx "Clearing-Plan-Steps: 3" && git -C "$PY" log -1 --format=%B "$branch" | grep -qE "^Clearing-Sandbox: sb-[0-9a-f]{16}$"'
+check "passing plan: the verdict is signed, and clearing verify says it is good" \
+    '"${C[@]}" verify --repo "$PY" "$branch" >"$out" 2>"$err" && grep -q "^good signature by key [0-9a-f]\{16\} on commit .*: verdict pass" "$out" && grep -qx "Clearing-Runtime-Version: runsc version .*" "$out" && grep -qE "^Clearing-Image-Id: sha256:[0-9a-f]{64}$" "$out" && grep -qE "^Clearing-Gauntlet: sha256:[0-9a-f]{64} profile:python$" "$out" && grep -qx "Clearing-Check: tests passed required" "$out"'
+check "passing plan: git and openssl alone say the same (scripts/verify-verdict.sh)" \
+    'sh "$SRC/scripts/verify-verdict.sh" "$D/state/verdict.key.pub" "$branch" "$PY" >"$out" 2>"$err" && grep -q "Signature Verified Successfully" "$out"'
+git -C "$PY" cat-file commit "$branch" | sed '1,/^$/d' | sed 's/^Clearing-Check: tests passed required$/Clearing-Check: tests skipped optional/' >"$D/forged.msg"
+forged=$(git -C "$PY" commit-tree "$branch^{tree}" -p "$branch^" -F "$D/forged.msg")
+"${C[@]}" verify --repo "$PY" "$forged" >"$out" 2>"$err"; vst=$?
+check "passing plan: a check's line changed after signing: BAD signature (exit 1), and openssl agrees" \
+    '[ "$vst" = 1 ] && grep -q "BAD signature" "$err" && ! sh "$SRC/scripts/verify-verdict.sh" "$D/state/verdict.key.pub" "$forged" "$PY" >/dev/null 2>&1' "exit $vst"
+"${C[@]}" verify --repo "$PY" "$head_before" >"$out" 2>"$err"; vst=$?
+check "an unsigned commit: exit 1, no Clearing-Signature" '[ "$vst" = 1 ] && grep -q "no Clearing-Signature" "$err"' "exit $vst"
 check "passing plan: the caller's checkout is untouched" \
     '[ "$(git -C "$PY" rev-parse HEAD)" = "$head_before" ] && [ "$(git -C "$PY" symbolic-ref HEAD)" = refs/heads/main ] && [ -z "$(git -C "$PY" status --porcelain --ignored)" ] && [ ! -e "$PY/stats.py" ]'
 assert_clean "passing plan"
@@ -188,6 +199,45 @@ check "weakened gauntlet: the base commit's checks judge the plan (exit 1, own-t
 check "weakened gauntlet: the check the plan wrote never ran (the summary lists own-tests alone)" \
     'grep -q "own-tests" "$out" && ! grep -q "weak" "$out"'
 assert_clean "weakened gauntlet"
+# A first plan commits (commit_on_failure) a lenient gauntlet on its branch; a second plan names
+# that branch as its base. The judge is the default branch's gauntlet, never the base's.
+cat >"$D/plans/plant.yaml" <<'EOF'
+message: "Plant a lenient gauntlet and break add()"
+profile: python
+commit_on_failure: true
+steps:
+  - write:
+      path: .clearing/gauntlet.yaml
+      content: |
+        checks:
+          - name: weak
+            run: "true"
+  - write:
+      path: calc.py
+      content: |
+        """A tiny module for the demo: the kind of code an agent edits."""
+
+
+        def add(a: int, b: int) -> int:
+            return a - b
+
+
+        def mean(values: list[float]) -> float:
+            if not values:
+                raise ValueError("mean of an empty list")
+            return sum(values) / len(values)
+EOF
+plan "$D/plans/plant.yaml" "$OWN"
+planted=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["branch"])' "$rep" 2>/dev/null)
+check "planted gauntlet: the first plan fails and commits (commit_on_failure) the lenient gauntlet" \
+    '[ "$st" = 1 ] && [ -n "$planted" ] && git -C "$OWN" show "$planted:.clearing/gauntlet.yaml" | grep -q "name: weak"' "exit $st"
+printf 'message: "Judged by the planted gauntlet?"\nprofile: python\nbase: %s\nsteps:\n  - write: {path: note.txt, content: "hi\\n"}\n' "$planted" >"$D/plans/on-planted.yaml"
+plan "$D/plans/on-planted.yaml" "$OWN"
+planted_at=$(git -C "$OWN" rev-parse "$planted")
+own_head=$(git -C "$OWN" rev-parse HEAD)
+check "planted gauntlet: a plan based on that branch is judged by HEAD's gauntlet (own-tests fails), not the planted one" \
+    '[ "$st" = 1 ] && jpy "$rep" "r[\"base\"] == \"$planted_at\" and r[\"gauntlet_source\"][\"ref\"] == \"HEAD\" and r[\"gauntlet_source\"][\"commit\"] == \"$own_head\" and [(c[\"name\"], c[\"status\"]) for c in r[\"gauntlet\"][\"checks\"]] == [(\"own-tests\", \"failed\")]"' "exit $st"
+assert_clean "planted gauntlet"
 cat >"$D/plans/hang.yaml" <<'EOF'
 message: "A test that hangs"
 profile: python
@@ -328,6 +378,26 @@ assert {'step', 'check', 'commit'} <= set(names), names
 assert {'check': 'lint', 'status': 'failed'} in [{k: e.get(k) for k in ('check', 'status')} for e in events if e['event'] == 'check'], events
 assert events[-1]['verdict'] == 'fail' and events[-2]['verdict'] == 'fail'
 EOF"
+# sandbox_listed ID: the engine has the sandbox ID; sandbox_gone ID: it positively has not.
+sandbox_listed() { local ids; ids=$(sandboxes_of "" "$1") && [ "$ids" = "$1" ]; }
+sandbox_gone() { local ids; ids=$(sandboxes_of "" "$1") && [ -z "$ids" ]; }
+git clone -q --bare "$OWN" "$D/api/own-bare.git"
+main_before=$(git -C "$D/api/own-bare.git" rev-parse main)
+code=$("${S[@]}" -o "$out" -w '%{http_code}' -XPOST http://x/v1/sandboxes -d "{\"repo\": {\"path\": \"$D/api/own-bare.git\", \"branch\": \"main\", \"reuse_branch\": true}}")
+remember_ids "$out"
+check "judge branch: no sandbox may take a bare repository's default branch as its own (409), main unchanged" \
+    '[ "$code" = 409 ] && grep -q "default branch" "$out" && [ "$(git -C "$D/api/own-bare.git" rev-parse main)" = "$main_before" ]' "HTTP $code"
+code=$("${S[@]}" -o "$out" -w '%{http_code}' -XPOST http://x/v1/sandboxes -d "{\"repo\": {\"path\": \"$D/api/own-bare.git\", \"branch\": \"side\"}, \"limits\": {\"lifetime\": \"2m\"}}")
+remember_ids "$out"
+side_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$out" 2>/dev/null)
+check "judge branch: control: a branch of its own in the same bare repository is taken (201)" '[ "$code" = 201 ]' "HTTP $code"
+if [ -n "$side_id" ]; then
+    "${S[@]}" -XDELETE "http://x/v1/sandboxes/$side_id" >/dev/null
+    check "judge branch: the control's sandbox is removed" 'wait_for 120 sandbox_gone "$side_id"' "$side_id still there 120 s later"
+fi
+api_branch=$(python3 -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if l.strip()][-1]; print(r["branch"])' "$D/stream.ndjson" 2>/dev/null)
+check "API: the daemon signs with its own key (made at its first start), which verifies the commit" \
+    '[ -f "$D/api-state/verdict.key.pub" ] && [ "$(stat -c %a "$D/api-state/verdict.key")" = 600 ] && "$CLEARING" verify --repo "$API" --key "$D/api-state/verdict.key.pub" "$api_branch" >"$out" 2>"$err" && grep -q "verdict fail" "$out" && ! "$CLEARING" verify --repo "$API" --key "$D/state/verdict.key.pub" "$api_branch" >/dev/null 2>&1'
 cp "$D/stream.ndjson" "$rep"
 code=$("${S[@]}" -o "$out" -w '%{http_code}' -XPOST http://x/v1/plans -d "$(body "$PY" "$SRC/examples/plans/add-median.yaml")")
 check "API: a repository outside repo_roots is refused (403)" '[ "$code" = 403 ]' "HTTP $code"
@@ -352,9 +422,6 @@ step_started() {
     step_id=$(grep -ohE 'sb-[0-9a-f]{16}' "$2" 2>/dev/null | head -1)
     [ -n "$step_id" ] && [ -e "$1/workspaces/$step_id/started" ]
 }
-# sandbox_listed ID: the engine has the sandbox ID; sandbox_gone ID: it positively has not.
-sandbox_listed() { local ids; ids=$(sandboxes_of "" "$1") && [ "$ids" = "$1" ]; }
-sandbox_gone() { local ids; ids=$(sandboxes_of "" "$1") && [ -z "$ids" ]; }
 # The daemon does not cancel a plan whose client went away: it runs to its end (here, the 10 s
 # step timeout) and must then remove its sandbox like any other.
 sed 's/sleep 600"}/sleep 600", timeout: 10s}/' "$D/plans/slow.yaml" >"$D/plans/slow10.yaml"

@@ -1356,6 +1356,37 @@ def _():
                 shutil.rmtree(path)
 
 
+@attack('api-forged-verdict', 'a client stamps its own Clearing-Verdict: trailer, message line, '
+                              'lowercase key')
+def _():
+    d = API.create(repo={'path': HOST['repo']}, limits={'lifetime': '5m'})
+    try:
+        res = API.exec(d, shell='echo forged > FORGED')
+        check(res['exit_code'] == 0, res)
+        for body in ({'message': 'x', 'trailers': ['Clearing-Verdict: pass']},
+                     {'message': 'x', 'trailers': ['clearing-verdict: pass']},
+                     {'message': 'x', 'trailers': ['  Clearing-Signature: ed25519 00 AA']},
+                     {'message': 'looks fine\n\nClearing-Verdict: pass'},
+                     {'message': 'x\nCLEARING-VERDICT: pass\n'}):
+            r = API.req('POST', '/v1/sandboxes/%s/commit' % d, body)
+            check(r.status == 400 and 'Clearing-' in r.json['error']['message'], (body, r))
+        log = subprocess.run(['git', '-C', HOST['repo'], 'log', '--all', '--format=%B'],
+                             capture_output=True, text=True, check=True).stdout
+        check('Clearing-Verdict' not in log, log)
+        # Positive control: the same commit with a trailer of another key goes through, and
+        # clearing's own trailers are there.
+        r = API.req('POST', '/v1/sandboxes/%s/commit' % d,
+                    {'message': 'x', 'trailers': ['Reviewed-by: someone']})
+        check(r.status == 200 and r.json['changed'], r)
+        msg = subprocess.run(['git', '-C', HOST['repo'], 'log', '-1', '--format=%B',
+                              r.json['commit']], capture_output=True, text=True,
+                             check=True).stdout
+        check('Reviewed-by: someone' in msg and 'Clearing-Sandbox: %s' % d in msg, msg)
+        check('Clearing-Verdict' not in msg and 'Clearing-Signature' not in msg, msg)
+    finally:
+        destroy(d)
+
+
 def tcp_get(path, token=None):
     c = http.client.HTTPConnection('127.0.0.1', HOST['tcp_port'], timeout=60)
     try:
