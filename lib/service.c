@@ -409,9 +409,9 @@ static json_t *sandbox_json(const clr_store_sandbox *s)
             json_array_append_new(env_names, json_stringn(kv, (size_t)(eq - kv)));
     }
     return json_pack(
-        "{s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:O, s:o,"
+        "{s:s, s:s, s:b, s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:O, s:o,"
         " s:{s:s, s:s, s:I, s:I, s:s, s:s, s:I, s:I, s:s}}",
-        "id", s->info.id, "state", s->info.state, "image", s->info.image, "runtime",
+        "id", s->info.id, "state", s->info.state, "recovered", s->recovered, "image", s->info.image, "runtime",
         s->info.runtime, "insecure", s->info.insecure, "created_at", (json_int_t)s->info.created_at,
         "expires_at", (json_int_t)s->info.expires_at, "max_expires_at",
         (json_int_t)s->max_expires_at, "idle_timeout", (json_int_t)s->idle_timeout_s,
@@ -2042,7 +2042,53 @@ static void recover_workspaces(clr_service *svc, const struct snapshot *sn)
     closedir(d);
 }
 
-/* After a restart: keep what still runs, mark what vanished, remove what we do not know. */
+/* A running container of ours that an empty database does not know (the operator moved a corrupt
+ * database aside): it becomes a sandbox again, from what its labels say (limits, lifetime, image,
+ * runtime), marked recovered; what was only in the old database (metadata, environment, egress
+ * policy) is gone, so its egress stays closed. Recorded in the audit log before it is served: if
+ * that cannot be, the sandbox does not run on. Returns whether it was adopted. */
+static bool adopt_recovered(clr_service *svc, struct snapshot *sn, const clr_sandbox_info *live)
+{
+    clr_store_sandbox row;
+    memset(&row, 0, sizeof(row));
+    row.info = *live;
+    snprintf(row.info.state, sizeof(row.info.state), CLR_STATE_RUNNING);
+    row.max_expires_at = live->max_expires_at;
+    row.idle_timeout_s = svc->cfg.idle_timeout_s;
+    row.last_active_at = now_s();
+    row.recovered = true;
+    row.metadata = json_object();
+    row.env = json_array();
+    clr_error lerr = CLR_ERROR_INIT;
+    int rc = clr_store_sandbox_insert(svc->store, &row, &lerr);
+    clr_store_sandbox_clear(&row);
+    if (rc < 0) {
+        clr_log(CLR_LOG_WARN, "recover.adopt_failed", "id", live->id, "error", lerr.message,
+                NULL);
+        return false;
+    }
+    json_t *d = clr_audit_sandbox_details(live);
+    json_object_set_new(d, "reason", json_string("empty state database: adopted from the "
+                                                 "container's labels"));
+    json_object_set_new(d, "container_owner", json_string(live->owner));
+    rc = clr_audit_append(svc->audit, "recovery", live->id, "sandbox.recovered", "ok", d, &lerr);
+    json_decref(d);
+    if (rc < 0) {
+        clr_log(CLR_LOG_ERROR, "audit.write_failed", "error", lerr.message, NULL);
+        clr_error derr = CLR_ERROR_INIT;
+        clr_sandbox_destroy(sn->eng, live->id, "unaudited", svc->state_dir, &derr);
+        clr_store_sandbox_set_state(svc->store, live->id, CLR_STATE_DESTROYED, "unaudited",
+                                    now_s(), &derr);
+        return false;
+    }
+    atomic_fetch_add(&svc->adopted, 1);
+    clr_log(CLR_LOG_WARN, "recover.recovered", "id", live->id, "detail",
+            "adopted from its labels into an empty state database", NULL);
+    return true;
+}
+
+/* After a restart: keep what still runs, mark what vanished, remove what we do not know (but
+ * adopt what runs when the database is new: see adopt_recovered). */
 static int recover(clr_service *svc, clr_error *err)
 {
     struct snapshot sn;
@@ -2090,6 +2136,9 @@ static int recover(clr_service *svc, clr_error *err)
             }
             continue;
         }
+        if (clr_store_created(svc->store) && strcmp(sn.live[j].state, "running") == 0 &&
+            adopt_recovered(svc, &sn, &sn.live[j]))
+            continue;
         if (clr_sandbox_destroy(sn.eng, sn.live[j].id, "orphan", svc->state_dir, &lerr) < 0) {
             /* Left to `clearing gc` and the next start. */
             clr_log(CLR_LOG_WARN, "recover.orphan_failed", "id", sn.live[j].id, "error",

@@ -1712,6 +1712,71 @@ class T09CrashRecovery(ApiTest):
         self.assertEqual(m['clearing_orphans_removed_total'], 1)
 
 
+# ---- faults that must end in a true record (issue #17) ----
+
+class T12Faults(ApiTest):
+    """A corrupt database is named, and moving it aside adopts the sandboxes that still run."""
+
+    def test_corrupt_database_named_and_sandboxes_adopted(self):
+        d = Daemon('corrupt')
+        self.addCleanup(d.stop)
+        made = []
+        # Runs after the API destroys: whatever is left of the sandbox goes.
+        self.addCleanup(lambda: [docker_remove_quietly('clearing-' + x['id']) for x in made])
+        d.start()
+        c = d.client()
+        sb = self.create({'metadata': {'role': 'kept'}, 'limits': {'memory': '300m'}}, client=c)
+        self.assertEqual(self.run_ok(sb['id'], {'shell': 'echo before > /workspace/b.txt'},
+                                     client=c)['stdout'], '')
+        made.append(sb)
+        d.stop()
+        db = os.path.join(d.state, 'clearing.db')
+        with open(db, 'r+b') as f:
+            head = f.read(16)
+            self.assertEqual(head, b'SQLite format 3\0')
+            f.seek(0)
+            f.write(os.urandom(4096))
+        p = d.spawn()
+        try:
+            rc = p.wait(60)
+        except subprocess.TimeoutExpired:
+            self.fail('the daemon started on a corrupt database:\n' + d.log_tail())
+        self.assertNotEqual(rc, 0)
+        log = d.log_tail(5)
+        self.assertIn('state database %s is corrupt' % db, log)
+        self.assertIn('mv %s %s.corrupt' % (db, db), log)
+        self.assertIn('running sandboxes are adopted', log)
+        r = docker('GET', '/containers/clearing-%s/json' % sb['id'])
+        self.assertEqual(r.status, 200, r)
+        self.assertTrue(r.json['State']['Running'], r)
+        # The operator does what the message says.
+        for suffix in ('', '-wal', '-shm'):
+            if os.path.exists(db + suffix):
+                os.rename(db + suffix, db + suffix + '.corrupt')
+        d.start()
+        r = c.get('/v1/sandboxes/' + sb['id'])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json['state'], 'running', r)
+        self.assertIs(r.json['recovered'], True, r)
+        self.assertEqual(r.json['limits']['memory'], sb['limits']['memory'], r)
+        # The label's expiry: set when the container was made, a moment before the record's.
+        self.assertLessEqual(abs(r.json['expires_at'] - sb['expires_at']), 5, r)
+        self.assertIn(sb['id'], {s['id'] for s in
+                                 c.get('/v1/sandboxes?state=running').json['sandboxes']})
+        ls = subprocess.run([CLEARING, '--host', 'unix://' + d.sock, 'ls'],
+                            stdout=subprocess.PIPE, check=True, timeout=60).stdout.decode()
+        self.assertRegex(ls, re.escape(sb['id']) + r' +running .*\[RECOVERED\]', ls)
+        self.assertEqual(self.run_ok(sb['id'], {'argv': ['cat', '/workspace/b.txt']},
+                                     client=c)['stdout'], 'before\n')
+        with open(os.path.join(d.state, 'audit.log')) as f:
+            records = [json.loads(line) for line in f]
+        adopted = [x for x in records if x['action'] == 'sandbox.recovered']
+        self.assertEqual([x['sandbox'] for x in adopted], [sb['id']], records[-5:])
+        self.assertEqual(c.delete('/v1/sandboxes/' + sb['id']).status, 204)
+        self.assertTrue(container_removed(sb['id']))
+        self.assertEqual(c.get('/v1/sandboxes/' + sb['id']).json['state'], 'destroyed')
+
+
 # ---- runner ----
 
 class Result(unittest.TextTestResult):
