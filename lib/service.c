@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include "clearing/service.h"
 #include "clearing/store.h"
@@ -2481,20 +2482,79 @@ static bool engine_healthy(clr_service *svc, bool fresh, char *why, size_t why_s
     return ok;
 }
 
+/* Below this much free space (or with no free inode) a filesystem the daemon writes to counts as
+ * full: a transaction of SQLite (a few 4 KiB pages in the WAL) and an audit record need about
+ * this much. Small, so that a small dedicated filesystem (a tmpfs for the audit log) is not
+ * called full while it has room for thousands of records. */
+#define HEALTH_DISK_RESERVE (64 * 1024)
+
+/* Whether the filesystem of dir has room: a statvfs(), no write. why: the path and what is left.
+ * dev (in/out) skips a filesystem already checked. */
+static bool disk_has_room(const char *dir, dev_t *seen, char *why, size_t len)
+{
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (*seen && st.st_dev == *seen)
+            return true;
+        *seen = st.st_dev;
+    }
+    struct statvfs v;
+    if (statvfs(dir, &v) < 0) {
+        snprintf(why, len, "cannot check the free space of %s: %s", dir, strerror(errno));
+        return false;
+    }
+    uint64_t avail = (uint64_t)v.f_bavail * v.f_frsize;
+    if (avail < HEALTH_DISK_RESERVE || (v.f_files && v.f_favail == 0)) {
+        snprintf(why, len,
+                 "no space left on %s: %" PRIu64 " KiB and %" PRIu64 " inodes free (reserve "
+                 "%d KiB); actions that write state are refused until space is freed",
+                 dir, avail / 1024, (uint64_t)v.f_favail, HEALTH_DISK_RESERVE / 1024);
+        return false;
+    }
+    return true;
+}
+
 int clr_service_health(clr_service *svc, bool fresh, json_t **out)
 {
     char engine[sizeof(svc->health_err)];
-    bool ok = engine_healthy(svc, fresh, engine, sizeof(engine));
+    bool engine_ok = engine_healthy(svc, fresh, engine, sizeof(engine));
+    json_t *reasons = json_array();
+    const char *status = "ok";
+    if (!engine_ok) {
+        status = "degraded";
+        json_array_append_new(reasons, json_sprintf("the Docker engine: %s", engine));
+    }
+    char why[sizeof(((clr_error *)0)->message) + 64];
+    if (!clr_audit_writable(svc->audit, why, sizeof(why))) {
+        status = "degraded";
+        json_array_append_new(reasons, json_string(why));
+    }
+    /* A full disk refuses every action that writes (every one: all are audited): unavailable. */
+    char audit_dir[4096];
+    snprintf(audit_dir, sizeof(audit_dir), "%s", clr_audit_path(svc->audit));
+    char *slash = strrchr(audit_dir, '/');
+    if (slash)
+        *(slash == audit_dir ? slash + 1 : slash) = '\0';
+    else
+        snprintf(audit_dir, sizeof(audit_dir), ".");
+    dev_t seen = 0;
+    const char *dirs[] = {svc->state_dir, audit_dir};
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+        if (!disk_has_room(dirs[i], &seen, why, sizeof(why))) {
+            status = "unavailable";
+            json_array_append_new(reasons, json_string(why));
+        }
+    }
     int running = 0;
     clr_store_count_running(svc->store, &running, NULL);
     pthread_mutex_lock(&svc->rm_lock);
     unsigned pending = svc->rm_pending;
     pthread_mutex_unlock(&svc->rm_lock);
-    *out = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "status", ok ? "ok" : "degraded",
-                     "engine", engine, "version", clr_version(), "sandboxes",
-                     running, "running_execs", atomic_load(&svc->running_execs),
-                     "removals_pending", (int)pending);
-    return ok ? 0 : -1;
+    *out = json_pack("{s:s, s:o, s:s, s:s, s:i, s:i, s:i}", "status", status, "reasons",
+                     reasons, "engine", engine, "version", clr_version(), "sandboxes", running,
+                     "running_execs", atomic_load(&svc->running_execs), "removals_pending",
+                     (int)pending);
+    return strcmp(status, "ok") == 0 ? 0 : -1;
 }
 
 struct text {

@@ -2,6 +2,7 @@
  * answering a client survives a kill -9 of the daemon and a power cut. Migrations are a list of
  * SQL scripts applied in order; PRAGMA user_version records how far a database has come. */
 #include <errno.h>
+#include <libgen.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 struct clr_store {
     sqlite3 *db;
     char *path;
+    char dir[4096]; /* the directory that holds it: where "no space left" is */
     bool created;   /* this open created it (schema 0): an empty database, e.g. moved aside */
 };
 
@@ -54,11 +56,18 @@ static const char *const migrations[] = {
     "ALTER TABLE sandboxes ADD COLUMN recovered INTEGER NOT NULL DEFAULT 0;",
 };
 
-/* An SQLite failure as a clr_error. A corrupt file, which the operator must act on, says so and
- * names the file and what to do. */
+/* An SQLite failure as a clr_error. The two an operator must act on say so and name the file: a
+ * full disk (SQLITE_FULL, or a write that failed with ENOSPC) and a corrupt file. */
 static int sqlite_error(clr_store *st, clr_error *err, int rc, const char *what, const char *msg)
 {
     int primary = rc & 0xff;
+    /* The OS error is that of SQLite's last system call: it counts only for an I/O error. */
+    int sys = st->db && primary == SQLITE_IOERR ? sqlite3_system_errno(st->db) : 0;
+    if (primary == SQLITE_FULL || sys == ENOSPC || sys == EDQUOT)
+        return clr_error_set(err, CLR_E_UNAVAILABLE, ENOSPC,
+                             "no space left on %s: the state database %s cannot grow (%s: %s); "
+                             "free space there and retry",
+                             st->dir, st->path, what, msg);
     if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB)
         return clr_error_set(err, CLR_E_UNAVAILABLE, EIO,
                              "state database %s is corrupt (sqlite: %s: %s): stop the daemon, "
@@ -119,6 +128,9 @@ int clr_store_open(clr_store **out, const char *path, clr_error *err)
         free(st);
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     }
+    char dir[sizeof(st->dir)];
+    snprintf(dir, sizeof(dir), "%s", path);
+    snprintf(st->dir, sizeof(st->dir), "%s", dirname(dir));
     int rc = sqlite3_open_v2(path, &st->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                              NULL);

@@ -33,8 +33,9 @@ typedef struct clr_store_sandbox {
 CLR_PUBLIC void clr_store_sandbox_clear(clr_store_sandbox *s);
 
 /* Opens (creating if needed) the database at path, checks it (PRAGMA quick_check) and migrates it
- * to the current schema. A corrupt file, here or in any later call, is CLR_E_UNAVAILABLE naming
- * it and what to do.
+ * to the current schema. A corrupt file is CLR_E_UNAVAILABLE naming it and what to do; a full
+ * disk, here or in any later call, is CLR_E_UNAVAILABLE with errno ENOSPC, "no space left on
+ * <directory>".
  * *out is owned by the caller: clr_store_close(). */
 CLR_PUBLIC int clr_store_open(clr_store **out, const char *path, clr_error *err);
 CLR_PUBLIC void clr_store_close(clr_store *st);
