@@ -38,6 +38,10 @@ struct clr_audit {
     char hash[65];
     off_t known_size;
     ino_t known_ino;
+    /* Why the last append failed ("" while the last one succeeded), for health checks that must
+     * not wait behind an append's fsync: guarded by state_lock, never held across I/O. */
+    pthread_mutex_t state_lock;
+    char last_failure[sizeof(((clr_error *)0)->message)];
 };
 
 static void hex(char *out, const unsigned char *d, size_t n)
@@ -311,8 +315,55 @@ static int append_locked(clr_audit *a, const char *actor, const char *sandbox,
     return rc;
 }
 
+static int append_impl(clr_audit *a, const char *actor, const char *sandbox,
+                       const char *action, const char *outcome, json_t *details, clr_error *err);
+
 int clr_audit_append(clr_audit *a, const char *actor, const char *sandbox, const char *action,
                      const char *outcome, json_t *details, clr_error *err)
+{
+    clr_error mine = CLR_ERROR_INIT;
+    int rc = append_impl(a, actor, sandbox, action, outcome, details, &mine);
+    /* A record too large is the caller's problem, not the log's. */
+    if (rc == 0 || mine.code != CLR_E_LIMIT) {
+        pthread_mutex_lock(&a->state_lock);
+        snprintf(a->last_failure, sizeof(a->last_failure), "%s", rc == 0 ? "" : mine.message);
+        pthread_mutex_unlock(&a->state_lock);
+    }
+    if (rc < 0 && err)
+        *err = mine;
+    return rc;
+}
+
+bool clr_audit_writable(clr_audit *a, char *why, size_t len)
+{
+    pthread_mutex_lock(&a->state_lock);
+    snprintf(why, len, "%s", a->last_failure);
+    pthread_mutex_unlock(&a->state_lock);
+    if (why[0])
+        return false;
+    /* Catches what makes the next append fail before one does: an immutable or read-only file
+     * (access() checks both, also for root), a log moved away or replaced by a directory. */
+    struct stat st;
+    if (access(a->path, W_OK) < 0 || stat(a->path, &st) < 0) {
+        snprintf(why, len, "the audit log %s is not writable: %s; every action is refused until "
+                 "it is", a->path, strerror(errno));
+        return false;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(why, len, "the audit log %s is not a regular file; every action is refused "
+                 "until it is", a->path);
+        return false;
+    }
+    return true;
+}
+
+const char *clr_audit_path(const clr_audit *a)
+{
+    return a->path;
+}
+
+static int append_impl(clr_audit *a, const char *actor, const char *sandbox,
+                       const char *action, const char *outcome, json_t *details, clr_error *err)
 {
     pthread_mutex_lock(&a->lock);
     int rc = -1;
@@ -360,11 +411,13 @@ int clr_audit_open(clr_audit **out, const clr_audit_options *opts, clr_error *er
     a->rotate_bytes = opts->rotate_bytes;
     a->syslog = opts->syslog;
     pthread_mutex_init(&a->lock, NULL);
+    pthread_mutex_init(&a->state_lock, NULL);
     if (!a->path)
         clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     if (!a->path || open_log(a, err) < 0) {
         free(a->path);
         pthread_mutex_destroy(&a->lock);
+        pthread_mutex_destroy(&a->state_lock);
         free(a);
         return -1;
     }
@@ -408,6 +461,7 @@ void clr_audit_close(clr_audit *a)
     if (a->lock_fd > 0)
         close(a->lock_fd);
     pthread_mutex_destroy(&a->lock);
+    pthread_mutex_destroy(&a->state_lock);
     free(a->path);
     free(a);
 }

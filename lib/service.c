@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include "clearing/service.h"
 #include "clearing/store.h"
@@ -412,9 +413,9 @@ static json_t *sandbox_json(const clr_store_sandbox *s)
             json_array_append_new(env_names, json_stringn(kv, (size_t)(eq - kv)));
     }
     return json_pack(
-        "{s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:O, s:o,"
+        "{s:s, s:s, s:b, s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:O, s:o,"
         " s:{s:s, s:s, s:I, s:I, s:s, s:s, s:I, s:I, s:s}}",
-        "id", s->info.id, "state", s->info.state, "image", s->info.image, "runtime",
+        "id", s->info.id, "state", s->info.state, "recovered", s->recovered, "image", s->info.image, "runtime",
         s->info.runtime, "insecure", s->info.insecure, "created_at", (json_int_t)s->info.created_at,
         "expires_at", (json_int_t)s->info.expires_at, "max_expires_at",
         (json_int_t)s->max_expires_at, "idle_timeout", (json_int_t)s->idle_timeout_s,
@@ -2019,7 +2020,53 @@ static void recover_workspaces(clr_service *svc, const struct snapshot *sn)
     closedir(d);
 }
 
-/* After a restart: keep what still runs, mark what vanished, remove what we do not know. */
+/* A running container of ours that an empty database does not know (the operator moved a corrupt
+ * database aside): it becomes a sandbox again, from what its labels say (limits, lifetime, image,
+ * runtime), marked recovered; what was only in the old database (metadata, environment, egress
+ * policy) is gone, so its egress stays closed. Recorded in the audit log before it is served: if
+ * that cannot be, the sandbox does not run on. Returns whether it was adopted. */
+static bool adopt_recovered(clr_service *svc, struct snapshot *sn, const clr_sandbox_info *live)
+{
+    clr_store_sandbox row;
+    memset(&row, 0, sizeof(row));
+    row.info = *live;
+    snprintf(row.info.state, sizeof(row.info.state), CLR_STATE_RUNNING);
+    row.max_expires_at = live->max_expires_at;
+    row.idle_timeout_s = svc->cfg.idle_timeout_s;
+    row.last_active_at = now_s();
+    row.recovered = true;
+    row.metadata = json_object();
+    row.env = json_array();
+    clr_error lerr = CLR_ERROR_INIT;
+    int rc = clr_store_sandbox_insert(svc->store, &row, &lerr);
+    clr_store_sandbox_clear(&row);
+    if (rc < 0) {
+        clr_log(CLR_LOG_WARN, "recover.adopt_failed", "id", live->id, "error", lerr.message,
+                NULL);
+        return false;
+    }
+    json_t *d = clr_audit_sandbox_details(live);
+    json_object_set_new(d, "reason", json_string("empty state database: adopted from the "
+                                                 "container's labels"));
+    json_object_set_new(d, "container_owner", json_string(live->owner));
+    rc = clr_audit_append(svc->audit, "recovery", live->id, "sandbox.recovered", "ok", d, &lerr);
+    json_decref(d);
+    if (rc < 0) {
+        clr_log(CLR_LOG_ERROR, "audit.write_failed", "error", lerr.message, NULL);
+        clr_error derr = CLR_ERROR_INIT;
+        clr_sandbox_destroy(sn->eng, live->id, "unaudited", svc->state_dir, &derr);
+        clr_store_sandbox_set_state(svc->store, live->id, CLR_STATE_DESTROYED, "unaudited",
+                                    now_s(), &derr);
+        return false;
+    }
+    atomic_fetch_add(&svc->adopted, 1);
+    clr_log(CLR_LOG_WARN, "recover.recovered", "id", live->id, "detail",
+            "adopted from its labels into an empty state database", NULL);
+    return true;
+}
+
+/* After a restart: keep what still runs, mark what vanished, remove what we do not know (but
+ * adopt what runs when the database is new: see adopt_recovered). */
 static int recover(clr_service *svc, clr_error *err)
 {
     struct snapshot sn;
@@ -2067,6 +2114,9 @@ static int recover(clr_service *svc, clr_error *err)
             }
             continue;
         }
+        if (clr_store_created(svc->store) && strcmp(sn.live[j].state, "running") == 0 &&
+            adopt_recovered(svc, &sn, &sn.live[j]))
+            continue;
         if (clr_sandbox_destroy(sn.eng, sn.live[j].id, "orphan", svc->state_dir, &lerr) < 0) {
             /* Left to `clearing gc` and the next start. */
             clr_log(CLR_LOG_WARN, "recover.orphan_failed", "id", sn.live[j].id, "error",
@@ -2439,20 +2489,79 @@ static bool engine_healthy(clr_service *svc, bool fresh, char *why, size_t why_s
     return ok;
 }
 
+/* Below this much free space (or with no free inode) a filesystem the daemon writes to counts as
+ * full: a transaction of SQLite (a few 4 KiB pages in the WAL) and an audit record need about
+ * this much. Small, so that a small dedicated filesystem (a tmpfs for the audit log) is not
+ * called full while it has room for thousands of records. */
+#define HEALTH_DISK_RESERVE (64 * 1024)
+
+/* Whether the filesystem of dir has room: a statvfs(), no write. why: the path and what is left.
+ * dev (in/out) skips a filesystem already checked. */
+static bool disk_has_room(const char *dir, dev_t *seen, char *why, size_t len)
+{
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (*seen && st.st_dev == *seen)
+            return true;
+        *seen = st.st_dev;
+    }
+    struct statvfs v;
+    if (statvfs(dir, &v) < 0) {
+        snprintf(why, len, "cannot check the free space of %s: %s", dir, strerror(errno));
+        return false;
+    }
+    uint64_t avail = (uint64_t)v.f_bavail * v.f_frsize;
+    if (avail < HEALTH_DISK_RESERVE || (v.f_files && v.f_favail == 0)) {
+        snprintf(why, len,
+                 "no space left on %s: %" PRIu64 " KiB and %" PRIu64 " inodes free (reserve "
+                 "%d KiB); actions that write state are refused until space is freed",
+                 dir, avail / 1024, (uint64_t)v.f_favail, HEALTH_DISK_RESERVE / 1024);
+        return false;
+    }
+    return true;
+}
+
 int clr_service_health(clr_service *svc, bool fresh, json_t **out)
 {
     char engine[sizeof(svc->health_err)];
-    bool ok = engine_healthy(svc, fresh, engine, sizeof(engine));
+    bool engine_ok = engine_healthy(svc, fresh, engine, sizeof(engine));
+    json_t *reasons = json_array();
+    const char *status = "ok";
+    if (!engine_ok) {
+        status = "degraded";
+        json_array_append_new(reasons, json_sprintf("the Docker engine: %s", engine));
+    }
+    char why[sizeof(((clr_error *)0)->message) + 64];
+    if (!clr_audit_writable(svc->audit, why, sizeof(why))) {
+        status = "degraded";
+        json_array_append_new(reasons, json_string(why));
+    }
+    /* A full disk refuses every action that writes (every one: all are audited): unavailable. */
+    char audit_dir[4096];
+    snprintf(audit_dir, sizeof(audit_dir), "%s", clr_audit_path(svc->audit));
+    char *slash = strrchr(audit_dir, '/');
+    if (slash)
+        *(slash == audit_dir ? slash + 1 : slash) = '\0';
+    else
+        snprintf(audit_dir, sizeof(audit_dir), ".");
+    dev_t seen = 0;
+    const char *dirs[] = {svc->state_dir, audit_dir};
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+        if (!disk_has_room(dirs[i], &seen, why, sizeof(why))) {
+            status = "unavailable";
+            json_array_append_new(reasons, json_string(why));
+        }
+    }
     int running = 0;
     clr_store_count_running(svc->store, &running, NULL);
     pthread_mutex_lock(&svc->rm_lock);
     unsigned pending = svc->rm_pending;
     pthread_mutex_unlock(&svc->rm_lock);
-    *out = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i}", "status", ok ? "ok" : "degraded",
-                     "engine", engine, "version", clr_version(), "sandboxes",
-                     running, "running_execs", atomic_load(&svc->running_execs),
-                     "removals_pending", (int)pending);
-    return ok ? 0 : -1;
+    *out = json_pack("{s:s, s:o, s:s, s:s, s:i, s:i, s:i}", "status", status, "reasons",
+                     reasons, "engine", engine, "version", clr_version(), "sandboxes", running,
+                     "running_execs", atomic_load(&svc->running_execs), "removals_pending",
+                     (int)pending);
+    return strcmp(status, "ok") == 0 ? 0 : -1;
 }
 
 struct text {

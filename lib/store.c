@@ -2,6 +2,7 @@
  * answering a client survives a kill -9 of the daemon and a power cut. Migrations are a list of
  * SQL scripts applied in order; PRAGMA user_version records how far a database has come. */
 #include <errno.h>
+#include <libgen.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,6 +12,9 @@
 
 struct clr_store {
     sqlite3 *db;
+    char *path;
+    char dir[4096]; /* the directory that holds it: where "no space left" is */
+    bool created;   /* this open created it (schema 0): an empty database, e.g. moved aside */
 };
 
 static const char *const migrations[] = {
@@ -48,23 +52,70 @@ static const char *const migrations[] = {
     "ALTER TABLE execs ADD COLUMN channel INTEGER NOT NULL DEFAULT 0;",
     /* 3: the sandbox's egress policy (JSON; '' for none) */
     "ALTER TABLE sandboxes ADD COLUMN egress TEXT NOT NULL DEFAULT '';",
+    /* 4: adopted from its container's labels into an empty database (1) */
+    "ALTER TABLE sandboxes ADD COLUMN recovered INTEGER NOT NULL DEFAULT 0;",
 };
+
+/* An SQLite failure as a clr_error. The two an operator must act on say so and name the file: a
+ * full disk (SQLITE_FULL, or a write that failed with ENOSPC) and a corrupt file. */
+static int sqlite_error(clr_store *st, clr_error *err, int rc, const char *what, const char *msg)
+{
+    int primary = rc & 0xff;
+    /* The OS error is that of SQLite's last system call: it counts only for an I/O error. */
+    int sys = st->db && primary == SQLITE_IOERR ? sqlite3_system_errno(st->db) : 0;
+    if (primary == SQLITE_FULL || sys == ENOSPC || sys == EDQUOT)
+        return clr_error_set(err, CLR_E_UNAVAILABLE, ENOSPC,
+                             "no space left on %s: the state database %s cannot grow (%s: %s); "
+                             "free space there and retry",
+                             st->dir, st->path, what, msg);
+    if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB)
+        return clr_error_set(err, CLR_E_UNAVAILABLE, EIO,
+                             "state database %s is corrupt (sqlite: %s: %s): stop the daemon, "
+                             "move it aside with any -wal and -shm file beside it (mv %s "
+                             "%s.corrupt; mv %s-wal %s-wal.corrupt; mv %s-shm %s-shm.corrupt), "
+                             "and start again; running sandboxes are adopted as recovered",
+                             st->path, what, msg, st->path, st->path, st->path, st->path,
+                             st->path, st->path);
+    return clr_error_set(err, CLR_E_INTERNAL, EIO, "state database %s: %s: %s", st->path, what,
+                         msg);
+}
 
 static int db_error(clr_store *st, clr_error *err, const char *what)
 {
-    return clr_error_set(err, CLR_E_INTERNAL, EIO, "state database: %s: %s", what,
-                         sqlite3_errmsg(st->db));
+    return sqlite_error(st, err, sqlite3_extended_errcode(st->db), what, sqlite3_errmsg(st->db));
 }
 
 static int exec_sql(clr_store *st, const char *sql, clr_error *err)
 {
     char *msg = NULL;
-    if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        clr_error_set(err, CLR_E_INTERNAL, EIO, "state database: %s", msg ? msg : "error");
+    int rc = sqlite3_exec(st->db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        sqlite_error(st, err, rc, "executing", msg ? msg : sqlite3_errstr(rc));
         sqlite3_free(msg);
         return -1;
     }
     return 0;
+}
+
+/* PRAGMA quick_check: "ok", or a row per problem found. */
+static int quick_check(clr_store *st, clr_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(st->db, "PRAGMA quick_check(1)", -1, &q, NULL);
+    if (rc != SQLITE_OK)
+        return db_error(st, err, "checking");
+    rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(q);
+        return db_error(st, err, "checking");
+    }
+    const unsigned char *t = sqlite3_column_text(q, 0);
+    char verdict[256];
+    snprintf(verdict, sizeof(verdict), "%s", t ? (const char *)t : "no answer");
+    sqlite3_finalize(q);
+    if (strcmp(verdict, "ok") == 0)
+        return 0;
+    return sqlite_error(st, err, SQLITE_CORRUPT, "quick_check", verdict);
 }
 
 int clr_store_open(clr_store **out, const char *path, clr_error *err)
@@ -72,6 +123,14 @@ int clr_store_open(clr_store **out, const char *path, clr_error *err)
     clr_store *st = calloc(1, sizeof(*st));
     if (!st)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    st->path = strdup(path);
+    if (!st->path) {
+        free(st);
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    char dir[sizeof(st->dir)];
+    snprintf(dir, sizeof(dir), "%s", path);
+    snprintf(st->dir, sizeof(st->dir), "%s", dirname(dir));
     int rc = sqlite3_open_v2(path, &st->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                              NULL);
@@ -90,10 +149,23 @@ int clr_store_open(clr_store **out, const char *path, clr_error *err)
     }
     sqlite3_stmt *q = NULL;
     int version = 0;
-    if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &q, NULL) == SQLITE_OK &&
-        sqlite3_step(q) == SQLITE_ROW)
-        version = sqlite3_column_int(q, 0);
+    if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &q, NULL) != SQLITE_OK ||
+        sqlite3_step(q) != SQLITE_ROW) {
+        /* Not a fresh database to migrate from 0: whatever it is, it is not readable. */
+        db_error(st, err, "reading the schema version");
+        sqlite3_finalize(q);
+        clr_store_close(st);
+        return -1;
+    }
+    version = sqlite3_column_int(q, 0);
     sqlite3_finalize(q);
+    /* A damaged page is otherwise found only when a query reaches it, perhaps hours later and
+     * in the middle of a request; the whole database is small, so it is checked once here. */
+    if (version > 0 && quick_check(st, err) < 0) {
+        clr_store_close(st);
+        return -1;
+    }
+    st->created = version == 0;
     int latest = (int)(sizeof(migrations) / sizeof(migrations[0]));
     if (version > latest) {
         clr_error_set(err, CLR_E_UNAVAILABLE, 0,
@@ -123,7 +195,13 @@ void clr_store_close(clr_store *st)
     if (!st)
         return;
     sqlite3_close(st->db);
+    free(st->path);
     free(st);
+}
+
+bool clr_store_created(const clr_store *st)
+{
+    return st->created;
 }
 
 void clr_store_sandbox_clear(clr_store_sandbox *s)
@@ -168,8 +246,8 @@ int clr_store_sandbox_insert(clr_store *st, const clr_store_sandbox *s, clr_erro
 {
     static const char sql[] =
         "INSERT INTO sandboxes (id, container_id, image, runtime, insecure, state, created_at,"
-        " expires_at, max_expires_at, idle_timeout_s, last_active_at, limits, metadata, env)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+        " expires_at, max_expires_at, idle_timeout_s, last_active_at, limits, metadata, env,"
+        " recovered) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
         return db_error(st, err, "insert sandbox");
@@ -192,6 +270,7 @@ int clr_store_sandbox_insert(clr_store *st, const clr_store_sandbox *s, clr_erro
     sqlite3_bind_text(q, 12, limits ? limits : "{}", -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 13, meta ? meta : "{}", -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 14, env ? env : "[]", -1, SQLITE_STATIC);
+    sqlite3_bind_int(q, 15, s->recovered);
     int rc = sqlite3_step(q);
     sqlite3_finalize(q);
     if (rc != SQLITE_DONE)
@@ -208,7 +287,7 @@ static void copy_col(char *dst, size_t len, sqlite3_stmt *q, int col)
 #define SANDBOX_COLUMNS                                                                          \
     "id, container_id, image, runtime, insecure, state, created_at, expires_at,"                \
     " max_expires_at, idle_timeout_s, last_active_at, destroyed_at, destroy_reason, limits,"   \
-    " metadata, env"
+    " metadata, env, recovered"
 
 static void row_to_sandbox(sqlite3_stmt *q, clr_store_sandbox *s)
 {
@@ -235,6 +314,7 @@ static void row_to_sandbox(sqlite3_stmt *q, clr_store_sandbox *s)
         s->metadata = json_object();
     if (!s->env)
         s->env = json_array();
+    s->recovered = sqlite3_column_int(q, 16) != 0;
 }
 
 int clr_store_sandbox_get(clr_store *st, const char *id, clr_store_sandbox *out, clr_error *err)

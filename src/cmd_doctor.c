@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "client.h"
 
 static int failures;
 
@@ -44,6 +45,36 @@ static const char probe_script[] =
     "echo netdevs=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ',')\n"
     "if touch /probe 2>/dev/null; then echo rootfs=rw; else echo rootfs=ro; fi\n"
     "if touch /workspace/probe 2>/dev/null; then echo workspace=rw; else echo workspace=ro; fi\n";
+
+/* The daemon's own verdict, when one listens on the socket (--host, $CLEARING_HOST or the
+ * default): degraded or unavailable with its reasons (audit log unwritable, disk full, engine). */
+static void daemon_health(void)
+{
+    const char *sock = client_socket();
+    if (access(sock, F_OK) < 0 && !cli_global.host && !getenv("CLEARING_HOST"))
+        return; /* no daemon here: the checks below are the whole story */
+    char what[512];
+    snprintf(what, sizeof(what), "daemon at %s healthy", sock);
+    json_t *resp = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    int st = client_call("GET", "/v1/health", NULL, &resp, &err);
+    if (st < 0) {
+        report(false, what, err.message);
+        return;
+    }
+    const char *status = json_string_value(json_object_get(resp, "status"));
+    char detail[2048];
+    int n = snprintf(detail, sizeof(detail), "%s", status ? status : "no status");
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(resp, "reasons"), i, r) {
+        if (n > 0 && (size_t)n < sizeof(detail))
+            n += snprintf(detail + n, sizeof(detail) - (size_t)n, "%s%s", i ? "; " : ": ",
+                          json_string_value(r) ? json_string_value(r) : "");
+    }
+    report(st == 200 && status && strcmp(status, "ok") == 0, what, detail);
+    json_decref(resp);
+}
 
 static void probe(clr_engine *eng)
 {
@@ -109,7 +140,8 @@ int cmd_doctor(int argc, char **argv)
         if (c == 'h') {
             printf("Usage: clearing doctor\n\nChecks the Docker engine, the gVisor runtime, the "
                    "default image and the agent,\nthen runs a probe sandbox and checks its "
-                   "isolation and limits.\n");
+                   "isolation and limits.\nWhen a daemon listens on the socket (--host, $CLEARING_HOST or "
+                   "the default),\nalso reports its health: degraded or unavailable, and why.\n");
             return 0;
         }
         cli_usage_error("doctor", "unknown option");
@@ -146,6 +178,7 @@ int cmd_doctor(int argc, char **argv)
     if (agent)
         report(access(agent, X_OK) == 0, "agent executable ($CLEARING_AGENT)", agent);
 
+    daemon_health();
     if (failures == 0)
         probe(eng);
     clr_engine_free(eng);

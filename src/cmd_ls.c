@@ -63,12 +63,13 @@ static int ls_daemon(bool all, const char *label, bool json)
         char created[32], expires[32];
         fmt_time(created, sizeof(created), json_integer_value(json_object_get(s, "created_at")));
         fmt_time(expires, sizeof(expires), json_integer_value(json_object_get(s, "expires_at")));
-        printf("%-20s %-10s %-8s %-21s %-21s %s%s\n",
+        printf("%-20s %-10s %-8s %-21s %-21s %s%s%s\n",
                json_string_value(json_object_get(s, "id")),
                json_string_value(json_object_get(s, "state")),
                json_string_value(json_object_get(s, "runtime")), created, expires,
                json_string_value(json_object_get(s, "image")),
-               json_is_true(json_object_get(s, "insecure")) ? "  [INSECURE RUNTIME]" : "");
+               json_is_true(json_object_get(s, "insecure")) ? "  [INSECURE RUNTIME]" : "",
+               json_is_true(json_object_get(s, "recovered")) ? "  [RECOVERED]" : "");
     }
     json_decref(resp);
     return 0;

@@ -99,7 +99,7 @@ struct request {
     enum refusal refused; /* decided from the headers; its body is never stored */
     char actor[96];
     bool authed;
-    bool anonymous; /* GET /v1/health on TCP without a token: told "ok" or "degraded" only */
+    bool anonymous; /* GET /v1/health on TCP without a token: told the status word only */
 };
 
 /* ---- responses ---- */
@@ -727,8 +727,9 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
         if (rq->anonymous) {
             /* Whoever reaches the port learns whether the daemon works, nothing else: no
              * version to match against advisories, no counts, no engine error text. */
+            json_t *word = json_incref(json_object_get(out, "status"));
             json_decref(out);
-            out = json_pack("{s:s}", "status", rc == 0 ? "ok" : "degraded");
+            out = json_pack("{s:o}", "status", word ? word : json_string("degraded"));
         }
         return send_json(c, rc == 0 ? 200 : 503, out);
     }

@@ -42,6 +42,14 @@ CLR_PUBLIC int clr_audit_append(clr_audit *a, const char *actor, const char *san
                                 const char *action, const char *outcome, json_t *details,
                                 clr_error *err);
 
+/* Whether the next append can be expected to succeed, cheaply (no write, no fsync; it does not
+ * wait for an append under way): false with why (a sentence naming the file) when the last
+ * append failed, or the file is not writable now (immutable, read-only, replaced). A failure is
+ * remembered until an append succeeds. */
+CLR_PUBLIC bool clr_audit_writable(clr_audit *a, char *why, size_t len);
+/* The current log file's path (owned by a). */
+CLR_PUBLIC const char *clr_audit_path(const clr_audit *a);
+
 /* The canonical hash of a record (a JSON object with "prev" set, "hash" ignored), hex, 65 bytes. */
 CLR_PUBLIC int clr_audit_record_hash(char out[65], json_t *record, clr_error *err);
 

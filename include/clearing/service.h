@@ -145,9 +145,13 @@ CLR_PUBLIC int clr_service_plan(clr_service *svc, json_t *request, const char *a
                                 clr_service_event_cb on_event, void *ctx, json_t **out,
                                 clr_error *err);
 
-/* The daemon's health: 0 when the engine answers, -1 (status "degraded") when not. fresh: ping
- * the engine now; otherwise the last answer may be up to 3 s old (for anonymous callers, who
- * must not set the rate of the daemon's calls to dockerd). *out is the caller's. */
+/* The daemon's health: 0 when all is well (status "ok"); -1 with status "degraded" when the
+ * engine does not answer or the audit log is not writable (every action would be refused), or
+ * "unavailable" when the state directory's or the audit log's filesystem is (nearly) full. The
+ * "reasons" array says why, naming the file or directory. fresh: ping the engine now; otherwise
+ * the last answer may be up to 3 s old (for anonymous callers, who must not set the rate of the
+ * daemon's calls to dockerd). The other checks are an access() and a statvfs() per call: no
+ * write, no fsync. *out is the caller's. */
 CLR_PUBLIC int clr_service_health(clr_service *svc, bool fresh, json_t **out);
 /* Appends an audit record (the HTTP layer records authentication failures with it). */
 CLR_PUBLIC int clr_service_audit(clr_service *svc, const char *actor, const char *sandbox,

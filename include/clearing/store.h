@@ -24,14 +24,24 @@ typedef struct clr_store_sandbox {
     char destroy_reason[32];
     json_t *metadata;           /* object of strings; owned by the struct */
     json_t *env;                /* array of "K=V"; owned by the struct */
+    /* Adopted from its container's labels by a daemon that started on an empty database (the
+     * old one was moved aside): its metadata, environment and egress policy were not on the
+     * labels and are gone. */
+    bool recovered;
 } clr_store_sandbox;
 
 CLR_PUBLIC void clr_store_sandbox_clear(clr_store_sandbox *s);
 
-/* Opens (creating if needed) the database at path and migrates it to the current schema.
+/* Opens (creating if needed) the database at path, checks it (PRAGMA quick_check) and migrates it
+ * to the current schema. A corrupt file is CLR_E_UNAVAILABLE naming it and what to do; a full
+ * disk, here or in any later call, is CLR_E_UNAVAILABLE with errno ENOSPC, "no space left on
+ * <directory>".
  * *out is owned by the caller: clr_store_close(). */
 CLR_PUBLIC int clr_store_open(clr_store **out, const char *path, clr_error *err);
 CLR_PUBLIC void clr_store_close(clr_store *st);
+/* Whether clr_store_open() created the database (it had no schema): a first start, or a start
+ * after the operator moved a corrupt database aside. */
+CLR_PUBLIC bool clr_store_created(const clr_store *st);
 
 CLR_PUBLIC int clr_store_sandbox_insert(clr_store *st, const clr_store_sandbox *s, clr_error *err);
 /* CLR_E_NOT_FOUND if there is no such row. */

@@ -15,6 +15,7 @@ container still labelled as one of these daemons' is force-removed.
 The last line of output is "N passed, M failed"; the exit status is non-zero on any failure.
 """
 import base64
+import errno
 import http.client
 import json
 import random
@@ -1710,6 +1711,175 @@ class T09CrashRecovery(ApiTest):
         self.assertEqual(m['clearing_sandboxes_adopted_total'], 1)
         self.assertEqual(m['clearing_sandboxes_lost_total'], 1)
         self.assertEqual(m['clearing_orphans_removed_total'], 1)
+
+
+# ---- faults that must end in a true record (issue #17) ----
+
+def tcp_daemon(name, token):
+    """A daemon on its own socket and state directory that also listens on TCP with token."""
+    d = Daemon(name)
+    token_file = os.path.join(d.dir, 'tokens')
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, 'w') as f:
+        f.write('ci:%s\n' % token)
+    d.port = free_port()
+    d.args = ['--tcp', '127.0.0.1:%d' % d.port, '--token-file', token_file]
+    return d
+
+
+class T12Faults(ApiTest):
+    """Health tells the truth about the audit log and the disk; a corrupt database is named,
+    and moving it aside adopts the sandboxes that still run."""
+    TOKEN = 'tok-' + os.urandom(16).hex()
+
+    def anonymous(self, d):
+        return Client(tcp=('127.0.0.1', d.port))
+
+    def assertHealth(self, d, status, mentions=()):
+        """The whole answer on the unix socket and with a token; the status word alone for an
+        anonymous TCP caller."""
+        code = 200 if status == 'ok' else 503
+        for c in (d.client(), Client(tcp=('127.0.0.1', d.port), token=self.TOKEN)):
+            r = c.get('/v1/health')
+            self.assertEqual(r.status, code, r)
+            self.assertEqual(r.json['status'], status, r)
+            self.assertIsInstance(r.json['reasons'], list, r)
+            self.assertEqual(r.json['reasons'] == [], status == 'ok', r)
+            for m in mentions:
+                self.assertTrue(any(m in x for x in r.json['reasons']), (m, r))
+        r = self.anonymous(d).get('/v1/health')
+        self.assertEqual(r.status, code, r)
+        self.assertEqual(r.json, {'status': status}, r)
+
+    def doctor(self, d):
+        return subprocess.run([CLEARING, '--host', 'unix://' + d.sock, 'doctor'],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300,
+                              env=d.env()).stdout.decode('utf-8', 'replace')
+
+    def test_audit_log_unwritable_is_degraded(self):
+        d = tcp_daemon('audit-ro', self.TOKEN)
+        self.addCleanup(d.stop)
+        d.start()
+        log = os.path.join(d.state, 'audit.log')
+        self.assertTrue(os.path.isfile(log))
+        self.assertHealth(d, 'ok')
+        subprocess.run(['chattr', '+i', log], check=True)
+        self.addCleanup(subprocess.run, ['chattr', '-i', log], check=False)
+        self.assertIn('i', subprocess.run(['lsattr', log], stdout=subprocess.PIPE,
+                                          check=True).stdout.decode().split()[0])
+        self.assertHealth(d, 'degraded', [log, 'not writable'])
+        out = self.doctor(d)
+        self.assertRegex(out, r'FAIL daemon at .* healthy: degraded: .*audit log %s'
+                         % re.escape(log), out)
+        # What health announced is what happens: the action is refused, naming the log.
+        c = d.client()
+        r = c.post('/v1/sandboxes', {})
+        if r.status == 201:
+            self.addCleanup(destroy_quietly, c, r.json['id'])
+        self.assertError(r, 503, 'unavailable', [log])
+        self.assertEqual(c.get('/v1/sandboxes?state=running').json['sandboxes'], [])
+        # Writable again: the next record is written, and health says so.
+        subprocess.run(['chattr', '-i', log], check=True)
+        self.assertHealth(d, 'degraded', [log])   # the last append failed: not yet known good
+        sb = self.create({}, client=c)
+        self.assertHealth(d, 'ok')
+        self.assertEqual(c.delete('/v1/sandboxes/' + sb['id']).status, 204)
+
+    def test_full_state_dir_is_unavailable(self):
+        d = tcp_daemon('full', self.TOKEN)
+        os.makedirs(d.state)
+        subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=2m,mode=0700', 'tmpfs', d.state],
+                       check=True)
+        # Cleanups run last-in first-out: the daemon stops, its workspace mounts go, then this.
+        self.addCleanup(subprocess.run, ['umount', '-l', d.state], check=False)
+        self.addCleanup(d.stop)
+        with open('/proc/self/mountinfo') as f:
+            self.assertIn(d.state, [line.split()[4] for line in f])
+        d.start()
+        self.assertHealth(d, 'ok')
+        c = d.client()
+        filler = os.path.join(d.state, 'filler')
+        with open(filler, 'wb') as f:
+            try:
+                while True:
+                    f.write(b'\0' * 65536)
+                    f.flush()
+            except OSError as e:
+                self.assertEqual(e.errno, errno.ENOSPC, e)
+        self.assertLess(os.statvfs(d.state).f_bavail * os.statvfs(d.state).f_frsize, 65536)
+        self.assertHealth(d, 'unavailable', ['no space left on ' + d.state])
+        out = self.doctor(d)
+        self.assertRegex(out, r'FAIL daemon at .* healthy: unavailable: no space left on %s'
+                         % re.escape(d.state), out)
+        # A create cannot be recorded: it is refused as unavailable, naming the directory.
+        r = c.post('/v1/sandboxes', {})
+        if r.status == 201:
+            self.addCleanup(destroy_quietly, c, r.json['id'])
+        self.assertError(r, 503, 'unavailable', ['no space left on ' + d.state])
+        self.assertEqual(c.get('/v1/sandboxes?state=running').json['sandboxes'], [])
+        os.unlink(filler)
+        sb = self.create({}, client=c)
+        self.assertHealth(d, 'ok')
+        self.assertEqual(c.delete('/v1/sandboxes/' + sb['id']).status, 204)
+
+    def test_corrupt_database_named_and_sandboxes_adopted(self):
+        d = Daemon('corrupt')
+        self.addCleanup(d.stop)
+        made = []
+        # Runs after the API destroys: whatever is left of the sandbox goes.
+        self.addCleanup(lambda: [docker_remove_quietly('clearing-' + x['id']) for x in made])
+        d.start()
+        c = d.client()
+        sb = self.create({'metadata': {'role': 'kept'}, 'limits': {'memory': '300m'}}, client=c)
+        self.assertEqual(self.run_ok(sb['id'], {'shell': 'echo before > /workspace/b.txt'},
+                                     client=c)['stdout'], '')
+        made.append(sb)
+        d.stop()
+        db = os.path.join(d.state, 'clearing.db')
+        with open(db, 'r+b') as f:
+            head = f.read(16)
+            self.assertEqual(head, b'SQLite format 3\0')
+            f.seek(0)
+            f.write(os.urandom(4096))
+        p = d.spawn()
+        try:
+            rc = p.wait(60)
+        except subprocess.TimeoutExpired:
+            self.fail('the daemon started on a corrupt database:\n' + d.log_tail())
+        self.assertNotEqual(rc, 0)
+        log = d.log_tail(5)
+        self.assertIn('state database %s is corrupt' % db, log)
+        self.assertIn('mv %s %s.corrupt' % (db, db), log)
+        self.assertIn('running sandboxes are adopted', log)
+        r = docker('GET', '/containers/clearing-%s/json' % sb['id'])
+        self.assertEqual(r.status, 200, r)
+        self.assertTrue(r.json['State']['Running'], r)
+        # The operator does what the message says.
+        for suffix in ('', '-wal', '-shm'):
+            if os.path.exists(db + suffix):
+                os.rename(db + suffix, db + suffix + '.corrupt')
+        d.start()
+        r = c.get('/v1/sandboxes/' + sb['id'])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json['state'], 'running', r)
+        self.assertIs(r.json['recovered'], True, r)
+        self.assertEqual(r.json['limits']['memory'], sb['limits']['memory'], r)
+        # The label's expiry: set when the container was made, a moment before the record's.
+        self.assertLessEqual(abs(r.json['expires_at'] - sb['expires_at']), 5, r)
+        self.assertIn(sb['id'], {s['id'] for s in
+                                 c.get('/v1/sandboxes?state=running').json['sandboxes']})
+        ls = subprocess.run([CLEARING, '--host', 'unix://' + d.sock, 'ls'],
+                            stdout=subprocess.PIPE, check=True, timeout=60).stdout.decode()
+        self.assertRegex(ls, re.escape(sb['id']) + r' +running .*\[RECOVERED\]', ls)
+        self.assertEqual(self.run_ok(sb['id'], {'argv': ['cat', '/workspace/b.txt']},
+                                     client=c)['stdout'], 'before\n')
+        with open(os.path.join(d.state, 'audit.log')) as f:
+            records = [json.loads(line) for line in f]
+        adopted = [x for x in records if x['action'] == 'sandbox.recovered']
+        self.assertEqual([x['sandbox'] for x in adopted], [sb['id']], records[-5:])
+        self.assertEqual(c.delete('/v1/sandboxes/' + sb['id']).status, 204)
+        self.assertTrue(container_removed(sb['id']))
+        self.assertEqual(c.get('/v1/sandboxes/' + sb['id']).json['state'], 'destroyed')
 
 
 # ---- runner ----

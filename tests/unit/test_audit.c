@@ -285,6 +285,33 @@ static void test_reopen_continues_chain(void **state)
     expect_ok(&r, 5, 1, 5);
 }
 
+/* Health's view of the log: cheap, and true about the next append. */
+static void test_writable_tells_what_the_next_append_meets(void **state)
+{
+    struct fixture *fx = *state;
+    clr_audit *a = open_log(fx->path, 0);
+    char why[1200];
+    assert_true(clr_audit_writable(a, why, sizeof(why)));
+    assert_string_equal(why, "");
+    assert_string_equal(clr_audit_path(a), fx->path);
+    /* The log replaced by a directory: known before an append fails. */
+    assert_int_equal(unlink(fx->path), 0);
+    assert_int_equal(mkdir(fx->path, 0700), 0);
+    assert_false(clr_audit_writable(a, why, sizeof(why)));
+    assert_non_null(strstr(why, fx->path));
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_audit_append(a, "t", NULL, "x", "ok", NULL, &err), -1);
+    /* The failure is remembered, also once the path is free again ... */
+    assert_int_equal(rmdir(fx->path), 0);
+    assert_false(clr_audit_writable(a, why, sizeof(why)));
+    assert_non_null(strstr(why, fx->path));
+    assert_string_equal(why, err.message);
+    /* ... until an append succeeds. */
+    assert_int_equal(clr_audit_append(a, "t", NULL, "x", "ok", NULL, NULL), 0);
+    assert_true(clr_audit_writable(a, why, sizeof(why)));
+    clr_audit_close(a);
+}
+
 static void test_two_handles_share_one_chain(void **state)
 {
     struct fixture *fx = *state;
@@ -728,6 +755,7 @@ int main(void)
         cmocka_unit_test(test_record_hash_requires_prev),
         F(test_append_then_verify_ok),
         F(test_reopen_continues_chain),
+        F(test_writable_tells_what_the_next_append_meets),
         F(test_two_handles_share_one_chain),
         F(test_empty_log_verifies_with_no_records),
         F(test_torn_tail_cut_on_open_and_recorded),

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -185,6 +186,93 @@ static void test_open_on_garbage_file_fails(void **state)
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(clr_store_open(&st, p, &err), -1);
     assert_true(err.message[0] != '\0');
+}
+
+static void assert_corrupt_message(const clr_error *err, const char *path)
+{
+    char want[512];
+    assert_int_equal(err->code, CLR_E_UNAVAILABLE);
+    snprintf(want, sizeof(want), "state database %s is corrupt", path);
+    assert_non_null(strstr(err->message, want));
+    snprintf(want, sizeof(want), "mv %s %s.corrupt", path, path);
+    assert_non_null(strstr(err->message, want));
+    assert_non_null(strstr(err->message, "start again"));
+}
+
+static void test_garbage_file_named_as_corrupt_with_remedy(void **state)
+{
+    struct fixture *fx = *state;
+    char p[256];
+    snprintf(p, sizeof(p), "%s/garbage.db", fx->dir);
+    FILE *f = fopen(p, "we");
+    assert_non_null(f);
+    for (int i = 0; i < 512; i++)
+        fputs("this is not a database ", f);
+    fclose(f);
+    clr_store *st = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_open(&st, p, &err), -1);
+    assert_null(st);
+    assert_corrupt_message(&err, p);
+}
+
+/* A damaged page past the header: the header reads fine, PRAGMA quick_check at open finds it. */
+static void test_damaged_page_found_at_open(void **state)
+{
+    struct fixture *fx = *state;
+    for (int i = 0; i < 200; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "sb-%016x", 0x1000 + i);
+        clr_store_sandbox s = sample(id, 1000 + i, CLR_STATE_RUNNING);
+        insert_ok(fx->st, &s);
+        clr_store_sandbox_clear(&s);
+    }
+    clr_store_close(fx->st); /* the last connection: the WAL is checkpointed into the file */
+    fx->st = NULL;
+    struct stat sb;
+    assert_int_equal(stat(fx->path, &sb), 0);
+    assert_true(sb.st_size >= 8 * 4096);
+    FILE *f = fopen(fx->path, "r+e");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 4096, SEEK_SET), 0); /* page 2 onwards; page 1 is the header */
+    for (off_t o = 4096; o < sb.st_size; o++)
+        fputc(0x5a, f);
+    fclose(f);
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_open(&fx->st, fx->path, &err), -1);
+    assert_null(fx->st);
+    assert_corrupt_message(&err, fx->path);
+}
+
+static void test_created_only_by_the_first_open(void **state)
+{
+    struct fixture *fx = *state;
+    assert_true(clr_store_created(fx->st));
+    clr_store_close(fx->st);
+    fx->st = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_open(&fx->st, fx->path, &err), 0);
+    assert_false(clr_store_created(fx->st));
+}
+
+static void test_recovered_flag_round_trip(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_sandbox s = sample("sb-00000000000000c1", 1000, CLR_STATE_RUNNING);
+    s.recovered = true;
+    insert_ok(fx->st, &s);
+    clr_store_sandbox_clear(&s);
+    s = sample("sb-00000000000000c2", 1001, CLR_STATE_RUNNING);
+    insert_ok(fx->st, &s);
+    clr_store_sandbox_clear(&s);
+    clr_store_sandbox got;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000c1", &got, &err), 0);
+    assert_true(got.recovered);
+    clr_store_sandbox_clear(&got);
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000c2", &got, &err), 0);
+    assert_false(got.recovered);
+    clr_store_sandbox_clear(&got);
 }
 
 /* ---- sandboxes ---------------------------------------------------------------------------- */
@@ -575,6 +663,10 @@ int main(void)
         F(test_newer_schema_refused),
         F(test_open_in_missing_directory_fails),
         F(test_open_on_garbage_file_fails),
+        F(test_garbage_file_named_as_corrupt_with_remedy),
+        F(test_damaged_page_found_at_open),
+        F(test_created_only_by_the_first_open),
+        F(test_recovered_flag_round_trip),
         F(test_sandbox_insert_get_round_trip),
         F(test_sandbox_insert_defaults),
         F(test_sandbox_duplicate_id_refused),
