@@ -492,6 +492,13 @@ static void on_gauntlet(void *ctx, const char *check, const char *event)
     emit(r, json_pack("{s:s, s:s, s:s}", "event", "check", "check", check, "status", event));
 }
 
+const char *clr_plan_image(const clr_plan *plan, const char *profile)
+{
+    if (!profile)
+        profile = plan->profile;
+    return plan->image ? plan->image : profile ? clr_gauntlet_profile_image(profile) : NULL;
+}
+
 int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_options *o,
                  clr_error *err)
 {
@@ -516,7 +523,7 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
     so.branch = plan->branch;
     so.state_dir = o->state_dir;
     so.insecure_runtime = o->insecure_runtime;
-    so.image = plan->image ? plan->image : profile ? clr_gauntlet_profile_image(profile) : NULL;
+    so.image = clr_plan_image(plan, o->profile);
     if (plan->egress && plan->egress->n)
         so.env = clr_egress_proxy_env;
     clr_engine *eng = NULL;

@@ -6,6 +6,7 @@
  * the two, the container carries our owner label and is removed at the next start. */
 #include <dirent.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <inttypes.h>
@@ -455,6 +456,45 @@ static int repo_allowed(clr_service *svc, const char *path, char *real, size_t l
     return clr_error_set(err, CLR_E_DENIED, 0, "%s", refusal);
 }
 
+static const char *const default_allowed_images[] = {CLR_SERVICE_DEFAULT_ALLOWED_IMAGES, NULL};
+
+static const char *const *allowed_images(const clr_service *svc)
+{
+    return svc->cfg.allowed_images ? svc->cfg.allowed_images : default_allowed_images;
+}
+
+/* The patterns of allowed_images as one string for messages and the log. */
+static void allowed_images_text(const clr_service *svc, char *buf, size_t len)
+{
+    size_t at = 0;
+    buf[0] = '\0';
+    for (const char *const *p = allowed_images(svc); *p && at < len; p++) {
+        int n = snprintf(buf + at, len - at, "%s%s", at ? ", " : "", *p);
+        if (n < 0)
+            break;
+        at += (size_t)n;
+    }
+}
+
+/* Only images the operator allowed: a client's image is code and a filesystem the operator never
+ * looked at (setuid helpers, a VOLUME, whatever its entrypoint would do under another runtime). */
+static int image_allowed(const clr_service *svc, const char *image, clr_error *err)
+{
+    if (!image)
+        image = svc->image ? svc->image : CLR_DEFAULT_IMAGE;
+    for (const char *const *p = allowed_images(svc); *p; p++) {
+        if (fnmatch(*p, image, 0) == 0)
+            return 0;
+    }
+    char list[512];
+    allowed_images_text(svc, list, sizeof(list));
+    return clr_error_set(err, CLR_E_DENIED, 0,
+                         "image '%.255s' is not allowed: the operator's allowed_images setting "
+                         "(%s) lists the images sandboxes may use; use one of those or ask the "
+                         "operator to allow it",
+                         image, list);
+}
+
 /* Takes a pooled sandbox out of service: its channel (NULL: none) closed, its container and
  * workspace removed. */
 static void warm_discard(clr_service *svc, clr_sandbox *sb, clr_channel *ch, const char *why)
@@ -707,6 +747,10 @@ static int create_with(clr_service *svc, json_t *req, const char *actor,
     char **env = NULL;
     if (parse_create(req, &o, &idle_ms, &repo_path, &env, err) < 0)
         return -1;
+    if (image_allowed(svc, o.image, err) < 0) {
+        free_strv(env);
+        return -1;
+    }
     if (egress && egress->n) {
         if (add_proxy_env(&env) < 0) {
             free_strv(env);
@@ -2183,6 +2227,7 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
     svc->docker_host = dup_or_null(cfg->docker_host);
     svc->image = dup_or_null(cfg->image);
     svc->insecure_runtime = dup_or_null(cfg->insecure_runtime);
+    svc->cfg.allowed_images = NULL; /* until checked below */
     pthread_mutex_init(&svc->pool_lock, NULL);
     pthread_mutex_init(&svc->create_lock, NULL);
     pthread_mutex_init(&svc->reaper_lock, NULL);
@@ -2197,6 +2242,28 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
     if (!svc->state_dir || !svc->db_path) {
         clr_service_stop(svc);
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    if (cfg->allowed_images && (!cfg->allowed_images[0] || !cfg->allowed_images[0][0])) {
+        clr_service_stop(svc);
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "allowed_images must list at least one non-empty pattern");
+    }
+    svc->cfg.allowed_images = cfg->allowed_images;
+    if (image_allowed(svc, NULL, err) < 0) {
+        clr_service_stop(svc);
+        return clr_error_prefix(err, "the default image (setting image)");
+    }
+    if (cfg->allowed_images) {
+        /* A weakening is the operator's explicit choice, and it is on record. */
+        char list[512];
+        allowed_images_text(svc, list, sizeof(list));
+        bool any = false;
+        for (const char *const *p = cfg->allowed_images; *p; p++)
+            any |= fnmatch(*p, "any/image:at-all", 0) == 0;
+        clr_log(CLR_LOG_WARN, "service.allowed_images", "patterns", list, "detail",
+                any ? "ANY image may be used: isolation weakened by operator setting"
+                    : "images allowed by operator setting",
+                NULL);
     }
     /* The owner label ties containers to this database: after a restart we adopt or remove
      * exactly these, and leave CLI runs and other daemons' sandboxes alone. */
@@ -3389,7 +3456,9 @@ int clr_service_plan(clr_service *svc, json_t *req, const char *actor,
         return -1;
     json_t *jrepo = json_object_get(req, "repo"), *jprofile = json_object_get(req, "profile");
     char real[PATH_MAX];
-    int rc = repo_allowed(svc, json_string_value(jrepo), real, sizeof(real), err);
+    int rc = image_allowed(svc, clr_plan_image(plan, json_string_value(jprofile)), err);
+    if (rc == 0)
+        rc = repo_allowed(svc, json_string_value(jrepo), real, sizeof(real), err);
     if (rc < 0) {
         clr_plan_free(plan);
         return -1;

@@ -34,6 +34,10 @@ CLR_PUBLIC int clr_plan_parse(clr_plan **out, const char *text, size_t len, cons
                               clr_error *err);
 CLR_PUBLIC void clr_plan_free(clr_plan *p);
 
+/* The image the plan's sandbox is made from, given the profile that overrides the plan's (NULL:
+ * the plan's): the plan's image, else the profile's, else NULL (CLR_DEFAULT_IMAGE). */
+CLR_PUBLIC const char *clr_plan_image(const clr_plan *plan, const char *profile);
+
 struct clr_audit;
 
 typedef struct clr_plan_run_options {
