@@ -53,6 +53,7 @@ struct clr_service {
     int pool_n;
 
     pthread_mutex_t create_lock; /* serialises the capacity check with the insert */
+    unsigned plans_pending;      /* plans admitted whose sandbox has no row yet (create_lock) */
     atomic_int running_execs;
 
     pthread_t reaper;
@@ -719,6 +720,24 @@ static int add_proxy_env(char ***env)
 static int create_with(clr_service *svc, json_t *req, const char *actor,
                        const clr_egress_policy *egress, json_t **out, clr_error *err);
 
+/* Room for one more sandbox: the live rows (sandboxes and plans') and the plans admitted whose
+ * sandbox is still being made, against max_sandboxes. create_lock held, so the count and the
+ * insert (or the plan's admission) are one step. */
+static int sandbox_room_locked(clr_service *svc, clr_error *err)
+{
+    int running = 0;
+    if (clr_store_count_running(svc->store, &running, err) < 0)
+        return -1;
+    running += (int)svc->plans_pending;
+    if ((unsigned)running < svc->cfg.max_sandboxes)
+        return 0;
+    atomic_fetch_add(&svc->refused, 1);
+    return clr_error_set(err, CLR_E_LIMIT, 0,
+                         "at capacity: %d sandboxes are live (max_sandboxes %u); destroy one "
+                         "or retry later",
+                         running, svc->cfg.max_sandboxes);
+}
+
 static int create_impl(clr_service *svc, json_t *req, const char *actor, json_t **out,
                        clr_error *err)
 {
@@ -769,20 +788,10 @@ static int create_with(clr_service *svc, json_t *req, const char *actor,
         o.repo_path = repo_real;
     }
     pthread_mutex_lock(&svc->create_lock);
-    int running = 0;
-    if (clr_store_count_running(svc->store, &running, err) < 0) {
+    if (sandbox_room_locked(svc, err) < 0) {
         pthread_mutex_unlock(&svc->create_lock);
         free_strv(env);
         return -1;
-    }
-    if ((unsigned)running >= svc->cfg.max_sandboxes) {
-        pthread_mutex_unlock(&svc->create_lock);
-        free_strv(env);
-        atomic_fetch_add(&svc->refused, 1);
-        return clr_error_set(err, CLR_E_LIMIT, 0,
-                             "at capacity: %d sandboxes are live (max_sandboxes %u); destroy one "
-                             "or retry later",
-                             running, svc->cfg.max_sandboxes);
     }
     clr_engine *eng = NULL;
     clr_sandbox *sb = NULL;
@@ -901,9 +910,10 @@ int clr_service_list(clr_service *svc, const char *state, const char *label, jso
                      clr_error *err)
 {
     if (state && strcmp(state, CLR_STATE_RUNNING) && strcmp(state, CLR_STATE_DESTROYED) &&
-        strcmp(state, CLR_STATE_LOST))
+        strcmp(state, CLR_STATE_LOST) && strcmp(state, CLR_STATE_PLAN))
         return clr_error_set(err, CLR_E_INVALID, 0,
-                             "state filter '%.64s' is not running, destroyed or lost", state);
+                             "state filter '%.64s' is not running, plan, destroyed or lost",
+                             state);
     char key[256] = "";
     const char *want = NULL;
     if (label) {
@@ -953,25 +963,36 @@ int clr_service_get(clr_service *svc, const char *id, json_t **out, clr_error *e
     return 0;
 }
 
-/* Whether the database has the sandbox as running; -1 when it has no row for it (404). */
-static int row_running(clr_service *svc, const char *id, bool *running, clr_error *err)
+/* The sandbox's state in the database (CLR_STATE_*); -1 when it has no row for it (404). */
+static int row_state(clr_service *svc, const char *id, char state[32], clr_error *err)
 {
     clr_store_sandbox row;
     if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
         return -1;
-    *running = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
+    snprintf(state, 32, "%s", row.info.state);
     clr_store_sandbox_clear(&row);
     return 0;
+}
+
+/* The 409 for a request to a sandbox that is not running; a plan's says whose it is. */
+static int not_running(const char *id, const char *state, clr_error *err)
+{
+    if (strcmp(state, CLR_STATE_PLAN) == 0)
+        return clr_error_set(err, CLR_E_CONFLICT, 0,
+                             "sandbox %s belongs to a running plan: only the plan uses it, and "
+                             "it is destroyed when the plan ends",
+                             id);
+    return clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", id);
 }
 
 /* A valid id of a running sandbox, or -1 (400, 404 or 409). */
 static int require_running(clr_service *svc, const char *id, clr_error *err)
 {
-    bool live = false;
-    if (valid_id(id, err) < 0 || row_running(svc, id, &live, err) < 0)
+    char state[32];
+    if (valid_id(id, err) < 0 || row_state(svc, id, state, err) < 0)
         return -1;
-    if (!live)
-        return clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", id);
+    if (strcmp(state, CLR_STATE_RUNNING) != 0)
+        return not_running(id, state, err);
     return 0;
 }
 
@@ -1052,9 +1073,13 @@ int clr_service_extend(clr_service *svc, const char *id, json_t *req, json_t **o
     if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
         return -1;
     if (strcmp(row.info.state, CLR_STATE_RUNNING) != 0) {
+        if (strcmp(row.info.state, CLR_STATE_PLAN) == 0)
+            not_running(id, row.info.state, err);
+        else
+            clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is %s, not running", id,
+                          row.info.state);
         clr_store_sandbox_clear(&row);
-        return clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is %s, not running", id,
-                             row.info.state);
+        return -1;
     }
     int64_t want = row.info.expires_at + (int64_t)(ms / 1000);
     if (want > row.max_expires_at) {
@@ -1249,10 +1274,12 @@ int clr_service_destroy(clr_service *svc, const char *id, const char *reason, co
 static int destroy_impl(clr_service *svc, const char *id, const char *reason, const char *actor,
                         clr_error *err)
 {
-    bool live = false;
-    if (valid_id(id, err) < 0 || row_running(svc, id, &live, err) < 0)
+    char state[32];
+    if (valid_id(id, err) < 0 || row_state(svc, id, state, err) < 0)
         return -1;
-    if (!live)
+    if (strcmp(state, CLR_STATE_PLAN) == 0)
+        return not_running(id, state, err);
+    if (strcmp(state, CLR_STATE_RUNNING) != 0)
         return 0; /* idempotent */
     int rc = destroy_locked(svc, id, reason, actor, err);
     if (rc == 0)
@@ -1574,6 +1601,8 @@ static int command_bind(clr_service *svc, struct command *c, const char *id, clr
     if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
         return -1;
     bool live = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
+    char state[32];
+    snprintf(state, sizeof(state), "%s", row.info.state);
     size_t nrow = json_array_size(row.env), nreq = 0;
     while (c->env && c->env[nreq])
         nreq++;
@@ -1590,7 +1619,7 @@ static int command_bind(clr_service *svc, struct command *c, const char *id, clr
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     c->o.env = (const char *const *)c->all_env;
     if (!live)
-        return clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", id);
+        return not_running(id, state, err);
     return 0;
 }
 
@@ -1989,12 +2018,14 @@ static void mark_lost(clr_service *svc, struct snapshot *sn, const char *id, con
     json_decref(d);
 }
 
-/* Whether the database knows this sandbox as destroyed or lost (not merely unknown). */
+/* Whether the database knows this sandbox as destroyed or lost (not merely unknown, and not a
+ * running plan's). */
 static bool destroyed_row(clr_service *svc, const char *id)
 {
-    bool running = true;
+    char state[32];
     clr_error err = CLR_ERROR_INIT;
-    return row_running(svc, id, &running, &err) == 0 && !running;
+    return row_state(svc, id, state, &err) == 0 &&
+           (strcmp(state, CLR_STATE_DESTROYED) == 0 || strcmp(state, CLR_STATE_LOST) == 0);
 }
 
 /* Sandboxes whose container stopped or vanished behind our back (dockerd restarted, someone
@@ -2086,6 +2117,38 @@ static void recover_workspaces(clr_service *svc, const struct snapshot *sn)
     closedir(d);
 }
 
+/* Plans' sandboxes left by a daemon that died mid-plan: their plan died with it, so nothing
+ * may use them again. Each is recorded as destroyed (audited); the loop below then removes its
+ * container like any other destroyed sandbox's, or recover_workspaces its workspace. */
+static void recover_plans(clr_service *svc)
+{
+    clr_store_sandbox *rows = NULL;
+    size_t n = 0;
+    clr_error lerr = CLR_ERROR_INIT;
+    if (clr_store_sandbox_list(svc->store, CLR_STATE_PLAN, &rows, &n, &lerr) < 0) {
+        clr_log(CLR_LOG_WARN, "recover.plans_unlisted", "error", lerr.message, NULL);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *id = rows[i].info.id;
+        if (clr_store_sandbox_set_state(svc->store, id, CLR_STATE_DESTROYED, "plan-interrupted",
+                                        now_s(), &lerr) < 0) {
+            clr_log(CLR_LOG_WARN, "recover.plan_failed", "id", id, "error", lerr.message, NULL);
+            continue;
+        }
+        clr_log(CLR_LOG_WARN, "recover.plan_interrupted", "id", id, "branch",
+                rows[i].info.branch, NULL);
+        json_t *d = json_pack("{s:s, s:s}", "reason", "plan-interrupted", "branch",
+                              rows[i].info.branch);
+        if (clr_audit_append(svc->audit, "recovery", id, "sandbox.destroy", "ok", d, &lerr) < 0)
+            clr_log(CLR_LOG_ERROR, "audit.write_failed", "error", lerr.message, NULL);
+        json_decref(d);
+    }
+    for (size_t i = 0; i < n; i++)
+        clr_store_sandbox_clear(&rows[i]);
+    free(rows);
+}
+
 /* After a restart: keep what still runs, mark what vanished, remove what we do not know. */
 static int recover(clr_service *svc, clr_error *err)
 {
@@ -2110,6 +2173,7 @@ static int recover(clr_service *svc, clr_error *err)
                       "container vanished while the daemon was down");
         }
     }
+    recover_plans(svc);
     for (size_t j = 0; j < sn.nlive; j++) {
         if (strcmp(sn.live[j].owner, svc->owner) != 0 || !sn.live[j].id[0])
             continue;
@@ -3408,6 +3472,97 @@ static void plan_event(void *ctx, json_t *ev)
         pe->cb(pe->ctx, ev);
 }
 
+/* A plan is one of the daemon's sandboxes and runs its commands within max_execs: admitted
+ * under the same lock and with the same refusal as a create, its sandbox a row of its own
+ * (state "plan") from before anything runs in it until it is destroyed, so a restart finds
+ * it (recover). */
+struct plan_admission {
+    clr_service *svc;
+    unsigned execs;   /* slots of running_execs it holds */
+    bool pending;     /* counted in plans_pending */
+    bool recorded;    /* its row exists */
+};
+
+static int plan_admit(void *ctx, unsigned *execs, clr_error *err)
+{
+    struct plan_admission *a = ctx;
+    clr_service *svc = a->svc;
+    pthread_mutex_lock(&svc->create_lock);
+    if (sandbox_room_locked(svc, err) < 0) {
+        pthread_mutex_unlock(&svc->create_lock);
+        return -1;
+    }
+    /* One command slot at least (its steps run one by one), more for a parallel gauntlet as
+     * far as there is room: it then runs no more checks at once than it holds. */
+    unsigned got = 0;
+    while (got < *execs) {
+        if (atomic_fetch_add(&svc->running_execs, 1) >= (int)svc->cfg.max_execs) {
+            atomic_fetch_sub(&svc->running_execs, 1);
+            break;
+        }
+        got++;
+    }
+    if (got == 0) {
+        pthread_mutex_unlock(&svc->create_lock);
+        atomic_fetch_add(&svc->refused, 1);
+        return clr_error_set(err, CLR_E_LIMIT, 0,
+                             "at capacity: %u commands are running (max_execs); retry later",
+                             svc->cfg.max_execs);
+    }
+    svc->plans_pending++;
+    pthread_mutex_unlock(&svc->create_lock);
+    a->pending = true;
+    a->execs = got;
+    *execs = got;
+    return 0;
+}
+
+static int plan_created(void *ctx, const clr_sandbox_info *info, clr_error *err)
+{
+    struct plan_admission *a = ctx;
+    clr_service *svc = a->svc;
+    clr_store_sandbox row;
+    memset(&row, 0, sizeof(row));
+    row.info = *info;
+    snprintf(row.info.state, sizeof(row.info.state), CLR_STATE_PLAN);
+    row.max_expires_at = info->max_expires_at;
+    row.last_active_at = now_s();
+    row.metadata = json_object();
+    row.env = json_array();
+    pthread_mutex_lock(&svc->create_lock);
+    int rc = clr_store_sandbox_insert(svc->store, &row, err);
+    svc->plans_pending--;
+    a->pending = false;
+    pthread_mutex_unlock(&svc->create_lock);
+    clr_store_sandbox_clear(&row);
+    a->recorded = rc == 0;
+    if (rc == 0)
+        atomic_fetch_add(&svc->created, 1);
+    return rc;
+}
+
+static void plan_release(void *ctx, const char *id)
+{
+    struct plan_admission *a = ctx;
+    clr_service *svc = a->svc;
+    if (a->pending) {
+        pthread_mutex_lock(&svc->create_lock);
+        svc->plans_pending--;
+        pthread_mutex_unlock(&svc->create_lock);
+        a->pending = false;
+    }
+    if (a->recorded && id) {
+        clr_error lerr = CLR_ERROR_INIT;
+        if (clr_store_sandbox_set_state(svc->store, id, CLR_STATE_DESTROYED, "plan-finished",
+                                        now_s(), &lerr) < 0)
+            clr_log(CLR_LOG_ERROR, "plan.unrecorded_destroy", "id", id, "error", lerr.message,
+                    NULL);
+        a->recorded = false;
+    }
+    atomic_fetch_sub(&svc->running_execs, (int)a->execs);
+    a->execs = 0;
+}
+
 /* The plan request's fields and the plan itself (*plan: clr_plan_free); repo still to be checked
  * against repo_roots. */
 static int parse_plan_request(json_t *req, clr_plan **plan, clr_error *err)
@@ -3463,13 +3618,9 @@ int clr_service_plan(clr_service *svc, json_t *req, const char *actor,
         clr_plan_free(plan);
         return -1;
     }
-    int running = 0;
-    clr_store_count_running(svc->store, &running, NULL);
-    if ((unsigned)running >= svc->cfg.max_sandboxes) {
-        clr_plan_free(plan);
-        atomic_fetch_add(&svc->refused, 1);
-        return clr_error_set(err, CLR_E_LIMIT, 0, "at capacity: %d sandboxes are live", running);
-    }
+    struct plan_admission adm_ctx = {.svc = svc};
+    const clr_plan_admission adm = {
+        .admit = plan_admit, .created = plan_created, .release = plan_release, .ctx = &adm_ctx};
     clr_engine_options eo = CLR_ENGINE_OPTIONS_INIT;
     eo.host = svc->docker_host;
     struct plan_events pe = {on_event, ctx};
@@ -3483,6 +3634,8 @@ int clr_service_plan(clr_service *svc, json_t *req, const char *actor,
         .actor = actor,
         .on_event = plan_event,
         .ctx = &pe,
+        .owner = svc->owner,
+        .admission = &adm,
     };
     rc = clr_plan_run(out, plan, &ro, err);
     clr_plan_free(plan);
