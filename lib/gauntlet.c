@@ -102,6 +102,11 @@ size_t clr_gauntlet_count(const clr_gauntlet *g)
     return g->n;
 }
 
+unsigned clr_gauntlet_parallel(const clr_gauntlet *g)
+{
+    return g->parallel < g->n ? g->parallel : (unsigned)g->n;
+}
+
 void clr_gauntlet_set_parallel(clr_gauntlet *g, unsigned parallel)
 {
     g->parallel = parallel < 1 ? 1 : parallel > 16 ? 16 : parallel;

@@ -580,6 +580,13 @@ static void on_gauntlet(void *ctx, const char *check, const char *event)
     emit(r, json_pack("{s:s, s:s, s:s}", "event", "check", "check", check, "status", event));
 }
 
+const char *clr_plan_image(const clr_plan *plan, const char *profile)
+{
+    if (!profile)
+        profile = plan->profile;
+    return plan->image ? plan->image : profile ? clr_gauntlet_profile_image(profile) : NULL;
+}
+
 int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_options *o,
                  clr_error *err)
 {
@@ -602,8 +609,25 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
         json_decref(d);
         return -1;
     }
+    /* Counted before anything exists: a daemon's plan is one of its sandboxes and runs at most
+     * as many commands at once as it was given room for. */
+    const clr_plan_admission *adm = o->admission;
+    unsigned execs = clr_gauntlet_parallel(g);
+    if (execs < 1)
+        execs = 1;
+    if (adm && adm->admit && adm->admit(adm->ctx, &execs, err) < 0) {
+        json_t *d = json_pack("{s:s}", "error", err->message);
+        clr_audit_append(o->audit, o->actor, NULL, "plan", "refused", d, NULL);
+        json_decref(d);
+        clr_gauntlet_free(g);
+        json_decref(gsource);
+        return -1;
+    }
+    if (execs < clr_gauntlet_parallel(g))
+        clr_gauntlet_set_parallel(g, execs);
     clr_sandbox_options so = CLR_SANDBOX_OPTIONS_INIT;
     so.limits = plan->limits;
+    so.owner = o->owner;
     so.repo_path = repo;
     so.repo_id = o->repo_id;
     so.base_ref = plan->base; /* NULL: HEAD */
@@ -611,12 +635,14 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
     so.branch = plan->branch;
     so.state_dir = o->state_dir;
     so.insecure_runtime = o->insecure_runtime;
-    so.image = plan->image ? plan->image : profile ? clr_gauntlet_profile_image(profile) : NULL;
+    so.image = clr_plan_image(plan, o->profile);
     if (plan->egress && plan->egress->n)
         so.env = clr_egress_proxy_env;
     clr_engine *eng = NULL;
     clr_sandbox *sb = NULL;
     if (clr_engine_open(&eng, o->engine, err) < 0) {
+        if (adm && adm->release)
+            adm->release(adm->ctx, NULL);
         clr_gauntlet_free(g);
         json_decref(gsource);
         return -1;
@@ -625,12 +651,33 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
         json_t *d = json_pack("{s:s}", "error", err->message);
         clr_audit_append(o->audit, o->actor, NULL, "plan", "refused", d, NULL);
         json_decref(d);
+        if (adm && adm->release)
+            adm->release(adm->ctx, NULL);
         clr_engine_free(eng);
         clr_gauntlet_free(g);
         json_decref(gsource);
         return -1;
     }
     const clr_sandbox_info *info = clr_sandbox_get_info(sb);
+    if (adm && adm->created && adm->created(adm->ctx, info, err) < 0) {
+        /* Not recorded: it must not run. */
+        char sid[CLR_SANDBOX_ID_MAX + 1];
+        snprintf(sid, sizeof(sid), "%s", info->id);
+        clr_error derr = CLR_ERROR_INIT;
+        clr_sandbox_destroy(eng, sid, "unrecorded", o->state_dir, &derr);
+        clr_git_branch_discard(info->repo, &info->repo_id, info->branch, info->base_commit,
+                               &derr);
+        json_t *d = json_pack("{s:s}", "error", err->message);
+        clr_audit_append(o->audit, o->actor, NULL, "plan", "refused", d, NULL);
+        json_decref(d);
+        if (adm->release)
+            adm->release(adm->ctx, sid);
+        clr_sandbox_free(sb);
+        clr_engine_free(eng);
+        clr_gauntlet_free(g);
+        json_decref(gsource);
+        return -1;
+    }
     struct run r = {.plan = plan, .o = o, .steps = json_array()};
     r.report = json_pack("{s:s, s:s, s:s, s:s}", "sandbox", info->id, "branch", info->branch,
                          "base", info->base_commit, "repo", info->repo);
@@ -747,6 +794,8 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
     clr_audit_append(o->audit, o->actor, sid, "sandbox.destroy", drc == 0 ? "ok" : "error", d,
                      NULL);
     json_decref(d);
+    if (adm && adm->release)
+        adm->release(adm->ctx, sid);
     json_object_set_new(r.report, "verdict", json_string(verdict));
     d = json_pack("{s:s, s:O}", "verdict", verdict, "branch", json_object_get(r.report, "branch"));
     clr_audit_append(o->audit, o->actor, sid, "plan", verdict, d, NULL);

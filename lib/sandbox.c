@@ -104,6 +104,57 @@ static int check_runtime(clr_engine *eng, const char *runtime, bool insecure, cl
                          "runtime '%s' is not registered with the Docker engine", runtime);
 }
 
+/* The image as the engine has it. Its name goes into the request line of the engine's API, so
+ * it may only hold the characters of a Docker image reference: a '?', '#', space or line break
+ * from a client would otherwise change the request. An image that declares a VOLUME is refused:
+ * Docker would give the container an anonymous volume there, writable host disk under
+ * /var/lib/docker that no workspace_size, no cleanup and no audit of ours covers. */
+static int check_image(clr_engine *eng, const char *image, clr_error *err)
+{
+    for (const char *c = image; *c; c++) {
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              strchr("._-/:@", *c)))
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "image '%.255s' is not an image reference: only letters, digits "
+                                 "and . _ - / : @ are allowed (e.g. clearing/default:latest)",
+                                 image);
+    }
+    if (image[0] == '/' || strstr(image, ".."))
+        return clr_error_set(err, CLR_E_INVALID, 0, "image '%.255s' is not an image reference",
+                             image);
+    char path[320];
+    snprintf(path, sizeof(path), "/images/%s/json", image);
+    json_t *resp = NULL;
+    int st = clr_engine_call(eng, "GET", path, NULL, &resp, err);
+    if (st == 404) {
+        json_decref(resp);
+        return clr_error_set(err, CLR_E_NOT_FOUND, 0,
+                             "image %s is not present in the Docker engine: build it with "
+                             "images/build.sh (scripts/setup.sh does)",
+                             image);
+    }
+    if (st != 200) {
+        json_decref(resp);
+        if (st > 0)
+            clr_error_set(err, CLR_E_ENGINE, 0, "unexpected answer %d inspecting image %s", st,
+                          image);
+        return clr_error_prefix(err, "inspecting image %s", image);
+    }
+    json_t *volumes = json_object_get(json_object_get(resp, "Config"), "Volumes");
+    if (json_is_object(volumes) && json_object_size(volumes) > 0) {
+        const char *first = json_object_iter_key(json_object_iter(volumes));
+        clr_error_set(err, CLR_E_DENIED, 0,
+                      "image %s declares VOLUME %.200s: Docker would give the sandbox an "
+                      "anonymous volume there, host disk outside every limit; build the image "
+                      "without VOLUME",
+                      image, first ? first : "?");
+        json_decref(resp);
+        return -1;
+    }
+    json_decref(resp);
+    return 0;
+}
+
 static json_t *string_array(const char *const *v)
 {
     json_t *a = json_array();
@@ -207,7 +258,7 @@ int clr_sandbox_create(clr_sandbox **out, clr_engine *eng, const clr_sandbox_opt
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "insecure runtime '%s' is not supported: the only alternative to "
                              "runsc is runc", runtime);
-    if (check_runtime(eng, runtime, insecure, err) < 0)
+    if (check_runtime(eng, runtime, insecure, err) < 0 || check_image(eng, image, err) < 0)
         return -1;
     const char *agent = agent_path(opts->agent_path);
     if (agent[0] != '/' || access(agent, X_OK) < 0)

@@ -6,6 +6,7 @@
  * the two, the container carries our owner label and is removed at the next start. */
 #include <dirent.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <inttypes.h>
@@ -56,6 +57,7 @@ struct clr_service {
     int pool_n;
 
     pthread_mutex_t create_lock; /* serialises the capacity check with the insert */
+    unsigned plans_pending;      /* plans admitted whose sandbox has no row yet (create_lock) */
     atomic_int running_execs;
 
     pthread_t reaper;
@@ -429,6 +431,45 @@ static json_t *sandbox_json(const clr_store_sandbox *s)
 
 /* ---- lifecycle ---- */
 
+static const char *const default_allowed_images[] = {CLR_SERVICE_DEFAULT_ALLOWED_IMAGES, NULL};
+
+static const char *const *allowed_images(const clr_service *svc)
+{
+    return svc->cfg.allowed_images ? svc->cfg.allowed_images : default_allowed_images;
+}
+
+/* The patterns of allowed_images as one string for messages and the log. */
+static void allowed_images_text(const clr_service *svc, char *buf, size_t len)
+{
+    size_t at = 0;
+    buf[0] = '\0';
+    for (const char *const *p = allowed_images(svc); *p && at < len; p++) {
+        int n = snprintf(buf + at, len - at, "%s%s", at ? ", " : "", *p);
+        if (n < 0)
+            break;
+        at += (size_t)n;
+    }
+}
+
+/* Only images the operator allowed: a client's image is code and a filesystem the operator never
+ * looked at (setuid helpers, a VOLUME, whatever its entrypoint would do under another runtime). */
+static int image_allowed(const clr_service *svc, const char *image, clr_error *err)
+{
+    if (!image)
+        image = svc->image ? svc->image : CLR_DEFAULT_IMAGE;
+    for (const char *const *p = allowed_images(svc); *p; p++) {
+        if (fnmatch(*p, image, 0) == 0)
+            return 0;
+    }
+    char list[512];
+    allowed_images_text(svc, list, sizeof(list));
+    return clr_error_set(err, CLR_E_DENIED, 0,
+                         "image '%.255s' is not allowed: the operator's allowed_images setting "
+                         "(%s) lists the images sandboxes may use; use one of those or ask the "
+                         "operator to allow it",
+                         image, list);
+}
+
 /* Takes a pooled sandbox out of service: its channel (NULL: none) closed, its container and
  * workspace removed. */
 static void warm_discard(clr_service *svc, clr_sandbox *sb, clr_channel *ch, const char *why)
@@ -653,6 +694,24 @@ static int add_proxy_env(char ***env)
 static int create_with(clr_service *svc, json_t *req, const char *actor,
                        const clr_egress_policy *egress, json_t **out, clr_error *err);
 
+/* Room for one more sandbox: the live rows (sandboxes and plans') and the plans admitted whose
+ * sandbox is still being made, against max_sandboxes. create_lock held, so the count and the
+ * insert (or the plan's admission) are one step. */
+static int sandbox_room_locked(clr_service *svc, clr_error *err)
+{
+    int running = 0;
+    if (clr_store_count_running(svc->store, &running, err) < 0)
+        return -1;
+    running += (int)svc->plans_pending;
+    if ((unsigned)running < svc->cfg.max_sandboxes)
+        return 0;
+    atomic_fetch_add(&svc->refused, 1);
+    return clr_error_set(err, CLR_E_LIMIT, 0,
+                         "at capacity: %d sandboxes are live (max_sandboxes %u); destroy one "
+                         "or retry later",
+                         running, svc->cfg.max_sandboxes);
+}
+
 static int create_impl(clr_service *svc, json_t *req, const char *actor, json_t **out,
                        clr_error *err)
 {
@@ -681,6 +740,10 @@ static int create_with(clr_service *svc, json_t *req, const char *actor,
     char **env = NULL;
     if (parse_create(req, &o, &idle_ms, &repo_path, &env, err) < 0)
         return -1;
+    if (image_allowed(svc, o.image, err) < 0) {
+        free_strv(env);
+        return -1;
+    }
     if (egress && egress->n) {
         if (add_proxy_env(&env) < 0) {
             free_strv(env);
@@ -703,20 +766,10 @@ static int create_with(clr_service *svc, json_t *req, const char *actor,
         o.repo_id = &admitted.id;
     }
     pthread_mutex_lock(&svc->create_lock);
-    int running = 0;
-    if (clr_store_count_running(svc->store, &running, err) < 0) {
+    if (sandbox_room_locked(svc, err) < 0) {
         pthread_mutex_unlock(&svc->create_lock);
         free_strv(env);
         return -1;
-    }
-    if ((unsigned)running >= svc->cfg.max_sandboxes) {
-        pthread_mutex_unlock(&svc->create_lock);
-        free_strv(env);
-        atomic_fetch_add(&svc->refused, 1);
-        return clr_error_set(err, CLR_E_LIMIT, 0,
-                             "at capacity: %d sandboxes are live (max_sandboxes %u); destroy one "
-                             "or retry later",
-                             running, svc->cfg.max_sandboxes);
     }
     clr_engine *eng = NULL;
     clr_sandbox *sb = NULL;
@@ -835,9 +888,10 @@ int clr_service_list(clr_service *svc, const char *state, const char *label, jso
                      clr_error *err)
 {
     if (state && strcmp(state, CLR_STATE_RUNNING) && strcmp(state, CLR_STATE_DESTROYED) &&
-        strcmp(state, CLR_STATE_LOST))
+        strcmp(state, CLR_STATE_LOST) && strcmp(state, CLR_STATE_PLAN))
         return clr_error_set(err, CLR_E_INVALID, 0,
-                             "state filter '%.64s' is not running, destroyed or lost", state);
+                             "state filter '%.64s' is not running, plan, destroyed or lost",
+                             state);
     char key[256] = "";
     const char *want = NULL;
     if (label) {
@@ -887,25 +941,36 @@ int clr_service_get(clr_service *svc, const char *id, json_t **out, clr_error *e
     return 0;
 }
 
-/* Whether the database has the sandbox as running; -1 when it has no row for it (404). */
-static int row_running(clr_service *svc, const char *id, bool *running, clr_error *err)
+/* The sandbox's state in the database (CLR_STATE_*); -1 when it has no row for it (404). */
+static int row_state(clr_service *svc, const char *id, char state[32], clr_error *err)
 {
     clr_store_sandbox row;
     if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
         return -1;
-    *running = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
+    snprintf(state, 32, "%s", row.info.state);
     clr_store_sandbox_clear(&row);
     return 0;
+}
+
+/* The 409 for a request to a sandbox that is not running; a plan's says whose it is. */
+static int not_running(const char *id, const char *state, clr_error *err)
+{
+    if (strcmp(state, CLR_STATE_PLAN) == 0)
+        return clr_error_set(err, CLR_E_CONFLICT, 0,
+                             "sandbox %s belongs to a running plan: only the plan uses it, and "
+                             "it is destroyed when the plan ends",
+                             id);
+    return clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", id);
 }
 
 /* A valid id of a running sandbox, or -1 (400, 404 or 409). */
 static int require_running(clr_service *svc, const char *id, clr_error *err)
 {
-    bool live = false;
-    if (valid_id(id, err) < 0 || row_running(svc, id, &live, err) < 0)
+    char state[32];
+    if (valid_id(id, err) < 0 || row_state(svc, id, state, err) < 0)
         return -1;
-    if (!live)
-        return clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", id);
+    if (strcmp(state, CLR_STATE_RUNNING) != 0)
+        return not_running(id, state, err);
     return 0;
 }
 
@@ -986,9 +1051,13 @@ int clr_service_extend(clr_service *svc, const char *id, json_t *req, json_t **o
     if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
         return -1;
     if (strcmp(row.info.state, CLR_STATE_RUNNING) != 0) {
+        if (strcmp(row.info.state, CLR_STATE_PLAN) == 0)
+            not_running(id, row.info.state, err);
+        else
+            clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is %s, not running", id,
+                          row.info.state);
         clr_store_sandbox_clear(&row);
-        return clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is %s, not running", id,
-                             row.info.state);
+        return -1;
     }
     int64_t want = row.info.expires_at + (int64_t)(ms / 1000);
     if (want > row.max_expires_at) {
@@ -1183,10 +1252,12 @@ int clr_service_destroy(clr_service *svc, const char *id, const char *reason, co
 static int destroy_impl(clr_service *svc, const char *id, const char *reason, const char *actor,
                         clr_error *err)
 {
-    bool live = false;
-    if (valid_id(id, err) < 0 || row_running(svc, id, &live, err) < 0)
+    char state[32];
+    if (valid_id(id, err) < 0 || row_state(svc, id, state, err) < 0)
         return -1;
-    if (!live)
+    if (strcmp(state, CLR_STATE_PLAN) == 0)
+        return not_running(id, state, err);
+    if (strcmp(state, CLR_STATE_RUNNING) != 0)
         return 0; /* idempotent */
     int rc = destroy_locked(svc, id, reason, actor, err);
     if (rc == 0)
@@ -1508,6 +1579,8 @@ static int command_bind(clr_service *svc, struct command *c, const char *id, clr
     if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
         return -1;
     bool live = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
+    char state[32];
+    snprintf(state, sizeof(state), "%s", row.info.state);
     size_t nrow = json_array_size(row.env), nreq = 0;
     while (c->env && c->env[nreq])
         nreq++;
@@ -1524,7 +1597,7 @@ static int command_bind(clr_service *svc, struct command *c, const char *id, clr
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     c->o.env = (const char *const *)c->all_env;
     if (!live)
-        return clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", id);
+        return not_running(id, state, err);
     return 0;
 }
 
@@ -1923,12 +1996,14 @@ static void mark_lost(clr_service *svc, struct snapshot *sn, const char *id, con
     json_decref(d);
 }
 
-/* Whether the database knows this sandbox as destroyed or lost (not merely unknown). */
+/* Whether the database knows this sandbox as destroyed or lost (not merely unknown, and not a
+ * running plan's). */
 static bool destroyed_row(clr_service *svc, const char *id)
 {
-    bool running = true;
+    char state[32];
     clr_error err = CLR_ERROR_INIT;
-    return row_running(svc, id, &running, &err) == 0 && !running;
+    return row_state(svc, id, state, &err) == 0 &&
+           (strcmp(state, CLR_STATE_DESTROYED) == 0 || strcmp(state, CLR_STATE_LOST) == 0);
 }
 
 /* Sandboxes whose container stopped or vanished behind our back (dockerd restarted, someone
@@ -2065,6 +2140,38 @@ static bool adopt_recovered(clr_service *svc, struct snapshot *sn, const clr_san
     return true;
 }
 
+/* Plans' sandboxes left by a daemon that died mid-plan: their plan died with it, so nothing
+ * may use them again. Each is recorded as destroyed (audited); the loop below then removes its
+ * container like any other destroyed sandbox's, or recover_workspaces its workspace. */
+static void recover_plans(clr_service *svc)
+{
+    clr_store_sandbox *rows = NULL;
+    size_t n = 0;
+    clr_error lerr = CLR_ERROR_INIT;
+    if (clr_store_sandbox_list(svc->store, CLR_STATE_PLAN, &rows, &n, &lerr) < 0) {
+        clr_log(CLR_LOG_WARN, "recover.plans_unlisted", "error", lerr.message, NULL);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *id = rows[i].info.id;
+        if (clr_store_sandbox_set_state(svc->store, id, CLR_STATE_DESTROYED, "plan-interrupted",
+                                        now_s(), &lerr) < 0) {
+            clr_log(CLR_LOG_WARN, "recover.plan_failed", "id", id, "error", lerr.message, NULL);
+            continue;
+        }
+        clr_log(CLR_LOG_WARN, "recover.plan_interrupted", "id", id, "branch",
+                rows[i].info.branch, NULL);
+        json_t *d = json_pack("{s:s, s:s}", "reason", "plan-interrupted", "branch",
+                              rows[i].info.branch);
+        if (clr_audit_append(svc->audit, "recovery", id, "sandbox.destroy", "ok", d, &lerr) < 0)
+            clr_log(CLR_LOG_ERROR, "audit.write_failed", "error", lerr.message, NULL);
+        json_decref(d);
+    }
+    for (size_t i = 0; i < n; i++)
+        clr_store_sandbox_clear(&rows[i]);
+    free(rows);
+}
+
 /* After a restart: keep what still runs, mark what vanished, remove what we do not know (but
  * adopt what runs when the database is new: see adopt_recovered). */
 static int recover(clr_service *svc, clr_error *err)
@@ -2090,6 +2197,7 @@ static int recover(clr_service *svc, clr_error *err)
                       "container vanished while the daemon was down");
         }
     }
+    recover_plans(svc);
     for (size_t j = 0; j < sn.nlive; j++) {
         if (strcmp(sn.live[j].owner, svc->owner) != 0 || !sn.live[j].id[0])
             continue;
@@ -2235,6 +2343,7 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
     svc->docker_host = dup_or_null(cfg->docker_host);
     svc->image = dup_or_null(cfg->image);
     svc->insecure_runtime = dup_or_null(cfg->insecure_runtime);
+    svc->cfg.allowed_images = NULL; /* until checked below */
     pthread_mutex_init(&svc->pool_lock, NULL);
     pthread_mutex_init(&svc->create_lock, NULL);
     pthread_mutex_init(&svc->reaper_lock, NULL);
@@ -2249,6 +2358,28 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
     if (!svc->state_dir || !svc->db_path) {
         clr_service_stop(svc);
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    if (cfg->allowed_images && (!cfg->allowed_images[0] || !cfg->allowed_images[0][0])) {
+        clr_service_stop(svc);
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "allowed_images must list at least one non-empty pattern");
+    }
+    svc->cfg.allowed_images = cfg->allowed_images;
+    if (image_allowed(svc, NULL, err) < 0) {
+        clr_service_stop(svc);
+        return clr_error_prefix(err, "the default image (setting image)");
+    }
+    if (cfg->allowed_images) {
+        /* A weakening is the operator's explicit choice, and it is on record. */
+        char list[512];
+        allowed_images_text(svc, list, sizeof(list));
+        bool any = false;
+        for (const char *const *p = cfg->allowed_images; *p; p++)
+            any |= fnmatch(*p, "any/image:at-all", 0) == 0;
+        clr_log(CLR_LOG_WARN, "service.allowed_images", "patterns", list, "detail",
+                any ? "ANY image may be used: isolation weakened by operator setting"
+                    : "images allowed by operator setting",
+                NULL);
     }
     /* The owner label ties containers to this database: after a restart we adopt or remove
      * exactly these, and leave CLI runs and other daemons' sandboxes alone. */
@@ -3462,6 +3593,97 @@ static void plan_event(void *ctx, json_t *ev)
         pe->cb(pe->ctx, ev);
 }
 
+/* A plan is one of the daemon's sandboxes and runs its commands within max_execs: admitted
+ * under the same lock and with the same refusal as a create, its sandbox a row of its own
+ * (state "plan") from before anything runs in it until it is destroyed, so a restart finds
+ * it (recover). */
+struct plan_admission {
+    clr_service *svc;
+    unsigned execs;   /* slots of running_execs it holds */
+    bool pending;     /* counted in plans_pending */
+    bool recorded;    /* its row exists */
+};
+
+static int plan_admit(void *ctx, unsigned *execs, clr_error *err)
+{
+    struct plan_admission *a = ctx;
+    clr_service *svc = a->svc;
+    pthread_mutex_lock(&svc->create_lock);
+    if (sandbox_room_locked(svc, err) < 0) {
+        pthread_mutex_unlock(&svc->create_lock);
+        return -1;
+    }
+    /* One command slot at least (its steps run one by one), more for a parallel gauntlet as
+     * far as there is room: it then runs no more checks at once than it holds. */
+    unsigned got = 0;
+    while (got < *execs) {
+        if (atomic_fetch_add(&svc->running_execs, 1) >= (int)svc->cfg.max_execs) {
+            atomic_fetch_sub(&svc->running_execs, 1);
+            break;
+        }
+        got++;
+    }
+    if (got == 0) {
+        pthread_mutex_unlock(&svc->create_lock);
+        atomic_fetch_add(&svc->refused, 1);
+        return clr_error_set(err, CLR_E_LIMIT, 0,
+                             "at capacity: %u commands are running (max_execs); retry later",
+                             svc->cfg.max_execs);
+    }
+    svc->plans_pending++;
+    pthread_mutex_unlock(&svc->create_lock);
+    a->pending = true;
+    a->execs = got;
+    *execs = got;
+    return 0;
+}
+
+static int plan_created(void *ctx, const clr_sandbox_info *info, clr_error *err)
+{
+    struct plan_admission *a = ctx;
+    clr_service *svc = a->svc;
+    clr_store_sandbox row;
+    memset(&row, 0, sizeof(row));
+    row.info = *info;
+    snprintf(row.info.state, sizeof(row.info.state), CLR_STATE_PLAN);
+    row.max_expires_at = info->max_expires_at;
+    row.last_active_at = now_s();
+    row.metadata = json_object();
+    row.env = json_array();
+    pthread_mutex_lock(&svc->create_lock);
+    int rc = clr_store_sandbox_insert(svc->store, &row, err);
+    svc->plans_pending--;
+    a->pending = false;
+    pthread_mutex_unlock(&svc->create_lock);
+    clr_store_sandbox_clear(&row);
+    a->recorded = rc == 0;
+    if (rc == 0)
+        atomic_fetch_add(&svc->created, 1);
+    return rc;
+}
+
+static void plan_release(void *ctx, const char *id)
+{
+    struct plan_admission *a = ctx;
+    clr_service *svc = a->svc;
+    if (a->pending) {
+        pthread_mutex_lock(&svc->create_lock);
+        svc->plans_pending--;
+        pthread_mutex_unlock(&svc->create_lock);
+        a->pending = false;
+    }
+    if (a->recorded && id) {
+        clr_error lerr = CLR_ERROR_INIT;
+        if (clr_store_sandbox_set_state(svc->store, id, CLR_STATE_DESTROYED, "plan-finished",
+                                        now_s(), &lerr) < 0)
+            clr_log(CLR_LOG_ERROR, "plan.unrecorded_destroy", "id", id, "error", lerr.message,
+                    NULL);
+        a->recorded = false;
+    }
+    atomic_fetch_sub(&svc->running_execs, (int)a->execs);
+    a->execs = 0;
+}
+
 /* The plan request's fields and the plan itself (*plan: clr_plan_free); repo still to be checked
  * against repo_roots. */
 static int parse_plan_request(json_t *req, clr_plan **plan, clr_error *err)
@@ -3510,19 +3732,16 @@ int clr_service_plan(clr_service *svc, json_t *req, const char *actor,
         return -1;
     json_t *jrepo = json_object_get(req, "repo"), *jprofile = json_object_get(req, "profile");
     clr_repo_admitted admitted;
-    int rc = clr_repo_admit(&admitted, svc->cfg.repo_roots,
-                            json_string_value(jrepo), err);
+    int rc = image_allowed(svc, clr_plan_image(plan, json_string_value(jprofile)), err);
+    if (rc == 0)
+        rc = clr_repo_admit(&admitted, svc->cfg.repo_roots, json_string_value(jrepo), err);
     if (rc < 0) {
         clr_plan_free(plan);
         return -1;
     }
-    int running = 0;
-    clr_store_count_running(svc->store, &running, NULL);
-    if ((unsigned)running >= svc->cfg.max_sandboxes) {
-        clr_plan_free(plan);
-        atomic_fetch_add(&svc->refused, 1);
-        return clr_error_set(err, CLR_E_LIMIT, 0, "at capacity: %d sandboxes are live", running);
-    }
+    struct plan_admission adm_ctx = {.svc = svc};
+    const clr_plan_admission adm = {
+        .admit = plan_admit, .created = plan_created, .release = plan_release, .ctx = &adm_ctx};
     clr_engine_options eo = CLR_ENGINE_OPTIONS_INIT;
     eo.host = svc->docker_host;
     struct plan_events pe = {on_event, ctx};
@@ -3539,6 +3758,8 @@ int clr_service_plan(clr_service *svc, json_t *req, const char *actor,
         .actor = actor,
         .on_event = plan_event,
         .ctx = &pe,
+        .owner = svc->owner,
+        .admission = &adm,
     };
     rc = clr_plan_run(out, plan, &ro, err);
     clr_plan_free(plan);

@@ -444,7 +444,7 @@ static int count(clr_store *st, const char *sql, const char *arg, int *out, clr_
 
 int clr_store_count_running(clr_store *st, int *out, clr_error *err)
 {
-    return count(st, "SELECT count(*) FROM sandboxes WHERE state = 'running'", NULL, out, err);
+    return count(st, "SELECT count(*) FROM sandboxes WHERE state IN ('running', 'plan')", NULL, out, err);
 }
 
 int clr_store_sandbox_running_execs(clr_store *st, const char *sandbox_id, int *out,

@@ -28,15 +28,17 @@ enum {
 struct serve_config {
     clr_service_config svc;
     struct server_options srv;
-    char *strings[16];
+    char *strings[96];
     int nstrings;
     const char *roots[33];
     int nroots;
+    const char *images[33];
+    int nimages;
 };
 
 static const char *keep(struct serve_config *c, const char *s)
 {
-    if (c->nstrings >= 16)
+    if (c->nstrings >= 96)
         return NULL;
     return c->strings[c->nstrings++] = strdup(s);
 }
@@ -129,6 +131,29 @@ static int load_config(struct serve_config *c, const char *path, clr_error *err)
                 }
                 c->roots[c->nroots++] = keep(c, d);
             }
+        } else if (strcmp(key, "allowed_images") == 0) {
+            size_t i;
+            json_t *r;
+            if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > 32) {
+                rc = clr_error_set(err, CLR_E_INVALID, 0,
+                                   "config: allowed_images must be a list of 1 to 32 image "
+                                   "patterns, e.g. [\"clearing/*\"] (\"*\": any image)");
+                break;
+            }
+            c->nimages = 0;
+            json_array_foreach(v, i, r) {
+                const char *d = json_string_value(r);
+                if (!d || !d[0] || strlen(d) > 255) {
+                    rc = clr_error_set(err, CLR_E_INVALID, 0,
+                                       "config: allowed_images[%zu] must be a non-empty pattern "
+                                       "of at most 255 bytes",
+                                       i);
+                    break;
+                }
+                c->images[c->nimages++] = keep(c, d);
+            }
+            c->images[c->nimages] = NULL;
+            c->svc.allowed_images = c->images;
         } else if (strcmp(key, "audit_log") == 0)
             rc = config_string(c, v, key, &c->svc.audit_path, err);
         else if (strcmp(key, "audit_rotate_bytes") == 0)

@@ -64,6 +64,8 @@ CLR_PUBLIC void clr_gauntlet_free(clr_gauntlet *g);
 CLR_PUBLIC size_t clr_gauntlet_count(const clr_gauntlet *g);
 /* Overrides the parallelism (1..16). */
 CLR_PUBLIC void clr_gauntlet_set_parallel(clr_gauntlet *g, unsigned parallel);
+/* How many checks run at once: the parallelism, at most the number of checks. */
+CLR_PUBLIC unsigned clr_gauntlet_parallel(const clr_gauntlet *g);
 
 typedef struct clr_gauntlet_report clr_gauntlet_report;
 

@@ -25,6 +25,7 @@
 #include "engine.h"
 #include "gitws.h"
 #include "limits.h"
+#include "sandbox.h"
 
 typedef struct clr_plan clr_plan;
 
@@ -35,8 +36,27 @@ CLR_PUBLIC int clr_plan_parse(clr_plan **out, const char *text, size_t len, cons
                               clr_error *err);
 CLR_PUBLIC void clr_plan_free(clr_plan *p);
 
+/* The image the plan's sandbox is made from, given the profile that overrides the plan's (NULL:
+ * the plan's): the plan's image, else the profile's, else NULL (CLR_DEFAULT_IMAGE). */
+CLR_PUBLIC const char *clr_plan_image(const clr_plan *plan, const char *profile);
+
 struct clr_audit;
 struct clr_verdict_key;
+
+/* How a daemon counts a plan against its limits and records its sandbox (lib/service.c). Any
+ * member may be NULL (nothing to do); the command line's plans have none. */
+typedef struct clr_plan_admission {
+    /* Before anything is created. *execs: how many commands the plan would run at once (its
+     * gauntlet's parallelism); lowered to how many it may, and the gauntlet then runs no more
+     * at once. -1 (err) refuses the plan: nothing is created. */
+    int (*admit)(void *ctx, unsigned *execs, clr_error *err);
+    /* Its sandbox exists and nothing ran in it yet: -1 (err) destroys it and fails the plan. */
+    int (*created)(void *ctx, const clr_sandbox_info *info, clr_error *err);
+    /* Once for every admit that succeeded, when the plan is over and its sandbox destroyed:
+     * id is that sandbox's (NULL: none was created). */
+    void (*release)(void *ctx, const char *id);
+    void *ctx;
+} clr_plan_admission;
 
 typedef struct clr_plan_run_options {
     const char *repo_path;        /* overrides the plan's repo */
@@ -57,6 +77,8 @@ typedef struct clr_plan_run_options {
     void (*on_event)(void *ctx, json_t *event);
     void *ctx;
     const volatile int *cancel;   /* set: stop at the next step, still commit nothing, destroy */
+    const char *owner;            /* the owner label of its sandbox (NULL: "cli") */
+    const clr_plan_admission *admission; /* NULL: none */
 } clr_plan_run_options;
 
 /* Runs the plan: sandbox on a new branch, steps in order (stopping at the first failure),

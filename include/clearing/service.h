@@ -13,11 +13,17 @@
 
 typedef struct clr_service clr_service;
 
+/* The images scripts/setup.sh builds. */
+#define CLR_SERVICE_DEFAULT_ALLOWED_IMAGES "clearing/*"
+
 typedef struct clr_service_config {
     const char *state_dir;        /* workspaces and, by default, the database */
     const char *db_path;          /* NULL: <state_dir>/clearing.db */
     const char *docker_host;      /* NULL: the default engine socket */
     const char *image;            /* default image (NULL: CLR_DEFAULT_IMAGE) */
+    /* fnmatch(3) patterns of the images sandboxes and plans may use (NULL-terminated); NULL:
+     * CLR_SERVICE_DEFAULT_ALLOWED_IMAGES. The default image must match one. */
+    const char *const *allowed_images;
     const char *insecure_runtime; /* operator setting: "runc" to run without gVisor (logged) */
     clr_limits limits;            /* defaults for sandboxes that do not say */
     unsigned max_sandboxes;       /* live sandboxes at once; more is a 429 */

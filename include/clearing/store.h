@@ -14,6 +14,9 @@ typedef struct clr_store clr_store;
 #define CLR_STATE_RUNNING "running"
 #define CLR_STATE_DESTROYED "destroyed"
 #define CLR_STATE_LOST "lost" /* its container vanished while we were not looking */
+/* The sandbox of a plan the daemon runs: live (it counts against max_sandboxes), but only the
+ * plan uses it; destroyed when the plan ends, or by the recovery after a restart. */
+#define CLR_STATE_PLAN "plan"
 
 typedef struct clr_store_sandbox {
     clr_sandbox_info info;      /* info.state holds one of the CLR_STATE_* values */
@@ -57,6 +60,7 @@ CLR_PUBLIC int clr_store_sandbox_touch(clr_store *st, const char *id, int64_t wh
                                        clr_error *err);
 CLR_PUBLIC int clr_store_sandbox_set_expiry(clr_store *st, const char *id, int64_t expires_at,
                                             clr_error *err);
+/* Live sandboxes: running ones and plans' (CLR_STATE_PLAN). */
 CLR_PUBLIC int clr_store_count_running(clr_store *st, int *out, clr_error *err);
 /* The sandbox's egress policy as JSON (NULL: none). */
 CLR_PUBLIC int clr_store_sandbox_set_egress(clr_store *st, const char *id, json_t *policy,

@@ -1882,6 +1882,135 @@ class T12Faults(ApiTest):
         self.assertEqual(c.get('/v1/sandboxes/' + sb['id']).json['state'], 'destroyed')
 
 
+# ---- plans within the daemon's limits (issue #16, item 5) ----
+
+class T12PlanLimits(ApiTest):
+    """A plan's sandbox is one of the daemon's: it counts against max_sandboxes and max_execs
+    like any other, clients cannot use it, and a restart finds the one a dead daemon left."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.roots = tempfile.mkdtemp(prefix='clr-api-plan-repos-', dir='/tmp')
+        cls.addClassCleanup(shutil.rmtree, cls.roots, True)
+        cls.repo = os.path.join(cls.roots, 'repo')
+        git = ['git', '-C', cls.repo, '-c', 'user.name=t', '-c', 'user.email=t@t']
+        subprocess.run(['git', 'init', '-q', '-b', 'main', cls.repo], check=True)
+        os.mkdir(os.path.join(cls.repo, '.clearing'))
+        with open(os.path.join(cls.repo, '.clearing', 'gauntlet.yaml'), 'w') as f:
+            f.write('checks:\n  - name: ok\n    kind: other\n    run: "true"\n')
+        subprocess.run(git + ['add', '.'], check=True)
+        subprocess.run(git + ['commit', '-qm', 'base'], check=True)
+        cls.daemon = Daemon('plans', ['--max-sandboxes', '2', '--max-execs', '1',
+                                      '--repo-root', cls.roots])
+        cls.addClassCleanup(cls.daemon.stop)
+        cls.daemon.start()
+
+    def plan(self, steps):
+        return {'plan': {'steps': steps}, 'repo': self.repo}
+
+    def live(self):
+        r = self.api.get('/v1/sandboxes')
+        self.assertEqual(r.status, 200, r)
+        return sorted(s['id'] for s in r.json['sandboxes'] if s['state'] in ('running', 'plan'))
+
+    def start_held_plan(self):
+        """Starts a plan whose one step waits for a gate; returns (events, its sandbox's id,
+        the gate's path on the host) once its sandbox exists."""
+        gate = gate_name()
+        conn = self.api.connection(timeout=180)
+        self.addCleanup(conn.close)
+        conn.request('POST', '/v1/plans?stream=true',
+                     body=json.dumps(self.plan([{'run': {'shell': held_until(gate),
+                                                         'timeout': '150s'}}])).encode(),
+                     headers={'Content-Type': 'application/json'})
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 200, resp.read()[:600] if resp.status != 200 else '')
+        events = ndjson_events(resp)
+        first = next(events, None)
+        self.assertEqual((first or {}).get('event'), 'sandbox', first)
+        sid = first['id']
+        return events, sid, os.path.join(self.d().state, 'workspaces', sid, gate)
+
+    def finish(self, events, gate):
+        with open(gate, 'w') as f:
+            f.write('open\n')
+        last = None
+        for e in events:
+            last = e
+        self.assertEqual((last or {}).get('event'), 'result', last)
+        self.assertEqual(last.get('verdict'), 'pass', last)
+
+    def test_plan_refused_at_max_sandboxes(self):
+        # Positive control: below the limit a plan runs, and leaves nothing live.
+        r = self.api.post('/v1/plans', self.plan([{'run': {'argv': ['true']}}]), timeout=180)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json['verdict'], 'pass', r)
+        self.assertEqual(self.live(), [])
+        self.create()
+        self.create()
+        refused = self.assertError(self.api.post('/v1/sandboxes', {}), 429, 'limit',
+                                   'max_sandboxes')
+        err = self.assertError(self.api.post('/v1/plans', self.plan([{'run': {'argv': ['true']}}]),
+                                             timeout=180), 429, 'limit', 'max_sandboxes')
+        self.assertEqual(err['message'], refused['message'])
+        self.assertEqual(len(self.live()), 2)
+
+    def test_running_plan_holds_a_sandbox_and_a_command(self):
+        s = self.create()
+        # Positive control: a command runs (max_execs 1) and a second sandbox would fit.
+        self.run_ok(s['id'], {'argv': ['true']})
+        events, sid, gate = self.start_held_plan()
+        try:
+            self.assertEqual(self.live(), sorted([s['id'], sid]))
+            self.assertError(self.api.post('/v1/sandboxes', {}), 429, 'limit', 'max_sandboxes')
+            self.assertError(self.api.post('/v1/sandboxes/%s/exec' % s['id'], {'argv': ['true']}),
+                             429, 'limit', 'max_execs')
+            r = self.api.get('/v1/sandboxes/' + sid)
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json['state'], 'plan', r)
+            # Only the plan uses its sandbox.
+            self.assertError(self.api.post('/v1/sandboxes/%s/exec' % sid, {'argv': ['true']}),
+                             409, 'conflict', 'plan')
+            self.assertError(self.api.delete('/v1/sandboxes/' + sid), 409, 'conflict', 'plan')
+        finally:
+            self.finish(events, gate)
+        r = self.api.get('/v1/sandboxes/' + sid)
+        self.assertEqual((r.json['state'], r.json['destroy_reason']),
+                         ('destroyed', 'plan-finished'), r)
+        self.assertEqual(docker('GET', '/containers/clearing-%s/json' % sid).status, 404)
+        # Its sandbox and its command slot are free again.
+        self.run_ok(s['id'], {'argv': ['true']})
+        self.create()
+
+    def test_restart_finds_a_plans_sandbox(self):
+        events, sid, gate = self.start_held_plan()
+        self.addCleanup(docker_remove_quietly, 'clearing-' + sid)
+        # Positive control: its container runs, labelled as this daemon's.
+        r = docker('GET', '/containers/clearing-%s/json' % sid)
+        self.assertEqual(r.status, 200, r)
+        self.assertTrue(r.json['State']['Running'], r)
+        self.assertEqual(r.json['Config']['Labels'].get(LABEL + 'owner'), self.d().owner)
+        self.assertEqual(self.api.get('/v1/sandboxes/' + sid).json['state'], 'plan')
+        self.d().kill9()
+        self.d().start()
+        r = self.api.get('/v1/sandboxes/' + sid)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual((r.json['state'], r.json['destroy_reason']),
+                         ('destroyed', 'plan-interrupted'), r)
+        self.assertTrue(wait_for(lambda: docker('GET', '/containers/clearing-%s/json'
+                                                % sid).status == 404, 60),
+                        'the container of the interrupted plan is still there')
+        self.assertTrue(wait_for(lambda: not os.path.exists(os.path.dirname(gate)), 60),
+                        'the workspace of the interrupted plan is still there')
+        with open(os.path.join(self.d().state, 'audit.log')) as f:
+            records = [json.loads(line) for line in f if sid in line]
+        self.assertTrue([r for r in records if r.get('action') == 'sandbox.destroy' and
+                         r.get('actor') == 'recovery'], records)
+        self.assertEqual(self.live(), [])
+        self.create()
+        self.create()
+
+
 # ---- runner ----
 
 class Result(unittest.TextTestResult):

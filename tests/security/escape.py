@@ -1387,6 +1387,90 @@ def _():
         destroy(d)
 
 
+def our_containers():
+    """Ids of the containers this suite's daemon made (by its owner label)."""
+    owner = 'daemon:%s/clearing.db' % STATE
+    flt = urllib.parse.quote(json.dumps({'label': ['io.clearing.owner=' + owner]}))
+    r = docker('GET', '/containers/json?all=1&filters=' + flt)
+    check(r.status == 200, r)
+    return sorted(c['Id'] for c in r.json)
+
+
+def docker_build(tag, dockerfile):
+    """Builds an image from a Dockerfile alone (no context) through the engine's API."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode='w') as tf:
+        ti = tarfile.TarInfo('Dockerfile')
+        ti.size = len(dockerfile)
+        tf.addfile(ti, io.BytesIO(dockerfile))
+    c = UnixConn('/var/run/docker.sock', 300)
+    try:
+        c.request('POST', '/build?q=1&rm=1&t=' + urllib.parse.quote(tag, safe=''),
+                  body=buf.getvalue(), headers={'Content-Type': 'application/x-tar'})
+        r = c.getresponse()
+        out = r.read()
+    finally:
+        c.close()
+    check(r.status == 200 and b'errorDetail' not in out, 'building %s: %r' % (tag, out[:400]))
+
+
+def plan_request(**plan):
+    """A plan of one harmless step on the suite's repository (gauntlet: profile c)."""
+    plan.setdefault('steps', [{'run': {'argv': ['true']}}])
+    return {'plan': plan, 'repo': HOST['repo'], 'profile': 'c'}
+
+
+@attack('api-image-allowlist', 'images outside allowed_images: a create and a plan naming one')
+def _():
+    # Positive controls: the default image and a named clearing/ image are taken.
+    d = API.create(limits={'lifetime': '5m'})
+    destroy(d)
+    d = API.create(image='clearing/default:latest', limits={'lifetime': '5m'})
+    destroy(d)
+    tag = 'x%d' % int.from_bytes(os.urandom(4), 'big')
+    r = docker('POST', '/images/clearing/default:latest/tag?repo=evil/x&tag=' + tag)
+    check(r.status == 201, 'tagging evil/x:%s: %r' % (tag, r))
+    try:
+        # The image exists in the engine, so only the allowlist can refuse it.
+        r = docker('GET', '/images/evil/x:%s/json' % tag)
+        check(r.status == 200, r)
+        before = our_containers()
+        for image in ('evil/x:' + tag, 'docker.io/clearing/default:latest', 'evil/x',
+                      'sha256:' + r.json['Id'].split(':')[-1] if r.json else 'sha256:0'):
+            r = API.req('POST', '/v1/sandboxes', {'image': image})
+            check(r.status == 403 and r.json['error']['code'] == 'denied', (image, r))
+            check('allowed_images' in r.json['error']['message'], (image, r))
+        # Allowed by its name, but not an image reference: it never reaches the engine's URL.
+        r = API.req('POST', '/v1/sandboxes', {'image': 'clearing/default:latest?x=1#'})
+        check(r.status == 400 and 'image reference' in r.json['error']['message'], r)
+        r = API.req('POST', '/v1/plans', plan_request(image='evil/x:' + tag), timeout=120)
+        check(r.status == 403 and r.json['error']['code'] == 'denied', r)
+        check('allowed_images' in r.json['error']['message'], r)
+        check(our_containers() == before, 'a refused image left a container')
+    finally:
+        docker('DELETE', '/images/evil/x:%s?force=1' % tag)
+
+
+@attack('api-image-volume', 'an allowed image that declares a VOLUME (anonymous host volume)')
+def _():
+    tag = 'clearing/test-volume-%d:latest' % int.from_bytes(os.urandom(4), 'big')
+    docker_build(tag, b'FROM clearing/default:latest\nVOLUME /data\n')
+    try:
+        # Positive control: the image is there and declares the volume; its name is allowed.
+        r = docker('GET', '/images/%s/json' % tag)
+        check(r.status == 200 and '/data' in (r.json['Config'].get('Volumes') or {}), r)
+        before = our_containers()
+        r = API.req('POST', '/v1/sandboxes', {'image': tag})
+        check(r.status == 403 and r.json['error']['code'] == 'denied', r)
+        msg = r.json['error']['message']
+        check('VOLUME' in msg and '/data' in msg and 'allowed_images' not in msg, r)
+        r = API.req('POST', '/v1/plans', plan_request(image=tag), timeout=120)
+        check(r.status == 403 and 'VOLUME' in r.json['error']['message'], r)
+        check(our_containers() == before, 'a refused image left a container')
+    finally:
+        docker('DELETE', '/images/%s?force=1' % tag)
+
+
 def tcp_get(path, token=None):
     c = http.client.HTTPConnection('127.0.0.1', HOST['tcp_port'], timeout=60)
     try:
