@@ -411,6 +411,76 @@ static int pwrite_all(int fd, const void *buf, size_t n, off_t off)
     return 0;
 }
 
+/* Where a download is spooled. A sparse workspace file costs its sandbox nothing (a hole in
+ * the workspace's tmpfs), but written out byte by byte it would cost the host its apparent
+ * size on disk: 1 GiB per file, 4 GiB per archive, as often as a client asks (issue #16 item
+ * 9). So an all-zero block of the output, aligned to HOLE_BLOCK in the output file and past
+ * what the file held when the copy began, is skipped with lseek and stays a hole; a reader of
+ * the file sees the same bytes. Outputs that cannot seek (pipes, sockets) get every byte. */
+#define HOLE_BLOCK 4096u
+
+typedef struct hole_out {
+    int fd;
+    bool holes;     /* out is a regular file: zero blocks may be skipped */
+    uint64_t pos;   /* the output offset the next byte goes to */
+    uint64_t size0; /* the file's size when the copy began: never skip over its bytes */
+} hole_out;
+
+static void hole_out_init(hole_out *o, int fd)
+{
+    struct stat st;
+    off_t cur;
+    *o = (hole_out){.fd = fd};
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (cur = lseek(fd, 0, SEEK_CUR)) >= 0) {
+        o->holes = true;
+        o->pos = (uint64_t)cur;
+        o->size0 = (uint64_t)st.st_size;
+    }
+}
+
+static bool all_zero(const char *p, size_t n)
+{
+    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* Writes n bytes at the output's offset; 0 or -errno. */
+static int hole_out_write(hole_out *o, const char *buf, size_t n)
+{
+    if (!o->holes)
+        return write_all(o->fd, buf, n);
+    size_t i = 0, run = 0; /* buf[i - run, i) is written as data once the run ends */
+    while (i < n) {
+        size_t in_block = HOLE_BLOCK - (size_t)(o->pos % HOLE_BLOCK);
+        size_t len = n - i < in_block ? n - i : in_block;
+        if (len == HOLE_BLOCK && o->pos >= o->size0 && all_zero(buf + i, len)) {
+            int w = write_all(o->fd, buf + i - run, run);
+            if (w < 0)
+                return w;
+            run = 0;
+            if (lseek(o->fd, (off_t)len, SEEK_CUR) < 0)
+                return -errno;
+        } else {
+            run += len;
+        }
+        i += len;
+        o->pos += len;
+    }
+    return write_all(o->fd, buf + n - run, run);
+}
+
+/* A hole at the very end has no byte written after it: the size says where the output ends. */
+static int hole_out_finish(hole_out *o)
+{
+    struct stat st;
+    if (!o->holes)
+        return 0;
+    if (fstat(o->fd, &st) < 0)
+        return -errno;
+    if ((uint64_t)st.st_size < o->pos && ftruncate(o->fd, (off_t)o->pos) < 0)
+        return -errno;
+    return 0;
+}
+
 /* A name no one can guess, so the sandbox cannot prepare something under it. */
 static int random_name(char *buf, size_t len, const char *prefix, clr_error *err)
 {
@@ -654,6 +724,8 @@ int clr_files_read(int root, const char *rel, int out_fd, uint64_t max_bytes, ui
     _cleanup_free_ char *buf = malloc(COPY_BUF);
     if (!buf)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    hole_out out;
+    hole_out_init(&out, out_fd);
     /* What the file held when opened: if the sandbox keeps appending, we stop at that size. */
     uint64_t remaining = (uint64_t)st.st_size, copied = 0;
     while (remaining > 0) {
@@ -663,7 +735,7 @@ int clr_files_read(int root, const char *rel, int out_fd, uint64_t max_bytes, ui
             return path_error(err, (int)-n, "reading", rel);
         if (n == 0)
             break;
-        int w = write_all(out_fd, buf, (size_t)n);
+        int w = hole_out_write(&out, buf, (size_t)n);
         if (w < 0)
             return clr_error_set(err, CLR_E_INTERNAL, -w,
                                  "reading '%.512s': writing to the output failed: %s", rel,
@@ -673,6 +745,11 @@ int clr_files_read(int root, const char *rel, int out_fd, uint64_t max_bytes, ui
         if (size_out)
             *size_out = copied;
     }
+    int w = hole_out_finish(&out);
+    if (w < 0)
+        return clr_error_set(err, CLR_E_INTERNAL, -w,
+                             "reading '%.512s': writing to the output failed: %s", rel,
+                             strerror(-w));
     return 0;
 }
 
@@ -1297,8 +1374,32 @@ struct tar_ctx {
     path_buf path;   /* the current entry's name in the archive */
     char target[CLR_FILES_PATH_MAX + 1];
     char buf[COPY_BUF];
+    hole_out out;
     clr_error *err;
 };
+
+/* libarchive's output: through hole_out, so the zeros of sparse files stay holes. */
+static la_ssize_t tar_out_write(struct archive *a, void *data, const void *buf, size_t n)
+{
+    struct tar_ctx *c = data;
+    int w = hole_out_write(&c->out, buf, n);
+    if (w < 0) {
+        archive_set_error(a, -w, "%s", strerror(-w));
+        return -1;
+    }
+    return (la_ssize_t)n;
+}
+
+static int tar_out_close(struct archive *a, void *data)
+{
+    struct tar_ctx *c = data;
+    int w = hole_out_finish(&c->out);
+    if (w < 0) {
+        archive_set_error(a, -w, "%s", strerror(-w));
+        return ARCHIVE_FATAL;
+    }
+    return ARCHIVE_OK;
+}
 
 static int tar_write_failed(struct tar_ctx *c)
 {
@@ -1560,7 +1661,14 @@ int clr_files_create_tar(int root, const char *rel, int out_fd, const clr_files_
     _cleanup_archive_write_ struct archive *a = archive_write_new();
     if (!a)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    if (archive_write_set_format_pax(a) != ARCHIVE_OK || archive_write_open_fd(a, out_fd) != ARCHIVE_OK) {
+    hole_out_init(&c->out, out_fd);
+    /* Blocks of whole HOLE_BLOCKs, so that no zero block of the output straddles two writes
+     * (with tar's 10240 one in five would, and be written); as archive_write_open_fd does for
+     * a regular file, the last block is not padded: the bytes are the same as before. */
+    if (archive_write_set_format_pax(a) != ARCHIVE_OK ||
+        archive_write_set_bytes_per_block(a, 16 * HOLE_BLOCK) != ARCHIVE_OK ||
+        archive_write_set_bytes_in_last_block(a, 1) != ARCHIVE_OK ||
+        archive_write_open2(a, c, NULL, tar_out_write, tar_out_close, NULL) != ARCHIVE_OK) {
         c->a = a;
         return tar_write_failed(c);
     }

@@ -1235,6 +1235,107 @@ def _():
     os.unlink(os.path.join(workspace_dir(B), 'budget-2'))
 
 
+def spool_files():
+    """(apparent size, bytes allocated on disk) of each unnamed temporary file the daemon
+    holds (its O_TMPFILE spools in /var/tmp, else /tmp), largest first."""
+    found = []
+    fd_dir = '/proc/%d/fd' % DAEMON.pid
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+            if target.startswith(('/var/tmp/#', '/tmp/#')) and target.endswith(' (deleted)'):
+                st = os.stat(os.path.join(fd_dir, fd))
+                found.append((st.st_size, st.st_blocks * 512))
+        except FileNotFoundError:
+            pass  # closed meanwhile
+    return sorted(found, reverse=True)
+
+
+HOLEY = 256 << 20  # apparent size of the holey files, under the 1 GiB per-file download cap
+
+
+def read_all(resp, sink):
+    while True:
+        chunk = resp.read(1 << 20)
+        if not chunk:
+            return
+        sink(chunk)
+
+
+def holey_sha():
+    """sha256 of what the holey file holds: HEAD, zeros, TAIL."""
+    h = hashlib.sha256(b'HEAD')
+    zeros = bytes(1 << 20)
+    left = HOLEY - 4
+    while left:
+        n = min(left, len(zeros))
+        h.update(zeros[:n])
+        left -= n
+    h.update(b'TAIL')
+    return h.hexdigest()
+
+
+@attack('clr-download-sparse', 'downloads of sparse workspace files are not expanded on the host')
+def _():
+    # A sandbox the operator let write large files (RLIMIT_FSIZE 64 GiB, the most there is):
+    # with the default 1 GiB a file cannot be larger than the download cap.
+    sid = API.create(limits={'file_size': '64g', 'lifetime': '10m'})
+    res = API.exec(sid, shell='cd /workspace && printf small-control > dl-small && '
+                   'truncate -s 50G dl-huge && printf HEAD > dl-holey && '
+                   'truncate -s %d dl-holey && printf TAIL >> dl-holey && mkdir dl-dir && '
+                   'cp --sparse=always dl-holey dl-dir/a && cp --sparse=always dl-holey dl-dir/b '
+                   % HOLEY)
+    check(res['status'] == 'exited' and res['exit_code'] == 0, res)
+    # gVisor reports no holes inside (st_blocks follows st_size): asked of the host's tmpfs.
+    for n in ('dl-huge', 'dl-holey', 'dl-dir/a', 'dl-dir/b'):
+        st = os.stat(os.path.join(workspace_dir(sid), n))
+        check(st.st_blocks * 512 < 1 << 20, '%s is not sparse on the host: %r' % (n, st))
+    try:
+        check(spool_files() == [], 'spooled before the attack: %r' % spool_files())
+        # Positive control: a small file downloads intact.
+        r = API.get_file(sid, 'dl-small')
+        check(r.status == 200 and r.body == b'small-control', r)
+        # 50 GiB of holes: refused before a byte is spooled, naming the limit.
+        r = API.get_file(sid, 'dl-huge')
+        check(r.status in (413, 429) and r.json and r.json['error']['code'] == 'limit' and
+              b'limit' in r.body, r)
+        check(spool_files() == [], 'the refused download left a spool: %r' % spool_files())
+        want = holey_sha()
+        # Within the caps: the daemon holds the spool until the client has read the response,
+        # so it is measured while the body is still unread.
+        for path, members in (('/files/dl-holey', None), ('/archive?path=dl-dir', ('a', 'b'))):
+            c = UnixConn(HOST['sock'], 300)
+            try:
+                c.request('GET', '/v1/sandboxes/%s%s' % (sid, path))
+                resp = c.getresponse()
+                if resp.status != 200:
+                    check(False, (path, resp.status, resp.read(300)))
+                spools = wait_for('the download spooled', spool_files)
+                apparent, allocated = spools[0]
+                # Positive control: the spool holds the whole download (every file's size).
+                check(apparent >= HOLEY * (len(members) if members else 1), (path, spools))
+                check(allocated <= 16 << 20, '%s: %d MiB of holes written to the host spool '
+                      '(%d MiB apparent)' % (path, allocated >> 20, apparent >> 20))
+                if members is None:
+                    h = hashlib.sha256()
+                    read_all(resp, h.update)
+                    check(h.hexdigest() == want, '%s: the download differs from the file' % path)
+                else:
+                    seen = []
+                    with tarfile.open(fileobj=resp, mode='r|') as t:
+                        for m in t:
+                            if m.isfile():
+                                h = hashlib.sha256()
+                                read_all(t.extractfile(m), h.update)
+                                seen.append((m.name, m.size, h.hexdigest()))
+                    check(seen == [(n, HOLEY + 4, want) for n in members], (path, seen))
+            finally:
+                c.close()
+            wait_for('the spool given back', lambda: spool_files() == [])
+    finally:
+        destroy(sid)
+
+
 @attack('api-repo-oracle', 'repository errors name no path: missing, root-only, symlinked out')
 def _():
     roots = os.path.dirname(HOST['repo'])
