@@ -424,13 +424,17 @@ typedef struct hole_out {
     bool holes;     /* out is a regular file: zero blocks may be skipped */
     uint64_t pos;   /* the output offset the next byte goes to */
     uint64_t size0; /* the file's size when the copy began: never skip over its bytes */
+    clr_files_budget *budget; /* charged before every write; NULL: none */
+    uint64_t *charged;        /* what this output has charged to budget */
+    bool over_budget;         /* a write was refused by the budget (-EDQUOT) */
 } hole_out;
 
-static void hole_out_init(hole_out *o, int fd)
+static void hole_out_init(hole_out *o, int fd, clr_files_budget *budget, uint64_t *charged)
 {
     struct stat st;
     off_t cur;
-    *o = (hole_out){.fd = fd};
+    assert(!budget || charged);
+    *o = (hole_out){.fd = fd, .budget = budget, .charged = charged};
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (cur = lseek(fd, 0, SEEK_CUR)) >= 0) {
         o->holes = true;
         o->pos = (uint64_t)cur;
@@ -443,17 +447,39 @@ static bool all_zero(const char *p, size_t n)
     return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
-/* Writes n bytes at the output's offset; 0 or -errno. */
+/* Data bytes about to be written: charged first, so that what many outputs hold together
+ * never passes the budget, even for a moment. */
+static int hole_out_charge(hole_out *o, size_t n)
+{
+    if (!o->budget || n == 0)
+        return 0;
+    uint64_t before = atomic_fetch_add(&o->budget->used, n);
+    if (before + n > o->budget->max) {
+        atomic_fetch_sub(&o->budget->used, n);
+        o->over_budget = true;
+        return -EDQUOT;
+    }
+    *o->charged += n;
+    return 0;
+}
+
+static int hole_out_data(hole_out *o, const char *buf, size_t n)
+{
+    int r = hole_out_charge(o, n);
+    return r < 0 ? r : write_all(o->fd, buf, n);
+}
+
+/* Writes n bytes at the output's offset; 0 or -errno (-EDQUOT: the budget is spent). */
 static int hole_out_write(hole_out *o, const char *buf, size_t n)
 {
     if (!o->holes)
-        return write_all(o->fd, buf, n);
+        return hole_out_data(o, buf, n);
     size_t i = 0, run = 0; /* buf[i - run, i) is written as data once the run ends */
     while (i < n) {
         size_t in_block = HOLE_BLOCK - (size_t)(o->pos % HOLE_BLOCK);
         size_t len = n - i < in_block ? n - i : in_block;
         if (len == HOLE_BLOCK && o->pos >= o->size0 && all_zero(buf + i, len)) {
-            int w = write_all(o->fd, buf + i - run, run);
+            int w = hole_out_data(o, buf + i - run, run);
             if (w < 0)
                 return w;
             run = 0;
@@ -465,7 +491,25 @@ static int hole_out_write(hole_out *o, const char *buf, size_t n)
         i += len;
         o->pos += len;
     }
-    return write_all(o->fd, buf + n - run, run);
+    return hole_out_data(o, buf + n - run, run);
+}
+
+/* The error for a write the budget refused. */
+static int budget_error(clr_error *err, const clr_files_budget *b, const char *what,
+                        const char *rel)
+{
+    return clr_error_set(err, CLR_E_UNAVAILABLE, EDQUOT,
+                         "%s '%.512s': the daemon holds %" PRIu64 " MiB of downloads, as much "
+                         "as %s (%" PRIu64 " MiB) allows: try again once they finish, or raise "
+                         "%s",
+                         what, rel, atomic_load(&b->used) >> 20, b->name ? b->name : "the budget",
+                         b->max >> 20, b->name ? b->name : "it");
+}
+
+void clr_files_budget_release(clr_files_budget *budget, uint64_t bytes)
+{
+    if (budget && bytes)
+        atomic_fetch_sub(&budget->used, bytes);
 }
 
 /* A hole at the very end has no byte written after it: the size says where the output ends. */
@@ -677,8 +721,26 @@ int clr_files_write(int root, const char *rel, int src_fd, const void *data, siz
 int clr_files_read(int root, const char *rel, int out_fd, uint64_t max_bytes, uint64_t *size_out,
                    clr_error *err)
 {
+    clr_files_limits lim = CLR_FILES_LIMITS_INIT;
+    lim.max_file_bytes = max_bytes;
+    clr_files_report rep;
+    int rc = clr_files_read_ext(root, rel, out_fd, &lim, &rep, err);
     if (size_out)
-        *size_out = 0;
+        *size_out = rep.bytes;
+    return rc;
+}
+
+int clr_files_read_ext(int root, const char *rel, int out_fd, const clr_files_limits *lim,
+                       clr_files_report *report, clr_error *err)
+{
+    clr_files_report scratch;
+    clr_files_report *rep = report ? report : &scratch;
+    memset(rep, 0, sizeof(*rep));
+    if (!lim)
+        lim = &default_limits;
+    assert(report || !lim->output_budget);
+    uint64_t max_bytes = lim->max_file_bytes;
+    uint64_t *size_out = &rep->bytes;
     norm_path p;
     if (normalize_str(&p, rel, err) < 0)
         return clr_error_prefix(err, "reading a file");
@@ -725,7 +787,7 @@ int clr_files_read(int root, const char *rel, int out_fd, uint64_t max_bytes, ui
     if (!buf)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     hole_out out;
-    hole_out_init(&out, out_fd);
+    hole_out_init(&out, out_fd, lim->output_budget, &rep->charged);
     /* What the file held when opened: if the sandbox keeps appending, we stop at that size. */
     uint64_t remaining = (uint64_t)st.st_size, copied = 0;
     while (remaining > 0) {
@@ -736,14 +798,15 @@ int clr_files_read(int root, const char *rel, int out_fd, uint64_t max_bytes, ui
         if (n == 0)
             break;
         int w = hole_out_write(&out, buf, (size_t)n);
+        if (w < 0 && out.over_budget)
+            return budget_error(err, lim->output_budget, "reading", rel);
         if (w < 0)
             return clr_error_set(err, CLR_E_INTERNAL, -w,
                                  "reading '%.512s': writing to the output failed: %s", rel,
                                  strerror(-w));
         copied += (uint64_t)n;
         remaining -= (uint64_t)n;
-        if (size_out)
-            *size_out = copied;
+        *size_out = copied;
     }
     int w = hole_out_finish(&out);
     if (w < 0)
@@ -1403,6 +1466,8 @@ static int tar_out_close(struct archive *a, void *data)
 
 static int tar_write_failed(struct tar_ctx *c)
 {
+    if (c->out.over_budget)
+        return budget_error(c->err, c->lim->output_budget, "archiving", c->rel);
     const char *msg = archive_error_string(c->a);
     int e = archive_errno(c->a);
     return clr_error_set(c->err, CLR_E_INTERNAL, e > 0 ? e : EIO,
@@ -1640,6 +1705,7 @@ int clr_files_create_tar(int root, const char *rel, int out_fd, const clr_files_
     memset(rep, 0, sizeof(*rep));
     if (!lim)
         lim = &default_limits;
+    assert(report || !lim->output_budget);
     norm_path p;
     if (normalize_str(&p, rel, err) < 0)
         return clr_error_prefix(err, "archiving");
@@ -1661,7 +1727,7 @@ int clr_files_create_tar(int root, const char *rel, int out_fd, const clr_files_
     _cleanup_archive_write_ struct archive *a = archive_write_new();
     if (!a)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    hole_out_init(&c->out, out_fd);
+    hole_out_init(&c->out, out_fd, lim->output_budget, &rep->charged);
     /* Blocks of whole HOLE_BLOCKs, so that no zero block of the output straddles two writes
      * (with tar's 10240 one in five would, and be written); as archive_write_open_fd does for
      * a regular file, the last block is not padded: the bytes are the same as before. */

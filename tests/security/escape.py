@@ -1445,6 +1445,45 @@ def _():
         destroy(sid)
 
 
+@attack('api-download-budget', 'downloads spooled at once stay within max_download_total')
+def _():
+    real = MAX_DOWNLOAD_TOTAL - (16 << 20)
+    res = API.exec(B, shell='head -c %d /dev/urandom > /workspace/dl-real && mkdir dl-dir && '
+                   'cp dl-real dl-dir/ && printf small > dl-small' % real, cwd='/workspace')
+    check(res['status'] == 'exited' and res['exit_code'] == 0, res)
+    want = sha(os.path.join(workspace_dir(B), 'dl-real'))
+    c = UnixConn(HOST['sock'], 120)
+    try:
+        check(spool_files() == [], 'spooled before the attack: %r' % spool_files())
+        # Positive control: the first is spooled whole and held while the client reads slowly.
+        c.request('GET', '/v1/sandboxes/%s/files/dl-real' % B)
+        first = c.getresponse()
+        if first.status != 200:
+            check(False, (first.status, first.read(300)))
+        check(sum(a for _s, a in spool_files()) >= real, spool_files())
+        # More than what is left: refused, naming the setting, nothing more on disk.
+        for path in ('/files/dl-real', '/archive?path=dl-dir'):
+            r = API.req('GET', '/v1/sandboxes/%s%s' % (B, path), timeout=60)
+            check(r.status == 503 and r.json and r.json['error']['code'] == 'unavailable' and
+                  b'max_download_total' in r.body, (path, r))
+            spools = spool_files()
+            check(sum(a for _s, a in spools) <= MAX_DOWNLOAD_TOTAL, 'spooled past the budget: '
+                  '%r' % spools)
+        # What fits is served meanwhile.
+        r = API.get_file(B, 'dl-small')
+        check(r.status == 200 and r.body == b'small', r)
+        h = hashlib.sha256()
+        read_all(first, h.update)
+        check(h.hexdigest() == want, 'the held download differs from the file')
+    finally:
+        c.close()
+    wait_for('the budget given back', lambda: spool_files() == [])
+    # Once the first is done, the second fits.
+    r = API.get_file(B, 'dl-real', timeout=120)
+    check(r.status == 200 and hashlib.sha256(r.body).hexdigest() == want, 'second download')
+    API.exec(B, shell='rm -rf /workspace/dl-real /workspace/dl-dir /workspace/dl-small')
+
+
 @attack('api-repo-oracle', 'repository errors name no path: missing, root-only, symlinked out')
 def _():
     roots = os.path.dirname(HOST['repo'])
@@ -1663,6 +1702,7 @@ def _():
 
 MAX_CONNECTIONS = 256  # the test daemon's max_connections (setup's configuration says so)
 MAX_UPLOAD_TOTAL = 64 << 20  # the test daemon's max_upload_total
+MAX_DOWNLOAD_TOTAL = 64 << 20  # the test daemon's max_download_total
 LOCAL_GID = 65534  # nogroup: the group the test daemon's socket admits
 LOCAL_UIDS = list(range(64000, 64008))  # uids of no account: only the socket's group admits them
 UNFINISHED = b'GET /v1/health HTTP/1.1\r\nHost: x\r\n'  # a request never finished
@@ -1917,7 +1957,8 @@ def setup():
     with open(config, 'w') as f:
         json.dump({'socket_group': grp.getgrgid(LOCAL_GID).gr_name,
                    'max_connections': MAX_CONNECTIONS, 'tcp_port': HOST['tcp_port'],
-                   'token_file': token_file, 'max_upload_total': MAX_UPLOAD_TOTAL}, f)
+                   'token_file': token_file, 'max_upload_total': MAX_UPLOAD_TOTAL,
+                   'max_download_total': MAX_DOWNLOAD_TOTAL}, f)
     HOST['canary'] = os.path.join(TMP, 'canary')
     with open(HOST['canary'], 'w') as f:
         f.write(CANARY_TEXT)
