@@ -1159,6 +1159,44 @@ def _():
         destroy(d)
 
 
+def object_store(repo):
+    """Every path under the repository's objects/ (loose objects, packs, temporary files)."""
+    root = os.path.join(repo, '.git', 'objects')
+    return sorted(os.path.relpath(os.path.join(d, n), root)
+                  for d, dirs, files in os.walk(root) for n in dirs + files)
+
+
+@attack('clr-diff-objects', "diffs of a workspace full of new content write nothing to the "
+        "host repository")
+def _():
+    d = API.create(image='clearing/default:latest', repo={'path': HOST['repo']},
+                   limits={'lifetime': '5m'})
+    try:
+        res = API.exec(d, shell='echo diff-mark-5b1e > fresh.txt && mkdir many && '
+                       'for i in $(seq 200); do echo "$i-$RANDOM" > many/$i; done && '
+                       'head -c 3000000 /dev/urandom | base64 > big.txt && echo more >> README')
+        check(res['exit_code'] == 0, res)
+        before = object_store(HOST['repo'])
+        check('pack' in before, before)  # the listing sees the store
+        for _i in range(3):
+            r = API.req('GET', '/v1/sandboxes/%s/diff' % d, timeout=120)
+            # Positive control: the diff did read the new content.
+            check(r.status == 200 and b'+diff-mark-5b1e' in r.body and b'b/many/200' in r.body
+                  and b'b/big.txt' in r.body, r)
+            after = object_store(HOST['repo'])
+            check(after == before, 'a diff wrote %d paths into the host repository: %r'
+                  % (len(set(after) - set(before)), sorted(set(after) - set(before))[:5]))
+        # A commit still writes its objects.
+        r = API.req('POST', '/v1/sandboxes/%s/commit' % d, {'message': 'diffed'})
+        check(r.status == 200 and r.json['changed'], r)
+        check(len(object_store(HOST['repo'])) > len(before), 'the commit wrote nothing')
+        blob = subprocess.run(['git', '-C', HOST['repo'], 'show', r.json['branch'] + ':fresh.txt'],
+                              capture_output=True, check=True).stdout
+        check(blob == b'diff-mark-5b1e\n', blob)
+    finally:
+        destroy(d)
+
+
 # ---- the API itself ----
 
 def raw_http(data, timeout=10):
