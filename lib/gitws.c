@@ -1475,6 +1475,17 @@ static int use_memory_odb(git_repository *repo, clr_error *err)
     _cleanup_git_(git_odb_free) git_odb *odb = NULL;
     if (git_repository_odb(&odb, repo) < 0)
         return git_fail(err, CLR_E_INTERNAL, "opening the object database");
+    /* Before writing an object libgit2 "freshens" the copy a backend already has: the loose
+     * and pack backends touch its file's mtime. Without freshen libgit2 asks exists instead,
+     * so the repository's files are not even touched. The backends belong to this call's
+     * own repository object, opened for it and freed with it. */
+    size_t n = git_odb_num_backends(odb);
+    for (size_t i = 0; i < n; i++) {
+        git_odb_backend *b = NULL;
+        if (git_odb_get_backend(&b, odb, i) < 0)
+            return git_fail(err, CLR_E_INTERNAL, "opening the object database");
+        b->freshen = NULL;
+    }
     git_odb_backend *mem = NULL;
     if (git_mempack_new(&mem) < 0)
         return git_fail(err, CLR_E_INTERNAL, "creating an in-memory object store");
