@@ -416,7 +416,9 @@ static int pwrite_all(int fd, const void *buf, size_t n, off_t off)
  * size on disk: 1 GiB per file, 4 GiB per archive, as often as a client asks (issue #16 item
  * 9). So an all-zero block of the output, aligned to HOLE_BLOCK in the output file and past
  * what the file held when the copy began, is skipped with lseek and stays a hole; a reader of
- * the file sees the same bytes. Outputs that cannot seek (pipes, sockets) get every byte. */
+ * the file sees the same bytes. Outputs that cannot seek (pipes, sockets) get every byte.
+ * What is written (never the holes) is charged to the caller's clr_files_budget, if any,
+ * before it is written. */
 #define HOLE_BLOCK 4096u
 
 typedef struct hole_out {
@@ -494,6 +496,19 @@ static int hole_out_write(hole_out *o, const char *buf, size_t n)
     return hole_out_data(o, buf + n - run, run);
 }
 
+/* A hole at the very end has no byte written after it: the size says where the output ends. */
+static int hole_out_finish(hole_out *o)
+{
+    struct stat st;
+    if (!o->holes)
+        return 0;
+    if (fstat(o->fd, &st) < 0)
+        return -errno;
+    if ((uint64_t)st.st_size < o->pos && ftruncate(o->fd, (off_t)o->pos) < 0)
+        return -errno;
+    return 0;
+}
+
 /* The error for a write the budget refused. */
 static int budget_error(clr_error *err, const clr_files_budget *b, const char *what,
                         const char *rel)
@@ -510,19 +525,6 @@ void clr_files_budget_release(clr_files_budget *budget, uint64_t bytes)
 {
     if (budget && bytes)
         atomic_fetch_sub(&budget->used, bytes);
-}
-
-/* A hole at the very end has no byte written after it: the size says where the output ends. */
-static int hole_out_finish(hole_out *o)
-{
-    struct stat st;
-    if (!o->holes)
-        return 0;
-    if (fstat(o->fd, &st) < 0)
-        return -errno;
-    if ((uint64_t)st.st_size < o->pos && ftruncate(o->fd, (off_t)o->pos) < 0)
-        return -errno;
-    return 0;
 }
 
 /* A name no one can guess, so the sandbox cannot prepare something under it. */
