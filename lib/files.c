@@ -411,6 +411,122 @@ static int pwrite_all(int fd, const void *buf, size_t n, off_t off)
     return 0;
 }
 
+/* Where a download is spooled. A sparse workspace file costs its sandbox nothing (a hole in
+ * the workspace's tmpfs), but written out byte by byte it would cost the host its apparent
+ * size on disk: 1 GiB per file, 4 GiB per archive, as often as a client asks (issue #16 item
+ * 9). So an all-zero block of the output, aligned to HOLE_BLOCK in the output file and past
+ * what the file held when the copy began, is skipped with lseek and stays a hole; a reader of
+ * the file sees the same bytes. Outputs that cannot seek (pipes, sockets) get every byte.
+ * What is written (never the holes) is charged to the caller's clr_files_budget, if any,
+ * before it is written. */
+#define HOLE_BLOCK 4096u
+
+typedef struct hole_out {
+    int fd;
+    bool holes;     /* out is a regular file: zero blocks may be skipped */
+    uint64_t pos;   /* the output offset the next byte goes to */
+    uint64_t size0; /* the file's size when the copy began: never skip over its bytes */
+    clr_files_budget *budget; /* charged before every write; NULL: none */
+    uint64_t *charged;        /* what this output has charged to budget */
+    bool over_budget;         /* a write was refused by the budget (-EDQUOT) */
+} hole_out;
+
+static void hole_out_init(hole_out *o, int fd, clr_files_budget *budget, uint64_t *charged)
+{
+    struct stat st;
+    off_t cur;
+    assert(!budget || charged);
+    *o = (hole_out){.fd = fd, .budget = budget, .charged = charged};
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (cur = lseek(fd, 0, SEEK_CUR)) >= 0) {
+        o->holes = true;
+        o->pos = (uint64_t)cur;
+        o->size0 = (uint64_t)st.st_size;
+    }
+}
+
+static bool all_zero(const char *p, size_t n)
+{
+    return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* Data bytes about to be written: charged first, so that what many outputs hold together
+ * never passes the budget, even for a moment. */
+static int hole_out_charge(hole_out *o, size_t n)
+{
+    if (!o->budget || n == 0)
+        return 0;
+    uint64_t before = atomic_fetch_add(&o->budget->used, n);
+    if (before + n > o->budget->max) {
+        atomic_fetch_sub(&o->budget->used, n);
+        o->over_budget = true;
+        return -EDQUOT;
+    }
+    *o->charged += n;
+    return 0;
+}
+
+static int hole_out_data(hole_out *o, const char *buf, size_t n)
+{
+    int r = hole_out_charge(o, n);
+    return r < 0 ? r : write_all(o->fd, buf, n);
+}
+
+/* Writes n bytes at the output's offset; 0 or -errno (-EDQUOT: the budget is spent). */
+static int hole_out_write(hole_out *o, const char *buf, size_t n)
+{
+    if (!o->holes)
+        return hole_out_data(o, buf, n);
+    size_t i = 0, run = 0; /* buf[i - run, i) is written as data once the run ends */
+    while (i < n) {
+        size_t in_block = HOLE_BLOCK - (size_t)(o->pos % HOLE_BLOCK);
+        size_t len = n - i < in_block ? n - i : in_block;
+        if (len == HOLE_BLOCK && o->pos >= o->size0 && all_zero(buf + i, len)) {
+            int w = hole_out_data(o, buf + i - run, run);
+            if (w < 0)
+                return w;
+            run = 0;
+            if (lseek(o->fd, (off_t)len, SEEK_CUR) < 0)
+                return -errno;
+        } else {
+            run += len;
+        }
+        i += len;
+        o->pos += len;
+    }
+    return hole_out_data(o, buf + n - run, run);
+}
+
+/* A hole at the very end has no byte written after it: the size says where the output ends. */
+static int hole_out_finish(hole_out *o)
+{
+    struct stat st;
+    if (!o->holes)
+        return 0;
+    if (fstat(o->fd, &st) < 0)
+        return -errno;
+    if ((uint64_t)st.st_size < o->pos && ftruncate(o->fd, (off_t)o->pos) < 0)
+        return -errno;
+    return 0;
+}
+
+/* The error for a write the budget refused. */
+static int budget_error(clr_error *err, const clr_files_budget *b, const char *what,
+                        const char *rel)
+{
+    return clr_error_set(err, CLR_E_UNAVAILABLE, EDQUOT,
+                         "%s '%.512s': the daemon holds %" PRIu64 " MiB of downloads, as much "
+                         "as %s (%" PRIu64 " MiB) allows: try again once they finish, or raise "
+                         "%s",
+                         what, rel, atomic_load(&b->used) >> 20, b->name ? b->name : "the budget",
+                         b->max >> 20, b->name ? b->name : "it");
+}
+
+void clr_files_budget_release(clr_files_budget *budget, uint64_t bytes)
+{
+    if (budget && bytes)
+        atomic_fetch_sub(&budget->used, bytes);
+}
+
 /* A name no one can guess, so the sandbox cannot prepare something under it. */
 static int random_name(char *buf, size_t len, const char *prefix, clr_error *err)
 {
@@ -607,8 +723,26 @@ int clr_files_write(int root, const char *rel, int src_fd, const void *data, siz
 int clr_files_read(int root, const char *rel, int out_fd, uint64_t max_bytes, uint64_t *size_out,
                    clr_error *err)
 {
+    clr_files_limits lim = CLR_FILES_LIMITS_INIT;
+    lim.max_file_bytes = max_bytes;
+    clr_files_report rep;
+    int rc = clr_files_read_ext(root, rel, out_fd, &lim, &rep, err);
     if (size_out)
-        *size_out = 0;
+        *size_out = rep.bytes;
+    return rc;
+}
+
+int clr_files_read_ext(int root, const char *rel, int out_fd, const clr_files_limits *lim,
+                       clr_files_report *report, clr_error *err)
+{
+    clr_files_report scratch;
+    clr_files_report *rep = report ? report : &scratch;
+    memset(rep, 0, sizeof(*rep));
+    if (!lim)
+        lim = &default_limits;
+    assert(report || !lim->output_budget);
+    uint64_t max_bytes = lim->max_file_bytes;
+    uint64_t *size_out = &rep->bytes;
     norm_path p;
     if (normalize_str(&p, rel, err) < 0)
         return clr_error_prefix(err, "reading a file");
@@ -654,6 +788,8 @@ int clr_files_read(int root, const char *rel, int out_fd, uint64_t max_bytes, ui
     _cleanup_free_ char *buf = malloc(COPY_BUF);
     if (!buf)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    hole_out out;
+    hole_out_init(&out, out_fd, lim->output_budget, &rep->charged);
     /* What the file held when opened: if the sandbox keeps appending, we stop at that size. */
     uint64_t remaining = (uint64_t)st.st_size, copied = 0;
     while (remaining > 0) {
@@ -663,16 +799,22 @@ int clr_files_read(int root, const char *rel, int out_fd, uint64_t max_bytes, ui
             return path_error(err, (int)-n, "reading", rel);
         if (n == 0)
             break;
-        int w = write_all(out_fd, buf, (size_t)n);
+        int w = hole_out_write(&out, buf, (size_t)n);
+        if (w < 0 && out.over_budget)
+            return budget_error(err, lim->output_budget, "reading", rel);
         if (w < 0)
             return clr_error_set(err, CLR_E_INTERNAL, -w,
                                  "reading '%.512s': writing to the output failed: %s", rel,
                                  strerror(-w));
         copied += (uint64_t)n;
         remaining -= (uint64_t)n;
-        if (size_out)
-            *size_out = copied;
+        *size_out = copied;
     }
+    int w = hole_out_finish(&out);
+    if (w < 0)
+        return clr_error_set(err, CLR_E_INTERNAL, -w,
+                             "reading '%.512s': writing to the output failed: %s", rel,
+                             strerror(-w));
     return 0;
 }
 
@@ -1297,11 +1439,37 @@ struct tar_ctx {
     path_buf path;   /* the current entry's name in the archive */
     char target[CLR_FILES_PATH_MAX + 1];
     char buf[COPY_BUF];
+    hole_out out;
     clr_error *err;
 };
 
+/* libarchive's output: through hole_out, so the zeros of sparse files stay holes. */
+static la_ssize_t tar_out_write(struct archive *a, void *data, const void *buf, size_t n)
+{
+    struct tar_ctx *c = data;
+    int w = hole_out_write(&c->out, buf, n);
+    if (w < 0) {
+        archive_set_error(a, -w, "%s", strerror(-w));
+        return -1;
+    }
+    return (la_ssize_t)n;
+}
+
+static int tar_out_close(struct archive *a, void *data)
+{
+    struct tar_ctx *c = data;
+    int w = hole_out_finish(&c->out);
+    if (w < 0) {
+        archive_set_error(a, -w, "%s", strerror(-w));
+        return ARCHIVE_FATAL;
+    }
+    return ARCHIVE_OK;
+}
+
 static int tar_write_failed(struct tar_ctx *c)
 {
+    if (c->out.over_budget)
+        return budget_error(c->err, c->lim->output_budget, "archiving", c->rel);
     const char *msg = archive_error_string(c->a);
     int e = archive_errno(c->a);
     return clr_error_set(c->err, CLR_E_INTERNAL, e > 0 ? e : EIO,
@@ -1539,6 +1707,7 @@ int clr_files_create_tar(int root, const char *rel, int out_fd, const clr_files_
     memset(rep, 0, sizeof(*rep));
     if (!lim)
         lim = &default_limits;
+    assert(report || !lim->output_budget);
     norm_path p;
     if (normalize_str(&p, rel, err) < 0)
         return clr_error_prefix(err, "archiving");
@@ -1560,7 +1729,14 @@ int clr_files_create_tar(int root, const char *rel, int out_fd, const clr_files_
     _cleanup_archive_write_ struct archive *a = archive_write_new();
     if (!a)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    if (archive_write_set_format_pax(a) != ARCHIVE_OK || archive_write_open_fd(a, out_fd) != ARCHIVE_OK) {
+    hole_out_init(&c->out, out_fd, lim->output_budget, &rep->charged);
+    /* Blocks of whole HOLE_BLOCKs, so that no zero block of the output straddles two writes
+     * (with tar's 10240 one in five would, and be written); as archive_write_open_fd does for
+     * a regular file, the last block is not padded: the bytes are the same as before. */
+    if (archive_write_set_format_pax(a) != ARCHIVE_OK ||
+        archive_write_set_bytes_per_block(a, 16 * HOLE_BLOCK) != ARCHIVE_OK ||
+        archive_write_set_bytes_in_last_block(a, 1) != ARCHIVE_OK ||
+        archive_write_open2(a, c, NULL, tar_out_write, tar_out_close, NULL) != ARCHIVE_OK) {
         c->a = a;
         return tar_write_failed(c);
     }

@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #include <git2.h>
+#include <git2/sys/mempack.h>
+#include <git2/sys/odb_backend.h>
 #include <git2/sys/path.h>
 
 #include "clearing/gitws.h"
@@ -34,8 +36,11 @@
  * a reused branch was written by the sandbox, and patterns such as "*a*a*a*a*b" backtrack. */
 #define GLOB_STEP_BUDGET 1000000L
 #define WALK_GLOB_BUDGET 1000000000L
-/* Files up to this size are read into memory; larger ones stream into the object database. */
+/* Files up to this size are read into memory; larger ones stream into the object database
+ * (a commit) or are read into memory too (a diff, see in_memory). */
 #define SMALL_FILE_BYTES (1u << 20)
+/* Above every backend libgit2 adds to a repository's object database (loose 1, packs 2). */
+#define MEMPACK_PRIORITY 1000
 /* How often an entry that changes type between lstat and open is looked at again. */
 #define TYPE_ATTEMPTS 3
 #define AGAIN 1
@@ -58,6 +63,7 @@ DEFINE_GIT_CLEANUP(git_signature, git_signature_free)
 DEFINE_GIT_CLEANUP(git_index, git_index_free)
 DEFINE_GIT_CLEANUP(git_diff, git_diff_free)
 DEFINE_GIT_CLEANUP(git_diff_stats, git_diff_stats_free)
+DEFINE_GIT_CLEANUP(git_odb, git_odb_free)
 DEFINE_GIT_CLEANUP(clr_git_ignore, clr_git_ignore_free)
 #define _cleanup_git_(fn) __attribute__((cleanup(fn##p)))
 
@@ -483,6 +489,9 @@ typedef struct walk {
     skipped_list skipped;
     clr_git_walk_hook hook;
     void *hook_data;
+    /* The object database writes to memory (a diff): large files must not go through
+     * git_blob_create_from_stream, whose temporary file lives in the repository's objects/. */
+    bool in_memory;
     char *path; /* the entry being looked at, relative to the workspace */
     size_t path_len, path_cap;
     char shown[512];
@@ -678,8 +687,10 @@ static int add_file(walk *w, int dfd, const char *name, git_treebuilder *tb)
     if (charge_bytes(w, size) < 0)
         return -1;
     git_oid id;
-    int rc = size <= SMALL_FILE_BYTES ? blob_from_small_fd(w, fd, (size_t)size, &id)
-                                      : blob_from_large_fd(w, fd, size, &id);
+    /* size <= max_file_bytes, a size_t on every platform we build for (checked above). */
+    int rc = size <= SMALL_FILE_BYTES || w->in_memory
+                 ? blob_from_small_fd(w, fd, (size_t)size, &id)
+                 : blob_from_large_fd(w, fd, size, &id);
     if (rc < 0)
         return -1;
     git_filemode_t mode = st.st_mode & 0111 ? GIT_FILEMODE_BLOB_EXECUTABLE : GIT_FILEMODE_BLOB;
@@ -899,6 +910,7 @@ typedef struct walk_request {
     const clr_git_limits *limits;
     clr_git_walk_hook hook;
     void *hook_data;
+    bool in_memory; /* the repository writes objects to memory only (see use_memory_odb) */
 } walk_request;
 
 /* The tree of the whole workspace, and what was skipped (the caller clears *skipped). */
@@ -906,7 +918,7 @@ static int workspace_tree(git_oid *tree_id, skipped_list *skipped, const walk_re
                           clr_error *err)
 {
     walk w = {.repo = rq->repo, .glob_budget = WALK_GLOB_BUDGET, .hook = rq->hook,
-              .hook_data = rq->hook_data, .err = err};
+              .hook_data = rq->hook_data, .in_memory = rq->in_memory, .err = err};
     if (resolve_limits(&w.lim, rq->limits, err) < 0)
         return -1;
     /* Room for max_depth names of NAME_MAX bytes and their separators. */
@@ -1551,6 +1563,38 @@ int clr_git_branch_discard(const char *repo_path, const clr_git_repo_id *expect_
     return 1;
 }
 
+/* From here on every object written through repo lands in memory and dies with repo; what the
+ * repository already holds is read from it as before. libgit2 writes to the backend of highest
+ * priority that can write, and skips the write of an object any backend already has, so only
+ * content new to the repository is held (the walk's max_total_bytes bounds it). A diff must
+ * leave the caller's object store as it found it: before issue #16 every workspace blob of
+ * every diff call stayed there for good. */
+static int use_memory_odb(git_repository *repo, clr_error *err)
+{
+    _cleanup_git_(git_odb_free) git_odb *odb = NULL;
+    if (git_repository_odb(&odb, repo) < 0)
+        return git_fail(err, CLR_E_INTERNAL, "opening the object database");
+    /* Before writing an object libgit2 "freshens" the copy a backend already has: the loose
+     * and pack backends touch its file's mtime. Without freshen libgit2 asks exists instead,
+     * so the repository's files are not even touched. The backends belong to this call's
+     * own repository object, opened for it and freed with it. */
+    size_t n = git_odb_num_backends(odb);
+    for (size_t i = 0; i < n; i++) {
+        git_odb_backend *b = NULL;
+        if (git_odb_get_backend(&b, odb, i) < 0)
+            return git_fail(err, CLR_E_INTERNAL, "opening the object database");
+        b->freshen = NULL;
+    }
+    git_odb_backend *mem = NULL;
+    if (git_mempack_new(&mem) < 0)
+        return git_fail(err, CLR_E_INTERNAL, "creating an in-memory object store");
+    if (git_odb_add_backend(odb, mem, MEMPACK_PRIORITY) < 0) {
+        mem->free(mem);
+        return git_fail(err, CLR_E_INTERNAL, "adding an in-memory object store");
+    }
+    return 0; /* the database owns mem now: freed with the repository */
+}
+
 int clr_git_diff(char **out_text, const char *repo_path, const clr_git_repo_id *expect_id,
                  const char *branch_or_base, const char *workspace_dir, const clr_git_limits *lim,
                  clr_error *err)
@@ -1566,13 +1610,13 @@ int clr_git_diff(char **out_text, const char *repo_path, const clr_git_repo_id *
     _cleanup_git_(git_tree_free) git_tree *base_tree = NULL;
     _cleanup_git_(git_tree_free) git_tree *ws_tree = NULL;
     _cleanup_git_(git_diff_free) git_diff *diff = NULL;
-    if (open_repo(&repo, repo_path, expect_id, NULL, err) < 0 ||
+    if (open_repo(&repo, repo_path, expect_id, NULL, err) < 0 || use_memory_odb(repo, err) < 0 ||
         resolve_commit(&base, repo, branch_or_base, repo_path, err) < 0)
         return -1;
     if (git_commit_tree(&base_tree, base) < 0)
         return git_fail(err, CLR_E_INTERNAL, "reading the tree of %s", branch_or_base);
     walk_request rq = {.repo = repo, .workspace_dir = workspace_dir, .base = base_tree,
-                       .limits = lim};
+                       .limits = lim, .in_memory = true};
     git_oid tree_id;
     skipped_list skipped = {0};
     int rc = workspace_tree(&tree_id, &skipped, &rq, err);

@@ -3356,13 +3356,20 @@ int clr_service_file_put(clr_service *svc, const char *id, const char *rel, int 
 }
 
 int clr_service_file_get(clr_service *svc, const char *id, const char *rel, int out_fd,
-                         const char *actor, uint64_t *size, clr_error *err)
+                         clr_files_budget *budget, const char *actor, uint64_t *size,
+                         uint64_t *charged, clr_error *err)
 {
     int root = -1;
+    *size = 0;
+    *charged = 0;
     if (clr_files_check_path(rel, err) < 0 || open_workspace(svc, id, &root, err) < 0)
         return -1;
     clr_files_limits lim = CLR_FILES_LIMITS_INIT;
-    int rc = clr_files_read(root, rel, out_fd, lim.max_file_bytes, size, err);
+    lim.output_budget = budget;
+    clr_files_report rep;
+    int rc = clr_files_read_ext(root, rel, out_fd, &lim, &rep, err);
+    *size = rep.bytes;
+    *charged = rep.charged;
     close(root);
     if (rc < 0) {
         audit_failure(svc, actor, id, "file.download", err);
@@ -3446,14 +3453,19 @@ int clr_service_archive_put(clr_service *svc, const char *id, const char *rel, i
 }
 
 int clr_service_archive_get(clr_service *svc, const char *id, const char *rel, int out_fd,
-                            const char *actor, clr_error *err)
+                            clr_files_budget *budget, const char *actor, uint64_t *charged,
+                            clr_error *err)
 {
     int root = -1;
+    *charged = 0;
     if ((rel[0] && clr_files_check_path(rel, err) < 0) || open_workspace(svc, id, &root, err) < 0)
         return -1;
+    clr_files_limits lim = CLR_FILES_LIMITS_INIT;
+    lim.output_budget = budget;
     clr_files_report rep;
     memset(&rep, 0, sizeof(rep));
-    int rc = clr_files_create_tar(root, rel, out_fd, NULL, &rep, err);
+    int rc = clr_files_create_tar(root, rel, out_fd, &lim, &rep, err);
+    *charged = rep.charged;
     close(root);
     if (rc < 0) {
         audit_failure(svc, actor, id, "archive.download", err);

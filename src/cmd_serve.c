@@ -178,6 +178,8 @@ static int load_config(struct serve_config *c, const char *path, clr_error *err)
             c->srv.max_connections = (unsigned)n;
         } else if (strcmp(key, "max_upload_total") == 0) {
             rc = config_uint(v, key, UINT64_MAX / 2, &c->srv.max_upload_total, err);
+        } else if (strcmp(key, "max_download_total") == 0) {
+            rc = config_uint(v, key, UINT64_MAX / 2, &c->srv.max_download_total, err);
         } else if (strcmp(key, "idle_timeout") == 0) {
             rc = config_uint(v, key, 86400, &n, err);
             c->svc.idle_timeout_s = (uint32_t)n;
@@ -281,6 +283,7 @@ int cmd_serve(int argc, char **argv)
     c.srv.socket_mode = 0660;
     c.srv.max_connections = 256;
     c.srv.max_upload_total = 8ull << 30; /* two uploads of the largest size at once */
+    c.srv.max_download_total = 8ull << 30; /* two archives of the largest size at once */
     clr_error err = CLR_ERROR_INIT;
     _cleanup_free_ struct option *opts = cli_options_with_limits(own);
     if (!opts)

@@ -68,6 +68,10 @@ struct server {
      * per-request cap alone lets max_connections clients fill the disk at once. */
     _Atomic uint64_t spooled;
     uint64_t max_upload_total;
+    /* Downloads are spooled too (the audit record hashes exactly the bytes sent): what they
+     * hold on disk at once, all connections together, is charged here by the library as it
+     * writes, and given back when the response is done. */
+    clr_files_budget downloads;
 };
 
 #define MAX_UPLOAD (4ull * 1024 * 1024 * 1024) /* a file or an archive, streamed to disk */
@@ -93,6 +97,7 @@ struct request {
     int upload_fd;     /* PUT bodies go to an unnamed temporary file, never into memory */
     uint64_t upload_len;
     uint64_t spooled;  /* this request's part of server.spooled, given back when it ends */
+    uint64_t download_charged; /* its part of server.downloads, given back when it ends */
     bool too_big;
     bool over_budget;  /* max_upload_total was reached: the body is dropped, 503 */
     bool takes_body;   /* its route reads a body: nothing else is ever stored */
@@ -619,7 +624,11 @@ static enum MHD_Result route_file(struct server *s, struct MHD_Connection *c, co
         uint64_t size = 0;
         if (fd < 0)
             return send_error(c, 503, "unavailable", "no temporary space for the download");
-        if (clr_service_file_get(s->svc, id, rel, fd, rq->actor, &size, &err) < 0) {
+        uint64_t charged = 0;
+        int rc = clr_service_file_get(s->svc, id, rel, fd, &s->downloads, rq->actor, &size,
+                                      &charged, &err);
+        rq->download_charged += charged;
+        if (rc < 0) {
             close(fd);
             return send_clr_error(c, &err);
         }
@@ -654,7 +663,11 @@ static enum MHD_Result route_archive(struct server *s, struct MHD_Connection *c,
     int fd = tmpfile_fd();
     if (fd < 0)
         return send_error(c, 503, "unavailable", "no temporary space for the archive");
-    if (clr_service_archive_get(s->svc, id, rel, fd, rq->actor, &err) < 0) {
+    uint64_t charged = 0;
+    int rc = clr_service_archive_get(s->svc, id, rel, fd, &s->downloads, rq->actor, &charged,
+                                     &err);
+    rq->download_charged += charged;
+    if (rc < 0) {
         close(fd);
         return send_clr_error(c, &err);
     }
@@ -1192,7 +1205,11 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)toe;
     struct request *rq = *con_cls;
     if (rq) {
-        spool_release(cls, rq);
+        struct server *s = cls;
+        spool_release(s, rq);
+        /* The response has been sent; libmicrohttpd closes its spool right after this call. */
+        clr_files_budget_release(&s->downloads, rq->download_charged);
+        rq->download_charged = 0;
         if (rq->upload_fd >= 0)
             close(rq->upload_fd);
         free(rq->body);
@@ -1315,6 +1332,8 @@ int server_start(struct server **out, clr_service *svc, const struct server_opti
     pthread_mutex_init(&s->shares_lock, NULL);
     s->self_uid = geteuid();
     s->max_upload_total = o->max_upload_total;
+    s->downloads.max = o->max_download_total;
+    s->downloads.name = "max_download_total";
     s->per_uid_limit = o->max_connections / 8 ? o->max_connections / 8 : 1;
     s->shared_limit = o->max_connections - o->max_connections / 8;
     s->shares = calloc(s->shared_limit ? s->shared_limit : 1, sizeof(*s->shares));

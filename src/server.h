@@ -18,6 +18,7 @@ struct server_options {
     const char *token_file;   /* required with TCP */
     unsigned max_connections;
     uint64_t max_upload_total; /* bytes of uploads spooled at once, all connections together */
+    uint64_t max_download_total; /* bytes of downloads spooled at once (holes not counted) */
 };
 
 struct server;

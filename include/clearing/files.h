@@ -12,6 +12,7 @@
 #ifndef CLEARING_FILES_H
 #define CLEARING_FILES_H
 
+#include <stdatomic.h>
 #include <sys/types.h>
 
 #include "common.h"
@@ -21,12 +22,24 @@
 #define CLR_FILES_PATH_MAX 4096
 #define CLR_FILES_NAME_MAX 255
 
+/* Bytes that many operations at once may write to their outputs together (a daemon's spool of
+ * downloads): an operation charges what it writes (holes it leaves cost nothing) and fails
+ * with CLR_E_UNAVAILABLE, naming `name`, before a write that would take `used` past `max`.
+ * The caller gives back an operation's charge (clr_files_report.charged) when its output is
+ * gone: clr_files_budget_release(). */
+typedef struct clr_files_budget {
+    _Atomic uint64_t used;
+    uint64_t max;
+    const char *name; /* the setting that sets max, for messages: "max_download_total" */
+} clr_files_budget;
+
 /* Bounds on what one operation may write or read; every one applies to untrusted input. */
 typedef struct clr_files_limits {
     uint64_t max_file_bytes;  /* largest single file, by its declared size (sparse or not) */
     uint64_t max_total_bytes; /* sum of file sizes in one archive */
     uint64_t max_entries;     /* entries in one archive (directories and links count) */
     uint32_t max_depth;       /* path components below the operation's directory */
+    clr_files_budget *output_budget; /* clr_files_read_ext, clr_files_create_tar; NULL: none */
 } clr_files_limits;
 
 #define CLR_FILES_LIMITS_INIT                                                                     \
@@ -43,6 +56,7 @@ typedef struct clr_files_report {
     uint64_t symlinks; /* symlinks */
     uint64_t bytes;    /* file bytes (declared sizes) */
     uint64_t skipped;  /* create_tar: FIFOs, sockets, devices and entries that vanished */
+    uint64_t charged;  /* bytes charged to lim->output_budget, also after a failure */
     char failed_entry[CLR_FILES_PATH_MAX + 1]; /* the entry that stopped the operation, or "" */
 } clr_files_report;
 
@@ -101,6 +115,17 @@ CLR_PUBLIC int clr_files_write(int root, const char *rel, int src_fd, const void
 CLR_PUBLIC int clr_files_read(int root, const char *rel, int out_fd, uint64_t max_bytes,
                               uint64_t *size_out, clr_error *err);
 
+/* clr_files_read() with lim->max_file_bytes as max_bytes (lim may be NULL: defaults), what is
+ * written charged to lim->output_budget (CLR_E_UNAVAILABLE when it is spent), and the size
+ * copied in report->bytes. report may be NULL only without a budget. */
+CLR_PUBLIC int clr_files_read_ext(int root, const char *rel, int out_fd,
+                                  const clr_files_limits *lim, clr_files_report *report,
+                                  clr_error *err);
+
+/* Gives back bytes charged to budget (a report's charged), once the output they went to is
+ * gone. */
+CLR_PUBLIC void clr_files_budget_release(clr_files_budget *budget, uint64_t bytes);
+
 /* Describes rel itself (a symlink is described, not followed; "" describes the root).
  * *out is allocated; free it with clr_files_entries_free(*out, 1).
  * Errors: CLR_E_NOT_FOUND, CLR_E_INVALID. */
@@ -155,8 +180,9 @@ CLR_PUBLIC int clr_files_extract_tar(int root, const char *rel_dir, int tar_fd,
  * too-large request fails with CLR_E_LIMIT and an empty out_fd; if the sandbox grows it while it
  * is being written, the limit is still enforced and out_fd holds a truncated archive. A file
  * that shrinks meanwhile is padded with zeros to the size recorded in its header.
- * lim and report may be NULL.
- * Errors: CLR_E_NOT_FOUND, CLR_E_INVALID (bad path, special file), CLR_E_LIMIT, CLR_E_INTERNAL
+ * lim and report may be NULL (report only without lim->output_budget).
+ * Errors: CLR_E_NOT_FOUND, CLR_E_INVALID (bad path, special file), CLR_E_LIMIT,
+ * CLR_E_UNAVAILABLE (lim->output_budget is spent; out_fd holds a prefix), CLR_E_INTERNAL
  * (writing to out_fd failed). */
 CLR_PUBLIC int clr_files_create_tar(int root, const char *rel, int out_fd,
                                     const clr_files_limits *lim, clr_files_report *report,

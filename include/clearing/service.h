@@ -122,10 +122,13 @@ CLR_PUBLIC int clr_service_proc_signal(clr_service *svc, const char *id, const c
  * clearing/files.h); every action is audited with path, size and SHA-256. */
 CLR_PUBLIC int clr_service_file_put(clr_service *svc, const char *id, const char *rel,
                                     int src_fd, const char *actor, json_t **out, clr_error *err);
-/* Copies the file to out_fd (a seekable temporary file: it is hashed for the audit record). */
+/* Copies the file to out_fd (a seekable temporary file: it is hashed for the audit record).
+ * What is written is charged to budget (may be NULL; see clr_files_budget): *charged gets the
+ * bytes charged, also after a failure, for the caller to give back with
+ * clr_files_budget_release() once out_fd is closed. A spent budget is CLR_E_UNAVAILABLE. */
 CLR_PUBLIC int clr_service_file_get(clr_service *svc, const char *id, const char *rel,
-                                    int out_fd, const char *actor, uint64_t *size,
-                                    clr_error *err);
+                                    int out_fd, clr_files_budget *budget, const char *actor,
+                                    uint64_t *size, uint64_t *charged, clr_error *err);
 CLR_PUBLIC int clr_service_file_list(clr_service *svc, const char *id, const char *rel,
                                      json_t **out, clr_error *err);
 CLR_PUBLIC int clr_service_file_delete(clr_service *svc, const char *id, const char *rel,
@@ -133,8 +136,10 @@ CLR_PUBLIC int clr_service_file_delete(clr_service *svc, const char *id, const c
 CLR_PUBLIC int clr_service_archive_put(clr_service *svc, const char *id, const char *rel,
                                        int tar_fd, const char *actor, json_t **out,
                                        clr_error *err);
+/* A tar archive of rel to out_fd; budget and *charged as for clr_service_file_get(). */
 CLR_PUBLIC int clr_service_archive_get(clr_service *svc, const char *id, const char *rel,
-                                       int out_fd, const char *actor, clr_error *err);
+                                       int out_fd, clr_files_budget *budget, const char *actor,
+                                       uint64_t *charged, clr_error *err);
 
 /* The workspace as a commit on the sandbox's branch: {"message", "author_name",
  * "author_email", "trailers": [...]} -> {"commit", "branch", "changed", "files_changed",

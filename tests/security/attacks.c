@@ -27,6 +27,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/reboot.h>
 #include <sys/resource.h>
@@ -329,6 +330,111 @@ static int ptrace_agent(char **a)
     out("kill_pid1", kill(1, SIGKILL));
     out("kill_agent", kill(getppid(), SIGKILL));
     out("traceme", ptrace(PTRACE_TRACEME, 0, 0, 0));
+    return 0;
+}
+
+/* What a process of PID 1's own uid (root, through `docker exec -u 0`: the container's
+ * capabilities, no CAP_SYS_PTRACE) can do to a target. With the uids and the capabilities
+ * equal, the target's dumpability decides (and, under gVisor, Yama's ptrace_scope 1 before
+ * it: only descendants may be traced). Printed per target as KEY_WHO=OUTCOME. */
+static volatile char dump_mark[16] = "dumpable-mark";
+
+static void dump_probe(const char *who, pid_t pid)
+{
+    char key[64], p[64], buf[64];
+    snprintf(p, sizeof(p), "/proc/%d/mem", (int)pid);
+    snprintf(key, sizeof(key), "mem_%s", who);
+    out(key, try_open(p, O_RDONLY));
+    snprintf(p, sizeof(p), "/proc/%d/environ", (int)pid);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf)) : -1;
+    snprintf(key, sizeof(key), "environ_%s", who);
+    out(key, n);
+    if (fd >= 0)
+        close(fd);
+    /* Children of this program have dump_mark where it is here; for other targets the address
+     * may be unmapped (EFAULT: allowed; EPERM: refused). */
+    struct iovec l = {buf, sizeof(dump_mark)}, r = {(void *)dump_mark, sizeof(dump_mark)};
+    snprintf(key, sizeof(key), "vm_readv_%s", who);
+    out(key, process_vm_readv(pid, &l, 1, &r, 1, 0));
+    snprintf(key, sizeof(key), "attach_%s", who);
+    long rc = ptrace(PTRACE_ATTACH, pid, 0, 0);
+    out(key, rc);
+    if (rc == 0) {
+        waitpid(pid, NULL, __WALL);
+        ptrace(PTRACE_DETACH, pid, 0, 0);
+    }
+}
+
+/* Waits, dumpable or not, until killed (in a session of its own). */
+__attribute__((noreturn)) static void dump_wait(bool dumpable)
+{
+    setsid();
+    if (!dumpable)
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    for (;;)
+        pause();
+}
+
+static pid_t dump_child(bool dumpable, int ready[2])
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        char c = 'r';
+        close(ready[0]);
+        if (write(ready[1], &c, 1) != 1)
+            _exit(1);
+        dump_wait(dumpable);
+    }
+    char c;
+    if (pid > 0 && read(ready[0], &c, 1) != 1)
+        return -1;
+    return pid;
+}
+
+/* argv: NAME:PID... targets besides this program's own children "child" (dumpable) and
+ * "child_nd" (non-dumpable). */
+static int pid1_dumpable(char **a)
+{
+    printf("uid=%d ", (int)getuid());
+    char line[256];
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, "CapEff:", 7) == 0)
+            printf("cap_eff=%llx ", strtoull(line + 7, NULL, 16));
+    if (f)
+        fclose(f);
+    f = fopen("/proc/sys/kernel/yama/ptrace_scope", "r");
+    printf("yama=%s ", f && fgets(line, sizeof(line), f) ? strtok(line, "\n") : "none");
+    if (f)
+        fclose(f);
+    int ready[2];
+    if (pipe(ready) < 0)
+        return 1;
+    pid_t yes = dump_child(true, ready), no = dump_child(false, ready);
+    if (yes < 0 || no < 0)
+        return 1;
+    dump_probe("child", yes);
+    dump_probe("child_nd", no);
+    for (int i = 2; a[i]; i++) {
+        char *colon = strchr(a[i], ':');
+        if (!colon)
+            return 2;
+        *colon = '\0';
+        dump_probe(a[i], (pid_t)atoi(colon + 1));
+    }
+    kill(yes, SIGKILL);
+    kill(no, SIGKILL);
+    waitpid(yes, NULL, 0);
+    waitpid(no, NULL, 0);
+    return 0;
+}
+
+/* A non-dumpable process for pid1_dumpable to aim at, started on its own by docker exec. */
+static int nondumpable_wait(char **a)
+{
+    (void)a;
+    dump_wait(false);
     return 0;
 }
 
@@ -865,7 +971,8 @@ static const struct {
     {"stderr_forever", stderr_forever}, {"forge_result", forge_result},
     {"escape_timeout", escape_timeout}, {"stop_self", stop_self},
     {"leftovers", leftovers},       {"symlinks", symlinks},
-    {"swap_race", swap_race},
+    {"swap_race", swap_race},       {"pid1_dumpable", pid1_dumpable},
+    {"nondumpable_wait", nondumpable_wait},
 };
 
 int main(int argc, char **argv)

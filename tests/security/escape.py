@@ -397,18 +397,127 @@ def _():
                     'traceme': 'EPERM'})
 
 
-@attack('k-pid1-dumpable', "PID 1's environ, mem and ptrace as the command user")
+def probe_as_root(sid, name, *args):
+    """Runs one attack of attacks.c as root inside the sandbox, as `docker exec -u 0` does (a
+    process with the container's capabilities: SETUID, SETGID, KILL, no CAP_SYS_PTRACE), the
+    uid PID 1 runs as; returns {key: outcome}."""
+    p = subprocess.run(['docker', 'exec', '-u', '0', 'clearing-' + sid, PROBE, name]
+                       + [str(a) for a in args], capture_output=True, timeout=120)
+    check(p.returncode == 0, 'docker exec %s: %r' % (name, p))
+    toks = {}
+    for t in p.stdout.decode('utf-8', 'replace').split():
+        if '=' in t:
+            k, v = t.split('=', 1)
+            toks[k] = v
+    return toks
+
+
+def docker_exec_root(container, *argv, detach=False):
+    """Runs argv as root inside a sandbox, as `docker exec -u 0` does: a process with the
+    container's capabilities (SETUID, SETGID, KILL; no CAP_SYS_PTRACE), of PID 1's uid, which
+    is not a descendant of PID 1. Returns {key: outcome} of an attack's output."""
+    p = subprocess.run(['docker', 'exec'] + (['-d'] if detach else []) + ['-u', '0', container]
+                       + [str(a) for a in argv], capture_output=True, timeout=120)
+    check(p.returncode == 0, 'docker exec %r: %r' % (argv, p))
+    toks = {}
+    for t in p.stdout.decode('utf-8', 'replace').split():
+        if '=' in t:
+            k, v = t.split('=', 1)
+            toks[k] = v
+    return toks
+
+
+def pids_named(container, comm):
+    out = subprocess.run(['docker', 'exec', '-u', '0', container, 'sh', '-c',
+                          'for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = "%s" ] '
+                          '&& echo ${p#/proc/}; done' % comm],
+                         capture_output=True, timeout=60).stdout.split()
+    return [int(x) for x in out]
+
+
+def dump_outcomes(t, who, keys=('mem', 'environ', 'attach')):
+    return {k: t.get('%s_%s' % (k, who)) for k in keys}
+
+
+DUMPABLE = {'mem': 'OK', 'environ': 'OK', 'attach': 'OK'}
+NOT_DUMPABLE = {'mem': 'EACCES', 'environ': 'EACCES', 'attach': 'EPERM'}
+
+
+@attack('k-pid1-dumpable', "PID 1 is non-dumpable: not even a root process without "
+        "CAP_SYS_PTRACE reads or traces it")
 def _():
-    # Positive control: the command user reads its own environ.
+    # As the command user (another uid than PID 1's): refused whatever PID 1's dumpability.
     res = API.exec(A, shell='tr "\\0" "\\n" </proc/self/environ',
                    env={'OWN_MARK': 'own-environ'})
     check(res['status'] == 'exited' and 'OWN_MARK=own-environ' in text(res), res)
     res, t = probe(A, 'environ')
-    # environ stays readable under gVisor (mode 0444, see fs-environ): it holds only what every
-    # command inherits. Memory and ptrace are refused.
     expect(res, t, {'pid1_mem': 'EACCES', 'agent_mem': 'EACCES'})
     res, t = probe(A, 'ptrace')
     expect(res, t, {'attach_pid1': 'EPERM', 'vm_readv_pid1': 'EPERM'})
+
+    # As root without CAP_SYS_PTRACE under gVisor. Controls: the probe reads and attaches to
+    # its own dumpable child and is refused by its non-dumpable one. gVisor runs Yama's
+    # ptrace_scope 1: a process that is not a descendant (a dumpable root `sleep` started by
+    # another docker exec) is refused like a non-dumpable one, so here PID 1's refusal does not
+    # show its dumpability; it is pinned as a gVisor behaviour.
+    c = 'clearing-' + A
+    docker_exec_root(c, 'sleep', '300', detach=True)
+    sleeper = wait_for('the sleep started', lambda: pids_named(c, 'sleep'))[0]
+    t = docker_exec_root(c, PROBE, 'pid1_dumpable', 'sibling:%d' % sleeper, 'pid1:1')
+    docker_exec_root(c, 'kill', str(sleeper))
+    check(t.get('uid') == '0' and not int(t.get('cap_eff', '0'), 16) & (1 << 19), t)
+    check(t.get('yama') == '1', 'gVisor\'s ptrace_scope changed: %r' % t)
+    keys = ('mem', 'vm_readv', 'attach')
+    check(dump_outcomes(t, 'child', keys) == {'mem': 'OK', 'vm_readv': 'OK', 'attach': 'OK'}, t)
+    refused = {'mem': 'EACCES', 'vm_readv': 'EPERM', 'attach': 'EPERM'}
+    for who in ('child_nd', 'sibling', 'pid1'):
+        check(dump_outcomes(t, who, keys) == refused, '%s: %r' % (who, t))
+
+    # The agent's own setting, where only dumpability decides: the same agent under runc (the
+    # host has no Yama), its PID 1 probed from a root docker exec beside a dumpable and a
+    # non-dumpable root process of the same kind (process_vm_readv is not compared: Docker's
+    # seccomp profile refuses it without CAP_SYS_PTRACE).
+    state = tempfile.mkdtemp(prefix='runc-state-', dir=TMP)
+    src = tempfile.mkdtemp(prefix='runc-ws-', dir=TMP)
+    with open(os.path.join(src, 'xprobe'), 'wb') as f:
+        f.write(API.get_file(A, 'xprobe').body)
+    os.chmod(os.path.join(src, 'xprobe'), 0o755)
+    run = subprocess.Popen([CLEARING, '--state-dir', state, 'run', '--insecure-runtime', 'runc',
+                            '--image', 'clearing/c:latest', '--workspace', src,
+                            '--timeout', '300s', '--shell',
+                            'while [ ! -e /workspace/done ]; do sleep 0.1; done'],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ws_root = os.path.join(state, 'workspaces')
+    sid = None
+    try:
+        def started():
+            ids = os.listdir(ws_root) if os.path.isdir(ws_root) else []
+            return ids and os.path.exists(os.path.join(ws_root, ids[0], 'xprobe')) and ids[0]
+        sid = wait_for('the runc sandbox', started)
+        c = 'clearing-' + sid
+        wait_for('its command', lambda: pids_named(c, 'sh'))
+        docker_exec_root(c, 'sleep', '300', detach=True)
+        docker_exec_root(c, '/workspace/xprobe', 'nondumpable_wait', detach=True)
+        sleeper = wait_for('the sleep started', lambda: pids_named(c, 'sleep'))[0]
+        nd = wait_for('the non-dumpable one started', lambda: pids_named(c, 'xprobe'))[0]
+        t = docker_exec_root(c, '/workspace/xprobe', 'pid1_dumpable', 'sibling:%d' % sleeper,
+                             'sibling_nd:%d' % nd, 'pid1:1')
+        check(t.get('uid') == '0' and not int(t.get('cap_eff', '0'), 16) & (1 << 19), t)
+        check(dump_outcomes(t, 'sibling') == DUMPABLE, 'the probe does not reach a dumpable '
+              'process of its uid: %r' % t)
+        check(dump_outcomes(t, 'sibling_nd') == NOT_DUMPABLE, t)
+        check(dump_outcomes(t, 'pid1') == NOT_DUMPABLE, 'PID 1 is dumpable: %r' % t)
+    finally:
+        if sid:
+            open(os.path.join(ws_root, sid, 'done'), 'w').close()
+        try:
+            out = run.communicate(timeout=120)[0]
+        except subprocess.TimeoutExpired:
+            run.kill()
+            out = run.communicate()[0]
+            if sid:
+                subprocess.run(['docker', 'rm', '-f', 'clearing-' + sid], capture_output=True)
+    check(run.returncode == 0, 'clearing run under runc: %r' % out[-2000:])
 
 
 @attack('k-modules', 'kernel modules, kexec, reboot, swapon, acct, iopl/ioperm')
@@ -1050,6 +1159,48 @@ def _():
         destroy(d)
 
 
+def object_store(repo):
+    """Every path under the repository's objects/ (loose objects, packs, temporary files) with
+    its mtime: libgit2 touches an object it would write again ("freshen")."""
+    root = os.path.join(repo, '.git', 'objects')
+    return sorted((os.path.relpath(os.path.join(d, n), root),
+                   os.lstat(os.path.join(d, n)).st_mtime_ns)
+                  for d, dirs, files in os.walk(root) for n in dirs + files)
+
+
+@attack('clr-diff-objects', "diffs of a workspace full of new content write nothing to the "
+        "host repository")
+def _():
+    d = API.create(image='clearing/default:latest', repo={'path': HOST['repo']},
+                   limits={'lifetime': '5m'})
+    try:
+        res = API.exec(d, shell='echo diff-mark-5b1e > fresh.txt && mkdir many && '
+                       'for i in $(seq 200); do echo "$i-$RANDOM" > many/$i; done && '
+                       'head -c 3000000 /dev/urandom | base64 > big.txt && '
+                       # content the repository has (its README), under a new name
+                       'cp README same-as-base && echo more >> README')
+        check(res['exit_code'] == 0, res)
+        before = object_store(HOST['repo'])
+        check(any(p == 'pack' for p, _t in before), before)  # the listing sees the store
+        for _i in range(3):
+            r = API.req('GET', '/v1/sandboxes/%s/diff' % d, timeout=120)
+            # Positive control: the diff did read the new content.
+            check(r.status == 200 and b'+diff-mark-5b1e' in r.body and b'b/many/200' in r.body
+                  and b'b/big.txt' in r.body, r)
+            after = object_store(HOST['repo'])
+            check(after == before, 'a diff added or touched %d paths in the host repository: %r'
+                  % (len(set(after) - set(before)), sorted(set(after) - set(before))[:5]))
+        # A commit still writes its objects.
+        r = API.req('POST', '/v1/sandboxes/%s/commit' % d, {'message': 'diffed'})
+        check(r.status == 200 and r.json['changed'], r)
+        check(len(object_store(HOST['repo'])) > len(before), 'the commit wrote nothing')
+        blob = subprocess.run(['git', '-C', HOST['repo'], 'show', r.json['branch'] + ':fresh.txt'],
+                              capture_output=True, check=True).stdout
+        check(blob == b'diff-mark-5b1e\n', blob)
+    finally:
+        destroy(d)
+
+
 # ---- the API itself ----
 
 def raw_http(data, timeout=10):
@@ -1233,6 +1384,146 @@ def _():
     r = API.put_file(B, 'budget-2', mib * 32)
     check(r.status == 201, r)
     os.unlink(os.path.join(workspace_dir(B), 'budget-2'))
+
+
+def spool_files():
+    """(apparent size, bytes allocated on disk) of each unnamed temporary file the daemon
+    holds (its O_TMPFILE spools in /var/tmp, else /tmp), largest first."""
+    found = []
+    fd_dir = '/proc/%d/fd' % DAEMON.pid
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+            if target.startswith(('/var/tmp/#', '/tmp/#')) and target.endswith(' (deleted)'):
+                st = os.stat(os.path.join(fd_dir, fd))
+                found.append((st.st_size, st.st_blocks * 512))
+        except FileNotFoundError:
+            pass  # closed meanwhile
+    return sorted(found, reverse=True)
+
+
+HOLEY = 256 << 20  # apparent size of the holey files, under the 1 GiB per-file download cap
+
+
+def read_all(resp, sink):
+    while True:
+        chunk = resp.read(1 << 20)
+        if not chunk:
+            return
+        sink(chunk)
+
+
+def holey_sha():
+    """sha256 of what the holey file holds: HEAD, zeros, TAIL."""
+    h = hashlib.sha256(b'HEAD')
+    zeros = bytes(1 << 20)
+    left = HOLEY - 4
+    while left:
+        n = min(left, len(zeros))
+        h.update(zeros[:n])
+        left -= n
+    h.update(b'TAIL')
+    return h.hexdigest()
+
+
+@attack('clr-download-sparse', 'downloads of sparse workspace files are not expanded on the host')
+def _():
+    # A sandbox the operator let write large files (RLIMIT_FSIZE 64 GiB, the most there is):
+    # with the default 1 GiB a file cannot be larger than the download cap.
+    sid = API.create(limits={'file_size': '64g', 'lifetime': '10m'})
+    res = API.exec(sid, shell='cd /workspace && printf small-control > dl-small && '
+                   'truncate -s 50G dl-huge && printf HEAD > dl-holey && '
+                   'truncate -s %d dl-holey && printf TAIL >> dl-holey && mkdir dl-dir && '
+                   'cp --sparse=always dl-holey dl-dir/a && cp --sparse=always dl-holey dl-dir/b '
+                   % HOLEY)
+    check(res['status'] == 'exited' and res['exit_code'] == 0, res)
+    # gVisor reports no holes inside (st_blocks follows st_size): asked of the host's tmpfs.
+    for n in ('dl-huge', 'dl-holey', 'dl-dir/a', 'dl-dir/b'):
+        st = os.stat(os.path.join(workspace_dir(sid), n))
+        check(st.st_blocks * 512 < 1 << 20, '%s is not sparse on the host: %r' % (n, st))
+    try:
+        check(spool_files() == [], 'spooled before the attack: %r' % spool_files())
+        # Positive control: a small file downloads intact.
+        r = API.get_file(sid, 'dl-small')
+        check(r.status == 200 and r.body == b'small-control', r)
+        # 50 GiB of holes: refused before a byte is spooled, naming the limit.
+        r = API.get_file(sid, 'dl-huge')
+        check(r.status in (413, 429) and r.json and r.json['error']['code'] == 'limit' and
+              b'limit' in r.body, r)
+        check(spool_files() == [], 'the refused download left a spool: %r' % spool_files())
+        want = holey_sha()
+        # Within the caps: the daemon holds the spool until the client has read the response,
+        # so it is measured while the body is still unread.
+        for path, members in (('/files/dl-holey', None), ('/archive?path=dl-dir', ('a', 'b'))):
+            c = UnixConn(HOST['sock'], 300)
+            try:
+                c.request('GET', '/v1/sandboxes/%s%s' % (sid, path))
+                resp = c.getresponse()
+                if resp.status != 200:
+                    check(False, (path, resp.status, resp.read(300)))
+                spools = wait_for('the download spooled', spool_files)
+                apparent, allocated = spools[0]
+                # Positive control: the spool holds the whole download (every file's size).
+                check(apparent >= HOLEY * (len(members) if members else 1), (path, spools))
+                check(allocated <= 16 << 20, '%s: %d MiB of holes written to the host spool '
+                      '(%d MiB apparent)' % (path, allocated >> 20, apparent >> 20))
+                if members is None:
+                    h = hashlib.sha256()
+                    read_all(resp, h.update)
+                    check(h.hexdigest() == want, '%s: the download differs from the file' % path)
+                else:
+                    seen = []
+                    with tarfile.open(fileobj=resp, mode='r|') as t:
+                        for m in t:
+                            if m.isfile():
+                                h = hashlib.sha256()
+                                read_all(t.extractfile(m), h.update)
+                                seen.append((m.name, m.size, h.hexdigest()))
+                    check(seen == [(n, HOLEY + 4, want) for n in members], (path, seen))
+            finally:
+                c.close()
+            wait_for('the spool given back', lambda: spool_files() == [])
+    finally:
+        destroy(sid)
+
+
+@attack('api-download-budget', 'downloads spooled at once stay within max_download_total')
+def _():
+    real = MAX_DOWNLOAD_TOTAL - (16 << 20)
+    res = API.exec(B, shell='head -c %d /dev/urandom > /workspace/dl-real && mkdir dl-dir && '
+                   'cp dl-real dl-dir/ && printf small > dl-small' % real, cwd='/workspace')
+    check(res['status'] == 'exited' and res['exit_code'] == 0, res)
+    want = sha(os.path.join(workspace_dir(B), 'dl-real'))
+    c = UnixConn(HOST['sock'], 120)
+    try:
+        check(spool_files() == [], 'spooled before the attack: %r' % spool_files())
+        # Positive control: the first is spooled whole and held while the client reads slowly.
+        c.request('GET', '/v1/sandboxes/%s/files/dl-real' % B)
+        first = c.getresponse()
+        if first.status != 200:
+            check(False, (first.status, first.read(300)))
+        check(sum(a for _s, a in spool_files()) >= real, spool_files())
+        # More than what is left: refused, naming the setting, nothing more on disk.
+        for path in ('/files/dl-real', '/archive?path=dl-dir'):
+            r = API.req('GET', '/v1/sandboxes/%s%s' % (B, path), timeout=60)
+            check(r.status == 503 and r.json and r.json['error']['code'] == 'unavailable' and
+                  b'max_download_total' in r.body, (path, r))
+            spools = spool_files()
+            check(sum(a for _s, a in spools) <= MAX_DOWNLOAD_TOTAL, 'spooled past the budget: '
+                  '%r' % spools)
+        # What fits is served meanwhile.
+        r = API.get_file(B, 'dl-small')
+        check(r.status == 200 and r.body == b'small', r)
+        h = hashlib.sha256()
+        read_all(first, h.update)
+        check(h.hexdigest() == want, 'the held download differs from the file')
+    finally:
+        c.close()
+    wait_for('the budget given back', lambda: spool_files() == [])
+    # Once the first is done, the second fits.
+    r = API.get_file(B, 'dl-real', timeout=120)
+    check(r.status == 200 and hashlib.sha256(r.body).hexdigest() == want, 'second download')
+    API.exec(B, shell='rm -rf /workspace/dl-real /workspace/dl-dir /workspace/dl-small')
 
 
 @attack('api-repo-oracle', 'repository errors name no path: missing, root-only, symlinked out')
@@ -1661,6 +1952,7 @@ def _():
 
 MAX_CONNECTIONS = 256  # the test daemon's max_connections (setup's configuration says so)
 MAX_UPLOAD_TOTAL = 64 << 20  # the test daemon's max_upload_total
+MAX_DOWNLOAD_TOTAL = 64 << 20  # the test daemon's max_download_total
 LOCAL_GID = 65534  # nogroup: the group the test daemon's socket admits
 LOCAL_UIDS = list(range(64000, 64008))  # uids of no account: only the socket's group admits them
 UNFINISHED = b'GET /v1/health HTTP/1.1\r\nHost: x\r\n'  # a request never finished
@@ -1915,7 +2207,8 @@ def setup():
     with open(config, 'w') as f:
         json.dump({'socket_group': grp.getgrgid(LOCAL_GID).gr_name,
                    'max_connections': MAX_CONNECTIONS, 'tcp_port': HOST['tcp_port'],
-                   'token_file': token_file, 'max_upload_total': MAX_UPLOAD_TOTAL}, f)
+                   'token_file': token_file, 'max_upload_total': MAX_UPLOAD_TOTAL,
+                   'max_download_total': MAX_DOWNLOAD_TOTAL}, f)
     HOST['canary'] = os.path.join(TMP, 'canary')
     with open(HOST['canary'], 'w') as f:
         f.write(CANARY_TEXT)
