@@ -178,8 +178,16 @@ static int load_config(struct serve_config *c, const char *path, clr_error *err)
             c->srv.max_connections = (unsigned)n;
         } else if (strcmp(key, "max_upload_total") == 0) {
             rc = config_uint(v, key, UINT64_MAX / 2, &c->srv.max_upload_total, err);
+            if (rc == 0 && c->srv.max_upload_total < (1u << 20))
+                rc = clr_error_set(err, CLR_E_INVALID, 0,
+                                   "config: max_upload_total must be at least 1048576 (1 MiB): "
+                                   "with less, no upload could ever be stored");
         } else if (strcmp(key, "max_download_total") == 0) {
             rc = config_uint(v, key, UINT64_MAX / 2, &c->srv.max_download_total, err);
+            if (rc == 0 && c->srv.max_download_total < (1u << 20))
+                rc = clr_error_set(err, CLR_E_INVALID, 0,
+                                   "config: max_download_total must be at least 1048576 (1 MiB): "
+                                   "with less, no download could ever be sent");
         } else if (strcmp(key, "idle_timeout") == 0) {
             rc = config_uint(v, key, 86400, &n, err);
             c->svc.idle_timeout_s = (uint32_t)n;

@@ -89,6 +89,7 @@ enum refusal {
     REFUSE_BODY,      /* a body where the route takes none: 400 */
     REFUSE_TOO_LARGE, /* an upload announced larger than MAX_UPLOAD: 413 */
     REFUSE_BUDGET,    /* an upload announced larger than what is left of max_upload_total */
+    REFUSE_OVER_TOTAL, /* an upload announced larger than max_upload_total itself: 413 */
 };
 
 struct request {
@@ -100,6 +101,8 @@ struct request {
     uint64_t download_charged; /* its part of server.downloads, given back when it ends */
     bool too_big;
     bool over_budget;  /* max_upload_total was reached: the body is dropped, 503 */
+    bool over_total;   /* the body alone is larger than max_upload_total: dropped, 413 */
+    int spool_errno;   /* storing the body failed (ENOSPC, ...): dropped, 503 naming it */
     bool takes_body;   /* its route reads a body: nothing else is ever stored */
     enum refusal refused; /* decided from the headers; its body is never stored */
     char actor[96];
@@ -1039,6 +1042,30 @@ static enum MHD_Result send_over_budget(struct server *s, struct MHD_Connection 
     return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", msg);
 }
 
+/* An upload that could not be stored whole, answered once its body is in (or from its headers
+ * when it announced a length over max_upload_total). */
+static enum MHD_Result send_upload_failure(struct server *s, struct MHD_Connection *c,
+                                           const struct request *rq)
+{
+    char msg[400];
+    if (rq->spool_errno) {
+        snprintf(msg, sizeof(msg),
+                 "the upload could not be stored in the daemon's spool directory (/var/tmp, "
+                 "else /tmp): %s; free space there, then send it again",
+                 strerror(rq->spool_errno));
+        return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", msg);
+    }
+    if (rq->over_total || rq->refused == REFUSE_OVER_TOTAL) {
+        snprintf(msg, sizeof(msg),
+                 "upload larger than max_upload_total (%llu MiB), the most the daemon stores "
+                 "at once: send it in parts, or ask the operator to raise max_upload_total",
+                 (unsigned long long)(s->max_upload_total >> 20));
+        return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "limit", msg);
+    }
+    return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "limit",
+                      "upload larger than 4 GiB: send it in parts");
+}
+
 static enum MHD_Result send_refusal(struct server *s, struct MHD_Connection *c, const char *url,
                                     const char *method, struct request *rq)
 {
@@ -1056,6 +1083,8 @@ static enum MHD_Result send_refusal(struct server *s, struct MHD_Connection *c, 
                           "upload larger than 4 GiB: send it in parts");
     case REFUSE_BUDGET:
         return send_over_budget(s, c);
+    case REFUSE_OVER_TOTAL:
+        return send_upload_failure(s, c, rq);
     case REFUSE_NONE:
     default:
         return send_error(c, 500, "internal", "request refused for no reason");
@@ -1069,23 +1098,56 @@ static void spool_release(struct server *s, struct request *rq)
     rq->spooled = 0;
 }
 
-/* Appends one piece of a PUT body to the request's temporary file, within the per-request cap
- * and the global budget. Over either, the body is dropped (the file closed, its space given
- * back) and the rest of it discarded; the request is answered once it is in. */
+/* Takes len bytes of the global upload budget for rq at once: an upload that announces its
+ * length holds its whole share from its headers on, so two that each fit alone cannot both be
+ * let in and one of them cut off half-way. */
+static bool spool_reserve(struct server *s, struct request *rq, uint64_t len)
+{
+    if (atomic_fetch_add(&s->spooled, len) + len > s->max_upload_total) {
+        atomic_fetch_sub(&s->spooled, len);
+        return false;
+    }
+    rq->spooled += len;
+    return true;
+}
+
+/* Drops what rq stored of its body: the file closed, its budget given back. */
+static void spool_drop(struct server *s, struct request *rq)
+{
+    if (rq->upload_fd >= 0)
+        close(rq->upload_fd);
+    rq->upload_fd = -1;
+    spool_release(s, rq);
+}
+
+/* Appends one piece of a PUT body to the request's temporary file, within the per-request cap,
+ * max_upload_total and the global budget (beyond what the request reserved from its headers).
+ * Over any of them, or when the write fails, the body is dropped and the rest of it discarded;
+ * the request is answered, saying which, once it is in. */
 static void spool(struct server *s, struct request *rq, const char *data, size_t size)
 {
-    if (rq->upload_fd < 0)
+    if (rq->upload_fd < 0) {
         rq->upload_fd = tmpfile_fd();
-    if (rq->upload_fd < 0 || rq->upload_len + size > MAX_UPLOAD) {
+        if (rq->upload_fd < 0) {
+            rq->spool_errno = errno ? errno : EIO;
+            spool_drop(s, rq);
+            return;
+        }
+    }
+    uint64_t need = rq->upload_len + size;
+    if (need > MAX_UPLOAD) {
         rq->too_big = true;
+        spool_drop(s, rq);
         return;
     }
-    rq->spooled += size;
-    if (atomic_fetch_add(&s->spooled, size) + size > s->max_upload_total) {
+    if (need > s->max_upload_total) {
+        rq->over_total = true;
+        spool_drop(s, rq);
+        return;
+    }
+    if (need > rq->spooled && !spool_reserve(s, rq, need - rq->spooled)) {
         rq->over_budget = true;
-        close(rq->upload_fd);
-        rq->upload_fd = -1;
-        spool_release(s, rq);
+        spool_drop(s, rq);
         return;
     }
     const char *p = data;
@@ -1095,8 +1157,9 @@ static void spool(struct server *s, struct request *rq, const char *data, size_t
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
-            rq->too_big = true;
-            break;
+            rq->spool_errno = w < 0 ? errno : EIO;
+            spool_drop(s, rq);
+            return;
         }
         p += w;
         left -= (size_t)w;
@@ -1138,8 +1201,9 @@ static enum MHD_Result handle(struct server *s, bool unix_socket, struct MHD_Con
             rq->refused = REFUSE_BODY;
         } else if (!strcmp(method, "PUT") && body != UINT64_MAX && body > MAX_UPLOAD) {
             rq->refused = REFUSE_TOO_LARGE;
-        } else if (!strcmp(method, "PUT") && body != UINT64_MAX &&
-                   atomic_load(&s->spooled) + body > s->max_upload_total) {
+        } else if (!strcmp(method, "PUT") && body != UINT64_MAX && body > s->max_upload_total) {
+            rq->refused = REFUSE_OVER_TOTAL;
+        } else if (!strcmp(method, "PUT") && body != UINT64_MAX && !spool_reserve(s, rq, body)) {
             rq->refused = REFUSE_BUDGET;
         }
         /* Answered now, with the headers: libmicrohttpd then sends the answer and closes the
@@ -1150,7 +1214,8 @@ static enum MHD_Result handle(struct server *s, bool unix_socket, struct MHD_Con
         return MHD_YES;
     }
     if (*upload_size && !strcmp(method, "PUT")) {
-        if (!rq->refused && rq->takes_body && !rq->too_big && !rq->over_budget)
+        if (!rq->refused && rq->takes_body && !rq->too_big && !rq->over_budget &&
+            !rq->over_total && !rq->spool_errno)
             spool(s, rq, upload, *upload_size);
         *upload_size = 0;
         return MHD_YES;
@@ -1176,6 +1241,8 @@ static enum MHD_Result handle(struct server *s, bool unix_socket, struct MHD_Con
         return send_refusal(s, c, url, method, rq);
     if (rq->over_budget)
         return send_over_budget(s, c);
+    if (!strcmp(method, "PUT") && (rq->too_big || rq->over_total || rq->spool_errno))
+        return send_upload_failure(s, c, rq);
     /* An empty PUT still needs a (zero-length) file to read from. */
     if (!strcmp(method, "PUT") && rq->upload_fd < 0)
         rq->upload_fd = tmpfile_fd();

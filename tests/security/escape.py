@@ -1386,6 +1386,61 @@ def _():
     os.unlink(os.path.join(workspace_dir(B), 'budget-2'))
 
 
+@attack('api-upload-reserve', 'two uploads that each fit alone: the second is refused from its '
+                              'headers; one larger than the whole budget is a 413')
+def _():
+    mib = b'r' * (1 << 20)
+    first_len = MAX_UPLOAD_TOTAL - (16 << 20)
+    # The first announces most of the budget but has sent 1 MiB of it so far.
+    big = start_upload('PUT', '/v1/sandboxes/%s/files/reserve-1' % B, first_len, mib,
+                       tcp=False)
+    try:
+        wait_spooled(1 << 20)  # positive control: it is being stored
+        # A second that fits beside what is stored so far, not beside what the first announced:
+        # refused at once (before: let in, then cut off half-way once both had sent).
+        s = start_upload('PUT', '/v1/sandboxes/%s/files/reserve-2' % B, 32 << 20, mib,
+                         HOST['token'])
+        try:
+            status, body = http_answer(s, 60)
+            check(status == 503 and b'max_upload_total' in body, (status, body[:300]))
+        finally:
+            s.close()
+        for _i in range((first_len >> 20) - 1):
+            send_quietly(big, mib)
+        status, body = http_answer(big)
+        check(status == 201, (status, body))
+    finally:
+        big.close()
+    check(not os.path.exists(os.path.join(workspace_dir(B), 'reserve-2')), 'reserve-2 stored')
+    os.unlink(os.path.join(workspace_dir(B), 'reserve-1'))
+    wait_for('the budget given back', lambda: spooled() == (0, 0))
+    # Larger than the whole budget: no retry can help, so 413 (not 503), from the headers...
+    s = start_upload('PUT', '/v1/sandboxes/%s/files/reserve-3' % B, MAX_UPLOAD_TOTAL + 1, mib,
+                     HOST['token'])
+    try:
+        status, body = http_answer(s, 60)
+        check(status == 413 and b'max_upload_total' in body, (status, body[:300]))
+    finally:
+        s.close()
+    # ...and, chunked, once it has passed the budget (its body dropped, never stored whole).
+    s = socket.create_connection(('127.0.0.1', HOST['tcp_port']), timeout=60)
+    try:
+        s.sendall(b'PUT /v1/sandboxes/%s/files/reserve-4 HTTP/1.1\r\nHost: x\r\n'
+                  b'Authorization: Bearer %s\r\nTransfer-Encoding: chunked\r\n\r\n'
+                  % (B.encode(), HOST['token'].encode()))
+        for _i in range((MAX_UPLOAD_TOTAL >> 20) + 2):
+            send_quietly(s, b'100000\r\n' + mib + b'\r\n')
+            check(spooled()[1] <= MAX_UPLOAD_TOTAL, 'spooled past the budget: %r' % (spooled(),))
+        send_quietly(s, b'0\r\n\r\n')
+        status, body = http_answer(s, 60)
+        check(status == 413 and b'max_upload_total' in body, (status, body[:300]))
+    finally:
+        s.close()
+    for n in ('reserve-3', 'reserve-4'):
+        check(not os.path.exists(os.path.join(workspace_dir(B), n)), '%s was stored' % n)
+    wait_for('the budget given back', lambda: spooled() == (0, 0))
+
+
 def spool_files():
     """(apparent size, bytes allocated on disk) of each unnamed temporary file the daemon
     holds (its O_TMPFILE spools in /var/tmp, else /tmp), largest first."""
