@@ -189,7 +189,7 @@ int cmd_cp(int argc, char **argv)
             if (status > 0)
                 report_error(status, body, &err);
             cli_error(&err);
-            return CLI_EXIT_FAILURE;
+            return cli_failure_status(&err);
         }
         return 0;
     }
@@ -217,7 +217,7 @@ int cmd_cp(int argc, char **argv)
         if (status > 0)
             report_error(status, body, &err);
         cli_error(&err);
-        return CLI_EXIT_FAILURE;
+        return cli_failure_status(&err);
     }
     return 0;
 }

@@ -158,7 +158,7 @@ int cmd_create(int argc, char **argv)
     if (st != 201) {
         cli_error(&err);
         json_decref(resp);
-        status = CLI_EXIT_FAILURE;
+        status = cli_failure_status(&err);
         goto out;
     }
     if (json)

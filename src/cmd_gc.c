@@ -31,14 +31,14 @@ int cmd_gc(int argc, char **argv)
     clr_engine *eng = NULL;
     if (cli_open_engine(&eng, &err) < 0) {
         cli_error(&err);
-        return CLI_EXIT_FAILURE;
+        return cli_failure_status(&err);
     }
     clr_gc_report r;
     int rc = clr_sandbox_gc(&r, eng, cli_global.state_dir, 0, &err);
     clr_engine_free(eng);
     if (rc < 0) {
         cli_error(&err);
-        return CLI_EXIT_FAILURE;
+        return cli_failure_status(&err);
     }
     if (json) {
         json_t *o = json_pack("{s:i, s:i, s:i, s:i}", "expired", r.expired, "broken", r.broken,

@@ -47,7 +47,10 @@ int cmd_rm(int argc, char **argv)
             snprintf(path, sizeof(path), "/v1/sandboxes/%s", argv[i]);
             if (client_call("DELETE", path, NULL, NULL, &err) != 204) {
                 cli_error(&err);
-                status = CLI_EXIT_FAILURE;
+                /* Several ids: the worst class of failure is the status. */
+                if (cli_failure_status(&err) > status)
+                    if (cli_failure_status(&err) > status)
+                status = cli_failure_status(&err);
             } else {
                 printf("%s\n", argv[i]);
             }
@@ -57,13 +60,14 @@ int cmd_rm(int argc, char **argv)
     clr_engine *eng = NULL;
     if (cli_open_engine(&eng, &err) < 0) {
         cli_error(&err);
-        return CLI_EXIT_FAILURE;
+        return cli_failure_status(&err);
     }
     int status = 0;
     for (int i = optind; i < argc; i++) {
         if (clr_sandbox_destroy(eng, argv[i], "client", cli_global.state_dir, &err) < 0) {
             cli_error(&err);
-            status = CLI_EXIT_FAILURE;
+            if (cli_failure_status(&err) > status)
+                status = cli_failure_status(&err);
         } else {
             printf("%s\n", argv[i]);
         }

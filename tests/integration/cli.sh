@@ -177,7 +177,7 @@ if srv_answers; then ok "the daemon answers on its socket"; else
       else echo "the daemon did not answer within 120 s; its log:"; fi
       tail -n 20 "$SRV/log"; } >"$err"
     not_ok "the daemon answers on its socket"; fi
-expect "client: daemon down names the socket" 1 '' 'cannot reach the clearing daemon' -- \
+expect "client: daemon down names the socket, exit 125 as for every command" 125 '' 'cannot reach the clearing daemon' -- \
     --host unix:///nonexistent.sock ls
 "$CLEARING" create --memory 256m --env GREETING=hi --label task=cli >"$out" 2>"$err"
 sid=$(tail -n1 "$out")
