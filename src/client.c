@@ -118,6 +118,7 @@ void client_status_error(int status, json_t *j, clr_error *err)
                        : status == 502                   ? CLR_E_ENGINE
                        : status == 503                   ? CLR_E_UNAVAILABLE
                        : status == 504                   ? CLR_E_TIMEOUT
+                       : status == 507                   ? CLR_E_NO_SPACE
                                                          : CLR_E_INTERNAL;
     for (int i = CLR_E_INVALID; i <= CLR_E_INTERNAL; i++) {
         if (code && strcmp(code, clr_error_code_name((clr_error_code)i)) == 0)

@@ -15,13 +15,17 @@ typedef struct clr_store clr_store;
 #define CLR_STATE_DESTROYED "destroyed"
 #define CLR_STATE_LOST "lost" /* its container vanished while we were not looking */
 
+/* A destroy reason is kept whole up to this many bytes; a longer one is cut before the
+ * character that would cross it, never inside a UTF-8 sequence. */
+#define CLR_STORE_REASON_MAX 255
+
 typedef struct clr_store_sandbox {
     clr_sandbox_info info;      /* info.state holds one of the CLR_STATE_* values */
     int64_t max_expires_at;     /* extensions never go past this */
     uint32_t idle_timeout_s;    /* 0: none */
     int64_t last_active_at;
     int64_t destroyed_at;
-    char destroy_reason[32];
+    char destroy_reason[CLR_STORE_REASON_MAX + 1]; /* whole, or cut at a UTF-8 boundary */
     json_t *metadata;           /* object of strings; owned by the struct */
     json_t *env;                /* array of "K=V"; owned by the struct */
 } clr_store_sandbox;
