@@ -271,6 +271,27 @@ if wait_for 60 gone "$srv_pid"; then ok "the daemon stops on SIGTERM"; else
 wait "$srv_pid" 2>/dev/null
 srv_pid=""
 unset CLEARING_HOST
+# gc removes nothing it cannot record (issue #17): with the audit log unwritable (a directory),
+# a container gc would remove at once (labelled as ours, its labels unreadable: "broken") is
+# kept, and gc says why. Nothing is removed at all, so no one else's container is touched.
+GCID=sb-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+gc_container() {
+    curl -s -o /dev/null -w '%{http_code}' --max-time 60 --unix-socket /var/run/docker.sock \
+        "http://d/containers/clearing-$GCID/json"
+}
+code=$(curl -s -o "$err" -w '%{http_code}' --max-time 60 --unix-socket /var/run/docker.sock \
+    -H 'Content-Type: application/json' \
+    -d "{\"Image\":\"clearing/default:latest\",\"Cmd\":[\"true\"],\"Labels\":{\"io.clearing.managed-by\":\"clearing\",\"io.clearing.sandbox-id\":\"$GCID\"}}" \
+    "http://d/containers/create?name=clearing-$GCID")
+if [ "$code" = 201 ] && [ "$(gc_container)" = 200 ]; then ok "a broken container for gc exists"; else
+    echo "# docker create: HTTP $code" >>"$err"; not_ok "a broken container for gc exists"; fi
+mkdir -p "$W/adir"
+expect "gc with an unwritable audit log exits 125 and names the log" 125 '' "audit log $W/adir" -- \
+    --audit-log "$W/adir" gc
+if [ "$(gc_container)" = 200 ]; then ok "gc removed nothing it could not record"; else
+    echo "# the broken container is gone" >"$err"; not_ok "gc removed nothing it could not record"; fi
+curl -s -o /dev/null --max-time 60 --unix-socket /var/run/docker.sock -X DELETE \
+    "http://d/containers/clearing-$GCID?force=1"
 # Removal may finish in the background: a leak is one still there after a generous deadline.
 check "no sandbox of this test is left at the end" wait_for 60 sandboxes_are 0
 
