@@ -1,8 +1,15 @@
-/* clearing inspect: one sandbox of the daemon, as JSON. */
+/* clearing inspect: one sandbox of the daemon, or one of its exec records, as JSON. */
 #include <stdio.h>
 #include <string.h>
 
 #include "client.h"
+
+/* "ex-" and 16 lower-case hex digits, as the daemon makes them. */
+static bool exec_id_valid(const char *s)
+{
+    return strlen(s) == 19 && strncmp(s, "ex-", 3) == 0 &&
+           strspn(s + 3, "0123456789abcdef") == 16;
+}
 
 int cmd_inspect(int argc, char **argv)
 {
@@ -21,8 +28,7 @@ int cmd_inspect(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     const char *exec_id = argc == 3 ? argv[2] : NULL;
-    if (exec_id && (strlen(exec_id) > 64 || strspn(exec_id, "abcdefghijklmnopqrstuvwxyz0123456789-") !=
-                                               strlen(exec_id))) {
+    if (exec_id && !exec_id_valid(exec_id)) {
         cli_usage_error("inspect", "'%s' is not an exec id (expected ex- and 16 hex digits)",
                         exec_id);
         return CLI_EXIT_USAGE;
