@@ -1861,7 +1861,8 @@ class T12Faults(ApiTest):
         self.addCleanup(self.remove_workspaces, d)
         out, err = cli.communicate(timeout=60)
         self.assertEqual(cli.returncode, 125, err)
-        self.assertIn('daemon', err)
+        self.assertIn('the sandbox may not have been created', err)
+        self.assertIn('--host %s ls' % d.sock, err)
         self.assertEqual(out, '')
         # The same class of error, the same status, from the other commands.
         for args in (['ls'], ['inspect', 'sb-00000000000000aa'], ['rm', 'sb-00000000000000aa'],
