@@ -342,6 +342,7 @@ struct clr_exec {
     uint32_t chan_id;
     bool stdin_closed;
     atomic_bool kill_requested;
+    uint64_t started_ms; /* when the request was made: a cut result's wall time runs from here */
 };
 
 static int exec_send(clr_exec *h, uint8_t type, const void *data, size_t len, clr_error *err)
@@ -369,6 +370,7 @@ static clr_exec *exec_new(clr_engine *eng, const clr_sandbox *sb, const clr_exec
     h->opts.env = NULL;
     h->opts.shell = NULL;
     h->opts.cwd = NULL;
+    h->started_ms = mono_ms();
     return h;
 }
 
@@ -626,10 +628,22 @@ int clr_exec_wait(clr_exec *h, clr_exec_result *result, clr_error *err)
                 break;
         }
     }
+    uint64_t cut_ms = mono_ms();
     if (h->chan && c.have_result)
         clr_channel_ack(h->chan, h->chan_id);
     free(src.buf);
     free(c.frame_buf);
+    if (!c.have_result) {
+        /* Cut before the agent's result (the sandbox died, the backstop fired, the agent broke
+         * the protocol): the record must still add up. Its counts are the output that reached
+         * us and is kept (the agent enforces the caps, so at a cap there may have been more),
+         * and its wall time runs until the cut, not through the diagnosis below. */
+        result->stdout_bytes = result->out.len;
+        result->stderr_bytes = result->err.len;
+        result->stdout_truncated = result->out.len && result->out.len >= opts->limits.stdout_cap;
+        result->stderr_truncated = result->err.len && result->err.len >= opts->limits.stderr_cap;
+        result->wall_us = (cut_ms - h->started_ms) * 1000;
+    }
     if (c.have_result) {
         if (c.agent_log_len)
             clr_log(CLR_LOG_DEBUG, "agent.stderr", "id", info->id, "text", c.agent_log, NULL);

@@ -133,11 +133,14 @@ static int path_error(clr_error *err, int e, const char *what, const char *rel)
                              rel);
     case ENOSPC:
     case EDQUOT:
+        /* Bytes or inodes (limits.workspace_size, limits.workspace_inodes) ran out. */
+        return clr_error_set(err, CLR_E_NO_SPACE, e,
+                             "%s '%.512s': no space left on the workspace: delete files or "
+                             "raise the workspace size (or inode) limit",
+                             what, rel);
     case EFBIG:
         return clr_error_set(err, CLR_E_LIMIT, e,
-                             "%s '%.512s': the workspace is full: delete files or raise the "
-                             "workspace size limit",
-                             what, rel);
+                             "%s '%.512s': the file is larger than the limit allows", what, rel);
     case ENAMETOOLONG:
         return clr_error_set(err, CLR_E_INVALID, e, "%s '%.512s': the path is too long", what,
                              rel);

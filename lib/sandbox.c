@@ -554,6 +554,12 @@ static int remove_container(clr_engine *eng, const char *cid, clr_error *err)
 int clr_sandbox_gc(clr_gc_report *report, clr_engine *eng, const char *state_dir, int64_t now,
                    clr_error *err)
 {
+    return clr_sandbox_gc_recorded(report, eng, state_dir, now, NULL, NULL, err);
+}
+
+int clr_sandbox_gc_recorded(clr_gc_report *report, clr_engine *eng, const char *state_dir,
+                            int64_t now, clr_gc_record_fn record, void *ctx, clr_error *err)
+{
     memset(report, 0, sizeof(*report));
     if (now == 0)
         now = time(NULL);
@@ -573,6 +579,12 @@ int clr_sandbox_gc(clr_gc_report *report, clr_engine *eng, const char *state_dir
             why = "expired";
         if (!why)
             continue;
+        /* No record, no removal: the rest is kept too (the log will not take their records
+         * either), for a later gc. */
+        if (record && record(ctx, s, why, err) < 0) {
+            free(list);
+            return -1;
+        }
         clr_error lerr = CLR_ERROR_INIT;
         int rc = s->id[0] ? clr_sandbox_destroy(eng, s->id, why, state_dir, &lerr)
                           : remove_container(eng, s->container_id, &lerr);

@@ -1206,27 +1206,30 @@ int clr_service_await_removal(clr_service *svc, const char *id, unsigned timeout
     return 0;
 }
 
-/* Destroy for the caller: the sandbox is marked destroyed (no command, file or commit reaches it
- * from now on) and recorded; its container and workspace are removed by the remover thread,
- * off the caller's path. */
+/* Destroy for the caller: recorded, then marked destroyed (no command, file or commit reaches
+ * it from now on); its container and workspace are removed by the remover thread, off the
+ * caller's path. The record comes first: when the audit log cannot be written, nothing is
+ * destroyed (the client gets 503, the reaper tries again at its next pass). */
 static int destroy_locked(clr_service *svc, const char *id, const char *reason, const char *actor,
                           clr_error *err)
 {
     uint64_t t0 = mono_us();
-    if (clr_store_sandbox_set_state(svc->store, id, CLR_STATE_DESTROYED, reason, now_s(), err) < 0)
-        return -1;
-    live_drop(svc, id);
     json_t *d = json_pack("{s:s}", "reason", reason);
     int arc = clr_audit_append(svc->audit, actor, id, "sandbox.destroy", "ok", d, err);
     json_decref(d);
+    if (arc < 0)
+        return -1;
+    /* Recorded but not marked (the database failed): the sandbox still runs, and the caller's
+     * failure record (clr_service_destroy) follows this one in the log. */
+    if (clr_store_sandbox_set_state(svc->store, id, CLR_STATE_DESTROYED, reason, now_s(), err) < 0)
+        return -1;
+    live_drop(svc, id);
     if (!removal_queue(svc, id, reason, 0)) {
         clr_error rerr = CLR_ERROR_INIT;
         if (remove_now(svc, id, reason, &rerr) < 0)
             clr_log(CLR_LOG_WARN, "sandbox.removal_failed", "id", id, "error", rerr.message,
                     NULL);
     }
-    if (arc < 0)
-        return -1;
     observe(&svc->h_destroy, mono_us() - t0);
     if (strcmp(reason, "expired") == 0)
         atomic_fetch_add(&svc->destroyed_expired, 1);
@@ -1980,20 +1983,28 @@ static bool snapshot_running(const struct snapshot *sn, const char *id)
     return false;
 }
 
-/* A running row without a running container: its remains are removed and it becomes lost. */
-static void mark_lost(clr_service *svc, struct snapshot *sn, const char *id, const char *actor,
+/* A running row without a running container: recorded, its remains removed, and it becomes
+ * lost; false (nothing done) when the record cannot be written. */
+static bool mark_lost(clr_service *svc, struct snapshot *sn, const char *id, const char *actor,
                       const char *reason)
 {
     clr_error lerr = CLR_ERROR_INIT;
+    /* The record first: without it, its remains (a stopped container, the workspace) are kept
+     * and the row stays running, so the next reconcile pass (or start) tries again. */
+    json_t *d = json_pack("{s:s}", "reason", reason);
+    int arc = clr_audit_append(svc->audit, actor, id, "sandbox.lost", "ok", d, &lerr);
+    json_decref(d);
+    if (arc < 0) {
+        clr_log(CLR_LOG_ERROR, "audit.write_failed", "id", id, "action", "sandbox.lost",
+                "error", lerr.message, "detail", "its remains are kept; retried later", NULL);
+        return false;
+    }
     live_drop(svc, id);
     clr_sandbox_destroy(sn->eng, id, "lost", svc->state_dir, &lerr);
     clr_store_sandbox_set_state(svc->store, id, CLR_STATE_LOST, reason, now_s(), &lerr);
     atomic_fetch_add(&svc->lost, 1);
     clr_log(CLR_LOG_WARN, "sandbox.lost", "id", id, "reason", reason, NULL);
-    json_t *d = json_pack("{s:s}", "reason", reason);
-    if (clr_audit_append(svc->audit, actor, id, "sandbox.lost", "ok", d, &lerr) < 0)
-        clr_log(CLR_LOG_ERROR, "audit.write_failed", "error", lerr.message, NULL);
-    json_decref(d);
+    return true;
 }
 
 /* Whether the database knows this sandbox as destroyed or lost (not merely unknown, and not a
@@ -2019,8 +2030,8 @@ int clr_service_reconcile(clr_service *svc, clr_error *err)
         /* A row younger than a few seconds may be a create whose container is still starting. */
         if (snapshot_running(&sn, sn.rows[i].info.id) || now - sn.rows[i].info.created_at < 5)
             continue;
-        mark_lost(svc, &sn, sn.rows[i].info.id, "reaper", "container stopped or vanished");
-        lost++;
+        if (mark_lost(svc, &sn, sn.rows[i].info.id, "reaper", "container stopped or vanished"))
+            lost++;
     }
     /* A container of ours whose sandbox the database has as destroyed: its removal failed
      * every attempt (the engine was down): queue it again. Containers the database does not
@@ -2225,17 +2236,23 @@ static int recover(clr_service *svc, clr_error *err)
         if (clr_store_created(svc->store) && strcmp(sn.live[j].state, "running") == 0 &&
             adopt_recovered(svc, &sn, &sn.live[j]))
             continue;
-        if (clr_sandbox_destroy(sn.eng, sn.live[j].id, "orphan", svc->state_dir, &lerr) < 0) {
+        /* Recorded before it is removed; without a record it is left to the next start. */
+        json_t *d = json_pack("{s:s}", "reason", "orphan");
+        int arc = clr_audit_append(svc->audit, "recovery", sn.live[j].id, "sandbox.destroy", "ok",
+                                   d, &lerr);
+        json_decref(d);
+        if (arc < 0) {
+            clr_log(CLR_LOG_ERROR, "audit.write_failed", "id", sn.live[j].id, "action",
+                    "sandbox.destroy", "error", lerr.message, "detail",
+                    "the orphan is kept until the next start", NULL);
+        } else if (clr_sandbox_destroy(sn.eng, sn.live[j].id, "orphan", svc->state_dir, &lerr) <
+                   0) {
             /* Left to `clearing gc` and the next start. */
             clr_log(CLR_LOG_WARN, "recover.orphan_failed", "id", sn.live[j].id, "error",
                     lerr.message, NULL);
         } else {
             atomic_fetch_add(&svc->orphans_removed, 1);
             clr_log(CLR_LOG_WARN, "recover.orphan_removed", "id", sn.live[j].id, NULL);
-            json_t *d = json_pack("{s:s}", "reason", "orphan");
-            clr_audit_append(svc->audit, "recovery", sn.live[j].id, "sandbox.destroy", "ok", d,
-                             &lerr);
-            json_decref(d);
         }
     }
     recover_workspaces(svc, &sn);

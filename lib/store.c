@@ -284,6 +284,19 @@ static void copy_col(char *dst, size_t len, sqlite3_stmt *q, int col)
     snprintf(dst, len, "%s", t ? (const char *)t : "");
 }
 
+/* How many bytes of s to keep within max: all of it if it fits, else up to the last whole
+ * UTF-8 character (the bytes 10xxxxxx continue a character; the cut goes before its start). */
+static size_t utf8_prefix(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n <= max)
+        return n;
+    n = max;
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    return n;
+}
+
 #define SANDBOX_COLUMNS                                                                          \
     "id, container_id, image, runtime, insecure, state, created_at, expires_at,"                \
     " max_expires_at, idle_timeout_s, last_active_at, destroyed_at, destroy_reason, limits,"   \
@@ -304,7 +317,12 @@ static void row_to_sandbox(sqlite3_stmt *q, clr_store_sandbox *s)
     s->idle_timeout_s = (uint32_t)sqlite3_column_int64(q, 9);
     s->last_active_at = sqlite3_column_int64(q, 10);
     s->destroyed_at = sqlite3_column_int64(q, 11);
-    copy_col(s->destroy_reason, sizeof(s->destroy_reason), q, 12);
+    /* Rows of older versions may hold a longer reason: cut it as set_state does. */
+    const char *why = (const char *)sqlite3_column_text(q, 12);
+    why = why ? why : "";
+    size_t keep = utf8_prefix(why, sizeof(s->destroy_reason) - 1);
+    memcpy(s->destroy_reason, why, keep);
+    s->destroy_reason[keep] = '\0';
     limits_from_json(&s->info.limits, (const char *)sqlite3_column_text(q, 13));
     const char *meta = (const char *)sqlite3_column_text(q, 14);
     const char *env = (const char *)sqlite3_column_text(q, 15);
@@ -402,10 +420,15 @@ static int update(clr_store *st, const char *sql, const char *fmt, clr_error *er
 int clr_store_sandbox_set_state(clr_store *st, const char *id, const char *state,
                                 const char *reason, int64_t when, clr_error *err)
 {
+    char bounded[CLR_STORE_REASON_MAX + 1];
+    reason = reason ? reason : "";
+    size_t keep = utf8_prefix(reason, CLR_STORE_REASON_MAX);
+    memcpy(bounded, reason, keep);
+    bounded[keep] = '\0';
     int n = update(st,
                    "UPDATE sandboxes SET state = ?, destroy_reason = ?, destroyed_at = ?"
                    " WHERE id = ?",
-                   "tti" "t", err, state, reason ? reason : "", when, id);
+                   "tti" "t", err, state, bounded, when, id);
     if (n < 0)
         return -1;
     return n == 0 ? clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id) : 0;

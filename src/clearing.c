@@ -42,6 +42,24 @@ void cli_error(const clr_error *err)
     fprintf(stderr, "clearing: %s: %s\n", clr_error_code_name(err->code), err->message);
 }
 
+int cli_failure_status(const clr_error *err)
+{
+    switch (err->code) {
+    case CLR_E_INVALID:
+    case CLR_E_NOT_FOUND:
+    case CLR_E_CONFLICT:
+    case CLR_E_LIMIT:
+    case CLR_E_DENIED:
+    case CLR_E_NO_SPACE: return CLI_EXIT_FAILURE;
+    case CLR_E_NONE:
+    case CLR_E_UNAVAILABLE:
+    case CLR_E_TIMEOUT:
+    case CLR_E_ENGINE:
+    case CLR_E_INTERNAL:
+    default: return CLI_EXIT_CLEARING;
+    }
+}
+
 void cli_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;

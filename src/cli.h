@@ -7,15 +7,19 @@
 #include "clearing/cleanup.h"
 #include "clearing/clearing.h"
 
-/* Exit statuses of the command line (documented in docs/OPERATIONS.md). */
+/* Exit statuses of the command line (documented in docs/OPERATIONS.md). One status per class
+ * of error, whatever the command: cli_failure_status() picks it from the error's code. */
 enum {
     CLI_EXIT_OK = 0,
-    CLI_EXIT_FAILURE = 1,      /* a management command failed */
+    CLI_EXIT_FAILURE = 1,      /* refused: not found, conflict, invalid, denied, over a limit */
     CLI_EXIT_USAGE = 2,        /* bad options or arguments */
     CLI_EXIT_SANDBOX = 122,    /* run: the sandbox died or its agent failed */
     CLI_EXIT_OOM = 123,        /* run: the command ran out of memory */
     CLI_EXIT_TIMEOUT = 124,    /* run: the command timed out (as timeout(1)) */
-    CLI_EXIT_CLEARING = 125,   /* run: clearing itself failed (engine down, bad limits, ...) */
+    /* clearing could not do it: the daemon or the engine unreachable or gone mid-request, the
+     * audit log unwritable, an internal failure; for run and exec also any refusal (1 is the
+     * command's own status there) */
+    CLI_EXIT_CLEARING = 125,
     CLI_EXIT_NOSTART = 126,    /* run: the command could not be started */
 };
 
@@ -36,6 +40,9 @@ extern struct cli_global cli_global;
 
 /* Prints "clearing: <code>: <message>" on stderr. */
 void cli_error(const clr_error *err);
+/* The exit status of a management command that failed with err: CLI_EXIT_FAILURE when the
+ * request was refused (its own fault), CLI_EXIT_CLEARING when clearing could not do it. */
+int cli_failure_status(const clr_error *err);
 void cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int cli_open_engine(clr_engine **eng, clr_error *err);
 /* Prints a JSON value on stdout, indented, with a newline. */

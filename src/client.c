@@ -104,12 +104,22 @@ static int perform(const char *method, const char *path, json_t *body, struct si
     return (int)status;
 }
 
-static void status_error(int status, json_t *j, clr_error *err)
+void client_status_error(int status, json_t *j, clr_error *err)
 {
     json_t *e = json_object_get(j, "error");
     const char *code = json_string_value(json_object_get(e, "code"));
     const char *msg = json_string_value(json_object_get(e, "message"));
-    clr_error_code c = CLR_E_INTERNAL;
+    /* Without a code we know (a proxy's answer, an older daemon), the status says the class. */
+    clr_error_code c = status == 400                   ? CLR_E_INVALID
+                       : status == 401 || status == 403 ? CLR_E_DENIED
+                       : status == 404                   ? CLR_E_NOT_FOUND
+                       : status == 409                   ? CLR_E_CONFLICT
+                       : status == 413 || status == 429 ? CLR_E_LIMIT
+                       : status == 502                   ? CLR_E_ENGINE
+                       : status == 503                   ? CLR_E_UNAVAILABLE
+                       : status == 504                   ? CLR_E_TIMEOUT
+                       : status == 507                   ? CLR_E_NO_SPACE
+                                                         : CLR_E_INTERNAL;
     for (int i = CLR_E_INVALID; i <= CLR_E_INTERNAL; i++) {
         if (code && strcmp(code, clr_error_code_name((clr_error_code)i)) == 0)
             c = (clr_error_code)i;
@@ -127,7 +137,7 @@ int client_call(const char *method, const char *path, json_t *body, json_t **res
         j = json_loadb(s.data, s.len, JSON_ALLOW_NUL, NULL);
     free(s.data);
     if (st >= 400)
-        status_error(st, j, err);
+        client_status_error(st, j, err);
     if (resp)
         *resp = j;
     else
@@ -142,7 +152,7 @@ int client_stream(const char *method, const char *path, json_t *body,
     int st = perform(method, path, body, &s, err);
     if (st >= 400) {
         json_t *j = json_loadb(s.data, s.len, JSON_ALLOW_NUL, NULL);
-        status_error(st, j, err);
+        client_status_error(st, j, err);
         json_decref(j);
     }
     free(s.data);
@@ -155,7 +165,7 @@ int client_text(const char *method, const char *path, char **text, clr_error *er
     int st = perform(method, path, NULL, &s, err);
     if (st >= 400) {
         json_t *j = json_loadb(s.data ? s.data : "", s.len, JSON_ALLOW_NUL, NULL);
-        status_error(st, j, err);
+        client_status_error(st, j, err);
         json_decref(j);
         free(s.data);
         return st;

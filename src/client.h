@@ -18,6 +18,10 @@ int client_stream(const char *method, const char *path, json_t *body,
 /* A call whose answer is text (a diff); *text is the caller's to free. */
 int client_text(const char *method, const char *path, char **text, clr_error *err);
 
+/* Fills err from the daemon's error answer {"error": {"code", "message"}} (j may be NULL): its
+ * code, so that the exit status follows it (cli_failure_status), and its message. */
+void client_status_error(int status, json_t *j, clr_error *err);
+
 /* The daemon's socket: --host, $CLEARING_HOST (unix:///path), or the default. */
 const char *client_socket(void);
 

@@ -52,7 +52,7 @@ int cmd_commit(int argc, char **argv)
     if (st != 200) {
         cli_error(&err);
         json_decref(resp);
-        return CLI_EXIT_FAILURE;
+        return cli_failure_status(&err);
     }
     if (json) {
         cli_print_json(resp);
@@ -95,7 +95,7 @@ int cmd_diff(int argc, char **argv)
     if (st != 200) {
         cli_error(&err);
         free(text);
-        return CLI_EXIT_FAILURE;
+        return cli_failure_status(&err);
     }
     fputs(text ? text : "", stdout);
     free(text);

@@ -96,8 +96,7 @@ static int transfer(const char *method, const char *path, int in_fd, off_t in_le
 static void report_error(int status, const char *body, clr_error *err)
 {
     json_t *j = json_loads(body, 0, NULL);
-    const char *msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
-    clr_error_set(err, CLR_E_ENGINE, 0, "%s (HTTP %d)", msg ? msg : "the daemon refused", status);
+    client_status_error(status, j, err);
     json_decref(j);
 }
 
@@ -189,7 +188,7 @@ int cmd_cp(int argc, char **argv)
             if (status > 0)
                 report_error(status, body, &err);
             cli_error(&err);
-            return CLI_EXIT_FAILURE;
+            return cli_failure_status(&err);
         }
         return 0;
     }
@@ -217,7 +216,7 @@ int cmd_cp(int argc, char **argv)
         if (status > 0)
             report_error(status, body, &err);
         cli_error(&err);
-        return CLI_EXIT_FAILURE;
+        return cli_failure_status(&err);
     }
     return 0;
 }

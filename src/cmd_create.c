@@ -157,8 +157,14 @@ int cmd_create(int argc, char **argv)
     int st = client_call("POST", "/v1/sandboxes", req, &resp, &err);
     if (st != 201) {
         cli_error(&err);
+        /* Cut mid-request (the daemon died): the sandbox may or may not have been made. A
+         * daemon removes a half-made one of its own at its next start. */
+        if (st < 0 && err.errnum == EIO)
+            fprintf(stderr, "clearing: the sandbox may not have been created; once the daemon "
+                            "is back, 'clearing --host %s ls' shows what it has\n",
+                    client_socket());
         json_decref(resp);
-        status = CLI_EXIT_FAILURE;
+        status = cli_failure_status(&err);
         goto out;
     }
     if (json)

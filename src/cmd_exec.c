@@ -84,6 +84,7 @@ static void emit_chunk(int fd, json_t *data, json_t *encoding)
 struct exec_state {
     json_t *final;
     json_t *error;
+    char exec_id[64]; /* from the "started" event; "" until it came */
 };
 
 static void on_line(void *ctx, json_t *line)
@@ -95,6 +96,9 @@ static void on_line(void *ctx, json_t *line)
     if (strcmp(ev, "stdout") == 0 || strcmp(ev, "stderr") == 0)
         emit_chunk(ev[3] == 'o' ? STDOUT_FILENO : STDERR_FILENO, json_object_get(line, "data"),
                    json_object_get(line, "encoding"));
+    else if (strcmp(ev, "started") == 0 && json_string_value(json_object_get(line, "exec_id")))
+        snprintf(st->exec_id, sizeof(st->exec_id), "%s",
+                 json_string_value(json_object_get(line, "exec_id")));
     else if (strcmp(ev, "result") == 0)
         st->final = json_incref(line);
     else if (strcmp(ev, "error") == 0)
@@ -289,17 +293,23 @@ int cmd_exec(int argc, char **argv)
     }
     struct exec_state es = {0};
     int st = client_stream("POST", path, req, on_line, &es, &err);
-    if (st != 200) {
-        cli_error(&err);
+    if (st != 200 || (!es.error && !es.final)) {
+        /* The stream ended before the result: the daemon went away, or the connection broke.
+         * The command may run on (its result is kept for the record); say how to fetch it. */
+        if (st != 200)
+            cli_error(&err);
+        else
+            fprintf(stderr, "clearing: the daemon closed the stream before the result\n");
+        if (es.exec_id[0])
+            fprintf(stderr,
+                    "clearing: exec %s started; once the daemon is back, fetch its record "
+                    "with: clearing --host %s inspect %s %s\n",
+                    es.exec_id, client_socket(), id, es.exec_id);
         status = CLI_EXIT_CLEARING;
     } else if (es.error) {
         json_t *e = json_object_get(es.error, "error");
         fprintf(stderr, "clearing: %s: %s\n", json_string_value(json_object_get(e, "code")),
                 json_string_value(json_object_get(e, "message")));
-        status = CLI_EXIT_CLEARING;
-    } else if (!es.final) {
-        fprintf(stderr, "clearing: the daemon closed the stream before the result; fetch it "
-                        "with GET /v1/sandboxes/%s/execs/<id>\n", id);
         status = CLI_EXIT_CLEARING;
     } else {
         json_t *r = json_object_get(es.final, "result");

@@ -28,7 +28,7 @@ int cmd_extend(int argc, char **argv)
     if (st != 200) {
         cli_error(&err);
         json_decref(resp);
-        return CLI_EXIT_FAILURE;
+        return cli_failure_status(&err);
     }
     printf("%s expires at %lld\n", argv[1],
            (long long)json_integer_value(json_object_get(resp, "expires_at")));

@@ -76,7 +76,8 @@ int cmd_logs(int argc, char **argv)
         if (client_call("GET", path, NULL, &resp, &err) != 200) {
             cli_error(&err);
             json_decref(resp);
-            return CLI_EXIT_FAILURE;
+            /* -f mirrors the process's status: 1 may be its own, so any failure is 125. */
+            return follow ? CLI_EXIT_CLEARING : cli_failure_status(&err);
         }
         json_t *o = json_object_get(resp, "stdout"), *e = json_object_get(resp, "stderr");
         write_chunk(STDOUT_FILENO, o);

@@ -47,7 +47,7 @@ static int ls_daemon(bool all, const char *label, bool json)
     if (client_call("GET", path, NULL, &resp, &err) != 200) {
         cli_error(&err);
         json_decref(resp);
-        return CLI_EXIT_FAILURE;
+        return cli_failure_status(&err);
     }
     json_t *list = json_object_get(resp, "sandboxes");
     if (json) {
@@ -120,7 +120,7 @@ int cmd_ls(int argc, char **argv)
     clr_engine *eng = NULL;
     if (cli_open_engine(&eng, &err) < 0) {
         cli_error(&err);
-        return CLI_EXIT_FAILURE;
+        return cli_failure_status(&err);
     }
     _cleanup_free_ clr_sandbox_info *list = NULL;
     size_t n = 0;
@@ -128,7 +128,7 @@ int cmd_ls(int argc, char **argv)
     clr_engine_free(eng);
     if (rc < 0) {
         cli_error(&err);
-        return CLI_EXIT_FAILURE;
+        return cli_failure_status(&err);
     }
     if (json) {
         json_t *a = json_array();

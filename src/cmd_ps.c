@@ -28,7 +28,7 @@ int cmd_ps(int argc, char **argv)
     if (client_call("GET", path, NULL, &resp, &err) != 200) {
         cli_error(&err);
         json_decref(resp);
-        return CLI_EXIT_FAILURE;
+        return cli_failure_status(&err);
     }
     json_t *list = json_object_get(resp, "processes");
     if (json) {

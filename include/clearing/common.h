@@ -30,6 +30,7 @@ typedef enum {
     CLR_E_DENIED,      /* refused by policy or authentication (401/403) */
     CLR_E_TIMEOUT,     /* an operation did not finish in time (504) */
     CLR_E_ENGINE,      /* the engine answered with an error (502) */
+    CLR_E_NO_SPACE,    /* no space left on the workspace (507) */
     CLR_E_INTERNAL,    /* a bug or an unexpected system failure (500) */
 } clr_error_code;
 

@@ -118,6 +118,19 @@ typedef struct clr_gc_report {
 CLR_PUBLIC int clr_sandbox_gc(clr_gc_report *report, clr_engine *eng, const char *state_dir,
                               int64_t now, clr_error *err);
 
+/* Records one removal before gc makes it: the sandbox (id "" for a container whose labels are
+ * unreadable; its container_id is always set) and why ("expired", "orphan"). 0: recorded, go on;
+ * -1 with err: not recorded, so it is not removed. */
+typedef int (*clr_gc_record_fn)(void *ctx, const clr_sandbox_info *sandbox, const char *why,
+                                clr_error *err);
+
+/* clr_sandbox_gc with a record of every container removal written first (an audit log): when
+ * record fails, that container and everything after it are kept, and gc returns -1 with the
+ * record's error (what was removed before is in *report). record NULL: as clr_sandbox_gc. */
+CLR_PUBLIC int clr_sandbox_gc_recorded(clr_gc_report *report, clr_engine *eng,
+                                       const char *state_dir, int64_t now,
+                                       clr_gc_record_fn record, void *ctx, clr_error *err);
+
 /* ---- pure helpers, exposed for tests and tools ---- */
 
 /* Labels for a sandbox (a JSON object of strings), and the inverse. */

@@ -18,13 +18,17 @@ typedef struct clr_store clr_store;
  * plan uses it; destroyed when the plan ends, or by the recovery after a restart. */
 #define CLR_STATE_PLAN "plan"
 
+/* A destroy reason is kept whole up to this many bytes; a longer one is cut before the
+ * character that would cross it, never inside a UTF-8 sequence. */
+#define CLR_STORE_REASON_MAX 255
+
 typedef struct clr_store_sandbox {
     clr_sandbox_info info;      /* info.state holds one of the CLR_STATE_* values */
     int64_t max_expires_at;     /* extensions never go past this */
     uint32_t idle_timeout_s;    /* 0: none */
     int64_t last_active_at;
     int64_t destroyed_at;
-    char destroy_reason[32];
+    char destroy_reason[CLR_STORE_REASON_MAX + 1]; /* whole, or cut at a UTF-8 boundary */
     json_t *metadata;           /* object of strings; owned by the struct */
     json_t *env;                /* array of "K=V"; owned by the struct */
     /* Adopted from its container's labels by a daemon that started on an empty database (the

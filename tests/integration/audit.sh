@@ -633,7 +633,10 @@ if start_daemon drot "$W/drotstate" "$W/drot/audit.log" --config "$W/drot.json";
     nrot=$(ls "$W/drot" | grep -c '^audit\.log\.[0-9]\{6\}$')
     if [ "$nrot" -ge 2 ]; then ok "rotation: the daemon rotates at audit_rotate_bytes ($nrot files)"; else
         ls -l "$W/drot" >"$err"; not_ok "rotation: the daemon rotates at audit_rotate_bytes"; fi
-    verify_ok "rotation: the daemon's rotated log verifies" 20 -- --audit-log "$W/drot/audit.log" audit verify
+    # 21: the daemon's first start makes its verdict key and records that, then the 20 creates.
+    verify_ok "rotation: the daemon's rotated log verifies" 21 -- --audit-log "$W/drot/audit.log" audit verify
+    check "rotation: its first record is the verdict key made at the first start" bash -c \
+        "head -n 1 '$W/drot/audit.log.000001' | grep -q '\"action\":\"verdict_key.create\"'"
 else
     not_ok "rotation: a daemon with audit_rotate_bytes starts"
 fi
@@ -656,6 +659,30 @@ F_PID=$DPID
 api_expect "full disk: (before) the daemon creates a sandbox" 201 POST /v1/sandboxes '{}'
 SBF=$(jfield id)
 remember "$W/fstate" "$SBF"
+# A sandbox whose lifetime runs out while the log cannot be written: the reaper must keep it.
+api_expect "full disk: (before) a sandbox with a 45 s lifetime" 201 POST /v1/sandboxes \
+    '{"limits":{"lifetime":"45s"}}'
+SBE=$(jfield id)
+remember "$W/fstate" "$SBE"
+# sb_state ID STATE: the daemon has the sandbox in STATE.
+sb_state() {
+    api GET "/v1/sandboxes/$1"
+    local s
+    s=$(jfield state 2>/dev/null)
+    echo "HTTP $code, state '$s', wanted $2" >&2
+    [ "$code" = 200 ] && [ "$s" = "$2" ]
+}
+# running_containers ID N: the engine has N running containers of sandbox ID.
+running_containers() {
+    curl -sS --fail --max-time 60 --unix-socket /var/run/docker.sock -G \
+        http://d/containers/json --data-urlencode \
+        "filters={\"label\":[\"io.clearing.sandbox-id=$1\"],\"status\":[\"running\"]}" |
+        python3 -c 'import json, sys
+c = json.load(sys.stdin)
+assert isinstance(c, list), c
+print("%d running containers of %s, wanted %s" % (len(c), sys.argv[1], sys.argv[2]))
+sys.exit(len(c) != int(sys.argv[2]))' "$1" "$2"
+}
 
 dd if=/dev/zero of="$M/filler" bs=4k >/dev/null 2>&1
 # The log's last page may still have room: fill it with records until the disk refuses.
@@ -667,6 +694,7 @@ else
     echo "audit-stress exit $src" >>"$err"; not_ok "full disk: a writer fails with ENOSPC, naming the log"
 fi
 nfl=$(wc -l <"$FL")
+check "full disk: (precondition) the 45 s sandbox has not expired yet" sb_state "$SBE" running
 # fcli_sandboxes N: the engine has N sandboxes of the CLI state directory $W/fcli (false, with the
 # reason in $err, when it cannot be listed: that is not "none").
 fcli_sandboxes() {
@@ -708,6 +736,20 @@ pycheck "full disk: the refused background process was never started" '
 procs = json.load(open(sys.argv[1]))["processes"]
 assert procs == [], "the refused process ran: %r" % [(p["id"], p["result"]) for p in procs]
 ' "$out"
+# Destroying is an action like any other: without its record it does not happen.
+api_expect "full disk: the daemon refuses to destroy a sandbox (503)" 503 DELETE "/v1/sandboxes/$SBF"
+if grep -q 'audit log' "$out"; then ok "full disk: the refused destroy names the audit log"; else
+    echo "503 without the reason: $(cat "$out")" >"$err"; not_ok "full disk: the refused destroy names the audit log"; fi
+expect "full disk: clearing rm exits 125 and says the audit log cannot be written" 125 '' \
+    "audit log $FL" -- --host "$SOCK" rm "$SBF"
+check "full disk: the refused sandbox is still running" sb_state "$SBF" running
+check "full disk: its container still runs" running_containers "$SBF" 1
+# The reaper tries (its log says so) and keeps the expired sandbox.
+if wait_for 120 grep -q "reaper.destroy_failed.*$SBE" "$W/full.log"; then
+    ok "full disk: the reaper tried to destroy the expired sandbox"; else
+    tail -5 "$W/full.log" >"$err"; not_ok "full disk: the reaper tried to destroy the expired sandbox"; fi
+check "full disk: the reaper kept the expired sandbox it cannot record destroying" sb_state "$SBE" running
+check "full disk: the expired sandbox's container still runs" running_containers "$SBE" 1
 check "full disk: the log is unchanged ($nfl records) and verifies" bash -c \
     "[ \"\$(wc -l <'$FL')\" = $nfl ] && '$CLEARING' audit verify '$FL'"
 
@@ -724,6 +766,14 @@ SBF2=$(jfield id)
 remember "$W/fstate" "$SBF2"
 api_expect "full disk: (after) destroy" 204 DELETE "/v1/sandboxes/$SBF2"
 api_expect "full disk: (after) destroy the first" 204 DELETE "/v1/sandboxes/$SBF"
+check "full disk: (after) the reaper destroys the expired sandbox" wait_for 60 sb_state "$SBE" destroyed
+check "full disk: (after) its container is gone" wait_for 60 running_containers "$SBE" 0
+pycheck "full disk: (after) both destroys are recorded, once each" "
+r = one(action='sandbox.destroy', sandbox='$SBF')
+assert r['outcome'] == 'ok' and r['details']['reason'] == 'client', r
+r = one(action='sandbox.destroy', sandbox='$SBE')
+assert r['outcome'] == 'ok' and r['details']['reason'] == 'expired' and r['actor'] == 'reaper', r
+" "$FL"
 expect "full disk: (after) clearing run works again" 0 '^ran$' '' -- \
     --state-dir "$W/fcli" --audit-log "$FL" run -- sh -c 'echo ran'
 stop_daemon "$F_PID"

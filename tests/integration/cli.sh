@@ -177,7 +177,7 @@ if srv_answers; then ok "the daemon answers on its socket"; else
       else echo "the daemon did not answer within 120 s; its log:"; fi
       tail -n 20 "$SRV/log"; } >"$err"
     not_ok "the daemon answers on its socket"; fi
-expect "client: daemon down names the socket" 1 '' 'cannot reach the clearing daemon' -- \
+expect "client: daemon down names the socket, exit 125 as for every command" 125 '' 'cannot reach the clearing daemon' -- \
     --host unix:///nonexistent.sock ls
 "$CLEARING" create --memory 256m --env GREETING=hi --label task=cli >"$out" 2>"$err"
 sid=$(tail -n1 "$out")
@@ -189,6 +189,10 @@ expect "exec timeout is 124" 124 '' 'timed_out' -- exec --timeout 1s "$sid" -- s
 expect "exec binary output is exact" 0 '' '' -- exec "$sid" --shell 'printf "\\377\\000x"'
 if [ "$(od -An -tx1 "$out" | tr -d ' \n')" = "ff0078" ]; then ok "binary bytes arrive unchanged"; else not_ok "binary bytes arrive unchanged"; fi
 expect "exec --json prints the record" 0 '"state": "done"' '' -- exec --json "$sid" -- true
+exid=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$out" 2>/dev/null)
+expect "inspect ID EXEC_ID prints that exec's record" 0 "\"id\": \"$exid\"" '' -- inspect "$sid" "$exid"
+expect "inspect refuses a malformed exec id" 2 '' 'not an exec id' -- inspect "$sid" 'ex-../../x'
+expect "inspect of an unknown exec is a refusal: 1" 1 '' 'not_found' -- inspect "$sid" ex-00000000000000aa
 expect "ls shows it" 0 "$sid" '' -- ls
 expect "ls --label filters" 0 "$sid" '' -- ls --label task=cli
 expect "inspect shows it" 0 '"state": "running"' '' -- inspect "$sid"
@@ -271,6 +275,40 @@ if wait_for 60 gone "$srv_pid"; then ok "the daemon stops on SIGTERM"; else
 wait "$srv_pid" 2>/dev/null
 srv_pid=""
 unset CLEARING_HOST
+# gc removes nothing it cannot record (issue #17): with the audit log unwritable (a directory),
+# a container gc would remove at once (labelled as ours, its labels unreadable: "broken") is
+# kept, and gc says why. Nothing is removed at all, so no one else's container is touched.
+GCID=sb-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+gc_container() {
+    curl -s -o /dev/null -w '%{http_code}' --max-time 60 --unix-socket /var/run/docker.sock \
+        "http://d/containers/clearing-$GCID/json"
+}
+code=$(curl -s -o "$err" -w '%{http_code}' --max-time 60 --unix-socket /var/run/docker.sock \
+    -H 'Content-Type: application/json' \
+    -d "{\"Image\":\"clearing/default:latest\",\"Cmd\":[\"true\"],\"Labels\":{\"io.clearing.managed-by\":\"clearing\",\"io.clearing.sandbox-id\":\"$GCID\"}}" \
+    "http://d/containers/create?name=clearing-$GCID")
+if [ "$code" = 201 ] && [ "$(gc_container)" = 200 ]; then ok "a broken container for gc exists"; else
+    echo "# docker create: HTTP $code" >>"$err"; not_ok "a broken container for gc exists"; fi
+mkdir -p "$W/adir"
+expect "gc with an unwritable audit log exits 125 and names the log" 125 '' "audit log $W/adir" -- \
+    --audit-log "$W/adir" gc
+if [ "$(gc_container)" = 200 ]; then ok "gc removed nothing it could not record"; else
+    echo "# the broken container is gone" >"$err"; not_ok "gc removed nothing it could not record"; fi
+# rm --engine (no daemon) likewise: no record, no destroy; with a log, the record then the removal.
+expect "rm --engine with an unwritable audit log exits 125 and names the log" 125 '' \
+    "audit log $W/adir" -- --audit-log "$W/adir" rm --engine "$GCID"
+if [ "$(gc_container)" = 200 ]; then ok "rm --engine destroyed nothing it could not record"; else
+    echo "# the container is gone" >"$err"; not_ok "rm --engine destroyed nothing it could not record"; fi
+expect "rm --engine with a writable log removes it" 0 "^$GCID\$" '' -- \
+    --audit-log "$W/rm-audit.log" rm --engine "$GCID"
+if [ "$(gc_container)" = 404 ] && python3 -c '
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1])]
+assert [x["action"] for x in r if x["sandbox"] == sys.argv[2]] == ["sandbox.destroy"], r
+' "$W/rm-audit.log" "$GCID" 2>"$err"; then ok "rm --engine recorded the destroy it made"; else
+    not_ok "rm --engine recorded the destroy it made"; fi
+curl -s -o /dev/null --max-time 60 --unix-socket /var/run/docker.sock -X DELETE \
+    "http://d/containers/clearing-$GCID?force=1"
 # Removal may finish in the background: a leak is one still there after a generous deadline.
 check "no sandbox of this test is left at the end" wait_for 60 sandboxes_are 0
 

@@ -237,7 +237,8 @@ class EngineProxy:
 
     def __init__(self, path):
         self.path = path
-        self.hold = None                  # compiled pattern of DELETE targets to hold
+        self.hold = None                  # compiled pattern of targets of hold_method to hold
+        self.hold_method = b'DELETE'
         self.held = threading.Event()     # set once a request was held
         self.release = threading.Event()  # set: held requests go on (or are dropped)
         self.dropping = False
@@ -247,7 +248,14 @@ class EngineProxy:
         threading.Thread(target=self.accept_loop, daemon=True).start()
 
     def hold_removal_of(self, sid):
+        self.hold_method = b'DELETE'
         self.hold = re.compile(rb'^/v[0-9.]+/containers/clearing-%s\?' % sid.encode())
+
+    def hold_creates(self):
+        """Holds every container create: a sandbox's create is provably under way, and
+        provably not finished, while it is held."""
+        self.hold_method = b'POST'
+        self.hold = re.compile(rb'^/v[0-9.]+/containers/create\b')
 
     def drop_held(self):
         """Held requests are discarded, never forwarded: the engine never sees them."""
@@ -317,7 +325,7 @@ class EngineProxy:
                 k, _, v = line.partition(b':')
                 headers[k.strip().lower()] = v.strip()
             pattern = self.hold
-            if method == b'DELETE' and pattern and pattern.match(target):
+            if method == self.hold_method and pattern and pattern.match(target):
                 self.held.set()
                 self.release.wait()
                 if self.dropping:
@@ -2009,6 +2017,173 @@ class T12PlanLimits(ApiTest):
         self.assertEqual(self.live(), [])
         self.create()
         self.create()
+
+
+class T13FaultRecords(ApiTest):
+    """Faults end in a true record (issue #17): a command cut by its sandbox's death, a full
+    workspace, and the command line when the daemon dies under it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon = Daemon('faults')
+        cls.addClassCleanup(cls.daemon.stop)
+        cls.daemon.start()
+
+    def cli(self, *args, timeout=120, **kw):
+        return subprocess.run([CLEARING, '--host', self.daemon.sock] + list(args),
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout, **kw)
+
+    def test_exec_cut_by_a_killed_sandbox_adds_up(self):
+        """Its record keeps the output that came, counts exactly those bytes, and its wall time
+        runs until the cut (it was 0, with stdout "1..5" stored beside stdout_bytes 0)."""
+        sid = self.create()['id']
+        gate = gate_name()
+        t0 = time.monotonic()
+        conn, started, events = start_streaming_exec(
+            self.api, sid, {'shell': 'for i in 1 2 3 4 5; do echo $i; done; ' + held_until(gate),
+                            'timeout': '300s'})
+        self.addCleanup(conn.close)
+        got = ''
+        for ev in events:
+            self.assertEqual(ev['event'], 'stdout', ev)
+            got += ev['data']
+            if got == '1\n2\n3\n4\n5\n':
+                break
+        self.assertEqual(got, '1\n2\n3\n4\n5\n')
+        # The command holds at its gate: the sandbox dies under it.
+        r = docker('POST', '/containers/clearing-%s/kill' % sid)
+        self.assertEqual(r.status, 204, r)
+        final = None
+        for ev in events:
+            if ev['event'] == 'result':
+                final = ev
+        elapsed_us = (time.monotonic() - t0) * 1e6
+        self.assertIsNotNone(final, 'the stream ended without a result')
+        res = final['result']
+        self.assertEqual(res['status'], 'sandbox_failed', res)
+        for rec in (res, self.api.get('/v1/sandboxes/%s/execs/%s' % (sid, started['exec_id']))
+                    .json['result']):
+            self.assertEqual(rec['stdout'], '1\n2\n3\n4\n5\n', rec)
+            self.assertEqual(rec['stdout_bytes'], len(rec['stdout'].encode()), rec)
+            self.assertEqual(rec['stderr_bytes'], len(rec['stderr'].encode()), rec)
+            self.assertFalse(rec['stdout_truncated'], rec)
+            # From the request to the cut: more than nothing, less than the client waited.
+            self.assertGreater(rec['wall_us'], 0, rec)
+            self.assertLessEqual(rec['wall_us'], elapsed_us, rec)
+
+    def test_full_workspace_is_507_no_space(self):
+        """A file that does not fit, and any write after it, are answered 507 "no space left
+        on the workspace"; once room is made, writes work again."""
+        sid = self.create({'limits': {'workspace_size': '1m'}})['id']
+        put = lambda name, data: self.api.request(
+            'PUT', '/v1/sandboxes/%s/files/%s' % (sid, name), data,
+            headers={'Content-Type': 'application/octet-stream'})
+        r = put('small-before', b'fits\n')
+        self.assertEqual(r.status, 201, r)  # the control: writes work while there is room
+        err = self.assertError(put('big', os.urandom(2 << 20)), 507, 'no_space',
+                               'no space left on the workspace')
+        self.assertIn('big', err['message'])
+        # All or nothing: the refused file took no room.
+        self.assertEqual(put('fits-after-refusal', b'x' * 8192).status, 201)
+        # Filled from inside, then written from outside: 507 again, not an I/O error.
+        res = self.exec(sid, {'shell': 'head -c 2000000 /dev/zero > fill'})
+        self.assertIn('No space left on device', res['result']['stderr'], res)
+        err = self.assertError(put('after-fill', b'x' * 8192), 507, 'no_space',
+                               'no space left on the workspace')
+        self.assertIn('after-fill', err['message'])
+        # Removed from inside (gVisor may keep a file the host deletes open, and its room).
+        self.run_ok(sid, {'argv': ['rm', 'fill']})
+        r = put('after-room', b'x' * 8192)
+        self.assertEqual(r.status, 201, r)
+
+    def test_cli_exec_cut_by_kill9_names_its_exec_id(self):
+        """The daemon dies while `clearing exec` streams: the CLI says which exec it was (the
+        stream's first event carried its id) and a command that fetches its record, and exits
+        125; that command works once the daemon is back."""
+        d = Daemon('faults-kill9')
+        self.addCleanup(d.stop)
+        d.start()
+        c = d.client()
+        sid = self.create(client=c)['id']
+        gate = gate_name()
+        cli = subprocess.Popen([CLEARING, '--host', d.sock, 'exec', sid, '--shell',
+                                'echo up; %s; echo after' % held_until(gate)],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: cli.poll() is None and cli.kill())
+        self.assertEqual(cli.stdout.readline(), 'up\n')  # it runs, and its stream is open
+        d.kill9()
+        out, err = cli.communicate(timeout=60)
+        self.assertEqual(cli.returncode, 125, err)
+        self.assertNotIn('<id>', err)
+        m = re.search(r'exec (ex-[0-9a-f]{16}) started; .*fetch its record with: (.+)$', err,
+                      re.M)
+        self.assertIsNotNone(m, err)
+        exec_id, fetch = m.group(1), m.group(2)
+        d.start()
+        with open(os.path.join(d.state, 'workspaces', sid, gate), 'w') as f:
+            f.write('open\n')
+        args = fetch.split()
+        self.assertEqual(args[0], 'clearing', fetch)
+
+        def fetched():
+            r = subprocess.run([CLEARING] + args[1:], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=60)
+            rec = json.loads(r.stdout) if r.returncode == 0 else None
+            return rec if rec and rec['state'] == 'done' else None
+        rec = wait_for(fetched, 60)
+        self.assertIsNotNone(rec, 'the printed command never fetched a finished record')
+        self.assertEqual(rec['id'], exec_id)
+        self.assertEqual(rec['result']['stdout'], 'up\nafter\n', rec)
+
+    def test_cli_create_cut_by_kill9_is_125_like_exec(self):
+        """The daemon dies while `clearing create` waits: 125, as for `exec` and `ls` with the
+        daemon gone (it was 1). The daemon's engine is a relay that holds the container create,
+        so the create is provably under way at the kill."""
+        d = Daemon('faults-create')
+        proxy = EngineProxy(os.path.join(d.dir, 'engine.sock'))
+        self.addCleanup(proxy.close)
+        d.extra_env['CLEARING_DOCKER_HOST'] = 'unix://' + proxy.path
+        self.addCleanup(d.stop)
+        d.start()
+        proxy.hold_creates()
+        cli = subprocess.Popen([CLEARING, '--host', d.sock, 'create'], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: cli.poll() is None and cli.kill())
+        self.assertTrue(proxy.held.wait(60), 'the create never reached the engine')
+        self.assertIsNone(cli.poll(), 'the CLI ended before the kill')
+        d.kill9()
+        proxy.drop_held()
+        # The cut create's workspace (a tmpfs made before its container) has no row: this
+        # test removes it, after the restart below (cleanups run last-in first-out).
+        self.addCleanup(self.remove_workspaces, d)
+        out, err = cli.communicate(timeout=60)
+        self.assertEqual(cli.returncode, 125, err)
+        self.assertIn('the sandbox may not have been created', err)
+        self.assertIn('--host %s ls' % d.sock, err)
+        self.assertEqual(out, '')
+        # The same class of error, the same status, from the other commands.
+        for args in (['ls'], ['inspect', 'sb-00000000000000aa'], ['rm', 'sb-00000000000000aa'],
+                     ['exec', 'sb-00000000000000aa', '--', 'true']):
+            r = subprocess.run([CLEARING, '--host', d.sock] + args, stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 125, (args, r.stderr))
+        # A refusal is another class: 1 (for exec, 125: 1 is the command's own status).
+        r = self.cli('inspect', 'sb-00000000000000aa')
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn('not_found', r.stderr)
+        # Back, talking to dockerd directly, so that it is stopped like any other.
+        del d.extra_env['CLEARING_DOCKER_HOST']
+        d.start()
+
+    @staticmethod
+    def remove_workspaces(d):
+        top = os.path.join(d.state, 'workspaces')
+        for name in os.listdir(top) if os.path.isdir(top) else []:
+            path = os.path.join(top, name)
+            subprocess.run(['umount', '-l', path], check=False, capture_output=True)
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # ---- runner ----

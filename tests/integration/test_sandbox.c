@@ -1179,6 +1179,53 @@ static void test_workspace_copy_in_and_bounds(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+static int gc_refuse_record(void *ctx, const clr_sandbox_info *s, const char *why,
+                            clr_error *err)
+{
+    (void)s;
+    (void)why;
+    ++*(int *)ctx;
+    return clr_error_set(err, CLR_E_UNAVAILABLE, ENOSPC, "test: the audit log is full");
+}
+
+/* issue #17: gc removed without a record. When the record of a removal cannot be written, that
+ * container and every other are kept, and gc says why. */
+static void test_gc_without_a_record_removes_nothing(void **state)
+{
+    (void)state;
+    clr_error err = CLR_ERROR_INIT;
+    /* An orphan gc would remove at once: labelled as ours, never started, made an hour ago. */
+    clr_sandbox_info info;
+    memset(&info, 0, sizeof(info));
+    snprintf(info.id, sizeof(info.id), "sb-%016llx", (unsigned long long)time(NULL) * 7907ull);
+    snprintf(info.image, sizeof(info.image), CLR_DEFAULT_IMAGE);
+    snprintf(info.runtime, sizeof(info.runtime), "runsc");
+    clr_limits l = CLR_LIMITS_INIT;
+    info.limits = l;
+    info.created_at = time(NULL) - 3600;
+    info.expires_at = info.created_at + 600;
+    json_t *spec = json_pack("{s:s, s:[s], s:o, s:{s:s}}", "Image", CLR_DEFAULT_IMAGE, "Cmd",
+                             "true", "Labels", clr_sandbox_labels(&info), "HostConfig",
+                             "Runtime", "runsc");
+    char path[256];
+    snprintf(path, sizeof(path), "/containers/create?name=clearing-%s", info.id);
+    assert_int_equal(clr_engine_call(eng, "POST", path, spec, NULL, &err), 201);
+    json_decref(spec);
+
+    int calls = 0;
+    clr_gc_report rep;
+    assert_int_equal(clr_sandbox_gc_recorded(&rep, eng, NULL, 0, gc_refuse_record, &calls, &err),
+                     -1);
+    assert_int_equal(calls, 1); /* it reached a removal (there is at least ours) ... */
+    assert_string_equal(err.message, "test: the audit log is full");
+    assert_int_equal(rep.expired + rep.broken + rep.workspaces, 0); /* ... and made none */
+    snprintf(path, sizeof(path), "/containers/clearing-%s/json", info.id);
+    assert_int_equal(clr_engine_call(eng, "GET", path, NULL, NULL, &err), 200);
+
+    snprintf(path, sizeof(path), "/containers/clearing-%s?force=1", info.id);
+    assert_int_equal(clr_engine_call(eng, "DELETE", path, NULL, NULL, &err), 204);
+}
+
 static void test_gc_removes_expired_and_orphans(void **state)
 {
     (void)state;
@@ -1671,6 +1718,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_workspace_copy_in_and_bounds),
         cmocka_unit_test(test_destroy_leaves_nothing),
         cmocka_unit_test(test_destroy_paused_sandbox),
+        cmocka_unit_test(test_gc_without_a_record_removes_nothing),
         cmocka_unit_test(test_gc_removes_expired_and_orphans),
         cmocka_unit_test(test_channel_concurrent_commands),
         cmocka_unit_test(test_channel_flood_does_not_stall_others),

@@ -1110,8 +1110,9 @@ def _():
             ti = tarfile.TarInfo('m/%d' % i)
             tf.addfile(ti)
     body = gzip.compress(raw_tar.getvalue(), 1)
-    # In A the inode limit (2000) stops it first, all or nothing.
-    r = assert_tar_refused(body, 'the workspace is full', (429,))
+    # In A the inode limit (2000) stops it first, all or nothing: 507, the workspace's room.
+    r = assert_tar_refused(body, 'no space left on the workspace', (507,))
+    check(r.json['error']['code'] == 'no_space', r)
     # In a sandbox with room for them, the entry cap does.
     e = API.create(limits={'lifetime': '5m', 'workspace_inodes': 200000})
     try:

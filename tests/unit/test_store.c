@@ -462,6 +462,53 @@ static void test_sandbox_set_state_records_reason_and_time(void **state)
     assert_int_equal(running, 0);
 }
 
+/* issue #17: a reason was cut at 31 bytes ("container vanished while the da"). */
+static void test_sandbox_destroy_reason_whole_or_cut_at_a_character(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_sandbox s = sample("sb-00000000000000d2", 10, CLR_STATE_RUNNING);
+    insert_ok(fx->st, &s);
+    clr_store_sandbox_clear(&s);
+    clr_error err = CLR_ERROR_INIT;
+    clr_store_sandbox got;
+    const char *whole = "container vanished while the daemon was down";
+    assert_int_equal(clr_store_sandbox_set_state(fx->st, "sb-00000000000000d2", CLR_STATE_LOST,
+                                                 whole, 5, &err),
+                     0);
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000d2", &got, &err), 0);
+    assert_string_equal(got.destroy_reason, whole);
+    clr_store_sandbox_clear(&got);
+
+    /* Exactly the bound: kept whole. */
+    char at_max[CLR_STORE_REASON_MAX + 1];
+    memset(at_max, 'r', CLR_STORE_REASON_MAX);
+    at_max[CLR_STORE_REASON_MAX] = '\0';
+    assert_int_equal(clr_store_sandbox_set_state(fx->st, "sb-00000000000000d2", CLR_STATE_LOST,
+                                                 at_max, 6, &err),
+                     0);
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000d2", &got, &err), 0);
+    assert_string_equal(got.destroy_reason, at_max);
+    clr_store_sandbox_clear(&got);
+
+    /* Longer, of three-byte characters ("€", E2 82 AC) after one ASCII byte: the bound falls
+     * inside a character, which is dropped whole; what is kept is a prefix of valid UTF-8. */
+    char longer[1 + 3 * 200 + 1];
+    longer[0] = 'x';
+    for (int i = 0; i < 200; i++)
+        memcpy(longer + 1 + 3 * i, "\xe2\x82\xac", 3);
+    longer[sizeof(longer) - 1] = '\0';
+    assert_int_equal(clr_store_sandbox_set_state(fx->st, "sb-00000000000000d2", CLR_STATE_LOST,
+                                                 longer, 7, &err),
+                     0);
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000d2", &got, &err), 0);
+    size_t n = strlen(got.destroy_reason);
+    assert_true(n <= CLR_STORE_REASON_MAX);
+    assert_true(n > CLR_STORE_REASON_MAX - 3);
+    assert_int_equal((n - 1) % 3, 0); /* whole characters only */
+    assert_memory_equal(got.destroy_reason, longer, n);
+    clr_store_sandbox_clear(&got);
+}
+
 static void test_sandbox_touch_and_set_expiry(void **state)
 {
     struct fixture *fx = *state;
@@ -674,6 +721,7 @@ int main(void)
         F(test_sandbox_list_by_state_oldest_first),
         F(test_sandbox_list_many_rows),
         F(test_sandbox_set_state_records_reason_and_time),
+        F(test_sandbox_destroy_reason_whole_or_cut_at_a_character),
         F(test_sandbox_touch_and_set_expiry),
         F(test_sandbox_large_and_negative_times_kept),
         F(test_sandbox_not_found_errors),
