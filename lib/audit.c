@@ -853,7 +853,11 @@ int clr_audit_denied(clr_audit *a, const char *source, const char *actor, const 
     if (!write)
         denial_record_free(&rec);
     int rc = 0;
-    if (first) {
+    if (!first && !d) {
+        /* No room to track it (out of memory): recorded as it came, never dropped. */
+        json_object_set_new(det, "count", json_integer(1));
+        rc = clr_audit_append(a, actor, sandbox, action, outcome, det, err);
+    } else if (first) {
         json_object_set_new(det, "source",
                             free_slot ? clr_audit_text(source, strlen(source),
                                                        CLR_AUDIT_FIELD_MAX)

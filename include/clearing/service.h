@@ -144,9 +144,9 @@ CLR_PUBLIC int clr_service_plan(clr_service *svc, json_t *request, const char *a
                                 clr_service_event_cb on_event, void *ctx, json_t **out,
                                 clr_error *err);
 
-/* The daemon's health: 0 when the engine answers, -1 (status "degraded") when not; "audit" says
- * how much the audit log takes and warns near its disk budget (without failing). fresh: ping
- * the engine now; otherwise the last answer may be up to 3 s old (for anonymous callers, who
+/* The daemon's health: 0 when the engine answers, -1 (status "degraded") when not. fresh: ping
+ * the engine now, and say in "audit" how much the audit log takes, warning near its disk budget
+ * (without failing); otherwise the last answer may be up to 3 s old (for anonymous callers, who
  * must not set the rate of the daemon's calls to dockerd). *out is the caller's. */
 CLR_PUBLIC int clr_service_health(clr_service *svc, bool fresh, json_t **out);
 /* Appends an audit record. */

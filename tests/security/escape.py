@@ -1546,6 +1546,7 @@ def _():
 # ---- audit flooding (#16.3) ----
 
 AUDIT_AGGREGATE_MS = 2000  # the test daemon's audit_aggregate_ms
+AUDIT_DISK_BUDGET = 1 << 60  # the test daemon's audit_disk_budget: more than any disk has free
 FLOOD_SOURCE = '127.0.0.77'  # a loopback address only the flood uses: its records are its own
 
 
@@ -1609,6 +1610,14 @@ def _():
     check(all(r['details'].get('interval_ms') == AUDIT_AGGREGATE_MS for r in recs[1:]), recs[1:])
     r = cli('--audit-log', os.path.join(STATE, 'audit.log'), 'audit', 'verify')
     check(r.returncode == 0, r.stdout + r.stderr)
+    # The disk budget (the test daemon's is more than any disk has free) warns in the health
+    # of whoever may see it, and in the metrics, while the daemon keeps working (200).
+    r = API.req('GET', '/v1/health')
+    check(r.status == 200 and r.json['audit']['bytes'] > 0, r)
+    check(r.json['audit']['disk_budget'] == AUDIT_DISK_BUDGET and
+          'under audit_disk_budget' in (r.json['audit']['warning'] or ''), r)
+    m = API.req('GET', '/metrics').body.decode()
+    check('\nclearing_audit_disk_warning 1\n' in m and '\nclearing_audit_bytes ' in m, m[-600:])
 
 
 EGRESS_FLOOD = r"""
@@ -1913,7 +1922,8 @@ def setup():
         json.dump({'socket_group': grp.getgrgid(LOCAL_GID).gr_name,
                    'max_connections': MAX_CONNECTIONS, 'tcp_port': HOST['tcp_port'],
                    'token_file': token_file, 'max_upload_total': MAX_UPLOAD_TOTAL,
-                   'audit_aggregate_ms': AUDIT_AGGREGATE_MS}, f)
+                   'audit_aggregate_ms': AUDIT_AGGREGATE_MS,
+                   'audit_disk_budget': AUDIT_DISK_BUDGET}, f)
     HOST['canary'] = os.path.join(TMP, 'canary')
     with open(HOST['canary'], 'w') as f:
         f.write(CANARY_TEXT)
