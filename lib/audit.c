@@ -31,6 +31,7 @@
 #define GENESIS "0000000000000000000000000000000000000000000000000000000000000000"
 
 #define KEY_BYTES 32
+#define OTHERS_MAX 4
 #define CHECKPOINT_MAGIC "clearing-audit-checkpoint v1"
 
 /* Denials of one (action, sandbox, source) since its last record. */
@@ -67,7 +68,7 @@ struct clr_audit {
      * denials does not wait for (nor hold) the log. */
     pthread_mutex_t denial_lock;
     struct denial denials[CLR_AUDIT_SOURCES_MAX];
-    struct denial others;
+    struct denial others[OTHERS_MAX]; /* one per action: when the table is full */
 };
 
 static uint64_t mono_ms(void)
@@ -833,13 +834,23 @@ int clr_audit_denied(clr_audit *a, const char *source, const char *actor, const 
                         now) == 0)
             first = true;
     } else if (!d) {
-        /* The table is full: new sources are counted together, never unbounded memory. */
-        d = &a->others;
-        if (!d->used) {
-            if (denial_fill(d, "others", actor, sandbox, action, outcome, json_incref(det),
+        /* The table is full: new sources are counted together, per action, never unbounded
+         * memory. The sandbox of the latest is in its details. */
+        if (sandbox)
+            json_object_set_new(det, "sandbox", json_string(sandbox));
+        struct denial *unused = NULL;
+        for (size_t i = 0; i < OTHERS_MAX && !d; i++) {
+            if (denial_is(&a->others[i], "others", NULL, action))
+                d = &a->others[i];
+            else if (!a->others[i].used && !unused)
+                unused = &a->others[i];
+        }
+        if (!d && !unused)
+            d = &a->others[OTHERS_MAX - 1]; /* more actions than buckets: share the last */
+        if (!d) {
+            if (denial_fill(unused, "others", actor, NULL, action, outcome, json_incref(det),
                             now) == 0)
                 first = true;
-            d = NULL;
         }
     }
     if (d) {
@@ -858,12 +869,12 @@ int clr_audit_denied(clr_audit *a, const char *source, const char *actor, const 
         json_object_set_new(det, "count", json_integer(1));
         rc = clr_audit_append(a, actor, sandbox, action, outcome, det, err);
     } else if (first) {
+        bool own = free_slot && free_slot->used && denial_is(free_slot, source, sandbox, action);
         json_object_set_new(det, "source",
-                            free_slot ? clr_audit_text(source, strlen(source),
-                                                       CLR_AUDIT_FIELD_MAX)
-                                      : json_string("others"));
+                            own ? clr_audit_text(source, strlen(source), CLR_AUDIT_FIELD_MAX)
+                                : json_string("others"));
         json_object_set_new(det, "count", json_integer(1));
-        rc = clr_audit_append(a, actor, sandbox, action, outcome, det, err);
+        rc = clr_audit_append(a, actor, own ? sandbox : NULL, action, outcome, det, err);
     } else if (write) {
         rc = denial_write(a, &rec, err);
     }
@@ -875,7 +886,7 @@ int clr_audit_denied(clr_audit *a, const char *source, const char *actor, const 
  * were quiet for two intervals, so their next denial is recorded at once again. */
 static void denials_flush(clr_audit *a, bool all)
 {
-    size_t n = CLR_AUDIT_SOURCES_MAX + 1;
+    size_t n = CLR_AUDIT_SOURCES_MAX + OTHERS_MAX;
     struct denial_record *recs = calloc(n, sizeof(*recs));
     if (!recs)
         return;
@@ -883,7 +894,8 @@ static void denials_flush(clr_audit *a, bool all)
     uint64_t now = mono_ms();
     pthread_mutex_lock(&a->denial_lock);
     for (size_t i = 0; i < n; i++) {
-        struct denial *d = i < CLR_AUDIT_SOURCES_MAX ? &a->denials[i] : &a->others;
+        struct denial *d =
+            i < CLR_AUDIT_SOURCES_MAX ? &a->denials[i] : &a->others[i - CLR_AUDIT_SOURCES_MAX];
         if (!d->used)
             continue;
         uint64_t age = now - d->since_ms;
@@ -1040,7 +1052,8 @@ void clr_audit_close(clr_audit *a)
     }
     for (size_t i = 0; i < CLR_AUDIT_SOURCES_MAX; i++)
         denial_clear(&a->denials[i]);
-    denial_clear(&a->others);
+    for (size_t i = 0; i < OTHERS_MAX; i++)
+        denial_clear(&a->others[i]);
     if (a->fd >= 0)
         close(a->fd);
     if (a->lock_fd >= 0)

@@ -849,6 +849,31 @@ static void test_denial_sources_bounded_into_others(void **state)
     json_decref(recs);
 }
 
+static void test_denial_others_kept_per_action(void **state)
+{
+    struct fixture *fx = *state;
+    clr_audit *a = open_aggregating(fx->path, 3600000);
+    for (int i = 0; i < CLR_AUDIT_SOURCES_MAX + 1; i++) {
+        char src[32];
+        snprintf(src, sizeof(src), "10.9.%d.%d", i / 256, i % 256);
+        deny(a, src, NULL, "/z");
+    }
+    /* The table is full of failed tokens: a refused connection is not lost among them. */
+    json_t *d = json_pack("{s:s}", "host", "example.com");
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_audit_denied(a, "example.com:443", "sandbox", "sb-0000000000000003",
+                                      "egress.connect", "denied", d, &err),
+                     0);
+    json_decref(d);
+    long long sum;
+    json_t *recs = records_of(fx->path, "egress.connect", "others", &sum);
+    assert_int_equal(json_array_size(recs), 1);
+    json_t *det = json_object_get(json_array_get(recs, 0), "details");
+    assert_string_equal(json_string_value(json_object_get(det, "sandbox")), "sb-0000000000000003");
+    json_decref(recs);
+    clr_audit_close(a);
+}
+
 static void test_denials_keyed_by_sandbox_and_destination(void **state)
 {
     struct fixture *fx = *state;
@@ -1146,6 +1171,7 @@ int main(void)
         F(test_denials_first_recorded_at_once_then_counted),
         F(test_denials_flushed_per_interval),
         F(test_denial_sources_bounded_into_others),
+        F(test_denial_others_kept_per_action),
         F(test_denials_keyed_by_sandbox_and_destination),
         cmocka_unit_test(test_text_escapes_bytes_that_are_not_utf8),
         cmocka_unit_test(test_text_bounded_on_a_character_boundary),
