@@ -69,7 +69,7 @@ CLR_PUBLIC int clr_audit_append(clr_audit *a, const char *actor, const char *san
  * record per aggregate_ms says "count" (denials since the last record), "interval_ms" and the
  * latest denial's details. Pending counts are written by clr_audit_tick() and at close. Every
  * string of details is cut to CLR_AUDIT_FIELD_MAX bytes. When CLR_AUDIT_SOURCES_MAX sources
- * are tracked, new ones are counted under the source "others". Returns what the append of a
+ * are tracked, new ones are counted under the source "others" (one per action). Returns what the append of a
  * record returned (0 when the denial was only counted). */
 CLR_PUBLIC int clr_audit_denied(clr_audit *a, const char *source, const char *actor,
                                 const char *sandbox, const char *action, const char *outcome,
