@@ -6,10 +6,11 @@ with denials, next to the same execs without the flood, in one run.
 
 The flood: threads sending requests with a wrong token over TCP at --rate per second (each a
 failed token check; --rate 0: as fast as the daemon answers), and a sandbox looping refused
-egress connections through its proxy as fast as they are refused. Both are denials the audit log records. Rounds alternate: K execs of `true` in the victim
-sandbox with no flood, then K with the flood running, so whatever else the machine does lands
-on both alike. Reports p50/p99 of each side, their ratio, the denials sent and the audit records
-they cost. Needs root and a running dockerd with runsc; the agent from CLEARING_AGENT."""
+egress connections through its proxy as fast as they are refused. Both are denials the audit
+log records. Rounds alternate: K execs of `true` in the victim sandbox with no flood, then K
+with the flood running, so whatever else the machine does lands on both alike. Reports p50/p99
+of each side, their ratio, the denials sent and the audit records they cost. Needs root and a
+running dockerd with runsc; the agent from CLEARING_AGENT."""
 import argparse
 import http.client
 import json
@@ -178,7 +179,8 @@ def main():
                'quiet_ms': {'p50': round(pct(quiet, 0.5), 2), 'p99': round(pct(quiet, 0.99), 2)},
                'flood_ms': {'p50': round(pct(flooded, 0.5), 2),
                             'p99': round(pct(flooded, 0.99), 2)},
-               'bad_token_rate_asked': a.rate, 'bad_token_requests': flood.sent, 'flood_seconds': round(flood_s, 1),
+               'bad_token_rate_asked': a.rate, 'bad_token_requests': flood.sent,
+               'flood_seconds': round(flood_s, 1),
                'audit_records_during_run': records}
         res['p99_ratio'] = round(res['flood_ms']['p99'] / res['quiet_ms']['p99'], 2)
         if a.json:

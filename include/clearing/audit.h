@@ -7,8 +7,8 @@
  * hash = SHA-256 over prev, a newline, and the record's canonical form without "hash" (compact,
  * keys sorted). Every record names its predecessor's hash, so the file is a chain: an edited,
  * deleted, inserted or reordered record breaks it at that record (removing records from the end
- * needs an external copy of the last hash: the signed checkpoint beside the log, and syslog). Rotation
- * starts a new file that continues the chain. A record is written and fsync'd before the action it
+ * needs an external copy of the last hash: the signed checkpoint beside the log, and syslog).
+ * Rotation starts a new file that continues the chain. A record is written and fsync'd before the action it
  * records is acknowledged; if it cannot be, the action is refused.
  *
  * Checkpoints: path.checkpoint holds the chain's head (seq, hash, time) with an HMAC-SHA256 under
