@@ -4,6 +4,7 @@
 #   bench/run.sh api [args]           the daemon's API: exec latency, throughput, footprint
 #   bench/run.sh audit [args]         the audit log's cost: exec throughput with and without it
 #   bench/run.sh gauntlet [args]      gauntlet wall time: parallel 1 vs 3 vs a docker run per check
+#   bench/run.sh audit-flood [args]   another sandbox's exec p99 with and without a denial flood
 #   bench/run.sh cpython [args]       CPython's test suite in a sandbox vs a runc container (~6 min;
 #                                     --quick ~20 s)
 # For example:
@@ -26,7 +27,7 @@ build_dir=${BUILD_DIR:-build}
 # means the lifecycle benchmark, as before there was more than one.
 bench=lifecycle
 case ${1:-} in
-    lifecycle|api|audit|cpython|gauntlet) bench=$1; shift ;;
+    lifecycle|api|audit|audit-flood|cpython|gauntlet) bench=$1; shift ;;
 esac
 
 # Build output goes to stderr so that stdout carries only the benchmark's report (--json).
@@ -50,6 +51,11 @@ case $bench in
     audit)
         ninja -C "$build_dir" bench/clearing-bench-audit agent/clearing-agent >&2
         exec "$build_dir/bench/clearing-bench-audit" "$@"
+        ;;
+    audit-flood)
+        # Starts its own daemon (TCP with a token) and floods it with denials (#16.3).
+        ninja -C "$build_dir" src/clearing agent/clearing-agent >&2
+        exec python3 "$root/bench/bench_audit_flood.py" "$build_dir/src/clearing" "$@"
         ;;
     cpython)
         # A real workload; the image clearing/cpython-tests is built on demand by the benchmark.

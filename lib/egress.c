@@ -495,15 +495,29 @@ static void record(clr_egress *e, const struct conn *c, const char *outcome, con
             reason ? reason : "", NULL);
     if (!e->audit)
         return;
-    json_t *d = json_pack("{s:s, s:i, s:s, s:s, s:I, s:I, s:I}", "host", c->host, "port",
+    /* The host and the reason come from the sandbox: bounded, and escaped if not UTF-8. */
+    json_t *d = json_pack("{s:o, s:i, s:s, s:s, s:I, s:I, s:I}", "host",
+                          clr_audit_text(c->host, strlen(c->host), CLR_AUDIT_FIELD_MAX), "port",
                           (int)c->port, "kind", c->tunnel ? "connect" : "http", "address",
                           addr ? addr : "", "bytes_out", (json_int_t)out, "bytes_in",
                           (json_int_t)in, "duration_ms", (json_int_t)ms);
     if (reason)
-        json_object_set_new(d, "reason", json_string(reason));
+        json_object_set_new(d, "reason",
+                            clr_audit_text(reason, strlen(reason), CLR_AUDIT_FIELD_MAX));
     clr_error err = CLR_ERROR_INIT;
-    if (clr_audit_append(e->audit, "sandbox", e->sandbox_id, "egress.connect", outcome, d,
-                         &err) < 0)
+    int rc;
+    if (strcmp(outcome, "denied") == 0) {
+        /* A sandbox sets the rate of its denials: per destination, the first is recorded at
+         * once and the rest as counts, so a loop of refused connections is a few records. */
+        char dest[CLR_AUDIT_FIELD_MAX];
+        snprintf(dest, sizeof(dest), "%.200s:%u", c->host, (unsigned)c->port);
+        rc = clr_audit_denied(e->audit, dest, "sandbox", e->sandbox_id, "egress.connect",
+                              outcome, d, &err);
+    } else {
+        rc = clr_audit_append(e->audit, "sandbox", e->sandbox_id, "egress.connect", outcome, d,
+                              &err);
+    }
+    if (rc < 0)
         clr_log(CLR_LOG_ERROR, "audit.write_failed", "error", err.message, NULL);
     json_decref(d);
 }

@@ -48,17 +48,16 @@ static int verify(int argc, char **argv)
         argc--;
         argv++;
     }
+    clr_audit_verify_report r;
+    int rc;
     if (argc > 1) {
         files = (char **)(argv + 1);
         n = (size_t)argc - 1;
-    } else if (clr_audit_files(&files, &n, cli_audit_path(), &err) < 0) {
-        cli_error(&err);
-        return CLI_EXIT_FAILURE;
+        rc = clr_audit_verify(&r, (const char *const *)files, n, partial, &err);
+    } else {
+        /* The whole log, then its signed checkpoint: records cut from its end show here. */
+        rc = clr_audit_verify_log(&r, cli_audit_path(), partial, &err);
     }
-    clr_audit_verify_report r;
-    int rc = clr_audit_verify(&r, (const char *const *)files, n, partial, &err);
-    if (argc <= 1)
-        clr_audit_files_free(files);
     if (rc < 0) {
         cli_error(&err);
         return CLI_EXIT_FAILURE;
@@ -72,6 +71,11 @@ static int verify(int argc, char **argv)
     printf("OK: %llu records, seq %llu..%llu, last hash %s\n", (unsigned long long)r.records,
            (unsigned long long)r.first_seq, (unsigned long long)r.last_seq,
            r.records ? r.last_hash : "-");
+    if (r.checkpointed)
+        printf("checkpoint: record %llu signed at %s matches\n",
+               (unsigned long long)r.checkpoint_seq, r.checkpoint_ts);
+    else if (argc <= 1)
+        printf("no checkpoint beside the log: records cut from its end would not show\n");
     return 0;
 }
 
@@ -163,8 +167,10 @@ int cmd_audit(int argc, char **argv)
                "                           [--since TS] [--until TS] [--json]\n\n"
                "verify checks the hash chain (default: the log and its rotated files, oldest\n"
                "first) and names the first bad record. --partial: older files were deleted, so\n"
-               "the first file may start mid-chain. The log is --audit-log,\n"
-               "$CLEARING_AUDIT_LOG, or <state dir>/audit.log.\n");
+               "the first file may start mid-chain (audit_keep deleted them). Without FILEs\n"
+               "the log is also compared with its signed checkpoint (<log>.checkpoint, key\n"
+               "<log>.key): a log that ends before the checkpointed record was truncated.\n"
+               "The log is --audit-log, $CLEARING_AUDIT_LOG, or <state dir>/audit.log.\n");
         return 0;
     }
     cli_usage_error("audit", "usage: clearing audit verify [FILE...] | show [filters]");

@@ -158,7 +158,24 @@ static int load_config(struct serve_config *c, const char *path, clr_error *err)
             rc = config_string(c, v, key, &c->svc.audit_path, err);
         else if (strcmp(key, "audit_rotate_bytes") == 0)
             rc = config_uint(v, key, UINT64_MAX / 2, &c->svc.audit_rotate_bytes, err);
-        else if (strcmp(key, "audit_syslog") == 0) {
+        else if (strcmp(key, "audit_keep") == 0) {
+            rc = config_uint(v, key, 1000000, &n, err);
+            c->svc.audit_keep = (unsigned)n;
+        } else if (strcmp(key, "audit_disk_budget") == 0)
+            rc = config_uint(v, key, UINT64_MAX / 2, &c->svc.audit_disk_budget, err);
+        else if (strcmp(key, "audit_aggregate_ms") == 0) {
+            rc = config_uint(v, key, 3600000, &n, err);
+            if (rc == 0 && n < 100)
+                rc = clr_error_set(err, CLR_E_INVALID, 0,
+                                   "config: audit_aggregate_ms must be 100..3600000");
+            c->svc.audit_aggregate_ms = (uint32_t)n;
+        } else if (strcmp(key, "audit_checkpoint_ms") == 0) {
+            rc = config_uint(v, key, 3600000, &n, err);
+            if (rc == 0 && n < 100)
+                rc = clr_error_set(err, CLR_E_INVALID, 0,
+                                   "config: audit_checkpoint_ms must be 100..3600000");
+            c->svc.audit_checkpoint_ms = (uint32_t)n;
+        } else if (strcmp(key, "audit_syslog") == 0) {
             if (!json_is_boolean(v))
                 rc = clr_error_set(err, CLR_E_INVALID, 0, "config: audit_syslog must be true or false");
             c->svc.audit_syslog = json_is_true(v);

@@ -1,6 +1,7 @@
 /* The HTTP face of clr_service: libmicrohttpd, one thread per connection (bounded), one small
  * handler per route. Handlers parse the path and the body and call one service function; the
  * service owns every decision. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "server.h"
+#include "clearing/audit.h"
 
 #define MAX_JSON_BODY (1024 * 1024)
 #define MAX_TOKENS 64
@@ -233,6 +235,23 @@ static void peer_actor(struct MHD_Connection *c, struct request *rq, bool unix_s
         snprintf(rq->actor, sizeof(rq->actor), "uid=%u pid=%d", (unsigned)cred.uid, cred.pid);
     else
         snprintf(rq->actor, sizeof(rq->actor), "unix");
+}
+
+/* The TCP client's address without its port (one client, many connections: one source). */
+static void client_address(struct MHD_Connection *c, char *out, size_t len)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    snprintf(out, len, "unknown");
+    if (!ci || !ci->client_addr)
+        return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+                  (socklen_t)len);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out,
+                  (socklen_t)len);
 }
 
 static void sha256(const void *data, size_t len, unsigned char out[32])
@@ -1190,10 +1209,17 @@ static enum MHD_Result handle(struct server *s, bool unix_socket, struct MHD_Con
         rq->authed = unix_socket || token || health;
         uint64_t body = announced_body(c);
         if (!rq->authed) {
-            clr_log(CLR_LOG_WARN, "auth.failed", "url", url, NULL);
-            json_t *d = json_pack("{s:s, s:s}", "method", method, "url", url);
-            clr_service_audit(s->svc, "tcp (unauthenticated)", NULL, "auth.failed", "denied", d,
-                              NULL);
+            /* The client chooses the rate, the URL and its bytes: the record is aggregated
+             * per client address, its fields bounded, bytes that are not UTF-8 escaped. */
+            char source[INET6_ADDRSTRLEN + 8];
+            client_address(c, source, sizeof(source));
+            clr_log(CLR_LOG_DEBUG, "auth.failed", "source", source, NULL);
+            json_t *d = json_object();
+            json_object_set_new(d, "method",
+                                clr_audit_text(method, strlen(method), CLR_AUDIT_FIELD_MAX));
+            json_object_set_new(d, "url", clr_audit_text(url, strlen(url), CLR_AUDIT_FIELD_MAX));
+            clr_service_audit_denied(s->svc, source, "tcp (unauthenticated)", "auth.failed", d,
+                                     NULL);
             json_decref(d);
             rq->refused = REFUSE_TOKEN;
         } else if (!routable(url, method, &rq->takes_body)) {

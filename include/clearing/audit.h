@@ -7,9 +7,18 @@
  * hash = SHA-256 over prev, a newline, and the record's canonical form without "hash" (compact,
  * keys sorted). Every record names its predecessor's hash, so the file is a chain: an edited,
  * deleted, inserted or reordered record breaks it at that record (removing records from the end
- * needs an external copy of the last hash to show: see audit_syslog). Rotation starts a new file that
- * continues the chain. A record is written and fsync'd before the action it records is
- * acknowledged; if it cannot be, the action is refused. */
+ * needs an external copy of the last hash: the signed checkpoint beside the log, and syslog).
+ * Rotation starts a new file that continues the chain. A record is written and fsync'd before the action it
+ * records is acknowledged; if it cannot be, the action is refused.
+ *
+ * Checkpoints: path.checkpoint holds the chain's head (seq, hash, time) with an HMAC-SHA256 under
+ * the audit key (path.key, 32 random bytes made at the first open, mode 0600). It is rewritten
+ * atomically at every rotation, at close, and at least every checkpoint_ms while records were
+ * appended; clr_audit_verify_log() finds a log that ends before the checkpointed record.
+ *
+ * Denials (a failed token, a refused egress connection) come at the attacker's rate: they go
+ * through clr_audit_denied(), which records the first from a source at once and then one record
+ * per aggregate_ms with the count, so a flood costs a few records, not one fsync'd append each. */
 #ifndef CLEARING_AUDIT_H
 #define CLEARING_AUDIT_H
 
@@ -24,10 +33,23 @@ typedef struct clr_audit clr_audit;
 typedef struct clr_audit_options {
     const char *path;        /* the current log file; rotated files sit beside it */
     uint64_t rotate_bytes;   /* rotate when the file grows past this (0: never) */
-    bool syslog;             /* also send each record to syslog (journald picks it up) */
+    bool syslog;             /* also send each record (and each checkpoint) to syslog */
+    unsigned keep;           /* rotated files kept; older ones are deleted at rotation (0: all) */
+    uint64_t disk_budget;    /* bytes the log's files may use (0: no budget): clr_audit_disk() */
+    uint32_t aggregate_ms;   /* denials from one source within this are one record (0: default) */
+    uint32_t checkpoint_ms;  /* checkpoint at least this often while appending (0: default) */
 } clr_audit_options;
 
-#define CLR_AUDIT_OPTIONS_INIT {.path = NULL, .rotate_bytes = 64ull * 1024 * 1024, .syslog = false}
+#define CLR_AUDIT_DEFAULT_AGGREGATE_MS 10000
+#define CLR_AUDIT_DEFAULT_CHECKPOINT_MS 60000
+/* Each string of a denial's record is cut to this many bytes (marked "...[truncated]"). */
+#define CLR_AUDIT_FIELD_MAX 256
+/* Sources with a denial table entry at once; further ones share the source "others". */
+#define CLR_AUDIT_SOURCES_MAX 256
+
+#define CLR_AUDIT_OPTIONS_INIT                                                                    \
+    {.path = NULL, .rotate_bytes = 64ull * 1024 * 1024, .syslog = false, .keep = 0,              \
+     .disk_budget = 0, .aggregate_ms = 0, .checkpoint_ms = 0}
 
 /* Opens (creating) the log for appending. A torn last line left by a crash is cut off (it was
  * never acknowledged) and the cut is itself recorded. Many processes may append to one log:
@@ -50,6 +72,41 @@ CLR_PUBLIC bool clr_audit_writable(clr_audit *a, char *why, size_t len);
 /* The current log file's path (owned by a). */
 CLR_PUBLIC const char *clr_audit_path(const clr_audit *a);
 
+/* A denial from source (a client address; a destination of one sandbox): the first from a
+ * (action, sandbox, source) is appended at once with "count": 1; later ones are counted, and one
+ * record per aggregate_ms says "count" (denials since the last record), "interval_ms" and the
+ * latest denial's details. Pending counts are written by clr_audit_tick() and at close. Every
+ * string of details is cut to CLR_AUDIT_FIELD_MAX bytes. When CLR_AUDIT_SOURCES_MAX sources
+ * are tracked, new ones are counted under the source "others" (one per action). Returns what the append of a
+ * record returned (0 when the denial was only counted). */
+CLR_PUBLIC int clr_audit_denied(clr_audit *a, const char *source, const char *actor,
+                                const char *sandbox, const char *action, const char *outcome,
+                                json_t *details, clr_error *err);
+
+/* Periodic work (the daemon's reaper calls it every pass): writes the aggregated denials whose
+ * interval passed, and a checkpoint when records were appended since the last one and
+ * checkpoint_ms passed. Failures are logged. */
+CLR_PUBLIC void clr_audit_tick(clr_audit *a);
+
+/* Writes the signed checkpoint of the chain's head now (atomically: temp file, fsync, rename). */
+CLR_PUBLIC int clr_audit_checkpoint(clr_audit *a, clr_error *err);
+
+/* A JSON string for an untrusted value of len bytes: bytes that are not UTF-8 are written as
+ * \xNN (a backslash, x, two hex digits), and the value is cut at max bytes (a UTF-8 boundary)
+ * with "...[truncated]" appended. Never NULL unless out of memory; the caller owns it. */
+CLR_PUBLIC json_t *clr_audit_text(const char *s, size_t len, size_t max);
+
+typedef struct clr_audit_disk_status {
+    uint64_t bytes;          /* the log's files (current and rotated) */
+    uint64_t free_bytes;     /* free to unprivileged users on the log's file system */
+    uint64_t budget;         /* the disk_budget option (0: none) */
+    bool warning;            /* bytes passed 80% of the budget, or free space is under it */
+    char reason[200];        /* why, when warning */
+} clr_audit_disk_status;
+
+/* How much the log takes and whether that is near its budget. */
+CLR_PUBLIC int clr_audit_disk(const clr_audit *a, clr_audit_disk_status *out, clr_error *err);
+
 /* The canonical hash of a record (a JSON object with "prev" set, "hash" ignored), hex, 65 bytes. */
 CLR_PUBLIC int clr_audit_record_hash(char out[65], json_t *record, clr_error *err);
 
@@ -63,6 +120,10 @@ typedef struct clr_audit_verify_report {
     uint64_t line;
     uint64_t seq;
     char problem[256];
+    /* clr_audit_verify_log() only: the checkpoint it compared the log with. */
+    bool checkpointed;
+    uint64_t checkpoint_seq;
+    char checkpoint_ts[40];
 } clr_audit_verify_report;
 
 /* Checks the chain across files, in the order given (oldest first). The chain must start at
@@ -72,6 +133,14 @@ typedef struct clr_audit_verify_report {
  * fresh hashes. Compare the last seq and hash with an external copy (audit_syslog). */
 CLR_PUBLIC int clr_audit_verify(clr_audit_verify_report *report, const char *const *files,
                                 size_t nfiles, bool allow_partial, clr_error *err);
+
+/* Verifies the log at path (its rotated files, then itself) and then compares it with the
+ * signed checkpoint beside it, if there is one: a checkpoint not signed by the audit key, a log
+ * that ends before the checkpointed record ("the log was truncated after record N"), or a
+ * different hash at that record make report->ok false. A missing checkpoint is not an error
+ * (report->checkpointed is false). -1 only when a file cannot be read at all. */
+CLR_PUBLIC int clr_audit_verify_log(clr_audit_verify_report *report, const char *path,
+                                    bool allow_partial, clr_error *err);
 
 /* The log's files oldest first: rotated ones (path.N in order) then path. *out is a
  * NULL-terminated array of strings, freed with clr_audit_files_free(). */

@@ -34,7 +34,11 @@ typedef struct clr_service_config {
     uint32_t exec_retention_s;    /* how long exec results stay fetchable */
     const char *audit_path;       /* NULL: <state_dir>/audit.log */
     uint64_t audit_rotate_bytes;  /* rotate the audit log past this size (0: never) */
-    bool audit_syslog;            /* copy audit records to syslog */
+    bool audit_syslog;            /* copy audit records and checkpoints to syslog */
+    unsigned audit_keep;          /* rotated audit files kept (0: all) */
+    uint64_t audit_disk_budget;   /* bytes for the audit log's files: health warns near it */
+    uint32_t audit_aggregate_ms;  /* repeated denials of one source: one record per this */
+    uint32_t audit_checkpoint_ms; /* signed checkpoint of the head at least this often */
     /* Directories repositories may come from (NULL-terminated); none: repos are refused. */
     const char *const *repo_roots;
     /* The ref whose .clearing/gauntlet.yaml judges plans (NULL: each repository's HEAD, its
@@ -53,6 +57,7 @@ typedef struct clr_service_config {
         .limits = CLR_LIMITS_INIT, .max_sandboxes = 64, .max_execs = 32, .idle_timeout_s = 300,  \
         .max_lifetime_s = 3600, .reaper_interval_ms = 1000, .exec_retention_s = 3600,            \
         .audit_rotate_bytes = 64ull * 1024 * 1024,                                               \
+        .audit_aggregate_ms = 10000, .audit_checkpoint_ms = 60000,                               \
     }
 
 /* Opens the database, checks the engine and runsc, adopts the sandboxes a previous run left
@@ -162,12 +167,17 @@ CLR_PUBLIC int clr_service_plan(clr_service *svc, json_t *request, const char *a
  * "reasons" array says why, naming the file or directory. fresh: ping the engine now; otherwise
  * the last answer may be up to 3 s old (for anonymous callers, who must not set the rate of the
  * daemon's calls to dockerd). The other checks are an access() and a statvfs() per call: no
- * write, no fsync. *out is the caller's. */
+ * write, no fsync. *out is the caller's. With fresh, "audit" also says how much the
+ * audit log takes, warning near its disk budget (without failing). */
 CLR_PUBLIC int clr_service_health(clr_service *svc, bool fresh, json_t **out);
-/* Appends an audit record (the HTTP layer records authentication failures with it). */
+/* Appends an audit record. */
 CLR_PUBLIC int clr_service_audit(clr_service *svc, const char *actor, const char *sandbox,
                                  const char *action, const char *outcome, json_t *details,
                                  clr_error *err);
+/* Records a denial from source (the HTTP layer's failed token checks, by client address):
+ * aggregated per source, see clr_audit_denied(). */
+CLR_PUBLIC int clr_service_audit_denied(clr_service *svc, const char *source, const char *actor,
+                                        const char *action, json_t *details, clr_error *err);
 
 /* Prometheus text exposition; caller frees. */
 CLR_PUBLIC char *clr_service_metrics(clr_service *svc);

@@ -268,6 +268,17 @@ assert r["outcome"] == "timed_out" and r["details"]["timed_out"] is True, r
 assert r["details"]["exit_code"] is None, r
 ' "$CL"
 verify_ok "run: the CLI log verifies" 9 -- --audit-log "$CL" audit verify
+# Records cut from the log's end (#16.3): the chain alone cannot show it, the signed checkpoint
+# beside the log (written when each run closed the log) does.
+mkdir -p "$W/cut"
+cp "$CL" "$CL.key" "$CL.checkpoint" "$W/cut/"
+CUT=$W/cut/$(basename "$CL")
+expect "run: the copied log verifies against its checkpoint" 0 \
+    'checkpoint: record 9 signed at .* matches' '' -- --audit-log "$CUT" audit verify
+head -n 7 "$CL" >"$CUT"
+expect "tamper: two records cut from the end are found by the checkpoint" 1 \
+    'BROKEN .*the log was truncated after record 7: the checkpoint of .* names record 9' '' -- \
+    --audit-log "$CUT" audit verify
 
 # The daemon, on its own socket and state directory, also on TCP with a token.
 DL=$W/daemon/audit.log
@@ -601,7 +612,8 @@ check "rotation: 200 records with --rotate-bytes 4096" \
     "$STRESS" --path "$RL" --rotate-bytes 4096 --count 200 --payload 200 --tag rot
 check "rotation: rotated files are audit.log.000001 onwards, each just past 4 KiB" python3 -c '
 import glob, os, sys
-files = sorted(f for f in glob.glob(sys.argv[1] + ".*") if not f.endswith(".lock"))
+files = sorted(f for f in glob.glob(sys.argv[1] + ".*")
+               if not f.endswith((".lock", ".key", ".checkpoint")))
 assert len(files) >= 3, files
 for i, f in enumerate(files, 1):
     assert f == "%s.%06d" % (sys.argv[1], i), (i, f)

@@ -2004,6 +2004,127 @@ def _():
             s.close()
 
 
+
+# ---- audit flooding (#16.3) ----
+
+AUDIT_AGGREGATE_MS = 2000  # the test daemon's audit_aggregate_ms
+AUDIT_DISK_BUDGET = 1 << 60  # the test daemon's audit_disk_budget: more than any disk has free
+FLOOD_SOURCE = '127.0.0.77'  # a loopback address only the flood uses: its records are its own
+
+
+def audit_records(action, match=lambda r: True):
+    recs = []
+    with open(os.path.join(STATE, 'audit.log'), 'rb') as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get('action') == action and match(r):
+                recs.append(r)
+    return recs
+
+
+def counted(recs):
+    return sum(r['details'].get('count', 0) for r in recs)
+
+
+def bad_token_request(path):
+    """One request with a wrong token from FLOOD_SOURCE, on a connection of its own; its status."""
+    s = socket.socket()
+    s.settimeout(30)
+    s.bind((FLOOD_SOURCE, 0))
+    s.connect(('127.0.0.1', HOST['tcp_port']))
+    try:
+        s.sendall(b'GET ' + path + b' HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong-token\r\n'
+                  b'Connection: close\r\n\r\n')
+        status, _body = http_answer(s, 30)
+        return status
+    finally:
+        s.close()
+
+
+@attack('api-audit-flood', 'bad tokens from one address: a few audit records with counts, not one '
+        'each; the URL bounded and escaped')
+def _():
+    from_flood = lambda r: r['details'].get('source') == FLOOD_SOURCE
+    check(audit_records('auth.failed', from_flood) == [], 'records of the flood source before it')
+    # Positive control: the first failure is recorded at once, naming its source, with its URL
+    # (bytes that are not UTF-8 escaped, 4 KiB cut to its bound) instead of empty details.
+    long_path = b'/v1/\xff\xfe' + b'a' * 4096
+    check(bad_token_request(long_path) == 401)
+    recs = audit_records('auth.failed', from_flood)
+    check(len(recs) == 1 and recs[0]['details']['count'] == 1, recs)
+    url = recs[0]['details'].get('url', '')
+    check(url.startswith('/v1/\\xff\\xfeaaa') and url.endswith('...[truncated]') and
+          len(url.encode()) <= 256 + len('...[truncated]'), 'recorded url: %r' % url[:300])
+    n = 2000
+    t0 = time.monotonic()
+    for _i in range(n - 1):
+        check(bad_token_request(b'/v1/sandboxes') == 401)
+    took = time.monotonic() - t0
+    # Every failure is counted: the records' counts add up to n once the interval passed.
+    wait_for('the flood counted in full', lambda: counted(audit_records('auth.failed', from_flood))
+             == n)
+    recs = audit_records('auth.failed', from_flood)
+    print('# %d bad-token requests in %.1f s: %d audit records' % (n, took, len(recs)))
+    # The first record, then at most one per interval while it lasted (and one after).
+    most = 2 + int(took * 1000 / AUDIT_AGGREGATE_MS) + 1
+    check(len(recs) <= most, '%d records for %d failures in %.1f s (at most %d)'
+          % (len(recs), n, took, most))
+    check(all(r['details'].get('interval_ms') == AUDIT_AGGREGATE_MS for r in recs[1:]), recs[1:])
+    r = cli('--audit-log', os.path.join(STATE, 'audit.log'), 'audit', 'verify')
+    check(r.returncode == 0, r.stdout + r.stderr)
+    # The disk budget (the test daemon's is more than any disk has free) warns in the health
+    # of whoever may see it, and in the metrics, while the daemon keeps working (200).
+    r = API.req('GET', '/v1/health')
+    check(r.status == 200 and r.json['audit']['bytes'] > 0, r)
+    check(r.json['audit']['disk_budget'] == AUDIT_DISK_BUDGET and
+          'under audit_disk_budget' in (r.json['audit']['warning'] or ''), r)
+    m = API.req('GET', '/metrics').body.decode()
+    check('\nclearing_audit_disk_warning 1\n' in m and '\nclearing_audit_bytes ' in m, m[-600:])
+
+
+EGRESS_FLOOD = r"""
+import socket, sys
+n = int(sys.argv[1]); refused = 0
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=30)
+    s.sendall(b"GET http://127.0.0.1:9/ HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n")
+    if s.recv(100).startswith(b"HTTP/1.1 403"):
+        refused += 1
+    s.close()
+print("refused=%d" % refused)
+"""
+
+
+@attack('api-egress-flood', 'a sandbox looping refused egress: a few audit records with counts')
+def _():
+    sid = API.create(limits={'lifetime': '10m'})
+    try:
+        denied_here = lambda r: (r.get('sandbox') == sid and r.get('outcome') == 'denied' and
+                                 r['details'].get('host') == '127.0.0.1' and
+                                 r['details'].get('port') == 9)
+        # Positive control: the first refusal is recorded at once, with its sandbox and
+        # destination.
+        res = API.exec(sid, ['python3', '-c', EGRESS_FLOOD, '1'])
+        check(text(res).strip() == 'refused=1', res)
+        first = wait_for('the first refusal recorded',
+                         lambda: audit_records('egress.connect', denied_here))
+        check(len(first) == 1 and first[0]['details']['count'] == 1, first)
+        n = 500
+        t0 = time.monotonic()
+        res = API.exec(sid, ['python3', '-c', EGRESS_FLOOD, str(n)], timeout='300s')
+        took = time.monotonic() - t0
+        check(text(res).strip() == 'refused=%d' % n, res)
+        wait_for('the refusals counted in full',
+                 lambda: counted(audit_records('egress.connect', denied_here)) == n + 1)
+        recs = audit_records('egress.connect', denied_here)
+        print('# %d refused connections in %.1f s: %d audit records' % (n + 1, took, len(recs)))
+        most = 2 + int(took * 1000 / AUDIT_AGGREGATE_MS) + 1
+        check(len(recs) <= most, '%d records for %d refusals in %.1f s (at most %d)'
+              % (len(recs), n + 1, took, most))
+    finally:
+        destroy(sid)
+
+
 # ---- local users of the API socket ----
 
 MAX_CONNECTIONS = 256  # the test daemon's max_connections (setup's configuration says so)
@@ -2264,7 +2385,9 @@ def setup():
         json.dump({'socket_group': grp.getgrgid(LOCAL_GID).gr_name,
                    'max_connections': MAX_CONNECTIONS, 'tcp_port': HOST['tcp_port'],
                    'token_file': token_file, 'max_upload_total': MAX_UPLOAD_TOTAL,
-                   'max_download_total': MAX_DOWNLOAD_TOTAL}, f)
+                   'max_download_total': MAX_DOWNLOAD_TOTAL,
+                   'audit_aggregate_ms': AUDIT_AGGREGATE_MS,
+                   'audit_disk_budget': AUDIT_DISK_BUDGET}, f)
     HOST['canary'] = os.path.join(TMP, 'canary')
     with open(HOST['canary'], 'w') as f:
         f.write(CANARY_TEXT)

@@ -747,6 +747,422 @@ static void test_open_without_path_is_invalid(void **state)
     assert_int_equal(clr_audit_open(&a, &o, &err), -1);
 }
 
+/* ---- denials: aggregated, bounded, escaped (#16.3) ---------------------------------------- */
+
+static clr_audit *open_aggregating(const char *path, uint32_t aggregate_ms)
+{
+    clr_audit_options o = CLR_AUDIT_OPTIONS_INIT;
+    o.path = path;
+    o.aggregate_ms = aggregate_ms;
+    clr_audit *a = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_audit_open(&a, &o, &err) != 0)
+        fail_msg("clr_audit_open(%s): %s", path, err.message);
+    return a;
+}
+
+static void deny(clr_audit *a, const char *source, const char *sandbox, const char *url)
+{
+    json_t *d = json_object();
+    json_object_set_new(d, "url", clr_audit_text(url, strlen(url), CLR_AUDIT_FIELD_MAX));
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_audit_denied(a, source, "tcp (unauthenticated)", sandbox, "auth.failed", "denied",
+                         d, &err) != 0)
+        fail_msg("denied: %s", err.message);
+    json_decref(d);
+}
+
+/* The records of action in the log; *sum gets the sum of their counts (from source if set). */
+static json_t *records_of(const char *path, const char *action, const char *source,
+                          long long *sum)
+{
+    size_t n;
+    char **lines = read_lines(path, &n);
+    json_t *out = json_array();
+    *sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *r = json_loads(lines[i], 0, NULL);
+        assert_non_null(r);
+        json_t *d = json_object_get(r, "details");
+        const char *src = json_string_value(json_object_get(d, "source"));
+        if (strcmp(json_string_value(json_object_get(r, "action")), action) == 0 &&
+            (!source || (src && strcmp(src, source) == 0))) {
+            *sum += json_integer_value(json_object_get(d, "count"));
+            json_array_append(out, r);
+        }
+        json_decref(r);
+    }
+    free_lines(lines, n);
+    return out;
+}
+
+static void test_denials_first_recorded_at_once_then_counted(void **state)
+{
+    struct fixture *fx = *state;
+    clr_audit *a = open_aggregating(fx->path, 3600000); /* no interval passes in this test */
+    for (int i = 0; i < 1000; i++)
+        deny(a, "192.0.2.7", NULL, "/v1/sandboxes");
+    long long sum;
+    /* Positive control: the first denial is a record at once, naming its source. */
+    json_t *recs = records_of(fx->path, "auth.failed", "192.0.2.7", &sum);
+    assert_int_equal(json_array_size(recs), 1);
+    assert_int_equal(sum, 1);
+    json_t *r0 = json_array_get(recs, 0);
+    assert_string_equal(json_string_value(json_object_get(r0, "outcome")), "denied");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r0, "details"), "url")),
+                        "/v1/sandboxes");
+    json_decref(recs);
+    /* The other 999 are one record when the handle closes, with the count and the interval. */
+    clr_audit_close(a);
+    recs = records_of(fx->path, "auth.failed", "192.0.2.7", &sum);
+    assert_int_equal(json_array_size(recs), 2);
+    assert_int_equal(sum, 1000);
+    json_t *d1 = json_object_get(json_array_get(recs, 1), "details");
+    assert_int_equal(json_integer_value(json_object_get(d1, "count")), 999);
+    assert_int_equal(json_integer_value(json_object_get(d1, "interval_ms")), 3600000);
+    json_decref(recs);
+    clr_audit_verify_report r = verify_path(fx->path);
+    assert_true(r.ok);
+}
+
+static void test_denials_flushed_per_interval(void **state)
+{
+    struct fixture *fx = *state;
+    clr_audit *a = open_aggregating(fx->path, 100);
+    for (int i = 0; i < 3000; i++)
+        deny(a, "192.0.2.8", NULL, "/x");
+    /* The tick writes what is pending once the interval passed: wait for it, generously. */
+    long long sum = 0;
+    for (int tries = 0; tries < 3000 && sum < 3000; tries++) {
+        clr_audit_tick(a);
+        json_decref(records_of(fx->path, "auth.failed", "192.0.2.8", &sum));
+        if (sum < 3000)
+            usleep(10000);
+    }
+    assert_int_equal(sum, 3000);
+    json_t *recs = records_of(fx->path, "auth.failed", "192.0.2.8", &sum);
+    assert_true(json_array_size(recs) < 3000 / 2);
+    json_decref(recs);
+    /* A different source is its own first record, at once. */
+    deny(a, "192.0.2.9", NULL, "/y");
+    recs = records_of(fx->path, "auth.failed", "192.0.2.9", &sum);
+    assert_int_equal(json_array_size(recs), 1);
+    json_decref(recs);
+    clr_audit_close(a);
+}
+
+static void test_denial_sources_bounded_into_others(void **state)
+{
+    struct fixture *fx = *state;
+    clr_audit *a = open_aggregating(fx->path, 3600000);
+    int sources = CLR_AUDIT_SOURCES_MAX + 200;
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < sources; i++) {
+            char src[32];
+            snprintf(src, sizeof(src), "10.%d.%d.1", i / 256, i % 256);
+            deny(a, src, NULL, "/z");
+        }
+    long long sum;
+    json_t *recs = records_of(fx->path, "auth.failed", NULL, &sum);
+    /* One record per tracked source and one for "others": never one per denial. */
+    assert_int_equal(json_array_size(recs), CLR_AUDIT_SOURCES_MAX + 1);
+    json_decref(recs);
+    clr_audit_close(a);
+    recs = records_of(fx->path, "auth.failed", NULL, &sum);
+    assert_int_equal(sum, 3 * sources);
+    json_decref(recs);
+    recs = records_of(fx->path, "auth.failed", "others", &sum);
+    assert_int_equal(sum, 3 * 200);
+    json_decref(recs);
+}
+
+static void test_denial_others_kept_per_action(void **state)
+{
+    struct fixture *fx = *state;
+    clr_audit *a = open_aggregating(fx->path, 3600000);
+    for (int i = 0; i < CLR_AUDIT_SOURCES_MAX + 1; i++) {
+        char src[32];
+        snprintf(src, sizeof(src), "10.9.%d.%d", i / 256, i % 256);
+        deny(a, src, NULL, "/z");
+    }
+    /* The table is full of failed tokens: a refused connection is not lost among them. */
+    json_t *d = json_pack("{s:s}", "host", "example.com");
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_audit_denied(a, "example.com:443", "sandbox", "sb-0000000000000003",
+                                      "egress.connect", "denied", d, &err),
+                     0);
+    json_decref(d);
+    long long sum;
+    json_t *recs = records_of(fx->path, "egress.connect", "others", &sum);
+    assert_int_equal(json_array_size(recs), 1);
+    json_t *det = json_object_get(json_array_get(recs, 0), "details");
+    assert_string_equal(json_string_value(json_object_get(det, "sandbox")), "sb-0000000000000003");
+    json_decref(recs);
+    clr_audit_close(a);
+}
+
+static void test_denials_keyed_by_sandbox_and_destination(void **state)
+{
+    struct fixture *fx = *state;
+    clr_audit *a = open_aggregating(fx->path, 3600000);
+    deny(a, "example.com:443", "sb-0000000000000001", "/");
+    deny(a, "example.com:443", "sb-0000000000000002", "/");
+    deny(a, "example.com:443", "sb-0000000000000001", "/");
+    long long sum;
+    json_t *recs = records_of(fx->path, "auth.failed", "example.com:443", &sum);
+    assert_int_equal(json_array_size(recs), 2); /* one first record per sandbox */
+    json_decref(recs);
+    clr_audit_close(a);
+    recs = records_of(fx->path, "auth.failed", "example.com:443", &sum);
+    assert_int_equal(sum, 3);
+    json_decref(recs);
+}
+
+static void test_text_escapes_bytes_that_are_not_utf8(void **state)
+{
+    (void)state;
+    const char in[] = "/v1/\xff\xfe" "a\\b\xc3\xa9\xc0\xaf\xed\xa0\x80";
+    json_t *j = clr_audit_text(in, sizeof(in) - 1, CLR_AUDIT_FIELD_MAX);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(j),
+                        "/v1/\\xff\\xfea\\\\b\xc3\xa9\\xc0\\xaf\\xed\\xa0\\x80");
+    json_decref(j);
+    /* An embedded NUL is escaped too (len says where the value ends). */
+    j = clr_audit_text("a\0b", 3, 16);
+    assert_string_equal(json_string_value(j), "a\\x00b");
+    json_decref(j);
+}
+
+static void test_text_bounded_on_a_character_boundary(void **state)
+{
+    (void)state;
+    char in[5000];
+    for (size_t i = 0; i + 1 < sizeof(in); i += 2) {
+        in[i] = '\xc3';
+        in[i + 1] = '\xa9';
+    }
+    json_t *j = clr_audit_text(in, sizeof(in), CLR_AUDIT_FIELD_MAX);
+    const char *v = json_string_value(j);
+    assert_non_null(v); /* still UTF-8: no character was split */
+    size_t n = strlen(v);
+    assert_true(n <= CLR_AUDIT_FIELD_MAX + strlen("...[truncated]"));
+    assert_string_equal(v + n - strlen("...[truncated]"), "...[truncated]");
+    assert_int_equal((n - strlen("...[truncated]")) % 2, 0);
+    json_decref(j);
+    /* A short value is kept as it is, unmarked. */
+    j = clr_audit_text("short", 5, CLR_AUDIT_FIELD_MAX);
+    assert_string_equal(json_string_value(j), "short");
+    json_decref(j);
+}
+
+static void test_denial_records_non_utf8_url_escaped_and_bounded(void **state)
+{
+    struct fixture *fx = *state;
+    clr_audit *a = open_aggregating(fx->path, 3600000);
+    char url[4096];
+    memset(url, 'u', sizeof(url) - 1);
+    url[sizeof(url) - 1] = '\0';
+    url[1] = '\xff';
+    deny(a, "192.0.2.10", NULL, url);
+    json_t *big = json_pack("{s:s}", "note", url + 2); /* valid UTF-8, 4 KiB */
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_audit_denied(a, "192.0.2.11", "x", NULL, "egress.connect", "denied", big,
+                                      &err),
+                     0);
+    json_decref(big);
+    clr_audit_close(a);
+    long long sum;
+    json_t *recs = records_of(fx->path, "auth.failed", "192.0.2.10", &sum);
+    assert_int_equal(json_array_size(recs), 1);
+    const char *u =
+        json_string_value(json_object_get(json_object_get(json_array_get(recs, 0), "details"),
+                                          "url"));
+    assert_non_null(u); /* before: details came out empty */
+    assert_memory_equal(u, "u\\xffuu", 7);
+    assert_true(strlen(u) <= CLR_AUDIT_FIELD_MAX + strlen("...[truncated]"));
+    json_decref(recs);
+    recs = records_of(fx->path, "egress.connect", "192.0.2.11", &sum);
+    const char *note =
+        json_string_value(json_object_get(json_object_get(json_array_get(recs, 0), "details"),
+                                          "note"));
+    assert_non_null(note);
+    assert_true(strlen(note) <= CLR_AUDIT_FIELD_MAX + strlen("...[truncated]"));
+    json_decref(recs);
+}
+
+/* ---- checkpoints (#16.3) ------------------------------------------------------------------ */
+
+static clr_audit_verify_report verify_log(const char *path)
+{
+    clr_audit_verify_report r;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_audit_verify_log(&r, path, false, &err) != 0)
+        fail_msg("verify_log %s: %s", path, err.message);
+    return r;
+}
+
+static void test_checkpoint_shows_a_truncated_tail(void **state)
+{
+    struct fixture *fx = *state;
+    write_log(fx->path, 10, 0); /* the close signs the head */
+    char cp[256];
+    snprintf(cp, sizeof(cp), "%s.checkpoint", fx->path);
+    assert_int_equal(access(cp, F_OK), 0);
+    /* Positive control: the whole log verifies against its checkpoint. */
+    clr_audit_verify_report r = verify_log(fx->path);
+    expect_ok(&r, 10, 1, 10);
+    assert_true(r.checkpointed);
+    assert_int_equal(r.checkpoint_seq, 10);
+    /* Cut the last three records, whole lines: the chain alone still verifies... */
+    size_t n;
+    char **lines = read_lines(fx->path, &n);
+    assert_int_equal(n, 10);
+    write_lines(fx->path, lines, 7);
+    free_lines(lines, n);
+    r = verify_path(fx->path);
+    expect_ok(&r, 7, 1, 7);
+    /* ...but not against the checkpoint, which names the cut. */
+    r = verify_log(fx->path);
+    assert_false(r.ok);
+    if (!strstr(r.problem, "truncated after record 7"))
+        fail_msg("problem: %s", r.problem);
+}
+
+static void test_checkpoint_shows_a_rewritten_tail(void **state)
+{
+    struct fixture *fx = *state;
+    write_log(fx->path, 10, 0);
+    size_t n;
+    char **lines = read_lines(fx->path, &n);
+    write_lines(fx->path, lines, 6);
+    free_lines(lines, n);
+    /* Someone appends 4 fresh records after the cut, so the log is as long as before: the
+     * checkpoint's record 10 is not the one there now. Without the checkpoint file that
+     * would verify. */
+    char cp[256], saved[256];
+    snprintf(cp, sizeof(cp), "%s.checkpoint", fx->path);
+    snprintf(saved, sizeof(saved), "%s.saved", fx->dir);
+    assert_int_equal(rename(cp, saved), 0);
+    clr_audit *a = open_log(fx->path, 0);
+    append_n(a, 100, 4);
+    clr_audit_close(a);
+    assert_int_equal(rename(saved, cp), 0);
+    clr_audit_verify_report r = verify_log(fx->path);
+    assert_false(r.ok);
+    assert_int_equal(r.seq, 10);
+    assert_non_null(strstr(r.problem, "record 10 is not the one the checkpoint"));
+}
+
+static void test_checkpoint_forged_is_refused(void **state)
+{
+    struct fixture *fx = *state;
+    write_log(fx->path, 5, 0);
+    char cp[256];
+    snprintf(cp, sizeof(cp), "%s.checkpoint", fx->path);
+    size_t len;
+    char *text = slurp(cp, &len);
+    json_t *j = json_loads(text, 0, NULL);
+    free(text);
+    assert_non_null(j);
+    assert_int_equal(json_integer_value(json_object_get(j, "seq")), 5); /* positive control */
+    json_object_set_new(j, "seq", json_integer(3)); /* the attacker cut 2 records */
+    assert_int_equal(json_dump_file(j, cp, JSON_COMPACT), 0);
+    json_decref(j);
+    clr_audit_verify_report r = verify_log(fx->path);
+    assert_false(r.ok);
+    assert_non_null(strstr(r.problem, "not signed by the audit key"));
+}
+
+static void test_checkpoint_written_at_rotation_and_by_tick(void **state)
+{
+    struct fixture *fx = *state;
+    clr_audit_options o = CLR_AUDIT_OPTIONS_INIT;
+    o.path = fx->path;
+    o.rotate_bytes = 1; /* every append rotates first */
+    o.checkpoint_ms = 100;
+    clr_audit *a = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_audit_open(&a, &o, &err), 0);
+    append_n(a, 1, 3);
+    /* The rotation before record 3 signed record 2, without waiting for a tick or the close. */
+    clr_audit_verify_report r = verify_log(fx->path);
+    assert_true(r.ok);
+    assert_true(r.checkpointed);
+    assert_int_equal(r.checkpoint_seq, 2);
+    /* The tick signs record 3 once checkpoint_ms passed (waited for, generously). */
+    for (int i = 0; i < 3000 && r.checkpoint_seq != 3; i++) {
+        usleep(10000);
+        clr_audit_tick(a);
+        r = verify_log(fx->path);
+    }
+    assert_int_equal(r.checkpoint_seq, 3);
+    clr_audit_close(a);
+}
+
+/* ---- retention and disk budget (#16.3) ---------------------------------------------------- */
+
+static void test_retention_keeps_newest_rotated_files(void **state)
+{
+    struct fixture *fx = *state;
+    clr_audit_options o = CLR_AUDIT_OPTIONS_INIT;
+    o.path = fx->path;
+    o.rotate_bytes = 1;
+    o.keep = 2;
+    clr_audit *a = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_audit_open(&a, &o, &err), 0);
+    append_n(a, 1, 8);
+    clr_audit_close(a);
+    char **files = NULL;
+    size_t n = 0;
+    assert_int_equal(clr_audit_files(&files, &n, fx->path, &err), 0);
+    assert_int_equal(n, 3); /* two rotated, the current one */
+    clr_audit_files_free(files);
+    long long sum;
+    json_t *recs = records_of(fx->path, "audit.retention_removed", NULL, &sum);
+    assert_true(json_array_size(recs) >= 1); /* the deletion is on the record */
+    json_decref(recs);
+    clr_audit_verify_report r;
+    assert_int_equal(clr_audit_verify_log(&r, fx->path, true, &err), 0);
+    if (!r.ok)
+        fail_msg("%s", r.problem);
+    assert_true(r.checkpointed);
+}
+
+static void test_disk_budget_warns(void **state)
+{
+    struct fixture *fx = *state;
+    clr_audit_options o = CLR_AUDIT_OPTIONS_INIT;
+    o.path = fx->path;
+    clr_audit *a = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_audit_open(&a, &o, &err), 0);
+    append_n(a, 1, 20);
+    clr_audit_disk_status ds;
+    assert_int_equal(clr_audit_disk(a, &ds, &err), 0);
+    assert_true(ds.bytes > 0 && ds.free_bytes > 0);
+    assert_false(ds.warning); /* no budget, no warning */
+    clr_audit_close(a);
+    o.disk_budget = ds.bytes; /* the files already take all of it */
+    assert_int_equal(clr_audit_open(&a, &o, &err), 0);
+    assert_int_equal(clr_audit_disk(a, &ds, &err), 0);
+    assert_true(ds.warning);
+    assert_non_null(strstr(ds.reason, "audit_disk_budget"));
+    clr_audit_close(a);
+    o.disk_budget = ds.free_bytes + (1ull << 40); /* more than the disk has free */
+    assert_int_equal(clr_audit_open(&a, &o, &err), 0);
+    assert_int_equal(clr_audit_disk(a, &ds, &err), 0);
+    assert_true(ds.warning);
+    assert_non_null(strstr(ds.reason, "free"));
+    clr_audit_close(a);
+    o.disk_budget = ds.bytes * 100; /* room on both counts, if the disk has 100x free */
+    assert_int_equal(clr_audit_open(&a, &o, &err), 0);
+    assert_int_equal(clr_audit_disk(a, &ds, &err), 0);
+    if (ds.free_bytes > o.disk_budget)
+        assert_false(ds.warning);
+    clr_audit_close(a);
+}
+
 int main(void)
 {
 #define F(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -780,6 +1196,20 @@ int main(void)
         F(test_open_in_missing_directory_is_unavailable),
         F(test_open_through_symlink_refused),
         F(test_open_without_path_is_invalid),
+        F(test_denials_first_recorded_at_once_then_counted),
+        F(test_denials_flushed_per_interval),
+        F(test_denial_sources_bounded_into_others),
+        F(test_denial_others_kept_per_action),
+        F(test_denials_keyed_by_sandbox_and_destination),
+        cmocka_unit_test(test_text_escapes_bytes_that_are_not_utf8),
+        cmocka_unit_test(test_text_bounded_on_a_character_boundary),
+        F(test_denial_records_non_utf8_url_escaped_and_bounded),
+        F(test_checkpoint_shows_a_truncated_tail),
+        F(test_checkpoint_shows_a_rewritten_tail),
+        F(test_checkpoint_forged_is_refused),
+        F(test_checkpoint_written_at_rotation_and_by_tick),
+        F(test_retention_keeps_newest_rotated_files),
+        F(test_disk_budget_warns),
     };
 #undef F
     return cmocka_run_group_tests_name("audit", tests, NULL, NULL);
