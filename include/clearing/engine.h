@@ -41,6 +41,25 @@ CLR_PUBLIC int clr_engine_call(clr_engine *eng, const char *method, const char *
 CLR_PUBLIC int clr_engine_has_runtime(clr_engine *eng, const char *runtime, bool *out,
                                       clr_error *err);
 
+/* The engine's event stream (GET /events), read until it ends or the handler says stop. */
+typedef struct clr_engine_events_handler {
+    /* One event object (borrowed). Non-zero ends the stream (clr_engine_events returns 0). */
+    int (*on_event)(void *ctx, json_t *event);
+    /* The engine answered 200: every event from now on is delivered (those before are not). */
+    void (*on_connected)(void *ctx);
+    /* Called after each event and, while the stream is quiet, about once a second: true ends
+     * the stream (clr_engine_events returns 0). This is how a caller stops a watcher. */
+    bool (*tick)(void *ctx);
+    void *ctx;
+} clr_engine_events_handler;
+
+/* Streams GET /events?filters=<filters as JSON> on a connection of its own (eng's handle is
+ * used: no other call on eng meanwhile). Returns 0 when a handler ended it, -1 with err when
+ * the engine could not be reached, refused, sent something that is not an event, or closed the
+ * stream (as a stopping dockerd does): a watcher reconnects then. */
+CLR_PUBLIC int clr_engine_events(clr_engine *eng, json_t *filters,
+                                 const clr_engine_events_handler *h, clr_error *err);
+
 /* A hijacked, bidirectional connection (exec start, attach): raw bytes both ways after the
  * engine's "101 UPGRADED". Reads return the engine's multiplexed stream as it comes. */
 typedef struct clr_engine_stream clr_engine_stream;
