@@ -106,6 +106,9 @@ a_lost() {
     [ "$st" = 200 ] && [ "$state" = lost ]
 }
 check "the sandbox the restart stopped is marked lost" 'wait_for 60 a_lost' "last $st, state $state"
+# A lost sandbox keeps its workspace and stopped container until it is destroyed.
+st=$(api -XDELETE "http://x/v1/sandboxes/$A?wait=true")
+check "the lost sandbox is destroyed, its remains removed (204)" '[ "$st" = 204 ] && [ ! -e "$SRV/state/workspaces/$A" ]' "got $st"
 st=$(api -XPOST http://x/v1/sandboxes -d '{}')
 B=$(field 'd.get("id","")')
 check "a new sandbox can be created (201)" '[ "$st" = 201 ] && [ -n "$B" ]' "got $st"

@@ -1712,6 +1712,146 @@ class T09CrashRecovery(ApiTest):
         self.assertEqual(m['clearing_orphans_removed_total'], 1)
 
 
+class T12RuntimeDeath(ApiTest):
+    """A sandbox whose runtime dies (its runsc processes killed, or the kernel's OOM killer) is
+    lost at once, with its cause, from the engine's events: the reconcile pass, the backstop,
+    runs only every 10 minutes in this daemon, so it cannot be what marks it (and it would say
+    "container stopped or vanished"). Its workspace stays readable until it is destroyed."""
+
+    @classmethod
+    def setUpClass(cls):
+        d = cls.daemon = Daemon('death')
+        config = os.path.join(d.dir, 'daemon.json')
+        with open(config, 'w') as f:
+            json.dump({'reconcile_interval_ms': 600000}, f)
+        d.args = ['--config', config]
+        cls.addClassCleanup(d.stop)
+        d.start()
+
+    def state(self, sid):
+        r = self.api.get('/v1/sandboxes/' + sid)
+        self.assertEqual(r.status, 200, r)
+        return r.json
+
+    def wait_not_running(self, sid):
+        # Generous: it bounds a hang, it measures nothing.
+        s = wait_for(lambda: (lambda j: j if j['state'] != 'running' else None)(self.state(sid)),
+                     60)
+        self.assertIsNotNone(s, '%s still running 60 s after its runtime died' % sid)
+        return s
+
+    def audit_records(self, sid, action):
+        with open(os.path.join(self.daemon.state, 'audit.log')) as f:
+            recs = [json.loads(line) for line in f if line.strip()]
+        return [r for r in recs if r.get('sandbox') == sid and r.get('action') == action]
+
+    def runsc_pids(self, cid):
+        """The runsc processes (sandbox, gofer) of one container: argv[0] runsc-*, the container
+        id on the command line. Not the shim, not another container's."""
+        pids = []
+        for p in os.listdir('/proc'):
+            if not p.isdigit():
+                continue
+            try:
+                with open('/proc/%s/cmdline' % p, 'rb') as f:
+                    argv = f.read().split(b'\0')
+            except OSError:
+                continue
+            if argv and argv[0].startswith(b'runsc') and cid.encode() in b' '.join(argv):
+                pids.append(int(p))
+        return pids
+
+    def assert_lost_keeps_workspace(self, sid, reason):
+        s = self.state(sid)
+        self.assertEqual((s['state'], s['destroy_reason']), ('lost', reason), s)
+        self.assertIn(sid, {x['id'] for x in
+                            self.api.get('/v1/sandboxes?state=lost').json['sandboxes']})
+        recs = self.audit_records(sid, 'sandbox.lost')
+        self.assertEqual(len(recs), 1, recs)
+        self.assertEqual(recs[0]['details'], {'reason': reason}, recs)
+        self.assertEqual(recs[0]['actor'], 'engine', recs)
+        # A new command is refused, and the refusal names the cause.
+        self.assertError(self.api.post('/v1/sandboxes/%s/exec' % sid, {'argv': ['true']}), 409,
+                         'conflict', mentions=['lost', reason])
+        # What it wrote before it died can still be read; nothing can be written.
+        r = self.api.get('/v1/sandboxes/%s/files/keep.txt' % sid)
+        self.assertEqual((r.status, r.body), (200, b'before\n'), r)
+        r = self.api.get('/v1/sandboxes/%s/files' % sid)
+        self.assertEqual(r.status, 200, r)
+        self.assertIn('keep.txt', {e['name'] for e in r.json['entries']}, r)
+        self.assertError(self.api.request('PUT', '/v1/sandboxes/%s/files/new.txt' % sid, b'x'),
+                         409, 'conflict')
+        # Destroyed: its remains go.
+        workspace = os.path.join(self.daemon.state, 'workspaces', sid)
+        self.assertTrue(os.path.isdir(workspace))
+        self.assertEqual(self.api.delete('/v1/sandboxes/%s?wait=true' % sid).status, 204)
+        self.assertEqual(self.state(sid)['state'], 'destroyed')
+        self.assertEqual(docker('GET', '/containers/clearing-%s/json' % sid).status, 404)
+        self.assertFalse(os.path.exists(workspace))
+        self.assertError(self.api.get('/v1/sandboxes/%s/files/keep.txt' % sid), 409, 'conflict')
+
+    def test_killed_runtime_is_lost_as_runtime_died(self):
+        sid = self.create()['id']
+        self.run_ok(sid, {'shell': 'echo before > /workspace/keep.txt'})
+        self.assertEqual(self.state(sid)['state'], 'running')
+        r = docker('GET', '/containers/clearing-%s/json' % sid)
+        self.assertEqual(r.status, 200, r)
+        cid, pid = r.json['Id'], r.json['State']['Pid']
+        pids = self.runsc_pids(cid)
+        # Positive control: the engine's sandbox process is one of those found.
+        self.assertIn(pid, pids, (pid, pids))
+        # A command in flight when the runtime dies ends with an error that names it.
+        done = {}
+        started = os.path.join(self.daemon.state, 'workspaces', sid, 'started')
+        t = threading.Thread(target=lambda: done.update(
+            r=self.api.post('/v1/sandboxes/%s/exec' % sid,
+                            {'shell': 'touch /workspace/started; sleep 600'})))
+        t.start()
+        self.assertTrue(wait_for(lambda: os.path.exists(started), 60), 'the command never ran')
+        for p in pids:
+            os.kill(p, signal.SIGKILL)
+        t.join(120)
+        self.assertFalse(t.is_alive(), 'the command in flight did not end')
+        self.assertEqual(done['r'].status, 200, done['r'])
+        res = done['r'].json['result']
+        self.assertEqual(res['status'], 'sandbox_failed', res)
+        self.assertIn('runtime died', res['message'], res)
+        self.wait_not_running(sid)
+        self.assert_lost_keeps_workspace(sid, 'runtime died')
+        m, _ = self.api.metrics()
+        self.assertGreaterEqual(m['clearing_sandboxes_lost_total'], 1)
+
+    def test_oom_killed_sandbox_is_lost_as_oom(self):
+        sid = self.create({'limits': {'memory': '128m'}})['id']
+        self.run_ok(sid, {'shell': 'echo before > /workspace/keep.txt'})
+        # Several processes allocating at once: the agent ends them at its limit, but runsc's
+        # own memory is not given back at once, and after some rounds the kernel kills the
+        # sandbox as a whole (the 2nd to the 13th round, here).
+        alloc = {'shell': 'for i in 1 2 3 4 5; do python3 -c "b=bytearray(100<<20)" & done; '
+                          'wait', 'timeout': '60s'}
+        rounds = []
+        for _ in range(20):
+            r = self.api.post('/v1/sandboxes/%s/exec' % sid, alloc)
+            if r.status != 200:
+                break
+            rounds.append(r.json['result'])
+            if rounds[-1]['status'] != 'oom' or rounds[-1]['sandbox_killed'] or \
+                    self.state(sid)['state'] != 'running':
+                break
+        self.assertTrue(rounds, 'no allocation round ran')
+        if rounds[-1]['status'] == 'oom' and not rounds[-1]['sandbox_killed'] and \
+                self.state(sid)['state'] == 'running':
+            self.fail('the kernel did not kill the sandbox in %d rounds of allocations: the '
+                      'test could not provoke what it tests' % len(rounds))
+        # Positive control: the rounds ran out of memory (the last one may have been sent to a
+        # sandbox the kernel had just killed: the commands in flight are named oom, usually).
+        self.assertEqual({x['status'] for x in rounds[:-1]} | {'oom'}, {'oom'}, rounds)
+        self.assertIn(rounds[-1]['status'], ('oom', 'sandbox_failed'), rounds)
+        s = self.wait_not_running(sid)
+        self.assertEqual(s['destroy_reason'], 'oom', (s, rounds))
+        self.assert_lost_keeps_workspace(sid, 'oom')
+
+
 # ---- runner ----
 
 class Result(unittest.TextTestResult):
