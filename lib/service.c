@@ -2125,6 +2125,9 @@ static void *reaper_main(void *p)
  * lib/exec.c). An oom event ends the wait at once. */
 #define DEATH_SETTLE_MS 1000
 #define DEATHS_MAX 64
+/* The reconcile pass leaves rows younger than 5 s alone (a create may be between its container
+ * and its row): a second pass this long after a connect looks at those too. */
+#define RESYNC_SECOND_LOOK_MS 6000
 
 struct death {
     char id[CLR_SANDBOX_ID_MAX + 1];
@@ -2136,7 +2139,8 @@ struct watch {
     clr_service *svc;
     struct death deaths[DEATHS_MAX]; /* events whose sandbox is yet to be judged */
     size_t n;
-    bool resync;   /* (re)connected: compare with the engine once, for what was missed */
+    bool resync;   /* (re)connected: compare with the engine, for what was missed */
+    uint64_t second_look_us; /* when to compare once more after a connect (0: done) */
     bool streamed; /* the engine answered since the last back-off */
 };
 
@@ -2240,6 +2244,7 @@ static void watch_on_connected(void *ctx)
 {
     struct watch *w = ctx;
     w->resync = true;
+    w->second_look_us = mono_us() + RESYNC_SECOND_LOOK_MS * 1000ull;
     w->streamed = true;
     clr_log(CLR_LOG_INFO, "events.connected", NULL);
 }
@@ -2249,8 +2254,13 @@ static bool watch_tick(void *ctx)
     struct watch *w = ctx;
     if (watch_stopping(w->svc))
         return true;
+    if (w->second_look_us && mono_us() >= w->second_look_us) {
+        w->second_look_us = 0;
+        w->resync = true;
+    }
     if (w->resync) {
-        /* Deaths while the stream was down came as no event: compare with the engine now. */
+        /* Deaths while the stream was down came as no event: compare with the engine now (and
+         * once more a few seconds later). */
         w->resync = false;
         clr_error err = CLR_ERROR_INIT;
         if (clr_service_reconcile(w->svc, &err) < 0)

@@ -232,10 +232,15 @@ class EngineProxy:
     """A relay between a daemon and dockerd (point CLEARING_DOCKER_HOST at .path) that can hold
     the engine's removal of one container: the test, not the engine's speed, decides whether a
     removal is still pending when it acts. Requests are read one by one up to a connection's
-    switch to a raw stream (attach, exec), then bytes are copied as they come."""
+    switch to a raw stream (attach, exec), then bytes are copied as they come. It can also play
+    an engine that restarts: cut the event streams (as a stopping dockerd ends them) and refuse
+    connections for a while."""
 
     def __init__(self, path):
         self.path = path
+        self.refusing = False             # True: connections are closed at once
+        self.event_clients = []           # client sockets of GET /events streams
+        self.events_seen = threading.Event()  # set at each GET /events
         self.hold = None                  # compiled pattern of DELETE targets to hold
         self.held = threading.Event()     # set once a request was held
         self.release = threading.Event()  # set: held requests go on (or are dropped)
@@ -256,6 +261,16 @@ class EngineProxy:
     def close(self):
         self.drop_held()
         self.listener.close()
+
+    def cut_event_streams(self):
+        """Ends every event stream relayed so far; returns how many there were."""
+        clients, self.event_clients = self.event_clients, []
+        for c in clients:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return len(clients)
 
     def accept_loop(self):
         while True:
@@ -278,6 +293,9 @@ class EngineProxy:
             pass
 
     def relay(self, client):
+        if self.refusing:
+            client.close()
+            return
         engine = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             engine.connect(DOCKER_SOCK)
@@ -315,6 +333,9 @@ class EngineProxy:
             for line in lines[1:]:
                 k, _, v = line.partition(b':')
                 headers[k.strip().lower()] = v.strip()
+            if method == b'GET' and re.match(rb'^/v[0-9.]+/events\?', target):
+                self.event_clients.append(src)
+                self.events_seen.set()
             pattern = self.hold
             if method == b'DELETE' and pattern and pattern.match(target):
                 self.held.set()
@@ -1809,7 +1830,10 @@ class T12RuntimeDeath(ApiTest):
         t.start()
         self.assertTrue(wait_for(lambda: os.path.exists(started), 60), 'the command never ran')
         for p in pids:
-            os.kill(p, signal.SIGKILL)
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:  # the gofer may end with the sandbox before its turn
+                pass
         t.join(120)
         self.assertFalse(t.is_alive(), 'the command in flight did not end')
         self.assertEqual(done['r'].status, 200, done['r'])
@@ -1820,6 +1844,84 @@ class T12RuntimeDeath(ApiTest):
         self.assert_lost_keeps_workspace(sid, 'runtime died')
         m, _ = self.api.metrics()
         self.assertGreaterEqual(m['clearing_sandboxes_lost_total'], 1)
+
+    def kill_runtime(self, sid):
+        r = docker('GET', '/containers/clearing-%s/json' % sid)
+        self.assertEqual(r.status, 200, r)
+        pids = self.runsc_pids(r.json['Id'])
+        self.assertIn(r.json['State']['Pid'], pids, pids)
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:  # the gofer may end with the sandbox before its turn
+                pass
+
+    def test_watcher_reconnects_and_catches_up(self):
+        """The engine's event stream ends and the engine refuses connections for a while (as
+        when dockerd restarts): a death meanwhile comes as no event, and is caught by the one
+        comparison the watcher makes after it connects again; a death after that comes through
+        the new stream."""
+        d = Daemon('death-proxy')
+        self.addCleanup(d.stop)
+        proxy = EngineProxy(os.path.join(d.dir, 'engine.sock'))
+        self.addCleanup(proxy.close)
+        config = os.path.join(d.dir, 'daemon.json')
+        with open(config, 'w') as f:
+            json.dump({'reconcile_interval_ms': 600000}, f)
+        d.args = ['--config', config]
+        d.extra_env['CLEARING_DOCKER_HOST'] = proxy.path
+        d.start()
+        c = d.client()
+        self.assertTrue(proxy.events_seen.wait(60), 'the daemon never asked for events')
+        r = c.post('/v1/sandboxes', {})
+        self.assertEqual(r.status, 201, r)
+        first = r.json['id']
+        self.addCleanup(destroy_quietly, c, first)
+        self.assertEqual(self.run_ok(first, {'argv': ['true']}, client=c)['exit_code'], 0)
+        # The engine "goes away": its stream ends, connections are refused.
+        proxy.events_seen.clear()
+        proxy.refusing = True
+        self.assertEqual(proxy.cut_event_streams(), 1)
+        self.assertTrue(wait_for(lambda: 'events.disconnected' in open(d.log_path).read(), 60),
+                        d.log_tail())
+        # Its runtime dies while nobody is listening: the engine has published the die event
+        # (it is in its log) before the watcher may connect again, so no stream can carry it.
+        t0 = int(time.time()) - 1
+        self.kill_runtime(first)
+        flt = urllib.parse.quote(json.dumps({'type': ['container'], 'event': ['die'],
+                                             'container': ['clearing-' + first]}))
+
+        def die_published():
+            r = docker('GET', '/events?since=%d&until=%d&filters=%s'
+                       % (t0, int(time.time()), flt))
+            return r.status == 200 and b'"die"' in r.body
+        self.assertTrue(wait_for(die_published, 60), 'the engine never logged the die event')
+        self.assertEqual(c.get('/v1/sandboxes/' + first).json['state'], 'running')
+        # The engine is back: the watcher connects again and compares once.
+        proxy.refusing = False
+        self.assertTrue(proxy.events_seen.wait(60), 'the watcher did not connect again')
+        s = wait_for(lambda: (lambda j: j if j['state'] != 'running' else None)(
+            c.get('/v1/sandboxes/' + first).json), 60)
+        self.assertIsNotNone(s, 'the death during the outage was never caught')
+        self.assertEqual((s['state'], s['destroy_reason']),
+                         ('lost', 'container stopped or vanished'), s)
+        # And the new stream carries the next death.
+        r = c.post('/v1/sandboxes', {})
+        self.assertEqual(r.status, 201, r)
+        second = r.json['id']
+        self.addCleanup(destroy_quietly, c, second)
+        self.run_ok(second, {'argv': ['true']}, client=c)
+        self.kill_runtime(second)
+        s = wait_for(lambda: (lambda j: j if j['state'] != 'running' else None)(
+            c.get('/v1/sandboxes/' + second).json), 60)
+        self.assertIsNotNone(s, 'the death after the reconnect was never seen')
+        self.assertEqual((s['state'], s['destroy_reason']), ('lost', 'runtime died'), s)
+        for sid in (first, second):
+            self.assertEqual(c.delete('/v1/sandboxes/%s?wait=true' % sid).status, 204)
+        # One warning for the outage, however many attempts it took.
+        log = open(d.log_path).read()
+        self.assertEqual(log.count('"events.disconnected"'), 1, d.log_tail())
+        self.assertGreaterEqual(log.count('"events.connected"'), 2, d.log_tail())
 
     def test_oom_killed_sandbox_is_lost_as_oom(self):
         sid = self.create({'limits': {'memory': '128m'}})['id']
