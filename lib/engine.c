@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clearing/cleanup.h"
 #include "clearing/engine.h"
@@ -281,6 +282,77 @@ int clr_engine_has_runtime(clr_engine *eng, const char *runtime, bool *out, clr_
 
 #define MAX_EVENT (1024u * 1024) /* one event object; a longer line is not an event */
 
+/* The stream's socket, opened and closed by libcurl through the callbacks below, which hold
+ * lock: so a fire never shuts down a descriptor number that was closed and reused meanwhile. */
+struct clr_engine_cancel {
+    pthread_mutex_t lock;
+    curl_socket_t fd; /* CURL_SOCKET_BAD: none open */
+    bool fired;
+};
+
+int clr_engine_cancel_new(clr_engine_cancel **out, clr_error *err)
+{
+    clr_engine_cancel *c = calloc(1, sizeof(*c));
+    if (!c)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    pthread_mutex_init(&c->lock, NULL);
+    c->fd = CURL_SOCKET_BAD;
+    *out = c;
+    return 0;
+}
+
+void clr_engine_cancel_free(clr_engine_cancel *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+void clr_engine_cancel_fire(clr_engine_cancel *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->fired = true;
+    if (c->fd != CURL_SOCKET_BAD)
+        shutdown(c->fd, SHUT_RDWR); /* libcurl's read ends: the transfer is over */
+    pthread_mutex_unlock(&c->lock);
+}
+
+static bool cancel_fired(clr_engine_cancel *c)
+{
+    if (!c)
+        return false;
+    pthread_mutex_lock(&c->lock);
+    bool fired = c->fired;
+    pthread_mutex_unlock(&c->lock);
+    return fired;
+}
+
+static curl_socket_t events_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)purpose;
+    clr_engine_cancel *c = ud;
+    pthread_mutex_lock(&c->lock);
+    curl_socket_t fd = CURL_SOCKET_BAD;
+    if (!c->fired) {
+        fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+        c->fd = fd < 0 ? CURL_SOCKET_BAD : fd;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return fd < 0 ? CURL_SOCKET_BAD : fd;
+}
+
+static int events_close_socket(void *ud, curl_socket_t fd)
+{
+    clr_engine_cancel *c = ud;
+    pthread_mutex_lock(&c->lock);
+    if (c->fd == fd)
+        c->fd = CURL_SOCKET_BAD;
+    int rc = close(fd);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
 struct events_read {
     CURL *curl;
     const clr_engine_events_handler *h;
@@ -303,6 +375,11 @@ static size_t on_events_header(char *ptr, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
+static bool ended_by_handler(struct events_read *r)
+{
+    return cancel_fired(r->h->cancel) || (r->h->tick && r->h->tick(r->h->ctx));
+}
+
 static bool events_line(struct events_read *r)
 {
     if (r->len == 0)
@@ -316,7 +393,7 @@ static bool events_line(struct events_read *r)
     }
     int rc = r->h->on_event ? r->h->on_event(r->h->ctx, ev) : 0;
     json_decref(ev);
-    if (rc != 0 || (r->h->tick && r->h->tick(r->h->ctx))) {
+    if (rc != 0 || ended_by_handler(r)) {
         r->ended = true;
         return false;
     }
@@ -356,7 +433,7 @@ static int on_events_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, cu
 {
     (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
     struct events_read *r = ud;
-    if (r->h->tick && r->h->tick(r->h->ctx)) {
+    if (ended_by_handler(r)) {
         r->ended = true;
         return 1;
     }
@@ -391,10 +468,26 @@ int clr_engine_events(clr_engine *eng, json_t *filters, const clr_engine_events_
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_events_progress);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, &r);
+    if (h->cancel) {
+        /* A connection of its own, closed at the end: its socket is the one a fire shuts. */
+        curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);
+        curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);
+        curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, events_open_socket);
+        curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, h->cancel);
+        curl_easy_setopt(c, CURLOPT_CLOSESOCKETFUNCTION, events_close_socket);
+        curl_easy_setopt(c, CURLOPT_CLOSESOCKETDATA, h->cancel);
+    }
     CURLcode rc = curl_easy_perform(c);
+    if (h->cancel) {
+        /* Closed by now (FORBID_REUSE); if it were not, a fire must not reach a number that
+         * libcurl closes later, unseen. */
+        pthread_mutex_lock(&h->cancel->lock);
+        h->cancel->fd = CURL_SOCKET_BAD;
+        pthread_mutex_unlock(&h->cancel->lock);
+    }
     curl_easy_reset(c); /* no callback of the handle points at r any more */
     int ret = 0;
-    if (r.ended) {
+    if (r.ended || cancel_fired(h->cancel)) {
         ret = 0;
     } else if (r.bad) {
         ret = clr_error_set(err, CLR_E_ENGINE, EPROTO,

@@ -63,6 +63,7 @@ struct clr_service {
      * reconcile is the backstop). */
     pthread_t watch_thread;
     bool watch_started;
+    clr_engine_cancel *watch_cancel; /* ends its stream at once when the daemon stops */
 
     atomic_uint_fast64_t created, create_failed, destroyed_client, destroyed_expired,
         destroyed_idle, lost, adopted, orphans_removed, execs, exec_timeouts, exec_ooms,
@@ -2306,7 +2307,8 @@ static void *watch_main(void *p)
     clr_engine_events_handler h = {.on_event = watch_on_event,
                                    .on_connected = watch_on_connected,
                                    .tick = watch_tick,
-                                   .ctx = w};
+                                   .ctx = w,
+                                   .cancel = svc->watch_cancel};
     unsigned backoff = WATCH_BACKOFF_MIN_MS;
     bool warned = false;
     while (filters && !watch_stopping(svc)) {
@@ -2586,6 +2588,10 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
         return clr_error_set(err, CLR_E_INTERNAL, errno, "cannot start the reaper thread");
     }
     svc->reaper_started = true;
+    if (clr_engine_cancel_new(&svc->watch_cancel, err) < 0) {
+        clr_service_stop(svc);
+        return -1;
+    }
     if (pthread_create(&svc->watch_thread, NULL, watch_main, svc) != 0) {
         clr_service_stop(svc);
         return clr_error_set(err, CLR_E_INTERNAL, errno, "cannot start the event watcher thread");
@@ -2659,14 +2665,16 @@ void clr_service_stop(clr_service *svc)
         pthread_join(svc->reaper, NULL);
     }
     if (svc->watch_started) {
-        /* The watcher sees the flag within about a second (its stream's tick) or at once (its
-         * back-off wait). */
+        /* The watcher's stream ends at once (its socket is shut down), so does its back-off
+         * wait; an engine call it is making (an inspect, a connect) ends first. */
         pthread_mutex_lock(&svc->reaper_lock);
         svc->stopping = true;
         pthread_cond_broadcast(&svc->reaper_cond);
         pthread_mutex_unlock(&svc->reaper_lock);
+        clr_engine_cancel_fire(svc->watch_cancel);
         pthread_join(svc->watch_thread, NULL);
     }
+    clr_engine_cancel_free(svc->watch_cancel);
     if (svc->rm_started)
         removals_drain(svc);
     if (svc->warm_started) {

@@ -41,6 +41,14 @@ CLR_PUBLIC int clr_engine_call(clr_engine *eng, const char *method, const char *
 CLR_PUBLIC int clr_engine_has_runtime(clr_engine *eng, const char *runtime, bool *out,
                                       clr_error *err);
 
+/* A way for another thread to end an event stream at once (its socket is shut down), rather than
+ * at the stream's next tick. */
+typedef struct clr_engine_cancel clr_engine_cancel;
+CLR_PUBLIC int clr_engine_cancel_new(clr_engine_cancel **out, clr_error *err);
+CLR_PUBLIC void clr_engine_cancel_free(clr_engine_cancel *c);
+/* Ends the stream that uses c now, and every later one as it starts. Thread-safe. */
+CLR_PUBLIC void clr_engine_cancel_fire(clr_engine_cancel *c);
+
 /* The engine's event stream (GET /events), read until it ends or the handler says stop. */
 typedef struct clr_engine_events_handler {
     /* One event object (borrowed). Non-zero ends the stream (clr_engine_events returns 0). */
@@ -51,6 +59,8 @@ typedef struct clr_engine_events_handler {
      * the stream (clr_engine_events returns 0). This is how a caller stops a watcher. */
     bool (*tick)(void *ctx);
     void *ctx;
+    /* NULL, or a cancel that ends the stream when fired (clr_engine_events returns 0). */
+    clr_engine_cancel *cancel;
 } clr_engine_events_handler;
 
 /* Streams GET /events?filters=<filters as JSON> on a connection of its own (eng's handle is

@@ -1922,6 +1922,13 @@ class T12RuntimeDeath(ApiTest):
         log = open(d.log_path).read()
         self.assertEqual(log.count('"events.disconnected"'), 1, d.log_tail())
         self.assertGreaterEqual(log.count('"events.connected"'), 2, d.log_tail())
+        # The watcher, reading its stream, does not hold up a stop (the deadline bounds a hang).
+        d.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = d.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.fail('the daemon did not stop within 60 s of SIGTERM:\n' + d.log_tail())
+        self.assertEqual(rc, 0, d.log_tail())
 
     def test_oom_killed_sandbox_is_lost_as_oom(self):
         sid = self.create({'limits': {'memory': '128m'}})['id']
