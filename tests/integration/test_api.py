@@ -1742,9 +1742,17 @@ class T12RuntimeDeath(ApiTest):
     @classmethod
     def setUpClass(cls):
         d = cls.daemon = Daemon('death')
+        # A repository, so that a lost sandbox's diff can be asked for.
+        cls.repo = os.path.join(d.dir, 'repo')
+        git = ['git', '-C', cls.repo, '-c', 'user.name=t', '-c', 'user.email=t@example.org']
+        os.mkdir(cls.repo)
+        with open(os.path.join(cls.repo, 'README'), 'w') as f:
+            f.write('base\n')
+        for args in (['init', '-q', '-b', 'main'], ['add', 'README'], ['commit', '-qm', 'base']):
+            subprocess.run(git + args, check=True)
         config = os.path.join(d.dir, 'daemon.json')
         with open(config, 'w') as f:
-            json.dump({'reconcile_interval_ms': 600000}, f)
+            json.dump({'reconcile_interval_ms': 600000, 'repo_roots': [d.dir]}, f)
         d.args = ['--config', config]
         cls.addClassCleanup(d.stop)
         d.start()
@@ -1811,10 +1819,17 @@ class T12RuntimeDeath(ApiTest):
         self.assertFalse(os.path.exists(workspace))
         self.assertError(self.api.get('/v1/sandboxes/%s/files/keep.txt' % sid), 409, 'conflict')
 
+    def diff(self, sid):
+        r = self.api.get('/v1/sandboxes/%s/diff' % sid)
+        self.assertEqual(r.status, 200, r)
+        return r.text
+
     def test_killed_runtime_is_lost_as_runtime_died(self):
-        sid = self.create()['id']
+        sid = self.create({'repo': {'path': self.repo}})['id']
         self.run_ok(sid, {'shell': 'echo before > /workspace/keep.txt'})
         self.assertEqual(self.state(sid)['state'], 'running')
+        running_diff = self.diff(sid)
+        self.assertIn('+before', running_diff)
         r = docker('GET', '/containers/clearing-%s/json' % sid)
         self.assertEqual(r.status, 200, r)
         cid, pid = r.json['Id'], r.json['State']['Pid']
@@ -1841,6 +1856,10 @@ class T12RuntimeDeath(ApiTest):
         self.assertEqual(res['status'], 'sandbox_failed', res)
         self.assertIn('runtime died', res['message'], res)
         self.wait_not_running(sid)
+        # The diff of what it did is still there (and of the file its last command made).
+        lost_diff = self.diff(sid)
+        self.assertTrue(lost_diff.startswith(running_diff), (running_diff, lost_diff))
+        self.assertIn('b/started', lost_diff)
         self.assert_lost_keeps_workspace(sid, 'runtime died')
         m, _ = self.api.metrics()
         self.assertGreaterEqual(m['clearing_sandboxes_lost_total'], 1)
