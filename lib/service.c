@@ -1918,8 +1918,11 @@ static int reap_lost(clr_service *svc, int64_t now, clr_error *err)
     for (size_t i = 0; i < n; i++) {
         clr_error lerr = CLR_ERROR_INIT;
         if (now >= rows[i].info.expires_at &&
-            destroy_locked(svc, rows[i].info.id, "expired", "reaper", &lerr) == 0)
+            destroy_locked(svc, rows[i].info.id, "expired", "reaper", &lerr) == 0) {
             removed++;
+            clr_log(CLR_LOG_INFO, "reaper.destroyed", "id", rows[i].info.id, "reason", "expired",
+                    "was", "lost", NULL);
+        }
         clr_store_sandbox_clear(&rows[i]);
     }
     free(rows);

@@ -1949,6 +1949,20 @@ class T12RuntimeDeath(ApiTest):
             self.fail('the daemon did not stop within 60 s of SIGTERM:\n' + d.log_tail())
         self.assertEqual(rc, 0, d.log_tail())
 
+    def test_lost_sandbox_remains_go_at_its_expiry(self):
+        sid = self.create({'limits': {'lifetime': '10s'}, 'idle_timeout': 0})['id']
+        self.run_ok(sid, {'shell': 'echo before > /workspace/keep.txt'})
+        self.kill_runtime(sid)
+        self.assertEqual(self.wait_not_running(sid)['state'], 'lost')
+        workspace = os.path.join(self.daemon.state, 'workspaces', sid)
+        self.assertTrue(os.path.isdir(workspace))  # kept, until...
+        s = wait_for(lambda: (lambda j: j if j['state'] != 'lost' else None)(self.state(sid)), 90)
+        self.assertIsNotNone(s, 'a lost sandbox past its expiry was not destroyed')
+        self.assertEqual((s['state'], s['destroy_reason']), ('destroyed', 'expired'), s)
+        self.assertTrue(wait_for(lambda: not os.path.exists(workspace) and docker(
+            'GET', '/containers/clearing-%s/json' % sid).status == 404, 60),
+            'the remains of an expired lost sandbox were not removed')
+
     def test_oom_killed_sandbox_is_lost_as_oom(self):
         sid = self.create({'limits': {'memory': '128m'}})['id']
         self.run_ok(sid, {'shell': 'echo before > /workspace/keep.txt'})
