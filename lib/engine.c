@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clearing/cleanup.h"
 #include "clearing/engine.h"
@@ -292,6 +293,238 @@ int clr_engine_runtime_path(clr_engine *eng, const char *runtime, char *out, siz
         return clr_error_set(err, CLR_E_INVALID, 0, "the runtime's path is too long");
     strcpy(out, p);
     return 0;
+}
+
+/* ---- the event stream ---- */
+
+#define MAX_EVENT (1024u * 1024) /* one event object; a longer line is not an event */
+
+/* The stream's socket, opened and closed by libcurl through the callbacks below, which hold
+ * lock: so a fire never shuts down a descriptor number that was closed and reused meanwhile. */
+struct clr_engine_cancel {
+    pthread_mutex_t lock;
+    curl_socket_t fd; /* CURL_SOCKET_BAD: none open */
+    bool fired;
+};
+
+int clr_engine_cancel_new(clr_engine_cancel **out, clr_error *err)
+{
+    clr_engine_cancel *c = calloc(1, sizeof(*c));
+    if (!c)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    pthread_mutex_init(&c->lock, NULL);
+    c->fd = CURL_SOCKET_BAD;
+    *out = c;
+    return 0;
+}
+
+void clr_engine_cancel_free(clr_engine_cancel *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+void clr_engine_cancel_fire(clr_engine_cancel *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->fired = true;
+    if (c->fd != CURL_SOCKET_BAD)
+        shutdown(c->fd, SHUT_RDWR); /* libcurl's read ends: the transfer is over */
+    pthread_mutex_unlock(&c->lock);
+}
+
+static bool cancel_fired(clr_engine_cancel *c)
+{
+    if (!c)
+        return false;
+    pthread_mutex_lock(&c->lock);
+    bool fired = c->fired;
+    pthread_mutex_unlock(&c->lock);
+    return fired;
+}
+
+static curl_socket_t events_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)purpose;
+    clr_engine_cancel *c = ud;
+    pthread_mutex_lock(&c->lock);
+    curl_socket_t fd = CURL_SOCKET_BAD;
+    if (!c->fired) {
+        fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+        c->fd = fd < 0 ? CURL_SOCKET_BAD : fd;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return fd < 0 ? CURL_SOCKET_BAD : fd;
+}
+
+static int events_close_socket(void *ud, curl_socket_t fd)
+{
+    clr_engine_cancel *c = ud;
+    pthread_mutex_lock(&c->lock);
+    if (c->fd == fd)
+        c->fd = CURL_SOCKET_BAD;
+    int rc = close(fd);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+struct events_read {
+    CURL *curl;
+    const clr_engine_events_handler *h;
+    char *line; /* the event being received, up to its newline */
+    size_t len, cap;
+    long status;       /* once the headers are in */
+    bool ended;        /* a handler ended the stream */
+    bool bad;          /* a line that is not an event object, or too long */
+};
+
+static size_t on_events_header(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    struct events_read *r = ud;
+    size_t n = size * nmemb;
+    if (n == 2 && ptr[0] == '\r' && ptr[1] == '\n') {
+        curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &r->status);
+        if (r->status == 200 && r->h->on_connected)
+            r->h->on_connected(r->h->ctx);
+    }
+    return n;
+}
+
+static bool ended_by_handler(struct events_read *r)
+{
+    return cancel_fired(r->h->cancel) || (r->h->tick && r->h->tick(r->h->ctx));
+}
+
+static bool events_line(struct events_read *r)
+{
+    if (r->len == 0)
+        return true;
+    json_t *ev = json_loadb(r->line, r->len, 0, NULL);
+    r->len = 0;
+    if (!json_is_object(ev)) {
+        json_decref(ev);
+        r->bad = true;
+        return false;
+    }
+    int rc = r->h->on_event ? r->h->on_event(r->h->ctx, ev) : 0;
+    json_decref(ev);
+    if (rc != 0 || ended_by_handler(r)) {
+        r->ended = true;
+        return false;
+    }
+    return true;
+}
+
+/* Bytes of the answer: events, one JSON object a line; or, on an error status, its message. */
+static size_t on_events_body(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    struct events_read *r = ud;
+    size_t n = size * nmemb;
+    for (size_t i = 0; i < n; i++) {
+        if (ptr[i] == '\n' && r->status == 200) {
+            if (!events_line(r))
+                return 0;
+            continue;
+        }
+        if (r->len + 1 >= MAX_EVENT) {
+            r->bad = true;
+            return 0;
+        }
+        if (r->len + 1 >= r->cap) {
+            size_t cap = r->cap ? r->cap * 2 : 4096;
+            char *l = realloc(r->line, cap);
+            if (!l)
+                return 0;
+            r->line = l;
+            r->cap = cap;
+        }
+        r->line[r->len++] = ptr[i];
+    }
+    return n;
+}
+
+static int on_events_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                              curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    struct events_read *r = ud;
+    if (ended_by_handler(r)) {
+        r->ended = true;
+        return 1;
+    }
+    return 0;
+}
+
+int clr_engine_events(clr_engine *eng, json_t *filters, const clr_engine_events_handler *h,
+                      clr_error *err)
+{
+    _cleanup_free_ char *text = json_dumps(filters, JSON_COMPACT);
+    char *esc = text ? curl_easy_escape(eng->curl, text, 0) : NULL;
+    if (!esc)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    char path[2048], url[2100];
+    int n = snprintf(path, sizeof(path), "/%s/events?filters=%s", eng->api, esc);
+    curl_free(esc);
+    if (n < 0 || n >= (int)sizeof(path))
+        return clr_error_set(err, CLR_E_INVALID, 0, "engine event filter too long");
+    snprintf(url, sizeof(url), "http://docker%s", path);
+    struct events_read r = {.curl = eng->curl, .h = h};
+    CURL *c = eng->curl;
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, eng->socket_path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    /* No overall timeout: the stream is quiet for as long as nothing happens. */
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_events_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_events_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_events_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, &r);
+    if (h->cancel) {
+        /* A connection of its own, closed at the end: its socket is the one a fire shuts. */
+        curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);
+        curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);
+        curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, events_open_socket);
+        curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, h->cancel);
+        curl_easy_setopt(c, CURLOPT_CLOSESOCKETFUNCTION, events_close_socket);
+        curl_easy_setopt(c, CURLOPT_CLOSESOCKETDATA, h->cancel);
+    }
+    CURLcode rc = curl_easy_perform(c);
+    if (h->cancel) {
+        /* Closed by now (FORBID_REUSE); if it were not, a fire must not reach a number that
+         * libcurl closes later, unseen. */
+        pthread_mutex_lock(&h->cancel->lock);
+        h->cancel->fd = CURL_SOCKET_BAD;
+        pthread_mutex_unlock(&h->cancel->lock);
+    }
+    curl_easy_reset(c); /* no callback of the handle points at r any more */
+    int ret = 0;
+    if (r.ended || cancel_fired(h->cancel)) {
+        ret = 0;
+    } else if (r.bad) {
+        ret = clr_error_set(err, CLR_E_ENGINE, EPROTO,
+                            "the Docker engine's event stream carried something that is not an "
+                            "event (or one larger than %u bytes)",
+                            MAX_EVENT);
+    } else if (rc != CURLE_OK) {
+        ret = transport_error(eng, rc, "GET", path, err);
+    } else if (r.status != 200) {
+        json_t *j = r.len ? json_loadb(r.line, r.len, 0, NULL) : NULL;
+        engine_status_error(r.status, j, "GET", path, err);
+        json_decref(j);
+        ret = -1;
+    } else {
+        ret = clr_error_set(err, CLR_E_UNAVAILABLE, EPIPE,
+                            "the Docker engine at %s ended its event stream (restarting?)",
+                            eng->socket_path);
+    }
+    free(r.line);
+    return ret;
 }
 
 /* ---- hijacked streams ---- */

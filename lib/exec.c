@@ -289,6 +289,7 @@ static void diagnose(clr_engine *eng, const clr_sandbox *sb, clr_exec_result *r,
         json_t *state = json_object_get(j, "State");
         bool oom = st == 200 && json_is_true(json_object_get(state, "OOMKilled"));
         bool stopped = st == 200 && !json_is_true(json_object_get(state, "Running"));
+        json_int_t code = json_integer_value(json_object_get(state, "ExitCode"));
         json_decref(j);
         uint64_t now = mono_ms();
         if (oom) {
@@ -306,7 +307,12 @@ static void diagnose(clr_engine *eng, const clr_sandbox *sb, clr_exec_result *r,
         if (stopped && !oom_by)
             oom_by = now + DIAGNOSE_OOM_MS;
         if (stopped && now >= oom_by) {
-            snprintf(r->message, sizeof(r->message), "the sandbox stopped while the command ran");
+            /* Its runtime (runsc) died under it, killed or crashed: the daemon records the
+             * sandbox as lost, reason "runtime died". */
+            snprintf(r->message, sizeof(r->message),
+                     "the sandbox's runtime died while the command ran (its container stopped "
+                     "with exit code %lld)",
+                     (long long)code);
             return;
         }
         if (!stopped && (st != 200 || now >= stop_by)) {

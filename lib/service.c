@@ -65,6 +65,11 @@ struct clr_service {
     pthread_cond_t reaper_cond;
     bool stopping;
     bool reaper_started;
+    /* The engine's event stream: a sandbox whose container dies is lost at once (the reaper's
+     * reconcile is the backstop). */
+    pthread_t watch_thread;
+    bool watch_started;
+    clr_engine_cancel *watch_cancel; /* ends its stream at once when the daemon stops */
 
     atomic_uint_fast64_t created, create_failed, destroyed_client, destroyed_expired,
         destroyed_idle, lost, adopted, orphans_removed, execs, exec_timeouts, exec_ooms,
@@ -947,36 +952,68 @@ int clr_service_get(clr_service *svc, const char *id, json_t **out, clr_error *e
     return 0;
 }
 
-/* The sandbox's state in the database (CLR_STATE_*); -1 when it has no row for it (404). */
-static int row_state(clr_service *svc, const char *id, char state[32], clr_error *err)
+/* The database's state of the sandbox (a CLR_STATE_*) and why it left running ("" while it
+ * runs); -1 when it has no row for it (404). */
+static int row_state(clr_service *svc, const char *id, char state[32], char reason[CLR_STORE_REASON_MAX + 1],
+                     clr_error *err)
 {
     clr_store_sandbox row;
     if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
         return -1;
     snprintf(state, 32, "%s", row.info.state);
+    snprintf(reason, CLR_STORE_REASON_MAX + 1, "%s", row.destroy_reason);
     clr_store_sandbox_clear(&row);
     return 0;
 }
 
-/* The 409 for a request to a sandbox that is not running; a plan's says whose it is. */
-static int not_running(const char *id, const char *state, clr_error *err)
+/* Whether the database has the sandbox as running; -1 when it has no row for it (404). */
+static int row_running(clr_service *svc, const char *id, bool *running, clr_error *err)
+{
+    char state[32], reason[CLR_STORE_REASON_MAX + 1];
+    if (row_state(svc, id, state, reason, err) < 0)
+        return -1;
+    *running = strcmp(state, CLR_STATE_RUNNING) == 0;
+    return 0;
+}
+
+/* The 409 for a sandbox that is not running: a lost one names its cause, and that its files
+ * can still be read. */
+static int not_running(clr_error *err, const char *id, const char *state, const char *reason)
 {
     if (strcmp(state, CLR_STATE_PLAN) == 0)
         return clr_error_set(err, CLR_E_CONFLICT, 0,
                              "sandbox %s belongs to a running plan: only the plan uses it, and "
                              "it is destroyed when the plan ends",
                              id);
-    return clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", id);
+    if (strcmp(state, CLR_STATE_LOST) == 0)
+        return clr_error_set(err, CLR_E_CONFLICT, 0,
+                             "sandbox %s is not running: it is lost (%s); its workspace can "
+                             "still be read (files, diff) until it is destroyed",
+                             id, reason[0] ? reason : "unknown cause");
+    return clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running (%s)", id, state);
 }
 
 /* A valid id of a running sandbox, or -1 (400, 404 or 409). */
 static int require_running(clr_service *svc, const char *id, clr_error *err)
 {
-    char state[32];
-    if (valid_id(id, err) < 0 || row_state(svc, id, state, err) < 0)
+    char state[32], reason[CLR_STORE_REASON_MAX + 1];
+    if (valid_id(id, err) < 0 || row_state(svc, id, state, reason, err) < 0)
         return -1;
     if (strcmp(state, CLR_STATE_RUNNING) != 0)
-        return not_running(id, state, err);
+        return not_running(err, id, state, reason);
+    return 0;
+}
+
+/* A valid id of a sandbox whose workspace may be read: a running one, or a lost one (its
+ * workspace is kept until it is destroyed, so that what it wrote before it died can be
+ * fetched). */
+static int require_readable(clr_service *svc, const char *id, clr_error *err)
+{
+    char state[32], reason[CLR_STORE_REASON_MAX + 1];
+    if (valid_id(id, err) < 0 || row_state(svc, id, state, reason, err) < 0)
+        return -1;
+    if (strcmp(state, CLR_STATE_RUNNING) != 0 && strcmp(state, CLR_STATE_LOST) != 0)
+        return not_running(err, id, state, reason);
     return 0;
 }
 
@@ -1031,6 +1068,18 @@ int clr_service_workspace(clr_service *svc, const char *id, char *out, size_t le
     return 0;
 }
 
+/* The workspace of a running or lost sandbox, for reading. */
+static int workspace_to_read(clr_service *svc, const char *id, char *out, size_t len,
+                             clr_error *err)
+{
+    if (require_readable(svc, id, err) < 0)
+        return -1;
+    if (clr_workspace_path(out, len, svc->state_dir, id) < 0)
+        return clr_error_set(err, CLR_E_INTERNAL, ENAMETOOLONG, "workspace path too long");
+    clr_store_sandbox_touch(svc->store, id, now_s(), NULL);
+    return 0;
+}
+
 /* {"by": "10m"} -> *ms, a positive whole number of seconds. */
 static int parse_extend(json_t *req, uint64_t *ms, clr_error *err)
 {
@@ -1058,7 +1107,7 @@ int clr_service_extend(clr_service *svc, const char *id, json_t *req, json_t **o
         return -1;
     if (strcmp(row.info.state, CLR_STATE_RUNNING) != 0) {
         if (strcmp(row.info.state, CLR_STATE_PLAN) == 0)
-            not_running(id, row.info.state, err);
+            not_running(err, id, row.info.state, row.destroy_reason);
         else
             clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is %s, not running", id,
                           row.info.state);
@@ -1261,12 +1310,13 @@ int clr_service_destroy(clr_service *svc, const char *id, const char *reason, co
 static int destroy_impl(clr_service *svc, const char *id, const char *reason, const char *actor,
                         clr_error *err)
 {
-    char state[32];
-    if (valid_id(id, err) < 0 || row_state(svc, id, state, err) < 0)
+    char state[32], why[CLR_STORE_REASON_MAX + 1];
+    if (valid_id(id, err) < 0 || row_state(svc, id, state, why, err) < 0)
         return -1;
     if (strcmp(state, CLR_STATE_PLAN) == 0)
-        return not_running(id, state, err);
-    if (strcmp(state, CLR_STATE_RUNNING) != 0)
+        return not_running(err, id, state, why);
+    /* A lost sandbox keeps its workspace and stopped container until it is destroyed. */
+    if (strcmp(state, CLR_STATE_RUNNING) != 0 && strcmp(state, CLR_STATE_LOST) != 0)
         return 0; /* idempotent */
     int rc = destroy_locked(svc, id, reason, actor, err);
     if (rc == 0)
@@ -1588,8 +1638,9 @@ static int command_bind(clr_service *svc, struct command *c, const char *id, clr
     if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
         return -1;
     bool live = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
-    char state[32];
+    char state[32], reason[CLR_STORE_REASON_MAX + 1];
     snprintf(state, sizeof(state), "%s", row.info.state);
+    snprintf(reason, sizeof(reason), "%s", row.destroy_reason);
     size_t nrow = json_array_size(row.env), nreq = 0;
     while (c->env && c->env[nreq])
         nreq++;
@@ -1606,7 +1657,7 @@ static int command_bind(clr_service *svc, struct command *c, const char *id, clr
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     c->o.env = (const char *const *)c->all_env;
     if (!live)
-        return not_running(id, state, err);
+        return not_running(err, id, state, reason);
     return 0;
 }
 
@@ -1908,14 +1959,37 @@ int clr_service_exec_get(clr_service *svc, const char *id, const char *exec_id, 
 
 /* ---- reaper and recovery ---- */
 
+/* Lost sandboxes past their expiry: their remains (workspace, stopped container) go. */
+static int reap_lost(clr_service *svc, int64_t now, clr_error *err)
+{
+    clr_store_sandbox *rows = NULL;
+    size_t n = 0;
+    if (clr_store_sandbox_list(svc->store, CLR_STATE_LOST, &rows, &n, err) < 0)
+        return -1;
+    int removed = 0;
+    for (size_t i = 0; i < n; i++) {
+        clr_error lerr = CLR_ERROR_INIT;
+        if (now >= rows[i].info.expires_at &&
+            destroy_locked(svc, rows[i].info.id, "expired", "reaper", &lerr) == 0) {
+            removed++;
+            clr_log(CLR_LOG_INFO, "reaper.destroyed", "id", rows[i].info.id, "reason", "expired",
+                    "was", "lost", NULL);
+        }
+        clr_store_sandbox_clear(&rows[i]);
+    }
+    free(rows);
+    return removed;
+}
+
 int clr_service_reap(clr_service *svc, clr_error *err)
 {
     clr_store_sandbox *rows = NULL;
     size_t n = 0;
-    if (clr_store_sandbox_list(svc->store, CLR_STATE_RUNNING, &rows, &n, err) < 0)
-        return -1;
     int64_t now = now_s();
-    int removed = 0;
+    int removed = reap_lost(svc, now, err);
+    if (removed < 0 ||
+        clr_store_sandbox_list(svc->store, CLR_STATE_RUNNING, &rows, &n, err) < 0)
+        return -1;
     for (size_t i = 0; i < n; i++) {
         clr_store_sandbox *s = &rows[i];
         const char *why = NULL;
@@ -1989,38 +2063,54 @@ static bool snapshot_running(const struct snapshot *sn, const char *id)
     return false;
 }
 
-/* A running row without a running container: recorded, its remains removed, and it becomes
- * lost; false (nothing done) when the record cannot be written. */
-static bool mark_lost(clr_service *svc, struct snapshot *sn, const char *id, const char *actor,
-                      const char *reason)
+/* A running row without a running container becomes lost, once, whoever sees it first (the
+ * event watcher, the reconcile pass, the recovery): recorded in the database, the log and the
+ * audit log. Its remains (stopped container, workspace) stay until it is destroyed (by a client,
+ * or the reaper at its expiry): what it wrote before it died can still be read, and a command
+ * that was running in it can still read the engine's account of its end (OOMKilled). The state
+ * changes only with its record: when the audit log cannot take it, the row goes back to running
+ * and the next look (reconcile pass, start) tries again. */
+static bool mark_lost(clr_service *svc, const char *id, const char *actor, const char *reason)
 {
     clr_error lerr = CLR_ERROR_INIT;
-    /* The record first: without it, its remains (a stopped container, the workspace) are kept
-     * and the row stays running, so the next reconcile pass (or start) tries again. */
+    int changed = clr_store_sandbox_set_state_from(svc->store, id, CLR_STATE_RUNNING,
+                                                   CLR_STATE_LOST, reason, now_s(), &lerr);
+    if (changed < 0)
+        clr_log(CLR_LOG_ERROR, "sandbox.lost_unrecorded", "id", id, "reason", reason, "error",
+                lerr.message, NULL);
+    if (changed <= 0)
+        return false;
     json_t *d = json_pack("{s:s}", "reason", reason);
     int arc = clr_audit_append(svc->audit, actor, id, "sandbox.lost", "ok", d, &lerr);
     json_decref(d);
     if (arc < 0) {
         clr_log(CLR_LOG_ERROR, "audit.write_failed", "id", id, "action", "sandbox.lost",
-                "error", lerr.message, "detail", "its remains are kept; retried later", NULL);
+                "error", lerr.message, "detail", "kept as running; retried later", NULL);
+        clr_store_sandbox_set_state_from(svc->store, id, CLR_STATE_LOST, CLR_STATE_RUNNING, "",
+                                         0, &lerr);
         return false;
     }
     live_drop(svc, id);
-    clr_sandbox_destroy(sn->eng, id, "lost", svc->state_dir, &lerr);
-    clr_store_sandbox_set_state(svc->store, id, CLR_STATE_LOST, reason, now_s(), &lerr);
     atomic_fetch_add(&svc->lost, 1);
-    clr_log(CLR_LOG_WARN, "sandbox.lost", "id", id, "reason", reason, NULL);
+    clr_log(CLR_LOG_WARN, "sandbox.lost", "id", id, "reason", reason, "actor", actor, NULL);
     return true;
 }
 
-/* Whether the database knows this sandbox as destroyed or lost (not merely unknown, and not a
- * running plan's). */
+/* Whether the database knows this sandbox as destroyed (not merely unknown, nor lost: a lost
+ * one's remains wait for its destroy; nor a running plan's). */
 static bool destroyed_row(clr_service *svc, const char *id)
 {
-    char state[32];
+    char state[32], reason[CLR_STORE_REASON_MAX + 1];
     clr_error err = CLR_ERROR_INIT;
-    return row_state(svc, id, state, &err) == 0 &&
-           (strcmp(state, CLR_STATE_DESTROYED) == 0 || strcmp(state, CLR_STATE_LOST) == 0);
+    return row_state(svc, id, state, reason, &err) == 0 && strcmp(state, CLR_STATE_DESTROYED) == 0;
+}
+
+/* Whether the database knows this sandbox as lost. */
+static bool lost_row(clr_service *svc, const char *id)
+{
+    char state[32], reason[CLR_STORE_REASON_MAX + 1];
+    clr_error err = CLR_ERROR_INIT;
+    return row_state(svc, id, state, reason, &err) == 0 && strcmp(state, CLR_STATE_LOST) == 0;
 }
 
 /* Sandboxes whose container stopped or vanished behind our back (dockerd restarted, someone
@@ -2036,7 +2126,7 @@ int clr_service_reconcile(clr_service *svc, clr_error *err)
         /* A row younger than a few seconds may be a create whose container is still starting. */
         if (snapshot_running(&sn, sn.rows[i].info.id) || now - sn.rows[i].info.created_at < 5)
             continue;
-        if (mark_lost(svc, &sn, sn.rows[i].info.id, "reaper", "container stopped or vanished"))
+        if (mark_lost(svc, sn.rows[i].info.id, "reaper", "container stopped or vanished"))
             lost++;
     }
     /* A container of ours whose sandbox the database has as destroyed: its removal failed
@@ -2057,6 +2147,7 @@ static void *reaper_main(void *p)
 {
     clr_service *svc = p;
     unsigned pass = 0;
+    uint64_t reconciled_us = mono_us();
     pthread_mutex_lock(&svc->reaper_lock);
     while (!svc->stopping) {
         struct timespec ts;
@@ -2074,8 +2165,14 @@ static void *reaper_main(void *p)
         clr_error err = CLR_ERROR_INIT;
         if (clr_service_reap(svc, &err) < 0)
             clr_log(CLR_LOG_WARN, "reaper.failed", "error", err.message, NULL);
-        /* Every tenth pass (and at least every 10 s): compare with the engine. */
-        if (++pass % 10 == 0 || svc->cfg.reaper_interval_ms >= 10000) {
+        /* Compare with the engine: the backstop of the event watcher (events missed while the
+         * engine restarted, or never sent). Every reconcile_interval_ms; by default every
+         * tenth pass (and at least every 10 s). */
+        uint64_t every_ms = svc->cfg.reconcile_interval_ms;
+        bool due = every_ms ? mono_us() - reconciled_us >= every_ms * 1000
+                            : ++pass % 10 == 0 || svc->cfg.reaper_interval_ms >= 10000;
+        if (due) {
+            reconciled_us = mono_us();
             clr_error rerr = CLR_ERROR_INIT;
             if (clr_service_reconcile(svc, &rerr) < 0)
                 clr_log(CLR_LOG_WARN, "reconcile.failed", "error", rerr.message, NULL);
@@ -2083,6 +2180,228 @@ static void *reaper_main(void *p)
         pthread_mutex_lock(&svc->reaper_lock);
     }
     pthread_mutex_unlock(&svc->reaper_lock);
+    return NULL;
+}
+
+/* ---- the engine's events: a sandbox whose container dies is lost at once ---- */
+
+#define WATCH_BACKOFF_MIN_MS 100
+#define WATCH_BACKOFF_MAX_MS 5000
+/* After a die or destroy event, how long before the container's state is read: dockerd marks
+ * OOMKilled from containerd's OOM event, which may come after the exit event (see diagnose() in
+ * lib/exec.c). An oom event ends the wait at once. */
+#define DEATH_SETTLE_MS 1000
+#define DEATHS_MAX 64
+/* The reconcile pass leaves rows younger than 5 s alone (a create may be between its container
+ * and its row): a second pass this long after a connect looks at those too. */
+#define RESYNC_SECOND_LOOK_MS 6000
+
+struct death {
+    char id[CLR_SANDBOX_ID_MAX + 1];
+    uint64_t due_us;
+    bool oom; /* an oom event came */
+};
+
+struct watch {
+    clr_service *svc;
+    struct death deaths[DEATHS_MAX]; /* events whose sandbox is yet to be judged */
+    size_t n;
+    bool resync;   /* (re)connected: compare with the engine, for what was missed */
+    uint64_t second_look_us; /* when to compare once more after a connect (0: done) */
+    bool streamed; /* the engine answered since the last back-off */
+};
+
+static bool watch_stopping(clr_service *svc)
+{
+    pthread_mutex_lock(&svc->reaper_lock);
+    bool stop = svc->stopping;
+    pthread_mutex_unlock(&svc->reaper_lock);
+    return stop;
+}
+
+/* Judges one death from the engine's account of the container: "oom" when an oom event came or
+ * the engine has it OOMKilled, "runtime died" when it stopped otherwise, "container removed"
+ * when it is gone. A container that still runs (an OOM kill inside it that it survived) is left
+ * alone. False: the engine could not be asked; the death is judged again later. */
+static bool death_judge(clr_service *svc, const struct death *d)
+{
+    bool live = false;
+    clr_error err = CLR_ERROR_INIT;
+    if (row_running(svc, d->id, &live, &err) < 0 || !live)
+        return true; /* destroyed meanwhile, or already lost */
+    clr_engine *eng = NULL;
+    if (engine_get(svc, &eng, &err) < 0)
+        return false;
+    char path[256];
+    snprintf(path, sizeof(path), "/containers/" CLR_CONTAINER_PREFIX "%s/json", d->id);
+    json_t *j = NULL;
+    int st = clr_engine_call(eng, "GET", path, NULL, &j, &err);
+    engine_put(svc, eng, st < 0);
+    json_t *state = json_object_get(j, "State");
+    bool running = st == 200 && json_is_true(json_object_get(state, "Running"));
+    bool oom = d->oom || (st == 200 && json_is_true(json_object_get(state, "OOMKilled")));
+    json_decref(j);
+    if (st != 200 && st != 404) {
+        clr_log(CLR_LOG_WARN, "events.inspect_failed", "id", d->id, "error", err.message, NULL);
+        return false;
+    }
+    if (running)
+        return true;
+    const char *reason = oom ? "oom" : st == 404 ? "container removed" : "runtime died";
+    mark_lost(svc, d->id, "engine", reason);
+    return true;
+}
+
+/* Judges the deaths whose time has come (all of them: every). */
+static void deaths_settle(struct watch *w, bool every)
+{
+    uint64_t now = mono_us();
+    size_t k = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        struct death *d = &w->deaths[i];
+        if ((every || now >= d->due_us) && !watch_stopping(w->svc) && death_judge(w->svc, d))
+            continue;
+        if (now >= d->due_us)
+            d->due_us = now + DEATH_SETTLE_MS * 1000ull; /* the engine did not answer */
+        w->deaths[k++] = *d;
+    }
+    w->n = k;
+}
+
+static int watch_on_event(void *ctx, json_t *ev)
+{
+    struct watch *w = ctx;
+    clr_service *svc = w->svc;
+    const char *action = json_string_value(json_object_get(ev, "Action"));
+    json_t *attrs = json_object_get(json_object_get(ev, "Actor"), "Attributes");
+    const char *id = json_string_value(json_object_get(attrs, CLR_LABEL_PREFIX "sandbox-id"));
+    const char *owner = json_string_value(json_object_get(attrs, CLR_LABEL_PREFIX "owner"));
+    bool oom = action && strcmp(action, "oom") == 0;
+    if (!action || (!oom && strcmp(action, "die") != 0 && strcmp(action, "destroy") != 0) ||
+        !id || !clr_sandbox_id_valid(id) || !owner || strcmp(owner, svc->owner) != 0)
+        return 0;
+    /* Only a sandbox the database has as running can be lost: a destroyed one's container dies
+     * by our hand, a pooled one has no row yet. */
+    bool running = false;
+    clr_error err = CLR_ERROR_INIT;
+    if (row_running(svc, id, &running, &err) < 0 || !running)
+        return 0;
+    clr_log(CLR_LOG_INFO, "events.container", "id", id, "action", action, NULL);
+    struct death *d = NULL;
+    for (size_t i = 0; i < w->n && !d; i++)
+        if (strcmp(w->deaths[i].id, id) == 0)
+            d = &w->deaths[i];
+    if (!d) {
+        if (w->n == DEATHS_MAX)
+            deaths_settle(w, true); /* a burst: judge what waits now rather than drop any */
+        if (w->n == DEATHS_MAX)
+            return 0; /* the engine does not answer: the reconcile pass sees it */
+        d = &w->deaths[w->n++];
+        memset(d, 0, sizeof(*d));
+        snprintf(d->id, sizeof(d->id), "%s", id);
+        d->due_us = mono_us() + DEATH_SETTLE_MS * 1000ull;
+    }
+    d->oom |= oom;
+    if (d->oom)
+        d->due_us = mono_us();
+    return 0;
+}
+
+static void watch_on_connected(void *ctx)
+{
+    struct watch *w = ctx;
+    w->resync = true;
+    w->second_look_us = mono_us() + RESYNC_SECOND_LOOK_MS * 1000ull;
+    w->streamed = true;
+    clr_log(CLR_LOG_INFO, "events.connected", NULL);
+}
+
+static bool watch_tick(void *ctx)
+{
+    struct watch *w = ctx;
+    if (watch_stopping(w->svc))
+        return true;
+    if (w->second_look_us && mono_us() >= w->second_look_us) {
+        w->second_look_us = 0;
+        w->resync = true;
+    }
+    if (w->resync) {
+        /* Deaths while the stream was down came as no event: compare with the engine now (and
+         * once more a few seconds later). */
+        w->resync = false;
+        clr_error err = CLR_ERROR_INIT;
+        if (clr_service_reconcile(w->svc, &err) < 0)
+            clr_log(CLR_LOG_WARN, "reconcile.failed", "error", err.message, NULL);
+    }
+    deaths_settle(w, false);
+    return watch_stopping(w->svc);
+}
+
+/* Waits ms, or until the daemon stops; false when it stops. */
+static bool watch_wait(clr_service *svc, unsigned ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)ms * 1000000ull;
+    ts.tv_sec += (time_t)(ns / 1000000000ull);
+    ts.tv_nsec = (long)(ns % 1000000000ull);
+    pthread_mutex_lock(&svc->reaper_lock);
+    while (!svc->stopping && pthread_cond_timedwait(&svc->reaper_cond, &svc->reaper_lock, &ts) == 0)
+        ;
+    bool go_on = !svc->stopping;
+    pthread_mutex_unlock(&svc->reaper_lock);
+    return go_on;
+}
+
+/* Reads the engine's die, oom and destroy events of this daemon's containers for the daemon's
+ * life. When the stream breaks (dockerd stops or restarts) it connects again, waiting 100 ms,
+ * then twice as long each failure up to 5 s; after each connect one reconcile pass catches what
+ * happened while it was away. */
+static void *watch_main(void *p)
+{
+    clr_service *svc = p;
+    struct watch *w = calloc(1, sizeof(*w));
+    if (!w) {
+        clr_log(CLR_LOG_ERROR, "events.not_started", "error", "out of memory", NULL);
+        return NULL;
+    }
+    w->svc = svc;
+    char label[sizeof(svc->owner) + 32];
+    snprintf(label, sizeof(label), CLR_LABEL_PREFIX "owner=%s", svc->owner);
+    json_t *filters = json_pack("{s:[s], s:[s,s,s], s:[s]}", "type", "container", "event", "die",
+                                "oom", "destroy", "label", label);
+    clr_engine_events_handler h = {.on_event = watch_on_event,
+                                   .on_connected = watch_on_connected,
+                                   .tick = watch_tick,
+                                   .ctx = w,
+                                   .cancel = svc->watch_cancel};
+    unsigned backoff = WATCH_BACKOFF_MIN_MS;
+    bool warned = false;
+    while (filters && !watch_stopping(svc)) {
+        clr_engine *eng = NULL;
+        clr_error err = CLR_ERROR_INIT;
+        clr_engine_options o = CLR_ENGINE_OPTIONS_INIT;
+        o.host = svc->docker_host;
+        w->streamed = false;
+        int rc = clr_engine_open(&eng, &o, &err);
+        if (rc == 0)
+            rc = clr_engine_events(eng, filters, &h, &err);
+        clr_engine_free(eng);
+        if (rc == 0 || watch_stopping(svc))
+            break;
+        if (w->streamed) {
+            backoff = WATCH_BACKOFF_MIN_MS;
+            warned = false;
+        }
+        if (!warned) /* one warning per outage, not one per attempt */
+            clr_log(CLR_LOG_WARN, "events.disconnected", "error", err.message, NULL);
+        warned = true;
+        if (!watch_wait(svc, backoff))
+            break;
+        backoff = backoff * 2 > WATCH_BACKOFF_MAX_MS ? WATCH_BACKOFF_MAX_MS : backoff * 2;
+    }
+    json_decref(filters);
+    free(w);
     return NULL;
 }
 
@@ -2213,7 +2532,7 @@ static int recover(clr_service *svc, clr_error *err)
                                                  now_s(), &lerr);
             live_put(svc, lv);
         } else {
-            mark_lost(svc, &sn, sn.rows[i].info.id, "recovery",
+            mark_lost(svc, sn.rows[i].info.id, "recovery",
                       "container vanished while the daemon was down");
         }
     }
@@ -2224,7 +2543,8 @@ static int recover(clr_service *svc, clr_error *err)
         bool known = false;
         for (size_t i = 0; i < sn.n && !known; i++)
             known = strcmp(sn.live[j].id, sn.rows[i].info.id) == 0;
-        if (known)
+        /* A lost sandbox's stopped container stays until the sandbox is destroyed. */
+        if (known || lost_row(svc, sn.live[j].id))
             continue;
         clr_error lerr = CLR_ERROR_INIT;
         if (destroyed_row(svc, sn.live[j].id)) {
@@ -2478,6 +2798,15 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
         return clr_error_set(err, CLR_E_INTERNAL, errno, "cannot start the reaper thread");
     }
     svc->reaper_started = true;
+    if (clr_engine_cancel_new(&svc->watch_cancel, err) < 0) {
+        clr_service_stop(svc);
+        return -1;
+    }
+    if (pthread_create(&svc->watch_thread, NULL, watch_main, svc) != 0) {
+        clr_service_stop(svc);
+        return clr_error_set(err, CLR_E_INTERNAL, errno, "cannot start the event watcher thread");
+    }
+    svc->watch_started = true;
     if (cfg->pool_size) {
         if (pthread_create(&svc->warm_thread, NULL, warm_main, svc) == 0)
             svc->warm_started = true;
@@ -2541,10 +2870,21 @@ void clr_service_stop(clr_service *svc)
     if (svc->reaper_started) {
         pthread_mutex_lock(&svc->reaper_lock);
         svc->stopping = true;
-        pthread_cond_signal(&svc->reaper_cond);
+        pthread_cond_broadcast(&svc->reaper_cond);
         pthread_mutex_unlock(&svc->reaper_lock);
         pthread_join(svc->reaper, NULL);
     }
+    if (svc->watch_started) {
+        /* The watcher's stream ends at once (its socket is shut down), so does its back-off
+         * wait; an engine call it is making (an inspect, a connect) ends first. */
+        pthread_mutex_lock(&svc->reaper_lock);
+        svc->stopping = true;
+        pthread_cond_broadcast(&svc->reaper_cond);
+        pthread_mutex_unlock(&svc->reaper_lock);
+        clr_engine_cancel_fire(svc->watch_cancel);
+        pthread_join(svc->watch_thread, NULL);
+    }
+    clr_engine_cancel_free(svc->watch_cancel);
     if (svc->rm_started)
         removals_drain(svc);
     if (svc->warm_started) {
@@ -3371,10 +3711,13 @@ static void sha256_fd(int fd, char out[65])
     lseek(fd, 0, SEEK_SET);
 }
 
-static int open_workspace(clr_service *svc, const char *id, int *root, clr_error *err)
+/* read_only: a lost sandbox's workspace may be read too. */
+static int open_workspace(clr_service *svc, const char *id, bool read_only, int *root,
+                          clr_error *err)
 {
     char dir[4096];
-    if (clr_service_workspace(svc, id, dir, sizeof(dir), err) < 0)
+    if ((read_only ? workspace_to_read(svc, id, dir, sizeof(dir), err)
+                   : clr_service_workspace(svc, id, dir, sizeof(dir), err)) < 0)
         return -1;
     return clr_files_open_root(root, dir, err);
 }
@@ -3394,7 +3737,7 @@ int clr_service_file_put(clr_service *svc, const char *id, const char *rel, int 
                          const char *actor, json_t **out, clr_error *err)
 {
     int root = -1;
-    if (clr_files_check_path(rel, err) < 0 || open_workspace(svc, id, &root, err) < 0) {
+    if (clr_files_check_path(rel, err) < 0 || open_workspace(svc, id, false, &root, err) < 0) {
         audit_failure(svc, actor, clr_sandbox_id_valid(id) ? id : NULL, "file.upload", err);
         return -1;
     }
@@ -3422,7 +3765,7 @@ int clr_service_file_get(clr_service *svc, const char *id, const char *rel, int 
     int root = -1;
     *size = 0;
     *charged = 0;
-    if (clr_files_check_path(rel, err) < 0 || open_workspace(svc, id, &root, err) < 0)
+    if (clr_files_check_path(rel, err) < 0 || open_workspace(svc, id, true, &root, err) < 0)
         return -1;
     clr_files_limits lim = CLR_FILES_LIMITS_INIT;
     lim.output_budget = budget;
@@ -3444,7 +3787,7 @@ int clr_service_file_list(clr_service *svc, const char *id, const char *rel, jso
                           clr_error *err)
 {
     int root = -1;
-    if ((rel[0] && clr_files_check_path(rel, err) < 0) || open_workspace(svc, id, &root, err) < 0)
+    if ((rel[0] && clr_files_check_path(rel, err) < 0) || open_workspace(svc, id, true, &root, err) < 0)
         return -1;
     clr_file_entry *e = NULL;
     size_t n = 0;
@@ -3470,7 +3813,7 @@ int clr_service_file_delete(clr_service *svc, const char *id, const char *rel, b
                             const char *actor, clr_error *err)
 {
     int root = -1;
-    if (clr_files_check_path(rel, err) < 0 || open_workspace(svc, id, &root, err) < 0)
+    if (clr_files_check_path(rel, err) < 0 || open_workspace(svc, id, false, &root, err) < 0)
         return -1;
     int rc = clr_files_delete(root, rel, recursive, err);
     close(root);
@@ -3485,7 +3828,7 @@ int clr_service_archive_put(clr_service *svc, const char *id, const char *rel, i
                             const char *actor, json_t **out, clr_error *err)
 {
     int root = -1;
-    if ((rel[0] && clr_files_check_path(rel, err) < 0) || open_workspace(svc, id, &root, err) < 0) {
+    if ((rel[0] && clr_files_check_path(rel, err) < 0) || open_workspace(svc, id, false, &root, err) < 0) {
         audit_failure(svc, actor, clr_sandbox_id_valid(id) ? id : NULL, "archive.upload", err);
         return -1;
     }
@@ -3518,7 +3861,8 @@ int clr_service_archive_get(clr_service *svc, const char *id, const char *rel, i
 {
     int root = -1;
     *charged = 0;
-    if ((rel[0] && clr_files_check_path(rel, err) < 0) || open_workspace(svc, id, &root, err) < 0)
+    if ((rel[0] && clr_files_check_path(rel, err) < 0) ||
+        open_workspace(svc, id, true, &root, err) < 0)
         return -1;
     clr_files_limits lim = CLR_FILES_LIMITS_INIT;
     lim.output_budget = budget;
@@ -3543,11 +3887,14 @@ int clr_service_archive_get(clr_service *svc, const char *id, const char *rel, i
 
 /* ---- git ---- */
 
-static int open_sandbox(clr_service *svc, const char *id, clr_engine **eng, clr_sandbox **sb,
-                        clr_error *err)
+/* read_only: a lost sandbox too (while its stopped container, which names its repository, is
+ * kept). */
+static int open_sandbox(clr_service *svc, const char *id, bool read_only, clr_engine **eng,
+                        clr_sandbox **sb, clr_error *err)
 {
     char dir[4096];
-    if (clr_service_workspace(svc, id, dir, sizeof(dir), err) < 0)
+    if ((read_only ? workspace_to_read(svc, id, dir, sizeof(dir), err)
+                   : clr_service_workspace(svc, id, dir, sizeof(dir), err)) < 0)
         return -1;
     if (engine_get(svc, eng, err) < 0)
         return -1;
@@ -3600,7 +3947,7 @@ int clr_service_commit(clr_service *svc, const char *id, json_t *req, const char
            *ae = json_object_get(req, "author_email");
     clr_engine *eng = NULL;
     clr_sandbox *sb = NULL;
-    if (open_sandbox(svc, id, &eng, &sb, err) < 0)
+    if (open_sandbox(svc, id, false, &eng, &sb, err) < 0)
         return -1;
     clr_git_commit_result r;
     memset(&r, 0, sizeof(r));
@@ -3643,7 +3990,7 @@ int clr_service_diff(clr_service *svc, const char *id, char **out, clr_error *er
         return -1;
     clr_engine *eng = NULL;
     clr_sandbox *sb = NULL;
-    if (open_sandbox(svc, id, &eng, &sb, err) < 0)
+    if (open_sandbox(svc, id, true, &eng, &sb, err) < 0)
         return -1;
     int rc = clr_sandbox_diff(out, sb, err);
     clr_sandbox_free(sb);

@@ -434,6 +434,22 @@ int clr_store_sandbox_set_state(clr_store *st, const char *id, const char *state
     return n == 0 ? clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id) : 0;
 }
 
+int clr_store_sandbox_set_state_from(clr_store *st, const char *id, const char *from,
+                                     const char *state, const char *reason, int64_t when,
+                                     clr_error *err)
+{
+    char bounded[CLR_STORE_REASON_MAX + 1];
+    reason = reason ? reason : "";
+    size_t keep = utf8_prefix(reason, CLR_STORE_REASON_MAX);
+    memcpy(bounded, reason, keep);
+    bounded[keep] = '\0';
+    int n = update(st,
+                   "UPDATE sandboxes SET state = ?, destroy_reason = ?, destroyed_at = ?"
+                   " WHERE id = ? AND state = ?",
+                   "tti" "tt", err, state, bounded, when, id, from);
+    return n < 0 ? -1 : n > 0;
+}
+
 int clr_store_sandbox_touch(clr_store *st, const char *id, int64_t when, clr_error *err)
 {
     return update(st, "UPDATE sandboxes SET last_active_at = ? WHERE id = ?", "it", err, when,

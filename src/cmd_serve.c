@@ -214,6 +214,9 @@ static int load_config(struct serve_config *c, const char *path, clr_error *err)
         } else if (strcmp(key, "reaper_interval_ms") == 0) {
             rc = config_uint(v, key, 60000, &n, err);
             c->svc.reaper_interval_ms = (uint32_t)n;
+        } else if (strcmp(key, "reconcile_interval_ms") == 0) {
+            rc = config_uint(v, key, 86400000, &n, err);
+            c->svc.reconcile_interval_ms = (uint32_t)n;
         } else if (strcmp(key, "log_level") == 0) {
             int l = json_is_string(v) ? clr_log_level_parse(json_string_value(v)) : -1;
             if (l < 0)

@@ -46,6 +46,35 @@ CLR_PUBLIC int clr_engine_has_runtime(clr_engine *eng, const char *runtime, bool
 CLR_PUBLIC int clr_engine_runtime_path(clr_engine *eng, const char *runtime, char *out,
                                        size_t len, clr_error *err);
 
+/* A way for another thread to end an event stream at once (its socket is shut down), rather than
+ * at the stream's next tick. */
+typedef struct clr_engine_cancel clr_engine_cancel;
+CLR_PUBLIC int clr_engine_cancel_new(clr_engine_cancel **out, clr_error *err);
+CLR_PUBLIC void clr_engine_cancel_free(clr_engine_cancel *c);
+/* Ends the stream that uses c now, and every later one as it starts. Thread-safe. */
+CLR_PUBLIC void clr_engine_cancel_fire(clr_engine_cancel *c);
+
+/* The engine's event stream (GET /events), read until it ends or the handler says stop. */
+typedef struct clr_engine_events_handler {
+    /* One event object (borrowed). Non-zero ends the stream (clr_engine_events returns 0). */
+    int (*on_event)(void *ctx, json_t *event);
+    /* The engine answered 200: every event from now on is delivered (those before are not). */
+    void (*on_connected)(void *ctx);
+    /* Called after each event and, while the stream is quiet, about once a second: true ends
+     * the stream (clr_engine_events returns 0). This is how a caller stops a watcher. */
+    bool (*tick)(void *ctx);
+    void *ctx;
+    /* NULL, or a cancel that ends the stream when fired (clr_engine_events returns 0). */
+    clr_engine_cancel *cancel;
+} clr_engine_events_handler;
+
+/* Streams GET /events?filters=<filters as JSON> on a connection of its own (eng's handle is
+ * used: no other call on eng meanwhile). Returns 0 when a handler ended it, -1 with err when
+ * the engine could not be reached, refused, sent something that is not an event, or closed the
+ * stream (as a stopping dockerd does): a watcher reconnects then. */
+CLR_PUBLIC int clr_engine_events(clr_engine *eng, json_t *filters,
+                                 const clr_engine_events_handler *h, clr_error *err);
+
 /* A hijacked, bidirectional connection (exec start, attach): raw bytes both ways after the
  * engine's "101 UPGRADED". Reads return the engine's multiplexed stream as it comes. */
 typedef struct clr_engine_stream clr_engine_stream;

@@ -31,6 +31,10 @@ typedef struct clr_service_config {
     uint32_t idle_timeout_s;      /* default idle timeout (0: none) */
     uint32_t max_lifetime_s;      /* how far extensions may take a sandbox, from creation */
     uint32_t reaper_interval_ms;
+    /* How often the reaper compares the database with the engine's containers: the backstop of
+     * the event watcher, which marks a sandbox whose container died lost at once. 0: every
+     * tenth reaper pass (and at least every 10 s). */
+    uint32_t reconcile_interval_ms;
     uint32_t exec_retention_s;    /* how long exec results stay fetchable */
     const char *audit_path;       /* NULL: <state_dir>/audit.log */
     uint64_t audit_rotate_bytes;  /* rotate the audit log past this size (0: never) */

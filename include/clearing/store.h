@@ -13,7 +13,9 @@ typedef struct clr_store clr_store;
 /* Sandbox states as the daemon sees them. */
 #define CLR_STATE_RUNNING "running"
 #define CLR_STATE_DESTROYED "destroyed"
-#define CLR_STATE_LOST "lost" /* its container vanished while we were not looking */
+/* Its container died (destroy_reason "oom", "runtime died") or vanished behind the daemon's
+ * back; its workspace (and stopped container) stay, readable, until it is destroyed. */
+#define CLR_STATE_LOST "lost"
 /* The sandbox of a plan the daemon runs: live (it counts against max_sandboxes), but only the
  * plan uses it; destroyed when the plan ends, or by the recovery after a restart. */
 #define CLR_STATE_PLAN "plan"
@@ -60,6 +62,11 @@ CLR_PUBLIC int clr_store_sandbox_list(clr_store *st, const char *state, clr_stor
                                       size_t *n, clr_error *err);
 CLR_PUBLIC int clr_store_sandbox_set_state(clr_store *st, const char *id, const char *state,
                                            const char *reason, int64_t when, clr_error *err);
+/* The same, only from state `from`: 1 when the row changed, 0 when it was in another state (two
+ * threads that both saw a sandbox die record its loss once), -1 with err on failure. */
+CLR_PUBLIC int clr_store_sandbox_set_state_from(clr_store *st, const char *id, const char *from,
+                                                const char *state, const char *reason,
+                                                int64_t when, clr_error *err);
 CLR_PUBLIC int clr_store_sandbox_touch(clr_store *st, const char *id, int64_t when,
                                        clr_error *err);
 CLR_PUBLIC int clr_store_sandbox_set_expiry(clr_store *st, const char *id, int64_t expires_at,

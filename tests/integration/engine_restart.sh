@@ -72,7 +72,7 @@ trap cleanup EXIT
 docker_up || start_dockerd || { echo "Bail out! dockerd is not running and could not be started"; exit 1; }
 
 "$CLEARING" --state-dir "$SRV/state" serve --socket "$SRV/c.sock" --config /dev/stdin \
-    2>"$SRV/log" <<<'{"reaper_interval_ms": 200}' &
+    2>"$SRV/log" <<<'{"reaper_interval_ms": 200, "reconcile_interval_ms": 600000}' &
 srv_pid=$!
 answers() { kill -0 "$srv_pid" 2>/dev/null && [ "$(api http://x/v1/health)" = 200 ]; }
 wait_for 60 answers || { echo "Bail out! the daemon did not answer within 60 s"; tail -5 "$SRV/log"; exit 1; }
@@ -105,13 +105,39 @@ a_lost() {
     state=$(field 'd["state"]')
     [ "$st" = 200 ] && [ "$state" = lost ]
 }
+# The periodic check runs every 10 min here: what marks A is the event watcher, which connects
+# again after the restart and compares with the engine once.
 check "the sandbox the restart stopped is marked lost" 'wait_for 60 a_lost' "last $st, state $state"
+# A lost sandbox keeps its workspace and stopped container until it is destroyed.
+st=$(api -XDELETE "http://x/v1/sandboxes/$A?wait=true")
+check "the lost sandbox is destroyed, its remains removed (204)" '[ "$st" = 204 ] && [ ! -e "$SRV/state/workspaces/$A" ]' "got $st"
 st=$(api -XPOST http://x/v1/sandboxes -d '{}')
 B=$(field 'd.get("id","")')
 check "a new sandbox can be created (201)" '[ "$st" = 201 ] && [ -n "$B" ]' "got $st"
 st=$(api -XPOST "http://x/v1/sandboxes/$B/exec" -d '{"argv":["echo","back"]}')
 out=$(field 'd["result"]["stdout"]')
 check "and runs commands (200)" '[ "$st" = 200 ] && [ "$out" = "back" ]' "got $st: $out"
+# The watcher reads the restarted engine's events: B's runsc processes killed, B is lost at once
+# as "runtime died" (the periodic check would say "container stopped or vanished").
+cid=$(curl -s --max-time 30 --unix-socket "$ENGINE_SOCK" "http://d/containers/clearing-$B/json" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Id"])' 2>/dev/null)
+killed=0
+if [ -n "$cid" ]; then # never an empty pattern: it would match every sandbox's runsc
+    for p in /proc/[0-9]*; do
+        argv=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
+        case "$argv" in runsc*"$cid"*) kill -KILL "${p#/proc/}" && killed=$((killed + 1)) ;; esac
+    done
+fi
+check "B's runsc processes found and killed" '[ -n "$cid" ] && [ "$killed" -ge 1 ]' "container ${cid:-?}, killed $killed"
+reason=""
+b_died() {
+    st=$(api "http://x/v1/sandboxes/$B")
+    state=$(field 'd["state"]')
+    reason=$(field 'd["destroy_reason"]')
+    [ "$st" = 200 ] && [ "$state" = lost ]
+}
+check "after the restart, a sandbox whose runtime died is lost as runtime died" \
+    'wait_for 60 b_died && [ "$reason" = "runtime died" ]' "last $st, state $state, reason $reason"
 st=$(api -XDELETE "http://x/v1/sandboxes/$B?wait=true")
 check "and is destroyed (204)" '[ "$st" = 204 ]' "got $st"
 

@@ -233,12 +233,17 @@ class EngineProxy:
     """A relay between a daemon and dockerd (point CLEARING_DOCKER_HOST at .path) that can hold
     the engine's removal of one container: the test, not the engine's speed, decides whether a
     removal is still pending when it acts. Requests are read one by one up to a connection's
-    switch to a raw stream (attach, exec), then bytes are copied as they come."""
+    switch to a raw stream (attach, exec), then bytes are copied as they come. It can also play
+    an engine that restarts: cut the event streams (as a stopping dockerd ends them) and refuse
+    connections for a while."""
 
     def __init__(self, path):
         self.path = path
         self.hold = None                  # compiled pattern of targets of hold_method to hold
         self.hold_method = b'DELETE'
+        self.refusing = False             # True: connections are closed at once
+        self.event_clients = []           # client sockets of GET /events streams
+        self.events_seen = threading.Event()  # set at each GET /events
         self.held = threading.Event()     # set once a request was held
         self.release = threading.Event()  # set: held requests go on (or are dropped)
         self.dropping = False
@@ -266,6 +271,16 @@ class EngineProxy:
         self.drop_held()
         self.listener.close()
 
+    def cut_event_streams(self):
+        """Ends every event stream relayed so far; returns how many there were."""
+        clients, self.event_clients = self.event_clients, []
+        for c in clients:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return len(clients)
+
     def accept_loop(self):
         while True:
             try:
@@ -287,6 +302,9 @@ class EngineProxy:
             pass
 
     def relay(self, client):
+        if self.refusing:
+            client.close()
+            return
         engine = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             engine.connect(DOCKER_SOCK)
@@ -324,6 +342,9 @@ class EngineProxy:
             for line in lines[1:]:
                 k, _, v = line.partition(b':')
                 headers[k.strip().lower()] = v.strip()
+            if method == b'GET' and re.match(rb'^/v[0-9.]+/events\?', target):
+                self.event_clients.append(src)
+                self.events_seen.set()
             pattern = self.hold
             if method == self.hold_method and pattern and pattern.match(target):
                 self.held.set()
@@ -2184,6 +2205,267 @@ class T13FaultRecords(ApiTest):
             path = os.path.join(top, name)
             subprocess.run(['umount', '-l', path], check=False, capture_output=True)
             shutil.rmtree(path, ignore_errors=True)
+
+
+class T14RuntimeDeath(ApiTest):
+    """A sandbox whose runtime dies (its runsc processes killed, or the kernel's OOM killer) is
+    lost at once, with its cause, from the engine's events: the reconcile pass, the backstop,
+    runs only every 10 minutes in this daemon, so it cannot be what marks it (and it would say
+    "container stopped or vanished"). Its workspace stays readable until it is destroyed."""
+
+    @classmethod
+    def setUpClass(cls):
+        d = cls.daemon = Daemon('death')
+        # A repository, so that a lost sandbox's diff can be asked for.
+        cls.repo = os.path.join(d.dir, 'repo')
+        git = ['git', '-C', cls.repo, '-c', 'user.name=t', '-c', 'user.email=t@example.org']
+        os.mkdir(cls.repo)
+        with open(os.path.join(cls.repo, 'README'), 'w') as f:
+            f.write('base\n')
+        for args in (['init', '-q', '-b', 'main'], ['add', 'README'], ['commit', '-qm', 'base']):
+            subprocess.run(git + args, check=True)
+        config = os.path.join(d.dir, 'daemon.json')
+        with open(config, 'w') as f:
+            json.dump({'reconcile_interval_ms': 600000, 'repo_roots': [d.dir]}, f)
+        d.args = ['--config', config]
+        cls.addClassCleanup(d.stop)
+        d.start()
+
+    def state(self, sid):
+        r = self.api.get('/v1/sandboxes/' + sid)
+        self.assertEqual(r.status, 200, r)
+        return r.json
+
+    def wait_not_running(self, sid):
+        # Generous: it bounds a hang, it measures nothing.
+        s = wait_for(lambda: (lambda j: j if j['state'] != 'running' else None)(self.state(sid)),
+                     60)
+        self.assertIsNotNone(s, '%s still running 60 s after its runtime died' % sid)
+        return s
+
+    def audit_records(self, sid, action):
+        with open(os.path.join(self.daemon.state, 'audit.log')) as f:
+            recs = [json.loads(line) for line in f if line.strip()]
+        return [r for r in recs if r.get('sandbox') == sid and r.get('action') == action]
+
+    def runsc_pids(self, cid):
+        """The runsc processes (sandbox, gofer) of one container: argv[0] runsc-*, the container
+        id on the command line. Not the shim, not another container's."""
+        pids = []
+        for p in os.listdir('/proc'):
+            if not p.isdigit():
+                continue
+            try:
+                with open('/proc/%s/cmdline' % p, 'rb') as f:
+                    argv = f.read().split(b'\0')
+            except OSError:
+                continue
+            if argv and argv[0].startswith(b'runsc') and cid.encode() in b' '.join(argv):
+                pids.append(int(p))
+        return pids
+
+    def assert_lost_keeps_workspace(self, sid, reason):
+        s = self.state(sid)
+        self.assertEqual((s['state'], s['destroy_reason']), ('lost', reason), s)
+        self.assertIn(sid, {x['id'] for x in
+                            self.api.get('/v1/sandboxes?state=lost').json['sandboxes']})
+        recs = self.audit_records(sid, 'sandbox.lost')
+        self.assertEqual(len(recs), 1, recs)
+        self.assertEqual(recs[0]['details'], {'reason': reason}, recs)
+        self.assertEqual(recs[0]['actor'], 'engine', recs)
+        # A new command is refused, and the refusal names the cause.
+        self.assertError(self.api.post('/v1/sandboxes/%s/exec' % sid, {'argv': ['true']}), 409,
+                         'conflict', mentions=['lost', reason])
+        # What it wrote before it died can still be read; nothing can be written.
+        r = self.api.get('/v1/sandboxes/%s/files/keep.txt' % sid)
+        self.assertEqual((r.status, r.body), (200, b'before\n'), r)
+        r = self.api.get('/v1/sandboxes/%s/files' % sid)
+        self.assertEqual(r.status, 200, r)
+        self.assertIn('keep.txt', {e['name'] for e in r.json['entries']}, r)
+        self.assertError(self.api.request('PUT', '/v1/sandboxes/%s/files/new.txt' % sid, b'x'),
+                         409, 'conflict')
+        # Destroyed: its remains go.
+        workspace = os.path.join(self.daemon.state, 'workspaces', sid)
+        self.assertTrue(os.path.isdir(workspace))
+        self.assertEqual(self.api.delete('/v1/sandboxes/%s?wait=true' % sid).status, 204)
+        self.assertEqual(self.state(sid)['state'], 'destroyed')
+        self.assertEqual(docker('GET', '/containers/clearing-%s/json' % sid).status, 404)
+        self.assertFalse(os.path.exists(workspace))
+        self.assertError(self.api.get('/v1/sandboxes/%s/files/keep.txt' % sid), 409, 'conflict')
+
+    def diff(self, sid):
+        r = self.api.get('/v1/sandboxes/%s/diff' % sid)
+        self.assertEqual(r.status, 200, r)
+        return r.text
+
+    def test_killed_runtime_is_lost_as_runtime_died(self):
+        sid = self.create({'repo': {'path': self.repo}})['id']
+        self.run_ok(sid, {'shell': 'echo before > /workspace/keep.txt'})
+        self.assertEqual(self.state(sid)['state'], 'running')
+        running_diff = self.diff(sid)
+        self.assertIn('+before', running_diff)
+        r = docker('GET', '/containers/clearing-%s/json' % sid)
+        self.assertEqual(r.status, 200, r)
+        cid, pid = r.json['Id'], r.json['State']['Pid']
+        pids = self.runsc_pids(cid)
+        # Positive control: the engine's sandbox process is one of those found.
+        self.assertIn(pid, pids, (pid, pids))
+        # A command in flight when the runtime dies ends with an error that names it.
+        done = {}
+        started = os.path.join(self.daemon.state, 'workspaces', sid, 'started')
+        t = threading.Thread(target=lambda: done.update(
+            r=self.api.post('/v1/sandboxes/%s/exec' % sid,
+                            {'shell': 'touch /workspace/started; sleep 600'})))
+        t.start()
+        self.assertTrue(wait_for(lambda: os.path.exists(started), 60), 'the command never ran')
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:  # the gofer may end with the sandbox before its turn
+                pass
+        t.join(120)
+        self.assertFalse(t.is_alive(), 'the command in flight did not end')
+        self.assertEqual(done['r'].status, 200, done['r'])
+        res = done['r'].json['result']
+        self.assertEqual(res['status'], 'sandbox_failed', res)
+        self.assertIn('runtime died', res['message'], res)
+        self.wait_not_running(sid)
+        # The diff of what it did is still there (and of the file its last command made).
+        lost_diff = self.diff(sid)
+        self.assertTrue(lost_diff.startswith(running_diff), (running_diff, lost_diff))
+        self.assertIn('b/started', lost_diff)
+        self.assert_lost_keeps_workspace(sid, 'runtime died')
+        m, _ = self.api.metrics()
+        self.assertGreaterEqual(m['clearing_sandboxes_lost_total'], 1)
+
+    def kill_runtime(self, sid):
+        r = docker('GET', '/containers/clearing-%s/json' % sid)
+        self.assertEqual(r.status, 200, r)
+        pids = self.runsc_pids(r.json['Id'])
+        self.assertIn(r.json['State']['Pid'], pids, pids)
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:  # the gofer may end with the sandbox before its turn
+                pass
+
+    def test_watcher_reconnects_and_catches_up(self):
+        """The engine's event stream ends and the engine refuses connections for a while (as
+        when dockerd restarts): a death meanwhile comes as no event, and is caught by the one
+        comparison the watcher makes after it connects again; a death after that comes through
+        the new stream."""
+        d = Daemon('death-proxy')
+        self.addCleanup(d.stop)
+        proxy = EngineProxy(os.path.join(d.dir, 'engine.sock'))
+        self.addCleanup(proxy.close)
+        config = os.path.join(d.dir, 'daemon.json')
+        with open(config, 'w') as f:
+            json.dump({'reconcile_interval_ms': 600000}, f)
+        d.args = ['--config', config]
+        d.extra_env['CLEARING_DOCKER_HOST'] = proxy.path
+        d.start()
+        c = d.client()
+        self.assertTrue(proxy.events_seen.wait(60), 'the daemon never asked for events')
+        r = c.post('/v1/sandboxes', {})
+        self.assertEqual(r.status, 201, r)
+        first = r.json['id']
+        self.addCleanup(destroy_quietly, c, first)
+        self.assertEqual(self.run_ok(first, {'argv': ['true']}, client=c)['exit_code'], 0)
+        # The engine "goes away": its stream ends, connections are refused.
+        proxy.events_seen.clear()
+        proxy.refusing = True
+        self.assertEqual(proxy.cut_event_streams(), 1)
+        self.assertTrue(wait_for(lambda: 'events.disconnected' in open(d.log_path).read(), 60),
+                        d.log_tail())
+        # Its runtime dies while nobody is listening: the engine has published the die event
+        # (it is in its log) before the watcher may connect again, so no stream can carry it.
+        t0 = int(time.time()) - 1
+        self.kill_runtime(first)
+        flt = urllib.parse.quote(json.dumps({'type': ['container'], 'event': ['die'],
+                                             'container': ['clearing-' + first]}))
+
+        def die_published():
+            r = docker('GET', '/events?since=%d&until=%d&filters=%s'
+                       % (t0, int(time.time()), flt))
+            return r.status == 200 and b'"die"' in r.body
+        self.assertTrue(wait_for(die_published, 60), 'the engine never logged the die event')
+        self.assertEqual(c.get('/v1/sandboxes/' + first).json['state'], 'running')
+        # The engine is back: the watcher connects again and compares once.
+        proxy.refusing = False
+        self.assertTrue(proxy.events_seen.wait(60), 'the watcher did not connect again')
+        s = wait_for(lambda: (lambda j: j if j['state'] != 'running' else None)(
+            c.get('/v1/sandboxes/' + first).json), 60)
+        self.assertIsNotNone(s, 'the death during the outage was never caught')
+        self.assertEqual((s['state'], s['destroy_reason']),
+                         ('lost', 'container stopped or vanished'), s)
+        # And the new stream carries the next death.
+        r = c.post('/v1/sandboxes', {})
+        self.assertEqual(r.status, 201, r)
+        second = r.json['id']
+        self.addCleanup(destroy_quietly, c, second)
+        self.run_ok(second, {'argv': ['true']}, client=c)
+        self.kill_runtime(second)
+        s = wait_for(lambda: (lambda j: j if j['state'] != 'running' else None)(
+            c.get('/v1/sandboxes/' + second).json), 60)
+        self.assertIsNotNone(s, 'the death after the reconnect was never seen')
+        self.assertEqual((s['state'], s['destroy_reason']), ('lost', 'runtime died'), s)
+        for sid in (first, second):
+            self.assertEqual(c.delete('/v1/sandboxes/%s?wait=true' % sid).status, 204)
+        # One warning for the outage, however many attempts it took.
+        log = open(d.log_path).read()
+        self.assertEqual(log.count('"events.disconnected"'), 1, d.log_tail())
+        self.assertGreaterEqual(log.count('"events.connected"'), 2, d.log_tail())
+        # The watcher, reading its stream, does not hold up a stop (the deadline bounds a hang).
+        d.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = d.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.fail('the daemon did not stop within 60 s of SIGTERM:\n' + d.log_tail())
+        self.assertEqual(rc, 0, d.log_tail())
+
+    def test_lost_sandbox_remains_go_at_its_expiry(self):
+        sid = self.create({'limits': {'lifetime': '10s'}, 'idle_timeout': 0})['id']
+        self.run_ok(sid, {'shell': 'echo before > /workspace/keep.txt'})
+        self.kill_runtime(sid)
+        self.assertEqual(self.wait_not_running(sid)['state'], 'lost')
+        workspace = os.path.join(self.daemon.state, 'workspaces', sid)
+        self.assertTrue(os.path.isdir(workspace))  # kept, until...
+        s = wait_for(lambda: (lambda j: j if j['state'] != 'lost' else None)(self.state(sid)), 90)
+        self.assertIsNotNone(s, 'a lost sandbox past its expiry was not destroyed')
+        self.assertEqual((s['state'], s['destroy_reason']), ('destroyed', 'expired'), s)
+        self.assertTrue(wait_for(lambda: not os.path.exists(workspace) and docker(
+            'GET', '/containers/clearing-%s/json' % sid).status == 404, 60),
+            'the remains of an expired lost sandbox were not removed')
+
+    def test_oom_killed_sandbox_is_lost_as_oom(self):
+        sid = self.create({'limits': {'memory': '128m'}})['id']
+        self.run_ok(sid, {'shell': 'echo before > /workspace/keep.txt'})
+        # Several processes allocating at once: the agent ends them at its limit, but runsc's
+        # own memory is not given back at once, and after some rounds the kernel kills the
+        # sandbox as a whole (the 2nd to the 13th round, here).
+        alloc = {'shell': 'for i in 1 2 3 4 5; do python3 -c "b=bytearray(100<<20)" & done; '
+                          'wait', 'timeout': '60s'}
+        rounds = []
+        for _ in range(20):
+            r = self.api.post('/v1/sandboxes/%s/exec' % sid, alloc)
+            if r.status != 200:
+                break
+            rounds.append(r.json['result'])
+            if rounds[-1]['status'] != 'oom' or rounds[-1]['sandbox_killed'] or \
+                    self.state(sid)['state'] != 'running':
+                break
+        self.assertTrue(rounds, 'no allocation round ran')
+        if rounds[-1]['status'] == 'oom' and not rounds[-1]['sandbox_killed'] and \
+                self.state(sid)['state'] == 'running':
+            self.fail('the kernel did not kill the sandbox in %d rounds of allocations: the '
+                      'test could not provoke what it tests' % len(rounds))
+        # Positive control: the rounds ran out of memory (the last one may have been sent to a
+        # sandbox the kernel had just killed: the commands in flight are named oom, usually).
+        self.assertEqual({x['status'] for x in rounds[:-1]} | {'oom'}, {'oom'}, rounds)
+        self.assertIn(rounds[-1]['status'], ('oom', 'sandbox_failed'), rounds)
+        s = self.wait_not_running(sid)
+        self.assertEqual(s['destroy_reason'], 'oom', (s, rounds))
+        self.assert_lost_keeps_workspace(sid, 'oom')
 
 
 # ---- runner ----

@@ -509,6 +509,34 @@ static void test_sandbox_destroy_reason_whole_or_cut_at_a_character(void **state
     clr_store_sandbox_clear(&got);
 }
 
+/* Two threads that both see a sandbox die record its loss once: only the first change applies. */
+static void test_sandbox_set_state_from_changes_once(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_sandbox s = sample("sb-00000000000000d2", 10, CLR_STATE_RUNNING);
+    insert_ok(fx->st, &s);
+    clr_store_sandbox_clear(&s);
+    clr_error err = CLR_ERROR_INIT;
+    const char *id = "sb-00000000000000d2";
+    assert_int_equal(clr_store_sandbox_set_state_from(fx->st, id, CLR_STATE_RUNNING,
+                                                      CLR_STATE_LOST, "oom", 780, &err),
+                     1);
+    assert_int_equal(clr_store_sandbox_set_state_from(fx->st, id, CLR_STATE_RUNNING,
+                                                      CLR_STATE_LOST, "runtime died", 781, &err),
+                     0);
+    clr_store_sandbox got;
+    assert_int_equal(clr_store_sandbox_get(fx->st, id, &got, &err), 0);
+    assert_string_equal(got.info.state, CLR_STATE_LOST);
+    assert_string_equal(got.destroy_reason, "oom");
+    assert_int_equal(got.destroyed_at, 780);
+    clr_store_sandbox_clear(&got);
+    /* An unknown id changes nothing and is no error. */
+    assert_int_equal(clr_store_sandbox_set_state_from(fx->st, "sb-00000000000000ff",
+                                                      CLR_STATE_RUNNING, CLR_STATE_LOST, "oom",
+                                                      782, &err),
+                     0);
+}
+
 static void test_sandbox_touch_and_set_expiry(void **state)
 {
     struct fixture *fx = *state;
@@ -722,6 +750,7 @@ int main(void)
         F(test_sandbox_list_many_rows),
         F(test_sandbox_set_state_records_reason_and_time),
         F(test_sandbox_destroy_reason_whole_or_cut_at_a_character),
+        F(test_sandbox_set_state_from_changes_once),
         F(test_sandbox_touch_and_set_expiry),
         F(test_sandbox_large_and_negative_times_kept),
         F(test_sandbox_not_found_errors),
