@@ -700,6 +700,22 @@ static const char *principal_tenant(const struct request *rq)
     return rq->tenant[0] ? rq->tenant : NULL;
 }
 
+/* How many live sandboxes (running, and plans') the tenant has: what its health shows in place
+ * of the daemon's count, which would tell it of other tenants' creates. */
+static json_int_t tenant_live(struct server *s, const char *tenant)
+{
+    static const char *const live[] = {"running", "plan"};
+    json_int_t n = 0;
+    for (size_t i = 0; i < 2; i++) {
+        clr_error err = CLR_ERROR_INIT;
+        json_t *out = NULL;
+        if (clr_service_list(s->svc, tenant, live[i], NULL, &out, &err) == 0)
+            n += (json_int_t)json_array_size(json_object_get(out, "sandboxes"));
+        json_decref(out);
+    }
+    return n;
+}
+
 /* The one check of tenancy for every request that names a sandbox (/v1/sandboxes/ID/...), made
  * before its handler reads the body or looks at anything else: a tenant's request to another
  * tenant's sandbox, and to an id without a row, both get the same 404, so no answer tells a
@@ -769,6 +785,8 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
             json_decref(out);
             out = json_pack("{s:o}", "status", word ? word : json_string("degraded"));
         }
+        if (rq->tenant[0])
+            json_object_set_new(out, "sandboxes", json_integer(tenant_live(s, rq->tenant)));
         return send_json(c, rc == 0 ? 200 : 503, out);
     }
     if (n == 2 && strcmp(parts[1], "plans") == 0) {
