@@ -2288,6 +2288,7 @@ static bool adopt_recovered(clr_service *svc, struct snapshot *sn, const clr_san
     json_object_set_new(d, "reason", json_string("empty state database: adopted from the "
                                                  "container's labels"));
     json_object_set_new(d, "container_owner", json_string(live->owner));
+    json_object_set_new(d, "tenant", json_string(tenant_or_default(live->tenant)));
     rc = clr_audit_append(svc->audit, "recovery", live->id, "sandbox.recovered", "ok", d, &lerr);
     json_decref(d);
     if (rc < 0) {
@@ -2325,8 +2326,9 @@ static void recover_plans(clr_service *svc)
         }
         clr_log(CLR_LOG_WARN, "recover.plan_interrupted", "id", id, "branch",
                 rows[i].info.branch, NULL);
-        json_t *d = json_pack("{s:s, s:s}", "reason", "plan-interrupted", "branch",
-                              rows[i].info.branch);
+        json_t *d = json_pack("{s:s, s:s, s:s}", "reason", "plan-interrupted", "branch",
+                              rows[i].info.branch, "tenant",
+                              tenant_or_default(rows[i].info.tenant));
         if (clr_audit_append(svc->audit, "recovery", id, "sandbox.destroy", "ok", d, &lerr) < 0)
             clr_log(CLR_LOG_ERROR, "audit.write_failed", "error", lerr.message, NULL);
         json_decref(d);

@@ -2129,6 +2129,10 @@ class T20Tenancy(ApiTest):
         self.assertEqual(r.json['tenant'], 'acme', r)
         self.assertEqual(globex.get('/v1/sandboxes/' + sb).status, 404)
         self.assertNotIn(sb, {s['id'] for s in globex.get('/v1/sandboxes').json['sandboxes']})
+        with open(os.path.join(d.state, 'audit.log')) as f:
+            adopted = [json.loads(line) for line in f if '"sandbox.recovered"' in line]
+        self.assertEqual([(x['sandbox'], x['details']['tenant']) for x in adopted],
+                         [(sb, 'acme')], adopted)
         self.assertEqual(acme.delete('/v1/sandboxes/%s?wait=true' % sb).status, 204)
 
     def refused(self, name, tokens=None, config=None):
