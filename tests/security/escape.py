@@ -1506,15 +1506,6 @@ def tenant_create(token, **body):
     return r.json['id']
 
 
-def tar_of(name, data):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode='w') as tf:
-        ti = tarfile.TarInfo(name)
-        ti.size = len(data)
-        tf.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def unknown_id():
     """A well-formed sandbox id the daemon has no row for (checked on the operator socket)."""
     while True:
@@ -1564,7 +1555,7 @@ def _():
 
         # Blue: every request on red's sandbox is answered as for an id without a row.
         u = unknown_id()
-        tar = tar_of('blue.txt', b'blue\n')
+        tar = tar_of([tinfo('blue.txt', data=b'blue\n')])
         probes = [('GET', '', None), ('DELETE', '', None), ('DELETE', '?wait=true', None),
                   ('POST', '/extend', {'by': '10m'}), ('POST', '/extend', {'bogus': 1}),
                   ('POST', '/egress', {'allow': []}),
