@@ -40,6 +40,14 @@ struct serve_config {
     clr_tenant_quota tenants[MAX_TENANTS];
 };
 
+/* Frees what keep() copied, on every return of cmd_serve (a bad configuration too). */
+static void serve_config_clear(struct serve_config *c)
+{
+    for (int i = 0; i < c->nstrings; i++)
+        free(c->strings[i]);
+    c->nstrings = 0;
+}
+
 static const char *keep(struct serve_config *c, const char *s)
 {
     if (c->nstrings >= 96)
@@ -363,7 +371,7 @@ int cmd_serve(int argc, char **argv)
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
-    struct serve_config c;
+    struct serve_config c __attribute__((cleanup(serve_config_clear)));
     memset(&c, 0, sizeof(c));
     clr_service_config sc = CLR_SERVICE_CONFIG_INIT;
     c.svc = sc;
@@ -502,7 +510,5 @@ int cmd_serve(int argc, char **argv)
     clr_log(CLR_LOG_WARN, "serve.stopping", NULL);
     server_stop(srv);
     clr_service_stop(svc);
-    for (int i = 0; i < c.nstrings; i++)
-        free(c.strings[i]);
     return 0;
 }
