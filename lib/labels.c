@@ -33,6 +33,8 @@ json_t *clr_sandbox_labels(const clr_sandbox_info *info)
                                                     ? info->max_expires_at
                                                     : info->expires_at));
     json_object_set_new(o, L("owner"), json_string(info->owner[0] ? info->owner : "cli"));
+    json_object_set_new(o, L("tenant"),
+                        json_string(info->tenant[0] ? info->tenant : CLR_TENANT_DEFAULT));
     if (info->repo[0]) {
         json_object_set_new(o, L("repo"), json_string(info->repo));
         json_object_set_new(o, L("branch"), json_string(info->branch));
@@ -62,6 +64,18 @@ bool clr_sandbox_id_valid(const char *id)
         return false;
     for (const char *p = id + 3; *p; p++) {
         if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return false;
+    }
+    return true;
+}
+
+bool clr_tenant_name_valid(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > CLR_TENANT_MAX)
+        return false;
+    for (const char *p = name; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'))
             return false;
     }
     return true;
@@ -148,6 +162,17 @@ int clr_sandbox_info_from_labels(clr_sandbox_info *info, json_t *labels, clr_err
             return -1;
     } else {
         snprintf(info->owner, sizeof(info->owner), "cli");
+    }
+    /* Optional (older sandboxes, made before tenants): the default tenant's. A malformed one
+     * is refused rather than read as another tenant's. */
+    if (json_object_get(labels, L("tenant"))) {
+        if (get_str(labels, L("tenant"), info->tenant, sizeof(info->tenant), err) < 0)
+            return -1;
+        if (!clr_tenant_name_valid(info->tenant))
+            return clr_error_set(err, CLR_E_INVALID, 0, "label %s is not a tenant name",
+                                 L("tenant"));
+    } else {
+        snprintf(info->tenant, sizeof(info->tenant), CLR_TENANT_DEFAULT);
     }
     if (json_object_get(labels, L("repo")) &&
         (get_str(labels, L("repo"), info->repo, sizeof(info->repo), err) < 0 ||

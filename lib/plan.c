@@ -580,6 +580,11 @@ static void on_gauntlet(void *ctx, const char *check, const char *event)
     emit(r, json_pack("{s:s, s:s, s:s}", "event", "check", "check", check, "status", event));
 }
 
+const clr_limits *clr_plan_limits(const clr_plan *plan)
+{
+    return &plan->limits;
+}
+
 const char *clr_plan_image(const clr_plan *plan, const char *profile)
 {
     if (!profile)
@@ -628,6 +633,7 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
     clr_sandbox_options so = CLR_SANDBOX_OPTIONS_INIT;
     so.limits = plan->limits;
     so.owner = o->owner;
+    so.tenant = o->tenant;
     so.repo_path = repo;
     so.repo_id = o->repo_id;
     so.base_ref = plan->base; /* NULL: HEAD */

@@ -290,6 +290,8 @@ int clr_sandbox_create(clr_sandbox **out, clr_engine *eng, const clr_sandbox_opt
                                                    : opts->limits.lifetime_s);
     snprintf(info->owner, sizeof(info->owner), "%s",
              opts->owner && *opts->owner ? opts->owner : "cli");
+    snprintf(info->tenant, sizeof(info->tenant), "%s",
+             opts->tenant && *opts->tenant ? opts->tenant : CLR_TENANT_DEFAULT);
     const char *state_dir = clr_state_dir(opts->state_dir);
     clr_workspace_path(sb->workspace, sizeof(sb->workspace), state_dir, info->id);
 

@@ -58,6 +58,7 @@ struct clr_service {
 
     pthread_mutex_t create_lock; /* serialises the capacity check with the insert */
     unsigned plans_pending;      /* plans admitted whose sandbox has no row yet (create_lock) */
+    struct pending_plan *pending_plans; /* the same plans: their tenants and limits (create_lock) */
     atomic_int running_execs;
 
     pthread_t reaper;
@@ -426,9 +427,10 @@ static json_t *sandbox_json(const clr_store_sandbox *s)
             json_array_append_new(env_names, json_stringn(kv, (size_t)(eq - kv)));
     }
     return json_pack(
-        "{s:s, s:s, s:b, s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:O, s:o,"
+        "{s:s, s:s, s:s, s:b, s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:O, s:o,"
         " s:{s:s, s:s, s:I, s:I, s:s, s:s, s:I, s:I, s:s}}",
-        "id", s->info.id, "state", s->info.state, "recovered", s->recovered, "image", s->info.image, "runtime",
+        "id", s->info.id, "tenant", s->info.tenant[0] ? s->info.tenant : CLR_TENANT_DEFAULT,
+        "state", s->info.state, "recovered", s->recovered, "image", s->info.image, "runtime",
         s->info.runtime, "insecure", s->info.insecure, "created_at", (json_int_t)s->info.created_at,
         "expires_at", (json_int_t)s->info.expires_at, "max_expires_at",
         (json_int_t)s->max_expires_at, "idle_timeout", (json_int_t)s->idle_timeout_s,
@@ -702,20 +704,176 @@ static int add_proxy_env(char ***env)
     return 0;
 }
 
-static int create_with(clr_service *svc, json_t *req, const char *actor,
+static int create_with(clr_service *svc, json_t *req, const char *tenant, const char *actor,
                        const clr_egress_policy *egress, json_t **out, clr_error *err);
 
+/* ---- tenants ---- */
+
+/* A plan admitted whose sandbox has no row yet: what it will hold of its tenant's quota. */
+struct pending_plan {
+    char tenant[CLR_TENANT_MAX + 1];
+    clr_limits limits;
+    struct pending_plan *next;
+};
+
+/* What one tenant's live sandboxes (running and plans') hold. */
+struct tenant_usage {
+    char tenant[CLR_TENANT_MAX + 1];
+    unsigned sandboxes;
+    uint64_t memory_bytes;
+    uint64_t cpu_millis;
+};
+
+static const char *tenant_or_default(const char *tenant)
+{
+    return tenant && *tenant ? tenant : CLR_TENANT_DEFAULT;
+}
+
+static const clr_tenant_quota *tenant_quota(const clr_service *svc, const char *tenant)
+{
+    for (size_t i = 0; i < svc->cfg.ntenants; i++) {
+        if (strcmp(svc->cfg.tenants[i].name, tenant) == 0)
+            return &svc->cfg.tenants[i];
+    }
+    return NULL;
+}
+
+static struct tenant_usage *usage_entry(struct tenant_usage **v, size_t *n, const char *tenant)
+{
+    for (size_t i = 0; i < *n; i++) {
+        if (strcmp((*v)[i].tenant, tenant) == 0)
+            return &(*v)[i];
+    }
+    struct tenant_usage *nv = realloc(*v, (*n + 1) * sizeof(**v));
+    if (!nv)
+        return NULL;
+    *v = nv;
+    struct tenant_usage *u = &nv[(*n)++];
+    memset(u, 0, sizeof(*u));
+    snprintf(u->tenant, sizeof(u->tenant), "%s", tenant);
+    return u;
+}
+
+static int usage_add_rows(clr_service *svc, const char *state, struct tenant_usage **v, size_t *n,
+                          clr_error *err)
+{
+    clr_store_sandbox *rows = NULL;
+    size_t m = 0;
+    if (clr_store_sandbox_list(svc->store, state, &rows, &m, err) < 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < m; i++) {
+        struct tenant_usage *u = rc == 0 ? usage_entry(v, n, tenant_or_default(rows[i].info.tenant))
+                                         : NULL;
+        if (!u && rc == 0)
+            rc = clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+        if (u) {
+            u->sandboxes++;
+            u->memory_bytes += rows[i].info.limits.memory_bytes;
+            u->cpu_millis += rows[i].info.limits.cpu_millis;
+        }
+        clr_store_sandbox_clear(&rows[i]);
+    }
+    free(rows);
+    return rc;
+}
+
+/* Every tenant's live sandboxes, from the database (*v: free()). */
+static int usage_collect(clr_service *svc, struct tenant_usage **v, size_t *n, clr_error *err)
+{
+    *v = NULL;
+    *n = 0;
+    if (usage_add_rows(svc, CLR_STATE_RUNNING, v, n, err) < 0 ||
+        usage_add_rows(svc, CLR_STATE_PLAN, v, n, err) < 0) {
+        free(*v);
+        *v = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Room in the tenant's quota for one more sandbox with these limits: its live sandboxes and its
+ * plans still being made, plus this one. create_lock held. */
+static int tenant_room_locked(clr_service *svc, const char *tenant, const clr_limits *want,
+                              clr_error *err)
+{
+    const clr_tenant_quota *q = tenant_quota(svc, tenant);
+    if (!q)
+        return 0;
+    struct tenant_usage *v = NULL;
+    size_t n = 0;
+    if (usage_collect(svc, &v, &n, err) < 0)
+        return -1;
+    struct tenant_usage have = {.sandboxes = 0};
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i].tenant, tenant) == 0)
+            have = v[i];
+    }
+    free(v);
+    for (const struct pending_plan *p = svc->pending_plans; p; p = p->next) {
+        if (strcmp(p->tenant, tenant) == 0) {
+            have.sandboxes++;
+            have.memory_bytes += p->limits.memory_bytes;
+            have.cpu_millis += p->limits.cpu_millis;
+        }
+    }
+    int rc = 0;
+    if (q->max_sandboxes && have.sandboxes + 1 > q->max_sandboxes) {
+        rc = clr_error_set(err, CLR_E_LIMIT, 0,
+                           "tenant %s is at its quota: %u sandboxes are live (max_sandboxes %u "
+                           "for tenant %s); destroy one or retry later",
+                           tenant, have.sandboxes, q->max_sandboxes, tenant);
+    } else if (q->max_memory_bytes &&
+               have.memory_bytes + want->memory_bytes > q->max_memory_bytes) {
+        char h[32], w[32], m[32];
+        clr_format_size(h, sizeof(h), have.memory_bytes);
+        clr_format_size(w, sizeof(w), want->memory_bytes);
+        clr_format_size(m, sizeof(m), q->max_memory_bytes);
+        rc = clr_error_set(err, CLR_E_LIMIT, 0,
+                           "tenant %s is at its quota: its sandboxes hold %s of memory, %s more "
+                           "would pass max_memory %s for tenant %s; destroy one or ask for less",
+                           tenant, h, w, m, tenant);
+    } else if (q->max_cpu_millis && have.cpu_millis + want->cpu_millis > q->max_cpu_millis) {
+        rc = clr_error_set(err, CLR_E_LIMIT, 0,
+                           "tenant %s is at its quota: its sandboxes hold %llu.%03llu CPUs, "
+                           "%u.%03u more would pass max_cpus %u.%03u for tenant %s; destroy one "
+                           "or ask for less",
+                           tenant, (unsigned long long)(have.cpu_millis / 1000),
+                           (unsigned long long)(have.cpu_millis % 1000), want->cpu_millis / 1000,
+                           want->cpu_millis % 1000, q->max_cpu_millis / 1000,
+                           q->max_cpu_millis % 1000, tenant);
+    }
+    if (rc < 0)
+        atomic_fetch_add(&svc->refused, 1);
+    return rc;
+}
+
+int clr_service_sandbox_of(clr_service *svc, const char *id, const char *tenant,
+                           clr_error *err)
+{
+    clr_store_sandbox row;
+    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
+        return -1;
+    bool theirs = !tenant || strcmp(tenant_or_default(row.info.tenant), tenant) == 0;
+    clr_store_sandbox_clear(&row);
+    if (theirs)
+        return 0;
+    /* Word for word what clr_store_sandbox_get() says of an id it has no row for. */
+    return clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id);
+}
+
 /* Room for one more sandbox: the live rows (sandboxes and plans') and the plans admitted whose
- * sandbox is still being made, against max_sandboxes. create_lock held, so the count and the
- * insert (or the plan's admission) are one step. */
-static int sandbox_room_locked(clr_service *svc, clr_error *err)
+ * sandbox is still being made, against max_sandboxes, then against the tenant's quota.
+ * create_lock held, so the count and the insert (or the plan's admission) are one step. */
+static int sandbox_room_locked(clr_service *svc, const char *tenant, const clr_limits *want,
+                               clr_error *err)
 {
     int running = 0;
     if (clr_store_count_running(svc->store, &running, err) < 0)
         return -1;
     running += (int)svc->plans_pending;
     if ((unsigned)running < svc->cfg.max_sandboxes)
-        return 0;
+        return tenant_room_locked(svc, tenant, want, err);
     atomic_fetch_add(&svc->refused, 1);
     return clr_error_set(err, CLR_E_LIMIT, 0,
                          "at capacity: %d sandboxes are live (max_sandboxes %u); destroy one "
@@ -723,23 +881,25 @@ static int sandbox_room_locked(clr_service *svc, clr_error *err)
                          running, svc->cfg.max_sandboxes);
 }
 
-static int create_impl(clr_service *svc, json_t *req, const char *actor, json_t **out,
-                       clr_error *err)
+static int create_impl(clr_service *svc, json_t *req, const char *tenant, const char *actor,
+                       json_t **out, clr_error *err)
 {
     clr_egress_policy *egress = NULL;
     json_t *jegress = json_object_get(req, "egress");
     if (jegress && clr_egress_policy_parse(&egress, jegress, err) < 0)
         return -1;
-    int rc = create_with(svc, req, actor, egress, out, err);
+    int rc = create_with(svc, req, tenant, actor, egress, out, err);
     clr_egress_policy_free(egress);
     return rc;
 }
 
-static int create_with(clr_service *svc, json_t *req, const char *actor,
+static int create_with(clr_service *svc, json_t *req, const char *tenant, const char *actor,
                        const clr_egress_policy *egress, json_t **out, clr_error *err)
 {
     uint64_t t0 = mono_us();
+    tenant = tenant_or_default(tenant);
     clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
+    o.tenant = tenant;
     o.limits = svc->cfg.limits;
     o.state_dir = svc->state_dir;
     o.insecure_runtime = svc->insecure_runtime;
@@ -777,7 +937,7 @@ static int create_with(clr_service *svc, json_t *req, const char *actor,
         o.repo_id = &admitted.id;
     }
     pthread_mutex_lock(&svc->create_lock);
-    if (sandbox_room_locked(svc, err) < 0) {
+    if (sandbox_room_locked(svc, tenant, &o.limits, err) < 0) {
         pthread_mutex_unlock(&svc->create_lock);
         free_strv(env);
         return -1;
@@ -785,9 +945,11 @@ static int create_with(clr_service *svc, json_t *req, const char *actor,
     clr_engine *eng = NULL;
     clr_sandbox *sb = NULL;
     clr_channel *ch = NULL; /* a pooled sandbox's attached channel */
-    /* The default profile comes from the warm pool when it has one ready. */
+    /* The default profile comes from the warm pool when it has one ready. Pooled sandboxes are
+     * made before anyone asks, with the default tenant's label, which an engine cannot change
+     * later: other tenants' sandboxes are made for them. */
     bool pooled = svc->cfg.pool_size && !repo && !json_object_get(req, "image") &&
-                  !json_object_get(req, "limits");
+                  !json_object_get(req, "limits") && strcmp(tenant, CLR_TENANT_DEFAULT) == 0;
     if (pooled)
         sb = warm_take(svc, &ch);
     int rc = engine_get(svc, &eng, err);
@@ -837,6 +999,7 @@ static int create_with(clr_service *svc, json_t *req, const char *actor,
     }
     /* Durable before acknowledged: no record, no sandbox. */
     json_t *d = clr_audit_sandbox_details(&row.info);
+    json_object_set_new(d, "tenant", json_string(tenant));
     json_object_set(d, "metadata", row.metadata);
     if (jpolicy)
         json_object_set(d, "egress", jpolicy);
@@ -886,17 +1049,17 @@ static int create_with(clr_service *svc, json_t *req, const char *actor,
     return 0;
 }
 
-int clr_service_create(clr_service *svc, json_t *req, const char *actor, json_t **out,
-                       clr_error *err)
+int clr_service_create(clr_service *svc, json_t *req, const char *tenant, const char *actor,
+                       json_t **out, clr_error *err)
 {
-    int rc = create_impl(svc, req, actor, out, err);
+    int rc = create_impl(svc, req, tenant, actor, out, err);
     if (rc < 0)
         audit_failure(svc, actor, NULL, "sandbox.create", err);
     return rc;
 }
 
-int clr_service_list(clr_service *svc, const char *state, const char *label, json_t **out,
-                     clr_error *err)
+int clr_service_list(clr_service *svc, const char *tenant, const char *state, const char *label,
+                     json_t **out, clr_error *err)
 {
     if (state && strcmp(state, CLR_STATE_RUNNING) && strcmp(state, CLR_STATE_DESTROYED) &&
         strcmp(state, CLR_STATE_LOST) && strcmp(state, CLR_STATE_PLAN))
@@ -920,7 +1083,8 @@ int clr_service_list(clr_service *svc, const char *state, const char *label, jso
     json_t *a = json_array();
     for (size_t i = 0; i < n; i++) {
         const char *have = want ? json_string_value(json_object_get(rows[i].metadata, key)) : NULL;
-        if (!want || (have && strcmp(have, want) == 0))
+        bool theirs = !tenant || strcmp(tenant_or_default(rows[i].info.tenant), tenant) == 0;
+        if (theirs && (!want || (have && strcmp(have, want) == 0)))
             json_array_append_new(a, sandbox_json(&rows[i]));
         clr_store_sandbox_clear(&rows[i]);
     }
@@ -2463,6 +2627,7 @@ static bool adopt_recovered(clr_service *svc, struct snapshot *sn, const clr_san
     json_object_set_new(d, "reason", json_string("empty state database: adopted from the "
                                                  "container's labels"));
     json_object_set_new(d, "container_owner", json_string(live->owner));
+    json_object_set_new(d, "tenant", json_string(tenant_or_default(live->tenant)));
     rc = clr_audit_append(svc->audit, "recovery", live->id, "sandbox.recovered", "ok", d, &lerr);
     json_decref(d);
     if (rc < 0) {
@@ -2500,8 +2665,9 @@ static void recover_plans(clr_service *svc)
         }
         clr_log(CLR_LOG_WARN, "recover.plan_interrupted", "id", id, "branch",
                 rows[i].info.branch, NULL);
-        json_t *d = json_pack("{s:s, s:s}", "reason", "plan-interrupted", "branch",
-                              rows[i].info.branch);
+        json_t *d = json_pack("{s:s, s:s, s:s}", "reason", "plan-interrupted", "branch",
+                              rows[i].info.branch, "tenant",
+                              tenant_or_default(rows[i].info.tenant));
         if (clr_audit_append(svc->audit, "recovery", id, "sandbox.destroy", "ok", d, &lerr) < 0)
             clr_log(CLR_LOG_ERROR, "audit.write_failed", "error", lerr.message, NULL);
         json_decref(d);
@@ -3124,9 +3290,55 @@ static void emit_histogram(struct text *t, const char *name, const char *help,
          (double)atomic_load(&h->total_us) / 1e6, name, (uint64_t)atomic_load(&h->n));
 }
 
-char *clr_service_metrics(clr_service *svc)
+/* The per-tenant gauges: of one tenant (only), or of every tenant with live sandboxes or a
+ * quota (NULL). */
+static void emit_tenants(clr_service *svc, struct text *t, const char *only)
+{
+    struct tenant_usage *v = NULL;
+    size_t n = 0;
+    clr_error lerr = CLR_ERROR_INIT;
+    if (usage_collect(svc, &v, &n, &lerr) < 0) {
+        clr_log(CLR_LOG_WARN, "metrics.tenants_failed", "error", lerr.message, NULL);
+        return;
+    }
+    /* A tenant with nothing live still gets its (zero) lines: the caller's own, and the
+     * operator's view of every tenant with a quota. */
+    if (only)
+        usage_entry(&v, &n, only);
+    else
+        for (size_t i = 0; i < svc->cfg.ntenants; i++)
+            usage_entry(&v, &n, svc->cfg.tenants[i].name);
+    emit(t, "# HELP clearing_tenant_sandboxes Live sandboxes of a tenant (plans' included).\n"
+            "# TYPE clearing_tenant_sandboxes gauge\n");
+    for (size_t i = 0; i < n; i++) {
+        if (!only || strcmp(v[i].tenant, only) == 0)
+            emit(t, "clearing_tenant_sandboxes{tenant=\"%s\"} %u\n", v[i].tenant, v[i].sandboxes);
+    }
+    emit(t, "# HELP clearing_tenant_memory_bytes Memory limits of a tenant's live sandboxes, "
+            "summed.\n# TYPE clearing_tenant_memory_bytes gauge\n");
+    for (size_t i = 0; i < n; i++) {
+        if (!only || strcmp(v[i].tenant, only) == 0)
+            emit(t, "clearing_tenant_memory_bytes{tenant=\"%s\"} %" PRIu64 "\n", v[i].tenant,
+                 v[i].memory_bytes);
+    }
+    emit(t, "# HELP clearing_tenant_cpus CPU limits of a tenant's live sandboxes, summed.\n"
+            "# TYPE clearing_tenant_cpus gauge\n");
+    for (size_t i = 0; i < n; i++) {
+        if (!only || strcmp(v[i].tenant, only) == 0)
+            emit(t, "clearing_tenant_cpus{tenant=\"%s\"} %" PRIu64 ".%03" PRIu64 "\n",
+                 v[i].tenant, v[i].cpu_millis / 1000, v[i].cpu_millis % 1000);
+    }
+    free(v);
+}
+
+char *clr_service_metrics(clr_service *svc, const char *tenant)
 {
     struct text t = {0};
+    if (tenant) {
+        /* A tenant learns its own figures, nothing of the daemon's or other tenants'. */
+        emit_tenants(svc, &t, tenant);
+        return t.buf ? t.buf : strdup("");
+    }
     int running = 0;
     clr_store_count_running(svc->store, &running, NULL);
     emit(&t, "# HELP clearing_sandboxes Live sandboxes.\n# TYPE clearing_sandboxes gauge\n"
@@ -3214,6 +3426,7 @@ char *clr_service_metrics(clr_service *svc)
     emit_histogram(&t, "clearing_removal_seconds",
                    "Background removal of a destroyed sandbox's container and workspace.",
                    &svc->h_remove);
+    emit_tenants(svc, &t, NULL);
     return t.buf;
 }
 
@@ -4019,16 +4232,30 @@ static void plan_event(void *ctx, json_t *ev)
 struct plan_admission {
     clr_service *svc;
     unsigned execs;   /* slots of running_execs it holds */
-    bool pending;     /* counted in plans_pending */
+    bool pending;     /* counted in plans_pending, listed in pending_plans */
     bool recorded;    /* its row exists */
+    struct pending_plan node; /* its tenant and limits, for the tenant's quota */
 };
+
+/* Takes the plan off pending_plans. create_lock held. */
+static void plan_unpend_locked(clr_service *svc, struct plan_admission *a)
+{
+    for (struct pending_plan **p = &svc->pending_plans; *p; p = &(*p)->next) {
+        if (*p == &a->node) {
+            *p = a->node.next;
+            break;
+        }
+    }
+    svc->plans_pending--;
+    a->pending = false;
+}
 
 static int plan_admit(void *ctx, unsigned *execs, clr_error *err)
 {
     struct plan_admission *a = ctx;
     clr_service *svc = a->svc;
     pthread_mutex_lock(&svc->create_lock);
-    if (sandbox_room_locked(svc, err) < 0) {
+    if (sandbox_room_locked(svc, a->node.tenant, &a->node.limits, err) < 0) {
         pthread_mutex_unlock(&svc->create_lock);
         return -1;
     }
@@ -4050,6 +4277,8 @@ static int plan_admit(void *ctx, unsigned *execs, clr_error *err)
                              svc->cfg.max_execs);
     }
     svc->plans_pending++;
+    a->node.next = svc->pending_plans;
+    svc->pending_plans = &a->node;
     pthread_mutex_unlock(&svc->create_lock);
     a->pending = true;
     a->execs = got;
@@ -4071,8 +4300,7 @@ static int plan_created(void *ctx, const clr_sandbox_info *info, clr_error *err)
     row.env = json_array();
     pthread_mutex_lock(&svc->create_lock);
     int rc = clr_store_sandbox_insert(svc->store, &row, err);
-    svc->plans_pending--;
-    a->pending = false;
+    plan_unpend_locked(svc, a);
     pthread_mutex_unlock(&svc->create_lock);
     clr_store_sandbox_clear(&row);
     a->recorded = rc == 0;
@@ -4087,9 +4315,8 @@ static void plan_release(void *ctx, const char *id)
     clr_service *svc = a->svc;
     if (a->pending) {
         pthread_mutex_lock(&svc->create_lock);
-        svc->plans_pending--;
+        plan_unpend_locked(svc, a);
         pthread_mutex_unlock(&svc->create_lock);
-        a->pending = false;
     }
     if (a->recorded && id) {
         clr_error lerr = CLR_ERROR_INIT;
@@ -4143,9 +4370,10 @@ static int parse_plan_request(json_t *req, clr_plan **plan, clr_error *err)
     return rc;
 }
 
-int clr_service_plan(clr_service *svc, json_t *req, const char *actor,
+int clr_service_plan(clr_service *svc, json_t *req, const char *tenant, const char *actor,
                      clr_service_event_cb on_event, void *ctx, json_t **out, clr_error *err)
 {
+    tenant = tenant_or_default(tenant);
     clr_plan *plan = NULL;
     if (parse_plan_request(req, &plan, err) < 0)
         return -1;
@@ -4159,6 +4387,8 @@ int clr_service_plan(clr_service *svc, json_t *req, const char *actor,
         return -1;
     }
     struct plan_admission adm_ctx = {.svc = svc};
+    snprintf(adm_ctx.node.tenant, sizeof(adm_ctx.node.tenant), "%s", tenant);
+    adm_ctx.node.limits = *clr_plan_limits(plan);
     const clr_plan_admission adm = {
         .admit = plan_admit, .created = plan_created, .release = plan_release, .ctx = &adm_ctx};
     clr_engine_options eo = CLR_ENGINE_OPTIONS_INIT;
@@ -4178,6 +4408,7 @@ int clr_service_plan(clr_service *svc, json_t *req, const char *actor,
         .on_event = plan_event,
         .ctx = &pe,
         .owner = svc->owner,
+        .tenant = tenant,
         .admission = &adm,
     };
     rc = clr_plan_run(out, plan, &ro, err);

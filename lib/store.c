@@ -54,6 +54,8 @@ static const char *const migrations[] = {
     "ALTER TABLE sandboxes ADD COLUMN egress TEXT NOT NULL DEFAULT '';",
     /* 4: adopted from its container's labels into an empty database (1) */
     "ALTER TABLE sandboxes ADD COLUMN recovered INTEGER NOT NULL DEFAULT 0;",
+    /* 5: the tenant the sandbox belongs to (rows of older daemons: the default tenant's) */
+    "ALTER TABLE sandboxes ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';",
 };
 
 /* An SQLite failure as a clr_error. The two an operator must act on say so and name the file: a
@@ -247,7 +249,7 @@ int clr_store_sandbox_insert(clr_store *st, const clr_store_sandbox *s, clr_erro
     static const char sql[] =
         "INSERT INTO sandboxes (id, container_id, image, runtime, insecure, state, created_at,"
         " expires_at, max_expires_at, idle_timeout_s, last_active_at, limits, metadata, env,"
-        " recovered) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+        " recovered, tenant) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
         return db_error(st, err, "insert sandbox");
@@ -271,6 +273,8 @@ int clr_store_sandbox_insert(clr_store *st, const clr_store_sandbox *s, clr_erro
     sqlite3_bind_text(q, 13, meta ? meta : "{}", -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 14, env ? env : "[]", -1, SQLITE_STATIC);
     sqlite3_bind_int(q, 15, s->recovered);
+    sqlite3_bind_text(q, 16, s->info.tenant[0] ? s->info.tenant : CLR_TENANT_DEFAULT, -1,
+                      SQLITE_STATIC);
     int rc = sqlite3_step(q);
     sqlite3_finalize(q);
     if (rc != SQLITE_DONE)
@@ -300,7 +304,7 @@ static size_t utf8_prefix(const char *s, size_t max)
 #define SANDBOX_COLUMNS                                                                          \
     "id, container_id, image, runtime, insecure, state, created_at, expires_at,"                \
     " max_expires_at, idle_timeout_s, last_active_at, destroyed_at, destroy_reason, limits,"   \
-    " metadata, env, recovered"
+    " metadata, env, recovered, tenant"
 
 static void row_to_sandbox(sqlite3_stmt *q, clr_store_sandbox *s)
 {
@@ -333,6 +337,7 @@ static void row_to_sandbox(sqlite3_stmt *q, clr_store_sandbox *s)
     if (!s->env)
         s->env = json_array();
     s->recovered = sqlite3_column_int(q, 16) != 0;
+    copy_col(s->info.tenant, sizeof(s->info.tenant), q, 17);
 }
 
 int clr_store_sandbox_get(clr_store *st, const char *id, clr_store_sandbox *out, clr_error *err)

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "clearing/sandbox.h"
 #include "clearing/service.h"
 #include "server.h"
 
@@ -25,6 +26,8 @@ enum {
     OPT_HELP,
 };
 
+#define MAX_TENANTS 64
+
 struct serve_config {
     clr_service_config svc;
     struct server_options srv;
@@ -34,7 +37,16 @@ struct serve_config {
     int nroots;
     const char *images[33];
     int nimages;
+    clr_tenant_quota tenants[MAX_TENANTS];
 };
+
+/* Frees what keep() copied, on every return of cmd_serve (a bad configuration too). */
+static void serve_config_clear(struct serve_config *c)
+{
+    for (int i = 0; i < c->nstrings; i++)
+        free(c->strings[i]);
+    c->nstrings = 0;
+}
 
 static const char *keep(struct serve_config *c, const char *s)
 {
@@ -58,6 +70,89 @@ static int config_string(struct serve_config *c, json_t *v, const char *key, con
     if (!json_is_string(v))
         return clr_error_set(err, CLR_E_INVALID, 0, "config: %s must be a string", key);
     *out = keep(c, json_string_value(v));
+    return 0;
+}
+
+/* A number or a string such as "4g" / "1.5", as in "limits". */
+static int quota_text(json_t *v, char *buf, size_t len)
+{
+    if (json_is_string(v))
+        snprintf(buf, len, "%s", json_string_value(v));
+    else if (json_is_integer(v) && json_integer_value(v) >= 0)
+        snprintf(buf, len, "%lld", (long long)json_integer_value(v));
+    else if (json_is_real(v) && json_real_value(v) >= 0)
+        snprintf(buf, len, "%g", json_real_value(v));
+    else
+        return -1;
+    return 0;
+}
+
+/* "tenants": {"acme": {"max_sandboxes": 4, "max_memory": "4g", "max_cpus": 2}, ...} */
+static int config_tenants(struct serve_config *c, json_t *v, clr_error *err)
+{
+    if (!json_is_object(v) || json_object_size(v) > MAX_TENANTS)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "config: tenants must be an object of at most %d tenants, e.g. "
+                             "{\"acme\": {\"max_sandboxes\": 4}}",
+                             MAX_TENANTS);
+    const char *name;
+    json_t *q;
+    size_t n = 0;
+    json_object_foreach(v, name, q) {
+        if (!clr_tenant_name_valid(name))
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "config: tenants: '%.80s' is not a tenant name (1-63 of a-z, "
+                                 "0-9, '_' and '-')",
+                                 name);
+        if (!json_is_object(q))
+            return clr_error_set(err, CLR_E_INVALID, 0, "config: tenants.%s must be an object",
+                                 name);
+        clr_tenant_quota *t = &c->tenants[n];
+        memset(t, 0, sizeof(*t));
+        t->name = keep(c, name);
+        if (!t->name)
+            return clr_error_set(err, CLR_E_INVALID, 0, "config: too many strings");
+        const char *key;
+        json_t *qv;
+        json_object_foreach(q, key, qv) {
+            char buf[64];
+            uint64_t u = 0;
+            if (strcmp(key, "max_sandboxes") == 0) {
+                if (!json_is_integer(qv) || json_integer_value(qv) < 1 ||
+                    json_integer_value(qv) > 100000)
+                    return clr_error_set(err, CLR_E_INVALID, 0,
+                                         "config: tenants.%s.max_sandboxes must be a whole "
+                                         "number 1..100000",
+                                         name);
+                t->max_sandboxes = (unsigned)json_integer_value(qv);
+            } else if (strcmp(key, "max_memory") == 0) {
+                if (quota_text(qv, buf, sizeof(buf)) < 0 || clr_parse_size(&u, buf, err) < 0 ||
+                    u == 0)
+                    return clr_error_set(err, CLR_E_INVALID, 0,
+                                         "config: tenants.%s.max_memory must be a size such as "
+                                         "\"4g\"",
+                                         name);
+                t->max_memory_bytes = u;
+            } else if (strcmp(key, "max_cpus") == 0) {
+                uint32_t m = 0;
+                if (quota_text(qv, buf, sizeof(buf)) < 0 || clr_parse_cpus(&m, buf, err) < 0 ||
+                    m == 0)
+                    return clr_error_set(err, CLR_E_INVALID, 0,
+                                         "config: tenants.%s.max_cpus must be a number of CPUs "
+                                         "such as 2 or \"1.5\"",
+                                         name);
+                t->max_cpu_millis = m;
+            } else {
+                return clr_error_set(err, CLR_E_INVALID, 0,
+                                     "config: tenants.%s: unknown key '%.64s' (max_sandboxes, "
+                                     "max_memory, max_cpus)",
+                                     name, key);
+            }
+        }
+        n++;
+    }
+    c->svc.tenants = c->tenants;
+    c->svc.ntenants = n;
     return 0;
 }
 
@@ -184,6 +279,8 @@ static int load_config(struct serve_config *c, const char *path, clr_error *err)
         else if (strcmp(key, "max_sandboxes") == 0) {
             rc = config_uint(v, key, 100000, &n, err);
             c->svc.max_sandboxes = (unsigned)n;
+        } else if (strcmp(key, "tenants") == 0) {
+            rc = config_tenants(c, v, err);
         } else if (strcmp(key, "pool_size") == 0) {
             rc = config_uint(v, key, 64, &n, err);
             c->svc.pool_size = (unsigned)n;
@@ -277,7 +374,8 @@ static void help(void)
            "  --config FILE         JSON configuration (see docs/OPERATIONS.md)\n"
            "  --socket PATH         unix socket (default " DEFAULT_SOCKET ")\n"
            "  --tcp ADDR:PORT       also listen on TCP (needs --token-file)\n"
-           "  --token-file FILE     bearer tokens, one per line, NAME:TOKEN or TOKEN (mode 0600)\n"
+           "  --token-file FILE     bearer tokens, one per line, TENANT:NAME:TOKEN (NAME:TOKEN and\n"
+           "                        TOKEN: tenant default) (mode 0600)\n"
            "  --max-sandboxes N     live sandboxes at once (default 64)\n"
            "  --max-execs N         commands running at once (default 32)\n"
            "  --insecure-runtime runc  every sandbox WITHOUT gVisor (logged)\n"
@@ -303,7 +401,7 @@ int cmd_serve(int argc, char **argv)
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
-    struct serve_config c;
+    struct serve_config c __attribute__((cleanup(serve_config_clear)));
     memset(&c, 0, sizeof(c));
     clr_service_config sc = CLR_SERVICE_CONFIG_INIT;
     c.svc = sc;
@@ -443,7 +541,5 @@ int cmd_serve(int argc, char **argv)
     clr_log(CLR_LOG_WARN, "serve.stopping", NULL);
     server_stop(srv);
     clr_service_stop(svc);
-    for (int i = 0; i < c.nstrings; i++)
-        free(c.strings[i]);
     return 0;
 }

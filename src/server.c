@@ -33,8 +33,10 @@
 #define REFUSAL_LOG_INTERVAL_S 10 /* refused connections: one log line at most this often */
 
 struct token {
-    char name[64];
+    char tenant[CLR_TENANT_MAX + 1];
+    char name[CLR_TENANT_MAX + 1];
     unsigned char digest[32];
+    int line; /* in the token file, for the errors that name a duplicate */
 };
 
 /* A uid with connections open on the unix socket, and how many it holds. */
@@ -107,7 +109,10 @@ struct request {
     int spool_errno;   /* storing the body failed (ENOSPC, ...): dropped, 503 naming it */
     bool takes_body;   /* its route reads a body: nothing else is ever stored */
     enum refusal refused; /* decided from the headers; its body is never stored */
-    char actor[96];
+    char actor[160];
+    /* The tenant of the request's token: it sees and drives only that tenant's sandboxes. ""
+     * for the unix socket's peers, the operator, who sees all. */
+    char tenant[CLR_TENANT_MAX + 1];
     bool authed;
     bool anonymous; /* GET /v1/health on TCP without a token: told the status word only */
 };
@@ -275,7 +280,9 @@ static bool check_token(struct server *s, struct MHD_Connection *c, struct reque
     }
     if (found < 0)
         return false;
-    snprintf(rq->actor, sizeof(rq->actor), "token=%s", s->tokens[found].name);
+    snprintf(rq->tenant, sizeof(rq->tenant), "%s", s->tokens[found].tenant);
+    snprintf(rq->actor, sizeof(rq->actor), "tenant=%s token=%s", s->tokens[found].tenant,
+             s->tokens[found].name);
     return true;
 }
 
@@ -317,7 +324,8 @@ struct stream {
     clr_service *svc;
     char id[64]; /* the sandbox, for an exec; "" for a plan */
     json_t *req;
-    char actor[96];
+    char actor[160];
+    char tenant[CLR_TENANT_MAX + 1]; /* a plan's: whose its sandbox is ("": the operator's) */
 };
 
 static void stream_unref(struct stream *st)
@@ -382,8 +390,8 @@ static void *stream_exec_main(void *p)
     json_t *out = NULL;
     int rc = st->id[0] ? clr_service_exec(st->svc, st->id, st->req, st->actor, on_stream_event,
                                           st, &out, &err)
-                       : clr_service_plan(st->svc, st->req, st->actor, on_stream_event, st, &out,
-                                          &err);
+                       : clr_service_plan(st->svc, st->req, st->tenant[0] ? st->tenant : NULL,
+                                          st->actor, on_stream_event, st, &out, &err);
     if (rc < 0) {
         json_t *ev = json_pack("{s:s, s:{s:s, s:s}}", "event", "error", "error", "code",
                                clr_error_code_name(err.code), "message", err.message);
@@ -432,7 +440,7 @@ static void stream_free(void *cls)
 }
 
 static enum MHD_Result exec_streaming(struct server *s, struct MHD_Connection *c, const char *id,
-                                      json_t *req, const char *actor)
+                                      json_t *req, const struct request *rq)
 {
     struct stream *st = calloc(1, sizeof(*st));
     if (!st) {
@@ -444,7 +452,8 @@ static enum MHD_Result exec_streaming(struct server *s, struct MHD_Connection *c
     st->refs = 2; /* the exec thread and the response */
     st->svc = s->svc;
     snprintf(st->id, sizeof(st->id), "%.63s", id);
-    snprintf(st->actor, sizeof(st->actor), "%s", actor);
+    snprintf(st->actor, sizeof(st->actor), "%s", rq->actor);
+    snprintf(st->tenant, sizeof(st->tenant), "%s", rq->tenant);
     st->req = req;
     pthread_t t;
     pthread_attr_t attr;
@@ -720,6 +729,45 @@ static enum MHD_Result send_method_not_allowed(struct MHD_Connection *c, const c
     return ret;
 }
 
+/* The tenant whose sandboxes the request may see, for the service's calls: NULL for the
+ * operator (the unix socket), who sees all. */
+static const char *principal_tenant(const struct request *rq)
+{
+    return rq->tenant[0] ? rq->tenant : NULL;
+}
+
+/* How many live sandboxes (running, and plans') the tenant has: what its health shows in place
+ * of the daemon's count, which would tell it of other tenants' creates. */
+static json_int_t tenant_live(struct server *s, const char *tenant)
+{
+    static const char *const live[] = {"running", "plan"};
+    json_int_t n = 0;
+    for (size_t i = 0; i < 2; i++) {
+        clr_error err = CLR_ERROR_INIT;
+        json_t *out = NULL;
+        if (clr_service_list(s->svc, tenant, live[i], NULL, &out, &err) == 0)
+            n += (json_int_t)json_array_size(json_object_get(out, "sandboxes"));
+        json_decref(out);
+    }
+    return n;
+}
+
+/* The one check of tenancy for every request that names a sandbox (/v1/sandboxes/ID/...), made
+ * before its handler reads the body or looks at anything else: a tenant's request to another
+ * tenant's sandbox, and to an id without a row, both get the same 404, so no answer tells a
+ * tenant that someone else's sandbox exists. true: refused, *answer is what was queued. */
+static bool tenant_refused(struct server *s, struct MHD_Connection *c, const struct request *rq,
+                           const char *id, enum MHD_Result *answer)
+{
+    if (!rq->tenant[0])
+        return false;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_service_sandbox_of(s->svc, id, rq->tenant, &err) == 0)
+        return false;
+    *answer = send_clr_error(c, &err);
+    return true;
+}
+
 static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const char *url,
                              const char *method, struct request *rq)
 {
@@ -729,6 +777,9 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
     int fr = files_route(url, id, &file);
     if (fr < 0 || (fr > 0 && !clr_sandbox_id_valid(id)))
         return send_error(c, 400, "invalid", "not a sandbox id (expected sb- and 16 hex digits)");
+    enum MHD_Result refused;
+    if (fr > 0 && tenant_refused(s, c, rq, id, &refused))
+        return refused;
     if (fr > 0)
         return route_file(s, c, method, rq, id, file);
 
@@ -743,7 +794,7 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
     if (strcmp(url, "/metrics") == 0 && !get)
         return send_method_not_allowed(c, method, "GET");
     if (strcmp(url, "/metrics") == 0) {
-        char *m = clr_service_metrics(s->svc);
+        char *m = clr_service_metrics(s->svc, principal_tenant(rq));
         return m ? send_text(c, 200, "text/plain; version=0.0.4", m)
                  : send_error(c, 500, "internal", "out of memory");
     }
@@ -758,6 +809,9 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
         return send_error(c, 404, "not_found", "no such endpoint; see docs/openapi.yaml");
     if (!method_in(method, allowed))
         return send_method_not_allowed(c, method, allowed);
+    if (n >= 3 && strcmp(parts[1], "sandboxes") == 0 &&
+        tenant_refused(s, c, rq, parts[2], &refused))
+        return refused;
     if (n == 2 && strcmp(parts[1], "health") == 0 && get) {
         int rc = clr_service_health(s->svc, !rq->anonymous, &out);
         if (rq->anonymous) {
@@ -767,6 +821,8 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
             json_decref(out);
             out = json_pack("{s:o}", "status", word ? word : json_string("degraded"));
         }
+        if (rq->tenant[0])
+            json_object_set_new(out, "sandboxes", json_integer(tenant_live(s, rq->tenant)));
         return send_json(c, rc == 0 ? 200 : 503, out);
     }
     if (n == 2 && strcmp(parts[1], "plans") == 0) {
@@ -776,8 +832,9 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
         if (parse_body(rq, &body, &err) < 0)
             return send_clr_error(c, &err);
         if (query_true(c, "stream"))
-            return exec_streaming(s, c, "", body, rq->actor);
-        int prc = clr_service_plan(s->svc, body, rq->actor, NULL, NULL, &out, &err);
+            return exec_streaming(s, c, "", body, rq);
+        int prc = clr_service_plan(s->svc, body, principal_tenant(rq), rq->actor, NULL, NULL,
+                                   &out, &err);
         json_decref(body);
         return prc < 0 ? send_clr_error(c, &err) : send_json(c, 200, out);
     }
@@ -799,10 +856,10 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
 
     int rc = -1, status = 200;
     if (n == 2 && post) {
-        rc = clr_service_create(s->svc, body, rq->actor, &out, &err);
+        rc = clr_service_create(s->svc, body, principal_tenant(rq), rq->actor, &out, &err);
         status = 201;
     } else if (n == 2 && get) {
-        rc = clr_service_list(s->svc,
+        rc = clr_service_list(s->svc, principal_tenant(rq),
                               MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "state"),
                               MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "label"), &out,
                               &err);
@@ -827,7 +884,7 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *c, const c
                 json_decref(body);
                 return send_clr_error(c, &err);
             }
-            return exec_streaming(s, c, parts[2], body, rq->actor);
+            return exec_streaming(s, c, parts[2], body, rq);
         }
         rc = clr_service_exec(s->svc, parts[2], body, rq->actor, NULL, NULL, &out, &err);
     } else if (n == 5 && get && strcmp(parts[3], "execs") == 0) {
@@ -1314,6 +1371,45 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 /* ---- setup ---- */
 
+/* One line of the token file: TENANT:NAME:TOKEN, or the older NAME:TOKEN and TOKEN (tenant
+ * "default", name "default" for a bare token). A token with ':' in it needs the first form. */
+static int parse_token_line(struct token *t, char *line, const char *path, int lineno,
+                            clr_error *err)
+{
+    const char *tenant = CLR_TENANT_DEFAULT, *name = "default", *tok = line;
+    char *c1 = strchr(line, ':');
+    if (c1) {
+        *c1 = '\0';
+        name = line;
+        tok = c1 + 1;
+        char *c2 = strchr(c1 + 1, ':');
+        if (c2) {
+            *c2 = '\0';
+            if (clr_tenant_name_valid(c1 + 1)) {
+                tenant = line;
+                name = c1 + 1;
+                tok = c2 + 1;
+            } else {
+                *c2 = ':'; /* NAME:TOKEN whose token holds a ':' */
+            }
+        }
+    }
+    if (!clr_tenant_name_valid(tenant) || !clr_tenant_name_valid(name))
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "token file %s line %d: tenant and name must be 1-63 characters of "
+                             "a-z, 0-9, '_' and '-' (TENANT:NAME:TOKEN)",
+                             path, lineno);
+    if (strlen(tok) < 16)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "token file %s line %d: token '%s' is shorter than 16 characters",
+                             path, lineno, name);
+    snprintf(t->tenant, sizeof(t->tenant), "%.63s", tenant);
+    snprintf(t->name, sizeof(t->name), "%.63s", name);
+    sha256(tok, strlen(tok), t->digest);
+    t->line = lineno;
+    return 0;
+}
+
 static int load_tokens(struct server *s, const char *path, clr_error *err)
 {
     FILE *f = fopen(path, "re");
@@ -1327,25 +1423,41 @@ static int load_tokens(struct server *s, const char *path, clr_error *err)
                              "token file %s is readable by others: chmod 600 it", path);
     }
     char line[512];
-    while (fgets(line, sizeof(line), f) && s->ntokens < MAX_TOKENS) {
+    int lineno = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
         line[strcspn(line, "\r\n")] = '\0';
         if (!line[0] || line[0] == '#')
             continue;
-        char *colon = strchr(line, ':');
-        const char *name = "default", *tok = line;
-        if (colon) {
-            *colon = '\0';
-            name = line;
-            tok = colon + 1;
-        }
-        if (strlen(tok) < 16) {
+        if (s->ntokens == MAX_TOKENS) {
             fclose(f);
             return clr_error_set(err, CLR_E_INVALID, 0,
-                                 "token file %s: token '%s' is shorter than 16 characters", path,
-                                 name);
+                                 "token file %s line %d: more than %d tokens", path, lineno,
+                                 MAX_TOKENS);
         }
-        snprintf(s->tokens[s->ntokens].name, sizeof(s->tokens[0].name), "%.63s", name);
-        sha256(tok, strlen(tok), s->tokens[s->ntokens].digest);
+        struct token *t = &s->tokens[s->ntokens];
+        if (parse_token_line(t, line, path, lineno, err) < 0) {
+            fclose(f);
+            return -1;
+        }
+        /* A name is what the audit log says acted: two tokens of one name would be one actor;
+         * one token twice would belong to two tenants. */
+        for (int i = 0; i < s->ntokens; i++) {
+            const struct token *o = &s->tokens[i];
+            bool same_name = !strcmp(o->tenant, t->tenant) && !strcmp(o->name, t->name);
+            if (same_name || CRYPTO_memcmp(o->digest, t->digest, 32) == 0) {
+                fclose(f);
+                if (same_name)
+                    return clr_error_set(err, CLR_E_INVALID, 0,
+                                         "token file %s line %d: duplicate name %s:%s (also on "
+                                         "line %d): give each token a name of its own",
+                                         path, lineno, t->tenant, t->name, o->line);
+                return clr_error_set(err, CLR_E_INVALID, 0,
+                                     "token file %s line %d: the same token as line %d: give "
+                                     "each name a token of its own",
+                                     path, lineno, o->line);
+            }
+        }
         s->ntokens++;
     }
     fclose(f);

@@ -39,6 +39,8 @@ CLR_PUBLIC void clr_plan_free(clr_plan *p);
 /* The image the plan's sandbox is made from, given the profile that overrides the plan's (NULL:
  * the plan's): the plan's image, else the profile's, else NULL (CLR_DEFAULT_IMAGE). */
 CLR_PUBLIC const char *clr_plan_image(const clr_plan *plan, const char *profile);
+/* The limits of the plan's sandbox (what a daemon counts against a tenant's quota). */
+CLR_PUBLIC const clr_limits *clr_plan_limits(const clr_plan *plan);
 
 struct clr_audit;
 struct clr_verdict_key;
@@ -78,6 +80,7 @@ typedef struct clr_plan_run_options {
     void *ctx;
     const volatile int *cancel;   /* set: stop at the next step, still commit nothing, destroy */
     const char *owner;            /* the owner label of its sandbox (NULL: "cli") */
+    const char *tenant;           /* the tenant of its sandbox (NULL: CLR_TENANT_DEFAULT) */
     const clr_plan_admission *admission; /* NULL: none */
 } clr_plan_run_options;
 

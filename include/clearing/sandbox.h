@@ -19,6 +19,11 @@
 #define CLR_SANDBOX_ID_MAX 40
 #define CLR_LABEL_PREFIX "io.clearing."
 
+/* Tenants: who a daemon's sandboxes belong to. A name is 1-63 of [a-z0-9_-]; sandboxes made
+ * without one (the command line, the daemon's operator, old daemons) are the default tenant's. */
+#define CLR_TENANT_MAX 63
+#define CLR_TENANT_DEFAULT "default"
+
 typedef struct clr_sandbox_options {
     const char *image;            /* NULL: CLR_DEFAULT_IMAGE */
     clr_limits limits;
@@ -33,6 +38,9 @@ typedef struct clr_sandbox_options {
     /* Who manages the sandbox: NULL means "cli" (gc and expiry only); a daemon puts its own
      * identity here so that after a restart it adopts or removes exactly its own sandboxes. */
     const char *owner;
+    /* The tenant the sandbox belongs to (NULL: CLR_TENANT_DEFAULT): recorded as a label, so a
+     * restarted daemon that adopts it from the engine keeps it the tenant's. */
+    const char *tenant;
     /* A git repository on the host: the sandbox gets a branch of its own (branch, default
      * clearing/<id>; reuse_branch continues an existing one) created at base_ref (default HEAD),
      * and /workspace holds that commit's files (no .git). Exclusive with workspace_from. */
@@ -64,6 +72,7 @@ typedef struct clr_sandbox_info {
     int64_t expires_at;
     int64_t max_expires_at; /* extensions never go past this; gc removes after it */
     char owner[128];
+    char tenant[CLR_TENANT_MAX + 1]; /* CLR_TENANT_DEFAULT when its labels name none */
     char repo[1024];       /* "" when the sandbox has no repository */
     char branch[256];
     char base_commit[41];
@@ -139,5 +148,7 @@ CLR_PUBLIC int clr_sandbox_info_from_labels(clr_sandbox_info *info, json_t *labe
                                             clr_error *err);
 /* A sandbox id is "sb-" and 16 lower-case hex digits. */
 CLR_PUBLIC bool clr_sandbox_id_valid(const char *id);
+/* A tenant (or token) name: 1-CLR_TENANT_MAX characters of [a-z0-9_-]. */
+CLR_PUBLIC bool clr_tenant_name_valid(const char *name);
 
 #endif

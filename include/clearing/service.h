@@ -16,6 +16,15 @@ typedef struct clr_service clr_service;
 /* The images scripts/setup.sh builds. */
 #define CLR_SERVICE_DEFAULT_ALLOWED_IMAGES "clearing/*"
 
+/* A tenant's quota: what its live sandboxes (plans' included) may hold together, checked at
+ * create and plan time under the same lock as max_sandboxes. 0: no bound of its own. */
+typedef struct clr_tenant_quota {
+    const char *name;           /* a tenant name (clr_tenant_name_valid) */
+    unsigned max_sandboxes;
+    uint64_t max_memory_bytes;  /* the sum of their memory limits */
+    uint32_t max_cpu_millis;    /* the sum of their CPU limits, in thousandths of a CPU */
+} clr_tenant_quota;
+
 typedef struct clr_service_config {
     const char *state_dir;        /* workspaces and, by default, the database */
     const char *db_path;          /* NULL: <state_dir>/clearing.db */
@@ -54,6 +63,9 @@ typedef struct clr_service_config {
     /* Started sandboxes of the default profile (default image and limits, no repository) kept
      * ready: a create that asks for nothing else takes one. 0: no pool. */
     unsigned pool_size;
+    /* Per-tenant quotas (ntenants entries); a tenant not listed has only the daemon's limits. */
+    const clr_tenant_quota *tenants;
+    size_t ntenants;
 } clr_service_config;
 
 #define CLR_SERVICE_CONFIG_INIT                                                                   \
@@ -71,12 +83,21 @@ CLR_PUBLIC int clr_service_start(clr_service **out, const clr_service_config *cf
                                  clr_error *err);
 CLR_PUBLIC void clr_service_stop(clr_service *svc);
 
-/* The actor is recorded with each action ("uid=1000 pid=42", "token=ci", "cli"). */
-CLR_PUBLIC int clr_service_create(clr_service *svc, json_t *request, const char *actor,
-                                  json_t **out, clr_error *err);
-/* state: NULL for all; label: "key=value" metadata filter or NULL. */
-CLR_PUBLIC int clr_service_list(clr_service *svc, const char *state, const char *label,
-                                json_t **out, clr_error *err);
+/* The actor is recorded with each action ("uid=1000 pid=42", "tenant=acme token=ci", "cli").
+ * tenant: who the new sandbox belongs to (NULL: CLR_TENANT_DEFAULT); it counts against that
+ * tenant's quota. */
+CLR_PUBLIC int clr_service_create(clr_service *svc, json_t *request, const char *tenant,
+                                  const char *actor, json_t **out, clr_error *err);
+/* tenant: only that tenant's sandboxes (NULL: everyone's, the operator's view); state: NULL for
+ * all; label: "key=value" metadata filter or NULL. */
+CLR_PUBLIC int clr_service_list(clr_service *svc, const char *tenant, const char *state,
+                                const char *label, json_t **out, clr_error *err);
+/* 0 when the sandbox (or plan's sandbox) id exists and belongs to tenant (NULL: to anyone, the
+ * operator). Otherwise -1 with CLR_E_NOT_FOUND: for another tenant's sandbox the very error an
+ * id without a row gets, so a tenant cannot tell the two apart. The HTTP layer asks this before
+ * any per-sandbox request of a tenant. */
+CLR_PUBLIC int clr_service_sandbox_of(clr_service *svc, const char *id, const char *tenant,
+                                      clr_error *err);
 CLR_PUBLIC int clr_service_get(clr_service *svc, const char *id, json_t **out, clr_error *err);
 CLR_PUBLIC int clr_service_extend(clr_service *svc, const char *id, json_t *request,
                                   json_t **out, clr_error *err);
@@ -161,7 +182,8 @@ CLR_PUBLIC int clr_service_diff(clr_service *svc, const char *id, char **out, cl
 /* Runs a plan ({"plan": object or YAML string, "repo": path under repo_roots, "profile"}) or,
  * with "gauntlet_only": true, just the gauntlet on the repository's base ("base"). The answer
  * is the plan report; events (steps, checks, commit) go to on_event as they happen. */
-CLR_PUBLIC int clr_service_plan(clr_service *svc, json_t *request, const char *actor,
+CLR_PUBLIC int clr_service_plan(clr_service *svc, json_t *request, const char *tenant,
+                                const char *actor,
                                 clr_service_event_cb on_event, void *ctx, json_t **out,
                                 clr_error *err);
 
@@ -183,8 +205,9 @@ CLR_PUBLIC int clr_service_audit(clr_service *svc, const char *actor, const char
 CLR_PUBLIC int clr_service_audit_denied(clr_service *svc, const char *source, const char *actor,
                                         const char *action, json_t *details, clr_error *err);
 
-/* Prometheus text exposition; caller frees. */
-CLR_PUBLIC char *clr_service_metrics(clr_service *svc);
+/* Prometheus text exposition; caller frees. tenant NULL: the daemon's figures and every
+ * tenant's gauges (clearing_tenant_*); otherwise only that tenant's gauges. */
+CLR_PUBLIC char *clr_service_metrics(clr_service *svc, const char *tenant);
 
 /* Runs one reaper pass now (tests, and the reaper thread itself); returns how many sandboxes it
  * destroyed. */

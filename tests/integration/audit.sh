@@ -407,10 +407,12 @@ assert r["outcome"] == "denied" and r["sandbox"] is None, r
 assert "tcp" in r["actor"] and "tester" not in r["actor"], r
 assert r["details"]["url"] == "/v1/sandboxes" and r["details"]["method"] == "GET", r
 ' "$DL"
-pycheck "daemon: on TCP the actor is the token name" '
+pycheck "daemon: on TCP the actor is the tenant and the token name (NAME:TOKEN: tenant default)" '
 c = one(action="sandbox.create", sandbox=os.environ["SBT"])
 d = one(action="sandbox.destroy", sandbox=os.environ["SBT"])
-assert c["actor"] == "token=tester" and d["actor"] == "token=tester", (c, d)
+want = "tenant=default token=tester"
+assert c["actor"] == want and d["actor"] == want, (c, d)
+assert c["details"]["tenant"] == "default", c
 ' "$DL"
 pycheck "daemon: no secret value anywhere in the log" "secret_free('$SECRET_SB', '$SECRET_EXEC', '$SECRET_PROC', '$TOKEN')" "$DL"
 pycheck "the hash is SHA-256 over prev, a newline and the canonical record (recomputed here)" '

@@ -2468,6 +2468,186 @@ class T14RuntimeDeath(ApiTest):
         self.assert_lost_keeps_workspace(sid, 'oom')
 
 
+# ---- tenants (issue #16, item 6) ----
+
+def write_private(path, content):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, 'w') as f:
+        f.write(content)
+
+
+class T20Tenancy(ApiTest):
+    """Tokens belong to tenants: a tenant sees its own sandboxes (every token of it), the old
+    token forms are tenant default's, the tenant survives a restart and an adoption into an
+    empty database, and bad token files and quotas stop the daemon naming what is wrong. The
+    attacks across tenants are escape: api-tenant-isolation and api-tenant-quota."""
+
+    ACME_CI = 'acme-ci-' + os.urandom(12).hex()
+    ACME_BOB = 'acme-bob-' + os.urandom(12).hex()
+    GLOBEX = 'globex-' + os.urandom(12).hex()
+    OLD = 'old-' + os.urandom(12).hex()
+    BARE = 'bare-' + os.urandom(12).hex()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.port = free_port()
+        d = Daemon('tenants')
+        tokens = os.path.join(d.dir, 'tokens')
+        write_private(tokens, '# TENANT:NAME:TOKEN\nacme:ci:%s\nacme:bob:%s\nglobex:ci:%s\n'
+                      '\nold:%s\n%s\n' % (cls.ACME_CI, cls.ACME_BOB, cls.GLOBEX, cls.OLD, cls.BARE))
+        config = os.path.join(d.dir, 'serve.json')
+        with open(config, 'w') as f:
+            json.dump({'tenants': {'acme': {'max_cpus': '1.5'}}}, f)
+        d.args = ['--config', config, '--tcp', '127.0.0.1:%d' % cls.port, '--token-file', tokens]
+        cls.daemon = d
+        cls.addClassCleanup(d.stop)
+        d.start()
+
+    def tcp(self, token):
+        return Client(tcp=('127.0.0.1', self.port), token=token)
+
+    def ids(self, client):
+        r = client.get('/v1/sandboxes')
+        self.assertEqual(r.status, 200, r)
+        return {s['id'] for s in r.json['sandboxes']}
+
+    def test_tokens_of_one_tenant_share_its_sandboxes(self):
+        ci, bob, globex = self.tcp(self.ACME_CI), self.tcp(self.ACME_BOB), self.tcp(self.GLOBEX)
+        sb = self.create({'limits': {'cpus': '0.5'}}, client=ci)
+        self.assertEqual(sb['tenant'], 'acme', sb)
+        self.assertIn(sb['id'], self.ids(bob))
+        self.assertEqual(self.run_ok(sb['id'], {'argv': ['echo', 'bob']}, client=bob)['stdout'],
+                         'bob\n')
+        self.assertNotIn(sb['id'], self.ids(globex))
+        self.assertError(globex.get('/v1/sandboxes/' + sb['id']), 404, 'not_found',
+                         'no sandbox ' + sb['id'])
+        self.assertIn(sb['id'], self.ids(self.api))  # the operator
+        with open(os.path.join(self.d().state, 'audit.log')) as f:
+            recs = [json.loads(line) for line in f if sb['id'] in line]
+        actors = {(x['action'], x['actor']) for x in recs}
+        self.assertIn(('sandbox.create', 'tenant=acme token=ci'), actors, recs)
+        self.assertIn(('exec.start', 'tenant=acme token=bob'), actors, recs)
+
+    def test_old_token_forms_are_tenant_default(self):
+        old, bare = self.tcp(self.OLD), self.tcp(self.BARE)
+        sb = self.create({}, client=old)
+        self.assertEqual(sb['tenant'], 'default', sb)
+        mine = self.create({})  # the operator's sandbox is default's too
+        self.assertEqual(mine['tenant'], 'default', mine)
+        self.assertTrue({sb['id'], mine['id']} <= self.ids(bare))
+        self.assertNotIn(sb['id'], self.ids(self.tcp(self.ACME_CI)))
+
+    def test_cpu_quota(self):
+        """acme: max_cpus 1.5. One CPU fits, another does not; globex is not held by it."""
+        ci = self.tcp(self.ACME_CI)
+        base = sum(float(s['limits']['cpus']) for s in
+                   ci.get('/v1/sandboxes?state=running').json['sandboxes'])
+        self.assertEqual(base, 0.0, 'acme already holds CPUs: another test left a sandbox')
+        self.create({'limits': {'cpus': '1'}}, client=ci)
+        r = ci.post('/v1/sandboxes', {'limits': {'cpus': '1'}})
+        self.assertError(r, 429, 'limit', ('tenant acme', 'max_cpus 1.500'))
+        self.create({'limits': {'cpus': '1'}}, client=self.tcp(self.GLOBEX))
+        self.create({'limits': {'cpus': '0.5'}}, client=ci)  # what is left still fits
+        m = ci.get('/metrics')
+        self.assertEqual(m.status, 200, m)
+        self.assertIn('clearing_tenant_cpus{tenant="acme"} 1.500', m.text)
+        self.assertNotIn('globex', m.text)
+
+    def test_tenant_survives_restart_and_adoption(self):
+        d = Daemon('tenants-restart')
+        tokens = os.path.join(d.dir, 'tokens')
+        write_private(tokens, 'acme:ci:%s\nglobex:ci:%s\n' % (self.ACME_CI, self.GLOBEX))
+        port = free_port()
+        d.args = ['--tcp', '127.0.0.1:%d' % port, '--token-file', tokens]
+        self.addCleanup(d.stop)
+        made = []
+        self.addCleanup(lambda: [docker_remove_quietly('clearing-' + x) for x in made])
+        d.start()
+        acme = Client(tcp=('127.0.0.1', port), token=self.ACME_CI)
+        globex = Client(tcp=('127.0.0.1', port), token=self.GLOBEX)
+        sb = self.create({}, client=acme)['id']
+        made.append(sb)
+        r = docker('GET', '/containers/clearing-%s/json' % sb)
+        self.assertEqual(r.json['Config']['Labels'].get(LABEL + 'tenant'), 'acme', r)
+        d.kill9()
+        d.start()
+        self.assertEqual(acme.get('/v1/sandboxes/' + sb).json['tenant'], 'acme')
+        self.assertEqual(globex.get('/v1/sandboxes/' + sb).status, 404)
+        # An empty database adopts the running container with its tenant from the label.
+        d.stop()
+        db = os.path.join(d.state, 'clearing.db')
+        for suffix in ('', '-wal', '-shm'):
+            if os.path.exists(db + suffix):
+                os.rename(db + suffix, db + suffix + '.old')
+        d.start()
+        r = acme.get('/v1/sandboxes/' + sb)
+        self.assertEqual(r.status, 200, r)
+        self.assertIs(r.json['recovered'], True, r)
+        self.assertEqual(r.json['tenant'], 'acme', r)
+        self.assertEqual(globex.get('/v1/sandboxes/' + sb).status, 404)
+        self.assertNotIn(sb, {s['id'] for s in globex.get('/v1/sandboxes').json['sandboxes']})
+        with open(os.path.join(d.state, 'audit.log')) as f:
+            adopted = [json.loads(line) for line in f if '"sandbox.recovered"' in line]
+        self.assertEqual([(x['sandbox'], x['details']['tenant']) for x in adopted],
+                         [(sb, 'acme')], adopted)
+        self.assertEqual(acme.delete('/v1/sandboxes/%s?wait=true' % sb).status, 204)
+
+    def refused(self, name, tokens=None, config=None):
+        """Starts a daemon that must refuse to start; returns the end of its log."""
+        d = Daemon(name)
+        args = []
+        if tokens is not None:
+            path = os.path.join(d.dir, 'tokens')
+            write_private(path, tokens)
+            args += ['--tcp', '127.0.0.1:%d' % free_port(), '--token-file', path]
+        if config is not None:
+            path = os.path.join(d.dir, 'serve.json')
+            with open(path, 'w') as f:
+                json.dump(config, f)
+            args += ['--config', path]
+        p = d.spawn(args)
+        try:
+            rc = p.wait(60)
+        except subprocess.TimeoutExpired:
+            d.stop()
+            self.fail('the daemon started:\n' + d.log_tail())
+        self.assertNotEqual(rc, 0)
+        return d.log_tail(5)
+
+    def test_bad_token_files_refused(self):
+        t = [os.urandom(12).hex() for _ in range(3)]
+        log = self.refused('tok-dup', 'acme:ci:%s\n# x\nacme:ci:%s\n' % (t[0], t[1]))
+        self.assertIn('line 3: duplicate name acme:ci (also on line 1)', log)
+        log = self.refused('tok-dup-old', 'ci:%s\ndefault:ci:%s\n' % (t[0], t[1]))
+        self.assertIn('line 2: duplicate name default:ci', log)
+        log = self.refused('tok-same', 'acme:ci:%s\nglobex:ci:%s\n' % (t[0], t[0]))
+        self.assertIn('line 2: the same token as line 1', log)
+        log = self.refused('tok-name', 'acme:ci:%s\nAcme:ci:%s\n' % (t[0], t[1]))
+        self.assertIn('line 2: tenant and name must be', log)
+        log = self.refused('tok-short', 'acme:ci:short\n')
+        self.assertIn('line 1', log)
+        # Control: the same lines without the fault start a daemon.
+        d = Daemon('tok-ok')
+        path = os.path.join(d.dir, 'tokens')
+        write_private(path, 'acme:ci:%s\nacme:bob:%s\nglobex:ci:%s\n' % tuple(t))
+        d.args = ['--tcp', '127.0.0.1:%d' % free_port(), '--token-file', path]
+        self.addCleanup(d.stop)
+        d.start()
+
+    def test_bad_quotas_refused(self):
+        cases = [({'acme': {'max_sandbox': 1}}, "tenants.acme: unknown key 'max_sandbox'"),
+                 ({'acme': {'max_sandboxes': '1'}}, 'tenants.acme.max_sandboxes'),
+                 ({'acme': {'max_sandboxes': 0}}, 'tenants.acme.max_sandboxes'),
+                 ({'acme': {'max_memory': 'lots'}}, 'tenants.acme.max_memory'),
+                 ({'acme': {'max_cpus': True}}, 'tenants.acme.max_cpus'),
+                 ({'acme': 4}, 'tenants.acme must be an object'),
+                 ({'Acme!': {}}, "'Acme!' is not a tenant name"),
+                 ([], 'tenants must be an object')]
+        for i, (tenants, want) in enumerate(cases):
+            log = self.refused('quota%d' % i, config={'tenants': tenants})
+            self.assertIn(want, log)
+
+
 # ---- runner ----
 
 class Result(unittest.TextTestResult):

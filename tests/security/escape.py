@@ -1828,6 +1828,202 @@ def tcp_get(path, token=None):
         c.close()
 
 
+ID_RE = re.compile(r'^sb-[0-9a-f]{16}$')
+
+
+def tcp_req(method, path, token, body=None, headers=None):
+    """One request over TCP with a bearer token (body: bytes, or JSON-encoded)."""
+    if body is not None and not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    h = {'Authorization': 'Bearer ' + token}
+    h.update(headers or {})
+    c = http.client.HTTPConnection('127.0.0.1', HOST['tcp_port'], timeout=120)
+    try:
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        return Resp(r.status, r.read())
+    finally:
+        c.close()
+
+
+def tenant_create(token, **body):
+    r = tcp_req('POST', '/v1/sandboxes', token, body)
+    check(r.status == 201, r)
+    SANDBOXES.append(r.json['id'])
+    return r.json['id']
+
+
+def unknown_id():
+    """A well-formed sandbox id the daemon has no row for (checked on the operator socket)."""
+    while True:
+        sid = 'sb-' + os.urandom(8).hex()
+        if API.req('GET', '/v1/sandboxes/' + sid).status == 404:
+            return sid
+
+
+@attack('api-tenant-isolation', "tenant blue's token on tenant red's sandbox: list, get, exec, "
+        "execs, processes, files, archive, egress, extend, commit, diff, destroy")
+def _():
+    red, blue = HOST['token_red'], HOST['token_blue']
+    s = tenant_create(red, repo={'path': HOST['repo']}, limits={'lifetime': '10m'})
+    own = tenant_create(blue, limits={'lifetime': '10m'})
+    try:
+        # Positive controls: red drives its sandbox through every route blue tries below.
+        r = tcp_req('PUT', '/v1/sandboxes/%s/files/red.txt' % s, red, b'red-data\n',
+                    {'Content-Type': 'application/octet-stream'})
+        check(r.status == 201, r)
+        r = tcp_req('POST', '/v1/sandboxes/%s/exec' % s, red, {'argv': ['cat', 'red.txt']})
+        check(r.status == 200 and r.json['result']['stdout'] == 'red-data\n', r)
+        exec_id = r.json['id']
+        r = tcp_req('POST', '/v1/sandboxes/%s/processes' % s, red, {'argv': ['sleep', '600']})
+        check(r.status == 201, r)
+        proc_id = r.json['id']
+        expires = tcp_req('GET', '/v1/sandboxes/' + s, red).json['expires_at']
+        controls = [('GET', '/v1/sandboxes/%s' % s, None, 200),
+                    ('GET', '/v1/sandboxes/%s/execs/%s' % (s, exec_id), None, 200),
+                    ('GET', '/v1/sandboxes/%s/processes' % s, None, 200),
+                    ('GET', '/v1/sandboxes/%s/processes/%s' % (s, proc_id), None, 200),
+                    ('GET', '/v1/sandboxes/%s/processes/%s/output' % (s, proc_id), None, 200),
+                    ('GET', '/v1/sandboxes/%s/files/red.txt' % s, None, 200),
+                    ('GET', '/v1/sandboxes/%s/files?path=' % s, None, 200),
+                    ('GET', '/v1/sandboxes/%s/archive?path=red.txt' % s, None, 200),
+                    ('GET', '/v1/sandboxes/%s/diff' % s, None, 200)]
+        for method, path, body, want in controls:
+            r = tcp_req(method, path, red, body)
+            check(r.status == want, 'red on its own sandbox: %s %s: %r' % (method, path, r))
+        r = tcp_req('GET', '/v1/sandboxes', red)
+        check(r.status == 200 and s in [x['id'] for x in r.json['sandboxes']], r)
+        check(all(x['tenant'] == 'red' for x in r.json['sandboxes']), r)
+        # The operator (unix socket) sees both tenants' sandboxes.
+        r = API.req('GET', '/v1/sandboxes')
+        seen = {x['id']: x['tenant'] for x in r.json['sandboxes']}
+        check(seen.get(s) == 'red' and seen.get(own) == 'blue' and seen.get(B) == 'default',
+              'the operator does not see every tenant: %r' % seen)
+
+        # Blue: every request on red's sandbox is answered as for an id without a row.
+        u = unknown_id()
+        tar = tar_of([tinfo('blue.txt', data=b'blue\n')])
+        probes = [('GET', '', None), ('DELETE', '', None), ('DELETE', '?wait=true', None),
+                  ('POST', '/extend', {'by': '10m'}), ('POST', '/extend', {'bogus': 1}),
+                  ('POST', '/egress', {'allow': []}),
+                  ('POST', '/exec', {'argv': ['touch', 'blue-was-here']}),
+                  ('POST', '/exec?stream=true', {'argv': ['touch', 'blue-was-here']}),
+                  ('POST', '/exec', {'not_a_field': 1}),
+                  ('GET', '/execs/' + exec_id, None),
+                  ('GET', '/processes', None),
+                  ('POST', '/processes', {'argv': ['sleep', '600']}),
+                  ('GET', '/processes/' + proc_id, None),
+                  ('GET', '/processes/%s/output' % proc_id, None),
+                  ('POST', '/processes/%s/stdin' % proc_id, {'data': 'x'}),
+                  ('POST', '/processes/%s/signal' % proc_id, {'signal': 'KILL'}),
+                  ('GET', '/files?path=', None), ('GET', '/files/red.txt', None),
+                  ('PUT', '/files/blue.txt', b'blue\n'), ('DELETE', '/files/red.txt', None),
+                  ('GET', '/archive', None), ('PUT', '/archive', tar),
+                  ('POST', '/commit', {'message': 'blue'}), ('GET', '/diff', None)]
+        for method, rest, body in probes:
+            theirs = tcp_req(method, '/v1/sandboxes/' + s + rest, blue, body)
+            none = tcp_req(method, '/v1/sandboxes/' + u + rest, blue, body)
+            check(none.status == 404, 'unknown id: %s %s: %r' % (method, rest, none))
+            check(theirs.status == none.status and theirs.body.replace(s.encode(), u.encode())
+                  == none.body, "red's sandbox is not answered as an unknown one: %s %s: %r "
+                  'vs %r' % (method, rest, theirs, none))
+        # The default tenant's token does not see red's sandbox either.
+        r = tcp_req('GET', '/v1/sandboxes/' + s, HOST['token'])
+        check(r.status == 404, r)
+        # Blue's list and metrics hold nothing of red's.
+        r = tcp_req('GET', '/v1/sandboxes', blue)
+        ids = [x['id'] for x in r.json['sandboxes']]
+        check(r.status == 200 and own in ids and s not in ids and B not in ids, r)
+        m = tcp_req('GET', '/metrics', blue).body.decode()
+        check('clearing_tenant_sandboxes{tenant="blue"} 1' in m, m)
+        check('red' not in m and 'default' not in m and 'clearing_sandboxes_created_total'
+              not in m, 'blue reads more than its own figures: %s' % m)
+        # Health counts a tenant's own live sandboxes; the operator's, everyone's.
+        r = tcp_req('GET', '/v1/health', blue)
+        check(r.status == 200 and r.json['sandboxes'] == 1, r)
+        r = API.req('GET', '/v1/health')
+        check(r.status == 200 and r.json['sandboxes'] >= 4, r)
+        m = tcp_req('GET', '/metrics', red).body.decode()
+        check('clearing_tenant_sandboxes{tenant="red"} 1' in m and 'blue' not in m, m)
+        m = API.req('GET', '/metrics').body.decode()
+        check('clearing_tenant_sandboxes{tenant="red"} 1' in m and
+              'clearing_tenant_sandboxes{tenant="blue"} 1' in m and
+              'clearing_sandboxes_created_total' in m, m)
+
+        # Nothing blue sent reached red's sandbox.
+        r = tcp_req('GET', '/v1/sandboxes/' + s, red)
+        check(r.status == 200 and r.json['state'] == 'running', 'red lost its sandbox: %r' % r)
+        check(r.json['expires_at'] == expires, 'blue extended it: %r' % r)
+        r = tcp_req('POST', '/v1/sandboxes/%s/exec' % s, red,
+                    {'argv': ['sh', '-c', 'ls; cat red.txt']})
+        check(r.status == 200 and r.json['result']['stdout'] ==
+              'README\nred.txt\nred-data\n', 'red\'s workspace changed: %r' % r)
+        r = tcp_req('GET', '/v1/sandboxes/%s/processes/%s' % (s, proc_id), red)
+        check(r.status == 200 and r.json['state'] == 'running', r)
+        r = tcp_req('GET', '/v1/sandboxes/%s/processes' % s, red)
+        check(len(r.json['processes']) == 1, 'blue started a process there: %r' % r)
+        branch = 'clearing/' + s
+        log = subprocess.run(['git', '-C', HOST['repo'], 'log', '--format=%s', branch],
+                             capture_output=True, text=True)
+        check(log.returncode == 0 and 'blue' not in log.stdout.split('\n'), log)
+        # Red commits: the route works for its tenant.
+        r = tcp_req('POST', '/v1/sandboxes/%s/commit' % s, red, {'message': 'red'})
+        check(r.status == 200 and r.json['changed'], r)
+        # The record says whose: the actor and the sandbox's tenant.
+        with open(os.path.join(STATE, 'audit.log')) as f:
+            recs = [json.loads(line) for line in f if s in line]
+        made = [x for x in recs if x['action'] == 'sandbox.create' and x['outcome'] == 'ok']
+        check(made and made[0]['actor'] == 'tenant=red token=ci' and
+              made[0]['details']['tenant'] == 'red', made)
+        check(all(x['actor'].startswith('tenant=red ') for x in recs
+                  if x['actor'].startswith('tenant=')), 'a record of blue on red\'s: %r' % recs)
+        r = docker('GET', '/containers/clearing-%s/json' % s)
+        check(r.status == 200 and r.json['Config']['Labels'].get('io.clearing.tenant') == 'red',
+              r)
+    finally:
+        for sid in (s, own):
+            tcp_req('DELETE', '/v1/sandboxes/%s?wait=true' % sid, HOST['token_red']
+                    if sid == s else HOST['token_blue'])
+
+
+@attack('api-tenant-quota', "tenant red (max_sandboxes 1) creates a second sandbox, and a plan; "
+        "tenant blue still creates")
+def _():
+    red, blue = HOST['token_red'], HOST['token_blue']
+    s = tenant_create(red, limits={'lifetime': '10m'})
+    made = []
+    try:
+        n0 = len(our_containers())
+        r = tcp_req('POST', '/v1/sandboxes', red, {'limits': {'lifetime': '10m'}})
+        check(r.status == 429 and 'tenant red' in r.json['error']['message'] and
+              'max_sandboxes 1' in r.json['error']['message'], r)
+        r = tcp_req('POST', '/v1/plans', red, plan_request())
+        check(r.status == 429 and 'tenant red' in r.json['error']['message'], r)
+        check(len(our_containers()) == n0, 'a refused create left a container')
+        # Another tenant is not held by red's quota, nor is the operator.
+        made.append(tenant_create(blue, limits={'lifetime': '10m'}))
+        made.append(API.create(limits={'lifetime': '10m'}))
+        # Blue's memory quota (1g): it holds 512m (the default), 768m more do not fit.
+        r = tcp_req('POST', '/v1/sandboxes', blue, {'limits': {'memory': '768m'}})
+        check(r.status == 429 and 'max_memory' in r.json['error']['message'] and
+              'tenant blue' in r.json['error']['message'], r)
+        # Blue's plan runs within its quota; its sandbox was blue's, which red cannot see.
+        r = tcp_req('POST', '/v1/plans', blue, plan_request())
+        check(r.status == 200 and ID_RE.match(r.json.get('sandbox') or ''), r)
+        plan_sb = r.json['sandbox']
+        r = API.req('GET', '/v1/sandboxes/' + plan_sb)
+        check(r.status == 200 and r.json['tenant'] == 'blue', r)
+        check(tcp_req('GET', '/v1/sandboxes/' + plan_sb, red).status == 404)
+        # Red's slot comes back once its sandbox is destroyed.
+        r = tcp_req('DELETE', '/v1/sandboxes/%s?wait=true' % s, red)
+        check(r.status == 204, r)
+        made.append(tenant_create(red, limits={'lifetime': '10m'}))
+    finally:
+        destroy(s)
+        for sid in made:
+            destroy(sid)
+
+
 def engine_pings(trace_path):
     try:
         with open(trace_path, 'rb') as f:
@@ -2376,8 +2572,12 @@ def setup():
     # A TCP listener with a token too, for the attacks on what TCP admits without one.
     HOST['token'] = base64.b16encode(os.urandom(16)).decode()
     token_file = os.path.join(TMP, 'tokens')
+    # Two tenants besides: api-tenant-*. 'escape' is the old NAME:TOKEN form (tenant default).
+    HOST['token_red'] = 'red-' + base64.b16encode(os.urandom(16)).decode()
+    HOST['token_blue'] = 'blue-' + base64.b16encode(os.urandom(16)).decode()
     with open(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), 'w') as f:
-        f.write('escape:%s\n' % HOST['token'])
+        f.write('escape:%s\nred:ci:%s\nblue:ci:%s\n'
+                % (HOST['token'], HOST['token_red'], HOST['token_blue']))
     with socket.socket() as free:
         free.bind(('127.0.0.1', 0))
         HOST['tcp_port'] = free.getsockname()[1]
@@ -2387,7 +2587,10 @@ def setup():
                    'token_file': token_file, 'max_upload_total': MAX_UPLOAD_TOTAL,
                    'max_download_total': MAX_DOWNLOAD_TOTAL,
                    'audit_aggregate_ms': AUDIT_AGGREGATE_MS,
-                   'audit_disk_budget': AUDIT_DISK_BUDGET}, f)
+                   'audit_disk_budget': AUDIT_DISK_BUDGET,
+
+                   'tenants': {'red': {'max_sandboxes': 1},
+                               'blue': {'max_memory': '1g', 'max_cpus': 4}}}, f)
     HOST['canary'] = os.path.join(TMP, 'canary')
     with open(HOST['canary'], 'w') as f:
         f.write(CANARY_TEXT)

@@ -42,6 +42,7 @@ static clr_sandbox_info sample(void)
     snprintf(info.image, sizeof(info.image), "registry.example/team/python:3.12");
     snprintf(info.runtime, sizeof(info.runtime), "runc");
     snprintf(info.owner, sizeof(info.owner), "daemon-7f3a");
+    snprintf(info.tenant, sizeof(info.tenant), "acme-2_x");
     info.insecure = true;
     info.created_at = 1700000000;
     info.expires_at = 1700000600;
@@ -66,6 +67,7 @@ static void assert_same_info(const clr_sandbox_info *a, const clr_sandbox_info *
     assert_string_equal(a->image, b->image);
     assert_string_equal(a->runtime, b->runtime);
     assert_string_equal(a->owner, b->owner);
+    assert_string_equal(a->tenant, b->tenant);
     assert_int_equal(a->insecure, b->insecure);
     assert_int_equal(a->created_at, b->created_at);
     assert_int_equal(a->expires_at, b->expires_at);
@@ -204,6 +206,66 @@ static void test_labels_optional_owner_and_max_expiry_default(void **state)
     assert_int_equal(out.max_expires_at, in.expires_at);
     assert_string_equal(out.id, in.id);
     json_decref(labels);
+}
+
+/* A sandbox of an older daemon has no tenant label: it is the default tenant's. */
+static void test_labels_missing_tenant_is_default(void **state)
+{
+    (void)state;
+    clr_sandbox_info in = sample();
+    json_t *labels = clr_sandbox_labels(&in);
+    assert_string_equal(json_string_value(json_object_get(labels, L("tenant"))), "acme-2_x");
+    json_object_del(labels, L("tenant"));
+    clr_sandbox_info out = parse_ok(labels);
+    assert_string_equal(out.tenant, CLR_TENANT_DEFAULT);
+    json_decref(labels);
+    /* and an info without one is written as the default tenant's */
+    in.tenant[0] = '\0';
+    labels = clr_sandbox_labels(&in);
+    assert_string_equal(json_string_value(json_object_get(labels, L("tenant"))),
+                        CLR_TENANT_DEFAULT);
+    json_decref(labels);
+}
+
+/* A tenant label that is not a tenant name is refused, not read as some tenant's. */
+static void test_labels_bad_tenant_refused(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {"", "Acme", "a b", "acme:ci", "../x", "a\nb",
+                                      "0123456789012345678901234567890123456789012345678901234567890123"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        clr_sandbox_info in = sample();
+        json_t *labels = clr_sandbox_labels(&in);
+        json_object_set_new(labels, L("tenant"), json_string(bad[i]));
+        clr_error err = parse_bad(labels);
+        if (!strstr(err.message, L("tenant")))
+            fail_msg("tenant '%s': message '%s' does not name the label", bad[i], err.message);
+        json_decref(labels);
+    }
+    clr_sandbox_info in = sample();
+    json_t *labels = clr_sandbox_labels(&in);
+    json_object_set_new(labels, L("tenant"), json_integer(1));
+    parse_bad(labels);
+    json_decref(labels);
+}
+
+static void test_tenant_name_valid(void **state)
+{
+    (void)state;
+    assert_true(clr_tenant_name_valid("default"));
+    assert_true(clr_tenant_name_valid("a"));
+    assert_true(clr_tenant_name_valid("team_1-x"));
+    assert_true(clr_tenant_name_valid(
+        "012345678901234567890123456789012345678901234567890123456789012")); /* 63 */
+    assert_false(clr_tenant_name_valid(
+        "0123456789012345678901234567890123456789012345678901234567890123")); /* 64 */
+    assert_false(clr_tenant_name_valid(NULL));
+    assert_false(clr_tenant_name_valid(""));
+    assert_false(clr_tenant_name_valid("Acme"));
+    assert_false(clr_tenant_name_valid("a:b"));
+    assert_false(clr_tenant_name_valid("a.b"));
+    assert_false(clr_tenant_name_valid("a/b"));
+    assert_false(clr_tenant_name_valid("a b"));
 }
 
 static void test_labels_each_missing_required_label_refused(void **state)
@@ -411,6 +473,9 @@ int main(void)
         cmocka_unit_test(test_labels_empty_owner_written_as_cli),
         cmocka_unit_test(test_labels_max_expiry_never_before_expiry),
         cmocka_unit_test(test_labels_optional_owner_and_max_expiry_default),
+        cmocka_unit_test(test_labels_missing_tenant_is_default),
+        cmocka_unit_test(test_labels_bad_tenant_refused),
+        cmocka_unit_test(test_tenant_name_valid),
         cmocka_unit_test(test_labels_each_missing_required_label_refused),
         cmocka_unit_test(test_labels_non_string_values_refused),
         cmocka_unit_test(test_labels_not_an_object_refused),

@@ -275,6 +275,57 @@ static void test_recovered_flag_round_trip(void **state)
     clr_store_sandbox_clear(&got);
 }
 
+/* A row keeps its tenant; a row written without one is the default tenant's. */
+static void test_tenant_round_trip(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_sandbox s = sample("sb-00000000000000d1", 1000, CLR_STATE_RUNNING);
+    snprintf(s.info.tenant, sizeof(s.info.tenant), "acme");
+    insert_ok(fx->st, &s);
+    clr_store_sandbox_clear(&s);
+    s = sample("sb-00000000000000d2", 1001, CLR_STATE_PLAN);
+    insert_ok(fx->st, &s);
+    clr_store_sandbox_clear(&s);
+    clr_store_sandbox got;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000d1", &got, &err), 0);
+    assert_string_equal(got.info.tenant, "acme");
+    clr_store_sandbox_clear(&got);
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000d2", &got, &err), 0);
+    assert_string_equal(got.info.tenant, CLR_TENANT_DEFAULT);
+    clr_store_sandbox_clear(&got);
+}
+
+/* A database of a daemon from before tenants (schema 4) is migrated: its rows become the
+ * default tenant's, none is lost. */
+static void test_migration_to_tenants_keeps_rows_as_default(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_sandbox s = sample("sb-00000000000000d3", 1000, CLR_STATE_RUNNING);
+    snprintf(s.info.tenant, sizeof(s.info.tenant), "acme");
+    insert_ok(fx->st, &s);
+    clr_store_sandbox_clear(&s);
+    clr_store_close(fx->st);
+    fx->st = NULL;
+    /* Back to schema 4: no tenant column. */
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "ALTER TABLE sandboxes DROP COLUMN tenant;"
+                                  "PRAGMA user_version = 4;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(user_version(fx->path), 4);
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_open(&fx->st, fx->path, &err), 0);
+    assert_int_equal(user_version(fx->path), 5);
+    clr_store_sandbox got;
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000d3", &got, &err), 0);
+    assert_string_equal(got.info.tenant, CLR_TENANT_DEFAULT);
+    clr_store_sandbox_clear(&got);
+}
+
 /* ---- sandboxes ---------------------------------------------------------------------------- */
 
 static void test_sandbox_insert_get_round_trip(void **state)
@@ -742,6 +793,8 @@ int main(void)
         F(test_damaged_page_found_at_open),
         F(test_created_only_by_the_first_open),
         F(test_recovered_flag_round_trip),
+        F(test_tenant_round_trip),
+        F(test_migration_to_tenants_keeps_rows_as_default),
         F(test_sandbox_insert_get_round_trip),
         F(test_sandbox_insert_defaults),
         F(test_sandbox_duplicate_id_refused),
