@@ -422,14 +422,20 @@ static int update(clr_store *st, const char *sql, const char *fmt, clr_error *er
     return sqlite3_changes(st->db);
 }
 
+/* reason (NULL: "") cut to CLR_STORE_REASON_MAX bytes, never inside a UTF-8 character. */
+static void bound_reason(char out[CLR_STORE_REASON_MAX + 1], const char *reason)
+{
+    reason = reason ? reason : "";
+    size_t keep = utf8_prefix(reason, CLR_STORE_REASON_MAX);
+    memcpy(out, reason, keep);
+    out[keep] = '\0';
+}
+
 int clr_store_sandbox_set_state(clr_store *st, const char *id, const char *state,
                                 const char *reason, int64_t when, clr_error *err)
 {
     char bounded[CLR_STORE_REASON_MAX + 1];
-    reason = reason ? reason : "";
-    size_t keep = utf8_prefix(reason, CLR_STORE_REASON_MAX);
-    memcpy(bounded, reason, keep);
-    bounded[keep] = '\0';
+    bound_reason(bounded, reason);
     int n = update(st,
                    "UPDATE sandboxes SET state = ?, destroy_reason = ?, destroyed_at = ?"
                    " WHERE id = ?",
@@ -444,10 +450,7 @@ int clr_store_sandbox_set_state_from(clr_store *st, const char *id, const char *
                                      clr_error *err)
 {
     char bounded[CLR_STORE_REASON_MAX + 1];
-    reason = reason ? reason : "";
-    size_t keep = utf8_prefix(reason, CLR_STORE_REASON_MAX);
-    memcpy(bounded, reason, keep);
-    bounded[keep] = '\0';
+    bound_reason(bounded, reason);
     int n = update(st,
                    "UPDATE sandboxes SET state = ?, destroy_reason = ?, destroyed_at = ?"
                    " WHERE id = ? AND state = ?",

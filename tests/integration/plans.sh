@@ -194,39 +194,16 @@ steps:
             return sum(values) / len(values)
 EOF
 plan "$D/plans/weaken.yaml" "$OWN"
-check "weakened gauntlet: the base commit's checks judge the plan (exit 1, own-tests failed, 1 test failed)" \
+check "weakened gauntlet: the default branch's checks judge the plan (exit 1, own-tests failed, 1 test failed)" \
     '[ "$st" = 1 ] && jpy "$rep" "[(c[\"name\"], c[\"status\"], c[\"figures\"].get(\"tests_failed\")) for c in r[\"gauntlet\"][\"checks\"]] == [(\"own-tests\", \"failed\", 1)]"' "exit $st"
 check "weakened gauntlet: the check the plan wrote never ran (the summary lists own-tests alone)" \
     'grep -q "own-tests" "$out" && ! grep -q "weak" "$out"'
 assert_clean "weakened gauntlet"
 # A first plan commits (commit_on_failure) a lenient gauntlet on its branch; a second plan names
 # that branch as its base. The judge is the default branch's gauntlet, never the base's.
-cat >"$D/plans/plant.yaml" <<'EOF'
-message: "Plant a lenient gauntlet and break add()"
-profile: python
-commit_on_failure: true
-steps:
-  - write:
-      path: .clearing/gauntlet.yaml
-      content: |
-        checks:
-          - name: weak
-            run: "true"
-  - write:
-      path: calc.py
-      content: |
-        """A tiny module for the demo: the kind of code an agent edits."""
-
-
-        def add(a: int, b: int) -> int:
-            return a - b
-
-
-        def mean(values: list[float]) -> float:
-            if not values:
-                raise ValueError("mean of an empty list")
-            return sum(values) / len(values)
-EOF
+# weaken.yaml's steps (a lenient gauntlet, a broken add()), committed even on failure.
+{ echo 'message: "Plant a lenient gauntlet and break add()"'; echo 'commit_on_failure: true'
+  sed 1d "$D/plans/weaken.yaml"; } >"$D/plans/plant.yaml"
 plan "$D/plans/plant.yaml" "$OWN"
 planted=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["branch"])' "$rep" 2>/dev/null)
 check "planted gauntlet: the first plan fails and commits (commit_on_failure) the lenient gauntlet" \
