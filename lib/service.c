@@ -2364,6 +2364,11 @@ struct death {
     char id[CLR_SANDBOX_ID_MAX + 1];
     uint64_t due_us;
     bool oom; /* an oom event came */
+    /* A kill event came: someone asked the engine to stop it (docker stop or kill, docker rm -f,
+     * dockerd itself shutting down, which stops every container). Not a death of the sandbox's
+     * own: the reconcile pass judges it once the engine answers again ("container stopped or
+     * vanished"), so a dockerd that is stopping is told apart from a runtime that died. */
+    bool by_engine;
 };
 
 struct watch {
@@ -2393,6 +2398,11 @@ static bool death_judge(clr_service *svc, const struct death *d)
     clr_error err = CLR_ERROR_INIT;
     if (row_running(svc, d->id, &live, &err) < 0 || !live)
         return true; /* destroyed meanwhile, or already lost */
+    if (d->by_engine && !d->oom) {
+        clr_log(CLR_LOG_INFO, "events.stopped_by_engine", "id", d->id, "detail",
+                "left to the reconcile pass", NULL);
+        return true;
+    }
     clr_engine *eng = NULL;
     if (engine_get(svc, &eng, &err) < 0)
         return false;
@@ -2441,7 +2451,9 @@ static int watch_on_event(void *ctx, json_t *ev)
     const char *id = json_string_value(json_object_get(attrs, CLR_LABEL_PREFIX "sandbox-id"));
     const char *owner = json_string_value(json_object_get(attrs, CLR_LABEL_PREFIX "owner"));
     bool oom = action && strcmp(action, "oom") == 0;
-    if (!action || (!oom && strcmp(action, "die") != 0 && strcmp(action, "destroy") != 0) ||
+    bool kill = action && strcmp(action, "kill") == 0;
+    if (!action ||
+        (!oom && !kill && strcmp(action, "die") != 0 && strcmp(action, "destroy") != 0) ||
         !id || !clr_sandbox_id_valid(id) || !owner || strcmp(owner, svc->owner) != 0)
         return 0;
     /* Only a sandbox the database has as running can be lost: a destroyed one's container dies
@@ -2466,6 +2478,7 @@ static int watch_on_event(void *ctx, json_t *ev)
         d->due_us = mono_us() + DEATH_SETTLE_MS * 1000ull;
     }
     d->oom |= oom;
+    d->by_engine |= kill;
     if (d->oom)
         d->due_us = mono_us();
     return 0;
@@ -2532,8 +2545,8 @@ static void *watch_main(void *p)
     w->svc = svc;
     char label[sizeof(svc->owner) + 32];
     snprintf(label, sizeof(label), CLR_LABEL_PREFIX "owner=%s", svc->owner);
-    json_t *filters = json_pack("{s:[s], s:[s,s,s], s:[s]}", "type", "container", "event", "die",
-                                "oom", "destroy", "label", label);
+    json_t *filters = json_pack("{s:[s], s:[s,s,s,s], s:[s]}", "type", "container", "event",
+                                "kill", "die", "oom", "destroy", "label", label);
     clr_engine_events_handler h = {.on_event = watch_on_event,
                                    .on_connected = watch_on_connected,
                                    .tick = watch_tick,
