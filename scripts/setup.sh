@@ -16,7 +16,7 @@ PACKAGES=(
     build-essential meson ninja-build pkg-config clang libclang-rt-14-dev
     libcurl4-openssl-dev libjansson-dev libgit2-dev libyaml-dev libsqlite3-dev libssl-dev
     libarchive-dev libmicrohttpd-dev libcmocka-dev
-    docker.io mmdebstrap python3 python3-yaml git curl jq valgrind openssl
+    docker.io mmdebstrap python3 python3-yaml git curl jq valgrind openssl universal-ctags gcovr
 )
 
 missing=()
