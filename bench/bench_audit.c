@@ -143,16 +143,20 @@ static int make_dirs(struct bench *b, clr_error *err)
     return 0;
 }
 
-/* Removes a log, its rotated files and the lock file its writers share (PATH.lock). */
+/* Removes a log, its rotated files, the lock file its writers share (PATH.lock), and its signed
+ * checkpoint with the key that signs it (PATH.checkpoint, PATH.key). */
 static void remove_log(const char *path)
 {
+    static const char *const companions[] = {"lock", "checkpoint", "checkpoint.tmp", "key"};
     char **files = NULL;
     size_t n = 0;
     if (!path[0])
         return;
-    char lock[PATH_MAX + 40];
-    if (snprintf(lock, sizeof(lock), "%s.lock", path) < (int)sizeof(lock))
-        unlink(lock);
+    for (size_t i = 0; i < sizeof(companions) / sizeof(companions[0]); i++) {
+        char extra[PATH_MAX + 40];
+        if (snprintf(extra, sizeof(extra), "%s.%s", path, companions[i]) < (int)sizeof(extra))
+            unlink(extra);
+    }
     if (clr_audit_files(&files, &n, path, NULL) < 0)
         return;
     for (size_t i = 0; i < n; i++)
