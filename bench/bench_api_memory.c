@@ -115,11 +115,10 @@ static void proc_cmdline(pid_t pid, char *out, size_t len)
     char path[64];
     snprintf(path, sizeof(path), "/proc/%ld/cmdline", (long)pid);
     out[0] = '\0';
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return;
     ssize_t n = read(fd, out, len - 1);
-    close(fd);
     if (n <= 0)
         return;
     for (ssize_t i = 0; i < n; i++)
@@ -133,7 +132,7 @@ static int proc_pss_rss(pid_t pid, double *pss, double *rss)
 {
     char path[64], line[256];
     snprintf(path, sizeof(path), "/proc/%ld/smaps_rollup", (long)pid);
-    FILE *f = fopen(path, "re");
+    _cleanup_fclose_ FILE *f = fopen(path, "re");
     if (!f)
         return -1;
     unsigned long long v;
@@ -147,30 +146,23 @@ static int proc_pss_rss(pid_t pid, double *pss, double *rss)
             got |= 2;
         }
     }
-    fclose(f);
     return got == 3 ? 0 : -1;
 }
 
-/* The memory of every process the engine runs for the idle sandboxes of each side: the
- * containerd shim, whose command line names the container's full id, and everything below it
- * (runsc's gofer, the sentry and its systrap stub processes, `runsc wait`). PSS shares what
- * processes share (the runsc binary, the sandbox's memory file mapped by the sentry and its
- * stubs) among them, so the sum over N sandboxes is what N sandboxes cost; RSS counts shared
- * pages in each process and overstates it. */
-void sandbox_memory(struct bench *b)
+/* The full container ids of each side's idle sandboxes into ids, their numbers into nids.
+ * -1 if the sandboxes could not be listed. */
+static int container_ids(struct bench *b, char ids[SIDE_COUNT][MAX_CLIENTS][72],
+                         unsigned nids[SIDE_COUNT])
 {
-    char ids[SIDE_COUNT][MAX_CLIENTS][72];
-    unsigned nids[SIDE_COUNT] = {0, 0};
-    memset(ids, 0, sizeof(ids));
     for (unsigned i = 0; i < b->nsandboxes; i++)
         if (b->raw_id[i][0])
             snprintf(ids[SIDE_RAW][nids[SIDE_RAW]++], sizeof(ids[0][0]), "%s", b->raw_id[i]);
-    clr_sandbox_info *list = NULL;
+    _cleanup_free_ clr_sandbox_info *list = NULL;
     size_t n = 0;
     clr_error err = CLR_ERROR_INIT;
     if (clr_sandbox_list(&list, &n, b->eng, &err) < 0) {
         fprintf(stderr, "memory: listing sandboxes: %s\n", err.message);
-        return;
+        return -1;
     }
     for (size_t i = 0; i < n; i++)
         for (unsigned k = 0; k < b->nsandboxes; k++)
@@ -178,12 +170,21 @@ void sandbox_memory(struct bench *b)
                 nids[SIDE_CLEARING] < MAX_CLIENTS)
                 snprintf(ids[SIDE_CLEARING][nids[SIDE_CLEARING]++], sizeof(ids[0][0]), "%s",
                          list[i].container_id);
-    free(list);
+    return 0;
+}
 
-    DIR *d = opendir("/proc");
+/* Every process of the host with its parent, and the side whose sandbox it serves: a shim
+ * that names one of ids, and everything below it. Returns 0 with them in *out (the caller
+ * frees it) and their number in *count, or -1 if /proc cannot be read. */
+static int host_procs(struct host_proc **out, size_t *count,
+                      char ids[SIDE_COUNT][MAX_CLIENTS][72], const unsigned nids[SIDE_COUNT])
+{
+    *out = NULL;
+    *count = 0;
+    _cleanup_closedir_ DIR *d = opendir("/proc");
     if (!d)
-        return;
-    struct host_proc *ps = NULL;
+        return -1;
+    _cleanup_free_ struct host_proc *ps = NULL;
     size_t np = 0, cap = 0;
     static char cmd[16384];
     struct dirent *e;
@@ -216,7 +217,6 @@ void sandbox_memory(struct bench *b)
         }
         np++;
     }
-    closedir(d);
     /* Everything below a shim serves its sandbox: spread the side down the tree. */
     for (bool changed = true; changed;) {
         changed = false;
@@ -231,6 +231,28 @@ void sandbox_memory(struct bench *b)
                 }
         }
     }
+    *out = steal_pointer(&ps);
+    *count = np;
+    return 0;
+}
+
+/* The memory of every process the engine runs for the idle sandboxes of each side: the
+ * containerd shim, whose command line names the container's full id, and everything below it
+ * (runsc's gofer, the sentry and its systrap stub processes, `runsc wait`). PSS shares what
+ * processes share (the runsc binary, the sandbox's memory file mapped by the sentry and its
+ * stubs) among them, so the sum over N sandboxes is what N sandboxes cost; RSS counts shared
+ * pages in each process and overstates it. */
+void sandbox_memory(struct bench *b)
+{
+    char ids[SIDE_COUNT][MAX_CLIENTS][72];
+    unsigned nids[SIDE_COUNT] = {0, 0};
+    memset(ids, 0, sizeof(ids));
+    if (container_ids(b, ids, nids) < 0)
+        return;
+    _cleanup_free_ struct host_proc *ps = NULL;
+    size_t np = 0;
+    if (host_procs(&ps, &np, ids, nids) < 0)
+        return;
     for (int sd = 0; sd < SIDE_COUNT; sd++)
         b->mem[sd] = (struct sandbox_memory){.sandboxes = nids[sd]};
     for (size_t i = 0; i < np; i++) {
@@ -242,7 +264,6 @@ void sandbox_memory(struct bench *b)
         m->pss_kib += pss;
         m->rss_kib += rss;
     }
-    free(ps);
     b->host_mem_kib = kib_line("/proc/meminfo", "MemTotal");
     for (int sd = 0; sd < SIDE_COUNT; sd++) {
         const struct sandbox_memory *m = &b->mem[sd];
