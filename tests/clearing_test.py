@@ -8,7 +8,10 @@ directory on sys.path from its own location:
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
-(bench/ adds '..', 'tests'). Nothing here asserts: the checks stay in the suites."""
+(bench/ adds '..', 'tests'), and sys.dont_write_bytecode so that no __pycache__ lands in the
+source tree. The suites' checks stay in the suites; what checks there are here moved with their
+helpers unchanged (parse_metrics refuses a malformed sample line, ndjson_events a stream that
+ends inside a line, Client.metrics an answer other than 200)."""
 import http.client
 import json
 import os
