@@ -24,25 +24,21 @@
  * or anything was left behind. The sandbox, the logs and the tmpfs are removed, on failure and
  * on SIGINT/SIGTERM too (the current exec finishes first; a second signal kills the process). */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <linux/magic.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/vfs.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
 
 #include "clearing/audit.h"
-#include "clearing/cleanup.h"
-#include "clearing/clearing.h"
+#include "harness.h"
 
 #define DEFAULT_DURATION_S 15
 #define QUICK_DURATION_S 3
@@ -59,22 +55,12 @@
 #define TMPFS_OPTIONS "size=256m,mode=0700"
 #define ACTOR "clearing-bench-audit"
 
-enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
-
 enum cfg { CFG_NONE, CFG_DISK, CFG_TMPFS, CFG_COUNT };
 enum target { TGT_DISK, TGT_TMPFS, TGT_COUNT };
 
 static const char *const cfg_names[CFG_COUNT] = {"no audit", "audit on disk", "audit on tmpfs"};
 static const char *const cfg_keys[CFG_COUNT] = {"none", "disk", "tmpfs"};
 static const char *const target_keys[TGT_COUNT] = {"disk", "tmpfs"};
-
-/* Samples (ms for execs, us for appends), growing as needed. */
-struct series {
-    double *v;
-    size_t n, cap;
-    unsigned failed;
-    double busy_ms; /* the time the samples' slices or blocks took */
-};
 
 struct bench {
     clr_engine *eng;
@@ -87,43 +73,13 @@ struct bench {
     bool disk_made, tmpfs_made, tmpfs_mounted;
     char exec_log_path[TGT_COUNT][PATH_MAX + 32], append_log_path[TGT_COUNT][PATH_MAX + 32];
     clr_audit *exec_log[TGT_COUNT], *append_log[TGT_COUNT];
-    struct series exec[CFG_COUNT];
-    struct series append[TGT_COUNT];
+    struct bench_series exec[CFG_COUNT];   /* ms */
+    struct bench_series append[TGT_COUNT]; /* us */
     uint64_t exec_seq;
     json_t *append_details; /* a typical exec record's details, for the micro-benchmark */
     uint64_t verified[TGT_COUNT][2]; /* records in the exec log and the append log */
     unsigned broken_logs;
 };
-
-/* Set by SIGINT/SIGTERM; also clr_exec_options.cancel, which wants an int. */
-static volatile int interrupted;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    interrupted = 1;
-}
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int record(struct series *s, double v)
-{
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 1024;
-        double *nv = realloc(s->v, cap * sizeof(double));
-        if (!nv)
-            return -1;
-        s->v = nv;
-        s->cap = cap;
-    }
-    s->v[s->n++] = v;
-    return 0;
-}
 
 static enum target target_of(enum cfg c)
 {
@@ -187,16 +143,20 @@ static int make_dirs(struct bench *b, clr_error *err)
     return 0;
 }
 
-/* Removes a log, its rotated files and the lock file its writers share (PATH.lock). */
+/* Removes a log, its rotated files, the lock file its writers share (PATH.lock), and its signed
+ * checkpoint with the key that signs it (PATH.checkpoint, PATH.key). */
 static void remove_log(const char *path)
 {
+    static const char *const companions[] = {"lock", "checkpoint", "checkpoint.tmp", "key"};
     char **files = NULL;
     size_t n = 0;
     if (!path[0])
         return;
-    char lock[PATH_MAX + 40];
-    if (snprintf(lock, sizeof(lock), "%s.lock", path) < (int)sizeof(lock))
-        unlink(lock);
+    for (size_t i = 0; i < sizeof(companions) / sizeof(companions[0]); i++) {
+        char extra[PATH_MAX + 40];
+        if (snprintf(extra, sizeof(extra), "%s.%s", path, companions[i]) < (int)sizeof(extra))
+            unlink(extra);
+    }
     if (clr_audit_files(&files, &n, path, NULL) < 0)
         return;
     for (size_t i = 0; i < n; i++)
@@ -242,13 +202,13 @@ static int audited_exec(struct bench *b, enum cfg c)
     static const char *const argv[] = {"true", NULL};
     clr_exec_options eo = CLR_EXEC_OPTIONS_INIT;
     eo.argv = argv;
-    eo.cancel = &interrupted;
+    eo.cancel = &bench_interrupted;
     clr_audit *log = c == CFG_NONE ? NULL : b->exec_log[target_of(c)];
     clr_error err = CLR_ERROR_INIT;
     char exec_id[32];
     snprintf(exec_id, sizeof(exec_id), "ex-%016" PRIx64, ++b->exec_seq);
 
-    double t0 = now_ms();
+    double t0 = bench_now_ms();
     if (log) {
         json_t *d = clr_audit_exec_request(&eo);
         json_object_set_new(d, "exec_id", json_string(exec_id));
@@ -274,10 +234,10 @@ static int audited_exec(struct bench *b, enum cfg c)
                               d, &err);
         json_decref(d);
     }
-    double t1 = now_ms();
+    double t1 = bench_now_ms();
     if (rc < 0) {
         fprintf(stderr, "%s: exec record failed: %s\n", cfg_names[c], err.message);
-    } else if (interrupted) {
+    } else if (bench_interrupted) {
         /* Cancelled by SIGINT/SIGTERM: not a failure of the exec, and not a sample. */
         clr_exec_result_clear(&res);
         return -1;
@@ -286,7 +246,7 @@ static int audited_exec(struct bench *b, enum cfg c)
                 clr_exec_status_name(res.status), res.exit_code, res.message[0] ? ": " : "",
                 res.message);
         rc = -1;
-    } else if (record(&b->exec[c], t1 - t0) < 0) {
+    } else if (bench_series_add(&b->exec[c], t1 - t0) < 0) {
         fprintf(stderr, "clearing-bench-audit: out of memory\n");
         rc = -1;
     }
@@ -322,11 +282,11 @@ static int warm_up(struct bench *b)
 static void exec_slices(struct bench *b)
 {
     unsigned slices = (b->duration_s * 1000 + SLICE_MS - 1) / SLICE_MS;
-    for (unsigned round = 0; round < slices && !interrupted; round++) {
-        for (int k = 0; k < CFG_COUNT && !interrupted; k++) {
+    for (unsigned round = 0; round < slices && !bench_interrupted; round++) {
+        for (int k = 0; k < CFG_COUNT && !bench_interrupted; k++) {
             enum cfg c = (enum cfg)((round + (unsigned)k) % CFG_COUNT);
-            double start = now_ms(), end = start;
-            while (!interrupted && (end = now_ms()) - start < SLICE_MS)
+            double start = bench_now_ms(), end = start;
+            while (!bench_interrupted && (end = bench_now_ms()) - start < SLICE_MS)
                 audited_exec(b, c);
             b->exec[c].busy_ms += end - start;
         }
@@ -340,24 +300,24 @@ static void exec_slices(struct bench *b)
 static void append_blocks(struct bench *b)
 {
     unsigned done[TGT_COUNT] = {0, 0};
-    while (!interrupted && (done[TGT_DISK] < b->appends || done[TGT_TMPFS] < b->appends)) {
-        for (int t = 0; t < TGT_COUNT && !interrupted; t++) {
-            struct series *s = &b->append[t];
-            double start = now_ms();
+    while (!bench_interrupted && (done[TGT_DISK] < b->appends || done[TGT_TMPFS] < b->appends)) {
+        for (int t = 0; t < TGT_COUNT && !bench_interrupted; t++) {
+            struct bench_series *s = &b->append[t];
+            double start = bench_now_ms();
             for (unsigned i = 0; i < APPEND_BLOCK && done[t] < b->appends; i++, done[t]++) {
                 clr_error err = CLR_ERROR_INIT;
-                double t0 = now_ms();
+                double t0 = bench_now_ms();
                 int rc = clr_audit_append(b->append_log[t], ACTOR, b->sandbox_id, "exec",
                                           "exited", b->append_details, &err);
-                double t1 = now_ms();
+                double t1 = bench_now_ms();
                 if (rc < 0) {
                     s->failed++;
                     fprintf(stderr, "append to %s failed: %s\n", target_keys[t], err.message);
-                } else if (record(s, (t1 - t0) * 1000.0) < 0) {
+                } else if (bench_series_add(s, (t1 - t0) * 1000.0) < 0) {
                     s->failed++;
                 }
             }
-            s->busy_ms += now_ms() - start;
+            s->busy_ms += bench_now_ms() - start;
         }
     }
     fprintf(stderr, "appends: disk %zu, tmpfs %zu\n", b->append[TGT_DISK].n,
@@ -392,43 +352,13 @@ static void verify_logs(struct bench *b)
 
 /* ---- figures ---- */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Nearest rank over sorted samples; NAN if there are none. */
-static double percentile(const struct series *s, unsigned p)
-{
-    if (s->n == 0)
-        return NAN;
-    size_t rank = (p * s->n + 99) / 100;
-    if (rank < 1)
-        rank = 1;
-    return s->v[rank - 1];
-}
-
-static double rate(const struct series *s)
-{
-    return s->busy_ms > 0 ? (double)s->n * 1000.0 / s->busy_ms : NAN;
-}
-
 /* The share of the no-audit exec rate that configuration c loses, in percent. */
 static double overhead_pct(const struct bench *b, enum cfg c)
 {
-    double base = rate(&b->exec[CFG_NONE]);
+    double base = bench_rate(&b->exec[CFG_NONE]);
     if (c == CFG_NONE || isnan(base) || base <= 0)
         return NAN;
-    return (1.0 - rate(&b->exec[c]) / base) * 100.0;
-}
-
-static void cell(double v, int width, int decimals)
-{
-    if (isnan(v))
-        printf(" %*s |", width, "-");
-    else
-        printf(" %*.*f |", width, decimals, v);
+    return (1.0 - bench_rate(&b->exec[c]) / base) * 100.0;
 }
 
 static void print_table(struct bench *b)
@@ -450,12 +380,12 @@ static void print_table(struct bench *b)
            "exec p50", "exec p95", "exec p99", "overhead");
     printf("---------------+--------+----------+----------+----------+----------+---------\n");
     for (int c = 0; c < CFG_COUNT; c++) {
-        const struct series *s = &b->exec[c];
+        const struct bench_series *s = &b->exec[c];
         printf("%-14s | %6zu |", cfg_names[c], s->n);
-        cell(rate(s), 8, 1);
-        cell(percentile(s, 50), 8, 1);
-        cell(percentile(s, 95), 8, 1);
-        cell(percentile(s, 99), 8, 1);
+        bench_cell(bench_rate(s), 8, 1);
+        bench_cell(bench_percentile(s, 50), 8, 1);
+        bench_cell(bench_percentile(s, 95), 8, 1);
+        bench_cell(bench_percentile(s, 99), 8, 1);
         double o = overhead_pct(b, (enum cfg)c);
         if (isnan(o))
             printf(" %8s\n", "-");
@@ -468,12 +398,12 @@ static void print_table(struct bench *b)
            "p50 us", "p95 us", "p99 us");
     printf("--------------+---------+-----------+----------+----------+---------\n");
     for (int t = 0; t < TGT_COUNT; t++) {
-        const struct series *s = &b->append[t];
+        const struct bench_series *s = &b->append[t];
         printf("%-13s | %7zu |", target_keys[t], s->n);
-        cell(rate(s), 9, 0);
-        cell(percentile(s, 50), 8, 1);
-        cell(percentile(s, 95), 8, 1);
-        double p99 = percentile(s, 99);
+        bench_cell(bench_rate(s), 9, 0);
+        bench_cell(bench_percentile(s, 50), 8, 1);
+        bench_cell(bench_percentile(s, 95), 8, 1);
+        double p99 = bench_percentile(s, 99);
         if (isnan(p99))
             printf(" %8s\n", "-");
         else
@@ -483,32 +413,33 @@ static void print_table(struct bench *b)
            "rank)\n\n");
     /* One line per row for scripts: grep '^BENCH audit '. */
     for (int c = 0; c < CFG_COUNT; c++) {
-        const struct series *s = &b->exec[c];
+        const struct bench_series *s = &b->exec[c];
         printf("BENCH audit exec config=%s execs=%zu seconds=%.1f execs_per_s=%.1f p50_ms=%.1f "
                "p95_ms=%.1f p99_ms=%.1f overhead_pct=%.1f failed=%u\n",
-               cfg_keys[c], s->n, s->busy_ms / 1000.0, rate(s), percentile(s, 50),
-               percentile(s, 95), percentile(s, 99), overhead_pct(b, (enum cfg)c), s->failed);
+               cfg_keys[c], s->n, s->busy_ms / 1000.0, bench_rate(s), bench_percentile(s, 50),
+               bench_percentile(s, 95), bench_percentile(s, 99), overhead_pct(b, (enum cfg)c),
+               s->failed);
     }
     for (int t = 0; t < TGT_COUNT; t++) {
-        const struct series *s = &b->append[t];
+        const struct bench_series *s = &b->append[t];
         printf("BENCH audit append target=%s appends=%zu seconds=%.3f appends_per_s=%.0f "
                "p50_us=%.1f p95_us=%.1f p99_us=%.1f failed=%u\n",
-               target_keys[t], s->n, s->busy_ms / 1000.0, rate(s), percentile(s, 50),
-               percentile(s, 95), percentile(s, 99), s->failed);
+               target_keys[t], s->n, s->busy_ms / 1000.0, bench_rate(s), bench_percentile(s, 50),
+               bench_percentile(s, 95), bench_percentile(s, 99), s->failed);
     }
 }
 
 /* Rounded to a thousandth, or null when there is no figure. */
 static json_t *num_json(double v)
 {
-    return isnan(v) ? json_null() : json_real(round(v * 1000.0) / 1000.0);
+    return bench_num_json(v, 1000);
 }
 
 static void print_json(struct bench *b, unsigned left_behind)
 {
     json_t *execs = json_object();
     for (int c = 0; c < CFG_COUNT; c++) {
-        const struct series *s = &b->exec[c];
+        const struct bench_series *s = &b->exec[c];
         json_t *samples = json_array();
         for (size_t i = 0; i < s->n; i++)
             json_array_append_new(samples, num_json(s->v[i]));
@@ -516,21 +447,23 @@ static void print_json(struct bench *b, unsigned left_behind)
             execs, cfg_keys[c],
             json_pack("{s:I, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "execs",
                       (json_int_t)s->n, "failed", (int)s->failed, "seconds",
-                      num_json(s->busy_ms / 1000.0), "execs_per_s", num_json(rate(s)), "p50_ms",
-                      num_json(percentile(s, 50)), "p95_ms", num_json(percentile(s, 95)),
-                      "p99_ms", num_json(percentile(s, 99)), "overhead_pct",
+                      num_json(s->busy_ms / 1000.0), "execs_per_s", num_json(bench_rate(s)),
+                      "p50_ms", num_json(bench_percentile(s, 50)), "p95_ms",
+                      num_json(bench_percentile(s, 95)), "p99_ms",
+                      num_json(bench_percentile(s, 99)), "overhead_pct",
                       num_json(overhead_pct(b, (enum cfg)c)), "samples_ms", samples));
     }
     json_t *appends = json_object();
     for (int t = 0; t < TGT_COUNT; t++) {
-        const struct series *s = &b->append[t];
+        const struct bench_series *s = &b->append[t];
         json_object_set_new(
             appends, target_keys[t],
             json_pack("{s:I, s:i, s:o, s:o, s:o, s:o, s:o}", "appends", (json_int_t)s->n,
                       "failed", (int)s->failed, "seconds", num_json(s->busy_ms / 1000.0),
-                      "appends_per_s", num_json(rate(s)), "p50_us", num_json(percentile(s, 50)),
-                      "p95_us", num_json(percentile(s, 95)), "p99_us",
-                      num_json(percentile(s, 99))));
+                      "appends_per_s", num_json(bench_rate(s)), "p50_us",
+                      num_json(bench_percentile(s, 50)),
+                      "p95_us", num_json(bench_percentile(s, 95)), "p99_us",
+                      num_json(bench_percentile(s, 99))));
     }
     json_t *j = json_pack(
         "{s:s, s:i, s:i, s:s, s:s, s:s, s:{s:s, s:s}, s:s, s:s, s:{s:{s:I, s:I}, s:{s:I, s:I}},"
@@ -543,15 +476,7 @@ static void print_json(struct bench *b, unsigned left_behind)
         "tmpfs", "exec_log", (json_int_t)b->verified[TGT_TMPFS][0], "append_log",
         (json_int_t)b->verified[TGT_TMPFS][1], "logs_verified", b->broken_logs == 0,
         "left_behind", (int)left_behind, "exec", execs, "append", appends);
-    char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12))
-                : NULL;
-    if (s) {
-        puts(s);
-        free(s);
-    } else {
-        fprintf(stderr, "clearing-bench-audit: cannot encode the JSON report\n");
-    }
-    json_decref(j);
+    bench_print_json(j);
 }
 
 /* ---- main ---- */
@@ -579,143 +504,104 @@ static void usage(FILE *f)
             MIN_APPENDS, QUICK_DURATION_S, QUICK_APPENDS);
 }
 
-/* Fails early, with the fix, rather than with the same error in every exec. */
-static int preflight(clr_engine *eng, clr_error *err)
+/* The options into b; BENCH_RUN, or the exit status. */
+static int parse_options(struct bench *b, bool *json, int argc, char **argv)
 {
-    if (geteuid() != 0)
-        return clr_error_set(err, CLR_E_DENIED, EPERM,
-                             "clearing mounts a tmpfs workspace per sandbox (and this benchmark "
-                             "a tmpfs for its log): run the benchmark as root");
-    bool have = false;
-    if (clr_engine_has_runtime(eng, "runsc", &have, err) < 0)
-        return -1;
-    if (!have)
-        return clr_error_set(err, CLR_E_UNAVAILABLE, 0,
-                             "the runsc runtime is not registered with the Docker engine: run "
-                             "scripts/setup.sh");
-    int st = clr_engine_call(eng, "GET", "/images/" CLR_DEFAULT_IMAGE "/json", NULL, NULL, err);
-    if (st == 404)
-        return clr_error_set(err, CLR_E_NOT_FOUND, 0,
-                             "image " CLR_DEFAULT_IMAGE " is missing: build it with "
-                             "images/build.sh (scripts/setup.sh does)");
-    return st == 200 ? 0 : -1;
-}
-
-static int parse_count(const char *opt, const char *text, uint64_t max, uint64_t *out)
-{
-    clr_error err = CLR_ERROR_INIT;
-    if (clr_parse_uint(out, text, &err) < 0 || *out == 0 || *out > max) {
-        fprintf(stderr, "clearing-bench-audit: %s '%s': expected 1..%" PRIu64 "\n", opt, text,
-                max);
-        return -1;
-    }
-    return 0;
-}
-
-int main(int argc, char **argv)
-{
-    static const struct option options[] = {
-        {"duration", required_argument, NULL, 'd'}, {"appends", required_argument, NULL, 'a'},
-        {"disk-dir", required_argument, NULL, 'D'}, {"quick", no_argument, NULL, 'q'},
-        {"json", no_argument, NULL, 'j'},           {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     uint64_t duration = 0, appends = 0;
-    bool quick = false, json = false;
-    struct bench b = {.disk_parent = DEFAULT_DISK_DIR};
-    int c;
-    while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
-        switch (c) {
-        case 'd':
-            if (parse_count("--duration", optarg, MAX_DURATION_S, &duration) < 0)
-                return EXIT_USAGE;
-            break;
-        case 'a':
-            if (parse_count("--appends", optarg, MAX_APPENDS, &appends) < 0)
-                return EXIT_USAGE;
-            break;
-        case 'D': b.disk_parent = optarg; break;
-        case 'q': quick = true; break;
-        case 'j': json = true; break;
-        case 'h': usage(stdout); return EXIT_OK;
-        default: usage(stderr); return EXIT_USAGE;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "clearing-bench-audit: unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
-        return EXIT_USAGE;
-    }
+    const struct bench_opt opts[] = {
+        {"duration", BENCH_OPT_COUNT, MAX_DURATION_S, &duration},
+        {"appends", BENCH_OPT_COUNT, MAX_APPENDS, &appends},
+        {"disk-dir", BENCH_OPT_STRING, 0, &b->disk_parent},
+    };
+    struct bench_args a = {.prog = "clearing-bench-audit", .usage = usage, .opts = opts,
+                           .nopts = sizeof(opts) / sizeof(opts[0])};
+    int rc = bench_parse_args(&a, argc, argv);
+    if (rc != BENCH_RUN)
+        return rc;
+    *json = a.json;
     if (duration == 0)
-        duration = quick ? QUICK_DURATION_S : DEFAULT_DURATION_S;
+        duration = a.quick ? QUICK_DURATION_S : DEFAULT_DURATION_S;
     if (appends == 0)
-        appends = quick ? QUICK_APPENDS : DEFAULT_APPENDS;
+        appends = a.quick ? QUICK_APPENDS : DEFAULT_APPENDS;
     /* Fewer samples make a p95 that is little more than the maximum. */
-    if (!quick && (duration < MIN_DURATION_S || appends < MIN_APPENDS)) {
+    if (!a.quick && (duration < MIN_DURATION_S || appends < MIN_APPENDS)) {
         fprintf(stderr,
                 "clearing-bench-audit: --duration is at least %d and --appends at least %d; "
                 "use --quick for a smoke test\n",
                 MIN_DURATION_S, MIN_APPENDS);
-        return EXIT_USAGE;
+        return BENCH_EXIT_USAGE;
     }
-    b.duration_s = (unsigned)duration;
-    b.appends = (unsigned)appends;
+    b->duration_s = (unsigned)duration;
+    b->appends = (unsigned)appends;
+    return BENCH_RUN;
+}
 
+/* The sandbox, then the execs and the appends. Returns -1 if the run could not take place. */
+static int run(struct bench *b)
+{
     clr_error err = CLR_ERROR_INIT;
-    clr_engine_options eo = CLR_ENGINE_OPTIONS_INIT;
-    if (clr_engine_open(&b.eng, &eo, &err) < 0 || preflight(b.eng, &err) < 0 ||
-        make_dirs(&b, &err) < 0) {
+    clr_sandbox_options so = CLR_SANDBOX_OPTIONS_INIT;
+    /* Long enough for the longest run (3 x MAX_DURATION_S and the appends). */
+    so.limits.lifetime_s = 3600;
+    if (clr_sandbox_create(&b->sb, b->eng, &so, &err) < 0) {
+        fprintf(stderr, "clearing-bench-audit: creating the sandbox: %s\n", err.message);
+        return -1;
+    }
+    snprintf(b->sandbox_id, sizeof(b->sandbox_id), "%s", clr_sandbox_get_info(b->sb)->id);
+    if (warm_up(b) < 0)
+        return -1;
+    exec_slices(b);
+    append_blocks(b);
+    return 0;
+}
+
+static void free_bench(struct bench *b)
+{
+    json_decref(b->append_details);
+    clr_engine_free(b->eng);
+    for (int k = 0; k < CFG_COUNT; k++)
+        bench_series_free(&b->exec[k]);
+    for (int t = 0; t < TGT_COUNT; t++)
+        bench_series_free(&b->append[t]);
+}
+
+int main(int argc, char **argv)
+{
+    struct bench b = {.disk_parent = DEFAULT_DISK_DIR};
+    bool json = false;
+    int rc = parse_options(&b, &json, argc, argv);
+    if (rc != BENCH_RUN)
+        return rc;
+    if (bench_open_engine(&b.eng, "clearing mounts a tmpfs workspace per sandbox (and this "
+                                  "benchmark a tmpfs for its log)") < 0)
+        return BENCH_EXIT_USAGE;
+    clr_error err = CLR_ERROR_INIT;
+    if (make_dirs(&b, &err) < 0) {
         fprintf(stderr, "clearing-bench-audit: %s: %s\n", clr_error_code_name(err.code),
                 err.message);
         remove_dirs(&b);
         clr_engine_free(b.eng);
-        return EXIT_USAGE;
+        return BENCH_EXIT_USAGE;
     }
+    /* Stop after the current exec; what was made is still removed. */
+    bench_catch_signals();
 
-    /* Stop after the current exec; what was made is still removed. A second signal kills the
-     * process (SA_RESETHAND). */
-    struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESETHAND};
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    bool failed = false;
-    clr_sandbox_options so = CLR_SANDBOX_OPTIONS_INIT;
-    /* Long enough for the longest run (3 x MAX_DURATION_S and the appends). */
-    so.limits.lifetime_s = 3600;
-    if (clr_sandbox_create(&b.sb, b.eng, &so, &err) < 0) {
-        fprintf(stderr, "clearing-bench-audit: creating the sandbox: %s\n", err.message);
-        failed = true;
-    } else {
-        snprintf(b.sandbox_id, sizeof(b.sandbox_id), "%s", clr_sandbox_get_info(b.sb)->id);
-        if (warm_up(&b) < 0) {
-            failed = true;
-        } else {
-            exec_slices(&b);
-            append_blocks(&b);
-        }
-    }
-    if (interrupted)
+    bool failed = run(&b) < 0;
+    if (bench_interrupted)
         fprintf(stderr, "interrupted\n");
-
     unsigned left_behind = 0;
     if (b.sb) {
-        clr_error derr = CLR_ERROR_INIT;
         clr_sandbox_free(b.sb);
-        if (clr_sandbox_destroy(b.eng, b.sandbox_id, "bench", NULL, &derr) < 0) {
-            fprintf(stderr, "left behind: sandbox %s (%s); remove it with `clearing rm %s`\n",
-                    b.sandbox_id, derr.message, b.sandbox_id);
-            left_behind++;
-        }
+        left_behind += bench_remove_sandbox(b.eng, b.sandbox_id, NULL);
     }
     if (!failed)
         verify_logs(&b);
     left_behind += remove_dirs(&b);
 
     for (int k = 0; k < CFG_COUNT; k++)
-        qsort(b.exec[k].v, b.exec[k].n, sizeof(double), cmp_double);
+        bench_series_sort(&b.exec[k]);
     for (int t = 0; t < TGT_COUNT; t++)
-        qsort(b.append[t].v, b.append[t].n, sizeof(double), cmp_double);
+        bench_series_sort(&b.append[t]);
     if (!failed) {
         if (json)
             print_json(&b, left_behind);
@@ -727,12 +613,7 @@ int main(int argc, char **argv)
         failed = failed || b.exec[k].failed > 0;
     for (int t = 0; t < TGT_COUNT; t++)
         failed = failed || b.append[t].failed > 0;
-    failed = failed || interrupted || left_behind > 0 || b.broken_logs > 0;
-    json_decref(b.append_details);
-    clr_engine_free(b.eng);
-    for (int k = 0; k < CFG_COUNT; k++)
-        free(b.exec[k].v);
-    for (int t = 0; t < TGT_COUNT; t++)
-        free(b.append[t].v);
-    return failed ? EXIT_FAILED : EXIT_OK;
+    failed = failed || bench_interrupted || left_behind > 0 || b.broken_logs > 0;
+    free_bench(&b);
+    return failed ? BENCH_EXIT_FAILED : BENCH_EXIT_OK;
 }

@@ -12,7 +12,6 @@ with the flood running, so whatever else the machine does lands on both alike. R
 of each side, their ratio, the denials sent and the audit records they cost. Needs root and a
 running dockerd with runsc; the agent from CLEARING_AGENT."""
 import argparse
-import http.client
 import json
 import os
 import shutil
@@ -24,6 +23,16 @@ import tempfile
 import threading
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests'))
+import clearing_test as ct  # noqa: E402
+
+
+def api(sock, method, path, body=None):
+    """The daemon's answer: (status, JSON or None); long execs get 10 minutes."""
+    return ct.api(sock, method, path, body, timeout=600)
+
+
 EGRESS_LOOP = r'''
 import os, socket
 while not os.path.exists("/workspace/stop"):
@@ -32,26 +41,6 @@ while not os.path.exists("/workspace/stop"):
     s.recv(100)
     s.close()
 '''
-
-
-class UnixConn(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__('localhost', timeout=600)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(self.path)
-
-
-def api(sock, method, path, body=None):
-    c = UnixConn(sock)
-    c.request(method, path, body=json.dumps(body).encode() if body is not None else None,
-              headers={'Content-Type': 'application/json'})
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, json.loads(data) if data else None
 
 
 def pct(v, p):
@@ -103,11 +92,9 @@ class Flood:
 
     def end(self):
         self.stop.set()
-        c = UnixConn(self.sock)  # the egress loop ends when it sees this file
-        c.request('PUT', '/v1/sandboxes/%s/files/stop' % self.flooder, body=b'',
-                  headers={'Content-Type': 'application/octet-stream'})
-        c.getresponse().read()
-        c.close()
+        # The egress loop ends when it sees this file.
+        ct.request(self.sock, 'PUT', '/v1/sandboxes/%s/files/stop' % self.flooder, b'',
+                   {'Content-Type': 'application/octet-stream'}, timeout=600)
         for t in self.threads:
             t.join()
 
@@ -145,15 +132,12 @@ def main():
     tokens = os.path.join(d, 'tokens')
     with open(os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), 'w') as f:
         f.write('bench:%s\n' % os.urandom(16).hex())
-    daemon = subprocess.Popen([a.clearing, '--state-dir', state, '--log-level', 'error', 'serve',
-                               '--socket', sock, '--tcp', '127.0.0.1:%d' % port, '--token-file',
-                               tokens], stderr=subprocess.DEVNULL)
+    daemon = ct.spawn_daemon(a.clearing, state, sock,
+                             ['--tcp', '127.0.0.1:%d' % port, '--token-file', tokens],
+                             log_level='error', stderr=subprocess.DEVNULL)
     sids = []
     try:
-        for _ in range(400):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.05)
+        ct.wait_for(lambda: os.path.exists(sock), 20, 0.05)
         for _ in range(2):
             st, sb = api(sock, 'POST', '/v1/sandboxes', {})
             if st != 201:

@@ -9,18 +9,25 @@ Reports per-request latency (a 100-byte GET, new connection each: p50/p95) and t
 one M-MiB download (MiB/s), each side measured by the same Python code, and the ratios. Needs
 root and a running dockerd with runsc."""
 import argparse
-import http.client
 import http.server
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests'))
+import clearing_test as ct  # noqa: E402
+
+
+def api(sock, method, path, body=None):
+    """The daemon's answer: (status, JSON or None); long execs get 10 minutes."""
+    return ct.api(sock, method, path, body, timeout=600)
+
 
 MEASURE = r'''
 import json, os, sys, time, urllib.request
@@ -55,25 +62,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class UnixConn(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__('localhost', timeout=600)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(self.path)
-
-
-def api(sock, method, path, body=None):
-    c = UnixConn(sock)
-    c.request(method, path, body=json.dumps(body).encode() if body is not None else None,
-              headers={'Content-Type': 'application/json'})
-    r = c.getresponse()
-    data = r.read()
-    return r.status, json.loads(data) if data else None
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('clearing')
@@ -89,15 +77,11 @@ def main():
 
     d = tempfile.mkdtemp(prefix='clr-bench-egress-')
     sock = os.path.join(d, 'c.sock')
-    daemon = subprocess.Popen([a.clearing, '--state-dir', os.path.join(d, 'state'),
-                               '--log-level', 'error', 'serve', '--socket', sock],
-                              stderr=subprocess.DEVNULL)
+    daemon = ct.spawn_daemon(a.clearing, os.path.join(d, 'state'), sock, log_level='error',
+                             stderr=subprocess.DEVNULL)
     sid = None
     try:
-        for _ in range(200):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.05)
+        ct.wait_for(lambda: os.path.exists(sock), 10, 0.05)
         st, sb = api(sock, 'POST', '/v1/sandboxes',
                      {'egress': {'allow': ['127.0.0.1:%d' % port],
                                  'max_bytes': str(4 * a.mb + 64) + 'm'},

@@ -13,59 +13,19 @@ where the time goes (docs/PERFORMANCE.md).
 Needs root and a running dockerd with runsc. Everything it creates is removed at the end."""
 import argparse
 import base64
-import http.client
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-DOCKER = '/var/run/docker.sock'
-IMAGE = 'clearing/default:latest'
-
-
-class UnixConn(http.client.HTTPConnection):
-    def __init__(self, path, timeout=60):
-        super().__init__('localhost', timeout=timeout)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
-def call(conn, method, path, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    conn.request(method, path, body=data,
-                 headers={'Content-Type': 'application/json'} if data is not None else {})
-    r = conn.getresponse()
-    raw = r.read()
-    return r.status, (json.loads(raw) if raw and raw[:1] in b'{[' else raw)
-
-
-def raw_exec(cid, argv):
-    """docker exec the way the docker CLI does it: create, then start attached; read to EOF."""
-    c = UnixConn(DOCKER)
-    st, j = call(c, 'POST', '/containers/%s/exec' % cid,
-                 {'AttachStdout': True, 'AttachStderr': True, 'Cmd': argv})
-    if st != 201:
-        raise RuntimeError('exec create: %s %r' % (st, j))
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(DOCKER)
-    body = b'{"Detach":false,"Tty":false}'
-    s.sendall(b'POST /exec/%s/start HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n'
-              b'Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: %d\r\n\r\n%s'
-              % (j['Id'].encode(), len(body), body))
-    while s.recv(65536):
-        pass
-    s.close()
-    c.close()
-
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests'))
+import clearing_test as ct  # noqa: E402
+from clearing_test import call  # noqa: E402
 
 # Spawns /bin/true N times from inside the sandbox and prints, per spawn, the ms of a fork +
 # execv + waitpid (the floor issue #15 defines) and of a posix_spawn + waitpid (glibc's vfork-like
@@ -114,26 +74,21 @@ def main():
     d = tempfile.mkdtemp(prefix='clr-bench-exec-')
     sock = os.path.join(d, 'c.sock')
     env = dict(os.environ)
-    env.setdefault('CLEARING_AGENT', os.path.join(os.path.dirname(os.path.abspath(a.clearing)),
-                                                  '..', 'agent', 'clearing-agent'))
-    daemon = subprocess.Popen([a.clearing, '--state-dir', os.path.join(d, 'state'),
-                               '--log-level', 'error', 'serve', '--socket', sock],
-                              env=env, stderr=subprocess.DEVNULL)
+    env.setdefault('CLEARING_AGENT', ct.default_agent(a.clearing))
+    daemon = ct.spawn_daemon(a.clearing, os.path.join(d, 'state'), sock, log_level='error',
+                             env=env, stderr=subprocess.DEVNULL)
     raw_cid = None
     sid = None
     try:
-        for _ in range(200):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.05)
-        api = UnixConn(sock)
+        ct.wait_for(lambda: os.path.exists(sock), 10, 0.05)
+        api = ct.UnixHTTPConnection(sock, 60)
         st, sb = call(api, 'POST', '/v1/sandboxes', {})
         if st != 201:
             raise RuntimeError('create: %s %r' % (st, sb))
         sid = sb['id']
-        dc = UnixConn(DOCKER)
+        dc = ct.UnixHTTPConnection(ct.DOCKER_SOCK, 60)
         st, j = call(dc, 'POST', '/containers/create',
-                     {'Image': IMAGE, 'Cmd': ['sleep', '3600'],
+                     {'Image': ct.IMAGE, 'Cmd': ['sleep', '3600'],
                       'HostConfig': {'Runtime': 'runsc', 'NetworkMode': 'none'}})
         if st != 201:
             raise RuntimeError('raw create: %s %r' % (st, j))
@@ -142,7 +97,7 @@ def main():
         # Warm both paths (the channel opens at the first command).
         for _ in range(3):
             call(api, 'POST', '/v1/sandboxes/%s/exec' % sid, {'argv': ['true']})
-            raw_exec(raw_cid, ['true'])
+            ct.docker_exec(raw_cid, ['true'])
         chan, raw, wall, floor, spawn, traces = [], [], [], [], [], []
         settle = a.settle_ms / 1000
         for i in range(a.rounds):
@@ -171,7 +126,7 @@ def main():
                 traces.append(r['result']['trace'])
             time.sleep(settle)
             t = time.perf_counter()
-            raw_exec(raw_cid, ['true'])
+            ct.docker_exec(raw_cid, ['true'])
             raw.append((time.perf_counter() - t) * 1000)
         st, metrics = call(api, 'GET', '/metrics')
         over_channel = [line for line in metrics.decode().splitlines()
@@ -215,11 +170,11 @@ def main():
     finally:
         if sid:
             try:
-                call(UnixConn(sock), 'DELETE', '/v1/sandboxes/%s?wait=true' % sid)
+                ct.api(sock, 'DELETE', '/v1/sandboxes/%s?wait=true' % sid, timeout=60)
             except Exception:
                 pass
         if raw_cid:
-            call(UnixConn(DOCKER), 'DELETE', '/containers/%s?force=1' % raw_cid)
+            ct.docker('DELETE', '/containers/%s?force=1' % raw_cid)
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(30)
         shutil.rmtree(d, ignore_errors=True)

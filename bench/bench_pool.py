@@ -9,64 +9,22 @@ usage: bench_pool.py PATH/TO/clearing [--rounds N] [--pool N] [--json]
 Needs root, dockerd with runsc, CLEARING_AGENT. Prints p50/p95/p99 in ms and BENCH lines.
 """
 import argparse
-import http.client
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 
-
-class Unix(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=120)
-        self.path_ = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.path_)
-
-
-def call(sock, method, path, body=None):
-    c = Unix(sock)
-    c.request(method, path, body=json.dumps(body) if body is not None else None,
-              headers={"Content-Type": "application/json"})
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, (json.loads(data) if data and data[:1] in b"{[" else data)
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests'))
+import clearing_test as ct  # noqa: E402
+from clearing_test import api as call  # noqa: E402
 
 
 def pct(v, p):
     s = sorted(v)
     return s[max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))]
-
-
-def metric(sock, name):
-    _, text = call(sock, "GET", "/metrics")
-    for line in text.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
-
-
-def raw_exec(cid):
-    """docker exec of `true` as the docker CLI does it: create, then start attached, read to EOF."""
-    st, j = call("/var/run/docker.sock", "POST", "/v1.41/containers/%s/exec" % cid,
-                 {"AttachStdout": True, "AttachStderr": True, "Cmd": ["true"]})
-    assert st == 201, j
-    s = socket.socket(socket.AF_UNIX)
-    s.connect("/var/run/docker.sock")
-    body = b'{"Detach":false,"Tty":false}'
-    s.sendall(b"POST /v1.41/exec/%s/start HTTP/1.1\r\nHost: d\r\n"
-              b"Content-Type: application/json\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
-              b"Content-Length: %d\r\n\r\n%s" % (j["Id"].encode(), len(body), body))
-    while s.recv(65536):
-        pass
-    s.close()
 
 
 def first_exec(sock, sid):
@@ -85,22 +43,15 @@ def main():
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="clearing-bench-pool-")
     sock = os.path.join(tmp, "c.sock")
-    d = subprocess.Popen([a.clearing, "--state-dir", os.path.join(tmp, "state"), "serve",
-                          "--socket", sock, "--pool", str(a.pool)],
-                         stderr=open(os.path.join(tmp, "log"), "w"))
+    d = ct.spawn_daemon(a.clearing, os.path.join(tmp, "state"), sock, ["--pool", str(a.pool)],
+                        stderr=open(os.path.join(tmp, "log"), "w"))
     res = {"pooled": [], "cold": [], "raw": [], "pooled_exec": [], "cold_exec": [],
            "raw_exec": [], "pooled_second_exec": []}
     try:
-        for _ in range(200):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.1)
+        ct.wait_for(lambda: os.path.exists(sock), 20, 0.1)
         for r in range(a.rounds):
             # pooled: wait until the pool is full, so every pooled create is a hit
-            for _ in range(600):
-                if metric(sock, "clearing_pool_ready") == a.pool:
-                    break
-                time.sleep(0.05)
+            ct.wait_for(lambda: ct.metric(sock, "clearing_pool_ready") == a.pool, 30, 0.05)
             t = time.perf_counter()
             st, sb = call(sock, "POST", "/v1/sandboxes", {})
             res["pooled"].append((time.perf_counter() - t) * 1000)
@@ -125,11 +76,11 @@ def main():
             st, _ = call("/var/run/docker.sock", "POST", "/v1.41/containers/%s/start" % c["Id"])
             res["raw"].append((time.perf_counter() - t) * 1000)
             t = time.perf_counter()
-            raw_exec(c["Id"])
+            ct.docker_exec(c["Id"], ["true"], "/v1.41")
             res["raw_exec"].append((time.perf_counter() - t) * 1000)
             call("/var/run/docker.sock", "DELETE", "/v1.41/containers/%s?force=1" % c["Id"])
             print("round %d/%d" % (r + 1, a.rounds), file=sys.stderr)
-        hits = metric(sock, "clearing_pool_hits_total")
+        hits = ct.metric(sock, "clearing_pool_hits_total")
     finally:
         d.terminate()
         d.wait(timeout=60)

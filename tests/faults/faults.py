@@ -23,7 +23,11 @@ import traceback
 import urllib.parse
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'integration'))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', 'integration'))
+sys.path.insert(0, os.path.join(HERE, '..'))
+import clearing_test as ct  # noqa: E402
+from clearing_test import runsc_pids  # noqa: E402
 import test_api as T  # noqa: E402  (its tests run only from its own main())
 
 WAIT = 60  # seconds: bounds a hang, measures nothing
@@ -200,23 +204,6 @@ class Exp:
         for ws in self.workspaces():
             path = os.path.join(self.d.state, 'workspaces', ws)
             subprocess.run(['umount', '-l', path], capture_output=True)
-
-
-def runsc_pids(cid):
-    """The runsc processes (sandbox, gofer) of one container: argv[0] runsc*, the container's
-    id on the command line. Never another container's."""
-    pids = []
-    for p in os.listdir('/proc'):
-        if not p.isdigit():
-            continue
-        try:
-            with open('/proc/%s/cmdline' % p, 'rb') as f:
-                argv = f.read().split(b'\0')
-        except OSError:
-            continue
-        if argv and argv[0].startswith(b'runsc') and cid.encode() in b' '.join(argv):
-            pids.append(int(p))
-    return pids
 
 
 def vm_kib(pid, field):
@@ -692,7 +679,7 @@ def main():
     if not args or not os.access(args[0], os.X_OK):
         print('usage: faults.py PATH/TO/clearing [NAME...]', file=sys.stderr)
         return 2
-    T.CLEARING = os.path.abspath(args.pop(0))
+    T.CLEARING = ct.CLEARING = os.path.abspath(args.pop(0))
     if 'CLEARING_AGENT' not in os.environ:
         os.environ['CLEARING_AGENT'] = os.path.join(os.path.dirname(T.CLEARING), '..', 'agent',
                                                     'clearing-agent')

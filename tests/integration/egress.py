@@ -4,19 +4,22 @@ test starts on the host's loopback and names in the sandbox's policy. Nothing ai
 address: refused destinations are refused by the daemon before it connects anywhere.
 
     egress.py PATH/TO/clearing        (TAP on stdout)"""
-import http.client
 import http.server
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+import clearing_test as ct  # noqa: E402
+from clearing_test import (api, request, spawn_daemon, stop_process,  # noqa: E402
+                           wait_answering)
 
 CLEARING = None
 n = 0
@@ -34,31 +37,6 @@ def check(name, ok, detail=''):
         for line in str(detail).splitlines()[:12]:
             print('# ' + line)
     sys.stdout.flush()
-
-
-class UnixConn(http.client.HTTPConnection):
-    def __init__(self, path, timeout=120):
-        super().__init__('localhost', timeout=timeout)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
-def api(sock, method, path, body=None):
-    c = UnixConn(sock)
-    data = json.dumps(body).encode() if body is not None else None
-    c.request(method, path, body=data,
-              headers={'Content-Type': 'application/json'} if data is not None else {})
-    r = c.getresponse()
-    raw = r.read()
-    c.close()
-    try:
-        return r.status, json.loads(raw) if raw else None
-    except ValueError:
-        return r.status, raw
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -129,17 +107,12 @@ def pooled_daemon(d, port):
     before it had a record): its proxy's connections still reach the policy it was created with."""
     state = os.path.join(d, 'pool-state')
     sock = os.path.join(d, 'pool.sock')
-    daemon = subprocess.Popen([CLEARING, '--state-dir', state, '--log-level', 'warn', 'serve',
-                               '--socket', sock, '--pool', '1'],
-                              stderr=open(os.path.join(d, 'pool-log'), 'w'))
+    daemon = spawn_daemon(CLEARING, state, sock, ['--pool', '1'], log_level='warn',
+                          stderr=open(os.path.join(d, 'pool-log'), 'w'))
     sid = None
     try:
         def metric(name):
-            st, m = api(sock, 'GET', '/metrics')
-            for line in (m.decode() if isinstance(m, bytes) else '').splitlines():
-                if line.startswith(name + ' '):
-                    return float(line.split()[1])
-            return None
+            return ct.metric(sock, name)
         ready = False
         for _ in range(240):
             try:
@@ -170,11 +143,7 @@ def stop_daemon(daemon, sock, sids):
             api(sock, 'DELETE', '/v1/sandboxes/%s?wait=true' % s)
         except Exception:
             pass
-    daemon.send_signal(signal.SIGTERM)
-    try:
-        daemon.wait(30)
-    except subprocess.TimeoutExpired:
-        daemon.kill()
+    stop_process(daemon, 30)
 
 
 def main():
@@ -207,22 +176,14 @@ def main():
     serve(tlsd)
     T = tlsd.server_address[1]
 
-    daemon = subprocess.Popen([CLEARING, '--state-dir', state, '--log-level', 'warn', 'serve',
-                               '--socket', sock], stderr=open(os.path.join(d, 'log'), 'w'))
+    daemon = spawn_daemon(CLEARING, state, sock, log_level='warn',
+                          stderr=open(os.path.join(d, 'log'), 'w'))
     sids = []
     try:
-        def answers():
-            try:
-                return daemon.poll() is None and api(sock, 'GET', '/v1/health')[0] == 200
-            except OSError:
-                return False
-        deadline = time.monotonic() + 60
-        while not answers():
-            if daemon.poll() is not None or time.monotonic() >= deadline:
-                print('Bail out! the daemon did not answer within 60 s (log in %s)' % d)
-                failed += 1
-                return 1
-            time.sleep(0.1)
+        if not wait_answering(sock, daemon, 60):
+            print('Bail out! the daemon did not answer within 60 s (log in %s)' % d)
+            failed += 1
+            return 1
         # Bad policies are refused before anything is created.
         for bad, word in ((['*'], 'expected'), (['host:99999'], 'port'), ('x', 'object'),
                           ({'allow': ['a.example'], 'nope': 1}, 'no field')):
@@ -344,9 +305,7 @@ print(s.recv(300).decode())
                           ('host', 'port', 'bytes_out', 'bytes_in', 'duration_ms')),
               big[:1] or allowed[:1])
         st, m = None, None
-        c2 = UnixConn(sock)
-        c2.request('GET', '/metrics')
-        m = c2.getresponse().read().decode()
+        m = request(sock, 'GET', '/metrics').body.decode()
         check('metrics count decisions and bytes',
               'clearing_egress_connections_total{outcome="denied"}' in m and
               'clearing_egress_bytes_total{direction="in"}' in m, m[-300:])

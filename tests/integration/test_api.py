@@ -16,7 +16,6 @@ The last line of output is "N passed, M failed"; the exit status is non-zero on 
 """
 import base64
 import errno
-import http.client
 import json
 import random
 import os
@@ -32,147 +31,21 @@ import time
 import unittest
 import urllib.parse
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+import clearing_test as ct  # noqa: E402
+from clearing_test import (DAEMONS, DOCKER_SOCK, IMAGE, Client, Daemon,  # noqa: E402
+                           destroy_quietly, docker, docker_remove_quietly, free_port,
+                           ndjson_events, parse_metrics, runsc_pids, wait_for)
+
 CLEARING = None  # set by main()
-DOCKER_SOCK = '/var/run/docker.sock'
-IMAGE = 'clearing/default:latest'
 LABEL = 'io.clearing.'
 ID_RE = re.compile(r'^sb-[0-9a-f]{16}$')
 EXEC_ID_RE = re.compile(r'^ex-[0-9a-f]{16}$')
-DAEMONS = []   # every daemon started, for the final sweep
 MAIN = None    # the shared daemon of most tests
 
 
 # ---- HTTP plumbing ----
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout=120):
-        super().__init__('localhost', timeout=timeout)
-        self.unix_path = path
-
-    def connect(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix_path)
-        self.sock = s
-
-
-class Response:
-    def __init__(self, status, headers, body):
-        self.status = status
-        self.headers = headers
-        self.body = body
-        self.text = body.decode('utf-8', 'replace')
-        try:
-            self.json = json.loads(body) if body else None
-        except ValueError:
-            self.json = None
-
-    def __repr__(self):
-        return 'HTTP %d %s' % (self.status, self.text[:600])
-
-
-def encode_body(body):
-    if body is None or isinstance(body, bytes):
-        return body
-    if isinstance(body, str):
-        return body.encode()
-    return json.dumps(body).encode()
-
-
-class Client:
-    """One connection per request: thread-safe, and no keep-alive state to reason about."""
-
-    def __init__(self, sock=None, tcp=None, token=None):
-        self.sock, self.tcp, self.token = sock, tcp, token
-
-    def connection(self, timeout=120):
-        if self.sock:
-            return UnixHTTPConnection(self.sock, timeout=timeout)
-        return http.client.HTTPConnection(self.tcp[0], self.tcp[1], timeout=timeout)
-
-    def request(self, method, path, body=None, headers=None, timeout=120):
-        data = encode_body(body)
-        h = {}
-        if data is not None:
-            h['Content-Type'] = 'application/json'
-        if self.token:
-            h['Authorization'] = 'Bearer ' + self.token
-        h.update(headers or {})
-        conn = self.connection(timeout)
-        try:
-            conn.request(method, path, body=data, headers=h)
-            r = conn.getresponse()
-            return Response(r.status, r.headers, r.read())
-        finally:
-            conn.close()
-
-    def get(self, path, **kw):
-        return self.request('GET', path, **kw)
-
-    def post(self, path, body=None, **kw):
-        return self.request('POST', path, body=body, **kw)
-
-    def delete(self, path, **kw):
-        return self.request('DELETE', path, **kw)
-
-    def metrics(self):
-        r = self.get('/metrics')
-        assert r.status == 200, r
-        return parse_metrics(r.text)
-
-    def running_execs(self):
-        r = self.get('/v1/health')
-        return r.json['running_execs'] if r.json else -1
-
-
-def docker(method, path, body=None, timeout=60):
-    conn = UnixHTTPConnection(DOCKER_SOCK, timeout=timeout)
-    try:
-        data = encode_body(body)
-        conn.request(method, path, body=data,
-                     headers={'Content-Type': 'application/json'} if data is not None else {})
-        r = conn.getresponse()
-        return Response(r.status, r.headers, r.read())
-    finally:
-        conn.close()
-
-
-def parse_metrics(text):
-    """Prometheus text exposition -> ({'name{labels}': value}, {'name': type}); asserts syntax."""
-    values, types = {}, {}
-    for line in text.splitlines():
-        if not line:
-            continue
-        if line.startswith('# TYPE '):
-            _, _, name, typ = line.split(' ', 3)
-            types[name] = typ
-            continue
-        if line.startswith('#'):
-            continue
-        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"'
-                     r'(?:,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})?) (\S+)$', line)
-        if not m:
-            raise AssertionError('not a Prometheus sample line: %r' % line)
-        values[m.group(1)] = float(m.group(2))
-    return values, types
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(pred, timeout, interval=0.25):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(interval)
-
 
 def container_removed(sid, timeout=60):
     """Destroy returns before the container is removed: wait (bounded) for the removal."""
@@ -195,21 +68,6 @@ def open_gate(client, sid, gate):
     which the sandbox sees at once; it counts no command, so it works at max_execs too)."""
     return client.request('PUT', '/v1/sandboxes/%s/files/%s' % (sid, gate), b'open\n',
                           headers={'Content-Type': 'application/octet-stream'})
-
-
-def ndjson_events(resp):
-    """The events of a streamed answer, one JSON object per line, as they arrive."""
-    buf = b''
-    while True:
-        chunk = resp.read1(65536)
-        if not chunk:
-            if buf:
-                raise AssertionError('the stream ended inside a line: %r' % buf[:200])
-            return
-        buf += chunk
-        while b'\n' in buf:
-            line, buf = buf.split(b'\n', 1)
-            yield json.loads(line)
 
 
 def start_streaming_exec(client, sid, body, timeout=120):
@@ -368,120 +226,6 @@ class EngineProxy:
 
 
 # ---- daemons ----
-
-def die_with_parent():
-    """In the child: SIGTERM when the test process dies, so no daemon outlives a killed run."""
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-class Daemon:
-    def __init__(self, name, args=(), env=None):
-        self.name = name
-        self.extra_env = dict(env or {})
-        self.dir = tempfile.mkdtemp(prefix='clr-api-%s-' % name, dir='/tmp')
-        self.state = os.path.join(self.dir, 'state')
-        self.sock = os.path.join(self.dir, 's.sock')
-        self.log_path = os.path.join(self.dir, 'daemon.log')
-        self.args = list(args)
-        self.proc = None
-        self.answered = False  # has answered at least once: its state is worth recovering
-        DAEMONS.append(self)
-
-    @property
-    def owner(self):
-        return 'daemon:%s/clearing.db' % self.state
-
-    def env(self):
-        env = dict(os.environ)
-        env.setdefault('CLEARING_LOG_LEVEL', 'info')
-        env.update(self.extra_env)
-        return env
-
-    def spawn(self, args=None):
-        cmd = [CLEARING, '--state-dir', self.state, 'serve', '--socket', self.sock]
-        cmd += self.args if args is None else list(args)
-        with open(self.log_path, 'ab') as log:
-            log.write(('--- %s\n' % ' '.join(cmd)).encode())
-            log.flush()
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, env=self.env(),
-                                         start_new_session=True, preexec_fn=die_with_parent)
-        return self.proc
-
-    def start(self, timeout=60):
-        self.spawn()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rc = self.proc.poll()
-            if rc is not None:
-                raise RuntimeError('daemon %s exited with %d before answering:\n%s'
-                                   % (self.name, rc, self.log_tail()))
-            try:
-                if self.client().get('/v1/health', timeout=5).status == 200:
-                    self.answered = True
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError('daemon %s did not answer within %d s:\n%s'
-                           % (self.name, timeout, self.log_tail()))
-
-    def ensure_running(self):
-        """Restarts a daemon that answered once and is dead now (killed by a test that failed
-        before restarting it), so that its sandboxes can be destroyed through the API."""
-        if self.answered and not self.running():
-            try:
-                self.start()
-            except Exception as e:
-                print('cannot restart daemon %s for cleanup: %s' % (self.name, e))
-
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def client(self):
-        return Client(sock=self.sock)
-
-    def kill9(self):
-        if self.running():
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(30)
-
-    def stop(self):
-        if not self.running():
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(30)
-
-    def log_tail(self, n=40):
-        try:
-            with open(self.log_path, 'rb') as f:
-                lines = f.read().decode('utf-8', 'replace').splitlines()
-            return '\n'.join(lines[-n:])
-        except OSError:
-            return '(no log)'
-
-
-def destroy_quietly(client, sid):
-    try:
-        client.delete('/v1/sandboxes/' + sid, timeout=60)
-    except Exception:  # the cleanup must not hide the test's own failure
-        pass
-
-
-def docker_remove_quietly(name):
-    try:
-        docker('DELETE', '/containers/%s?force=1' % name)
-    except Exception:
-        pass
-
 
 def sweep():
     """Stops every daemon (destroying what it still runs) and force-removes any container still
@@ -2249,20 +1993,7 @@ class T14RuntimeDeath(ApiTest):
         return [r for r in recs if r.get('sandbox') == sid and r.get('action') == action]
 
     def runsc_pids(self, cid):
-        """The runsc processes (sandbox, gofer) of one container: argv[0] runsc-*, the container
-        id on the command line. Not the shim, not another container's."""
-        pids = []
-        for p in os.listdir('/proc'):
-            if not p.isdigit():
-                continue
-            try:
-                with open('/proc/%s/cmdline' % p, 'rb') as f:
-                    argv = f.read().split(b'\0')
-            except OSError:
-                continue
-            if argv and argv[0].startswith(b'runsc') and cid.encode() in b' '.join(argv):
-                pids.append(int(p))
-        return pids
+        return runsc_pids(cid)
 
     def assert_lost_keeps_workspace(self, sid, reason):
         s = self.state(sid)
@@ -2690,7 +2421,7 @@ def main():
     if not args or not os.access(args[0], os.X_OK):
         print('usage: test_api.py PATH/TO/clearing [NAME-PATTERN...]', file=sys.stderr)
         return 2
-    CLEARING = os.path.abspath(args.pop(0))
+    CLEARING = ct.CLEARING = os.path.abspath(args.pop(0))
     if 'CLEARING_AGENT' not in os.environ:
         os.environ['CLEARING_AGENT'] = os.path.join(os.path.dirname(CLEARING), '..', 'agent',
                                                     'clearing-agent')

@@ -8,17 +8,17 @@ refused as methods (405): they are tried on a sandbox, exec, process and file th
 shown to exist first), so a 404 can only mean the path was not routed, and it fails.
 Usage: test_openapi.py PATH/TO/clearing PATH/TO/openapi.yaml
 """
-import http.client
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 
 import yaml
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from clearing_test import request, spawn_daemon, wait_answering  # noqa: E402
 
 CLEARING, SPEC = sys.argv[1], sys.argv[2]
 METHODS = ["get", "post", "put", "delete", "patch"]
@@ -28,30 +28,11 @@ PLACEHOLDERS = {"id": "sb-00000000000000ff", "exec_id": "ex-0000000000000000",
 # The file route takes any number of segments; "nothing/here" stands for a path.
 
 
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=60)
-        self.unix_path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.unix_path)
-
-
 def call(sock, method, path, body=None):
     """body: None, bytes (sent as they are), or a value sent as JSON."""
-    c = UnixConnection(sock)
-    if isinstance(body, bytes):
-        data, kind = body, "application/octet-stream"
-    else:
-        data = json.dumps(body).encode() if body is not None else None
-        kind = "application/json"
-    try:
-        c.request(method.upper(), path, body=data, headers={"Content-Type": kind})
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
+    kind = "application/octet-stream" if isinstance(body, bytes) else "application/json"
+    r = request(sock, method.upper(), path, body, {"Content-Type": kind}, timeout=60)
+    return r.status, r.body
 
 
 def concrete(path, ids):
@@ -70,18 +51,6 @@ def error_problems(raw, codes):
     except (ValueError, KeyError, TypeError):
         return [f"error body is not the Error schema: {raw[:200]!r}"]
     return []
-
-
-def wait_answering(sock, daemon, seconds):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and daemon.poll() is None:
-        try:
-            if call(sock, "get", "/v1/health")[0] == 200:
-                return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
 
 
 def real_resources(sock, created):
@@ -113,8 +82,8 @@ def main():
     codes = spec["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]
     tmp = tempfile.mkdtemp(prefix="clearing-openapi-")
     sock = os.path.join(tmp, "c.sock")
-    d = subprocess.Popen([CLEARING, "--state-dir", os.path.join(tmp, "state"), "serve",
-                          "--socket", sock], stderr=open(os.path.join(tmp, "log"), "w"))
+    d = spawn_daemon(CLEARING, os.path.join(tmp, "state"), sock,
+                     stderr=open(os.path.join(tmp, "log"), "w"))
     passed = failed = 0
     created = []
 

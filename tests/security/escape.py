@@ -38,6 +38,10 @@ import traceback
 import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(HERE, '..'))
+from clearing_test import (DOCKER_SOCK, UnixHTTPConnection, die_with_parent,  # noqa: E402
+                           request, wait_answering)
 CLEARING = None
 PROBE = '/workspace/xprobe'       # the compiled attacks.c inside a sandbox
 PROBE_COMM = 'xprobe'
@@ -73,30 +77,13 @@ def wait_for(what, condition, deadline_s=60, interval_s=0.05):
         time.sleep(interval_s)
 
 
-# ---- HTTP over the daemon's unix socket ----
+# ---- HTTP over the daemon's unix socket (tests/clearing_test.py) ----
 
-class UnixConn(http.client.HTTPConnection):
-    def __init__(self, path, timeout=120):
-        super().__init__('localhost', timeout=timeout)
-        self.unix_path = path
-
-    def connect(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix_path)
-        self.sock = s
-
-
-class Resp:
-    def __init__(self, status, body):
-        self.status, self.body = status, body
-        try:
-            self.json = json.loads(body) if body else None
-        except ValueError:
-            self.json = None
-
-    def __repr__(self):
-        return 'HTTP %d %s' % (self.status, self.body[:400])
+def as_json(body):
+    """None and bytes as they are, anything else (str too) as JSON."""
+    if body is not None and not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    return body
 
 
 class Api:
@@ -104,15 +91,7 @@ class Api:
         self.sock = sock
 
     def req(self, method, path, body=None, headers=None, timeout=120):
-        if body is not None and not isinstance(body, bytes):
-            body = json.dumps(body).encode()
-        c = UnixConn(self.sock, timeout)
-        try:
-            c.request(method, path, body=body, headers=headers or {})
-            r = c.getresponse()
-            return Resp(r.status, r.read())
-        finally:
-            c.close()
+        return request(self.sock, method, path, as_json(body), headers, timeout, json_type=False)
 
     def create(self, **body):
         r = self.req('POST', '/v1/sandboxes', body)
@@ -1511,7 +1490,7 @@ def _():
         # Within the caps: the daemon holds the spool until the client has read the response,
         # so it is measured while the body is still unread.
         for path, members in (('/files/dl-holey', None), ('/archive?path=dl-dir', ('a', 'b'))):
-            c = UnixConn(HOST['sock'], 300)
+            c = UnixHTTPConnection(HOST['sock'], 300)
             try:
                 c.request('GET', '/v1/sandboxes/%s%s' % (sid, path))
                 resp = c.getresponse()
@@ -1550,7 +1529,7 @@ def _():
                    'cp dl-real dl-dir/ && printf small > dl-small' % real, cwd='/workspace')
     check(res['status'] == 'exited' and res['exit_code'] == 0, res)
     want = sha(os.path.join(workspace_dir(B), 'dl-real'))
-    c = UnixConn(HOST['sock'], 120)
+    c = UnixHTTPConnection(HOST['sock'], 120)
     try:
         check(spool_files() == [], 'spooled before the attack: %r' % spool_files())
         # Positive control: the first is spooled whole and held while the client reads slowly.
@@ -1750,7 +1729,7 @@ def docker_build(tag, dockerfile):
         ti = tarfile.TarInfo('Dockerfile')
         ti.size = len(dockerfile)
         tf.addfile(ti, io.BytesIO(dockerfile))
-    c = UnixConn('/var/run/docker.sock', 300)
+    c = UnixHTTPConnection(DOCKER_SOCK, 300)
     try:
         c.request('POST', '/build?q=1&rm=1&t=' + urllib.parse.quote(tag, safe=''),
                   body=buf.getvalue(), headers={'Content-Type': 'application/x-tar'})
@@ -1819,13 +1798,8 @@ def _():
 
 
 def tcp_get(path, token=None):
-    c = http.client.HTTPConnection('127.0.0.1', HOST['tcp_port'], timeout=60)
-    try:
-        c.request('GET', path, headers={'Authorization': 'Bearer ' + token} if token else {})
-        r = c.getresponse()
-        return Resp(r.status, r.read())
-    finally:
-        c.close()
+    return request(('127.0.0.1', HOST['tcp_port']), 'GET', path, None,
+                   {'Authorization': 'Bearer ' + token} if token else {}, 60, json_type=False)
 
 
 ID_RE = re.compile(r'^sb-[0-9a-f]{16}$')
@@ -1833,17 +1807,10 @@ ID_RE = re.compile(r'^sb-[0-9a-f]{16}$')
 
 def tcp_req(method, path, token, body=None, headers=None):
     """One request over TCP with a bearer token (body: bytes, or JSON-encoded)."""
-    if body is not None and not isinstance(body, bytes):
-        body = json.dumps(body).encode()
     h = {'Authorization': 'Bearer ' + token}
     h.update(headers or {})
-    c = http.client.HTTPConnection('127.0.0.1', HOST['tcp_port'], timeout=120)
-    try:
-        c.request(method, path, body=body, headers=h)
-        r = c.getresponse()
-        return Resp(r.status, r.read())
-    finally:
-        c.close()
+    return request(('127.0.0.1', HOST['tcp_port']), method, path, as_json(body), h, 120,
+                   json_type=False)
 
 
 def tenant_create(token, **body):
@@ -2544,18 +2511,7 @@ def cli(*args):
 # ---- setup and teardown ----
 
 def docker(method, path):
-    c = UnixConn('/var/run/docker.sock', 120)
-    try:
-        c.request(method, path)
-        r = c.getresponse()
-        return Resp(r.status, r.read())
-    finally:
-        c.close()
-
-
-def die_with_parent():
-    import ctypes
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
+    return request(DOCKER_SOCK, method, path, timeout=120)
 
 
 def setup():
@@ -2614,16 +2570,8 @@ def setup():
                               stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True, preexec_fn=die_with_parent)
     API = Api(HOST['sock'])
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if API.req('GET', '/v1/health', timeout=5).status == 200:
-                break
-        except OSError:
-            pass
-        if DAEMON.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError('daemon did not start; see %s/daemon.log' % TMP)
-        time.sleep(0.1)
+    if not wait_answering(HOST['sock'], DAEMON, 60):
+        raise RuntimeError('daemon did not start; see %s/daemon.log' % TMP)
     A = API.create(image='clearing/c:latest',
                    limits={'pids': 64, 'tmp_size': '16m', 'workspace_size': '64m',
                            'workspace_inodes': 2000, 'cpus': 1, 'lifetime': '20m'})
