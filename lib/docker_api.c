@@ -206,7 +206,8 @@ int clr_engine_call(clr_engine *eng, const char *method, const char *path, json_
     return raw_call(eng, method, full, body, resp, D(eng)->timeout_ms, err);
 }
 
-int clr_docker_open(clr_engine **out, const clr_engine_options *opts, clr_error *err)
+int clr_docker_api_open(clr_engine **out, const struct clr_engine_ops *ops,
+                        const clr_engine_options *opts, clr_error *err)
 {
     pthread_once(&curl_once, curl_init_once);
     const char *host = opts && opts->host ? opts->host : default_socket();
@@ -222,20 +223,20 @@ int clr_docker_open(clr_engine **out, const clr_engine_options *opts, clr_error 
     struct docker *d = calloc(1, sizeof(*d));
     if (!d)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    d->base.ops = &clr_docker_ops;
+    d->base.ops = ops;
     clr_engine *eng = &d->base;
     D(eng)->socket_path = strdup(host);
     D(eng)->curl = curl_easy_init();
     D(eng)->timeout_ms = opts && opts->request_timeout_ms > 0 ? opts->request_timeout_ms : 30000;
     if (!D(eng)->socket_path || !D(eng)->curl) {
-        clr_engine_free(eng);
+        clr_docker_close(eng);
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     }
     json_t *v = NULL;
     int st = raw_call(eng, "GET", "/version", NULL, &v, 10000, err);
     if (st < 0 || st >= 400) {
         json_decref(v);
-        clr_engine_free(eng);
+        clr_docker_close(eng);
         return -1;
     }
     const char *api = json_string_value(json_object_get(v, "ApiVersion"));
@@ -247,7 +248,7 @@ int clr_docker_open(clr_engine **out, const clr_engine_options *opts, clr_error 
                       "(docker.io 20.10 or later)",
                       host, api ? api : "(unknown)", API_MIN_MINOR);
         json_decref(v);
-        clr_engine_free(eng);
+        clr_docker_close(eng);
         return -1;
     }
     if (minor > API_MAX_MINOR)

@@ -217,7 +217,7 @@ static int docker_exec(clr_engine_stream **out, clr_engine *eng, const char *id,
     return clr_engine_hijack(out, eng, path, start, err) < 0 ? -1 : 0;
 }
 
-const struct clr_engine_ops clr_docker_ops = {
+static const struct clr_engine_ops docker_ops = {
     .name = "docker",
     .close = clr_docker_close,
     .describe = docker_describe,
@@ -235,3 +235,8 @@ const struct clr_engine_ops clr_docker_ops = {
     .exec = docker_exec,
     .events = clr_docker_events,
 };
+
+int clr_docker_open(clr_engine **out, const clr_engine_options *opts, clr_error *err)
+{
+    return clr_docker_api_open(out, &docker_ops, opts, err);
+}

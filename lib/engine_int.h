@@ -43,9 +43,11 @@ struct clr_engine {
     const struct clr_engine_ops *ops;
 };
 
-/* The Docker engine (docker_engine.c) and its transport (docker_api.c). */
-extern const struct clr_engine_ops clr_docker_ops;
+/* The Docker engine (docker_engine.c) ... */
 int clr_docker_open(clr_engine **out, const clr_engine_options *opts, clr_error *err);
+/* ... over its transport (docker_api.c): a connected handle whose operations are ops. */
+int clr_docker_api_open(clr_engine **out, const struct clr_engine_ops *ops,
+                        const clr_engine_options *opts, clr_error *err);
 void clr_docker_close(clr_engine *eng);
 int clr_docker_runtime_path(clr_engine *eng, const char *runtime, bool *known, char *out,
                             size_t len, clr_error *err);
