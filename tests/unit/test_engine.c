@@ -19,247 +19,28 @@
 #include <cmocka.h>
 
 #include "clearing/engine.h"
-
-#define MAX_REQUESTS 32
-
-struct answer {
-    const char *match; /* a request whose "METHOD path" starts with this gets this answer */
-    int status;
-    const char *body;
-};
-
-struct fake {
-    char dir[64], sock[108];
-    int lfd;
-    pthread_t thread;
-    pthread_mutex_t lock;
-    struct answer answers[16];
-    size_t n_answers;
-    char requests[MAX_REQUESTS][512]; /* "METHOD path" */
-    char bodies[MAX_REQUESTS][1024];
-    size_t n_requests;
-};
-
-static const char *reason(int status)
-{
-    switch (status) {
-    case 101: return "UPGRADED";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 304: return "Not Modified";
-    case 404: return "Not Found";
-    case 409: return "Conflict";
-    default: return "Other";
-    }
-}
-
-static void reply(int fd, int status, const char *body)
-{
-    char head[256];
-    size_t n = body ? strlen(body) : 0;
-    int h;
-    if (status == 101)
-        h = snprintf(head, sizeof(head),
-                     "HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n");
-    else if (status == 204 || status == 304)
-        h = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n\r\n", status, reason(status));
-    else
-        h = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu"
-                     "\r\n\r\n",
-                     status, reason(status), n);
-    if (write(fd, head, (size_t)h) != h)
-        return;
-    if (n && status != 204 && status != 304 && status != 101 && write(fd, body, n) != (ssize_t)n)
-        return;
-}
-
-/* Reads one request (headers and a Content-Length body) into buf; 0 at end of stream. */
-static ssize_t read_request(int fd, char *buf, size_t cap, char **body_out)
-{
-    size_t have = 0;
-    char *end = NULL;
-    while (!(end = strstr(buf, "\r\n\r\n"))) {
-        ssize_t r = read(fd, buf + have, cap - 1 - have);
-        if (r <= 0)
-            return 0;
-        have += (size_t)r;
-        buf[have] = '\0';
-    }
-    size_t head = (size_t)(end + 4 - buf);
-    size_t len = 0;
-    const char *cl = strcasestr(buf, "Content-Length:");
-    if (cl && cl < end)
-        len = strtoul(cl + 15, NULL, 10);
-    while (have < head + len) {
-        ssize_t r = read(fd, buf + have, cap - 1 - have);
-        if (r <= 0)
-            return 0;
-        have += (size_t)r;
-        buf[have] = '\0';
-    }
-    *body_out = buf + head;
-    return (ssize_t)have;
-}
-
-struct conn {
-    struct fake *f;
-    int fd;
-};
-
-static void *serve_conn(void *arg)
-{
-    struct conn *c = arg;
-    struct fake *f = c->f;
-    char buf[8192];
-    for (;;) {
-        memset(buf, 0, sizeof(buf));
-        char *body = NULL;
-        if (read_request(c->fd, buf, sizeof(buf), &body) <= 0)
-            break;
-        char method[16] = "", target[400] = "";
-        if (sscanf(buf, "%15s %399s", method, target) != 2)
-            break;
-        pthread_mutex_lock(&f->lock);
-        struct answer a = {.status = 500, .body = "{\"message\":\"not scripted\"}"};
-        if (f->n_requests < MAX_REQUESTS) {
-            snprintf(f->requests[f->n_requests], sizeof(f->requests[0]), "%s %s", method, target);
-            snprintf(f->bodies[f->n_requests], sizeof(f->bodies[0]), "%s", body ? body : "");
-            for (size_t i = 0; i < f->n_answers; i++)
-                if (strncmp(f->requests[f->n_requests], f->answers[i].match,
-                            strlen(f->answers[i].match)) == 0) {
-                    a = f->answers[i];
-                    break;
-                }
-            f->n_requests++;
-        }
-        pthread_mutex_unlock(&f->lock);
-        reply(c->fd, a.status, a.body);
-        if (a.status == 101) {
-            /* The stream: echo what comes, as the engine would carry a container's output. */
-            char b[256];
-            ssize_t r;
-            while ((r = read(c->fd, b, sizeof(b))) > 0)
-                if (write(c->fd, b, (size_t)r) != r)
-                    break;
-            break;
-        }
-    }
-    close(c->fd);
-    free(c);
-    return NULL;
-}
-
-static void *accept_loop(void *arg)
-{
-    struct fake *f = arg;
-    for (;;) {
-        int fd = accept4(f->lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0)
-            return NULL;
-        struct conn *c = malloc(sizeof(*c));
-        assert_non_null(c);
-        c->f = f;
-        c->fd = fd;
-        pthread_t t;
-        assert_int_equal(pthread_create(&t, NULL, serve_conn, c), 0);
-        pthread_detach(t);
-    }
-}
-
-static void answer(struct fake *f, const char *match, int status, const char *body)
-{
-    pthread_mutex_lock(&f->lock);
-    /* Newest first: a later script line overrides an earlier one for the same request. */
-    memmove(&f->answers[1], &f->answers[0], f->n_answers * sizeof(f->answers[0]));
-    f->answers[0] = (struct answer){match, status, body};
-    f->n_answers++;
-    pthread_mutex_unlock(&f->lock);
-}
-
-static const char *last_request(struct fake *f)
-{
-    pthread_mutex_lock(&f->lock);
-    const char *r = f->n_requests ? f->requests[f->n_requests - 1] : "";
-    pthread_mutex_unlock(&f->lock);
-    return r;
-}
-
-static size_t count_requests(struct fake *f, const char *prefix)
-{
-    size_t n = 0;
-    pthread_mutex_lock(&f->lock);
-    for (size_t i = 0; i < f->n_requests; i++)
-        n += strncmp(f->requests[i], prefix, strlen(prefix)) == 0;
-    pthread_mutex_unlock(&f->lock);
-    return n;
-}
-
-static int setup(void **state)
-{
-    struct fake *f = calloc(1, sizeof(*f));
-    assert_non_null(f);
-    pthread_mutex_init(&f->lock, NULL);
-    snprintf(f->dir, sizeof(f->dir), "/tmp/clr-engine-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->sock, sizeof(f->sock), "%s/docker.sock", f->dir);
-    f->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(a.sun_path, sizeof(a.sun_path), "%s", f->sock);
-    assert_int_equal(bind(f->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(f->lfd, 16), 0);
-    answer(f, "GET /version", 200, "{\"ApiVersion\":\"1.41\"}");
-    assert_int_equal(pthread_create(&f->thread, NULL, accept_loop, f), 0);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fake *f = *state;
-    shutdown(f->lfd, SHUT_RDWR);
-    close(f->lfd);
-    pthread_join(f->thread, NULL);
-    unlink(f->sock);
-    rmdir(f->dir);
-    free(f);
-    return 0;
-}
-
-static clr_engine *open_fake(struct fake *f)
-{
-    clr_engine_options o = CLR_ENGINE_OPTIONS_INIT;
-    o.host = f->sock;
-    o.request_timeout_ms = 10000;
-    clr_engine *eng = NULL;
-    clr_error err = CLR_ERROR_INIT;
-    int rc = clr_engine_open(&eng, &o, &err);
-    if (rc < 0)
-        fail_msg("open: %s", err.message);
-    return eng;
-}
+#include "fake_engine.h"
 
 static void test_open_negotiates_and_refuses(void **state)
 {
     struct fake *f = *state;
-    clr_engine *eng = open_fake(f);
+    clr_engine *eng = fake_open(f);
     char desc[256];
     clr_engine_describe(eng, desc, sizeof(desc));
     assert_non_null(strstr(desc, "docker at "));
     assert_non_null(strstr(desc, "API v1.41"));
-    assert_string_equal(last_request(f), "GET /version");
+    assert_string_equal(fake_last_request(f), "GET /version");
     clr_engine_free(eng);
 
     /* An engine newer than clearing knows is spoken to at the newest version clearing knows. */
-    answer(f, "GET /version", 200, "{\"ApiVersion\":\"1.45\"}");
-    eng = open_fake(f);
+    fake_answer(f, "GET /version", 200, "{\"ApiVersion\":\"1.45\"}");
+    eng = fake_open(f);
     clr_engine_describe(eng, desc, sizeof(desc));
     assert_non_null(strstr(desc, "API v1.43"));
     clr_engine_free(eng);
 
     /* Too old: refused, with the version in the message. */
-    answer(f, "GET /version", 200, "{\"ApiVersion\":\"1.40\"}");
+    fake_answer(f, "GET /version", 200, "{\"ApiVersion\":\"1.40\"}");
     clr_engine_options o = CLR_ENGINE_OPTIONS_INIT;
     o.host = f->sock;
     clr_error err = CLR_ERROR_INIT;
@@ -280,10 +61,10 @@ static void test_open_negotiates_and_refuses(void **state)
 static void test_container_lifecycle_requests(void **state)
 {
     struct fake *f = *state;
-    clr_engine *eng = open_fake(f);
+    clr_engine *eng = fake_open(f);
     clr_error err = CLR_ERROR_INIT;
 
-    answer(f, "POST /v1.41/containers/create?name=clearing-sb-0123456789abcdef", 201,
+    fake_answer(f, "POST /v1.41/containers/create?name=clearing-sb-0123456789abcdef", 201,
            "{\"Id\":\"c0ffee\",\"Warnings\":[]}");
     json_t *spec = json_pack("{s:s}", "Image", "clearing/default");
     char id[80] = "";
@@ -292,29 +73,31 @@ static void test_container_lifecycle_requests(void **state)
                      0);
     json_decref(spec);
     assert_string_equal(id, "c0ffee");
-    assert_string_equal(last_request(f),
+    assert_string_equal(fake_last_request(f),
                         "POST /v1.41/containers/create?name=clearing-sb-0123456789abcdef");
-    assert_non_null(strstr(f->bodies[f->n_requests - 1], "\"Image\""));
+    json_t *sent = fake_body_of(f, "POST /v1.41/containers/create?name=clearing-sb-0123456789abcdef");
+    assert_string_equal(json_string_value(json_object_get(sent, "Image")), "clearing/default");
+    json_decref(sent);
 
     /* Started, and already running (304), are both a start. */
-    answer(f, "POST /v1.41/containers/c0ffee/start", 204, NULL);
+    fake_answer(f, "POST /v1.41/containers/c0ffee/start", 204, NULL);
     assert_int_equal(clr_engine_container_start(eng, "c0ffee", &err), 0);
-    answer(f, "POST /v1.41/containers/c0ffee/start", 304, NULL);
+    fake_answer(f, "POST /v1.41/containers/c0ffee/start", 304, NULL);
     assert_int_equal(clr_engine_container_start(eng, "c0ffee", &err), 0);
-    assert_int_equal(count_requests(f, "POST /v1.41/containers/c0ffee/start"), 2);
+    assert_int_equal(fake_count(f, "POST /v1.41/containers/c0ffee/start"), 2);
 
-    answer(f, "POST /v1.41/containers/c0ffee/kill", 204, NULL);
+    fake_answer(f, "POST /v1.41/containers/c0ffee/kill", 204, NULL);
     assert_int_equal(clr_engine_container_kill(eng, "c0ffee", "KILL", &err), 0);
-    assert_string_equal(last_request(f), "POST /v1.41/containers/c0ffee/kill?signal=KILL");
+    assert_string_equal(fake_last_request(f), "POST /v1.41/containers/c0ffee/kill?signal=KILL");
 
-    answer(f, "POST /v1.41/containers/c0ffee/pause", 204, NULL);
-    answer(f, "POST /v1.41/containers/c0ffee/unpause", 204, NULL);
+    fake_answer(f, "POST /v1.41/containers/c0ffee/pause", 204, NULL);
+    fake_answer(f, "POST /v1.41/containers/c0ffee/unpause", 204, NULL);
     assert_int_equal(clr_engine_container_pause(eng, "c0ffee", true, &err), 0);
-    assert_string_equal(last_request(f), "POST /v1.41/containers/c0ffee/pause");
+    assert_string_equal(fake_last_request(f), "POST /v1.41/containers/c0ffee/pause");
     assert_int_equal(clr_engine_container_pause(eng, "c0ffee", false, &err), 0);
-    assert_string_equal(last_request(f), "POST /v1.41/containers/c0ffee/unpause");
+    assert_string_equal(fake_last_request(f), "POST /v1.41/containers/c0ffee/unpause");
 
-    answer(f, "GET /v1.41/containers/c0ffee/json", 200,
+    fake_answer(f, "GET /v1.41/containers/c0ffee/json", 200,
            "{\"Id\":\"c0ffee\",\"State\":{\"Running\":true,\"OOMKilled\":false}}");
     json_t *j = NULL;
     assert_int_equal(clr_engine_container_inspect(eng, "c0ffee", &j, &err), 0);
@@ -322,10 +105,10 @@ static void test_container_lifecycle_requests(void **state)
     json_decref(j);
 
     /* Removal kills and takes the anonymous volumes; a container already gone is removed. */
-    answer(f, "DELETE /v1.41/containers/c0ffee", 204, NULL);
+    fake_answer(f, "DELETE /v1.41/containers/c0ffee", 204, NULL);
     assert_int_equal(clr_engine_container_remove(eng, "c0ffee", &err), 0);
-    assert_string_equal(last_request(f), "DELETE /v1.41/containers/c0ffee?force=1&v=1");
-    answer(f, "DELETE /v1.41/containers/c0ffee", 404, "{\"message\":\"No such container\"}");
+    assert_string_equal(fake_last_request(f), "DELETE /v1.41/containers/c0ffee?force=1&v=1");
+    fake_answer(f, "DELETE /v1.41/containers/c0ffee", 404, "{\"message\":\"No such container\"}");
     assert_int_equal(clr_engine_container_remove(eng, "c0ffee", &err), 0);
     clr_engine_free(eng);
 }
@@ -333,10 +116,10 @@ static void test_container_lifecycle_requests(void **state)
 static void test_errors_carry_their_codes(void **state)
 {
     struct fake *f = *state;
-    clr_engine *eng = open_fake(f);
+    clr_engine *eng = fake_open(f);
 
     clr_error err = CLR_ERROR_INIT;
-    answer(f, "GET /v1.41/containers/gone/json", 404, "{\"message\":\"No such container: gone\"}");
+    fake_answer(f, "GET /v1.41/containers/gone/json", 404, "{\"message\":\"No such container: gone\"}");
     json_t *j = NULL;
     assert_int_equal(clr_engine_container_inspect(eng, "gone", &j, &err), -1);
     assert_null(j);
@@ -344,26 +127,26 @@ static void test_errors_carry_their_codes(void **state)
     assert_non_null(strstr(err.message, "No such container: gone"));
 
     err = (clr_error)CLR_ERROR_INIT;
-    answer(f, "POST /v1.41/containers/stopped/kill", 409,
+    fake_answer(f, "POST /v1.41/containers/stopped/kill", 409,
            "{\"message\":\"Container stopped is not running\"}");
     assert_int_equal(clr_engine_container_kill(eng, "stopped", "KILL", &err), -1);
     assert_int_equal(err.code, CLR_E_CONFLICT);
 
     err = (clr_error)CLR_ERROR_INIT;
-    answer(f, "DELETE /v1.41/containers/busy", 500, "{\"message\":\"device or resource busy\"}");
+    fake_answer(f, "DELETE /v1.41/containers/busy", 500, "{\"message\":\"device or resource busy\"}");
     assert_int_equal(clr_engine_container_remove(eng, "busy", &err), -1);
     assert_int_equal(err.code, CLR_E_ENGINE);
     assert_non_null(strstr(err.message, "device or resource busy"));
 
     /* A status that is not the operation's success is not taken for one. */
     err = (clr_error)CLR_ERROR_INIT;
-    answer(f, "POST /v1.41/containers/odd/start", 200, "{}");
+    fake_answer(f, "POST /v1.41/containers/odd/start", 200, "{}");
     assert_int_equal(clr_engine_container_start(eng, "odd", &err), -1);
     assert_int_equal(err.code, CLR_E_ENGINE);
     assert_non_null(strstr(err.message, "200"));
 
     /* Hostile ids never reach the engine: a request line cannot be changed through them. */
-    size_t before = count_requests(f, "");
+    size_t before = fake_count(f, "");
     const char *hostile[] = {"a b", "x?force=1", "../../info", "id\r\nHost: evil", "", "a/b",
                              "%2e%2e"};
     for (size_t i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
@@ -377,40 +160,40 @@ static void test_errors_carry_their_codes(void **state)
     err = (clr_error)CLR_ERROR_INIT;
     assert_int_equal(clr_engine_image_inspect(eng, "img?x=1", &j, &err), -1);
     assert_int_equal(err.code, CLR_E_INVALID);
-    assert_int_equal(count_requests(f, ""), before);
+    assert_int_equal(fake_count(f, ""), before);
     clr_engine_free(eng);
 }
 
 static void test_list_by_label_and_image(void **state)
 {
     struct fake *f = *state;
-    clr_engine *eng = open_fake(f);
+    clr_engine *eng = fake_open(f);
     clr_error err = CLR_ERROR_INIT;
 
-    answer(f, "GET /v1.41/containers/json", 200, "[{\"Id\":\"a\"},{\"Id\":\"b\"}]");
+    fake_answer(f, "GET /v1.41/containers/json", 200, "[{\"Id\":\"a\"},{\"Id\":\"b\"}]");
     json_t *list = NULL;
     assert_int_equal(clr_engine_container_list(eng, "io.clearing.managed-by=clearing", &list, &err),
                      0);
     assert_int_equal(json_array_size(list), 2);
     json_decref(list);
     /* The filter is {"label":["io.clearing.managed-by=clearing"]}, percent-encoded. */
-    assert_string_equal(last_request(f),
+    assert_string_equal(fake_last_request(f),
                         "GET /v1.41/containers/json?all=1&filters=%7B%22label%22%3A%5B%22io."
                         "clearing.managed-by%3Dclearing%22%5D%7D");
 
     /* An answer that is not a list is an engine error, not an empty list. */
-    answer(f, "GET /v1.41/containers/json", 200, "{\"oops\":1}");
+    fake_answer(f, "GET /v1.41/containers/json", 200, "{\"oops\":1}");
     err = (clr_error)CLR_ERROR_INIT;
     assert_int_equal(clr_engine_container_list(eng, "k", &list, &err), -1);
     assert_int_equal(err.code, CLR_E_ENGINE);
 
-    answer(f, "GET /v1.41/images/clearing/default:latest/json", 200,
+    fake_answer(f, "GET /v1.41/images/clearing/default:latest/json", 200,
            "{\"Id\":\"sha256:abc\",\"Config\":{}}");
     json_t *img = NULL;
     assert_int_equal(clr_engine_image_inspect(eng, "clearing/default:latest", &img, &err), 0);
     assert_string_equal(json_string_value(json_object_get(img, "Id")), "sha256:abc");
     json_decref(img);
-    answer(f, "GET /v1.41/images/nope/json", 404, "{\"message\":\"No such image: nope\"}");
+    fake_answer(f, "GET /v1.41/images/nope/json", 404, "{\"message\":\"No such image: nope\"}");
     err = (clr_error)CLR_ERROR_INIT;
     assert_int_equal(clr_engine_image_inspect(eng, "nope", &img, &err), -1);
     assert_int_equal(err.code, CLR_E_NOT_FOUND);
@@ -420,9 +203,9 @@ static void test_list_by_label_and_image(void **state)
 static void test_runtime_and_ping(void **state)
 {
     struct fake *f = *state;
-    clr_engine *eng = open_fake(f);
+    clr_engine *eng = fake_open(f);
     clr_error err = CLR_ERROR_INIT;
-    answer(f, "GET /v1.41/info", 200,
+    fake_answer(f, "GET /v1.41/info", 200,
            "{\"Runtimes\":{\"runc\":{\"path\":\"runc\"},\"runsc\":{\"path\":\"/usr/bin/runsc\"}}}");
     bool have = false;
     assert_int_equal(clr_engine_has_runtime(eng, "runsc", &have, &err), 0);
@@ -436,33 +219,28 @@ static void test_runtime_and_ping(void **state)
     assert_int_equal(clr_engine_runtime_path(eng, "kata", path, sizeof(path), &err), -1);
     assert_int_equal(err.code, CLR_E_NOT_FOUND);
     /* /info is asked once per handle. */
-    assert_int_equal(count_requests(f, "GET /v1.41/info"), 1);
+    assert_int_equal(fake_count(f, "GET /v1.41/info"), 1);
 
-    answer(f, "GET /v1.41/_ping", 200, "OK");
+    fake_answer(f, "GET /v1.41/_ping", 200, "OK");
     assert_int_equal(clr_engine_ping(eng, &err), 0);
-    assert_string_equal(last_request(f), "GET /v1.41/_ping");
+    assert_string_equal(fake_last_request(f), "GET /v1.41/_ping");
     clr_engine_free(eng);
 }
 
 static void test_exec_and_attach_streams(void **state)
 {
     struct fake *f = *state;
-    clr_engine *eng = open_fake(f);
+    clr_engine *eng = fake_open(f);
     clr_error err = CLR_ERROR_INIT;
-    answer(f, "POST /v1.41/containers/c0ffee/exec", 201, "{\"Id\":\"e1\"}");
-    answer(f, "POST /v1.41/exec/e1/start", 101, NULL);
+    fake_answer(f, "POST /v1.41/containers/c0ffee/exec", 201, "{\"Id\":\"e1\"}");
+    fake_answer(f, "POST /v1.41/exec/e1/start", 101, NULL);
     const char *argv[] = {"/.clearing/agent", "exec", NULL};
     clr_engine_exec_spec spec = {.argv = argv, .user = "0:0", .workdir = "/"};
     clr_engine_stream *s = NULL;
     assert_int_equal(clr_engine_exec(&s, eng, "c0ffee", &spec, &err), 0);
     assert_non_null(s);
     /* The exec's description: the command, as root, attached, no tty. */
-    pthread_mutex_lock(&f->lock);
-    json_t *body = NULL;
-    for (size_t i = 0; i < f->n_requests; i++)
-        if (strcmp(f->requests[i], "POST /v1.41/containers/c0ffee/exec") == 0)
-            body = json_loads(f->bodies[i], 0, NULL);
-    pthread_mutex_unlock(&f->lock);
+    json_t *body = fake_body_of(f, "POST /v1.41/containers/c0ffee/exec");
     assert_non_null(body);
     assert_string_equal(json_string_value(json_array_get(json_object_get(body, "Cmd"), 1)), "exec");
     assert_string_equal(json_string_value(json_object_get(body, "User")), "0:0");
@@ -481,15 +259,15 @@ static void test_exec_and_attach_streams(void **state)
     assert_memory_equal(buf, "ping", 4);
     clr_engine_stream_free(s);
 
-    answer(f, "POST /v1.41/containers/c0ffee/attach", 101, NULL);
+    fake_answer(f, "POST /v1.41/containers/c0ffee/attach", 101, NULL);
     s = NULL;
     assert_int_equal(clr_engine_container_attach(&s, eng, "c0ffee", &err), 0);
-    assert_string_equal(last_request(f),
+    assert_string_equal(fake_last_request(f),
                         "POST /v1.41/containers/c0ffee/attach?stream=1&stdin=1&stdout=1&stderr=1");
     clr_engine_stream_free(s);
 
     /* An exec in a container that is not running is a conflict, and no stream is made. */
-    answer(f, "POST /v1.41/containers/down/exec", 409, "{\"message\":\"is not running\"}");
+    fake_answer(f, "POST /v1.41/containers/down/exec", 409, "{\"message\":\"is not running\"}");
     err = (clr_error)CLR_ERROR_INIT;
     s = NULL;
     assert_int_equal(clr_engine_exec(&s, eng, "down", &spec, &err), -1);
@@ -501,12 +279,12 @@ static void test_exec_and_attach_streams(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_open_negotiates_and_refuses, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_container_lifecycle_requests, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_errors_carry_their_codes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_list_by_label_and_image, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_runtime_and_ping, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_exec_and_attach_streams, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_negotiates_and_refuses, fake_setup, fake_teardown),
+        cmocka_unit_test_setup_teardown(test_container_lifecycle_requests, fake_setup, fake_teardown),
+        cmocka_unit_test_setup_teardown(test_errors_carry_their_codes, fake_setup, fake_teardown),
+        cmocka_unit_test_setup_teardown(test_list_by_label_and_image, fake_setup, fake_teardown),
+        cmocka_unit_test_setup_teardown(test_runtime_and_ping, fake_setup, fake_teardown),
+        cmocka_unit_test_setup_teardown(test_exec_and_attach_streams, fake_setup, fake_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
