@@ -1,0 +1,231 @@
+/* The scripted engine of fake_engine.h. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "fake_engine.h"
+
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 101: return "UPGRADED";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 304: return "Not Modified";
+    case 404: return "Not Found";
+    case 409: return "Conflict";
+    default: return "Other";
+    }
+}
+
+static void reply(int fd, int status, const char *body)
+{
+    char head[256];
+    size_t n = body ? strlen(body) : 0;
+    int h;
+    if (status == 101)
+        h = snprintf(head, sizeof(head),
+                     "HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n");
+    else if (status == 204 || status == 304)
+        h = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n\r\n", status, reason(status));
+    else
+        h = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu"
+                     "\r\n\r\n",
+                     status, reason(status), n);
+    if (write(fd, head, (size_t)h) != h)
+        return;
+    if (n && status != 204 && status != 304 && status != 101 && write(fd, body, n) != (ssize_t)n)
+        return;
+}
+
+/* Reads one request (headers and a Content-Length body) into buf; 0 at end of stream. */
+static ssize_t read_request(int fd, char *buf, size_t cap, char **body_out)
+{
+    size_t have = 0;
+    char *end = NULL;
+    while (!(end = strstr(buf, "\r\n\r\n"))) {
+        ssize_t r = read(fd, buf + have, cap - 1 - have);
+        if (r <= 0)
+            return 0;
+        have += (size_t)r;
+        buf[have] = '\0';
+    }
+    size_t head = (size_t)(end + 4 - buf);
+    size_t len = 0;
+    const char *cl = strcasestr(buf, "Content-Length:");
+    if (cl && cl < end)
+        len = strtoul(cl + 15, NULL, 10);
+    while (have < head + len) {
+        ssize_t r = read(fd, buf + have, cap - 1 - have);
+        if (r <= 0)
+            return 0;
+        have += (size_t)r;
+        buf[have] = '\0';
+    }
+    *body_out = buf + head;
+    return (ssize_t)have;
+}
+
+struct conn {
+    struct fake *f;
+    int fd;
+};
+
+static void *serve_conn(void *arg)
+{
+    struct conn *c = arg;
+    struct fake *f = c->f;
+    char buf[8192];
+    for (;;) {
+        memset(buf, 0, sizeof(buf));
+        char *body = NULL;
+        if (read_request(c->fd, buf, sizeof(buf), &body) <= 0)
+            break;
+        char method[16] = "", target[400] = "";
+        if (sscanf(buf, "%15s %399s", method, target) != 2)
+            break;
+        pthread_mutex_lock(&f->lock);
+        struct fake_answer a = {.status = 500, .body = "{\"message\":\"not scripted\"}"};
+        if (f->n_requests < FAKE_MAX_REQUESTS) {
+            snprintf(f->requests[f->n_requests], sizeof(f->requests[0]), "%s %s", method, target);
+            snprintf(f->bodies[f->n_requests], sizeof(f->bodies[0]), "%s", body ? body : "");
+            for (size_t i = 0; i < f->n_answers; i++)
+                if (strncmp(f->requests[f->n_requests], f->answers[i].match,
+                            strlen(f->answers[i].match)) == 0) {
+                    a = f->answers[i];
+                    break;
+                }
+            f->n_requests++;
+        }
+        pthread_mutex_unlock(&f->lock);
+        reply(c->fd, a.status, a.body);
+        if (a.status == 101) {
+            /* The stream: echo what comes, as the engine would carry a container's output. */
+            char b[256];
+            ssize_t r;
+            while ((r = read(c->fd, b, sizeof(b))) > 0)
+                if (write(c->fd, b, (size_t)r) != r)
+                    break;
+            break;
+        }
+    }
+    close(c->fd);
+    free(c);
+    return NULL;
+}
+
+static void *accept_loop(void *arg)
+{
+    struct fake *f = arg;
+    for (;;) {
+        int fd = accept4(f->lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            return NULL;
+        struct conn *c = malloc(sizeof(*c));
+        assert_non_null(c);
+        c->f = f;
+        c->fd = fd;
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, serve_conn, c), 0);
+        pthread_detach(t);
+    }
+}
+
+void fake_answer(struct fake *f, const char *match, int status, const char *body)
+{
+    pthread_mutex_lock(&f->lock);
+    /* Newest first: a later script line overrides an earlier one for the same request. */
+    memmove(&f->answers[1], &f->answers[0], f->n_answers * sizeof(f->answers[0]));
+    f->answers[0] = (struct fake_answer){match, status, body};
+    f->n_answers++;
+    pthread_mutex_unlock(&f->lock);
+}
+
+const char *fake_last_request(struct fake *f)
+{
+    pthread_mutex_lock(&f->lock);
+    const char *r = f->n_requests ? f->requests[f->n_requests - 1] : "";
+    pthread_mutex_unlock(&f->lock);
+    return r;
+}
+
+size_t fake_count(struct fake *f, const char *prefix)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&f->lock);
+    for (size_t i = 0; i < f->n_requests; i++)
+        n += strncmp(f->requests[i], prefix, strlen(prefix)) == 0;
+    pthread_mutex_unlock(&f->lock);
+    return n;
+}
+
+int fake_setup(void **state)
+{
+    struct fake *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    pthread_mutex_init(&f->lock, NULL);
+    snprintf(f->dir, sizeof(f->dir), "/tmp/clr-engine-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->sock, sizeof(f->sock), "%s/docker.sock", f->dir);
+    f->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", f->sock);
+    assert_int_equal(bind(f->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(f->lfd, 16), 0);
+    fake_answer(f, "GET /version", 200, "{\"ApiVersion\":\"1.41\"}");
+    assert_int_equal(pthread_create(&f->thread, NULL, accept_loop, f), 0);
+    *state = f;
+    return 0;
+}
+
+int fake_teardown(void **state)
+{
+    struct fake *f = *state;
+    shutdown(f->lfd, SHUT_RDWR);
+    close(f->lfd);
+    pthread_join(f->thread, NULL);
+    unlink(f->sock);
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+clr_engine *fake_open(struct fake *f)
+{
+    clr_engine_options o = CLR_ENGINE_OPTIONS_INIT;
+    o.host = f->sock;
+    o.request_timeout_ms = 10000;
+    clr_engine *eng = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    int rc = clr_engine_open(&eng, &o, &err);
+    if (rc < 0)
+        fail_msg("open: %s", err.message);
+    return eng;
+}
+
+json_t *fake_body_of(struct fake *f, const char *request)
+{
+    json_t *body = NULL;
+    pthread_mutex_lock(&f->lock);
+    for (size_t i = f->n_requests; i-- > 0;)
+        if (strcmp(f->requests[i], request) == 0) {
+            body = json_loads(f->bodies[i], 0, NULL);
+            break;
+        }
+    pthread_mutex_unlock(&f->lock);
+    return body;
+}

@@ -1,0 +1,48 @@
+/* A scripted Docker engine for unit tests: an HTTP responder on a unix socket in the test's own
+ * process. It records every request ("METHOD path" and its body) and answers what the test
+ * scripted for the request's prefix (500 "not scripted" otherwise); a 101 answer turns the
+ * connection into an echo stream, as an upgraded exec or attach would carry bytes. It answers
+ * GET /version with API 1.41 unless told otherwise. Not a stand-in for dockerd in anything but
+ * unit tests of the code that talks to it: the integration suites use the real engine. */
+#ifndef CLEARING_TEST_FAKE_ENGINE_H
+#define CLEARING_TEST_FAKE_ENGINE_H
+
+#include <pthread.h>
+#include <stddef.h>
+
+#include "clearing/engine.h"
+
+#define FAKE_MAX_REQUESTS 32
+
+struct fake_answer {
+    const char *match; /* a request whose "METHOD path" starts with this gets this answer */
+    int status;
+    const char *body;
+};
+
+struct fake {
+    char dir[64], sock[108];
+    int lfd;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    struct fake_answer answers[16];
+    size_t n_answers;
+    char requests[FAKE_MAX_REQUESTS][512]; /* "METHOD path" */
+    char bodies[FAKE_MAX_REQUESTS][1024];
+    size_t n_requests;
+};
+
+/* cmocka setup/teardown: *state becomes a running struct fake. */
+int fake_setup(void **state);
+int fake_teardown(void **state);
+/* Scripts the answer to requests starting with match (newest first). */
+void fake_answer(struct fake *f, const char *match, int status, const char *body);
+/* The newest request ("METHOD path"), and how many started with prefix. */
+const char *fake_last_request(struct fake *f);
+size_t fake_count(struct fake *f, const char *prefix);
+/* The body of the newest request that was exactly "METHOD path", as JSON (NULL if none). */
+json_t *fake_body_of(struct fake *f, const char *request);
+/* A clr_engine ("docker") connected to f; fails the test if it cannot open. */
+clr_engine *fake_open(struct fake *f);
+
+#endif

@@ -1,0 +1,94 @@
+/* The one error convention: clr_error_set fills code, errno and message and returns -1; a prefix
+ * keeps what it can of both texts within the message's fixed size; every code has its name (the
+ * HTTP layer's "error" field). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "clearing/common.h"
+
+static void test_set_fills_and_returns_minus_one(void **state)
+{
+    (void)state;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(err.code, CLR_E_NONE);
+    assert_int_equal(clr_error_set(&err, CLR_E_NOT_FOUND, 2, "no sandbox %s (%d)", "sb-1", 7), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    assert_int_equal(err.errnum, 2);
+    assert_string_equal(err.message, "no sandbox sb-1 (7)");
+    /* No error to fill is still a failure. */
+    assert_int_equal(clr_error_set(NULL, CLR_E_INVALID, 0, "x"), -1);
+    assert_int_equal(clr_error_prefix(NULL, "y"), -1);
+}
+
+static void test_set_truncates_within_the_message(void **state)
+{
+    (void)state;
+    char big[4096];
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    clr_error err = CLR_ERROR_INIT;
+    clr_error_set(&err, CLR_E_INVALID, 0, "%s", big);
+    assert_int_equal(strlen(err.message), sizeof(err.message) - 1);
+}
+
+static void test_prefix_keeps_both(void **state)
+{
+    (void)state;
+    clr_error err = CLR_ERROR_INIT;
+    clr_error_set(&err, CLR_E_CONFLICT, 0, "not running");
+    assert_int_equal(clr_error_prefix(&err, "exec in %s", "sb-2"), -1);
+    assert_string_equal(err.message, "exec in sb-2: not running");
+    assert_int_equal(err.code, CLR_E_CONFLICT); /* the code is the cause's */
+
+    /* A prefix longer than the message leaves room for ": " and ends in a NUL. */
+    char big[2048];
+    memset(big, 'p', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    clr_error_set(&err, CLR_E_INVALID, 0, "cause");
+    clr_error_prefix(&err, "%s", big);
+    assert_true(strlen(err.message) < sizeof(err.message));
+    assert_int_equal(err.message[0], 'p');
+
+    /* A long cause is cut, never overrun. */
+    clr_error_set(&err, CLR_E_INVALID, 0, "%s", big);
+    clr_error_prefix(&err, "short");
+    assert_int_equal(strncmp(err.message, "short: ppp", 10), 0);
+    assert_int_equal(strlen(err.message), sizeof(err.message) - 1);
+}
+
+static void test_every_code_has_a_name(void **state)
+{
+    (void)state;
+    const struct {
+        clr_error_code code;
+        const char *name;
+    } names[] = {
+        {CLR_E_NONE, "none"},           {CLR_E_INVALID, "invalid"},
+        {CLR_E_NOT_FOUND, "not_found"}, {CLR_E_CONFLICT, "conflict"},
+        {CLR_E_LIMIT, "limit"},         {CLR_E_UNAVAILABLE, "unavailable"},
+        {CLR_E_DENIED, "denied"},       {CLR_E_TIMEOUT, "timeout"},
+        {CLR_E_ENGINE, "engine"},       {CLR_E_NO_SPACE, "no_space"},
+        {CLR_E_INTERNAL, "internal"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        assert_string_equal(clr_error_code_name(names[i].code), names[i].name);
+    assert_string_equal(clr_error_code_name((clr_error_code)9999), "unknown");
+    assert_non_null(clr_version());
+    assert_true(strlen(clr_version()) > 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_set_fills_and_returns_minus_one),
+        cmocka_unit_test(test_set_truncates_within_the_message),
+        cmocka_unit_test(test_prefix_keeps_both),
+        cmocka_unit_test(test_every_code_has_a_name),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
