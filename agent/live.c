@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,11 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "bytes.h"
+#include "live.h"
+#include "proto.h"
+#include "supervise.h"
+#include "util.h"
 
 #define MAX_CHANNELS 512
 #define OUTQ_HIGH (1u << 20)       /* stop reading supervisors above this much unsent output */
@@ -43,11 +48,6 @@
 #define NET_QUEUE_MAX (4u << 20)   /* bytes for a client that does not read: then it is closed */
 #define SPARE_WAIT_MS 50           /* a busy loop forks its spare after this long without events */
 #define MAX_IDLE 4                 /* supervisors kept waiting for a command */
-
-struct bytes {
-    uint8_t *data;
-    size_t len, off;
-};
 
 struct chan {
     uint32_t id;
@@ -99,30 +99,6 @@ struct live {
     uint8_t *rbuf;
 };
 
-static int bytes_add(struct bytes *b, const void *data, size_t len)
-{
-    if (b->off && b->off == b->len)
-        b->off = b->len = 0;
-    uint8_t *n = realloc(b->data, b->len + len);
-    if (!n)
-        return -1;
-    memcpy(n + b->len, data, len);
-    b->data = n;
-    b->len += len;
-    return 0;
-}
-
-static size_t bytes_pending(const struct bytes *b)
-{
-    return b->len - b->off;
-}
-
-static void bytes_free(struct bytes *b)
-{
-    free(b->data);
-    memset(b, 0, sizeof(*b));
-}
-
 /* Writes what the descriptor takes now; -1 when it is gone. */
 static int bytes_flush(struct bytes *b, int fd)
 {
@@ -134,16 +110,6 @@ static int bytes_flush(struct bytes *b, int fd)
     }
     b->off = b->len = 0;
     return 0;
-}
-
-static int frame_add(struct bytes *b, uint32_t channel, uint8_t type, const void *payload,
-                     uint32_t len)
-{
-    uint8_t hdr[CLR_PROTO_HEADER_SIZE];
-    clr_frame_header(hdr, channel, type, len);
-    if (bytes_add(b, hdr, sizeof(hdr)) < 0)
-        return -1;
-    return len ? bytes_add(b, payload, len) : 0;
 }
 
 static struct chan *chan_find(struct live *l, uint32_t id)
@@ -176,14 +142,14 @@ static void chan_free(struct live *l, struct chan *c)
 static void to_host(struct live *l, struct chan *c, uint8_t type, const void *payload,
                     uint32_t len)
 {
-    frame_add(&l->outq, c->id, type, payload, len);
+    bytes_add_frame(&l->outq, c->id, type, payload, len);
     bool output = type == CLR_FRAME_STDOUT || type == CLR_FRAME_STDERR;
     if (output && (c->lossy || l->kept_total + len > KEPT_MAX)) {
         c->lossy = true;
         return;
     }
     size_t before = c->kept.len;
-    frame_add(&c->kept, c->id, type, payload, len);
+    bytes_add_frame(&c->kept, c->id, type, payload, len);
     l->kept_total += c->kept.len - before;
 }
 
@@ -305,7 +271,7 @@ static void start_channel(struct live *l, const struct clr_frame *f)
         synth_result(l, c, CLR_WIRE_START_FAILED, "the agent cannot fork a supervisor");
         return;
     }
-    frame_add(&c->inq, 1, f->type, f->payload, f->length);
+    bytes_add_frame(&c->inq, 1, f->type, f->payload, f->length);
     if (bytes_flush(&c->inq, c->sock) < 0)
         bytes_free(&c->inq);
 }
@@ -374,7 +340,7 @@ static void replay(struct live *l)
             nid++;
         }
     }
-    frame_add(&l->outq, 0, CLR_FRAME_CHANNELS, ids, (uint32_t)(nid * 4));
+    bytes_add_frame(&l->outq, 0, CLR_FRAME_CHANNELS, ids, (uint32_t)(nid * 4));
     free(v);
 }
 
@@ -426,7 +392,7 @@ static void net_reply(struct net *n, int code, const char *reason, const char *t
 static void net_end(struct live *l, struct net *n, bool tell_host)
 {
     if (tell_host)
-        frame_add(&l->outq, n->id, CLR_FRAME_NET_CLOSE, NULL, 0);
+        bytes_add_frame(&l->outq, n->id, CLR_FRAME_NET_CLOSE, NULL, 0);
     n->state = NET_DONE;
     n->close_after_flush = true;
     bytes_free(&n->to_client);
@@ -581,7 +547,7 @@ static void net_head_done(struct live *l, struct net *n, size_t head_len)
         net_reply(n, 400, "Bad Request", "clearing egress: host name too long\n");
         return;
     }
-    frame_add(&l->outq, n->id, CLR_FRAME_NET_OPEN, open, (uint32_t)ol);
+    bytes_add_frame(&l->outq, n->id, CLR_FRAME_NET_OPEN, open, (uint32_t)ol);
     n->state = NET_WAIT;
 }
 
@@ -597,14 +563,14 @@ static void net_read(struct live *l, struct net *n)
         return;
     }
     if (n->state == NET_OPEN) {
-        frame_add(&l->outq, n->id, CLR_FRAME_NET_DATA, buf, (uint32_t)r);
+        bytes_add_frame(&l->outq, n->id, CLR_FRAME_NET_DATA, buf, (uint32_t)r);
         return;
     }
     if (n->state == NET_WAIT) {
         /* Bytes before the host's answer (a request body): kept, sent after the head. */
         if (n->head.len + (size_t)r > NET_QUEUE_MAX) {
             net_reply(n, 413, "Payload Too Large", "clearing egress: too much before connect\n");
-            frame_add(&l->outq, n->id, CLR_FRAME_NET_CLOSE, NULL, 0);
+            bytes_add_frame(&l->outq, n->id, CLR_FRAME_NET_CLOSE, NULL, 0);
             return;
         }
         bytes_add(&n->head, buf, (size_t)r);
@@ -646,7 +612,7 @@ static void proxy_host_frame(struct live *l, const struct clr_frame *f)
             size_t len = n->head.len - off;
             if (len > CLR_PROTO_MAX_PAYLOAD)
                 len = CLR_PROTO_MAX_PAYLOAD;
-            frame_add(&l->outq, n->id, CLR_FRAME_NET_DATA, n->head.data + off, (uint32_t)len);
+            bytes_add_frame(&l->outq, n->id, CLR_FRAME_NET_DATA, n->head.data + off, (uint32_t)len);
         }
         bytes_free(&n->head);
         return;
@@ -716,7 +682,7 @@ static int on_host_frame(void *p, const struct clr_frame *f)
         /* After its result nothing more goes to a command's supervisor: it is about to serve
          * the next command. */
         if (c && c->sock >= 0 && !c->result_sent)
-            frame_add(&c->inq, 1, f->type, f->payload, f->length);
+            bytes_add_frame(&c->inq, 1, f->type, f->payload, f->length);
         return 0;
     default:
         return 0; /* frames only the agent sends: ignored */

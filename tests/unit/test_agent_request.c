@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "agent.h"
+#include "request.h"
 
 static struct clr_tlv_builder *builder(void)
 {
