@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "bytes.h"
+#include "clearing/cleanup.h"
 #include "command.h"
 #include "filter.h"
 #include "output.h"
@@ -171,28 +172,28 @@ static void kill_tree(struct sup *s)
 
 extern char **environ;
 
-static int make_pipe(int p[2])
+/* Closes each descriptor of a command's start still held and marks it closed (-1: handed on or
+ * never made). */
+static void close_fds(int (*fds)[CMD_NFDS])
 {
-    return pipe2(p, O_CLOEXEC);
+    for (size_t i = 0; i < CMD_NFDS; i++) {
+        if ((*fds)[i] >= 0)
+            close(steal_fd(&(*fds)[i]));
+    }
 }
 
-static void close_all(int *fds, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (fds[i] >= 0)
-            close(fds[i]);
-}
-
+/* Starts the request's command: on success s->child and the pipes (child_in, out.fd, err.fd)
+ * are set and owned by s; 0. -1 with the reason in s->message when it could not start; then no
+ * descriptor of its start is left open (a supervisor runs many commands: the next one's would
+ * carry it), and a child that could not exec is collected if it is gone already. */
 static int start_command(struct sup *s)
 {
-    /* A supervisor runs many commands: on every failure, each descriptor made so far is closed,
-     * or the next command's supervisor would carry it. */
-    int fds[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
-    int *in = &fds[0], *out = &fds[2], *err = &fds[4], *rep = &fds[6];
-    if (make_pipe(in) < 0 || make_pipe(out) < 0 || make_pipe(err) < 0 || make_pipe(rep) < 0) {
-        snprintf(s->message, sizeof(s->message), "pipe: %s", strerror(errno));
-        close_all(fds, 8);
-        return -1;
+    __attribute__((cleanup(close_fds))) int fds[CMD_NFDS] = {-1, -1, -1, -1, -1, -1, -1, -1};
+    for (size_t i = 0; i < CMD_NFDS; i += 2) {
+        if (pipe2(&fds[i], O_CLOEXEC) < 0) {
+            snprintf(s->message, sizeof(s->message), "pipe: %s", strerror(errno));
+            return -1;
+        }
     }
     char **env = agent_command_env(environ, s->req.envp);
     s->start_ns = agent_now_ns();
@@ -206,32 +207,29 @@ static int start_command(struct sup *s)
         free(env);
     if (pid < 0) {
         snprintf(s->message, sizeof(s->message), "vfork: %s", strerror(spawn_errno));
-        close_all(fds, 8);
         return -1;
     }
     s->child = pid;
-    close(in[0]);
-    close(out[1]);
-    close(err[1]);
-    close(rep[1]);
+    close(steal_fd(&fds[CMD_IN_R]));
+    close(steal_fd(&fds[CMD_OUT_W]));
+    close(steal_fd(&fds[CMD_ERR_W]));
+    close(steal_fd(&fds[CMD_REP_W]));
     int e = 0;
     ssize_t n;
     do
-        n = read(rep[0], &e, sizeof(e));
+        n = read(fds[CMD_REP_R], &e, sizeof(e));
     while (n < 0 && errno == EINTR);
-    close(rep[0]);
+    close(steal_fd(&fds[CMD_REP_R]));
     if (n == (ssize_t)sizeof(e)) {
         snprintf(s->message, sizeof(s->message), "cannot start '%s': %s", s->req.argv[0],
                  strerror(e));
-        close(in[1]);
-        close(out[0]);
-        close(err[0]);
+        close_fds(&fds);
         reap(s);
         return -1;
     }
-    s->child_in = in[1];
-    s->out.fd = out[0];
-    s->err.fd = err[0];
+    s->child_in = steal_fd(&fds[CMD_IN_W]);
+    s->out.fd = steal_fd(&fds[CMD_OUT_R]);
+    s->err.fd = steal_fd(&fds[CMD_ERR_R]);
     fcntl(s->child_in, F_SETFL, O_NONBLOCK);
     fcntl(s->out.fd, F_SETFL, O_NONBLOCK);
     fcntl(s->err.fd, F_SETFL, O_NONBLOCK);
@@ -528,33 +526,195 @@ static int supervisor_init(struct supervisor *v, int in_fd, int out_fd, bool reu
     return 0;
 }
 
+/* One command's state, before its request. */
+static void sup_init(struct sup *s, const struct supervisor *v)
+{
+    memset(s, 0, sizeof(*s));
+    s->in_fd = v->in_fd;
+    s->out_fd = v->out_fd;
+    s->child_in = s->out.fd = s->err.fd = -1;
+    s->out.type = CLR_FRAME_STDOUT;
+    s->err.type = CLR_FRAME_STDERR;
+}
+
+/* Reads until the request is complete, fd 0 blocking. 0; -1 when the stream ended or broke
+ * first (the host is answered with start_failed, unless a reused supervisor was let go). */
+static int wait_request(struct sup *s, struct supervisor *v)
+{
+    while (!s->have_req) {
+        if (read_host(s, &v->rd) < 0 || s->host_eof) {
+            /* A reused supervisor that is let go between commands ends quietly. */
+            if (v->reuse && s->host_eof && !s->message[0])
+                return -1;
+            if (!s->message[0])
+                snprintf(s->message, sizeof(s->message), "host closed the stream before a request");
+            finish(s, CLR_WIRE_START_FAILED);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The supervising loop's clocks, in agent_now_ns() nanoseconds. */
+struct pace {
+    uint64_t deadline;    /* the command's timeout; 0: none */
+    uint64_t drain_until; /* leftover writers are killed after this; 0: the command runs */
+    uint64_t next_tick;   /* the next memory sample */
+    uint64_t next_scan;   /* the next /proc walk */
+    int tick_ms;
+};
+
+static void pace_init(struct pace *pc, const struct sup *s)
+{
+    pc->deadline = s->req.timeout_ms ? s->start_ns + s->req.timeout_ms * 1000000ull : 0;
+    pc->drain_until = 0;
+    pc->next_tick = s->start_ns;
+    pc->tick_ms = TICK_MS;
+    /* The first /proc walk waits a tick: most commands are over before it would matter. */
+    pc->next_scan = s->start_ns + TICK_MS * 1000000ull;
+}
+
+/* Samples memory when its tick is due, and sets the next tick. */
+static void memory_tick(struct sup *s, struct pace *pc, uint64_t t)
+{
+    if (t < pc->next_tick)
+        return;
+    /* The /proc scan is the costly part: at most every TICK_MS, even in fast mode. */
+    bool scan = t >= pc->next_scan;
+    if (scan)
+        pc->next_scan = t + TICK_MS * 1000000ull;
+    bool near = !s->child_done && sample_memory(s, scan);
+    pc->tick_ms = near && s->req.memory_source == CLR_MEMORY_MEMINFO ? FAST_TICK_MS : TICK_MS;
+    pc->next_tick = t + (uint64_t)pc->tick_ms * 1000000ull;
+}
+
+/* The supervisor's own decisions, once per round: the timeout, memory, a host that went away,
+ * leftover writers after the command's exit. True when the command is over, its pipes at EOF and
+ * its tree gone. */
+static bool enforce(struct sup *s, struct pace *pc)
+{
+    uint64_t t = agent_now_ns();
+    if (!s->verdict && pc->deadline && t >= pc->deadline && !s->child_done) {
+        s->verdict = CLR_WIRE_TIMED_OUT;
+        snprintf(s->message, sizeof(s->message), "timed out after %llu ms",
+                 (unsigned long long)s->req.timeout_ms);
+    }
+    memory_tick(s, pc, t);
+    if (s->host_eof && !s->verdict) {
+        s->verdict = CLR_WIRE_SIGNALED;
+        snprintf(s->message, sizeof(s->message), "host went away; command killed");
+    }
+    if (s->verdict)
+        kill_tree(s);
+    if (s->child_done && !pc->drain_until)
+        pc->drain_until = agent_now_ns() + DRAIN_MS * 1000000ull;
+    if (pc->drain_until && agent_now_ns() >= pc->drain_until) {
+        /* Leftover background processes still hold the pipes: the command is over, they go. */
+        kill_tree(s);
+    }
+    if (s->child_done && s->out.fd < 0 && s->err.fd < 0) {
+        kill_tree(s);
+        return true;
+    }
+    return false;
+}
+
+/* What one round waits for; an index is -1 when its descriptor is not watched. */
+struct watch {
+    struct pollfd p[5];
+    int np;
+    int i_host, i_out, i_err, i_sig;
+};
+
+/* Flow control: the host is read only while the command's stdin queue has room, the command's
+ * pipes only while the host's queue has room. */
+static void watch_build(struct watch *w, const struct sup *s, int sfd)
+{
+    w->np = 0;
+    w->i_host = w->i_out = w->i_err = w->i_sig = -1;
+    bool room = bytes_pending(&s->outq) < OUTQ_LIMIT;
+    if (!s->host_eof && bytes_pending(&s->inq) < STDIN_LIMIT) {
+        w->i_host = w->np;
+        w->p[w->np++] = (struct pollfd){.fd = s->in_fd, .events = POLLIN};
+    }
+    if (bytes_pending(&s->outq) > 0)
+        w->p[w->np++] = (struct pollfd){.fd = s->out_fd, .events = POLLOUT};
+    if (room && s->out.fd >= 0) {
+        w->i_out = w->np;
+        w->p[w->np++] = (struct pollfd){.fd = s->out.fd, .events = POLLIN};
+    }
+    if (room && s->err.fd >= 0) {
+        w->i_err = w->np;
+        w->p[w->np++] = (struct pollfd){.fd = s->err.fd, .events = POLLIN};
+    }
+    if (s->child_in >= 0 && (bytes_pending(&s->inq) > 0 || s->stdin_eof))
+        w->p[w->np++] = (struct pollfd){.fd = s->child_in, .events = POLLOUT};
+    if (sfd >= 0) {
+        w->i_sig = w->np;
+        w->p[w->np++] = (struct pollfd){.fd = sfd, .events = POLLIN};
+    }
+}
+
+/* Milliseconds to wait: a tick, or less when the deadline comes first. */
+static int wait_ms(const struct sup *s, const struct pace *pc)
+{
+    int timeout = pc->tick_ms;
+    if (pc->deadline && !s->child_done) {
+        uint64_t now = agent_now_ns();
+        int64_t left = pc->deadline > now ? (int64_t)((pc->deadline - now) / 1000000) + 1 : 0;
+        if (left < timeout)
+            timeout = (int)left;
+    }
+    return timeout;
+}
+
+static bool ready(const struct watch *w, int i, short events)
+{
+    return i >= 0 && (w->p[i].revents & events);
+}
+
+/* One wait and what came of it: exits collected, the host's frames read, the command's output
+ * queued, its stdin written, the host's queue flushed. 0, or -1 when the supervisor cannot wait
+ * any more: the command is killed, and the supervisor is not reused with the command's pipes in
+ * an unknown state. */
+static int pump(struct sup *s, struct supervisor *v, const struct pace *pc)
+{
+    struct watch w;
+    watch_build(&w, s, v->sfd);
+    int r = poll(w.p, (nfds_t)w.np, wait_ms(s, pc));
+    if (r < 0 && errno != EINTR) {
+        snprintf(s->message, sizeof(s->message), "poll: %s", strerror(errno));
+        kill_tree(s);
+        return -1;
+    }
+    if (ready(&w, w.i_sig, POLLIN)) {
+        struct signalfd_siginfo si;
+        while (read(v->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+            ;
+    }
+    reap(s);
+    if (ready(&w, w.i_host, POLLIN | POLLHUP | POLLERR) && read_host(s, &v->rd) < 0)
+        s->host_eof = true;
+    if (ready(&w, w.i_out, POLLIN | POLLHUP | POLLERR))
+        read_stream(s, &s->out);
+    if (ready(&w, w.i_err, POLLIN | POLLHUP | POLLERR))
+        read_stream(s, &s->err);
+    if (s->child_in >= 0)
+        write_stdin(s);
+    if (flush_out(s) < 0)
+        s->host_eof = true;
+    return 0;
+}
+
 /* Runs one command: waits for its EXEC, supervises it, writes its result. 0 when the supervisor
  * may take another command; 1 when the host went away during the command; -1 when no command
  * could be read (the stream ended or broke first). */
 static int supervise_one(struct supervisor *v)
 {
     struct sup s;
-    memset(&s, 0, sizeof(s));
-    s.in_fd = v->in_fd;
-    s.out_fd = v->out_fd;
-    s.child_in = s.out.fd = s.err.fd = -1;
-    s.out.type = CLR_FRAME_STDOUT;
-    s.err.type = CLR_FRAME_STDERR;
-    struct clr_frame_reader *rd = &v->rd;
-    int sfd = v->sfd;
-
-    /* Until the request is complete, fd 0 is read blocking. */
-    while (!s.have_req) {
-        if (read_host(&s, rd) < 0 || s.host_eof) {
-            /* A reused supervisor that is let go between commands ends quietly. */
-            if (v->reuse && s.host_eof && !s.message[0])
-                return -1;
-            if (!s.message[0])
-                snprintf(s.message, sizeof(s.message), "host closed the stream before a request");
-            finish(&s, CLR_WIRE_START_FAILED);
-            return -1;
-        }
-    }
+    sup_init(&s, v);
+    if (wait_request(&s, v) < 0)
+        return -1;
     s.out.cap = s.req.stdout_cap;
     s.err.cap = s.req.stderr_cap;
     fcntl(s.in_fd, F_SETFL, fcntl(s.in_fd, F_GETFL) | O_NONBLOCK);
@@ -565,111 +725,11 @@ static int supervise_one(struct supervisor *v)
         finish(&s, CLR_WIRE_START_FAILED);
         return 0;
     }
-    uint64_t deadline = s.req.timeout_ms ? s.start_ns + s.req.timeout_ms * 1000000ull : 0;
-    uint64_t drain_until = 0;
-    uint64_t next_tick = s.start_ns;
-    int tick_ms = TICK_MS;
-    /* The first /proc walk waits a tick: most commands are over before it would matter. */
-    uint64_t next_scan = s.start_ns + TICK_MS * 1000000ull;
+    struct pace pc;
+    pace_init(&pc, &s);
     bool broken = false;
-
-    for (;;) {
-        uint64_t t = agent_now_ns();
-        if (!s.verdict && deadline && t >= deadline && !s.child_done) {
-            s.verdict = CLR_WIRE_TIMED_OUT;
-            snprintf(s.message, sizeof(s.message), "timed out after %llu ms",
-                     (unsigned long long)s.req.timeout_ms);
-        }
-        if (t >= next_tick) {
-            /* The /proc scan is the costly part: at most every TICK_MS, even in fast mode. */
-            bool scan = t >= next_scan;
-            if (scan)
-                next_scan = t + TICK_MS * 1000000ull;
-            bool near = !s.child_done && sample_memory(&s, scan);
-            tick_ms = near && s.req.memory_source == CLR_MEMORY_MEMINFO ? FAST_TICK_MS : TICK_MS;
-            next_tick = t + (uint64_t)tick_ms * 1000000ull;
-        }
-        if (s.host_eof && !s.verdict) {
-            s.verdict = CLR_WIRE_SIGNALED;
-            snprintf(s.message, sizeof(s.message), "host went away; command killed");
-        }
-        if (s.verdict) {
-            kill_tree(&s);
-        }
-        if (s.child_done && !drain_until)
-            drain_until = agent_now_ns() + DRAIN_MS * 1000000ull;
-        if (drain_until && agent_now_ns() >= drain_until) {
-            /* Leftover background processes still hold the pipes: the command is over, they go. */
-            kill_tree(&s);
-        }
-        if (s.child_done && s.out.fd < 0 && s.err.fd < 0) {
-            kill_tree(&s);
-            break;
-        }
-
-        struct pollfd p[5];
-        int np = 0;
-        int i_host = -1, i_out = -1, i_err = -1, i_in = -1, i_sig = -1;
-        bool room = bytes_pending(&s.outq) < OUTQ_LIMIT;
-        if (!s.host_eof && bytes_pending(&s.inq) < STDIN_LIMIT) {
-            i_host = np;
-            p[np++] = (struct pollfd){.fd = s.in_fd, .events = POLLIN};
-        }
-        if (bytes_pending(&s.outq) > 0)
-            p[np++] = (struct pollfd){.fd = s.out_fd, .events = POLLOUT};
-        if (room && s.out.fd >= 0) {
-            i_out = np;
-            p[np++] = (struct pollfd){.fd = s.out.fd, .events = POLLIN};
-        }
-        if (room && s.err.fd >= 0) {
-            i_err = np;
-            p[np++] = (struct pollfd){.fd = s.err.fd, .events = POLLIN};
-        }
-        if (s.child_in >= 0 && (bytes_pending(&s.inq) > 0 || s.stdin_eof)) {
-            i_in = np;
-            p[np++] = (struct pollfd){.fd = s.child_in, .events = POLLOUT};
-        }
-        (void)i_in;
-        if (sfd >= 0) {
-            i_sig = np;
-            p[np++] = (struct pollfd){.fd = sfd, .events = POLLIN};
-        }
-        int timeout = tick_ms;
-        if (deadline && !s.child_done) {
-            uint64_t now = agent_now_ns();
-            int64_t left = deadline > now ? (int64_t)((deadline - now) / 1000000) + 1 : 0;
-            if (left < timeout)
-                timeout = (int)left;
-        }
-        int r = poll(p, (nfds_t)np, timeout);
-        if (r < 0 && errno != EINTR) {
-            /* Cannot wait any more: the command goes, and so does this supervisor (it is not
-             * reused with the command's pipes in an unknown state). */
-            snprintf(s.message, sizeof(s.message), "poll: %s", strerror(errno));
-            kill_tree(&s);
-            broken = true;
-            break;
-        }
-        if (i_sig >= 0 && (p[i_sig].revents & POLLIN)) {
-            struct signalfd_siginfo si;
-            while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-                ;
-        }
-        reap(&s);
-        if (i_host >= 0 && (p[i_host].revents & (POLLIN | POLLHUP | POLLERR))) {
-            if (read_host(&s, rd) < 0) {
-                s.host_eof = true;
-            }
-        }
-        if (i_out >= 0 && (p[i_out].revents & (POLLIN | POLLHUP | POLLERR)))
-            read_stream(&s, &s.out);
-        if (i_err >= 0 && (p[i_err].revents & (POLLIN | POLLHUP | POLLERR)))
-            read_stream(&s, &s.err);
-        if (s.child_in >= 0)
-            write_stdin(&s);
-        if (flush_out(&s) < 0)
-            s.host_eof = true;
-    }
+    while (!broken && !enforce(&s, &pc))
+        broken = pump(&s, v, &pc) < 0;
     if (s.child_in >= 0)
         close(s.child_in);
     if (s.out.fd >= 0)
