@@ -728,11 +728,12 @@ static void reap(struct live *l)
     }
 }
 
-int agent_serve(void)
+/* PID 1's signals: every one blocked, the ones it acts on read from a signalfd (returned, or -1).
+ * Before anything else: PID 1 is root, and a root process in the sandbox (a docker exec, a
+ * command that regained uid 0) holds no CAP_SYS_PTRACE, so only non-dumpable stops it from
+ * reading PID 1's memory or attaching to it. Children inherit it until they exec. */
+static int serve_signals(void)
 {
-    /* Before anything else: PID 1 is root, and a root process in the sandbox (a docker exec,
-     * a command that regained uid 0) holds no CAP_SYS_PTRACE, so only this stops it from
-     * reading PID 1's memory or attaching to it. Children inherit it until they exec. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     sigset_t set;
     sigfillset(&set);
@@ -743,7 +744,161 @@ int agent_serve(void)
     sigaddset(&want, SIGTERM);
     sigaddset(&want, SIGINT);
     sigaddset(&want, SIGHUP);
-    int sfd = signalfd(-1, &want, SFD_CLOEXEC | SFD_NONBLOCK);
+    return signalfd(-1, &want, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+/* What one pass of the loop waits for: p[0] the signalfd, p[1] the host's fd 0, p[2] its fd 1;
+ * then the supervisors' sockets (who[i] their channel), from i_nets on the proxy's listener
+ * (at i_proxy, if watched) and its connections (nets[], in order). Owned by the pass. */
+struct pass {
+    struct pollfd *p;
+    struct chan **who;
+    struct net **nets; /* NULL when it could not be had: the proxy then waits a pass */
+    size_t n, np;
+    size_t i_out, i_nets, i_proxy;
+};
+
+static void pass_free(struct pass *ps)
+{
+    free(ps->p);
+    free(ps->who);
+    free(ps->nets);
+}
+
+/* The egress proxy's descriptors: its listener while there is room, and its connections. */
+static void pass_watch_nets(struct live *l, struct pass *ps, bool room)
+{
+    ps->i_nets = ps->np;
+    ps->i_proxy = (size_t)-1;
+    ps->nets = calloc(l->nnets + 1, sizeof(*ps->nets));
+    if (l->proxy_fd >= 0 && room && l->nnets < MAX_NETS && ps->np < ps->n) {
+        ps->i_proxy = ps->np;
+        ps->p[ps->np++] = (struct pollfd){.fd = l->proxy_fd, .events = POLLIN};
+    }
+    size_t k = 0;
+    for (struct net *ne = l->nets; ps->nets && ne && ps->np < ps->n; ne = ne->next) {
+        bool want_in = room && ne->state != NET_DONE &&
+                       !(ne->state == NET_OPEN && bytes_pending(&ne->to_client) > NET_QUEUE_MAX / 2);
+        short ev = (short)((want_in ? POLLIN : 0) |
+                           (bytes_pending(&ne->to_client) ? POLLOUT : 0));
+        ps->nets[k++] = ne;
+        ps->p[ps->np++] = (struct pollfd){.fd = ev ? ne->fd : -1, .events = ev};
+    }
+}
+
+/* Flow control: the host is read while the supervisors' input queues have room, the
+ * supervisors and the proxy while the host's queue has room. 0, or -1 out of memory. */
+static int pass_build(struct live *l, int sfd, struct pass *ps)
+{
+    ps->n = 4 + l->nchans + l->nnets;
+    ps->p = calloc(ps->n, sizeof(*ps->p));
+    ps->who = calloc(ps->n, sizeof(*ps->who));
+    if (!ps->p || !ps->who)
+        return -1;
+    ps->p[ps->np++] = (struct pollfd){.fd = sfd, .events = POLLIN};
+    size_t inq_total = 0;
+    for (struct chan *c = l->chans; c; c = c->next)
+        inq_total += bytes_pending(&c->inq);
+    bool host_in = !l->host_eof && inq_total < INQ_HIGH;
+    ps->p[ps->np++] = (struct pollfd){
+        .fd = host_in || (l->host_out_ok && bytes_pending(&l->outq)) ? 0 : -1,
+        .events = (short)(host_in ? POLLIN : 0)};
+    /* fd 0 and fd 1 may be one descriptor or two; poll fd 1 separately for output. */
+    ps->i_out = ps->np;
+    ps->p[ps->np++] = (struct pollfd){.fd = l->host_out_ok && bytes_pending(&l->outq) ? 1 : -1,
+                                      .events = POLLOUT};
+    bool room = bytes_pending(&l->outq) < OUTQ_HIGH;
+    for (struct chan *c = l->chans; c; c = c->next) {
+        if (c->sock < 0 || ps->np >= ps->n)
+            continue;
+        short ev = (short)((room ? POLLIN : 0) | (bytes_pending(&c->inq) ? POLLOUT : 0));
+        if (!ev)
+            continue;
+        ps->who[ps->np] = c;
+        ps->p[ps->np++] = (struct pollfd){.fd = c->sock, .events = ev};
+    }
+    pass_watch_nets(l, ps, room);
+    return 0;
+}
+
+/* Reads the signalfd: true on SIGTERM, SIGINT or SIGHUP (the sandbox is going); otherwise
+ * every exited child is collected. */
+static bool on_signals(struct live *l, int sfd)
+{
+    struct signalfd_siginfo si;
+    while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT || si.ssi_signo == SIGHUP)
+            return true;
+    }
+    reap(l);
+    return false;
+}
+
+/* The proxy's new connections, then each connection's output and input; ended connections
+ * whose client has its bytes are freed. */
+static void serve_nets(struct live *l, const struct pass *ps)
+{
+    for (size_t i = ps->i_nets, j = 0; ps->nets && i < ps->np; i++) {
+        if (i == ps->i_proxy) {
+            if (ps->p[i].revents & POLLIN)
+                proxy_accept(l);
+            continue;
+        }
+        struct net *ne = ps->nets[j++];
+        if (ps->p[i].fd < 0)
+            continue;
+        if ((ps->p[i].revents & POLLOUT) && bytes_flush(&ne->to_client, ne->fd) < 0) {
+            ne->close_after_flush = true;
+            bytes_free(&ne->to_client);
+        }
+        if (ps->p[i].revents & (POLLIN | POLLHUP | POLLERR))
+            net_read(l, ne);
+    }
+    for (struct net *ne = l->nets, *next; ne; ne = next) {
+        next = ne->next;
+        if (ne->close_after_flush && bytes_pending(&ne->to_client) == 0)
+            net_free(l, ne);
+    }
+}
+
+/* Each supervisor's input written, its frames relayed to the host. */
+static void serve_supervisors(struct live *l, const struct pass *ps)
+{
+    for (size_t i = ps->i_out + 1; i < ps->i_nets; i++) {
+        struct chan *c = ps->who[i];
+        if (!c || c->sock < 0)
+            continue;
+        if (ps->p[i].revents & POLLOUT) {
+            if (bytes_flush(&c->inq, c->sock) < 0)
+                bytes_free(&c->inq);
+        }
+        if (ps->p[i].revents & (POLLIN | POLLHUP | POLLERR))
+            read_supervisor(l, c);
+    }
+}
+
+/* The end of a pass: supervisors done with their command wait for the next, acknowledged
+ * channels are forgotten, the host gets what is queued for it. */
+static void end_pass(struct live *l)
+{
+    for (struct chan *c = l->chans, *next; c; c = next) {
+        next = c->next;
+        if (c->sock >= 0 && c->result_sent && bytes_pending(&c->inq) == 0)
+            release_supervisor(l, c);
+        if (c->acked)
+            chan_free(l, c);
+    }
+    if (l->host_out_ok && bytes_flush(&l->outq, 1) < 0) {
+        /* Nobody reads our stdout any more: keep frames for a replay, drop the queue. */
+        l->host_out_ok = false;
+    }
+    if (!l->host_out_ok)
+        l->outq.off = l->outq.len = 0;
+}
+
+int agent_serve(void)
+{
+    int sfd = serve_signals();
     if (sfd < 0)
         return 1;
     struct live l;
@@ -760,121 +915,23 @@ int agent_serve(void)
     bool waited = false;
     for (;;) {
         keep_spare(&l, waited);
-        size_t n = 4 + l.nchans + l.nnets;
-        struct pollfd *p = calloc(n, sizeof(*p));
-        struct chan **who = calloc(n, sizeof(*who));
-        if (!p || !who) {
-            free(p);
-            free(who);
+        __attribute__((cleanup(pass_free))) struct pass ps = {0};
+        if (pass_build(&l, sfd, &ps) < 0) {
             poll(NULL, 0, 100);
             continue;
         }
-        size_t np = 0;
-        p[np++] = (struct pollfd){.fd = sfd, .events = POLLIN};
-        size_t inq_total = 0;
-        for (struct chan *c = l.chans; c; c = c->next)
-            inq_total += bytes_pending(&c->inq);
-        bool host_in = !l.host_eof && inq_total < INQ_HIGH;
-        p[np++] = (struct pollfd){
-            .fd = host_in || (l.host_out_ok && bytes_pending(&l.outq)) ? 0 : -1,
-            .events = (short)(host_in ? POLLIN : 0)};
-        /* fd 0 and fd 1 may be one descriptor or two; poll fd 1 separately for output. */
-        size_t i_out = np;
-        p[np++] = (struct pollfd){.fd = l.host_out_ok && bytes_pending(&l.outq) ? 1 : -1,
-                                  .events = POLLOUT};
-        bool room = bytes_pending(&l.outq) < OUTQ_HIGH;
-        for (struct chan *c = l.chans; c; c = c->next) {
-            if (c->sock < 0 || np >= n)
-                continue;
-            short ev = (short)((room ? POLLIN : 0) | (bytes_pending(&c->inq) ? POLLOUT : 0));
-            if (!ev)
-                continue;
-            who[np] = c;
-            p[np++] = (struct pollfd){.fd = c->sock, .events = ev};
-        }
-        size_t i_nets = np;
-        size_t i_proxy = (size_t)-1;
-        struct net **nets = calloc(l.nnets + 1, sizeof(*nets));
-        if (l.proxy_fd >= 0 && room && l.nnets < MAX_NETS && np < n) {
-            i_proxy = np;
-            p[np++] = (struct pollfd){.fd = l.proxy_fd, .events = POLLIN};
-        }
-        size_t k = 0;
-        for (struct net *ne = l.nets; nets && ne && np < n; ne = ne->next) {
-            bool want_in = room && ne->state != NET_DONE &&
-                           !(ne->state == NET_OPEN && bytes_pending(&ne->to_client) > NET_QUEUE_MAX / 2);
-            short ev = (short)((want_in ? POLLIN : 0) |
-                               (bytes_pending(&ne->to_client) ? POLLOUT : 0));
-            nets[k++] = ne;
-            p[np++] = (struct pollfd){.fd = ev ? ne->fd : -1, .events = ev};
-        }
-        int r = poll(p, (nfds_t)np, l.nidle > 0 ? -1 : SPARE_WAIT_MS);
+        int r = poll(ps.p, (nfds_t)ps.np, l.nidle > 0 ? -1 : SPARE_WAIT_MS);
         waited = r == 0;
-        if (r < 0 && errno != EINTR) {
-            free(p);
-            free(who);
+        if (r < 0 && errno != EINTR)
             continue;
+        if ((ps.p[0].revents & POLLIN) && on_signals(&l, sfd)) {
+            kill(-1, SIGKILL);
+            return 0;
         }
-        if (p[0].revents & POLLIN) {
-            struct signalfd_siginfo si;
-            while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-                if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT ||
-                    si.ssi_signo == SIGHUP) {
-                    kill(-1, SIGKILL);
-                    return 0;
-                }
-            }
-            reap(&l);
-        }
-        if (p[1].fd == 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)))
+        if (ps.p[1].fd == 0 && (ps.p[1].revents & (POLLIN | POLLHUP | POLLERR)))
             read_host(&l);
-        for (size_t i = i_nets, j = 0; nets && i < np; i++) {
-            if (i == i_proxy) {
-                if (p[i].revents & POLLIN)
-                    proxy_accept(&l);
-                continue;
-            }
-            struct net *ne = nets[j++];
-            if (p[i].fd < 0)
-                continue;
-            if ((p[i].revents & POLLOUT) && bytes_flush(&ne->to_client, ne->fd) < 0) {
-                ne->close_after_flush = true;
-                bytes_free(&ne->to_client);
-            }
-            if (p[i].revents & (POLLIN | POLLHUP | POLLERR))
-                net_read(&l, ne);
-        }
-        free(nets);
-        for (struct net *ne = l.nets, *next; ne; ne = next) {
-            next = ne->next;
-            if (ne->close_after_flush && bytes_pending(&ne->to_client) == 0)
-                net_free(&l, ne);
-        }
-        for (size_t i = i_out + 1; i < i_nets; i++) {
-            struct chan *c = who[i];
-            if (!c || c->sock < 0)
-                continue;
-            if (p[i].revents & POLLOUT) {
-                if (bytes_flush(&c->inq, c->sock) < 0)
-                    bytes_free(&c->inq);
-            }
-            if (p[i].revents & (POLLIN | POLLHUP | POLLERR))
-                read_supervisor(&l, c);
-        }
-        free(p);
-        free(who);
-        for (struct chan *c = l.chans, *next; c; c = next) {
-            next = c->next;
-            if (c->sock >= 0 && c->result_sent && bytes_pending(&c->inq) == 0)
-                release_supervisor(&l, c);
-            if (c->acked)
-                chan_free(&l, c);
-        }
-        if (l.host_out_ok && bytes_flush(&l.outq, 1) < 0) {
-            /* Nobody reads our stdout any more: keep frames for a replay, drop the queue. */
-            l.host_out_ok = false;
-        }
-        if (!l.host_out_ok)
-            l.outq.off = l.outq.len = 0;
+        serve_nets(&l, &ps);
+        serve_supervisors(&l, &ps);
+        end_pass(&l);
     }
 }
