@@ -62,6 +62,13 @@ static void test_env_names_match_whole(void **state)
     assert_string_equal(env[0], "AB=2");
     assert_string_equal(env[1], "A=1");
     free(env);
+    char *base2[] = {"A=0", NULL};
+    char *req2[] = {"AB=2", NULL};
+    env = agent_command_env(base2, req2);
+    assert_int_equal(count(env), 2);
+    assert_string_equal(env[0], "A=0");
+    assert_string_equal(env[1], "AB=2");
+    free(env);
 }
 
 static void test_env_empty_request_keeps_container(void **state)

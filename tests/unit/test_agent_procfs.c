@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -127,8 +128,11 @@ static void test_tree_scan_finds_own_descendants(void **state)
     pid_t child = fork();
     assert_true(child >= 0);
     if (child == 0) {
+        /* Both end with their parent, even when an assertion below fails. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         pid_t grand = fork();
         if (grand == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
             close(ready[0]);
             (void)!write(ready[1], "g", 1);
             pause();
