@@ -4,6 +4,7 @@
  *
  *   agent.c                              entry point: picks a mode
  *   live.c                               PID 1, the live channel (forks supervisors)
+ *   proxy.c                              the egress proxy, served by live.c's loop
  *   supervise.c                          one command's supervisor
  *   command.c filter.c procfs.c output.c request.c
  *                                        its mechanisms: the command's start, its seccomp filter,
