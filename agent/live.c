@@ -15,11 +15,15 @@
  * 0 and gets every kept frame again, then a CHANNELS frame listing the channels PID 1 knows.
  * Nothing a command does reaches this process: commands run as the sandbox user, in sessions of
  * their own, with none of these descriptors.
+ *
+ * The egress proxy (proxy.c) is served by the same loop: its listener and connections are
+ * polled here, its frames share the host's queue.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,27 +31,21 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "bytes.h"
+#include "live.h"
+#include "proxy.h"
+#include "proto.h"
+#include "supervise.h"
+#include "util.h"
 
 #define MAX_CHANNELS 512
 #define OUTQ_HIGH (1u << 20)       /* stop reading supervisors above this much unsent output */
 #define INQ_HIGH (4u << 20)        /* stop reading the host above this much unsent input */
 #define KEPT_MAX (32u << 20)       /* frames kept for replay, all channels together */
-#define PROXY_PORT 3128            /* the egress proxy, on the sandbox's own loopback */
-#define MAX_NETS 256               /* proxy connections at once (the host has its own limit) */
-#define NET_HEAD_MAX 16384         /* a request head longer than this is refused */
-#define NET_QUEUE_MAX (4u << 20)   /* bytes for a client that does not read: then it is closed */
 #define SPARE_WAIT_MS 50           /* a busy loop forks its spare after this long without events */
 #define MAX_IDLE 4                 /* supervisors kept waiting for a command */
-
-struct bytes {
-    uint8_t *data;
-    size_t len, off;
-};
 
 struct chan {
     uint32_t id;
@@ -63,25 +61,9 @@ struct chan {
     struct chan *next;
 };
 
-/* A connection to the egress proxy. */
-enum net_state { NET_HEAD, NET_WAIT, NET_OPEN, NET_DONE };
-struct net {
-    uint32_t id;
-    int fd;
-    enum net_state state;
-    bool connect;         /* CONNECT (a tunnel) or plain HTTP (the head is forwarded) */
-    struct bytes head;    /* the request head as read; for plain HTTP, what goes upstream first */
-    struct bytes to_client;
-    bool close_after_flush;
-    struct net *next;
-};
-
 struct live {
     struct chan *chans;
-    int proxy_fd;         /* -1 until a host said HELLO */
-    struct net *nets;
-    size_t nnets;
-    uint32_t next_net_id;
+    struct proxy px;      /* the egress proxy; its frames go to outq */
     size_t nchans;
     struct bytes outq;  /* frames for the host */
     size_t kept_total;
@@ -99,30 +81,6 @@ struct live {
     uint8_t *rbuf;
 };
 
-static int bytes_add(struct bytes *b, const void *data, size_t len)
-{
-    if (b->off && b->off == b->len)
-        b->off = b->len = 0;
-    uint8_t *n = realloc(b->data, b->len + len);
-    if (!n)
-        return -1;
-    memcpy(n + b->len, data, len);
-    b->data = n;
-    b->len += len;
-    return 0;
-}
-
-static size_t bytes_pending(const struct bytes *b)
-{
-    return b->len - b->off;
-}
-
-static void bytes_free(struct bytes *b)
-{
-    free(b->data);
-    memset(b, 0, sizeof(*b));
-}
-
 /* Writes what the descriptor takes now; -1 when it is gone. */
 static int bytes_flush(struct bytes *b, int fd)
 {
@@ -134,16 +92,6 @@ static int bytes_flush(struct bytes *b, int fd)
     }
     b->off = b->len = 0;
     return 0;
-}
-
-static int frame_add(struct bytes *b, uint32_t channel, uint8_t type, const void *payload,
-                     uint32_t len)
-{
-    uint8_t hdr[CLR_PROTO_HEADER_SIZE];
-    clr_frame_header(hdr, channel, type, len);
-    if (bytes_add(b, hdr, sizeof(hdr)) < 0)
-        return -1;
-    return len ? bytes_add(b, payload, len) : 0;
 }
 
 static struct chan *chan_find(struct live *l, uint32_t id)
@@ -176,14 +124,14 @@ static void chan_free(struct live *l, struct chan *c)
 static void to_host(struct live *l, struct chan *c, uint8_t type, const void *payload,
                     uint32_t len)
 {
-    frame_add(&l->outq, c->id, type, payload, len);
+    bytes_add_frame(&l->outq, c->id, type, payload, len);
     bool output = type == CLR_FRAME_STDOUT || type == CLR_FRAME_STDERR;
     if (output && (c->lossy || l->kept_total + len > KEPT_MAX)) {
         c->lossy = true;
         return;
     }
     size_t before = c->kept.len;
-    frame_add(&c->kept, c->id, type, payload, len);
+    bytes_add_frame(&c->kept, c->id, type, payload, len);
     l->kept_total += c->kept.len - before;
 }
 
@@ -305,7 +253,7 @@ static void start_channel(struct live *l, const struct clr_frame *f)
         synth_result(l, c, CLR_WIRE_START_FAILED, "the agent cannot fork a supervisor");
         return;
     }
-    frame_add(&c->inq, 1, f->type, f->payload, f->length);
+    bytes_add_frame(&c->inq, 1, f->type, f->payload, f->length);
     if (bytes_flush(&c->inq, c->sock) < 0)
         bytes_free(&c->inq);
 }
@@ -374,314 +322,10 @@ static void replay(struct live *l)
             nid++;
         }
     }
-    frame_add(&l->outq, 0, CLR_FRAME_CHANNELS, ids, (uint32_t)(nid * 4));
+    bytes_add_frame(&l->outq, 0, CLR_FRAME_CHANNELS, ids, (uint32_t)(nid * 4));
     free(v);
 }
 
-
-/* ---- the egress proxy ----
- * Commands get HTTP_PROXY/HTTPS_PROXY pointing here (when the sandbox's policy allows anything).
- * Each connection's request head names where it wants to go; the host decides, connects, and
- * carries the bytes; nothing leaves the sandbox any other way (it has no network device). */
-
-static void net_free(struct live *l, struct net *n)
-{
-    struct net **pp = &l->nets;
-    while (*pp && *pp != n)
-        pp = &(*pp)->next;
-    if (*pp)
-        *pp = n->next;
-    if (n->fd >= 0)
-        close(n->fd);
-    bytes_free(&n->head);
-    bytes_free(&n->to_client);
-    free(n);
-    l->nnets--;
-}
-
-static struct net *net_find(struct live *l, uint32_t id)
-{
-    for (struct net *n = l->nets; n; n = n->next) {
-        if (n->id == id)
-            return n;
-    }
-    return NULL;
-}
-
-static void net_reply(struct net *n, int code, const char *reason, const char *text)
-{
-    char buf[1024];
-    int len = snprintf(buf, sizeof(buf),
-                       "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-                       "Content-Length: %zu\r\n\r\n%s",
-                       code, reason, strlen(text), text);
-    if (len > 0)
-        bytes_add(&n->to_client, buf, (size_t)(len < (int)sizeof(buf) ? len : (int)sizeof(buf) - 1));
-    n->close_after_flush = true;
-    n->state = NET_DONE;
-}
-
-/* The connection ends now, dropping what the client has not read; tell_host: the host is told
- * (it knows the connection). */
-static void net_end(struct live *l, struct net *n, bool tell_host)
-{
-    if (tell_host)
-        frame_add(&l->outq, n->id, CLR_FRAME_NET_CLOSE, NULL, 0);
-    n->state = NET_DONE;
-    n->close_after_flush = true;
-    bytes_free(&n->to_client);
-}
-
-static void proxy_listen(struct live *l)
-{
-    if (l->proxy_fd >= 0)
-        return;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(PROXY_PORT),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int one = 1;
-    if (fd >= 0)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 64) < 0) {
-        fprintf(stderr, "clearing-agent: the egress proxy cannot listen on 127.0.0.1:%d: %s\n",
-                PROXY_PORT, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return;
-    }
-    l->proxy_fd = fd;
-}
-
-static void proxy_accept(struct live *l)
-{
-    for (;;) {
-        int fd = accept4(l->proxy_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0)
-            return;
-        if (l->nnets >= MAX_NETS) {
-            close(fd);
-            continue;
-        }
-        struct net *n = calloc(1, sizeof(*n));
-        if (!n) {
-            close(fd);
-            return;
-        }
-        n->fd = fd;
-        n->id = ++l->next_net_id ? l->next_net_id : ++l->next_net_id;
-        n->next = l->nets;
-        l->nets = n;
-        l->nnets++;
-    }
-}
-
-/* Parses "host:port" (IPv6 in brackets) into host and port; 0 or -1. */
-static int split_authority(const char *s, char *host, size_t hlen, unsigned *port,
-                           unsigned default_port)
-{
-    const char *colon;
-    size_t len;
-    if (*s == '[') {
-        const char *end = strchr(s, ']');
-        if (!end)
-            return -1;
-        len = (size_t)(end - s - 1);
-        s++;
-        colon = end[1] == ':' ? end + 1 : NULL;
-        if (!colon && end[1])
-            return -1;
-    } else {
-        colon = strrchr(s, ':');
-        len = colon ? (size_t)(colon - s) : strlen(s);
-    }
-    if (len == 0 || len >= hlen)
-        return -1;
-    memcpy(host, s, len);
-    host[len] = '\0';
-    if (!colon) {
-        *port = default_port;
-        return default_port ? 0 : -1;
-    }
-    char *end = NULL;
-    unsigned long p = strtoul(colon + 1, &end, 10);
-    if (!end || *end || p == 0 || p > 65535)
-        return -1;
-    *port = (unsigned)p;
-    return 0;
-}
-
-/* A whole request head: where to, then ask the host. */
-static void net_head_done(struct live *l, struct net *n, size_t head_len)
-{
-    char line[4096];
-    const char *data = (const char *)n->head.data;
-    const char *eol = memchr(data, '\r', head_len);
-    size_t ll = eol ? (size_t)(eol - data) : 0;
-    if (!eol || ll >= sizeof(line)) {
-        net_reply(n, 400, "Bad Request", "clearing egress: malformed request line\n");
-        return;
-    }
-    memcpy(line, data, ll);
-    line[ll] = '\0';
-    char *method = line, *target = strchr(line, ' ');
-    char *version = target ? strchr(target + 1, ' ') : NULL;
-    if (!target || !version) {
-        net_reply(n, 400, "Bad Request", "clearing egress: malformed request line\n");
-        return;
-    }
-    *target++ = '\0';
-    *version++ = '\0';
-    char host[300];
-    unsigned port = 0;
-    if (strcmp(method, "CONNECT") == 0) {
-        n->connect = true;
-        if (split_authority(target, host, sizeof(host), &port, 0) < 0) {
-            net_reply(n, 400, "Bad Request", "clearing egress: CONNECT needs host:port\n");
-            return;
-        }
-        n->head.off = n->head.len = 0; /* nothing goes upstream but the tunnel's bytes */
-    } else {
-        if (strncmp(target, "http://", 7) != 0) {
-            net_reply(n, 400, "Bad Request",
-                      "clearing egress: this is a proxy: give an absolute http:// URL, or use "
-                      "CONNECT for https\n");
-            return;
-        }
-        const char *auth = target + 7;
-        const char *path = strchr(auth, '/');
-        char authority[300];
-        size_t al = path ? (size_t)(path - auth) : strlen(auth);
-        if (al == 0 || al >= sizeof(authority) || memchr(auth, '@', al)) {
-            net_reply(n, 400, "Bad Request", "clearing egress: bad URL authority\n");
-            return;
-        }
-        memcpy(authority, auth, al);
-        authority[al] = '\0';
-        if (split_authority(authority, host, sizeof(host), &port, 80) < 0) {
-            net_reply(n, 400, "Bad Request", "clearing egress: bad host or port\n");
-            return;
-        }
-        /* Upstream gets the origin form of the request line, then the rest as it came. */
-        struct bytes up = {0};
-        char first[4200];
-        int fl = snprintf(first, sizeof(first), "%s %s %s", method, path ? path : "/", version);
-        if (fl < 0 || fl >= (int)sizeof(first) || bytes_add(&up, first, (size_t)fl) < 0 ||
-            bytes_add(&up, data + ll, n->head.len - ll) < 0) {
-            bytes_free(&up);
-            net_reply(n, 400, "Bad Request", "clearing egress: request too long\n");
-            return;
-        }
-        bytes_free(&n->head);
-        n->head = up;
-    }
-    char open[320];
-    int ol = snprintf(open, sizeof(open), "%c%c%s%c%u", n->connect ? 'C' : 'H', '\0', host, '\0',
-                      port);
-    if (ol < 0 || ol >= (int)sizeof(open)) {
-        net_reply(n, 400, "Bad Request", "clearing egress: host name too long\n");
-        return;
-    }
-    frame_add(&l->outq, n->id, CLR_FRAME_NET_OPEN, open, (uint32_t)ol);
-    n->state = NET_WAIT;
-}
-
-static void net_read(struct live *l, struct net *n)
-{
-    uint8_t buf[16384];
-    ssize_t r = read(n->fd, buf, sizeof(buf));
-    if (r < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (r <= 0) {
-        /* The host knows the connection once it was asked about it. */
-        net_end(l, n, n->state == NET_OPEN || n->state == NET_WAIT);
-        return;
-    }
-    if (n->state == NET_OPEN) {
-        frame_add(&l->outq, n->id, CLR_FRAME_NET_DATA, buf, (uint32_t)r);
-        return;
-    }
-    if (n->state == NET_WAIT) {
-        /* Bytes before the host's answer (a request body): kept, sent after the head. */
-        if (n->head.len + (size_t)r > NET_QUEUE_MAX) {
-            net_reply(n, 413, "Payload Too Large", "clearing egress: too much before connect\n");
-            frame_add(&l->outq, n->id, CLR_FRAME_NET_CLOSE, NULL, 0);
-            return;
-        }
-        bytes_add(&n->head, buf, (size_t)r);
-        return;
-    }
-    if (n->state != NET_HEAD)
-        return;
-    size_t before = n->head.len;
-    bytes_add(&n->head, buf, (size_t)r);
-    const uint8_t *end = NULL;
-    for (size_t i = before >= 3 ? before - 3 : 0; i + 4 <= n->head.len; i++) {
-        if (memcmp(n->head.data + i, "\r\n\r\n", 4) == 0) {
-            end = n->head.data + i + 4;
-            break;
-        }
-    }
-    if (end)
-        net_head_done(l, n, (size_t)(end - n->head.data));
-    else if (n->head.len > NET_HEAD_MAX)
-        net_reply(n, 431, "Request Header Fields Too Large", "clearing egress: head too long\n");
-}
-
-static void proxy_host_frame(struct live *l, const struct clr_frame *f)
-{
-    struct net *n = net_find(l, f->channel);
-    if (!n)
-        return;
-    switch (f->type) {
-    case CLR_FRAME_NET_ACCEPT:
-        if (n->state != NET_WAIT)
-            return;
-        n->state = NET_OPEN;
-        if (n->connect) {
-            static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
-            bytes_add(&n->to_client, ok, sizeof(ok) - 1);
-        }
-        /* What the client sent so far goes upstream, a frame at a time. */
-        for (size_t off = 0; off < n->head.len; off += CLR_PROTO_MAX_PAYLOAD) {
-            size_t len = n->head.len - off;
-            if (len > CLR_PROTO_MAX_PAYLOAD)
-                len = CLR_PROTO_MAX_PAYLOAD;
-            frame_add(&l->outq, n->id, CLR_FRAME_NET_DATA, n->head.data + off, (uint32_t)len);
-        }
-        bytes_free(&n->head);
-        return;
-    case CLR_FRAME_NET_DENY: {
-        char why[600];
-        int wl = snprintf(why, sizeof(why), "clearing egress: refused: %.*s\n",
-                          (int)(f->length < 500 ? f->length : 500), (const char *)f->payload);
-        (void)wl;
-        net_reply(n, 403, "Forbidden", why);
-        return;
-    }
-    case CLR_FRAME_NET_DATA:
-        if (n->state != NET_OPEN)
-            return;
-        if (bytes_pending(&n->to_client) + f->length > NET_QUEUE_MAX) {
-            net_end(l, n, true); /* a client that does not read */
-            return;
-        }
-        bytes_add(&n->to_client, f->payload, f->length);
-        return;
-    case CLR_FRAME_NET_CLOSE:
-        n->state = NET_DONE;
-        n->close_after_flush = true;
-        return;
-    default:
-        return;
-    }
-}
-
-/* A new host knows none of the connections: they end. */
-static void proxy_reset(struct live *l)
-{
-    while (l->nets)
-        net_free(l, l->nets);
-}
 
 static int on_host_frame(void *p, const struct clr_frame *f)
 {
@@ -689,14 +333,14 @@ static int on_host_frame(void *p, const struct clr_frame *f)
     if (f->channel == 0) {
         if (f->type == CLR_FRAME_HELLO) {
             l->host_out_ok = true; /* a host attached again: try its stdout again */
-            proxy_reset(l);
-            proxy_listen(l);
+            proxy_reset(&l->px);
+            proxy_listen(&l->px);
             replay(l);
         }
         return 0;
     }
     if (f->type >= CLR_FRAME_NET_OPEN && f->type <= CLR_FRAME_NET_CLOSE) {
-        proxy_host_frame(l, f);
+        proxy_host_frame(&l->px, f);
         return 0;
     }
     struct chan *c = chan_find(l, f->channel);
@@ -716,7 +360,7 @@ static int on_host_frame(void *p, const struct clr_frame *f)
         /* After its result nothing more goes to a command's supervisor: it is about to serve
          * the next command. */
         if (c && c->sock >= 0 && !c->result_sent)
-            frame_add(&c->inq, 1, f->type, f->payload, f->length);
+            bytes_add_frame(&c->inq, 1, f->type, f->payload, f->length);
         return 0;
     default:
         return 0; /* frames only the agent sends: ignored */
@@ -762,11 +406,12 @@ static void reap(struct live *l)
     }
 }
 
-int agent_serve(void)
+/* PID 1's signals: every one blocked, the ones it acts on read from a signalfd (returned, or -1).
+ * Before anything else: PID 1 is root, and a root process in the sandbox (a docker exec, a
+ * command that regained uid 0) holds no CAP_SYS_PTRACE, so only non-dumpable stops it from
+ * reading PID 1's memory or attaching to it. Children inherit it until they exec. */
+static int serve_signals(void)
 {
-    /* Before anything else: PID 1 is root, and a root process in the sandbox (a docker exec,
-     * a command that regained uid 0) holds no CAP_SYS_PTRACE, so only this stops it from
-     * reading PID 1's memory or attaching to it. Children inherit it until they exec. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     sigset_t set;
     sigfillset(&set);
@@ -777,7 +422,161 @@ int agent_serve(void)
     sigaddset(&want, SIGTERM);
     sigaddset(&want, SIGINT);
     sigaddset(&want, SIGHUP);
-    int sfd = signalfd(-1, &want, SFD_CLOEXEC | SFD_NONBLOCK);
+    return signalfd(-1, &want, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+/* What one pass of the loop waits for: p[0] the signalfd, p[1] the host's fd 0, p[2] its fd 1;
+ * then the supervisors' sockets (who[i] their channel), from i_nets on the proxy's listener
+ * (at i_proxy, if watched) and its connections (nets[], in order). Owned by the pass. */
+struct pass {
+    struct pollfd *p;
+    struct chan **who;
+    struct net **nets; /* NULL when it could not be had: the proxy then waits a pass */
+    size_t n, np;
+    size_t i_out, i_nets, i_proxy;
+};
+
+static void pass_free(struct pass *ps)
+{
+    free(ps->p);
+    free(ps->who);
+    free(ps->nets);
+}
+
+/* The egress proxy's descriptors: its listener while there is room, and its connections. */
+static void pass_watch_nets(struct live *l, struct pass *ps, bool room)
+{
+    ps->i_nets = ps->np;
+    ps->i_proxy = (size_t)-1;
+    ps->nets = calloc(l->px.nnets + 1, sizeof(*ps->nets));
+    if (l->px.fd >= 0 && room && l->px.nnets < MAX_NETS && ps->np < ps->n) {
+        ps->i_proxy = ps->np;
+        ps->p[ps->np++] = (struct pollfd){.fd = l->px.fd, .events = POLLIN};
+    }
+    size_t k = 0;
+    for (struct net *ne = l->px.nets; ps->nets && ne && ps->np < ps->n; ne = ne->next) {
+        bool want_in = room && ne->state != NET_DONE &&
+                       !(ne->state == NET_OPEN && bytes_pending(&ne->to_client) > NET_QUEUE_MAX / 2);
+        short ev = (short)((want_in ? POLLIN : 0) |
+                           (bytes_pending(&ne->to_client) ? POLLOUT : 0));
+        ps->nets[k++] = ne;
+        ps->p[ps->np++] = (struct pollfd){.fd = ev ? ne->fd : -1, .events = ev};
+    }
+}
+
+/* Flow control: the host is read while the supervisors' input queues have room, the
+ * supervisors and the proxy while the host's queue has room. 0, or -1 out of memory. */
+static int pass_build(struct live *l, int sfd, struct pass *ps)
+{
+    ps->n = 4 + l->nchans + l->px.nnets;
+    ps->p = calloc(ps->n, sizeof(*ps->p));
+    ps->who = calloc(ps->n, sizeof(*ps->who));
+    if (!ps->p || !ps->who)
+        return -1;
+    ps->p[ps->np++] = (struct pollfd){.fd = sfd, .events = POLLIN};
+    size_t inq_total = 0;
+    for (struct chan *c = l->chans; c; c = c->next)
+        inq_total += bytes_pending(&c->inq);
+    bool host_in = !l->host_eof && inq_total < INQ_HIGH;
+    ps->p[ps->np++] = (struct pollfd){
+        .fd = host_in || (l->host_out_ok && bytes_pending(&l->outq)) ? 0 : -1,
+        .events = (short)(host_in ? POLLIN : 0)};
+    /* fd 0 and fd 1 may be one descriptor or two; poll fd 1 separately for output. */
+    ps->i_out = ps->np;
+    ps->p[ps->np++] = (struct pollfd){.fd = l->host_out_ok && bytes_pending(&l->outq) ? 1 : -1,
+                                      .events = POLLOUT};
+    bool room = bytes_pending(&l->outq) < OUTQ_HIGH;
+    for (struct chan *c = l->chans; c; c = c->next) {
+        if (c->sock < 0 || ps->np >= ps->n)
+            continue;
+        short ev = (short)((room ? POLLIN : 0) | (bytes_pending(&c->inq) ? POLLOUT : 0));
+        if (!ev)
+            continue;
+        ps->who[ps->np] = c;
+        ps->p[ps->np++] = (struct pollfd){.fd = c->sock, .events = ev};
+    }
+    pass_watch_nets(l, ps, room);
+    return 0;
+}
+
+/* Reads the signalfd: true on SIGTERM, SIGINT or SIGHUP (the sandbox is going); otherwise
+ * every exited child is collected. */
+static bool on_signals(struct live *l, int sfd)
+{
+    struct signalfd_siginfo si;
+    while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT || si.ssi_signo == SIGHUP)
+            return true;
+    }
+    reap(l);
+    return false;
+}
+
+/* The proxy's new connections, then each connection's output and input; ended connections
+ * whose client has its bytes are freed. */
+static void serve_nets(struct live *l, const struct pass *ps)
+{
+    for (size_t i = ps->i_nets, j = 0; ps->nets && i < ps->np; i++) {
+        if (i == ps->i_proxy) {
+            if (ps->p[i].revents & POLLIN)
+                proxy_accept(&l->px);
+            continue;
+        }
+        struct net *ne = ps->nets[j++];
+        if (ps->p[i].fd < 0)
+            continue;
+        if ((ps->p[i].revents & POLLOUT) && bytes_flush(&ne->to_client, ne->fd) < 0) {
+            ne->close_after_flush = true;
+            bytes_free(&ne->to_client);
+        }
+        if (ps->p[i].revents & (POLLIN | POLLHUP | POLLERR))
+            net_read(&l->px, ne);
+    }
+    for (struct net *ne = l->px.nets, *next; ne; ne = next) {
+        next = ne->next;
+        if (ne->close_after_flush && bytes_pending(&ne->to_client) == 0)
+            net_free(&l->px, ne);
+    }
+}
+
+/* Each supervisor's input written, its frames relayed to the host. */
+static void serve_supervisors(struct live *l, const struct pass *ps)
+{
+    for (size_t i = ps->i_out + 1; i < ps->i_nets; i++) {
+        struct chan *c = ps->who[i];
+        if (!c || c->sock < 0)
+            continue;
+        if (ps->p[i].revents & POLLOUT) {
+            if (bytes_flush(&c->inq, c->sock) < 0)
+                bytes_free(&c->inq);
+        }
+        if (ps->p[i].revents & (POLLIN | POLLHUP | POLLERR))
+            read_supervisor(l, c);
+    }
+}
+
+/* The end of a pass: supervisors done with their command wait for the next, acknowledged
+ * channels are forgotten, the host gets what is queued for it. */
+static void end_pass(struct live *l)
+{
+    for (struct chan *c = l->chans, *next; c; c = next) {
+        next = c->next;
+        if (c->sock >= 0 && c->result_sent && bytes_pending(&c->inq) == 0)
+            release_supervisor(l, c);
+        if (c->acked)
+            chan_free(l, c);
+    }
+    if (l->host_out_ok && bytes_flush(&l->outq, 1) < 0) {
+        /* Nobody reads our stdout any more: keep frames for a replay, drop the queue. */
+        l->host_out_ok = false;
+    }
+    if (!l->host_out_ok)
+        l->outq.off = l->outq.len = 0;
+}
+
+int agent_serve(void)
+{
+    int sfd = serve_signals();
     if (sfd < 0)
         return 1;
     struct live l;
@@ -789,126 +588,28 @@ int agent_serve(void)
     fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
     fcntl(1, F_SETFL, fcntl(1, F_GETFL) | O_NONBLOCK);
     l.host_out_ok = true;
-    l.proxy_fd = -1;
+    proxy_init(&l.px, &l.outq);
 
     bool waited = false;
     for (;;) {
         keep_spare(&l, waited);
-        size_t n = 4 + l.nchans + l.nnets;
-        struct pollfd *p = calloc(n, sizeof(*p));
-        struct chan **who = calloc(n, sizeof(*who));
-        if (!p || !who) {
-            free(p);
-            free(who);
+        __attribute__((cleanup(pass_free))) struct pass ps = {0};
+        if (pass_build(&l, sfd, &ps) < 0) {
             poll(NULL, 0, 100);
             continue;
         }
-        size_t np = 0;
-        p[np++] = (struct pollfd){.fd = sfd, .events = POLLIN};
-        size_t inq_total = 0;
-        for (struct chan *c = l.chans; c; c = c->next)
-            inq_total += bytes_pending(&c->inq);
-        bool host_in = !l.host_eof && inq_total < INQ_HIGH;
-        p[np++] = (struct pollfd){
-            .fd = host_in || (l.host_out_ok && bytes_pending(&l.outq)) ? 0 : -1,
-            .events = (short)(host_in ? POLLIN : 0)};
-        /* fd 0 and fd 1 may be one descriptor or two; poll fd 1 separately for output. */
-        size_t i_out = np;
-        p[np++] = (struct pollfd){.fd = l.host_out_ok && bytes_pending(&l.outq) ? 1 : -1,
-                                  .events = POLLOUT};
-        bool room = bytes_pending(&l.outq) < OUTQ_HIGH;
-        for (struct chan *c = l.chans; c; c = c->next) {
-            if (c->sock < 0 || np >= n)
-                continue;
-            short ev = (short)((room ? POLLIN : 0) | (bytes_pending(&c->inq) ? POLLOUT : 0));
-            if (!ev)
-                continue;
-            who[np] = c;
-            p[np++] = (struct pollfd){.fd = c->sock, .events = ev};
-        }
-        size_t i_nets = np;
-        size_t i_proxy = (size_t)-1;
-        struct net **nets = calloc(l.nnets + 1, sizeof(*nets));
-        if (l.proxy_fd >= 0 && room && l.nnets < MAX_NETS && np < n) {
-            i_proxy = np;
-            p[np++] = (struct pollfd){.fd = l.proxy_fd, .events = POLLIN};
-        }
-        size_t k = 0;
-        for (struct net *ne = l.nets; nets && ne && np < n; ne = ne->next) {
-            bool want_in = room && ne->state != NET_DONE &&
-                           !(ne->state == NET_OPEN && bytes_pending(&ne->to_client) > NET_QUEUE_MAX / 2);
-            short ev = (short)((want_in ? POLLIN : 0) |
-                               (bytes_pending(&ne->to_client) ? POLLOUT : 0));
-            nets[k++] = ne;
-            p[np++] = (struct pollfd){.fd = ev ? ne->fd : -1, .events = ev};
-        }
-        int r = poll(p, (nfds_t)np, l.nidle > 0 ? -1 : SPARE_WAIT_MS);
+        int r = poll(ps.p, (nfds_t)ps.np, l.nidle > 0 ? -1 : SPARE_WAIT_MS);
         waited = r == 0;
-        if (r < 0 && errno != EINTR) {
-            free(p);
-            free(who);
+        if (r < 0 && errno != EINTR)
             continue;
+        if ((ps.p[0].revents & POLLIN) && on_signals(&l, sfd)) {
+            kill(-1, SIGKILL);
+            return 0;
         }
-        if (p[0].revents & POLLIN) {
-            struct signalfd_siginfo si;
-            while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-                if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT ||
-                    si.ssi_signo == SIGHUP) {
-                    kill(-1, SIGKILL);
-                    return 0;
-                }
-            }
-            reap(&l);
-        }
-        if (p[1].fd == 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)))
+        if (ps.p[1].fd == 0 && (ps.p[1].revents & (POLLIN | POLLHUP | POLLERR)))
             read_host(&l);
-        for (size_t i = i_nets, j = 0; nets && i < np; i++) {
-            if (i == i_proxy) {
-                if (p[i].revents & POLLIN)
-                    proxy_accept(&l);
-                continue;
-            }
-            struct net *ne = nets[j++];
-            if (p[i].fd < 0)
-                continue;
-            if ((p[i].revents & POLLOUT) && bytes_flush(&ne->to_client, ne->fd) < 0) {
-                ne->close_after_flush = true;
-                bytes_free(&ne->to_client);
-            }
-            if (p[i].revents & (POLLIN | POLLHUP | POLLERR))
-                net_read(&l, ne);
-        }
-        free(nets);
-        for (struct net *ne = l.nets, *next; ne; ne = next) {
-            next = ne->next;
-            if (ne->close_after_flush && bytes_pending(&ne->to_client) == 0)
-                net_free(&l, ne);
-        }
-        for (size_t i = i_out + 1; i < i_nets; i++) {
-            struct chan *c = who[i];
-            if (!c || c->sock < 0)
-                continue;
-            if (p[i].revents & POLLOUT) {
-                if (bytes_flush(&c->inq, c->sock) < 0)
-                    bytes_free(&c->inq);
-            }
-            if (p[i].revents & (POLLIN | POLLHUP | POLLERR))
-                read_supervisor(&l, c);
-        }
-        free(p);
-        free(who);
-        for (struct chan *c = l.chans, *next; c; c = next) {
-            next = c->next;
-            if (c->sock >= 0 && c->result_sent && bytes_pending(&c->inq) == 0)
-                release_supervisor(&l, c);
-            if (c->acked)
-                chan_free(&l, c);
-        }
-        if (l.host_out_ok && bytes_flush(&l.outq, 1) < 0) {
-            /* Nobody reads our stdout any more: keep frames for a replay, drop the queue. */
-            l.host_out_ok = false;
-        }
-        if (!l.host_out_ok)
-            l.outq.off = l.outq.len = 0;
+        serve_nets(&l, &ps);
+        serve_supervisors(&l, &ps);
+        end_pass(&l);
     }
 }

@@ -15,16 +15,9 @@
  * is full the command's pipes are not read, so a flood of output blocks the command, never the
  * supervisor, and the deadline always fires.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <limits.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <sched.h>
-#include <stddef.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -34,13 +27,19 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "bytes.h"
+#include "clearing/cleanup.h"
+#include "command.h"
+#include "filter.h"
+#include "output.h"
+#include "procfs.h"
+#include "request.h"
+#include "supervise.h"
+#include "util.h"
 
 #define OUTQ_LIMIT (1024 * 1024)  /* bytes queued for the host before the pipes are paused */
 #define STDIN_LIMIT (1024 * 1024) /* bytes queued for the command before fd 0 is paused */
@@ -48,22 +47,7 @@
 #define TICK_MS 25                /* memory sampling period */
 #define FAST_TICK_MS 2            /* ... once memory in use passes half the limit */
 #define DRAIN_MS 200              /* how long leftover writers may keep the pipes open */
-#define MAX_PROCS 65536
 #define CHANNEL 1
-
-struct bytes {
-    uint8_t *data;
-    size_t len;
-    size_t off;
-};
-
-struct stream {
-    int fd; /* read end of the command's pipe, -1 once at EOF */
-    uint8_t type;
-    uint64_t cap;
-    uint64_t total;
-    uint64_t sent;
-};
 
 /* Build option `trace` (meson -Dtrace=true, never in production): the supervisor stamps each
  * step of a command with the wall clock, which gVisor keeps in step with the host's, and sends
@@ -107,267 +91,20 @@ struct sup {
     char message[256];
 };
 
-static void die_oom(void)
-{
-    static const char msg[] = "clearing-agent: out of memory\n";
-    (void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
-    _exit(3);
-}
-
+/* Appends to a queue; a supervisor without memory cannot supervise its command: it ends. */
 static void bytes_append(struct bytes *b, const void *data, size_t len)
 {
-    if (b->off > 0 && b->off == b->len) {
-        b->off = b->len = 0;
-    }
-    uint8_t *n = realloc(b->data, b->len + len);
-    if (!n)
-        die_oom();
-    b->data = n;
-    memcpy(b->data + b->len, data, len);
-    b->len += len;
-}
-
-static size_t bytes_pending(const struct bytes *b)
-{
-    return b->len - b->off;
+    if (bytes_add(b, data, len) < 0)
+        agent_die_oom();
 }
 
 static void queue_frame(struct sup *s, uint8_t type, const void *payload, size_t len)
 {
-    uint8_t hdr[CLR_PROTO_HEADER_SIZE];
-    clr_frame_header(hdr, CHANNEL, type, (uint32_t)len);
-    bytes_append(&s->outq, hdr, sizeof(hdr));
-    if (len)
-        bytes_append(&s->outq, payload, len);
-}
-
-/* ---- request decoding ---- */
-
-static char *dup_bytes(const uint8_t *v, uint32_t len)
-{
-    if (memchr(v, '\0', len))
-        return NULL; /* an embedded NUL would silently cut an argument */
-    char *s = malloc((size_t)len + 1);
-    if (!s)
-        die_oom();
-    memcpy(s, v, len);
-    s[len] = '\0';
-    return s;
-}
-
-static int push_str(char ***vec, size_t *n, size_t max, char *s)
-{
-    if (*n >= max)
-        return -1;
-    char **v = realloc(*vec, (*n + 2) * sizeof(char *));
-    if (!v)
-        die_oom();
-    v[(*n)++] = s;
-    v[*n] = NULL;
-    *vec = v;
-    return 0;
-}
-
-void agent_request_clear(struct agent_request *req)
-{
-    for (size_t i = 0; i < req->argc; i++)
-        free(req->argv[i]);
-    for (size_t i = 0; i < req->envc; i++)
-        free(req->envp[i]);
-    free(req->argv);
-    free(req->envp);
-    free(req->cwd);
-    memset(req, 0, sizeof(*req));
-}
-
-int agent_request_parse(struct agent_request *req, const uint8_t *payload, size_t len, char *err,
-                        size_t errlen)
-{
-    struct clr_tlv_iter it;
-    uint16_t tag;
-    const uint8_t *v;
-    uint32_t vlen;
-    int rc;
-
-    memset(req, 0, sizeof(*req));
-    req->uid = 1000;
-    req->gid = 1000;
-    clr_tlv_iter_init(&it, payload, len);
-    while ((rc = clr_tlv_next(&it, &tag, &v, &vlen)) == 1) {
-        uint64_t n = 0;
-        char *str;
-        switch (tag) {
-        case CLR_REQ_ARG:
-        case CLR_REQ_ENV:
-            str = dup_bytes(v, vlen);
-            if (!str) {
-                snprintf(err, errlen, "argument or environment entry contains a NUL byte");
-                goto fail;
-            }
-            if (tag == CLR_REQ_ARG ? push_str(&req->argv, &req->argc, CLR_PROTO_MAX_ARGS, str)
-                                   : push_str(&req->envp, &req->envc, CLR_PROTO_MAX_ENV, str)) {
-                free(str);
-                snprintf(err, errlen, "too many arguments or environment entries");
-                goto fail;
-            }
-            break;
-        case CLR_REQ_CWD:
-            free(req->cwd);
-            req->cwd = dup_bytes(v, vlen);
-            if (!req->cwd) {
-                snprintf(err, errlen, "working directory contains a NUL byte");
-                goto fail;
-            }
-            break;
-        default:
-            if (clr_tlv_u64(v, vlen, &n) < 0) {
-                snprintf(err, errlen, "field %u: expected an 8-byte integer", tag);
-                goto fail;
-            }
-            switch (tag) {
-            case CLR_REQ_TIMEOUT_MS: req->timeout_ms = n; break;
-            case CLR_REQ_STDOUT_CAP: req->stdout_cap = n; break;
-            case CLR_REQ_STDERR_CAP: req->stderr_cap = n; break;
-            case CLR_REQ_UID: req->uid = (uid_t)n; break;
-            case CLR_REQ_GID: req->gid = (gid_t)n; break;
-            case CLR_REQ_NPROC: req->nproc = n; break;
-            case CLR_REQ_MEMORY: req->memory = n; break;
-            case CLR_REQ_NOFILE: req->nofile = n; break;
-            case CLR_REQ_FSIZE: req->fsize = n; break;
-            case CLR_REQ_MEMORY_SOURCE: req->memory_source = n; break;
-            default: break; /* unknown integer fields are ignored, for forward compatibility */
-            }
-        }
-    }
-    if (rc < 0) {
-        snprintf(err, errlen, "malformed request fields");
-        goto fail;
-    }
-    if (req->argc == 0) {
-        snprintf(err, errlen, "empty command");
-        goto fail;
-    }
-    if (req->uid == 0 || req->gid == 0) {
-        /* Commands never run as root: the result's integrity depends on it. */
-        snprintf(err, errlen, "refusing to run a command as uid/gid 0");
-        goto fail;
-    }
-    if (!req->envp) {
-        /* An empty environment is a NULL-terminated array with no entries: envc stays 0. */
-        size_t none = 0;
-        push_str(&req->envp, &none, CLR_PROTO_MAX_ENV, NULL);
-    }
-    return 0;
-fail:
-    agent_request_clear(req);
-    return -1;
+    if (bytes_add_frame(&s->outq, CHANNEL, type, payload, (uint32_t)len) < 0)
+        agent_die_oom();
 }
 
 /* ---- the process tree ---- */
-
-struct proc {
-    pid_t pid, ppid;
-    uint64_t rss_pages;
-    bool in_tree;
-};
-
-/* Reads ppid and resident pages from /proc/PID/stat. */
-static int read_stat(pid_t pid, pid_t *ppid, uint64_t *rss_pages)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    /* comm may contain anything, including ')' and spaces: parse from the last ')'. */
-    char *p = strrchr(buf, ')');
-    if (!p || p[1] != ' ')
-        return -1;
-    /* Fields after ") " are numbered from 3 (state); ppid is 4, rss is 24. */
-    char *field = p + 2;
-    int pp = 0;
-    long long rss = 0;
-    for (int i = 3; i <= 24 && field; i++) {
-        if (i == 4)
-            pp = atoi(field);
-        else if (i == 24)
-            rss = atoll(field);
-        field = strchr(field, ' ');
-        if (field)
-            field++;
-    }
-    *ppid = pp;
-    *rss_pages = rss > 0 ? (uint64_t)rss : 0;
-    return 0;
-}
-
-/* Lists the supervisor's descendants into procs; returns how many, and their total RSS. */
-static size_t scan_tree(struct proc *procs, size_t max, uint64_t *rss_bytes)
-{
-    DIR *d = opendir("/proc");
-    size_t n = 0;
-    pid_t self = getpid();
-    if (!d)
-        return 0;
-    struct dirent *e;
-    while ((e = readdir(d)) && n < max) {
-        char *end;
-        long pid = strtol(e->d_name, &end, 10);
-        if (*end || pid <= 1 || pid == self)
-            continue;
-        pid_t ppid;
-        uint64_t pages = 0;
-        if (read_stat((pid_t)pid, &ppid, &pages) < 0)
-            continue;
-        procs[n] = (struct proc){.pid = (pid_t)pid, .ppid = ppid, .rss_pages = pages,
-                                 .in_tree = ppid == self};
-        n++;
-    }
-    closedir(d);
-    /* Propagate membership down the parent links until nothing changes. */
-    bool changed = true;
-    while (changed) {
-        changed = false;
-        for (size_t i = 0; i < n; i++) {
-            if (procs[i].in_tree)
-                continue;
-            for (size_t j = 0; j < n; j++) {
-                if (procs[j].in_tree && procs[j].pid == procs[i].ppid) {
-                    procs[i].in_tree = true;
-                    changed = true;
-                    break;
-                }
-            }
-        }
-    }
-    size_t m = 0;
-    uint64_t pages = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!procs[i].in_tree)
-            continue;
-        pages += procs[i].rss_pages;
-        procs[m++] = procs[i];
-    }
-    if (rss_bytes)
-        *rss_bytes = pages * (uint64_t)sysconf(_SC_PAGESIZE);
-    return m;
-}
-
-static struct proc *proc_buf(void)
-{
-    static struct proc *buf;
-    if (!buf) {
-        buf = calloc(MAX_PROCS, sizeof(*buf));
-        if (!buf)
-            die_oom();
-    }
-    return buf;
-}
 
 static uint64_t tv_us(struct timeval tv)
 {
@@ -407,25 +144,15 @@ static void reap(struct sup *s)
         ;
 }
 
-/* True when the supervisor has no child at all, living, stopped or a zombie. Then it has no
- * descendant either: it is a subreaper, so the topmost living process of any branch of the tree
- * is its child. The kernel's (the Sentry's) own answer, so the /proc walk can be skipped. */
-static bool no_children(void)
-{
-    siginfo_t si;
-    return waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT | __WALL) < 0 &&
-           errno == ECHILD;
-}
-
 /* SIGKILLs every descendant until none is left. */
 static void kill_tree(struct sup *s)
 {
-    struct proc *procs = proc_buf();
+    struct proc *procs = agent_tree_buffer();
     reap(s);
-    if (no_children())
+    if (agent_no_children())
         return;
     for (int round = 0; round < 1000; round++) {
-        size_t n = scan_tree(procs, MAX_PROCS, NULL);
+        size_t n = agent_tree_scan(procs, AGENT_MAX_PROCS, NULL);
         if (n == 0)
             break;
         for (size_t i = 0; i < n; i++) {
@@ -445,210 +172,33 @@ static void kill_tree(struct sup *s)
 
 extern char **environ;
 
-static bool env_has(char **vec, const char *kv)
+/* Closes each descriptor of a command's start still held and marks it closed (-1: handed on or
+ * never made). */
+static void close_fds(int (*fds)[CMD_NFDS])
 {
-    size_t n = strcspn(kv, "=");
-    for (; vec && *vec; vec++) {
-        if (strncmp(*vec, kv, n) == 0 && (*vec)[n] == '=')
-            return true;
+    for (size_t i = 0; i < CMD_NFDS; i++) {
+        if ((*fds)[i] >= 0)
+            close(steal_fd(&(*fds)[i]));
     }
-    return false;
 }
 
-/* The command's environment: the container's (the image's PATH, HOME, LANG...) with the
- * request's entries added or replacing; of duplicate request entries the last wins. Built in the
- * supervisor before the command's vfork (the child shares its memory and must not allocate);
- * the vector's strings belong to environ and the request, so only the vector is freed. */
-static char **command_env(char **req)
-{
-    size_t nreq = 0, nenv = 0;
-    while (req && req[nreq])
-        nreq++;
-    while (environ && environ[nenv])
-        nenv++;
-    char **v = calloc(nreq + nenv + 1, sizeof(char *));
-    if (!v)
-        return req;
-    size_t k = 0;
-    for (size_t i = 0; i < nenv; i++) {
-        if (!env_has(req, environ[i]))
-            v[k++] = environ[i];
-    }
-    for (size_t i = 0; i < nreq; i++) {
-        if (!env_has(req + i + 1, req[i]))
-            v[k++] = req[i];
-    }
-    return v;
-}
-
-#if defined(__x86_64__)
-#define FILTER_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define FILTER_ARCH AUDIT_ARCH_AARCH64
-#else
-#error "command filter: unknown architecture"
-#endif
-
-/* Namespaces a command may not create; CLONE_NEWTIME (0x80) only in unshare, where the low
- * byte is not clone's exit signal. */
-#define FILTER_NS_FLAGS                                                                           \
-    (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |                \
-     CLONE_NEWPID | CLONE_NEWNET)
-#define FILTER_ARG_LO(n) (offsetof(struct seccomp_data, args) + 8 * (n)) /* little endian */
-#define FILTER_LD(off) BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (off))
-#define FILTER_RET(action) BPF_STMT(BPF_RET | BPF_K, (action))
-#define FILTER_ERRNO(e) FILTER_RET(SECCOMP_RET_ERRNO | ((e) & SECCOMP_RET_DATA))
-/* nr == NR: EPERM if the flags argument has any of FLAGS, else allowed (5 instructions). */
-#define FILTER_FLAGS(nr, arg, flags)                                                              \
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 4), FILTER_LD(FILTER_ARG_LO(arg)),              \
-        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, (flags), 0, 1), FILTER_ERRNO(EPERM),                 \
-        FILTER_RET(SECCOMP_RET_ALLOW)
-/* nr == NR: EPERM if the mode argument makes a character or block device (7 instructions). */
-#define FILTER_NODE(nr, arg)                                                                      \
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 6), FILTER_LD(FILTER_ARG_LO(arg)),               \
-        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, S_IFMT),                                              \
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, S_IFCHR, 2, 0),                                       \
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, S_IFBLK, 1, 0), FILTER_RET(SECCOMP_RET_ALLOW),        \
-        FILTER_ERRNO(EPERM)
-
-/* The command's seccomp filter. gVisor does not load Docker's seccomp profile (runsc ignores it
- * without --oci-seccomp) and its own checks are weaker than Linux's in two places the escape
- * suite found: an unprivileged user may create user namespaces (and so get CAP_SYS_ADMIN over
- * new mount and network namespaces) and may mknod character and block devices on tmpfs,
- * ignoring CAP_MKNOD and nodev (gVisor's /dev/fuse and /dev/net/tun then open). Neither reaches
- * the host, but both widen the part of the Sentry a command can reach, so they are refused as
- * Docker's profile refuses them: namespace flags in clone/unshare, clone3 (its flags live in
- * memory a filter cannot read; glibc falls back to clone on ENOSYS), device nodes, keyrings.
- * Installed once by the supervisor itself, which needs none of these (it starts commands with
- * vfork), so every command inherits it through vfork and execve; no_new_privs makes it
- * irrevocable. Not per command: in gVisor, loading a filter costs a command's start about
- * 0.8 ms. */
-static int install_command_filter(void)
-{
-    struct sock_filter f[] = {
-        FILTER_LD(offsetof(struct seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FILTER_ARCH, 1, 0),
-        FILTER_RET(SECCOMP_RET_KILL_PROCESS),
-        FILTER_LD(offsetof(struct seccomp_data, nr)),
-#if defined(__x86_64__)
-        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000 /* x32 ABI */, 0, 1),
-        FILTER_ERRNO(ENOSYS),
-        FILTER_NODE(__NR_mknod, 1),
-#endif
-        FILTER_NODE(__NR_mknodat, 2),
-        FILTER_FLAGS(__NR_unshare, 0, FILTER_NS_FLAGS | 0x80 /* CLONE_NEWTIME */),
-        FILTER_FLAGS(__NR_clone, 0, FILTER_NS_FLAGS),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),
-        FILTER_ERRNO(ENOSYS),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_keyctl, 2, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_add_key, 1, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_request_key, 0, 1),
-        FILTER_ERRNO(EPERM),
-        FILTER_RET(SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {.len = (unsigned short)(sizeof(f) / sizeof(f[0])), .filter = f};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        return -1;
-    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
-}
-
-/* Runs in the vfork child, in the supervisor's memory until execve: no allocation, no writes
- * to anything but its own stack and descriptors, and errno (shared with the parent, which reads
- * it after the vfork only when the vfork itself failed). What it changes (signal mask, session, rlimits,
- * credentials, cwd, descriptors, seccomp) belongs to the child process alone: vfork shares the
- * address space, not the signal handlers, files, fs or credentials. Every system call here is
- * on the command's path, and in a new gVisor process each costs up to tens of microseconds:
- * what can be done once per supervisor (signal dispositions, RLIMIT_CORE, supplementary
- * groups, the seccomp filter) is done in supervisor_init instead. */
-__attribute__((noreturn)) static void child_setup(struct sup *s, char **env, int in_r, int out_w,
-                                                  int err_w, int report_w)
-{
-    struct agent_request *r = &s->req;
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-
-    /* A session of its own: terminal signals of the agent do not reach it and vice versa. */
-    setsid();
-    if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
-        goto fail;
-    /* report_w is close-on-exec: it closes by itself when execve succeeds. Every other
-     * descriptor is closed here so nothing of the agent's leaks into the command; before
-     * RLIMIT_NOFILE is lowered, which would lower the bound of close()'s fallback loop. */
-    agent_close_from(3, report_w);
-    if (r->nproc) {
-        struct rlimit l = {r->nproc, r->nproc};
-        if (setrlimit(RLIMIT_NPROC, &l) < 0)
-            goto fail;
-    }
-    if (r->nofile) {
-        struct rlimit l = {r->nofile, r->nofile};
-        if (setrlimit(RLIMIT_NOFILE, &l) < 0)
-            goto fail;
-    }
-    if (r->fsize) {
-        struct rlimit l = {r->fsize, r->fsize};
-        if (setrlimit(RLIMIT_FSIZE, &l) < 0)
-            goto fail;
-    }
-    if (setgid(r->gid) < 0 || setuid(r->uid) < 0)
-        goto fail;
-    /* Losing root must be irreversible before any command byte runs. */
-    if (setuid(0) == 0 || getuid() != r->uid || geteuid() != r->uid)
-        goto fail;
-    if (r->cwd && chdir(r->cwd) < 0)
-        goto fail;
-    execvpe(r->argv[0], r->argv, env);
-fail:;
-    int e = errno;
-    (void)!write(report_w, &e, sizeof(e));
-    _exit(127);
-}
-
-static int make_pipe(int p[2])
-{
-    return pipe2(p, O_CLOEXEC);
-}
-
-/* vfork: no copy of the supervisor's address space, which under gVisor is about half the cost
- * of starting a command; returns once the child has exec'd or exited. A function of its own, so
- * that nothing the parent uses after it lives in a register the child could clobber. fds: the
- * pipes' read and write ends, stdin, stdout, stderr and the report pipe, in that order. */
-__attribute__((noinline)) static pid_t spawn_command(struct sup *s, char **env, const int *fds)
-{
-    pid_t pid = vfork();
-    if (pid == 0) {
-        close(fds[1]);
-        close(fds[2]);
-        close(fds[4]);
-        close(fds[6]);
-        child_setup(s, env, fds[0], fds[3], fds[5], fds[7]);
-    }
-    return pid;
-}
-
-static void close_all(int *fds, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (fds[i] >= 0)
-            close(fds[i]);
-}
-
+/* Starts the request's command: on success s->child and the pipes (child_in, out.fd, err.fd)
+ * are set and owned by s; 0. -1 with the reason in s->message when it could not start; then no
+ * descriptor of its start is left open (a supervisor runs many commands: the next one's would
+ * carry it), and a child that could not exec is collected if it is gone already. */
 static int start_command(struct sup *s)
 {
-    /* A supervisor runs many commands: on every failure, each descriptor made so far is closed,
-     * or the next command's supervisor would carry it. */
-    int fds[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
-    int *in = &fds[0], *out = &fds[2], *err = &fds[4], *rep = &fds[6];
-    if (make_pipe(in) < 0 || make_pipe(out) < 0 || make_pipe(err) < 0 || make_pipe(rep) < 0) {
-        snprintf(s->message, sizeof(s->message), "pipe: %s", strerror(errno));
-        close_all(fds, 8);
-        return -1;
+    __attribute__((cleanup(close_fds))) int fds[CMD_NFDS] = {-1, -1, -1, -1, -1, -1, -1, -1};
+    for (size_t i = 0; i < CMD_NFDS; i += 2) {
+        if (pipe2(&fds[i], O_CLOEXEC) < 0) {
+            snprintf(s->message, sizeof(s->message), "pipe: %s", strerror(errno));
+            return -1;
+        }
     }
-    char **env = command_env(s->req.envp);
+    char **env = agent_command_env(environ, s->req.envp);
     s->start_ns = agent_now_ns();
     TRACE(s, TR_SPAWN);
-    pid_t pid = spawn_command(s, env, fds);
+    pid_t pid = agent_command_spawn(&s->req, env, fds);
     /* errno is the vfork's only when it failed: the child shares the parent's memory, errno
      * included, and its failing calls (each PATH entry execvpe tries) overwrite it. */
     int spawn_errno = errno;
@@ -657,32 +207,29 @@ static int start_command(struct sup *s)
         free(env);
     if (pid < 0) {
         snprintf(s->message, sizeof(s->message), "vfork: %s", strerror(spawn_errno));
-        close_all(fds, 8);
         return -1;
     }
     s->child = pid;
-    close(in[0]);
-    close(out[1]);
-    close(err[1]);
-    close(rep[1]);
+    close(steal_fd(&fds[CMD_IN_R]));
+    close(steal_fd(&fds[CMD_OUT_W]));
+    close(steal_fd(&fds[CMD_ERR_W]));
+    close(steal_fd(&fds[CMD_REP_W]));
     int e = 0;
     ssize_t n;
     do
-        n = read(rep[0], &e, sizeof(e));
+        n = read(fds[CMD_REP_R], &e, sizeof(e));
     while (n < 0 && errno == EINTR);
-    close(rep[0]);
+    close(steal_fd(&fds[CMD_REP_R]));
     if (n == (ssize_t)sizeof(e)) {
         snprintf(s->message, sizeof(s->message), "cannot start '%s': %s", s->req.argv[0],
                  strerror(e));
-        close(in[1]);
-        close(out[0]);
-        close(err[0]);
+        close_fds(&fds);
         reap(s);
         return -1;
     }
-    s->child_in = in[1];
-    s->out.fd = out[0];
-    s->err.fd = err[0];
+    s->child_in = steal_fd(&fds[CMD_IN_W]);
+    s->out.fd = steal_fd(&fds[CMD_OUT_R]);
+    s->err.fd = steal_fd(&fds[CMD_ERR_R]);
     fcntl(s->child_in, F_SETFL, O_NONBLOCK);
     fcntl(s->out.fd, F_SETFL, O_NONBLOCK);
     fcntl(s->err.fd, F_SETFL, O_NONBLOCK);
@@ -773,13 +320,9 @@ static void read_stream(struct sup *s, struct stream *st)
         st->fd = -1;
         return;
     }
-    st->total += (uint64_t)n;
-    if (st->sent < st->cap) {
-        uint64_t room = st->cap - st->sent;
-        size_t send = (uint64_t)n < room ? (size_t)n : (size_t)room;
+    size_t send = agent_stream_take(st, (size_t)n);
+    if (send)
         queue_frame(s, st->type, buf, send);
-        st->sent += send;
-    }
 }
 
 static int flush_out(struct sup *s)
@@ -821,27 +364,6 @@ static void write_stdin(struct sup *s)
     }
 }
 
-/* Sandbox-wide memory in use, from the sandbox kernel's /proc/meminfo; 0 if unreadable. */
-static uint64_t meminfo_used(void)
-{
-    char buf[4096];
-    int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    const char *t = strstr(buf, "MemTotal:");
-    const char *a = strstr(buf, "MemAvailable:");
-    if (!t || !a)
-        return 0;
-    unsigned long long total = strtoull(t + 9, NULL, 10);
-    unsigned long long avail = strtoull(a + 13, NULL, 10);
-    return total > avail ? (total - avail) * 1024 : 0;
-}
-
 /* A command is not charged for memory an earlier one held. gVisor returns a killed command's
  * pages to the sandbox's account (its /proc/meminfo) some milliseconds after the process is
  * gone, and a supervisor starts the next command at once: it would read the sandbox as over the
@@ -854,7 +376,7 @@ static void settle_memory(const struct sup *s)
         return;
     uint64_t until = agent_now_ns() + MEM_SETTLE_MS * 1000000ull;
     for (;;) {
-        uint64_t used = meminfo_used();
+        uint64_t used = agent_meminfo_used();
         if (!used || used <= s->req.memory || agent_now_ns() >= until)
             return;
         struct timespec ts = {0, 5 * 1000000L};
@@ -867,12 +389,12 @@ static void settle_memory(const struct sup *s)
 static bool sample_memory(struct sup *s, bool scan)
 {
     if (scan)
-        scan_tree(proc_buf(), MAX_PROCS, &s->tree_rss);
+        agent_tree_scan(agent_tree_buffer(), AGENT_MAX_PROCS, &s->tree_rss);
     uint64_t rss = s->tree_rss;
     uint64_t used = rss;
     if (s->req.memory_source == CLR_MEMORY_MEMINFO) {
         /* Both are upper bounds of what the command holds: the tighter one is reported. */
-        uint64_t sandbox = meminfo_used();
+        uint64_t sandbox = agent_meminfo_used();
         if (sandbox && sandbox < rss)
             rss = sandbox;
         used = sandbox ? sandbox : used;
@@ -892,7 +414,7 @@ static void write_result(struct sup *s, int status)
 {
     struct clr_tlv_builder *b = malloc(sizeof(*b));
     if (!b)
-        die_oom();
+        agent_die_oom();
     clr_tlv_init(b);
     clr_tlv_put_u64(b, CLR_RES_STATUS, (uint64_t)status);
     if (s->child_done && WIFEXITED(s->child_status))
@@ -906,8 +428,8 @@ static void write_result(struct sup *s, int status)
     clr_tlv_put_u64(b, CLR_RES_PEAK_RSS, s->peak_rss);
     clr_tlv_put_u64(b, CLR_RES_STDOUT_BYTES, s->out.total);
     clr_tlv_put_u64(b, CLR_RES_STDERR_BYTES, s->err.total);
-    clr_tlv_put_u64(b, CLR_RES_STDOUT_TRUNC, s->out.total > s->out.sent);
-    clr_tlv_put_u64(b, CLR_RES_STDERR_TRUNC, s->err.total > s->err.sent);
+    clr_tlv_put_u64(b, CLR_RES_STDOUT_TRUNC, agent_stream_truncated(&s->out));
+    clr_tlv_put_u64(b, CLR_RES_STDERR_TRUNC, agent_stream_truncated(&s->err));
     clr_tlv_put_u64(b, CLR_RES_KILLED_PROCS, s->killed);
 #ifdef CLR_TRACE
     TRACE(s, TR_TX);
@@ -984,7 +506,7 @@ static int supervisor_init(struct supervisor *v, int in_fd, int out_fd, bool reu
     else if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
         what = "cannot become a child subreaper";
     /* Fail closed: commands that cannot be filtered are not started. */
-    else if (install_command_filter() < 0)
+    else if (agent_filter_install() < 0)
         what = "cannot install the command filter";
     if (what) {
         struct sup s;
@@ -1004,33 +526,195 @@ static int supervisor_init(struct supervisor *v, int in_fd, int out_fd, bool reu
     return 0;
 }
 
+/* One command's state, before its request. */
+static void sup_init(struct sup *s, const struct supervisor *v)
+{
+    memset(s, 0, sizeof(*s));
+    s->in_fd = v->in_fd;
+    s->out_fd = v->out_fd;
+    s->child_in = s->out.fd = s->err.fd = -1;
+    s->out.type = CLR_FRAME_STDOUT;
+    s->err.type = CLR_FRAME_STDERR;
+}
+
+/* Reads until the request is complete, fd 0 blocking. 0; -1 when the stream ended or broke
+ * first (the host is answered with start_failed, unless a reused supervisor was let go). */
+static int wait_request(struct sup *s, struct supervisor *v)
+{
+    while (!s->have_req) {
+        if (read_host(s, &v->rd) < 0 || s->host_eof) {
+            /* A reused supervisor that is let go between commands ends quietly. */
+            if (v->reuse && s->host_eof && !s->message[0])
+                return -1;
+            if (!s->message[0])
+                snprintf(s->message, sizeof(s->message), "host closed the stream before a request");
+            finish(s, CLR_WIRE_START_FAILED);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The supervising loop's clocks, in agent_now_ns() nanoseconds. */
+struct pace {
+    uint64_t deadline;    /* the command's timeout; 0: none */
+    uint64_t drain_until; /* leftover writers are killed after this; 0: the command runs */
+    uint64_t next_tick;   /* the next memory sample */
+    uint64_t next_scan;   /* the next /proc walk */
+    int tick_ms;
+};
+
+static void pace_init(struct pace *pc, const struct sup *s)
+{
+    pc->deadline = s->req.timeout_ms ? s->start_ns + s->req.timeout_ms * 1000000ull : 0;
+    pc->drain_until = 0;
+    pc->next_tick = s->start_ns;
+    pc->tick_ms = TICK_MS;
+    /* The first /proc walk waits a tick: most commands are over before it would matter. */
+    pc->next_scan = s->start_ns + TICK_MS * 1000000ull;
+}
+
+/* Samples memory when its tick is due, and sets the next tick. */
+static void memory_tick(struct sup *s, struct pace *pc, uint64_t t)
+{
+    if (t < pc->next_tick)
+        return;
+    /* The /proc scan is the costly part: at most every TICK_MS, even in fast mode. */
+    bool scan = t >= pc->next_scan;
+    if (scan)
+        pc->next_scan = t + TICK_MS * 1000000ull;
+    bool near = !s->child_done && sample_memory(s, scan);
+    pc->tick_ms = near && s->req.memory_source == CLR_MEMORY_MEMINFO ? FAST_TICK_MS : TICK_MS;
+    pc->next_tick = t + (uint64_t)pc->tick_ms * 1000000ull;
+}
+
+/* The supervisor's own decisions, once per round: the timeout, memory, a host that went away,
+ * leftover writers after the command's exit. True when the command is over, its pipes at EOF and
+ * its tree gone. */
+static bool enforce(struct sup *s, struct pace *pc)
+{
+    uint64_t t = agent_now_ns();
+    if (!s->verdict && pc->deadline && t >= pc->deadline && !s->child_done) {
+        s->verdict = CLR_WIRE_TIMED_OUT;
+        snprintf(s->message, sizeof(s->message), "timed out after %llu ms",
+                 (unsigned long long)s->req.timeout_ms);
+    }
+    memory_tick(s, pc, t);
+    if (s->host_eof && !s->verdict) {
+        s->verdict = CLR_WIRE_SIGNALED;
+        snprintf(s->message, sizeof(s->message), "host went away; command killed");
+    }
+    if (s->verdict)
+        kill_tree(s);
+    if (s->child_done && !pc->drain_until)
+        pc->drain_until = agent_now_ns() + DRAIN_MS * 1000000ull;
+    if (pc->drain_until && agent_now_ns() >= pc->drain_until) {
+        /* Leftover background processes still hold the pipes: the command is over, they go. */
+        kill_tree(s);
+    }
+    if (s->child_done && s->out.fd < 0 && s->err.fd < 0) {
+        kill_tree(s);
+        return true;
+    }
+    return false;
+}
+
+/* What one round waits for; an index is -1 when its descriptor is not watched. */
+struct watch {
+    struct pollfd p[5];
+    int np;
+    int i_host, i_out, i_err, i_sig;
+};
+
+/* Flow control: the host is read only while the command's stdin queue has room, the command's
+ * pipes only while the host's queue has room. */
+static void watch_build(struct watch *w, const struct sup *s, int sfd)
+{
+    w->np = 0;
+    w->i_host = w->i_out = w->i_err = w->i_sig = -1;
+    bool room = bytes_pending(&s->outq) < OUTQ_LIMIT;
+    if (!s->host_eof && bytes_pending(&s->inq) < STDIN_LIMIT) {
+        w->i_host = w->np;
+        w->p[w->np++] = (struct pollfd){.fd = s->in_fd, .events = POLLIN};
+    }
+    if (bytes_pending(&s->outq) > 0)
+        w->p[w->np++] = (struct pollfd){.fd = s->out_fd, .events = POLLOUT};
+    if (room && s->out.fd >= 0) {
+        w->i_out = w->np;
+        w->p[w->np++] = (struct pollfd){.fd = s->out.fd, .events = POLLIN};
+    }
+    if (room && s->err.fd >= 0) {
+        w->i_err = w->np;
+        w->p[w->np++] = (struct pollfd){.fd = s->err.fd, .events = POLLIN};
+    }
+    if (s->child_in >= 0 && (bytes_pending(&s->inq) > 0 || s->stdin_eof))
+        w->p[w->np++] = (struct pollfd){.fd = s->child_in, .events = POLLOUT};
+    if (sfd >= 0) {
+        w->i_sig = w->np;
+        w->p[w->np++] = (struct pollfd){.fd = sfd, .events = POLLIN};
+    }
+}
+
+/* Milliseconds to wait: a tick, or less when the deadline comes first. */
+static int wait_ms(const struct sup *s, const struct pace *pc)
+{
+    int timeout = pc->tick_ms;
+    if (pc->deadline && !s->child_done) {
+        uint64_t now = agent_now_ns();
+        int64_t left = pc->deadline > now ? (int64_t)((pc->deadline - now) / 1000000) + 1 : 0;
+        if (left < timeout)
+            timeout = (int)left;
+    }
+    return timeout;
+}
+
+static bool ready(const struct watch *w, int i, short events)
+{
+    return i >= 0 && (w->p[i].revents & events);
+}
+
+/* One wait and what came of it: exits collected, the host's frames read, the command's output
+ * queued, its stdin written, the host's queue flushed. 0, or -1 when the supervisor cannot wait
+ * any more: the command is killed, and the supervisor is not reused with the command's pipes in
+ * an unknown state. */
+static int pump(struct sup *s, struct supervisor *v, const struct pace *pc)
+{
+    struct watch w;
+    watch_build(&w, s, v->sfd);
+    int r = poll(w.p, (nfds_t)w.np, wait_ms(s, pc));
+    if (r < 0 && errno != EINTR) {
+        snprintf(s->message, sizeof(s->message), "poll: %s", strerror(errno));
+        kill_tree(s);
+        return -1;
+    }
+    if (ready(&w, w.i_sig, POLLIN)) {
+        struct signalfd_siginfo si;
+        while (read(v->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+            ;
+    }
+    reap(s);
+    if (ready(&w, w.i_host, POLLIN | POLLHUP | POLLERR) && read_host(s, &v->rd) < 0)
+        s->host_eof = true;
+    if (ready(&w, w.i_out, POLLIN | POLLHUP | POLLERR))
+        read_stream(s, &s->out);
+    if (ready(&w, w.i_err, POLLIN | POLLHUP | POLLERR))
+        read_stream(s, &s->err);
+    if (s->child_in >= 0)
+        write_stdin(s);
+    if (flush_out(s) < 0)
+        s->host_eof = true;
+    return 0;
+}
+
 /* Runs one command: waits for its EXEC, supervises it, writes its result. 0 when the supervisor
  * may take another command; 1 when the host went away during the command; -1 when no command
  * could be read (the stream ended or broke first). */
 static int supervise_one(struct supervisor *v)
 {
     struct sup s;
-    memset(&s, 0, sizeof(s));
-    s.in_fd = v->in_fd;
-    s.out_fd = v->out_fd;
-    s.child_in = s.out.fd = s.err.fd = -1;
-    s.out.type = CLR_FRAME_STDOUT;
-    s.err.type = CLR_FRAME_STDERR;
-    struct clr_frame_reader *rd = &v->rd;
-    int sfd = v->sfd;
-
-    /* Until the request is complete, fd 0 is read blocking. */
-    while (!s.have_req) {
-        if (read_host(&s, rd) < 0 || s.host_eof) {
-            /* A reused supervisor that is let go between commands ends quietly. */
-            if (v->reuse && s.host_eof && !s.message[0])
-                return -1;
-            if (!s.message[0])
-                snprintf(s.message, sizeof(s.message), "host closed the stream before a request");
-            finish(&s, CLR_WIRE_START_FAILED);
-            return -1;
-        }
-    }
+    sup_init(&s, v);
+    if (wait_request(&s, v) < 0)
+        return -1;
     s.out.cap = s.req.stdout_cap;
     s.err.cap = s.req.stderr_cap;
     fcntl(s.in_fd, F_SETFL, fcntl(s.in_fd, F_GETFL) | O_NONBLOCK);
@@ -1041,111 +725,11 @@ static int supervise_one(struct supervisor *v)
         finish(&s, CLR_WIRE_START_FAILED);
         return 0;
     }
-    uint64_t deadline = s.req.timeout_ms ? s.start_ns + s.req.timeout_ms * 1000000ull : 0;
-    uint64_t drain_until = 0;
-    uint64_t next_tick = s.start_ns;
-    int tick_ms = TICK_MS;
-    /* The first /proc walk waits a tick: most commands are over before it would matter. */
-    uint64_t next_scan = s.start_ns + TICK_MS * 1000000ull;
+    struct pace pc;
+    pace_init(&pc, &s);
     bool broken = false;
-
-    for (;;) {
-        uint64_t t = agent_now_ns();
-        if (!s.verdict && deadline && t >= deadline && !s.child_done) {
-            s.verdict = CLR_WIRE_TIMED_OUT;
-            snprintf(s.message, sizeof(s.message), "timed out after %llu ms",
-                     (unsigned long long)s.req.timeout_ms);
-        }
-        if (t >= next_tick) {
-            /* The /proc scan is the costly part: at most every TICK_MS, even in fast mode. */
-            bool scan = t >= next_scan;
-            if (scan)
-                next_scan = t + TICK_MS * 1000000ull;
-            bool near = !s.child_done && sample_memory(&s, scan);
-            tick_ms = near && s.req.memory_source == CLR_MEMORY_MEMINFO ? FAST_TICK_MS : TICK_MS;
-            next_tick = t + (uint64_t)tick_ms * 1000000ull;
-        }
-        if (s.host_eof && !s.verdict) {
-            s.verdict = CLR_WIRE_SIGNALED;
-            snprintf(s.message, sizeof(s.message), "host went away; command killed");
-        }
-        if (s.verdict) {
-            kill_tree(&s);
-        }
-        if (s.child_done && !drain_until)
-            drain_until = agent_now_ns() + DRAIN_MS * 1000000ull;
-        if (drain_until && agent_now_ns() >= drain_until) {
-            /* Leftover background processes still hold the pipes: the command is over, they go. */
-            kill_tree(&s);
-        }
-        if (s.child_done && s.out.fd < 0 && s.err.fd < 0) {
-            kill_tree(&s);
-            break;
-        }
-
-        struct pollfd p[5];
-        int np = 0;
-        int i_host = -1, i_out = -1, i_err = -1, i_in = -1, i_sig = -1;
-        bool room = bytes_pending(&s.outq) < OUTQ_LIMIT;
-        if (!s.host_eof && bytes_pending(&s.inq) < STDIN_LIMIT) {
-            i_host = np;
-            p[np++] = (struct pollfd){.fd = s.in_fd, .events = POLLIN};
-        }
-        if (bytes_pending(&s.outq) > 0)
-            p[np++] = (struct pollfd){.fd = s.out_fd, .events = POLLOUT};
-        if (room && s.out.fd >= 0) {
-            i_out = np;
-            p[np++] = (struct pollfd){.fd = s.out.fd, .events = POLLIN};
-        }
-        if (room && s.err.fd >= 0) {
-            i_err = np;
-            p[np++] = (struct pollfd){.fd = s.err.fd, .events = POLLIN};
-        }
-        if (s.child_in >= 0 && (bytes_pending(&s.inq) > 0 || s.stdin_eof)) {
-            i_in = np;
-            p[np++] = (struct pollfd){.fd = s.child_in, .events = POLLOUT};
-        }
-        (void)i_in;
-        if (sfd >= 0) {
-            i_sig = np;
-            p[np++] = (struct pollfd){.fd = sfd, .events = POLLIN};
-        }
-        int timeout = tick_ms;
-        if (deadline && !s.child_done) {
-            uint64_t now = agent_now_ns();
-            int64_t left = deadline > now ? (int64_t)((deadline - now) / 1000000) + 1 : 0;
-            if (left < timeout)
-                timeout = (int)left;
-        }
-        int r = poll(p, (nfds_t)np, timeout);
-        if (r < 0 && errno != EINTR) {
-            /* Cannot wait any more: the command goes, and so does this supervisor (it is not
-             * reused with the command's pipes in an unknown state). */
-            snprintf(s.message, sizeof(s.message), "poll: %s", strerror(errno));
-            kill_tree(&s);
-            broken = true;
-            break;
-        }
-        if (i_sig >= 0 && (p[i_sig].revents & POLLIN)) {
-            struct signalfd_siginfo si;
-            while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-                ;
-        }
-        reap(&s);
-        if (i_host >= 0 && (p[i_host].revents & (POLLIN | POLLHUP | POLLERR))) {
-            if (read_host(&s, rd) < 0) {
-                s.host_eof = true;
-            }
-        }
-        if (i_out >= 0 && (p[i_out].revents & (POLLIN | POLLHUP | POLLERR)))
-            read_stream(&s, &s.out);
-        if (i_err >= 0 && (p[i_err].revents & (POLLIN | POLLHUP | POLLERR)))
-            read_stream(&s, &s.err);
-        if (s.child_in >= 0)
-            write_stdin(&s);
-        if (flush_out(&s) < 0)
-            s.host_eof = true;
-    }
+    while (!broken && !enforce(&s, &pc))
+        broken = pump(&s, v, &pc) < 0;
     if (s.child_in >= 0)
         close(s.child_in);
     if (s.out.fd >= 0)

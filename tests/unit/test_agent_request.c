@@ -11,7 +11,8 @@
 
 #include <cmocka.h>
 
-#include "agent.h"
+#include "request.h"
+#include "util.h"
 
 static struct clr_tlv_builder *builder(void)
 {
@@ -327,6 +328,87 @@ static void test_request_small_error_buffer_is_safe(void **state)
     free(b);
 }
 
+/* The message names the field that is wrong, so the host's log says what to fix. */
+static void test_request_bad_integer_names_the_field(void **state)
+{
+    (void)state;
+    struct clr_tlv_builder *b = builder();
+    clr_tlv_put_str(b, CLR_REQ_ARG, "sleep");
+    clr_tlv_put(b, CLR_REQ_TIMEOUT_MS, "\1\2\3", 3);
+    parse_bad(b, "field 4: expected an 8-byte integer");
+    free(b);
+}
+
+/* Limits are taken as given, the largest included: bounds are the daemon's to set. */
+static void test_request_integers_at_their_maximum(void **state)
+{
+    (void)state;
+    struct clr_tlv_builder *b = builder();
+    clr_tlv_put_str(b, CLR_REQ_ARG, "true");
+    clr_tlv_put_u64(b, CLR_REQ_TIMEOUT_MS, UINT64_MAX);
+    clr_tlv_put_u64(b, CLR_REQ_STDOUT_CAP, UINT64_MAX);
+    clr_tlv_put_u64(b, CLR_REQ_MEMORY, UINT64_MAX);
+    clr_tlv_put_u64(b, CLR_REQ_UID, 65534);
+    struct agent_request req;
+    char err[256] = "";
+    assert_int_equal(agent_request_parse(&req, b->buf, b->len, err, sizeof(err)), 0);
+    assert_true(req.timeout_ms == UINT64_MAX);
+    assert_true(req.stdout_cap == UINT64_MAX);
+    assert_true(req.memory == UINT64_MAX);
+    assert_int_equal(req.stderr_cap, 0); /* not given: 0 */
+    assert_int_equal(req.uid, 65534);
+    assert_int_equal(req.gid, 1000);
+    agent_request_clear(&req);
+    free(b);
+}
+
+/* Duplicate environment entries are all kept, in order: the last one wins when the command's
+ * environment is built (agent_command_env). */
+static void test_request_env_duplicates_kept_in_order(void **state)
+{
+    (void)state;
+    struct clr_tlv_builder *b = builder();
+    clr_tlv_put_str(b, CLR_REQ_ENV, "A=1");
+    clr_tlv_put_str(b, CLR_REQ_ARG, "env");
+    clr_tlv_put_str(b, CLR_REQ_ENV, "A=2");
+    clr_tlv_put_str(b, CLR_REQ_ENV, "=");
+    struct agent_request req;
+    char err[256] = "";
+    assert_int_equal(agent_request_parse(&req, b->buf, b->len, err, sizeof(err)), 0);
+    assert_int_equal(req.envc, 3);
+    assert_string_equal(req.envp[0], "A=1");
+    assert_string_equal(req.envp[1], "A=2");
+    assert_string_equal(req.envp[2], "=");
+    assert_null(req.envp[3]);
+    agent_request_clear(&req);
+    free(b);
+}
+
+/* A refusal late in the payload, after arguments, environment and cwd were taken, leaves nothing
+ * allocated and the request zeroed (parse_bad checks). */
+static void test_request_late_refusal_releases_everything(void **state)
+{
+    (void)state;
+    struct clr_tlv_builder *b = builder();
+    clr_tlv_put_str(b, CLR_REQ_ARG, "ls");
+    clr_tlv_put_str(b, CLR_REQ_ENV, "A=1");
+    clr_tlv_put_str(b, CLR_REQ_CWD, "/tmp");
+    clr_tlv_put_u64(b, CLR_REQ_TIMEOUT_MS, 10);
+    clr_tlv_put(b, CLR_REQ_ENV, "B\0", 2);
+    parse_bad(b, "NUL");
+    free(b);
+}
+
+/* The agent's clock: monotonic nanoseconds. */
+static void test_now_ns_is_monotonic(void **state)
+{
+    (void)state;
+    uint64_t a = agent_now_ns();
+    uint64_t b2 = agent_now_ns();
+    assert_true(a > 0);
+    assert_true(b2 >= a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -349,6 +431,11 @@ int main(void)
         cmocka_unit_test(test_request_integer_field_wrong_length_rejected),
         cmocka_unit_test(test_request_unknown_integer_field_ignored),
         cmocka_unit_test(test_request_small_error_buffer_is_safe),
+        cmocka_unit_test(test_request_bad_integer_names_the_field),
+        cmocka_unit_test(test_request_integers_at_their_maximum),
+        cmocka_unit_test(test_request_env_duplicates_kept_in_order),
+        cmocka_unit_test(test_request_late_refusal_releases_everything),
+        cmocka_unit_test(test_now_ns_is_monotonic),
     };
     return cmocka_run_group_tests_name("agent_request", tests, NULL, NULL);
 }
