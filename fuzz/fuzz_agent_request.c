@@ -3,7 +3,7 @@
  * within bounds and never runs as root; a refused one leaves nothing allocated. */
 #include <stdlib.h>
 
-#include "agent.h"
+#include "request.h"
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
