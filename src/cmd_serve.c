@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "clearing/sandbox.h"
 #include "clearing/service.h"
+#include "routes.h"
 #include "server.h"
 
 #define DEFAULT_SOCKET "/run/clearing/clearing.sock"
@@ -24,6 +25,7 @@ enum {
     OPT_REPO_ROOT,
     OPT_POOL,
     OPT_HELP,
+    OPT_PRINT_ROUTES,
 };
 
 #define MAX_TENANTS 64
@@ -399,6 +401,8 @@ int cmd_serve(int argc, char **argv)
         {"repo-root", required_argument, NULL, OPT_REPO_ROOT},
         {"pool", required_argument, NULL, OPT_POOL},
         {"help", no_argument, NULL, OPT_HELP},
+        /* hidden: the HTTP route table, one route a line (tests/integration/test_routes.py) */
+        {"print-routes", no_argument, NULL, OPT_PRINT_ROUTES},
         {NULL, 0, NULL, 0},
     };
     struct serve_config c __attribute__((cleanup(serve_config_clear)));
@@ -478,6 +482,7 @@ int cmd_serve(int argc, char **argv)
                 c.svc.max_execs = (unsigned)n;
             break;
         case OPT_HELP: help(); return 0;
+        case OPT_PRINT_ROUTES: routes_print(stdout); return 0;
         default: cli_usage_error("serve", "unknown option"); return CLI_EXIT_USAGE;
         }
     }
