@@ -22,24 +22,6 @@ enum {
     OPT_HELP,
 };
 
-int cli_exit_status_json(json_t *r)
-{
-    const char *s = json_string_value(json_object_get(r, "status"));
-    if (!s)
-        return CLI_EXIT_SANDBOX;
-    if (strcmp(s, "exited") == 0)
-        return (int)json_integer_value(json_object_get(r, "exit_code"));
-    if (strcmp(s, "signaled") == 0)
-        return 128 + (int)json_integer_value(json_object_get(r, "signal"));
-    if (strcmp(s, "timed_out") == 0)
-        return CLI_EXIT_TIMEOUT;
-    if (strcmp(s, "oom") == 0)
-        return CLI_EXIT_OOM;
-    if (strcmp(s, "start_failed") == 0)
-        return CLI_EXIT_NOSTART;
-    return CLI_EXIT_SANDBOX;
-}
-
 static void write_all(int fd, const void *p, size_t n)
 {
     const char *b = p;

@@ -22,32 +22,6 @@ enum {
     OPT_HELP,
 };
 
-/* Reads a small file (a gauntlet definition) into memory. */
-int cli_read_small_file(const char *path, size_t max, char **out, size_t *len, clr_error *err)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return clr_error_set(err, errno == ENOENT ? CLR_E_NOT_FOUND : CLR_E_INVALID, errno,
-                             "%s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size > max) {
-        close(fd);
-        return clr_error_set(err, CLR_E_INVALID, 0, "%s is not a regular file of at most %zu bytes",
-                             path, max);
-    }
-    char *buf = malloc((size_t)st.st_size + 1);
-    ssize_t n = buf ? read(fd, buf, (size_t)st.st_size) : -1;
-    close(fd);
-    if (n != st.st_size) {
-        free(buf);
-        return clr_error_set(err, CLR_E_INVALID, errno, "cannot read %s", path);
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = (size_t)n;
-    return 0;
-}
-
 static void on_progress(void *ctx, const char *check, const char *event)
 {
     (void)ctx;
