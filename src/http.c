@@ -27,7 +27,7 @@ int http_status(clr_error_code code)
 }
 
 enum MHD_Result send_text(struct MHD_Connection *c, int status, const char *type,
-                                 char *text)
+                          char *text)
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
@@ -61,7 +61,7 @@ enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *j)
 }
 
 enum MHD_Result send_error(struct MHD_Connection *c, int status, const char *code,
-                                  const char *message)
+                           const char *message)
 {
     return send_json(c, status,
                      json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message));
@@ -96,7 +96,7 @@ enum MHD_Result send_fd(struct MHD_Connection *c, int fd, uint64_t size, const c
 
 /* A known path with another method: 405 with the Allow header that lists what it takes. */
 enum MHD_Result send_method_not_allowed(struct MHD_Connection *c, const char *method,
-                                               const char *allowed)
+                                        const char *allowed)
 {
     char msg[160];
     snprintf(msg, sizeof(msg), "method %.16s is not allowed here; allowed: %s", method, allowed);
@@ -127,7 +127,7 @@ int query_uint(struct MHD_Connection *c, const char *name, uint64_t *out, clr_er
 }
 
 int query_duration(struct MHD_Connection *c, const char *name, uint64_t *out,
-                          clr_error *err)
+                   clr_error *err)
 {
     const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
     if (!v)

@@ -141,8 +141,9 @@ static void stream_free(void *cls)
     stream_unref(cls);
 }
 
-enum MHD_Result http_stream_start(clr_service *svc, struct MHD_Connection *c, const char *id,
-                                  json_t *req, const char *actor, const char *tenant)
+enum MHD_Result http_stream_start(clr_service *svc, struct MHD_Connection *c,
+                                  const char *id, json_t *req, const char *actor,
+                                  const char *tenant)
 {
     struct stream *st = calloc(1, sizeof(*st));
     if (!st) {
