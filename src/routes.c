@@ -8,11 +8,10 @@
 #include "clearing/cleanup.h"
 #include "http.h"
 #include "http_stream.h"
+#include "route_match.h"
 #include "routes.h"
 
 #define DESTROY_WAIT_MS 60000 /* DELETE ?wait=true: longest wait for the removal */
-#define MAX_SEGMENTS 6        /* of the longest fixed path, /v1/sandboxes/{id}/processes/{p}/x */
-#define SEGMENT_MAX 128       /* bytes of one segment of a fixed path, with its '\0' */
 
 /* What a handler gets: the request, and its path parameters as the matcher found them. */
 struct route_call {
@@ -35,11 +34,7 @@ enum route_body {
 };
 
 struct route {
-    const char *method;
-    /* Segments of the URL: a literal, or a parameter in braces: {id} a sandbox id, checked
-     * before the rest of the path (so "../x" is a bad id, not a bad route), {path} (last
-     * only) the rest of the URL, any other name one segment. As in docs/openapi.yaml. */
-    const char *pattern;
+    struct route_row row; /* method and pattern, as route_match.h reads them */
     route_handler handler;
     enum route_body body;
 };
@@ -61,32 +56,6 @@ static int parse_body(struct request *rq, json_t **out, clr_error *err)
         return clr_error_set(err, CLR_E_INVALID, 0, "request body must be a JSON object");
     }
     return 0;
-}
-
-/* Splits "/v1/sandboxes/ID/rest" into parts; returns the count, or -1 when a segment is too
- * long or there are more than max (a path longer than every route's is no route, not the
- * route of its first max segments). */
-static int split_path(const char *url, char parts[][SEGMENT_MAX], int max)
-{
-    int n = 0;
-    const char *p = url;
-    while (*p == '/')
-        p++;
-    while (*p) {
-        if (n == max)
-            return -1;
-        const char *e = strchr(p, '/');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l >= SEGMENT_MAX)
-            return -1;
-        memcpy(parts[n], p, l);
-        parts[n][l] = '\0';
-        n++;
-        if (!e)
-            break;
-        p = e + 1;
-    }
-    return n;
 }
 
 /* The tenant whose sandboxes the request may see, for the service's calls: NULL for the
@@ -420,192 +389,38 @@ static enum MHD_Result h_archive_get(struct route_call *k)
  * test_routes.py. Rows of one path are listed together, in the order a 405's Allow header
  * names their methods. */
 static const struct route routes[] = {
-    {"GET", "/metrics", h_metrics, ROUTE_NONE},
-    {"GET", "/v1/health", h_health, ROUTE_NONE},
-    {"POST", "/v1/plans", h_plan, ROUTE_JSON},
-    {"GET", "/v1/sandboxes", h_list, ROUTE_NONE},
-    {"POST", "/v1/sandboxes", h_create, ROUTE_JSON},
-    {"GET", "/v1/sandboxes/{id}", h_get, ROUTE_NONE},
-    {"DELETE", "/v1/sandboxes/{id}", h_destroy, ROUTE_JSON},
-    {"POST", "/v1/sandboxes/{id}/extend", h_extend, ROUTE_JSON},
-    {"POST", "/v1/sandboxes/{id}/egress", h_egress, ROUTE_JSON},
-    {"POST", "/v1/sandboxes/{id}/exec", h_exec, ROUTE_JSON},
-    {"GET", "/v1/sandboxes/{id}/execs/{exec_id}", h_exec_get, ROUTE_NONE},
-    {"GET", "/v1/sandboxes/{id}/processes", h_proc_list, ROUTE_NONE},
-    {"POST", "/v1/sandboxes/{id}/processes", h_proc_start, ROUTE_JSON},
-    {"GET", "/v1/sandboxes/{id}/processes/{proc_id}", h_proc_get, ROUTE_NONE},
-    {"GET", "/v1/sandboxes/{id}/processes/{proc_id}/output", h_proc_output, ROUTE_NONE},
-    {"POST", "/v1/sandboxes/{id}/processes/{proc_id}/stdin", h_proc_stdin, ROUTE_JSON},
-    {"POST", "/v1/sandboxes/{id}/processes/{proc_id}/signal", h_proc_signal, ROUTE_JSON},
-    {"GET", "/v1/sandboxes/{id}/files", h_file_list, ROUTE_NONE},
-    {"GET", "/v1/sandboxes/{id}/files/{path}", h_file_get, ROUTE_NONE},
-    {"PUT", "/v1/sandboxes/{id}/files/{path}", h_file_put, ROUTE_UPLOAD},
-    {"DELETE", "/v1/sandboxes/{id}/files/{path}", h_file_delete, ROUTE_NONE},
-    {"POST", "/v1/sandboxes/{id}/commit", h_commit, ROUTE_JSON},
-    {"GET", "/v1/sandboxes/{id}/diff", h_diff, ROUTE_NONE},
-    {"GET", "/v1/sandboxes/{id}/archive", h_archive_get, ROUTE_NONE},
-    {"PUT", "/v1/sandboxes/{id}/archive", h_archive_put, ROUTE_UPLOAD},
+    {{"GET", "/metrics"}, h_metrics, ROUTE_NONE},
+    {{"GET", "/v1/health"}, h_health, ROUTE_NONE},
+    {{"POST", "/v1/plans"}, h_plan, ROUTE_JSON},
+    {{"GET", "/v1/sandboxes"}, h_list, ROUTE_NONE},
+    {{"POST", "/v1/sandboxes"}, h_create, ROUTE_JSON},
+    {{"GET", "/v1/sandboxes/{id}"}, h_get, ROUTE_NONE},
+    {{"DELETE", "/v1/sandboxes/{id}"}, h_destroy, ROUTE_JSON},
+    {{"POST", "/v1/sandboxes/{id}/extend"}, h_extend, ROUTE_JSON},
+    {{"POST", "/v1/sandboxes/{id}/egress"}, h_egress, ROUTE_JSON},
+    {{"POST", "/v1/sandboxes/{id}/exec"}, h_exec, ROUTE_JSON},
+    {{"GET", "/v1/sandboxes/{id}/execs/{exec_id}"}, h_exec_get, ROUTE_NONE},
+    {{"GET", "/v1/sandboxes/{id}/processes"}, h_proc_list, ROUTE_NONE},
+    {{"POST", "/v1/sandboxes/{id}/processes"}, h_proc_start, ROUTE_JSON},
+    {{"GET", "/v1/sandboxes/{id}/processes/{proc_id}"}, h_proc_get, ROUTE_NONE},
+    {{"GET", "/v1/sandboxes/{id}/processes/{proc_id}/output"}, h_proc_output, ROUTE_NONE},
+    {{"POST", "/v1/sandboxes/{id}/processes/{proc_id}/stdin"}, h_proc_stdin, ROUTE_JSON},
+    {{"POST", "/v1/sandboxes/{id}/processes/{proc_id}/signal"}, h_proc_signal, ROUTE_JSON},
+    {{"GET", "/v1/sandboxes/{id}/files"}, h_file_list, ROUTE_NONE},
+    {{"GET", "/v1/sandboxes/{id}/files/{path}"}, h_file_get, ROUTE_NONE},
+    {{"PUT", "/v1/sandboxes/{id}/files/{path}"}, h_file_put, ROUTE_UPLOAD},
+    {{"DELETE", "/v1/sandboxes/{id}/files/{path}"}, h_file_delete, ROUTE_NONE},
+    {{"POST", "/v1/sandboxes/{id}/commit"}, h_commit, ROUTE_JSON},
+    {{"GET", "/v1/sandboxes/{id}/diff"}, h_diff, ROUTE_NONE},
+    {{"GET", "/v1/sandboxes/{id}/archive"}, h_archive_get, ROUTE_NONE},
+    {{"PUT", "/v1/sandboxes/{id}/archive"}, h_archive_put, ROUTE_UPLOAD},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
-/* ---- the matcher ---- */
-
-enum route_outcome {
-    ROUTE_FOUND,     /* m->route is the row */
-    ROUTE_NOT_V1,    /* not /metrics, not under /v1: 404 */
-    ROUTE_BAD_ID,    /* an {id} segment that is not a sandbox id: 400 */
-    ROUTE_NO_PATH,   /* no row has this path: 404 */
-    ROUTE_NO_METHOD, /* rows have this path, none this method: 405 (m->allowed) */
-};
-
-struct route_match {
-    const struct route *route; /* ROUTE_FOUND: the row */
-    bool rest;                 /* the path is a {path} one (any number of segments) */
-    char allowed[48];          /* the methods of the path, "GET, POST", in table order */
-    char id[SEGMENT_MAX];
-    char sub[SEGMENT_MAX];
-    const char *path; /* {path}: points into the URL */
-};
-
-static bool has_rest(const char *pattern)
+static const struct route_row *row_at(size_t i)
 {
-    size_t l = strlen(pattern);
-    return l >= 7 && !strcmp(pattern + l - 7, "/{path}");
-}
-
-static bool under_v1(const char *pattern)
-{
-    return !strncmp(pattern, "/v1/", 4);
-}
-
-/* Matches a pattern that ends in {path} against the raw URL: literal bytes, a parameter up to
- * the next '/', then the rest (at least one byte), which may hold any number of segments. 1
- * with m's parameters filled, 0 when it does not match, -1 when it does but the id part is too
- * long to be one. */
-static int match_rest(const char *pattern, const char *url, struct route_match *m)
-{
-    const char *p = pattern, *u = url;
-    bool long_id = false;
-    while (*p) {
-        if (*p != '{') {
-            if (*p != *u)
-                return 0;
-            p++, u++;
-            continue;
-        }
-        bool is_id = !strncmp(p, "{id}", 4);
-        p = strchr(p, '}') + 1;
-        if (!*p) {
-            m->path = u;
-            return !*u ? 0 : long_id ? -1 : 1;
-        }
-        const char *slash = strchr(u, '/');
-        if (!slash)
-            return 0;
-        size_t l = (size_t)(slash - u);
-        char *to = is_id ? m->id : m->sub;
-        long_id |= is_id && l > CLR_SANDBOX_ID_MAX;
-        snprintf(to, SEGMENT_MAX, "%.*s", (int)(l < SEGMENT_MAX ? l : SEGMENT_MAX - 1), u);
-        u = slash;
-    }
-    return 0;
-}
-
-/* Whether the segments of a fixed pattern match parts[0..n-1]; fills m's parameters. */
-static bool match_fixed(const char *pattern, char parts[][SEGMENT_MAX], int n,
-                        struct route_match *m)
-{
-    char seg[MAX_SEGMENTS][SEGMENT_MAX];
-    if (split_path(pattern, seg, MAX_SEGMENTS) != n)
-        return false;
-    for (int i = 0; i < n; i++) {
-        if (seg[i][0] != '{' && strcmp(seg[i], parts[i]) != 0)
-            return false;
-    }
-    for (int i = 0; i < n; i++) {
-        if (seg[i][0] != '{')
-            continue;
-        char *to = strcmp(seg[i], "{id}") ? m->sub : m->id;
-        size_t l = strnlen(parts[i], SEGMENT_MAX - 1);
-        memcpy(to, parts[i], l);
-        to[l] = '\0';
-    }
-    return true;
-}
-
-/* Whether parts match pattern up to its {id} segment and that segment is not a sandbox id:
- * the id is checked before the rest of the path, so "../x" is a bad id, not a bad route. */
-static bool bad_id(const char *pattern, char parts[][SEGMENT_MAX], int n)
-{
-    char seg[MAX_SEGMENTS][SEGMENT_MAX];
-    int k = split_path(pattern, seg, MAX_SEGMENTS);
-    for (int i = 0; i < k && i < n; i++) {
-        if (!strcmp(seg[i], "{id}"))
-            return !clr_sandbox_id_valid(parts[i]);
-        if (seg[i][0] != '{' && strcmp(seg[i], parts[i]) != 0)
-            return false;
-    }
-    return false;
-}
-
-/* A row whose path matched: its method joins the Allow list, and it is the route if the
- * request's method is its. */
-static void matched(struct route_match *m, const struct route *r, const char *method)
-{
-    size_t l = strlen(m->allowed);
-    snprintf(m->allowed + l, sizeof(m->allowed) - l, "%s%s", l ? ", " : "", r->method);
-    if (!strcmp(method, r->method))
-        m->route = r;
-}
-
-/* The rows of {path} patterns: matched on the raw URL, since a file path may have any number
- * of segments, and before the fixed ones. */
-static enum route_outcome match_rest_rows(const char *url, const char *method,
-                                          struct route_match *m)
-{
-    for (size_t r = 0; r < NROUTES; r++) {
-        if (!has_rest(routes[r].pattern))
-            continue;
-        int fr = match_rest(routes[r].pattern, url, m);
-        if (fr < 0 || (fr > 0 && !clr_sandbox_id_valid(m->id)))
-            return ROUTE_BAD_ID;
-        if (fr > 0) {
-            m->rest = true;
-            matched(m, &routes[r], method);
-        }
-    }
-    return m->allowed[0] ? (m->route ? ROUTE_FOUND : ROUTE_NO_METHOD) : ROUTE_NO_PATH;
-}
-
-static enum route_outcome match_url(const char *url, const char *method, struct route_match *m)
-{
-    memset(m, 0, sizeof(*m));
-    enum route_outcome o = match_rest_rows(url, method, m);
-    if (o != ROUTE_NO_PATH)
-        return o;
-    for (size_t r = 0; r < NROUTES; r++) {
-        if (!under_v1(routes[r].pattern) && !strcmp(url, routes[r].pattern))
-            matched(m, &routes[r], method);
-    }
-    if (!m->allowed[0]) {
-        char parts[MAX_SEGMENTS][SEGMENT_MAX];
-        int n = split_path(url, parts, MAX_SEGMENTS);
-        if (n < 2 || strcmp(parts[0], "v1") != 0)
-            return ROUTE_NOT_V1;
-        for (size_t r = 0; r < NROUTES; r++) {
-            if (!has_rest(routes[r].pattern) && bad_id(routes[r].pattern, parts, n))
-                return ROUTE_BAD_ID;
-        }
-        for (size_t r = 0; r < NROUTES; r++) {
-            if (under_v1(routes[r].pattern) && !has_rest(routes[r].pattern) &&
-                match_fixed(routes[r].pattern, parts, n, m))
-                matched(m, &routes[r], method);
-        }
-    }
-    if (!m->allowed[0])
-        return ROUTE_NO_PATH;
-    return m->route ? ROUTE_FOUND : ROUTE_NO_METHOD;
+    return &routes[i].row;
 }
 
 /* ---- entry points ---- */
@@ -614,9 +429,9 @@ bool routable(const char *url, const char *method, bool *takes_body)
 {
     struct route_match m;
     *takes_body = false;
-    if (match_url(url, method, &m) != ROUTE_FOUND)
+    if (route_match(row_at, NROUTES, url, method, &m) != ROUTE_FOUND)
         return false;
-    *takes_body = m.route->body != ROUTE_NONE;
+    *takes_body = routes[m.row].body != ROUTE_NONE;
     return true;
 }
 
@@ -626,7 +441,8 @@ static enum MHD_Result run(struct server *s, struct MHD_Connection *c, struct re
 {
     struct route_call k = {.s = s, .c = c, .rq = rq, .id = m->id, .sub = m->sub,
                            .path = m->path};
-    if (m->route->body == ROUTE_JSON) {
+    const struct route *r = &routes[m->row];
+    if (r->body == ROUTE_JSON) {
         clr_error err = CLR_ERROR_INIT;
         if (rq->too_big)
             return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "limit",
@@ -634,7 +450,7 @@ static enum MHD_Result run(struct server *s, struct MHD_Connection *c, struct re
         if (parse_body(rq, &k.body, &err) < 0)
             return send_clr_error(c, &err);
     }
-    enum MHD_Result ret = m->route->handler(&k);
+    enum MHD_Result ret = r->handler(&k);
     json_decref(k.body);
     return ret;
 }
@@ -644,7 +460,7 @@ enum MHD_Result route(struct server *s, struct MHD_Connection *c, const char *ur
 {
     struct route_match m;
     enum MHD_Result refused;
-    switch (match_url(url, method, &m)) {
+    switch (route_match(row_at, NROUTES, url, method, &m)) {
     case ROUTE_NOT_V1:
         return send_error(c, 404, "not_found", "no such endpoint; the API lives under /v1");
     case ROUTE_BAD_ID:
@@ -671,5 +487,6 @@ void routes_print(FILE *f)
 {
     static const char *const body[] = {"none", "json", "upload"};
     for (size_t r = 0; r < NROUTES; r++)
-        fprintf(f, "%s %s %s\n", routes[r].method, routes[r].pattern, body[routes[r].body]);
+        fprintf(f, "%s %s %s\n", routes[r].row.method, routes[r].row.pattern,
+                body[routes[r].body]);
 }
