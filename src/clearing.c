@@ -1,13 +1,10 @@
 /* clearing: the command line. A table of subcommands, each a small file that parses its options
  * and calls the library. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
-
-struct cli_global cli_global;
 
 struct command {
     const char *name;
@@ -36,56 +33,6 @@ static const struct command commands[] = {
     {"verify", cmd_verify, "check a commit's signed verdict against the verdict key"},
     {"gc", cmd_gc, "remove expired sandboxes, broken containers and orphaned workspaces"},
 };
-
-void cli_error(const clr_error *err)
-{
-    fprintf(stderr, "clearing: %s: %s\n", clr_error_code_name(err->code), err->message);
-}
-
-int cli_failure_status(const clr_error *err)
-{
-    switch (err->code) {
-    case CLR_E_INVALID:
-    case CLR_E_NOT_FOUND:
-    case CLR_E_CONFLICT:
-    case CLR_E_LIMIT:
-    case CLR_E_DENIED:
-    case CLR_E_NO_SPACE: return CLI_EXIT_FAILURE;
-    case CLR_E_NONE:
-    case CLR_E_UNAVAILABLE:
-    case CLR_E_TIMEOUT:
-    case CLR_E_ENGINE:
-    case CLR_E_INTERNAL:
-    default: return CLI_EXIT_CLEARING;
-    }
-}
-
-void cli_usage_error(const char *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "clearing %s: ", cmd);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\nTry 'clearing %s --help'.\n", cmd);
-    va_end(ap);
-}
-
-int cli_open_engine(clr_engine **eng, clr_error *err)
-{
-    clr_engine_options o = CLR_ENGINE_OPTIONS_INIT;
-    o.host = cli_global.docker_host;
-    return clr_engine_open(eng, &o, err);
-}
-
-void cli_print_json(json_t *j)
-{
-    char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    if (s) {
-        fputs(s, stdout);
-        fputc('\n', stdout);
-        free(s);
-    }
-}
 
 static void usage(FILE *f)
 {

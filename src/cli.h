@@ -1,4 +1,6 @@
-/* Shared pieces of the clearing command line. */
+/* Shared pieces of the clearing command line: cli.c (errors, exit statuses, output, the engine,
+ * small files), cli_audit.c (the audit log), cli_limits.c (limit options). They sit below the
+ * subcommands (cmd_*.c) and call none of them; clearing.c, the entry point, is above all. */
 #ifndef CLR_CLI_H
 #define CLR_CLI_H
 
@@ -87,6 +89,7 @@ int cmd_commit(int argc, char **argv);
 int cmd_diff(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_gauntlet(int argc, char **argv);
+/* Reads a regular file of at most max bytes; *out (NUL-terminated) is the caller's to free. */
 int cli_read_small_file(const char *path, size_t max, char **out, size_t *len, clr_error *err);
 int cmd_logs(int argc, char **argv);
 /* Exit status for an exec result record (the same mapping as `clearing run`). */

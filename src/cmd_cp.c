@@ -118,6 +118,93 @@ static char *escape_path(const char *p)
     return o;
 }
 
+/* A directory as a tar archive in an unnamed temporary file: the file (its offset at 0, *len
+ * its size; the caller closes it), or -1 after saying why. */
+static int tar_of(const char *local, off_t *len)
+{
+    clr_error err = CLR_ERROR_INIT;
+    _cleanup_close_ int root = -1;
+    _cleanup_close_ int fd = open("/var/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0 || clr_files_open_root(&root, local, &err) < 0 ||
+        clr_files_create_tar(root, "", fd, NULL, NULL, &err) < 0) {
+        cli_error(&err);
+        return -1;
+    }
+    *len = lseek(fd, 0, SEEK_END);
+    lseek(fd, 0, SEEK_SET);
+    return steal_fd(&fd);
+}
+
+/* cp LOCAL ID:PATH: a file, or a directory as an archive. Returns the exit status. */
+static int cp_upload(const char *id, const char *esc, const char *local)
+{
+    clr_error err = CLR_ERROR_INIT;
+    char body[4096];
+    char path[8192];
+    struct stat st;
+    if (stat(local, &st) < 0) {
+        fprintf(stderr, "clearing: %s: %s\n", local, strerror(errno));
+        return CLI_EXIT_FAILURE;
+    }
+    _cleanup_close_ int fd = -1;
+    off_t len = 0;
+    if (S_ISDIR(st.st_mode)) {
+        fd = tar_of(local, &len);
+        if (fd < 0)
+            return CLI_EXIT_FAILURE;
+        snprintf(path, sizeof(path), "/v1/sandboxes/%s/archive?path=%s", id, esc);
+    } else {
+        fd = open(local, O_RDONLY | O_CLOEXEC);
+        len = st.st_size;
+        snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/%s", id, esc);
+    }
+    if (fd < 0) {
+        fprintf(stderr, "clearing: %s: %s\n", local, strerror(errno));
+        return CLI_EXIT_FAILURE;
+    }
+    int status = transfer("PUT", path, fd, len, -1, body, sizeof(body), &err);
+    if (status != 201) {
+        if (status > 0)
+            report_error(status, body, &err);
+        cli_error(&err);
+        return cli_failure_status(&err);
+    }
+    return 0;
+}
+
+/* cp ID:PATH LOCAL: a file, or a directory as an archive (LOCAL ends in .tar, or is - for
+ * stdout); a LOCAL that exists is never overwritten. Returns the exit status. */
+static int cp_download(const char *id, const char *esc, const char *local)
+{
+    clr_error err = CLR_ERROR_INIT;
+    char body[4096];
+    char path[8192];
+    bool to_stdout = strcmp(local, "-") == 0;
+    size_t ll = strlen(local);
+    bool as_tar = ll > 4 && strcmp(local + ll - 4, ".tar") == 0;
+    _cleanup_close_ int own =
+        to_stdout ? -1 : open(local, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (!to_stdout && own < 0) {
+        fprintf(stderr, "clearing: %s: %s (cp does not overwrite)\n", local, strerror(errno));
+        return CLI_EXIT_FAILURE;
+    }
+    if (as_tar)
+        snprintf(path, sizeof(path), "/v1/sandboxes/%s/archive?path=%s", id, esc);
+    else
+        snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/%s", id, esc);
+    int status = transfer("GET", path, -1, 0, to_stdout ? STDOUT_FILENO : own, body,
+                          sizeof(body), &err);
+    if (status != 200) {
+        if (!to_stdout)
+            unlink(local);
+        if (status > 0)
+            report_error(status, body, &err);
+        cli_error(&err);
+        return cli_failure_status(&err);
+    }
+    return 0;
+}
+
 int cmd_cp(int argc, char **argv)
 {
     if (argc != 3) {
@@ -133,8 +220,6 @@ int cmd_cp(int argc, char **argv)
     char id[CLR_SANDBOX_ID_MAX + 1];
     const char *rpath = NULL;
     clr_error err = CLR_ERROR_INIT;
-    char body[4096];
-    char path[8192];
     bool upload = split_remote(argv[2], id, sizeof(id), &rpath);
     if (!upload && !split_remote(argv[1], id, sizeof(id), &rpath)) {
         cli_usage_error("cp", "one side must be ID:PATH with a sandbox id");
@@ -147,76 +232,5 @@ int cmd_cp(int argc, char **argv)
     _cleanup_free_ char *esc = escape_path(rpath);
     if (!esc)
         return CLI_EXIT_FAILURE;
-    int status;
-    if (upload) {
-        const char *local = argv[1];
-        struct stat st;
-        if (stat(local, &st) < 0) {
-            fprintf(stderr, "clearing: %s: %s\n", local, strerror(errno));
-            return CLI_EXIT_FAILURE;
-        }
-        int fd = -1;
-        off_t len = 0;
-        if (S_ISDIR(st.st_mode)) {
-            int root = -1;
-            fd = open("/var/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-            if (fd < 0 || clr_files_open_root(&root, local, &err) < 0 ||
-                clr_files_create_tar(root, "", fd, NULL, NULL, &err) < 0) {
-                cli_error(&err);
-                if (root >= 0)
-                    close(root);
-                if (fd >= 0)
-                    close(fd);
-                return CLI_EXIT_FAILURE;
-            }
-            close(root);
-            len = lseek(fd, 0, SEEK_END);
-            lseek(fd, 0, SEEK_SET);
-            snprintf(path, sizeof(path), "/v1/sandboxes/%s/archive?path=%s", id, esc);
-        } else {
-            fd = open(local, O_RDONLY | O_CLOEXEC);
-            len = st.st_size;
-            snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/%s", id, esc);
-        }
-        if (fd < 0) {
-            fprintf(stderr, "clearing: %s: %s\n", local, strerror(errno));
-            return CLI_EXIT_FAILURE;
-        }
-        status = transfer("PUT", path, fd, len, -1, body, sizeof(body), &err);
-        close(fd);
-        if (status != 201) {
-            if (status > 0)
-                report_error(status, body, &err);
-            cli_error(&err);
-            return cli_failure_status(&err);
-        }
-        return 0;
-    }
-    /* Download: a file, or a directory as an archive. */
-    const char *local = argv[2];
-    bool to_stdout = strcmp(local, "-") == 0;
-    size_t ll = strlen(local);
-    bool as_tar = ll > 4 && strcmp(local + ll - 4, ".tar") == 0;
-    int fd = to_stdout ? STDOUT_FILENO
-                       : open(local, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0) {
-        fprintf(stderr, "clearing: %s: %s (cp does not overwrite)\n", local, strerror(errno));
-        return CLI_EXIT_FAILURE;
-    }
-    if (as_tar)
-        snprintf(path, sizeof(path), "/v1/sandboxes/%s/archive?path=%s", id, esc);
-    else
-        snprintf(path, sizeof(path), "/v1/sandboxes/%s/files/%s", id, esc);
-    status = transfer("GET", path, -1, 0, fd, body, sizeof(body), &err);
-    if (!to_stdout)
-        close(fd);
-    if (status != 200) {
-        if (!to_stdout)
-            unlink(local);
-        if (status > 0)
-            report_error(status, body, &err);
-        cli_error(&err);
-        return cli_failure_status(&err);
-    }
-    return 0;
+    return upload ? cp_upload(id, esc, argv[1]) : cp_download(id, esc, argv[2]);
 }

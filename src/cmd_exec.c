@@ -22,24 +22,6 @@ enum {
     OPT_HELP,
 };
 
-int cli_exit_status_json(json_t *r)
-{
-    const char *s = json_string_value(json_object_get(r, "status"));
-    if (!s)
-        return CLI_EXIT_SANDBOX;
-    if (strcmp(s, "exited") == 0)
-        return (int)json_integer_value(json_object_get(r, "exit_code"));
-    if (strcmp(s, "signaled") == 0)
-        return 128 + (int)json_integer_value(json_object_get(r, "signal"));
-    if (strcmp(s, "timed_out") == 0)
-        return CLI_EXIT_TIMEOUT;
-    if (strcmp(s, "oom") == 0)
-        return CLI_EXIT_OOM;
-    if (strcmp(s, "start_failed") == 0)
-        return CLI_EXIT_NOSTART;
-    return CLI_EXIT_SANDBOX;
-}
-
 static void write_all(int fd, const void *p, size_t n)
 {
     const char *b = p;
@@ -150,7 +132,85 @@ static int read_file(const char *path, json_t *req, clr_error *err)
     return 0;
 }
 
-int cmd_exec(int argc, char **argv)
+/* What the command line asked for: the request body, built as the options are parsed. */
+struct exec_args {
+    json_t *req;
+    json_t *env;
+    const char *id;
+    bool json, detach;
+};
+
+#define EXEC_GO_ON (-1) /* a parse step's answer when the command should go on */
+
+static void exec_args_clear(struct exec_args *a)
+{
+    json_decref(a->req);
+    json_decref(a->env);
+}
+
+static void exec_help(void)
+{
+    printf("Usage: clearing exec [OPTIONS] ID -- COMMAND [ARG...]\n"
+           "       clearing exec [OPTIONS] ID --shell 'STRING'\n\n"
+           "Runs a command in a sandbox of the daemon; output streams as it comes.\n"
+           "Exit status as for 'clearing run' (124 timed out, 123 out of memory, ...).\n\n"
+           "  --timeout DURATION  --env KEY=VALUE  --cwd DIR  --stdin-file FILE|-\n"
+           "  --stdout-cap SIZE  --stderr-cap SIZE  --json (print the exec record)\n"
+           "  --detach            start it as a background process (no timeout) and\n"
+           "                      print its id; see 'clearing ps' and 'clearing logs'\n");
+}
+
+/* One option into a: EXEC_GO_ON, or the exit status (a usage error, 0 after --help). */
+static int exec_option(struct exec_args *a, int c, char *arg)
+{
+    clr_error err = CLR_ERROR_INIT;
+    uint64_t v;
+    char *eq;
+    switch (c) {
+    case OPT_TIMEOUT:
+        if (clr_parse_duration_ms(&v, arg, &err) < 0) {
+            cli_usage_error("exec", "--timeout: %s", err.message);
+            return CLI_EXIT_USAGE;
+        }
+        json_object_set_new(a->req, "timeout", json_string(arg));
+        return EXEC_GO_ON;
+    case OPT_STDOUT_CAP:
+    case OPT_STDERR_CAP:
+        if (clr_parse_size(&v, arg, &err) < 0) {
+            cli_usage_error("exec", "%s", err.message);
+            return CLI_EXIT_USAGE;
+        }
+        json_object_set_new(a->req, c == OPT_STDOUT_CAP ? "stdout_cap" : "stderr_cap",
+                            json_string(arg));
+        return EXEC_GO_ON;
+    case OPT_ENV:
+        eq = strchr(arg, '=');
+        if (!eq || eq == arg) {
+            cli_usage_error("exec", "--env '%s' is not KEY=VALUE", arg);
+            return CLI_EXIT_USAGE;
+        }
+        *eq = '\0';
+        json_object_set_new(a->env, arg, json_string(eq + 1));
+        *eq = '=';
+        return EXEC_GO_ON;
+    case OPT_CWD: json_object_set_new(a->req, "cwd", json_string(arg)); return EXEC_GO_ON;
+    case OPT_SHELL: json_object_set_new(a->req, "shell", json_string(arg)); return EXEC_GO_ON;
+    case OPT_STDIN_FILE:
+        if (read_file(arg, a->req, &err) < 0) {
+            cli_error(&err);
+            return CLI_EXIT_USAGE;
+        }
+        return EXEC_GO_ON;
+    case OPT_JSON: a->json = true; return EXEC_GO_ON;
+    case OPT_DETACH: a->detach = true; return EXEC_GO_ON;
+    case OPT_HELP: exec_help(); return 0;
+    default: cli_usage_error("exec", "unknown option"); return CLI_EXIT_USAGE;
+    }
+}
+
+/* Parses argv into a: EXEC_GO_ON, or the exit status. Options may come before and after the
+ * id; the command itself comes after "--". */
+static int exec_parse(struct exec_args *a, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
@@ -165,168 +225,141 @@ int cmd_exec(int argc, char **argv)
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
-    json_t *req = json_object(), *env = json_object();
-    bool json = false, detach = false;
-    int c, status = CLI_EXIT_USAGE;
-    clr_error err = CLR_ERROR_INIT;
-    uint64_t v;
-    /* Options may come before and after the id; the command itself comes after "--". */
-    const char *id = NULL;
+    int c;
     optind = 1;
     for (;;) {
         c = getopt_long(argc, argv, "+", opts, NULL);
         if (c == -1) {
-            if (!id && optind < argc && strcmp(argv[optind - 1], "--") != 0) {
-                id = argv[optind++];
+            if (!a->id && optind < argc && strcmp(argv[optind - 1], "--") != 0) {
+                a->id = argv[optind++];
                 continue;
             }
             break;
         }
-        char *eq;
-        switch (c) {
-        case OPT_TIMEOUT:
-            if (clr_parse_duration_ms(&v, optarg, &err) < 0) {
-                cli_usage_error("exec", "--timeout: %s", err.message);
-                goto out;
-            }
-            json_object_set_new(req, "timeout", json_string(optarg));
-            break;
-        case OPT_STDOUT_CAP:
-        case OPT_STDERR_CAP:
-            if (clr_parse_size(&v, optarg, &err) < 0) {
-                cli_usage_error("exec", "%s", err.message);
-                goto out;
-            }
-            json_object_set_new(req, c == OPT_STDOUT_CAP ? "stdout_cap" : "stderr_cap",
-                                json_string(optarg));
-            break;
-        case OPT_ENV:
-            eq = strchr(optarg, '=');
-            if (!eq || eq == optarg) {
-                cli_usage_error("exec", "--env '%s' is not KEY=VALUE", optarg);
-                goto out;
-            }
-            *eq = '\0';
-            json_object_set_new(env, optarg, json_string(eq + 1));
-            *eq = '=';
-            break;
-        case OPT_CWD: json_object_set_new(req, "cwd", json_string(optarg)); break;
-        case OPT_SHELL: json_object_set_new(req, "shell", json_string(optarg)); break;
-        case OPT_STDIN_FILE:
-            if (read_file(optarg, req, &err) < 0) {
-                cli_error(&err);
-                goto out;
-            }
-            break;
-        case OPT_JSON: json = true; break;
-        case OPT_DETACH: detach = true; break;
-        case OPT_HELP:
-            printf("Usage: clearing exec [OPTIONS] ID -- COMMAND [ARG...]\n"
-                   "       clearing exec [OPTIONS] ID --shell 'STRING'\n\n"
-                   "Runs a command in a sandbox of the daemon; output streams as it comes.\n"
-                   "Exit status as for 'clearing run' (124 timed out, 123 out of memory, ...).\n\n"
-                   "  --timeout DURATION  --env KEY=VALUE  --cwd DIR  --stdin-file FILE|-\n"
-                   "  --stdout-cap SIZE  --stderr-cap SIZE  --json (print the exec record)\n"
-                   "  --detach            start it as a background process (no timeout) and\n"
-                   "                      print its id; see 'clearing ps' and 'clearing logs'\n");
-            status = 0;
-            goto out;
-        default: cli_usage_error("exec", "unknown option"); goto out;
-        }
+        int rc = exec_option(a, c, optarg);
+        if (rc != EXEC_GO_ON)
+            return rc;
     }
-    if (!id) {
+    if (!a->id) {
         cli_usage_error("exec", "no sandbox id given");
-        goto out;
+        return CLI_EXIT_USAGE;
     }
-    if (!clr_sandbox_id_valid(id)) {
-        cli_usage_error("exec", "'%s' is not a sandbox id", id);
-        goto out;
+    if (!clr_sandbox_id_valid(a->id)) {
+        cli_usage_error("exec", "'%s' is not a sandbox id", a->id);
+        return CLI_EXIT_USAGE;
     }
-    bool shell = json_object_get(req, "shell") != NULL;
+    bool shell = json_object_get(a->req, "shell") != NULL;
     if (shell == (optind < argc)) {
         cli_usage_error("exec", "give either --shell STRING or -- COMMAND [ARG...]");
-        goto out;
+        return CLI_EXIT_USAGE;
     }
     if (!shell) {
-        json_t *a = json_array();
+        json_t *argv_json = json_array();
         for (int i = optind; i < argc; i++)
-            json_array_append_new(a, json_string(argv[i]));
-        json_object_set_new(req, "argv", a);
+            json_array_append_new(argv_json, json_string(argv[i]));
+        json_object_set_new(a->req, "argv", argv_json);
     }
-    if (json_object_size(env))
-        json_object_set(req, "env", env);
+    if (json_object_size(a->env))
+        json_object_set(a->req, "env", a->env);
+    return EXEC_GO_ON;
+}
+
+/* --detach: a background process; prints its id (or its record with --json). */
+static int exec_detached(const struct exec_args *a)
+{
+    clr_error err = CLR_ERROR_INIT;
     char path[256];
-    if (detach) {
-        json_object_del(req, "timeout");
-        json_object_del(req, "stdout_cap");
-        json_object_del(req, "stderr_cap");
-        snprintf(path, sizeof(path), "/v1/sandboxes/%s/processes", id);
-        json_t *resp = NULL;
-        if (client_call("POST", path, req, &resp, &err) != 201) {
-            cli_error(&err);
-            json_decref(resp);
-            status = CLI_EXIT_CLEARING;
-            goto out;
-        }
-        if (json)
-            cli_print_json(resp);
-        else
-            printf("%s\n", json_string_value(json_object_get(resp, "id")));
-        json_decref(resp);
-        status = 0;
-        goto out;
+    json_object_del(a->req, "timeout");
+    json_object_del(a->req, "stdout_cap");
+    json_object_del(a->req, "stderr_cap");
+    snprintf(path, sizeof(path), "/v1/sandboxes/%s/processes", a->id);
+    json_auto_t *resp = NULL;
+    if (client_call("POST", path, a->req, &resp, &err) != 201) {
+        cli_error(&err);
+        return CLI_EXIT_CLEARING;
     }
-    snprintf(path, sizeof(path), "/v1/sandboxes/%s/exec%s", id, json ? "" : "?stream=true");
-    if (json) {
-        json_t *resp = NULL;
-        int st = client_call("POST", path, req, &resp, &err);
-        if (st != 200) {
-            cli_error(&err);
-            json_decref(resp);
-            status = CLI_EXIT_CLEARING;
-            goto out;
-        }
+    if (a->json)
         cli_print_json(resp);
-        status = cli_exit_status_json(json_object_get(resp, "result"));
-        json_decref(resp);
-        goto out;
+    else
+        printf("%s\n", json_string_value(json_object_get(resp, "id")));
+    return 0;
+}
+
+/* --json: one call, the exec record printed whole. */
+static int exec_whole(const struct exec_args *a)
+{
+    clr_error err = CLR_ERROR_INIT;
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/sandboxes/%s/exec", a->id);
+    json_auto_t *resp = NULL;
+    if (client_call("POST", path, a->req, &resp, &err) != 200) {
+        cli_error(&err);
+        return CLI_EXIT_CLEARING;
     }
-    struct exec_state es = {0};
-    int st = client_stream("POST", path, req, on_line, &es, &err);
-    if (st != 200 || (!es.error && !es.final)) {
+    cli_print_json(resp);
+    return cli_exit_status_json(json_object_get(resp, "result"));
+}
+
+/* What a stream ended with: the result's exit status, after saying on stderr what went wrong. */
+static int exec_stream_status(const struct exec_args *a, const struct exec_state *es, int st,
+                              const clr_error *err)
+{
+    if (st != 200 || (!es->error && !es->final)) {
         /* The stream ended before the result: the daemon went away, or the connection broke.
          * The command may run on (its result is kept for the record); say how to fetch it. */
         if (st != 200)
-            cli_error(&err);
+            cli_error(err);
         else
             fprintf(stderr, "clearing: the daemon closed the stream before the result\n");
-        if (es.exec_id[0])
+        if (es->exec_id[0])
             fprintf(stderr,
                     "clearing: exec %s started; once the daemon is back, fetch its record "
                     "with: clearing --host %s inspect %s %s\n",
-                    es.exec_id, client_socket(), id, es.exec_id);
-        status = CLI_EXIT_CLEARING;
-    } else if (es.error) {
-        json_t *e = json_object_get(es.error, "error");
+                    es->exec_id, client_socket(), a->id, es->exec_id);
+        return CLI_EXIT_CLEARING;
+    }
+    if (es->error) {
+        json_t *e = json_object_get(es->error, "error");
         fprintf(stderr, "clearing: %s: %s\n", json_string_value(json_object_get(e, "code")),
                 json_string_value(json_object_get(e, "message")));
-        status = CLI_EXIT_CLEARING;
-    } else {
-        json_t *r = json_object_get(es.final, "result");
-        status = cli_exit_status_json(r);
-        const char *s = json_string_value(json_object_get(r, "status"));
-        if (s && strcmp(s, "exited") != 0) {
-            const char *m = json_string_value(json_object_get(r, "message"));
-            fprintf(stderr, "clearing: command %s%s%s\n", s, m ? ": " : "", m ? m : "");
-        }
-        if (json_is_true(json_object_get(r, "stdout_truncated")) ||
-            json_is_true(json_object_get(r, "stderr_truncated")))
-            fprintf(stderr, "clearing: output truncated\n");
+        return CLI_EXIT_CLEARING;
     }
+    json_t *r = json_object_get(es->final, "result");
+    const char *s = json_string_value(json_object_get(r, "status"));
+    if (s && strcmp(s, "exited") != 0) {
+        const char *m = json_string_value(json_object_get(r, "message"));
+        fprintf(stderr, "clearing: command %s%s%s\n", s, m ? ": " : "", m ? m : "");
+    }
+    if (json_is_true(json_object_get(r, "stdout_truncated")) ||
+        json_is_true(json_object_get(r, "stderr_truncated")))
+        fprintf(stderr, "clearing: output truncated\n");
+    return cli_exit_status_json(r);
+}
+
+/* The default: output streamed as it comes. */
+static int exec_streamed(const struct exec_args *a)
+{
+    clr_error err = CLR_ERROR_INIT;
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/sandboxes/%s/exec?stream=true", a->id);
+    struct exec_state es = {0};
+    int st = client_stream("POST", path, a->req, on_line, &es, &err);
+    int status = exec_stream_status(a, &es, st, &err);
     json_decref(es.final);
     json_decref(es.error);
-out:
-    json_decref(req);
-    json_decref(env);
     return status;
+}
+
+int cmd_exec(int argc, char **argv)
+{
+    struct exec_args a __attribute__((cleanup(exec_args_clear))) = {
+        .req = json_object(), .env = json_object()};
+    if (!a.req || !a.env)
+        return CLI_EXIT_CLEARING;
+    int rc = exec_parse(&a, argc, argv);
+    if (rc != EXEC_GO_ON)
+        return rc;
+    if (a.detach)
+        return exec_detached(&a);
+    return a.json ? exec_whole(&a) : exec_streamed(&a);
 }

@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "clearing/sandbox.h"
 #include "clearing/service.h"
+#include "routes.h"
 #include "server.h"
 
 #define DEFAULT_SOCKET "/run/clearing/clearing.sock"
@@ -24,6 +25,7 @@ enum {
     OPT_REPO_ROOT,
     OPT_POOL,
     OPT_HELP,
+    OPT_PRINT_ROUTES,
 };
 
 #define MAX_TENANTS 64
@@ -156,213 +158,282 @@ static int config_tenants(struct serve_config *c, json_t *v, clr_error *err)
     return 0;
 }
 
+#define NOT_MINE 1 /* a config group's answer for a key that is not one of its */
+
+/* The listener's keys: 0, -1 with err, or NOT_MINE. */
+static int config_server_key(struct serve_config *c, const char *key, json_t *v, clr_error *err)
+{
+    uint64_t n = 0;
+    int rc;
+    if (strcmp(key, "socket") == 0)
+        return config_string(c, v, key, &c->srv.socket_path, err);
+    if (strcmp(key, "socket_owner") == 0)
+        return config_string(c, v, key, &c->srv.socket_owner, err);
+    if (strcmp(key, "socket_group") == 0)
+        return config_string(c, v, key, &c->srv.socket_group, err);
+    if (strcmp(key, "socket_mode") == 0) {
+        const char *m = NULL;
+        rc = config_string(c, v, key, &m, err);
+        char *end = NULL;
+        unsigned long mode = m ? strtoul(m, &end, 8) : 0;
+        if (rc == 0 && (!m || *end || mode > 0777))
+            rc = clr_error_set(err, CLR_E_INVALID, 0,
+                               "config: socket_mode must be an octal string such as \"0660\"");
+        c->srv.socket_mode = (mode_t)mode;
+        return rc;
+    }
+    if (strcmp(key, "tcp_address") == 0)
+        return config_string(c, v, key, &c->srv.tcp_address, err);
+    if (strcmp(key, "tcp_port") == 0) {
+        rc = config_uint(v, key, 65535, &n, err);
+        c->srv.tcp_port = (uint16_t)n;
+        return rc;
+    }
+    if (strcmp(key, "token_file") == 0)
+        return config_string(c, v, key, &c->srv.token_file, err);
+    if (strcmp(key, "max_connections") == 0) {
+        rc = config_uint(v, key, 100000, &n, err);
+        c->srv.max_connections = (unsigned)n;
+        return rc;
+    }
+    if (strcmp(key, "max_upload_total") == 0) {
+        rc = config_uint(v, key, UINT64_MAX / 2, &c->srv.max_upload_total, err);
+        if (rc == 0 && c->srv.max_upload_total < (1u << 20))
+            rc = clr_error_set(err, CLR_E_INVALID, 0,
+                               "config: max_upload_total must be at least 1048576 (1 MiB): "
+                               "with less, no upload could ever be stored");
+        return rc;
+    }
+    if (strcmp(key, "max_download_total") == 0) {
+        rc = config_uint(v, key, UINT64_MAX / 2, &c->srv.max_download_total, err);
+        if (rc == 0 && c->srv.max_download_total < (1u << 20))
+            rc = clr_error_set(err, CLR_E_INVALID, 0,
+                               "config: max_download_total must be at least 1048576 (1 MiB): "
+                               "with less, no download could ever be sent");
+        return rc;
+    }
+    return NOT_MINE;
+}
+
+/* The audit log's keys: 0, -1 with err, or NOT_MINE. */
+static int config_audit_key(struct serve_config *c, const char *key, json_t *v, clr_error *err)
+{
+    uint64_t n = 0;
+    int rc;
+    if (strcmp(key, "audit_log") == 0)
+        return config_string(c, v, key, &c->svc.audit_path, err);
+    if (strcmp(key, "audit_rotate_bytes") == 0)
+        return config_uint(v, key, UINT64_MAX / 2, &c->svc.audit_rotate_bytes, err);
+    if (strcmp(key, "audit_keep") == 0) {
+        rc = config_uint(v, key, 1000000, &n, err);
+        c->svc.audit_keep = (unsigned)n;
+        return rc;
+    }
+    if (strcmp(key, "audit_disk_budget") == 0)
+        return config_uint(v, key, UINT64_MAX / 2, &c->svc.audit_disk_budget, err);
+    if (strcmp(key, "audit_aggregate_ms") == 0) {
+        rc = config_uint(v, key, 3600000, &n, err);
+        if (rc == 0 && n < 100)
+            rc = clr_error_set(err, CLR_E_INVALID, 0,
+                               "config: audit_aggregate_ms must be 100..3600000");
+        c->svc.audit_aggregate_ms = (uint32_t)n;
+        return rc;
+    }
+    if (strcmp(key, "audit_checkpoint_ms") == 0) {
+        rc = config_uint(v, key, 3600000, &n, err);
+        if (rc == 0 && n < 100)
+            rc = clr_error_set(err, CLR_E_INVALID, 0,
+                               "config: audit_checkpoint_ms must be 100..3600000");
+        c->svc.audit_checkpoint_ms = (uint32_t)n;
+        return rc;
+    }
+    if (strcmp(key, "audit_syslog") == 0) {
+        rc = json_is_boolean(v) ? 0 : clr_error_set(err, CLR_E_INVALID, 0,
+                                                    "config: audit_syslog must be true or false");
+        c->svc.audit_syslog = json_is_true(v);
+        return rc;
+    }
+    return NOT_MINE;
+}
+
+/* The service's strings: 0, -1 with err, or NOT_MINE. */
+static int config_service_string(struct serve_config *c, const char *key, json_t *v,
+                                 clr_error *err)
+{
+    const struct {
+        const char *key;
+        const char **field;
+    } strings[] = {
+        {"state_dir", &c->svc.state_dir},       {"db_path", &c->svc.db_path},
+        {"docker_host", &c->svc.docker_host},   {"image", &c->svc.image},
+        {"gauntlet_ref", &c->svc.gauntlet_ref}, {"verdict_key", &c->svc.verdict_key},
+        {"insecure_runtime", &c->svc.insecure_runtime},
+    };
+    for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
+        if (strcmp(key, strings[i].key) == 0)
+            return config_string(c, v, key, strings[i].field, err);
+    }
+    return NOT_MINE;
+}
+
+/* The service's numbers and the log level: 0, -1 with err, or NOT_MINE. */
+static int config_service_key(struct serve_config *c, const char *key, json_t *v,
+                              clr_error *err)
+{
+    static const struct {
+        const char *key;
+        uint64_t max;
+    } numbers[] = {
+        {"max_sandboxes", 100000}, {"pool_size", 64},          {"max_execs", 100000},
+        {"idle_timeout", 86400},   {"max_lifetime", 7 * 86400}, {"reaper_interval_ms", 60000},
+        {"reconcile_interval_ms", 86400000},
+    };
+    uint64_t n = 0;
+    for (size_t i = 0; i < sizeof(numbers) / sizeof(numbers[0]); i++) {
+        if (strcmp(key, numbers[i].key) != 0)
+            continue;
+        int rc = config_uint(v, key, numbers[i].max, &n, err);
+        switch (i) {
+        case 0: c->svc.max_sandboxes = (unsigned)n; break;
+        case 1: c->svc.pool_size = (unsigned)n; break;
+        case 2: c->svc.max_execs = (unsigned)n; break;
+        case 3: c->svc.idle_timeout_s = (uint32_t)n; break;
+        case 4: c->svc.max_lifetime_s = (uint32_t)n; break;
+        case 5: c->svc.reaper_interval_ms = (uint32_t)n; break;
+        default: c->svc.reconcile_interval_ms = (uint32_t)n; break;
+        }
+        return rc;
+    }
+    if (strcmp(key, "log_level") == 0) {
+        int l = json_is_string(v) ? clr_log_level_parse(json_string_value(v)) : -1;
+        if (l < 0)
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "config: log_level must be debug, info, warn or error");
+        clr_log_set_level((clr_log_level)l);
+        return 0;
+    }
+    return config_service_string(c, key, v, err);
+}
+
+/* "repo_roots": ["/srv/repos", ...] */
+static int config_repo_roots(struct serve_config *c, json_t *v, clr_error *err)
+{
+    size_t i;
+    json_t *r;
+    if (!json_is_array(v) || json_array_size(v) > 32)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "config: repo_roots must be a list of at most 32 directories");
+    json_array_foreach(v, i, r) {
+        const char *d = json_string_value(r);
+        if (!d || d[0] != '/')
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "config: repo_roots[%zu] must be an absolute path", i);
+        c->roots[c->nroots++] = keep(c, d);
+    }
+    return 0;
+}
+
+/* "allowed_images": a list of image patterns ("clearing/" followed by "*", ...) */
+static int config_allowed_images(struct serve_config *c, json_t *v, clr_error *err)
+{
+    size_t i;
+    json_t *r;
+    int rc = 0;
+    if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > 32)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "config: allowed_images must be a list of 1 to 32 image "
+                             "patterns, e.g. [\"clearing/*\"] (\"*\": any image)");
+    c->nimages = 0;
+    json_array_foreach(v, i, r) {
+        const char *d = json_string_value(r);
+        if (!d || !d[0] || strlen(d) > 255) {
+            rc = clr_error_set(err, CLR_E_INVALID, 0,
+                               "config: allowed_images[%zu] must be a non-empty pattern "
+                               "of at most 255 bytes",
+                               i);
+            break;
+        }
+        c->images[c->nimages++] = keep(c, d);
+    }
+    c->images[c->nimages] = NULL;
+    c->svc.allowed_images = c->images;
+    return rc;
+}
+
+/* "limits": {"memory": "512m", "cpus": 1, ...}, with the names of the limit options. */
+static int config_limits(struct serve_config *c, json_t *v, clr_error *err)
+{
+    if (!json_is_object(v))
+        return clr_error_set(err, CLR_E_INVALID, 0, "config: limits must be an object");
+    const char *lk;
+    json_t *lv;
+    json_object_foreach(v, lk, lv) {
+        int opt = -1;
+        for (const struct option *o = cli_limit_options; o->name; o++) {
+            char name[64];
+            snprintf(name, sizeof(name), "%s", o->name);
+            for (char *p = name; *p; p++)
+                if (*p == '-')
+                    *p = '_';
+            if (strcmp(name, lk) == 0)
+                opt = o->val;
+        }
+        char buf[64];
+        if (json_is_string(lv))
+            snprintf(buf, sizeof(buf), "%s", json_string_value(lv));
+        else if (json_is_integer(lv))
+            snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(lv));
+        else if (json_is_real(lv))
+            snprintf(buf, sizeof(buf), "%g", json_real_value(lv));
+        else
+            buf[0] = '\0';
+        if (opt < 0)
+            return clr_error_set(err, CLR_E_INVALID, 0, "config: unknown limit '%s'", lk);
+        if (cli_parse_limit_option(&c->svc.limits, opt, buf, err) < 0)
+            return clr_error_prefix(err, "config: limits");
+    }
+    return 0;
+}
+
+/* One key of the config file: 0, or -1 with err naming it. */
+static int config_key(struct serve_config *c, const char *path, const char *key, json_t *v,
+                      clr_error *err)
+{
+    if (strcmp(key, "repo_roots") == 0)
+        return config_repo_roots(c, v, err);
+    if (strcmp(key, "allowed_images") == 0)
+        return config_allowed_images(c, v, err);
+    if (strcmp(key, "tenants") == 0)
+        return config_tenants(c, v, err);
+    if (strcmp(key, "limits") == 0)
+        return config_limits(c, v, err);
+    int rc = config_server_key(c, key, v, err);
+    if (rc == NOT_MINE)
+        rc = config_audit_key(c, key, v, err);
+    if (rc == NOT_MINE)
+        rc = config_service_key(c, key, v, err);
+    if (rc == NOT_MINE)
+        rc = clr_error_set(err, CLR_E_INVALID, 0, "config %s: unknown key '%s'", path, key);
+    return rc;
+}
+
 /* Reads the config file; unknown keys and wrong types are errors naming the key. */
 static int load_config(struct serve_config *c, const char *path, clr_error *err)
 {
     json_error_t jerr;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    json_auto_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
         return clr_error_set(err, CLR_E_INVALID, 0, "config %s: %s (line %d)", path, jerr.text,
                              jerr.line);
-    if (!json_is_object(root)) {
-        json_decref(root);
+    if (!json_is_object(root))
         return clr_error_set(err, CLR_E_INVALID, 0, "config %s: must be a JSON object", path);
-    }
     const char *key;
     json_t *v;
-    int rc = 0;
-    uint64_t n = 0;
     json_object_foreach(root, key, v) {
-        if (rc < 0)
-            break;
-        if (strcmp(key, "socket") == 0)
-            rc = config_string(c, v, key, &c->srv.socket_path, err);
-        else if (strcmp(key, "socket_owner") == 0)
-            rc = config_string(c, v, key, &c->srv.socket_owner, err);
-        else if (strcmp(key, "socket_group") == 0)
-            rc = config_string(c, v, key, &c->srv.socket_group, err);
-        else if (strcmp(key, "socket_mode") == 0) {
-            const char *m = NULL;
-            rc = config_string(c, v, key, &m, err);
-            char *end = NULL;
-            unsigned long mode = m ? strtoul(m, &end, 8) : 0;
-            if (rc == 0 && (!m || *end || mode > 0777))
-                rc = clr_error_set(err, CLR_E_INVALID, 0,
-                                   "config: socket_mode must be an octal string such as \"0660\"");
-            c->srv.socket_mode = (mode_t)mode;
-        } else if (strcmp(key, "tcp_address") == 0)
-            rc = config_string(c, v, key, &c->srv.tcp_address, err);
-        else if (strcmp(key, "tcp_port") == 0) {
-            rc = config_uint(v, key, 65535, &n, err);
-            c->srv.tcp_port = (uint16_t)n;
-        } else if (strcmp(key, "token_file") == 0)
-            rc = config_string(c, v, key, &c->srv.token_file, err);
-        else if (strcmp(key, "state_dir") == 0)
-            rc = config_string(c, v, key, &c->svc.state_dir, err);
-        else if (strcmp(key, "db_path") == 0)
-            rc = config_string(c, v, key, &c->svc.db_path, err);
-        else if (strcmp(key, "docker_host") == 0)
-            rc = config_string(c, v, key, &c->svc.docker_host, err);
-        else if (strcmp(key, "image") == 0)
-            rc = config_string(c, v, key, &c->svc.image, err);
-        else if (strcmp(key, "gauntlet_ref") == 0)
-            rc = config_string(c, v, key, &c->svc.gauntlet_ref, err);
-        else if (strcmp(key, "verdict_key") == 0)
-            rc = config_string(c, v, key, &c->svc.verdict_key, err);
-        else if (strcmp(key, "repo_roots") == 0) {
-            size_t i;
-            json_t *r;
-            if (!json_is_array(v) || json_array_size(v) > 32) {
-                rc = clr_error_set(err, CLR_E_INVALID, 0,
-                                   "config: repo_roots must be a list of at most 32 directories");
-                break;
-            }
-            json_array_foreach(v, i, r) {
-                const char *d = json_string_value(r);
-                if (!d || d[0] != '/') {
-                    rc = clr_error_set(err, CLR_E_INVALID, 0,
-                                       "config: repo_roots[%zu] must be an absolute path", i);
-                    break;
-                }
-                c->roots[c->nroots++] = keep(c, d);
-            }
-        } else if (strcmp(key, "allowed_images") == 0) {
-            size_t i;
-            json_t *r;
-            if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > 32) {
-                rc = clr_error_set(err, CLR_E_INVALID, 0,
-                                   "config: allowed_images must be a list of 1 to 32 image "
-                                   "patterns, e.g. [\"clearing/*\"] (\"*\": any image)");
-                break;
-            }
-            c->nimages = 0;
-            json_array_foreach(v, i, r) {
-                const char *d = json_string_value(r);
-                if (!d || !d[0] || strlen(d) > 255) {
-                    rc = clr_error_set(err, CLR_E_INVALID, 0,
-                                       "config: allowed_images[%zu] must be a non-empty pattern "
-                                       "of at most 255 bytes",
-                                       i);
-                    break;
-                }
-                c->images[c->nimages++] = keep(c, d);
-            }
-            c->images[c->nimages] = NULL;
-            c->svc.allowed_images = c->images;
-        } else if (strcmp(key, "audit_log") == 0)
-            rc = config_string(c, v, key, &c->svc.audit_path, err);
-        else if (strcmp(key, "audit_rotate_bytes") == 0)
-            rc = config_uint(v, key, UINT64_MAX / 2, &c->svc.audit_rotate_bytes, err);
-        else if (strcmp(key, "audit_keep") == 0) {
-            rc = config_uint(v, key, 1000000, &n, err);
-            c->svc.audit_keep = (unsigned)n;
-        } else if (strcmp(key, "audit_disk_budget") == 0)
-            rc = config_uint(v, key, UINT64_MAX / 2, &c->svc.audit_disk_budget, err);
-        else if (strcmp(key, "audit_aggregate_ms") == 0) {
-            rc = config_uint(v, key, 3600000, &n, err);
-            if (rc == 0 && n < 100)
-                rc = clr_error_set(err, CLR_E_INVALID, 0,
-                                   "config: audit_aggregate_ms must be 100..3600000");
-            c->svc.audit_aggregate_ms = (uint32_t)n;
-        } else if (strcmp(key, "audit_checkpoint_ms") == 0) {
-            rc = config_uint(v, key, 3600000, &n, err);
-            if (rc == 0 && n < 100)
-                rc = clr_error_set(err, CLR_E_INVALID, 0,
-                                   "config: audit_checkpoint_ms must be 100..3600000");
-            c->svc.audit_checkpoint_ms = (uint32_t)n;
-        } else if (strcmp(key, "audit_syslog") == 0) {
-            if (!json_is_boolean(v))
-                rc = clr_error_set(err, CLR_E_INVALID, 0, "config: audit_syslog must be true or false");
-            c->svc.audit_syslog = json_is_true(v);
-        } else if (strcmp(key, "insecure_runtime") == 0)
-            rc = config_string(c, v, key, &c->svc.insecure_runtime, err);
-        else if (strcmp(key, "max_sandboxes") == 0) {
-            rc = config_uint(v, key, 100000, &n, err);
-            c->svc.max_sandboxes = (unsigned)n;
-        } else if (strcmp(key, "tenants") == 0) {
-            rc = config_tenants(c, v, err);
-        } else if (strcmp(key, "pool_size") == 0) {
-            rc = config_uint(v, key, 64, &n, err);
-            c->svc.pool_size = (unsigned)n;
-        } else if (strcmp(key, "max_execs") == 0) {
-            rc = config_uint(v, key, 100000, &n, err);
-            c->svc.max_execs = (unsigned)n;
-        } else if (strcmp(key, "max_connections") == 0) {
-            rc = config_uint(v, key, 100000, &n, err);
-            c->srv.max_connections = (unsigned)n;
-        } else if (strcmp(key, "max_upload_total") == 0) {
-            rc = config_uint(v, key, UINT64_MAX / 2, &c->srv.max_upload_total, err);
-            if (rc == 0 && c->srv.max_upload_total < (1u << 20))
-                rc = clr_error_set(err, CLR_E_INVALID, 0,
-                                   "config: max_upload_total must be at least 1048576 (1 MiB): "
-                                   "with less, no upload could ever be stored");
-        } else if (strcmp(key, "max_download_total") == 0) {
-            rc = config_uint(v, key, UINT64_MAX / 2, &c->srv.max_download_total, err);
-            if (rc == 0 && c->srv.max_download_total < (1u << 20))
-                rc = clr_error_set(err, CLR_E_INVALID, 0,
-                                   "config: max_download_total must be at least 1048576 (1 MiB): "
-                                   "with less, no download could ever be sent");
-        } else if (strcmp(key, "idle_timeout") == 0) {
-            rc = config_uint(v, key, 86400, &n, err);
-            c->svc.idle_timeout_s = (uint32_t)n;
-        } else if (strcmp(key, "max_lifetime") == 0) {
-            rc = config_uint(v, key, 7 * 86400, &n, err);
-            c->svc.max_lifetime_s = (uint32_t)n;
-        } else if (strcmp(key, "reaper_interval_ms") == 0) {
-            rc = config_uint(v, key, 60000, &n, err);
-            c->svc.reaper_interval_ms = (uint32_t)n;
-        } else if (strcmp(key, "reconcile_interval_ms") == 0) {
-            rc = config_uint(v, key, 86400000, &n, err);
-            c->svc.reconcile_interval_ms = (uint32_t)n;
-        } else if (strcmp(key, "log_level") == 0) {
-            int l = json_is_string(v) ? clr_log_level_parse(json_string_value(v)) : -1;
-            if (l < 0)
-                rc = clr_error_set(err, CLR_E_INVALID, 0,
-                                   "config: log_level must be debug, info, warn or error");
-            else
-                clr_log_set_level((clr_log_level)l);
-        } else if (strcmp(key, "limits") == 0) {
-            if (!json_is_object(v)) {
-                rc = clr_error_set(err, CLR_E_INVALID, 0, "config: limits must be an object");
-                break;
-            }
-            const char *lk;
-            json_t *lv;
-            json_object_foreach(v, lk, lv) {
-                int opt = -1;
-                for (const struct option *o = cli_limit_options; o->name; o++) {
-                    char name[64];
-                    snprintf(name, sizeof(name), "%s", o->name);
-                    for (char *p = name; *p; p++)
-                        if (*p == '-')
-                            *p = '_';
-                    if (strcmp(name, lk) == 0)
-                        opt = o->val;
-                }
-                char buf[64];
-                if (json_is_string(lv))
-                    snprintf(buf, sizeof(buf), "%s", json_string_value(lv));
-                else if (json_is_integer(lv))
-                    snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(lv));
-                else if (json_is_real(lv))
-                    snprintf(buf, sizeof(buf), "%g", json_real_value(lv));
-                else
-                    buf[0] = '\0';
-                if (opt < 0) {
-                    rc = clr_error_set(err, CLR_E_INVALID, 0, "config: unknown limit '%s'", lk);
-                    break;
-                }
-                if (cli_parse_limit_option(&c->svc.limits, opt, buf, err) < 0) {
-                    rc = clr_error_prefix(err, "config: limits");
-                    break;
-                }
-            }
-        } else {
-            rc = clr_error_set(err, CLR_E_INVALID, 0, "config %s: unknown key '%s'", path, key);
-        }
+        if (config_key(c, path, key, v, err) < 0)
+            return -1;
     }
-    json_decref(root);
-    return rc;
+    return 0;
 }
 
 static void help(void)
@@ -386,7 +457,73 @@ static void help(void)
            cli_limit_help);
 }
 
-int cmd_serve(int argc, char **argv)
+#define SERVE_GO_ON (-1) /* a step's answer when the command should go on */
+
+/* A number option into c: SERVE_GO_ON, or the exit status. */
+static int serve_number_option(struct serve_config *c, int ch, const char *arg)
+{
+    clr_error err = CLR_ERROR_INIT;
+    uint64_t n = 0;
+    if (ch == OPT_POOL) {
+        if (clr_parse_uint(&n, arg, &err) < 0 || n > 64) {
+            cli_usage_error("serve", "--pool wants 0..64");
+            return CLI_EXIT_USAGE;
+        }
+        c->svc.pool_size = (unsigned)n;
+        return SERVE_GO_ON;
+    }
+    if (clr_parse_uint(&n, arg, &err) < 0 || n == 0 || n > 100000) {
+        cli_usage_error("serve", "--max-sandboxes/--max-execs want 1..100000");
+        return CLI_EXIT_USAGE;
+    }
+    if (ch == OPT_MAX_SANDBOXES)
+        c->svc.max_sandboxes = (unsigned)n;
+    else
+        c->svc.max_execs = (unsigned)n;
+    return SERVE_GO_ON;
+}
+
+/* One of serve's own options into c: SERVE_GO_ON, or the exit status. */
+static int serve_option(struct serve_config *c, int ch, char *arg)
+{
+    clr_error err = CLR_ERROR_INIT;
+    uint64_t n = 0;
+    char *colon;
+    switch (ch) {
+    case OPT_CONFIG: break;
+    case OPT_SOCKET: c->srv.socket_path = arg; break;
+    case OPT_TOKEN_FILE: c->srv.token_file = arg; break;
+    case OPT_INSECURE_RUNTIME: c->svc.insecure_runtime = arg; break;
+    case OPT_REPO_ROOT:
+        if (arg[0] != '/' || c->nroots >= 32) {
+            cli_usage_error("serve", "--repo-root wants an absolute directory (at most 32)");
+            return CLI_EXIT_USAGE;
+        }
+        c->roots[c->nroots++] = arg;
+        break;
+    case OPT_TCP:
+        colon = strrchr(arg, ':');
+        if (!colon || clr_parse_uint(&n, colon + 1, &err) < 0 || n == 0 || n > 65535) {
+            cli_usage_error("serve", "--tcp wants ADDRESS:PORT, e.g. 127.0.0.1:8080");
+            return CLI_EXIT_USAGE;
+        }
+        *colon = '\0';
+        c->srv.tcp_address = arg;
+        c->srv.tcp_port = (uint16_t)n;
+        break;
+    case OPT_POOL:
+    case OPT_MAX_SANDBOXES:
+    case OPT_MAX_EXECS: return serve_number_option(c, ch, arg);
+    case OPT_HELP: help(); return 0;
+    case OPT_PRINT_ROUTES: routes_print(stdout); return 0;
+    default: cli_usage_error("serve", "unknown option"); return CLI_EXIT_USAGE;
+    }
+    return SERVE_GO_ON;
+}
+
+/* Parses argv into c: the config file first, so the command line overrides it whatever the
+ * order. SERVE_GO_ON, or the exit status. */
+static int serve_parse(struct serve_config *c, int argc, char **argv)
 {
     static const struct option own[] = {
         {"config", required_argument, NULL, OPT_CONFIG},
@@ -399,28 +536,19 @@ int cmd_serve(int argc, char **argv)
         {"repo-root", required_argument, NULL, OPT_REPO_ROOT},
         {"pool", required_argument, NULL, OPT_POOL},
         {"help", no_argument, NULL, OPT_HELP},
+        /* hidden: the HTTP route table, one route a line (tests/integration/test_routes.py) */
+        {"print-routes", no_argument, NULL, OPT_PRINT_ROUTES},
         {NULL, 0, NULL, 0},
     };
-    struct serve_config c __attribute__((cleanup(serve_config_clear)));
-    memset(&c, 0, sizeof(c));
-    clr_service_config sc = CLR_SERVICE_CONFIG_INIT;
-    c.svc = sc;
-    c.srv.socket_path = DEFAULT_SOCKET;
-    c.srv.socket_mode = 0660;
-    c.srv.max_connections = 256;
-    c.srv.max_upload_total = 8ull << 30; /* two uploads of the largest size at once */
-    c.srv.max_download_total = 8ull << 30; /* two archives of the largest size at once */
     clr_error err = CLR_ERROR_INIT;
     _cleanup_free_ struct option *opts = cli_options_with_limits(own);
     if (!opts)
         return CLI_EXIT_FAILURE;
-
-    /* The config file first, so the command line overrides it whatever the order. */
     int ch;
     optind = 1;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
-        if (ch == OPT_CONFIG && load_config(&c, optarg, &err) < 0) {
+        if (ch == OPT_CONFIG && load_config(c, optarg, &err) < 0) {
             cli_error(&err);
             return CLI_EXIT_USAGE;
         }
@@ -428,78 +556,44 @@ int cmd_serve(int argc, char **argv)
     opterr = 1;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
-        uint64_t n = 0;
-        int rc = cli_parse_limit_option(&c.svc.limits, ch, optarg, &err);
+        int rc = cli_parse_limit_option(&c->svc.limits, ch, optarg, &err);
         if (rc < 0) {
             cli_usage_error("serve", "%s", err.message);
             return CLI_EXIT_USAGE;
         }
         if (rc == 0)
             continue;
-        switch (ch) {
-        case OPT_CONFIG: break;
-        case OPT_SOCKET: c.srv.socket_path = optarg; break;
-        case OPT_TOKEN_FILE: c.srv.token_file = optarg; break;
-        case OPT_INSECURE_RUNTIME: c.svc.insecure_runtime = optarg; break;
-        case OPT_REPO_ROOT:
-            if (optarg[0] != '/' || c.nroots >= 32) {
-                cli_usage_error("serve", "--repo-root wants an absolute directory (at most 32)");
-                return CLI_EXIT_USAGE;
-            }
-            c.roots[c.nroots++] = optarg;
-            break;
-        case OPT_TCP: {
-            char *colon = strrchr(optarg, ':');
-            if (!colon || clr_parse_uint(&n, colon + 1, &err) < 0 || n == 0 || n > 65535) {
-                cli_usage_error("serve", "--tcp wants ADDRESS:PORT, e.g. 127.0.0.1:8080");
-                return CLI_EXIT_USAGE;
-            }
-            *colon = '\0';
-            c.srv.tcp_address = optarg;
-            c.srv.tcp_port = (uint16_t)n;
-            break;
-        }
-        case OPT_POOL:
-            if (clr_parse_uint(&n, optarg, &err) < 0 || n > 64) {
-                cli_usage_error("serve", "--pool wants 0..64");
-                return CLI_EXIT_USAGE;
-            }
-            c.svc.pool_size = (unsigned)n;
-            break;
-        case OPT_MAX_SANDBOXES:
-        case OPT_MAX_EXECS:
-            if (clr_parse_uint(&n, optarg, &err) < 0 || n == 0 || n > 100000) {
-                cli_usage_error("serve", "--max-sandboxes/--max-execs want 1..100000");
-                return CLI_EXIT_USAGE;
-            }
-            if (ch == OPT_MAX_SANDBOXES)
-                c.svc.max_sandboxes = (unsigned)n;
-            else
-                c.svc.max_execs = (unsigned)n;
-            break;
-        case OPT_HELP: help(); return 0;
-        default: cli_usage_error("serve", "unknown option"); return CLI_EXIT_USAGE;
-        }
+        rc = serve_option(c, ch, optarg);
+        if (rc != SERVE_GO_ON)
+            return rc;
     }
     if (optind < argc) {
         cli_usage_error("serve", "unexpected argument '%s'", argv[optind]);
         return CLI_EXIT_USAGE;
     }
-    c.roots[c.nroots] = NULL;
-    c.svc.repo_roots = c.roots;
-    if (!c.svc.state_dir)
-        c.svc.state_dir = cli_global.state_dir;
-    if (!c.svc.docker_host)
-        c.svc.docker_host = cli_global.docker_host;
-    if (!c.svc.audit_path && (cli_global.audit_log || getenv("CLEARING_AUDIT_LOG")))
-        c.svc.audit_path = cli_audit_path();
-    if (clr_limits_validate(&c.svc.limits, &err) < 0) {
+    return SERVE_GO_ON;
+}
+
+/* Defaults from the global options, the limits checked, the socket's and the state's
+ * directories made: SERVE_GO_ON, or the exit status. */
+static int serve_prepare(struct serve_config *c)
+{
+    clr_error err = CLR_ERROR_INIT;
+    c->roots[c->nroots] = NULL;
+    c->svc.repo_roots = c->roots;
+    if (!c->svc.state_dir)
+        c->svc.state_dir = cli_global.state_dir;
+    if (!c->svc.docker_host)
+        c->svc.docker_host = cli_global.docker_host;
+    if (!c->svc.audit_path && (cli_global.audit_log || getenv("CLEARING_AUDIT_LOG")))
+        c->svc.audit_path = cli_audit_path();
+    if (clr_limits_validate(&c->svc.limits, &err) < 0) {
         cli_usage_error("serve", "default limits: %s", err.message);
         return CLI_EXIT_USAGE;
     }
     /* The socket's directory: created if missing, never loosened if present. */
     char dir[4096];
-    snprintf(dir, sizeof(dir), "%s", c.srv.socket_path);
+    snprintf(dir, sizeof(dir), "%s", c->srv.socket_path);
     char *slash = strrchr(dir, '/');
     if (slash && slash != dir) {
         *slash = '\0';
@@ -508,12 +602,18 @@ int cmd_serve(int argc, char **argv)
             return CLI_EXIT_FAILURE;
         }
     }
-    const char *sd = c.svc.state_dir ? c.svc.state_dir : getenv("CLEARING_STATE_DIR");
+    const char *sd = c->svc.state_dir ? c->svc.state_dir : getenv("CLEARING_STATE_DIR");
     if (sd && mkdir(sd, 0700) < 0 && errno != EEXIST) {
         fprintf(stderr, "clearing: cannot create state directory %s: %s\n", sd, strerror(errno));
         return CLI_EXIT_FAILURE;
     }
+    return SERVE_GO_ON;
+}
 
+/* Starts the service and the server, and runs until SIGINT or SIGTERM: the exit status. */
+static int serve_run(struct serve_config *c)
+{
+    clr_error err = CLR_ERROR_INIT;
     /* SIGINT and SIGTERM are blocked before any thread starts, so every thread inherits the
      * mask and only the sigwait() below takes them. With a handler and pause() the kernel may
      * run the handler on any thread (valgrind often does), and pause() here never returns. */
@@ -523,17 +623,17 @@ int cmd_serve(int argc, char **argv)
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     clr_service *svc = NULL;
-    if (clr_service_start(&svc, &c.svc, &err) < 0) {
+    if (clr_service_start(&svc, &c->svc, &err) < 0) {
         cli_error(&err);
         return CLI_EXIT_FAILURE;
     }
     struct server *srv = NULL;
-    if (server_start(&srv, svc, &c.srv, &err) < 0) {
+    if (server_start(&srv, svc, &c->srv, &err) < 0) {
         cli_error(&err);
         clr_service_stop(svc);
         return CLI_EXIT_FAILURE;
     }
-    clr_log(CLR_LOG_WARN, "serve.listening", "socket", c.srv.socket_path, NULL);
+    clr_log(CLR_LOG_WARN, "serve.listening", "socket", c->srv.socket_path, NULL);
     signal(SIGPIPE, SIG_IGN);
     int sig = 0;
     while (sigwait(&stop_signals, &sig) != 0)
@@ -542,4 +642,23 @@ int cmd_serve(int argc, char **argv)
     server_stop(srv);
     clr_service_stop(svc);
     return 0;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    struct serve_config c __attribute__((cleanup(serve_config_clear)));
+    memset(&c, 0, sizeof(c));
+    clr_service_config sc = CLR_SERVICE_CONFIG_INIT;
+    c.svc = sc;
+    c.srv.socket_path = DEFAULT_SOCKET;
+    c.srv.socket_mode = 0660;
+    c.srv.max_connections = 256;
+    c.srv.max_upload_total = 8ull << 30; /* two uploads of the largest size at once */
+    c.srv.max_download_total = 8ull << 30; /* two archives of the largest size at once */
+    int rc = serve_parse(&c, argc, argv);
+    if (rc == SERVE_GO_ON)
+        rc = serve_prepare(&c);
+    if (rc != SERVE_GO_ON)
+        return rc;
+    return serve_run(&c);
 }
