@@ -7,6 +7,8 @@
 
 int bytes_add(struct bytes *b, const void *data, size_t len)
 {
+    if (len == 0) /* nothing to add (an empty STDIN frame): realloc(p, 0) would free the queue */
+        return 0;
     if (b->off && b->off == b->len)
         b->off = b->len = 0;
     uint8_t *n = realloc(b->data, b->len + len);

@@ -431,7 +431,10 @@ static int serve_signals(void)
 struct pass {
     struct pollfd *p;
     struct chan **who;
-    struct net **nets; /* NULL when it could not be had: the proxy then waits a pass */
+    /* The connections' ids, not pointers: reading the host in the same pass may free them (a
+     * HELLO resets the proxy, a NET_CLOSE ends one), and a freed one is then skipped. NULL when
+     * it could not be had: the proxy then waits a pass. */
+    uint32_t *nets;
     size_t n, np;
     size_t i_out, i_nets, i_proxy;
 };
@@ -459,7 +462,7 @@ static void pass_watch_nets(struct live *l, struct pass *ps, bool room)
                        !(ne->state == NET_OPEN && bytes_pending(&ne->to_client) > NET_QUEUE_MAX / 2);
         short ev = (short)((want_in ? POLLIN : 0) |
                            (bytes_pending(&ne->to_client) ? POLLOUT : 0));
-        ps->nets[k++] = ne;
+        ps->nets[k++] = ne->id;
         ps->p[ps->np++] = (struct pollfd){.fd = ev ? ne->fd : -1, .events = ev};
     }
 }
@@ -522,8 +525,8 @@ static void serve_nets(struct live *l, const struct pass *ps)
                 proxy_accept(&l->px);
             continue;
         }
-        struct net *ne = ps->nets[j++];
-        if (ps->p[i].fd < 0)
+        struct net *ne = net_find(&l->px, ps->nets[j++]);
+        if (!ne || ps->p[i].fd < 0 || ne->fd != ps->p[i].fd)
             continue;
         if ((ps->p[i].revents & POLLOUT) && bytes_flush(&ne->to_client, ne->fd) < 0) {
             ne->close_after_flush = true;

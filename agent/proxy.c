@@ -38,7 +38,7 @@ void net_free(struct proxy *px, struct net *n)
     px->nnets--;
 }
 
-static struct net *net_find(struct proxy *px, uint32_t id)
+struct net *net_find(struct proxy *px, uint32_t id)
 {
     for (struct net *n = px->nets; n; n = n->next) {
         if (n->id == id)

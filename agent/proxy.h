@@ -58,6 +58,9 @@ void proxy_host_frame(struct proxy *px, const struct clr_frame *f);
 /* Closes a connection and frees it. */
 void net_free(struct proxy *px, struct net *n);
 
+/* The connection with this id, or NULL when it is gone (freed since the id was taken). */
+struct net *net_find(struct proxy *px, uint32_t id);
+
 /* Every connection ends: a new host knows none of them. */
 void proxy_reset(struct proxy *px);
 

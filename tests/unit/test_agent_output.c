@@ -69,8 +69,11 @@ static void test_bytes_queue_and_consume(void **state)
     assert_int_equal(bytes_add(&b, "!", 1), 0);
     assert_int_equal(b.len, 12); /* not consumed wholly: appended after what is pending */
     assert_memory_equal(b.data + b.off, "world!", 6);
-    b.off = b.len; /* all written: the next append starts again at 0 */
-    assert_int_equal(bytes_add(&b, "x", 1), 0);
+    b.off = b.len; /* all written: an empty append (an empty STDIN frame) keeps the queue */
+    assert_int_equal(bytes_add(&b, "", 0), 0);
+    assert_non_null(b.data);
+    assert_int_equal(bytes_pending(&b), 0);
+    assert_int_equal(bytes_add(&b, "x", 1), 0); /* the next append starts again at 0 */
     assert_int_equal(b.off, 0);
     assert_int_equal(b.len, 1);
     bytes_free(&b);
