@@ -159,8 +159,8 @@ static void judge(struct runner *r, clr_engine *eng, const struct check *c,
             size_t i;
             json_t *f;
             json_array_foreach(results, i, f) {
-                int sev =
-                    gauntlet_severity_level(json_string_value(json_object_get(f, "issue_severity")));
+                int sev = gauntlet_severity_level(
+                    json_string_value(json_object_get(f, "issue_severity")));
                 int conf = gauntlet_severity_level(
                     json_string_value(json_object_get(f, "issue_confidence")));
                 if (sev < 1)

@@ -88,8 +88,8 @@ static int parse_pass(clr_yaml *p, struct check *c, yaml_node_t *m)
             if (n == 0 || n > 16)
                 return clr_yaml_error(p, v, "exit_codes must have 1 to 16 numbers");
             for (size_t i = 0; i < n; i++) {
-                if (clr_yaml_number(p, clr_yaml_node(p, v->data.sequence.items.start[i]), "exit code", 0, 255,
-                               &d) < 0)
+                if (clr_yaml_number(p, clr_yaml_node(p, v->data.sequence.items.start[i]),
+                                    "exit code", 0, 255, &d) < 0)
                     return -1;
                 c->exit_codes[i] = (int)d;
             }
@@ -146,7 +146,8 @@ static int parse_check(clr_yaml *p, struct check *c, yaml_node_t *m)
             if (clr_yaml_string(p, v, "name", &c->name) < 0)
                 return -1;
             if (!name_ok(c->name))
-                return clr_yaml_error(p, v, "name '%.64s' must be 1-64 of A-Z a-z 0-9 _ . -", c->name);
+                return clr_yaml_error(p, v, "name '%.64s' must be 1-64 of A-Z a-z 0-9 _ . -",
+                                      c->name);
         } else if (!strcmp(key, "kind")) {
             const char *s = clr_yaml_scalar(v);
             int found = -1;
@@ -154,7 +155,8 @@ static int parse_check(clr_yaml *p, struct check *c, yaml_node_t *m)
                 if (!strcmp(s, kind_names[i]))
                     found = i;
             if (found < 0)
-                return clr_yaml_error(p, v, "kind must be lint, types, test, coverage, security or other");
+                return clr_yaml_error(p, v, "kind must be lint, types, test, coverage, security "
+                                            "or other");
             c->kind = (clr_check_kind)found;
             has_kind = true;
         } else if (!strcmp(key, "run")) {
@@ -175,13 +177,15 @@ static int parse_check(clr_yaml *p, struct check *c, yaml_node_t *m)
             if (c->cwd[0] != '/')
                 return clr_yaml_error(p, v, "cwd must be absolute");
         } else if (!strcmp(key, "timeout")) {
-            if (!clr_yaml_scalar(v) || clr_parse_duration_ms(&n, clr_yaml_scalar(v), &e2) < 0 || n == 0 ||
-                n > 24ull * 3600 * 1000)
-                return clr_yaml_error(p, v, "timeout must be a duration from 1ms to 24h (e.g. 120s): %s",
-                            e2.message);
+            if (!clr_yaml_scalar(v) || clr_parse_duration_ms(&n, clr_yaml_scalar(v), &e2) < 0 ||
+                n == 0 || n > 24ull * 3600 * 1000)
+                return clr_yaml_error(p, v,
+                                      "timeout must be a duration from 1ms to 24h (e.g. 120s): %s",
+                                      e2.message);
             c->timeout_ms = (uint32_t)n;
         } else if (!strcmp(key, "output_cap")) {
-            if (!clr_yaml_scalar(v) || clr_parse_size(&n, clr_yaml_scalar(v), &e2) < 0 || n > 64 * CLR_MIB)
+            if (!clr_yaml_scalar(v) || clr_parse_size(&n, clr_yaml_scalar(v), &e2) < 0 ||
+                n > 64 * CLR_MIB)
                 return clr_yaml_error(p, v, "output_cap must be a size up to 64m");
             c->output_cap = n;
         } else if (!strcmp(key, "required")) {

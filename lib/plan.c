@@ -523,8 +523,9 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
     /* An interrupted plan has no verdict: its steps or checks were cut short, not failed. */
     if (cancelled(&r)) {
         r.verdict = "error";
-        json_object_set_new(r.report, "error",
-                            json_string("cancelled: the plan was interrupted; nothing was committed"));
+        json_object_set_new(
+            r.report, "error",
+            json_string("cancelled: the plan was interrupted; nothing was committed"));
     }
     if (!cancelled(&r) && r.root >= 0 &&
         (!strcmp(r.verdict, "pass") || (plan->commit_on_failure && strcmp(r.verdict, "error"))))
