@@ -386,7 +386,7 @@ static int start_run(struct run *r, clr_error *err)
 /* The steps in order, stopping at the first that fails or at a cancel. */
 static void run_steps(struct run *r, int arc, clr_error *err)
 {
-    if (arc < 0 || clr_files_open_root(&r->root, clr_sandbox_workspace(r->sb), err) < 0) {
+    if (arc != 0 || clr_files_open_root(&r->root, clr_sandbox_workspace(r->sb), err) != 0) {
         json_object_set_new(r->report, "error", json_string(err->message));
         return;
     }
