@@ -1,13 +1,15 @@
-/* Plans: parsing and execution (see include/clearing/plan.h).
+/* Plans: execution (see include/clearing/plan.h; parsing is plan_parse.c).
  *
  * Order of trust: the gauntlet definition is read from the base commit in the repository's object
  * database before the sandbox exists (and the workspace is pinned to that commit), so a plan
  * cannot weaken the checks it is judged by by editing .clearing/gauntlet.yaml. Steps that write
  * files go through the files module (confined, no symlink followed); commands run through the
- * agent like any exec. */
+ * agent like any exec.
+ *
+ * clr_plan_run reads as its phases: judge and admit, create the sandbox, record it, run the
+ * steps, run the gauntlet, commit with the verdict, discard an uncommitted branch, destroy. */
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -17,355 +19,53 @@
 #include "clearing/files.h"
 #include "clearing/gauntlet.h"
 #include "clearing/gitws.h"
-#include "clearing/plan.h"
 #include "clearing/verdict.h"
-#include "internal.h"
-#include "yamlx.h"
+#include "plan_internal.h"
 
-enum step_kind { STEP_WRITE, STEP_DELETE, STEP_RUN };
-
-struct step {
-    enum step_kind kind;
-    char *path;
-    uint8_t *content;
-    size_t content_len;
-    uint32_t mode;
-    bool recursive;
-    char *shell;
-    char **argv;
-    char **env;
-    char *cwd;
-    uint32_t timeout_ms;
-    int expect[16];
-    size_t n_expect;
-};
-
-struct clr_plan {
-    char *repo, *base, *branch, *profile, *image, *message;
-    bool commit_on_failure;
-    clr_egress_policy *egress; /* NULL: no outbound connection at all */
-    clr_limits limits;
-    struct step *steps;
-    size_t n;
-};
-
-static void step_clear(struct step *s)
-{
-    free(s->path);
-    free(s->content);
-    free(s->shell);
-    clr_strv_free(s->argv);
-    clr_strv_free(s->env);
-    free(s->cwd);
-}
-
-void clr_plan_free(clr_plan *p)
-{
-    if (!p)
-        return;
-    for (size_t i = 0; i < p->n; i++)
-        step_clear(&p->steps[i]);
-    free(p->steps);
-    free(p->repo);
-    free(p->base);
-    free(p->branch);
-    free(p->profile);
-    free(p->image);
-    free(p->message);
-    clr_egress_policy_free(p->egress);
-    free(p);
-}
-
-static int b64decode(const char *in, size_t n, uint8_t **out, size_t *len)
-{
-    if (n % 4)
-        return -1;
-    uint8_t *buf = malloc(n / 4 * 3 + 1);
-    if (!buf)
-        return -1;
-    int m = n ? EVP_DecodeBlock(buf, (const unsigned char *)in, (int)n) : 0;
-    if (m < 0) {
-        free(buf);
-        return -1;
-    }
-    if (n >= 1 && in[n - 1] == '=')
-        m--;
-    if (n >= 2 && in[n - 2] == '=')
-        m--;
-    *out = buf;
-    *len = (size_t)m;
-    return 0;
-}
-
-static int parse_step(clr_yaml *y, struct step *s, yaml_node_t *n)
-{
-    memset(s, 0, sizeof(*s));
-    s->mode = 0644;
-    s->timeout_ms = 600000;
-    if (!n || n->type != YAML_MAPPING_NODE ||
-        n->data.mapping.pairs.top - n->data.mapping.pairs.start != 1)
-        return clr_yaml_error(y, n, "a step is a mapping with one key: write, delete or run");
-    yaml_node_pair_t *pr = n->data.mapping.pairs.start;
-    const char *kind = clr_yaml_scalar(clr_yaml_node(y, pr->key));
-    yaml_node_t *m = clr_yaml_node(y, pr->value);
-    if (!kind || !m || m->type != YAML_MAPPING_NODE)
-        return clr_yaml_error(y, n, "a step is write:, delete: or run: with a mapping");
-    if (!strcmp(kind, "write"))
-        s->kind = STEP_WRITE;
-    else if (!strcmp(kind, "delete"))
-        s->kind = STEP_DELETE;
-    else if (!strcmp(kind, "run"))
-        s->kind = STEP_RUN;
-    else
-        return clr_yaml_error(y, n, "unknown step '%.32s' (write, delete, run)", kind);
-    bool has_content = false;
-    for (yaml_node_pair_t *q = m->data.mapping.pairs.start; q < m->data.mapping.pairs.top; q++) {
-        yaml_node_t *k = clr_yaml_node(y, q->key), *v = clr_yaml_node(y, q->value);
-        const char *key = clr_yaml_scalar(k);
-        double d;
-        clr_error e2 = CLR_ERROR_INIT;
-        uint64_t ms;
-        if (!key || !v)
-            return clr_yaml_error(y, k, "step keys must be strings");
-        /* A second content would replace (and leak) the first: which one was meant is unclear. */
-        if (has_content && (!strcmp(key, "content") || !strcmp(key, "content_base64")))
-            return clr_yaml_error(y, k, "write step: give content or content_base64, once");
-        if (!strcmp(key, "path") && s->kind != STEP_RUN) {
-            if (clr_yaml_string(y, v, "path", &s->path) < 0)
-                return -1;
-            if (clr_files_check_path(s->path, &e2) < 0 || !s->path[0])
-                return clr_yaml_error(y, v, "path: %s", e2.message[0] ? e2.message : "empty");
-        } else if (!strcmp(key, "content") && s->kind == STEP_WRITE) {
-            const char *c = clr_yaml_scalar(v);
-            if (!c)
-                return clr_yaml_error(y, v, "content must be a string");
-            s->content_len = v->data.scalar.length;
-            s->content = malloc(s->content_len + 1);
-            if (!s->content)
-                return clr_yaml_error(y, v, "out of memory");
-            memcpy(s->content, c, s->content_len);
-            has_content = true;
-        } else if (!strcmp(key, "content_base64") && s->kind == STEP_WRITE) {
-            const char *c = clr_yaml_scalar(v);
-            if (!c || b64decode(c, v->data.scalar.length, &s->content, &s->content_len) < 0)
-                return clr_yaml_error(y, v, "content_base64 must be base64");
-            has_content = true;
-        } else if (!strcmp(key, "mode") && s->kind == STEP_WRITE) {
-            const char *c = clr_yaml_scalar(v);
-            char *end = NULL;
-            unsigned long md = c ? strtoul(c, &end, 8) : 0;
-            if (!c || !*c || *end || md > 0777)
-                return clr_yaml_error(y, v, "mode must be octal such as \"0644\"");
-            s->mode = (uint32_t)md;
-        } else if (!strcmp(key, "recursive") && s->kind == STEP_DELETE) {
-            if (clr_yaml_bool(y, v, "recursive", &s->recursive) < 0)
-                return -1;
-        } else if (!strcmp(key, "shell") && s->kind == STEP_RUN) {
-            if (clr_yaml_string(y, v, "shell", &s->shell) < 0)
-                return -1;
-        } else if (!strcmp(key, "argv") && s->kind == STEP_RUN) {
-            if (clr_yaml_strv(y, v, "argv", &s->argv) < 0)
-                return -1;
-        } else if (!strcmp(key, "env") && s->kind == STEP_RUN) {
-            if (clr_yaml_env(y, v, "env", &s->env) < 0)
-                return -1;
-        } else if (!strcmp(key, "cwd") && s->kind == STEP_RUN) {
-            if (clr_yaml_string(y, v, "cwd", &s->cwd) < 0)
-                return -1;
-            if (s->cwd[0] != '/')
-                return clr_yaml_error(y, v, "cwd must be absolute");
-        } else if (!strcmp(key, "timeout") && s->kind == STEP_RUN) {
-            if (!clr_yaml_scalar(v) || clr_parse_duration_ms(&ms, clr_yaml_scalar(v), &e2) < 0 ||
-                ms == 0 || ms > 24ull * 3600 * 1000)
-                return clr_yaml_error(y, v, "timeout must be a duration from 1ms to 24h");
-            s->timeout_ms = (uint32_t)ms;
-        } else if (!strcmp(key, "expect_exit") && s->kind == STEP_RUN) {
-            if (v->type != YAML_SEQUENCE_NODE)
-                return clr_yaml_error(y, v, "expect_exit must be a list of exit codes");
-            size_t cnt = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-            if (cnt == 0 || cnt > 16)
-                return clr_yaml_error(y, v, "expect_exit has 1 to 16 codes");
-            for (size_t i = 0; i < cnt; i++) {
-                if (clr_yaml_number(y, clr_yaml_node(y, v->data.sequence.items.start[i]),
-                                    "exit code", 0, 255, &d) < 0)
-                    return -1;
-                s->expect[i] = (int)d;
-            }
-            s->n_expect = cnt;
-        } else {
-            return clr_yaml_error(y, k, "%s step: unknown key '%.64s'", kind, key);
-        }
-    }
-    if (s->kind != STEP_RUN && !s->path)
-        return clr_yaml_error(y, n, "%s step needs a path", kind);
-    if (s->kind == STEP_WRITE && !has_content)
-        return clr_yaml_error(y, n, "write step needs content or content_base64");
-    if (s->kind == STEP_RUN && !!s->shell == !!s->argv)
-        return clr_yaml_error(y, n, "run step needs exactly one of shell and argv");
-    if (s->kind == STEP_RUN && !s->n_expect) {
-        s->expect[0] = 0;
-        s->n_expect = 1;
-    }
-    return 0;
-}
-
-static int parse_limits(clr_yaml *y, clr_limits *l, yaml_node_t *m)
-{
-    if (!m || m->type != YAML_MAPPING_NODE)
-        return clr_yaml_error(y, m, "limits must be a mapping");
-    for (yaml_node_pair_t *q = m->data.mapping.pairs.start; q < m->data.mapping.pairs.top; q++) {
-        yaml_node_t *k = clr_yaml_node(y, q->key), *v = clr_yaml_node(y, q->value);
-        const char *key = clr_yaml_scalar(k), *val = clr_yaml_scalar(v);
-        clr_error e2 = CLR_ERROR_INIT;
-        uint64_t n = 0;
-        int rc = -1;
-        if (!key || !val)
-            return clr_yaml_error(y, k, "limits: keys and values are strings or numbers");
-        if (!strcmp(key, "cpus"))
-            rc = clr_parse_cpus(&l->cpu_millis, val, &e2);
-        else if (!strcmp(key, "memory"))
-            rc = clr_parse_size(&l->memory_bytes, val, &e2);
-        else if (!strcmp(key, "pids") && (rc = clr_parse_uint(&n, val, &e2)) == 0)
-            l->pids = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
-        else if (!strcmp(key, "lifetime") && (rc = clr_parse_duration_ms(&n, val, &e2)) == 0)
-            l->lifetime_s = (uint32_t)(n / 1000 > UINT32_MAX ? UINT32_MAX : n / 1000);
-        else if (!strcmp(key, "tmp_size"))
-            rc = clr_parse_size(&l->tmp_bytes, val, &e2);
-        else if (!strcmp(key, "workspace_size"))
-            rc = clr_parse_size(&l->workspace_bytes, val, &e2);
-        else if (strcmp(key, "pids") && strcmp(key, "lifetime"))
-            return clr_yaml_error(y, k, "limits: unknown key '%.64s'", key);
-        if (rc < 0)
-            return clr_yaml_error(y, v, "limits.%s: %s", key, e2.message);
-    }
-    clr_error e3 = CLR_ERROR_INIT;
-    if (clr_limits_validate(l, &e3) < 0)
-        return clr_yaml_error(y, m, "%s", e3.message);
-    return 0;
-}
-
-/* egress: a list of HOST[:PORT] rules (see clr_egress_policy_parse). */
-static int parse_egress(clr_yaml *y, clr_egress_policy **out, yaml_node_t *v)
-{
-    /* A repeated key replaces the earlier one, as for every other plan key. */
-    clr_egress_policy_free(*out);
-    *out = NULL;
-    char **rules = NULL;
-    if (clr_yaml_strv(y, v, "egress", &rules) < 0)
-        return -1;
-    json_t *allow = json_array();
-    for (char **r = rules; r && *r; r++)
-        json_array_append_new(allow, json_string(*r));
-    clr_strv_free(rules);
-    json_t *j = json_pack("{s:o}", "allow", allow);
-    clr_error e2 = CLR_ERROR_INIT;
-    int rc = clr_egress_policy_parse(out, j, &e2);
-    json_decref(j);
-    return rc < 0 ? clr_yaml_error(y, v, "%s", e2.message) : 0;
-}
-
-int clr_plan_parse(clr_plan **out, const char *text, size_t len, const char *source,
-                   clr_error *err)
-{
-    if (len > CLR_PLAN_MAX_BYTES)
-        return clr_error_set(err, CLR_E_LIMIT, 0, "%s is larger than %d bytes", source,
-                             CLR_PLAN_MAX_BYTES);
-    clr_yaml y;
-    if (clr_yaml_load(&y, text, len, source, err) < 0)
-        return -1;
-    clr_plan *p = calloc(1, sizeof(*p));
-    int rc = -1;
-    if (!p) {
-        clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-        goto out;
-    }
-    clr_limits l = CLR_LIMITS_INIT;
-    p->limits = l;
-    p->commit_on_failure = true;
-    yaml_node_t *root = yaml_document_get_root_node(&y.doc);
-    if (!root || root->type != YAML_MAPPING_NODE) {
-        clr_yaml_error(&y, root, "a plan is a mapping with a 'steps' list");
-        goto out;
-    }
-    yaml_node_t *steps = NULL;
-    for (yaml_node_pair_t *q = root->data.mapping.pairs.start; q < root->data.mapping.pairs.top;
-         q++) {
-        yaml_node_t *k = clr_yaml_node(&y, q->key), *v = clr_yaml_node(&y, q->value);
-        const char *key = clr_yaml_scalar(k);
-        int r = 0;
-        if (!key || !v) {
-            clr_yaml_error(&y, k, "plan keys must be strings");
-            goto out;
-        }
-        if (!strcmp(key, "steps"))
-            steps = v;
-        else if (!strcmp(key, "repo"))
-            r = clr_yaml_string(&y, v, "repo", &p->repo);
-        else if (!strcmp(key, "base"))
-            r = clr_yaml_string(&y, v, "base", &p->base);
-        else if (!strcmp(key, "branch"))
-            r = clr_yaml_string(&y, v, "branch", &p->branch);
-        else if (!strcmp(key, "profile"))
-            r = clr_yaml_string(&y, v, "profile", &p->profile);
-        else if (!strcmp(key, "image"))
-            r = clr_yaml_string(&y, v, "image", &p->image);
-        else if (!strcmp(key, "message"))
-            r = clr_yaml_string(&y, v, "message", &p->message);
-        else if (!strcmp(key, "commit_on_failure"))
-            r = clr_yaml_bool(&y, v, "commit_on_failure", &p->commit_on_failure);
-        else if (!strcmp(key, "limits"))
-            r = parse_limits(&y, &p->limits, v);
-        else if (!strcmp(key, "egress"))
-            r = parse_egress(&y, &p->egress, v);
-        else
-            r = clr_yaml_error(&y, k, "unknown key '%.64s'", key);
-        if (r < 0)
-            goto out;
-    }
-    if (!steps || steps->type != YAML_SEQUENCE_NODE) {
-        clr_yaml_error(&y, steps ? steps : root, "'steps' must be a list");
-        goto out;
-    }
-    size_t n = (size_t)(steps->data.sequence.items.top - steps->data.sequence.items.start);
-    if (n > CLR_PLAN_MAX_STEPS) {
-        clr_yaml_error(&y, steps, "a plan has at most %d steps", CLR_PLAN_MAX_STEPS);
-        goto out;
-    }
-    p->steps = calloc(n ? n : 1, sizeof(struct step));
-    if (!p->steps) {
-        clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        p->n = i + 1;
-        yaml_node_t *sn = clr_yaml_node(&y, steps->data.sequence.items.start[i]);
-        if (!sn) {
-            clr_error_set(err, CLR_E_LIMIT, 0, "%s: too many nodes (aliases?)", source);
-            goto out;
-        }
-        if (parse_step(&y, &p->steps[i], sn) < 0)
-            goto out;
-    }
-    rc = 0;
-out:
-    clr_yaml_free(&y);
-    if (rc < 0) {
-        clr_plan_free(p);
-        return -1;
-    }
-    *out = p;
-    return 0;
-}
-
-/* ---- execution ---- */
-
+/* One run of a plan: what it holds, released by run_clear on every return path. */
 struct run {
     const clr_plan *plan;
     const clr_plan_run_options *o;
     json_t *report;
     json_t *steps;
     clr_channel *channel; /* with egress: steps run over it, and it carries the proxy */
+    clr_egress *egress;
+    clr_gauntlet *g;      /* the gauntlet the plan is judged by */
+    json_t *gsource;      /* where it came from (load_gauntlet) */
+    char gsha[65];        /* the SHA-256 of its text */
+    bool admitted;        /* the admission's release is owed */
+    clr_engine *eng;
+    clr_sandbox *sb;
+    const clr_sandbox_info *info; /* sb's */
+    int root;             /* the workspace, once open (-1 before) */
+    bool steps_ok;        /* every step succeeded */
+    const char *verdict;  /* "pass", "fail" or "error" */
 };
+
+static void release_admission(struct run *r, const char *id)
+{
+    const clr_plan_admission *adm = r->o->admission;
+    if (r->admitted && adm && adm->release)
+        adm->release(adm->ctx, id);
+    r->admitted = false;
+}
+
+static void run_clear(struct run *r)
+{
+    if (r->root >= 0)
+        close(r->root);
+    clr_channel_close(r->channel);
+    clr_egress_free(r->egress);
+    clr_gauntlet_free(r->g);
+    json_decref(r->gsource);
+    json_decref(r->steps);
+    json_decref(r->report);
+    release_admission(r, NULL);
+    clr_sandbox_free(r->sb);
+    clr_engine_free(r->eng);
+}
+
+#define _cleanup_run_ __attribute__((cleanup(run_clear)))
 
 static void emit(struct run *r, json_t *ev)
 {
@@ -580,16 +280,225 @@ static void on_gauntlet(void *ctx, const char *check, const char *event)
     emit(r, json_pack("{s:s, s:s, s:s}", "event", "check", "check", check, "status", event));
 }
 
-const clr_limits *clr_plan_limits(const clr_plan *plan)
+
+/* A plan that could not start: recorded, with why. Returns -1. */
+static int refused(const clr_plan_run_options *o, const clr_error *err)
 {
-    return &plan->limits;
+    json_t *d = json_pack("{s:s}", "error", err->message);
+    clr_audit_append(o->audit, o->actor, NULL, "plan", "refused", d, NULL);
+    json_decref(d);
+    return -1;
 }
 
-const char *clr_plan_image(const clr_plan *plan, const char *profile)
+/* Before anything exists: the gauntlet that judges the plan, and the daemon's admission. */
+static int judge_and_admit(struct run *r, const char *repo, const char *profile, clr_error *err)
 {
-    if (!profile)
-        profile = plan->profile;
-    return plan->image ? plan->image : profile ? clr_gauntlet_profile_image(profile) : NULL;
+    const clr_plan_run_options *o = r->o;
+    const char *judge = o->gauntlet_ref && *o->gauntlet_ref ? o->gauntlet_ref : "HEAD";
+    if (load_gauntlet(&r->g, &r->gsource, r->gsha, repo, o->repo_id, judge, profile, err) < 0)
+        return refused(o, err);
+    /* Counted before anything exists: a daemon's plan is one of its sandboxes and runs at most
+     * as many commands at once as it was given room for. */
+    const clr_plan_admission *adm = o->admission;
+    unsigned execs = clr_gauntlet_parallel(r->g);
+    if (execs < 1)
+        execs = 1;
+    if (adm && adm->admit && adm->admit(adm->ctx, &execs, err) < 0)
+        return refused(o, err);
+    r->admitted = true;
+    if (execs < clr_gauntlet_parallel(r->g))
+        clr_gauntlet_set_parallel(r->g, execs);
+    return 0;
+}
+
+/* The plan's sandbox: on a new branch of repo at the plan's base, with the plan's limits. */
+static void sandbox_options(clr_sandbox_options *so, const struct run *r, const char *repo)
+{
+    const clr_plan *plan = r->plan;
+    const clr_plan_run_options *o = r->o;
+    so->limits = plan->limits;
+    so->owner = o->owner;
+    so->tenant = o->tenant;
+    so->repo_path = repo;
+    so->repo_id = o->repo_id;
+    so->base_ref = plan->base; /* NULL: HEAD */
+    so->protect_ref = o->gauntlet_ref;
+    so->branch = plan->branch;
+    so->state_dir = o->state_dir;
+    so->insecure_runtime = o->insecure_runtime;
+    so->image = clr_plan_image(plan, o->profile);
+    if (plan->egress && plan->egress->n)
+        so->env = clr_egress_proxy_env;
+}
+
+/* Creates the sandbox and lets the daemon record it; a sandbox it cannot record is destroyed
+ * (with its branch) before anything runs. */
+static int create_sandbox(struct run *r, const char *repo, clr_error *err)
+{
+    const clr_plan_run_options *o = r->o;
+    clr_sandbox_options so = CLR_SANDBOX_OPTIONS_INIT;
+    sandbox_options(&so, r, repo);
+    if (clr_engine_open(&r->eng, o->engine, err) < 0)
+        return -1;
+    if (clr_sandbox_create(&r->sb, r->eng, &so, err) < 0)
+        return refused(o, err);
+    r->info = clr_sandbox_get_info(r->sb);
+    const clr_plan_admission *adm = o->admission;
+    if (adm && adm->created && adm->created(adm->ctx, r->info, err) < 0) {
+        /* Not recorded: it must not run. */
+        char sid[CLR_SANDBOX_ID_MAX + 1];
+        snprintf(sid, sizeof(sid), "%s", r->info->id);
+        clr_error derr = CLR_ERROR_INIT;
+        clr_sandbox_destroy(r->eng, sid, "unrecorded", o->state_dir, &derr);
+        clr_git_branch_discard(r->info->repo, &r->info->repo_id, r->info->branch,
+                               r->info->base_commit, &derr);
+        refused(o, err);
+        release_admission(r, sid);
+        return -1;
+    }
+    return 0;
+}
+
+/* The report's start, the sandbox's creation in the audit log and, with egress, the live
+ * channel that carries the steps and the proxy's connections (decided by the plan's policy and
+ * recorded in the plan's audit log). 0, or -1 when the run cannot go on (err). */
+static int start_run(struct run *r, clr_error *err)
+{
+    const clr_sandbox_info *info = r->info;
+    r->steps = json_array();
+    r->report = json_pack("{s:s, s:s, s:s, s:s}", "sandbox", info->id, "branch", info->branch,
+                          "base", info->base_commit, "repo", info->repo);
+    json_object_set(r->report, "steps", r->steps);
+    json_object_set(r->report, "gauntlet_source", r->gsource);
+    emit(r, json_pack("{s:s, s:s, s:s}", "event", "sandbox", "id", info->id, "branch",
+                      info->branch));
+    json_t *d = clr_audit_sandbox_details(info);
+    json_object_set_new(d, "branch", json_string(info->branch));
+    json_object_set_new(d, "base", json_string(info->base_commit));
+    int arc = clr_audit_append(r->o->audit, r->o->actor, info->id, "sandbox.create", "ok", d, err);
+    json_decref(d);
+    if (arc == 0 && r->plan->egress && r->plan->egress->n)
+        arc = clr_egress_channel_open(&r->channel, &r->egress, r->plan->egress, r->o->audit,
+                                      r->eng, r->sb, err);
+    return arc;
+}
+
+/* The steps in order, stopping at the first that fails or at a cancel. */
+static void run_steps(struct run *r, int arc, clr_error *err)
+{
+    if (arc != 0 || clr_files_open_root(&r->root, clr_sandbox_workspace(r->sb), err) != 0) {
+        json_object_set_new(r->report, "error", json_string(err->message));
+        return;
+    }
+    r->steps_ok = true;
+    for (size_t i = 0; i < r->plan->n && r->steps_ok; i++) {
+        if (cancelled(r)) {
+            snprintf(err->message, sizeof(err->message), "cancelled");
+            r->steps_ok = false;
+            break;
+        }
+        r->steps_ok = run_step(r, r->eng, r->sb, r->root, i);
+    }
+    r->verdict = r->steps_ok ? "pass" : "fail";
+    if (!r->steps_ok && !cancelled(r))
+        step_summary(r);
+}
+
+/* The gauntlet, once every step succeeded: its report, summary and verdict. */
+static void run_gauntlet(struct run *r, clr_error *err)
+{
+    clr_gauntlet_report *gr = NULL;
+    if (clr_gauntlet_run(&gr, r->g, r->o->engine, r->sb, on_gauntlet, r, err) < 0) {
+        r->verdict = "error";
+        json_object_set_new(r->report, "error", json_string(err->message));
+        return;
+    }
+    json_object_set_new(r->report, "gauntlet", clr_gauntlet_report_json(gr));
+    char *summary = clr_gauntlet_report_summary(gr);
+    json_object_set_new(r->report, "summary", json_string(summary ? summary : ""));
+    free(summary);
+    r->verdict = clr_gauntlet_report_passed(gr) ? "pass" : "fail";
+    clr_gauntlet_report_free(gr);
+}
+
+/* The commit carries the verdict in its trailers, signed, so a reviewer sees a failing change
+ * for what it is. A commit that cannot be made makes the verdict an error. */
+static void commit_verdict(struct run *r)
+{
+    const clr_plan_run_options *o = r->o;
+    char **trailers = NULL;
+    clr_git_commit_result cr;
+    memset(&cr, 0, sizeof(cr));
+    clr_error cerr = CLR_ERROR_INIT;
+    int crc = verdict_trailers(&trailers, r, r->verdict, r->gsource, r->gsha, r->eng, r->info,
+                               &cerr);
+    if (crc == 0)
+        crc = clr_sandbox_commit(&cr, r->sb,
+                                 r->plan->message ? r->plan->message : "Plan executed in clearing",
+                                 NULL, NULL, (const char *const *)trailers, o->verdict_key, &cerr);
+    free_strv(trailers);
+    if (crc < 0) {
+        r->verdict = "error";
+        json_object_set_new(r->report, "error", json_string(cerr.message));
+        return;
+    }
+    json_object_set_new(r->report, "commit", json_string(cr.commit));
+    json_object_set_new(r->report, "signed_by", json_string(clr_verdict_key_id(o->verdict_key)));
+    json_object_set_new(r->report, "changed", json_boolean(cr.changed));
+    json_object_set_new(r->report, "diffstat", json_string(cr.stat_text ? cr.stat_text : ""));
+    json_t *d = json_pack("{s:s, s:s, s:s}", "branch", cr.branch, "commit", cr.commit, "verdict",
+                          r->verdict);
+    clr_audit_append(o->audit, o->actor, r->info->id, "commit", "ok", d, NULL);
+    json_decref(d);
+    emit(r, json_pack("{s:s, s:s, s:s}", "event", "commit", "commit", cr.commit, "branch",
+                      cr.branch));
+    clr_git_commit_result_clear(&cr);
+}
+
+/* Nothing committed (an error, a cancel, or a fail without commit_on_failure): the branch this
+ * run created at the base is removed again, so a plan leaves a branch only with a commit the
+ * reviewer can look at. */
+static void discard_uncommitted_branch(struct run *r)
+{
+    if (json_object_get(r->report, "commit"))
+        return;
+    const clr_sandbox_info *info = r->info;
+    clr_error berr = CLR_ERROR_INIT;
+    int brc = clr_git_branch_discard(info->repo, &info->repo_id, info->branch, info->base_commit,
+                                     &berr);
+    json_object_set_new(r->report, "branch_removed", json_boolean(brc == 1));
+    if (brc < 0)
+        clr_log(CLR_LOG_WARN, "plan.branch_kept", "branch", info->branch, "error", berr.message,
+                NULL);
+}
+
+/* The sandbox destroyed (in every case) and recorded, the admission released, the verdict in
+ * the report and the audit log. */
+static void finish(struct run *r)
+{
+    const clr_plan_run_options *o = r->o;
+    if (r->root >= 0)
+        close(r->root);
+    r->root = -1;
+    clr_gauntlet_free(steal_pointer(&r->g));
+    json_decref(steal_pointer(&r->gsource));
+    clr_channel_close(steal_pointer(&r->channel));
+    clr_egress_free(steal_pointer(&r->egress));
+    char sid[CLR_SANDBOX_ID_MAX + 1];
+    snprintf(sid, sizeof(sid), "%s", r->info->id);
+    clr_error derr = CLR_ERROR_INIT;
+    int drc = clr_sandbox_destroy(r->eng, sid, "plan-finished", o->state_dir, &derr);
+    json_t *d = json_pack("{s:s}", "reason", "plan-finished");
+    clr_audit_append(o->audit, o->actor, sid, "sandbox.destroy", drc == 0 ? "ok" : "error", d,
+                     NULL);
+    json_decref(d);
+    release_admission(r, sid);
+    json_object_set_new(r->report, "verdict", json_string(r->verdict));
+    d = json_pack("{s:s, s:O}", "verdict", r->verdict, "branch",
+                  json_object_get(r->report, "branch"));
+    clr_audit_append(o->audit, o->actor, sid, "plan", r->verdict, d, NULL);
+    json_decref(d);
+    emit(r, json_pack("{s:s, s:s}", "event", "done", "verdict", r->verdict));
 }
 
 int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_options *o,
@@ -604,212 +513,25 @@ int clr_plan_run(json_t **report, const clr_plan *plan, const clr_plan_run_optio
     if (!o->verdict_key)
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "plans do not run without a key to sign their verdict");
-    clr_gauntlet *g = NULL;
-    json_t *gsource = NULL;
-    char gsha[65];
-    const char *judge = o->gauntlet_ref && *o->gauntlet_ref ? o->gauntlet_ref : "HEAD";
-    if (load_gauntlet(&g, &gsource, gsha, repo, o->repo_id, judge, profile, err) < 0) {
-        json_t *d = json_pack("{s:s}", "error", err->message);
-        clr_audit_append(o->audit, o->actor, NULL, "plan", "refused", d, NULL);
-        json_decref(d);
+    _cleanup_run_ struct run r = {.plan = plan, .o = o, .root = -1, .verdict = "error"};
+    if (judge_and_admit(&r, repo, profile, err) < 0 || create_sandbox(&r, repo, err) < 0)
         return -1;
-    }
-    /* Counted before anything exists: a daemon's plan is one of its sandboxes and runs at most
-     * as many commands at once as it was given room for. */
-    const clr_plan_admission *adm = o->admission;
-    unsigned execs = clr_gauntlet_parallel(g);
-    if (execs < 1)
-        execs = 1;
-    if (adm && adm->admit && adm->admit(adm->ctx, &execs, err) < 0) {
-        json_t *d = json_pack("{s:s}", "error", err->message);
-        clr_audit_append(o->audit, o->actor, NULL, "plan", "refused", d, NULL);
-        json_decref(d);
-        clr_gauntlet_free(g);
-        json_decref(gsource);
-        return -1;
-    }
-    if (execs < clr_gauntlet_parallel(g))
-        clr_gauntlet_set_parallel(g, execs);
-    clr_sandbox_options so = CLR_SANDBOX_OPTIONS_INIT;
-    so.limits = plan->limits;
-    so.owner = o->owner;
-    so.tenant = o->tenant;
-    so.repo_path = repo;
-    so.repo_id = o->repo_id;
-    so.base_ref = plan->base; /* NULL: HEAD */
-    so.protect_ref = o->gauntlet_ref;
-    so.branch = plan->branch;
-    so.state_dir = o->state_dir;
-    so.insecure_runtime = o->insecure_runtime;
-    so.image = clr_plan_image(plan, o->profile);
-    if (plan->egress && plan->egress->n)
-        so.env = clr_egress_proxy_env;
-    clr_engine *eng = NULL;
-    clr_sandbox *sb = NULL;
-    if (clr_engine_open(&eng, o->engine, err) < 0) {
-        if (adm && adm->release)
-            adm->release(adm->ctx, NULL);
-        clr_gauntlet_free(g);
-        json_decref(gsource);
-        return -1;
-    }
-    if (clr_sandbox_create(&sb, eng, &so, err) < 0) {
-        json_t *d = json_pack("{s:s}", "error", err->message);
-        clr_audit_append(o->audit, o->actor, NULL, "plan", "refused", d, NULL);
-        json_decref(d);
-        if (adm && adm->release)
-            adm->release(adm->ctx, NULL);
-        clr_engine_free(eng);
-        clr_gauntlet_free(g);
-        json_decref(gsource);
-        return -1;
-    }
-    const clr_sandbox_info *info = clr_sandbox_get_info(sb);
-    if (adm && adm->created && adm->created(adm->ctx, info, err) < 0) {
-        /* Not recorded: it must not run. */
-        char sid[CLR_SANDBOX_ID_MAX + 1];
-        snprintf(sid, sizeof(sid), "%s", info->id);
-        clr_error derr = CLR_ERROR_INIT;
-        clr_sandbox_destroy(eng, sid, "unrecorded", o->state_dir, &derr);
-        clr_git_branch_discard(info->repo, &info->repo_id, info->branch, info->base_commit,
-                               &derr);
-        json_t *d = json_pack("{s:s}", "error", err->message);
-        clr_audit_append(o->audit, o->actor, NULL, "plan", "refused", d, NULL);
-        json_decref(d);
-        if (adm->release)
-            adm->release(adm->ctx, sid);
-        clr_sandbox_free(sb);
-        clr_engine_free(eng);
-        clr_gauntlet_free(g);
-        json_decref(gsource);
-        return -1;
-    }
-    struct run r = {.plan = plan, .o = o, .steps = json_array()};
-    r.report = json_pack("{s:s, s:s, s:s, s:s}", "sandbox", info->id, "branch", info->branch,
-                         "base", info->base_commit, "repo", info->repo);
-    json_object_set(r.report, "steps", r.steps);
-    json_object_set(r.report, "gauntlet_source", gsource);
-    emit(&r, json_pack("{s:s, s:s, s:s}", "event", "sandbox", "id", info->id, "branch",
-                       info->branch));
-    json_t *d = clr_audit_sandbox_details(info);
-    json_object_set_new(d, "branch", json_string(info->branch));
-    json_object_set_new(d, "base", json_string(info->base_commit));
-    int arc = clr_audit_append(o->audit, o->actor, info->id, "sandbox.create", "ok", d, err);
-    json_decref(d);
-
-    /* Egress: the live channel carries the steps and the proxy's connections, decided by the
-     * plan's policy and recorded in the plan's audit log. */
-    clr_egress *egress = NULL;
-    if (arc == 0 && plan->egress && plan->egress->n)
-        arc = clr_egress_channel_open(&r.channel, &egress, plan->egress, o->audit, eng, sb, err);
-    const char *verdict = "error";
-    int root = -1;
-    bool steps_ok = false;
-    if (arc == 0 && clr_files_open_root(&root, clr_sandbox_workspace(sb), err) == 0) {
-        steps_ok = true;
-        for (size_t i = 0; i < plan->n && steps_ok; i++) {
-            if (cancelled(&r)) {
-                snprintf(err->message, sizeof(err->message), "cancelled");
-                steps_ok = false;
-                break;
-            }
-            steps_ok = run_step(&r, eng, sb, root, i);
-        }
-        verdict = steps_ok ? "pass" : "fail";
-        if (!steps_ok && !cancelled(&r))
-            step_summary(&r);
-    } else {
-        json_object_set_new(r.report, "error", json_string(err->message));
-    }
-    if (steps_ok && !cancelled(&r)) {
-        clr_gauntlet_report *gr = NULL;
-        if (clr_gauntlet_run(&gr, g, o->engine, sb, on_gauntlet, &r, err) == 0) {
-            json_object_set_new(r.report, "gauntlet", clr_gauntlet_report_json(gr));
-            char *summary = clr_gauntlet_report_summary(gr);
-            json_object_set_new(r.report, "summary", json_string(summary ? summary : ""));
-            free(summary);
-            verdict = clr_gauntlet_report_passed(gr) ? "pass" : "fail";
-            clr_gauntlet_report_free(gr);
-        } else {
-            verdict = "error";
-            json_object_set_new(r.report, "error", json_string(err->message));
-        }
-    }
+    int arc = start_run(&r, err);
+    run_steps(&r, arc, err);
+    if (r.steps_ok && !cancelled(&r))
+        run_gauntlet(&r, err);
     /* An interrupted plan has no verdict: its steps or checks were cut short, not failed. */
     if (cancelled(&r)) {
-        verdict = "error";
-        json_object_set_new(r.report, "error",
-                            json_string("cancelled: the plan was interrupted; nothing was committed"));
+        r.verdict = "error";
+        json_object_set_new(
+            r.report, "error",
+            json_string("cancelled: the plan was interrupted; nothing was committed"));
     }
-    /* The commit carries the verdict, so a reviewer sees a failing change for what it is. */
-    bool commit = !cancelled(&r) && root >= 0 &&
-                  (!strcmp(verdict, "pass") || (plan->commit_on_failure && strcmp(verdict, "error")));
-    if (commit) {
-        char **trailers = NULL;
-        clr_git_commit_result cr;
-        memset(&cr, 0, sizeof(cr));
-        clr_error cerr = CLR_ERROR_INIT;
-        int crc = verdict_trailers(&trailers, &r, verdict, gsource, gsha, eng, info, &cerr);
-        if (crc == 0)
-            crc = clr_sandbox_commit(&cr, sb,
-                                     plan->message ? plan->message : "Plan executed in clearing",
-                                     NULL, NULL, (const char *const *)trailers, o->verdict_key,
-                                     &cerr);
-        free_strv(trailers);
-        if (crc == 0) {
-            json_object_set_new(r.report, "commit", json_string(cr.commit));
-            json_object_set_new(r.report, "signed_by", json_string(clr_verdict_key_id(o->verdict_key)));
-            json_object_set_new(r.report, "changed", json_boolean(cr.changed));
-            json_object_set_new(r.report, "diffstat", json_string(cr.stat_text ? cr.stat_text : ""));
-            d = json_pack("{s:s, s:s, s:s}", "branch", cr.branch, "commit", cr.commit, "verdict",
-                          verdict);
-            clr_audit_append(o->audit, o->actor, info->id, "commit", "ok", d, NULL);
-            json_decref(d);
-            emit(&r, json_pack("{s:s, s:s, s:s}", "event", "commit", "commit", cr.commit,
-                               "branch", cr.branch));
-            clr_git_commit_result_clear(&cr);
-        } else {
-            verdict = "error";
-            json_object_set_new(r.report, "error", json_string(cerr.message));
-        }
-    }
-    /* Nothing committed (an error, a cancel, or a fail without commit_on_failure): the branch
-     * this run created at the base is removed again, so a plan leaves a branch only with a
-     * commit the reviewer can look at. */
-    if (!json_object_get(r.report, "commit")) {
-        clr_error berr = CLR_ERROR_INIT;
-        int brc = clr_git_branch_discard(info->repo, &info->repo_id, info->branch,
-                                         info->base_commit, &berr);
-        json_object_set_new(r.report, "branch_removed", json_boolean(brc == 1));
-        if (brc < 0)
-            clr_log(CLR_LOG_WARN, "plan.branch_kept", "branch", info->branch, "error",
-                    berr.message, NULL);
-    }
-    if (root >= 0)
-        close(root);
-    clr_gauntlet_free(g);
-    json_decref(gsource);
-    clr_channel_close(r.channel);
-    clr_egress_free(egress);
-    /* Destroyed in every case. */
-    char sid[CLR_SANDBOX_ID_MAX + 1];
-    snprintf(sid, sizeof(sid), "%s", info->id);
-    clr_error derr = CLR_ERROR_INIT;
-    int drc = clr_sandbox_destroy(eng, sid, "plan-finished", o->state_dir, &derr);
-    d = json_pack("{s:s}", "reason", "plan-finished");
-    clr_audit_append(o->audit, o->actor, sid, "sandbox.destroy", drc == 0 ? "ok" : "error", d,
-                     NULL);
-    json_decref(d);
-    if (adm && adm->release)
-        adm->release(adm->ctx, sid);
-    json_object_set_new(r.report, "verdict", json_string(verdict));
-    d = json_pack("{s:s, s:O}", "verdict", verdict, "branch", json_object_get(r.report, "branch"));
-    clr_audit_append(o->audit, o->actor, sid, "plan", verdict, d, NULL);
-    json_decref(d);
-    emit(&r, json_pack("{s:s, s:s}", "event", "done", "verdict", verdict));
-    json_decref(r.steps);
-    clr_sandbox_free(sb);
-    clr_engine_free(eng);
-    *report = r.report;
+    if (!cancelled(&r) && r.root >= 0 &&
+        (!strcmp(r.verdict, "pass") || (plan->commit_on_failure && strcmp(r.verdict, "error"))))
+        commit_verdict(&r);
+    discard_uncommitted_branch(&r);
+    finish(&r);
+    *report = steal_pointer(&r.report);
     return 0;
 }

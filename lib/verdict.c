@@ -51,47 +51,58 @@ static int key_id(char out[CLR_VERDICT_KEY_ID_SIZE], EVP_PKEY *pkey, clr_error *
     return 0;
 }
 
-/* Writes the new key pair: the private key with O_EXCL (two daemons racing make one key), the
- * public key beside it through a temporary file and a rename. */
-static int create_key(const char *path, clr_error *err)
+CLR_DEFINE_CLEANUP(EVP_PKEY *, EVP_PKEY_free)
+#define _cleanup_pkey_ __attribute__((cleanup(EVP_PKEY_freep)))
+
+/* The private key at path, created with O_EXCL (two daemons racing make one key), synced. */
+static int write_private_key(const char *path, EVP_PKEY *pkey, clr_error *err)
 {
-    EVP_PKEY *pkey = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
-    if (!pkey)
-        return clr_error_set(err, CLR_E_INTERNAL, 0, "making an Ed25519 key failed");
-    int rc = -1;
-    char pub[PATH_MAX], tmp[PATH_MAX + 8];
-    snprintf(pub, sizeof(pub), "%s.pub", path);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", pub);
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!f) {
-        rc = clr_error_set(err, CLR_E_INTERNAL, errno, "creating the verdict key %s: %s", path,
-                           strerror(errno));
+        int e = errno;
         if (fd >= 0)
             close(fd);
-        goto out;
+        return clr_error_set(err, CLR_E_INTERNAL, e, "creating the verdict key %s: %s", path,
+                             strerror(e));
     }
     bool ok = PEM_write_PrivateKey(f, pkey, NULL, NULL, 0, NULL, NULL) == 1;
     ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
     ok = fclose(f) == 0 && ok;
     if (!ok) {
         unlink(path);
-        rc = clr_error_set(err, CLR_E_INTERNAL, EIO, "writing the verdict key %s failed", path);
-        goto out;
+        return clr_error_set(err, CLR_E_INTERNAL, EIO, "writing the verdict key %s failed", path);
     }
-    f = fopen(tmp, "we");
-    ok = f && PEM_write_PUBKEY(f, pkey) == 1;
+    return 0;
+}
+
+/* The public key at pub, written to a temporary file and renamed into place. */
+static int write_public_key(const char *pub, EVP_PKEY *pkey, clr_error *err)
+{
+    char tmp[PATH_MAX + 8];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", pub);
+    FILE *f = fopen(tmp, "we");
+    bool ok = f && PEM_write_PUBKEY(f, pkey) == 1;
     ok = f && fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
     ok = f && fclose(f) == 0 && ok;
     if (!ok || chmod(tmp, 0644) < 0 || rename(tmp, pub) < 0) {
         unlink(tmp);
-        rc = clr_error_set(err, CLR_E_INTERNAL, EIO, "writing the public key %s failed", pub);
-        goto out;
+        return clr_error_set(err, CLR_E_INTERNAL, EIO, "writing the public key %s failed", pub);
     }
-    rc = 0;
-out:
-    EVP_PKEY_free(pkey);
-    return rc;
+    return 0;
+}
+
+/* Writes the new key pair: the private key at path, the public key beside it (path.pub). */
+static int create_key(const char *path, clr_error *err)
+{
+    _cleanup_pkey_ EVP_PKEY *pkey = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    if (!pkey)
+        return clr_error_set(err, CLR_E_INTERNAL, 0, "making an Ed25519 key failed");
+    char pub[PATH_MAX];
+    snprintf(pub, sizeof(pub), "%s.pub", path);
+    if (write_private_key(path, pkey, err) < 0 || write_public_key(pub, pkey, err) < 0)
+        return -1;
+    return 0;
 }
 
 int clr_verdict_key_load(clr_verdict_key **out, const char *path, bool create, bool *created,

@@ -106,10 +106,11 @@ static int copy_tree(int sdir, int ddir, int depth, clr_error *err)
     int dup_fd = dup(sdir);
     if (dup_fd < 0)
         return clr_error_set(err, CLR_E_INTERNAL, errno, "dup: %s", strerror(errno));
-    DIR *d = fdopendir(dup_fd);
+    _cleanup_closedir_ DIR *d = fdopendir(dup_fd);
     if (!d) {
+        int e = errno;
         close(dup_fd);
-        return clr_error_set(err, CLR_E_INTERNAL, errno, "fdopendir: %s", strerror(errno));
+        return clr_error_set(err, CLR_E_INTERNAL, e, "fdopendir: %s", strerror(e));
     }
     int rc = 0;
     struct dirent *e;
@@ -157,7 +158,6 @@ static int copy_tree(int sdir, int ddir, int depth, clr_error *err)
         }
         /* FIFOs, sockets and devices are not copied. */
     }
-    closedir(d);
     return rc;
 }
 

@@ -19,7 +19,10 @@ typedef struct clr_yaml {
 
 /* Parses text into y->doc; CLR_E_INVALID with the line on malformed input. */
 int clr_yaml_load(clr_yaml *y, const char *text, size_t len, const char *source, clr_error *err);
+/* Frees the document (nothing when none was loaded); y may be zero-initialised. */
 void clr_yaml_free(clr_yaml *y);
+/* A scope-owned document: `_cleanup_yaml_ clr_yaml y = {0};` is freed on every return path. */
+#define _cleanup_yaml_ __attribute__((cleanup(clr_yaml_free)))
 int clr_yaml_error(clr_yaml *y, yaml_node_t *n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* A node by index; NULL once the walk has visited too many nodes (alias bombs). */
