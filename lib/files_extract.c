@@ -311,7 +311,8 @@ static int merge_tree(struct merge_ctx *m, int src, int dst, uint32_t depth, boo
             rc = clr_error_set(m->err, CLR_E_CONFLICT, EEXIST,
                                "extracting: '%.512s' is %s in the archive but %s in the "
                                "workspace; delete it from the workspace or extract elsewhere",
-                               m->path.s, clr_files_mode_phrase(s.st_mode), clr_files_mode_phrase(d.st_mode));
+                               m->path.s, clr_files_mode_phrase(s.st_mode),
+                               clr_files_mode_phrase(d.st_mode));
         } else if (S_ISDIR(s.st_mode)) {
             _cleanup_close_ int s2 =
                 openat(src, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

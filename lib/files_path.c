@@ -1,8 +1,9 @@
 /* Files, paths: resolving a caller's path beneath a workspace root (files_path.h,
  * files_path_internal.h).
  *
- * The threat, for every files module: everything below the root descriptor was written by the sandboxed code, which is
- * still running and can rename, replace and re-link entries between any two of our system calls.
+ * The threat, for every files module: everything below the root descriptor was written by the
+ * sandboxed code, which is still running and can rename, replace and re-link entries between
+ * any two of our system calls.
  * So no path is ever resolved as a string on the host. Every lookup goes through openat2(2) with
  * RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS, which the kernel enforces for
  * the whole walk at once: a symlink anywhere (also one swapped in while we walk) makes the
