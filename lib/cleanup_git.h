@@ -30,4 +30,12 @@ static inline void git_buf_disposep(git_buf *b)
 }
 #define _cleanup_git_buf_ __attribute__((cleanup(git_buf_disposep)))
 
+/* A blob write stream not committed: freed through its own free member. */
+static inline void git_writestream_freep(git_writestream **s)
+{
+    if (*s)
+        (*s)->free(*s);
+}
+#define _cleanup_git_writestream_ __attribute__((cleanup(git_writestream_freep)))
+
 #endif

@@ -30,7 +30,7 @@ static int remove_dir(int parent, const char *name, int depth, const char *rel, 
  * O_NOFOLLOW | O_DIRECTORY) are descended into. */
 int clr_files_remove_contents(int fd, int depth, const char *rel, clr_error *err)
 {
-    _cleanup_dir_ DIR *d = fdopendir(fd);
+    _cleanup_closedir_ DIR *d = fdopendir(fd);
     if (!d) {
         int e = errno;
         close(fd);

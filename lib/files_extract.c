@@ -331,6 +331,19 @@ static int merge_tree(struct merge_ctx *m, int src, int dst, uint32_t depth, boo
     return rc;
 }
 
+/* Checks the whole staged tree against dest, then moves it. */
+static int move_staged(int stage, int dest, const clr_files_limits *lim, clr_error *err)
+{
+    _cleanup_free_ struct merge_ctx *m = calloc(1, sizeof(*m));
+    if (!m)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    m->lim = lim;
+    m->err = err;
+    if (merge_tree(m, stage, dest, 1, false) < 0)
+        return -1;
+    return merge_tree(m, stage, dest, 1, true);
+}
+
 int clr_files_extract_tar(int root, const char *rel_dir, int tar_fd, const clr_files_limits *lim,
                           clr_files_report *report, clr_error *err)
 {
@@ -372,19 +385,8 @@ int clr_files_extract_tar(int root, const char *rel_dir, int tar_fd, const clr_f
 
     struct extract_ctx c = {.stage = stage, .lim = lim, .rep = rep, .err = err};
     int rc = extract_all(&c, tar_fd);
-    if (rc == 0) {
-        struct merge_ctx *m = calloc(1, sizeof(*m));
-        if (!m) {
-            rc = clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-        } else {
-            m->lim = lim;
-            m->err = err;
-            rc = merge_tree(m, stage, dest, 1, false);
-            if (rc == 0)
-                rc = merge_tree(m, stage, dest, 1, true);
-            free(m);
-        }
-    }
+    if (rc == 0)
+        rc = move_staged(stage, dest, lim, err);
 
     /* Whatever is left in the staging area (all of it on failure, merged directories' shells
      * on success) goes; the directory itself only if its name is still ours. */

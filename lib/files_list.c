@@ -51,7 +51,7 @@ int clr_files_read_names(int dfd, size_t max, char ***out, size_t *n)
     int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
-    _cleanup_dir_ DIR *d = fdopendir(fd);
+    _cleanup_closedir_ DIR *d = fdopendir(fd);
     if (!d) {
         int e = errno;
         close(fd);

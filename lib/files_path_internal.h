@@ -6,7 +6,6 @@
 #ifndef CLR_FILES_PATH_INTERNAL_H
 #define CLR_FILES_PATH_INTERNAL_H
 
-#include <dirent.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -64,13 +63,5 @@ const char *clr_files_mode_phrase(mode_t mode);
 /* Writes prefix and 16 random hex digits into buf (len bytes): a name no one can guess, so the
  * sandbox cannot prepare something under it. 0, or -1 with err set. */
 int clr_files_random_name(char *buf, size_t len, const char *prefix, clr_error *err);
-
-/* Pure move: the cleanup for a DIR * that files.c defined for itself. */
-static inline void closedirp(DIR **d)
-{
-    if (*d)
-        closedir(*d);
-}
-#define _cleanup_dir_ __attribute__((cleanup(closedirp)))
 
 #endif

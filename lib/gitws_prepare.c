@@ -18,13 +18,6 @@
 #include "gitws_walk_internal.h"
 #include "internal.h"
 
-static void closedirp(DIR **d)
-{
-    if (*d)
-        closedir(*d);
-}
-#define _cleanup_dir_ __attribute__((cleanup(closedirp)))
-
 /* ---- prepare ---- */
 
 static int choose_branch(char out[CLR_GIT_BRANCH_SIZE], const clr_git_prepare_options *o,
@@ -51,7 +44,7 @@ static int require_empty(int ws, const char *dir, clr_error *err)
     int fd = dup(ws);
     if (fd < 0)
         return clr_error_set(err, CLR_E_INTERNAL, errno, "dup: %s", strerror(errno));
-    _cleanup_dir_ DIR *d = fdopendir(fd);
+    _cleanup_closedir_ DIR *d = fdopendir(fd);
     if (!d) {
         close(fd);
         return clr_error_set(err, CLR_E_INTERNAL, errno, "listing %s: %s", dir, strerror(errno));
@@ -146,7 +139,7 @@ static int chown_entry(int dfd, const char *name, uid_t uid, gid_t gid, unsigned
  * link (the tree may hold links to anywhere). */
 static int chown_tree(int fd, uid_t uid, gid_t gid, unsigned depth, clr_error *err)
 {
-    _cleanup_dir_ DIR *d = fdopendir(fd);
+    _cleanup_closedir_ DIR *d = fdopendir(fd);
     if (!d) {
         close(fd);
         return clr_error_set(err, CLR_E_INTERNAL, errno, "listing the workspace: %s",

@@ -36,13 +36,6 @@
 #define TYPE_ATTEMPTS 3
 #define AGAIN 1
 
-static void closedirp(DIR **d)
-{
-    if (*d)
-        closedir(*d);
-}
-#define _cleanup_dir_ __attribute__((cleanup(closedirp)))
-
 /* ---- names that must never become tree entries ---- */
 
 /* Byte sequences HFS+ ignores in names (U+200C-200F, U+202A-202E, U+206A-206F, U+FEFF). */
@@ -251,26 +244,22 @@ static int blob_from_small_fd(walk *w, int fd, size_t size, git_oid *id)
  * fstat said, already checked against the limits) are read however much the file grows. */
 static int blob_from_large_fd(walk *w, int fd, uint64_t size, git_oid *id)
 {
-    git_writestream *s = NULL;
+    _cleanup_git_writestream_ git_writestream *s = NULL;
     if (git_blob_create_from_stream(&s, w->repo, NULL) < 0)
         return clr_gitws_fail(w->err, CLR_E_INTERNAL, "storing %s", shown_path(w));
     char chunk[65536];
     for (uint64_t left = size; left > 0;) {
         ssize_t n = read_upto(fd, chunk, left < sizeof(chunk) ? (size_t)left : sizeof(chunk));
-        if (n < 0) {
-            int e = errno;
-            s->free(s);
-            return sys_fail(w, e, "reading");
-        }
+        if (n < 0)
+            return sys_fail(w, errno, "reading");
         if (n == 0)
             break; /* it shrank since fstat: commit what is there */
-        if (s->write(s, chunk, (size_t)n) < 0) {
-            s->free(s);
+        if (s->write(s, chunk, (size_t)n) < 0)
             return clr_gitws_fail(w->err, CLR_E_INTERNAL, "storing %s", shown_path(w));
-        }
         left -= (uint64_t)n;
     }
-    if (git_blob_create_from_stream_commit(id, s) < 0)
+    /* The commit frees the stream, whether it succeeds or not. */
+    if (git_blob_create_from_stream_commit(id, steal_pointer(&s)) < 0)
         return clr_gitws_fail(w->err, CLR_E_INTERNAL, "storing %s", shown_path(w));
     return 0;
 }
@@ -359,20 +348,19 @@ static int add_dir(walk *w, int dfd, const char *name, const dir_ctx *dc,
                              "%s is nested deeper than %u directories: flatten it or raise "
                              "max_depth",
                              shown_path(w), w->lim.max_depth);
-    int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    _cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return entry_changed(errno) ? AGAIN : sys_fail(w, errno, "opening the directory");
     _cleanup_git_(git_tree_free) git_tree *sub = NULL;
     if (tracked && git_tree_entry_type(tracked) == GIT_OBJECT_TREE &&
-        git_tree_lookup(&sub, w->repo, git_tree_entry_id(tracked)) < 0) {
-        close(fd);
-        return clr_gitws_fail(w->err, CLR_E_INTERNAL, "reading the base tree of %s", shown_path(w));
-    }
+        git_tree_lookup(&sub, w->repo, git_tree_entry_id(tracked)) < 0)
+        return clr_gitws_fail(w->err, CLR_E_INTERNAL, "reading the base tree of %s",
+                              shown_path(w));
     dir_ctx child = {
         .base = sub, .ignore = dc->ignore, .ignored = ignored, .depth = dc->depth + 1};
     git_oid id;
     bool nonempty = false;
-    if (walk_dir(w, fd, &child, &id, &nonempty) < 0)
+    if (walk_dir(w, steal_fd(&fd), &child, &id, &nonempty) < 0)
         return -1;
     return nonempty ? insert(w, tb, name, &id, GIT_FILEMODE_TREE) : 0;
 }
@@ -464,7 +452,7 @@ static int load_ignore(walk *w, const dir_ctx *dc, clr_git_ignore **out)
  * tree has entries; git has no empty directories, so an empty one is dropped by the caller. */
 static int walk_dir(walk *w, int fd, const dir_ctx *dc, git_oid *tree_id, bool *nonempty)
 {
-    _cleanup_dir_ DIR *d = fdopendir(fd);
+    _cleanup_closedir_ DIR *d = fdopendir(fd);
     if (!d) {
         int e = errno;
         close(fd);
@@ -526,7 +514,6 @@ int clr_gitws_open_workspace(const char *dir, clr_error *err)
                              "cannot open the workspace %s: %s", dir, strerror(errno));
     return fd;
 }
-
 
 /* The tree of the whole workspace, and what was skipped (the caller clears *skipped). */
 int clr_gitws_workspace_tree(git_oid *tree_id, skipped_list *skipped, const walk_request *rq,

@@ -42,7 +42,8 @@ CLR_PUBLIC bool clr_commit_claims_clearing(const char *text);
  * -Runtime, -Base and the given extra ones ("Key: value"), and with sign_with (NULL: unsigned)
  * a Clearing-Signature over them, the tree and the parent (verdict.h). CLR_E_CONFLICT for a
  * sandbox made without a repository; CLR_E_INVALID for a message with a "Clearing-" line.
- * Defined in lib/commit.c. */
+ * *out is released with clr_git_commit_result_clear(), as clr_git_commit()'s. Defined in
+ * lib/commit.c. */
 struct clr_sandbox;
 struct clr_verdict_key;
 CLR_PUBLIC int clr_sandbox_commit(clr_git_commit_result *out, const struct clr_sandbox *sb,
