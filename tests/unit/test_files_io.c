@@ -111,6 +111,40 @@ static void test_spool_keeps_holes_and_charges_budget(void **state)
     assert_int_equal(fd_allocated(out3), 2 << 20);
 }
 
+/* The budget: a read charges exactly the bytes it wrote, release gives back exactly what it is
+ * told, and a read that would pass max is refused before it writes. */
+static void test_budget_charge_and_release_values(void **state)
+{
+    fixture *f = *state;
+    clr_error err = CLR_ERROR_INIT;
+    char p[256];
+    WS(f, p, "ten");
+    put_file(p, "0123456789", 0644);
+    clr_files_budget budget = {.max = 15, .name = "max_download_total"};
+    clr_files_limits lim = CLR_FILES_LIMITS_INIT;
+    lim.output_budget = &budget;
+    clr_files_report rep;
+    _cleanup_close_ int out = mem_fd();
+    assert_int_equal(clr_files_read_ext(f->root, "ten", out, &lim, &rep, &err), 0);
+    assert_int_equal(rep.bytes, 10);
+    assert_int_equal(rep.charged, 10);
+    assert_int_equal(atomic_load(&budget.used), 10);
+    _cleanup_close_ int out2 = mem_fd();
+    assert_int_equal(clr_files_read_ext(f->root, "ten", out2, &lim, &rep, &err), -1);
+    assert_int_equal(err.code, CLR_E_UNAVAILABLE);
+    assert_non_null(strstr(err.message, "max_download_total"));
+    assert_int_equal(rep.charged, 0);
+    assert_int_equal(fd_size(out2), 0);
+    assert_int_equal(atomic_load(&budget.used), 10);
+    clr_files_budget_release(&budget, 4);
+    assert_int_equal(atomic_load(&budget.used), 6);
+    clr_files_budget_release(&budget, 0);
+    assert_int_equal(atomic_load(&budget.used), 6);
+    clr_files_budget_release(NULL, 6);
+    clr_files_budget_release(&budget, 6);
+    assert_int_equal(atomic_load(&budget.used), 0);
+}
+
 int main(void)
 {
     /* A FIFO that blocked us would end the run here, loudly. */
@@ -118,6 +152,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
         T(test_spool_keeps_holes_and_charges_budget),
+        T(test_budget_charge_and_release_values),
 #undef T
     };
     return cmocka_run_group_tests_name("files_io", tests, NULL, NULL);

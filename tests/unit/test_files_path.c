@@ -217,6 +217,35 @@ static void test_concurrent_symlink_swaps_never_escape(void **state)
     assert_outside_untouched(f);
 }
 
+/* The root descriptor: a directory opens; what is missing, not a directory, or a symlink to a
+ * directory is refused with the code that says which. */
+static void test_open_root_refusals(void **state)
+{
+    fixture *f = *state;
+    clr_error err = CLR_ERROR_INIT;
+    int fd = -1;
+    /* Positive control: the workspace itself opens, as a directory. */
+    assert_int_equal(clr_files_open_root(&fd, f->ws, &err), 0);
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    close(fd);
+    char p[256];
+    pathf(p, sizeof(p), "%s/missing", f->base);
+    fd = 7;
+    assert_int_equal(clr_files_open_root(&fd, p, &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    assert_int_equal(fd, -1);
+    assert_int_equal(clr_files_open_root(&fd, f->secret, &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    assert_non_null(strstr(err.message, "not a directory"));
+    pathf(p, sizeof(p), "%s/link-to-ws", f->base);
+    assert_int_equal(symlink(f->ws, p), 0);
+    assert_int_equal(clr_files_open_root(&fd, p, &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    assert_int_equal(fd, -1);
+}
+
 int main(void)
 {
     /* A FIFO that blocked us would end the run here, loudly. */
@@ -228,6 +257,7 @@ int main(void)
         T(test_operations_refuse_escaping_paths),
         T(test_directory_swapped_for_symlink_between_calls),
         T(test_concurrent_symlink_swaps_never_escape),
+        T(test_open_root_refusals),
 #undef T
     };
     return cmocka_run_group_tests_name("files_path", tests, NULL, NULL);

@@ -43,7 +43,7 @@ static inline double cpu_s_since(const struct cost *before)
     return (double)(cost_now().cpu_ns - before->cpu_ns) / 1e9;
 }
 
-__attribute__((format(printf, 1, 2))) static void sh(const char *fmt, ...)
+__attribute__((format(printf, 1, 2))) static inline void sh(const char *fmt, ...)
 {
     char cmd[8192];
     va_list ap;
@@ -56,7 +56,7 @@ __attribute__((format(printf, 1, 2))) static void sh(const char *fmt, ...)
 }
 
 /* A command's standard output, NUL-terminated; *len (if given) counts embedded NULs too. */
-__attribute__((format(printf, 2, 3))) static char *sh_out(size_t *len, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static inline char *sh_out(size_t *len, const char *fmt, ...)
 {
     char cmd[8192];
     va_list ap;

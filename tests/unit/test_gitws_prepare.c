@@ -161,6 +161,36 @@ static void checked_out_branch_refused(void **state)
     clr_git_commit_result_clear(&r);
 }
 
+/* The undo of prepare: a branch still at the commit it was made at is deleted (1), one that
+ * moved or is gone is left alone (0), and a bad commit id is refused. */
+static void branch_discard_values(void **state)
+{
+    fixture *f = *state;
+    clr_error err = CLR_ERROR_INIT;
+    clr_git_workspace w;
+    prepare(f, f->ws, "sb-discard", &w);
+    char *tip = rev(f, "clearing/sb-discard");
+    assert_string_equal(tip, w.start_commit);
+    free(tip);
+    const char *other = "0123456789abcdef0123456789abcdef01234567";
+    assert_int_equal(clr_git_branch_discard(f->repo, NULL, w.branch, other, &err), 0);
+    tip = rev(f, "clearing/sb-discard");
+    assert_string_equal(tip, w.start_commit); /* kept: not where the caller thought */
+    free(tip);
+    assert_int_equal(clr_git_branch_discard(f->repo, NULL, w.branch, "not-hex", &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    assert_int_equal(clr_git_branch_discard(f->repo, NULL, w.branch, w.start_commit, &err), 1);
+    char *gone = sh_out(NULL, "git -C %s branch --list clearing/sb-discard", f->repo);
+    assert_string_equal(gone, "");
+    free(gone);
+    assert_int_equal(clr_git_branch_discard(f->repo, NULL, w.branch, w.start_commit, &err), 0);
+    /* main, HEAD's branch, is where base was: still kept (checked out, refused by libgit2). */
+    assert_int_equal(clr_git_branch_discard(f->repo, NULL, "main", w.base_commit, &err), -1);
+    tip = rev(f, "main");
+    assert_string_equal(tip, w.base_commit);
+    free(tip);
+}
+
 int main(void)
 {
     gitws_test_env();
@@ -170,6 +200,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(prepare_bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown(prepare_existing_branch, setup, teardown),
         cmocka_unit_test_setup_teardown(checked_out_branch_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(branch_discard_values, setup, teardown),
     };
     return cmocka_run_group_tests_name("gitws_prepare", tests, NULL, NULL);
 }
