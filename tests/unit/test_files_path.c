@@ -2,6 +2,8 @@
  * symlink between or during calls) leads an operation out of the workspace. */
 #include "test_files_fixture.h"
 
+#include "files_path_internal.h"
+
 /* ---- paths -------------------------------------------------------------------------------- */
 
 static void test_check_path_accepts(void **state)
@@ -217,6 +219,57 @@ static void test_concurrent_symlink_swaps_never_escape(void **state)
     assert_outside_untouched(f);
 }
 
+/* The confined lookup every files module and repository admission (repoadmit.c) use: a
+ * directory beneath opens, "" is the directory itself, and a symlink anywhere, "..", or a file
+ * where a directory is wanted are refused with the errno that says which. */
+static void test_open_beneath_values(void **state)
+{
+    fixture *f = *state;
+    char p[256];
+    WS(f, p, "a");
+    assert_int_equal(mkdir(p, 0755), 0);
+    WS(f, p, "a/b");
+    assert_int_equal(mkdir(p, 0755), 0);
+    WS(f, p, "a/file");
+    put_file(p, "x", 0644);
+    WS(f, p, "a/up");
+    assert_int_equal(symlink("..", p), 0);
+    WS(f, p, "out");
+    assert_int_equal(symlink(f->outside, p), 0);
+    /* Positive controls: a directory two levels down, and "" as the root itself. */
+    int fd = clr_files_open_beneath(f->root, "a/b", O_PATH | O_DIRECTORY);
+    assert_true(fd >= 0);
+    struct stat st, want;
+    WS(f, p, "a/b");
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_int_equal(stat(p, &want), 0);
+    assert_int_equal(st.st_ino, want.st_ino);
+    assert_int_equal(fcntl(fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+    close(fd);
+    fd = clr_files_open_beneath(f->root, "", O_PATH | O_DIRECTORY);
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_int_equal(stat(f->ws, &want), 0);
+    assert_int_equal(st.st_ino, want.st_ino);
+    close(fd);
+    /* A final symlink is never followed: with O_DIRECTORY the kernel says ENOTDIR, with O_PATH
+     * alone the descriptor is the link itself (how clr_files_read_ext's probe sees one). */
+    assert_int_equal(clr_files_open_beneath(f->root, "out", O_PATH | O_DIRECTORY), -ENOTDIR);
+    fd = clr_files_open_beneath(f->root, "out", O_PATH);
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    close(fd);
+    assert_int_equal(clr_files_open_beneath(f->root, "out", O_RDONLY), -ELOOP);
+    assert_int_equal(clr_files_open_beneath(f->root, "out/secret", O_RDONLY), -ELOOP);
+    assert_int_equal(clr_files_open_beneath(f->root, "a/up/a", O_PATH | O_DIRECTORY), -ELOOP);
+    assert_int_equal(clr_files_open_beneath(f->root, "..", O_PATH | O_DIRECTORY), -EXDEV);
+    assert_int_equal(clr_files_open_beneath(f->root, "a/../../outside", O_PATH), -EXDEV);
+    assert_int_equal(clr_files_open_beneath(f->root, "a/file", O_PATH | O_DIRECTORY), -ENOTDIR);
+    assert_int_equal(clr_files_open_beneath(f->root, "a/none", O_PATH), -ENOENT);
+    assert_secret_intact(f);
+}
+
 /* The root descriptor: a directory opens; what is missing, not a directory, or a symlink to a
  * directory is refused with the code that says which. */
 static void test_open_root_refusals(void **state)
@@ -258,6 +311,7 @@ int main(void)
         T(test_directory_swapped_for_symlink_between_calls),
         T(test_concurrent_symlink_swaps_never_escape),
         T(test_open_root_refusals),
+        T(test_open_beneath_values),
 #undef T
     };
     return cmocka_run_group_tests_name("files_path", tests, NULL, NULL);
