@@ -1,17 +1,13 @@
 /* Files, I/O: moving bytes between descriptors for the files modules, and the spool output
  * that keeps holes and charges a budget (files_io.h, files_io_internal.h). */
 #include <assert.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <linux/openat2.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "internal.h"

@@ -1,17 +1,11 @@
 /* Files, metadata: entries described as lstat(2) sees them, directories listed sorted
  * (files_list.h, files_list_internal.h). */
-#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
-#include <linux/openat2.h>
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "internal.h"

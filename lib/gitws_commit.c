@@ -2,13 +2,8 @@
  * trailers and seal, the branch moved by compare-and-swap (gitws_commit.h). */
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <git2.h>
 

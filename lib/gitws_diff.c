@@ -1,13 +1,7 @@
 /* Git workspaces, the diff: the workspace against a commit as a patch, its objects held in
  * memory so the repository is left as it was (gitws_diff.h, gitws_diff_internal.h). */
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <stdio.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <git2.h>
 #include <git2/sys/mempack.h>

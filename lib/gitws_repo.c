@@ -2,13 +2,10 @@
  * directory than the one admitted), commits and branches resolved, one file of a commit read
  * (gitws_repo.h, gitws_repo_internal.h). */
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
-#include <unistd.h>
 #include <stdarg.h>
 #include <git2.h>
 
