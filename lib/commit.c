@@ -32,7 +32,8 @@ static int no_repo_id(const clr_sandbox_info *info, clr_error *err)
                          info->id);
 }
 
-/* The seal of a signed commit: the statement of tree, parent and trailers, signed. */
+/* The seal of a signed commit: the statement of tree, parent and trailers, signed, written into
+ * the caller's line (len bytes); the statement is freed on return. */
 static int seal_verdict(char *line, size_t len, const char *tree_hex, const char *parent_hex,
                         const char *const *trailers, void *ctx, clr_error *err)
 {
@@ -43,6 +44,8 @@ static int seal_verdict(char *line, size_t len, const char *tree_hex, const char
     return clr_verdict_sign(line, len, key, statement, err);
 }
 
+/* *out is filled by clr_git_commit(): the caller releases it with clr_git_commit_result_clear().
+ * The trailers are the caller's and this frame's; nothing else is allocated here. */
 int clr_sandbox_commit(clr_git_commit_result *out, const clr_sandbox *sb, const char *message,
                        const char *author_name, const char *author_email,
                        const char *const *extra_trailers, const clr_verdict_key *sign_with,
@@ -92,6 +95,7 @@ int clr_sandbox_commit(clr_git_commit_result *out, const clr_sandbox *sb, const 
     return clr_git_commit(out, &o, err);
 }
 
+/* *out is clr_git_diff()'s text: the caller frees it. */
 int clr_sandbox_diff(char **out, const clr_sandbox *sb, clr_error *err)
 {
     const clr_sandbox_info *info = clr_sandbox_get_info(sb);

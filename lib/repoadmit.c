@@ -2,20 +2,16 @@
  * with no symlinks, to a git directory of its own (see repoadmit.h). */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "clearing/cleanup.h"
 #include "clearing/repoadmit.h"
+#include "files_path_internal.h"
 #include "internal.h"
-
-#define CONFINED (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
-#define RETRIES 16
 
 /* The answer for every path that does not lead to a repository beneath a root: the same
  * whatever the path is (missing, unreadable, a symlink, outside the roots), naming no path. */
@@ -28,24 +24,17 @@ static int refuse(clr_error *err)
     return clr_error_set(err, CLR_E_DENIED, 0, "%s", refusal);
 }
 
-/* openat2() of the directory rel beneath dirfd, no symlink followed; -errno on failure. */
+/* The directory rel beneath dirfd, opened with O_PATH and no symlink followed anywhere: the
+ * files modules' confined lookup (openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+ * RESOLVE_NO_MAGICLINKS, O_CLOEXEC | O_NOFOLLOW, retried on EAGAIN). A descriptor the caller
+ * closes, or -errno. */
 static int open_confined(int dirfd, const char *rel)
 {
-    struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW,
-                           .resolve = CONFINED};
-    for (int attempt = 0; attempt < RETRIES; attempt++) {
-        long fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
-        if (fd >= 0)
-            return (int)fd;
-        /* EAGAIN: a concurrent rename; the kernel cannot vouch for the walk, so walk again. */
-        if (errno != EINTR && errno != EAGAIN)
-            return -errno;
-    }
-    return -EAGAIN;
+    return clr_files_open_beneath(dirfd, rel, O_PATH | O_DIRECTORY);
 }
 
-/* The part of path below root ("." for root itself), or NULL when path is not beneath root as
- * written. root has no trailing '/' unless it is "/". */
+/* The part of path below root ("." for root itself), a pointer into path (nothing to free), or
+ * NULL when path is not beneath root as written. root has no trailing '/' unless it is "/". */
 static const char *below(const char *path, const char *root)
 {
     size_t n = strlen(root);
@@ -80,18 +69,19 @@ static int refuse_shape(clr_error *err, const char *why)
 }
 
 /* The git directory of the directory dirfd (its .git, or itself when bare), checked for the
- * shape open_repo in gitws.c relies on; an owned descriptor, or -1 with err set. */
+ * shape clr_gitws_open_repo (gitws_repo.c) relies on: a descriptor the caller closes, or -1
+ * with err set. */
 static int open_gitdir(int dirfd, clr_error *err)
 {
     int dotgit = kind_of(dirfd, ".git");
-    int gitfd;
+    _cleanup_close_ int fd = -1;
     if (dotgit == S_IFDIR) {
-        gitfd = open_confined(dirfd, ".git");
-        if (gitfd < 0)
+        fd = open_confined(dirfd, ".git");
+        if (fd < 0)
             return refuse(err);
     } else if (dotgit == 0) {
-        gitfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
-        if (gitfd < 0)
+        fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
             return clr_error_set(err, CLR_E_INTERNAL, errno, "dup: %s", strerror(errno));
     } else if (dotgit > 0) {
         return refuse_shape(err, "its .git is a file or a link (a linked worktree, a submodule "
@@ -99,7 +89,6 @@ static int open_gitdir(int dirfd, clr_error *err)
     } else {
         return refuse(err);
     }
-    _cleanup_close_ int fd = gitfd;
     if (kind_of(fd, "HEAD") != S_IFREG || kind_of(fd, "objects") != S_IFDIR ||
         kind_of(fd, "refs") != S_IFDIR) {
         /* Not a git directory (or one whose HEAD, objects or refs is a link): for a path that
@@ -119,6 +108,8 @@ static int open_gitdir(int dirfd, clr_error *err)
     return steal_fd(&fd);
 }
 
+/* Fills *out (no resources: plain arrays) when root/rel is an admissible repository; every
+ * descriptor opened on the way is closed on return. 0, or -1 with err set. */
 static int admit_beneath(clr_repo_admitted *out, const char *root, const char *rel,
                          clr_error *err)
 {
@@ -137,7 +128,7 @@ static int admit_beneath(clr_repo_admitted *out, const char *root, const char *r
     out->id.dev = (uint64_t)st.st_dev;
     out->id.ino = (uint64_t)st.st_ino;
     /* The kernel's name for what was opened: the path libgit2 gets has no symlink in it, and
-     * open_repo() checks that the git directory it reaches is still this one. */
+     * clr_gitws_open_repo() checks that the git directory it reaches is still this one. */
     char proc[64];
     snprintf(proc, sizeof(proc), "/proc/self/fd/%d", dirfd);
     ssize_t n = readlink(proc, out->path, sizeof(out->path) - 1);
