@@ -27,7 +27,8 @@ int clr_workspace_remove(const char *state_dir, const char *id, clr_error *err);
  * killing the sandbox. */
 uint64_t clr_exec_memory_cap(uint64_t sandbox_memory);
 
-/* The live channel's per-command side (channel.c, used by exec.c). A slot receives the frames of
+/* The live channel's per-command side (channel.c, used by exec.c; channel.c is below exec.c
+ * and never calls it: results are decoded by result.c). A slot receives the frames of
  * one channel id; slot_take returns 1 with a frame (free its payload with
  * clr_channel_frame_free), 0 when the channel ended and nothing is left, -2 on timeout. */
 struct clr_channel_slot;
