@@ -7,8 +7,7 @@
 
 #include "clearing/cleanup.h"
 
-CLR_DEFINE_CLEANUP(json_t *, json_decref)
-
+/* jansson (2.11 and later) has json_decrefp itself: the function its json_auto_t uses. */
 #define _cleanup_json_ __attribute__((cleanup(json_decrefp)))
 
 #endif
