@@ -51,6 +51,12 @@ void clr_channel_ack(clr_channel *ch, uint32_t id);
  * the protocol, which ends the channel. Free with clr_channel_unref(). */
 clr_channel *clr_channel_new_detached(const clr_channel_hooks *hooks);
 int clr_channel_feed(clr_channel *ch, const uint8_t *data, size_t len);
+/* For tests (tests/unit/test_channel.c): a channel over a connected socket instead of the
+ * engine's attach stream, carrying the same bytes (the engine's multiplexed stream in, raw
+ * frames out). As clr_channel_open, with the same HELLO handshake; fd is the channel's from
+ * here on, also on failure. *out: clr_channel_close(). */
+int clr_channel_open_fd(clr_channel **out, int fd, const char *sandbox_id,
+                        const clr_channel_hooks *hooks, clr_error *err);
 /* The payload of a NET_OPEN frame ("C"|"H", NUL, host, NUL, decimal port): 0, or -1 when it is
  * malformed. */
 int clr_egress_parse_open(const uint8_t *payload, uint32_t len, bool *tunnel, char *host,
