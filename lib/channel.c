@@ -215,14 +215,13 @@ static int on_agent_frame(void *p, const struct clr_frame *f)
             pthread_cond_broadcast(&ch->hello_cond);
             if (ch->hooks.on_channels) {
                 size_t n = f->length / 4;
-                uint32_t *ids = calloc(n ? n : 1, sizeof(*ids));
+                _cleanup_free_ uint32_t *ids = calloc(n ? n : 1, sizeof(*ids));
                 for (size_t i = 0; ids && i < n; i++)
                     ids[i] = (uint32_t)f->payload[4 * i] << 24 |
                              (uint32_t)f->payload[4 * i + 1] << 16 |
                              (uint32_t)f->payload[4 * i + 2] << 8 | f->payload[4 * i + 3];
                 if (ids)
                     ch->hooks.on_channels(ch->hooks.ctx, ch, ids, n);
-                free(ids);
             }
         }
         pthread_mutex_unlock(&ch->lock);
@@ -282,7 +281,7 @@ static int on_engine_stream(void *p, int stream, const uint8_t *data, size_t len
 static void *reader_main(void *p)
 {
     clr_channel *ch = p;
-    uint8_t *buf = malloc(65536);
+    _cleanup_free_ uint8_t *buf = malloc(65536);
     const char *why = "out of memory";
     while (buf) {
         clr_error err = CLR_ERROR_INIT;
@@ -301,7 +300,6 @@ static void *reader_main(void *p)
     }
     if (atomic_load(&ch->closing))
         why = "the channel was closed";
-    free(buf);
     pthread_mutex_lock(&ch->lock);
     channel_dead_locked(ch, false, why);
     pthread_mutex_unlock(&ch->lock);
@@ -317,16 +315,14 @@ int clr_channel_send(clr_channel *ch, uint32_t id, uint8_t type, const void *dat
         return clr_error_set(err, CLR_E_INTERNAL, E2BIG, "frame too large");
     /* Header and payload in one write: the stream's write lock keeps frames whole. */
     uint8_t stackbuf[CLR_PROTO_HEADER_SIZE + 4096];
-    uint8_t *buf = len <= 4096 ? stackbuf : malloc(CLR_PROTO_HEADER_SIZE + len);
+    _cleanup_free_ uint8_t *heap = len <= 4096 ? NULL : malloc(CLR_PROTO_HEADER_SIZE + len);
+    uint8_t *buf = len <= 4096 ? stackbuf : heap;
     if (!buf)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     clr_frame_header(buf, id, type, (uint32_t)len);
     if (len)
         memcpy(buf + CLR_PROTO_HEADER_SIZE, data, len);
-    int rc = connection_write(ch, buf, CLR_PROTO_HEADER_SIZE + len, err);
-    if (buf != stackbuf)
-        free(buf);
-    return rc;
+    return connection_write(ch, buf, CLR_PROTO_HEADER_SIZE + len, err);
 }
 
 void clr_channel_ack(clr_channel *ch, uint32_t id)

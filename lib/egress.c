@@ -119,21 +119,19 @@ static int parse_rule(clr_egress_rule *r, const char *s, clr_error *err)
 
 int clr_egress_policy_parse(clr_egress_policy **out, json_t *j, clr_error *err)
 {
-    clr_egress_policy *p = calloc(1, sizeof(*p));
+    _cleanup_egress_policy_ clr_egress_policy *p = calloc(1, sizeof(*p));
     if (!p)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     p->max_connections = CLR_EGRESS_DEFAULT_CONNECTIONS;
     p->max_bytes = CLR_EGRESS_DEFAULT_BYTES;
     p->idle_ms = CLR_EGRESS_DEFAULT_IDLE_MS;
     if (!j || json_is_null(j)) {
-        *out = p;
+        *out = steal_pointer(&p);
         return 0;
     }
-    if (!json_is_object(j)) {
-        clr_egress_policy_free(p);
+    if (!json_is_object(j))
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "egress must be an object: {\"allow\": [\"HOST[:PORT]\", ...]}");
-    }
     const char *key;
     json_t *v;
     json_object_foreach(j, key, v) {
@@ -184,12 +182,10 @@ int clr_egress_policy_parse(clr_egress_policy **out, json_t *j, clr_error *err)
                                "idle_timeout)",
                                key);
         }
-        if (rc < 0) {
-            clr_egress_policy_free(p);
+        if (rc < 0)
             return -1;
-        }
     }
-    *out = p;
+    *out = steal_pointer(&p);
     return 0;
 }
 
@@ -777,6 +773,33 @@ static struct conn *conn_find(clr_egress *e, uint32_t id)
     return NULL;
 }
 
+/* Starts the thread of a connection the policy allows (the egress lock is held): NULL, or why
+ * it could not start. */
+static const char *conn_start(clr_egress *e, clr_channel *ch, const struct conn *probe)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return "out of memory";
+    *c = *probe;
+    c->e = e;
+    c->ch = ch;
+    c->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    pthread_mutex_init(&c->lock, NULL);
+    clr_channel_ref(ch);
+    if (c->wake < 0 || pthread_create(&c->thread, NULL, conn_main, c) != 0) {
+        if (c->wake >= 0)
+            close(c->wake);
+        clr_channel_unref(ch);
+        pthread_mutex_destroy(&c->lock);
+        free(c);
+        return "cannot start a connection thread";
+    }
+    e->active++;
+    c->next = e->conns;
+    e->conns = c;
+    return NULL;
+}
+
 void clr_egress_on_frame(clr_egress *e, clr_channel *ch, uint8_t type, uint32_t id,
                          const uint8_t *payload, uint32_t len)
 {
@@ -798,30 +821,8 @@ void clr_egress_on_frame(clr_egress *e, clr_channel *ch, uint8_t type, uint32_t 
         } else if (e->bytes >= e->policy.max_bytes) {
             deny = "the sandbox's egress byte budget is spent";
         }
-        struct conn *c = deny ? NULL : calloc(1, sizeof(*c));
-        if (!deny && !c)
-            deny = "out of memory";
-        if (c) {
-            *c = probe;
-            c->e = e;
-            c->ch = ch;
-            c->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-            pthread_mutex_init(&c->lock, NULL);
-            clr_channel_ref(ch);
-            if (c->wake < 0 || pthread_create(&c->thread, NULL, conn_main, c) != 0) {
-                if (c->wake >= 0)
-                    close(c->wake);
-                clr_channel_unref(ch);
-                pthread_mutex_destroy(&c->lock);
-                free(c);
-                c = NULL;
-                deny = "cannot start a connection thread";
-            } else {
-                e->active++;
-                c->next = e->conns;
-                e->conns = c;
-            }
-        }
+        if (!deny)
+            deny = conn_start(e, ch, &probe);
         pthread_mutex_unlock(&e->lock);
         if (deny) {
             clr_channel_send(ch, id, CLR_FRAME_NET_DENY, deny, strlen(deny), NULL);

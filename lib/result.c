@@ -112,13 +112,12 @@ static void set_output(json_t *o, const char *key, const clr_buffer *b)
         return;
     }
     size_t cap = 4 * ((b->len + 2) / 3) + 1;
-    char *enc = malloc(cap);
+    _cleanup_free_ char *enc = malloc(cap);
     if (!enc)
         return;
     int n = EVP_EncodeBlock((unsigned char *)enc, b->data, (int)b->len);
     json_object_set_new(o, key, json_stringn(enc, (size_t)n));
     json_object_set_new(o, enc_key, json_string("base64"));
-    free(enc);
 }
 
 /* The agent's message quotes the command ("cannot start '%s'") and is cut at a fixed size, so it
