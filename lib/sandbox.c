@@ -1,8 +1,9 @@
 /* Sandbox lifecycle: create, open, list, destroy, gc.
  *
- * The container spec is built here and nowhere else, so no caller can leave out a hardening
- * option: the only knobs are the validated limits, the image, and the explicit, logged
- * insecure_runtime override. */
+ * The container spec is built by lib/sandbox_spec.c and nowhere else, so no caller can leave out
+ * a hardening option: the only knobs are the validated limits, the image, and the explicit,
+ * logged insecure_runtime override. This file does the I/O around it: the engine's checks, the
+ * workspace, the container's create and start, and undoing them when a step fails. */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
