@@ -405,7 +405,7 @@ static int start_on_channel(clr_exec **out, clr_engine *eng, const clr_sandbox *
 }
 
 /* Through a `docker exec` of its own: the engine starts the agent's exec mode, and its
- * hijacked stream carries the frames. Returns the exec id's create status handling. */
+ * hijacked stream carries the frames. *out: clr_exec_free(); 404 and 409 name the sandbox. */
 static int start_engine_exec(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
                              const clr_exec_options *opts, const struct clr_tlv_builder *req,
                              clr_error *err)
