@@ -9,6 +9,7 @@
  * daemon restart) go to the hooks.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -16,7 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "proto.h"
@@ -48,7 +51,11 @@ struct unclaimed {
 };
 
 struct clr_channel {
+    /* The connection: the engine's attach stream, or (clr_channel_open_fd, for tests) a plain
+     * socket carrying the same bytes; fd_lock keeps a frame's bytes together on it. */
     clr_engine_stream *stream;
+    int fd;
+    pthread_mutex_t fd_lock;
     char sandbox_id[CLR_SANDBOX_ID_MAX + 1];
     pthread_t reader;
     bool reader_started;
@@ -72,6 +79,62 @@ struct clr_channel {
     char agent_log[AGENT_LOG_MAX];
     size_t agent_log_len;
 };
+
+/* ---- the connection ---- */
+
+static bool has_connection(const clr_channel *ch)
+{
+    return ch->stream || ch->fd >= 0;
+}
+
+/* As clr_engine_stream_read: the count read, 0 at end of stream, -1 on error, -2 on timeout. */
+static ssize_t connection_read(clr_channel *ch, uint8_t *buf, size_t len, int timeout_ms,
+                               clr_error *err)
+{
+    if (ch->stream)
+        return clr_engine_stream_read(ch->stream, buf, len, timeout_ms, err);
+    struct pollfd p = {.fd = ch->fd, .events = POLLIN};
+    int r = poll(&p, 1, timeout_ms);
+    if (r == 0 || (r < 0 && errno == EINTR))
+        return -2;
+    ssize_t n = r < 0 ? -1 : read(ch->fd, buf, len);
+    if (n < 0)
+        return clr_error_set(err, CLR_E_UNAVAILABLE, errno, "reading the channel: %s",
+                             strerror(errno));
+    return n;
+}
+
+static int connection_write(clr_channel *ch, const uint8_t *data, size_t len, clr_error *err)
+{
+    if (ch->stream)
+        return clr_engine_stream_write(ch->stream, data, len, err);
+    pthread_mutex_lock(&ch->fd_lock);
+    int rc = 0;
+    while (len > 0) {
+        ssize_t n = send(ch->fd, data, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = clr_error_set(err, CLR_E_UNAVAILABLE, errno, "writing the channel: %s",
+                               strerror(errno));
+            break;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    pthread_mutex_unlock(&ch->fd_lock);
+    return rc;
+}
+
+static void connection_shutdown(clr_channel *ch, bool write_only)
+{
+    if (ch->stream)
+        clr_engine_stream_shutdown(ch->stream, write_only);
+    else if (ch->fd >= 0)
+        shutdown(ch->fd, write_only ? SHUT_WR : SHUT_RDWR);
+}
+
+/* ---- frames from the agent ---- */
 
 static void channel_dead_locked(clr_channel *ch, bool protocol, const char *why)
 {
@@ -152,14 +215,13 @@ static int on_agent_frame(void *p, const struct clr_frame *f)
             pthread_cond_broadcast(&ch->hello_cond);
             if (ch->hooks.on_channels) {
                 size_t n = f->length / 4;
-                uint32_t *ids = calloc(n ? n : 1, sizeof(*ids));
+                _cleanup_free_ uint32_t *ids = calloc(n ? n : 1, sizeof(*ids));
                 for (size_t i = 0; ids && i < n; i++)
                     ids[i] = (uint32_t)f->payload[4 * i] << 24 |
                              (uint32_t)f->payload[4 * i + 1] << 16 |
                              (uint32_t)f->payload[4 * i + 2] << 8 | f->payload[4 * i + 3];
                 if (ids)
                     ch->hooks.on_channels(ch->hooks.ctx, ch, ids, n);
-                free(ids);
             }
         }
         pthread_mutex_unlock(&ch->lock);
@@ -219,11 +281,11 @@ static int on_engine_stream(void *p, int stream, const uint8_t *data, size_t len
 static void *reader_main(void *p)
 {
     clr_channel *ch = p;
-    uint8_t *buf = malloc(65536);
+    _cleanup_free_ uint8_t *buf = malloc(65536);
     const char *why = "out of memory";
     while (buf) {
         clr_error err = CLR_ERROR_INIT;
-        ssize_t n = clr_engine_stream_read(ch->stream, buf, 65536, 1000, &err);
+        ssize_t n = connection_read(ch, buf, 65536, 1000, &err);
         if (n == -2) {
             if (atomic_load(&ch->closing))
                 break; /* the engine did not end the stream after our half-close */
@@ -238,7 +300,6 @@ static void *reader_main(void *p)
     }
     if (atomic_load(&ch->closing))
         why = "the channel was closed";
-    free(buf);
     pthread_mutex_lock(&ch->lock);
     channel_dead_locked(ch, false, why);
     pthread_mutex_unlock(&ch->lock);
@@ -248,22 +309,20 @@ static void *reader_main(void *p)
 int clr_channel_send(clr_channel *ch, uint32_t id, uint8_t type, const void *data, size_t len,
                      clr_error *err)
 {
-    if (!ch->stream)
+    if (!has_connection(ch))
         return clr_error_set(err, CLR_E_UNAVAILABLE, ENOTCONN, "the channel has no stream");
     if (len > CLR_PROTO_MAX_PAYLOAD)
         return clr_error_set(err, CLR_E_INTERNAL, E2BIG, "frame too large");
     /* Header and payload in one write: the stream's write lock keeps frames whole. */
     uint8_t stackbuf[CLR_PROTO_HEADER_SIZE + 4096];
-    uint8_t *buf = len <= 4096 ? stackbuf : malloc(CLR_PROTO_HEADER_SIZE + len);
+    _cleanup_free_ uint8_t *heap = len <= 4096 ? NULL : malloc(CLR_PROTO_HEADER_SIZE + len);
+    uint8_t *buf = len <= 4096 ? stackbuf : heap;
     if (!buf)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     clr_frame_header(buf, id, type, (uint32_t)len);
     if (len)
         memcpy(buf + CLR_PROTO_HEADER_SIZE, data, len);
-    int rc = clr_engine_stream_write(ch->stream, buf, CLR_PROTO_HEADER_SIZE + len, err);
-    if (buf != stackbuf)
-        free(buf);
-    return rc;
+    return connection_write(ch, buf, CLR_PROTO_HEADER_SIZE + len, err);
 }
 
 void clr_channel_ack(clr_channel *ch, uint32_t id)
@@ -275,6 +334,9 @@ void clr_channel_ack(clr_channel *ch, uint32_t id)
 static void channel_free(clr_channel *ch)
 {
     clr_engine_stream_free(ch->stream);
+    if (ch->fd >= 0)
+        close(ch->fd);
+    pthread_mutex_destroy(&ch->fd_lock);
     while (ch->unclaimed) {
         struct unclaimed *u = ch->unclaimed;
         ch->unclaimed = u->next;
@@ -294,6 +356,8 @@ static clr_channel *channel_new(const clr_channel_hooks *hooks, const char *sand
     if (!ch)
         return NULL;
     ch->frame_buf = malloc(CLR_PROTO_MAX_PAYLOAD);
+    ch->fd = -1;
+    pthread_mutex_init(&ch->fd_lock, NULL);
     pthread_mutex_init(&ch->lock, NULL);
     pthread_cond_init(&ch->hello_cond, NULL);
     atomic_init(&ch->refs, 1);
@@ -307,6 +371,38 @@ static clr_channel *channel_new(const clr_channel_hooks *hooks, const char *sand
     clr_demux_init(&ch->demux);
     clr_frame_reader_init(&ch->frames, ch->frame_buf);
     return ch;
+}
+
+/* Starts the reader on ch's connection and says HELLO: an agent that serves the channel answers
+ * with CHANNELS (and replays) within HELLO_TIMEOUT_MS. On failure ch is closed. */
+static int channel_start(clr_channel *ch, clr_error *err)
+{
+    if (pthread_create(&ch->reader, NULL, reader_main, ch) != 0) {
+        channel_free(ch);
+        return clr_error_set(err, CLR_E_INTERNAL, errno, "cannot start the channel's reader");
+    }
+    ch->reader_started = true;
+    if (clr_channel_send(ch, 0, CLR_FRAME_HELLO, NULL, 0, err) < 0) {
+        clr_channel_close(ch);
+        return -1;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += HELLO_TIMEOUT_MS / 1000;
+    pthread_mutex_lock(&ch->lock);
+    while (!ch->hello_answered && !ch->dead) {
+        if (pthread_cond_timedwait(&ch->hello_cond, &ch->lock, &ts) == ETIMEDOUT)
+            break;
+    }
+    bool ok = ch->hello_answered && !ch->dead;
+    pthread_mutex_unlock(&ch->lock);
+    if (!ok) {
+        clr_error_set(err, CLR_E_UNAVAILABLE, 0,
+                      "the agent of sandbox %s does not serve a live channel", ch->sandbox_id);
+        clr_channel_close(ch);
+        return -1;
+    }
+    return 0;
 }
 
 int clr_channel_open(clr_channel **out, clr_engine *eng, const clr_sandbox *sb,
@@ -323,31 +419,23 @@ int clr_channel_open(clr_channel **out, clr_engine *eng, const clr_sandbox *sb,
         channel_free(ch);
         return -1;
     }
-    if (pthread_create(&ch->reader, NULL, reader_main, ch) != 0) {
-        channel_free(ch);
-        return clr_error_set(err, CLR_E_INTERNAL, errno, "cannot start the channel's reader");
-    }
-    ch->reader_started = true;
-    /* HELLO: an agent that serves the channel answers with CHANNELS (and replays). */
-    if (clr_channel_send(ch, 0, CLR_FRAME_HELLO, NULL, 0, err) < 0) {
-        clr_channel_close(ch);
+    if (channel_start(ch, err) < 0)
         return -1;
+    *out = ch;
+    return 0;
+}
+
+int clr_channel_open_fd(clr_channel **out, int fd, const char *sandbox_id,
+                        const clr_channel_hooks *hooks, clr_error *err)
+{
+    clr_channel *ch = channel_new(hooks, sandbox_id);
+    if (!ch) {
+        close(fd);
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += HELLO_TIMEOUT_MS / 1000;
-    pthread_mutex_lock(&ch->lock);
-    while (!ch->hello_answered && !ch->dead) {
-        if (pthread_cond_timedwait(&ch->hello_cond, &ch->lock, &ts) == ETIMEDOUT)
-            break;
-    }
-    bool ok = ch->hello_answered && !ch->dead;
-    pthread_mutex_unlock(&ch->lock);
-    if (!ok) {
-        clr_channel_close(ch);
-        return clr_error_set(err, CLR_E_UNAVAILABLE, 0,
-                             "the agent of sandbox %s does not serve a live channel", info->id);
-    }
+    ch->fd = fd;
+    if (channel_start(ch, err) < 0)
+        return -1;
     *out = ch;
     return 0;
 }
@@ -396,9 +484,9 @@ void clr_channel_close(clr_channel *ch)
     if (!atomic_exchange(&ch->closing, true) && ch->reader_started) {
         /* Half-close: the engine hands the agent everything written so far (ACKs included) and
          * then ends the stream, which ends the reader (within a millisecond here). */
-        clr_engine_stream_shutdown(ch->stream, true);
+        connection_shutdown(ch, true);
         pthread_join(ch->reader, NULL);
-        clr_engine_stream_shutdown(ch->stream, false);
+        connection_shutdown(ch, false);
     }
     clr_channel_unref(ch);
 }

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clearing/cleanup_json.h"
 #include "internal.h"
 #include "proto.h"
 
@@ -118,21 +119,19 @@ static int parse_rule(clr_egress_rule *r, const char *s, clr_error *err)
 
 int clr_egress_policy_parse(clr_egress_policy **out, json_t *j, clr_error *err)
 {
-    clr_egress_policy *p = calloc(1, sizeof(*p));
+    _cleanup_egress_policy_ clr_egress_policy *p = calloc(1, sizeof(*p));
     if (!p)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     p->max_connections = CLR_EGRESS_DEFAULT_CONNECTIONS;
     p->max_bytes = CLR_EGRESS_DEFAULT_BYTES;
     p->idle_ms = CLR_EGRESS_DEFAULT_IDLE_MS;
     if (!j || json_is_null(j)) {
-        *out = p;
+        *out = steal_pointer(&p);
         return 0;
     }
-    if (!json_is_object(j)) {
-        clr_egress_policy_free(p);
+    if (!json_is_object(j))
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "egress must be an object: {\"allow\": [\"HOST[:PORT]\", ...]}");
-    }
     const char *key;
     json_t *v;
     json_object_foreach(j, key, v) {
@@ -183,12 +182,10 @@ int clr_egress_policy_parse(clr_egress_policy **out, json_t *j, clr_error *err)
                                "idle_timeout)",
                                key);
         }
-        if (rc < 0) {
-            clr_egress_policy_free(p);
+        if (rc < 0)
             return -1;
-        }
     }
-    *out = p;
+    *out = steal_pointer(&p);
     return 0;
 }
 
@@ -496,11 +493,12 @@ static void record(clr_egress *e, const struct conn *c, const char *outcome, con
     if (!e->audit)
         return;
     /* The host and the reason come from the sandbox: bounded, and escaped if not UTF-8. */
-    json_t *d = json_pack("{s:o, s:i, s:s, s:s, s:I, s:I, s:I}", "host",
-                          clr_audit_text(c->host, strlen(c->host), CLR_AUDIT_FIELD_MAX), "port",
-                          (int)c->port, "kind", c->tunnel ? "connect" : "http", "address",
-                          addr ? addr : "", "bytes_out", (json_int_t)out, "bytes_in",
-                          (json_int_t)in, "duration_ms", (json_int_t)ms);
+    _cleanup_json_ json_t *d =
+        json_pack("{s:o, s:i, s:s, s:s, s:I, s:I, s:I}", "host",
+                  clr_audit_text(c->host, strlen(c->host), CLR_AUDIT_FIELD_MAX), "port",
+                  (int)c->port, "kind", c->tunnel ? "connect" : "http", "address",
+                  addr ? addr : "", "bytes_out", (json_int_t)out, "bytes_in", (json_int_t)in,
+                  "duration_ms", (json_int_t)ms);
     if (reason)
         json_object_set_new(d, "reason",
                             clr_audit_text(reason, strlen(reason), CLR_AUDIT_FIELD_MAX));
@@ -519,19 +517,17 @@ static void record(clr_egress *e, const struct conn *c, const char *outcome, con
     }
     if (rc < 0)
         clr_log(CLR_LOG_ERROR, "audit.write_failed", "error", err.message, NULL);
-    json_decref(d);
 }
 
 static int connect_timeout(const struct sockaddr_storage *a, socklen_t len, char *why, size_t wl)
 {
-    int fd = socket(a->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    _cleanup_close_ int fd = socket(a->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
         snprintf(why, wl, "socket: %s", strerror(errno));
         return -1;
     }
     if (connect(fd, (const struct sockaddr *)a, len) < 0 && errno != EINPROGRESS) {
         snprintf(why, wl, "connect: %s", strerror(errno));
-        close(fd);
         return -1;
     }
     struct pollfd p = {.fd = fd, .events = POLLOUT};
@@ -540,10 +536,9 @@ static int connect_timeout(const struct sockaddr_storage *a, socklen_t len, char
     socklen_t sl = sizeof(soerr);
     if (r <= 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr) {
         snprintf(why, wl, "connect: %s", r == 0 ? "timed out" : strerror(soerr ? soerr : errno));
-        close(fd);
         return -1;
     }
-    return fd;
+    return steal_fd(&fd);
 }
 
 /* Takes what the sandbox sent; false when the connection is to end. */
@@ -580,102 +575,130 @@ static bool write_all(int fd, const uint8_t *d, size_t len, uint32_t idle_ms)
     return true;
 }
 
+/* Decides on a snapshot of the policy (a new policy applies to later connections) and connects:
+ * the socket, or -1 with why, and *outcome "denied" (the policy) or "failed" (the connect). */
+static int conn_open(struct conn *c, char *why, size_t wl, char *addr, size_t al,
+                     uint32_t *idle_ms, const char **outcome)
+{
+    clr_egress *e = c->e;
+    pthread_mutex_lock(&e->lock);
+    clr_egress_policy snapshot = {0};
+    bool copied = copy_policy(&snapshot, &e->policy) == 0;
+    pthread_mutex_unlock(&e->lock);
+    struct sockaddr_storage ss;
+    socklen_t sl = 0;
+    int fd = -1;
+    *outcome = "denied";
+    if (!copied) {
+        snprintf(why, wl, "out of memory");
+    } else if (clr_egress_decide(&snapshot, c->host, c->port, &ss, &sl, why, wl) == 0) {
+        addr_text((struct sockaddr *)&ss, addr, al);
+        fd = connect_timeout(&ss, sl, why, wl);
+        if (fd < 0)
+            *outcome = "failed";
+    }
+    *idle_ms = snapshot.idle_ms ? snapshot.idle_ms : CLR_EGRESS_DEFAULT_IDLE_MS;
+    free(snapshot.rules);
+    return fd;
+}
+
+/* Counts n bytes against the sandbox's budget: NULL to go on, else why the connection ends
+ * ("closed": the egress is stopping). */
+static const char *conn_count(clr_egress *e, uint64_t n)
+{
+    pthread_mutex_lock(&e->lock);
+    e->bytes += n;
+    bool over = e->bytes > e->policy.max_bytes, stop = e->stopping;
+    pthread_mutex_unlock(&e->lock);
+    if (over)
+        return "the sandbox's egress byte budget is spent";
+    return stop ? "closed" : NULL;
+}
+
+/* What the sandbox sent goes to the remote, and its half-close after it: NULL to go on, else
+ * why the connection ends. */
+static const char *conn_to_remote(struct conn *c, int fd, uint32_t idle_ms, bool *sent_shut,
+                                  uint64_t *out)
+{
+    _cleanup_free_ uint8_t *d = NULL;
+    size_t dl = 0;
+    bool peer_closed = false;
+    if (!conn_take(c, &d, &dl, &peer_closed))
+        return "the sandbox sent faster than the remote takes";
+    if (dl && !write_all(fd, d, dl, idle_ms))
+        return "the remote stopped taking data";
+    *out += dl;
+    if (peer_closed && !*sent_shut) {
+        shutdown(fd, SHUT_WR);
+        *sent_shut = true;
+    }
+    return conn_count(c->e, dl);
+}
+
+/* Waits for the remote or the sandbox (at most idle_ms); what the remote sent goes to the
+ * sandbox. NULL to go on, else why the connection ends ("closed": it simply did). */
+static const char *conn_from_remote(struct conn *c, int fd, uint32_t idle_ms, uint8_t *buf,
+                                    uint64_t *in)
+{
+    struct pollfd pf[2] = {{.fd = fd, .events = POLLIN}, {.fd = c->wake, .events = POLLIN}};
+    int r = poll(pf, 2, (int)idle_ms);
+    if (r == 0)
+        return "idle timeout";
+    if (r < 0)
+        return errno == EINTR ? NULL : "closed";
+    if (!(pf[0].revents & (POLLIN | POLLHUP | POLLERR)))
+        return NULL;
+    ssize_t n = recv(fd, buf, CLR_PROTO_MAX_PAYLOAD, MSG_DONTWAIT);
+    if (n > 0) {
+        if (clr_channel_send(c->ch, c->id, CLR_FRAME_NET_DATA, buf, (size_t)n, NULL) < 0)
+            return "closed";
+        *in += (uint64_t)n;
+        pthread_mutex_lock(&c->e->lock);
+        c->e->bytes += (uint64_t)n;
+        pthread_mutex_unlock(&c->e->lock);
+        return NULL;
+    }
+    if (n == 0 || (errno != EAGAIN && errno != EINTR))
+        /* The remote is done: so is the client (HTTP/1 without a tunnel of its own half-close
+         * semantics); the agent is told by the NET_CLOSE that follows. */
+        return "closed";
+    return NULL;
+}
+
+/* Carries bytes both ways until either side ends, the connection is idle too long or the byte
+ * budget is spent: why it ended ("closed" when it simply did). */
+static const char *conn_pump(struct conn *c, int fd, uint32_t idle_ms, uint64_t *out,
+                             uint64_t *in)
+{
+    _cleanup_free_ uint8_t *buf = malloc(CLR_PROTO_MAX_PAYLOAD);
+    if (!buf)
+        return "closed";
+    bool sent_shut = false;
+    for (;;) {
+        const char *end = conn_to_remote(c, fd, idle_ms, &sent_shut, out);
+        if (!end)
+            end = conn_from_remote(c, fd, idle_ms, buf, in);
+        if (end)
+            return end;
+    }
+}
+
 static void *conn_main(void *p)
 {
     struct conn *c = p;
     clr_egress *e = c->e;
     uint64_t t0 = mono_ms();
-    pthread_mutex_lock(&e->lock);
-    clr_egress_policy pol = e->policy;
-    clr_egress_policy snapshot = {0};
-    bool copied = copy_policy(&snapshot, &pol) == 0;
-    pthread_mutex_unlock(&e->lock);
     char why[400] = "", addr[64] = "";
-    struct sockaddr_storage ss;
-    socklen_t sl = 0;
-    int fd = -1;
-    uint64_t out = 0, in = 0;
     const char *outcome = "denied";
-    if (!copied) {
-        snprintf(why, sizeof(why), "out of memory");
-    } else if (clr_egress_decide(&snapshot, c->host, c->port, &ss, &sl, why, sizeof(why)) == 0) {
-        addr_text((struct sockaddr *)&ss, addr, sizeof(addr));
-        fd = connect_timeout(&ss, sl, why, sizeof(why));
-        if (fd < 0)
-            outcome = "failed";
-    }
-    uint32_t idle_ms = snapshot.idle_ms ? snapshot.idle_ms : CLR_EGRESS_DEFAULT_IDLE_MS;
-    free(snapshot.rules);
+    uint32_t idle_ms = 0;
+    int fd = conn_open(c, why, sizeof(why), addr, sizeof(addr), &idle_ms, &outcome);
     if (fd < 0) {
         clr_channel_send(c->ch, c->id, CLR_FRAME_NET_DENY, why, strlen(why), NULL);
         record(e, c, outcome, addr, why, 0, 0, mono_ms() - t0);
     } else {
         clr_channel_send(c->ch, c->id, CLR_FRAME_NET_ACCEPT, NULL, 0, NULL);
-        const char *end = "closed";
-        uint8_t *buf = malloc(CLR_PROTO_MAX_PAYLOAD);
-        bool remote_eof = false, sent_shut = false;
-        while (buf) {
-            uint8_t *d = NULL;
-            size_t dl = 0;
-            bool peer_closed = false;
-            if (!conn_take(c, &d, &dl, &peer_closed)) {
-                free(d);
-                end = "the sandbox sent faster than the remote takes";
-                break;
-            }
-            if (dl && !write_all(fd, d, dl, idle_ms)) {
-                free(d);
-                end = "the remote stopped taking data";
-                break;
-            }
-            out += dl;
-            free(d);
-            if (peer_closed && !sent_shut) {
-                shutdown(fd, SHUT_WR);
-                sent_shut = true;
-            }
-            if (remote_eof && peer_closed)
-                break;
-            pthread_mutex_lock(&e->lock);
-            e->bytes += dl;
-            bool over = e->bytes > e->policy.max_bytes, stop = e->stopping;
-            pthread_mutex_unlock(&e->lock);
-            if (over) {
-                end = "the sandbox's egress byte budget is spent";
-                break;
-            }
-            if (stop)
-                break;
-            struct pollfd pf[2] = {{.fd = remote_eof ? -1 : fd, .events = POLLIN},
-                                   {.fd = c->wake, .events = POLLIN}};
-            int r = poll(pf, 2, (int)idle_ms);
-            if (r == 0) {
-                end = "idle timeout";
-                break;
-            }
-            if (r < 0 && errno != EINTR)
-                break;
-            if (!remote_eof && (pf[0].revents & (POLLIN | POLLHUP | POLLERR))) {
-                ssize_t n = recv(fd, buf, CLR_PROTO_MAX_PAYLOAD, MSG_DONTWAIT);
-                if (n > 0) {
-                    if (clr_channel_send(c->ch, c->id, CLR_FRAME_NET_DATA, buf, (size_t)n,
-                                         NULL) < 0)
-                        break;
-                    in += (uint64_t)n;
-                    pthread_mutex_lock(&e->lock);
-                    e->bytes += (uint64_t)n;
-                    pthread_mutex_unlock(&e->lock);
-                } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-                    remote_eof = true;
-                    if (sent_shut)
-                        break;
-                    /* The remote is done: so is the client (HTTP/1 without a tunnel of its own
-                     * half-close semantics); tell the agent. */
-                    break;
-                }
-            }
-        }
-        free(buf);
+        uint64_t out = 0, in = 0;
+        const char *end = conn_pump(c, fd, idle_ms, &out, &in);
         close(fd);
         clr_channel_send(c->ch, c->id, CLR_FRAME_NET_CLOSE, NULL, 0, NULL);
         record(e, c, "allowed", addr, strcmp(end, "closed") ? end : NULL, out, in,
@@ -750,6 +773,33 @@ static struct conn *conn_find(clr_egress *e, uint32_t id)
     return NULL;
 }
 
+/* Starts the thread of a connection the policy allows (the egress lock is held): NULL, or why
+ * it could not start. */
+static const char *conn_start(clr_egress *e, clr_channel *ch, const struct conn *probe)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return "out of memory";
+    *c = *probe;
+    c->e = e;
+    c->ch = ch;
+    c->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    pthread_mutex_init(&c->lock, NULL);
+    clr_channel_ref(ch);
+    if (c->wake < 0 || pthread_create(&c->thread, NULL, conn_main, c) != 0) {
+        if (c->wake >= 0)
+            close(c->wake);
+        clr_channel_unref(ch);
+        pthread_mutex_destroy(&c->lock);
+        free(c);
+        return "cannot start a connection thread";
+    }
+    e->active++;
+    c->next = e->conns;
+    e->conns = c;
+    return NULL;
+}
+
 void clr_egress_on_frame(clr_egress *e, clr_channel *ch, uint8_t type, uint32_t id,
                          const uint8_t *payload, uint32_t len)
 {
@@ -771,30 +821,8 @@ void clr_egress_on_frame(clr_egress *e, clr_channel *ch, uint8_t type, uint32_t 
         } else if (e->bytes >= e->policy.max_bytes) {
             deny = "the sandbox's egress byte budget is spent";
         }
-        struct conn *c = deny ? NULL : calloc(1, sizeof(*c));
-        if (!deny && !c)
-            deny = "out of memory";
-        if (c) {
-            *c = probe;
-            c->e = e;
-            c->ch = ch;
-            c->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-            pthread_mutex_init(&c->lock, NULL);
-            clr_channel_ref(ch);
-            if (c->wake < 0 || pthread_create(&c->thread, NULL, conn_main, c) != 0) {
-                if (c->wake >= 0)
-                    close(c->wake);
-                clr_channel_unref(ch);
-                pthread_mutex_destroy(&c->lock);
-                free(c);
-                c = NULL;
-                deny = "cannot start a connection thread";
-            } else {
-                e->active++;
-                c->next = e->conns;
-                e->conns = c;
-            }
-        }
+        if (!deny)
+            deny = conn_start(e, ch, &probe);
         pthread_mutex_unlock(&e->lock);
         if (deny) {
             clr_channel_send(ch, id, CLR_FRAME_NET_DENY, deny, strlen(deny), NULL);

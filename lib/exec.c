@@ -4,11 +4,15 @@
  * sandbox's three capabilities); over the hijacked stream the library sends the EXEC request,
  * the stdin bytes and STDIN_EOF as agent frames, and reads back the engine's multiplexed stream:
  * the agent's stdout carries agent frames (the command's output and the result), the agent's
- * stderr its own diagnostics.
+ * stderr its own diagnostics. Over a live channel (channel.c, below this file) the same frames
+ * travel on the sandbox's attach stream instead.
  *
  * Backstop: if no result arrives within timeout + grace, the agent itself is stuck or dead, and
  * the whole sandbox is killed. A command can therefore never outlive its timeout by more than the
- * grace, whatever happens inside the sandbox. */
+ * grace, whatever happens inside the sandbox.
+ *
+ * The decisions that need no engine (request, frames, deadlines, the result when none came) are
+ * functions of their inputs, declared in exec_internal.h and tested by tests/unit/test_exec.c. */
 #include <errno.h>
 #include <stdatomic.h>
 #include <inttypes.h>
@@ -16,41 +20,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
-#include "proto.h"
-
-#define AGENT_LOG_MAX 4096
-
-struct exec_ctx {
-    clr_exec_result *res;
-    const clr_exec_options *opts;
-    struct clr_frame_reader frames;
-    uint8_t *frame_buf;
-    bool have_result;
-    clr_error *err;
-    char agent_log[AGENT_LOG_MAX];
-    size_t agent_log_len;
-};
-
-const char *clr_exec_status_name(clr_exec_status status)
-{
-    switch (status) {
-    case CLR_EXEC_EXITED: return "exited";
-    case CLR_EXEC_SIGNALED: return "signaled";
-    case CLR_EXEC_TIMED_OUT: return "timed_out";
-    case CLR_EXEC_OOM: return "oom";
-    case CLR_EXEC_START_FAILED: return "start_failed";
-    case CLR_EXEC_SANDBOX_FAILED: return "sandbox_failed";
-    default: return "unknown";
-    }
-}
-
-void clr_exec_result_clear(clr_exec_result *r)
-{
-    free(r->out.data);
-    free(r->err.data);
-    memset(r, 0, sizeof(*r));
-}
+#include "clearing/cleanup_json.h"
+#include "exec_internal.h"
 
 static uint64_t mono_ms(void)
 {
@@ -59,79 +30,10 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-int clr_exec_result_decode(clr_exec_result *r, const uint8_t *payload, size_t len,
-                           clr_error *err)
-{
-    struct clr_tlv_iter it;
-    uint16_t tag;
-    const uint8_t *v;
-    uint32_t vlen;
-    int rc;
-    bool have_status = false;
-    clr_tlv_iter_init(&it, payload, len);
-    while ((rc = clr_tlv_next(&it, &tag, &v, &vlen)) == 1) {
-        uint64_t n = 0;
-        if (tag == CLR_RES_MESSAGE) {
-            size_t m = vlen < sizeof(r->message) - 1 ? vlen : sizeof(r->message) - 1;
-            memcpy(r->message, v, m);
-            r->message[m] = '\0';
-            continue;
-        }
-        /* Newer agents may add fields of any shape, not only integers: skip unknown tags before
-         * insisting on an 8-byte value. */
-        if (tag < CLR_RES_STATUS || tag > CLR_RES_KILLED_PROCS)
-            continue;
-        if (clr_tlv_u64(v, vlen, &n) < 0)
-            return clr_error_set(err, CLR_E_INTERNAL, EPROTO,
-                                 "agent result field %u has length %u, expected 8", tag, vlen);
-        switch (tag) {
-        case CLR_RES_STATUS:
-            if (n < CLR_WIRE_EXITED || n > CLR_WIRE_START_FAILED)
-                return clr_error_set(err, CLR_E_INTERNAL, EPROTO,
-                                     "agent result has unknown status %" PRIu64, n);
-            r->status = (clr_exec_status)n;
-            have_status = true;
-            break;
-        case CLR_RES_EXIT_CODE: r->exit_code = (int)(n & 0xff); break;
-        case CLR_RES_SIGNAL: r->signal = (int)(n & 0x7f); break;
-        case CLR_RES_WALL_US: r->wall_us = n; break;
-        case CLR_RES_USER_US: r->user_us = n; break;
-        case CLR_RES_SYS_US: r->sys_us = n; break;
-        case CLR_RES_PEAK_RSS: r->peak_memory_bytes = n; break;
-        case CLR_RES_STDOUT_BYTES: r->stdout_bytes = n; break;
-        case CLR_RES_STDERR_BYTES: r->stderr_bytes = n; break;
-        case CLR_RES_STDOUT_TRUNC: r->stdout_truncated = n != 0; break;
-        case CLR_RES_STDERR_TRUNC: r->stderr_truncated = n != 0; break;
-        case CLR_RES_KILLED_PROCS: r->killed_processes = n; break;
-        default: break; /* newer agents may add fields */
-        }
-    }
-    if (rc < 0)
-        return clr_error_set(err, CLR_E_INTERNAL, EPROTO, "agent result is malformed");
-    if (!have_status)
-        return clr_error_set(err, CLR_E_INTERNAL, EPROTO, "agent result has no status");
-    return 0;
-}
+/* ---- pure parts (exec_internal.h) ---- */
 
-ssize_t clr_buffer_append_capped(clr_buffer *b, const uint8_t *data, size_t len, uint64_t cap)
+int clr_exec_collect_frame(struct clr_exec_collect *c, const struct clr_frame *f)
 {
-    if (b->len + len > cap)
-        len = cap > b->len ? (size_t)(cap - b->len) : 0;
-    if (!len)
-        return 0;
-    uint8_t *n = realloc(b->data, b->len + len + 1);
-    if (!n)
-        return -1;
-    memcpy(n + b->len, data, len);
-    b->len += len;
-    n[b->len] = '\0';
-    b->data = n;
-    return (ssize_t)len;
-}
-
-static int on_frame(void *p, const struct clr_frame *f)
-{
-    struct exec_ctx *c = p;
     clr_exec_result *r = c->res;
     if (c->have_result)
         return clr_error_set(c->err, CLR_E_INTERNAL, EPROTO, "agent sent data after its result");
@@ -163,11 +65,16 @@ static int on_frame(void *p, const struct clr_frame *f)
     }
 }
 
-static int on_engine_stream(void *p, int stream, const uint8_t *data, size_t len)
+static int collect_frame_cb(void *p, const struct clr_frame *f)
 {
-    struct exec_ctx *c = p;
+    return clr_exec_collect_frame(p, f);
+}
+
+int clr_exec_collect_stream(struct clr_exec_collect *c, int stream, const uint8_t *data,
+                            size_t len)
+{
     if (stream == 1) {
-        int rc = clr_frame_reader_feed(&c->frames, data, len, on_frame, c);
+        int rc = clr_frame_reader_feed(&c->frames, data, len, collect_frame_cb, c);
         if (rc == -1 && c->err->code == CLR_E_NONE)
             clr_error_set(c->err, CLR_E_INTERNAL, EPROTO, "malformed frame from the agent");
         return rc ? -1 : 0;
@@ -181,10 +88,32 @@ static int on_engine_stream(void *p, int stream, const uint8_t *data, size_t len
     return 0;
 }
 
-static int build_request(struct clr_tlv_builder *b, const clr_sandbox *sb,
-                         const clr_exec_options *o, clr_error *err)
+static int collect_stream_cb(void *p, int stream, const uint8_t *data, size_t len)
 {
-    const clr_sandbox_info *info = clr_sandbox_get_info(sb);
+    return clr_exec_collect_stream(p, stream, data, len);
+}
+
+int clr_exec_check_options(const clr_exec_options *opts, clr_error *err)
+{
+    if (!opts->shell && (!opts->argv || !opts->argv[0]))
+        return clr_error_set(err, CLR_E_INVALID, 0, "no command given");
+    if (opts->shell && opts->argv)
+        return clr_error_set(err, CLR_E_INVALID, 0, "give either argv or a shell string, not both");
+    clr_exec_limits lim = opts->limits;
+    if (opts->background)
+        lim.timeout_ms = 1; /* no timeout at all: validate the rest */
+    if (clr_exec_limits_validate(&lim, err) < 0)
+        return -1;
+    if (opts->cwd && opts->cwd[0] != '/')
+        return clr_error_set(err, CLR_E_INVALID, 0, "working directory '%s' must be absolute",
+                             opts->cwd);
+    return 0;
+}
+
+int clr_exec_build_request(struct clr_tlv_builder *b, const clr_sandbox_info *info,
+                           const char *const *sandbox_env, const clr_exec_options *o,
+                           clr_error *err)
+{
     clr_tlv_init(b);
     if (o->shell) {
         clr_tlv_put_str(b, CLR_REQ_ARG, "/bin/sh");
@@ -194,7 +123,7 @@ static int build_request(struct clr_tlv_builder *b, const clr_sandbox *sb,
         for (const char *const *a = o->argv; *a; a++)
             clr_tlv_put_str(b, CLR_REQ_ARG, *a);
     }
-    for (const char *const *e = clr_sandbox_env(sb); e && *e; e++)
+    for (const char *const *e = sandbox_env; e && *e; e++)
         clr_tlv_put_str(b, CLR_REQ_ENV, *e);
     for (const char *const *e = o->env; e && *e; e++) {
         if (!strchr(*e, '=') || **e == '=')
@@ -220,6 +149,103 @@ static int build_request(struct clr_tlv_builder *b, const clr_sandbox *sb,
                              CLR_PROTO_MAX_PAYLOAD);
     return 0;
 }
+
+uint64_t clr_exec_deadline(const clr_exec_options *opts, uint64_t now)
+{
+    if (opts->background)
+        return CLR_EXEC_FOREVER;
+    return now + opts->limits.timeout_ms + opts->grace_ms;
+}
+
+uint64_t clr_exec_cancel_deadline(uint64_t deadline, uint64_t now, uint32_t grace_ms)
+{
+    return deadline > now + grace_ms ? now + grace_ms : deadline;
+}
+
+uint64_t clr_exec_wait_slice(uint64_t deadline, uint64_t now)
+{
+    if (now >= deadline)
+        return 0;
+    return deadline - now < 1000 ? deadline - now : 1000;
+}
+
+void clr_exec_result_cut(clr_exec_result *r, const clr_exec_limits *limits, uint64_t started_ms,
+                         uint64_t cut_ms)
+{
+    /* The agent enforces the caps, so at a cap there may have been more than reached us. */
+    r->stdout_bytes = r->out.len;
+    r->stderr_bytes = r->err.len;
+    r->stdout_truncated = r->out.len && r->out.len >= limits->stdout_cap;
+    r->stderr_truncated = r->err.len && r->err.len >= limits->stderr_cap;
+    r->wall_us = (cut_ms - started_ms) * 1000;
+}
+
+void clr_exec_result_backstop(clr_exec_result *r, bool killed, const char *kill_error)
+{
+    r->status = CLR_EXEC_TIMED_OUT;
+    r->sandbox_killed = killed;
+    if (killed)
+        snprintf(r->message, sizeof(r->message),
+                 "the agent did not answer within the timeout and grace period; the sandbox "
+                 "was killed");
+    else
+        snprintf(r->message, sizeof(r->message),
+                 "the agent did not answer within the timeout and grace period; killing the "
+                 "sandbox failed: %.300s",
+                 kill_error);
+}
+
+void clr_exec_result_protocol(clr_exec_result *r, const char *what, bool killed,
+                              const char *kill_error)
+{
+    r->status = CLR_EXEC_SANDBOX_FAILED;
+    r->sandbox_killed = killed;
+    if (killed)
+        snprintf(r->message, sizeof(r->message),
+                 "protocol error from the sandbox's agent (%.300s); the sandbox was killed", what);
+    else
+        snprintf(r->message, sizeof(r->message),
+                 "protocol error from the sandbox's agent (%.200s); killing the sandbox "
+                 "failed: %.200s",
+                 what, kill_error);
+}
+
+int clr_exec_diagnose_step(clr_exec_result *r, const struct clr_exec_seen *seen, uint64_t now,
+                           uint64_t stop_by, uint64_t *oom_by)
+{
+    bool ok = seen->http_status == 200;
+    bool oom = ok && seen->oom_killed, stopped = ok && seen->stopped;
+    r->status = CLR_EXEC_SANDBOX_FAILED;
+    if (oom) {
+        r->status = CLR_EXEC_OOM;
+        r->sandbox_killed = true;
+        snprintf(r->message, sizeof(r->message),
+                 "the sandbox ran out of memory and was killed by the kernel");
+        return 1;
+    }
+    if (seen->http_status == 404) {
+        snprintf(r->message, sizeof(r->message), "the sandbox was removed while the command ran");
+        return 1;
+    }
+    if (stopped && !*oom_by)
+        *oom_by = now + CLR_EXEC_DIAGNOSE_OOM_MS;
+    if (stopped && now >= *oom_by) {
+        /* Its runtime (runsc) died under it, killed or crashed: the daemon records the sandbox
+         * as lost, reason "runtime died". */
+        snprintf(r->message, sizeof(r->message),
+                 "the sandbox's runtime died while the command ran (its container stopped with "
+                 "exit code %lld)",
+                 seen->exit_code);
+        return 1;
+    }
+    if (!stopped && (!ok || now >= stop_by)) {
+        snprintf(r->message, sizeof(r->message), "the agent ended without a result");
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- the engine's side ---- */
 
 static int send_frame(clr_engine_stream *s, uint8_t type, const void *data, size_t len,
                       clr_error *err)
@@ -248,77 +274,38 @@ static bool kill_sandbox(clr_engine *eng, const clr_sandbox_info *info, clr_erro
     return false;
 }
 
-#define DIAGNOSE_STOP_MS 10000 /* how long a sandbox whose agent ended may still show as running */
-#define DIAGNOSE_OOM_MS 1000   /* how long after its stop the engine may still mark it OOM-killed */
-
-/* Called when no result came: tells apart an OOM-killed sandbox, a dead one and a stuck agent. */
+/* Called when no result came: tells apart an OOM-killed sandbox, a dead one and a stuck agent.
+ * The engine's account trails the kernel's: the agent's stream can end while the container
+ * still shows as running, and dockerd marks OOMKilled from containerd's OOM event, which may
+ * come after the exit event. So the state is read until the container has stopped (at most
+ * CLR_EXEC_DIAGNOSE_STOP_MS), and a stop without the OOM mark is read again for
+ * CLR_EXEC_DIAGNOSE_OOM_MS before it counts as a plain stop: one read misnamed a sandbox the
+ * memory limit killed as sandbox_failed, 2 runs in 20 under load. Only a failed command waits. */
 static void diagnose(clr_engine *eng, const clr_sandbox *sb, clr_exec_result *r, bool timed_out)
 {
     const clr_sandbox_info *info = clr_sandbox_get_info(sb);
-    char path[256];
     clr_error lerr = CLR_ERROR_INIT;
     if (timed_out) {
         /* The agent did not answer within timeout + grace: kill the sandbox, it cannot be
          * trusted to have contained the command. */
-        r->status = CLR_EXEC_TIMED_OUT;
-        r->sandbox_killed = kill_sandbox(eng, info, &lerr);
-        if (r->sandbox_killed)
-            snprintf(r->message, sizeof(r->message),
-                     "the agent did not answer within the timeout and grace period; the sandbox "
-                     "was killed");
-        else
-            snprintf(r->message, sizeof(r->message),
-                     "the agent did not answer within the timeout and grace period; killing the "
-                     "sandbox failed: %.300s",
-                     lerr.message);
+        bool killed = kill_sandbox(eng, info, &lerr);
+        clr_exec_result_backstop(r, killed, lerr.message);
         clr_log(CLR_LOG_WARN, "exec.backstop", "id", info->id, NULL);
         return;
     }
-    /* The engine's account trails the kernel's: the agent's stream can end while the container
-     * still shows as running, and dockerd marks OOMKilled from containerd's OOM event, which
-     * may come after the exit event. So the state is read until the container has stopped (at
-     * most DIAGNOSE_STOP_MS), and a stop without the OOM mark is read again for
-     * DIAGNOSE_OOM_MS before it counts as a plain stop: one read misnamed a sandbox the memory
-     * limit killed as sandbox_failed, 2 runs in 20 under load. Only a failed command waits. */
+    char path[256];
     snprintf(path, sizeof(path), "/containers/%s/json", info->container_id);
-    r->status = CLR_EXEC_SANDBOX_FAILED;
-    uint64_t stop_by = mono_ms() + DIAGNOSE_STOP_MS, oom_by = 0;
+    uint64_t stop_by = mono_ms() + CLR_EXEC_DIAGNOSE_STOP_MS, oom_by = 0;
     for (;;) {
-        json_t *j = NULL;
-        int st = clr_engine_call(eng, "GET", path, NULL, &j, &lerr);
+        _cleanup_json_ json_t *j = NULL;
+        struct clr_exec_seen seen = {.http_status = clr_engine_call(eng, "GET", path, NULL, &j,
+                                                                    &lerr)};
         json_t *state = json_object_get(j, "State");
-        bool oom = st == 200 && json_is_true(json_object_get(state, "OOMKilled"));
-        bool stopped = st == 200 && !json_is_true(json_object_get(state, "Running"));
-        json_int_t code = json_integer_value(json_object_get(state, "ExitCode"));
-        json_decref(j);
-        uint64_t now = mono_ms();
-        if (oom) {
-            r->status = CLR_EXEC_OOM;
-            r->sandbox_killed = true;
-            snprintf(r->message, sizeof(r->message),
-                     "the sandbox ran out of memory and was killed by the kernel");
+        seen.oom_killed = json_is_true(json_object_get(state, "OOMKilled"));
+        seen.stopped = !json_is_true(json_object_get(state, "Running"));
+        seen.exit_code = json_integer_value(json_object_get(state, "ExitCode"));
+        if (clr_exec_diagnose_step(r, &seen, mono_ms(), stop_by, &oom_by))
             return;
-        }
-        if (st == 404) {
-            snprintf(r->message, sizeof(r->message),
-                     "the sandbox was removed while the command ran");
-            return;
-        }
-        if (stopped && !oom_by)
-            oom_by = now + DIAGNOSE_OOM_MS;
-        if (stopped && now >= oom_by) {
-            /* Its runtime (runsc) died under it, killed or crashed: the daemon records the
-             * sandbox as lost, reason "runtime died". */
-            snprintf(r->message, sizeof(r->message),
-                     "the sandbox's runtime died while the command ran (its container stopped "
-                     "with exit code %lld)",
-                     (long long)code);
-            return;
-        }
-        if (!stopped && (st != 200 || now >= stop_by)) {
-            snprintf(r->message, sizeof(r->message), "the agent ended without a result");
-            return;
-        }
         struct timespec ts = {0, 50 * 1000000L};
         nanosleep(&ts, NULL);
     }
@@ -329,14 +316,16 @@ static bool sandbox_running(clr_engine *eng, const char *container_id)
 {
     char path[256];
     clr_error lerr = CLR_ERROR_INIT;
-    json_t *j = NULL;
+    _cleanup_json_ json_t *j = NULL;
     snprintf(path, sizeof(path), "/containers/%s/json", container_id);
     int st = clr_engine_call(eng, "GET", path, NULL, &j, &lerr);
     bool running = st != 200 || json_is_true(json_object_get(json_object_get(j, "State"),
                                                              "Running"));
-    json_decref(j);
     return st == 404 ? false : running;
 }
+
+CLR_DEFINE_CLEANUP(clr_exec *, clr_exec_free)
+#define _cleanup_exec_ __attribute__((cleanup(clr_exec_freep)))
 
 struct clr_exec {
     clr_engine *eng;
@@ -398,69 +387,39 @@ static int exec_send_request(clr_exec *h, const clr_exec_options *opts,
 
 /* Over the live channel: no engine round trip at all, one frame on the open stream. */
 static int start_on_channel(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
-                            const clr_exec_options *opts, struct clr_tlv_builder *req,
+                            const clr_exec_options *opts, const struct clr_tlv_builder *req,
                             clr_error *err)
 {
-    clr_exec *h = exec_new(eng, sb, opts);
+    _cleanup_exec_ clr_exec *h = exec_new(eng, sb, opts);
     if (!h)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     h->slot = clr_channel_slot_new(opts->channel, opts->channel_id, err);
-    if (!h->slot) {
-        free(h);
+    if (!h->slot)
         return -1;
-    }
     h->chan = opts->channel;
     h->chan_id = clr_channel_slot_id(h->slot);
-    if (exec_send_request(h, opts, req, err) < 0) {
-        clr_exec_free(h);
+    if (exec_send_request(h, opts, req, err) < 0)
         return -1;
-    }
-    *out = h;
+    *out = steal_pointer(&h);
     return 0;
 }
 
-int clr_exec_start(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
-                   const clr_exec_options *opts, clr_error *err)
+/* Through a `docker exec` of its own: the engine starts the agent's exec mode, and its
+ * hijacked stream carries the frames. *out: clr_exec_free(); 404 and 409 name the sandbox. */
+static int start_engine_exec(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
+                             const clr_exec_options *opts, const struct clr_tlv_builder *req,
+                             clr_error *err)
 {
-    if (!opts->shell && (!opts->argv || !opts->argv[0]))
-        return clr_error_set(err, CLR_E_INVALID, 0, "no command given");
-    if (opts->shell && opts->argv)
-        return clr_error_set(err, CLR_E_INVALID, 0, "give either argv or a shell string, not both");
-    clr_exec_limits lim = opts->limits;
-    if (opts->background)
-        lim.timeout_ms = 1; /* no timeout at all: validate the rest */
-    if (clr_exec_limits_validate(&lim, err) < 0)
-        return -1;
-    if (opts->cwd && opts->cwd[0] != '/')
-        return clr_error_set(err, CLR_E_INVALID, 0, "working directory '%s' must be absolute",
-                             opts->cwd);
     const clr_sandbox_info *info = clr_sandbox_get_info(sb);
-
-    struct clr_tlv_builder *req = malloc(sizeof(*req));
-    if (!req)
-        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    if (build_request(req, sb, opts, err) < 0) {
-        free(req);
-        return -1;
-    }
-
-    if (opts->channel) {
-        int crc = start_on_channel(out, eng, sb, opts, req, err);
-        free(req);
-        return crc;
-    }
-
     char path[256];
     snprintf(path, sizeof(path), "/containers/%s/exec", info->container_id);
-    json_t *body = json_pack("{s:b, s:b, s:b, s:b, s:[s,s], s:s, s:s}", "AttachStdin", 1,
-                             "AttachStdout", 1, "AttachStderr", 1, "Tty", 0, "Cmd",
-                             CLR_AGENT_TARGET, "exec", "User", "0:0", "WorkingDir", "/");
-    json_t *resp = NULL;
+    _cleanup_json_ json_t *body = json_pack("{s:b, s:b, s:b, s:b, s:[s,s], s:s, s:s}",
+                                            "AttachStdin", 1, "AttachStdout", 1, "AttachStderr",
+                                            1, "Tty", 0, "Cmd", CLR_AGENT_TARGET, "exec", "User",
+                                            "0:0", "WorkingDir", "/");
+    _cleanup_json_ json_t *resp = NULL;
     int st = clr_engine_call(eng, "POST", path, body, &resp, err);
-    json_decref(body);
     if (st != 201) {
-        json_decref(resp);
-        free(req);
         if (st == 404)
             clr_error_set(err, CLR_E_NOT_FOUND, 0, "sandbox %s does not exist", info->id);
         else if (st == 409)
@@ -470,30 +429,32 @@ int clr_exec_start(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
     char exec_id[80];
     const char *eid = json_string_value(json_object_get(resp, "Id"));
     snprintf(exec_id, sizeof(exec_id), "%s", eid ? eid : "");
-    json_decref(resp);
 
-    clr_exec *h = exec_new(eng, sb, opts);
-    if (!h) {
-        free(req);
+    _cleanup_exec_ clr_exec *h = exec_new(eng, sb, opts);
+    if (!h)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    }
     snprintf(path, sizeof(path), "/exec/%s/start", exec_id);
-    body = json_pack("{s:b, s:b}", "Detach", 0, "Tty", 0);
-    st = clr_engine_hijack(&h->stream, eng, path, body, err);
-    json_decref(body);
-    if (st < 0) {
-        free(req);
-        free(h);
+    _cleanup_json_ json_t *start = json_pack("{s:b, s:b}", "Detach", 0, "Tty", 0);
+    if (clr_engine_hijack(&h->stream, eng, path, start, err) < 0 ||
+        exec_send_request(h, opts, req, err) < 0)
         return -1;
-    }
-    int rc = exec_send_request(h, opts, req, err);
-    free(req);
-    if (rc < 0) {
-        clr_exec_free(h);
-        return -1;
-    }
-    *out = h;
+    *out = steal_pointer(&h);
     return 0;
+}
+
+int clr_exec_start(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
+                   const clr_exec_options *opts, clr_error *err)
+{
+    if (clr_exec_check_options(opts, err) < 0)
+        return -1;
+    _cleanup_free_ struct clr_tlv_builder *req = malloc(sizeof(*req));
+    if (!req)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    if (clr_exec_build_request(req, clr_sandbox_get_info(sb), clr_sandbox_env(sb), opts, err) < 0)
+        return -1;
+    if (opts->channel)
+        return start_on_channel(out, eng, sb, opts, req, err);
+    return start_engine_exec(out, eng, sb, opts, req, err);
 }
 
 int clr_exec_write_stdin(clr_exec *h, const void *data, size_t len, clr_error *err)
@@ -540,9 +501,10 @@ struct source {
     uint8_t *buf; /* stream reads; NULL over a channel */
 };
 
-/* Waits up to wait_ms for what the agent sends and hands it to on_frame: 1 when something came,
- * -2 when nothing did, 0 when the stream or channel ended or broke (*failed and perr say how). */
-static int receive(clr_exec *h, struct exec_ctx *c, struct source *src, int wait_ms,
+/* Waits up to wait_ms for what the agent sends and hands it to clr_exec_collect_frame: 1 when
+ * something came, -2 when nothing did, 0 when the stream or channel ended or broke (*failed and
+ * perr say how). */
+static int receive(clr_exec *h, struct clr_exec_collect *c, struct source *src, int wait_ms,
                    int *failed, clr_error *perr)
 {
     if (h->chan) {
@@ -561,7 +523,7 @@ static int receive(clr_exec *h, struct exec_ctx *c, struct source *src, int wait
         }
         struct clr_frame f = {.channel = h->chan_id, .type = type, .payload = payload,
                               .length = len};
-        int frc = on_frame(c, &f);
+        int frc = clr_exec_collect_frame(c, &f);
         clr_channel_frame_free(payload);
         if (frc < 0) {
             *failed = 1;
@@ -578,108 +540,102 @@ static int receive(clr_exec *h, struct exec_ctx *c, struct source *src, int wait
         *failed = n < 0;
         return 0;
     }
-    if (clr_demux_feed(&src->demux, src->buf, (size_t)n, on_engine_stream, c) != 0) {
+    if (clr_demux_feed(&src->demux, src->buf, (size_t)n, collect_stream_cb, c) != 0) {
         *failed = 1;
         return 0;
     }
     return 1;
 }
 
-int clr_exec_wait(clr_exec *h, clr_exec_result *result, clr_error *err)
+/* Reads until the result, the end of the stream or channel, the sandbox's death or the
+ * deadline: true when the deadline (the backstop) ended it. */
+static bool wait_loop(clr_exec *h, struct clr_exec_collect *c, struct source *src, int *failed,
+                      clr_error *perr)
 {
-    (void)err;
-    memset(result, 0, sizeof(*result));
     const clr_exec_options *opts = &h->opts;
-    const clr_sandbox_info *info = clr_sandbox_get_info(h->sb);
-    /* Errors of the stream phase are kept apart: most of them become a result, not a failure. */
-    clr_error perr = CLR_ERROR_INIT;
-    struct exec_ctx c = {.res = result, .opts = opts, .err = &perr};
-    c.frame_buf = malloc(CLR_PROTO_MAX_PAYLOAD);
-    if (!c.frame_buf)
-        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    clr_frame_reader_init(&c.frames, c.frame_buf);
-    struct source src = {.buf = h->chan ? NULL : malloc(65536)};
-    clr_demux_init(&src.demux);
-    const uint64_t forever = UINT64_MAX / 2;
-    uint64_t deadline =
-        opts->background ? forever : mono_ms() + opts->limits.timeout_ms + opts->grace_ms;
-    bool timed_out = false;
+    uint64_t deadline = clr_exec_deadline(opts, mono_ms());
     bool kill_sent = false;
-    int failed = 0;
     uint64_t last_check = mono_ms();
-    while (!c.have_result) {
+    while (!c->have_result) {
         uint64_t now = mono_ms();
         bool cancel = (opts->cancel && *opts->cancel) || atomic_load(&h->kill_requested);
         if (cancel && !kill_sent) {
             kill_sent = true;
-            exec_send(h, CLR_FRAME_KILL, NULL, 0, &perr);
+            exec_send(h, CLR_FRAME_KILL, NULL, 0, perr);
             /* The agent answers at once; do not wait out the whole timeout for it. */
-            if (deadline > now + opts->grace_ms)
-                deadline = now + opts->grace_ms;
+            deadline = clr_exec_cancel_deadline(deadline, now, opts->grace_ms);
         }
-        if (now >= deadline) {
-            timed_out = true;
-            break;
-        }
+        if (now >= deadline)
+            return true;
         /* Wake up now and then to look at the cancel flag. */
-        uint64_t wait = deadline - now < 1000 ? deadline - now : 1000;
-        int r = receive(h, &c, &src, (int)wait, &failed, &perr);
+        int r = receive(h, c, src, (int)clr_exec_wait_slice(deadline, now), failed, perr);
         if (r == 0)
             break;
         /* A sandbox killed by the kernel (the cgroup's OOM killer) leaves the exec stream open:
          * after a quiet second, ask the engine whether the sandbox still runs. */
         if (r == -2 && mono_ms() - last_check >= 1000) {
             last_check = mono_ms();
-            if (!sandbox_running(h->eng, info->container_id))
+            if (!sandbox_running(h->eng, clr_sandbox_get_info(h->sb)->container_id))
                 break;
         }
     }
-    uint64_t cut_ms = mono_ms();
-    if (h->chan && c.have_result)
-        clr_channel_ack(h->chan, h->chan_id);
-    free(src.buf);
-    free(c.frame_buf);
-    if (!c.have_result) {
-        /* Cut before the agent's result (the sandbox died, the backstop fired, the agent broke
-         * the protocol): the record must still add up. Its counts are the output that reached
-         * us and is kept (the agent enforces the caps, so at a cap there may have been more),
-         * and its wall time runs until the cut, not through the diagnosis below. */
-        result->stdout_bytes = result->out.len;
-        result->stderr_bytes = result->err.len;
-        result->stdout_truncated = result->out.len && result->out.len >= opts->limits.stdout_cap;
-        result->stderr_truncated = result->err.len && result->err.len >= opts->limits.stderr_cap;
-        result->wall_us = (cut_ms - h->started_ms) * 1000;
-    }
-    if (c.have_result) {
-        if (c.agent_log_len)
-            clr_log(CLR_LOG_DEBUG, "agent.stderr", "id", info->id, "text", c.agent_log, NULL);
-        return 0;
-    }
-    if (failed && perr.code != CLR_E_NONE && perr.code != CLR_E_UNAVAILABLE) {
-        /* A protocol violation: the agent (or something pretending to be it) cannot be
-         * trusted; the sandbox is killed. */
-        clr_log(CLR_LOG_ERROR, "exec.protocol_error", "id", info->id, "error", perr.message,
+    return false;
+}
+
+/* The result when the agent's did not come: a protocol violation kills the sandbox (the agent,
+ * or something pretending to be it, cannot be trusted); else diagnose() says what happened. */
+static void result_without_agent(clr_exec *h, const struct clr_exec_collect *c, int failed,
+                                 bool timed_out, const clr_error *perr)
+{
+    const clr_sandbox_info *info = clr_sandbox_get_info(h->sb);
+    clr_exec_result *result = c->res;
+    if (failed && perr->code != CLR_E_NONE && perr->code != CLR_E_UNAVAILABLE) {
+        clr_log(CLR_LOG_ERROR, "exec.protocol_error", "id", info->id, "error", perr->message,
                 NULL);
         clr_error kerr = CLR_ERROR_INIT;
-        result->status = CLR_EXEC_SANDBOX_FAILED;
-        result->sandbox_killed = kill_sandbox(h->eng, info, &kerr);
-        if (result->sandbox_killed)
-            snprintf(result->message, sizeof(result->message),
-                     "protocol error from the sandbox's agent (%.300s); the sandbox was killed",
-                     perr.message);
-        else
-            snprintf(result->message, sizeof(result->message),
-                     "protocol error from the sandbox's agent (%.200s); killing the sandbox "
-                     "failed: %.200s",
-                     perr.message, kerr.message);
-        return 0;
+        bool killed = kill_sandbox(h->eng, info, &kerr);
+        clr_exec_result_protocol(result, perr->message, killed, kerr.message);
+        return;
     }
     diagnose(h->eng, h->sb, result, timed_out);
-    if (c.agent_log_len && !timed_out) {
+    if (c->agent_log_len && !timed_out) {
         size_t l = strlen(result->message);
         snprintf(result->message + l, sizeof(result->message) - l, " (agent: %.200s)",
-                 c.agent_log);
+                 c->agent_log);
     }
+}
+
+int clr_exec_wait(clr_exec *h, clr_exec_result *result, clr_error *err)
+{
+    memset(result, 0, sizeof(*result));
+    const clr_exec_options *opts = &h->opts;
+    /* Errors of the stream phase are kept apart: most of them become a result, not a failure. */
+    clr_error perr = CLR_ERROR_INIT;
+    struct clr_exec_collect c = {.res = result, .opts = opts, .err = &perr};
+    _cleanup_free_ uint8_t *frame_buf = malloc(CLR_PROTO_MAX_PAYLOAD);
+    if (!frame_buf)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    c.frame_buf = frame_buf;
+    clr_frame_reader_init(&c.frames, c.frame_buf);
+    _cleanup_free_ uint8_t *stream_buf = h->chan ? NULL : malloc(65536);
+    struct source src = {.buf = stream_buf};
+    clr_demux_init(&src.demux);
+    int failed = 0;
+    bool timed_out = wait_loop(h, &c, &src, &failed, &perr);
+    uint64_t cut_ms = mono_ms();
+    if (c.have_result) {
+        if (h->chan)
+            clr_channel_ack(h->chan, h->chan_id);
+        if (c.agent_log_len)
+            clr_log(CLR_LOG_DEBUG, "agent.stderr", "id", clr_sandbox_get_info(h->sb)->id,
+                    "text", c.agent_log, NULL);
+        return 0;
+    }
+    /* Cut before the agent's result (the sandbox died, the backstop fired, the agent broke the
+     * protocol): the record must still add up, and its wall time runs until the cut, not
+     * through the diagnosis. */
+    clr_exec_result_cut(result, &opts->limits, h->started_ms, cut_ms);
+    result_without_agent(h, &c, failed, timed_out, &perr);
     return 0;
 }
 

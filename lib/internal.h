@@ -27,7 +27,8 @@ int clr_workspace_remove(const char *state_dir, const char *id, clr_error *err);
  * killing the sandbox. */
 uint64_t clr_exec_memory_cap(uint64_t sandbox_memory);
 
-/* The live channel's per-command side (channel.c, used by exec.c). A slot receives the frames of
+/* The live channel's per-command side (channel.c, used by exec.c; channel.c is below exec.c
+ * and never calls it: results are decoded by result.c). A slot receives the frames of
  * one channel id; slot_take returns 1 with a frame (free its payload with
  * clr_channel_frame_free), 0 when the channel ended and nothing is left, -2 on timeout. */
 struct clr_channel_slot;
@@ -50,6 +51,12 @@ void clr_channel_ack(clr_channel *ch, uint32_t id);
  * the protocol, which ends the channel. Free with clr_channel_unref(). */
 clr_channel *clr_channel_new_detached(const clr_channel_hooks *hooks);
 int clr_channel_feed(clr_channel *ch, const uint8_t *data, size_t len);
+/* For tests (tests/unit/test_channel.c): a channel over a connected socket instead of the
+ * engine's attach stream, carrying the same bytes (the engine's multiplexed stream in, raw
+ * frames out). As clr_channel_open, with the same HELLO handshake; fd is the channel's from
+ * here on, also on failure. *out: clr_channel_close(). */
+int clr_channel_open_fd(clr_channel **out, int fd, const char *sandbox_id,
+                        const clr_channel_hooks *hooks, clr_error *err);
 /* The payload of a NET_OPEN frame ("C"|"H", NUL, host, NUL, decimal port): 0, or -1 when it is
  * malformed. */
 int clr_egress_parse_open(const uint8_t *payload, uint32_t len, bool *tunnel, char *host,

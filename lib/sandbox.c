@@ -1,8 +1,9 @@
 /* Sandbox lifecycle: create, open, list, destroy, gc.
  *
- * The container spec is built here and nowhere else, so no caller can leave out a hardening
- * option: the only knobs are the validated limits, the image, and the explicit, logged
- * insecure_runtime override. */
+ * The container spec is built by lib/sandbox_spec.c and nowhere else, so no caller can leave out
+ * a hardening option: the only knobs are the validated limits, the image, and the explicit,
+ * logged insecure_runtime override. This file does the I/O around it: the engine's checks, the
+ * workspace, the container's create and start, and undoing them when a step fails. */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -18,10 +19,9 @@
 
 #include "clr-config.h"
 #include "internal.h"
+#include "clearing/cleanup_json.h"
 #include "clearing/gitws.h"
-
-#define PIDS_BACKSTOP_BASE 256
-#define PIDS_BACKSTOP_PER_PROC 8
+#include "sandbox_spec.h"
 
 struct clr_sandbox {
     clr_sandbox_info info;
@@ -104,37 +104,22 @@ static int check_runtime(clr_engine *eng, const char *runtime, bool insecure, cl
                          "runtime '%s' is not registered with the Docker engine", runtime);
 }
 
-/* The image as the engine has it. Its name goes into the request line of the engine's API, so
- * it may only hold the characters of a Docker image reference: a '?', '#', space or line break
- * from a client would otherwise change the request. An image that declares a VOLUME is refused:
- * Docker would give the container an anonymous volume there, writable host disk under
- * /var/lib/docker that no workspace_size, no cleanup and no audit of ours covers. */
+/* The image as the engine has it (its name was checked by clr_sandbox_spec_check_image). An
+ * image that declares a VOLUME is refused: Docker would give the container an anonymous volume
+ * there, writable host disk under /var/lib/docker that no workspace_size, no cleanup and no
+ * audit of ours covers. */
 static int check_image(clr_engine *eng, const char *image, clr_error *err)
 {
-    for (const char *c = image; *c; c++) {
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-              strchr("._-/:@", *c)))
-            return clr_error_set(err, CLR_E_INVALID, 0,
-                                 "image '%.255s' is not an image reference: only letters, digits "
-                                 "and . _ - / : @ are allowed (e.g. clearing/default:latest)",
-                                 image);
-    }
-    if (image[0] == '/' || strstr(image, ".."))
-        return clr_error_set(err, CLR_E_INVALID, 0, "image '%.255s' is not an image reference",
-                             image);
     char path[320];
     snprintf(path, sizeof(path), "/images/%s/json", image);
-    json_t *resp = NULL;
+    _cleanup_json_ json_t *resp = NULL;
     int st = clr_engine_call(eng, "GET", path, NULL, &resp, err);
-    if (st == 404) {
-        json_decref(resp);
+    if (st == 404)
         return clr_error_set(err, CLR_E_NOT_FOUND, 0,
                              "image %s is not present in the Docker engine: build it with "
                              "images/build.sh (scripts/setup.sh does)",
                              image);
-    }
     if (st != 200) {
-        json_decref(resp);
         if (st > 0)
             clr_error_set(err, CLR_E_ENGINE, 0, "unexpected answer %d inspecting image %s", st,
                           image);
@@ -143,84 +128,23 @@ static int check_image(clr_engine *eng, const char *image, clr_error *err)
     json_t *volumes = json_object_get(json_object_get(resp, "Config"), "Volumes");
     if (json_is_object(volumes) && json_object_size(volumes) > 0) {
         const char *first = json_object_iter_key(json_object_iter(volumes));
-        clr_error_set(err, CLR_E_DENIED, 0,
-                      "image %s declares VOLUME %.200s: Docker would give the sandbox an "
-                      "anonymous volume there, host disk outside every limit; build the image "
-                      "without VOLUME",
-                      image, first ? first : "?");
-        json_decref(resp);
-        return -1;
+        return clr_error_set(err, CLR_E_DENIED, 0,
+                             "image %s declares VOLUME %.200s: Docker would give the sandbox an "
+                             "anonymous volume there, host disk outside every limit; build the "
+                             "image without VOLUME",
+                             image, first ? first : "?");
     }
-    json_decref(resp);
     return 0;
 }
 
-static json_t *string_array(const char *const *v)
+static int check_agent(const char *agent, clr_error *err)
 {
-    json_t *a = json_array();
-    for (; v && *v; v++)
-        json_array_append_new(a, json_string(*v));
-    return a;
-}
-
-static json_t *container_spec(const clr_sandbox_info *info, const char *agent,
-                              const char *workspace, const char *const *env)
-{
-    const clr_limits *l = &info->limits;
-    char tmpfs_opts[128];
-    snprintf(tmpfs_opts, sizeof(tmpfs_opts), "rw,nosuid,nodev,noexec,size=%" PRIu64 ",mode=1777",
-             l->tmp_bytes);
-    /* runsc counts its own threads in the pids cgroup (about 8 per guest process), so the cgroup
-     * limit is only a generous backstop; the real limit is RLIMIT_NPROC, which the agent sets
-     * for every command inside the sandbox. */
-    uint64_t pids_backstop = PIDS_BACKSTOP_BASE + (uint64_t)l->pids * PIDS_BACKSTOP_PER_PROC;
-
-    json_t *host = json_pack(
-        "{s:s, s:s, s:b, s:[s], s:[s,s,s], s:[s], s:I, s:I, s:I, s:I, s:{s:s}, s:{s:s},"
-        " s:{s:s}, s:s, s:b}",
-        "Runtime", info->runtime,
-        "NetworkMode", "none",
-        "ReadonlyRootfs", 1,
-        "CapDrop", "ALL",
-        /* Only what the agent needs to drop to the sandbox user and signal its processes. */
-        "CapAdd", "CAP_SETUID", "CAP_SETGID", "CAP_KILL",
-        "SecurityOpt", "no-new-privileges",
-        "Memory", (json_int_t)l->memory_bytes,
-        "MemorySwap", (json_int_t)l->memory_bytes,
-        "NanoCpus", (json_int_t)l->cpu_millis * 1000000,
-        "PidsLimit", (json_int_t)pids_backstop,
-        "Tmpfs", "/tmp", tmpfs_opts,
-        "RestartPolicy", "Name", "no",
-        "LogConfig", "Type", "none",
-        "IpcMode", "private",
-        "Privileged", 0);
-    json_t *mounts = json_pack("[{s:s, s:s, s:s, s:b}, {s:s, s:s, s:s, s:b}]",
-                               "Type", "bind", "Source", agent, "Target", CLR_AGENT_TARGET,
-                               "ReadOnly", 1,
-                               "Type", "bind", "Source", workspace, "Target", "/workspace",
-                               "ReadOnly", 0);
-    json_object_set_new(host, "Mounts", mounts);
-    json_t *spec = json_pack("{s:s, s:[s], s:[s], s:s, s:s, s:b, s:b, s:b, s:b, s:b, s:b, s:b,"
-                             " s:s, s:i}",
-                             "Image", info->image,
-                             "Entrypoint", CLR_AGENT_TARGET,
-                             "Cmd", "init",
-                             "User", "0:0",
-                             "WorkingDir", "/workspace",
-                             "NetworkDisabled", 1,
-                             /* stdin stays open for the live channel (agent/live.c). */
-                             "OpenStdin", 1,
-                             "StdinOnce", 0,
-                             "AttachStdin", 1,
-                             "AttachStdout", 1,
-                             "AttachStderr", 1,
-                             "Tty", 0,
-                             "StopSignal", "SIGTERM",
-                             "StopTimeout", 1);
-    json_object_set_new(spec, "Env", string_array(env));
-    json_object_set_new(spec, "Labels", clr_sandbox_labels(info));
-    json_object_set_new(spec, "HostConfig", host);
-    return spec;
+    if (agent[0] != '/' || access(agent, X_OK) < 0)
+        return clr_error_set(err, CLR_E_UNAVAILABLE, errno,
+                             "the in-sandbox agent %s is missing or not executable: install "
+                             "clearing (meson install) or set CLEARING_AGENT to its path",
+                             agent);
+    return 0;
 }
 
 static int copy_env(clr_sandbox *sb, const char *const *env, clr_error *err)
@@ -232,9 +156,6 @@ static int copy_env(clr_sandbox *sb, const char *const *env, clr_error *err)
     if (!sb->env)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
-        if (!strchr(env[i], '=') || env[i][0] == '=')
-            return clr_error_set(err, CLR_E_INVALID, 0,
-                                 "environment entry '%s' is not KEY=VALUE", env[i]);
         sb->env[i] = strdup(env[i]);
         if (!sb->env[i])
             return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
@@ -242,151 +163,151 @@ static int copy_env(clr_sandbox *sb, const char *const *env, clr_error *err)
     return 0;
 }
 
-int clr_sandbox_create(clr_sandbox **out, clr_engine *eng, const clr_sandbox_options *opts,
+/* A new sandbox record: its id, the options checked and resolved (clr_sandbox_spec_resolve),
+ * its environment and its workspace's path. Nothing is made yet. *out: clr_sandbox_free(). */
+static int sandbox_new(clr_sandbox **out, const clr_sandbox_options *opts, const char *state_dir,
                        clr_error *err)
 {
-    if (clr_limits_validate(&opts->limits, err) < 0)
-        return -1;
-    const char *image = opts->image && *opts->image ? opts->image : CLR_DEFAULT_IMAGE;
-    if (strlen(image) >= sizeof(((clr_sandbox_info *)0)->image))
-        return clr_error_set(err, CLR_E_INVALID, 0, "image name too long");
-    bool insecure = opts->insecure_runtime && *opts->insecure_runtime;
-    const char *runtime = insecure ? opts->insecure_runtime : "runsc";
-    if (insecure && strcmp(runtime, "runsc") == 0)
-        insecure = false;
-    if (insecure && strcmp(runtime, "runc") != 0)
-        return clr_error_set(err, CLR_E_INVALID, 0,
-                             "insecure runtime '%s' is not supported: the only alternative to "
-                             "runsc is runc", runtime);
-    if (check_runtime(eng, runtime, insecure, err) < 0 || check_image(eng, image, err) < 0)
-        return -1;
-    const char *agent = agent_path(opts->agent_path);
-    if (agent[0] != '/' || access(agent, X_OK) < 0)
-        return clr_error_set(err, CLR_E_UNAVAILABLE, errno,
-                             "the in-sandbox agent %s is missing or not executable: install "
-                             "clearing (meson install) or set CLEARING_AGENT to its path",
-                             agent);
-
-    _cleanup_free_ clr_sandbox *sb = calloc(1, sizeof(*sb));
+    _cleanup_sandbox_ clr_sandbox *sb = calloc(1, sizeof(*sb));
     if (!sb)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    if (copy_env(sb, opts->env, err) < 0) {
-        clr_sandbox_free(steal_pointer(&sb));
+    char id[CLR_SANDBOX_ID_MAX + 1];
+    if (new_id(id, sizeof(id), err) < 0 ||
+        clr_sandbox_spec_resolve(&sb->info, opts, id, time(NULL), err) < 0 ||
+        copy_env(sb, opts->env, err) < 0)
         return -1;
-    }
+    clr_workspace_path(sb->workspace, sizeof(sb->workspace), state_dir, id);
+    *out = steal_pointer(&sb);
+    return 0;
+}
+
+/* The sandbox's branch of opts->repo_path, its files in the (new, empty) workspace. */
+static int prepare_repo(clr_sandbox *sb, const clr_sandbox_options *opts, clr_error *err)
+{
     clr_sandbox_info *info = &sb->info;
-    if (new_id(info->id, sizeof(info->id), err) < 0) {
-        clr_sandbox_free(steal_pointer(&sb));
+    clr_git_prepare_options go = CLR_GIT_PREPARE_OPTIONS_INIT;
+    clr_git_workspace gw;
+    char real[4096];
+    if (opts->repo_id) {
+        /* Admitted: already canonical, and open_repo checks it still leads there. */
+        snprintf(real, sizeof(real), "%s", opts->repo_path);
+    } else if (!realpath(opts->repo_path, real)) {
+        int e = errno;
+        return clr_error_set(err, CLR_E_NOT_FOUND, e, "repository %s: %s", opts->repo_path,
+                             strerror(e));
+    }
+    if (strlen(real) >= sizeof(info->repo))
+        return clr_error_set(err, CLR_E_INVALID, 0, "repository path too long");
+    go.repo_path = real;
+    go.expect_id = opts->repo_id;
+    go.base_ref = opts->base_ref;
+    go.branch = opts->branch;
+    go.sandbox_id = info->id;
+    go.reuse_branch = opts->reuse_branch;
+    go.protect_ref = opts->protect_ref;
+    go.workspace_dir = sb->workspace;
+    go.uid = CLR_SANDBOX_UID;
+    go.gid = CLR_SANDBOX_GID;
+    if (clr_git_prepare(&gw, &go, err) < 0)
+        return -1;
+    memcpy(info->repo, real, strlen(real) + 1); /* length checked above */
+    snprintf(info->branch, sizeof(info->branch), "%s", gw.branch);
+    snprintf(info->base_commit, sizeof(info->base_commit), "%s", gw.base_commit);
+    info->repo_id = gw.repo_id;
+    return 0;
+}
+
+/* The workspace, with the repository's files or a copy of workspace_from in it. Nothing is left
+ * behind on failure. */
+static int make_workspace(clr_sandbox *sb, const clr_sandbox_options *opts, const char *state_dir,
+                          clr_error *err)
+{
+    const char *id = sb->info.id;
+    if (clr_workspace_create(state_dir, id, &sb->info.limits, opts->workspace_from, err) < 0)
+        return -1;
+    /* The branch and the files first: a sandbox never starts on a half-made workspace. */
+    if (opts->repo_path && prepare_repo(sb, opts, err) < 0) {
+        clr_workspace_remove(state_dir, id, NULL);
         return -1;
     }
-    snprintf(info->image, sizeof(info->image), "%s", image);
-    snprintf(info->runtime, sizeof(info->runtime), "%s", runtime);
-    info->insecure = insecure;
-    info->limits = opts->limits;
-    info->created_at = time(NULL);
-    info->expires_at = info->created_at + opts->limits.lifetime_s;
-    info->max_expires_at = info->created_at + (opts->max_lifetime_s > opts->limits.lifetime_s
-                                                   ? opts->max_lifetime_s
-                                                   : opts->limits.lifetime_s);
-    snprintf(info->owner, sizeof(info->owner), "%s",
-             opts->owner && *opts->owner ? opts->owner : "cli");
-    snprintf(info->tenant, sizeof(info->tenant), "%s",
-             opts->tenant && *opts->tenant ? opts->tenant : CLR_TENANT_DEFAULT);
-    const char *state_dir = clr_state_dir(opts->state_dir);
-    clr_workspace_path(sb->workspace, sizeof(sb->workspace), state_dir, info->id);
+    return 0;
+}
 
-    if (insecure)
-        clr_log(CLR_LOG_WARN, "sandbox.insecure_runtime", "id", info->id, "runtime", runtime,
-                "detail", "isolation weakened by operator setting: not running under gVisor",
-                NULL);
-
-    if (opts->repo_path && opts->workspace_from) {
-        clr_sandbox_free(steal_pointer(&sb));
-        return clr_error_set(err, CLR_E_INVALID, 0,
-                             "give a repository or a directory to copy, not both");
-    }
-    if (clr_workspace_create(state_dir, info->id, &info->limits, opts->workspace_from, err) < 0) {
-        clr_sandbox_free(steal_pointer(&sb));
-        return -1;
-    }
-    if (opts->repo_path) {
-        /* The branch and the files first: a sandbox never starts on a half-made workspace. */
-        clr_git_prepare_options go = CLR_GIT_PREPARE_OPTIONS_INIT;
-        clr_git_workspace gw;
-        char real[4096];
-        if (opts->repo_id) {
-            /* Admitted: already canonical, and open_repo checks it still leads there. */
-            snprintf(real, sizeof(real), "%s", opts->repo_path);
-        } else if (!realpath(opts->repo_path, real)) {
-            int e = errno;
-            clr_workspace_remove(state_dir, info->id, NULL);
-            clr_sandbox_free(steal_pointer(&sb));
-            return clr_error_set(err, CLR_E_NOT_FOUND, e, "repository %s: %s", opts->repo_path,
-                                 strerror(e));
-        }
-        go.repo_path = real;
-        go.expect_id = opts->repo_id;
-        go.base_ref = opts->base_ref;
-        go.branch = opts->branch;
-        go.sandbox_id = info->id;
-        go.reuse_branch = opts->reuse_branch;
-        go.protect_ref = opts->protect_ref;
-        go.workspace_dir = sb->workspace;
-        go.uid = CLR_SANDBOX_UID;
-        go.gid = CLR_SANDBOX_GID;
-        if (strlen(real) >= sizeof(info->repo) || clr_git_prepare(&gw, &go, err) < 0) {
-            if (strlen(real) >= sizeof(info->repo))
-                clr_error_set(err, CLR_E_INVALID, 0, "repository path too long");
-            clr_workspace_remove(state_dir, info->id, NULL);
-            clr_sandbox_free(steal_pointer(&sb));
-            return -1;
-        }
-        memcpy(info->repo, real, strlen(real) + 1); /* length checked above */
-        snprintf(info->branch, sizeof(info->branch), "%s", gw.branch);
-        snprintf(info->base_commit, sizeof(info->base_commit), "%s", gw.base_commit);
-        info->repo_id = gw.repo_id;
-    }
-
+/* POST /containers/create with the spec (clr_sandbox_spec_build); sets the container id. */
+static int create_container(clr_engine *eng, clr_sandbox *sb, const char *agent,
+                            const char *const *env, clr_error *err)
+{
+    clr_sandbox_info *info = &sb->info;
     char path[256];
     snprintf(path, sizeof(path), "/containers/create?name=" CLR_CONTAINER_PREFIX "%s", info->id);
-    json_t *spec = container_spec(info, agent, sb->workspace, opts->env);
-    json_t *resp = NULL;
+    _cleanup_json_ json_t *spec = clr_sandbox_spec_build(info, agent, sb->workspace, env);
+    if (!spec)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    _cleanup_json_ json_t *resp = NULL;
     int st = clr_engine_call(eng, "POST", path, spec, &resp, err);
-    json_decref(spec);
     if (st != 201) {
-        json_decref(resp);
         if (st == 404)
             clr_error_set(err, CLR_E_NOT_FOUND, 0,
                           "image %s is not present in the Docker engine: build it with "
                           "images/build.sh (scripts/setup.sh does)",
-                          image);
+                          info->image);
         else if (st > 0 && st < 400)
             clr_error_set(err, CLR_E_ENGINE, 0, "unexpected answer %d creating container", st);
-        clr_workspace_remove(state_dir, info->id, NULL);
-        clr_sandbox_free(steal_pointer(&sb));
         return -1;
     }
     const char *cid = json_string_value(json_object_get(resp, "Id"));
     snprintf(info->container_id, sizeof(info->container_id), "%s", cid ? cid : "");
-    json_decref(resp);
+    return 0;
+}
 
+/* Starts the created container; when the engine does not, the sandbox is destroyed. */
+static int start_container(clr_engine *eng, clr_sandbox *sb, const char *state_dir,
+                           clr_error *err)
+{
+    clr_sandbox_info *info = &sb->info;
+    char path[256];
     snprintf(path, sizeof(path), "/containers/%s/start", info->container_id);
-    st = clr_engine_call(eng, "POST", path, NULL, NULL, err);
+    int st = clr_engine_call(eng, "POST", path, NULL, NULL, err);
     if (st != 204 && st != 304) {
         clr_error local = CLR_ERROR_INIT;
         if (st > 0 && st < 400)
             clr_error_set(err, CLR_E_ENGINE, 0, "unexpected answer %d starting container", st);
         clr_error_prefix(err, "starting sandbox %s", info->id);
         clr_sandbox_destroy(eng, info->id, "failed-start", state_dir, &local);
-        clr_sandbox_free(steal_pointer(&sb));
         return -1;
     }
     snprintf(info->state, sizeof(info->state), "running");
-    char created[32], expires[32];
-    snprintf(created, sizeof(created), "%" PRId64, info->created_at);
+    return 0;
+}
+
+int clr_sandbox_create(clr_sandbox **out, clr_engine *eng, const clr_sandbox_options *opts,
+                       clr_error *err)
+{
+    const char *state_dir = clr_state_dir(opts->state_dir);
+    _cleanup_sandbox_ clr_sandbox *sb = NULL;
+    if (sandbox_new(&sb, opts, state_dir, err) < 0)
+        return -1;
+    const clr_sandbox_info *info = &sb->info;
+    const char *agent = agent_path(opts->agent_path);
+    if (check_runtime(eng, info->runtime, info->insecure, err) < 0 ||
+        check_image(eng, info->image, err) < 0 || check_agent(agent, err) < 0)
+        return -1;
+    if (info->insecure)
+        clr_log(CLR_LOG_WARN, "sandbox.insecure_runtime", "id", info->id, "runtime",
+                info->runtime, "detail",
+                "isolation weakened by operator setting: not running under gVisor", NULL);
+    if (make_workspace(sb, opts, state_dir, err) < 0)
+        return -1;
+    if (create_container(eng, sb, agent, opts->env, err) < 0) {
+        clr_workspace_remove(state_dir, info->id, NULL);
+        return -1;
+    }
+    if (start_container(eng, sb, state_dir, err) < 0)
+        return -1;
+    char expires[32];
     snprintf(expires, sizeof(expires), "%" PRId64, info->expires_at);
-    clr_log(CLR_LOG_INFO, "sandbox.created", "id", info->id, "runtime", runtime, "image", image,
-            "expires_at", expires, NULL);
+    clr_log(CLR_LOG_INFO, "sandbox.created", "id", info->id, "runtime", info->runtime, "image",
+            info->image, "expires_at", expires, NULL);
     *out = steal_pointer(&sb);
     return 0;
 }
@@ -414,31 +335,22 @@ int clr_sandbox_open_at(clr_sandbox **out, clr_engine *eng, const char *id, cons
     if (!clr_sandbox_id_valid(id))
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "'%s' is not a sandbox id (expected sb- and 16 hex digits)", id);
-    json_t *j = NULL;
-    if (inspect(eng, id, &j, err) < 0) {
-        json_decref(j);
+    _cleanup_json_ json_t *j = NULL;
+    if (inspect(eng, id, &j, err) < 0)
         return -1;
-    }
-    _cleanup_free_ clr_sandbox *sb = calloc(1, sizeof(*sb));
-    if (!sb) {
-        json_decref(j);
+    _cleanup_sandbox_ clr_sandbox *sb = calloc(1, sizeof(*sb));
+    if (!sb)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    }
     json_t *labels = json_object_get(json_object_get(j, "Config"), "Labels");
-    if (clr_sandbox_info_from_labels(&sb->info, labels, err) < 0) {
-        json_decref(j);
+    if (clr_sandbox_info_from_labels(&sb->info, labels, err) < 0)
         return clr_error_prefix(err, "container of sandbox %s has bad labels", id);
-    }
-    if (strcmp(sb->info.id, id) != 0) {
-        json_decref(j);
+    if (strcmp(sb->info.id, id) != 0)
         return clr_error_set(err, CLR_E_CONFLICT, 0, "container name and labels disagree on %s",
                              id);
-    }
     const char *cid = json_string_value(json_object_get(j, "Id"));
     const char *state = json_string_value(json_object_get(json_object_get(j, "State"), "Status"));
     snprintf(sb->info.container_id, sizeof(sb->info.container_id), "%s", cid ? cid : "");
     snprintf(sb->info.state, sizeof(sb->info.state), "%s", state ? state : "unknown");
-    json_decref(j);
     sb->env = calloc(1, sizeof(char *));
     if (!sb->env)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
@@ -457,7 +369,7 @@ int clr_sandbox_destroy(clr_engine *eng, const char *id, const char *reason,
     int st = 0;
     /* runsc cannot kill a paused sandbox (the engine waits 10 s, then reports a "zombie"):
      * thaw it first. */
-    json_t *j = NULL;
+    _cleanup_json_ json_t *j = NULL;
     clr_error ierr = CLR_ERROR_INIT;
     snprintf(path, sizeof(path), "/containers/" CLR_CONTAINER_PREFIX "%s/json", id);
     if (clr_engine_call(eng, "GET", path, NULL, &j, &ierr) == 200 &&
@@ -465,7 +377,6 @@ int clr_sandbox_destroy(clr_engine *eng, const char *id, const char *reason,
         snprintf(path, sizeof(path), "/containers/" CLR_CONTAINER_PREFIX "%s/unpause", id);
         clr_engine_call(eng, "POST", path, NULL, NULL, &ierr);
     }
-    json_decref(j);
     /* force=1 kills with SIGKILL and removes in one call: no grace period to wait out. */
     snprintf(path, sizeof(path), "/containers/" CLR_CONTAINER_PREFIX "%s?force=1&v=1", id);
     st = clr_engine_call(eng, "DELETE", path, NULL, NULL, err);
@@ -505,19 +416,15 @@ int clr_sandbox_list(clr_sandbox_info **out, size_t *count, clr_engine *eng, clr
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     char path[512];
     snprintf(path, sizeof(path), "/containers/json?all=1&filters=%s", filter);
-    json_t *j = NULL;
+    _cleanup_json_ json_t *j = NULL;
     int st = clr_engine_call(eng, "GET", path, NULL, &j, err);
-    if (st != 200 || !json_is_array(j)) {
-        json_decref(j);
+    if (st != 200 || !json_is_array(j))
         return st == 200 ? clr_error_set(err, CLR_E_ENGINE, 0, "container list is not an array")
                          : -1;
-    }
     size_t n = json_array_size(j);
     clr_sandbox_info *v = calloc(n ? n : 1, sizeof(*v));
-    if (!v) {
-        json_decref(j);
+    if (!v)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    }
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *c = json_array_get(j, i);
@@ -535,7 +442,6 @@ int clr_sandbox_list(clr_sandbox_info **out, size_t *count, clr_engine *eng, clr
         snprintf(info->container_id, sizeof(info->container_id), "%s", cid ? cid : "");
         m++;
     }
-    json_decref(j);
     *out = v;
     *count = m;
     return 0;
@@ -559,34 +465,33 @@ int clr_sandbox_gc(clr_gc_report *report, clr_engine *eng, const char *state_dir
     return clr_sandbox_gc_recorded(report, eng, state_dir, now, NULL, NULL, err);
 }
 
-int clr_sandbox_gc_recorded(clr_gc_report *report, clr_engine *eng, const char *state_dir,
-                            int64_t now, clr_gc_record_fn record, void *ctx, clr_error *err)
+/* Why gc removes a sandbox of the list ("expired", "orphan"), or NULL when it stays. */
+static const char *gc_reason(const clr_sandbox_info *s, int64_t now)
 {
-    memset(report, 0, sizeof(*report));
-    if (now == 0)
-        now = time(NULL);
-    state_dir = clr_state_dir(state_dir);
-    clr_sandbox_info *list = NULL;
-    size_t n = 0;
-    if (clr_sandbox_list(&list, &n, eng, err) < 0)
-        return -1;
+    if (strcmp(s->state, "broken") == 0)
+        return "orphan";
+    if (strcmp(s->state, "running") != 0 && s->created_at + GC_START_GRACE_S <= now)
+        return "orphan";
+    if (strcmp(s->state, "running") == 0 && s->max_expires_at <= now)
+        return "expired";
+    return NULL;
+}
+
+/* Removes the containers of list that gc_reason names; a removed one's id is cleared (its
+ * workspace went with it). -1 when record refused a record: that one and the rest are kept. */
+static int gc_containers(clr_gc_report *report, clr_engine *eng, const char *state_dir,
+                         int64_t now, clr_sandbox_info *list, size_t n, clr_gc_record_fn record,
+                         void *ctx, clr_error *err)
+{
     for (size_t i = 0; i < n; i++) {
         clr_sandbox_info *s = &list[i];
-        const char *why = NULL;
-        if (strcmp(s->state, "broken") == 0)
-            why = "orphan";
-        else if (strcmp(s->state, "running") != 0 && s->created_at + GC_START_GRACE_S <= now)
-            why = "orphan";
-        else if (strcmp(s->state, "running") == 0 && s->max_expires_at <= now)
-            why = "expired";
+        const char *why = gc_reason(s, now);
         if (!why)
             continue;
         /* No record, no removal: the rest is kept too (the log will not take their records
          * either), for a later gc. */
-        if (record && record(ctx, s, why, err) < 0) {
-            free(list);
+        if (record && record(ctx, s, why, err) < 0)
             return -1;
-        }
         clr_error lerr = CLR_ERROR_INIT;
         int rc = s->id[0] ? clr_sandbox_destroy(eng, s->id, why, state_dir, &lerr)
                           : remove_container(eng, s->container_id, &lerr);
@@ -602,38 +507,56 @@ int clr_sandbox_gc_recorded(clr_gc_report *report, clr_engine *eng, const char *
             report->broken++;
         s->id[0] = '\0'; /* gone: its workspace is not an orphan below, it was removed */
     }
+    return 0;
+}
 
-    /* Workspaces whose sandbox no longer has a container. */
+/* Removes the workspaces whose sandbox has no container in list (but young ones). */
+static void gc_workspaces(clr_gc_report *report, const char *state_dir, int64_t now,
+                          const clr_sandbox_info *list, size_t n)
+{
     char wsdir[4096];
     snprintf(wsdir, sizeof(wsdir), "%s/workspaces", state_dir);
-    DIR *d = opendir(wsdir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (!clr_sandbox_id_valid(e->d_name))
-                continue;
-            bool live = false;
-            for (size_t i = 0; i < n && !live; i++)
-                live = strcmp(list[i].id, e->d_name) == 0;
-            if (live)
-                continue;
-            /* A create in progress makes its workspace before its container: skip young ones. */
-            struct stat st;
-            if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-                st.st_mtime + GC_START_GRACE_S > now)
-                continue;
-            clr_error lerr = CLR_ERROR_INIT;
-            if (clr_workspace_remove(state_dir, e->d_name, &lerr) == 0) {
-                report->workspaces++;
-                clr_log(CLR_LOG_INFO, "gc.workspace_removed", "id", e->d_name, NULL);
-            } else {
-                report->failed++;
-                clr_log(CLR_LOG_WARN, "gc.remove_failed", "workspace", e->d_name, "error",
-                        lerr.message, NULL);
-            }
+    _cleanup_closedir_ DIR *d = opendir(wsdir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!clr_sandbox_id_valid(e->d_name))
+            continue;
+        bool live = false;
+        for (size_t i = 0; i < n && !live; i++)
+            live = strcmp(list[i].id, e->d_name) == 0;
+        if (live)
+            continue;
+        /* A create in progress makes its workspace before its container: skip young ones. */
+        struct stat st;
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            st.st_mtime + GC_START_GRACE_S > now)
+            continue;
+        clr_error lerr = CLR_ERROR_INIT;
+        if (clr_workspace_remove(state_dir, e->d_name, &lerr) == 0) {
+            report->workspaces++;
+            clr_log(CLR_LOG_INFO, "gc.workspace_removed", "id", e->d_name, NULL);
+        } else {
+            report->failed++;
+            clr_log(CLR_LOG_WARN, "gc.remove_failed", "workspace", e->d_name, "error",
+                    lerr.message, NULL);
         }
-        closedir(d);
     }
-    free(list);
+}
+
+int clr_sandbox_gc_recorded(clr_gc_report *report, clr_engine *eng, const char *state_dir,
+                            int64_t now, clr_gc_record_fn record, void *ctx, clr_error *err)
+{
+    memset(report, 0, sizeof(*report));
+    if (now == 0)
+        now = time(NULL);
+    state_dir = clr_state_dir(state_dir);
+    _cleanup_free_ clr_sandbox_info *list = NULL;
+    size_t n = 0;
+    if (clr_sandbox_list(&list, &n, eng, err) < 0 ||
+        gc_containers(report, eng, state_dir, now, list, n, record, ctx, err) < 0)
+        return -1;
+    gc_workspaces(report, state_dir, now, list, n);
     return 0;
 }

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include "audit.h"
+#include "cleanup.h"
 #include "common.h"
 #include "exec.h"
 
@@ -44,6 +45,9 @@ CLR_PUBLIC int clr_egress_policy_parse(clr_egress_policy **out, json_t *j, clr_e
 /* The policy as JSON, as parse takes it. */
 CLR_PUBLIC json_t *clr_egress_policy_to_json(const clr_egress_policy *p);
 CLR_PUBLIC void clr_egress_policy_free(clr_egress_policy *p);
+/* A scope-owned policy (clr_egress_policy_free on every return path). */
+CLR_DEFINE_CLEANUP(clr_egress_policy *, clr_egress_policy_free)
+#define _cleanup_egress_policy_ __attribute__((cleanup(clr_egress_policy_freep)))
 /* Whether every rule of `tighter` is allowed by `p` and no limit is looser: a live sandbox's
  * policy may only shrink. */
 CLR_PUBLIC bool clr_egress_policy_within(const clr_egress_policy *tighter,

@@ -10,6 +10,7 @@
 
 #include <time.h>
 
+#include "cleanup.h"
 #include "common.h"
 #include "engine.h"
 #include "gitws.h"
@@ -103,6 +104,10 @@ CLR_PUBLIC const clr_sandbox_info *clr_sandbox_get_info(const clr_sandbox *sb);
 CLR_PUBLIC const char *clr_sandbox_workspace(const clr_sandbox *sb);
 CLR_PUBLIC const char *const *clr_sandbox_env(const clr_sandbox *sb);
 CLR_PUBLIC void clr_sandbox_free(clr_sandbox *sb);
+/* A scope-owned handle: `_cleanup_sandbox_ clr_sandbox *sb = NULL;` is freed on every return
+ * path (clr_sandbox_free); steal_pointer (&sb) hands it on. */
+CLR_DEFINE_CLEANUP(clr_sandbox *, clr_sandbox_free)
+#define _cleanup_sandbox_ __attribute__((cleanup(clr_sandbox_freep)))
 
 /* Kills and removes the sandbox's container (no grace period) and its workspace. Idempotent:
  * destroying a sandbox that is already gone succeeds. reason is logged ("client", "expired",

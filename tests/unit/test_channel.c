@@ -1,0 +1,478 @@
+/* The live channel without an engine (lib/channel.c): a socketpair stands for the sandbox's
+ * attach stream, and the test is the agent at its other end (it writes the engine's
+ * multiplexed stream of agent frames, and reads the raw frames the host sends). Checked: the
+ * HELLO/CHANNELS handshake, frames routed to the slot of their command and kept in order,
+ * results replayed to nobody waiting (on_result, then ACK), egress frames without an egress,
+ * what an agent may not send, and how a channel ends. Every wait is for a condition with a
+ * generous deadline; nothing depends on timing. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "internal.h"
+#include "proto.h"
+
+#define WAIT_MS 30000
+
+/* ---- the agent's end ---- */
+
+/* One agent frame as the engine delivers it: on stdout (stream 1), in one multiplexed chunk. */
+static void agent_send(int fd, uint32_t channel, uint8_t type, const void *payload, size_t len)
+{
+    size_t n = 8 + CLR_PROTO_HEADER_SIZE + len;
+    uint8_t *b = malloc(n);
+    assert_non_null(b);
+    b[0] = 1;
+    b[1] = b[2] = b[3] = 0;
+    clr_be32_write(b + 4, (uint32_t)(CLR_PROTO_HEADER_SIZE + len));
+    clr_frame_header(b + 8, channel, type, (uint32_t)len);
+    if (len)
+        memcpy(b + 8 + CLR_PROTO_HEADER_SIZE, payload, len);
+    assert_int_equal(write(fd, b, n), (ssize_t)n);
+    free(b);
+}
+
+static void read_full(int fd, uint8_t *buf, size_t len)
+{
+    while (len > 0) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, WAIT_MS) != 1)
+            fail_msg("nothing from the host within %d ms", WAIT_MS);
+        ssize_t n = read(fd, buf, len);
+        if (n <= 0)
+            fail_msg("the host's side ended (%zd)", n);
+        buf += n;
+        len -= (size_t)n;
+    }
+}
+
+/* The next frame the host sent: raw (the engine passes stdin through). Returns the payload
+ * (free()), its length in *len. */
+static uint8_t *agent_recv(int fd, uint32_t *channel, uint8_t *type, uint32_t *len)
+{
+    uint8_t h[CLR_PROTO_HEADER_SIZE];
+    read_full(fd, h, sizeof(h));
+    /* u32 length | u32 channel | u8 type | 3 reserved bytes (lib/proto.h) */
+    *len = clr_be32_read(h);
+    *channel = clr_be32_read(h + 4);
+    *type = h[8];
+    uint8_t *p = malloc(*len + 1);
+    assert_non_null(p);
+    read_full(fd, p, *len);
+    p[*len] = '\0';
+    return p;
+}
+
+static void expect_frame(int fd, uint32_t channel, uint8_t type)
+{
+    uint32_t c, len;
+    uint8_t t;
+    free(agent_recv(fd, &c, &t, &len));
+    assert_int_equal(t, type);
+    assert_int_equal(c, channel);
+}
+
+/* ---- hooks ---- */
+
+struct seen {
+    pthread_mutex_t lock;
+    uint32_t ids[8];
+    size_t nids;
+    int channels_calls;
+    uint32_t result_ids[8];
+    int exit_codes[8];
+    char outs[8][32];
+    size_t nresults;
+    int refuse_id; /* on_result refuses this id (no ACK) */
+    uint8_t net_type;
+    uint32_t net_id;
+    char net_payload[64];
+    int net_calls;
+};
+
+static int on_result(void *ctx, clr_channel *ch, uint32_t id, const clr_exec_result *r)
+{
+    (void)ch;
+    struct seen *s = ctx;
+    if ((int)id == s->refuse_id)
+        return -1;
+    pthread_mutex_lock(&s->lock);
+    if (s->nresults < 8) {
+        s->result_ids[s->nresults] = id;
+        s->exit_codes[s->nresults] = r->exit_code;
+        snprintf(s->outs[s->nresults], sizeof(s->outs[0]), "%.*s", (int)r->out.len,
+                 r->out.data ? (const char *)r->out.data : "");
+        s->nresults++;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+static void on_channels(void *ctx, clr_channel *ch, const uint32_t *ids, size_t n)
+{
+    (void)ch;
+    struct seen *s = ctx;
+    pthread_mutex_lock(&s->lock);
+    s->channels_calls++;
+    for (size_t i = 0; i < n && i < 8; i++)
+        s->ids[i] = ids[i];
+    s->nids = n;
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void on_net(void *ctx, clr_channel *ch, uint8_t type, uint32_t id, const uint8_t *payload,
+                   uint32_t len)
+{
+    (void)ch;
+    struct seen *s = ctx;
+    pthread_mutex_lock(&s->lock);
+    s->net_type = type;
+    s->net_id = id;
+    snprintf(s->net_payload, sizeof(s->net_payload), "%.*s", (int)len, (const char *)payload);
+    s->net_calls++;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- fixture: an open channel and the agent's end ---- */
+
+struct fixture {
+    clr_channel *ch;
+    int agent;
+    struct seen seen;
+};
+
+static struct fixture *open_with(const clr_channel_hooks *hooks_in, bool with_net)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    pthread_mutex_init(&f->seen.lock, NULL);
+    f->seen.refuse_id = -1;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    f->agent = sv[1];
+    /* The agent's answer to HELLO may already wait in the stream: the channel needs CHANNELS,
+     * whenever it comes. It knows commands 5 and 7 from before. */
+    uint8_t ids[8];
+    clr_be32_write(ids, 5);
+    clr_be32_write(ids + 4, 7);
+    agent_send(f->agent, 0, CLR_FRAME_CHANNELS, ids, sizeof(ids));
+    clr_channel_hooks hooks = {.ctx = &f->seen, .on_result = on_result,
+                               .on_channels = on_channels, .on_net = with_net ? on_net : NULL};
+    if (hooks_in)
+        hooks = *hooks_in;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_channel_open_fd(&f->ch, sv[0], "sb-00000000000000aa", &hooks, &err) < 0)
+        fail_msg("open: %s", err.message);
+    expect_frame(f->agent, 0, CLR_FRAME_HELLO);
+    return f;
+}
+
+static void close_fixture(struct fixture *f)
+{
+    close(f->agent); /* the stream ends: the reader ends */
+    clr_channel_close(f->ch);
+    pthread_mutex_destroy(&f->seen.lock);
+    free(f);
+}
+
+/* ---- tests ---- */
+
+static void test_hello_and_channels(void **state)
+{
+    (void)state;
+    struct fixture *f = open_with(NULL, false);
+    assert_true(clr_channel_alive(f->ch));
+    /* on_channels ran before the open returned */
+    assert_int_equal(f->seen.channels_calls, 1);
+    assert_int_equal(f->seen.nids, 2);
+    assert_int_equal(f->seen.ids[0], 5);
+    assert_int_equal(f->seen.ids[1], 7);
+    close_fixture(f);
+}
+
+static void test_no_answer_is_no_channel(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    /* an agent that does not serve the channel: its stream ends without CHANNELS */
+    clr_channel *ch = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    shutdown(sv[1], SHUT_WR);
+    assert_int_equal(clr_channel_open_fd(&ch, sv[0], "sb-00000000000000bb", NULL, &err), -1);
+    assert_int_equal(err.code, CLR_E_UNAVAILABLE);
+    assert_non_null(strstr(err.message, "sb-00000000000000bb does not serve a live channel"));
+    assert_null(ch);
+    expect_frame(sv[1], 0, CLR_FRAME_HELLO); /* it was asked */
+    close(sv[1]);
+}
+
+static void test_frames_routed_to_their_slot_in_order(void **state)
+{
+    (void)state;
+    struct fixture *f = open_with(NULL, false);
+    clr_error err = CLR_ERROR_INIT;
+    struct clr_channel_slot *a = clr_channel_slot_new(f->ch, 42, &err);
+    struct clr_channel_slot *b = clr_channel_slot_new(f->ch, 43, &err);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(clr_channel_slot_id(a), 42);
+    assert_int_equal(clr_channel_slot_id(b), 43);
+    agent_send(f->agent, 42, CLR_FRAME_STDOUT, "one", 3);
+    agent_send(f->agent, 43, CLR_FRAME_STDERR, "other", 5);
+    agent_send(f->agent, 42, CLR_FRAME_STDOUT, "two", 3);
+    struct clr_tlv_builder *res = malloc(sizeof(*res));
+    assert_non_null(res);
+    clr_tlv_init(res);
+    clr_tlv_put_u64(res, CLR_RES_STATUS, CLR_WIRE_EXITED);
+    agent_send(f->agent, 42, CLR_FRAME_RESULT, res->buf, res->len);
+    static const struct {
+        uint8_t type;
+        const char *data;
+    } want_a[] = {{CLR_FRAME_STDOUT, "one"}, {CLR_FRAME_STDOUT, "two"}, {CLR_FRAME_RESULT, NULL}};
+    for (size_t i = 0; i < 3; i++) {
+        uint8_t type = 0, *payload = NULL;
+        uint32_t len = 0;
+        bool protocol = true;
+        assert_int_equal(
+            clr_channel_slot_take(f->ch, a, WAIT_MS, &type, &payload, &len, &protocol), 1);
+        assert_false(protocol);
+        assert_int_equal(type, want_a[i].type);
+        if (want_a[i].data) {
+            assert_int_equal(len, strlen(want_a[i].data));
+            assert_memory_equal(payload, want_a[i].data, len);
+        } else {
+            assert_int_equal(len, res->len);
+            assert_memory_equal(payload, res->buf, len);
+        }
+        clr_channel_frame_free(payload);
+    }
+    uint8_t type = 0, *payload = NULL;
+    uint32_t len = 0;
+    bool protocol = false;
+    assert_int_equal(clr_channel_slot_take(f->ch, b, WAIT_MS, &type, &payload, &len, &protocol),
+                     1);
+    assert_int_equal(type, CLR_FRAME_STDERR);
+    assert_memory_equal(payload, "other", 5);
+    clr_channel_frame_free(payload);
+    /* nothing more for a: a short wait ends empty-handed, the channel still alive */
+    assert_int_equal(clr_channel_slot_take(f->ch, a, 1, &type, &payload, &len, &protocol), -2);
+    assert_true(clr_channel_alive(f->ch));
+    /* the id of a command waited for is taken; 0 asks for a fresh one */
+    assert_null(clr_channel_slot_new(f->ch, 42, &err));
+    assert_int_equal(err.code, CLR_E_CONFLICT);
+    clr_error err2 = CLR_ERROR_INIT;
+    struct clr_channel_slot *c = clr_channel_slot_new(f->ch, 0, &err2);
+    assert_non_null(c);
+    assert_true(clr_channel_slot_id(c) != 0);
+    assert_true(clr_channel_slot_id(c) != 42 && clr_channel_slot_id(c) != 43);
+    clr_channel_slot_free(f->ch, a);
+    clr_channel_slot_free(f->ch, b);
+    clr_channel_slot_free(f->ch, c);
+    free(res);
+    close_fixture(f);
+}
+
+static void test_send_frames_whole(void **state)
+{
+    (void)state;
+    struct fixture *f = open_with(NULL, false);
+    clr_error err = CLR_ERROR_INIT;
+    size_t big = 10000; /* over the stack buffer: the other path */
+    uint8_t *data = malloc(big);
+    assert_non_null(data);
+    for (size_t i = 0; i < big; i++)
+        data[i] = (uint8_t)(i * 7);
+    assert_int_equal(clr_channel_send(f->ch, 9, CLR_FRAME_STDIN, data, big, &err), 0);
+    assert_int_equal(clr_channel_send(f->ch, 9, CLR_FRAME_STDIN_EOF, NULL, 0, &err), 0);
+    clr_channel_ack(f->ch, 9);
+    uint32_t c, len;
+    uint8_t t;
+    uint8_t *p = agent_recv(f->agent, &c, &t, &len);
+    assert_int_equal(c, 9);
+    assert_int_equal(t, CLR_FRAME_STDIN);
+    assert_int_equal(len, big);
+    assert_memory_equal(p, data, big);
+    free(p);
+    expect_frame(f->agent, 9, CLR_FRAME_STDIN_EOF);
+    expect_frame(f->agent, 9, CLR_FRAME_ACK);
+    /* too large for one frame: refused, nothing sent */
+    uint8_t *huge = calloc(1, CLR_PROTO_MAX_PAYLOAD + 1);
+    assert_non_null(huge);
+    assert_int_equal(
+        clr_channel_send(f->ch, 9, CLR_FRAME_STDIN, huge, CLR_PROTO_MAX_PAYLOAD + 1, &err), -1);
+    assert_int_equal(err.errnum, E2BIG);
+    free(huge);
+    free(data);
+    close_fixture(f);
+}
+
+static void test_replayed_results_go_to_the_hook_then_ack(void **state)
+{
+    (void)state;
+    struct fixture *f = open_with(NULL, false);
+    f->seen.refuse_id = 100;
+    struct clr_tlv_builder *res = malloc(sizeof(*res));
+    assert_non_null(res);
+    clr_tlv_init(res);
+    clr_tlv_put_u64(res, CLR_RES_STATUS, CLR_WIRE_EXITED);
+    clr_tlv_put_u64(res, CLR_RES_EXIT_CODE, 3);
+    /* command 100: the hook does not store it, so it is not acknowledged */
+    agent_send(f->agent, 100, CLR_FRAME_RESULT, res->buf, res->len);
+    /* command 99: output, then its result */
+    agent_send(f->agent, 99, CLR_FRAME_STDOUT, "replay", 6);
+    agent_send(f->agent, 99, CLR_FRAME_STDERR, "e", 1);
+    agent_send(f->agent, 99, CLR_FRAME_RESULT, res->buf, res->len);
+    /* the first ACK the agent sees is 99's: 100 was never acknowledged */
+    expect_frame(f->agent, 99, CLR_FRAME_ACK);
+    pthread_mutex_lock(&f->seen.lock);
+    assert_int_equal(f->seen.nresults, 1);
+    assert_int_equal(f->seen.result_ids[0], 99);
+    assert_int_equal(f->seen.exit_codes[0], 3);
+    assert_string_equal(f->seen.outs[0], "replay");
+    pthread_mutex_unlock(&f->seen.lock);
+    free(res);
+    close_fixture(f);
+}
+
+static void test_egress_frames(void **state)
+{
+    (void)state;
+    /* no egress on the channel: a connection request is denied at once */
+    struct fixture *f = open_with(NULL, false);
+    static const uint8_t open_req[] = "C\0example.com\0443";
+    agent_send(f->agent, 77, CLR_FRAME_NET_OPEN, open_req, sizeof(open_req) - 1);
+    uint32_t c, len;
+    uint8_t t;
+    uint8_t *p = agent_recv(f->agent, &c, &t, &len);
+    assert_int_equal(t, CLR_FRAME_NET_DENY);
+    assert_int_equal(c, 77);
+    assert_string_equal((char *)p, "no egress on this channel");
+    free(p);
+    close_fixture(f);
+    /* with one, the frame goes to on_net as it came */
+    f = open_with(NULL, true);
+    agent_send(f->agent, 78, CLR_FRAME_NET_OPEN, open_req, sizeof(open_req) - 1);
+    agent_send(f->agent, 0, CLR_FRAME_CHANNELS, NULL, 0); /* a marker after it */
+    for (int i = 0; i < WAIT_MS / 10; i++) {
+        pthread_mutex_lock(&f->seen.lock);
+        bool done = f->seen.channels_calls == 2;
+        pthread_mutex_unlock(&f->seen.lock);
+        if (done)
+            break;
+        usleep(10000);
+    }
+    pthread_mutex_lock(&f->seen.lock);
+    assert_int_equal(f->seen.channels_calls, 2);
+    assert_int_equal(f->seen.net_calls, 1);
+    assert_int_equal(f->seen.net_type, CLR_FRAME_NET_OPEN);
+    assert_int_equal(f->seen.net_id, 78);
+    assert_int_equal(f->seen.net_payload[0], 'C');
+    pthread_mutex_unlock(&f->seen.lock);
+    close_fixture(f);
+}
+
+/* Waits until the channel is dead and returns what slot_take says then. */
+static bool take_until_dead(struct fixture *f, struct clr_channel_slot *s)
+{
+    uint8_t type = 0, *payload = NULL;
+    uint32_t len = 0;
+    bool protocol = false;
+    int rc;
+    while ((rc = clr_channel_slot_take(f->ch, s, WAIT_MS, &type, &payload, &len, &protocol)) ==
+           1)
+        clr_channel_frame_free(payload);
+    assert_int_equal(rc, 0);
+    return protocol;
+}
+
+static void test_agent_may_not_send(void **state)
+{
+    (void)state;
+    /* frames only the host sends, or of a kind the agent never sends on a command */
+    static const uint8_t bad[] = {CLR_FRAME_NET_ACCEPT, CLR_FRAME_NET_DENY, CLR_FRAME_EXEC,
+                                  CLR_FRAME_KILL, CLR_FRAME_ACK};
+    for (size_t i = 0; i < sizeof(bad); i++) {
+        struct fixture *f = open_with(NULL, false);
+        clr_error err = CLR_ERROR_INIT;
+        struct clr_channel_slot *s = clr_channel_slot_new(f->ch, 5, &err);
+        assert_non_null(s);
+        agent_send(f->agent, 5, CLR_FRAME_STDOUT, "fine", 4); /* control: accepted */
+        uint8_t type = 0, *payload = NULL;
+        uint32_t len = 0;
+        bool protocol = false;
+        assert_int_equal(
+            clr_channel_slot_take(f->ch, s, WAIT_MS, &type, &payload, &len, &protocol), 1);
+        clr_channel_frame_free(payload);
+        agent_send(f->agent, 5, bad[i], "", 0);
+        assert_true(take_until_dead(f, s)); /* a protocol error */
+        assert_false(clr_channel_alive(f->ch));
+        /* no new command on a dead channel */
+        assert_null(clr_channel_slot_new(f->ch, 6, &err));
+        assert_int_equal(err.code, CLR_E_UNAVAILABLE);
+        assert_non_null(strstr(err.message, "malformed frame from the sandbox's agent"));
+        clr_channel_slot_free(f->ch, s);
+        close_fixture(f);
+    }
+}
+
+static void test_stream_end_is_not_a_protocol_error(void **state)
+{
+    (void)state;
+    struct fixture *f = open_with(NULL, false);
+    clr_error err = CLR_ERROR_INIT;
+    struct clr_channel_slot *s = clr_channel_slot_new(f->ch, 5, &err);
+    assert_non_null(s);
+    shutdown(f->agent, SHUT_WR); /* the sandbox's stream ends */
+    assert_false(take_until_dead(f, s));
+    assert_false(clr_channel_alive(f->ch));
+    assert_null(clr_channel_slot_new(f->ch, 6, &err));
+    assert_non_null(strstr(err.message, "the sandbox's attach stream ended"));
+    clr_channel_slot_free(f->ch, s);
+    close_fixture(f);
+}
+
+static void test_close_half_closes(void **state)
+{
+    (void)state;
+    struct fixture *f = open_with(NULL, false);
+    clr_channel_ack(f->ch, 12);
+    /* the host's close: what it wrote arrives, then end of stream */
+    int agent = f->agent;
+    clr_channel_close(f->ch);
+    expect_frame(agent, 12, CLR_FRAME_ACK);
+    uint8_t b;
+    struct pollfd p = {.fd = agent, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, WAIT_MS), 1);
+    assert_int_equal(read(agent, &b, 1), 0);
+    close(agent);
+    pthread_mutex_destroy(&f->seen.lock);
+    free(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hello_and_channels),
+        cmocka_unit_test(test_no_answer_is_no_channel),
+        cmocka_unit_test(test_frames_routed_to_their_slot_in_order),
+        cmocka_unit_test(test_send_frames_whole),
+        cmocka_unit_test(test_replayed_results_go_to_the_hook_then_ack),
+        cmocka_unit_test(test_egress_frames),
+        cmocka_unit_test(test_agent_may_not_send),
+        cmocka_unit_test(test_stream_end_is_not_a_protocol_error),
+        cmocka_unit_test(test_close_half_closes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

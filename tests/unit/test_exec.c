@@ -1,0 +1,489 @@
+/* Exec without an engine (lib/exec.c, exec_internal.h): the EXEC request built from the options,
+ * the agent's frames collected into a result (caps, order, what a broken agent sends), the
+ * backstop's arithmetic, and the result written when the agent's never came (a cut stream, the
+ * backstop, a protocol violation, the diagnosis of a dead sandbox). */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "exec_internal.h"
+
+/* ---- the EXEC request ------------------------------------------------------------------- */
+
+/* The request's fields, decoded back: strings by tag in order, integers by tag. */
+struct fields {
+    char args[8][128];
+    size_t nargs;
+    char env[16][128];
+    size_t nenv;
+    char cwd[128];
+    uint64_t u[32];
+    bool have[32];
+};
+
+static void decode_request(const struct clr_tlv_builder *b, struct fields *f)
+{
+    memset(f, 0, sizeof(*f));
+    struct clr_tlv_iter it;
+    uint16_t tag;
+    const uint8_t *v;
+    uint32_t len;
+    int rc;
+    clr_tlv_iter_init(&it, b->buf, b->len);
+    while ((rc = clr_tlv_next(&it, &tag, &v, &len)) == 1) {
+        char s[128];
+        snprintf(s, sizeof(s), "%.*s", (int)len, (const char *)v);
+        if (tag == CLR_REQ_ARG && f->nargs < 8)
+            memcpy(f->args[f->nargs++], s, sizeof(s));
+        else if (tag == CLR_REQ_ENV && f->nenv < 16)
+            memcpy(f->env[f->nenv++], s, sizeof(s));
+        else if (tag == CLR_REQ_CWD)
+            memcpy(f->cwd, s, sizeof(s));
+        else if (tag < 32) {
+            assert_int_equal(clr_tlv_u64(v, len, &f->u[tag]), 0);
+            f->have[tag] = true;
+        }
+    }
+    assert_int_equal(rc, 0);
+}
+
+static clr_sandbox_info sandbox(const char *runtime)
+{
+    clr_sandbox_info info;
+    memset(&info, 0, sizeof(info));
+    clr_limits l = CLR_LIMITS_INIT;
+    info.limits = l;
+    snprintf(info.id, sizeof(info.id), "sb-0123456789abcdef");
+    snprintf(info.runtime, sizeof(info.runtime), "%s", runtime);
+    return info;
+}
+
+static struct clr_tlv_builder *builder(void)
+{
+    struct clr_tlv_builder *b = malloc(sizeof(*b));
+    assert_non_null(b);
+    return b;
+}
+
+static void test_request_argv(void **state)
+{
+    (void)state;
+    const char *argv[] = {"python3", "-c", "print(1)", NULL};
+    const char *senv[] = {"SANDBOX=1", NULL};
+    const char *env[] = {"A=b", NULL};
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    o.argv = argv;
+    o.env = env;
+    o.limits.timeout_ms = 2500;
+    o.limits.stdout_cap = 1000;
+    o.limits.stderr_cap = 2000;
+    clr_sandbox_info info = sandbox("runsc");
+    info.limits.pids = 64;
+    info.limits.memory_bytes = 1 * CLR_GIB;
+    info.limits.nofile = 512;
+    info.limits.fsize_bytes = 5 * CLR_MIB;
+    struct clr_tlv_builder *b = builder();
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_exec_build_request(b, &info, senv, &o, &err), 0);
+    struct fields f;
+    decode_request(b, &f);
+    assert_int_equal(f.nargs, 3);
+    assert_string_equal(f.args[0], "python3");
+    assert_string_equal(f.args[2], "print(1)");
+    /* the sandbox's environment first, then the command's (the command's wins) */
+    assert_int_equal(f.nenv, 2);
+    assert_string_equal(f.env[0], "SANDBOX=1");
+    assert_string_equal(f.env[1], "A=b");
+    assert_string_equal(f.cwd, "/workspace");
+    assert_int_equal(f.u[CLR_REQ_TIMEOUT_MS], 2500);
+    assert_int_equal(f.u[CLR_REQ_STDOUT_CAP], 1000);
+    assert_int_equal(f.u[CLR_REQ_STDERR_CAP], 2000);
+    assert_int_equal(f.u[CLR_REQ_UID], CLR_SANDBOX_UID);
+    assert_int_equal(f.u[CLR_REQ_GID], CLR_SANDBOX_GID);
+    assert_int_equal(f.u[CLR_REQ_NPROC], 64);
+    /* the command's memory: the sandbox's less the reserve (1 GiB / 8) */
+    assert_int_equal(f.u[CLR_REQ_MEMORY], 896 * CLR_MIB);
+    assert_int_equal(f.u[CLR_REQ_NOFILE], 512);
+    assert_int_equal(f.u[CLR_REQ_FSIZE], 5 * CLR_MIB);
+    assert_true(f.have[CLR_REQ_MEMORY_SOURCE]);
+    assert_int_equal(f.u[CLR_REQ_MEMORY_SOURCE], CLR_MEMORY_MEMINFO);
+    free(b);
+}
+
+static void test_request_shell_cwd_background_runc(void **state)
+{
+    (void)state;
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    o.shell = "echo hi | wc -c";
+    o.cwd = "/tmp";
+    o.background = true;
+    clr_sandbox_info info = sandbox("runc");
+    struct clr_tlv_builder *b = builder();
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_exec_build_request(b, &info, NULL, &o, &err), 0);
+    struct fields f;
+    decode_request(b, &f);
+    assert_int_equal(f.nargs, 3);
+    assert_string_equal(f.args[0], "/bin/sh");
+    assert_string_equal(f.args[1], "-c");
+    assert_string_equal(f.args[2], "echo hi | wc -c");
+    assert_int_equal(f.nenv, 0);
+    assert_string_equal(f.cwd, "/tmp");
+    assert_true(f.have[CLR_REQ_TIMEOUT_MS]);
+    assert_int_equal(f.u[CLR_REQ_TIMEOUT_MS], 0); /* background: no timeout */
+    /* outside gVisor /proc/meminfo is the host's: the agent sums its tree's RSS */
+    assert_int_equal(f.u[CLR_REQ_MEMORY_SOURCE], CLR_MEMORY_TREE_RSS);
+    free(b);
+}
+
+static void test_request_refusals(void **state)
+{
+    (void)state;
+    const char *argv[] = {"true", NULL};
+    const char *bad_env[] = {"A=1", "NOVALUE", NULL};
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    o.argv = argv;
+    o.env = bad_env;
+    clr_sandbox_info info = sandbox("runsc");
+    struct clr_tlv_builder *b = builder();
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_exec_build_request(b, &info, NULL, &o, &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    assert_non_null(strstr(err.message, "'NOVALUE' is not KEY=VALUE"));
+    /* a command that does not fit in one frame */
+    size_t big = CLR_PROTO_MAX_PAYLOAD + 16;
+    char *huge = malloc(big + 1);
+    assert_non_null(huge);
+    memset(huge, 'x', big);
+    huge[big] = '\0';
+    o.env = NULL;
+    o.argv = NULL;
+    o.shell = huge;
+    clr_error err2 = CLR_ERROR_INIT;
+    assert_int_equal(clr_exec_build_request(b, &info, NULL, &o, &err2), -1);
+    assert_int_equal(err2.code, CLR_E_LIMIT);
+    assert_int_equal(err2.errnum, E2BIG);
+    free(huge);
+    free(b);
+}
+
+static void assert_option_refused(const clr_exec_options *o, const char *needle)
+{
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_exec_check_options(o, &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    if (!strstr(err.message, needle))
+        fail_msg("message '%s' does not say '%s'", err.message, needle);
+}
+
+static void test_check_options(void **state)
+{
+    (void)state;
+    const char *argv[] = {"true", NULL};
+    const char *empty[] = {NULL};
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    clr_error err = CLR_ERROR_INIT;
+    assert_option_refused(&o, "no command given");
+    o.argv = empty;
+    assert_option_refused(&o, "no command given");
+    o.argv = argv;
+    assert_int_equal(clr_exec_check_options(&o, &err), 0); /* control */
+    o.shell = "true";
+    assert_option_refused(&o, "not both");
+    o.shell = NULL;
+    o.cwd = "relative/dir";
+    assert_option_refused(&o, "'relative/dir' must be absolute");
+    o.cwd = NULL;
+    o.limits.timeout_ms = 0;
+    assert_option_refused(&o, "timeout");
+    o.background = true; /* a background command has no timeout to check */
+    assert_int_equal(clr_exec_check_options(&o, &err), 0);
+    o.limits.stdout_cap = 65 * CLR_MIB; /* but its caps are still checked */
+    assert_option_refused(&o, "stdout");
+}
+
+/* ---- frames into a result --------------------------------------------------------------- */
+
+struct seen_output {
+    char data[256];
+    size_t len;
+    int calls;
+};
+
+static void on_output(void *ctx, clr_stream stream, const uint8_t *data, size_t len)
+{
+    struct seen_output *s = ctx;
+    s->calls++;
+    assert_true(stream == CLR_STDOUT || stream == CLR_STDERR);
+    memcpy(s->data + s->len, data, len);
+    s->len += len;
+}
+
+static struct clr_frame frame(uint8_t type, const void *p, size_t len)
+{
+    struct clr_frame f = {.channel = 1, .type = type, .payload = p, .length = (uint32_t)len};
+    return f;
+}
+
+static void test_collect_output_caps_and_result(void **state)
+{
+    (void)state;
+    struct seen_output seen = {0};
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    o.limits.stdout_cap = 8;
+    o.limits.stderr_cap = 3;
+    o.on_output = on_output;
+    o.ctx = &seen;
+    clr_exec_result r;
+    memset(&r, 0, sizeof(r));
+    clr_error err = CLR_ERROR_INIT;
+    struct clr_exec_collect c = {.res = &r, .opts = &o, .err = &err};
+    struct clr_frame f = frame(CLR_FRAME_STDOUT, "hello ", 6);
+    assert_int_equal(clr_exec_collect_frame(&c, &f), 0);
+    f = frame(CLR_FRAME_STDOUT, "world", 5); /* only "wo" fits under the cap of 8 */
+    assert_int_equal(clr_exec_collect_frame(&c, &f), 0);
+    f = frame(CLR_FRAME_STDOUT, "more", 4); /* nothing fits: on_output is not called */
+    assert_int_equal(clr_exec_collect_frame(&c, &f), 0);
+    f = frame(CLR_FRAME_STDERR, "errors", 6);
+    assert_int_equal(clr_exec_collect_frame(&c, &f), 0);
+    assert_int_equal(r.out.len, 8);
+    assert_memory_equal(r.out.data, "hello wo", 8);
+    assert_int_equal(r.out.data[8], '\0');
+    assert_int_equal(r.err.len, 3);
+    assert_memory_equal(r.err.data, "err", 3);
+    assert_int_equal(seen.calls, 3);
+    assert_int_equal(seen.len, 11);
+    assert_memory_equal(seen.data, "hello woerr", 11);
+    assert_false(c.have_result);
+
+    struct clr_tlv_builder *b = builder();
+    clr_tlv_init(b);
+    clr_tlv_put_u64(b, CLR_RES_STATUS, CLR_WIRE_EXITED);
+    clr_tlv_put_u64(b, CLR_RES_EXIT_CODE, 7);
+    clr_tlv_put_u64(b, CLR_RES_STDOUT_BYTES, 15);
+    clr_tlv_put_u64(b, CLR_RES_STDOUT_TRUNC, 1);
+    f = frame(CLR_FRAME_RESULT, b->buf, b->len);
+    assert_int_equal(clr_exec_collect_frame(&c, &f), 0);
+    assert_true(c.have_result);
+    assert_int_equal(r.status, CLR_EXEC_EXITED);
+    assert_int_equal(r.exit_code, 7);
+    assert_int_equal(r.stdout_bytes, 15); /* the agent's count, not what reached us */
+    assert_true(r.stdout_truncated);
+    /* nothing may follow the result */
+    f = frame(CLR_FRAME_STDOUT, "x", 1);
+    assert_int_equal(clr_exec_collect_frame(&c, &f), -1);
+    assert_int_equal(err.code, CLR_E_INTERNAL);
+    assert_int_equal(err.errnum, EPROTO);
+    assert_non_null(strstr(err.message, "after its result"));
+    assert_int_equal(r.out.len, 8);
+    free(b);
+    clr_exec_result_clear(&r);
+}
+
+static void test_collect_refuses(void **state)
+{
+    (void)state;
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    clr_exec_result r;
+    memset(&r, 0, sizeof(r));
+    clr_error err = CLR_ERROR_INIT;
+    struct clr_exec_collect c = {.res = &r, .opts = &o, .err = &err};
+    /* host -> agent frames coming back are a broken (or hostile) agent */
+    struct clr_frame f = frame(CLR_FRAME_EXEC, "", 0);
+    assert_int_equal(clr_exec_collect_frame(&c, &f), -1);
+    assert_non_null(strstr(err.message, "unexpected frame of type 1"));
+    clr_error err2 = CLR_ERROR_INIT;
+    c.err = &err2;
+    uint8_t junk[3] = {0, 1, 2}; /* a result that does not parse */
+    f = frame(CLR_FRAME_RESULT, junk, sizeof(junk));
+    assert_int_equal(clr_exec_collect_frame(&c, &f), -1);
+    assert_int_equal(err2.errnum, EPROTO);
+    assert_false(c.have_result);
+}
+
+/* The engine's exec stream: frames on stream 1 (cut anywhere), the agent's stderr on stream 2. */
+static void test_collect_stream(void **state)
+{
+    (void)state;
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    clr_exec_result r;
+    memset(&r, 0, sizeof(r));
+    clr_error err = CLR_ERROR_INIT;
+    uint8_t *buf = malloc(CLR_PROTO_MAX_PAYLOAD);
+    assert_non_null(buf);
+    struct clr_exec_collect c = {.res = &r, .opts = &o, .err = &err, .frame_buf = buf};
+    clr_frame_reader_init(&c.frames, buf);
+    uint8_t bytes[CLR_PROTO_HEADER_SIZE + 2];
+    clr_frame_header(bytes, 1, CLR_FRAME_STDOUT, 2);
+    memcpy(bytes + CLR_PROTO_HEADER_SIZE, "ok", 2);
+    for (size_t i = 0; i < sizeof(bytes); i++) /* one byte at a time */
+        assert_int_equal(clr_exec_collect_stream(&c, 1, bytes + i, 1), 0);
+    assert_int_equal(r.out.len, 2);
+    assert_memory_equal(r.out.data, "ok", 2);
+    assert_int_equal(clr_exec_collect_stream(&c, 2, (const uint8_t *)"agent: boom", 11), 0);
+    assert_string_equal(c.agent_log, "agent: boom");
+    /* the agent's log is bounded */
+    char big[5000];
+    memset(big, 'y', sizeof(big));
+    assert_int_equal(clr_exec_collect_stream(&c, 2, (const uint8_t *)big, sizeof(big)), 0);
+    assert_int_equal(c.agent_log_len, CLR_EXEC_AGENT_LOG_MAX - 1);
+    assert_int_equal(strlen(c.agent_log), CLR_EXEC_AGENT_LOG_MAX - 1);
+    /* a malformed header on stream 1 is a protocol error */
+    uint8_t bad[CLR_PROTO_HEADER_SIZE];
+    memset(bad, 0xff, sizeof(bad));
+    assert_int_equal(clr_exec_collect_stream(&c, 1, bad, sizeof(bad)), -1);
+    assert_int_equal(err.errnum, EPROTO);
+    assert_non_null(strstr(err.message, "malformed frame"));
+    free(buf);
+    clr_exec_result_clear(&r);
+}
+
+/* ---- the backstop's arithmetic ---------------------------------------------------------- */
+
+static void test_deadlines(void **state)
+{
+    (void)state;
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    o.limits.timeout_ms = 30000;
+    o.grace_ms = 5000;
+    assert_int_equal(clr_exec_deadline(&o, 1000), 36000);
+    o.background = true;
+    assert_int_equal(clr_exec_deadline(&o, 1000), CLR_EXEC_FOREVER);
+    /* a kill brings the deadline down to now + grace, never up */
+    assert_int_equal(clr_exec_cancel_deadline(36000, 2000, 5000), 7000);
+    assert_int_equal(clr_exec_cancel_deadline(36000, 33000, 5000), 36000);
+    assert_int_equal(clr_exec_cancel_deadline(CLR_EXEC_FOREVER, 2000, 5000), 7000);
+    /* waits are sliced to a second at most, and end at the deadline */
+    assert_int_equal(clr_exec_wait_slice(36000, 1000), 1000);
+    assert_int_equal(clr_exec_wait_slice(36000, 35800), 200);
+    assert_int_equal(clr_exec_wait_slice(36000, 36000), 0);
+    assert_int_equal(clr_exec_wait_slice(36000, 40000), 0);
+    assert_int_equal(clr_exec_wait_slice(CLR_EXEC_FOREVER, 1000), 1000);
+}
+
+/* ---- the result when the agent's never came --------------------------------------------- */
+
+static void test_cut_result(void **state)
+{
+    (void)state;
+    clr_exec_limits lim = CLR_EXEC_LIMITS_INIT;
+    lim.stdout_cap = 4;
+    lim.stderr_cap = 100;
+    clr_exec_result r;
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(clr_buffer_append_capped(&r.out, (const uint8_t *)"abcdef", 6, 4), 4);
+    assert_int_equal(clr_buffer_append_capped(&r.err, (const uint8_t *)"e", 1, 100), 1);
+    clr_exec_result_cut(&r, &lim, 1000, 3500);
+    assert_int_equal(r.stdout_bytes, 4);
+    assert_true(r.stdout_truncated); /* at the cap: there may have been more */
+    assert_int_equal(r.stderr_bytes, 1);
+    assert_false(r.stderr_truncated);
+    assert_int_equal(r.wall_us, 2500000);
+    clr_exec_result_clear(&r);
+    /* nothing at all: not truncated, even with a cap of 0 */
+    lim.stdout_cap = 0;
+    clr_exec_result_cut(&r, &lim, 10, 10);
+    assert_false(r.stdout_truncated);
+    assert_int_equal(r.wall_us, 0);
+}
+
+static void test_backstop_and_protocol_results(void **state)
+{
+    (void)state;
+    clr_exec_result r;
+    memset(&r, 0, sizeof(r));
+    clr_exec_result_backstop(&r, true, "");
+    assert_int_equal(r.status, CLR_EXEC_TIMED_OUT);
+    assert_true(r.sandbox_killed);
+    assert_non_null(strstr(r.message, "the sandbox was killed"));
+    clr_exec_result_backstop(&r, false, "engine said 500");
+    assert_false(r.sandbox_killed); /* never claims a kill that did not happen */
+    assert_non_null(strstr(r.message, "killing the sandbox failed: engine said 500"));
+    clr_exec_result_protocol(&r, "agent sent data after its result", true, "");
+    assert_int_equal(r.status, CLR_EXEC_SANDBOX_FAILED);
+    assert_true(r.sandbox_killed);
+    assert_string_equal(r.message, "protocol error from the sandbox's agent (agent sent data "
+                                   "after its result); the sandbox was killed");
+    clr_exec_result_protocol(&r, "bad frame", false, "no engine");
+    assert_false(r.sandbox_killed);
+    assert_non_null(strstr(r.message, "(bad frame); killing the sandbox failed: no engine"));
+}
+
+static void test_diagnose(void **state)
+{
+    (void)state;
+    clr_exec_result r;
+    uint64_t oom_by = 0;
+    const uint64_t stop_by = 10000;
+    /* OOM-killed: decided at once */
+    memset(&r, 0, sizeof(r));
+    struct clr_exec_seen oom = {.http_status = 200, .oom_killed = true, .stopped = true};
+    assert_int_equal(clr_exec_diagnose_step(&r, &oom, 0, stop_by, &oom_by), 1);
+    assert_int_equal(r.status, CLR_EXEC_OOM);
+    assert_true(r.sandbox_killed);
+    assert_non_null(strstr(r.message, "ran out of memory"));
+    /* removed */
+    memset(&r, 0, sizeof(r));
+    struct clr_exec_seen gone = {.http_status = 404};
+    assert_int_equal(clr_exec_diagnose_step(&r, &gone, 0, stop_by, &oom_by), 1);
+    assert_int_equal(r.status, CLR_EXEC_SANDBOX_FAILED);
+    assert_false(r.sandbox_killed);
+    assert_non_null(strstr(r.message, "removed while the command ran"));
+    /* stopped without the OOM mark: looked at again for CLR_EXEC_DIAGNOSE_OOM_MS */
+    memset(&r, 0, sizeof(r));
+    oom_by = 0;
+    struct clr_exec_seen stopped = {.http_status = 200, .stopped = true, .exit_code = 137};
+    assert_int_equal(clr_exec_diagnose_step(&r, &stopped, 100, stop_by, &oom_by), 0);
+    assert_int_equal(oom_by, 100 + CLR_EXEC_DIAGNOSE_OOM_MS);
+    assert_int_equal(clr_exec_diagnose_step(&r, &stopped, 600, stop_by, &oom_by), 0);
+    assert_int_equal(oom_by, 100 + CLR_EXEC_DIAGNOSE_OOM_MS); /* not moved by later looks */
+    /* ... and the mark may still come: then it is an OOM */
+    assert_int_equal(clr_exec_diagnose_step(&r, &oom, 700, stop_by, &oom_by), 1);
+    assert_int_equal(r.status, CLR_EXEC_OOM);
+    memset(&r, 0, sizeof(r));
+    oom_by = 0;
+    assert_int_equal(clr_exec_diagnose_step(&r, &stopped, 100, stop_by, &oom_by), 0);
+    assert_int_equal(clr_exec_diagnose_step(&r, &stopped, 1100, stop_by, &oom_by), 1);
+    assert_int_equal(r.status, CLR_EXEC_SANDBOX_FAILED);
+    assert_non_null(strstr(r.message, "runtime died"));
+    assert_non_null(strstr(r.message, "exit code 137"));
+    /* still running: looked at until stop_by, then the agent is what ended */
+    memset(&r, 0, sizeof(r));
+    oom_by = 0;
+    struct clr_exec_seen running = {.http_status = 200};
+    assert_int_equal(clr_exec_diagnose_step(&r, &running, 9999, stop_by, &oom_by), 0);
+    assert_int_equal(clr_exec_diagnose_step(&r, &running, 10000, stop_by, &oom_by), 1);
+    assert_int_equal(r.status, CLR_EXEC_SANDBOX_FAILED);
+    assert_string_equal(r.message, "the agent ended without a result");
+    /* the engine did not answer: no waiting on it */
+    memset(&r, 0, sizeof(r));
+    struct clr_exec_seen down = {.http_status = -1, .stopped = true, .oom_killed = true};
+    assert_int_equal(clr_exec_diagnose_step(&r, &down, 0, stop_by, &oom_by), 1);
+    assert_int_equal(r.status, CLR_EXEC_SANDBOX_FAILED); /* an unanswered OOM mark is not one */
+    assert_string_equal(r.message, "the agent ended without a result");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_request_argv),
+        cmocka_unit_test(test_request_shell_cwd_background_runc),
+        cmocka_unit_test(test_request_refusals),
+        cmocka_unit_test(test_check_options),
+        cmocka_unit_test(test_collect_output_caps_and_result),
+        cmocka_unit_test(test_collect_refuses),
+        cmocka_unit_test(test_collect_stream),
+        cmocka_unit_test(test_deadlines),
+        cmocka_unit_test(test_cut_result),
+        cmocka_unit_test(test_backstop_and_protocol_results),
+        cmocka_unit_test(test_diagnose),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
