@@ -412,10 +412,7 @@ int clr_channel_open(clr_channel **out, clr_engine *eng, const clr_sandbox *sb,
     clr_channel *ch = channel_new(hooks, info->id);
     if (!ch)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    char path[256];
-    snprintf(path, sizeof(path), "/containers/%s/attach?stream=1&stdin=1&stdout=1&stderr=1",
-             info->container_id);
-    if (clr_engine_hijack(&ch->stream, eng, path, NULL, err) < 0) {
+    if (clr_engine_container_attach(&ch->stream, eng, info->container_id, err) < 0) {
         channel_free(ch);
         return -1;
     }

@@ -213,7 +213,7 @@ void clr_exec_result_protocol(clr_exec_result *r, const char *what, bool killed,
 int clr_exec_diagnose_step(clr_exec_result *r, const struct clr_exec_seen *seen, uint64_t now,
                            uint64_t stop_by, uint64_t *oom_by)
 {
-    bool ok = seen->http_status == 200;
+    bool ok = seen->answer == CLR_EXEC_SEEN_OK;
     bool oom = ok && seen->oom_killed, stopped = ok && seen->stopped;
     r->status = CLR_EXEC_SANDBOX_FAILED;
     if (oom) {
@@ -223,7 +223,7 @@ int clr_exec_diagnose_step(clr_exec_result *r, const struct clr_exec_seen *seen,
                  "the sandbox ran out of memory and was killed by the kernel");
         return 1;
     }
-    if (seen->http_status == 404) {
+    if (seen->answer == CLR_EXEC_SEEN_GONE) {
         snprintf(r->message, sizeof(r->message), "the sandbox was removed while the command ran");
         return 1;
     }
@@ -262,13 +262,8 @@ static int send_frame(clr_engine_stream *s, uint8_t type, const void *data, size
  * record must never claim it was killed when it was not; *kerr says why not. */
 static bool kill_sandbox(clr_engine *eng, const clr_sandbox_info *info, clr_error *kerr)
 {
-    char path[256];
-    snprintf(path, sizeof(path), "/containers/%s/kill?signal=KILL", info->container_id);
-    int st = clr_engine_call(eng, "POST", path, NULL, NULL, kerr);
-    if (st >= 200 && st < 300)
+    if (clr_engine_container_kill(eng, info->container_id, "KILL", kerr) == 0)
         return true;
-    if (kerr->code == CLR_E_NONE)
-        clr_error_set(kerr, CLR_E_ENGINE, 0, "the engine answered %d to the kill", st);
     clr_log(CLR_LOG_ERROR, "exec.backstop_kill_failed", "id", info->id, "error", kerr->message,
             NULL);
     return false;
@@ -293,13 +288,14 @@ static void diagnose(clr_engine *eng, const clr_sandbox *sb, clr_exec_result *r,
         clr_log(CLR_LOG_WARN, "exec.backstop", "id", info->id, NULL);
         return;
     }
-    char path[256];
-    snprintf(path, sizeof(path), "/containers/%s/json", info->container_id);
     uint64_t stop_by = mono_ms() + CLR_EXEC_DIAGNOSE_STOP_MS, oom_by = 0;
     for (;;) {
         _cleanup_json_ json_t *j = NULL;
-        struct clr_exec_seen seen = {.http_status = clr_engine_call(eng, "GET", path, NULL, &j,
-                                                                    &lerr)};
+        lerr = (clr_error)CLR_ERROR_INIT;
+        struct clr_exec_seen seen = {.answer = CLR_EXEC_SEEN_OK};
+        if (clr_engine_container_inspect(eng, info->container_id, &j, &lerr) < 0)
+            seen.answer = lerr.code == CLR_E_NOT_FOUND ? CLR_EXEC_SEEN_GONE
+                                                       : CLR_EXEC_SEEN_NO_ANSWER;
         json_t *state = json_object_get(j, "State");
         seen.oom_killed = json_is_true(json_object_get(state, "OOMKilled"));
         seen.stopped = !json_is_true(json_object_get(state, "Running"));
@@ -314,14 +310,11 @@ static void diagnose(clr_engine *eng, const clr_sandbox *sb, clr_exec_result *r,
 /* false only when the engine positively says the container is not running. */
 static bool sandbox_running(clr_engine *eng, const char *container_id)
 {
-    char path[256];
     clr_error lerr = CLR_ERROR_INIT;
     _cleanup_json_ json_t *j = NULL;
-    snprintf(path, sizeof(path), "/containers/%s/json", container_id);
-    int st = clr_engine_call(eng, "GET", path, NULL, &j, &lerr);
-    bool running = st != 200 || json_is_true(json_object_get(json_object_get(j, "State"),
-                                                             "Running"));
-    return st == 404 ? false : running;
+    if (clr_engine_container_inspect(eng, container_id, &j, &lerr) < 0)
+        return lerr.code != CLR_E_NOT_FOUND;
+    return json_is_true(json_object_get(json_object_get(j, "State"), "Running"));
 }
 
 CLR_DEFINE_CLEANUP(clr_exec *, clr_exec_free)
@@ -411,32 +404,19 @@ static int start_engine_exec(clr_exec **out, clr_engine *eng, const clr_sandbox 
                              clr_error *err)
 {
     const clr_sandbox_info *info = clr_sandbox_get_info(sb);
-    char path[256];
-    snprintf(path, sizeof(path), "/containers/%s/exec", info->container_id);
-    _cleanup_json_ json_t *body = json_pack("{s:b, s:b, s:b, s:b, s:[s,s], s:s, s:s}",
-                                            "AttachStdin", 1, "AttachStdout", 1, "AttachStderr",
-                                            1, "Tty", 0, "Cmd", CLR_AGENT_TARGET, "exec", "User",
-                                            "0:0", "WorkingDir", "/");
-    _cleanup_json_ json_t *resp = NULL;
-    int st = clr_engine_call(eng, "POST", path, body, &resp, err);
-    if (st != 201) {
-        if (st == 404)
-            clr_error_set(err, CLR_E_NOT_FOUND, 0, "sandbox %s does not exist", info->id);
-        else if (st == 409)
-            clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", info->id);
-        return -1;
-    }
-    char exec_id[80];
-    const char *eid = json_string_value(json_object_get(resp, "Id"));
-    snprintf(exec_id, sizeof(exec_id), "%s", eid ? eid : "");
-
     _cleanup_exec_ clr_exec *h = exec_new(eng, sb, opts);
     if (!h)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    snprintf(path, sizeof(path), "/exec/%s/start", exec_id);
-    _cleanup_json_ json_t *start = json_pack("{s:b, s:b}", "Detach", 0, "Tty", 0);
-    if (clr_engine_hijack(&h->stream, eng, path, start, err) < 0 ||
-        exec_send_request(h, opts, req, err) < 0)
+    const char *const argv[] = {CLR_AGENT_TARGET, "exec", NULL};
+    const clr_engine_exec_spec spec = {.argv = argv, .user = "0:0", .workdir = "/"};
+    if (clr_engine_exec(&h->stream, eng, info->container_id, &spec, err) < 0) {
+        if (err->code == CLR_E_NOT_FOUND)
+            clr_error_set(err, CLR_E_NOT_FOUND, 0, "sandbox %s does not exist", info->id);
+        else if (err->code == CLR_E_CONFLICT)
+            clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is not running", info->id);
+        return -1;
+    }
+    if (exec_send_request(h, opts, req, err) < 0)
         return -1;
     *out = steal_pointer(&h);
     return 0;

@@ -74,8 +74,14 @@ void clr_exec_result_protocol(clr_exec_result *r, const char *what, bool killed,
                               const char *kill_error);
 
 /* One look at the container of a command whose agent ended without a result. */
+enum clr_exec_seen_answer {
+    CLR_EXEC_SEEN_NO_ANSWER = 0, /* the engine could not be asked, or refused */
+    CLR_EXEC_SEEN_OK,            /* the engine described the container */
+    CLR_EXEC_SEEN_GONE,          /* the engine has no such container */
+};
+
 struct clr_exec_seen {
-    int http_status; /* of GET /containers/<id>/json; 404: it is gone */
+    enum clr_exec_seen_answer answer; /* of the engine's inspect of the container */
     bool oom_killed;
     bool stopped;
     long long exit_code;

@@ -219,17 +219,14 @@ static int verdict_trailers(char ***out, const struct run *r, const char *verdic
                             const clr_sandbox_info *info, clr_error *err)
 {
     char image_id[160] = "unknown", runtime[160];
-    char path[128];
-    snprintf(path, sizeof(path), "/containers/%s/json", info->container_id);
     json_t *c = NULL;
-    int st = clr_engine_call(eng, "GET", path, NULL, &c, err);
+    if (clr_engine_container_inspect(eng, info->container_id, &c, err) < 0)
+        return -1;
     const char *img = json_string_value(json_object_get(c, "Image"));
-    if (st != 200 || !img || strlen(img) >= sizeof(image_id)) {
+    if (!img || strlen(img) >= sizeof(image_id)) {
         json_decref(c);
-        return st < 0 || st >= 400 ? -1
-                                   : clr_error_set(err, CLR_E_INTERNAL, 0,
-                                                   "the engine does not say which image the "
-                                                   "sandbox runs");
+        return clr_error_set(err, CLR_E_INTERNAL, 0,
+                             "the engine does not say which image the sandbox runs");
     }
     snprintf(image_id, sizeof(image_id), "%s", img);
     json_decref(c);

@@ -93,13 +93,15 @@ static int check_runtime(clr_engine *eng, const char *runtime, bool insecure, cl
         return clr_error_prefix(err, "checking the engine's runtimes");
     if (have)
         return 0;
+    char where[256];
+    clr_engine_describe(eng, where, sizeof(where));
     if (!insecure)
         return clr_error_set(err, CLR_E_UNAVAILABLE, 0,
-                             "the gVisor runtime 'runsc' is not registered with the Docker engine "
-                             "at %s, so no sandbox can run: install and register it with "
+                             "the gVisor runtime 'runsc' is not registered with the engine "
+                             "(%s), so no sandbox can run: install and register it with "
                              "scripts/setup.sh (it adds runsc to /etc/docker/daemon.json). "
                              "clearing never falls back to a weaker runtime by itself.",
-                             clr_engine_socket_path(eng));
+                             where);
     return clr_error_set(err, CLR_E_UNAVAILABLE, 0,
                          "runtime '%s' is not registered with the Docker engine", runtime);
 }
@@ -110,19 +112,13 @@ static int check_runtime(clr_engine *eng, const char *runtime, bool insecure, cl
  * audit of ours covers. */
 static int check_image(clr_engine *eng, const char *image, clr_error *err)
 {
-    char path[320];
-    snprintf(path, sizeof(path), "/images/%s/json", image);
     _cleanup_json_ json_t *resp = NULL;
-    int st = clr_engine_call(eng, "GET", path, NULL, &resp, err);
-    if (st == 404)
-        return clr_error_set(err, CLR_E_NOT_FOUND, 0,
-                             "image %s is not present in the Docker engine: build it with "
-                             "images/build.sh (scripts/setup.sh does)",
-                             image);
-    if (st != 200) {
-        if (st > 0)
-            clr_error_set(err, CLR_E_ENGINE, 0, "unexpected answer %d inspecting image %s", st,
-                          image);
+    if (clr_engine_image_inspect(eng, image, &resp, err) < 0) {
+        if (err->code == CLR_E_NOT_FOUND)
+            return clr_error_set(err, CLR_E_NOT_FOUND, 0,
+                                 "image %s is not present in the Docker engine: build it with "
+                                 "images/build.sh (scripts/setup.sh does)",
+                                 image);
         return clr_error_prefix(err, "inspecting image %s", image);
     }
     json_t *volumes = json_object_get(json_object_get(resp, "Config"), "Volumes");
@@ -238,25 +234,20 @@ static int create_container(clr_engine *eng, clr_sandbox *sb, const char *agent,
                             const char *const *env, clr_error *err)
 {
     clr_sandbox_info *info = &sb->info;
-    char path[256];
-    snprintf(path, sizeof(path), "/containers/create?name=" CLR_CONTAINER_PREFIX "%s", info->id);
+    char name[64];
+    snprintf(name, sizeof(name), CLR_CONTAINER_PREFIX "%s", info->id);
     _cleanup_json_ json_t *spec = clr_sandbox_spec_build(info, agent, sb->workspace, env);
     if (!spec)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    _cleanup_json_ json_t *resp = NULL;
-    int st = clr_engine_call(eng, "POST", path, spec, &resp, err);
-    if (st != 201) {
-        if (st == 404)
+    if (clr_engine_container_create(eng, name, spec, info->container_id,
+                                    sizeof(info->container_id), err) < 0) {
+        if (err->code == CLR_E_NOT_FOUND)
             clr_error_set(err, CLR_E_NOT_FOUND, 0,
                           "image %s is not present in the Docker engine: build it with "
                           "images/build.sh (scripts/setup.sh does)",
                           info->image);
-        else if (st > 0 && st < 400)
-            clr_error_set(err, CLR_E_ENGINE, 0, "unexpected answer %d creating container", st);
         return -1;
     }
-    const char *cid = json_string_value(json_object_get(resp, "Id"));
-    snprintf(info->container_id, sizeof(info->container_id), "%s", cid ? cid : "");
     return 0;
 }
 
@@ -265,13 +256,8 @@ static int start_container(clr_engine *eng, clr_sandbox *sb, const char *state_d
                            clr_error *err)
 {
     clr_sandbox_info *info = &sb->info;
-    char path[256];
-    snprintf(path, sizeof(path), "/containers/%s/start", info->container_id);
-    int st = clr_engine_call(eng, "POST", path, NULL, NULL, err);
-    if (st != 204 && st != 304) {
+    if (clr_engine_container_start(eng, info->container_id, err) < 0) {
         clr_error local = CLR_ERROR_INIT;
-        if (st > 0 && st < 400)
-            clr_error_set(err, CLR_E_ENGINE, 0, "unexpected answer %d starting container", st);
         clr_error_prefix(err, "starting sandbox %s", info->id);
         clr_sandbox_destroy(eng, info->id, "failed-start", state_dir, &local);
         return -1;
@@ -314,14 +300,13 @@ int clr_sandbox_create(clr_sandbox **out, clr_engine *eng, const clr_sandbox_opt
 
 static int inspect(clr_engine *eng, const char *id, json_t **out, clr_error *err)
 {
-    char path[256];
-    snprintf(path, sizeof(path), "/containers/" CLR_CONTAINER_PREFIX "%s/json", id);
-    int st = clr_engine_call(eng, "GET", path, NULL, out, err);
-    if (st == 404)
+    char name[64];
+    snprintf(name, sizeof(name), CLR_CONTAINER_PREFIX "%s", id);
+    if (clr_engine_container_inspect(eng, name, out, err) == 0)
+        return 0;
+    if (err->code == CLR_E_NOT_FOUND)
         return clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id);
-    if (st != 200)
-        return -1;
-    return 0;
+    return -1;
 }
 
 int clr_sandbox_open(clr_sandbox **out, clr_engine *eng, const char *id, clr_error *err)
@@ -365,62 +350,31 @@ int clr_sandbox_destroy(clr_engine *eng, const char *id, const char *reason,
     if (!clr_sandbox_id_valid(id))
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "'%s' is not a sandbox id (expected sb- and 16 hex digits)", id);
-    char path[256];
-    int st = 0;
+    char name[64];
+    snprintf(name, sizeof(name), CLR_CONTAINER_PREFIX "%s", id);
     /* runsc cannot kill a paused sandbox (the engine waits 10 s, then reports a "zombie"):
      * thaw it first. */
     _cleanup_json_ json_t *j = NULL;
     clr_error ierr = CLR_ERROR_INIT;
-    snprintf(path, sizeof(path), "/containers/" CLR_CONTAINER_PREFIX "%s/json", id);
-    if (clr_engine_call(eng, "GET", path, NULL, &j, &ierr) == 200 &&
-        json_is_true(json_object_get(json_object_get(j, "State"), "Paused"))) {
-        snprintf(path, sizeof(path), "/containers/" CLR_CONTAINER_PREFIX "%s/unpause", id);
-        clr_engine_call(eng, "POST", path, NULL, NULL, &ierr);
-    }
-    /* force=1 kills with SIGKILL and removes in one call: no grace period to wait out. */
-    snprintf(path, sizeof(path), "/containers/" CLR_CONTAINER_PREFIX "%s?force=1&v=1", id);
-    st = clr_engine_call(eng, "DELETE", path, NULL, NULL, err);
-    if (st < 0 || (st >= 400 && st != 404))
+    bool existed = clr_engine_container_inspect(eng, name, &j, &ierr) == 0 ||
+                   ierr.code != CLR_E_NOT_FOUND;
+    if (json_is_true(json_object_get(json_object_get(j, "State"), "Paused")))
+        clr_engine_container_pause(eng, name, false, &ierr);
+    /* The removal kills (SIGKILL) and removes in one call: no grace period to wait out. */
+    if (clr_engine_container_remove(eng, name, err) < 0)
         return -1;
     if (clr_workspace_remove(state_dir, id, err) < 0)
         return -1;
     clr_log(CLR_LOG_INFO, "sandbox.destroyed", "id", id, "reason", reason ? reason : "client",
-            "existed", st == 404 ? "false" : "true", NULL);
+            "existed", existed ? "true" : "false", NULL);
     return 0;
-}
-
-static char *url_encode(const char *s)
-{
-    size_t n = strlen(s);
-    char *o = malloc(n * 3 + 1);
-    if (!o)
-        return NULL;
-    char *p = o;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-            c == '-' || c == '_' || c == '.')
-            *p++ = (char)c;
-        else
-            p += sprintf(p, "%%%02X", c);
-    }
-    *p = '\0';
-    return o;
 }
 
 int clr_sandbox_list(clr_sandbox_info **out, size_t *count, clr_engine *eng, clr_error *err)
 {
-    _cleanup_free_ char *filter =
-        url_encode("{\"label\":[\"" CLR_LABEL_PREFIX "managed-by=clearing\"]}");
-    if (!filter)
-        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    char path[512];
-    snprintf(path, sizeof(path), "/containers/json?all=1&filters=%s", filter);
     _cleanup_json_ json_t *j = NULL;
-    int st = clr_engine_call(eng, "GET", path, NULL, &j, err);
-    if (st != 200 || !json_is_array(j))
-        return st == 200 ? clr_error_set(err, CLR_E_ENGINE, 0, "container list is not an array")
-                         : -1;
+    if (clr_engine_container_list(eng, CLR_LABEL_PREFIX "managed-by=clearing", &j, err) < 0)
+        return -1;
     size_t n = json_array_size(j);
     clr_sandbox_info *v = calloc(n ? n : 1, sizeof(*v));
     if (!v)
@@ -453,10 +407,7 @@ int clr_sandbox_list(clr_sandbox_info **out, size_t *count, clr_engine *eng, clr
 
 static int remove_container(clr_engine *eng, const char *cid, clr_error *err)
 {
-    char path[256];
-    snprintf(path, sizeof(path), "/containers/%s?force=1&v=1", cid);
-    int st = clr_engine_call(eng, "DELETE", path, NULL, NULL, err);
-    return (st == 204 || st == 404) ? 0 : -1;
+    return clr_engine_container_remove(eng, cid, err);
 }
 
 int clr_sandbox_gc(clr_gc_report *report, clr_engine *eng, const char *state_dir, int64_t now,

@@ -155,8 +155,7 @@ int cmd_doctor(int argc, char **argv)
         return CLI_EXIT_FAILURE;
     }
     char detail[256];
-    snprintf(detail, sizeof(detail), "%s, API %s", clr_engine_socket_path(eng),
-             clr_engine_api_version(eng));
+    clr_engine_describe(eng, detail, sizeof(detail));
     report(true, "Docker engine reachable", detail);
 
     bool runsc = false;
@@ -169,10 +168,10 @@ int cmd_doctor(int argc, char **argv)
                        "\"runtimeArgs\": [\"--network=none\"] and restart dockerd");
 
     json_t *img = NULL;
-    int st = clr_engine_call(eng, "GET", "/images/" CLR_DEFAULT_IMAGE "/json", NULL, &img, &err);
+    bool have_image = clr_engine_image_inspect(eng, CLR_DEFAULT_IMAGE, &img, &err) == 0;
     json_decref(img);
-    report(st == 200, "default image " CLR_DEFAULT_IMAGE " present",
-           st == 200 ? NULL : "build it with images/build.sh");
+    report(have_image, "default image " CLR_DEFAULT_IMAGE " present",
+           have_image ? NULL : "build it with images/build.sh");
 
     const char *agent = getenv("CLEARING_AGENT");
     if (agent)

@@ -424,14 +424,14 @@ static void test_diagnose(void **state)
     const uint64_t stop_by = 10000;
     /* OOM-killed: decided at once */
     memset(&r, 0, sizeof(r));
-    struct clr_exec_seen oom = {.http_status = 200, .oom_killed = true, .stopped = true};
+    struct clr_exec_seen oom = {.answer = CLR_EXEC_SEEN_OK, .oom_killed = true, .stopped = true};
     assert_int_equal(clr_exec_diagnose_step(&r, &oom, 0, stop_by, &oom_by), 1);
     assert_int_equal(r.status, CLR_EXEC_OOM);
     assert_true(r.sandbox_killed);
     assert_non_null(strstr(r.message, "ran out of memory"));
     /* removed */
     memset(&r, 0, sizeof(r));
-    struct clr_exec_seen gone = {.http_status = 404};
+    struct clr_exec_seen gone = {.answer = CLR_EXEC_SEEN_GONE};
     assert_int_equal(clr_exec_diagnose_step(&r, &gone, 0, stop_by, &oom_by), 1);
     assert_int_equal(r.status, CLR_EXEC_SANDBOX_FAILED);
     assert_false(r.sandbox_killed);
@@ -439,7 +439,7 @@ static void test_diagnose(void **state)
     /* stopped without the OOM mark: looked at again for CLR_EXEC_DIAGNOSE_OOM_MS */
     memset(&r, 0, sizeof(r));
     oom_by = 0;
-    struct clr_exec_seen stopped = {.http_status = 200, .stopped = true, .exit_code = 137};
+    struct clr_exec_seen stopped = {.answer = CLR_EXEC_SEEN_OK, .stopped = true, .exit_code = 137};
     assert_int_equal(clr_exec_diagnose_step(&r, &stopped, 100, stop_by, &oom_by), 0);
     assert_int_equal(oom_by, 100 + CLR_EXEC_DIAGNOSE_OOM_MS);
     assert_int_equal(clr_exec_diagnose_step(&r, &stopped, 600, stop_by, &oom_by), 0);
@@ -457,14 +457,14 @@ static void test_diagnose(void **state)
     /* still running: looked at until stop_by, then the agent is what ended */
     memset(&r, 0, sizeof(r));
     oom_by = 0;
-    struct clr_exec_seen running = {.http_status = 200};
+    struct clr_exec_seen running = {.answer = CLR_EXEC_SEEN_OK};
     assert_int_equal(clr_exec_diagnose_step(&r, &running, 9999, stop_by, &oom_by), 0);
     assert_int_equal(clr_exec_diagnose_step(&r, &running, 10000, stop_by, &oom_by), 1);
     assert_int_equal(r.status, CLR_EXEC_SANDBOX_FAILED);
     assert_string_equal(r.message, "the agent ended without a result");
     /* the engine did not answer: no waiting on it */
     memset(&r, 0, sizeof(r));
-    struct clr_exec_seen down = {.http_status = -1, .stopped = true, .oom_killed = true};
+    struct clr_exec_seen down = {.answer = CLR_EXEC_SEEN_NO_ANSWER, .stopped = true, .oom_killed = true};
     assert_int_equal(clr_exec_diagnose_step(&r, &down, 0, stop_by, &oom_by), 1);
     assert_int_equal(r.status, CLR_EXEC_SANDBOX_FAILED); /* an unanswered OOM mark is not one */
     assert_string_equal(r.message, "the agent ended without a result");
