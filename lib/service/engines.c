@@ -1,0 +1,62 @@
+/* engines: see engines.h. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "clearing/audit.h"
+#include "clearing/files.h"
+#include "clearing/gitws.h"
+#include "clearing/plan.h"
+#include "clearing/repoadmit.h"
+#include "clearing/service.h"
+#include "clearing/store.h"
+#include "clearing/verdict.h"
+#include "internal.h"
+
+#include "engines.h"
+#include "service_int.h"
+
+int svc_engine_get(clr_service *svc, clr_engine **out, clr_error *err)
+{
+    pthread_mutex_lock(&svc->pool_lock);
+    if (svc->pool_n > 0) {
+        *out = svc->pool[--svc->pool_n];
+        pthread_mutex_unlock(&svc->pool_lock);
+        return 0;
+    }
+    pthread_mutex_unlock(&svc->pool_lock);
+    clr_engine_options o = CLR_ENGINE_OPTIONS_INIT;
+    o.host = svc->docker_host;
+    return clr_engine_open(out, &o, err);
+}
+
+/* broken: the engine failed mid-call; do not reuse its connection. */
+void svc_engine_put(clr_service *svc, clr_engine *eng, bool broken)
+{
+    if (!eng)
+        return;
+    pthread_mutex_lock(&svc->pool_lock);
+    if (!broken && svc->pool_n < ENGINE_POOL_MAX) {
+        svc->pool[svc->pool_n++] = eng;
+        eng = NULL;
+    }
+    pthread_mutex_unlock(&svc->pool_lock);
+    clr_engine_free(eng);
+}

@@ -1,0 +1,336 @@
+/* execs: see execs.h. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "clearing/audit.h"
+#include "clearing/files.h"
+#include "clearing/gitws.h"
+#include "clearing/plan.h"
+#include "clearing/repoadmit.h"
+#include "clearing/service.h"
+#include "clearing/store.h"
+#include "clearing/verdict.h"
+#include "internal.h"
+
+#include "channels.h"
+#include "engines.h"
+#include "execs.h"
+#include "rows.h"
+#include "service_int.h"
+#include "validate.h"
+
+static int new_exec_id(char *out, size_t len)
+{
+    uint8_t r[8];
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        return -1;
+    snprintf(out, len, "ex-%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3], r[4], r[5],
+             r[6], r[7]);
+    return 0;
+}
+
+struct stream_ctx {
+    clr_service_event_cb cb;
+    void *ctx;
+};
+
+static void on_output(void *p, clr_stream stream, const uint8_t *data, size_t len)
+{
+    struct stream_ctx *s = p;
+    if (!s->cb)
+        return;
+    clr_buffer b = {(uint8_t *)data, len};
+    clr_exec_result tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    tmp.out = b;
+    json_t *j = clr_exec_result_to_json(&tmp);
+    json_t *ev = json_pack("{s:s, s:O, s:O}", "event", stream == CLR_STDOUT ? "stdout" : "stderr",
+                           "data", json_object_get(j, "stdout"), "encoding",
+                           json_object_get(j, "stdout_encoding"));
+    json_decref(j);
+    s->cb(s->ctx, ev);
+    json_decref(ev);
+}
+
+/* Checks the sandbox is running and puts its environment before the command's own. */
+int svc_command_bind(clr_service *svc, struct command *c, const char *id, clr_error *err)
+{
+    clr_store_sandbox row;
+    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
+        return -1;
+    bool live = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
+    char state[32], reason[CLR_STORE_REASON_MAX + 1];
+    snprintf(state, sizeof(state), "%s", row.info.state);
+    snprintf(reason, sizeof(reason), "%s", row.destroy_reason);
+    size_t nrow = json_array_size(row.env), nreq = 0;
+    while (c->env && c->env[nreq])
+        nreq++;
+    c->all_env = calloc(nrow + nreq + 1, sizeof(char *));
+    if (c->all_env) {
+        size_t k = 0, i;
+        json_t *e;
+        json_array_foreach(row.env, i, e) c->all_env[k++] = strdup(json_string_value(e));
+        for (i = 0; i < nreq; i++)
+            c->all_env[k++] = strdup(c->env[i]);
+    }
+    clr_store_sandbox_clear(&row);
+    if (!c->all_env)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    c->o.env = (const char *const *)c->all_env;
+    if (!live)
+        return svc_not_running(err, id, state, reason);
+    return 0;
+}
+
+int clr_service_exec_check(clr_service *svc, const char *id, json_t *req, clr_error *err)
+{
+    if (svc_valid_id(id, err) < 0 || svc_check_fields(req, "request", svc_exec_fields, err) < 0)
+        return -1;
+    struct command cmd;
+    int rc = svc_parse_command(&cmd, req, err) < 0 || svc_command_bind(svc, &cmd, id, err) < 0
+                 ? -1
+                 : 0;
+    svc_command_clear(&cmd);
+    if (rc == 0 && atomic_load(&svc->running_execs) >= (int)svc->cfg.max_execs) {
+        atomic_fetch_add(&svc->refused, 1);
+        rc = clr_error_set(err, CLR_E_LIMIT, 0,
+                           "at capacity: %u commands are running (max_execs); retry later",
+                           svc->cfg.max_execs);
+    }
+    return rc;
+}
+
+/* Build option `trace` (meson -Dtrace=true, never in production): an exec's result carries the
+ * wall-clock time of each step, the daemon's and its supervisor's (which sends them in its
+ * message; gVisor keeps the sandbox's wall clock in step with the host's), in microseconds. */
+struct exec_trace {
+    uint64_t rx, audited, sent, recorded, waited;
+};
+#ifdef CLR_TRACE
+#define TRACE_AT(t, step) ((t).step = trace_now_us())
+static uint64_t trace_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Moves the supervisor's stamps out of the result's message into a trace object. */
+static void trace_attach(json_t *result, const struct exec_trace *t, clr_exec_result *res)
+{
+    unsigned long long a[5] = {0};
+    char *m = strstr(res->message, "trace=");
+    if (m && sscanf(m, "trace=%llu,%llu,%llu,%llu,%llu", &a[0], &a[1], &a[2], &a[3], &a[4]) == 5) {
+        if (m > res->message && m[-1] == ' ')
+            m--;
+        *m = '\0';
+        if (res->message[0])
+            json_object_set_new(result, "message", json_string(res->message));
+        else
+            json_object_set_new(result, "message", json_null());
+    }
+    json_object_set_new(result, "trace",
+                        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+                                  "daemon_rx", (json_int_t)t->rx, "audited", (json_int_t)t->audited,
+                                  "sent", (json_int_t)t->sent, "agent_rx", (json_int_t)a[0],
+                                  "spawn", (json_int_t)a[1], "spawned", (json_int_t)a[2],
+                                  "exited", (json_int_t)a[3], "agent_tx", (json_int_t)a[4],
+                                  "recorded", (json_int_t)t->recorded,
+                                  "waited", (json_int_t)t->waited, "done",
+                                  (json_int_t)trace_now_us()));
+}
+#else
+#define TRACE_AT(t, step) ((void)(t))
+#endif
+
+int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *actor,
+                     clr_service_event_cb on_event, void *ctx, json_t **out, clr_error *err)
+{
+    if (svc_valid_id(id, err) < 0 || svc_check_fields(req, "request", svc_exec_fields, err) < 0)
+        return -1;
+    struct command cmd;
+    int rc = -1;
+    if (svc_parse_command(&cmd, req, err) < 0 || svc_command_bind(svc, &cmd, id, err) < 0)
+        goto out;
+    clr_exec_options o = cmd.o;
+    struct exec_trace tr = {0};
+    TRACE_AT(tr, rx);
+    if (atomic_fetch_add(&svc->running_execs, 1) >= (int)svc->cfg.max_execs) {
+        atomic_fetch_sub(&svc->running_execs, 1);
+        atomic_fetch_add(&svc->refused, 1);
+        clr_error_set(err, CLR_E_LIMIT, 0,
+                      "at capacity: %u commands are running (max_execs); retry later",
+                      svc->cfg.max_execs);
+        goto out;
+    }
+    char exec_id[32];
+    new_exec_id(exec_id, sizeof(exec_id));
+    /* The sandbox and its live channel first: the record names the channel the command will
+     * run on, so a result replayed after a restart finds it. */
+    uint64_t t0 = svc_mono_us();
+    clr_engine *eng = NULL;
+    struct live_sb *lv = NULL;
+    int erc = svc_engine_get(svc, &eng, err);
+    if (erc == 0)
+        erc = svc_live_get(svc, eng, id, &lv, err);
+    if (erc < 0) {
+        svc_engine_put(svc, eng, true);
+        atomic_fetch_sub(&svc->running_execs, 1);
+        goto out;
+    }
+    o.channel = lv->ch;
+    o.channel_id = lv->ch ? clr_channel_new_id() : 0;
+    json_t *logged = svc_redacted(req);
+    int64_t t = svc_now_s();
+    /* No command runs unaudited: its start record is durable before the command is sent. */
+    json_t *ad = clr_audit_exec_request(&o);
+    json_object_set_new(ad, "exec_id", json_string(exec_id));
+    int arc = clr_audit_append(svc->audit, actor, id, "exec.start", "ok", ad, err);
+    json_decref(ad);
+    TRACE_AT(tr, audited);
+    if (arc < 0) {
+        /* Refused: the record says so, for whoever lists the sandbox's commands. */
+        json_t *refused = json_pack("{s:s, s:s}", "status", "start_failed", "message",
+                                    err->message);
+        if (clr_store_exec_insert_on(svc->store, exec_id, id, o.channel_id, logged, t, NULL) == 0)
+            clr_store_exec_finish(svc->store, exec_id, CLR_EXEC_STATE_DONE, refused, svc_now_s(),
+                                  NULL);
+        json_decref(refused);
+        json_decref(logged);
+        svc_live_put(svc, lv);
+        svc_engine_put(svc, eng, false);
+        atomic_fetch_sub(&svc->running_execs, 1);
+        goto out;
+    }
+    struct stream_ctx sc = {on_event, ctx};
+    if (on_event) {
+        o.on_output = on_output;
+        o.ctx = &sc;
+    }
+    /* The command is sent first and its record committed while it runs: the commit's fsync is
+     * off the command's path. The record names the channel, so a result the agent replays after
+     * a restart finds it; a client learns the exec id only once the record is durable (the
+     * started event, or the response). Output is delivered by clr_exec_wait, after both. */
+    clr_exec *h = NULL;
+    erc = clr_exec_start(&h, eng, lv->sb, &o, err);
+    TRACE_AT(tr, sent);
+    clr_error ierr = CLR_ERROR_INIT;
+    int irc = clr_store_exec_insert_on(svc->store, exec_id, id, o.channel_id, logged, t, &ierr);
+    TRACE_AT(tr, recorded);
+    json_decref(logged);
+    clr_exec_result res;
+    memset(&res, 0, sizeof(res));
+    if (irc < 0) {
+        /* No record, no command: it is ended at once, and the client told why; none of its
+         * output reaches the client. */
+        sc.cb = NULL;
+        if (h) {
+            clr_error kerr = CLR_ERROR_INIT;
+            clr_exec_signal(h, 9, &kerr);
+            clr_exec_wait(h, &res, &kerr);
+            clr_exec_result_clear(&res);
+            clr_exec_free(h);
+        }
+        json_t *fd = json_pack("{s:s, s:s}", "exec_id", exec_id, "error", ierr.message);
+        clr_error aerr = CLR_ERROR_INIT;
+        clr_audit_append(svc->audit, actor, id, "exec", "error", fd, &aerr);
+        json_decref(fd);
+        *err = ierr;
+        atomic_fetch_sub(&svc->running_execs, 1);
+        svc_live_put(svc, lv);
+        svc_engine_put(svc, eng, erc < 0);
+        goto out;
+    }
+    clr_store_sandbox_touch(svc->store, id, t, NULL);
+    clr_log(CLR_LOG_INFO, "service.exec", "id", id, "exec_id", exec_id, "actor", actor, NULL);
+    if (on_event) {
+        json_t *ev = json_pack("{s:s, s:s}", "event", "started", "exec_id", exec_id);
+        on_event(ctx, ev);
+        json_decref(ev);
+    }
+    if (erc == 0) {
+        erc = clr_exec_wait(h, &res, err);
+        clr_exec_free(h);
+        TRACE_AT(tr, waited);
+    }
+    if (lv->ch)
+        atomic_fetch_add(&svc->channel_execs, 1);
+    atomic_fetch_sub(&svc->running_execs, 1);
+    svc_live_put(svc, lv);
+    svc_engine_put(svc, eng, erc < 0);
+    clr_store_sandbox_touch(svc->store, id, svc_now_s(), NULL);
+    json_t *result;
+    if (erc < 0) {
+        result = json_pack("{s:s, s:s}", "status", "sandbox_failed", "message", err->message);
+        atomic_fetch_add(&svc->exec_failures, 1);
+        ad = json_pack("{s:s, s:s}", "exec_id", exec_id, "error", err->message);
+    } else {
+        result = clr_exec_result_to_json(&res);
+#ifdef CLR_TRACE
+        trace_attach(result, &tr, &res);
+#endif
+        ad = clr_audit_exec_result(&res);
+        json_object_set_new(ad, "exec_id", json_string(exec_id));
+        if (res.status == CLR_EXEC_TIMED_OUT)
+            atomic_fetch_add(&svc->exec_timeouts, 1);
+        else if (res.status == CLR_EXEC_OOM)
+            atomic_fetch_add(&svc->exec_ooms, 1);
+        else if (res.status == CLR_EXEC_SANDBOX_FAILED || res.status == CLR_EXEC_START_FAILED)
+            atomic_fetch_add(&svc->exec_failures, 1);
+    }
+    const char *outcome = erc < 0 ? "error" : clr_exec_status_name(res.status);
+    clr_exec_result_clear(&res);
+    atomic_fetch_add(&svc->execs, 1);
+    svc_observe(&svc->h_exec, svc_mono_us() - t0);
+    clr_error serr = CLR_ERROR_INIT;
+    arc = clr_audit_append(svc->audit, actor, id, "exec", outcome, ad, &serr);
+    json_decref(ad);
+    if (clr_store_exec_finish(svc->store, exec_id, CLR_EXEC_STATE_DONE, result, svc_now_s(),
+                              arc < 0 ? NULL : &serr) < 0 || arc < 0) {
+        /* The result is stored if it could be; the client is told the record failed. */
+        json_decref(result);
+        *err = serr;
+        goto out;
+    }
+    *out = json_pack("{s:s, s:s, s:s, s:o}", "id", exec_id, "sandbox_id", id, "state",
+                     CLR_EXEC_STATE_DONE, "result", result);
+    rc = 0;
+out:
+    svc_command_clear(&cmd);
+    return rc;
+}
+
+int clr_service_exec_get(clr_service *svc, const char *id, const char *exec_id, json_t **out,
+                         clr_error *err)
+{
+    if (svc_valid_id(id, err) < 0)
+        return -1;
+    json_t *rec = NULL;
+    if (clr_store_exec_get(svc->store, exec_id, &rec, err) < 0)
+        return -1;
+    const char *owner = json_string_value(json_object_get(rec, "sandbox_id"));
+    if (!owner || strcmp(owner, id) != 0) {
+        json_decref(rec);
+        return clr_error_set(err, CLR_E_NOT_FOUND, 0, "no exec %.64s in sandbox %s", exec_id, id);
+    }
+    *out = rec;
+    return 0;
+}
