@@ -119,14 +119,12 @@ static int open_verdict_key(clr_service *svc, const clr_service_config *cfg, clr
     return 0;
 }
 
-int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_error *err)
+/* The service's state, its strings copied and its locks made; nothing opened yet. *out is the
+ * caller's (clr_service_stop), also after a failure. */
+static int service_new(clr_service **out, const clr_service_config *cfg, clr_error *err)
 {
-    if (clr_limits_validate(&cfg->limits, err) < 0)
-        return clr_error_prefix(err, "default limits");
-    if (cfg->max_sandboxes == 0 || cfg->max_execs == 0 || cfg->reaper_interval_ms == 0)
-        return clr_error_set(err, CLR_E_INVALID, 0,
-                             "max_sandboxes, max_execs and reaper_interval must be positive");
     clr_service *svc = calloc(1, sizeof(*svc));
+    *out = svc;
     if (!svc)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     svc->cfg = *cfg;
@@ -139,7 +137,7 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
     svc->docker_host = dup_or_null(cfg->docker_host);
     svc->image = dup_or_null(cfg->image);
     svc->insecure_runtime = dup_or_null(cfg->insecure_runtime);
-    svc->cfg.allowed_images = NULL; /* until checked below */
+    svc->cfg.allowed_images = NULL; /* until checked (check_images) */
     pthread_mutex_init(&svc->pool_lock, NULL);
     pthread_mutex_init(&svc->create_lock, NULL);
     pthread_mutex_init(&svc->reaper_lock, NULL);
@@ -151,45 +149,41 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
     pthread_mutex_init(&svc->live_lock, NULL);
     pthread_cond_init(&svc->rm_cond, NULL);
     pthread_cond_init(&svc->rm_done, NULL);
-    if (!svc->state_dir || !svc->db_path) {
-        clr_service_stop(svc);
+    if (!svc->state_dir || !svc->db_path)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    }
-    if (cfg->allowed_images && (!cfg->allowed_images[0] || !cfg->allowed_images[0][0])) {
-        clr_service_stop(svc);
-        return clr_error_set(err, CLR_E_INVALID, 0,
-                             "allowed_images must list at least one non-empty pattern");
-    }
-    svc->cfg.allowed_images = cfg->allowed_images;
-    if (svc_image_allowed(svc, NULL, err) < 0) {
-        clr_service_stop(svc);
-        return clr_error_prefix(err, "the default image (setting image)");
-    }
-    if (cfg->allowed_images) {
-        /* A weakening is the operator's explicit choice, and it is on record. */
-        char list[512];
-        svc_allowed_images_text(svc, list, sizeof(list));
-        bool any = false;
-        for (const char *const *p = cfg->allowed_images; *p; p++)
-            any |= fnmatch(*p, "any/image:at-all", 0) == 0;
-        clr_log(CLR_LOG_WARN, "service.allowed_images", "patterns", list, "detail",
-                any ? "ANY image may be used: isolation weakened by operator setting"
-                    : "images allowed by operator setting",
-                NULL);
-    }
     /* The owner label ties containers to this database: after a restart we adopt or remove
      * exactly these, and leave CLI runs and other daemons' sandboxes alone. */
     snprintf(svc->owner, sizeof(svc->owner), "daemon:%s", svc->db_path);
-    char dir[4096];
-    snprintf(dir, sizeof(dir), "%s", svc->state_dir);
-    if (state_lock(svc, err) < 0) {
-        clr_service_stop(svc);
-        return -1;
-    }
-    if (clr_store_open(&svc->store, svc->db_path, err) < 0) {
-        clr_service_stop(svc);
-        return -1;
-    }
+    return 0;
+}
+
+/* The operator's allowed_images: at least one pattern, the default image among them; a
+ * weakening is the operator's explicit choice, and it is on record. */
+static int check_images(clr_service *svc, const clr_service_config *cfg, clr_error *err)
+{
+    if (cfg->allowed_images && (!cfg->allowed_images[0] || !cfg->allowed_images[0][0]))
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "allowed_images must list at least one non-empty pattern");
+    svc->cfg.allowed_images = cfg->allowed_images;
+    if (svc_image_allowed(svc, NULL, err) < 0)
+        return clr_error_prefix(err, "the default image (setting image)");
+    if (!cfg->allowed_images)
+        return 0;
+    char list[512];
+    svc_allowed_images_text(svc, list, sizeof(list));
+    bool any = false;
+    for (const char *const *p = cfg->allowed_images; *p; p++)
+        any |= fnmatch(*p, "any/image:at-all", 0) == 0;
+    clr_log(CLR_LOG_WARN, "service.allowed_images", "patterns", list, "detail",
+            any ? "ANY image may be used: isolation weakened by operator setting"
+                : "images allowed by operator setting",
+            NULL);
+    return 0;
+}
+
+/* The audit log, at audit_path (default: in the state directory). */
+static int open_audit(clr_service *svc, const clr_service_config *cfg, clr_error *err)
+{
     clr_audit_options ao = CLR_AUDIT_OPTIONS_INIT;
     char *audit_path = NULL;
     if (cfg->audit_path)
@@ -203,65 +197,75 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
     ao.disk_budget = cfg->audit_disk_budget;
     ao.aggregate_ms = cfg->audit_aggregate_ms;
     ao.checkpoint_ms = cfg->audit_checkpoint_ms;
-    int arc = audit_path ? clr_audit_open(&svc->audit, &ao, err)
-                         : clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    int rc = audit_path ? clr_audit_open(&svc->audit, &ao, err)
+                        : clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     free(audit_path);
-    if (arc < 0) {
-        clr_service_stop(svc);
-        return -1;
-    }
-    if (open_verdict_key(svc, cfg, err) < 0) {
-        clr_service_stop(svc);
-        return -1;
-    }
+    return rc;
+}
+
+/* The engine answers and has the runtime sandboxes run under (runsc, unless the operator chose
+ * an insecure one, which is logged). */
+static int check_runtime(clr_service *svc, clr_error *err)
+{
     clr_engine *eng = NULL;
     bool runsc = false;
     if (svc_engine_get(svc, &eng, err) < 0 ||
         clr_engine_has_runtime(eng, svc->insecure_runtime ? svc->insecure_runtime : "runsc",
                                &runsc, err) < 0) {
         svc_engine_put(svc, eng, true);
-        clr_service_stop(svc);
         return -1;
     }
     svc_engine_put(svc, eng, false);
-    if (!runsc) {
-        clr_service_stop(svc);
+    if (!runsc)
         return clr_error_set(err, CLR_E_UNAVAILABLE, 0,
                              "the gVisor runtime 'runsc' is not registered with the Docker "
                              "engine: run scripts/setup.sh; the daemon does not start without it");
-    }
     if (svc->insecure_runtime)
         clr_log(CLR_LOG_WARN, "service.insecure_runtime", "runtime", svc->insecure_runtime,
                 "detail", "every sandbox of this daemon runs WITHOUT gVisor", NULL);
-    /* The remover first: recovery hands it the removals it cannot finish at once. */
-    if (pthread_create(&svc->rm_thread, NULL, svc_remover_main, svc) != 0) {
-        clr_service_stop(svc);
+    return 0;
+}
+
+/* The remover first: recovery hands it the removals it cannot finish at once. Then the
+ * recovery, the reaper, the event watcher and the warm pool. */
+static int start_threads(clr_service *svc, const clr_service_config *cfg, clr_error *err)
+{
+    if (pthread_create(&svc->rm_thread, NULL, svc_remover_main, svc) != 0)
         return clr_error_set(err, CLR_E_INTERNAL, errno, "cannot start the remover thread");
-    }
     svc->rm_started = true;
-    if (svc_recover(svc, err) < 0) {
-        clr_service_stop(svc);
+    if (svc_recover(svc, err) < 0)
         return clr_error_prefix(err, "recovering state");
-    }
-    if (pthread_create(&svc->reaper, NULL, svc_reaper_main, svc) != 0) {
-        clr_service_stop(svc);
+    if (pthread_create(&svc->reaper, NULL, svc_reaper_main, svc) != 0)
         return clr_error_set(err, CLR_E_INTERNAL, errno, "cannot start the reaper thread");
-    }
     svc->reaper_started = true;
-    if (clr_engine_cancel_new(&svc->watch_cancel, err) < 0) {
-        clr_service_stop(svc);
+    if (clr_engine_cancel_new(&svc->watch_cancel, err) < 0)
         return -1;
-    }
-    if (pthread_create(&svc->watch_thread, NULL, svc_watch_main, svc) != 0) {
-        clr_service_stop(svc);
+    if (pthread_create(&svc->watch_thread, NULL, svc_watch_main, svc) != 0)
         return clr_error_set(err, CLR_E_INTERNAL, errno, "cannot start the event watcher thread");
-    }
     svc->watch_started = true;
     if (cfg->pool_size) {
         if (pthread_create(&svc->warm_thread, NULL, svc_warm_main, svc) == 0)
             svc->warm_started = true;
         else
             clr_log(CLR_LOG_WARN, "pool.not_started", NULL);
+    }
+    return 0;
+}
+
+int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_error *err)
+{
+    if (clr_limits_validate(&cfg->limits, err) < 0)
+        return clr_error_prefix(err, "default limits");
+    if (cfg->max_sandboxes == 0 || cfg->max_execs == 0 || cfg->reaper_interval_ms == 0)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "max_sandboxes, max_execs and reaper_interval must be positive");
+    clr_service *svc = NULL;
+    if (service_new(&svc, cfg, err) < 0 || check_images(svc, cfg, err) < 0 ||
+        state_lock(svc, err) < 0 || clr_store_open(&svc->store, svc->db_path, err) < 0 ||
+        open_audit(svc, cfg, err) < 0 || open_verdict_key(svc, cfg, err) < 0 ||
+        check_runtime(svc, err) < 0 || start_threads(svc, cfg, err) < 0) {
+        clr_service_stop(svc);
+        return -1;
     }
     *out = svc;
     return 0;

@@ -161,6 +161,216 @@ static void trace_attach(json_t *result, const struct exec_trace *t, clr_exec_re
 #define TRACE_AT(t, step) ((void)(t))
 #endif
 
+/* One exec as it runs: the command's options, and what it holds (an engine handle, its
+ * sandbox's live state, a slot of running_execs). */
+struct exec_run {
+    clr_service *svc;
+    const char *id, *actor;
+    char exec_id[32];
+    clr_exec_options o;
+    struct exec_trace tr;
+    uint64_t t0;      /* mono_us at its start, for the latency */
+    int64_t t;        /* when it started, as recorded */
+    clr_engine *eng;
+    struct live_sb *lv;
+    json_t *logged;   /* the request as recorded (svc_redacted) */
+};
+
+/* A slot of running_execs, or CLR_E_LIMIT at capacity. */
+static int exec_admit(clr_service *svc, clr_error *err)
+{
+    if (atomic_fetch_add(&svc->running_execs, 1) < (int)svc->cfg.max_execs)
+        return 0;
+    atomic_fetch_sub(&svc->running_execs, 1);
+    atomic_fetch_add(&svc->refused, 1);
+    return clr_error_set(err, CLR_E_LIMIT, 0,
+                         "at capacity: %u commands are running (max_execs); retry later",
+                         svc->cfg.max_execs);
+}
+
+/* Gives back what the exec holds: its slot, its sandbox's live state, its engine handle
+ * (broken: not to be reused). */
+static void exec_release(struct exec_run *x, bool broken)
+{
+    atomic_fetch_sub(&x->svc->running_execs, 1);
+    svc_live_put(x->svc, x->lv);
+    x->lv = NULL;
+    svc_engine_put(x->svc, x->eng, broken);
+    x->eng = NULL;
+}
+
+/* The sandbox and its live channel first: the record names the channel the command will run
+ * on, so a result replayed after a restart finds it. On failure the slot is given back. */
+static int exec_open(struct exec_run *x, clr_error *err)
+{
+    new_exec_id(x->exec_id, sizeof(x->exec_id));
+    x->t0 = svc_mono_us();
+    int rc = svc_engine_get(x->svc, &x->eng, err);
+    if (rc == 0)
+        rc = svc_live_get(x->svc, x->eng, x->id, &x->lv, err);
+    if (rc < 0) {
+        exec_release(x, true);
+        return -1;
+    }
+    x->o.channel = x->lv->ch;
+    x->o.channel_id = x->lv->ch ? clr_channel_new_id() : 0;
+    return 0;
+}
+
+/* No command runs unaudited: its start record is durable before the command is sent. When it
+ * cannot be written the exec's record says it was refused, and what it holds is given back. */
+static int exec_audit_start(struct exec_run *x, clr_error *err)
+{
+    clr_service *svc = x->svc;
+    json_t *ad = clr_audit_exec_request(&x->o);
+    json_object_set_new(ad, "exec_id", json_string(x->exec_id));
+    int arc = clr_audit_append(svc->audit, x->actor, x->id, "exec.start", "ok", ad, err);
+    json_decref(ad);
+    TRACE_AT(x->tr, audited);
+    if (arc == 0)
+        return 0;
+    /* Refused: the record says so, for whoever lists the sandbox's commands. */
+    json_t *refused = json_pack("{s:s, s:s}", "status", "start_failed", "message", err->message);
+    if (clr_store_exec_insert_on(svc->store, x->exec_id, x->id, x->o.channel_id, x->logged, x->t,
+                                 NULL) == 0)
+        clr_store_exec_finish(svc->store, x->exec_id, CLR_EXEC_STATE_DONE, refused, svc_now_s(),
+                              NULL);
+    json_decref(refused);
+    json_decref(x->logged);
+    x->logged = NULL;
+    exec_release(x, false);
+    return -1;
+}
+
+/* The command is sent first and its record committed while it runs: the commit's fsync is off
+ * the command's path. The record names the channel, so a result the agent replays after a
+ * restart finds it; a client learns the exec id only once the record is durable (the started
+ * event, or the response). Output is delivered by clr_exec_wait, after both. Returns the
+ * start's outcome (*h: the running command, or NULL), or -2 when the record failed: then the
+ * command was ended, none of its output reaches the client, and what the exec held is given
+ * back (err says why). */
+static int exec_launch(struct exec_run *x, clr_exec **h, struct stream_ctx *sc, clr_error *err)
+{
+    clr_service *svc = x->svc;
+    int erc = clr_exec_start(h, x->eng, x->lv->sb, &x->o, err);
+    TRACE_AT(x->tr, sent);
+    clr_error ierr = CLR_ERROR_INIT;
+    int irc = clr_store_exec_insert_on(svc->store, x->exec_id, x->id, x->o.channel_id, x->logged,
+                                       x->t, &ierr);
+    TRACE_AT(x->tr, recorded);
+    json_decref(x->logged);
+    x->logged = NULL;
+    if (irc == 0)
+        return erc;
+    /* No record, no command: it is ended at once, and the client told why. */
+    sc->cb = NULL;
+    if (*h) {
+        clr_error kerr = CLR_ERROR_INIT;
+        clr_exec_result res;
+        memset(&res, 0, sizeof(res));
+        clr_exec_signal(*h, 9, &kerr);
+        clr_exec_wait(*h, &res, &kerr);
+        clr_exec_result_clear(&res);
+        clr_exec_free(*h);
+        *h = NULL;
+    }
+    json_t *fd = json_pack("{s:s, s:s}", "exec_id", x->exec_id, "error", ierr.message);
+    clr_error aerr = CLR_ERROR_INIT;
+    clr_audit_append(svc->audit, x->actor, x->id, "exec", "error", fd, &aerr);
+    json_decref(fd);
+    *err = ierr;
+    exec_release(x, erc < 0);
+    return -2;
+}
+
+/* The end of an exec: its result (erc < 0: the sandbox failed, err says how) counted, audited
+ * and stored; *out (the caller's) is the exec record. -1 when the record could not be made:
+ * the result is stored if it could be, and the client is told the record failed. */
+static int exec_finish(struct exec_run *x, int erc, clr_exec_result *res, json_t **out,
+                       clr_error *err)
+{
+    clr_service *svc = x->svc;
+    json_t *result, *ad;
+    if (erc < 0) {
+        result = json_pack("{s:s, s:s}", "status", "sandbox_failed", "message", err->message);
+        atomic_fetch_add(&svc->exec_failures, 1);
+        ad = json_pack("{s:s, s:s}", "exec_id", x->exec_id, "error", err->message);
+    } else {
+        result = clr_exec_result_to_json(res);
+#ifdef CLR_TRACE
+        trace_attach(result, &x->tr, res);
+#endif
+        ad = clr_audit_exec_result(res);
+        json_object_set_new(ad, "exec_id", json_string(x->exec_id));
+        if (res->status == CLR_EXEC_TIMED_OUT)
+            atomic_fetch_add(&svc->exec_timeouts, 1);
+        else if (res->status == CLR_EXEC_OOM)
+            atomic_fetch_add(&svc->exec_ooms, 1);
+        else if (res->status == CLR_EXEC_SANDBOX_FAILED || res->status == CLR_EXEC_START_FAILED)
+            atomic_fetch_add(&svc->exec_failures, 1);
+    }
+    const char *outcome = erc < 0 ? "error" : clr_exec_status_name(res->status);
+    clr_exec_result_clear(res);
+    atomic_fetch_add(&svc->execs, 1);
+    svc_observe(&svc->h_exec, svc_mono_us() - x->t0);
+    clr_error serr = CLR_ERROR_INIT;
+    int arc = clr_audit_append(svc->audit, x->actor, x->id, "exec", outcome, ad, &serr);
+    json_decref(ad);
+    if (clr_store_exec_finish(svc->store, x->exec_id, CLR_EXEC_STATE_DONE, result, svc_now_s(),
+                              arc < 0 ? NULL : &serr) < 0 ||
+        arc < 0) {
+        json_decref(result);
+        *err = serr;
+        return -1;
+    }
+    *out = json_pack("{s:s, s:s, s:s, s:o}", "id", x->exec_id, "sandbox_id", x->id, "state",
+                     CLR_EXEC_STATE_DONE, "result", result);
+    return 0;
+}
+
+/* Admitted, audited, sent, recorded, waited for, finished (the steps above). */
+static int exec_run(struct exec_run *x, json_t *req, clr_service_event_cb on_event, void *ctx,
+                    json_t **out, clr_error *err)
+{
+    clr_service *svc = x->svc;
+    TRACE_AT(x->tr, rx);
+    if (exec_admit(svc, err) < 0 || exec_open(x, err) < 0)
+        return -1;
+    x->logged = svc_redacted(req);
+    x->t = svc_now_s();
+    if (exec_audit_start(x, err) < 0)
+        return -1;
+    struct stream_ctx sc = {on_event, ctx};
+    if (on_event) {
+        x->o.on_output = on_output;
+        x->o.ctx = &sc;
+    }
+    clr_exec *h = NULL;
+    int erc = exec_launch(x, &h, &sc, err);
+    if (erc == -2)
+        return -1;
+    clr_store_sandbox_touch(svc->store, x->id, x->t, NULL);
+    clr_log(CLR_LOG_INFO, "service.exec", "id", x->id, "exec_id", x->exec_id, "actor", x->actor,
+            NULL);
+    if (on_event) {
+        json_t *ev = json_pack("{s:s, s:s}", "event", "started", "exec_id", x->exec_id);
+        on_event(ctx, ev);
+        json_decref(ev);
+    }
+    clr_exec_result res;
+    memset(&res, 0, sizeof(res));
+    if (erc == 0) {
+        erc = clr_exec_wait(h, &res, err);
+        clr_exec_free(h);
+        TRACE_AT(x->tr, waited);
+    }
+    if (x->lv->ch)
+        atomic_fetch_add(&svc->channel_execs, 1);
+    exec_release(x, erc < 0);
+    clr_store_sandbox_touch(svc->store, x->id, svc_now_s(), NULL);
+    return exec_finish(x, erc, &res, out, err);
+}
+
 int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *actor,
                      clr_service_event_cb on_event, void *ctx, json_t **out, clr_error *err)
 {
@@ -170,149 +380,8 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
     int rc = -1;
     if (svc_parse_command(&cmd, req, err) < 0 || svc_command_bind(svc, &cmd, id, err) < 0)
         goto out;
-    clr_exec_options o = cmd.o;
-    struct exec_trace tr = {0};
-    TRACE_AT(tr, rx);
-    if (atomic_fetch_add(&svc->running_execs, 1) >= (int)svc->cfg.max_execs) {
-        atomic_fetch_sub(&svc->running_execs, 1);
-        atomic_fetch_add(&svc->refused, 1);
-        clr_error_set(err, CLR_E_LIMIT, 0,
-                      "at capacity: %u commands are running (max_execs); retry later",
-                      svc->cfg.max_execs);
-        goto out;
-    }
-    char exec_id[32];
-    new_exec_id(exec_id, sizeof(exec_id));
-    /* The sandbox and its live channel first: the record names the channel the command will
-     * run on, so a result replayed after a restart finds it. */
-    uint64_t t0 = svc_mono_us();
-    clr_engine *eng = NULL;
-    struct live_sb *lv = NULL;
-    int erc = svc_engine_get(svc, &eng, err);
-    if (erc == 0)
-        erc = svc_live_get(svc, eng, id, &lv, err);
-    if (erc < 0) {
-        svc_engine_put(svc, eng, true);
-        atomic_fetch_sub(&svc->running_execs, 1);
-        goto out;
-    }
-    o.channel = lv->ch;
-    o.channel_id = lv->ch ? clr_channel_new_id() : 0;
-    json_t *logged = svc_redacted(req);
-    int64_t t = svc_now_s();
-    /* No command runs unaudited: its start record is durable before the command is sent. */
-    json_t *ad = clr_audit_exec_request(&o);
-    json_object_set_new(ad, "exec_id", json_string(exec_id));
-    int arc = clr_audit_append(svc->audit, actor, id, "exec.start", "ok", ad, err);
-    json_decref(ad);
-    TRACE_AT(tr, audited);
-    if (arc < 0) {
-        /* Refused: the record says so, for whoever lists the sandbox's commands. */
-        json_t *refused = json_pack("{s:s, s:s}", "status", "start_failed", "message",
-                                    err->message);
-        if (clr_store_exec_insert_on(svc->store, exec_id, id, o.channel_id, logged, t, NULL) == 0)
-            clr_store_exec_finish(svc->store, exec_id, CLR_EXEC_STATE_DONE, refused, svc_now_s(),
-                                  NULL);
-        json_decref(refused);
-        json_decref(logged);
-        svc_live_put(svc, lv);
-        svc_engine_put(svc, eng, false);
-        atomic_fetch_sub(&svc->running_execs, 1);
-        goto out;
-    }
-    struct stream_ctx sc = {on_event, ctx};
-    if (on_event) {
-        o.on_output = on_output;
-        o.ctx = &sc;
-    }
-    /* The command is sent first and its record committed while it runs: the commit's fsync is
-     * off the command's path. The record names the channel, so a result the agent replays after
-     * a restart finds it; a client learns the exec id only once the record is durable (the
-     * started event, or the response). Output is delivered by clr_exec_wait, after both. */
-    clr_exec *h = NULL;
-    erc = clr_exec_start(&h, eng, lv->sb, &o, err);
-    TRACE_AT(tr, sent);
-    clr_error ierr = CLR_ERROR_INIT;
-    int irc = clr_store_exec_insert_on(svc->store, exec_id, id, o.channel_id, logged, t, &ierr);
-    TRACE_AT(tr, recorded);
-    json_decref(logged);
-    clr_exec_result res;
-    memset(&res, 0, sizeof(res));
-    if (irc < 0) {
-        /* No record, no command: it is ended at once, and the client told why; none of its
-         * output reaches the client. */
-        sc.cb = NULL;
-        if (h) {
-            clr_error kerr = CLR_ERROR_INIT;
-            clr_exec_signal(h, 9, &kerr);
-            clr_exec_wait(h, &res, &kerr);
-            clr_exec_result_clear(&res);
-            clr_exec_free(h);
-        }
-        json_t *fd = json_pack("{s:s, s:s}", "exec_id", exec_id, "error", ierr.message);
-        clr_error aerr = CLR_ERROR_INIT;
-        clr_audit_append(svc->audit, actor, id, "exec", "error", fd, &aerr);
-        json_decref(fd);
-        *err = ierr;
-        atomic_fetch_sub(&svc->running_execs, 1);
-        svc_live_put(svc, lv);
-        svc_engine_put(svc, eng, erc < 0);
-        goto out;
-    }
-    clr_store_sandbox_touch(svc->store, id, t, NULL);
-    clr_log(CLR_LOG_INFO, "service.exec", "id", id, "exec_id", exec_id, "actor", actor, NULL);
-    if (on_event) {
-        json_t *ev = json_pack("{s:s, s:s}", "event", "started", "exec_id", exec_id);
-        on_event(ctx, ev);
-        json_decref(ev);
-    }
-    if (erc == 0) {
-        erc = clr_exec_wait(h, &res, err);
-        clr_exec_free(h);
-        TRACE_AT(tr, waited);
-    }
-    if (lv->ch)
-        atomic_fetch_add(&svc->channel_execs, 1);
-    atomic_fetch_sub(&svc->running_execs, 1);
-    svc_live_put(svc, lv);
-    svc_engine_put(svc, eng, erc < 0);
-    clr_store_sandbox_touch(svc->store, id, svc_now_s(), NULL);
-    json_t *result;
-    if (erc < 0) {
-        result = json_pack("{s:s, s:s}", "status", "sandbox_failed", "message", err->message);
-        atomic_fetch_add(&svc->exec_failures, 1);
-        ad = json_pack("{s:s, s:s}", "exec_id", exec_id, "error", err->message);
-    } else {
-        result = clr_exec_result_to_json(&res);
-#ifdef CLR_TRACE
-        trace_attach(result, &tr, &res);
-#endif
-        ad = clr_audit_exec_result(&res);
-        json_object_set_new(ad, "exec_id", json_string(exec_id));
-        if (res.status == CLR_EXEC_TIMED_OUT)
-            atomic_fetch_add(&svc->exec_timeouts, 1);
-        else if (res.status == CLR_EXEC_OOM)
-            atomic_fetch_add(&svc->exec_ooms, 1);
-        else if (res.status == CLR_EXEC_SANDBOX_FAILED || res.status == CLR_EXEC_START_FAILED)
-            atomic_fetch_add(&svc->exec_failures, 1);
-    }
-    const char *outcome = erc < 0 ? "error" : clr_exec_status_name(res.status);
-    clr_exec_result_clear(&res);
-    atomic_fetch_add(&svc->execs, 1);
-    svc_observe(&svc->h_exec, svc_mono_us() - t0);
-    clr_error serr = CLR_ERROR_INIT;
-    arc = clr_audit_append(svc->audit, actor, id, "exec", outcome, ad, &serr);
-    json_decref(ad);
-    if (clr_store_exec_finish(svc->store, exec_id, CLR_EXEC_STATE_DONE, result, svc_now_s(),
-                              arc < 0 ? NULL : &serr) < 0 || arc < 0) {
-        /* The result is stored if it could be; the client is told the record failed. */
-        json_decref(result);
-        *err = serr;
-        goto out;
-    }
-    *out = json_pack("{s:s, s:s, s:s, s:o}", "id", exec_id, "sandbox_id", id, "state",
-                     CLR_EXEC_STATE_DONE, "result", result);
-    rc = 0;
+    struct exec_run x = {.svc = svc, .id = id, .actor = actor, .o = cmd.o};
+    rc = exec_run(&x, req, on_event, ctx, out, err);
 out:
     svc_command_clear(&cmd);
     return rc;
