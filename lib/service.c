@@ -42,6 +42,9 @@
 #include "service/validate.h"
 #include "service/warm.h"
 
+CLR_DEFINE_CLEANUP(clr_service *, clr_service_stop)
+#define _cleanup_service_ __attribute__((cleanup(clr_service_stopp)))
+
 static char *dup_or_null(const char *s)
 {
     return s ? strdup(s) : NULL;
@@ -58,7 +61,7 @@ static int state_lock(clr_service *svc, clr_error *err)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/daemon.lock", svc->state_dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    _cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0 && errno == ENOENT && mkdir(svc->state_dir, 0700) == 0)
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
@@ -73,7 +76,6 @@ static int state_lock(clr_service *svc, clr_error *err)
             ssize_t n = pread(fd, holder, sizeof(holder) - 1, 0);
             holder[n > 0 ? n : 0] = '\0';
             holder[strcspn(holder, "\n")] = '\0';
-            close(fd);
             if (e != EWOULDBLOCK)
                 return clr_error_set(err, CLR_E_UNAVAILABLE, e, "cannot lock %s: %s", path,
                                      strerror(e));
@@ -90,7 +92,7 @@ static int state_lock(clr_service *svc, clr_error *err)
     if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)len, 0) != len)
         clr_log(CLR_LOG_WARN, "service.lock_unwritten", "path", path, "error", strerror(errno),
                 NULL);
-    svc->lock_fd = fd;
+    svc->lock_fd = steal_fd(&fd);
     return 0;
 }
 
@@ -185,7 +187,7 @@ static int check_images(clr_service *svc, const clr_service_config *cfg, clr_err
 static int open_audit(clr_service *svc, const clr_service_config *cfg, clr_error *err)
 {
     clr_audit_options ao = CLR_AUDIT_OPTIONS_INIT;
-    char *audit_path = NULL;
+    _cleanup_free_ char *audit_path = NULL;
     if (cfg->audit_path)
         audit_path = strdup(cfg->audit_path);
     else if (asprintf(&audit_path, "%s/" CLR_AUDIT_DEFAULT_FILE, svc->state_dir) < 0)
@@ -197,10 +199,8 @@ static int open_audit(clr_service *svc, const clr_service_config *cfg, clr_error
     ao.disk_budget = cfg->audit_disk_budget;
     ao.aggregate_ms = cfg->audit_aggregate_ms;
     ao.checkpoint_ms = cfg->audit_checkpoint_ms;
-    int rc = audit_path ? clr_audit_open(&svc->audit, &ao, err)
-                        : clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    free(audit_path);
-    return rc;
+    return audit_path ? clr_audit_open(&svc->audit, &ao, err)
+                      : clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
 }
 
 /* The engine answers and has the runtime sandboxes run under (runsc, unless the operator chose
@@ -259,15 +259,14 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
     if (cfg->max_sandboxes == 0 || cfg->max_execs == 0 || cfg->reaper_interval_ms == 0)
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "max_sandboxes, max_execs and reaper_interval must be positive");
-    clr_service *svc = NULL;
+    /* Stopped on every failure below: each step leaves what it made for clr_service_stop(). */
+    _cleanup_service_ clr_service *svc = NULL;
     if (service_new(&svc, cfg, err) < 0 || check_images(svc, cfg, err) < 0 ||
         state_lock(svc, err) < 0 || clr_store_open(&svc->store, svc->db_path, err) < 0 ||
         open_audit(svc, cfg, err) < 0 || open_verdict_key(svc, cfg, err) < 0 ||
-        check_runtime(svc, err) < 0 || start_threads(svc, cfg, err) < 0) {
-        clr_service_stop(svc);
+        check_runtime(svc, err) < 0 || start_threads(svc, cfg, err) < 0)
         return -1;
-    }
-    *out = svc;
+    *out = steal_pointer(&svc);
     return 0;
 }
 

@@ -104,11 +104,10 @@ int clr_service_exec_check(clr_service *svc, const char *id, json_t *req, clr_er
 {
     if (svc_valid_id(id, err) < 0 || svc_check_fields(req, "request", svc_exec_fields, err) < 0)
         return -1;
-    struct command cmd;
+    _cleanup_command_ struct command cmd = {.argv = NULL};
     int rc = svc_parse_command(&cmd, req, err) < 0 || svc_command_bind(svc, &cmd, id, err) < 0
                  ? -1
                  : 0;
-    svc_command_clear(&cmd);
     if (rc == 0 && atomic_load(&svc->running_execs) >= (int)svc->cfg.max_execs) {
         atomic_fetch_add(&svc->refused, 1);
         rc = clr_error_set(err, CLR_E_LIMIT, 0,
@@ -376,15 +375,11 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
 {
     if (svc_valid_id(id, err) < 0 || svc_check_fields(req, "request", svc_exec_fields, err) < 0)
         return -1;
-    struct command cmd;
-    int rc = -1;
+    _cleanup_command_ struct command cmd = {.argv = NULL};
     if (svc_parse_command(&cmd, req, err) < 0 || svc_command_bind(svc, &cmd, id, err) < 0)
-        goto out;
+        return -1;
     struct exec_run x = {.svc = svc, .id = id, .actor = actor, .o = cmd.o};
-    rc = exec_run(&x, req, on_event, ctx, out, err);
-out:
-    svc_command_clear(&cmd);
-    return rc;
+    return exec_run(&x, req, on_event, ctx, out, err);
 }
 
 int clr_service_exec_get(clr_service *svc, const char *id, const char *exec_id, json_t **out,

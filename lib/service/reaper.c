@@ -252,7 +252,7 @@ static void recover_workspaces(clr_service *svc, const struct snapshot *sn)
 {
     char wsdir[4096];
     snprintf(wsdir, sizeof(wsdir), "%s/workspaces", svc->state_dir);
-    DIR *d = opendir(wsdir);
+    _cleanup_closedir_ DIR *d = opendir(wsdir);
     if (!d)
         return;
     struct dirent *e;
@@ -272,7 +272,6 @@ static void recover_workspaces(clr_service *svc, const struct snapshot *sn)
             clr_log(CLR_LOG_WARN, "recover.workspace_failed", "id", id, "error", lerr.message,
                     NULL);
     }
-    closedir(d);
 }
 
 /* A running container of ours that an empty database does not know (the operator moved a corrupt

@@ -34,17 +34,18 @@
 #include "rows.h"
 #include "service_int.h"
 
+CLR_DEFINE_CLEANUP(EVP_MD_CTX *, EVP_MD_CTX_free)
+#define _cleanup_md_ctx_ __attribute__((cleanup(EVP_MD_CTX_freep)))
+
 static void sha256_fd(int fd, char out[65])
 {
     unsigned char d[32];
     unsigned int n = 0;
     char buf[65536];
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    _cleanup_md_ctx_ EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     out[0] = '\0';
-    if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) || lseek(fd, 0, SEEK_SET) < 0) {
-        EVP_MD_CTX_free(ctx);
+    if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) || lseek(fd, 0, SEEK_SET) < 0)
         return;
-    }
     ssize_t r;
     while ((r = read(fd, buf, sizeof(buf))) > 0)
         EVP_DigestUpdate(ctx, buf, (size_t)r);
@@ -56,7 +57,6 @@ static void sha256_fd(int fd, char out[65])
         }
         out[64] = '\0';
     }
-    EVP_MD_CTX_free(ctx);
     lseek(fd, 0, SEEK_SET);
 }
 
@@ -85,7 +85,7 @@ static int audit_file(clr_service *svc, const char *actor, const char *id, const
 int clr_service_file_put(clr_service *svc, const char *id, const char *rel, int src_fd,
                          const char *actor, json_t **out, clr_error *err)
 {
-    int root = -1;
+    _cleanup_close_ int root = -1;
     if (clr_files_check_path(rel, err) < 0 || open_workspace(svc, id, false, &root, err) < 0) {
         svc_audit_failure(svc, actor, clr_sandbox_id_valid(id) ? id : NULL, "file.upload", err);
         return -1;
@@ -96,7 +96,6 @@ int clr_service_file_put(clr_service *svc, const char *id, const char *rel, int 
     int64_t size = fstat(src_fd, &st) == 0 ? (int64_t)st.st_size : -1;
     clr_files_limits lim = CLR_FILES_LIMITS_INIT;
     int rc = clr_files_write(root, rel, src_fd, NULL, 0, 0644, &lim, err);
-    close(root);
     if (rc < 0) {
         svc_audit_failure(svc, actor, id, "file.upload", err);
         return -1;
@@ -111,7 +110,7 @@ int clr_service_file_get(clr_service *svc, const char *id, const char *rel, int 
                          clr_files_budget *budget, const char *actor, uint64_t *size,
                          uint64_t *charged, clr_error *err)
 {
-    int root = -1;
+    _cleanup_close_ int root = -1;
     *size = 0;
     *charged = 0;
     if (clr_files_check_path(rel, err) < 0 || open_workspace(svc, id, true, &root, err) < 0)
@@ -122,7 +121,6 @@ int clr_service_file_get(clr_service *svc, const char *id, const char *rel, int 
     int rc = clr_files_read_ext(root, rel, out_fd, &lim, &rep, err);
     *size = rep.bytes;
     *charged = rep.charged;
-    close(root);
     if (rc < 0) {
         svc_audit_failure(svc, actor, id, "file.download", err);
         return -1;
@@ -135,13 +133,12 @@ int clr_service_file_get(clr_service *svc, const char *id, const char *rel, int 
 int clr_service_file_list(clr_service *svc, const char *id, const char *rel, json_t **out,
                           clr_error *err)
 {
-    int root = -1;
+    _cleanup_close_ int root = -1;
     if ((rel[0] && clr_files_check_path(rel, err) < 0) || open_workspace(svc, id, true, &root, err) < 0)
         return -1;
     clr_file_entry *e = NULL;
     size_t n = 0;
     int rc = clr_files_list(&e, &n, root, rel, 100000, err);
-    close(root);
     if (rc < 0)
         return -1;
     json_t *a = json_array();
@@ -161,11 +158,10 @@ int clr_service_file_list(clr_service *svc, const char *id, const char *rel, jso
 int clr_service_file_delete(clr_service *svc, const char *id, const char *rel, bool recursive,
                             const char *actor, clr_error *err)
 {
-    int root = -1;
+    _cleanup_close_ int root = -1;
     if (clr_files_check_path(rel, err) < 0 || open_workspace(svc, id, false, &root, err) < 0)
         return -1;
     int rc = clr_files_delete(root, rel, recursive, err);
-    close(root);
     if (rc < 0) {
         svc_audit_failure(svc, actor, id, "file.delete", err);
         return -1;
@@ -176,7 +172,7 @@ int clr_service_file_delete(clr_service *svc, const char *id, const char *rel, b
 int clr_service_archive_put(clr_service *svc, const char *id, const char *rel, int tar_fd,
                             const char *actor, json_t **out, clr_error *err)
 {
-    int root = -1;
+    _cleanup_close_ int root = -1;
     if ((rel[0] && clr_files_check_path(rel, err) < 0) || open_workspace(svc, id, false, &root, err) < 0) {
         svc_audit_failure(svc, actor, clr_sandbox_id_valid(id) ? id : NULL, "archive.upload", err);
         return -1;
@@ -186,7 +182,6 @@ int clr_service_archive_put(clr_service *svc, const char *id, const char *rel, i
     clr_files_report rep;
     memset(&rep, 0, sizeof(rep));
     int rc = clr_files_extract_tar(root, rel, tar_fd, NULL, &rep, err);
-    close(root);
     if (rc < 0) {
         svc_audit_failure(svc, actor, id, "archive.upload", err);
         return -1;
@@ -208,7 +203,7 @@ int clr_service_archive_get(clr_service *svc, const char *id, const char *rel, i
                             clr_files_budget *budget, const char *actor, uint64_t *charged,
                             clr_error *err)
 {
-    int root = -1;
+    _cleanup_close_ int root = -1;
     *charged = 0;
     if ((rel[0] && clr_files_check_path(rel, err) < 0) ||
         open_workspace(svc, id, true, &root, err) < 0)
@@ -219,7 +214,6 @@ int clr_service_archive_get(clr_service *svc, const char *id, const char *rel, i
     memset(&rep, 0, sizeof(rep));
     int rc = clr_files_create_tar(root, rel, out_fd, &lim, &rep, err);
     *charged = rep.charged;
-    close(root);
     if (rc < 0) {
         svc_audit_failure(svc, actor, id, "archive.download", err);
         return -1;

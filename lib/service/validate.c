@@ -627,10 +627,8 @@ int clr_service_check_request(const char *kind, json_t *req, clr_error *err)
         bool exec = kind[0] == 'e';
         if (svc_check_fields(req, "request", exec ? svc_exec_fields : svc_process_fields, err) < 0)
             return -1;
-        struct command cmd;
-        int rc = svc_parse_command(&cmd, req, err);
-        svc_command_clear(&cmd);
-        return rc;
+        _cleanup_command_ struct command cmd = {.argv = NULL};
+        return svc_parse_command(&cmd, req, err);
     }
     if (strcmp(kind, "create") == 0) {
         clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;

@@ -5,6 +5,7 @@
 #ifndef CLR_SERVICE_VALIDATE_H
 #define CLR_SERVICE_VALIDATE_H
 
+#include "clearing/cleanup.h"
 #include "service_int.h"
 
 /* The parts of a command request shared by execs and background processes. */
@@ -48,6 +49,10 @@ int svc_valid_id(const char *id, clr_error *err);
 int svc_parse_extend(json_t *req, uint64_t *ms, clr_error *err);
 
 void svc_command_clear(struct command *c);
+
+/* A command released on every return path: `_cleanup_command_ struct command cmd = {.argv =
+ * NULL};` (parse_command fills it). */
+#define _cleanup_command_ __attribute__((cleanup(svc_command_clear)))
 
 int svc_parse_command(struct command *c, json_t *req, clr_error *err);
 
