@@ -9,6 +9,8 @@
 /* The registry's link to the sandbox's entry (*result NULL: none). live_lock held. */
 struct live_sb **svc_live_find_locked(clr_service *svc, const char *id);
 
+/* Drops a reference taken by svc_live_new or svc_live_get (NULL: nothing); the last one closes
+ * the channel and frees the sandbox handle. */
 void svc_live_put(clr_service *svc, struct live_sb *lv);
 
 /* The live state of a running sandbox, made from its handle and, when the caller has one, its
@@ -17,6 +19,9 @@ void svc_live_put(clr_service *svc, struct live_sb *lv);
 int svc_live_new(clr_service *svc, clr_engine *eng, const char *id, clr_sandbox *sb,
                  clr_channel *ch, struct live_sb **out, clr_error *err);
 
+/* The sandbox, opened, with its live channel when its agent serves one. *out holds a reference
+ * (svc_live_put). A channel that ended (dockerd restarted, the sandbox stopped) is opened again.
+ * eng is the caller's, used only during the call. */
 int svc_live_get(clr_service *svc, clr_engine *eng, const char *id, struct live_sb **out,
                  clr_error *err);
 

@@ -5,6 +5,8 @@
 
 #include "service_int.h"
 
+/* An engine handle for this thread: a pooled one, or a new connection. *out is the caller's
+ * until svc_engine_put(). */
 int svc_engine_get(clr_service *svc, clr_engine **out, clr_error *err);
 
 /* broken: the engine failed mid-call; do not reuse its connection. */

@@ -15,6 +15,8 @@
  * and the next look (reconcile pass, start) tries again. */
 bool svc_mark_lost(clr_service *svc, const char *id, const char *actor, const char *reason);
 
+/* The reaper thread (arg: the service): a pass every reaper_interval_ms, a reconcile pass every
+ * reconcile_interval_ms, until svc->stopping. */
 void *svc_reaper_main(void *p);
 
 /* After a restart: keep what still runs, mark what vanished, remove what we do not know (but

@@ -13,6 +13,8 @@ bool svc_removal_queue(clr_service *svc, const char *id, const char *reason, uns
 /* Removes one sandbox's container and workspace now. */
 int svc_remove_now(clr_service *svc, const char *id, const char *reason, clr_error *err);
 
+/* The remover thread (arg: the service): removes what is queued until rm_stopping and the queue
+ * is empty. */
 void *svc_remover_main(void *p);
 
 /* At stop: the remover finishes what is queued, for a bounded time; what is left (the engine is

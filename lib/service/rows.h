@@ -11,6 +11,7 @@
 void svc_audit_failure(clr_service *svc, const char *actor, const char *sandbox,
                        const char *action, const clr_error *why);
 
+/* A sandbox row as a client sees it (environment names only, never values); the caller's. */
 json_t *svc_sandbox_json(const clr_store_sandbox *s);
 
 /* The database's state of the sandbox (a CLR_STATE_*) and why it left running ("" while it

@@ -2,12 +2,17 @@
  * the few helpers they all use (clocks, latency histograms). Not installed: the public contract is
  * include/clearing/service.h, each module's own contract its header in this directory.
  *
- * Layers (a module calls only those below it; scripts/check-structure.py checks there is no
- * cycle):
- *   service.c (wiring: start, stop)
- *   events.c -> reaper.c -> lifecycle.c -> warm.c, removal.c
- *   procs.c -> execs.c; metrics.c, svc_files.c, git.c, plans.c
- *   channels.c, rows.c, tenants.c, engines.c, validate.c (bottom)
+ * Layers: a module calls only the modules below it (scripts/check-structure.py checks that no two
+ * files call each other, directly or around a cycle):
+ *   service.c    the wiring: start (checks, state lock, store, audit, key, threads) and stop
+ *   events.c     -> reaper, rows, engines
+ *   reaper.c     -> lifecycle, procs, removal, channels, rows, engines (reaper, reconcile, recovery)
+ *   lifecycle.c  -> warm, removal, channels, tenants, rows, validate, engines
+ *   procs.c      -> execs, channels, rows, validate, engines
+ *   execs.c      -> channels, rows, validate, engines
+ *   plans.c, metrics.c, git.c, svc_files.c -> tenants, rows, validate, engines
+ *   warm.c, removal.c -> engines (removal also validate)
+ *   channels.c, rows.c, tenants.c, engines.c, validate.c: the bottom (rows -> validate)
  *
  * Ordering rule: a row is written (and synced by SQLite) before the client hears of the thing it
  * records, and before the engine is asked to do anything the row would have to explain after a

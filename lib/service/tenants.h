@@ -20,6 +20,8 @@ struct tenant_usage {
     uint64_t cpu_millis;
 };
 
+/* The tenant's entry in *v (n entries, realloc()ed; free() it), added with zeros when missing;
+ * NULL when out of memory. */
 struct tenant_usage *svc_usage_entry(struct tenant_usage **v, size_t *n, const char *tenant);
 
 /* Every tenant's live sandboxes, from the database (*v: free()). */

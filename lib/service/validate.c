@@ -198,7 +198,7 @@ static int env_from_json(json_t *o, char ***out, clr_error *err)
 
 static const char *const default_allowed_images[] = {CLR_SERVICE_DEFAULT_ALLOWED_IMAGES, NULL};
 
-const char *const *svc_allowed_images(const clr_service *svc)
+static const char *const *allowed_images(const clr_service *svc)
 {
     return svc->cfg.allowed_images ? svc->cfg.allowed_images : default_allowed_images;
 }
@@ -208,7 +208,7 @@ void svc_allowed_images_text(const clr_service *svc, char *buf, size_t len)
 {
     size_t at = 0;
     buf[0] = '\0';
-    for (const char *const *p = svc_allowed_images(svc); *p && at < len; p++) {
+    for (const char *const *p = allowed_images(svc); *p && at < len; p++) {
         int n = snprintf(buf + at, len - at, "%s%s", at ? ", " : "", *p);
         if (n < 0)
             break;
@@ -222,7 +222,7 @@ int svc_image_allowed(const clr_service *svc, const char *image, clr_error *err)
 {
     if (!image)
         image = svc->image ? svc->image : CLR_DEFAULT_IMAGE;
-    for (const char *const *p = svc_allowed_images(svc); *p; p++) {
+    for (const char *const *p = allowed_images(svc); *p; p++) {
         if (fnmatch(*p, image, 0) == 0)
             return 0;
     }

@@ -19,12 +19,14 @@ struct command {
 extern const char *const svc_exec_fields[];
 extern const char *const svc_process_fields[];
 
-int svc_check_fields(json_t *obj, const char *what, const char *const *allowed, clr_error *err);
+/* 0 when obj is an object whose fields are all in allowed (NULL-terminated); otherwise
+ * CLR_E_INVALID naming what and the unknown field. */
+int svc_check_fields(json_t *obj, const char *what, const char *const *allowed,
+                     clr_error *err);
 
 /* {"KEY": "VALUE"} -> NULL-terminated "KEY=VALUE" array (caller frees with free_strv). */
 void svc_free_strv(char **v);
 
-const char *const *svc_allowed_images(const clr_service *svc);
 
 /* The patterns of allowed_images as one string for messages and the log. */
 void svc_allowed_images_text(const clr_service *svc, char *buf, size_t len);
@@ -43,17 +45,22 @@ int svc_parse_create(json_t *req, clr_sandbox_options *o, uint64_t *idle_ms,
 /* Commands of a sandbox whose policy allows anything find the agent's proxy through these. */
 int svc_add_proxy_env(char ***env);
 
+/* 0 for a well-formed sandbox id; CLR_E_INVALID naming it otherwise. */
 int svc_valid_id(const char *id, clr_error *err);
 
 /* {"by": "10m"} -> *ms, a positive whole number of seconds. */
 int svc_parse_extend(json_t *req, uint64_t *ms, clr_error *err);
 
+/* Frees what svc_parse_command (and svc_command_bind) put in c, and zeroes it. */
 void svc_command_clear(struct command *c);
 
 /* A command released on every return path: `_cleanup_command_ struct command cmd = {.argv =
  * NULL};` (parse_command fills it). */
 #define _cleanup_command_ __attribute__((cleanup(svc_command_clear)))
 
+/* The command of an exec or process request: argv or shell, env, cwd, stdin (or stdin_base64,
+ * decoded), timeout and output caps, into c->o (which points into c and the request: both must
+ * outlive it). c is the caller's (svc_command_clear), also after a failure. */
 int svc_parse_command(struct command *c, json_t *req, clr_error *err);
 
 /* The request as it is recorded: environment values may be secrets, stdin is left out. */
@@ -63,6 +70,7 @@ json_t *svc_redacted(json_t *req);
  * data_base64, NULL if none) is the caller's to free. */
 int svc_parse_stdin(json_t *req, uint8_t **buf, size_t *len, clr_error *err);
 
+/* {"signal": "TERM" | "SIGTERM" | 15} -> *sig, 1..64; CLR_E_INVALID otherwise. */
 int svc_parse_signal(json_t *req, int *sig, clr_error *err);
 
 /* message, author_name, author_email: strings; trailers: at most 16 "Key: value" strings, put

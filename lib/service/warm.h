@@ -9,6 +9,8 @@
  * workspace removed. */
 void svc_warm_discard(clr_service *svc, clr_sandbox *sb, clr_channel *ch, const char *why);
 
+/* The warm pool's thread (arg: the service): fills the pool up to pool_size and remakes
+ * sandboxes older than WARM_MAX_AGE_S, until svc->stopping. */
 void *svc_warm_main(void *p);
 
 /* Takes a pooled sandbox (and its open channel, or NULL), or NULL when the pool is empty. */
