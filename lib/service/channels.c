@@ -28,7 +28,7 @@
 #include "clearing/service.h"
 #include "clearing/store.h"
 #include "clearing/verdict.h"
-#include "internal.h"
+#include "../internal.h"
 
 #include "channels.h"
 #include "service_int.h"

@@ -30,7 +30,7 @@
 #include "clearing/service.h"
 #include "clearing/store.h"
 #include "clearing/verdict.h"
-#include "internal.h"
+#include "../internal.h"
 
 #include "service_int.h"
 #include "tenants.h"

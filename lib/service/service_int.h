@@ -32,7 +32,7 @@
 #include "clearing/service.h"
 #include "clearing/store.h"
 #include "clearing/verdict.h"
-#include "internal.h"
+#include "../internal.h"
 
 #define ENGINE_POOL_MAX 16
 #define NBUCKETS 13

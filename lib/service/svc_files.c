@@ -29,7 +29,7 @@
 #include "clearing/service.h"
 #include "clearing/store.h"
 #include "clearing/verdict.h"
-#include "internal.h"
+#include "../internal.h"
 
 #include "rows.h"
 #include "service_int.h"
