@@ -1,34 +1,11 @@
 /* lifecycle: see lifecycle.h. */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <fnmatch.h>
-#include <inttypes.h>
-#include <limits.h>
-#include <math.h>
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/random.h>
-#include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <openssl/evp.h>
 
-#include "clearing/audit.h"
-#include "clearing/files.h"
-#include "clearing/gitws.h"
 #include "clearing/plan.h"
 #include "clearing/repoadmit.h"
-#include "clearing/service.h"
-#include "clearing/store.h"
-#include "clearing/verdict.h"
-#include "../internal.h"
 
 #include "channels.h"
 #include "engines.h"
@@ -252,7 +229,6 @@ static int create_impl(clr_service *svc, json_t *req, const char *tenant, const 
     clr_egress_policy_free(egress);
     return rc;
 }
-
 
 int clr_service_create(clr_service *svc, json_t *req, const char *tenant, const char *actor,
                        json_t **out, clr_error *err)

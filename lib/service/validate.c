@@ -1,34 +1,12 @@
 /* validate: see validate.h. */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <fnmatch.h>
-#include <inttypes.h>
-#include <limits.h>
 #include <math.h>
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/random.h>
-#include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <openssl/evp.h>
 
-#include "clearing/audit.h"
-#include "clearing/files.h"
-#include "clearing/gitws.h"
 #include "clearing/plan.h"
-#include "clearing/repoadmit.h"
-#include "clearing/service.h"
-#include "clearing/store.h"
-#include "clearing/verdict.h"
-#include "../internal.h"
 
 #include "service_int.h"
 #include "validate.h"
@@ -194,7 +172,6 @@ static int env_from_json(json_t *o, char ***out, clr_error *err)
     *out = v;
     return 0;
 }
-
 
 static const char *const default_allowed_images[] = {CLR_SERVICE_DEFAULT_ALLOWED_IMAGES, NULL};
 
@@ -493,7 +470,6 @@ const char *const svc_exec_fields[] = {"argv",  "shell",        "env",     "cwd"
 const char *const svc_process_fields[] = {"argv",  "shell",        "env", "cwd",
                                              "stdin", "stdin_base64", NULL};
 
-
 /* {"data": "..."} or {"data_base64": "..."}, and "eof": a boolean. *buf (the decoded
  * data_base64, NULL if none) is the caller's to free. */
 int svc_parse_stdin(json_t *req, uint8_t **buf, size_t *len, clr_error *err)
@@ -616,7 +592,6 @@ int svc_parse_plan_request(json_t *req, clr_plan **plan, clr_error *err)
     free(text);
     return rc;
 }
-
 
 /* The same parsers the handlers run, minus what needs the daemon (repo_roots, the database). */
 int clr_service_check_request(const char *kind, json_t *req, clr_error *err)
