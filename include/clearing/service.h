@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "exec.h"
+#include "files.h"
 #include "limits.h"
 
 typedef struct clr_service clr_service;

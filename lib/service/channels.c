@@ -1,0 +1,177 @@
+/* channels: see channels.h. */
+#include <errno.h>
+#include <string.h>
+
+#include "channels.h"
+#include "service_int.h"
+
+/* The registry's link to the sandbox's entry (*result NULL: none). live_lock held. */
+struct live_sb **svc_live_find_locked(clr_service *svc, const char *id)
+{
+    struct live_sb **pp = &svc->live;
+    while (*pp && strcmp((*pp)->id, id) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+void svc_live_put(clr_service *svc, struct live_sb *lv)
+{
+    if (!lv)
+        return;
+    pthread_mutex_lock(&svc->live_lock);
+    bool last = --lv->refs == 0;
+    pthread_mutex_unlock(&svc->live_lock);
+    if (last) {
+        clr_channel_close(lv->ch); /* no NET frame arrives after this */
+        clr_egress_free(lv->egress);
+        clr_sandbox_free(lv->sb);
+        free(lv);
+    }
+}
+
+/* A result the agent replays after the daemon was away: it completes its exec record. */
+static int live_on_result(void *ctx, clr_channel *ch, uint32_t chan_id,
+                          const clr_exec_result *r)
+{
+    (void)ch;
+    struct live_sb *lv = ctx;
+    clr_service *svc = lv->svc;
+    json_t *result = clr_exec_result_to_json(r);
+    char exec_id[64] = "";
+    clr_error err = CLR_ERROR_INIT;
+    int found = clr_store_exec_finish_channel(svc->store, lv->id, chan_id, result, svc_now_s(),
+                                              exec_id, sizeof(exec_id), &err);
+    json_decref(result);
+    if (found < 0) {
+        clr_log(CLR_LOG_WARN, "exec.replay_store_failed", "id", lv->id, "error", err.message,
+                NULL);
+        return -1; /* not acknowledged: the agent keeps it for the next attach */
+    }
+    if (found == 1) {
+        atomic_fetch_add(&svc->channel_replayed, 1);
+        json_t *ad = clr_audit_exec_result(r);
+        json_object_set_new(ad, "exec_id", json_string(exec_id));
+        json_object_set_new(ad, "replayed", json_true());
+        if (clr_audit_append(svc->audit, "recovery", lv->id, "exec",
+                             clr_exec_status_name(r->status), ad, &err) < 0)
+            clr_log(CLR_LOG_ERROR, "audit.write_failed", "error", err.message, NULL);
+        json_decref(ad);
+        clr_log(CLR_LOG_INFO, "exec.result_replayed", "id", lv->id, "exec_id", exec_id, NULL);
+    }
+    return 0;
+}
+
+static void live_on_net(void *ctx, clr_channel *ch, uint8_t type, uint32_t id,
+                        const uint8_t *payload, uint32_t len)
+{
+    struct live_sb *lv = ctx;
+    clr_egress_on_frame(lv->egress, ch, type, id, payload, len);
+}
+
+/* After the replay of an open: records of commands the agent no longer knows are lost. */
+static void live_on_channels(void *ctx, clr_channel *ch, const uint32_t *ids, size_t n)
+{
+    (void)ch;
+    struct live_sb *lv = ctx;
+    clr_error err = CLR_ERROR_INIT;
+    clr_store_exec_mark_lost_sandbox(lv->svc->store, lv->id, ids, n, svc_now_s(), &err);
+}
+
+/* The sandbox, opened, with its live channel when its agent serves one. *out holds a reference
+ * (live_put). A channel that ended (dockerd restarted, the sandbox stopped) is opened again. */
+/* The live state of a running sandbox, made from its handle and, when the caller has one, its
+ * attached channel (a pooled sandbox's; NULL: attached here), both taken over whatever the
+ * outcome, and registered. */
+int svc_live_new(clr_service *svc, clr_engine *eng, const char *id, clr_sandbox *sb,
+                 clr_channel *ch, struct live_sb **out, clr_error *err)
+{
+    struct live_sb *lv = calloc(1, sizeof(*lv));
+    if (!lv) {
+        clr_channel_close(ch);
+        clr_sandbox_free(sb);
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    lv->svc = svc;
+    snprintf(lv->id, sizeof(lv->id), "%s", id);
+    lv->refs = 2; /* the registry's and the caller's */
+    lv->sb = sb;
+    /* The sandbox's egress policy (none: every proxy connection is refused). */
+    json_t *jpolicy = NULL;
+    clr_egress_policy *policy = NULL;
+    clr_error perr = CLR_ERROR_INIT;
+    clr_store_sandbox_get_egress(svc->store, id, &jpolicy, &perr);
+    if (clr_egress_policy_parse(&policy, jpolicy, &perr) == 0) {
+        lv->egress = clr_egress_new(policy, svc->audit, id, &svc->egress);
+        clr_egress_policy_free(policy);
+    }
+    json_decref(jpolicy);
+    if (!lv->egress) {
+        clr_channel_close(ch);
+        clr_sandbox_free(lv->sb);
+        free(lv);
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "sandbox %s: egress: %s", id,
+                             perr.message[0] ? perr.message : "out of memory");
+    }
+    clr_channel_hooks hooks = {.ctx = lv, .on_result = live_on_result,
+                               .on_channels = live_on_channels, .on_net = live_on_net};
+    if (ch) {
+        clr_channel_set_hooks(ch, &hooks);
+        lv->ch = ch;
+    } else {
+        clr_error cerr = CLR_ERROR_INIT;
+        if (clr_channel_open(&lv->ch, eng, lv->sb, &hooks, &cerr) < 0) {
+            lv->ch = NULL;
+            clr_log(CLR_LOG_WARN, "channel.unavailable", "id", id, "error", cerr.message,
+                    "detail", "commands of this sandbox use docker exec", NULL);
+        }
+    }
+    pthread_mutex_lock(&svc->live_lock);
+    struct live_sb *other = *svc_live_find_locked(svc, id);
+    if (other) {
+        /* Another request opened it meanwhile: use that one. */
+        other->refs++;
+        pthread_mutex_unlock(&svc->live_lock);
+        lv->refs = 1;
+        svc_live_put(svc, lv);
+        *out = other;
+        return 0;
+    }
+    lv->next = svc->live;
+    svc->live = lv;
+    pthread_mutex_unlock(&svc->live_lock);
+    *out = lv;
+    return 0;
+}
+
+int svc_live_get(clr_service *svc, clr_engine *eng, const char *id, struct live_sb **out,
+                 clr_error *err)
+{
+    pthread_mutex_lock(&svc->live_lock);
+    struct live_sb **pp = svc_live_find_locked(svc, id), *stale = *pp;
+    if (stale && (!stale->ch || clr_channel_alive(stale->ch))) {
+        stale->refs++;
+        *out = stale;
+        pthread_mutex_unlock(&svc->live_lock);
+        return 0;
+    }
+    if (stale)
+        *pp = stale->next; /* its channel ended: replaced below */
+    pthread_mutex_unlock(&svc->live_lock);
+    svc_live_put(svc, stale);
+
+    clr_sandbox *sb = NULL;
+    if (clr_sandbox_open_at(&sb, eng, id, svc->state_dir, err) < 0)
+        return -1;
+    return svc_live_new(svc, eng, id, sb, NULL, out, err);
+}
+
+/* The sandbox is gone for its callers: its channel closes (commands waiting on it end). */
+void svc_live_drop(clr_service *svc, const char *id)
+{
+    pthread_mutex_lock(&svc->live_lock);
+    struct live_sb **pp = svc_live_find_locked(svc, id), *lv = *pp;
+    if (lv)
+        *pp = lv->next;
+    pthread_mutex_unlock(&svc->live_lock);
+    svc_live_put(svc, lv);
+}

@@ -1,0 +1,376 @@
+/* lifecycle: see lifecycle.h. */
+#include <errno.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "clearing/plan.h"
+#include "clearing/repoadmit.h"
+
+#include "channels.h"
+#include "engines.h"
+#include "lifecycle.h"
+#include "removal.h"
+#include "rows.h"
+#include "service_int.h"
+#include "tenants.h"
+#include "validate.h"
+#include "warm.h"
+
+/* One create as it goes: what the request asked for, and what has been made so far. */
+struct create {
+    clr_sandbox_options o;
+    uint64_t idle_ms;
+    char **env; /* the sandbox's environment, "KEY=VALUE" (svc_free_strv) */
+    clr_repo_admitted admitted;
+    clr_engine *eng;
+    clr_sandbox *sb;
+    clr_channel *ch; /* a pooled sandbox's attached channel */
+    clr_store_sandbox row;
+};
+
+/* The sandbox's options: the request over the daemon's defaults, checked against what the
+ * operator allows (images, repo_roots). c->env is set even on failure (the caller frees it). */
+static int create_options(clr_service *svc, json_t *req, const char *tenant,
+                          const clr_egress_policy *egress, struct create *c, clr_error *err)
+{
+    clr_sandbox_options init = CLR_SANDBOX_OPTIONS_INIT;
+    c->o = init;
+    c->o.tenant = tenant;
+    c->o.limits = svc->cfg.limits;
+    c->o.state_dir = svc->state_dir;
+    c->o.insecure_runtime = svc->insecure_runtime;
+    c->o.owner = svc->owner;
+    c->o.max_lifetime_s = svc->cfg.max_lifetime_s;
+    c->o.image = svc->image;
+    c->idle_ms = (uint64_t)svc->cfg.idle_timeout_s * 1000;
+    const char *repo_path = NULL;
+    if (svc_parse_create(req, &c->o, &c->idle_ms, &repo_path, &c->env, err) < 0)
+        return -1;
+    if (svc_image_allowed(svc, c->o.image, err) < 0)
+        return -1;
+    if (egress && egress->n) {
+        if (svc_add_proxy_env(&c->env) < 0)
+            return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+        c->o.env = (const char *const *)c->env;
+    }
+    /* A client may name only repositories under the operator's repo_roots: the daemon runs
+     * as root and would otherwise hand any repository on the host to whoever can reach it. */
+    if (repo_path) {
+        if (clr_repo_admit(&c->admitted, svc->cfg.repo_roots, repo_path, err) < 0)
+            return -1;
+        c->o.repo_path = c->admitted.path;
+        c->o.repo_id = &c->admitted.id;
+    }
+    return 0;
+}
+
+/* Room for it, then the sandbox itself: from the warm pool when it has one ready, made
+ * otherwise. create_lock held. On failure c->sb may hold a pooled sandbox, for the caller to
+ * discard once the lock is released. */
+static int create_sandbox_locked(clr_service *svc, json_t *req, const char *tenant,
+                                 struct create *c, clr_error *err)
+{
+    if (svc_sandbox_room_locked(svc, tenant, &c->o.limits, err) < 0)
+        return -1;
+    /* The default profile comes from the warm pool when it has one ready. Pooled sandboxes are
+     * made before anyone asks, with the default tenant's label, which an engine cannot change
+     * later: other tenants' sandboxes are made for them. */
+    bool pooled = svc->cfg.pool_size && !json_object_get(req, "repo") &&
+                  !json_object_get(req, "image") && !json_object_get(req, "limits") &&
+                  strcmp(tenant, CLR_TENANT_DEFAULT) == 0;
+    if (pooled)
+        c->sb = svc_warm_take(svc, &c->ch);
+    int rc = svc_engine_get(svc, &c->eng, err);
+    if (rc == 0 && !c->sb)
+        rc = clr_sandbox_create(&c->sb, c->eng, &c->o, err);
+    if (rc < 0) {
+        svc_engine_put(svc, c->eng, true);
+        c->eng = NULL;
+        atomic_fetch_add(&svc->create_failed, 1);
+    }
+    return rc;
+}
+
+/* The sandbox's row. A pooled sandbox's life starts when it is handed out: now. */
+static void create_row(struct create *c, json_t *meta)
+{
+    clr_store_sandbox *row = &c->row;
+    memset(row, 0, sizeof(*row));
+    row->info = *clr_sandbox_get_info(c->sb);
+    row->info.created_at = svc_now_s();
+    row->info.expires_at = row->info.created_at + c->o.limits.lifetime_s;
+    snprintf(row->info.state, sizeof(row->info.state), CLR_STATE_RUNNING);
+    row->max_expires_at = row->info.max_expires_at;
+    row->idle_timeout_s = (uint32_t)(c->idle_ms / 1000);
+    row->last_active_at = svc_now_s();
+    row->metadata = meta ? json_incref(meta) : json_object();
+    row->env = json_array();
+    for (char **e = c->env; e && *e; e++)
+        json_array_append_new(row->env, json_string(*e));
+}
+
+/* The create's audit record: durable before the client hears of the sandbox. */
+static int create_audit(clr_service *svc, const char *actor, const char *tenant,
+                        const clr_store_sandbox *row, json_t *jpolicy, clr_error *err)
+{
+    json_t *d = clr_audit_sandbox_details(&row->info);
+    json_object_set_new(d, "tenant", json_string(tenant));
+    json_object_set(d, "metadata", row->metadata);
+    if (jpolicy)
+        json_object_set(d, "egress", jpolicy);
+    int rc = clr_audit_append(svc->audit, actor, row->info.id, "sandbox.create", "ok", d, err);
+    json_decref(d);
+    return rc;
+}
+
+/* A sandbox whose record failed must not run: its channel closed, its container and workspace
+ * removed; an unaudited one's row is marked destroyed. The engine handle goes back. */
+static void create_undo(clr_service *svc, struct create *c, const char *why)
+{
+    clr_error derr = CLR_ERROR_INIT;
+    clr_channel_close(c->ch);
+    clr_sandbox_destroy(c->eng, c->row.info.id, why, svc->state_dir, &derr);
+    if (strcmp(why, "unaudited") == 0)
+        clr_store_sandbox_set_state(svc->store, c->row.info.id, CLR_STATE_DESTROYED, why,
+                                    svc_now_s(), &derr);
+    clr_sandbox_free(c->sb);
+    svc_engine_put(svc, c->eng, false);
+}
+
+/* A pooled sandbox brings its attached channel: registered, its first command does not attach.
+ * Takes c->sb and c->ch over. */
+static void create_keep_channel(clr_service *svc, struct create *c)
+{
+    if (!c->ch) {
+        clr_sandbox_free(c->sb);
+        return;
+    }
+    struct live_sb *lv = NULL;
+    clr_error lerr = CLR_ERROR_INIT;
+    if (svc_live_new(svc, c->eng, c->row.info.id, c->sb, c->ch, &lv, &lerr) == 0)
+        svc_live_put(svc, lv);
+    else
+        clr_log(CLR_LOG_WARN, "pool.channel_lost", "id", c->row.info.id, "error", lerr.message,
+                NULL);
+}
+
+/* The proxy inside listens once a host attached: attach now, not at the first exec. */
+static void create_attach_proxy(clr_service *svc, const char *id)
+{
+    struct live_sb *lv = NULL;
+    clr_engine *leng = NULL;
+    clr_error lerr = CLR_ERROR_INIT;
+    if (svc_engine_get(svc, &leng, &lerr) == 0 && svc_live_get(svc, leng, id, &lv, &lerr) == 0)
+        svc_live_put(svc, lv);
+    svc_engine_put(svc, leng, false);
+}
+
+static int create_with(clr_service *svc, json_t *req, const char *tenant, const char *actor,
+                       const clr_egress_policy *egress, json_t **out, clr_error *err)
+{
+    uint64_t t0 = svc_mono_us();
+    tenant = svc_tenant_or_default(tenant);
+    struct create c;
+    memset(&c, 0, sizeof(c));
+    if (create_options(svc, req, tenant, egress, &c, err) < 0) {
+        svc_free_strv(c.env);
+        return -1;
+    }
+    pthread_mutex_lock(&svc->create_lock);
+    if (create_sandbox_locked(svc, req, tenant, &c, err) < 0) {
+        pthread_mutex_unlock(&svc->create_lock);
+        svc_free_strv(c.env);
+        /* Pooled, but no engine handle to record it with: it goes (recovery or gc removes
+         * the container if this cannot). */
+        if (c.sb)
+            svc_warm_discard(svc, c.sb, c.ch, "pool-unrecorded");
+        return -1;
+    }
+    create_row(&c, json_object_get(req, "metadata"));
+    svc_free_strv(c.env);
+    int rc = clr_store_sandbox_insert(svc->store, &c.row, err);
+    json_t *jpolicy = egress ? clr_egress_policy_to_json(egress) : NULL;
+    if (rc == 0 && jpolicy)
+        rc = clr_store_sandbox_set_egress(svc->store, c.row.info.id, jpolicy, err);
+    pthread_mutex_unlock(&svc->create_lock);
+    /* Not recorded, or not audited: it must not run (durable before acknowledged). */
+    const char *undo = rc < 0                                                     ? "unrecorded"
+                       : create_audit(svc, actor, tenant, &c.row, jpolicy, err) < 0 ? "unaudited"
+                                                                                    : NULL;
+    if (undo) {
+        create_undo(svc, &c, undo);
+        json_decref(jpolicy);
+        clr_store_sandbox_clear(&c.row);
+        return -1;
+    }
+    create_keep_channel(svc, &c);
+    svc_engine_put(svc, c.eng, false);
+    atomic_fetch_add(&svc->created, 1);
+    svc_observe(&svc->h_create, svc_mono_us() - t0);
+    clr_log(CLR_LOG_INFO, "service.created", "id", c.row.info.id, "actor", actor, NULL);
+    *out = svc_sandbox_json(&c.row);
+    if (jpolicy)
+        json_object_set_new(*out, "egress", jpolicy);
+    clr_store_sandbox_clear(&c.row);
+    if (egress && egress->n)
+        create_attach_proxy(svc, json_string_value(json_object_get(*out, "id")));
+    return 0;
+}
+
+static int create_impl(clr_service *svc, json_t *req, const char *tenant, const char *actor,
+                       json_t **out, clr_error *err)
+{
+    clr_egress_policy *egress = NULL;
+    json_t *jegress = json_object_get(req, "egress");
+    if (jegress && clr_egress_policy_parse(&egress, jegress, err) < 0)
+        return -1;
+    int rc = create_with(svc, req, tenant, actor, egress, out, err);
+    clr_egress_policy_free(egress);
+    return rc;
+}
+
+int clr_service_create(clr_service *svc, json_t *req, const char *tenant, const char *actor,
+                       json_t **out, clr_error *err)
+{
+    int rc = create_impl(svc, req, tenant, actor, out, err);
+    if (rc < 0)
+        svc_audit_failure(svc, actor, NULL, "sandbox.create", err);
+    return rc;
+}
+
+int clr_service_egress(clr_service *svc, const char *id, json_t *req, const char *actor,
+                       json_t **out, clr_error *err)
+{
+    if (svc_require_running(svc, id, err) < 0)
+        return -1;
+    clr_egress_policy *want = NULL, *have = NULL;
+    json_t *jhave = NULL;
+    if (clr_egress_policy_parse(&want, req, err) < 0)
+        return -1;
+    int rc = clr_store_sandbox_get_egress(svc->store, id, &jhave, err);
+    if (rc == 0)
+        rc = clr_egress_policy_parse(&have, jhave, err);
+    json_decref(jhave);
+    if (rc == 0 && !clr_egress_policy_within(want, have))
+        rc = clr_error_set(err, CLR_E_DENIED, 0,
+                           "a live sandbox's egress policy can only be tightened: every rule "
+                           "must be allowed by the current policy and no limit may grow");
+    json_t *jwant = rc == 0 ? clr_egress_policy_to_json(want) : NULL;
+    if (rc == 0)
+        rc = clr_store_sandbox_set_egress(svc->store, id, jwant, err);
+    if (rc == 0) {
+        pthread_mutex_lock(&svc->live_lock);
+        struct live_sb *lv = *svc_live_find_locked(svc, id);
+        if (lv && lv->egress)
+            clr_egress_set_policy(lv->egress, want, NULL);
+        pthread_mutex_unlock(&svc->live_lock);
+        json_t *d = json_pack("{s:O}", "egress", jwant);
+        rc = clr_audit_append(svc->audit, actor, id, "sandbox.egress", "ok", d, err);
+        json_decref(d);
+    }
+    json_decref(jwant);
+    clr_egress_policy_free(want);
+    clr_egress_policy_free(have);
+    if (rc < 0) {
+        svc_audit_failure(svc, actor, id, "sandbox.egress", err);
+        return -1;
+    }
+    return clr_service_get(svc, id, out, err);
+}
+
+int clr_service_extend(clr_service *svc, const char *id, json_t *req, json_t **out,
+                       clr_error *err)
+{
+    uint64_t ms = 0;
+    if (svc_valid_id(id, err) < 0 || svc_parse_extend(req, &ms, err) < 0)
+        return -1;
+    clr_store_sandbox row;
+    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
+        return -1;
+    if (strcmp(row.info.state, CLR_STATE_RUNNING) != 0) {
+        if (strcmp(row.info.state, CLR_STATE_PLAN) == 0)
+            svc_not_running(err, id, row.info.state, row.destroy_reason);
+        else
+            clr_error_set(err, CLR_E_CONFLICT, 0, "sandbox %s is %s, not running", id,
+                          row.info.state);
+        clr_store_sandbox_clear(&row);
+        return -1;
+    }
+    int64_t want = row.info.expires_at + (int64_t)(ms / 1000);
+    if (want > row.max_expires_at) {
+        clr_error_set(err, CLR_E_LIMIT, 0,
+                      "sandbox %s cannot live past %" PRId64 " (max_lifetime from creation); "
+                      "it may be extended by at most %" PRId64 " s",
+                      id, row.max_expires_at, row.max_expires_at - row.info.expires_at);
+        clr_store_sandbox_clear(&row);
+        return -1;
+    }
+    clr_store_sandbox_clear(&row);
+    if (clr_store_sandbox_set_expiry(svc->store, id, want, err) < 0)
+        return -1;
+    return clr_service_get(svc, id, out, err);
+}
+
+/* Destroy for the caller: recorded, then marked destroyed (no command, file or commit reaches
+ * it from now on); its container and workspace are removed by the remover thread, off the
+ * caller's path. The record comes first: when the audit log cannot be written, nothing is
+ * destroyed (the client gets 503, the reaper tries again at its next pass). */
+int svc_destroy_locked(clr_service *svc, const char *id, const char *reason, const char *actor,
+                       clr_error *err)
+{
+    uint64_t t0 = svc_mono_us();
+    json_t *d = json_pack("{s:s}", "reason", reason);
+    int arc = clr_audit_append(svc->audit, actor, id, "sandbox.destroy", "ok", d, err);
+    json_decref(d);
+    if (arc < 0)
+        return -1;
+    /* Recorded but not marked (the database failed): the sandbox still runs, and the caller's
+     * failure record (clr_service_destroy) follows this one in the log. */
+    if (clr_store_sandbox_set_state(svc->store, id, CLR_STATE_DESTROYED, reason, svc_now_s(),
+                                    err) < 0)
+        return -1;
+    svc_live_drop(svc, id);
+    if (!svc_removal_queue(svc, id, reason, 0)) {
+        clr_error rerr = CLR_ERROR_INIT;
+        if (svc_remove_now(svc, id, reason, &rerr) < 0)
+            clr_log(CLR_LOG_WARN, "sandbox.removal_failed", "id", id, "error", rerr.message,
+                    NULL);
+    }
+    svc_observe(&svc->h_destroy, svc_mono_us() - t0);
+    if (strcmp(reason, "expired") == 0)
+        atomic_fetch_add(&svc->destroyed_expired, 1);
+    else if (strcmp(reason, "idle") == 0)
+        atomic_fetch_add(&svc->destroyed_idle, 1);
+    else
+        atomic_fetch_add(&svc->destroyed_client, 1);
+    return 0;
+}
+
+static int destroy_impl(clr_service *svc, const char *id, const char *reason, const char *actor,
+                        clr_error *err)
+{
+    char state[32], why[CLR_STORE_REASON_MAX + 1];
+    if (svc_valid_id(id, err) < 0 || svc_row_state(svc, id, state, why, err) < 0)
+        return -1;
+    if (strcmp(state, CLR_STATE_PLAN) == 0)
+        return svc_not_running(err, id, state, why);
+    /* A lost sandbox keeps its workspace and stopped container until it is destroyed. */
+    if (strcmp(state, CLR_STATE_RUNNING) != 0 && strcmp(state, CLR_STATE_LOST) != 0)
+        return 0; /* idempotent */
+    int rc = svc_destroy_locked(svc, id, reason, actor, err);
+    if (rc == 0)
+        clr_log(CLR_LOG_INFO, "service.destroyed", "id", id, "reason", reason, "actor", actor,
+                NULL);
+    return rc;
+}
+
+int clr_service_destroy(clr_service *svc, const char *id, const char *reason, const char *actor,
+                        clr_error *err)
+{
+    int rc = destroy_impl(svc, id, reason, actor, err);
+    if (rc < 0)
+        svc_audit_failure(svc, actor, clr_sandbox_id_valid(id) ? id : NULL, "sandbox.destroy", err);
+    return rc;
+}
+

@@ -1,0 +1,15 @@
+/* Sandbox lifecycle: create (from the warm pool or new; recorded and audited before it is
+ * acknowledged), extend, egress tightening, destroy (audited, marked, removal queued). */
+#ifndef CLR_SERVICE_LIFECYCLE_H
+#define CLR_SERVICE_LIFECYCLE_H
+
+#include "service_int.h"
+
+/* Destroy for the caller: recorded, then marked destroyed (no command, file or commit reaches
+ * it from now on); its container and workspace are removed by the remover thread, off the
+ * caller's path. The record comes first: when the audit log cannot be written, nothing is
+ * destroyed (the client gets 503, the reaper tries again at its next pass). */
+int svc_destroy_locked(clr_service *svc, const char *id, const char *reason, const char *actor,
+                       clr_error *err);
+
+#endif

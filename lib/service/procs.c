@@ -1,0 +1,425 @@
+/* procs: see procs.h. */
+#include <errno.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "clearing/plan.h"
+
+#include "channels.h"
+#include "engines.h"
+#include "execs.h"
+#include "procs.h"
+#include "rows.h"
+#include "service_int.h"
+
+#define PROC_OUTPUT_KEEP (1024 * 1024)
+#define MAX_PROCS_PER_SANDBOX 16
+#define MAX_PROCS 256
+
+struct ring {
+    uint8_t *data;
+    size_t len;     /* bytes held */
+    uint64_t base;  /* offset of data[0] in the whole stream */
+};
+
+struct proc {
+    char id[32];
+    char sandbox_id[CLR_SANDBOX_ID_MAX + 1];
+    clr_service *svc;
+    clr_engine *eng;
+    clr_sandbox *sb;
+    clr_exec *h;
+    pthread_t thread;
+    struct ring out, err;
+    bool done;
+    json_t *result;
+    json_t *request;
+    int64_t started_at, finished_at;
+    int users; /* requests using h right now; h is freed only when none is */
+    struct proc *next;
+};
+
+static pthread_mutex_t procs_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t procs_cond = PTHREAD_COND_INITIALIZER;
+
+static void ring_append(struct ring *r, const uint8_t *d, size_t n)
+{
+    if (n >= PROC_OUTPUT_KEEP) {
+        r->base += r->len + (n - PROC_OUTPUT_KEEP);
+        d += n - PROC_OUTPUT_KEEP;
+        n = PROC_OUTPUT_KEEP;
+        r->len = 0;
+    }
+    if (r->len + n > PROC_OUTPUT_KEEP) {
+        size_t drop = r->len + n - PROC_OUTPUT_KEEP;
+        memmove(r->data, r->data + drop, r->len - drop);
+        r->len -= drop;
+        r->base += drop;
+    }
+    if (!r->data)
+        r->data = malloc(PROC_OUTPUT_KEEP);
+    if (!r->data)
+        return;
+    memcpy(r->data + r->len, d, n);
+    r->len += n;
+}
+
+static void proc_on_output(void *ctx, clr_stream stream, const uint8_t *data, size_t len)
+{
+    struct proc *p = ctx;
+    pthread_mutex_lock(&procs_lock);
+    ring_append(stream == CLR_STDOUT ? &p->out : &p->err, data, len);
+    pthread_cond_broadcast(&procs_cond);
+    pthread_mutex_unlock(&procs_lock);
+}
+
+static void *proc_main(void *arg)
+{
+    struct proc *p = arg;
+    clr_exec_result res;
+    clr_error err = CLR_ERROR_INIT;
+    json_t *result;
+    if (clr_exec_wait(p->h, &res, &err) < 0) {
+        result = json_pack("{s:s, s:s}", "status", "sandbox_failed", "message", err.message);
+    } else {
+        /* Output went to the ring; the record carries only the figures. */
+        result = clr_exec_result_to_json(&res);
+        json_object_del(result, "stdout");
+        json_object_del(result, "stderr");
+        json_object_del(result, "stdout_encoding");
+        json_object_del(result, "stderr_encoding");
+        clr_exec_result_clear(&res);
+    }
+    pthread_mutex_lock(&procs_lock);
+    p->done = true;
+    while (p->users > 0)
+        pthread_cond_wait(&procs_cond, &procs_lock);
+    clr_exec *h = p->h;
+    clr_sandbox *sb = p->sb;
+    clr_engine *eng = p->eng;
+    p->h = NULL;
+    p->sb = NULL;
+    p->eng = NULL;
+    pthread_mutex_unlock(&procs_lock);
+    clr_exec_free(h);
+    clr_sandbox_free(sb);
+    svc_engine_put(p->svc, eng, false);
+    pthread_mutex_lock(&procs_lock);
+    p->result = result;
+    p->done = true;
+    p->finished_at = svc_now_s();
+    pthread_cond_broadcast(&procs_cond);
+    pthread_mutex_unlock(&procs_lock);
+    clr_store_sandbox_touch(p->svc->store, p->sandbox_id, svc_now_s(), NULL);
+    return NULL;
+}
+
+/* The process list hangs off the service; this finds one (procs_lock held). */
+static struct proc *proc_find(clr_service *svc, const char *id, const char *proc_id)
+{
+    for (struct proc *p = svc->procs; p; p = p->next) {
+        if (strcmp(p->id, proc_id) == 0 && strcmp(p->sandbox_id, id) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+static json_t *proc_json(const struct proc *p)
+{
+    return json_pack("{s:s, s:s, s:s, s:O, s:I, s:I, s:I, s:I, s:O}", "id", p->id, "sandbox_id",
+                     p->sandbox_id, "state", p->done ? "exited" : "running", "request",
+                     p->request, "started_at", (json_int_t)p->started_at, "finished_at",
+                     (json_int_t)p->finished_at, "stdout_offset",
+                     (json_int_t)(p->out.base + p->out.len), "stderr_offset",
+                     (json_int_t)(p->err.base + p->err.len), "result",
+                     p->result ? p->result : json_null());
+}
+
+bool clr_service_sandbox_busy(clr_service *svc, const char *id)
+{
+    bool busy = false;
+    pthread_mutex_lock(&procs_lock);
+    for (struct proc *p = svc->procs; p && !busy; p = p->next)
+        busy = !p->done && strcmp(p->sandbox_id, id) == 0;
+    pthread_mutex_unlock(&procs_lock);
+    if (!busy) {
+        /* A command holds the sandbox's live state from before it starts until its record is
+         * finished: its exec row is written only once it runs, so the row alone leaves the
+         * reaper a window at the start. */
+        pthread_mutex_lock(&svc->live_lock);
+        struct live_sb *lv = *svc_live_find_locked(svc, id);
+        busy = lv && lv->refs > 1;
+        pthread_mutex_unlock(&svc->live_lock);
+    }
+    return busy;
+}
+
+int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const char *actor,
+                           json_t **out, clr_error *err)
+{
+    if (svc_valid_id(id, err) < 0 || svc_check_fields(req, "request", svc_process_fields, err) < 0)
+        return -1;
+    struct command cmd;
+    if (svc_parse_command(&cmd, req, err) < 0 || svc_command_bind(svc, &cmd, id, err) < 0) {
+        svc_command_clear(&cmd);
+        return -1;
+    }
+    cmd.o.background = true;
+    cmd.o.keep_stdin_open = true;
+    pthread_mutex_lock(&procs_lock);
+    int total = 0, here = 0;
+    for (struct proc *p = svc->procs; p; p = p->next) {
+        if (!p->done) {
+            total++;
+            here += strcmp(p->sandbox_id, id) == 0;
+        }
+    }
+    pthread_mutex_unlock(&procs_lock);
+    if (here >= MAX_PROCS_PER_SANDBOX || total >= MAX_PROCS) {
+        svc_command_clear(&cmd);
+        atomic_fetch_add(&svc->refused, 1);
+        return clr_error_set(err, CLR_E_LIMIT, 0,
+                             "at capacity: %d background processes in this sandbox (max %d), "
+                             "%d in all (max %d)",
+                             here, MAX_PROCS_PER_SANDBOX, total, MAX_PROCS);
+    }
+    struct proc *p = calloc(1, sizeof(*p));
+    if (!p) {
+        svc_command_clear(&cmd);
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    uint8_t r[8];
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        memset(r, 0, sizeof(r));
+    snprintf(p->id, sizeof(p->id), "pr-%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3],
+             r[4], r[5], r[6], r[7]);
+    snprintf(p->sandbox_id, sizeof(p->sandbox_id), "%s", id);
+    p->svc = svc;
+    p->request = svc_redacted(req);
+    p->started_at = svc_now_s();
+    cmd.o.on_output = proc_on_output;
+    cmd.o.ctx = p;
+    /* Durable before it runs: the record names the process id it is about to get. */
+    json_t *ad = json_deep_copy(p->request);
+    json_object_set_new(ad, "process_id", json_string(p->id));
+    int rc = clr_audit_append(svc->audit, actor, id, "process.start", "ok", ad, err);
+    json_decref(ad);
+    if (rc == 0)
+        rc = svc_engine_get(svc, &p->eng, err);
+    if (rc == 0)
+        rc = clr_sandbox_open_at(&p->sb, p->eng, id, svc->state_dir, err);
+    if (rc == 0)
+        rc = clr_exec_start(&p->h, p->eng, p->sb, &cmd.o, err);
+    svc_command_clear(&cmd);
+    if (rc == 0 && pthread_create(&p->thread, NULL, proc_main, p) != 0) {
+        clr_exec_signal(p->h, 9, NULL);
+        clr_exec_free(p->h);
+        rc = clr_error_set(err, CLR_E_UNAVAILABLE, EAGAIN, "cannot start a thread");
+    }
+    if (rc < 0) {
+        svc_audit_failure(svc, actor, id, "process.start", err);
+        clr_sandbox_free(p->sb);
+        svc_engine_put(svc, p->eng, true);
+        json_decref(p->request);
+        free(p);
+        return -1;
+    }
+    pthread_mutex_lock(&procs_lock);
+    p->next = svc->procs;
+    svc->procs = p;
+    *out = proc_json(p);
+    pthread_mutex_unlock(&procs_lock);
+    clr_store_sandbox_touch(svc->store, id, svc_now_s(), NULL);
+    clr_log(CLR_LOG_INFO, "service.process_started", "id", id, "process", p->id, "actor", actor,
+            NULL);
+
+    return 0;
+}
+
+int clr_service_proc_list(clr_service *svc, const char *id, json_t **out, clr_error *err)
+{
+    if (svc_valid_id(id, err) < 0)
+        return -1;
+    json_t *a = json_array();
+    pthread_mutex_lock(&procs_lock);
+    for (struct proc *p = svc->procs; p; p = p->next) {
+        if (strcmp(p->sandbox_id, id) == 0)
+            json_array_append_new(a, proc_json(p));
+    }
+    pthread_mutex_unlock(&procs_lock);
+    *out = json_pack("{s:o}", "processes", a);
+    return 0;
+}
+
+int clr_service_proc_get(clr_service *svc, const char *id, const char *proc_id, json_t **out,
+                         clr_error *err)
+{
+    if (svc_valid_id(id, err) < 0)
+        return -1;
+    pthread_mutex_lock(&procs_lock);
+    struct proc *p = proc_find(svc, id, proc_id);
+    if (p)
+        *out = proc_json(p);
+    pthread_mutex_unlock(&procs_lock);
+    return p ? 0 : clr_error_set(err, CLR_E_NOT_FOUND, 0, "no process %.64s in sandbox %s",
+                                 proc_id, id);
+}
+
+static json_t *ring_json(const struct ring *r, uint64_t from)
+{
+    uint64_t end = r->base + r->len;
+    uint64_t dropped = from < r->base ? r->base - from : 0;
+    if (from < r->base)
+        from = r->base;
+    if (from > end)
+        from = end;
+    clr_exec_result tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    tmp.out.data = r->data ? r->data + (from - r->base) : NULL;
+    tmp.out.len = (size_t)(end - from);
+    json_t *j = clr_exec_result_to_json(&tmp);
+    json_t *o = json_pack("{s:O, s:O, s:I, s:I}", "data", json_object_get(j, "stdout"),
+                          "encoding", json_object_get(j, "stdout_encoding"), "next_offset",
+                          (json_int_t)end, "dropped", (json_int_t)dropped);
+    json_decref(j);
+    return o;
+}
+
+int clr_service_proc_output(clr_service *svc, const char *id, const char *proc_id,
+                            uint64_t out_off, uint64_t err_off, uint32_t wait_ms, json_t **out,
+                            clr_error *err)
+{
+    if (svc_valid_id(id, err) < 0)
+        return -1;
+    if (wait_ms > 60000)
+        return clr_error_set(err, CLR_E_INVALID, 0, "wait is at most 60 s");
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    uint64_t ns = (uint64_t)until.tv_nsec + (uint64_t)wait_ms * 1000000ull;
+    until.tv_sec += (time_t)(ns / 1000000000ull);
+    until.tv_nsec = (long)(ns % 1000000000ull);
+    pthread_mutex_lock(&procs_lock);
+    struct proc *p = proc_find(svc, id, proc_id);
+    while (p && wait_ms && !p->done && p->out.base + p->out.len <= out_off &&
+           p->err.base + p->err.len <= err_off) {
+        if (pthread_cond_timedwait(&procs_cond, &procs_lock, &until) != 0)
+            break;
+        p = proc_find(svc, id, proc_id);
+    }
+    if (p)
+        *out = json_pack("{s:s, s:s, s:o, s:o, s:O}", "id", p->id, "state",
+                         p->done ? "exited" : "running", "stdout", ring_json(&p->out, out_off),
+                         "stderr", ring_json(&p->err, err_off), "result",
+                         p->result ? p->result : json_null());
+    pthread_mutex_unlock(&procs_lock);
+    return p ? 0 : clr_error_set(err, CLR_E_NOT_FOUND, 0, "no process %.64s in sandbox %s",
+                                 proc_id, id);
+}
+
+/* Takes a live process's exec handle for one request; proc_release() gives it back. The
+ * handle is not freed while taken, and procs_lock is not held while it is used, so a slow
+ * stdin write never stalls the process's output. */
+static struct proc *proc_take(clr_service *svc, const char *id, const char *proc_id,
+                              clr_error *err)
+{
+    pthread_mutex_lock(&procs_lock);
+    struct proc *p = proc_find(svc, id, proc_id);
+    bool ok = p && !p->done && p->h;
+    if (ok)
+        p->users++;
+    pthread_mutex_unlock(&procs_lock);
+    if (!p) {
+        clr_error_set(err, CLR_E_NOT_FOUND, 0, "no process %.64s in sandbox %s", proc_id, id);
+        return NULL;
+    }
+    if (!ok) {
+        clr_error_set(err, CLR_E_CONFLICT, 0, "process %s has exited", proc_id);
+        return NULL;
+    }
+    return p;
+}
+
+static void proc_release(struct proc *p)
+{
+    pthread_mutex_lock(&procs_lock);
+    p->users--;
+    pthread_cond_broadcast(&procs_cond);
+    pthread_mutex_unlock(&procs_lock);
+}
+
+int clr_service_proc_stdin(clr_service *svc, const char *id, const char *proc_id, json_t *req,
+                           clr_error *err)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (svc_valid_id(id, err) < 0 || svc_parse_stdin(req, &buf, &len, err) < 0)
+        return -1;
+    json_t *d = json_object_get(req, "data"), *eof = json_object_get(req, "eof");
+    struct proc *p = proc_take(svc, id, proc_id, err);
+    if (!p) {
+        free(buf);
+        return -1;
+    }
+    int rc = 0;
+    if (d)
+        rc = clr_exec_write_stdin(p->h, json_string_value(d), json_string_length(d), err);
+    if (rc == 0 && buf)
+        rc = clr_exec_write_stdin(p->h, buf, len, err);
+    if (rc == 0 && json_is_true(eof))
+        rc = clr_exec_close_stdin(p->h, err);
+    proc_release(p);
+    free(buf);
+    return rc;
+}
+
+int clr_service_proc_signal_num(clr_service *svc, const char *id, const char *proc_id, int sig,
+                                const char *actor, clr_error *err)
+{
+    struct proc *p = proc_take(svc, id, proc_id, err);
+    if (!p)
+        return -1;
+    /* Recorded before it is sent; the daemon's own kills at stop are recorded as such. */
+    json_t *d = json_pack("{s:s, s:i}", "process_id", proc_id, "signal", sig);
+    int rc = clr_audit_append(svc->audit, actor, id, "process.signal", "ok", d, err);
+    json_decref(d);
+    if (rc == 0)
+        rc = clr_exec_signal(p->h, sig, err);
+    proc_release(p);
+    return rc;
+}
+
+int clr_service_proc_signal(clr_service *svc, const char *id, const char *proc_id, json_t *req,
+                            const char *actor, clr_error *err)
+{
+    int sig = 0;
+    if (svc_valid_id(id, err) < 0 || svc_parse_signal(req, &sig, err) < 0)
+        return -1;
+    return clr_service_proc_signal_num(svc, id, proc_id, sig, actor, err);
+}
+
+/* At stop: the processes' streams are closed (their agents kill them), threads joined. */
+void svc_procs_stop(clr_service *svc)
+{
+    for (struct proc *p = svc->procs; p; p = p->next) {
+        struct proc *t = proc_take(svc, p->sandbox_id, p->id, NULL);
+        if (t) {
+            json_t *d = json_pack("{s:s, s:i}", "process_id", t->id, "signal", 9);
+            clr_audit_append(svc->audit, "daemon (stopping)", t->sandbox_id, "process.signal",
+                             "ok", d, NULL);
+            json_decref(d);
+            clr_exec_signal(t->h, 9, NULL);
+            proc_release(t);
+        }
+    }
+    for (struct proc *p = svc->procs; p;) {
+        struct proc *n = p->next;
+        pthread_join(p->thread, NULL);
+        json_decref(p->result);
+        json_decref(p->request);
+        free(p->out.data);
+        free(p->err.data);
+        free(p);
+        p = n;
+    }
+    svc->procs = NULL;
+}

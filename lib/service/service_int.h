@@ -1,0 +1,172 @@
+/* The daemon's shared state: struct clr_service, which every module of lib/service/ reads, and
+ * the few helpers they all use (clocks, latency histograms). Not installed: the public contract is
+ * include/clearing/service.h, each module's own contract its header in this directory.
+ *
+ * Layers: a module calls only the modules below it (scripts/check-structure.py checks that no two
+ * files call each other, directly or around a cycle):
+ *   service.c    the wiring: start (checks, state lock, store, audit, key, threads) and stop
+ *   events.c     -> reaper, rows, engines
+ *   reaper.c     -> lifecycle, procs, removal, channels, rows, engines (reaper, reconcile, recovery)
+ *   lifecycle.c  -> warm, removal, channels, tenants, rows, validate, engines
+ *   procs.c      -> execs, channels, rows, validate, engines
+ *   execs.c      -> channels, rows, validate, engines
+ *   plans.c, metrics.c, git.c, svc_files.c -> tenants, rows, validate, engines
+ *   warm.c, removal.c -> engines (removal also validate)
+ *   channels.c, rows.c, tenants.c, engines.c, validate.c: the bottom (rows -> validate)
+ *
+ * Ordering rule: a row is written (and synced by SQLite) before the client hears of the thing it
+ * records, and before the engine is asked to do anything the row would have to explain after a
+ * crash. A sandbox row is inserted right after its container started; if the daemon dies between
+ * the two, the container carries our owner label and is removed at the next start. */
+#ifndef CLR_SERVICE_INT_H
+#define CLR_SERVICE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "clearing/audit.h"
+#include "clearing/egress.h"
+#include "clearing/service.h"
+#include "clearing/store.h"
+#include "clearing/verdict.h"
+#include "../internal.h"
+
+#define ENGINE_POOL_MAX 16
+#define NBUCKETS 13
+
+/* The upper bound of histogram bucket i (seconds), i < NBUCKETS. */
+static inline double svc_bucket_le(int i)
+{
+    static const double le[NBUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                        1,     2.5,  5,     10,   30,  60};
+    return le[i];
+}
+
+struct pending_plan;
+struct proc;
+struct removal;
+struct warm;
+
+struct histogram {
+    atomic_uint_fast64_t counts[NBUCKETS + 1];
+    atomic_uint_fast64_t total_us;
+    atomic_uint_fast64_t n;
+};
+
+struct clr_service {
+    clr_service_config cfg;
+    char *state_dir, *db_path, *docker_host, *image, *insecure_runtime;
+    char owner[128];
+    clr_store *store;
+    clr_verdict_key *verdict_key;
+
+    pthread_mutex_t pool_lock;
+    clr_engine *pool[ENGINE_POOL_MAX];
+    int pool_n;
+
+    pthread_mutex_t create_lock; /* serialises the capacity check with the insert */
+    unsigned plans_pending;      /* plans admitted whose sandbox has no row yet (create_lock) */
+    struct pending_plan *pending_plans; /* the same plans: their tenants and limits (create_lock) */
+    atomic_int running_execs;
+
+    pthread_t reaper;
+    pthread_mutex_t reaper_lock;
+    pthread_cond_t reaper_cond;
+    bool stopping;
+    bool reaper_started;
+    /* The engine's event stream: a sandbox whose container dies is lost at once (the reaper's
+     * reconcile is the backstop). */
+    pthread_t watch_thread;
+    bool watch_started;
+    clr_engine_cancel *watch_cancel; /* ends its stream at once when the daemon stops */
+
+    atomic_uint_fast64_t created, create_failed, destroyed_client, destroyed_expired,
+        destroyed_idle, lost, adopted, orphans_removed, execs, exec_timeouts, exec_ooms,
+        exec_failures, refused;
+    struct histogram h_create, h_exec, h_destroy;
+    struct proc *procs; /* background processes; guarded by procs_lock */
+    clr_audit *audit;
+
+    /* The warm pool: started, checked sandboxes of the default profile, handed out once each. */
+    pthread_mutex_t warm_lock;
+    pthread_cond_t warm_cond;
+    struct warm *warm;
+    unsigned warm_ready;
+    uint64_t warm_taken_us; /* mono_us of the last hand-out (under warm_lock) */
+    int lock_fd;            /* <state>/daemon.lock, flock()ed for the daemon's life; -1: none */
+    pthread_t warm_thread;
+    bool warm_started;
+    atomic_uint_fast64_t warm_hits, warm_misses;
+
+    /* Removal off the caller's path: destroyed sandboxes whose containers and workspaces the
+     * remover thread has yet to remove. rm_current is the one being removed now. */
+    pthread_mutex_t rm_lock;
+    /* The engine's state as the last ping saw it (clr_service_health). */
+    pthread_mutex_t health_lock;
+    bool health_checked, health_ok;
+    bool health_pinging; /* an anonymous caller's ping is under way */
+    struct timespec health_at;
+    char health_err[sizeof(((clr_error *)0)->message)];
+    pthread_cond_t rm_cond, rm_done;
+    struct removal *rm_head, *rm_tail;
+    char rm_current[CLR_SANDBOX_ID_MAX + 1];
+    unsigned rm_pending;
+    bool rm_stopping, rm_started;
+    pthread_t rm_thread;
+    atomic_uint_fast64_t removed, removal_failures;
+    struct histogram h_remove;
+
+    /* Live channels: per sandbox, the opened sandbox and its agent's channel, so an exec is one
+     * frame on an open stream (no engine round trip). */
+    pthread_mutex_t live_lock;
+    struct live_sb *live;
+    atomic_uint_fast64_t channel_execs, channel_replayed;
+    clr_egress_totals egress;
+};
+
+struct live_sb {
+    clr_service *svc;
+    char id[CLR_SANDBOX_ID_MAX + 1];
+    clr_sandbox *sb;
+    clr_channel *ch; /* NULL: its agent serves no channel (an older sandbox): docker exec */
+    clr_egress *egress; /* its proxy's connections (over ch) */
+    int refs;        /* guarded by live_lock */
+    struct live_sb *next;
+};
+
+/* Wall-clock seconds (what rows record). */
+static inline int64_t svc_now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+/* Monotonic microseconds (what latencies are measured with). */
+static inline uint64_t svc_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Counts one latency of us microseconds into h. */
+static inline void svc_observe(struct histogram *h, uint64_t us)
+{
+    double s = (double)us / 1e6;
+    int i = 0;
+    while (i < NBUCKETS && s > svc_bucket_le(i))
+        i++;
+    atomic_fetch_add(&h->counts[i], 1);
+    atomic_fetch_add(&h->total_us, us);
+    atomic_fetch_add(&h->n, 1);
+}
+
+/* The tenant a row or request belongs to: CLR_TENANT_DEFAULT when it names none. */
+static inline const char *svc_tenant_or_default(const char *tenant)
+{
+    return tenant && *tenant ? tenant : CLR_TENANT_DEFAULT;
+}
+
+#endif

@@ -1,0 +1,36 @@
+/* Tenants' quotas: what each tenant's live sandboxes (plans' included) hold, and the room
+ * check of a create or plan against max_sandboxes and the tenant's quota (under create_lock). */
+#ifndef CLR_SERVICE_TENANTS_H
+#define CLR_SERVICE_TENANTS_H
+
+#include "service_int.h"
+
+/* A plan admitted whose sandbox has no row yet: what it will hold of its tenant's quota. */
+struct pending_plan {
+    char tenant[CLR_TENANT_MAX + 1];
+    clr_limits limits;
+    struct pending_plan *next;
+};
+
+/* What one tenant's live sandboxes (running and plans') hold. */
+struct tenant_usage {
+    char tenant[CLR_TENANT_MAX + 1];
+    unsigned sandboxes;
+    uint64_t memory_bytes;
+    uint64_t cpu_millis;
+};
+
+/* The tenant's entry in *v (n entries, realloc()ed; free() it), added with zeros when missing;
+ * NULL when out of memory. */
+struct tenant_usage *svc_usage_entry(struct tenant_usage **v, size_t *n, const char *tenant);
+
+/* Every tenant's live sandboxes, from the database (*v: free()). */
+int svc_usage_collect(clr_service *svc, struct tenant_usage **v, size_t *n, clr_error *err);
+
+/* Room for one more sandbox: the live rows (sandboxes and plans') and the plans admitted whose
+ * sandbox is still being made, against max_sandboxes, then against the tenant's quota.
+ * create_lock held, so the count and the insert (or the plan's admission) are one step. */
+int svc_sandbox_room_locked(clr_service *svc, const char *tenant, const clr_limits *want,
+                            clr_error *err);
+
+#endif

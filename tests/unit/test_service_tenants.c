@@ -1,0 +1,254 @@
+/* lib/service/tenants.c and the tenants' gauges of lib/service/metrics.c, on a state database in
+ * a temporary directory (no engine): what each tenant's live sandboxes hold, the room check of a
+ * create against the daemon's max_sandboxes and the tenant's quota (with the figures in the
+ * refusal), and the per-tenant lines of the metrics. */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "service/tenants.h"
+
+#define MIB (1024ull * 1024)
+
+struct fixture {
+    char dir[64];
+    char path[128];
+    clr_service svc;
+    clr_tenant_quota quotas[2];
+};
+
+static void add_row(clr_store *st, const char *id, const char *tenant, const char *state,
+                    uint64_t memory, uint32_t cpu_millis)
+{
+    clr_store_sandbox s;
+    memset(&s, 0, sizeof(s));
+    snprintf(s.info.id, sizeof(s.info.id), "%s", id);
+    snprintf(s.info.tenant, sizeof(s.info.tenant), "%s", tenant);
+    snprintf(s.info.image, sizeof(s.info.image), "clearing/default:latest");
+    snprintf(s.info.runtime, sizeof(s.info.runtime), "runsc");
+    snprintf(s.info.state, sizeof(s.info.state), "%s", state);
+    s.info.created_at = 1000;
+    s.info.expires_at = 2000;
+    s.info.limits = (clr_limits)CLR_LIMITS_INIT;
+    s.info.limits.memory_bytes = memory;
+    s.info.limits.cpu_millis = cpu_millis;
+    s.max_expires_at = 5000;
+    s.last_active_at = 1000;
+    s.metadata = json_object();
+    s.env = json_array();
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_store_sandbox_insert(st, &s, &err) != 0)
+        fail_msg("insert %s: %s", id, err.message);
+    json_decref(s.metadata);
+    json_decref(s.env);
+}
+
+/* acme: a running sandbox and a plan's (768 MiB, 0.750 CPUs together), and a destroyed one that
+ * counts for nothing; the default tenant: one running sandbox. */
+static int setup(void **state)
+{
+    struct fixture *fx = calloc(1, sizeof(*fx));
+    if (!fx)
+        return -1;
+    snprintf(fx->dir, sizeof(fx->dir), "/tmp/clr-test-tenants-XXXXXX");
+    if (!mkdtemp(fx->dir)) {
+        free(fx);
+        return -1;
+    }
+    snprintf(fx->path, sizeof(fx->path), "%s/state.db", fx->dir);
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_store_open(&fx->svc.store, fx->path, &err) != 0) {
+        fprintf(stderr, "clr_store_open: %s\n", err.message);
+        return -1;
+    }
+    fx->quotas[0] = (clr_tenant_quota){.name = "acme", .max_sandboxes = 2,
+                                       .max_memory_bytes = 1024 * MIB, .max_cpu_millis = 1500};
+    fx->quotas[1] = (clr_tenant_quota){.name = "beta", .max_cpu_millis = 1000};
+    fx->svc.cfg.max_sandboxes = 10;
+    fx->svc.cfg.tenants = fx->quotas;
+    fx->svc.cfg.ntenants = 2;
+    add_row(fx->svc.store, "sb-0000000000000001", "acme", CLR_STATE_RUNNING, 512 * MIB, 500);
+    add_row(fx->svc.store, "sb-0000000000000002", "acme", CLR_STATE_PLAN, 256 * MIB, 250);
+    add_row(fx->svc.store, "sb-0000000000000003", "acme", CLR_STATE_DESTROYED, 4096 * MIB, 4000);
+    add_row(fx->svc.store, "sb-0000000000000004", "", CLR_STATE_RUNNING, 128 * MIB, 100);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_close(fx->svc.store);
+    DIR *d = opendir(fx->dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            char p[512];
+            snprintf(p, sizeof(p), "%s/%s", fx->dir, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(fx->dir);
+    free(fx);
+    return 0;
+}
+
+static const struct tenant_usage *find(const struct tenant_usage *v, size_t n, const char *t)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i].tenant, t) == 0)
+            return &v[i];
+    return NULL;
+}
+
+static void test_usage_collect(void **state)
+{
+    struct fixture *fx = *state;
+    struct tenant_usage *v = NULL;
+    size_t n = 0;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(svc_usage_collect(&fx->svc, &v, &n, &err), 0);
+    assert_int_equal(n, 2);
+    const struct tenant_usage *acme = find(v, n, "acme");
+    if (!acme) {
+        fail_msg("no usage for acme");
+        return;
+    }
+    assert_int_equal(acme->sandboxes, 2);
+    assert_int_equal(acme->memory_bytes, 768 * MIB);
+    assert_int_equal(acme->cpu_millis, 750);
+    /* A row without a tenant is the default tenant's. */
+    const struct tenant_usage *def = find(v, n, CLR_TENANT_DEFAULT);
+    if (!def) {
+        fail_msg("no usage for the default tenant");
+        return;
+    }
+    assert_int_equal(def->sandboxes, 1);
+    assert_int_equal(def->memory_bytes, 128 * MIB);
+    /* An entry for a tenant with nothing live starts at zero. */
+    struct tenant_usage *gamma = svc_usage_entry(&v, &n, "gamma");
+    if (!gamma) {
+        fail_msg("no entry for gamma");
+        return;
+    }
+    assert_int_equal(n, 3);
+    assert_string_equal(gamma->tenant, "gamma");
+    assert_int_equal(gamma->sandboxes, 0);
+    assert_int_equal(gamma->memory_bytes, 0);
+    free(v);
+}
+
+static void expect_room(clr_service *svc, const char *tenant, uint64_t memory, uint32_t cpu)
+{
+    clr_limits want = CLR_LIMITS_INIT;
+    want.memory_bytes = memory;
+    want.cpu_millis = cpu;
+    clr_error err = CLR_ERROR_INIT;
+    if (svc_sandbox_room_locked(svc, tenant, &want, &err) != 0)
+        fail_msg("no room for %s: %s", tenant, err.message);
+}
+
+static void expect_full(clr_service *svc, const char *tenant, uint64_t memory, uint32_t cpu,
+                        const char *why)
+{
+    clr_limits want = CLR_LIMITS_INIT;
+    want.memory_bytes = memory;
+    want.cpu_millis = cpu;
+    clr_error err = CLR_ERROR_INIT;
+    uint64_t refused = atomic_load(&svc->refused);
+    int rc = svc_sandbox_room_locked(svc, tenant, &want, &err);
+    if (rc == 0)
+        fail_msg("room for %s, expected: %s", tenant, why);
+    assert_int_equal(err.code, CLR_E_LIMIT);
+    if (!strstr(err.message, why))
+        fail_msg("message \"%s\" does not say \"%s\"", err.message, why);
+    assert_int_equal(atomic_load(&svc->refused), refused + 1);
+}
+
+static void test_room_quota(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    /* acme holds 2 of its 2 sandboxes. */
+    expect_full(svc, "acme", 64 * MIB, 100,
+                "tenant acme is at its quota: 2 sandboxes are live (max_sandboxes 2 for tenant "
+                "acme)");
+    /* With room for more sandboxes, memory is next: 768 MiB held of 1 GiB. */
+    fx->quotas[0].max_sandboxes = 5;
+    expect_room(svc, "acme", 256 * MIB, 100);
+    expect_full(svc, "acme", 257 * MIB, 100, "would pass max_memory");
+    /* Then CPUs: 0.750 held of 1.500. */
+    expect_room(svc, "acme", 64 * MIB, 750);
+    expect_full(svc, "acme", 64 * MIB, 751,
+                "its sandboxes hold 0.750 CPUs, 0.751 more would pass max_cpus 1.500");
+    /* beta has only a CPU bound, and nothing live. */
+    expect_room(svc, "beta", 4096 * MIB, 1000);
+    expect_full(svc, "beta", 64 * MIB, 1001, "0.000 CPUs, 1.001 more would pass max_cpus 1.000");
+    /* A plan being made counts for its tenant before its row exists. */
+    struct pending_plan plan = {.tenant = "beta", .limits = CLR_LIMITS_INIT};
+    plan.limits.cpu_millis = 600;
+    svc->pending_plans = &plan;
+    expect_room(svc, "beta", 64 * MIB, 400);
+    expect_full(svc, "beta", 64 * MIB, 401, "its sandboxes hold 0.600 CPUs");
+    svc->pending_plans = NULL;
+    /* A tenant without a quota has only the daemon's bound. */
+    expect_room(svc, "gamma", 64 * 1024 * MIB, 64000);
+}
+
+static void test_room_daemon(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    /* Three live rows (a plan's included) of max_sandboxes 4: one more fits. */
+    svc->cfg.max_sandboxes = 4;
+    expect_room(svc, "gamma", 64 * MIB, 100);
+    /* A plan admitted but not yet recorded takes the last place. */
+    svc->plans_pending = 1;
+    expect_full(svc, "gamma", 64 * MIB, 100,
+                "at capacity: 4 sandboxes are live (max_sandboxes 4)");
+    svc->plans_pending = 0;
+}
+
+static void test_metrics_tenant(void **state)
+{
+    struct fixture *fx = *state;
+    char *text = clr_service_metrics(&fx->svc, "acme");
+    assert_non_null(text);
+    assert_non_null(strstr(text, "clearing_tenant_sandboxes{tenant=\"acme\"} 2\n"));
+    assert_non_null(strstr(text, "clearing_tenant_memory_bytes{tenant=\"acme\"} 805306368\n"));
+    assert_non_null(strstr(text, "clearing_tenant_cpus{tenant=\"acme\"} 0.750\n"));
+    assert_non_null(strstr(text, "# TYPE clearing_tenant_sandboxes gauge\n"));
+    /* Its own figures only: nothing of other tenants or of the daemon. */
+    assert_null(strstr(text, "tenant=\"default\""));
+    assert_null(strstr(text, "tenant=\"beta\""));
+    assert_null(strstr(text, "clearing_sandboxes{"));
+    free(text);
+    /* A tenant with nothing live gets its zero lines. */
+    text = clr_service_metrics(&fx->svc, "nobody");
+    assert_non_null(text);
+    assert_non_null(strstr(text, "clearing_tenant_sandboxes{tenant=\"nobody\"} 0\n"));
+    assert_non_null(strstr(text, "clearing_tenant_cpus{tenant=\"nobody\"} 0.000\n"));
+    free(text);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_usage_collect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_room_quota, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_room_daemon, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_metrics_tenant, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
