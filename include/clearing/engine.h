@@ -138,7 +138,10 @@ typedef struct clr_engine_events_handler {
 CLR_PUBLIC int clr_engine_events(clr_engine *eng, json_t *filters,
                                  const clr_engine_events_handler *h, clr_error *err);
 
-/* ---- the Docker engine's own transport (lib/ only, for the Docker engine's code) ---- */
+/* ---- the Docker Engine API itself ----
+ * The Docker engine's transport (lib/docker_api.c). The service never uses it: it asks for the
+ * operations above. It stays public for what must speak Docker's API as such: the benches' raw
+ * `docker exec` baseline and tests that inspect the engine directly. */
 CLR_PUBLIC const char *clr_engine_socket_path(const clr_engine *eng);
 CLR_PUBLIC const char *clr_engine_api_version(const clr_engine *eng);
 

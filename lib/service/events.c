@@ -64,22 +64,23 @@ static bool death_judge(clr_service *svc, const struct death *d)
     clr_engine *eng = NULL;
     if (svc_engine_get(svc, &eng, &err) < 0)
         return false;
-    char path[256];
-    snprintf(path, sizeof(path), "/containers/" CLR_CONTAINER_PREFIX "%s/json", d->id);
+    char name[64];
+    snprintf(name, sizeof(name), CLR_CONTAINER_PREFIX "%s", d->id);
     json_t *j = NULL;
-    int st = clr_engine_call(eng, "GET", path, NULL, &j, &err);
-    svc_engine_put(svc, eng, st < 0);
+    bool seen = clr_engine_container_inspect(eng, name, &j, &err) == 0;
+    bool gone = !seen && err.code == CLR_E_NOT_FOUND;
+    svc_engine_put(svc, eng, !seen && (err.code == CLR_E_UNAVAILABLE || err.code == CLR_E_TIMEOUT));
     json_t *state = json_object_get(j, "State");
-    bool running = st == 200 && json_is_true(json_object_get(state, "Running"));
-    bool oom = d->oom || (st == 200 && json_is_true(json_object_get(state, "OOMKilled")));
+    bool running = seen && json_is_true(json_object_get(state, "Running"));
+    bool oom = d->oom || (seen && json_is_true(json_object_get(state, "OOMKilled")));
     json_decref(j);
-    if (st != 200 && st != 404) {
+    if (!seen && !gone) {
         clr_log(CLR_LOG_WARN, "events.inspect_failed", "id", d->id, "error", err.message, NULL);
         return false;
     }
     if (running)
         return true;
-    const char *reason = oom ? "oom" : st == 404 ? "container removed" : "runtime died";
+    const char *reason = oom ? "oom" : gone ? "container removed" : "runtime died";
     svc_mark_lost(svc, d->id, "engine", reason);
     return true;
 }

@@ -26,10 +26,8 @@ static bool ping_engine(clr_service *svc, char *why, size_t why_size)
     clr_error err = CLR_ERROR_INIT;
     clr_engine *eng = NULL;
     bool ok = svc_engine_get(svc, &eng, &err) == 0;
-    json_t *info = NULL;
-    if (ok && clr_engine_call(eng, "GET", "/_ping", NULL, &info, &err) != 200)
+    if (ok && clr_engine_ping(eng, &err) < 0)
         ok = false;
-    json_decref(info);
     svc_engine_put(svc, eng, !ok);
     snprintf(why, why_size, "%s", ok ? "ok" : err.message);
     return ok;
