@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "coverage.h"
 
 #define OUTQ_LIMIT (1024 * 1024)  /* bytes queued for the host before the pipes are paused */
 #define STDIN_LIMIT (1024 * 1024) /* bytes queued for the command before fd 0 is paused */
@@ -471,7 +472,7 @@ static char **command_env(char **req)
         return req;
     size_t k = 0;
     for (size_t i = 0; i < nenv; i++) {
-        if (!env_has(req, environ[i]))
+        if (!env_has(req, environ[i]) && !agent_coverage_env(environ[i]))
             v[k++] = environ[i];
     }
     for (size_t i = 0; i < nreq; i++) {
@@ -928,6 +929,7 @@ static void write_result(struct sup *s, int status)
  * clean. */
 static void finish(struct sup *s, int status)
 {
+    agent_coverage_flush(); /* coverage builds: before the host has the result and may kill us */
     write_result(s, status);
     fcntl(s->out_fd, F_SETFL, fcntl(s->out_fd, F_GETFL) & ~O_NONBLOCK);
     flush_out(s);

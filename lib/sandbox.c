@@ -18,6 +18,7 @@
 
 #include "clr-config.h"
 #include "internal.h"
+#include "coverage.h"
 #include "clearing/gitws.h"
 
 #define PIDS_BACKSTOP_BASE 256
@@ -351,7 +352,9 @@ int clr_sandbox_create(clr_sandbox **out, clr_engine *eng, const clr_sandbox_opt
     snprintf(path, sizeof(path), "/containers/create?name=" CLR_CONTAINER_PREFIX "%s", info->id);
     json_t *spec = container_spec(info, agent, sb->workspace, opts->env);
     json_t *resp = NULL;
-    int st = clr_engine_call(eng, "POST", path, spec, &resp, err);
+    int st = clr_coverage_spec(spec, info->id, err) < 0 /* coverage builds only */
+                 ? -1
+                 : clr_engine_call(eng, "POST", path, spec, &resp, err);
     json_decref(spec);
     if (st != 201) {
         json_decref(resp);
