@@ -2,12 +2,23 @@
  * agent's counters dumped onto the mount the daemon made. The contract is in coverage.h. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "coverage.h"
 
 /* libgcov's (GCC >= 11), linked in by --coverage. */
 void __gcov_dump(void);
 void __gcov_reset(void);
+
+void agent_coverage_init(void)
+{
+    struct stat st;
+    if (stat(AGENT_COVERAGE_DIR, &st) < 0 || !S_ISDIR(st.st_mode))
+        return;
+    /* The counters keep their build paths under the mount: scripts/coverage.sh maps them back. */
+    setenv("GCOV_PREFIX", AGENT_COVERAGE_DIR, 1);
+    setenv("GCOV_PREFIX_STRIP", "0", 1);
+}
 
 bool agent_coverage_env(const char *kv)
 {

@@ -1,18 +1,25 @@
 /* Coverage builds only: the agent's line counters, out of its sandbox.
  *
  * In a build configured with -Db_coverage=true (meson defines CLR_COVERAGE), the daemon mounts a
- * host directory into each sandbox and sets GCOV_PREFIX / GCOV_PREFIX_STRIP in its environment
- * when CLEARING_COVERAGE_DIR is set (lib/coverage.h). gVisor sandboxes are killed rather than
- * stopped, so nothing flushes the counters at exit: the agent dumps them after each command. The
- * two variables are the agent's, never a user command's.
+ * host directory of the sandbox's own at AGENT_COVERAGE_DIR when CLEARING_COVERAGE_DIR is set
+ * (lib/coverage.h). The agent then points libgcov there (GCOV_PREFIX, GCOV_PREFIX_STRIP=0, set in
+ * its own environment with setenv: not in the container's, which /proc/PID/environ shows and
+ * every command inherits) and, since gVisor sandboxes are killed rather than stopped, dumps its
+ * counters after each command. The two variables are the agent's, never a user command's.
  *
- * In every other build agent/coverage.c is not compiled and both calls are no-ops. */
+ * In every other build agent/coverage.c is not compiled and the calls are no-ops. */
 #ifndef CLR_AGENT_COVERAGE_H
 #define CLR_AGENT_COVERAGE_H
 
 #include <stdbool.h>
 
+/* Where the daemon mounts the directory (CLR_COVERAGE_TARGET in lib/coverage.h: the same). */
+#define AGENT_COVERAGE_DIR "/clearing-coverage"
+
 #ifdef CLR_COVERAGE
+/* At start: when AGENT_COVERAGE_DIR is a directory (the daemon's mount), sets GCOV_PREFIX and
+ * GCOV_PREFIX_STRIP=0 in this process's environment, inherited by the supervisors it forks. */
+void agent_coverage_init(void);
 /* True when the environment entry kv ("NAME=value") is one of the coverage variables that a
  * command's environment must not inherit from the agent's. */
 bool agent_coverage_env(const char *kv);
@@ -21,6 +28,9 @@ bool agent_coverage_env(const char *kv);
  * mount the build paths are not writable in the sandbox. */
 void agent_coverage_flush(void);
 #else
+static inline void agent_coverage_init(void)
+{
+}
 static inline bool agent_coverage_env(const char *kv)
 {
     (void)kv;

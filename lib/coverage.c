@@ -36,15 +36,11 @@ int clr_coverage_spec(json_t *spec, const char *sandbox_id, clr_error *err)
                              "(CLEARING_COVERAGE_DIR must name an existing directory)",
                              path, strerror(errno));
     json_t *mounts = json_object_get(json_object_get(spec, "HostConfig"), "Mounts");
-    json_t *env = json_object_get(spec, "Env");
-    if (!json_is_array(mounts) || !json_is_array(env))
-        return clr_error_set(err, CLR_E_INTERNAL, 0,
-                             "container spec without HostConfig.Mounts or Env arrays");
+    if (!json_is_array(mounts))
+        return clr_error_set(err, CLR_E_INTERNAL, 0, "container spec without HostConfig.Mounts");
     if (json_array_append_new(mounts, json_pack("{s:s, s:s, s:s, s:b}", "Type", "bind",
                                                 "Source", path, "Target", CLR_COVERAGE_TARGET,
-                                                "ReadOnly", 0)) < 0 ||
-        json_array_append_new(env, json_string("GCOV_PREFIX=" CLR_COVERAGE_TARGET)) < 0 ||
-        json_array_append_new(env, json_string("GCOV_PREFIX_STRIP=0")) < 0)
+                                                "ReadOnly", 0)) < 0)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     return 0;
 }

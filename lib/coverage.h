@@ -4,10 +4,11 @@
  * land inside the sandbox and are lost with it. In a build configured with -Db_coverage=true
  * (meson then defines CLR_COVERAGE) and with CLEARING_COVERAGE_DIR naming an existing absolute
  * host directory, every sandbox gets its own subdirectory of it (<dir>/<sandbox id>/)
- * bind-mounted read-write at CLR_COVERAGE_TARGET, and GCOV_PREFIX / GCOV_PREFIX_STRIP=0 in its
- * environment, so the agent writes its counters there under their build paths; agent/coverage.c
- * keeps those two variables from user commands and dumps the counters after each command.
- * scripts/coverage.sh merges them into the build's own before gcovr reads them.
+ * bind-mounted read-write at CLR_COVERAGE_TARGET. The agent (agent/coverage.h) finds the mount,
+ * points libgcov at it in its own environment (never the container's: /proc/PID/environ shows
+ * that one and every command inherits it) and dumps its counters there after each command,
+ * under their build paths; scripts/coverage.sh merges them into the build's own before gcovr
+ * reads them.
  *
  * In every other build this module is not compiled and clr_coverage_spec() does nothing: a
  * writable host mount in every sandbox would weaken isolation. */
@@ -21,8 +22,8 @@
 #define CLR_COVERAGE_TARGET "/clearing-coverage"
 
 #ifdef CLR_COVERAGE
-/* Adds the counters' mount and environment to a container spec (HostConfig.Mounts and Env must
- * be arrays) for the sandbox sandbox_id, making <CLEARING_COVERAGE_DIR>/<sandbox_id>/ (mode 0700:
+/* Adds the counters' mount to a container spec (HostConfig.Mounts must be an array) for the
+ * sandbox sandbox_id, making <CLEARING_COVERAGE_DIR>/<sandbox_id>/ (mode 0700:
  * the agent is root in the sandbox). Announces the collection once per process with a warning.
  * Returns 0 (also when CLEARING_COVERAGE_DIR is unset or empty: nothing added), or -1 with err set
  * when the directory is not absolute or cannot be made. The caller keeps owning spec. */
