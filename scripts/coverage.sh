@@ -7,8 +7,9 @@
 # 1. a coverage build ($BUILD_COV, default build-cov: -Db_coverage=true, meson's defaults as for
 #    build/), with every old counter removed;
 # 2. the suite run against it with CLEARING_COVERAGE_DIR set: the daemon then mounts a
-#    directory of its own into each sandbox and the agent writes its counters there
-#    (lib/coverage.h, agent/coverage.h), which gVisor would otherwise lose with the sandbox;
+#    directory of its own into each sandbox and the agent dumps its counters there after each
+#    command (lib/coverage.h, agent/coverage.h), which gVisor would otherwise lose with the
+#    sandbox;
 # 3. those counters merged into the build's own (gcov-tool), then gcovr: per directory and
 #    overall, and per file, into $BUILD_COV/coverage-summary.txt (test-all prints it again at the
 #    end of the log). No threshold fails the run yet (the goal is 85% per directory, #18).
@@ -19,6 +20,12 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 BUILD_COV=${BUILD_COV:-build-cov}
+for tool in gcovr gcov-tool; do
+    command -v $tool >/dev/null || {
+        echo "coverage: $tool is missing: apt-get install gcovr gcc (scripts/setup.sh does)" >&2
+        exit 1
+    }
+done
 
 if [ ! -f "$BUILD_COV/build.ninja" ]; then
     meson setup "$BUILD_COV" -Db_coverage=true >/dev/null || exit
@@ -62,7 +69,8 @@ for sb in "$agent_cov"/*/; do
         merged=$((merged + 1))
     done < <(find "$sb" -name '*.gcda' -printf '%h\n' | sort -u)
 done
-echo "coverage: agent counters from $merged of $sandboxes sandboxes merged into $bdir"
+echo "coverage: the agent's counters: $merged directories from $sandboxes sandboxes merged into" \
+    "$bdir (a sandbox that ended before a command finished has none)"
 
 json="$bdir/coverage.json"
 gcovr -r "$root" --object-directory "$bdir" -j 2 --filter lib/ --filter src/ --filter agent/ \
