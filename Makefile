@@ -4,9 +4,10 @@
 BUILD ?= build
 BUILD_SAN ?= build-sanitize
 BUILD_FUZZ ?= build-fuzz
+BUILD_COV ?= build-cov
 export CLEARING_AGENT := $(CURDIR)/$(BUILD)/agent/clearing-agent
 
-.PHONY: all setup build run test test-sanitize test-fuzz test-fuzz-replay test-fuzz-run clean
+.PHONY: all setup build run test test-sanitize test-fuzz test-fuzz-replay test-fuzz-run coverage clean
 
 all: build
 
@@ -31,7 +32,14 @@ run: setup build
 # Step by step (setup, build, main suite, sanitizers, fuzz), naming the step that failed and the
 # failing suites' output at the end of the log: scripts/test-all.sh.
 test:
-	BUILD=$(BUILD) BUILD_SAN=$(BUILD_SAN) BUILD_FUZZ=$(BUILD_FUZZ) MAKE="$(MAKE)" bash scripts/test-all.sh
+	BUILD=$(BUILD) BUILD_SAN=$(BUILD_SAN) BUILD_FUZZ=$(BUILD_FUZZ) BUILD_COV=$(BUILD_COV) \
+	    MAKE="$(MAKE)" bash scripts/test-all.sh
+
+# Line coverage of lib/, src/, agent/ (and per file) over the main suite, run against a
+# -Db_coverage=true build with the agent's counters collected from inside the sandboxes:
+# scripts/coverage.sh. Pass meson test arguments in COVERAGE_ARGS (e.g. --no-suite disruptive).
+coverage:
+	BUILD_COV=$(BUILD_COV) bash scripts/coverage.sh $(COVERAGE_ARGS)
 
 # Under ASan+UBSan: every suite but memcheck (valgrind cannot run ASan binaries) and the
 # disruptive dockerd restart (already run once by `test`).
@@ -57,4 +65,4 @@ test-fuzz-run:
 	  BUILD_FUZZ=$(BUILD_FUZZ) FUZZ_WORK=$$work bench/fuzz.sh 15
 
 clean:
-	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ)
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ) $(BUILD_COV)

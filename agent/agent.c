@@ -15,9 +15,11 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "coverage.h"
 
 int main(int argc, char **argv)
 {
+    agent_coverage_init(); /* coverage builds only */
     if (argc < 2) {
         fprintf(stderr, "usage: clearing-agent init|exec\n");
         return 2;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "command.h"
+#include "coverage.h"
 #include "util.h"
 
 static bool env_has(char **vec, const char *kv)
@@ -33,7 +34,7 @@ char **agent_command_env(char **base, char **req)
         return req;
     size_t k = 0;
     for (size_t i = 0; i < nenv; i++) {
-        if (!env_has(req, base[i]))
+        if (!env_has(req, base[i]) && !agent_coverage_env(base[i]))
             v[k++] = base[i];
     }
     for (size_t i = 0; i < nreq; i++) {

@@ -39,6 +39,7 @@
 #include "proto.h"
 #include "supervise.h"
 #include "util.h"
+#include "coverage.h"
 
 #define MAX_CHANNELS 512
 #define OUTQ_HIGH (1u << 20)       /* stop reading supervisors above this much unsent output */
@@ -263,6 +264,7 @@ static void start_channel(struct live *l, const struct clr_frame *f)
  * process is gone by then: the supervisor sends the result only after its tree kill. */
 static void release_supervisor(struct live *l, struct chan *c)
 {
+    agent_coverage_flush(); /* coverage builds: before the host reads the result and may kill us */
     if (c->pid > 0 && l->nidle < MAX_IDLE) {
         l->idle_pid[l->nidle] = c->pid;
         l->idle_sock[l->nidle] = c->sock;

@@ -40,6 +40,7 @@
 #include "request.h"
 #include "supervise.h"
 #include "util.h"
+#include "coverage.h"
 
 #define OUTQ_LIMIT (1024 * 1024)  /* bytes queued for the host before the pipes are paused */
 #define STDIN_LIMIT (1024 * 1024) /* bytes queued for the command before fd 0 is paused */
@@ -450,6 +451,7 @@ static void write_result(struct sup *s, int status)
  * clean. */
 static void finish(struct sup *s, int status)
 {
+    agent_coverage_flush(); /* coverage builds: before the host has the result and may kill us */
     write_result(s, status);
     fcntl(s->out_fd, F_SETFL, fcntl(s->out_fd, F_GETFL) & ~O_NONBLOCK);
     flush_out(s);

@@ -20,6 +20,7 @@
 #include "clr-config.h"
 #include "internal.h"
 #include "clearing/cleanup_json.h"
+#include "coverage.h"
 #include "clearing/gitws.h"
 #include "sandbox_spec.h"
 
@@ -239,9 +240,12 @@ static int create_container(clr_engine *eng, clr_sandbox *sb, const char *agent,
     _cleanup_json_ json_t *spec = clr_sandbox_spec_build(info, agent, sb->workspace, env);
     if (!spec)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    if (clr_coverage_spec(spec, info->id, err) < 0) /* coverage builds only */
+        return -1;
     if (clr_engine_container_create(eng, name, spec, info->container_id,
                                     sizeof(info->container_id), err) < 0) {
         if (err->code == CLR_E_NOT_FOUND)
+#include "coverage.h"
             clr_error_set(err, CLR_E_NOT_FOUND, 0,
                           "image %s is not present in the Docker engine: build it with "
                           "images/build.sh (scripts/setup.sh does)",
