@@ -333,9 +333,14 @@ static enum MHD_Result h_file_get(struct route_call *k)
     uint64_t size = 0, charged = 0;
     int rc = clr_service_file_get(k->s->svc, k->id, k->path, fd, &k->s->downloads, k->rq->actor,
                                   &size, &charged, &err);
-    k->rq->download_charged += charged;
-    if (rc < 0)
+    if (rc < 0) {
+        /* Refused or failed: its spool goes now, and the room it took with it, rather than when
+         * libmicrohttpd is done sending the error (a client's next request may come first). */
+        close(steal_fd(&fd));
+        clr_files_budget_release(&k->s->downloads, charged);
         return send_clr_error(k->c, &err);
+    }
+    k->rq->download_charged += charged;
     return send_fd(k->c, steal_fd(&fd), size, "application/octet-stream");
 }
 
@@ -376,9 +381,14 @@ static enum MHD_Result h_archive_get(struct route_call *k)
     uint64_t charged = 0;
     int rc = clr_service_archive_get(k->s->svc, k->id, archive_path(k), fd, &k->s->downloads,
                                      k->rq->actor, &charged, &err);
-    k->rq->download_charged += charged;
-    if (rc < 0)
+    if (rc < 0) {
+        /* Refused or failed: its spool goes now, and the room it took with it, rather than when
+         * libmicrohttpd is done sending the error (a client's next request may come first). */
+        close(steal_fd(&fd));
+        clr_files_budget_release(&k->s->downloads, charged);
         return send_clr_error(k->c, &err);
+    }
+    k->rq->download_charged += charged;
     off_t size = lseek(fd, 0, SEEK_END);
     return send_fd(k->c, steal_fd(&fd), (uint64_t)size, "application/x-tar");
 }

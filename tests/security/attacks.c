@@ -367,11 +367,17 @@ static void dump_probe(const char *who, pid_t pid)
 }
 
 /* Waits, dumpable or not, until killed (in a session of its own). */
-__attribute__((noreturn)) static void dump_wait(bool dumpable)
+/* What a target is before anyone aims at it: its own session, dumpable or not. */
+static void dump_setup(bool dumpable)
 {
     setsid();
     if (!dumpable)
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
+__attribute__((noreturn)) static void dump_wait(bool dumpable)
+{
+    dump_setup(dumpable);
     for (;;)
         pause();
 }
@@ -382,9 +388,13 @@ static pid_t dump_child(bool dumpable, int ready[2])
     if (pid == 0) {
         char c = 'r';
         close(ready[0]);
+        /* Ready only once it is what the probe expects: a probe that ran before the child made
+         * itself non-dumpable read a dumpable process (seen under load). */
+        dump_setup(dumpable);
         if (write(ready[1], &c, 1) != 1)
             _exit(1);
-        dump_wait(dumpable);
+        for (;;)
+            pause();
     }
     char c;
     if (pid > 0 && read(ready[0], &c, 1) != 1)
