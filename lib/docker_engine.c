@@ -75,6 +75,8 @@ static int docker_image_inspect(clr_engine *eng, const char *image, json_t **out
     return call(eng, "GET", path, NULL, out, (const int[]){200, 0}, err);
 }
 
+static int docker_remove(clr_engine *eng, const char *id, clr_error *err);
+
 static int docker_create(clr_engine *eng, const char *name, json_t *spec, char *id, size_t id_len,
                          clr_error *err)
 {
@@ -86,9 +88,13 @@ static int docker_create(clr_engine *eng, const char *name, json_t *spec, char *
     if (call(eng, "POST", path, spec, &resp, (const int[]){201, 0}, err) < 0)
         return -1;
     const char *cid = json_string_value(json_object_get(resp, "Id"));
-    if (!cid || check_id(cid, err) < 0 || strlen(cid) >= id_len)
+    if (!cid || check_id(cid, err) < 0 || strlen(cid) >= id_len) {
+        /* A failed create leaves nothing: the container is removed by its name. */
+        clr_error ignored = CLR_ERROR_INIT;
+        docker_remove(eng, name, &ignored);
         return clr_error_set(err, CLR_E_ENGINE, 0,
                              "the Docker engine created %s but answered no usable id", name);
+    }
     snprintf(id, id_len, "%s", cid);
     return 0;
 }

@@ -233,3 +233,12 @@ int clr_exec_limits_validate(const clr_exec_limits *l, clr_error *err)
         return -1;
     return 0;
 }
+
+bool clr_limits_equal(const clr_limits *a, const clr_limits *b)
+{
+    return a->cpu_millis == b->cpu_millis && a->memory_bytes == b->memory_bytes &&
+           a->pids == b->pids && a->lifetime_s == b->lifetime_s && a->tmp_bytes == b->tmp_bytes &&
+           a->workspace_bytes == b->workspace_bytes &&
+           a->workspace_inodes == b->workspace_inodes && a->nofile == b->nofile &&
+           a->fsize_bytes == b->fsize_bytes;
+}

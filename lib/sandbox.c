@@ -245,7 +245,6 @@ static int create_container(clr_engine *eng, clr_sandbox *sb, const char *agent,
     if (clr_engine_container_create(eng, name, spec, info->container_id,
                                     sizeof(info->container_id), err) < 0) {
         if (err->code == CLR_E_NOT_FOUND)
-#include "coverage.h"
             clr_error_set(err, CLR_E_NOT_FOUND, 0,
                           "image %s is not present in the Docker engine: build it with "
                           "images/build.sh (scripts/setup.sh does)",

@@ -36,6 +36,9 @@ typedef struct clr_exec_limits {
 #define CLR_EXEC_LIMITS_INIT {.timeout_ms = 60000, .stdout_cap = CLR_MIB, .stderr_cap = CLR_MIB}
 
 /* "512m", "1g", "65536", "1.5GiB" -> bytes. Suffixes k/m/g/t (binary), optional "i"/"b"/"ib". */
+/* The same limits, field by field (never memcmp: the struct has padding). */
+CLR_PUBLIC bool clr_limits_equal(const clr_limits *a, const clr_limits *b);
+
 CLR_PUBLIC int clr_parse_size(uint64_t *out, const char *text, clr_error *err);
 /* "0.5", "2", "1500m" (millicores) -> thousandths of a core. */
 CLR_PUBLIC int clr_parse_cpus(uint32_t *out, const char *text, clr_error *err);

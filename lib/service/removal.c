@@ -105,15 +105,17 @@ void *svc_remover_main(void *p)
                     err.message, NULL);
 
         pthread_mutex_lock(&svc->rm_lock);
-        svc->rm_current[0] = '\0';
         if (!done && ++r->attempts < REMOVAL_MAX_ATTEMPTS && !svc->rm_stopping) {
-            /* Back off (the engine may be restarting), then retry from the tail. */
+            /* Back off (the engine may be restarting), then retry from the tail. It stays
+             * current meanwhile: a caller waiting for its removal must not see it as done. */
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += (time_t)r->attempts;
             pthread_cond_timedwait(&svc->rm_cond, &svc->rm_lock, &ts);
             removal_append_locked(svc, r);
+            svc->rm_current[0] = '\0';
         } else {
+            svc->rm_current[0] = '\0';
             svc->rm_pending--;
             free(r);
         }

@@ -138,6 +138,22 @@ static void test_errors_carry_their_codes(void **state)
     assert_int_equal(err.code, CLR_E_ENGINE);
     assert_non_null(strstr(err.message, "device or resource busy"));
 
+    /* Created, but no usable id in the answer: an error, and the container is removed by its
+     * name so nothing is left behind. */
+    err = (clr_error)CLR_ERROR_INIT;
+    fake_answer(f, "POST /v1.41/containers/create?name=clearing-sb-1111111111111111", 201,
+                "{\"Warnings\":[]}");
+    fake_answer(f, "DELETE /v1.41/containers/clearing-sb-1111111111111111", 204, NULL);
+    char cid[80] = "";
+    json_t *spec = json_object();
+    assert_int_equal(clr_engine_container_create(eng, "clearing-sb-1111111111111111", spec, cid,
+                                                 sizeof(cid), &err),
+                     -1);
+    json_decref(spec);
+    assert_int_equal(err.code, CLR_E_ENGINE);
+    assert_string_equal(fake_last_request(f),
+                        "DELETE /v1.41/containers/clearing-sb-1111111111111111?force=1&v=1");
+
     /* A status that is not the operation's success is not taken for one. */
     err = (clr_error)CLR_ERROR_INIT;
     fake_answer(f, "POST /v1.41/containers/odd/start", 200, "{}");

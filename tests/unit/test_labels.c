@@ -72,7 +72,7 @@ static void assert_same_info(const clr_sandbox_info *a, const clr_sandbox_info *
     assert_int_equal(a->created_at, b->created_at);
     assert_int_equal(a->expires_at, b->expires_at);
     assert_int_equal(a->max_expires_at, b->max_expires_at);
-    assert_memory_equal(&a->limits, &b->limits, sizeof(a->limits));
+    assert_true(clr_limits_equal(&a->limits, &b->limits));
 }
 
 /* Parses labels; fails the test on error. */

@@ -535,9 +535,35 @@ static void test_format_size_small_buffer_truncates_safely(void **state)
     assert_int_equal(buf[4], 'X');
 }
 
+/* Equal limits compare equal whatever their padding holds; each field counts. */
+static void test_limits_equal_by_field(void **state)
+{
+    (void)state;
+    clr_limits a, b;
+    memset(&a, 0xAB, sizeof(a)); /* different padding bytes on purpose */
+    memset(&b, 0x00, sizeof(b));
+    clr_limits def = CLR_LIMITS_INIT;
+    a.cpu_millis = def.cpu_millis, a.memory_bytes = def.memory_bytes, a.pids = def.pids;
+    a.lifetime_s = def.lifetime_s, a.tmp_bytes = def.tmp_bytes;
+    a.workspace_bytes = def.workspace_bytes, a.workspace_inodes = def.workspace_inodes;
+    a.nofile = def.nofile, a.fsize_bytes = def.fsize_bytes;
+    b = def;
+    assert_true(clr_limits_equal(&a, &b));
+    clr_limits c = def;
+    c.nofile++;
+    assert_false(clr_limits_equal(&c, &def));
+    c = def;
+    c.fsize_bytes--;
+    assert_false(clr_limits_equal(&c, &def));
+    c = def;
+    c.cpu_millis = 999;
+    assert_false(clr_limits_equal(&c, &def));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_limits_equal_by_field),
         cmocka_unit_test(test_size_units_are_binary),
         cmocka_unit_test(test_size_unit_spellings),
         cmocka_unit_test(test_size_fractions_that_are_whole_bytes),

@@ -155,7 +155,7 @@ static void test_defaults(void **state)
     assert_true(p->commit_on_failure);
     assert_null(p->egress);
     clr_limits def = CLR_LIMITS_INIT;
-    assert_memory_equal(&p->limits, &def, sizeof(def));
+    assert_true(clr_limits_equal(&p->limits, &def));
     assert_ptr_equal(clr_plan_limits(p), &p->limits);
     assert_int_equal(p->n, 3);
     const struct step *s = &p->steps[0];

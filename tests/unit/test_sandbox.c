@@ -101,7 +101,7 @@ static void test_default_info(void **state)
     assert_string_equal(info.repo, "");
     assert_string_equal(info.container_id, "");
     clr_limits def = CLR_LIMITS_INIT;
-    assert_memory_equal(&info.limits, &def, sizeof(def));
+    assert_true(clr_limits_equal(&info.limits, &def));
 }
 
 static void test_default_spec_container(void **state)
@@ -217,7 +217,7 @@ static void test_default_spec_labels(void **state)
     assert_string_equal(back.id, ID);
     assert_string_equal(back.runtime, "runsc");
     assert_int_equal(back.expires_at, info.expires_at);
-    assert_memory_equal(&back.limits, &info.limits, sizeof(info.limits));
+    assert_true(clr_limits_equal(&back.limits, &info.limits));
 }
 
 /* ---- each option ------------------------------------------------------------------------ */

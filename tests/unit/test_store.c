@@ -345,7 +345,7 @@ static void test_sandbox_insert_get_round_trip(void **state)
     assert_true(got.info.insecure);
     assert_int_equal(got.info.created_at, s.info.created_at);
     assert_int_equal(got.info.expires_at, s.info.expires_at);
-    assert_memory_equal(&got.info.limits, &s.info.limits, sizeof(s.info.limits));
+    assert_true(clr_limits_equal(&got.info.limits, &s.info.limits));
     assert_int_equal(got.max_expires_at, s.max_expires_at);
     assert_int_equal(got.idle_timeout_s, 120);
     assert_int_equal(got.last_active_at, s.last_active_at);
@@ -623,7 +623,7 @@ static void test_sandbox_large_and_negative_times_kept(void **state)
     assert_true(got.info.created_at == INT64_MAX - 10);
     assert_true(got.info.expires_at == INT64_MAX);
     assert_true(got.last_active_at == -5);
-    assert_memory_equal(&got.info.limits, &s.info.limits, sizeof(s.info.limits));
+    assert_true(clr_limits_equal(&got.info.limits, &s.info.limits));
     clr_store_sandbox_clear(&got);
     clr_store_sandbox_clear(&s);
 }
