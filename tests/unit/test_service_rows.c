@@ -25,6 +25,7 @@
 struct fixture {
     char dir[64];
     char path[128];
+    char log[128];
     clr_service svc;
 };
 
@@ -81,6 +82,13 @@ static int setup(void **state)
         fprintf(stderr, "clr_store_open: %s\n", err.message);
         return -1;
     }
+    snprintf(fx->log, sizeof(fx->log), "%s/audit.log", fx->dir);
+    clr_audit_options o = CLR_AUDIT_OPTIONS_INIT;
+    o.path = fx->log;
+    if (clr_audit_open(&fx->svc.audit, &o, &err) != 0) {
+        fprintf(stderr, "clr_audit_open: %s\n", err.message);
+        return -1;
+    }
     add_row(fx->svc.store, RUNNING_ID, "acme", "red");
     add_row(fx->svc.store, PLAN_ID, "", "blue");
     add_row(fx->svc.store, LOST_ID, "", "red");
@@ -95,6 +103,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
+    clr_audit_close(fx->svc.audit);
     clr_store_close(fx->svc.store);
     DIR *d = opendir(fx->dir);
     if (d) {
@@ -389,6 +398,91 @@ static void test_list_and_ownership(void **state)
     assert_null(out);
 }
 
+/* The audit records appended to the log, in order (the caller's). */
+static json_t *audit_records(struct fixture *fx)
+{
+    FILE *f = fopen(fx->log, "r");
+    assert_non_null(f);
+    json_t *a = json_array();
+    char line[8192];
+    while (fgets(line, sizeof(line), f)) {
+        json_t *r = json_loads(line, 0, NULL);
+        if (r)
+            json_array_append_new(a, r);
+    }
+    fclose(f);
+    return a;
+}
+
+/* The last record whose action is `action`. */
+static json_t *last_of(json_t *records, const char *action)
+{
+    json_t *found = NULL;
+    size_t i;
+    json_t *r;
+    json_array_foreach(records, i, r) {
+        const char *a = json_string_value(json_object_get(r, "action"));
+        if (a && strcmp(a, action) == 0)
+            found = r;
+    }
+    if (!found)
+        fail_msg("no audit record of %s", action);
+    return found;
+}
+
+static void test_audit_failure(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    /* What a refusal is (the caller's input, a limit, a denial, unavailable) and what an error
+     * is (the daemon's or the engine's failure). */
+    struct {
+        const char *action;
+        clr_error_code code;
+        const char *outcome;
+    } cases[] = {
+        {"t.invalid", CLR_E_INVALID, "refused"},     {"t.limit", CLR_E_LIMIT, "refused"},
+        {"t.denied", CLR_E_DENIED, "refused"},       {"t.unavailable", CLR_E_UNAVAILABLE, "refused"},
+        {"t.internal", CLR_E_INTERNAL, "error"},     {"t.engine", CLR_E_ENGINE, "error"},
+        {"t.conflict", CLR_E_CONFLICT, "error"},
+    };
+    size_t n = sizeof(cases) / sizeof(cases[0]);
+    for (size_t i = 0; i < n; i++) {
+        clr_error why = CLR_ERROR_INIT;
+        clr_error_set(&why, cases[i].code, 0, "because %zu", i);
+        svc_audit_failure(svc, "uid=0", RUNNING_ID, cases[i].action, &why);
+    }
+    json_t *records = audit_records(fx);
+    for (size_t i = 0; i < n; i++) {
+        json_t *r = last_of(records, cases[i].action);
+        const char *outcome = json_string_value(json_object_get(r, "outcome"));
+        if (!outcome || strcmp(outcome, cases[i].outcome) != 0)
+            fail_msg("%s: outcome %s, expected %s", cases[i].action, outcome ? outcome : "(none)",
+                     cases[i].outcome);
+        assert_string_equal(json_string_value(json_object_get(r, "actor")), "uid=0");
+        assert_string_equal(json_string_value(json_object_get(r, "sandbox")), RUNNING_ID);
+        json_t *d = json_object_get(r, "details");
+        assert_string_equal(json_string_value(json_object_get(d, "code")),
+                            clr_error_code_name(cases[i].code));
+        char want[32];
+        snprintf(want, sizeof(want), "because %zu", i);
+        assert_string_equal(json_string_value(json_object_get(d, "error")), want);
+    }
+    json_decref(records);
+
+    /* clr_service_audit() appends what it is given. */
+    clr_error err = CLR_ERROR_INIT;
+    json_t *details = json_pack("{s:s}", "k", "v");
+    assert_int_equal(clr_service_audit(svc, "uid=1", NULL, "t.plain", "ok", details, &err), 0);
+    json_decref(details);
+    records = audit_records(fx);
+    json_t *r = last_of(records, "t.plain");
+    assert_string_equal(json_string_value(json_object_get(r, "outcome")), "ok");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r, "details"), "k")),
+                        "v");
+    json_decref(records);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -398,6 +492,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_destroyed_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sandbox_json, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_and_ownership, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_audit_failure, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
