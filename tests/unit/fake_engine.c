@@ -104,8 +104,11 @@ static void *serve_conn(void *arg)
             snprintf(f->requests[f->n_requests], sizeof(f->requests[0]), "%s %s", method, target);
             snprintf(f->bodies[f->n_requests], sizeof(f->bodies[0]), "%s", body ? body : "");
             for (size_t i = 0; i < f->n_answers; i++)
-                if (strncmp(f->requests[f->n_requests], f->answers[i].match,
+                if (f->answers[i].left != 0 &&
+                    strncmp(f->requests[f->n_requests], f->answers[i].match,
                             strlen(f->answers[i].match)) == 0) {
+                    if (f->answers[i].left > 0)
+                        f->answers[i].left--;
                     a = f->answers[i];
                     break;
                 }
@@ -145,14 +148,20 @@ static void *accept_loop(void *arg)
     }
 }
 
-void fake_answer(struct fake *f, const char *match, int status, const char *body)
+void fake_answer_n(struct fake *f, const char *match, int status, const char *body, int n)
 {
     pthread_mutex_lock(&f->lock);
+    assert_true(f->n_answers < sizeof(f->answers) / sizeof(f->answers[0]));
     /* Newest first: a later script line overrides an earlier one for the same request. */
     memmove(&f->answers[1], &f->answers[0], f->n_answers * sizeof(f->answers[0]));
-    f->answers[0] = (struct fake_answer){match, status, body};
+    f->answers[0] = (struct fake_answer){match, status, body, n};
     f->n_answers++;
     pthread_mutex_unlock(&f->lock);
+}
+
+void fake_answer(struct fake *f, const char *match, int status, const char *body)
+{
+    fake_answer_n(f, match, status, body, -1);
 }
 
 const char *fake_last_request(struct fake *f)

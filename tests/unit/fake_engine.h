@@ -18,6 +18,7 @@ struct fake_answer {
     const char *match; /* a request whose "METHOD path" starts with this gets this answer */
     int status;
     const char *body;
+    int left; /* answers still to give: -1 for ever (fake_answer), 0 used up (fake_answer_n) */
 };
 
 struct fake {
@@ -37,6 +38,8 @@ int fake_setup(void **state);
 int fake_teardown(void **state);
 /* Scripts the answer to requests starting with match (newest first). */
 void fake_answer(struct fake *f, const char *match, int status, const char *body);
+/* The same, for the next n such requests only; after them, the older script answers. */
+void fake_answer_n(struct fake *f, const char *match, int status, const char *body, int n);
 /* The newest request ("METHOD path"), and how many started with prefix. */
 const char *fake_last_request(struct fake *f);
 size_t fake_count(struct fake *f, const char *prefix);
