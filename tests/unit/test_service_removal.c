@@ -134,9 +134,9 @@ static void await_removed(clr_service *svc, const char *id)
         fail_msg("await %s: %s", id, err.message);
 }
 
-/* Waits (60 s at most) until nothing is queued, being removed or waiting to be retried. Not
- * clr_service_await_removal(): while a removal backs off before its retry, its sandbox is neither
- * queued nor current, and that wait ends there. */
+/* Waits (60 s at most) until nothing is queued, being removed or waiting to be retried: also
+ * removals that were dropped after their last attempt, which clr_service_await_removal() does
+ * not tell apart from done ones. */
 static void await_settled(clr_service *svc)
 {
     struct timespec ts;
@@ -327,6 +327,26 @@ static void test_queue_retries(void **state)
     assert_int_equal(fake_count(fx->f, DELETE_B), 3);
 }
 
+/* A removal backing off before its retry is still under way: whoever waits for it (a destroy
+ * with wait) hears of it only once the retry removed the container. */
+static void test_await_covers_the_retry(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    svc->rm_started = true;
+    start_remover(svc);
+    fake_answer_n(fx->f, DELETE_A, 500, "{\"message\":\"engine is restarting\"}", 1);
+    assert_true(svc_removal_queue(svc, ID_A, "client", 0));
+    /* The first attempt failed (positive control): the remover now backs off for 1 s. */
+    for (int i = 0; i < 6000 && atomic_load(&svc->removal_failures) == 0; i++)
+        usleep(10000);
+    assert_int_equal(atomic_load(&svc->removal_failures), 1);
+    await_removed(svc, ID_A);
+    assert_int_equal(fake_count(fx->f, DELETE_A), 2);
+    assert_false(ws_exists(fx, ID_A));
+    assert_int_equal(atomic_load(&svc->removed), 1);
+}
+
 static void test_drain(void **state)
 {
     struct fixture *fx = *state;
@@ -357,6 +377,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_remove_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_needs_remover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_retries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_await_covers_the_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
