@@ -9,15 +9,15 @@
 
 The table is read from the binary (`clearing serve --print-routes`), not from a copy. TAP output.
 """
-import http.client
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+sys.dont_write_bytecode = True
+from clearing_test import request, spawn_daemon, stop_process, wait_answering  # noqa: E402
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 SID = "sb-00000000000000ff"
@@ -68,51 +68,27 @@ def test_table(clearing, spec_path):
               f"the table says {routes[key]}")
 
 
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=60)
-        self.unix_path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.unix_path)
-
-
 def call(sock, method, path, body=None):
-    c = UnixConnection(sock)
-    try:
-        c.request(method, path, body=body)
-        r = c.getresponse()
-        raw = r.read()
-        try:
-            err = json.loads(raw).get("error", {})
-        except ValueError:
-            err = {}
-        return r.status, err, r.getheader("Allow")
-    finally:
-        c.close()
+    """(status, the error object of a JSON answer or {}, the Allow header); the body is sent as
+    it is, with no Content-Type."""
+    r = request(sock, method, path, body, timeout=60, json_type=False)
+    err = r.json.get("error", {}) if isinstance(r.json, dict) else {}
+    return r.status, err, r.headers.get("Allow")
 
 
 def test_answers(clearing):
     tmp = tempfile.mkdtemp(prefix="clearing-routes-")
     sock = os.path.join(tmp, "c.sock")
-    d = subprocess.Popen([clearing, "--state-dir", os.path.join(tmp, "state"), "serve",
-                          "--socket", sock], stderr=open(os.path.join(tmp, "log"), "w"))
+    d = spawn_daemon(clearing, os.path.join(tmp, "state"), sock,
+                     stderr=open(os.path.join(tmp, "log"), "w"))
     try:
-        deadline = time.monotonic() + 60
-        up = False
-        while not up and time.monotonic() < deadline and d.poll() is None:
-            try:
-                up = call(sock, "GET", "/v1/health")[0] == 200
-            except OSError:
-                time.sleep(0.1)
+        up = wait_answering(sock, d, 60)
         check("the daemon answers GET /v1/health", up, f"log in {tmp}/log")
         if not up:
             return
         answers(sock)
     finally:
-        d.terminate()
-        d.wait(timeout=30)
+        stop_process(d)
         if all(results):
             shutil.rmtree(tmp, ignore_errors=True)
 
