@@ -18,6 +18,7 @@
 
 #include "fake_engine.h"
 #include "service/service_int.h"
+#include "test_service_fixture.h"
 
 #define PING "GET /v1.41/_ping"
 
@@ -31,23 +32,8 @@ struct fixture {
 static void add_row(clr_store *st, const char *id, const char *state)
 {
     clr_store_sandbox s;
-    memset(&s, 0, sizeof(s));
-    snprintf(s.info.id, sizeof(s.info.id), "%s", id);
-    snprintf(s.info.image, sizeof(s.info.image), "clearing/default:latest");
-    snprintf(s.info.runtime, sizeof(s.info.runtime), "runsc");
-    snprintf(s.info.state, sizeof(s.info.state), "%s", state);
-    s.info.created_at = 1000;
-    s.info.expires_at = 2000;
-    s.info.limits = (clr_limits)CLR_LIMITS_INIT;
-    s.max_expires_at = 5000;
-    s.last_active_at = 1000;
-    s.metadata = json_object();
-    s.env = json_array();
-    clr_error err = CLR_ERROR_INIT;
-    if (clr_store_sandbox_insert(st, &s, &err) != 0)
-        fail_msg("insert %s: %s", id, err.message);
-    json_decref(s.metadata);
-    json_decref(s.env);
+    test_row_init(&s, id, "", state);
+    test_row_insert(st, &s);
 }
 
 /* Two running sandboxes (default limits: 512 MiB, 1 CPU each) and a destroyed one. */

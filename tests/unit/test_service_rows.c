@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "service/rows.h"
+#include "test_service_fixture.h"
 
 #define RUNNING_ID "sb-00000000000000a1"
 #define PLAN_ID "sb-00000000000000a2"
@@ -32,28 +33,15 @@ struct fixture {
 static void add_row(clr_store *st, const char *id, const char *tenant, const char *label)
 {
     clr_store_sandbox s;
-    memset(&s, 0, sizeof(s));
-    snprintf(s.info.id, sizeof(s.info.id), "%s", id);
-    snprintf(s.info.tenant, sizeof(s.info.tenant), "%s", tenant);
-    snprintf(s.info.image, sizeof(s.info.image), "clearing/default:latest");
-    snprintf(s.info.runtime, sizeof(s.info.runtime), "runsc");
-    snprintf(s.info.state, sizeof(s.info.state), "%s", CLR_STATE_RUNNING);
-    s.info.created_at = 1000;
+    test_row_init(&s, id, tenant, CLR_STATE_RUNNING);
     s.info.expires_at = 1600;
-    s.info.limits = (clr_limits)CLR_LIMITS_INIT;
     s.info.limits.cpu_millis = 1500;
     s.info.limits.memory_bytes = 256ull * 1024 * 1024;
     s.info.limits.tmp_bytes = 1000; /* not a whole number of KiB: printed as bytes */
-    s.max_expires_at = 5000;
     s.idle_timeout_s = 300;
-    s.last_active_at = 1000;
     s.metadata = json_pack("{s:s}", "team", label);
     s.env = json_pack("[s,s]", "TOKEN=secret-value", "MODE=fast");
-    clr_error err = CLR_ERROR_INIT;
-    if (clr_store_sandbox_insert(st, &s, &err) != 0)
-        fail_msg("insert %s: %s", id, err.message);
-    json_decref(s.metadata);
-    json_decref(s.env);
+    test_row_insert(st, &s);
 }
 
 static void set_state(clr_store *st, const char *id, const char *state, const char *reason)
@@ -105,19 +93,7 @@ static int teardown(void **state)
     struct fixture *fx = *state;
     clr_audit_close(fx->svc.audit);
     clr_store_close(fx->svc.store);
-    DIR *d = opendir(fx->dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            char p[512];
-            snprintf(p, sizeof(p), "%s/%s", fx->dir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(fx->dir);
+    test_remove_flat_dir(fx->dir);
     free(fx);
     return 0;
 }

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "service/tenants.h"
+#include "test_service_fixture.h"
 
 #define MIB (1024ull * 1024)
 
@@ -29,26 +30,10 @@ static void add_row(clr_store *st, const char *id, const char *tenant, const cha
                     uint64_t memory, uint32_t cpu_millis)
 {
     clr_store_sandbox s;
-    memset(&s, 0, sizeof(s));
-    snprintf(s.info.id, sizeof(s.info.id), "%s", id);
-    snprintf(s.info.tenant, sizeof(s.info.tenant), "%s", tenant);
-    snprintf(s.info.image, sizeof(s.info.image), "clearing/default:latest");
-    snprintf(s.info.runtime, sizeof(s.info.runtime), "runsc");
-    snprintf(s.info.state, sizeof(s.info.state), "%s", state);
-    s.info.created_at = 1000;
-    s.info.expires_at = 2000;
-    s.info.limits = (clr_limits)CLR_LIMITS_INIT;
+    test_row_init(&s, id, tenant, state);
     s.info.limits.memory_bytes = memory;
     s.info.limits.cpu_millis = cpu_millis;
-    s.max_expires_at = 5000;
-    s.last_active_at = 1000;
-    s.metadata = json_object();
-    s.env = json_array();
-    clr_error err = CLR_ERROR_INIT;
-    if (clr_store_sandbox_insert(st, &s, &err) != 0)
-        fail_msg("insert %s: %s", id, err.message);
-    json_decref(s.metadata);
-    json_decref(s.env);
+    test_row_insert(st, &s);
 }
 
 /* acme: a running sandbox and a plan's (768 MiB, 0.750 CPUs together), and a destroyed one that
@@ -87,19 +72,7 @@ static int teardown(void **state)
 {
     struct fixture *fx = *state;
     clr_store_close(fx->svc.store);
-    DIR *d = opendir(fx->dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            char p[512];
-            snprintf(p, sizeof(p), "%s/%s", fx->dir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(fx->dir);
+    test_remove_flat_dir(fx->dir);
     free(fx);
     return 0;
 }
