@@ -30,6 +30,35 @@ static bool removal_queued_locked(clr_service *svc, const char *id)
     return false;
 }
 
+/* The entry of a removal given up for id, or NULL. */
+static const char *removal_failure_locked(clr_service *svc, const char *id)
+{
+    for (size_t i = 0; i < sizeof(svc->rm_failed) / sizeof(svc->rm_failed[0]); i++) {
+        if (svc->rm_failed[i].id[0] && strcmp(svc->rm_failed[i].id, id) == 0)
+            return svc->rm_failed[i].message;
+    }
+    return NULL;
+}
+
+static void removal_failure_clear_locked(clr_service *svc, const char *id)
+{
+    for (size_t i = 0; i < sizeof(svc->rm_failed) / sizeof(svc->rm_failed[0]); i++) {
+        if (strcmp(svc->rm_failed[i].id, id) == 0)
+            svc->rm_failed[i].id[0] = '\0';
+    }
+}
+
+static void removal_failure_record_locked(clr_service *svc, const char *id, const char *message)
+{
+    size_t n = sizeof(svc->rm_failed) / sizeof(svc->rm_failed[0]);
+    removal_failure_clear_locked(svc, id);
+    size_t i = svc->rm_failed_next++ % n;
+    snprintf(svc->rm_failed[i].id, sizeof(svc->rm_failed[i].id), "%s", id);
+    size_t len = strnlen(message, sizeof(svc->rm_failed[i].message) - 1); /* cut, not refused */
+    memcpy(svc->rm_failed[i].message, message, len);
+    svc->rm_failed[i].message[len] = '\0';
+}
+
 static void removal_append_locked(clr_service *svc, struct removal *r)
 {
     r->next = NULL;
@@ -53,6 +82,7 @@ bool svc_removal_queue(clr_service *svc, const char *id, const char *reason, uns
     pthread_mutex_lock(&svc->rm_lock);
     bool ok = svc->rm_started && !svc->rm_stopping && !removal_queued_locked(svc, id);
     if (ok) {
+        removal_failure_clear_locked(svc, id);
         removal_append_locked(svc, r);
         svc->rm_pending++;
         pthread_cond_signal(&svc->rm_cond);
@@ -115,6 +145,8 @@ void *svc_remover_main(void *p)
             removal_append_locked(svc, r);
             svc->rm_current[0] = '\0';
         } else {
+            if (!done)
+                removal_failure_record_locked(svc, r->id, err.message);
             svc->rm_current[0] = '\0';
             svc->rm_pending--;
             free(r);
@@ -136,6 +168,7 @@ int clr_service_await_removal(clr_service *svc, const char *id, unsigned timeout
     ts.tv_sec += (time_t)(ns / 1000000000ull);
     ts.tv_nsec = (long)(ns % 1000000000ull);
     int rc = 0;
+    char failed[sizeof(svc->rm_failed[0].message)] = "";
     pthread_mutex_lock(&svc->rm_lock);
     while (removal_queued_locked(svc, id)) {
         if (pthread_cond_timedwait(&svc->rm_done, &svc->rm_lock, &ts) == ETIMEDOUT) {
@@ -143,7 +176,16 @@ int clr_service_await_removal(clr_service *svc, const char *id, unsigned timeout
             break;
         }
     }
+    const char *why = rc == 0 ? removal_failure_locked(svc, id) : NULL;
+    if (why)
+        memcpy(failed, why, sizeof(failed));
     pthread_mutex_unlock(&svc->rm_lock);
+    if (why)
+        return clr_error_set(err, CLR_E_ENGINE, 0,
+                             "sandbox %s is destroyed but the engine refused to remove its "
+                             "container %d times (last: %s); the next reconcile pass (at the latest "
+                             "the next daemon start) retries it",
+                             id, REMOVAL_MAX_ATTEMPTS, failed);
     if (rc < 0)
         return clr_error_set(err, CLR_E_TIMEOUT, 0,
                              "sandbox %s is destroyed but its container was not removed within "

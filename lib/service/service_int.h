@@ -114,6 +114,14 @@ struct clr_service {
     struct removal *rm_head, *rm_tail;
     char rm_current[CLR_SANDBOX_ID_MAX + 1];
     unsigned rm_pending;
+    /* The newest removals given up after their last attempt, with the engine's last answer, so
+     * that a caller waiting for one hears that it failed (a ring; queueing the id again clears
+     * its entry). */
+    struct {
+        char id[CLR_SANDBOX_ID_MAX + 1];
+        char message[160];
+    } rm_failed[16];
+    unsigned rm_failed_next;
     bool rm_stopping, rm_started;
     pthread_t rm_thread;
     atomic_uint_fast64_t removed, removal_failures;

@@ -134,9 +134,8 @@ static void await_removed(clr_service *svc, const char *id)
         fail_msg("await %s: %s", id, err.message);
 }
 
-/* Waits (60 s at most) until nothing is queued, being removed or waiting to be retried: also
- * removals that were dropped after their last attempt, which clr_service_await_removal() does
- * not tell apart from done ones. */
+/* Waits (60 s at most) until nothing is queued, being removed or waiting to be retried, the
+ * ones given up included. */
 static void await_settled(clr_service *svc)
 {
     struct timespec ts;
@@ -319,7 +318,13 @@ static void test_queue_retries(void **state)
     assert_int_equal(svc->rm_pending, 0);
     assert_null(svc->rm_head);
     pthread_mutex_unlock(&svc->rm_lock);
-    /* Dropped, so it can be queued again. */
+    /* A caller waiting for it hears that it was given up, with the engine's answer. */
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_await_removal(svc, ID_B, 60000, &err), -1);
+    assert_int_equal(err.code, CLR_E_ENGINE);
+    assert_non_null(strstr(err.message, "container is busy"));
+    assert_non_null(strstr(err.message, ID_B));
+    /* Dropped, so it can be queued again; that clears the failure. */
     fake_answer(fx->f, DELETE_B, 204, NULL);
     assert_true(svc_removal_queue(svc, ID_B, "client", 0));
     await_removed(svc, ID_B);
