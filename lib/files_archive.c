@@ -17,7 +17,6 @@
 #include "files_list_internal.h"
 #include "files_path_internal.h"
 
-static const clr_files_limits default_limits = CLR_FILES_LIMITS_INIT;
 
 /* ---- creating archives ------------------------------------------------------------------- */
 
@@ -293,10 +292,7 @@ int clr_files_create_tar(int root, const char *rel, int out_fd, const clr_files_
                          clr_files_report *report, clr_error *err)
 {
     clr_files_report scratch;
-    clr_files_report *rep = report ? report : &scratch;
-    memset(rep, 0, sizeof(*rep));
-    if (!lim)
-        lim = &default_limits;
+    clr_files_report *rep = clr_files_report_begin(report, &scratch, &lim);
     assert(report || !lim->output_budget);
     norm_path p;
     if (clr_files_normalize_str(&p, rel, err) < 0)

@@ -17,7 +17,6 @@
 #include "files_list_internal.h"
 #include "files_path_internal.h"
 
-static const clr_files_limits default_limits = CLR_FILES_LIMITS_INIT;
 
 /* ---- extracting archives ----------------------------------------------------------------- */
 
@@ -342,10 +341,7 @@ int clr_files_extract_tar(int root, const char *rel_dir, int tar_fd, const clr_f
                           clr_files_report *report, clr_error *err)
 {
     clr_files_report scratch;
-    clr_files_report *rep = report ? report : &scratch;
-    memset(rep, 0, sizeof(*rep));
-    if (!lim)
-        lim = &default_limits;
+    clr_files_report *rep = clr_files_report_begin(report, &scratch, &lim);
     norm_path p;
     if (clr_files_normalize_str(&p, rel_dir, err) < 0)
         return clr_error_prefix(err, "extracting an archive");

@@ -8,9 +8,26 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "clearing/files_io.h"
+
+/* The limits of an operation whose caller gives none. */
+static const clr_files_limits clr_files_default_limits = CLR_FILES_LIMITS_INIT;
+
+/* The start of an operation that reports: the report it fills (the caller's, else *scratch),
+ * zeroed, and *lim set to the defaults when the caller gave none. */
+static inline clr_files_report *clr_files_report_begin(clr_files_report *report,
+                                                       clr_files_report *scratch,
+                                                       const clr_files_limits **lim)
+{
+    clr_files_report *rep = report ? report : scratch;
+    memset(rep, 0, sizeof(*rep));
+    if (!*lim)
+        *lim = &clr_files_default_limits;
+    return rep;
+}
 
 /* The size of a copy buffer. */
 #define COPY_BUF 65536

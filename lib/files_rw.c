@@ -13,7 +13,6 @@
 #include "files_io_internal.h"
 #include "files_path_internal.h"
 
-static const clr_files_limits default_limits = CLR_FILES_LIMITS_INIT;
 
 /* ---- single files ------------------------------------------------------------------------ */
 
@@ -54,7 +53,7 @@ int clr_files_write(int root, const char *rel, int src_fd, const void *data, siz
 {
     assert(src_fd >= 0 || data || len == 0);
     if (!lim)
-        lim = &default_limits;
+        lim = &clr_files_default_limits;
     norm_path p;
     if (clr_files_normalize_str(&p, rel, err) < 0)
         return clr_error_prefix(err, "writing a file");
@@ -117,10 +116,7 @@ int clr_files_read_ext(int root, const char *rel, int out_fd, const clr_files_li
                        clr_files_report *report, clr_error *err)
 {
     clr_files_report scratch;
-    clr_files_report *rep = report ? report : &scratch;
-    memset(rep, 0, sizeof(*rep));
-    if (!lim)
-        lim = &default_limits;
+    clr_files_report *rep = clr_files_report_begin(report, &scratch, &lim);
     assert(report || !lim->output_budget);
     uint64_t max_bytes = lim->max_file_bytes;
     uint64_t *size_out = &rep->bytes;
