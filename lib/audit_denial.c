@@ -96,12 +96,7 @@ static void denial_record_free(struct denial_record *r)
 static int denial_write(clr_audit *a, struct denial_record *r, clr_error *err)
 {
     int rc = clr_audit_append(a, r->actor, r->sandbox, r->action, r->outcome, r->details, err);
-    free(r->actor);
-    free(r->sandbox);
-    free(r->action);
-    free(r->outcome);
-    json_decref(r->details);
-    memset(r, 0, sizeof(*r));
+    denial_record_free(r);
     return rc;
 }
 
