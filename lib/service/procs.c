@@ -238,7 +238,10 @@ int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const 
 
 int clr_service_proc_list(clr_service *svc, const char *id, json_t **out, clr_error *err)
 {
-    if (svc_valid_id(id, err) < 0)
+    /* A sandbox the daemon never had is a 404, not an empty list: `clearing ps` of a mistyped
+     * id must not read as "no processes". */
+    char state[32], reason[CLR_STORE_REASON_MAX + 1];
+    if (svc_valid_id(id, err) < 0 || svc_row_state(svc, id, state, reason, err) < 0)
         return -1;
     json_t *a = json_array();
     pthread_mutex_lock(&procs_lock);

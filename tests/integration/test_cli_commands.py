@@ -344,6 +344,7 @@ def test_processes(sid):
                         bpid], capture_output=True, stdin=subprocess.DEVNULL, timeout=300)
     check('logs -f: binary output arrives byte-exact, status 0',
           p.returncode == 0 and p.stdout == b'\xff\x00z', p)
+    expect('ps of an unknown sandbox: refused, exit 1', ['ps', UNKNOWN_SB], 1, err='not_found')
 
 
 def test_inspect_extend(sid):
