@@ -339,12 +339,43 @@ def test_processes(sid):
     ok, o, _ = expect('exec --detach of binary output', ['exec', '--detach', sid, '--shell',
                                                          r'printf "\377\000z"'], 0, out='^pr-')
     bpid = o.strip()
-    wait_for(lambda: re.search('exited', clr('ps', sid)[1]), 120)
     p = subprocess.run([clearing_test.CLEARING, '--host', 'unix://' + SOCK, 'logs', '-f', sid,
                         bpid], capture_output=True, stdin=subprocess.DEVNULL, timeout=300)
     check('logs -f: binary output arrives byte-exact, status 0',
           p.returncode == 0 and p.stdout == b'\xff\x00z', p)
     expect('ps of an unknown sandbox: refused, exit 1', ['ps', UNKNOWN_SB], 1, err='not_found')
+
+
+def test_exited_has_status(sid, daemon):
+    """A background process is answered as exited only with its result: there was a moment,
+    while the daemon freed the process's handle, when it was "exited" with a null result, and
+    `clearing logs -f` then exited 122 (sandbox failed) for a command that exited 3."""
+    client = daemon.client()
+    seen, statusless = 0, []
+    for _ in range(30):
+        r = client.post('/v1/sandboxes/%s/processes' % sid, {'argv': ['true']})
+        if r.status != 201:
+            break
+        pid = r.json['id']
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            j = client.get('/v1/sandboxes/%s/processes/%s' % (sid, pid)).json or {}
+            if j.get('state') == 'exited':
+                seen += 1
+                if j.get('result') is None:
+                    statusless.append(pid)
+                break
+    check('30 background processes are each seen to exit (polled without pause)', seen == 30,
+          '%d seen' % seen)
+    check('none of them was answered as exited without its result', not statusless, statusless)
+    bad = []
+    for _ in range(10):
+        st, o, e = clr('exec', '--detach', sid, '--shell', 'printf x; exit 3')
+        pid = o.strip()
+        st, o, e = clr('logs', '-f', sid, pid)
+        if st != 3 or o != 'x':
+            bad.append((pid, st, o, e))
+    check('logs -f of 10 short processes: each exits with the command\'s status, 3', not bad, bad)
 
 
 def test_inspect_extend(sid):
@@ -490,6 +521,7 @@ def main():
         test_ls(sid)
         test_exec(sid, W)
         test_processes(sid)
+        test_exited_has_status(sid, daemon)
         test_inspect_extend(sid)
         test_no_repo(sid)
         gid, rid = test_git(made, repo)
