@@ -490,6 +490,115 @@ def test_rm_engine():
         bg.wait(60)
 
 
+def start_own_engine(d2):
+    """A dockerd of this test's own (no runsc, no network), so that gc, which removes what it
+    finds on its engine, finds only what this test put there: never run gc on the shared one.
+    Returns the Popen, or None (with a check that says why) when it did not answer."""
+    os.makedirs(d2)
+    with open(d2 + '/daemon.json', 'w') as f:
+        f.write('{}')
+    log = open(d2 + '/log', 'wb')
+    proc = subprocess.Popen(
+        ['dockerd', '--data-root', d2 + '/data', '--exec-root', d2 + '/exec', '-H',
+         'unix://%s/docker.sock' % d2, '--pidfile', d2 + '/pid', '--bridge=none',
+         '--iptables=false', '--ip6tables=false', '--config-file', d2 + '/daemon.json'],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=clearing_test.die_with_parent)
+    log.close()
+
+    def answers():
+        if proc.poll() is not None:
+            return True
+        try:
+            return clearing_test.request(d2 + '/docker.sock', 'GET', '/info', timeout=10).status \
+                == 200
+        except OSError:
+            return False
+    up = wait_for(answers, 120) and proc.poll() is None
+    with open(d2 + '/log', 'rb') as f:
+        tail = f.read()[-2000:].decode('utf-8', 'replace')
+    check('an engine of this test\'s own answers', up, tail)
+    return proc
+
+
+def stop_own_engine(proc):
+    clearing_test.stop_process(proc, 60)
+
+
+def test_gc():
+    """gc on an engine of this test's own: a container of ours that is not running is removed
+    (labels unreadable, or no sandbox id at all), and so is an orphaned workspace; each container
+    removal recorded first. A workspace it cannot remove is counted as failed: exit 1."""
+    d2 = W + '/d2'
+    proc = start_own_engine(d2)
+    sock = d2 + '/docker.sock'
+    state, log = W + '/gc-state', W + '/gc-audit.log'
+    gc_args = ['--docker-host', 'unix://' + sock, '--state-dir', state, '--audit-log', log]
+    try:
+        if proc.poll() is not None:
+            return
+        # An image of one file: enough to create (not run) containers from.
+        import io
+        import tarfile
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode='w') as t:
+            info = tarfile.TarInfo('marker')
+            info.size = 1
+            t.addfile(info, io.BytesIO(b'x'))
+        r = clearing_test.request(sock, 'POST', '/images/create?fromSrc=-&repo=clia-gc&tag=1',
+                                  buf.getvalue(), {'Content-Type': 'application/x-tar'},
+                                  timeout=120, json_type=False)
+        check('an image imports into the own engine', r.status == 200, r)
+        gid = 'sb-%016x' % int.from_bytes(os.urandom(8), 'big')
+        made = {}
+        for name, labels in (('clearing-' + gid, {'io.clearing.managed-by': 'clearing',
+                                                  'io.clearing.sandbox-id': gid}),
+                             ('clia-gc-noid', {'io.clearing.managed-by': 'clearing'})):
+            r = clearing_test.request(sock, 'POST', '/containers/create?name=' + name,
+                                      {'Image': 'clia-gc:1', 'Cmd': ['/marker'], 'Labels': labels},
+                                      timeout=120)
+            made[name] = (r.json or {}).get('Id')
+        check('two containers labelled as clearing\'s exist, not running',
+              all(made.values()), made)
+        ok, o, _ = expect('ls --engine: containers of ours with labels it cannot read are listed',
+                          gc_args + ['ls', '--engine'], 0, host='')
+        check('ls --engine: both, as "(unreadable)" and broken',
+              len(re.findall(r'^\(unreadable\) +broken ', o, re.M)) == 2, o)
+        old = time.time() - 3600
+        for ws in ('sb-00000000000000c1', 'sb-00000000000000c2'):
+            os.makedirs('%s/workspaces/%s' % (state, ws))
+        with open(state + '/workspaces/sb-00000000000000c2/left', 'w') as f:
+            f.write('x')
+        for ws in ('sb-00000000000000c1', 'sb-00000000000000c2'):
+            os.utime('%s/workspaces/%s' % (state, ws), (old, old))
+        expect('gc: two broken removed, one workspace removed, one failed: exit 1',
+               gc_args + ['gc'], 1,
+               out=r'^removed 0 expired, 2 broken, 1 orphaned workspaces; 1 failed$',
+               err=r'gc.remove_failed.*sb-00000000000000c2', host='')
+        left = {name: clearing_test.request(sock, 'GET', '/containers/%s/json' % name,
+                                            timeout=60).status for name in made}
+        check('both containers are gone from the own engine', list(left.values()) == [404, 404],
+              left)
+        check('the empty orphaned workspace is gone, the other kept',
+              not os.path.exists(state + '/workspaces/sb-00000000000000c1') and
+              os.path.exists(state + '/workspaces/sb-00000000000000c2/left'))
+        with open(log) as f:
+            recs = [json.loads(line) for line in f if line.strip()]
+        reasons = sorted(((r.get('details') or {}).get('container'),
+                          (r.get('details') or {}).get('reason'))
+                         for r in recs if r.get('action') == 'sandbox.destroy')
+        check('each container removal was recorded, its container named, as gc-orphan',
+              reasons == sorted((cid, 'gc-orphan') for cid in made.values()), recs)
+        os.unlink(state + '/workspaces/sb-00000000000000c2/left')
+        os.utime(state + '/workspaces/sb-00000000000000c2', (old, old))
+        ok, o, _ = expect('gc --json: the workspace emptied since is removed, nothing failed',
+                          gc_args + ['gc', '--json'], 0, host='')
+        check('gc --json: the counts', as_json(o) == {'expired': 0, 'broken': 0, 'workspaces': 1,
+                                                     'failed': 0}, o)
+    finally:
+        stop_own_engine(proc)
+
+
 def sweep(daemon, made):
     for sid in made:
         destroy_quietly(daemon.client(), sid)
@@ -527,6 +636,7 @@ def main():
         gid, rid = test_git(made, repo)
         test_rm([sid, gid, rid])
         test_rm_engine()
+        test_gc()
     finally:
         sweep(daemon, made)
         daemon.stop()
