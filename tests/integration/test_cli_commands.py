@@ -10,12 +10,14 @@ tests/integration/cli.sh covers `run` and the commands' main paths; this file co
 TAP output.
   usage: test_cli_commands.py PATH/TO/clearing
 """
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 
@@ -89,11 +91,13 @@ def test_help_and_usage():
     usage = r"Try 'clearing %s --help'"
     cases = [
         ('ls: an unknown option', ['ls', '--frobnicate'], 'ls', None),
-        ('ls: an unexpected argument is named', ['ls', 'extra'], 'ls', "unexpected argument 'extra'"),
+        ('ls: an unexpected argument is named', ['ls', 'extra'], 'ls',
+         "unexpected argument 'extra'"),
         ('create: an unexpected argument is named', ['create', 'extra'], 'create',
          "unexpected argument 'extra'"),
         ('create: an unknown option', ['create', '--frobnicate'], 'create', None),
-        ('create: --env without =', ['create', '--env', 'NOEQ'], 'create', "'NOEQ' is not KEY=VALUE"),
+        ('create: --env without =', ['create', '--env', 'NOEQ'], 'create',
+         "'NOEQ' is not KEY=VALUE"),
         ('create: --label with an empty key', ['create', '--label', '=v'], 'create',
          "'=v' is not KEY=VALUE"),
         ('create: --repo that does not exist names it and why', ['create', '--repo', W + '/none'],
@@ -105,10 +109,12 @@ def test_help_and_usage():
         ('create: a malformed --memory names the option and value', ['create', '--memory', '12x'],
          'create', r"--memory.*'12x'"),
         ('create: a malformed --cpus', ['create', '--cpus', 'lots'], 'create', r'--cpus'),
-        ('create: a malformed --tmp-size', ['create', '--tmp-size', 'big'], 'create', r'--tmp-size'),
+        ('create: a malformed --tmp-size', ['create', '--tmp-size', 'big'], 'create',
+         r'--tmp-size'),
         ('create: a malformed --workspace-size', ['create', '--workspace-size', '-1'], 'create',
          r'--workspace-size'),
-        ('create: a malformed --file-size', ['create', '--file-size', '1q'], 'create', r'--file-size'),
+        ('create: a malformed --file-size', ['create', '--file-size', '1q'], 'create',
+         r'--file-size'),
         ('create: a malformed --pids', ['create', '--pids', 'many'], 'create', r'--pids'),
         ('create: --pids beyond 32 bits', ['create', '--pids', '99999999999'], 'create',
          r"--pids: '99999999999' is too large"),
@@ -118,7 +124,8 @@ def test_help_and_usage():
          r'--workspace-inodes'),
         ('create: --lifetime not in whole seconds', ['create', '--lifetime', '1500ms'], 'create',
          r'--lifetime: .*whole seconds'),
-        ('create: a malformed --lifetime', ['create', '--lifetime', 'soon'], 'create', r'--lifetime'),
+        ('create: a malformed --lifetime', ['create', '--lifetime', 'soon'], 'create',
+         r'--lifetime'),
         ('exec: no sandbox id', ['exec'], 'exec', 'no sandbox id given'),
         ('exec: a malformed sandbox id is named', ['exec', 'sb-xyz', '--', 'true'], 'exec',
          "'sb-xyz' is not a sandbox id"),
@@ -134,7 +141,8 @@ def test_help_and_usage():
          'exec', None),
         ('exec: --env without =', ['exec', '--env', 'NOEQ', UNKNOWN_SB, '--', 'true'], 'exec',
          "--env 'NOEQ' is not KEY=VALUE"),
-        ('exec: an unknown option', ['exec', '--frobnicate', UNKNOWN_SB, '--', 'true'], 'exec', None),
+        ('exec: an unknown option', ['exec', '--frobnicate', UNKNOWN_SB, '--', 'true'], 'exec',
+         None),
         ('inspect: no id', ['inspect'], 'inspect', r'usage: clearing inspect ID \[EXEC_ID\]'),
         ('inspect: too many arguments', ['inspect', UNKNOWN_SB, 'ex-0000000000000001', 'x'],
          'inspect', 'usage'),
@@ -149,7 +157,8 @@ def test_help_and_usage():
         ('ps: no id', ['ps'], 'ps', r'usage: clearing ps \[--json\] ID'),
         ('ps: an option instead of the id', ['ps', '--all'], 'ps', 'usage'),
         ('ps: a malformed sandbox id is named', ['ps', '../x'], 'ps', "'../x' is not a sandbox id"),
-        ('logs: no process id', ['logs', UNKNOWN_SB], 'logs', r'usage: clearing logs \[-f\] ID PROCESS'),
+        ('logs: no process id', ['logs', UNKNOWN_SB], 'logs',
+         r'usage: clearing logs \[-f\] ID PROCESS'),
         ('logs: a malformed process id', ['logs', UNKNOWN_SB, 'pr-1'], 'logs',
          r'a process id \(pr-\.\.\.\)'),
         ('logs -f: a malformed sandbox id', ['logs', '-f', 'x', UNKNOWN_PR], 'logs',
@@ -161,7 +170,7 @@ def test_help_and_usage():
         ('diff: a malformed id', ['diff', 'sb-1'], 'diff', 'usage'),
         ('rm: no id', ['rm'], 'rm', 'no sandbox id given'),
         ('rm: an unknown option', ['rm', '--force', UNKNOWN_SB], 'rm', None),
-        ('rm: a malformed id among good ones is named, nothing is done',
+        ('rm: a malformed id among good ones is named',
          ['rm', UNKNOWN_SB, 'sb-bad'], 'rm', r"'sb-bad' is not a sandbox id \(expected sb- and 16"),
         ('gc: an unknown option', ['gc', '--all'], 'gc', None),
     ]
@@ -220,7 +229,7 @@ def test_create(made):
         made.append(sid)
     check('the record holds the state and the limits asked for',
           isinstance(rec, dict) and rec.get('state') == 'running' and
-          json.dumps(rec.get('limits')).find('64') >= 0, o)
+          (rec.get('limits') or {}).get('pids') == 64, o)
     ok, o, _ = expect('inspect prints the same sandbox', ['inspect', sid or UNKNOWN_SB], 0,
                       out=r'"id": "%s"' % sid)
     rec = as_json(o) or {}
@@ -246,7 +255,8 @@ def test_ls(sid):
     ok, o, _ = expect('ls prints a table with a header', ['ls'], 0,
                       out=r'^ID +STATE +RUNTIME +CREATED +EXPIRES +IMAGE$')
     check('ls: the sandbox is a row: running, runsc, times as UTC',
-          re.search(r'^%s +running +runsc +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ +\d{4}-' % sid, o, re.M), o)
+          re.search(r'^%s +running +runsc +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ +\d{4}-' % sid, o,
+                    re.M), o)
     ok, o, _ = expect('ls --json prints a list', ['ls', '--json'], 0)
     lst = as_json(o)
     check('ls --json: the list holds the sandbox',
@@ -270,24 +280,40 @@ def test_ls(sid):
 
 
 def test_exec(sid, tmp):
-    expect('exec: options after the id, --cwd and --env', ['exec', sid, '--cwd', '/tmp', '--env',
-                                                          'X=1', '--', 'sh', '-c', 'echo "$(pwd) $X $GREETING"'],
-           0, out=r'^/tmp 1 hello$')
-    expect('exec --stdin-file - reads standard input', ['exec', sid, '--stdin-file', '-', '--shell',
-                                                        'tr a-z A-Z'], 0, out='^PIPED$', stdin=b'piped\n')
+    expect('exec: options after the id, --cwd and --env',
+           ['exec', sid, '--cwd', '/tmp', '--env', 'X=1', '--', 'sh', '-c',
+            'echo "$(pwd) $X $GREETING"'], 0, out=r'^/tmp 1 hello$')
+    expect('exec --stdin-file - reads standard input',
+           ['exec', sid, '--stdin-file', '-', '--shell', 'tr a-z A-Z'], 0, out='^PIPED$',
+           stdin=b'piped\n')
     with open(os.path.join(tmp, 'in.bin'), 'wb') as f:
         f.write(b'\x00\x01abc')
     expect('exec --stdin-file FILE: its bytes reach the command',
            ['exec', sid, '--stdin-file', os.path.join(tmp, 'in.bin'), '--shell', 'wc -c'], 0,
            out=r'^5$')
+    with open(os.path.join(tmp, 'big.bin'), 'wb') as f:
+        f.write(b'y' * (100 << 10))
+    expect('exec --stdin-file of 100 KiB: all of it reaches the command',
+           ['exec', sid, '--stdin-file', os.path.join(tmp, 'big.bin'), '--shell', 'wc -c'], 0,
+           out=r'^%d$' % (100 << 10))
+    with open(os.path.join(tmp, 'huge.bin'), 'wb') as f:
+        f.truncate((16 << 20) + 1)
+    expect('exec --stdin-file over 16 MiB: exit 2, says the limit',
+           ['exec', sid, '--stdin-file', os.path.join(tmp, 'huge.bin'), '--', 'true'], 2,
+           err=r'clearing: limit: --stdin-file: at most 16 MiB through the daemon')
+    p = subprocess.run([clearing_test.CLEARING, '--host', 'unix://' + SOCK, 'exec', sid, '--shell',
+                        r'printf "\377"; printf "\376\375" >&2'], capture_output=True,
+                       stdin=subprocess.DEVNULL, timeout=300)
+    check('exec: binary output of 1 and 2 bytes (base64 with padding) arrives byte-exact',
+          p.returncode == 0 and p.stdout == b'\xff' and p.stderr == b'\xfe\xfd', p)
     expect('exec --stdin-file that does not exist: exit 2, the path named',
            ['exec', sid, '--stdin-file', tmp + '/none', '--', 'true'], 2,
            err=r'--stdin-file %s/none: No such file' % re.escape(tmp))
     expect('exec --stdout-cap / --stderr-cap: truncation is reported',
            ['exec', '--stdout-cap', '10', '--stderr-cap', '10', sid, '--shell',
             'seq 1 1000; seq 1 1000 >&2'], 0, err='clearing: output truncated')
-    expect('exec: a signal death is 128+N and named', ['exec', sid, '--shell', 'kill -KILL $$'], 137,
-           err='clearing: command signaled')
+    expect('exec: a signal death is 128+N and named', ['exec', sid, '--shell', 'kill -KILL $$'],
+           137, err='clearing: command signaled')
     expect('exec: a command that cannot start is 126', ['exec', sid, '--', '/no/such/program'], 126,
            err='start_failed')
     ok, o, _ = expect('exec --json: the record, exit status mirrored',
@@ -311,7 +337,8 @@ def test_processes(sid):
     """exec --detach --json, ps (table and --json), logs with and without -f."""
     ok, o, _ = expect('exec --detach --json prints the process record',
                       ['exec', '--detach', '--json', '--timeout', '1s', sid, '--', 'sh', '-c',
-                       'echo to-out; echo to-err >&2; exit 4'], 0, out=r'"id": "pr-[0-9a-f]{16}"')
+                       'sleep 2; echo to-out; echo to-err >&2; exit 4'], 0,
+                      out=r'"id": "pr-[0-9a-f]{16}"')
     rec = as_json(o) or {}
     pid = rec.get('id', UNKNOWN_PR)
 
@@ -320,12 +347,12 @@ def test_processes(sid):
         lst = as_json(o) if st == 0 else None
         return [p for p in lst or [] if p.get('id') == pid and p.get('state') == 'exited']
     done = wait_for(exited, 120)
-    check('ps --json: the process exits on its own (--timeout does not apply to it)', done,
-          clr('ps', '--json', sid))
-    check('ps --json: its status and command', done and done[0]['result']['status'] == 'exited'
-          and done[0]['result'].get('exit_code') == 4, done)
+    check('ps --json: the process is seen exited', done, clr('ps', '--json', sid))
+    check('ps --json: it ran to its own end, past --timeout 1s (a background process has none)',
+          done and done[0]['result']['status'] == 'exited' and
+          done[0]['result'].get('exit_code') == 4, done)
     expect('ps: the table shows it exited, and its argv', ['ps', sid], 0,
-           out=r'^%s +exited +exited +sh -c echo to-out' % pid)
+           out=r'^%s +exited +exited +sh -c sleep 2; echo to-out' % pid)
     expect('logs: its stdout, exit 0 (not the process\'s status)', ['logs', sid, pid], 0,
            out='^to-out$', err='^to-err$')
     expect('logs --follow of an exited process: its output, its status', ['logs', '--follow', sid,
@@ -388,7 +415,8 @@ def test_inspect_extend(sid):
            ['extend', UNKNOWN_SB, '--by', '1m'], 1, err='not_found')
     expect('extend past the sandbox\'s maximum lifetime: refused, exit 1, says by how much it may',
            ['extend', sid, '--by', '1000h'], 1,
-           err=r'clearing: limit: sandbox %s cannot live past \d+ .*extended by at most \d+ s' % sid)
+           err=r'clearing: limit: sandbox %s cannot live past \d+ .*extended by at most \d+ s'
+           % sid)
     expect('extend --by 0s: refused by the daemon, exit 1', ['extend', sid, '--by', '0s'], 1,
            err=r'clearing: invalid: by must be a positive')
 
@@ -441,8 +469,33 @@ def test_no_repo(sid):
 
 
 def test_rm(sids):
-    ok, o, _ = expect('rm of several sandboxes prints each', ['rm'] + sids, 0)
-    check('rm: every id printed', all(re.search('^%s$' % s, o, re.M) for s in sids), o)
+    # A command that runs while its sandbox is removed: 122, and it says why.
+    bg = subprocess.Popen([clearing_test.CLEARING, '--host', 'unix://' + SOCK, 'exec', sids[0],
+                           '--shell', 'echo up; sleep 600'], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        up = bg.stdout.readline() == b'up\n'
+        check('a streamed exec\'s command runs', up)
+        expect('rm of a sandbox and a malformed id: exit 2, the id named',
+               ['rm', sids[0], 'sb-bad'], 2, err="'sb-bad' is not a sandbox id")
+        expect('... and the good one was not removed', ['inspect', sids[0]], 0,
+               out='"state": "running"')
+        ok, o, _ = expect('rm of several sandboxes prints each', ['rm'] + sids, 0)
+        check('rm: every id printed', all(re.search('^%s$' % s, o, re.M) for s in sids), o)
+        if up:
+            try:
+                _, err = bg.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                bg.kill()
+                _, err = bg.communicate()
+            check('the exec in a removed sandbox ends with 122 and says the sandbox was removed',
+                  bg.returncode == 122 and
+                  b'sandbox_failed: the sandbox was removed while the command ran' in err,
+                  (bg.returncode, err))
+    finally:
+        if bg.poll() is None:
+            bg.kill()
+            bg.wait(60)
     expect('rm of one already removed is idempotent', ['rm', sids[0]], 0, out='^%s$' % sids[0])
     ok, o, _ = expect('ls --all shows it destroyed', ['ls', '--all'], 0,
                       out=r'^%s +destroyed' % sids[0])
@@ -538,14 +591,13 @@ def test_gc():
         if proc.poll() is not None:
             return
         # An image of one file: enough to create (not run) containers from.
-        import io
-        import tarfile
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode='w') as t:
             info = tarfile.TarInfo('marker')
             info.size = 1
             t.addfile(info, io.BytesIO(b'x'))
-        r = clearing_test.request(sock, 'POST', '/images/create?fromSrc=-&repo=clia-gc&tag=1',
+        r = clearing_test.request(sock, 'POST',
+                                  '/images/create?fromSrc=-&repo=clearing-gc-test&tag=1',
                                   buf.getvalue(), {'Content-Type': 'application/x-tar'},
                                   timeout=120, json_type=False)
         check('an image imports into the own engine', r.status == 200, r)
@@ -553,10 +605,10 @@ def test_gc():
         made = {}
         for name, labels in (('clearing-' + gid, {'io.clearing.managed-by': 'clearing',
                                                   'io.clearing.sandbox-id': gid}),
-                             ('clia-gc-noid', {'io.clearing.managed-by': 'clearing'})):
+                             ('clearing-gc-test-noid', {'io.clearing.managed-by': 'clearing'})):
             r = clearing_test.request(sock, 'POST', '/containers/create?name=' + name,
-                                      {'Image': 'clia-gc:1', 'Cmd': ['/marker'], 'Labels': labels},
-                                      timeout=120)
+                                      {'Image': 'clearing-gc-test:1', 'Cmd': ['/marker'],
+                                       'Labels': labels}, timeout=120)
             made[name] = (r.json or {}).get('Id')
         check('two containers labelled as clearing\'s exist, not running',
               all(made.values()), made)
@@ -600,6 +652,13 @@ def test_gc():
 
 
 def sweep(daemon, made):
+    """Destroys every sandbox of this test's daemon (its own: no one else's), also one a
+    failed check made by mistake."""
+    try:
+        r = daemon.client().get('/v1/sandboxes', timeout=60)
+        made = made + [s['id'] for s in (r.json or {}).get('sandboxes', [])]
+    except OSError:
+        pass
     for sid in made:
         destroy_quietly(daemon.client(), sid)
 
@@ -620,14 +679,14 @@ def main():
     daemon = Daemon('clicmd', args=['--repo-root', repo_root], prefix='clr-clicmd-')
     try:
         test_help_and_usage()
-        test_no_daemon()
-        test_engine_down()
         daemon.start(120)
         SOCK = daemon.sock
-        expect('the daemon answers ls (the control of every "no daemon" above)', ['ls'], 0,
+        expect('the daemon answers ls (the control of every "no daemon" below)', ['ls'], 0,
                out='^ID ')
+        test_no_daemon()
         sid = test_create(made) or UNKNOWN_SB
-        test_ls(sid)
+        test_ls(sid)  # with ls --engine: the control of every "engine down" below
+        test_engine_down()
         test_exec(sid, W)
         test_processes(sid)
         test_exited_has_status(sid, daemon)
