@@ -38,9 +38,14 @@ int cmd_commit(int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
     }
-    if (optind + 1 != argc || !clr_sandbox_id_valid(argv[optind])) {
+    if (optind + 1 != argc) {
         json_decref(req);
         cli_usage_error("commit", "usage: clearing commit ID [-m MESSAGE]");
+        return CLI_EXIT_USAGE;
+    }
+    if (!clr_sandbox_id_valid(argv[optind])) {
+        cli_usage_error("commit", "'%s' is not a sandbox id", argv[optind]);
+        json_decref(req);
         return CLI_EXIT_USAGE;
     }
     char path[128];
@@ -84,7 +89,10 @@ int cmd_diff(int argc, char **argv)
                    "sandbox's base commit.\n");
             return 0;
         }
-        cli_usage_error("diff", "usage: clearing diff ID");
+        if (argc == 2 && argv[1][0] != '-')
+            cli_usage_error("diff", "'%s' is not a sandbox id", argv[1]);
+        else
+            cli_usage_error("diff", "usage: clearing diff ID");
         return CLI_EXIT_USAGE;
     }
     char path[128];

@@ -16,8 +16,12 @@ int cmd_extend(int argc, char **argv)
     }
     clr_error err = CLR_ERROR_INIT;
     uint64_t ms;
-    if (!clr_sandbox_id_valid(argv[1]) || clr_parse_duration_ms(&ms, argv[3], &err) < 0) {
-        cli_usage_error("extend", "%s", err.message[0] ? err.message : "not a sandbox id");
+    if (!clr_sandbox_id_valid(argv[1])) {
+        cli_usage_error("extend", "'%s' is not a sandbox id", argv[1]);
+        return CLI_EXIT_USAGE;
+    }
+    if (clr_parse_duration_ms(&ms, argv[3], &err) < 0) {
+        cli_usage_error("extend", "--by: %s", err.message);
         return CLI_EXIT_USAGE;
     }
     char path[128];

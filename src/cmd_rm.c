@@ -51,8 +51,7 @@ int cmd_rm(int argc, char **argv)
                 cli_error(&err);
                 /* Several ids: the worst class of failure is the status. */
                 if (cli_failure_status(&err) > status)
-                    if (cli_failure_status(&err) > status)
-                status = cli_failure_status(&err);
+                    status = cli_failure_status(&err);
             } else {
                 printf("%s\n", argv[i]);
             }

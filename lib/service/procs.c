@@ -31,8 +31,8 @@ struct proc {
     clr_exec *h;
     pthread_t thread;
     struct ring out, err;
-    bool done;
-    json_t *result;
+    bool done;      /* no new user may take h; it is being freed */
+    json_t *result; /* set once h is freed: only then is the process answered as exited */
     json_t *request;
     int64_t started_at, finished_at;
     int users; /* requests using h right now; h is freed only when none is */
@@ -127,7 +127,7 @@ static struct proc *proc_find(clr_service *svc, const char *id, const char *proc
 static json_t *proc_json(const struct proc *p)
 {
     return json_pack("{s:s, s:s, s:s, s:O, s:I, s:I, s:I, s:I, s:O}", "id", p->id, "sandbox_id",
-                     p->sandbox_id, "state", p->done ? "exited" : "running", "request",
+                     p->sandbox_id, "state", p->result ? "exited" : "running", "request",
                      p->request, "started_at", (json_int_t)p->started_at, "finished_at",
                      (json_int_t)p->finished_at, "stdout_offset",
                      (json_int_t)(p->out.base + p->out.len), "stderr_offset",
@@ -238,7 +238,10 @@ int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const 
 
 int clr_service_proc_list(clr_service *svc, const char *id, json_t **out, clr_error *err)
 {
-    if (svc_valid_id(id, err) < 0)
+    /* A sandbox the daemon never had is a 404, not an empty list: `clearing ps` of a mistyped
+     * id must not read as "no processes". */
+    char state[32], reason[CLR_STORE_REASON_MAX + 1];
+    if (svc_valid_id(id, err) < 0 || svc_row_state(svc, id, state, reason, err) < 0)
         return -1;
     json_t *a = json_array();
     pthread_mutex_lock(&procs_lock);
@@ -300,7 +303,9 @@ int clr_service_proc_output(clr_service *svc, const char *id, const char *proc_i
     until.tv_nsec = (long)(ns % 1000000000ull);
     pthread_mutex_lock(&procs_lock);
     struct proc *p = proc_find(svc, id, proc_id);
-    while (p && wait_ms && !p->done && p->out.base + p->out.len <= out_off &&
+    /* "exited" goes with the result: between done and result a reader would see an exited
+     * process without its status (`clearing logs -f` exited 122 for a command's 0). */
+    while (p && wait_ms && !p->result && p->out.base + p->out.len <= out_off &&
            p->err.base + p->err.len <= err_off) {
         if (pthread_cond_timedwait(&procs_cond, &procs_lock, &until) != 0)
             break;
@@ -308,7 +313,7 @@ int clr_service_proc_output(clr_service *svc, const char *id, const char *proc_i
     }
     if (p)
         *out = json_pack("{s:s, s:s, s:o, s:o, s:O}", "id", p->id, "state",
-                         p->done ? "exited" : "running", "stdout", ring_json(&p->out, out_off),
+                         p->result ? "exited" : "running", "stdout", ring_json(&p->out, out_off),
                          "stderr", ring_json(&p->err, err_off), "result",
                          p->result ? p->result : json_null());
     pthread_mutex_unlock(&procs_lock);
