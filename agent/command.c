@@ -57,7 +57,7 @@ size_t agent_command_rlimits(const struct agent_request *req,
     return n;
 }
 
-/* Everything but the execve; 0, or -1 with errno. */
+/* Everything but the execve; 0, or the step that failed (enum agent_start_step) with errno. */
 static int child_prepare(const struct agent_request *r, int in_r, int out_w, int err_w,
                          int report_w)
 {
@@ -68,7 +68,7 @@ static int child_prepare(const struct agent_request *r, int in_r, int out_w, int
     /* A session of its own: terminal signals of the agent do not reach it and vice versa. */
     setsid();
     if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
-        return -1;
+        return AGENT_START_SETUP;
     /* report_w is close-on-exec: it closes by itself when execve succeeds. Every other
      * descriptor is closed here so nothing of the agent's leaks into the command; before
      * RLIMIT_NOFILE is lowered, which would lower the bound of close()'s fallback loop. */
@@ -78,15 +78,15 @@ static int child_prepare(const struct agent_request *r, int in_r, int out_w, int
     for (size_t i = 0; i < nlim; i++) {
         struct rlimit l = {lim[i].value, lim[i].value};
         if (setrlimit(lim[i].resource, &l) < 0)
-            return -1;
+            return AGENT_START_SETUP;
     }
     if (setgid(r->gid) < 0 || setuid(r->uid) < 0)
-        return -1;
+        return AGENT_START_SETUP;
     /* Losing root must be irreversible before any command byte runs. */
     if (setuid(0) == 0 || getuid() != r->uid || geteuid() != r->uid)
-        return -1;
+        return AGENT_START_SETUP;
     if (r->cwd && chdir(r->cwd) < 0)
-        return -1;
+        return AGENT_START_CWD;
     return 0;
 }
 
@@ -101,10 +101,13 @@ static int child_prepare(const struct agent_request *r, int in_r, int out_w, int
 __attribute__((noreturn)) static void child_setup(const struct agent_request *r, char **env,
                                                   int in_r, int out_w, int err_w, int report_w)
 {
-    if (child_prepare(r, in_r, out_w, err_w, report_w) == 0)
+    struct agent_start_failure f = {child_prepare(r, in_r, out_w, err_w, report_w), 0};
+    if (f.step == 0) {
         execvpe(r->argv[0], r->argv, env);
-    int e = errno;
-    (void)!write(report_w, &e, sizeof(e));
+        f.step = AGENT_START_EXEC;
+    }
+    f.error = errno;
+    (void)!write(report_w, &f, sizeof(f));
     _exit(127);
 }
 

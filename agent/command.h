@@ -30,7 +30,15 @@ size_t agent_command_rlimits(const struct agent_request *req,
                              struct agent_rlimit out[AGENT_MAX_RLIMITS]);
 
 /* The pipes of one command's start, read and write ends: stdin, stdout, stderr and the report
- * pipe (close-on-exec; the child writes its errno there when it cannot start). */
+ * pipe (close-on-exec; the child writes a struct agent_start_failure there when it cannot
+ * start). */
+/* What the child reports, in one write, when it cannot start: which step failed and errno. */
+enum agent_start_step { AGENT_START_SETUP = 1, AGENT_START_CWD, AGENT_START_EXEC };
+struct agent_start_failure {
+    int step; /* enum agent_start_step */
+    int error;
+};
+
 enum { CMD_IN_R, CMD_IN_W, CMD_OUT_R, CMD_OUT_W, CMD_ERR_R, CMD_ERR_W, CMD_REP_R, CMD_REP_W,
        CMD_NFDS };
 

@@ -215,15 +215,21 @@ static int start_command(struct sup *s)
     close(steal_fd(&fds[CMD_OUT_W]));
     close(steal_fd(&fds[CMD_ERR_W]));
     close(steal_fd(&fds[CMD_REP_W]));
-    int e = 0;
+    struct agent_start_failure f = {0, 0};
     ssize_t n;
     do
-        n = read(fds[CMD_REP_R], &e, sizeof(e));
+        n = read(fds[CMD_REP_R], &f, sizeof(f));
     while (n < 0 && errno == EINTR);
     close(steal_fd(&fds[CMD_REP_R]));
-    if (n == (ssize_t)sizeof(e)) {
-        snprintf(s->message, sizeof(s->message), "cannot start '%s': %s", s->req.argv[0],
-                 strerror(e));
+    if (n == (ssize_t)sizeof(f)) {
+        if (f.step == AGENT_START_CWD)
+            snprintf(s->message, sizeof(s->message),
+                     "cannot start '%s': its working directory '%s': %s", s->req.argv[0],
+                     s->req.cwd, strerror(f.error));
+        else
+            snprintf(s->message, sizeof(s->message), "cannot start '%s': %s%s",
+                     s->req.argv[0], f.step == AGENT_START_SETUP ? "setting up its process: " : "",
+                     strerror(f.error));
         close_fds(&fds);
         reap(s);
         return -1;

@@ -332,8 +332,12 @@ def test_exec(sid, tmp):
            ['exec', '--json', UNKNOWN_SB, '--', 'true'], 125, err='not_found')
     expect('exec --detach on an unknown sandbox: 125, not_found',
            ['exec', '--detach', UNKNOWN_SB, '--', 'true'], 125, err='not_found')
-    expect('exec with a --cwd that does not exist cannot start: 126',
-           ['exec', sid, '--cwd', '/no/such/dir', '--', 'true'], 126, err='start_failed')
+    expect('exec with a --cwd that does not exist cannot start: 126, the directory named',
+           ['exec', sid, '--cwd', '/no/such/dir', '--', 'true'], 126,
+           err=r"start_failed(.|\n)*working directory '/no/such/dir': No such file or directory")
+    expect('exec of a command that does not exist: 126, the command named (not a directory)',
+           ['exec', sid, '--', '/no/such/command'], 126,
+           err=r"cannot start '/no/such/command': No such file or directory")
 
 
 def test_processes(sid):
