@@ -189,22 +189,49 @@ void clr_format_size(char *buf, size_t len, uint64_t bytes)
         snprintf(buf, len, "%" PRIu64 "%c", bytes, units[u]);
 }
 
-static int range_u64(const char *what, uint64_t v, uint64_t lo, uint64_t hi, bool size,
-                     clr_error *err)
+/* How a limit's value is written in its error: a plain number, a size (1.5G), a duration. */
+enum range_unit { RANGE_PLAIN, RANGE_SIZE, RANGE_MS };
+
+/* ms as the largest whole unit that writes it exactly: 24h, 90m, 5s, 1500ms. */
+static void format_ms(char *buf, size_t len, uint64_t ms)
+{
+    if (ms && ms % 3600000 == 0)
+        snprintf(buf, len, "%" PRIu64 "h", ms / 3600000);
+    else if (ms && ms % 60000 == 0)
+        snprintf(buf, len, "%" PRIu64 "m", ms / 60000);
+    else if (ms && ms % 1000 == 0)
+        snprintf(buf, len, "%" PRIu64 "s", ms / 1000);
+    else
+        snprintf(buf, len, "%" PRIu64 "ms", ms);
+}
+
+static void format_value(char *buf, size_t len, uint64_t v, enum range_unit unit)
+{
+    switch (unit) {
+    case RANGE_SIZE:
+        clr_format_size(buf, len, v);
+        break;
+    case RANGE_MS:
+        format_ms(buf, len, v);
+        break;
+    case RANGE_PLAIN:
+    default:
+        snprintf(buf, len, "%" PRIu64, v);
+        break;
+    }
+}
+
+static int range_u64(const char *what, uint64_t v, uint64_t lo, uint64_t hi,
+                     enum range_unit unit, clr_error *err)
 {
     if (v >= lo && v <= hi)
         return 0;
-    if (size) {
-        char a[32], b[32], c[32];
-        clr_format_size(a, sizeof(a), v);
-        clr_format_size(b, sizeof(b), lo);
-        clr_format_size(c, sizeof(c), hi);
-        return clr_error_set(err, CLR_E_INVALID, ERANGE, "%s %s is out of range: allowed %s..%s",
-                             what, a, b, c);
-    }
-    return clr_error_set(err, CLR_E_INVALID, ERANGE,
-                         "%s %" PRIu64 " is out of range: allowed %" PRIu64 "..%" PRIu64, what, v,
-                         lo, hi);
+    char a[32], b[32], c[32];
+    format_value(a, sizeof(a), v, unit);
+    format_value(b, sizeof(b), lo, unit);
+    format_value(c, sizeof(c), hi, unit);
+    return clr_error_set(err, CLR_E_INVALID, ERANGE, "%s %s is out of range: allowed %s..%s", what,
+                         a, b, c);
 }
 
 int clr_limits_validate(const clr_limits *l, clr_error *err)
@@ -213,23 +240,24 @@ int clr_limits_validate(const clr_limits *l, clr_error *err)
         return clr_error_set(err, CLR_E_INVALID, ERANGE,
                              "cpus %u.%03u is out of range: allowed 0.1..4", l->cpu_millis / 1000,
                              l->cpu_millis % 1000);
-    if (range_u64("memory", l->memory_bytes, 32 * CLR_MIB, 16 * CLR_GIB, true, err) < 0 ||
-        range_u64("pids", l->pids, 8, 4096, false, err) < 0 ||
-        range_u64("lifetime (seconds)", l->lifetime_s, 10, 3600, false, err) < 0 ||
-        range_u64("tmp size", l->tmp_bytes, CLR_MIB, 4 * CLR_GIB, true, err) < 0 ||
-        range_u64("workspace size", l->workspace_bytes, CLR_MIB, 64 * CLR_GIB, true, err) < 0 ||
-        range_u64("workspace inodes", l->workspace_inodes, 64, 10000000, false, err) < 0 ||
-        range_u64("nofile", l->nofile, 64, 65536, false, err) < 0 ||
-        range_u64("file size", l->fsize_bytes, CLR_MIB, 64 * CLR_GIB, true, err) < 0)
+    if (range_u64("memory", l->memory_bytes, 32 * CLR_MIB, 16 * CLR_GIB, RANGE_SIZE, err) < 0 ||
+        range_u64("pids", l->pids, 8, 4096, RANGE_PLAIN, err) < 0 ||
+        range_u64("lifetime (seconds)", l->lifetime_s, 10, 3600, RANGE_PLAIN, err) < 0 ||
+        range_u64("tmp size", l->tmp_bytes, CLR_MIB, 4 * CLR_GIB, RANGE_SIZE, err) < 0 ||
+        range_u64("workspace size", l->workspace_bytes, CLR_MIB, 64 * CLR_GIB, RANGE_SIZE, err) <
+            0 ||
+        range_u64("workspace inodes", l->workspace_inodes, 64, 10000000, RANGE_PLAIN, err) < 0 ||
+        range_u64("nofile", l->nofile, 64, 65536, RANGE_PLAIN, err) < 0 ||
+        range_u64("file size", l->fsize_bytes, CLR_MIB, 64 * CLR_GIB, RANGE_SIZE, err) < 0)
         return -1;
     return 0;
 }
 
 int clr_exec_limits_validate(const clr_exec_limits *l, clr_error *err)
 {
-    if (range_u64("timeout (ms)", l->timeout_ms, 1, 24ull * 3600 * 1000, false, err) < 0 ||
-        range_u64("stdout cap", l->stdout_cap, 0, 64 * CLR_MIB, true, err) < 0 ||
-        range_u64("stderr cap", l->stderr_cap, 0, 64 * CLR_MIB, true, err) < 0)
+    if (range_u64("timeout", l->timeout_ms, 1, 24ull * 3600 * 1000, RANGE_MS, err) < 0 ||
+        range_u64("stdout cap", l->stdout_cap, 0, 64 * CLR_MIB, RANGE_SIZE, err) < 0 ||
+        range_u64("stderr cap", l->stderr_cap, 0, 64 * CLR_MIB, RANGE_SIZE, err) < 0)
         return -1;
     return 0;
 }

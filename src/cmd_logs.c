@@ -84,7 +84,14 @@ int cmd_logs(int argc, char **argv)
         write_chunk(STDERR_FILENO, e);
         out_off = (uint64_t)json_integer_value(json_object_get(o, "next_offset"));
         err_off = (uint64_t)json_integer_value(json_object_get(e, "next_offset"));
-        bool exited = strcmp(json_string_value(json_object_get(resp, "state")) , "exited") == 0;
+        const char *state = json_string_value(json_object_get(resp, "state"));
+        if (!state) {
+            json_decref(resp);
+            fprintf(stderr, "clearing logs: the daemon's answer has no process state: is it a "
+                            "clearing daemon of this version?\n");
+            return CLI_EXIT_CLEARING;
+        }
+        bool exited = strcmp(state, "exited") == 0;
         int status = exited ? cli_exit_status_json(json_object_get(resp, "result")) : 0;
         json_decref(resp);
         if (!follow)

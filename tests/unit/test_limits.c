@@ -487,6 +487,29 @@ static void test_exec_limits_bounds(void **state)
     }
 }
 
+/* A timeout out of range is written in the units a person types, not in milliseconds. */
+static void test_exec_timeout_message_in_units(void **state)
+{
+    (void)state;
+    static const struct {
+        uint64_t ms;
+        const char *want;
+    } cases[] = {
+        {100ull * 3600 * 1000, "timeout 100h is out of range: allowed 1ms..24h"},
+        {24ull * 3600 * 1000 + 60000, "timeout 1441m is out of range: allowed 1ms..24h"},
+        {24ull * 3600 * 1000 + 1000, "timeout 86401s is out of range: allowed 1ms..24h"},
+        {24ull * 3600 * 1000 + 1, "timeout 86400001ms is out of range: allowed 1ms..24h"},
+        {0, "timeout 0ms is out of range: allowed 1ms..24h"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        clr_exec_limits l = CLR_EXEC_LIMITS_INIT;
+        clr_error err = CLR_ERROR_INIT;
+        l.timeout_ms = cases[i].ms;
+        assert_int_equal(clr_exec_limits_validate(&l, &err), -1);
+        assert_string_equal(err.message, cases[i].want);
+    }
+}
+
 /* ---- clr_format_size ----------------------------------------------------------------------- */
 
 static void expect_format(uint64_t bytes, const char *want)
@@ -591,6 +614,7 @@ int main(void)
         cmocka_unit_test(test_limits_message_gives_value_and_range),
         cmocka_unit_test(test_exec_limits_defaults_valid),
         cmocka_unit_test(test_exec_limits_bounds),
+        cmocka_unit_test(test_exec_timeout_message_in_units),
         cmocka_unit_test(test_format_size_shortest_exact_form),
         cmocka_unit_test(test_format_size_round_trips_through_parse),
         cmocka_unit_test(test_format_size_small_buffer_truncates_safely),
