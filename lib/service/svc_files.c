@@ -45,6 +45,17 @@ static int open_workspace(clr_service *svc, const char *id, bool read_only, int 
     return clr_files_open_root(root, dir, err);
 }
 
+/* Fail closed: an action that changes the workspace runs only when its record can be written.
+ * The record comes after the action (it says what was done), so a log that cannot take it
+ * refuses the action before it runs, instead of leaving a change nobody recorded. */
+static int audit_ready(clr_service *svc, clr_error *err)
+{
+    char why[sizeof(err->message)];
+    if (clr_audit_writable(svc->audit, why, sizeof(why)))
+        return 0;
+    return clr_error_set(err, CLR_E_UNAVAILABLE, 0, "%s", why);
+}
+
 /* Records a file action; the action already happened, so the error is the caller's to report. */
 static int audit_file(clr_service *svc, const char *actor, const char *id, const char *action,
                       const char *path, int64_t size, const char *sha, clr_error *err)
@@ -60,7 +71,8 @@ int clr_service_file_put(clr_service *svc, const char *id, const char *rel, int 
                          const char *actor, json_t **out, clr_error *err)
 {
     _cleanup_close_ int root = -1;
-    if (clr_files_check_path(rel, err) < 0 || open_workspace(svc, id, false, &root, err) < 0) {
+    if (clr_files_check_path(rel, err) < 0 || open_workspace(svc, id, false, &root, err) < 0 ||
+        audit_ready(svc, err) < 0) {
         svc_audit_failure(svc, actor, clr_sandbox_id_valid(id) ? id : NULL, "file.upload", err);
         return -1;
     }
@@ -135,6 +147,10 @@ int clr_service_file_delete(clr_service *svc, const char *id, const char *rel, b
     _cleanup_close_ int root = -1;
     if (clr_files_check_path(rel, err) < 0 || open_workspace(svc, id, false, &root, err) < 0)
         return -1;
+    if (audit_ready(svc, err) < 0) {
+        svc_audit_failure(svc, actor, id, "file.delete", err);
+        return -1;
+    }
     int rc = clr_files_delete(root, rel, recursive, err);
     if (rc < 0) {
         svc_audit_failure(svc, actor, id, "file.delete", err);
@@ -147,7 +163,8 @@ int clr_service_archive_put(clr_service *svc, const char *id, const char *rel, i
                             const char *actor, json_t **out, clr_error *err)
 {
     _cleanup_close_ int root = -1;
-    if ((rel[0] && clr_files_check_path(rel, err) < 0) || open_workspace(svc, id, false, &root, err) < 0) {
+    if ((rel[0] && clr_files_check_path(rel, err) < 0) || open_workspace(svc, id, false, &root, err) < 0 ||
+        audit_ready(svc, err) < 0) {
         svc_audit_failure(svc, actor, clr_sandbox_id_valid(id) ? id : NULL, "archive.upload", err);
         return -1;
     }
