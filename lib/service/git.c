@@ -42,8 +42,13 @@ int clr_service_commit(clr_service *svc, const char *id, json_t *req, const char
         return -1;
     clr_git_commit_result r;
     memset(&r, 0, sizeof(r));
-    int rc = clr_sandbox_commit(&r, sb, json_string_value(m), json_string_value(an),
-                                json_string_value(ae), trailers, NULL, err);
+    /* Fail closed: the record comes after the commit (it names it), so a log that cannot take
+     * it refuses the commit before it is made. */
+    char why[sizeof(err->message)];
+    int rc = clr_audit_writable(svc->audit, why, sizeof(why))
+                 ? clr_sandbox_commit(&r, sb, json_string_value(m), json_string_value(an),
+                                      json_string_value(ae), trailers, NULL, err)
+                 : clr_error_set(err, CLR_E_UNAVAILABLE, 0, "%s", why);
     clr_sandbox_free(sb);
     svc_engine_put(svc, eng, false);
     if (rc < 0) {
