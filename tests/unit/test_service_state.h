@@ -5,6 +5,7 @@
 #ifndef CLR_TEST_SERVICE_STATE_H
 #define CLR_TEST_SERVICE_STATE_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <pthread.h>
@@ -84,6 +85,18 @@ static inline void svc_state_close(struct svc_state *s)
     clr_store_close(svc->store);
     pthread_mutex_destroy(&svc->pool_lock);
     pthread_mutex_destroy(&svc->create_lock);
+    /* A test that failed half-way may leave a workspace's tmpfs mounted (EINVAL: none). */
+    char ws[128];
+    snprintf(ws, sizeof(ws), "%s/workspaces", s->dir);
+    DIR *d = opendir(ws);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        char p[400];
+        snprintf(p, sizeof(p), "%s/%s", ws, e->d_name);
+        if (e->d_name[0] != '.')
+            umount2(p, MNT_DETACH | UMOUNT_NOFOLLOW);
+    }
+    if (d)
+        closedir(d);
     if (strncmp(s->dir, "/tmp/clr-test-", 14) == 0 &&
         nftw(s->dir, svc_state_rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
         fprintf(stderr, "could not remove %s\n", s->dir);
