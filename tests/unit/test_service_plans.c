@@ -610,6 +610,42 @@ static void test_end_unrecorded(void **state)
     assert_nothing_held(svc);
 }
 
+/* The image a plan's sandbox is made from is the one checked against allowed_images: a plan
+ * that names none runs CLR_DEFAULT_IMAGE (not the daemon's configured default), so that is the
+ * one that must be allowed. */
+static void test_default_image_checked(void **state)
+{
+    struct fixture *fx = *state;
+    struct svc_state *s = &fx->st;
+    clr_service *svc = &s->svc;
+    if (geteuid() != 0)
+        skip();
+    static const char *const allowed[] = {"acme/*", NULL};
+    char image[] = "acme/base:1";
+    svc->image = image;
+    svc->cfg.allowed_images = allowed;
+    json_t *r = plan_request(fx, "steps:\n  - delete: {path: missing.txt}\n");
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_plan(svc, r, NULL, ACTOR, NULL, NULL, &out, &err), -1);
+    json_decref(r);
+    expect_error(&err, CLR_E_DENIED, "image '" CLR_DEFAULT_IMAGE "' is not allowed");
+    assert_null(out);
+    assert_int_equal(fake_count(s->f, "GET " V "/images/"), 0);
+    assert_int_equal(fake_count(s->f, "POST " V "/containers/create"), 0);
+    assert_nothing_held(svc);
+    /* Positive control: the plan that names an allowed image gets its sandbox, of that image. */
+    r = plan_request(fx, "image: acme/base:1\nsteps:\n  - delete: {path: missing.txt}\n");
+    if (clr_service_plan(svc, r, NULL, ACTOR, NULL, NULL, &out, &err) != 0)
+        fail_msg("plan: %s", err.message);
+    json_decref(r);
+    json_decref(out);
+    assert_int_equal(fake_count(s->f, "GET " V "/images/acme"), 1);
+    assert_int_equal(fake_count(s->f, "GET " V "/images/clearing"), 0);
+    assert_int_equal(fake_count(s->f, "POST " V "/containers/create"), 1);
+    svc->image = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -621,6 +657,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_parallel_slots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_engine_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_end_unrecorded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_default_image_checked, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
