@@ -643,6 +643,55 @@ static void test_audit_unwritable(void **state)
     json_decref(expect_audit(s, "commit", "ok", ID_RUN, ACTOR));
 }
 
+/* File names that are not UTF-8 (a sandbox may make any bytes a name): the commit is made, its
+ * answer and record carry the names with those bytes as \xNN, and the log still verifies.
+ * Before, the answer was NULL (a committed file's name in the diffstat) or the record could not
+ * be written (a skipped one's), with the commit already on the branch. */
+static void test_name_not_utf8(void **state)
+{
+    struct fixture *fx = *state;
+    struct svc_state *s = &fx->st;
+    clr_service *svc = &s->svc;
+    char p[256];
+    snprintf(p, sizeof(p), "%s/bad-\xff\xfe-pipe", fx->ws);
+    assert_int_equal(mkfifo(p, 0644), 0);
+    put(fx->ws, "ok.txt", "ok\n");
+    put(fx->ws, "file-\xff.txt", "a file whose name is not UTF-8\n");
+    json_t *r = req("{}");
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_service_commit(svc, ID_RUN, r, ACTOR, &out, &err) != 0)
+        fail_msg("commit: %s", err.message);
+    json_decref(r);
+    assert_non_null(out);
+    assert_true(json_is_true(json_object_get(out, "changed")));
+    assert_int_equal(json_integer_value(json_object_get(out, "files_changed")), 2);
+    json_t *skipped = json_object_get(out, "skipped");
+    assert_int_equal(json_array_size(skipped), 1);
+    assert_string_equal(str_of(json_array_get(skipped, 0), "kind"), "fifo");
+    /* The bytes that are not UTF-8 are shown as \xNN, the rest as it is. */
+    assert_string_equal(str_of(json_array_get(skipped, 0), "path"), "bad-\\xff\\xfe-pipe");
+    assert_non_null(strstr(str_of(out, "diffstat"), " file-\\xff.txt | 1 +\n"));
+    /* The file itself is committed under its own name, bytes as they are. */
+    char *names = sh_out("git -C %s ls-tree --name-only -z %s | tr '\\0' '\\n' | grep -c '^file-'",
+                         fx->repo, str_of(out, "commit"));
+    assert_string_equal(names, "1");
+    free(names);
+    char *text = json_dumps(out, JSON_COMPACT);
+    if (!text)
+        fail_msg("the answer does not serialise");
+    free(text);
+    json_decref(out);
+    json_t *a = expect_audit(s, "commit", "ok", ID_RUN, ACTOR);
+    assert_int_equal(json_array_size(json_object_get(json_object_get(a, "details"), "skipped")),
+                     1);
+    json_decref(a);
+    clr_audit_verify_report rep;
+    memset(&rep, 0, sizeof(rep));
+    assert_int_equal(clr_audit_verify_log(&rep, s->log, false, &err), 0);
+    assert_true(rep.ok);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -652,6 +701,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_container_answers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_workspace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit_unwritable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_name_not_utf8, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
