@@ -963,6 +963,78 @@ static void test_audit_unwritable(void **state)
     json_decref(expect_audit(s, "file.delete", "ok", ID_RUN, ACTOR));
 }
 
+/* Names that are not UTF-8 (any bytes but '/' and NUL make a name): listed like any other,
+ * those bytes as \xNN, never left out; a client's path of such a name answered and recorded the
+ * same way. Before, the listing left such entries out (a sandbox could hide files from it) and
+ * an action on such a path answered nothing and recorded no details. */
+static void test_list_names_not_utf8(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->st.svc;
+    write_at(fx->ws, "a.txt", "a\n");
+    write_at(fx->ws, "b-\xff.txt", "hidden?\n");
+    char p[256];
+    snprintf(p, sizeof(p), "%s/c-link", fx->ws);
+    assert_int_equal(symlink("target-\xfe", p), 0);
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_file_list(svc, ID_RUN, "", &out, &err), 0);
+    json_t *e = json_object_get(out, "entries");
+    assert_int_equal(json_array_size(e), 3);
+    assert_string_equal(str_of(json_array_get(e, 0), "name"), "a.txt");
+    assert_string_equal(str_of(json_array_get(e, 1), "name"), "b-\\xff.txt");
+    assert_string_equal(str_of(json_array_get(e, 1), "type"), "file");
+    assert_string_equal(str_of(json_array_get(e, 2), "name"), "c-link");
+    assert_string_equal(str_of(json_array_get(e, 2), "target"), "target-\\xfe");
+    char *text = json_dumps(out, JSON_COMPACT);
+    assert_non_null(text);
+    free(text);
+    json_decref(out);
+
+    /* Such a path named by the client: the action runs, its answer and record say so. */
+    struct svc_state *s = &fx->st;
+    int in = mem_with("up\n", 3);
+    out = NULL;
+    assert_int_equal(clr_service_file_put(svc, ID_RUN, "d-\xff/up.txt", in, ACTOR, &out, &err),
+                     0);
+    close(in);
+    assert_non_null(out);
+    assert_string_equal(str_of(out, "path"), "d-\\xff/up.txt");
+    json_decref(out);
+    json_t *r = expect_audit(s, "file.upload", "ok", ID_RUN, ACTOR);
+    assert_string_equal(str_of(json_object_get(r, "details"), "path"), "d-\\xff/up.txt");
+    json_decref(r);
+    out = NULL;
+    assert_int_equal(clr_service_file_list(svc, ID_RUN, "d-\xff", &out, &err), 0);
+    assert_non_null(out);
+    assert_string_equal(str_of(out, "path"), "d-\\xff");
+    assert_int_equal(json_array_size(json_object_get(out, "entries")), 1);
+    json_decref(out);
+    int sink = memfd_create("download", MFD_CLOEXEC);
+    uint64_t charged = 0;
+    assert_int_equal(clr_service_archive_get(svc, ID_RUN, "d-\xff", sink, NULL, ACTOR, &charged,
+                                             &err),
+                     0);
+    close(sink);
+    r = expect_audit(s, "archive.download", "ok", ID_RUN, ACTOR);
+    assert_string_equal(str_of(json_object_get(r, "details"), "path"), "d-\\xff");
+    json_decref(r);
+    struct tar t = {.len = 0};
+    tar_add(&t, "x.txt", '0', "x\n", NULL);
+    int tfd = tar_fd(&t);
+    out = NULL;
+    assert_int_equal(clr_service_archive_put(svc, ID_RUN, "d-\xff", tfd, ACTOR, &out, &err), 0);
+    close(tfd);
+    assert_non_null(out);
+    assert_string_equal(str_of(out, "path"), "d-\\xff");
+    json_decref(out);
+    assert_int_equal(clr_service_file_delete(svc, ID_RUN, "d-\xff", true, ACTOR, &err), 0);
+    r = expect_audit(s, "file.delete", "ok", ID_RUN, ACTOR);
+    assert_string_equal(str_of(json_object_get(r, "details"), "path"), "d-\\xff");
+    json_decref(r);
+    assert_false(present(fx->ws, "d-\xff"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -977,6 +1049,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_archive_put, setup, teardown),
         cmocka_unit_test_setup_teardown(test_archive_get, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit_unwritable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_names_not_utf8, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
