@@ -1,5 +1,6 @@
 /* The workspace as a commit on the sandbox's branch, and its diff: clr_service_commit() and
  * clr_service_diff(); the contract is in include/clearing/service.h. */
+#include <stdint.h>
 #include <string.h>
 
 #include "clearing/plan.h"
@@ -28,6 +29,15 @@ static int open_sandbox(clr_service *svc, const char *id, bool read_only, clr_en
     return 0;
 }
 
+/* Text made of the workspace's file names (any bytes but NUL, not always UTF-8), as a JSON
+ * string: as it is when it is UTF-8, else with the other bytes written as \xNN
+ * (clr_audit_text). A string jansson refuses would leave the answer and its record empty. */
+static json_t *names_json(const char *s)
+{
+    json_t *j = json_string(s);
+    return j ? j : clr_audit_text(s, strlen(s), SIZE_MAX);
+}
+
 int clr_service_commit(clr_service *svc, const char *id, json_t *req, const char *actor,
                        json_t **out, clr_error *err)
 {
@@ -42,8 +52,13 @@ int clr_service_commit(clr_service *svc, const char *id, json_t *req, const char
         return -1;
     clr_git_commit_result r;
     memset(&r, 0, sizeof(r));
-    int rc = clr_sandbox_commit(&r, sb, json_string_value(m), json_string_value(an),
-                                json_string_value(ae), trailers, NULL, err);
+    /* Fail closed: the record comes after the commit (it names it), so a log that cannot take
+     * it refuses the commit before it is made. */
+    char why[sizeof(err->message)];
+    int rc = clr_audit_writable(svc->audit, why, sizeof(why))
+                 ? clr_sandbox_commit(&r, sb, json_string_value(m), json_string_value(an),
+                                      json_string_value(ae), trailers, NULL, err)
+                 : clr_error_set(err, CLR_E_UNAVAILABLE, 0, "%s", why);
     clr_sandbox_free(sb);
     svc_engine_put(svc, eng, false);
     if (rc < 0) {
@@ -53,14 +68,13 @@ int clr_service_commit(clr_service *svc, const char *id, json_t *req, const char
     json_t *skipped = json_array();
     for (size_t k = 0; k < r.n_skipped; k++)
         json_array_append_new(skipped, json_pack("{s:o, s:s}", "path",
-                                                 json_stringn_nocheck(r.skipped[k].path,
-                                                                      strlen(r.skipped[k].path)),
-                                                 "kind", r.skipped[k].kind));
-    json_t *o = json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:s, s:o}", "commit", r.commit, "branch",
+                                                 names_json(r.skipped[k].path), "kind",
+                                                 r.skipped[k].kind));
+    json_t *o = json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:o, s:o}", "commit", r.commit, "branch",
                           r.branch, "changed", r.changed, "files_changed",
                           (json_int_t)r.files_changed, "insertions", (json_int_t)r.insertions,
                           "deletions", (json_int_t)r.deletions, "diffstat",
-                          r.stat_text ? r.stat_text : "", "skipped", skipped);
+                          names_json(r.stat_text ? r.stat_text : ""), "skipped", skipped);
     clr_git_commit_result_clear(&r);
     json_t *d = json_deep_copy(o);
     json_object_del(d, "diffstat");

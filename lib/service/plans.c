@@ -136,7 +136,10 @@ int clr_service_plan(clr_service *svc, json_t *req, const char *tenant, const ch
         return -1;
     json_t *jrepo = json_object_get(req, "repo"), *jprofile = json_object_get(req, "profile");
     clr_repo_admitted admitted;
-    int rc = svc_image_allowed(svc, clr_plan_image(plan, json_string_value(jprofile)), err);
+    /* The image the sandbox will be made from: a plan that names none runs CLR_DEFAULT_IMAGE
+     * (clr_plan_image), not the daemon's default, so that is the one to check. */
+    const char *image = clr_plan_image(plan, json_string_value(jprofile));
+    int rc = svc_image_allowed(svc, image ? image : CLR_DEFAULT_IMAGE, err);
     if (rc == 0)
         rc = clr_repo_admit(&admitted, svc->cfg.repo_roots, json_string_value(jrepo), err);
     if (rc < 0) {

@@ -1,5 +1,6 @@
 /* Files in a live (or lost) sandbox's workspace: clr_service_file_*() and
  * clr_service_archive_*(); the contract is in include/clearing/service.h. */
+#include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -34,6 +35,17 @@ static void sha256_fd(int fd, char out[65])
     lseek(fd, 0, SEEK_SET);
 }
 
+/* A path or name from the workspace or the client (any bytes but NUL, not always UTF-8), as a
+ * JSON string: as it is when it is UTF-8, else with the other bytes written as \xNN
+ * (clr_audit_text); NULL stays NULL. A string jansson refuses would drop the entry or answer. */
+static json_t *name_json(const char *s)
+{
+    if (!s)
+        return NULL;
+    json_t *j = json_string(s);
+    return j ? j : clr_audit_text(s, strlen(s), SIZE_MAX);
+}
+
 /* read_only: a lost sandbox's workspace may be read too. */
 static int open_workspace(clr_service *svc, const char *id, bool read_only, int *root,
                           clr_error *err)
@@ -45,12 +57,23 @@ static int open_workspace(clr_service *svc, const char *id, bool read_only, int 
     return clr_files_open_root(root, dir, err);
 }
 
+/* Fail closed: an action that changes the workspace runs only when its record can be written.
+ * The record comes after the action (it says what was done), so a log that cannot take it
+ * refuses the action before it runs, instead of leaving a change nobody recorded. */
+static int audit_ready(clr_service *svc, clr_error *err)
+{
+    char why[sizeof(err->message)];
+    if (clr_audit_writable(svc->audit, why, sizeof(why)))
+        return 0;
+    return clr_error_set(err, CLR_E_UNAVAILABLE, 0, "%s", why);
+}
+
 /* Records a file action; the action already happened, so the error is the caller's to report. */
 static int audit_file(clr_service *svc, const char *actor, const char *id, const char *action,
                       const char *path, int64_t size, const char *sha, clr_error *err)
 {
-    json_t *d = json_pack("{s:s, s:I, s:s?}", "path", path, "size", (json_int_t)size, "sha256",
-                          sha && sha[0] ? sha : NULL);
+    json_t *d = json_pack("{s:o, s:I, s:s?}", "path", name_json(path), "size", (json_int_t)size,
+                          "sha256", sha && sha[0] ? sha : NULL);
     int rc = clr_audit_append(svc->audit, actor, id, action, "ok", d, err);
     json_decref(d);
     return rc;
@@ -60,7 +83,8 @@ int clr_service_file_put(clr_service *svc, const char *id, const char *rel, int 
                          const char *actor, json_t **out, clr_error *err)
 {
     _cleanup_close_ int root = -1;
-    if (clr_files_check_path(rel, err) < 0 || open_workspace(svc, id, false, &root, err) < 0) {
+    if (clr_files_check_path(rel, err) < 0 || open_workspace(svc, id, false, &root, err) < 0 ||
+        audit_ready(svc, err) < 0) {
         svc_audit_failure(svc, actor, clr_sandbox_id_valid(id) ? id : NULL, "file.upload", err);
         return -1;
     }
@@ -76,7 +100,8 @@ int clr_service_file_put(clr_service *svc, const char *id, const char *rel, int 
     }
     if (audit_file(svc, actor, id, "file.upload", rel, size, sha, err) < 0)
         return -1;
-    *out = json_pack("{s:s, s:I, s:s}", "path", rel, "size", (json_int_t)size, "sha256", sha);
+    *out = json_pack("{s:o, s:I, s:s}", "path", name_json(rel), "size", (json_int_t)size, "sha256",
+                     sha);
     return 0;
 }
 
@@ -119,13 +144,15 @@ int clr_service_file_list(clr_service *svc, const char *id, const char *rel, jso
     for (size_t i = 0; i < n; i++) {
         char mode[8];
         snprintf(mode, sizeof(mode), "%04o", e[i].mode & 07777);
-        json_array_append_new(a, json_pack("{s:s, s:s, s:I, s:s, s:I, s:s?}", "name", e[i].name,
+        json_array_append_new(a, json_pack("{s:o, s:s, s:I, s:s, s:I, s:o?}", "name",
+                                           name_json(e[i].name),
                                            "type", clr_files_type_name(e[i].type), "size",
                                            (json_int_t)e[i].size, "mode", mode, "mtime",
-                                           (json_int_t)e[i].mtime, "target", e[i].link_target));
+                                           (json_int_t)e[i].mtime, "target",
+                                           name_json(e[i].link_target)));
     }
     clr_files_entries_free(e, n);
-    *out = json_pack("{s:s, s:o}", "path", rel, "entries", a);
+    *out = json_pack("{s:o, s:o}", "path", name_json(rel), "entries", a);
     return 0;
 }
 
@@ -135,6 +162,10 @@ int clr_service_file_delete(clr_service *svc, const char *id, const char *rel, b
     _cleanup_close_ int root = -1;
     if (clr_files_check_path(rel, err) < 0 || open_workspace(svc, id, false, &root, err) < 0)
         return -1;
+    if (audit_ready(svc, err) < 0) {
+        svc_audit_failure(svc, actor, id, "file.delete", err);
+        return -1;
+    }
     int rc = clr_files_delete(root, rel, recursive, err);
     if (rc < 0) {
         svc_audit_failure(svc, actor, id, "file.delete", err);
@@ -147,7 +178,8 @@ int clr_service_archive_put(clr_service *svc, const char *id, const char *rel, i
                             const char *actor, json_t **out, clr_error *err)
 {
     _cleanup_close_ int root = -1;
-    if ((rel[0] && clr_files_check_path(rel, err) < 0) || open_workspace(svc, id, false, &root, err) < 0) {
+    if ((rel[0] && clr_files_check_path(rel, err) < 0) || open_workspace(svc, id, false, &root, err) < 0 ||
+        audit_ready(svc, err) < 0) {
         svc_audit_failure(svc, actor, clr_sandbox_id_valid(id) ? id : NULL, "archive.upload", err);
         return -1;
     }
@@ -160,7 +192,7 @@ int clr_service_archive_put(clr_service *svc, const char *id, const char *rel, i
         svc_audit_failure(svc, actor, id, "archive.upload", err);
         return -1;
     }
-    json_t *d = json_pack("{s:s, s:I, s:I, s:I, s:I, s:s}", "path", rel, "entries",
+    json_t *d = json_pack("{s:o, s:I, s:I, s:I, s:I, s:s}", "path", name_json(rel), "entries",
                           (json_int_t)rep.entries, "files", (json_int_t)rep.files, "bytes",
                           (json_int_t)rep.bytes, "symlinks", (json_int_t)rep.symlinks, "sha256",
                           sha);
@@ -194,7 +226,7 @@ int clr_service_archive_get(clr_service *svc, const char *id, const char *rel, i
     }
     char sha[65];
     sha256_fd(out_fd, sha);
-    json_t *d = json_pack("{s:s, s:I, s:I, s:I, s:s}", "path", rel, "entries",
+    json_t *d = json_pack("{s:o, s:I, s:I, s:I, s:s}", "path", name_json(rel), "entries",
                           (json_int_t)rep.entries, "bytes", (json_int_t)rep.bytes, "skipped",
                           (json_int_t)rep.skipped, "sha256", sha);
     rc = clr_audit_append(svc->audit, actor, id, "archive.download", "ok", d, err);

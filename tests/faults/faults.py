@@ -448,6 +448,11 @@ def exp_audit_unwritable(e):
     log = os.path.join(e.d.state, 'audit.log')
     sid = e.create()['id']
     e.run_ok(sid, {'argv': ['true']})
+    ws = os.path.join(e.d.state, 'workspaces', sid)
+    put = e.api.request('PUT', '/v1/sandboxes/%s/files/recorded.txt' % sid, b'x\n',
+                        headers={'Content-Type': 'application/octet-stream'})
+    eq(put.status, 201, 'an upload while the log is writable')
+    check(os.path.isfile(os.path.join(ws, 'recorded.txt')), 'the uploaded file is there')
     e.control_leftovers()
     n_before = len(e.audit())
     subprocess.run(['chattr', '+i', log], check=True)
@@ -466,6 +471,13 @@ def exp_audit_unwritable(e):
     api_error(e.api.delete('/v1/sandboxes/' + sid), 503, 'unavailable', [log])
     r = cli(e.d, 'rm', sid)
     check(r.returncode != 0 and log in r.stderr, 'clearing rm refused naming the log', r.stderr)
+    put = e.api.request('PUT', '/v1/sandboxes/%s/files/unrecorded.txt' % sid, b'x\n',
+                        headers={'Content-Type': 'application/octet-stream'})
+    api_error(put, 503, 'unavailable', [log])
+    check(not os.path.exists(os.path.join(ws, 'unrecorded.txt')), 'no file written unrecorded')
+    api_error(e.api.delete('/v1/sandboxes/%s/files/recorded.txt' % sid), 503, 'unavailable',
+              [log])
+    check(os.path.isfile(os.path.join(ws, 'recorded.txt')), 'no file deleted unrecorded')
     eq(e.state(sid)['state'], 'running', 'nothing destroyed')
     eq(T.docker('GET', '/containers/clearing-%s/json' % sid).json['State']['Running'], True,
        'its container runs')
