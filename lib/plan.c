@@ -324,6 +324,8 @@ static void sandbox_options(clr_sandbox_options *so, const struct run *r, const 
     so->state_dir = o->state_dir;
     so->insecure_runtime = o->insecure_runtime;
     so->image = clr_plan_image(plan, o->profile);
+    if (!so->image)
+        so->image = o->default_image; /* NULL: CLR_DEFAULT_IMAGE */
     if (plan->egress && plan->egress->n)
         so->env = clr_egress_proxy_env;
 }

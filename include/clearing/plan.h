@@ -65,6 +65,9 @@ typedef struct clr_plan_run_options {
     /* What clr_repo_admit() found at repo_path (the daemon); NULL: a local caller's own path. */
     const clr_git_repo_id *repo_id;
     const char *profile;          /* overrides the plan's profile */
+    /* The image when neither the plan nor its profile names one (the daemon's configured image;
+     * NULL: CLR_DEFAULT_IMAGE). */
+    const char *default_image;
     /* The ref whose .clearing/gauntlet.yaml judges the plan (the operator's choice; NULL: HEAD,
      * the default branch as it is when the plan starts); the plan's branch may not be it. */
     const char *gauntlet_ref;

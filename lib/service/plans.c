@@ -136,10 +136,10 @@ int clr_service_plan(clr_service *svc, json_t *req, const char *tenant, const ch
         return -1;
     json_t *jrepo = json_object_get(req, "repo"), *jprofile = json_object_get(req, "profile");
     clr_repo_admitted admitted;
-    /* The image the sandbox will be made from: a plan that names none runs CLR_DEFAULT_IMAGE
-     * (clr_plan_image), not the daemon's default, so that is the one to check. */
+    /* The image the sandbox will be made from: the plan's or its profile's, else the daemon's
+     * configured one, as for a sandbox made by create (NULL: svc_image_allowed checks that). */
     const char *image = clr_plan_image(plan, json_string_value(jprofile));
-    int rc = svc_image_allowed(svc, image ? image : CLR_DEFAULT_IMAGE, err);
+    int rc = svc_image_allowed(svc, image, err);
     if (rc == 0)
         rc = clr_repo_admit(&admitted, svc->cfg.repo_roots, json_string_value(jrepo), err);
     if (rc < 0) {
@@ -158,6 +158,7 @@ int clr_service_plan(clr_service *svc, json_t *req, const char *tenant, const ch
         .repo_path = admitted.path,
         .repo_id = &admitted.id,
         .profile = json_string_value(jprofile),
+        .default_image = svc->image,
         .state_dir = svc->state_dir,
         .insecure_runtime = svc->insecure_runtime,
         .engine = &eo,

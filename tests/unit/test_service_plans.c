@@ -613,6 +613,8 @@ static void test_end_unrecorded(void **state)
 /* The image a plan's sandbox is made from is the one checked against allowed_images: a plan
  * that names none runs CLR_DEFAULT_IMAGE (not the daemon's configured default), so that is the
  * one that must be allowed. */
+/* A plan that names no image runs the daemon's configured image, as a sandbox made by create
+ * does, and that image is the one allowed_images is checked against. */
 static void test_default_image_checked(void **state)
 {
     struct fixture *fx = *state;
@@ -622,8 +624,8 @@ static void test_default_image_checked(void **state)
         skip();
     static const char *const allowed[] = {"acme/*", NULL};
     char image[] = "acme/base:1";
-    svc->image = image;
     svc->cfg.allowed_images = allowed;
+    /* Without a configured image the default one is checked, and it is not allowed here. */
     json_t *r = plan_request(fx, "steps:\n  - delete: {path: missing.txt}\n");
     json_t *out = NULL;
     clr_error err = CLR_ERROR_INIT;
@@ -634,15 +636,25 @@ static void test_default_image_checked(void **state)
     assert_int_equal(fake_count(s->f, "GET " V "/images/"), 0);
     assert_int_equal(fake_count(s->f, "POST " V "/containers/create"), 0);
     assert_nothing_held(svc);
-    /* Positive control: the plan that names an allowed image gets its sandbox, of that image. */
-    r = plan_request(fx, "image: acme/base:1\nsteps:\n  - delete: {path: missing.txt}\n");
+    /* With one configured, a plan that names none gets its sandbox of that image. */
+    svc->image = image;
+    r = plan_request(fx, "steps:\n  - delete: {path: missing.txt}\n");
     if (clr_service_plan(svc, r, NULL, ACTOR, NULL, NULL, &out, &err) != 0)
         fail_msg("plan: %s", err.message);
     json_decref(r);
     json_decref(out);
+    out = NULL;
     assert_int_equal(fake_count(s->f, "GET " V "/images/acme"), 1);
     assert_int_equal(fake_count(s->f, "GET " V "/images/clearing"), 0);
     assert_int_equal(fake_count(s->f, "POST " V "/containers/create"), 1);
+    /* And one that names an allowed image gets that one. */
+    r = plan_request(fx, "image: acme/other:2\nsteps:\n  - delete: {path: missing.txt}\n");
+    if (clr_service_plan(svc, r, NULL, ACTOR, NULL, NULL, &out, &err) != 0)
+        fail_msg("plan: %s", err.message);
+    json_decref(r);
+    json_decref(out);
+    assert_int_equal(fake_count(s->f, "GET " V "/images/acme/other"), 1);
+    assert_int_equal(fake_count(s->f, "POST " V "/containers/create"), 2);
     svc->image = NULL;
 }
 
