@@ -230,6 +230,20 @@ static int make_workspace(clr_sandbox *sb, const clr_sandbox_options *opts, cons
     return 0;
 }
 
+/* A sandbox that never started gives back the branch it made (a new one only: a reused branch
+ * holds someone's work), if nobody moved it meanwhile (clr_git_branch_discard's compare). */
+static void discard_new_branch(const clr_sandbox *sb, const clr_sandbox_options *opts)
+{
+    const clr_sandbox_info *info = &sb->info;
+    if (!info->repo[0] || opts->reuse_branch)
+        return;
+    clr_error berr = CLR_ERROR_INIT;
+    if (clr_git_branch_discard(info->repo, &info->repo_id, info->branch, info->base_commit,
+                               &berr) < 0)
+        clr_log(CLR_LOG_WARN, "sandbox.branch_kept", "id", info->id, "branch", info->branch,
+                "error", berr.message, NULL);
+}
+
 /* POST /containers/create with the spec (clr_sandbox_spec_build); sets the container id. */
 static int create_container(clr_engine *eng, clr_sandbox *sb, const char *agent,
                             const char *const *env, clr_error *err)
@@ -289,10 +303,13 @@ int clr_sandbox_create(clr_sandbox **out, clr_engine *eng, const clr_sandbox_opt
         return -1;
     if (create_container(eng, sb, agent, opts->env, err) < 0) {
         clr_workspace_remove(state_dir, info->id, NULL);
+        discard_new_branch(sb, opts);
         return -1;
     }
-    if (start_container(eng, sb, state_dir, err) < 0)
+    if (start_container(eng, sb, state_dir, err) < 0) {
+        discard_new_branch(sb, opts);
         return -1;
+    }
     char expires[32];
     snprintf(expires, sizeof(expires), "%" PRId64, info->expires_at);
     clr_log(CLR_LOG_INFO, "sandbox.created", "id", info->id, "runtime", info->runtime, "image",

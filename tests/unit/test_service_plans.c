@@ -544,7 +544,24 @@ static void test_parallel_slots(void **state)
     assert_nothing_held(svc);
 }
 
-/* The engine refuses the container: the plan is refused, nothing recorded or held. */
+/* The branches of fx's repository whose names start with prefix. */
+static int count_branches(struct fixture *fx, const char *prefix)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "git -C %s for-each-ref --format='%%(refname:short)' refs/heads/",
+             fx->repo);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char line[256];
+    int n = 0;
+    while (fgets(line, sizeof(line), p))
+        n += strncmp(line, prefix, strlen(prefix)) == 0;
+    assert_int_equal(pclose(p), 0);
+    return n;
+}
+
+/* The engine refuses the container: the plan is refused, nothing recorded or held, and the
+ * branch it made is gone again. */
 static void test_engine_refuses(void **state)
 {
     struct fixture *fx = *state;
@@ -572,6 +589,8 @@ static void test_engine_refuses(void **state)
     assert_nothing_held(svc);
     assert_int_equal(atomic_load(&svc->created), 0);
     json_decref(expect_audit(s, "plan", "refused", NULL, ACTOR));
+    assert_int_equal(count_branches(fx, "main"), 1); /* positive control: branches are seen */
+    assert_int_equal(count_branches(fx, "clearing/"), 0);
 }
 
 /* The store cannot record the sandbox's end: the plan still ends and gives back what it held;
