@@ -26,7 +26,7 @@
 enum test_agent_mode {
     TEST_AGENT_ANSWER, /* stdout (if any), then RESULT exited exit_code */
     TEST_AGENT_SILENT, /* nothing: the command runs until the host kills it */
-    TEST_AGENT_HANG_UP /* ends the stream: the sandbox died */
+    TEST_AGENT_HANG_UP /* ends the stream after the request: the sandbox died under it */
 };
 
 struct test_agent {
@@ -35,7 +35,8 @@ struct test_agent {
     pthread_mutex_t lock;
     enum test_agent_mode mode;
     int exit_code;
-    char out[64]; /* the command's stdout ("" for none) */
+    uint64_t status; /* the RESULT's wire status (a CLR_WIRE_*; 0: CLR_WIRE_EXITED) */
+    char out[64];    /* the command's stdout ("" for none) */
     /* What the host sent, by frame type: how many, and the channel of the last one. */
     unsigned frames[32];
     uint32_t last[32];
@@ -59,16 +60,21 @@ static inline void test_agent_send(int fd, uint32_t channel, uint8_t type, const
     (void)w; /* the host may have gone: then the test's own checks fail */
 }
 
-/* RESULT exited with code: the agent's answer to a command. */
-static inline void test_agent_send_exited(int fd, uint32_t channel, int code)
+/* RESULT of the wire status (a CLR_WIRE_*) with code: the agent's answer to a command. */
+static inline void test_agent_send_result(int fd, uint32_t channel, uint64_t status, int code)
 {
     struct clr_tlv_builder *res = malloc(sizeof(*res));
     assert_non_null(res);
     clr_tlv_init(res);
-    clr_tlv_put_u64(res, CLR_RES_STATUS, CLR_WIRE_EXITED);
+    clr_tlv_put_u64(res, CLR_RES_STATUS, status);
     clr_tlv_put_u64(res, CLR_RES_EXIT_CODE, (uint64_t)code);
     test_agent_send(fd, channel, CLR_FRAME_RESULT, res->buf, res->len);
     free(res);
+}
+
+static inline void test_agent_send_exited(int fd, uint32_t channel, int code)
+{
+    test_agent_send_result(fd, channel, CLR_WIRE_EXITED, code);
 }
 
 /* CHANNELS: the ids of the commands the agent knows. */
@@ -116,20 +122,21 @@ static inline void *test_agent_main(void *p)
         }
         enum test_agent_mode mode = a->mode;
         int code = a->exit_code;
+        uint64_t status = a->status ? a->status : CLR_WIRE_EXITED;
         char out[64];
         snprintf(out, sizeof(out), "%s", a->out);
         pthread_mutex_unlock(&a->lock);
         if (type == CLR_FRAME_HELLO)
             test_agent_send_channels(a->fd, NULL, 0);
-        if (type != CLR_FRAME_EXEC)
-            continue;
-        if (mode == TEST_AGENT_HANG_UP)
+        /* Hung up once the request is whole (its stdin's end follows the EXEC frame): the
+         * command was sent, and then its sandbox died. */
+        if (type == CLR_FRAME_STDIN_EOF && mode == TEST_AGENT_HANG_UP)
             break;
-        if (mode == TEST_AGENT_SILENT)
+        if (type != CLR_FRAME_EXEC || mode != TEST_AGENT_ANSWER)
             continue;
         if (out[0])
             test_agent_send(a->fd, channel, CLR_FRAME_STDOUT, out, strlen(out));
-        test_agent_send_exited(a->fd, channel, code);
+        test_agent_send_result(a->fd, channel, status, code);
     }
     shutdown(a->fd, SHUT_RDWR);
     return NULL;
