@@ -40,6 +40,7 @@ struct test_agent {
     /* What the host sent, by frame type: how many, and the channel of the last one. */
     unsigned frames[32];
     uint32_t last[32];
+    char deny[256]; /* the payload of the last NET_DENY: why */
 };
 
 /* One agent frame as the engine delivers it: on stdout (stream 1), in one multiplexed chunk. */
@@ -114,8 +115,10 @@ static inline void *test_agent_main(void *p)
             free(payload);
             break;
         }
-        free(payload);
         pthread_mutex_lock(&a->lock);
+        if (type == CLR_FRAME_NET_DENY)
+            snprintf(a->deny, sizeof(a->deny), "%.*s", (int)len, (const char *)payload);
+        free(payload);
         if (type < 32) {
             a->frames[type]++;
             a->last[type] = channel;

@@ -476,10 +476,14 @@ static void test_proxy_without_policy_denied(void **state)
     struct test_agent *agent = NULL;
     struct live_sb *lv = live_with_agent(fx, ID_A, &agent);
     /* The sandbox's proxy asks for a connection; its sandbox has no policy: denied. */
-    static const char open[] = "C\0example.com\0443";
+    static const char open[] = "C\0example.com\0" "443";
     test_agent_send(agent->fd, 9, CLR_FRAME_NET_OPEN, open, sizeof(open) - 1);
     test_agent_await(agent, CLR_FRAME_NET_DENY, 1);
     assert_int_equal(test_agent_last(agent, CLR_FRAME_NET_DENY), 9);
+    pthread_mutex_lock(&agent->lock);
+    if (!strstr(agent->deny, "example.com:443 is not on the sandbox's allow-list"))
+        fail_msg("denied as \"%s\", not by the (empty) policy", agent->deny);
+    pthread_mutex_unlock(&agent->lock);
     assert_int_equal(test_agent_frames(agent, CLR_FRAME_NET_ACCEPT), 0);
     assert_int_equal(atomic_load(&svc->egress.denied), 1);
     assert_int_equal(atomic_load(&svc->egress.allowed), 0);

@@ -28,6 +28,7 @@
 #include "service/channels.h"
 #include "service/lifecycle.h"
 #include "service/removal.h"
+#include "test_service_agent.h"
 #include "test_service_fixture.h"
 
 #define RUN_ID "sb-00000000000000c1"  /* running: expires 2000, at most 5000 */
@@ -600,9 +601,21 @@ static void test_egress_only_tightened(void **state)
     struct fixture *fx = *state;
     clr_service *svc = &fx->svc;
     clr_error err = CLR_ERROR_INIT;
-    json_t *have = req_of("{\"allow\":[\"example.com:443\",\"*.example.org\"]}");
+    json_t *have = req_of("{\"allow\":[\"example.com:443\",\"*.example.invalid\"]}");
     assert_int_equal(clr_store_sandbox_set_egress(svc->store, RUN_ID, have, &err), 0);
     json_decref(have);
+    /* The sandbox is live, its proxy's connections decided by the policy it has now. */
+    char *body = test_inspect_body(RUN_ID);
+    fake_answer(fx->f, "GET " API "clearing-" RUN_ID, 200, body);
+    clr_engine *eng = fake_open(fx->f);
+    clr_sandbox *sb = NULL;
+    assert_int_equal(clr_sandbox_open_at(&sb, eng, RUN_ID, fx->dir, &err), 0);
+    clr_channel *ch = NULL;
+    struct test_agent *agent = test_agent_start(&ch, RUN_ID);
+    struct live_sb *lv = NULL;
+    assert_int_equal(svc_live_new(svc, eng, RUN_ID, sb, ch, &lv, &err), 0);
+    svc_live_put(svc, lv);
+    clr_engine_free(eng);
     /* Tighter: stored, audited, answered with the sandbox. */
     json_t *req = req_of("{\"allow\":[\"example.com:443\"]}");
     json_t *out = NULL;
@@ -615,6 +628,20 @@ static void test_egress_only_tightened(void **state)
     json_decref(stored);
     expect_audit(fx, "\"action\":\"sandbox.egress\"");
     json_decref(req);
+    /* The live sandbox's proxy follows at once: a name the old policy allowed is denied. */
+    static const char open[] = "C\0www.example.invalid\0" "443";
+    test_agent_send(agent->fd, 3, CLR_FRAME_NET_OPEN, open, sizeof(open) - 1);
+    test_agent_await(agent, CLR_FRAME_NET_DENY, 1);
+    assert_int_equal(test_agent_last(agent, CLR_FRAME_NET_DENY), 3);
+    pthread_mutex_lock(&agent->lock);
+    if (!strstr(agent->deny, "not on the sandbox's allow-list"))
+        fail_msg("denied as \"%s\", not by the new policy", agent->deny);
+    pthread_mutex_unlock(&agent->lock);
+    assert_int_equal(atomic_load(&svc->egress.denied), 1);
+    assert_int_equal(atomic_load(&svc->egress.allowed), 0);
+    svc_live_drop(svc, RUN_ID);
+    test_agent_stop(agent);
+    free(body);
 
     /* Wider than what it has now: denied, the stored policy unchanged, the refusal audited. */
     req = req_of("{\"allow\":[\"example.com:443\",\"evil.example.net\"]}");
