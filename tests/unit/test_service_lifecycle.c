@@ -513,6 +513,49 @@ static void test_create_with_egress(void **state)
     json_decref(out);
 }
 
+static void test_create_from_an_admitted_repo(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    if (!can_mount())
+        skip();
+    /* A repository under the operator's repo_roots, one commit with one file. */
+    char roots_dir[128], repo[160], cmd[1024];
+    snprintf(roots_dir, sizeof(roots_dir), "%s/repos", fx->dir);
+    snprintf(repo, sizeof(repo), "%s/r", roots_dir);
+    snprintf(cmd, sizeof(cmd),
+             "git init -q '%s' && echo hello > '%s/README' && git -C '%s' add README && "
+             "git -C '%s' -c user.name=t -c user.email=t@example.invalid commit -q -m init",
+             repo, repo, repo, repo);
+    assert_int_equal(system(cmd), 0);
+    const char *roots[] = {roots_dir, NULL};
+    svc->cfg.repo_roots = roots;
+    svc->cfg.pool_size = 1;
+    char text[256];
+    snprintf(text, sizeof(text), "{\"repo\":{\"path\":\"%s\"}}", repo);
+    json_t *out = create_ok(svc, text, NULL);
+    const char *id = str(out, "id");
+    /* Its own branch in the repository (the branch lives in the container's labels, not the
+     * row), the commit's files in its workspace. */
+    snprintf(cmd, sizeof(cmd), "git -C '%s' rev-parse -q --verify refs/heads/clearing/%s >/dev/null",
+             repo, id);
+    assert_int_equal(system(cmd), 0);
+    char file[256];
+    snprintf(file, sizeof(file), "%s/workspaces/%s/README", fx->dir, id);
+    FILE *fp = fopen(file, "r");
+    assert_non_null(fp);
+    char line[16] = "";
+    assert_non_null(fgets(line, sizeof(line), fp));
+    fclose(fp);
+    assert_string_equal(line, "hello\n");
+    /* A repository requested is not a pooled sandbox's default profile. */
+    assert_int_equal(atomic_load(&svc->warm_misses), 0);
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_destroy(svc, id, "client", "alice", &err), 0);
+    json_decref(out);
+    svc->cfg.repo_roots = NULL;
+}
+
 /* ---- extend ---- */
 
 static void test_extend(void **state)
@@ -809,6 +852,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_create_unaudited_is_undone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_unrecorded_is_undone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_with_egress, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_from_an_admitted_repo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_extend, setup, teardown),
         cmocka_unit_test_setup_teardown(test_egress_only_tightened, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_refusals, setup, teardown),
