@@ -162,6 +162,19 @@ static inline struct test_agent *test_agent_start(clr_channel **ch, const char *
     return a;
 }
 
+/* What the agent does with the next commands: mode, and (answering) their stdout ("" for none)
+ * and result (a CLR_WIRE_* status and exit code). */
+static inline void test_agent_script(struct test_agent *a, enum test_agent_mode mode,
+                                     const char *out, uint64_t status, int exit_code)
+{
+    pthread_mutex_lock(&a->lock);
+    a->mode = mode;
+    snprintf(a->out, sizeof(a->out), "%s", out);
+    a->status = status;
+    a->exit_code = exit_code;
+    pthread_mutex_unlock(&a->lock);
+}
+
 /* How many frames of type the host sent so far. */
 static inline unsigned test_agent_frames(struct test_agent *a, uint8_t type)
 {

@@ -301,7 +301,7 @@ static void test_exec_on_the_channel(void **state)
     struct fixture *fx = *state;
     clr_service *svc = &fx->svc;
     attach_agent(fx);
-    snprintf(fx->agent->out, sizeof(fx->agent->out), "hi\n");
+    test_agent_script(fx->agent, TEST_AGENT_ANSWER, "hi\n", CLR_WIRE_EXITED, 0);
     json_t *req = req_of("{\"argv\":[\"echo\",\"hi\"],\"env\":{\"TOKEN\":\"s3cret\"}}");
     json_t *out = NULL;
     struct events ev = {.n = 0};
@@ -355,8 +355,7 @@ static void test_exec_on_the_channel(void **state)
     json_decref(out);
 
     /* Without a listener, and a timed-out result: counted as such. */
-    fx->agent->status = CLR_WIRE_TIMED_OUT;
-    fx->agent->out[0] = '\0';
+    test_agent_script(fx->agent, TEST_AGENT_ANSWER, "", CLR_WIRE_TIMED_OUT, 0);
     out = NULL;
     assert_int_equal(clr_service_exec(svc, ID_A, req, "alice", NULL, NULL, &out, &err), 0);
     assert_string_equal(str(json_object_get(out, "result"), "status"), "timed_out");
@@ -365,7 +364,7 @@ static void test_exec_on_the_channel(void **state)
     assert_int_equal(exec_rows(fx, ID_A), 2);
     json_decref(out);
     /* An agent that could not start it: a failure. */
-    fx->agent->status = CLR_WIRE_START_FAILED;
+    test_agent_script(fx->agent, TEST_AGENT_ANSWER, "", CLR_WIRE_START_FAILED, 0);
     assert_int_equal(clr_service_exec(svc, ID_A, req, "alice", NULL, NULL, &out, &err), 0);
     assert_string_equal(str(json_object_get(out, "result"), "status"), "start_failed");
     assert_int_equal(atomic_load(&svc->exec_failures), 1);
@@ -512,7 +511,8 @@ static void test_unrecorded_is_killed(void **state)
     struct fixture *fx = *state;
     clr_service *svc = &fx->svc;
     attach_agent(fx);
-    snprintf(fx->agent->out, sizeof(fx->agent->out), "must not reach the client");
+    test_agent_script(fx->agent, TEST_AGENT_ANSWER, "must not reach the client", CLR_WIRE_EXITED,
+                      0);
     break_execs(fx, "INSERT");
     json_t *req = req_of("{\"argv\":[\"true\"]}");
     json_t *out = NULL;
@@ -595,7 +595,7 @@ static void test_sandbox_killed_by_the_kernel(void **state)
     /* The command's sandbox dies (its stream ends); the engine says the kernel killed it. */
     fake_answer(fx->f, "GET " API CID_A, 200,
                 "{\"State\":{\"Running\":false,\"OOMKilled\":true,\"ExitCode\":137}}");
-    fx->agent->mode = TEST_AGENT_HANG_UP;
+    test_agent_script(fx->agent, TEST_AGENT_HANG_UP, "", 0, 0);
     json_t *req = req_of("{\"argv\":[\"true\"]}");
     json_t *out = NULL;
     clr_error err = CLR_ERROR_INIT;
@@ -630,7 +630,7 @@ static void *exec_thread(void *p)
 static void run_and_break_meanwhile(struct fixture *fx, struct exec_call *c,
                                     void (*breaker)(struct fixture *))
 {
-    fx->agent->mode = TEST_AGENT_SILENT;
+    test_agent_script(fx->agent, TEST_AGENT_SILENT, "", 0, 0);
     unsigned before = test_agent_frames(fx->agent, CLR_FRAME_EXEC);
     c->svc = &fx->svc;
     c->req = req_of("{\"argv\":[\"sleep\",\"1\"]}");

@@ -108,11 +108,13 @@ static int setup(void **state)
     add_row(svc->store, LOST_ID, CLR_STATE_LOST, "runtime died");
     /* An engine with runsc and the image, which creates and starts containers and removes
      * them, unless a test says otherwise. */
-    fake_answer(fx->f, "GET /v1.41/info", 200, "{\"Runtimes\":{\"runsc\":{\"path\":\"/x/runsc\"}}}");
+    fake_answer(fx->f, "GET /v1.41/info", 200,
+                "{\"Runtimes\":{\"runsc\":{\"path\":\"/x/runsc\"}}}");
     fake_answer(fx->f, "GET /v1.41/images/", 200, "{\"Config\":{}}");
     fake_answer(fx->f, CREATE, 201, "{\"Id\":\"c0ffee\"}");
     fake_answer(fx->f, "POST " API "c0ffee/start", 204, NULL);
-    fake_answer(fx->f, "GET " API "clearing-", 200, "{\"State\":{\"Running\":true,\"Paused\":false}}");
+    fake_answer(fx->f, "GET " API "clearing-", 200,
+                "{\"State\":{\"Running\":true,\"Paused\":false}}");
     fake_answer(fx->f, "DELETE " API, 204, NULL);
     fake_answer(fx->f, "POST " API "c0ffee/attach", 500, "{\"message\":\"attach refused\"}");
     *state = fx;
@@ -500,7 +502,9 @@ static void test_create_with_egress(void **state)
     bool proxy = false;
     size_t i;
     json_t *e;
-    json_array_foreach(row.env, i, e) proxy |= strncmp(json_string_value(e), "HTTPS_PROXY=", 12) == 0;
+    json_array_foreach(row.env, i, e) {
+        proxy |= strncmp(json_string_value(e), "HTTPS_PROXY=", 12) == 0;
+    }
     assert_true(proxy);
     assert_string_equal(row.info.tenant, "acme");
     clr_store_sandbox_clear(&row);
@@ -537,8 +541,8 @@ static void test_create_from_an_admitted_repo(void **state)
     const char *id = str(out, "id");
     /* Its own branch in the repository (the branch lives in the container's labels, not the
      * row), the commit's files in its workspace. */
-    snprintf(cmd, sizeof(cmd), "git -C '%s' rev-parse -q --verify refs/heads/clearing/%s >/dev/null",
-             repo, id);
+    snprintf(cmd, sizeof(cmd),
+             "git -C '%s' rev-parse -q --verify refs/heads/clearing/%s >/dev/null", repo, id);
     assert_int_equal(system(cmd), 0);
     char file[256];
     snprintf(file, sizeof(file), "%s/workspaces/%s/README", fx->dir, id);

@@ -61,7 +61,8 @@ static int setup(void **state)
     fx->inspect_a = test_inspect_body(ID_A);
     /* An engine with runsc and the image, which makes, starts and removes containers, whose
      * sandboxes' agents serve no channel; unless a test says otherwise. */
-    fake_answer(fx->f, "GET /v1.41/info", 200, "{\"Runtimes\":{\"runsc\":{\"path\":\"/x/runsc\"}}}");
+    fake_answer(fx->f, "GET /v1.41/info", 200,
+                "{\"Runtimes\":{\"runsc\":{\"path\":\"/x/runsc\"}}}");
     fake_answer(fx->f, "GET /v1.41/images/", 200, "{\"Config\":{}}");
     fake_answer(fx->f, CREATE, 201, "{\"Id\":\"c0ffee\"}");
     fake_answer(fx->f, "POST " API "c0ffee/start", 204, NULL);
