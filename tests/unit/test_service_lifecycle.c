@@ -341,6 +341,10 @@ static void test_create_and_destroy(void **state)
     assert_int_equal(json_integer_value(json_object_get(out, "expires_at")),
                      created + svc->cfg.limits.lifetime_s);
     assert_int_equal(json_integer_value(json_object_get(out, "idle_timeout")), 300);
+    /* Extensions reach max_lifetime from its creation at most (never past its labels). */
+    json_int_t max = json_integer_value(json_object_get(out, "max_expires_at"));
+    assert_true(max <= created + (json_int_t)svc->cfg.max_lifetime_s);
+    assert_true(max >= created + (json_int_t)svc->cfg.max_lifetime_s - 1);
     assert_string_equal(str(json_object_get(out, "metadata"), "team"), "red");
     assert_string_equal(json_string_value(json_array_get(json_object_get(out, "env"), 0)), "K");
     /* The engine: runtimes, image, the container made and started. */
