@@ -527,6 +527,10 @@ static void test_create_from_an_admitted_repo(void **state)
     clr_service *svc = &fx->svc;
     if (!can_mount())
         skip();
+    if (system("git --version >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "no git: the repository test is skipped\n");
+        skip();
+    }
     /* A repository under the operator's repo_roots, one commit with one file. */
     char roots_dir[128], repo[160], cmd[1024];
     snprintf(roots_dir, sizeof(roots_dir), "%s/repos", fx->dir);
