@@ -101,7 +101,13 @@ static void create_row(struct create *c, json_t *meta)
     row->info.created_at = svc_now_s();
     row->info.expires_at = row->info.created_at + c->o.limits.lifetime_s;
     snprintf(row->info.state, sizeof(row->info.state), CLR_STATE_RUNNING);
+    /* A pooled sandbox's labels allow for its wait in the pool as well; its extensions count
+     * from its hand-out, as another's from its creation (never past its labels: gc's bound). */
+    int64_t span = c->o.max_lifetime_s > c->o.limits.lifetime_s ? c->o.max_lifetime_s
+                                                                 : c->o.limits.lifetime_s;
     row->max_expires_at = row->info.max_expires_at;
+    if (row->max_expires_at > row->info.created_at + span)
+        row->max_expires_at = row->info.created_at + span;
     row->idle_timeout_s = (uint32_t)(c->idle_ms / 1000);
     row->last_active_at = svc_now_s();
     row->metadata = meta ? json_incref(meta) : json_object();

@@ -58,6 +58,14 @@ t1=$(date +%s.%N)
 check "a pooled sandbox's first command runs over the channel the pool attached: no attach on its path" \
     '[ "$first" = exited ] && [ "$(attaches "$a" 0 "$t1")" = 1 ] && [ "$(attaches "$a" "$t0" "$t1")" = 0 ]' \
     "first=$first attaches: all $(attaches "$a" 0 "$t1"), since the create $(attaches "$a" "$t0" "$t1")"
+# Its lifetime starts at the hand-out, and so does max_lifetime (3600 s by default): the time it
+# waited in the pool does not add to how far it may be extended.
+span=$("${S[@]}" "http://x/v1/sandboxes/$a" |
+       python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["max_expires_at"] - s["created_at"])')
+check "a pooled sandbox may be extended to max_lifetime from its hand-out, not past it" \
+    '[ -n "$span" ] && [ "$span" -le 3600 ] && [ "$span" -ge 3599 ]' "max_expires_at - created_at = $span"
+past=$("${S[@]}" -o /dev/null -w '%{http_code}' -XPOST "http://x/v1/sandboxes/$a/extend" -d '{"by":"3599s"}')
+check "an extension past max_lifetime from the hand-out is refused" '[ "$past" = 429 ]' "HTTP $past"
 b=$("${S[@]}" -XPOST http://x/v1/sandboxes -d '{}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 check "two creates are served from the pool" '[ "$(metric clearing_pool_hits_total)" = 2 ]'
 check "they are different sandboxes" '[ -n "$a" ] && [ "$a" != "$b" ]'

@@ -1,0 +1,510 @@
+/* lib/service/channels.c against the scripted engine of fake_engine.h, a state database and an
+ * audit log in a temporary directory, and an agent at the end of a socketpair
+ * (test_service_agent.h): the registry (one entry per sandbox, shared by reference, the second
+ * of two racing opens dropped), opening through the engine (inspect, attach; an agent without a
+ * channel means docker exec), a channel that ended is opened again, a stored egress policy that
+ * does not parse refuses the live state, and the channel's hooks: a replayed result completes
+ * its exec record and is audited (and is not acknowledged when it cannot be stored), the
+ * agent's list of commands marks the others lost, a proxy connection without a policy is
+ * denied. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "fake_engine.h"
+#include "service/channels.h"
+#include "test_service_agent.h"
+#include "test_service_fixture.h"
+
+#define ID_A "sb-00000000000000e1"
+#define ID_B "sb-00000000000000e2"
+#define API "/v1.41/containers/"
+#define INSPECT_A "GET " API "clearing-" ID_A "/json"
+#define ATTACH_A "POST " API "c00000000000000e1/attach"
+
+struct fixture {
+    struct fake *f;
+    char dir[64], db[128], log[128];
+    char *inspect_a, *inspect_b;
+    clr_engine *eng;
+    clr_service svc;
+};
+
+static int setup(void **state)
+{
+    struct fixture *fx = calloc(1, sizeof(*fx));
+    if (!fx)
+        return -1;
+    void *f = NULL;
+    if (fake_setup(&f) != 0)
+        return -1;
+    fx->f = f;
+    snprintf(fx->dir, sizeof(fx->dir), "/tmp/clr-test-channels-XXXXXX");
+    if (!mkdtemp(fx->dir))
+        return -1;
+    snprintf(fx->db, sizeof(fx->db), "%s/state.db", fx->dir);
+    snprintf(fx->log, sizeof(fx->log), "%s/audit.log", fx->dir);
+    clr_service *svc = &fx->svc;
+    svc->state_dir = fx->dir;
+    svc->docker_host = fx->f->sock;
+    pthread_mutex_init(&svc->pool_lock, NULL);
+    pthread_mutex_init(&svc->live_lock, NULL);
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_store_open(&svc->store, fx->db, &err) != 0) {
+        fprintf(stderr, "clr_store_open: %s\n", err.message);
+        return -1;
+    }
+    clr_audit_options o = CLR_AUDIT_OPTIONS_INIT;
+    o.path = fx->log;
+    if (clr_audit_open(&svc->audit, &o, &err) != 0) {
+        fprintf(stderr, "clr_audit_open: %s\n", err.message);
+        return -1;
+    }
+    clr_store_sandbox s;
+    test_row_init(&s, ID_A, "", CLR_STATE_RUNNING);
+    test_row_insert(svc->store, &s);
+    test_row_init(&s, ID_B, "", CLR_STATE_RUNNING);
+    test_row_insert(svc->store, &s);
+    fx->inspect_a = test_inspect_body(ID_A);
+    fx->inspect_b = test_inspect_body(ID_B);
+    fake_answer(fx->f, "GET " API "clearing-" ID_A, 200, fx->inspect_a);
+    fake_answer(fx->f, "GET " API "clearing-" ID_B, 200, fx->inspect_b);
+    /* An agent that serves no channel, unless a test says otherwise. */
+    fake_answer(fx->f, "POST " API, 500, "{\"message\":\"attach refused\"}");
+    fx->eng = fake_open(fx->f);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    while (svc->live) {
+        char id[CLR_SANDBOX_ID_MAX + 1];
+        snprintf(id, sizeof(id), "%s", svc->live->id);
+        svc_live_drop(svc, id);
+    }
+    clr_engine_free(fx->eng);
+    for (int i = 0; i < svc->pool_n; i++)
+        clr_engine_free(svc->pool[i]);
+    clr_audit_close(svc->audit);
+    clr_store_close(svc->store);
+    test_remove_flat_dir(fx->dir);
+    void *f = fx->f;
+    fake_teardown(&f);
+    free(fx->inspect_a);
+    free(fx->inspect_b);
+    free(fx);
+    return 0;
+}
+
+/* The sandbox handle of id, opened through the engine as the daemon opens it. */
+static clr_sandbox *open_sb(struct fixture *fx, const char *id)
+{
+    clr_sandbox *sb = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_sandbox_open_at(&sb, fx->eng, id, fx->dir, &err) < 0)
+        fail_msg("open %s: %s", id, err.message);
+    return sb;
+}
+
+/* The live state of id over a channel to a new agent (*agent). */
+static struct live_sb *live_with_agent(struct fixture *fx, const char *id,
+                                       struct test_agent **agent)
+{
+    clr_channel *ch = NULL;
+    *agent = test_agent_start(&ch, id);
+    struct live_sb *lv = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    if (svc_live_new(&fx->svc, fx->eng, id, open_sb(fx, id), ch, &lv, &err) != 0)
+        fail_msg("svc_live_new: %s", err.message);
+    assert_non_null(lv);
+    assert_ptr_equal(lv->ch, ch);
+    return lv;
+}
+
+static int refs(clr_service *svc, struct live_sb *lv)
+{
+    pthread_mutex_lock(&svc->live_lock);
+    int n = lv->refs;
+    pthread_mutex_unlock(&svc->live_lock);
+    return n;
+}
+
+static struct live_sb *registered(clr_service *svc, const char *id)
+{
+    pthread_mutex_lock(&svc->live_lock);
+    struct live_sb *lv = *svc_live_find_locked(svc, id);
+    pthread_mutex_unlock(&svc->live_lock);
+    return lv;
+}
+
+/* Waits (30 s at most) until the agent's thread saw its stream end. */
+static void await_agent_gone(struct test_agent *a)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 30;
+    if (pthread_timedjoin_np(a->thread, NULL, &ts) != 0)
+        fail_msg("the agent's stream did not end within 30 s");
+    close(a->fd);
+    pthread_mutex_destroy(&a->lock);
+    free(a);
+}
+
+static void test_registry(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    assert_null(registered(svc, ID_A));
+    struct test_agent *agent = NULL;
+    struct live_sb *lv = live_with_agent(fx, ID_A, &agent);
+    /* Registered, with the registry's reference and the caller's. */
+    assert_ptr_equal(registered(svc, ID_A), lv);
+    assert_null(registered(svc, ID_B));
+    assert_int_equal(refs(svc, lv), 2);
+    assert_string_equal(lv->id, ID_A);
+    assert_non_null(lv->egress);
+    assert_string_equal(clr_sandbox_get_info(lv->sb)->id, ID_A);
+    assert_true(clr_channel_alive(lv->ch));
+
+    /* Asked again: the same entry, no engine call (no inspect, no attach). */
+    size_t inspects = fake_count(fx->f, INSPECT_A);
+    struct live_sb *again = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(svc_live_get(svc, fx->eng, ID_A, &again, &err), 0);
+    assert_ptr_equal(again, lv);
+    assert_int_equal(refs(svc, lv), 3);
+    assert_int_equal(fake_count(fx->f, INSPECT_A), inspects);
+    assert_int_equal(fake_count(fx->f, "POST " API), 0);
+    svc_live_put(svc, again);
+    assert_int_equal(refs(svc, lv), 2);
+
+    /* A second open of the same sandbox (another request raced this one): the first entry is
+     * used, the second's channel closed. */
+    struct test_agent *agent2 = NULL;
+    clr_channel *ch2 = NULL;
+    agent2 = test_agent_start(&ch2, ID_A);
+    struct live_sb *other = NULL;
+    assert_int_equal(svc_live_new(svc, fx->eng, ID_A, open_sb(fx, ID_A), ch2, &other, &err), 0);
+    assert_ptr_equal(other, lv);
+    assert_int_equal(refs(svc, lv), 3);
+    await_agent_gone(agent2);
+    assert_true(clr_channel_alive(lv->ch));
+    svc_live_put(svc, other);
+
+    /* Dropped: gone from the registry; the caller's reference still holds it. */
+    svc_live_drop(svc, ID_A);
+    assert_null(registered(svc, ID_A));
+    assert_int_equal(refs(svc, lv), 1);
+    assert_true(clr_channel_alive(lv->ch));
+    /* The last reference closes the channel: the agent sees its stream end. */
+    svc_live_put(svc, lv);
+    await_agent_gone(agent);
+    /* Dropping what is not there, or putting nothing, is nothing. */
+    svc_live_drop(svc, ID_B);
+    svc_live_put(svc, NULL);
+    assert_null(svc->live);
+}
+
+static void test_get_through_the_engine(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    struct live_sb *lv = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(svc_live_get(svc, fx->eng, ID_A, &lv, &err), 0);
+    /* Opened: the container inspected, its stdio attached; the agent serves no channel, so
+     * commands go through docker exec (ch NULL), and the sandbox is registered all the same. */
+    assert_int_equal(fake_count(fx->f, INSPECT_A), 1);
+    assert_int_equal(fake_count(fx->f, ATTACH_A), 1);
+    assert_null(lv->ch);
+    assert_string_equal(clr_sandbox_get_info(lv->sb)->container_id, "c00000000000000e1");
+    assert_ptr_equal(registered(svc, ID_A), lv);
+    /* Again: no channel is not a channel that ended; no second attach. */
+    struct live_sb *again = NULL;
+    assert_int_equal(svc_live_get(svc, fx->eng, ID_A, &again, &err), 0);
+    assert_ptr_equal(again, lv);
+    assert_int_equal(fake_count(fx->f, INSPECT_A), 1);
+    assert_int_equal(fake_count(fx->f, ATTACH_A), 1);
+    svc_live_put(svc, again);
+    svc_live_put(svc, lv);
+
+    /* A sandbox the engine does not have: not found, nothing registered. */
+    fake_answer(fx->f, "GET " API "clearing-" ID_B, 404, "{\"message\":\"No such container\"}");
+    lv = NULL;
+    assert_int_equal(svc_live_get(svc, fx->eng, ID_B, &lv, &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    assert_string_equal(err.message, "no sandbox " ID_B);
+    assert_null(lv);
+    assert_null(registered(svc, ID_B));
+    /* The engine failing: its error, nothing registered. */
+    fake_answer(fx->f, "GET " API "clearing-" ID_B, 500, "{\"message\":\"engine is restarting\"}");
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(svc_live_get(svc, fx->eng, ID_B, &lv, &err), -1);
+    assert_int_equal(err.code, CLR_E_ENGINE);
+    assert_non_null(strstr(err.message, "engine is restarting"));
+    assert_null(registered(svc, ID_B));
+    /* Not an id: refused before the engine is asked. */
+    size_t calls = fake_count(fx->f, "GET " API);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(svc_live_get(svc, fx->eng, "sb-../../etc", &lv, &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    assert_int_equal(fake_count(fx->f, "GET " API), calls);
+    assert_null(registered(svc, "sb-../../etc"));
+}
+
+static void test_ended_channel_is_opened_again(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    struct test_agent *agent = NULL;
+    struct live_sb *lv = live_with_agent(fx, ID_A, &agent);
+    assert_true(clr_channel_alive(lv->ch));
+    /* The sandbox's stream ends (dockerd restarted, the sandbox stopped). */
+    test_agent_stop(agent);
+    for (int i = 0; i < 3000 && clr_channel_alive(lv->ch); i++)
+        usleep(10000);
+    assert_false(clr_channel_alive(lv->ch));
+    /* The next caller gets a new entry, opened through the engine; the old one is out of the
+     * registry and lives on only through the reference still held here. */
+    struct live_sb *fresh = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(svc_live_get(svc, fx->eng, ID_A, &fresh, &err), 0);
+    assert_ptr_not_equal(fresh, lv);
+    assert_ptr_equal(registered(svc, ID_A), fresh);
+    assert_int_equal(fake_count(fx->f, INSPECT_A), 2); /* once by open_sb, once now */
+    assert_int_equal(fake_count(fx->f, ATTACH_A), 1);
+    assert_int_equal(refs(svc, lv), 1);
+    svc_live_put(svc, lv);
+    svc_live_put(svc, fresh);
+}
+
+static void test_bad_stored_policy(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    clr_error err = CLR_ERROR_INIT;
+    /* A policy in the database that does not parse: no live state (every proxy connection of
+     * a sandbox without one would be decided by nothing), and the channel handed in closed. */
+    json_t *bad = json_pack("{s:i}", "allow", 5);
+    assert_int_equal(clr_store_sandbox_set_egress(svc->store, ID_A, bad, &err), 0);
+    json_decref(bad);
+    clr_channel *ch = NULL;
+    struct test_agent *agent = test_agent_start(&ch, ID_A);
+    struct live_sb *lv = NULL;
+    assert_int_equal(svc_live_new(svc, fx->eng, ID_A, open_sb(fx, ID_A), ch, &lv, &err), -1);
+    assert_int_equal(err.code, CLR_E_INTERNAL);
+    if (!strstr(err.message, "sandbox " ID_A ": egress: ") || !strstr(err.message, "egress.allow"))
+        fail_msg("message \"%s\" does not say the stored policy is bad", err.message);
+    assert_null(lv);
+    assert_null(registered(svc, ID_A));
+    await_agent_gone(agent);
+    /* Through svc_live_get: the same refusal. */
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(svc_live_get(svc, fx->eng, ID_A, &lv, &err), -1);
+    assert_int_equal(err.code, CLR_E_INTERNAL);
+    assert_null(registered(svc, ID_A));
+    /* Another sandbox (no policy) is unaffected: positive control. */
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(svc_live_get(svc, fx->eng, ID_B, &lv, &err), 0);
+    svc_live_put(svc, lv);
+}
+
+static json_t *exec_record(clr_service *svc, const char *exec_id)
+{
+    json_t *rec = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_store_exec_get(svc->store, exec_id, &rec, &err) != 0)
+        fail_msg("exec %s: %s", exec_id, err.message);
+    return rec;
+}
+
+static const char *exec_state(json_t *rec)
+{
+    return json_string_value(json_object_get(rec, "state"));
+}
+
+static void insert_exec(clr_service *svc, const char *exec_id, const char *id, uint32_t channel)
+{
+    clr_error err = CLR_ERROR_INIT;
+    json_t *req = json_pack("{s:[s]}", "argv", "true");
+    if (clr_store_exec_insert_on(svc->store, exec_id, id, channel, req, 1000, &err) != 0)
+        fail_msg("insert %s: %s", exec_id, err.message);
+    json_decref(req);
+}
+
+/* The audit log's text. */
+static char *audit_text(struct fixture *fx)
+{
+    FILE *fp = fopen(fx->log, "r");
+    assert_non_null(fp);
+    char *buf = calloc(1, 1 << 16);
+    assert_non_null(buf);
+    size_t n = fread(buf, 1, (1 << 16) - 1, fp);
+    buf[n] = '\0';
+    fclose(fp);
+    return buf;
+}
+
+/* The database refuses every change of exec records (as a full disk would). */
+static void break_exec_updates(struct fixture *fx)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(fx->db, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 30000); /* the daemon's own writes may hold the lock */
+    char *msg = NULL;
+    int rc = sqlite3_exec(db,
+                          "CREATE TRIGGER no_update BEFORE UPDATE ON execs "
+                          "BEGIN SELECT RAISE(FAIL, 'disk I/O error (test)'); END;",
+                          NULL, NULL, &msg);
+    if (rc != SQLITE_OK)
+        fail_msg("trigger: %s", msg ? msg : "?");
+    sqlite3_close(db);
+}
+
+static void test_replayed_result(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    insert_exec(svc, "ex-00000000000000a1", ID_A, 77);
+    insert_exec(svc, "ex-00000000000000a2", ID_A, 79);
+    json_t *rec = exec_record(svc, "ex-00000000000000a1");
+    assert_string_equal(exec_state(rec), CLR_EXEC_STATE_RUNNING);
+    json_decref(rec);
+    struct test_agent *agent = NULL;
+    struct live_sb *lv = live_with_agent(fx, ID_A, &agent);
+
+    /* The agent replays command 77's output and result (the daemon was away when it ended). */
+    test_agent_send(agent->fd, 77, CLR_FRAME_STDOUT, "replayed", 8);
+    test_agent_send_exited(agent->fd, 77, 3);
+    test_agent_await(agent, CLR_FRAME_ACK, 1);
+    assert_int_equal(test_agent_last(agent, CLR_FRAME_ACK), 77);
+    rec = exec_record(svc, "ex-00000000000000a1");
+    assert_string_equal(exec_state(rec), CLR_EXEC_STATE_DONE);
+    json_t *result = json_object_get(rec, "result");
+    assert_string_equal(json_string_value(json_object_get(result, "status")), "exited");
+    assert_int_equal(json_integer_value(json_object_get(result, "exit_code")), 3);
+    assert_string_equal(json_string_value(json_object_get(result, "stdout")), "replayed");
+    json_decref(rec);
+    assert_int_equal(atomic_load(&svc->channel_replayed), 1);
+    char *text = audit_text(fx);
+    if (!strstr(text, "\"exec_id\":\"ex-00000000000000a1\"") || !strstr(text, "\"replayed\":true"))
+        fail_msg("no replayed exec record in the audit log:\n%s", text);
+    free(text);
+    /* Another command's record is untouched. */
+    rec = exec_record(svc, "ex-00000000000000a2");
+    assert_string_equal(exec_state(rec), CLR_EXEC_STATE_RUNNING);
+    json_decref(rec);
+
+    /* A result without a record (the daemon never recorded it): acknowledged, nothing counted. */
+    test_agent_send_exited(agent->fd, 78, 0);
+    test_agent_await(agent, CLR_FRAME_ACK, 2);
+    assert_int_equal(test_agent_last(agent, CLR_FRAME_ACK), 78);
+    assert_int_equal(atomic_load(&svc->channel_replayed), 1);
+
+    /* The database failing: command 79's result is not acknowledged (the agent keeps it for
+     * the next attach); the ACK that follows is the next command's. */
+    break_exec_updates(fx);
+    test_agent_send_exited(agent->fd, 79, 4);
+    test_agent_send_exited(agent->fd, 80, 0);
+    test_agent_await(agent, CLR_FRAME_ACK, 3);
+    assert_int_equal(test_agent_last(agent, CLR_FRAME_ACK), 80);
+    assert_int_equal(test_agent_frames(agent, CLR_FRAME_ACK), 3);
+    rec = exec_record(svc, "ex-00000000000000a2");
+    assert_string_equal(exec_state(rec), CLR_EXEC_STATE_RUNNING);
+    json_decref(rec);
+    assert_int_equal(atomic_load(&svc->channel_replayed), 1);
+    svc_live_put(svc, lv);
+    svc_live_drop(svc, ID_A);
+    test_agent_stop(agent);
+}
+
+static void test_agent_channels_mark_lost(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    insert_exec(svc, "ex-00000000000000b1", ID_A, 5);
+    insert_exec(svc, "ex-00000000000000b2", ID_A, 6);
+    insert_exec(svc, "ex-00000000000000b3", ID_B, 6);
+    struct test_agent *agent = NULL;
+    struct live_sb *lv = live_with_agent(fx, ID_A, &agent);
+    /* The agent knows command 5 only: 6 of this sandbox is lost, the other sandbox's 6 not. */
+    uint32_t ids[] = {5};
+    test_agent_send_channels(agent->fd, ids, 1);
+    json_t *rec = NULL;
+    for (int i = 0; i < 3000; i++) {
+        rec = exec_record(svc, "ex-00000000000000b2");
+        if (strcmp(exec_state(rec), CLR_EXEC_STATE_RUNNING) != 0)
+            break;
+        json_decref(rec);
+        rec = NULL;
+        usleep(10000);
+    }
+    if (!rec)
+        fail_msg("the command the agent does not know is still running after 30 s");
+    assert_string_equal(exec_state(rec), CLR_EXEC_STATE_LOST);
+    json_decref(rec);
+    rec = exec_record(svc, "ex-00000000000000b1");
+    assert_string_equal(exec_state(rec), CLR_EXEC_STATE_RUNNING);
+    json_decref(rec);
+    rec = exec_record(svc, "ex-00000000000000b3");
+    assert_string_equal(exec_state(rec), CLR_EXEC_STATE_RUNNING);
+    json_decref(rec);
+    svc_live_put(svc, lv);
+    svc_live_drop(svc, ID_A);
+    test_agent_stop(agent);
+}
+
+static void test_proxy_without_policy_denied(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    struct test_agent *agent = NULL;
+    struct live_sb *lv = live_with_agent(fx, ID_A, &agent);
+    /* The sandbox's proxy asks for a connection; its sandbox has no policy: denied. */
+    static const char open[] = "C\0example.com\0" "443";
+    test_agent_send(agent->fd, 9, CLR_FRAME_NET_OPEN, open, sizeof(open) - 1);
+    test_agent_await(agent, CLR_FRAME_NET_DENY, 1);
+    assert_int_equal(test_agent_last(agent, CLR_FRAME_NET_DENY), 9);
+    pthread_mutex_lock(&agent->lock);
+    if (!strstr(agent->deny, "example.com:443 is not on the sandbox's allow-list"))
+        fail_msg("denied as \"%s\", not by the (empty) policy", agent->deny);
+    pthread_mutex_unlock(&agent->lock);
+    assert_int_equal(test_agent_frames(agent, CLR_FRAME_NET_ACCEPT), 0);
+    assert_int_equal(atomic_load(&svc->egress.denied), 1);
+    assert_int_equal(atomic_load(&svc->egress.allowed), 0);
+    svc_live_put(svc, lv);
+    svc_live_drop(svc, ID_A);
+    test_agent_stop(agent);
+}
+
+int main(void)
+{
+    /* As the daemon: a peer that went away is an error to handle, not a signal (the scripted
+     * engine writes to connections libcurl may have closed). */
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_registry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_get_through_the_engine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ended_channel_is_opened_again, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_stored_policy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replayed_result, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_agent_channels_mark_lost, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_proxy_without_policy_denied, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,875 @@
+/* lib/service/lifecycle.c against the scripted engine of fake_engine.h, with a state database,
+ * an audit log and workspaces (tmpfs mounts: as root, else the create tests are skipped) in a
+ * temporary directory: a create's way (the engine's checks, the container made and started,
+ * the row, the audit record, the answer; the pool asked first), what a create refuses before
+ * the engine is asked (fields, images, capacity, egress, repositories) and what it undoes when
+ * the engine, the database or the audit log fails; extend (only running sandboxes, never past
+ * max_lifetime); egress (only tightened); destroy (audited first, then marked, then removed now
+ * or queued; idempotent; nothing done when the audit log cannot be written). */
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "fake_engine.h"
+#include "service/channels.h"
+#include "service/lifecycle.h"
+#include "service/removal.h"
+#include "test_service_agent.h"
+#include "test_service_fixture.h"
+
+#define RUN_ID "sb-00000000000000c1"  /* running: expires 2000, at most 5000 */
+#define PLAN_ID "sb-00000000000000c2" /* a plan's */
+#define GONE_ID "sb-00000000000000c3" /* destroyed */
+#define LOST_ID "sb-00000000000000c4" /* lost */
+#define NO_ROW "sb-00000000000000ff"
+#define API "/v1.41/containers/"
+#define CREATE "POST " API "create"
+#define DELETE "DELETE " API "clearing-"
+
+static const char *const allowed[] = {"clearing/*", NULL};
+
+struct fixture {
+    struct fake *f;
+    char dir[64], db[128], log[128], moved[128];
+    clr_service svc;
+};
+
+static void add_row(clr_store *st, const char *id, const char *state, const char *reason)
+{
+    clr_store_sandbox s;
+    test_row_init(&s, id, "", CLR_STATE_RUNNING);
+    test_row_insert(st, &s);
+    if (strcmp(state, CLR_STATE_RUNNING) != 0) {
+        clr_error err = CLR_ERROR_INIT;
+        if (clr_store_sandbox_set_state(st, id, state, reason, 1500, &err) != 0)
+            fail_msg("set_state %s: %s", id, err.message);
+    }
+}
+
+static int setup(void **state)
+{
+    struct fixture *fx = calloc(1, sizeof(*fx));
+    if (!fx)
+        return -1;
+    void *f = NULL;
+    if (fake_setup(&f) != 0)
+        return -1;
+    fx->f = f;
+    snprintf(fx->dir, sizeof(fx->dir), "/tmp/clr-test-lifecycle-XXXXXX");
+    if (!mkdtemp(fx->dir))
+        return -1;
+    snprintf(fx->db, sizeof(fx->db), "%s/state.db", fx->dir);
+    snprintf(fx->log, sizeof(fx->log), "%s/audit.log", fx->dir);
+    snprintf(fx->moved, sizeof(fx->moved), "%s/audit.log.moved", fx->dir);
+    clr_service *svc = &fx->svc;
+    svc->cfg = (clr_service_config)CLR_SERVICE_CONFIG_INIT;
+    svc->cfg.allowed_images = allowed;
+    svc->cfg.max_sandboxes = 8;
+    svc->state_dir = fx->dir;
+    svc->docker_host = fx->f->sock;
+    svc->image = "clearing/default:latest";
+    snprintf(svc->owner, sizeof(svc->owner), "test-lifecycle");
+    pthread_mutex_init(&svc->pool_lock, NULL);
+    pthread_mutex_init(&svc->live_lock, NULL);
+    pthread_mutex_init(&svc->create_lock, NULL);
+    pthread_mutex_init(&svc->warm_lock, NULL);
+    pthread_cond_init(&svc->warm_cond, NULL);
+    pthread_mutex_init(&svc->rm_lock, NULL);
+    pthread_cond_init(&svc->rm_cond, NULL);
+    pthread_cond_init(&svc->rm_done, NULL);
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_store_open(&svc->store, fx->db, &err) != 0) {
+        fprintf(stderr, "clr_store_open: %s\n", err.message);
+        return -1;
+    }
+    clr_audit_options o = CLR_AUDIT_OPTIONS_INIT;
+    o.path = fx->log;
+    if (clr_audit_open(&svc->audit, &o, &err) != 0) {
+        fprintf(stderr, "clr_audit_open: %s\n", err.message);
+        return -1;
+    }
+    add_row(svc->store, RUN_ID, CLR_STATE_RUNNING, "");
+    add_row(svc->store, PLAN_ID, CLR_STATE_PLAN, "");
+    add_row(svc->store, GONE_ID, CLR_STATE_DESTROYED, "client");
+    add_row(svc->store, LOST_ID, CLR_STATE_LOST, "runtime died");
+    /* An engine with runsc and the image, which creates and starts containers and removes
+     * them, unless a test says otherwise. */
+    fake_answer(fx->f, "GET /v1.41/info", 200,
+                "{\"Runtimes\":{\"runsc\":{\"path\":\"/x/runsc\"}}}");
+    fake_answer(fx->f, "GET /v1.41/images/", 200, "{\"Config\":{}}");
+    fake_answer(fx->f, CREATE, 201, "{\"Id\":\"c0ffee\"}");
+    fake_answer(fx->f, "POST " API "c0ffee/start", 204, NULL);
+    fake_answer(fx->f, "GET " API "clearing-", 200,
+                "{\"State\":{\"Running\":true,\"Paused\":false}}");
+    fake_answer(fx->f, "DELETE " API, 204, NULL);
+    fake_answer(fx->f, "POST " API "c0ffee/attach", 500, "{\"message\":\"attach refused\"}");
+    *state = fx;
+    return 0;
+}
+
+/* Unmounts what a failed test left mounted under <dir>/workspaces. */
+static void unmount_workspaces(const char *dir)
+{
+    char p[256];
+    snprintf(p, sizeof(p), "%s/workspaces", dir);
+    DIR *d = opendir(p);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char w[512];
+        snprintf(w, sizeof(w), "%s/%s", p, e->d_name);
+        umount2(w, MNT_DETACH);
+    }
+    closedir(d);
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    if (svc->rm_started)
+        svc_removals_drain(svc);
+    while (svc->live) {
+        char id[CLR_SANDBOX_ID_MAX + 1];
+        snprintf(id, sizeof(id), "%s", svc->live->id);
+        svc_live_drop(svc, id);
+    }
+    for (int i = 0; i < svc->pool_n; i++)
+        clr_engine_free(svc->pool[i]);
+    clr_audit_close(svc->audit);
+    clr_store_close(svc->store);
+    unmount_workspaces(fx->dir);
+    char cmd[160];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->dir);
+    if (strncmp(fx->dir, "/tmp/clr-test-lifecycle-", 24) == 0 && system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", fx->dir);
+    void *f = fx->f;
+    fake_teardown(&f);
+    free(fx);
+    return 0;
+}
+
+/* ---- helpers ---- */
+
+static json_t *req_of(const char *text)
+{
+    json_error_t je;
+    json_t *j = json_loads(text, 0, &je);
+    if (!j)
+        fail_msg("bad test request %s: %s", text, je.text);
+    return j;
+}
+
+static const char *str(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    if (!s)
+        fail_msg("no string \"%s\"", key);
+    return s;
+}
+
+static char *audit_text(struct fixture *fx)
+{
+    FILE *fp = fopen(fx->log, "r");
+    assert_non_null(fp);
+    char *buf = calloc(1, 1 << 16);
+    assert_non_null(buf);
+    size_t n = fread(buf, 1, (1 << 16) - 1, fp);
+    buf[n] = '\0';
+    fclose(fp);
+    return buf;
+}
+
+static void expect_audit(struct fixture *fx, const char *what)
+{
+    char *text = audit_text(fx);
+    if (!strstr(text, what))
+        fail_msg("the audit log does not hold %s:\n%s", what, text);
+    free(text);
+}
+
+static void break_audit(struct fixture *fx)
+{
+    assert_int_equal(rename(fx->log, fx->moved), 0);
+    assert_int_equal(mkdir(fx->log, 0700), 0);
+}
+
+static void mend_audit(struct fixture *fx)
+{
+    assert_int_equal(rmdir(fx->log), 0);
+    assert_int_equal(rename(fx->moved, fx->log), 0);
+}
+
+/* The database refuses this statement on a table (as a full disk would). */
+static void break_table(struct fixture *fx, const char *when, const char *table)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(fx->db, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 30000);
+    char sql[256], *msg = NULL;
+    snprintf(sql, sizeof(sql),
+             "CREATE TRIGGER broken_%s_%s BEFORE %s ON %s "
+             "BEGIN SELECT RAISE(FAIL, 'disk I/O error (test)'); END;",
+             when, table, when, table);
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("trigger: %s", msg ? msg : "?");
+    sqlite3_close(db);
+}
+
+static void row_of(clr_service *svc, const char *id, clr_store_sandbox *row)
+{
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_store_sandbox_get(svc->store, id, row, &err) != 0)
+        fail_msg("row %s: %s", id, err.message);
+}
+
+static void expect_state(clr_service *svc, const char *id, const char *state, const char *reason)
+{
+    clr_store_sandbox row;
+    row_of(svc, id, &row);
+    assert_string_equal(row.info.state, state);
+    assert_string_equal(row.destroy_reason, reason);
+    clr_store_sandbox_clear(&row);
+}
+
+static int row_count(clr_service *svc)
+{
+    clr_store_sandbox *v = NULL;
+    size_t n = 0;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_store_sandbox_list(svc->store, NULL, &v, &n, &err) != 0)
+        fail_msg("list: %s", err.message);
+    for (size_t i = 0; i < n; i++)
+        clr_store_sandbox_clear(&v[i]);
+    free(v);
+    return (int)n;
+}
+
+static bool ws_mounted(struct fixture *fx, const char *id)
+{
+    char p[256], parent[256];
+    snprintf(p, sizeof(p), "%s/workspaces/%s", fx->dir, id);
+    snprintf(parent, sizeof(parent), "%s/workspaces", fx->dir);
+    struct stat a, b;
+    return stat(p, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
+}
+
+static bool ws_exists(struct fixture *fx, const char *id)
+{
+    char p[256];
+    snprintf(p, sizeof(p), "%s/workspaces/%s", fx->dir, id);
+    struct stat a;
+    return stat(p, &a) == 0;
+}
+
+static size_t count_with(struct fake *f, const char *prefix, const char *id)
+{
+    char p[256];
+    snprintf(p, sizeof(p), "%s%s", prefix, id);
+    return fake_count(f, p);
+}
+
+/* Creates are made on tmpfs workspaces: root only. */
+static bool can_mount(void)
+{
+    if (geteuid() == 0)
+        return true;
+    fprintf(stderr, "not root: workspaces cannot be mounted, create tests skipped\n");
+    return false;
+}
+
+static json_t *create_ok(clr_service *svc, const char *text, const char *tenant)
+{
+    json_t *req = req_of(text);
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_service_create(svc, req, tenant, "alice", &out, &err) != 0)
+        fail_msg("create %s: %s", text, err.message);
+    json_decref(req);
+    assert_non_null(out);
+    return out;
+}
+
+static void create_fails(clr_service *svc, const char *text, clr_error_code code,
+                         const char *says)
+{
+    json_t *req = req_of(text);
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_create(svc, req, NULL, "alice", &out, &err), -1);
+    if (err.code != code || !strstr(err.message, says))
+        fail_msg("create %s: code %d \"%s\", expected %d saying \"%s\"", text, err.code,
+                 err.message, code, says);
+    assert_null(out);
+    json_decref(req);
+}
+
+/* ---- create ---- */
+
+static void test_create_and_destroy(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    if (!can_mount())
+        skip();
+    svc->cfg.pool_size = 1; /* asked first: empty, so a miss */
+    json_t *out = create_ok(svc, "{\"metadata\":{\"team\":\"red\"},\"env\":{\"K\":\"v\"}}", NULL);
+    const char *id = str(out, "id");
+    assert_true(clr_sandbox_id_valid(id));
+    assert_string_equal(str(out, "state"), CLR_STATE_RUNNING);
+    assert_string_equal(str(out, "tenant"), CLR_TENANT_DEFAULT);
+    assert_string_equal(str(out, "image"), "clearing/default:latest");
+    assert_string_equal(str(out, "runtime"), "runsc");
+    json_int_t created = json_integer_value(json_object_get(out, "created_at"));
+    assert_int_equal(json_integer_value(json_object_get(out, "expires_at")),
+                     created + svc->cfg.limits.lifetime_s);
+    assert_int_equal(json_integer_value(json_object_get(out, "idle_timeout")), 300);
+    /* Extensions reach max_lifetime from its creation at most (never past its labels). */
+    json_int_t max = json_integer_value(json_object_get(out, "max_expires_at"));
+    assert_true(max <= created + (json_int_t)svc->cfg.max_lifetime_s);
+    assert_true(max >= created + (json_int_t)svc->cfg.max_lifetime_s - 1);
+    assert_string_equal(str(json_object_get(out, "metadata"), "team"), "red");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(out, "env"), 0)), "K");
+    /* The engine: runtimes, image, the container made and started. */
+    assert_int_equal(fake_count(fx->f, "GET /v1.41/info"), 1);
+    assert_int_equal(fake_count(fx->f, "GET /v1.41/images/clearing/default:latest/json"), 1);
+    assert_int_equal(count_with(fx->f, CREATE "?name=clearing-", id), 1);
+    assert_int_equal(fake_count(fx->f, "POST " API "c0ffee/start"), 1);
+    assert_int_equal(fake_count(fx->f, "DELETE "), 0);
+    assert_true(ws_mounted(fx, id));
+    /* The row: running, with the request's metadata and environment. */
+    clr_store_sandbox row;
+    row_of(svc, id, &row);
+    assert_string_equal(row.info.state, CLR_STATE_RUNNING);
+    assert_string_equal(row.info.container_id, "c0ffee");
+    assert_string_equal(json_string_value(json_array_get(row.env, 0)), "K=v");
+    assert_string_equal(json_string_value(json_object_get(row.metadata, "team")), "red");
+    assert_int_equal(row.idle_timeout_s, 300);
+    clr_store_sandbox_clear(&row);
+    /* Audited, counted; the pool was asked and had none; the handle went back. */
+    expect_audit(fx, "\"action\":\"sandbox.create\"");
+    expect_audit(fx, "\"tenant\":\"default\"");
+    assert_int_equal(atomic_load(&svc->created), 1);
+    assert_int_equal(atomic_load(&svc->h_create.n), 1);
+    assert_int_equal(atomic_load(&svc->warm_misses), 1);
+    assert_int_equal(atomic_load(&svc->create_failed), 0);
+    assert_int_equal(svc->pool_n, 1);
+
+    /* Destroyed: audited, marked, removed now (no remover thread), counted. */
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_destroy(svc, id, "client", "alice", &err), 0);
+    expect_state(svc, id, CLR_STATE_DESTROYED, "client");
+    expect_audit(fx, "\"action\":\"sandbox.destroy\"");
+    assert_int_equal(count_with(fx->f, DELETE, id), 1);
+    assert_false(ws_exists(fx, id));
+    assert_int_equal(atomic_load(&svc->destroyed_client), 1);
+    assert_int_equal(atomic_load(&svc->h_destroy.n), 1);
+    /* Again: nothing to do, nothing done. */
+    assert_int_equal(clr_service_destroy(svc, id, "client", "alice", &err), 0);
+    assert_int_equal(count_with(fx->f, DELETE, id), 1);
+    assert_int_equal(atomic_load(&svc->destroyed_client), 1);
+    json_decref(out);
+}
+
+static void test_create_refused_before_the_engine(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    static const char *const roots[] = {"/nonexistent-root", NULL};
+    svc->cfg.repo_roots = roots;
+    create_fails(svc, "{\"user\":\"root\"}", CLR_E_INVALID, "user");
+    create_fails(svc, "{\"image\":\"evil/miner:latest\"}", CLR_E_DENIED, "is not allowed");
+    create_fails(svc, "{\"egress\":{\"allow\":5}}", CLR_E_INVALID, "egress.allow");
+    create_fails(svc, "{\"repo\":{\"path\":\"/etc\"}}", CLR_E_DENIED, "");
+    /* At capacity: the running row and the plan's are live. */
+    svc->cfg.max_sandboxes = 2;
+    create_fails(svc, "{}", CLR_E_LIMIT, "at capacity: 2 sandboxes are live (max_sandboxes 2)");
+    /* None reached the engine, none made a row; each refusal is audited. */
+    assert_int_equal(fake_count(fx->f, "GET /version"), 0);
+    assert_int_equal(row_count(svc), 4);
+    char *text = audit_text(fx);
+    size_t n = 0;
+    for (const char *p = text; (p = strstr(p, "\"action\":\"sandbox.create\"")); p++)
+        n++;
+    assert_int_equal(n, 5);
+    free(text);
+    assert_int_equal(atomic_load(&svc->created), 0);
+}
+
+static void test_create_engine_fails(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    if (!can_mount())
+        skip();
+    /* runsc not registered: refused, counted, and the engine handle is not kept. */
+    fake_answer(fx->f, "GET /v1.41/info", 200, "{\"Runtimes\":{\"runc\":{}}}");
+    create_fails(svc, "{}", CLR_E_UNAVAILABLE, "'runsc' is not registered");
+    assert_int_equal(atomic_load(&svc->create_failed), 1);
+    assert_int_equal(svc->pool_n, 0);
+    assert_int_equal(fake_count(fx->f, CREATE), 0);
+    assert_int_equal(row_count(svc), 4);
+    /* The engine cannot be reached at all. */
+    char missing[128];
+    snprintf(missing, sizeof(missing), "%s/no-such.sock", fx->f->dir);
+    svc->docker_host = missing;
+    create_fails(svc, "{}", CLR_E_UNAVAILABLE, "no-such.sock");
+    assert_int_equal(atomic_load(&svc->create_failed), 2);
+    assert_int_equal(row_count(svc), 4);
+    assert_int_equal(atomic_load(&svc->created), 0);
+}
+
+static void test_create_unaudited_is_undone(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    if (!can_mount())
+        skip();
+    break_audit(fx);
+    create_fails(svc, "{}", CLR_E_UNAVAILABLE, "audit");
+    /* It was made, recorded, then removed and its row marked: it must not run unaudited. */
+    assert_int_equal(fake_count(fx->f, CREATE), 1);
+    assert_int_equal(fake_count(fx->f, "DELETE " API "clearing-sb-"), 1);
+    assert_int_equal(row_count(svc), 5);
+    clr_store_sandbox *v = NULL;
+    size_t n = 0;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_list(svc->store, CLR_STATE_DESTROYED, &v, &n, &err), 0);
+    bool found = false;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i].destroy_reason, "unaudited") == 0) {
+            found = true;
+            assert_false(ws_exists(fx, v[i].info.id));
+        }
+        clr_store_sandbox_clear(&v[i]);
+    }
+    free(v);
+    assert_true(found);
+    assert_int_equal(atomic_load(&svc->created), 0);
+    mend_audit(fx);
+}
+
+static void test_create_unrecorded_is_undone(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    if (!can_mount())
+        skip();
+    break_table(fx, "INSERT", "sandboxes");
+    create_fails(svc, "{}", CLR_E_INTERNAL, "insert sandbox: disk I/O error (test)");
+    /* Made, not recorded: removed, no row. */
+    assert_int_equal(fake_count(fx->f, CREATE), 1);
+    assert_int_equal(fake_count(fx->f, "DELETE " API "clearing-sb-"), 1);
+    assert_int_equal(row_count(svc), 4);
+    assert_int_equal(atomic_load(&svc->created), 0);
+    expect_audit(fx, "\"outcome\":\"error\"");
+}
+
+static void test_create_with_egress(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    if (!can_mount())
+        skip();
+    svc->cfg.pool_size = 1;
+    json_t *out = create_ok(svc, "{\"egress\":{\"allow\":[\"example.com:443\"]}}", "acme");
+    const char *id = str(out, "id");
+    assert_string_equal(str(out, "tenant"), "acme");
+    json_t *eg = json_object_get(out, "egress");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(eg, "allow"), 0)),
+                        "example.com:443");
+    /* Stored with the sandbox, and its commands find the proxy. */
+    json_t *stored = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_get_egress(svc->store, id, &stored, &err), 0);
+    assert_true(json_equal(stored, eg));
+    json_decref(stored);
+    clr_store_sandbox row;
+    row_of(svc, id, &row);
+    bool proxy = false;
+    size_t i;
+    json_t *e;
+    json_array_foreach(row.env, i, e) {
+        proxy |= strncmp(json_string_value(e), "HTTPS_PROXY=", 12) == 0;
+    }
+    assert_true(proxy);
+    assert_string_equal(row.info.tenant, "acme");
+    clr_store_sandbox_clear(&row);
+    expect_audit(fx, "\"egress\":{\"allow\":[\"example.com:443\"]");
+    /* The proxy inside listens once a host attached: the sandbox was opened at once (the
+     * scripted engine's container has no labels of this id, so it goes no further). */
+    assert_int_equal(count_with(fx->f, "GET " API "clearing-", id), 1);
+    /* Another tenant's create does not come from the pool, even with one configured. */
+    assert_int_equal(atomic_load(&svc->warm_misses), 0);
+    json_decref(out);
+}
+
+static void test_create_from_an_admitted_repo(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    if (!can_mount())
+        skip();
+    if (system("git --version >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "no git: the repository test is skipped\n");
+        skip();
+    }
+    /* A repository under the operator's repo_roots, one commit with one file. */
+    char roots_dir[128], repo[160], cmd[1024];
+    snprintf(roots_dir, sizeof(roots_dir), "%s/repos", fx->dir);
+    snprintf(repo, sizeof(repo), "%s/r", roots_dir);
+    snprintf(cmd, sizeof(cmd),
+             "git init -q '%s' && echo hello > '%s/README' && git -C '%s' add README && "
+             "git -C '%s' -c user.name=t -c user.email=t@example.invalid commit -q -m init",
+             repo, repo, repo, repo);
+    assert_int_equal(system(cmd), 0);
+    const char *roots[] = {roots_dir, NULL};
+    svc->cfg.repo_roots = roots;
+    svc->cfg.pool_size = 1;
+    char text[256];
+    snprintf(text, sizeof(text), "{\"repo\":{\"path\":\"%s\"}}", repo);
+    json_t *out = create_ok(svc, text, NULL);
+    const char *id = str(out, "id");
+    /* Its own branch in the repository (the branch lives in the container's labels, not the
+     * row), the commit's files in its workspace. */
+    snprintf(cmd, sizeof(cmd),
+             "git -C '%s' rev-parse -q --verify refs/heads/clearing/%s >/dev/null", repo, id);
+    assert_int_equal(system(cmd), 0);
+    char file[256];
+    snprintf(file, sizeof(file), "%s/workspaces/%s/README", fx->dir, id);
+    FILE *fp = fopen(file, "r");
+    assert_non_null(fp);
+    char line[16] = "";
+    assert_non_null(fgets(line, sizeof(line), fp));
+    fclose(fp);
+    assert_string_equal(line, "hello\n");
+    /* A repository requested is not a pooled sandbox's default profile. */
+    assert_int_equal(atomic_load(&svc->warm_misses), 0);
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_destroy(svc, id, "client", "alice", &err), 0);
+    json_decref(out);
+    svc->cfg.repo_roots = NULL;
+}
+
+/* ---- extend ---- */
+
+static void test_extend(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    json_t *req = req_of("{\"by\":\"10m\"}");
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_extend(svc, RUN_ID, req, &out, &err), 0);
+    assert_int_equal(json_integer_value(json_object_get(out, "expires_at")), 2600);
+    json_decref(out);
+    clr_store_sandbox row;
+    row_of(svc, RUN_ID, &row);
+    assert_int_equal(row.info.expires_at, 2600);
+    clr_store_sandbox_clear(&row);
+    json_decref(req);
+
+    /* Past max_expires_at (5000): refused, saying how much is left. */
+    req = req_of("{\"by\":\"1h\"}");
+    out = NULL;
+    assert_int_equal(clr_service_extend(svc, RUN_ID, req, &out, &err), -1);
+    assert_int_equal(err.code, CLR_E_LIMIT);
+    assert_string_equal(err.message, "sandbox " RUN_ID " cannot live past 5000 (max_lifetime "
+                                     "from creation); it may be extended by at most 2400 s");
+    assert_null(out);
+    row_of(svc, RUN_ID, &row);
+    assert_int_equal(row.info.expires_at, 2600);
+    clr_store_sandbox_clear(&row);
+    /* Exactly to the bound: allowed. */
+    json_decref(req);
+    req = req_of("{\"by\":\"40m\"}");
+    assert_int_equal(clr_service_extend(svc, RUN_ID, req, &out, &err), 0);
+    assert_int_equal(json_integer_value(json_object_get(out, "expires_at")), 5000);
+    json_decref(out);
+    /* And not a second past it. */
+    json_t *one = req_of("{\"by\":\"1s\"}");
+    err = (clr_error)CLR_ERROR_INIT;
+    out = NULL;
+    assert_int_equal(clr_service_extend(svc, RUN_ID, one, &out, &err), -1);
+    assert_int_equal(err.code, CLR_E_LIMIT);
+    assert_non_null(strstr(err.message, "it may be extended by at most 0 s"));
+    assert_null(out);
+    json_decref(one);
+
+    /* Not running, not there, not an id, not a duration. */
+    static const struct {
+        const char *id;
+        clr_error_code code;
+        const char *says;
+    } cases[] = {
+        {GONE_ID, CLR_E_CONFLICT, "sandbox " GONE_ID " is destroyed, not running"},
+        {LOST_ID, CLR_E_CONFLICT, "sandbox " LOST_ID " is lost, not running"},
+        {PLAN_ID, CLR_E_CONFLICT, "belongs to a running plan"},
+        {NO_ROW, CLR_E_NOT_FOUND, NO_ROW},
+        {"nope", CLR_E_INVALID, "nope"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        err = (clr_error)CLR_ERROR_INIT;
+        out = NULL;
+        assert_int_equal(clr_service_extend(svc, cases[i].id, req, &out, &err), -1);
+        if (err.code != cases[i].code || !strstr(err.message, cases[i].says))
+            fail_msg("extend %s: code %d \"%s\"", cases[i].id, err.code, err.message);
+        assert_null(out);
+    }
+    json_decref(req);
+    req = req_of("{\"by\":\"soon\"}");
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_extend(svc, RUN_ID, req, &out, &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    json_decref(req);
+    /* The database failing: the error, the expiry unchanged. */
+    add_row(svc->store, "sb-00000000000000c6", CLR_STATE_RUNNING, "");
+    break_table(fx, "UPDATE", "sandboxes");
+    req = req_of("{\"by\":\"1s\"}");
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_extend(svc, "sb-00000000000000c6", req, &out, &err), -1);
+    assert_non_null(strstr(err.message, "disk I/O error (test)"));
+    json_decref(req);
+}
+
+/* ---- egress ---- */
+
+static void test_egress_only_tightened(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    clr_error err = CLR_ERROR_INIT;
+    json_t *have = req_of("{\"allow\":[\"example.com:443\",\"*.example.invalid\"]}");
+    assert_int_equal(clr_store_sandbox_set_egress(svc->store, RUN_ID, have, &err), 0);
+    json_decref(have);
+    /* The sandbox is live, its proxy's connections decided by the policy it has now. */
+    char *body = test_inspect_body(RUN_ID);
+    fake_answer(fx->f, "GET " API "clearing-" RUN_ID, 200, body);
+    clr_engine *eng = fake_open(fx->f);
+    clr_sandbox *sb = NULL;
+    assert_int_equal(clr_sandbox_open_at(&sb, eng, RUN_ID, fx->dir, &err), 0);
+    clr_channel *ch = NULL;
+    struct test_agent *agent = test_agent_start(&ch, RUN_ID);
+    struct live_sb *lv = NULL;
+    assert_int_equal(svc_live_new(svc, eng, RUN_ID, sb, ch, &lv, &err), 0);
+    svc_live_put(svc, lv);
+    clr_engine_free(eng);
+    /* Tighter: stored, audited, answered with the sandbox. */
+    json_t *req = req_of("{\"allow\":[\"example.com:443\"]}");
+    json_t *out = NULL;
+    assert_int_equal(clr_service_egress(svc, RUN_ID, req, "alice", &out, &err), 0);
+    assert_string_equal(str(out, "id"), RUN_ID);
+    json_decref(out);
+    json_t *stored = NULL;
+    assert_int_equal(clr_store_sandbox_get_egress(svc->store, RUN_ID, &stored, &err), 0);
+    assert_int_equal(json_array_size(json_object_get(stored, "allow")), 1);
+    json_decref(stored);
+    expect_audit(fx, "\"action\":\"sandbox.egress\"");
+    json_decref(req);
+    /* The live sandbox's proxy follows at once: a name the old policy allowed is denied. */
+    static const char open[] = "C\0www.example.invalid\0" "443";
+    test_agent_send(agent->fd, 3, CLR_FRAME_NET_OPEN, open, sizeof(open) - 1);
+    test_agent_await(agent, CLR_FRAME_NET_DENY, 1);
+    assert_int_equal(test_agent_last(agent, CLR_FRAME_NET_DENY), 3);
+    pthread_mutex_lock(&agent->lock);
+    if (!strstr(agent->deny, "not on the sandbox's allow-list"))
+        fail_msg("denied as \"%s\", not by the new policy", agent->deny);
+    pthread_mutex_unlock(&agent->lock);
+    assert_int_equal(atomic_load(&svc->egress.denied), 1);
+    assert_int_equal(atomic_load(&svc->egress.allowed), 0);
+    svc_live_drop(svc, RUN_ID);
+    test_agent_stop(agent);
+    free(body);
+
+    /* Wider than what it has now: denied, the stored policy unchanged, the refusal audited. */
+    req = req_of("{\"allow\":[\"example.com:443\",\"evil.example.net\"]}");
+    out = NULL;
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_egress(svc, RUN_ID, req, "alice", &out, &err), -1);
+    assert_int_equal(err.code, CLR_E_DENIED);
+    assert_non_null(strstr(err.message, "can only be tightened"));
+    assert_null(out);
+    assert_int_equal(clr_store_sandbox_get_egress(svc->store, RUN_ID, &stored, &err), 0);
+    assert_int_equal(json_array_size(json_object_get(stored, "allow")), 1);
+    json_decref(stored);
+    expect_audit(fx, "\"outcome\":\"refused\"");
+    expect_audit(fx, "\"code\":\"denied\"");
+    json_decref(req);
+
+    /* Not a policy; not a running sandbox. */
+    req = req_of("{\"allow\":\"everything\"}");
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_egress(svc, RUN_ID, req, "alice", &out, &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    json_decref(req);
+    req = req_of("{\"allow\":[]}");
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_egress(svc, GONE_ID, req, "alice", &out, &err), -1);
+    assert_int_equal(err.code, CLR_E_CONFLICT);
+    /* A sandbox with no policy allows nothing: nothing is tighter than that but nothing. */
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_egress(svc, LOST_ID, req, "alice", &out, &err), -1);
+    assert_int_equal(err.code, CLR_E_CONFLICT);
+    json_decref(req);
+
+    /* The audit log failing: the change is refused as a whole answer (fail closed). */
+    break_audit(fx);
+    req = req_of("{\"allow\":[]}");
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_egress(svc, RUN_ID, req, "alice", &out, &err), -1);
+    assert_non_null(strstr(err.message, "audit"));
+    json_decref(req);
+    mend_audit(fx);
+}
+
+/* ---- destroy ---- */
+
+static void test_destroy_refusals(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_destroy(svc, "sb-../x", "client", "alice", &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_destroy(svc, NO_ROW, "client", "alice", &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    /* A plan's sandbox goes with its plan. */
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_destroy(svc, PLAN_ID, "client", "alice", &err), -1);
+    assert_int_equal(err.code, CLR_E_CONFLICT);
+    assert_non_null(strstr(err.message, "belongs to a running plan"));
+    expect_state(svc, PLAN_ID, CLR_STATE_PLAN, "");
+    /* Each refusal is audited. */
+    expect_audit(fx, "\"sandbox\":\"" PLAN_ID "\"");
+    assert_int_equal(fake_count(fx->f, "DELETE "), 0);
+
+    /* The audit log cannot be written: nothing is destroyed (fail closed). */
+    break_audit(fx);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_destroy(svc, RUN_ID, "client", "alice", &err), -1);
+    assert_non_null(strstr(err.message, "audit"));
+    expect_state(svc, RUN_ID, CLR_STATE_RUNNING, "");
+    assert_int_equal(fake_count(fx->f, "DELETE "), 0);
+    assert_int_equal(atomic_load(&svc->destroyed_client), 0);
+    mend_audit(fx);
+
+    /* The database cannot mark it: recorded, but not destroyed; the failure follows. */
+    break_table(fx, "UPDATE", "sandboxes");
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_destroy(svc, RUN_ID, "client", "alice", &err), -1);
+    assert_non_null(strstr(err.message, "disk I/O error (test)"));
+    assert_int_equal(fake_count(fx->f, "DELETE "), 0);
+    expect_audit(fx, "\"outcome\":\"error\"");
+    assert_int_equal(atomic_load(&svc->destroyed_client), 0);
+}
+
+static void test_destroy_reasons_and_removal(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    clr_error err = CLR_ERROR_INIT;
+    /* A lost sandbox's remains go with its destroy; counted by reason. */
+    assert_int_equal(clr_service_destroy(svc, LOST_ID, "idle", "reaper", &err), 0);
+    expect_state(svc, LOST_ID, CLR_STATE_DESTROYED, "idle");
+    assert_int_equal(count_with(fx->f, DELETE, LOST_ID), 1);
+    assert_int_equal(atomic_load(&svc->destroyed_idle), 1);
+    /* An already destroyed one: nothing (idempotent). */
+    assert_int_equal(clr_service_destroy(svc, GONE_ID, "client", "alice", &err), 0);
+    assert_int_equal(count_with(fx->f, DELETE, GONE_ID), 0);
+    /* The engine refuses the removal: the destroy stands (the sandbox is gone for its
+     * callers; the reaper's reconcile removes the container). */
+    fake_answer(fx->f, DELETE RUN_ID, 500, "{\"message\":\"engine is restarting\"}");
+    assert_int_equal(clr_service_destroy(svc, RUN_ID, "expired", "reaper", &err), 0);
+    expect_state(svc, RUN_ID, CLR_STATE_DESTROYED, "expired");
+    assert_int_equal(count_with(fx->f, DELETE, RUN_ID), 1);
+    assert_int_equal(atomic_load(&svc->destroyed_expired), 1);
+    assert_int_equal(atomic_load(&svc->removal_failures), 1);
+    assert_int_equal(atomic_load(&svc->destroyed_client), 0);
+
+    /* With the remover thread: queued, the caller waits only if it asks to. */
+    add_row(svc->store, "sb-00000000000000c5", CLR_STATE_RUNNING, "");
+    svc->rm_started = true;
+    assert_int_equal(pthread_create(&svc->rm_thread, NULL, svc_remover_main, svc), 0);
+    assert_int_equal(clr_service_destroy(svc, "sb-00000000000000c5", "client", "alice", &err), 0);
+    expect_state(svc, "sb-00000000000000c5", CLR_STATE_DESTROYED, "client");
+    assert_int_equal(clr_service_await_removal(svc, "sb-00000000000000c5", 60000, &err), 0);
+    assert_int_equal(count_with(fx->f, DELETE, "sb-00000000000000c5"), 1);
+    assert_int_equal(atomic_load(&svc->destroyed_client), 1);
+}
+
+static void test_destroy_drops_the_live_channel(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    /* The sandbox is live (opened by an earlier command). */
+    char *body = NULL;
+    {
+        clr_sandbox_info info;
+        memset(&info, 0, sizeof(info));
+        snprintf(info.id, sizeof(info.id), RUN_ID);
+        snprintf(info.image, sizeof(info.image), "clearing/default:latest");
+        snprintf(info.runtime, sizeof(info.runtime), "runsc");
+        info.created_at = 1000;
+        info.expires_at = 2000;
+        info.max_expires_at = 5000;
+        info.limits = (clr_limits)CLR_LIMITS_INIT;
+        json_t *j = json_pack("{s:s, s:{s:o}, s:{s:s, s:b, s:b}}", "Id", "c0ffee", "Config",
+                              "Labels", clr_sandbox_labels(&info), "State", "Status", "running",
+                              "Running", 1, "Paused", 0);
+        body = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+    }
+    fake_answer(fx->f, "GET " API "clearing-" RUN_ID, 200, body);
+    clr_engine *eng = fake_open(fx->f);
+    struct live_sb *lv = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(svc_live_get(svc, eng, RUN_ID, &lv, &err), 0);
+    svc_live_put(svc, lv);
+    assert_non_null(svc->live);
+    assert_int_equal(clr_service_destroy(svc, RUN_ID, "client", "alice", &err), 0);
+    /* Gone from the registry: no command reaches it through a channel any more. */
+    assert_null(svc->live);
+    clr_engine_free(eng);
+    free(body);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN); /* as the daemon: a peer that went away is an error, not a signal */
+    /* The agent is bind-mounted into containers the scripted engine never starts: any
+     * executable passes the create's check. */
+    setenv("CLEARING_AGENT", "/bin/true", 1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_create_and_destroy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_refused_before_the_engine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_engine_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_unaudited_is_undone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_unrecorded_is_undone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_with_egress, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_from_an_admitted_repo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_extend, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_egress_only_tightened, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_destroy_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_destroy_reasons_and_removal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_destroy_drops_the_live_channel, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
