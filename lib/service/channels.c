@@ -36,6 +36,12 @@ static int live_on_result(void *ctx, clr_channel *ch, uint32_t chan_id,
     (void)ch;
     struct live_sb *lv = ctx;
     clr_service *svc = lv->svc;
+    char why[256];
+    if (!clr_audit_writable(svc->audit, why, sizeof(why))) {
+        /* Fail closed: not acknowledged, so the agent keeps it until it can be recorded. */
+        clr_log(CLR_LOG_WARN, "exec.replay_unaudited", "id", lv->id, "error", why, NULL);
+        return -1;
+    }
     json_t *result = clr_exec_result_to_json(r);
     char exec_id[64] = "";
     clr_error err = CLR_ERROR_INIT;

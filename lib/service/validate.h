@@ -6,6 +6,7 @@
 #define CLR_SERVICE_VALIDATE_H
 
 #include "clearing/cleanup.h"
+#include "clearing/plan.h"
 #include "service_int.h"
 
 /* The parts of a command request shared by execs and background processes. */

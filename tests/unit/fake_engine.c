@@ -46,9 +46,9 @@ static void reply(int fd, int status, const char *body)
                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu"
                      "\r\n\r\n",
                      status, reason(status), n);
-    if (write(fd, head, (size_t)h) != h)
+    if (send(fd, head, (size_t)h, MSG_NOSIGNAL) != h)
         return;
-    if (n && status != 204 && status != 304 && status != 101 && write(fd, body, n) != (ssize_t)n)
+    if (n && status != 204 && status != 304 && status != 101 && send(fd, body, n, MSG_NOSIGNAL) != (ssize_t)n)
         return;
 }
 
@@ -121,7 +121,7 @@ static void *serve_conn(void *arg)
             char b[256];
             ssize_t r;
             while ((r = read(c->fd, b, sizeof(b))) > 0)
-                if (write(c->fd, b, (size_t)r) != r)
+                if (send(c->fd, b, (size_t)r, MSG_NOSIGNAL) != r)
                     break;
             break;
         }

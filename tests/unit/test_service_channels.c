@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -433,6 +434,57 @@ static void test_replayed_result(void **state)
     test_agent_stop(agent);
 }
 
+/* The audit log cannot be written: a replayed result is neither stored nor acknowledged (the
+ * agent keeps it), so it is never completed unrecorded; once the log is back, the next replay
+ * of it is stored, recorded and acknowledged. */
+static void test_replay_unaudited(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    insert_exec(svc, "ex-00000000000000a3", ID_A, 81);
+    struct test_agent *agent = NULL;
+    struct live_sb *lv = live_with_agent(fx, ID_A, &agent);
+    char moved[sizeof(fx->log) + 8];
+    snprintf(moved, sizeof(moved), "%s.moved", fx->log);
+    assert_int_equal(rename(fx->log, moved), 0);
+    assert_int_equal(mkdir(fx->log, 0700), 0);
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_audit_append(svc->audit, "test", NULL, "probe", "ok", NULL, &err), -1);
+
+    test_agent_send_exited(agent->fd, 81, 5);
+    /* The log back (an append succeeds, which clears the failure it remembers); then a result
+     * without a record: its ACK shows that 81, before it, was read and passed over. */
+    assert_int_equal(rmdir(fx->log), 0);
+    assert_int_equal(rename(moved, fx->log), 0);
+    err = (clr_error)CLR_ERROR_INIT;
+    if (clr_audit_append(svc->audit, "test", NULL, "probe", "ok", NULL, &err) != 0)
+        fail_msg("append: %s", err.message);
+    test_agent_send_exited(agent->fd, 90, 0);
+    test_agent_await(agent, CLR_FRAME_ACK, 1);
+    assert_int_equal(test_agent_frames(agent, CLR_FRAME_ACK), 1);
+    assert_int_equal(test_agent_last(agent, CLR_FRAME_ACK), 90);
+    json_t *rec = exec_record(svc, "ex-00000000000000a3");
+    assert_string_equal(exec_state(rec), CLR_EXEC_STATE_RUNNING);
+    json_decref(rec);
+    assert_int_equal(atomic_load(&svc->channel_replayed), 0);
+
+    /* Replayed again (the next attach): completed and recorded. */
+    test_agent_send_exited(agent->fd, 81, 5);
+    test_agent_await(agent, CLR_FRAME_ACK, 2);
+    assert_int_equal(test_agent_last(agent, CLR_FRAME_ACK), 81);
+    rec = exec_record(svc, "ex-00000000000000a3");
+    assert_string_equal(exec_state(rec), CLR_EXEC_STATE_DONE);
+    json_decref(rec);
+    assert_int_equal(atomic_load(&svc->channel_replayed), 1);
+    char *text = audit_text(fx);
+    if (!strstr(text, "\"exec_id\":\"ex-00000000000000a3\""))
+        fail_msg("no replayed exec record in the audit log:\n%s", text);
+    free(text);
+    svc_live_put(svc, lv);
+    svc_live_drop(svc, ID_A);
+    test_agent_stop(agent);
+}
+
 static void test_agent_channels_mark_lost(void **state)
 {
     struct fixture *fx = *state;
@@ -503,6 +555,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ended_channel_is_opened_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_stored_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replayed_result, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replay_unaudited, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_channels_mark_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_proxy_without_policy_denied, setup, teardown),
     };
