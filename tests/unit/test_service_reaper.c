@@ -101,8 +101,9 @@ static void test_reap_expired_and_idle(void **state)
     test_env_set_state(e, ID_H, CLR_STATE_LOST, "oom");
     test_env_set_state(e, ID_I, CLR_STATE_DESTROYED, "client");
     clr_error err = CLR_ERROR_INIT;
-    assert_int_equal(clr_store_exec_insert(svc->store, "ex-c1", ID_C, json_object(), now, &err),
-                     0);
+    json_t *req = json_object();
+    assert_int_equal(clr_store_exec_insert(svc->store, "ex-c1", ID_C, req, now, &err), 0);
+    json_decref(req);
     struct live_sb *held = hold_live(svc, ID_F);
     test_env_make_workspace(e, ID_A);
     test_env_make_workspace(e, ID_D);
