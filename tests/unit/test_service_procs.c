@@ -304,7 +304,7 @@ static void test_process_that_ends(void **state)
     assert_string_equal(str(g, "state"), "exited");
     assert_true(json_integer_value(json_object_get(g, "finished_at")) >= started);
     json_decref(g);
-    /* Its end counts as the sandbox's activity (the idle reaper reads it). */
+    /* Its start and end count as the sandbox's activity (the idle reaper reads it). */
     clr_store_sandbox row;
     assert_int_equal(clr_store_sandbox_get(svc->store, ID_A, &row, &err), 0);
     assert_true(row.last_active_at >= t0);
@@ -397,9 +397,16 @@ static void test_process_that_runs(void **state)
     /* It holds its sandbox (the idle reaper leaves it); another sandbox is not held. */
     assert_true(clr_service_sandbox_busy(svc, ID_A));
     assert_false(clr_service_sandbox_busy(svc, ID_B));
+    /* Its start counted as activity; set that back, to see its end count too. */
+    int64_t t0 = (int64_t)time(NULL);
+    clr_store_sandbox row;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_get(svc->store, ID_A, &row, &err), 0);
+    assert_true(row.last_active_at > 1000);
+    clr_store_sandbox_clear(&row);
+    assert_int_equal(clr_store_sandbox_touch(svc->store, ID_A, 1000, &err), 0);
 
     /* Stdin, then its end; after the end, no more. */
-    clr_error err = CLR_ERROR_INIT;
     json_t *in = json_pack("{s:s, s:s}", "data", "abc", "data_base64", "ZGVm");
     assert_int_equal(clr_service_proc_stdin(svc, ID_A, id, in, &err), -1);
     assert_int_equal(err.code, CLR_E_INVALID);
@@ -448,6 +455,19 @@ static void test_process_that_runs(void **state)
     assert_true(json_is_object(json_object_get(o, "result")));
     json_decref(o);
     assert_false(clr_service_sandbox_busy(svc, ID_A));
+    /* Its end is the sandbox's latest activity (the idle reaper counts from there). The row is
+     * touched just after the state turns to exited: wait for it (60 s at most). */
+    for (int i = 0; i < 6000; i++) {
+        assert_int_equal(clr_store_sandbox_get(svc->store, ID_A, &row, &err), 0);
+        int64_t last = row.last_active_at;
+        clr_store_sandbox_clear(&row);
+        if (last >= t0)
+            break;
+        usleep(10000);
+    }
+    assert_int_equal(clr_store_sandbox_get(svc->store, ID_A, &row, &err), 0);
+    assert_true(row.last_active_at >= t0);
+    clr_store_sandbox_clear(&row);
 }
 
 static void test_limit_per_sandbox(void **state)
