@@ -455,6 +455,37 @@ static void test_recover_fails_closed(void **state)
     test_env_expect_row(e, ID_C, CLR_STATE_RUNNING, "");
 }
 
+/* A plan's sandbox left by a daemon that died mid-plan is destroyed only with its record: while
+ * the audit log refuses, it stays as it was (no state change, its container not removed) and the
+ * next start tries again. */
+static void test_recover_plan_needs_its_record(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    int64_t now = (int64_t)time(NULL);
+    test_env_row(e, ID_C, now + 36000, now, 0);
+    test_env_set_state(e, ID_C, CLR_STATE_PLAN, "");
+    const struct test_container c[] = {{ID_C, TEST_OWNER, "running"}};
+    test_env_containers(e, c, 1);
+    test_env_make_workspace(e, ID_C);
+    test_env_break_audit(e, true);
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(svc_recover(svc, &err), 0);
+    test_env_expect_row(e, ID_C, CLR_STATE_PLAN, "");
+    assert_int_equal(fake_count(e->f, DELETE(ID_C)), 0);
+    assert_true(test_env_workspace_exists(e, ID_C));
+    test_env_break_audit(e, false);
+    assert_int_equal(test_env_audit_count(e, "sandbox.destroy", ID_C, NULL, NULL), 0);
+
+    /* The next start, with the log back: recorded, destroyed, its container removed. */
+    assert_int_equal(svc_recover(svc, &err), 0);
+    test_env_expect_row(e, ID_C, CLR_STATE_DESTROYED, "plan-interrupted");
+    assert_int_equal(test_env_audit_count(e, "sandbox.destroy", ID_C, "recovery",
+                                          "plan-interrupted"), 1);
+    assert_int_equal(fake_count(e->f, DELETE(ID_C)), 1);
+    assert_false(test_env_workspace_exists(e, ID_C));
+}
+
 /* The reaper thread: its passes destroy what expired and, every tenth pass (or every
  * reconcile_interval_ms), mark lost what vanished; it ends when the daemon stops. */
 static void run_reaper_until_done(struct test_env *e)
@@ -538,6 +569,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_recover_adopts_into_empty_database, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_recover_fails_closed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recover_plan_needs_its_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reaper_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reaper_thread_reconcile_interval, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reaper_thread_stops, setup, teardown),
