@@ -238,6 +238,25 @@ static void test_survivor_is_not_lost(void **state)
     assert_int_equal(test_env_audit_count(e, "sandbox.lost", ID_A, NULL, NULL), 0);
 }
 
+/* The engine cannot list its containers: the reconcile after a connect fails (B, which has no
+ * container, is not judged by it), and the events are judged all the same. */
+static void test_events_without_reconcile(void **state)
+{
+    struct fixture *fx = *state;
+    struct test_env *e = fx->e;
+    running_rows(e);
+    fake_answer(e->f, TEST_LIST, 500, "{\"message\":\"engine is starting\"}");
+    test_env_inspect(e, ID_A, false, true);
+    fake_answer(e->f, EVENTS, 200, QUIET);
+    fake_answer_n(e->f, EVENTS, 200, EVENT("oom", ID_A, TEST_OWNER), 1);
+    start_watcher(fx);
+    await_row(e, ID_A, CLR_STATE_LOST, "oom");
+    stop_watcher(fx);
+    assert_true(fake_count(e->f, TEST_LIST) >= 1);
+    test_env_expect_row(e, ID_B, CLR_STATE_RUNNING, "");
+    assert_int_equal(atomic_load(&e->svc.lost), 1);
+}
+
 /* The engine refuses the stream: the watcher tries again (backing off) until the daemon stops,
  * and the stop ends it while it waits; nothing changes meanwhile. A stream that is not events is
  * a broken stream, not a crash. */
@@ -278,6 +297,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_events_become_row_changes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inspect_failure_is_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_survivor_is_not_lost, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events_without_reconcile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnects_until_stopped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stopped_before_start, setup, teardown),
     };

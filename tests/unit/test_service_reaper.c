@@ -37,6 +37,7 @@
 #define ID_G "sb-00000000000000a7"
 #define ID_H "sb-00000000000000a8"
 #define ID_I "sb-00000000000000a9"
+#define ID_J "sb-00000000000000b0"
 #define DELETE(id) "DELETE " TEST_API "clearing-" id
 
 static int setup(void **state)
@@ -316,10 +317,12 @@ static void test_recover(void **state)
         {ID_E, TEST_OWNER, "running"},      {ID_F, TEST_OWNER, "exited"},
         {ID_G, TEST_OWNER, "running"},      /* no row: an orphan */
         {ID_H, "another-daemon", "running"}, /* not ours */
+        {ID_J, TEST_OWNER, "exited"},       /* an orphan the engine will not remove */
     };
     test_env_containers(e, c, sizeof(c) / sizeof(c[0]));
     test_env_inspect(e, ID_A, true, false);
     fake_answer(e->f, DELETE(ID_E), 500, "{\"message\":\"engine is busy\"}");
+    fake_answer(e->f, DELETE(ID_J), 500, "{\"message\":\"engine is busy\"}");
     /* Commands: one of A (its agent cannot be attached: its record becomes lost), one of the
      * destroyed D (no sandbox runs it: lost), one of A's that is done already (kept). */
     json_t *req = json_object();
@@ -366,8 +369,12 @@ static void test_recover(void **state)
     assert_int_equal(clr_store_sandbox_get(svc->store, ID_G, &row, &err), -1);
     /* The workspace of a sandbox whose removal the daemon's death cut. */
     assert_false(test_env_workspace_exists(e, ID_I));
-    /* D was removed, A and H never were. */
-    assert_int_equal(fake_count(e->f, "DELETE "), 3);
+    /* The orphan the engine would not remove: recorded, tried once, not counted (left to gc
+     * and the next start). */
+    assert_int_equal(test_env_audit_count(e, "sandbox.destroy", ID_J, "recovery", "orphan"), 1);
+    assert_int_equal(fake_count(e->f, DELETE(ID_J)), 1);
+    /* D and G were removed, E and J tried; A, F and H never were. */
+    assert_int_equal(fake_count(e->f, "DELETE "), 4);
     assert_int_equal(atomic_load(&svc->removed), 1);
     /* The commands: A's running one lost, D's lost, A's finished one as it was. */
     const char *want[][2] = {{"ex-a1", CLR_EXEC_STATE_LOST},
@@ -536,6 +543,41 @@ static void test_reaper_thread_reconcile_interval(void **state)
     run_reaper_until_done(e);
 }
 
+/* The engine cannot list its containers: each reconcile pass fails (and changes nothing), the
+ * reaper's own passes go on. */
+static void test_reaper_thread_reconcile_fails(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    int64_t now = (int64_t)time(NULL);
+    test_env_row(e, ID_A, now - 10, now, 0);
+    test_env_row(e, ID_B, now + 36000, now, 0); /* no container: lost, were the engine asked */
+    fake_answer(e->f, TEST_LIST, 500, "{\"message\":\"engine is starting\"}");
+    svc->cfg.reaper_interval_ms = 5;
+    svc->cfg.reconcile_interval_ms = 1;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, svc_reaper_main, svc), 0);
+    bool done = false;
+    for (int i = 0; i < 6000 && !done; i++) {
+        clr_store_sandbox a;
+        clr_error err = CLR_ERROR_INIT;
+        assert_int_equal(clr_store_sandbox_get(svc->store, ID_A, &a, &err), 0);
+        done = strcmp(a.info.state, CLR_STATE_DESTROYED) == 0 && fake_count(e->f, TEST_LIST) >= 2;
+        clr_store_sandbox_clear(&a);
+        if (!done)
+            usleep(10000);
+    }
+    pthread_mutex_lock(&svc->reaper_lock);
+    svc->stopping = true;
+    pthread_cond_broadcast(&svc->reaper_cond);
+    pthread_mutex_unlock(&svc->reaper_lock);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_true(done);
+    test_env_expect_row(e, ID_A, CLR_STATE_DESTROYED, "expired");
+    test_env_expect_row(e, ID_B, CLR_STATE_RUNNING, "");
+    assert_int_equal(atomic_load(&svc->lost), 0);
+}
+
 /* Stopping before the first pass: the thread ends without touching anything. */
 static void test_reaper_thread_stops(void **state)
 {
@@ -572,6 +614,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_recover_plan_needs_its_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reaper_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reaper_thread_reconcile_interval, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reaper_thread_reconcile_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reaper_thread_stops, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
