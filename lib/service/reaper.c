@@ -305,6 +305,19 @@ static void recover_plans(clr_service *svc)
     }
     for (size_t i = 0; i < n; i++) {
         const char *id = rows[i].info.id;
+        /* Recorded before it is marked (and so before its container is removed below); without
+         * a record it stays as it was, left to the next start. */
+        json_t *d = json_pack("{s:s, s:s, s:s}", "reason", "plan-interrupted", "branch",
+                              rows[i].info.branch, "tenant",
+                              svc_tenant_or_default(rows[i].info.tenant));
+        int arc = clr_audit_append(svc->audit, "recovery", id, "sandbox.destroy", "ok", d, &lerr);
+        json_decref(d);
+        if (arc < 0) {
+            clr_log(CLR_LOG_ERROR, "audit.write_failed", "id", id, "action", "sandbox.destroy",
+                    "error", lerr.message, "detail", "the plan's sandbox is kept until the next "
+                    "start", NULL);
+            continue;
+        }
         if (clr_store_sandbox_set_state(svc->store, id, CLR_STATE_DESTROYED, "plan-interrupted",
                                         svc_now_s(), &lerr) < 0) {
             clr_log(CLR_LOG_WARN, "recover.plan_failed", "id", id, "error", lerr.message, NULL);
@@ -312,12 +325,6 @@ static void recover_plans(clr_service *svc)
         }
         clr_log(CLR_LOG_WARN, "recover.plan_interrupted", "id", id, "branch",
                 rows[i].info.branch, NULL);
-        json_t *d = json_pack("{s:s, s:s, s:s}", "reason", "plan-interrupted", "branch",
-                              rows[i].info.branch, "tenant",
-                              svc_tenant_or_default(rows[i].info.tenant));
-        if (clr_audit_append(svc->audit, "recovery", id, "sandbox.destroy", "ok", d, &lerr) < 0)
-            clr_log(CLR_LOG_ERROR, "audit.write_failed", "error", lerr.message, NULL);
-        json_decref(d);
     }
     for (size_t i = 0; i < n; i++)
         clr_store_sandbox_clear(&rows[i]);

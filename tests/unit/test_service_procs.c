@@ -1,0 +1,556 @@
+/* lib/service/procs.c against the scripted engine of fake_engine.h, a state database and an
+ * audit log in a temporary directory: what a background process's start refuses before it
+ * reaches the engine (not an id, unknown fields, no row, a sandbox not running, the audit log
+ * unwritable, the per-sandbox limit), what it records (the request redacted, the audit record
+ * naming the process id, the sandbox's activity), the table's bookkeeping (list, get, output
+ * offsets, busy), and what a process that has exited refuses (stdin, signals) next to one that
+ * runs.
+ *
+ * The scripted engine cannot speak the agent's protocol (its streams echo, and its answers are
+ * text): a process whose exec stream echoes ends at once (the echoed request is not a frame of
+ * the engine's multiplexing), and one whose exec start is answered 200 with no body runs until
+ * it is killed (its stream stays open, silent). So the output ring (ring_append, offsets past
+ * what was kept) is not reached here; the integration suites run real processes. The limit of
+ * 256 processes in all is not reached either (the limit per sandbox, 16, is): each running
+ * process holds a connection of its own, and the scripted engine answers 32 requests, so each
+ * process here gets an engine of its own. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "fake_engine.h"
+#include "service/procs.h"
+#include "test_service_env.h"
+
+#define ID_A "sb-00000000000000c1"
+#define ID_B "sb-00000000000000c2"
+#define ID_L "sb-00000000000000c3"
+#define NO_ROW "sb-00000000000000cf"
+#define MISSING "pr-0000000000000000"
+#define N_ENGINES 18
+
+struct fixture {
+    struct test_env *e;
+    struct fake *engines[N_ENGINES]; /* one per running process */
+    size_t n_engines;
+};
+
+static int setup(void **state)
+{
+    struct fixture *fx = calloc(1, sizeof(*fx));
+    if (!fx || test_env_setup(&fx->e, "clr-test-procs") != 0)
+        return -1;
+    int64_t now = (int64_t)time(NULL);
+    test_env_row(fx->e, ID_A, now + 36000, 1000, 0);
+    test_env_row(fx->e, ID_B, now + 36000, 1000, 0);
+    test_env_row(fx->e, ID_L, now + 36000, 1000, 0);
+    test_env_set_state(fx->e, ID_L, CLR_STATE_LOST, "oom");
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    /* The processes end first (their streams close), then the engines they used. */
+    svc_procs_stop(&fx->e->svc);
+    clr_service *svc = &fx->e->svc;
+    for (int i = 0; i < svc->pool_n; i++)
+        clr_engine_free(svc->pool[i]);
+    svc->pool_n = 0;
+    test_env_teardown(fx->e);
+    for (size_t i = 0; i < fx->n_engines; i++) {
+        void *f = fx->engines[i];
+        fake_teardown(&f);
+    }
+    free(fx);
+    return 0;
+}
+
+/* Scripts engine f for processes of sandbox id: the container's inspect, the exec's create,
+ * and its start: a stream that echoes (the process ends at once) or one that stays open and
+ * silent (it runs until killed); the exec's look at whether the sandbox still runs says yes. */
+static void script_engine(struct test_env *e, struct fake *f, const char *id, bool runs)
+{
+    clr_sandbox_info info;
+    test_env_info(&info, id, TEST_OWNER);
+    char cid[80], match[160];
+    snprintf(cid, sizeof(cid), "cid-%s", id);
+    json_t *j = json_pack("{s:s, s:{s:s, s:b, s:b, s:b}, s:{s:o}}", "Id", cid, "State",
+                          "Status", "running", "Running", 1, "Paused", 0, "OOMKilled", 0,
+                          "Config", "Labels", clr_sandbox_labels(&info));
+    snprintf(match, sizeof(match), "GET " TEST_API "clearing-%s/json", id);
+    fake_answer(f, test_env_keep(e, strdup(match)), 200,
+                test_env_keep(e, json_dumps(j, JSON_COMPACT)));
+    json_decref(j);
+    fake_answer(f, "GET " TEST_API "cid-", 200, "{\"State\":{\"Running\":true}}");
+    fake_answer(f, "POST " TEST_API "cid-", 201, "{\"Id\":\"exec-1\"}");
+    snprintf(match, sizeof(match), "POST " TEST_API "%s/kill", cid);
+    fake_answer(f, test_env_keep(e, strdup(match)), 204, NULL); /* the exec's backstop */
+    fake_answer(f, "POST /v1.41/exec/exec-1/start", runs ? 200 : 101, runs ? "" : NULL);
+}
+
+/* Points the service at a new engine of its own for the next process. */
+static struct fake *own_engine(struct fixture *fx, const char *id)
+{
+    assert_true(fx->n_engines < N_ENGINES);
+    void *f = NULL;
+    assert_int_equal(fake_setup(&f), 0);
+    fx->engines[fx->n_engines++] = f;
+    script_engine(fx->e, f, id, true);
+    fx->e->svc.docker_host = ((struct fake *)f)->sock;
+    return f;
+}
+
+static json_t *start(clr_service *svc, const char *id, const char *json)
+{
+    json_t *req = json_loads(json, 0, NULL);
+    assert_non_null(req);
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_service_proc_start(svc, id, req, "alice", &out, &err) != 0)
+        fail_msg("start %s: %s", json, err.message);
+    json_decref(req);
+    assert_non_null(out);
+    return out;
+}
+
+static void expect_refused(clr_service *svc, const char *id, const char *json,
+                           clr_error_code code, const char *says)
+{
+    json_t *req = json_loads(json, 0, NULL);
+    assert_non_null(req);
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_start(svc, id, req, "alice", &out, &err), -1);
+    json_decref(req);
+    assert_null(out);
+    if (err.code != code || !strstr(err.message, says))
+        fail_msg("start %s on %s: code %d \"%s\", expected %d saying \"%s\"", json, id,
+                 (int)err.code, err.message, (int)code, says);
+}
+
+static const char *str(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    if (!s)
+        fail_msg("no string \"%s\"", key);
+    return s;
+}
+
+static size_t listed(clr_service *svc, const char *id)
+{
+    json_t *l = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_list(svc, id, &l, &err), 0);
+    size_t n = json_array_size(json_object_get(l, "processes"));
+    json_decref(l);
+    return n;
+}
+
+static int audit_process_records(struct test_env *e, const char *action, const char *outcome)
+{
+    FILE *fp = fopen(e->log, "r");
+    assert_non_null(fp);
+    int n = 0;
+    char line[8192];
+    while (fgets(line, sizeof(line), fp)) {
+        json_t *r = json_loads(line, 0, NULL);
+        const char *a = json_string_value(json_object_get(r, "action"));
+        const char *o = json_string_value(json_object_get(r, "outcome"));
+        n += a && o && strcmp(a, action) == 0 && strcmp(o, outcome) == 0;
+        json_decref(r);
+    }
+    fclose(fp);
+    return n;
+}
+
+static void test_start_refused(void **state)
+{
+    struct fixture *fx = *state;
+    struct test_env *e = fx->e;
+    clr_service *svc = &e->svc;
+    script_engine(e, e->f, ID_A, false);
+    expect_refused(svc, "sb-../etc", "{\"argv\":[\"true\"]}", CLR_E_INVALID,
+                   "is not a sandbox id");
+    expect_refused(svc, ID_A, "{\"argv\":[\"true\"],\"timeout\":5}", CLR_E_INVALID, "timeout");
+    expect_refused(svc, ID_A, "{\"cwd\":\"/\"}", CLR_E_INVALID, "exactly one of argv or shell");
+    expect_refused(svc, ID_A, "{\"argv\":[\"true\"],\"shell\":\"true\"}", CLR_E_INVALID,
+                   "exactly one of argv or shell");
+    expect_refused(svc, NO_ROW, "{\"argv\":[\"true\"]}", CLR_E_NOT_FOUND, "no sandbox");
+    expect_refused(svc, ID_L, "{\"argv\":[\"true\"]}", CLR_E_CONFLICT, "it is lost (oom)");
+    /* None of them reached the engine or the log. */
+    assert_int_equal(fake_count(e->f, "POST "), 0);
+    assert_int_equal(fake_count(e->f, "GET "), 0);
+    assert_int_equal(audit_process_records(e, "process.start", "ok"), 0);
+
+    /* Not recorded, not run: the audit log refuses, the engine is not asked. */
+    test_env_break_audit(e, true);
+    json_t *req = json_pack("{s:[s]}", "argv", "true");
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_start(svc, ID_A, req, "alice", &out, &err), -1);
+    assert_non_null(strstr(err.message, "audit log"));
+    assert_int_equal(fake_count(e->f, "POST "), 0);
+    test_env_break_audit(e, false);
+
+    /* The engine refuses the exec: recorded as started, then as failed; nothing listed, and
+     * the engine's connection is not kept. */
+    fake_answer(e->f, "POST " TEST_API "cid-", 404, "{\"message\":\"No such container\"}");
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_start(svc, ID_A, req, "alice", &out, &err), -1);
+    json_decref(req);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    assert_non_null(strstr(err.message, "sandbox " ID_A " does not exist"));
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-"), 1);
+    assert_int_equal(fake_count(e->f, "POST /v1.41/exec/"), 0);
+    assert_int_equal(audit_process_records(e, "process.start", "ok"), 1);
+    assert_int_equal(audit_process_records(e, "process.start", "error"), 1);
+    assert_int_equal(listed(svc, ID_A), 0);
+    assert_int_equal(svc->pool_n, 0);
+    assert_false(clr_service_sandbox_busy(svc, ID_A));
+}
+
+/* Polls (60 s at most) until the process has exited; its output answer. */
+static json_t *await_exit(clr_service *svc, const char *id, const char *pid)
+{
+    for (int i = 0; i < 600; i++) {
+        json_t *o = NULL;
+        clr_error err = CLR_ERROR_INIT;
+        if (clr_service_proc_output(svc, id, pid, 0, 0, 100, &o, &err) != 0)
+            fail_msg("output %s: %s", pid, err.message);
+        if (strcmp(str(o, "state"), "exited") == 0)
+            return o;
+        json_decref(o);
+    }
+    fail_msg("process %s still runs after 60 s", pid);
+    return NULL;
+}
+
+static void test_process_that_ends(void **state)
+{
+    struct fixture *fx = *state;
+    struct test_env *e = fx->e;
+    clr_service *svc = &e->svc;
+    script_engine(e, e->f, ID_A, false);
+    int64_t t0 = (int64_t)time(NULL);
+    json_t *p = start(svc, ID_A,
+                      "{\"argv\":[\"cat\"],\"env\":{\"TOKEN\":\"s3cret\"},\"stdin\":\"hello\"}");
+    int64_t t1 = (int64_t)time(NULL);
+    /* Its id, its sandbox, the request without the secret or the stdin. */
+    const char *pid = str(p, "id");
+    assert_int_equal(strlen(pid), 19);
+    assert_memory_equal(pid, "pr-", 3);
+    assert_int_equal(strspn(pid + 3, "0123456789abcdef"), 16);
+    char id[32];
+    snprintf(id, sizeof(id), "%s", pid);
+    assert_string_equal(str(p, "sandbox_id"), ID_A);
+    json_t *r = json_object_get(p, "request");
+    assert_string_equal(str(json_object_get(r, "env"), "TOKEN"), "(redacted)");
+    assert_null(json_object_get(r, "stdin"));
+    assert_string_equal(json_string_value(json_array_get(json_object_get(r, "argv"), 0)), "cat");
+    json_int_t started = json_integer_value(json_object_get(p, "started_at"));
+    assert_true(started >= t0 && started <= t1);
+    json_decref(p);
+    /* Recorded before it ran, naming the id it got, without the secret. */
+    assert_int_equal(audit_process_records(e, "process.start", "ok"), 1);
+    FILE *fp = fopen(e->log, "r");
+    char log[16384];
+    size_t n = fread(log, 1, sizeof(log) - 1, fp);
+    fclose(fp);
+    log[n] = '\0';
+    char want[64];
+    snprintf(want, sizeof(want), "\"process_id\":\"%s\"", id);
+    assert_non_null(strstr(log, want));
+    assert_null(strstr(log, "s3cret"));
+    /* The engine ran the agent's exec mode as root in the sandbox's container. */
+    json_t *body = fake_body_of(e->f, "POST " TEST_API "cid-" ID_A "/exec");
+    assert_non_null(body);
+    assert_string_equal(str(body, "User"), "0:0");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(body, "Cmd"), 1)),
+                        "exec");
+    json_decref(body);
+
+    json_t *o = await_exit(svc, ID_A, id);
+    assert_string_equal(str(o, "id"), id);
+    /* Its figures only: the output is in the ring, which holds nothing here. */
+    json_t *res = json_object_get(o, "result");
+    assert_true(json_is_object(res));
+    assert_non_null(json_object_get(res, "status"));
+    assert_null(json_object_get(res, "stdout"));
+    json_t *out = json_object_get(o, "stdout");
+    assert_int_equal(json_integer_value(json_object_get(out, "next_offset")), 0);
+    assert_int_equal(json_integer_value(json_object_get(out, "dropped")), 0);
+    assert_string_equal(str(out, "data"), "");
+    json_decref(o);
+
+    /* The table: it is listed under its sandbox only, with its end. */
+    assert_int_equal(listed(svc, ID_A), 1);
+    assert_int_equal(listed(svc, ID_B), 0);
+    json_t *g = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_get(svc, ID_A, id, &g, &err), 0);
+    assert_string_equal(str(g, "state"), "exited");
+    assert_true(json_integer_value(json_object_get(g, "finished_at")) >= started);
+    json_decref(g);
+    /* Its start and end count as the sandbox's activity (the idle reaper reads it). */
+    clr_store_sandbox row;
+    assert_int_equal(clr_store_sandbox_get(svc->store, ID_A, &row, &err), 0);
+    assert_true(row.last_active_at >= t0);
+    clr_store_sandbox_clear(&row);
+    assert_false(clr_service_sandbox_busy(svc, ID_A));
+
+    /* An exited process takes no stdin and no signal; nothing is recorded for them. */
+    json_t *in = json_pack("{s:s}", "data", "more");
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_stdin(svc, ID_A, id, in, &err), -1);
+    assert_int_equal(err.code, CLR_E_CONFLICT);
+    assert_non_null(strstr(err.message, "has exited"));
+    json_t *sig = json_pack("{s:s}", "signal", "TERM");
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_signal(svc, ID_A, id, sig, "alice", &err), -1);
+    assert_int_equal(err.code, CLR_E_CONFLICT);
+    assert_int_equal(audit_process_records(e, "process.signal", "ok"), 0);
+
+    /* Unknown ids: in this sandbox, or a process of another sandbox. */
+    const char *sandboxes[] = {ID_A, ID_B};
+    const char *pids[] = {MISSING, id};
+    for (size_t i = 0; i < 2; i++) {
+        const char *sb = sandboxes[i], *pr = pids[i];
+        err = (clr_error)CLR_ERROR_INIT;
+        json_t *x = NULL;
+        assert_int_equal(clr_service_proc_get(svc, sb, pr, &x, &err), -1);
+        assert_int_equal(err.code, CLR_E_NOT_FOUND);
+        assert_non_null(strstr(err.message, "no process"));
+        err = (clr_error)CLR_ERROR_INIT;
+        assert_int_equal(clr_service_proc_output(svc, sb, pr, 0, 0, 0, &x, &err), -1);
+        assert_int_equal(err.code, CLR_E_NOT_FOUND);
+        err = (clr_error)CLR_ERROR_INIT;
+        assert_int_equal(clr_service_proc_stdin(svc, sb, pr, in, &err), -1);
+        assert_int_equal(err.code, CLR_E_NOT_FOUND);
+        err = (clr_error)CLR_ERROR_INIT;
+        assert_int_equal(clr_service_proc_signal(svc, sb, pr, sig, "alice", &err), -1);
+        assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    }
+    if (strcmp(id, MISSING) == 0)
+        fail_msg("the process got the id used as missing");
+
+    /* Bad requests: not an id, a wait past 60 s, a signal that is none, stdin not a string. */
+    json_t *x = NULL;
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_list(svc, "nope", &x, &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_get(svc, "nope", id, &x, &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_output(svc, ID_A, id, 0, 0, 60001, &x, &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    assert_non_null(strstr(err.message, "at most 60 s"));
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_output(svc, "nope", id, 0, 0, 0, &x, &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    json_t *bad_sig = json_pack("{s:s}", "signal", "BOGUS");
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_signal(svc, ID_A, id, bad_sig, "alice", &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_signal(svc, "nope", id, sig, "alice", &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    json_t *bad_in = json_pack("{s:i}", "data", 1);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_stdin(svc, ID_A, id, bad_in, &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_stdin(svc, "nope", id, in, &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    json_decref(in);
+    json_decref(sig);
+    json_decref(bad_sig);
+    json_decref(bad_in);
+}
+
+static void test_process_that_runs(void **state)
+{
+    struct fixture *fx = *state;
+    struct test_env *e = fx->e;
+    clr_service *svc = &e->svc;
+    own_engine(fx, ID_A);
+    assert_false(clr_service_sandbox_busy(svc, ID_A));
+    json_t *p = start(svc, ID_A, "{\"shell\":\"cat\"}");
+    char id[32];
+    snprintf(id, sizeof(id), "%s", str(p, "id"));
+    assert_string_equal(str(p, "state"), "running");
+    assert_true(json_is_null(json_object_get(p, "result")));
+    json_decref(p);
+    /* It holds its sandbox (the idle reaper leaves it); another sandbox is not held. */
+    assert_true(clr_service_sandbox_busy(svc, ID_A));
+    assert_false(clr_service_sandbox_busy(svc, ID_B));
+    /* Its start counted as activity; set that back, to see its end count too. */
+    int64_t t0 = (int64_t)time(NULL);
+    clr_store_sandbox row;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_get(svc->store, ID_A, &row, &err), 0);
+    assert_true(row.last_active_at > 1000);
+    clr_store_sandbox_clear(&row);
+    assert_int_equal(clr_store_sandbox_touch(svc->store, ID_A, 1000, &err), 0);
+
+    /* Stdin, then its end; after the end, no more. */
+    json_t *in = json_pack("{s:s, s:s}", "data", "abc", "data_base64", "ZGVm");
+    assert_int_equal(clr_service_proc_stdin(svc, ID_A, id, in, &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    json_decref(in);
+    in = json_pack("{s:s}", "data", "abc");
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_stdin(svc, ID_A, id, in, &err), 0);
+    json_decref(in);
+    in = json_pack("{s:s, s:b}", "data_base64", "ZGVm", "eof", 1);
+    assert_int_equal(clr_service_proc_stdin(svc, ID_A, id, in, &err), 0);
+    json_decref(in);
+    in = json_pack("{s:s}", "data", "late");
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_stdin(svc, ID_A, id, in, &err), -1);
+    assert_int_equal(err.code, CLR_E_CONFLICT);
+    assert_non_null(strstr(err.message, "stdin is closed"));
+    json_decref(in);
+
+    /* A bounded wait on a quiet process answers it still runs. */
+    json_t *o = NULL;
+    assert_int_equal(clr_service_proc_output(svc, ID_A, id, 0, 0, 50, &o, &err), 0);
+    assert_string_equal(str(o, "state"), "running");
+    json_decref(o);
+
+    /* Signals: recorded as the caller's, by number, before they are sent. */
+    json_t *sig = json_pack("{s:s}", "signal", "TERM");
+    assert_int_equal(clr_service_proc_signal(svc, ID_A, id, sig, "alice", &err), 0);
+    json_decref(sig);
+    assert_int_equal(audit_process_records(e, "process.signal", "ok"), 1);
+    /* Not recorded, not sent. */
+    test_env_break_audit(e, true);
+    sig = json_pack("{s:i}", "signal", 9);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_signal(svc, ID_A, id, sig, "alice", &err), -1);
+    test_env_break_audit(e, false);
+    o = NULL;
+    assert_int_equal(clr_service_proc_output(svc, ID_A, id, 0, 0, 0, &o, &err), 0);
+    assert_string_equal(str(o, "state"), "running");
+    json_decref(o);
+    /* KILL ends it (the agent would answer at once; here the grace period runs out). */
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_signal(svc, ID_A, id, sig, "alice", &err), 0);
+    json_decref(sig);
+    assert_int_equal(audit_process_records(e, "process.signal", "ok"), 2);
+    o = await_exit(svc, ID_A, id);
+    assert_true(json_is_object(json_object_get(o, "result")));
+    json_decref(o);
+    assert_false(clr_service_sandbox_busy(svc, ID_A));
+    /* Its end is the sandbox's latest activity (the idle reaper counts from there). The row is
+     * touched just after the state turns to exited: wait for it (60 s at most). */
+    for (int i = 0; i < 6000; i++) {
+        assert_int_equal(clr_store_sandbox_get(svc->store, ID_A, &row, &err), 0);
+        int64_t last = row.last_active_at;
+        clr_store_sandbox_clear(&row);
+        if (last >= t0)
+            break;
+        usleep(10000);
+    }
+    assert_int_equal(clr_store_sandbox_get(svc->store, ID_A, &row, &err), 0);
+    assert_true(row.last_active_at >= t0);
+    clr_store_sandbox_clear(&row);
+}
+
+static void test_limit_per_sandbox(void **state)
+{
+    struct fixture *fx = *state;
+    struct test_env *e = fx->e;
+    clr_service *svc = &e->svc;
+    char ids[16][32];
+    for (int i = 0; i < 16; i++) {
+        own_engine(fx, ID_A);
+        json_t *p = start(svc, ID_A, "{\"argv\":[\"sleep\",\"1000\"]}");
+        snprintf(ids[i], sizeof(ids[i]), "%s", str(p, "id"));
+        json_decref(p);
+    }
+    /* Sixteen distinct ids, all running. */
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < i; j++)
+            assert_string_not_equal(ids[i], ids[j]);
+    assert_int_equal(listed(svc, ID_A), 16);
+    /* The seventeenth is refused before it is recorded or reaches an engine. */
+    struct fake *spare = own_engine(fx, ID_A);
+    int records = audit_process_records(e, "process.start", "ok");
+    json_t *req = json_pack("{s:[s]}", "argv", "true");
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_start(svc, ID_A, req, "alice", &out, &err), -1);
+    assert_int_equal(err.code, CLR_E_LIMIT);
+    assert_string_equal(err.message, "at capacity: 16 background processes in this sandbox "
+                                     "(max 16), 16 in all (max 256)");
+    assert_int_equal(atomic_load(&svc->refused), 1);
+    assert_int_equal(fake_count(spare, "GET /version"), 0);
+    assert_int_equal(fake_count(spare, "POST "), 0);
+    assert_int_equal(audit_process_records(e, "process.start", "ok"), records);
+    assert_int_equal(listed(svc, ID_A), 16);
+    /* The limit is per sandbox: another one starts. */
+    script_engine(e, spare, ID_B, true);
+    assert_int_equal(clr_service_proc_start(svc, ID_B, req, "alice", &out, &err), 0);
+    json_decref(req);
+    assert_string_equal(str(out, "sandbox_id"), ID_B);
+    json_decref(out);
+    assert_int_equal(listed(svc, ID_B), 1);
+
+    /* At stop each running process is killed, recorded as the daemon's, and waited for. */
+    svc_procs_stop(svc);
+    assert_null(svc->procs);
+    assert_int_equal(test_env_audit_count(e, "process.signal", ID_A, "daemon (stopping)", NULL),
+                     16);
+    assert_int_equal(test_env_audit_count(e, "process.signal", ID_B, "daemon (stopping)", NULL),
+                     1);
+    assert_int_equal(listed(svc, ID_A), 0);
+    assert_false(clr_service_sandbox_busy(svc, ID_A));
+}
+
+/* A command holds its sandbox from before it starts until its record is finished: its live
+ * state's second reference is what the reaper sees. */
+static void test_busy_while_a_command_holds_it(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->e->svc;
+    struct live_sb *lv = calloc(1, sizeof(*lv));
+    assert_non_null(lv);
+    lv->svc = svc;
+    snprintf(lv->id, sizeof(lv->id), "%s", ID_B);
+    lv->refs = 2;
+    svc->live = lv;
+    assert_true(clr_service_sandbox_busy(svc, ID_B));
+    assert_false(clr_service_sandbox_busy(svc, ID_A));
+    lv->refs = 1; /* only the registry's: no command */
+    assert_false(clr_service_sandbox_busy(svc, ID_B));
+}
+
+int main(void)
+{
+    /* As `clearing serve` does: a peer that closed its end (the scripted engine writing an
+     * answer the client stopped reading) is an error on that connection, not the end of the
+     * process. */
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_start_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_process_that_ends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_process_that_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_limit_per_sandbox, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_busy_while_a_command_holds_it, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
