@@ -104,6 +104,16 @@ int clr_agent_locate_in(char *out, size_t len, const clr_agent_places *p,
                          inst_why);
 }
 
+bool clr_agent_in_build_tree(void)
+{
+#ifdef CLR_BUILD_TREE_CLI
+    clr_agent_places p = {.self_exe = "/proc/self/exe", .build_cli = CLR_BUILD_TREE_CLI};
+    return is_build_cli(&p);
+#else
+    return false;
+#endif
+}
+
 int clr_agent_locate(char *out, size_t len, const char *explicit_path, clr_agent_source *source,
                      clr_error *err)
 {

@@ -39,6 +39,9 @@ CLR_PUBLIC int clr_agent_locate(char *out, size_t len, const char *explicit_path
  * environment): for tests. */
 CLR_PUBLIC int clr_agent_locate_in(char *out, size_t len, const clr_agent_places *places,
                                    clr_agent_source *source, clr_error *err);
+/* The running program is the build tree's clearing (step 2 above would apply to it): false in
+ * an installed or copied binary and in builds without -Dbuild_tree_agent. */
+CLR_PUBLIC bool clr_agent_in_build_tree(void);
 /* "option", "CLEARING_AGENT", "build tree", "installed". */
 CLR_PUBLIC const char *clr_agent_source_name(clr_agent_source source);
 

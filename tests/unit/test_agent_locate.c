@@ -216,6 +216,7 @@ static void test_real_lookup_follows_the_environment(void **state)
     assert_string_equal(out, s->build_agent);
     assert_int_equal(src, CLR_AGENT_FROM_OPTION);
     unsetenv("CLEARING_AGENT");
+    assert_false(clr_agent_in_build_tree()); /* a test binary is not the build tree's clearing */
     if (clr_agent_locate(out, sizeof(out), NULL, &src, &err) == 0)
         assert_int_equal(src, CLR_AGENT_FROM_INSTALL); /* a host with clearing installed */
     else
