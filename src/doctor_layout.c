@@ -4,90 +4,39 @@
  * chain and checkpoint, and clearing.service where systemd is PID 1. Each failure says what to
  * do about it. */
 #include <errno.h>
-#include <fcntl.h>
 #include <grp.h>
-#include <poll.h>
 #include <pwd.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "clearing/audit.h"
 #include "clearing/cleanup_json.h"
+#include "clearing/spawn.h"
 #include "cli.h"
 #include "doctor_layout.h"
 
 #define CHILD_TIMEOUT_MS 10000
-
-extern char **environ;
 
 static void skip(const char *what, const char *why)
 {
     printf("skip %s: %s\n", what, why);
 }
 
-static long ms_since(const struct timespec *start)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (now.tv_sec - start->tv_sec) * 1000 + (now.tv_nsec - start->tv_nsec) / 1000000;
-}
-
-/* Runs argv with stdout and stderr into out (NUL-terminated, truncated to len), for at most
- * CHILD_TIMEOUT_MS: its exit status, 128+N for a signal, or -1 when it could not start. */
+/* Runs argv (a helper: clearing itself, systemctl) with stdout and stderr into out: its exit
+ * status, or -1 (the reason in out) when it could not start. */
 static int run_capture(char *const argv[], char *out, size_t len)
 {
-    int fds[2];
-    out[0] = '\0';
-    if (pipe2(fds, O_CLOEXEC) < 0)
-        return -1;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    pid_t pid;
-    int rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(fds[1]);
-    if (rc != 0) {
-        close(fds[0]);
-        snprintf(out, len, "%s: %s", argv[0], strerror(rc));
+    int status;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_spawn_capture(argv, true, CHILD_TIMEOUT_MS, out, len, &status, &err) < 0) {
+        snprintf(out, len, "%s", err.message);
         return -1;
     }
-    size_t n = 0;
-    struct timespec start;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    for (;;) {
-        long left = CHILD_TIMEOUT_MS - ms_since(&start);
-        struct pollfd p = {.fd = fds[0], .events = POLLIN};
-        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
-            break;
-        char buf[4096];
-        ssize_t r = read(fds[0], buf, sizeof(buf));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        size_t take = (size_t)r < len - 1 - n ? (size_t)r : len - 1 - n;
-        memcpy(out + n, buf, take);
-        n += take;
-    }
-    out[n] = '\0';
-    close(fds[0]);
-    if (ms_since(&start) >= CHILD_TIMEOUT_MS)
-        kill(pid, SIGKILL); /* too slow: it goes */
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return status;
 }
 
 /* The configuration as the daemon would read it: the paths it would use, or NULL (reported). */

@@ -12,5 +12,6 @@
 #include "limits.h"
 #include "log.h"
 #include "sandbox.h"
+#include "spawn.h"
 
 #endif
