@@ -74,6 +74,7 @@ def main():
     finally:
         stop_process(proc)
     check_broken_stopped(clearing, tmp, good, state, sock, audit)
+    check_hostile_configs(clearing, tmp)
     shutil.rmtree(tmp, ignore_errors=True)
     print('1..%d' % n)
     return 1 if failed else 0
@@ -120,6 +121,10 @@ def check_broken_running(clearing, tmp, good, state, sock):
                 ['cannot create files', 'chown nobody'],
                 'state directory the daemon user cannot write: FAIL with the chown to do',
                 '--daemon-user', 'nobody')
+    expect_fail(clearing, good, 'state directory %s writable by clr-no-such-user' % state,
+                ['there is no user clr-no-such-user', '--daemon-user'],
+                'a daemon user that does not exist: FAIL naming it', '--daemon-user',
+                'clr-no-such-user')
     missing = os.path.join(tmp, 'no-state')
     cfg = write_config(os.path.join(tmp, 'missing-state.json'), socket=sock,
                        socket_group='root', state_dir=missing, audit_log=os.path.join(
@@ -164,6 +169,29 @@ def check_broken_stopped(clearing, tmp, good, state, sock, audit):
                            audit_log=os.path.join(tmp, 'none.log'))
     expect_fail(clearing, noaudit, 'audit log %s verifies' % os.path.join(tmp, 'none.log'),
                 ['No such file', 'start it'], 'missing audit log: FAIL saying what to do')
+
+
+def check_hostile_configs(clearing, tmp):
+    """serve --check-config, the parser doctor relies on, on files that are not configurations."""
+    cases = [('not JSON', '{"socket": ', 'line'), ('an array', '[1, 2]', 'must be a JSON object'),
+             ('a bad socket_mode', '{"socket_mode": "rwx"}', 'socket_mode must be an octal'),
+             ('a wrong type', '{"state_dir": 5}', 'state_dir must be a string'),
+             ('a duplicate key', '{"socket": "/a", "socket": "/b"}', 'duplicate')]
+    for name, text, words in cases:
+        path = os.path.join(tmp, 'hostile.json')
+        with open(path, 'w') as f:
+            f.write(text)
+        p = subprocess.run([clearing, 'serve', '--config', path, '--check-config'],
+                           capture_output=True, text=True, timeout=60)
+        check('serve --check-config on %s: exit 2 naming it' % name,
+              p.returncode == 2 and words in p.stderr and not p.stdout,
+              'exit %d\n%s%s' % (p.returncode, p.stdout, p.stderr))
+        rc, out = doctor(clearing, path)
+        check('doctor on %s: FAIL, no crash' % name,
+              rc == 1 and line(out, 'FAIL', 'config %s valid' % path), out)
+    p = subprocess.run([clearing, 'doctor', '--bogus'], capture_output=True, text=True,
+                       timeout=60)
+    check('doctor with an unknown option: usage error (exit 2)', p.returncode == 2, p.stderr)
 
 
 if __name__ == '__main__':
