@@ -143,7 +143,7 @@ static void check_agent(void)
     report(true, "in-sandbox agent found", detail);
 }
 
-/* The engine, its runsc, the default image and the agent: what every sandbox needs. */
+/* The engine, its runsc and the default image: what every sandbox needs of the engine. */
 static void check_host(clr_engine *eng)
 {
     clr_error err = CLR_ERROR_INIT;
@@ -165,7 +165,6 @@ static void check_host(clr_engine *eng)
     json_decref(img);
     report(have_image, "default image " CLR_DEFAULT_IMAGE " present",
            have_image ? NULL : "build it with images/build.sh");
-    check_agent();
 }
 
 static void help(void)
@@ -217,6 +216,7 @@ int cmd_doctor(int argc, char **argv)
         report(false, "Docker engine reachable", err.message);
     else
         check_host(eng);
+    check_agent();
     int host_failures = failures;
     doctor_layout(&lo, report);
     if (!cli_global.host && !getenv("CLEARING_HOST") && lo.socket[0] &&

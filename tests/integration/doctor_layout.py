@@ -189,6 +189,20 @@ def check_hostile_configs(clearing, tmp):
         rc, out = doctor(clearing, path)
         check('doctor on %s: FAIL, no crash' % name,
               rc == 1 and line(out, 'FAIL', 'config %s valid' % path), out)
+    # The engine gone: the agent and the layout are still checked (they need no engine).
+    gone = os.path.join(tmp, 'no-engine.sock')
+    good = write_config(os.path.join(tmp, 'engine-gone.json'), state_dir=tmp,
+                        socket=os.path.join(tmp, 'none.sock'))
+    env = dict(os.environ)
+    env.pop('CLEARING_HOST', None)
+    p = subprocess.run([clearing, '--docker-host', 'unix://' + gone, 'doctor', '--config', good],
+                       capture_output=True, text=True, timeout=300, env=env)
+    check('engine gone: FAIL for it, and the agent and the layout are still checked',
+          p.returncode == 1 and line(p.stdout, 'FAIL', 'Docker engine reachable') and
+          line(p.stdout, 'ok  ', 'in-sandbox agent found') and
+          line(p.stdout, 'ok  ', 'config %s valid' % good) and
+          line(p.stdout, 'ok  ', 'state directory %s writable by root' % tmp) and
+          not line(p.stdout, 'ok  ', 'probe sandbox starts'), p.stdout + p.stderr)
     p = subprocess.run([clearing, 'doctor', '--bogus'], capture_output=True, text=True,
                        timeout=60)
     check('doctor with an unknown option: usage error (exit 2)', p.returncode == 2, p.stderr)
