@@ -5,9 +5,10 @@ BUILD ?= build
 BUILD_SAN ?= build-sanitize
 BUILD_FUZZ ?= build-fuzz
 BUILD_COV ?= build-cov
-export CLEARING_AGENT := $(CURDIR)/$(BUILD)/agent/clearing-agent
+# No CLEARING_AGENT here: the build tree's clearing finds the build tree's agent by itself
+# (lib/agent_locate.c), as it does in the user's shell after `make run`.
 
-.PHONY: all setup build run test test-sanitize test-fuzz test-fuzz-replay test-fuzz-run coverage clean
+.PHONY: all setup build run install test test-sanitize test-fuzz test-fuzz-replay test-fuzz-run coverage clean
 
 all: build
 
@@ -28,6 +29,12 @@ run: setup build
 	    status=$$?; [ $$status = 1 ] || { echo "expected verdict fail (exit 1), got $$status"; exit 1; }; } && \
 	  echo "== branches of $$repo (the caller's checkout is untouched):" && \
 	  git -C "$$repo" log --all --oneline --decorate && git -C "$$repo" status --short
+
+# The CLI to <prefix>/bin, the agent to <prefix>/libexec/clearing, the library and headers
+# (meson install; prefix /usr/local unless the build was set up with another). DESTDIR=/stage
+# installs under /stage instead.
+install: build
+	meson install -C $(BUILD) --no-rebuild
 
 # Step by step (setup, build, main suite, sanitizers, fuzz), naming the step that failed and the
 # failing suites' output at the end of the log: scripts/test-all.sh.

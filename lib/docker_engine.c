@@ -62,6 +62,23 @@ static int docker_ping(clr_engine *eng, clr_error *err)
     return call(eng, "GET", "/_ping", NULL, NULL, (const int[]){200, 0}, err);
 }
 
+/* GET /version: .Version ("20.10.24+dfsg1") and .ApiVersion ("1.41"), the newest it serves. */
+static int docker_version(clr_engine *eng, char *version, size_t vlen, char *api, size_t alen,
+                          clr_error *err)
+{
+    _cleanup_json_ json_t *r = NULL;
+    if (call(eng, "GET", "/version", NULL, &r, (const int[]){200, 0}, err) < 0)
+        return -1;
+    const char *v = json_string_value(json_object_get(r, "Version"));
+    const char *a = json_string_value(json_object_get(r, "ApiVersion"));
+    if (!v || !a)
+        return clr_error_set(err, CLR_E_ENGINE, 0,
+                             "the Docker engine's /version has no Version or ApiVersion");
+    snprintf(version, vlen, "%s", v);
+    snprintf(api, alen, "%s", a);
+    return 0;
+}
+
 static int docker_image_inspect(clr_engine *eng, const char *image, json_t **out, clr_error *err)
 {
     /* A reference has no characters that change a request line; '/' and ':' are its own. */
@@ -228,6 +245,7 @@ static const struct clr_engine_ops docker_ops = {
     .close = clr_docker_close,
     .describe = docker_describe,
     .ping = docker_ping,
+    .version = docker_version,
     .runtime_path = clr_docker_runtime_path,
     .image_inspect = docker_image_inspect,
     .create = docker_create,

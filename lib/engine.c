@@ -31,6 +31,15 @@ int clr_engine_ping(clr_engine *eng, clr_error *err)
     return eng->ops->ping(eng, err);
 }
 
+int clr_engine_version(clr_engine *eng, char *version, size_t vlen, char *api, size_t alen,
+                       clr_error *err)
+{
+    if (!eng->ops->version)
+        return clr_error_set(err, CLR_E_UNAVAILABLE, 0, "the %s engine does not tell its version",
+                             eng->ops->name);
+    return eng->ops->version(eng, version, vlen, api, alen, err);
+}
+
 int clr_engine_has_runtime(clr_engine *eng, const char *runtime, bool *out, clr_error *err)
 {
     return eng->ops->runtime_path(eng, runtime, out, NULL, 0, err);

@@ -20,6 +20,10 @@ struct clr_engine_ops {
     /* "docker at /var/run/docker.sock, API v1.41": for messages and `clearing doctor`. */
     void (*describe)(clr_engine *eng, char *out, size_t len);
     int (*ping)(clr_engine *eng, clr_error *err);
+    /* The engine's own version and the newest API version it serves (`clearing version`). An
+     * engine without it leaves it NULL (clr_engine_version answers CLR_E_UNAVAILABLE). */
+    int (*version)(clr_engine *eng, char *version, size_t vlen, char *api, size_t alen,
+                   clr_error *err);
     int (*runtime_path)(clr_engine *eng, const char *runtime, bool *known, char *out, size_t len,
                         clr_error *err);
     int (*image_inspect)(clr_engine *eng, const char *image, json_t **out, clr_error *err);

@@ -62,10 +62,7 @@ int clr_channel_open_fd(clr_channel **out, int fd, const char *sandbox_id,
 int clr_egress_parse_open(const uint8_t *payload, uint32_t len, bool *tunnel, char *host,
                           size_t hostlen, unsigned *port);
 
-/* The first line the engine's binary for runtime prints for --version ("runsc version
- * 0.0~20240729.0"), printable ASCII only; cached per process (lib/runtime.c). */
-int clr_runtime_version(clr_engine *eng, const char *runtime, char *out, size_t len,
-                        clr_error *err);
+/* clr_runtime_version (the runtime binary's --version) is public: clearing/engine.h. */
 
 /* The SHA-256 of len bytes at data, as 64 lowercase hex digits and a NUL (lib/verdict.c). */
 void clr_sha256_hex(char out[65], const void *data, size_t len);

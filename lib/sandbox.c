@@ -19,6 +19,7 @@
 
 #include "clr-config.h"
 #include "internal.h"
+#include "clearing/agent.h"
 #include "clearing/cleanup_json.h"
 #include "coverage.h"
 #include "clearing/gitws.h"
@@ -77,16 +78,6 @@ static int new_id(char *out, size_t len, clr_error *err)
     return 0;
 }
 
-static const char *agent_path(const char *explicit_path)
-{
-    if (explicit_path && *explicit_path)
-        return explicit_path;
-    const char *e = getenv("CLEARING_AGENT");
-    if (e && *e)
-        return e;
-    return CLR_AGENT_INSTALLED_PATH;
-}
-
 static int check_runtime(clr_engine *eng, const char *runtime, bool insecure, clr_error *err)
 {
     bool have = false;
@@ -134,16 +125,6 @@ static int check_image(clr_engine *eng, const char *image, clr_error *err)
     return 0;
 }
 
-static int check_agent(const char *agent, clr_error *err)
-{
-    if (agent[0] != '/' || access(agent, X_OK) < 0)
-        return clr_error_set(err, CLR_E_UNAVAILABLE, errno,
-                             "the in-sandbox agent %s is missing or not executable: install "
-                             "clearing (meson install) or set CLEARING_AGENT to its path",
-                             agent);
-    return 0;
-}
-
 static int copy_env(clr_sandbox *sb, const char *const *env, clr_error *err)
 {
     size_t n = 0;
@@ -161,9 +142,12 @@ static int copy_env(clr_sandbox *sb, const char *const *env, clr_error *err)
 }
 
 /* A new sandbox record: its id, the options checked and resolved (clr_sandbox_spec_resolve),
- * its environment and its workspace's path. Nothing is made yet. *out: clr_sandbox_free(). */
-static int sandbox_new(clr_sandbox **out, const clr_sandbox_options *opts, const char *state_dir,
-                       clr_error *err)
+ * its environment and its workspace's path. Nothing is made yet. *out: clr_sandbox_free().
+ * Not inlined: inlined, GCC 12 takes *out for possibly NULL in the caller after a success
+ * (-Wnull-dereference). */
+__attribute__((noinline)) static int sandbox_new(clr_sandbox **out,
+                                                 const clr_sandbox_options *opts,
+                                                 const char *state_dir, clr_error *err)
 {
     _cleanup_sandbox_ clr_sandbox *sb = calloc(1, sizeof(*sb));
     if (!sb)
@@ -291,9 +275,10 @@ int clr_sandbox_create(clr_sandbox **out, clr_engine *eng, const clr_sandbox_opt
     if (sandbox_new(&sb, opts, state_dir, err) < 0)
         return -1;
     const clr_sandbox_info *info = &sb->info;
-    const char *agent = agent_path(opts->agent_path);
+    char agent[4096];
     if (check_runtime(eng, info->runtime, info->insecure, err) < 0 ||
-        check_image(eng, info->image, err) < 0 || check_agent(agent, err) < 0)
+        check_image(eng, info->image, err) < 0 ||
+        clr_agent_locate(agent, sizeof(agent), opts->agent_path, NULL, err) < 0)
         return -1;
     if (info->insecure)
         clr_log(CLR_LOG_WARN, "sandbox.insecure_runtime", "id", info->id, "runtime",

@@ -32,6 +32,7 @@ static const struct command commands[] = {
     {"audit", cmd_audit, "verify the audit log's hash chain, or show its records"},
     {"verify", cmd_verify, "check a commit's signed verdict against the verdict key"},
     {"gc", cmd_gc, "remove expired sandboxes, broken containers and orphaned workspaces"},
+    {"version", cmd_version, "the version, commit, agent, runsc and engine (--json)"},
 };
 
 static void usage(FILE *f)
@@ -51,7 +52,7 @@ static void usage(FILE *f)
                "                      <state dir>/audit.log)\n"
                "  --log-level LEVEL   debug, info, warn (default) or error; logs are JSON lines\n"
                "                      on stderr ($CLEARING_LOG_LEVEL)\n"
-               "  --version           print the version\n\n"
+               "  --version [--json]  the version, commit, agent, runsc and engine\n\n"
                "Run 'clearing COMMAND --help' for a command's options.\n");
 }
 
@@ -68,10 +69,8 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         }
-        if (strcmp(a, "--version") == 0) {
-            printf("clearing %s\n", clr_version());
-            return 0;
-        }
+        if (strcmp(a, "--version") == 0)
+            return cmd_version(argc - i, argv + i); /* its own options follow: --json */
         const char *names[] = {"--docker-host", "--state-dir", "--log-level", "--host",
                                "--audit-log"};
         int which = -1;

@@ -1,6 +1,6 @@
 /* clearing doctor: checks every precondition of a working sandbox, from the engine to a probe
- * sandbox that must really run under gVisor with its limits in force, and says how to fix what
- * is wrong. */
+ * sandbox that must really run under gVisor with its limits in force, then an installed
+ * daemon's layout (doctor_layout.c), and says how to fix what is wrong. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "client.h"
+#include "doctor_layout.h"
 
 static int failures;
 
@@ -128,32 +129,24 @@ static void probe(clr_engine *eng)
     clr_sandbox_free(sb);
 }
 
-int cmd_doctor(int argc, char **argv)
+/* The agent a sandbox would mount, and from where (clearing/agent.h). */
+static void check_agent(void)
 {
-    static const struct option options[] = {
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "+", options, NULL)) != -1) {
-        if (c == 'h') {
-            printf("Usage: clearing doctor\n\nChecks the Docker engine, the gVisor runtime, the "
-                   "default image and the agent,\nthen runs a probe sandbox and checks its "
-                   "isolation and limits.\nWhen a daemon listens on the socket (--host, $CLEARING_HOST or "
-                   "the default),\nalso reports its health: degraded or unavailable, and why.\n");
-            return 0;
-        }
-        cli_usage_error("doctor", "unknown option");
-        return CLI_EXIT_USAGE;
-    }
+    char path[4096], detail[4200];
+    clr_agent_source src;
     clr_error err = CLR_ERROR_INIT;
-    clr_engine *eng = NULL;
-    failures = 0;
-    if (cli_open_engine(&eng, &err) < 0) {
-        report(false, "Docker engine reachable", err.message);
-        return CLI_EXIT_FAILURE;
+    if (clr_agent_locate(path, sizeof(path), NULL, &src, &err) < 0) {
+        report(false, "in-sandbox agent found", err.message);
+        return;
     }
+    snprintf(detail, sizeof(detail), "%s (%s)", path, clr_agent_source_name(src));
+    report(true, "in-sandbox agent found", detail);
+}
+
+/* The engine, its runsc and the default image: what every sandbox needs of the engine. */
+static void check_host(clr_engine *eng)
+{
+    clr_error err = CLR_ERROR_INIT;
     char detail[256];
     clr_engine_describe(eng, detail, sizeof(detail));
     report(true, "Docker engine reachable", detail);
@@ -172,13 +165,66 @@ int cmd_doctor(int argc, char **argv)
     json_decref(img);
     report(have_image, "default image " CLR_DEFAULT_IMAGE " present",
            have_image ? NULL : "build it with images/build.sh");
+}
 
-    const char *agent = getenv("CLEARING_AGENT");
-    if (agent)
-        report(access(agent, X_OK) == 0, "agent executable ($CLEARING_AGENT)", agent);
+static void help(void)
+{
+    printf("Usage: clearing doctor [--config FILE] [--daemon-user USER]\n\n"
+           "Checks the Docker engine, the gVisor runtime, the default image and the agent,\n"
+           "then runs a probe sandbox and checks its isolation and limits.\n"
+           "The installed layout, when there is one (" DOCTOR_DEFAULT_CONFIG ", or --config):\n"
+           "the configuration as the daemon reads it, its state directory writable by the\n"
+           "daemon's user (--daemon-user, default root), its socket's mode and group, the\n"
+           "audit log's chain, and clearing.service where systemd is PID 1.\n"
+           "When a daemon listens on the socket (--host, $CLEARING_HOST, the configuration's\n"
+           "or the default), also reports its health: degraded or unavailable, and why.\n");
+}
 
+int cmd_doctor(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"daemon-user", required_argument, NULL, 'u'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    static struct doctor_layout_options lo;
+    memset(&lo, 0, sizeof(lo));
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "+", options, NULL)) != -1) {
+        if (c == 'c') {
+            lo.config = optarg;
+        } else if (c == 'u') {
+            lo.daemon_user = optarg;
+        } else if (c == 'h') {
+            help();
+            return 0;
+        } else {
+            cli_usage_error("doctor", "unknown option");
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        cli_usage_error("doctor", "unexpected argument '%s'", argv[optind]);
+        return CLI_EXIT_USAGE;
+    }
+    clr_error err = CLR_ERROR_INIT;
+    clr_engine *eng = NULL;
+    failures = 0;
+    if (cli_open_engine(&eng, &err) < 0)
+        report(false, "Docker engine reachable", err.message);
+    else
+        check_host(eng);
+    check_agent();
+    int host_failures = failures;
+    doctor_layout(&lo, report);
+    if (!cli_global.host && !getenv("CLEARING_HOST") && lo.socket[0] &&
+        access(lo.socket, F_OK) == 0)
+        cli_global.host = lo.socket; /* the configuration's daemon (a missing socket: above) */
     daemon_health();
-    if (failures == 0)
+    /* The probe needs what every sandbox needs, not the layout of an installed daemon. */
+    if (eng && host_failures == 0)
         probe(eng);
     clr_engine_free(eng);
     printf("%s\n", failures ? "Some checks failed: see above." : "All checks passed.");

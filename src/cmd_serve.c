@@ -6,7 +6,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "clearing/audit.h"
+#include "clearing/cleanup_json.h"
 #include "cli.h"
+#include "clr-config.h"
 #include "clearing/sandbox.h"
 #include "clearing/service.h"
 #include "routes.h"
@@ -26,6 +29,7 @@ enum {
     OPT_POOL,
     OPT_HELP,
     OPT_PRINT_ROUTES,
+    OPT_CHECK_CONFIG,
 };
 
 #define MAX_TENANTS 64
@@ -40,6 +44,7 @@ struct serve_config {
     const char *images[33];
     int nimages;
     clr_tenant_quota tenants[MAX_TENANTS];
+    bool check_config; /* --check-config: print the layout it would use, start nothing */
 };
 
 /* Frees what keep() copied, on every return of cmd_serve (a bad configuration too). */
@@ -453,6 +458,8 @@ static void help(void)
            "  --pool N              keep N started sandboxes of the default profile ready\n"
            "  --repo-root DIR       repositories may come from under DIR (repeatable; none:\n"
            "                        sandboxes from repositories are refused)\n"
+           "  --check-config        check the configuration and the options, print the paths\n"
+           "                        it would use as JSON, and exit (2: invalid); starts nothing\n"
            "Default limits of new sandboxes:\n%s",
            cli_limit_help);
 }
@@ -516,6 +523,7 @@ static int serve_option(struct serve_config *c, int ch, char *arg)
     case OPT_MAX_EXECS: return serve_number_option(c, ch, arg);
     case OPT_HELP: help(); return 0;
     case OPT_PRINT_ROUTES: routes_print(stdout); return 0;
+    case OPT_CHECK_CONFIG: c->check_config = true; break;
     default: cli_usage_error("serve", "unknown option"); return CLI_EXIT_USAGE;
     }
     return SERVE_GO_ON;
@@ -538,6 +546,7 @@ static int serve_parse(struct serve_config *c, int argc, char **argv)
         {"help", no_argument, NULL, OPT_HELP},
         /* hidden: the HTTP route table, one route a line (tests/integration/test_routes.py) */
         {"print-routes", no_argument, NULL, OPT_PRINT_ROUTES},
+        {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
         {NULL, 0, NULL, 0},
     };
     clr_error err = CLR_ERROR_INIT;
@@ -644,6 +653,40 @@ static int serve_run(struct serve_config *c)
     return 0;
 }
 
+/* --check-config: the configuration was read and the options parsed (an invalid one has
+ * already ended the command with status 2): the limits are checked as a start would, and the
+ * places the daemon would use are printed (`clearing doctor` checks them). Nothing is made. */
+static int serve_check_config(struct serve_config *c)
+{
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_limits_validate(&c->svc.limits, &err) < 0) {
+        cli_usage_error("serve", "default limits: %s", err.message);
+        return CLI_EXIT_USAGE;
+    }
+    const char *sd = c->svc.state_dir ? c->svc.state_dir : cli_global.state_dir;
+    if (!sd || !*sd)
+        sd = getenv("CLEARING_STATE_DIR");
+    if (!sd || !*sd)
+        sd = CLR_STATE_DIR;
+    char audit[4200];
+    if (c->svc.audit_path)
+        snprintf(audit, sizeof(audit), "%s", c->svc.audit_path);
+    else if (cli_global.audit_log || getenv("CLEARING_AUDIT_LOG"))
+        snprintf(audit, sizeof(audit), "%s", cli_audit_path());
+    else
+        snprintf(audit, sizeof(audit), "%s/" CLR_AUDIT_DEFAULT_FILE, sd);
+    char mode[8];
+    snprintf(mode, sizeof(mode), "%04o", (unsigned)c->srv.socket_mode);
+    _cleanup_json_ json_t *out = json_pack(
+        "{s:s, s:s, s:s?, s:s?, s:s, s:s}", "socket", c->srv.socket_path, "socket_mode", mode,
+        "socket_owner", c->srv.socket_owner, "socket_group", c->srv.socket_group, "state_dir", sd,
+        "audit_log", audit);
+    if (!out)
+        return CLI_EXIT_FAILURE;
+    cli_print_json(out);
+    return 0;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     struct serve_config c __attribute__((cleanup(serve_config_clear)));
@@ -656,6 +699,8 @@ int cmd_serve(int argc, char **argv)
     c.srv.max_upload_total = 8ull << 30; /* two uploads of the largest size at once */
     c.srv.max_download_total = 8ull << 30; /* two archives of the largest size at once */
     int rc = serve_parse(&c, argc, argv);
+    if (rc == SERVE_GO_ON && c.check_config)
+        return serve_check_config(&c);
     if (rc == SERVE_GO_ON)
         rc = serve_prepare(&c);
     if (rc != SERVE_GO_ON)

@@ -2,6 +2,7 @@
 #ifndef CLEARING_CLEARING_H
 #define CLEARING_CLEARING_H
 
+#include "agent.h"
 #include "common.h"
 #include "egress.h"
 #include "engine.h"
@@ -11,5 +12,6 @@
 #include "limits.h"
 #include "log.h"
 #include "sandbox.h"
+#include "spawn.h"
 
 #endif

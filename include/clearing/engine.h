@@ -44,6 +44,10 @@ CLR_PUBLIC void clr_engine_describe(clr_engine *eng, char *out, size_t len);
 
 /* The engine answers at all (a health check: cheap, no side effect). */
 CLR_PUBLIC int clr_engine_ping(clr_engine *eng, clr_error *err);
+/* The engine's own version ("20.10.24+dfsg1" for Docker) to version (vlen bytes with the NUL)
+ * and the newest API version it serves ("1.41") to api. */
+CLR_PUBLIC int clr_engine_version(clr_engine *eng, char *version, size_t vlen, char *api,
+                                  size_t alen, clr_error *err);
 /* An image's description: .Id (content id), .Config (.Volumes, .User, ...). */
 CLR_PUBLIC int clr_engine_image_inspect(clr_engine *eng, const char *image, json_t **out,
                                         clr_error *err);
@@ -108,6 +112,13 @@ CLR_PUBLIC int clr_engine_has_runtime(clr_engine *eng, const char *runtime, bool
  * PATH), from the same cached GET /info. CLR_E_NOT_FOUND when the engine names none. */
 CLR_PUBLIC int clr_engine_runtime_path(clr_engine *eng, const char *runtime, char *out,
                                        size_t len, clr_error *err);
+
+/* The first line that runtime's binary (clr_engine_runtime_path) prints for --version ("runsc
+ * version 0.0~20240729.0", printable ASCII only), asked within 10 s and kept for the process's
+ * life. CLR_E_NOT_FOUND when the engine names no binary for runtime or it cannot be run
+ * (lib/runtime.c). */
+CLR_PUBLIC int clr_runtime_version(clr_engine *eng, const char *runtime, char *out, size_t len,
+                                   clr_error *err);
 
 /* A way for another thread to end an event stream at once (its socket is shut down), rather than
  * at the stream's next tick. */

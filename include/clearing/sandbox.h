@@ -34,7 +34,8 @@ typedef struct clr_sandbox_options {
     /* A host directory whose contents are copied into the new workspace (not written back). */
     const char *workspace_from;
     const char *const *env;       /* "KEY=VALUE" entries, NULL-terminated; may be NULL */
-    const char *agent_path;       /* NULL: $CLEARING_AGENT, else the installed agent */
+    const char *agent_path;       /* NULL: $CLEARING_AGENT, else the build tree's or the
+                                   * installed agent (clearing/agent.h) */
     const char *state_dir;        /* NULL: $CLEARING_STATE_DIR, else the configured one */
     /* Who manages the sandbox: NULL means "cli" (gc and expiry only); a daemon puts its own
      * identity here so that after a restart it adopts or removes exactly its own sandboxes. */
