@@ -15,6 +15,9 @@
 #define PROC_OUTPUT_KEEP (1024 * 1024)
 #define MAX_PROCS_PER_SANDBOX 16
 #define MAX_PROCS 256
+/* Exited processes are kept for their output and result: the newest this many per sandbox, and
+ * none once their sandbox is gone (svc_procs_prune). */
+#define MAX_EXITED_PER_SANDBOX 16
 
 struct ring {
     uint8_t *data;
@@ -135,6 +138,105 @@ static json_t *proc_json(const struct proc *p)
                      p->result ? p->result : json_null());
 }
 
+/* Frees an exited process's entry, already unlinked: its thread is joined first (it may still be
+ * touching the sandbox's row after it set the result). */
+static void proc_free(struct proc *p)
+{
+    pthread_join(p->thread, NULL);
+    json_decref(p->result);
+    json_decref(p->request);
+    free(p->out.data);
+    free(p->err.data);
+    free(p);
+}
+
+/* Unlinks the exited entries past the newest MAX_EXITED_PER_SANDBOX (or procs_exited_keep) of
+ * each sandbox, and every
+ * exited entry of a sandbox whose id is in gone (n of them), onto *out (procs_lock held). */
+static void procs_unlink_exited_locked(clr_service *svc, char (*gone)[CLR_SANDBOX_ID_MAX + 1],
+                                       size_t n, struct proc **out)
+{
+    for (struct proc **pp = &svc->procs; *pp;) {
+        struct proc *p = *pp;
+        bool drop = false;
+        if (p->result) {
+            unsigned newer = 0; /* exited entries of the same sandbox before it (newer) */
+            for (struct proc *q = svc->procs; q != p; q = q->next)
+                newer += q->result && strcmp(q->sandbox_id, p->sandbox_id) == 0;
+            drop = newer >= (svc->procs_exited_keep ? svc->procs_exited_keep
+                                                    : MAX_EXITED_PER_SANDBOX);
+            for (size_t i = 0; i < n && !drop; i++)
+                drop = strcmp(gone[i], p->sandbox_id) == 0;
+        }
+        if (drop) {
+            *pp = p->next;
+            p->next = *out;
+            *out = p;
+        } else {
+            pp = &p->next;
+        }
+    }
+}
+
+static void procs_free_list(struct proc *p)
+{
+    while (p) {
+        struct proc *n = p->next;
+        proc_free(p);
+        p = n;
+    }
+}
+
+size_t svc_procs_prune(clr_service *svc)
+{
+    /* The sandboxes that have exited entries, then which of them are no longer running (asked
+     * of the store without the lock). */
+    char(*ids)[CLR_SANDBOX_ID_MAX + 1] = NULL;
+    size_t n = 0, cap = 0;
+    pthread_mutex_lock(&procs_lock);
+    for (struct proc *p = svc->procs; p; p = p->next) {
+        if (!p->result)
+            continue;
+        bool seen = false;
+        for (size_t i = 0; i < n && !seen; i++)
+            seen = strcmp(ids[i], p->sandbox_id) == 0;
+        if (seen)
+            continue;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            void *m = realloc(ids, ncap * sizeof(*ids));
+            if (!m)
+                break;
+            ids = m;
+            cap = ncap;
+        }
+        memcpy(ids[n++], p->sandbox_id, sizeof(ids[0]));
+    }
+    pthread_mutex_unlock(&procs_lock);
+    size_t gone = 0;
+    for (size_t i = 0; i < n; i++) {
+        clr_store_sandbox row;
+        clr_error err = CLR_ERROR_INIT;
+        int rc = clr_store_sandbox_get(svc->store, ids[i], &row, &err);
+        bool alive = rc == 0 && strcmp(row.info.state, CLR_STATE_DESTROYED) != 0 &&
+                     strcmp(row.info.state, CLR_STATE_LOST) != 0;
+        if (rc == 0)
+            clr_store_sandbox_clear(&row);
+        if (!alive && (rc == 0 || err.code == CLR_E_NOT_FOUND))
+            memmove(ids[gone++], ids[i], sizeof(ids[0]));
+    }
+    struct proc *out = NULL;
+    pthread_mutex_lock(&procs_lock);
+    procs_unlink_exited_locked(svc, ids, gone, &out);
+    pthread_mutex_unlock(&procs_lock);
+    free(ids);
+    size_t freed = 0;
+    for (struct proc *p = out; p; p = p->next)
+        freed++;
+    procs_free_list(out);
+    return freed;
+}
+
 bool clr_service_sandbox_busy(clr_service *svc, const char *id)
 {
     bool busy = false;
@@ -224,11 +326,14 @@ int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const 
         free(p);
         return -1;
     }
+    struct proc *old = NULL;
     pthread_mutex_lock(&procs_lock);
     p->next = svc->procs;
     svc->procs = p;
     *out = proc_json(p);
+    procs_unlink_exited_locked(svc, NULL, 0, &old);
     pthread_mutex_unlock(&procs_lock);
+    procs_free_list(old);
     clr_store_sandbox_touch(svc->store, id, svc_now_s(), NULL);
     clr_log(CLR_LOG_INFO, "service.process_started", "id", id, "process", p->id, "actor", actor,
             NULL);
@@ -416,15 +521,6 @@ void svc_procs_stop(clr_service *svc)
             proc_release(t);
         }
     }
-    for (struct proc *p = svc->procs; p;) {
-        struct proc *n = p->next;
-        pthread_join(p->thread, NULL);
-        json_decref(p->result);
-        json_decref(p->request);
-        free(p->out.data);
-        free(p->err.data);
-        free(p);
-        p = n;
-    }
+    procs_free_list(svc->procs);
     svc->procs = NULL;
 }

@@ -8,6 +8,11 @@
 /* At stop: the processes' streams are closed (their agents kill them), threads joined. */
 void svc_procs_stop(clr_service *svc);
 
+/* Forgets exited processes whose sandbox is destroyed, lost or gone from the store (a sandbox
+ * keeps its newest 16 exited ones while it lives); the reaper calls it each pass. Returns how
+ * many were freed. */
+size_t svc_procs_prune(clr_service *svc);
+
 /* Whether a background process or a command holds the sandbox now (the reaper's idle check). */
 bool clr_service_sandbox_busy(clr_service *svc, const char *id);
 

@@ -37,6 +37,7 @@ int clr_service_reap(clr_service *svc, clr_error *err)
     clr_store_sandbox *rows = NULL;
     size_t n = 0;
     int64_t now = svc_now_s();
+    svc_procs_prune(svc);
     int removed = reap_lost(svc, now, err);
     if (removed < 0 ||
         clr_store_sandbox_list(svc->store, CLR_STATE_RUNNING, &rows, &n, err) < 0)

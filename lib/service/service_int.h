@@ -88,6 +88,7 @@ struct clr_service {
         exec_failures, refused;
     struct histogram h_create, h_exec, h_destroy;
     struct proc *procs; /* background processes; guarded by procs_lock */
+    unsigned procs_exited_keep; /* exited ones kept per sandbox (0: the default, 16) */
     clr_audit *audit;
 
     /* The warm pool: started, checked sandboxes of the default profile, handed out once each. */

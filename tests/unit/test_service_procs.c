@@ -521,6 +521,65 @@ static void test_limit_per_sandbox(void **state)
     assert_false(clr_service_sandbox_busy(svc, ID_A));
 }
 
+/* Starts a process in sandbox id on an engine of its own and waits for it to end; its id. */
+static void run_to_exit(struct fixture *fx, const char *id, char pid[32])
+{
+    clr_service *svc = &fx->e->svc;
+    /* The engines earlier processes gave back are let go: this one opens on its own. */
+    for (int i = 0; i < svc->pool_n; i++)
+        clr_engine_free(svc->pool[i]);
+    svc->pool_n = 0;
+    struct fake *f = own_engine(fx, id);
+    script_engine(fx->e, f, id, false); /* its exec's stream echoes: it ends at once */
+    json_t *p = start(&fx->e->svc, id, "{\"argv\":[\"true\"]}");
+    snprintf(pid, 32, "%s", str(p, "id"));
+    json_decref(p);
+    json_decref(await_exit(&fx->e->svc, id, pid));
+}
+
+/* Exited processes are kept for their output and result, but not for ever: the newest few of a
+ * sandbox (16; 2 here, through procs_exited_keep), and none once the sandbox is destroyed. */
+static void test_exited_are_pruned(void **state)
+{
+    struct fixture *fx = *state;
+    struct test_env *e = fx->e;
+    clr_service *svc = &e->svc;
+    svc->procs_exited_keep = 2;
+    char ids[4][32], other[32];
+    for (int i = 0; i < 3; i++)
+        run_to_exit(fx, ID_A, ids[i]);
+    /* 3 exited in A: none dropped yet (only a start or a prune drops), all answered. */
+    assert_int_equal(listed(svc, ID_A), 3);
+    json_t *o = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_get(svc, ID_A, ids[0], &o, &err), 0);
+    json_decref(o);
+    /* Any start drops the oldest exited ones past 2, in every sandbox. */
+    run_to_exit(fx, ID_B, other);
+    assert_int_equal(listed(svc, ID_A), 2);
+    assert_int_equal(listed(svc, ID_B), 1);
+    assert_int_equal(clr_service_proc_get(svc, ID_A, ids[0], &o, &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    assert_int_equal(clr_service_proc_get(svc, ID_A, ids[1], &o, &err), 0);
+    json_decref(o);
+    /* A third in A after them; then the reaper's prune keeps the newest 2, and B's one. */
+    run_to_exit(fx, ID_A, ids[3]);
+    assert_int_equal(listed(svc, ID_A), 3);
+    assert_int_equal(svc_procs_prune(svc), 1);
+    assert_int_equal(listed(svc, ID_A), 2);
+    assert_int_equal(clr_service_proc_get(svc, ID_A, ids[1], &o, &err), -1);
+    assert_int_equal(listed(svc, ID_B), 1);
+    assert_int_equal(svc_procs_prune(svc), 0);
+    /* A destroyed: its 2 go; B's stays. */
+    test_env_set_state(e, ID_A, CLR_STATE_DESTROYED, "client");
+    assert_int_equal(svc_procs_prune(svc), 2);
+    assert_int_equal(clr_service_proc_get(svc, ID_A, ids[3], &o, &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    assert_int_equal(svc_procs_prune(svc), 0);
+    assert_int_equal(listed(svc, ID_B), 1);
+    svc->procs_exited_keep = 0;
+}
+
 /* A command holds its sandbox from before it starts until its record is finished: its live
  * state's second reference is what the reaper sees. */
 static void test_busy_while_a_command_holds_it(void **state)
@@ -550,6 +609,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_process_that_ends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_process_that_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limit_per_sandbox, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exited_are_pruned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_while_a_command_holds_it, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
