@@ -326,6 +326,15 @@ def test_good_daemon():
         r = api.post('/v1/sandboxes', {})
         check('max_sandboxes 1: a second sandbox is refused (429) naming max_sandboxes',
               r.status == 429 and 'max_sandboxes 1' in r.text, r)
+        out = '/v1/sandboxes/%s/processes/pr-00000000000000aa/output' % sb['id']
+        r = api.get(out + '?stdout_offset=0&stderr_offset=0&wait=0s')
+        check('a process output request with good query parameters reaches the service (404)',
+              r.status == 404 and 'pr-00000000000000aa' in r.text, r)
+        for query, name in (('stdout_offset=x', 'stdout_offset'),
+                            ('stderr_offset=-1', 'stderr_offset'), ('wait=soon', 'wait')):
+            r = api.get(out + '?' + query)
+            check('a malformed query parameter is a 400 naming it: ' + query,
+                  r.status == 400 and 'query parameter ' + name in r.text, r)
         status, text = announce_upload(cfg['socket'], '/v1/sandboxes/%s/files/big.bin'
                                        % sb['id'], (1 << 20) + 1)
         check('max_upload_total 1 MiB: an upload announced larger than the whole budget is a '
