@@ -29,11 +29,15 @@ enum {
 };
 
 #define MAX_TENANTS 64
+/* The strings a config file may hold: 32 repo_roots, 32 allowed_images, 64 tenants and the
+ * string settings, with room for a second --config. keep() beyond it is an error, never a
+ * setting silently left at its default (a NULL socket, an audit log elsewhere). */
+#define MAX_STRINGS 320
 
 struct serve_config {
     clr_service_config svc;
     struct server_options srv;
-    char *strings[96];
+    char *strings[MAX_STRINGS];
     int nstrings;
     const char *roots[33];
     int nroots;
@@ -52,7 +56,7 @@ static void serve_config_clear(struct serve_config *c)
 
 static const char *keep(struct serve_config *c, const char *s)
 {
-    if (c->nstrings >= 96)
+    if (c->nstrings >= MAX_STRINGS)
         return NULL;
     return c->strings[c->nstrings++] = strdup(s);
 }
@@ -81,6 +85,8 @@ static int config_string(struct serve_config *c, json_t *v, const char *key, con
     if (!json_is_string(v))
         return clr_error_set(err, CLR_E_INVALID, 0, "config: %s must be a string", key);
     *out = keep(c, json_string_value(v));
+    if (!*out)
+        return clr_error_set(err, CLR_E_INVALID, 0, "config: %s: too many strings", key);
     return 0;
 }
 
@@ -330,7 +336,8 @@ static int config_repo_roots(struct serve_config *c, json_t *v, clr_error *err)
 {
     size_t i;
     json_t *r;
-    if (!json_is_array(v) || json_array_size(v) > 32)
+    /* At most 32 in all: a second --config adds to the first. */
+    if (!json_is_array(v) || json_array_size(v) > 32 - (size_t)c->nroots)
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "config: repo_roots must be a list of at most 32 directories");
     json_array_foreach(v, i, r) {
@@ -338,7 +345,9 @@ static int config_repo_roots(struct serve_config *c, json_t *v, clr_error *err)
         if (!d || d[0] != '/')
             return clr_error_set(err, CLR_E_INVALID, 0,
                                  "config: repo_roots[%zu] must be an absolute path", i);
-        c->roots[c->nroots++] = keep(c, d);
+        if (!(c->roots[c->nroots] = keep(c, d)))
+            return clr_error_set(err, CLR_E_INVALID, 0, "config: repo_roots: too many strings");
+        c->nroots++;
     }
     return 0;
 }
@@ -363,7 +372,11 @@ static int config_allowed_images(struct serve_config *c, json_t *v, clr_error *e
                                i);
             break;
         }
-        c->images[c->nimages++] = keep(c, d);
+        if (!(c->images[c->nimages] = keep(c, d))) {
+            rc = clr_error_set(err, CLR_E_INVALID, 0, "config: allowed_images: too many strings");
+            break;
+        }
+        c->nimages++;
     }
     c->images[c->nimages] = NULL;
     c->svc.allowed_images = c->images;

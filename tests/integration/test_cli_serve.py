@@ -349,6 +349,34 @@ def test_good_daemon():
     return cfg
 
 
+def test_full_config():
+    """Every list at its most (32 repo_roots, 32 allowed_images, 64 tenants), then the string
+    settings: each is kept, none dropped for want of room (it was: the daemon crashed on a
+    socket left NULL, and wrote its audit log where the config did not say)."""
+    f = mkdir('full')
+    cfg = {'allowed_images': ['clearing/*'] + ['p%d/*' % i for i in range(31)],
+           'repo_roots': ['/r%d' % i for i in range(32)],
+           'tenants': {'t%d' % i: {'max_sandboxes': 1} for i in range(64)},
+           'state_dir': os.path.join(f, 'state'),
+           'audit_log': os.path.join(f, 'full-audit.log'),
+           'socket': os.path.join(f, 'full.sock')}
+    d = Serve('full', ['serve', '--config', write_config('full', cfg)], cfg['socket'])
+    check('a config with every list at its most starts on the socket it names', d.up(),
+          d.text())
+    check('... and its audit log is where it says',
+          os.path.exists(cfg['audit_log']) and
+          not os.path.exists(os.path.join(cfg['state_dir'], 'audit.log')),
+          sorted(os.listdir(cfg['state_dir'])) if os.path.isdir(cfg['state_dir']) else '')
+    rc = d.stop()
+    check('... and stops with exit 0', rc == 0, 'exit %s\n%s' % (rc, d.text()))
+    roots = write_config('roots-20', {'repo_roots': ['/r%d' % i for i in range(20)]})
+    state = os.path.join(f, 'twice-state')
+    refused('config: two --config files with 40 repo_roots together: at most 32',
+            ['--state-dir', state, 'serve', '--socket', os.path.join(f, 'twice.sock'),
+             '--config', roots, '--config', roots], 2,
+            r'config: repo_roots must be a list of at most 32 directories', state)
+
+
 def test_flags_override_config():
     """Flags, global and serve's own, over a config file that says otherwise."""
     f = mkdir('flags')
@@ -912,6 +940,7 @@ def main():
         good = test_good_daemon() if GROUP else None
         if not GROUP:
             check('a group other than root exists for socket_group', False, 'none found')
+        test_full_config()
         test_flags_override_config()
         test_config_refusals()
         test_flag_refusals()
