@@ -81,6 +81,10 @@ def clearing(args, timeout=120, cwd=None, env=None):
         os.killpg(p.pid, signal.SIGKILL)
         out, err = p.communicate()
         return None, out.decode('utf-8', 'replace'), err.decode('utf-8', 'replace')
+    except BaseException:  # the test is ending (SIGTERM): nothing of it runs on
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise
 
 
 def expect(name, args, status, out=None, err=None, **kw):
@@ -940,6 +944,9 @@ def main():
     if len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
+    # meson ends a test past its timeout with SIGTERM: the finally below still unmounts and
+    # stops the daemons.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     CLEARING = clearing_test.CLEARING = os.path.abspath(sys.argv[1])
     T = tempfile.mkdtemp(prefix='clearing-cli-serve-')
     TOKEN = os.urandom(16).hex()
