@@ -105,7 +105,9 @@ int clr_audit_files(char ***out, size_t *n, const char *path, clr_error *err)
     _cleanup_closedir_ DIR *d = opendir(dir);
     if (!v || !d) {
         free(v);
-        return clr_error_set(err, CLR_E_UNAVAILABLE, errno, "cannot list %s", dir);
+        return clr_error_set(err, CLR_E_UNAVAILABLE, errno,
+                             "cannot list %s, the audit log's directory: %s", dir,
+                             strerror(errno));
     }
     struct dirent *e;
     while ((e = readdir(d))) {

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "clearing/plan.h"
+#include "sandbox_spec.h"
 
 #include "service/channels.h"
 #include "service/engines.h"
@@ -184,20 +185,32 @@ static int open_audit(clr_service *svc, const clr_service_config *cfg, clr_error
  * an insecure one, which is logged). */
 static int check_runtime(clr_service *svc, clr_error *err)
 {
+    /* The sandboxes' own rule (only runc may replace runsc), before the engine is asked: a
+     * daemon whose every create would be refused does not start. */
+    clr_sandbox_options so = CLR_SANDBOX_OPTIONS_INIT;
+    so.insecure_runtime = svc->insecure_runtime;
+    const char *runtime = NULL;
+    bool insecure = false;
+    if (clr_sandbox_spec_runtime(&so, &runtime, &insecure, err) < 0)
+        return clr_error_prefix(err, "setting insecure_runtime");
     clr_engine *eng = NULL;
-    bool runsc = false;
+    bool registered = false;
     if (svc_engine_get(svc, &eng, err) < 0 ||
-        clr_engine_has_runtime(eng, svc->insecure_runtime ? svc->insecure_runtime : "runsc",
-                               &runsc, err) < 0) {
+        clr_engine_has_runtime(eng, runtime, &registered, err) < 0) {
         svc_engine_put(svc, eng, true);
         return -1;
     }
     svc_engine_put(svc, eng, false);
-    if (!runsc)
+    if (!registered && insecure)
+        return clr_error_set(err, CLR_E_UNAVAILABLE, 0,
+                             "the runtime '%s' (setting insecure_runtime) is not registered with "
+                             "the Docker engine; the daemon does not start without it",
+                             runtime);
+    if (!registered)
         return clr_error_set(err, CLR_E_UNAVAILABLE, 0,
                              "the gVisor runtime 'runsc' is not registered with the Docker "
                              "engine: run scripts/setup.sh; the daemon does not start without it");
-    if (svc->insecure_runtime)
+    if (insecure)
         clr_log(CLR_LOG_WARN, "service.insecure_runtime", "runtime", svc->insecure_runtime,
                 "detail", "every sandbox of this daemon runs WITHOUT gVisor", NULL);
     return 0;

@@ -1,4 +1,5 @@
 /* clearing audit verify | show: check the hash chain, and read the log with filters. */
+#include <errno.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -90,10 +91,16 @@ static int show(int argc, char **argv)
         cli_error(&err);
         return CLI_EXIT_FAILURE;
     }
+    int status = 0;
     for (size_t f = 0; f < n; f++) {
         FILE *fp = fopen(files[f], "re");
-        if (!fp)
+        if (!fp) {
+            /* Not an empty log: a wrong --audit-log must not read as "nothing recorded". */
+            fprintf(stderr, "clearing: cannot read the audit log %s: %s\n", files[f],
+                    strerror(errno));
+            status = CLI_EXIT_FAILURE;
             continue;
+        }
         char *line = NULL;
         size_t cap = 0;
         while (getline(&line, &cap, fp) > 0) {
@@ -122,7 +129,7 @@ static int show(int argc, char **argv)
         fclose(fp);
     }
     clr_audit_files_free(files);
-    return 0;
+    return status;
 }
 
 int cmd_audit(int argc, char **argv)

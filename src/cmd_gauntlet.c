@@ -211,12 +211,15 @@ static int gauntlet_report(struct gauntlet_ctx *k, const struct gauntlet_args *a
         fputs(summary, stdout);
     _cleanup_free_ char *xml = a->junit ? clr_gauntlet_report_junit(rep) : NULL;
     _cleanup_free_ char *js = a->report ? json_dumps(j, JSON_INDENT(2)) : NULL;
-    if ((xml && write_text(a->junit, xml, &err) < 0) ||
-        (js && write_text(a->report, js, &err) < 0))
+    /* A report asked for and not written is a failure to do the job, whatever the verdict:
+     * CI reading the file must not take its absence for success. */
+    bool written = !(xml && write_text(a->junit, xml, &err) < 0) &&
+                   !(js && write_text(a->report, js, &err) < 0);
+    if (!written)
         cli_error(&err);
     if (arc < 0)
         cli_error(&err);
-    return arc < 0 ? CLI_EXIT_CLEARING : passed ? 0 : 1;
+    return arc < 0 || !written ? CLI_EXIT_CLEARING : passed ? 0 : 1;
 }
 
 /* Audits the sandbox, runs the gauntlet in it and reports: the exit status. */

@@ -33,11 +33,15 @@ enum {
 };
 
 #define MAX_TENANTS 64
+/* The strings a config file may hold: 32 repo_roots, 32 allowed_images, 64 tenants and the
+ * string settings, with room for a second --config. keep() beyond it is an error, never a
+ * setting silently left at its default (a NULL socket, an audit log elsewhere). */
+#define MAX_STRINGS 320
 
 struct serve_config {
     clr_service_config svc;
     struct server_options srv;
-    char *strings[96];
+    char *strings[MAX_STRINGS];
     int nstrings;
     const char *roots[33];
     int nroots;
@@ -57,18 +61,27 @@ static void serve_config_clear(struct serve_config *c)
 
 static const char *keep(struct serve_config *c, const char *s)
 {
-    if (c->nstrings >= 96)
+    if (c->nstrings >= MAX_STRINGS)
         return NULL;
     return c->strings[c->nstrings++] = strdup(s);
 }
 
-static int config_uint(json_t *v, const char *key, uint64_t max, uint64_t *out, clr_error *err)
+/* A whole number min..max: a setting for which 0 means nothing (no connection, no sandbox)
+ * has min 1, so that it stops the daemon here rather than make one that cannot work. */
+static int config_uint_range(json_t *v, const char *key, uint64_t min, uint64_t max,
+                             uint64_t *out, clr_error *err)
 {
-    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max)
-        return clr_error_set(err, CLR_E_INVALID, 0, "config: %s must be a whole number 0..%llu",
-                             key, (unsigned long long)max);
+    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+        (uint64_t)json_integer_value(v) < min || (uint64_t)json_integer_value(v) > max)
+        return clr_error_set(err, CLR_E_INVALID, 0, "config: %s must be a whole number %llu..%llu",
+                             key, (unsigned long long)min, (unsigned long long)max);
     *out = (uint64_t)json_integer_value(v);
     return 0;
+}
+
+static int config_uint(json_t *v, const char *key, uint64_t max, uint64_t *out, clr_error *err)
+{
+    return config_uint_range(v, key, 0, max, out, err);
 }
 
 static int config_string(struct serve_config *c, json_t *v, const char *key, const char **out,
@@ -77,6 +90,8 @@ static int config_string(struct serve_config *c, json_t *v, const char *key, con
     if (!json_is_string(v))
         return clr_error_set(err, CLR_E_INVALID, 0, "config: %s must be a string", key);
     *out = keep(c, json_string_value(v));
+    if (!*out)
+        return clr_error_set(err, CLR_E_INVALID, 0, "config: %s: too many strings", key);
     return 0;
 }
 
@@ -197,7 +212,7 @@ static int config_server_key(struct serve_config *c, const char *key, json_t *v,
     if (strcmp(key, "token_file") == 0)
         return config_string(c, v, key, &c->srv.token_file, err);
     if (strcmp(key, "max_connections") == 0) {
-        rc = config_uint(v, key, 100000, &n, err);
+        rc = config_uint_range(v, key, 1, 100000, &n, err);
         c->srv.max_connections = (unsigned)n;
         return rc;
     }
@@ -287,17 +302,18 @@ static int config_service_key(struct serve_config *c, const char *key, json_t *v
 {
     static const struct {
         const char *key;
-        uint64_t max;
+        uint64_t min, max;
     } numbers[] = {
-        {"max_sandboxes", 100000}, {"pool_size", 64},          {"max_execs", 100000},
-        {"idle_timeout", 86400},   {"max_lifetime", 7 * 86400}, {"reaper_interval_ms", 60000},
-        {"reconcile_interval_ms", 86400000},
+        {"max_sandboxes", 1, 100000},     {"pool_size", 0, 64},
+        {"max_execs", 1, 100000},         {"idle_timeout", 0, 86400},
+        {"max_lifetime", 0, 7 * 86400},   {"reaper_interval_ms", 1, 60000},
+        {"reconcile_interval_ms", 0, 86400000},
     };
     uint64_t n = 0;
     for (size_t i = 0; i < sizeof(numbers) / sizeof(numbers[0]); i++) {
         if (strcmp(key, numbers[i].key) != 0)
             continue;
-        int rc = config_uint(v, key, numbers[i].max, &n, err);
+        int rc = config_uint_range(v, key, numbers[i].min, numbers[i].max, &n, err);
         switch (i) {
         case 0: c->svc.max_sandboxes = (unsigned)n; break;
         case 1: c->svc.pool_size = (unsigned)n; break;
@@ -325,7 +341,8 @@ static int config_repo_roots(struct serve_config *c, json_t *v, clr_error *err)
 {
     size_t i;
     json_t *r;
-    if (!json_is_array(v) || json_array_size(v) > 32)
+    /* At most 32 in all: a second --config adds to the first. */
+    if (!json_is_array(v) || json_array_size(v) > 32 - (size_t)c->nroots)
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "config: repo_roots must be a list of at most 32 directories");
     json_array_foreach(v, i, r) {
@@ -333,7 +350,9 @@ static int config_repo_roots(struct serve_config *c, json_t *v, clr_error *err)
         if (!d || d[0] != '/')
             return clr_error_set(err, CLR_E_INVALID, 0,
                                  "config: repo_roots[%zu] must be an absolute path", i);
-        c->roots[c->nroots++] = keep(c, d);
+        if (!(c->roots[c->nroots] = keep(c, d)))
+            return clr_error_set(err, CLR_E_INVALID, 0, "config: repo_roots: too many strings");
+        c->nroots++;
     }
     return 0;
 }
@@ -358,7 +377,11 @@ static int config_allowed_images(struct serve_config *c, json_t *v, clr_error *e
                                i);
             break;
         }
-        c->images[c->nimages++] = keep(c, d);
+        if (!(c->images[c->nimages] = keep(c, d))) {
+            rc = clr_error_set(err, CLR_E_INVALID, 0, "config: allowed_images: too many strings");
+            break;
+        }
+        c->nimages++;
     }
     c->images[c->nimages] = NULL;
     c->svc.allowed_images = c->images;
@@ -394,6 +417,10 @@ static int config_limits(struct serve_config *c, json_t *v, clr_error *err)
             buf[0] = '\0';
         if (opt < 0)
             return clr_error_set(err, CLR_E_INVALID, 0, "config: unknown limit '%s'", lk);
+        if (!buf[0])
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "config: limits.%s must be a string or a number, e.g. \"512m\"",
+                                 lk);
         if (cli_parse_limit_option(&c->svc.limits, opt, buf, err) < 0)
             return clr_error_prefix(err, "config: limits");
     }
@@ -418,7 +445,9 @@ static int config_key(struct serve_config *c, const char *path, const char *key,
     if (rc == NOT_MINE)
         rc = config_service_key(c, key, v, err);
     if (rc == NOT_MINE)
-        rc = clr_error_set(err, CLR_E_INVALID, 0, "config %s: unknown key '%s'", path, key);
+        rc = clr_error_set(err, CLR_E_INVALID, 0,
+                           "config %s: unknown key '%s' (the keys are in docs/OPERATIONS.md)",
+                           path, key);
     return rc;
 }
 
@@ -427,6 +456,8 @@ static int load_config(struct serve_config *c, const char *path, clr_error *err)
 {
     json_error_t jerr;
     json_auto_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root && jerr.line < 1) /* not read at all: jansson's text names the file and why */
+        return clr_error_set(err, CLR_E_INVALID, 0, "config %s: %s", path, jerr.text);
     if (!root)
         return clr_error_set(err, CLR_E_INVALID, 0, "config %s: %s (line %d)", path, jerr.text,
                              jerr.line);
@@ -607,14 +638,20 @@ static int serve_prepare(struct serve_config *c)
     if (slash && slash != dir) {
         *slash = '\0';
         if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
-            fprintf(stderr, "clearing: cannot create %s: %s\n", dir, strerror(errno));
-            return CLI_EXIT_FAILURE;
+            fprintf(stderr,
+                    "clearing: cannot create the socket's directory %s: %s (create its parent, "
+                    "or choose another --socket)\n",
+                    dir, strerror(errno));
+            return CLI_EXIT_CLEARING;
         }
     }
     const char *sd = c->svc.state_dir ? c->svc.state_dir : getenv("CLEARING_STATE_DIR");
     if (sd && mkdir(sd, 0700) < 0 && errno != EEXIST) {
-        fprintf(stderr, "clearing: cannot create state directory %s: %s\n", sd, strerror(errno));
-        return CLI_EXIT_FAILURE;
+        fprintf(stderr,
+                "clearing: cannot create state directory %s: %s (check that its parent exists "
+                "and is writable by the daemon)\n",
+                sd, strerror(errno));
+        return CLI_EXIT_CLEARING;
     }
     return SERVE_GO_ON;
 }
@@ -632,15 +669,17 @@ static int serve_run(struct serve_config *c)
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     clr_service *svc = NULL;
+    /* A setting refused (invalid, denied, a conflict) is 1; what clearing could not do (the
+     * engine, the state, the audit log, a socket) is 125, as for every command. */
     if (clr_service_start(&svc, &c->svc, &err) < 0) {
         cli_error(&err);
-        return CLI_EXIT_FAILURE;
+        return cli_failure_status(&err);
     }
     struct server *srv = NULL;
     if (server_start(&srv, svc, &c->srv, &err) < 0) {
         cli_error(&err);
         clr_service_stop(svc);
-        return CLI_EXIT_FAILURE;
+        return cli_failure_status(&err);
     }
     clr_log(CLR_LOG_WARN, "serve.listening", "socket", c->srv.socket_path, NULL);
     signal(SIGPIPE, SIG_IGN);
