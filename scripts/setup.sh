@@ -16,8 +16,8 @@ PACKAGES=(
     build-essential meson ninja-build pkg-config clang libclang-rt-14-dev
     libcurl4-openssl-dev libjansson-dev libgit2-dev libyaml-dev libsqlite3-dev libssl-dev
     libarchive-dev libmicrohttpd-dev libcmocka-dev
-    docker.io mmdebstrap python3 python3-yaml python3-jsonschema git curl jq valgrind openssl
-    universal-ctags gcovr
+    docker.io mmdebstrap python3 python3-yaml git curl jq valgrind openssl universal-ctags gcovr
+    python3-jsonschema
 )
 
 missing=()
