@@ -32,12 +32,12 @@ fi
 
 # The OpenAPI lint (meson test openapi-lint) runs Redocly CLI, pinned in
 # tools/openapi-lint/package-lock.json and installed by the test itself into the build directory
-# with npm ci. It needs Node.js 20.19 or later with npm, which Debian 12's nodejs (18) is not:
+# with npm ci. It needs Node.js 20.19+ or 22.12+ with npm, which Debian 12's nodejs (18) is not:
 # this machine class has NodeSource's 20.x; without it the lint fails saying so.
 node_version=$(node --version 2>/dev/null || true)
 case "$node_version" in
-    v2[1-9].*|v[3-9][0-9].*|v20.19.*|v20.[2-9][0-9].*) ;;
-    *) log "warning: Node.js ${node_version:-(none)} cannot run the OpenAPI lint: install Node.js >= 20.19 and npm" ;;
+    v20.19.*|v20.[2-9][0-9].*|v22.1[2-9].*|v22.[2-9][0-9].*|v2[3-9].*|v[3-9][0-9].*) ;;
+    *) log "warning: Node.js ${node_version:-(none)} cannot run the OpenAPI lint: install Node.js 20.19+ or 22.12+ and npm" ;;
 esac
 command -v npm >/dev/null || log "warning: npm is missing: the OpenAPI lint cannot install Redocly CLI"
 

@@ -53,7 +53,7 @@ def node_ok(lock):
                 'with scripts/setup.sh' % want)
     v = subprocess.run([node, '--version'], capture_output=True, text=True).stdout.strip()
     major, minor = (int(x) for x in v.lstrip('v').split('.')[:2])
-    if major < 20 or (major == 20 and minor < 19):
+    if not ((major == 20 and minor >= 19) or (major == 22 and minor >= 12) or major >= 23):
         return 'node %s is too old for the pinned Redocly CLI (it wants %s)' % (v, want)
     return None
 
