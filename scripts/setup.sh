@@ -17,6 +17,7 @@ PACKAGES=(
     libcurl4-openssl-dev libjansson-dev libgit2-dev libyaml-dev libsqlite3-dev libssl-dev
     libarchive-dev libmicrohttpd-dev libcmocka-dev
     docker.io mmdebstrap python3 python3-yaml git curl jq valgrind openssl universal-ctags gcovr
+    python3-jsonschema
 )
 
 missing=()
@@ -28,6 +29,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -q >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# The OpenAPI lint (meson test openapi-lint) runs Redocly CLI, pinned in
+# tools/openapi-lint/package-lock.json and installed by the test itself into the build directory
+# with npm ci. It needs Node.js 20.19+ or 22.12+ with npm, which Debian 12's nodejs (18) is not:
+# this machine class has NodeSource's 20.x; without it the lint fails saying so.
+node_version=$(node --version 2>/dev/null || true)
+case "$node_version" in
+    v20.19.*|v20.[2-9][0-9].*|v22.1[2-9].*|v22.[2-9][0-9].*|v2[3-9].*|v[3-9][0-9].*) ;;
+    *) log "warning: Node.js ${node_version:-(none)} cannot run the OpenAPI lint: install Node.js 20.19+ or 22.12+ and npm" ;;
+esac
+command -v npm >/dev/null || log "warning: npm is missing: the OpenAPI lint cannot install Redocly CLI"
 
 # gVisor: Debian 13's runsc (systrap platform) is ~5x faster on real workloads than Debian 12's
 # (ptrace). It is a static binary whose package has no dependencies, so it is fetched from the

@@ -100,7 +100,9 @@ def request(target, method, path, body=None, headers=None, timeout=120, json_typ
     try:
         conn.request(method, path, body=data, headers=h)
         r = conn.getresponse()
-        return Response(r.status, r.headers, r.read())
+        resp = Response(r.status, r.headers, r.read())
+        check_answer(target, method, path, resp.status, resp.headers, resp.body)
+        return resp
     finally:
         conn.close()
 
@@ -111,7 +113,10 @@ def call(conn, method, path, body=None):
     conn.request(method, path, body=data,
                  headers={'Content-Type': 'application/json'} if data is not None else {})
     r = conn.getresponse()
-    return r.status, decode(r.read())
+    raw = r.read()
+    check_answer(getattr(conn, 'unix_path', None) or (conn.host, conn.port), method, path,
+                 r.status, r.headers, raw)
+    return r.status, decode(raw)
 
 
 def api(target, method, path, body=None, timeout=120):
@@ -414,3 +419,208 @@ def runsc_pids(cid):
         if argv and argv[0].startswith(b'runsc') and cid.encode() in b' '.join(argv):
             pids.append(int(p))
     return pids
+
+
+# ---- answers checked against docs/openapi.yaml ----
+#
+# A suite calls check_answers() once; from then on every answer of a clearing daemon that
+# request() and call() receive (not dockerd's) is checked against the document: the operation
+# for the method and the path (path templates; {path} of the file route takes '/'), the
+# response for the status (a status the operation does not list is a failure), its media type,
+# and a JSON body against the response's schema ($refs resolved, OpenAPI 3.0's nullable made
+# JSON Schema's null). An answer for a path or a method the document does not have must be the
+# router's or the server's own refusal: an Error body with 400, 401, 404, 405 or 413. A bad
+# answer is kept in ANSWER_PROBLEMS, which the suite checks at its end (answer_check_summary),
+# and, unless the suite asked for the list only (a TAP script that goes on to its next check),
+# raises AssertionError in the request, failing the test that made it.
+
+OPENAPI_SPEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'docs',
+                            'openapi.yaml')
+OPENAPI = None          # the checker, once check_answers() turned the check on
+ANSWER_RAISES = True    # a bad answer raises AssertionError in the request, too
+ANSWERS_CHECKED = 0     # answers checked so far (a suite's positive control)
+ANSWER_PROBLEMS = []    # every answer that did not match the document
+UNDOCUMENTED_STATUSES = (400, 401, 404, 405, 413)
+
+
+def _openapi_to_json_schema(node, doc, seen=()):
+    """An OpenAPI 3.0 schema as a JSON Schema (draft 4) value: local $refs inlined, nullable
+    made a type that admits null, OpenAPI's own keywords dropped."""
+    if isinstance(node, list):
+        return [_openapi_to_json_schema(n, doc, seen) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if '$ref' in node:
+        ref = node['$ref']
+        if not ref.startswith('#/') or ref in seen:
+            raise ValueError('openapi: cannot resolve $ref %s (not local, or a cycle)' % ref)
+        target = doc
+        for part in ref[2:].split('/'):
+            target = target[part.replace('~1', '/').replace('~0', '~')]
+        return _openapi_to_json_schema(target, doc, seen + (ref,))
+    out = {}
+    for k, v in node.items():
+        if k in ('nullable', 'example', 'examples', 'discriminator', 'readOnly', 'writeOnly',
+                 'xml', 'externalDocs', 'deprecated') or k.startswith('x-'):
+            continue
+        if k in ('properties', 'patternProperties'):
+            out[k] = {name: _openapi_to_json_schema(s, doc, seen) for name, s in v.items()}
+        else:
+            out[k] = _openapi_to_json_schema(v, doc, seen)
+    if node.get('nullable') is True:
+        return {'anyOf': [{'type': 'null'}, out]}
+    return out
+
+
+class OpenAPIChecker:
+    """docs/openapi.yaml's operations, and the check of one answer against them."""
+
+    def __init__(self, spec_path):
+        import yaml
+        import jsonschema
+        with open(spec_path) as f:
+            self.doc = yaml.safe_load(f)
+        self.validator_class = jsonschema.Draft4Validator
+        self.routes = []  # (regex, template, path item), the most literal template first
+        for template, item in self.doc['paths'].items():
+            rx = ''
+            for piece in re.split(r'(\{[^}]+\})', template):
+                if piece == '{path}':
+                    rx += '.+'
+                elif piece.startswith('{'):
+                    rx += '[^/]+'
+                else:
+                    rx += re.escape(piece)
+            literal = len(re.sub(r'\{[^}]+\}', '', template))
+            self.routes.append((re.compile('^' + rx + '$'), template, item, literal))
+        self.routes.sort(key=lambda r: -r[3])
+
+    def resolve(self, node):
+        while isinstance(node, dict) and '$ref' in node:
+            target = self.doc
+            for part in node['$ref'][2:].split('/'):
+                target = target[part.replace('~1', '/').replace('~0', '~')]
+            node = target
+        return node
+
+    def schema_errors(self, schema, value):
+        js = _openapi_to_json_schema(schema, self.doc)
+        v = self.validator_class(js)
+        return ['%s at %s' % (e.message[:300], '/'.join(str(p) for p in e.absolute_path) or '.')
+                for e in sorted(v.iter_errors(value), key=lambda e: list(e.absolute_path))]
+
+    def problem(self, method, path, status, content_type, body):
+        """None if the answer matches the document, else what is wrong."""
+        bare = path.split('?', 1)[0]
+        media = (content_type or '').split(';', 1)[0].strip().lower()
+        op, template = None, None
+        for rx, tmpl, item, _ in self.routes:
+            if rx.match(bare):
+                template = tmpl
+                op = item.get(method.lower())
+                break
+        where = '%s %s' % (method.upper(), bare)
+        if op is None:
+            # Not an operation of the document: only the router's and the server's refusals.
+            if status not in UNDOCUMENTED_STATUSES:
+                return ('%s is not in the document (%s) but was answered %d'
+                        % (where, template and 'its path has no such method' or 'no such path',
+                           status))
+            if method.upper() == 'HEAD':
+                return None  # an answer to HEAD has no body to check
+            errs = (self.schema_errors(self.doc['components']['schemas']['Error'],
+                                       _json_of(body)) if media == 'application/json'
+                    else ['not JSON (%s)' % (media or 'no Content-Type')])
+            return ('%s: refusal %d is not an Error: %s' % (where, status, '; '.join(errs))
+                    if errs else None)
+        responses = op.get('responses', {})
+        resp = responses.get(str(status)) or responses.get('%dXX' % (status // 100))
+        if resp is None:
+            return ('%s (%s %s) answered %d, a status the document does not list for it (%s)'
+                    % (where, method.upper(), template, status, ', '.join(sorted(responses))))
+        content = self.resolve(resp).get('content') or {}
+        if not body:
+            if content and status != 204:
+                return ('%s answered %d with no body; the document says %s'
+                        % (where, status, ', '.join(content)))
+            return None
+        if not content:
+            return ('%s answered %d with a body (%s) where the document has none'
+                    % (where, status, media or 'no Content-Type'))
+        if media not in content:
+            return ('%s answered %d as %s; the document says %s'
+                    % (where, status, media or 'no Content-Type', ', '.join(content)))
+        schema = content[media].get('schema')
+        if media != 'application/json':
+            return None
+        if schema is None:
+            return '%s answered %d: the document has no schema for its JSON' % (where, status)
+        value = _json_of(body)
+        if value is _NOT_JSON:
+            return '%s answered %d with a body that is not JSON: %r' % (where, status, body[:200])
+        errs = self.schema_errors(schema, value)
+        if errs:
+            return ('%s (%s) answered %d off the document: %s; body %s'
+                    % (where, template, status, '; '.join(errs[:5]),
+                       json.dumps(value)[:600]))
+        return None
+
+
+_NOT_JSON = object()
+
+
+def _json_of(body):
+    try:
+        return json.loads(body)
+    except ValueError:
+        return _NOT_JSON
+
+
+def check_answers(spec_path=OPENAPI_SPEC, raises=True):
+    """Turns the check of every daemon answer against docs/openapi.yaml on (see above); raises:
+    whether a bad answer also raises in its request. Shows first that the checker tells a
+    right answer from a wrong one."""
+    global OPENAPI, ANSWER_RAISES
+    checker = OpenAPIChecker(spec_path)
+    good = b'{"error":{"code":"not_found","message":"no sandbox sb-0000000000000000"}}'
+    wrong = b'{"error":{"code":"no_such_code","message":"x"}}'
+    probes = [checker.problem('GET', '/v1/sandboxes/sb-0000000000000000', 404,
+                              'application/json', good) is None,
+              checker.problem('GET', '/v1/sandboxes/sb-0000000000000000', 404,
+                              'application/json', wrong) is not None,
+              checker.problem('GET', '/v1/sandboxes/sb-0000000000000000', 418,
+                              'application/json', good) is not None,
+              checker.problem('GET', '/v1/health', 200, 'application/json',
+                              b'{"status":"fine"}') is not None,
+              checker.problem('GET', '/v1/health', 200, 'application/json',
+                              b'{"status":"ok"}') is None]
+    if not all(probes):
+        raise AssertionError('the OpenAPI answer check does not tell right from wrong: %r'
+                             % probes)
+    OPENAPI = checker
+    ANSWER_RAISES = raises
+
+
+def check_answer(target, method, path, status, headers, body):
+    """Checks one answer of the daemon at target when check_answers() turned the check on;
+    dockerd's answers are not the document's."""
+    global ANSWERS_CHECKED
+    if OPENAPI is None or target == DOCKER_SOCK:
+        return
+    ANSWERS_CHECKED += 1
+    problem = OPENAPI.problem(method, path, status, headers.get('Content-Type'), body)
+    if problem:
+        ANSWER_PROBLEMS.append(problem)
+        if ANSWER_RAISES:
+            raise AssertionError('answer off docs/openapi.yaml: ' + problem)
+
+
+def answer_check_summary():
+    """For a suite's end: (ok, a line saying how many answers were checked and what failed)."""
+    if OPENAPI is None:
+        return False, 'the OpenAPI answer check was never turned on'
+    if ANSWERS_CHECKED == 0:
+        return False, 'the OpenAPI answer check saw no answer'
+    line = '%d answers checked against docs/openapi.yaml, %d off it' % (ANSWERS_CHECKED,
+                                                                         len(ANSWER_PROBLEMS))
+    return not ANSWER_PROBLEMS, '\n'.join([line] + ['  ' + p for p in ANSWER_PROBLEMS])

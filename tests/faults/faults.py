@@ -703,9 +703,10 @@ def main():
         return 77
     signal.signal(signal.SIGTERM, T.on_sigterm)
     todo = [x for x in EXPERIMENTS if not args or any(a in x[0] for a in args)]
-    print('1..%d' % len(todo))
+    print('1..%d' % (len(todo) + 1))
     failed = 0
     t_all = time.monotonic()
+    ct.check_answers(raises=False)  # every answer of the daemons against docs/openapi.yaml
     for i, (name, fn, kw) in enumerate(todo, 1):
         e = Exp(name, **kw)
         t0 = time.monotonic()
@@ -730,6 +731,11 @@ def main():
             shutil.rmtree(e.d.dir, ignore_errors=True)
         else:
             failed += 1
+    answers_ok, summary = ct.answer_check_summary()
+    print('%s %d - %s' % ('ok' if answers_ok else 'not ok', len(todo) + 1, summary.splitlines()[0]))
+    for line in summary.splitlines()[1:]:
+        print('#   ' + line)
+    failed += 0 if answers_ok else 1
     left = T.sweep()  # the daemons of experiments whose cleanup failed, and their containers
     if left:
         print('# the final sweep removed: %s' % ', '.join(left))

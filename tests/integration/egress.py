@@ -176,6 +176,7 @@ def main():
     serve(tlsd)
     T = tlsd.server_address[1]
 
+    ct.check_answers(raises=False)
     daemon = spawn_daemon(CLEARING, state, sock, log_level='warn',
                           stderr=open(os.path.join(d, 'log'), 'w'))
     sids = []
@@ -368,6 +369,8 @@ print(s.recv(300).decode())
                            capture_output=True, text=True)
         check('the audit log verifies', v.returncode == 0, v.stdout + v.stderr)
         pooled_daemon(d, H)
+        ok, summary = ct.answer_check_summary()
+        check('every answer matches docs/openapi.yaml: ' + summary.splitlines()[0], ok, summary)
     finally:
         stop_daemon(daemon, sock, sids)
         httpd.shutdown()

@@ -2429,6 +2429,7 @@ def main():
         print('1..0 # SKIP the API tests need root (the daemon drives dockerd and runsc)')
         print('0 passed, 0 failed')
         return 77
+    ct.check_answers()  # every answer of the suite's daemons against docs/openapi.yaml
     loader = unittest.TestLoader()
     if args:
         loader.testNamePatterns = ['*%s*' % a for a in args]
@@ -2445,6 +2446,10 @@ def main():
                                                       ', '.join(d.dir for d in DAEMONS)))
     if result.skipped:
         print('%d skipped' % len(result.skipped))
+    answers_ok, summary = ct.answer_check_summary()
+    print(summary)
+    if not answers_ok:
+        bad.add('the answers against docs/openapi.yaml')
     print('%d passed, %d failed' % (len(result.passed), len(bad)))
     if not bad:
         for d in DAEMONS:

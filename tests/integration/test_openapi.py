@@ -19,6 +19,7 @@ import yaml
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from clearing_test import request, spawn_daemon, wait_answering  # noqa: E402
+import clearing_test as ct  # noqa: E402
 
 CLEARING, SPEC = sys.argv[1], sys.argv[2]
 METHODS = ["get", "post", "put", "delete", "patch"]
@@ -96,6 +97,7 @@ def main():
             passed += 1
             print(f"ok - {name}")
 
+    ct.check_answers(SPEC, raises=False)
     try:
         if not wait_answering(sock, d, 60):
             report("the daemon answers /v1/health", [f"not within 60 s; log in {tmp}/log"])
@@ -148,6 +150,9 @@ def main():
         state = json.loads(raw).get("state") if status == 200 else None
         report("the probed sandbox still runs", [] if state == "running" else
                [f"answered {status}: {raw[:200]!r}"])
+        ok, summary = ct.answer_check_summary()
+        report("every answer matches docs/openapi.yaml: " + summary.splitlines()[0],
+               [] if ok else summary.splitlines()[1:])
     finally:
         for sid in created:
             call(sock, "delete", f"/v1/sandboxes/{sid}?wait=true")

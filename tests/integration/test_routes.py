@@ -18,6 +18,7 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 sys.dont_write_bytecode = True
 from clearing_test import request, spawn_daemon, stop_process, wait_answering  # noqa: E402
+import clearing_test as ct  # noqa: E402
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 SID = "sb-00000000000000ff"
@@ -79,6 +80,7 @@ def call(sock, method, path, body=None):
 def test_answers(clearing):
     tmp = tempfile.mkdtemp(prefix="clearing-routes-")
     sock = os.path.join(tmp, "c.sock")
+    ct.check_answers(raises=False)
     d = spawn_daemon(clearing, os.path.join(tmp, "state"), sock,
                      stderr=open(os.path.join(tmp, "log"), "w"))
     try:
@@ -87,6 +89,8 @@ def test_answers(clearing):
         if not up:
             return
         answers(sock)
+        ok, summary = ct.answer_check_summary()
+        check("every answer matches docs/openapi.yaml: " + summary.splitlines()[0], ok, summary)
     finally:
         stop_process(d)
         if all(results):

@@ -42,6 +42,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(HERE, '..'))
 from clearing_test import (DOCKER_SOCK, UnixHTTPConnection, die_with_parent,  # noqa: E402
                            request, wait_answering)
+import clearing_test as ct  # noqa: E402
 CLEARING = None
 PROBE = '/workspace/xprobe'       # the compiled attacks.c inside a sandbox
 PROBE_COMM = 'xprobe'
@@ -2631,9 +2632,10 @@ def main():
     tests = [t for t in TESTS if not pats or any(p in '%s: %s' % t[:2] for p in pats)]
     todo_failed = 0
     fails = []
-    print('1..%d' % (len(tests) + 1))
+    print('1..%d' % (len(tests) + 2))
     failed = 0
     t_start = time.monotonic()
+    ct.check_answers(raises=False)  # every answer of the daemon against docs/openapi.yaml
     try:
         setup()
     except Exception:
@@ -2662,7 +2664,14 @@ def main():
                                              traceback.format_exc().strip().splitlines()[-1]))
         sys.stdout.flush()
     left = teardown()
-    n = len(tests) + 1
+    n = len(tests) + 2
+    answers_ok, summary = ct.answer_check_summary()
+    print('%s %d - %s' % ('ok' if answers_ok else 'not ok', n - 1, summary.splitlines()[0]))
+    for line in summary.splitlines()[1:]:
+        print('#   ' + line)
+    if not answers_ok:
+        failed += 1
+        fails.append('answers off docs/openapi.yaml: ' + summary[:500])
     if left:
         failed += 1
         print('not ok %d - teardown: no host process of a destroyed sandbox is left (%r)'
