@@ -324,7 +324,7 @@ log "ok: clearing audit verify: $(tail -n1 "$work/audit.log")"
 if systemd_runs; then
     log "apt-get remove clearing (its prerm stops the service)"
 else
-    log "stopping the by-hand daemon (without systemd the prerm has no service to stop), then apt-get remove"
+    log "stopping the by-hand daemon (without systemd, the prerm of apt-get remove has no service to stop)"
     traced=$tracer_pid
     stop_daemon
     if [ -n "$traced" ]; then
@@ -386,6 +386,35 @@ PY
         log "ok: every system call, socket family and mapping of the daemon fits its unit's filters"
     fi
 fi
+
+# ---- 7b. the optional socket unit: the daemon takes the socket it is passed -----------------
+listen=$(sed -n 's/^ListenStream=//p' "$SOCKET_UNIT")
+[ "$listen" = "$SOCK" ] || fail "clearing.socket listens on '$listen', not the configuration's $SOCK"
+if systemd_runs; then
+    systemctl stop clearing.service
+    systemctl start clearing.socket
+    answering || fail "nothing answers on $SOCK through clearing.socket"
+    systemctl is-active --quiet clearing.service || fail "a connection to clearing.socket did not start clearing.service"
+    [ "$(stat -c '%a %U %G' "$SOCK")" = "660 root clearing" ] || fail "clearing.socket made $SOCK $(stat -c '%a %U %G' "$SOCK")"
+    systemctl stop clearing.socket
+    systemctl start clearing.service
+else
+    # systemd-socket-activate plays clearing.socket: it binds ListenStream= and execs the
+    # daemon, with the socket as fd 3, at the first connection.
+    command -v systemd-socket-activate >/dev/null || fail "systemd-socket-activate is missing (package systemd)"
+    rm -f "$SOCK"
+    # shellcheck disable=SC2086
+    (umask "${umask_v:-0022}" && exec setsid systemd-socket-activate -l "$listen" -- \
+        setpriv "${setpriv_args[@]}" -- $exec_start) </dev/null >"$work/activated.log" 2>&1 &
+    daemon_pid=$!
+    for _ in $(seq 1 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
+    answering || { cat "$work/activated.log"; fail "the socket-activated daemon does not answer on $SOCK"; }
+    [ "$(cat "/proc/$daemon_pid/comm" 2>/dev/null)" = clearing ] || fail "no socket-activated daemon answered"
+    stop_daemon
+    [ -S "$SOCK" ] || fail "the socket-activated daemon removed the socket it was given"
+    rm -f "$SOCK"
+fi
+log "ok: started through its socket ($listen, as clearing.socket would), the daemon answered; it left the socket in place"
 DEBIAN_FRONTEND=noninteractive apt-get remove -y -q clearing >"$work/remove.log" 2>&1 ||
     { cat "$work/remove.log"; fail "apt-get remove clearing failed"; }
 answering && fail "a daemon still answers on $SOCK after the removal"
