@@ -292,6 +292,16 @@ if [ -n "$daemon_pid" ]; then
 fi
 [ "$(stat -c '%a %U %G' "$SOCK")" = "660 root clearing" ] || fail "$SOCK is $(stat -c '%a %U %G' "$SOCK"), not 660 root clearing"
 log "ok: the daemon answers on $SOCK (660 root:clearing)"
+# A member of clearing may use the socket, anyone else may not (uid 65534: nobody).
+gid=$(getent group clearing | cut -d: -f3)
+setpriv --reuid=65534 --regid=65534 --groups="$gid" --inh-caps=-all --bounding-set=-all \
+    curl -sf --max-time 10 --unix-socket "$SOCK" http://clearing/v1/health >/dev/null ||
+    fail "a member of group clearing cannot use $SOCK"
+if setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all \
+    curl -sf --max-time 10 --unix-socket "$SOCK" http://clearing/v1/health >/dev/null 2>&1; then
+    fail "a user outside group clearing can use $SOCK"
+fi
+log "ok: a member of group clearing reaches the daemon, another user does not"
 
 # ---- 6. use it ------------------------------------------------------------------------------
 cl=(/usr/bin/clearing --host "unix://$SOCK")
