@@ -2,16 +2,20 @@
 # The Debian package, end to end, on this host (#19): builds the .deb in a copy of the tree (the
 # source tree is left as it was), lints it, checks its units with `systemd-analyze verify`,
 # installs it, starts its daemon (with systemd where systemd is PID 1; else by hand, as the
-# unit's User and Group with its capability bounding set, umask and no-new-privileges), runs
-# commands through the daemon's socket and `clearing run` with the installed agent, removes the
-# package (everything but the state and the conffile must be gone), then purges it (the state
-# must be gone). Whatever happens, the trap leaves the host as it found it: the package purged,
-# its daemon stopped, its sandboxes removed, a /var/lib/clearing that was here before put back.
+# unit's User and Group with its capability bounding set, umask and no-new-privileges, under
+# strace to check its system call filter, address families and MemoryDenyWriteExecute), checks
+# that group clearing (and only it) reaches the socket, runs commands through the socket and
+# `clearing run` with the installed agent, starts the daemon once more through its socket as
+# clearing.socket would, removes the package (everything but the state and the conffile must be
+# gone), then purges it (the state must be gone). Whatever happens, the trap leaves the host as
+# it found it: the package purged, its daemon stopped, its sandbox removed, a /var/lib/clearing
+# that was here before put back, the group clearing removed if this run made it.
 #
-# It uses the package's own paths (/run/clearing/clearing.sock, /var/lib/clearing) and refuses
-# to start when something else already uses them; other tests' daemons (their own sockets and
+# It uses the package's own paths (/run/clearing/clearing.sock, /var/lib/clearing): it refuses
+# to start when a daemon answers on that socket or the package is installed, and moves an
+# existing /var/lib/clearing aside for its run. Other tests' daemons (their own sockets and
 # state directories) are not touched. Needs root, dockerd with runsc and the default image
-# (scripts/setup.sh). About 3 minutes here, most of it the build.
+# (scripts/setup.sh). 1-3 minutes here, most of it the build.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
