@@ -115,6 +115,19 @@ stop_daemon() {
 
 systemd_runs() { [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ] && [ -d /run/systemd/system ]; }
 
+# The sandboxes (with a container) whose workspaces are mounted in $STATE: a `clearing run` with
+# the default state directory is using it, and moving the directory would pull them from under
+# it. A workspace whose container is gone is litter (`clearing gc` removes it) and moves along.
+state_in_use() {
+    local m id busy=""
+    for m in $(awk '{print $5}' /proc/self/mountinfo | grep "^$STATE/workspaces/" || true); do
+        id=${m##*/}
+        [ -n "$(docker ps -aq --filter "name=^clearing-$id\$" 2>/dev/null)" ] && busy="$busy $id"
+    done
+    [ -n "$busy" ] && echo "${busy# }"
+    [ -n "$busy" ]
+}
+
 answering() { curl -sf --max-time 5 --unix-socket "$SOCK" http://clearing/v1/health >/dev/null 2>&1; }
 
 # ---- 0. the host: nothing of the package's may be in use, the tools it needs present --------
@@ -123,6 +136,7 @@ if dpkg-query -W -f='${Status}' clearing 2>/dev/null | grep -q 'install ok insta
 fi
 [ -e /etc/clearing/config.json ] && fail "/etc/clearing/config.json exists: it is not this test's to replace"
 answering && fail "a daemon answers on $SOCK: this test needs the package's socket for its own daemon"
+state_in_use >/dev/null && fail "$STATE holds the workspaces of sandboxes that exist now ($(state_in_use)): run this test when they are done"
 getent group clearing >/dev/null || group_made=1
 
 need=()
@@ -180,6 +194,7 @@ sed 's/^/  /' "$work/lintian.log"
 
 # ---- 3. install -----------------------------------------------------------------------------
 if [ -d "$STATE" ]; then
+    state_in_use >/dev/null && fail "$STATE holds the workspaces of sandboxes that exist now ($(state_in_use)): run this test when they are done"
     state_aside="$STATE.package-test.$$"
     mv "$STATE" "$state_aside"
     log "moved the existing $STATE aside to $state_aside (put back at the end)"
