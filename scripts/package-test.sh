@@ -358,7 +358,8 @@ else
     stop_daemon
     if [ -n "$traced" ]; then
         # What the unit would have refused: a system call outside SystemCallFilter, a socket of a
-        # family outside RestrictAddressFamilies, a mapping both writable and executable.
+        # family outside RestrictAddressFamilies, a mapping both writable and executable, a new
+        # namespace, a setuid/setgid bit, a device other than the pseudo-devices.
         systemd-analyze syscall-filter >"$work/filters" 2>/dev/null || fail "systemd-analyze syscall-filter failed"
         python3 - "$UNIT" "$work/filters" "$work/trace" <<'PY' || fail "the daemon did what its unit forbids (above)"
 import re, sys
@@ -383,7 +384,8 @@ def expand(name, seen=()):
     return set().union(*[expand(x, seen + (name,)) for x in groups.get(name, []) if x not in seen])
 allowed = set().union(*[expand(x) for x in opts["SystemCallFilter"].split()])
 families = set(opts["RestrictAddressFamilies"].split())
-used, fams, wx = set(), set(), []
+used, fams, wx, nsx, suid, devs = set(), set(), [], [], [], set()
+pseudo = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx"}
 for line in open(trace, errors="replace"):
     m = re.match(r"\d+ +(?:<\.\.\. )?([a-z_0-9]+)[( ]", line)
     if not m or line.split()[1].startswith("+++") or line.split()[1].startswith("---"):
@@ -394,6 +396,16 @@ for line in open(trace, errors="replace"):
         fams.add(f.group(1))
     if re.match(r"\d+ +(mmap|mprotect|pkey_mprotect)\(", line) and "PROT_WRITE" in line and "PROT_EXEC" in line:
         wx.append(line.strip())
+    # RestrictNamespaces=yes: no new namespace, no setns.
+    if re.match(r"\d+ +(clone3?|unshare|setns)\(", line) and ("CLONE_NEW" in line or " setns(" in line):
+        nsx.append(line.strip())
+    # RestrictSUIDSGID=yes: no setuid or setgid bit set.
+    if re.match(r"\d+ +(chmod|fchmod|fchmodat)\(.*, (S_IS[UG]ID|0?[2-7][0-7]{3}\b)", line):
+        suid.append(line.strip())
+    # DevicePolicy=closed: the pseudo-devices only.
+    d = re.match(r'\d+ +open(?:at2?)?\((?:[A-Z_]+|\d+), "(/dev/[^"]*)"', line)
+    if d and d.group(1) not in pseudo and "ENOENT" not in line:
+        devs.add(d.group(1))
 bad = sorted(used - allowed)
 print("package-test:   the daemon made %d distinct system calls (mount: %s), opened sockets of %s"
       % (len(used), "mount" in used, sorted(fams)))
@@ -407,12 +419,21 @@ if bad:
 if fams - families:
     print("package-test: outside RestrictAddressFamilies=%s: %s" % (opts["RestrictAddressFamilies"], sorted(fams - families)))
     ok = False
+if opts.get("RestrictNamespaces") == "yes" and nsx:
+    print("package-test: namespaces made despite RestrictNamespaces: %s" % nsx[:3])
+    ok = False
+if opts.get("RestrictSUIDSGID") == "yes" and suid:
+    print("package-test: setuid/setgid bits set despite RestrictSUIDSGID: %s" % suid[:3])
+    ok = False
+if opts.get("DevicePolicy") == "closed" and devs:
+    print("package-test: devices opened despite DevicePolicy=closed: %s" % sorted(devs))
+    ok = False
 if opts.get("MemoryDenyWriteExecute") == "yes" and wx:
     print("package-test: writable and executable mappings despite MemoryDenyWriteExecute: %s" % wx[:3])
     ok = False
 sys.exit(0 if ok else 1)
 PY
-        log "ok: every system call, socket family and mapping of the daemon fits its unit's filters"
+        log "ok: every system call, socket family, mapping, chmod, clone and device the daemon used fits its unit"
     fi
 fi
 
