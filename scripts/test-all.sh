@@ -70,6 +70,7 @@ run_step "main suite with coverage" env BUILD_COV="${BUILD_COV:-build-cov}" bash
 run_step "sanitizer suite" $MAKE --no-print-directory test-sanitize
 run_step "fuzz replay" $MAKE --no-print-directory test-fuzz-replay
 run_step "fuzzing" $MAKE --no-print-directory test-fuzz-run
+run_step "Debian package" bash scripts/package-test.sh
 printf '\n==== test-all: every step passed in %d s\n' $(($(date +%s) - started))
 # The coverage numbers (printed after the main suite) again, where the end of the log shows them.
 printf '\n==== test-all: line coverage of the main suite\n'

@@ -95,6 +95,20 @@ static int config_string(struct serve_config *c, json_t *v, const char *key, con
     return 0;
 }
 
+/* A string whose default is "not set" (socket_owner, token_file, ...): null says so, which lets
+ * a configuration file write every key out with its default (debian/clearing.config.json). */
+static int config_string_or_null(struct serve_config *c, json_t *v, const char *key,
+                                 const char **out, clr_error *err)
+{
+    if (json_is_null(v)) {
+        *out = NULL;
+        return 0;
+    }
+    if (!json_is_string(v))
+        return clr_error_set(err, CLR_E_INVALID, 0, "config: %s must be a string or null", key);
+    return config_string(c, v, key, out, err);
+}
+
 /* A number or a string such as "4g" / "1.5", as in "limits". */
 static int quota_text(json_t *v, char *buf, size_t len)
 {
@@ -188,9 +202,9 @@ static int config_server_key(struct serve_config *c, const char *key, json_t *v,
     if (strcmp(key, "socket") == 0)
         return config_string(c, v, key, &c->srv.socket_path, err);
     if (strcmp(key, "socket_owner") == 0)
-        return config_string(c, v, key, &c->srv.socket_owner, err);
+        return config_string_or_null(c, v, key, &c->srv.socket_owner, err);
     if (strcmp(key, "socket_group") == 0)
-        return config_string(c, v, key, &c->srv.socket_group, err);
+        return config_string_or_null(c, v, key, &c->srv.socket_group, err);
     if (strcmp(key, "socket_mode") == 0) {
         const char *m = NULL;
         rc = config_string(c, v, key, &m, err);
@@ -203,14 +217,14 @@ static int config_server_key(struct serve_config *c, const char *key, json_t *v,
         return rc;
     }
     if (strcmp(key, "tcp_address") == 0)
-        return config_string(c, v, key, &c->srv.tcp_address, err);
+        return config_string_or_null(c, v, key, &c->srv.tcp_address, err);
     if (strcmp(key, "tcp_port") == 0) {
         rc = config_uint(v, key, 65535, &n, err);
         c->srv.tcp_port = (uint16_t)n;
         return rc;
     }
     if (strcmp(key, "token_file") == 0)
-        return config_string(c, v, key, &c->srv.token_file, err);
+        return config_string_or_null(c, v, key, &c->srv.token_file, err);
     if (strcmp(key, "max_connections") == 0) {
         rc = config_uint_range(v, key, 1, 100000, &n, err);
         c->srv.max_connections = (unsigned)n;
@@ -241,7 +255,7 @@ static int config_audit_key(struct serve_config *c, const char *key, json_t *v, 
     uint64_t n = 0;
     int rc;
     if (strcmp(key, "audit_log") == 0)
-        return config_string(c, v, key, &c->svc.audit_path, err);
+        return config_string_or_null(c, v, key, &c->svc.audit_path, err);
     if (strcmp(key, "audit_rotate_bytes") == 0)
         return config_uint(v, key, UINT64_MAX / 2, &c->svc.audit_rotate_bytes, err);
     if (strcmp(key, "audit_keep") == 0) {
@@ -291,7 +305,7 @@ static int config_service_string(struct serve_config *c, const char *key, json_t
     };
     for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
         if (strcmp(key, strings[i].key) == 0)
-            return config_string(c, v, key, strings[i].field, err);
+            return config_string_or_null(c, v, key, strings[i].field, err);
     }
     return NOT_MINE;
 }

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "activation.h"
 #include "http.h"
 #include "routes.h"
 #include "server_internal.h"
@@ -660,6 +661,16 @@ static int open_unix(struct server *s, const struct server_options *o, clr_error
                              o->socket_path);
     snprintf(a.sun_path, sizeof(a.sun_path), "%s", o->socket_path);
     snprintf(s->socket_path, sizeof(s->socket_path), "%s", o->socket_path);
+    /* clearing.socket: systemd made and owns the socket (its owner, group and mode are the
+     * socket unit's, not socket_owner/socket_group/socket_mode). */
+    int activated = activation_listen_fd(o->socket_path, err);
+    if (activated == -1)
+        return -1;
+    if (activated >= 0) {
+        s->unix_fd = activated;
+        s->unix_activated = true;
+        return 0;
+    }
     struct stat st;
     if (lstat(o->socket_path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
@@ -793,7 +804,9 @@ void server_stop(struct server *s)
         MHD_stop_daemon(s->unix_d);
     if (s->unix_fd >= 0) {
         close(s->unix_fd);
-        unlink(s->socket_path);
+        /* An activated socket stays: systemd listens on it again for the next start. */
+        if (!s->unix_activated)
+            unlink(s->socket_path);
     }
     /* After the daemons: stopping them closes their connections, which release their shares. */
     pthread_mutex_destroy(&s->shares_lock);

@@ -32,6 +32,7 @@ struct server {
     clr_service *svc;
     struct MHD_Daemon *unix_d, *tcp_d;
     int unix_fd;
+    bool unix_activated; /* unix_fd came from systemd (clearing.socket): never unlinked */
     char socket_path[108];
     struct token tokens[MAX_TOKENS];
     int ntokens;
