@@ -271,6 +271,26 @@ static void test_refused_audit_unwritable(void **state)
     assert_true(lock_free(fx));
 }
 
+/* A verdict key that would sign nothing trustworthy: plans would run unsigned, so no start. */
+static void test_refused_verdict_key(void **state)
+{
+    struct fixture *fx = *state;
+    char key[128];
+    snprintf(key, sizeof(key), "%s/verdict.key", fx->dir);
+    FILE *fp = fopen(key, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    assert_int_equal(chmod(key, 0644), 0);
+    clr_service_config c = config(fx);
+    c.verdict_key = key;
+    expect_refused(fx, &c, CLR_E_DENIED, "is readable by others (mode 644)");
+    snprintf(key, sizeof(key), "%s/key-dir", fx->dir);
+    assert_int_equal(mkdir(key, 0700), 0);
+    c.verdict_key = key;
+    expect_refused(fx, &c, CLR_E_DENIED, "is not a regular file");
+    assert_int_equal(fake_count(fx->f, "GET"), 0);
+}
+
 /* The recovery refused (the engine's list failing): the remover thread, started before it, is
  * joined again and the lock let go. */
 static void test_refused_recovery(void **state)
@@ -379,6 +399,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refused_runtime_not_registered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_state_dir_unusable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_audit_unwritable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_verdict_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_stop_start, setup, teardown),
     };
