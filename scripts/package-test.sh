@@ -342,10 +342,15 @@ out=$(/usr/bin/clearing run -- echo hi)
 log "ok: clearing run -- echo hi -> '$out' (the installed agent, $(/usr/bin/clearing --version))"
 if "${cl[@]}" doctor >"$work/doctor.log" 2>&1; then
     log "ok: clearing doctor against the installed daemon:"
+    sed 's/^/  /' "$work/doctor.log"
 else
-    log "clearing doctor against the installed daemon found problems (not counted here):"
+    sed 's/^/  /' "$work/doctor.log"
+    fail "clearing doctor against the installed daemon found problems (above)"
 fi
-sed 's/^/  /' "$work/doctor.log"
+grep -q '^ *ok *config /etc/clearing/config.json valid' "$work/doctor.log" ||
+    fail "clearing doctor did not check the installed configuration"
+grep -q '^ *ok *socket /run/clearing/clearing.sock mode 0660 group clearing' "$work/doctor.log" ||
+    fail "clearing doctor did not check the installed socket's mode and group"
 /usr/bin/clearing audit verify >"$work/audit.log" 2>&1 || { cat "$work/audit.log"; fail "the audit log does not verify"; }
 log "ok: clearing audit verify: $(tail -n1 "$work/audit.log")"
 
