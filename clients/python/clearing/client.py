@@ -2,6 +2,7 @@
 import base64
 import re
 import tempfile
+import time
 import types
 from typing import (IO, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type,
                     Union)
@@ -9,7 +10,7 @@ from urllib.parse import quote, urlencode
 
 from . import _tar
 from ._transport import Transport, decode_json
-from .errors import ClearingError, InternalError, InvalidArgument
+from .errors import ClearingError, InternalError, InvalidArgument, Timeout
 from .models import (ArchiveExtracted, CommitResult, Exec, ExecResult, FileEntry, FileWritten,
                      Health, Json, OutputChunk, PlanEvent, PlanReport, Process, ProcessOutput,
                      Sandbox)
@@ -616,14 +617,22 @@ class SandboxSession:
                           {'stdout_offset': stdout_offset, 'stderr_offset': stderr_offset,
                            'wait': w}), timeout=t))
 
-    def wait_process(self, proc_id: str) -> ExecResult:
+    def wait_process(self, proc_id: str, timeout: Optional[float] = None) -> ExecResult:
         """Follows the process's output until it exits (long polls, no sleeps); returns its
-        result (output by process_output())."""
+        result (output by process_output()). timeout: seconds, then Timeout (the process
+        goes on)."""
+        if timeout is not None and (isinstance(timeout, bool)
+                                    or not isinstance(timeout, (int, float)) or timeout < 0):
+            raise InvalidArgument('timeout must be seconds >= 0, not %r' % (timeout,))
+        deadline = None if timeout is None else time.monotonic() + timeout
         out, err = 0, 0
         while True:
-            o = self.process_output(proc_id, out, err, wait=30)
+            left = 30 if deadline is None else min(30, int(deadline - time.monotonic()) + 1)
+            o = self.process_output(proc_id, out, err, wait=max(left, 0))
             if o.result is not None:
                 return o.result
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Timeout('process %s is still running after %g s' % (proc_id, timeout or 0))
             out, err = o.stdout.next_offset, o.stderr.next_offset
 
     def write_stdin(self, proc_id: str, data: Data = b'', eof: bool = False) -> None:
