@@ -6,6 +6,7 @@ request), and the safe extraction of archives that come out of a sandbox. The pa
 imported from the source tree, not from an installed copy. TAP output.
   usage: test_python_client.py PATH/TO/clearing
 """
+import contextlib
 import io
 import os
 import shutil
@@ -468,6 +469,50 @@ def test_plans():
            code='invalid')
 
 
+def test_readme_example():
+    """The top README's Python example, as it stands there, with a stand-in for the agent and
+    this test's repository for /srv/repos/app: it runs, the tests pass, the commit lands."""
+    with open(os.path.join(HERE, '..', '..', 'README.md')) as f:
+        text = f.read()
+    start = text.index('## From Python')
+    code = text[text.index('```python\n', start) + 10:]
+    code = code[:code.index('```')]
+    check('control: the README holds the example', 'sb.commit(' in code
+          and '/srv/repos/app' in code, code[:300])
+
+    class Edit:
+        path, message = 'calc.py', 'Add add() (README example)'
+        content = 'def add(a, b):\n    return a + b\n'
+
+    class Agent:
+        seen = []
+
+        def edits(self):
+            yield Edit()
+
+        def observe(self, *what):
+            self.seen.append(what)
+    agent = Agent()
+    before = git('rev-list', '--all', '--count')
+    env = dict(os.environ)
+    os.environ['CLEARING_HOST'] = CLIENT.address.split()[-1]
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            exec(compile(code.replace('/srv/repos/app', REPO), 'README.md', 'exec'),
+                 {'agent': agent, '__name__': 'readme'})
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+    check('the README example ran the tests and saw them pass',
+          agent.seen and agent.seen[-1][:2] == ('exited', 0), agent.seen)
+    commit = printed.getvalue().strip()
+    check('... and committed what it printed',
+          int(git('rev-list', '--all', '--count')) == int(before) + 1 and len(commit) == 40
+          and git('log', '-1', '--format=%s', commit).strip() == Edit.message,
+          printed.getvalue())
+
+
 def main():
     global W, CLIENT, NOWHERE, REPO
     if len(sys.argv) != 2:
@@ -494,7 +539,8 @@ def main():
         daemon.start(120)
         CLIENT = clearing.Client('unix://' + daemon.sock)
         for t in (test_health_and_errors, test_sandbox_and_exec, test_exec_stream, test_files,
-                  test_processes, test_egress, test_repo_diff_commit, test_plans):
+                  test_processes, test_egress, test_repo_diff_commit, test_plans,
+                  test_readme_example):
             case(t)
         left = [s.id for s in CLIENT.list_sandboxes(state='running')]
         check('no sandbox left running', not left, left)
