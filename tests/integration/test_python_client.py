@@ -31,6 +31,8 @@ W = None        # this test's directory
 CLIENT = None   # a Client of this test's daemon
 NOWHERE = None  # a Client of a socket where no daemon listens
 REPO = None     # a git repository under the daemon's repo root
+PORT = None     # the daemon's TCP port
+TOKEN = 'tok-' + os.urandom(16).hex()
 
 
 def check(name, ok, detail=''):
@@ -469,6 +471,36 @@ def test_plans():
            code='invalid')
 
 
+def test_tcp():
+    """TCP with a bearer token: http://HOST:PORT and CLEARING_TOKEN, as Client() reads them."""
+    url = 'http://127.0.0.1:%d' % PORT
+    h = clearing.Client(url, token=TOKEN).health()
+    check('TCP with the token: the whole health answer', h.status == 'ok' and h.version != '', h)
+    env = dict(os.environ)
+    try:
+        os.environ['CLEARING_HOST'] = url
+        os.environ['CLEARING_TOKEN'] = TOKEN
+        c = clearing.Client()
+        check('CLEARING_HOST http://HOST:PORT is TCP', c.address == url, c.address)
+        with c.sandbox() as sb:
+            r = sb.exec(['echo', 'over tcp'])
+            check('TCP: create and exec with the token from CLEARING_TOKEN',
+                  r.ok and r.stdout == b'over tcp\n' and sb.info.tenant == 'pyclient', r)
+            check('TCP: the tenant sees its sandbox', sb.id in [s.id for s in c.list_sandboxes()])
+        os.environ['CLEARING_TOKEN'] = 'wrong-' + TOKEN
+        e = raises('TCP with a wrong token: Denied, code denied, HTTP 401', clearing.Denied,
+                   clearing.Client().list_sandboxes, code='denied')
+        check('... status 401', getattr(e, 'status', None) == 401, repr(e))
+        del os.environ['CLEARING_TOKEN']
+        raises('TCP without a token: Denied', clearing.Denied, clearing.Client().list_sandboxes,
+               code='denied')
+        check('TCP without a token: health is the status word only',
+              clearing.Client().health().status == 'ok')
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+
+
 def test_readme_example():
     """The top README's Python example, as it stands there, with a stand-in for the agent and
     this test's repository for /srv/repos/app: it runs, the tests pass, the commit lands."""
@@ -514,7 +546,7 @@ def test_readme_example():
 
 
 def main():
-    global W, CLIENT, NOWHERE, REPO
+    global W, CLIENT, NOWHERE, REPO, PORT
     if len(sys.argv) != 2:
         sys.exit('usage: test_python_client.py PATH/TO/clearing')
     clearing_test.CLEARING = os.path.abspath(sys.argv[1])
@@ -531,7 +563,13 @@ def main():
                 '    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n')
     git('add', '.')
     git('commit', '-qm', 'base')
-    daemon = Daemon('pyclient', args=['--repo-root', roots], prefix='clr-pyclient-')
+    tokens = os.path.join(W, 'tokens')
+    fd = os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'w') as f:
+        f.write('pyclient:ci:%s\n' % TOKEN)
+    PORT = clearing_test.free_port()
+    daemon = Daemon('pyclient', args=['--repo-root', roots, '--tcp', '127.0.0.1:%d' % PORT,
+                                      '--token-file', tokens], prefix='clr-pyclient-')
     try:
         case(test_hosts)
         case(test_no_daemon)
@@ -540,7 +578,7 @@ def main():
         CLIENT = clearing.Client('unix://' + daemon.sock)
         for t in (test_health_and_errors, test_sandbox_and_exec, test_exec_stream, test_files,
                   test_processes, test_egress, test_repo_diff_commit, test_plans,
-                  test_readme_example):
+                  test_tcp, test_readme_example):
             case(t)
         left = [s.id for s in CLIENT.list_sandboxes(state='running')]
         check('no sandbox left running', not left, left)
