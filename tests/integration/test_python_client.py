@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -227,7 +228,8 @@ def test_health_and_errors():
 
 
 def test_sandbox_and_exec():
-    with CLIENT.sandbox(memory='256m', metadata={'suite': 'pyclient'}, env={'K': 'v'}) as sb:
+    with CLIENT.sandbox(memory='256m', lifetime='10m', metadata={'suite': 'pyclient'},
+                        env={'K': 'v'}) as sb:
         check('sandbox(): a running sandbox, typed, with its limits',
               sb.info.state == 'running' and sb.info.limits.memory == '256m'
               and sb.info.metadata == {'suite': 'pyclient'} and sb.info.env == ['K'], sb.info)
@@ -262,7 +264,12 @@ def test_sandbox_and_exec():
         check('list_sandboxes(state, label) holds it', [s.id for s in listed] == [sid], listed)
         before = sb.info.expires_at
         after = sb.extend('60s')
-        check('extend: a later expires_at', after.expires_at >= before, (before, after))
+        check('extend: expires_at 60 s later, in info too', after.expires_at == before + 60
+              and sb.info.expires_at == before + 60, (before, after))
+        raises('extend past max_expires_at: LimitExceeded with the code', clearing.LimitExceeded,
+               lambda: sb.extend(after.max_expires_at - after.expires_at + 3600),
+               code='limit')
+        check('... nothing changed', sb.refresh().expires_at == before + 60)
     s = CLIENT.get_sandbox(sid)
     check('the with block destroyed it', s.state == 'destroyed'
           and s.destroy_reason == 'client', s)
@@ -304,6 +311,37 @@ def test_exec_stream():
               and b''.join(d for s, d in seen if s == 'stderr') == b'e\n', seen)
         check('exec_stream: the ExecResult last', isinstance(result, clearing.ExecResult)
               and result.ok and result.stdout == b'first\nsecond\n', result)
+
+
+def test_silent_commands():
+    """Commands silent for longer than the daemon's idle timeout (60 s): exec waits for the
+    result, exec_stream gives the chunk it saw and then the whole result (the daemon closes an
+    idle stream; the client then reads the exec's record)."""
+    with CLIENT.sandbox() as sb:
+        plain = {}
+
+        def run_plain():
+            try:
+                plain['r'] = sb.exec(shell='sleep 75; echo done', timeout=300)
+            except Exception as e:  # noqa: BLE001 - shown by the check below
+                plain['e'] = e
+        th = threading.Thread(target=run_plain)
+        th.start()
+        evs = []
+        try:
+            for ev in sb.exec_stream(shell='echo a; sleep 75; echo b', timeout=300):
+                evs.append(ev)
+        except Exception as e:  # noqa: BLE001 - shown by the check below
+            evs.append(e)
+        th.join(400)
+        chunks = [e.data for e in evs if isinstance(e, clearing.OutputChunk)]
+        last = evs[-1] if evs else None
+        check('exec_stream, silent for 75 s: the first chunk, then the whole result',
+              chunks[:1] == [b'a\n'] and isinstance(last, clearing.ExecResult) and last.ok
+              and last.stdout == b'a\nb\n', evs)
+        r = plain.get('r')
+        check('exec, silent for 75 s: the result', r is not None and r.ok
+              and r.stdout == b'done\n', plain)
 
 
 def test_files():
@@ -431,8 +469,8 @@ def test_repo_diff_commit():
         check('the tests run in the repository\'s workspace and pass', r.ok,
               r.stderr_text[-800:])
         d = sb.diff()
-        check('diff: the change against the base', '+++ b/calc.py' in d and '+    return a + b' in d,
-              d[:800])
+        check('diff: the change against the base',
+              '+++ b/calc.py' in d and '+    return a + b' in d, d[:800])
         c = sb.commit('Add add()', trailers=['Reviewed-by: the test'])
         check('commit: changed, on the sandbox\'s branch', c.changed and c.files_changed == 1
               and c.branch == 'clearing/' + sb.id and len(c.commit) == 40, c)
@@ -576,7 +614,8 @@ def main():
         case(test_tar_extract_is_confined)
         daemon.start(120)
         CLIENT = clearing.Client('unix://' + daemon.sock)
-        for t in (test_health_and_errors, test_sandbox_and_exec, test_exec_stream, test_files,
+        for t in (test_health_and_errors, test_sandbox_and_exec, test_exec_stream,
+                  test_silent_commands, test_files,
                   test_processes, test_egress, test_repo_diff_commit, test_plans,
                   test_tcp, test_readme_example):
             case(t)

@@ -10,7 +10,8 @@ from urllib.parse import quote, urlencode
 
 from . import _tar
 from ._transport import Transport, decode_json
-from .errors import ClearingError, InternalError, InvalidArgument, Timeout
+from .errors import (ClearingError, DaemonUnreachable, InternalError, InvalidArgument, Timeout,
+                     Unavailable)
 from .models import (ArchiveExtracted, CommitResult, Exec, ExecResult, FileEntry, FileWritten,
                      Health, Json, OutputChunk, PlanEvent, PlanReport, Process, ProcessOutput,
                      Sandbox)
@@ -449,7 +450,10 @@ class SandboxSession:
                     stdout_cap: Optional[Size] = None, stderr_cap: Optional[Size] = None
                     ) -> Iterator[Union[OutputChunk, ExecResult]]:
         """POST .../exec?stream=true: yields OutputChunks as the command writes, then its
-        ExecResult last. The arguments are checked when this is called."""
+        ExecResult last. The arguments are checked when this is called. When the stream breaks
+        after the command started (the daemon closes a connection idle for 60 s, also a silent
+        command's stream), the result comes from the exec's record instead, once it is done;
+        its stdout and stderr then hold all the output kept, chunks already seen included."""
         body, wait = self._exec_body(argv, shell, env, cwd, stdin, timeout, stdout_cap,
                                      stderr_cap)
         return self._exec_events(body, wait)
@@ -457,7 +461,20 @@ class SandboxSession:
     def _exec_events(self, body: Json, wait: Optional[float]
                      ) -> Iterator[Union[OutputChunk, ExecResult]]:
         exec_id: Optional[str] = None
-        for ev in self.client._t.ndjson(self._base + '/exec?stream=true', body, wait):
+        events = self.client._t.ndjson(self._base + '/exec?stream=true', body, wait)
+        while True:
+            try:
+                ev = next(events)
+            except StopIteration:
+                break
+            except DaemonUnreachable:
+                # The daemon ends a connection that carried nothing for its idle timeout (60 s),
+                # also a stream whose command is silent: the command goes on, and its record
+                # has the result (GET .../execs/ID is there for a client that lost its stream).
+                if exec_id is None:
+                    raise
+                yield self._result_after_lost_stream(exec_id, wait)
+                return
             name = ev.get('event')
             if name == 'started':
                 x = ev.get('exec_id')
@@ -476,6 +493,22 @@ class SandboxSession:
                 yield rec.result
                 return
         raise InternalError('the stream of exec %s ended without its result' % exec_id)
+
+    def _result_after_lost_stream(self, exec_id: str, wait: Optional[float]) -> ExecResult:
+        """Reads the exec's record until it is done (polling, up to 2 s apart, within wait or
+        the client's timeout): its result holds the output the stream did not deliver."""
+        deadline = time.monotonic() + (wait or self.client._t.timeout)
+        pause = 0.1
+        while True:
+            rec = self.get_exec(exec_id)
+            if rec.state != 'running':
+                if rec.result is None:
+                    raise Unavailable('exec %s is %s: its result is gone' % (exec_id, rec.state))
+                return rec.result
+            if time.monotonic() >= deadline:
+                raise Timeout('exec %s still runs after its stream was lost' % exec_id)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
     def get_exec(self, exec_id: str) -> Exec:
         """GET .../execs/EXEC_ID: the record again (for a connection that was lost)."""
