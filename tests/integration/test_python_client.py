@@ -504,6 +504,32 @@ def test_plans():
     g = CLIENT.gauntlet(REPO)
     check('gauntlet: the repository\'s gauntlet on its base, verdict pass', g.passed
           and g.gauntlet_source.get('path') == '.clearing/gauntlet.yaml', g)
+    # A step silent for longer than the daemon's idle timeout (60 s): run_plan waits for the
+    # report; the stream is closed by the daemon, and the error names the plan's branch.
+    slow = {'steps': [{'run': {'shell': 'sleep 75', 'timeout': '300s'}}]}
+    plain = {}
+    th = threading.Thread(target=lambda: plain.update(r=CLIENT.run_plan(REPO, slow)))
+    th.start()
+    seen = []
+    try:
+        for ev in CLIENT.run_plan_stream(REPO, slow):
+            seen.append(ev)
+    except clearing.DaemonUnreachable as err:
+        seen.append(err)
+    last = seen[-1] if seen else None
+    # Today's daemon (src/server.c, IDLE_TIMEOUT_S) closes the stream; one that keeps it open
+    # gives the report. Either is the client's promise; a bare broken stream is not.
+    check('run_plan_stream, a step silent for 75 s: the sandbox event, then the report or '
+          'DaemonUnreachable naming the branch and run_plan()',
+          isinstance(seen[0], clearing.PlanEvent) and seen[0].event == 'sandbox'
+          and ((isinstance(last, clearing.PlanReport) and last.passed)
+               or (isinstance(last, clearing.DaemonUnreachable)
+                   and 'branch clearing/sb-' in str(last) and 'run_plan()' in str(last))),
+          seen)
+    print('# run_plan_stream with a silent step ended with %s' % type(last).__name__)
+    th.join(400)
+    check('run_plan, a step silent for 75 s: the report, verdict pass',
+          'r' in plain and plain['r'].passed, plain)
     raises('run_plan with a malformed plan: InvalidArgument from the daemon',
            clearing.InvalidArgument, lambda: CLIENT.run_plan(REPO, {'stepz': []}),
            code='invalid')

@@ -349,8 +349,25 @@ class Client:
             'POST', '/v1/plans', self._plan_body(repo, None, profile, base, True)))
 
     def _plan_events(self, body: Json) -> Iterator[Union[PlanEvent, PlanReport]]:
-        for ev in self._t.ndjson('/v1/plans?stream=true', body):
+        branch = ''
+        events = self._t.ndjson('/v1/plans?stream=true', body)
+        while True:
+            try:
+                ev = next(events)
+            except StopIteration:
+                break
+            except DaemonUnreachable as e:
+                # A plan has no record to read again: say what is known and what to do.
+                if not branch:
+                    raise
+                raise DaemonUnreachable(
+                    "%s. The daemon closes a stream that carries nothing for 60 s (a step or a "
+                    "check silent that long): the plan's report is lost to this stream; its "
+                    "commit, if it gets one, is on branch %s. Use run_plan() for plans with "
+                    "long silent steps" % (e.message, branch)) from None
             name = ev.pop('event', '')
+            if name == 'sandbox' and isinstance(ev.get('branch'), str):
+                branch = ev['branch']
             if name == 'result':
                 yield PlanReport.from_json(ev)
                 return
