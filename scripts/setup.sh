@@ -18,6 +18,7 @@ PACKAGES=(
     libarchive-dev libmicrohttpd-dev libcmocka-dev
     docker.io mmdebstrap python3 python3-yaml git curl jq valgrind openssl universal-ctags gcovr
     python3-jsonschema
+    mypy
 )
 
 missing=()
