@@ -1,11 +1,13 @@
 /* Streamed answers of the HTTP server (see http_stream.h). The stream is shared by the thread
  * that runs the command (it pushes events) and the response (it reads them): the last of the two
  * to let go frees it. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "http.h"
 #include "http_stream.h"
@@ -108,13 +110,28 @@ static void *stream_exec_main(void *p)
     return NULL;
 }
 
+/* A line sent when a stream has carried nothing for HEARTBEAT_S: the server ends a connection
+ * idle for its timeout (60 s), which a command silent that long would otherwise cost its
+ * stream. Clients skip events they do not know. */
+#define HEARTBEAT_S 20
+static const char heartbeat[] = "{\"event\":\"heartbeat\"}\n";
+
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
     struct stream *st = cls;
     pthread_mutex_lock(&st->lock);
-    while (!st->head && !st->done)
-        pthread_cond_wait(&st->cond, &st->lock);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += HEARTBEAT_S;
+    while (!st->head && !st->done) {
+        if (pthread_cond_timedwait(&st->cond, &st->lock, &until) == ETIMEDOUT && !st->head &&
+            !st->done && max >= sizeof(heartbeat) - 1) {
+            pthread_mutex_unlock(&st->lock);
+            memcpy(buf, heartbeat, sizeof(heartbeat) - 1);
+            return (ssize_t)(sizeof(heartbeat) - 1);
+        }
+    }
     if (!st->head) {
         pthread_mutex_unlock(&st->lock);
         return MHD_CONTENT_READER_END_OF_STREAM;

@@ -332,6 +332,12 @@ def test_exec(sid, tmp):
            ['exec', '--json', UNKNOWN_SB, '--', 'true'], 125, err='not_found')
     expect('exec --detach on an unknown sandbox: 125, not_found',
            ['exec', '--detach', UNKNOWN_SB, '--', 'true'], 125, err='not_found')
+    # A command silent for longer than the daemon's idle timeout (60 s): its stream is kept
+    # alive by heartbeats (before, the connection was cut at 60 s and the CLI exited 125).
+    expect('exec of a command silent for 70 s streams its output and exit status',
+           ['exec', '--timeout', '5m', sid, '--', 'sh', '-c',
+            'sleep 70; echo after-the-silence; exit 3'], 3,
+           out=r'^after-the-silence$')
     expect('exec with a --cwd that does not exist cannot start: 126, the directory named',
            ['exec', sid, '--cwd', '/no/such/dir', '--', 'true'], 126,
            err=r"start_failed(.|\n)*working directory '/no/such/dir': No such file or directory")

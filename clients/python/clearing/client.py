@@ -361,11 +361,12 @@ class Client:
                 if not branch:
                     raise
                 raise DaemonUnreachable(
-                    "%s. The daemon closes a stream that carries nothing for 60 s (a step or a "
-                    "check silent that long): the plan's report is lost to this stream; its "
-                    "commit, if it gets one, is on branch %s. Use run_plan() for plans with "
-                    "long silent steps" % (e.message, branch)) from None
+                    "%s. The plan's report is lost to this stream; its commit, if it gets one, "
+                    "is on branch %s. run_plan() waits for the report without a stream"
+                    % (e.message, branch)) from None
             name = ev.pop('event', '')
+            if name == 'heartbeat':
+                continue  # the daemon's keep-alive on a silent stream
             if name == 'sandbox' and isinstance(ev.get('branch'), str):
                 branch = ev['branch']
             if name == 'result':
@@ -485,9 +486,9 @@ class SandboxSession:
             except StopIteration:
                 break
             except DaemonUnreachable:
-                # The daemon ends a connection that carried nothing for its idle timeout (60 s),
-                # also a stream whose command is silent: the command goes on, and its record
-                # has the result (GET .../execs/ID is there for a client that lost its stream).
+                # The stream was cut (the daemon restarted, a proxy timed out): the command goes
+                # on, and its record has the result (GET .../execs/ID is there for a client
+                # that lost its stream).
                 if exec_id is None:
                     raise
                 yield self._result_after_lost_stream(exec_id, wait)
