@@ -387,8 +387,9 @@ def docker_remove_quietly(name):
         pass
 
 
-def ndjson_events(resp):
-    """The events of a streamed answer, one JSON object per line, as they arrive."""
+def ndjson_events(resp, heartbeats=False):
+    """The events of a streamed answer, one JSON object per line, as they arrive; the daemon's
+    {"event": "heartbeat"} lines (a stream silent for 20 s) are skipped unless heartbeats."""
     buf = b''
     while True:
         chunk = resp.read1(65536)
@@ -399,7 +400,9 @@ def ndjson_events(resp):
         buf += chunk
         while b'\n' in buf:
             line, buf = buf.split(b'\n', 1)
-            yield json.loads(line)
+            ev = json.loads(line)
+            if heartbeats or ev.get('event') != 'heartbeat':
+                yield ev
 
 
 # ---- what the engine runs ----

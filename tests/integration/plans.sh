@@ -349,6 +349,7 @@ check "API: POST /v1/plans runs the plan: 200, verdict pass, committed" \
 check "API: ?stream=true gives NDJSON events sandbox, step, check, commit, done, then the report" "python3 - '$D/stream.ndjson' <<'EOF'
 import json, sys
 events = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+events = [e for e in events if e.get('event') != 'heartbeat']  # the daemon's keep-alive
 names = [e['event'] for e in events]
 assert names[0] == 'sandbox' and names[-2:] == ['done', 'result'], names
 assert {'step', 'check', 'commit'} <= set(names), names
