@@ -103,20 +103,23 @@ static void destroy(clr_sandbox *sb)
 
 /* destroy() for a sandbox whose removal may outlast one engine call (a fork bomb's many
  * processes, a loaded host): a DELETE the engine did not answer within its deadline goes on in
- * the engine, so it is asked again, up to 5 times (2.5 minutes), until the sandbox is gone. */
+ * the engine (asked again meanwhile, it answers 409 "already in progress"), so it is asked
+ * again, 2 s apart, until the sandbox is gone: for 5 minutes at most. */
 static void destroy_patiently(clr_sandbox *sb)
 {
     channel_forget(sb);
     const char *id = clr_sandbox_get_info(sb)->id;
     clr_error err = CLR_ERROR_INIT;
-    for (int i = 0; i < 5; i++) {
+    time_t deadline = time(NULL) + 300;
+    for (;;) {
         err = (clr_error)CLR_ERROR_INIT;
         if (clr_sandbox_destroy(eng, id, "test", NULL, &err) == 0) {
             clr_sandbox_free(sb);
             return;
         }
-        if (err.code != CLR_E_TIMEOUT)
+        if ((err.code != CLR_E_TIMEOUT && err.code != CLR_E_CONFLICT) || time(NULL) > deadline)
             break;
+        sleep(2);
     }
     fail_msg("destroying sandbox %s: %s", id, err.message);
 }
