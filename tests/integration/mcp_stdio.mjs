@@ -298,6 +298,11 @@ async function testSigterm() {
 }
 
 async function testStandalone() {
+  const h = spawnSync(CLEARING, ['mcp', '--help'], { encoding: 'utf8', timeout: 60000 });
+  check('clearing mcp --help: the agent host configuration and --standalone', h.status === 0 &&
+    h.stdout.includes('"mcpServers"') && h.stdout.includes('--standalone'), h);
+  const bad = spawnSync(CLEARING, ['mcp', '--bogus'], { encoding: 'utf8', timeout: 60000 });
+  check('an unknown option: usage error (2)', bad.status === 2 && bad.stdout === '', bad);
   const env = { ...process.env, CLEARING_HOST: 'unix://' + MCP_NOWHERE };
   const r = spawnSync(CLEARING, ['mcp'], { env, input: '', encoding: 'utf8', timeout: 60000 });
   check('CLEARING_HOST naming a socket with no daemon: an error, not standalone',
