@@ -186,6 +186,9 @@ async function testEachTool(client, st) {
   r = await call(client, 'stop_process', { sandbox_id: st.a, process_id: pid });
   const ended = await waitFor(async () => (await api('GET', `/v1/sandboxes/${st.a}/processes/${pid}`)).body?.state === 'exited', 60);
   check('stop_process: the process exited', !r.isError && ended, r);
+  r = await call(client, 'read_process_output', { sandbox_id: st.a, process_id: pid });
+  check('read_process_output without wait: the exited process\'s result', !r.isError &&
+    r.structuredContent?.state === 'exited' && r.structuredContent?.result?.status === 'signaled', r);
   r = await call(client, 'run_command', { command: 'echo one-shot' });
   const sid = r.structuredContent?.sandbox_id;
   check('run_command: exit 0 and its output', !r.isError && r.structuredContent?.stdout === 'one-shot\n', r);
