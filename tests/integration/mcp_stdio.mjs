@@ -306,6 +306,10 @@ async function testStandalone() {
     h.stdout.includes('"mcpServers"') && h.stdout.includes('--standalone'), h);
   const bad = spawnSync(CLEARING, ['mcp', '--bogus'], { encoding: 'utf8', timeout: 60000 });
   check('an unknown option: usage error (2)', bad.status === 2 && bad.stdout === '', bad);
+  const lim = spawnSync(CLEARING, ['mcp', '--memory', '1g'], { encoding: 'utf8', timeout: 60000,
+    input: '', env: { ...process.env, CLEARING_HOST: 'unix://' + CLEARING_SOCK } });
+  check('a limit option with a daemon: said to be for --standalone only; EOF ends it (0)',
+    lim.status === 0 && /--standalone only/.test(lim.stderr) && lim.stdout === '', lim);
   const env = { ...process.env, CLEARING_HOST: 'unix://' + MCP_NOWHERE };
   const r = spawnSync(CLEARING, ['mcp'], { env, input: '', encoding: 'utf8', timeout: 60000 });
   check('CLEARING_HOST naming a socket with no daemon: an error, not standalone',
