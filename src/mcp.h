@@ -33,6 +33,14 @@ struct mcp_backend {
      * then writes the file with a command in the sandbox. */
     int (*upload)(void *ctx, const char *path, const void *data, size_t len, json_t **answer,
                   clr_error *err);
+    /* As call, for an answer that is bytes (a downloaded file: application/octet-stream): a
+     * 2xx answer whose Content-Type is not application/json comes as *data, exactly the bytes
+     * sent whatever they hold (NUL bytes, non-UTF-8; never parsed as JSON), NUL-terminated
+     * after them, with *len their number; any other (an error) as call puts it, in *answer, or
+     * in *data and *len when it is not JSON. *data is the caller's to free. May be NULL (a backend
+     * written before it): read_file then uses call, and a file is cut at its first NUL byte. */
+    int (*call_bytes)(void *ctx, const char *method, const char *path, const json_t *body,
+                      json_t **answer, char **data, size_t *len, clr_error *err);
 };
 
 /* Where the session's outgoing messages go. related_id is the id of the request the message

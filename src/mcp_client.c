@@ -146,6 +146,30 @@ static int backend_call(void *ctx, const char *method, const char *path, const j
     return st;
 }
 
+static int backend_call_bytes(void *ctx, const char *method, const char *path,
+                              const json_t *body, json_t **answer, char **data, size_t *len,
+                              clr_error *err)
+{
+    _cleanup_free_ char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    struct request rq = {method, path, payload, payload ? strlen(payload) : 0, "application/json"};
+    struct sink s = {0};
+    char ctype[128];
+    *answer = NULL;
+    *data = NULL;
+    *len = 0;
+    int st = perform(ctx, &rq, &s, ctype, sizeof(ctype), err);
+    if (st >= 0 && s.len && strncmp(ctype, "application/json", 16) == 0)
+        *answer = json_loadb(s.data, s.len, JSON_ALLOW_NUL, NULL);
+    if (st >= 0 && !*answer) {
+        /* The bytes as sent; an empty answer is an empty string, not NULL. */
+        *len = s.len;
+        *data = s.data ? s.data : strdup("");
+        s.data = NULL;
+    }
+    free(s.data);
+    return st;
+}
+
 static int backend_upload(void *ctx, const char *path, const void *data, size_t len,
                           json_t **answer, clr_error *err)
 {
@@ -192,6 +216,7 @@ void mcp_client_backend(struct mcp_backend *be, const char *socket_path)
     be->call = backend_call;
     be->stream = backend_stream;
     be->upload = backend_upload;
+    be->call_bytes = backend_call_bytes;
     be->ctx = (void *)socket_path;
 }
 

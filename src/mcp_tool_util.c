@@ -198,6 +198,28 @@ static const char *hint(int status)
     }
 }
 
+/* A call's status turned into the tool's error result when it failed: true then,
+ * with a and t freed and *fail set. */
+static bool call_failed(int st, json_t *a, char *t, const clr_error *err, json_t **fail,
+                        const char *what)
+{
+    if (st < 0) {
+        *fail = tool_error("%s: the clearing daemon could not be reached: %s", what, err->message);
+    } else if (st >= 400) {
+        json_t *e = json_object_get(a, "error");
+        const char *msg = json_string_value(json_object_get(e, "message"));
+        const char *code = json_string_value(json_object_get(e, "code"));
+        *fail = tool_error("%s failed: %s (%s, HTTP %d).%s", what,
+                           msg ? msg : (t ? t : "the API answered an error"), code ? code : "error",
+                           st, hint(st));
+    } else {
+        return false;
+    }
+    json_decref(a);
+    free(t);
+    return true;
+}
+
 int tool_call(struct mcp_call *c, const char *method, const char *path, const json_t *body,
               json_t **answer, char **text, json_t **fail, const char *what)
 {
@@ -206,21 +228,8 @@ int tool_call(struct mcp_call *c, const char *method, const char *path, const js
     char *t = NULL;
     mcp_call_log(c, 0, "%s %s", method, path);
     int st = c->be->call(c->be->ctx, method, path, body, &a, &t, &err);
-    if (st < 0) {
-        *fail = tool_error("%s: the clearing daemon could not be reached: %s", what, err.message);
+    if (call_failed(st, a, t, &err, fail, what))
         return -1;
-    }
-    if (st >= 400) {
-        json_t *e = json_object_get(a, "error");
-        const char *msg = json_string_value(json_object_get(e, "message"));
-        const char *code = json_string_value(json_object_get(e, "code"));
-        *fail = tool_error("%s failed: %s (%s, HTTP %d).%s", what,
-                           msg ? msg : (t ? t : "the API answered an error"), code ? code : "error",
-                           st, hint(st));
-        json_decref(a);
-        free(t);
-        return -1;
-    }
     if (answer)
         *answer = a;
     else
@@ -230,6 +239,53 @@ int tool_call(struct mcp_call *c, const char *method, const char *path, const js
     else
         free(t);
     return st;
+}
+
+int tool_call_bytes(struct mcp_call *c, const char *path, char **data, size_t *len,
+                    json_t **fail, const char *what)
+{
+    clr_error err = CLR_ERROR_INIT;
+    json_t *a = NULL;
+    char *t = NULL;
+    size_t n = 0;
+    mcp_call_log(c, 0, "GET %s", path);
+    int st = c->be->call_bytes
+                 ? c->be->call_bytes(c->be->ctx, "GET", path, NULL, &a, &t, &n, &err)
+                 : c->be->call(c->be->ctx, "GET", path, NULL, &a, &t, &err);
+    if (call_failed(st, a, t, &err, fail, what))
+        return -1;
+    if (!c->be->call_bytes)
+        n = t ? strlen(t) : 0;
+    if (!t && a) {
+        /* A backend that parsed a file holding JSON: its text again. */
+        t = json_dumps(a, JSON_ENCODE_ANY | JSON_INDENT(2));
+        n = t ? strlen(t) : 0;
+    }
+    json_decref(a);
+    *data = t ? t : strdup("");
+    *len = n;
+    if (!*data) {
+        *fail = tool_error("%s: out of memory", what);
+        return -1;
+    }
+    return st;
+}
+
+int tool_file_path(const json_t *args, const char *sid, char *out, size_t len, json_t **fail)
+{
+    const char *p = json_string_value(json_object_get(args, "path"));
+    while (p && *p == '/')
+        p++;
+    if (strncmp(p ? p : "", "workspace/", 10) == 0)
+        p += 10;
+    if (!p || !*p) {
+        *fail = tool_error("path must name a file relative to /workspace, e.g. \"src/main.py\"");
+        return -1;
+    }
+    char enc[4096];
+    tool_urlencode(enc, sizeof(enc), p, true);
+    snprintf(out, len, "/v1/sandboxes/%s/files/%s", sid, enc);
+    return 0;
 }
 
 const char *tool_sandbox_id(const json_t *args, json_t **fail)

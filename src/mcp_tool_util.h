@@ -30,6 +30,18 @@ static inline const char *str_or(const char *s, const char *d)
 int tool_call(struct mcp_call *c, const char *method, const char *path, const json_t *body,
               json_t **answer, char **text, json_t **fail, const char *what);
 
+/* A GET of path whose answer is bytes (a file), through the backend's call_bytes
+ * (call when it has none: the bytes up to the first NUL). Returns the HTTP status
+ * (< 400) with *data (never NULL, NUL-terminated, to be freed) and *len, or -1
+ * with *fail as tool_call. */
+int tool_call_bytes(struct mcp_call *c, const char *path, char **data, size_t *len,
+                    json_t **fail, const char *what);
+
+/* "/v1/sandboxes/SID/files/PATH" with args.path (relative to /workspace; a leading
+ * "/" or "/workspace/" is dropped) percent-encoded: 0, or -1 with *fail for an
+ * empty path. */
+int tool_file_path(const json_t *args, const char *sid, char *out, size_t len, json_t **fail);
+
 /* args.sandbox_id checked (sb- and 16 hex digits): it, or NULL with *fail set.
  */
 const char *tool_sandbox_id(const json_t *args, json_t **fail);

@@ -142,15 +142,23 @@ static const struct tool tools[] = {
                     "\"description\": \"of content; default utf-8\"}",
          "\"sandbox_id\", \"path\", \"content\""),
      NULL, tool_write_file, false},
-    {"read_file", "Read a file", "Reads a text file of the sandbox's /workspace (at most 1 MiB).",
+    {"read_file", "Read a file",
+     "Reads a file of the sandbox's /workspace, at most 1 MiB (1048576 bytes). UTF-8 text "
+     "comes as text (encoding utf-8; a longer one is cut: truncated). Other bytes (NUL, not "
+     "UTF-8) come base64-encoded (encoding base64), a PNG, JPEG, GIF or WebP image also as "
+     "image content; a larger binary file is an error saying how to read it in parts with "
+     "exec.",
      OBJ(SANDBOX_ID ", \"path\": {\"type\": \"string\", \"description\": \"relative to "
                     "/workspace\"}",
          "\"sandbox_id\", \"path\""),
-     "{\"type\": \"object\", \"properties\": {\"path\": {\"type\": "
-     "\"string\"}, \"content\": "
-     "{\"type\": \"string\"}, \"truncated\": {\"type\": \"boolean\"}}, "
-     "\"required\": "
-     "[\"content\"]}",
+     "{\"type\": \"object\", \"properties\": {\"path\": {\"type\": \"string\"}, "
+     "\"content\": {\"type\": \"string\", \"description\": \"the text, or the bytes "
+     "base64-encoded (at most 1048576 bytes)\"}, "
+     "\"encoding\": {\"type\": \"string\", \"enum\": [\"utf-8\", \"base64\"]}, "
+     "\"size\": {\"type\": \"integer\", \"description\": \"the file's size in bytes\"}, "
+     "\"truncated\": {\"type\": \"boolean\", \"description\": \"text cut at 1 MiB\"}, "
+     "\"mime_type\": {\"type\": \"string\", \"description\": \"an image's type, e.g. "
+     "image/png\"}}, \"required\": [\"content\", \"encoding\", \"size\"]}",
      tool_read_file, true},
     {"list_files", "List a directory", "Lists a directory of the sandbox's /workspace.",
      OBJ(SANDBOX_ID ", \"path\": {\"type\": \"string\", \"description\": \"relative to "

@@ -147,25 +147,6 @@ json_t *tool_list_sandboxes(struct mcp_call *c, const json_t *args)
                        text && *text ? text : "no running sandboxes\n");
 }
 
-/* "/v1/sandboxes/ID/files/PATH" with args.path encoded; NULL with *fail for an
- * empty path. */
-static int file_path(const json_t *args, const char *sid, char *out, size_t len, json_t **fail)
-{
-    const char *p = json_string_value(json_object_get(args, "path"));
-    while (p && *p == '/')
-        p++;
-    if (strncmp(p ? p : "", "workspace/", 10) == 0)
-        p += 10;
-    if (!p || !*p) {
-        *fail = tool_error("path must name a file relative to /workspace, e.g. \"src/main.py\"");
-        return -1;
-    }
-    char enc[4096];
-    tool_urlencode(enc, sizeof(enc), p, true);
-    snprintf(out, len, "/v1/sandboxes/%s/files/%s", sid, enc);
-    return 0;
-}
-
 /* write_file without an upload in the backend: a command in the sandbox writes
  * stdin. */
 static int write_by_command(struct mcp_call *c, const char *sid, const json_t *args, json_t **fail)
@@ -196,7 +177,7 @@ json_t *tool_write_file(struct mcp_call *c, const json_t *args)
     json_t *fail = NULL;
     const char *sid = tool_sandbox_id(args, &fail);
     char path[4300];
-    if (!sid || file_path(args, sid, path, sizeof(path), &fail) < 0)
+    if (!sid || tool_file_path(args, sid, path, sizeof(path), &fail) < 0)
         return fail;
     const char *content = json_string_value(json_object_get(args, "content"));
     const char *enc = json_string_value(json_object_get(args, "encoding"));
@@ -219,33 +200,6 @@ json_t *tool_write_file(struct mcp_call *c, const json_t *args)
     }
     return tool_result(a ? a : json_object(), false, "wrote %zu bytes to %s", len,
                        json_string_value(json_object_get(args, "path")));
-}
-
-json_t *tool_read_file(struct mcp_call *c, const json_t *args)
-{
-    json_t *fail = NULL;
-    const char *sid = tool_sandbox_id(args, &fail);
-    char path[4300];
-    if (!sid || file_path(args, sid, path, sizeof(path), &fail) < 0)
-        return fail;
-    _cleanup_free_ char *text = NULL;
-    _cleanup_json_ json_t *j = NULL;
-    if (tool_call(c, "GET", path, NULL, &j, &text, &fail, "read_file") < 0)
-        return fail;
-    /* A file that holds JSON comes back parsed: its text again. */
-    if (!text && j)
-        text = json_dumps(j, JSON_ENCODE_ANY | JSON_INDENT(2));
-    size_t n = text ? strlen(text) : 0;
-    bool cut = n > READ_CAP;
-    if (cut)
-        text[READ_CAP] = '\0';
-    json_t *st = json_pack("{s:O, s:s, s:b}", "path", json_object_get(args, "path"), "content",
-                           text ? text : "", "truncated", cut);
-    if (!st)
-        return tool_error("read_file: the file is not UTF-8 text: read it with exec, e.g. "
-                          "command \"base64 FILE\"");
-    return tool_result(st, false, "%s%s", text ? text : "",
-                       cut ? "\n[cut at 1 MiB: read the rest with exec]" : "");
 }
 
 json_t *tool_list_files(struct mcp_call *c, const json_t *args)
@@ -281,7 +235,7 @@ json_t *tool_delete_file(struct mcp_call *c, const json_t *args)
     json_t *fail = NULL;
     const char *sid = tool_sandbox_id(args, &fail);
     char path[4320];
-    if (!sid || file_path(args, sid, path, sizeof(path) - 20, &fail) < 0)
+    if (!sid || tool_file_path(args, sid, path, sizeof(path) - 20, &fail) < 0)
         return fail;
     if (json_is_true(json_object_get(args, "recursive")))
         strcat(path, "?recursive=true");

@@ -143,6 +143,43 @@ async function call(client, name, args, opts) {
   return client.callTool({ name, arguments: args }, undefined, { ...LONG, ...(opts ?? {}) });
 }
 
+// read_file gives back any bytes exactly: NUL and non-UTF-8 bytes base64-encoded, a PNG also
+// as image content with its type (written with write_file's base64, so byte-exact).
+async function testBinaryFiles(client, st) {
+  const bytes = Buffer.from([0x61, 0x00, 0x62, 0xff, 0xfe, 0x00, 0x80, 0x0a, 0xc3]);
+  let r = await call(client, 'write_file', { sandbox_id: st.a, path: 'bin/nul.dat',
+    content: bytes.toString('base64'), encoding: 'base64' });
+  const sz = await call(client, 'exec', { sandbox_id: st.a, command: 'wc -c < bin/nul.dat' });
+  check('write_file of NUL and non-UTF-8 bytes: all 9 written', !r.isError &&
+    sz.structuredContent?.stdout?.trim() === '9', { r, sz });
+  r = await call(client, 'read_file', { sandbox_id: st.a, path: 'bin/nul.dat' });
+  const got = Buffer.from(r.structuredContent?.content ?? '', 'base64');
+  check('read_file of NUL and non-UTF-8 bytes: base64, byte-exact', !r.isError &&
+    r.structuredContent?.encoding === 'base64' && r.structuredContent?.size === 9 &&
+    got.equals(bytes), r);
+  // A 1x1 PNG (RGBA, one transparent pixel).
+  const png = Buffer.from('89504e470d0a1a0a0000000d4948445200000001000000010806000000' +
+    '1f15c4890000000b4944415478da636000020000050001e9fadcd80000000049454e44ae426082', 'hex');
+  r = await call(client, 'write_file', { sandbox_id: st.a, path: 'img/dot.png',
+    content: png.toString('base64'), encoding: 'base64' });
+  check('write_file of a PNG: written', !r.isError, r);
+  r = await call(client, 'read_file', { sandbox_id: st.a, path: 'img/dot.png' });
+  const img = r.content?.find((c) => c.type === 'image');
+  check('read_file of a PNG: image content, image/png, byte-exact', !r.isError &&
+    img?.mimeType === 'image/png' && Buffer.from(img?.data ?? '', 'base64').equals(png) &&
+    r.structuredContent?.mime_type === 'image/png' &&
+    Buffer.from(r.structuredContent?.content ?? '', 'base64').equals(png), r);
+  r = await call(client, 'write_file', { sandbox_id: st.a, path: 'bin/utf.txt', content: 'h\u00e9llo \u2713\n' });
+  const t = await call(client, 'read_file', { sandbox_id: st.a, path: 'bin/utf.txt' });
+  check('read_file of UTF-8 text: text', !r.isError && !t.isError &&
+    t.structuredContent?.encoding === 'utf-8' && t.structuredContent?.content === 'h\u00e9llo \u2713\n' &&
+    t.content?.[0]?.text === 'h\u00e9llo \u2713\n', t);
+  r = await call(client, 'exec', { sandbox_id: st.a, command: 'head -c 1100000 /dev/zero > bin/big.dat' });
+  const big = await call(client, 'read_file', { sandbox_id: st.a, path: 'bin/big.dat' });
+  check('read_file of more than 1 MiB of binary: an error saying how to read it in parts',
+    !r.isError && big.isError && /tail -c \+OFFSET/.test(big.content?.[0]?.text ?? ''), { r, big });
+}
+
 async function testEachTool(client, st) {
   let r = await call(client, 'create_sandbox', { limits: { memory: '512m' } });
   st.a = r.structuredContent?.id;
@@ -165,6 +202,7 @@ async function testEachTool(client, st) {
   r = await call(client, 'write_file', { sandbox_id: st.a, path: 'bin/b.dat', content: 'aGk=', encoding: 'base64' });
   const b = await call(client, 'read_file', { sandbox_id: st.a, path: 'bin/b.dat' });
   check('write_file with base64 content: the decoded bytes', !r.isError && b.structuredContent?.content === 'hi', { r, b });
+  await testBinaryFiles(client, st);
   r = await call(client, 'write_file', { sandbox_id: st.a, path: 'dir/a.txt', content: 'written\n' });
   check('write_file: written', !r.isError, r);
   r = await call(client, 'read_file', { sandbox_id: st.a, path: 'dir/a.txt' });

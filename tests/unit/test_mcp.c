@@ -35,6 +35,63 @@ static void emit(void *ctx, json_t *msg, const json_t *related)
     pthread_mutex_unlock(&lock);
 }
 
+/* The scripted files of GET .../files/NAME: their bytes (a malloc'd copy) and length, or NULL. */
+static const unsigned char png[] = {0x89, 'P',  'N',  'G',  '\r', '\n', 0x1a, '\n', 0, 0,   0,
+                                    13,   'I',  'H',  'D',  'R',  0,    0,    0,    1,    0, 0,
+                                    0,    1,    8,    6,    0,    0,    0,    0x1f, 0x15, 0xc4,
+                                    0x89};
+#define BIG (1024u * 1024)
+
+static char *scripted_file(const char *path, size_t *len)
+{
+    const char *name = strstr(path, "/files/");
+    if (!name)
+        return NULL;
+    name += 7;
+    char *d = NULL;
+    if (strcmp(name, "text.txt") == 0) {
+        *len = 6;
+        d = strdup("h\xc3\xa9llo");
+    } else if (strcmp(name, "nul.bin") == 0) {
+        *len = 5;
+        d = malloc(6);
+        memcpy(d, "a\0b\xff\xfe", 6);
+    } else if (strcmp(name, "img.png") == 0) {
+        *len = sizeof(png);
+        d = calloc(1, sizeof(png) + 1);
+        memcpy(d, png, sizeof(png));
+    } else if (strcmp(name, "big.bin") == 0) {
+        *len = BIG + 1;
+        d = calloc(1, BIG + 2);
+    } else if (strcmp(name, "big.txt") == 0) {
+        /* 'a's, then a two-byte character across the 1 MiB bound. */
+        *len = BIG + 10;
+        d = malloc(BIG + 11);
+        memset(d, 'a', BIG + 10);
+        d[BIG - 1] = '\xc3';
+        d[BIG] = '\xa9';
+        d[BIG + 10] = '\0';
+    }
+    return d;
+}
+
+static int call_bytes(void *ctx, const char *method, const char *path, const json_t *body,
+                      json_t **answer, char **data, size_t *len, clr_error *err)
+{
+    (void)ctx;
+    (void)method;
+    (void)body;
+    (void)err;
+    *answer = NULL;
+    *len = 0;
+    *data = scripted_file(path, len);
+    if (!*data) {
+        *answer = json_pack("{s:{s:s, s:s}}", "error", "code", "not_found", "message", "no file");
+        return 404;
+    }
+    return 200;
+}
+
 static int call(void *ctx, const char *method, const char *path, const json_t *body,
                 json_t **answer, char **text, clr_error *err)
 {
@@ -84,10 +141,17 @@ static int call(void *ctx, const char *method, const char *path, const json_t *b
         json_decref(a);
     if (text)
         *text = NULL;
+    size_t flen = 0;
+    char *file = strcmp(method, "GET") == 0 ? scripted_file(path, &flen) : NULL;
+    if (file && text)
+        *text = file; /* a backend without call_bytes: the bytes up to the first NUL */
+    else
+        free(file);
     return st;
 }
 
 static const struct mcp_backend backend = {.call = call};
+static const struct mcp_backend bytes_backend = {.call = call, .call_bytes = call_bytes};
 
 static int setup(void **state)
 {
@@ -145,16 +209,21 @@ static int error_code(json_t *m)
     return (int)json_integer_value(json_object_get(json_object_get(m, "error"), "code"));
 }
 
-static struct mcp_session *ready_session(void)
+static struct mcp_session *ready_session_on(const struct mcp_backend *be)
 {
     struct mcp_session *s = NULL;
     clr_error err = CLR_ERROR_INIT;
-    assert_int_equal(mcp_session_new(&s, &backend, emit, NULL, &err), 0);
+    assert_int_equal(mcp_session_new(&s, be, emit, NULL, &err), 0);
     handle(s, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":"
               "{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{}}}");
     handle(s, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}");
     assert_true(mcp_session_ready(s));
     return s;
+}
+
+static struct mcp_session *ready_session(void)
+{
+    return ready_session_on(&backend);
 }
 
 static void test_negotiation(void **state)
@@ -352,6 +421,92 @@ static void test_session_end(void **state)
     assert_false(asked(kpath));
 }
 
+/* read_file's result for file name in sandbox sb-0000000000000001, as request id. */
+static json_t *read_file(struct mcp_session *s, json_int_t id, const char *name)
+{
+    char req[256];
+    snprintf(req, sizeof(req),
+             "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":\"tools/call\",\"params\":{"
+             "\"name\":\"read_file\",\"arguments\":{\"sandbox_id\":\"sb-0000000000000001\","
+             "\"path\":\"%s\"}}}",
+             (long long)id, name);
+    handle(s, req);
+    json_t *r = json_object_get(response(id), "result");
+    assert_non_null(r);
+    return r;
+}
+
+static const char *sc_string(json_t *r, const char *key)
+{
+    return json_string_value(json_object_get(json_object_get(r, "structuredContent"), key));
+}
+
+static json_int_t sc_int(json_t *r, const char *key)
+{
+    return json_integer_value(json_object_get(json_object_get(r, "structuredContent"), key));
+}
+
+static void test_read_file(void **state)
+{
+    (void)state;
+    struct mcp_session *s = ready_session_on(&bytes_backend);
+    /* UTF-8 text: as text. */
+    json_t *r = read_file(s, 2, "text.txt");
+    assert_false(json_is_true(json_object_get(r, "isError")));
+    assert_string_equal(sc_string(r, "content"), "h\xc3\xa9llo");
+    assert_string_equal(sc_string(r, "encoding"), "utf-8");
+    assert_int_equal(sc_int(r, "size"), 6);
+    /* NUL and bytes that are not UTF-8: all of them, base64-encoded ("a\0b\xff\xfe"). */
+    r = read_file(s, 3, "nul.bin");
+    assert_false(json_is_true(json_object_get(r, "isError")));
+    assert_string_equal(sc_string(r, "encoding"), "base64");
+    assert_string_equal(sc_string(r, "content"), "YQBi//4=");
+    assert_int_equal(sc_int(r, "size"), 5);
+    assert_non_null(strstr(json_string_value(json_object_get(
+                               json_array_get(json_object_get(r, "content"), 0), "text")),
+                           "YQBi//4="));
+    /* A PNG: image content first, with its type, and the bytes in structuredContent. */
+    r = read_file(s, 4, "img.png");
+    json_t *img = json_array_get(json_object_get(r, "content"), 0);
+    assert_string_equal(json_string_value(json_object_get(img, "type")), "image");
+    assert_string_equal(json_string_value(json_object_get(img, "mimeType")), "image/png");
+    assert_string_equal(json_string_value(json_object_get(img, "data")),
+                        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJ");
+    assert_string_equal(sc_string(r, "content"), "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJ");
+    assert_string_equal(sc_string(r, "mime_type"), "image/png");
+    /* Binary over 1 MiB: an error saying how to read it in parts. */
+    r = read_file(s, 5, "big.bin");
+    assert_true(json_is_true(json_object_get(r, "isError")));
+    const char *why = json_string_value(
+        json_object_get(json_array_get(json_object_get(r, "content"), 0), "text"));
+    assert_non_null(strstr(why, "1048577 bytes"));
+    assert_non_null(strstr(why, "tail -c +OFFSET 'big.bin' | head -c 786432 | base64 -w0"));
+    /* Text over 1 MiB: cut before the character that crosses the bound, not inside it. */
+    r = read_file(s, 6, "big.txt");
+    assert_false(json_is_true(json_object_get(r, "isError")));
+    assert_true(json_is_true(json_object_get(json_object_get(r, "structuredContent"), "truncated")));
+    assert_int_equal(strlen(sc_string(r, "content")), BIG - 1);
+    assert_int_equal(sc_int(r, "size"), BIG + 10);
+    /* An API error is the tool's error. */
+    r = read_file(s, 7, "none");
+    assert_true(json_is_true(json_object_get(r, "isError")));
+    mcp_session_end(s);
+}
+
+/* A backend without call_bytes: read_file falls back on call (bytes up to the first NUL). */
+static void test_read_file_without_call_bytes(void **state)
+{
+    (void)state;
+    struct mcp_session *s = ready_session();
+    json_t *r = read_file(s, 2, "text.txt");
+    assert_false(json_is_true(json_object_get(r, "isError")));
+    assert_string_equal(sc_string(r, "content"), "h\xc3\xa9llo");
+    r = read_file(s, 3, "nul.bin");
+    assert_string_equal(sc_string(r, "content"), "a");
+    assert_int_equal(sc_int(r, "size"), 1);
+    mcp_session_end(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -362,6 +517,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failing_command, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_session_end, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_file_without_call_bytes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
