@@ -24,7 +24,7 @@ sys.dont_write_bytecode = True
 import clearing_test  # noqa: E402
 from clearing_test import Daemon  # noqa: E402
 import clearing  # noqa: E402
-from clearing import _tar  # noqa: E402
+from clearing import _tar, _transport  # noqa: E402
 
 UNKNOWN_SB = 'sb-00000000000000ab'
 results = []
@@ -59,6 +59,66 @@ def raises(name, cls, fn, *contains, code=None):
         return e
     check(name, False, 'no exception; returned %r' % (got,))
     return None
+
+
+# ---- every answer the client received, checked against docs/openapi.yaml ----
+# The client's transport is hooked here (not in the package): each connection it opens hands
+# its responses out through _Teed, which keeps the bytes the client reads and, at their end,
+# checks the answer with clearing_test.check_answer. So a client that expects what the
+# document does not say, or a daemon that answers off it, fails this test.
+
+class _Teed:
+    """A response whose bytes are kept as the client reads them; checked at their end."""
+    KEEP = 1 << 16  # of an answer that is not JSON, its first bytes are enough
+
+    def __init__(self, resp, where):
+        self._resp, self._where = resp, where
+        self._body = bytearray()
+        self._checked = False
+        self._type = resp.getheader('Content-Type') or ''
+
+    def _took(self, data, end):
+        if self._type.startswith('application/json') or len(self._body) < self.KEEP:
+            self._body += data
+        if end and not self._checked:
+            self._checked = True
+            target, method, path = self._where
+            clearing_test.check_answer(target, method, path, self._resp.status,
+                                       {'Content-Type': self._type}, bytes(self._body))
+
+    def read(self, amt=None):
+        data = self._resp.read() if amt is None else self._resp.read(amt)
+        self._took(data, amt is None or not data)
+        return data
+
+    def read1(self, n=-1):
+        data = self._resp.read1(n)
+        self._took(data, not data)
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self._resp, name)
+
+
+def hook_transport():
+    """Turns the check of the client's answers on (clearing_test.check_answers)."""
+    clearing_test.check_answers(raises=False)
+    plain = _transport.Transport._connection
+
+    def connection(self, timeout):
+        conn = plain(self, timeout)
+        send, receive = conn.request, conn.getresponse
+        sent = {}
+
+        def request(method, url, *args, **kw):
+            sent['where'] = (self.address, method, url)
+            return send(method, url, *args, **kw)
+
+        conn.request = request
+        conn.getresponse = lambda: _Teed(receive(), sent['where'])
+        return conn
+
+    _transport.Transport._connection = connection
 
 
 def case(fn):
@@ -636,6 +696,7 @@ def main():
         case(test_hosts)
         case(test_no_daemon)
         case(test_tar_extract_is_confined)
+        hook_transport()
         daemon.start(120)
         CLIENT = clearing.Client('unix://' + daemon.sock)
         for t in (test_health_and_errors, test_sandbox_and_exec, test_exec_stream,
@@ -645,6 +706,9 @@ def main():
             case(t)
         left = [s.id for s in CLIENT.list_sandboxes(state='running')]
         check('no sandbox left running', not left, left)
+        ok, summary = clearing_test.answer_check_summary()
+        check('every answer the client received is as docs/openapi.yaml says: '
+              + summary.splitlines()[0], ok, summary)
     finally:
         if CLIENT is not None and daemon.running():
             for s in CLIENT.list_sandboxes(state='running'):
