@@ -133,14 +133,34 @@ async function testTools(client, st) {
     tools.every((t) => t.inputSchema?.type === 'object' && t.description), tools);
   check('... the exec tools with an outputSchema',
     tools.filter((t) => ['exec', 'run_command'].includes(t.name)).every((t) => t.outputSchema));
+  // The SDK's Client validates every callTool's structuredContent against the tool's
+  // outputSchema (Ajv) once listTools cached the schemas, and throws when it does not match:
+  // the calls of this client that follow are checked so. Positive control: it holds a
+  // validator for each tool with an outputSchema, and one tells a right value from a wrong one.
+  const withSchema = tools.filter((t) => t.outputSchema);
+  check('the SDK client holds an output validator for each of the ' + withSchema.length +
+    ' tools with an outputSchema', withSchema.length >= 10 &&
+    withSchema.every((t) => typeof client.getToolOutputValidator(t.name) === 'function'),
+    withSchema.map((t) => t.name));
+  const rf = client.getToolOutputValidator('read_file');
+  const good = rf?.({ path: 'a', content: 'aGk=', encoding: 'base64', size: 2, truncated: false });
+  const bad = rf?.({ path: 'a', content: 'aGk=', encoding: 'hex', size: 2 });
+  check('... which accepts a right structuredContent and refuses a wrong one',
+    good?.valid === true && bad?.valid === false, { good, bad });
   const ver = client.getServerVersion();
   check('the server names itself', ver?.name === 'clearing', ver);
   const caps = client.getServerCapabilities();
   check('capabilities: tools and logging', caps?.tools && caps?.logging, caps);
 }
 
+// The tools whose structuredContent the SDK validated against their outputSchema (a result
+// with structuredContent, from a client holding the tool's validator: callTool returned).
+const validated = new Set();
+
 async function call(client, name, args, opts) {
-  return client.callTool({ name, arguments: args }, undefined, { ...LONG, ...(opts ?? {}) });
+  const r = await client.callTool({ name, arguments: args }, undefined, { ...LONG, ...(opts ?? {}) });
+  if (r.structuredContent && client.getToolOutputValidator(name)) validated.add(name);
+  return r;
 }
 
 // read_file gives back any bytes exactly: NUL and non-UTF-8 bytes base64-encoded, a PNG also
@@ -251,6 +271,10 @@ async function testEachTool(client, st) {
     { write: { path: 'p.txt', content: 'p\n' } }, { run: { argv: ['test', '-f', 'p.txt'] } }] } });
   check('run_plan: verdict pass and a commit', !r.isError && r.structuredContent?.verdict === 'pass' &&
     /^[0-9a-f]{40}$/.test(r.structuredContent?.commit ?? ''), r);
+  const { tools } = await client.listTools();
+  const missed = tools.filter((t) => t.outputSchema && !validated.has(t.name)).map((t) => t.name);
+  check('every tool with an outputSchema returned structuredContent the SDK validated against it',
+    validated.size >= 10 && missed.length === 0, { validated: [...validated], missed });
 }
 
 async function testCancel(client, st) {
