@@ -1,6 +1,7 @@
 /* What every MCP tool shares: see mcp_tool_util.h. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "clearing/cleanup_json.h"
@@ -161,16 +162,78 @@ int tool_check_args(const json_t *schema, const json_t *value, char *why, size_t
     return check_value(schema, value, "arguments", why, len);
 }
 
+/* The length of the UTF-8 sequence at p (n > 0 bytes left) when it is valid and not NUL,
+ * else 0. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0], min;
+    size_t len;
+    if (c < 0x80)
+        return c ? 1 : 0;
+    if ((c & 0xE0) == 0xC0) {
+        len = 2, min = 0x80, c &= 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+        len = 3, min = 0x800, c &= 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+        len = 4, min = 0x10000, c &= 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        c = (c << 6) | (p[i] & 0x3F);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+char *tool_utf8(const char *s, size_t n)
+{
+    char *out = malloc(n * 3 + 1);
+    if (!out)
+        return NULL;
+    char *o = out;
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_seq((const unsigned char *)s + i, n - i);
+        if (k) {
+            memcpy(o, s + i, k);
+            o += k;
+            i += k;
+        } else {
+            memcpy(o, "\xef\xbf\xbd", 3); /* U+FFFD */
+            o += 3;
+            i++;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+size_t tool_utf8_cut(const char *p, size_t cap)
+{
+    size_t k = cap;
+    while (k > 0 && k + 4 > cap && ((unsigned char)p[k] & 0xC0) == 0x80)
+        k--;
+    return k;
+}
+
 json_t *tool_result(json_t *structured, bool is_error, const char *fmt, ...)
 {
     _cleanup_json_ json_t *st = structured;
-    char *text = NULL;
+    char *raw = NULL;
     va_list ap;
     va_start(ap, fmt);
-    int n = vasprintf(&text, fmt, ap);
+    int n = vasprintf(&raw, fmt, ap);
     va_end(ap);
+    /* Text that is not UTF-8 (a diff of a Latin-1 file) would make no result at all. */
+    char *text = n >= 0 && raw ? tool_utf8(raw, (size_t)n) : NULL;
+    free(raw);
     json_t *r = json_pack("{s:[{s:s, s:s}], s:b}", "content", "type", "text", "text",
-                          n >= 0 && text ? text : "(no text)", "isError", is_error);
+                          text ? text : "(no text)", "isError", is_error);
     free(text);
     if (r && st)
         json_object_set(r, "structuredContent", st);

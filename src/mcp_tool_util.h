@@ -12,7 +12,14 @@
  * ...") and what it takes. */
 int tool_check_args(const json_t *schema, const json_t *value, char *why, size_t len);
 
-/* A CallToolResult with one text content; structured (taken over, may be NULL)
+/* s[0..n) as UTF-8 (a new string): each byte that does not begin a valid sequence (or is
+ * NUL) replaced by U+FFFD. NULL when out of memory. */
+char *tool_utf8(const char *s, size_t n);
+/* cap, or less so that the first bytes of p (longer than cap) do not end inside a UTF-8
+ * sequence. */
+size_t tool_utf8_cut(const char *p, size_t cap);
+
+/* A CallToolResult with one text content (made UTF-8 with tool_utf8); structured (taken over, may be NULL)
  * as its structuredContent. */
 json_t *tool_result(json_t *structured, bool is_error, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

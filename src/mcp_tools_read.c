@@ -59,20 +59,10 @@ static bool is_text(const char *p, size_t n)
     return ok;
 }
 
-/* cap, or less so that the first bytes of text p (longer than cap) do not end inside a
- * UTF-8 sequence. */
-static size_t utf8_cut(const char *p, size_t cap)
-{
-    size_t k = cap;
-    while (k > 0 && k + 4 > cap && ((unsigned char)p[k] & 0xC0) == 0x80)
-        k--;
-    return k;
-}
-
 static json_t *text_result(const json_t *path, char *data, size_t len)
 {
     bool cut = len > READ_CAP;
-    size_t n = cut ? utf8_cut(data, READ_CAP) : len;
+    size_t n = cut ? tool_utf8_cut(data, READ_CAP) : len;
     json_t *st = json_pack("{s:O, s:s%, s:s, s:I, s:b}", "path", path, "content", data, n,
                            "encoding", "utf-8", "size", (json_int_t)len, "truncated", cut);
     if (!st)

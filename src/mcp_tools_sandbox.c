@@ -258,11 +258,13 @@ json_t *tool_diff(struct mcp_call *c, const json_t *args)
         return fail;
     size_t n = text ? strlen(text) : 0;
     bool cut = n > READ_CAP;
-    if (cut)
-        text[READ_CAP] = '\0';
+    /* Cut between characters; bytes that are not UTF-8 (a Latin-1 file) shown as U+FFFD. */
+    _cleanup_free_ char *shown = tool_utf8(text ? text : "", cut ? tool_utf8_cut(text, READ_CAP) : n);
+    if (!shown)
+        return tool_error("diff: out of memory");
     return tool_result(
-        json_pack("{s:s, s:s, s:b}", "sandbox_id", sid, "diff", text ? text : "", "truncated", cut),
-        false, "%s", n ? text : "(no changes against the base commit)");
+        json_pack("{s:s, s:s, s:b}", "sandbox_id", sid, "diff", shown, "truncated", cut), false,
+        "%s", n ? shown : "(no changes against the base commit)");
 }
 
 json_t *tool_commit(struct mcp_call *c, const json_t *args)

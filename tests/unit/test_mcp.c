@@ -141,6 +141,8 @@ static int call(void *ctx, const char *method, const char *path, const json_t *b
         json_decref(a);
     if (text)
         *text = NULL;
+    if (text && strstr(path, "/diff"))
+        *text = strdup("+caf\xe9\n"); /* a Latin-1 file's line: not UTF-8 */
     size_t flen = 0;
     char *file = strcmp(method, "GET") == 0 ? scripted_file(path, &flen) : NULL;
     if (file && text)
@@ -507,6 +509,21 @@ static void test_read_file_without_call_bytes(void **state)
     mcp_session_end(s);
 }
 
+/* A diff that is not UTF-8 still answers: its bytes shown as U+FFFD (not a call left
+ * without a response). */
+static void test_diff_not_utf8(void **state)
+{
+    (void)state;
+    struct mcp_session *s = ready_session();
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":"
+              "\"diff\",\"arguments\":{\"sandbox_id\":\"sb-0000000000000001\"}}}");
+    json_t *r = json_object_get(response(2), "result");
+    assert_non_null(r);
+    assert_false(json_is_true(json_object_get(r, "isError")));
+    assert_string_equal(sc_string(r, "diff"), "+caf\xef\xbf\xbd\n");
+    mcp_session_end(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -519,6 +536,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_session_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_file_without_call_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_diff_not_utf8, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
