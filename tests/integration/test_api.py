@@ -614,8 +614,12 @@ class T03Exec(ApiTest):
         self.assertEqual(rec['result']['stdout'].strip(), str(len(secret) + 1))
         r = self.api.get('/v1/sandboxes/%s/execs/%s' % (self.sid, rec['id']))
         self.assertEqual(r.status, 200, r)
+        # The run's answer is the record GET answers: the same fields, the same values.
+        self.assertEqual(sorted(rec), sorted(r.json))
         for k in rec:
             self.assertEqual(r.json[k], rec[k], k)
+        self.assertNotIn(secret, json.dumps(rec))
+        self.assertNotIn('stdin-secret', json.dumps(rec))
         req = r.json['request']
         self.assertEqual(req['shell'], 'echo "$TOKEN" | wc -c')
         self.assertEqual(req['env'], {'TOKEN': '(redacted)'})
