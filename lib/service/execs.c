@@ -3,6 +3,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "clearing/cleanup_json.h"
 #include "clearing/plan.h"
 
 #include "channels.h"
@@ -146,7 +147,7 @@ struct exec_run {
     int64_t t;        /* when it started, as recorded */
     clr_engine *eng;
     struct live_sb *lv;
-    json_t *logged;   /* the request as recorded (svc_redacted) */
+    json_t *logged;   /* the request as recorded (svc_redacted; exec_run's) */
 };
 
 /* A slot of running_execs, or CLR_E_LIMIT at capacity. */
@@ -209,8 +210,6 @@ static int exec_audit_start(struct exec_run *x, clr_error *err)
         clr_store_exec_finish(svc->store, x->exec_id, CLR_EXEC_STATE_DONE, refused, svc_now_s(),
                               NULL);
     json_decref(refused);
-    json_decref(x->logged);
-    x->logged = NULL;
     exec_release(x, false);
     return -1;
 }
@@ -231,8 +230,6 @@ static int exec_launch(struct exec_run *x, clr_exec **h, struct stream_ctx *sc, 
     int irc = clr_store_exec_insert_on(svc->store, x->exec_id, x->id, x->o.channel_id, x->logged,
                                        x->t, &ierr);
     TRACE_AT(x->tr, recorded);
-    json_decref(x->logged);
-    x->logged = NULL;
     if (irc == 0)
         return erc;
     /* No record, no command: it is ended at once, and the client told why. */
@@ -257,7 +254,8 @@ static int exec_launch(struct exec_run *x, clr_exec **h, struct stream_ctx *sc, 
 }
 
 /* The end of an exec: its result (erc < 0: the sandbox failed, err says how) counted, audited
- * and stored; *out (the caller's) is the exec record. -1 when the record could not be made:
+ * and stored; *out (the caller's) is the exec record, as GET of it answers it. -1 when the
+ * record could not be made:
  * the result is stored if it could be, and the client is told the record failed. */
 static int exec_finish(struct exec_run *x, int erc, clr_exec_result *res, json_t **out,
                        clr_error *err)
@@ -289,15 +287,18 @@ static int exec_finish(struct exec_run *x, int erc, clr_exec_result *res, json_t
     clr_error serr = CLR_ERROR_INIT;
     int arc = clr_audit_append(svc->audit, x->actor, x->id, "exec", outcome, ad, &serr);
     json_decref(ad);
-    if (clr_store_exec_finish(svc->store, x->exec_id, CLR_EXEC_STATE_DONE, result, svc_now_s(),
+    int64_t finished = svc_now_s();
+    if (clr_store_exec_finish(svc->store, x->exec_id, CLR_EXEC_STATE_DONE, result, finished,
                               arc < 0 ? NULL : &serr) < 0 ||
         arc < 0) {
         json_decref(result);
         *err = serr;
         return -1;
     }
-    *out = json_pack("{s:s, s:s, s:s, s:o}", "id", x->exec_id, "sandbox_id", x->id, "state",
-                     CLR_EXEC_STATE_DONE, "result", result);
+    *out = json_pack("{s:s, s:s, s:s, s:O, s:o, s:I, s:I}", "id", x->exec_id, "sandbox_id",
+                     x->id, "state", CLR_EXEC_STATE_DONE, "request",
+                     x->logged ? x->logged : json_null(), "result", result, "created_at",
+                     (json_int_t)x->t, "finished_at", (json_int_t)finished);
     return 0;
 }
 
@@ -309,7 +310,8 @@ static int exec_run(struct exec_run *x, json_t *req, clr_service_event_cb on_eve
     TRACE_AT(x->tr, rx);
     if (exec_admit(svc, err) < 0 || exec_open(x, err) < 0)
         return -1;
-    x->logged = svc_redacted(req);
+    _cleanup_json_ json_t *logged = svc_redacted(req);
+    x->logged = logged;
     x->t = svc_now_s();
     if (exec_audit_start(x, err) < 0)
         return -1;

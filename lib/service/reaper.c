@@ -371,7 +371,8 @@ int svc_recover(clr_service *svc, clr_error *err)
         if (svc_destroyed_row(svc, sn.live[j].id)) {
             /* Destroyed (and audited) before the stop; its removal had not finished. The
              * engine may still be busy with it (a removal the stop cut mid-way answers 409
-             * "already in progress"): then the remover retries, with back-off. */
+             * "already in progress"): the destroy waits for that one, and when it outlasts the
+             * wait the remover retries, with back-off. */
             if (clr_sandbox_destroy(sn.eng, sn.live[j].id, "destroyed", svc->state_dir,
                                     &lerr) == 0) {
                 atomic_fetch_add(&svc->removed, 1);

@@ -583,6 +583,27 @@ class T03Exec(ApiTest):
         res = self.exec(self.sid, {'shell': 'kill -TERM $$'})['result']
         self.assertEqual((res['status'], res['signal'], res['exit_code']), ('signaled', 15, None))
 
+    def test_term_right_after_start_reaches_the_process(self):
+        """A TERM sent at once after a background process's 201 ends it: it used to be lost
+        when it reached the agent's supervisor in one read with the command's request, before
+        the command was started (KILL was kept, TERM dropped)."""
+        for body in ({'argv': ['sleep', '600']}, {'shell': 'sleep 600'}) * 3:
+            r = self.api.post('/v1/sandboxes/%s/processes' % self.sid, body)
+            self.assertEqual(r.status, 201, r)
+            url = '/v1/sandboxes/%s/processes/%s' % (self.sid, r.json['id'])
+            sig = self.api.post(url + '/signal', {'signal': 'TERM'})
+            self.assertEqual(sig.status, 204, sig)
+            rec, deadline = None, time.monotonic() + 60
+            while time.monotonic() < deadline:
+                rec = self.api.get(url + '/output?wait=10s').json or {}
+                if rec.get('state') == 'exited':
+                    break
+            if (rec or {}).get('state') != 'exited':
+                self.api.post(url + '/signal', {'signal': 'KILL'})  # not left for 600 s
+            self.assertEqual((rec or {}).get('state'), 'exited', (body, rec))
+            self.assertEqual((rec['result']['status'], rec['result']['signal']),
+                             ('signaled', 15), (body, rec))
+
     def test_exec_record_fetch_and_redaction(self):
         secret = 'sk-live-%d' % time.monotonic_ns()
         rec = self.exec(self.sid, {'shell': 'echo "$TOKEN" | wc -c', 'env': {'TOKEN': secret},
@@ -593,8 +614,12 @@ class T03Exec(ApiTest):
         self.assertEqual(rec['result']['stdout'].strip(), str(len(secret) + 1))
         r = self.api.get('/v1/sandboxes/%s/execs/%s' % (self.sid, rec['id']))
         self.assertEqual(r.status, 200, r)
+        # The run's answer is the record GET answers: the same fields, the same values.
+        self.assertEqual(sorted(rec), sorted(r.json))
         for k in rec:
             self.assertEqual(r.json[k], rec[k], k)
+        self.assertNotIn(secret, json.dumps(rec))
+        self.assertNotIn('stdin-secret', json.dumps(rec))
         req = r.json['request']
         self.assertEqual(req['shell'], 'echo "$TOKEN" | wc -c')
         self.assertEqual(req['env'], {'TOKEN': '(redacted)'})

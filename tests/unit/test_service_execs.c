@@ -706,6 +706,16 @@ static void test_exec_get(void **state)
     assert_int_equal(clr_service_exec_get(svc, ID_A, exec_id, &rec, &err), 0);
     assert_string_equal(str(rec, "id"), exec_id);
     assert_string_equal(str(rec, "sandbox_id"), ID_A);
+    /* The run's answer is the record GET answers, field for field: the request (as recorded)
+     * and the times too, not only id, sandbox_id, state and result. */
+    assert_true(json_is_array(json_object_get(json_object_get(out, "request"), "argv")));
+    assert_true(json_integer_value(json_object_get(out, "created_at")) > 0);
+    assert_true(json_integer_value(json_object_get(out, "finished_at")) >=
+                json_integer_value(json_object_get(out, "created_at")));
+    if (!json_equal(out, rec)) {
+        char *a = json_dumps(out, JSON_SORT_KEYS), *b = json_dumps(rec, JSON_SORT_KEYS);
+        fail_msg("the answer %s is not the record %s", a, b);
+    }
     json_decref(rec);
     /* Through another sandbox: not found (an exec id does not open another's records). */
     rec = NULL;
