@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""The daemon's /mcp (Streamable HTTP) and the narrowing header its sessions use, against a real
+daemon with two tenants' tokens on TCP.
+
+  mcp_http.py CLEARING [MCP_CLIENT_DIR]
+
+Narrowing (X-Clearing-Tenant / X-Clearing-Actor): refused on TCP; on the unix socket it makes
+the operator see one tenant's sandboxes only, and is recorded in the audit log. Then, when
+MCP_CLIENT_DIR holds the pinned @modelcontextprotocol/sdk (tools/mcp-client), mcp_http.mjs drives
+/mcp with the SDK's StreamableHTTPClientTransport. TAP output; every answer of the daemon is
+checked against docs/openapi.yaml.
+"""
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+sys.dont_write_bytecode = True
+import clearing_test as ct  # noqa: E402
+from clearing_test import Client, Daemon, destroy_quietly, free_port, wait_for  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ACME = 'acme-ci-' + os.urandom(12).hex()
+GLOBEX = 'globex-ci-' + os.urandom(12).hex()
+
+results = []
+
+
+def check(name, ok, detail=''):
+    results.append(bool(ok))
+    print(('ok - ' if ok else 'not ok - ') + name + ('' if ok or not detail else ': ' + str(detail)))
+    sys.stdout.flush()
+
+
+def error_of(r):
+    return (r.json or {}).get('error', {}) if isinstance(r.json, dict) else {}
+
+
+def ids(client, headers=None, query=''):
+    r = client.get('/v1/sandboxes' + query, headers=headers)
+    return r.status, {s['id'] for s in (r.json or {}).get('sandboxes', [])}
+
+
+def write_private(path, content):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, 'w') as f:
+        f.write(content)
+
+
+def test_narrowing_on_tcp(acme):
+    st, _ = ids(acme)
+    check('TCP: acme lists its sandboxes (positive control)', st == 200, st)
+    for h in ({'X-Clearing-Tenant': 'globex'}, {'X-Clearing-Tenant': 'acme'},
+              {'X-Clearing-Actor': 'mcp tenant=globex token=ci'}):
+        r = acme.get('/v1/sandboxes', headers=h)
+        check('TCP: %r is refused with 400' % h, r.status == 400 and
+              error_of(r).get('code') == 'invalid' and
+              'unix socket only' in error_of(r).get('message', ''), r)
+
+
+def test_narrowing_on_unix(d, globex, made):
+    op = d.client()
+    r = globex.post('/v1/sandboxes', {}, timeout=180)
+    check('TCP: globex creates a sandbox', r.status == 201, r)
+    if r.status != 201:
+        return
+    sid = r.json['id']
+    made.append(sid)
+    st, all_ids = ids(op)
+    check('unix: the operator sees globex\'s sandbox (positive control)',
+          st == 200 and sid in all_ids, (st, all_ids))
+    st, acme_ids = ids(op, {'X-Clearing-Tenant': 'acme'})
+    check('unix narrowed to acme: globex\'s sandbox is not listed',
+          st == 200 and sid not in acme_ids, (st, acme_ids))
+    r = op.get('/v1/sandboxes/' + sid, headers={'X-Clearing-Tenant': 'acme'})
+    check('unix narrowed to acme: globex\'s sandbox is not found', r.status == 404, r)
+    st, globex_ids = ids(op, {'X-Clearing-Tenant': 'globex'})
+    check('unix narrowed to globex: its sandbox is listed', st == 200 and sid in globex_ids,
+          (st, globex_ids))
+    r = op.get('/v1/sandboxes', headers={'X-Clearing-Tenant': 'Not A Tenant!'})
+    check('unix: a malformed X-Clearing-Tenant is refused with 400',
+          r.status == 400 and 'tenant name' in error_of(r).get('message', ''), r)
+    r = op.get('/v1/sandboxes', headers={'X-Clearing-Actor': 'mcp'})
+    check('unix: X-Clearing-Actor without X-Clearing-Tenant is refused with 400',
+          r.status == 400, r)
+    actor = 'mcp tenant=acme token=ci'
+    r = op.post('/v1/sandboxes', {}, timeout=180,
+                headers={'X-Clearing-Tenant': 'acme', 'X-Clearing-Actor': actor})
+    check('unix narrowed to acme: a sandbox it creates is acme\'s',
+          r.status == 201 and r.json.get('tenant') == 'acme', r)
+    if r.status != 201:
+        return
+    made.append(r.json['id'])
+    with open(os.path.join(d.state, 'audit.log')) as f:
+        recs = [json.loads(line) for line in f if r.json['id'] in line]
+    creates = [x['actor'] for x in recs if x['action'] == 'sandbox.create']
+    check('the audit record names the narrowed actor and the unix peer',
+          len(creates) == 1 and creates[0].startswith(actor + ' via uid='), creates)
+
+
+def test_mcp(d, port, client_dir):
+    script = os.path.join(HERE, 'mcp_http.mjs')
+    env = dict(os.environ, MCP_URL='http://127.0.0.1:%d/mcp' % port, ACME_TOKEN=ACME,
+               GLOBEX_TOKEN=GLOBEX, NODE_PATH=os.path.join(client_dir, 'node_modules'))
+    p = subprocess.run(['node', script], cwd=client_dir, env=env, capture_output=True,
+                       text=True, timeout=900)
+    # The script prints TAP lines of its own; each one is a check of this suite.
+    lines = [x for x in p.stdout.splitlines() if x.startswith(('ok - ', 'not ok - '))]
+    for line in lines:
+        check(line.split(' - ', 1)[1], line.startswith('ok - '))
+    check('mcp_http.mjs ran its checks and exited 0', p.returncode == 0 and len(lines) > 10,
+          'exit %d, %d checks; stderr: %s' % (p.returncode, len(lines), p.stderr[-3000:]))
+
+
+def main():
+    ct.CLEARING = sys.argv[1]
+    client_dir = sys.argv[2] if len(sys.argv) > 2 else ''
+    ct.check_answers(raises=False)
+    port = free_port()
+    d = Daemon('mcp-http', prefix='clr-mcphttp-')
+    tokens = os.path.join(d.dir, 'tokens')
+    write_private(tokens, 'acme:ci:%s\nglobex:ci:%s\n' % (ACME, GLOBEX))
+    d.args = ['--tcp', '127.0.0.1:%d' % port, '--token-file', tokens]
+    made = []
+    try:
+        d.start()
+        acme = Client(tcp=('127.0.0.1', port), token=ACME)
+        globex = Client(tcp=('127.0.0.1', port), token=GLOBEX)
+        test_narrowing_on_tcp(acme)
+        test_narrowing_on_unix(d, globex, made)
+        if client_dir and os.path.isdir(os.path.join(client_dir, 'node_modules',
+                                                     '@modelcontextprotocol', 'sdk')):
+            test_mcp(d, port, client_dir)
+        elif client_dir:
+            check('the pinned MCP SDK is installed in %s (scripts/setup.sh)' % client_dir, False)
+        ok, summary = ct.answer_check_summary()
+        check('every answer matches docs/openapi.yaml', ok, summary)
+    finally:
+        op = d.client() if d.running() else None
+        for sid in made:
+            if op:
+                destroy_quietly(op, sid)
+        if op:
+            # What the MCP sessions made and did not end (a failed run): the daemon's own.
+            st, left = ids(op, query='?state=running')
+            for sid in left:
+                destroy_quietly(op, sid)
+            wait_for(lambda: not ids(op, query='?state=running')[1], 60)
+        d.stop()
+    print('1..%d' % len(results))
+    return 0 if all(results) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
