@@ -32,6 +32,7 @@ static const struct command commands[] = {
     {"audit", cmd_audit, "verify the audit log's hash chain, or show its records"},
     {"verify", cmd_verify, "check a commit's signed verdict against the verdict key"},
     {"gc", cmd_gc, "remove expired sandboxes, broken containers and orphaned workspaces"},
+    {"mcp", cmd_mcp, "an MCP server on stdio for agent hosts: tools that drive sandboxes"},
     {"version", cmd_version, "the version, commit, agent, runsc and engine (--json)"},
 };
 

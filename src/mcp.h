@@ -9,6 +9,7 @@
 #define CLR_MCP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "clearing/clearing.h"
 
@@ -27,6 +28,11 @@ struct mcp_backend {
     int (*stream)(void *ctx, const char *method, const char *path, const json_t *body,
                   bool (*on_line)(void *lctx, json_t *line), void *lctx, clr_error *err);
     void *ctx;
+    /* A PUT of raw bytes (a file upload): path "/v1/sandboxes/ID/files/PATH", data of len
+     * bytes as the body (application/octet-stream); returns as call. May be NULL: write_file
+     * then writes the file with a command in the sandbox. */
+    int (*upload)(void *ctx, const char *path, const void *data, size_t len, json_t **answer,
+                  clr_error *err);
 };
 
 /* Where the session's outgoing messages go. related_id is the id of the request the message
@@ -46,6 +52,10 @@ int mcp_session_new(struct mcp_session **out, const struct mcp_backend *backend,
  * Fast: a tools/call runs on a thread of its own and answers through emit when it is done; a
  * message that is not JSON-RPC is answered with the JSON-RPC error the specification names. */
 void mcp_session_handle(struct mcp_session *s, json_t *msg);
+
+/* Answers a message the transport could not parse as JSON (JSON-RPC's parse error, id null);
+ * why says what was wrong. */
+void mcp_session_parse_error(struct mcp_session *s, const char *why);
 
 /* Whether the client has completed initialization (initialize answered, initialized seen). */
 bool mcp_session_ready(const struct mcp_session *s);

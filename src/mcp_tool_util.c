@@ -1,0 +1,286 @@
+/* What every MCP tool shares: see mcp_tool_util.h. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "clearing/cleanup_json.h"
+#include "mcp_tool_util.h"
+
+static const char *json_kind(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    default: return "null";
+    }
+}
+
+static bool type_is(const char *t, const json_t *v)
+{
+    return (strcmp(t, "string") == 0 && json_is_string(v)) ||
+           (strcmp(t, "integer") == 0 && json_is_integer(v)) ||
+           (strcmp(t, "number") == 0 && json_is_number(v)) ||
+           (strcmp(t, "boolean") == 0 && json_is_boolean(v)) ||
+           (strcmp(t, "array") == 0 && json_is_array(v)) ||
+           (strcmp(t, "object") == 0 && json_is_object(v)) ||
+           (strcmp(t, "null") == 0 && json_is_null(v));
+}
+
+/* The type keyword: 0, or -1 with why. */
+static int check_type(const json_t *schema, const json_t *v, const char *at, char *why, size_t len)
+{
+    const json_t *t = json_object_get(schema, "type");
+    if (!t)
+        return 0;
+    if (json_is_string(t) && type_is(json_string_value(t), v))
+        return 0;
+    char want[128] = "";
+    size_t i;
+    json_t *e;
+    if (json_is_array(t)) {
+        json_array_foreach (t, i, e) {
+            if (type_is(json_string_value(e), v))
+                return 0;
+            snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s%s", i ? " or " : "",
+                     json_string_value(e));
+        }
+    } else {
+        snprintf(want, sizeof(want), "%s", json_string_value(t));
+    }
+    snprintf(why, len, "%s must be %s, not %s", at, want, json_kind(v));
+    return -1;
+}
+
+static int check_value(const json_t *schema, const json_t *v, const char *at, char *why,
+                       size_t len);
+
+static int check_object(const json_t *schema, const json_t *v, const char *at, char *why,
+                        size_t len)
+{
+    const json_t *props = json_object_get(schema, "properties");
+    size_t i;
+    json_t *r;
+    json_array_foreach (json_object_get(schema, "required"), i, r) {
+        if (!json_object_get(v, json_string_value(r))) {
+            snprintf(why, len, "%s: the field '%s' is missing (it is required)", at,
+                     json_string_value(r));
+            return -1;
+        }
+    }
+    const char *k;
+    json_t *fv;
+    json_object_foreach ((json_t *)v, k, fv) {
+        const json_t *ps = json_object_get(props, k);
+        char sub[256];
+        snprintf(sub, sizeof(sub), "%s%s%s", strcmp(at, "arguments") ? at : "",
+                 strcmp(at, "arguments") ? "." : "", k);
+        if (!ps && json_is_false(json_object_get(schema, "additionalProperties"))) {
+            char names[512] = "";
+            const char *pk;
+            json_t *pv;
+            json_object_foreach ((json_t *)props, pk, pv)
+                snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+                         names[0] ? ", " : "", pk);
+            snprintf(why, len, "%s: unknown field '%.64s' (the fields are: %s)", at, k, names);
+            return -1;
+        }
+        if (ps && check_value(ps, fv, sub, why, len) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int check_value(const json_t *schema, const json_t *v, const char *at, char *why, size_t len)
+{
+    if (check_type(schema, v, at, why, len) < 0)
+        return -1;
+    const json_t *en = json_object_get(schema, "enum");
+    if (en) {
+        size_t i;
+        json_t *e;
+        char list[256] = "";
+        json_array_foreach (en, i, e) {
+            if (json_equal(e, (json_t *)v))
+                return 0;
+            snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "",
+                     json_string_value(e) ? json_string_value(e) : "?");
+        }
+        snprintf(why, len, "%s must be one of: %s", at, list);
+        return -1;
+    }
+    const json_t *mn = json_object_get(schema, "minimum"), *mx = json_object_get(schema, "maximum");
+    if (json_is_number(v) && ((mn && json_number_value(v) < json_number_value(mn)) ||
+                              (mx && json_number_value(v) > json_number_value(mx)))) {
+        snprintf(why, len, "%s must be %g..%g", at, mn ? json_number_value(mn) : 0.0,
+                 mx ? json_number_value(mx) : 1e18);
+        return -1;
+    }
+    if (json_is_object(v))
+        return check_object(schema, v, at, why, len);
+    if (json_is_array(v)) {
+        const json_t *mi = json_object_get(schema, "minItems");
+        if (mi && json_array_size(v) < (size_t)json_integer_value(mi)) {
+            snprintf(why, len, "%s must have at least %lld items", at,
+                     (long long)json_integer_value(mi));
+            return -1;
+        }
+        const json_t *items = json_object_get(schema, "items");
+        size_t i;
+        json_t *e;
+        json_array_foreach (v, i, e) {
+            char sub[256];
+            snprintf(sub, sizeof(sub), "%s[%zu]", at, i);
+            if (items && check_value(items, e, sub, why, len) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+int tool_check_args(const json_t *schema, const json_t *value, char *why, size_t len)
+{
+    return check_value(schema, value, "arguments", why, len);
+}
+
+json_t *tool_result(json_t *structured, bool is_error, const char *fmt, ...)
+{
+    _cleanup_json_ json_t *st = structured;
+    char *text = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&text, fmt, ap);
+    va_end(ap);
+    json_t *r = json_pack("{s:[{s:s, s:s}], s:b}", "content", "type", "text", "text",
+                          n >= 0 && text ? text : "(no text)", "isError", is_error);
+    free(text);
+    if (r && st)
+        json_object_set(r, "structuredContent", st);
+    return r;
+}
+
+/* What a model can do about an API error of this class. */
+static const char *hint(int status)
+{
+    switch (status) {
+    case 400: return " Fix the argument the message names and call again.";
+    case 403: return " The daemon's operator does not allow this; choose another value.";
+    case 404:
+        return " Check the id (list_sandboxes lists this session's sandboxes; a "
+               "destroyed "
+               "sandbox is gone) or the path (list_files).";
+    case 409:
+        return " The sandbox cannot do this in its state (inspect it with "
+               "list_sandboxes).";
+    case 429:
+        return " A limit or quota is reached: destroy sandboxes you no longer "
+               "need, or wait.";
+    case 503: return " The daemon cannot do this now; try again later.";
+    default: return "";
+    }
+}
+
+int tool_call(struct mcp_call *c, const char *method, const char *path, const json_t *body,
+              json_t **answer, char **text, json_t **fail, const char *what)
+{
+    clr_error err = CLR_ERROR_INIT;
+    json_t *a = NULL;
+    char *t = NULL;
+    mcp_call_log(c, 0, "%s %s", method, path);
+    int st = c->be->call(c->be->ctx, method, path, body, &a, &t, &err);
+    if (st < 0) {
+        *fail = tool_error("%s: the clearing daemon could not be reached: %s", what, err.message);
+        return -1;
+    }
+    if (st >= 400) {
+        json_t *e = json_object_get(a, "error");
+        const char *msg = json_string_value(json_object_get(e, "message"));
+        const char *code = json_string_value(json_object_get(e, "code"));
+        *fail = tool_error("%s failed: %s (%s, HTTP %d).%s", what,
+                           msg ? msg : (t ? t : "the API answered an error"), code ? code : "error",
+                           st, hint(st));
+        json_decref(a);
+        free(t);
+        return -1;
+    }
+    if (answer)
+        *answer = a;
+    else
+        json_decref(a);
+    if (text)
+        *text = t;
+    else
+        free(t);
+    return st;
+}
+
+const char *tool_sandbox_id(const json_t *args, json_t **fail)
+{
+    const char *id = json_string_value(json_object_get(args, "sandbox_id"));
+    bool ok = id && strlen(id) == 19 && strncmp(id, "sb-", 3) == 0 &&
+              strspn(id + 3, "0123456789abcdef") == 16;
+    if (!ok) {
+        *fail = tool_error("sandbox_id '%.64s' is not a sandbox id (sb- and 16 hex digits): take "
+                           "it from create_sandbox's answer or from list_sandboxes",
+                           id ? id : "");
+        return NULL;
+    }
+    return id;
+}
+
+void tool_urlencode(char *out, size_t len, const char *s, bool keep_slash)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (; *s && o + 4 < len; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            strchr("-._~", ch) || (keep_slash && ch == '/')) {
+            out[o++] = (char)ch;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[ch >> 4];
+            out[o++] = hex[ch & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
+/* The last max bytes of s (at a line start when one is near), for a short text.
+ */
+static const char *tail(const char *s, size_t max)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n <= max)
+        return s ? s : "";
+    const char *t = s + n - max;
+    const char *nl = strchr(t, '\n');
+    return nl && nl - t < 200 ? nl + 1 : t;
+}
+
+char *tool_exec_summary(const json_t *result, const char *out, const char *errs)
+{
+    const char *status = json_string_value(json_object_get(result, "status"));
+    const json_t *code = json_object_get(result, "exit_code");
+    const char *msg = json_string_value(json_object_get(result, "message"));
+    char head[512];
+    if (status && strcmp(status, "exited") == 0)
+        snprintf(head, sizeof(head), "exit code %lld", (long long)json_integer_value(code));
+    else
+        snprintf(head, sizeof(head), "%s%s%s", status ? status : "no result", msg ? ": " : "",
+                 msg ? msg : "");
+    char *text = NULL;
+    int n =
+        asprintf(&text,
+                 "%s (wall %.3f s, peak memory %lld KiB)\n--- stdout%s ---\n%s\n"
+                 "--- stderr%s ---\n%s",
+                 head, (double)json_integer_value(json_object_get(result, "wall_us")) / 1e6,
+                 (long long)json_integer_value(json_object_get(result, "peak_memory_bytes")) / 1024,
+                 out && strlen(out) > 8192 ? " (last 8 KiB)" : "", tail(out, 8192),
+                 errs && strlen(errs) > 8192 ? " (last 8 KiB)" : "", tail(errs, 8192));
+    return n < 0 ? NULL : text;
+}

@@ -1,0 +1,300 @@
+/* The MCP tools' table: each tool's name, description, input and output JSON
+ * Schemas and handler. Arguments are checked against the inputSchema before the
+ * handler runs, so a handler sees only the fields and types its schema allows.
+ */
+#include <string.h>
+
+#include "clearing/cleanup_json.h"
+#include "mcp_tools.h"
+#include "mcp_tools_int.h"
+
+/* Schema pieces, as JSON text. */
+#define SANDBOX_ID                                                                                 \
+    "\"sandbox_id\": {\"type\": \"string\", \"description\": \"the sandbox's "                     \
+    "id (sb- and 16 hex "                                                                          \
+    "digits), from create_sandbox or list_sandboxes\"}"
+#define SIZE_OR_NUM "\"type\": [\"integer\", \"string\"]"
+#define LIMITS                                                                                     \
+    "\"limits\": {\"type\": \"object\", \"additionalProperties\": false, "                         \
+    "\"description\": "                                                                            \
+    "\"resource limits; omitted ones take the daemon's defaults\", "                               \
+    "\"properties\": {"                                                                            \
+    "\"cpus\": {\"type\": [\"number\", \"string\"], \"description\": \"cores, "                    \
+    "0.1..4\"},"                                                                                   \
+    "\"memory\": {" SIZE_OR_NUM ", \"description\": \"bytes or e.g. \\\"1g\\\", \\\"512m\\\"\"},"  \
+    "\"pids\": {\"type\": \"integer\", \"minimum\": 8, \"maximum\": 4096},"                        \
+    "\"lifetime\": {" SIZE_OR_NUM ", \"description\": \"seconds or e.g. \\\"30m\\\"\"},"           \
+    "\"tmp_size\": {" SIZE_OR_NUM "}, \"workspace_size\": {" SIZE_OR_NUM "},"                      \
+    "\"workspace_inodes\": {\"type\": \"integer\"}, \"nofile\": {\"type\": "                       \
+    "\"integer\"},"                                                                                \
+    "\"file_size\": {" SIZE_OR_NUM "}}}"
+#define CREATE_FIELDS                                                                              \
+    "\"image\": {\"type\": \"string\", \"description\": \"an image the "                           \
+    "operator allows; default "                                                                    \
+    "the daemon's\"}, " LIMITS ", "                                                                \
+    "\"env\": {\"type\": \"object\", \"additionalProperties\": {\"type\": "                        \
+    "\"string\"}, "                                                                                \
+    "\"description\": \"environment of every command\"},"                                          \
+    "\"repo\": {\"type\": \"string\", \"description\": \"a git repository on "                     \
+    "the daemon's host "                                                                           \
+    "(under its repo_roots): /workspace gets its base commit's files and the "                     \
+    "sandbox a branch\"},"                                                                         \
+    "\"base\": {\"type\": \"string\", \"description\": \"with repo: the commit "                   \
+    "to start from "                                                                               \
+    "(default HEAD)\"},"                                                                           \
+    "\"branch\": {\"type\": \"string\", \"description\": \"with repo: the "                        \
+    "branch commit writes "                                                                        \
+    "to (default clearing/<sandbox id>)\"},"                                                       \
+    "\"egress\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}, "                        \
+    "\"description\": "                                                                            \
+    "\"hosts the sandbox may connect to (HOST[:PORT], *.SUFFIX); default "                         \
+    "none\"}"
+#define COMMAND_FIELDS                                                                             \
+    "\"command\": {\"type\": \"string\", \"description\": \"a shell command "                      \
+    "line (sh -c), e.g. "                                                                          \
+    "\\\"make test 2>&1 | tail\\\"; give this or argv\"},"                                         \
+    "\"argv\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}, "                          \
+    "\"minItems\": 1, "                                                                            \
+    "\"description\": \"the program and its arguments, no shell; give this or "                    \
+    "command\"},"                                                                                  \
+    "\"cwd\": {\"type\": \"string\", \"description\": \"absolute; default "                        \
+    "/workspace\"},"                                                                               \
+    "\"env\": {\"type\": \"object\", \"additionalProperties\": {\"type\": "                        \
+    "\"string\"}},"                                                                                \
+    "\"stdin\": {\"type\": \"string\", \"description\": \"text given on "                          \
+    "standard input\"}"
+#define TIMEOUT                                                                                    \
+    "\"timeout\": {\"type\": \"integer\", \"minimum\": 1, \"maximum\": 86400, "                    \
+    "\"description\": "                                                                            \
+    "\"seconds before the command is killed (status timed_out); default 600\"}"
+#define EXEC_RESULT                                                                                \
+    "{\"type\": \"object\", \"properties\": {"                                                     \
+    "\"status\": {\"type\": \"string\", \"description\": \"exited, signaled, "                     \
+    "timed_out, oom, "                                                                             \
+    "start_failed, sandbox_failed\"},"                                                             \
+    "\"exit_code\": {\"type\": [\"integer\", \"null\"]}, \"signal\": "                             \
+    "{\"type\": [\"integer\", "                                                                    \
+    "\"null\"]}, \"stdout\": {\"type\": \"string\"}, \"stderr\": {\"type\": "                      \
+    "\"string\"},"                                                                                 \
+    "\"stdout_truncated\": {\"type\": \"boolean\"}, \"stderr_truncated\": "                        \
+    "{\"type\": "                                                                                  \
+    "\"boolean\"}, \"stdout_bytes\": {\"type\": \"integer\"}, "                                    \
+    "\"stderr_bytes\": {\"type\": "                                                                \
+    "\"integer\"}, \"wall_us\": {\"type\": \"integer\"}, \"cpu_user_us\": "                        \
+    "{\"type\": "                                                                                  \
+    "\"integer\"}, \"cpu_system_us\": {\"type\": \"integer\"}, "                                   \
+    "\"peak_memory_bytes\": {\"type\": "                                                           \
+    "\"integer\"}, \"sandbox_id\": {\"type\": \"string\"}, \"process_id\": "                       \
+    "{\"type\": "                                                                                  \
+    "\"string\"}}, \"required\": [\"status\", \"exit_code\", \"stdout\", "                         \
+    "\"stderr\"]}"
+#define OBJ(props, req)                                                                            \
+    "{\"type\": \"object\", \"additionalProperties\": false, \"properties\": "                     \
+    "{" props "}, "                                                                                \
+    "\"required\": [" req "]}"
+
+struct tool {
+    const char *name, *title, *description, *input, *output;
+    mcp_tool_fn fn;
+    bool read_only;
+};
+
+static const struct tool tools[] = {
+    {"create_sandbox", "Create a sandbox",
+     "Creates a sandbox (gVisor, no network unless egress allows hosts) with "
+     "/workspace, "
+     "optionally holding a git repository's files on a branch of its own. "
+     "Returns its id. It "
+     "is destroyed when this session ends unless keep is true.",
+     OBJ(CREATE_FIELDS ", \"keep\": {\"type\": \"boolean\", \"description\": "
+                       "\"keep it after this "
+                       "session ends (default false)\"}",
+         ""),
+     "{\"type\": \"object\", \"properties\": {\"id\": {\"type\": \"string\"}, "
+     "\"state\": "
+     "{\"type\": \"string\"}, \"kept\": {\"type\": \"boolean\"}}, "
+     "\"required\": [\"id\"]}",
+     tool_create_sandbox, false},
+    {"run_command", "Run a command in a fresh sandbox",
+     "Runs one command in a new sandbox and destroys the sandbox afterwards: "
+     "for a single "
+     "step. Returns its exit status, output, wall time, CPU and peak memory; a "
+     "non-zero exit "
+     "is an error result.",
+     OBJ(COMMAND_FIELDS ", " TIMEOUT ", " CREATE_FIELDS, ""), EXEC_RESULT, tool_run_command, false},
+    {"exec", "Run a command in a sandbox",
+     "Runs a command in an existing sandbox and waits for it (progress while "
+     "it runs; "
+     "cancelling the call kills it). Returns its exit status, output, wall "
+     "time, CPU and peak "
+     "memory; a non-zero exit, a timeout or running out of memory is an error "
+     "result.",
+     OBJ(SANDBOX_ID ", " COMMAND_FIELDS ", " TIMEOUT, "\"sandbox_id\""), EXEC_RESULT, tool_exec,
+     false},
+    {"write_file", "Write a file",
+     "Writes a file in the sandbox's /workspace (created with its directories, "
+     "replaced if it "
+     "exists).",
+     OBJ(SANDBOX_ID ", \"path\": {\"type\": \"string\", \"description\": \"relative to "
+                    "/workspace, e.g. src/app.py\"}, \"content\": {\"type\": \"string\"}, "
+                    "\"encoding\": {\"type\": \"string\", \"enum\": [\"utf-8\", "
+                    "\"base64\"], "
+                    "\"description\": \"of content; default utf-8\"}",
+         "\"sandbox_id\", \"path\", \"content\""),
+     NULL, tool_write_file, false},
+    {"read_file", "Read a file", "Reads a text file of the sandbox's /workspace (at most 1 MiB).",
+     OBJ(SANDBOX_ID ", \"path\": {\"type\": \"string\", \"description\": \"relative to "
+                    "/workspace\"}",
+         "\"sandbox_id\", \"path\""),
+     "{\"type\": \"object\", \"properties\": {\"path\": {\"type\": "
+     "\"string\"}, \"content\": "
+     "{\"type\": \"string\"}, \"truncated\": {\"type\": \"boolean\"}}, "
+     "\"required\": "
+     "[\"content\"]}",
+     tool_read_file, true},
+    {"list_files", "List a directory", "Lists a directory of the sandbox's /workspace.",
+     OBJ(SANDBOX_ID ", \"path\": {\"type\": \"string\", \"description\": \"relative to "
+                    "/workspace; default the workspace itself\"}",
+         "\"sandbox_id\""),
+     "{\"type\": \"object\", \"properties\": {\"path\": {\"type\": "
+     "\"string\"}, \"entries\": "
+     "{\"type\": \"array\"}}, \"required\": [\"entries\"]}",
+     tool_list_files, true},
+    {"delete_file", "Delete a file", "Deletes a file, a symlink or a directory of /workspace.",
+     OBJ(SANDBOX_ID ", \"path\": {\"type\": \"string\"}, \"recursive\": "
+                    "{\"type\": \"boolean\", "
+                    "\"description\": \"needed for a non-empty directory\"}",
+         "\"sandbox_id\", \"path\""),
+     NULL, tool_delete_file, false},
+    {"start_process", "Start a background process",
+     "Starts a command in the background (a server, a watcher) and returns its "
+     "process id at "
+     "once; read its output with read_process_output, end it with "
+     "stop_process.",
+     OBJ(SANDBOX_ID ", " COMMAND_FIELDS, "\"sandbox_id\""), NULL, tool_start_process, false},
+    {"read_process_output", "Read a background process's output",
+     "Returns a background process's output from the given offsets (pass the "
+     "next_offset "
+     "values of the previous answer to read on), and its result once it "
+     "exited.",
+     OBJ(SANDBOX_ID ", \"process_id\": {\"type\": \"string\", \"description\": \"pr- and "
+                    "16 hex "
+                    "digits, from start_process\"}, \"stdout_offset\": {\"type\": "
+                    "\"integer\", "
+                    "\"minimum\": 0}, \"stderr_offset\": {\"type\": \"integer\", "
+                    "\"minimum\": 0}, "
+                    "\"wait\": {\"type\": \"integer\", \"minimum\": 0, \"maximum\": 60, "
+                    "\"description\": \"seconds to wait for new output (default 0)\"}",
+         "\"sandbox_id\", \"process_id\""),
+     NULL, tool_read_process_output, true},
+    {"stop_process", "Stop a background process",
+     "Signals a background process (default KILL, which ends its whole process "
+     "tree).",
+     OBJ(SANDBOX_ID ", \"process_id\": {\"type\": \"string\"}, \"signal\": {\"type\": "
+                    "[\"string\", \"integer\"], \"description\": \"e.g. TERM, INT, KILL "
+                    "or 15\"}",
+         "\"sandbox_id\", \"process_id\""),
+     NULL, tool_stop_process, false},
+    {"diff", "Show the changes",
+     "The unified diff of the sandbox's workspace against its base "
+     "commit (sandboxes created with a repo).",
+     OBJ(SANDBOX_ID, "\"sandbox_id\""),
+     "{\"type\": \"object\", \"properties\": {\"diff\": {\"type\": "
+     "\"string\"}}, \"required\": "
+     "[\"diff\"]}",
+     tool_diff, true},
+    {"commit", "Commit the workspace",
+     "Commits the workspace to the sandbox's branch in its repository.",
+     OBJ(SANDBOX_ID ", \"message\": {\"type\": \"string\"}, \"author_name\": {\"type\": "
+                    "\"string\"}, \"author_email\": {\"type\": \"string\"}, \"trailers\": "
+                    "{\"type\": \"array\", \"items\": {\"type\": \"string\"}, "
+                    "\"description\": "
+                    "\"\\\"Key: value\\\" lines\"}",
+         "\"sandbox_id\", \"message\""),
+     "{\"type\": \"object\", \"properties\": {\"commit\": {\"type\": "
+     "\"string\"}, \"branch\": "
+     "{\"type\": \"string\"}, \"changed\": {\"type\": \"boolean\"}}}",
+     tool_commit, false},
+    {"run_gauntlet", "Run the validation gauntlet",
+     "Runs the repository's validation gauntlet (.clearing/gauntlet.yaml, or a "
+     "profile's) in a "
+     "fresh sandbox and returns the verdict; fail is an error result.",
+     OBJ("\"repo\": {\"type\": \"string\", \"description\": \"a repository "
+         "under the daemon's "
+         "repo_roots\"}, \"profile\": {\"type\": \"string\", \"enum\": "
+         "[\"python\", \"c\"]}, "
+         "\"base\": {\"type\": \"string\"}",
+         "\"repo\""),
+     "{\"type\": \"object\", \"properties\": {\"verdict\": {\"type\": "
+     "\"string\"}}}",
+     tool_run_gauntlet, false},
+    {"run_plan", "Run a plan",
+     "Runs an agent's plan on a repository: a new branch, the plan's steps, "
+     "the gauntlet and a "
+     "commit carrying the verdict, in a fresh sandbox.",
+     OBJ("\"repo\": {\"type\": \"string\"}, \"plan\": {\"type\": [\"object\", "
+         "\"string\"], "
+         "\"description\": \"the plan, as an object or YAML text\"}, "
+         "\"profile\": {\"type\": "
+         "\"string\", \"enum\": [\"python\", \"c\"]}, \"base\": {\"type\": "
+         "\"string\"}",
+         "\"repo\", \"plan\""),
+     "{\"type\": \"object\", \"properties\": {\"verdict\": {\"type\": "
+     "\"string\"}}}",
+     tool_run_plan, false},
+    {"destroy_sandbox", "Destroy a sandbox", "Destroys a sandbox and everything in it.",
+     OBJ(SANDBOX_ID, "\"sandbox_id\""), NULL, tool_destroy_sandbox, false},
+    {"list_sandboxes", "List sandboxes",
+     "Lists the running sandboxes this session created (all: every running "
+     "sandbox the "
+     "daemon shows this caller).",
+     OBJ("\"all\": {\"type\": \"boolean\"}", ""),
+     "{\"type\": \"object\", \"properties\": {\"sandboxes\": {\"type\": "
+     "\"array\"}}, "
+     "\"required\": [\"sandboxes\"]}",
+     tool_list_sandboxes, true},
+};
+
+#define NTOOLS (sizeof(tools) / sizeof(tools[0]))
+
+static const struct tool *find(const char *name)
+{
+    for (size_t i = 0; i < NTOOLS; i++) {
+        if (strcmp(tools[i].name, name) == 0)
+            return &tools[i];
+    }
+    return NULL;
+}
+
+bool mcp_tools_exists(const char *name)
+{
+    return name && find(name);
+}
+
+json_t *mcp_tools_list(void)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; i < NTOOLS; i++) {
+        json_t *in = json_loads(tools[i].input, 0, NULL);
+        json_t *t = json_pack("{s:s, s:s, s:s, s:o, s:{s:b}}", "name", tools[i].name, "title",
+                              tools[i].title, "description", tools[i].description, "inputSchema",
+                              in, "annotations", "readOnlyHint", tools[i].read_only);
+        if (t && tools[i].output)
+            json_object_set_new(t, "outputSchema", json_loads(tools[i].output, 0, NULL));
+        json_array_append_new(list, t);
+    }
+    return list;
+}
+
+json_t *mcp_tools_call(struct mcp_call *c, const char *name, json_t *args)
+{
+    const struct tool *t = find(name);
+    if (!t)
+        return tool_error("unknown tool '%s'", name);
+    _cleanup_json_ json_t *schema = json_loads(t->input, 0, NULL);
+    char why[768];
+    if (tool_check_args(schema, args, why, sizeof(why)) < 0)
+        return tool_error("%s: %s. See the tool's inputSchema (tools/list) and call again.", name,
+                          why);
+    return t->fn(c, args);
+}
