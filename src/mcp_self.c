@@ -87,21 +87,27 @@ static size_t on_data(char *p, size_t size, size_t n, void *ud)
     return len;
 }
 
-static int perform(struct self *self, const char *method, const char *path, const json_t *body,
-                   struct sink *s, clr_error *err)
+/* A request's body: JSON, or raw bytes (an upload). */
+struct payload {
+    const char *data;
+    size_t len;
+    const char *type; /* its Content-Type header line */
+};
+
+static int perform_raw(struct self *self, const char *method, const char *path,
+                       const struct payload *payload, struct sink *s, clr_error *err)
 {
     pthread_once(&curl_once, curl_init_once);
     char url[4096];
     if ((size_t)snprintf(url, sizeof(url), "http://clearing%s", path) >= sizeof(url))
         return clr_error_set(err, CLR_E_INVALID, 0, "path too long for the API: %.80s...", path);
-    _cleanup_free_ char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
     CURL *c = curl_easy_init();
     if (!c)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     s->curl = c;
     struct curl_slist *h = curl_slist_append(NULL, "Expect:");
     if (payload)
-        h = curl_slist_append(h, "Content-Type: application/json");
+        h = curl_slist_append(h, payload->type);
     if (self->tenant_header[0])
         h = curl_slist_append(h, self->tenant_header);
     h = curl_slist_append(h, self->actor_header);
@@ -114,8 +120,8 @@ static int perform(struct self *self, const char *method, const char *path, cons
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
     if (payload) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(payload));
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload->data);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)payload->len);
     }
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
@@ -132,6 +138,16 @@ static int perform(struct self *self, const char *method, const char *path, cons
         return clr_error_set(err, CLR_E_UNAVAILABLE, EIO, "calling the daemon's own API at %s: %s",
                              self->socket_path, curl_easy_strerror(rc));
     return (int)status;
+}
+
+static int perform(struct self *self, const char *method, const char *path, const json_t *body,
+                   struct sink *s, clr_error *err)
+{
+    _cleanup_free_ char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    if (body && !text)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    struct payload p = {text, text ? strlen(text) : 0, "Content-Type: application/json"};
+    return perform_raw(self, method, path, body ? &p : NULL, s, err);
 }
 
 static int self_call(void *ctx, const char *method, const char *path, const json_t *body,
@@ -176,6 +192,23 @@ static int self_stream(void *ctx, const char *method, const char *path, const js
     return st;
 }
 
+static int self_upload(void *ctx, const char *path, const void *data, size_t len,
+                       json_t **answer, clr_error *err)
+{
+    struct sink s = {0};
+    struct payload p = {data, len, "Content-Type: application/octet-stream"};
+    if (answer)
+        *answer = NULL;
+    int st = perform_raw(ctx, "PUT", path, &p, &s, err);
+    json_t *j = st >= 0 && s.len ? json_loadb(s.data, s.len, 0, NULL) : NULL;
+    if (answer)
+        *answer = j;
+    else
+        json_decref(j);
+    free(s.data);
+    return st;
+}
+
 int mcp_self_backend(struct mcp_backend *out, const char *socket_path, const char *tenant,
                      const char *actor, clr_error *err)
 {
@@ -187,7 +220,8 @@ int mcp_self_backend(struct mcp_backend *out, const char *socket_path, const cha
         snprintf(self->tenant_header, sizeof(self->tenant_header), "X-Clearing-Tenant: %.63s",
                  tenant);
     snprintf(self->actor_header, sizeof(self->actor_header), "X-Clearing-Actor: %.128s", actor);
-    *out = (struct mcp_backend){.call = self_call, .stream = self_stream, .ctx = self};
+    *out = (struct mcp_backend){.call = self_call, .stream = self_stream, .upload = self_upload,
+                                .ctx = self};
     return 0;
 }
 

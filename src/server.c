@@ -23,6 +23,7 @@
 
 #include "activation.h"
 #include "http.h"
+#include "mcp_http.h"
 #include "routes.h"
 #include "server_internal.h"
 #include "clearing/audit.h"
@@ -816,6 +817,10 @@ int server_start(struct server **out, clr_service *svc, const struct server_opti
     snprintf(s->tcp_address, sizeof(s->tcp_address), "%s",
              o->tcp_address ? o->tcp_address : "127.0.0.1");
     s->tcp_port = o->tcp_port;
+    if (mcp_http_start(s, err) < 0) {
+        server_stop(s);
+        return -1;
+    }
     s->unix_d = MHD_start_daemon(flags, 0, NULL, NULL, handle_unix, s, MHD_OPTION_LISTEN_SOCKET,
                                  s->unix_fd, MHD_OPTION_CONNECTION_LIMIT, o->max_connections,
                                  MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S,
@@ -855,6 +860,8 @@ void server_stop(struct server *s)
 {
     if (!s)
         return;
+    /* First, while the API still answers: ending a session destroys its sandboxes through it. */
+    mcp_http_stop(s);
     if (s->tcp_d)
         MHD_stop_daemon(s->tcp_d);
     if (s->unix_d)

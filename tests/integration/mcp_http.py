@@ -2,16 +2,18 @@
 """The daemon's /mcp (Streamable HTTP) and the narrowing header its sessions use, against a real
 daemon with two tenants' tokens on TCP.
 
-  mcp_http.py CLEARING [MCP_CLIENT_DIR]
+  mcp_http.py CLEARING MCP_CLIENT_DIR INSTALL_DIR
 
 Narrowing (X-Clearing-Tenant / X-Clearing-Actor): refused on TCP; on the unix socket it makes
-the operator see one tenant's sandboxes only, and is recorded in the audit log. Then, when
-MCP_CLIENT_DIR holds the pinned @modelcontextprotocol/sdk (tools/mcp-client), mcp_http.mjs drives
-/mcp with the SDK's StreamableHTTPClientTransport. TAP output; every answer of the daemon is
-checked against docs/openapi.yaml.
+the operator see one tenant's sandboxes only, and is recorded in the audit log. Then
+mcp_http.mjs drives /mcp with the SDK's StreamableHTTPClientTransport: the SDK pinned in
+MCP_CLIENT_DIR (tools/mcp-client: package.json and package-lock.json), installed by npm ci into
+INSTALL_DIR on first use. TAP output; every answer of the daemon is checked against
+docs/openapi.yaml.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -99,12 +101,27 @@ def test_narrowing_on_unix(d, globex, made):
           len(creates) == 1 and creates[0].startswith(actor + ' via uid='), creates)
 
 
-def test_mcp(d, port, client_dir):
+def install_sdk(client_dir, install_dir):
+    """The pinned SDK's directory, installed by npm ci from client_dir's lock file when
+    install_dir does not hold it yet; None (and a failed check) when it cannot be."""
+    sdk = os.path.join(install_dir, 'node_modules', '@modelcontextprotocol', 'sdk')
+    if os.path.isdir(sdk):
+        return sdk
+    os.makedirs(install_dir, exist_ok=True)
+    for name in ('package.json', 'package-lock.json'):
+        shutil.copy(os.path.join(client_dir, name), install_dir)
+    p = subprocess.run(['npm', 'ci', '--no-audit', '--no-fund'], cwd=install_dir,
+                       capture_output=True, text=True, timeout=600)
+    ok = p.returncode == 0 and os.path.isdir(sdk)
+    check('npm ci installs the pinned MCP SDK into %s' % install_dir, ok, p.stderr[-2000:])
+    return sdk if ok else None
+
+
+def test_mcp(port, sdk):
     script = os.path.join(HERE, 'mcp_http.mjs')
     env = dict(os.environ, MCP_URL='http://127.0.0.1:%d/mcp' % port, ACME_TOKEN=ACME,
-               GLOBEX_TOKEN=GLOBEX, NODE_PATH=os.path.join(client_dir, 'node_modules'))
-    p = subprocess.run(['node', script], cwd=client_dir, env=env, capture_output=True,
-                       text=True, timeout=900)
+               GLOBEX_TOKEN=GLOBEX, MCP_SDK=sdk)
+    p = subprocess.run(['node', script], env=env, capture_output=True, text=True, timeout=900)
     # The script prints TAP lines of its own; each one is a check of this suite.
     lines = [x for x in p.stdout.splitlines() if x.startswith(('ok - ', 'not ok - '))]
     for line in lines:
@@ -115,7 +132,7 @@ def test_mcp(d, port, client_dir):
 
 def main():
     ct.CLEARING = sys.argv[1]
-    client_dir = sys.argv[2] if len(sys.argv) > 2 else ''
+    client_dir, install_dir = sys.argv[2], sys.argv[3]
     ct.check_answers(raises=False)
     port = free_port()
     d = Daemon('mcp-http', prefix='clr-mcphttp-')
@@ -129,11 +146,9 @@ def main():
         globex = Client(tcp=('127.0.0.1', port), token=GLOBEX)
         test_narrowing_on_tcp(acme)
         test_narrowing_on_unix(d, globex, made)
-        if client_dir and os.path.isdir(os.path.join(client_dir, 'node_modules',
-                                                     '@modelcontextprotocol', 'sdk')):
-            test_mcp(d, port, client_dir)
-        elif client_dir:
-            check('the pinned MCP SDK is installed in %s (scripts/setup.sh)' % client_dir, False)
+        sdk = install_sdk(client_dir, install_dir)
+        if sdk:
+            test_mcp(port, sdk)
         ok, summary = ct.answer_check_summary()
         check('every answer matches docs/openapi.yaml', ok, summary)
     finally:
