@@ -2,18 +2,16 @@
 """The daemon's /mcp (Streamable HTTP) and the narrowing header its sessions use, against a real
 daemon with two tenants' tokens on TCP.
 
-  mcp_http.py CLEARING MCP_CLIENT_DIR INSTALL_DIR
+  mcp_http.py CLEARING BUILD_DIR
 
 Narrowing (X-Clearing-Tenant / X-Clearing-Actor): refused on TCP; on the unix socket it makes
 the operator see one tenant's sandboxes only, and is recorded in the audit log. Then
 mcp_http.mjs drives /mcp with the SDK's StreamableHTTPClientTransport: the SDK pinned in
-MCP_CLIENT_DIR (tools/mcp-client: package.json and package-lock.json), installed by npm ci into
-INSTALL_DIR on first use. TAP output; every answer of the daemon is checked against
+tools/mcp-client, installed into BUILD_DIR/mcp-client as mcp_stdio.py installs it (its install()). TAP output; every answer of the daemon is checked against
 docs/openapi.yaml.
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -21,6 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 sys.dont_write_bytecode = True
 import clearing_test as ct  # noqa: E402
 from clearing_test import Client, Daemon, destroy_quietly, free_port, wait_for  # noqa: E402
+from mcp_stdio import install  # noqa: E402  (the pinned SDK, installed once for both tests)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ACME = 'acme-ci-' + os.urandom(12).hex()
@@ -101,22 +100,6 @@ def test_narrowing_on_unix(d, globex, made):
           len(creates) == 1 and creates[0].startswith(actor + ' via uid='), creates)
 
 
-def install_sdk(client_dir, install_dir):
-    """The pinned SDK's directory, installed by npm ci from client_dir's lock file when
-    install_dir does not hold it yet; None (and a failed check) when it cannot be."""
-    sdk = os.path.join(install_dir, 'node_modules', '@modelcontextprotocol', 'sdk')
-    if os.path.isdir(sdk):
-        return sdk
-    os.makedirs(install_dir, exist_ok=True)
-    for name in ('package.json', 'package-lock.json'):
-        shutil.copy(os.path.join(client_dir, name), install_dir)
-    p = subprocess.run(['npm', 'ci', '--no-audit', '--no-fund'], cwd=install_dir,
-                       capture_output=True, text=True, timeout=600)
-    ok = p.returncode == 0 and os.path.isdir(sdk)
-    check('npm ci installs the pinned MCP SDK into %s' % install_dir, ok, p.stderr[-2000:])
-    return sdk if ok else None
-
-
 def test_mcp(port, sdk):
     script = os.path.join(HERE, 'mcp_http.mjs')
     env = dict(os.environ, MCP_URL='http://127.0.0.1:%d/mcp' % port, ACME_TOKEN=ACME,
@@ -132,7 +115,7 @@ def test_mcp(port, sdk):
 
 def main():
     ct.CLEARING = sys.argv[1]
-    client_dir, install_dir = sys.argv[2], sys.argv[3]
+    build_dir = sys.argv[2]
     ct.check_answers(raises=False)
     port = free_port()
     d = Daemon('mcp-http', prefix='clr-mcphttp-')
@@ -146,9 +129,7 @@ def main():
         globex = Client(tcp=('127.0.0.1', port), token=GLOBEX)
         test_narrowing_on_tcp(acme)
         test_narrowing_on_unix(d, globex, made)
-        sdk = install_sdk(client_dir, install_dir)
-        if sdk:
-            test_mcp(port, sdk)
+        test_mcp(port, install(os.path.join(os.path.abspath(build_dir), 'mcp-client')))
         ok, summary = ct.answer_check_summary()
         check('every answer matches docs/openapi.yaml', ok, summary)
     finally:

@@ -1,0 +1,296 @@
+// `clearing mcp` driven by the official MCP TypeScript SDK's client (tools/mcp-client pins
+// @modelcontextprotocol/sdk) against a real daemon: the lifecycle and version negotiation, the
+// tool list, every tool once with a positive control, a cancelled long call (the command is
+// killed: the REST API shows its process exited), a bad argument, a failing command, the
+// session's end (kept sandboxes stay, the others are destroyed), and standalone mode. TAP.
+// Run by mcp_stdio.py, which installs the SDK and starts the daemon; environment:
+//   CLEARING (the binary), CLEARING_SOCK (the daemon's socket), MCP_SDK (the SDK's directory),
+//   MCP_REPO (a git repository under the daemon's repo root), MCP_NOWHERE (a socket path where
+//   no daemon listens).
+import { spawn, spawnSync } from 'node:child_process';
+import http from 'node:http';
+import readline from 'node:readline';
+
+const { CLEARING, CLEARING_SOCK, MCP_SDK, MCP_REPO, MCP_NOWHERE } = process.env;
+const { Client } = await import(MCP_SDK + '/dist/esm/client/index.js');
+const { StdioClientTransport } = await import(MCP_SDK + '/dist/esm/client/stdio.js');
+const types = await import(MCP_SDK + '/dist/esm/types.js');
+
+const LONG = { timeout: 900000, resetTimeoutOnProgress: true }; // generous: a loaded machine
+let count = 0;
+let failed = 0;
+
+function check(name, ok, detail) {
+  count += 1;
+  if (!ok) failed += 1;
+  console.log(`${ok ? 'ok' : 'not ok'} ${count} - ${name}`);
+  if (!ok && detail !== undefined) {
+    const text = typeof detail === 'string' ? detail : JSON.stringify(detail, null, 1);
+    for (const line of text.split('\n').slice(0, 30)) console.log('#   ' + line);
+  }
+  return ok;
+}
+
+// One request to the daemon's REST API: {status, body}.
+function api(method, path, body) {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : JSON.stringify(body);
+    const req = http.request({ socketPath: CLEARING_SOCK, method, path,
+      headers: data ? { 'Content-Type': 'application/json' } : {} }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => { text += c; });
+      res.on('end', () => {
+        let j = null;
+        try { j = text ? JSON.parse(text) : null; } catch { j = text; }
+        resolve({ status: res.statusCode, body: j });
+      });
+    });
+    req.on('error', reject);
+    if (data) req.write(data);
+    req.end();
+  });
+}
+
+// Polls pred (async) every half second until it is true or seconds passed: its last value.
+async function waitFor(pred, seconds) {
+  const end = Date.now() + seconds * 1000;
+  for (;;) {
+    const v = await pred();
+    if (v || Date.now() > end) return v;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+async function connect(env, args = ['mcp']) {
+  const transport = new StdioClientTransport({ command: CLEARING, args,
+    env: { ...process.env, ...env }, stderr: 'inherit' });
+  const client = new Client({ name: 'clearing-mcp-test', version: '1' }, { capabilities: {} });
+  await client.connect(transport);
+  return client;
+}
+
+const text = (r) => (r?.content ?? []).map((c) => c.text ?? '').join('\n');
+const sandboxState = async (id) => (await api('GET', `/v1/sandboxes/${id}`)).body?.state;
+
+// Raw JSON-RPC lines to a `clearing mcp` of its own: the answers to ids, by id.
+async function raw(lines, ids) {
+  const p = spawn(CLEARING, ['mcp'], { env: { ...process.env, CLEARING_HOST: 'unix://' + CLEARING_SOCK },
+    stdio: ['pipe', 'pipe', 'inherit'] });
+  const got = {};
+  const rl = readline.createInterface({ input: p.stdout });
+  const done = new Promise((resolve) => {
+    rl.on('line', (l) => {
+      const m = JSON.parse(l);
+      if (m.id !== undefined) got[JSON.stringify(m.id)] = m;
+      if (ids.every((i) => JSON.stringify(i) in got)) resolve();
+    });
+    p.on('exit', resolve);
+  });
+  for (const l of lines) p.stdin.write(l + '\n');
+  await Promise.race([done, new Promise((r) => setTimeout(r, 60000))]);
+  p.stdin.end();
+  await new Promise((r) => (p.exitCode !== null ? r() : p.on('exit', r)));
+  return got;
+}
+
+const init = (id, v) => JSON.stringify({ jsonrpc: '2.0', id, method: 'initialize',
+  params: { protocolVersion: v, capabilities: {}, clientInfo: { name: 'raw', version: '1' } } });
+
+async function testNegotiation() {
+  const latest = types.LATEST_PROTOCOL_VERSION;
+  const older = types.SUPPORTED_PROTOCOL_VERSIONS[types.SUPPORTED_PROTOCOL_VERSIONS.length - 2];
+  for (const [asked, want] of [[latest, latest], [older, older], ['1999-01-01', latest]]) {
+    const got = await raw([init(1, asked)], [1]);
+    check(`initialize asking ${asked}: the server answers ${want}`,
+      got['1']?.result?.protocolVersion === want, got);
+  }
+  console.log(`# SDK LATEST_PROTOCOL_VERSION ${latest}; older one tried ${older}`);
+  const got = await raw([
+    JSON.stringify({ jsonrpc: '2.0', id: 5, method: 'tools/list' }),
+    init(1, latest),
+    JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }),
+    JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'no/such/method' }),
+    JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'no_such_tool' } }),
+    JSON.stringify({ jsonrpc: '1.0', id: 4, method: 'ping' }),
+    JSON.stringify({ jsonrpc: '2.0', id: 6, method: 'ping' }),
+  ], [1, 2, 3, 4, 5, 6]);
+  check('before initialize a request is refused (invalid request)', got['5']?.error?.code === -32600, got);
+  check('an unknown method: method not found (-32601)', got['2']?.error?.code === -32601, got);
+  check('an unknown tool: invalid params (-32602)', got['3']?.error?.code === -32602, got);
+  check('jsonrpc other than 2.0: invalid request (-32600)', got['4']?.error?.code === -32600, got);
+  check('ping answers an empty result', JSON.stringify(got['6']?.result) === '{}', got);
+}
+
+async function testTools(client, st) {
+  const { tools } = await client.listTools();
+  const want = ['create_sandbox', 'run_command', 'exec', 'write_file', 'read_file', 'list_files',
+    'delete_file', 'start_process', 'read_process_output', 'stop_process', 'diff', 'commit',
+    'run_gauntlet', 'run_plan', 'destroy_sandbox', 'list_sandboxes'];
+  const names = tools.map((t) => t.name);
+  check('tools/list names every tool', want.every((n) => names.includes(n)), names);
+  check('... each with an object inputSchema and a description',
+    tools.every((t) => t.inputSchema?.type === 'object' && t.description), tools);
+  check('... the exec tools with an outputSchema',
+    tools.filter((t) => ['exec', 'run_command'].includes(t.name)).every((t) => t.outputSchema));
+  const ver = client.getServerVersion();
+  check('the server names itself', ver?.name === 'clearing', ver);
+  const caps = client.getServerCapabilities();
+  check('capabilities: tools and logging', caps?.tools && caps?.logging, caps);
+}
+
+async function call(client, name, args, opts) {
+  return client.callTool({ name, arguments: args }, undefined, { ...LONG, ...(opts ?? {}) });
+}
+
+async function testEachTool(client, st) {
+  let r = await call(client, 'create_sandbox', { limits: { memory: '512m' } });
+  st.a = r.structuredContent?.id;
+  check('create_sandbox: a running sandbox', !r.isError && (await sandboxState(st.a)) === 'running', r);
+  r = await call(client, 'exec', { sandbox_id: st.a, argv: ['sh', '-c', 'echo hello'] });
+  check('exec: exit 0 and its output', !r.isError && r.structuredContent?.exit_code === 0 &&
+    r.structuredContent?.stdout === 'hello\n' && r.structuredContent?.wall_us > 0, r);
+  const progress = [];
+  r = await call(client, 'exec', { sandbox_id: st.a, command: 'for i in 1 2 3; do echo line$i; sleep 1; done' },
+    { onprogress: (p) => progress.push(p) });
+  check('exec with a progressToken: progress notifications while it runs',
+    !r.isError && progress.length >= 1 && r.structuredContent?.stdout === 'line1\nline2\nline3\n',
+    { progress, r });
+  r = await call(client, 'write_file', { sandbox_id: st.a, path: 'dir/a.txt', content: 'written\n' });
+  check('write_file: written', !r.isError, r);
+  r = await call(client, 'read_file', { sandbox_id: st.a, path: 'dir/a.txt' });
+  check('read_file: the content written', !r.isError && r.structuredContent?.content === 'written\n', r);
+  r = await call(client, 'list_files', { sandbox_id: st.a, path: 'dir' });
+  check('list_files: the file', !r.isError && r.structuredContent?.entries?.some((e) => e.name === 'a.txt'), r);
+  r = await call(client, 'delete_file', { sandbox_id: st.a, path: 'dir/a.txt' });
+  const after = await call(client, 'list_files', { sandbox_id: st.a, path: 'dir' });
+  check('delete_file: the file is gone', !r.isError && !after.isError &&
+    after.structuredContent?.entries?.length === 0, { r, after });
+  r = await call(client, 'start_process', { sandbox_id: st.a, command: 'echo started; sleep 600' });
+  const pid = r.structuredContent?.id;
+  check('start_process: a process id', !r.isError && /^pr-/.test(pid ?? ''), r);
+  const out = await waitFor(async () => {
+    const o = await call(client, 'read_process_output', { sandbox_id: st.a, process_id: pid, wait: 5 });
+    return o.structuredContent?.stdout?.data?.includes('started') ? o : null;
+  }, 60);
+  check('read_process_output: its output', !!out, out);
+  r = await call(client, 'stop_process', { sandbox_id: st.a, process_id: pid });
+  const ended = await waitFor(async () => (await api('GET', `/v1/sandboxes/${st.a}/processes/${pid}`)).body?.state === 'exited', 60);
+  check('stop_process: the process exited', !r.isError && ended, r);
+  r = await call(client, 'run_command', { command: 'echo one-shot' });
+  const sid = r.structuredContent?.sandbox_id;
+  check('run_command: exit 0 and its output', !r.isError && r.structuredContent?.stdout === 'one-shot\n', r);
+  check('... and its sandbox is destroyed', sid && (await sandboxState(sid)) === 'destroyed', sid);
+  r = await call(client, 'create_sandbox', { repo: MCP_REPO });
+  st.r = r.structuredContent?.id;
+  check('create_sandbox with a repository', !r.isError && st.r, r);
+  await call(client, 'write_file', { sandbox_id: st.r, path: 'new.txt', content: 'new\n' });
+  r = await call(client, 'diff', { sandbox_id: st.r });
+  check('diff: the new file', !r.isError && r.structuredContent?.diff?.includes('new.txt'), r);
+  r = await call(client, 'commit', { sandbox_id: st.r, message: 'Add new.txt' });
+  check('commit: a commit', !r.isError && /^[0-9a-f]{40}$/.test(r.structuredContent?.commit ?? '') &&
+    r.structuredContent?.changed === true, r);
+  r = await call(client, 'list_sandboxes', {});
+  const listed = (r.structuredContent?.sandboxes ?? []).map((s) => s.id);
+  check('list_sandboxes: this session\'s sandboxes', listed.includes(st.a) && listed.includes(st.r), r);
+  r = await call(client, 'destroy_sandbox', { sandbox_id: st.r });
+  check('destroy_sandbox: destroyed', !r.isError && (await sandboxState(st.r)) === 'destroyed', r);
+  r = await call(client, 'run_gauntlet', { repo: MCP_REPO });
+  check('run_gauntlet: verdict pass', !r.isError && r.structuredContent?.verdict === 'pass', r);
+  r = await call(client, 'run_plan', { repo: MCP_REPO, plan: { message: 'Plan', steps: [
+    { write: { path: 'p.txt', content: 'p\n' } }, { run: { argv: ['test', '-f', 'p.txt'] } }] } });
+  check('run_plan: verdict pass and a commit', !r.isError && r.structuredContent?.verdict === 'pass' &&
+    /^[0-9a-f]{40}$/.test(r.structuredContent?.commit ?? ''), r);
+}
+
+async function testCancel(client, st) {
+  const ac = new AbortController();
+  const pending = call(client, 'exec', { sandbox_id: st.a, command: 'sleep 600' }, { signal: ac.signal })
+    .then((r) => ({ r }), (e) => ({ e }));
+  // Positive control: the command runs (the daemon lists its process) before it is cancelled.
+  const proc = await waitFor(async () => {
+    const ps = (await api('GET', `/v1/sandboxes/${st.a}/processes`)).body?.processes ?? [];
+    return ps.find((p) => p.state === 'running' && p.request?.shell === 'sleep 600');
+  }, 60);
+  check('a long exec (sleep 600) runs', !!proc);
+  ac.abort('the test cancels it');
+  const got = await pending;
+  check('... cancelled through the SDK (AbortSignal): the call ends without a result', !!got.e, got);
+  const killed = proc && await waitFor(async () =>
+    (await api('GET', `/v1/sandboxes/${st.a}/processes/${proc.id}`)).body?.state === 'exited', 60);
+  const rec = proc && (await api('GET', `/v1/sandboxes/${st.a}/processes/${proc.id}`)).body;
+  check('... and the command was killed: its process exited (REST API)', killed &&
+    rec?.result?.status === 'signaled', rec);
+}
+
+async function testErrors(client, st) {
+  let r = await call(client, 'exec', { sandbox_id: st.a, argv: 'not-an-array' });
+  check('a bad argument: isError, the text names the field', r.isError === true && /argv/.test(text(r)), r);
+  r = await call(client, 'exec', { sandbox_id: st.a });
+  check('no command: isError saying what to give', r.isError === true && /command/.test(text(r)), r);
+  r = await call(client, 'exec', { sandbox_id: st.a, command: 'true', bogus: 1 });
+  check('an unknown field: isError naming it', r.isError === true && /bogus/.test(text(r)), r);
+  r = await call(client, 'exec', { sandbox_id: 'sb-00000000000000ab', command: 'true' });
+  check('an unknown sandbox: isError with the API\'s answer in words',
+    r.isError === true && /sb-00000000000000ab/.test(text(r)) && /404/.test(text(r)), r);
+  r = await call(client, 'exec', { sandbox_id: st.a, command: 'echo failing >&2; exit 3' });
+  check('a failing command (exit 3): isError, structuredContent exit_code 3',
+    r.isError === true && r.structuredContent?.exit_code === 3 &&
+    r.structuredContent?.stderr === 'failing\n', r);
+}
+
+async function testSessionEnd() {
+  const client = await connect({ CLEARING_HOST: 'unix://' + CLEARING_SOCK });
+  let r = await call(client, 'create_sandbox', { keep: true });
+  const kept = r.structuredContent?.id;
+  r = await call(client, 'create_sandbox', {});
+  const gone = r.structuredContent?.id;
+  check('a session with two sandboxes open, one kept', kept && gone &&
+    (await sandboxState(kept)) === 'running' && (await sandboxState(gone)) === 'running', r);
+  await client.close();
+  const ok = await waitFor(async () => (await sandboxState(gone)) === 'destroyed', 120);
+  const running = ((await api('GET', '/v1/sandboxes?state=running')).body?.sandboxes ?? []).map((s) => s.id);
+  check('after the client closed: the kept one runs, the other is destroyed',
+    ok && running.includes(kept) && !running.includes(gone), { running, kept, gone });
+  const del = await api('DELETE', `/v1/sandboxes/${kept}`);
+  check('... and the kept one is destroyed through the API', del.status === 204, del);
+}
+
+async function testStandalone() {
+  const env = { ...process.env, CLEARING_HOST: 'unix://' + MCP_NOWHERE };
+  const r = spawnSync(CLEARING, ['mcp'], { env, input: '', encoding: 'utf8', timeout: 60000 });
+  check('CLEARING_HOST naming a socket with no daemon: an error, not standalone',
+    r.status === 125 && /--standalone/.test(r.stderr) && r.stdout === '', r);
+  const env2 = { ...process.env };
+  delete env2.CLEARING_HOST;
+  const client = await connect(env2, ['mcp', '--standalone']);
+  const res = await call(client, 'run_command', { command: 'echo standalone' });
+  check('--standalone: a command runs with no daemon', !res.isError &&
+    res.structuredContent?.stdout === 'standalone\n', res);
+  await client.close();
+}
+
+async function main() {
+  const st = {};
+  try {
+    await testNegotiation();
+    const client = await connect({ CLEARING_HOST: 'unix://' + CLEARING_SOCK });
+    await client.setLoggingLevel('debug');
+    check('logging/setLevel debug accepted', true);
+    await testTools(client, st);
+    await testEachTool(client, st);
+    await testCancel(client, st);
+    await testErrors(client, st);
+    await client.close();
+    check('the session\'s sandbox is destroyed when it ends',
+      await waitFor(async () => (await sandboxState(st.a)) === 'destroyed', 120), st);
+    await testSessionEnd();
+    await testStandalone();
+  } catch (e) {
+    check('no exception', false, String(e?.stack ?? e));
+  }
+  console.log(`1..${count}`);
+  process.exit(failed ? 1 : 0);
+}
+
+await main();
