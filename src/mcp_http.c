@@ -333,6 +333,14 @@ static bool table_add(struct mcp_http *t, struct msession *ms)
     return added;
 }
 
+static bool table_stopping(struct mcp_http *t)
+{
+    pthread_mutex_lock(&t->lock);
+    bool stopping = t->stopping;
+    pthread_mutex_unlock(&t->lock);
+    return stopping;
+}
+
 int mcp_http_start(struct server *s, clr_error *err)
 {
     struct mcp_http *t = calloc(1, sizeof(*t));
@@ -358,19 +366,28 @@ void mcp_http_stop(struct server *s)
     if (!t)
         return;
     pthread_mutex_lock(&t->lock);
-    t->stopping = true;
+    t->stopping = true; /* from now on no session opens */
     pthread_cond_broadcast(&t->wake);
     pthread_mutex_unlock(&t->lock);
     if (t->reaper_started)
         pthread_join(t->reaper, NULL);
+    t->reaper_started = false;
     struct msession *all[MCP_HTTP_MAX_SESSIONS];
     pthread_mutex_lock(&t->lock);
     unsigned n = t->n;
     memcpy(all, t->sessions, n * sizeof(all[0]));
     t->n = 0;
     pthread_mutex_unlock(&t->lock);
+    /* A session a handler still holds ends when that handler lets go. */
     end_all(all, n, "the daemon stops");
-    /* Handlers still holding a session end it when they let go; they hold no table pointer. */
+}
+
+void mcp_http_free(struct server *s)
+{
+    struct mcp_http *t = s->mcp;
+    if (!t)
+        return;
+    mcp_http_stop(s);
     pthread_cond_destroy(&t->wake);
     pthread_mutex_destroy(&t->lock);
     free(t);
@@ -576,6 +593,10 @@ static struct msession *open_session(struct server *s, struct MHD_Connection *c,
     }
     if (!table_add(s->mcp, ms)) {
         ms_unref(ms);
+        if (table_stopping(s->mcp)) {
+            *ret = refuse(c, 503, "unavailable", "the daemon is stopping: no MCP session opens");
+            return NULL;
+        }
         char msg[200];
         snprintf(msg, sizeof(msg), "the daemon holds %d MCP sessions, the most it keeps: end "
                  "one (DELETE /mcp) or wait for an idle one to end", MCP_HTTP_MAX_SESSIONS);

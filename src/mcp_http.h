@@ -19,9 +19,11 @@
 
 /* Starts the session table and its reaper (s->mcp); the backend calls s->socket_path. */
 int mcp_http_start(struct server *s, clr_error *err);
-/* Ends every session (their sandboxes not kept are destroyed) and frees the table. Called
- * while the listeners still answer: the sessions' backends need the unix socket. */
+/* Ends every session (their sandboxes not kept are destroyed); none opens after. Called while
+ * the listeners still answer: the sessions' backends need the unix socket. */
 void mcp_http_stop(struct server *s);
+/* Frees the table (stopping it first if it was not): once no handler can run any more. */
+void mcp_http_free(struct server *s);
 
 enum MHD_Result mcp_http_post(struct server *s, struct MHD_Connection *c, struct request *rq);
 enum MHD_Result mcp_http_delete(struct server *s, struct MHD_Connection *c, struct request *rq);

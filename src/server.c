@@ -872,7 +872,9 @@ void server_stop(struct server *s)
         if (!s->unix_activated)
             unlink(s->socket_path);
     }
-    /* After the daemons: stopping them closes their connections, which release their shares. */
+    /* After the daemons: stopping them closes their connections, which release their shares,
+     * and ends the handlers that could still look a session up. */
+    mcp_http_free(s);
     pthread_mutex_destroy(&s->shares_lock);
     free(s->shares);
     free(s);

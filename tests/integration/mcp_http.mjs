@@ -102,6 +102,13 @@ async function refusals() {
   check('tools/list on that session: 200 as application/json', r.status === 200 &&
     r.headers.get('content-type').startsWith('application/json') &&
     Array.isArray(r.body?.result?.tools), [r.status, r.headers.get('content-type')]);
+  r = await raw('POST', h, [{ jsonrpc: '2.0', id: 10, method: 'ping' },
+    { jsonrpc: '2.0', id: 11, method: 'tools/list' }]);
+  check('a batch of two requests: one JSON array with both answers', r.status === 200 &&
+    Array.isArray(r.body) && r.body.map((m) => m.id).sort().join() === '10,11', r);
+  r = await raw('POST', h, { jsonrpc: '2.0', id: 12, method: 'ping',
+    params: { pad: 'x'.repeat(2 * 1024 * 1024) } });
+  check('a body over 1 MiB: 413', r.status === 413, [r.status, r.body]);
   r = await raw('POST', { ...h, 'MCP-Protocol-Version': '1900-01-01' }, LIST);
   check('an MCP-Protocol-Version other than the one agreed on: 400', r.status === 400, r);
   r = await raw('POST', { ...h, Authorization: 'Bearer ' + GLOBEX_TOKEN }, LIST);
@@ -171,9 +178,35 @@ async function tenancy(client, acmeSid) {
   }
 }
 
+// At most 64 sessions at once: the 65th initialize is refused (none is open when this starts).
+async function bound() {
+  const opened = [];
+  let last = null;
+  for (let i = 0; i < 70; i++) {
+    last = await raw('POST', acmeH, INIT);
+    if (last.status !== 200) break;
+    opened.push(last.headers.get('mcp-session-id'));
+  }
+  check('64 sessions open, the 65th initialize is 429', opened.length === 64 &&
+    last.status === 429 && /64 MCP sessions/.test(last.body?.error?.message),
+  [opened.length, last.status, last.body]);
+  let ended = 0;
+  for (const id of opened) {
+    const r = await raw('DELETE', { ...acmeH, 'Mcp-Session-Id': id });
+    ended += r.status === 204;
+  }
+  check('every one of them ends with DELETE', ended === opened.length, ended);
+  const r = await raw('POST', acmeH, INIT);
+  check('then a session opens again', r.status === 200, r);
+  if (r.status === 200) {
+    await raw('DELETE', { ...acmeH, 'Mcp-Session-Id': r.headers.get('mcp-session-id') });
+  }
+}
+
 try {
   await refusals();
   await session();
+  await bound();
 } catch (e) {
   check('no exception', false, String(e && e.stack || e));
 }

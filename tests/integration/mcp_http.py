@@ -113,6 +113,75 @@ def test_mcp(port, sdk):
           'exit %d, %d checks; stderr: %s' % (p.returncode, len(lines), p.stderr[-3000:]))
 
 
+ACCEPT = 'application/json, text/event-stream'
+INIT = {'jsonrpc': '2.0', 'id': 1, 'method': 'initialize',
+        'params': {'protocolVersion': '2025-11-25', 'capabilities': {},
+                   'clientInfo': {'name': 'mcp_http.py', 'version': '1'}}}
+
+
+def mcp_post(target, msg, token=None, sid=None, headers=None):
+    h = {'Accept': ACCEPT}
+    h.update({'Authorization': 'Bearer ' + token} if token else {})
+    h.update({'Mcp-Session-Id': sid} if sid else {})
+    h.update(headers or {})
+    return ct.request(target, 'POST', '/mcp', msg, headers=h, timeout=300)
+
+
+def answer_of(r):
+    """The last JSON-RPC message of an answer, whether JSON or an event stream."""
+    if r.headers.get('Content-Type', '').startswith('text/event-stream'):
+        msgs = [json.loads(x[6:]) for x in r.text.splitlines() if x.startswith('data: ')]
+        return msgs[-1] if msgs else None
+    return r.json
+
+
+def test_unix_origin(d):
+    r = mcp_post(d.sock, INIT, headers={'Origin': 'http://localhost'})
+    check('unix socket: any Origin on /mcp is 403', r.status == 403, r)
+    r = mcp_post(d.sock, INIT)
+    sid = r.headers.get('Mcp-Session-Id')
+    check('unix socket: (control) the same initialize without Origin opens a session',
+          r.status == 200 and sid, r)
+    if sid:
+        r = ct.request(d.sock, 'DELETE', '/mcp', headers={'Mcp-Session-Id': sid})
+        check('unix socket: the operator\'s session ends with DELETE', r.status == 204, r)
+
+
+def create_in_session(port, sid, keep):
+    r = mcp_post(('127.0.0.1', port), {'jsonrpc': '2.0', 'id': 5 + keep,
+                                      'method': 'tools/call',
+                                      'params': {'name': 'create_sandbox',
+                                                 'arguments': {'keep': keep}}},
+                 token=ACME, sid=sid)
+    a = answer_of(r) or {}
+    return ((a.get('result') or {}).get('structuredContent') or {}).get('id')
+
+
+def test_stop_ends_sessions(d, port, made):
+    """A daemon that stops ends its sessions: a sandbox of a session is destroyed, one created
+    with keep stays (the control that the stop itself destroys nothing else)."""
+    tcp = ('127.0.0.1', port)
+    r = mcp_post(tcp, INIT, token=ACME)
+    sid = r.headers.get('Mcp-Session-Id')
+    check('a session opens for the stop test', r.status == 200 and sid, r)
+    if not sid:
+        return
+    mcp_post(tcp, {'jsonrpc': '2.0', 'method': 'notifications/initialized'}, token=ACME, sid=sid)
+    gone, kept = create_in_session(port, sid, False), create_in_session(port, sid, True)
+    made.extend(x for x in (gone, kept) if x)
+    acme = Client(tcp=tcp, token=ACME)
+    states = {x: acme.get('/v1/sandboxes/%s' % x).json.get('state') for x in (gone, kept) if x}
+    check('the session made two sandboxes, both running', gone and kept and
+          set(states.values()) == {'running'}, states)
+    d.stop()
+    d.start()
+    states = {x: acme.get('/v1/sandboxes/%s' % x).json.get('state') for x in (gone, kept) if x}
+    check('after the daemon stopped: the session\'s sandbox is destroyed, the kept one runs',
+          states.get(gone) == 'destroyed' and states.get(kept) == 'running', states)
+    r = mcp_post(tcp, {'jsonrpc': '2.0', 'id': 9, 'method': 'ping'}, token=ACME, sid=sid)
+    check('after the restart the session id is 404', r.status == 404, r)
+
+
 def main():
     ct.CLEARING = sys.argv[1]
     build_dir = sys.argv[2]
@@ -129,7 +198,9 @@ def main():
         globex = Client(tcp=('127.0.0.1', port), token=GLOBEX)
         test_narrowing_on_tcp(acme)
         test_narrowing_on_unix(d, globex, made)
+        test_unix_origin(d)
         test_mcp(port, install(os.path.join(os.path.abspath(build_dir), 'mcp-client')))
+        test_stop_ends_sessions(d, port, made)
         ok, summary = ct.answer_check_summary()
         check('every answer matches docs/openapi.yaml', ok, summary)
     finally:
