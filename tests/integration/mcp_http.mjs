@@ -144,6 +144,16 @@ async function session() {
   check('exec runs the command', !ran.isError && ran.structuredContent?.exit_code === 0 &&
     /start\nend/.test(ran.structuredContent?.stdout || ''), ran);
   check('progress notifications came on the call\'s stream', progress.length >= 1, progress);
+  const wrote = await client.callTool({ name: 'write_file', arguments: { sandbox_id: sid,
+    path: 'notes/hello.txt', content: 'hi from mcp\n' } }, undefined, LONG);
+  const file = await fetch(`${BASE}/v1/sandboxes/${sid}/files/notes/hello.txt`,
+    { headers: { Authorization: 'Bearer ' + ACME_TOKEN } });
+  const body = await file.text();
+  check('write_file writes the file (read back through the REST API)', !wrote.isError &&
+    file.status === 200 && body === 'hi from mcp\n', [wrote, file.status, body]);
+  const back = await client.callTool({ name: 'read_file', arguments: { sandbox_id: sid,
+    path: 'notes/hello.txt' } }, undefined, LONG);
+  check('read_file reads it', back.structuredContent?.content === 'hi from mcp\n', back);
   await tenancy(client, sid);
   await transport.terminateSession();
   const gone = await waitFor(async () => {

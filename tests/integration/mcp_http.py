@@ -100,7 +100,7 @@ def test_narrowing_on_unix(d, globex, made):
           len(creates) == 1 and creates[0].startswith(actor + ' via uid='), creates)
 
 
-def test_mcp(port, sdk):
+def test_mcp(d, port, sdk):
     script = os.path.join(HERE, 'mcp_http.mjs')
     env = dict(os.environ, MCP_URL='http://127.0.0.1:%d/mcp' % port, ACME_TOKEN=ACME,
                GLOBEX_TOKEN=GLOBEX, MCP_SDK=sdk)
@@ -111,6 +111,15 @@ def test_mcp(port, sdk):
         check(line.split(' - ', 1)[1], line.startswith('ok - '))
     check('mcp_http.mjs ran its checks and exited 0', p.returncode == 0 and len(lines) > 10,
           'exit %d, %d checks; stderr: %s' % (p.returncode, len(lines), p.stderr[-3000:]))
+    with open(os.path.join(d.state, 'audit.log')) as f:
+        recs = [json.loads(line) for line in f]
+    mine = {x['action'] for x in recs
+            if x.get('actor', '').startswith('mcp tenant=acme token=ci via uid=')}
+    check('the audit log records the session\'s create, exec and file write as '
+          '"mcp tenant=acme token=ci via uid=..."',
+          {'sandbox.create', 'file.upload'} <= mine and any(a.startswith('exec') or
+                                                           a.startswith('process')
+                                                           for a in mine), sorted(mine))
 
 
 ACCEPT = 'application/json, text/event-stream'
@@ -199,7 +208,7 @@ def main():
         test_narrowing_on_tcp(acme)
         test_narrowing_on_unix(d, globex, made)
         test_unix_origin(d)
-        test_mcp(port, install(os.path.join(os.path.abspath(build_dir), 'mcp-client')))
+        test_mcp(d, port, install(os.path.join(os.path.abspath(build_dir), 'mcp-client')))
         test_stop_ends_sessions(d, port, made)
         ok, summary = ct.answer_check_summary()
         check('every answer matches docs/openapi.yaml', ok, summary)
