@@ -82,7 +82,8 @@ static bool narrow_actor_valid(const char *a)
 }
 
 /* X-Clearing-Tenant: T (and X-Clearing-Actor: A): a unix peer, which sees every tenant's
- * sandboxes, asks to act as tenant T alone, recorded as "A via uid=N pid=P". The daemon's own
+ * sandboxes, asks to act as tenant T alone, recorded as "A via uid=N pid=P" (A alone only
+ * names the actor: the operator's own MCP sessions). The daemon's own
  * /mcp sends it when it calls its API for a tenant's MCP session (mcp_self.c). It only narrows:
  * honoured on the unix socket only, whose peers are the operator already; on TCP, where a
  * token says the tenant, the headers are refused. */
@@ -94,15 +95,17 @@ static enum refusal narrow(struct MHD_Connection *c, struct request *rq, bool un
         return REFUSE_NONE;
     if (!unix_socket)
         return REFUSE_NARROW_TCP;
-    if (!t || !clr_tenant_name_valid(t) || (a && !narrow_actor_valid(a)))
+    if ((t && !clr_tenant_name_valid(t)) || (a && !narrow_actor_valid(a)))
         return REFUSE_NARROW_BAD;
     char peer[27];
     snprintf(peer, sizeof(peer), "%.26s", rq->actor);
-    snprintf(rq->tenant, sizeof(rq->tenant), "%s", t);
-    if (a)
+    if (a) /* alone, it narrows nothing: an operator's MCP session names itself */
         snprintf(rq->actor, sizeof(rq->actor), "%.128s via %.26s", a, peer);
-    size_t n = strlen(rq->principal);
-    snprintf(rq->principal + n, sizeof(rq->principal) - n, " tenant=%.63s", t);
+    if (t) {
+        snprintf(rq->tenant, sizeof(rq->tenant), "%s", t);
+        size_t n = strlen(rq->principal);
+        snprintf(rq->principal + n, sizeof(rq->principal) - n, " tenant=%.63s", t);
+    }
     return REFUSE_NONE;
 }
 
@@ -398,9 +401,9 @@ static enum MHD_Result send_refusal(struct server *s, struct MHD_Connection *c, 
                           "unix socket only: on TCP the token says the tenant; send neither");
     case REFUSE_NARROW_BAD:
         return send_error(c, 400, "invalid",
-                          "X-Clearing-Tenant must be a tenant name (1-63 characters of a-z, 0-9, "
-                          "'_' and '-'), and X-Clearing-Actor, if sent, 1-128 printable ASCII "
-                          "characters without quotes or backslashes");
+                          "X-Clearing-Tenant, if sent, must be a tenant name (1-63 characters of "
+                          "a-z, 0-9, '_' and '-'), and X-Clearing-Actor, if sent, 1-128 printable "
+                          "ASCII characters without quotes or backslashes");
     case REFUSE_NONE:
     default:
         return send_error(c, 500, "internal", "request refused for no reason");

@@ -82,9 +82,11 @@ def test_narrowing_on_unix(d, globex, made):
     r = op.get('/v1/sandboxes', headers={'X-Clearing-Tenant': 'Not A Tenant!'})
     check('unix: a malformed X-Clearing-Tenant is refused with 400',
           r.status == 400 and 'tenant name' in error_of(r).get('message', ''), r)
-    r = op.get('/v1/sandboxes', headers={'X-Clearing-Actor': 'mcp'})
-    check('unix: X-Clearing-Actor without X-Clearing-Tenant is refused with 400',
-          r.status == 400, r)
+    r = op.get('/v1/sandboxes', headers={'X-Clearing-Actor': 'mcp "quoted"'})
+    check('unix: a malformed X-Clearing-Actor is refused with 400', r.status == 400, r)
+    st, actor_ids = ids(op, {'X-Clearing-Actor': 'mcp uid=0'})
+    check('unix: X-Clearing-Actor alone narrows nothing (globex\'s sandbox is listed)',
+          st == 200 and sid in actor_ids, (st, actor_ids))
     actor = 'mcp tenant=acme token=ci'
     r = op.post('/v1/sandboxes', {}, timeout=180,
                 headers={'X-Clearing-Tenant': 'acme', 'X-Clearing-Actor': actor})
@@ -144,7 +146,9 @@ def answer_of(r):
     return r.json
 
 
-def test_unix_origin(d):
+def test_unix_session(d):
+    """The operator's session on the unix socket: not narrowed, its tools work; an Origin is
+    refused."""
     r = mcp_post(d.sock, INIT, headers={'Origin': 'http://localhost'})
     check('unix socket: any Origin on /mcp is 403', r.status == 403, r)
     r = mcp_post(d.sock, INIT)
@@ -152,6 +156,16 @@ def test_unix_origin(d):
     check('unix socket: (control) the same initialize without Origin opens a session',
           r.status == 200 and sid, r)
     if sid:
+        mcp_post(d.sock, {'jsonrpc': '2.0', 'method': 'notifications/initialized'}, sid=sid)
+        r = mcp_post(d.sock, {'jsonrpc': '2.0', 'id': 2, 'method': 'tools/call',
+                              'params': {'name': 'run_command',
+                                         'arguments': {'argv': ['echo', 'operator']}}},
+                     sid=sid)
+        a = answer_of(r) or {}
+        res = a.get('result') or {}
+        check('unix socket: the operator\'s session runs a command',
+              not res.get('isError') and
+              (res.get('structuredContent') or {}).get('stdout') == 'operator\n', a)
         r = ct.request(d.sock, 'DELETE', '/mcp', headers={'Mcp-Session-Id': sid})
         check('unix socket: the operator\'s session ends with DELETE', r.status == 204, r)
 
@@ -207,7 +221,7 @@ def main():
         globex = Client(tcp=('127.0.0.1', port), token=GLOBEX)
         test_narrowing_on_tcp(acme)
         test_narrowing_on_unix(d, globex, made)
-        test_unix_origin(d)
+        test_unix_session(d)
         test_mcp(d, port, install(os.path.join(os.path.abspath(build_dir), 'mcp-client')))
         test_stop_ends_sessions(d, port, made)
         ok, summary = ct.answer_check_summary()
