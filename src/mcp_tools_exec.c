@@ -108,6 +108,19 @@ static void kill_process(struct mcp_call *c, const char *sid, const char *pid)
     }
 }
 
+/* A background process's stdin stays open for POST .../stdin; a command of exec reads what
+ * it was given and then EOF, as with the REST API's exec. One that exited already is no
+ * failure. */
+static void close_stdin(struct mcp_call *c, const char *sid, const char *pid)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/sandboxes/%s/processes/%s/stdin", sid, pid);
+    _cleanup_json_ json_t *body = json_pack("{s:b}", "eof", 1);
+    json_t *fail = NULL;
+    if (tool_call(c, "POST", path, body, NULL, NULL, &fail, "closing the command's stdin") < 0)
+        json_decref(fail);
+}
+
 /* One follow step: 1 when the process exited (f->result set), 0 when it runs
  * on, -1 with *fail. */
 static int follow_step(struct mcp_call *c, struct follow *f, size_t *got, json_t **fail)
@@ -207,6 +220,7 @@ static json_t *run_in(struct mcp_call *c, const char *sid, const json_t *args)
     struct follow f = {.sid = sid, .pid = json_string_value(json_object_get(proc, "id"))};
     if (!f.pid)
         return tool_error("the daemon started the command but gave no process id");
+    close_stdin(c, sid, f.pid);
     f.streams[0] = json_string("");
     f.streams[1] = json_string("");
     const char *status = NULL;

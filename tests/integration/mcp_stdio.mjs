@@ -156,6 +156,15 @@ async function testEachTool(client, st) {
   check('exec with a progressToken: progress notifications while it runs',
     !r.isError && progress.length >= 1 && r.structuredContent?.stdout === 'line1\nline2\nline3\n',
     { progress, r });
+  r = await call(client, 'exec', { sandbox_id: st.a, command: 'cat', stdin: 'piped', timeout: 120 });
+  check('exec with stdin: the command reads it, then EOF', !r.isError &&
+    r.structuredContent?.stdout === 'piped', r);
+  r = await call(client, 'exec', { sandbox_id: st.a, command: 'cat; echo eof', timeout: 120 });
+  check('exec without stdin: the command reads EOF (it does not wait for input)', !r.isError &&
+    r.structuredContent?.stdout === 'eof\n', r);
+  r = await call(client, 'write_file', { sandbox_id: st.a, path: 'bin/b.dat', content: 'aGk=', encoding: 'base64' });
+  const b = await call(client, 'read_file', { sandbox_id: st.a, path: 'bin/b.dat' });
+  check('write_file with base64 content: the decoded bytes', !r.isError && b.structuredContent?.content === 'hi', { r, b });
   r = await call(client, 'write_file', { sandbox_id: st.a, path: 'dir/a.txt', content: 'written\n' });
   check('write_file: written', !r.isError, r);
   r = await call(client, 'read_file', { sandbox_id: st.a, path: 'dir/a.txt' });

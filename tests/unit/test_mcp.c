@@ -1,0 +1,367 @@
+/* The MCP protocol (src/mcp.c) and its tools' checks, with a scripted backend in place of the
+ * REST API: version negotiation, JSON-RPC's errors and batches, the lifecycle, tools/list's
+ * schemas, arguments refused naming the field, a failing command as isError with its exit code,
+ * a cancelled call (its command killed, no response), and the session's end destroying the
+ * sandboxes it created but the kept one. tests/integration/mcp_stdio.mjs does the same with the
+ * official SDK against a real daemon. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "mcp.h"
+
+/* What the session sent, and what the backend was asked. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
+static json_t *sent;     /* every message emitted */
+static json_t *requests; /* "METHOD PATH" of every backend call */
+static int sandboxes_made;
+static bool process_exits; /* the scripted process: exits at once (code 3), or runs */
+
+static void emit(void *ctx, json_t *msg, const json_t *related)
+{
+    (void)ctx;
+    (void)related;
+    pthread_mutex_lock(&lock);
+    json_array_append_new(sent, json_deep_copy(msg));
+    pthread_cond_broadcast(&changed);
+    pthread_mutex_unlock(&lock);
+}
+
+static int call(void *ctx, const char *method, const char *path, const json_t *body,
+                json_t **answer, char **text, clr_error *err)
+{
+    (void)ctx;
+    (void)body;
+    (void)err;
+    char line[512];
+    snprintf(line, sizeof(line), "%s %s", method, path);
+    pthread_mutex_lock(&lock);
+    json_array_append_new(requests, json_string(line));
+    pthread_cond_broadcast(&changed);
+    int n = ++sandboxes_made;
+    pthread_mutex_unlock(&lock);
+    json_t *a = NULL;
+    int st = 200;
+    if (strstr(path, "sb-00000000000000ab")) {
+        a = json_pack("{s:{s:s, s:s}}", "error", "code", "not_found", "message",
+                      "no sandbox sb-00000000000000ab");
+        st = 404;
+    } else if (strcmp(method, "POST") == 0 && strcmp(path, "/v1/sandboxes") == 0) {
+        char id[32];
+        snprintf(id, sizeof(id), "sb-%016x", n);
+        a = json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", id, "state", "running", "limits", "cpus",
+                      "1.000", "memory", "512m");
+        st = 201;
+    } else if (strstr(path, "/processes") && strcmp(method, "POST") == 0 &&
+               !strstr(path, "signal")) {
+        a = json_pack("{s:s, s:s}", "id", "pr-00000000000000aa", "state", "running");
+        st = 201;
+    } else if (strstr(path, "/output")) {
+        if (!process_exits)
+            nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+        a = json_pack("{s:s, s:{s:s, s:s, s:i, s:i}, s:{s:s, s:s, s:i, s:i}}", "state",
+                      process_exits ? "exited" : "running", "stdout", "data", "out\n", "encoding",
+                      "utf-8", "next_offset", 4, "dropped", 0, "stderr", "data", "", "encoding",
+                      "utf-8", "next_offset", 0, "dropped", 0);
+        if (process_exits)
+            json_object_set_new(
+                a, "result",
+                json_pack("{s:s, s:i, s:i}", "status", "exited", "exit_code", 3, "wall_us", 1000));
+    } else if (strcmp(method, "DELETE") == 0 || strstr(path, "/signal")) {
+        st = 204;
+    }
+    if (answer)
+        *answer = a;
+    else
+        json_decref(a);
+    if (text)
+        *text = NULL;
+    return st;
+}
+
+static const struct mcp_backend backend = {.call = call};
+
+static int setup(void **state)
+{
+    (void)state;
+    sent = json_array();
+    requests = json_array();
+    sandboxes_made = 0;
+    process_exits = true;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    json_decref(sent);
+    json_decref(requests);
+    return 0;
+}
+
+static void handle(struct mcp_session *s, const char *text)
+{
+    json_error_t e;
+    json_t *m = json_loads(text, 0, &e);
+    assert_non_null(m);
+    mcp_session_handle(s, m);
+    json_decref(m);
+}
+
+/* The response with id (an integer), waited for up to 30 s; NULL if none came. */
+static json_t *response(json_int_t id)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 30;
+    pthread_mutex_lock(&lock);
+    for (;;) {
+        size_t i;
+        json_t *m;
+        json_array_foreach (sent, i, m) {
+            json_t *mid = json_object_get(m, "id");
+            if (json_is_integer(mid) && json_integer_value(mid) == id) {
+                pthread_mutex_unlock(&lock);
+                return m;
+            }
+        }
+        if (pthread_cond_timedwait(&changed, &lock, &until) != 0) {
+            pthread_mutex_unlock(&lock);
+            return NULL;
+        }
+    }
+}
+
+static int error_code(json_t *m)
+{
+    return (int)json_integer_value(json_object_get(json_object_get(m, "error"), "code"));
+}
+
+static struct mcp_session *ready_session(void)
+{
+    struct mcp_session *s = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(mcp_session_new(&s, &backend, emit, NULL, &err), 0);
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":"
+              "{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{}}}");
+    handle(s, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}");
+    assert_true(mcp_session_ready(s));
+    return s;
+}
+
+static void test_negotiation(void **state)
+{
+    (void)state;
+    struct mcp_session *s = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(mcp_session_new(&s, &backend, emit, NULL, &err), 0);
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"tools/list\"}");
+    assert_int_equal(error_code(response(9)), -32600);
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":"
+              "{\"protocolVersion\":\"1999-01-01\"}}");
+    json_t *r = json_object_get(response(1), "result");
+    assert_string_equal(json_string_value(json_object_get(r, "protocolVersion")), "2025-11-25");
+    assert_non_null(json_object_get(json_object_get(r, "capabilities"), "tools"));
+    assert_non_null(json_object_get(json_object_get(r, "capabilities"), "logging"));
+    assert_false(mcp_session_ready(s));
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"initialize\",\"params\":"
+              "{\"protocolVersion\":\"2024-11-05\"}}");
+    assert_int_equal(error_code(response(2)), -32600); /* a second initialize */
+    mcp_session_end(s);
+    s = ready_session();
+    r = json_object_get(response(1), "result");
+    mcp_session_end(s);
+}
+
+static void test_jsonrpc_errors(void **state)
+{
+    (void)state;
+    struct mcp_session *s = ready_session();
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"no/such\"}");
+    assert_int_equal(error_code(response(2)), -32601);
+    handle(s, "{\"jsonrpc\":\"1.0\",\"id\":3,\"method\":\"ping\"}");
+    assert_int_equal(error_code(response(3)), -32600);
+    handle(s,
+           "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"tools/call\",\"params\":{\"name\":\"x\"}}");
+    assert_int_equal(error_code(response(4)), -32602);
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"logging/setLevel\",\"params\":"
+              "{\"level\":\"loud\"}}");
+    assert_int_equal(error_code(response(5)), -32602);
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":6,\"method\":\"logging/setLevel\",\"params\":"
+              "{\"level\":\"debug\"}}");
+    assert_non_null(json_object_get(response(6), "result"));
+    /* A batch: the ping's answer and the bad element's error come back as one array. */
+    size_t before = json_array_size(sent);
+    handle(s, "[{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"ping\"},"
+              "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/whatever\"},42]");
+    assert_int_equal(json_array_size(sent), before + 1);
+    json_t *batch = json_array_get(sent, before);
+    assert_true(json_is_array(batch));
+    assert_int_equal(json_array_size(batch), 2);
+    assert_int_equal(error_code(json_array_get(batch, 1)), -32600);
+    handle(s, "[]");
+    assert_int_equal(error_code(json_array_get(sent, json_array_size(sent) - 1)), -32600);
+    mcp_session_parse_error(s, "not JSON");
+    assert_int_equal(error_code(json_array_get(sent, json_array_size(sent) - 1)), -32700);
+    mcp_session_end(s);
+}
+
+static void test_tools_list(void **state)
+{
+    (void)state;
+    struct mcp_session *s = ready_session();
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\"}");
+    json_t *tools = json_object_get(json_object_get(response(2), "result"), "tools");
+    assert_int_equal(json_array_size(tools), 16);
+    size_t i;
+    json_t *t;
+    json_array_foreach (tools, i, t) {
+        json_t *in = json_object_get(t, "inputSchema");
+        assert_string_equal(json_string_value(json_object_get(in, "type")), "object");
+        assert_true(json_is_false(json_object_get(in, "additionalProperties")));
+        assert_non_null(json_string_value(json_object_get(t, "description")));
+    }
+    mcp_session_end(s);
+}
+
+/* The text of a tools/call response with id, and whether it is an error. */
+static const char *call_text(json_int_t id, bool *is_error)
+{
+    json_t *r = json_object_get(response(id), "result");
+    assert_non_null(r);
+    *is_error = json_is_true(json_object_get(r, "isError"));
+    return json_string_value(
+        json_object_get(json_array_get(json_object_get(r, "content"), 0), "text"));
+}
+
+static void test_bad_arguments(void **state)
+{
+    (void)state;
+    struct mcp_session *s = ready_session();
+    bool e = false;
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":"
+              "\"exec\",\"arguments\":{\"sandbox_id\":\"sb-0000000000000001\",\"argv\":\"x\"}}}");
+    assert_non_null(strstr(call_text(2, &e), "argv must be array"));
+    assert_true(e);
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{\"name\":"
+              "\"exec\",\"arguments\":{\"command\":\"true\"}}}");
+    assert_non_null(strstr(call_text(3, &e), "'sandbox_id' is missing"));
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"tools/call\",\"params\":{\"name\":"
+              "\"create_sandbox\",\"arguments\":{\"limits\":{\"pids\":2}}}}");
+    assert_non_null(strstr(call_text(4, &e), "limits.pids must be 8..4096"));
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/call\",\"params\":{\"name\":"
+              "\"write_file\",\"arguments\":{\"sandbox_id\":\"sb-0000000000000001\",\"path\":"
+              "\"a\",\"content\":\"b\",\"encoding\":\"rot13\"}}}");
+    assert_non_null(strstr(call_text(5, &e), "encoding must be one of: utf-8, base64"));
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":6,\"method\":\"tools/call\",\"params\":{\"name\":"
+              "\"exec\",\"arguments\":{\"sandbox_id\":\"sb-1\",\"command\":\"true\"}}}");
+    assert_non_null(strstr(call_text(6, &e), "not a sandbox id"));
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\",\"params\":{\"name\":"
+              "\"exec\",\"arguments\":{\"sandbox_id\":\"sb-00000000000000ab\",\"command\":"
+              "\"true\"}}}");
+    assert_non_null(
+        strstr(call_text(7, &e), "no sandbox sb-00000000000000ab (not_found, HTTP 404)"));
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"tools/call\",\"params\":{\"name\":"
+              "\"exec\",\"arguments\":{\"sandbox_id\":\"sb-0000000000000001\",\"bogus\":1}}}");
+    assert_non_null(strstr(call_text(8, &e), "unknown field 'bogus'"));
+    assert_true(e);
+    mcp_session_end(s);
+}
+
+static void test_failing_command(void **state)
+{
+    (void)state;
+    struct mcp_session *s = ready_session();
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":"
+              "\"exec\",\"arguments\":{\"sandbox_id\":\"sb-0000000000000001\",\"command\":"
+              "\"exit 3\"}}}");
+    json_t *r = json_object_get(response(2), "result");
+    assert_true(json_is_true(json_object_get(r, "isError")));
+    json_t *sc = json_object_get(r, "structuredContent");
+    assert_int_equal(json_integer_value(json_object_get(sc, "exit_code")), 3);
+    assert_string_equal(json_string_value(json_object_get(sc, "stdout")), "out\n");
+    mcp_session_end(s);
+}
+
+static bool asked(const char *prefix)
+{
+    bool found = false;
+    pthread_mutex_lock(&lock);
+    size_t i;
+    json_t *r;
+    json_array_foreach (requests, i, r) {
+        if (strncmp(json_string_value(r), prefix, strlen(prefix)) == 0)
+            found = true;
+    }
+    pthread_mutex_unlock(&lock);
+    return found;
+}
+
+static void test_cancel(void **state)
+{
+    (void)state;
+    process_exits = false;
+    struct mcp_session *s = ready_session();
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":"
+              "\"exec\",\"arguments\":{\"sandbox_id\":\"sb-0000000000000001\",\"command\":"
+              "\"sleep 600\"},\"_meta\":{\"progressToken\":\"t\"}}}");
+    /* Positive control: the command was started and is being followed. */
+    for (int i = 0; i < 3000 && !asked("GET /v1/sandboxes/sb-0000000000000001/processes/"); i++)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    assert_true(
+        asked("GET /v1/sandboxes/sb-0000000000000001/processes/pr-00000000000000aa/output"));
+    handle(s, "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":"
+              "{\"requestId\":2}}");
+    mcp_session_end(s); /* waits for the call */
+    assert_true(
+        asked("POST /v1/sandboxes/sb-0000000000000001/processes/pr-00000000000000aa/signal"));
+    size_t i;
+    json_t *m;
+    json_array_foreach (sent, i, m) {
+        json_t *id = json_object_get(m, "id");
+        assert_false(json_is_integer(id) && json_integer_value(id) == 2); /* no response */
+    }
+}
+
+static void test_session_end(void **state)
+{
+    (void)state;
+    struct mcp_session *s = ready_session();
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":"
+              "\"create_sandbox\",\"arguments\":{\"keep\":true}}}");
+    json_t *kept = json_object_get(json_object_get(response(2), "result"), "structuredContent");
+    handle(s, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{\"name\":"
+              "\"create_sandbox\",\"arguments\":{}}}");
+    json_t *gone = json_object_get(json_object_get(response(3), "result"), "structuredContent");
+    char kpath[64], gpath[64];
+    snprintf(kpath, sizeof(kpath), "DELETE /v1/sandboxes/%s",
+             json_string_value(json_object_get(kept, "id")));
+    snprintf(gpath, sizeof(gpath), "DELETE /v1/sandboxes/%s",
+             json_string_value(json_object_get(gone, "id")));
+    assert_false(asked(gpath));
+    mcp_session_end(s);
+    assert_true(asked(gpath));
+    assert_false(asked(kpath));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_negotiation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_jsonrpc_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tools_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failing_command, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_session_end, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
