@@ -318,32 +318,41 @@ static void *reaper_main(void *arg)
     return NULL;
 }
 
+/* How many sessions principal holds. Called with t->lock held. */
+static unsigned held_by(const struct mcp_http *t, const char *principal)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < t->n; i++)
+        n += !strcmp(t->sessions[i]->principal, principal);
+    return n;
+}
+
+enum admission { ADMITTED, TABLE_FULL, PRINCIPAL_FULL, STOPPING };
+
 /* Puts ms in the table (which takes the caller's reference, and the caller gets another);
- * a full table is reaped of its idle sessions first. false: still full. */
-static bool table_add(struct mcp_http *t, struct msession *ms)
+ * a full table, or a principal at its share, is reaped of its idle sessions first. */
+static enum admission table_add(struct mcp_http *t, struct msession *ms)
 {
     struct msession *idle[MCP_HTTP_MAX_SESSIONS];
     unsigned k = 0;
-    bool added = false;
+    enum admission a = ADMITTED;
     pthread_mutex_lock(&t->lock);
-    if (t->n == MCP_HTTP_MAX_SESSIONS)
+    if (t->n == MCP_HTTP_MAX_SESSIONS ||
+        held_by(t, ms->principal) >= MCP_HTTP_MAX_PER_PRINCIPAL)
         k = take_idle(t, idle);
-    if (t->n < MCP_HTTP_MAX_SESSIONS && !t->stopping) {
+    if (t->stopping)
+        a = STOPPING;
+    else if (held_by(t, ms->principal) >= MCP_HTTP_MAX_PER_PRINCIPAL)
+        a = PRINCIPAL_FULL;
+    else if (t->n == MCP_HTTP_MAX_SESSIONS)
+        a = TABLE_FULL;
+    if (a == ADMITTED) {
         t->sessions[t->n++] = ms;
         ms->refs++;
-        added = true;
     }
     pthread_mutex_unlock(&t->lock);
     end_all(idle, k, "idle");
-    return added;
-}
-
-static bool table_stopping(struct mcp_http *t)
-{
-    pthread_mutex_lock(&t->lock);
-    bool stopping = t->stopping;
-    pthread_mutex_unlock(&t->lock);
-    return stopping;
+    return a;
 }
 
 int mcp_http_start(struct server *s, clr_error *err)
@@ -596,16 +605,21 @@ static struct msession *open_session(struct server *s, struct MHD_Connection *c,
         *ret = send_clr_error(c, &err);
         return NULL;
     }
-    if (!table_add(s->mcp, ms)) {
+    enum admission a = table_add(s->mcp, ms);
+    if (a != ADMITTED) {
         ms_unref(ms);
-        if (table_stopping(s->mcp)) {
-            *ret = refuse(c, 503, "unavailable", "the daemon is stopping: no MCP session opens");
-            return NULL;
-        }
         char msg[200];
-        snprintf(msg, sizeof(msg), "the daemon holds %d MCP sessions, the most it keeps: end "
-                 "one (DELETE /mcp) or wait for an idle one to end", MCP_HTTP_MAX_SESSIONS);
-        *ret = refuse(c, 429, "limit", msg);
+        if (a == PRINCIPAL_FULL)
+            snprintf(msg, sizeof(msg), "%.60s holds %d MCP sessions, the most one token may: end "
+                     "one (DELETE /mcp) or wait for an idle one to end", rq->principal,
+                     MCP_HTTP_MAX_PER_PRINCIPAL);
+        else
+            snprintf(msg, sizeof(msg), "the daemon holds %d MCP sessions, the most it keeps: "
+                     "end one (DELETE /mcp) or wait for an idle one to end",
+                     MCP_HTTP_MAX_SESSIONS);
+        *ret = a == STOPPING ? refuse(c, 503, "unavailable",
+                                      "the daemon is stopping: no MCP session opens")
+                             : refuse(c, 429, "limit", msg);
         return NULL;
     }
     ms->init_id = json_incref(json_object_get(init, "id"));

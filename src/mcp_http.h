@@ -15,6 +15,7 @@
 #include "server_internal.h"
 
 #define MCP_HTTP_MAX_SESSIONS 64     /* open at once, all principals together */
+#define MCP_HTTP_MAX_PER_PRINCIPAL 16 /* of them held by one token (or unix uid) */
 #define MCP_HTTP_IDLE_S (30 * 60)    /* a session without a request or a call this long ends */
 
 /* Starts the session table and its reaper (s->mcp); the backend calls s->socket_path. */

@@ -5,8 +5,9 @@
 // tenancy (another tenant cannot use the session id, nor reach the other tenant's sandbox
 // through its tools) and the session's end (DELETE destroys its sandbox). TAP.
 // Run by mcp_http.py, which starts the daemon; environment: MCP_URL (http://127.0.0.1:PORT/mcp),
-// ACME_TOKEN, GLOBEX_TOKEN, MCP_SDK (the SDK's directory).
-const { MCP_URL, ACME_TOKEN, GLOBEX_TOKEN, MCP_SDK } = process.env;
+// ACME_TOKEN, GLOBEX_TOKEN, MORE_TOKENS (three more of acme's, comma-separated), MCP_SDK (the
+// SDK's directory).
+const { MCP_URL, ACME_TOKEN, GLOBEX_TOKEN, MORE_TOKENS, MCP_SDK } = process.env;
 const { Client } = await import(MCP_SDK + '/dist/esm/client/index.js');
 const { StreamableHTTPClientTransport } =
   await import(MCP_SDK + '/dist/esm/client/streamableHttp.js');
@@ -188,28 +189,50 @@ async function tenancy(client, acmeSid) {
   }
 }
 
-// At most 64 sessions at once: the 65th initialize is refused (none is open when this starts).
-async function bound() {
-  const opened = [];
-  let last = null;
-  for (let i = 0; i < 70; i++) {
-    last = await raw('POST', acmeH, INIT);
-    if (last.status !== 200) break;
-    opened.push(last.headers.get('mcp-session-id'));
+// Opens sessions with token until one is refused (at most limit + 1 tries): [ids, refusal].
+async function fill(token, limit) {
+  const h = { ...acmeH, Authorization: 'Bearer ' + token };
+  const ids = [];
+  for (let i = 0; i <= limit; i++) {
+    const r = await raw('POST', h, INIT);
+    if (r.status !== 200) return [ids, r];
+    ids.push(r.headers.get('mcp-session-id'));
   }
-  check('64 sessions open, the 65th initialize is 429', opened.length === 64 &&
-    last.status === 429 && /64 MCP sessions/.test(last.body?.error?.message),
-  [opened.length, last.status, last.body]);
+  return [ids, null];
+}
+
+// At most 16 sessions a token, 64 at once (none is open when this starts): four tokens of
+// acme fill the daemon, the 17th of one token and the 65th of all are 429.
+async function bound() {
+  const tokens = [ACME_TOKEN, ...MORE_TOKENS.split(',')];
+  const opened = [];
+  let [ids, refusal] = await fill(tokens[0], 16);
+  opened.push(...ids.map((id) => [tokens[0], id]));
+  check('one token opens 16 sessions, its 17th initialize is 429', ids.length === 16 &&
+    refusal?.status === 429 && /holds 16 MCP sessions/.test(refusal.body?.error?.message),
+  [ids.length, refusal]);
+  for (const t of tokens.slice(1)) {
+    [ids, refusal] = await fill(t, 15);
+    opened.push(...ids.map((id) => [t, id]));
+  }
+  check('four tokens hold 64 sessions', opened.length === 64, opened.length);
+  [ids, refusal] = await fill(GLOBEX_TOKEN, 0);
+  opened.push(...ids.map((id) => [GLOBEX_TOKEN, id]));
+  check('then another tenant\'s initialize is 429: the daemon holds 64', ids.length === 0 &&
+    refusal?.status === 429 && /daemon holds 64 MCP sessions/.test(refusal.body?.error?.message),
+  [ids.length, refusal]);
   let ended = 0;
-  for (const id of opened) {
-    const r = await raw('DELETE', { ...acmeH, 'Mcp-Session-Id': id });
+  for (const [t, id] of opened) {
+    const r = await raw('DELETE', { ...acmeH, Authorization: 'Bearer ' + t,
+      'Mcp-Session-Id': id });
     ended += r.status === 204;
   }
   check('every one of them ends with DELETE', ended === opened.length, ended);
-  const r = await raw('POST', acmeH, INIT);
+  const r = await raw('POST', { ...acmeH, Authorization: 'Bearer ' + GLOBEX_TOKEN }, INIT);
   check('then a session opens again', r.status === 200, r);
   if (r.status === 200) {
-    await raw('DELETE', { ...acmeH, 'Mcp-Session-Id': r.headers.get('mcp-session-id') });
+    await raw('DELETE', { ...acmeH, Authorization: 'Bearer ' + GLOBEX_TOKEN,
+      'Mcp-Session-Id': r.headers.get('mcp-session-id') });
   }
 }
 

@@ -24,6 +24,8 @@ from mcp_stdio import install  # noqa: E402  (the pinned SDK, installed once for
 HERE = os.path.dirname(os.path.abspath(__file__))
 ACME = 'acme-ci-' + os.urandom(12).hex()
 GLOBEX = 'globex-ci-' + os.urandom(12).hex()
+# Three more tokens of acme, other principals: 4 x 16 sessions fill the daemon's 64.
+MORE = ['acme-b%d-' % i + os.urandom(12).hex() for i in range(3)]
 
 results = []
 
@@ -105,7 +107,7 @@ def test_narrowing_on_unix(d, globex, made):
 def test_mcp(d, port, sdk):
     script = os.path.join(HERE, 'mcp_http.mjs')
     env = dict(os.environ, MCP_URL='http://127.0.0.1:%d/mcp' % port, ACME_TOKEN=ACME,
-               GLOBEX_TOKEN=GLOBEX, MCP_SDK=sdk)
+               GLOBEX_TOKEN=GLOBEX, MORE_TOKENS=','.join(MORE), MCP_SDK=sdk)
     p = subprocess.run(['node', script], env=env, capture_output=True, text=True, timeout=900)
     # The script prints TAP lines of its own; each one is a check of this suite.
     lines = [x for x in p.stdout.splitlines() if x.startswith(('ok - ', 'not ok - '))]
@@ -212,7 +214,8 @@ def main():
     port = free_port()
     d = Daemon('mcp-http', prefix='clr-mcphttp-')
     tokens = os.path.join(d.dir, 'tokens')
-    write_private(tokens, 'acme:ci:%s\nglobex:ci:%s\n' % (ACME, GLOBEX))
+    write_private(tokens, 'acme:ci:%s\nglobex:ci:%s\n' % (ACME, GLOBEX) +
+                  ''.join('acme:b%d:%s\n' % (i, t) for i, t in enumerate(MORE)))
     d.args = ['--tcp', '127.0.0.1:%d' % port, '--token-file', tokens]
     made = []
     try:
