@@ -66,6 +66,9 @@ void http_pushed_unref(struct http_pushed *p)
 
 bool http_pushed_write(struct http_pushed *p, const char *data, size_t len)
 {
+    /* Nobody reads it any more (the client went away): dropped, not kept until the end. */
+    if (http_pushed_closed(p))
+        return true;
     struct chunk *e = calloc(1, sizeof(*e));
     char *d = malloc(len ? len : 1);
     if (!e || !d) {

@@ -19,7 +19,8 @@ struct http_pushed;
  * when nothing was pushed for HEARTBEAT_S seconds (the server ends a connection idle for its
  * timeout). NULL when out of memory. */
 struct http_pushed *http_pushed_new(const char *heartbeat);
-/* Appends len bytes (copied); false when out of memory (they are lost). */
+/* Appends len bytes (copied); false when out of memory (they are lost). Once the response
+ * stopped reading (http_pushed_closed), they are dropped. */
 bool http_pushed_write(struct http_pushed *p, const char *data, size_t len);
 /* No more bytes: the response ends once it has sent what was pushed. */
 void http_pushed_end(struct http_pushed *p);

@@ -168,6 +168,20 @@ def test_unix_session(d):
         check('unix socket: the operator\'s session runs a command',
               not res.get('isError') and
               (res.get('structuredContent') or {}).get('stdout') == 'operator\n', a)
+        # A client that goes away in the middle of a call's stream: the session goes on.
+        conn = ct.connection(d.sock, 60)
+        conn.request('POST', '/mcp', body=json.dumps(
+            {'jsonrpc': '2.0', 'id': 3, 'method': 'tools/call',
+             'params': {'name': 'run_command', 'arguments': {'command': 'sleep 2; echo x'},
+                        '_meta': {'progressToken': 'p'}}}),
+            headers={'Accept': ACCEPT, 'Content-Type': 'application/json',
+                     'Mcp-Session-Id': sid})
+        resp = conn.getresponse()
+        streamed = resp.status == 200 and resp.getheader('Content-Type') == 'text/event-stream'
+        conn.close()
+        r = mcp_post(d.sock, {'jsonrpc': '2.0', 'id': 4, 'method': 'ping'}, sid=sid)
+        check('unix socket: after a client left a call\'s stream, the session still answers',
+              streamed and r.status == 200 and (r.json or {}).get('id') == 4, (streamed, r))
         r = ct.request(d.sock, 'DELETE', '/mcp', headers={'Mcp-Session-Id': sid})
         check('unix socket: the operator\'s session ends with DELETE', r.status == 204, r)
 
