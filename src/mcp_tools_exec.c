@@ -56,6 +56,7 @@ struct follow {
     json_int_t offset[2];
     bool truncated[2], binary[2];
     json_t *result;
+    json_int_t wall_us; /* for a command this call killed: from the start to its end */
 };
 
 /* Adds one output window to f; returns the bytes it brought. */
@@ -152,6 +153,7 @@ static json_t *exec_structured(struct follow *f, const char *status)
     if (status) {
         json_object_set_new(s, "status", json_string(status));
         json_object_set_new(s, "exit_code", json_null());
+        json_object_set_new(s, "wall_us", json_integer(f->wall_us));
     }
     json_object_set_new(s, "sandbox_id", json_string(f->sid));
     json_object_set_new(s, "process_id", json_string(f->pid));
@@ -183,6 +185,15 @@ static int follow_process(struct mcp_call *c, struct follow *f, double timeout_s
         if (mcp_call_cancelled(c) || now_s() - start > timeout_s) {
             *status = mcp_call_cancelled(c) ? "cancelled" : "timed_out";
             kill_process(c, f->sid, f->pid);
+            /* Its result (CPU, peak memory, the signal) once it is gone, for a timeout. */
+            size_t got = 0;
+            for (int i = 0; i < 15 && !mcp_call_cancelled(c); i++) {
+                if (follow_step(c, f, &got, fail) != 0)
+                    break;
+            }
+            json_decref(*fail);
+            *fail = NULL;
+            f->wall_us = (json_int_t)((now_s() - start) * 1e6);
             return 0;
         }
         size_t got = 0;

@@ -337,7 +337,6 @@ struct plan_follow {
     struct mcp_call *c;
     json_t *report;
     json_t *error;
-    char sandbox[32];
 };
 
 static bool plan_line(void *ctx, json_t *line)
@@ -354,9 +353,6 @@ static bool plan_line(void *ctx, json_t *line)
         json_decref(f->error);
         f->error = json_incref(json_object_get(line, "error"));
     } else {
-        const char *sb = json_string_value(json_object_get(line, "sandbox"));
-        if (strcmp(ev, "sandbox") == 0 && sb)
-            snprintf(f->sandbox, sizeof(f->sandbox), "%s", sb);
         const char *name = json_string_value(json_object_get(line, "name"));
         char msg[256];
         snprintf(msg, sizeof(msg), "%s%s%s", ev, name ? " " : "", name ? name : "");
@@ -365,9 +361,9 @@ static bool plan_line(void *ctx, json_t *line)
     return !mcp_call_cancelled(f->c);
 }
 
-/* POST /v1/plans with body, streamed when the backend can (progress per event;
- * a cancelled call stops following and destroys the plan's sandbox), else in
- * one answer. */
+/* POST /v1/plans with body, streamed when the backend can (progress per event; a cancelled
+ * call stops following: the REST API cannot stop a plan, whose sandbox only the plan may
+ * destroy, so the daemon runs it to its end and destroys it then), else in one answer. */
 static json_t *plan_run(struct mcp_call *c, json_t *body, const char *what)
 {
     json_t *fail = NULL;
@@ -379,9 +375,6 @@ static json_t *plan_run(struct mcp_call *c, json_t *body, const char *what)
         clr_error err = CLR_ERROR_INIT;
         int st =
             c->be->stream(c->be->ctx, "POST", "/v1/plans?stream=true", body, plan_line, &f, &err);
-        if (mcp_call_cancelled(c) && f.sandbox[0]) {
-            mcp_tools_destroy(c->be, f.sandbox, &err);
-        }
         if (st < 0 || st >= 400 || f.error) {
             const char *m = json_string_value(json_object_get(f.error, "message"));
             json_t *r = tool_error("%s failed: %s%s", what, m ? m : err.message,

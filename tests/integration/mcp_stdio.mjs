@@ -242,6 +242,13 @@ async function testErrors(client, st) {
   r = await call(client, 'exec', { sandbox_id: 'sb-00000000000000ab', command: 'true' });
   check('an unknown sandbox: isError with the API\'s answer in words',
     r.isError === true && /sb-00000000000000ab/.test(text(r)) && /404/.test(text(r)), r);
+  r = await call(client, 'exec', { sandbox_id: st.a, command: 'echo before; sleep 600', timeout: 2 });
+  const tp = r.structuredContent?.process_id;
+  const trec = tp && (await api('GET', `/v1/sandboxes/${st.a}/processes/${tp}`)).body;
+  check('a command past its timeout: isError, status timed_out, its output, killed (REST API)',
+    r.isError === true && r.structuredContent?.status === 'timed_out' &&
+    r.structuredContent?.exit_code === null && r.structuredContent?.stdout === 'before\n' &&
+    r.structuredContent?.wall_us > 0 && trec?.state === 'exited', { r, trec });
   r = await call(client, 'exec', { sandbox_id: st.a, command: 'echo failing >&2; exit 3' });
   check('a failing command (exit 3): isError, structuredContent exit_code 3',
     r.isError === true && r.structuredContent?.exit_code === 3 &&
@@ -265,7 +272,37 @@ async function testSessionEnd() {
   check('... and the kept one is destroyed through the API', del.status === 204, del);
 }
 
+async function testSigterm() {
+  const p = spawn(CLEARING, ['mcp'], { env: { ...process.env, CLEARING_HOST: 'unix://' + CLEARING_SOCK },
+    stdio: ['pipe', 'pipe', 'inherit'] });
+  const rl = readline.createInterface({ input: p.stdout });
+  const exited = new Promise((r) => p.on('exit', (code, sig) => r({ code, sig })));
+  const created = new Promise((resolve) => {
+    rl.on('line', (l) => {
+      const m = JSON.parse(l);
+      if (m.id === 2) resolve(m.result?.structuredContent?.id);
+    });
+    setTimeout(() => resolve(null), 120000);
+  });
+  p.stdin.write(init(1, types.LATEST_PROTOCOL_VERSION) + '\n');
+  p.stdin.write(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }) + '\n');
+  p.stdin.write(JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/call',
+    params: { name: 'create_sandbox', arguments: {} } }) + '\n');
+  const id = await created;
+  check('a raw session created a sandbox', id && (await sandboxState(id)) === 'running', id);
+  p.kill('SIGTERM'); // stdin stays open: the signal alone ends the session
+  const how = await Promise.race([exited, new Promise((r) => setTimeout(() => r(null), 120000))]);
+  check('SIGTERM ends the session: exit 0, its sandbox destroyed', how?.code === 0 &&
+    id && (await sandboxState(id)) === 'destroyed', how);
+  if (!how) p.kill('SIGKILL');
+}
+
 async function testStandalone() {
+  const h = spawnSync(CLEARING, ['mcp', '--help'], { encoding: 'utf8', timeout: 60000 });
+  check('clearing mcp --help: the agent host configuration and --standalone', h.status === 0 &&
+    h.stdout.includes('"mcpServers"') && h.stdout.includes('--standalone'), h);
+  const bad = spawnSync(CLEARING, ['mcp', '--bogus'], { encoding: 'utf8', timeout: 60000 });
+  check('an unknown option: usage error (2)', bad.status === 2 && bad.stdout === '', bad);
   const env = { ...process.env, CLEARING_HOST: 'unix://' + MCP_NOWHERE };
   const r = spawnSync(CLEARING, ['mcp'], { env, input: '', encoding: 'utf8', timeout: 60000 });
   check('CLEARING_HOST naming a socket with no daemon: an error, not standalone',
@@ -294,6 +331,7 @@ async function main() {
     check('the session\'s sandbox is destroyed when it ends',
       await waitFor(async () => (await sandboxState(st.a)) === 'destroyed', 120), st);
     await testSessionEnd();
+    await testSigterm();
     await testStandalone();
   } catch (e) {
     check('no exception', false, String(e?.stack ?? e));
