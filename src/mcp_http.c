@@ -62,6 +62,7 @@ struct mcp_http {
     bool stopping;
     pthread_t reaper;
     bool reaper_started;
+    unsigned idle_s; /* mcp_idle_timeout */
     char socket_path[108];
 };
 
@@ -262,11 +263,11 @@ static bool table_remove(struct mcp_http *t, struct msession *ms)
     return removed;
 }
 
-/* Whether ms has been idle past MCP_HTTP_IDLE_S: no request, no handler, no call waited on. */
-static bool ms_idle(struct msession *ms, time_t now)
+/* Whether ms has been idle for idle_s: no request, no handler, no call waited on. */
+static bool ms_idle(struct msession *ms, time_t now, unsigned idle_s)
 {
     pthread_mutex_lock(&ms->lock);
-    bool idle = ms->refs == 1 && !ms->waiters && now - ms->used >= MCP_HTTP_IDLE_S;
+    bool idle = ms->refs == 1 && !ms->waiters && now - ms->used >= (time_t)idle_s;
     pthread_mutex_unlock(&ms->lock);
     return idle;
 }
@@ -278,7 +279,7 @@ static unsigned take_idle(struct mcp_http *t, struct msession **out)
     unsigned k = 0;
     time_t now = now_s();
     for (unsigned i = 0; i < t->n;) {
-        if (ms_idle(t->sessions[i], now)) {
+        if (ms_idle(t->sessions[i], now, t->idle_s)) {
             out[k++] = t->sessions[i];
             t->sessions[i] = t->sessions[--t->n];
         } else {
@@ -304,7 +305,8 @@ static void *reaper_main(void *arg)
     while (!t->stopping) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += REAP_INTERVAL_S;
+        /* Every minute, or twice per timeout when it is shorter. */
+        until.tv_sec += t->idle_s / 2 < REAP_INTERVAL_S ? (t->idle_s + 1) / 2 : REAP_INTERVAL_S;
         pthread_cond_timedwait(&t->wake, &t->lock, &until);
         if (t->stopping)
             break;
@@ -363,6 +365,7 @@ int mcp_http_start(struct server *s, clr_error *err)
     pthread_mutex_init(&t->lock, NULL);
     pthread_cond_init(&t->wake, NULL);
     snprintf(t->socket_path, sizeof(t->socket_path), "%s", s->socket_path);
+    t->idle_s = s->mcp_idle_timeout_s ? s->mcp_idle_timeout_s : MCP_HTTP_IDLE_S;
     if (pthread_create(&t->reaper, NULL, reaper_main, t) != 0) {
         pthread_cond_destroy(&t->wake);
         pthread_mutex_destroy(&t->lock);

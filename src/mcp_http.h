@@ -16,7 +16,9 @@
 
 #define MCP_HTTP_MAX_SESSIONS 64     /* open at once, all principals together */
 #define MCP_HTTP_MAX_PER_PRINCIPAL 16 /* of them held by one token (or unix uid) */
-#define MCP_HTTP_IDLE_S (30 * 60)    /* a session without a request or a call this long ends */
+/* A session without a request or a call this long ends: the default of the configuration's
+ * mcp_idle_timeout (seconds). */
+#define MCP_HTTP_IDLE_S (30 * 60)
 
 /* Starts the session table and its reaper (s->mcp); the backend calls s->socket_path. */
 int mcp_http_start(struct server *s, clr_error *err);

@@ -57,6 +57,7 @@ struct server {
     char tcp_address[INET_ADDRSTRLEN];
     uint16_t tcp_port;
     struct mcp_http *mcp; /* the sessions of /mcp (mcp_http.h) */
+    unsigned mcp_idle_timeout_s; /* server_options.mcp_idle_timeout_s, its default applied */
 };
 
 /* Why a request is refused before its body is read. */

@@ -221,6 +221,56 @@ def test_stop_ends_sessions(d, port, made):
     check('after the restart the session id is 404', r.status == 404, r)
 
 
+def test_idle_reaper(made):
+    """A daemon whose mcp_idle_timeout is 2 s ends an idle session as DELETE would: its sandbox
+    destroyed, a kept one left running (the control that nothing else destroyed it)."""
+    d = Daemon('mcp-idle', prefix='clr-mcphttp-')
+    config = os.path.join(d.dir, 'serve.json')
+    with open(config, 'w') as f:
+        json.dump({'mcp_idle_timeout': 2}, f)
+    d.args = ['--config', config]
+    try:
+        d.start()
+        r = mcp_post(d.sock, INIT)
+        sid = r.headers.get('Mcp-Session-Id')
+        check('idle daemon: a session opens', r.status == 200 and sid, r)
+        if not sid:
+            return
+        mcp_post(d.sock, {'jsonrpc': '2.0', 'method': 'notifications/initialized'}, sid=sid)
+        boxes = []
+        for i, keep in enumerate((False, True)):
+            a = answer_of(mcp_post(d.sock, {'jsonrpc': '2.0', 'id': 10 + i, 'method': 'tools/call',
+                                            'params': {'name': 'create_sandbox',
+                                                       'arguments': {'keep': keep}}},
+                                   sid=sid)) or {}
+            boxes.append(((a.get('result') or {}).get('structuredContent') or {}).get('id'))
+        op = d.client()
+        made_here = [b for b in boxes if b]
+        exist = [op.get('/v1/sandboxes/' + b).status for b in made_here]
+        check('idle daemon: the session made a sandbox and a kept one',
+              len(made_here) == 2 and exist == [200, 200], (boxes, exist))
+        if len(made_here) != 2:
+            return
+        # Watched through the REST API: a request on the session would keep it alive.
+        state = {}
+
+        def settled():
+            for b in boxes:
+                state[b] = op.get('/v1/sandboxes/' + b).json.get('state')
+            return state[boxes[0]] == 'destroyed'
+        wait_for(settled, 120)
+        check('idle daemon: its sandbox is destroyed, the kept one runs',
+              state.get(boxes[0]) == 'destroyed' and state.get(boxes[1]) == 'running', state)
+        r = mcp_post(d.sock, {'jsonrpc': '2.0', 'id': 20, 'method': 'ping'}, sid=sid)
+        check('idle daemon: the idle session ended (its id is 404)', r.status == 404, r)
+    finally:
+        if d.running():
+            op = d.client()
+            for sid in ids(op, query='?state=running')[1]:
+                destroy_quietly(op, sid)
+        d.stop()
+
+
 def main():
     ct.CLEARING = sys.argv[1]
     build_dir = sys.argv[2]
@@ -241,6 +291,7 @@ def main():
         test_unix_session(d)
         test_mcp(d, port, install(os.path.join(os.path.abspath(build_dir), 'mcp-client')))
         test_stop_ends_sessions(d, port, made)
+        test_idle_reaper(made)
         ok, summary = ct.answer_check_summary()
         check('every answer matches docs/openapi.yaml', ok, summary)
     finally:
