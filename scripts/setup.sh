@@ -124,4 +124,18 @@ if [ "${CLEARING_SKIP_IMAGES:-0}" != 1 ]; then
     done
     "$here/images/build.sh" "${images[@]}"
 fi
+# The MCP test (meson test mcp-stdio) drives `clearing mcp` with the official MCP TypeScript SDK,
+# pinned in tools/mcp-client/package-lock.json. The test installs it into the build directory
+# with npm ci; setup fetches the pinned packages into npm's cache here (a throwaway npm ci), so
+# that the test needs the registry no more. Without npm or the registry it says so and goes on.
+if command -v npm >/dev/null; then
+    mcp_tmp=$(mktemp -d)
+    cp "$here/tools/mcp-client/package.json" "$here/tools/mcp-client/package-lock.json" "$mcp_tmp/"
+    if ! (cd "$mcp_tmp" && npm ci --no-audit --no-fund --prefer-offline --ignore-scripts >/dev/null 2>&1); then
+        log "warning: could not fetch the pinned MCP SDK (tools/mcp-client): mcp-stdio will try again"
+    fi
+    rm -rf "$mcp_tmp"
+else
+    log "warning: npm is missing: the mcp-stdio test cannot install the MCP SDK"
+fi
 log "ready"

@@ -147,6 +147,7 @@ static int run_session(const struct mcp_backend *be, int sfd)
 
 struct standalone {
     clr_limits limits;
+    bool limits_given;
     const char *roots[33];
     int nroots;
 };
@@ -253,8 +254,10 @@ static int parse(int argc, char **argv, struct standalone *o, bool *standalone)
             cli_usage_error("mcp", "%s", err.message);
             return CLI_EXIT_USAGE;
         }
-        if (rc == 0)
+        if (rc == 0) {
+            o->limits_given = true;
             continue;
+        }
         if (ch == OPT_HELP) {
             help();
             return 0;
@@ -309,6 +312,9 @@ int cmd_mcp(int argc, char **argv)
         standalone = !mcp_client_answers(CLIENT_DEFAULT_SOCKET, &err);
     if (standalone)
         return run_standalone(&o, sfd);
+    if (o.limits_given)
+        fprintf(stderr, "clearing: mcp: the limit options set the defaults of --standalone "
+                        "only; the daemon's own defaults hold (give create_sandbox limits)\n");
     struct mcp_backend be;
     mcp_client_backend(&be, client_socket());
     return run_session(&be, sfd);

@@ -20,6 +20,20 @@ static const char *json_kind(const json_t *v)
     }
 }
 
+/* A schema type's name with its article: "an array". */
+static const char *with_article(const char *t)
+{
+    static const char *const names[][2] = {{"string", "a string"}, {"integer", "an integer"},
+                                           {"number", "a number"}, {"boolean", "a boolean"},
+                                           {"array", "an array"},  {"object", "an object"},
+                                           {"null", "null"}};
+    for (size_t i = 0; t && i < sizeof(names) / sizeof(names[0]); i++) {
+        if (strcmp(t, names[i][0]) == 0)
+            return names[i][1];
+    }
+    return t ? t : "?";
+}
+
 static bool type_is(const char *t, const json_t *v)
 {
     return (strcmp(t, "string") == 0 && json_is_string(v)) ||
@@ -47,10 +61,10 @@ static int check_type(const json_t *schema, const json_t *v, const char *at, cha
             if (type_is(json_string_value(e), v))
                 return 0;
             snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s%s", i ? " or " : "",
-                     json_string_value(e));
+                     with_article(json_string_value(e)));
         }
     } else {
-        snprintf(want, sizeof(want), "%s", json_string_value(t));
+        snprintf(want, sizeof(want), "%s", with_article(json_string_value(t)));
     }
     snprintf(why, len, "%s must be %s, not %s", at, want, json_kind(v));
     return -1;

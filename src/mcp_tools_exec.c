@@ -149,7 +149,7 @@ static int follow_step(struct mcp_call *c, struct follow *f, size_t *got, json_t
  * kept. */
 static json_t *exec_structured(struct follow *f, const char *status)
 {
-    json_t *s = json_deep_copy(f->result ? f->result : json_object());
+    json_t *s = f->result ? json_deep_copy(f->result) : json_object();
     if (status) {
         json_object_set_new(s, "status", json_string(status));
         json_object_set_new(s, "exit_code", json_null());

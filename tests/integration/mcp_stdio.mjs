@@ -186,6 +186,9 @@ async function testEachTool(client, st) {
   r = await call(client, 'stop_process', { sandbox_id: st.a, process_id: pid });
   const ended = await waitFor(async () => (await api('GET', `/v1/sandboxes/${st.a}/processes/${pid}`)).body?.state === 'exited', 60);
   check('stop_process: the process exited', !r.isError && ended, r);
+  r = await call(client, 'read_process_output', { sandbox_id: st.a, process_id: pid });
+  check('read_process_output without wait: the exited process\'s result', !r.isError &&
+    r.structuredContent?.state === 'exited' && r.structuredContent?.result?.status === 'signaled', r);
   r = await call(client, 'run_command', { command: 'echo one-shot' });
   const sid = r.structuredContent?.sandbox_id;
   check('run_command: exit 0 and its output', !r.isError && r.structuredContent?.stdout === 'one-shot\n', r);
@@ -303,6 +306,10 @@ async function testStandalone() {
     h.stdout.includes('"mcpServers"') && h.stdout.includes('--standalone'), h);
   const bad = spawnSync(CLEARING, ['mcp', '--bogus'], { encoding: 'utf8', timeout: 60000 });
   check('an unknown option: usage error (2)', bad.status === 2 && bad.stdout === '', bad);
+  const lim = spawnSync(CLEARING, ['mcp', '--memory', '1g'], { encoding: 'utf8', timeout: 60000,
+    input: '', env: { ...process.env, CLEARING_HOST: 'unix://' + CLEARING_SOCK } });
+  check('a limit option with a daemon: said to be for --standalone only; EOF ends it (0)',
+    lim.status === 0 && /--standalone only/.test(lim.stderr) && lim.stdout === '', lim);
   const env = { ...process.env, CLEARING_HOST: 'unix://' + MCP_NOWHERE };
   const r = spawnSync(CLEARING, ['mcp'], { env, input: '', encoding: 'utf8', timeout: 60000 });
   check('CLEARING_HOST naming a socket with no daemon: an error, not standalone',

@@ -249,7 +249,7 @@ static void test_bad_arguments(void **state)
     bool e = false;
     handle(s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":"
               "\"exec\",\"arguments\":{\"sandbox_id\":\"sb-0000000000000001\",\"argv\":\"x\"}}}");
-    assert_non_null(strstr(call_text(2, &e), "argv must be array"));
+    assert_non_null(strstr(call_text(2, &e), "argv must be an array, not a string"));
     assert_true(e);
     handle(s, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{\"name\":"
               "\"exec\",\"arguments\":{\"command\":\"true\"}}}");
