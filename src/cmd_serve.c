@@ -238,6 +238,11 @@ static int config_server_key(struct serve_config *c, const char *key, json_t *v,
                                "with less, no upload could ever be stored");
         return rc;
     }
+    if (strcmp(key, "mcp_idle_timeout") == 0) {
+        rc = config_uint_range(v, key, 1, 86400, &n, err);
+        c->srv.mcp_idle_timeout_s = (unsigned)n;
+        return rc;
+    }
     if (strcmp(key, "max_download_total") == 0) {
         rc = config_uint(v, key, UINT64_MAX / 2, &c->srv.max_download_total, err);
         if (rc == 0 && c->srv.max_download_total < (1u << 20))
