@@ -36,6 +36,15 @@ struct denial {
     uint64_t since_ms; /* when its last record was written (monotonic) */
 };
 
+/* An append waiting for its record to be durable (group commit, audit_chain.c). */
+struct audit_waiter {
+    uint64_t gen; /* the record's number among those this process wrote */
+    off_t start;  /* where its line starts in the file */
+    bool done;
+    int error; /* errno of the sync that failed; 0: durable */
+    struct audit_waiter *next;
+};
+
 struct clr_audit {
     char *path;
     int fd;
@@ -64,6 +73,15 @@ struct clr_audit {
      * not wait behind an append's fsync: guarded by state_lock, never held across I/O. */
     pthread_mutex_t state_lock;
     char last_failure[sizeof(((clr_error *)0)->message)];
+    /* Group commit: an append writes its line under lock, then waits (under sync_lock only) until
+     * an fdatasync that started after its write has succeeded; one sync covers every record
+     * written before it began. Taken after lock, never before it. */
+    pthread_mutex_t sync_lock;
+    pthread_cond_t sync_cond;
+    struct audit_waiter *waiters; /* records written, not yet known durable or refused */
+    uint64_t written;             /* records this process wrote */
+    bool syncing;    /* a leader's fdatasync runs outside lock: fd is not closed meanwhile */
+    int sync_failed; /* errno of a failed sync whose records are not refused and cut yet */
 };
 
 static inline uint64_t audit_mono_ms(void)
@@ -117,7 +135,8 @@ int audit_open_log(clr_audit *a, clr_error *err);
 /* Under the lock: learns seq and hash of the last complete record, cutting a torn tail (*cut,
  * *cut_bytes: how much was cut). */
 int audit_load_head(clr_audit *a, bool *cut, off_t *cut_bytes, clr_error *err);
-/* Under the lock, with the head loaded: writes and syncs one record. */
+/* Under the lock, with the head loaded: writes and syncs one record (and every record written
+ * before it). */
 int audit_append_locked(clr_audit *a, const char *actor, const char *sandbox, const char *action,
                         const char *outcome, json_t *details, clr_error *err);
 

@@ -215,7 +215,7 @@ static int exec_audit_start(struct exec_run *x, clr_error *err)
 }
 
 /* The command is sent first and its record committed while it runs: the commit's fsync is off
- * the command's path. The record names the channel, so a result the agent replays after a
+ * the command's path (the sandbox's last activity goes in the same commit). The record names the channel, so a result the agent replays after a
  * restart finds it; a client learns the exec id only once the record is durable (the started
  * event, or the response). Output is delivered by clr_exec_wait, after both. Returns the
  * start's outcome (*h: the running command, or NULL), or -2 when the record failed: then the
@@ -227,8 +227,8 @@ static int exec_launch(struct exec_run *x, clr_exec **h, struct stream_ctx *sc, 
     int erc = clr_exec_start(h, x->eng, x->lv->sb, &x->o, err);
     TRACE_AT(x->tr, sent);
     clr_error ierr = CLR_ERROR_INIT;
-    int irc = clr_store_exec_insert_on(svc->store, x->exec_id, x->id, x->o.channel_id, x->logged,
-                                       x->t, &ierr);
+    int irc = clr_store_exec_insert_touch(svc->store, x->exec_id, x->id, x->o.channel_id,
+                                          x->logged, x->t, &ierr);
     TRACE_AT(x->tr, recorded);
     if (irc == 0)
         return erc;
@@ -287,9 +287,10 @@ static int exec_finish(struct exec_run *x, int erc, clr_exec_result *res, json_t
     clr_error serr = CLR_ERROR_INIT;
     int arc = clr_audit_append(svc->audit, x->actor, x->id, "exec", outcome, ad, &serr);
     json_decref(ad);
+    /* The record and the sandbox's last activity in one commit. */
     int64_t finished = svc_now_s();
-    if (clr_store_exec_finish(svc->store, x->exec_id, CLR_EXEC_STATE_DONE, result, finished,
-                              arc < 0 ? NULL : &serr) < 0 ||
+    if (clr_store_exec_finish_touch(svc->store, x->exec_id, x->id, CLR_EXEC_STATE_DONE, result,
+                                    finished, arc < 0 ? NULL : &serr) < 0 ||
         arc < 0) {
         json_decref(result);
         *err = serr;
@@ -324,7 +325,6 @@ static int exec_run(struct exec_run *x, json_t *req, clr_service_event_cb on_eve
     int erc = exec_launch(x, &h, &sc, err);
     if (erc == -2)
         return -1;
-    clr_store_sandbox_touch(svc->store, x->id, x->t, NULL);
     clr_log(CLR_LOG_INFO, "service.exec", "id", x->id, "exec_id", x->exec_id, "actor", x->actor,
             NULL);
     if (on_event) {
@@ -342,7 +342,6 @@ static int exec_run(struct exec_run *x, json_t *req, clr_service_event_cb on_eve
     if (x->lv->ch)
         atomic_fetch_add(&svc->channel_execs, 1);
     exec_release(x, erc < 0);
-    clr_store_sandbox_touch(svc->store, x->id, svc_now_s(), NULL);
     return exec_finish(x, erc, &res, out, err);
 }
 
