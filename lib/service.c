@@ -249,6 +249,10 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
     if (cfg->max_sandboxes == 0 || cfg->max_execs == 0 || cfg->reaper_interval_ms == 0)
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "max_sandboxes, max_execs and reaper_interval must be positive");
+    if (cfg->ntenants > CLR_SERVICE_TENANTS_MAX)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "%zu tenants have quotas: at most %d may", cfg->ntenants,
+                             CLR_SERVICE_TENANTS_MAX);
     /* Stopped on every failure below: each step leaves what it made for clr_service_stop(). */
     _cleanup_service_ clr_service *svc = NULL;
     if (service_new(&svc, cfg, err) < 0 || check_images(svc, cfg, err) < 0 ||

@@ -123,7 +123,8 @@ static int quota_text(json_t *v, char *buf, size_t len)
     return 0;
 }
 
-/* "tenants": {"acme": {"max_sandboxes": 4, "max_memory": "4g", "max_cpus": 2}, ...} */
+/* "tenants": {"acme": {"max_sandboxes": 4, "max_memory": "4g", "max_cpus": 2, "max_execs": 8},
+ * ...} */
 static int config_tenants(struct serve_config *c, json_t *v, clr_error *err)
 {
     if (!json_is_object(v) || json_object_size(v) > MAX_TENANTS)
@@ -178,10 +179,18 @@ static int config_tenants(struct serve_config *c, json_t *v, clr_error *err)
                                          "such as 2 or \"1.5\"",
                                          name);
                 t->max_cpu_millis = m;
+            } else if (strcmp(key, "max_execs") == 0) {
+                if (!json_is_integer(qv) || json_integer_value(qv) < 1 ||
+                    json_integer_value(qv) > 100000)
+                    return clr_error_set(err, CLR_E_INVALID, 0,
+                                         "config: tenants.%s.max_execs must be a whole number "
+                                         "1..100000",
+                                         name);
+                t->max_execs = (unsigned)json_integer_value(qv);
             } else {
                 return clr_error_set(err, CLR_E_INVALID, 0,
                                      "config: tenants.%s: unknown key '%.64s' (max_sandboxes, "
-                                     "max_memory, max_cpus)",
+                                     "max_memory, max_cpus, max_execs)",
                                      name, key);
             }
         }

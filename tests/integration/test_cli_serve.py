@@ -249,7 +249,8 @@ def good_config():
         'limits': {'memory': '256m', 'cpus': '0.5', 'pids': 128, 'lifetime': '5m',
                    'tmp_size': '32m', 'workspace_size': '256m', 'workspace_inodes': 5000,
                    'nofile': 512, 'file_size': '128m'},
-        'tenants': {'acme': {'max_sandboxes': 1, 'max_memory': '1g', 'max_cpus': 1}},
+        'tenants': {'acme': {'max_sandboxes': 1, 'max_memory': '1g', 'max_cpus': 1,
+                             'max_execs': 2}},
     }
 
 
@@ -526,6 +527,8 @@ def test_config_refusals():
                    r'config: tenants must be an object of at most 64 tenants')
     config_refused('tenants: a zero max_memory is refused', {'tenants': {'acme': {
         'max_memory': 0}}}, r'config: tenants\.acme\.max_memory must be a size')
+    config_refused('tenants: a max_execs that is not a whole number is refused', {'tenants': {
+        'acme': {'max_execs': 1.5}}}, r'config: tenants\.acme\.max_execs must be a whole number')
 
 
 def test_flag_refusals():
