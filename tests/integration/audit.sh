@@ -396,10 +396,11 @@ assert r["sandbox"] is None and r["details"]["code"] == "invalid", r
 assert "cpus" in r["details"]["error"], r
 assert UNIX_ACTOR.match(r["actor"]), r
 ' "$DL"
-pycheck "daemon: the reaper destroys the expired sandbox (actor reaper, reason expired)" '
+pycheck "daemon: the reaper destroys the expired sandbox (actor reaper, reason expired, its tenant)" '
 r = one(action="sandbox.destroy", sandbox=os.environ["SBR"])
 assert r["actor"] == "reaper" and r["outcome"] == "ok", r
 assert r["details"]["reason"] == "expired", r
+assert r["details"]["tenant"] == "default", r
 ' "$DL"
 pycheck "daemon: a wrong token is recorded (auth.failed, denied)" '
 r = one(action="auth.failed")
