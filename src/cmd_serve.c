@@ -737,12 +737,17 @@ static int serve_check_config(struct serve_config *c)
         snprintf(audit, sizeof(audit), "%s", cli_audit_path());
     else
         snprintf(audit, sizeof(audit), "%s/" CLR_AUDIT_DEFAULT_FILE, sd);
-    char mode[8];
+    char mode[8], vkey[4200];
     snprintf(mode, sizeof(mode), "%04o", (unsigned)c->srv.socket_mode);
+    /* The key that signs verdicts and the audit log's checkpoints (doctor checks with .pub). */
+    if (c->svc.verdict_key)
+        snprintf(vkey, sizeof(vkey), "%s", c->svc.verdict_key);
+    else
+        snprintf(vkey, sizeof(vkey), "%s/verdict.key", sd);
     _cleanup_json_ json_t *out = json_pack(
-        "{s:s, s:s, s:s?, s:s?, s:s, s:s}", "socket", c->srv.socket_path, "socket_mode", mode,
+        "{s:s, s:s, s:s?, s:s?, s:s, s:s, s:s}", "socket", c->srv.socket_path, "socket_mode", mode,
         "socket_owner", c->srv.socket_owner, "socket_group", c->srv.socket_group, "state_dir", sd,
-        "audit_log", audit);
+        "audit_log", audit, "verdict_key", vkey);
     if (!out)
         return CLI_EXIT_FAILURE;
     cli_print_json(out);

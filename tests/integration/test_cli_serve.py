@@ -703,10 +703,16 @@ def test_audit(good):
         skip('audit verify of the good daemon\'s log', 'the daemon did not start')
         return
     log = good['audit_log']
-    rc, o, e = expect('audit verify: the daemon\'s log and its checkpoint verify',
-                      ['--audit-log', log, 'audit', 'verify'], 0,
+    pub = good['verdict_key'] + '.pub'
+    rc, o, e = expect('audit verify: the daemon\'s log and its checkpoint (signed with its '
+                      'verdict key) verify with the public key',
+                      ['--audit-log', log, 'audit', 'verify', '--pubkey', pub], 0,
                       r'^OK: \d+ records, seq 1\.\.\d+, last hash [0-9a-f]{64}\n'
-                      r'checkpoint: record \d+ signed at \S+ matches')
+                      r'checkpoint: record \d+ signed at \S+ by Ed25519 key [0-9a-f]{16} '
+                      r'matches')
+    expect('audit verify: a signed checkpoint with no public key to check it: exit 1, says so',
+           ['--state-dir', A, '--audit-log', log, 'audit', 'verify'], 1, None,
+           r'signed by Ed25519 key [0-9a-f]{16}: give its public key')
     records = [json.loads(line) for line in open(log) if line.strip()]
     check('the log holds the sandbox\'s create and destroy',
           {'sandbox.create', 'sandbox.destroy'} <= {r.get('action') for r in records},
