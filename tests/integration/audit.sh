@@ -650,6 +650,16 @@ if [ "$ra" = 0 ] && [ "$rb" = 0 ]; then ok "two concurrent writers with rotation
     cat "$C3/A.err" "$C3/B.err" >"$err"; not_ok "two concurrent writers with rotation both finish"; fi
 verify_ok "two concurrent writers with rotation: one chain of 600 records" 600 -- \
     --audit-log "$C3/audit.log" audit verify
+# A writer without a verdict key (audit-stress without --key) leaves a v1 checkpoint, as older
+# versions did: it still verifies, and says it is one; the public key given explicitly refuses it.
+expect "v1 checkpoint: it verifies, and audit verify says it is an HMAC one" 0 \
+    'checkpoint: record [0-9]+ of .* matches; it is a v1 checkpoint \(HMAC' '' -- \
+    --audit-log "$C3/audit.log" audit verify
+expect "v1 checkpoint: with --pubkey it fails, naming the key it is not signed by" 1 \
+    'BROKEN .*a v1 one \(HMAC under <log>.key\), not signed by' '' -- \
+    --audit-log "$C3/audit.log" audit verify --pubkey "$W/state/verdict.key.pub"
+expect "audit verify --pubkey without a file: usage error (2)" 2 '' 'pubkey needs a file' -- \
+    --audit-log "$C3/audit.log" audit verify --pubkey
 
 ###########################################################################################
 # d. Rotation: several files, one chain, read back in order.
