@@ -2005,7 +2005,7 @@ class T14RuntimeDeath(ApiTest):
                             self.api.get('/v1/sandboxes?state=lost').json['sandboxes']})
         recs = self.audit_records(sid, 'sandbox.lost')
         self.assertEqual(len(recs), 1, recs)
-        self.assertEqual(recs[0]['details'], {'reason': reason}, recs)
+        self.assertEqual(recs[0]['details'], {'reason': reason, 'tenant': 'default'}, recs)
         self.assertEqual(recs[0]['actor'], 'engine', recs)
         # A new command is refused, and the refusal names the cause.
         self.assertError(self.api.post('/v1/sandboxes/%s/exec' % sid, {'argv': ['true']}), 409,
