@@ -79,7 +79,8 @@ int clr_audit_open(clr_audit **out, const clr_audit_options *opts, clr_error *er
         free(a);
         return -1;
     }
-    if (audit_load_key(a, err) < 0) {
+    a->ckey = opts->checkpoint_key;
+    if (!a->ckey && audit_load_key(a, err) < 0) {
         clr_audit_close(a);
         return -1;
     }

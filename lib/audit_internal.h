@@ -5,7 +5,8 @@
  *   audit_chain.c      the chained writer: locking, the head, appends, rotation and retention
  *   audit_checkpoint.c the signed checkpoint beside the log and the key that signs it
  *   audit_verify.c     verification of a chain and of its checkpoint (read only)
- *   audit_format.c     what is on disk: the record hash, the checkpoint MAC, the file names
+ *   audit_format.c     what is on disk: the record hash, the checkpoint's MAC and statement, the
+ *                      file names
  *   audit_details.c    what goes in a record: bounded text, the standard details */
 #ifndef CLR_AUDIT_INTERNAL_H
 #define CLR_AUDIT_INTERNAL_H
@@ -24,6 +25,7 @@
 #define AUDIT_KEY_BYTES 32
 #define AUDIT_OTHERS_MAX 4
 #define AUDIT_CHECKPOINT_MAGIC "clearing-audit-checkpoint v1"
+#define AUDIT_CHECKPOINT_V2 "clearing-audit-checkpoint v2"
 
 /* Denials of one (action, sandbox, source) since its last record. */
 struct denial {
@@ -54,7 +56,8 @@ struct clr_audit {
     unsigned keep;
     uint64_t disk_budget;
     uint32_t aggregate_ms, checkpoint_ms;
-    unsigned char key[AUDIT_KEY_BYTES]; /* signs checkpoints */
+    unsigned char key[AUDIT_KEY_BYTES]; /* signs v1 checkpoints (no checkpoint_key) */
+    const struct clr_verdict_key *ckey;  /* signs checkpoints (the caller's), or NULL */
     pthread_mutex_t lock;
     /* The chain's head as of our last append, valid while the file has size known_size. */
     uint64_t seq;
@@ -118,6 +121,10 @@ void audit_side_path(char *out, size_t len, const char *path, const char *suffix
  * and time, as hex; -1 when it cannot be computed. */
 int audit_checkpoint_mac(char out[65], const unsigned char *key, uint64_t seq, const char *hash,
                          const char *ts);
+/* What a v2 checkpoint's Ed25519 signature covers: "clearing-audit-checkpoint v2\nseq N\nhash
+ * H\nts T\n" into out; its length, or -1 when it does not fit. */
+int audit_checkpoint_statement(char *out, size_t len, uint64_t seq, const char *hash,
+                               const char *ts);
 /* fsync of the directory that holds path (a rename or link in it is durable after). */
 int audit_fsync_dir_of(const char *path);
 

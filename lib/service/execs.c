@@ -11,6 +11,7 @@
 #include "execs.h"
 #include "rows.h"
 #include "service_int.h"
+#include "tenants.h"
 
 static int new_exec_id(char *out, size_t len)
 {
@@ -51,6 +52,7 @@ int svc_command_bind(clr_service *svc, struct command *c, const char *id, clr_er
     clr_store_sandbox row;
     if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
         return -1;
+    snprintf(c->tenant, sizeof(c->tenant), "%s", svc_tenant_or_default(row.info.tenant));
     bool live = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
     char state[32], reason[CLR_STORE_REASON_MAX + 1];
     snprintf(state, sizeof(state), "%s", row.info.state);
@@ -83,12 +85,8 @@ int clr_service_exec_check(clr_service *svc, const char *id, json_t *req, clr_er
     int rc = svc_parse_command(&cmd, req, err) < 0 || svc_command_bind(svc, &cmd, id, err) < 0
                  ? -1
                  : 0;
-    if (rc == 0 && atomic_load(&svc->running_execs) >= (int)svc->cfg.max_execs) {
-        atomic_fetch_add(&svc->refused, 1);
-        rc = clr_error_set(err, CLR_E_LIMIT, 0,
-                           "at capacity: %u commands are running (max_execs); retry later",
-                           svc->cfg.max_execs);
-    }
+    if (rc == 0)
+        rc = svc_exec_room(svc, cmd.tenant, err);
     return rc;
 }
 
@@ -136,10 +134,11 @@ static void trace_attach(json_t *result, const struct exec_trace *t, clr_exec_re
 #endif
 
 /* One exec as it runs: the command's options, and what it holds (an engine handle, its
- * sandbox's live state, a slot of running_execs). */
+ * sandbox's live state, a slot of running_execs and of its tenant's max_execs). */
 struct exec_run {
     clr_service *svc;
     const char *id, *actor;
+    const char *tenant; /* its sandbox's */
     char exec_id[32];
     clr_exec_options o;
     struct exec_trace tr;
@@ -150,23 +149,18 @@ struct exec_run {
     json_t *logged;   /* the request as recorded (svc_redacted; exec_run's) */
 };
 
-/* A slot of running_execs, or CLR_E_LIMIT at capacity. */
-static int exec_admit(clr_service *svc, clr_error *err)
+/* A slot of running_execs and of the tenant's max_execs, or CLR_E_LIMIT when either is full. */
+static int exec_admit(struct exec_run *x, clr_error *err)
 {
-    if (atomic_fetch_add(&svc->running_execs, 1) < (int)svc->cfg.max_execs)
-        return 0;
-    atomic_fetch_sub(&svc->running_execs, 1);
-    atomic_fetch_add(&svc->refused, 1);
-    return clr_error_set(err, CLR_E_LIMIT, 0,
-                         "at capacity: %u commands are running (max_execs); retry later",
-                         svc->cfg.max_execs);
+    unsigned one = 1;
+    return svc_exec_admit(x->svc, x->tenant, &one, err);
 }
 
 /* Gives back what the exec holds: its slot, its sandbox's live state, its engine handle
  * (broken: not to be reused). */
 static void exec_release(struct exec_run *x, bool broken)
 {
-    atomic_fetch_sub(&x->svc->running_execs, 1);
+    svc_exec_release(x->svc, x->tenant, 1);
     svc_live_put(x->svc, x->lv);
     x->lv = NULL;
     svc_engine_put(x->svc, x->eng, broken);
@@ -309,7 +303,7 @@ static int exec_run(struct exec_run *x, json_t *req, clr_service_event_cb on_eve
 {
     clr_service *svc = x->svc;
     TRACE_AT(x->tr, rx);
-    if (exec_admit(svc, err) < 0 || exec_open(x, err) < 0)
+    if (exec_admit(x, err) < 0 || exec_open(x, err) < 0)
         return -1;
     _cleanup_json_ json_t *logged = svc_redacted(req);
     x->logged = logged;
@@ -353,7 +347,7 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
     _cleanup_command_ struct command cmd = {.argv = NULL};
     if (svc_parse_command(&cmd, req, err) < 0 || svc_command_bind(svc, &cmd, id, err) < 0)
         return -1;
-    struct exec_run x = {.svc = svc, .id = id, .actor = actor, .o = cmd.o};
+    struct exec_run x = {.svc = svc, .id = id, .actor = actor, .tenant = cmd.tenant, .o = cmd.o};
     return exec_run(&x, req, on_event, ctx, out, err);
 }
 

@@ -340,7 +340,12 @@ int svc_destroy_locked(clr_service *svc, const char *id, const char *reason, con
                        clr_error *err)
 {
     uint64_t t0 = svc_mono_us();
-    json_t *d = json_pack("{s:s}", "reason", reason);
+    /* The record names whose sandbox it was, whoever destroys it (the reaper's actor names
+     * no tenant). */
+    char tenant[CLR_TENANT_MAX + 1];
+    if (svc_row_tenant(svc, id, tenant, err) < 0)
+        return -1;
+    json_t *d = json_pack("{s:s, s:s}", "reason", reason, "tenant", tenant);
     int arc = clr_audit_append(svc->audit, actor, id, "sandbox.destroy", "ok", d, err);
     json_decref(d);
     if (arc < 0)

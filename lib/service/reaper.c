@@ -125,14 +125,19 @@ static bool snapshot_running(const struct snapshot *sn, const char *id)
 bool svc_mark_lost(clr_service *svc, const char *id, const char *actor, const char *reason)
 {
     clr_error lerr = CLR_ERROR_INIT;
-    int changed = clr_store_sandbox_set_state_from(svc->store, id, CLR_STATE_RUNNING,
+    char tenant[CLR_TENANT_MAX + 1];
+    int changed = svc_row_tenant(svc, id, tenant, &lerr);
+    if (changed < 0 && lerr.code == CLR_E_NOT_FOUND)
+        return false; /* no row (a pooled sandbox's container): nothing to mark */
+    if (changed == 0)
+        changed = clr_store_sandbox_set_state_from(svc->store, id, CLR_STATE_RUNNING,
                                                    CLR_STATE_LOST, reason, svc_now_s(), &lerr);
     if (changed < 0)
         clr_log(CLR_LOG_ERROR, "sandbox.lost_unrecorded", "id", id, "reason", reason, "error",
                 lerr.message, NULL);
     if (changed <= 0)
         return false;
-    json_t *d = json_pack("{s:s}", "reason", reason);
+    json_t *d = json_pack("{s:s, s:s}", "reason", reason, "tenant", tenant);
     int arc = clr_audit_append(svc->audit, actor, id, "sandbox.lost", "ok", d, &lerr);
     json_decref(d);
     if (arc < 0) {
@@ -388,7 +393,8 @@ int svc_recover(clr_service *svc, clr_error *err)
             adopt_recovered(svc, &sn, &sn.live[j]))
             continue;
         /* Recorded before it is removed; without a record it is left to the next start. */
-        json_t *d = json_pack("{s:s}", "reason", "orphan");
+        json_t *d = json_pack("{s:s, s:s}", "reason", "orphan", "tenant",
+                              svc_tenant_or_default(sn.live[j].tenant));
         int arc = clr_audit_append(svc->audit, "recovery", sn.live[j].id, "sandbox.destroy", "ok",
                                    d, &lerr);
         json_decref(d);

@@ -700,7 +700,7 @@ static void test_name_not_utf8(void **state)
     json_decref(a);
     clr_audit_verify_report rep;
     memset(&rep, 0, sizeof(rep));
-    assert_int_equal(clr_audit_verify_log(&rep, s->log, false, &err), 0);
+    assert_int_equal(clr_audit_verify_log(&rep, s->log, NULL, false, &err), 0);
     assert_true(rep.ok);
 }
 
