@@ -113,7 +113,7 @@ static uint64_t verified_records(void)
 {
     clr_audit_verify_report r;
     clr_error err = CLR_ERROR_INIT;
-    assert_int_equal(clr_audit_verify_log(&r, log_path, false, &err), 0);
+    assert_int_equal(clr_audit_verify_log(&r, log_path, NULL, false, &err), 0);
     if (!r.ok)
         fail_msg("chain broken at line %llu: %s", (unsigned long long)r.line, r.problem);
     return r.records;
