@@ -89,6 +89,9 @@ struct sup {
     uint64_t tree_rss; /* at the last /proc scan */
     uint64_t killed;
     int verdict; /* CLR_WIRE_*: set when the supervisor ends the command itself */
+    /* SIGNAL frames read before the command was started (bit sig - 1): the host may send one
+     * right after its EXEC, and both can arrive in one read; they are sent once it runs. */
+    uint64_t early_signals;
     char message[256];
 };
 
@@ -245,6 +248,27 @@ static int start_command(struct sup *s)
 
 /* ---- I/O ---- */
 
+/* The command leads its own session and process group: the signal goes to the group and to the
+ * command itself (in case it left the group). Not once the command is collected: its pid may be
+ * another process's by then. */
+static void send_signal(struct sup *s, int sig)
+{
+    if (s->child > 0 && !s->child_done) {
+        kill(-s->child, sig);
+        kill(s->child, sig);
+    }
+}
+
+/* Sends the signals that came before the command was started, in signal order. */
+static void send_early_signals(struct sup *s)
+{
+    for (int sig = 1; sig <= 64; sig++) {
+        if (s->early_signals & (1ull << (sig - 1)))
+            send_signal(s, sig);
+    }
+    s->early_signals = 0;
+}
+
 static int on_host_frame(void *ctx, const struct clr_frame *f)
 {
     struct sup *s = ctx;
@@ -280,11 +304,10 @@ static int on_host_frame(void *ctx, const struct clr_frame *f)
             snprintf(s->message, sizeof(s->message), "bad SIGNAL frame");
             return -2;
         }
-        /* The command leads its own session and process group. */
-        if (s->child > 0 && !s->child_done) {
-            kill(-s->child, (int)sig);
-            kill(s->child, (int)sig);
-        }
+        if (s->child == 0)
+            s->early_signals |= 1ull << (sig - 1);
+        else
+            send_signal(s, (int)sig);
         return 0;
     }
     case CLR_FRAME_KILL:
@@ -733,6 +756,7 @@ static int supervise_one(struct supervisor *v)
         finish(&s, CLR_WIRE_START_FAILED);
         return 0;
     }
+    send_early_signals(&s);
     struct pace pc;
     pace_init(&pc, &s);
     bool broken = false;

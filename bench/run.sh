@@ -4,7 +4,7 @@
 #   bench/run.sh api [args]           the daemon's API: exec latency, throughput, footprint
 #   bench/run.sh audit [args]         the audit log's cost: exec throughput with and without it
 #   bench/run.sh gauntlet [args]      gauntlet wall time: parallel 1 vs 3 vs a docker run per check
-#   bench/run.sh audit-flood [args]   another sandbox's exec p99 with and without a denial flood
+#   bench/run.sh audit-flood [args]   another tenant's exec p99 with and without one tenant's flood
 #   bench/run.sh cpython [args]       CPython's test suite in a sandbox vs a runc container (~6 min;
 #                                     --quick ~20 s)
 # For example:

@@ -65,6 +65,8 @@ int clr_audit_open(clr_audit **out, const clr_audit_options *opts, clr_error *er
     pthread_mutex_init(&a->lock, NULL);
     pthread_mutex_init(&a->denial_lock, NULL);
     pthread_mutex_init(&a->state_lock, NULL);
+    pthread_mutex_init(&a->sync_lock, NULL);
+    pthread_cond_init(&a->sync_cond, NULL);
     if (!a->path)
         clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     if (!a->path || audit_open_log(a, err) < 0) {
@@ -72,10 +74,13 @@ int clr_audit_open(clr_audit **out, const clr_audit_options *opts, clr_error *er
         pthread_mutex_destroy(&a->lock);
         pthread_mutex_destroy(&a->denial_lock);
         pthread_mutex_destroy(&a->state_lock);
+        pthread_mutex_destroy(&a->sync_lock);
+        pthread_cond_destroy(&a->sync_cond);
         free(a);
         return -1;
     }
-    if (audit_load_key(a, err) < 0) {
+    a->ckey = opts->checkpoint_key;
+    if (!a->ckey && audit_load_key(a, err) < 0) {
         clr_audit_close(a);
         return -1;
     }
@@ -120,6 +125,8 @@ void clr_audit_close(clr_audit *a)
     pthread_mutex_destroy(&a->denial_lock);
     pthread_mutex_destroy(&a->state_lock);
     pthread_mutex_destroy(&a->lock);
+    pthread_mutex_destroy(&a->sync_lock);
+    pthread_cond_destroy(&a->sync_cond);
     free(a->path);
     free(a);
 }

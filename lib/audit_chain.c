@@ -3,7 +3,12 @@
  * Appends from several processes (the daemon, a CLI `run`) serialise on an flock of the log
  * file. Under the lock the writer learns the chain's head from the file itself (its last line),
  * unless the file is exactly as this process left it, so two writers never fork the chain.
- * A record is acknowledged only after write() of the whole line and fdatasync() succeeded.
+ * A record is acknowledged only after write() of the whole line and an fdatasync() that began
+ * after it succeeded. Appends of concurrent threads share that sync (group commit): each writes
+ * its line under the lock, releases it, and waits until a sync covers its line; whoever finds
+ * no sync under way runs one for every line written so far, outside the lock, while the next
+ * appends write theirs. A sync that fails refuses every record not yet known durable (their
+ * appends fail, so their actions do not run) and cuts their lines from the file.
  * Rotation renames a full file to path.N and continues the chain in a new one; retention
  * deletes the oldest rotated files and records that it did. */
 #include <fcntl.h>
@@ -144,6 +149,128 @@ int audit_open_log(clr_audit *a, clr_error *err)
  * deletion is itself recorded (so a chain that starts mid-way is explained by the log). */
 static int apply_retention(clr_audit *a, clr_error *err);
 
+/* ---- group commit ---- */
+
+/* Under sync_lock: the appends whose records are numbered up to upto learn the outcome (error:
+ * errno of a failed sync, 0: durable). */
+static void resolve(clr_audit *a, uint64_t upto, int error)
+{
+    struct audit_waiter **p = &a->waiters;
+    while (*p) {
+        struct audit_waiter *w = *p;
+        if (w->gen <= upto) {
+            w->done = true;
+            w->error = error;
+            *p = w->next;
+        } else {
+            p = &w->next;
+        }
+    }
+    pthread_cond_broadcast(&a->sync_cond);
+}
+
+/* Under lock and sync_lock, after a sync failed: every record not known durable is refused. Their
+ * lines (from the earliest, or from `from` if that is earlier; -1: none of the caller's own) are
+ * cut when the file is still as this process left it, and the head is learnt again. */
+static void fail_unsynced(clr_audit *a, int error, off_t from)
+{
+    for (struct audit_waiter *w = a->waiters; w; w = w->next) {
+        if (from < 0 || w->start < from)
+            from = w->start;
+    }
+    struct stat st;
+    if (from >= 0 && fstat(a->fd, &st) == 0 && st.st_ino == a->known_ino &&
+        st.st_size == a->known_size && ftruncate(a->fd, from) < 0)
+        clr_log(CLR_LOG_WARN, "audit.cut_failed", "error", strerror(errno), NULL);
+    a->known_size = -1; /* the next append reads the head from the file */
+    a->hash[0] = '\0';
+    a->sync_failed = 0;
+    resolve(a, UINT64_MAX, error);
+}
+
+/* Under the lock: every record written so far made durable (after a leader's sync under way),
+ * and their appends told. from: the start of a line of the caller's that no waiter stands for
+ * (then a sync is due even with no waiter), -1 if none. -1 with errno when the sync failed: the
+ * records are refused and cut (fail_unsynced). */
+static int sync_locked(clr_audit *a, off_t from)
+{
+    pthread_mutex_lock(&a->sync_lock);
+    while (a->syncing)
+        pthread_cond_wait(&a->sync_cond, &a->sync_lock);
+    int e = a->sync_failed;
+    if (!e && (a->waiters || from >= 0) && fdatasync(a->fd) < 0)
+        e = errno;
+    if (e)
+        fail_unsynced(a, e, from);
+    else
+        resolve(a, UINT64_MAX, 0);
+    pthread_mutex_unlock(&a->sync_lock);
+    errno = e;
+    return e ? -1 : 0;
+}
+
+/* Under sync_lock (held again on return), with no sync under way: one fdatasync for every record
+ * written so far, outside both locks. fd stays open meanwhile: whoever closes or replaces it
+ * holds the lock and syncs first (sync_locked), which waits for this one. */
+static void lead_sync(clr_audit *a)
+{
+    a->syncing = true;
+    uint64_t target = a->written;
+    int fd = a->fd;
+    pthread_mutex_unlock(&a->sync_lock);
+    int e = fdatasync(fd) < 0 ? errno : 0;
+    pthread_mutex_lock(&a->sync_lock);
+    a->syncing = false;
+    if (!e) {
+        resolve(a, target, 0);
+        return;
+    }
+    /* Until the records are refused and cut no other sync may count them durable: the error
+     * was reported once, to this sync. That takes the lock, which is taken first. */
+    a->sync_failed = e;
+    pthread_cond_broadcast(&a->sync_cond);
+    pthread_mutex_unlock(&a->sync_lock);
+    pthread_mutex_lock(&a->lock);
+    bool flocked = flock(a->lock_fd, LOCK_EX) == 0;
+    pthread_mutex_lock(&a->sync_lock);
+    if (a->sync_failed)
+        fail_unsynced(a, a->sync_failed, -1);
+    pthread_mutex_unlock(&a->sync_lock);
+    if (flocked)
+        flock(a->lock_fd, LOCK_UN);
+    pthread_mutex_unlock(&a->lock);
+    pthread_mutex_lock(&a->sync_lock);
+}
+
+/* Under the lock, after the line of w's record was written: w waits for a sync. */
+static void enqueue(clr_audit *a, struct audit_waiter *w)
+{
+    pthread_mutex_lock(&a->sync_lock);
+    w->gen = ++a->written;
+    w->next = a->waiters;
+    a->waiters = w;
+    pthread_mutex_unlock(&a->sync_lock);
+}
+
+/* Without the lock: waits until w's record is durable (leading a sync when none is under way),
+ * or refused. */
+static int wait_durable(clr_audit *a, struct audit_waiter *w, clr_error *err)
+{
+    pthread_mutex_lock(&a->sync_lock);
+    while (!w->done) {
+        if (!a->syncing && !a->sync_failed)
+            lead_sync(a);
+        else
+            pthread_cond_wait(&a->sync_cond, &a->sync_lock);
+    }
+    pthread_mutex_unlock(&a->sync_lock);
+    if (!w->error)
+        return 0;
+    return clr_error_set(err, CLR_E_UNAVAILABLE, w->error,
+                         "cannot write the audit log %s: %s; the action is refused", a->path,
+                         strerror(w->error));
+}
+
 /* Under the lock: if the file is past the size limit, rename it to path.N and start a new one.
  * The new file's first record names the old file's last hash, so the chain continues. */
 static int maybe_rotate(clr_audit *a, clr_error *err)
@@ -163,6 +290,11 @@ static int maybe_rotate(clr_audit *a, clr_error *err)
         }
     }
     clr_audit_files_free(files);
+    /* Its records durable before it is signed, moved and closed. */
+    if (sync_locked(a, -1) < 0)
+        return clr_error_set(err, CLR_E_UNAVAILABLE, errno,
+                             "cannot write the audit log %s: %s; the action is refused", a->path,
+                             strerror(errno));
     /* The head the old file ends with, signed before it is moved: truncating the rotated file
      * later shows against this checkpoint until a newer one names a later record. */
     clr_error cerr = CLR_ERROR_INIT;
@@ -190,8 +322,11 @@ static int maybe_rotate(clr_audit *a, clr_error *err)
     return a->keep ? apply_retention(a, err) : 0;
 }
 
-int audit_append_locked(clr_audit *a, const char *actor, const char *sandbox, const char *action,
-                        const char *outcome, json_t *details, clr_error *err)
+/* Under the lock, with the head loaded: writes one record's line (not yet synced) and advances
+ * the head; *start: where the line begins, *out: the line (the caller's, for syslog). */
+static int write_locked(clr_audit *a, const char *actor, const char *sandbox, const char *action,
+                        const char *outcome, json_t *details, off_t *start, char **out,
+                        clr_error *err)
 {
     char ts[40];
     audit_timestamp(ts, sizeof(ts));
@@ -211,29 +346,42 @@ int audit_append_locked(clr_audit *a, const char *actor, const char *sandbox, co
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     size_t len = strlen(line);
     line[len] = '\n';
-    int rc = 0;
-    if (len + 1 > AUDIT_MAX_RECORD) {
-        rc = clr_error_set(err, CLR_E_LIMIT, E2BIG, "audit record of %zu bytes is too large",
-                           len);
-    } else if (audit_write_all(a->fd, line, len + 1) < 0 || fdatasync(a->fd) < 0) {
+    if (len + 1 > AUDIT_MAX_RECORD)
+        return clr_error_set(err, CLR_E_LIMIT, E2BIG, "audit record of %zu bytes is too large",
+                             len);
+    if (audit_write_all(a->fd, line, len + 1) < 0) {
         int e = errno;
         /* A partial line would be cut at the next open; cut it now if we can. */
         if (ftruncate(a->fd, a->known_size) < 0)
             a->known_size = -1;
-        rc = clr_error_set(err, CLR_E_UNAVAILABLE, e,
-                           "cannot write the audit log %s: %s; the action is refused", a->path,
-                           strerror(e));
-    } else {
-        a->seq++;
-        snprintf(a->hash, sizeof(a->hash), "%s", hash);
-        a->known_size += (off_t)len + 1;
-        a->uncheckpointed = true;
-        if (a->syslog) {
-            line[len] = '\0';
-            syslog(LOG_INFO | LOG_AUTHPRIV, "%s", line);
-        }
+        return clr_error_set(err, CLR_E_UNAVAILABLE, e,
+                             "cannot write the audit log %s: %s; the action is refused", a->path,
+                             strerror(e));
     }
-    return rc;
+    *start = a->known_size;
+    a->seq++;
+    snprintf(a->hash, sizeof(a->hash), "%s", hash);
+    a->known_size += (off_t)len + 1;
+    a->uncheckpointed = true;
+    line[len] = '\0';
+    *out = steal_pointer(&line);
+    return 0;
+}
+
+int audit_append_locked(clr_audit *a, const char *actor, const char *sandbox, const char *action,
+                        const char *outcome, json_t *details, clr_error *err)
+{
+    off_t start = 0;
+    _cleanup_free_ char *line = NULL;
+    if (write_locked(a, actor, sandbox, action, outcome, details, &start, &line, err) < 0)
+        return -1;
+    if (sync_locked(a, start) < 0)
+        return clr_error_set(err, CLR_E_UNAVAILABLE, errno,
+                             "cannot write the audit log %s: %s; the action is refused", a->path,
+                             strerror(errno));
+    if (a->syslog)
+        syslog(LOG_INFO | LOG_AUTHPRIV, "%s", line);
+    return 0;
 }
 
 static int apply_retention(clr_audit *a, clr_error *err)
@@ -267,8 +415,12 @@ static void checkpoint_if_due(clr_audit *a)
 {
     if (!a->uncheckpointed || audit_mono_ms() - a->checkpoint_at_ms < a->checkpoint_ms)
         return;
+    /* A checkpoint names only a durable head: the appends waiting for a sync get it now. */
     clr_error err = CLR_ERROR_INIT;
-    if (audit_checkpoint_locked(a, &err) < 0)
+    if (sync_locked(a, -1) < 0)
+        clr_error_set(&err, CLR_E_UNAVAILABLE, errno, "syncing the audit log: %s",
+                      strerror(errno));
+    else if (audit_checkpoint_locked(a, &err) < 0)
         clr_log(CLR_LOG_ERROR, "audit.checkpoint_failed", "error", err.message, NULL);
 }
 
@@ -285,6 +437,9 @@ static int follow_log(clr_audit *a, bool *cut, off_t *cut_bytes, clr_error *err)
     struct stat ps, fs;
     if (stat(a->path, &ps) < 0 || fstat(a->fd, &fs) < 0 || ps.st_ino != fs.st_ino ||
         ps.st_dev != fs.st_dev) {
+        /* The records written to the old file are made durable (or refused) before it is
+         * closed: a sync under way uses its descriptor. */
+        sync_locked(a, -1);
         close(a->fd);
         a->fd = -1;
         if (audit_open_log(a, err) < 0)
@@ -323,11 +478,21 @@ static int append_impl(clr_audit *a, const char *actor, const char *sandbox,
         rc = audit_append_locked(a, "clearing", NULL, "audit.torn_tail_removed", "ok", d, err);
         json_decref(d);
     }
+    struct audit_waiter w = {.done = false};
+    _cleanup_free_ char *line = NULL;
     if (rc == 0)
-        rc = audit_append_locked(a, actor, sandbox, action, outcome, details, err);
-    if (rc == 0)
+        rc = write_locked(a, actor, sandbox, action, outcome, details, &w.start, &line, err);
+    if (rc == 0) {
+        enqueue(a, &w);
         checkpoint_if_due(a);
+    }
     unlock_log(a);
+    /* Durable before the caller acts: with the lock released, the next appends write their
+     * lines while this one's sync runs, and share the next sync. */
+    if (rc == 0)
+        rc = wait_durable(a, &w, err);
+    if (rc == 0 && a->syslog)
+        syslog(LOG_INFO | LOG_AUTHPRIV, "%s", line);
     return rc;
 }
 
@@ -387,6 +552,10 @@ int clr_audit_checkpoint(clr_audit *a, clr_error *err)
         rc = audit_append_locked(a, "clearing", NULL, "audit.torn_tail_removed", "ok", d, err);
         json_decref(d);
     }
+    /* A checkpoint names only a durable head. */
+    if (rc == 0 && sync_locked(a, -1) < 0)
+        rc = clr_error_set(err, CLR_E_UNAVAILABLE, errno,
+                           "cannot write the audit log %s: %s", a->path, strerror(errno));
     if (rc == 0)
         rc = audit_checkpoint_locked(a, err);
     unlock_log(a);

@@ -78,6 +78,14 @@ int audit_checkpoint_mac(char out[65], const unsigned char *key, uint64_t seq, c
     return 0;
 }
 
+int audit_checkpoint_statement(char *out, size_t len, uint64_t seq, const char *hash,
+                               const char *ts)
+{
+    int n = snprintf(out, len, AUDIT_CHECKPOINT_V2 "\nseq %" PRIu64 "\nhash %s\nts %s\n", seq,
+                     hash, ts);
+    return n < 0 || (size_t)n >= len ? -1 : n;
+}
+
 int audit_fsync_dir_of(const char *path)
 {
     char dirbuf[4200];

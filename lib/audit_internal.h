@@ -5,7 +5,8 @@
  *   audit_chain.c      the chained writer: locking, the head, appends, rotation and retention
  *   audit_checkpoint.c the signed checkpoint beside the log and the key that signs it
  *   audit_verify.c     verification of a chain and of its checkpoint (read only)
- *   audit_format.c     what is on disk: the record hash, the checkpoint MAC, the file names
+ *   audit_format.c     what is on disk: the record hash, the checkpoint's MAC and statement, the
+ *                      file names
  *   audit_details.c    what goes in a record: bounded text, the standard details */
 #ifndef CLR_AUDIT_INTERNAL_H
 #define CLR_AUDIT_INTERNAL_H
@@ -24,6 +25,7 @@
 #define AUDIT_KEY_BYTES 32
 #define AUDIT_OTHERS_MAX 4
 #define AUDIT_CHECKPOINT_MAGIC "clearing-audit-checkpoint v1"
+#define AUDIT_CHECKPOINT_V2 "clearing-audit-checkpoint v2"
 
 /* Denials of one (action, sandbox, source) since its last record. */
 struct denial {
@@ -36,6 +38,15 @@ struct denial {
     uint64_t since_ms; /* when its last record was written (monotonic) */
 };
 
+/* An append waiting for its record to be durable (group commit, audit_chain.c). */
+struct audit_waiter {
+    uint64_t gen; /* the record's number among those this process wrote */
+    off_t start;  /* where its line starts in the file */
+    bool done;
+    int error; /* errno of the sync that failed; 0: durable */
+    struct audit_waiter *next;
+};
+
 struct clr_audit {
     char *path;
     int fd;
@@ -45,7 +56,8 @@ struct clr_audit {
     unsigned keep;
     uint64_t disk_budget;
     uint32_t aggregate_ms, checkpoint_ms;
-    unsigned char key[AUDIT_KEY_BYTES]; /* signs checkpoints */
+    unsigned char key[AUDIT_KEY_BYTES]; /* signs v1 checkpoints (no checkpoint_key) */
+    const struct clr_verdict_key *ckey;  /* signs checkpoints (the caller's), or NULL */
     pthread_mutex_t lock;
     /* The chain's head as of our last append, valid while the file has size known_size. */
     uint64_t seq;
@@ -64,6 +76,15 @@ struct clr_audit {
      * not wait behind an append's fsync: guarded by state_lock, never held across I/O. */
     pthread_mutex_t state_lock;
     char last_failure[sizeof(((clr_error *)0)->message)];
+    /* Group commit: an append writes its line under lock, then waits (under sync_lock only) until
+     * an fdatasync that started after its write has succeeded; one sync covers every record
+     * written before it began. Taken after lock, never before it. */
+    pthread_mutex_t sync_lock;
+    pthread_cond_t sync_cond;
+    struct audit_waiter *waiters; /* records written, not yet known durable or refused */
+    uint64_t written;             /* records this process wrote */
+    bool syncing;    /* a leader's fdatasync runs outside lock: fd is not closed meanwhile */
+    int sync_failed; /* errno of a failed sync whose records are not refused and cut yet */
 };
 
 static inline uint64_t audit_mono_ms(void)
@@ -100,6 +121,10 @@ void audit_side_path(char *out, size_t len, const char *path, const char *suffix
  * and time, as hex; -1 when it cannot be computed. */
 int audit_checkpoint_mac(char out[65], const unsigned char *key, uint64_t seq, const char *hash,
                          const char *ts);
+/* What a v2 checkpoint's Ed25519 signature covers: "clearing-audit-checkpoint v2\nseq N\nhash
+ * H\nts T\n" into out; its length, or -1 when it does not fit. */
+int audit_checkpoint_statement(char *out, size_t len, uint64_t seq, const char *hash,
+                               const char *ts);
 /* fsync of the directory that holds path (a rename or link in it is durable after). */
 int audit_fsync_dir_of(const char *path);
 
@@ -117,7 +142,8 @@ int audit_open_log(clr_audit *a, clr_error *err);
 /* Under the lock: learns seq and hash of the last complete record, cutting a torn tail (*cut,
  * *cut_bytes: how much was cut). */
 int audit_load_head(clr_audit *a, bool *cut, off_t *cut_bytes, clr_error *err);
-/* Under the lock, with the head loaded: writes and syncs one record. */
+/* Under the lock, with the head loaded: writes and syncs one record (and every record written
+ * before it). */
 int audit_append_locked(clr_audit *a, const char *actor, const char *sandbox, const char *action,
                         const char *outcome, json_t *details, clr_error *err);
 

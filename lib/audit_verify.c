@@ -1,6 +1,7 @@
 /* Verification of the audit log (see include/clearing/audit.h): walks a chain of files record by
  * record and names the first fault (an edited, deleted, inserted or reordered record, a file
- * that ends inside one), then checks the signed checkpoint against the chain (a log cut short).
+ * that ends inside one), then checks the signed checkpoint (its Ed25519 signature with the public
+ * key, or a v1 one's HMAC) against the chain (a log cut short).
  * Reads only; shares the format (audit_format.c) with the writer, never calls it. */
 #include <fcntl.h>
 #include <inttypes.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "audit_internal.h"
+#include "clearing/verdict.h"
 
 static bool bad(clr_audit_verify_report *r, const char *file, uint64_t line, uint64_t seq,
                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
@@ -127,28 +129,13 @@ int clr_audit_verify(clr_audit_verify_report *r, const char *const *files, size_
     return verify_files(r, files, nfiles, allow_partial, 0, unused, err);
 }
 
-/* Reads path.checkpoint and checks its MAC; 1 if there is none, -1 with r filled if it is bad. */
-static int read_checkpoint(clr_audit_verify_report *r, const char *path, uint64_t *seq,
-                           char hash[65], clr_error *err)
+/* A v1 checkpoint's MAC, checked with path.key: 0, -1 with r filled when it does not match, or
+ * -1 with err when the key cannot be read. */
+static int check_mac(clr_audit_verify_report *r, const char *path, const char *cp, uint64_t seq,
+                     const char *hash, const char *ts, const char *mac, clr_error *err)
 {
-    char cp[4200], kp[4200];
-    audit_side_path(cp, sizeof(cp), path, "checkpoint");
+    char kp[4200];
     audit_side_path(kp, sizeof(kp), path, "key");
-    json_error_t jerr;
-    json_auto_t *j = json_load_file(cp, JSON_REJECT_DUPLICATES, &jerr);
-    if (!j && access(cp, F_OK) < 0 && errno == ENOENT)
-        return 1;
-    json_t *jseq = json_object_get(j, "seq");
-    const char *h = json_string_value(json_object_get(j, "hash"));
-    const char *ts = json_string_value(json_object_get(j, "ts"));
-    const char *mac = json_string_value(json_object_get(j, "mac"));
-    if (!json_is_integer(jseq) || !h || strlen(h) != 64 || !ts || strlen(ts) >= 40 || !mac) {
-        bad(r, cp, 1, 0, "the checkpoint is not readable (edited or damaged)");
-        return -1;
-    }
-    *seq = (uint64_t)json_integer_value(jseq);
-    snprintf(hash, 65, "%s", h);
-    snprintf(r->checkpoint_ts, sizeof(r->checkpoint_ts), "%s", ts);
     unsigned char key[AUDIT_KEY_BYTES];
     int fd = open(kp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     ssize_t kn = fd >= 0 ? read(fd, key, sizeof(key)) : -1;
@@ -157,14 +144,15 @@ static int read_checkpoint(clr_audit_verify_report *r, const char *path, uint64_
         close(fd);
     if (kn != (ssize_t)sizeof(key))
         return clr_error_set(err, CLR_E_UNAVAILABLE, kn < 0 ? e : EIO,
-                             "cannot read the audit key %s to check the checkpoint %s: %s", kp,
-                             cp, kn < 0 ? strerror(e) : "not 32 bytes");
+                             "cannot read the audit key %s to check the v1 (HMAC) checkpoint %s: "
+                             "%s",
+                             kp, cp, kn < 0 ? strerror(e) : "not 32 bytes");
     char want[65];
-    bool ok = audit_checkpoint_mac(want, key, *seq, hash, ts) == 0 && strlen(mac) == 64 &&
+    bool ok = audit_checkpoint_mac(want, key, seq, hash, ts) == 0 && strlen(mac) == 64 &&
               CRYPTO_memcmp(want, mac, 64) == 0;
     OPENSSL_cleanse(key, sizeof(key));
     if (!ok) {
-        bad(r, cp, 1, *seq,
+        bad(r, cp, 1, seq,
             "the checkpoint is not signed by the audit key (forged or edited, or the key was "
             "replaced)");
         return -1;
@@ -172,17 +160,85 @@ static int read_checkpoint(clr_audit_verify_report *r, const char *path, uint64_
     return 0;
 }
 
-int clr_audit_verify_log(clr_audit_verify_report *r, const char *path, bool allow_partial,
-                         clr_error *err)
+/* A v2 checkpoint's Ed25519 signature, checked with the public key at pubkey: 0, -1 with r
+ * filled when it is another key's or does not match, or -1 with err when there is no public key
+ * to check it with. */
+static int check_signature(clr_audit_verify_report *r, const char *cp, const char *pubkey,
+                           uint64_t seq, const char *hash, const char *ts, const char *sig,
+                           clr_error *err)
+{
+    if (!pubkey)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "the checkpoint %s is signed by Ed25519 key %s: give its public key "
+                             "(the daemon's verdict.key.pub) to check it",
+                             cp, r->checkpoint_key_id);
+    char stmt[256], id[17] = "";
+    int n = audit_checkpoint_statement(stmt, sizeof(stmt), seq, hash, ts);
+    clr_error verr = CLR_ERROR_INIT;
+    int rc = n < 0 ? clr_error_set(&verr, CLR_E_INVALID, 0, "too long")
+                   : clr_verdict_verify_data(pubkey, stmt, (size_t)n, sig, id, &verr);
+    if (rc == 0 && strcmp(id, r->checkpoint_key_id) == 0)
+        return 0;
+    if (!id[0]) { /* the public key itself could not be read */
+        *err = verr;
+        return -1;
+    }
+    if (strcmp(id, r->checkpoint_key_id) != 0)
+        bad(r, cp, 1, seq,
+            "the checkpoint names key %s, not this public key (%s): signed elsewhere, or "
+            "re-signed",
+            r->checkpoint_key_id, id);
+    else
+        bad(r, cp, 1, seq,
+            "the checkpoint's signature does not match the public key %s (forged, edited, or "
+            "re-signed with another key)",
+            id);
+    return -1;
+}
+
+/* Reads path.checkpoint and checks its signature (v2) or MAC (v1); 1 if there is none, -1 with r
+ * filled if it is bad, -1 with err alone if it cannot be checked. */
+static int read_checkpoint(clr_audit_verify_report *r, const char *path, const char *pubkey,
+                           uint64_t *seq, char hash[65], clr_error *err)
+{
+    char cp[4200];
+    audit_side_path(cp, sizeof(cp), path, "checkpoint");
+    json_error_t jerr;
+    json_auto_t *j = json_load_file(cp, JSON_REJECT_DUPLICATES, &jerr);
+    if (!j && access(cp, F_OK) < 0 && errno == ENOENT)
+        return 1;
+    json_t *jseq = json_object_get(j, "seq");
+    const char *h = json_string_value(json_object_get(j, "hash"));
+    const char *ts = json_string_value(json_object_get(j, "ts"));
+    const char *mac = json_string_value(json_object_get(j, "mac"));
+    const char *sig = json_string_value(json_object_get(j, "sig"));
+    const char *kid = json_string_value(json_object_get(j, "key_id"));
+    if (!json_is_integer(jseq) || !h || strlen(h) != 64 || !ts || strlen(ts) >= 40 ||
+        !(mac || (sig && kid && strlen(kid) == 16)) || (mac && sig)) {
+        bad(r, cp, 1, 0, "the checkpoint is not readable (edited or damaged)");
+        return -1;
+    }
+    *seq = (uint64_t)json_integer_value(jseq);
+    snprintf(hash, 65, "%s", h);
+    snprintf(r->checkpoint_ts, sizeof(r->checkpoint_ts), "%s", ts);
+    r->checkpoint_hmac = mac != NULL;
+    if (mac)
+        return check_mac(r, path, cp, *seq, hash, ts, mac, err);
+    snprintf(r->checkpoint_key_id, sizeof(r->checkpoint_key_id), "%s", kid);
+    return check_signature(r, cp, pubkey, *seq, hash, ts, sig, err);
+}
+
+int clr_audit_verify_log(clr_audit_verify_report *r, const char *path, const char *pubkey_path,
+                         bool allow_partial, clr_error *err)
 {
     memset(r, 0, sizeof(*r));
     uint64_t cp_seq = 0;
     char cp_hash[65] = "", at[65];
     clr_audit_verify_report cr;
     memset(&cr, 0, sizeof(cr));
-    int have = read_checkpoint(&cr, path, &cp_seq, cp_hash, err);
+    int have = read_checkpoint(&cr, path, pubkey_path, &cp_seq, cp_hash, err);
     if (have < 0 && cr.problem[0] == '\0')
-        return -1; /* the key could not be read */
+        return -1; /* there is no key to check it with */
     char **files = NULL;
     size_t n = 0;
     if (clr_audit_files(&files, &n, path, err) < 0)
@@ -194,6 +250,8 @@ int clr_audit_verify_log(clr_audit_verify_report *r, const char *path, bool allo
     r->checkpointed = true;
     r->checkpoint_seq = cp_seq;
     snprintf(r->checkpoint_ts, sizeof(r->checkpoint_ts), "%s", cr.checkpoint_ts);
+    snprintf(r->checkpoint_key_id, sizeof(r->checkpoint_key_id), "%s", cr.checkpoint_key_id);
+    r->checkpoint_hmac = cr.checkpoint_hmac;
     if (have < 0) {
         snprintf(r->file, sizeof(r->file), "%s", cr.file);
         r->ok = false;

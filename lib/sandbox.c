@@ -349,6 +349,45 @@ int clr_sandbox_open_at(clr_sandbox **out, clr_engine *eng, const char *id, cons
     return 0;
 }
 
+/* How long a destroy waits for a removal that is someone else's (the engine answered 409
+ * "removal ... is already in progress"): as long as its own DELETE may take (the engine's
+ * default request deadline). */
+#define REMOVAL_WAIT_MS 30000
+#define REMOVAL_POLL_MS 200
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Removes the container by name. When the engine is removing it already (a DELETE of ours that
+ * timed out goes on in the engine; another daemon's, or gc's), that is not a failure: the
+ * container is looked at until it is gone (inspect answers 404), for REMOVAL_WAIT_MS at most;
+ * then asked once more, and that answer stands. */
+static int remove_or_await(clr_engine *eng, const char *name, clr_error *err)
+{
+    clr_error rerr = CLR_ERROR_INIT;
+    if (clr_engine_container_remove(eng, name, &rerr) == 0)
+        return 0;
+    if (rerr.code != CLR_E_CONFLICT || !strstr(rerr.message, "already in progress")) {
+        *err = rerr;
+        return -1;
+    }
+    clr_log(CLR_LOG_INFO, "sandbox.removal_in_progress", "container", name, "detail",
+            "the engine is removing it already: waiting for it to be gone", NULL);
+    for (uint64_t until = mono_ms() + REMOVAL_WAIT_MS; mono_ms() < until;) {
+        clr_error ierr = CLR_ERROR_INIT;
+        _cleanup_json_ json_t *j = NULL;
+        if (clr_engine_container_inspect(eng, name, &j, &ierr) < 0 && ierr.code == CLR_E_NOT_FOUND)
+            return 0;
+        struct timespec ts = {0, REMOVAL_POLL_MS * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return clr_engine_container_remove(eng, name, err);
+}
+
 int clr_sandbox_destroy(clr_engine *eng, const char *id, const char *reason,
                         const char *state_dir, clr_error *err)
 {
@@ -366,7 +405,7 @@ int clr_sandbox_destroy(clr_engine *eng, const char *id, const char *reason,
     if (json_is_true(json_object_get(json_object_get(j, "State"), "Paused")))
         clr_engine_container_pause(eng, name, false, &ierr);
     /* The removal kills (SIGKILL) and removes in one call: no grace period to wait out. */
-    if (clr_engine_container_remove(eng, name, err) < 0)
+    if (remove_or_await(eng, name, err) < 0)
         return -1;
     if (clr_workspace_remove(state_dir, id, err) < 0)
         return -1;

@@ -74,18 +74,32 @@ static int state_lock(clr_service *svc, clr_error *err)
     return 0;
 }
 
-/* The key that signs plans' verdicts: loaded, or made at the first start (and recorded). A key
- * that cannot be read or is readable by others stops the start: plans would run unsigned. */
-static int open_verdict_key(clr_service *svc, const clr_service_config *cfg, clr_error *err)
+static void verdict_key_path(char path[PATH_MAX], const clr_service *svc,
+                             const clr_service_config *cfg)
+{
+    if (cfg->verdict_key)
+        snprintf(path, PATH_MAX, "%s", cfg->verdict_key);
+    else
+        snprintf(path, PATH_MAX, "%s/verdict.key", svc->state_dir);
+}
+
+/* The key that signs plans' verdicts and the audit log's checkpoints: loaded, or made at the
+ * first start (*created), before the audit log is opened. A key that cannot be read or is
+ * readable by others stops the start: plans would run unsigned. */
+static int load_verdict_key(clr_service *svc, const clr_service_config *cfg, bool *created,
+                            clr_error *err)
 {
     char path[PATH_MAX];
-    if (cfg->verdict_key)
-        snprintf(path, sizeof(path), "%s", cfg->verdict_key);
-    else
-        snprintf(path, sizeof(path), "%s/verdict.key", svc->state_dir);
-    bool created = false;
-    if (clr_verdict_key_load(&svc->verdict_key, path, true, &created, err) < 0)
-        return -1;
+    verdict_key_path(path, svc, cfg);
+    return clr_verdict_key_load(&svc->verdict_key, path, true, created, err);
+}
+
+/* A key made at this start is on record, once the audit log is open. */
+static int record_verdict_key(clr_service *svc, const clr_service_config *cfg, bool created,
+                              clr_error *err)
+{
+    char path[PATH_MAX];
+    verdict_key_path(path, svc, cfg);
     if (created) {
         json_t *d = json_pack("{s:s, s:s, s:s+}", "key_id", clr_verdict_key_id(svc->verdict_key),
                               "path", path, "public", path, ".pub");
@@ -177,6 +191,7 @@ static int open_audit(clr_service *svc, const clr_service_config *cfg, clr_error
     ao.disk_budget = cfg->audit_disk_budget;
     ao.aggregate_ms = cfg->audit_aggregate_ms;
     ao.checkpoint_ms = cfg->audit_checkpoint_ms;
+    ao.checkpoint_key = svc->verdict_key;
     return audit_path ? clr_audit_open(&svc->audit, &ao, err)
                       : clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
 }
@@ -249,12 +264,18 @@ int clr_service_start(clr_service **out, const clr_service_config *cfg, clr_erro
     if (cfg->max_sandboxes == 0 || cfg->max_execs == 0 || cfg->reaper_interval_ms == 0)
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "max_sandboxes, max_execs and reaper_interval must be positive");
+    if (cfg->ntenants > CLR_SERVICE_TENANTS_MAX)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "%zu tenants have quotas: at most %d may", cfg->ntenants,
+                             CLR_SERVICE_TENANTS_MAX);
     /* Stopped on every failure below: each step leaves what it made for clr_service_stop(). */
     _cleanup_service_ clr_service *svc = NULL;
+    bool key_created = false;
     if (service_new(&svc, cfg, err) < 0 || check_images(svc, cfg, err) < 0 ||
         state_lock(svc, err) < 0 || clr_store_open(&svc->store, svc->db_path, err) < 0 ||
-        open_audit(svc, cfg, err) < 0 || open_verdict_key(svc, cfg, err) < 0 ||
-        check_runtime(svc, err) < 0 || start_threads(svc, cfg, err) < 0)
+        load_verdict_key(svc, cfg, &key_created, err) < 0 || open_audit(svc, cfg, err) < 0 ||
+        record_verdict_key(svc, cfg, key_created, err) < 0 || check_runtime(svc, err) < 0 ||
+        start_threads(svc, cfg, err) < 0)
         return -1;
     *out = steal_pointer(&svc);
     return 0;

@@ -521,6 +521,51 @@ int clr_store_exec_insert_on(clr_store *st, const char *exec_id, const char *san
                : 0;
 }
 
+/* One write of several statements as one transaction (one commit, one sync of the WAL). The
+ * connection's mutex is held from BEGIN to COMMIT: it is shared by the daemon's threads, and
+ * another thread's statement must not land inside this transaction. */
+static int tx_begin(clr_store *st, clr_error *err)
+{
+    sqlite3_mutex_enter(sqlite3_db_mutex(st->db));
+    if (exec_sql(st, "BEGIN IMMEDIATE;", err) == 0)
+        return 0;
+    sqlite3_mutex_leave(sqlite3_db_mutex(st->db));
+    return -1;
+}
+
+/* Commits when rc is 0, else rolls back; returns rc, or -1 when the commit failed. */
+static int tx_end(clr_store *st, int rc, clr_error *err)
+{
+    if (rc == 0 && exec_sql(st, "COMMIT;", err) < 0)
+        rc = -1;
+    if (rc < 0)
+        exec_sql(st, "ROLLBACK;", NULL);
+    sqlite3_mutex_leave(sqlite3_db_mutex(st->db));
+    return rc;
+}
+
+int clr_store_exec_insert_touch(clr_store *st, const char *exec_id, const char *sandbox_id,
+                                uint32_t channel, json_t *request, int64_t when, clr_error *err)
+{
+    if (tx_begin(st, err) < 0)
+        return -1;
+    int rc = clr_store_exec_insert_on(st, exec_id, sandbox_id, channel, request, when, err);
+    if (rc == 0)
+        rc = clr_store_sandbox_touch(st, sandbox_id, when, err);
+    return tx_end(st, rc, err);
+}
+
+int clr_store_exec_finish_touch(clr_store *st, const char *exec_id, const char *sandbox_id,
+                                const char *state, json_t *result, int64_t when, clr_error *err)
+{
+    if (tx_begin(st, err) < 0)
+        return -1;
+    int rc = clr_store_exec_finish(st, exec_id, state, result, when, err);
+    if (rc == 0)
+        rc = clr_store_sandbox_touch(st, sandbox_id, when, err);
+    return tx_end(st, rc, err);
+}
+
 int clr_store_exec_finish_channel(clr_store *st, const char *sandbox_id, uint32_t channel,
                                   json_t *result, int64_t when, char *exec_id, size_t len,
                                   clr_error *err)

@@ -217,20 +217,28 @@ int clr_verdict_statement(char **out, const char *tree_hex, const char *parent_h
     return 0;
 }
 
-int clr_verdict_sign(char *line, size_t len, const clr_verdict_key *k, const char *statement,
-                     clr_error *err)
+int clr_verdict_sign_data(char b64[CLR_VERDICT_SIG_B64_SIZE], const clr_verdict_key *k,
+                          const void *data, size_t len, clr_error *err)
 {
     unsigned char sig[ED25519_SIG_BYTES];
     size_t siglen = sizeof(sig);
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     bool ok = ctx && EVP_DigestSignInit(ctx, NULL, NULL, NULL, k->pkey) == 1 &&
-              EVP_DigestSign(ctx, sig, &siglen, (const unsigned char *)statement,
-                             strlen(statement)) == 1;
+              EVP_DigestSign(ctx, sig, &siglen, data, len) == 1;
     EVP_MD_CTX_free(ctx);
     if (!ok || siglen != sizeof(sig))
-        return clr_error_set(err, CLR_E_INTERNAL, 0, "signing the verdict failed");
-    char b64[4 * ((ED25519_SIG_BYTES + 2) / 3) + 1];
+        return clr_error_set(err, CLR_E_INTERNAL, 0, "signing with the Ed25519 key %s failed",
+                             k->id);
     EVP_EncodeBlock((unsigned char *)b64, sig, (int)siglen);
+    return 0;
+}
+
+int clr_verdict_sign(char *line, size_t len, const clr_verdict_key *k, const char *statement,
+                     clr_error *err)
+{
+    char b64[CLR_VERDICT_SIG_B64_SIZE];
+    if (clr_verdict_sign_data(b64, k, statement, strlen(statement), err) < 0)
+        return clr_error_set(err, CLR_E_INTERNAL, 0, "signing the verdict failed");
     int n = snprintf(line, len, SIGNATURE_KEY ": ed25519 %s %s", k->id, b64);
     if (n < 0 || (size_t)n >= len)
         return clr_error_set(err, CLR_E_INTERNAL, 0, "the signature line does not fit");
@@ -263,6 +271,51 @@ static int load_pubkey(EVP_PKEY **out, const char *path, clr_error *err)
     return 0;
 }
 
+/* 1 when sig is pub's signature of data, 0 when it is not, -1 when it cannot be checked. */
+static int ed25519_check(EVP_PKEY *pub, const unsigned char sig[ED25519_SIG_BYTES],
+                         const void *data, size_t len)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int v = ctx && EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, pub) == 1
+                ? EVP_DigestVerify(ctx, sig, ED25519_SIG_BYTES, data, len)
+                : -1;
+    EVP_MD_CTX_free(ctx);
+    return v == 1 ? 1 : v == 0 ? 0 : -1;
+}
+
+/* 88 base64 digits into the 64 bytes of a signature. */
+static int decode_signature(unsigned char sig[ED25519_SIG_BYTES], const char *b64)
+{
+    unsigned char raw[66];
+    if (strlen(b64) != 88 || EVP_DecodeBlock(raw, (const unsigned char *)b64, 88) != 66)
+        return -1;
+    memcpy(sig, raw, ED25519_SIG_BYTES); /* 88 base64 digits: 64 bytes and two of padding */
+    return 0;
+}
+
+int clr_verdict_verify_data(const char *pubkey_path, const void *data, size_t len,
+                            const char *b64, char *key_id_out, clr_error *err)
+{
+    _cleanup_pkey_ EVP_PKEY *pub = NULL;
+    if (load_pubkey(&pub, pubkey_path, err) < 0)
+        return -1;
+    char id[CLR_VERDICT_KEY_ID_SIZE];
+    if (key_id(id, pub, err) < 0)
+        return -1;
+    if (key_id_out)
+        memcpy(key_id_out, id, sizeof(id));
+    unsigned char sig[ED25519_SIG_BYTES];
+    if (!b64 || decode_signature(sig, b64) < 0)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "the signature is not the base64 of an Ed25519 signature");
+    if (ed25519_check(pub, sig, data, len) != 1)
+        return clr_error_set(err, CLR_E_DENIED, 0,
+                             "the signature does not match: not signed by key %s, or changed "
+                             "after signing",
+                             id);
+    return 0;
+}
+
 /* "ed25519 KEYID BASE64" into the key id and the raw signature. */
 static int parse_signature(const char *v, char id[CLR_VERDICT_KEY_ID_SIZE],
                            unsigned char sig[ED25519_SIG_BYTES], clr_error *err)
@@ -273,10 +326,8 @@ static int parse_signature(const char *v, char id[CLR_VERDICT_KEY_ID_SIZE],
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "the Clearing-Signature trailer is malformed (want \"ed25519 KEYID "
                              "BASE64\")");
-    unsigned char raw[66];
-    if (EVP_DecodeBlock(raw, (const unsigned char *)b64, 88) != 66)
+    if (decode_signature(sig, b64) < 0)
         return clr_error_set(err, CLR_E_INVALID, 0, "the signature is not base64");
-    memcpy(sig, raw, ED25519_SIG_BYTES); /* 88 base64 digits: 64 bytes and two of padding */
     return 0;
 }
 
@@ -352,14 +403,7 @@ static int check_statement(clr_verdict_check *out, EVP_PKEY *pub, git_commit *co
                                    (const char *const *)trailers, err);
     }
     if (rc == 0) {
-        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-        int v = ctx && EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, pub) == 1
-                    ? EVP_DigestVerify(ctx, sig, sizeof(sig),
-                                       (const unsigned char *)out->statement,
-                                       strlen(out->statement))
-                    : -1;
-        EVP_MD_CTX_free(ctx);
-        if (v != 1)
+        if (ed25519_check(pub, sig, out->statement, strlen(out->statement)) != 1)
             rc = clr_error_set(err, CLR_E_DENIED, 0,
                                "BAD signature on commit %.12s: its files, parent or Clearing "
                                "trailers were changed after clearing signed it",

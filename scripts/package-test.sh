@@ -484,7 +484,8 @@ while read -r f; do
     fi
 done <"$work/files"
 [ -z "$left" ] || fail "after remove these package files are still there:$left"
-for f in "$STATE/clearing.db" "$STATE/audit.log" "$STATE/audit.log.key" "$STATE/verdict.key"; do
+for f in "$STATE/clearing.db" "$STATE/audit.log" "$STATE/audit.log.checkpoint" "$STATE/verdict.key" \
+    "$STATE/verdict.key.pub"; do
     [ -e "$f" ] || fail "remove took $f: state must stay"
 done
 log "ok: remove left $STATE (database, audit log and keys) and the conffile, none of the other $(wc -l <"$work/files") files"

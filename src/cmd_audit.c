@@ -8,30 +8,73 @@
 
 #include "cli.h"
 #include "clearing/audit.h"
+#include "clearing/verdict.h"
+
+/* What the checkpoint line says: which key signed it, or that it is a v1 (HMAC) one. */
+static void print_checkpoint(const clr_audit_verify_report *r)
+{
+    if (r->checkpoint_hmac)
+        printf("checkpoint: record %llu of %s matches; it is a v1 checkpoint (HMAC under "
+               "<log>.key): only this host's key checks it, and anyone root here could re-sign "
+               "it. The daemon's next checkpoint is signed with its Ed25519 key.\n",
+               (unsigned long long)r->checkpoint_seq, r->checkpoint_ts);
+    else
+        printf("checkpoint: record %llu signed at %s by Ed25519 key %s matches\n",
+               (unsigned long long)r->checkpoint_seq, r->checkpoint_ts, r->checkpoint_key_id);
+}
+
+/* --pubkey PATH, or the state directory's verdict.key.pub when it exists (NULL: none). */
+static const char *default_pubkey(char *buf, size_t len)
+{
+    clr_verdict_key_default_path(buf, len, cli_global.state_dir);
+    strncat(buf, ".pub", len - strlen(buf) - 1);
+    return access(buf, F_OK) == 0 ? buf : NULL;
+}
 
 static int verify(int argc, char **argv)
 {
-    char **files = NULL;
-    size_t n = 0;
     clr_error err = CLR_ERROR_INIT;
-    bool partial = argc > 1 && !strcmp(argv[1], "--partial");
-    if (partial) {
+    bool partial = false;
+    const char *pubkey = NULL;
+    while (argc > 1 && (!strcmp(argv[1], "--partial") || !strcmp(argv[1], "--pubkey"))) {
+        if (!strcmp(argv[1], "--partial")) {
+            partial = true;
+        } else if (argc < 3) {
+            cli_usage_error("audit verify", "--pubkey needs a file (the verdict key's .pub)");
+            return CLI_EXIT_USAGE;
+        } else {
+            pubkey = argv[2];
+            argc--;
+            argv++;
+        }
         argc--;
         argv++;
     }
     clr_audit_verify_report r;
     int rc;
+    char keybuf[4200];
     if (argc > 1) {
-        files = (char **)(argv + 1);
-        n = (size_t)argc - 1;
-        rc = clr_audit_verify(&r, (const char *const *)files, n, partial, &err);
+        rc = clr_audit_verify(&r, (const char *const *)(argv + 1), (size_t)argc - 1, partial,
+                              &err);
     } else {
         /* The whole log, then its signed checkpoint: records cut from its end show here. */
-        rc = clr_audit_verify_log(&r, cli_audit_path(), partial, &err);
+        rc = clr_audit_verify_log(&r, cli_audit_path(),
+                                  pubkey ? pubkey : default_pubkey(keybuf, sizeof(keybuf)),
+                                  partial, &err);
     }
     if (rc < 0) {
         cli_error(&err);
         return CLI_EXIT_FAILURE;
+    }
+    if (r.ok && r.checkpointed && r.checkpoint_hmac && pubkey) {
+        /* The operator asked for the public key's word: an HMAC is not that. */
+        r.ok = false;
+        snprintf(r.file, sizeof(r.file), "%s.checkpoint", cli_audit_path());
+        r.line = 1;
+        r.seq = r.checkpoint_seq;
+        snprintf(r.problem, sizeof(r.problem),
+                 "the checkpoint is a v1 one (HMAC under <log>.key), not signed by %.100s",
+                 pubkey);
     }
     if (!r.ok) {
         printf("BROKEN at %s line %llu (record %llu): %s\n", r.file, (unsigned long long)r.line,
@@ -43,8 +86,7 @@ static int verify(int argc, char **argv)
            (unsigned long long)r.first_seq, (unsigned long long)r.last_seq,
            r.records ? r.last_hash : "-");
     if (r.checkpointed)
-        printf("checkpoint: record %llu signed at %s matches\n",
-               (unsigned long long)r.checkpoint_seq, r.checkpoint_ts);
+        print_checkpoint(&r);
     else if (argc <= 1)
         printf("no checkpoint beside the log: records cut from its end would not show\n");
     return 0;
@@ -139,14 +181,16 @@ int cmd_audit(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "show") == 0)
         return show(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
-        printf("Usage: clearing audit verify [--partial] [FILE...]\n"
+        printf("Usage: clearing audit verify [--partial] [--pubkey KEY.pub] [FILE...]\n"
                "       clearing audit show [--sandbox ID] [--action NAME] [--actor WHO]\n"
                "                           [--since TS] [--until TS] [--json]\n\n"
                "verify checks the hash chain (default: the log and its rotated files, oldest\n"
                "first) and names the first bad record. --partial: older files were deleted, so\n"
                "the first file may start mid-chain (audit_keep deleted them). Without FILEs\n"
-               "the log is also compared with its signed checkpoint (<log>.checkpoint, key\n"
-               "<log>.key): a log that ends before the checkpointed record was truncated.\n"
+               "the log is also compared with its checkpoint (<log>.checkpoint), signed with\n"
+               "the daemon's Ed25519 verdict key: a log that ends before the checkpointed\n"
+               "record was truncated. --pubkey: the key's public half (default: <state\n"
+               "dir>/verdict.key.pub); given, an old v1 checkpoint (HMAC under <log>.key) fails.\n"
                "The log is --audit-log, $CLEARING_AUDIT_LOG, or <state dir>/audit.log.\n");
         return 0;
     }

@@ -123,7 +123,8 @@ static int quota_text(json_t *v, char *buf, size_t len)
     return 0;
 }
 
-/* "tenants": {"acme": {"max_sandboxes": 4, "max_memory": "4g", "max_cpus": 2}, ...} */
+/* "tenants": {"acme": {"max_sandboxes": 4, "max_memory": "4g", "max_cpus": 2, "max_execs": 8},
+ * ...} */
 static int config_tenants(struct serve_config *c, json_t *v, clr_error *err)
 {
     if (!json_is_object(v) || json_object_size(v) > MAX_TENANTS)
@@ -178,10 +179,18 @@ static int config_tenants(struct serve_config *c, json_t *v, clr_error *err)
                                          "such as 2 or \"1.5\"",
                                          name);
                 t->max_cpu_millis = m;
+            } else if (strcmp(key, "max_execs") == 0) {
+                if (!json_is_integer(qv) || json_integer_value(qv) < 1 ||
+                    json_integer_value(qv) > 100000)
+                    return clr_error_set(err, CLR_E_INVALID, 0,
+                                         "config: tenants.%s.max_execs must be a whole number "
+                                         "1..100000",
+                                         name);
+                t->max_execs = (unsigned)json_integer_value(qv);
             } else {
                 return clr_error_set(err, CLR_E_INVALID, 0,
                                      "config: tenants.%s: unknown key '%.64s' (max_sandboxes, "
-                                     "max_memory, max_cpus)",
+                                     "max_memory, max_cpus, max_execs)",
                                      name, key);
             }
         }
@@ -236,6 +245,11 @@ static int config_server_key(struct serve_config *c, const char *key, json_t *v,
             rc = clr_error_set(err, CLR_E_INVALID, 0,
                                "config: max_upload_total must be at least 1048576 (1 MiB): "
                                "with less, no upload could ever be stored");
+        return rc;
+    }
+    if (strcmp(key, "mcp_idle_timeout") == 0) {
+        rc = config_uint_range(v, key, 1, 86400, &n, err);
+        c->srv.mcp_idle_timeout_s = (unsigned)n;
         return rc;
     }
     if (strcmp(key, "max_download_total") == 0) {
@@ -728,12 +742,17 @@ static int serve_check_config(struct serve_config *c)
         snprintf(audit, sizeof(audit), "%s", cli_audit_path());
     else
         snprintf(audit, sizeof(audit), "%s/" CLR_AUDIT_DEFAULT_FILE, sd);
-    char mode[8];
+    char mode[8], vkey[4200];
     snprintf(mode, sizeof(mode), "%04o", (unsigned)c->srv.socket_mode);
+    /* The key that signs verdicts and the audit log's checkpoints (doctor checks with .pub). */
+    if (c->svc.verdict_key)
+        snprintf(vkey, sizeof(vkey), "%s", c->svc.verdict_key);
+    else
+        snprintf(vkey, sizeof(vkey), "%s/verdict.key", sd);
     _cleanup_json_ json_t *out = json_pack(
-        "{s:s, s:s, s:s?, s:s?, s:s, s:s}", "socket", c->srv.socket_path, "socket_mode", mode,
+        "{s:s, s:s, s:s?, s:s?, s:s, s:s, s:s}", "socket", c->srv.socket_path, "socket_mode", mode,
         "socket_owner", c->srv.socket_owner, "socket_group", c->srv.socket_group, "state_dir", sd,
-        "audit_log", audit);
+        "audit_log", audit, "verdict_key", vkey);
     if (!out)
         return CLI_EXIT_FAILURE;
     cli_print_json(out);

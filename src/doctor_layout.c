@@ -160,7 +160,8 @@ static void check_socket(json_t *layout, const char *config, doctor_report_fn re
     report(detail[0] == '\0', what, detail[0] ? detail : NULL);
 }
 
-static void check_audit(const char *path, doctor_report_fn report)
+/* pubkey: the verdict key's public half, which checks the checkpoint (NULL: none known). */
+static void check_audit(const char *path, const char *pubkey, doctor_report_fn report)
 {
     char what[4400], detail[9000];
     snprintf(what, sizeof(what), "audit log %s verifies", path);
@@ -172,7 +173,7 @@ static void check_audit(const char *path, doctor_report_fn report)
                  "restore the log from a backup",
                  strerror(errno));
         report(false, what, detail);
-    } else if (clr_audit_verify_log(&r, path, false, &err) < 0) {
+    } else if (clr_audit_verify_log(&r, path, pubkey, false, &err) < 0) {
         snprintf(detail, sizeof(detail), "%s; `clearing --audit-log %s audit verify` for more",
                  err.message, path);
         report(false, what, detail);
@@ -235,7 +236,10 @@ void doctor_layout(struct doctor_layout_options *o, doctor_report_fn report)
         const char *audit = json_string_value(json_object_get(layout, "audit_log"));
         check_state_dir(sd ? sd : "?", o->daemon_user ? o->daemon_user : "root", report);
         check_socket(layout, config, report);
-        check_audit(audit ? audit : "?", report);
+        const char *vkey = json_string_value(json_object_get(layout, "verdict_key"));
+        char pub[4300];
+        snprintf(pub, sizeof(pub), "%s.pub", vkey ? vkey : "");
+        check_audit(audit ? audit : "?", vkey ? pub : NULL, report);
     }
     check_unit(report);
 }

@@ -1,6 +1,6 @@
-/* Streamed answers of the HTTP server (see http_stream.h). The stream is shared by the thread
- * that runs the command (it pushes events) and the response (it reads them): the last of the two
- * to let go frees it. */
+/* Streamed answers of the HTTP server (see http_stream.h). A pushed body is shared by the
+ * thread that pushes (an exec, an MCP session's calls) and the response that reads it: the last
+ * of the two to let go frees it. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -12,18 +12,166 @@
 #include "http.h"
 #include "http_stream.h"
 
-struct event {
-    char *line;
+/* ---- a pushed body ---- */
+
+struct chunk {
+    char *data;
     size_t len, off;
-    struct event *next;
+    struct chunk *next;
 };
 
-struct stream {
+struct http_pushed {
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    struct event *head, *tail;
+    struct chunk *head, *tail;
     bool done;
+    bool closed; /* the response let go */
     int refs;
+    const char *heartbeat;
+};
+
+/* A stream silent for HEARTBEAT_S carries its heartbeat: the server ends a connection idle for
+ * its timeout (60 s), which a command silent that long would otherwise cost its stream. */
+#define HEARTBEAT_S 20
+
+struct http_pushed *http_pushed_new(const char *heartbeat)
+{
+    struct http_pushed *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    p->refs = 1;
+    p->heartbeat = heartbeat;
+    return p;
+}
+
+void http_pushed_unref(struct http_pushed *p)
+{
+    pthread_mutex_lock(&p->lock);
+    int refs = --p->refs;
+    pthread_mutex_unlock(&p->lock);
+    if (refs > 0)
+        return;
+    for (struct chunk *e = p->head; e;) {
+        struct chunk *n = e->next;
+        free(e->data);
+        free(e);
+        e = n;
+    }
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->cond);
+    free(p);
+}
+
+bool http_pushed_write(struct http_pushed *p, const char *data, size_t len)
+{
+    /* Nobody reads it any more (the client went away): dropped, not kept until the end. */
+    if (http_pushed_closed(p))
+        return true;
+    struct chunk *e = calloc(1, sizeof(*e));
+    char *d = malloc(len ? len : 1);
+    if (!e || !d) {
+        free(e);
+        free(d);
+        return false;
+    }
+    memcpy(d, data, len);
+    e->data = d;
+    e->len = len;
+    pthread_mutex_lock(&p->lock);
+    if (p->tail)
+        p->tail->next = e;
+    else
+        p->head = e;
+    p->tail = e;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    return true;
+}
+
+void http_pushed_end(struct http_pushed *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->done = true;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+bool http_pushed_closed(struct http_pushed *p)
+{
+    pthread_mutex_lock(&p->lock);
+    bool closed = p->closed;
+    pthread_mutex_unlock(&p->lock);
+    return closed;
+}
+
+static ssize_t pushed_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    struct http_pushed *p = cls;
+    pthread_mutex_lock(&p->lock);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += HEARTBEAT_S;
+    size_t hb = strlen(p->heartbeat);
+    while (!p->head && !p->done) {
+        if (pthread_cond_timedwait(&p->cond, &p->lock, &until) == ETIMEDOUT && !p->head &&
+            !p->done && max >= hb) {
+            pthread_mutex_unlock(&p->lock);
+            memcpy(buf, p->heartbeat, hb);
+            return (ssize_t)hb;
+        }
+    }
+    if (!p->head) {
+        pthread_mutex_unlock(&p->lock);
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    struct chunk *e = p->head;
+    size_t n = e->len - e->off;
+    if (n > max)
+        n = max;
+    memcpy(buf, e->data + e->off, n);
+    e->off += n;
+    if (e->off == e->len) {
+        p->head = e->next;
+        if (!p->head)
+            p->tail = NULL;
+        free(e->data);
+        free(e);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return (ssize_t)n;
+}
+
+static void pushed_free(void *cls)
+{
+    struct http_pushed *p = cls;
+    pthread_mutex_lock(&p->lock);
+    p->closed = true;
+    pthread_mutex_unlock(&p->lock);
+    http_pushed_unref(p);
+}
+
+struct MHD_Response *http_pushed_response(struct http_pushed *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->refs++;
+    pthread_mutex_unlock(&p->lock);
+    struct MHD_Response *r =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 65536, pushed_reader, p, pushed_free);
+    if (!r)
+        http_pushed_unref(p);
+    return r;
+}
+
+/* ---- an exec or a plan as NDJSON ---- */
+
+/* Clients skip events they do not know. */
+static const char heartbeat[] = "{\"event\":\"heartbeat\"}\n";
+
+struct stream {
+    struct http_pushed *out;
     clr_service *svc;
     char id[64]; /* the sandbox, for an exec; "" for a plan */
     json_t *req;
@@ -31,55 +179,21 @@ struct stream {
     char tenant[CLR_TENANT_MAX + 1]; /* a plan's: whose its sandbox is ("": the operator's) */
 };
 
-
-static void stream_unref(struct stream *st)
-{
-    pthread_mutex_lock(&st->lock);
-    int refs = --st->refs;
-    pthread_mutex_unlock(&st->lock);
-    if (refs > 0)
-        return;
-    for (struct event *e = st->head; e;) {
-        struct event *n = e->next;
-        free(e->line);
-        free(e);
-        e = n;
-    }
-    json_decref(st->req);
-    pthread_mutex_destroy(&st->lock);
-    pthread_cond_destroy(&st->cond);
-    free(st);
-}
-
 static void stream_push(struct stream *st, json_t *ev, bool last)
 {
-    struct event *e = calloc(1, sizeof(*e));
     char *s = json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    if (e && s) {
+    if (s) {
         size_t n = strlen(s);
-        e->line = realloc(s, n + 2);
-        if (e->line) {
-            e->line[n] = '\n';
-            e->line[n + 1] = '\0';
-            e->len = n + 1;
-            s = NULL;
+        char *line = realloc(s, n + 2);
+        if (line) {
+            line[n] = '\n';
+            (void)http_pushed_write(st->out, line, n + 1);
+            s = line;
         }
     }
     free(s);
-    pthread_mutex_lock(&st->lock);
-    if (e && e->line) {
-        if (st->tail)
-            st->tail->next = e;
-        else
-            st->head = e;
-        st->tail = e;
-    } else {
-        free(e);
-    }
     if (last)
-        st->done = true;
-    pthread_cond_broadcast(&st->cond);
-    pthread_mutex_unlock(&st->lock);
+        http_pushed_end(st->out);
 }
 
 static void on_stream_event(void *ctx, json_t *ev)
@@ -87,9 +201,16 @@ static void on_stream_event(void *ctx, json_t *ev)
     stream_push(ctx, ev, false);
 }
 
-static void *stream_exec_main(void *p)
+static void stream_free(struct stream *st)
 {
-    struct stream *st = p;
+    http_pushed_unref(st->out);
+    json_decref(st->req);
+    free(st);
+}
+
+static void *stream_exec_main(void *arg)
+{
+    struct stream *st = arg;
     clr_error err = CLR_ERROR_INIT;
     json_t *out = NULL;
     int rc = st->id[0] ? clr_service_exec(st->svc, st->id, st->req, st->actor, on_stream_event,
@@ -106,56 +227,8 @@ static void *stream_exec_main(void *p)
         stream_push(st, out, true);
         json_decref(out);
     }
-    stream_unref(st);
+    stream_free(st);
     return NULL;
-}
-
-/* A line sent when a stream has carried nothing for HEARTBEAT_S: the server ends a connection
- * idle for its timeout (60 s), which a command silent that long would otherwise cost its
- * stream. Clients skip events they do not know. */
-#define HEARTBEAT_S 20
-static const char heartbeat[] = "{\"event\":\"heartbeat\"}\n";
-
-static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
-{
-    (void)pos;
-    struct stream *st = cls;
-    pthread_mutex_lock(&st->lock);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += HEARTBEAT_S;
-    while (!st->head && !st->done) {
-        if (pthread_cond_timedwait(&st->cond, &st->lock, &until) == ETIMEDOUT && !st->head &&
-            !st->done && max >= sizeof(heartbeat) - 1) {
-            pthread_mutex_unlock(&st->lock);
-            memcpy(buf, heartbeat, sizeof(heartbeat) - 1);
-            return (ssize_t)(sizeof(heartbeat) - 1);
-        }
-    }
-    if (!st->head) {
-        pthread_mutex_unlock(&st->lock);
-        return MHD_CONTENT_READER_END_OF_STREAM;
-    }
-    struct event *e = st->head;
-    size_t n = e->len - e->off;
-    if (n > max)
-        n = max;
-    memcpy(buf, e->line + e->off, n);
-    e->off += n;
-    if (e->off == e->len) {
-        st->head = e->next;
-        if (!st->head)
-            st->tail = NULL;
-        free(e->line);
-        free(e);
-    }
-    pthread_mutex_unlock(&st->lock);
-    return (ssize_t)n;
-}
-
-static void stream_free(void *cls)
-{
-    stream_unref(cls);
 }
 
 enum MHD_Result http_stream_start(clr_service *svc, struct MHD_Connection *c,
@@ -163,38 +236,39 @@ enum MHD_Result http_stream_start(clr_service *svc, struct MHD_Connection *c,
                                   const char *tenant)
 {
     struct stream *st = calloc(1, sizeof(*st));
-    if (!st) {
+    struct http_pushed *out = http_pushed_new(heartbeat);
+    if (!st || !out) {
+        free(st);
+        if (out)
+            http_pushed_unref(out);
         json_decref(req);
         return send_error(c, 500, "internal", "out of memory");
     }
-    pthread_mutex_init(&st->lock, NULL);
-    pthread_cond_init(&st->cond, NULL);
-    st->refs = 2; /* the exec thread and the response */
+    st->out = out;
     st->svc = svc;
     snprintf(st->id, sizeof(st->id), "%.63s", id);
     snprintf(st->actor, sizeof(st->actor), "%s", actor);
     snprintf(st->tenant, sizeof(st->tenant), "%s", tenant);
     st->req = req;
+    /* The response's reference first: the exec thread may end before it is queued. */
+    struct MHD_Response *r = http_pushed_response(out);
+    if (!r) {
+        stream_free(st);
+        return MHD_NO;
+    }
     pthread_t t;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (pthread_create(&t, &attr, stream_exec_main, st) != 0) {
         pthread_attr_destroy(&attr);
-        st->refs = 1;
-        stream_unref(st);
+        MHD_destroy_response(r);
+        stream_free(st);
         return send_error(c, 503, "unavailable", "cannot start a thread for the command");
     }
     pthread_attr_destroy(&attr);
-    struct MHD_Response *r =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 65536, stream_reader, st, stream_free);
-    if (!r) {
-        stream_unref(st);
-        return MHD_NO;
-    }
     MHD_add_response_header(r, "Content-Type", "application/x-ndjson");
     enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
     MHD_destroy_response(r);
     return ret;
 }
-

@@ -8,6 +8,7 @@
 #include "clearing/cleanup.h"
 #include "http.h"
 #include "http_stream.h"
+#include "mcp_http.h"
 #include "route_match.h"
 #include "routes.h"
 
@@ -31,6 +32,7 @@ enum route_body {
     ROUTE_NONE,   /* nothing: a request that sends one is refused with 400 from its headers */
     ROUTE_JSON,   /* a JSON object of at most MAX_JSON_BODY bytes, parsed before the handler */
     ROUTE_UPLOAD, /* any bytes, spooled to an unnamed file (request.upload_fd) */
+    ROUTE_RPC,    /* JSON of at most MAX_JSON_BODY bytes, any value: the handler parses it */
 };
 
 struct route {
@@ -393,6 +395,16 @@ static enum MHD_Result h_archive_get(struct route_call *k)
     return send_fd(k->c, steal_fd(&fd), (uint64_t)size, "application/x-tar");
 }
 
+static enum MHD_Result h_mcp_post(struct route_call *k)
+{
+    return mcp_http_post(k->s, k->c, k->rq);
+}
+
+static enum MHD_Result h_mcp_delete(struct route_call *k)
+{
+    return mcp_http_delete(k->s, k->c, k->rq);
+}
+
 /* ---- the table ---- */
 
 /* Every route of the API, checked against docs/openapi.yaml both ways by tests/integration/
@@ -424,6 +436,10 @@ static const struct route routes[] = {
     {{"GET", "/v1/sandboxes/{id}/diff"}, h_diff, ROUTE_NONE},
     {{"GET", "/v1/sandboxes/{id}/archive"}, h_archive_get, ROUTE_NONE},
     {{"PUT", "/v1/sandboxes/{id}/archive"}, h_archive_put, ROUTE_UPLOAD},
+    /* GET /mcp is no row: the router's 405 (Allow: POST, DELETE) is the answer the MCP
+     * specification asks of a server that offers no standalone stream. */
+    {{"POST", "/mcp"}, h_mcp_post, ROUTE_RPC},
+    {{"DELETE", "/mcp"}, h_mcp_delete, ROUTE_NONE},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -495,7 +511,7 @@ enum MHD_Result route(struct server *s, struct MHD_Connection *c, const char *ur
 
 void routes_print(FILE *f)
 {
-    static const char *const body[] = {"none", "json", "upload"};
+    static const char *const body[] = {"none", "json", "upload", "json"};
     for (size_t r = 0; r < NROUTES; r++)
         fprintf(f, "%s %s %s\n", routes[r].row.method, routes[r].row.pattern,
                 body[routes[r].body]);

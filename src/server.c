@@ -23,6 +23,7 @@
 
 #include "activation.h"
 #include "http.h"
+#include "mcp_http.h"
 #include "routes.h"
 #include "server_internal.h"
 #include "clearing/audit.h"
@@ -58,10 +59,54 @@ static void peer_actor(struct MHD_Connection *c, struct request *rq, bool unix_s
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     struct ucred cred;
     socklen_t len = sizeof(cred);
-    if (ci && getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+    if (ci && getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
         snprintf(rq->actor, sizeof(rq->actor), "uid=%u pid=%d", (unsigned)cred.uid, cred.pid);
-    else
+        snprintf(rq->principal, sizeof(rq->principal), "uid=%u", (unsigned)cred.uid);
+    } else {
         snprintf(rq->actor, sizeof(rq->actor), "unix");
+        snprintf(rq->principal, sizeof(rq->principal), "unix");
+    }
+}
+
+/* An X-Clearing-Actor value: 1-128 printable ASCII characters, no quote or backslash. */
+static bool narrow_actor_valid(const char *a)
+{
+    size_t n = strlen(a);
+    if (n == 0 || n > 128)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (a[i] < 0x20 || a[i] > 0x7e || a[i] == '"' || a[i] == '\\')
+            return false;
+    }
+    return true;
+}
+
+/* X-Clearing-Tenant: T (and X-Clearing-Actor: A): a unix peer, which sees every tenant's
+ * sandboxes, asks to act as tenant T alone, recorded as "A via uid=N pid=P" (A alone only
+ * names the actor: the operator's own MCP sessions). The daemon's own
+ * /mcp sends it when it calls its API for a tenant's MCP session (mcp_self.c). It only narrows:
+ * honoured on the unix socket only, whose peers are the operator already; on TCP, where a
+ * token says the tenant, the headers are refused. */
+static enum refusal narrow(struct MHD_Connection *c, struct request *rq, bool unix_socket)
+{
+    const char *t = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Clearing-Tenant");
+    const char *a = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Clearing-Actor");
+    if (!t && !a)
+        return REFUSE_NONE;
+    if (!unix_socket)
+        return REFUSE_NARROW_TCP;
+    if ((t && !clr_tenant_name_valid(t)) || (a && !narrow_actor_valid(a)))
+        return REFUSE_NARROW_BAD;
+    char peer[27];
+    snprintf(peer, sizeof(peer), "%.26s", rq->actor);
+    if (a) /* alone, it narrows nothing: an operator's MCP session names itself */
+        snprintf(rq->actor, sizeof(rq->actor), "%.128s via %.26s", a, peer);
+    if (t) {
+        snprintf(rq->tenant, sizeof(rq->tenant), "%s", t);
+        size_t n = strlen(rq->principal);
+        snprintf(rq->principal + n, sizeof(rq->principal) - n, " tenant=%.63s", t);
+    }
+    return REFUSE_NONE;
 }
 
 /* The TCP client's address without its port (one client, many connections: one source). */
@@ -105,6 +150,7 @@ static bool check_token(struct server *s, struct MHD_Connection *c, struct reque
     snprintf(rq->tenant, sizeof(rq->tenant), "%s", s->tokens[found].tenant);
     snprintf(rq->actor, sizeof(rq->actor), "tenant=%s token=%s", s->tokens[found].tenant,
              s->tokens[found].name);
+    snprintf(rq->principal, sizeof(rq->principal), "%s", rq->actor);
     return true;
 }
 
@@ -349,6 +395,15 @@ static enum MHD_Result send_refusal(struct server *s, struct MHD_Connection *c, 
         return send_over_budget(s, c);
     case REFUSE_OVER_TOTAL:
         return send_upload_failure(s, c, rq);
+    case REFUSE_NARROW_TCP:
+        return send_error(c, 400, "invalid",
+                          "X-Clearing-Tenant and X-Clearing-Actor are honoured on the daemon's "
+                          "unix socket only: on TCP the token says the tenant; send neither");
+    case REFUSE_NARROW_BAD:
+        return send_error(c, 400, "invalid",
+                          "X-Clearing-Tenant, if sent, must be a tenant name (1-63 characters of "
+                          "a-z, 0-9, '_' and '-'), and X-Clearing-Actor, if sent, 1-128 printable "
+                          "ASCII characters without quotes or backslashes");
     case REFUSE_NONE:
     default:
         return send_error(c, 500, "internal", "request refused for no reason");
@@ -444,6 +499,7 @@ static enum MHD_Result handle(struct server *s, bool unix_socket, struct MHD_Con
         if (!rq)
             return MHD_NO;
         rq->upload_fd = -1;
+        rq->unix_socket = unix_socket;
         *con_cls = rq;
         snprintf(rq->actor, sizeof(rq->actor), "tcp");
         peer_actor(c, rq, unix_socket);
@@ -466,6 +522,8 @@ static enum MHD_Result handle(struct server *s, bool unix_socket, struct MHD_Con
                                      NULL);
             json_decref(d);
             rq->refused = REFUSE_TOKEN;
+        } else if ((rq->refused = narrow(c, rq, unix_socket)) != REFUSE_NONE) {
+            /* refused: said by send_refusal */
         } else if (!routable(url, method, &rq->takes_body)) {
             rq->refused = REFUSE_ROUTE;
         } else if (!rq->takes_body && body) {
@@ -759,6 +817,14 @@ int server_start(struct server **out, clr_service *svc, const struct server_opti
         server_stop(s);
         return -1;
     }
+    snprintf(s->tcp_address, sizeof(s->tcp_address), "%s",
+             o->tcp_address ? o->tcp_address : "127.0.0.1");
+    s->tcp_port = o->tcp_port;
+    s->mcp_idle_timeout_s = o->mcp_idle_timeout_s ? o->mcp_idle_timeout_s : MCP_HTTP_IDLE_S;
+    if (mcp_http_start(s, err) < 0) {
+        server_stop(s);
+        return -1;
+    }
     s->unix_d = MHD_start_daemon(flags, 0, NULL, NULL, handle_unix, s, MHD_OPTION_LISTEN_SOCKET,
                                  s->unix_fd, MHD_OPTION_CONNECTION_LIMIT, o->max_connections,
                                  MHD_OPTION_CONNECTION_TIMEOUT, IDLE_TIMEOUT_S,
@@ -798,6 +864,8 @@ void server_stop(struct server *s)
 {
     if (!s)
         return;
+    /* First, while the API still answers: ending a session destroys its sandboxes through it. */
+    mcp_http_stop(s);
     if (s->tcp_d)
         MHD_stop_daemon(s->tcp_d);
     if (s->unix_d)
@@ -808,7 +876,9 @@ void server_stop(struct server *s)
         if (!s->unix_activated)
             unlink(s->socket_path);
     }
-    /* After the daemons: stopping them closes their connections, which release their shares. */
+    /* After the daemons: stopping them closes their connections, which release their shares,
+     * and ends the handlers that could still look a session up. */
+    mcp_http_free(s);
     pthread_mutex_destroy(&s->shares_lock);
     free(s->shares);
     free(s);

@@ -19,6 +19,7 @@ struct server_options {
     unsigned max_connections;
     uint64_t max_upload_total; /* bytes of uploads spooled at once, all connections together */
     uint64_t max_download_total; /* bytes of downloads spooled at once (holes not counted) */
+    unsigned mcp_idle_timeout_s; /* an /mcp session idle this long ends; 0: MCP_HTTP_IDLE_S */
 };
 
 struct server;

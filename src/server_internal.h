@@ -53,6 +53,11 @@ struct server {
      * hold on disk at once, all connections together, is charged here by the library as it
      * writes, and given back when the response is done. */
     clr_files_budget downloads;
+    /* The TCP listener's address and port (0: none): the only Origin /mcp admits. */
+    char tcp_address[INET_ADDRSTRLEN];
+    uint16_t tcp_port;
+    struct mcp_http *mcp; /* the sessions of /mcp (mcp_http.h) */
+    unsigned mcp_idle_timeout_s; /* server_options.mcp_idle_timeout_s, its default applied */
 };
 
 /* Why a request is refused before its body is read. */
@@ -64,6 +69,8 @@ enum refusal {
     REFUSE_TOO_LARGE, /* an upload announced larger than MAX_UPLOAD: 413 */
     REFUSE_BUDGET,    /* an upload announced larger than what is left of max_upload_total */
     REFUSE_OVER_TOTAL, /* an upload announced larger than max_upload_total itself: 413 */
+    REFUSE_NARROW_TCP, /* X-Clearing-Tenant/-Actor on TCP, where they are never honoured: 400 */
+    REFUSE_NARROW_BAD, /* X-Clearing-Tenant/-Actor on the unix socket, malformed: 400 */
 };
 
 struct request {
@@ -83,6 +90,10 @@ struct request {
     /* The tenant of the request's token: it sees and drives only that tenant's sandboxes. ""
      * for the unix socket's peers, the operator, who sees all. */
     char tenant[CLR_TENANT_MAX + 1];
+    /* Who holds what the request opens (an MCP session): "tenant=T token=N" for a token,
+     * "uid=N" for a unix peer, "uid=N tenant=T" for one narrowed by X-Clearing-Tenant. */
+    char principal[160];
+    bool unix_socket;
     bool authed;
     bool anonymous; /* GET /v1/health on TCP without a token: told the status word only */
 };

@@ -11,10 +11,16 @@
  * Rotation starts a new file that continues the chain. A record is written and fsync'd before the action it
  * records is acknowledged; if it cannot be, the action is refused.
  *
- * Checkpoints: path.checkpoint holds the chain's head (seq, hash, time) with an HMAC-SHA256 under
- * the audit key (path.key, 32 random bytes made at the first open, mode 0600). It is rewritten
- * atomically at every rotation, at close, and at least every checkpoint_ms while records were
- * appended; clr_audit_verify_log() finds a log that ends before the checkpointed record.
+ * Checkpoints: path.checkpoint holds the chain's head (seq, hash, time), signed with the
+ * daemon's Ed25519 verdict key (clr_audit_options.checkpoint_key):
+ *   {"hash":H,"key_id":K,"seq":N,"sig":BASE64,"ts":T}
+ * the signature over the statement "clearing-audit-checkpoint v2\nseq N\nhash H\nts T\n", so the
+ * public key alone checks it, on any machine (clr_audit_verify_log, or openssl:
+ * scripts/verify-audit-checkpoint.sh). A writer given no key signs v1 checkpoints, an HMAC-SHA256
+ * under path.key (32 random bytes made at the first open, mode 0600), which only that file checks.
+ * It is rewritten atomically at every rotation, at close, and at least every checkpoint_ms while
+ * records were appended; clr_audit_verify_log() finds a log that ends before the checkpointed
+ * record.
  *
  * Denials (a failed token, a refused egress connection) come at the attacker's rate: they go
  * through clr_audit_denied(), which records the first from a source at once and then one record
@@ -29,6 +35,7 @@
 #define CLR_AUDIT_DEFAULT_FILE "audit.log"
 
 typedef struct clr_audit clr_audit;
+struct clr_verdict_key;
 
 typedef struct clr_audit_options {
     const char *path;        /* the current log file; rotated files sit beside it */
@@ -38,6 +45,9 @@ typedef struct clr_audit_options {
     uint64_t disk_budget;    /* bytes the log's files may use (0: no budget): clr_audit_disk() */
     uint32_t aggregate_ms;   /* denials from one source within this are one record (0: default) */
     uint32_t checkpoint_ms;  /* checkpoint at least this often while appending (0: default) */
+    /* Signs the checkpoints (the daemon's verdict key; it must outlive the log's handle). NULL:
+     * v1 checkpoints, an HMAC under path.key, checkable only where that key is. */
+    const struct clr_verdict_key *checkpoint_key;
 } clr_audit_options;
 
 #define CLR_AUDIT_DEFAULT_AGGREGATE_MS 10000
@@ -49,7 +59,7 @@ typedef struct clr_audit_options {
 
 #define CLR_AUDIT_OPTIONS_INIT                                                                    \
     {.path = NULL, .rotate_bytes = 64ull * 1024 * 1024, .syslog = false, .keep = 0,              \
-     .disk_budget = 0, .aggregate_ms = 0, .checkpoint_ms = 0}
+     .disk_budget = 0, .aggregate_ms = 0, .checkpoint_ms = 0, .checkpoint_key = NULL}
 
 /* Opens (creating) the log for appending. A torn last line left by a crash is cut off (it was
  * never acknowledged) and the cut is itself recorded. Many processes may append to one log:
@@ -124,6 +134,8 @@ typedef struct clr_audit_verify_report {
     bool checkpointed;
     uint64_t checkpoint_seq;
     char checkpoint_ts[40];
+    char checkpoint_key_id[17]; /* the Ed25519 key that signed it ("" for a v1 checkpoint) */
+    bool checkpoint_hmac;       /* a v1 checkpoint: an HMAC under path.key, not a signature */
 } clr_audit_verify_report;
 
 /* Checks the chain across files, in the order given (oldest first). The chain must start at
@@ -135,12 +147,15 @@ CLR_PUBLIC int clr_audit_verify(clr_audit_verify_report *report, const char *con
                                 size_t nfiles, bool allow_partial, clr_error *err);
 
 /* Verifies the log at path (its rotated files, then itself) and then compares it with the
- * signed checkpoint beside it, if there is one: a checkpoint not signed by the audit key, a log
- * that ends before the checkpointed record ("the log was truncated after record N"), or a
- * different hash at that record make report->ok false. A missing checkpoint is not an error
- * (report->checkpointed is false). -1 only when a file cannot be read at all. */
+ * signed checkpoint beside it, if there is one: a checkpoint whose signature does not match the
+ * public key in pubkey_path (PEM, the verdict key's .pub), or signed by another key, a log that
+ * ends before the checkpointed record ("the log was truncated after record N"), or a different
+ * hash at that record make report->ok false. A v1 checkpoint is checked with path.key instead
+ * (report->checkpoint_hmac). A missing checkpoint is not an error (report->checkpointed is
+ * false). -1 when a file cannot be read at all, or a signed checkpoint has no public key to be
+ * checked with (pubkey_path NULL or unreadable: the error names it). */
 CLR_PUBLIC int clr_audit_verify_log(clr_audit_verify_report *report, const char *path,
-                                    bool allow_partial, clr_error *err);
+                                    const char *pubkey_path, bool allow_partial, clr_error *err);
 
 /* The log's files oldest first: rotated ones (path.N in order) then path. *out is a
  * NULL-terminated array of strings, freed with clr_audit_files_free(). */

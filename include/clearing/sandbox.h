@@ -111,8 +111,9 @@ CLR_DEFINE_CLEANUP(clr_sandbox *, clr_sandbox_free)
 #define _cleanup_sandbox_ __attribute__((cleanup(clr_sandbox_freep)))
 
 /* Kills and removes the sandbox's container (no grace period) and its workspace. Idempotent:
- * destroying a sandbox that is already gone succeeds. reason is logged ("client", "expired",
- * "gc", "orphan"). */
+ * destroying a sandbox that is already gone succeeds. A container the engine is removing
+ * already (409 "already in progress") is waited for, up to 30 s, until it is gone: success
+ * too. reason is logged ("client", "expired", "gc", "orphan"). */
 CLR_PUBLIC int clr_sandbox_destroy(clr_engine *eng, const char *id, const char *reason,
                                    const char *state_dir, clr_error *err);
 

@@ -18,13 +18,20 @@ typedef struct clr_service clr_service;
 #define CLR_SERVICE_DEFAULT_ALLOWED_IMAGES "clearing/*"
 
 /* A tenant's quota: what its live sandboxes (plans' included) may hold together, checked at
- * create and plan time under the same lock as max_sandboxes. 0: no bound of its own. */
+ * create and plan time under the same lock as max_sandboxes, and how many commands they may run
+ * at once, checked with max_execs. 0: no bound of its own. */
 typedef struct clr_tenant_quota {
     const char *name;           /* a tenant name (clr_tenant_name_valid) */
     unsigned max_sandboxes;
     uint64_t max_memory_bytes;  /* the sum of their memory limits */
     uint32_t max_cpu_millis;    /* the sum of their CPU limits, in thousandths of a CPU */
+    /* Commands running at once in its sandboxes (execs, whoever asked, and its plans' checks):
+     * so that one tenant cannot hold every slot of max_execs. */
+    unsigned max_execs;
 } clr_tenant_quota;
+
+/* Tenants with a quota of their own, at most. */
+#define CLR_SERVICE_TENANTS_MAX 64
 
 typedef struct clr_service_config {
     const char *state_dir;        /* workspaces and, by default, the database */
@@ -64,7 +71,8 @@ typedef struct clr_service_config {
     /* Started sandboxes of the default profile (default image and limits, no repository) kept
      * ready: a create that asks for nothing else takes one. 0: no pool. */
     unsigned pool_size;
-    /* Per-tenant quotas (ntenants entries); a tenant not listed has only the daemon's limits. */
+    /* Per-tenant quotas (ntenants entries, at most CLR_SERVICE_TENANTS_MAX); a tenant not listed
+     * has only the daemon's limits. */
     const clr_tenant_quota *tenants;
     size_t ntenants;
 } clr_service_config;

@@ -100,6 +100,16 @@ CLR_PUBLIC int clr_store_exec_mark_lost(clr_store *st, int64_t when, clr_error *
 CLR_PUBLIC int clr_store_exec_insert_on(clr_store *st, const char *exec_id,
                                         const char *sandbox_id, uint32_t channel,
                                         json_t *request, int64_t when, clr_error *err);
+/* clr_store_exec_insert_on and clr_store_sandbox_touch of its sandbox at `when`, in one
+ * transaction: one commit (one sync) where the two took two. */
+CLR_PUBLIC int clr_store_exec_insert_touch(clr_store *st, const char *exec_id,
+                                           const char *sandbox_id, uint32_t channel,
+                                           json_t *request, int64_t when, clr_error *err);
+/* clr_store_exec_finish and clr_store_sandbox_touch of sandbox_id at `when`, in one
+ * transaction; nothing is written when either fails. */
+CLR_PUBLIC int clr_store_exec_finish_touch(clr_store *st, const char *exec_id,
+                                           const char *sandbox_id, const char *state,
+                                           json_t *result, int64_t when, clr_error *err);
 /* Stores the result of the running exec on (sandbox, channel): 1 with its id in exec_id, 0 when
  * there is none. */
 CLR_PUBLIC int clr_store_exec_finish_channel(clr_store *st, const char *sandbox_id,

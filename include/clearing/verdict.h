@@ -48,6 +48,19 @@ CLR_PUBLIC int clr_verdict_statement(char **out, const char *tree_hex, const cha
 CLR_PUBLIC int clr_verdict_sign(char *line, size_t len, const clr_verdict_key *k,
                                 const char *statement, clr_error *err);
 
+/* A detached signature of any bytes with the same key (the audit log's checkpoints): Ed25519
+ * over exactly data, in base64 (88 digits and a NUL), so that `openssl pkeyutl -verify -rawin`
+ * checks it with the public key alone. */
+#define CLR_VERDICT_SIG_B64_SIZE 89
+CLR_PUBLIC int clr_verdict_sign_data(char b64[CLR_VERDICT_SIG_B64_SIZE], const clr_verdict_key *k,
+                                     const void *data, size_t len, clr_error *err);
+/* Checks b64 (as clr_verdict_sign_data wrote it) over data against the public key in
+ * pubkey_path (PEM); key_id: that key's id, filled once it is read (may be NULL). 0 when it
+ * matches; -1 with CLR_E_NOT_FOUND or CLR_E_INVALID (the key cannot be read, the signature is
+ * not base64 of 64 bytes) or CLR_E_DENIED (the signature does not match data). */
+CLR_PUBLIC int clr_verdict_verify_data(const char *pubkey_path, const void *data, size_t len,
+                                       const char *b64, char *key_id, clr_error *err);
+
 /* What clr_verdict_verify() found. */
 typedef struct clr_verdict_check {
     char commit[41];

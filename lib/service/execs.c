@@ -3,6 +3,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "clearing/cleanup_json.h"
 #include "clearing/plan.h"
 
 #include "channels.h"
@@ -10,6 +11,7 @@
 #include "execs.h"
 #include "rows.h"
 #include "service_int.h"
+#include "tenants.h"
 
 static int new_exec_id(char *out, size_t len)
 {
@@ -50,6 +52,7 @@ int svc_command_bind(clr_service *svc, struct command *c, const char *id, clr_er
     clr_store_sandbox row;
     if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
         return -1;
+    snprintf(c->tenant, sizeof(c->tenant), "%s", svc_tenant_or_default(row.info.tenant));
     bool live = strcmp(row.info.state, CLR_STATE_RUNNING) == 0;
     char state[32], reason[CLR_STORE_REASON_MAX + 1];
     snprintf(state, sizeof(state), "%s", row.info.state);
@@ -82,12 +85,8 @@ int clr_service_exec_check(clr_service *svc, const char *id, json_t *req, clr_er
     int rc = svc_parse_command(&cmd, req, err) < 0 || svc_command_bind(svc, &cmd, id, err) < 0
                  ? -1
                  : 0;
-    if (rc == 0 && atomic_load(&svc->running_execs) >= (int)svc->cfg.max_execs) {
-        atomic_fetch_add(&svc->refused, 1);
-        rc = clr_error_set(err, CLR_E_LIMIT, 0,
-                           "at capacity: %u commands are running (max_execs); retry later",
-                           svc->cfg.max_execs);
-    }
+    if (rc == 0)
+        rc = svc_exec_room(svc, cmd.tenant, err);
     return rc;
 }
 
@@ -135,10 +134,11 @@ static void trace_attach(json_t *result, const struct exec_trace *t, clr_exec_re
 #endif
 
 /* One exec as it runs: the command's options, and what it holds (an engine handle, its
- * sandbox's live state, a slot of running_execs). */
+ * sandbox's live state, a slot of running_execs and of its tenant's max_execs). */
 struct exec_run {
     clr_service *svc;
     const char *id, *actor;
+    const char *tenant; /* its sandbox's */
     char exec_id[32];
     clr_exec_options o;
     struct exec_trace tr;
@@ -146,26 +146,21 @@ struct exec_run {
     int64_t t;        /* when it started, as recorded */
     clr_engine *eng;
     struct live_sb *lv;
-    json_t *logged;   /* the request as recorded (svc_redacted) */
+    json_t *logged;   /* the request as recorded (svc_redacted; exec_run's) */
 };
 
-/* A slot of running_execs, or CLR_E_LIMIT at capacity. */
-static int exec_admit(clr_service *svc, clr_error *err)
+/* A slot of running_execs and of the tenant's max_execs, or CLR_E_LIMIT when either is full. */
+static int exec_admit(struct exec_run *x, clr_error *err)
 {
-    if (atomic_fetch_add(&svc->running_execs, 1) < (int)svc->cfg.max_execs)
-        return 0;
-    atomic_fetch_sub(&svc->running_execs, 1);
-    atomic_fetch_add(&svc->refused, 1);
-    return clr_error_set(err, CLR_E_LIMIT, 0,
-                         "at capacity: %u commands are running (max_execs); retry later",
-                         svc->cfg.max_execs);
+    unsigned one = 1;
+    return svc_exec_admit(x->svc, x->tenant, &one, err);
 }
 
 /* Gives back what the exec holds: its slot, its sandbox's live state, its engine handle
  * (broken: not to be reused). */
 static void exec_release(struct exec_run *x, bool broken)
 {
-    atomic_fetch_sub(&x->svc->running_execs, 1);
+    svc_exec_release(x->svc, x->tenant, 1);
     svc_live_put(x->svc, x->lv);
     x->lv = NULL;
     svc_engine_put(x->svc, x->eng, broken);
@@ -209,14 +204,12 @@ static int exec_audit_start(struct exec_run *x, clr_error *err)
         clr_store_exec_finish(svc->store, x->exec_id, CLR_EXEC_STATE_DONE, refused, svc_now_s(),
                               NULL);
     json_decref(refused);
-    json_decref(x->logged);
-    x->logged = NULL;
     exec_release(x, false);
     return -1;
 }
 
 /* The command is sent first and its record committed while it runs: the commit's fsync is off
- * the command's path. The record names the channel, so a result the agent replays after a
+ * the command's path (the sandbox's last activity goes in the same commit). The record names the channel, so a result the agent replays after a
  * restart finds it; a client learns the exec id only once the record is durable (the started
  * event, or the response). Output is delivered by clr_exec_wait, after both. Returns the
  * start's outcome (*h: the running command, or NULL), or -2 when the record failed: then the
@@ -228,11 +221,9 @@ static int exec_launch(struct exec_run *x, clr_exec **h, struct stream_ctx *sc, 
     int erc = clr_exec_start(h, x->eng, x->lv->sb, &x->o, err);
     TRACE_AT(x->tr, sent);
     clr_error ierr = CLR_ERROR_INIT;
-    int irc = clr_store_exec_insert_on(svc->store, x->exec_id, x->id, x->o.channel_id, x->logged,
-                                       x->t, &ierr);
+    int irc = clr_store_exec_insert_touch(svc->store, x->exec_id, x->id, x->o.channel_id,
+                                          x->logged, x->t, &ierr);
     TRACE_AT(x->tr, recorded);
-    json_decref(x->logged);
-    x->logged = NULL;
     if (irc == 0)
         return erc;
     /* No record, no command: it is ended at once, and the client told why. */
@@ -257,7 +248,8 @@ static int exec_launch(struct exec_run *x, clr_exec **h, struct stream_ctx *sc, 
 }
 
 /* The end of an exec: its result (erc < 0: the sandbox failed, err says how) counted, audited
- * and stored; *out (the caller's) is the exec record. -1 when the record could not be made:
+ * and stored; *out (the caller's) is the exec record, as GET of it answers it. -1 when the
+ * record could not be made:
  * the result is stored if it could be, and the client is told the record failed. */
 static int exec_finish(struct exec_run *x, int erc, clr_exec_result *res, json_t **out,
                        clr_error *err)
@@ -289,15 +281,19 @@ static int exec_finish(struct exec_run *x, int erc, clr_exec_result *res, json_t
     clr_error serr = CLR_ERROR_INIT;
     int arc = clr_audit_append(svc->audit, x->actor, x->id, "exec", outcome, ad, &serr);
     json_decref(ad);
-    if (clr_store_exec_finish(svc->store, x->exec_id, CLR_EXEC_STATE_DONE, result, svc_now_s(),
-                              arc < 0 ? NULL : &serr) < 0 ||
+    /* The record and the sandbox's last activity in one commit. */
+    int64_t finished = svc_now_s();
+    if (clr_store_exec_finish_touch(svc->store, x->exec_id, x->id, CLR_EXEC_STATE_DONE, result,
+                                    finished, arc < 0 ? NULL : &serr) < 0 ||
         arc < 0) {
         json_decref(result);
         *err = serr;
         return -1;
     }
-    *out = json_pack("{s:s, s:s, s:s, s:o}", "id", x->exec_id, "sandbox_id", x->id, "state",
-                     CLR_EXEC_STATE_DONE, "result", result);
+    *out = json_pack("{s:s, s:s, s:s, s:O, s:o, s:I, s:I}", "id", x->exec_id, "sandbox_id",
+                     x->id, "state", CLR_EXEC_STATE_DONE, "request",
+                     x->logged ? x->logged : json_null(), "result", result, "created_at",
+                     (json_int_t)x->t, "finished_at", (json_int_t)finished);
     return 0;
 }
 
@@ -307,9 +303,10 @@ static int exec_run(struct exec_run *x, json_t *req, clr_service_event_cb on_eve
 {
     clr_service *svc = x->svc;
     TRACE_AT(x->tr, rx);
-    if (exec_admit(svc, err) < 0 || exec_open(x, err) < 0)
+    if (exec_admit(x, err) < 0 || exec_open(x, err) < 0)
         return -1;
-    x->logged = svc_redacted(req);
+    _cleanup_json_ json_t *logged = svc_redacted(req);
+    x->logged = logged;
     x->t = svc_now_s();
     if (exec_audit_start(x, err) < 0)
         return -1;
@@ -322,7 +319,6 @@ static int exec_run(struct exec_run *x, json_t *req, clr_service_event_cb on_eve
     int erc = exec_launch(x, &h, &sc, err);
     if (erc == -2)
         return -1;
-    clr_store_sandbox_touch(svc->store, x->id, x->t, NULL);
     clr_log(CLR_LOG_INFO, "service.exec", "id", x->id, "exec_id", x->exec_id, "actor", x->actor,
             NULL);
     if (on_event) {
@@ -340,7 +336,6 @@ static int exec_run(struct exec_run *x, json_t *req, clr_service_event_cb on_eve
     if (x->lv->ch)
         atomic_fetch_add(&svc->channel_execs, 1);
     exec_release(x, erc < 0);
-    clr_store_sandbox_touch(svc->store, x->id, svc_now_s(), NULL);
     return exec_finish(x, erc, &res, out, err);
 }
 
@@ -352,7 +347,7 @@ int clr_service_exec(clr_service *svc, const char *id, json_t *req, const char *
     _cleanup_command_ struct command cmd = {.argv = NULL};
     if (svc_parse_command(&cmd, req, err) < 0 || svc_command_bind(svc, &cmd, id, err) < 0)
         return -1;
-    struct exec_run x = {.svc = svc, .id = id, .actor = actor, .o = cmd.o};
+    struct exec_run x = {.svc = svc, .id = id, .actor = actor, .tenant = cmd.tenant, .o = cmd.o};
     return exec_run(&x, req, on_event, ctx, out, err);
 }
 

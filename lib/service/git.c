@@ -42,14 +42,17 @@ int clr_service_commit(clr_service *svc, const char *id, json_t *req, const char
                        json_t **out, clr_error *err)
 {
     const char *trailers[17] = {NULL};
-    if (svc_valid_id(id, err) < 0 || svc_parse_commit(req, trailers, err) < 0)
-        return -1;
-    json_t *m = json_object_get(req, "message"), *an = json_object_get(req, "author_name"),
-           *ae = json_object_get(req, "author_email");
     clr_engine *eng = NULL;
     clr_sandbox *sb = NULL;
-    if (open_sandbox(svc, id, false, &eng, &sb, err) < 0)
+    /* Refusals are recorded like the commit's own failures: a bad request, an unknown sandbox
+     * (an id that is not one is recorded without it). */
+    if (svc_valid_id(id, err) < 0 || svc_parse_commit(req, trailers, err) < 0 ||
+        open_sandbox(svc, id, false, &eng, &sb, err) < 0) {
+        svc_audit_failure(svc, actor, clr_sandbox_id_valid(id) ? id : NULL, "commit", err);
         return -1;
+    }
+    json_t *m = json_object_get(req, "message"), *an = json_object_get(req, "author_name"),
+           *ae = json_object_get(req, "author_email");
     clr_git_commit_result r;
     memset(&r, 0, sizeof(r));
     /* Fail closed: the record comes after the commit (it names it), so a log that cannot take

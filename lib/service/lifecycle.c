@@ -245,8 +245,12 @@ int clr_service_create(clr_service *svc, json_t *req, const char *tenant, const 
     return rc;
 }
 
-int clr_service_egress(clr_service *svc, const char *id, json_t *req, const char *actor,
-                       json_t **out, clr_error *err)
+/* The policy checked (a running sandbox, only tightened), recorded, then set: audit before
+ * act, as every change of the service. The record names the policy about to be set, so a log
+ * that cannot take it refuses the change (503) and nothing is changed: not the stored policy,
+ * not the live proxy's. */
+static int egress_impl(clr_service *svc, const char *id, json_t *req, const char *actor,
+                       clr_error *err)
 {
     if (svc_require_running(svc, id, err) < 0)
         return -1;
@@ -263,6 +267,11 @@ int clr_service_egress(clr_service *svc, const char *id, json_t *req, const char
                            "a live sandbox's egress policy can only be tightened: every rule "
                            "must be allowed by the current policy and no limit may grow");
     json_t *jwant = rc == 0 ? clr_egress_policy_to_json(want) : NULL;
+    if (rc == 0) {
+        json_t *d = json_pack("{s:O}", "egress", jwant);
+        rc = clr_audit_append(svc->audit, actor, id, "sandbox.egress", "ok", d, err);
+        json_decref(d);
+    }
     if (rc == 0)
         rc = clr_store_sandbox_set_egress(svc->store, id, jwant, err);
     if (rc == 0) {
@@ -271,15 +280,20 @@ int clr_service_egress(clr_service *svc, const char *id, json_t *req, const char
         if (lv && lv->egress)
             clr_egress_set_policy(lv->egress, want, NULL);
         pthread_mutex_unlock(&svc->live_lock);
-        json_t *d = json_pack("{s:O}", "egress", jwant);
-        rc = clr_audit_append(svc->audit, actor, id, "sandbox.egress", "ok", d, err);
-        json_decref(d);
     }
     json_decref(jwant);
     clr_egress_policy_free(want);
     clr_egress_policy_free(have);
-    if (rc < 0) {
-        svc_audit_failure(svc, actor, id, "sandbox.egress", err);
+    return rc;
+}
+
+int clr_service_egress(clr_service *svc, const char *id, json_t *req, const char *actor,
+                       json_t **out, clr_error *err)
+{
+    /* Every refusal is recorded too: a bad request, an unknown sandbox, a widening. */
+    if (egress_impl(svc, id, req, actor, err) < 0) {
+        svc_audit_failure(svc, actor, clr_sandbox_id_valid(id) ? id : NULL, "sandbox.egress",
+                          err);
         return -1;
     }
     return clr_service_get(svc, id, out, err);
@@ -326,7 +340,12 @@ int svc_destroy_locked(clr_service *svc, const char *id, const char *reason, con
                        clr_error *err)
 {
     uint64_t t0 = svc_mono_us();
-    json_t *d = json_pack("{s:s}", "reason", reason);
+    /* The record names whose sandbox it was, whoever destroys it (the reaper's actor names
+     * no tenant). */
+    char tenant[CLR_TENANT_MAX + 1];
+    if (svc_row_tenant(svc, id, tenant, err) < 0)
+        return -1;
+    json_t *d = json_pack("{s:s, s:s}", "reason", reason, "tenant", tenant);
     int arc = clr_audit_append(svc->audit, actor, id, "sandbox.destroy", "ok", d, err);
     json_decref(d);
     if (arc < 0)

@@ -28,7 +28,7 @@ static void plan_event(void *ctx, json_t *ev)
  * it (recover). */
 struct plan_admission {
     clr_service *svc;
-    unsigned execs;   /* slots of running_execs it holds */
+    unsigned execs;   /* slots of running_execs (and of its tenant's max_execs) it holds */
     bool pending;     /* counted in plans_pending, listed in pending_plans */
     bool recorded;    /* its row exists */
     struct pending_plan node; /* its tenant and limits, for the tenant's quota */
@@ -57,29 +57,18 @@ static int plan_admit(void *ctx, unsigned *execs, clr_error *err)
         return -1;
     }
     /* One command slot at least (its steps run one by one), more for a parallel gauntlet as
-     * far as there is room: it then runs no more checks at once than it holds. */
-    unsigned got = 0;
-    while (got < *execs) {
-        if (atomic_fetch_add(&svc->running_execs, 1) >= (int)svc->cfg.max_execs) {
-            atomic_fetch_sub(&svc->running_execs, 1);
-            break;
-        }
-        got++;
-    }
-    if (got == 0) {
+     * far as there is room, in max_execs and its tenant's: it then runs no more checks at once
+     * than it holds. */
+    if (svc_exec_admit(svc, a->node.tenant, execs, err) < 0) {
         pthread_mutex_unlock(&svc->create_lock);
-        atomic_fetch_add(&svc->refused, 1);
-        return clr_error_set(err, CLR_E_LIMIT, 0,
-                             "at capacity: %u commands are running (max_execs); retry later",
-                             svc->cfg.max_execs);
+        return -1;
     }
     svc->plans_pending++;
     a->node.next = svc->pending_plans;
     svc->pending_plans = &a->node;
     pthread_mutex_unlock(&svc->create_lock);
     a->pending = true;
-    a->execs = got;
-    *execs = got;
+    a->execs = *execs;
     return 0;
 }
 
@@ -123,7 +112,7 @@ static void plan_release(void *ctx, const char *id)
                     NULL);
         a->recorded = false;
     }
-    atomic_fetch_sub(&svc->running_execs, (int)a->execs);
+    svc_exec_release(svc, a->node.tenant, a->execs);
     a->execs = 0;
 }
 

@@ -150,23 +150,72 @@ static void proc_free(struct proc *p)
     free(p);
 }
 
+/* Per-sandbox tallies for one pass over the process list: an open-addressing table keyed by
+ * sandbox id, at most half full, so that a pass under procs_lock is linear in the list's length
+ * (it was quadratic: each exited entry counted the ones before it). The ids are borrowed. */
+struct tally {
+    const char *id; /* NULL: a free slot */
+    unsigned exited;
+    bool gone;
+};
+
+struct tallies {
+    struct tally *slot;
+    size_t mask;
+};
+
+/* Room for n ids; -1 when out of memory. */
+static int tallies_init(struct tallies *t, size_t n)
+{
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    t->slot = calloc(cap, sizeof(*t->slot));
+    t->mask = cap - 1;
+    return t->slot ? 0 : -1;
+}
+
+/* The tally of id, made (zeroed) on its first use. */
+static struct tally *tally_of(struct tallies *t, const char *id)
+{
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
+    for (const unsigned char *c = (const unsigned char *)id; *c; c++)
+        h = (h ^ *c) * 1099511628211ull;
+    for (size_t i = (size_t)h & t->mask;; i = (i + 1) & t->mask) {
+        if (!t->slot[i].id) {
+            t->slot[i].id = id;
+            return &t->slot[i];
+        }
+        if (strcmp(t->slot[i].id, id) == 0)
+            return &t->slot[i];
+    }
+}
+
 /* Unlinks the exited entries past the newest MAX_EXITED_PER_SANDBOX (or procs_exited_keep) of
- * each sandbox, and every
- * exited entry of a sandbox whose id is in gone (n of them), onto *out (procs_lock held). */
+ * each sandbox, and every exited entry of a sandbox whose id is in gone (n of them), onto *out
+ * (procs_lock held). Out of memory: nothing is unlinked this time (the next start or prune
+ * tries again). */
 static void procs_unlink_exited_locked(clr_service *svc, char (*gone)[CLR_SANDBOX_ID_MAX + 1],
                                        size_t n, struct proc **out)
 {
+    size_t len = 0;
+    for (struct proc *p = svc->procs; p; p = p->next)
+        len++;
+    struct tallies t;
+    if (tallies_init(&t, len + n) < 0)
+        return;
+    for (size_t i = 0; i < n; i++)
+        tally_of(&t, gone[i])->gone = true;
+    unsigned keep = svc->procs_exited_keep ? svc->procs_exited_keep : MAX_EXITED_PER_SANDBOX;
+    /* The list is newest first: an exited entry is dropped once its sandbox's newer exited
+     * entries reach keep. */
     for (struct proc **pp = &svc->procs; *pp;) {
         struct proc *p = *pp;
         bool drop = false;
         if (p->result) {
-            unsigned newer = 0; /* exited entries of the same sandbox before it (newer) */
-            for (struct proc *q = svc->procs; q != p; q = q->next)
-                newer += q->result && strcmp(q->sandbox_id, p->sandbox_id) == 0;
-            drop = newer >= (svc->procs_exited_keep ? svc->procs_exited_keep
-                                                    : MAX_EXITED_PER_SANDBOX);
-            for (size_t i = 0; i < n && !drop; i++)
-                drop = strcmp(gone[i], p->sandbox_id) == 0;
+            struct tally *c = tally_of(&t, p->sandbox_id);
+            drop = c->gone || c->exited >= keep;
+            c->exited++;
         }
         if (drop) {
             *pp = p->next;
@@ -176,6 +225,7 @@ static void procs_unlink_exited_locked(clr_service *svc, char (*gone)[CLR_SANDBO
             pp = &p->next;
         }
     }
+    free(t.slot);
 }
 
 static void procs_free_list(struct proc *p)
@@ -192,15 +242,17 @@ size_t svc_procs_prune(clr_service *svc)
     /* The sandboxes that have exited entries, then which of them are no longer running (asked
      * of the store without the lock). */
     char(*ids)[CLR_SANDBOX_ID_MAX + 1] = NULL;
-    size_t n = 0, cap = 0;
+    size_t n = 0, cap = 0, len = 0;
     pthread_mutex_lock(&procs_lock);
+    for (struct proc *p = svc->procs; p; p = p->next)
+        len++;
+    struct tallies seen;
+    if (tallies_init(&seen, len) < 0) {
+        pthread_mutex_unlock(&procs_lock);
+        return 0; /* out of memory: the next pass tries again */
+    }
     for (struct proc *p = svc->procs; p; p = p->next) {
-        if (!p->result)
-            continue;
-        bool seen = false;
-        for (size_t i = 0; i < n && !seen; i++)
-            seen = strcmp(ids[i], p->sandbox_id) == 0;
-        if (seen)
+        if (!p->result || tally_of(&seen, p->sandbox_id)->exited++ > 0)
             continue;
         if (n == cap) {
             size_t ncap = cap ? cap * 2 : 16;
@@ -212,6 +264,7 @@ size_t svc_procs_prune(clr_service *svc)
         }
         memcpy(ids[n++], p->sandbox_id, sizeof(ids[0]));
     }
+    free(seen.slot);
     pthread_mutex_unlock(&procs_lock);
     size_t gone = 0;
     for (size_t i = 0; i < n; i++) {

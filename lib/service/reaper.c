@@ -125,14 +125,19 @@ static bool snapshot_running(const struct snapshot *sn, const char *id)
 bool svc_mark_lost(clr_service *svc, const char *id, const char *actor, const char *reason)
 {
     clr_error lerr = CLR_ERROR_INIT;
-    int changed = clr_store_sandbox_set_state_from(svc->store, id, CLR_STATE_RUNNING,
+    char tenant[CLR_TENANT_MAX + 1];
+    int changed = svc_row_tenant(svc, id, tenant, &lerr);
+    if (changed < 0 && lerr.code == CLR_E_NOT_FOUND)
+        return false; /* no row (a pooled sandbox's container): nothing to mark */
+    if (changed == 0)
+        changed = clr_store_sandbox_set_state_from(svc->store, id, CLR_STATE_RUNNING,
                                                    CLR_STATE_LOST, reason, svc_now_s(), &lerr);
     if (changed < 0)
         clr_log(CLR_LOG_ERROR, "sandbox.lost_unrecorded", "id", id, "reason", reason, "error",
                 lerr.message, NULL);
     if (changed <= 0)
         return false;
-    json_t *d = json_pack("{s:s}", "reason", reason);
+    json_t *d = json_pack("{s:s, s:s}", "reason", reason, "tenant", tenant);
     int arc = clr_audit_append(svc->audit, actor, id, "sandbox.lost", "ok", d, &lerr);
     json_decref(d);
     if (arc < 0) {
@@ -371,7 +376,8 @@ int svc_recover(clr_service *svc, clr_error *err)
         if (svc_destroyed_row(svc, sn.live[j].id)) {
             /* Destroyed (and audited) before the stop; its removal had not finished. The
              * engine may still be busy with it (a removal the stop cut mid-way answers 409
-             * "already in progress"): then the remover retries, with back-off. */
+             * "already in progress"): the destroy waits for that one, and when it outlasts the
+             * wait the remover retries, with back-off. */
             if (clr_sandbox_destroy(sn.eng, sn.live[j].id, "destroyed", svc->state_dir,
                                     &lerr) == 0) {
                 atomic_fetch_add(&svc->removed, 1);
@@ -387,7 +393,8 @@ int svc_recover(clr_service *svc, clr_error *err)
             adopt_recovered(svc, &sn, &sn.live[j]))
             continue;
         /* Recorded before it is removed; without a record it is left to the next start. */
-        json_t *d = json_pack("{s:s}", "reason", "orphan");
+        json_t *d = json_pack("{s:s, s:s}", "reason", "orphan", "tenant",
+                              svc_tenant_or_default(sn.live[j].tenant));
         int arc = clr_audit_append(svc->audit, "recovery", sn.live[j].id, "sandbox.destroy", "ok",
                                    d, &lerr);
         json_decref(d);

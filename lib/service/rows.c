@@ -151,6 +151,17 @@ int svc_row_state(clr_service *svc, const char *id, char state[32],
     return 0;
 }
 
+int svc_row_tenant(clr_service *svc, const char *id, char tenant[CLR_TENANT_MAX + 1],
+                   clr_error *err)
+{
+    clr_store_sandbox row;
+    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
+        return -1;
+    snprintf(tenant, CLR_TENANT_MAX + 1, "%s", svc_tenant_or_default(row.info.tenant));
+    clr_store_sandbox_clear(&row);
+    return 0;
+}
+
 /* Whether the database has the sandbox as running; -1 when it has no row for it (404). */
 int svc_row_running(clr_service *svc, const char *id, bool *running, clr_error *err)
 {

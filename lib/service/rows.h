@@ -20,6 +20,11 @@ int svc_row_state(clr_service *svc, const char *id, char state[32],
                   char reason[CLR_STORE_REASON_MAX + 1],
                   clr_error *err);
 
+/* The tenant the sandbox's row names (CLR_TENANT_DEFAULT when it names none), for the records
+ * of what is done to it; -1 when it has no row for it (404) or the database fails. */
+int svc_row_tenant(clr_service *svc, const char *id, char tenant[CLR_TENANT_MAX + 1],
+                   clr_error *err);
+
 /* Whether the database has the sandbox as running; -1 when it has no row for it (404). */
 int svc_row_running(clr_service *svc, const char *id, bool *running, clr_error *err);
 

@@ -9,7 +9,7 @@
  *   reaper.c     -> lifecycle, procs, removal, channels, rows, engines (reaper, reconcile, recovery)
  *   lifecycle.c  -> warm, removal, channels, tenants, rows, validate, engines
  *   procs.c      -> execs, channels, rows, validate, engines
- *   execs.c      -> channels, rows, validate, engines
+ *   execs.c      -> channels, tenants, rows, validate, engines
  *   plans.c, metrics.c, git.c, svc_files.c -> tenants, rows, validate, engines
  *   warm.c, removal.c -> engines (removal also validate)
  *   channels.c, rows.c, tenants.c, engines.c, validate.c: the bottom (rows -> validate)
@@ -71,6 +71,9 @@ struct clr_service {
     unsigned plans_pending;      /* plans admitted whose sandbox has no row yet (create_lock) */
     struct pending_plan *pending_plans; /* the same plans: their tenants and limits (create_lock) */
     atomic_int running_execs;
+    /* Commands running in the sandboxes of each tenant with a quota (cfg.tenants[i]): its
+     * share of running_execs, bound by its max_execs (tenants.c). */
+    atomic_int tenant_execs[CLR_SERVICE_TENANTS_MAX];
 
     pthread_t reaper;
     pthread_mutex_t reaper_lock;

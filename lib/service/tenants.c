@@ -5,13 +5,20 @@
 #include "service_int.h"
 #include "tenants.h"
 
+/* The index of the tenant's quota in cfg.tenants, or -1 when it has none. */
+static int quota_index(const clr_service *svc, const char *tenant)
+{
+    for (size_t i = 0; i < svc->cfg.ntenants && i < CLR_SERVICE_TENANTS_MAX; i++) {
+        if (strcmp(svc->cfg.tenants[i].name, tenant) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
 static const clr_tenant_quota *tenant_quota(const clr_service *svc, const char *tenant)
 {
-    for (size_t i = 0; i < svc->cfg.ntenants; i++) {
-        if (strcmp(svc->cfg.tenants[i].name, tenant) == 0)
-            return &svc->cfg.tenants[i];
-    }
-    return NULL;
+    int i = quota_index(svc, tenant);
+    return i < 0 ? NULL : &svc->cfg.tenants[i];
 }
 
 struct tenant_usage *svc_usage_entry(struct tenant_usage **v, size_t *n, const char *tenant)
@@ -142,4 +149,73 @@ int svc_sandbox_room_locked(clr_service *svc, const char *tenant, const clr_limi
                          "at capacity: %d sandboxes are live (max_sandboxes %u); destroy one "
                          "or retry later",
                          running, svc->cfg.max_sandboxes);
+}
+
+static int execs_full(clr_service *svc, clr_error *err)
+{
+    atomic_fetch_add(&svc->refused, 1);
+    return clr_error_set(err, CLR_E_LIMIT, 0,
+                         "at capacity: %u commands are running (max_execs); retry later",
+                         svc->cfg.max_execs);
+}
+
+static int tenant_execs_full(clr_service *svc, const char *tenant, unsigned max, clr_error *err)
+{
+    atomic_fetch_add(&svc->refused, 1);
+    return clr_error_set(err, CLR_E_LIMIT, 0,
+                         "tenant %s is at its quota: %u commands are running in its sandboxes "
+                         "(max_execs %u for tenant %s); retry later",
+                         tenant, max, max, tenant);
+}
+
+/* One slot of max_execs, then one of the tenant's (q: its index, or -1): 1 when both were taken,
+ * 0 when max_execs is full, -1 when the tenant's is (nothing held then). */
+static int take_slot(clr_service *svc, int q)
+{
+    if (atomic_fetch_add(&svc->running_execs, 1) >= (int)svc->cfg.max_execs) {
+        atomic_fetch_sub(&svc->running_execs, 1);
+        return 0;
+    }
+    unsigned max = q < 0 ? 0 : svc->cfg.tenants[q].max_execs;
+    if (max && atomic_fetch_add(&svc->tenant_execs[q], 1) >= (int)max) {
+        atomic_fetch_sub(&svc->tenant_execs[q], 1);
+        atomic_fetch_sub(&svc->running_execs, 1);
+        return -1;
+    }
+    return 1;
+}
+
+int svc_exec_admit(clr_service *svc, const char *tenant, unsigned *n, clr_error *err)
+{
+    tenant = svc_tenant_or_default(tenant);
+    int q = quota_index(svc, tenant);
+    unsigned want = *n ? *n : 1, got = 0;
+    int last = 1;
+    while (got < want && (last = take_slot(svc, q)) == 1)
+        got++;
+    if (got == 0)
+        return last == 0 ? execs_full(svc, err)
+                         : tenant_execs_full(svc, tenant, svc->cfg.tenants[q].max_execs, err);
+    *n = got;
+    return 0;
+}
+
+void svc_exec_release(clr_service *svc, const char *tenant, unsigned n)
+{
+    int q = quota_index(svc, svc_tenant_or_default(tenant));
+    if (q >= 0 && svc->cfg.tenants[q].max_execs)
+        atomic_fetch_sub(&svc->tenant_execs[q], (int)n);
+    atomic_fetch_sub(&svc->running_execs, (int)n);
+}
+
+int svc_exec_room(clr_service *svc, const char *tenant, clr_error *err)
+{
+    tenant = svc_tenant_or_default(tenant);
+    if (atomic_load(&svc->running_execs) >= (int)svc->cfg.max_execs)
+        return execs_full(svc, err);
+    int q = quota_index(svc, tenant);
+    unsigned max = q < 0 ? 0 : svc->cfg.tenants[q].max_execs;
+    if (max && atomic_load(&svc->tenant_execs[q]) >= (int)max)
+        return tenant_execs_full(svc, tenant, max, err);
+    return 0;
 }

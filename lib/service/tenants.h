@@ -1,5 +1,6 @@
-/* Tenants' quotas: what each tenant's live sandboxes (plans' included) hold, and the room
- * check of a create or plan against max_sandboxes and the tenant's quota (under create_lock). */
+/* Tenants' quotas: what each tenant's live sandboxes (plans' included) hold, the room check of
+ * a create or plan against max_sandboxes and the tenant's quota (under create_lock), and the
+ * command slots of max_execs and the tenant's max_execs. */
 #ifndef CLR_SERVICE_TENANTS_H
 #define CLR_SERVICE_TENANTS_H
 
@@ -32,5 +33,18 @@ int svc_usage_collect(clr_service *svc, struct tenant_usage **v, size_t *n, clr_
  * create_lock held, so the count and the insert (or the plan's admission) are one step. */
 int svc_sandbox_room_locked(clr_service *svc, const char *tenant, const clr_limits *want,
                             clr_error *err);
+
+/* Takes up to *n (at least 1) command slots for a command or plan in a sandbox of tenant: each
+ * one of max_execs and one of the tenant's max_execs (when its quota has one). *n: how many it
+ * got, at least one. -1 with CLR_E_LIMIT when not even one is free (the message names the limit
+ * that is full; counted in refused): nothing is held then. svc_exec_release gives them back. */
+int svc_exec_admit(clr_service *svc, const char *tenant, unsigned *n, clr_error *err);
+
+/* Gives back n slots svc_exec_admit took for tenant. */
+void svc_exec_release(clr_service *svc, const char *tenant, unsigned n);
+
+/* 0 when a command in a sandbox of tenant would find a slot now (the check a server makes
+ * before it streams; svc_exec_admit decides); else -1 as svc_exec_admit. */
+int svc_exec_room(clr_service *svc, const char *tenant, clr_error *err);
 
 #endif

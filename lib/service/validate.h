@@ -14,6 +14,7 @@ struct command {
     clr_exec_options o;
     char **argv, **env, **all_env;
     uint8_t *stdin_buf;
+    char tenant[CLR_TENANT_MAX + 1]; /* its sandbox's (svc_command_bind) */
 };
 
 /* The fields an exec request may have; a background process's (no timeout, no output caps). */

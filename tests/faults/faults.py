@@ -332,7 +332,8 @@ def exp_runsc_killed(e):
     eq((s['state'], s['destroy_reason']), ('lost', 'runtime died'), 'state and reason')
     check(' lost ' in e.ls().get(sid, ''), 'clearing ls shows it lost', e.ls())
     recs = e.records(sid, 'sandbox.lost')
-    eq([x['details'] for x in recs], [{'reason': 'runtime died'}], 'sandbox.lost record')
+    eq([x['details'] for x in recs], [{'reason': 'runtime died', 'tenant': 'default'}],
+       'sandbox.lost record')
     api_error(e.api.post('/v1/sandboxes/%s/exec' % sid, {'argv': ['true']}), 409, 'conflict',
               ['lost', 'runtime died'])
     r = e.api.get('/v1/sandboxes/%s/files/keep.txt' % sid)
@@ -377,7 +378,8 @@ def exp_docker_pause(e):
     check(s['state'] in ('running', 'lost'), 'its state', s)
     if s['state'] == 'lost':
         eq([x['details'] for x in e.records(sid, 'sandbox.lost')],
-           [{'reason': s['destroy_reason']}], 'a sandbox.lost record with the API\'s reason')
+           [{'reason': s['destroy_reason'], 'tenant': 'default'}],
+           'a sandbox.lost record with the API\'s reason')
     r = e.api.delete('/v1/sandboxes/%s?wait=true' % sid, timeout=180)
     eq(r.status, 204, 'destroy of a paused sandbox')
     eq(T.docker('GET', '/containers/%s/json' % cid).status, 404, 'its container is removed')
@@ -410,8 +412,8 @@ def exp_memory(e):
     if not lives:
         s = wait_state(e, sid)
         eq((s['state'], s['destroy_reason']), ('lost', 'oom'), 'the sandbox killed as a whole')
-        eq([x['details'] for x in e.records(sid, 'sandbox.lost')], [{'reason': 'oom'}],
-           'sandbox.lost record')
+        eq([x['details'] for x in e.records(sid, 'sandbox.lost')],
+           [{'reason': 'oom', 'tenant': 'default'}], 'sandbox.lost record')
         check(' lost ' in e.ls().get(sid, ''), 'clearing ls shows it lost', e.ls())
         r = e.api.get('/v1/sandboxes/%s/files/keep.txt' % sid)
         eq((r.status, r.body), (200, b'before\n'), 'its workspace is readable')

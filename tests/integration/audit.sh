@@ -36,8 +36,12 @@ trap cleanup EXIT
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; sed 's/^/# /' "$err" | head -30; }
 
-# Runs clearing; stdout in $out, stderr in $err, the status in $rc.
-clr() { "$CLEARING" "$@" >"$out" 2>"$err" </dev/null; rc=$?; }
+# Runs clearing (or, after --sh, any command); stdout in $out, stderr in $err, the status in $rc.
+clr() {
+    if [ "${1:-}" = --sh ]; then shift; "$@" >"$out" 2>"$err" </dev/null; rc=$?; return; fi
+    "$CLEARING" "$@" >"$out" 2>"$err" </dev/null; rc=$?
+}
+SRC=$(cd "$(dirname "$0")/../.." && pwd) # the source tree (scripts/)
 
 # expect NAME STATUS [GREP-STDOUT [GREP-STDERR]] -- ARGS...
 expect() {
@@ -267,18 +271,60 @@ r = find(action="exec")[-1]
 assert r["outcome"] == "timed_out" and r["details"]["timed_out"] is True, r
 assert r["details"]["exit_code"] is None, r
 ' "$CL"
-verify_ok "run: the CLI log verifies" 9 -- --audit-log "$CL" audit verify
+verify_ok "run: the CLI log verifies" 9 -- --state-dir "$W/state" --audit-log "$CL" audit verify
 # Records cut from the log's end (#16.3): the chain alone cannot show it, the signed checkpoint
 # beside the log (written when each run closed the log) does.
+# The checkpoint is signed with the verdict key of the run's state directory (Ed25519): its
+# public half alone checks it, here and with openssl (scripts/verify-audit-checkpoint.sh).
 mkdir -p "$W/cut"
-cp "$CL" "$CL.key" "$CL.checkpoint" "$W/cut/"
+cp "$CL" "$CL.checkpoint" "$W/cut/"
 CUT=$W/cut/$(basename "$CL")
-expect "run: the copied log verifies against its checkpoint" 0 \
-    'checkpoint: record 9 signed at .* matches' '' -- --audit-log "$CUT" audit verify
+PUB=$W/state/verdict.key.pub
+check "run: no HMAC key beside the log (the checkpoint is signed with the verdict key)" \
+    bash -c "[ -s '$PUB' ] && [ -s '$CL.checkpoint' ] && [ ! -e '$CL.key' ]"
+expect "run: the copied log verifies against its checkpoint with the public key alone" 0 \
+    'checkpoint: record 9 signed at .* by Ed25519 key [0-9a-f]{16} matches' '' -- \
+    --audit-log "$CUT" audit verify --pubkey "$PUB"
+expect "run: the state directory's public key is the default" 0 \
+    'checkpoint: record 9 signed at .* by Ed25519 key' '' -- \
+    --state-dir "$W/state" --audit-log "$CUT" audit verify
+expect "run: openssl alone verifies the real checkpoint, and finds its record in the log" 0 \
+    'Signature Verified Successfully' '' -- \
+    --sh sh "$SRC/scripts/verify-audit-checkpoint.sh" "$PUB" "$CUT.checkpoint" "$CUT"
 head -n 7 "$CL" >"$CUT"
 expect "tamper: two records cut from the end are found by the checkpoint" 1 \
     'BROKEN .*the log was truncated after record 7: the checkpoint of .* names record 9' '' -- \
-    --audit-log "$CUT" audit verify
+    --audit-log "$CUT" audit verify --pubkey "$PUB"
+expect "tamper: openssl's recipe does not find record 9 in the cut log" 1 '' \
+    'record 9 with hash .* is not in' -- \
+    --sh sh "$SRC/scripts/verify-audit-checkpoint.sh" "$PUB" "$CUT.checkpoint" "$CUT"
+# Re-signed by someone with another key: a checkpoint of record 7 signed with a key of their
+# own fails, whether it names their key or the daemon's.
+openssl genpkey -algorithm ed25519 -out "$W/cut/other.pem" 2>/dev/null
+python3 - "$CUT" "$W/cut/other.pem" "$(sed -n 's/.*"key_id":"\([0-9a-f]*\)".*/\1/p' "$CUT.checkpoint")" <<'PYEOF'
+import json, subprocess, sys
+log, key, daemon_id = sys.argv[1:4]
+r7 = json.loads(open(log).read().splitlines()[6])
+ts = "2026-12-06T14:00:00.000000Z"
+stmt = "clearing-audit-checkpoint v2\nseq 7\nhash %s\nts %s\n" % (r7["hash"], ts)
+open(log + ".stmt", "w").write(stmt)
+sig = subprocess.run(["openssl", "pkeyutl", "-sign", "-inkey", key, "-rawin", "-in", log + ".stmt"],
+                     check=True, capture_output=True).stdout
+import base64
+for name, kid in (("own", "0123456789abcdef"), ("daemon", daemon_id)):
+    cp = {"seq": 7, "hash": r7["hash"], "ts": ts, "key_id": kid, "sig": base64.b64encode(sig).decode()}
+    open("%s.checkpoint.%s" % (log, name), "w").write(json.dumps(cp, sort_keys=True, separators=(",", ":")))
+PYEOF
+cp "$CUT.checkpoint.own" "$CUT.checkpoint"
+expect "tamper: a checkpoint re-signed with another key (naming it) fails" 1 \
+    'BROKEN .*names key 0123456789abcdef, not this public key' '' -- \
+    --audit-log "$CUT" audit verify --pubkey "$PUB"
+cp "$CUT.checkpoint.daemon" "$CUT.checkpoint"
+expect "tamper: a checkpoint re-signed with another key (naming the daemon's) fails" 1 \
+    "BROKEN .*signature does not match the public key" '' -- \
+    --audit-log "$CUT" audit verify --pubkey "$PUB"
+expect "tamper: openssl's recipe refuses it too" 1 '' '' -- \
+    --sh sh "$SRC/scripts/verify-audit-checkpoint.sh" "$PUB" "$CUT.checkpoint"
 
 # The daemon, on its own socket and state directory, also on TCP with a token.
 DL=$W/daemon/audit.log
@@ -396,10 +442,11 @@ assert r["sandbox"] is None and r["details"]["code"] == "invalid", r
 assert "cpus" in r["details"]["error"], r
 assert UNIX_ACTOR.match(r["actor"]), r
 ' "$DL"
-pycheck "daemon: the reaper destroys the expired sandbox (actor reaper, reason expired)" '
+pycheck "daemon: the reaper destroys the expired sandbox (actor reaper, reason expired, its tenant)" '
 r = one(action="sandbox.destroy", sandbox=os.environ["SBR"])
 assert r["actor"] == "reaper" and r["outcome"] == "ok", r
 assert r["details"]["reason"] == "expired", r
+assert r["details"]["tenant"] == "default", r
 ' "$DL"
 pycheck "daemon: a wrong token is recorded (auth.failed, denied)" '
 r = one(action="auth.failed")
@@ -423,7 +470,7 @@ for r in R:
     prev = r["hash"]
 ' "$DL"
 expect "daemon: clearing audit verify OK" 0 '^OK: [0-9]+ records, seq 1\.\.' '' -- \
-    --audit-log "$DL" audit verify
+    --state-dir "$W/dstate" --audit-log "$DL" audit verify
 expect "audit show --sandbox --action filters" 0 "sandbox.destroy +$SB" '' -- \
     --audit-log "$DL" audit show --sandbox "$SB" --action sandbox.destroy
 if [ "$(wc -l <"$out")" = 1 ]; then ok "audit show prints exactly the matching record"; else
@@ -603,6 +650,16 @@ if [ "$ra" = 0 ] && [ "$rb" = 0 ]; then ok "two concurrent writers with rotation
     cat "$C3/A.err" "$C3/B.err" >"$err"; not_ok "two concurrent writers with rotation both finish"; fi
 verify_ok "two concurrent writers with rotation: one chain of 600 records" 600 -- \
     --audit-log "$C3/audit.log" audit verify
+# A writer without a verdict key (audit-stress without --key) leaves a v1 checkpoint, as older
+# versions did: it still verifies, and says it is one; the public key given explicitly refuses it.
+expect "v1 checkpoint: it verifies, and audit verify says it is an HMAC one" 0 \
+    'checkpoint: record [0-9]+ of .* matches; it is a v1 checkpoint \(HMAC' '' -- \
+    --audit-log "$C3/audit.log" audit verify
+expect "v1 checkpoint: with --pubkey it fails, naming the key it is not signed by" 1 \
+    'BROKEN .*a v1 one \(HMAC under <log>.key\), not signed by' '' -- \
+    --audit-log "$C3/audit.log" audit verify --pubkey "$W/state/verdict.key.pub"
+expect "audit verify --pubkey without a file: usage error (2)" 2 '' 'pubkey needs a file' -- \
+    --audit-log "$C3/audit.log" audit verify --pubkey
 
 ###########################################################################################
 # d. Rotation: several files, one chain, read back in order.
@@ -648,7 +705,8 @@ if start_daemon drot "$W/drotstate" "$W/drot/audit.log" --config "$W/drot.json";
     if [ "$nrot" -ge 2 ]; then ok "rotation: the daemon rotates at audit_rotate_bytes ($nrot files)"; else
         ls -l "$W/drot" >"$err"; not_ok "rotation: the daemon rotates at audit_rotate_bytes"; fi
     # 21: the daemon's first start makes its verdict key and records that, then the 20 creates.
-    verify_ok "rotation: the daemon's rotated log verifies" 21 -- --audit-log "$W/drot/audit.log" audit verify
+    verify_ok "rotation: the daemon's rotated log verifies" 21 -- --state-dir "$W/drotstate" \
+        --audit-log "$W/drot/audit.log" audit verify
     check "rotation: its first record is the verdict key made at the first start" bash -c \
         "head -n 1 '$W/drot/audit.log.000001' | grep -q '\"action\":\"verdict_key.create\"'"
 else
@@ -700,7 +758,9 @@ sys.exit(len(c) != int(sys.argv[2]))' "$1" "$2"
 
 dd if=/dev/zero of="$M/filler" bs=4k >/dev/null 2>&1
 # The log's last page may still have room: fill it with records until the disk refuses.
-"$STRESS" --path "$FL" --count 100000 --payload 0 --tag fill >"$W/fill.out" 2>"$err"
+# It signs its checkpoints with the daemon's key, as every writer of one log should.
+"$STRESS" --path "$FL" --key "$W/fstate/verdict.key" --count 100000 --payload 0 --tag fill \
+    >"$W/fill.out" 2>"$err"
 src=$?
 if [ "$src" = 1 ] && grep -q "No space left on device" "$err" && grep -qF "$FL" "$err"; then
     ok "full disk: a writer fails with ENOSPC, naming the log"
@@ -719,6 +779,9 @@ fcli_sandboxes() {
 }
 # The control of "no sandbox of the refused run": a run of the same state directory, with a log
 # on a disk with room, is seen while its command runs.
+# The runs below write the daemon's log: they sign its checkpoints with the daemon's key.
+mkdir -p "$W/fcli"
+cp -p "$W/fstate/verdict.key" "$W/fstate/verdict.key.pub" "$W/fcli/"
 "$CLEARING" --state-dir "$W/fcli" --audit-log "$W/fcli-control.log" run --timeout 10m -- \
     sh -c 'echo up; sleep 600' >"$W/bg.out" 2>"$W/bg.err" </dev/null &
 bg=$!
@@ -791,7 +854,8 @@ assert r['outcome'] == 'ok' and r['details']['reason'] == 'expired' and r['actor
 expect "full disk: (after) clearing run works again" 0 '^ran$' '' -- \
     --state-dir "$W/fcli" --audit-log "$FL" run -- sh -c 'echo ran'
 stop_daemon "$F_PID"
-expect "full disk: (after) the log verifies" 0 '^OK: ' '' -- --audit-log "$FL" audit verify
+expect "full disk: (after) the log verifies" 0 '^OK: ' '' -- --state-dir "$W/fstate" \
+    --audit-log "$FL" audit verify
 
 # An unwritable audit log: refused before anything runs, and the message names the path.
 mkdir -p "$W/adir"

@@ -1,6 +1,10 @@
 /* audit-stress: appends records to an audit log as fast as it can, for audit.sh.
  *
  *   audit-stress --path FILE [--rotate-bytes N] [--count N] [--payload BYTES] [--tag NAME]
+ *                [--key VERDICT-KEY]
+ *
+ * --key: the verdict key that signs the log's checkpoints, as the daemon's (made if missing);
+ * without it they are v1 ones (HMAC under FILE.key).
  *
  * Each record is action "stress", outcome "ok", details {"tag":NAME,"i":INDEX,"payload":"x..."}.
  * After EACH append that clr_audit_append acknowledged, "acked INDEX TAG" is printed and flushed:
@@ -18,13 +22,14 @@
 #include "clearing/audit.h"
 #include "clearing/cleanup.h"
 #include "clearing/limits.h"
+#include "clearing/verdict.h"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
 static void usage(FILE *f)
 {
     fprintf(f, "Usage: audit-stress --path FILE [--rotate-bytes N] [--count N] [--payload BYTES]\n"
-               "                    [--tag NAME]\n");
+               "                    [--tag NAME] [--key VERDICT-KEY]\n");
 }
 
 int main(int argc, char **argv)
@@ -33,11 +38,12 @@ int main(int argc, char **argv)
         {"path", required_argument, NULL, 'p'},  {"rotate-bytes", required_argument, NULL, 'r'},
         {"count", required_argument, NULL, 'n'}, {"payload", required_argument, NULL, 'b'},
         {"tag", required_argument, NULL, 't'},   {"help", no_argument, NULL, 'h'},
+        {"key", required_argument, NULL, 'k'},
         {NULL, 0, NULL, 0},
     };
     clr_audit_options ao = CLR_AUDIT_OPTIONS_INIT;
     uint64_t count = 100, payload = 64;
-    const char *tag = "stress";
+    const char *tag = "stress", *key_path = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
         clr_error err = CLR_ERROR_INIT;
@@ -58,6 +64,7 @@ int main(int argc, char **argv)
             rc = clr_parse_size(&payload, optarg, &err);
             break;
         case 't': tag = optarg; break;
+        case 'k': key_path = optarg; break;
         case 'h': usage(stdout); return EXIT_OK;
         default: usage(stderr); return EXIT_USAGE;
         }
@@ -80,9 +87,16 @@ int main(int argc, char **argv)
     fill[payload] = '\0';
 
     clr_error err = CLR_ERROR_INIT;
+    clr_verdict_key *key = NULL;
+    if (key_path && clr_verdict_key_load(&key, key_path, true, NULL, &err) < 0) {
+        fprintf(stderr, "audit-stress: --key %s: %s\n", key_path, err.message);
+        return EXIT_FAILED;
+    }
+    ao.checkpoint_key = key;
     clr_audit *a = NULL;
     if (clr_audit_open(&a, &ao, &err) < 0) {
         fprintf(stderr, "audit-stress: %s\n", err.message);
+        clr_verdict_key_free(key);
         return EXIT_FAILED;
     }
     int status = EXIT_OK;
@@ -100,5 +114,6 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     clr_audit_close(a);
+    clr_verdict_key_free(key);
     return status;
 }

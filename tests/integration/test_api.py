@@ -73,8 +73,11 @@ def open_gate(client, sid, gate):
 def start_streaming_exec(client, sid, body, timeout=120):
     """POSTs a streamed exec; returns (connection, events) once its "started" event arrived."""
     conn = client.connection(timeout=timeout)
+    headers = {'Content-Type': 'application/json'}
+    if client.token:
+        headers['Authorization'] = 'Bearer ' + client.token
     conn.request('POST', '/v1/sandboxes/%s/exec?stream=true' % sid,
-                 body=json.dumps(body).encode(), headers={'Content-Type': 'application/json'})
+                 body=json.dumps(body).encode(), headers=headers)
     resp = conn.getresponse()
     if resp.status != 200:
         conn.close()
@@ -583,6 +586,27 @@ class T03Exec(ApiTest):
         res = self.exec(self.sid, {'shell': 'kill -TERM $$'})['result']
         self.assertEqual((res['status'], res['signal'], res['exit_code']), ('signaled', 15, None))
 
+    def test_term_right_after_start_reaches_the_process(self):
+        """A TERM sent at once after a background process's 201 ends it: it used to be lost
+        when it reached the agent's supervisor in one read with the command's request, before
+        the command was started (KILL was kept, TERM dropped)."""
+        for body in ({'argv': ['sleep', '600']}, {'shell': 'sleep 600'}) * 3:
+            r = self.api.post('/v1/sandboxes/%s/processes' % self.sid, body)
+            self.assertEqual(r.status, 201, r)
+            url = '/v1/sandboxes/%s/processes/%s' % (self.sid, r.json['id'])
+            sig = self.api.post(url + '/signal', {'signal': 'TERM'})
+            self.assertEqual(sig.status, 204, sig)
+            rec, deadline = None, time.monotonic() + 60
+            while time.monotonic() < deadline:
+                rec = self.api.get(url + '/output?wait=10s').json or {}
+                if rec.get('state') == 'exited':
+                    break
+            if (rec or {}).get('state') != 'exited':
+                self.api.post(url + '/signal', {'signal': 'KILL'})  # not left for 600 s
+            self.assertEqual((rec or {}).get('state'), 'exited', (body, rec))
+            self.assertEqual((rec['result']['status'], rec['result']['signal']),
+                             ('signaled', 15), (body, rec))
+
     def test_exec_record_fetch_and_redaction(self):
         secret = 'sk-live-%d' % time.monotonic_ns()
         rec = self.exec(self.sid, {'shell': 'echo "$TOKEN" | wc -c', 'env': {'TOKEN': secret},
@@ -593,8 +617,12 @@ class T03Exec(ApiTest):
         self.assertEqual(rec['result']['stdout'].strip(), str(len(secret) + 1))
         r = self.api.get('/v1/sandboxes/%s/execs/%s' % (self.sid, rec['id']))
         self.assertEqual(r.status, 200, r)
+        # The run's answer is the record GET answers: the same fields, the same values.
+        self.assertEqual(sorted(rec), sorted(r.json))
         for k in rec:
             self.assertEqual(r.json[k], rec[k], k)
+        self.assertNotIn(secret, json.dumps(rec))
+        self.assertNotIn('stdin-secret', json.dumps(rec))
         req = r.json['request']
         self.assertEqual(req['shell'], 'echo "$TOKEN" | wc -c')
         self.assertEqual(req['env'], {'TOKEN': '(redacted)'})
@@ -2002,7 +2030,7 @@ class T14RuntimeDeath(ApiTest):
                             self.api.get('/v1/sandboxes?state=lost').json['sandboxes']})
         recs = self.audit_records(sid, 'sandbox.lost')
         self.assertEqual(len(recs), 1, recs)
-        self.assertEqual(recs[0]['details'], {'reason': reason}, recs)
+        self.assertEqual(recs[0]['details'], {'reason': reason, 'tenant': 'default'}, recs)
         self.assertEqual(recs[0]['actor'], 'engine', recs)
         # A new command is refused, and the refusal names the cause.
         self.assertError(self.api.post('/v1/sandboxes/%s/exec' % sid, {'argv': ['true']}), 409,
@@ -2228,7 +2256,7 @@ class T20Tenancy(ApiTest):
                       '\nold:%s\n%s\n' % (cls.ACME_CI, cls.ACME_BOB, cls.GLOBEX, cls.OLD, cls.BARE))
         config = os.path.join(d.dir, 'serve.json')
         with open(config, 'w') as f:
-            json.dump({'tenants': {'acme': {'max_cpus': '1.5'}}}, f)
+            json.dump({'tenants': {'acme': {'max_cpus': '1.5', 'max_execs': 1}}}, f)
         d.args = ['--config', config, '--tcp', '127.0.0.1:%d' % cls.port, '--token-file', tokens]
         cls.daemon = d
         cls.addClassCleanup(d.stop)
@@ -2283,6 +2311,33 @@ class T20Tenancy(ApiTest):
         self.assertEqual(m.status, 200, m)
         self.assertIn('clearing_tenant_cpus{tenant="acme"} 1.500', m.text)
         self.assertNotIn('globex', m.text)
+
+    def test_exec_quota(self):
+        """acme: max_execs 1. While one command of acme's runs (held by a gate), a second one in
+        acme's sandbox is refused naming acme's limit, also when the operator asks; globex's
+        command still runs; once the first ends, acme runs again."""
+        ci, globex = self.tcp(self.ACME_CI), self.tcp(self.GLOBEX)
+        mine = self.create({'limits': {'cpus': '0.25'}}, client=ci)['id']
+        theirs = self.create({}, client=globex)['id']
+        gate = gate_name()
+        conn, started, events = start_streaming_exec(
+            ci, mine, {'shell': held_until(gate), 'timeout': '120s'})
+        try:
+            self.assertRegex(started.get('exec_id', ''), EXEC_ID_RE)
+            r = ci.post('/v1/sandboxes/%s/exec' % mine, {'argv': ['true']})
+            self.assertError(r, 429, 'limit', ('tenant acme', 'max_execs 1'))
+            r = self.api.post('/v1/sandboxes/%s/exec' % mine, {'argv': ['true']})
+            self.assertError(r, 429, 'limit', ('tenant acme', 'max_execs 1'))
+            self.assertEqual(self.run_ok(theirs, {'argv': ['echo', 'globex']},
+                                         client=globex)['stdout'], 'globex\n')
+            r = open_gate(self.api, mine, gate)
+            self.assertEqual(r.status, 201, r)
+            final = list(events)[-1]
+        finally:
+            conn.close()
+        self.assertEqual((final['event'], final['result']['status']), ('result', 'exited'), final)
+        self.assertEqual(self.run_ok(mine, {'argv': ['echo', 'again']}, client=ci)['stdout'],
+                         'again\n')
 
     def test_tenant_survives_restart_and_adoption(self):
         d = Daemon('tenants-restart')
@@ -2371,6 +2426,7 @@ class T20Tenancy(ApiTest):
                  ({'acme': {'max_sandboxes': 0}}, 'tenants.acme.max_sandboxes'),
                  ({'acme': {'max_memory': 'lots'}}, 'tenants.acme.max_memory'),
                  ({'acme': {'max_cpus': True}}, 'tenants.acme.max_cpus'),
+                 ({'acme': {'max_execs': 0}}, 'tenants.acme.max_execs must be a whole number'),
                  ({'acme': 4}, 'tenants.acme must be an object'),
                  ({'Acme!': {}}, "'Acme!' is not a tenant name"),
                  ([], 'tenants must be an object')]

@@ -249,7 +249,8 @@ def good_config():
         'limits': {'memory': '256m', 'cpus': '0.5', 'pids': 128, 'lifetime': '5m',
                    'tmp_size': '32m', 'workspace_size': '256m', 'workspace_inodes': 5000,
                    'nofile': 512, 'file_size': '128m'},
-        'tenants': {'acme': {'max_sandboxes': 1, 'max_memory': '1g', 'max_cpus': 1}},
+        'tenants': {'acme': {'max_sandboxes': 1, 'max_memory': '1g', 'max_cpus': 1,
+                             'max_execs': 2}},
     }
 
 
@@ -526,6 +527,8 @@ def test_config_refusals():
                    r'config: tenants must be an object of at most 64 tenants')
     config_refused('tenants: a zero max_memory is refused', {'tenants': {'acme': {
         'max_memory': 0}}}, r'config: tenants\.acme\.max_memory must be a size')
+    config_refused('tenants: a max_execs that is not a whole number is refused', {'tenants': {
+        'acme': {'max_execs': 1.5}}}, r'config: tenants\.acme\.max_execs must be a whole number')
 
 
 def test_flag_refusals():
@@ -700,10 +703,16 @@ def test_audit(good):
         skip('audit verify of the good daemon\'s log', 'the daemon did not start')
         return
     log = good['audit_log']
-    rc, o, e = expect('audit verify: the daemon\'s log and its checkpoint verify',
-                      ['--audit-log', log, 'audit', 'verify'], 0,
+    pub = good['verdict_key'] + '.pub'
+    rc, o, e = expect('audit verify: the daemon\'s log and its checkpoint (signed with its '
+                      'verdict key) verify with the public key',
+                      ['--audit-log', log, 'audit', 'verify', '--pubkey', pub], 0,
                       r'^OK: \d+ records, seq 1\.\.\d+, last hash [0-9a-f]{64}\n'
-                      r'checkpoint: record \d+ signed at \S+ matches')
+                      r'checkpoint: record \d+ signed at \S+ by Ed25519 key [0-9a-f]{16} '
+                      r'matches')
+    expect('audit verify: a signed checkpoint with no public key to check it: exit 1, says so',
+           ['--state-dir', A, '--audit-log', log, 'audit', 'verify'], 1, None,
+           r'signed by Ed25519 key [0-9a-f]{16}: give its public key')
     records = [json.loads(line) for line in open(log) if line.strip()]
     check('the log holds the sandbox\'s create and destroy',
           {'sandbox.create', 'sandbox.destroy'} <= {r.get('action') for r in records},

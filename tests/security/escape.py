@@ -1992,6 +1992,53 @@ def _():
             destroy(sid)
 
 
+@attack('api-tenant-exec-quota', "tenant red (max_execs 1) holds a command and starts a second "
+        "one, also through the operator; tenant blue's command still runs")
+def _():
+    red, blue = HOST['token_red'], HOST['token_blue']
+    s = tenant_create(red, limits={'lifetime': '10m'})
+    b = tenant_create(blue, limits={'lifetime': '10m'})
+    held = {}
+
+    def hold():
+        held['r'] = tcp_req('POST', '/v1/sandboxes/%s/exec' % s, red,
+                            {'shell': 'echo up >started; while [ ! -e go ]; do sleep 0.1; done',
+                             'timeout': '120s'})
+
+    t = threading.Thread(target=hold)
+    t.start()
+    ok = False
+    try:
+        wait_for("red's held command starts",
+                 lambda: API.get_file(s, 'started').status == 200)
+        for who, req in (('red', lambda: tcp_req('POST', '/v1/sandboxes/%s/exec' % s, red,
+                                                  {'argv': ['true']})),
+                         ('operator', lambda: API.req('POST', '/v1/sandboxes/%s/exec' % s,
+                                                      {'argv': ['true']}))):
+            r = req()
+            msg = (r.json or {}).get('error', {}).get('message', '') if r.status == 429 else ''
+            check(r.status == 429 and 'tenant red' in msg and 'max_execs 1' in msg,
+                  '%s: %r' % (who, r))
+        r = tcp_req('POST', '/v1/sandboxes/%s/exec' % b, blue, {'argv': ['echo', 'blue']})
+        check(r.status == 200 and r.json['result']['stdout'] == 'blue\n', r)
+        ok = True
+    finally:
+        API.put_file(s, 'go', b'')
+        t.join(150)
+        if not ok:
+            destroy(s)
+            destroy(b)
+    try:
+        r = held.get('r')
+        check(r is not None and r.status == 200 and r.json['result']['status'] == 'exited', r)
+        # Its slot came back: red runs again.
+        r = tcp_req('POST', '/v1/sandboxes/%s/exec' % s, red, {'argv': ['true']})
+        check(r.status == 200, r)
+    finally:
+        destroy(s)
+        destroy(b)
+
+
 def engine_pings(trace_path):
     try:
         with open(trace_path, 'rb') as f:
@@ -2546,7 +2593,7 @@ def setup():
                    'audit_aggregate_ms': AUDIT_AGGREGATE_MS,
                    'audit_disk_budget': AUDIT_DISK_BUDGET,
 
-                   'tenants': {'red': {'max_sandboxes': 1},
+                   'tenants': {'red': {'max_sandboxes': 1, 'max_execs': 1},
                                'blue': {'max_memory': '1g', 'max_cpus': 4}}}, f)
     HOST['canary'] = os.path.join(TMP, 'canary')
     with open(HOST['canary'], 'w') as f:

@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "clearing/audit.h"
+#include "clearing/verdict.h"
 
 struct fixture {
     char dir[64];
@@ -996,7 +997,7 @@ static clr_audit_verify_report verify_log(const char *path)
 {
     clr_audit_verify_report r;
     clr_error err = CLR_ERROR_INIT;
-    if (clr_audit_verify_log(&r, path, false, &err) != 0)
+    if (clr_audit_verify_log(&r, path, NULL, false, &err) != 0)
         fail_msg("verify_log %s: %s", path, err.message);
     return r;
 }
@@ -1099,6 +1100,178 @@ static void test_checkpoint_written_at_rotation_and_by_tick(void **state)
     clr_audit_close(a);
 }
 
+/* ---- checkpoints signed with the verdict key (Ed25519) ------------------------------------ */
+
+/* A verdict key made in the fixture's directory as NAME (its public half NAME.pub). */
+static clr_verdict_key *make_key(struct fixture *fx, const char *name, char *pub, size_t len)
+{
+    char kp[200];
+    snprintf(kp, sizeof(kp), "%s/%s", fx->dir, name);
+    snprintf(pub, len, "%s.pub", kp);
+    clr_verdict_key *k = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_verdict_key_load(&k, kp, true, NULL, &err) != 0)
+        fail_msg("key %s: %s", kp, err.message);
+    return k;
+}
+
+/* n records appended and the log closed by a writer whose checkpoints k signs. */
+static void write_signed_log(const char *path, const clr_verdict_key *k, int first, int n)
+{
+    clr_audit_options o = CLR_AUDIT_OPTIONS_INIT;
+    o.path = path;
+    o.checkpoint_key = k;
+    clr_audit *a = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_audit_open(&a, &o, &err) != 0)
+        fail_msg("clr_audit_open(%s): %s", path, err.message);
+    append_n(a, first, n);
+    clr_audit_close(a);
+}
+
+static clr_audit_verify_report verify_signed(const char *path, const char *pub)
+{
+    clr_audit_verify_report r;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_audit_verify_log(&r, path, pub, false, &err) != 0)
+        fail_msg("verify_log %s with %s: %s", path, pub, err.message);
+    return r;
+}
+
+static json_t *load_checkpoint(const char *path)
+{
+    char cp[256];
+    snprintf(cp, sizeof(cp), "%s.checkpoint", path);
+    json_t *j = json_load_file(cp, 0, NULL);
+    if (!j)
+        fail_msg("no checkpoint %s", cp);
+    return j;
+}
+
+static void store_checkpoint(const char *path, json_t *j)
+{
+    char cp[256];
+    snprintf(cp, sizeof(cp), "%s.checkpoint", path);
+    assert_int_equal(json_dump_file(j, cp, JSON_COMPACT | JSON_SORT_KEYS), 0);
+}
+
+/* The writer signs the head with the Ed25519 key (no HMAC, no <log>.key); the public key alone
+ * checks it; a log truncated after the checkpointed record fails; without a public key a signed
+ * checkpoint cannot be checked, and verify says so. */
+static void test_signed_checkpoint_shows_a_truncated_tail(void **state)
+{
+    struct fixture *fx = *state;
+    char pub[256], kp[256];
+    clr_verdict_key *k = make_key(fx, "verdict.key", pub, sizeof(pub));
+    write_signed_log(fx->path, k, 1, 10);
+    json_t *j = load_checkpoint(fx->path);
+    assert_int_equal(json_integer_value(json_object_get(j, "seq")), 10);
+    assert_string_equal(json_string_value(json_object_get(j, "key_id")), clr_verdict_key_id(k));
+    assert_int_equal(strlen(json_string_value(json_object_get(j, "sig"))), 88);
+    assert_null(json_object_get(j, "mac"));
+    json_decref(j);
+    snprintf(kp, sizeof(kp), "%s.key", fx->path);
+    assert_int_equal(access(kp, F_OK), -1); /* no HMAC key made */
+    clr_audit_verify_report r = verify_signed(fx->path, pub);
+    expect_ok(&r, 10, 1, 10);
+    assert_true(r.checkpointed);
+    assert_false(r.checkpoint_hmac);
+    assert_int_equal(r.checkpoint_seq, 10);
+    assert_string_equal(r.checkpoint_key_id, clr_verdict_key_id(k));
+    /* No public key: refused, naming the key that signed it. */
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_audit_verify_log(&r, fx->path, NULL, false, &err), -1);
+    assert_non_null(strstr(err.message, clr_verdict_key_id(k)));
+    assert_non_null(strstr(err.message, "public key"));
+    /* Cut the last three records: the chain alone verifies, the signed checkpoint does not. */
+    size_t n;
+    char **lines = read_lines(fx->path, &n);
+    assert_int_equal(n, 10);
+    write_lines(fx->path, lines, 7);
+    free_lines(lines, n);
+    r = verify_path(fx->path);
+    expect_ok(&r, 7, 1, 7);
+    r = verify_signed(fx->path, pub);
+    assert_false(r.ok);
+    if (!strstr(r.problem, "truncated after record 7"))
+        fail_msg("problem: %s", r.problem);
+    clr_verdict_key_free(k);
+}
+
+/* The attacker cuts the log to 7 records and signs a checkpoint of record 7 with a key of their
+ * own: refused whether it names its own key or the daemon's. The same statement signed with the
+ * daemon's key passes (positive control: the forgery's only fault is the key). */
+static void test_signed_checkpoint_resigned_with_another_key(void **state)
+{
+    struct fixture *fx = *state;
+    char pub[256], pub2[256];
+    clr_verdict_key *k = make_key(fx, "verdict.key", pub, sizeof(pub));
+    clr_verdict_key *other = make_key(fx, "other.key", pub2, sizeof(pub2));
+    write_signed_log(fx->path, k, 1, 10);
+    size_t n;
+    char **lines = read_lines(fx->path, &n);
+    write_lines(fx->path, lines, 7);
+    json_t *rec7 = json_loads(lines[6], 0, NULL);
+    free_lines(lines, n);
+    assert_non_null(rec7);
+    const char *hash7 = json_string_value(json_object_get(rec7, "hash"));
+    const char *ts = "2026-12-06T14:00:00.000000Z";
+    char stmt[256], sig[CLR_VERDICT_SIG_B64_SIZE];
+    snprintf(stmt, sizeof(stmt), "clearing-audit-checkpoint v2\nseq 7\nhash %s\nts %s\n", hash7,
+             ts);
+    clr_error err = CLR_ERROR_INIT;
+    const struct {
+        const clr_verdict_key *signer, *named;
+        const char *says;
+    } cases[] = {
+        {other, other, "not this public key"},
+        {other, k, "does not match"},
+        {k, k, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(clr_verdict_sign_data(sig, cases[i].signer, stmt, strlen(stmt), &err),
+                         0);
+        json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:s}", "seq", 7, "hash", hash7, "ts", ts,
+                              "key_id", clr_verdict_key_id(cases[i].named), "sig", sig);
+        store_checkpoint(fx->path, j);
+        json_decref(j);
+        clr_audit_verify_report r = verify_signed(fx->path, pub);
+        if (!cases[i].says) {
+            expect_ok(&r, 7, 1, 7);
+            assert_true(r.checkpointed);
+            continue;
+        }
+        assert_false(r.ok);
+        if (!strstr(r.problem, cases[i].says))
+            fail_msg("case %zu: problem: %s", i, r.problem);
+    }
+    json_decref(rec7);
+    clr_verdict_key_free(other);
+    clr_verdict_key_free(k);
+}
+
+/* A log whose checkpoint is an old v1 one (HMAC under <log>.key) still verifies, said to be one;
+ * its next writer with the key replaces it with a signed one. */
+static void test_v1_checkpoint_still_verifies(void **state)
+{
+    struct fixture *fx = *state;
+    write_log(fx->path, 4, 0); /* no key: a v1 checkpoint */
+    char pub[256];
+    clr_verdict_key *k = make_key(fx, "verdict.key", pub, sizeof(pub));
+    clr_audit_verify_report r = verify_signed(fx->path, pub);
+    expect_ok(&r, 4, 1, 4);
+    assert_true(r.checkpointed);
+    assert_true(r.checkpoint_hmac);
+    assert_string_equal(r.checkpoint_key_id, "");
+    write_signed_log(fx->path, k, 5, 2);
+    r = verify_signed(fx->path, pub);
+    expect_ok(&r, 6, 1, 6);
+    assert_false(r.checkpoint_hmac);
+    assert_int_equal(r.checkpoint_seq, 6);
+    assert_string_equal(r.checkpoint_key_id, clr_verdict_key_id(k));
+    clr_verdict_key_free(k);
+}
+
 /* ---- retention and disk budget (#16.3) ---------------------------------------------------- */
 
 static void test_retention_keeps_newest_rotated_files(void **state)
@@ -1123,7 +1296,7 @@ static void test_retention_keeps_newest_rotated_files(void **state)
     assert_true(json_array_size(recs) >= 1); /* the deletion is on the record */
     json_decref(recs);
     clr_audit_verify_report r;
-    assert_int_equal(clr_audit_verify_log(&r, fx->path, true, &err), 0);
+    assert_int_equal(clr_audit_verify_log(&r, fx->path, NULL, true, &err), 0);
     if (!r.ok)
         fail_msg("%s", r.problem);
     assert_true(r.checkpointed);
@@ -1208,6 +1381,9 @@ int main(void)
         F(test_checkpoint_shows_a_rewritten_tail),
         F(test_checkpoint_forged_is_refused),
         F(test_checkpoint_written_at_rotation_and_by_tick),
+        F(test_signed_checkpoint_shows_a_truncated_tail),
+        F(test_signed_checkpoint_resigned_with_another_key),
+        F(test_v1_checkpoint_still_verifies),
         F(test_retention_keeps_newest_rotated_files),
         F(test_disk_budget_warns),
     };

@@ -458,6 +458,58 @@ static void test_at_capacity(void **state)
     json_decref(req);
 }
 
+/* A tenant's max_execs: the default tenant's (ID_A's) one slot held, another of its commands is
+ * refused naming its limit though max_execs has room, also the check before a stream; another
+ * tenant's full quota does not hold it, and the command that runs gives back what it took. */
+static void test_tenant_at_quota(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    attach_agent(fx);
+    const clr_tenant_quota quotas[2] = {{.name = "beta", .max_execs = 1},
+                                        {.name = CLR_TENANT_DEFAULT, .max_execs = 1}};
+    svc->cfg.tenants = quotas;
+    svc->cfg.ntenants = 2;
+    svc->cfg.max_execs = 8;
+    atomic_store(&svc->running_execs, 1);
+    atomic_store(&svc->tenant_execs[1], 1);
+    const char *full = "tenant default is at its quota: 1 commands are running in its sandboxes "
+                       "(max_execs 1 for tenant default); retry later";
+    json_t *req = req_of("{\"argv\":[\"true\"]}");
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_exec_check(svc, ID_A, req, &err), -1);
+    assert_int_equal(err.code, CLR_E_LIMIT);
+    assert_string_equal(err.message, full);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_exec(svc, ID_A, req, "alice", NULL, NULL, &out, &err), -1);
+    assert_int_equal(err.code, CLR_E_LIMIT);
+    assert_string_equal(err.message, full);
+    assert_int_equal(atomic_load(&svc->refused), 2);
+    assert_int_equal(atomic_load(&svc->running_execs), 1);
+    assert_int_equal(atomic_load(&svc->tenant_execs[1]), 1);
+    assert_int_equal(test_agent_frames(fx->agent, CLR_FRAME_EXEC), 0);
+    assert_int_equal(exec_rows(fx, NULL), 0);
+    /* beta at its quota holds nothing of the default tenant's: ID_A's command runs, and gives
+     * back the slot of each it took. */
+    atomic_store(&svc->running_execs, 1);
+    atomic_store(&svc->tenant_execs[0], 1);
+    atomic_store(&svc->tenant_execs[1], 0);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_exec_check(svc, ID_A, req, &err), 0);
+    if (clr_service_exec(svc, ID_A, req, "alice", NULL, NULL, &out, &err) != 0)
+        fail_msg("exec: %s", err.message);
+    assert_int_equal(test_agent_frames(fx->agent, CLR_FRAME_EXEC), 1);
+    assert_int_equal(atomic_load(&svc->running_execs), 1);
+    assert_int_equal(atomic_load(&svc->tenant_execs[1]), 0);
+    assert_int_equal(atomic_load(&svc->tenant_execs[0]), 1);
+    assert_int_equal(atomic_load(&svc->refused), 2);
+    json_decref(out);
+    json_decref(req);
+    svc->cfg.tenants = NULL;
+    svc->cfg.ntenants = 0;
+}
+
 static void test_unaudited_is_not_sent(void **state)
 {
     struct fixture *fx = *state;
@@ -706,6 +758,16 @@ static void test_exec_get(void **state)
     assert_int_equal(clr_service_exec_get(svc, ID_A, exec_id, &rec, &err), 0);
     assert_string_equal(str(rec, "id"), exec_id);
     assert_string_equal(str(rec, "sandbox_id"), ID_A);
+    /* The run's answer is the record GET answers, field for field: the request (as recorded)
+     * and the times too, not only id, sandbox_id, state and result. */
+    assert_true(json_is_array(json_object_get(json_object_get(out, "request"), "argv")));
+    assert_true(json_integer_value(json_object_get(out, "created_at")) > 0);
+    assert_true(json_integer_value(json_object_get(out, "finished_at")) >=
+                json_integer_value(json_object_get(out, "created_at")));
+    if (!json_equal(out, rec)) {
+        char *a = json_dumps(out, JSON_SORT_KEYS), *b = json_dumps(rec, JSON_SORT_KEYS);
+        fail_msg("the answer %s is not the record %s", a, b);
+    }
     json_decref(rec);
     /* Through another sandbox: not found (an exec id does not open another's records). */
     rec = NULL;
@@ -738,6 +800,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_exec_on_the_channel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_before_anything_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_at_capacity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tenant_at_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unaudited_is_not_sent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unrecorded_is_killed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_engine_refuses_docker_exec, setup, teardown),

@@ -739,6 +739,113 @@ static void test_egress_only_tightened(void **state)
     mend_audit(fx);
 }
 
+/* How many times the audit log holds what. */
+static size_t audit_count_of(struct fixture *fx, const char *what)
+{
+    char *text = audit_text(fx);
+    size_t n = 0;
+    for (const char *p = strstr(text, what); p; p = strstr(p + 1, what))
+        n++;
+    free(text);
+    return n;
+}
+
+/* The newest audit record must be action's, with outcome, about sandbox (NULL: none). */
+static void expect_last_record(struct fixture *fx, const char *action, const char *outcome,
+                               const char *sandbox)
+{
+    char *text = audit_text(fx);
+    size_t n = strlen(text);
+    while (n > 0 && text[n - 1] == '\n')
+        text[--n] = '\0';
+    const char *line = strrchr(text, '\n');
+    json_t *r = json_loads(line ? line + 1 : text, 0, NULL);
+    if (!r)
+        fail_msg("no audit record to read in:\n%s", text);
+    const char *a = json_string_value(json_object_get(r, "action"));
+    const char *o = json_string_value(json_object_get(r, "outcome"));
+    const char *sb = json_string_value(json_object_get(r, "sandbox"));
+    if (!a || strcmp(a, action) != 0 || !o || strcmp(o, outcome) != 0 ||
+        (sandbox ? !sb || strcmp(sb, sandbox) != 0 : sb != NULL))
+        fail_msg("the newest record is not %s %s about %s: %s", action, outcome,
+                 sandbox ? sandbox : "no sandbox", line ? line + 1 : text);
+    json_decref(r);
+    free(text);
+}
+
+/* Each refusal of an egress change is recorded, like any route's: a bad request, an id that is
+ * not one, an unknown or stopped sandbox. */
+static void test_egress_refusals_audited(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    struct {
+        const char *id, *body;
+        clr_error_code code;
+        const char *outcome, *sandbox; /* of the refusal's record */
+    } cases[] = {
+        {RUN_ID, "{\"allow\":\"everything\"}", CLR_E_INVALID, "refused", RUN_ID},
+        {"sb-../x", "{\"allow\":[]}", CLR_E_INVALID, "refused", NULL},
+        {NO_ROW, "{\"allow\":[]}", CLR_E_NOT_FOUND, "error", NO_ROW},
+        {GONE_ID, "{\"allow\":[]}", CLR_E_CONFLICT, "error", GONE_ID},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t before = audit_count_of(fx, "\"action\":\"sandbox.egress\"");
+        json_t *req = req_of(cases[i].body);
+        json_t *out = NULL;
+        clr_error err = CLR_ERROR_INIT;
+        assert_int_equal(clr_service_egress(svc, cases[i].id, req, "alice", &out, &err), -1);
+        json_decref(req);
+        if (err.code != cases[i].code)
+            fail_msg("case %zu: %s \"%s\"", i, clr_error_code_name(err.code), err.message);
+        assert_null(out);
+        if (audit_count_of(fx, "\"action\":\"sandbox.egress\"") != before + 1)
+            fail_msg("case %zu (%s) was not recorded once", i, err.message);
+        expect_last_record(fx, "sandbox.egress", cases[i].outcome, cases[i].sandbox);
+    }
+}
+
+/* Audit before act: with a log that cannot take the record, the change is refused (503) and
+ * nothing changes; the stored policy is what it was. */
+static void test_egress_unaudited_changes_nothing(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    clr_error err = CLR_ERROR_INIT;
+    json_t *have = req_of("{\"allow\":[\"example.com:443\",\"*.example.invalid\"]}");
+    assert_int_equal(clr_store_sandbox_set_egress(svc->store, RUN_ID, have, &err), 0);
+    json_decref(have);
+    break_audit(fx);
+    json_t *req = req_of("{\"allow\":[\"example.com:443\"]}");
+    json_t *out = NULL;
+    assert_int_equal(clr_service_egress(svc, RUN_ID, req, "alice", &out, &err), -1);
+    assert_int_equal(err.code, CLR_E_UNAVAILABLE);
+    assert_non_null(strstr(err.message, "audit"));
+    assert_null(out);
+    json_t *stored = NULL;
+    assert_int_equal(clr_store_sandbox_get_egress(svc->store, RUN_ID, &stored, &err), 0);
+    if (json_array_size(json_object_get(stored, "allow")) != 2)
+        fail_msg("the policy changed without its record: %s",
+                 json_dumps(stored, JSON_COMPACT));
+    json_decref(stored);
+    /* The log back: the same change is made, and recorded (positive control). */
+    mend_audit(fx);
+    err = (clr_error)CLR_ERROR_INIT;
+    if (clr_service_egress(svc, RUN_ID, req, "alice", &out, &err) != 0) {
+        /* The log remembers its failure until a record is written: the refusal's record. */
+        assert_int_equal(err.code, CLR_E_UNAVAILABLE);
+        err = (clr_error)CLR_ERROR_INIT;
+        if (clr_service_egress(svc, RUN_ID, req, "alice", &out, &err) != 0)
+            fail_msg("egress with the log back: %s", err.message);
+    }
+    json_decref(out);
+    json_decref(req);
+    assert_int_equal(clr_store_sandbox_get_egress(svc->store, RUN_ID, &stored, &err), 0);
+    assert_int_equal(json_array_size(json_object_get(stored, "allow")), 1);
+    json_decref(stored);
+    expect_last_record(fx, "sandbox.egress", "ok", RUN_ID);
+}
+
 /* ---- destroy ---- */
 
 static void test_destroy_refusals(void **state)
@@ -867,6 +974,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_create_from_an_admitted_repo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_extend, setup, teardown),
         cmocka_unit_test_setup_teardown(test_egress_only_tightened, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_egress_refusals_audited, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_egress_unaudited_changes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_reasons_and_removal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_drops_the_live_channel, setup, teardown),

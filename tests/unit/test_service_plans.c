@@ -36,7 +36,7 @@ struct fixture {
     struct svc_state st;
     char roots[128], repo[160], runsc[160], info[512];
     const char *root_list[2];
-    clr_tenant_quota quota[1];
+    clr_tenant_quota quota[2];
 };
 
 __attribute__((format(printf, 1, 2))) static void sh(const char *fmt, ...)
@@ -166,6 +166,7 @@ struct seen {
     char sandbox[CLR_SANDBOX_ID_MAX + 1];
     char row_state[32], row_tenant[CLR_TENANT_MAX + 1];
     int running_execs;
+    int tenant_execs[2]; /* the command slots of cfg.tenants[0] and [1] */
     unsigned plans_pending;
     bool pending_listed;
     char events[512];
@@ -189,6 +190,8 @@ static void on_event(void *ctx, json_t *ev)
         clr_store_sandbox_clear(&row);
     }
     w->running_execs = atomic_load(&w->svc->running_execs);
+    w->tenant_execs[0] = atomic_load(&w->svc->tenant_execs[0]);
+    w->tenant_execs[1] = atomic_load(&w->svc->tenant_execs[1]);
     pthread_mutex_lock(&w->svc->create_lock);
     w->plans_pending = w->svc->plans_pending;
     w->pending_listed = w->svc->pending_plans != NULL;
@@ -323,7 +326,27 @@ static void test_no_room(void **state)
     assert_int_equal(audit_count(s, "plan"), 3);
     assert_int_equal(atomic_load(&svc->created), 0);
 
-    /* Positive control: the same plan for another tenant gets its sandbox. */
+    /* beta's command slots (max_execs 1) all held by a command of its own: refused naming
+     * beta's limit, though max_execs has room; nothing more is held. */
+    fx->quota[1] = (clr_tenant_quota){.name = "beta", .max_execs = 1};
+    svc->cfg.ntenants = 2;
+    atomic_store(&svc->running_execs, 1);
+    atomic_store(&svc->tenant_execs[1], 1);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_plan(svc, r, "beta", ACTOR, NULL, NULL, &out, &err), -1);
+    expect_error(&err, CLR_E_LIMIT,
+                 "tenant beta is at its quota: 1 commands are running in its sandboxes "
+                 "(max_execs 1 for tenant beta)");
+    assert_null(out);
+    assert_int_equal(atomic_load(&svc->running_execs), 1);
+    assert_int_equal(atomic_load(&svc->tenant_execs[1]), 1);
+    assert_int_equal(atomic_load(&svc->refused), 4);
+    assert_int_equal(fake_count(s->f, "POST " V "/containers/create"), 0);
+    atomic_store(&svc->running_execs, 0);
+    atomic_store(&svc->tenant_execs[1], 0);
+
+    /* Positive control: the same plan for beta, its slot free, gets its sandbox; while it runs
+     * its command slot is counted as beta's, and given back with the rest. */
     struct seen w = {.svc = svc};
     err = (clr_error)CLR_ERROR_INIT;
     if (clr_service_plan(svc, r, "beta", ACTOR, on_event, &w, &out, &err) != 0)
@@ -331,8 +354,12 @@ static void test_no_room(void **state)
     json_decref(r);
     assert_int_equal(fake_count(s->f, "POST " V "/containers/create"), 1);
     assert_string_equal(w.row_tenant, "beta");
+    assert_int_equal(w.running_execs, 1);
+    assert_int_equal(w.tenant_execs[1], 1);
+    assert_int_equal(w.tenant_execs[0], 0);
     json_decref(out);
     assert_nothing_held(svc);
+    assert_int_equal(atomic_load(&svc->tenant_execs[1]), 0);
 }
 
 /* A plan whose step fails, without commit_on_failure: its sandbox is recorded as the plan's

@@ -531,6 +531,77 @@ static void run_reaper_until_done(struct test_env *e)
     assert_int_equal(test_env_audit_count(e, "sandbox.lost", ID_B, "reaper", NULL), 1);
 }
 
+/* How many records of action for sandbox id name this tenant in details.tenant. */
+static int audit_tenant_count(struct test_env *e, const char *action, const char *id,
+                              const char *tenant)
+{
+    FILE *fp = fopen(e->log, "r");
+    if (!fp)
+        fail_msg("cannot read %s: %s", e->log, strerror(errno));
+    int n = 0;
+    char line[8192];
+    while (fgets(line, sizeof(line), fp)) {
+        json_t *r = json_loads(line, 0, NULL);
+        const char *a = json_string_value(json_object_get(r, "action"));
+        const char *sb = json_string_value(json_object_get(r, "sandbox"));
+        const char *t =
+            json_string_value(json_object_get(json_object_get(r, "details"), "tenant"));
+        n += a && strcmp(a, action) == 0 && sb && strcmp(sb, id) == 0 && t &&
+             strcmp(t, tenant) == 0;
+        json_decref(r);
+    }
+    fclose(fp);
+    return n;
+}
+
+/* The records of the reaper, the reconcile pass and the recovery name the sandbox's tenant (their
+ * actor names none): an expired sandbox of acme's and one of the default tenant's destroyed, one
+ * of acme's whose container vanished lost, an orphan container labelled globex's removed. */
+static void test_records_name_the_tenant(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    int64_t now = (int64_t)time(NULL), later = now + 36000;
+    const struct {
+        const char *id, *tenant;
+        int64_t expires_at;
+    } rows[] = {{ID_A, "acme", now - 10}, {ID_B, "acme", later}, {ID_C, "", now - 10}};
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        clr_store_sandbox s;
+        test_row_init(&s, rows[i].id, rows[i].tenant, CLR_STATE_RUNNING);
+        s.info.expires_at = rows[i].expires_at;
+        s.max_expires_at = rows[i].expires_at + 3600;
+        s.last_active_at = now;
+        test_row_insert(svc->store, &s);
+    }
+    clr_sandbox_info orphan;
+    test_env_info(&orphan, ID_G, TEST_OWNER);
+    snprintf(orphan.tenant, sizeof(orphan.tenant), "globex");
+    json_t *list = json_pack("[{s:s, s:s, s:o}]", "Id", "cid-" ID_G, "State", "running",
+                             "Labels", clr_sandbox_labels(&orphan));
+    fake_answer(e->f, TEST_LIST, 200, test_env_keep(e, json_dumps(list, JSON_COMPACT)));
+    json_decref(list);
+
+    assert_int_equal(reap(svc), 2);
+    test_env_expect_row(e, ID_A, CLR_STATE_DESTROYED, "expired");
+    test_env_expect_row(e, ID_C, CLR_STATE_DESTROYED, "expired");
+    assert_int_equal(test_env_audit_count(e, "sandbox.destroy", ID_A, "reaper", "expired"), 1);
+    assert_int_equal(audit_tenant_count(e, "sandbox.destroy", ID_A, "acme"), 1);
+    assert_int_equal(test_env_audit_count(e, "sandbox.destroy", ID_C, "reaper", "expired"), 1);
+    assert_int_equal(audit_tenant_count(e, "sandbox.destroy", ID_C, CLR_TENANT_DEFAULT), 1);
+
+    assert_int_equal(reconcile(svc), 1);
+    test_env_expect_row(e, ID_B, CLR_STATE_LOST, "container stopped or vanished");
+    assert_int_equal(test_env_audit_count(e, "sandbox.lost", ID_B, "reaper", NULL), 1);
+    assert_int_equal(audit_tenant_count(e, "sandbox.lost", ID_B, "acme"), 1);
+
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(svc_recover(svc, &err), 0);
+    assert_int_equal(fake_count(e->f, DELETE(ID_G)), 1);
+    assert_int_equal(test_env_audit_count(e, "sandbox.destroy", ID_G, "recovery", "orphan"), 1);
+    assert_int_equal(audit_tenant_count(e, "sandbox.destroy", ID_G, "globex"), 1);
+}
+
 static void test_reaper_thread(void **state)
 {
     run_reaper_until_done(*state);
@@ -612,6 +683,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_recover_fails_closed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover_plan_needs_its_record, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_records_name_the_tenant, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reaper_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reaper_thread_reconcile_interval, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reaper_thread_reconcile_fails, setup, teardown),

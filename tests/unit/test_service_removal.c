@@ -209,12 +209,14 @@ static void test_remove_refused(void **state)
 {
     struct fixture *fx = *state;
     clr_service *svc = &fx->svc;
+    /* A conflict that is not another removal under way (that one is waited for: below). */
     fake_answer(fx->f, DELETE_A, 409,
-                "{\"message\":\"removal of container clearing-" ID_A " is already in progress\"}");
+                "{\"message\":\"cannot remove container clearing-" ID_A ": could not kill: "
+                "tried to kill container, but did not receive an exit event\"}");
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(svc_remove_now(svc, ID_A, "client", &err), -1);
     assert_int_equal(err.code, CLR_E_CONFLICT);
-    if (!strstr(err.message, "409") || !strstr(err.message, "is already in progress"))
+    if (!strstr(err.message, "409") || !strstr(err.message, "did not receive an exit event"))
         fail_msg("message \"%s\" does not carry the engine's answer", err.message);
     assert_int_equal(fake_count(fx->f, DELETE_A), 1);
     /* The workspace stays while the container may still use it; counted as a failure. */
@@ -245,6 +247,57 @@ static void test_remove_refused(void **state)
     assert_int_equal(svc_remove_now(svc, "sb-../../etc", "client", &err), -1);
     assert_int_equal(err.code, CLR_E_INVALID);
     assert_int_equal(fake_count(fx->f, "DELETE "), deletes);
+}
+
+#define IN_PROGRESS_A \
+    "{\"message\":\"removal of container clearing-" ID_A " is already in progress\"}"
+
+/* The engine is removing the container already (a DELETE of ours that timed out goes on in the
+ * engine): not a failure. The container is looked at until it is gone, then the workspace goes,
+ * and the removal counts as done. */
+static void test_removal_in_progress_is_awaited(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    fake_answer(fx->f, INSPECT_A, 404, "{\"message\":\"No such container\"}");
+    /* Still there at the first look (before the DELETE) and at two looks after it. */
+    fake_answer_n(fx->f, INSPECT_A, 200, "{\"State\":{\"Running\":true,\"Paused\":false}}", 3);
+    fake_answer_n(fx->f, DELETE_A, 409, IN_PROGRESS_A, 1);
+    clr_error err = CLR_ERROR_INIT;
+    size_t from = n_requests(fx->f);
+    if (svc_remove_now(svc, ID_A, "client", &err) != 0)
+        fail_msg("a removal in progress in the engine was not awaited: %s", err.message);
+    char seen[1024];
+    requests_since(fx->f, from, seen, sizeof(seen));
+    /* One DELETE (refused 409), then looks until the engine no longer has it. */
+    assert_string_equal(seen, "GET /version; " INSPECT_A "; " DELETE_A "?force=1&v=1; " INSPECT_A
+                              "; " INSPECT_A "; " INSPECT_A);
+    assert_false(ws_exists(fx, ID_A));
+    assert_int_equal(atomic_load(&svc->removed), 1);
+    assert_int_equal(atomic_load(&svc->removal_failures), 0);
+}
+
+/* The same through the remover: done at the first attempt, not retried, not given up. */
+static void test_queue_removal_in_progress_not_a_failure(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    fake_answer(fx->f, INSPECT_A, 404, "{\"message\":\"No such container\"}");
+    fake_answer_n(fx->f, INSPECT_A, 200, "{\"State\":{\"Running\":true,\"Paused\":false}}", 1);
+    fake_answer_n(fx->f, DELETE_A, 409, IN_PROGRESS_A, 1);
+    svc->rm_started = true;
+    start_remover(svc);
+    assert_true(svc_removal_queue(svc, ID_A, "client", 0));
+    await_removed(svc, ID_A); /* fails the test if it was given up */
+    await_settled(svc);
+    assert_int_equal(fake_count(fx->f, DELETE_A), 1); /* the engine's 409 was seen */
+    assert_false(ws_exists(fx, ID_A));
+    assert_int_equal(atomic_load(&svc->removed), 1);
+    assert_int_equal(atomic_load(&svc->removal_failures), 0);
+    pthread_mutex_lock(&svc->rm_lock);
+    for (size_t i = 0; i < sizeof(svc->rm_failed) / sizeof(svc->rm_failed[0]); i++)
+        assert_string_not_equal(svc->rm_failed[i].id, ID_A);
+    pthread_mutex_unlock(&svc->rm_lock);
 }
 
 static void test_queue_needs_remover(void **state)
@@ -380,6 +433,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_remove_now, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove_paused_and_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_removal_in_progress_is_awaited, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_removal_in_progress_not_a_failure, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_queue_needs_remover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_retries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_await_covers_the_retry, setup, teardown),

@@ -1,7 +1,8 @@
 /* lib/service/tenants.c and the tenants' gauges of lib/service/metrics.c, on a state database in
  * a temporary directory (no engine): what each tenant's live sandboxes hold, the room check of a
  * create against the daemon's max_sandboxes and the tenant's quota (with the figures in the
- * refusal), and the per-tenant lines of the metrics. */
+ * refusal), the command slots of max_execs and a tenant's max_execs, and the per-tenant lines of
+ * the metrics. */
 #include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -193,6 +194,56 @@ static void test_room_daemon(void **state)
     svc->plans_pending = 0;
 }
 
+/* Command slots: a plan asking for 3 gets what both max_execs and its tenant's max_execs leave
+ * (acme: 2 of its 2); the next is refused naming acme's limit and holds nothing; a tenant
+ * without a bound of its own is held by max_execs alone, refused naming it; 0 asked is 1. */
+static void test_exec_slots(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->svc;
+    fx->quotas[0].max_execs = 2;
+    svc->cfg.max_execs = 4;
+    unsigned n = 3;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(svc_exec_admit(svc, "acme", &n, &err), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(atomic_load(&svc->running_execs), 2);
+    assert_int_equal(atomic_load(&svc->tenant_execs[0]), 2);
+    n = 1;
+    assert_int_equal(svc_exec_admit(svc, "acme", &n, &err), -1);
+    assert_int_equal(err.code, CLR_E_LIMIT);
+    assert_string_equal(err.message,
+                        "tenant acme is at its quota: 2 commands are running in its sandboxes "
+                        "(max_execs 2 for tenant acme); retry later");
+    assert_int_equal(svc_exec_room(svc, "acme", &err), -1);
+    assert_int_equal(atomic_load(&svc->running_execs), 2);
+    /* beta (a quota without max_execs) and the default tenant (none) take the rest. */
+    n = 0;
+    assert_int_equal(svc_exec_room(svc, "beta", &err), 0);
+    assert_int_equal(svc_exec_admit(svc, "beta", &n, &err), 0);
+    assert_int_equal(n, 1);
+    n = 5;
+    assert_int_equal(svc_exec_admit(svc, NULL, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(atomic_load(&svc->tenant_execs[1]), 0);
+    n = 1;
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(svc_exec_admit(svc, "beta", &n, &err), -1);
+    assert_string_equal(err.message,
+                        "at capacity: 4 commands are running (max_execs); retry later");
+    assert_int_equal(svc_exec_room(svc, "acme", &err), -1);
+    assert_string_equal(err.message,
+                        "at capacity: 4 commands are running (max_execs); retry later");
+    assert_int_equal(atomic_load(&svc->refused), 4);
+    /* Given back, acme has room again. */
+    svc_exec_release(svc, "acme", 2);
+    svc_exec_release(svc, "beta", 1);
+    svc_exec_release(svc, CLR_TENANT_DEFAULT, 1);
+    assert_int_equal(atomic_load(&svc->running_execs), 0);
+    assert_int_equal(atomic_load(&svc->tenant_execs[0]), 0);
+    assert_int_equal(svc_exec_room(svc, "acme", &err), 0);
+}
+
 static void test_metrics_tenant(void **state)
 {
     struct fixture *fx = *state;
@@ -222,6 +273,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_room_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_room_daemon, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics_tenant, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exec_slots, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

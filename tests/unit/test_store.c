@@ -781,6 +781,53 @@ static void test_exec_survives_reopen(void **state)
     json_decref(req);
 }
 
+/* The exec record and the sandbox's last activity go in one transaction: both or neither. */
+static void test_exec_insert_and_finish_touch_in_one_commit(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_sandbox s = sample("sb-00000000000000e2", 10, CLR_STATE_RUNNING);
+    insert_ok(fx->st, &s);
+    clr_store_sandbox_clear(&s);
+    clr_error err = CLR_ERROR_INIT;
+    json_t *req = json_pack("{s:[s]}", "argv", "true");
+    assert_int_equal(clr_store_exec_insert_touch(fx->st, "ex-t1", "sb-00000000000000e2", 7, req,
+                                                 200, &err),
+                     0);
+    clr_store_sandbox got;
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000e2", &got, &err), 0);
+    assert_int_equal(got.last_active_at, 200);
+    clr_store_sandbox_clear(&got);
+    json_t *rec = NULL;
+    assert_int_equal(clr_store_exec_get(fx->st, "ex-t1", &rec, &err), 0);
+    assert_string_equal(json_string_value(json_object_get(rec, "state")),
+                        CLR_EXEC_STATE_RUNNING);
+    json_decref(rec);
+
+    /* A duplicate id fails the insert: the touch in the same transaction is rolled back. */
+    assert_int_equal(clr_store_exec_insert_touch(fx->st, "ex-t1", "sb-00000000000000e2", 7, req,
+                                                 300, &err),
+                     -1);
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000e2", &got, &err), 0);
+    assert_int_equal(got.last_active_at, 200);
+    clr_store_sandbox_clear(&got);
+
+    /* The connection is usable after the rollback: the finish and its touch land together. */
+    json_t *res = json_pack("{s:s, s:i}", "status", "exited", "exit_code", 0);
+    assert_int_equal(clr_store_exec_finish_touch(fx->st, "ex-t1", "sb-00000000000000e2",
+                                                 CLR_EXEC_STATE_DONE, res, 400, &err),
+                     0);
+    assert_int_equal(clr_store_exec_get(fx->st, "ex-t1", &rec, &err), 0);
+    assert_string_equal(json_string_value(json_object_get(rec, "state")), CLR_EXEC_STATE_DONE);
+    assert_true(json_equal(json_object_get(rec, "result"), res));
+    assert_int_equal(json_integer_value(json_object_get(rec, "finished_at")), 400);
+    json_decref(rec);
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000e2", &got, &err), 0);
+    assert_int_equal(got.last_active_at, 400);
+    clr_store_sandbox_clear(&got);
+    json_decref(res);
+    json_decref(req);
+}
+
 int main(void)
 {
 #define F(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -812,6 +859,7 @@ int main(void)
         F(test_exec_get_not_found),
         F(test_exec_mark_lost_turns_running_into_lost),
         F(test_exec_survives_reopen),
+        F(test_exec_insert_and_finish_touch_in_one_commit),
     };
 #undef F
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);

@@ -1,0 +1,262 @@
+// The daemon's /mcp driven by the official MCP TypeScript SDK's StreamableHTTPClientTransport
+// (tools/mcp-client pins @modelcontextprotocol/sdk) over TCP with two tenants' tokens: the
+// transport's refusals (no token, a foreign Origin, GET, no session id, a bad Accept, a bad
+// MCP-Protocol-Version), a session (initialize, tools/list, a sandbox, a command with progress),
+// tenancy (another tenant cannot use the session id, nor reach the other tenant's sandbox
+// through its tools) and the session's end (DELETE destroys its sandbox). TAP.
+// Run by mcp_http.py, which starts the daemon; environment: MCP_URL (http://127.0.0.1:PORT/mcp),
+// ACME_TOKEN, GLOBEX_TOKEN, MORE_TOKENS (three more of acme's, comma-separated), MCP_SDK (the
+// SDK's directory).
+const { MCP_URL, ACME_TOKEN, GLOBEX_TOKEN, MORE_TOKENS, MCP_SDK } = process.env;
+const { Client } = await import(MCP_SDK + '/dist/esm/client/index.js');
+const { StreamableHTTPClientTransport } =
+  await import(MCP_SDK + '/dist/esm/client/streamableHttp.js');
+
+const BASE = MCP_URL.replace(/\/mcp$/, '');
+const LONG = { timeout: 900000, resetTimeoutOnProgress: true }; // generous: a loaded machine
+const ACCEPT = 'application/json, text/event-stream';
+let count = 0;
+let failed = 0;
+
+function check(name, ok, detail) {
+  count += 1;
+  if (!ok) failed += 1;
+  console.log(`${ok ? 'ok' : 'not ok'} - ${name}`);
+  if (!ok && detail !== undefined) {
+    const text = typeof detail === 'string' ? detail : JSON.stringify(detail, null, 1);
+    for (const line of text.split('\n').slice(0, 30)) console.log('#   ' + line);
+  }
+  return ok;
+}
+
+// One request of the REST API with token: {status, body}.
+async function api(token, method, path, body) {
+  const headers = { Authorization: 'Bearer ' + token };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const r = await fetch(BASE + path, { method, headers,
+    body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await r.text();
+  let j = null;
+  try { j = text ? JSON.parse(text) : null; } catch { j = text; }
+  return { status: r.status, body: j };
+}
+
+// A raw request to /mcp: {status, headers, body (parsed when JSON)}.
+async function raw(method, headers, message) {
+  const r = await fetch(MCP_URL, { method, headers,
+    body: message === undefined ? undefined : JSON.stringify(message) });
+  const text = await r.text();
+  let j = null;
+  try { j = text ? JSON.parse(text) : null; } catch { j = text; }
+  return { status: r.status, headers: r.headers, body: j };
+}
+
+async function waitFor(pred, seconds) {
+  const end = Date.now() + seconds * 1000;
+  for (;;) {
+    const v = await pred();
+    if (v || Date.now() > end) return v;
+    await new Promise((res) => setTimeout(res, 500));
+  }
+}
+
+function connect(token) {
+  const transport = new StreamableHTTPClientTransport(new URL(MCP_URL), {
+    requestInit: { headers: { Authorization: 'Bearer ' + token } },
+  });
+  const client = new Client({ name: 'clearing-mcp-http-test', version: '1' });
+  return { client, transport };
+}
+
+const INIT = { jsonrpc: '2.0', id: 1, method: 'initialize',
+  params: { protocolVersion: '2025-11-25', capabilities: {},
+    clientInfo: { name: 'raw', version: '1' } } };
+const LIST = { jsonrpc: '2.0', id: 2, method: 'tools/list' };
+const acmeH = { Authorization: 'Bearer ' + ACME_TOKEN, Accept: ACCEPT,
+  'Content-Type': 'application/json' };
+
+async function refusals() {
+  let r = await raw('POST', { Accept: ACCEPT, 'Content-Type': 'application/json' }, INIT);
+  check('no token: 401', r.status === 401, r);
+  r = await raw('POST', { ...acmeH, Origin: 'http://evil.example:80' }, INIT);
+  check('an Origin that is not the daemon\'s: 403', r.status === 403 &&
+    /Origin/.test(r.body?.error?.message), r);
+  r = await raw('GET', { Authorization: 'Bearer ' + ACME_TOKEN, Accept: 'text/event-stream' });
+  check('GET: 405 with Allow: POST, DELETE', r.status === 405 &&
+    r.headers.get('allow') === 'POST, DELETE', [r.status, r.headers.get('allow')]);
+  r = await raw('POST', acmeH, LIST);
+  check('a request other than initialize without Mcp-Session-Id: 400', r.status === 400 &&
+    /Mcp-Session-Id/.test(r.body?.error?.message), r);
+  r = await raw('POST', { ...acmeH, Accept: 'application/json' }, INIT);
+  check('Accept without text/event-stream: 406', r.status === 406, r);
+  // Positive control of the refusals above: the same initialize, as it should be, opens one.
+  const origin = new URL(MCP_URL).origin;
+  r = await raw('POST', { ...acmeH, Origin: origin }, INIT);
+  const sid = r.headers.get('mcp-session-id');
+  check('a raw initialize with the daemon\'s own Origin opens a session', r.status === 200 &&
+    /^[0-9a-f]{64}$/.test(sid || '') && r.body?.result?.protocolVersion === '2025-11-25', r);
+  if (!sid) return;
+  const h = { ...acmeH, 'Mcp-Session-Id': sid, 'MCP-Protocol-Version': '2025-11-25' };
+  r = await raw('POST', h, { jsonrpc: '2.0', method: 'notifications/initialized' });
+  check('a notification: 202 with no body', r.status === 202 && r.body === null, r);
+  r = await raw('POST', h, LIST);
+  check('tools/list on that session: 200 as application/json', r.status === 200 &&
+    r.headers.get('content-type').startsWith('application/json') &&
+    Array.isArray(r.body?.result?.tools), [r.status, r.headers.get('content-type')]);
+  r = await raw('POST', h, [{ jsonrpc: '2.0', id: 10, method: 'ping' },
+    { jsonrpc: '2.0', id: 11, method: 'tools/list' }]);
+  check('a batch of two requests: one JSON array with both answers', r.status === 200 &&
+    Array.isArray(r.body) && r.body.map((m) => m.id).sort().join() === '10,11', r);
+  r = await raw('POST', h, { jsonrpc: '2.0', id: 12, method: 'ping',
+    params: { pad: 'x'.repeat(2 * 1024 * 1024) } });
+  check('a body over 1 MiB: 413', r.status === 413, [r.status, r.body]);
+  r = await raw('POST', { ...h, 'MCP-Protocol-Version': '1900-01-01' }, LIST);
+  check('an MCP-Protocol-Version other than the one agreed on: 400', r.status === 400, r);
+  r = await raw('POST', { ...h, Authorization: 'Bearer ' + GLOBEX_TOKEN }, LIST);
+  check('another tenant\'s token with this session id: 404', r.status === 404, r);
+  r = await raw('DELETE', { ...h, Authorization: 'Bearer ' + GLOBEX_TOKEN });
+  check('another tenant cannot end this session: 404', r.status === 404, r);
+  r = await raw('DELETE', h);
+  check('DELETE ends the session: 204', r.status === 204, r);
+  r = await raw('POST', h, LIST);
+  check('the ended session\'s id: 404', r.status === 404, r);
+}
+
+async function session() {
+  const { client, transport } = connect(ACME_TOKEN);
+  await client.connect(transport);
+  check('the SDK initializes over Streamable HTTP and gets a session id',
+    /^[0-9a-f]{64}$/.test(transport.sessionId || ''), transport.sessionId);
+  const tools = (await client.listTools()).tools.map((t) => t.name);
+  check('tools/list names the tools', ['create_sandbox', 'exec', 'list_sandboxes']
+    .every((n) => tools.includes(n)), tools);
+  const made = await client.callTool({ name: 'create_sandbox', arguments: {} }, undefined, LONG);
+  const sid = made.structuredContent?.id;
+  check('create_sandbox makes a sandbox', !made.isError && /^sb-[0-9a-f]{16}$/.test(sid || ''),
+    made);
+  if (!sid) return;
+  let r = await api(ACME_TOKEN, 'GET', '/v1/sandboxes/' + sid);
+  check('the REST API shows it running, acme\'s', r.status === 200 &&
+    r.body.state === 'running' && r.body.tenant === 'acme', r);
+  const progress = [];
+  const ran = await client.callTool({ name: 'exec', arguments: { sandbox_id: sid,
+    command: 'echo start; sleep 6; echo end' } }, undefined,
+  { ...LONG, onprogress: (p) => progress.push(p) });
+  check('exec runs the command', !ran.isError && ran.structuredContent?.exit_code === 0 &&
+    /start\nend/.test(ran.structuredContent?.stdout || ''), ran);
+  check('progress notifications came on the call\'s stream', progress.length >= 1, progress);
+  const wrote = await client.callTool({ name: 'write_file', arguments: { sandbox_id: sid,
+    path: 'notes/hello.txt', content: 'hi from mcp\n' } }, undefined, LONG);
+  const file = await fetch(`${BASE}/v1/sandboxes/${sid}/files/notes/hello.txt`,
+    { headers: { Authorization: 'Bearer ' + ACME_TOKEN } });
+  const body = await file.text();
+  check('write_file writes the file (read back through the REST API)', !wrote.isError &&
+    file.status === 200 && body === 'hi from mcp\n', [wrote, file.status, body]);
+  const back = await client.callTool({ name: 'read_file', arguments: { sandbox_id: sid,
+    path: 'notes/hello.txt' } }, undefined, LONG);
+  check('read_file reads it', back.structuredContent?.content === 'hi from mcp\n', back);
+  // Bytes that are not text (NUL, not UTF-8) and text that is JSON come back exactly through
+  // the daemon's own backend (its call_bytes), written through the REST API as the positive
+  // control.
+  const bytes = Buffer.from([0x61, 0x00, 0x62, 0xff, 0xfe, 0x00, 0x80, 0x0a, 0xc3]);
+  for (const [name, data, enc] of [['bin/nul.dat', bytes, 'base64'],
+    ['notes/spaced.json', Buffer.from('{ "a" :  1 }\n'), 'utf-8']]) {
+    const put = await fetch(`${BASE}/v1/sandboxes/${sid}/files/${name}`, { method: 'PUT',
+      headers: { Authorization: 'Bearer ' + ACME_TOKEN }, body: data });
+    const got = await client.callTool({ name: 'read_file', arguments: { sandbox_id: sid,
+      path: name } }, undefined, LONG);
+    const c = got.structuredContent;
+    const back2 = c ? Buffer.from(c.content, c.encoding === 'base64' ? 'base64' : 'utf8') : null;
+    check(`read_file of ${name} over /mcp is byte-exact (${enc})`, put.status < 300 &&
+      !got.isError && c?.encoding === enc && back2?.equals(data), [put.status, got]);
+  }
+  await tenancy(client, sid);
+  await transport.terminateSession();
+  const gone = await waitFor(async () => {
+    r = await api(ACME_TOKEN, 'GET', '/v1/sandboxes/' + sid);
+    return r.status === 404 || (r.status === 200 && r.body.state !== 'running');
+  }, 120);
+  check('DELETE of the session destroyed its sandbox', gone, r);
+  await client.close();
+}
+
+async function tenancy(client, acmeSid) {
+  const other = await api(GLOBEX_TOKEN, 'POST', '/v1/sandboxes', {});
+  check('globex creates a sandbox of its own (REST)', other.status === 201, other);
+  if (other.status !== 201) return;
+  const gid = other.body.id;
+  try {
+    const r = await client.callTool({ name: 'exec', arguments: { sandbox_id: gid,
+      argv: ['true'] } }, undefined, LONG);
+    const text = JSON.stringify(r.content);
+    check('acme\'s session cannot exec in globex\'s sandbox (not found)', r.isError === true &&
+      /not found|no sandbox/i.test(text), r);
+    const ok = await client.callTool({ name: 'exec', arguments: { sandbox_id: acmeSid,
+      argv: ['true'] } }, undefined, LONG);
+    check('(control) the same call on acme\'s own sandbox works', !ok.isError, ok);
+    const all = await client.callTool({ name: 'list_sandboxes', arguments: { all: true } },
+      undefined, LONG);
+    const ids = (all.structuredContent?.sandboxes || []).map((s) => s.id || s);
+    check('acme\'s list_sandboxes (all) holds its own sandbox and not globex\'s',
+      ids.includes(acmeSid) && !ids.includes(gid), all.structuredContent);
+  } finally {
+    await api(GLOBEX_TOKEN, 'DELETE', '/v1/sandboxes/' + gid);
+  }
+}
+
+// Opens sessions with token until one is refused (at most limit + 1 tries): [ids, refusal].
+async function fill(token, limit) {
+  const h = { ...acmeH, Authorization: 'Bearer ' + token };
+  const ids = [];
+  for (let i = 0; i <= limit; i++) {
+    const r = await raw('POST', h, INIT);
+    if (r.status !== 200) return [ids, r];
+    ids.push(r.headers.get('mcp-session-id'));
+  }
+  return [ids, null];
+}
+
+// At most 16 sessions a token, 64 at once (none is open when this starts): four tokens of
+// acme fill the daemon, the 17th of one token and the 65th of all are 429.
+async function bound() {
+  const tokens = [ACME_TOKEN, ...MORE_TOKENS.split(',')];
+  const opened = [];
+  let [ids, refusal] = await fill(tokens[0], 16);
+  opened.push(...ids.map((id) => [tokens[0], id]));
+  check('one token opens 16 sessions, its 17th initialize is 429', ids.length === 16 &&
+    refusal?.status === 429 && /holds 16 MCP sessions/.test(refusal.body?.error?.message),
+  [ids.length, refusal]);
+  for (const t of tokens.slice(1)) {
+    [ids, refusal] = await fill(t, 15);
+    opened.push(...ids.map((id) => [t, id]));
+  }
+  check('four tokens hold 64 sessions', opened.length === 64, opened.length);
+  [ids, refusal] = await fill(GLOBEX_TOKEN, 0);
+  opened.push(...ids.map((id) => [GLOBEX_TOKEN, id]));
+  check('then another tenant\'s initialize is 429: the daemon holds 64', ids.length === 0 &&
+    refusal?.status === 429 && /daemon holds 64 MCP sessions/.test(refusal.body?.error?.message),
+  [ids.length, refusal]);
+  let ended = 0;
+  for (const [t, id] of opened) {
+    const r = await raw('DELETE', { ...acmeH, Authorization: 'Bearer ' + t,
+      'Mcp-Session-Id': id });
+    ended += r.status === 204;
+  }
+  check('every one of them ends with DELETE', ended === opened.length, ended);
+  const r = await raw('POST', { ...acmeH, Authorization: 'Bearer ' + GLOBEX_TOKEN }, INIT);
+  check('then a session opens again', r.status === 200, r);
+  if (r.status === 200) {
+    await raw('DELETE', { ...acmeH, Authorization: 'Bearer ' + GLOBEX_TOKEN,
+      'Mcp-Session-Id': r.headers.get('mcp-session-id') });
+  }
+}
+
+try {
+  await refusals();
+  await session();
+  await bound();
+} catch (e) {
+  check('no exception', false, String(e && e.stack || e));
+}
+console.log(`1..${count}`);
+process.exit(failed ? 1 : 0);
