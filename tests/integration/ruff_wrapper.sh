@@ -2,7 +2,8 @@
 # clearing-ruff (tools/ruff) inside real gVisor sandboxes of the python image: the exact findings
 # of the fixtures under tests/integration/ruff by their own configuration (selected and ignored
 # rules, per-file ignores, an excluded directory, a .gitignore'd file, which configuration file
-# wins), a clean project, a bad configuration and the format check. TAP.
+# wins), a clean project, a bad configuration, the format check, and one gauntlet run of the
+# python profile whose lint check is ruff's. TAP.
 #   usage: ruff_wrapper.sh PATH/TO/clearing [SOURCE-ROOT]
 set -u
 CLEARING=${1:?usage: ruff_wrapper.sh PATH/TO/clearing [SOURCE-ROOT]}
@@ -99,6 +100,20 @@ check "bad option: exit 2 with the usage" \
     '[ "$st" = 2 ] && grep -q "output-format must be concise or json" "$err" && grep -q "^usage:" "$err"' "exit $st"
 ruff "$FIX/clean" no-such-dir
 check "a missing path: exit 2, named" '[ "$st" = 2 ] && grep -q "no-such-dir: no such file or directory" "$err"' "exit $st"
+
+# ---- the python profile's lint check runs ruff by the project's configuration ----
+# The sample project plus a lambda assignment that flake8 would report (E731) and the project's
+# ruff configuration ignores: lint passes only when ruff ran with that configuration.
+G=$D/gauntlet
+cp -r "$SRC/examples/sample-python" "$G"
+printf '\n\ndouble = lambda x: x * 2\n' >>"$G/calc.py"
+printf '[tool.ruff.lint]\nextend-ignore = ["E731"]\n' >"$G/pyproject.toml"
+"${C[@]}" gauntlet --repo "$G" --profile python --report "$D/report.json" >"$out" 2>"$err" </dev/null
+st=$?
+lint() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); c=[c for c in r["checks"] if c["name"]=="lint"][0]; print(" | ".join([c["status"], c["stderr"]["data"], c["stdout"]["data"]]).replace("\n", " "))' "$D/report.json" 2>/dev/null; }
+check "gauntlet: the python profile passes (exit 0)" '[ "$st" = 0 ]' "exit $st"
+check "gauntlet: lint passed, and its report shows ruff ran with the project's pyproject.toml" \
+    'lint | grep -q "^passed |.*clearing-ruff: ruff [0-9.]*, configuration: pyproject.toml.*All checks passed"' "$(lint)"
 
 echo "1..$n"
 [ "$failed" = 0 ]
