@@ -75,8 +75,8 @@ EOF
 rm "$D/open/.gitignore"
 ruff "$D/open" --output-format json
 got=$(findings)
-want="generated/out.py:1:F401 local_settings.py:1:F401 pkg/core.py:1:F401 pkg/core.py:6:E731 pkg/core.py:7:E711 pkg/long.py:1:E501 scripts/tool.py:1:F401 scripts/tool.py:5:E711"
-check "control: without the ignores and excludes, E731, F401 in scripts/, generated/ and local_settings.py report" \
+want="generated/out.py:1:F401 local_settings.py:1:F401 pkg/core.py:1:F401 pkg/core.py:6:E731 pkg/core.py:7:E711 pkg/long.py:1:E501 scripts/deep/nested.py:1:F401 scripts/tool.py:1:F401 scripts/tool.py:5:E711"
+check "control: without the ignores and excludes, E731, F401 in scripts/ (and scripts/deep/: * crosses /), generated/ and local_settings.py report" \
     '[ "$st" = 1 ] && [ "$got" = "$want" ]' "exit $st, got: $got"
 
 ruff "$FIX/project" format --check --if-configured
@@ -90,6 +90,12 @@ check "clean: exit 0, an empty JSON array, ruff.toml used" \
 ruff "$FIX/clean" format --check --if-configured
 check "clean: no formatter configured, format --check --if-configured skips, exit 0" \
     '[ "$st" = 0 ] && grep -q "does not configure ruff format" "$out"' "exit $st"
+
+# ---- no configuration: ruff's own defaults (E4, E7, E9, F), not the WebAssembly build's ----
+ruff "$FIX/noconfig" --output-format json
+got=$(findings)
+check "no configuration: ruff's default rules: E741 only (no isort I001 for the unsorted imports)" \
+    '[ "$st" = 1 ] && [ "$got" = "app.py:5:E741" ] && grep -q "configuration: ruff defaults" "$err"' "exit $st, got: $got"
 
 # ---- errors ----
 ruff "$FIX/badconfig"

@@ -27,6 +27,8 @@ const DEFAULT_EXCLUDE = [
 ];
 // Notebooks and pyproject.toml (ruff's RUF200) are not checked by the WebAssembly build.
 const DEFAULT_INCLUDE = ['*.py', '*.pyi'];
+// ruff's command line default; the WebAssembly build's own default (its playground's) differs.
+const DEFAULT_SELECT = ['E4', 'E7', 'E9', 'F'];
 // Keys that choose files; they are applied here, not by the Workspace (which sees no paths).
 const FILE_KEYS = ['include', 'extend-include', 'exclude', 'extend-exclude', 'respect-gitignore',
     'force-exclude', 'extend', 'src', 'cache-dir', 'output-format', 'fix', 'unsafe-fixes',
@@ -35,7 +37,7 @@ const LINT_PATH_KEYS = ['per-file-ignores', 'extend-per-file-ignores', 'exclude'
 
 // ---- globs ----
 
-function globToRegExp(glob) {
+function globToRegExp(glob, starCrossesSlash = false) {
     let re = '';
     for (let i = 0; i < glob.length; i++) {
         const c = glob[i];
@@ -48,7 +50,7 @@ function globToRegExp(glob) {
                 re += '.*';
             }
         } else if (c === '*') {
-            re += '[^/]*';
+            re += starCrossesSlash ? '.*' : '[^/]*';
         } else if (c === '?') {
             re += '[^/]';
         } else if (c === '[') {
@@ -69,11 +71,12 @@ function globToRegExp(glob) {
 }
 
 // A pattern without a slash matches a file or directory name anywhere (ruff's "single-path"
-// patterns); one with a slash matches the path relative to the project root.
+// patterns); one with a slash matches the path relative to the project root, where (as in ruff's
+// globs) `*` also matches across a slash: "tests/*" covers tests/a/b.py.
 function makeMatcher(patterns) {
     const compiled = patterns.map((p) => {
         const clean = p.replace(/^\.\//, '').replace(/\/+$/, '');
-        return { anywhere: !clean.includes('/'), re: globToRegExp(clean) };
+        return { anywhere: !clean.includes('/'), re: globToRegExp(clean, true) };
     });
     return (rel) => {
         const base = path.posix.basename(rel);
@@ -221,9 +224,10 @@ function loadSettings(cwd) {
     for (const [k, v] of Object.entries(options)) {
         if (!FILE_KEYS.includes(k) && !k.endsWith('per-file-ignores')) workspaceOptions[k] = v;
     }
-    if (workspaceOptions.lint) {
-        workspaceOptions.lint = { ...workspaceOptions.lint };
-        for (const k of LINT_PATH_KEYS) delete workspaceOptions.lint[k];
+    workspaceOptions.lint = { ...(workspaceOptions.lint || {}) };
+    for (const k of LINT_PATH_KEYS) delete workspaceOptions.lint[k];
+    if (workspaceOptions.lint.select === undefined && workspaceOptions.select === undefined) {
+        workspaceOptions.lint.select = DEFAULT_SELECT;
     }
     if (workspaceOptions.format) {
         workspaceOptions.format = { ...workspaceOptions.format };
