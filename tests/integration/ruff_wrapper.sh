@@ -97,6 +97,12 @@ got=$(findings)
 check "no configuration: ruff's default rules: E741 only (no isort I001 for the unsorted imports)" \
     '[ "$st" = 1 ] && [ "$got" = "app.py:5:E741" ] && grep -q "configuration: ruff defaults" "$err"' "exit $st, got: $got"
 
+# ---- target-version from requires-python of the pyproject.toml beside ruff.toml ----
+ruff "$FIX/requires" --output-format json
+got=$(findings)
+check "requires-python >=3.9 beside ruff.toml: a match statement is a syntax error (code null)" \
+    '[ "$st" = 1 ] && [ "$got" = "app.py:2:None" ] && grep -q "configuration: ruff.toml" "$err"' "exit $st, got: $got"
+
 # ---- errors ----
 ruff "$FIX/badconfig"
 check "bad configuration: exit 2, the file and the unknown rule named" \

@@ -142,10 +142,17 @@ function readToml(file) {
     }
 }
 
+// project.requires-python of DIR's pyproject.toml, if any: ruff infers target-version from it
+// for a ruff.toml in the same directory too, and when there is no configuration at all.
+function requiresPythonIn(dir) {
+    const py = path.join(dir, 'pyproject.toml');
+    return fs.existsSync(py) ? readToml(py).project?.['requires-python'] : undefined;
+}
+
 function configIn(dir) {
     for (const name of ['.ruff.toml', 'ruff.toml']) {
         const file = path.join(dir, name);
-        if (fs.existsSync(file)) return { file, options: readToml(file) };
+        if (fs.existsSync(file)) return { file, options: readToml(file), requiresPython: requiresPythonIn(dir) };
     }
     const py = path.join(dir, 'pyproject.toml');
     if (fs.existsSync(py)) {
@@ -182,12 +189,14 @@ function findConfig(start) {
     for (let dir = start; ; dir = path.dirname(dir)) {
         const cfg = configIn(dir);
         if (cfg) return { ...cfg, root: dir, options: resolveExtend(cfg) };
-        if (path.dirname(dir) === dir) return { file: null, root: start, options: {} };
+        if (path.dirname(dir) === dir) {
+            return { file: null, root: start, options: {}, requiresPython: requiresPythonIn(start) };
+        }
     }
 }
 
 function targetFromRequires(spec) {
-    const m = typeof spec === 'string' && spec.match(/>=?\s*3\.(\d+)/);
+    const m = typeof spec === 'string' && spec.match(/(?:>=?|~=|==)\s*3\.(\d+)/);
     return m ? `py3${m[1]}` : undefined;
 }
 
