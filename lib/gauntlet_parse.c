@@ -302,7 +302,14 @@ static const char python_profile[] =
     "    kind: lint\n"
     "    tool: flake8\n"
     "    env: {XDG_CACHE_HOME: /tmp/.cache}\n"
-    "    run: flake8 --max-line-length=100 --extend-exclude=.venv,build .\n"
+    /* ruff (clearing-ruff, tools/ruff) by the project's own configuration where the image has it,
+     * plus its format check where the project configures the formatter; else flake8. */
+    "    run: >-\n"
+    "      if command -v clearing-ruff >/dev/null; then\n"
+    "      clearing-ruff check .; s=$?; clearing-ruff format --check --if-configured .; f=$?;\n"
+    "      if [ $s -ge $f ]; then exit $s; fi; exit $f; fi;\n"
+    "      echo 'lint: clearing-ruff is not in the image: flake8 runs instead' >&2;\n"
+    "      flake8 --max-line-length=100 --extend-exclude=.venv,build .\n"
     "    timeout: 5m\n"
     "  - name: types\n"
     "    kind: types\n"

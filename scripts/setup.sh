@@ -114,6 +114,10 @@ if ! docker_up; then
 fi
 docker info --format '{{json .Runtimes}}' | grep -q '"runsc"' || die "dockerd does not list the runsc runtime"
 
+# The python image carries tools/ruff (clearing-ruff) with its npm packages, pinned in
+# tools/ruff/package-lock.json: images/build.sh installs them with npm ci on the host, which also
+# fills npm's cache, so a later rebuild needs the registry no more. Without npm that build fails.
+command -v npm >/dev/null || log "warning: npm is missing: images/build.sh cannot install tools/ruff (clearing-ruff) into the python image"
 # Images, rebuilt only when their recipe changes.
 # A recipe whose first line says "built on demand" is left to whoever needs it (the CPython
 # test-suite image: ~35 s to build, used only by `bench/run.sh cpython`, which builds it).

@@ -306,6 +306,12 @@ static void test_profiles(void **state)
     assert_string_equal(g->checks[0].name, "lint");
     assert_string_equal(g->checks[0].tool, "flake8");
     assert_int_equal(g->checks[0].kind, CLR_CHECK_LINT);
+    /* ruff by the project's configuration where the image has it, its format check where
+     * configured, flake8 the fallback (tests/integration/ruff_wrapper.sh runs it). */
+    assert_non_null(strstr(g->checks[0].shell, "command -v clearing-ruff"));
+    assert_non_null(strstr(g->checks[0].shell, "clearing-ruff check ."));
+    assert_non_null(strstr(g->checks[0].shell, "clearing-ruff format --check --if-configured ."));
+    assert_non_null(strstr(g->checks[0].shell, "flake8 --max-line-length=100"));
     assert_string_equal(g->checks[1].name, "types");
     assert_int_equal(g->checks[1].timeout_ms, 10 * 60 * 1000);
     const struct check *sec = &g->checks[2];

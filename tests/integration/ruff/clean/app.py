@@ -1,0 +1,5 @@
+"""A clean module."""
+
+
+def add(a, b):
+    return a + b

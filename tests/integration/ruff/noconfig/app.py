@@ -1,0 +1,5 @@
+import sys
+import os
+
+print(os, sys)
+l = 1

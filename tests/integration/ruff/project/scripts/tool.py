@@ -1,0 +1,5 @@
+import json
+
+
+def run(value):
+    return value != None
