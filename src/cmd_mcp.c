@@ -220,9 +220,14 @@ static int run_standalone(struct standalone *o, int sfd)
     if (srv) {
         clr_log(CLR_LOG_INFO, "mcp.standalone", "socket", sock, NULL);
         struct mcp_backend be;
-        mcp_client_backend(&be, sock);
-        rc = run_session(&be, sfd);
-        destroy_all(&be);
+        if (mcp_client_backend(&be, sock, NULL, NULL, &err) == 0) {
+            rc = run_session(&be, sfd);
+            destroy_all(&be);
+            mcp_client_free(&be);
+        } else {
+            cli_error(&err);
+            rc = cli_failure_status(&err);
+        }
         server_stop(srv);
         clr_service_stop(svc);
     } else {
@@ -316,6 +321,11 @@ int cmd_mcp(int argc, char **argv)
         fprintf(stderr, "clearing: mcp: the limit options set the defaults of --standalone "
                         "only; the daemon's own defaults hold (give create_sandbox limits)\n");
     struct mcp_backend be;
-    mcp_client_backend(&be, client_socket());
-    return run_session(&be, sfd);
+    if (mcp_client_backend(&be, client_socket(), NULL, NULL, &err) < 0) {
+        cli_error(&err);
+        return cli_failure_status(&err);
+    }
+    int status = run_session(&be, sfd);
+    mcp_client_free(&be);
+    return status;
 }

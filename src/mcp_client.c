@@ -1,228 +1,233 @@
-/* The MCP tools' backend over a daemon's REST API: see mcp_client.h. */
+/* The MCP tools' backend over a daemon's REST API (see mcp_client.h): one libcurl request per
+ * call, over the daemon's unix socket, with the narrowing headers of a tenant when given. */
 #include <curl/curl.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "clearing/cleanup_json.h"
+#include "clearing/cleanup.h"
+#include "http_sink.h"
 #include "mcp_client.h"
 
-/* A JSON or text answer larger than this is refused (a file or a diff is at most 1 GiB on the
- * daemon; the tools give a model far less). */
+/* An answer larger than this is refused: a file read or a diff gives a model far less, and the
+ * API's own bounds are lower. */
 #define MAX_ANSWER (64u * 1024 * 1024)
 
-struct sink {
-    char *data;
+struct backend {
+    char socket_path[108];
+    char tenant_header[96]; /* "X-Clearing-Tenant: T", or "" for none */
+    char actor_header[160]; /* "X-Clearing-Actor: A", or "" for none */
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static void curl_init_once(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* A request's body: JSON, or raw bytes (an upload). */
+struct payload {
+    const char *data;
     size_t len;
-    bool overflow;
-    bool (*on_line)(void *lctx, json_t *line);
-    void *lctx;
-    size_t consumed;
-    bool stopped;
+    const char *type; /* its Content-Type header line */
 };
 
-/* Passes the complete lines of s to its on_line; false when on_line asked to stop. */
-static bool sink_lines(struct sink *s)
-{
-    char *nl;
-    while ((nl = memchr(s->data + s->consumed, '\n', s->len - s->consumed))) {
-        size_t n = (size_t)(nl - s->data) - s->consumed;
-        json_t *j = json_loadb(s->data + s->consumed, n, JSON_ALLOW_NUL, NULL);
-        s->consumed = (size_t)(nl - s->data) + 1;
-        bool go_on = !j || s->on_line(s->lctx, j);
-        json_decref(j);
-        if (!go_on) {
-            s->stopped = true;
-            return false;
-        }
-    }
-    /* What was passed on is dropped, so a long stream does not grow the buffer. */
-    memmove(s->data, s->data + s->consumed, s->len - s->consumed);
-    s->len -= s->consumed;
-    s->consumed = 0;
-    return true;
-}
-
-static size_t on_data(char *p, size_t size, size_t n, void *ud)
-{
-    struct sink *s = ud;
-    size_t len = size * n;
-    if (s->len + len > MAX_ANSWER) {
-        s->overflow = true;
-        return 0;
-    }
-    char *d = realloc(s->data, s->len + len + 1);
-    if (!d)
-        return 0;
-    memcpy(d + s->len, p, len);
-    s->len += len;
-    d[s->len] = '\0';
-    s->data = d;
-    if (s->on_line && !sink_lines(s))
-        return 0; /* abandons the request */
-    return len;
-}
-
-struct request {
-    const char *method, *path;
-    const char *body; /* or NULL */
-    size_t body_len;
-    const char *content_type;
+/* What perform() gives back besides the status. */
+struct answer {
+    struct http_sink sink;
+    char ctype[128]; /* the answer's Content-Type ("" when it had none) */
 };
 
-/* One request to the daemon at sock: the HTTP status, or -1 with err. */
-static int perform(const char *sock, const struct request *rq, struct sink *s, char *ctype,
-                   size_t ctype_len, clr_error *err)
+static struct curl_slist *headers(const struct backend *b, const struct payload *payload)
 {
-    char url[8192];
-    snprintf(url, sizeof(url), "http://clearing%s", rq->path);
+    struct curl_slist *h = curl_slist_append(NULL, "Expect:");
+    if (payload)
+        h = curl_slist_append(h, payload->type);
+    if (b->tenant_header[0])
+        h = curl_slist_append(h, b->tenant_header);
+    if (b->actor_header[0])
+        h = curl_slist_append(h, b->actor_header);
+    return h;
+}
+
+/* One request: the HTTP status, or -1 with err. */
+static int perform_raw(const struct backend *b, const char *method, const char *path,
+                       const struct payload *payload, struct answer *a, clr_error *err)
+{
+    pthread_once(&curl_once, curl_init_once);
+    char url[4096];
+    if ((size_t)snprintf(url, sizeof(url), "http://clearing%s", path) >= sizeof(url))
+        return clr_error_set(err, CLR_E_INVALID, 0, "path too long for the API: %.80s...", path);
     CURL *c = curl_easy_init();
     if (!c)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    char ct[128];
-    snprintf(ct, sizeof(ct), "Content-Type: %s", rq->content_type);
-    struct curl_slist *h = curl_slist_append(NULL, ct);
-    h = curl_slist_append(h, "Expect:");
-    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, sock);
+    struct curl_slist *h = headers(b, payload);
+    a->sink.curl = c;
+    a->sink.max = MAX_ANSWER;
+    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, b->socket_path);
     curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, rq->method);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_sink_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &a->sink);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    if (rq->body) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, rq->body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->body_len);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
+    if (payload) {
+        /* libcurl sends no body for a zero-length POSTFIELDS unless given a pointer. */
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload->data ? payload->data : "");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)payload->len);
     }
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
-    char *got_type = NULL;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &got_type);
-    if (ctype)
-        snprintf(ctype, ctype_len, "%s", got_type ? got_type : "");
+    const char *ct = NULL;
+    if (curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct)
+        snprintf(a->ctype, sizeof(a->ctype), "%s", ct);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
-    if (rc == CURLE_WRITE_ERROR && s->stopped)
-        return (int)status; /* the caller stopped reading */
+    a->sink.curl = NULL;
+    if (rc == CURLE_WRITE_ERROR && a->sink.stopped)
+        return (int)status; /* the caller stopped reading: the request is abandoned */
+    if (a->sink.overflow)
+        return clr_error_set(err, CLR_E_LIMIT, 0, "the API's answer to %s %s is larger than "
+                             "%u MiB", method, path, MAX_ANSWER >> 20);
     if (rc != CURLE_OK)
-        return clr_error_set(
-            err, CLR_E_UNAVAILABLE, EIO, "talking to the clearing daemon at %s: %s%s", sock,
-            curl_easy_strerror(rc), s->overflow ? " (the answer is too large)" : "");
+        return clr_error_set(err, CLR_E_UNAVAILABLE, EIO, "talking to the clearing daemon at "
+                             "%s: %s", b->socket_path, curl_easy_strerror(rc));
     return (int)status;
 }
 
-/* The answer of s as JSON into *answer, or as text into *text. */
-static void take_answer(struct sink *s, const char *ctype, json_t **answer, char **text)
+static int perform(const struct backend *b, const char *method, const char *path,
+                   const json_t *body, struct answer *a, clr_error *err)
 {
-    json_t *j = NULL;
-    if (s->len && strncmp(ctype, "application/json", 16) == 0)
-        j = json_loadb(s->data, s->len, JSON_ALLOW_NUL, NULL);
-    if (answer)
-        *answer = j;
-    else
-        json_decref(j);
-    if (!j && text && s->data) {
-        *text = s->data;
-        s->data = NULL;
-    }
+    _cleanup_free_ char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    if (body && !text)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    struct payload p = {text, text ? strlen(text) : 0, "Content-Type: application/json"};
+    return perform_raw(b, method, path, body ? &p : NULL, a, err);
+}
+
+static bool is_json(const struct answer *a)
+{
+    return a->sink.len && strncmp(a->ctype, "application/json", 16) == 0;
 }
 
 static int backend_call(void *ctx, const char *method, const char *path, const json_t *body,
                         json_t **answer, char **text, clr_error *err)
 {
-    _cleanup_free_ char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    struct request rq = {method, path, payload, payload ? strlen(payload) : 0, "application/json"};
-    struct sink s = {0};
-    char ctype[128];
+    struct answer a = {0};
     if (answer)
         *answer = NULL;
     if (text)
         *text = NULL;
-    int st = perform(ctx, &rq, &s, ctype, sizeof(ctype), err);
-    if (st >= 0)
-        take_answer(&s, ctype, answer, text);
-    free(s.data);
+    int st = perform(ctx, method, path, body, &a, err);
+    json_t *j = st >= 0 && is_json(&a) ? json_loadb(a.sink.data, a.sink.len, 0, NULL) : NULL;
+    if (answer)
+        *answer = j;
+    else
+        json_decref(j);
+    if (st >= 0 && !j && a.sink.len && text)
+        *text = steal_pointer(&a.sink.data);
+    free(a.sink.data);
     return st;
 }
 
+/* As backend_call, but an answer that is not JSON (a file's bytes) comes back exactly, with its
+ * length. */
 static int backend_call_bytes(void *ctx, const char *method, const char *path,
                               const json_t *body, json_t **answer, char **data, size_t *len,
                               clr_error *err)
 {
-    _cleanup_free_ char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    struct request rq = {method, path, payload, payload ? strlen(payload) : 0, "application/json"};
-    struct sink s = {0};
-    char ctype[128];
+    struct answer a = {0};
     *answer = NULL;
     *data = NULL;
     *len = 0;
-    int st = perform(ctx, &rq, &s, ctype, sizeof(ctype), err);
-    if (st >= 0 && s.len && strncmp(ctype, "application/json", 16) == 0)
-        *answer = json_loadb(s.data, s.len, JSON_ALLOW_NUL, NULL);
+    int st = perform(ctx, method, path, body, &a, err);
+    if (st >= 0 && is_json(&a))
+        *answer = json_loadb(a.sink.data, a.sink.len, JSON_ALLOW_NUL, NULL);
     if (st >= 0 && !*answer) {
         /* The bytes as sent; an empty answer is an empty string, not NULL. */
-        *len = s.len;
-        *data = s.data ? s.data : strdup("");
-        s.data = NULL;
+        *len = a.sink.len;
+        *data = a.sink.data ? steal_pointer(&a.sink.data) : strdup("");
     }
-    free(s.data);
-    return st;
-}
-
-static int backend_upload(void *ctx, const char *path, const void *data, size_t len,
-                          json_t **answer, clr_error *err)
-{
-    /* libcurl sends no body for a zero-length POSTFIELDS unless given a pointer. */
-    struct request rq = {"PUT", path, data ? data : "", len, "application/octet-stream"};
-    struct sink s = {0};
-    char ctype[128];
-    if (answer)
-        *answer = NULL;
-    int st = perform(ctx, &rq, &s, ctype, sizeof(ctype), err);
-    if (st >= 0)
-        take_answer(&s, ctype, answer, NULL);
-    free(s.data);
+    free(a.sink.data);
     return st;
 }
 
 static int backend_stream(void *ctx, const char *method, const char *path, const json_t *body,
                           bool (*on_line)(void *lctx, json_t *line), void *lctx, clr_error *err)
 {
-    _cleanup_free_ char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    struct request rq = {method, path, payload, payload ? strlen(payload) : 0, "application/json"};
-    struct sink s = {.on_line = on_line, .lctx = lctx};
-    char ctype[128];
-    int st = perform(ctx, &rq, &s, ctype, sizeof(ctype), err);
-    if (st >= 400) {
-        /* An error answer is one JSON object, not a stream. */
-        json_t *j = s.len ? json_loadb(s.data, s.len, JSON_ALLOW_NUL, NULL) : NULL;
-        const char *m = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
-        clr_error_set(err, CLR_E_INVALID, 0, "%s (HTTP %d)", m ? m : "refused", st);
+    struct answer a = {.sink = {.on_line = on_line, .ctx = lctx}};
+    int st = perform(ctx, method, path, body, &a, err);
+    if (st >= 300) {
+        /* An error answer: one JSON object, not a stream. */
+        json_t *j = a.sink.len ? json_loadb(a.sink.data, a.sink.len, 0, NULL) : NULL;
+        http_answer_error(st, j, err);
         json_decref(j);
-    } else if (st >= 0 && s.len && !s.stopped) {
-        json_t *j = json_loadb(s.data, s.len, JSON_ALLOW_NUL, NULL); /* a last unended line */
-        if (j)
-            on_line(lctx, j);
-        json_decref(j);
+    } else if (st >= 0) {
+        http_sink_finish(&a.sink);
     }
-    free(s.data);
+    free(a.sink.data);
     return st;
 }
 
-void mcp_client_backend(struct mcp_backend *be, const char *socket_path)
+static int backend_upload(void *ctx, const char *path, const void *data, size_t len,
+                          json_t **answer, clr_error *err)
 {
-    memset(be, 0, sizeof(*be));
-    be->call = backend_call;
-    be->stream = backend_stream;
-    be->upload = backend_upload;
-    be->call_bytes = backend_call_bytes;
-    be->ctx = (void *)socket_path;
+    struct answer a = {0};
+    struct payload p = {data, len, "Content-Type: application/octet-stream"};
+    if (answer)
+        *answer = NULL;
+    int st = perform_raw(ctx, "PUT", path, &p, &a, err);
+    json_t *j = st >= 0 && is_json(&a) ? json_loadb(a.sink.data, a.sink.len, 0, NULL) : NULL;
+    if (answer)
+        *answer = j;
+    else
+        json_decref(j);
+    free(a.sink.data);
+    return st;
+}
+
+int mcp_client_backend(struct mcp_backend *out, const char *socket_path, const char *tenant,
+                       const char *actor, clr_error *err)
+{
+    struct backend *b = calloc(1, sizeof(*b));
+    if (!b)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    if ((size_t)snprintf(b->socket_path, sizeof(b->socket_path), "%s", socket_path) >=
+        sizeof(b->socket_path)) {
+        free(b);
+        return clr_error_set(err, CLR_E_INVALID, 0, "the daemon's socket path is longer than "
+                             "%zu bytes: %.80s...", sizeof(b->socket_path) - 1, socket_path);
+    }
+    if (tenant && tenant[0])
+        snprintf(b->tenant_header, sizeof(b->tenant_header), "X-Clearing-Tenant: %.63s", tenant);
+    if (actor && actor[0])
+        snprintf(b->actor_header, sizeof(b->actor_header), "X-Clearing-Actor: %.128s", actor);
+    *out = (struct mcp_backend){.call = backend_call,
+                                .stream = backend_stream,
+                                .upload = backend_upload,
+                                .call_bytes = backend_call_bytes,
+                                .ctx = b};
+    return 0;
+}
+
+void mcp_client_free(struct mcp_backend *b)
+{
+    if (!b)
+        return;
+    free(b->ctx);
+    b->ctx = NULL;
 }
 
 bool mcp_client_answers(const char *socket_path, clr_error *err)
 {
     struct mcp_backend be;
-    mcp_client_backend(&be, socket_path);
-    return be.call(be.ctx, "GET", "/v1/health", NULL, NULL, NULL, err) > 0;
+    if (mcp_client_backend(&be, socket_path, NULL, NULL, err) < 0)
+        return false;
+    bool ok = be.call(be.ctx, "GET", "/v1/health", NULL, NULL, NULL, err) > 0;
+    mcp_client_free(&be);
+    return ok;
 }

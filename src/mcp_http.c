@@ -18,7 +18,7 @@
 #include "http_stream.h"
 #include "mcp.h"
 #include "mcp_http.h"
-#include "mcp_self.h"
+#include "mcp_client.h"
 
 #define REAP_INTERVAL_S 60
 #define SESSION_ID_BYTES 32 /* sent as 64 hex digits */
@@ -187,7 +187,7 @@ static void ms_unref(struct msession *ms)
         return;
     mcp_session_end(ms->s);
     waiters_drop(ms);
-    mcp_self_free(&ms->backend);
+    mcp_client_free(&ms->backend);
     json_decref(ms->init_id);
     pthread_mutex_destroy(&ms->lock);
     clr_log(CLR_LOG_INFO, "mcp.session_ended", "principal", ms->principal, NULL);
@@ -211,9 +211,9 @@ static int ms_new(struct msession **out, struct server *s, const struct request 
     ms->used = now_s();
     char actor[200];
     snprintf(actor, sizeof(actor), "mcp %.150s", rq->principal);
-    if (mcp_self_backend(&ms->backend, s->socket_path, rq->tenant, actor, err) < 0 ||
+    if (mcp_client_backend(&ms->backend, s->socket_path, rq->tenant, actor, err) < 0 ||
         mcp_session_new(&ms->s, &ms->backend, on_emit, ms, err) < 0) {
-        mcp_self_free(&ms->backend);
+        mcp_client_free(&ms->backend);
         pthread_mutex_destroy(&ms->lock);
         free(ms);
         return -1;

@@ -1,6 +1,6 @@
 /* The daemon's MCP endpoint, /mcp: the Streamable HTTP transport of the Model Context Protocol
  * (the 2025-11-25 specification's "Streamable HTTP"), over the sessions of mcp.h whose tools
- * call the daemon's own API as the principal that opened them (mcp_self.h).
+ * call the daemon's own API as the principal that opened them (mcp_client.h).
  *
  * POST carries JSON-RPC messages (initialize opens a session: Mcp-Session-Id); answered 202
  * when it holds no request, else application/json when every answer is known at once, else

@@ -84,7 +84,7 @@ static bool narrow_actor_valid(const char *a)
 /* X-Clearing-Tenant: T (and X-Clearing-Actor: A): a unix peer, which sees every tenant's
  * sandboxes, asks to act as tenant T alone, recorded as "A via uid=N pid=P" (A alone only
  * names the actor: the operator's own MCP sessions). The daemon's own
- * /mcp sends it when it calls its API for a tenant's MCP session (mcp_self.c). It only narrows:
+ * /mcp sends it when it calls its API for a tenant's MCP session (mcp_client.c). It only narrows:
  * honoured on the unix socket only, whose peers are the operator already; on TCP, where a
  * token says the tenant, the headers are refused. */
 static enum refusal narrow(struct MHD_Connection *c, struct request *rq, bool unix_socket)
