@@ -123,8 +123,8 @@ static int quota_text(json_t *v, char *buf, size_t len)
     return 0;
 }
 
-/* "tenants": {"acme": {"max_sandboxes": 4, "max_memory": "4g", "max_cpus": 2, "max_execs": 8},
- * ...} */
+/* "tenants": {"acme": {"max_sandboxes": 4, "max_memory": "4g", "max_cpus": 2, "max_execs": 8,
+ * "max_mcp_sessions": 4}, ...} */
 static int config_tenants(struct serve_config *c, json_t *v, clr_error *err)
 {
     if (!json_is_object(v) || json_object_size(v) > MAX_TENANTS)
@@ -187,10 +187,18 @@ static int config_tenants(struct serve_config *c, json_t *v, clr_error *err)
                                          "1..100000",
                                          name);
                 t->max_execs = (unsigned)json_integer_value(qv);
+            } else if (strcmp(key, "max_mcp_sessions") == 0) {
+                if (!json_is_integer(qv) || json_integer_value(qv) < 1 ||
+                    json_integer_value(qv) > SERVER_MCP_MAX_SESSIONS)
+                    return clr_error_set(err, CLR_E_INVALID, 0,
+                                         "config: tenants.%s.max_mcp_sessions must be a whole "
+                                         "number 1..%d",
+                                         name, SERVER_MCP_MAX_SESSIONS);
+                t->max_mcp_sessions = (unsigned)json_integer_value(qv);
             } else {
                 return clr_error_set(err, CLR_E_INVALID, 0,
                                      "config: tenants.%s: unknown key '%.64s' (max_sandboxes, "
-                                     "max_memory, max_cpus, max_execs)",
+                                     "max_memory, max_cpus, max_execs, max_mcp_sessions)",
                                      name, key);
             }
         }
@@ -198,6 +206,8 @@ static int config_tenants(struct serve_config *c, json_t *v, clr_error *err)
     }
     c->svc.tenants = c->tenants;
     c->svc.ntenants = n;
+    c->srv.tenants = c->tenants;
+    c->srv.ntenants = n;
     return 0;
 }
 

@@ -44,6 +44,7 @@ struct waiter {
 struct msession {
     char id[2 * SESSION_ID_BYTES + 1];
     char principal[160];
+    char tenant[CLR_TENANT_MAX + 1]; /* its token's tenant; "" for the unix socket's operator */
     struct mcp_session *s;
     struct mcp_backend backend;
     pthread_mutex_t lock; /* waiters, version, init_id, used, refs */
@@ -206,6 +207,7 @@ static int ms_new(struct msession **out, struct server *s, const struct request 
     for (size_t i = 0; i < sizeof(raw); i++)
         snprintf(ms->id + 2 * i, 3, "%02x", raw[i]);
     snprintf(ms->principal, sizeof(ms->principal), "%s", rq->principal);
+    snprintf(ms->tenant, sizeof(ms->tenant), "%s", rq->unix_socket ? "" : rq->tenant);
     pthread_mutex_init(&ms->lock, NULL);
     ms->refs = 1;
     ms->used = now_s();
@@ -329,25 +331,53 @@ static unsigned held_by(const struct mcp_http *t, const char *principal)
     return n;
 }
 
-enum admission { ADMITTED, TABLE_FULL, PRINCIPAL_FULL, STOPPING };
+/* How many sessions the tokens of tenant hold together ("": the operator, no tenant's). Called
+ * with t->lock held. */
+static unsigned held_by_tenant(const struct mcp_http *t, const char *tenant)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < t->n; i++)
+        n += !strcmp(t->sessions[i]->tenant, tenant);
+    return n;
+}
+
+/* The most sessions tenant's tokens may hold together: its quota's max_mcp_sessions, else
+ * MCP_HTTP_TENANT_SESSIONS; the operator ("") is bounded per principal only. */
+static unsigned tenant_cap(const struct server *s, const char *tenant)
+{
+    if (!tenant[0])
+        return MCP_HTTP_MAX_SESSIONS;
+    for (size_t i = 0; s->tenants && i < s->ntenants; i++) {
+        if (!strcmp(s->tenants[i].name, tenant) && s->tenants[i].max_mcp_sessions)
+            return s->tenants[i].max_mcp_sessions;
+    }
+    return MCP_HTTP_TENANT_SESSIONS;
+}
+
+enum admission { ADMITTED, TABLE_FULL, PRINCIPAL_FULL, TENANT_FULL, STOPPING };
+
+/* Whether ms's principal, its tenant (at most tenant_max) or the table is full. Called with
+ * t->lock held. */
+static enum admission room_for(const struct mcp_http *t, const struct msession *ms,
+                               unsigned tenant_max)
+{
+    if (held_by(t, ms->principal) >= MCP_HTTP_MAX_PER_PRINCIPAL)
+        return PRINCIPAL_FULL;
+    if (held_by_tenant(t, ms->tenant) >= tenant_max)
+        return TENANT_FULL;
+    return t->n == MCP_HTTP_MAX_SESSIONS ? TABLE_FULL : ADMITTED;
+}
 
 /* Puts ms in the table (which takes the caller's reference, and the caller gets another);
- * a full table, or a principal at its share, is reaped of its idle sessions first. */
-static enum admission table_add(struct mcp_http *t, struct msession *ms)
+ * a full table, or a principal or tenant at its share, is reaped of its idle sessions first. */
+static enum admission table_add(struct mcp_http *t, struct msession *ms, unsigned tenant_max)
 {
     struct msession *idle[MCP_HTTP_MAX_SESSIONS];
     unsigned k = 0;
-    enum admission a = ADMITTED;
     pthread_mutex_lock(&t->lock);
-    if (t->n == MCP_HTTP_MAX_SESSIONS ||
-        held_by(t, ms->principal) >= MCP_HTTP_MAX_PER_PRINCIPAL)
+    if (room_for(t, ms, tenant_max) != ADMITTED)
         k = take_idle(t, idle);
-    if (t->stopping)
-        a = STOPPING;
-    else if (held_by(t, ms->principal) >= MCP_HTTP_MAX_PER_PRINCIPAL)
-        a = PRINCIPAL_FULL;
-    else if (t->n == MCP_HTTP_MAX_SESSIONS)
-        a = TABLE_FULL;
+    enum admission a = t->stopping ? STOPPING : room_for(t, ms, tenant_max);
     if (a == ADMITTED) {
         t->sessions[t->n++] = ms;
         ms->refs++;
@@ -608,14 +638,20 @@ static struct msession *open_session(struct server *s, struct MHD_Connection *c,
         *ret = send_clr_error(c, &err);
         return NULL;
     }
-    enum admission a = table_add(s->mcp, ms);
+    unsigned tenant_max = tenant_cap(s, rq->unix_socket ? "" : rq->tenant);
+    enum admission a = table_add(s->mcp, ms, tenant_max);
     if (a != ADMITTED) {
         ms_unref(ms);
-        char msg[200];
+        char msg[300];
         if (a == PRINCIPAL_FULL)
             snprintf(msg, sizeof(msg), "%.60s holds %d MCP sessions, the most one token may: end "
                      "one (DELETE /mcp) or wait for an idle one to end", rq->principal,
                      MCP_HTTP_MAX_PER_PRINCIPAL);
+        else if (a == TENANT_FULL)
+            snprintf(msg, sizeof(msg), "tenant %.63s is at its quota: its tokens hold %u MCP "
+                     "sessions (max_mcp_sessions %u): end one of them (DELETE /mcp with its "
+                     "Mcp-Session-Id) or wait for an idle one to end (mcp_idle_timeout)",
+                     rq->tenant, tenant_max, tenant_max);
         else
             snprintf(msg, sizeof(msg), "the daemon holds %d MCP sessions, the most it keeps: "
                      "end one (DELETE /mcp) or wait for an idle one to end",

@@ -14,8 +14,13 @@
 
 #include "server_internal.h"
 
-#define MCP_HTTP_MAX_SESSIONS 64     /* open at once, all principals together */
+/* Open at once, all principals together. */
+#define MCP_HTTP_MAX_SESSIONS SERVER_MCP_MAX_SESSIONS
 #define MCP_HTTP_MAX_PER_PRINCIPAL 16 /* of them held by one token (or unix uid) */
+/* Of them held by one tenant's tokens together, unless its quota's max_mcp_sessions says
+ * otherwise (1..MCP_HTTP_MAX_SESSIONS): a quarter, so no tenant holds every session. The unix
+ * socket's peers (the operator) are no tenant's: only the per-principal bound holds them. */
+#define MCP_HTTP_TENANT_SESSIONS 16
 /* A session without a request or a call this long ends: the default of the configuration's
  * mcp_idle_timeout (seconds). */
 #define MCP_HTTP_IDLE_S (30 * 60)

@@ -821,6 +821,8 @@ int server_start(struct server **out, clr_service *svc, const struct server_opti
              o->tcp_address ? o->tcp_address : "127.0.0.1");
     s->tcp_port = o->tcp_port;
     s->mcp_idle_timeout_s = o->mcp_idle_timeout_s ? o->mcp_idle_timeout_s : MCP_HTTP_IDLE_S;
+    s->tenants = o->tenants;
+    s->ntenants = o->ntenants;
     if (mcp_http_start(s, err) < 0) {
         server_stop(s);
         return -1;

@@ -58,6 +58,8 @@ struct server {
     uint16_t tcp_port;
     struct mcp_http *mcp; /* the sessions of /mcp (mcp_http.h) */
     unsigned mcp_idle_timeout_s; /* server_options.mcp_idle_timeout_s, its default applied */
+    const clr_tenant_quota *tenants; /* server_options.tenants */
+    size_t ntenants;
 };
 
 /* Why a request is refused before its body is read. */

@@ -28,6 +28,9 @@ typedef struct clr_tenant_quota {
     /* Commands running at once in its sandboxes (execs, whoever asked, and its plans' checks):
      * so that one tenant cannot hold every slot of max_execs. */
     unsigned max_execs;
+    /* Sessions of the daemon's /mcp its tokens hold together (0: the daemon's default, a
+     * quarter of its 64): so that one tenant cannot hold every session. */
+    unsigned max_mcp_sessions;
 } clr_tenant_quota;
 
 /* Tenants with a quota of their own, at most. */

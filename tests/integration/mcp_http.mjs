@@ -5,9 +5,11 @@
 // tenancy (another tenant cannot use the session id, nor reach the other tenant's sandbox
 // through its tools) and the session's end (DELETE destroys its sandbox). TAP.
 // Run by mcp_http.py, which starts the daemon; environment: MCP_URL (http://127.0.0.1:PORT/mcp),
-// ACME_TOKEN, GLOBEX_TOKEN, MORE_TOKENS (three more of acme's, comma-separated), MCP_SDK (the
-// SDK's directory).
-const { MCP_URL, ACME_TOKEN, GLOBEX_TOKEN, MORE_TOKENS, MCP_SDK } = process.env;
+// ACME_TOKEN, GLOBEX_TOKEN, MORE_TOKENS (three more of acme's, comma-separated), INITECH_TOKENS
+// (two of tenant initech, whose max_mcp_sessions is 2), UMBRELLA_TOKENS (two of tenant
+// umbrella, which has no quota), MCP_SDK (the SDK's directory).
+const { MCP_URL, ACME_TOKEN, GLOBEX_TOKEN, MORE_TOKENS, INITECH_TOKENS, UMBRELLA_TOKENS,
+  MCP_SDK } = process.env;
 const { Client } = await import(MCP_SDK + '/dist/esm/client/index.js');
 const { StreamableHTTPClientTransport } =
   await import(MCP_SDK + '/dist/esm/client/streamableHttp.js');
@@ -216,8 +218,89 @@ async function fill(token, limit) {
   return [ids, null];
 }
 
+// Opens one session with token and says it is initialized: its id, or the refusal.
+async function openOne(token) {
+  const h = { ...acmeH, Authorization: 'Bearer ' + token };
+  const r = await raw('POST', h, INIT);
+  const sid = r.status === 200 ? r.headers.get('mcp-session-id') : null;
+  if (sid) {
+    await raw('POST', { ...h, 'Mcp-Session-Id': sid, 'MCP-Protocol-Version': '2025-11-25' },
+      { jsonrpc: '2.0', method: 'notifications/initialized' });
+  }
+  return { sid, r };
+}
+
+async function endOne(token, sid) {
+  const r = await raw('DELETE', { ...acmeH, Authorization: 'Bearer ' + token,
+    'Mcp-Session-Id': sid });
+  return r.status;
+}
+
+async function listsTools(token, sid) {
+  const r = await raw('POST', { ...acmeH, Authorization: 'Bearer ' + token,
+    'Mcp-Session-Id': sid, 'MCP-Protocol-Version': '2025-11-25' }, LIST);
+  return r.status === 200 && Array.isArray(r.body?.result?.tools) && r.body.result.tools.length > 0;
+}
+
+const quotaRefusal = (r, tenant, n) => r.status === 429 && r.body?.error?.code === 'limit' &&
+  new RegExp(`tenant ${tenant} is at its quota`).test(r.body?.error?.message) &&
+  new RegExp(`max_mcp_sessions ${n}\\b`).test(r.body?.error?.message) &&
+  /DELETE \/mcp/.test(r.body?.error?.message);
+
+// A tenant's sessions across all its tokens are bounded (none is open when this starts):
+// initech (two tokens, max_mcp_sessions 2) opens two, a third from either token is 429 naming
+// the quota while another tenant still opens one, and after a DELETE initech opens one again;
+// umbrella (two tokens, no quota) holds the default, 16, together.
+async function tenantBound() {
+  const [a, b] = INITECH_TOKENS.split(',');
+  const held = [];
+  for (const t of [a, b]) {
+    const { sid, r } = await openOne(t);
+    if (sid) held.push([t, sid]);
+    else check('initech opens a session', false, r);
+  }
+  let answering = 0;
+  for (const [t, sid] of held) answering += await listsTools(t, sid);
+  check('initech\'s two tokens open a session each, both answer tools/list (control)',
+    held.length === 2 && answering === 2, [held.length, answering]);
+  for (const [name, t] of [['first', a], ['second', b]]) {
+    const { sid, r } = await openOne(t);
+    if (sid) held.push([t, sid]);
+    check(`initech's third session, from its ${name} token, is 429 naming max_mcp_sessions 2`,
+      !sid && quotaRefusal(r, 'initech', 2), r);
+  }
+  const g = await openOne(GLOBEX_TOKEN);
+  check('meanwhile another tenant (globex) opens a session, which answers tools/list',
+    g.sid && await listsTools(GLOBEX_TOKEN, g.sid), g.r);
+  if (g.sid) await endOne(GLOBEX_TOKEN, g.sid);
+  const [t0, s0] = held.shift() || [];
+  check('initech ends one session with DELETE', t0 && await endOne(t0, s0) === 204, s0);
+  const again = await openOne(b);
+  if (again.sid) held.push([b, again.sid]);
+  check('then initech opens one again, which answers tools/list',
+    again.sid && await listsTools(b, again.sid), again.r);
+  for (const [t, sid] of held) await endOne(t, sid);
+
+  const [u1, u2] = UMBRELLA_TOKENS.split(',');
+  const mine = [];
+  let refusal = null;
+  for (let i = 0; i < 17 && !refusal; i++) {
+    const t = i % 2 ? u2 : u1;
+    const { sid, r } = await openOne(t);
+    if (sid) mine.push([t, sid]);
+    else refusal = r;
+  }
+  check('umbrella (no quota): its two tokens hold 16 sessions together, the 17th is 429 ' +
+    'naming max_mcp_sessions 16', mine.length === 16 && refusal &&
+    quotaRefusal(refusal, 'umbrella', 16), [mine.length, refusal]);
+  let ended = 0;
+  for (const [t, sid] of mine) ended += await endOne(t, sid) === 204;
+  check('umbrella\'s sessions all end with DELETE', ended === mine.length, ended);
+}
+
 // At most 16 sessions a token, 64 at once (none is open when this starts): four tokens of
-// acme fill the daemon, the 17th of one token and the 65th of all are 429.
+// acme (whose max_mcp_sessions is 64) fill the daemon, the 17th of one token and the 65th of
+// all are 429.
 async function bound() {
   const tokens = [ACME_TOKEN, ...MORE_TOKENS.split(',')];
   const opened = [];
@@ -254,6 +337,7 @@ async function bound() {
 try {
   await refusals();
   await session();
+  await tenantBound();
   await bound();
 } catch (e) {
   check('no exception', false, String(e && e.stack || e));

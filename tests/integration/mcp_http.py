@@ -24,8 +24,12 @@ from mcp_stdio import install  # noqa: E402  (the pinned SDK, installed once for
 HERE = os.path.dirname(os.path.abspath(__file__))
 ACME = 'acme-ci-' + os.urandom(12).hex()
 GLOBEX = 'globex-ci-' + os.urandom(12).hex()
-# Three more tokens of acme, other principals: 4 x 16 sessions fill the daemon's 64.
+# Three more tokens of acme, other principals: 4 x 16 sessions fill the daemon's 64 (acme's
+# max_mcp_sessions is 64).
 MORE = ['acme-b%d-' % i + os.urandom(12).hex() for i in range(3)]
+# Two tokens of initech (max_mcp_sessions 2), two of umbrella (no quota: the default, 16).
+INITECH = ['initech-%d-' % i + os.urandom(12).hex() for i in range(2)]
+UMBRELLA = ['umbrella-%d-' % i + os.urandom(12).hex() for i in range(2)]
 
 results = []
 
@@ -107,7 +111,8 @@ def test_narrowing_on_unix(d, globex, made):
 def test_mcp(d, port, sdk):
     script = os.path.join(HERE, 'mcp_http.mjs')
     env = dict(os.environ, MCP_URL='http://127.0.0.1:%d/mcp' % port, ACME_TOKEN=ACME,
-               GLOBEX_TOKEN=GLOBEX, MORE_TOKENS=','.join(MORE), MCP_SDK=sdk)
+               GLOBEX_TOKEN=GLOBEX, MORE_TOKENS=','.join(MORE),
+               INITECH_TOKENS=','.join(INITECH), UMBRELLA_TOKENS=','.join(UMBRELLA), MCP_SDK=sdk)
     p = subprocess.run(['node', script], env=env, capture_output=True, text=True, timeout=900)
     # The script prints TAP lines of its own; each one is a check of this suite.
     lines = [x for x in p.stdout.splitlines() if x.startswith(('ok - ', 'not ok - '))]
@@ -279,8 +284,14 @@ def main():
     d = Daemon('mcp-http', prefix='clr-mcphttp-')
     tokens = os.path.join(d.dir, 'tokens')
     write_private(tokens, 'acme:ci:%s\nglobex:ci:%s\n' % (ACME, GLOBEX) +
-                  ''.join('acme:b%d:%s\n' % (i, t) for i, t in enumerate(MORE)))
-    d.args = ['--tcp', '127.0.0.1:%d' % port, '--token-file', tokens]
+                  ''.join('acme:b%d:%s\n' % (i, t) for i, t in enumerate(MORE)) +
+                  ''.join('initech:t%d:%s\n' % (i, t) for i, t in enumerate(INITECH)) +
+                  ''.join('umbrella:t%d:%s\n' % (i, t) for i, t in enumerate(UMBRELLA)))
+    config = os.path.join(d.dir, 'serve.json')
+    with open(config, 'w') as f:
+        json.dump({'tenants': {'acme': {'max_mcp_sessions': 64},
+                               'initech': {'max_mcp_sessions': 2}}}, f)
+    d.args = ['--config', config, '--tcp', '127.0.0.1:%d' % port, '--token-file', tokens]
     made = []
     try:
         d.start()

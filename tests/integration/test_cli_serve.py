@@ -250,7 +250,7 @@ def good_config():
                    'tmp_size': '32m', 'workspace_size': '256m', 'workspace_inodes': 5000,
                    'nofile': 512, 'file_size': '128m'},
         'tenants': {'acme': {'max_sandboxes': 1, 'max_memory': '1g', 'max_cpus': 1,
-                             'max_execs': 2}},
+                             'max_execs': 2, 'max_mcp_sessions': 4}},
     }
 
 
@@ -529,6 +529,13 @@ def test_config_refusals():
         'max_memory': 0}}}, r'config: tenants\.acme\.max_memory must be a size')
     config_refused('tenants: a max_execs that is not a whole number is refused', {'tenants': {
         'acme': {'max_execs': 1.5}}}, r'config: tenants\.acme\.max_execs must be a whole number')
+    for bad in ('4', 4.5, True, 0, 65, -1):
+        config_refused('tenants: max_mcp_sessions %r (a wrong type or out of range) is refused'
+                       % (bad,), {'tenants': {'acme': {'max_mcp_sessions': bad}}},
+                       r'config: tenants\.acme\.max_mcp_sessions must be a whole number 1\.\.64')
+    config_refused('tenants: an unknown key lists max_mcp_sessions among the known ones',
+                   {'tenants': {'acme': {'max_sessions': 2}}},
+                   r"config: tenants\.acme: unknown key 'max_sessions' \(.*max_mcp_sessions\)")
 
 
 def test_flag_refusals():
