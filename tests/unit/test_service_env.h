@@ -175,6 +175,17 @@ static inline void test_env_all_running(struct test_env *e)
     fake_answer(e->f, TEST_DELETE_ANY, 204, NULL);
 }
 
+/* Ends every live sandbox's channels (teardown does it too; call it first where something must
+ * be stopped between the two). */
+static inline void test_env_drop_live(struct test_env *e)
+{
+    while (e->svc.live) {
+        char id[CLR_SANDBOX_ID_MAX + 1];
+        snprintf(id, sizeof(id), "%s", e->svc.live->id);
+        svc_live_drop(&e->svc, id);
+    }
+}
+
 static inline int test_env_rm_one(const char *path, const struct stat *st, int flag,
                                   struct FTW *ftw)
 {
@@ -192,8 +203,7 @@ static inline void test_env_teardown(struct test_env *e)
     if (!e)
         return;
     clr_service *svc = &e->svc;
-    while (svc->live)
-        svc_live_drop(svc, svc->live->id);
+    test_env_drop_live(e);
     for (int i = 0; i < svc->pool_n; i++)
         clr_engine_free(svc->pool[i]);
     svc->pool_n = 0;
