@@ -312,19 +312,6 @@ static void insert_exec(clr_service *svc, const char *exec_id, const char *id, u
     json_decref(req);
 }
 
-/* The audit log's text. */
-static char *audit_text(struct fixture *fx)
-{
-    FILE *fp = fopen(fx->e->log, "r");
-    assert_non_null(fp);
-    char *buf = calloc(1, 1 << 16);
-    assert_non_null(buf);
-    size_t n = fread(buf, 1, (1 << 16) - 1, fp);
-    buf[n] = '\0';
-    fclose(fp);
-    return buf;
-}
-
 /* The database refuses every change of exec records (as a full disk would). */
 static void break_exec_updates(struct fixture *fx)
 {
@@ -366,7 +353,7 @@ static void test_replayed_result(void **state)
     assert_string_equal(json_string_value(json_object_get(result, "stdout")), "replayed");
     json_decref(rec);
     assert_int_equal(atomic_load(&svc->channel_replayed), 1);
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     if (!strstr(text, "\"exec_id\":\"ex-00000000000000a1\"") || !strstr(text, "\"replayed\":true"))
         fail_msg("no replayed exec record in the audit log:\n%s", text);
     free(text);
@@ -440,7 +427,7 @@ static void test_replay_unaudited(void **state)
     assert_string_equal(exec_state(rec), CLR_EXEC_STATE_DONE);
     json_decref(rec);
     assert_int_equal(atomic_load(&svc->channel_replayed), 1);
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     if (!strstr(text, "\"exec_id\":\"ex-00000000000000a3\""))
         fail_msg("no replayed exec record in the audit log:\n%s", text);
     free(text);

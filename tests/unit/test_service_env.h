@@ -66,24 +66,6 @@ static inline void test_row_insert(clr_store *st, clr_store_sandbox *s)
     s->metadata = s->env = NULL;
 }
 
-/* Removes dir and the files directly in it (the tests make no subdirectories there). */
-static inline void test_remove_flat_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                continue;
-            char p[512];
-            snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
 struct test_env {
     struct fake *f;
     char dir[64], db[128], log[128];
@@ -402,6 +384,21 @@ static inline json_t *audit_records(struct test_env *e)
     free(line);
     fclose(fp);
     return all;
+}
+
+/* The first 64 KiB of the audit log as text (the caller frees it); fails the test when the log
+ * cannot be read. */
+static inline char *test_env_audit_text(struct test_env *e)
+{
+    FILE *fp = fopen(e->log, "r");
+    if (!fp)
+        fail_msg("cannot read %s: %s", e->log, strerror(errno));
+    char *buf = calloc(1, 1 << 16);
+    assert_non_null(buf);
+    size_t n = fread(buf, 1, (1 << 16) - 1, fp);
+    buf[n] = '\0';
+    fclose(fp);
+    return buf;
 }
 
 /* A string field of a record, or of its details when key starts with "details." (NULL: none). */

@@ -176,18 +176,6 @@ static void break_audit(struct fixture *fx)
     test_env_break_audit(fx->e, true);
 }
 
-static char *audit_text(struct fixture *fx)
-{
-    FILE *fp = fopen(fx->e->log, "r");
-    assert_non_null(fp);
-    char *buf = calloc(1, 1 << 16);
-    assert_non_null(buf);
-    size_t n = fread(buf, 1, (1 << 16) - 1, fp);
-    buf[n] = '\0';
-    fclose(fp);
-    return buf;
-}
-
 static size_t count_of(const char *text, const char *needle)
 {
     size_t n = 0;
@@ -292,7 +280,7 @@ static void test_exec_on_the_channel(void **state)
     assert_string_equal(str(json_object_get(logged, "env"), "TOKEN"), "(redacted)");
     json_decref(rec);
     /* Audited before and after, under the same id; the secret is in neither. */
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     char idq[64];
     snprintf(idq, sizeof(idq), "\"exec_id\":\"%s\"", exec_id);
     assert_int_equal(count_of(text, idq), 2);
@@ -367,7 +355,7 @@ static void test_refused_before_anything_runs(void **state)
     assert_int_equal(test_agent_frames(fx->agent, CLR_FRAME_EXEC), 0);
     assert_int_equal(fake_count(fx->e->f, "GET /version"), connections);
     assert_int_equal(exec_rows(fx, NULL), 0);
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     assert_null(strstr(text, "exec"));
     free(text);
     assert_int_equal(atomic_load(&svc->execs), 0);
@@ -538,7 +526,7 @@ static void test_unrecorded_is_killed(void **state)
     assert_int_equal(ev.n, 0);
     assert_int_equal(exec_rows(fx, NULL), 0);
     /* The audit log says it ended in an error, under its id. */
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     assert_non_null(strstr(text, "\"action\":\"exec\""));
     assert_non_null(strstr(text, "\"outcome\":\"error\""));
     assert_non_null(strstr(text, "disk I/O error (test)"));
@@ -579,7 +567,7 @@ static void test_engine_refuses_docker_exec(void **state)
     assert_int_equal(atomic_load(&svc->running_execs), 0);
     /* Its engine handle is not reused. */
     assert_int_equal(svc->pool_n, 0);
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     assert_non_null(strstr(text, "\"outcome\":\"error\""));
     free(text);
     json_decref(out);
@@ -674,7 +662,7 @@ static void test_end_not_recorded(void **state)
     assert_non_null(strstr(c.err.message, "disk I/O error (test)"));
     assert_int_equal(atomic_load(&fx->e->svc.running_execs), 0);
     /* Audited all the same. */
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     assert_non_null(strstr(text, "\"outcome\":\"exited\""));
     free(text);
 }

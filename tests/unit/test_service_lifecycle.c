@@ -87,8 +87,6 @@ static int setup(void **state)
     return 0;
 }
 
-/* Unmounts what a failed test left mounted under <dir>/workspaces. */
-
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
@@ -118,21 +116,9 @@ static const char *str(json_t *o, const char *key)
     return s;
 }
 
-static char *audit_text(struct fixture *fx)
-{
-    FILE *fp = fopen(fx->e->log, "r");
-    assert_non_null(fp);
-    char *buf = calloc(1, 1 << 16);
-    assert_non_null(buf);
-    size_t n = fread(buf, 1, (1 << 16) - 1, fp);
-    buf[n] = '\0';
-    fclose(fp);
-    return buf;
-}
-
 static void expect_audit_holds(struct fixture *fx, const char *what)
 {
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     if (!strstr(text, what))
         fail_msg("the audit log does not hold %s:\n%s", what, text);
     free(text);
@@ -325,7 +311,7 @@ static void test_create_refused_before_the_engine(void **state)
     /* None reached the engine, none made a row; each refusal is audited. */
     assert_int_equal(fake_count(fx->e->f, "GET /version"), 0);
     assert_int_equal(row_count(svc), 4);
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     size_t n = 0;
     for (const char *p = text; (p = strstr(p, "\"action\":\"sandbox.create\"")); p++)
         n++;
@@ -663,7 +649,7 @@ static void test_egress_only_tightened(void **state)
 /* How many times the audit log holds what. */
 static size_t audit_count_of(struct fixture *fx, const char *what)
 {
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     size_t n = 0;
     for (const char *p = strstr(text, what); p; p = strstr(p + 1, what))
         n++;
@@ -675,7 +661,7 @@ static size_t audit_count_of(struct fixture *fx, const char *what)
 static void expect_last_record(struct fixture *fx, const char *action, const char *outcome,
                                const char *sandbox)
 {
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     size_t n = strlen(text);
     while (n > 0 && text[n - 1] == '\n')
         text[--n] = '\0';
