@@ -386,19 +386,25 @@ static inline json_t *audit_records(struct test_env *e)
     return all;
 }
 
-/* The first 64 KiB of the audit log as text (the caller frees it); fails the test when the log
- * cannot be read. */
-static inline char *test_env_audit_text(struct test_env *e)
+/* The first 64 KiB of a file as text (the caller frees it); fails the test when it cannot be
+ * read. */
+static inline char *test_read_text(const char *path)
 {
-    FILE *fp = fopen(e->log, "r");
+    FILE *fp = fopen(path, "r");
     if (!fp)
-        fail_msg("cannot read %s: %s", e->log, strerror(errno));
+        fail_msg("cannot read %s: %s", path, strerror(errno));
     char *buf = calloc(1, 1 << 16);
     assert_non_null(buf);
     size_t n = fread(buf, 1, (1 << 16) - 1, fp);
     buf[n] = '\0';
     fclose(fp);
     return buf;
+}
+
+/* The first 64 KiB of the audit log as text (the caller frees it). */
+static inline char *test_env_audit_text(struct test_env *e)
+{
+    return test_read_text(e->log);
 }
 
 /* A string field of a record, or of its details when key starts with "details." (NULL: none). */
