@@ -25,6 +25,7 @@
 
 #include "clearing/service.h"
 #include "fake_engine.h"
+#include "test_service_env.h"
 
 #define INFO "GET /v1.41/info"
 #define LIST "GET /v1.41/containers/json"
@@ -134,19 +135,6 @@ static void expect_refused(struct fixture *fx, const clr_service_config *c, clr_
     assert_int_equal(fake_count(fx->f, LIST), 0);
     expect_no_threads_left(fx);
     assert_true(lock_free(fx));
-}
-
-static char *read_text(const char *path)
-{
-    FILE *fp = fopen(path, "r");
-    if (!fp)
-        fail_msg("cannot read %s: %s", path, strerror(errno));
-    char *buf = calloc(1, 1 << 16);
-    assert_non_null(buf);
-    size_t n = fread(buf, 1, (1 << 16) - 1, fp);
-    buf[n] = '\0';
-    fclose(fp);
-    return buf;
 }
 
 /* ---- refusals ---- */
@@ -329,7 +317,7 @@ static void test_start_stop_start(void **state)
     assert_false(lock_free(fx));
     char p[160], pid[32];
     snprintf(p, sizeof(p), "%s/daemon.lock", fx->state);
-    char *holder = read_text(p);
+    char *holder = test_read_text(p);
     snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
     assert_string_equal(holder, pid);
     free(holder);
@@ -338,7 +326,7 @@ static void test_start_stop_start(void **state)
     assert_int_equal(stat(p, &st), 0);
     assert_int_equal(st.st_mode & 077, 0);
     snprintf(p, sizeof(p), "%s/audit.log", fx->state);
-    char *audit = read_text(p);
+    char *audit = test_read_text(p);
     assert_non_null(strstr(audit, "verdict_key.create"));
     free(audit);
     json_t *list = NULL;
@@ -380,7 +368,7 @@ static void test_start_stop_start(void **state)
     assert_int_equal(fake_count(fx->f, INFO), 2);
     assert_int_equal(fake_count(fx->f, LIST), 2);
     snprintf(p, sizeof(p), "%s/audit.log", fx->state);
-    audit = read_text(p);
+    audit = test_read_text(p);
     char *first = strstr(audit, "verdict_key.create");
     assert_non_null(first);
     assert_null(strstr(first + 1, "verdict_key.create"));

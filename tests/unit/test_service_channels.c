@@ -27,7 +27,7 @@
 #include "fake_engine.h"
 #include "service/channels.h"
 #include "test_service_agent.h"
-#include "test_service_fixture.h"
+#include "test_service_env.h"
 
 #define ID_A "sb-00000000000000e1"
 #define ID_B "sb-00000000000000e2"
@@ -36,43 +36,18 @@
 #define ATTACH_A "POST " API "c00000000000000e1/attach"
 
 struct fixture {
-    struct fake *f;
-    char dir[64], db[128], log[128];
+    struct test_env *e;
     char *inspect_a, *inspect_b;
     clr_engine *eng;
-    clr_service svc;
 };
 
 static int setup(void **state)
 {
     struct fixture *fx = calloc(1, sizeof(*fx));
-    if (!fx)
+    if (!fx || test_env_setup(&fx->e, "channels") != 0)
         return -1;
-    void *f = NULL;
-    if (fake_setup(&f) != 0)
-        return -1;
-    fx->f = f;
-    snprintf(fx->dir, sizeof(fx->dir), "/tmp/clr-test-channels-XXXXXX");
-    if (!mkdtemp(fx->dir))
-        return -1;
-    snprintf(fx->db, sizeof(fx->db), "%s/state.db", fx->dir);
-    snprintf(fx->log, sizeof(fx->log), "%s/audit.log", fx->dir);
-    clr_service *svc = &fx->svc;
-    svc->state_dir = fx->dir;
-    svc->docker_host = fx->f->sock;
-    pthread_mutex_init(&svc->pool_lock, NULL);
-    pthread_mutex_init(&svc->live_lock, NULL);
-    clr_error err = CLR_ERROR_INIT;
-    if (clr_store_open(&svc->store, fx->db, &err) != 0) {
-        fprintf(stderr, "clr_store_open: %s\n", err.message);
-        return -1;
-    }
-    clr_audit_options o = CLR_AUDIT_OPTIONS_INIT;
-    o.path = fx->log;
-    if (clr_audit_open(&svc->audit, &o, &err) != 0) {
-        fprintf(stderr, "clr_audit_open: %s\n", err.message);
-        return -1;
-    }
+    clr_service *svc = &fx->e->svc;
+    svc->cfg = (clr_service_config){0}; /* these tests configure nothing */
     clr_store_sandbox s;
     test_row_init(&s, ID_A, "", CLR_STATE_RUNNING);
     test_row_insert(svc->store, &s);
@@ -80,11 +55,11 @@ static int setup(void **state)
     test_row_insert(svc->store, &s);
     fx->inspect_a = test_inspect_body(ID_A);
     fx->inspect_b = test_inspect_body(ID_B);
-    fake_answer(fx->f, "GET " API "clearing-" ID_A, 200, fx->inspect_a);
-    fake_answer(fx->f, "GET " API "clearing-" ID_B, 200, fx->inspect_b);
+    fake_answer(fx->e->f, "GET " API "clearing-" ID_A, 200, fx->inspect_a);
+    fake_answer(fx->e->f, "GET " API "clearing-" ID_B, 200, fx->inspect_b);
     /* An agent that serves no channel, unless a test says otherwise. */
-    fake_answer(fx->f, "POST " API, 500, "{\"message\":\"attach refused\"}");
-    fx->eng = fake_open(fx->f);
+    fake_answer(fx->e->f, "POST " API, 500, "{\"message\":\"attach refused\"}");
+    fx->eng = fake_open(fx->e->f);
     *state = fx;
     return 0;
 }
@@ -92,20 +67,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
-    while (svc->live) {
-        char id[CLR_SANDBOX_ID_MAX + 1];
-        snprintf(id, sizeof(id), "%s", svc->live->id);
-        svc_live_drop(svc, id);
-    }
+    test_env_drop_live(fx->e);
     clr_engine_free(fx->eng);
-    for (int i = 0; i < svc->pool_n; i++)
-        clr_engine_free(svc->pool[i]);
-    clr_audit_close(svc->audit);
-    clr_store_close(svc->store);
-    test_remove_flat_dir(fx->dir);
-    void *f = fx->f;
-    fake_teardown(&f);
+    test_env_teardown(fx->e);
     free(fx->inspect_a);
     free(fx->inspect_b);
     free(fx);
@@ -117,7 +81,7 @@ static clr_sandbox *open_sb(struct fixture *fx, const char *id)
 {
     clr_sandbox *sb = NULL;
     clr_error err = CLR_ERROR_INIT;
-    if (clr_sandbox_open_at(&sb, fx->eng, id, fx->dir, &err) < 0)
+    if (clr_sandbox_open_at(&sb, fx->eng, id, fx->e->dir, &err) < 0)
         fail_msg("open %s: %s", id, err.message);
     return sb;
 }
@@ -130,7 +94,7 @@ static struct live_sb *live_with_agent(struct fixture *fx, const char *id,
     *agent = test_agent_start(&ch, id);
     struct live_sb *lv = NULL;
     clr_error err = CLR_ERROR_INIT;
-    if (svc_live_new(&fx->svc, fx->eng, id, open_sb(fx, id), ch, &lv, &err) != 0)
+    if (svc_live_new(&fx->e->svc, fx->eng, id, open_sb(fx, id), ch, &lv, &err) != 0)
         fail_msg("svc_live_new: %s", err.message);
     assert_non_null(lv);
     assert_ptr_equal(lv->ch, ch);
@@ -169,7 +133,7 @@ static void await_agent_gone(struct test_agent *a)
 static void test_registry(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     assert_null(registered(svc, ID_A));
     struct test_agent *agent = NULL;
     struct live_sb *lv = live_with_agent(fx, ID_A, &agent);
@@ -183,14 +147,14 @@ static void test_registry(void **state)
     assert_true(clr_channel_alive(lv->ch));
 
     /* Asked again: the same entry, no engine call (no inspect, no attach). */
-    size_t inspects = fake_count(fx->f, INSPECT_A);
+    size_t inspects = fake_count(fx->e->f, INSPECT_A);
     struct live_sb *again = NULL;
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(svc_live_get(svc, fx->eng, ID_A, &again, &err), 0);
     assert_ptr_equal(again, lv);
     assert_int_equal(refs(svc, lv), 3);
-    assert_int_equal(fake_count(fx->f, INSPECT_A), inspects);
-    assert_int_equal(fake_count(fx->f, "POST " API), 0);
+    assert_int_equal(fake_count(fx->e->f, INSPECT_A), inspects);
+    assert_int_equal(fake_count(fx->e->f, "POST " API), 0);
     svc_live_put(svc, again);
     assert_int_equal(refs(svc, lv), 2);
 
@@ -224,14 +188,14 @@ static void test_registry(void **state)
 static void test_get_through_the_engine(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     struct live_sb *lv = NULL;
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(svc_live_get(svc, fx->eng, ID_A, &lv, &err), 0);
     /* Opened: the container inspected, its stdio attached; the agent serves no channel, so
      * commands go through docker exec (ch NULL), and the sandbox is registered all the same. */
-    assert_int_equal(fake_count(fx->f, INSPECT_A), 1);
-    assert_int_equal(fake_count(fx->f, ATTACH_A), 1);
+    assert_int_equal(fake_count(fx->e->f, INSPECT_A), 1);
+    assert_int_equal(fake_count(fx->e->f, ATTACH_A), 1);
     assert_null(lv->ch);
     assert_string_equal(clr_sandbox_get_info(lv->sb)->container_id, "c00000000000000e1");
     assert_ptr_equal(registered(svc, ID_A), lv);
@@ -239,13 +203,13 @@ static void test_get_through_the_engine(void **state)
     struct live_sb *again = NULL;
     assert_int_equal(svc_live_get(svc, fx->eng, ID_A, &again, &err), 0);
     assert_ptr_equal(again, lv);
-    assert_int_equal(fake_count(fx->f, INSPECT_A), 1);
-    assert_int_equal(fake_count(fx->f, ATTACH_A), 1);
+    assert_int_equal(fake_count(fx->e->f, INSPECT_A), 1);
+    assert_int_equal(fake_count(fx->e->f, ATTACH_A), 1);
     svc_live_put(svc, again);
     svc_live_put(svc, lv);
 
     /* A sandbox the engine does not have: not found, nothing registered. */
-    fake_answer(fx->f, "GET " API "clearing-" ID_B, 404, "{\"message\":\"No such container\"}");
+    fake_answer(fx->e->f, "GET " API "clearing-" ID_B, 404, "{\"message\":\"No such container\"}");
     lv = NULL;
     assert_int_equal(svc_live_get(svc, fx->eng, ID_B, &lv, &err), -1);
     assert_int_equal(err.code, CLR_E_NOT_FOUND);
@@ -253,25 +217,25 @@ static void test_get_through_the_engine(void **state)
     assert_null(lv);
     assert_null(registered(svc, ID_B));
     /* The engine failing: its error, nothing registered. */
-    fake_answer(fx->f, "GET " API "clearing-" ID_B, 500, "{\"message\":\"engine is restarting\"}");
+    fake_answer(fx->e->f, "GET " API "clearing-" ID_B, 500, "{\"message\":\"engine is restarting\"}");
     err = (clr_error)CLR_ERROR_INIT;
     assert_int_equal(svc_live_get(svc, fx->eng, ID_B, &lv, &err), -1);
     assert_int_equal(err.code, CLR_E_ENGINE);
     assert_non_null(strstr(err.message, "engine is restarting"));
     assert_null(registered(svc, ID_B));
     /* Not an id: refused before the engine is asked. */
-    size_t calls = fake_count(fx->f, "GET " API);
+    size_t calls = fake_count(fx->e->f, "GET " API);
     err = (clr_error)CLR_ERROR_INIT;
     assert_int_equal(svc_live_get(svc, fx->eng, "sb-../../etc", &lv, &err), -1);
     assert_int_equal(err.code, CLR_E_INVALID);
-    assert_int_equal(fake_count(fx->f, "GET " API), calls);
+    assert_int_equal(fake_count(fx->e->f, "GET " API), calls);
     assert_null(registered(svc, "sb-../../etc"));
 }
 
 static void test_ended_channel_is_opened_again(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     struct test_agent *agent = NULL;
     struct live_sb *lv = live_with_agent(fx, ID_A, &agent);
     assert_true(clr_channel_alive(lv->ch));
@@ -287,8 +251,8 @@ static void test_ended_channel_is_opened_again(void **state)
     assert_int_equal(svc_live_get(svc, fx->eng, ID_A, &fresh, &err), 0);
     assert_ptr_not_equal(fresh, lv);
     assert_ptr_equal(registered(svc, ID_A), fresh);
-    assert_int_equal(fake_count(fx->f, INSPECT_A), 2); /* once by open_sb, once now */
-    assert_int_equal(fake_count(fx->f, ATTACH_A), 1);
+    assert_int_equal(fake_count(fx->e->f, INSPECT_A), 2); /* once by open_sb, once now */
+    assert_int_equal(fake_count(fx->e->f, ATTACH_A), 1);
     assert_int_equal(refs(svc, lv), 1);
     svc_live_put(svc, lv);
     svc_live_put(svc, fresh);
@@ -297,7 +261,7 @@ static void test_ended_channel_is_opened_again(void **state)
 static void test_bad_stored_policy(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     clr_error err = CLR_ERROR_INIT;
     /* A policy in the database that does not parse: no live state (every proxy connection of
      * a sandbox without one would be decided by nothing), and the channel handed in closed. */
@@ -348,24 +312,11 @@ static void insert_exec(clr_service *svc, const char *exec_id, const char *id, u
     json_decref(req);
 }
 
-/* The audit log's text. */
-static char *audit_text(struct fixture *fx)
-{
-    FILE *fp = fopen(fx->log, "r");
-    assert_non_null(fp);
-    char *buf = calloc(1, 1 << 16);
-    assert_non_null(buf);
-    size_t n = fread(buf, 1, (1 << 16) - 1, fp);
-    buf[n] = '\0';
-    fclose(fp);
-    return buf;
-}
-
 /* The database refuses every change of exec records (as a full disk would). */
 static void break_exec_updates(struct fixture *fx)
 {
     sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(fx->db, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_open(fx->e->db, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, 30000); /* the daemon's own writes may hold the lock */
     char *msg = NULL;
     int rc = sqlite3_exec(db,
@@ -380,7 +331,7 @@ static void break_exec_updates(struct fixture *fx)
 static void test_replayed_result(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     insert_exec(svc, "ex-00000000000000a1", ID_A, 77);
     insert_exec(svc, "ex-00000000000000a2", ID_A, 79);
     json_t *rec = exec_record(svc, "ex-00000000000000a1");
@@ -402,7 +353,7 @@ static void test_replayed_result(void **state)
     assert_string_equal(json_string_value(json_object_get(result, "stdout")), "replayed");
     json_decref(rec);
     assert_int_equal(atomic_load(&svc->channel_replayed), 1);
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     if (!strstr(text, "\"exec_id\":\"ex-00000000000000a1\"") || !strstr(text, "\"replayed\":true"))
         fail_msg("no replayed exec record in the audit log:\n%s", text);
     free(text);
@@ -440,22 +391,22 @@ static void test_replayed_result(void **state)
 static void test_replay_unaudited(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     insert_exec(svc, "ex-00000000000000a3", ID_A, 81);
     struct test_agent *agent = NULL;
     struct live_sb *lv = live_with_agent(fx, ID_A, &agent);
-    char moved[sizeof(fx->log) + 8];
-    snprintf(moved, sizeof(moved), "%s.moved", fx->log);
-    assert_int_equal(rename(fx->log, moved), 0);
-    assert_int_equal(mkdir(fx->log, 0700), 0);
+    char moved[sizeof(fx->e->log) + 8];
+    snprintf(moved, sizeof(moved), "%s.moved", fx->e->log);
+    assert_int_equal(rename(fx->e->log, moved), 0);
+    assert_int_equal(mkdir(fx->e->log, 0700), 0);
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(clr_audit_append(svc->audit, "test", NULL, "probe", "ok", NULL, &err), -1);
 
     test_agent_send_exited(agent->fd, 81, 5);
     /* The log back (an append succeeds, which clears the failure it remembers); then a result
      * without a record: its ACK shows that 81, before it, was read and passed over. */
-    assert_int_equal(rmdir(fx->log), 0);
-    assert_int_equal(rename(moved, fx->log), 0);
+    assert_int_equal(rmdir(fx->e->log), 0);
+    assert_int_equal(rename(moved, fx->e->log), 0);
     err = (clr_error)CLR_ERROR_INIT;
     if (clr_audit_append(svc->audit, "test", NULL, "probe", "ok", NULL, &err) != 0)
         fail_msg("append: %s", err.message);
@@ -476,7 +427,7 @@ static void test_replay_unaudited(void **state)
     assert_string_equal(exec_state(rec), CLR_EXEC_STATE_DONE);
     json_decref(rec);
     assert_int_equal(atomic_load(&svc->channel_replayed), 1);
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     if (!strstr(text, "\"exec_id\":\"ex-00000000000000a3\""))
         fail_msg("no replayed exec record in the audit log:\n%s", text);
     free(text);
@@ -488,7 +439,7 @@ static void test_replay_unaudited(void **state)
 static void test_agent_channels_mark_lost(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     insert_exec(svc, "ex-00000000000000b1", ID_A, 5);
     insert_exec(svc, "ex-00000000000000b2", ID_A, 6);
     insert_exec(svc, "ex-00000000000000b3", ID_B, 6);
@@ -524,7 +475,7 @@ static void test_agent_channels_mark_lost(void **state)
 static void test_proxy_without_policy_denied(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     struct test_agent *agent = NULL;
     struct live_sb *lv = live_with_agent(fx, ID_A, &agent);
     /* The sandbox's proxy asks for a connection; its sandbox has no policy: denied. */

@@ -1,30 +1,70 @@
-/* A service for the unit tests of the daemon's modules that talk to the engine, the state
- * database and the audit log together (reaper, events, procs): the scripted engine of
- * fake_engine.h, a state directory in a temporary directory (with workspaces/), a state database
- * and an audit log in it, the locks those modules take, and the helpers to read back what they
- * did (audit records, rows) and to script the engine's container list. Include after <cmocka.h>
- * and fake_engine.h. */
+/* The one fixture of the service's unit tests: a service on a real state directory in
+ * /tmp/clr-test-<name>-XXXXXX (a SQLite database, an audit log, workspaces/), the scripted engine
+ * of fake_engine.h as its engine, the locks the service's modules take; the helpers that make
+ * rows and workspaces, script the engine's container list and inspects, and read back what the
+ * service did (rows, audit records). Include after <cmocka.h>. */
 #ifndef CLR_TEST_SERVICE_ENV_H
 #define CLR_TEST_SERVICE_ENV_H
 
+#include <dirent.h>
 #include <errno.h>
+#include <ftw.h>
+#include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "clearing/sandbox.h"
+#include "clearing/store.h"
+#include "fake_engine.h"
 #include "service/channels.h"
 #include "service/service_int.h"
-#include "test_service_fixture.h"
 
 #define TEST_OWNER "unit-owner"
 #define TEST_API "/v1.41/containers/"
 #define TEST_LIST "GET " TEST_API "json"
 #define TEST_INSPECT_ANY "GET " TEST_API "clearing-"
 #define TEST_DELETE_ANY "DELETE " TEST_API "clearing-"
+
+/* A row of the given id, tenant ("" for the default) and state: image clearing/default:latest,
+ * runsc, created at 1000 and expiring at 2000 (at most 5000), last active at 1000, default
+ * limits, no metadata or environment. Adjust *s, then insert it with test_row_insert(). */
+static inline void test_row_init(clr_store_sandbox *s, const char *id, const char *tenant,
+                                 const char *state)
+{
+    memset(s, 0, sizeof(*s));
+    snprintf(s->info.id, sizeof(s->info.id), "%s", id);
+    snprintf(s->info.tenant, sizeof(s->info.tenant), "%s", tenant);
+    snprintf(s->info.image, sizeof(s->info.image), "clearing/default:latest");
+    snprintf(s->info.runtime, sizeof(s->info.runtime), "runsc");
+    snprintf(s->info.state, sizeof(s->info.state), "%s", state);
+    s->info.created_at = 1000;
+    s->info.expires_at = 2000;
+    s->info.limits = (clr_limits)CLR_LIMITS_INIT;
+    s->max_expires_at = 5000;
+    s->last_active_at = 1000;
+}
+
+/* Inserts *s (an empty object and array where metadata or env is NULL) and drops its metadata
+ * and env; fails the test when the store refuses it. */
+static inline void test_row_insert(clr_store *st, clr_store_sandbox *s)
+{
+    if (!s->metadata)
+        s->metadata = json_object();
+    if (!s->env)
+        s->env = json_array();
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_store_sandbox_insert(st, s, &err) != 0)
+        fail_msg("insert %s: %s", s->info.id, err.message);
+    json_decref(s->metadata);
+    json_decref(s->env);
+    s->metadata = s->env = NULL;
+}
 
 struct test_env {
     struct fake *f;
@@ -59,18 +99,20 @@ static inline int test_env_open_store(struct test_env *e, bool fresh)
     return 0;
 }
 
-/* *out: a running environment; prefix names its directory (/tmp/<prefix>-XXXXXX). By default
- * the engine has every container existing and not paused, and removes any. */
-static inline int test_env_setup(struct test_env **out, const char *prefix)
+/* *out: a service with its state in a new /tmp/clr-test-<name>-XXXXXX (database, audit log and
+ * an empty workspaces/), owner TEST_OWNER, its engine the scripted one (with nothing scripted:
+ * see test_env_all_running). No tenant is assumed (the operator's view). */
+static inline int test_env_setup(struct test_env **out, const char *name)
 {
     struct test_env *e = calloc(1, sizeof(*e));
     if (!e)
         return -1;
+    *out = e;
     void *f = NULL;
     if (fake_setup(&f) != 0)
         return -1;
     e->f = f;
-    snprintf(e->dir, sizeof(e->dir), "/tmp/%s-XXXXXX", prefix);
+    snprintf(e->dir, sizeof(e->dir), "/tmp/clr-test-%s-XXXXXX", name);
     if (!mkdtemp(e->dir))
         return -1;
     char p[256];
@@ -104,27 +146,69 @@ static inline int test_env_setup(struct test_env **out, const char *prefix)
         fprintf(stderr, "clr_audit_open: %s\n", err.message);
         return -1;
     }
-    fake_answer(e->f, TEST_INSPECT_ANY, 200, "{\"State\":{\"Running\":true,\"Paused\":false}}");
-    fake_answer(e->f, TEST_DELETE_ANY, 204, NULL);
-    *out = e;
     return 0;
 }
 
+/* Scripts the engine to have every container existing, running and not paused, and to remove
+ * any (newer scripts take precedence). */
+static inline void test_env_all_running(struct test_env *e)
+{
+    fake_answer(e->f, TEST_INSPECT_ANY, 200, "{\"State\":{\"Running\":true,\"Paused\":false}}");
+    fake_answer(e->f, TEST_DELETE_ANY, 204, NULL);
+}
+
+/* Ends every live sandbox's channels (teardown does it too; call it first where something must
+ * be stopped between the two). */
+static inline void test_env_drop_live(struct test_env *e)
+{
+    while (e->svc.live) {
+        char id[CLR_SANDBOX_ID_MAX + 1];
+        snprintf(id, sizeof(id), "%s", e->svc.live->id);
+        svc_live_drop(&e->svc, id);
+    }
+}
+
+static inline int test_env_rm_one(const char *path, const struct stat *st, int flag,
+                                  struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if (flag == FTW_DP)
+        return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
+    return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* Stops the service, unmounts what a test mounted under dir/workspaces (name by name), removes
+ * the state directory and stops the scripted engine; e may be half set up. */
 static inline void test_env_teardown(struct test_env *e)
 {
+    if (!e)
+        return;
     clr_service *svc = &e->svc;
-    while (svc->live)
-        svc_live_drop(svc, svc->live->id);
+    test_env_drop_live(e);
     for (int i = 0; i < svc->pool_n; i++)
         clr_engine_free(svc->pool[i]);
+    svc->pool_n = 0;
     clr_audit_close(svc->audit);
     clr_store_close(svc->store);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
-    if (strncmp(e->dir, "/tmp/clr-test-", 14) == 0 && system(cmd) != 0)
+    /* A test that failed half-way may leave a workspace's tmpfs mounted (EINVAL: none). */
+    char ws[128];
+    snprintf(ws, sizeof(ws), "%s/workspaces", e->dir);
+    DIR *d = e->dir[0] ? opendir(ws) : NULL;
+    for (struct dirent *de; d && (de = readdir(d));) {
+        char p[400];
+        snprintf(p, sizeof(p), "%s/%s", ws, de->d_name);
+        if (de->d_name[0] != '.')
+            umount2(p, MNT_DETACH | UMOUNT_NOFOLLOW);
+    }
+    if (d)
+        closedir(d);
+    if (strncmp(e->dir, "/tmp/clr-test-", 14) == 0 && strstr(e->dir, "XXXXXX") == NULL &&
+        nftw(e->dir, test_env_rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
         fprintf(stderr, "could not remove %s\n", e->dir);
     void *f = e->f;
-    fake_teardown(&f);
+    if (f)
+        fake_teardown(&f);
     for (size_t i = 0; i < e->nbodies; i++)
         free(e->bodies[i]);
     free(e);
@@ -230,30 +314,42 @@ static inline void test_env_expect_row(struct test_env *e, const char *id, const
     clr_store_sandbox_clear(&row);
 }
 
-/* How many audit records have this action and sandbox, by actor (NULL: anyone) and with
- * details.reason (NULL: any). */
-static inline int test_env_audit_count(struct test_env *e, const char *action, const char *id,
-                                       const char *actor, const char *reason)
+/* A row of id for tenant ("": the default), inserted running and then moved to state (with
+ * reason) as the daemon moves it. */
+static inline void test_env_add_row(struct test_env *e, const char *id, const char *tenant,
+                                    const char *state, const char *reason)
 {
-    FILE *fp = fopen(e->log, "r");
-    if (!fp)
-        fail_msg("cannot read %s: %s", e->log, strerror(errno));
-    int n = 0;
-    char line[8192];
-    while (fgets(line, sizeof(line), fp)) {
-        json_t *r = json_loads(line, 0, NULL);
-        const char *a = json_string_value(json_object_get(r, "action"));
-        const char *sb = json_string_value(json_object_get(r, "sandbox"));
-        const char *who = json_string_value(json_object_get(r, "actor"));
-        const char *why =
-            json_string_value(json_object_get(json_object_get(r, "details"), "reason"));
-        n += a && strcmp(a, action) == 0 && sb && strcmp(sb, id) == 0 &&
-             (!actor || (who && strcmp(who, actor) == 0)) &&
-             (!reason || (why && strcmp(why, reason) == 0));
-        json_decref(r);
-    }
-    fclose(fp);
-    return n;
+    clr_store_sandbox row;
+    test_row_init(&row, id, tenant, CLR_STATE_RUNNING);
+    test_row_insert(e->svc.store, &row);
+    if (strcmp(state, CLR_STATE_RUNNING) != 0)
+        test_env_set_state(e, id, state, reason);
+}
+
+/* The path of id's workspace in out; made with this mode unless mode is 0 (failing the test
+ * when mkdir fails). */
+static inline void test_env_workspace(struct test_env *e, const char *id, char *out, size_t len,
+                                      mode_t mode)
+{
+    snprintf(out, len, "%s/workspaces/%s", e->dir, id);
+    if (mode && mkdir(out, mode) < 0)
+        fail_msg("mkdir %s: %s", out, strerror(errno));
+}
+
+/* Creates the workspace directory of id (mode 0700). */
+static inline void test_env_make_workspace(struct test_env *e, const char *id)
+{
+    char p[256];
+    test_env_workspace(e, id, p, sizeof(p), 0700);
+}
+
+/* Whether the workspace directory of id exists. */
+static inline bool test_env_workspace_exists(struct test_env *e, const char *id)
+{
+    char p[256];
+    test_env_workspace(e, id, p, sizeof(p), 0);
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 /* Makes every audit append fail (the log's path becomes a directory), or undoes that. */
@@ -270,20 +366,138 @@ static inline void test_env_break_audit(struct test_env *e, bool broken)
     }
 }
 
-/* Creates the workspace directory of id; whether it exists. */
-static inline void test_env_make_workspace(struct test_env *e, const char *id)
+/* Every record of the audit log, in order (an array; the caller's); fails the test when the log
+ * cannot be read. */
+static inline json_t *audit_records(struct test_env *e)
 {
-    char p[256];
-    snprintf(p, sizeof(p), "%s/workspaces/%s", e->dir, id);
-    assert_int_equal(mkdir(p, 0700), 0);
+    FILE *fp = fopen(e->log, "r");
+    if (!fp)
+        fail_msg("cannot read %s: %s", e->log, strerror(errno));
+    json_t *all = json_array();
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, fp) > 0) {
+        json_t *r = json_loads(line, 0, NULL);
+        if (r)
+            json_array_append_new(all, r);
+    }
+    free(line);
+    fclose(fp);
+    return all;
 }
 
-static inline bool test_env_workspace_exists(struct test_env *e, const char *id)
+/* The first 64 KiB of a file as text (the caller frees it); fails the test when it cannot be
+ * read. */
+static inline char *test_read_text(const char *path)
 {
-    char p[256];
-    snprintf(p, sizeof(p), "%s/workspaces/%s", e->dir, id);
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        fail_msg("cannot read %s: %s", path, strerror(errno));
+    char *buf = calloc(1, 1 << 16);
+    assert_non_null(buf);
+    size_t n = fread(buf, 1, (1 << 16) - 1, fp);
+    buf[n] = '\0';
+    fclose(fp);
+    return buf;
+}
+
+/* The first 64 KiB of the audit log as text (the caller frees it). */
+static inline char *test_env_audit_text(struct test_env *e)
+{
+    return test_read_text(e->log);
+}
+
+/* A string field of a record, or of its details when key starts with "details." (NULL: none). */
+static inline const char *audit_field(json_t *record, const char *key)
+{
+    if (strncmp(key, "details.", 8) == 0)
+        return json_string_value(json_object_get(json_object_get(record, "details"), key + 8));
+    return json_string_value(json_object_get(record, key));
+}
+
+static inline const char *audit_action(json_t *record)
+{
+    const char *a = audit_field(record, "action");
+    return a ? a : "";
+}
+
+/* Whether a record's field key (as audit_field) is want; a NULL want matches anything. */
+static inline bool audit_is(json_t *record, const char *key, const char *want)
+{
+    const char *v = audit_field(record, key);
+    return !want || (v && strcmp(v, want) == 0);
+}
+
+/* The newest record of action (NULL: none), the caller's. */
+static inline json_t *audit_last(struct test_env *e, const char *action)
+{
+    json_t *all = audit_records(e);
+    json_t *found = NULL;
+    for (size_t i = json_array_size(all); i-- > 0;) {
+        json_t *r = json_array_get(all, i);
+        if (strcmp(audit_action(r), action) == 0) {
+            found = json_incref(r);
+            break;
+        }
+    }
+    json_decref(all);
+    return found;
+}
+
+/* How many records have these fields (keys as audit_field; a NULL value matches anything):
+ * up to three pairs, key NULL after the last. */
+static inline int audit_count_where(struct test_env *e, const char *action, const char *k1,
+                                    const char *v1, const char *k2, const char *v2,
+                                    const char *k3, const char *v3)
+{
+    json_t *all = audit_records(e);
+    int n = 0;
+    for (size_t i = 0; i < json_array_size(all); i++) {
+        json_t *r = json_array_get(all, i);
+        n += strcmp(audit_action(r), action) == 0 && (!k1 || audit_is(r, k1, v1)) &&
+             (!k2 || audit_is(r, k2, v2)) && (!k3 || audit_is(r, k3, v3));
+    }
+    json_decref(all);
+    return n;
+}
+
+/* How many records of action there are. */
+static inline size_t audit_count(struct test_env *e, const char *action)
+{
+    return (size_t)audit_count_where(e, action, NULL, NULL, NULL, NULL, NULL, NULL);
+}
+
+/* How many audit records have this action and sandbox, by actor (NULL: anyone) and with
+ * details.reason (NULL: any). */
+static inline int test_env_audit_count(struct test_env *e, const char *action, const char *id,
+                                       const char *actor, const char *reason)
+{
+    return audit_count_where(e, action, "sandbox", id, "actor", actor, "details.reason", reason);
+}
+
+/* The newest record of action must say outcome, about sandbox (NULL: none), by actor. */
+static inline json_t *expect_audit(struct test_env *e, const char *action, const char *outcome,
+                                   const char *sandbox, const char *actor)
+{
+    json_t *r = audit_last(e, action);
+    if (!r)
+        fail_msg("no audit record of %s", action);
+    assert_string_equal(json_string_value(json_object_get(r, "outcome")), outcome);
+    const char *sb = json_string_value(json_object_get(r, "sandbox"));
+    if (sandbox)
+        assert_string_equal(sb ? sb : "(none)", sandbox);
+    else if (sb)
+        fail_msg("the %s record names sandbox %s, expected none", action, sb);
+    assert_string_equal(json_string_value(json_object_get(r, "actor")), actor);
+    return r;
+}
+
+/* The error's code and a part of its message. */
+static inline void expect_error(const clr_error *err, clr_error_code code, const char *part)
+{
+    if (err->code != code || !strstr(err->message, part))
+        fail_msg("error %s \"%s\", expected %s saying \"%s\"", clr_error_code_name(err->code),
+                 err->message, clr_error_code_name(code), part);
 }
 
 #endif

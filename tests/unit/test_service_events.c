@@ -58,8 +58,9 @@ struct fixture {
 static int setup(void **state)
 {
     struct fixture *fx = calloc(1, sizeof(*fx));
-    if (!fx || test_env_setup(&fx->e, "clr-test-events") != 0)
+    if (!fx || test_env_setup(&fx->e, "events") != 0)
         return -1;
+    test_env_all_running(fx->e);
     clr_error err = CLR_ERROR_INIT;
     if (clr_engine_cancel_new(&fx->e->svc.watch_cancel, &err) != 0)
         return -1;

@@ -30,7 +30,7 @@
 #include "service/channels.h"
 #include "service/execs.h"
 #include "test_service_agent.h"
-#include "test_service_fixture.h"
+#include "test_service_env.h"
 
 #define ID_A "sb-00000000000000f1" /* running, environment A=1 */
 #define ID_B "sb-00000000000000f2" /* destroyed */
@@ -40,12 +40,10 @@
 #define CID_A "c00000000000000f1"
 
 struct fixture {
-    struct fake *f;
-    char dir[64], db[128], log[128], moved[128];
+    struct test_env *e;
     char *inspect_a;
     struct test_agent *agent;
     struct live_sb *lv;
-    clr_service svc;
 };
 
 static void add_row(clr_store *st, const char *id, const char *state, const char *reason)
@@ -65,57 +63,33 @@ static void add_row(clr_store *st, const char *id, const char *state, const char
  * command would have left it. */
 static void attach_agent(struct fixture *fx)
 {
-    clr_engine *eng = fake_open(fx->f);
+    clr_engine *eng = fake_open(fx->e->f);
     clr_sandbox *sb = NULL;
     clr_error err = CLR_ERROR_INIT;
-    if (clr_sandbox_open_at(&sb, eng, ID_A, fx->dir, &err) < 0)
+    if (clr_sandbox_open_at(&sb, eng, ID_A, fx->e->dir, &err) < 0)
         fail_msg("open: %s", err.message);
     clr_channel *ch = NULL;
     fx->agent = test_agent_start(&ch, ID_A);
-    if (svc_live_new(&fx->svc, eng, ID_A, sb, ch, &fx->lv, &err) != 0)
+    if (svc_live_new(&fx->e->svc, eng, ID_A, sb, ch, &fx->lv, &err) != 0)
         fail_msg("svc_live_new: %s", err.message);
-    svc_live_put(&fx->svc, fx->lv); /* the registry's reference stays */
+    svc_live_put(&fx->e->svc, fx->lv); /* the registry's reference stays */
     clr_engine_free(eng);
 }
 
 static int setup(void **state)
 {
     struct fixture *fx = calloc(1, sizeof(*fx));
-    if (!fx)
+    if (!fx || test_env_setup(&fx->e, "execs") != 0)
         return -1;
-    void *f = NULL;
-    if (fake_setup(&f) != 0)
-        return -1;
-    fx->f = f;
-    snprintf(fx->dir, sizeof(fx->dir), "/tmp/clr-test-execs-XXXXXX");
-    if (!mkdtemp(fx->dir))
-        return -1;
-    snprintf(fx->db, sizeof(fx->db), "%s/state.db", fx->dir);
-    snprintf(fx->log, sizeof(fx->log), "%s/audit.log", fx->dir);
-    snprintf(fx->moved, sizeof(fx->moved), "%s/audit.log.moved", fx->dir);
-    clr_service *svc = &fx->svc;
-    svc->state_dir = fx->dir;
-    svc->docker_host = fx->f->sock;
+    clr_service *svc = &fx->e->svc;
+    svc->cfg = (clr_service_config){0}; /* only what these tests configure */
     svc->cfg.max_execs = 4;
-    pthread_mutex_init(&svc->pool_lock, NULL);
-    pthread_mutex_init(&svc->live_lock, NULL);
-    clr_error err = CLR_ERROR_INIT;
-    if (clr_store_open(&svc->store, fx->db, &err) != 0) {
-        fprintf(stderr, "clr_store_open: %s\n", err.message);
-        return -1;
-    }
-    clr_audit_options o = CLR_AUDIT_OPTIONS_INIT;
-    o.path = fx->log;
-    if (clr_audit_open(&svc->audit, &o, &err) != 0) {
-        fprintf(stderr, "clr_audit_open: %s\n", err.message);
-        return -1;
-    }
     add_row(svc->store, ID_A, CLR_STATE_RUNNING, "");
     add_row(svc->store, ID_B, CLR_STATE_DESTROYED, "client");
     add_row(svc->store, ID_C, CLR_STATE_LOST, "oom-killed");
     fx->inspect_a = test_inspect_body(ID_A);
-    fake_answer(fx->f, "GET " API "clearing-" ID_A, 200, fx->inspect_a);
-    fake_answer(fx->f, "GET " API CID_A, 200, fx->inspect_a);
+    fake_answer(fx->e->f, "GET " API "clearing-" ID_A, 200, fx->inspect_a);
+    fake_answer(fx->e->f, "GET " API CID_A, 200, fx->inspect_a);
     *state = fx;
     return 0;
 }
@@ -123,19 +97,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
-    svc_live_drop(svc, ID_A);
+    test_env_drop_live(fx->e);
     test_agent_stop(fx->agent);
-    for (int i = 0; i < svc->pool_n; i++)
-        clr_engine_free(svc->pool[i]);
-    clr_audit_close(svc->audit);
-    clr_store_close(svc->store);
-    char cmd[160];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->dir);
-    if (strncmp(fx->dir, "/tmp/clr-test-execs-", 20) == 0 && system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", fx->dir);
-    void *f = fx->f;
-    fake_teardown(&f);
+    test_env_teardown(fx->e);
     free(fx->inspect_a);
     free(fx);
     return 0;
@@ -173,7 +137,7 @@ static json_t *req_of(const char *text)
 static int exec_rows(struct fixture *fx, const char *id)
 {
     sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(fx->db, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_open(fx->e->db, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, 30000); /* the daemon's own writes may hold the lock */
     sqlite3_stmt *st = NULL;
     assert_int_equal(sqlite3_prepare_v2(db,
@@ -194,7 +158,7 @@ static int exec_rows(struct fixture *fx, const char *id)
 static void break_execs(struct fixture *fx, const char *when)
 {
     sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(fx->db, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_open(fx->e->db, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, 30000); /* the daemon's own writes may hold the lock */
     char sql[256], *msg = NULL;
     snprintf(sql, sizeof(sql),
@@ -206,29 +170,10 @@ static void break_execs(struct fixture *fx, const char *when)
     sqlite3_close(db);
 }
 
-/* The audit log cannot be written: a directory where its file was. */
+/* The audit log cannot be written (the breaker run_and_break_meanwhile takes). */
 static void break_audit(struct fixture *fx)
 {
-    assert_int_equal(rename(fx->log, fx->moved), 0);
-    assert_int_equal(mkdir(fx->log, 0700), 0);
-}
-
-static void mend_audit(struct fixture *fx)
-{
-    assert_int_equal(rmdir(fx->log), 0);
-    assert_int_equal(rename(fx->moved, fx->log), 0);
-}
-
-static char *audit_text(struct fixture *fx)
-{
-    FILE *fp = fopen(fx->log, "r");
-    assert_non_null(fp);
-    char *buf = calloc(1, 1 << 16);
-    assert_non_null(buf);
-    size_t n = fread(buf, 1, (1 << 16) - 1, fp);
-    buf[n] = '\0';
-    fclose(fp);
-    return buf;
+    test_env_break_audit(fx->e, true);
 }
 
 static size_t count_of(const char *text, const char *needle)
@@ -263,7 +208,7 @@ static int64_t last_active(clr_service *svc, const char *id)
 static void test_bind_environment(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     char *env[] = {"X=2", "A=3", NULL};
     struct command c = {.env = env};
     clr_error err = CLR_ERROR_INIT;
@@ -299,7 +244,7 @@ static void test_bind_environment(void **state)
 static void test_exec_on_the_channel(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     attach_agent(fx);
     test_agent_script(fx->agent, TEST_AGENT_ANSWER, "hi\n", CLR_WIRE_EXITED, 0);
     json_t *req = req_of("{\"argv\":[\"echo\",\"hi\"],\"env\":{\"TOKEN\":\"s3cret\"}}");
@@ -325,7 +270,7 @@ static void test_exec_on_the_channel(void **state)
     /* One EXEC frame on the channel, no engine call for it (no docker exec). */
     assert_int_equal(test_agent_frames(fx->agent, CLR_FRAME_EXEC), 1);
     assert_true(test_agent_last(fx->agent, CLR_FRAME_EXEC) != 0);
-    assert_int_equal(fake_count(fx->f, "POST "), 0);
+    assert_int_equal(fake_count(fx->e->f, "POST "), 0);
     /* Stored: the same result, the request with the environment's values redacted. */
     json_t *rec = NULL;
     assert_int_equal(clr_service_exec_get(svc, ID_A, exec_id, &rec, &err), 0);
@@ -335,7 +280,7 @@ static void test_exec_on_the_channel(void **state)
     assert_string_equal(str(json_object_get(logged, "env"), "TOKEN"), "(redacted)");
     json_decref(rec);
     /* Audited before and after, under the same id; the secret is in neither. */
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     char idq[64];
     snprintf(idq, sizeof(idq), "\"exec_id\":\"%s\"", exec_id);
     assert_int_equal(count_of(text, idq), 2);
@@ -375,9 +320,9 @@ static void test_exec_on_the_channel(void **state)
 static void test_refused_before_anything_runs(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     attach_agent(fx);
-    size_t connections = fake_count(fx->f, "GET /version");
+    size_t connections = fake_count(fx->e->f, "GET /version");
     static const struct {
         const char *id, *req;
         clr_error_code code;
@@ -408,9 +353,9 @@ static void test_refused_before_anything_runs(void **state)
     }
     /* Nothing reached the agent, the engine, the database or the audit log. */
     assert_int_equal(test_agent_frames(fx->agent, CLR_FRAME_EXEC), 0);
-    assert_int_equal(fake_count(fx->f, "GET /version"), connections);
+    assert_int_equal(fake_count(fx->e->f, "GET /version"), connections);
     assert_int_equal(exec_rows(fx, NULL), 0);
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     assert_null(strstr(text, "exec"));
     free(text);
     assert_int_equal(atomic_load(&svc->execs), 0);
@@ -425,7 +370,7 @@ static void test_refused_before_anything_runs(void **state)
 static void test_at_capacity(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     attach_agent(fx);
     svc->cfg.max_execs = 2;
     atomic_store(&svc->running_execs, 2);
@@ -464,7 +409,7 @@ static void test_at_capacity(void **state)
 static void test_tenant_at_quota(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     attach_agent(fx);
     const clr_tenant_quota quotas[2] = {{.name = "beta", .max_execs = 1},
                                         {.name = CLR_TENANT_DEFAULT, .max_execs = 1}};
@@ -513,7 +458,7 @@ static void test_tenant_at_quota(void **state)
 static void test_unaudited_is_not_sent(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     attach_agent(fx);
     break_audit(fx);
     json_t *req = req_of("{\"argv\":[\"true\"]}");
@@ -528,7 +473,7 @@ static void test_unaudited_is_not_sent(void **state)
     assert_int_equal(test_agent_frames(fx->agent, CLR_FRAME_EXEC), 0);
     assert_int_equal(exec_rows(fx, ID_A), 1);
     sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(fx->db, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_open(fx->e->db, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, 30000); /* the daemon's own writes may hold the lock */
     sqlite3_stmt *st = NULL;
     assert_int_equal(sqlite3_prepare_v2(db, "SELECT id FROM execs", -1, &st, NULL), SQLITE_OK);
@@ -551,7 +496,7 @@ static void test_unaudited_is_not_sent(void **state)
     assert_int_equal(svc->pool_n, 1);
     assert_int_equal(atomic_load(&svc->execs), 0);
     /* The log back: the same request runs (positive control). */
-    mend_audit(fx);
+    test_env_break_audit(fx->e, false);
     assert_int_equal(clr_service_exec(svc, ID_A, req, "alice", NULL, NULL, &out, &err), 0);
     assert_int_equal(test_agent_frames(fx->agent, CLR_FRAME_EXEC), 1);
     json_decref(out);
@@ -561,7 +506,7 @@ static void test_unaudited_is_not_sent(void **state)
 static void test_unrecorded_is_killed(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     attach_agent(fx);
     test_agent_script(fx->agent, TEST_AGENT_ANSWER, "must not reach the client", CLR_WIRE_EXITED,
                       0);
@@ -581,7 +526,7 @@ static void test_unrecorded_is_killed(void **state)
     assert_int_equal(ev.n, 0);
     assert_int_equal(exec_rows(fx, NULL), 0);
     /* The audit log says it ended in an error, under its id. */
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     assert_non_null(strstr(text, "\"action\":\"exec\""));
     assert_non_null(strstr(text, "\"outcome\":\"error\""));
     assert_non_null(strstr(text, "disk I/O error (test)"));
@@ -595,19 +540,19 @@ static void test_unrecorded_is_killed(void **state)
 static void test_engine_refuses_docker_exec(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     /* The agent serves no channel: commands go through docker exec, which the engine refuses
      * (the container stopped under the daemon). */
-    fake_answer(fx->f, "POST " API CID_A "/attach", 500, "{\"message\":\"attach refused\"}");
-    fake_answer(fx->f, "POST " API CID_A "/exec", 409,
+    fake_answer(fx->e->f, "POST " API CID_A "/attach", 500, "{\"message\":\"attach refused\"}");
+    fake_answer(fx->e->f, "POST " API CID_A "/exec", 409,
                 "{\"message\":\"container " CID_A " is not running\"}");
     json_t *req = req_of("{\"argv\":[\"true\"]}");
     json_t *out = NULL;
     clr_error err = CLR_ERROR_INIT;
     if (clr_service_exec(svc, ID_A, req, "alice", NULL, NULL, &out, &err) != 0)
         fail_msg("exec: %s", err.message);
-    assert_int_equal(fake_count(fx->f, "POST " API CID_A "/attach"), 1);
-    assert_int_equal(fake_count(fx->f, "POST " API CID_A "/exec"), 1);
+    assert_int_equal(fake_count(fx->e->f, "POST " API CID_A "/attach"), 1);
+    assert_int_equal(fake_count(fx->e->f, "POST " API CID_A "/exec"), 1);
     /* A record of a sandbox that failed, not an error of the request. */
     assert_string_equal(str(out, "state"), CLR_EXEC_STATE_DONE);
     json_t *result = json_object_get(out, "result");
@@ -622,14 +567,14 @@ static void test_engine_refuses_docker_exec(void **state)
     assert_int_equal(atomic_load(&svc->running_execs), 0);
     /* Its engine handle is not reused. */
     assert_int_equal(svc->pool_n, 0);
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     assert_non_null(strstr(text, "\"outcome\":\"error\""));
     free(text);
     json_decref(out);
 
     /* The engine does not know the sandbox at all: no live state, nothing recorded. */
     svc_live_drop(svc, ID_A);
-    fake_answer(fx->f, "GET " API "clearing-" ID_A, 404, "{\"message\":\"No such container\"}");
+    fake_answer(fx->e->f, "GET " API "clearing-" ID_A, 404, "{\"message\":\"No such container\"}");
     int rows = exec_rows(fx, NULL);
     err = (clr_error)CLR_ERROR_INIT;
     assert_int_equal(clr_service_exec(svc, ID_A, req, "alice", NULL, NULL, &out, &err), -1);
@@ -642,10 +587,10 @@ static void test_engine_refuses_docker_exec(void **state)
 static void test_sandbox_killed_by_the_kernel(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     attach_agent(fx);
     /* The command's sandbox dies (its stream ends); the engine says the kernel killed it. */
-    fake_answer(fx->f, "GET " API CID_A, 200,
+    fake_answer(fx->e->f, "GET " API CID_A, 200,
                 "{\"State\":{\"Running\":false,\"OOMKilled\":true,\"ExitCode\":137}}");
     test_agent_script(fx->agent, TEST_AGENT_HANG_UP, "", 0, 0);
     json_t *req = req_of("{\"argv\":[\"true\"]}");
@@ -654,7 +599,7 @@ static void test_sandbox_killed_by_the_kernel(void **state)
     if (clr_service_exec(svc, ID_A, req, "alice", NULL, NULL, &out, &err) != 0)
         fail_msg("exec: %s", err.message);
     assert_int_equal(test_agent_frames(fx->agent, CLR_FRAME_EXEC), 1);
-    assert_true(fake_count(fx->f, "GET " API CID_A) >= 1);
+    assert_true(fake_count(fx->e->f, "GET " API CID_A) >= 1);
     json_t *result = json_object_get(out, "result");
     assert_string_equal(str(result, "status"), "oom");
     assert_int_equal(atomic_load(&svc->exec_ooms), 1);
@@ -684,7 +629,7 @@ static void run_and_break_meanwhile(struct fixture *fx, struct exec_call *c,
 {
     test_agent_script(fx->agent, TEST_AGENT_SILENT, "", 0, 0);
     unsigned before = test_agent_frames(fx->agent, CLR_FRAME_EXEC);
-    c->svc = &fx->svc;
+    c->svc = &fx->e->svc;
     c->req = req_of("{\"argv\":[\"sleep\",\"1\"]}");
     c->err = (clr_error)CLR_ERROR_INIT;
     pthread_t t;
@@ -715,9 +660,9 @@ static void test_end_not_recorded(void **state)
     assert_int_equal(c.rc, -1);
     assert_null(c.out);
     assert_non_null(strstr(c.err.message, "disk I/O error (test)"));
-    assert_int_equal(atomic_load(&fx->svc.running_execs), 0);
+    assert_int_equal(atomic_load(&fx->e->svc.running_execs), 0);
     /* Audited all the same. */
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     assert_non_null(strstr(text, "\"outcome\":\"exited\""));
     free(text);
 }
@@ -733,7 +678,7 @@ static void test_end_not_audited(void **state)
     assert_null(c.out);
     assert_non_null(strstr(c.err.message, "audit"));
     sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(fx->db, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_open(fx->e->db, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, 30000); /* the daemon's own writes may hold the lock */
     sqlite3_stmt *st = NULL;
     assert_int_equal(sqlite3_prepare_v2(db, "SELECT state FROM execs", -1, &st, NULL), SQLITE_OK);
@@ -741,13 +686,13 @@ static void test_end_not_audited(void **state)
     assert_string_equal((const char *)sqlite3_column_text(st, 0), CLR_EXEC_STATE_DONE);
     sqlite3_finalize(st);
     sqlite3_close(db);
-    mend_audit(fx);
+    test_env_break_audit(fx->e, false);
 }
 
 static void test_exec_get(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     attach_agent(fx);
     json_t *req = req_of("{\"argv\":[\"true\"]}");
     json_t *out = NULL;

@@ -24,8 +24,7 @@
 #include <cmocka.h>
 
 #include "clearing/clearing.h"
-#include "test_service_fixture.h"
-#include "test_service_state.h"
+#include "test_service_env.h"
 
 #define ID_RUN "sb-00000000000000c1"
 #define ID_LOST "sb-00000000000000c2"
@@ -36,7 +35,7 @@
 #define INSPECT(id) "GET " API id "/json"
 
 struct fixture {
-    struct svc_state st;
+    struct test_env *e;
     char repo[128], ws[128], ws_lost[128];
     clr_git_workspace gw, gw_lost;
     char *inspect_run, *inspect_lost; /* the scripted answers (the fake keeps the pointers) */
@@ -142,9 +141,9 @@ static int setup(void **state)
     setenv("GIT_COMMITTER_NAME", "Base Author", 1);
     setenv("GIT_COMMITTER_EMAIL", "base@example.com", 1);
     struct fixture *fx = calloc(1, sizeof(*fx));
-    if (!fx || svc_state_open(&fx->st, "svcgit") != 0)
+    if (!fx || test_env_setup(&fx->e, "svcgit") != 0)
         return -1;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     snprintf(fx->repo, sizeof(fx->repo), "%s/repo", s->dir);
     sh("git init -q -b main %s", fx->repo);
     put(fx->repo, "README.md", "hello\nworld\n");
@@ -152,11 +151,11 @@ static int setup(void **state)
     sh("mkdir %s/src", fx->repo);
     put(fx->repo, "src/main.c", "int main(void) { return 0; }\n");
     sh("git -C %s add -A && git -C %s commit -q -m base", fx->repo, fx->repo);
-    svc_state_row(s, ID_RUN, "", CLR_STATE_RUNNING, NULL);
-    svc_state_row(s, ID_LOST, "", CLR_STATE_LOST, "runtime died");
-    svc_state_row(s, ID_GONE, "", CLR_STATE_DESTROYED, "client");
-    svc_state_ws(s, ID_RUN, fx->ws, sizeof(fx->ws), true);
-    svc_state_ws(s, ID_LOST, fx->ws_lost, sizeof(fx->ws_lost), true);
+    test_env_add_row(s, ID_RUN, "", CLR_STATE_RUNNING, NULL);
+    test_env_add_row(s, ID_LOST, "", CLR_STATE_LOST, "runtime died");
+    test_env_add_row(s, ID_GONE, "", CLR_STATE_DESTROYED, "client");
+    test_env_workspace(s, ID_RUN, fx->ws, sizeof(fx->ws), 0755);
+    test_env_workspace(s, ID_LOST, fx->ws_lost, sizeof(fx->ws_lost), 0755);
     prepare(fx, ID_RUN, fx->ws, &fx->gw);
     prepare(fx, ID_LOST, fx->ws_lost, &fx->gw_lost);
     clr_sandbox_info info;
@@ -175,7 +174,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    svc_state_close(&fx->st);
+    test_env_teardown(fx->e);
     free(fx->inspect_run);
     free(fx->inspect_lost);
     free(fx);
@@ -199,7 +198,7 @@ static const char *str_of(json_t *o, const char *key)
     return v;
 }
 
-static int64_t last_active(struct svc_state *s, const char *id)
+static int64_t last_active(struct test_env *s, const char *id)
 {
     clr_store_sandbox row;
     clr_error err = CLR_ERROR_INIT;
@@ -214,7 +213,7 @@ static int64_t last_active(struct svc_state *s, const char *id)
 static void test_commit(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     char *base = sh_out("git -C %s rev-parse main", fx->repo);
     assert_string_equal(fx->gw.base_commit, base);
@@ -316,7 +315,7 @@ static void test_commit(void **state)
 static void test_diff(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     /* Nothing changed: an empty diff. */
     char *text = NULL;
@@ -366,7 +365,7 @@ static void test_diff(void **state)
 static void test_refused_requests(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     put(fx->ws, "README.md", "changed\n");
     struct {
@@ -458,7 +457,7 @@ static void test_refused_requests(void **state)
 static void test_container_answers(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     put(fx->ws, "README.md", "changed\n");
     clr_sandbox_info info;
@@ -561,7 +560,7 @@ static void test_container_answers(void **state)
 static void test_hostile_workspace(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     char secret[160], p[256];
     snprintf(secret, sizeof(secret), "%s/host-secret", s->dir);
@@ -614,7 +613,7 @@ static void test_hostile_workspace(void **state)
 static void test_audit_unwritable(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     put(fx->ws, "README.md", "unrecorded\n");
     char moved[160];
@@ -662,7 +661,7 @@ static void test_audit_unwritable(void **state)
 static void test_name_not_utf8(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     char p[256];
     snprintf(p, sizeof(p), "%s/bad-\xff\xfe-pipe", fx->ws);

@@ -29,7 +29,7 @@
 #include "service/lifecycle.h"
 #include "service/removal.h"
 #include "test_service_agent.h"
-#include "test_service_fixture.h"
+#include "test_service_env.h"
 
 #define RUN_ID "sb-00000000000000c1"  /* running: expires 2000, at most 5000 */
 #define PLAN_ID "sb-00000000000000c2" /* a plan's */
@@ -43,9 +43,7 @@
 static const char *const allowed[] = {"clearing/*", NULL};
 
 struct fixture {
-    struct fake *f;
-    char dir[64], db[128], log[128], moved[128];
-    clr_service svc;
+    struct test_env *e;
 };
 
 static void add_row(clr_store *st, const char *id, const char *state, const char *reason)
@@ -63,105 +61,38 @@ static void add_row(clr_store *st, const char *id, const char *state, const char
 static int setup(void **state)
 {
     struct fixture *fx = calloc(1, sizeof(*fx));
-    if (!fx)
+    if (!fx || test_env_setup(&fx->e, "lifecycle") != 0)
         return -1;
-    void *f = NULL;
-    if (fake_setup(&f) != 0)
-        return -1;
-    fx->f = f;
-    snprintf(fx->dir, sizeof(fx->dir), "/tmp/clr-test-lifecycle-XXXXXX");
-    if (!mkdtemp(fx->dir))
-        return -1;
-    snprintf(fx->db, sizeof(fx->db), "%s/state.db", fx->dir);
-    snprintf(fx->log, sizeof(fx->log), "%s/audit.log", fx->dir);
-    snprintf(fx->moved, sizeof(fx->moved), "%s/audit.log.moved", fx->dir);
-    clr_service *svc = &fx->svc;
-    svc->cfg = (clr_service_config)CLR_SERVICE_CONFIG_INIT;
+    clr_service *svc = &fx->e->svc;
     svc->cfg.allowed_images = allowed;
     svc->cfg.max_sandboxes = 8;
-    svc->state_dir = fx->dir;
-    svc->docker_host = fx->f->sock;
     svc->image = "clearing/default:latest";
     snprintf(svc->owner, sizeof(svc->owner), "test-lifecycle");
-    pthread_mutex_init(&svc->pool_lock, NULL);
-    pthread_mutex_init(&svc->live_lock, NULL);
-    pthread_mutex_init(&svc->create_lock, NULL);
-    pthread_mutex_init(&svc->warm_lock, NULL);
-    pthread_cond_init(&svc->warm_cond, NULL);
-    pthread_mutex_init(&svc->rm_lock, NULL);
-    pthread_cond_init(&svc->rm_cond, NULL);
-    pthread_cond_init(&svc->rm_done, NULL);
-    clr_error err = CLR_ERROR_INIT;
-    if (clr_store_open(&svc->store, fx->db, &err) != 0) {
-        fprintf(stderr, "clr_store_open: %s\n", err.message);
-        return -1;
-    }
-    clr_audit_options o = CLR_AUDIT_OPTIONS_INIT;
-    o.path = fx->log;
-    if (clr_audit_open(&svc->audit, &o, &err) != 0) {
-        fprintf(stderr, "clr_audit_open: %s\n", err.message);
-        return -1;
-    }
     add_row(svc->store, RUN_ID, CLR_STATE_RUNNING, "");
     add_row(svc->store, PLAN_ID, CLR_STATE_PLAN, "");
     add_row(svc->store, GONE_ID, CLR_STATE_DESTROYED, "client");
     add_row(svc->store, LOST_ID, CLR_STATE_LOST, "runtime died");
     /* An engine with runsc and the image, which creates and starts containers and removes
      * them, unless a test says otherwise. */
-    fake_answer(fx->f, "GET /v1.41/info", 200,
+    fake_answer(fx->e->f, "GET /v1.41/info", 200,
                 "{\"Runtimes\":{\"runsc\":{\"path\":\"/x/runsc\"}}}");
-    fake_answer(fx->f, "GET /v1.41/images/", 200, "{\"Config\":{}}");
-    fake_answer(fx->f, CREATE, 201, "{\"Id\":\"c0ffee\"}");
-    fake_answer(fx->f, "POST " API "c0ffee/start", 204, NULL);
-    fake_answer(fx->f, "GET " API "clearing-", 200,
+    fake_answer(fx->e->f, "GET /v1.41/images/", 200, "{\"Config\":{}}");
+    fake_answer(fx->e->f, CREATE, 201, "{\"Id\":\"c0ffee\"}");
+    fake_answer(fx->e->f, "POST " API "c0ffee/start", 204, NULL);
+    fake_answer(fx->e->f, "GET " API "clearing-", 200,
                 "{\"State\":{\"Running\":true,\"Paused\":false}}");
-    fake_answer(fx->f, "DELETE " API, 204, NULL);
-    fake_answer(fx->f, "POST " API "c0ffee/attach", 500, "{\"message\":\"attach refused\"}");
+    fake_answer(fx->e->f, "DELETE " API, 204, NULL);
+    fake_answer(fx->e->f, "POST " API "c0ffee/attach", 500, "{\"message\":\"attach refused\"}");
     *state = fx;
     return 0;
-}
-
-/* Unmounts what a failed test left mounted under <dir>/workspaces. */
-static void unmount_workspaces(const char *dir)
-{
-    char p[256];
-    snprintf(p, sizeof(p), "%s/workspaces", dir);
-    DIR *d = opendir(p);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        char w[512];
-        snprintf(w, sizeof(w), "%s/%s", p, e->d_name);
-        umount2(w, MNT_DETACH);
-    }
-    closedir(d);
 }
 
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
-    if (svc->rm_started)
-        svc_removals_drain(svc);
-    while (svc->live) {
-        char id[CLR_SANDBOX_ID_MAX + 1];
-        snprintf(id, sizeof(id), "%s", svc->live->id);
-        svc_live_drop(svc, id);
-    }
-    for (int i = 0; i < svc->pool_n; i++)
-        clr_engine_free(svc->pool[i]);
-    clr_audit_close(svc->audit);
-    clr_store_close(svc->store);
-    unmount_workspaces(fx->dir);
-    char cmd[160];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->dir);
-    if (strncmp(fx->dir, "/tmp/clr-test-lifecycle-", 24) == 0 && system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", fx->dir);
-    void *f = fx->f;
-    fake_teardown(&f);
+    if (fx->e->svc.rm_started)
+        svc_removals_drain(&fx->e->svc);
+    test_env_teardown(fx->e); /* also unmounts the workspaces a test left mounted */
     free(fx);
     return 0;
 }
@@ -185,43 +116,19 @@ static const char *str(json_t *o, const char *key)
     return s;
 }
 
-static char *audit_text(struct fixture *fx)
+static void expect_audit_holds(struct fixture *fx, const char *what)
 {
-    FILE *fp = fopen(fx->log, "r");
-    assert_non_null(fp);
-    char *buf = calloc(1, 1 << 16);
-    assert_non_null(buf);
-    size_t n = fread(buf, 1, (1 << 16) - 1, fp);
-    buf[n] = '\0';
-    fclose(fp);
-    return buf;
-}
-
-static void expect_audit(struct fixture *fx, const char *what)
-{
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     if (!strstr(text, what))
         fail_msg("the audit log does not hold %s:\n%s", what, text);
     free(text);
-}
-
-static void break_audit(struct fixture *fx)
-{
-    assert_int_equal(rename(fx->log, fx->moved), 0);
-    assert_int_equal(mkdir(fx->log, 0700), 0);
-}
-
-static void mend_audit(struct fixture *fx)
-{
-    assert_int_equal(rmdir(fx->log), 0);
-    assert_int_equal(rename(fx->moved, fx->log), 0);
 }
 
 /* The database refuses this statement on a table (as a full disk would). */
 static void break_table(struct fixture *fx, const char *when, const char *table)
 {
     sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(fx->db, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_open(fx->e->db, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, 30000);
     char sql[256], *msg = NULL;
     snprintf(sql, sizeof(sql),
@@ -265,8 +172,8 @@ static int row_count(clr_service *svc)
 static bool ws_mounted(struct fixture *fx, const char *id)
 {
     char p[256], parent[256];
-    snprintf(p, sizeof(p), "%s/workspaces/%s", fx->dir, id);
-    snprintf(parent, sizeof(parent), "%s/workspaces", fx->dir);
+    snprintf(p, sizeof(p), "%s/workspaces/%s", fx->e->dir, id);
+    snprintf(parent, sizeof(parent), "%s/workspaces", fx->e->dir);
     struct stat a, b;
     return stat(p, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
 }
@@ -274,7 +181,7 @@ static bool ws_mounted(struct fixture *fx, const char *id)
 static bool ws_exists(struct fixture *fx, const char *id)
 {
     char p[256];
-    snprintf(p, sizeof(p), "%s/workspaces/%s", fx->dir, id);
+    snprintf(p, sizeof(p), "%s/workspaces/%s", fx->e->dir, id);
     struct stat a;
     return stat(p, &a) == 0;
 }
@@ -326,7 +233,7 @@ static void create_fails(clr_service *svc, const char *text, clr_error_code code
 static void test_create_and_destroy(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     if (!can_mount())
         skip();
     svc->cfg.pool_size = 1; /* asked first: empty, so a miss */
@@ -348,11 +255,11 @@ static void test_create_and_destroy(void **state)
     assert_string_equal(str(json_object_get(out, "metadata"), "team"), "red");
     assert_string_equal(json_string_value(json_array_get(json_object_get(out, "env"), 0)), "K");
     /* The engine: runtimes, image, the container made and started. */
-    assert_int_equal(fake_count(fx->f, "GET /v1.41/info"), 1);
-    assert_int_equal(fake_count(fx->f, "GET /v1.41/images/clearing/default:latest/json"), 1);
-    assert_int_equal(count_with(fx->f, CREATE "?name=clearing-", id), 1);
-    assert_int_equal(fake_count(fx->f, "POST " API "c0ffee/start"), 1);
-    assert_int_equal(fake_count(fx->f, "DELETE "), 0);
+    assert_int_equal(fake_count(fx->e->f, "GET /v1.41/info"), 1);
+    assert_int_equal(fake_count(fx->e->f, "GET /v1.41/images/clearing/default:latest/json"), 1);
+    assert_int_equal(count_with(fx->e->f, CREATE "?name=clearing-", id), 1);
+    assert_int_equal(fake_count(fx->e->f, "POST " API "c0ffee/start"), 1);
+    assert_int_equal(fake_count(fx->e->f, "DELETE "), 0);
     assert_true(ws_mounted(fx, id));
     /* The row: running, with the request's metadata and environment. */
     clr_store_sandbox row;
@@ -364,8 +271,8 @@ static void test_create_and_destroy(void **state)
     assert_int_equal(row.idle_timeout_s, 300);
     clr_store_sandbox_clear(&row);
     /* Audited, counted; the pool was asked and had none; the handle went back. */
-    expect_audit(fx, "\"action\":\"sandbox.create\"");
-    expect_audit(fx, "\"tenant\":\"default\"");
+    expect_audit_holds(fx, "\"action\":\"sandbox.create\"");
+    expect_audit_holds(fx, "\"tenant\":\"default\"");
     assert_int_equal(atomic_load(&svc->created), 1);
     assert_int_equal(atomic_load(&svc->h_create.n), 1);
     assert_int_equal(atomic_load(&svc->warm_misses), 1);
@@ -376,14 +283,14 @@ static void test_create_and_destroy(void **state)
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(clr_service_destroy(svc, id, "client", "alice", &err), 0);
     expect_state(svc, id, CLR_STATE_DESTROYED, "client");
-    expect_audit(fx, "\"action\":\"sandbox.destroy\"");
-    assert_int_equal(count_with(fx->f, DELETE, id), 1);
+    expect_audit_holds(fx, "\"action\":\"sandbox.destroy\"");
+    assert_int_equal(count_with(fx->e->f, DELETE, id), 1);
     assert_false(ws_exists(fx, id));
     assert_int_equal(atomic_load(&svc->destroyed_client), 1);
     assert_int_equal(atomic_load(&svc->h_destroy.n), 1);
     /* Again: nothing to do, nothing done. */
     assert_int_equal(clr_service_destroy(svc, id, "client", "alice", &err), 0);
-    assert_int_equal(count_with(fx->f, DELETE, id), 1);
+    assert_int_equal(count_with(fx->e->f, DELETE, id), 1);
     assert_int_equal(atomic_load(&svc->destroyed_client), 1);
     json_decref(out);
 }
@@ -391,7 +298,7 @@ static void test_create_and_destroy(void **state)
 static void test_create_refused_before_the_engine(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     static const char *const roots[] = {"/nonexistent-root", NULL};
     svc->cfg.repo_roots = roots;
     create_fails(svc, "{\"user\":\"root\"}", CLR_E_INVALID, "user");
@@ -402,9 +309,9 @@ static void test_create_refused_before_the_engine(void **state)
     svc->cfg.max_sandboxes = 2;
     create_fails(svc, "{}", CLR_E_LIMIT, "at capacity: 2 sandboxes are live (max_sandboxes 2)");
     /* None reached the engine, none made a row; each refusal is audited. */
-    assert_int_equal(fake_count(fx->f, "GET /version"), 0);
+    assert_int_equal(fake_count(fx->e->f, "GET /version"), 0);
     assert_int_equal(row_count(svc), 4);
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     size_t n = 0;
     for (const char *p = text; (p = strstr(p, "\"action\":\"sandbox.create\"")); p++)
         n++;
@@ -416,19 +323,19 @@ static void test_create_refused_before_the_engine(void **state)
 static void test_create_engine_fails(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     if (!can_mount())
         skip();
     /* runsc not registered: refused, counted, and the engine handle is not kept. */
-    fake_answer(fx->f, "GET /v1.41/info", 200, "{\"Runtimes\":{\"runc\":{}}}");
+    fake_answer(fx->e->f, "GET /v1.41/info", 200, "{\"Runtimes\":{\"runc\":{}}}");
     create_fails(svc, "{}", CLR_E_UNAVAILABLE, "'runsc' is not registered");
     assert_int_equal(atomic_load(&svc->create_failed), 1);
     assert_int_equal(svc->pool_n, 0);
-    assert_int_equal(fake_count(fx->f, CREATE), 0);
+    assert_int_equal(fake_count(fx->e->f, CREATE), 0);
     assert_int_equal(row_count(svc), 4);
     /* The engine cannot be reached at all. */
     char missing[128];
-    snprintf(missing, sizeof(missing), "%s/no-such.sock", fx->f->dir);
+    snprintf(missing, sizeof(missing), "%s/no-such.sock", fx->e->f->dir);
     svc->docker_host = missing;
     create_fails(svc, "{}", CLR_E_UNAVAILABLE, "no-such.sock");
     assert_int_equal(atomic_load(&svc->create_failed), 2);
@@ -439,14 +346,14 @@ static void test_create_engine_fails(void **state)
 static void test_create_unaudited_is_undone(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     if (!can_mount())
         skip();
-    break_audit(fx);
+    test_env_break_audit(fx->e, true);
     create_fails(svc, "{}", CLR_E_UNAVAILABLE, "audit");
     /* It was made, recorded, then removed and its row marked: it must not run unaudited. */
-    assert_int_equal(fake_count(fx->f, CREATE), 1);
-    assert_int_equal(fake_count(fx->f, "DELETE " API "clearing-sb-"), 1);
+    assert_int_equal(fake_count(fx->e->f, CREATE), 1);
+    assert_int_equal(fake_count(fx->e->f, "DELETE " API "clearing-sb-"), 1);
     assert_int_equal(row_count(svc), 5);
     clr_store_sandbox *v = NULL;
     size_t n = 0;
@@ -463,29 +370,29 @@ static void test_create_unaudited_is_undone(void **state)
     free(v);
     assert_true(found);
     assert_int_equal(atomic_load(&svc->created), 0);
-    mend_audit(fx);
+    test_env_break_audit(fx->e, false);
 }
 
 static void test_create_unrecorded_is_undone(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     if (!can_mount())
         skip();
     break_table(fx, "INSERT", "sandboxes");
     create_fails(svc, "{}", CLR_E_INTERNAL, "insert sandbox: disk I/O error (test)");
     /* Made, not recorded: removed, no row. */
-    assert_int_equal(fake_count(fx->f, CREATE), 1);
-    assert_int_equal(fake_count(fx->f, "DELETE " API "clearing-sb-"), 1);
+    assert_int_equal(fake_count(fx->e->f, CREATE), 1);
+    assert_int_equal(fake_count(fx->e->f, "DELETE " API "clearing-sb-"), 1);
     assert_int_equal(row_count(svc), 4);
     assert_int_equal(atomic_load(&svc->created), 0);
-    expect_audit(fx, "\"outcome\":\"error\"");
+    expect_audit_holds(fx, "\"outcome\":\"error\"");
 }
 
 static void test_create_with_egress(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     if (!can_mount())
         skip();
     svc->cfg.pool_size = 1;
@@ -512,10 +419,10 @@ static void test_create_with_egress(void **state)
     assert_true(proxy);
     assert_string_equal(row.info.tenant, "acme");
     clr_store_sandbox_clear(&row);
-    expect_audit(fx, "\"egress\":{\"allow\":[\"example.com:443\"]");
+    expect_audit_holds(fx, "\"egress\":{\"allow\":[\"example.com:443\"]");
     /* The proxy inside listens once a host attached: the sandbox was opened at once (the
      * scripted engine's container has no labels of this id, so it goes no further). */
-    assert_int_equal(count_with(fx->f, "GET " API "clearing-", id), 1);
+    assert_int_equal(count_with(fx->e->f, "GET " API "clearing-", id), 1);
     /* Another tenant's create does not come from the pool, even with one configured. */
     assert_int_equal(atomic_load(&svc->warm_misses), 0);
     json_decref(out);
@@ -524,7 +431,7 @@ static void test_create_with_egress(void **state)
 static void test_create_from_an_admitted_repo(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     if (!can_mount())
         skip();
     if (system("git --version >/dev/null 2>&1") != 0) {
@@ -533,7 +440,7 @@ static void test_create_from_an_admitted_repo(void **state)
     }
     /* A repository under the operator's repo_roots, one commit with one file. */
     char roots_dir[128], repo[160], cmd[1024];
-    snprintf(roots_dir, sizeof(roots_dir), "%s/repos", fx->dir);
+    snprintf(roots_dir, sizeof(roots_dir), "%s/repos", fx->e->dir);
     snprintf(repo, sizeof(repo), "%s/r", roots_dir);
     snprintf(cmd, sizeof(cmd),
              "git init -q '%s' && echo hello > '%s/README' && git -C '%s' add README && "
@@ -553,7 +460,7 @@ static void test_create_from_an_admitted_repo(void **state)
              "git -C '%s' rev-parse -q --verify refs/heads/clearing/%s >/dev/null", repo, id);
     assert_int_equal(system(cmd), 0);
     char file[256];
-    snprintf(file, sizeof(file), "%s/workspaces/%s/README", fx->dir, id);
+    snprintf(file, sizeof(file), "%s/workspaces/%s/README", fx->e->dir, id);
     FILE *fp = fopen(file, "r");
     assert_non_null(fp);
     char line[16] = "";
@@ -573,7 +480,7 @@ static void test_create_from_an_admitted_repo(void **state)
 static void test_extend(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     json_t *req = req_of("{\"by\":\"10m\"}");
     json_t *out = NULL;
     clr_error err = CLR_ERROR_INIT;
@@ -654,17 +561,17 @@ static void test_extend(void **state)
 static void test_egress_only_tightened(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     clr_error err = CLR_ERROR_INIT;
     json_t *have = req_of("{\"allow\":[\"example.com:443\",\"*.example.invalid\"]}");
     assert_int_equal(clr_store_sandbox_set_egress(svc->store, RUN_ID, have, &err), 0);
     json_decref(have);
     /* The sandbox is live, its proxy's connections decided by the policy it has now. */
     char *body = test_inspect_body(RUN_ID);
-    fake_answer(fx->f, "GET " API "clearing-" RUN_ID, 200, body);
-    clr_engine *eng = fake_open(fx->f);
+    fake_answer(fx->e->f, "GET " API "clearing-" RUN_ID, 200, body);
+    clr_engine *eng = fake_open(fx->e->f);
     clr_sandbox *sb = NULL;
-    assert_int_equal(clr_sandbox_open_at(&sb, eng, RUN_ID, fx->dir, &err), 0);
+    assert_int_equal(clr_sandbox_open_at(&sb, eng, RUN_ID, fx->e->dir, &err), 0);
     clr_channel *ch = NULL;
     struct test_agent *agent = test_agent_start(&ch, RUN_ID);
     struct live_sb *lv = NULL;
@@ -681,7 +588,7 @@ static void test_egress_only_tightened(void **state)
     assert_int_equal(clr_store_sandbox_get_egress(svc->store, RUN_ID, &stored, &err), 0);
     assert_int_equal(json_array_size(json_object_get(stored, "allow")), 1);
     json_decref(stored);
-    expect_audit(fx, "\"action\":\"sandbox.egress\"");
+    expect_audit_holds(fx, "\"action\":\"sandbox.egress\"");
     json_decref(req);
     /* The live sandbox's proxy follows at once: a name the old policy allowed is denied. */
     static const char open[] = "C\0www.example.invalid\0" "443";
@@ -709,8 +616,8 @@ static void test_egress_only_tightened(void **state)
     assert_int_equal(clr_store_sandbox_get_egress(svc->store, RUN_ID, &stored, &err), 0);
     assert_int_equal(json_array_size(json_object_get(stored, "allow")), 1);
     json_decref(stored);
-    expect_audit(fx, "\"outcome\":\"refused\"");
-    expect_audit(fx, "\"code\":\"denied\"");
+    expect_audit_holds(fx, "\"outcome\":\"refused\"");
+    expect_audit_holds(fx, "\"code\":\"denied\"");
     json_decref(req);
 
     /* Not a policy; not a running sandbox. */
@@ -730,19 +637,19 @@ static void test_egress_only_tightened(void **state)
     json_decref(req);
 
     /* The audit log failing: the change is refused as a whole answer (fail closed). */
-    break_audit(fx);
+    test_env_break_audit(fx->e, true);
     req = req_of("{\"allow\":[]}");
     err = (clr_error)CLR_ERROR_INIT;
     assert_int_equal(clr_service_egress(svc, RUN_ID, req, "alice", &out, &err), -1);
     assert_non_null(strstr(err.message, "audit"));
     json_decref(req);
-    mend_audit(fx);
+    test_env_break_audit(fx->e, false);
 }
 
 /* How many times the audit log holds what. */
 static size_t audit_count_of(struct fixture *fx, const char *what)
 {
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     size_t n = 0;
     for (const char *p = strstr(text, what); p; p = strstr(p + 1, what))
         n++;
@@ -754,7 +661,7 @@ static size_t audit_count_of(struct fixture *fx, const char *what)
 static void expect_last_record(struct fixture *fx, const char *action, const char *outcome,
                                const char *sandbox)
 {
-    char *text = audit_text(fx);
+    char *text = test_env_audit_text(fx->e);
     size_t n = strlen(text);
     while (n > 0 && text[n - 1] == '\n')
         text[--n] = '\0';
@@ -778,7 +685,7 @@ static void expect_last_record(struct fixture *fx, const char *action, const cha
 static void test_egress_refusals_audited(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     struct {
         const char *id, *body;
         clr_error_code code;
@@ -810,12 +717,12 @@ static void test_egress_refusals_audited(void **state)
 static void test_egress_unaudited_changes_nothing(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     clr_error err = CLR_ERROR_INIT;
     json_t *have = req_of("{\"allow\":[\"example.com:443\",\"*.example.invalid\"]}");
     assert_int_equal(clr_store_sandbox_set_egress(svc->store, RUN_ID, have, &err), 0);
     json_decref(have);
-    break_audit(fx);
+    test_env_break_audit(fx->e, true);
     json_t *req = req_of("{\"allow\":[\"example.com:443\"]}");
     json_t *out = NULL;
     assert_int_equal(clr_service_egress(svc, RUN_ID, req, "alice", &out, &err), -1);
@@ -829,7 +736,7 @@ static void test_egress_unaudited_changes_nothing(void **state)
                  json_dumps(stored, JSON_COMPACT));
     json_decref(stored);
     /* The log back: the same change is made, and recorded (positive control). */
-    mend_audit(fx);
+    test_env_break_audit(fx->e, false);
     err = (clr_error)CLR_ERROR_INIT;
     if (clr_service_egress(svc, RUN_ID, req, "alice", &out, &err) != 0) {
         /* The log remembers its failure until a record is written: the refusal's record. */
@@ -851,7 +758,7 @@ static void test_egress_unaudited_changes_nothing(void **state)
 static void test_destroy_refusals(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(clr_service_destroy(svc, "sb-../x", "client", "alice", &err), -1);
     assert_int_equal(err.code, CLR_E_INVALID);
@@ -865,48 +772,48 @@ static void test_destroy_refusals(void **state)
     assert_non_null(strstr(err.message, "belongs to a running plan"));
     expect_state(svc, PLAN_ID, CLR_STATE_PLAN, "");
     /* Each refusal is audited. */
-    expect_audit(fx, "\"sandbox\":\"" PLAN_ID "\"");
-    assert_int_equal(fake_count(fx->f, "DELETE "), 0);
+    expect_audit_holds(fx, "\"sandbox\":\"" PLAN_ID "\"");
+    assert_int_equal(fake_count(fx->e->f, "DELETE "), 0);
 
     /* The audit log cannot be written: nothing is destroyed (fail closed). */
-    break_audit(fx);
+    test_env_break_audit(fx->e, true);
     err = (clr_error)CLR_ERROR_INIT;
     assert_int_equal(clr_service_destroy(svc, RUN_ID, "client", "alice", &err), -1);
     assert_non_null(strstr(err.message, "audit"));
     expect_state(svc, RUN_ID, CLR_STATE_RUNNING, "");
-    assert_int_equal(fake_count(fx->f, "DELETE "), 0);
+    assert_int_equal(fake_count(fx->e->f, "DELETE "), 0);
     assert_int_equal(atomic_load(&svc->destroyed_client), 0);
-    mend_audit(fx);
+    test_env_break_audit(fx->e, false);
 
     /* The database cannot mark it: recorded, but not destroyed; the failure follows. */
     break_table(fx, "UPDATE", "sandboxes");
     err = (clr_error)CLR_ERROR_INIT;
     assert_int_equal(clr_service_destroy(svc, RUN_ID, "client", "alice", &err), -1);
     assert_non_null(strstr(err.message, "disk I/O error (test)"));
-    assert_int_equal(fake_count(fx->f, "DELETE "), 0);
-    expect_audit(fx, "\"outcome\":\"error\"");
+    assert_int_equal(fake_count(fx->e->f, "DELETE "), 0);
+    expect_audit_holds(fx, "\"outcome\":\"error\"");
     assert_int_equal(atomic_load(&svc->destroyed_client), 0);
 }
 
 static void test_destroy_reasons_and_removal(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     clr_error err = CLR_ERROR_INIT;
     /* A lost sandbox's remains go with its destroy; counted by reason. */
     assert_int_equal(clr_service_destroy(svc, LOST_ID, "idle", "reaper", &err), 0);
     expect_state(svc, LOST_ID, CLR_STATE_DESTROYED, "idle");
-    assert_int_equal(count_with(fx->f, DELETE, LOST_ID), 1);
+    assert_int_equal(count_with(fx->e->f, DELETE, LOST_ID), 1);
     assert_int_equal(atomic_load(&svc->destroyed_idle), 1);
     /* An already destroyed one: nothing (idempotent). */
     assert_int_equal(clr_service_destroy(svc, GONE_ID, "client", "alice", &err), 0);
-    assert_int_equal(count_with(fx->f, DELETE, GONE_ID), 0);
+    assert_int_equal(count_with(fx->e->f, DELETE, GONE_ID), 0);
     /* The engine refuses the removal: the destroy stands (the sandbox is gone for its
      * callers; the reaper's reconcile removes the container). */
-    fake_answer(fx->f, DELETE RUN_ID, 500, "{\"message\":\"engine is restarting\"}");
+    fake_answer(fx->e->f, DELETE RUN_ID, 500, "{\"message\":\"engine is restarting\"}");
     assert_int_equal(clr_service_destroy(svc, RUN_ID, "expired", "reaper", &err), 0);
     expect_state(svc, RUN_ID, CLR_STATE_DESTROYED, "expired");
-    assert_int_equal(count_with(fx->f, DELETE, RUN_ID), 1);
+    assert_int_equal(count_with(fx->e->f, DELETE, RUN_ID), 1);
     assert_int_equal(atomic_load(&svc->destroyed_expired), 1);
     assert_int_equal(atomic_load(&svc->removal_failures), 1);
     assert_int_equal(atomic_load(&svc->destroyed_client), 0);
@@ -918,14 +825,14 @@ static void test_destroy_reasons_and_removal(void **state)
     assert_int_equal(clr_service_destroy(svc, "sb-00000000000000c5", "client", "alice", &err), 0);
     expect_state(svc, "sb-00000000000000c5", CLR_STATE_DESTROYED, "client");
     assert_int_equal(clr_service_await_removal(svc, "sb-00000000000000c5", 60000, &err), 0);
-    assert_int_equal(count_with(fx->f, DELETE, "sb-00000000000000c5"), 1);
+    assert_int_equal(count_with(fx->e->f, DELETE, "sb-00000000000000c5"), 1);
     assert_int_equal(atomic_load(&svc->destroyed_client), 1);
 }
 
 static void test_destroy_drops_the_live_channel(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     /* The sandbox is live (opened by an earlier command). */
     char *body = NULL;
     {
@@ -944,8 +851,8 @@ static void test_destroy_drops_the_live_channel(void **state)
         body = json_dumps(j, JSON_COMPACT);
         json_decref(j);
     }
-    fake_answer(fx->f, "GET " API "clearing-" RUN_ID, 200, body);
-    clr_engine *eng = fake_open(fx->f);
+    fake_answer(fx->e->f, "GET " API "clearing-" RUN_ID, 200, body);
+    clr_engine *eng = fake_open(fx->e->f);
     struct live_sb *lv = NULL;
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(svc_live_get(svc, eng, RUN_ID, &lv, &err), 0);

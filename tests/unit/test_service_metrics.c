@@ -18,15 +18,13 @@
 
 #include "fake_engine.h"
 #include "service/service_int.h"
-#include "test_service_fixture.h"
+#include "test_service_env.h"
 
 #define PING "GET /v1.41/_ping"
 
 struct fixture {
-    struct fake *f;
-    char dir[64];
-    char db[128], log[128], moved[128], missing[128];
-    clr_service svc;
+    struct test_env *e;
+    char moved[128], missing[128];
 };
 
 static void add_row(clr_store *st, const char *id, const char *state)
@@ -40,36 +38,12 @@ static void add_row(clr_store *st, const char *id, const char *state)
 static int setup(void **state)
 {
     struct fixture *fx = calloc(1, sizeof(*fx));
-    if (!fx)
+    if (!fx || test_env_setup(&fx->e, "metrics") != 0)
         return -1;
-    void *f = NULL;
-    if (fake_setup(&f) != 0)
-        return -1;
-    fx->f = f;
-    snprintf(fx->dir, sizeof(fx->dir), "/tmp/clr-test-metrics-XXXXXX");
-    if (!mkdtemp(fx->dir))
-        return -1;
-    snprintf(fx->db, sizeof(fx->db), "%s/state.db", fx->dir);
-    snprintf(fx->log, sizeof(fx->log), "%s/audit.log", fx->dir);
-    snprintf(fx->moved, sizeof(fx->moved), "%s/audit.log.moved", fx->dir);
-    snprintf(fx->missing, sizeof(fx->missing), "%s/missing", fx->dir);
-    clr_service *svc = &fx->svc;
-    svc->state_dir = fx->dir;
-    svc->docker_host = fx->f->sock;
-    pthread_mutex_init(&svc->pool_lock, NULL);
-    pthread_mutex_init(&svc->health_lock, NULL);
-    pthread_mutex_init(&svc->rm_lock, NULL);
-    clr_error err = CLR_ERROR_INIT;
-    if (clr_store_open(&svc->store, fx->db, &err) != 0) {
-        fprintf(stderr, "clr_store_open: %s\n", err.message);
-        return -1;
-    }
-    clr_audit_options o = CLR_AUDIT_OPTIONS_INIT;
-    o.path = fx->log;
-    if (clr_audit_open(&svc->audit, &o, &err) != 0) {
-        fprintf(stderr, "clr_audit_open: %s\n", err.message);
-        return -1;
-    }
+    clr_service *svc = &fx->e->svc;
+    svc->cfg = (clr_service_config){0}; /* these tests configure nothing */
+    snprintf(fx->moved, sizeof(fx->moved), "%s/audit.log.moved", fx->e->dir);
+    snprintf(fx->missing, sizeof(fx->missing), "%s/missing", fx->e->dir);
     add_row(svc->store, "sb-00000000000000d1", CLR_STATE_RUNNING);
     add_row(svc->store, "sb-00000000000000d2", CLR_STATE_RUNNING);
     add_row(svc->store, "sb-00000000000000d3", CLR_STATE_DESTROYED);
@@ -80,17 +54,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
-    for (int i = 0; i < svc->pool_n; i++)
-        clr_engine_free(svc->pool[i]);
-    clr_audit_close(svc->audit);
-    clr_store_close(svc->store);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->dir);
-    if (strncmp(fx->dir, "/tmp/clr-test-metrics-", 22) == 0 && system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", fx->dir);
-    void *f = fx->f;
-    fake_teardown(&f);
+    test_env_teardown(fx->e);
     free(fx);
     return 0;
 }
@@ -122,12 +86,12 @@ static void expect_reason(json_t *h, size_t i, const char *want)
 static void test_health_ok(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
-    fake_answer(fx->f, PING, 200, "OK");
+    clr_service *svc = &fx->e->svc;
+    fake_answer(fx->e->f, PING, 200, "OK");
     svc->rm_pending = 3;
     atomic_store(&svc->running_execs, 2);
     json_t *h = health(svc, true, 0);
-    assert_int_equal(fake_count(fx->f, PING), 1);
+    assert_int_equal(fake_count(fx->e->f, PING), 1);
     assert_string_equal(str(h, "status"), "ok");
     assert_int_equal(json_array_size(json_object_get(h, "reasons")), 0);
     assert_string_equal(str(h, "engine"), "ok");
@@ -154,11 +118,11 @@ static void test_health_ok(void **state)
 static void test_health_engine(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
-    fake_answer(fx->f, PING, 200, "OK");
+    clr_service *svc = &fx->e->svc;
+    fake_answer(fx->e->f, PING, 200, "OK");
     json_decref(health(svc, true, 0));
     /* The engine answers, but not well: degraded, with its message. */
-    fake_answer(fx->f, PING, 500, "{\"message\":\"engine overloaded\"}");
+    fake_answer(fx->e->f, PING, 500, "{\"message\":\"engine overloaded\"}");
     json_t *h = health(svc, true, -1);
     assert_string_equal(str(h, "status"), "degraded");
     assert_int_equal(json_array_size(json_object_get(h, "reasons")), 1);
@@ -171,17 +135,17 @@ static void test_health_engine(void **state)
 
     /* No engine at all: degraded, naming where it was looked for. */
     char host[128];
-    snprintf(host, sizeof(host), "%s/no-such.sock", fx->f->dir);
+    snprintf(host, sizeof(host), "%s/no-such.sock", fx->e->f->dir);
     svc->docker_host = host;
     h = health(svc, true, -1);
     assert_string_equal(str(h, "status"), "degraded");
     expect_reason(h, 0, "the Docker engine: ");
     expect_reason(h, 0, "no-such.sock");
     json_decref(h);
-    svc->docker_host = fx->f->sock;
+    svc->docker_host = fx->e->f->sock;
 
     /* Back: ok again. */
-    fake_answer(fx->f, PING, 200, "OK");
+    fake_answer(fx->e->f, PING, 200, "OK");
     h = health(svc, true, 0);
     assert_string_equal(str(h, "status"), "ok");
     json_decref(h);
@@ -190,11 +154,11 @@ static void test_health_engine(void **state)
 static void test_health_audit_and_disk(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
-    fake_answer(fx->f, PING, 200, "OK");
+    clr_service *svc = &fx->e->svc;
+    fake_answer(fx->e->f, PING, 200, "OK");
     json_decref(health(svc, true, 0));
     /* The audit log moved away: every action would be refused; degraded, saying why. */
-    assert_int_equal(rename(fx->log, fx->moved), 0);
+    assert_int_equal(rename(fx->e->log, fx->moved), 0);
     json_t *h = health(svc, true, -1);
     assert_string_equal(str(h, "status"), "degraded");
     assert_int_equal(json_array_size(json_object_get(h, "reasons")), 1);
@@ -202,7 +166,7 @@ static void test_health_audit_and_disk(void **state)
     expect_reason(h, 0, "is not writable");
     assert_string_equal(str(h, "engine"), "ok");
     json_decref(h);
-    assert_int_equal(rename(fx->moved, fx->log), 0);
+    assert_int_equal(rename(fx->moved, fx->e->log), 0);
     json_decref(health(svc, true, 0));
 
     /* A state directory whose free space cannot be known: unavailable. */
@@ -215,28 +179,28 @@ static void test_health_audit_and_disk(void **state)
     json_decref(h);
 
     /* With the engine down as well, both are said, and unavailable wins. */
-    fake_answer(fx->f, PING, 500, "{\"message\":\"engine overloaded\"}");
+    fake_answer(fx->e->f, PING, 500, "{\"message\":\"engine overloaded\"}");
     h = health(svc, true, -1);
     assert_string_equal(str(h, "status"), "unavailable");
     assert_int_equal(json_array_size(json_object_get(h, "reasons")), 2);
     expect_reason(h, 0, "the Docker engine: ");
     expect_reason(h, 1, "cannot check the free space of ");
     json_decref(h);
-    svc->state_dir = fx->dir;
+    svc->state_dir = fx->e->dir;
 }
 
 static void test_health_anonymous_shared(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     /* The first anonymous caller pings (nothing known yet). */
-    fake_answer(fx->f, PING, 200, "OK");
+    fake_answer(fx->e->f, PING, 200, "OK");
     json_t *h = health(svc, false, 0);
-    assert_int_equal(fake_count(fx->f, PING), 1);
+    assert_int_equal(fake_count(fx->e->f, PING), 1);
     json_decref(h);
     /* The last answer is recent (its time set ahead: no clock in this test): anonymous callers
      * share it, the engine is not asked, even though it would now say otherwise. */
-    fake_answer(fx->f, PING, 500, "{\"message\":\"engine overloaded\"}");
+    fake_answer(fx->e->f, PING, 500, "{\"message\":\"engine overloaded\"}");
     pthread_mutex_lock(&svc->health_lock);
     clock_gettime(CLOCK_MONOTONIC, &svc->health_at);
     svc->health_at.tv_sec += 3600;
@@ -246,10 +210,10 @@ static void test_health_anonymous_shared(void **state)
         assert_string_equal(str(h, "status"), "ok");
         json_decref(h);
     }
-    assert_int_equal(fake_count(fx->f, PING), 1);
+    assert_int_equal(fake_count(fx->e->f, PING), 1);
     /* A fresh caller asks the engine, and its answer is the one shared from then on. */
     h = health(svc, true, -1);
-    assert_int_equal(fake_count(fx->f, PING), 2);
+    assert_int_equal(fake_count(fx->e->f, PING), 2);
     json_decref(h);
     pthread_mutex_lock(&svc->health_lock);
     clock_gettime(CLOCK_MONOTONIC, &svc->health_at);
@@ -259,16 +223,16 @@ static void test_health_anonymous_shared(void **state)
     assert_string_equal(str(h, "status"), "degraded");
     expect_reason(h, 0, "engine overloaded");
     json_decref(h);
-    assert_int_equal(fake_count(fx->f, PING), 2);
+    assert_int_equal(fake_count(fx->e->f, PING), 2);
     /* An old answer (its time long past) is renewed by the next anonymous caller. */
-    fake_answer(fx->f, PING, 200, "OK");
+    fake_answer(fx->e->f, PING, 200, "OK");
     pthread_mutex_lock(&svc->health_lock);
     svc->health_at.tv_sec -= 2 * 3600;
     pthread_mutex_unlock(&svc->health_lock);
     h = health(svc, false, 0);
     assert_string_equal(str(h, "status"), "ok");
     json_decref(h);
-    assert_int_equal(fake_count(fx->f, PING), 3);
+    assert_int_equal(fake_count(fx->e->f, PING), 3);
 }
 
 static void expect_line(const char *text, const char *line)
@@ -282,7 +246,7 @@ static void expect_line(const char *text, const char *line)
 static void test_metrics_lines(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     atomic_store(&svc->created, 5);
     atomic_store(&svc->destroyed_client, 2);
     atomic_store(&svc->destroyed_expired, 1);

@@ -25,15 +25,14 @@
 #include <sqlite3.h>
 
 #include "clearing/clearing.h"
-#include "test_service_fixture.h"
-#include "test_service_state.h"
+#include "test_service_env.h"
 
 #define ACTOR "tenant=acme token=ci"
 #define V "/v1.41"
 #define CID "cafe0000"
 
 struct fixture {
-    struct svc_state st;
+    struct test_env *e;
     char roots[128], repo[160], runsc[160], info[512];
     const char *root_list[2];
     clr_tenant_quota quota[2];
@@ -89,7 +88,7 @@ static void put(const char *path, const char *content, mode_t mode)
  * image id, for the verdict) and removed. */
 static void script_engine(struct fixture *fx)
 {
-    struct fake *f = fx->st.f;
+    struct fake *f = fx->e->f;
     fake_answer(f, "GET " V "/info", 200, fx->info);
     fake_answer(f, "GET " V "/images/", 200, "{\"Id\":\"sha256:1111\",\"Config\":{}}");
     fake_answer(f, "POST " V "/containers/create", 201, "{\"Id\":\"" CID "\",\"Warnings\":[]}");
@@ -113,9 +112,9 @@ static int setup(void **state)
      * any executable passes the check that it is there. */
     setenv("CLEARING_AGENT", "/bin/true", 1);
     struct fixture *fx = calloc(1, sizeof(*fx));
-    if (!fx || svc_state_open(&fx->st, "svcplans") != 0)
+    if (!fx || test_env_setup(&fx->e, "svcplans") != 0)
         return -1;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     snprintf(fx->roots, sizeof(fx->roots), "%s/repos", s->dir);
     snprintf(fx->repo, sizeof(fx->repo), "%s/project", fx->roots);
@@ -149,8 +148,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    clr_verdict_key_free(fx->st.svc.verdict_key);
-    svc_state_close(&fx->st);
+    clr_verdict_key_free(fx->e->svc.verdict_key);
+    test_env_teardown(fx->e);
     free(fx);
     return 0;
 }
@@ -220,7 +219,7 @@ static const char *str_of(json_t *o, const char *key)
 static void test_refused_requests(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     char outside[160];
     snprintf(outside, sizeof(outside), "%s/elsewhere", s->dir);
@@ -282,11 +281,11 @@ static void test_refused_requests(void **state)
 static void test_no_room(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
-    svc_state_row(s, "sb-00000000000000e1", "acme", CLR_STATE_RUNNING, NULL);
-    svc_state_row(s, "sb-00000000000000e2", "", CLR_STATE_PLAN, NULL);
-    svc_state_row(s, "sb-00000000000000e3", "", CLR_STATE_DESTROYED, "client");
+    test_env_add_row(s, "sb-00000000000000e1", "acme", CLR_STATE_RUNNING, NULL);
+    test_env_add_row(s, "sb-00000000000000e2", "", CLR_STATE_PLAN, NULL);
+    test_env_add_row(s, "sb-00000000000000e3", "", CLR_STATE_DESTROYED, "client");
     const char *plan = "steps:\n  - write: {path: a.txt, content: a}\n";
 
     /* max_sandboxes: a running sandbox and a plan's are live, the destroyed one is not. */
@@ -367,7 +366,7 @@ static void test_no_room(void **state)
 static void test_run_records(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     if (geteuid() != 0)
         skip(); /* the sandbox's workspace is a size-limited tmpfs */
@@ -420,7 +419,7 @@ static void test_run_records(void **state)
     assert_int_equal(fake_count(s->f, "POST " V "/containers/" CID "/start"), 1);
     assert_int_equal(fake_count(s->f, del), 1);
     char ws[160];
-    svc_state_ws(s, w.sandbox, ws, sizeof(ws), false);
+    test_env_workspace(s, w.sandbox, ws, sizeof(ws), 0);
     struct stat st;
     assert_int_equal(stat(ws, &st), -1);
     /* Recorded: its sandbox, its destruction, its verdict. */
@@ -434,7 +433,7 @@ static void test_run_records(void **state)
 static void test_run_commits_verdict(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     if (geteuid() != 0)
         skip();
@@ -486,7 +485,7 @@ static void test_run_commits_verdict(void **state)
 static void test_unrecorded_sandbox(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     if (geteuid() != 0)
         skip();
@@ -534,7 +533,7 @@ static void test_unrecorded_sandbox(void **state)
 static void test_parallel_slots(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     if (geteuid() != 0)
         skip();
@@ -592,7 +591,7 @@ static int count_branches(struct fixture *fx, const char *prefix)
 static void test_engine_refuses(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     if (geteuid() != 0)
         skip();
@@ -625,7 +624,7 @@ static void test_engine_refuses(void **state)
 static void test_end_unrecorded(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     if (geteuid() != 0)
         skip();
@@ -664,7 +663,7 @@ static void test_end_unrecorded(void **state)
 static void test_default_image_checked(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     if (geteuid() != 0)
         skip();

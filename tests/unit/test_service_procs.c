@@ -49,8 +49,9 @@ struct fixture {
 static int setup(void **state)
 {
     struct fixture *fx = calloc(1, sizeof(*fx));
-    if (!fx || test_env_setup(&fx->e, "clr-test-procs") != 0)
+    if (!fx || test_env_setup(&fx->e, "procs") != 0)
         return -1;
+    test_env_all_running(fx->e);
     int64_t now = (int64_t)time(NULL);
     test_env_row(fx->e, ID_A, now + 36000, 1000, 0);
     test_env_row(fx->e, ID_B, now + 36000, 1000, 0);
@@ -161,19 +162,7 @@ static size_t listed(clr_service *svc, const char *id)
 
 static int audit_process_records(struct test_env *e, const char *action, const char *outcome)
 {
-    FILE *fp = fopen(e->log, "r");
-    assert_non_null(fp);
-    int n = 0;
-    char line[8192];
-    while (fgets(line, sizeof(line), fp)) {
-        json_t *r = json_loads(line, 0, NULL);
-        const char *a = json_string_value(json_object_get(r, "action"));
-        const char *o = json_string_value(json_object_get(r, "outcome"));
-        n += a && o && strcmp(a, action) == 0 && strcmp(o, outcome) == 0;
-        json_decref(r);
-    }
-    fclose(fp);
-    return n;
+    return audit_count_where(e, action, "outcome", outcome, NULL, NULL, NULL, NULL);
 }
 
 static void test_start_refused(void **state)

@@ -43,8 +43,9 @@
 static int setup(void **state)
 {
     struct test_env *e = NULL;
-    if (test_env_setup(&e, "clr-test-reaper") != 0)
+    if (test_env_setup(&e, "reaper") != 0)
         return -1;
+    test_env_all_running(e);
     *state = e;
     return 0;
 }
@@ -535,23 +536,7 @@ static void run_reaper_until_done(struct test_env *e)
 static int audit_tenant_count(struct test_env *e, const char *action, const char *id,
                               const char *tenant)
 {
-    FILE *fp = fopen(e->log, "r");
-    if (!fp)
-        fail_msg("cannot read %s: %s", e->log, strerror(errno));
-    int n = 0;
-    char line[8192];
-    while (fgets(line, sizeof(line), fp)) {
-        json_t *r = json_loads(line, 0, NULL);
-        const char *a = json_string_value(json_object_get(r, "action"));
-        const char *sb = json_string_value(json_object_get(r, "sandbox"));
-        const char *t =
-            json_string_value(json_object_get(json_object_get(r, "details"), "tenant"));
-        n += a && strcmp(a, action) == 0 && sb && strcmp(sb, id) == 0 && t &&
-             strcmp(t, tenant) == 0;
-        json_decref(r);
-    }
-    fclose(fp);
-    return n;
+    return audit_count_where(e, action, "sandbox", id, "details.tenant", tenant, NULL, NULL);
 }
 
 /* The records of the reaper, the reconcile pass and the recovery name the sandbox's tenant (their

@@ -21,6 +21,7 @@
 
 #include "fake_engine.h"
 #include "service/removal.h"
+#include "test_service_env.h"
 
 #define ID_A "sb-00000000000000b1"
 #define ID_B "sb-00000000000000b2"
@@ -30,51 +31,19 @@
 #define DELETE_B "DELETE " API ID_B
 
 struct fixture {
-    struct fake *f;
-    char dir[64];
-    clr_service svc;
+    struct test_env *e;
 };
-
-static bool ws_exists(struct fixture *fx, const char *id)
-{
-    char p[256];
-    snprintf(p, sizeof(p), "%s/workspaces/%s", fx->dir, id);
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
 
 static int setup(void **state)
 {
     struct fixture *fx = calloc(1, sizeof(*fx));
-    if (!fx)
+    if (!fx || test_env_setup(&fx->e, "removal") != 0)
         return -1;
-    void *f = NULL;
-    if (fake_setup(&f) != 0)
-        return -1;
-    fx->f = f;
-    snprintf(fx->dir, sizeof(fx->dir), "/tmp/clr-test-removal-XXXXXX");
-    if (!mkdtemp(fx->dir))
-        return -1;
-    char p[256];
-    snprintf(p, sizeof(p), "%s/workspaces", fx->dir);
-    if (mkdir(p, 0700) < 0)
-        return -1;
-    const char *ids[] = {ID_A, ID_B};
-    for (size_t i = 0; i < 2; i++) {
-        snprintf(p, sizeof(p), "%s/workspaces/%s", fx->dir, ids[i]);
-        if (mkdir(p, 0700) < 0)
-            return -1;
-    }
-    clr_service *svc = &fx->svc;
-    svc->docker_host = fx->f->sock;
-    svc->state_dir = fx->dir;
-    pthread_mutex_init(&svc->pool_lock, NULL);
-    pthread_mutex_init(&svc->rm_lock, NULL);
-    pthread_cond_init(&svc->rm_cond, NULL);
-    pthread_cond_init(&svc->rm_done, NULL);
+    fx->e->svc.cfg = (clr_service_config){0}; /* these tests configure nothing */
+    test_env_make_workspace(fx->e, ID_A);
+    test_env_make_workspace(fx->e, ID_B);
     /* Both containers exist and are not paused, unless a test says otherwise. */
-    fake_answer(fx->f, "GET " API, 200, "{\"State\":{\"Running\":true,\"Paused\":false}}");
-    fake_answer(fx->f, "DELETE " API, 204, NULL);
+    test_env_all_running(fx->e);
     *state = fx;
     return 0;
 }
@@ -82,22 +51,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
-    if (svc->rm_started)
-        svc_removals_drain(svc);
-    for (int i = 0; i < svc->pool_n; i++)
-        clr_engine_free(svc->pool[i]);
-    char p[256];
-    const char *ids[] = {ID_A, ID_B};
-    for (size_t i = 0; i < 2; i++) {
-        snprintf(p, sizeof(p), "%s/workspaces/%s", fx->dir, ids[i]);
-        rmdir(p);
-    }
-    snprintf(p, sizeof(p), "%s/workspaces", fx->dir);
-    rmdir(p);
-    rmdir(fx->dir);
-    void *f = fx->f;
-    fake_teardown(&f);
+    if (fx->e->svc.rm_started)
+        svc_removals_drain(&fx->e->svc);
+    test_env_teardown(fx->e);
     free(fx);
     return 0;
 }
@@ -154,53 +110,53 @@ static void await_settled(clr_service *svc)
 static void test_remove_now(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
-    assert_true(ws_exists(fx, ID_A));
+    clr_service *svc = &fx->e->svc;
+    assert_true(test_env_workspace_exists(fx->e, ID_A));
     clr_error err = CLR_ERROR_INIT;
-    size_t from = n_requests(fx->f);
+    size_t from = n_requests(fx->e->f);
     assert_int_equal(svc_remove_now(svc, ID_A, "client", &err), 0);
     char seen[1024];
-    requests_since(fx->f, from, seen, sizeof(seen));
+    requests_since(fx->e->f, from, seen, sizeof(seen));
     /* A new connection, the container looked at, removed with its volumes, nothing else. */
     assert_string_equal(seen, "GET /version; " INSPECT_A "; " DELETE_A "?force=1&v=1");
-    assert_false(ws_exists(fx, ID_A));
-    assert_true(ws_exists(fx, ID_B));
+    assert_false(test_env_workspace_exists(fx->e, ID_A));
+    assert_true(test_env_workspace_exists(fx->e, ID_B));
     assert_int_equal(atomic_load(&svc->removed), 1);
     assert_int_equal(atomic_load(&svc->removal_failures), 0);
     assert_int_equal(atomic_load(&svc->h_remove.n), 1);
     /* The connection went back to the pool: the next removal opens none. */
     assert_int_equal(svc->pool_n, 1);
-    from = n_requests(fx->f);
+    from = n_requests(fx->e->f);
     assert_int_equal(svc_remove_now(svc, ID_B, "expired", &err), 0);
-    requests_since(fx->f, from, seen, sizeof(seen));
+    requests_since(fx->e->f, from, seen, sizeof(seen));
     assert_string_equal(seen, "GET " API ID_B "/json; " DELETE_B "?force=1&v=1");
-    assert_false(ws_exists(fx, ID_B));
+    assert_false(test_env_workspace_exists(fx->e, ID_B));
     assert_int_equal(atomic_load(&svc->removed), 2);
 }
 
 static void test_remove_paused_and_gone(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     /* A paused container is thawed first (runsc cannot kill a paused sandbox). */
-    fake_answer(fx->f, INSPECT_A, 200, "{\"State\":{\"Running\":true,\"Paused\":true}}");
-    fake_answer(fx->f, "POST " API ID_A "/unpause", 204, NULL);
+    fake_answer(fx->e->f, INSPECT_A, 200, "{\"State\":{\"Running\":true,\"Paused\":true}}");
+    fake_answer(fx->e->f, "POST " API ID_A "/unpause", 204, NULL);
     clr_error err = CLR_ERROR_INIT;
-    size_t from = n_requests(fx->f);
+    size_t from = n_requests(fx->e->f);
     assert_int_equal(svc_remove_now(svc, ID_A, "client", &err), 0);
     char seen[1024];
-    requests_since(fx->f, from, seen, sizeof(seen));
+    requests_since(fx->e->f, from, seen, sizeof(seen));
     assert_string_equal(seen, "GET /version; " INSPECT_A "; POST " API ID_A "/unpause; " DELETE_A
                               "?force=1&v=1");
-    assert_false(ws_exists(fx, ID_A));
+    assert_false(test_env_workspace_exists(fx->e, ID_A));
 
     /* A container the engine no longer has is removed: its workspace goes all the same. */
-    fake_answer(fx->f, "GET " API ID_B, 404, "{\"message\":\"No such container\"}");
-    fake_answer(fx->f, DELETE_B, 404, "{\"message\":\"No such container\"}");
-    assert_true(ws_exists(fx, ID_B));
+    fake_answer(fx->e->f, "GET " API ID_B, 404, "{\"message\":\"No such container\"}");
+    fake_answer(fx->e->f, DELETE_B, 404, "{\"message\":\"No such container\"}");
+    assert_true(test_env_workspace_exists(fx->e, ID_B));
     assert_int_equal(svc_remove_now(svc, ID_B, "lost", &err), 0);
-    assert_false(ws_exists(fx, ID_B));
-    assert_int_equal(fake_count(fx->f, "POST " API ID_B "/unpause"), 0);
+    assert_false(test_env_workspace_exists(fx->e, ID_B));
+    assert_int_equal(fake_count(fx->e->f, "POST " API ID_B "/unpause"), 0);
     assert_int_equal(atomic_load(&svc->removed), 2);
     assert_int_equal(atomic_load(&svc->removal_failures), 0);
 }
@@ -208,9 +164,9 @@ static void test_remove_paused_and_gone(void **state)
 static void test_remove_refused(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     /* A conflict that is not another removal under way (that one is waited for: below). */
-    fake_answer(fx->f, DELETE_A, 409,
+    fake_answer(fx->e->f, DELETE_A, 409,
                 "{\"message\":\"cannot remove container clearing-" ID_A ": could not kill: "
                 "tried to kill container, but did not receive an exit event\"}");
     clr_error err = CLR_ERROR_INIT;
@@ -218,35 +174,35 @@ static void test_remove_refused(void **state)
     assert_int_equal(err.code, CLR_E_CONFLICT);
     if (!strstr(err.message, "409") || !strstr(err.message, "did not receive an exit event"))
         fail_msg("message \"%s\" does not carry the engine's answer", err.message);
-    assert_int_equal(fake_count(fx->f, DELETE_A), 1);
+    assert_int_equal(fake_count(fx->e->f, DELETE_A), 1);
     /* The workspace stays while the container may still use it; counted as a failure. */
-    assert_true(ws_exists(fx, ID_A));
+    assert_true(test_env_workspace_exists(fx->e, ID_A));
     assert_int_equal(atomic_load(&svc->removed), 0);
     assert_int_equal(atomic_load(&svc->removal_failures), 1);
     assert_int_equal(atomic_load(&svc->h_remove.n), 0);
     /* The connection is not reused: the next removal opens a new one. */
     assert_int_equal(svc->pool_n, 0);
-    assert_int_equal(fake_count(fx->f, "GET /version"), 1);
+    assert_int_equal(fake_count(fx->e->f, "GET /version"), 1);
     err = (clr_error)CLR_ERROR_INIT;
     assert_int_equal(svc_remove_now(svc, ID_B, "client", &err), 0);
-    assert_int_equal(fake_count(fx->f, "GET /version"), 2);
-    assert_false(ws_exists(fx, ID_B));
+    assert_int_equal(fake_count(fx->e->f, "GET /version"), 2);
+    assert_false(test_env_workspace_exists(fx->e, ID_B));
 
     /* The engine down: the error, and nothing removed. */
-    fake_answer(fx->f, DELETE_A, 500, "{\"message\":\"engine is shutting down\"}");
+    fake_answer(fx->e->f, DELETE_A, 500, "{\"message\":\"engine is shutting down\"}");
     err = (clr_error)CLR_ERROR_INIT;
     assert_int_equal(svc_remove_now(svc, ID_A, "client", &err), -1);
     assert_int_equal(err.code, CLR_E_ENGINE);
     assert_non_null(strstr(err.message, "engine is shutting down"));
-    assert_true(ws_exists(fx, ID_A));
+    assert_true(test_env_workspace_exists(fx->e, ID_A));
     assert_int_equal(atomic_load(&svc->removal_failures), 2);
 
     /* Not an id: refused before anything is removed. */
-    size_t deletes = fake_count(fx->f, "DELETE ");
+    size_t deletes = fake_count(fx->e->f, "DELETE ");
     err = (clr_error)CLR_ERROR_INIT;
     assert_int_equal(svc_remove_now(svc, "sb-../../etc", "client", &err), -1);
     assert_int_equal(err.code, CLR_E_INVALID);
-    assert_int_equal(fake_count(fx->f, "DELETE "), deletes);
+    assert_int_equal(fake_count(fx->e->f, "DELETE "), deletes);
 }
 
 #define IN_PROGRESS_A \
@@ -258,21 +214,21 @@ static void test_remove_refused(void **state)
 static void test_removal_in_progress_is_awaited(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
-    fake_answer(fx->f, INSPECT_A, 404, "{\"message\":\"No such container\"}");
+    clr_service *svc = &fx->e->svc;
+    fake_answer(fx->e->f, INSPECT_A, 404, "{\"message\":\"No such container\"}");
     /* Still there at the first look (before the DELETE) and at two looks after it. */
-    fake_answer_n(fx->f, INSPECT_A, 200, "{\"State\":{\"Running\":true,\"Paused\":false}}", 3);
-    fake_answer_n(fx->f, DELETE_A, 409, IN_PROGRESS_A, 1);
+    fake_answer_n(fx->e->f, INSPECT_A, 200, "{\"State\":{\"Running\":true,\"Paused\":false}}", 3);
+    fake_answer_n(fx->e->f, DELETE_A, 409, IN_PROGRESS_A, 1);
     clr_error err = CLR_ERROR_INIT;
-    size_t from = n_requests(fx->f);
+    size_t from = n_requests(fx->e->f);
     if (svc_remove_now(svc, ID_A, "client", &err) != 0)
         fail_msg("a removal in progress in the engine was not awaited: %s", err.message);
     char seen[1024];
-    requests_since(fx->f, from, seen, sizeof(seen));
+    requests_since(fx->e->f, from, seen, sizeof(seen));
     /* One DELETE (refused 409), then looks until the engine no longer has it. */
     assert_string_equal(seen, "GET /version; " INSPECT_A "; " DELETE_A "?force=1&v=1; " INSPECT_A
                               "; " INSPECT_A "; " INSPECT_A);
-    assert_false(ws_exists(fx, ID_A));
+    assert_false(test_env_workspace_exists(fx->e, ID_A));
     assert_int_equal(atomic_load(&svc->removed), 1);
     assert_int_equal(atomic_load(&svc->removal_failures), 0);
 }
@@ -281,17 +237,17 @@ static void test_removal_in_progress_is_awaited(void **state)
 static void test_queue_removal_in_progress_not_a_failure(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
-    fake_answer(fx->f, INSPECT_A, 404, "{\"message\":\"No such container\"}");
-    fake_answer_n(fx->f, INSPECT_A, 200, "{\"State\":{\"Running\":true,\"Paused\":false}}", 1);
-    fake_answer_n(fx->f, DELETE_A, 409, IN_PROGRESS_A, 1);
+    clr_service *svc = &fx->e->svc;
+    fake_answer(fx->e->f, INSPECT_A, 404, "{\"message\":\"No such container\"}");
+    fake_answer_n(fx->e->f, INSPECT_A, 200, "{\"State\":{\"Running\":true,\"Paused\":false}}", 1);
+    fake_answer_n(fx->e->f, DELETE_A, 409, IN_PROGRESS_A, 1);
     svc->rm_started = true;
     start_remover(svc);
     assert_true(svc_removal_queue(svc, ID_A, "client", 0));
     await_removed(svc, ID_A); /* fails the test if it was given up */
     await_settled(svc);
-    assert_int_equal(fake_count(fx->f, DELETE_A), 1); /* the engine's 409 was seen */
-    assert_false(ws_exists(fx, ID_A));
+    assert_int_equal(fake_count(fx->e->f, DELETE_A), 1); /* the engine's 409 was seen */
+    assert_false(test_env_workspace_exists(fx->e, ID_A));
     assert_int_equal(atomic_load(&svc->removed), 1);
     assert_int_equal(atomic_load(&svc->removal_failures), 0);
     pthread_mutex_lock(&svc->rm_lock);
@@ -303,7 +259,7 @@ static void test_queue_removal_in_progress_not_a_failure(void **state)
 static void test_queue_needs_remover(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     /* Not started: the caller is told to remove it itself. */
     assert_false(svc_removal_queue(svc, ID_A, "client", 0));
     assert_int_equal(svc->rm_pending, 0);
@@ -321,8 +277,8 @@ static void test_queue_needs_remover(void **state)
     assert_int_equal(err.code, CLR_E_TIMEOUT);
     assert_non_null(strstr(err.message, "sandbox " ID_A " is destroyed but its container was "
                                         "not removed within 50 ms"));
-    assert_true(ws_exists(fx, ID_A));
-    assert_int_equal(fake_count(fx->f, "DELETE "), 0);
+    assert_true(test_env_workspace_exists(fx->e, ID_A));
+    assert_int_equal(fake_count(fx->e->f, "DELETE "), 0);
     /* A sandbox not queued has nothing to wait for; not an id is refused. */
     err = (clr_error)CLR_ERROR_INIT;
     assert_int_equal(clr_service_await_removal(svc, "sb-00000000000000c1", 50, &err), 0);
@@ -333,10 +289,10 @@ static void test_queue_needs_remover(void **state)
     start_remover(svc);
     await_removed(svc, ID_A);
     await_removed(svc, ID_B);
-    assert_int_equal(fake_count(fx->f, DELETE_A), 1);
-    assert_int_equal(fake_count(fx->f, DELETE_B), 1);
-    assert_false(ws_exists(fx, ID_A));
-    assert_false(ws_exists(fx, ID_B));
+    assert_int_equal(fake_count(fx->e->f, DELETE_A), 1);
+    assert_int_equal(fake_count(fx->e->f, DELETE_B), 1);
+    assert_false(test_env_workspace_exists(fx->e, ID_A));
+    assert_false(test_env_workspace_exists(fx->e, ID_B));
     pthread_mutex_lock(&svc->rm_lock);
     assert_int_equal(svc->rm_pending, 0);
     pthread_mutex_unlock(&svc->rm_lock);
@@ -346,25 +302,25 @@ static void test_queue_needs_remover(void **state)
 static void test_queue_retries(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     svc->rm_started = true;
     start_remover(svc);
     /* Refused once, then removed on the retry. */
-    fake_answer_n(fx->f, DELETE_A, 500, "{\"message\":\"engine is restarting\"}", 1);
+    fake_answer_n(fx->e->f, DELETE_A, 500, "{\"message\":\"engine is restarting\"}", 1);
     assert_true(svc_removal_queue(svc, ID_A, "client", 0));
     await_settled(svc);
-    assert_int_equal(fake_count(fx->f, DELETE_A), 2);
-    assert_false(ws_exists(fx, ID_A));
+    assert_int_equal(fake_count(fx->e->f, DELETE_A), 2);
+    assert_false(test_env_workspace_exists(fx->e, ID_A));
     assert_int_equal(atomic_load(&svc->removal_failures), 1);
     assert_int_equal(atomic_load(&svc->removed), 1);
 
     /* Refused every time: tried until its attempts run out (the last two of five here), then
      * dropped, its workspace kept for the next reconcile. */
-    fake_answer(fx->f, DELETE_B, 409, "{\"message\":\"container is busy\"}");
+    fake_answer(fx->e->f, DELETE_B, 409, "{\"message\":\"container is busy\"}");
     assert_true(svc_removal_queue(svc, ID_B, "client", 3));
     await_settled(svc);
-    assert_int_equal(fake_count(fx->f, DELETE_B), 2);
-    assert_true(ws_exists(fx, ID_B));
+    assert_int_equal(fake_count(fx->e->f, DELETE_B), 2);
+    assert_true(test_env_workspace_exists(fx->e, ID_B));
     assert_int_equal(atomic_load(&svc->removal_failures), 3);
     assert_int_equal(atomic_load(&svc->removed), 1);
     pthread_mutex_lock(&svc->rm_lock);
@@ -378,11 +334,11 @@ static void test_queue_retries(void **state)
     assert_non_null(strstr(err.message, "container is busy"));
     assert_non_null(strstr(err.message, ID_B));
     /* Dropped, so it can be queued again; that clears the failure. */
-    fake_answer(fx->f, DELETE_B, 204, NULL);
+    fake_answer(fx->e->f, DELETE_B, 204, NULL);
     assert_true(svc_removal_queue(svc, ID_B, "client", 0));
     await_removed(svc, ID_B);
-    assert_false(ws_exists(fx, ID_B));
-    assert_int_equal(fake_count(fx->f, DELETE_B), 3);
+    assert_false(test_env_workspace_exists(fx->e, ID_B));
+    assert_int_equal(fake_count(fx->e->f, DELETE_B), 3);
 }
 
 /* A removal backing off before its retry is still under way: whoever waits for it (a destroy
@@ -390,25 +346,25 @@ static void test_queue_retries(void **state)
 static void test_await_covers_the_retry(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     svc->rm_started = true;
     start_remover(svc);
-    fake_answer_n(fx->f, DELETE_A, 500, "{\"message\":\"engine is restarting\"}", 1);
+    fake_answer_n(fx->e->f, DELETE_A, 500, "{\"message\":\"engine is restarting\"}", 1);
     assert_true(svc_removal_queue(svc, ID_A, "client", 0));
     /* The first attempt failed (positive control): the remover now backs off for 1 s. */
     for (int i = 0; i < 6000 && atomic_load(&svc->removal_failures) == 0; i++)
         usleep(10000);
     assert_int_equal(atomic_load(&svc->removal_failures), 1);
     await_removed(svc, ID_A);
-    assert_int_equal(fake_count(fx->f, DELETE_A), 2);
-    assert_false(ws_exists(fx, ID_A));
+    assert_int_equal(fake_count(fx->e->f, DELETE_A), 2);
+    assert_false(test_env_workspace_exists(fx->e, ID_A));
     assert_int_equal(atomic_load(&svc->removed), 1);
 }
 
 static void test_drain(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     svc->rm_started = true;
     assert_true(svc_removal_queue(svc, ID_A, "client", 0));
     assert_true(svc_removal_queue(svc, ID_B, "client", 0));
@@ -418,10 +374,10 @@ static void test_drain(void **state)
     assert_false(svc->rm_started);
     assert_true(svc->rm_stopping);
     assert_int_equal(svc->rm_pending, 0);
-    assert_int_equal(fake_count(fx->f, DELETE_A), 1);
-    assert_int_equal(fake_count(fx->f, DELETE_B), 1);
-    assert_false(ws_exists(fx, ID_A));
-    assert_false(ws_exists(fx, ID_B));
+    assert_int_equal(fake_count(fx->e->f, DELETE_A), 1);
+    assert_int_equal(fake_count(fx->e->f, DELETE_B), 1);
+    assert_false(test_env_workspace_exists(fx->e, ID_A));
+    assert_false(test_env_workspace_exists(fx->e, ID_B));
     /* Stopped: nothing more is queued; the caller removes it. */
     assert_false(svc_removal_queue(svc, ID_A, "client", 0));
     assert_null(svc->rm_head);

@@ -15,7 +15,7 @@
 #include <cmocka.h>
 
 #include "service/rows.h"
-#include "test_service_fixture.h"
+#include "test_service_env.h"
 
 #define RUNNING_ID "sb-00000000000000a1"
 #define PLAN_ID "sb-00000000000000a2"
@@ -24,10 +24,7 @@
 #define NO_ROW_ID "sb-00000000000000ff"
 
 struct fixture {
-    char dir[64];
-    char path[128];
-    char log[128];
-    clr_service svc;
+    struct test_env *e;
 };
 
 static void add_row(clr_store *st, const char *id, const char *tenant, const char *label)
@@ -56,34 +53,16 @@ static void set_state(clr_store *st, const char *id, const char *state, const ch
 static int setup(void **state)
 {
     struct fixture *fx = calloc(1, sizeof(*fx));
-    if (!fx)
+    if (!fx || test_env_setup(&fx->e, "rows") != 0)
         return -1;
-    snprintf(fx->dir, sizeof(fx->dir), "/tmp/clr-test-rows-XXXXXX");
-    if (!mkdtemp(fx->dir)) {
-        free(fx);
-        return -1;
-    }
-    snprintf(fx->path, sizeof(fx->path), "%s/state.db", fx->dir);
-    fx->svc.state_dir = fx->dir;
-    clr_error err = CLR_ERROR_INIT;
-    if (clr_store_open(&fx->svc.store, fx->path, &err) != 0) {
-        fprintf(stderr, "clr_store_open: %s\n", err.message);
-        return -1;
-    }
-    snprintf(fx->log, sizeof(fx->log), "%s/audit.log", fx->dir);
-    clr_audit_options o = CLR_AUDIT_OPTIONS_INIT;
-    o.path = fx->log;
-    if (clr_audit_open(&fx->svc.audit, &o, &err) != 0) {
-        fprintf(stderr, "clr_audit_open: %s\n", err.message);
-        return -1;
-    }
-    add_row(fx->svc.store, RUNNING_ID, "acme", "red");
-    add_row(fx->svc.store, PLAN_ID, "", "blue");
-    add_row(fx->svc.store, LOST_ID, "", "red");
-    add_row(fx->svc.store, GONE_ID, "", "red");
-    set_state(fx->svc.store, PLAN_ID, CLR_STATE_PLAN, "");
-    set_state(fx->svc.store, LOST_ID, CLR_STATE_LOST, "oom-killed");
-    set_state(fx->svc.store, GONE_ID, CLR_STATE_DESTROYED, "client");
+    fx->e->svc.cfg = (clr_service_config){0}; /* these tests configure nothing */
+    add_row(fx->e->svc.store, RUNNING_ID, "acme", "red");
+    add_row(fx->e->svc.store, PLAN_ID, "", "blue");
+    add_row(fx->e->svc.store, LOST_ID, "", "red");
+    add_row(fx->e->svc.store, GONE_ID, "", "red");
+    set_state(fx->e->svc.store, PLAN_ID, CLR_STATE_PLAN, "");
+    set_state(fx->e->svc.store, LOST_ID, CLR_STATE_LOST, "oom-killed");
+    set_state(fx->e->svc.store, GONE_ID, CLR_STATE_DESTROYED, "client");
     *state = fx;
     return 0;
 }
@@ -91,9 +70,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    clr_audit_close(fx->svc.audit);
-    clr_store_close(fx->svc.store);
-    test_remove_flat_dir(fx->dir);
+    test_env_teardown(fx->e);
     free(fx);
     return 0;
 }
@@ -107,7 +84,7 @@ static void expect_message(const clr_error *err, const char *want)
 static void test_row_state(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     char st[32], reason[CLR_STORE_REASON_MAX + 1];
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(svc_row_state(svc, RUNNING_ID, st, reason, &err), 0);
@@ -146,7 +123,7 @@ static void test_row_state(void **state)
 static void test_require_running(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(svc_require_running(svc, RUNNING_ID, &err), 0);
     assert_int_equal(err.code, CLR_E_NONE);
@@ -188,12 +165,12 @@ static void test_require_running(void **state)
 static void test_workspace(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     char want[256], path[256] = "";
     clr_error err = CLR_ERROR_INIT;
 
     /* Running: writable and readable; the read counts as activity. */
-    snprintf(want, sizeof(want), "%s/workspaces/" RUNNING_ID, fx->dir);
+    snprintf(want, sizeof(want), "%s/workspaces/" RUNNING_ID, fx->e->dir);
     assert_int_equal(clr_service_workspace(svc, RUNNING_ID, path, sizeof(path), &err), 0);
     assert_string_equal(path, want);
     clr_store_sandbox row;
@@ -205,7 +182,7 @@ static void test_workspace(void **state)
     assert_string_equal(path, want);
 
     /* Lost: readable only. */
-    snprintf(want, sizeof(want), "%s/workspaces/" LOST_ID, fx->dir);
+    snprintf(want, sizeof(want), "%s/workspaces/" LOST_ID, fx->e->dir);
     path[0] = '\0';
     assert_int_equal(svc_workspace_to_read(svc, LOST_ID, path, sizeof(path), &err), 0);
     assert_string_equal(path, want);
@@ -230,7 +207,7 @@ static void test_workspace(void **state)
 static void test_destroyed_lost(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     assert_true(svc_destroyed_row(svc, GONE_ID));
     assert_false(svc_destroyed_row(svc, LOST_ID));
     assert_false(svc_destroyed_row(svc, PLAN_ID));
@@ -251,7 +228,7 @@ static void test_sandbox_json(void **state)
     struct fixture *fx = *state;
     clr_store_sandbox row;
     clr_error err = CLR_ERROR_INIT;
-    assert_int_equal(clr_store_sandbox_get(fx->svc.store, LOST_ID, &row, &err), 0);
+    assert_int_equal(clr_store_sandbox_get(fx->e->svc.store, LOST_ID, &row, &err), 0);
     json_t *j = svc_sandbox_json(&row);
     clr_store_sandbox_clear(&row);
     assert_non_null(j);
@@ -294,7 +271,7 @@ static void test_sandbox_json(void **state)
     json_decref(j);
 
     /* The tenant of a row that names one. */
-    assert_int_equal(clr_store_sandbox_get(fx->svc.store, RUNNING_ID, &row, &err), 0);
+    assert_int_equal(clr_store_sandbox_get(fx->e->svc.store, RUNNING_ID, &row, &err), 0);
     j = svc_sandbox_json(&row);
     clr_store_sandbox_clear(&row);
     assert_string_equal(json_string_value(json_object_get(j, "tenant")), "acme");
@@ -324,7 +301,7 @@ static void listed(clr_service *svc, const char *tenant, const char *state, cons
 static void test_list_and_ownership(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     char ids[256];
     listed(svc, NULL, NULL, NULL, ids, sizeof(ids));
     assert_string_equal(ids, RUNNING_ID "," PLAN_ID "," LOST_ID "," GONE_ID);
@@ -374,22 +351,6 @@ static void test_list_and_ownership(void **state)
     assert_null(out);
 }
 
-/* The audit records appended to the log, in order (the caller's). */
-static json_t *audit_records(struct fixture *fx)
-{
-    FILE *f = fopen(fx->log, "r");
-    assert_non_null(f);
-    json_t *a = json_array();
-    char line[8192];
-    while (fgets(line, sizeof(line), f)) {
-        json_t *r = json_loads(line, 0, NULL);
-        if (r)
-            json_array_append_new(a, r);
-    }
-    fclose(f);
-    return a;
-}
-
 /* The last record whose action is `action`. */
 static json_t *last_of(json_t *records, const char *action)
 {
@@ -409,7 +370,7 @@ static json_t *last_of(json_t *records, const char *action)
 static void test_audit_failure(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     /* What a refusal is (the caller's input, a limit, a denial, unavailable) and what an error
      * is (the daemon's or the engine's failure). */
     struct {
@@ -428,7 +389,7 @@ static void test_audit_failure(void **state)
         clr_error_set(&why, cases[i].code, 0, "because %zu", i);
         svc_audit_failure(svc, "uid=0", RUNNING_ID, cases[i].action, &why);
     }
-    json_t *records = audit_records(fx);
+    json_t *records = audit_records(fx->e);
     for (size_t i = 0; i < n; i++) {
         json_t *r = last_of(records, cases[i].action);
         const char *outcome = json_string_value(json_object_get(r, "outcome"));
@@ -451,7 +412,7 @@ static void test_audit_failure(void **state)
     json_t *details = json_pack("{s:s}", "k", "v");
     assert_int_equal(clr_service_audit(svc, "uid=1", NULL, "t.plain", "ok", details, &err), 0);
     json_decref(details);
-    records = audit_records(fx);
+    records = audit_records(fx->e);
     json_t *r = last_of(records, "t.plain");
     assert_string_equal(json_string_value(json_object_get(r, "outcome")), "ok");
     assert_string_equal(json_string_value(json_object_get(json_object_get(r, "details"), "k")),

@@ -24,8 +24,7 @@
 
 #include <openssl/evp.h>
 
-#include "test_service_fixture.h"
-#include "test_service_state.h"
+#include "test_service_env.h"
 
 #define ID_RUN "sb-00000000000000a1"
 #define ID_LOST "sb-00000000000000a2"
@@ -37,7 +36,7 @@
 #define HELLO_SHA "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
 
 struct fixture {
-    struct svc_state st;
+    struct test_env *e;
     char ws[128], ws_lost[128], ws_gone[128], outside[128];
 };
 
@@ -47,17 +46,17 @@ struct fixture {
 static int setup(void **state)
 {
     struct fixture *fx = calloc(1, sizeof(*fx));
-    if (!fx || svc_state_open(&fx->st, "svcfiles") != 0)
+    if (!fx || test_env_setup(&fx->e, "svcfiles") != 0)
         return -1;
-    struct svc_state *s = &fx->st;
-    svc_state_row(s, ID_RUN, "", CLR_STATE_RUNNING, NULL);
-    svc_state_row(s, ID_LOST, "", CLR_STATE_LOST, "oom");
-    svc_state_row(s, ID_GONE, "", CLR_STATE_DESTROYED, "client");
-    svc_state_row(s, ID_PLAN, "", CLR_STATE_PLAN, NULL);
-    svc_state_row(s, ID_BETA, "beta", CLR_STATE_RUNNING, NULL);
-    svc_state_ws(s, ID_RUN, fx->ws, sizeof(fx->ws), true);
-    svc_state_ws(s, ID_LOST, fx->ws_lost, sizeof(fx->ws_lost), true);
-    svc_state_ws(s, ID_GONE, fx->ws_gone, sizeof(fx->ws_gone), true);
+    struct test_env *s = fx->e;
+    test_env_add_row(s, ID_RUN, "", CLR_STATE_RUNNING, NULL);
+    test_env_add_row(s, ID_LOST, "", CLR_STATE_LOST, "oom");
+    test_env_add_row(s, ID_GONE, "", CLR_STATE_DESTROYED, "client");
+    test_env_add_row(s, ID_PLAN, "", CLR_STATE_PLAN, NULL);
+    test_env_add_row(s, ID_BETA, "beta", CLR_STATE_RUNNING, NULL);
+    test_env_workspace(s, ID_RUN, fx->ws, sizeof(fx->ws), 0755);
+    test_env_workspace(s, ID_LOST, fx->ws_lost, sizeof(fx->ws_lost), 0755);
+    test_env_workspace(s, ID_GONE, fx->ws_gone, sizeof(fx->ws_gone), 0755);
     snprintf(fx->outside, sizeof(fx->outside), "%s/outside", s->dir);
     if (mkdir(fx->outside, 0755) < 0)
         return -1;
@@ -75,7 +74,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    svc_state_close(&fx->st); /* also unmounts test_workspace_full's tmpfs if it failed */
+    test_env_teardown(fx->e); /* also unmounts test_workspace_full's tmpfs if it failed */
     free(fx);
     return 0;
 }
@@ -242,7 +241,7 @@ static void tar_names(const char *buf, size_t len, char *out, size_t cap)
 static void test_put_then_get(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     clr_error err = CLR_ERROR_INIT;
     int in = mem_with("hello\n", 6);
@@ -332,7 +331,7 @@ static void test_put_then_get(void **state)
 static void test_hostile_paths(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     char link[256];
     snprintf(link, sizeof(link), "%s/out", fx->ws);
@@ -447,7 +446,7 @@ static void test_hostile_paths(void **state)
 static void test_sandbox_states(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     write_at(fx->ws_lost, "result.txt", "what it wrote before it died\n");
     write_at(fx->ws_gone, "left.txt", "left over\n");
@@ -546,7 +545,7 @@ static void test_sandbox_states(void **state)
 static void test_other_tenant(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->st.svc;
+    clr_service *svc = &fx->e->svc;
     clr_error theirs = CLR_ERROR_INIT, unknown = CLR_ERROR_INIT, err = CLR_ERROR_INIT;
     assert_int_equal(clr_service_sandbox_of(svc, ID_BETA, "beta", &err), 0);
     assert_int_equal(clr_service_sandbox_of(svc, ID_BETA, NULL, &err), 0);
@@ -569,7 +568,7 @@ static void test_other_tenant(void **state)
 static void test_over_budget(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     char big[8192];
     memset(big, 'x', sizeof(big) - 1);
@@ -617,12 +616,12 @@ static void test_over_budget(void **state)
 static void test_workspace_full(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     if (geteuid() != 0)
         skip(); /* mounting a tmpfs needs root */
     char ws[160];
-    svc_state_ws(s, ID_BETA, ws, sizeof(ws), true);
+    test_env_workspace(s, ID_BETA, ws, sizeof(ws), 0755);
     assert_int_equal(mount("clr-test", ws, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k"), 0);
     /* Positive control: a small file fits. */
     clr_error err = CLR_ERROR_INIT;
@@ -651,7 +650,7 @@ static void test_workspace_full(void **state)
 static void test_list(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->st.svc;
+    clr_service *svc = &fx->e->svc;
     char p[256];
     snprintf(p, sizeof(p), "%s/dir", fx->ws);
     assert_int_equal(mkdir(p, 0750), 0);
@@ -703,7 +702,7 @@ static void test_list(void **state)
 static void test_delete(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     char p[256];
     snprintf(p, sizeof(p), "%s/tree", fx->ws);
@@ -748,7 +747,7 @@ static void test_delete(void **state)
 static void test_archive_put(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     struct tar t = {.len = 0};
     tar_add(&t, "pkg/", '5', NULL, NULL);
@@ -830,7 +829,7 @@ static void test_archive_put(void **state)
 static void test_archive_get(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     char p[256];
     snprintf(p, sizeof(p), "%s/src", fx->ws);
@@ -893,7 +892,7 @@ static void test_archive_get(void **state)
 static void test_audit_unwritable(void **state)
 {
     struct fixture *fx = *state;
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     clr_service *svc = &s->svc;
     write_at(fx->ws, "keep.txt", "keep\n");
     /* Positive control: with the log in place, an upload is made and recorded. */
@@ -970,7 +969,7 @@ static void test_audit_unwritable(void **state)
 static void test_list_names_not_utf8(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->st.svc;
+    clr_service *svc = &fx->e->svc;
     write_at(fx->ws, "a.txt", "a\n");
     write_at(fx->ws, "b-\xff.txt", "hidden?\n");
     char p[256];
@@ -992,7 +991,7 @@ static void test_list_names_not_utf8(void **state)
     json_decref(out);
 
     /* Such a path named by the client: the action runs, its answer and record say so. */
-    struct svc_state *s = &fx->st;
+    struct test_env *s = fx->e;
     int in = mem_with("up\n", 3);
     out = NULL;
     assert_int_equal(clr_service_file_put(svc, ID_RUN, "d-\xff/up.txt", in, ACTOR, &out, &err),

@@ -16,14 +16,12 @@
 #include <cmocka.h>
 
 #include "service/tenants.h"
-#include "test_service_fixture.h"
+#include "test_service_env.h"
 
 #define MIB (1024ull * 1024)
 
 struct fixture {
-    char dir[64];
-    char path[128];
-    clr_service svc;
+    struct test_env *e;
     clr_tenant_quota quotas[2];
 };
 
@@ -42,29 +40,19 @@ static void add_row(clr_store *st, const char *id, const char *tenant, const cha
 static int setup(void **state)
 {
     struct fixture *fx = calloc(1, sizeof(*fx));
-    if (!fx)
+    if (!fx || test_env_setup(&fx->e, "tenants") != 0)
         return -1;
-    snprintf(fx->dir, sizeof(fx->dir), "/tmp/clr-test-tenants-XXXXXX");
-    if (!mkdtemp(fx->dir)) {
-        free(fx);
-        return -1;
-    }
-    snprintf(fx->path, sizeof(fx->path), "%s/state.db", fx->dir);
-    clr_error err = CLR_ERROR_INIT;
-    if (clr_store_open(&fx->svc.store, fx->path, &err) != 0) {
-        fprintf(stderr, "clr_store_open: %s\n", err.message);
-        return -1;
-    }
     fx->quotas[0] = (clr_tenant_quota){.name = "acme", .max_sandboxes = 2,
                                        .max_memory_bytes = 1024 * MIB, .max_cpu_millis = 1500};
     fx->quotas[1] = (clr_tenant_quota){.name = "beta", .max_cpu_millis = 1000};
-    fx->svc.cfg.max_sandboxes = 10;
-    fx->svc.cfg.tenants = fx->quotas;
-    fx->svc.cfg.ntenants = 2;
-    add_row(fx->svc.store, "sb-0000000000000001", "acme", CLR_STATE_RUNNING, 512 * MIB, 500);
-    add_row(fx->svc.store, "sb-0000000000000002", "acme", CLR_STATE_PLAN, 256 * MIB, 250);
-    add_row(fx->svc.store, "sb-0000000000000003", "acme", CLR_STATE_DESTROYED, 4096 * MIB, 4000);
-    add_row(fx->svc.store, "sb-0000000000000004", "", CLR_STATE_RUNNING, 128 * MIB, 100);
+    fx->e->svc.cfg = (clr_service_config){0}; /* only what these tests configure */
+    fx->e->svc.cfg.max_sandboxes = 10;
+    fx->e->svc.cfg.tenants = fx->quotas;
+    fx->e->svc.cfg.ntenants = 2;
+    add_row(fx->e->svc.store, "sb-0000000000000001", "acme", CLR_STATE_RUNNING, 512 * MIB, 500);
+    add_row(fx->e->svc.store, "sb-0000000000000002", "acme", CLR_STATE_PLAN, 256 * MIB, 250);
+    add_row(fx->e->svc.store, "sb-0000000000000003", "acme", CLR_STATE_DESTROYED, 4096 * MIB, 4000);
+    add_row(fx->e->svc.store, "sb-0000000000000004", "", CLR_STATE_RUNNING, 128 * MIB, 100);
     *state = fx;
     return 0;
 }
@@ -72,8 +60,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    clr_store_close(fx->svc.store);
-    test_remove_flat_dir(fx->dir);
+    test_env_teardown(fx->e);
     free(fx);
     return 0;
 }
@@ -92,7 +79,7 @@ static void test_usage_collect(void **state)
     struct tenant_usage *v = NULL;
     size_t n = 0;
     clr_error err = CLR_ERROR_INIT;
-    assert_int_equal(svc_usage_collect(&fx->svc, &v, &n, &err), 0);
+    assert_int_equal(svc_usage_collect(&fx->e->svc, &v, &n, &err), 0);
     assert_int_equal(n, 2);
     const struct tenant_usage *acme = find(v, n, "acme");
     if (!acme) {
@@ -153,7 +140,7 @@ static void expect_full(clr_service *svc, const char *tenant, uint64_t memory, u
 static void test_room_quota(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     /* acme holds 2 of its 2 sandboxes. */
     expect_full(svc, "acme", 64 * MIB, 100,
                 "tenant acme is at its quota: 2 sandboxes are live (max_sandboxes 2 for tenant "
@@ -183,7 +170,7 @@ static void test_room_quota(void **state)
 static void test_room_daemon(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     /* Three live rows (a plan's included) of max_sandboxes 4: one more fits. */
     svc->cfg.max_sandboxes = 4;
     expect_room(svc, "gamma", 64 * MIB, 100);
@@ -200,7 +187,7 @@ static void test_room_daemon(void **state)
 static void test_exec_slots(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     fx->quotas[0].max_execs = 2;
     svc->cfg.max_execs = 4;
     unsigned n = 3;
@@ -247,7 +234,7 @@ static void test_exec_slots(void **state)
 static void test_metrics_tenant(void **state)
 {
     struct fixture *fx = *state;
-    char *text = clr_service_metrics(&fx->svc, "acme");
+    char *text = clr_service_metrics(&fx->e->svc, "acme");
     assert_non_null(text);
     assert_non_null(strstr(text, "clearing_tenant_sandboxes{tenant=\"acme\"} 2\n"));
     assert_non_null(strstr(text, "clearing_tenant_memory_bytes{tenant=\"acme\"} 805306368\n"));
@@ -259,7 +246,7 @@ static void test_metrics_tenant(void **state)
     assert_null(strstr(text, "clearing_sandboxes{"));
     free(text);
     /* A tenant with nothing live gets its zero lines. */
-    text = clr_service_metrics(&fx->svc, "nobody");
+    text = clr_service_metrics(&fx->e->svc, "nobody");
     assert_non_null(text);
     assert_non_null(strstr(text, "clearing_tenant_sandboxes{tenant=\"nobody\"} 0\n"));
     assert_non_null(strstr(text, "clearing_tenant_cpus{tenant=\"nobody\"} 0.000\n"));

@@ -24,52 +24,38 @@
 #include "fake_engine.h"
 #include "service/warm.h"
 #include "test_service_agent.h"
+#include "test_service_env.h"
 
 #define ID_A "sb-00000000000000d1"
 #define API "/v1.41/containers/"
 #define CREATE "POST " API "create"
 
 struct fixture {
-    struct fake *f;
-    char dir[64];
+    struct test_env *e;
     char *inspect_a;
-    clr_service svc;
 };
 
 static int setup(void **state)
 {
     struct fixture *fx = calloc(1, sizeof(*fx));
-    if (!fx)
+    if (!fx || test_env_setup(&fx->e, "warm") != 0)
         return -1;
-    void *f = NULL;
-    if (fake_setup(&f) != 0)
-        return -1;
-    fx->f = f;
-    snprintf(fx->dir, sizeof(fx->dir), "/tmp/clr-test-warm-XXXXXX");
-    if (!mkdtemp(fx->dir))
-        return -1;
-    clr_service *svc = &fx->svc;
-    svc->cfg = (clr_service_config)CLR_SERVICE_CONFIG_INIT;
+    clr_service *svc = &fx->e->svc;
     svc->cfg.pool_size = 1;
-    svc->state_dir = fx->dir;
-    svc->docker_host = fx->f->sock;
     svc->image = "clearing/default:latest";
     snprintf(svc->owner, sizeof(svc->owner), "test-warm");
-    pthread_mutex_init(&svc->pool_lock, NULL);
-    pthread_mutex_init(&svc->warm_lock, NULL);
-    pthread_cond_init(&svc->warm_cond, NULL);
     fx->inspect_a = test_inspect_body(ID_A);
     /* An engine with runsc and the image, which makes, starts and removes containers, whose
      * sandboxes' agents serve no channel; unless a test says otherwise. */
-    fake_answer(fx->f, "GET /v1.41/info", 200,
+    fake_answer(fx->e->f, "GET /v1.41/info", 200,
                 "{\"Runtimes\":{\"runsc\":{\"path\":\"/x/runsc\"}}}");
-    fake_answer(fx->f, "GET /v1.41/images/", 200, "{\"Config\":{}}");
-    fake_answer(fx->f, CREATE, 201, "{\"Id\":\"c0ffee\"}");
-    fake_answer(fx->f, "POST " API "c0ffee/start", 204, NULL);
-    fake_answer(fx->f, "POST " API "c0ffee/attach", 500, "{\"message\":\"attach refused\"}");
-    fake_answer(fx->f, "GET " API, 200, "{\"State\":{\"Running\":true,\"Paused\":false}}");
-    fake_answer(fx->f, "GET " API "clearing-" ID_A, 200, fx->inspect_a);
-    fake_answer(fx->f, "DELETE " API, 204, NULL);
+    fake_answer(fx->e->f, "GET /v1.41/images/", 200, "{\"Config\":{}}");
+    fake_answer(fx->e->f, CREATE, 201, "{\"Id\":\"c0ffee\"}");
+    fake_answer(fx->e->f, "POST " API "c0ffee/start", 204, NULL);
+    fake_answer(fx->e->f, "POST " API "c0ffee/attach", 500, "{\"message\":\"attach refused\"}");
+    fake_answer(fx->e->f, "GET " API, 200, "{\"State\":{\"Running\":true,\"Paused\":false}}");
+    fake_answer(fx->e->f, "GET " API "clearing-" ID_A, 200, fx->inspect_a);
+    fake_answer(fx->e->f, "DELETE " API, 204, NULL);
     *state = fx;
     return 0;
 }
@@ -77,17 +63,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
-    svc_warm_stop(svc);
-    for (int i = 0; i < svc->pool_n; i++)
-        clr_engine_free(svc->pool[i]);
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "umount -q -l %s/workspaces/* 2>/dev/null; rm -rf '%s'", fx->dir,
-             fx->dir);
-    if (strncmp(fx->dir, "/tmp/clr-test-warm-", 19) == 0 && system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", fx->dir);
-    void *f = fx->f;
-    fake_teardown(&f);
+    svc_warm_stop(&fx->e->svc);
+    test_env_teardown(fx->e);
     free(fx->inspect_a);
     free(fx);
     return 0;
@@ -96,7 +73,7 @@ static int teardown(void **state)
 static bool ws_exists(struct fixture *fx, const char *id)
 {
     char p[256];
-    snprintf(p, sizeof(p), "%s/workspaces/%s", fx->dir, id);
+    snprintf(p, sizeof(p), "%s/workspaces/%s", fx->e->dir, id);
     struct stat st;
     return stat(p, &st) == 0;
 }
@@ -105,7 +82,7 @@ static bool ws_exists(struct fixture *fx, const char *id)
 static int workspaces(struct fixture *fx)
 {
     char cmd[200];
-    snprintf(cmd, sizeof(cmd), "ls -A '%s/workspaces' 2>/dev/null | wc -l", fx->dir);
+    snprintf(cmd, sizeof(cmd), "ls -A '%s/workspaces' 2>/dev/null | wc -l", fx->e->dir);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     int n = -1;
@@ -141,7 +118,7 @@ static void start_pool(clr_service *svc)
 static void test_take_from_an_empty_pool(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     clr_channel *ch = (clr_channel *)&ch; /* not NULL: the take must set it */
     assert_null(svc_warm_take(svc, &ch));
     assert_null(ch);
@@ -151,25 +128,21 @@ static void test_take_from_an_empty_pool(void **state)
     /* A miss is no hand-out: the refill is not held back. */
     assert_int_equal(svc->warm_taken_us, 0);
     /* Nothing was asked of the engine. */
-    assert_int_equal(fake_count(fx->f, "GET /version"), 0);
+    assert_int_equal(fake_count(fx->e->f, "GET /version"), 0);
     /* Stopping a pool that never started: nothing to join, nothing to remove. */
     svc_warm_stop(svc);
-    assert_int_equal(fake_count(fx->f, "DELETE "), 0);
+    assert_int_equal(fake_count(fx->e->f, "DELETE "), 0);
 }
 
 static void test_discard(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
-    char p[256];
-    snprintf(p, sizeof(p), "%s/workspaces", fx->dir);
-    assert_int_equal(mkdir(p, 0700), 0);
-    snprintf(p, sizeof(p), "%s/workspaces/" ID_A, fx->dir);
-    assert_int_equal(mkdir(p, 0700), 0);
-    clr_engine *eng = fake_open(fx->f);
+    clr_service *svc = &fx->e->svc;
+    test_env_make_workspace(fx->e, ID_A);
+    clr_engine *eng = fake_open(fx->e->f);
     clr_sandbox *sb = NULL;
     clr_error err = CLR_ERROR_INIT;
-    assert_int_equal(clr_sandbox_open_at(&sb, eng, ID_A, fx->dir, &err), 0);
+    assert_int_equal(clr_sandbox_open_at(&sb, eng, ID_A, fx->e->dir, &err), 0);
     clr_engine_free(eng);
     clr_channel *ch = NULL;
     struct test_agent *agent = test_agent_start(&ch, ID_A);
@@ -177,7 +150,7 @@ static void test_discard(void **state)
     assert_true(ws_exists(fx, ID_A));
     svc_warm_discard(svc, sb, ch, "pool-recycled");
     /* Its container removed (with its volumes), its workspace gone, its channel closed. */
-    assert_int_equal(fake_count(fx->f, "DELETE " API "clearing-" ID_A "?force=1&v=1"), 1);
+    assert_int_equal(fake_count(fx->e->f, "DELETE " API "clearing-" ID_A "?force=1&v=1"), 1);
     assert_false(ws_exists(fx, ID_A));
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -193,36 +166,36 @@ static void test_discard(void **state)
      * the container later). */
     clr_engine_free(svc->pool[0]);
     svc->pool_n = 0;
-    eng = fake_open(fx->f);
-    assert_int_equal(clr_sandbox_open_at(&sb, eng, ID_A, fx->dir, &err), 0);
+    eng = fake_open(fx->e->f);
+    assert_int_equal(clr_sandbox_open_at(&sb, eng, ID_A, fx->e->dir, &err), 0);
     clr_engine_free(eng);
     char missing[128];
-    snprintf(missing, sizeof(missing), "%s/no-such.sock", fx->f->dir);
+    snprintf(missing, sizeof(missing), "%s/no-such.sock", fx->e->f->dir);
     svc->docker_host = missing;
-    size_t deletes = fake_count(fx->f, "DELETE ");
+    size_t deletes = fake_count(fx->e->f, "DELETE ");
     svc_warm_discard(svc, sb, NULL, "pool-stop");
-    assert_int_equal(fake_count(fx->f, "DELETE "), deletes);
+    assert_int_equal(fake_count(fx->e->f, "DELETE "), deletes);
     assert_int_equal(svc->pool_n, 0);
 }
 
 static void test_not_ready_is_removed(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     if (!can_mount())
         skip();
     /* Made and started, but its agent does not run the check: the engine refuses the exec. */
-    fake_answer(fx->f, "POST " API "c0ffee/exec", 404, "{\"message\":\"No such container\"}");
+    fake_answer(fx->e->f, "POST " API "c0ffee/exec", 404, "{\"message\":\"No such container\"}");
     start_pool(svc);
-    await_requests(fx->f, "DELETE " API "clearing-sb-", 1);
+    await_requests(fx->e->f, "DELETE " API "clearing-sb-", 1);
     /* The pool's sandbox: the daemon's default profile, the runtime and image checked, made,
      * started, its channel tried, its check tried, then removed. */
-    assert_int_equal(fake_count(fx->f, "GET /v1.41/info"), 1);
-    assert_int_equal(fake_count(fx->f, "GET /v1.41/images/clearing/default:latest/json"), 1);
-    assert_int_equal(fake_count(fx->f, CREATE "?name=clearing-sb-"), 1);
-    assert_int_equal(fake_count(fx->f, "POST " API "c0ffee/start"), 1);
-    assert_int_equal(fake_count(fx->f, "POST " API "c0ffee/attach"), 1);
-    assert_int_equal(fake_count(fx->f, "POST " API "c0ffee/exec"), 1);
+    assert_int_equal(fake_count(fx->e->f, "GET /v1.41/info"), 1);
+    assert_int_equal(fake_count(fx->e->f, "GET /v1.41/images/clearing/default:latest/json"), 1);
+    assert_int_equal(fake_count(fx->e->f, CREATE "?name=clearing-sb-"), 1);
+    assert_int_equal(fake_count(fx->e->f, "POST " API "c0ffee/start"), 1);
+    assert_int_equal(fake_count(fx->e->f, "POST " API "c0ffee/attach"), 1);
+    assert_int_equal(fake_count(fx->e->f, "POST " API "c0ffee/exec"), 1);
     /* Never handed out. */
     pthread_mutex_lock(&svc->warm_lock);
     assert_int_equal(svc->warm_ready, 0);
@@ -232,7 +205,7 @@ static void test_not_ready_is_removed(void **state)
      * sandbox it made was removed, with its workspace. */
     svc_warm_stop(svc);
     svc->warm_started = false;
-    assert_int_equal(fake_count(fx->f, "DELETE " API "clearing-sb-"), fake_count(fx->f, CREATE));
+    assert_int_equal(fake_count(fx->e->f, "DELETE " API "clearing-sb-"), fake_count(fx->e->f, CREATE));
     assert_int_equal(svc->warm_ready, 0);
     assert_null(svc->warm);
     assert_int_equal(workspaces(fx), 0);
@@ -241,20 +214,20 @@ static void test_not_ready_is_removed(void **state)
 static void test_unmade_leaves_nothing(void **state)
 {
     struct fixture *fx = *state;
-    clr_service *svc = &fx->svc;
+    clr_service *svc = &fx->e->svc;
     if (!can_mount())
         skip();
     /* The engine will not make it. A hand-out happened just now: the thread first waits for it
      * to grow old, then tries. */
-    fake_answer(fx->f, CREATE, 500, "{\"message\":\"no space left on device\"}");
+    fake_answer(fx->e->f, CREATE, 500, "{\"message\":\"no space left on device\"}");
     svc->warm_taken_us = svc_mono_us();
     start_pool(svc);
-    await_requests(fx->f, CREATE, 1);
+    await_requests(fx->e->f, CREATE, 1);
     /* Stop wakes the thread from its wait for the retry (5 s). */
     svc_warm_stop(svc);
     svc->warm_started = false;
-    assert_int_equal(fake_count(fx->f, "POST " API "c0ffee/start"), 0);
-    assert_int_equal(fake_count(fx->f, "DELETE "), 0);
+    assert_int_equal(fake_count(fx->e->f, "POST " API "c0ffee/start"), 0);
+    assert_int_equal(fake_count(fx->e->f, "DELETE "), 0);
     assert_int_equal(svc->warm_ready, 0);
     assert_int_equal(workspaces(fx), 0);
     /* The engine handle of a failed create is not kept. */
