@@ -65,7 +65,8 @@ static void put_frame(uint8_t *buf, size_t cap, size_t *len, uint8_t type, const
 {
     assert_true(*len + CLR_PROTO_HEADER_SIZE + plen <= cap);
     clr_frame_header(buf + *len, 1, type, plen);
-    memcpy(buf + *len + CLR_PROTO_HEADER_SIZE, payload, plen);
+    if (plen) /* a frame with no payload (STDIN_EOF) has no bytes to copy: payload is NULL */
+        memcpy(buf + *len + CLR_PROTO_HEADER_SIZE, payload, plen);
     *len += CLR_PROTO_HEADER_SIZE + plen;
 }
 
