@@ -141,9 +141,18 @@ async function session() {
   check('the REST API shows it running, acme\'s', r.status === 200 &&
     r.body.state === 'running' && r.body.tenant === 'acme', r);
   const progress = [];
-  const ran = await client.callTool({ name: 'exec', arguments: { sandbox_id: sid,
-    command: 'echo start; sleep 6; echo end' } }, undefined,
-  { ...LONG, onprogress: (p) => progress.push(p) });
+  // The command waits (120 s at most) for a file the test writes on the first progress
+  // notification: it cannot end before one came on the stream, however loaded the machine.
+  let gated = null;
+  const ran = await client.callTool({ name: 'exec', arguments: { sandbox_id: sid, timeout: 180,
+    command: 'echo start; i=0; while [ ! -e progress.gate ] && [ $i -lt 1200 ]; do ' +
+      'sleep 0.1; i=$((i+1)); done; echo end' } }, undefined,
+  { ...LONG, onprogress: (p) => {
+    progress.push(p);
+    gated ??= client.callTool({ name: 'write_file', arguments: { sandbox_id: sid,
+      path: 'progress.gate', content: '' } }, undefined, LONG);
+  } });
+  await gated;
   check('exec runs the command', !ran.isError && ran.structuredContent?.exit_code === 0 &&
     /start\nend/.test(ran.structuredContent?.stdout || ''), ran);
   check('progress notifications came on the call\'s stream', progress.length >= 1, progress);

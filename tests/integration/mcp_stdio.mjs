@@ -208,8 +208,17 @@ async function testEachTool(client, st) {
   check('exec: exit 0 and its output', !r.isError && r.structuredContent?.exit_code === 0 &&
     r.structuredContent?.stdout === 'hello\n' && r.structuredContent?.wall_us > 0, r);
   const progress = [];
-  r = await call(client, 'exec', { sandbox_id: st.a, command: 'for i in 1 2 3; do echo line$i; sleep 1; done' },
-    { onprogress: (p) => progress.push(p) });
+  // The command waits (120 s at most) for a file the test writes on the first progress
+  // notification: it cannot end before one came, however loaded the machine.
+  let gated = null;
+  r = await call(client, 'exec', { sandbox_id: st.a, timeout: 180, command:
+    'echo line1; i=0; while [ ! -e progress.gate ] && [ $i -lt 1200 ]; do sleep 0.1; ' +
+    'i=$((i+1)); done; echo line2; echo line3' },
+  { onprogress: (p) => {
+    progress.push(p);
+    gated ??= call(client, 'write_file', { sandbox_id: st.a, path: 'progress.gate', content: '' });
+  } });
+  await gated;
   check('exec with a progressToken: progress notifications while it runs',
     !r.isError && progress.length >= 1 && r.structuredContent?.stdout === 'line1\nline2\nline3\n',
     { progress, r });
