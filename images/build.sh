@@ -24,12 +24,14 @@ tool_files() {
 }
 
 # Copies tools/<tool> into <dest>/<tool> and installs its pinned npm packages there (npm ci, from
-# npm's cache when scripts/setup.sh filled it, else from the registry).
+# npm's cache when scripts/setup.sh filled it, else from the registry) when it has a
+# package-lock.json.
 install_tool() {
     local tool=$1 dest=$2/$1
-    command -v npm >/dev/null || { log "npm is missing: cannot install tools/$tool into the image"; return 1; }
     mkdir -p "$dest"
     tar -C "$here/../tools/$tool" --exclude=./node_modules -cf - . | tar -C "$dest" -xf -
+    [ -f "$dest/package-lock.json" ] || return 0   # a tool without npm packages (tools/pycheck)
+    command -v npm >/dev/null || { log "npm is missing: cannot install tools/$tool into the image"; return 1; }
     if ! (cd "$dest" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --prefer-offline >/dev/null); then
         log "npm ci failed for tools/$tool (is the registry or npm's cache reachable? scripts/setup.sh fills the cache)"
         return 1

@@ -16,6 +16,7 @@
 #include "gauntlet_internal.h"
 
 #define REPORT_MAX (8 * 1024 * 1024)
+#define INFO_MAX (64 * 1024)
 
 struct runner {
     const clr_gauntlet *g;
@@ -46,14 +47,14 @@ static void progress(struct runner *r, const char *check, const char *event)
 }
 
 /* Reads a report file from the sandbox (capped); NULL with a message if it cannot. */
-static json_t *read_report(clr_engine *eng, const clr_sandbox *sb, const char *path, char *why,
-                           size_t len)
+static json_t *read_report(clr_engine *eng, const clr_sandbox *sb, const char *path, size_t cap,
+                           char *why, size_t len)
 {
     const char *argv[] = {"cat", "--", path, NULL};
     clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
     o.argv = argv;
     o.limits.timeout_ms = 30000;
-    o.limits.stdout_cap = REPORT_MAX;
+    o.limits.stdout_cap = cap;
     clr_exec_result res;
     clr_error err = CLR_ERROR_INIT;
     json_t *j = NULL;
@@ -64,7 +65,7 @@ static json_t *read_report(clr_engine *eng, const clr_sandbox *sb, const char *p
     if (res.status != CLR_EXEC_EXITED || res.exit_code != 0)
         snprintf(why, len, "the tool wrote no report at %s", path);
     else if (res.stdout_truncated)
-        snprintf(why, len, "report %s is larger than %d bytes", path, REPORT_MAX);
+        snprintf(why, len, "report %s is larger than %zu bytes", path, cap);
     else if (!(j = json_loadb((const char *)res.out.data, res.out.len, 0, NULL)))
         snprintf(why, len, "report %s is not JSON", path);
     clr_exec_result_clear(&res);
@@ -98,6 +99,41 @@ void gauntlet_test_counts(json_t *figures, const clr_buffer *out)
     }
 }
 
+/* A string of the info object as printable ASCII in dst (cut to its size); "" when absent. */
+static void info_text(char *dst, size_t size, const json_t *v)
+{
+    const char *s = json_string_value(v);
+    size_t n = 0;
+    for (; s && s[n] && n + 1 < size; n++)
+        dst[n] = s[n] >= 0x20 && s[n] < 0x7f ? s[n] : '?';
+    dst[n] = '\0';
+}
+
+void gauntlet_take_info(struct check_result *cr, const struct check *c, const json_t *info)
+{
+    if (!json_is_object(info))
+        return;
+    info_text(cr->config, sizeof(cr->config), json_object_get(info, "config"));
+    info_text(cr->tool_version, sizeof(cr->tool_version), json_object_get(info, "version"));
+    const json_t *m = json_object_get(info, "coverage_min");
+    if (c->coverage_min >= 0 && json_is_number(m) && json_number_value(m) >= 0 &&
+        json_number_value(m) <= 100)
+        cr->coverage_min = json_number_value(m);
+}
+
+/* The check's info file, when it names one and wrote it: what it is says goes into the result
+ * (a missing or malformed one leaves config and tool_version unknown, never fails the check). */
+static void read_info(struct runner *r, clr_engine *eng, const struct check *c,
+                      struct check_result *cr)
+{
+    if (!c->info)
+        return;
+    char why[300];
+    json_t *info = read_report(eng, r->sb, c->info, INFO_MAX, why, sizeof(why));
+    gauntlet_take_info(cr, c, info);
+    json_decref(info);
+}
+
 static void judge(struct runner *r, clr_engine *eng, const struct check *c,
                   struct check_result *cr, const clr_exec_result *res)
 {
@@ -127,13 +163,13 @@ static void judge(struct runner *r, clr_engine *eng, const struct check *c,
     if (!c->report)
         return;
     char why[300] = "";
-    json_t *rep = read_report(eng, r->sb, c->report, why, sizeof(why));
+    json_t *rep = read_report(eng, r->sb, c->report, REPORT_MAX, why, sizeof(why));
     if (!rep) {
         cr->status = CLR_CHECK_ERROR;
         snprintf(cr->message, sizeof(cr->message), "%s", why);
         return;
     }
-    if (c->coverage_min >= 0) {
+    if (cr->coverage_min >= 0) {
         json_t *pc = json_object_get(json_object_get(rep, "totals"), "percent_covered");
         if (!json_is_number(pc)) {
             cr->status = CLR_CHECK_ERROR;
@@ -142,10 +178,10 @@ static void judge(struct runner *r, clr_engine *eng, const struct check *c,
         } else {
             double v = json_number_value(pc);
             json_object_set_new(cr->figures, "coverage_percent", json_real(round(v * 100) / 100));
-            if (v + 1e-9 < c->coverage_min) {
+            if (v + 1e-9 < cr->coverage_min) {
                 cr->status = CLR_CHECK_FAILED;
                 snprintf(cr->message, sizeof(cr->message), "coverage %.2f%% is below %.2f%%", v,
-                         c->coverage_min);
+                         cr->coverage_min);
             }
         }
     }
@@ -190,6 +226,7 @@ static void run_check(struct runner *r, clr_engine *eng, size_t i)
     struct check_result *cr = &r->results[i];
     cr->figures = json_object();
     cr->exit_code = -1;
+    cr->coverage_min = c->coverage_min;
     if (r->missing[i]) {
         cr->status = c->required ? CLR_CHECK_TOOL_MISSING : CLR_CHECK_SKIPPED;
         snprintf(cr->message, sizeof(cr->message), "tool '%s' is not in the image%s", c->tool,
@@ -217,6 +254,7 @@ static void run_check(struct runner *r, clr_engine *eng, size_t i)
         cr->out = res.out;
         cr->err = res.err;
         res.out.data = res.err.data = NULL;
+        read_info(r, eng, c, cr);
         judge(r, eng, c, cr, &res);
         clr_exec_result_clear(&res);
     }

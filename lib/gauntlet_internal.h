@@ -24,6 +24,7 @@ struct check {
     int exit_codes[16];
     size_t n_exit_codes;
     char *report;
+    char *info;          /* the check's own account: {tool, version, config, coverage_min} */
     double coverage_min; /* < 0: none */
     int severity_min;    /* 0: none; 1 low, 2 medium, 3 high */
     int confidence_min;
@@ -42,6 +43,9 @@ struct check_result {
     char message[512];
     json_t *figures;
     clr_buffer out, err;
+    char config[256];       /* from the check's info file: the configuration it used ("" none) */
+    char tool_version[128]; /* ... and the tool that ran ("" unknown) */
+    double coverage_min;    /* the threshold judged: the check's, or its info's */
 };
 
 struct clr_gauntlet_report {
@@ -68,5 +72,9 @@ int gauntlet_severity_level(const char *s);
 /* The last "N passed", "N failed", "N error(s)", "N skipped" in a test tool's output (pytest's
  * summary line) as tests_passed, tests_failed, tests_errors, tests_skipped in figures. */
 void gauntlet_test_counts(json_t *figures, const clr_buffer *out);
+/* Takes a check's info object (untrusted): "config" and "version" strings as printable text
+ * (cut to the fields' sizes), "coverage_min" a number 0..100 that replaces the threshold of a
+ * check that has one. Anything else, or of another type, is ignored. */
+void gauntlet_take_info(struct check_result *cr, const struct check *c, const json_t *info);
 
 #endif

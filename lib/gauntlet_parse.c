@@ -26,6 +26,7 @@ static void check_clear(struct check *c)
     free(c->cwd);
     clr_strv_free(c->env);
     free(c->report);
+    free(c->info);
 }
 
 void clr_gauntlet_free(clr_gauntlet *g)
@@ -52,8 +53,6 @@ void clr_gauntlet_set_parallel(clr_gauntlet *g, unsigned parallel)
 {
     g->parallel = parallel < 1 ? 1 : parallel > 16 ? 16 : parallel;
 }
-
-/* ---- parsing ---- */
 
 /* ---- parsing ---- */
 
@@ -113,6 +112,16 @@ static int parse_pass(clr_yaml *p, struct check *c, yaml_node_t *m)
     }
     if ((c->coverage_min >= 0 || c->severity_min) && !c->report)
         return clr_yaml_error(p, m, "check %s: coverage_min and severity need a report", c->name);
+    return 0;
+}
+
+/* info: where the check writes its account of itself (an absolute path in the sandbox). */
+static int parse_info(clr_yaml *p, yaml_node_t *v, char **info)
+{
+    if (clr_yaml_string(p, v, "info", info) < 0)
+        return -1;
+    if ((*info)[0] != '/')
+        return clr_yaml_error(p, v, "info must be an absolute path inside the sandbox");
     return 0;
 }
 
@@ -193,6 +202,9 @@ static int parse_check(clr_yaml *p, struct check *c, yaml_node_t *m)
                 return -1;
         } else if (!strcmp(key, "env")) {
             if (clr_yaml_env(p, v, "env", &c->env) < 0)
+                return -1;
+        } else if (!strcmp(key, "info")) {
+            if (parse_info(p, v, &c->info) < 0)
                 return -1;
         } else if (!strcmp(key, "pass")) {
             if (parse_pass(p, c, v) < 0)
@@ -295,54 +307,52 @@ int clr_gauntlet_parse(clr_gauntlet **out, const char *text, size_t len, const c
 
 /* ---- shipped profiles ---- */
 
-static const char python_profile[] =
-    "parallel: 3\n"
-    "checks:\n"
-    "  - name: lint\n"
-    "    kind: lint\n"
-    "    tool: flake8\n"
-    "    env: {XDG_CACHE_HOME: /tmp/.cache}\n"
-    /* ruff (clearing-ruff, tools/ruff) by the project's own configuration where the image has it,
-     * plus its format check where the project configures the formatter; else flake8. */
-    "    run: >-\n"
-    "      if command -v clearing-ruff >/dev/null; then\n"
-    "      clearing-ruff check .; s=$?; clearing-ruff format --check --if-configured .; f=$?;\n"
-    "      if [ $s -ge $f ]; then exit $s; fi; exit $f; fi;\n"
-    "      echo 'lint: clearing-ruff is not in the image: flake8 runs instead' >&2;\n"
-    "      flake8 --max-line-length=100 --extend-exclude=.venv,build .\n"
-    "    timeout: 5m\n"
-    "  - name: types\n"
-    "    kind: types\n"
-    "    tool: mypy\n"
-    "    env: {XDG_CACHE_HOME: /tmp/.cache}\n"
-    "    run: mypy --ignore-missing-imports --cache-dir=/tmp/mypy-cache .\n"
-    "    timeout: 10m\n"
-    "  - name: security\n"
-    "    kind: security\n"
-    "    tool: bandit\n"
-    "    env: {XDG_CACHE_HOME: /tmp/.cache}\n"
-    "    run: bandit -r . -q -f json -o /tmp/bandit.json -x ./.venv\n"
-    "    timeout: 5m\n"
-    "    pass:\n"
-    "      exit_codes: [0, 1]\n"
-    "      report: /tmp/bandit.json\n"
-    "      severity: medium\n"
-    "      confidence: medium\n"
-    "  - name: tests\n"
-    "    kind: test\n"
-    "    tool: pytest\n"
-    "    run: >-\n"
-    "      python3 -m coverage run --data-file=/tmp/.coverage --source=. -m pytest -q\n"
-    "      -p no:cacheprovider; s=$?;\n"
-    "      python3 -m coverage json -q --data-file=/tmp/.coverage -o /tmp/coverage.json;\n"
-    "      exit $s\n"
-    "    env:\n"
-    "      PYTHONDONTWRITEBYTECODE: \"1\"\n"
-    "      XDG_CACHE_HOME: /tmp/.cache\n"
-    "    timeout: 20m\n"
-    "    pass:\n"
-    "      report: /tmp/coverage.json\n"
-    "      coverage_min: 85\n";
+/* The python profile: each check through clearing-pycheck (tools/pycheck, in the python image),
+ * which runs the tool by the project's own configuration (ruff, mypy, bandit, pytest, coverage:
+ * its fail_under replaces the 85 here) or by these defaults where it has none, and names the
+ * configuration file and the tool's version in its info file. All four checks run at once: the
+ * tests at a lower priority, so the checks that only read code do not wait for their CPU.
+ * python-strict is the same with --no-config: the profile's choices whatever the project says. */
+#define PYTHON_PROFILE(NOCFG)                                                                     \
+    "parallel: 4\n"                                                                               \
+    "checks:\n"                                                                                   \
+    "  - name: lint\n"                                                                            \
+    "    kind: lint\n"                                                                            \
+    "    tool: clearing-pycheck\n"                                                                \
+    "    run: clearing-pycheck lint" NOCFG " --info /tmp/.clearing-lint.json\n"                   \
+    "    info: /tmp/.clearing-lint.json\n"                                                        \
+    "    timeout: 5m\n"                                                                           \
+    "  - name: types\n"                                                                           \
+    "    kind: types\n"                                                                           \
+    "    tool: clearing-pycheck\n"                                                                \
+    "    run: clearing-pycheck types" NOCFG " --info /tmp/.clearing-types.json\n"                 \
+    "    info: /tmp/.clearing-types.json\n"                                                       \
+    "    timeout: 10m\n"                                                                          \
+    "  - name: security\n"                                                                        \
+    "    kind: security\n"                                                                        \
+    "    tool: clearing-pycheck\n"                                                                \
+    "    run: clearing-pycheck security" NOCFG " --info /tmp/.clearing-security.json"             \
+    " --report /tmp/bandit.json\n"                                                                \
+    "    info: /tmp/.clearing-security.json\n"                                                    \
+    "    timeout: 5m\n"                                                                           \
+    "    pass:\n"                                                                                 \
+    "      exit_codes: [0, 1]\n"                                                                  \
+    "      report: /tmp/bandit.json\n"                                                            \
+    "      severity: medium\n"                                                                    \
+    "      confidence: medium\n"                                                                  \
+    "  - name: tests\n"                                                                           \
+    "    kind: test\n"                                                                            \
+    "    tool: clearing-pycheck\n"                                                                \
+    "    run: clearing-pycheck tests" NOCFG " --info /tmp/.clearing-tests.json"                   \
+    " --report /tmp/coverage.json\n"                                                              \
+    "    info: /tmp/.clearing-tests.json\n"                                                       \
+    "    timeout: 20m\n"                                                                          \
+    "    pass:\n"                                                                                 \
+    "      report: /tmp/coverage.json\n"                                                          \
+    "      coverage_min: 85\n"
+
+static const char python_profile[] = PYTHON_PROFILE("");
+static const char python_strict_profile[] = PYTHON_PROFILE(" --no-config");
 
 static const char c_profile[] =
     "parallel: 1\n"
@@ -368,15 +378,18 @@ int clr_gauntlet_profile(clr_gauntlet **out, const char *name, clr_error *err)
     if (!strcmp(name, "python"))
         return clr_gauntlet_parse(out, python_profile, sizeof(python_profile) - 1,
                                   "profile python", err);
+    if (!strcmp(name, "python-strict"))
+        return clr_gauntlet_parse(out, python_strict_profile, sizeof(python_strict_profile) - 1,
+                                  "profile python-strict", err);
     if (!strcmp(name, "c"))
         return clr_gauntlet_parse(out, c_profile, sizeof(c_profile) - 1, "profile c", err);
     return clr_error_set(err, CLR_E_NOT_FOUND, 0,
-                         "no gauntlet profile '%.64s' (shipped: python, c)", name);
+                         "no gauntlet profile '%.64s' (shipped: python, python-strict, c)", name);
 }
 
 const char *clr_gauntlet_profile_image(const char *name)
 {
-    if (!strcmp(name, "python"))
+    if (!strcmp(name, "python") || !strcmp(name, "python-strict"))
         return "clearing/python:latest";
     if (!strcmp(name, "c"))
         return "clearing/c:latest";

@@ -58,14 +58,17 @@ json_t *clr_gauntlet_report_json(const clr_gauntlet_report *r)
         const struct check *c = &r->checks[i];
         const struct check_result *cr = &r->results[i];
         json_array_append_new(
-            a, json_pack("{s:s, s:s, s:b, s:s, s:I, s:o, s:s?, s:O, s:o, s:o}", "name", c->name,
+            a, json_pack("{s:s, s:s, s:b, s:s, s:I, s:o, s:s?, s:O, s:o, s:o, s:s?, s:s?}",
+                         "name", c->name,
                          "kind", gauntlet_kind_name(c->kind), "required", c->required, "status",
                          clr_check_status_name(cr->status), "duration_ms",
                          (json_int_t)(cr->duration_us / 1000), "exit_code",
                          cr->exit_code >= 0 ? json_integer(cr->exit_code) : json_null(),
                          "message", cr->message[0] ? cr->message : NULL, "figures",
                          cr->figures ? cr->figures : json_object(), "stdout",
-                         text_or_base64(&cr->out), "stderr", text_or_base64(&cr->err)));
+                         text_or_base64(&cr->out), "stderr", text_or_base64(&cr->err),
+                         "config", cr->config[0] ? cr->config : NULL, "tool_version",
+                         cr->tool_version[0] ? cr->tool_version : NULL));
     }
     return json_pack("{s:s, s:I, s:o}", "verdict", r->passed ? "pass" : "fail", "duration_ms",
                      (json_int_t)(r->duration_us / 1000), "checks", a);
@@ -89,6 +92,25 @@ static void xml_escape(FILE *f, const char *s, size_t n)
         else
             fputc(ch, f);
     }
+}
+
+/* What the check said it ran, as the testcase's properties. */
+static void junit_properties(FILE *f, const struct check_result *cr)
+{
+    if (!cr->config[0] && !cr->tool_version[0])
+        return;
+    fputs("    <properties>\n", f);
+    if (cr->config[0]) {
+        fputs("      <property name=\"config\" value=\"", f);
+        xml_escape(f, cr->config, strlen(cr->config));
+        fputs("\"/>\n", f);
+    }
+    if (cr->tool_version[0]) {
+        fputs("      <property name=\"tool_version\" value=\"", f);
+        xml_escape(f, cr->tool_version, strlen(cr->tool_version));
+        fputs("\"/>\n", f);
+    }
+    fputs("    </properties>\n", f);
 }
 
 char *clr_gauntlet_report_junit(const clr_gauntlet_report *r)
@@ -115,6 +137,7 @@ char *clr_gauntlet_report_junit(const clr_gauntlet_report *r)
         fprintf(f, "  <testcase classname=\"gauntlet.%s\" name=\"", gauntlet_kind_name(c->kind));
         xml_escape(f, c->name, strlen(c->name));
         fprintf(f, "\" time=\"%.3f\">\n", (double)cr->duration_us / 1e6);
+        junit_properties(f, cr);
         const char *tag = cr->status == CLR_CHECK_FAILED    ? "failure"
                           : cr->status == CLR_CHECK_SKIPPED ? "skipped"
                           : cr->status == CLR_CHECK_PASSED  ? NULL
@@ -176,9 +199,14 @@ char *clr_gauntlet_report_summary(const clr_gauntlet_report *r)
         if ((v = json_object_get(cr->figures, "blocking_findings")) && fl < sizeof(figs))
             snprintf(figs + fl, sizeof(figs) - fl, " %lld blocking finding(s)",
                      (long long)json_integer_value(v));
-        fprintf(f, "  %-12s %-18s %6.1fs  %s%s%s%s\n", clr_check_status_name(cr->status), c->name,
+        fprintf(f, "  %-12s %-18s %6.1fs  %s%s%s%s", clr_check_status_name(cr->status), c->name,
                 (double)cr->duration_us / 1e6, c->required ? "" : "(optional) ", cr->message,
                 cr->message[0] && figs[0] ? ";" : "", figs);
+        if (cr->tool_version[0] || cr->config[0])
+            fprintf(f, "%s[%s, configuration: %s]", cr->message[0] || figs[0] ? " " : "",
+                    cr->tool_version[0] ? cr->tool_version : "version unknown",
+                    cr->config[0] ? cr->config : "none");
+        fputc('\n', f);
         /* For a failure, the first lines the tool printed: enough to see why. */
         if (c->required && cr->status == CLR_CHECK_FAILED) {
             const clr_buffer *b = cr->out.len ? &cr->out : &cr->err;

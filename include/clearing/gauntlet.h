@@ -14,6 +14,9 @@
  *       env: {KEY: value}
  *       cwd: /workspace
  *       output_cap: 256k        # per stream, default 1m
+ *       info: /tmp/lint.json    # a JSON object the check wrote: {"config", "version",
+ *                               #   "coverage_min"} -> the report's config and tool_version;
+ *                               #   coverage_min replaces pass.coverage_min (read capped)
  *       pass:                   # default: exit status 0
  *         exit_codes: [0, 1]
  *         report: /tmp/cov.json # a JSON report the tool wrote inside the sandbox
@@ -56,7 +59,7 @@ typedef struct clr_gauntlet clr_gauntlet;
 /* Parses a gauntlet. source names it in messages ("gauntlet.yaml"). *out: clr_gauntlet_free(). */
 CLR_PUBLIC int clr_gauntlet_parse(clr_gauntlet **out, const char *yaml, size_t len,
                                   const char *source, clr_error *err);
-/* A gauntlet shipped with clearing: "python" or "c". */
+/* A gauntlet shipped with clearing: "python", "python-strict" or "c". */
 CLR_PUBLIC int clr_gauntlet_profile(clr_gauntlet **out, const char *name, clr_error *err);
 /* The image a shipped profile's tools live in (NULL for an unknown profile). */
 CLR_PUBLIC const char *clr_gauntlet_profile_image(const char *name);
@@ -81,7 +84,8 @@ CLR_PUBLIC int clr_gauntlet_run(clr_gauntlet_report **out, const clr_gauntlet *g
                                 clr_gauntlet_progress progress, void *ctx, clr_error *err);
 CLR_PUBLIC bool clr_gauntlet_report_passed(const clr_gauntlet_report *r);
 /* {"verdict": "pass"|"fail", "duration_ms", "checks": [{name, kind, required, status,
- * duration_ms, exit_code, message, figures, stdout, stderr}]}; caller owns. */
+ * duration_ms, exit_code, message, figures, stdout, stderr, config, tool_version}]}; config and
+ * tool_version are null unless the check's info file named them; caller owns. */
 CLR_PUBLIC json_t *clr_gauntlet_report_json(const clr_gauntlet_report *r);
 /* JUnit XML for CI systems; caller frees. */
 CLR_PUBLIC char *clr_gauntlet_report_junit(const clr_gauntlet_report *r);

@@ -302,16 +302,22 @@ static void test_profiles(void **state)
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(clr_gauntlet_profile(&g, "python", &err), 0);
     assert_int_equal(clr_gauntlet_count(g), 4);
-    assert_int_equal(g->parallel, 3);
+    /* every check at once (#23: the wall time is the slowest check's) */
+    assert_int_equal(g->parallel, 4);
     assert_string_equal(g->checks[0].name, "lint");
-    assert_string_equal(g->checks[0].tool, "flake8");
     assert_int_equal(g->checks[0].kind, CLR_CHECK_LINT);
-    /* ruff by the project's configuration where the image has it, its format check where
-     * configured, flake8 the fallback (tests/integration/ruff_wrapper.sh runs it). */
-    assert_non_null(strstr(g->checks[0].shell, "command -v clearing-ruff"));
-    assert_non_null(strstr(g->checks[0].shell, "clearing-ruff check ."));
-    assert_non_null(strstr(g->checks[0].shell, "clearing-ruff format --check --if-configured ."));
-    assert_non_null(strstr(g->checks[0].shell, "flake8 --max-line-length=100"));
+    /* each check through clearing-pycheck (tools/pycheck) by the project's configuration: ruff
+     * for lint (flake8 only where the image has no clearing-ruff), and its info file */
+    static const char *const names[] = {"lint", "types", "security", "tests"};
+    for (size_t i = 0; i < 4; i++) {
+        char run[128], info[64];
+        snprintf(info, sizeof(info), "/tmp/.clearing-%s.json", names[i]);
+        snprintf(run, sizeof(run), "clearing-pycheck %s --info %s", names[i], info);
+        assert_string_equal(g->checks[i].tool, "clearing-pycheck");
+        assert_non_null(strstr(g->checks[i].shell, run));
+        assert_null(strstr(g->checks[i].shell, "--no-config"));
+        assert_string_equal(g->checks[i].info, info);
+    }
     assert_string_equal(g->checks[1].name, "types");
     assert_int_equal(g->checks[1].timeout_ms, 10 * 60 * 1000);
     const struct check *sec = &g->checks[2];
@@ -329,6 +335,20 @@ static void test_profiles(void **state)
     assert_int_equal(tests->timeout_ms, 20 * 60 * 1000);
     clr_gauntlet_free(g);
 
+    /* python-strict: the same checks with --no-config (the profile's own choices) */
+    g = NULL;
+    assert_int_equal(clr_gauntlet_profile(&g, "python-strict", &err), 0);
+    assert_int_equal(clr_gauntlet_count(g), 4);
+    for (size_t i = 0; i < 4; i++) {
+        char run[64];
+        snprintf(run, sizeof(run), "clearing-pycheck %s --no-config --info", names[i]);
+        assert_non_null(strstr(g->checks[i].shell, run));
+    }
+    assert_true(g->checks[3].coverage_min > 84.9 && g->checks[3].coverage_min < 85.1);
+    assert_int_equal(g->checks[2].severity_min, 2);
+    assert_string_equal(clr_gauntlet_profile_image("python-strict"), "clearing/python:latest");
+    clr_gauntlet_free(g);
+
     g = NULL;
     assert_int_equal(clr_gauntlet_profile(&g, "c", &err), 0);
     assert_int_equal(clr_gauntlet_count(g), 3);
@@ -342,11 +362,114 @@ static void test_profiles(void **state)
     assert_int_equal(clr_gauntlet_profile(&g, "cobol", &err), -1);
     assert_null(g);
     assert_int_equal(err.code, CLR_E_NOT_FOUND);
-    assert_string_equal(err.message, "no gauntlet profile 'cobol' (shipped: python, c)");
+    assert_string_equal(err.message, "no gauntlet profile 'cobol' (shipped: python, python-strict, c)");
 
     assert_string_equal(clr_gauntlet_profile_image("python"), "clearing/python:latest");
     assert_string_equal(clr_gauntlet_profile_image("c"), "clearing/c:latest");
     assert_null(clr_gauntlet_profile_image("cobol"));
+}
+
+/* info: parsed as an absolute path; a check's info object (untrusted) taken with caps. */
+static void test_info(void **state)
+{
+    (void)state;
+    clr_gauntlet *g = parse_ok("checks:\n"
+                               "  - {name: t, run: x, info: /tmp/i.json,\n"
+                               "     pass: {report: /tmp/c.json, coverage_min: 85}}\n"
+                               "  - {name: u, run: y, info: /tmp/u.json}\n");
+    assert_string_equal(g->checks[0].info, "/tmp/i.json");
+    struct check_result cr;
+    memset(&cr, 0, sizeof(cr));
+    cr.coverage_min = g->checks[0].coverage_min;
+    json_t *info = json_pack("{s:s, s:s, s:f}", "config", "setup.cfg", "version", "mypy 1.0.1",
+                             "coverage_min", 70.5);
+    gauntlet_take_info(&cr, &g->checks[0], info);
+    json_decref(info);
+    assert_string_equal(cr.config, "setup.cfg");
+    assert_string_equal(cr.tool_version, "mypy 1.0.1");
+    assert_true(cr.coverage_min > 70.4 && cr.coverage_min < 70.6);
+
+    /* out of range, of another type, control bytes, too long: ignored, replaced, cut */
+    char longs[1000];
+    memset(longs, 'a', sizeof(longs) - 1);
+    longs[sizeof(longs) - 1] = '\0';
+    memset(&cr, 0, sizeof(cr));
+    cr.coverage_min = 85;
+    info = json_pack("{s:s, s:s, s:i}", "config", "a\x1b[2Jb\n", "version", longs,
+                     "coverage_min", 101);
+    gauntlet_take_info(&cr, &g->checks[0], info);
+    json_decref(info);
+    assert_string_equal(cr.config, "a?[2Jb?");
+    assert_int_equal(strlen(cr.tool_version), sizeof(cr.tool_version) - 1);
+    assert_true(cr.coverage_min > 84.9 && cr.coverage_min < 85.1);
+    info = json_pack("{s:i, s:[], s:s}", "config", 3, "version", "coverage_min", "0");
+    memset(&cr, 0, sizeof(cr));
+    cr.coverage_min = 85;
+    gauntlet_take_info(&cr, &g->checks[0], info);
+    json_decref(info);
+    assert_string_equal(cr.config, "");
+    assert_string_equal(cr.tool_version, "");
+    assert_true(cr.coverage_min > 84.9);
+    /* not an object: nothing taken */
+    info = json_string("setup.cfg");
+    gauntlet_take_info(&cr, &g->checks[0], info);
+    json_decref(info);
+    assert_string_equal(cr.config, "");
+
+    /* a check without a coverage gate gets none from its info */
+    memset(&cr, 0, sizeof(cr));
+    cr.coverage_min = g->checks[1].coverage_min;
+    assert_true(cr.coverage_min < 0);
+    info = json_pack("{s:i}", "coverage_min", 50);
+    gauntlet_take_info(&cr, &g->checks[1], info);
+    json_decref(info);
+    assert_true(cr.coverage_min < 0);
+    clr_gauntlet_free(g);
+
+    clr_error err = CLR_ERROR_INIT;
+    const char *rel = "checks: [{name: a, run: b, info: i.json}]\n";
+    assert_int_equal(clr_gauntlet_parse(&g, rel, strlen(rel), "g.yaml", &err), -1);
+    assert_non_null(strstr(err.message, "info must be an absolute path inside the sandbox"));
+}
+
+/* The configuration and tool version a check named: in the JSON, the JUnit and the summary. */
+static clr_gauntlet_report *report_of(const clr_gauntlet *g, const clr_check_status *status,
+                                      const char *const *messages, const char *const *outs);
+
+static void test_report_config_and_version(void **state)
+{
+    (void)state;
+    clr_gauntlet *g = parse_ok("checks:\n"
+                               "  - {name: lint, kind: lint, run: a}\n"
+                               "  - {name: types, kind: types, run: b}\n");
+    const clr_check_status st[] = {CLR_CHECK_PASSED, CLR_CHECK_PASSED};
+    const char *const msg[] = {"", ""};
+    const char *const out[] = {"", ""};
+    clr_gauntlet_report *r = report_of(g, st, msg, out);
+    snprintf(r->results[0].config, sizeof(r->results[0].config), "pyproject.toml");
+    snprintf(r->results[0].tool_version, sizeof(r->results[0].tool_version), "ruff 0.17.4");
+    snprintf(r->results[1].config, sizeof(r->results[1].config), "a\"<b>");
+    json_t *j = clr_gauntlet_report_json(r);
+    json_t *c0 = json_array_get(json_object_get(j, "checks"), 0);
+    json_t *c1 = json_array_get(json_object_get(j, "checks"), 1);
+    assert_string_equal(json_string_value(json_object_get(c0, "config")), "pyproject.toml");
+    assert_string_equal(json_string_value(json_object_get(c0, "tool_version")), "ruff 0.17.4");
+    assert_string_equal(json_string_value(json_object_get(c1, "config")), "a\"<b>");
+    assert_true(json_is_null(json_object_get(c1, "tool_version")));
+    json_decref(j);
+    char *x = clr_gauntlet_report_junit(r);
+    assert_non_null(strstr(x, "<properties>\n      <property name=\"config\" "
+                              "value=\"pyproject.toml\"/>\n      <property name=\"tool_version\" "
+                              "value=\"ruff 0.17.4\"/>\n    </properties>"));
+    assert_non_null(strstr(x, "<property name=\"config\" value=\"a&quot;&lt;b&gt;\"/>"));
+    free(x);
+    char *s = clr_gauntlet_report_summary(r);
+    assert_non_null(strstr(s, "  passed       lint                  1.5s  [ruff 0.17.4, "
+                              "configuration: pyproject.toml]\n"));
+    assert_non_null(strstr(s, "[version unknown, configuration: a\"<b>]\n"));
+    free(s);
+    clr_gauntlet_report_free(r);
+    clr_gauntlet_free(g);
 }
 
 static void test_status_names(void **state)
@@ -595,6 +718,8 @@ int main(void)
         cmocka_unit_test(test_report_json),
         cmocka_unit_test(test_report_json_binary_output),
         cmocka_unit_test(test_report_junit),
+        cmocka_unit_test(test_info),
+        cmocka_unit_test(test_report_config_and_version),
         cmocka_unit_test(test_report_summary),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
