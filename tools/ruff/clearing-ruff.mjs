@@ -6,6 +6,7 @@
 //   clearing-ruff [check] [--output-format concise|json] [PATH...]
 //   clearing-ruff format --check [--if-configured] [PATH...]
 //
+// --isolated reads no configuration file (ruff's defaults), as ruff's own flag does.
 // Exit status: 0 clean, 1 findings (or files that would be reformatted), 2 usage or configuration
 // error. The configuration is the closest of .ruff.toml, ruff.toml, pyproject.toml with
 // [tool.ruff] (in that order within one directory) in the current directory or its parents;
@@ -226,8 +227,10 @@ function perFileIgnores(options) {
     return entries;
 }
 
-function loadSettings(cwd) {
-    const cfg = findConfig(cwd);
+function loadSettings(cwd, isolated = false) {
+    // --isolated (ruff's flag): no configuration file, ruff's defaults (the python-strict profile)
+    const cfg = isolated ? { file: null, root: cwd, options: {}, requiresPython: undefined }
+        : findConfig(cwd);
     const options = cfg.options;
     const workspaceOptions = {};
     for (const [k, v] of Object.entries(options)) {
@@ -407,12 +410,12 @@ function runFormatCheck(settings, cwd, files) {
 
 // ---- command line ----
 
-const USAGE = `usage: clearing-ruff [check] [--output-format concise|json] [PATH...]
-       clearing-ruff format --check [--if-configured] [PATH...]
+const USAGE = `usage: clearing-ruff [check] [--isolated] [--output-format concise|json] [PATH...]
+       clearing-ruff format --check [--if-configured] [--isolated] [PATH...]
        clearing-ruff --version`;
 
 function parseArgs(argv) {
-    const opts = { command: 'check', format: 'concise', check: false, ifConfigured: false, paths: [] };
+    const opts = { command: 'check', format: 'concise', check: false, ifConfigured: false, isolated: false, paths: [] };
     let i = 0;
     if (argv[0] === 'check' || argv[0] === 'format') opts.command = argv[i++];
     for (; i < argv.length; i++) {
@@ -430,6 +433,8 @@ function parseArgs(argv) {
             opts.check = true;
         } else if (a === '--if-configured' && opts.command === 'format') {
             opts.ifConfigured = true;
+        } else if (a === '--isolated') {
+            opts.isolated = true;
         } else if (a === '--version') {
             opts.command = 'version';
         } else if (a === '-h' || a === '--help') {
@@ -460,7 +465,7 @@ function main(argv) {
         process.stdout.write(`ruff ${Workspace.version()} (WebAssembly, clearing-ruff)\n`);
         return 0;
     }
-    const settings = loadSettings(cwd);
+    const settings = loadSettings(cwd, opts.isolated);
     const where = settings.file ? path.relative(cwd, settings.file) || settings.file : 'ruff defaults (no configuration found)';
     process.stderr.write(`clearing-ruff: ruff ${Workspace.version()}, configuration: ${where}\n`);
     if (opts.command === 'format' && opts.ifConfigured && !settings.formatConfigured) {
