@@ -192,7 +192,7 @@ static int load_gauntlet(clr_gauntlet **g, json_t **source, char sha256[65], con
     if (!profile)
         return clr_error_set(err, CLR_E_INVALID, 0,
                              "the repository's %s has no .clearing/gauntlet.yaml and no profile "
-                             "was given (python, c)",
+                             "was given (python, python-strict, c)",
                              judge);
     char label[64];
     snprintf(label, sizeof(label), "profile:%s", profile);
