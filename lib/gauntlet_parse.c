@@ -310,8 +310,9 @@ int clr_gauntlet_parse(clr_gauntlet **out, const char *text, size_t len, const c
 /* The python profile: each check through clearing-pycheck (tools/pycheck, in the python image),
  * which runs the tool by the project's own configuration (ruff, mypy, bandit, pytest, coverage:
  * its fail_under replaces the 85 here) or by these defaults where it has none, and names the
- * configuration file and the tool's version in its info file. All four checks run at once: the
- * tests at a lower priority, so the checks that only read code do not wait for their CPU.
+ * configuration file and the tool's version in its info file. All four checks run at once, so
+ * the gauntlet takes about its slowest check's time when the sandbox has a core beyond the
+ * tests' (--cpus 2: docs/PERFORMANCE.md).
  * python-strict is the same with --no-config: the profile's choices whatever the project says. */
 #define PYTHON_PROFILE(NOCFG)                                                                     \
     "parallel: 4\n"                                                                               \
