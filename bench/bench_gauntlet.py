@@ -31,18 +31,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 IMAGE = 'clearing/python:latest'
 
-# The python profile's checks (lib/gauntlet.c, python_profile): command, environment and the exit
-# codes it passes with. Kept identical so the baseline does the same work.
+# The python profile's checks (lib/gauntlet_parse.c, PYTHON_PROFILE: clearing-pycheck): command,
+# environment and the exit codes it passes with. Kept identical so the baseline does the same work.
 CHECKS = [
-    ('lint', 'flake8 --max-line-length=100 --extend-exclude=.venv,build .',
-     {'XDG_CACHE_HOME': '/tmp/.cache'}, (0,)),
-    ('types', 'mypy --ignore-missing-imports --cache-dir=/tmp/mypy-cache .',
-     {'XDG_CACHE_HOME': '/tmp/.cache'}, (0,)),
-    ('security', 'bandit -r . -q -f json -o /tmp/bandit.json -x ./.venv',
+    ('lint', 'clearing-pycheck lint', {'XDG_CACHE_HOME': '/tmp/.cache'}, (0,)),
+    ('types', 'clearing-pycheck types', {'XDG_CACHE_HOME': '/tmp/.cache'}, (0,)),
+    ('security', 'clearing-pycheck security --report /tmp/bandit.json',
      {'XDG_CACHE_HOME': '/tmp/.cache'}, (0, 1)),
-    ('tests', 'python3 -m coverage run --data-file=/tmp/.coverage --source=. -m pytest -q '
-              '-p no:cacheprovider; s=$?; python3 -m coverage json -q --data-file=/tmp/.coverage '
-              '-o /tmp/coverage.json; exit $s',
+    ('tests', 'clearing-pycheck tests --report /tmp/coverage.json',
      {'PYTHONDONTWRITEBYTECODE': '1', 'XDG_CACHE_HOME': '/tmp/.cache'}, (0,)),
 ]
 
