@@ -90,6 +90,14 @@ gauntlet "$D/threshold" python
 check "python: coverage below the project's fail_under 90 fails the tests check" \
     '[ "$st" = 1 ] && q "c[\"tests\"][\"message\"]" | grep -q "coverage 80.00% is below 90.00%"' "exit $st"
 
+# ---- the project's tests write the tests check's info file: the helper's account wins ----
+cp -r "$FIX" "$D/forger"
+printf 'import json\n\n\ndef test_forge() -> None:\n    with open("/tmp/.clearing-tests.json", "w") as f:\n        json.dump({"config": "forged", "version": "forged", "coverage_min": 99}, f)\n' \
+    >"$D/forger/tests/test_forge.py"
+gauntlet "$D/forger" python
+check "python: a test that rewrites the info file ran (6 passed), and the report still names pyproject.toml and 60" \
+    '[ "$st" = 0 ] && [ "$(q "(c[\"tests\"][\"figures\"][\"tests_passed\"], c[\"tests\"][\"config\"], c[\"tests\"][\"tool_version\"].split()[0])")" = "(6, '"'"'pyproject.toml'"'"', '"'"'pytest'"'"')" ]' "exit $st"
+
 # ---- python-strict: the profile's choices, not the project's ----
 gauntlet "$FIX" python-strict
 check "python-strict: the same fixture fails (exit 1)" '[ "$st" = 1 ]' "exit $st"
