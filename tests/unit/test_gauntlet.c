@@ -362,7 +362,8 @@ static void test_profiles(void **state)
     assert_int_equal(clr_gauntlet_profile(&g, "cobol", &err), -1);
     assert_null(g);
     assert_int_equal(err.code, CLR_E_NOT_FOUND);
-    assert_string_equal(err.message, "no gauntlet profile 'cobol' (shipped: python, python-strict, c)");
+    assert_string_equal(err.message,
+                        "no gauntlet profile 'cobol' (shipped: python, python-strict, c)");
 
     assert_string_equal(clr_gauntlet_profile_image("python"), "clearing/python:latest");
     assert_string_equal(clr_gauntlet_profile_image("c"), "clearing/c:latest");
