@@ -230,7 +230,7 @@ static const struct tool tools[] = {
      OBJ("\"repo\": {\"type\": \"string\", \"description\": \"a repository "
          "under the daemon's "
          "repo_roots\"}, \"profile\": {\"type\": \"string\", \"enum\": "
-         "[\"python\", \"c\"]}, "
+         "[\"python\", \"c\", \"python-strict\"]}, "
          "\"base\": {\"type\": \"string\"}",
          "\"repo\""),
      "{\"type\": \"object\", \"properties\": {\"verdict\": {\"type\": "
@@ -244,7 +244,7 @@ static const struct tool tools[] = {
          "\"string\"], "
          "\"description\": \"the plan, as an object or YAML text\"}, "
          "\"profile\": {\"type\": "
-         "\"string\", \"enum\": [\"python\", \"c\"]}, \"base\": {\"type\": "
+         "\"string\", \"enum\": [\"python\", \"c\", \"python-strict\"]}, \"base\": {\"type\": "
          "\"string\"}",
          "\"repo\", \"plan\""),
      "{\"type\": \"object\", \"properties\": {\"verdict\": {\"type\": "
