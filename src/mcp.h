@@ -24,7 +24,8 @@ struct mcp_backend {
                 json_t **answer, char **text, clr_error *err);
     /* The same for a request whose answer is NDJSON (a streamed exec, a plan): each line is
      * passed to on_line as it comes; on_line returns false to stop reading (the request is
-     * then abandoned). May be NULL: the tools then use the non-streaming form. */
+     * then abandoned). While the answer is silent on_line is also asked, with line NULL, about
+     * once a second, whether to go on. May be NULL: the tools then use the non-streaming form. */
     int (*stream)(void *ctx, const char *method, const char *path, const json_t *body,
                   bool (*on_line)(void *lctx, json_t *line), void *lctx, clr_error *err);
     void *ctx;

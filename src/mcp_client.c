@@ -52,6 +52,19 @@ static struct curl_slist *headers(const struct backend *b, const struct payload 
     return h;
 }
 
+/* libcurl's progress callback (about once a second, also while nothing comes): a stream's reader
+ * is asked, with no line, whether to go on; non-zero aborts the transfer. */
+static int stream_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                           curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    struct http_sink *s = ud;
+    if (s->stopped || s->on_line(s->ctx, NULL))
+        return 0;
+    s->stopped = true;
+    return 1;
+}
+
 /* One request: the HTTP status, or -1 with err. */
 static int perform_raw(const struct backend *b, const char *method, const char *path,
                        const struct payload *payload, struct answer *a, clr_error *err)
@@ -74,6 +87,11 @@ static int perform_raw(const struct backend *b, const char *method, const char *
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &a->sink);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
+    if (a->sink.on_line) {
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, stream_progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, &a->sink);
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    }
     if (payload) {
         /* libcurl sends no body for a zero-length POSTFIELDS unless given a pointer. */
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload->data ? payload->data : "");
@@ -88,7 +106,7 @@ static int perform_raw(const struct backend *b, const char *method, const char *
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
     a->sink.curl = NULL;
-    if (rc == CURLE_WRITE_ERROR && a->sink.stopped)
+    if ((rc == CURLE_WRITE_ERROR || rc == CURLE_ABORTED_BY_CALLBACK) && a->sink.stopped)
         return (int)status; /* the caller stopped reading: the request is abandoned */
     if (a->sink.overflow)
         return clr_error_set(err, CLR_E_LIMIT, 0, "the API's answer to %s %s is larger than "

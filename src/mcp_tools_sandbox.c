@@ -318,8 +318,9 @@ static bool plan_line(void *ctx, json_t *line)
 }
 
 /* POST /v1/plans with body, streamed when the backend can (progress per event; a cancelled
- * call stops following: the REST API cannot stop a plan, whose sandbox only the plan may
- * destroy, so the daemon runs it to its end and destroys it then), else in one answer. */
+ * call stops following within about a second, and the daemon cancels a streamed plan whose
+ * client went away: its command killed, nothing committed, its sandbox destroyed), else in one
+ * answer. */
 static json_t *plan_run(struct mcp_call *c, json_t *body, const char *what)
 {
     json_t *fail = NULL;

@@ -306,6 +306,28 @@ async function testCancel(client, st) {
     rec?.result?.status === 'signaled', rec);
 }
 
+// A cancelled run_plan stops the plan: the daemon cancels a streamed plan whose client went
+// away, so its sandbox is destroyed long before its step (sleep 600) would end.
+async function testCancelPlan(client) {
+  const before = new Set(((await api('GET', '/v1/sandboxes')).body?.sandboxes ?? []).map((s) => s.id));
+  const ac = new AbortController();
+  const pending = call(client, 'run_plan', { repo: MCP_REPO, plan: { message: 'Held', steps: [
+    { run: { argv: ['sleep', '600'], timeout: '900s' } }] } }, { signal: ac.signal })
+    .then((r) => ({ r }), (e) => ({ e }));
+  // Positive control: the plan's sandbox exists and runs the plan.
+  const sb = await waitFor(async () =>
+    ((await api('GET', '/v1/sandboxes')).body?.sandboxes ?? [])
+      .find((s) => s.state === 'plan' && !before.has(s.id)), 120);
+  check('a run_plan with a step of sleep 600 holds a sandbox in state plan', !!sb);
+  ac.abort('the test cancels it');
+  const got = await pending;
+  check('... cancelled through the SDK (AbortSignal): the call ends without a result', !!got.e, got);
+  const gone = sb && await waitFor(async () =>
+    (await api('GET', `/v1/sandboxes/${sb.id}`)).body?.state === 'destroyed', 90);
+  check('... and the plan stopped: its sandbox destroyed within 90 s (REST API)', !!gone,
+    sb && (await api('GET', `/v1/sandboxes/${sb.id}`)).body);
+}
+
 async function testErrors(client, st) {
   let r = await call(client, 'exec', { sandbox_id: st.a, argv: 'not-an-array' });
   check('a bad argument: isError, the text names the field', r.isError === true && /argv/.test(text(r)), r);
@@ -404,6 +426,7 @@ async function main() {
     await testTools(client, st);
     await testEachTool(client, st);
     await testCancel(client, st);
+    await testCancelPlan(client);
     await testErrors(client, st);
     await client.close();
     check('the session\'s sandbox is destroyed when it ends',

@@ -1783,6 +1783,33 @@ class T12PlanLimits(ApiTest):
         self.run_ok(s['id'], {'argv': ['true']})
         self.create()
 
+    def test_streamed_plan_cancelled_when_its_client_goes_away(self):
+        gate = gate_name()
+        conn = self.api.connection(timeout=180)
+        self.addCleanup(conn.close)
+        conn.request('POST', '/v1/plans?stream=true',
+                     body=json.dumps(self.plan([{'run': {'shell': held_until(gate),
+                                                         'timeout': '600s'}}])).encode(),
+                     headers={'Content-Type': 'application/json'})
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 200, resp.read()[:600] if resp.status != 200 else '')
+        events = ndjson_events(resp)
+        first = next(events, None)
+        self.assertEqual((first or {}).get('event'), 'sandbox', first)
+        sid = first['id']
+        self.addCleanup(docker_remove_quietly, 'clearing-' + sid)
+        # Positive control: the plan runs and holds its sandbox.
+        self.assertEqual(self.api.get('/v1/sandboxes/' + sid).json['state'], 'plan')
+        resp.close()
+        conn.close()
+        # Its gate never opens: only the cancel ends it (its step's timeout is 600 s).
+        gone = wait_for(lambda: self.api.get('/v1/sandboxes/' + sid).json['state'] == 'destroyed',
+                        90)
+        r = self.api.get('/v1/sandboxes/' + sid)
+        self.assertTrue(gone, r)
+        self.assertEqual(r.json['destroy_reason'], 'plan-finished', r)
+        self.assertTrue(container_removed(sid), sid)
+
     def test_restart_finds_a_plans_sandbox(self):
         events, sid, gate = self.start_held_plan()
         self.addCleanup(docker_remove_quietly, 'clearing-' + sid)
