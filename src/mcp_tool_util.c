@@ -365,6 +365,21 @@ const char *tool_sandbox_id(const json_t *args, json_t **fail)
     return id;
 }
 
+const char *tool_sandbox_path(const json_t *args, const char *suffix, char *out, size_t len,
+                              json_t **fail)
+{
+    const char *sid = tool_sandbox_id(args, fail);
+    if (sid)
+        snprintf(out, len, "/v1/sandboxes/%s%s", sid, suffix);
+    return sid;
+}
+
+const char *tool_sandbox_file(const json_t *args, char *out, size_t len, json_t **fail)
+{
+    const char *sid = tool_sandbox_id(args, fail);
+    return sid && tool_file_path(args, sid, out, len, fail) == 0 ? sid : NULL;
+}
+
 void tool_urlencode(char *out, size_t len, const char *s, bool keep_slash)
 {
     static const char hex[] = "0123456789ABCDEF";

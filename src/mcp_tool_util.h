@@ -53,6 +53,15 @@ int tool_file_path(const json_t *args, const char *sid, char *out, size_t len, j
  */
 const char *tool_sandbox_id(const json_t *args, json_t **fail);
 
+/* The prologue of a tool on one sandbox: args.sandbox_id checked (as tool_sandbox_id) and
+ * "/v1/sandboxes/SID" followed by suffix ("" for the sandbox itself) in out: the id, or NULL
+ * with *fail. */
+const char *tool_sandbox_path(const json_t *args, const char *suffix, char *out, size_t len,
+                              json_t **fail);
+/* The same for a tool on one file: the sandbox's id checked and its file's path as
+ * tool_file_path gives it in out: the id, or NULL with *fail. */
+const char *tool_sandbox_file(const json_t *args, char *out, size_t len, json_t **fail);
+
 /* s percent-encoded for a URL path (keep_slash: '/' stays) or query. */
 void tool_urlencode(char *out, size_t len, const char *s, bool keep_slash);
 

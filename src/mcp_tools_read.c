@@ -108,9 +108,8 @@ static json_t *binary_result(const json_t *path, const char *data, size_t len)
 json_t *tool_read_file(struct mcp_call *c, const json_t *args)
 {
     json_t *fail = NULL;
-    const char *sid = tool_sandbox_id(args, &fail);
     char path[4300];
-    if (!sid || tool_file_path(args, sid, path, sizeof(path), &fail) < 0)
+    if (!tool_sandbox_file(args, path, sizeof(path), &fail))
         return fail;
     _cleanup_free_ char *data = NULL;
     size_t len = 0;
