@@ -44,6 +44,13 @@ int tool_call(struct mcp_call *c, const char *method, const char *path, const js
 int tool_call_bytes(struct mcp_call *c, const char *path, char **data, size_t *len,
                     json_t **fail, const char *what);
 
+/* length bytes of a file from offset (fewer at its end): a GET of path with a byte range
+ * through the backend's call_range, else the whole file (tool_call_bytes) cut here. Returns the
+ * HTTP status (< 400) with *data (never NULL, NUL-terminated, to be freed), *len and *total
+ * (the file's size), or -1 with *fail as tool_call (an offset at or past the file's end too). */
+int tool_call_range(struct mcp_call *c, const char *path, uint64_t offset, uint64_t length,
+                    char **data, size_t *len, uint64_t *total, json_t **fail, const char *what);
+
 /* "/v1/sandboxes/SID/files/PATH" with args.path (relative to /workspace; a leading
  * "/" or "/workspace/" is dropped) percent-encoded: 0, or -1 with *fail for an
  * empty path. */

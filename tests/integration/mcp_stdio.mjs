@@ -197,7 +197,23 @@ async function testBinaryFiles(client, st) {
   r = await call(client, 'exec', { sandbox_id: st.a, command: 'head -c 1100000 /dev/zero > bin/big.dat' });
   const big = await call(client, 'read_file', { sandbox_id: st.a, path: 'bin/big.dat' });
   check('read_file of more than 1 MiB of binary: an error saying how to read it in parts',
-    !r.isError && big.isError && /tail -c \+OFFSET/.test(big.content?.[0]?.text ?? ''), { r, big });
+    !r.isError && big.isError && /offset and length/.test(big.content?.[0]?.text ?? ''), { r, big });
+  // Byte ranges (the daemon's Range support): the part past 1 MiB, base64; a character of text.
+  const part = await call(client, 'read_file', { sandbox_id: st.a, path: 'bin/big.dat',
+    offset: 1048576, length: 1048576 });
+  const pb = Buffer.from(part.structuredContent?.content ?? '', 'base64');
+  check('read_file with offset and length: the rest of the binary file, base64, byte-exact',
+    !part.isError && part.structuredContent?.encoding === 'base64' &&
+    part.structuredContent?.size === 1100000 && part.structuredContent?.offset === 1048576 &&
+    part.structuredContent?.length === 51424 && pb.length === 51424 && pb.every((b) => b === 0) &&
+    part.structuredContent?.truncated === false, { ...part, structuredContent: { ...part.structuredContent, content: undefined } });
+  const ch = await call(client, 'read_file', { sandbox_id: st.a, path: 'bin/utf.txt', offset: 1, length: 2 });
+  check('read_file of 2 bytes of text: the character they hold, size the whole file\'s',
+    !ch.isError && ch.structuredContent?.content === '\u00e9' && ch.structuredContent?.size === 11 &&
+    ch.structuredContent?.truncated === true, ch);
+  const past = await call(client, 'read_file', { sandbox_id: st.a, path: 'bin/utf.txt', offset: 11 });
+  check('read_file at an offset past the end: isError naming the file\'s size (HTTP 416)',
+    past.isError === true && /11 bytes/.test(text(past)) && /416/.test(text(past)), past);
 }
 
 async function testEachTool(client, st) {

@@ -514,6 +514,32 @@ class T03Exec(ApiTest):
         self.assertEqual(res['stderr'], 'err\n')
         self.assertEqual(res['stdout_bytes'], 8)
 
+    def test_file_byte_range(self):
+        data = bytes(range(256)) * 4
+        url = '/v1/sandboxes/%s/files/range.bin' % self.sid
+        r = self.api.request('PUT', url, data,
+                             headers={'Content-Type': 'application/octet-stream'})
+        self.assertEqual(r.status, 201, r)
+        # Positive control: without a Range header, the whole file.
+        r = self.api.get(url)
+        self.assertEqual((r.status, r.body), (200, data), r)
+        for rng, first, last in (('bytes=10-19', 10, 19), ('bytes=1000-', 1000, 1023),
+                                 ('bytes=1000-5000', 1000, 1023), ('bytes=-24', 1000, 1023),
+                                 ('bytes=0-0', 0, 0)):
+            r = self.api.get(url, headers={'Range': rng})
+            self.assertEqual(r.status, 206, (rng, r))
+            self.assertEqual(r.body, data[first:last + 1], rng)
+            self.assertEqual(r.headers.get('Content-Range'), 'bytes %d-%d/1024' % (first, last),
+                             rng)
+        for rng in ('bytes=1024-', 'bytes=5000-6000', 'bytes=-0'):
+            r = self.api.get(url, headers={'Range': rng})
+            self.assertError(r, 416, 'invalid', '1024 bytes')
+            self.assertEqual(r.headers.get('Content-Range'), 'bytes */1024', rng)
+        # Several ranges, or another unit: ignored, the whole file.
+        for rng in ('bytes=0-1,5-6', 'items=0-1', 'bytes=9-2'):
+            r = self.api.get(url, headers={'Range': rng})
+            self.assertEqual((r.status, r.body), (200, data), (rng, r))
+
     def test_argv_xor_shell(self):
         self.assertError(self.api.post('/v1/sandboxes/%s/exec' % self.sid,
                                        {'argv': ['true'], 'shell': 'true'}), 400, 'invalid')
