@@ -12,8 +12,7 @@
  * it is killed (its stream stays open, silent). So the output ring (ring_append, offsets past
  * what was kept) is not reached here; the integration suites run real processes. The limit of
  * 256 processes in all is not reached either (the limit per sandbox, 16, is): each running
- * process holds a connection of its own, and the scripted engine answers 32 requests, so each
- * process here gets an engine of its own. */
+ * process holds a connection of its own, and each process here gets an engine of its own. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
