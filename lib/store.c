@@ -415,11 +415,16 @@ static int update(clr_store *st, const char *sql, const char *fmt, clr_error *er
             sqlite3_bind_int64(q, i + 1, va_arg(ap, int64_t));
     }
     va_end(ap);
+    /* The connection is shared by the daemon's threads: its count of changed rows (and its error
+     * message) are those of its last statement, so they are read under the connection's mutex,
+     * held from the step on, before another thread's statement can run. */
+    sqlite3_mutex *m = sqlite3_db_mutex(st->db);
+    sqlite3_mutex_enter(m);
     int rc = sqlite3_step(q);
+    int n = rc == SQLITE_DONE ? sqlite3_changes(st->db) : db_error(st, err, "update");
+    sqlite3_mutex_leave(m);
     sqlite3_finalize(q);
-    if (rc != SQLITE_DONE)
-        return db_error(st, err, "update");
-    return sqlite3_changes(st->db);
+    return n;
 }
 
 /* reason (NULL: "") cut to CLR_STORE_REASON_MAX bytes, never inside a UTF-8 character. */

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "http_range.h"
 
 int http_status(clr_error_code code)
 {
@@ -151,3 +152,46 @@ int tmpfile_fd(void)
     return fd;
 }
 
+
+enum MHD_Result send_fd_range(struct MHD_Connection *c, int fd, uint64_t size, const char *type)
+{
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_RANGE);
+    uint64_t first = 0, last = 0;
+    enum http_range kind = http_range_parse(h, size, &first, &last);
+    if (kind == HTTP_RANGE_NONE)
+        return send_fd(c, fd, size, type);
+    char cr[96], msg[200];
+    if (kind == HTTP_RANGE_UNSATISFIABLE) {
+        close(fd);
+        snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)size);
+        snprintf(msg, sizeof(msg), "range %.60s: the file has %llu bytes (offsets 0 to its size "
+                 "- 1)", h, (unsigned long long)size);
+        json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", "invalid", "message", msg);
+        char *t = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        struct MHD_Response *r =
+            t ? MHD_create_response_from_buffer(strlen(t), t, MHD_RESPMEM_MUST_FREE) : NULL;
+        if (!r) {
+            free(t);
+            return MHD_NO;
+        }
+        MHD_add_response_header(r, "Content-Type", "application/json");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_RANGE, cr);
+        enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_RANGE_NOT_SATISFIABLE, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
+    struct MHD_Response *r =
+        MHD_create_response_from_fd_at_offset64(last - first + 1, fd, first);
+    if (!r) {
+        close(fd);
+        return MHD_NO;
+    }
+    snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)first,
+             (unsigned long long)last, (unsigned long long)size);
+    MHD_add_response_header(r, "Content-Type", type);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_RANGE, cr);
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_PARTIAL_CONTENT, r);
+    MHD_destroy_response(r);
+    return ret;
+}

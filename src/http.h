@@ -25,6 +25,10 @@ enum MHD_Result send_clr_error(struct MHD_Connection *c, const clr_error *err);
 enum MHD_Result send_empty(struct MHD_Connection *c, int status);
 /* Sends size bytes of fd from its start; takes fd over (closed by libmicrohttpd, or here). */
 enum MHD_Result send_fd(struct MHD_Connection *c, int fd, uint64_t size, const char *type);
+/* Sends fd (size bytes) as send_fd does, or the one byte range of the request's Range header
+ * (http_range.h): 206 with Content-Range; 416 with a Content-Range naming the size and an error
+ * when no byte of it is in the file. Takes fd over. */
+enum MHD_Result send_fd_range(struct MHD_Connection *c, int fd, uint64_t size, const char *type);
 /* A known path with another method: 405 with the Allow header that lists what it takes. */
 enum MHD_Result send_method_not_allowed(struct MHD_Connection *c, const char *method,
                                         const char *allowed);

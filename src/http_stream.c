@@ -2,6 +2,7 @@
  * thread that pushes (an exec, an MCP session's calls) and the response that reads it: the last
  * of the two to let go frees it. */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -28,6 +29,8 @@ struct http_pushed {
     bool closed; /* the response let go */
     int refs;
     const char *heartbeat;
+    int client_fd;      /* the connection's socket, watched for the client's hang-up; -1: none */
+    volatile int gone;  /* the response let go: what a streamed plan takes as its cancel */
 };
 
 /* A stream silent for HEARTBEAT_S carries its heartbeat: the server ends a connection idle for
@@ -43,6 +46,7 @@ struct http_pushed *http_pushed_new(const char *heartbeat)
     pthread_cond_init(&p->cond, NULL);
     p->refs = 1;
     p->heartbeat = heartbeat;
+    p->client_fd = -1;
     return p;
 }
 
@@ -106,6 +110,15 @@ bool http_pushed_closed(struct http_pushed *p)
     return closed;
 }
 
+/* Whether the client closed its side of the connection (or it broke). */
+static bool client_hung_up(const struct http_pushed *p)
+{
+    if (p->client_fd < 0)
+        return false;
+    struct pollfd pf = {.fd = p->client_fd, .events = POLLRDHUP};
+    return poll(&pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 static ssize_t pushed_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
@@ -116,8 +129,23 @@ static ssize_t pushed_reader(void *cls, uint64_t pos, char *buf, size_t max)
     until.tv_sec += HEARTBEAT_S;
     size_t hb = strlen(p->heartbeat);
     while (!p->head && !p->done) {
-        if (pthread_cond_timedwait(&p->cond, &p->lock, &until) == ETIMEDOUT && !p->head &&
-            !p->done && max >= hb) {
+        /* Waits in slices of a second: a client that hung up is seen within one, not at the
+         * next write (a heartbeat's, which the kernel may still take). */
+        struct timespec slice;
+        clock_gettime(CLOCK_REALTIME, &slice);
+        slice.tv_sec += 1;
+        if (slice.tv_sec > until.tv_sec)
+            slice = until;
+        int w = pthread_cond_timedwait(&p->cond, &p->lock, &slice);
+        if (p->head || p->done)
+            break;
+        if (client_hung_up(p)) {
+            pthread_mutex_unlock(&p->lock);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (w == ETIMEDOUT && now.tv_sec >= until.tv_sec && max >= hb) {
             pthread_mutex_unlock(&p->lock);
             memcpy(buf, p->heartbeat, hb);
             return (ssize_t)hb;
@@ -149,6 +177,7 @@ static void pushed_free(void *cls)
     struct http_pushed *p = cls;
     pthread_mutex_lock(&p->lock);
     p->closed = true;
+    p->gone = 1;
     pthread_mutex_unlock(&p->lock);
     http_pushed_unref(p);
 }
@@ -163,6 +192,20 @@ struct MHD_Response *http_pushed_response(struct http_pushed *p)
     if (!r)
         http_pushed_unref(p);
     return r;
+}
+
+void http_pushed_watch(struct http_pushed *p, struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    pthread_mutex_lock(&p->lock);
+    p->client_fd = ci ? ci->connect_fd : -1;
+    pthread_mutex_unlock(&p->lock);
+}
+
+const volatile int *http_pushed_gone(struct http_pushed *p)
+{
+    return &p->gone;
 }
 
 /* ---- an exec or a plan as NDJSON ---- */
@@ -215,8 +258,10 @@ static void *stream_exec_main(void *arg)
     json_t *out = NULL;
     int rc = st->id[0] ? clr_service_exec(st->svc, st->id, st->req, st->actor, on_stream_event,
                                           st, &out, &err)
-                       : clr_service_plan(st->svc, st->req, st->tenant[0] ? st->tenant : NULL,
-                                          st->actor, on_stream_event, st, &out, &err);
+                       : clr_service_plan_cancel(st->svc, st->req,
+                                                 st->tenant[0] ? st->tenant : NULL, st->actor,
+                                                 on_stream_event, st,
+                                                 http_pushed_gone(st->out), &out, &err);
     if (rc < 0) {
         json_t *ev = json_pack("{s:s, s:{s:s, s:s}}", "event", "error", "error", "code",
                                clr_error_code_name(err.code), "message", err.message);
@@ -267,6 +312,10 @@ enum MHD_Result http_stream_start(clr_service *svc, struct MHD_Connection *c,
         return send_error(c, 503, "unavailable", "cannot start a thread for the command");
     }
     pthread_attr_destroy(&attr);
+    /* A plan whose client went away is cancelled (its sandbox destroyed, nothing committed);
+     * an exec runs on (its result stays readable). */
+    if (!id[0])
+        http_pushed_watch(out, c);
     MHD_add_response_header(r, "Content-Type", "application/x-ndjson");
     enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
     MHD_destroy_response(r);

@@ -30,8 +30,15 @@ void http_pushed_unref(struct http_pushed *p);
 /* A response of unknown length that sends p (it takes a reference of its own), or NULL. */
 struct MHD_Response *http_pushed_response(struct http_pushed *p);
 
+/* Watches c's socket while the response waits for bytes: once the client hung up the response
+ * ends (and http_pushed_closed turns true) within about a second. */
+void http_pushed_watch(struct http_pushed *p, struct MHD_Connection *c);
+/* A flag that turns non-zero once the response let go of p (the client went away, or it
+ * ended); valid while the caller holds its reference. */
+const volatile int *http_pushed_gone(struct http_pushed *p);
+
 /* Starts req as an exec in sandbox id (a plan when id is ""; tenant then owns its sandbox, ""
- * for the operator) and queues its 200 stream on c. Takes ownership of req in every case. */
+ * for the operator; a client that goes away cancels the plan) and queues its 200 stream on c. Takes ownership of req in every case. */
 enum MHD_Result http_stream_start(clr_service *svc, struct MHD_Connection *c, const char *id,
                                   json_t *req, const char *actor, const char *tenant);
 

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "clearing/clearing.h"
 
@@ -24,7 +25,8 @@ struct mcp_backend {
                 json_t **answer, char **text, clr_error *err);
     /* The same for a request whose answer is NDJSON (a streamed exec, a plan): each line is
      * passed to on_line as it comes; on_line returns false to stop reading (the request is
-     * then abandoned). May be NULL: the tools then use the non-streaming form. */
+     * then abandoned). While the answer is silent on_line is also asked, with line NULL, about
+     * once a second, whether to go on. May be NULL: the tools then use the non-streaming form. */
     int (*stream)(void *ctx, const char *method, const char *path, const json_t *body,
                   bool (*on_line)(void *lctx, json_t *line), void *lctx, clr_error *err);
     void *ctx;
@@ -41,6 +43,13 @@ struct mcp_backend {
      * written before it): read_file then uses call, and a file is cut at its first NUL byte. */
     int (*call_bytes)(void *ctx, const char *method, const char *path, const json_t *body,
                       json_t **answer, char **data, size_t *len, clr_error *err);
+    /* As call_bytes for a GET with the header "Range: bytes=FIRST-LAST": a 206 answer's bytes
+     * as *data and *len with *total the file's size (from its Content-Range); a 200 (a server
+     * that served the whole file) as call_bytes, *total 0; a 416 as an error. May be NULL (a
+     * backend written before it): read_file then reads the whole file and cuts the range. */
+    int (*call_range)(void *ctx, const char *path, uint64_t first, uint64_t last,
+                      json_t **answer, char **data, size_t *len, uint64_t *total,
+                      clr_error *err);
 };
 
 /* Where the session's outgoing messages go. related_id is the id of the request the message

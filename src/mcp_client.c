@@ -38,6 +38,8 @@ struct payload {
 struct answer {
     struct http_sink sink;
     char ctype[128]; /* the answer's Content-Type ("" when it had none) */
+    const char *range;  /* a Range header line to send, or NULL */
+    char crange[128];   /* the answer's Content-Range ("" when it had none) */
 };
 
 static struct curl_slist *headers(const struct backend *b, const struct payload *payload)
@@ -52,6 +54,19 @@ static struct curl_slist *headers(const struct backend *b, const struct payload 
     return h;
 }
 
+/* libcurl's progress callback (about once a second, also while nothing comes): a stream's reader
+ * is asked, with no line, whether to go on; non-zero aborts the transfer. */
+static int stream_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                           curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    struct http_sink *s = ud;
+    if (s->stopped || s->on_line(s->ctx, NULL))
+        return 0;
+    s->stopped = true;
+    return 1;
+}
+
 /* One request: the HTTP status, or -1 with err. */
 static int perform_raw(const struct backend *b, const char *method, const char *path,
                        const struct payload *payload, struct answer *a, clr_error *err)
@@ -64,6 +79,8 @@ static int perform_raw(const struct backend *b, const char *method, const char *
     if (!c)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     struct curl_slist *h = headers(b, payload);
+    if (a->range)
+        h = curl_slist_append(h, a->range);
     a->sink.curl = c;
     a->sink.max = MAX_ANSWER;
     curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, b->socket_path);
@@ -74,6 +91,11 @@ static int perform_raw(const struct backend *b, const char *method, const char *
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &a->sink);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
+    if (a->sink.on_line) {
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, stream_progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, &a->sink);
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    }
     if (payload) {
         /* libcurl sends no body for a zero-length POSTFIELDS unless given a pointer. */
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload->data ? payload->data : "");
@@ -85,10 +107,13 @@ static int perform_raw(const struct backend *b, const char *method, const char *
     const char *ct = NULL;
     if (curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct)
         snprintf(a->ctype, sizeof(a->ctype), "%s", ct);
+    struct curl_header *cr = NULL;
+    if (curl_easy_header(c, "Content-Range", 0, CURLH_HEADER, -1, &cr) == CURLHE_OK && cr)
+        snprintf(a->crange, sizeof(a->crange), "%s", cr->value);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
     a->sink.curl = NULL;
-    if (rc == CURLE_WRITE_ERROR && a->sink.stopped)
+    if ((rc == CURLE_WRITE_ERROR || rc == CURLE_ABORTED_BY_CALLBACK) && a->sink.stopped)
         return (int)status; /* the caller stopped reading: the request is abandoned */
     if (a->sink.overflow)
         return clr_error_set(err, CLR_E_LIMIT, 0, "the API's answer to %s %s is larger than "
@@ -134,6 +159,19 @@ static int backend_call(void *ctx, const char *method, const char *path, const j
     return st;
 }
 
+/* After perform(): a JSON answer as *answer, else the bytes as sent (an empty answer is an
+ * empty string, not NULL). */
+static void bytes_of(struct answer *a, int st, json_t **answer, char **data, size_t *len)
+{
+    if (st >= 0 && is_json(a))
+        *answer = json_loadb(a->sink.data, a->sink.len, JSON_ALLOW_NUL, NULL);
+    if (st >= 0 && !*answer) {
+        *len = a->sink.len;
+        *data = a->sink.data ? steal_pointer(&a->sink.data) : strdup("");
+    }
+    free(a->sink.data);
+}
+
 /* As backend_call, but an answer that is not JSON (a file's bytes) comes back exactly, with its
  * length. */
 static int backend_call_bytes(void *ctx, const char *method, const char *path,
@@ -145,14 +183,27 @@ static int backend_call_bytes(void *ctx, const char *method, const char *path,
     *data = NULL;
     *len = 0;
     int st = perform(ctx, method, path, body, &a, err);
-    if (st >= 0 && is_json(&a))
-        *answer = json_loadb(a.sink.data, a.sink.len, JSON_ALLOW_NUL, NULL);
-    if (st >= 0 && !*answer) {
-        /* The bytes as sent; an empty answer is an empty string, not NULL. */
-        *len = a.sink.len;
-        *data = a.sink.data ? steal_pointer(&a.sink.data) : strdup("");
-    }
-    free(a.sink.data);
+    bytes_of(&a, st, answer, data, len);
+    return st;
+}
+
+static int backend_call_range(void *ctx, const char *path, uint64_t first, uint64_t last,
+                              json_t **answer, char **data, size_t *len, uint64_t *total,
+                              clr_error *err)
+{
+    char range[96];
+    snprintf(range, sizeof(range), "Range: bytes=%llu-%llu", (unsigned long long)first,
+             (unsigned long long)last);
+    struct answer a = {.range = range};
+    *answer = NULL;
+    *data = NULL;
+    *len = 0;
+    *total = 0;
+    int st = perform(ctx, "GET", path, NULL, &a, err);
+    const char *slash = st == 206 ? strrchr(a.crange, '/') : NULL;
+    if (slash)
+        *total = strtoull(slash + 1, NULL, 10);
+    bytes_of(&a, st, answer, data, len);
     return st;
 }
 
@@ -210,6 +261,7 @@ int mcp_client_backend(struct mcp_backend *out, const char *socket_path, const c
                                 .stream = backend_stream,
                                 .upload = backend_upload,
                                 .call_bytes = backend_call_bytes,
+                                .call_range = backend_call_range,
                                 .ctx = b};
     return 0;
 }

@@ -334,6 +334,67 @@ int tool_call_bytes(struct mcp_call *c, const char *path, char **data, size_t *l
     return st;
 }
 
+/* The range of a whole file (data, *len bytes) moved to its start; *total its size. On an offset
+ * past the end, -1 with *fail (data is left to the caller). */
+static int cut_range(char *data, size_t *len, uint64_t offset, uint64_t length,
+                     uint64_t *total, json_t **fail, const char *what)
+{
+    *total = *len;
+    if (offset >= *len) {
+        *fail = tool_error("%s: offset %llu is past the file's end: it has %zu bytes", what,
+                           (unsigned long long)offset, *len);
+        return -1;
+    }
+    size_t n = *len - offset < length ? *len - (size_t)offset : (size_t)length;
+    memmove(data, data + offset, n);
+    data[n] = '\0';
+    *len = n;
+    return 0;
+}
+
+int tool_call_range(struct mcp_call *c, const char *path, uint64_t offset, uint64_t length,
+                    char **data, size_t *len, uint64_t *total, json_t **fail, const char *what)
+{
+    int st;
+    if (!c->be->call_range) {
+        st = tool_call_bytes(c, path, data, len, fail, what);
+        if (st < 0)
+            return -1;
+        if (cut_range(*data, len, offset, length, total, fail, what) < 0) {
+            free(steal_pointer(data));
+            return -1;
+        }
+        return st;
+    }
+    clr_error err = CLR_ERROR_INIT;
+    json_t *a = NULL;
+    char *t = NULL;
+    size_t n = 0;
+    mcp_call_log(c, 0, "GET %s (bytes %llu-%llu)", path, (unsigned long long)offset,
+                 (unsigned long long)(offset + length - 1));
+    st = c->be->call_range(c->be->ctx, path, offset, offset + length - 1, &a, &t, &n, total,
+                           &err);
+    if (call_failed(st, a, t, &err, fail, what))
+        return -1;
+    if (!t && a) {
+        /* A file holding JSON, whole (a server that ignored the range): its text again. */
+        t = json_dumps(a, JSON_ENCODE_ANY | JSON_INDENT(2));
+        n = t ? strlen(t) : 0;
+    }
+    json_decref(a);
+    if (!t) {
+        *fail = tool_error("%s: out of memory", what);
+        return -1;
+    }
+    if (st != 206 && cut_range(t, &n, offset, length, total, fail, what) < 0) {
+        free(t);
+        return -1;
+    }
+    *data = t;
+    *len = n;
+    return st;
+}
+
 int tool_file_path(const json_t *args, const char *sid, char *out, size_t len, json_t **fail)
 {
     const char *p = json_string_value(json_object_get(args, "path"));
@@ -363,6 +424,21 @@ const char *tool_sandbox_id(const json_t *args, json_t **fail)
         return NULL;
     }
     return id;
+}
+
+const char *tool_sandbox_path(const json_t *args, const char *suffix, char *out, size_t len,
+                              json_t **fail)
+{
+    const char *sid = tool_sandbox_id(args, fail);
+    if (sid)
+        snprintf(out, len, "/v1/sandboxes/%s%s", sid, suffix);
+    return sid;
+}
+
+const char *tool_sandbox_file(const json_t *args, char *out, size_t len, json_t **fail)
+{
+    const char *sid = tool_sandbox_id(args, fail);
+    return sid && tool_file_path(args, sid, out, len, fail) == 0 ? sid : NULL;
 }
 
 void tool_urlencode(char *out, size_t len, const char *s, bool keep_slash)

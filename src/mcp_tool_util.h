@@ -44,6 +44,13 @@ int tool_call(struct mcp_call *c, const char *method, const char *path, const js
 int tool_call_bytes(struct mcp_call *c, const char *path, char **data, size_t *len,
                     json_t **fail, const char *what);
 
+/* length bytes of a file from offset (fewer at its end): a GET of path with a byte range
+ * through the backend's call_range, else the whole file (tool_call_bytes) cut here. Returns the
+ * HTTP status (< 400) with *data (never NULL, NUL-terminated, to be freed), *len and *total
+ * (the file's size), or -1 with *fail as tool_call (an offset at or past the file's end too). */
+int tool_call_range(struct mcp_call *c, const char *path, uint64_t offset, uint64_t length,
+                    char **data, size_t *len, uint64_t *total, json_t **fail, const char *what);
+
 /* "/v1/sandboxes/SID/files/PATH" with args.path (relative to /workspace; a leading
  * "/" or "/workspace/" is dropped) percent-encoded: 0, or -1 with *fail for an
  * empty path. */
@@ -52,6 +59,15 @@ int tool_file_path(const json_t *args, const char *sid, char *out, size_t len, j
 /* args.sandbox_id checked (sb- and 16 hex digits): it, or NULL with *fail set.
  */
 const char *tool_sandbox_id(const json_t *args, json_t **fail);
+
+/* The prologue of a tool on one sandbox: args.sandbox_id checked (as tool_sandbox_id) and
+ * "/v1/sandboxes/SID" followed by suffix ("" for the sandbox itself) in out: the id, or NULL
+ * with *fail. */
+const char *tool_sandbox_path(const json_t *args, const char *suffix, char *out, size_t len,
+                              json_t **fail);
+/* The same for a tool on one file: the sandbox's id checked and its file's path as
+ * tool_file_path gives it in out: the id, or NULL with *fail. */
+const char *tool_sandbox_file(const json_t *args, char *out, size_t len, json_t **fail);
 
 /* s percent-encoded for a URL path (keep_slash: '/' stays) or query. */
 void tool_urlencode(char *out, size_t len, const char *s, bool keep_slash);

@@ -147,16 +147,27 @@ static const struct tool tools[] = {
      "comes as text (encoding utf-8; a longer one is cut: truncated). Other bytes (NUL, not "
      "UTF-8) come base64-encoded (encoding base64), a PNG, JPEG, GIF or WebP image also as "
      "image content; a larger binary file is an error saying how to read it in parts with "
-     "exec.",
+     "offset and length. With offset or length only those bytes are read (a byte range of "
+     "the file: size is the whole file's, truncated says more follows); they come as text "
+     "when UTF-8 without NUL, else base64-encoded.",
      OBJ(SANDBOX_ID ", \"path\": {\"type\": \"string\", \"description\": \"relative to "
-                    "/workspace\"}",
+                    "/workspace\"}, \"offset\": {\"type\": \"integer\", \"minimum\": 0, "
+                    "\"description\": \"the first byte to read (default 0)\"}, "
+                    "\"length\": {\"type\": \"integer\", \"minimum\": 1, "
+                    "\"maximum\": 1048576, \"description\": \"how many bytes (default and "
+                    "at most 1048576)\"}",
          "\"sandbox_id\", \"path\""),
      "{\"type\": \"object\", \"properties\": {\"path\": {\"type\": \"string\"}, "
      "\"content\": {\"type\": \"string\", \"description\": \"the text, or the bytes "
      "base64-encoded (at most 1048576 bytes)\"}, "
      "\"encoding\": {\"type\": \"string\", \"enum\": [\"utf-8\", \"base64\"]}, "
      "\"size\": {\"type\": \"integer\", \"description\": \"the file's size in bytes\"}, "
-     "\"truncated\": {\"type\": \"boolean\", \"description\": \"text cut at 1 MiB\"}, "
+     "\"truncated\": {\"type\": \"boolean\", \"description\": \"text cut at 1 MiB, or "
+     "bytes of the file after the range read\"}, "
+     "\"offset\": {\"type\": \"integer\", \"description\": \"with a range: its first "
+     "byte\"}, "
+     "\"length\": {\"type\": \"integer\", \"description\": \"with a range: the bytes "
+     "read\"}, "
      "\"mime_type\": {\"type\": \"string\", \"description\": \"an image's type, e.g. "
      "image/png\"}}, \"required\": [\"content\", \"encoding\", \"size\"]}",
      tool_read_file, true},

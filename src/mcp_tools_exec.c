@@ -281,14 +281,13 @@ json_t *tool_run_command(struct mcp_call *c, const json_t *args)
 json_t *tool_start_process(struct mcp_call *c, const json_t *args)
 {
     json_t *fail = NULL;
-    const char *sid = tool_sandbox_id(args, &fail);
+    char path[256];
+    const char *sid = tool_sandbox_path(args, "/processes", path, sizeof(path), &fail);
     if (!sid)
         return fail;
     _cleanup_json_ json_t *req = process_request(args, &fail);
     if (!req)
         return fail;
-    char path[256];
-    snprintf(path, sizeof(path), "/v1/sandboxes/%s/processes", sid);
     json_t *proc = NULL;
     if (tool_call(c, "POST", path, req, &proc, NULL, &fail, "start_process") < 0)
         return fail;
@@ -312,19 +311,29 @@ static const char *process_id(const json_t *args, json_t **fail)
     return id;
 }
 
+/* The prologue of a tool on one process: its sandbox's and its own id checked, and
+ * "/v1/sandboxes/SID/processes/PID" in out: the process's id, or NULL with *fail. */
+static const char *process_path(const json_t *args, char *out, size_t len, json_t **fail)
+{
+    const char *sid = tool_sandbox_path(args, "/processes/", out, len, fail);
+    const char *pid = sid ? process_id(args, fail) : NULL;
+    if (pid) {
+        size_t at = strlen(out);
+        snprintf(out + at, len - at, "%s", pid);
+    }
+    return pid;
+}
+
 json_t *tool_read_process_output(struct mcp_call *c, const json_t *args)
 {
     json_t *fail = NULL;
-    const char *sid = tool_sandbox_id(args, &fail);
-    const char *pid = sid ? process_id(args, &fail) : NULL;
-    if (!pid)
-        return fail;
     char path[512];
-    snprintf(path, sizeof(path),
-             "/v1/sandboxes/%s/processes/%s/"
-             "output?stdout_offset=%lld&stderr_offset=%lld"
-             "&wait=%llds",
-             sid, pid, (long long)json_integer_value(json_object_get(args, "stdout_offset")),
+    if (!process_path(args, path, sizeof(path), &fail))
+        return fail;
+    size_t at = strlen(path);
+    snprintf(path + at, sizeof(path) - at,
+             "/output?stdout_offset=%lld&stderr_offset=%lld&wait=%llds",
+             (long long)json_integer_value(json_object_get(args, "stdout_offset")),
              (long long)json_integer_value(json_object_get(args, "stderr_offset")),
              (long long)json_integer_value(json_object_get(args, "wait")));
     json_t *out = NULL;
@@ -344,18 +353,16 @@ json_t *tool_read_process_output(struct mcp_call *c, const json_t *args)
 json_t *tool_stop_process(struct mcp_call *c, const json_t *args)
 {
     json_t *fail = NULL;
-    const char *sid = tool_sandbox_id(args, &fail);
-    const char *pid = sid ? process_id(args, &fail) : NULL;
+    char path[256], signal_path[300];
+    const char *pid = process_path(args, path, sizeof(path), &fail);
     if (!pid)
         return fail;
     const json_t *sig = json_object_get(args, "signal");
-    char path[256];
-    snprintf(path, sizeof(path), "/v1/sandboxes/%s/processes/%s/signal", sid, pid);
+    snprintf(signal_path, sizeof(signal_path), "%s/signal", path);
     _cleanup_json_ json_t *body =
         sig ? json_pack("{s:O}", "signal", sig) : json_pack("{s:s}", "signal", "KILL");
-    if (tool_call(c, "POST", path, body, NULL, NULL, &fail, "stop_process") < 0)
+    if (tool_call(c, "POST", signal_path, body, NULL, NULL, &fail, "stop_process") < 0)
         return fail;
-    snprintf(path, sizeof(path), "/v1/sandboxes/%s/processes/%s", sid, pid);
     json_t *proc = NULL;
     if (tool_call(c, "GET", path, NULL, &proc, NULL, &fail, "stop_process") < 0)
         return fail;

@@ -1,6 +1,7 @@
 /* The read_file tool: a file of the sandbox's /workspace given to the model as its bytes
  * are: text when they are UTF-8 without NUL, else base64-encoded, an image also as MCP image
- * content (which a model can see). One GET .../files/{path} (docs/openapi.yaml). */
+ * content (which a model can see). One GET .../files/{path} (docs/openapi.yaml), with a byte
+ * range (Range header) when the call names offset or length. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +10,6 @@
 #include "mcp_tools_int.h"
 
 #define READ_CAP (1024u * 1024) /* bytes of a file given to the model */
-#define PART (768u * 1024)      /* bytes of a part read with exec: 1 MiB in base64 */
 
 static char *base64(const unsigned char *p, size_t n)
 {
@@ -71,9 +71,9 @@ static json_t *text_result(const json_t *path, char *data, size_t len)
     if (!cut)
         return tool_result(st, false, "%s", data);
     return tool_result(st, false,
-                       "%s\n[cut at %zu of %zu bytes: read the rest with exec, e.g. command "
-                       "\"tail -c +%zu '%s' | head -c %u\"]",
-                       data, n, len, n + 1, json_string_value(path), READ_CAP);
+                       "%s\n[cut at %zu of %zu bytes: read the rest with read_file's offset "
+                       "%zu (and length, at most %u)]",
+                       data, n, len, n, READ_CAP);
 }
 
 static json_t *binary_result(const json_t *path, const char *data, size_t len)
@@ -82,10 +82,10 @@ static json_t *binary_result(const json_t *path, const char *data, size_t len)
     if (len > READ_CAP)
         return tool_error(
             "read_file: %s is %zu bytes that are not UTF-8 text, more than the %u bytes "
-            "read_file returns of such a file (the API reads no byte ranges). Read it in parts "
-            "with exec: command \"tail -c +OFFSET '%s' | head -c %u | base64 -w0\" with OFFSET "
-            "1, %u, %u, ... (each part %u bytes, base64-encoded in the output)",
-            p, len, READ_CAP, p, PART, PART + 1, 2 * PART + 1, PART);
+            "read_file returns of such a file at once. Read it in parts with read_file's "
+            "offset and length: offset 0, %u, %u, ... with length %u (each part comes "
+            "base64-encoded)",
+            p, len, READ_CAP, READ_CAP, 2 * READ_CAP, READ_CAP);
     _cleanup_free_ char *enc = base64((const unsigned char *)data, len);
     const char *mime = image_type((const unsigned char *)data, len);
     json_t *st = enc ? json_pack("{s:O, s:s, s:s, s:I, s:b, s:s*}", "path", path, "content", enc,
@@ -105,13 +105,46 @@ static json_t *binary_result(const json_t *path, const char *data, size_t len)
     return r;
 }
 
+/* length bytes from offset (fewer at the file's end), asked of the API as a byte range: as
+ * text when they are UTF-8 without NUL (a range that cuts a character is not), else
+ * base64-encoded; size is the whole file's. */
+static json_t *range_result(struct mcp_call *c, const json_t *args, const char *path)
+{
+    json_t *fail = NULL;
+    const json_t *jo = json_object_get(args, "offset"), *jl = json_object_get(args, "length");
+    uint64_t offset = jo ? (uint64_t)json_integer_value(jo) : 0;
+    uint64_t length = jl ? (uint64_t)json_integer_value(jl) : READ_CAP;
+    _cleanup_free_ char *data = NULL;
+    size_t len = 0;
+    uint64_t total = 0;
+    if (tool_call_range(c, path, offset, length, &data, &len, &total, &fail, "read_file") < 0)
+        return fail;
+    const json_t *p = json_object_get(args, "path");
+    bool text = is_text(data, len);
+    _cleanup_free_ char *enc = text ? NULL : base64((const unsigned char *)data, len);
+    if (!text && !enc)
+        return tool_error("read_file: out of memory");
+    json_t *st = json_pack("{s:O, s:s%, s:s, s:I, s:I, s:I, s:b}", "path", p, "content",
+                           text ? data : enc, text ? len : strlen(enc), "encoding",
+                           text ? "utf-8" : "base64", "size", (json_int_t)total, "offset",
+                           (json_int_t)offset, "length", (json_int_t)len, "truncated",
+                           offset + len < total);
+    if (!st)
+        return tool_error("read_file: out of memory");
+    return tool_result(st, false, "bytes %llu to %llu of %llu of %s%s:\n%s",
+                       (unsigned long long)offset, (unsigned long long)(offset + len - 1),
+                       (unsigned long long)total, json_string_value(p),
+                       text ? "" : " (not UTF-8 text: base64-encoded)", text ? data : enc);
+}
+
 json_t *tool_read_file(struct mcp_call *c, const json_t *args)
 {
     json_t *fail = NULL;
-    const char *sid = tool_sandbox_id(args, &fail);
     char path[4300];
-    if (!sid || tool_file_path(args, sid, path, sizeof(path), &fail) < 0)
+    if (!tool_sandbox_file(args, path, sizeof(path), &fail))
         return fail;
+    if (json_object_get(args, "offset") || json_object_get(args, "length"))
+        return range_result(c, args, path);
     _cleanup_free_ char *data = NULL;
     size_t len = 0;
     if (tool_call_bytes(c, path, &data, &len, &fail, "read_file") < 0)

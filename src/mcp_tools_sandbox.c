@@ -102,11 +102,10 @@ json_t *tool_create_sandbox(struct mcp_call *c, const json_t *args)
 json_t *tool_destroy_sandbox(struct mcp_call *c, const json_t *args)
 {
     json_t *fail = NULL;
-    const char *sid = tool_sandbox_id(args, &fail);
+    char path[128];
+    const char *sid = tool_sandbox_path(args, "", path, sizeof(path), &fail);
     if (!sid)
         return fail;
-    char path[128];
-    snprintf(path, sizeof(path), "/v1/sandboxes/%s", sid);
     if (tool_call(c, "DELETE", path, NULL, NULL, NULL, &fail, "destroy_sandbox") < 0)
         return fail;
     mcp_sandboxes_remove(c->boxes, sid);
@@ -175,9 +174,9 @@ static int write_by_command(struct mcp_call *c, const char *sid, const json_t *a
 json_t *tool_write_file(struct mcp_call *c, const json_t *args)
 {
     json_t *fail = NULL;
-    const char *sid = tool_sandbox_id(args, &fail);
     char path[4300];
-    if (!sid || tool_file_path(args, sid, path, sizeof(path), &fail) < 0)
+    const char *sid = tool_sandbox_file(args, path, sizeof(path), &fail);
+    if (!sid)
         return fail;
     const char *content = json_string_value(json_object_get(args, "content"));
     const char *enc = json_string_value(json_object_get(args, "encoding"));
@@ -205,13 +204,13 @@ json_t *tool_write_file(struct mcp_call *c, const json_t *args)
 json_t *tool_list_files(struct mcp_call *c, const json_t *args)
 {
     json_t *fail = NULL;
-    const char *sid = tool_sandbox_id(args, &fail);
-    if (!sid)
-        return fail;
     char enc[4096] = "", path[4300];
+    if (!tool_sandbox_path(args, "/files", path, sizeof(path), &fail))
+        return fail;
     const char *p = json_string_value(json_object_get(args, "path"));
     tool_urlencode(enc, sizeof(enc), p ? p : "", false);
-    snprintf(path, sizeof(path), "/v1/sandboxes/%s/files%s%s", sid, p ? "?path=" : "", enc);
+    size_t at = strlen(path);
+    snprintf(path + at, sizeof(path) - at, "%s%s", p ? "?path=" : "", enc);
     json_t *ls = NULL;
     if (tool_call(c, "GET", path, NULL, &ls, NULL, &fail, "list_files") < 0)
         return fail;
@@ -233,9 +232,8 @@ json_t *tool_list_files(struct mcp_call *c, const json_t *args)
 json_t *tool_delete_file(struct mcp_call *c, const json_t *args)
 {
     json_t *fail = NULL;
-    const char *sid = tool_sandbox_id(args, &fail);
     char path[4320];
-    if (!sid || tool_file_path(args, sid, path, sizeof(path) - 20, &fail) < 0)
+    if (!tool_sandbox_file(args, path, sizeof(path) - 20, &fail))
         return fail;
     if (json_is_true(json_object_get(args, "recursive")))
         strcat(path, "?recursive=true");
@@ -248,11 +246,10 @@ json_t *tool_delete_file(struct mcp_call *c, const json_t *args)
 json_t *tool_diff(struct mcp_call *c, const json_t *args)
 {
     json_t *fail = NULL;
-    const char *sid = tool_sandbox_id(args, &fail);
+    char path[128];
+    const char *sid = tool_sandbox_path(args, "/diff", path, sizeof(path), &fail);
     if (!sid)
         return fail;
-    char path[128];
-    snprintf(path, sizeof(path), "/v1/sandboxes/%s/diff", sid);
     _cleanup_free_ char *text = NULL;
     if (tool_call(c, "GET", path, NULL, NULL, &text, &fail, "diff") < 0)
         return fail;
@@ -270,13 +267,11 @@ json_t *tool_diff(struct mcp_call *c, const json_t *args)
 json_t *tool_commit(struct mcp_call *c, const json_t *args)
 {
     json_t *fail = NULL;
-    const char *sid = tool_sandbox_id(args, &fail);
-    if (!sid)
+    char path[128];
+    if (!tool_sandbox_path(args, "/commit", path, sizeof(path), &fail))
         return fail;
     _cleanup_json_ json_t *req = json_deep_copy(args);
     json_object_del(req, "sandbox_id");
-    char path[128];
-    snprintf(path, sizeof(path), "/v1/sandboxes/%s/commit", sid);
     json_t *cm = NULL;
     if (tool_call(c, "POST", path, req, &cm, NULL, &fail, "commit") < 0)
         return fail;
@@ -318,8 +313,9 @@ static bool plan_line(void *ctx, json_t *line)
 }
 
 /* POST /v1/plans with body, streamed when the backend can (progress per event; a cancelled
- * call stops following: the REST API cannot stop a plan, whose sandbox only the plan may
- * destroy, so the daemon runs it to its end and destroys it then), else in one answer. */
+ * call stops following within about a second, and the daemon cancels a streamed plan whose
+ * client went away: its command killed, nothing committed, its sandbox destroyed), else in one
+ * answer. */
 static json_t *plan_run(struct mcp_call *c, json_t *body, const char *what)
 {
     json_t *fail = NULL;

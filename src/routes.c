@@ -343,7 +343,7 @@ static enum MHD_Result h_file_get(struct route_call *k)
         return send_clr_error(k->c, &err);
     }
     k->rq->download_charged += charged;
-    return send_fd(k->c, steal_fd(&fd), size, "application/octet-stream");
+    return send_fd_range(k->c, steal_fd(&fd), size, "application/octet-stream");
 }
 
 static enum MHD_Result h_file_delete(struct route_call *k)

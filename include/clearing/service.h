@@ -198,6 +198,12 @@ CLR_PUBLIC int clr_service_plan(clr_service *svc, json_t *request, const char *t
                                 const char *actor,
                                 clr_service_event_cb on_event, void *ctx, json_t **out,
                                 clr_error *err);
+/* As clr_service_plan, stopped when *cancel turns non-zero (NULL: never): at its next step, or
+ * its running command killed; nothing is committed and its sandbox is destroyed. */
+CLR_PUBLIC int clr_service_plan_cancel(clr_service *svc, json_t *request, const char *tenant,
+                                       const char *actor, clr_service_event_cb on_event,
+                                       void *ctx, const volatile int *cancel, json_t **out,
+                                       clr_error *err);
 
 /* The daemon's health: 0 when all is well (status "ok"); -1 with status "degraded" when the
  * engine does not answer or the audit log is not writable (every action would be refused), or

@@ -119,6 +119,13 @@ static void plan_release(void *ctx, const char *id)
 int clr_service_plan(clr_service *svc, json_t *req, const char *tenant, const char *actor,
                      clr_service_event_cb on_event, void *ctx, json_t **out, clr_error *err)
 {
+    return clr_service_plan_cancel(svc, req, tenant, actor, on_event, ctx, NULL, out, err);
+}
+
+int clr_service_plan_cancel(clr_service *svc, json_t *req, const char *tenant, const char *actor,
+                            clr_service_event_cb on_event, void *ctx, const volatile int *cancel,
+                            json_t **out, clr_error *err)
+{
     tenant = svc_tenant_or_default(tenant);
     clr_plan *plan = NULL;
     if (svc_parse_plan_request(req, &plan, err) < 0)
@@ -157,6 +164,7 @@ int clr_service_plan(clr_service *svc, json_t *req, const char *tenant, const ch
         .actor = actor,
         .on_event = plan_event,
         .ctx = &pe,
+        .cancel = cancel,
         .owner = svc->owner,
         .tenant = tenant,
         .admission = &adm,

@@ -11,6 +11,7 @@
 #include "procs.h"
 #include "rows.h"
 #include "service_int.h"
+#include "tenants.h"
 
 #define PROC_OUTPUT_KEEP (1024 * 1024)
 #define MAX_PROCS_PER_SANDBOX 16
@@ -28,6 +29,7 @@ struct ring {
 struct proc {
     char id[32];
     char sandbox_id[CLR_SANDBOX_ID_MAX + 1];
+    char tenant[CLR_TENANT_MAX + 1]; /* its sandbox's: whose max_execs slot it holds */
     clr_service *svc;
     clr_engine *eng;
     clr_sandbox *sb;
@@ -107,6 +109,8 @@ static void *proc_main(void *arg)
     clr_exec_free(h);
     clr_sandbox_free(sb);
     svc_engine_put(p->svc, eng, false);
+    /* Its command slot is free before it is answered as exited. */
+    svc_exec_release(p->svc, p->tenant, 1);
     pthread_mutex_lock(&procs_lock);
     p->result = result;
     p->done = true;
@@ -338,11 +342,19 @@ int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const 
                              "%d in all (max %d)",
                              here, MAX_PROCS_PER_SANDBOX, total, MAX_PROCS);
     }
+    /* While it runs it is a command like an exec: a slot of max_execs and of its tenant's. */
+    unsigned one = 1;
+    if (svc_exec_admit(svc, cmd.tenant, &one, err) < 0) {
+        svc_command_clear(&cmd);
+        return -1;
+    }
     struct proc *p = calloc(1, sizeof(*p));
     if (!p) {
+        svc_exec_release(svc, cmd.tenant, 1);
         svc_command_clear(&cmd);
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     }
+    snprintf(p->tenant, sizeof(p->tenant), "%s", cmd.tenant);
     uint8_t r[8];
     if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
         memset(r, 0, sizeof(r));
@@ -373,6 +385,7 @@ int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const 
     }
     if (rc < 0) {
         svc_audit_failure(svc, actor, id, "process.start", err);
+        svc_exec_release(svc, p->tenant, 1);
         clr_sandbox_free(p->sb);
         svc_engine_put(svc, p->eng, true);
         json_decref(p->request);

@@ -197,7 +197,23 @@ async function testBinaryFiles(client, st) {
   r = await call(client, 'exec', { sandbox_id: st.a, command: 'head -c 1100000 /dev/zero > bin/big.dat' });
   const big = await call(client, 'read_file', { sandbox_id: st.a, path: 'bin/big.dat' });
   check('read_file of more than 1 MiB of binary: an error saying how to read it in parts',
-    !r.isError && big.isError && /tail -c \+OFFSET/.test(big.content?.[0]?.text ?? ''), { r, big });
+    !r.isError && big.isError && /offset and length/.test(big.content?.[0]?.text ?? ''), { r, big });
+  // Byte ranges (the daemon's Range support): the part past 1 MiB, base64; a character of text.
+  const part = await call(client, 'read_file', { sandbox_id: st.a, path: 'bin/big.dat',
+    offset: 1048576, length: 1048576 });
+  const pb = Buffer.from(part.structuredContent?.content ?? '', 'base64');
+  check('read_file with offset and length: the rest of the binary file, base64, byte-exact',
+    !part.isError && part.structuredContent?.encoding === 'base64' &&
+    part.structuredContent?.size === 1100000 && part.structuredContent?.offset === 1048576 &&
+    part.structuredContent?.length === 51424 && pb.length === 51424 && pb.every((b) => b === 0) &&
+    part.structuredContent?.truncated === false, { ...part, structuredContent: { ...part.structuredContent, content: undefined } });
+  const ch = await call(client, 'read_file', { sandbox_id: st.a, path: 'bin/utf.txt', offset: 1, length: 2 });
+  check('read_file of 2 bytes of text: the character they hold, size the whole file\'s',
+    !ch.isError && ch.structuredContent?.content === '\u00e9' && ch.structuredContent?.size === 11 &&
+    ch.structuredContent?.truncated === true, ch);
+  const past = await call(client, 'read_file', { sandbox_id: st.a, path: 'bin/utf.txt', offset: 11 });
+  check('read_file at an offset past the end: isError naming the file\'s size (HTTP 416)',
+    past.isError === true && /11 bytes/.test(text(past)) && /416/.test(text(past)), past);
 }
 
 async function testEachTool(client, st) {
@@ -306,6 +322,28 @@ async function testCancel(client, st) {
     rec?.result?.status === 'signaled', rec);
 }
 
+// A cancelled run_plan stops the plan: the daemon cancels a streamed plan whose client went
+// away, so its sandbox is destroyed long before its step (sleep 600) would end.
+async function testCancelPlan(client) {
+  const before = new Set(((await api('GET', '/v1/sandboxes')).body?.sandboxes ?? []).map((s) => s.id));
+  const ac = new AbortController();
+  const pending = call(client, 'run_plan', { repo: MCP_REPO, plan: { message: 'Held', steps: [
+    { run: { argv: ['sleep', '600'], timeout: '900s' } }] } }, { signal: ac.signal })
+    .then((r) => ({ r }), (e) => ({ e }));
+  // Positive control: the plan's sandbox exists and runs the plan.
+  const sb = await waitFor(async () =>
+    ((await api('GET', '/v1/sandboxes')).body?.sandboxes ?? [])
+      .find((s) => s.state === 'plan' && !before.has(s.id)), 120);
+  check('a run_plan with a step of sleep 600 holds a sandbox in state plan', !!sb);
+  ac.abort('the test cancels it');
+  const got = await pending;
+  check('... cancelled through the SDK (AbortSignal): the call ends without a result', !!got.e, got);
+  const gone = sb && await waitFor(async () =>
+    (await api('GET', `/v1/sandboxes/${sb.id}`)).body?.state === 'destroyed', 90);
+  check('... and the plan stopped: its sandbox destroyed within 90 s (REST API)', !!gone,
+    sb && (await api('GET', `/v1/sandboxes/${sb.id}`)).body);
+}
+
 async function testErrors(client, st) {
   let r = await call(client, 'exec', { sandbox_id: st.a, argv: 'not-an-array' });
   check('a bad argument: isError, the text names the field', r.isError === true && /argv/.test(text(r)), r);
@@ -404,6 +442,7 @@ async function main() {
     await testTools(client, st);
     await testEachTool(client, st);
     await testCancel(client, st);
+    await testCancelPlan(client);
     await testErrors(client, st);
     await client.close();
     check('the session\'s sandbox is destroyed when it ends',

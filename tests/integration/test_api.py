@@ -514,6 +514,32 @@ class T03Exec(ApiTest):
         self.assertEqual(res['stderr'], 'err\n')
         self.assertEqual(res['stdout_bytes'], 8)
 
+    def test_file_byte_range(self):
+        data = bytes(range(256)) * 4
+        url = '/v1/sandboxes/%s/files/range.bin' % self.sid
+        r = self.api.request('PUT', url, data,
+                             headers={'Content-Type': 'application/octet-stream'})
+        self.assertEqual(r.status, 201, r)
+        # Positive control: without a Range header, the whole file.
+        r = self.api.get(url)
+        self.assertEqual((r.status, r.body), (200, data), r)
+        for rng, first, last in (('bytes=10-19', 10, 19), ('bytes=1000-', 1000, 1023),
+                                 ('bytes=1000-5000', 1000, 1023), ('bytes=-24', 1000, 1023),
+                                 ('bytes=0-0', 0, 0)):
+            r = self.api.get(url, headers={'Range': rng})
+            self.assertEqual(r.status, 206, (rng, r))
+            self.assertEqual(r.body, data[first:last + 1], rng)
+            self.assertEqual(r.headers.get('Content-Range'), 'bytes %d-%d/1024' % (first, last),
+                             rng)
+        for rng in ('bytes=1024-', 'bytes=5000-6000', 'bytes=-0'):
+            r = self.api.get(url, headers={'Range': rng})
+            self.assertError(r, 416, 'invalid', '1024 bytes')
+            self.assertEqual(r.headers.get('Content-Range'), 'bytes */1024', rng)
+        # Several ranges, or another unit: ignored, the whole file.
+        for rng in ('bytes=0-1,5-6', 'items=0-1', 'bytes=9-2'):
+            r = self.api.get(url, headers={'Range': rng})
+            self.assertEqual((r.status, r.body), (200, data), (rng, r))
+
     def test_argv_xor_shell(self):
         self.assertError(self.api.post('/v1/sandboxes/%s/exec' % self.sid,
                                        {'argv': ['true'], 'shell': 'true'}), 400, 'invalid')
@@ -1782,6 +1808,33 @@ class T12PlanLimits(ApiTest):
         # Its sandbox and its command slot are free again.
         self.run_ok(s['id'], {'argv': ['true']})
         self.create()
+
+    def test_streamed_plan_cancelled_when_its_client_goes_away(self):
+        gate = gate_name()
+        conn = self.api.connection(timeout=180)
+        self.addCleanup(conn.close)
+        conn.request('POST', '/v1/plans?stream=true',
+                     body=json.dumps(self.plan([{'run': {'shell': held_until(gate),
+                                                         'timeout': '600s'}}])).encode(),
+                     headers={'Content-Type': 'application/json'})
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 200, resp.read()[:600] if resp.status != 200 else '')
+        events = ndjson_events(resp)
+        first = next(events, None)
+        self.assertEqual((first or {}).get('event'), 'sandbox', first)
+        sid = first['id']
+        self.addCleanup(docker_remove_quietly, 'clearing-' + sid)
+        # Positive control: the plan runs and holds its sandbox.
+        self.assertEqual(self.api.get('/v1/sandboxes/' + sid).json['state'], 'plan')
+        resp.close()
+        conn.close()
+        # Its gate never opens: only the cancel ends it (its step's timeout is 600 s).
+        gone = wait_for(lambda: self.api.get('/v1/sandboxes/' + sid).json['state'] == 'destroyed',
+                        90)
+        r = self.api.get('/v1/sandboxes/' + sid)
+        self.assertTrue(gone, r)
+        self.assertEqual(r.json['destroy_reason'], 'plan-finished', r)
+        self.assertTrue(container_removed(sid), sid)
 
     def test_restart_finds_a_plans_sandbox(self):
         events, sid, gate = self.start_held_plan()

@@ -80,6 +80,34 @@ static ssize_t read_request(int fd, char *buf, size_t cap, char **body_out)
     return (ssize_t)have;
 }
 
+/* Appends one request to the log, growing it; false when out of memory. */
+static bool log_request(struct fake *f, const char *method, const char *target, const char *body)
+{
+    if (f->n_requests == f->cap_requests) {
+        size_t cap = f->cap_requests ? 2 * f->cap_requests : FAKE_MAX_REQUESTS;
+        char **r = realloc(f->requests, cap * sizeof(*r));
+        if (r)
+            f->requests = r;
+        char **b = r ? realloc(f->bodies, cap * sizeof(*b)) : NULL;
+        if (!b)
+            return false;
+        f->bodies = b;
+        f->cap_requests = cap;
+    }
+    char *line = NULL;
+    if (asprintf(&line, "%s %s", method, target) < 0)
+        return false;
+    char *copy = strdup(body ? body : "");
+    if (!copy) {
+        free(line);
+        return false;
+    }
+    f->requests[f->n_requests] = line;
+    f->bodies[f->n_requests] = copy;
+    f->n_requests++;
+    return true;
+}
+
 struct conn {
     struct fake *f;
     int fd;
@@ -100,19 +128,16 @@ static void *serve_conn(void *arg)
             break;
         pthread_mutex_lock(&f->lock);
         struct fake_answer a = {.status = 500, .body = "{\"message\":\"not scripted\"}"};
-        if (f->n_requests < FAKE_MAX_REQUESTS) {
-            snprintf(f->requests[f->n_requests], sizeof(f->requests[0]), "%s %s", method, target);
-            snprintf(f->bodies[f->n_requests], sizeof(f->bodies[0]), "%s", body ? body : "");
+        if (log_request(f, method, target, body)) {
+            const char *req = f->requests[f->n_requests - 1];
             for (size_t i = 0; i < f->n_answers; i++)
                 if (f->answers[i].left != 0 &&
-                    strncmp(f->requests[f->n_requests], f->answers[i].match,
-                            strlen(f->answers[i].match)) == 0) {
+                    strncmp(req, f->answers[i].match, strlen(f->answers[i].match)) == 0) {
                     if (f->answers[i].left > 0)
                         f->answers[i].left--;
                     a = f->answers[i];
                     break;
                 }
-            f->n_requests++;
         }
         pthread_mutex_unlock(&f->lock);
         reply(c->fd, a.status, a.body);
@@ -209,6 +234,12 @@ int fake_teardown(void **state)
     pthread_join(f->thread, NULL);
     unlink(f->sock);
     rmdir(f->dir);
+    for (size_t i = 0; i < f->n_requests; i++) {
+        free(f->requests[i]);
+        free(f->bodies[i]);
+    }
+    free(f->requests);
+    free(f->bodies);
     free(f);
     return 0;
 }

@@ -12,6 +12,7 @@
 
 #include "clearing/engine.h"
 
+/* The first room of the request log; it grows as requests come, without bound. */
 #define FAKE_MAX_REQUESTS 32
 
 struct fake_answer {
@@ -28,9 +29,10 @@ struct fake {
     pthread_mutex_t lock;
     struct fake_answer answers[16];
     size_t n_answers;
-    char requests[FAKE_MAX_REQUESTS][512]; /* "METHOD path" */
-    char bodies[FAKE_MAX_REQUESTS][1024];
+    char **requests; /* "METHOD path" of each request, oldest first */
+    char **bodies;   /* their bodies ("" for none) */
     size_t n_requests;
+    size_t cap_requests; /* room in requests and bodies */
 };
 
 /* cmocka setup/teardown: *state becomes a running struct fake. */

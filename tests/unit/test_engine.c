@@ -292,6 +292,27 @@ static void test_exec_and_attach_streams(void **state)
     clr_engine_free(eng);
 }
 
+/* The scripted engine answers and records every request, however many: 300 here, past the 32
+ * its log first has room for, each answered as scripted and each recorded with its body. */
+static void test_fake_answers_every_request(void **state)
+{
+    struct fake *f = *state;
+    clr_engine *eng = fake_open(f);
+    fake_answer(f, "POST /v1.41/containers/c0ffee/kill", 204, NULL);
+    clr_error err = CLR_ERROR_INIT;
+    for (int i = 0; i < 300; i++) {
+        if (clr_engine_container_kill(eng, "c0ffee", i % 2 ? "KILL" : "TERM", &err) != 0)
+            fail_msg("request %d: %s", i, err.message);
+    }
+    assert_int_equal(fake_count(f, "POST /v1.41/containers/c0ffee/kill"), 300);
+    assert_string_equal(fake_last_request(f), "POST /v1.41/containers/c0ffee/kill?signal=KILL");
+    /* An unscripted request after them is still told so, and recorded. */
+    assert_int_equal(clr_engine_container_start(eng, "c0ffee", &err), -1);
+    assert_string_equal(fake_last_request(f), "POST /v1.41/containers/c0ffee/start");
+    assert_int_equal(fake_count(f, "POST "), 301);
+    clr_engine_free(eng);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -301,6 +322,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_list_by_label_and_image, fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_runtime_and_ping, fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_exec_and_attach_streams, fake_setup, fake_teardown),
+        cmocka_unit_test_setup_teardown(test_fake_answers_every_request, fake_setup,
+                                        fake_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

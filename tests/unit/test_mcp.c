@@ -482,7 +482,8 @@ static void test_read_file(void **state)
     const char *why = json_string_value(
         json_object_get(json_array_get(json_object_get(r, "content"), 0), "text"));
     assert_non_null(strstr(why, "1048577 bytes"));
-    assert_non_null(strstr(why, "tail -c +OFFSET 'big.bin' | head -c 786432 | base64 -w0"));
+    assert_non_null(strstr(why, "offset and length: offset 0, 1048576, 2097152, ... with "
+                                "length 1048576"));
     /* Text over 1 MiB: cut before the character that crosses the bound, not inside it. */
     r = read_file(s, 6, "big.txt");
     assert_false(json_is_true(json_object_get(r, "isError")));
@@ -492,6 +493,123 @@ static void test_read_file(void **state)
     /* An API error is the tool's error. */
     r = read_file(s, 7, "none");
     assert_true(json_is_true(json_object_get(r, "isError")));
+    mcp_session_end(s);
+}
+
+/* A backend that serves byte ranges as the daemon does (206 with the file's size; 416 for an
+ * offset past the end), recording the range it was asked for. */
+static uint64_t asked_first, asked_last;
+
+static int call_range(void *ctx, const char *path, uint64_t first, uint64_t last,
+                      json_t **answer, char **data, size_t *len, uint64_t *total,
+                      clr_error *err)
+{
+    (void)ctx;
+    (void)err;
+    asked_first = first;
+    asked_last = last;
+    size_t n = 0;
+    char *d = scripted_file(path, &n);
+    *answer = NULL;
+    *data = NULL;
+    *len = 0;
+    *total = 0;
+    if (!d || first >= n) {
+        free(d);
+        *answer = json_pack("{s:{s:s, s:s}}", "error", "code", "invalid", "message",
+                            "range: the file has 6 bytes");
+        return d ? 416 : 404;
+    }
+    size_t k = (last >= n ? n - 1 : (size_t)last) - (size_t)first + 1;
+    memmove(d, d + first, k);
+    d[k] = '\0';
+    *data = d;
+    *len = k;
+    *total = n;
+    return 206;
+}
+
+static const struct mcp_backend range_backend = {
+    .call = call, .call_bytes = call_bytes, .call_range = call_range};
+
+static json_t *read_range(struct mcp_session *s, json_int_t id, const char *name,
+                          const char *range)
+{
+    char req[320];
+    snprintf(req, sizeof(req),
+             "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":\"tools/call\",\"params\":{"
+             "\"name\":\"read_file\",\"arguments\":{\"sandbox_id\":\"sb-0000000000000001\","
+             "\"path\":\"%s\"%s}}}",
+             (long long)id, name, range);
+    handle(s, req);
+    json_t *r = json_object_get(response(id), "result");
+    assert_non_null(r);
+    return r;
+}
+
+static const char *first_text(json_t *r)
+{
+    return json_string_value(
+        json_object_get(json_array_get(json_object_get(r, "content"), 0), "text"));
+}
+
+/* read_file with offset and length: only those bytes are asked for (a byte range), as text when
+ * they are UTF-8, else base64; size is the whole file's; past the end is the API's error. */
+static void test_read_file_range(void **state)
+{
+    (void)state;
+    struct mcp_session *s = ready_session_on(&range_backend);
+    json_t *r = read_range(s, 2, "text.txt", ",\"offset\":1,\"length\":2");
+    assert_false(json_is_true(json_object_get(r, "isError")));
+    assert_int_equal(asked_first, 1);
+    assert_int_equal(asked_last, 2);
+    assert_string_equal(sc_string(r, "content"), "\xc3\xa9");
+    assert_string_equal(sc_string(r, "encoding"), "utf-8");
+    assert_int_equal(sc_int(r, "size"), 6);
+    assert_int_equal(sc_int(r, "offset"), 1);
+    assert_int_equal(sc_int(r, "length"), 2);
+    assert_true(json_is_true(json_object_get(json_object_get(r, "structuredContent"),
+                                             "truncated")));
+    assert_non_null(strstr(first_text(r), "bytes 1 to 2 of 6 of text.txt"));
+    /* An offset alone: up to 1 MiB from it; NUL and bytes that are not UTF-8 as base64. */
+    r = read_range(s, 3, "nul.bin", ",\"offset\":1");
+    assert_int_equal(asked_first, 1);
+    assert_int_equal(asked_last, BIG);
+    assert_string_equal(sc_string(r, "encoding"), "base64");
+    assert_string_equal(sc_string(r, "content"), "AGL//g==");
+    assert_int_equal(sc_int(r, "length"), 4);
+    assert_false(json_is_true(json_object_get(json_object_get(r, "structuredContent"),
+                                              "truncated")));
+    /* The part past 1 MiB of a binary file too large to read at once. */
+    r = read_range(s, 4, "big.bin", ",\"offset\":1048576,\"length\":1048576");
+    assert_false(json_is_true(json_object_get(r, "isError")));
+    assert_string_equal(sc_string(r, "content"), "AA==");
+    assert_int_equal(sc_int(r, "size"), BIG + 1);
+    /* Past the end: the API's answer (416) as the tool's error. */
+    r = read_range(s, 5, "text.txt", ",\"offset\":6");
+    assert_true(json_is_true(json_object_get(r, "isError")));
+    assert_non_null(strstr(first_text(r), "the file has 6 bytes"));
+    assert_non_null(strstr(first_text(r), "416"));
+    /* A length of 0 or over 1 MiB, a negative offset: refused by the tool's schema. */
+    r = read_range(s, 6, "text.txt", ",\"length\":0");
+    assert_true(json_is_true(json_object_get(r, "isError")));
+    assert_non_null(strstr(first_text(r), "length"));
+    r = read_range(s, 7, "text.txt", ",\"length\":1048577");
+    assert_true(json_is_true(json_object_get(r, "isError")));
+    r = read_range(s, 8, "text.txt", ",\"offset\":-1");
+    assert_true(json_is_true(json_object_get(r, "isError")));
+    assert_non_null(strstr(first_text(r), "offset"));
+    mcp_session_end(s);
+    /* A backend without call_range: the whole file, the range cut from it. */
+    s = ready_session_on(&bytes_backend);
+    r = read_range(s, 12, "text.txt", ",\"offset\":1,\"length\":2");
+    assert_false(json_is_true(json_object_get(r, "isError")));
+    assert_string_equal(sc_string(r, "content"), "\xc3\xa9");
+    assert_int_equal(sc_int(r, "size"), 6);
+    assert_int_equal(sc_int(r, "length"), 2);
+    r = read_range(s, 13, "text.txt", ",\"offset\":6");
+    assert_true(json_is_true(json_object_get(r, "isError")));
+    assert_non_null(strstr(first_text(r), "offset 6 is past the file's end: it has 6 bytes"));
     mcp_session_end(s);
 }
 
@@ -536,6 +654,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_session_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_file_without_call_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_file_range, setup, teardown),
         cmocka_unit_test_setup_teardown(test_diff_not_utf8, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

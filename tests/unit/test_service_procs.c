@@ -12,8 +12,7 @@
  * it is killed (its stream stays open, silent). So the output ring (ring_append, offsets past
  * what was kept) is not reached here; the integration suites run real processes. The limit of
  * 256 processes in all is not reached either (the limit per sandbox, 16, is): each running
- * process holds a connection of its own, and the scripted engine answers 32 requests, so each
- * process here gets an engine of its own. */
+ * process holds a connection of its own, and each process here gets an engine of its own. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -587,6 +586,64 @@ static void test_busy_while_a_command_holds_it(void **state)
     assert_false(clr_service_sandbox_busy(svc, ID_B));
 }
 
+/* A running background process is a command like an exec: it holds a slot of max_execs and of
+ * its sandbox's tenant's max_execs until it ends. With the default tenant's quota at 1, a
+ * second process (another sandbox of the tenant) and an exec are refused naming the quota,
+ * before anything is recorded or reaches an engine; once the first has ended, both have room. */
+static void test_process_holds_a_command_slot(void **state)
+{
+    struct fixture *fx = *state;
+    struct test_env *e = fx->e;
+    clr_service *svc = &e->svc;
+    const clr_tenant_quota quotas[1] = {{.name = CLR_TENANT_DEFAULT, .max_execs = 1}};
+    svc->cfg.tenants = quotas;
+    svc->cfg.ntenants = 1;
+    /* Positive control: nothing runs, a process starts and takes one slot of each. */
+    assert_int_equal(atomic_load(&svc->running_execs), 0);
+    own_engine(fx, ID_A);
+    json_t *p = start(svc, ID_A, "{\"argv\":[\"sleep\",\"1000\"]}");
+    char id[32];
+    snprintf(id, sizeof(id), "%s", str(p, "id"));
+    json_decref(p);
+    assert_int_equal(atomic_load(&svc->running_execs), 1);
+    assert_int_equal(atomic_load(&svc->tenant_execs[0]), 1);
+    const char *full = "tenant default is at its quota: 1 commands are running in its sandboxes "
+                       "(max_execs 1 for tenant default); retry later";
+    struct fake *spare = own_engine(fx, ID_B);
+    int records = audit_process_records(e, "process.start", "ok");
+    expect_refused(svc, ID_B, "{\"argv\":[\"true\"]}", CLR_E_LIMIT, full);
+    assert_int_equal(atomic_load(&svc->refused), 1);
+    assert_int_equal(fake_count(spare, "POST "), 0);
+    assert_int_equal(audit_process_records(e, "process.start", "ok"), records);
+    json_t *req = json_pack("{s:[s]}", "argv", "true");
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_exec_check(svc, ID_B, req, &err), -1);
+    assert_int_equal(err.code, CLR_E_LIMIT);
+    assert_string_equal(err.message, full);
+    /* Its end gives the slots back. */
+    json_t *sig = json_pack("{s:i}", "signal", 9);
+    assert_int_equal(clr_service_proc_signal(svc, ID_A, id, sig, "alice", &err), 0);
+    json_decref(sig);
+    json_decref(await_exit(svc, ID_A, id));
+    assert_int_equal(atomic_load(&svc->running_execs), 0);
+    assert_int_equal(atomic_load(&svc->tenant_execs[0]), 0);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_exec_check(svc, ID_B, req, &err), 0);
+    json_decref(req);
+    /* The engine the first gave back is let go: this one opens on the spare, scripted for B. */
+    for (int i = 0; i < svc->pool_n; i++)
+        clr_engine_free(svc->pool[i]);
+    svc->pool_n = 0;
+    p = start(svc, ID_B, "{\"argv\":[\"sleep\",\"1000\"]}");
+    assert_string_equal(str(p, "sandbox_id"), ID_B);
+    json_decref(p);
+    assert_int_equal(atomic_load(&svc->running_execs), 1);
+    svc_procs_stop(svc);
+    assert_int_equal(atomic_load(&svc->running_execs), 0);
+    svc->cfg.tenants = NULL;
+    svc->cfg.ntenants = 0;
+}
+
 int main(void)
 {
     /* As `clearing serve` does: a peer that closed its end (the scripted engine writing an
@@ -600,6 +657,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_limit_per_sandbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exited_are_pruned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_while_a_command_holds_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_process_holds_a_command_slot, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

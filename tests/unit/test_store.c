@@ -2,6 +2,7 @@
  * CLR_E_NOT_FOUND, a restart turns running execs into lost ones, and a database from a newer
  * clearing is refused rather than damaged. */
 #include <dirent.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -588,6 +589,62 @@ static void test_sandbox_set_state_from_changes_once(void **state)
                      0);
 }
 
+/* Updates from threads sharing one store each see their own count of changed rows: one thread's
+ * change always matches its row (1), the other's never matches (0). The count read after another
+ * thread's statement would give one of them the other's. */
+struct race_arm {
+    clr_store *st;
+    const char *id;
+    const char *from; /* NULL: toggle between running and destroyed, which always matches */
+    int rounds;
+    int wrong;
+    int errors;
+};
+
+static void *race_updates(void *arg)
+{
+    struct race_arm *a = arg;
+    for (int i = 0; i < a->rounds; i++) {
+        clr_error err = CLR_ERROR_INIT;
+        const char *from = a->from ? a->from : i % 2 ? CLR_STATE_DESTROYED : CLR_STATE_RUNNING;
+        const char *to = i % 2 ? CLR_STATE_RUNNING : CLR_STATE_DESTROYED;
+        int n = clr_store_sandbox_set_state_from(a->st, a->id, from, to, "", i, &err);
+        if (n < 0)
+            a->errors++;
+        else if (n != (a->from ? 0 : 1))
+            a->wrong++;
+    }
+    return NULL;
+}
+
+static void test_concurrent_updates_count_their_own_changes(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_sandbox s = sample("sb-00000000000000c1", 10, CLR_STATE_RUNNING);
+    insert_ok(fx->st, &s);
+    clr_store_sandbox_clear(&s);
+    s = sample("sb-00000000000000c2", 10, CLR_STATE_RUNNING);
+    insert_ok(fx->st, &s);
+    clr_store_sandbox_clear(&s);
+    struct race_arm hit = {fx->st, "sb-00000000000000c1", NULL, 400, 0, 0};
+    struct race_arm miss = {fx->st, "sb-00000000000000c2", CLR_STATE_LOST, 400, 0, 0};
+    pthread_t a, b;
+    assert_int_equal(pthread_create(&a, NULL, race_updates, &hit), 0);
+    assert_int_equal(pthread_create(&b, NULL, race_updates, &miss), 0);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    assert_int_equal(hit.errors + miss.errors, 0);
+    assert_int_equal(hit.wrong, 0);
+    assert_int_equal(miss.wrong, 0);
+    /* Positive control: every one of the matching thread's changes landed (an even count). */
+    clr_error err = CLR_ERROR_INIT;
+    clr_store_sandbox got;
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000c1", &got, &err), 0);
+    assert_string_equal(got.info.state, CLR_STATE_RUNNING);
+    assert_int_equal(got.destroyed_at, 399);
+    clr_store_sandbox_clear(&got);
+}
+
 static void test_sandbox_touch_and_set_expiry(void **state)
 {
     struct fixture *fx = *state;
@@ -851,6 +908,7 @@ int main(void)
         F(test_sandbox_set_state_records_reason_and_time),
         F(test_sandbox_destroy_reason_whole_or_cut_at_a_character),
         F(test_sandbox_set_state_from_changes_once),
+        F(test_concurrent_updates_count_their_own_changes),
         F(test_sandbox_touch_and_set_expiry),
         F(test_sandbox_large_and_negative_times_kept),
         F(test_sandbox_not_found_errors),
