@@ -34,5 +34,9 @@ struct MHD_Response *http_pushed_response(struct http_pushed *p);
  * for the operator) and queues its 200 stream on c. Takes ownership of req in every case. */
 enum MHD_Result http_stream_start(clr_service *svc, struct MHD_Connection *c, const char *id,
                                   json_t *req, const char *actor, const char *tenant);
+/* Starts req as a code interpreter's cell in sandbox id and queues its 200 stream on c (its
+ * output as stdout/stderr events, then the answer as the "result" event). Takes req. */
+enum MHD_Result http_stream_code_start(clr_service *svc, struct MHD_Connection *c,
+                                       const char *id, json_t *req, const char *actor);
 
 #endif
