@@ -56,6 +56,7 @@ struct code_session {
     uint64_t used;              /* bytes the bridge printed (code_lock) */
     struct code_lines *lines;   /* code_lock */
     uint64_t next_ticket, serving; /* cells in the order they came (code_lock) */
+    char lost[200]; /* why the last bridge ended with its state: said by the next answer */
     struct code_session *next;
 };
 
@@ -157,6 +158,12 @@ void svc_code_lines_feed(struct code_lines *r, const uint8_t *data, size_t len)
         data += n + 1;
         len -= n + 1;
     }
+}
+
+void svc_code_lines_on_event(struct code_lines *r, clr_service_event_cb cb, void *ctx)
+{
+    r->on_event = cb;
+    r->ctx = ctx;
 }
 
 json_t *svc_code_lines_take(struct code_lines *r, const char **broken)
@@ -476,10 +483,8 @@ static struct code_session *session_take(clr_service *svc, const char *id, clr_e
 static void session_give(struct code_session *s)
 {
     pthread_mutex_lock(&code_lock);
-    if (s->lines) {
-        s->lines->on_event = NULL;
-        s->lines->ctx = NULL;
-    }
+    if (s->lines)
+        svc_code_lines_on_event(s->lines, NULL, NULL);
     s->serving++;
     pthread_cond_broadcast(&code_cond);
     pthread_mutex_unlock(&code_lock);
@@ -492,7 +497,8 @@ static int session_ready(struct code_session *s, size_t line_max, bool *fresh,
                          char *why_restarted, size_t len, clr_error *err)
 {
     *fresh = false;
-    why_restarted[0] = '\0';
+    snprintf(why_restarted, len, "%s", s->lost);
+    s->lost[0] = '\0';
     if (s->h) {
         pthread_mutex_lock(&code_lock);
         bool ended = s->ended, full = s->used + line_max > BRIDGE_BUDGET;
@@ -598,6 +604,10 @@ static json_t *cell_exchange(struct code_session *s, const struct cell *c, bool 
                                    "kernel", why);
         a = own_answer("died", true, msg);
     }
+    snprintf(s->lost, sizeof(s->lost), "%s",
+             oom ? "the last kernel went past the sandbox's memory limit: this is a fresh one "
+                   "(its state is gone)"
+                 : "the last kernel ended: this is a fresh one (its state is gone)");
     bridge_end(s);
     return a;
 }
@@ -642,8 +652,7 @@ int clr_service_code_run(clr_service *svc, const char *id, json_t *req, const ch
         return -1;
     }
     pthread_mutex_lock(&code_lock);
-    s->lines->on_event = on_event;
-    s->lines->ctx = ctx;
+    svc_code_lines_on_event(s->lines, on_event, ctx);
     pthread_mutex_unlock(&code_lock);
     json_t *a = cell_exchange(s, &c, on_event != NULL, err);
     session_give(s);

@@ -22,6 +22,9 @@ struct code_lines;
 struct code_lines *svc_code_lines_new(size_t line_max);
 void svc_code_lines_free(struct code_lines *r);
 void svc_code_lines_feed(struct code_lines *r, const uint8_t *data, size_t len);
+/* Output events ({"event": "stdout"|"stderr", "text"}) go to cb as their lines come (NULL: they
+ * are dropped); they are never queued. */
+void svc_code_lines_on_event(struct code_lines *r, clr_service_event_cb cb, void *ctx);
 /* The next queued answer (caller owns it), or NULL; *broken (may be NULL) gets the reader's
  * protocol error, "" when none. */
 json_t *svc_code_lines_take(struct code_lines *r, const char **broken);

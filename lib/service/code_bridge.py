@@ -6,9 +6,11 @@
 # every line.
 #
 # Requests: {"op": "run", "code": str, "timeout_ms": int, "cap": int}
-#           {"op": "restart"}
+#           {"op": "restart"}  (run: also "stream": bool)
 # Answers:  {"event": "ready"} once the kernel answers; {"event": "fatal", "message": str}
-#           before it exits when it cannot serve; one {"event": "result", ...} per request.
+#           before it exits when it cannot serve; one {"event": "result", ...} per request,
+#           after {"event": "stdout"|"stderr", "text": str} as the output comes when the run
+#           request has "stream": true.
 import json
 import os
 import re
@@ -78,8 +80,9 @@ class Session:
 
 
 class Cell:
-    def __init__(self, cap):
+    def __init__(self, cap, stream=False):
         self.cap = cap
+        self.stream = stream
         self.used = 0
         self.truncated = False
         self.stdout = []
@@ -125,7 +128,10 @@ class Cell:
         if t == "stream":
             s = self.take(c.get("text", ""))
             if s is not None:
-                (self.stdout if c.get("name") == "stdout" else self.stderr).append(s)
+                name = "stdout" if c.get("name") == "stdout" else "stderr"
+                (self.stdout if name == "stdout" else self.stderr).append(s)
+                if self.stream:
+                    say({"event": name, "text": s})
         elif t == "execute_result":
             self.result = self.bundle(c.get("data", {}))
             self.count = c.get("execution_count", self.count)
@@ -144,7 +150,7 @@ class Cell:
 def run(s, req):
     code = req.get("code", "")
     timeout = max(1, int(req.get("timeout_ms", 30000))) / 1000.0
-    cell = Cell(max(1024, int(req.get("cap", 1 << 20))))
+    cell = Cell(max(1024, int(req.get("cap", 1 << 20))), bool(req.get("stream")))
     if not s.alive():
         s.restart()
         return finish(cell, "died", "the kernel had exited: a fresh one was started")
