@@ -654,6 +654,8 @@ int clr_service_code_run(clr_service *svc, const char *id, json_t *req, const ch
     pthread_mutex_lock(&code_lock);
     svc_code_lines_on_event(s->lines, on_event, ctx);
     pthread_mutex_unlock(&code_lock);
+    /* Active from its start, as an exec: the idle reaper leaves a long cell's sandbox alone. */
+    clr_store_sandbox_touch(svc->store, id, svc_now_s(), NULL);
     json_t *a = cell_exchange(s, &c, on_event != NULL, err);
     session_give(s);
     if (why[0]) {
@@ -742,6 +744,16 @@ size_t svc_code_prune(clr_service *svc)
         }
     }
     return freed;
+}
+
+bool svc_code_busy(clr_service *svc, const char *id)
+{
+    bool busy = false;
+    pthread_mutex_lock(&code_lock);
+    for (struct code_session *s = svc->codes; s && !busy; s = s->next)
+        busy = s->next_ticket != s->serving && strcmp(s->sandbox_id, id) == 0;
+    pthread_mutex_unlock(&code_lock);
+    return busy;
 }
 
 void svc_code_stop(clr_service *svc)

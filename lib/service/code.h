@@ -16,6 +16,9 @@ void svc_code_stop(clr_service *svc);
  * running (the reaper calls it each pass). Returns how many were freed. */
 size_t svc_code_prune(clr_service *svc);
 
+/* Whether a cell runs or waits in the sandbox's code session (the reaper's idle check). */
+bool svc_code_busy(clr_service *svc, const char *id);
+
 /* The bridge's line reader, exposed for the unit tests: feeds len bytes of the bridge's stdout
  * to a reader (its complete lines are checked and queued). */
 struct code_lines;

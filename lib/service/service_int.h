@@ -8,7 +8,7 @@
  *   events.c     -> reaper, rows, engines
  *   reaper.c     -> lifecycle, procs, removal, channels, rows, engines (reaper, reconcile, recovery)
  *   lifecycle.c  -> warm, removal, channels, tenants, rows, validate, engines
- *   procs.c      -> execs, channels, rows, validate, engines
+ *   procs.c      -> code, execs, channels, rows, validate, engines
  *   code.c       -> execs, rows, validate, engines (the code interpreter's sessions)
  *   execs.c      -> channels, tenants, rows, validate, engines
  *   plans.c, metrics.c, git.c, svc_files.c -> tenants, rows, validate, engines

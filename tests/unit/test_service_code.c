@@ -288,6 +288,8 @@ static void test_bridge_that_ends(void **state)
     expect_error(&err, CLR_E_NOT_FOUND, "does not exist");
     expect_audit(e, "code.restart", "error", ID_A, "alice");
     assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-a/exec"), 2);
+    /* No cell runs or waits: the sandbox is not busy for the reaper. */
+    assert_false(svc_code_busy(svc, ID_A));
     /* The session is there while its sandbox runs; gone once it is not. */
     assert_int_equal((int)svc_code_prune(svc), 0);
     test_env_set_state(e, ID_A, CLR_STATE_DESTROYED, "client");
