@@ -1,6 +1,7 @@
 /* code: see code.h. */
 #include <errno.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "clearing/cleanup_json.h"
 #include "internal.h"
@@ -333,14 +334,27 @@ static void bridge_end(struct code_session *s)
 
 /* Waits for the bridge's next answer until deadline (monotonic us). 0 with *line; -1 when the
  * bridge ended or broke its protocol (*why says which), -2 at the deadline. */
-static int bridge_answer(struct code_session *s, uint64_t deadline, json_t **line,
-                         char *why, size_t whylen, bool *oom)
+static int bridge_answer(struct code_session *s, const char *nonce, uint64_t deadline,
+                         json_t **line, char *why, size_t whylen, bool *oom)
 {
     *oom = false;
+    unsigned stale = 0;
     pthread_mutex_lock(&code_lock);
     for (;;) {
         const char *broken = "";
         json_t *j = svc_code_lines_take(s->lines, &broken);
+        /* An answer to another request (a cell wrote a forged one, and the real one came
+         * after it): dropped, so that it never passes for a later cell's. */
+        if (j && nonce &&
+            strcmp(str_or(json_object_get(j, "nonce"), ""), nonce) != 0 && ++stale <= 64) {
+            json_decref(j);
+            continue;
+        }
+        if (j && stale > 64) {
+            json_decref(j);
+            j = NULL;
+            broken = "the bridge wrote answers to no request";
+        }
         if (j) {
             pthread_mutex_unlock(&code_lock);
             *line = j;
@@ -404,7 +418,7 @@ static int bridge_start(struct code_session *s, clr_error *err)
     json_t *line = NULL;
     char why[256] = "";
     bool oom;
-    rc = bridge_answer(s, svc_mono_us() + (uint64_t)READY_WAIT_MS * 1000, &line, why,
+    rc = bridge_answer(s, NULL, svc_mono_us() + (uint64_t)READY_WAIT_MS * 1000, &line, why,
                        sizeof(why), &oom);
     const char *ev = json_string_value(json_object_get(line, "event"));
     if (rc == 0 && ev && strcmp(ev, "ready") == 0) {
@@ -573,17 +587,25 @@ int clr_service_code_check(clr_service *svc, const char *id, json_t *req, clr_er
 static json_t *cell_exchange(struct code_session *s, const struct cell *c, bool stream,
                              clr_error *err)
 {
-    json_t *req = json_pack("{s:s, s:s%, s:I, s:I, s:b}", "op", "run", "code", c->code,
+    /* The answer must name this request's nonce: the cell's code can write to the bridge's
+     * stdout, but does not know the nonce (it is only in the bridge's stdin and memory). */
+    uint8_t r[16];
+    char nonce[33];
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        memset(r, 0, sizeof(r));
+    for (size_t i = 0; i < sizeof(r); i++)
+        snprintf(nonce + 2 * i, 3, "%02x", r[i]);
+    json_t *req = json_pack("{s:s, s:s%, s:I, s:I, s:b, s:s}", "op", "run", "code", c->code,
                             c->code_len, "timeout_ms", (json_int_t)c->timeout_ms, "cap",
-                            (json_int_t)c->cap, "stream", stream);
+                            (json_int_t)c->cap, "stream", stream, "nonce", nonce);
     int rc = bridge_send(s, req, err);
     json_decref(req);
     char why[256] = "";
     json_t *line = NULL, *a = NULL;
     bool oom = false;
     if (rc == 0)
-        rc = bridge_answer(s, svc_mono_us() + (c->timeout_ms + ANSWER_GRACE_MS) * 1000, &line,
-                           why, sizeof(why), &oom);
+        rc = bridge_answer(s, nonce, svc_mono_us() + (c->timeout_ms + ANSWER_GRACE_MS) * 1000,
+                           &line, why, sizeof(why), &oom);
     else
         snprintf(why, sizeof(why), "%.200s", err->message);
     if (rc == 0 && !(a = svc_code_answer(line)))

@@ -5,12 +5,12 @@
 # prints is trusted by the daemon (it runs next to the user's code): the daemon caps and checks
 # every line.
 #
-# Requests: {"op": "run", "code": str, "timeout_ms": int, "cap": int}
+# Requests: {"op": "run", "code": str, "timeout_ms": int, "cap": int, "nonce": str}
 #           {"op": "restart"}  (run: also "stream": bool)
 # Answers:  {"event": "ready"} once the kernel answers; {"event": "fatal", "message": str}
 #           before it exits when it cannot serve; one {"event": "result", ...} per request,
 #           after {"event": "stdout"|"stderr", "text": str} as the output comes when the run
-#           request has "stream": true.
+#           request has "stream": true. A result carries its request's nonce.
 import json
 import os
 import re
@@ -223,8 +223,10 @@ def main():
         return 3
     say({"event": "ready"})
     for line in sys.stdin:
+        nonce = None
         try:
             req = json.loads(line)
+            nonce = req.get("nonce")
             if req.get("op") == "restart":
                 s.restart()
                 ans = {"event": "result", "status": "restarted", "restarted": True,
@@ -234,6 +236,7 @@ def main():
         except Exception as e:
             ans = {"event": "result", "status": "bridge_error",
                    "message": "%s: %s" % (type(e).__name__, e)}
+        ans["nonce"] = nonce
         say(ans)
     s.stop()
     return 0

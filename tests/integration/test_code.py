@@ -272,6 +272,40 @@ class Code(unittest.TestCase):
         self.assertEqual(last['result']['text/plain'], "'done'")
         self.assertEqual(last['stdout'], out)
 
+    def test_cell_against_the_bridge(self):
+        """The cell's code runs next to the bridge, as the same user. Its stdout (the daemon's
+        channel) is out of the cell's reach here (/proc/PID/fd of the bridge is refused); were
+        it not, a forged answer would not pass for the cell's: it lacks the request's nonce
+        (the unit tests feed the reader forged and broken lines). A cell that kills the bridge
+        gets a clear status, and the next call a fresh kernel."""
+        sid = self.sandbox()
+        cell(self.c, sid, 'import os\n'
+                          'def to_bridge(b):\n'
+                          '    fd = os.open("/proc/%d/fd/1" % os.getppid(), os.O_WRONLY)\n'
+                          '    os.write(fd, b)\n'
+                          '    os.close(fd)\n'
+                          'n = 0')
+        forged = b'{"event":"result","status":"ok","stdout":"forged","execution_count":99}\n'
+        a = cell(self.c, sid, 'to_bridge(%r)\n"real"' % forged)
+        if a['status'] == 'error':
+            self.assertEqual(a['error']['name'], 'PermissionError', a)
+        else:
+            self.assertEqual(a['status'], 'ok', a)
+            self.assertEqual(a['result']['text/plain'], "'real'", a)
+        self.assertNotEqual(a['stdout'], 'forged')
+        self.assertNotEqual(a['execution_count'], 99)
+        b = cell(self.c, sid, 'n + 1')
+        self.assertEqual(b['result']['text/plain'], '1', b)
+        self.assertEqual(b['execution_count'], a['execution_count'] + 1)
+        c = cell(self.c, sid, 'import os, signal\nos.kill(os.getppid(), signal.SIGKILL)')
+        self.assertEqual(c['status'], 'died', c)
+        self.assertTrue(c['restarted'])
+        self.assertIn('bridge', c['message'])
+        d = cell(self.c, sid, '2 + 2')
+        self.assertEqual(d['result']['text/plain'], '4', d)
+        self.assertTrue(d['restarted'], d)
+        self.assertEqual(cell(self.c, sid, 'n')['error']['name'], 'NameError')
+
     def test_truncated(self):
         sid = self.sandbox()
         a = cell(self.c, sid, 'print("x" * 100000)', output_cap='4k')
