@@ -326,6 +326,23 @@ class Code(unittest.TestCase):
         r = self.c.post('/v1/sandboxes/sb-0000000000000000/code', {'code': '1'})
         self.assertEqual(r.status, 404, r)
 
+    def test_tenancy(self):
+        """Another tenant's sandbox is an unknown id for /code and /code/restart (404), as
+        for every sandbox route; its own tenant reaches it (positive control)."""
+        r = self.c.request('POST', '/v1/sandboxes', {'image': IMAGE},
+                           headers={'X-Clearing-Tenant': 'code-a'})
+        self.assertEqual(r.status, 201, r)
+        sid = r.json['id']
+        self.made.append(sid)
+        for path, body in (('/code', {'code': '1'}), ('/code/restart', None)):
+            r = self.c.request('POST', '/v1/sandboxes/%s%s' % (sid, path), body,
+                               headers={'X-Clearing-Tenant': 'code-b'})
+            self.assertEqual(r.status, 404, (path, r))
+        r = self.c.request('POST', '/v1/sandboxes/%s/code' % sid, {'code': '7 * 6'},
+                           headers={'X-Clearing-Tenant': 'code-a'}, timeout=CELL_HTTP_TIMEOUT)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json['result']['text/plain'], '42')
+
     def test_image_without_kernel(self):
         sid = self.sandbox(image='clearing/default:latest')
         r = self.c.post('/v1/sandboxes/%s/code' % sid, {'code': '1'}, timeout=CELL_HTTP_TIMEOUT)
