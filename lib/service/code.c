@@ -58,6 +58,7 @@ struct code_session {
     struct code_lines *lines;   /* code_lock */
     uint64_t next_ticket, serving; /* cells in the order they came (code_lock) */
     char lost[200]; /* why the last bridge ended with its state: said by the next answer */
+    bool stopping;  /* the daemon stops: no cell waits any longer (code_lock) */
     struct code_session *next;
 };
 
@@ -360,6 +361,8 @@ static int bridge_answer(struct code_session *s, const char *nonce, uint64_t dea
             *line = j;
             return 0;
         }
+        if (s->stopping && !broken[0] && !s->ended)
+            broken = "the daemon is stopping";
         if (broken[0] || s->ended) {
             snprintf(why, whylen, "%s", broken[0] ? broken : s->end_message);
             *oom = !broken[0] && s->end_status == CLR_EXEC_OOM;
@@ -490,6 +493,13 @@ static struct code_session *session_take(clr_service *svc, const char *id, clr_e
     uint64_t ticket = s->next_ticket++;
     while (s->serving != ticket)
         pthread_cond_wait(&code_cond, &code_lock);
+    if (s->stopping) {
+        s->serving++;
+        pthread_cond_broadcast(&code_cond);
+        pthread_mutex_unlock(&code_lock);
+        clr_error_set(err, CLR_E_UNAVAILABLE, 0, "the daemon is stopping");
+        return NULL;
+    }
     pthread_mutex_unlock(&code_lock);
     return s;
 }
@@ -780,6 +790,31 @@ bool svc_code_busy(clr_service *svc, const char *id)
 
 void svc_code_stop(clr_service *svc)
 {
+    /* Cells still in flight (a stream's thread outlives its connection) end first: each sees
+     * the daemon stopping within a second and gives its turn back; only then are the sessions
+     * freed. Sessions still held after a minute are left (never freed under a cell). */
+    pthread_mutex_lock(&code_lock);
+    for (struct code_session *c = svc->codes; c; c = c->next)
+        c->stopping = true;
+    pthread_cond_broadcast(&code_cond);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 60;
+    bool held = true;
+    while (held) {
+        held = false;
+        for (struct code_session *c = svc->codes; c; c = c->next)
+            held = held || c->next_ticket != c->serving;
+        if (held && pthread_cond_timedwait(&code_cond, &code_lock, &until) != 0)
+            break;
+    }
+    pthread_mutex_unlock(&code_lock);
+    if (held) {
+        clr_log(CLR_LOG_ERROR, "service.code_stop", "error",
+                "cells of the code interpreter still held their sessions after 60 s: left",
+                NULL);
+        return;
+    }
     struct code_session *s = svc->codes;
     svc->codes = NULL;
     while (s) {
