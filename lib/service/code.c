@@ -808,15 +808,15 @@ void svc_code_stop(clr_service *svc)
         if (held && pthread_cond_timedwait(&code_cond, &code_lock, &until) != 0)
             break;
     }
+    /* Taken under the lock: the reaper's prune may still run. */
+    struct code_session *s = held ? NULL : svc->codes;
+    if (!held)
+        svc->codes = NULL;
     pthread_mutex_unlock(&code_lock);
-    if (held) {
+    if (held)
         clr_log(CLR_LOG_ERROR, "service.code_stop", "error",
                 "cells of the code interpreter still held their sessions after 60 s: left",
                 NULL);
-        return;
-    }
-    struct code_session *s = svc->codes;
-    svc->codes = NULL;
     while (s) {
         struct code_session *n = s->next;
         bridge_end(s);
