@@ -13,6 +13,7 @@
 #include "service/channels.h"
 #include "service/engines.h"
 #include "service/events.h"
+#include "service/code.h"
 #include "service/procs.h"
 #include "service/reaper.h"
 #include "service/removal.h"
@@ -285,6 +286,7 @@ void clr_service_stop(clr_service *svc)
 {
     if (!svc)
         return;
+    svc_code_stop(svc);
     svc_procs_stop(svc);
     /* Channels close; commands on them go on inside their sandboxes, and their results wait in
      * the agent for the next start. */

@@ -18,6 +18,7 @@ static const struct command commands[] = {
     {"gauntlet", cmd_gauntlet, "run the validation gauntlet on a project in a fresh sandbox"},
     {"create", cmd_create, "create a sandbox in the daemon; prints its id last"},
     {"exec", cmd_exec, "run a command in a daemon's sandbox, streaming its output"},
+    {"code", cmd_code, "run Python in a sandbox's code session (a Jupyter kernel; state kept)"},
     {"inspect", cmd_inspect, "show a daemon's sandbox"},
     {"commit", cmd_commit, "commit a sandbox's workspace to its branch"},
     {"diff", cmd_diff, "show a sandbox's changes against its base commit"},

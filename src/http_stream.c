@@ -220,6 +220,7 @@ struct stream {
     json_t *req;
     char actor[160];
     char tenant[CLR_TENANT_MAX + 1]; /* a plan's: whose its sandbox is ("": the operator's) */
+    bool code; /* a code interpreter's cell, not an exec */
 };
 
 static void stream_push(struct stream *st, json_t *ev, bool last)
@@ -256,7 +257,9 @@ static void *stream_exec_main(void *arg)
     struct stream *st = arg;
     clr_error err = CLR_ERROR_INIT;
     json_t *out = NULL;
-    int rc = st->id[0] ? clr_service_exec(st->svc, st->id, st->req, st->actor, on_stream_event,
+    int rc = st->code ? clr_service_code_run(st->svc, st->id, st->req, st->actor,
+                                             on_stream_event, st, &out, &err)
+             : st->id[0] ? clr_service_exec(st->svc, st->id, st->req, st->actor, on_stream_event,
                                           st, &out, &err)
                        : clr_service_plan_cancel(st->svc, st->req,
                                                  st->tenant[0] ? st->tenant : NULL, st->actor,
@@ -276,9 +279,9 @@ static void *stream_exec_main(void *arg)
     return NULL;
 }
 
-enum MHD_Result http_stream_start(clr_service *svc, struct MHD_Connection *c,
-                                  const char *id, json_t *req, const char *actor,
-                                  const char *tenant)
+static enum MHD_Result stream_begin(clr_service *svc, struct MHD_Connection *c, const char *id,
+                                    json_t *req, const char *actor, const char *tenant,
+                                    bool code)
 {
     struct stream *st = calloc(1, sizeof(*st));
     struct http_pushed *out = http_pushed_new(heartbeat);
@@ -295,6 +298,7 @@ enum MHD_Result http_stream_start(clr_service *svc, struct MHD_Connection *c,
     snprintf(st->actor, sizeof(st->actor), "%s", actor);
     snprintf(st->tenant, sizeof(st->tenant), "%s", tenant);
     st->req = req;
+    st->code = code;
     /* The response's reference first: the exec thread may end before it is queued. */
     struct MHD_Response *r = http_pushed_response(out);
     if (!r) {
@@ -320,4 +324,16 @@ enum MHD_Result http_stream_start(clr_service *svc, struct MHD_Connection *c,
     enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+enum MHD_Result http_stream_start(clr_service *svc, struct MHD_Connection *c, const char *id,
+                                  json_t *req, const char *actor, const char *tenant)
+{
+    return stream_begin(svc, c, id, req, actor, tenant, false);
+}
+
+enum MHD_Result http_stream_code_start(clr_service *svc, struct MHD_Connection *c,
+                                       const char *id, json_t *req, const char *actor)
+{
+    return stream_begin(svc, c, id, req, actor, "", true);
 }

@@ -41,5 +41,9 @@ const volatile int *http_pushed_gone(struct http_pushed *p);
  * for the operator; a client that goes away cancels the plan) and queues its 200 stream on c. Takes ownership of req in every case. */
 enum MHD_Result http_stream_start(clr_service *svc, struct MHD_Connection *c, const char *id,
                                   json_t *req, const char *actor, const char *tenant);
+/* Starts req as a code interpreter's cell in sandbox id and queues its 200 stream on c (its
+ * output as stdout/stderr events, then the answer as the "result" event). Takes req. */
+enum MHD_Result http_stream_code_start(clr_service *svc, struct MHD_Connection *c,
+                                       const char *id, json_t *req, const char *actor);
 
 #endif

@@ -25,6 +25,7 @@ json_t *tool_diff(struct mcp_call *c, const json_t *args);
 json_t *tool_commit(struct mcp_call *c, const json_t *args);
 json_t *tool_run_gauntlet(struct mcp_call *c, const json_t *args);
 json_t *tool_run_plan(struct mcp_call *c, const json_t *args);
+json_t *tool_run_code(struct mcp_call *c, const json_t *args);
 
 /* Creates a sandbox from args (image, limits, repo, base, branch, egress, env,
  * idle_timeout) and records it in the session (kept when keep): its id (the

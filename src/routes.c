@@ -224,6 +224,29 @@ static enum MHD_Result h_exec(struct route_call *k)
     return answer(k, rc, 200, out, &err);
 }
 
+static enum MHD_Result h_code(struct route_call *k)
+{
+    clr_error err = CLR_ERROR_INIT;
+    json_t *out = NULL;
+    if (query_true(k->c, "stream")) {
+        if (clr_service_code_check(k->s->svc, k->id, k->body, &err) < 0)
+            return send_clr_error(k->c, &err);
+        return http_stream_code_start(k->s->svc, k->c, k->id, steal_pointer(&k->body),
+                                      k->rq->actor);
+    }
+    int rc = clr_service_code_run(k->s->svc, k->id, k->body, k->rq->actor, NULL, NULL, &out,
+                                  &err);
+    return answer(k, rc, 200, out, &err);
+}
+
+static enum MHD_Result h_code_restart(struct route_call *k)
+{
+    clr_error err = CLR_ERROR_INIT;
+    json_t *out = NULL;
+    int rc = clr_service_code_restart(k->s->svc, k->id, k->rq->actor, &out, &err);
+    return answer(k, rc, 200, out, &err);
+}
+
 static enum MHD_Result h_exec_get(struct route_call *k)
 {
     clr_error err = CLR_ERROR_INIT;
@@ -436,6 +459,8 @@ static const struct route routes[] = {
     {{"GET", "/v1/sandboxes/{id}/diff"}, h_diff, ROUTE_NONE},
     {{"GET", "/v1/sandboxes/{id}/archive"}, h_archive_get, ROUTE_NONE},
     {{"PUT", "/v1/sandboxes/{id}/archive"}, h_archive_put, ROUTE_UPLOAD},
+    {{"POST", "/v1/sandboxes/{id}/code"}, h_code, ROUTE_JSON},
+    {{"POST", "/v1/sandboxes/{id}/code/restart"}, h_code_restart, ROUTE_NONE},
     /* GET /mcp is no row: the router's 405 (Allow: POST, DELETE) is the answer the MCP
      * specification asks of a server that offers no standalone stream. */
     {{"POST", "/mcp"}, h_mcp_post, ROUTE_RPC},

@@ -239,4 +239,19 @@ CLR_PUBLIC int clr_service_reconcile(clr_service *svc, clr_error *err);
 CLR_PUBLIC int clr_service_workspace(clr_service *svc, const char *id, char *out, size_t len,
                                      clr_error *err);
 
+/* The code interpreter (lib/service/code.h): runs a cell {"code": "...", "timeout": "30s",
+ * "output_cap": "1m"} in the sandbox's code session (started on first use) and answers
+ * {"status", "execution_count", "stdout", "stderr", "result", "displays", "error", "truncated",
+ * "restarted", "message", "duration_ms"}. With on_event, the cell's output also comes as
+ * {"event": "stdout"|"stderr", "text"} events while it runs. */
+CLR_PUBLIC int clr_service_code_run(clr_service *svc, const char *id, json_t *request,
+                                    const char *actor, clr_service_event_cb on_event, void *ctx,
+                                    json_t **out, clr_error *err);
+/* Checks a cell's request and the sandbox before a stream is started. */
+CLR_PUBLIC int clr_service_code_check(clr_service *svc, const char *id, json_t *request,
+                                      clr_error *err);
+/* A fresh kernel for the sandbox's code session (its state is gone): {"status": "restarted"}. */
+CLR_PUBLIC int clr_service_code_restart(clr_service *svc, const char *id, const char *actor,
+                                        json_t **out, clr_error *err);
+
 #endif

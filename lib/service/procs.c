@@ -6,6 +6,7 @@
 #include "clearing/plan.h"
 
 #include "channels.h"
+#include "code.h"
 #include "engines.h"
 #include "execs.h"
 #include "procs.h"
@@ -310,6 +311,8 @@ bool clr_service_sandbox_busy(clr_service *svc, const char *id)
         busy = lv && lv->refs > 1;
         pthread_mutex_unlock(&svc->live_lock);
     }
+    if (!busy)
+        busy = svc_code_busy(svc, id); /* a cell of the code interpreter runs or waits */
     return busy;
 }
 

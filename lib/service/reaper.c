@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "channels.h"
+#include "code.h"
 #include "engines.h"
 #include "lifecycle.h"
 #include "procs.h"
@@ -38,6 +39,7 @@ int clr_service_reap(clr_service *svc, clr_error *err)
     size_t n = 0;
     int64_t now = svc_now_s();
     svc_procs_prune(svc);
+    svc_code_prune(svc);
     int removed = reap_lost(svc, now, err);
     if (removed < 0 ||
         clr_store_sandbox_list(svc->store, CLR_STATE_RUNNING, &rows, &n, err) < 0)

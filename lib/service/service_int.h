@@ -8,7 +8,8 @@
  *   events.c     -> reaper, rows, engines
  *   reaper.c     -> lifecycle, procs, removal, channels, rows, engines (reaper, reconcile, recovery)
  *   lifecycle.c  -> warm, removal, channels, tenants, rows, validate, engines
- *   procs.c      -> execs, channels, rows, validate, engines
+ *   procs.c      -> code, execs, channels, rows, validate, engines
+ *   code.c       -> execs, rows, validate, engines (the code interpreter's sessions)
  *   execs.c      -> channels, tenants, rows, validate, engines
  *   plans.c, metrics.c, git.c, svc_files.c -> tenants, rows, validate, engines
  *   warm.c, removal.c -> engines (removal also validate)
@@ -137,6 +138,8 @@ struct clr_service {
     struct live_sb *live;
     atomic_uint_fast64_t channel_execs, channel_replayed;
     clr_egress_totals egress;
+    /* Code sessions (code.c): one per sandbox that ran a cell; guarded by code.c's lock. */
+    struct code_session *codes;
 };
 
 struct live_sb {

@@ -126,7 +126,7 @@ async function testTools(client, st) {
   const { tools } = await client.listTools();
   const want = ['create_sandbox', 'run_command', 'exec', 'write_file', 'read_file', 'list_files',
     'delete_file', 'start_process', 'read_process_output', 'stop_process', 'diff', 'commit',
-    'run_gauntlet', 'run_plan', 'destroy_sandbox', 'list_sandboxes'];
+    'run_gauntlet', 'run_plan', 'destroy_sandbox', 'list_sandboxes', 'run_code'];
   const names = tools.map((t) => t.name);
   check('tools/list names every tool', want.every((n) => names.includes(n)), names);
   check('... each with an object inputSchema and a description',
@@ -296,10 +296,35 @@ async function testEachTool(client, st) {
     { write: { path: 'p.txt', content: 'p\n' } }, { run: { argv: ['test', '-f', 'p.txt'] } }] } });
   check('run_plan: verdict pass and a commit', !r.isError && r.structuredContent?.verdict === 'pass' &&
     /^[0-9a-f]{40}$/.test(r.structuredContent?.commit ?? ''), r);
+  await testRunCode(client, st);
   const { tools } = await client.listTools();
   const missed = tools.filter((t) => t.outputSchema && !validated.has(t.name)).map((t) => t.name);
   check('every tool with an outputSchema returned structuredContent the SDK validated against it',
     validated.size >= 10 && missed.length === 0, { validated: [...validated], missed });
+}
+
+// run_code: a Jupyter kernel in a sandbox of the datascience image; state across calls, a
+// matplotlib figure as image content, an exception as an error result with its name.
+async function testRunCode(client, st) {
+  let r = await call(client, 'create_sandbox', { image: 'clearing/datascience:latest' });
+  st.code = r.structuredContent?.id;
+  check('create_sandbox of clearing/datascience', !r.isError && st.code, r);
+  r = await call(client, 'run_code', { sandbox_id: st.code, code: 'x = 2', timeout: 600 });
+  check('run_code: ok', !r.isError && r.structuredContent?.status === 'ok', r);
+  r = await call(client, 'run_code', { sandbox_id: st.code, code: 'x * 21' });
+  check('run_code: the state lives on, the value as text/plain',
+    !r.isError && r.structuredContent?.result?.['text/plain'] === '42' &&
+    r.content?.[0]?.text?.includes('value: 42'), r);
+  r = await call(client, 'run_code', { sandbox_id: st.code, code:
+    'import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()', timeout: 600 });
+  const img = r.content?.find((c) => c.type === 'image');
+  check('run_code: a matplotlib figure as PNG image content', !r.isError && img &&
+    img.mimeType === 'image/png' && Buffer.from(img.data, 'base64').subarray(1, 4).toString() === 'PNG', r);
+  r = await call(client, 'run_code', { sandbox_id: st.code, code: '1/0' });
+  check('run_code: an exception is an error result with its name', r.isError &&
+    r.structuredContent?.error?.name === 'ZeroDivisionError', r);
+  r = await call(client, 'destroy_sandbox', { sandbox_id: st.code });
+  check('destroy_sandbox of the code sandbox', !r.isError, r);
 }
 
 async function testCancel(client, st) {

@@ -667,6 +667,30 @@ def test_readme_example():
           printed.getvalue())
 
 
+def test_run_code():
+    with CLIENT.sandbox(image='clearing/datascience:latest') as sb:
+        r = sb.run_code('x = 6\nprint("hi")', timeout='600s')
+        check('run_code: a CodeResult, ok, its stdout', isinstance(r, clearing.CodeResult)
+              and r.ok and r.stdout == 'hi\n' and r.text is None, r)
+        r = sb.run_code('x * 7')
+        check('run_code: the state lives on, the value as text', r.ok and r.text == '42'
+              and r.execution_count == 2, r)
+        r = sb.run_code('import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()',
+                        timeout=600)
+        imgs = r.images()
+        check('run_code: images() decodes the figure', r.ok and len(imgs) == 1
+              and imgs[0][:8] == b'\x89PNG\r\n\x1a\n', r)
+        r = sb.run_code('1/0')
+        check('run_code: an exception is a result with its error', r.status == 'error'
+              and r.error is not None and r.error.name == 'ZeroDivisionError', r)
+        sb.restart_code()
+        r = sb.run_code('x')
+        check('restart_code: a fresh kernel', r.error is not None and r.error.name == 'NameError',
+              r)
+        raises('run_code of a non-string: InvalidArgument before a request',
+               clearing.InvalidArgument, lambda: sb.run_code(5), 'code')
+
+
 def main():
     global W, CLIENT, NOWHERE, REPO, PORT
     if len(sys.argv) != 2:
@@ -702,7 +726,7 @@ def main():
         for t in (test_health_and_errors, test_sandbox_and_exec, test_exec_stream,
                   test_silent_commands, test_files,
                   test_processes, test_egress, test_repo_diff_commit, test_plans,
-                  test_tcp, test_readme_example):
+                  test_tcp, test_readme_example, test_run_code):
             case(t)
         left = [s.id for s in CLIENT.list_sandboxes(state='running')]
         check('no sandbox left running', not left, left)

@@ -291,7 +291,7 @@ static void test_tools_list(void **state)
     struct mcp_session *s = ready_session();
     handle(s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\"}");
     json_t *tools = json_object_get(json_object_get(response(2), "result"), "tools");
-    assert_int_equal(json_array_size(tools), 16);
+    assert_int_equal(json_array_size(tools), 17);
     size_t i;
     json_t *t;
     json_array_foreach (tools, i, t) {

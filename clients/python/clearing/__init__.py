@@ -14,6 +14,7 @@ from .errors import (ClearingError, Conflict, DaemonUnreachable, Denied, EngineE
 from .models import (ArchiveExtracted, CommitResult, EgressPolicy, Exec, ExecResult, FileEntry,
                      FileWritten, Health, OutputChunk, OutputWindow, PlanEvent, PlanReport,
                      Process, ProcessOutput, Sandbox, SandboxLimits, SkippedPath)
+from .models import CodeError, CodeResult
 
 __version__ = '0.1.0'
 
@@ -24,4 +25,5 @@ __all__ = [
     'ArchiveExtracted', 'CommitResult', 'EgressPolicy', 'Exec', 'ExecResult', 'FileEntry',
     'FileWritten', 'Health', 'OutputChunk', 'OutputWindow', 'PlanEvent', 'PlanReport',
     'Process', 'ProcessOutput', 'Sandbox', 'SandboxLimits', 'SkippedPath',
+    'CodeError', 'CodeResult',
 ]

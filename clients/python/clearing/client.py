@@ -12,6 +12,7 @@ from . import _tar
 from ._transport import Transport, decode_json
 from .errors import (ClearingError, DaemonUnreachable, InternalError, InvalidArgument, Timeout,
                      Unavailable)
+from .models import CodeResult
 from .models import (ArchiveExtracted, CommitResult, Exec, ExecResult, FileEntry, FileWritten,
                      Health, Json, OutputChunk, PlanEvent, PlanReport, Process, ProcessOutput,
                      Sandbox)
@@ -739,3 +740,26 @@ class SandboxSession:
                 raise InvalidArgument('trailers is a list of "Key: value" strings')
             body['trailers'] = list(trailers)
         return CommitResult.from_json(self._json('POST', '/commit', body))
+
+    # ---- the code interpreter ----
+
+    def run_code(self, code: str, *, timeout: Optional[Duration] = None,
+                 output_cap: Optional[Size] = None) -> CodeResult:
+        """POST .../code: a cell of Python in the sandbox's code session (a Jupyter kernel
+        whose state lives from one call to the next). A cell that raises, times out or runs
+        out of memory is a result (status, error), not an exception."""
+        if not isinstance(code, str):
+            raise InvalidArgument('code must be a string of Python source')
+        body: Json = {'code': code}
+        if _check_duration(timeout, 'timeout') is not None:
+            body['timeout'] = timeout
+        if _check_size(output_cap, 'output_cap') is not None:
+            body['output_cap'] = output_cap
+        secs = _seconds(timeout)
+        # The first cell starts a kernel; a cell that never answers ends at timeout + 60 s.
+        wait = max(self.client._t.timeout, (30 if secs is None else secs) + 240)
+        return CodeResult.from_json(self._json('POST', '/code', body, wait))
+
+    def restart_code(self) -> None:
+        """POST .../code/restart: a fresh kernel (variables gone, files kept)."""
+        self._json('POST', '/code/restart', None, max(self.client._t.timeout, 240))

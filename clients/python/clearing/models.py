@@ -448,3 +448,65 @@ class Health:
                    engine=_str(d, 'engine'), version=_str(d, 'version'),
                    sandboxes=_int(d, 'sandboxes'), running_execs=_int(d, 'running_execs'),
                    raw=d)
+
+
+@dataclass
+class CodeError:
+    """An exception a cell raised: its name, value and traceback (lines joined)."""
+    name: str
+    value: str
+    traceback: str
+
+
+@dataclass
+class CodeResult:
+    """A cell of the code interpreter (POST .../code): status ok, error, timeout, oom or died;
+    result and each of displays map a MIME type to its content (image/png and image/jpeg
+    base64: images() decodes them)."""
+    status: str
+    execution_count: Optional[int]
+    stdout: str
+    stderr: str
+    result: Optional[Dict[str, Any]]
+    displays: List[Dict[str, Any]]
+    error: Optional[CodeError]
+    truncated: bool
+    restarted: bool
+    message: Optional[str]
+    duration_ms: int
+    raw: Json = field(default_factory=dict, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 'ok'
+
+    @property
+    def text(self) -> Optional[str]:
+        """The value of the cell's last expression as text/plain, or None."""
+        v = (self.result or {}).get('text/plain')
+        return v if isinstance(v, str) else None
+
+    def images(self) -> List[bytes]:
+        """The displays' PNG and JPEG images, decoded, in order."""
+        out = []
+        for d in self.displays:
+            for mime in ('image/png', 'image/jpeg'):
+                v = d.get(mime)
+                if isinstance(v, str):
+                    out.append(base64.b64decode(v))
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any) -> 'CodeResult':
+        d = _obj(obj, 'a code result')
+        e = d.get('error')
+        res = d.get('result')
+        return cls(status=_str(d, 'status'), execution_count=_opt_int(d, 'execution_count'),
+                   stdout=_str(d, 'stdout'), stderr=_str(d, 'stderr'),
+                   result=res if isinstance(res, dict) else None,
+                   displays=[x for x in d.get('displays') or [] if isinstance(x, dict)],
+                   error=CodeError(name=_str(e, 'name'), value=_str(e, 'value'),
+                                   traceback=_str(e, 'traceback'))
+                   if isinstance(e, dict) else None,
+                   truncated=_bool(d, 'truncated'), restarted=_bool(d, 'restarted'),
+                   message=_opt_str(d, 'message'), duration_ms=_int(d, 'duration_ms'), raw=d)

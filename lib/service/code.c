@@ -1,0 +1,826 @@
+/* code: see code.h. */
+#include <errno.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "clearing/cleanup_json.h"
+#include "internal.h"
+
+#include "code.h"
+#include "engines.h"
+#include "execs.h"
+#include "rows.h"
+#include "service_int.h"
+#include "validate.h"
+
+#include "code_bridge.h" /* CODE_BRIDGE_SOURCE: code_bridge.py as a string (generated) */
+
+#define CODE_MAX_SESSIONS 256
+#define CODE_MAX_QUEUED 16          /* cells waiting for one session */
+#define BRIDGE_BUDGET (64 * CLR_MIB) /* all the bridge may print (the exec stdout cap) */
+#define BRIDGE_ERR_KEEP (64 * 1024)
+#define CELL_CAP_DEFAULT CLR_MIB
+#define CELL_CAP_MAX (4 * CLR_MIB)
+#define CELL_TIMEOUT_DEFAULT_MS 30000
+#define CELL_TIMEOUT_MAX_MS (3600 * 1000)
+/* A line of the bridge: at most its cell's text escaped as JSON, and the fields around it. */
+#define LINE_MAX (8 * CELL_CAP_MAX + 64 * 1024)
+#define LINES_PENDING_MAX 4
+#define READY_WAIT_MS 180000 /* a kernel's start under gVisor, many side by side on a busy host */
+#define ANSWER_GRACE_MS 60000 /* past a cell's timeout: its interrupt, or a kernel's restart */
+
+struct code_lines {
+    char *buf;
+    size_t len, cap, max;
+    bool skipping; /* inside a line that went past max: dropped up to its end */
+    char broken[200];
+    json_t *pending[LINES_PENDING_MAX];
+    size_t npending;
+    /* Output events of the cell in flight go here as they come (under code_lock). */
+    clr_service_event_cb on_event;
+    void *ctx;
+};
+
+struct code_session {
+    clr_service *svc;
+    char sandbox_id[CLR_SANDBOX_ID_MAX + 1];
+    /* The bridge: a background command of the sandbox. Only the cell holding the session's
+     * turn (or stop) touches these; the thread waits for the command and sets ended. */
+    clr_engine *eng;
+    clr_sandbox *sb;
+    clr_exec *h;
+    pthread_t thread;
+    bool thread_started;
+    bool ended;                 /* the bridge's command is over (code_lock) */
+    clr_exec_status end_status; /* how (code_lock) */
+    char end_message[256];
+    uint64_t used;              /* bytes the bridge printed (code_lock) */
+    struct code_lines *lines;   /* code_lock */
+    uint64_t next_ticket, serving; /* cells in the order they came (code_lock) */
+    char lost[200]; /* why the last bridge ended with its state: said by the next answer */
+    bool stopping;  /* the daemon stops: no cell waits any longer (code_lock) */
+    struct code_session *next;
+};
+
+static pthread_mutex_t code_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t code_cond = PTHREAD_COND_INITIALIZER;
+
+/* ---- the line reader ---- */
+
+struct code_lines *svc_code_lines_new(size_t line_max)
+{
+    struct code_lines *r = calloc(1, sizeof(*r));
+    if (r)
+        r->max = line_max;
+    return r;
+}
+
+void svc_code_lines_free(struct code_lines *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->npending; i++)
+        json_decref(r->pending[i]);
+    free(r->buf);
+    free(r);
+}
+
+static void lines_break(struct code_lines *r, const char *why)
+{
+    if (!r->broken[0])
+        snprintf(r->broken, sizeof(r->broken), "%s", why);
+}
+
+/* A complete line: an object with a string "event"; output events go to the cell's callback,
+ * the rest are queued for the cell. */
+static void lines_one(struct code_lines *r, const char *line, size_t len)
+{
+    if (len == 0)
+        return;
+    json_t *j = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
+    const char *ev = json_string_value(json_object_get(j, "event"));
+    if (!json_is_object(j) || !ev) {
+        json_decref(j);
+        lines_break(r, "the bridge wrote a line that is not a JSON object with an event");
+        return;
+    }
+    if (strcmp(ev, "stdout") == 0 || strcmp(ev, "stderr") == 0) {
+        json_t *text = json_object_get(j, "text");
+        if (r->on_event && json_is_string(text)) {
+            json_t *out = json_pack("{s:s, s:O}", "event", ev, "text", text);
+            r->on_event(r->ctx, out);
+            json_decref(out);
+        }
+        json_decref(j);
+        return;
+    }
+    if (r->npending == LINES_PENDING_MAX) {
+        json_decref(j);
+        lines_break(r, "the bridge wrote answers nobody asked for");
+        return;
+    }
+    r->pending[r->npending++] = j;
+}
+
+void svc_code_lines_feed(struct code_lines *r, const uint8_t *data, size_t len)
+{
+    while (len > 0) {
+        const uint8_t *nl = memchr(data, '\n', len);
+        size_t n = nl ? (size_t)(nl - data) : len;
+        if (!r->skipping && r->len + n > r->max) {
+            r->skipping = true;
+            r->len = 0;
+            lines_break(r, "the bridge wrote a line longer than its cap");
+        }
+        if (!r->skipping && n > 0) {
+            if (r->len + n > r->cap) {
+                size_t ncap = r->cap ? r->cap : 4096;
+                while (ncap < r->len + n)
+                    ncap *= 2;
+                char *m = realloc(r->buf, ncap < r->max ? ncap : r->max);
+                if (!m) {
+                    r->skipping = true;
+                    lines_break(r, "out of memory reading the bridge");
+                } else {
+                    r->buf = m;
+                    r->cap = ncap < r->max ? ncap : r->max;
+                }
+            }
+            if (!r->skipping) {
+                memcpy(r->buf + r->len, data, n);
+                r->len += n;
+            }
+        }
+        if (!nl)
+            return;
+        if (!r->skipping)
+            lines_one(r, r->buf, r->len);
+        r->skipping = false;
+        r->len = 0;
+        data += n + 1;
+        len -= n + 1;
+    }
+}
+
+void svc_code_lines_on_event(struct code_lines *r, clr_service_event_cb cb, void *ctx)
+{
+    r->on_event = cb;
+    r->ctx = ctx;
+}
+
+json_t *svc_code_lines_take(struct code_lines *r, const char **broken)
+{
+    if (broken)
+        *broken = r->broken;
+    if (r->npending == 0)
+        return NULL;
+    json_t *j = r->pending[0];
+    memmove(r->pending, r->pending + 1, (r->npending - 1) * sizeof(r->pending[0]));
+    r->npending--;
+    return j;
+}
+
+/* ---- the answer ---- */
+
+static const char *str_or(json_t *v, const char *dflt)
+{
+    const char *t = json_string_value(v);
+    return t ? t : dflt;
+}
+
+static bool known_status(const char *s)
+{
+    static const char *const ok[] = {"ok", "error", "timeout", "died", "restarted", NULL};
+    for (size_t i = 0; s && ok[i]; i++) {
+        if (strcmp(s, ok[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* A bundle of outputs by MIME type: string values (application/json: any JSON value). */
+static json_t *bundle(json_t *b)
+{
+    if (!json_is_object(b))
+        return json_null();
+    json_t *o = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach(b, k, v)
+    {
+        if (strlen(k) < 64 && (json_is_string(v) || strcmp(k, "application/json") == 0))
+            json_object_set(o, k, v);
+    }
+    return o;
+}
+
+json_t *svc_code_answer(json_t *line)
+{
+    const char *status = json_string_value(json_object_get(line, "status"));
+    if (strcmp(str_or(json_object_get(line, "event"), ""), "result") != 0 ||
+        !known_status(status))
+        return NULL;
+    json_t *a = json_pack("{s:s}", "status", status);
+    json_t *v = json_object_get(line, "execution_count");
+    json_object_set_new(a, "execution_count",
+                        json_is_integer(v) && json_integer_value(v) >= 0 ? json_copy(v)
+                                                                         : json_null());
+    static const char *const texts[] = {"stdout", "stderr"};
+    for (size_t i = 0; i < 2; i++) {
+        v = json_object_get(line, texts[i]);
+        json_object_set_new(a, texts[i], json_string(str_or(v, "")));
+    }
+    json_object_set_new(a, "result", bundle(json_object_get(line, "result")));
+    json_t *displays = json_array(), *d;
+    size_t i;
+    json_array_foreach(json_object_get(line, "displays"), i, d)
+    {
+        if (json_is_object(d))
+            json_array_append_new(displays, bundle(d));
+    }
+    json_object_set_new(a, "displays", displays);
+    json_t *e = json_object_get(line, "error");
+    if (json_is_object(e))
+        json_object_set_new(
+            a, "error",
+            json_pack("{s:s, s:s, s:s}", "name",
+                      str_or(json_object_get(e, "name"), ""), "value",
+                      str_or(json_object_get(e, "value"), ""), "traceback",
+                      str_or(json_object_get(e, "traceback"), "")));
+    else
+        json_object_set_new(a, "error", json_null());
+    json_object_set_new(a, "truncated", json_boolean(json_is_true(json_object_get(line,
+                                                                                  "truncated"))));
+    json_object_set_new(a, "restarted", json_boolean(json_is_true(json_object_get(line,
+                                                                                  "restarted"))));
+    v = json_object_get(line, "message");
+    json_object_set_new(a, "message", json_is_string(v) ? json_copy(v) : json_null());
+    return a;
+}
+
+/* An answer the daemon makes itself (the bridge could not give one). */
+static json_t *own_answer(const char *status, bool restarted, const char *message)
+{
+    return json_pack("{s:s, s:n, s:s, s:s, s:n, s:[], s:n, s:b, s:b, s:s}", "status", status,
+                     "execution_count", "stdout", "", "stderr", "", "result", "displays",
+                     "error", "truncated", 0, "restarted", restarted, "message", message);
+}
+
+/* ---- the bridge ---- */
+
+static void bridge_output(void *ctx, clr_stream stream, const uint8_t *data, size_t len)
+{
+    struct code_session *s = ctx;
+    if (stream != CLR_STDOUT)
+        return; /* the bridge's own complaints: not part of any answer */
+    pthread_mutex_lock(&code_lock);
+    s->used += len;
+    svc_code_lines_feed(s->lines, data, len);
+    pthread_cond_broadcast(&code_cond);
+    pthread_mutex_unlock(&code_lock);
+}
+
+static void *bridge_main(void *arg)
+{
+    struct code_session *s = arg;
+    clr_exec_result res;
+    memset(&res, 0, sizeof(res));
+    clr_error err = CLR_ERROR_INIT;
+    int rc = clr_exec_wait(s->h, &res, &err);
+    pthread_mutex_lock(&code_lock);
+    s->ended = true;
+    s->end_status = rc < 0 ? CLR_EXEC_SANDBOX_FAILED : res.status;
+    if (rc < 0)
+        snprintf(s->end_message, sizeof(s->end_message), "%.200s", err.message);
+    else if (res.status == CLR_EXEC_EXITED)
+        snprintf(s->end_message, sizeof(s->end_message), "the bridge exited with status %d",
+                 res.exit_code);
+    else
+        snprintf(s->end_message, sizeof(s->end_message), "the bridge ended (%s)%s%.200s",
+                 clr_exec_status_name(res.status), res.message[0] ? ": " : "", res.message);
+    pthread_cond_broadcast(&code_cond);
+    pthread_mutex_unlock(&code_lock);
+    clr_exec_result_clear(&res);
+    return NULL;
+}
+
+/* Kills the bridge (if it runs) and frees what it held; the session can start a new one. The
+ * caller holds the session's turn (or the daemon is stopping). */
+static void bridge_end(struct code_session *s)
+{
+    if (s->h) {
+        pthread_mutex_lock(&code_lock);
+        bool ended = s->ended;
+        pthread_mutex_unlock(&code_lock);
+        if (!ended)
+            clr_exec_signal(s->h, 9, NULL);
+    }
+    if (s->thread_started)
+        pthread_join(s->thread, NULL);
+    s->thread_started = false;
+    clr_exec_free(s->h);
+    s->h = NULL;
+    clr_sandbox_free(s->sb);
+    s->sb = NULL;
+    if (s->eng)
+        svc_engine_put(s->svc, s->eng, false);
+    s->eng = NULL;
+    pthread_mutex_lock(&code_lock);
+    svc_code_lines_free(s->lines);
+    s->lines = NULL;
+    s->ended = false;
+    s->used = 0;
+    pthread_mutex_unlock(&code_lock);
+}
+
+/* Waits for the bridge's next answer until deadline (monotonic us). 0 with *line; -1 when the
+ * bridge ended or broke its protocol (*why says which), -2 at the deadline. */
+static int bridge_answer(struct code_session *s, const char *nonce, uint64_t deadline,
+                         json_t **line, char *why, size_t whylen, bool *oom)
+{
+    *oom = false;
+    unsigned stale = 0;
+    pthread_mutex_lock(&code_lock);
+    for (;;) {
+        const char *broken = "";
+        json_t *j = svc_code_lines_take(s->lines, &broken);
+        /* An answer to another request (a cell wrote a forged one, and the real one came
+         * after it): dropped, so that it never passes for a later cell's. */
+        if (j && nonce &&
+            strcmp(str_or(json_object_get(j, "nonce"), ""), nonce) != 0 && ++stale <= 64) {
+            json_decref(j);
+            continue;
+        }
+        if (j && stale > 64) {
+            json_decref(j);
+            j = NULL;
+            broken = "the bridge wrote answers to no request";
+        }
+        if (j) {
+            pthread_mutex_unlock(&code_lock);
+            *line = j;
+            return 0;
+        }
+        if (s->stopping && !broken[0] && !s->ended)
+            broken = "the daemon is stopping";
+        if (broken[0] || s->ended) {
+            snprintf(why, whylen, "%s", broken[0] ? broken : s->end_message);
+            *oom = !broken[0] && s->end_status == CLR_EXEC_OOM;
+            pthread_mutex_unlock(&code_lock);
+            return -1;
+        }
+        uint64_t now = svc_mono_us();
+        if (now >= deadline) {
+            pthread_mutex_unlock(&code_lock);
+            return -2;
+        }
+        uint64_t wait = deadline - now < 1000000 ? deadline - now : 1000000;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        uint64_t ns = (uint64_t)until.tv_nsec + wait * 1000;
+        until.tv_sec += (time_t)(ns / 1000000000ull);
+        until.tv_nsec = (long)(ns % 1000000000ull);
+        pthread_cond_timedwait(&code_cond, &code_lock, &until);
+    }
+}
+
+/* Starts the session's bridge and waits until its kernel answers. */
+static int bridge_start(struct code_session *s, clr_error *err)
+{
+    static const char *const argv[] = {"python3", "-c", CODE_BRIDGE_SOURCE, NULL};
+    _cleanup_command_ struct command cmd = {.argv = NULL};
+    cmd.o = (clr_exec_options)CLR_EXEC_OPTIONS_INIT;
+    cmd.o.argv = argv;
+    if (svc_command_bind(s->svc, &cmd, s->sandbox_id, err) < 0)
+        return -1;
+    cmd.o.background = true;
+    cmd.o.keep_stdin_open = true;
+    cmd.o.limits.stdout_cap = BRIDGE_BUDGET;
+    cmd.o.limits.stderr_cap = BRIDGE_ERR_KEEP;
+    cmd.o.on_output = bridge_output;
+    cmd.o.ctx = s;
+    struct code_lines *lines = svc_code_lines_new(LINE_MAX);
+    if (!lines)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    pthread_mutex_lock(&code_lock);
+    s->lines = lines;
+    pthread_mutex_unlock(&code_lock);
+    int rc = svc_engine_get(s->svc, &s->eng, err);
+    if (rc == 0)
+        rc = clr_sandbox_open_at(&s->sb, s->eng, s->sandbox_id, s->svc->state_dir, err);
+    if (rc == 0)
+        rc = clr_exec_start(&s->h, s->eng, s->sb, &cmd.o, err);
+    if (rc == 0 && pthread_create(&s->thread, NULL, bridge_main, s) != 0)
+        rc = clr_error_set(err, CLR_E_UNAVAILABLE, EAGAIN, "cannot start a thread");
+    else if (rc == 0)
+        s->thread_started = true;
+    if (rc < 0) {
+        bridge_end(s);
+        return -1;
+    }
+    json_t *line = NULL;
+    char why[256] = "";
+    bool oom;
+    rc = bridge_answer(s, NULL, svc_mono_us() + (uint64_t)READY_WAIT_MS * 1000, &line, why,
+                       sizeof(why), &oom);
+    const char *ev = json_string_value(json_object_get(line, "event"));
+    if (rc == 0 && ev && strcmp(ev, "ready") == 0) {
+        json_decref(line);
+        return 0;
+    }
+    if (rc == 0 && ev && strcmp(ev, "fatal") == 0)
+        clr_error_set(err, CLR_E_UNAVAILABLE, 0, "%.400s",
+                      str_or(json_object_get(line, "message"), "the bridge failed"));
+    else if (rc == 0)
+        clr_error_set(err, CLR_E_UNAVAILABLE, 0, "the bridge's first line was not 'ready'");
+    else if (rc == -2)
+        clr_error_set(err, CLR_E_UNAVAILABLE, ETIMEDOUT,
+                      "the code session's kernel did not start within %d s", READY_WAIT_MS / 1000);
+    else
+        clr_error_set(err, CLR_E_UNAVAILABLE, 0, "the code session could not start: %s%s", why,
+                      oom ? " (the sandbox's memory limit)" : "");
+    json_decref(line);
+    bridge_end(s);
+    return -1;
+}
+
+/* Sends one request line to the bridge. */
+static int bridge_send(struct code_session *s, json_t *req, clr_error *err)
+{
+    _cleanup_free_ char *text = json_dumps(req, JSON_COMPACT);
+    if (!text)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    size_t n = strlen(text);
+    text[n] = '\n';
+    return clr_exec_write_stdin(s->h, text, n + 1, err);
+}
+
+/* ---- sessions and their turns ---- */
+
+/* The sandbox's session (made on first use) with the caller's turn taken: cells run in the order
+ * they came. NULL with err when the queue or the daemon is full. */
+static struct code_session *session_take(clr_service *svc, const char *id, clr_error *err)
+{
+    pthread_mutex_lock(&code_lock);
+    struct code_session *s = svc->codes;
+    size_t n = 0;
+    for (; s && strcmp(s->sandbox_id, id) != 0; s = s->next)
+        n++;
+    if (!s && n >= CODE_MAX_SESSIONS) {
+        pthread_mutex_unlock(&code_lock);
+        clr_error_set(err, CLR_E_LIMIT, 0, "at capacity: %d code sessions", CODE_MAX_SESSIONS);
+        return NULL;
+    }
+    if (!s) {
+        s = calloc(1, sizeof(*s));
+        if (!s) {
+            pthread_mutex_unlock(&code_lock);
+            clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+            return NULL;
+        }
+        s->svc = svc;
+        snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", id);
+        s->next = svc->codes;
+        svc->codes = s;
+    }
+    if (s->next_ticket - s->serving >= CODE_MAX_QUEUED) {
+        pthread_mutex_unlock(&code_lock);
+        clr_error_set(err, CLR_E_LIMIT, 0,
+                      "at capacity: %d cells are queued for this sandbox's code session",
+                      CODE_MAX_QUEUED);
+        return NULL;
+    }
+    uint64_t ticket = s->next_ticket++;
+    while (s->serving != ticket)
+        pthread_cond_wait(&code_cond, &code_lock);
+    if (s->stopping) {
+        s->serving++;
+        pthread_cond_broadcast(&code_cond);
+        pthread_mutex_unlock(&code_lock);
+        clr_error_set(err, CLR_E_UNAVAILABLE, 0, "the daemon is stopping");
+        return NULL;
+    }
+    pthread_mutex_unlock(&code_lock);
+    return s;
+}
+
+static void session_give(struct code_session *s)
+{
+    pthread_mutex_lock(&code_lock);
+    if (s->lines)
+        svc_code_lines_on_event(s->lines, NULL, NULL);
+    s->serving++;
+    pthread_cond_broadcast(&code_cond);
+    pthread_mutex_unlock(&code_lock);
+}
+
+/* A running bridge with room for a cell's answer: one that ended (or cannot print another
+ * answer within its budget) is replaced. *fresh: a new kernel was started; *why_restarted: why
+ * an old one was replaced ("" when it was not). */
+static int session_ready(struct code_session *s, size_t line_max, bool *fresh,
+                         char *why_restarted, size_t len, clr_error *err)
+{
+    *fresh = false;
+    snprintf(why_restarted, len, "%s", s->lost);
+    s->lost[0] = '\0';
+    if (s->h) {
+        pthread_mutex_lock(&code_lock);
+        bool ended = s->ended, full = s->used + line_max > BRIDGE_BUDGET;
+        pthread_mutex_unlock(&code_lock);
+        if (!ended && !full)
+            return 0;
+        snprintf(why_restarted, len, "%s",
+                 ended ? "the code session had ended: a fresh kernel was started (its state is "
+                         "gone)"
+                       : "the code session's output budget was spent: a fresh kernel was "
+                         "started (its state is gone)");
+        bridge_end(s);
+    }
+    if (bridge_start(s, err) < 0)
+        return -1;
+    *fresh = true;
+    return 0;
+}
+
+/* ---- cells ---- */
+
+struct cell {
+    const char *code;
+    size_t code_len;
+    uint64_t timeout_ms, cap;
+};
+
+static int cell_parse(json_t *req, struct cell *c, clr_error *err)
+{
+    static const char *const fields[] = {"code", "timeout", "output_cap", NULL};
+    if (svc_check_fields(req, "request", fields, err) < 0)
+        return -1;
+    json_t *v = json_object_get(req, "code");
+    if (!json_is_string(v))
+        return clr_error_set(err, CLR_E_INVALID, 0, "code must be a string (the cell's source)");
+    c->code = json_string_value(v);
+    c->code_len = json_string_length(v);
+    if (strlen(c->code) != c->code_len)
+        return clr_error_set(err, CLR_E_INVALID, 0, "code must not contain NUL characters");
+    c->timeout_ms = CELL_TIMEOUT_DEFAULT_MS;
+    v = json_object_get(req, "timeout");
+    if (json_is_string(v) && clr_parse_duration_ms(&c->timeout_ms, json_string_value(v), err) < 0)
+        return -1;
+    if (json_is_integer(v))
+        c->timeout_ms = json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) * 1000 : 0;
+    if ((v && !json_is_string(v) && !json_is_integer(v)) || c->timeout_ms < 1000 ||
+        c->timeout_ms > CELL_TIMEOUT_MAX_MS)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "timeout must be between 1s and 1h (\"30s\", or seconds)");
+    c->cap = CELL_CAP_DEFAULT;
+    v = json_object_get(req, "output_cap");
+    if (json_is_string(v) && clr_parse_size(&c->cap, json_string_value(v), err) < 0)
+        return -1;
+    if (json_is_integer(v))
+        c->cap = json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+    if ((v && !json_is_string(v) && !json_is_integer(v)) || c->cap < 1024 || c->cap > CELL_CAP_MAX)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "output_cap must be between 1k and 4m (\"1m\", or bytes)");
+    return 0;
+}
+
+int clr_service_code_check(clr_service *svc, const char *id, json_t *req, clr_error *err)
+{
+    struct cell c;
+    if (svc_valid_id(id, err) < 0 || cell_parse(req, &c, err) < 0)
+        return -1;
+    return svc_require_running(svc, id, err);
+}
+
+/* Sends the cell and waits for its answer: the bridge's, or the daemon's own when the bridge
+ * ended (oom, died), broke its protocol or did not answer in time (its session is then ended). */
+static json_t *cell_exchange(struct code_session *s, const struct cell *c, bool stream,
+                             clr_error *err)
+{
+    /* The answer must name this request's nonce: the cell's code can write to the bridge's
+     * stdout, but does not know the nonce (it is only in the bridge's stdin and memory). */
+    uint8_t r[16];
+    char nonce[33];
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        memset(r, 0, sizeof(r));
+    for (size_t i = 0; i < sizeof(r); i++)
+        snprintf(nonce + 2 * i, 3, "%02x", r[i]);
+    json_t *req = json_pack("{s:s, s:s%, s:I, s:I, s:b, s:s}", "op", "run", "code", c->code,
+                            c->code_len, "timeout_ms", (json_int_t)c->timeout_ms, "cap",
+                            (json_int_t)c->cap, "stream", stream, "nonce", nonce);
+    int rc = bridge_send(s, req, err);
+    json_decref(req);
+    char why[256] = "";
+    json_t *line = NULL, *a = NULL;
+    bool oom = false;
+    if (rc == 0)
+        rc = bridge_answer(s, nonce, svc_mono_us() + (c->timeout_ms + ANSWER_GRACE_MS) * 1000,
+                           &line, why, sizeof(why), &oom);
+    else
+        snprintf(why, sizeof(why), "%.200s", err->message);
+    if (rc == 0 && !(a = svc_code_answer(line)))
+        snprintf(why, sizeof(why), "the bridge's answer was not a cell's result");
+    json_decref(line);
+    if (a)
+        return a;
+    if (oom)
+        a = own_answer("oom", true, "the cell went past the sandbox's memory limit: the kernel "
+                                    "was killed (its state is gone); the next call starts a "
+                                    "fresh one");
+    else if (rc == -2)
+        a = own_answer("timeout", true, "the kernel did not answer after the cell's timeout: "
+                                        "the code session was ended (its state is gone)");
+    else {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "the code session ended: %s; the next call starts a fresh "
+                                   "kernel", why);
+        a = own_answer("died", true, msg);
+    }
+    snprintf(s->lost, sizeof(s->lost), "%s",
+             oom ? "the last kernel went past the sandbox's memory limit: this is a fresh one "
+                   "(its state is gone)"
+                 : "the last kernel ended: this is a fresh one (its state is gone)");
+    bridge_end(s);
+    return a;
+}
+
+/* The cell's records: "code.start" (durable before anything runs; fail closed) and "code". */
+static int cell_audit(clr_service *svc, const char *actor, const char *id, const char *action,
+                      const char *outcome, const char *sha, json_t *extra, clr_error *err)
+{
+    json_t *d = json_pack("{s:s}", "code_sha256", sha);
+    if (extra)
+        json_object_update(d, extra);
+    int rc = clr_audit_append(svc->audit, actor, id, action, outcome, d, err);
+    json_decref(d);
+    return rc;
+}
+
+int clr_service_code_run(clr_service *svc, const char *id, json_t *req, const char *actor,
+                         clr_service_event_cb on_event, void *ctx, json_t **out, clr_error *err)
+{
+    struct cell c;
+    if (svc_valid_id(id, err) < 0 || cell_parse(req, &c, err) < 0 ||
+        svc_require_running(svc, id, err) < 0)
+        return -1;
+    char sha[65];
+    clr_sha256_hex(sha, c.code, c.code_len);
+    uint64_t t0 = svc_mono_us();
+    json_t *size = json_pack("{s:I}", "code_bytes", (json_int_t)c.code_len);
+    int rc = cell_audit(svc, actor, id, "code.start", "ok", sha, size, err);
+    json_decref(size);
+    if (rc < 0)
+        return -1;
+    struct code_session *s = session_take(svc, id, err);
+    if (!s) {
+        svc_audit_failure(svc, actor, id, "code", err);
+        return -1;
+    }
+    bool fresh;
+    char why[200];
+    if (session_ready(s, 8 * c.cap + 64 * 1024, &fresh, why, sizeof(why), err) < 0) {
+        session_give(s);
+        svc_audit_failure(svc, actor, id, "code", err);
+        return -1;
+    }
+    pthread_mutex_lock(&code_lock);
+    svc_code_lines_on_event(s->lines, on_event, ctx);
+    pthread_mutex_unlock(&code_lock);
+    /* Active from its start, as an exec: the idle reaper leaves a long cell's sandbox alone. */
+    clr_store_sandbox_touch(svc->store, id, svc_now_s(), NULL);
+    json_t *a = cell_exchange(s, &c, on_event != NULL, err);
+    session_give(s);
+    if (why[0]) {
+        json_object_set_new(a, "restarted", json_true());
+        if (!json_is_string(json_object_get(a, "message")))
+            json_object_set_new(a, "message", json_string(why));
+    }
+    uint64_t ms = (svc_mono_us() - t0) / 1000;
+    json_object_set_new(a, "duration_ms", json_integer((json_int_t)ms));
+    const char *status = json_string_value(json_object_get(a, "status"));
+    json_t *d = json_pack("{s:s, s:I, s:O, s:b}", "status", status, "duration_ms",
+                          (json_int_t)ms, "execution_count",
+                          json_object_get(a, "execution_count"), "restarted",
+                          json_is_true(json_object_get(a, "restarted")));
+    rc = cell_audit(svc, actor, id, "code", status, sha, d, err);
+    json_decref(d);
+    clr_store_sandbox_touch(svc->store, id, svc_now_s(), NULL);
+    if (rc < 0) {
+        json_decref(a);
+        return -1;
+    }
+    *out = a;
+    return 0;
+}
+
+int clr_service_code_restart(clr_service *svc, const char *id, const char *actor, json_t **out,
+                             clr_error *err)
+{
+    if (svc_valid_id(id, err) < 0 || svc_require_running(svc, id, err) < 0)
+        return -1;
+    if (clr_audit_append(svc->audit, actor, id, "code.restart", "ok", NULL, err) < 0)
+        return -1;
+    struct code_session *s = session_take(svc, id, err);
+    if (!s)
+        return -1;
+    bridge_end(s); /* a fresh bridge is a fresh kernel, however the old one was */
+    int rc = bridge_start(s, err);
+    session_give(s);
+    if (rc < 0) {
+        svc_audit_failure(svc, actor, id, "code.restart", err);
+        return -1;
+    }
+    *out = json_pack("{s:s}", "status", "restarted");
+    return 0;
+}
+
+/* ---- the daemon's side ---- */
+
+/* Unlinks the session of id if no cell holds or waits for it (code_lock held). */
+static struct code_session *session_unlink_idle_locked(clr_service *svc, const char *id)
+{
+    struct code_session **pp = &svc->codes;
+    while (*pp && strcmp((*pp)->sandbox_id, id) != 0)
+        pp = &(*pp)->next;
+    struct code_session *s = *pp;
+    if (!s || s->next_ticket != s->serving)
+        return NULL;
+    *pp = s->next;
+    return s;
+}
+
+size_t svc_code_prune(clr_service *svc)
+{
+    /* Candidates first (at most 64 a pass), then the store is asked without the lock. */
+    char ids[64][CLR_SANDBOX_ID_MAX + 1];
+    size_t n = 0, freed = 0;
+    pthread_mutex_lock(&code_lock);
+    for (struct code_session *s = svc->codes; s && n < 64; s = s->next) {
+        if (s->next_ticket == s->serving && (!s->h || s->ended))
+            snprintf(ids[n++], sizeof(ids[0]), "%s", s->sandbox_id);
+    }
+    pthread_mutex_unlock(&code_lock);
+    for (size_t i = 0; i < n; i++) {
+        bool running = true;
+        clr_error err = CLR_ERROR_INIT;
+        int rc = svc_row_running(svc, ids[i], &running, &err);
+        if ((rc < 0 && err.code != CLR_E_NOT_FOUND) || (rc == 0 && running))
+            continue;
+        pthread_mutex_lock(&code_lock);
+        struct code_session *s = session_unlink_idle_locked(svc, ids[i]);
+        pthread_mutex_unlock(&code_lock);
+        if (s) {
+            bridge_end(s);
+            free(s);
+            freed++;
+        }
+    }
+    return freed;
+}
+
+bool svc_code_busy(clr_service *svc, const char *id)
+{
+    bool busy = false;
+    pthread_mutex_lock(&code_lock);
+    for (struct code_session *s = svc->codes; s && !busy; s = s->next)
+        busy = s->next_ticket != s->serving && strcmp(s->sandbox_id, id) == 0;
+    pthread_mutex_unlock(&code_lock);
+    return busy;
+}
+
+void svc_code_stop(clr_service *svc)
+{
+    /* Cells still in flight (a stream's thread outlives its connection) end first: each sees
+     * the daemon stopping within a second and gives its turn back; only then are the sessions
+     * freed. Sessions still held after a minute are left (never freed under a cell). */
+    pthread_mutex_lock(&code_lock);
+    for (struct code_session *c = svc->codes; c; c = c->next)
+        c->stopping = true;
+    pthread_cond_broadcast(&code_cond);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 60;
+    bool held = true;
+    while (held) {
+        held = false;
+        for (struct code_session *c = svc->codes; c; c = c->next)
+            held = held || c->next_ticket != c->serving;
+        if (held && pthread_cond_timedwait(&code_cond, &code_lock, &until) != 0)
+            break;
+    }
+    /* Taken under the lock: the reaper's prune may still run. */
+    struct code_session *s = held ? NULL : svc->codes;
+    if (!held)
+        svc->codes = NULL;
+    pthread_mutex_unlock(&code_lock);
+    if (held)
+        clr_log(CLR_LOG_ERROR, "service.code_stop", "error",
+                "cells of the code interpreter still held their sessions after 60 s: left",
+                NULL);
+    while (s) {
+        struct code_session *n = s->next;
+        bridge_end(s);
+        free(s);
+        s = n;
+    }
+}

@@ -1,0 +1,39 @@
+/* The code interpreter (#21): one code session per sandbox, a Jupyter kernel behind a bridge
+ * (lib/service/code_bridge.py) that runs inside the sandbox as a background command of the
+ * sandbox's user and speaks JSON lines over its stdin and stdout. Cells of a sandbox run one at a
+ * time, in the order they came; the bridge's lines are untrusted input (size caps, checked
+ * fields), and a bridge that dies, lies or stops answering ends its session with a clear status,
+ * never a hang: the next call starts a fresh one. */
+#ifndef CLR_SERVICE_CODE_H
+#define CLR_SERVICE_CODE_H
+
+#include "service_int.h"
+
+/* At stop: every bridge is killed, its thread joined, its session freed. */
+void svc_code_stop(clr_service *svc);
+
+/* Frees sessions whose bridge has ended, with no cell waiting, whose sandbox is no longer
+ * running (the reaper calls it each pass). Returns how many were freed. */
+size_t svc_code_prune(clr_service *svc);
+
+/* Whether a cell runs or waits in the sandbox's code session (the reaper's idle check). */
+bool svc_code_busy(clr_service *svc, const char *id);
+
+/* The bridge's line reader, exposed for the unit tests: feeds len bytes of the bridge's stdout
+ * to a reader (its complete lines are checked and queued). */
+struct code_lines;
+struct code_lines *svc_code_lines_new(size_t line_max);
+void svc_code_lines_free(struct code_lines *r);
+void svc_code_lines_feed(struct code_lines *r, const uint8_t *data, size_t len);
+/* Output events ({"event": "stdout"|"stderr", "text"}) go to cb as their lines come (NULL: they
+ * are dropped); they are never queued. */
+void svc_code_lines_on_event(struct code_lines *r, clr_service_event_cb cb, void *ctx);
+/* The next queued answer (caller owns it), or NULL; *broken (may be NULL) gets the reader's
+ * protocol error, "" when none. */
+json_t *svc_code_lines_take(struct code_lines *r, const char **broken);
+
+/* The answer of a cell as the API gives it, from the bridge's line: only known fields of the
+ * right types are kept (anything else is dropped); NULL when the line is no result. */
+json_t *svc_code_answer(json_t *line);
+
+#endif

@@ -1,0 +1,245 @@
+# The code interpreter's bridge (#21): runs inside the sandbox as the sandbox's user, started by
+# the daemon (lib/service/code.c) as `python3 -c <this file>` over the agent's channel. It starts
+# one Jupyter kernel (jupyter_client, sockets on 127.0.0.1 inside the sandbox) and speaks JSON
+# lines with the daemon: one request a line on stdin, one answer a line on stdout. Nothing it
+# prints is trusted by the daemon (it runs next to the user's code): the daemon caps and checks
+# every line.
+#
+# Requests: {"op": "run", "code": str, "timeout_ms": int, "cap": int, "nonce": str}
+#           {"op": "restart"}  (run: also "stream": bool)
+# Answers:  {"event": "ready"} once the kernel answers; {"event": "fatal", "message": str}
+#           before it exits when it cannot serve; one {"event": "result", ...} per request,
+#           after {"event": "stdout"|"stderr", "text": str} as the output comes when the run
+#           request has "stream": true. A result carries its request's nonce.
+import json
+import os
+import re
+import sys
+import time
+
+OUT = sys.stdout
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+MIMES = ("text/plain", "text/html", "text/markdown", "application/json", "image/png",
+         "image/jpeg", "image/svg+xml")
+
+
+def say(obj):
+    OUT.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    OUT.flush()
+
+
+def setup_env():
+    base = "/tmp/.clearing-code-%d" % os.getpid()
+    for sub in ("runtime", "ipython", "mpl"):
+        os.makedirs(os.path.join(base, sub), mode=0o700, exist_ok=True)
+    os.environ["JUPYTER_RUNTIME_DIR"] = os.path.join(base, "runtime")
+    os.environ["IPYTHONDIR"] = os.path.join(base, "ipython")
+    os.environ["MPLCONFIGDIR"] = os.path.join(base, "mpl")
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+
+
+class Session:
+    def __init__(self):
+        self.km = None
+        self.kc = None
+        self.timeouts = 0
+
+    def start(self):
+        from jupyter_client import KernelManager
+        self.km = KernelManager(kernel_name="python3")
+        self.km.ip = "127.0.0.1"
+        self.km.start_kernel(stdin=open(os.devnull, "rb"), stdout=open(os.devnull, "wb"),
+                             stderr=open(os.devnull, "wb"), cwd="/workspace"
+                             if os.path.isdir("/workspace") else None)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=120)
+        self.timeouts = 0
+
+    def stop(self):
+        try:
+            if self.kc:
+                self.kc.stop_channels()
+            if self.km:
+                self.km.shutdown_kernel(now=True)
+        except Exception:
+            pass
+        self.km = None
+        self.kc = None
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def alive(self):
+        try:
+            return self.km is not None and self.km.is_alive()
+        except Exception:
+            return False
+
+
+class Cell:
+    def __init__(self, cap, stream=False):
+        self.cap = cap
+        self.stream = stream
+        self.used = 0
+        self.truncated = False
+        self.stdout = []
+        self.stderr = []
+        self.result = None
+        self.displays = []
+        self.error = None
+        self.count = None
+        self.idle = False
+
+    def take(self, text):
+        room = self.cap - self.used
+        if room <= 0:
+            self.truncated = True
+            return None
+        if len(text) > room:
+            self.truncated = True
+            text = text[:room]
+        self.used += len(text)
+        return text
+
+    def bundle(self, data):
+        out = {}
+        for m in MIMES:
+            v = data.get(m)
+            if v is None:
+                continue
+            if not isinstance(v, str):
+                v = json.dumps(v)
+                if m == "application/json":
+                    v = json.loads(v) if self.take(v) is not None else None
+                    if v is not None:
+                        out[m] = v
+                    continue
+            v = self.take(v)
+            if v is not None:
+                out[m] = v
+        return out
+
+    def on(self, msg):
+        t = msg["header"]["msg_type"]
+        c = msg["content"]
+        if t == "stream":
+            s = self.take(c.get("text", ""))
+            if s is not None:
+                name = "stdout" if c.get("name") == "stdout" else "stderr"
+                (self.stdout if name == "stdout" else self.stderr).append(s)
+                if self.stream:
+                    say({"event": name, "text": s})
+        elif t == "execute_result":
+            self.result = self.bundle(c.get("data", {}))
+            self.count = c.get("execution_count", self.count)
+        elif t == "display_data":
+            b = self.bundle(c.get("data", {}))
+            if b:
+                self.displays.append(b)
+        elif t == "error":
+            tb = [ANSI.sub("", line) for line in c.get("traceback", [])]
+            self.error = {"name": c.get("ename", ""), "value": c.get("evalue", ""),
+                          "traceback": self.take("\n".join(tb)) or ""}
+        elif t == "status" and c.get("execution_state") == "idle":
+            self.idle = True
+
+
+def run(s, req):
+    code = req.get("code", "")
+    timeout = max(1, int(req.get("timeout_ms", 30000))) / 1000.0
+    cell = Cell(max(1024, int(req.get("cap", 1 << 20))), bool(req.get("stream")))
+    if not s.alive():
+        s.restart()
+        return finish(cell, "died", "the kernel had exited: a fresh one was started")
+    msg_id = s.kc.execute(code, store_history=True, allow_stdin=False)
+    deadline = time.monotonic() + timeout
+    interrupted = False
+    status = None
+    while not cell.idle:
+        now = time.monotonic()
+        if now >= deadline:
+            if interrupted:
+                break
+            interrupted = True
+            s.km.interrupt_kernel()
+            deadline = now + 5.0
+            continue
+        try:
+            msg = s.kc.get_iopub_msg(timeout=min(0.25, deadline - now))
+        except Exception:
+            if not s.alive():
+                s.restart()
+                return finish(cell, "died", "the kernel exited during the cell; a fresh one "
+                              "was started (its state is gone)")
+            continue
+        if msg.get("parent_header", {}).get("msg_id") == msg_id:
+            cell.on(msg)
+    # The reply carries the execution count (and the status when no error message came).
+    end = time.monotonic() + 2.0
+    while True:
+        try:
+            rep = s.kc.get_shell_msg(timeout=max(0.01, end - time.monotonic()))
+        except Exception:
+            break
+        if rep.get("parent_header", {}).get("msg_id") == msg_id:
+            cell.count = rep["content"].get("execution_count", cell.count)
+            status = rep["content"].get("status")
+            break
+    if interrupted:
+        s.timeouts += 1
+        if s.timeouts >= 2 or not cell.idle:
+            s.restart()
+            return finish(cell, "timeout", "the cell ran past its timeout again: the kernel "
+                          "was restarted (its state is gone)", restarted=True)
+        return finish(cell, "timeout", "the cell ran past its timeout: it was interrupted, the "
+                      "kernel and its state live on")
+    s.timeouts = 0
+    if cell.error or status == "error":
+        return finish(cell, "error", None)
+    return finish(cell, "ok", None)
+
+
+def finish(cell, status, message, restarted=False):
+    out = {"event": "result", "status": status, "execution_count": cell.count,
+           "stdout": "".join(cell.stdout), "stderr": "".join(cell.stderr),
+           "result": cell.result, "displays": cell.displays, "error": cell.error,
+           "truncated": cell.truncated, "restarted": restarted or status == "died"}
+    if message:
+        out["message"] = message
+    return out
+
+
+def main():
+    setup_env()
+    s = Session()
+    try:
+        s.start()
+    except Exception as e:
+        say({"event": "fatal", "message": "cannot start a Jupyter kernel (the image needs "
+             "python3-ipykernel and python3-jupyter-client): %s: %s" % (type(e).__name__, e)})
+        return 3
+    say({"event": "ready"})
+    for line in sys.stdin:
+        nonce = None
+        try:
+            req = json.loads(line)
+            nonce = req.get("nonce")
+            if req.get("op") == "restart":
+                s.restart()
+                ans = {"event": "result", "status": "restarted", "restarted": True,
+                       "execution_count": None}
+            else:
+                ans = run(s, req)
+        except Exception as e:
+            ans = {"event": "result", "status": "bridge_error",
+                   "message": "%s: %s" % (type(e).__name__, e)}
+        ans["nonce"] = nonce
+        say(ans)
+    s.stop()
+    return 0
+
+
+sys.exit(main())

@@ -1,0 +1,66 @@
+/* The MCP tool run_code: a cell of Python in a sandbox's code session (POST
+ * /v1/sandboxes/ID/code; a Jupyter kernel whose state lives from one call to the
+ * next). The answer is the API's CodeResult as structuredContent, its output,
+ * value and traceback as text, and each image display as MCP image content. */
+#include <stdio.h>
+#include <string.h>
+
+#include "clearing/cleanup_json.h"
+#include "mcp_tools.h"
+#include "mcp_tools_int.h"
+
+/* The answer in words: status, output, the value, the error. */
+static char *code_summary(const json_t *a)
+{
+    const char *status = str_or(json_string_value(json_object_get(a, "status")), "?");
+    const char *out = str_or(json_string_value(json_object_get(a, "stdout")), "");
+    const char *err = str_or(json_string_value(json_object_get(a, "stderr")), "");
+    const char *value = json_string_value(
+        json_object_get(json_object_get(a, "result"), "text/plain"));
+    const json_t *e = json_object_get(a, "error");
+    const char *tb = json_string_value(json_object_get(e, "traceback"));
+    const char *msg = json_string_value(json_object_get(a, "message"));
+    char *s = NULL;
+    if (asprintf(&s, "status %s, In [%lld]%s%s%s%s%s%s%s%s%s%s", status,
+                 (long long)json_integer_value(json_object_get(a, "execution_count")),
+                 *out ? "\nstdout:\n" : "", out, *err ? "\nstderr:\n" : "", err,
+                 value ? "\nvalue: " : "", value ? value : "", tb ? "\nerror:\n" : "",
+                 tb ? tb : "", msg ? "\n" : "", msg ? msg : "") < 0)
+        return NULL;
+    return s;
+}
+
+json_t *tool_run_code(struct mcp_call *c, const json_t *args)
+{
+    json_t *fail = NULL;
+    const char *sid = tool_sandbox_id(args, &fail);
+    if (!sid)
+        return fail;
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/sandboxes/%s/code", sid);
+    _cleanup_json_ json_t *req = json_pack("{s:O}", "code", json_object_get(args, "code"));
+    const json_t *t = json_object_get(args, "timeout");
+    if (t)
+        json_object_set_new(req, "timeout", json_integer(json_integer_value(t)));
+    json_t *a = NULL;
+    if (tool_call(c, "POST", path, req, &a, NULL, &fail, "run_code") < 0)
+        return fail;
+    _cleanup_free_ char *text = code_summary(a);
+    const char *status = str_or(json_string_value(json_object_get(a, "status")), "");
+    json_t *images = json_array(), *d;
+    size_t i;
+    json_array_foreach(json_object_get(a, "displays"), i, d)
+    {
+        static const char *const kinds[] = {"image/png", "image/jpeg"};
+        for (size_t k = 0; k < 2; k++) {
+            const char *data = json_string_value(json_object_get(d, kinds[k]));
+            if (data)
+                json_array_append_new(images, json_pack("{s:s, s:s, s:s}", "type", "image",
+                                                        "data", data, "mimeType", kinds[k]));
+        }
+    }
+    json_t *r = tool_result(a, strcmp(status, "ok") != 0, "%s", text ? text : status);
+    json_array_extend(json_object_get(r, "content"), images);
+    json_decref(images);
+    return r;
+}

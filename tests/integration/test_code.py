@@ -1,0 +1,528 @@
+#!/usr/bin/env python3
+"""The code interpreter (#21) end to end: a daemon of its own, real dockerd + runsc, sandboxes of
+the clearing/datascience image (a Jupyter kernel, numpy, pandas, matplotlib).
+
+    usage: test_code.py PATH/TO/clearing [NAME-PATTERN...]
+
+CODE_SESSIONS (default 20) is how many sessions test_sessions_side_by_side runs at once.
+Every wait is for a condition with a generous deadline; nothing asserts on speed.
+The last line of output is "N passed, M failed"; the exit status is non-zero on any failure.
+"""
+import base64
+import hashlib
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import tempfile
+import sys
+import threading
+import time
+import unittest
+import zlib
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+import clearing_test as ct  # noqa: E402
+from clearing_test import DAEMONS, Daemon, destroy_quietly, docker, runsc_pids, wait_for  # noqa: E402
+
+IMAGE = 'clearing/datascience:latest'
+SESSIONS = int(os.environ.get('CODE_SESSIONS', '20'))
+MAIN = None
+CELL_HTTP_TIMEOUT = 600  # a first cell starts a kernel: generous on a busy 2-core host
+
+
+def setUpModule():
+    global MAIN
+    MAIN = Daemon('code', prefix='clr-code-').start()
+
+
+def tearDownModule():
+    sweep()
+
+
+def sweep():
+    for d in DAEMONS:
+        d.ensure_running()
+        if d.running():
+            c = d.client()
+            r = c.get('/v1/sandboxes')
+            for sb in (r.json or {}).get('sandboxes', []) if r.status == 200 else []:
+                if sb.get('state') in ('running', 'lost'):
+                    destroy_quietly(c, sb['id'])
+            d.stop()
+
+
+def create(client, **extra):
+    body = {'image': IMAGE}
+    body.update(extra)
+    r = client.post('/v1/sandboxes', body)
+    if r.status != 201:
+        raise AssertionError('create: %r' % r)
+    return r.json['id']
+
+
+def cell(client, sid, code, timeout='120s', expect_status=200, **extra):
+    body = {'code': code, 'timeout': timeout}
+    body.update(extra)
+    r = client.post('/v1/sandboxes/%s/code' % sid, body, timeout=CELL_HTTP_TIMEOUT)
+    if r.status != expect_status:
+        raise AssertionError('code %r: %r' % (code[:60], r))
+    return r.json
+
+
+def png_size(data):
+    """(width, height) from a PNG's signature and IHDR chunk (its CRC checked)."""
+    if data[:8] != b'\x89PNG\r\n\x1a\n':
+        raise AssertionError('not a PNG signature: %r' % data[:8])
+    length, kind = struct.unpack('>I4s', data[8:16])
+    if kind != b'IHDR' or length != 13:
+        raise AssertionError('first chunk is %r (%d), not IHDR' % (kind, length))
+    body = data[16:16 + 13]
+    (crc,) = struct.unpack('>I', data[29:33])
+    if zlib.crc32(kind + body) != crc:
+        raise AssertionError('IHDR CRC does not match')
+    w, h = struct.unpack('>II', body[:8])
+    return w, h
+
+
+def kernel_pids(client, sid):
+    """The ipykernel processes inside the sandbox, seen by a command of its own."""
+    r = client.post('/v1/sandboxes/%s/exec' % sid,
+                    {'shell': 'ps -eo pid,args | grep "[i]pykernel_launcher" || true',
+                     'timeout': '60s'},
+                    timeout=120)
+    if r.status != 200:
+        raise AssertionError('exec ps: %r' % r)
+    return [line for line in r.json['result']['stdout'].splitlines() if line.strip()]
+
+
+def audit_records(daemon, action):
+    path = os.path.join(daemon.state, 'audit.log')
+    out = []
+    with open(path) as f:
+        for line in f:
+            rec = json.loads(line)
+            if rec.get('action') == action:
+                out.append(rec)
+    return out
+
+
+class Code(unittest.TestCase):
+    def setUp(self):
+        self.c = MAIN.client()
+        self.made = []
+
+    def tearDown(self):
+        for sid in self.made:
+            destroy_quietly(self.c, sid)
+
+    def sandbox(self, **extra):
+        sid = create(self.c, **extra)
+        self.made.append(sid)
+        return sid
+
+    def test_state_result_and_audit(self):
+        sid = self.sandbox()
+        a = cell(self.c, sid, 'x = 41\nprint("hello")')
+        self.assertEqual(a['status'], 'ok', a)
+        self.assertEqual(a['stdout'], 'hello\n')
+        self.assertIsNone(a['result'])
+        b = cell(self.c, sid, 'x + 1')
+        self.assertEqual(b['status'], 'ok', b)
+        self.assertEqual(b['result']['text/plain'], '42')
+        self.assertGreater(b['execution_count'], a['execution_count'])
+        self.assertFalse(b['restarted'])
+        # Rich results: a DataFrame offers HTML; stderr is its own stream.
+        d = cell(self.c, sid, 'import pandas as pd, sys\nprint("e", file=sys.stderr)\n'
+                              'pd.DataFrame({"a": [1, 2]})')
+        self.assertEqual(d['status'], 'ok', d)
+        self.assertEqual(d['stderr'], 'e\n')
+        self.assertIn('<table', d['result']['text/html'])
+        # Files the code writes are the workspace's.
+        cell(self.c, sid, 'open("/workspace/from_code.txt", "w").write("made by a cell")')
+        r = self.c.get('/v1/sandboxes/%s/files/from_code.txt' % sid)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body, b'made by a cell')
+        # Each cell: a durable code.start (its code's hash) and a code record with its status.
+        starts = [x for x in audit_records(MAIN, 'code.start') if x.get('sandbox') == sid]
+        ends = [x for x in audit_records(MAIN, 'code') if x.get('sandbox') == sid]
+        self.assertEqual(len(starts), 4, starts)
+        self.assertEqual(len(ends), 4, ends)
+        want = hashlib.sha256(b'x + 1').hexdigest()
+        self.assertIn(want, [x['details']['code_sha256'] for x in starts])
+        self.assertEqual({x['outcome'] for x in ends}, {'ok'})
+        self.assertTrue(all(isinstance(x['details']['duration_ms'], int) for x in ends))
+
+    def test_traceback(self):
+        sid = self.sandbox()
+        a = cell(self.c, sid, 'def f():\n    return 1 / 0\nf()')
+        self.assertEqual(a['status'], 'error', a)
+        self.assertEqual(a['error']['name'], 'ZeroDivisionError')
+        self.assertEqual(a['error']['value'], 'division by zero')
+        self.assertIn('return 1 / 0', a['error']['traceback'])
+        self.assertNotIn('\x1b[', a['error']['traceback'])
+        # The kernel lives on after an exception.
+        self.assertEqual(cell(self.c, sid, 'f.__name__')['result']['text/plain'], "'f'")
+
+    def test_matplotlib_png(self):
+        sid = self.sandbox()
+        a = cell(self.c, sid, 'import matplotlib.pyplot as plt\n'
+                              'fig = plt.figure(figsize=(4, 3), dpi=50)\n'
+                              'plt.plot([1, 3, 2])\nplt.show()')
+        self.assertEqual(a['status'], 'ok', a)
+        pngs = [d['image/png'] for d in a['displays'] if 'image/png' in d]
+        self.assertEqual(len(pngs), 1, a['displays'])
+        w, h = png_size(base64.b64decode(pngs[0]))
+        # A 4x3 in figure at 50 dpi is 200x150 before the inline backend trims its margins.
+        self.assertTrue(100 <= w <= 200 and 75 <= h <= 150, (w, h))
+
+    def test_timeout_interrupts_then_restarts(self):
+        sid = self.sandbox()
+        cell(self.c, sid, 'kept = "still here"')
+        loop = 'import time\nwhile True:\n    time.sleep(0.05)'
+        a = cell(self.c, sid, loop, timeout='3s')
+        self.assertEqual(a['status'], 'timeout', a)
+        self.assertFalse(a['restarted'], a)
+        self.assertEqual(a['error']['name'], 'KeyboardInterrupt')
+        # Interrupted, not restarted: the state lives on, and a cell in between resets the count.
+        self.assertEqual(cell(self.c, sid, 'kept')['result']['text/plain'], "'still here'")
+        self.assertFalse(cell(self.c, sid, loop, timeout='3s')['restarted'])
+        b = cell(self.c, sid, loop, timeout='3s')
+        self.assertEqual(b['status'], 'timeout', b)
+        self.assertTrue(b['restarted'], b)
+        c = cell(self.c, sid, 'kept')
+        self.assertEqual(c['status'], 'error', c)
+        self.assertEqual(c['error']['name'], 'NameError')
+
+    def test_oom_then_next_call_works(self):
+        sid = self.sandbox(limits={'memory': '512m'})
+        cell(self.c, sid, 'before = 1')
+        a = cell(self.c, sid, 'blocks = []\nwhile True:\n    blocks.append(bytearray(64 << 20))')
+        self.assertEqual(a['status'], 'oom', a)
+        self.assertTrue(a['restarted'])
+        b = cell(self.c, sid, '6 * 7')
+        self.assertEqual(b['status'], 'ok', b)
+        self.assertEqual(b['result']['text/plain'], '42')
+        self.assertTrue(b['restarted'], b)
+        self.assertIn('memory', b['message'])
+        self.assertEqual(cell(self.c, sid, 'before')['error']['name'], 'NameError')
+        self.assertEqual([x['outcome'] for x in audit_records(MAIN, 'code')
+                          if x.get('sandbox') == sid].count('oom'), 1)
+        # The sandbox itself survived.
+        r = self.c.get('/v1/sandboxes/%s' % sid)
+        self.assertEqual(r.json['state'], 'running', r)
+
+    def test_kernel_killed_by_cell(self):
+        sid = self.sandbox()
+        cell(self.c, sid, 'gone = 1')
+        a = cell(self.c, sid, 'import os\nos._exit(3)')
+        self.assertEqual(a['status'], 'died', a)
+        self.assertTrue(a['restarted'])
+        b = cell(self.c, sid, '1 + 1')
+        self.assertEqual(b['status'], 'ok', b)
+        self.assertEqual(b['result']['text/plain'], '2')
+        self.assertEqual(cell(self.c, sid, 'gone')['error']['name'], 'NameError')
+
+    def test_restart_endpoint(self):
+        sid = self.sandbox()
+        cell(self.c, sid, 'z = 5')
+        self.assertEqual(cell(self.c, sid, 'z')['result']['text/plain'], '5')
+        r = self.c.post('/v1/sandboxes/%s/code/restart' % sid, timeout=CELL_HTTP_TIMEOUT)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json, {'status': 'restarted'})
+        self.assertEqual(cell(self.c, sid, 'z')['error']['name'], 'NameError')
+
+    def test_cells_in_flight_run_in_order(self):
+        sid = self.sandbox()
+        cell(self.c, sid, 'order = []')
+        answers = {}
+
+        def send(i):
+            answers[i] = cell(MAIN.client(), sid, 'import time\ntime.sleep(0.2)\n'
+                              'order.append(%d)\nlen(order)' % i)
+        threads = []
+        for i in range(5):
+            t = threading.Thread(target=send, args=(i,))
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join(CELL_HTTP_TIMEOUT)
+        self.assertEqual(sorted(answers), list(range(5)))
+        got = cell(self.c, sid, 'order')['result']['text/plain']
+        self.assertEqual(sorted(json.loads(got)), list(range(5)))
+        # Each cell saw the ones before it: the lengths are 1..5, one each (none ran at once).
+        self.assertEqual(sorted(int(a['result']['text/plain']) for a in answers.values()),
+                         [1, 2, 3, 4, 5])
+
+    def test_stream(self):
+        sid = self.sandbox()
+        resp = self.c.request('POST', '/v1/sandboxes/%s/code?stream=true' % sid,
+                              {'code': 'for i in range(3):\n    print("line", i, flush=True)\n'
+                                       '"done"', 'timeout': '120s'},
+                              timeout=CELL_HTTP_TIMEOUT)
+        self.assertEqual(resp.status, 200, resp)
+        events = [json.loads(line) for line in resp.body.decode().splitlines() if line]
+        events = [e for e in events if e.get('event') != 'heartbeat']
+        out = ''.join(e['text'] for e in events if e['event'] == 'stdout')
+        self.assertEqual(out, 'line 0\nline 1\nline 2\n')
+        last = events[-1]
+        self.assertEqual(last['event'], 'result')
+        self.assertEqual(last['result']['text/plain'], "'done'")
+        self.assertEqual(last['stdout'], out)
+
+    def test_cell_against_the_bridge(self):
+        """The cell's code runs next to the bridge, as the same user. Its stdout (the daemon's
+        channel) is out of the cell's reach here (/proc/PID/fd of the bridge is refused); were
+        it not, a forged answer would not pass for the cell's: it lacks the request's nonce
+        (the unit tests feed the reader forged and broken lines). A cell that kills the bridge
+        gets a clear status, and the next call a fresh kernel."""
+        sid = self.sandbox()
+        cell(self.c, sid, 'import os\n'
+                          'def to_bridge(b):\n'
+                          '    fd = os.open("/proc/%d/fd/1" % os.getppid(), os.O_WRONLY)\n'
+                          '    os.write(fd, b)\n'
+                          '    os.close(fd)\n'
+                          'n = 0')
+        forged = b'{"event":"result","status":"ok","stdout":"forged","execution_count":99}\n'
+        a = cell(self.c, sid, 'to_bridge(%r)\n"real"' % forged)
+        if a['status'] == 'error':
+            self.assertEqual(a['error']['name'], 'PermissionError', a)
+        else:
+            self.assertEqual(a['status'], 'ok', a)
+            self.assertEqual(a['result']['text/plain'], "'real'", a)
+        self.assertNotEqual(a['stdout'], 'forged')
+        self.assertNotEqual(a['execution_count'], 99)
+        b = cell(self.c, sid, 'n + 1')
+        self.assertEqual(b['result']['text/plain'], '1', b)
+        self.assertEqual(b['execution_count'], a['execution_count'] + 1)
+        c = cell(self.c, sid, 'import os, signal\nos.kill(os.getppid(), signal.SIGKILL)')
+        self.assertEqual(c['status'], 'died', c)
+        self.assertTrue(c['restarted'])
+        self.assertIn('bridge', c['message'])
+        d = cell(self.c, sid, '2 + 2')
+        self.assertEqual(d['result']['text/plain'], '4', d)
+        self.assertTrue(d['restarted'], d)
+        self.assertEqual(cell(self.c, sid, 'n')['error']['name'], 'NameError')
+
+    def test_truncated(self):
+        sid = self.sandbox()
+        a = cell(self.c, sid, 'print("x" * 100000)', output_cap='4k')
+        self.assertEqual(a['status'], 'ok', a)
+        self.assertTrue(a['truncated'])
+        self.assertLessEqual(len(a['stdout']), 4096)
+        self.assertGreater(len(a['stdout']), 1000)
+
+    def test_bad_requests(self):
+        sid = self.sandbox()
+        for body, words in [({}, 'code must be a string'), ({'code': 5}, 'code must be'),
+                            ({'code': '1', 'timeout': '0s'}, 'timeout'),
+                            ({'code': '1', 'output_cap': '1g'}, 'output_cap'),
+                            ({'code': '1', 'cwd': '/'}, 'cwd')]:
+            r = self.c.post('/v1/sandboxes/%s/code' % sid, body)
+            self.assertEqual(r.status, 400, (body, r))
+            self.assertIn(words, r.json['error']['message'])
+        r = self.c.post('/v1/sandboxes/sb-0000000000000000/code', {'code': '1'})
+        self.assertEqual(r.status, 404, r)
+
+    def test_tenancy(self):
+        """Another tenant's sandbox is an unknown id for /code and /code/restart (404), as
+        for every sandbox route; its own tenant reaches it (positive control)."""
+        r = self.c.request('POST', '/v1/sandboxes', {'image': IMAGE},
+                           headers={'X-Clearing-Tenant': 'code-a'})
+        self.assertEqual(r.status, 201, r)
+        sid = r.json['id']
+        self.made.append(sid)
+        for path, body in (('/code', {'code': '1'}), ('/code/restart', None)):
+            r = self.c.request('POST', '/v1/sandboxes/%s%s' % (sid, path), body,
+                               headers={'X-Clearing-Tenant': 'code-b'})
+            self.assertEqual(r.status, 404, (path, r))
+        r = self.c.request('POST', '/v1/sandboxes/%s/code' % sid, {'code': '7 * 6'},
+                           headers={'X-Clearing-Tenant': 'code-a'}, timeout=CELL_HTTP_TIMEOUT)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json['result']['text/plain'], '42')
+
+    def test_image_without_kernel(self):
+        sid = self.sandbox(image='clearing/default:latest')
+        r = self.c.post('/v1/sandboxes/%s/code' % sid, {'code': '1'}, timeout=CELL_HTTP_TIMEOUT)
+        self.assertEqual(r.status, 503, r)
+        self.assertIn('python3', r.json['error']['message'])
+
+    def test_sessions_side_by_side_and_no_leak(self):
+        sids = [self.sandbox() for _ in range(SESSIONS)]
+        answers, errors = {}, []
+
+        def one(i, sid):
+            try:
+                c = MAIN.client()
+                cell(c, sid, 'me = %d' % i)
+                answers[sid] = cell(c, sid, 'me * 10')
+            except Exception as e:  # reported below
+                errors.append('%s: %s' % (sid, e))
+        threads = [threading.Thread(target=one, args=(i, s)) for i, s in enumerate(sids)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(CELL_HTTP_TIMEOUT * 2)
+        self.assertEqual(errors, [])
+        for i, sid in enumerate(sids):
+            self.assertEqual(answers[sid]['result']['text/plain'], str(i * 10))
+        # Positive control: each sandbox runs a kernel, and the engine runs its runsc.
+        for sid in sids[:3]:
+            self.assertEqual(len(kernel_pids(self.c, sid)), 1, sid)
+        info = docker('GET', '/containers/clearing-%s/json' % sids[0])
+        self.assertEqual(info.status, 200)
+        cid = json.loads(info.body)['Id']
+        self.assertTrue(runsc_pids(cid))
+        # Destroyed: no container, no runsc of it left.
+        for sid in sids:
+            r = self.c.delete('/v1/sandboxes/%s?wait=true' % sid, timeout=300)
+            self.assertEqual(r.status, 204, r)
+        self.made = []
+        for sid in sids:
+            self.assertTrue(wait_for(lambda s=sid: docker(
+                'GET', '/containers/clearing-%s/json' % s).status == 404, 120), sid)
+        self.assertTrue(wait_for(lambda: not runsc_pids(cid), 120))
+        # A destroyed sandbox's session takes no cell.
+        r = self.c.post('/v1/sandboxes/%s/code' % sids[0], {'code': '1'})
+        self.assertEqual(r.status, 409, r)
+
+
+def clearing_code(*args):
+    env = dict(os.environ, CLEARING_HOST='unix://' + MAIN.sock)
+    return subprocess.run([ct.CLEARING, 'code'] + list(args), env=env, capture_output=True,
+                          text=True, timeout=CELL_HTTP_TIMEOUT)
+
+
+class Stop(unittest.TestCase):
+    def test_daemon_stops_with_a_cell_in_flight(self):
+        """SIGTERM while a streamed cell runs: the cell ends ("the daemon is stopping"), the
+        daemon exits cleanly and soon, not after the cell's timeout; nothing was freed under the
+        cell (no crash). The session is gone with the daemon; the sandbox stays for the next."""
+        d = Daemon('code-stop', prefix='clr-code-').start()
+        c = d.client()
+        sid = create(c)
+        events = []
+
+        def stream():
+            try:
+                conn = ct.connection(d.sock, timeout=CELL_HTTP_TIMEOUT)
+                conn.request('POST', '/v1/sandboxes/%s/code?stream=true' % sid,
+                             json.dumps({'code': 'import time\nprint("started", flush=True)\n'
+                                                 'time.sleep(900)', 'timeout': '1h'}),
+                             {'Content-Type': 'application/json'})
+                for ev in ct.ndjson_events(conn.getresponse()):
+                    events.append(ev)
+            except Exception as e:  # the connection may be cut by the stop: seen below
+                events.append({'event': 'cut', 'error': str(e)})
+        t = threading.Thread(target=stream)
+        t.start()
+        self.assertTrue(wait_for(lambda: any(e.get('text') == 'started\n' for e in events),
+                                 CELL_HTTP_TIMEOUT), events)
+        d.proc.send_signal(signal.SIGTERM)
+        rc = d.proc.wait(120)
+        self.assertEqual(rc, 0, d.log_tail())
+        t.join(60)
+        self.assertFalse(t.is_alive())
+        d.start()
+        r = d.client().delete('/v1/sandboxes/%s?wait=true' % sid, timeout=300)
+        self.assertEqual(r.status, 204, r)
+        d.stop()
+
+
+class Cli(unittest.TestCase):
+    def test_cli(self):
+        c = MAIN.client()
+        sid = create(c)
+        try:
+            self.cli(sid)
+        finally:
+            destroy_quietly(c, sid)
+
+    def cli(self, sid):
+        r = clearing_code(sid, '-c', 'v = 20\nprint("out")\nv + 1')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, 'out\n21\n')
+        tmp = tempfile.mkdtemp(prefix='clr-code-cli-')
+        try:
+            src = os.path.join(tmp, 'plot.py')
+            with open(src, 'w') as f:
+                f.write('import matplotlib.pyplot as plt\nplt.plot([v, 1])\nplt.show()\n')
+            r = clearing_code(sid, '-f', src, '--images', tmp)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            pngs = [n for n in os.listdir(tmp) if n.endswith('.png')]
+            self.assertEqual(len(pngs), 1, (os.listdir(tmp), r.stderr))
+            with open(os.path.join(tmp, pngs[0]), 'rb') as f:
+                w, h = png_size(f.read())
+            self.assertGreater(w * h, 0)
+            self.assertIn(pngs[0], r.stderr)
+        finally:
+            shutil.rmtree(tmp)
+        r = clearing_code(sid, '-c', '1/0')
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('ZeroDivisionError', r.stderr)
+        r = clearing_code(sid, '--json', '-c', 'v')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)['result']['text/plain'], '20')
+        r = clearing_code(sid, '-c', 'import time\ntime.sleep(60)', '--timeout', '2s')
+        self.assertEqual(r.returncode, 124, r.stderr)
+        r = clearing_code(sid, '--restart')
+        self.assertEqual((r.returncode, r.stdout), (0, 'restarted\n'), r.stderr)
+        self.assertEqual(clearing_code(sid, '-c', 'v').returncode, 1)
+        # Usage errors name what is wrong.
+        for args, words in [((sid,), 'usage'), (('-c', '1'), 'usage'),
+                            (('sb-x', '-c', '1'), 'not a sandbox id'),
+                            ((sid, '-c', '1', '--restart'), 'usage'),
+                            ((sid, '-f', '/nonexistent.py'), 'nonexistent')]:
+            r = clearing_code(*args)
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+            self.assertIn(words, r.stderr)
+
+
+class Result(unittest.TextTestResult):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.passed = []
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.passed.append(test)
+
+
+def main():
+    args = sys.argv[1:]
+    if not args or not os.access(args[0], os.X_OK):
+        print('usage: test_code.py PATH/TO/clearing [NAME-PATTERN...]', file=sys.stderr)
+        return 2
+    ct.CLEARING = os.path.abspath(args.pop(0))
+    if 'CLEARING_AGENT' not in os.environ:
+        os.environ['CLEARING_AGENT'] = ct.default_agent(ct.CLEARING)
+    if os.geteuid() != 0:
+        print('the code interpreter tests need root (the daemon drives dockerd and runsc)')
+        return 77
+    if docker('GET', '/images/%s/json' % IMAGE).status != 200:
+        print('no %s: build it with images/build.sh datascience' % IMAGE)
+        return 77
+    ct.check_answers()
+    loader = unittest.TestLoader()
+    if args:
+        loader.testNamePatterns = ['*%s*' % a for a in args]
+    suite = loader.loadTestsFromModule(sys.modules[__name__])
+    result = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=Result).run(suite)
+    bad = {t.id() for t, _ in result.failures + result.errors}
+    answers_ok, summary = ct.answer_check_summary()
+    print(summary)
+    if not answers_ok:
+        bad.add('the answers against docs/openapi.yaml')
+    print('daemon logs in %s' % ', '.join(d.dir for d in DAEMONS))
+    print('%d passed, %d failed' % (len(result.passed), len(bad)))
+    if not bad:
+        for d in DAEMONS:
+            shutil.rmtree(d.dir, ignore_errors=True)
+    return 1 if bad or not result.passed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,313 @@
+/* lib/service/code.c: the bridge's line reader and the answer it makes of a line (the bridge is
+ * untrusted: split lines, long lines, lies, answers nobody asked for), and, against the scripted
+ * engine of fake_engine.h with a state database and an audit log in a temporary directory, what
+ * a cell refuses before anything runs and what a bridge that ends at once gives: a clear error,
+ * recorded, never a hang. The scripted engine cannot speak the agent's protocol (its exec stream
+ * echoes: the command ends at once), so a kernel that answers is the integration suite's
+ * (tests/integration/test_code.py). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "fake_engine.h"
+#include "service/code.h"
+#include "test_service_env.h"
+
+#define ID_A "sb-00000000000000d1"
+#define ID_L "sb-00000000000000d3"
+#define NO_ROW "sb-00000000000000df"
+
+static void feed(struct code_lines *r, const char *s)
+{
+    svc_code_lines_feed(r, (const uint8_t *)s, strlen(s));
+}
+
+struct events {
+    int n;
+    char text[256];
+};
+
+static void on_event(void *ctx, json_t *ev)
+{
+    struct events *e = ctx;
+    e->n++;
+    strncat(e->text, json_string_value(json_object_get(ev, "event")),
+            sizeof(e->text) - strlen(e->text) - 1);
+    strncat(e->text, ":", sizeof(e->text) - strlen(e->text) - 1);
+    strncat(e->text, json_string_value(json_object_get(ev, "text")),
+            sizeof(e->text) - strlen(e->text) - 1);
+}
+
+static void test_lines_split_and_joined(void **state)
+{
+    (void)state;
+    struct code_lines *r = svc_code_lines_new(1024);
+    const char *broken = NULL;
+    assert_null(svc_code_lines_take(r, &broken));
+    assert_string_equal(broken, "");
+    /* A line in three pieces, then two lines and empty ones in one piece. */
+    feed(r, "{\"event\":\"re");
+    assert_null(svc_code_lines_take(r, NULL));
+    feed(r, "ady\"");
+    feed(r, "}\n\n{\"event\":\"result\",\"status\":\"ok\"}\n\n{\"event\":\"x\"}\n");
+    json_t *a = svc_code_lines_take(r, &broken);
+    assert_string_equal(json_string_value(json_object_get(a, "event")), "ready");
+    json_t *b = svc_code_lines_take(r, &broken);
+    assert_string_equal(json_string_value(json_object_get(b, "status")), "ok");
+    json_t *c = svc_code_lines_take(r, &broken);
+    assert_string_equal(json_string_value(json_object_get(c, "event")), "x");
+    assert_null(svc_code_lines_take(r, &broken));
+    assert_string_equal(broken, "");
+    json_decref(a);
+    json_decref(b);
+    json_decref(c);
+    svc_code_lines_free(r);
+}
+
+static void test_lines_output_events(void **state)
+{
+    (void)state;
+    struct code_lines *r = svc_code_lines_new(1024);
+    struct events ev = {0};
+    /* Without a cell's callback, output events are dropped; with one, passed on in order;
+     * never queued as answers. */
+    feed(r, "{\"event\":\"stdout\",\"text\":\"lost\"}\n");
+    svc_code_lines_on_event(r, on_event, &ev);
+    feed(r, "{\"event\":\"stdout\",\"text\":\"a\"}\n{\"event\":\"stderr\",\"text\":\"b\"}\n"
+            "{\"event\":\"stdout\",\"text\":7}\n");
+    assert_int_equal(ev.n, 2);
+    assert_string_equal(ev.text, "stdout:astderr:b");
+    const char *broken = NULL;
+    assert_null(svc_code_lines_take(r, &broken));
+    assert_string_equal(broken, "");
+    svc_code_lines_free(r);
+}
+
+static void test_lines_lies(void **state)
+{
+    (void)state;
+    const char *broken = NULL;
+    /* Not JSON, not an object, no event: the reader is broken, and says so. */
+    static const char *const bad[] = {"hello\n", "[1,2]\n", "{\"status\":\"ok\"}\n",
+                                      "{\"event\":5}\n",
+                                      "{\"event\":\"result\",\"event\":\"result\"}\n"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct code_lines *r = svc_code_lines_new(1024);
+        feed(r, bad[i]);
+        assert_null(svc_code_lines_take(r, &broken));
+        if (!strstr(broken, "not a JSON object with an event"))
+            fail_msg("line %s: broken '%s'", bad[i], broken);
+        svc_code_lines_free(r);
+    }
+    /* A line past the cap: dropped (never held whole), the reader broken. */
+    struct code_lines *r = svc_code_lines_new(64);
+    char big[200];
+    memset(big, 'a', sizeof(big));
+    for (int i = 0; i < 10; i++)
+        svc_code_lines_feed(r, (const uint8_t *)big, sizeof(big));
+    feed(r, "\n{\"event\":\"ready\"}\n");
+    json_t *j = svc_code_lines_take(r, &broken);
+    assert_non_null(strstr(broken, "longer than its cap"));
+    json_decref(j);
+    svc_code_lines_free(r);
+    /* Answers nobody asked for: at most a few are queued, then the reader is broken. */
+    r = svc_code_lines_new(1024);
+    for (int i = 0; i < 10; i++)
+        feed(r, "{\"event\":\"result\",\"status\":\"ok\"}\n");
+    json_t *first = svc_code_lines_take(r, &broken);
+    assert_non_null(first);
+    json_decref(first);
+    assert_non_null(strstr(broken, "nobody asked for"));
+    svc_code_lines_free(r);
+}
+
+static void test_answer_checked(void **state)
+{
+    (void)state;
+    /* Not a result, or a status the API does not know: no answer. */
+    json_t *l = json_loads("{\"event\":\"ready\",\"status\":\"ok\"}", 0, NULL);
+    assert_null(svc_code_answer(l));
+    json_decref(l);
+    l = json_loads("{\"event\":\"result\",\"status\":\"pwned\"}", 0, NULL);
+    assert_null(svc_code_answer(l));
+    json_decref(l);
+    /* Fields of the wrong type become empty; unknown fields go; a bundle keeps strings (and
+     * any JSON for application/json). */
+    l = json_loads("{\"event\":\"result\",\"status\":\"ok\",\"execution_count\":\"7\","
+                   "\"stdout\":5,\"stderr\":\"e\",\"result\":{\"text/plain\":\"42\","
+                   "\"image/png\":{\"x\":1},\"application/json\":{\"a\":[1]}},"
+                   "\"displays\":[{\"image/png\":\"iVBO\"},7,\"x\"],\"error\":{\"name\":3},"
+                   "\"truncated\":\"yes\",\"restarted\":true,\"extra\":1}",
+                   0, NULL);
+    json_t *a = svc_code_answer(l);
+    json_decref(l);
+    assert_non_null(a);
+    assert_string_equal(json_string_value(json_object_get(a, "status")), "ok");
+    assert_true(json_is_null(json_object_get(a, "execution_count")));
+    assert_string_equal(json_string_value(json_object_get(a, "stdout")), "");
+    assert_string_equal(json_string_value(json_object_get(a, "stderr")), "e");
+    json_t *res = json_object_get(a, "result");
+    assert_string_equal(json_string_value(json_object_get(res, "text/plain")), "42");
+    assert_null(json_object_get(res, "image/png"));
+    assert_true(json_is_object(json_object_get(res, "application/json")));
+    assert_int_equal(json_array_size(json_object_get(a, "displays")), 1);
+    json_t *err = json_object_get(a, "error");
+    assert_string_equal(json_string_value(json_object_get(err, "name")), "");
+    assert_string_equal(json_string_value(json_object_get(err, "traceback")), "");
+    assert_true(json_is_false(json_object_get(a, "truncated")));
+    assert_true(json_is_true(json_object_get(a, "restarted")));
+    assert_null(json_object_get(a, "extra"));
+    assert_true(json_is_null(json_object_get(a, "message")));
+    json_decref(a);
+}
+
+/* ---- the service, against the scripted engine ---- */
+
+static int setup(void **state)
+{
+    struct test_env *e = NULL;
+    if (test_env_setup(&e, "code") != 0)
+        return -1;
+    test_env_all_running(e);
+    int64_t now = (int64_t)time(NULL);
+    test_env_row(e, ID_A, now + 36000, 1000, 0);
+    test_env_row(e, ID_L, now + 36000, 1000, 0);
+    test_env_set_state(e, ID_L, CLR_STATE_LOST, "oom");
+    *state = e;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct test_env *e = *state;
+    svc_code_stop(&e->svc);
+    clr_service *svc = &e->svc;
+    for (int i = 0; i < svc->pool_n; i++)
+        clr_engine_free(svc->pool[i]);
+    svc->pool_n = 0;
+    test_env_teardown(e);
+    return 0;
+}
+
+static void expect_refused(clr_service *svc, const char *id, const char *text,
+                           clr_error_code code, const char *says)
+{
+    json_t *req = json_loads(text, 0, NULL);
+    assert_non_null(req);
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_run(svc, id, req, "alice", NULL, NULL, &out, &err), -1);
+    assert_null(out);
+    expect_error(&err, code, says);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_check(svc, id, req, &err), -1);
+    expect_error(&err, code, says);
+    json_decref(req);
+}
+
+static void test_cell_refused(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    expect_refused(svc, "sb-../etc", "{\"code\":\"1\"}", CLR_E_INVALID, "is not a sandbox id");
+    expect_refused(svc, ID_A, "{}", CLR_E_INVALID, "code must be a string");
+    expect_refused(svc, ID_A, "{\"code\":1}", CLR_E_INVALID, "code must be a string");
+    json_t *nul = json_pack("{s:s%}", "code", "a\0b", (size_t)3);
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_run(svc, ID_A, nul, "alice", NULL, NULL, &out, &err), -1);
+    expect_error(&err, CLR_E_INVALID, "NUL");
+    json_decref(nul);
+    expect_refused(svc, ID_A, "{\"code\":\"1\",\"argv\":[]}", CLR_E_INVALID, "argv");
+    expect_refused(svc, ID_A, "{\"code\":\"1\",\"timeout\":\"500ms\"}", CLR_E_INVALID,
+                   "between 1s and 1h");
+    expect_refused(svc, ID_A, "{\"code\":\"1\",\"timeout\":7200}", CLR_E_INVALID,
+                   "between 1s and 1h");
+    expect_refused(svc, ID_A, "{\"code\":\"1\",\"timeout\":true}", CLR_E_INVALID,
+                   "between 1s and 1h");
+    expect_refused(svc, ID_A, "{\"code\":\"1\",\"timeout\":\"soon\"}", CLR_E_INVALID, "soon");
+    expect_refused(svc, ID_A, "{\"code\":\"1\",\"output_cap\":\"1g\"}", CLR_E_INVALID,
+                   "output_cap");
+    expect_refused(svc, ID_A, "{\"code\":\"1\",\"output_cap\":10}", CLR_E_INVALID, "output_cap");
+    expect_refused(svc, NO_ROW, "{\"code\":\"1\"}", CLR_E_NOT_FOUND, "no sandbox");
+    expect_refused(svc, ID_L, "{\"code\":\"1\"}", CLR_E_CONFLICT, "lost (oom)");
+    assert_int_equal(fake_count(e->f, "POST "), 0);
+    assert_int_equal((int)audit_count(e, "code.start"), 0);
+
+    /* The audit log refuses: nothing runs. */
+    test_env_break_audit(e, true);
+    json_t *req = json_pack("{s:s}", "code", "1");
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_run(svc, ID_A, req, "alice", NULL, NULL, &out, &err), -1);
+    assert_non_null(strstr(err.message, "audit log"));
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_restart(svc, ID_A, "alice", &out, &err), -1);
+    assert_non_null(strstr(err.message, "audit log"));
+    assert_int_equal(fake_count(e->f, "POST "), 0);
+    test_env_break_audit(e, false);
+    json_decref(req);
+    /* The restart refuses what a cell refuses. */
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_restart(svc, ID_L, "alice", &out, &err), -1);
+    expect_error(&err, CLR_E_CONFLICT, "lost (oom)");
+}
+
+/* A bridge the engine refuses to start: a clear error, audited, and the next call tries again
+ * (nothing left held). */
+static void test_bridge_that_ends(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    clr_sandbox_info info;
+    test_env_info(&info, ID_A, TEST_OWNER);
+    json_t *j = json_pack("{s:s, s:{s:s, s:b, s:b, s:b}, s:{s:o}}", "Id", "cid-a", "State",
+                          "Status", "running", "Running", 1, "Paused", 0, "OOMKilled", 0,
+                          "Config", "Labels", clr_sandbox_labels(&info));
+    fake_answer(e->f, "GET " TEST_API "clearing-" ID_A "/json", 200,
+                test_env_keep(e, json_dumps(j, JSON_COMPACT)));
+    json_decref(j);
+    fake_answer(e->f, "GET " TEST_API "cid-", 200, "{\"State\":{\"Running\":true}}");
+    fake_answer(e->f, "POST " TEST_API "cid-", 404, "{\"message\":\"No such container\"}");
+    json_t *req = json_pack("{s:s}", "code", "1+1");
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_run(svc, ID_A, req, "alice", NULL, NULL, &out, &err), -1);
+    json_decref(req);
+    expect_error(&err, CLR_E_NOT_FOUND, "does not exist");
+    json_decref(expect_audit(e, "code", "error", ID_A, "alice"));
+    assert_int_equal((int)audit_count(e, "code.start"), 1);
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-a/exec"), 1);
+    /* Nothing was left held: the restart starts a bridge again (and fails the same way). */
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_restart(svc, ID_A, "alice", &out, &err), -1);
+    expect_error(&err, CLR_E_NOT_FOUND, "does not exist");
+    json_decref(expect_audit(e, "code.restart", "error", ID_A, "alice"));
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-a/exec"), 2);
+    /* No cell runs or waits: the sandbox is not busy for the reaper. */
+    assert_false(svc_code_busy(svc, ID_A));
+    /* The session is there while its sandbox runs; gone once it is not. */
+    assert_int_equal((int)svc_code_prune(svc), 0);
+    test_env_set_state(e, ID_A, CLR_STATE_DESTROYED, "client");
+    assert_int_equal((int)svc_code_prune(svc), 1);
+    assert_int_equal((int)svc_code_prune(svc), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lines_split_and_joined),
+        cmocka_unit_test(test_lines_output_events),
+        cmocka_unit_test(test_lines_lies),
+        cmocka_unit_test(test_answer_checked),
+        cmocka_unit_test_setup_teardown(test_cell_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bridge_that_ends, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
