@@ -15,6 +15,9 @@
 
 #include "common.h"
 
+/* The name a snapshot's checkpoint has in the engine while a container starts from it. */
+#define CLR_SNAPSHOT_CHECKPOINT "clearing-restore"
+
 /* A snapshot id is "snap-" and 16 lower-case hex digits. */
 CLR_PUBLIC bool clr_snapshot_id_valid(const char *id);
 /* A new random snapshot id into out (at least 22 bytes). */

@@ -9,6 +9,7 @@
 #include "removal.h"
 #include "rows.h"
 #include "service_int.h"
+#include "snapshots.h"
 
 /* Lost sandboxes past their expiry: their remains (workspace, stopped container) go. */
 static int reap_lost(clr_service *svc, int64_t now, clr_error *err)
@@ -38,6 +39,7 @@ int clr_service_reap(clr_service *svc, clr_error *err)
     size_t n = 0;
     int64_t now = svc_now_s();
     svc_procs_prune(svc);
+    svc_snapshots_sweep(svc);
     int removed = reap_lost(svc, now, err);
     if (removed < 0 ||
         clr_store_sandbox_list(svc->store, CLR_STATE_RUNNING, &rows, &n, err) < 0)

@@ -137,6 +137,9 @@ struct clr_service {
     struct live_sb *live;
     atomic_uint_fast64_t channel_execs, channel_replayed;
     clr_egress_totals egress;
+    /* Snapshots being written now (snapshots.c): the sweep leaves unrecorded directories alone
+     * while any is. */
+    atomic_int snapshots_writing;
 };
 
 struct live_sb {
