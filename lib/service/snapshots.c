@@ -414,8 +414,10 @@ void svc_snapshots_sweep(clr_service *svc)
 {
     json_t *rows = NULL;
     clr_error err = CLR_ERROR_INIT;
-    if (clr_store_snapshot_list(svc->store, NULL, NULL, &rows, &err) < 0)
+    if (clr_store_snapshot_list(svc->store, NULL, NULL, &rows, &err) < 0) {
+        clr_log(CLR_LOG_WARN, "snapshot.sweep_failed", "error", err.message, NULL);
         return;
+    }
     int64_t now = svc_now_s();
     size_t i;
     json_t *r;
