@@ -297,9 +297,10 @@ def main():
         test_kill9(d, c)
     finally:
         d.ensure_running()
-        st, lst = call(d.client(), 'GET', '/v1/sandboxes?state=running') if d.running() else (0, {})
-        for s in lst.get('sandboxes', []):
-            call(d.client(), 'DELETE', '/v1/sandboxes/' + s['id'])
+        st, lst = call(d.client(), 'GET', '/v1/sandboxes') if d.running() else (0, {})
+        for s in lst.get('sandboxes', []):  # running and lost ones alike
+            if s['state'] != 'destroyed':
+                call(d.client(), 'DELETE', '/v1/sandboxes/' + s['id'] + '?wait=1')
         d.stop()
     print('1..%d' % n)
     if failed:
