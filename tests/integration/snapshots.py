@@ -10,6 +10,7 @@ half-made after its restart. Waits are for conditions with generous deadlines, n
 import glob
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -153,6 +154,7 @@ def test_fork_and_isolation(d, c):
           sh(c, fork, 'cat /tmp/t; ls /workspace/only-parent 2>&1 | grep -c "No such"') == 'fork\n1',
           sh(c, fork, 'cat /tmp/t; ls /workspace/only-parent 2>&1'))
     call(c, 'DELETE', '/v1/sandboxes/' + fork)
+    test_cli(d, c, parent, snap)
     # A background process's state: the snapshot of a sandbox whose channel is attached.
     st, r = call(c, 'POST', '/v1/sandboxes/%s/processes' % parent, {'shell': LOOP})
     check('a counter loop runs in the background', st == 201, (st, r))
@@ -174,6 +176,31 @@ def test_fork_and_isolation(d, c):
     if fork2:
         call(c, 'DELETE', '/v1/sandboxes/' + fork2)
     return snap
+
+
+def test_cli(d, c, parent, snap):
+    env = dict(os.environ, CLEARING_HOST=d.sock)
+    r = subprocess.run([ct.CLEARING, 'snapshot', parent], env=env, capture_output=True,
+                       text=True, timeout=300)
+    sid = r.stdout.strip()
+    check('clearing snapshot ID prints the new snapshot\'s id', r.returncode == 0
+          and sid.startswith('snap-') and 'sha256' in r.stderr, (r.returncode, r.stdout, r.stderr))
+    if sid.startswith('snap-'):
+        call(c, 'DELETE', '/v1/sandboxes/%s/snapshots/%s' % (parent, sid))
+    r = subprocess.run([ct.CLEARING, 'fork', snap['id']], env=env, capture_output=True, text=True,
+                       timeout=300)
+    fid = r.stdout.strip()
+    check('clearing fork SNAPSHOT prints the new sandbox\'s id', r.returncode == 0
+          and fid.startswith('sb-'), (r.returncode, r.stdout, r.stderr))
+    if fid.startswith('sb-'):
+        call(c, 'DELETE', '/v1/sandboxes/' + fid)
+    r = subprocess.run([ct.CLEARING, 'fork', 'snap-0000000000000000'], env=env,
+                       capture_output=True, text=True, timeout=60)
+    check('clearing fork of no such snapshot fails naming it', r.returncode != 0
+          and 'snap-0000000000000000' in r.stderr, (r.returncode, r.stderr))
+    r = subprocess.run([ct.CLEARING, 'snapshot', 'nonsense'], env=env, capture_output=True,
+                       text=True, timeout=60)
+    check('clearing snapshot of a bad id is a usage error (2)', r.returncode == 2, r)
 
 
 def test_many_forks(d, c, snap):
