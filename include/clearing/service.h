@@ -234,10 +234,6 @@ CLR_PUBLIC int clr_service_reconcile(clr_service *svc, clr_error *err);
 /* ---- snapshots and forks (issue #22; lib/service/snapshots.c) ----
  * Where the engine cannot checkpoint (no experimental mode, a runtime other than runsc) each
  * answers CLR_E_UNSUPPORTED (501) naming what to enable, and nothing changes. */
-/* Whether this daemon can take snapshots; why (a sentence) when not. -1: the engine could not be
- * asked (why says so). */
-CLR_PUBLIC int clr_service_snapshots_available(clr_service *svc, bool *out, char *why,
-                                               size_t len);
 /* Snapshots the running sandbox: request {"keep": bool (outlives its sandbox), "ttl": seconds}
  * (may be NULL). *out {id, sandbox, tenant, parent, size, sha256, created_at, expires_at, keep}. */
 CLR_PUBLIC int clr_service_snapshot(clr_service *svc, const char *sandbox_id, json_t *request,

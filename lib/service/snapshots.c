@@ -46,23 +46,6 @@ static int require_supported(clr_service *svc, clr_engine *eng, const char *runt
     return ok ? 0 : clr_error_set(err, CLR_E_UNSUPPORTED, 0, "snapshots are not available: %s", why);
 }
 
-int clr_service_snapshots_available(clr_service *svc, bool *out, char *why, size_t len)
-{
-    clr_engine *eng = NULL;
-    clr_error err = CLR_ERROR_INIT;
-    *out = false;
-    if (svc_engine_get(svc, &eng, &err) < 0) {
-        snprintf(why, len, "%s", err.message);
-        return -1;
-    }
-    const char *rt = svc->insecure_runtime ? svc->insecure_runtime : "runsc";
-    int rc = clr_engine_checkpoint_supported(eng, rt, out, why, len, &err);
-    if (rc < 0)
-        snprintf(why, len, "%s", err.message);
-    svc_engine_put(svc, eng, rc < 0);
-    return rc;
-}
-
 static int parse_request(json_t *req, bool *keep, uint32_t *ttl, clr_error *err)
 {
     static const char *const fields[] = {"keep", "ttl", NULL};
