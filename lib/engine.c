@@ -1,6 +1,7 @@
 /* The container engine interface: opens the engine the options name and passes each operation
  * to its table (engine_int.h). The only engine today is Docker (docker_engine.c). */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "clearing/engine.h"
@@ -109,6 +110,59 @@ int clr_engine_exec(clr_engine_stream **out, clr_engine *eng, const char *id,
 {
     *out = NULL;
     return eng->ops->exec(out, eng, id, spec, err);
+}
+
+static int no_checkpoints(clr_engine *eng, clr_error *err)
+{
+    return clr_error_set(err, CLR_E_UNSUPPORTED, 0,
+                         "the %s engine cannot checkpoint containers (snapshots need Docker "
+                         "with \"experimental\": true and the runsc runtime)",
+                         eng->ops->name);
+}
+
+int clr_engine_checkpoint_supported(clr_engine *eng, const char *runtime, bool *out, char *why,
+                                    size_t why_len, clr_error *err)
+{
+    *out = false;
+    if (!eng->ops->checkpoint_supported) {
+        clr_error e = CLR_ERROR_INIT;
+        no_checkpoints(eng, &e);
+        snprintf(why, why_len, "%s", e.message);
+        return 0;
+    }
+    return eng->ops->checkpoint_supported(eng, runtime, out, why, why_len, err);
+}
+
+int clr_engine_checkpoint_create(clr_engine *eng, const char *id, const char *name,
+                                 clr_error *err)
+{
+    if (!eng->ops->checkpoint_create)
+        return no_checkpoints(eng, err);
+    return eng->ops->checkpoint_create(eng, id, name, err);
+}
+
+int clr_engine_checkpoint_dir(clr_engine *eng, const char *id, const char *name, char *out,
+                              size_t len, clr_error *err)
+{
+    if (!eng->ops->checkpoint_dir)
+        return no_checkpoints(eng, err);
+    return eng->ops->checkpoint_dir(eng, id, name, out, len, err);
+}
+
+int clr_engine_container_start_checkpoint(clr_engine *eng, const char *id, const char *name,
+                                          clr_error *err)
+{
+    if (!eng->ops->start_checkpoint)
+        return no_checkpoints(eng, err);
+    return eng->ops->start_checkpoint(eng, id, name, err);
+}
+
+int clr_engine_checkpoint_delete(clr_engine *eng, const char *id, const char *name,
+                                 clr_error *err)
+{
+    if (!eng->ops->checkpoint_delete)
+        return no_checkpoints(eng, err);
+    return eng->ops->checkpoint_delete(eng, id, name, err);
 }
 
 int clr_engine_events(clr_engine *eng, json_t *filters, const clr_engine_events_handler *h,

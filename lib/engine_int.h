@@ -40,6 +40,14 @@ struct clr_engine_ops {
                 const clr_engine_exec_spec *spec, clr_error *err);
     int (*events)(clr_engine *eng, json_t *filters, const clr_engine_events_handler *h,
                   clr_error *err);
+    /* Checkpoints (issue #22); an engine without them leaves them NULL (CLR_E_UNSUPPORTED). */
+    int (*checkpoint_supported)(clr_engine *eng, const char *runtime, bool *out, char *why,
+                                size_t why_len, clr_error *err);
+    int (*checkpoint_create)(clr_engine *eng, const char *id, const char *name, clr_error *err);
+    int (*checkpoint_dir)(clr_engine *eng, const char *id, const char *name, char *out,
+                          size_t len, clr_error *err);
+    int (*start_checkpoint)(clr_engine *eng, const char *id, const char *name, clr_error *err);
+    int (*checkpoint_delete)(clr_engine *eng, const char *id, const char *name, clr_error *err);
 };
 
 /* The handle: each engine's own state struct begins with this. */

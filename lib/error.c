@@ -57,6 +57,7 @@ const char *clr_error_code_name(clr_error_code code)
     case CLR_E_ENGINE: return "engine";
     case CLR_E_NO_SPACE: return "no_space";
     case CLR_E_INTERNAL: return "internal";
+    case CLR_E_UNSUPPORTED: return "unsupported";
     default: return "unknown";
     }
 }

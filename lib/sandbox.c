@@ -19,6 +19,7 @@
 
 #include "clr-config.h"
 #include "internal.h"
+#include "clearing/snapshot.h"
 #include "clearing/agent.h"
 #include "clearing/cleanup_json.h"
 #include "coverage.h"
@@ -252,12 +253,28 @@ static int create_container(clr_engine *eng, clr_sandbox *sb, const char *agent,
     return 0;
 }
 
+/* The snapshot's checkpoint copied where the engine reads it, and the container started from
+ * it; the copy goes once the sandbox runs (the engine has read it). */
+static int start_from_snapshot(clr_engine *eng, const char *cid, const char *snapshot_dir,
+                               clr_error *err)
+{
+    char dir[4096];
+    if (clr_engine_checkpoint_dir(eng, cid, CLR_SNAPSHOT_CHECKPOINT, dir, sizeof(dir), err) < 0 ||
+        clr_snapshot_copy_checkpoint(snapshot_dir, dir, err) < 0 ||
+        clr_engine_container_start_checkpoint(eng, cid, CLR_SNAPSHOT_CHECKPOINT, err) < 0)
+        return -1;
+    clr_error ignored = CLR_ERROR_INIT;
+    clr_engine_checkpoint_delete(eng, cid, CLR_SNAPSHOT_CHECKPOINT, &ignored);
+    return 0;
+}
+
 /* Starts the created container; when the engine does not, the sandbox is destroyed. */
 static int start_container(clr_engine *eng, clr_sandbox *sb, const char *state_dir,
-                           clr_error *err)
+                           const char *snapshot_dir, clr_error *err)
 {
     clr_sandbox_info *info = &sb->info;
-    if (clr_engine_container_start(eng, info->container_id, err) < 0) {
+    if ((snapshot_dir ? start_from_snapshot(eng, info->container_id, snapshot_dir, err)
+                      : clr_engine_container_start(eng, info->container_id, err)) < 0) {
         clr_error local = CLR_ERROR_INIT;
         clr_error_prefix(err, "starting sandbox %s", info->id);
         clr_sandbox_destroy(eng, info->id, "failed-start", state_dir, &local);
@@ -291,7 +308,7 @@ int clr_sandbox_create(clr_sandbox **out, clr_engine *eng, const clr_sandbox_opt
         discard_new_branch(sb, opts);
         return -1;
     }
-    if (start_container(eng, sb, state_dir, err) < 0) {
+    if (start_container(eng, sb, state_dir, opts->snapshot_dir, err) < 0) {
         discard_new_branch(sb, opts);
         return -1;
     }

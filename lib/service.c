@@ -18,6 +18,7 @@
 #include "service/reaper.h"
 #include "service/removal.h"
 #include "service/service_int.h"
+#include "service/snapshots.h"
 #include "service/validate.h"
 #include "service/warm.h"
 
@@ -241,6 +242,7 @@ static int start_threads(clr_service *svc, const clr_service_config *cfg, clr_er
     svc->rm_started = true;
     if (svc_recover(svc, err) < 0)
         return clr_error_prefix(err, "recovering state");
+    svc_snapshots_sweep(svc); /* what a killed daemon left half-made */
     if (pthread_create(&svc->reaper, NULL, svc_reaper_main, svc) != 0)
         return clr_error_set(err, CLR_E_INTERNAL, errno, "cannot start the reaper thread");
     svc->reaper_started = true;

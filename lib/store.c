@@ -56,6 +56,20 @@ static const char *const migrations[] = {
     "ALTER TABLE sandboxes ADD COLUMN recovered INTEGER NOT NULL DEFAULT 0;",
     /* 5: the tenant the sandbox belongs to (rows of older daemons: the default tenant's) */
     "ALTER TABLE sandboxes ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';",
+    /* 6: snapshots (issue #22): a row once its files are whole (lib/snapshot.c) */
+    "CREATE TABLE IF NOT EXISTS snapshots ("
+    "  id TEXT PRIMARY KEY,"
+    "  sandbox_id TEXT NOT NULL,"
+    "  tenant TEXT NOT NULL,"
+    "  parent TEXT NOT NULL DEFAULT '',"
+    "  size INTEGER NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  expires_at INTEGER NOT NULL,"
+    "  keep INTEGER NOT NULL DEFAULT 0,"
+    "  source TEXT NOT NULL"
+    ");"
+    "CREATE INDEX IF NOT EXISTS snapshots_sandbox ON snapshots(sandbox_id);",
 };
 
 /* An SQLite failure as a clr_error. The two an operator must act on say so and name the file: a
@@ -738,4 +752,117 @@ int clr_store_sandbox_get_egress(clr_store *st, const char *id, json_t **out, cl
         *out = json_loads(text, 0, NULL);
     sqlite3_finalize(q);
     return 0;
+}
+
+/* ---- snapshots ---- */
+
+#define SNAPSHOT_COLUMNS "id, sandbox_id, tenant, parent, size, sha256, created_at, expires_at, keep, source"
+
+int clr_store_snapshot_insert(clr_store *st, json_t *row, clr_error *err)
+{
+    static const char sql[] = "INSERT INTO snapshots (" SNAPSHOT_COLUMNS
+                              ") VALUES (?,?,?,?,?,?,?,?,?,?)";
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
+        return db_error(st, err, "insert snapshot");
+    json_t *src = json_object_get(row, "source");
+    _cleanup_free_ char *source = src ? json_dumps(src, JSON_COMPACT) : NULL;
+    static const char *const texts[] = {"id", "sandbox", "tenant", "parent", NULL, "sha256"};
+    for (int i = 0; i < 6; i++)
+        if (texts[i]) {
+            const char *v = json_string_value(json_object_get(row, texts[i]));
+            sqlite3_bind_text(q, i + 1, v ? v : "", -1, SQLITE_TRANSIENT);
+        }
+    sqlite3_bind_int64(q, 5, json_integer_value(json_object_get(row, "size")));
+    sqlite3_bind_int64(q, 7, json_integer_value(json_object_get(row, "created_at")));
+    sqlite3_bind_int64(q, 8, json_integer_value(json_object_get(row, "expires_at")));
+    sqlite3_bind_int(q, 9, json_is_true(json_object_get(row, "keep")));
+    sqlite3_bind_text(q, 10, source ? source : "{}", -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(q);
+    sqlite3_finalize(q);
+    if (rc != SQLITE_DONE)
+        return db_error(st, err, "insert snapshot");
+    return 0;
+}
+
+static json_t *row_to_snapshot(sqlite3_stmt *q)
+{
+    const char *parent = (const char *)sqlite3_column_text(q, 3);
+    const char *source = (const char *)sqlite3_column_text(q, 9);
+    json_t *src = source ? json_loads(source, 0, NULL) : NULL;
+    return json_pack("{s:s, s:s, s:s, s:o, s:I, s:s, s:I, s:I, s:b, s:o}", "id",
+                     (const char *)sqlite3_column_text(q, 0), "sandbox",
+                     (const char *)sqlite3_column_text(q, 1), "tenant",
+                     (const char *)sqlite3_column_text(q, 2), "parent",
+                     parent && *parent ? json_string(parent) : json_null(), "size",
+                     (json_int_t)sqlite3_column_int64(q, 4), "sha256",
+                     (const char *)sqlite3_column_text(q, 5), "created_at",
+                     (json_int_t)sqlite3_column_int64(q, 6), "expires_at",
+                     (json_int_t)sqlite3_column_int64(q, 7), "keep", sqlite3_column_int(q, 8),
+                     "source", src ? src : json_object());
+}
+
+int clr_store_snapshot_get(clr_store *st, const char *id, json_t **out, clr_error *err)
+{
+    *out = NULL;
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(st->db, "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE id = ?", -1,
+                           &q, NULL) != SQLITE_OK)
+        return db_error(st, err, "get snapshot");
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW)
+        *out = row_to_snapshot(q);
+    sqlite3_finalize(q);
+    if (rc == SQLITE_DONE)
+        return clr_error_set(err, CLR_E_NOT_FOUND, 0, "no snapshot %s", id);
+    if (rc != SQLITE_ROW || !*out)
+        return db_error(st, err, "get snapshot");
+    return 0;
+}
+
+int clr_store_snapshot_list(clr_store *st, const char *sandbox_id, const char *tenant,
+                            json_t **out, clr_error *err)
+{
+    *out = NULL;
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE (?1 IS NULL OR"
+                           " sandbox_id = ?1) AND (?2 IS NULL OR tenant = ?2)"
+                           " ORDER BY created_at, rowid",
+                           -1, &q, NULL) != SQLITE_OK)
+        return db_error(st, err, "list snapshots");
+    if (sandbox_id)
+        sqlite3_bind_text(q, 1, sandbox_id, -1, SQLITE_STATIC);
+    if (tenant)
+        sqlite3_bind_text(q, 2, tenant, -1, SQLITE_STATIC);
+    json_t *list = json_array();
+    int rc;
+    while (list && (rc = sqlite3_step(q)) == SQLITE_ROW)
+        json_array_append_new(list, row_to_snapshot(q));
+    sqlite3_finalize(q);
+    if (!list || rc != SQLITE_DONE) {
+        json_decref(list);
+        return db_error(st, err, "list snapshots");
+    }
+    *out = list;
+    return 0;
+}
+
+int clr_store_snapshot_delete(clr_store *st, const char *id, clr_error *err)
+{
+    int n = update(st, "DELETE FROM snapshots WHERE id = ?", "t", err, id);
+    return n < 0 ? -1 : 0;
+}
+
+int clr_store_snapshot_total(clr_store *st, uint64_t *bytes, clr_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(st->db, "SELECT COALESCE(SUM(size), 0) FROM snapshots", -1, &q,
+                           NULL) != SQLITE_OK)
+        return db_error(st, err, "sum snapshots");
+    int rc = sqlite3_step(q);
+    *bytes = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(q, 0) : 0;
+    sqlite3_finalize(q);
+    return rc == SQLITE_ROW ? 0 : db_error(st, err, "sum snapshots");
 }

@@ -114,6 +114,51 @@ if ! docker_up; then
 fi
 docker info --format '{{json .Runtimes}}' | grep -q '"runsc"' || die "dockerd does not list the runsc runtime"
 
+# Snapshots and forks (issue #22) need dockerd's experimental mode (checkpoint/restore). Merged
+# into daemon.json like runsc above. It takes a dockerd restart (not a reload), which stops every
+# running container: setup restarts dockerd only when no clearing sandbox runs, otherwise it says
+# what to do and goes on (snapshots answer 501 until then; everything else works).
+python3 - <<'PY'
+import json, os
+path = "/etc/docker/daemon.json"
+try:
+    with open(path) as f:
+        cfg = json.load(f)
+except FileNotFoundError:
+    cfg = {}
+if cfg.get("experimental") is not True:
+    cfg["experimental"] = True
+    tmp = path + ".clearing-tmp"
+    with open(tmp, "w") as f:
+        json.dump(cfg, f, indent=2)
+        f.write("\n")
+    os.rename(tmp, path)
+PY
+if [ "$(docker info --format '{{.ExperimentalBuild}}' 2>/dev/null)" != true ]; then
+    running=$(docker ps -q --filter label=io.clearing.owner | wc -l)
+    if [ "$running" -gt 0 ]; then
+        log "warning: dockerd runs without experimental mode (snapshots need it) and $running clearing sandbox(es) run:"
+        log "  a dockerd restart would stop them. Destroy them (clearing rm), then run scripts/setup.sh again"
+        log "  (or restart dockerd yourself); until then the snapshot routes answer 501"
+    else
+        log "restarting dockerd for experimental mode (snapshots); no clearing sandbox runs"
+        if command -v systemctl >/dev/null && [ "$(systemctl is-system-running 2>/dev/null || true)" != offline ] \
+            && systemctl restart docker 2>/dev/null; then
+            :
+        else
+            pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+            if [ -n "$pid" ]; then
+                kill "$pid" 2>/dev/null || true
+                for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+            fi
+            setsid dockerd >/var/log/clearing-dockerd.log 2>&1 < /dev/null &
+        fi
+        for _ in $(seq 1 60); do docker_up && break; sleep 0.5; done
+        docker_up || die "dockerd did not come back after the restart; see /var/log/clearing-dockerd.log"
+        [ "$(docker info --format '{{.ExperimentalBuild}}')" = true ] || log "warning: dockerd still runs without experimental mode"
+    fi
+fi
+
 # The python image carries tools/ruff (clearing-ruff) with its npm packages, pinned in
 # tools/ruff/package-lock.json: images/build.sh installs them with npm ci on the host, which also
 # fills npm's cache, so a later rebuild needs the registry no more. Without npm that build fails.

@@ -35,6 +35,8 @@ static const struct command commands[] = {
     {"gc", cmd_gc, "remove expired sandboxes, broken containers and orphaned workspaces"},
     {"mcp", cmd_mcp, "an MCP server on stdio for agent hosts: tools that drive sandboxes"},
     {"version", cmd_version, "the version, commit, agent, runsc and engine (--json)"},
+    {"snapshot", cmd_snapshot, "snapshot a daemon's running sandbox; prints the snapshot's id"},
+    {"fork", cmd_fork, "start a new sandbox from a snapshot; prints its id"},
 };
 
 static void usage(FILE *f)

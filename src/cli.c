@@ -26,7 +26,8 @@ int cli_failure_status(const clr_error *err)
     case CLR_E_CONFLICT:
     case CLR_E_LIMIT:
     case CLR_E_DENIED:
-    case CLR_E_NO_SPACE: return CLI_EXIT_FAILURE;
+    case CLR_E_NO_SPACE:
+    case CLR_E_UNSUPPORTED: return CLI_EXIT_FAILURE;
     case CLR_E_NONE:
     case CLR_E_UNAVAILABLE:
     case CLR_E_TIMEOUT:

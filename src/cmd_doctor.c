@@ -165,6 +165,16 @@ static void check_host(clr_engine *eng)
     json_decref(img);
     report(have_image, "default image " CLR_DEFAULT_IMAGE " present",
            have_image ? NULL : "build it with images/build.sh");
+
+    /* Snapshots and forks (issue #22) are optional: their absence is a note, not a failure. */
+    bool snaps = false;
+    char why[sizeof(err.message)] = "";
+    if (clr_engine_checkpoint_supported(eng, "runsc", &snaps, why, sizeof(why), &err) < 0)
+        snprintf(why, sizeof(why), "%s", err.message);
+    if (snaps)
+        report(true, "snapshots and forks available (checkpoint/restore under runsc)", NULL);
+    else
+        printf("note snapshots and forks not available: %s\n", why);
 }
 
 static void help(void)

@@ -21,6 +21,7 @@ int http_status(clr_error_code code)
     case CLR_E_TIMEOUT: return MHD_HTTP_GATEWAY_TIMEOUT;
     case CLR_E_ENGINE: return MHD_HTTP_BAD_GATEWAY;
     case CLR_E_NO_SPACE: return MHD_HTTP_INSUFFICIENT_STORAGE;
+    case CLR_E_UNSUPPORTED: return MHD_HTTP_NOT_IMPLEMENTED;
     case CLR_E_NONE:
     case CLR_E_INTERNAL:
     default: return MHD_HTTP_INTERNAL_SERVER_ERROR;

@@ -83,8 +83,9 @@ void http_answer_error(int status, json_t *j, clr_error *err)
                        : status == 503                   ? CLR_E_UNAVAILABLE
                        : status == 504                   ? CLR_E_TIMEOUT
                        : status == 507                   ? CLR_E_NO_SPACE
+                       : status == 501                   ? CLR_E_UNSUPPORTED
                                                          : CLR_E_INTERNAL;
-    for (int i = CLR_E_INVALID; i <= CLR_E_INTERNAL; i++) {
+    for (int i = CLR_E_INVALID; i <= CLR_E_UNSUPPORTED; i++) {
         if (code && strcmp(code, clr_error_code_name((clr_error_code)i)) == 0)
             c = (clr_error_code)i;
     }

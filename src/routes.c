@@ -170,8 +170,12 @@ static enum MHD_Result h_create(struct route_call *k)
 {
     clr_error err = CLR_ERROR_INIT;
     json_t *out = NULL;
-    int rc = clr_service_create(k->s->svc, k->body, principal_tenant(k->rq), k->rq->actor, &out,
-                                &err);
+    /* {"snapshot": ID}: a fork (issue #22), a new sandbox in that snapshot's state. */
+    int rc = json_object_get(k->body, "snapshot")
+                 ? clr_service_fork(k->s->svc, k->body, principal_tenant(k->rq), k->rq->actor,
+                                    &out, &err)
+                 : clr_service_create(k->s->svc, k->body, principal_tenant(k->rq), k->rq->actor,
+                                      &out, &err);
     return answer(k, rc, 201, out, &err);
 }
 
@@ -418,6 +422,37 @@ static enum MHD_Result h_archive_get(struct route_call *k)
     return send_fd(k->c, steal_fd(&fd), (uint64_t)size, "application/x-tar");
 }
 
+static enum MHD_Result h_snapshot_create(struct route_call *k)
+{
+    clr_error err = CLR_ERROR_INIT;
+    json_t *out = NULL;
+    int rc = clr_service_snapshot(k->s->svc, k->id, k->body, k->rq->actor, &out, &err);
+    return answer(k, rc, 201, out, &err);
+}
+
+static enum MHD_Result h_snapshot_list(struct route_call *k)
+{
+    clr_error err = CLR_ERROR_INIT;
+    json_t *out = NULL;
+    int rc = clr_service_snapshot_list(k->s->svc, k->id, &out, &err);
+    return answer(k, rc, 200, out, &err);
+}
+
+static enum MHD_Result h_snapshot_get(struct route_call *k)
+{
+    clr_error err = CLR_ERROR_INIT;
+    json_t *out = NULL;
+    int rc = clr_service_snapshot_get(k->s->svc, k->id, k->sub, &out, &err);
+    return answer(k, rc, 200, out, &err);
+}
+
+static enum MHD_Result h_snapshot_delete(struct route_call *k)
+{
+    clr_error err = CLR_ERROR_INIT;
+    int rc = clr_service_snapshot_delete(k->s->svc, k->id, k->sub, k->rq->actor, &err);
+    return answer(k, rc, 204, NULL, &err);
+}
+
 static enum MHD_Result h_mcp_post(struct route_call *k)
 {
     return mcp_http_post(k->s, k->c, k->rq);
@@ -461,6 +496,10 @@ static const struct route routes[] = {
     {{"PUT", "/v1/sandboxes/{id}/archive"}, h_archive_put, ROUTE_UPLOAD},
     {{"POST", "/v1/sandboxes/{id}/code"}, h_code, ROUTE_JSON},
     {{"POST", "/v1/sandboxes/{id}/code/restart"}, h_code_restart, ROUTE_NONE},
+    {{"GET", "/v1/sandboxes/{id}/snapshots"}, h_snapshot_list, ROUTE_NONE},
+    {{"POST", "/v1/sandboxes/{id}/snapshots"}, h_snapshot_create, ROUTE_JSON},
+    {{"GET", "/v1/sandboxes/{id}/snapshots/{snapshot_id}"}, h_snapshot_get, ROUTE_NONE},
+    {{"DELETE", "/v1/sandboxes/{id}/snapshots/{snapshot_id}"}, h_snapshot_delete, ROUTE_NONE},
     /* GET /mcp is no row: the router's 405 (Allow: POST, DELETE) is the answer the MCP
      * specification asks of a server that offers no standalone stream. */
     {{"POST", "/mcp"}, h_mcp_post, ROUTE_RPC},

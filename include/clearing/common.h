@@ -32,6 +32,7 @@ typedef enum {
     CLR_E_ENGINE,      /* the engine answered with an error (502) */
     CLR_E_NO_SPACE,    /* no space left on the workspace (507) */
     CLR_E_INTERNAL,    /* a bug or an unexpected system failure (500) */
+    CLR_E_UNSUPPORTED, /* this host cannot do it: a feature is off (501), the message says which */
 } clr_error_code;
 
 typedef struct clr_error {

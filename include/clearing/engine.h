@@ -120,6 +120,34 @@ CLR_PUBLIC int clr_engine_runtime_path(clr_engine *eng, const char *runtime, cha
 CLR_PUBLIC int clr_runtime_version(clr_engine *eng, const char *runtime, char *out, size_t len,
                                    clr_error *err);
 
+/* ---- checkpoints (issue #22: snapshots, forks, restore) ----
+ * A checkpoint is the whole state of a running gVisor container (its memory, so its processes
+ * and its tmpfs /tmp) as files the engine keeps beside the container, root-only. Host bind mounts
+ * (the workspace) are not in it. */
+
+/* Whether the engine can checkpoint containers of runtime at all. *out false with why (a
+ * sentence naming what to enable: the engine's experimental mode, the runsc runtime) when not;
+ * -1 only when the engine could not be asked. */
+CLR_PUBLIC int clr_engine_checkpoint_supported(clr_engine *eng, const char *runtime, bool *out,
+                                               char *why, size_t why_len, clr_error *err);
+/* Checkpoints the running container id as name (letters, digits, '_', '.', '-'); the container
+ * keeps running. CLR_E_CONFLICT if it does not run. */
+CLR_PUBLIC int clr_engine_checkpoint_create(clr_engine *eng, const char *id, const char *name,
+                                            clr_error *err);
+/* The directory that holds (or, before clr_engine_container_start_checkpoint, must be given)
+ * the files of container id's checkpoint name: the engine's own, root-only. The directory may
+ * not exist yet. */
+CLR_PUBLIC int clr_engine_checkpoint_dir(clr_engine *eng, const char *id, const char *name,
+                                         char *out, size_t len, clr_error *err);
+/* Starts the created or stopped container id from its checkpoint name, whose files must be in
+ * clr_engine_checkpoint_dir(id, name) (copied there from another container's: the engine
+ * refuses a checkpoint directory of the caller's choosing). */
+CLR_PUBLIC int clr_engine_container_start_checkpoint(clr_engine *eng, const char *id,
+                                                     const char *name, clr_error *err);
+/* Deletes container id's checkpoint name. One that is already gone is not an error (0). */
+CLR_PUBLIC int clr_engine_checkpoint_delete(clr_engine *eng, const char *id, const char *name,
+                                            clr_error *err);
+
 /* A way for another thread to end an event stream at once (its socket is shut down), rather than
  * at the stream's next tick. */
 typedef struct clr_engine_cancel clr_engine_cancel;

@@ -57,6 +57,10 @@ typedef struct clr_sandbox_options {
     /* How far the lifetime may later be extended, in seconds from creation (0: not at all).
      * Recorded as the max-expires-at label, which is what gc goes by. */
     uint32_t max_lifetime_s;
+    /* A snapshot's directory (clr_snapshot_verify()ed by the caller; include/clearing/snapshot.h):
+     * the container starts from its checkpoint instead of booting, its processes and memory as
+     * they were (a fork). The caller sets workspace_from to its workspace copy. */
+    const char *snapshot_dir;
 } clr_sandbox_options;
 
 #define CLR_SANDBOX_OPTIONS_INIT {.limits = CLR_LIMITS_INIT}

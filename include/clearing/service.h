@@ -78,6 +78,8 @@ typedef struct clr_service_config {
      * has only the daemon's limits. */
     const clr_tenant_quota *tenants;
     size_t ntenants;
+    /* Snapshots (issue #22): the bytes all of them may take together (0: 8 GiB). */
+    uint64_t snapshot_budget_bytes;
 } clr_service_config;
 
 #define CLR_SERVICE_CONFIG_INIT                                                                   \
@@ -234,6 +236,28 @@ CLR_PUBLIC int clr_service_reap(clr_service *svc, clr_error *err);
 /* Marks sandboxes whose container stopped or vanished as lost (the reaper does this every ten
  * passes); returns how many. */
 CLR_PUBLIC int clr_service_reconcile(clr_service *svc, clr_error *err);
+
+/* ---- snapshots and forks (issue #22; lib/service/snapshots.c) ----
+ * Where the engine cannot checkpoint (no experimental mode, a runtime other than runsc) each
+ * answers CLR_E_UNSUPPORTED (501) naming what to enable, and nothing changes. */
+/* Snapshots the running sandbox: request {"keep": bool (outlives its sandbox), "ttl": seconds}
+ * (may be NULL). *out {id, sandbox, tenant, parent, size, sha256, created_at, expires_at, keep}. */
+CLR_PUBLIC int clr_service_snapshot(clr_service *svc, const char *sandbox_id, json_t *request,
+                                    const char *actor, json_t **out, clr_error *err);
+/* {"snapshots": [...]}: the sandbox's, oldest first. */
+CLR_PUBLIC int clr_service_snapshot_list(clr_service *svc, const char *sandbox_id, json_t **out,
+                                         clr_error *err);
+/* One of the sandbox's snapshots; CLR_E_NOT_FOUND for another sandbox's. */
+CLR_PUBLIC int clr_service_snapshot_get(clr_service *svc, const char *sandbox_id, const char *id,
+                                        json_t **out, clr_error *err);
+CLR_PUBLIC int clr_service_snapshot_delete(clr_service *svc, const char *sandbox_id,
+                                           const char *id, const char *actor, clr_error *err);
+/* A new sandbox from a snapshot of tenant's (NULL: any): request {"snapshot": id, "limits",
+ * "egress", "metadata", "idle_timeout"}; limits and egress only narrower than the snapshot's
+ * sandbox's. The snapshot is verified whole first (CLR_E_CONFLICT when corrupt). *out as
+ * clr_service_create's, with "snapshot". */
+CLR_PUBLIC int clr_service_fork(clr_service *svc, json_t *request, const char *tenant,
+                                const char *actor, json_t **out, clr_error *err);
 
 /* The workspace directory of a live sandbox (files API); CLR_E_NOT_FOUND otherwise. */
 CLR_PUBLIC int clr_service_workspace(clr_service *svc, const char *id, char *out, size_t len,

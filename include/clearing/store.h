@@ -122,6 +122,21 @@ CLR_PUBLIC int clr_store_exec_mark_lost_sandbox(clr_store *st, const char *sandb
                                                 clr_error *err);
 /* Marks lost the running execs of sandboxes that are not running; returns how many. */
 CLR_PUBLIC int clr_store_exec_mark_lost_unowned(clr_store *st, int64_t when, clr_error *err);
+/* Snapshot rows (issue #22), as JSON objects {"id", "sandbox", "tenant", "parent" (null or an
+ * id), "size", "sha256" (of its manifest), "created_at", "expires_at", "keep", "source" (what a
+ * fork needs of the sandbox: image, runtime, limits, egress, env, metadata)}. A row is written
+ * only once the snapshot's files are whole. */
+CLR_PUBLIC int clr_store_snapshot_insert(clr_store *st, json_t *row, clr_error *err);
+/* CLR_E_NOT_FOUND if there is no such row; *out is the caller's. */
+CLR_PUBLIC int clr_store_snapshot_get(clr_store *st, const char *id, json_t **out,
+                                      clr_error *err);
+/* Rows of one sandbox and/or tenant (NULL: any), oldest first, as an array (the caller's). */
+CLR_PUBLIC int clr_store_snapshot_list(clr_store *st, const char *sandbox_id, const char *tenant,
+                                       json_t **out, clr_error *err);
+/* Deleting a row that is gone is not an error. */
+CLR_PUBLIC int clr_store_snapshot_delete(clr_store *st, const char *id, clr_error *err);
+/* The bytes of every snapshot recorded: what the disk budget is checked against. */
+CLR_PUBLIC int clr_store_snapshot_total(clr_store *st, uint64_t *bytes, clr_error *err);
 CLR_PUBLIC int clr_store_sandbox_running_execs(clr_store *st, const char *sandbox_id, int *out,
                                                clr_error *err);
 

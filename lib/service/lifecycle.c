@@ -172,16 +172,46 @@ static void create_attach_proxy(clr_service *svc, const char *id)
     svc_engine_put(svc, leng, false);
 }
 
+/* A fork's limits may be tightened, never loosened, against its snapshot's sandbox's. */
+static int fork_limits_check(const clr_limits *l, const clr_limits *max, clr_error *err)
+{
+    const struct {
+        const char *name;
+        uint64_t have, ceiling;
+    } v[] = {{"cpus", l->cpu_millis, max->cpu_millis},
+             {"memory", l->memory_bytes, max->memory_bytes},
+             {"pids", l->pids, max->pids},
+             {"lifetime", l->lifetime_s, max->lifetime_s},
+             {"tmp_size", l->tmp_bytes, max->tmp_bytes},
+             {"workspace_size", l->workspace_bytes, max->workspace_bytes},
+             {"workspace_inodes", l->workspace_inodes, max->workspace_inodes},
+             {"nofile", l->nofile, max->nofile},
+             {"file_size", l->fsize_bytes, max->fsize_bytes}};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+        if (v[i].have > v[i].ceiling)
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "limits.%s is above the snapshot's sandbox's: a fork's limits "
+                                 "may be tightened, not loosened",
+                                 v[i].name);
+    return 0;
+}
+
 static int create_with(clr_service *svc, json_t *req, const char *tenant, const char *actor,
-                       const clr_egress_policy *egress, json_t **out, clr_error *err)
+                       const clr_egress_policy *egress, const struct svc_fork *fork,
+                       json_t **out, clr_error *err)
 {
     uint64_t t0 = svc_mono_us();
     tenant = svc_tenant_or_default(tenant);
     struct create c;
     memset(&c, 0, sizeof(c));
-    if (create_options(svc, req, tenant, egress, &c, err) < 0) {
+    if (create_options(svc, req, tenant, egress, &c, err) < 0 ||
+        (fork && fork_limits_check(&c.o.limits, &fork->ceiling, err) < 0)) {
         svc_free_strv(c.env);
         return -1;
+    }
+    if (fork) {
+        c.o.snapshot_dir = fork->snapshot_dir;
+        c.o.workspace_from = fork->workspace_dir;
     }
     pthread_mutex_lock(&svc->create_lock);
     if (create_sandbox_locked(svc, req, tenant, &c, err) < 0) {
@@ -231,7 +261,19 @@ static int create_impl(clr_service *svc, json_t *req, const char *tenant, const 
     json_t *jegress = json_object_get(req, "egress");
     if (jegress && clr_egress_policy_parse(&egress, jegress, err) < 0)
         return -1;
-    int rc = create_with(svc, req, tenant, actor, egress, out, err);
+    int rc = create_with(svc, req, tenant, actor, egress, NULL, out, err);
+    clr_egress_policy_free(egress);
+    return rc;
+}
+
+int svc_create_fork(clr_service *svc, json_t *req, const char *tenant, const char *actor,
+                    const struct svc_fork *fork, json_t **out, clr_error *err)
+{
+    clr_egress_policy *egress = NULL;
+    json_t *jegress = json_object_get(req, "egress");
+    if (jegress && clr_egress_policy_parse(&egress, jegress, err) < 0)
+        return -1;
+    int rc = create_with(svc, req, tenant, actor, egress, fork, out, err);
     clr_egress_policy_free(egress);
     return rc;
 }

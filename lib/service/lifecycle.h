@@ -12,4 +12,15 @@
 int svc_destroy_locked(clr_service *svc, const char *id, const char *reason, const char *actor,
                        clr_error *err);
 
+/* A fork (issue #22): a sandbox started from a verified snapshot, its workspace the snapshot's
+ * copy, its limits at most ceiling (the snapshot's sandbox's). */
+struct svc_fork {
+    const char *snapshot_dir;
+    const char *workspace_dir;
+    clr_limits ceiling;
+};
+/* Create (as clr_service_create, req in its shape) from a snapshot. */
+int svc_create_fork(clr_service *svc, json_t *req, const char *tenant, const char *actor,
+                    const struct svc_fork *fork, json_t **out, clr_error *err);
+
 #endif

@@ -10,6 +10,7 @@
 #include "removal.h"
 #include "rows.h"
 #include "service_int.h"
+#include "snapshots.h"
 
 /* Lost sandboxes past their expiry: their remains (workspace, stopped container) go. */
 static int reap_lost(clr_service *svc, int64_t now, clr_error *err)
@@ -40,6 +41,7 @@ int clr_service_reap(clr_service *svc, clr_error *err)
     int64_t now = svc_now_s();
     svc_procs_prune(svc);
     svc_code_prune(svc);
+    svc_snapshots_sweep(svc);
     int removed = reap_lost(svc, now, err);
     if (removed < 0 ||
         clr_store_sandbox_list(svc->store, CLR_STATE_RUNNING, &rows, &n, err) < 0)
@@ -159,6 +161,10 @@ bool svc_mark_lost(clr_service *svc, const char *id, const char *actor, const ch
  * removed it, the kernel killed it) become lost, and what is left of them is removed. */
 int clr_service_reconcile(clr_service *svc, clr_error *err)
 {
+    /* The engine reports a container it is checkpointing as not running (it is frozen while its
+     * memory is written): no pass while a snapshot (issue #22) is taken; the next one looks. */
+    if (atomic_load(&svc->snapshots_writing) > 0)
+        return 0;
     struct snapshot sn;
     if (snapshot_load(svc, &sn, err) < 0)
         return -1;
@@ -166,7 +172,8 @@ int clr_service_reconcile(clr_service *svc, clr_error *err)
     int64_t now = svc_now_s();
     for (size_t i = 0; i < sn.n; i++) {
         /* A row younger than a few seconds may be a create whose container is still starting. */
-        if (snapshot_running(&sn, sn.rows[i].info.id) || now - sn.rows[i].info.created_at < 5)
+        if (snapshot_running(&sn, sn.rows[i].info.id) || now - sn.rows[i].info.created_at < 5 ||
+            atomic_load(&svc->snapshots_writing) > 0)
             continue;
         if (svc_mark_lost(svc, sn.rows[i].info.id, "reaper", "container stopped or vanished"))
             lost++;

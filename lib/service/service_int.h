@@ -140,6 +140,9 @@ struct clr_service {
     clr_egress_totals egress;
     /* Code sessions (code.c): one per sandbox that ran a cell; guarded by code.c's lock. */
     struct code_session *codes;
+    /* Snapshots being written now (snapshots.c): the sweep leaves unrecorded directories alone
+     * while any is. */
+    atomic_int snapshots_writing;
 };
 
 struct live_sb {

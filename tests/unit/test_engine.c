@@ -313,6 +313,73 @@ static void test_fake_answers_every_request(void **state)
     clr_engine_free(eng);
 }
 
+/* Checkpoints (issue #22): each operation is the request Docker documents, the support check
+ * names what to enable, and a bad name never reaches the request line. */
+static void test_checkpoint_requests(void **state)
+{
+    struct fake *f = *state;
+    clr_engine *eng = fake_open(f);
+    clr_error err = CLR_ERROR_INIT;
+    char why[512] = "";
+    bool ok = true;
+
+    /* Positive control first: experimental mode and runsc known -> supported. */
+    fake_answer(f, "GET /v1.41/info", 200,
+                "{\"ExperimentalBuild\":true,\"DockerRootDir\":\"/var/lib/docker\","
+                "\"Runtimes\":{\"runsc\":{\"path\":\"/usr/bin/runsc\"}}}");
+    assert_int_equal(clr_engine_checkpoint_supported(eng, "runsc", &ok, why, sizeof(why), &err), 0);
+    assert_true(ok);
+    /* runc is not checkpointed here. */
+    assert_int_equal(clr_engine_checkpoint_supported(eng, "runc", &ok, why, sizeof(why), &err), 0);
+    assert_false(ok);
+    assert_non_null(strstr(why, "runsc"));
+    /* Without experimental mode: the answer says what to set. */
+    fake_answer(f, "GET /v1.41/info", 200,
+                "{\"ExperimentalBuild\":false,\"Runtimes\":{\"runsc\":{}}}");
+    assert_int_equal(clr_engine_checkpoint_supported(eng, "runsc", &ok, why, sizeof(why), &err), 0);
+    assert_false(ok);
+    assert_non_null(strstr(why, "\"experimental\": true"));
+
+    fake_answer(f, "POST /v1.41/containers/c0ffee/checkpoints", 201, NULL);
+    assert_int_equal(clr_engine_checkpoint_create(eng, "c0ffee", "snap1", &err), 0);
+    assert_string_equal(fake_last_request(f), "POST /v1.41/containers/c0ffee/checkpoints");
+    json_t *body = fake_body_of(f, "POST /v1.41/containers/c0ffee/checkpoints");
+    assert_non_null(body);
+    assert_string_equal(json_string_value(json_object_get(body, "CheckpointID")), "snap1");
+    assert_true(json_is_false(json_object_get(body, "Exit")));
+    json_decref(body);
+
+    fake_answer(f, "GET /v1.41/info", 200, "{\"DockerRootDir\":\"/var/lib/docker\"}");
+    fake_answer(f, "GET /v1.41/containers/c0ffee/json", 200, "{\"Id\":\"c0ffee0123\"}");
+    char dir[512];
+    assert_int_equal(clr_engine_checkpoint_dir(eng, "c0ffee", "snap1", dir, sizeof(dir), &err), 0);
+    assert_string_equal(dir, "/var/lib/docker/containers/c0ffee0123/checkpoints/snap1");
+
+    fake_answer(f, "POST /v1.41/containers/c0ffee/start?checkpoint=snap1", 204, NULL);
+    assert_int_equal(clr_engine_container_start_checkpoint(eng, "c0ffee", "snap1", &err), 0);
+    assert_string_equal(fake_last_request(f), "POST /v1.41/containers/c0ffee/start?checkpoint=snap1");
+
+    fake_answer(f, "DELETE /v1.41/containers/c0ffee/checkpoints/snap1", 204, NULL);
+    assert_int_equal(clr_engine_checkpoint_delete(eng, "c0ffee", "snap1", &err), 0);
+    assert_string_equal(fake_last_request(f), "DELETE /v1.41/containers/c0ffee/checkpoints/snap1");
+    /* Already gone is not an error; another refusal is. */
+    fake_answer(f, "DELETE /v1.41/containers/c0ffee/checkpoints/snap1", 404,
+                "{\"message\":\"no such checkpoint\"}");
+    assert_int_equal(clr_engine_checkpoint_delete(eng, "c0ffee", "snap1", &err), 0);
+    fake_answer(f, "POST /v1.41/containers/c0ffee/checkpoints", 409,
+                "{\"message\":\"container is not running\"}");
+    assert_int_equal(clr_engine_checkpoint_create(eng, "c0ffee", "snap1", &err), -1);
+    assert_int_equal(err.code, CLR_E_CONFLICT);
+
+    /* A hostile name never reaches the request line. */
+    size_t before = fake_count(f, "POST");
+    assert_int_equal(clr_engine_checkpoint_create(eng, "c0ffee", "a/../b", &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    assert_int_equal(clr_engine_container_start_checkpoint(eng, "c0ffee", "x?y", &err), -1);
+    assert_int_equal(fake_count(f, "POST"), before);
+    clr_engine_free(eng);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -324,6 +391,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_exec_and_attach_streams, fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_fake_answers_every_request, fake_setup,
                                         fake_teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_requests, fake_setup, fake_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

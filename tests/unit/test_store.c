@@ -320,7 +320,7 @@ static void test_migration_to_tenants_keeps_rows_as_default(void **state)
     assert_int_equal(user_version(fx->path), 4);
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(clr_store_open(&fx->st, fx->path, &err), 0);
-    assert_int_equal(user_version(fx->path), 5);
+    assert_int_equal(user_version(fx->path), 6); /* the latest schema (6: snapshots) */
     clr_store_sandbox got;
     assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000d3", &got, &err), 0);
     assert_string_equal(got.info.tenant, CLR_TENANT_DEFAULT);
@@ -885,6 +885,57 @@ static void test_exec_insert_and_finish_touch_in_one_commit(void **state)
     json_decref(req);
 }
 
+/* Snapshot rows: a row reads back as written, lists filter by sandbox and tenant, the total
+ * adds the sizes, a deleted row is gone (and deleting it again is not an error). */
+static void test_snapshot_rows(void **state)
+{
+    struct fixture *fx = *state;
+    clr_error err = CLR_ERROR_INIT;
+    const char *rows[][3] = {{"snap-0000000000000001", "sb-a", "t1"},
+                             {"snap-0000000000000002", "sb-a", "t1"},
+                             {"snap-0000000000000003", "sb-b", "t2"}};
+    for (int i = 0; i < 3; i++) {
+        json_t *r = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:i, s:i, s:b, s:{s:s}}", "id",
+                              rows[i][0], "sandbox", rows[i][1], "tenant", rows[i][2], "parent",
+                              i == 1 ? rows[0][0] : "", "size", 100 * (i + 1), "sha256", "ab",
+                              "created_at", 10 + i, "expires_at", 1000, "keep", i == 2, "source",
+                              "image", "clearing/default:latest");
+        assert_int_equal(clr_store_snapshot_insert(fx->st, r, &err), 0);
+        json_decref(r);
+    }
+    json_t *one = NULL;
+    assert_int_equal(clr_store_snapshot_get(fx->st, rows[1][0], &one, &err), 0);
+    assert_string_equal(json_string_value(json_object_get(one, "sandbox")), "sb-a");
+    assert_string_equal(json_string_value(json_object_get(one, "parent")), rows[0][0]);
+    assert_int_equal(json_integer_value(json_object_get(one, "size")), 200);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(one, "source"), "image")),
+                        "clearing/default:latest");
+    json_decref(one);
+    assert_int_equal(clr_store_snapshot_get(fx->st, rows[0][0], &one, &err), 0);
+    assert_true(json_is_null(json_object_get(one, "parent")));
+    assert_false(json_is_true(json_object_get(one, "keep")));
+    json_decref(one);
+    json_t *list = NULL;
+    assert_int_equal(clr_store_snapshot_list(fx->st, "sb-a", NULL, &list, &err), 0);
+    assert_int_equal(json_array_size(list), 2);
+    json_decref(list);
+    assert_int_equal(clr_store_snapshot_list(fx->st, NULL, "t2", &list, &err), 0);
+    assert_int_equal(json_array_size(list), 1);
+    json_decref(list);
+    assert_int_equal(clr_store_snapshot_list(fx->st, NULL, NULL, &list, &err), 0);
+    assert_int_equal(json_array_size(list), 3);
+    json_decref(list);
+    uint64_t total = 0;
+    assert_int_equal(clr_store_snapshot_total(fx->st, &total, &err), 0);
+    assert_int_equal(total, 600);
+    assert_int_equal(clr_store_snapshot_delete(fx->st, rows[0][0], &err), 0);
+    assert_int_equal(clr_store_snapshot_get(fx->st, rows[0][0], &one, &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    assert_int_equal(clr_store_snapshot_delete(fx->st, rows[0][0], &err), 0);
+    assert_int_equal(clr_store_snapshot_total(fx->st, &total, &err), 0);
+    assert_int_equal(total, 500);
+}
+
 int main(void)
 {
 #define F(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -918,6 +969,7 @@ int main(void)
         F(test_exec_mark_lost_turns_running_into_lost),
         F(test_exec_survives_reopen),
         F(test_exec_insert_and_finish_touch_in_one_commit),
+        F(test_snapshot_rows),
     };
 #undef F
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);

@@ -1,0 +1,428 @@
+/* Snapshots of running sandboxes and forks from them (issue #22): the engine's checkpoint and
+ * the workspace written as one snapshot (lib/snapshot.c), recorded (a row, an audit record with
+ * its manifest's sha256), listed per sandbox, deleted; a fork is a new sandbox started from a
+ * verified snapshot (lifecycle.c's create). The sweep removes expired snapshots, those of
+ * destroyed sandboxes that are not kept, and what a daemon killed mid-way left half-made. */
+#include <errno.h>
+#include <string.h>
+
+#include "clearing/cleanup.h"
+#include "clearing/cleanup_json.h"
+#include "clearing/snapshot.h"
+
+#include "engines.h"
+#include "lifecycle.h"
+#include "rows.h"
+#include "service_int.h"
+#include "snapshots.h"
+#include "validate.h"
+
+#define SNAP_BUDGET_DEFAULT (8ull << 30) /* bytes of all snapshots together */
+#define SNAP_TTL_DEFAULT (24u * 3600)    /* seconds */
+#define SNAP_TTL_MAX (30u * 24 * 3600)
+
+static uint64_t budget(const clr_service *svc)
+{
+    return svc->cfg.snapshot_budget_bytes ? svc->cfg.snapshot_budget_bytes : SNAP_BUDGET_DEFAULT;
+}
+
+/* The answer's shape: the row without what only the daemon needs (its source). */
+static json_t *public_json(json_t *row)
+{
+    json_t *o = json_deep_copy(row);
+    json_object_del(o, "source");
+    return o;
+}
+
+/* 501 with what to enable when this daemon's engine or runtime cannot checkpoint. */
+static int require_supported(clr_service *svc, clr_engine *eng, const char *runtime,
+                             clr_error *err)
+{
+    bool ok = false;
+    char why[512] = "";
+    if (clr_engine_checkpoint_supported(eng, runtime, &ok, why, sizeof(why), err) < 0)
+        return -1;
+    (void)svc;
+    return ok ? 0 : clr_error_set(err, CLR_E_UNSUPPORTED, 0, "snapshots are not available: %s", why);
+}
+
+static int parse_request(json_t *req, bool *keep, uint32_t *ttl, clr_error *err)
+{
+    static const char *const fields[] = {"keep", "ttl", NULL};
+    if (req && svc_check_fields(req, "request", fields, err) < 0)
+        return -1;
+    json_t *v = json_object_get(req, "keep");
+    if (v && !json_is_boolean(v))
+        return clr_error_set(err, CLR_E_INVALID, 0, "keep must be true or false");
+    *keep = json_is_true(v);
+    v = json_object_get(req, "ttl");
+    if (v && (!json_is_integer(v) || json_integer_value(v) < 60 ||
+              json_integer_value(v) > SNAP_TTL_MAX))
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "ttl must be whole seconds from 60 to %u (30 days)", SNAP_TTL_MAX);
+    *ttl = v ? (uint32_t)json_integer_value(v) : SNAP_TTL_DEFAULT;
+    return 0;
+}
+
+/* The engine's checkpoint of the sandbox, then its workspace, written as the snapshot at dir.
+ * The engine's own copy of the checkpoint goes whatever happens. */
+static int take(clr_service *svc, clr_engine *eng, const clr_store_sandbox *sb, const char *id,
+                const char *dir, uint64_t *size, char *sha, clr_error *err)
+{
+    const char *cid = sb->info.container_id;
+    char cpdir[4096], ws[4096];
+    if (clr_workspace_path(ws, sizeof(ws), svc->state_dir, sb->info.id) < 0)
+        return clr_error_set(err, CLR_E_INTERNAL, 0, "the workspace's path is too long");
+    if (clr_engine_checkpoint_create(eng, cid, id, err) < 0)
+        return clr_error_prefix(err, "checkpointing sandbox %s", sb->info.id);
+    int rc = clr_engine_checkpoint_dir(eng, cid, id, cpdir, sizeof(cpdir), err);
+    if (rc == 0)
+        rc = clr_snapshot_write(dir, cpdir, ws, size, sha, err);
+    clr_error ignored = CLR_ERROR_INIT;
+    clr_engine_checkpoint_delete(eng, cid, id, &ignored);
+    return rc;
+}
+
+/* What a fork needs of the sandbox when it may be gone: image, limits, egress. */
+static json_t *source_of(clr_service *svc, const clr_store_sandbox *sb)
+{
+    json_t *pub = svc_sandbox_json(sb);
+    json_t *egress = NULL;
+    clr_error ignored = CLR_ERROR_INIT;
+    clr_store_sandbox_get_egress(svc->store, sb->info.id, &egress, &ignored);
+    json_t *src = json_pack("{s:s, s:O, s:o}", "image", sb->info.image, "limits",
+                            json_object_get(pub, "limits"), "egress",
+                            egress ? egress : json_null());
+    json_decref(pub);
+    return src;
+}
+
+static json_t *make_row(clr_service *svc, const clr_store_sandbox *sb, const char *id,
+                        uint64_t size, const char *sha, bool keep, uint32_t ttl)
+{
+    json_t *prev = NULL;
+    clr_error ignored = CLR_ERROR_INIT;
+    clr_store_snapshot_list(svc->store, sb->info.id, NULL, &prev, &ignored);
+    json_t *last = json_array_size(prev) ? json_array_get(prev, json_array_size(prev) - 1) : NULL;
+    const char *parent = json_string_value(json_object_get(last, "id"));
+    int64_t now = svc_now_s();
+    json_t *row = json_pack("{s:s, s:s, s:s, s:o, s:I, s:s, s:I, s:I, s:b, s:o}", "id", id,
+                            "sandbox", sb->info.id, "tenant",
+                            svc_tenant_or_default(sb->info.tenant), "parent",
+                            parent ? json_string(parent) : json_null(), "size", (json_int_t)size, "sha256", sha,
+                            "created_at", (json_int_t)now, "expires_at",
+                            (json_int_t)(now + ttl), "keep", keep, "source", source_of(svc, sb));
+    json_decref(prev);
+    return row;
+}
+
+/* Recorded (audit, then row) or removed: a snapshot nobody can account for does not stay. */
+static int record(clr_service *svc, const char *actor, json_t *row, const char *dir,
+                  clr_error *err)
+{
+    json_t *d = public_json(row);
+    const char *sandbox = json_string_value(json_object_get(row, "sandbox"));
+    int rc = clr_audit_append(svc->audit, actor, sandbox, "sandbox.snapshot", "ok", d, err);
+    json_decref(d);
+    if (rc == 0)
+        rc = clr_store_snapshot_insert(svc->store, row, err);
+    if (rc < 0)
+        clr_snapshot_remove_dir(dir, NULL);
+    return rc;
+}
+
+static int snapshot_impl(clr_service *svc, clr_engine *eng, const char *sandbox_id, json_t *req,
+                         const char *actor, json_t **out, clr_error *err)
+{
+    bool keep = false;
+    uint32_t ttl = 0;
+    if (parse_request(req, &keep, &ttl, err) < 0)
+        return -1;
+    clr_store_sandbox sb;
+    if (clr_store_sandbox_get(svc->store, sandbox_id, &sb, err) < 0)
+        return -1;
+    int rc = strcmp(sb.info.state, CLR_STATE_RUNNING) == 0
+                 ? require_supported(svc, eng, sb.info.runtime, err)
+                 : svc_not_running(err, sandbox_id, sb.info.state, sb.destroy_reason);
+    uint64_t total = 0, size = 0;
+    if (rc == 0)
+        rc = clr_store_snapshot_total(svc->store, &total, err);
+    if (rc == 0 && total >= budget(svc))
+        rc = clr_error_set(err, CLR_E_LIMIT, 0,
+                           "the snapshots' disk budget (%llu bytes) is used up: delete "
+                           "snapshots you no longer need",
+                           (unsigned long long)budget(svc));
+    char id[32], dir[4096], sha[65];
+    if (rc == 0 && (clr_snapshot_id_new(id, sizeof(id), err) < 0 ||
+                    clr_snapshot_path(dir, sizeof(dir), svc->state_dir, id) < 0))
+        rc = -1;
+    atomic_fetch_add(&svc->snapshots_writing, 1);
+    if (rc == 0)
+        rc = take(svc, eng, &sb, id, dir, &size, sha, err);
+    if (rc == 0 && total + size > budget(svc)) {
+        clr_snapshot_remove_dir(dir, NULL);
+        rc = clr_error_set(err, CLR_E_LIMIT, 0,
+                           "the snapshot (%llu bytes) does not fit the snapshots' disk budget: "
+                           "delete snapshots you no longer need",
+                           (unsigned long long)size);
+    }
+    json_t *row = rc == 0 ? make_row(svc, &sb, id, size, sha, keep, ttl) : NULL;
+    if (rc == 0)
+        rc = row ? record(svc, actor, row, dir, err)
+                 : clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    atomic_fetch_sub(&svc->snapshots_writing, 1);
+    clr_store_sandbox_clear(&sb);
+    if (rc == 0)
+        *out = public_json(row);
+    json_decref(row);
+    return rc;
+}
+
+int clr_service_snapshot(clr_service *svc, const char *sandbox_id, json_t *req,
+                         const char *actor, json_t **out, clr_error *err)
+{
+    clr_engine *eng = NULL;
+    if (svc_valid_id(sandbox_id, err) < 0 || svc_engine_get(svc, &eng, err) < 0)
+        return -1;
+    int rc = snapshot_impl(svc, eng, sandbox_id, req, actor, out, err);
+    svc_engine_put(svc, eng, rc < 0 && (err->code == CLR_E_UNAVAILABLE ||
+                                        err->code == CLR_E_TIMEOUT));
+    if (rc < 0)
+        svc_audit_failure(svc, actor, sandbox_id, "sandbox.snapshot", err);
+    return rc;
+}
+
+int clr_service_snapshot_list(clr_service *svc, const char *sandbox_id, json_t **out,
+                              clr_error *err)
+{
+    json_t *rows = NULL;
+    if (svc_valid_id(sandbox_id, err) < 0 ||
+        clr_store_snapshot_list(svc->store, sandbox_id, NULL, &rows, err) < 0)
+        return -1;
+    json_t *list = json_array();
+    size_t i;
+    json_t *r;
+    json_array_foreach(rows, i, r)
+        json_array_append_new(list, public_json(r));
+    json_decref(rows);
+    *out = json_pack("{s:o}", "snapshots", list);
+    return 0;
+}
+
+/* The row of snapshot id if it is sandbox_id's (NULL: any sandbox) and tenant's (NULL: any);
+ * otherwise the same 404 as for no snapshot, so nobody learns of another's. */
+static int row_of(clr_service *svc, const char *sandbox_id, const char *tenant, const char *id,
+                  json_t **out, clr_error *err)
+{
+    if (!clr_snapshot_id_valid(id))
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "'%.40s' is not a snapshot id (expected snap- and 16 hex digits)",
+                             id ? id : "");
+    json_t *row = NULL;
+    if (clr_store_snapshot_get(svc->store, id, &row, err) < 0)
+        return -1;
+    const char *sb = json_string_value(json_object_get(row, "sandbox"));
+    const char *t = json_string_value(json_object_get(row, "tenant"));
+    if ((sandbox_id && strcmp(sb, sandbox_id) != 0) || (tenant && strcmp(t, tenant) != 0)) {
+        json_decref(row);
+        return clr_error_set(err, CLR_E_NOT_FOUND, 0, "no snapshot %s", id);
+    }
+    *out = row;
+    return 0;
+}
+
+int clr_service_snapshot_get(clr_service *svc, const char *sandbox_id, const char *id,
+                             json_t **out, clr_error *err)
+{
+    json_t *row = NULL;
+    if (row_of(svc, sandbox_id, NULL, id, &row, err) < 0)
+        return -1;
+    *out = public_json(row);
+    json_decref(row);
+    return 0;
+}
+
+/* Files first (a row without files is what the sweep removes; files without a row too). */
+static int remove_snapshot(clr_service *svc, const char *id, clr_error *err)
+{
+    char dir[4096];
+    if (clr_snapshot_path(dir, sizeof(dir), svc->state_dir, id) < 0)
+        return clr_error_set(err, CLR_E_INVALID, 0, "not a snapshot id");
+    if (clr_snapshot_remove_dir(dir, err) < 0)
+        return -1;
+    return clr_store_snapshot_delete(svc->store, id, err);
+}
+
+int clr_service_snapshot_delete(clr_service *svc, const char *sandbox_id, const char *id,
+                                const char *actor, clr_error *err)
+{
+    json_t *row = NULL;
+    if (row_of(svc, sandbox_id, NULL, id, &row, err) < 0)
+        return -1;
+    json_t *d = public_json(row);
+    json_decref(row);
+    int rc = clr_audit_append(svc->audit, actor, sandbox_id, "snapshot.delete", "ok", d, err);
+    json_decref(d);
+    return rc < 0 ? -1 : remove_snapshot(svc, id, err);
+}
+
+/* The fork's create request: the snapshot's image and limits under what the client asked
+ * (limits only tightened: lifecycle.c checks), its egress policy unless the client names a
+ * narrower one. */
+static int fork_request(json_t *req, json_t *src, json_t **out, clr_error *err)
+{
+    static const char *const fields[] = {"snapshot", "limits", "egress", "metadata",
+                                         "idle_timeout", NULL};
+    if (svc_check_fields(req, "request", fields, err) < 0)
+        return -1;
+    json_t *limits = json_deep_copy(json_object_get(src, "limits"));
+    json_t *want = json_object_get(req, "limits");
+    if (want && !json_is_object(want)) {
+        json_decref(limits);
+        return clr_error_set(err, CLR_E_INVALID, 0, "limits must be an object");
+    }
+    json_object_update(limits, want);
+    json_t *f = json_pack("{s:O, s:o}", "image", json_object_get(src, "image"), "limits", limits);
+    json_t *egress = json_object_get(req, "egress");
+    json_t *had = json_object_get(src, "egress");
+    if (egress && !json_is_null(egress)) {
+        size_t i;
+        json_t *rule;
+        json_t *allowed = json_object_get(had, "allow");
+        json_array_foreach(json_object_get(egress, "allow"), i, rule) {
+            bool found = false;
+            for (size_t j = 0; j < json_array_size(allowed) && !found; j++)
+                found = json_equal(rule, json_array_get(allowed, j));
+            if (!found) {
+                json_decref(f);
+                return clr_error_set(err, CLR_E_INVALID, 0,
+                                     "egress.allow[%zu] is not in the snapshot's sandbox's "
+                                     "policy: a fork's egress may be narrowed, not widened",
+                                     i);
+            }
+        }
+        json_object_set(f, "egress", egress);
+    } else if (had && !json_is_null(had)) {
+        json_object_set(f, "egress", had);
+    }
+    if (json_object_get(req, "metadata"))
+        json_object_set(f, "metadata", json_object_get(req, "metadata"));
+    if (json_object_get(req, "idle_timeout"))
+        json_object_set(f, "idle_timeout", json_object_get(req, "idle_timeout"));
+    *out = f;
+    return 0;
+}
+
+static int fork_impl(clr_service *svc, json_t *req, const char *tenant, const char *actor,
+                     json_t **out, clr_error *err)
+{
+    const char *id = json_string_value(json_object_get(req, "snapshot"));
+    _cleanup_json_ json_t *row = NULL;
+    if (row_of(svc, NULL, tenant ? svc_tenant_or_default(tenant) : NULL, id, &row, err) < 0)
+        return -1;
+    clr_engine *eng = NULL;
+    if (svc_engine_get(svc, &eng, err) < 0)
+        return -1;
+    const char *rt = svc->insecure_runtime ? svc->insecure_runtime : "runsc";
+    int rc = require_supported(svc, eng, rt, err);
+    svc_engine_put(svc, eng, false);
+    struct svc_fork fork = {0};
+    char dir[4096], ws[4096];
+    _cleanup_json_ json_t *freq = NULL;
+    json_t *src = json_object_get(row, "source");
+    if (rc < 0 || fork_request(req, src, &freq, err) < 0)
+        return -1;
+    /* The ceiling: the snapshot's sandbox's limits as the create would read them. */
+    clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
+    uint64_t idle = 0;
+    const char *repo = NULL;
+    char **env = NULL;
+    json_t *creq = json_pack("{s:O}", "limits", json_object_get(src, "limits"));
+    rc = svc_parse_create(creq, &o, &idle, &repo, &env, err);
+    json_decref(creq);
+    svc_free_strv(env);
+    if (rc < 0)
+        return clr_error_prefix(err, "snapshot %s's limits", id);
+    fork.ceiling = o.limits;
+    if (clr_snapshot_path(dir, sizeof(dir), svc->state_dir, id) < 0 ||
+        clr_snapshot_workspace_path(ws, sizeof(ws), dir) < 0)
+        return clr_error_set(err, CLR_E_INTERNAL, 0, "the snapshot's path is too long");
+    if (clr_snapshot_verify(dir, json_string_value(json_object_get(row, "sha256")), err) < 0)
+        return -1;
+    fork.snapshot_dir = dir;
+    fork.workspace_dir = ws;
+    _cleanup_json_ json_t *d = json_pack("{s:s}", "snapshot", id);
+    if (clr_audit_append(svc->audit, actor, json_string_value(json_object_get(row, "sandbox")),
+                         "snapshot.fork", "ok", d, err) < 0)
+        return -1;
+    return svc_create_fork(svc, freq, tenant, actor, &fork, out, err);
+}
+
+int clr_service_fork(clr_service *svc, json_t *req, const char *tenant, const char *actor,
+                     json_t **out, clr_error *err)
+{
+    int rc = fork_impl(svc, req, tenant, actor, out, err);
+    if (rc == 0)
+        json_object_set(*out, "snapshot", json_object_get(req, "snapshot"));
+    else
+        svc_audit_failure(svc, actor, NULL, "snapshot.fork", err);
+    return rc;
+}
+
+/* A snapshot directory without a row (a daemon killed while writing it, or before its row), or
+ * one whose row is gone, is removed; so are rows whose files are gone. */
+static void sweep_dirs(clr_service *svc, json_t *rows)
+{
+    char base[4096];
+    snprintf(base, sizeof(base), "%s/snapshots", svc->state_dir);
+    _cleanup_closedir_ DIR *d = opendir(base);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        bool known = false;
+        size_t i;
+        json_t *r;
+        json_array_foreach(rows, i, r)
+            known = known || strcmp(json_string_value(json_object_get(r, "id")), e->d_name) == 0;
+        char dir[4096];
+        if (known || (size_t)snprintf(dir, sizeof(dir), "%s/%s", base, e->d_name) >= sizeof(dir))
+            continue;
+        clr_log(CLR_LOG_INFO, "snapshot.partial_removed", "snapshot", e->d_name, NULL);
+        clr_snapshot_remove_dir(dir, NULL);
+    }
+}
+
+void svc_snapshots_sweep(clr_service *svc)
+{
+    json_t *rows = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_store_snapshot_list(svc->store, NULL, NULL, &rows, &err) < 0) {
+        clr_log(CLR_LOG_WARN, "snapshot.sweep_failed", "error", err.message, NULL);
+        return;
+    }
+    int64_t now = svc_now_s();
+    size_t i;
+    json_t *r;
+    json_array_foreach(rows, i, r) {
+        const char *id = json_string_value(json_object_get(r, "id"));
+        const char *sb = json_string_value(json_object_get(r, "sandbox"));
+        char dir[4096];
+        bool expired = json_integer_value(json_object_get(r, "expires_at")) <= now;
+        bool orphan = !json_is_true(json_object_get(r, "keep")) && svc_destroyed_row(svc, sb);
+        bool gone = clr_snapshot_path(dir, sizeof(dir), svc->state_dir, id) < 0 ||
+                    !clr_snapshot_finished(dir);
+        if (!expired && !orphan && !gone)
+            continue;
+        const char *why = expired ? "expired" : orphan ? "sandbox destroyed" : "files missing";
+        json_t *d = json_pack("{s:s, s:s}", "snapshot", id, "reason", why);
+        if (clr_audit_append(svc->audit, "daemon", sb, "snapshot.delete", "ok", d, &err) == 0)
+            remove_snapshot(svc, id, &err);
+        json_decref(d);
+    }
+    json_decref(rows);
+    if (atomic_load(&svc->snapshots_writing) == 0 &&
+        clr_store_snapshot_list(svc->store, NULL, NULL, &rows, &err) == 0)
+        sweep_dirs(svc, rows);
+    json_decref(rows);
+}

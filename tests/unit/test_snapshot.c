@@ -1,0 +1,195 @@
+/* Snapshots on disk (lib/snapshot.c): a snapshot written from a checkpoint directory and a
+ * workspace verifies whole, and each kind of damage (a byte changed, a file cut short, a file
+ * added or removed, a link re-pointed, the manifest replaced or missing) is refused naming what
+ * is wrong. Temporary directories only: no engine. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "clearing/snapshot.h"
+
+struct fx {
+    char root[64], cp[128], ws[128], snap[128];
+};
+
+static void put(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static int setup(void **state)
+{
+    struct fx *x = calloc(1, sizeof(*x));
+    snprintf(x->root, sizeof(x->root), "/tmp/clr-snap-XXXXXX");
+    assert_non_null(mkdtemp(x->root));
+    snprintf(x->cp, sizeof(x->cp), "%s/cp", x->root);
+    snprintf(x->ws, sizeof(x->ws), "%s/ws", x->root);
+    snprintf(x->snap, sizeof(x->snap), "%s/state/snapshots/snap-0123456789abcdef", x->root);
+    assert_int_equal(mkdir(x->cp, 0700), 0);
+    assert_int_equal(mkdir(x->ws, 0755), 0);
+    char p[256];
+    snprintf(p, sizeof(p), "%s/checkpoint.img", x->cp);
+    put(p, "gVisor memory image");
+    snprintf(p, sizeof(p), "%s/a.txt", x->ws);
+    put(p, "hello\n");
+    snprintf(p, sizeof(p), "%s/sub", x->ws);
+    assert_int_equal(mkdir(p, 0755), 0);
+    snprintf(p, sizeof(p), "%s/sub/b.txt", x->ws);
+    put(p, "world\n");
+    snprintf(p, sizeof(p), "%s/link", x->ws);
+    assert_int_equal(symlink("a.txt", p), 0);
+    *state = x;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *x = *state;
+    clr_snapshot_remove_dir(x->root, NULL);
+    free(x);
+    return 0;
+}
+
+static void write_one(struct fx *x, char *sha)
+{
+    clr_error err = CLR_ERROR_INIT;
+    uint64_t size = 0;
+    if (clr_snapshot_write(x->snap, x->cp, x->ws, &size, sha, &err) < 0)
+        fail_msg("write: %s", err.message);
+    assert_true(size > strlen("gVisor memory image") + 12);
+    assert_int_equal(strlen(sha), 64);
+    assert_true(clr_snapshot_finished(x->snap));
+    struct stat st;
+    assert_int_equal(stat(x->snap, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+}
+
+static void refused(struct fx *x, const char *sha, const char *words)
+{
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_snapshot_verify(x->snap, sha, &err), -1);
+    assert_int_equal(err.code, CLR_E_CONFLICT);
+    if (!strstr(err.message, words))
+        fail_msg("'%s' does not say '%s'", err.message, words);
+}
+
+static void test_ids(void **state)
+{
+    (void)state;
+    char id[32];
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_snapshot_id_new(id, sizeof(id), &err), 0);
+    assert_true(clr_snapshot_id_valid(id));
+    assert_false(clr_snapshot_id_valid("snap-0123"));
+    assert_false(clr_snapshot_id_valid("snap-0123456789abcdeg"));
+    assert_false(clr_snapshot_id_valid("sb-0123456789abcdef"));
+    assert_false(clr_snapshot_id_valid(NULL));
+    char p[256];
+    assert_int_equal(clr_snapshot_path(p, sizeof(p), "/st", "snap-0123456789abcdef"), 0);
+    assert_string_equal(p, "/st/snapshots/snap-0123456789abcdef");
+    assert_int_equal(clr_snapshot_path(p, sizeof(p), "/st", "../x"), -1);
+}
+
+static void test_write_verify_copy(void **state)
+{
+    struct fx *x = *state;
+    char sha[65];
+    write_one(x, sha);
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_snapshot_verify(x->snap, sha, &err), 0);
+    assert_int_equal(clr_snapshot_verify(x->snap, NULL, &err), 0);
+    char p[512], dest[256];
+    snprintf(p, sizeof(p), "%s/workspace/link", x->snap);
+    char t[64] = "";
+    assert_int_equal(readlink(p, t, sizeof(t) - 1), 5);
+    assert_string_equal(t, "a.txt");
+    snprintf(dest, sizeof(dest), "%s/engine/c1/checkpoints/snap-0123456789abcdef", x->root);
+    assert_int_equal(clr_snapshot_copy_checkpoint(x->snap, dest, &err), 0);
+    snprintf(p, sizeof(p), "%s/checkpoint.img", dest);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_size, (off_t)strlen("gVisor memory image"));
+    /* Writing over an existing snapshot is refused and leaves it alone. */
+    uint64_t size = 0;
+    char sha2[65];
+    assert_int_equal(clr_snapshot_write(x->snap, x->cp, x->ws, &size, sha2, &err), -1);
+    assert_int_equal(err.code, CLR_E_CONFLICT);
+    assert_int_equal(clr_snapshot_verify(x->snap, sha, &err), 0);
+    assert_int_equal(clr_snapshot_remove_dir(x->snap, &err), 0);
+    assert_false(clr_snapshot_finished(x->snap));
+    assert_int_equal(clr_snapshot_remove_dir(x->snap, &err), 0);
+}
+
+static void test_damage_refused(void **state)
+{
+    struct fx *x = *state;
+    char sha[65], p[256], q[256];
+    write_one(x, sha);
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_snapshot_verify(x->snap, sha, &err), 0); /* positive control */
+
+    /* A byte changed, same size. */
+    snprintf(p, sizeof(p), "%s/checkpoint/checkpoint.img", x->snap);
+    put(p, "gVisor memory imagE");
+    refused(x, sha, "checkpoint/checkpoint.img's sha256 differs");
+    put(p, "gVisor memory image");
+    assert_int_equal(clr_snapshot_verify(x->snap, sha, &err), 0);
+    /* Cut short. */
+    assert_int_equal(truncate(p, 5), 0);
+    refused(x, sha, "truncated");
+    put(p, "gVisor memory image");
+    /* A file added. */
+    snprintf(q, sizeof(q), "%s/workspace/extra", x->snap);
+    put(q, "x");
+    refused(x, sha, "workspace/extra is not in the snapshot's manifest");
+    unlink(q);
+    /* A file removed. */
+    snprintf(q, sizeof(q), "%s/workspace/sub/b.txt", x->snap);
+    unlink(q);
+    refused(x, sha, "1 of the");
+    put(q, "world\n");
+    assert_int_equal(clr_snapshot_verify(x->snap, sha, &err), 0);
+    /* A link re-pointed. */
+    snprintf(q, sizeof(q), "%s/workspace/link", x->snap);
+    unlink(q);
+    assert_int_equal(symlink("/etc/shadow", q), 0);
+    refused(x, sha, "points elsewhere");
+    unlink(q);
+    assert_int_equal(symlink("a.txt", q), 0);
+    /* The manifest replaced: its sha256 is not the recorded one. */
+    snprintf(q, sizeof(q), "%s/manifest.json", x->snap);
+    assert_int_equal(clr_snapshot_verify(x->snap, sha, &err), 0);
+    refused(x, "0000000000000000000000000000000000000000000000000000000000000000",
+            "differs from the one recorded");
+    /* No manifest: never finished. */
+    unlink(q);
+    assert_false(clr_snapshot_finished(x->snap));
+    refused(x, sha, "no manifest");
+    /* A missing snapshot directory is not found, not corrupt. */
+    clr_snapshot_remove_dir(x->snap, NULL);
+    assert_int_equal(clr_snapshot_verify(x->snap, sha, &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ids),
+        cmocka_unit_test_setup_teardown(test_write_verify_copy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damage_refused, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
