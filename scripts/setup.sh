@@ -94,6 +94,28 @@ if rts.get("runsc") != want:
     print("changed")
 PY
 
+# Snapshots and forks (issue #22) need dockerd's experimental mode (checkpoint/restore). Merged
+# into daemon.json like runsc above. It takes a dockerd restart (not a reload), which stops every
+# running container: setup restarts dockerd only when no clearing sandbox runs, otherwise it says
+# what to do and goes on (snapshots answer 501 until then; everything else works). The setting is
+# written before dockerd is first started, so a fresh machine needs no restart.
+python3 - <<'PY'
+import json, os
+path = "/etc/docker/daemon.json"
+try:
+    with open(path) as f:
+        cfg = json.load(f)
+except FileNotFoundError:
+    cfg = {}
+if cfg.get("experimental") is not True:
+    cfg["experimental"] = True
+    tmp = path + ".clearing-tmp"
+    with open(tmp, "w") as f:
+        json.dump(cfg, f, indent=2)
+        f.write("\n")
+    os.rename(tmp, path)
+PY
+
 docker_up() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 if docker_up && ! docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc"'; then
     log "dockerd runs without runsc registered; reloading its configuration"
@@ -114,26 +136,6 @@ if ! docker_up; then
 fi
 docker info --format '{{json .Runtimes}}' | grep -q '"runsc"' || die "dockerd does not list the runsc runtime"
 
-# Snapshots and forks (issue #22) need dockerd's experimental mode (checkpoint/restore). Merged
-# into daemon.json like runsc above. It takes a dockerd restart (not a reload), which stops every
-# running container: setup restarts dockerd only when no clearing sandbox runs, otherwise it says
-# what to do and goes on (snapshots answer 501 until then; everything else works).
-python3 - <<'PY'
-import json, os
-path = "/etc/docker/daemon.json"
-try:
-    with open(path) as f:
-        cfg = json.load(f)
-except FileNotFoundError:
-    cfg = {}
-if cfg.get("experimental") is not True:
-    cfg["experimental"] = True
-    tmp = path + ".clearing-tmp"
-    with open(tmp, "w") as f:
-        json.dump(cfg, f, indent=2)
-        f.write("\n")
-    os.rename(tmp, path)
-PY
 if [ "$(docker info --format '{{.ExperimentalBuild}}' 2>/dev/null)" != true ]; then
     running=$(docker ps -q --filter label=io.clearing.owner | wc -l)
     if [ "$running" -gt 0 ]; then
