@@ -77,10 +77,10 @@ static int malformed(struct clr_exec_collect *c)
     return clr_error_set(c->err, CLR_E_INTERNAL, EPROTO, "malformed frame from the agent");
 }
 
-/* A byte of an error line of the engine's: printable (UTF-8 included), a tab, CR or LF. */
+/* A byte of an error line of the engine's: printable ASCII, a tab, CR or LF. */
 static bool text_byte(uint8_t b)
 {
-    return b >= 0x20 ? b != 0x7f : b == '\t' || b == '\r' || b == '\n';
+    return (b >= 0x20 && b < 0x7f) || b == '\t' || b == '\r' || b == '\n';
 }
 
 static bool head_is_line(const struct clr_exec_collect *c)

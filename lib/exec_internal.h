@@ -61,7 +61,7 @@ int clr_exec_collect_frame(struct clr_exec_collect *c, const struct clr_frame *f
  * The engine writes on stream 1 too, once: when it could not start the agent (under load runsc's
  * `exec` fails now and then), Docker sends its error as stdout text, "OCI runtime exec failed:
  * ...\r\n", and ends the stream. Such text cannot be the agent's (a frame's first byte, the
- * length's top byte, is 0): stream 1 that begins with printable text and is one CRLF-ended line
+ * length's top byte, is 0): stream 1 that begins with printable ASCII and is one CRLF-ended line
  * of at most CLR_EXEC_ENGINE_TEXT_MAX bytes is the engine's failure (c->engine_line: -1 with
  * c->err unset, the stream is done), not a protocol error; anything else that is not a frame
  * is one. */
