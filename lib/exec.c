@@ -67,16 +67,87 @@ int clr_exec_collect_frame(struct clr_exec_collect *c, const struct clr_frame *f
 
 static int collect_frame_cb(void *p, const struct clr_frame *f)
 {
-    return clr_exec_collect_frame(p, f);
+    struct clr_exec_collect *c = p;
+    c->framed = true;
+    return clr_exec_collect_frame(c, f);
+}
+
+static int malformed(struct clr_exec_collect *c)
+{
+    return clr_error_set(c->err, CLR_E_INTERNAL, EPROTO, "malformed frame from the agent");
+}
+
+/* A byte of an error line of the engine's: printable ASCII, a tab, CR or LF. */
+static bool text_byte(uint8_t b)
+{
+    return (b >= 0x20 && b < 0x7f) || b == '\t' || b == '\r' || b == '\n';
+}
+
+static bool head_is_line(const struct clr_exec_collect *c)
+{
+    return c->head_len >= 2 && c->head[c->head_len - 2] == '\r' &&
+           c->head[c->head_len - 1] == '\n';
+}
+
+/* Stream 1 began with text: more of it. -1 with c->err when it cannot be the engine's line (a
+ * byte that is not text, anything after the line's end, a line too long); -1 with c->err unset
+ * once the line is whole (the stream is done); 0 while it may still become one. */
+static int engine_text_more(struct clr_exec_collect *c, const uint8_t *data, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (head_is_line(c) || c->head_len == sizeof(c->head) || !text_byte(data[i]))
+            return malformed(c);
+        c->head[c->head_len++] = data[i];
+    }
+    c->engine_line = head_is_line(c);
+    return c->engine_line ? -1 : 0;
+}
+
+/* The frame reader refused stream 1 before its first whole frame: when every byte of it so far is
+ * in head, it may be the engine's error line rather than the agent's. */
+static int engine_text_start(struct clr_exec_collect *c)
+{
+    if (c->framed || c->stream1_bytes > sizeof(c->head))
+        return malformed(c);
+    c->engine_text = true;
+    size_t n = c->head_len;
+    c->head_len = 0;
+    return engine_text_more(c, c->head, n); /* byte i is read before it is written back */
+}
+
+int clr_exec_collect_end(struct clr_exec_collect *c)
+{
+    if (c->engine_line || c->framed || c->have_result)
+        return 0;
+    if (c->engine_text)
+        return malformed(c); /* text that never became a whole line */
+    /* A line shorter than a frame header never made the reader fail: it is the engine's only
+     * when it is all text and whole; else the stream just ended (as before: no verdict here). */
+    if (c->stream1_bytes == 0 || c->stream1_bytes > c->head_len)
+        return 0;
+    for (size_t i = 0; i < c->head_len; i++) {
+        if (!text_byte(c->head[i]))
+            return 0;
+    }
+    c->engine_line = head_is_line(c);
+    return 0;
 }
 
 int clr_exec_collect_stream(struct clr_exec_collect *c, int stream, const uint8_t *data,
                             size_t len)
 {
     if (stream == 1) {
+        if (c->engine_text)
+            return engine_text_more(c, data, len);
+        if (!c->framed && c->head_len < sizeof(c->head)) {
+            size_t n = sizeof(c->head) - c->head_len < len ? sizeof(c->head) - c->head_len : len;
+            memcpy(c->head + c->head_len, data, n);
+            c->head_len += n;
+        }
+        c->stream1_bytes += len;
         int rc = clr_frame_reader_feed(&c->frames, data, len, collect_frame_cb, c);
         if (rc == -1 && c->err->code == CLR_E_NONE)
-            clr_error_set(c->err, CLR_E_INTERNAL, EPROTO, "malformed frame from the agent");
+            return engine_text_start(c);
         return rc ? -1 : 0;
     }
     /* The agent's own diagnostics: keep the start for the error message. */
@@ -193,6 +264,17 @@ void clr_exec_result_backstop(clr_exec_result *r, bool killed, const char *kill_
                  "the agent did not answer within the timeout and grace period; killing the "
                  "sandbox failed: %.300s",
                  kill_error);
+}
+
+void clr_exec_result_engine(clr_exec_result *r, const uint8_t *text, size_t len)
+{
+    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+        len--;
+    r->status = CLR_EXEC_START_FAILED;
+    r->sandbox_killed = false;
+    snprintf(r->message, sizeof(r->message),
+             "the engine could not start the command's agent in the sandbox: %.*s",
+             (int)(len < 300 ? len : 300), (const char *)text);
 }
 
 void clr_exec_result_protocol(clr_exec_result *r, const char *what, bool killed,
@@ -569,6 +651,13 @@ static void result_without_agent(clr_exec *h, const struct clr_exec_collect *c, 
 {
     const clr_sandbox_info *info = clr_sandbox_get_info(h->sb);
     clr_exec_result *result = c->res;
+    if (c->engine_line) {
+        /* Not the sandbox's fault: the engine's own error in place of the agent's frames. */
+        clr_exec_result_engine(result, c->head, c->head_len);
+        clr_log(CLR_LOG_WARN, "exec.engine_failed", "id", info->id, "error", result->message,
+                NULL);
+        return;
+    }
     if (failed && perr->code != CLR_E_NONE && perr->code != CLR_E_UNAVAILABLE) {
         clr_log(CLR_LOG_ERROR, "exec.protocol_error", "id", info->id, "error", perr->message,
                 NULL);
@@ -602,6 +691,8 @@ int clr_exec_wait(clr_exec *h, clr_exec_result *result, clr_error *err)
     clr_demux_init(&src.demux);
     int failed = 0;
     bool timed_out = wait_loop(h, &c, &src, &failed, &perr);
+    if (!c.have_result && !timed_out && perr.code == CLR_E_NONE && clr_exec_collect_end(&c) < 0)
+        failed = 1;
     uint64_t cut_ms = mono_ms();
     if (c.have_result) {
         if (h->chan)

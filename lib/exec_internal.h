@@ -15,6 +15,9 @@
 #define CLR_EXEC_DIAGNOSE_OOM_MS 1000
 /* No deadline (a background command): far enough that now + anything does not wrap. */
 #define CLR_EXEC_FOREVER (UINT64_MAX / 2)
+/* The longest error line of the engine's own on an exec stream that is told apart from a broken
+ * agent (see clr_exec_collect_stream). */
+#define CLR_EXEC_ENGINE_TEXT_MAX 4096
 
 /* Checks the options a start needs (a command, not both argv and shell, the limits, an
  * absolute cwd): 0, or -1 with CLR_E_INVALID. */
@@ -39,6 +42,13 @@ struct clr_exec_collect {
     clr_error *err;
     char agent_log[CLR_EXEC_AGENT_LOG_MAX]; /* the start of the agent's own stderr */
     size_t agent_log_len;
+    /* Stream 1 before its first whole frame: the engine's own error line, or a broken agent. */
+    bool framed;      /* a whole frame came on stream 1 */
+    bool engine_text; /* stream 1 began with text, not a frame header */
+    bool engine_line; /* ... and that text is one whole line: the engine's error (in head) */
+    uint8_t head[CLR_EXEC_ENGINE_TEXT_MAX]; /* the first bytes of stream 1, until framed */
+    size_t head_len;
+    uint64_t stream1_bytes; /* of stream 1 so far */
 };
 
 /* One frame of the command: output (kept within the caps, passed to on_output), or its result.
@@ -47,7 +57,14 @@ struct clr_exec_collect {
 int clr_exec_collect_frame(struct clr_exec_collect *c, const struct clr_frame *f);
 
 /* Bytes of the engine's exec stream: stream 1 carries agent frames, stream 2 the agent's own
- * diagnostics (the start is kept in agent_log). 0, or -1 with c->err. */
+ * diagnostics (the start is kept in agent_log). 0, or -1 with c->err.
+ * The engine writes on stream 1 too, once: when it could not start the agent (under load runsc's
+ * `exec` fails now and then), Docker sends its error as stdout text, "OCI runtime exec failed:
+ * ...\r\n", and ends the stream. Such text cannot be the agent's (a frame's first byte, the
+ * length's top byte, is 0): stream 1 that begins with printable ASCII and is one CRLF-ended line
+ * of at most CLR_EXEC_ENGINE_TEXT_MAX bytes is the engine's failure (c->engine_line: -1 with
+ * c->err unset, the stream is done), not a protocol error; anything else that is not a frame
+ * is one. */
 int clr_exec_collect_stream(struct clr_exec_collect *c, int stream, const uint8_t *data,
                             size_t len);
 
@@ -66,6 +83,14 @@ uint64_t clr_exec_wait_slice(uint64_t deadline, uint64_t now);
  * started_ms to cut_ms. */
 void clr_exec_result_cut(clr_exec_result *r, const clr_exec_limits *limits,
                          uint64_t started_ms, uint64_t cut_ms);
+
+/* The engine could not start the agent (c->engine_line): START_FAILED with the engine's line
+ * (text, len) as the reason; the sandbox is not blamed and not killed. */
+void clr_exec_result_engine(clr_exec_result *r, const uint8_t *text, size_t len);
+
+/* The stream ended: a start of stream 1 that was text but not a whole line of the engine's is
+ * the agent's protocol error after all (c->err set, -1); else 0. */
+int clr_exec_collect_end(struct clr_exec_collect *c);
 
 /* The backstop fired: TIMED_OUT, and whether the sandbox was killed (kill_error says why not). */
 void clr_exec_result_backstop(clr_exec_result *r, bool killed, const char *kill_error);

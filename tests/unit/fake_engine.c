@@ -31,10 +31,10 @@ static const char *reason(int status)
     }
 }
 
-static void reply(int fd, int status, const char *body)
+static void reply(int fd, int status, const char *body, size_t len)
 {
     char head[256];
-    size_t n = body ? strlen(body) : 0;
+    size_t n = len ? len : body ? strlen(body) : 0;
     int h;
     if (status == 101)
         h = snprintf(head, sizeof(head),
@@ -140,7 +140,7 @@ static void *serve_conn(void *arg)
                 }
         }
         pthread_mutex_unlock(&f->lock);
-        reply(c->fd, a.status, a.body);
+        reply(c->fd, a.status, a.body, a.len);
         if (a.status == 101) {
             /* The stream: echo what comes, as the engine would carry a container's output. */
             char b[256];
@@ -179,7 +179,7 @@ void fake_answer_n(struct fake *f, const char *match, int status, const char *bo
     assert_true(f->n_answers < sizeof(f->answers) / sizeof(f->answers[0]));
     /* Newest first: a later script line overrides an earlier one for the same request. */
     memmove(&f->answers[1], &f->answers[0], f->n_answers * sizeof(f->answers[0]));
-    f->answers[0] = (struct fake_answer){match, status, body, n};
+    f->answers[0] = (struct fake_answer){match, status, body, n, 0};
     f->n_answers++;
     pthread_mutex_unlock(&f->lock);
 }
@@ -187,6 +187,17 @@ void fake_answer_n(struct fake *f, const char *match, int status, const char *bo
 void fake_answer(struct fake *f, const char *match, int status, const char *body)
 {
     fake_answer_n(f, match, status, body, -1);
+}
+
+void fake_answer_bytes(struct fake *f, const char *match, int status, const void *body,
+                       size_t len)
+{
+    pthread_mutex_lock(&f->lock);
+    assert_true(f->n_answers < sizeof(f->answers) / sizeof(f->answers[0]));
+    memmove(&f->answers[1], &f->answers[0], f->n_answers * sizeof(f->answers[0]));
+    f->answers[0] = (struct fake_answer){match, status, body, -1, len};
+    f->n_answers++;
+    pthread_mutex_unlock(&f->lock);
 }
 
 const char *fake_last_request(struct fake *f)

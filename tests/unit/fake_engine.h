@@ -20,6 +20,7 @@ struct fake_answer {
     int status;
     const char *body;
     int left; /* answers still to give: -1 for ever (fake_answer), 0 used up (fake_answer_n) */
+    size_t len; /* the body's length when it is bytes (fake_answer_bytes); 0: a string */
 };
 
 struct fake {
@@ -49,5 +50,10 @@ size_t fake_count(struct fake *f, const char *prefix);
 json_t *fake_body_of(struct fake *f, const char *request);
 /* A clr_engine ("docker") connected to f; fails the test if it cannot open. */
 clr_engine *fake_open(struct fake *f);
+/* As fake_answer, with a body of len bytes that may hold NULs (an engine's multiplexed stream
+ * after a 200 to an exec start: the client takes what follows the headers as the stream's start;
+ * the connection stays open, silent). body must outlive f. */
+void fake_answer_bytes(struct fake *f, const char *match, int status, const void *body,
+                       size_t len);
 
 #endif

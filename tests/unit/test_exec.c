@@ -345,6 +345,137 @@ static void test_collect_stream(void **state)
     clr_exec_result_clear(&r);
 }
 
+/* Docker's exec start writes its own error on stream 1 when it could not start the agent (runsc's
+ * `exec` failed, as it does now and then under load): "OCI runtime exec failed: ...\r\n", then
+ * the stream ends. That is the engine's failure, not a malformed frame of the agent's: before,
+ * it read as a protocol error and the sandbox was killed (3 of 20 code sessions under load). */
+#define DOCKER_LINE                                                                            \
+    "OCI runtime exec failed: /var/lib/docker/runtimes/runsc did not terminate successfully: "  \
+    "exit status 128: unknown\r\n"
+
+static struct clr_exec_collect *stream_collector(clr_exec_result *r, const clr_exec_options *o,
+                                                 clr_error *err)
+{
+    struct clr_exec_collect *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    c->frame_buf = malloc(CLR_PROTO_MAX_PAYLOAD);
+    assert_non_null(c->frame_buf);
+    c->res = r;
+    c->opts = o;
+    c->err = err;
+    clr_frame_reader_init(&c->frames, c->frame_buf);
+    memset(r, 0, sizeof(*r));
+    return c;
+}
+
+static void stream_collector_free(struct clr_exec_collect *c)
+{
+    free(c->frame_buf);
+    clr_exec_result_clear(c->res);
+    free(c);
+}
+
+static void test_collect_engine_error_line(void **state)
+{
+    (void)state;
+    const uint8_t *line = (const uint8_t *)DOCKER_LINE;
+    size_t len = strlen(DOCKER_LINE);
+    /* Whole, and in every slicing the engine's stream may cut it into. */
+    size_t steps[] = {len, 1, 5, 11, 12, 13, 64};
+    for (size_t k = 0; k < sizeof(steps) / sizeof(steps[0]); k++) {
+        clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+        clr_exec_result r;
+        clr_error err = CLR_ERROR_INIT;
+        struct clr_exec_collect *c = stream_collector(&r, &o, &err);
+        int rc = 0;
+        for (size_t i = 0; i < len && rc == 0; i += steps[k]) {
+            size_t n = len - i < steps[k] ? len - i : steps[k];
+            rc = clr_exec_collect_stream(c, 1, line + i, n);
+        }
+        /* Done (the line is whole), with no protocol error, and said as the engine's. */
+        assert_int_equal(rc, -1);
+        assert_int_equal(err.code, CLR_E_NONE);
+        assert_true(c->engine_line);
+        assert_int_equal(clr_exec_collect_end(c), 0);
+        clr_exec_result_engine(&r, c->head, c->head_len);
+        assert_int_equal(r.status, CLR_EXEC_START_FAILED);
+        assert_false(r.sandbox_killed);
+        assert_non_null(strstr(r.message, "the engine could not start"));
+        assert_non_null(strstr(r.message, "exit status 128: unknown"));
+        assert_null(strchr(r.message, '\r'));
+        stream_collector_free(c);
+    }
+    /* Shorter than a frame header: the reader never refused it; the stream's end decides. */
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    clr_exec_result r;
+    clr_error err = CLR_ERROR_INIT;
+    struct clr_exec_collect *c = stream_collector(&r, &o, &err);
+    assert_int_equal(clr_exec_collect_stream(c, 1, (const uint8_t *)"EOF\r\n", 5), 0);
+    assert_false(c->engine_line);
+    assert_int_equal(clr_exec_collect_end(c), 0);
+    assert_true(c->engine_line);
+    stream_collector_free(c);
+}
+
+/* What is not the engine's line stays a protocol error of the agent's (the sandbox is killed). */
+static void test_collect_not_engine_text(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "OCI runtime exec failed\r\nmore after the line",   /* bytes after the line's end */
+        "OCI runtime exec failed: \x01 not text at all\r\n", /* a control byte */
+    };
+    for (size_t k = 0; k < 2; k++) {
+        clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+        clr_exec_result r;
+        clr_error err = CLR_ERROR_INIT;
+        struct clr_exec_collect *c = stream_collector(&r, &o, &err);
+        assert_int_equal(clr_exec_collect_stream(c, 1, (const uint8_t *)bad[k], strlen(bad[k])),
+                         -1);
+        assert_int_equal(err.errnum, EPROTO);
+        assert_non_null(strstr(err.message, "malformed frame"));
+        assert_false(c->engine_line);
+        stream_collector_free(c);
+    }
+    /* Text that never ends its line before the stream does. */
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    clr_exec_result r;
+    clr_error err = CLR_ERROR_INIT;
+    struct clr_exec_collect *c = stream_collector(&r, &o, &err);
+    assert_int_equal(clr_exec_collect_stream(c, 1, (const uint8_t *)"OCI runtime exec fa", 19), 0);
+    assert_true(c->engine_text);
+    assert_int_equal(clr_exec_collect_end(c), -1);
+    assert_int_equal(err.errnum, EPROTO);
+    stream_collector_free(c);
+    /* A line too long to be the engine's. */
+    err = (clr_error)CLR_ERROR_INIT;
+    c = stream_collector(&r, &o, &err);
+    static char long_line[CLR_EXEC_ENGINE_TEXT_MAX + 16];
+    memset(long_line, 'x', sizeof(long_line));
+    long_line[sizeof(long_line) - 2] = '\r';
+    long_line[sizeof(long_line) - 1] = '\n';
+    assert_int_equal(clr_exec_collect_stream(c, 1, (const uint8_t *)long_line, 100), 0);
+    assert_int_equal(clr_exec_collect_stream(c, 1, (const uint8_t *)long_line + 100,
+                                             sizeof(long_line) - 100),
+                     -1);
+    assert_int_equal(err.errnum, EPROTO);
+    assert_false(c->engine_line);
+    stream_collector_free(c);
+    /* Text after a whole frame: the agent's stream broke, whatever it looks like. */
+    err = (clr_error)CLR_ERROR_INIT;
+    c = stream_collector(&r, &o, &err);
+    uint8_t hdr[CLR_PROTO_HEADER_SIZE + 2];
+    clr_frame_header(hdr, 1, CLR_FRAME_STDOUT, 2);
+    memcpy(hdr + CLR_PROTO_HEADER_SIZE, "ok", 2);
+    assert_int_equal(clr_exec_collect_stream(c, 1, hdr, sizeof(hdr)), 0);
+    const char *line = DOCKER_LINE;
+    assert_int_equal(clr_exec_collect_stream(c, 1, (const uint8_t *)line, strlen(line)), -1);
+    assert_int_equal(err.errnum, EPROTO);
+    assert_false(c->engine_line);
+    assert_int_equal(clr_exec_collect_end(c), 0);
+    stream_collector_free(c);
+}
+
 /* ---- the backstop's arithmetic ---------------------------------------------------------- */
 
 static void test_deadlines(void **state)
@@ -480,6 +611,8 @@ int main(void)
         cmocka_unit_test(test_collect_output_caps_and_result),
         cmocka_unit_test(test_collect_refuses),
         cmocka_unit_test(test_collect_stream),
+        cmocka_unit_test(test_collect_engine_error_line),
+        cmocka_unit_test(test_collect_not_engine_text),
         cmocka_unit_test(test_deadlines),
         cmocka_unit_test(test_cut_result),
         cmocka_unit_test(test_backstop_and_protocol_results),

@@ -644,6 +644,62 @@ static void test_process_holds_a_command_slot(void **state)
     svc->cfg.ntenants = 0;
 }
 
+/* The engine's own error on the exec stream: Docker answers an exec start whose runsc `exec`
+ * failed (as 3 of 20 code sessions' bridges did on a loaded host) with its error as stdout text,
+ * "OCI runtime exec failed: ...\r\n", in its multiplexing. That is the engine's failure: the
+ * process ends start_failed with the engine's words, and the sandbox is not killed. Next to it,
+ * the control: a stream that is not frames and not such a line is the agent's protocol error,
+ * and its sandbox is killed. Before the fix the first read as the second (killed, 503). */
+static const uint8_t docker_line[] =
+    "\x01\x00\x00\x00\x00\x00\x00\x72"
+    "OCI runtime exec failed: /var/lib/docker/runtimes/runsc did not terminate successfully: "
+    "exit status 128: unknown\r\n";
+static const uint8_t garbage[] = {1, 0, 0, 0, 0, 0, 0, 12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                  0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+
+static json_t *ended_with_stream(struct fixture *fx, struct fake *f, const char *id,
+                                 const uint8_t *stream, size_t len, size_t *kills)
+{
+    fake_answer_bytes(f, "POST /v1.41/exec/exec-1/start", 200, stream, len);
+    json_t *p = start(&fx->e->svc, id, "{\"argv\":[\"python3\"]}");
+    char pid[32];
+    snprintf(pid, sizeof(pid), "%s", str(p, "id"));
+    json_decref(p);
+    json_t *o = await_exit(&fx->e->svc, id, pid);
+    char kill[160];
+    snprintf(kill, sizeof(kill), "POST " TEST_API "cid-%s/kill", id);
+    *kills = fake_count(f, kill);
+    assert_true(fake_count(f, "POST /v1.41/exec/exec-1/start") >= 1); /* it was started */
+    return o;
+}
+
+static void test_engine_error_spares_the_sandbox(void **state)
+{
+    struct fixture *fx = *state;
+    struct fake *f = own_engine(fx, ID_A);
+    script_engine(fx->e, f, ID_B, true); /* last: its kill is answered as its own */
+    size_t kills = 99;
+    /* The control: the agent's broken stream kills its sandbox. */
+    json_t *o = ended_with_stream(fx, f, ID_B, garbage, sizeof(garbage), &kills);
+    json_t *res = json_object_get(o, "result");
+    assert_string_equal(str(res, "status"), "sandbox_failed");
+    assert_non_null(strstr(str(res, "message"), "malformed frame from the agent"));
+    assert_true(json_is_true(json_object_get(res, "sandbox_killed")));
+    assert_int_equal(kills, 1);
+    json_decref(o);
+    /* The engine's line: start_failed, its words, no kill. */
+    kills = 99;
+    o = ended_with_stream(fx, f, ID_A, docker_line, sizeof(docker_line) - 1, &kills);
+    res = json_object_get(o, "result");
+    const char *msg = str(res, "message");
+    if (strcmp(str(res, "status"), "start_failed") != 0 || kills != 0)
+        fail_msg("status %s, %zu kill(s): %s", str(res, "status"), kills, msg);
+    assert_non_null(strstr(msg, "the engine could not start"));
+    assert_non_null(strstr(msg, "OCI runtime exec failed"));
+    assert_false(json_is_true(json_object_get(res, "sandbox_killed")));
+    json_decref(o);
+}
+
 int main(void)
 {
     /* As `clearing serve` does: a peer that closed its end (the scripted engine writing an
@@ -658,6 +714,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_exited_are_pruned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_while_a_command_holds_it, setup, teardown),
         cmocka_unit_test_setup_teardown(test_process_holds_a_command_slot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_engine_error_spares_the_sandbox, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
