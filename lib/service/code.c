@@ -59,6 +59,7 @@ struct code_session {
     uint64_t next_ticket, serving; /* cells in the order they came (code_lock) */
     char lost[200]; /* why the last bridge ended with its state: said by the next answer */
     bool stopping;  /* the daemon stops: no cell waits any longer (code_lock) */
+    bool start_refused; /* the last start failed in the engine: nothing ran (bridge_start) */
     struct code_session *next;
 };
 
@@ -385,7 +386,7 @@ static int bridge_answer(struct code_session *s, const char *nonce, uint64_t dea
 }
 
 /* Starts the session's bridge and waits until its kernel answers. */
-static int bridge_start(struct code_session *s, clr_error *err)
+static int bridge_start_once(struct code_session *s, clr_error *err)
 {
     static const char *const argv[] = {"python3", "-c", CODE_BRIDGE_SOURCE, NULL};
     _cleanup_command_ struct command cmd = {.argv = NULL};
@@ -440,8 +441,31 @@ static int bridge_start(struct code_session *s, clr_error *err)
         clr_error_set(err, CLR_E_UNAVAILABLE, 0, "the code session could not start: %s%s", why,
                       oom ? " (the sandbox's memory limit)" : "");
     json_decref(line);
+    pthread_mutex_lock(&code_lock);
+    s->start_refused = rc == -1 && s->ended && s->end_status == CLR_EXEC_START_FAILED;
+    pthread_mutex_unlock(&code_lock);
     bridge_end(s);
     return -1;
+}
+
+/* The engine's runtime fails an exec now and then on a loaded host (runsc exiting 128 under
+ * `docker exec`): nothing ran in the sandbox then, so the start is tried again, up to
+ * BRIDGE_START_TRIES in all, a little later each time. Any other failure is final. */
+#define BRIDGE_START_TRIES 3
+static int bridge_start(struct code_session *s, clr_error *err)
+{
+    for (int attempt = 1;; attempt++) {
+        s->start_refused = false;
+        if (bridge_start_once(s, err) == 0)
+            return 0;
+        if (!s->start_refused || attempt >= BRIDGE_START_TRIES)
+            return -1;
+        clr_log(CLR_LOG_WARN, "service.code_retry", "sandbox", s->sandbox_id, "error",
+                err->message, NULL);
+        *err = (clr_error)CLR_ERROR_INIT;
+        struct timespec pause = {.tv_sec = 0, .tv_nsec = 200000000L * attempt};
+        nanosleep(&pause, NULL);
+    }
 }
 
 /* Sends one request line to the bridge. */

@@ -299,6 +299,43 @@ static void test_bridge_that_ends(void **state)
     assert_int_equal((int)svc_code_prune(svc), 0);
 }
 
+/* The engine's own error line on the bridge's exec stream (runsc failing an exec on a loaded
+ * host): nothing ran, so the start is tried again, three times in all, and the error that is
+ * left is the engine's, with no kill of the sandbox. */
+static const uint8_t engine_line[] =
+    "\x01\x00\x00\x00\x00\x00\x00\x72"
+    "OCI runtime exec failed: /var/lib/docker/runtimes/runsc did not terminate successfully: "
+    "exit status 128: unknown\r\n";
+
+static void test_bridge_start_retried(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    clr_sandbox_info info;
+    test_env_info(&info, ID_A, TEST_OWNER);
+    json_t *j = json_pack("{s:s, s:{s:s, s:b, s:b, s:b}, s:{s:o}}", "Id", "cid-a", "State",
+                          "Status", "running", "Running", 1, "Paused", 0, "OOMKilled", 0,
+                          "Config", "Labels", clr_sandbox_labels(&info));
+    fake_answer(e->f, "GET " TEST_API "clearing-" ID_A "/json", 200,
+                test_env_keep(e, json_dumps(j, JSON_COMPACT)));
+    json_decref(j);
+    fake_answer(e->f, "GET " TEST_API "cid-", 200, "{\"State\":{\"Running\":true}}");
+    fake_answer(e->f, "POST " TEST_API "cid-", 201, "{\"Id\":\"exec-1\"}");
+    fake_answer(e->f, "POST " TEST_API "cid-a/kill", 204, NULL);
+    fake_answer_bytes(e->f, "POST /v1.41/exec/exec-1/start", 200, engine_line,
+                      sizeof(engine_line) - 1);
+    json_t *req = json_pack("{s:s}", "code", "1+1");
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_run(svc, ID_A, req, "alice", NULL, NULL, &out, &err), -1);
+    json_decref(req);
+    if (!strstr(err.message, "OCI runtime exec failed"))
+        fail_msg("error: %s", err.message);
+    assert_true(fake_count(e->f, "POST /v1.41/exec/exec-1/start") >= 1); /* it was started */
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-a/exec"), 3);
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-a/kill"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -308,6 +345,7 @@ int main(void)
         cmocka_unit_test(test_answer_checked),
         cmocka_unit_test_setup_teardown(test_cell_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bridge_that_ends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bridge_start_retried, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
