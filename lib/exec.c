@@ -332,11 +332,18 @@ int clr_exec_diagnose_step(clr_exec_result *r, const struct clr_exec_seen *seen,
 static int send_frame(clr_engine_stream *s, uint8_t type, const void *data, size_t len,
                       clr_error *err)
 {
-    uint8_t hdr[CLR_PROTO_HEADER_SIZE];
-    clr_frame_header(hdr, 1, type, (uint32_t)len);
-    if (clr_engine_stream_write(s, hdr, sizeof(hdr), err) < 0)
-        return -1;
-    return len ? clr_engine_stream_write(s, data, len, err) : 0;
+    /* One write for header and payload: the stream's writes are each atomic, and two threads
+     * may send on one exec stream (stdin beside a signal or a KILL); two writes could
+     * interleave their frames, which the agent rejects as malformed. */
+    if (len > CLR_PROTO_MAX_PAYLOAD)
+        return clr_error_set(err, CLR_E_INTERNAL, EMSGSIZE, "frame payload too large");
+    _cleanup_free_ uint8_t *buf = malloc(CLR_PROTO_HEADER_SIZE + len);
+    if (!buf)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    clr_frame_header(buf, 1, type, (uint32_t)len);
+    if (len)
+        memcpy(buf + CLR_PROTO_HEADER_SIZE, data, len);
+    return clr_engine_stream_write(s, buf, CLR_PROTO_HEADER_SIZE + len, err);
 }
 
 /* Kills the whole sandbox: true only when the engine accepted the kill. A sandbox the engine
