@@ -259,12 +259,9 @@ static void test_cell_refused(void **state)
     expect_error(&err, CLR_E_CONFLICT, "lost (oom)");
 }
 
-/* A bridge the engine refuses to start: a clear error, audited, and the next call tries again
- * (nothing left held). */
-static void test_bridge_that_ends(void **state)
+/* The engine knows sandbox A as a running container "cid-a" of this owner. */
+static void script_running_a(struct test_env *e)
 {
-    struct test_env *e = *state;
-    clr_service *svc = &e->svc;
     clr_sandbox_info info;
     test_env_info(&info, ID_A, TEST_OWNER);
     json_t *j = json_pack("{s:s, s:{s:s, s:b, s:b, s:b}, s:{s:o}}", "Id", "cid-a", "State",
@@ -274,6 +271,15 @@ static void test_bridge_that_ends(void **state)
                 test_env_keep(e, json_dumps(j, JSON_COMPACT)));
     json_decref(j);
     fake_answer(e->f, "GET " TEST_API "cid-", 200, "{\"State\":{\"Running\":true}}");
+}
+
+/* A bridge the engine refuses to start: a clear error, audited, and the next call tries again
+ * (nothing left held). */
+static void test_bridge_that_ends(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    script_running_a(e);
     fake_answer(e->f, "POST " TEST_API "cid-", 404, "{\"message\":\"No such container\"}");
     json_t *req = json_pack("{s:s}", "code", "1+1");
     json_t *out = NULL;
@@ -311,15 +317,7 @@ static void test_bridge_start_retried(void **state)
 {
     struct test_env *e = *state;
     clr_service *svc = &e->svc;
-    clr_sandbox_info info;
-    test_env_info(&info, ID_A, TEST_OWNER);
-    json_t *j = json_pack("{s:s, s:{s:s, s:b, s:b, s:b}, s:{s:o}}", "Id", "cid-a", "State",
-                          "Status", "running", "Running", 1, "Paused", 0, "OOMKilled", 0,
-                          "Config", "Labels", clr_sandbox_labels(&info));
-    fake_answer(e->f, "GET " TEST_API "clearing-" ID_A "/json", 200,
-                test_env_keep(e, json_dumps(j, JSON_COMPACT)));
-    json_decref(j);
-    fake_answer(e->f, "GET " TEST_API "cid-", 200, "{\"State\":{\"Running\":true}}");
+    script_running_a(e);
     fake_answer(e->f, "POST " TEST_API "cid-", 201, "{\"Id\":\"exec-1\"}");
     fake_answer(e->f, "POST " TEST_API "cid-a/kill", 204, NULL);
     fake_answer_bytes(e->f, "POST /v1.41/exec/exec-1/start", 200, engine_line,
