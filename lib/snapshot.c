@@ -20,6 +20,7 @@
 
 #define SNAP_MAX_DEPTH 64
 #define MANIFEST "manifest.json"
+#define MANIFEST_MAX (64 * 1024 * 1024) /* bytes: what a restore reads */
 
 bool clr_snapshot_id_valid(const char *id)
 {
@@ -60,9 +61,10 @@ static void hex(const unsigned char *d, size_t n, char *out)
         snprintf(out + 2 * i, 3, "%02x", d[i]);
 }
 
-/* Reads in to the end, writing to out (if >= 0) and hashing: the hex sha256 to sha (65 bytes),
- * the byte count to *size. */
-static int copy_hash(int in, int out, char *sha, uint64_t *size, const char *name, clr_error *err)
+/* Reads in to the end or to max bytes, whichever comes first, writing to out (if >= 0) and
+ * hashing: the hex sha256 to sha (65 bytes), the byte count to *size. */
+static int copy_hash(int in, int out, uint64_t max, char *sha, uint64_t *size, const char *name,
+                     clr_error *err)
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
@@ -72,8 +74,8 @@ static int copy_hash(int in, int out, char *sha, uint64_t *size, const char *nam
     char buf[65536];
     uint64_t total = 0;
     int rc = 0;
-    for (;;) {
-        ssize_t n = read(in, buf, sizeof(buf));
+    while (total < max) {
+        ssize_t n = read(in, buf, max - total < sizeof(buf) ? (size_t)(max - total) : sizeof(buf));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
@@ -116,17 +118,54 @@ static int copy_hash(int in, int out, char *sha, uint64_t *size, const char *nam
 struct walk {
     json_t *files;
     uint64_t size;
+    uint64_t max_bytes; /* writing: what the snapshot may take in all */
+    size_t entries;     /* writing: entries listed so far (CLR_SNAPSHOT_MAX_ENTRIES) */
     size_t seen;
     bool check;
 };
 
+/* The file the walk stat'ed, opened without blocking and without following a link, and checked to
+ * be that same regular file: the sandbox runs on while its workspace is copied, and could swap a
+ * file for a FIFO (an open that never returns) or a link between the stat and the open. */
+static int open_same_file(int dir, const char *name, const char *rel, const struct stat *st,
+                          bool check, struct stat *now, clr_error *err)
+{
+    int fd = openat(dir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return clr_error_set(err, check ? CLR_E_CONFLICT : CLR_E_INTERNAL, errno,
+                             "cannot open %s: %s", rel, strerror(errno));
+    if (fstat(fd, now) < 0 || !S_ISREG(now->st_mode) || now->st_ino != st->st_ino ||
+        now->st_dev != st->st_dev) {
+        close(fd);
+        return clr_error_set(err, CLR_E_CONFLICT, 0,
+                             "%s changed while the snapshot was taken (it is no longer the "
+                             "regular file it was): try again",
+                             rel);
+    }
+    return fd;
+}
+
 static int walk_file(struct walk *w, int sdir, int ddir, const char *name, const char *rel,
                      const struct stat *st, clr_error *err)
 {
-    _cleanup_close_ int in = openat(sdir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat now;
+    _cleanup_close_ int in = open_same_file(sdir, name, rel, st, w->check, &now, err);
     if (in < 0)
-        return clr_error_set(err, w->check ? CLR_E_CONFLICT : CLR_E_INTERNAL, errno,
-                             "cannot open %s: %s", rel, strerror(errno));
+        return -1;
+    /* Writing: no more than the file held when it was opened (a file the sandbox keeps growing
+     * is cut there), and nothing past the budget (a sparse or hard-linked file counts in full,
+     * as it is written out in full). */
+    uint64_t max = UINT64_MAX;
+    if (!w->check) {
+        max = (uint64_t)now.st_size;
+        if (max > w->max_bytes || w->size > w->max_bytes - max)
+            return clr_error_set(err, CLR_E_LIMIT, EFBIG,
+                                 "%s (%llu bytes) does not fit the snapshots' disk budget (%llu "
+                                 "bytes left): delete snapshots you no longer need, or files "
+                                 "of the workspace",
+                                 rel, (unsigned long long)max,
+                                 (unsigned long long)(w->max_bytes - w->size));
+    }
     _cleanup_close_ int out = -1;
     if (ddir >= 0) {
         out = openat(ddir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -136,7 +175,7 @@ static int walk_file(struct walk *w, int sdir, int ddir, const char *name, const
     }
     char sha[65];
     uint64_t n = 0;
-    if (copy_hash(in, out, sha, &n, rel, err) < 0)
+    if (copy_hash(in, out, max, sha, &n, rel, err) < 0)
         return -1;
     if (out >= 0 && fsync(out) < 0)
         return clr_error_set(err, CLR_E_INTERNAL, errno, "fsync %s: %s", rel, strerror(errno));
@@ -179,6 +218,11 @@ static int walk_entry(struct walk *w, int sdir, int ddir, const char *name, cons
                                              : NULL;
     if (!type && !w->check)
         return 0; /* FIFOs, sockets, devices: not copied, as the workspace copy-in does */
+    if (!w->check && ++w->entries > CLR_SNAPSHOT_MAX_ENTRIES)
+        return clr_error_set(err, CLR_E_LIMIT, 0,
+                             "the workspace holds more than %d files and directories: a "
+                             "snapshot takes at most that many",
+                             CLR_SNAPSHOT_MAX_ENTRIES);
     if (w->check) {
         json_t *e = json_object_get(w->files, rel);
         const char *t = json_string_value(json_object_get(e, "type"));
@@ -302,6 +346,12 @@ static int write_manifest(int dfd, struct walk *w, char *sha, clr_error *err)
         return clr_error_set(err, CLR_E_INTERNAL, errno, "create the manifest: %s",
                              strerror(errno));
     size_t len = strlen(text);
+    if (len > MANIFEST_MAX || w->size > w->max_bytes || len > w->max_bytes - w->size)
+        return clr_error_set(err, CLR_E_LIMIT, EFBIG,
+                             "the snapshot's manifest (%zu bytes) is over what a restore reads "
+                             "(%d bytes) or the disk budget left: the workspace has too many "
+                             "files",
+                             len, MANIFEST_MAX);
     if (write(fd, text, len) != (ssize_t)len || fsync(fd) < 0)
         return clr_error_set(err, errno == ENOSPC ? CLR_E_NO_SPACE : CLR_E_INTERNAL, errno,
                              "write the manifest: %s", strerror(errno));
@@ -318,7 +368,7 @@ static int write_manifest(int dfd, struct walk *w, char *sha, clr_error *err)
 }
 
 static int write_all(const char *dir, const char *checkpoint_src, const char *workspace,
-                     uint64_t *size, char *sha, clr_error *err)
+                     uint64_t max_bytes, uint64_t *size, char *sha, clr_error *err)
 {
     if (mkdir_parents(dir) < 0 || mkdir(dir, 0700) < 0)
         return clr_error_set(err, errno == EEXIST ? CLR_E_CONFLICT : CLR_E_INTERNAL, errno,
@@ -327,7 +377,7 @@ static int write_all(const char *dir, const char *checkpoint_src, const char *wo
     _cleanup_json_ json_t *files = json_object();
     if (dfd < 0 || !files)
         return clr_error_set(err, CLR_E_INTERNAL, errno, "open %s: %s", dir, strerror(errno));
-    struct walk w = {.files = files};
+    struct walk w = {.files = files, .max_bytes = max_bytes};
     if (copy_into(&w, dfd, "checkpoint", checkpoint_src, err) < 0 ||
         copy_into(&w, dfd, "workspace", workspace, err) < 0 ||
         write_manifest(dfd, &w, sha, err) < 0)
@@ -337,9 +387,9 @@ static int write_all(const char *dir, const char *checkpoint_src, const char *wo
 }
 
 int clr_snapshot_write(const char *dir, const char *checkpoint_src, const char *workspace,
-                       uint64_t *size, char *manifest_sha256, clr_error *err)
+                       uint64_t max_bytes, uint64_t *size, char *manifest_sha256, clr_error *err)
 {
-    if (write_all(dir, checkpoint_src, workspace, size, manifest_sha256, err) == 0)
+    if (write_all(dir, checkpoint_src, workspace, max_bytes, size, manifest_sha256, err) == 0)
         return 0;
     if (err->code != CLR_E_CONFLICT) /* a directory that was there is not ours to remove */
         clr_snapshot_remove_dir(dir, NULL);
@@ -353,7 +403,7 @@ static int read_manifest(int dfd, const char *expect, json_t **out, clr_error *e
         return clr_error_set(err, CLR_E_CONFLICT, errno,
                              "the snapshot has no manifest: it was never finished; delete it");
     struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > 64 * 1024 * 1024)
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > MANIFEST_MAX)
         return clr_error_set(err, CLR_E_CONFLICT, 0, "the snapshot's manifest is not a file of "
                                                      "a sane size; delete the snapshot");
     _cleanup_free_ char *text = malloc((size_t)st.st_size + 1);
@@ -438,7 +488,7 @@ int clr_snapshot_copy_checkpoint(const char *dir, const char *dest, clr_error *e
     if (s < 0 || d < 0 || !files)
         return clr_error_set(err, CLR_E_INTERNAL, errno, "open %s: %s", s < 0 ? src : dest,
                              strerror(errno));
-    struct walk w = {.files = files};
+    struct walk w = {.files = files, .max_bytes = UINT64_MAX}; /* our own, verified files */
     return walk_dir(&w, s, d, "checkpoint", 0, err);
 }
 

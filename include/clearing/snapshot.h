@@ -15,6 +15,9 @@
 
 #include "common.h"
 
+/* The most files and directories a snapshot lists (its manifest must stay readable). */
+#define CLR_SNAPSHOT_MAX_ENTRIES 200000
+
 /* The name a snapshot's checkpoint has in the engine while a container starts from it. */
 #define CLR_SNAPSHOT_CHECKPOINT "clearing-restore"
 
@@ -31,10 +34,14 @@ CLR_PUBLIC int clr_snapshot_path(char *out, size_t len, const char *state_dir, c
  * workspace's tree into workspace/ (regular files, directories and symbolic links, never
  * followed; other kinds are left out as the workspace copy-in does), then manifest.json. *size is
  * the bytes of all its files; manifest_sha256 (65 bytes) the manifest's hex sha256, for the
- * daemon's row and the audit record. On failure nothing of dir is left. */
+ * daemon's row and the audit record. On failure nothing of dir is left.
+ * The sandbox runs on while its workspace is copied, so what it holds is adversarial: the copy
+ * stops with CLR_E_LIMIT before it would pass max_bytes in all (a sparse or hard-linked file
+ * counts in full) or CLR_SNAPSHOT_MAX_ENTRIES entries; a file is copied up to the size it had when
+ * opened; a file swapped for another kind (a FIFO) between stat and open is CLR_E_CONFLICT. */
 CLR_PUBLIC int clr_snapshot_write(const char *dir, const char *checkpoint_src,
-                                  const char *workspace, uint64_t *size, char *manifest_sha256,
-                                  clr_error *err);
+                                  const char *workspace, uint64_t max_bytes, uint64_t *size,
+                                  char *manifest_sha256, clr_error *err);
 
 /* Checks dir against its manifest (and the manifest against expect_sha256 unless NULL): every
  * listed file present with its size and sha256, nothing unlisted. CLR_E_CONFLICT naming what is

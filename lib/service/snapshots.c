@@ -4,6 +4,7 @@
  * verified snapshot (lifecycle.c's create). The sweep removes expired snapshots, those of
  * destroyed sandboxes that are not kept, and what a daemon killed mid-way left half-made. */
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "clearing/cleanup.h"
@@ -20,6 +21,8 @@
 #define SNAP_BUDGET_DEFAULT (8ull << 30) /* bytes of all snapshots together */
 #define SNAP_TTL_DEFAULT (24u * 3600)    /* seconds */
 #define SNAP_TTL_MAX (30u * 24 * 3600)
+
+static pthread_mutex_t snap_write_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static uint64_t budget(const clr_service *svc)
 {
@@ -67,7 +70,7 @@ static int parse_request(json_t *req, bool *keep, uint32_t *ttl, clr_error *err)
 /* The engine's checkpoint of the sandbox, then its workspace, written as the snapshot at dir.
  * The engine's own copy of the checkpoint goes whatever happens. */
 static int take(clr_service *svc, clr_engine *eng, const clr_store_sandbox *sb, const char *id,
-                const char *dir, uint64_t *size, char *sha, clr_error *err)
+                const char *dir, uint64_t max_bytes, uint64_t *size, char *sha, clr_error *err)
 {
     const char *cid = sb->info.container_id;
     char cpdir[4096], ws[4096];
@@ -77,7 +80,7 @@ static int take(clr_service *svc, clr_engine *eng, const clr_store_sandbox *sb, 
         return clr_error_prefix(err, "checkpointing sandbox %s", sb->info.id);
     int rc = clr_engine_checkpoint_dir(eng, cid, id, cpdir, sizeof(cpdir), err);
     if (rc == 0)
-        rc = clr_snapshot_write(dir, cpdir, ws, size, sha, err);
+        rc = clr_snapshot_write(dir, cpdir, ws, max_bytes, size, sha, err);
     clr_error ignored = CLR_ERROR_INIT;
     clr_engine_checkpoint_delete(eng, cid, id, &ignored);
     return rc;
@@ -145,6 +148,9 @@ static int snapshot_impl(clr_service *svc, clr_engine *eng, const char *sandbox_
                  ? require_supported(svc, eng, sb.info.runtime, err)
                  : svc_not_running(err, sandbox_id, sb.info.state, sb.destroy_reason);
     uint64_t total = 0, size = 0;
+    /* One snapshot is written at a time: the budget left is read once, and the copy stops there
+     * (two at once would each see the same room). */
+    pthread_mutex_lock(&snap_write_lock);
     if (rc == 0)
         rc = clr_store_snapshot_total(svc->store, &total, err);
     if (rc == 0 && total >= budget(svc))
@@ -158,7 +164,7 @@ static int snapshot_impl(clr_service *svc, clr_engine *eng, const char *sandbox_
         rc = -1;
     atomic_fetch_add(&svc->snapshots_writing, 1);
     if (rc == 0)
-        rc = take(svc, eng, &sb, id, dir, &size, sha, err);
+        rc = take(svc, eng, &sb, id, dir, budget(svc) - total, &size, sha, err);
     if (rc == 0 && total + size > budget(svc)) {
         clr_snapshot_remove_dir(dir, NULL);
         rc = clr_error_set(err, CLR_E_LIMIT, 0,
@@ -171,6 +177,7 @@ static int snapshot_impl(clr_service *svc, clr_engine *eng, const char *sandbox_
         rc = row ? record(svc, actor, row, dir, err)
                  : clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     atomic_fetch_sub(&svc->snapshots_writing, 1);
+    pthread_mutex_unlock(&snap_write_lock);
     clr_store_sandbox_clear(&sb);
     if (rc == 0)
         *out = public_json(row);
@@ -421,8 +428,13 @@ void svc_snapshots_sweep(clr_service *svc)
         json_decref(d);
     }
     json_decref(rows);
-    if (atomic_load(&svc->snapshots_writing) == 0 &&
-        clr_store_snapshot_list(svc->store, NULL, NULL, &rows, &err) == 0)
-        sweep_dirs(svc, rows);
+    /* Directories without a row are removed only while no snapshot is written: holding the
+     * writers' lock (without waiting for it) keeps one from starting between the list and the
+     * removal, where its directory, not yet recorded, would go. */
+    if (pthread_mutex_trylock(&snap_write_lock) == 0) {
+        if (clr_store_snapshot_list(svc->store, NULL, NULL, &rows, &err) == 0)
+            sweep_dirs(svc, rows);
+        pthread_mutex_unlock(&snap_write_lock);
+    }
     json_decref(rows);
 }

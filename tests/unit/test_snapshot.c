@@ -67,7 +67,7 @@ static void write_one(struct fx *x, char *sha)
 {
     clr_error err = CLR_ERROR_INIT;
     uint64_t size = 0;
-    if (clr_snapshot_write(x->snap, x->cp, x->ws, &size, sha, &err) < 0)
+    if (clr_snapshot_write(x->snap, x->cp, x->ws, UINT64_MAX, &size, sha, &err) < 0)
         fail_msg("write: %s", err.message);
     assert_true(size > strlen("gVisor memory image") + 12);
     assert_int_equal(strlen(sha), 64);
@@ -125,7 +125,7 @@ static void test_write_verify_copy(void **state)
     /* Writing over an existing snapshot is refused and leaves it alone. */
     uint64_t size = 0;
     char sha2[65];
-    assert_int_equal(clr_snapshot_write(x->snap, x->cp, x->ws, &size, sha2, &err), -1);
+    assert_int_equal(clr_snapshot_write(x->snap, x->cp, x->ws, UINT64_MAX, &size, sha2, &err), -1);
     assert_int_equal(err.code, CLR_E_CONFLICT);
     assert_int_equal(clr_snapshot_verify(x->snap, sha, &err), 0);
     assert_int_equal(clr_snapshot_remove_dir(x->snap, &err), 0);
@@ -184,12 +184,84 @@ static void test_damage_refused(void **state)
     assert_int_equal(err.code, CLR_E_NOT_FOUND);
 }
 
+/* What the sandbox can put in its workspace while it runs cannot make the copy outgrow its
+ * budget: a file past what is left, a sparse file whose holes would be written out in full, a
+ * file hard-linked many times, or more entries than a manifest may list. Each is refused
+ * (CLR_E_LIMIT) and nothing of the snapshot is left. The same workspace within the budget is the
+ * positive control. */
+static void refused_limit(struct fx *x, uint64_t max, const char *words)
+{
+    clr_error err = CLR_ERROR_INIT;
+    uint64_t size = 0;
+    char sha[65];
+    assert_int_equal(clr_snapshot_write(x->snap, x->cp, x->ws, max, &size, sha, &err), -1);
+    assert_int_equal(err.code, CLR_E_LIMIT);
+    if (!strstr(err.message, words))
+        fail_msg("'%s' does not say '%s'", err.message, words);
+    struct stat st;
+    assert_int_equal(stat(x->snap, &st), -1); /* nothing half-made */
+}
+
+static void test_budget(void **state)
+{
+    struct fx *x = *state;
+    char p[256], q[256];
+    /* Control: the workspace fits 4 KiB; its size is what was written. */
+    clr_error err = CLR_ERROR_INIT;
+    uint64_t size = 0;
+    char sha[65];
+    assert_int_equal(clr_snapshot_write(x->snap, x->cp, x->ws, 4096, &size, sha, &err), 0);
+    assert_true(size > 0 && size <= 4096);
+    clr_snapshot_remove_dir(x->snap, NULL);
+    /* A budget smaller than the files. */
+    refused_limit(x, 20, "disk budget");
+    /* A sparse file of 1 GiB that holds no block. */
+    snprintf(p, sizeof(p), "%s/sparse", x->ws);
+    int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)1 << 30), 0);
+    close(fd);
+    refused_limit(x, 64 << 20, "sparse");
+    unlink(p);
+    /* One 64 KiB file hard-linked 100 times: 6.4 MB written out, over a 1 MiB budget. */
+    snprintf(p, sizeof(p), "%s/big", x->ws);
+    fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    assert_true(fd >= 0);
+    char block[65536];
+    memset(block, 'x', sizeof(block));
+    assert_int_equal(write(fd, block, sizeof(block)), (ssize_t)sizeof(block));
+    close(fd);
+    for (int i = 0; i < 100; i++) {
+        snprintf(q, sizeof(q), "%s/sub/l%d", x->ws, i);
+        assert_int_equal(link(p, q), 0);
+    }
+    refused_limit(x, 1 << 20, "does not fit the snapshots' disk budget");
+}
+
+static void test_fifo_left_out(void **state)
+{
+    struct fx *x = *state;
+    char p[256], sha[65];
+    /* A FIFO in the workspace is left out (a copy that opened it would block for ever), and
+     * the snapshot still verifies. */
+    snprintf(p, sizeof(p), "%s/pipe", x->ws);
+    assert_int_equal(mkfifo(p, 0644), 0);
+    write_one(x, sha);
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_snapshot_verify(x->snap, sha, &err), 0);
+    snprintf(p, sizeof(p), "%s/workspace/pipe", x->snap);
+    struct stat st;
+    assert_int_equal(lstat(p, &st), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ids),
         cmocka_unit_test_setup_teardown(test_write_verify_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damage_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fifo_left_out, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
