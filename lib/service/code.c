@@ -11,6 +11,7 @@
 #include "execs.h"
 #include "rows.h"
 #include "service_int.h"
+#include "tenants.h"
 #include "validate.h"
 
 #include "code_bridge.h" /* CODE_BRIDGE_SOURCE: code_bridge.py as a string (generated) */
@@ -680,6 +681,12 @@ static int cell_audit(clr_service *svc, const char *actor, const char *id, const
     return rc;
 }
 
+static int code_run_admitted(clr_service *svc, const char *id, const struct cell *cp,
+                             const char *actor, clr_service_event_cb on_event, void *ctx,
+                             json_t **out, clr_error *err);
+
+/* A cell is a command like an exec: while it waits for its turn and runs it holds a slot of
+ * max_execs and of its sandbox's tenant's max_execs (CLR_E_LIMIT, audited, when either is full). */
 int clr_service_code_run(clr_service *svc, const char *id, json_t *req, const char *actor,
                          clr_service_event_cb on_event, void *ctx, json_t **out, clr_error *err)
 {
@@ -687,6 +694,27 @@ int clr_service_code_run(clr_service *svc, const char *id, json_t *req, const ch
     if (svc_valid_id(id, err) < 0 || cell_parse(req, &c, err) < 0 ||
         svc_require_running(svc, id, err) < 0)
         return -1;
+    clr_store_sandbox row;
+    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
+        return -1;
+    char tenant[sizeof(row.info.tenant)];
+    snprintf(tenant, sizeof(tenant), "%s", svc_tenant_or_default(row.info.tenant));
+    clr_store_sandbox_clear(&row);
+    unsigned one = 1;
+    if (svc_exec_admit(svc, tenant, &one, err) < 0) {
+        svc_audit_failure(svc, actor, id, "code", err);
+        return -1;
+    }
+    int rc = code_run_admitted(svc, id, &c, actor, on_event, ctx, out, err);
+    svc_exec_release(svc, tenant, 1);
+    return rc;
+}
+
+static int code_run_admitted(clr_service *svc, const char *id, const struct cell *cp,
+                             const char *actor, clr_service_event_cb on_event, void *ctx,
+                             json_t **out, clr_error *err)
+{
+    struct cell c = *cp;
     char sha[65];
     clr_sha256_hex(sha, c.code, c.code_len);
     uint64_t t0 = svc_mono_us();

@@ -7,6 +7,7 @@
  * (tests/integration/test_code.py). */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -334,6 +335,39 @@ static void test_bridge_start_retried(void **state)
     assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-a/kill"), 0);
 }
 
+/* A cell holds a command slot, as an exec does: with the tenant's one slot taken, a cell is
+ * refused (CLR_E_LIMIT, audited, nothing sent to the engine); with it free, the cell goes to the
+ * engine (the control) and gives its slot back when it ends. */
+static void test_cell_takes_a_command_slot(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    const clr_tenant_quota quotas[1] = {{.name = CLR_TENANT_DEFAULT, .max_execs = 1}};
+    svc->cfg.tenants = quotas;
+    svc->cfg.ntenants = 1;
+    script_running_a(e);
+    fake_answer(e->f, "POST " TEST_API "cid-", 404, "{\"message\":\"No such container\"}");
+    atomic_store(&svc->tenant_execs[0], 1); /* the tenant's one slot is held */
+    json_t *req = json_pack("{s:s}", "code", "1+1");
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_run(svc, ID_A, req, "alice", NULL, NULL, &out, &err), -1);
+    expect_error(&err, CLR_E_LIMIT, "max_execs 1 for tenant default");
+    json_decref(expect_audit(e, "code", "refused", ID_A, "alice"));
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-a/exec"), 0);
+    /* Free: the cell reaches the engine (which refuses it), and holds nothing after. */
+    atomic_store(&svc->tenant_execs[0], 0);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_run(svc, ID_A, req, "alice", NULL, NULL, &out, &err), -1);
+    expect_error(&err, CLR_E_NOT_FOUND, "does not exist");
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-a/exec"), 1);
+    assert_int_equal(atomic_load(&svc->tenant_execs[0]), 0);
+    assert_int_equal(atomic_load(&svc->running_execs), 0);
+    json_decref(req);
+    svc->cfg.tenants = NULL;
+    svc->cfg.ntenants = 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -344,6 +378,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cell_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bridge_that_ends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bridge_start_retried, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cell_takes_a_command_slot, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
