@@ -184,12 +184,79 @@ static void test_damage_refused(void **state)
     assert_int_equal(err.code, CLR_E_NOT_FOUND);
 }
 
+static mode_t mode_of(const char *base, const char *rel)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", base, rel);
+    struct stat st;
+    assert_int_equal(lstat(p, &st), 0);
+    return st.st_mode & 07777;
+}
+
+/* A fork's workspace copied from the snapshot's (0600 files, 0700 directories, as the workspace
+ * copy keeps them) gets back the modes the manifest recorded, permission bits only. */
+static void test_modes_restored(void **state)
+{
+    struct fx *x = *state;
+    char p[512], dest[256], sha[65];
+    snprintf(p, sizeof(p), "%s/run.sh", x->ws);
+    put(p, "#!/bin/sh\necho hi\n");
+    assert_int_equal(chmod(p, 0755), 0);
+    snprintf(p, sizeof(p), "%s/sub", x->ws);
+    assert_int_equal(chmod(p, 02750), 0);
+    snprintf(p, sizeof(p), "%s/sub/b.txt", x->ws);
+    assert_int_equal(chmod(p, 04644), 0); /* setuid: never given back */
+    write_one(x, sha);
+    /* The snapshot's own copy has lost them (the positive control of what is restored). */
+    char sws[256];
+    snprintf(sws, sizeof(sws), "%s/workspace", x->snap);
+    assert_int_equal(mode_of(sws, "run.sh"), 0600);
+    assert_int_equal(mode_of(sws, "sub"), 0700);
+    /* The fork's copy, as the workspace copy-in makes it from the snapshot's. */
+    snprintf(dest, sizeof(dest), "%s/fork", x->root);
+    assert_int_equal(mkdir(dest, 0755), 0);
+    const char *files[] = {"run.sh", "a.txt", "sub/b.txt"};
+    snprintf(p, sizeof(p), "%s/sub", dest);
+    assert_int_equal(mkdir(p, 0700), 0);
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(p, sizeof(p), "%s/%s", dest, files[i]);
+        put(p, "x");
+        assert_int_equal(chmod(p, 0600), 0);
+    }
+    snprintf(p, sizeof(p), "%s/link", dest);
+    assert_int_equal(symlink("a.txt", p), 0);
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_snapshot_apply_modes(x->snap, dest, &err) < 0)
+        fail_msg("apply: %s", err.message);
+    assert_int_equal(mode_of(dest, "run.sh"), 0755);
+    assert_int_equal(mode_of(dest, "a.txt"), 0644);
+    assert_int_equal(mode_of(dest, "sub"), 0750);
+    assert_int_equal(mode_of(dest, "sub/b.txt"), 0644);
+    /* A directory that became a symbolic link is not followed: refused, its target unchanged. */
+    char out[256];
+    snprintf(out, sizeof(out), "%s/outside", x->root);
+    assert_int_equal(mkdir(out, 0700), 0);
+    snprintf(p, sizeof(p), "%s/b.txt", out);
+    put(p, "x");
+    assert_int_equal(chmod(p, 0600), 0);
+    snprintf(p, sizeof(p), "%s/sub/b.txt", dest);
+    assert_int_equal(unlink(p), 0);
+    snprintf(p, sizeof(p), "%s/sub", dest);
+    assert_int_equal(rmdir(p), 0);
+    assert_int_equal(symlink(out, p), 0);
+    assert_int_equal(clr_snapshot_apply_modes(x->snap, dest, &err), -1);
+    assert_non_null(strstr(err.message, "sub"));
+    assert_int_equal(mode_of(out, "b.txt"), 0600);
+    assert_int_equal(mode_of(x->root, "outside"), 0700);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ids),
         cmocka_unit_test_setup_teardown(test_write_verify_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damage_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_modes_restored, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
