@@ -112,6 +112,8 @@ static int copy_hash(int in, int out, char *sha, uint64_t *size, const char *nam
     return rc;
 }
 
+static int not_listed(const char *rel, clr_error *err);
+
 /* One walk for writing (ddir >= 0: copy there and list in files) and for checking (ddir < 0:
  * compare with files, an object path -> entry, counting matches in *seen). */
 struct walk {
@@ -147,7 +149,7 @@ static int walk_file(struct walk *w, int sdir, int ddir, const char *name, const
                                    json_pack("{s:s, s:i, s:I, s:s}", "type", "file", "mode",
                                              (int)(st->st_mode & 07777), "size", (json_int_t)n,
                                              "sha256", sha)) < 0
-                   ? clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory")
+                   ? not_listed(rel, err)
                    : 0;
     json_t *e = json_object_get(w->files, rel);
     const char *want = json_string_value(json_object_get(e, "sha256"));
@@ -214,7 +216,7 @@ static int walk_entry(struct walk *w, int sdir, int ddir, const char *name, cons
                                  strerror(errno));
         return json_object_set_new(w->files, rel,
                                    json_pack("{s:s, s:s}", "type", "link", "target", target)) < 0
-                   ? clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory")
+                   ? not_listed(rel, err)
                    : 0;
     }
     if (ddir >= 0 && mkdirat(ddir, name, 0700) < 0)
@@ -223,7 +225,7 @@ static int walk_entry(struct walk *w, int sdir, int ddir, const char *name, cons
     if (!w->check && json_object_set_new(w->files, rel,
                                           json_pack("{s:s, s:i}", "type", "dir", "mode",
                                                     (int)(st.st_mode & 07777))) < 0)
-        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+        return not_listed(rel, err);
     _cleanup_close_ int s2 = openat(sdir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     _cleanup_close_ int d2 =
         ddir >= 0 ? openat(ddir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
@@ -526,4 +528,31 @@ int clr_snapshot_apply_modes(const char *dir, const char *dest, clr_error *err)
             return -1;
     }
     return 0;
+}
+
+/* Why rel could not go in the manifest: a name that is not UTF-8 (JSON cannot hold it) is the
+ * client's to rename, named with its bytes escaped; anything else is memory. */
+static int not_listed(const char *rel, clr_error *err)
+{
+    json_t *probe = json_string(rel);
+    bool utf8 = probe != NULL;
+    json_decref(probe);
+    if (utf8)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    if (strncmp(rel, "workspace/", 10) == 0)
+        rel += 10;
+    char name[512];
+    size_t n = 0;
+    const unsigned char *c = (const unsigned char *)rel;
+    for (; *c && n + 8 < sizeof(name); c++) {
+        if (*c >= 0x20 && *c < 0x7f && *c != '\\')
+            name[n++] = (char)*c;
+        else
+            n += (size_t)snprintf(name + n, sizeof(name) - n, "\\x%02x", *c);
+    }
+    name[n] = '\0';
+    return clr_error_set(err, CLR_E_INVALID, EILSEQ,
+                         "the workspace has a file name that is not UTF-8 (%s%s): rename it to "
+                         "take a snapshot",
+                         name, *c ? "..." : "");
 }

@@ -250,6 +250,41 @@ static void test_modes_restored(void **state)
     assert_int_equal(mode_of(x->root, "outside"), 0700);
 }
 
+/* A workspace name that is not UTF-8 cannot go in the manifest: refused as the client's to
+ * rename (400), naming it with its bytes escaped, and nothing of the snapshot is left. */
+static void test_name_not_utf8(void **state)
+{
+    struct fx *x = *state;
+    char p[512], sha[65];
+    /* The positive control: a name that is UTF-8 (not ASCII) is taken. */
+    snprintf(p, sizeof(p), "%s/caf\xc3\xa9.txt", x->ws);
+    put(p, "ok");
+    write_one(x, sha);
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_snapshot_remove_dir(x->snap, &err), 0);
+    /* A file, then a directory, named in Latin-1. */
+    const char *bad[] = {"sub/caf\xe9.txt", "d\xff\\r"};
+    const char *shown[] = {"(sub/caf\\xe9.txt)", "(d\\xff\\x5cr)"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(p, sizeof(p), "%s/%s", x->ws, bad[i]);
+        if (i == 0)
+            put(p, "latin-1");
+        else
+            assert_int_equal(mkdir(p, 0755), 0);
+        uint64_t size = 0;
+        err = (clr_error)CLR_ERROR_INIT;
+        assert_int_equal(clr_snapshot_write(x->snap, x->cp, x->ws, &size, sha, &err), -1);
+        assert_int_equal(err.code, CLR_E_INVALID);
+        if (!strstr(err.message, "not UTF-8") || !strstr(err.message, shown[i]) ||
+            !strstr(err.message, "rename it"))
+            fail_msg("'%s' does not name %s", err.message, shown[i]);
+        assert_false(clr_snapshot_finished(x->snap));
+        struct stat st;
+        assert_int_equal(lstat(x->snap, &st), -1);
+        assert_int_equal(remove(p), 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -257,6 +292,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_verify_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damage_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_modes_restored, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_name_not_utf8, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
