@@ -895,3 +895,59 @@ int clr_egress_channel_open(clr_channel **ch, clr_egress **egress, const clr_egr
     }
     return 0;
 }
+
+/* The limit want names (given) if not above had's, had's if left out; -1 naming it if above. */
+static int narrow_limit(uint64_t *v, uint64_t had, bool given, const char *name,
+                        const char *unit, clr_error *err)
+{
+    if (!given) {
+        *v = had;
+        return 0;
+    }
+    if (*v > had)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "egress.%s (%llu%s) is above the snapshot's sandbox's (%llu%s): "
+                             "a fork's egress may be narrowed, not widened",
+                             name, (unsigned long long)*v, unit, (unsigned long long)had, unit);
+    return 0;
+}
+
+int clr_egress_policy_narrow(json_t **out, json_t *want, json_t *had, clr_error *err)
+{
+    _cleanup_egress_policy_ clr_egress_policy *h = NULL;
+    _cleanup_egress_policy_ clr_egress_policy *w = NULL;
+    if (clr_egress_policy_parse(&h, had, err) < 0)
+        return clr_error_prefix(err, "the snapshot's sandbox's egress policy");
+    if (clr_egress_policy_parse(&w, want, err) < 0)
+        return -1;
+    json_t *named = json_is_object(want) ? want : NULL;
+    if (!json_object_get(named, "allow")) {
+        free(w->rules);
+        w->rules = calloc(h->n ? h->n : 1, sizeof(*w->rules));
+        if (!w->rules)
+            return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+        if (h->n)
+            memcpy(w->rules, h->rules, h->n * sizeof(*w->rules));
+        w->n = h->n;
+    }
+    for (size_t i = 0; i < w->n; i++) {
+        if (!rule_within(&w->rules[i], h))
+            return clr_error_set(err, CLR_E_INVALID, 0,
+                                 "egress.allow[%zu] (%s) is not in the snapshot's sandbox's "
+                                 "policy: a fork's egress may be narrowed, not widened",
+                                 i, w->rules[i].host);
+    }
+    uint64_t conns = w->max_connections, bytes = w->max_bytes, idle = w->idle_ms;
+    if (narrow_limit(&conns, h->max_connections, json_object_get(named, "max_connections"),
+                     "max_connections", "", err) < 0 ||
+        narrow_limit(&bytes, h->max_bytes, json_object_get(named, "max_bytes"), "max_bytes",
+                     " bytes", err) < 0 ||
+        narrow_limit(&idle, h->idle_ms, json_object_get(named, "idle_timeout"), "idle_timeout",
+                     " ms", err) < 0)
+        return -1;
+    w->max_connections = (unsigned)conns;
+    w->max_bytes = bytes;
+    w->idle_ms = (uint32_t)idle;
+    *out = clr_egress_policy_to_json(w);
+    return *out ? 0 : clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+}

@@ -207,6 +207,15 @@ static int make_workspace(clr_sandbox *sb, const clr_sandbox_options *opts, cons
     const char *id = sb->info.id;
     if (clr_workspace_create(state_dir, id, &sb->info.limits, opts->workspace_from, err) < 0)
         return -1;
+    /* A fork's copy has the snapshot's 0600/0700: the modes its manifest recorded come back. */
+    char ws[4096];
+    if (opts->snapshot_dir && opts->workspace_from &&
+        (clr_workspace_path(ws, sizeof(ws), state_dir, id) < 0
+             ? clr_error_set(err, CLR_E_INVALID, ENAMETOOLONG, "state directory path too long")
+             : clr_snapshot_apply_modes(opts->snapshot_dir, ws, err)) < 0) {
+        clr_workspace_remove(state_dir, id, NULL);
+        return clr_error_prefix(err, "the fork's workspace");
+    }
     /* The branch and the files first: a sandbox never starts on a half-made workspace. */
     if (opts->repo_path && prepare_repo(sb, opts, err) < 0) {
         clr_workspace_remove(state_dir, id, NULL);

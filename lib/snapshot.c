@@ -16,6 +16,7 @@
 #include "clearing/cleanup.h"
 #include "clearing/cleanup_json.h"
 #include "clearing/snapshot.h"
+#include "files_path_internal.h"
 #include "internal.h"
 
 #define SNAP_MAX_DEPTH 64
@@ -113,6 +114,8 @@ static int copy_hash(int in, int out, uint64_t max, char *sha, uint64_t *size, c
     return rc;
 }
 
+static int not_listed(const char *rel, clr_error *err);
+
 /* One walk for writing (ddir >= 0: copy there and list in files) and for checking (ddir < 0:
  * compare with files, an object path -> entry, counting matches in *seen). */
 struct walk {
@@ -185,7 +188,7 @@ static int walk_file(struct walk *w, int sdir, int ddir, const char *name, const
                                    json_pack("{s:s, s:i, s:I, s:s}", "type", "file", "mode",
                                              (int)(st->st_mode & 07777), "size", (json_int_t)n,
                                              "sha256", sha)) < 0
-                   ? clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory")
+                   ? not_listed(rel, err)
                    : 0;
     json_t *e = json_object_get(w->files, rel);
     const char *want = json_string_value(json_object_get(e, "sha256"));
@@ -257,7 +260,7 @@ static int walk_entry(struct walk *w, int sdir, int ddir, const char *name, cons
                                  strerror(errno));
         return json_object_set_new(w->files, rel,
                                    json_pack("{s:s, s:s}", "type", "link", "target", target)) < 0
-                   ? clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory")
+                   ? not_listed(rel, err)
                    : 0;
     }
     if (ddir >= 0 && mkdirat(ddir, name, 0700) < 0)
@@ -266,7 +269,7 @@ static int walk_entry(struct walk *w, int sdir, int ddir, const char *name, cons
     if (!w->check && json_object_set_new(w->files, rel,
                                           json_pack("{s:s, s:i}", "type", "dir", "mode",
                                                     (int)(st.st_mode & 07777))) < 0)
-        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+        return not_listed(rel, err);
     _cleanup_close_ int s2 = openat(sdir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     _cleanup_close_ int d2 =
         ddir >= 0 ? openat(ddir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
@@ -516,4 +519,90 @@ bool clr_snapshot_finished(const char *dir)
     struct stat st;
     return (size_t)snprintf(path, sizeof(path), "%s/" MANIFEST, dir) < sizeof(path) &&
            lstat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int longer_first(const void *a, const void *b)
+{
+    size_t la = strlen(*(const char *const *)a), lb = strlen(*(const char *const *)b);
+    return la < lb ? 1 : la > lb ? -1 : 0;
+}
+
+/* One file or directory of dest (rel beneath it, no symlink followed) given its manifest's mode. */
+static int apply_mode(int dfd, const char *rel, json_t *e, clr_error *err)
+{
+    bool dir = strcmp(json_string_value(json_object_get(e, "type")), "dir") == 0;
+    int fd = clr_files_open_beneath(dfd, rel, O_RDONLY | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
+        return clr_error_set(err, CLR_E_INTERNAL, -fd, "cannot open %s in the fork's workspace: %s",
+                             rel, strerror(-fd));
+    _cleanup_close_ int f = fd;
+    struct stat st;
+    if (fstat(f, &st) < 0 || (dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)))
+        return clr_error_set(err, CLR_E_INTERNAL, errno,
+                             "%s in the fork's workspace is not the kind its manifest says", rel);
+    /* Permission bits only: never setuid, setgid or sticky. */
+    mode_t mode = (mode_t)json_integer_value(json_object_get(e, "mode")) & 0777;
+    if (fchmod(f, mode) < 0)
+        return clr_error_set(err, CLR_E_INTERNAL, errno, "chmod %s: %s", rel, strerror(errno));
+    return 0;
+}
+
+int clr_snapshot_apply_modes(const char *dir, const char *dest, clr_error *err)
+{
+    _cleanup_close_ int sfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    _cleanup_close_ int dfd = open(dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (sfd < 0 || dfd < 0)
+        return clr_error_set(err, CLR_E_INTERNAL, errno, "open %s: %s", sfd < 0 ? dir : dest,
+                             strerror(errno));
+    _cleanup_json_ json_t *m = NULL;
+    if (read_manifest(sfd, NULL, &m, err) < 0)
+        return -1;
+    json_t *files = json_object_get(m, "files");
+    _cleanup_free_ const char **keys = calloc(json_object_size(files) + 1, sizeof(*keys));
+    if (!keys)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    size_t n = 0;
+    const char *key;
+    json_t *e;
+    json_object_foreach(files, key, e) {
+        const char *t = json_string_value(json_object_get(e, "type"));
+        if (strncmp(key, "workspace/", 10) == 0 && t &&
+            (strcmp(t, "file") == 0 || strcmp(t, "dir") == 0) &&
+            json_is_integer(json_object_get(e, "mode")))
+            keys[n++] = key;
+    }
+    /* Children before their directory: a directory made read-only last. */
+    qsort(keys, n, sizeof(*keys), longer_first);
+    for (size_t i = 0; i < n; i++) {
+        if (apply_mode(dfd, keys[i] + 10, json_object_get(files, keys[i]), err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Why rel could not go in the manifest: a name that is not UTF-8 (JSON cannot hold it) is the
+ * client's to rename, named with its bytes escaped; anything else is memory. */
+static int not_listed(const char *rel, clr_error *err)
+{
+    json_t *probe = json_string(rel);
+    bool utf8 = probe != NULL;
+    json_decref(probe);
+    if (utf8)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    if (strncmp(rel, "workspace/", 10) == 0)
+        rel += 10;
+    char name[512];
+    size_t n = 0;
+    const unsigned char *c = (const unsigned char *)rel;
+    for (; *c && n + 8 < sizeof(name); c++) {
+        if (*c >= 0x20 && *c < 0x7f && *c != '\\')
+            name[n++] = (char)*c;
+        else
+            n += (size_t)snprintf(name + n, sizeof(name) - n, "\\x%02x", *c);
+    }
+    name[n] = '\0';
+    return clr_error_set(err, CLR_E_INVALID, EILSEQ,
+                         "the workspace has a file name that is not UTF-8 (%s%s): rename it to "
+                         "take a snapshot",
+                         name, *c ? "..." : "");
 }

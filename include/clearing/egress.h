@@ -52,6 +52,12 @@ CLR_DEFINE_CLEANUP(clr_egress_policy *, clr_egress_policy_free)
  * policy may only shrink. */
 CLR_PUBLIC bool clr_egress_policy_within(const clr_egress_policy *tighter,
                                          const clr_egress_policy *p);
+/* A fork's policy (*out, as clr_egress_policy_to_json gives it) from the one its request names
+ * (want; NULL or null: none named) and its source sandbox's (had, as stored; NULL or null: nothing
+ * allowed, the default limits). Every field want leaves out is had's; a rule had does not allow, or
+ * a limit above had's, is refused (CLR_E_INVALID naming the field): a fork's egress may be
+ * narrowed, never widened. */
+CLR_PUBLIC int clr_egress_policy_narrow(json_t **out, json_t *want, json_t *had, clr_error *err);
 
 /* The decision for one connection, without connecting: 0 with the address to connect to, or -1
  * with why. Names are resolved here; loopback, link-local, private, shared, metadata,

@@ -62,4 +62,9 @@ CLR_PUBLIC int clr_snapshot_remove_dir(const char *dir, clr_error *err);
 /* Whether dir holds a finished snapshot (its manifest.json exists). */
 CLR_PUBLIC bool clr_snapshot_finished(const char *dir);
 
+/* Gives each file and directory of dest (a fork's workspace copied from dir's workspace/, whose
+ * files are 0600 and directories 0700) the mode dir's manifest records for it, masked with 0777
+ * (never setuid, setgid or sticky). No symbolic link is followed. */
+CLR_PUBLIC int clr_snapshot_apply_modes(const char *dir, const char *dest, clr_error *err);
+
 #endif

@@ -274,8 +274,8 @@ int clr_service_snapshot_delete(clr_service *svc, const char *sandbox_id, const 
 }
 
 /* The fork's create request: the snapshot's image and limits under what the client asked
- * (limits only tightened: lifecycle.c checks), its egress policy unless the client names a
- * narrower one. */
+ * (limits only tightened: lifecycle.c checks), its egress policy narrowed by what the client
+ * names (clr_egress_policy_narrow: a field left out is the source's, a looser one refused). */
 static int fork_request(json_t *req, json_t *src, json_t **out, clr_error *err)
 {
     static const char *const fields[] = {"snapshot", "limits", "egress", "metadata",
@@ -292,25 +292,13 @@ static int fork_request(json_t *req, json_t *src, json_t **out, clr_error *err)
     json_t *f = json_pack("{s:O, s:o}", "image", json_object_get(src, "image"), "limits", limits);
     json_t *egress = json_object_get(req, "egress");
     json_t *had = json_object_get(src, "egress");
-    if (egress && !json_is_null(egress)) {
-        size_t i;
-        json_t *rule;
-        json_t *allowed = json_object_get(had, "allow");
-        json_array_foreach(json_object_get(egress, "allow"), i, rule) {
-            bool found = false;
-            for (size_t j = 0; j < json_array_size(allowed) && !found; j++)
-                found = json_equal(rule, json_array_get(allowed, j));
-            if (!found) {
-                json_decref(f);
-                return clr_error_set(err, CLR_E_INVALID, 0,
-                                     "egress.allow[%zu] is not in the snapshot's sandbox's "
-                                     "policy: a fork's egress may be narrowed, not widened",
-                                     i);
-            }
+    if ((egress && !json_is_null(egress)) || (had && !json_is_null(had))) {
+        json_t *policy = NULL;
+        if (clr_egress_policy_narrow(&policy, egress, had, err) < 0) {
+            json_decref(f);
+            return -1;
         }
-        json_object_set(f, "egress", egress);
-    } else if (had && !json_is_null(had)) {
-        json_object_set(f, "egress", had);
+        json_object_set_new(f, "egress", policy);
     }
     if (json_object_get(req, "metadata"))
         json_object_set(f, "metadata", json_object_get(req, "metadata"));

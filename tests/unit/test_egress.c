@@ -178,6 +178,83 @@ static void test_tighten_only(void **state)
     clr_egress_policy_free(other);
 }
 
+/* The fork's policy from the one its request names and its source's, or the refusal's words. */
+static json_t *narrow(const char *want, const char *had, const char *refused_word)
+{
+    json_t *w = want ? json_loads(want, 0, NULL) : NULL;
+    json_t *h = had ? json_loads(had, JSON_DECODE_ANY, NULL) : NULL;
+    assert_true(!want || w);
+    assert_true(!had || h);
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    int rc = clr_egress_policy_narrow(&out, w, h, &err);
+    json_decref(w);
+    json_decref(h);
+    if (refused_word) {
+        assert_int_equal(rc, -1);
+        assert_null(out);
+        assert_int_equal(err.code, CLR_E_INVALID);
+        if (!strstr(err.message, refused_word) || !strstr(err.message, "narrowed, not widened"))
+            fail_msg("%s: '%s' does not say '%s'", want, err.message, refused_word);
+        return NULL;
+    }
+    if (rc < 0)
+        fail_msg("%s: %s", want, err.message);
+    return out;
+}
+
+static void test_fork_narrows(void **state)
+{
+    (void)state;
+    /* The source's policy as the store keeps it (clr_egress_policy_to_json). */
+    const char *had = "{\"allow\": [\"*.example.com\", \"api.test:8443\"], "
+                      "\"max_connections\": 4, \"max_bytes\": 1000000, "
+                      "\"idle_timeout\": \"10000ms\"}";
+    /* Nothing named: the source's policy whole. */
+    json_t *o = narrow(NULL, had, NULL);
+    assert_int_equal(json_array_size(json_object_get(o, "allow")), 2);
+    assert_int_equal(json_integer_value(json_object_get(o, "max_connections")), 4);
+    assert_int_equal(json_integer_value(json_object_get(o, "max_bytes")), 1000000);
+    assert_string_equal(json_string_value(json_object_get(o, "idle_timeout")), "10000ms");
+    json_decref(o);
+    /* Only allow named: the limits left out are the source's, not the (looser) defaults. */
+    o = narrow("{\"allow\": [\"a.example.com:443\"]}", had, NULL);
+    assert_int_equal(json_array_size(json_object_get(o, "allow")), 1);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(o, "allow"), 0)),
+                        "a.example.com:443");
+    assert_int_equal(json_integer_value(json_object_get(o, "max_connections")), 4);
+    assert_int_equal(json_integer_value(json_object_get(o, "max_bytes")), 1000000);
+    assert_string_equal(json_string_value(json_object_get(o, "idle_timeout")), "10000ms");
+    json_decref(o);
+    /* Only limits named, each tighter: the rules left out are the source's. */
+    o = narrow("{\"max_connections\": 2, \"max_bytes\": \"1k\", \"idle_timeout\": \"5s\"}",
+               had, NULL);
+    assert_int_equal(json_array_size(json_object_get(o, "allow")), 2);
+    assert_int_equal(json_integer_value(json_object_get(o, "max_connections")), 2);
+    assert_int_equal(json_integer_value(json_object_get(o, "max_bytes")), 1024);
+    assert_string_equal(json_string_value(json_object_get(o, "idle_timeout")), "5000ms");
+    json_decref(o);
+    /* Each field looser than the source's is refused, naming it. */
+    narrow("{\"allow\": [\"evil.test\"]}", had, "egress.allow[0]");
+    narrow("{\"allow\": [\"api.test:8444\"]}", had, "egress.allow[0]");
+    narrow("{\"max_connections\": 5}", had, "egress.max_connections");
+    narrow("{\"max_bytes\": \"2m\"}", had, "egress.max_bytes");
+    narrow("{\"idle_timeout\": \"11s\"}", had, "egress.idle_timeout");
+    /* A source with no policy: nothing allowed, the defaults; more than that is refused. */
+    o = narrow("{\"max_connections\": 1}", NULL, NULL);
+    assert_int_equal(json_array_size(json_object_get(o, "allow")), 0);
+    assert_int_equal(json_integer_value(json_object_get(o, "max_connections")), 1);
+    json_decref(o);
+    narrow("{\"allow\": [\"a.example.com\"]}", "null", "egress.allow[0]");
+    narrow("{\"max_bytes\": \"2g\"}", NULL, "egress.max_bytes");
+    /* A malformed request is the parser's refusal. */
+    json_t *bad = json_loads("{\"max_connections\": 0}", 0, NULL);
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_egress_policy_narrow(&o, bad, NULL, &err), -1);
+    assert_non_null(strstr(err.message, "1..256"));
+    json_decref(bad);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -186,6 +263,7 @@ int main(void)
         cmocka_unit_test(test_internal_addresses),
         cmocka_unit_test(test_decide),
         cmocka_unit_test(test_tighten_only),
+        cmocka_unit_test(test_fork_narrows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -254,6 +254,108 @@ static void test_fifo_left_out(void **state)
     assert_int_equal(lstat(p, &st), -1);
 }
 
+static mode_t mode_of(const char *base, const char *rel)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", base, rel);
+    struct stat st;
+    assert_int_equal(lstat(p, &st), 0);
+    return st.st_mode & 07777;
+}
+
+/* A fork's workspace copied from the snapshot's (0600 files, 0700 directories, as the workspace
+ * copy keeps them) gets back the modes the manifest recorded, permission bits only. */
+static void test_modes_restored(void **state)
+{
+    struct fx *x = *state;
+    char p[512], dest[256], sha[65];
+    snprintf(p, sizeof(p), "%s/run.sh", x->ws);
+    put(p, "#!/bin/sh\necho hi\n");
+    assert_int_equal(chmod(p, 0755), 0);
+    snprintf(p, sizeof(p), "%s/sub", x->ws);
+    assert_int_equal(chmod(p, 02750), 0);
+    snprintf(p, sizeof(p), "%s/sub/b.txt", x->ws);
+    assert_int_equal(chmod(p, 04644), 0); /* setuid: never given back */
+    write_one(x, sha);
+    /* The snapshot's own copy has lost them (the positive control of what is restored). */
+    char sws[256];
+    snprintf(sws, sizeof(sws), "%s/workspace", x->snap);
+    assert_int_equal(mode_of(sws, "run.sh"), 0600);
+    assert_int_equal(mode_of(sws, "sub"), 0700);
+    /* The fork's copy, as the workspace copy-in makes it from the snapshot's. */
+    snprintf(dest, sizeof(dest), "%s/fork", x->root);
+    assert_int_equal(mkdir(dest, 0755), 0);
+    const char *files[] = {"run.sh", "a.txt", "sub/b.txt"};
+    snprintf(p, sizeof(p), "%s/sub", dest);
+    assert_int_equal(mkdir(p, 0700), 0);
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(p, sizeof(p), "%s/%s", dest, files[i]);
+        put(p, "x");
+        assert_int_equal(chmod(p, 0600), 0);
+    }
+    snprintf(p, sizeof(p), "%s/link", dest);
+    assert_int_equal(symlink("a.txt", p), 0);
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_snapshot_apply_modes(x->snap, dest, &err) < 0)
+        fail_msg("apply: %s", err.message);
+    assert_int_equal(mode_of(dest, "run.sh"), 0755);
+    assert_int_equal(mode_of(dest, "a.txt"), 0644);
+    assert_int_equal(mode_of(dest, "sub"), 0750);
+    assert_int_equal(mode_of(dest, "sub/b.txt"), 0644);
+    /* A directory that became a symbolic link is not followed: refused, its target unchanged. */
+    char out[256];
+    snprintf(out, sizeof(out), "%s/outside", x->root);
+    assert_int_equal(mkdir(out, 0700), 0);
+    snprintf(p, sizeof(p), "%s/b.txt", out);
+    put(p, "x");
+    assert_int_equal(chmod(p, 0600), 0);
+    snprintf(p, sizeof(p), "%s/sub/b.txt", dest);
+    assert_int_equal(unlink(p), 0);
+    snprintf(p, sizeof(p), "%s/sub", dest);
+    assert_int_equal(rmdir(p), 0);
+    assert_int_equal(symlink(out, p), 0);
+    assert_int_equal(clr_snapshot_apply_modes(x->snap, dest, &err), -1);
+    assert_non_null(strstr(err.message, "sub"));
+    assert_int_equal(mode_of(out, "b.txt"), 0600);
+    assert_int_equal(mode_of(x->root, "outside"), 0700);
+}
+
+/* A workspace name that is not UTF-8 cannot go in the manifest: refused as the client's to
+ * rename (400), naming it with its bytes escaped, and nothing of the snapshot is left. */
+static void test_name_not_utf8(void **state)
+{
+    struct fx *x = *state;
+    char p[512], sha[65];
+    /* The positive control: a name that is UTF-8 (not ASCII) is taken. */
+    snprintf(p, sizeof(p), "%s/caf\xc3\xa9.txt", x->ws);
+    put(p, "ok");
+    write_one(x, sha);
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_snapshot_remove_dir(x->snap, &err), 0);
+    /* A file, then a directory, named in Latin-1. */
+    const char *bad[] = {"sub/caf\xe9.txt", "d\xff\\r"};
+    const char *shown[] = {"(sub/caf\\xe9.txt)", "(d\\xff\\x5cr)"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(p, sizeof(p), "%s/%s", x->ws, bad[i]);
+        if (i == 0)
+            put(p, "latin-1");
+        else
+            assert_int_equal(mkdir(p, 0755), 0);
+        uint64_t size = 0;
+        err = (clr_error)CLR_ERROR_INIT;
+        assert_int_equal(clr_snapshot_write(x->snap, x->cp, x->ws, UINT64_MAX, &size, sha, &err),
+                         -1);
+        assert_int_equal(err.code, CLR_E_INVALID);
+        if (!strstr(err.message, "not UTF-8") || !strstr(err.message, shown[i]) ||
+            !strstr(err.message, "rename it"))
+            fail_msg("'%s' does not name %s", err.message, shown[i]);
+        assert_false(clr_snapshot_finished(x->snap));
+        struct stat st;
+        assert_int_equal(lstat(x->snap, &st), -1);
+        assert_int_equal(remove(p), 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -262,6 +364,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_damage_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fifo_left_out, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_modes_restored, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_name_not_utf8, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
