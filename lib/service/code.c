@@ -27,7 +27,7 @@
 /* A line of the bridge: at most its cell's text escaped as JSON, and the fields around it. */
 #define LINE_MAX (8 * CELL_CAP_MAX + 64 * 1024)
 #define LINES_PENDING_MAX 4
-#define READY_WAIT_MS 180000 /* a kernel's start under gVisor, many side by side on a busy host */
+#define READY_WAIT_MS 330000 /* a kernel's start under gVisor, many side by side on a busy host */
 #define ANSWER_GRACE_MS 60000 /* past a cell's timeout: its interrupt, or a kernel's restart */
 
 struct code_lines {
@@ -453,7 +453,32 @@ static int bridge_start_once(struct code_session *s, clr_error *err)
  * `docker exec`): nothing ran in the sandbox then, so the start is tried again, up to
  * BRIDGE_START_TRIES in all, a little later each time. Any other failure is final. */
 #define BRIDGE_START_TRIES 3
+/* Kernels starting at once, daemon-wide: a kernel's start is seconds of CPU under gVisor, and
+ * twenty begun together on a busy two-core host each took over two minutes (the bridge gives up
+ * at 300 s); in turns of four, each start is short and the last one is sooner. */
+#define CODE_STARTS_AT_ONCE 4
+static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t start_cond = PTHREAD_COND_INITIALIZER;
+static unsigned starting;
+
+static int bridge_start_tries(struct code_session *s, clr_error *err);
+
 static int bridge_start(struct code_session *s, clr_error *err)
+{
+    pthread_mutex_lock(&start_lock);
+    while (starting >= CODE_STARTS_AT_ONCE)
+        pthread_cond_wait(&start_cond, &start_lock);
+    starting++;
+    pthread_mutex_unlock(&start_lock);
+    int rc = bridge_start_tries(s, err);
+    pthread_mutex_lock(&start_lock);
+    starting--;
+    pthread_cond_signal(&start_cond);
+    pthread_mutex_unlock(&start_lock);
+    return rc;
+}
+
+static int bridge_start_tries(struct code_session *s, clr_error *err)
 {
     for (int attempt = 1;; attempt++) {
         s->start_refused = false;

@@ -54,7 +54,7 @@ class Session:
                              if os.path.isdir("/workspace") else None)
         self.kc = self.km.client()
         self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=120)
+        self.kc.wait_for_ready(timeout=300)  # many kernels starting on a busy host
         self.timeouts = 0
 
     def stop(self):
