@@ -5,6 +5,11 @@
 #include "clearing/clearing.h"
 #include "clearing/cleanup.h"
 
+/* s was cut at a byte count (snprintf into a fixed buffer, "%.200s"): drops a last UTF-8
+ * character left incomplete, so the text can go into JSON. Text that was never UTF-8 stays as it
+ * is. error.c, which cuts every error message this way. */
+void clr_utf8_trim_cut(char *s);
+
 /* The uid/gid commands run as inside every sandbox. */
 #define CLR_SANDBOX_UID 1000
 #define CLR_SANDBOX_GID 1000

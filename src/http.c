@@ -65,8 +65,18 @@ enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *j)
 enum MHD_Result send_error(struct MHD_Connection *c, int status, const char *code,
                            const char *message)
 {
-    return send_json(c, status,
-                     json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message));
+    json_t *j = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message);
+    if (!j) {
+        /* A message that is not UTF-8 (bytes from a sandbox, cut by a format's precision)
+         * would leave the client with no answer at all: its other bytes are sent as '?'. */
+        char ascii[1024];
+        size_t i;
+        for (i = 0; message[i] && i < sizeof(ascii) - 1; i++)
+            ascii[i] = (unsigned char)message[i] < 0x80 ? message[i] : '?';
+        ascii[i] = '\0';
+        j = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", ascii);
+    }
+    return send_json(c, status, j);
 }
 
 enum MHD_Result send_clr_error(struct MHD_Connection *c, const clr_error *err)

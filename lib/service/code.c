@@ -91,6 +91,7 @@ static void lines_break(struct code_lines *r, const char *why)
 {
     if (!r->broken[0])
         snprintf(r->broken, sizeof(r->broken), "%s", why);
+    clr_utf8_trim_cut(r->broken);
 }
 
 /* A complete line: an object with a string "event"; output events go to the cell's callback,
@@ -300,6 +301,7 @@ static void *bridge_main(void *arg)
     else
         snprintf(s->end_message, sizeof(s->end_message), "the bridge ended (%s)%s%.200s",
                  clr_exec_status_name(res.status), res.message[0] ? ": " : "", res.message);
+    clr_utf8_trim_cut(s->end_message);
     pthread_cond_broadcast(&code_cond);
     pthread_mutex_unlock(&code_lock);
     clr_exec_result_clear(&res);
@@ -367,6 +369,7 @@ static int bridge_answer(struct code_session *s, const char *nonce, uint64_t dea
             broken = "the daemon is stopping";
         if (broken[0] || s->ended) {
             snprintf(why, whylen, "%s", broken[0] ? broken : s->end_message);
+            clr_utf8_trim_cut(why);
             *oom = !broken[0] && s->end_status == CLR_EXEC_OOM;
             pthread_mutex_unlock(&code_lock);
             return -1;
@@ -430,10 +433,13 @@ static int bridge_start_once(struct code_session *s, clr_error *err)
         json_decref(line);
         return 0;
     }
-    if (rc == 0 && ev && strcmp(ev, "fatal") == 0)
-        clr_error_set(err, CLR_E_UNAVAILABLE, 0, "%.400s",
-                      str_or(json_object_get(line, "message"), "the bridge failed"));
-    else if (rc == 0)
+    if (rc == 0 && ev && strcmp(ev, "fatal") == 0) {
+        char fatal[401];
+        snprintf(fatal, sizeof(fatal), "%s",
+                 str_or(json_object_get(line, "message"), "the bridge failed"));
+        clr_utf8_trim_cut(fatal);
+        clr_error_set(err, CLR_E_UNAVAILABLE, 0, "%s", fatal);
+    } else if (rc == 0)
         clr_error_set(err, CLR_E_UNAVAILABLE, 0, "the bridge's first line was not 'ready'");
     else if (rc == -2)
         clr_error_set(err, CLR_E_UNAVAILABLE, ETIMEDOUT,
@@ -668,6 +674,7 @@ static json_t *cell_exchange(struct code_session *s, const struct cell *c, bool 
                            &line, why, sizeof(why), &oom);
     else
         snprintf(why, sizeof(why), "%.200s", err->message);
+    clr_utf8_trim_cut(why);
     if (rc == 0 && !(a = svc_code_answer(line)))
         snprintf(why, sizeof(why), "the bridge's answer was not a cell's result");
     json_decref(line);

@@ -9,7 +9,10 @@
 
 #include <cmocka.h>
 
+#include <jansson.h>
+
 #include "clearing/common.h"
+#include "internal.h"
 
 static void test_set_fills_and_returns_minus_one(void **state)
 {
@@ -34,6 +37,51 @@ static void test_set_truncates_within_the_message(void **state)
     clr_error err = CLR_ERROR_INIT;
     clr_error_set(&err, CLR_E_INVALID, 0, "%s", big);
     assert_int_equal(strlen(err.message), sizeof(err.message) - 1);
+}
+
+/* A cut never leaves half a UTF-8 character: the message goes into the API's JSON. */
+static void test_cut_keeps_whole_characters(void **state)
+{
+    (void)state;
+    clr_error err = CLR_ERROR_INIT;
+    char big[2048];
+    for (size_t off = 0; off < 3; off++) {
+        /* 'a' * off, then "é" (2 bytes) and "€" (3 bytes) repeated past the message's size */
+        size_t n = 0;
+        for (size_t i = 0; i < off; i++)
+            big[n++] = 'a';
+        while (n + 5 < sizeof(big) - 1) {
+            memcpy(big + n, "\xc3\xa9\xe2\x82\xac", 5);
+            n += 5;
+        }
+        big[n] = '\0';
+        clr_error_set(&err, CLR_E_INVALID, 0, "%s", big);
+        size_t len = strlen(err.message);
+        assert_true(len > sizeof(err.message) - 5); /* it was cut, close to the end */
+        assert_memory_equal(err.message, big, len); /* a prefix of the text */
+        /* ends after a whole character: the next byte of big starts one */
+        assert_true(((unsigned char)big[len] & 0xC0) != 0x80);
+        json_t *j = json_string(err.message);
+        assert_non_null(j);
+        json_decref(j);
+
+        clr_error_set(&err, CLR_E_INVALID, 0, "cause");
+        clr_error_prefix(&err, "%s", big); /* the prefix is cut at 256 bytes */
+        j = json_string(err.message);
+        assert_non_null(j);
+        json_decref(j);
+        assert_non_null(strstr(err.message, ": cause"));
+    }
+    /* a cut that ends on a whole character keeps it; text that never was UTF-8 stays */
+    char s[] = "ab\xe2\x82\xac";
+    clr_utf8_trim_cut(s);
+    assert_string_equal(s, "ab\xe2\x82\xac");
+    char t[] = "ab\xe2\x82";
+    clr_utf8_trim_cut(t);
+    assert_string_equal(t, "ab");
+    char u[] = "ab\xff";
+    clr_utf8_trim_cut(u);
+    assert_string_equal(u, "ab\xff");
 }
 
 static void test_prefix_keeps_both(void **state)
@@ -87,6 +135,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_set_fills_and_returns_minus_one),
         cmocka_unit_test(test_set_truncates_within_the_message),
+        cmocka_unit_test(test_cut_keeps_whole_characters),
         cmocka_unit_test(test_prefix_keeps_both),
         cmocka_unit_test(test_every_code_has_a_name),
     };
