@@ -330,12 +330,22 @@ static int restore_swap(clr_service *svc, clr_engine *eng, const clr_sandbox_opt
         clr_sandbox_free(sb);
         return -1;
     }
-    /* A request that opened the sandbox in the gap holds a handle of no container: dropped,
-     * and the new one attached now (its egress proxy listens once a host attached). */
+    /* A request that opened the sandbox in the gap holds a handle of no container: dropped.
+     * As after a create, the channel is attached now only when the egress proxy needs it (it
+     * listens once a host attached); otherwise the next command attaches it. */
     svc_live_drop(svc, id);
-    struct live_sb *lv = NULL;
+    json_t *jpolicy = NULL;
+    clr_egress_policy *policy = NULL;
     clr_error lerr = CLR_ERROR_INIT;
-    if (svc_live_new(svc, eng, id, sb, NULL, &lv, &lerr) == 0)
+    clr_store_sandbox_get_egress(svc->store, id, &jpolicy, &lerr);
+    bool proxy = jpolicy && clr_egress_policy_parse(&policy, jpolicy, &lerr) == 0 && policy &&
+                 policy->n > 0;
+    json_decref(jpolicy);
+    clr_egress_policy_free(policy);
+    struct live_sb *lv = NULL;
+    if (!proxy)
+        clr_sandbox_free(sb);
+    else if (svc_live_new(svc, eng, id, sb, NULL, &lv, &lerr) == 0)
         svc_live_put(svc, lv);
     else
         clr_log(CLR_LOG_WARN, "restore.channel_lost", "id", id, "error", lerr.message, NULL);

@@ -392,15 +392,19 @@ static int restore_impl(clr_service *svc, clr_engine *eng, const char *id, json_
     const char *snapshot = NULL;
     if (svc_parse_restore(req, &snapshot, err) < 0)
         return -1;
-    _cleanup_json_ json_t *row = NULL;
-    if (restore_row(svc, id, snapshot, &row, err) < 0)
-        return -1;
+    /* The sandbox first: one that is not running is refused as for every other operation,
+     * whether or not its snapshots are still there. */
     clr_store_sandbox sb;
     if (clr_store_sandbox_get(svc->store, id, &sb, err) < 0)
         return -1;
     int rc = strcmp(sb.info.state, CLR_STATE_RUNNING) == 0
-                 ? require_supported(svc, eng, sb.info.runtime, err)
+                 ? 0
                  : svc_not_running(err, id, sb.info.state, sb.destroy_reason);
+    _cleanup_json_ json_t *row = NULL;
+    if (rc == 0)
+        rc = restore_row(svc, id, snapshot, &row, err);
+    if (rc == 0)
+        rc = require_supported(svc, eng, sb.info.runtime, err);
     clr_store_sandbox_clear(&sb);
     if (rc < 0)
         return -1;
