@@ -41,6 +41,7 @@ api = {
     "process": ("process", {"argv": ["sleep", "100"], "stdin_base64": "aGk="}),
     "extend": ("extend", {"by": "10m"}),
     "extend-seconds": ("extend", {"by": 600}),
+    "restore": ("restore", {"snapshot": "snap-0123456789abcdef"}),
     "stdin": ("stdin", {"data": "line\n", "eof": True}),
     "stdin-base64": ("stdin", {"data_base64": "AP8=", "eof": False}),
     "signal-name": ("signal", {"signal": "SIGTERM"}),

@@ -154,10 +154,19 @@ __attribute__((noinline)) static int sandbox_new(clr_sandbox **out,
     if (!sb)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     char id[CLR_SANDBOX_ID_MAX + 1];
-    if (new_id(id, sizeof(id), err) < 0 ||
-        clr_sandbox_spec_resolve(&sb->info, opts, id, time(NULL), err) < 0 ||
-        copy_env(sb, opts->env, err) < 0)
+    if (opts->in_place) {
+        /* The same sandbox again: its labels as they were, nothing of the old container's. */
+        sb->info = *opts->in_place;
+        sb->info.container_id[0] = '\0';
+        snprintf(sb->info.state, sizeof(sb->info.state), "created");
+        snprintf(id, sizeof(id), "%s", sb->info.id);
+        if (copy_env(sb, opts->env, err) < 0)
+            return -1;
+    } else if (new_id(id, sizeof(id), err) < 0 ||
+               clr_sandbox_spec_resolve(&sb->info, opts, id, time(NULL), err) < 0 ||
+               copy_env(sb, opts->env, err) < 0) {
         return -1;
+    }
     clr_workspace_path(sb->workspace, sizeof(sb->workspace), state_dir, id);
     *out = steal_pointer(&sb);
     return 0;
@@ -229,7 +238,8 @@ static int make_workspace(clr_sandbox *sb, const clr_sandbox_options *opts, cons
 static void discard_new_branch(const clr_sandbox *sb, const clr_sandbox_options *opts)
 {
     const clr_sandbox_info *info = &sb->info;
-    if (!info->repo[0] || opts->reuse_branch)
+    /* A sandbox restored in place keeps its branch: it is the sandbox's, made long before. */
+    if (!info->repo[0] || opts->reuse_branch || opts->in_place)
         return;
     clr_error berr = CLR_ERROR_INIT;
     if (clr_git_branch_discard(info->repo, &info->repo_id, info->branch, info->base_commit,

@@ -495,6 +495,16 @@ int clr_store_sandbox_set_expiry(clr_store *st, const char *id, int64_t expires_
     return n == 0 ? clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id) : 0;
 }
 
+int clr_store_sandbox_set_container(clr_store *st, const char *id, const char *container_id,
+                                    clr_error *err)
+{
+    int n = update(st, "UPDATE sandboxes SET container_id = ? WHERE id = ?", "tt", err,
+                   container_id, id);
+    if (n < 0)
+        return -1;
+    return n == 0 ? clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id) : 0;
+}
+
 static int count(clr_store *st, const char *sql, const char *arg, int *out, clr_error *err)
 {
     sqlite3_stmt *q = NULL;

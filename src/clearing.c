@@ -37,6 +37,7 @@ static const struct command commands[] = {
     {"version", cmd_version, "the version, commit, agent, runsc and engine (--json)"},
     {"snapshot", cmd_snapshot, "snapshot a daemon's running sandbox; prints the snapshot's id"},
     {"fork", cmd_fork, "start a new sandbox from a snapshot; prints its id"},
+    {"restore", cmd_restore, "take a daemon's sandbox back to one of its snapshots, in place"},
 };
 
 static void usage(FILE *f)

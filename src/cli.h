@@ -97,6 +97,7 @@ int cmd_mcp(int argc, char **argv);
 int cmd_code(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_fork(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
 /* Exit status for an exec result record (the same mapping as `clearing run`). */
 int cli_exit_status_json(json_t *result);
 

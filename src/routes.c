@@ -453,6 +453,14 @@ static enum MHD_Result h_snapshot_delete(struct route_call *k)
     return answer(k, rc, 204, NULL, &err);
 }
 
+static enum MHD_Result h_restore(struct route_call *k)
+{
+    clr_error err = CLR_ERROR_INIT;
+    json_t *out = NULL;
+    int rc = clr_service_restore(k->s->svc, k->id, k->body, k->rq->actor, &out, &err);
+    return answer(k, rc, 200, out, &err);
+}
+
 static enum MHD_Result h_mcp_post(struct route_call *k)
 {
     return mcp_http_post(k->s, k->c, k->rq);
@@ -500,6 +508,7 @@ static const struct route routes[] = {
     {{"POST", "/v1/sandboxes/{id}/snapshots"}, h_snapshot_create, ROUTE_JSON},
     {{"GET", "/v1/sandboxes/{id}/snapshots/{snapshot_id}"}, h_snapshot_get, ROUTE_NONE},
     {{"DELETE", "/v1/sandboxes/{id}/snapshots/{snapshot_id}"}, h_snapshot_delete, ROUTE_NONE},
+    {{"POST", "/v1/sandboxes/{id}/restore"}, h_restore, ROUTE_JSON},
     /* GET /mcp is no row: the router's 405 (Allow: POST, DELETE) is the answer the MCP
      * specification asks of a server that offers no standalone stream. */
     {{"POST", "/mcp"}, h_mcp_post, ROUTE_RPC},

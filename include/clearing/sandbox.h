@@ -25,6 +25,8 @@
 #define CLR_TENANT_MAX 63
 #define CLR_TENANT_DEFAULT "default"
 
+struct clr_sandbox_info;
+
 typedef struct clr_sandbox_options {
     const char *image;            /* NULL: CLR_DEFAULT_IMAGE */
     clr_limits limits;
@@ -61,6 +63,11 @@ typedef struct clr_sandbox_options {
      * the container starts from its checkpoint instead of booting, its processes and memory as
      * they were (a fork). The caller sets workspace_from to its workspace copy. */
     const char *snapshot_dir;
+    /* A restore in place (issue #22): the sandbox info describes (its id and its labels as they
+     * are: lifetime, tenant, owner, limits, image, repository and branch) is made again from
+     * snapshot_dir, under the same id. The caller removed its container and workspace first;
+     * a failed start leaves nothing (and never discards the sandbox's branch). */
+    const struct clr_sandbox_info *in_place;
 } clr_sandbox_options;
 
 #define CLR_SANDBOX_OPTIONS_INIT {.limits = CLR_LIMITS_INIT}

@@ -252,6 +252,15 @@ CLR_PUBLIC int clr_service_snapshot_get(clr_service *svc, const char *sandbox_id
                                         json_t **out, clr_error *err);
 CLR_PUBLIC int clr_service_snapshot_delete(clr_service *svc, const char *sandbox_id,
                                            const char *id, const char *actor, clr_error *err);
+/* Restore in place: sandbox id (running) goes back to its own snapshot, request {"snapshot":
+ * id}: processes and memory from the checkpoint, /workspace the snapshot's copy; it keeps its
+ * id, limits, egress policy and remaining lifetime. Commands in flight end (their records
+ * lost). The snapshot is verified whole first (CLR_E_CONFLICT when corrupt: nothing changed);
+ * another tenant's is CLR_E_NOT_FOUND, another sandbox's CLR_E_INVALID; CLR_E_UNSUPPORTED
+ * without checkpoints. A failure after the old container went destroys the sandbox (the error
+ * says so). Recorded as "sandbox.restore" first. *out as clr_service_get's, with "snapshot". */
+CLR_PUBLIC int clr_service_restore(clr_service *svc, const char *id, json_t *request,
+                                   const char *actor, json_t **out, clr_error *err);
 /* A new sandbox from a snapshot of tenant's (NULL: any): request {"snapshot": id, "limits",
  * "egress", "metadata", "idle_timeout"}; limits and egress only narrower than the snapshot's
  * sandbox's. The snapshot is verified whole first (CLR_E_CONFLICT when corrupt). *out as

@@ -71,6 +71,9 @@ CLR_PUBLIC int clr_store_sandbox_touch(clr_store *st, const char *id, int64_t wh
                                        clr_error *err);
 CLR_PUBLIC int clr_store_sandbox_set_expiry(clr_store *st, const char *id, int64_t expires_at,
                                             clr_error *err);
+/* The sandbox's container is another now (a restore in place, issue #22). */
+CLR_PUBLIC int clr_store_sandbox_set_container(clr_store *st, const char *id,
+                                               const char *container_id, clr_error *err);
 /* Live sandboxes: running ones and plans' (CLR_STATE_PLAN). */
 CLR_PUBLIC int clr_store_count_running(clr_store *st, int *out, clr_error *err);
 /* The sandbox's egress policy as JSON (NULL: none). */

@@ -52,6 +52,10 @@ static bool watch_stopping(clr_service *svc)
  * alone. False: the engine could not be asked; the death is judged again later. */
 static bool death_judge(clr_service *svc, const struct death *d)
 {
+    /* A restore in place (issue #22) removes the sandbox's container before its new one runs,
+     * and a checkpoint freezes it: judged once that is over, not from the gap. */
+    if (atomic_load(&svc->snapshots_writing) > 0)
+        return false;
     bool live = false;
     clr_error err = CLR_ERROR_INIT;
     if (svc_row_running(svc, d->id, &live, &err) < 0 || !live)

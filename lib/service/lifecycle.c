@@ -287,6 +287,120 @@ int clr_service_create(clr_service *svc, json_t *req, const char *tenant, const 
     return rc;
 }
 
+/* The sandbox's environment as its row recorded it ("KEY=VALUE"; svc_free_strv), or NULL. */
+static char **row_env(const clr_store_sandbox *row)
+{
+    size_t n = json_array_size(row->env);
+    char **v = calloc(n + 1, sizeof(char *));
+    for (size_t i = 0; v && i < n; i++) {
+        const char *e = json_string_value(json_array_get(row->env, i));
+        v[i] = strdup(e ? e : "");
+        if (!v[i]) {
+            svc_free_strv(v);
+            return NULL;
+        }
+    }
+    return v;
+}
+
+/* The old container removed, the new one made from the snapshot and recorded as the row's.
+ * *gone: the old container is no longer there to fall back on. */
+static int restore_swap(clr_service *svc, clr_engine *eng, const clr_sandbox_options *o,
+                        bool *gone, clr_error *err)
+{
+    const char *id = o->in_place->id;
+    /* Commands in flight end with the old container (its channel closes); their records are
+     * lost now, before the new agent attaches: a result it replays from the checkpoint's
+     * memory finds no running record to complete, so nothing is replayed twice. */
+    svc_live_drop(svc, id);
+    clr_error ignored = CLR_ERROR_INIT;
+    clr_store_exec_mark_lost_sandbox(svc->store, id, NULL, 0, svc_now_s(), &ignored);
+    int rc = clr_sandbox_destroy(eng, id, "restored", svc->state_dir, err);
+    *gone = true; /* even a failed removal may have taken the container or the workspace */
+    if (rc < 0)
+        return clr_error_prefix(err, "removing the sandbox's container");
+    clr_sandbox *sb = NULL;
+    if (clr_sandbox_create(&sb, eng, o, err) < 0)
+        return -1;
+    rc = clr_store_sandbox_set_container(svc->store, id, clr_sandbox_get_info(sb)->container_id,
+                                         err);
+    if (rc < 0) {
+        clr_error derr = CLR_ERROR_INIT;
+        clr_sandbox_destroy(eng, id, "unrecorded", svc->state_dir, &derr);
+        clr_sandbox_free(sb);
+        return -1;
+    }
+    /* A request that opened the sandbox in the gap holds a handle of no container: dropped.
+     * As after a create, the channel is attached now only when the egress proxy needs it (it
+     * listens once a host attached); otherwise the next command attaches it. */
+    svc_live_drop(svc, id);
+    json_t *jpolicy = NULL;
+    clr_egress_policy *policy = NULL;
+    clr_error lerr = CLR_ERROR_INIT;
+    clr_store_sandbox_get_egress(svc->store, id, &jpolicy, &lerr);
+    bool proxy = jpolicy && clr_egress_policy_parse(&policy, jpolicy, &lerr) == 0 && policy &&
+                 policy->n > 0;
+    json_decref(jpolicy);
+    clr_egress_policy_free(policy);
+    struct live_sb *lv = NULL;
+    if (!proxy)
+        clr_sandbox_free(sb);
+    else if (svc_live_new(svc, eng, id, sb, NULL, &lv, &lerr) == 0)
+        svc_live_put(svc, lv);
+    else
+        clr_log(CLR_LOG_WARN, "restore.channel_lost", "id", id, "error", lerr.message, NULL);
+    return 0;
+}
+
+int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
+                         const struct svc_fork *from, const char *actor, clr_error *err)
+{
+    clr_store_sandbox row;
+    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
+        return -1;
+    if (strcmp(row.info.state, CLR_STATE_RUNNING) != 0) {
+        svc_not_running(err, id, row.info.state, row.destroy_reason);
+        clr_store_sandbox_clear(&row);
+        return -1;
+    }
+    char **env = row_env(&row);
+    clr_store_sandbox_clear(&row);
+    if (!env)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    /* Its labels as the engine has them: what the new container must carry again. */
+    _cleanup_sandbox_ clr_sandbox *old = NULL;
+    if (clr_sandbox_open_at(&old, eng, id, svc->state_dir, err) < 0) {
+        svc_free_strv(env);
+        return clr_error_prefix(err, "sandbox %s's container", id);
+    }
+    clr_sandbox_options o = CLR_SANDBOX_OPTIONS_INIT;
+    o.in_place = clr_sandbox_get_info(old);
+    o.limits = o.in_place->limits;
+    o.state_dir = svc->state_dir;
+    o.env = (const char *const *)env;
+    o.snapshot_dir = from->snapshot_dir;
+    o.workspace_from = from->workspace_dir;
+    /* Between the two containers the engine runs none of this sandbox: the reconcile pass must
+     * not take that for a death (it skips while this counter is up, as during a snapshot). */
+    atomic_fetch_add(&svc->snapshots_writing, 1);
+    bool gone = false;
+    int rc = restore_swap(svc, eng, &o, &gone, err);
+    atomic_fetch_sub(&svc->snapshots_writing, 1);
+    svc_free_strv(env);
+    if (rc == 0 || !gone)
+        return rc;
+    /* Its container is gone and no new one runs: the sandbox ends here, recorded, rather than
+     * a row that claims a container it does not have. */
+    clr_error derr = CLR_ERROR_INIT;
+    if (svc_destroy_locked(svc, id, "restore-failed", actor, &derr) < 0)
+        clr_log(CLR_LOG_ERROR, "restore.destroy_failed", "id", id, "error", derr.message,
+                "detail", "the reconcile pass marks it lost", NULL);
+    return clr_error_prefix(err, "restoring sandbox %s failed after its old container was "
+                                 "removed, so the sandbox is destroyed (it cannot run on half "
+                                 "restored)",
+                            id);
+}
+
 /* The policy checked (a running sandbox, only tightened), recorded, then set: audit before
  * act, as every change of the service. The record names the policy about to be set, so a log
  * that cannot take it refuses the change (503) and nothing is changed: not the stored policy,

@@ -23,4 +23,15 @@ struct svc_fork {
 int svc_create_fork(clr_service *svc, json_t *req, const char *tenant, const char *actor,
                     const struct svc_fork *fork, json_t **out, clr_error *err);
 
+/* A restore in place (issue #22): the running sandbox id is made again from the verified
+ * snapshot at from->snapshot_dir (processes and memory from its checkpoint, /workspace a copy of
+ * from->workspace_dir), keeping its id, labels (lifetime, tenant, limits), row, egress policy and
+ * branch. Its commands in flight end and their records are lost (never replayed); its old
+ * container and workspace are removed before the new ones are made (they share the name and
+ * path). A failure before the old container is gone leaves the sandbox as it was; one after is
+ * the sandbox destroyed (recorded, "restore-failed") and said so in err: never a row that claims
+ * a container which does not run. The caller verified the snapshot and recorded the restore. */
+int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
+                         const struct svc_fork *from, const char *actor, clr_error *err);
+
 #endif

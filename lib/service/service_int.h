@@ -140,8 +140,9 @@ struct clr_service {
     clr_egress_totals egress;
     /* Code sessions (code.c): one per sandbox that ran a cell; guarded by code.c's lock. */
     struct code_session *codes;
-    /* Snapshots being written now (snapshots.c): the sweep leaves unrecorded directories alone
-     * while any is. */
+    /* Snapshots being written and restores in place under way now (snapshots.c, lifecycle.c):
+     * the engine's picture of those sandboxes is in flux, so the reconcile pass and the event
+     * watcher's judgement of deaths wait. */
     atomic_int snapshots_writing;
 };
 

@@ -364,6 +364,94 @@ int clr_service_fork(clr_service *svc, json_t *req, const char *tenant, const ch
     return rc;
 }
 
+/* The snapshot's row, if it is one of sandbox id's own. Another tenant's is the 404 of no
+ * snapshot (tenancy tells nobody of another's); another sandbox's of the same tenant is refused
+ * by name: a restore takes the sandbox back to its own past, a fork starts from anyone's. */
+static int restore_row(clr_service *svc, const char *id, const char *snapshot, json_t **out,
+                       clr_error *err)
+{
+    char tenant[CLR_TENANT_MAX + 1];
+    if (svc_row_tenant(svc, id, tenant, err) < 0 ||
+        row_of(svc, NULL, svc_tenant_or_default(tenant), snapshot, out, err) < 0)
+        return -1;
+    const char *of = json_string_value(json_object_get(*out, "sandbox"));
+    if (of && strcmp(of, id) == 0)
+        return 0;
+    json_decref(*out);
+    *out = NULL;
+    return clr_error_set(err, CLR_E_INVALID, 0,
+                         "snapshot %s was taken of sandbox %s, not of %s: a sandbox is restored "
+                         "only from its own snapshots (POST /v1/sandboxes {\"snapshot\": ID} "
+                         "forks another's into a new sandbox)",
+                         snapshot, of ? of : "?", id);
+}
+
+static int restore_impl(clr_service *svc, clr_engine *eng, const char *id, json_t *req,
+                        const char *actor, clr_error *err)
+{
+    const char *snapshot = NULL;
+    if (svc_parse_restore(req, &snapshot, err) < 0)
+        return -1;
+    /* The sandbox first: one that is not running is refused as for every other operation,
+     * whether or not its snapshots are still there. */
+    clr_store_sandbox sb;
+    if (clr_store_sandbox_get(svc->store, id, &sb, err) < 0)
+        return -1;
+    int rc = strcmp(sb.info.state, CLR_STATE_RUNNING) == 0
+                 ? 0
+                 : svc_not_running(err, id, sb.info.state, sb.destroy_reason);
+    _cleanup_json_ json_t *row = NULL;
+    if (rc == 0)
+        rc = restore_row(svc, id, snapshot, &row, err);
+    if (rc == 0)
+        rc = require_supported(svc, eng, sb.info.runtime, err);
+    clr_store_sandbox_clear(&sb);
+    if (rc < 0)
+        return -1;
+    /* Verified whole before anything is changed: a corrupt or truncated snapshot is refused
+     * while the sandbox still runs as it was. */
+    char dir[4096], ws[4096];
+    if (clr_snapshot_path(dir, sizeof(dir), svc->state_dir, snapshot) < 0 ||
+        clr_snapshot_workspace_path(ws, sizeof(ws), dir) < 0)
+        return clr_error_set(err, CLR_E_INTERNAL, 0, "the snapshot's path is too long");
+    /* One restore or snapshot at a time: two restores of one sandbox would each remove the
+     * container the other made, and a checkpoint of a container being replaced fails. */
+    pthread_mutex_lock(&snap_write_lock);
+    rc = clr_snapshot_verify(dir, json_string_value(json_object_get(row, "sha256")), err);
+    _cleanup_json_ json_t *d = json_pack("{s:s, s:O}", "snapshot", snapshot, "sha256",
+                                         json_object_get(row, "sha256"));
+    if (rc == 0)
+        rc = clr_audit_append(svc->audit, actor, id, "sandbox.restore", "ok", d, err);
+    struct svc_fork from = {.snapshot_dir = dir, .workspace_dir = ws};
+    if (rc == 0)
+        rc = svc_restore_in_place(svc, eng, id, &from, actor, err);
+    pthread_mutex_unlock(&snap_write_lock);
+    return rc;
+}
+
+int clr_service_restore(clr_service *svc, const char *id, json_t *req, const char *actor,
+                        json_t **out, clr_error *err)
+{
+    clr_engine *eng = NULL;
+    int rc = svc_valid_id(id, err);
+    if (rc == 0)
+        rc = svc_engine_get(svc, &eng, err);
+    if (rc == 0) {
+        rc = restore_impl(svc, eng, id, req, actor, err);
+        svc_engine_put(svc, eng, rc < 0 && (err->code == CLR_E_UNAVAILABLE ||
+                                            err->code == CLR_E_TIMEOUT));
+    }
+    if (rc < 0) {
+        svc_audit_failure(svc, actor, clr_sandbox_id_valid(id) ? id : NULL, "sandbox.restore",
+                          err);
+        return -1;
+    }
+    if (clr_service_get(svc, id, out, err) < 0)
+        return -1;
+    json_object_set(*out, "snapshot", json_object_get(req, "snapshot"));
+    return 0;
+}
+
 /* A snapshot directory without a row (a daemon killed while writing it, or before its row), or
  * one whose row is gone, is removed; so are rows whose files are gone. */
 static void sweep_dirs(clr_service *svc, json_t *rows)

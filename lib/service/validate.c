@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 
 #include "clearing/plan.h"
+#include "clearing/snapshot.h"
 
 #include "service_int.h"
 #include "validate.h"
@@ -318,6 +319,27 @@ int svc_parse_extend(json_t *req, uint64_t *ms, clr_error *err)
     return 0;
 }
 
+int svc_parse_restore(json_t *req, const char **snapshot, clr_error *err)
+{
+    static const char *const fields[] = {"snapshot", NULL};
+    if (!json_is_object(req))
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "the request body must be a JSON object: {\"snapshot\": ID}");
+    if (svc_check_fields(req, "request", fields, err) < 0)
+        return -1;
+    const char *id = json_string_value(json_object_get(req, "snapshot"));
+    if (!id)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "give \"snapshot\": the id of one of the sandbox's snapshots "
+                             "(GET /v1/sandboxes/ID/snapshots lists them)");
+    if (!clr_snapshot_id_valid(id))
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "'%.40s' is not a snapshot id (expected snap- and 16 hex digits)",
+                             id);
+    *snapshot = id;
+    return 0;
+}
+
 static char **strv_from_json(json_t *a, const char *name, size_t max, clr_error *err)
 {
     if (!json_is_array(a) || json_array_size(a) == 0 || json_array_size(a) > max) {
@@ -617,6 +639,10 @@ int clr_service_check_request(const char *kind, json_t *req, clr_error *err)
     if (strcmp(kind, "extend") == 0) {
         uint64_t ms = 0;
         return svc_parse_extend(req, &ms, err);
+    }
+    if (strcmp(kind, "restore") == 0) {
+        const char *snapshot = NULL;
+        return svc_parse_restore(req, &snapshot, err);
     }
     if (strcmp(kind, "stdin") == 0) {
         uint8_t *buf = NULL;

@@ -52,6 +52,8 @@ int svc_valid_id(const char *id, clr_error *err);
 
 /* {"by": "10m"} -> *ms, a positive whole number of seconds. */
 int svc_parse_extend(json_t *req, uint64_t *ms, clr_error *err);
+/* A restore's request, {"snapshot": "snap-..."}: *snapshot points into req. */
+int svc_parse_restore(json_t *req, const char **snapshot, clr_error *err);
 
 /* Frees what svc_parse_command (and svc_command_bind) put in c, and zeroes it. */
 void svc_command_clear(struct command *c);

@@ -302,6 +302,49 @@ static void test_parse_extend(void **state)
     json_decref(req);
 }
 
+/* A restore names one snapshot by a well-formed id, and nothing else; the id points into req. */
+static void test_parse_restore(void **state)
+{
+    (void)state;
+    const char *snap = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    json_t *req = parse("{\"snapshot\": \"snap-0123456789abcdef\"}");
+    assert_int_equal(svc_parse_restore(req, &snap, &err), 0);
+    assert_string_equal(snap, "snap-0123456789abcdef");
+    assert_ptr_equal(snap, json_string_value(json_object_get(req, "snapshot")));
+    json_decref(req);
+    static const struct {
+        const char *req, *says;
+    } bad[] = {
+        {"{}", "give \"snapshot\""},
+        {"{\"snapshot\": null}", "give \"snapshot\""},
+        {"{\"snapshot\": 7}", "give \"snapshot\""},
+        {"{\"snapshot\": \"\"}", "is not a snapshot id"},
+        {"{\"snapshot\": \"snap-0123\"}", "is not a snapshot id"},
+        {"{\"snapshot\": \"snap-0123456789ABCDEF\"}", "is not a snapshot id"},
+        {"{\"snapshot\": \"snap-0123456789abcdef0\"}", "is not a snapshot id"},
+        {"{\"snapshot\": \"../snap-0123456789abcdef\"}", "is not a snapshot id"},
+        {"{\"snapshot\": \"sb-0123456789abcdef\"}", "is not a snapshot id"},
+        {"{\"snapshot\": \"snap-0123456789abcdef\", \"limits\": {}}", "limits"},
+        {"[\"snap-0123456789abcdef\"]", "JSON object"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        req = parse(bad[i].req);
+        snap = NULL;
+        expect_refused(svc_parse_restore(req, &snap, &err), &err, CLR_E_INVALID, bad[i].says);
+        assert_null(snap);
+        json_decref(req);
+    }
+    /* The same parser behind clr_service_check_request (the fuzzers' and tools' entry). */
+    req = parse("{\"snapshot\": \"snap-0123456789abcdef\"}");
+    assert_int_equal(clr_service_check_request("restore", req, &err), 0);
+    json_decref(req);
+    req = parse("{\"snapshot\": \"nope\"}");
+    expect_refused(clr_service_check_request("restore", req, &err), &err, CLR_E_INVALID,
+                   "is not a snapshot id");
+    json_decref(req);
+}
+
 static void test_parse_commit(void **state)
 {
     (void)state;
@@ -409,6 +452,7 @@ int main(void)
         cmocka_unit_test(test_parse_stdin),
         cmocka_unit_test(test_parse_signal),
         cmocka_unit_test(test_parse_extend),
+        cmocka_unit_test(test_parse_restore),
         cmocka_unit_test(test_parse_commit),
         cmocka_unit_test(test_image_allowed),
         cmocka_unit_test(test_plan_request),

@@ -663,6 +663,36 @@ static void test_sandbox_touch_and_set_expiry(void **state)
     clr_store_sandbox_clear(&got);
 }
 
+/* A restore in place (issue #22) points the row at its new container; nothing else moves, and
+ * an id without a row is not found. */
+static void test_sandbox_set_container(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_sandbox s = sample("sb-00000000000000e2", 10, CLR_STATE_RUNNING);
+    insert_ok(fx->st, &s);
+    char before[sizeof(s.info.container_id)];
+    memcpy(before, s.info.container_id, sizeof(before));
+    clr_store_sandbox_clear(&s);
+    clr_error err = CLR_ERROR_INIT;
+    clr_store_sandbox got;
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000e2", &got, &err), 0);
+    assert_string_equal(got.info.container_id, before); /* positive control */
+    clr_store_sandbox_clear(&got);
+    assert_int_equal(clr_store_sandbox_set_container(fx->st, "sb-00000000000000e2", "c0ffee2",
+                                                     &err),
+                     0);
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000e2", &got, &err), 0);
+    assert_string_equal(got.info.container_id, "c0ffee2");
+    assert_string_equal(got.info.state, CLR_STATE_RUNNING);
+    assert_int_equal(got.info.created_at, 10);
+    assert_int_equal(got.max_expires_at, 10 + 3600);
+    clr_store_sandbox_clear(&got);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_set_container(fx->st, "sb-00000000000000e3", "x", &err),
+                     -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+}
+
 static void test_sandbox_large_and_negative_times_kept(void **state)
 {
     struct fixture *fx = *state;
@@ -961,6 +991,7 @@ int main(void)
         F(test_sandbox_set_state_from_changes_once),
         F(test_concurrent_updates_count_their_own_changes),
         F(test_sandbox_touch_and_set_expiry),
+        F(test_sandbox_set_container),
         F(test_sandbox_large_and_negative_times_kept),
         F(test_sandbox_not_found_errors),
         F(test_exec_insert_finish_get),
