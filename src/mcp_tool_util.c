@@ -256,6 +256,9 @@ static const char *hint(int status)
     case 429:
         return " A limit or quota is reached: destroy sandboxes you no longer "
                "need, or wait.";
+    case 501:
+        return " This daemon's engine cannot do this (the message says what its operator "
+               "must enable); do without it.";
     case 503: return " The daemon cannot do this now; try again later.";
     default: return "";
     }

@@ -88,6 +88,17 @@
     "{\"type\": "                                                                                  \
     "\"string\"}}, \"required\": [\"status\", \"exit_code\", \"stdout\", "                         \
     "\"stderr\"]}"
+#define SNAPSHOT_ID                                                                                \
+    "\"snapshot_id\": {\"type\": \"string\", \"description\": \"the snapshot's id (snap- "    \
+    "and 16 hex digits), from snapshot_sandbox or list_snapshots\"}"
+/* The API's Snapshot (docs/openapi.yaml). */
+#define SNAPSHOT                                                                                   \
+    "{\"type\": \"object\", \"properties\": {\"id\": {\"type\": \"string\"}, "                  \
+    "\"sandbox\": {\"type\": \"string\"}, \"parent\": {\"type\": [\"string\", \"null\"]}, "    \
+    "\"size\": {\"type\": \"integer\", \"description\": \"bytes on disk\"}, "                     \
+    "\"sha256\": {\"type\": \"string\"}, \"created_at\": {\"type\": \"integer\"}, "              \
+    "\"expires_at\": {\"type\": \"integer\"}, \"keep\": {\"type\": \"boolean\"}}, "               \
+    "\"required\": [\"id\", \"sandbox\", \"size\", \"expires_at\"]}"
 #define OBJ(props, req)                                                                            \
     "{\"type\": \"object\", \"additionalProperties\": false, \"properties\": "                     \
     "{" props "}, "                                                                                \
@@ -294,6 +305,44 @@ static const struct tool tools[] = {
      "\"boolean\"}, \"restarted\": {\"type\": \"boolean\"}}, \"required\": [\"status\", "
      "\"stdout\", \"stderr\"]}",
      tool_run_code, false},
+    {"snapshot_sandbox", "Snapshot a sandbox",
+     "Takes a snapshot of a running sandbox: its processes, memory, /tmp and /workspace. The "
+     "sandbox runs on. Fork it with fork_sandbox (a new sandbox in that state) or take the "
+     "sandbox back to it with restore_sandbox: for trying something and going back. Snapshots "
+     "expire (ttl, default a day) and go with their sandbox unless keep is true. Not every "
+     "daemon can take them (an error then says what its operator must enable).",
+     OBJ(SANDBOX_ID ", \"keep\": {\"type\": \"boolean\", \"description\": \"keep it after "
+                    "its sandbox is destroyed, until its ttl (default false)\"}, "
+                    "\"ttl\": {\"type\": \"integer\", \"minimum\": 60, \"maximum\": 2592000, "
+                    "\"description\": \"seconds until it is removed (default 86400)\"}",
+         "\"sandbox_id\""),
+     SNAPSHOT, tool_snapshot_sandbox, false},
+    {"list_snapshots", "List a sandbox's snapshots",
+     "Lists the snapshots of a sandbox, oldest first, with their ids, sizes and expiry.",
+     OBJ(SANDBOX_ID, "\"sandbox_id\""),
+     "{\"type\": \"object\", \"properties\": {\"snapshots\": {\"type\": \"array\", "
+     "\"items\": " SNAPSHOT "}}, \"required\": [\"snapshots\"]}",
+     tool_list_snapshots, true},
+    {"fork_sandbox", "Fork a snapshot into a new sandbox",
+     "Creates a new sandbox (its own id and workspace) in a snapshot's state: its processes, "
+     "memory, /tmp and /workspace as they were when the snapshot was taken. It has the "
+     "snapshot's sandbox's image, limits and egress; limits may only be lowered. It is "
+     "destroyed when this session ends unless keep is true.",
+     OBJ(SNAPSHOT_ID ", " LIMITS ", \"keep\": {\"type\": \"boolean\", \"description\": "
+                     "\"keep it after this session ends (default false)\"}",
+         "\"snapshot_id\""),
+     "{\"type\": \"object\", \"properties\": {\"id\": {\"type\": \"string\"}, "
+     "\"state\": {\"type\": \"string\"}, \"snapshot\": {\"type\": \"string\"}, "
+     "\"kept\": {\"type\": \"boolean\"}}, \"required\": [\"id\"]}",
+     tool_fork_sandbox, false},
+    {"restore_sandbox", "Restore a sandbox to a snapshot",
+     "Takes a sandbox back to one of its snapshots in place (the same id): its processes, "
+     "memory, /tmp and /workspace become what they were; everything since is undone.",
+     OBJ(SANDBOX_ID ", " SNAPSHOT_ID, "\"sandbox_id\", \"snapshot_id\""), NULL,
+     tool_restore_sandbox, false},
+    {"delete_snapshot", "Delete a snapshot", "Deletes one of a sandbox's snapshots.",
+     OBJ(SANDBOX_ID ", " SNAPSHOT_ID, "\"sandbox_id\", \"snapshot_id\""), NULL,
+     tool_delete_snapshot, false},
 };
 
 #define NTOOLS (sizeof(tools) / sizeof(tools[0]))

@@ -1,5 +1,5 @@
-/* The tools' handlers (mcp_tools_exec.c, mcp_tools_sandbox.c), called from the
- * table in mcp_tools.c. Each takes its arguments already checked against its
+/* The tools' handlers (mcp_tools_exec.c, mcp_tools_sandbox.c, mcp_tools_snapshot.c, ...),
+ * called from the table in mcp_tools.c. Each takes its arguments already checked against its
  * inputSchema and returns a CallToolResult. */
 #ifndef CLR_MCP_TOOLS_INT_H
 #define CLR_MCP_TOOLS_INT_H
@@ -26,6 +26,12 @@ json_t *tool_commit(struct mcp_call *c, const json_t *args);
 json_t *tool_run_gauntlet(struct mcp_call *c, const json_t *args);
 json_t *tool_run_plan(struct mcp_call *c, const json_t *args);
 json_t *tool_run_code(struct mcp_call *c, const json_t *args);
+
+json_t *tool_snapshot_sandbox(struct mcp_call *c, const json_t *args);
+json_t *tool_list_snapshots(struct mcp_call *c, const json_t *args);
+json_t *tool_fork_sandbox(struct mcp_call *c, const json_t *args);
+json_t *tool_restore_sandbox(struct mcp_call *c, const json_t *args);
+json_t *tool_delete_snapshot(struct mcp_call *c, const json_t *args);
 
 /* Creates a sandbox from args (image, limits, repo, base, branch, egress, env,
  * idle_timeout) and records it in the session (kept when keep): its id (the

@@ -22,6 +22,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
 static json_t *sent;     /* every message emitted */
 static json_t *requests; /* "METHOD PATH" of every backend call */
+static json_t *bodies;   /* the JSON body of every backend call (null for none) */
 static int sandboxes_made;
 static bool process_exits; /* the scripted process: exits at once (code 3), or runs */
 
@@ -102,6 +103,7 @@ static int call(void *ctx, const char *method, const char *path, const json_t *b
     snprintf(line, sizeof(line), "%s %s", method, path);
     pthread_mutex_lock(&lock);
     json_array_append_new(requests, json_string(line));
+    json_array_append_new(bodies, body ? json_deep_copy(body) : json_null());
     pthread_cond_broadcast(&changed);
     int n = ++sandboxes_made;
     pthread_mutex_unlock(&lock);
@@ -117,6 +119,17 @@ static int call(void *ctx, const char *method, const char *path, const json_t *b
         a = json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", id, "state", "running", "limits", "cpus",
                       "1.000", "memory", "512m");
         st = 201;
+    } else if (strstr(path, "/snapshots") && strcmp(method, "POST") == 0) {
+        a = json_pack("{s:s, s:s, s:n, s:i, s:s, s:i, s:i, s:b}", "id", "snap-00000000000000c1",
+                      "sandbox", "sb-0000000000000001", "parent", "size", 4096, "sha256", "ab",
+                      "created_at", 100, "expires_at", 86500, "keep", 0);
+        st = 201;
+    } else if (strstr(path, "/snapshots") && strcmp(method, "GET") == 0) {
+        a = json_pack("{s:[{s:s, s:s, s:n, s:i, s:s, s:i, s:i, s:b}]}", "snapshots", "id",
+                      "snap-00000000000000c1", "sandbox", "sb-0000000000000001", "parent", "size",
+                      4096, "sha256", "ab", "created_at", 100, "expires_at", 86500, "keep", 1);
+    } else if (strstr(path, "/restore") && strcmp(method, "POST") == 0) {
+        a = json_pack("{s:s, s:s}", "id", "sb-0000000000000001", "state", "running");
     } else if (strstr(path, "/processes") && strcmp(method, "POST") == 0 &&
                !strstr(path, "signal")) {
         a = json_pack("{s:s, s:s}", "id", "pr-00000000000000aa", "state", "running");
@@ -160,6 +173,7 @@ static int setup(void **state)
     (void)state;
     sent = json_array();
     requests = json_array();
+    bodies = json_array();
     sandboxes_made = 0;
     process_exits = true;
     return 0;
@@ -170,6 +184,7 @@ static int teardown(void **state)
     (void)state;
     json_decref(sent);
     json_decref(requests);
+    json_decref(bodies);
     return 0;
 }
 
@@ -291,7 +306,7 @@ static void test_tools_list(void **state)
     struct mcp_session *s = ready_session();
     handle(s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\"}");
     json_t *tools = json_object_get(json_object_get(response(2), "result"), "tools");
-    assert_int_equal(json_array_size(tools), 17);
+    assert_int_equal(json_array_size(tools), 22);
     size_t i;
     json_t *t;
     json_array_foreach (tools, i, t) {
@@ -642,6 +657,116 @@ static void test_diff_not_utf8(void **state)
     mcp_session_end(s);
 }
 
+/* The body of the last backend call whose "METHOD PATH" is line (a new reference), or NULL. */
+static json_t *body_of(const char *line)
+{
+    json_t *found = NULL;
+    pthread_mutex_lock(&lock);
+    size_t i;
+    json_t *r;
+    json_array_foreach (requests, i, r) {
+        if (strcmp(json_string_value(r), line) == 0) {
+            json_decref(found);
+            found = json_incref(json_array_get(bodies, i));
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return found;
+}
+
+static json_t *tool_call_result(struct mcp_session *s, json_int_t id, const char *name,
+                                const char *args)
+{
+    char req[512];
+    snprintf(req, sizeof(req),
+             "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":\"tools/call\",\"params\":{"
+             "\"name\":\"%s\",\"arguments\":%s}}",
+             (long long)id, name, args);
+    handle(s, req);
+    json_t *r = json_object_get(response(id), "result");
+    assert_non_null(r);
+    return r;
+}
+
+/* The snapshot tools: each one REST call with the request the API takes; a fork is this
+ * session's sandbox (destroyed at its end unless kept); ids are checked before any call. */
+static void test_snapshot_tools(void **state)
+{
+    (void)state;
+    struct mcp_session *s = ready_session();
+    json_t *r = tool_call_result(s, 2, "snapshot_sandbox",
+                                 "{\"sandbox_id\":\"sb-0000000000000001\",\"keep\":true}");
+    assert_false(json_is_true(json_object_get(r, "isError")));
+    assert_string_equal(sc_string(r, "id"), "snap-00000000000000c1");
+    assert_non_null(strstr(first_text(r), "snapshot snap-00000000000000c1 of sandbox "
+                                          "sb-0000000000000001 taken (4096 bytes"));
+    json_t *b = body_of("POST /v1/sandboxes/sb-0000000000000001/snapshots");
+    assert_non_null(b);
+    assert_true(json_is_true(json_object_get(b, "keep")));
+    assert_null(json_object_get(b, "ttl"));
+    json_decref(b);
+    r = tool_call_result(s, 3, "list_snapshots", "{\"sandbox_id\":\"sb-0000000000000001\"}");
+    assert_false(json_is_true(json_object_get(r, "isError")));
+    assert_int_equal(json_array_size(json_object_get(json_object_get(r, "structuredContent"),
+                                                     "snapshots")),
+                     1);
+    assert_non_null(strstr(first_text(r), "snap-00000000000000c1 4096 bytes"));
+    r = tool_call_result(s, 4, "fork_sandbox",
+                         "{\"snapshot_id\":\"snap-00000000000000c1\",\"limits\":"
+                         "{\"memory\":\"256m\"}}");
+    assert_false(json_is_true(json_object_get(r, "isError")));
+    const char *fork = sc_string(r, "id");
+    assert_non_null(fork);
+    char fork_delete[64];
+    snprintf(fork_delete, sizeof(fork_delete), "DELETE /v1/sandboxes/%s", fork);
+    b = body_of("POST /v1/sandboxes");
+    assert_string_equal(json_string_value(json_object_get(b, "snapshot")),
+                        "snap-00000000000000c1");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(b, "limits"), "memory")), "256m");
+    json_decref(b);
+    r = tool_call_result(s, 5, "restore_sandbox",
+                         "{\"sandbox_id\":\"sb-0000000000000001\",\"snapshot_id\":"
+                         "\"snap-00000000000000c1\"}");
+    assert_false(json_is_true(json_object_get(r, "isError")));
+    b = body_of("POST /v1/sandboxes/sb-0000000000000001/restore");
+    assert_string_equal(json_string_value(json_object_get(b, "snapshot")),
+                        "snap-00000000000000c1");
+    json_decref(b);
+    r = tool_call_result(s, 6, "delete_snapshot",
+                         "{\"sandbox_id\":\"sb-0000000000000001\",\"snapshot_id\":"
+                         "\"snap-00000000000000c1\"}");
+    assert_false(json_is_true(json_object_get(r, "isError")));
+    assert_true(
+        asked("DELETE /v1/sandboxes/sb-0000000000000001/snapshots/snap-00000000000000c1"));
+    /* Refused before any call: a bad snapshot id, a missing one, a bad ttl, a bad sandbox. */
+    size_t before = json_array_size(requests);
+    r = tool_call_result(s, 7, "fork_sandbox", "{\"snapshot_id\":\"snap-1\"}");
+    assert_true(json_is_true(json_object_get(r, "isError")));
+    assert_non_null(strstr(first_text(r), "'snap-1' is not a snapshot id"));
+    r = tool_call_result(s, 8, "restore_sandbox", "{\"sandbox_id\":\"sb-0000000000000001\"}");
+    assert_true(json_is_true(json_object_get(r, "isError")));
+    assert_non_null(strstr(first_text(r), "'snapshot_id' is missing"));
+    r = tool_call_result(s, 9, "snapshot_sandbox",
+                         "{\"sandbox_id\":\"sb-0000000000000001\",\"ttl\":5}");
+    assert_true(json_is_true(json_object_get(r, "isError")));
+    assert_non_null(strstr(first_text(r), "ttl"));
+    r = tool_call_result(s, 10, "delete_snapshot",
+                         "{\"sandbox_id\":\"sb-1\",\"snapshot_id\":\"snap-00000000000000c1\"}");
+    assert_true(json_is_true(json_object_get(r, "isError")));
+    assert_non_null(strstr(first_text(r), "not a sandbox id"));
+    r = tool_call_result(s, 11, "list_snapshots", "{}");
+    assert_true(json_is_true(json_object_get(r, "isError")));
+    assert_int_equal(json_array_size(requests), before);
+    /* An API refusal is the tool's error, in words. */
+    r = tool_call_result(s, 12, "snapshot_sandbox", "{\"sandbox_id\":\"sb-00000000000000ab\"}");
+    assert_true(json_is_true(json_object_get(r, "isError")));
+    assert_non_null(strstr(first_text(r), "snapshot_sandbox failed: no sandbox"));
+    assert_false(asked(fork_delete));
+    mcp_session_end(s);
+    assert_true(asked(fork_delete)); /* the fork was this session's */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -656,6 +781,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_file_without_call_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_file_range, setup, teardown),
         cmocka_unit_test_setup_teardown(test_diff_not_utf8, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_tools, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

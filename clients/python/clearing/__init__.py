@@ -10,10 +10,10 @@ Standard library only. See clients/python/README.md for every method."""
 from .client import Client, SandboxSession
 from .errors import (ClearingError, Conflict, DaemonUnreachable, Denied, EngineError,
                      InternalError, InvalidArgument, LimitExceeded, NoSpace, NotFound, Timeout,
-                     Unavailable)
+                     Unavailable, Unsupported)
 from .models import (ArchiveExtracted, CommitResult, EgressPolicy, Exec, ExecResult, FileEntry,
                      FileWritten, Health, OutputChunk, OutputWindow, PlanEvent, PlanReport,
-                     Process, ProcessOutput, Sandbox, SandboxLimits, SkippedPath)
+                     Process, ProcessOutput, Sandbox, SandboxLimits, SkippedPath, Snapshot)
 from .models import CodeError, CodeResult
 
 __version__ = '0.1.0'
@@ -22,8 +22,9 @@ __all__ = [
     'Client', 'SandboxSession',
     'ClearingError', 'Conflict', 'DaemonUnreachable', 'Denied', 'EngineError', 'InternalError',
     'InvalidArgument', 'LimitExceeded', 'NoSpace', 'NotFound', 'Timeout', 'Unavailable',
+    'Unsupported',
     'ArchiveExtracted', 'CommitResult', 'EgressPolicy', 'Exec', 'ExecResult', 'FileEntry',
     'FileWritten', 'Health', 'OutputChunk', 'OutputWindow', 'PlanEvent', 'PlanReport',
-    'Process', 'ProcessOutput', 'Sandbox', 'SandboxLimits', 'SkippedPath',
+    'Process', 'ProcessOutput', 'Sandbox', 'SandboxLimits', 'SkippedPath', 'Snapshot',
     'CodeError', 'CodeResult',
 ]

@@ -15,7 +15,7 @@ from .errors import (ClearingError, DaemonUnreachable, InternalError, InvalidArg
 from .models import CodeResult
 from .models import (ArchiveExtracted, CommitResult, Exec, ExecResult, FileEntry, FileWritten,
                      Health, Json, OutputChunk, PlanEvent, PlanReport, Process, ProcessOutput,
-                     Sandbox)
+                     Sandbox, Snapshot)
 
 Size = Union[int, str]
 Duration = Union[int, str]
@@ -24,6 +24,8 @@ Data = Union[bytes, str]
 _SANDBOX_ID = re.compile(r'^sb-[0-9a-f]{16}$')
 _PROC_ID = re.compile(r'^pr-[0-9a-f]{16}$')
 _EXEC_ID = re.compile(r'^ex-[0-9a-f]{16}$')
+_SNAPSHOT_ID = re.compile(r'^snap-[0-9a-f]{16}$')
+_SNAPSHOT_TTL = (60, 30 * 24 * 3600)  # seconds, as the daemon takes it
 _DURATION = re.compile(r'^([0-9]+)(ms|s|m|h)?$')
 _SIGNALS = {'HUP', 'INT', 'QUIT', 'KILL', 'USR1', 'USR2', 'TERM', 'CONT', 'STOP', 'TSTP',
             'ALRM', 'PIPE', 'WINCH'}
@@ -35,6 +37,12 @@ def _check_id(value: str, rx: 're.Pattern[str]', what: str) -> str:
     if not isinstance(value, str) or not rx.match(value):
         raise InvalidArgument('%r is not a %s id (%s)' % (value, what, rx.pattern[1:-1]))
     return value
+
+
+def _snapshot_id(snapshot: Union[Snapshot, str]) -> str:
+    """A Snapshot's id, or a snapshot id given as a string, checked."""
+    return _check_id(snapshot.id if isinstance(snapshot, Snapshot) else snapshot, _SNAPSHOT_ID,
+                     'snapshot')
 
 
 def _check_path(path: str, what: str = 'path', allow_empty: bool = False) -> str:
@@ -305,6 +313,60 @@ class Client:
         return Exec.from_json(self._json('GET', '/v1/sandboxes/%s/execs/%s'
                                          % (sandbox_id, exec_id)))
 
+    # ---- snapshots and forks ----
+
+    def list_snapshots(self, sandbox_id: str) -> List[Snapshot]:
+        """GET /v1/sandboxes/ID/snapshots: the sandbox's snapshots, oldest first."""
+        _check_id(sandbox_id, _SANDBOX_ID, 'sandbox')
+        j = self._json('GET', '/v1/sandboxes/%s/snapshots' % sandbox_id)
+        items = j.get('snapshots') if isinstance(j, dict) else None
+        if not isinstance(items, list):
+            raise InternalError('the daemon answered a list without snapshots: %r' % (j,))
+        return [Snapshot.from_json(x, self) for x in items]
+
+    def get_snapshot(self, sandbox_id: str, snapshot: Union[Snapshot, str]) -> Snapshot:
+        """GET /v1/sandboxes/ID/snapshots/SNAPSHOT_ID."""
+        _check_id(sandbox_id, _SANDBOX_ID, 'sandbox')
+        return Snapshot.from_json(self._json('GET', '/v1/sandboxes/%s/snapshots/%s'
+                                             % (sandbox_id, _snapshot_id(snapshot))), self)
+
+    def delete_snapshot(self, sandbox_id: str, snapshot: Union[Snapshot, str]) -> None:
+        """DELETE /v1/sandboxes/ID/snapshots/SNAPSHOT_ID (its files and its row; audited)."""
+        _check_id(sandbox_id, _SANDBOX_ID, 'sandbox')
+        self._t.call('DELETE', '/v1/sandboxes/%s/snapshots/%s'
+                     % (sandbox_id, _snapshot_id(snapshot)))
+
+    def fork(self, snapshot: Union[Snapshot, str], *, memory: Optional[Size] = None,
+             cpus: Union[float, str, None] = None, pids: Optional[int] = None,
+             lifetime: Optional[Duration] = None, tmp_size: Optional[Size] = None,
+             workspace_size: Optional[Size] = None, workspace_inodes: Optional[int] = None,
+             nofile: Optional[int] = None, file_size: Optional[Size] = None,
+             idle_timeout: Optional[Duration] = None,
+             metadata: Optional[Mapping[str, str]] = None,
+             egress_allow: Optional[Sequence[str]] = None,
+             egress_max_connections: Optional[int] = None,
+             egress_max_bytes: Optional[Size] = None,
+             egress_idle_timeout: Optional[Duration] = None) -> 'SandboxSession':
+        """POST /v1/sandboxes {"snapshot": ID}: a new sandbox (its own id and workspace) in the
+        snapshot's state. It has the snapshot's sandbox's image, limits and egress policy; the
+        limits and egress fields given may only tighten them (a looser one is InvalidArgument
+        naming it). Used in a `with` block, it is destroyed at the block's end."""
+        body: Json = {'snapshot': _snapshot_id(snapshot)}
+        lim = _limits(memory, cpus, pids, lifetime, tmp_size, workspace_size, workspace_inodes,
+                      nofile, file_size)
+        if lim:
+            body['limits'] = lim
+        if _check_duration(idle_timeout, 'idle_timeout') is not None:
+            body['idle_timeout'] = idle_timeout
+        md = _str_dict(metadata, 'metadata')
+        if md is not None:
+            body['metadata'] = md
+        eg = _egress(egress_allow, egress_max_connections, egress_max_bytes,
+                     egress_idle_timeout)
+        if eg:
+            body['egress'] = eg
+        return SandboxSession(self, Sandbox.from_json(self._json('POST', '/v1/sandboxes', body)))
+
     # ---- plans and the gauntlet ----
 
     def _plan_body(self, repo: str, plan: Union[Mapping[str, Any], str, None],
@@ -431,6 +493,50 @@ class SandboxSession:
         Denied otherwise); allow=[] leaves nothing reachable."""
         body = _egress(allow, max_connections, max_bytes, idle_timeout)
         self.info = Sandbox.from_json(self._json('POST', '/egress', body))
+        return self.info
+
+    # ---- snapshots ----
+
+    def snapshot(self, keep: bool = False, ttl: Optional[int] = None) -> Snapshot:
+        """POST .../snapshots: a snapshot of the running sandbox (its processes, memory, /tmp
+        and /workspace); the sandbox runs on. keep: it outlives the sandbox (until its ttl);
+        ttl: seconds until it is removed, 60..2592000 (the daemon's default: a day).
+        Unsupported where the daemon's engine cannot checkpoint."""
+        if not isinstance(keep, bool):
+            raise InvalidArgument('keep must be True or False, not %r' % (keep,))
+        body: Json = {'keep': True} if keep else {}
+        if ttl is not None:
+            if (isinstance(ttl, bool) or not isinstance(ttl, int)
+                    or not _SNAPSHOT_TTL[0] <= ttl <= _SNAPSHOT_TTL[1]):
+                raise InvalidArgument('ttl must be whole seconds from %d to %d (30 days), not %r'
+                                      % (_SNAPSHOT_TTL[0], _SNAPSHOT_TTL[1], ttl))
+            body['ttl'] = ttl
+        return Snapshot.from_json(self._json('POST', '/snapshots', body), self.client)
+
+    def snapshots(self) -> List[Snapshot]:
+        """GET .../snapshots: this sandbox's snapshots, oldest first."""
+        return self.client.list_snapshots(self.id)
+
+    def get_snapshot(self, snapshot: Union[Snapshot, str]) -> Snapshot:
+        """GET .../snapshots/SNAPSHOT_ID."""
+        return self.client.get_snapshot(self.id, snapshot)
+
+    def delete_snapshot(self, snapshot: Union[Snapshot, str]) -> None:
+        """DELETE .../snapshots/SNAPSHOT_ID."""
+        self.client.delete_snapshot(self.id, snapshot)
+
+    def restore(self, snapshot: Union[Snapshot, str]) -> Sandbox:
+        """POST .../restore {"snapshot": ID}: the sandbox goes back to one of its snapshots in
+        place (the same id): its processes, memory, /tmp and /workspace as they were then.
+        Returns its record (and updates info)."""
+        sid = _snapshot_id(snapshot)
+        if isinstance(snapshot, Snapshot) and snapshot.sandbox and snapshot.sandbox != self.id:
+            raise InvalidArgument('snapshot %s is of sandbox %s, not %s: a sandbox is restored '
+                                  'only to its own snapshots (client.fork() makes a new '
+                                  'sandbox from any of yours)' % (sid, snapshot.sandbox, self.id))
+        j = self._json('POST', '/restore', {'snapshot': sid})
+        self.info = Sandbox.from_json(j) if isinstance(j, dict) else self.client.get_sandbox(
+            self.id)
         return self.info
 
     # ---- commands ----

@@ -8,9 +8,9 @@ from typing import Dict, Optional, Type
 
 class ClearingError(Exception):
     """Base class. code: the API's error code (invalid, denied, not_found, conflict, limit,
-    unavailable, timeout, engine, no_space, internal); message: the daemon's message (or the
-    client's own, for a refusal before any request); status: the HTTP status, None when no
-    answer was received."""
+    unavailable, timeout, engine, no_space, internal, unsupported); message: the daemon's
+    message (or the client's own, for a refusal before any request); status: the HTTP status,
+    None when no answer was received."""
 
     code = 'internal'
 
@@ -76,6 +76,13 @@ class NoSpace(ClearingError):
     code = 'no_space'
 
 
+class Unsupported(ClearingError):
+    """unsupported (501): this daemon cannot do it (snapshots where its engine cannot
+    checkpoint: Docker without "experimental": true, a runtime other than runsc); the message
+    says what its operator must enable. Nothing changed."""
+    code = 'unsupported'
+
+
 class InternalError(ClearingError):
     """internal (500), or an answer the client cannot read."""
     code = 'internal'
@@ -85,11 +92,12 @@ ERRORS_BY_CODE: Dict[str, Type[ClearingError]] = {
     'invalid': InvalidArgument, 'denied': Denied, 'not_found': NotFound,
     'conflict': Conflict, 'limit': LimitExceeded, 'unavailable': Unavailable,
     'timeout': Timeout, 'engine': EngineError, 'no_space': NoSpace, 'internal': InternalError,
+    'unsupported': Unsupported,
 }
 
 _CODE_BY_STATUS = {400: 'invalid', 401: 'denied', 403: 'denied', 404: 'not_found',
-                   409: 'conflict', 413: 'limit', 429: 'limit', 502: 'engine',
-                   503: 'unavailable', 504: 'timeout', 507: 'no_space'}
+                   409: 'conflict', 413: 'limit', 429: 'limit', 501: 'unsupported',
+                   502: 'engine', 503: 'unavailable', 504: 'timeout', 507: 'no_space'}
 
 
 def error_for(status: Optional[int], code: Optional[str],

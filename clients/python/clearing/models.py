@@ -4,9 +4,12 @@ Every class has `from_json(obj)`, which takes the daemon's JSON object; fields t
 out get their zero value, and `raw` keeps the whole object for what a class does not name."""
 import base64
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
-from .errors import InternalError
+from .errors import InternalError, InvalidArgument
+
+if TYPE_CHECKING:
+    from .client import Client
 
 Json = Dict[str, Any]
 
@@ -222,6 +225,7 @@ class Sandbox:
     limits: SandboxLimits
     egress: Optional[EgressPolicy]
     raw: Json = field(default_factory=dict, repr=False)
+    snapshot: Optional[str] = None
 
     @classmethod
     def from_json(cls, obj: Any) -> 'Sandbox':
@@ -237,7 +241,44 @@ class Sandbox:
                    destroyed_at=_int(d, 'destroyed_at'),
                    destroy_reason=_str(d, 'destroy_reason'), metadata=_str_map(d, 'metadata'),
                    env=_str_list(d, 'env'), limits=SandboxLimits.from_json(d.get('limits')),
-                   egress=EgressPolicy.from_json(eg) if isinstance(eg, dict) else None, raw=d)
+                   egress=EgressPolicy.from_json(eg) if isinstance(eg, dict) else None, raw=d,
+                   snapshot=_opt_str(d, 'snapshot'))
+
+
+@dataclass
+class Snapshot:
+    """A snapshot of a running sandbox (its processes, memory, /tmp and /workspace): id,
+    sandbox (the one it was taken of), tenant, parent (that sandbox's previous snapshot, or
+    None), size (bytes on disk), sha256 (of its manifest), created_at and expires_at (Unix
+    seconds), keep (outlives its sandbox until expires_at). delete() removes it."""
+    id: str
+    sandbox: str
+    tenant: str
+    parent: Optional[str]
+    size: int
+    sha256: str
+    created_at: int
+    expires_at: int
+    keep: bool
+    raw: Json = field(default_factory=dict, repr=False)
+    client: Optional['Client'] = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, obj: Any, client: Optional['Client'] = None) -> 'Snapshot':
+        d = _obj(obj, 'a snapshot')
+        return cls(id=_str(d, 'id'), sandbox=_str(d, 'sandbox'), tenant=_str(d, 'tenant'),
+                   parent=_opt_str(d, 'parent'), size=_int(d, 'size'),
+                   sha256=_str(d, 'sha256'), created_at=_int(d, 'created_at'),
+                   expires_at=_int(d, 'expires_at'), keep=_bool(d, 'keep'), raw=d,
+                   client=client)
+
+    def delete(self) -> None:
+        """DELETE /v1/sandboxes/SANDBOX/snapshots/ID (its files and its row; audited)."""
+        if self.client is None:
+            raise InvalidArgument('snapshot %s was made without a client: call '
+                                  'client.delete_snapshot(%r, %r)'
+                                  % (self.id, self.sandbox, self.id))
+        self.client.delete_snapshot(self.sandbox, self.id)
 
 
 @dataclass
