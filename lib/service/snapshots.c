@@ -11,6 +11,7 @@
 #include "clearing/cleanup_json.h"
 #include "clearing/snapshot.h"
 
+#include "channels.h"
 #include "engines.h"
 #include "lifecycle.h"
 #include "rows.h"
@@ -86,16 +87,45 @@ static int take(clr_service *svc, clr_engine *eng, const clr_store_sandbox *sb, 
     return rc;
 }
 
-/* What a fork needs of the sandbox when it may be gone: image, limits, egress. */
+/* Whether the sandbox's live channel is attached (its first command, a pool or an egress proxy
+ * attached it): runsc 0.0~20240729 checkpoints such a sandbox but cannot restore it ("no host
+ * FD available for :host:0", docs/OPERATIONS.md), so its snapshots are refused by fork and
+ * restore before anything is made or removed. */
+static bool channel_attached(clr_service *svc, const char *id)
+{
+    pthread_mutex_lock(&svc->live_lock);
+    struct live_sb *lv = *svc_live_find_locked(svc, id);
+    bool attached = lv && lv->ch;
+    pthread_mutex_unlock(&svc->live_lock);
+    return attached;
+}
+
+/* A snapshot whose sandbox had its channel attached: refused with what to do instead. */
+static int require_restorable(const json_t *row, clr_error *err)
+{
+    if (!json_is_true(json_object_get(json_object_get(row, "source"), "attached")))
+        return 0;
+    return clr_error_set(err, CLR_E_CONFLICT, 0,
+                         "snapshot %s was taken after sandbox %s's live channel was attached "
+                         "(its first command, or a pool or egress proxy, attaches it), and this "
+                         "gVisor cannot restore such a checkpoint: take the snapshot before the "
+                         "sandbox's first command (docs/OPERATIONS.md, \"Snapshots\")",
+                         json_string_value(json_object_get(row, "id")),
+                         json_string_value(json_object_get(row, "sandbox")));
+}
+
+/* What a fork needs of the sandbox when it may be gone: image, limits, egress; and whether it
+ * can be restored at all. */
 static json_t *source_of(clr_service *svc, const clr_store_sandbox *sb)
 {
     json_t *pub = svc_sandbox_json(sb);
     json_t *egress = NULL;
     clr_error ignored = CLR_ERROR_INIT;
     clr_store_sandbox_get_egress(svc->store, sb->info.id, &egress, &ignored);
-    json_t *src = json_pack("{s:s, s:O, s:o}", "image", sb->info.image, "limits",
+    json_t *src = json_pack("{s:s, s:O, s:o, s:b}", "image", sb->info.image, "limits",
                             json_object_get(pub, "limits"), "egress",
-                            egress ? egress : json_null());
+                            egress ? egress : json_null(), "attached",
+                            channel_attached(svc, sb->info.id));
     json_decref(pub);
     return src;
 }
@@ -313,7 +343,8 @@ static int fork_impl(clr_service *svc, json_t *req, const char *tenant, const ch
 {
     const char *id = json_string_value(json_object_get(req, "snapshot"));
     _cleanup_json_ json_t *row = NULL;
-    if (row_of(svc, NULL, tenant ? svc_tenant_or_default(tenant) : NULL, id, &row, err) < 0)
+    if (row_of(svc, NULL, tenant ? svc_tenant_or_default(tenant) : NULL, id, &row, err) < 0 ||
+        require_restorable(row, err) < 0)
         return -1;
     clr_engine *eng = NULL;
     if (svc_engine_get(svc, &eng, err) < 0)
@@ -403,6 +434,8 @@ static int restore_impl(clr_service *svc, clr_engine *eng, const char *id, json_
     _cleanup_json_ json_t *row = NULL;
     if (rc == 0)
         rc = restore_row(svc, id, snapshot, &row, err);
+    if (rc == 0)
+        rc = require_restorable(row, err);
     if (rc == 0)
         rc = require_supported(svc, eng, sb.info.runtime, err);
     clr_store_sandbox_clear(&sb);

@@ -165,20 +165,33 @@ def test_fork_and_isolation(d, c):
           st_l == 200 and parent in rows_before, (st_l, lst))
     fork2, st, r = create(c, body={'snapshot': snap2.get('id', '')}) if st == 201 else (None, 0, {})
     msg = (r.get('error') or {}).get('message', '')[:300] if isinstance(r, dict) else r
-    check('a fork the runtime cannot restore is a clear error (502) or a fork (201)',
-          st in (201, 502), (st, msg))
+    check('a fork of a snapshot taken with the channel attached is refused up front (409) or, '
+          'on a runsc that restores it, a fork (201)', st in (201, 409), (st, msg))
     if st == 201:
         v0 = counter(c, fork2)
         check('the fork continues the loop from the snapshot (its counter is past 10 and grows)',
               v0 >= 10 and wait_for(lambda: counter(c, fork2) > v0), v0)
     else:
-        # What this runsc does today (RESTORE_BUG): the refusal says why, and nothing is left.
-        check('the refusal names the runtime\'s restore failure', 'restore' in msg.lower(), msg)
+        # What this runsc needs (RESTORE_BUG): the refusal says why and what to do, and nothing
+        # is left.
+        check('the refusal says the channel was attached and what to do instead',
+              'live channel' in msg and 'before the sandbox\'s first command' in msg, msg)
         left = {x['Id'] for x in our_containers(d)} - before
         check('the refused fork left no container behind', not left, left)
         st_l, lst = call(c, 'GET', '/v1/sandboxes?state=running')
         check('the refused fork left no running sandbox row',
               st_l == 200 and {s['id'] for s in lst['sandboxes']} <= rows_before, (st_l, lst))
+        # A restore of the parent from it: refused the same way, before the parent is touched
+        # (a restore the engine refused half-way would cost the sandbox).
+        old = [x['Id'] for x in sandbox_containers(parent)]
+        st, r = call(c, 'POST', '/v1/sandboxes/%s/restore' % parent,
+                     {'snapshot': snap2.get('id', '')})
+        check('a restore from it is refused (409) naming the attached channel',
+              st == 409 and 'live channel' in (r.get('error') or {}).get('message', ''), (st, r))
+        at = counter(c, parent)
+        check('the parent runs on, its container and its loop untouched',
+              len(old) == 1 and old == [x['Id'] for x in sandbox_containers(parent)]
+              and wait_for(lambda: counter(c, parent) > at), (old, at))
     if fork2:
         call(c, 'DELETE', '/v1/sandboxes/' + fork2)
     return snap

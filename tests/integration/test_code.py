@@ -351,7 +351,10 @@ class Code(unittest.TestCase):
         self.assertIn('python3', r.json['error']['message'])
 
     def test_sessions_side_by_side_and_no_leak(self):
-        sids = [self.sandbox() for _ in range(SESSIONS)]
+        # Twenty kernels starting at once on a loaded host take minutes: the sandboxes must not
+        # be reaped as idle (default 300 s) or expire (600 s) while they wait their turn.
+        sids = [self.sandbox(idle_timeout='0s', limits={'lifetime': '3600s'})
+                for _ in range(SESSIONS)]
         answers, errors = {}, []
 
         def one(i, sid):
