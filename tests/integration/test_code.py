@@ -353,7 +353,7 @@ class Code(unittest.TestCase):
     def test_sessions_side_by_side_and_no_leak(self):
         # Twenty kernels starting at once on a loaded host take minutes: the sandboxes must not
         # be reaped as idle (default 300 s) or expire (600 s) while they wait their turn.
-        sids = [self.sandbox(idle_timeout='0s', limits={'lifetime': '3600s'})
+        sids = [self.sandbox(idle_timeout=0, limits={'lifetime': '3600s'})
                 for _ in range(SESSIONS)]
         answers, errors = {}, []
 
