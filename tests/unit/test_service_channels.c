@@ -403,6 +403,11 @@ static void test_replay_unaudited(void **state)
     assert_int_equal(clr_audit_append(svc->audit, "test", NULL, "probe", "ok", NULL, &err), -1);
 
     test_agent_send_exited(agent->fd, 81, 5);
+    /* Frames are handled in order: the answer to a proxy request sent after 81 shows that 81
+     * was handled while the log was away (without it, the log could be back first). */
+    static const char open[] = "C\0example.com\0" "443";
+    test_agent_send(agent->fd, 9, CLR_FRAME_NET_OPEN, open, sizeof(open) - 1);
+    test_agent_await(agent, CLR_FRAME_NET_DENY, 1);
     /* The log back (an append succeeds, which clears the failure it remembers); then a result
      * without a record: its ACK shows that 81, before it, was read and passed over. */
     assert_int_equal(rmdir(fx->e->log), 0);
