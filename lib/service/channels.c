@@ -152,6 +152,8 @@ int svc_live_new(clr_service *svc, clr_engine *eng, const char *id, clr_sandbox 
 int svc_live_get(clr_service *svc, clr_engine *eng, const char *id, struct live_sb **out,
                  clr_error *err)
 {
+    if (svc_restoring(svc, id))
+        return svc_restoring_error(err, id);
     pthread_mutex_lock(&svc->live_lock);
     struct live_sb **pp = svc_live_find_locked(svc, id), *stale = *pp;
     if (stale && (!stale->ch || clr_channel_alive(stale->ch))) {

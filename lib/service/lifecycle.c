@@ -383,10 +383,17 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
     /* Between the two containers the engine runs none of this sandbox: the reconcile pass must
      * not take that for a death (it skips while this counter is up, as during a snapshot). */
     atomic_fetch_add(&svc->snapshots_writing, 1);
+    svc_set_restoring(svc, id);
     bool gone = false;
     int rc = restore_swap(svc, eng, &o, &gone, err);
+    svc_set_restoring(svc, NULL);
     atomic_fetch_sub(&svc->snapshots_writing, 1);
     svc_free_strv(env);
+    if (rc == 0) {
+        /* A restore is activity: the idle reaper counts from its end. */
+        clr_error ignored = CLR_ERROR_INIT;
+        clr_store_sandbox_touch(svc->store, id, svc_now_s(), &ignored);
+    }
     if (rc == 0 || !gone)
         return rc;
     /* Its container is gone and no new one runs: the sandbox ends here, recorded, rather than
@@ -539,6 +546,8 @@ static int destroy_impl(clr_service *svc, const char *id, const char *reason, co
     /* A lost sandbox keeps its workspace and stopped container until it is destroyed. */
     if (strcmp(state, CLR_STATE_RUNNING) != 0 && strcmp(state, CLR_STATE_LOST) != 0)
         return 0; /* idempotent */
+    if (svc_restoring(svc, id))
+        return svc_restoring_error(err, id);
     int rc = svc_destroy_locked(svc, id, reason, actor, err);
     if (rc == 0)
         clr_log(CLR_LOG_INFO, "service.destroyed", "id", id, "reason", reason, "actor", actor,

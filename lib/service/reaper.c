@@ -49,7 +49,9 @@ int clr_service_reap(clr_service *svc, clr_error *err)
     for (size_t i = 0; i < n; i++) {
         clr_store_sandbox *s = &rows[i];
         const char *why = NULL;
-        if (now >= s->info.expires_at) {
+        if (svc_restoring(svc, s->info.id)) {
+            continue; /* its next pass judges it (rows[i] is cleared below) */
+        } else if (now >= s->info.expires_at) {
             why = "expired";
         } else if (s->idle_timeout_s && now - s->last_active_at >= s->idle_timeout_s) {
             int busy = 0;

@@ -197,6 +197,8 @@ int svc_require_running(clr_service *svc, const char *id, clr_error *err)
         return -1;
     if (strcmp(state, CLR_STATE_RUNNING) != 0)
         return svc_not_running(err, id, state, reason);
+    if (svc_restoring(svc, id))
+        return svc_restoring_error(err, id);
     return 0;
 }
 

@@ -26,6 +26,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "clearing/audit.h"
@@ -144,6 +146,10 @@ struct clr_service {
      * the engine's picture of those sandboxes is in flux, so the reconcile pass and the event
      * watcher's judgement of deaths wait. */
     atomic_int snapshots_writing;
+    /* The sandbox a restore in place is replacing now ("": none; restores run one at a time),
+     * guarded by live_lock: while it is set, its other operations, destroy and the reaper wait
+     * their turn (409), so none of them acts on the gap between its two containers. */
+    char restoring[CLR_SANDBOX_ID_MAX + 1];
 };
 
 struct live_sb {
@@ -155,6 +161,31 @@ struct live_sb {
     int refs;        /* guarded by live_lock */
     struct live_sb *next;
 };
+
+/* Whether a restore in place is replacing sandbox id now (see clr_service.restoring). */
+static inline bool svc_restoring(clr_service *svc, const char *id)
+{
+    pthread_mutex_lock(&svc->live_lock);
+    bool r = svc->restoring[0] && strcmp(svc->restoring, id) == 0;
+    pthread_mutex_unlock(&svc->live_lock);
+    return r;
+}
+
+/* Marks sandbox id as being restored (NULL: the restore is over). */
+static inline void svc_set_restoring(clr_service *svc, const char *id)
+{
+    pthread_mutex_lock(&svc->live_lock);
+    snprintf(svc->restoring, sizeof(svc->restoring), "%s", id ? id : "");
+    pthread_mutex_unlock(&svc->live_lock);
+}
+
+/* The 409 of an operation on a sandbox a restore is replacing. */
+static inline int svc_restoring_error(clr_error *err, const char *id)
+{
+    return clr_error_set(err, CLR_E_CONFLICT, 0,
+                         "sandbox %s is being restored from a snapshot: try again once the "
+                         "restore has answered", id);
+}
 
 /* Wall-clock seconds (what rows record). */
 static inline int64_t svc_now_s(void)

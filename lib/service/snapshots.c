@@ -298,9 +298,14 @@ int clr_service_snapshot_delete(clr_service *svc, const char *sandbox_id, const 
         return -1;
     json_t *d = public_json(row);
     json_decref(row);
+    /* Not while a restore or fork reads it, nor a snapshot is written (the lock they hold). */
+    pthread_mutex_lock(&snap_write_lock);
     int rc = clr_audit_append(svc->audit, actor, sandbox_id, "snapshot.delete", "ok", d, err);
     json_decref(d);
-    return rc < 0 ? -1 : remove_snapshot(svc, id, err);
+    if (rc == 0)
+        rc = remove_snapshot(svc, id, err);
+    pthread_mutex_unlock(&snap_write_lock);
+    return rc;
 }
 
 /* The fork's create request: the snapshot's image and limits under what the client asked
@@ -511,10 +516,16 @@ static void sweep_dirs(clr_service *svc, json_t *rows)
 
 void svc_snapshots_sweep(clr_service *svc)
 {
+    /* Only while no snapshot is written and no fork or restore reads one (holding the lock
+     * without waiting for it): a snapshot a restore is starting from must not expire under it,
+     * and a directory not yet recorded must not be taken for a leftover. Busy: the next pass. */
+    if (pthread_mutex_trylock(&snap_write_lock) != 0)
+        return;
     json_t *rows = NULL;
     clr_error err = CLR_ERROR_INIT;
     if (clr_store_snapshot_list(svc->store, NULL, NULL, &rows, &err) < 0) {
         clr_log(CLR_LOG_WARN, "snapshot.sweep_failed", "error", err.message, NULL);
+        pthread_mutex_unlock(&snap_write_lock);
         return;
     }
     int64_t now = svc_now_s();
@@ -537,13 +548,10 @@ void svc_snapshots_sweep(clr_service *svc)
         json_decref(d);
     }
     json_decref(rows);
-    /* Directories without a row are removed only while no snapshot is written: holding the
-     * writers' lock (without waiting for it) keeps one from starting between the list and the
-     * removal, where its directory, not yet recorded, would go. */
-    if (pthread_mutex_trylock(&snap_write_lock) == 0) {
-        if (clr_store_snapshot_list(svc->store, NULL, NULL, &rows, &err) == 0)
-            sweep_dirs(svc, rows);
-        pthread_mutex_unlock(&snap_write_lock);
-    }
+    rows = NULL;
+    /* Directories without a row: a snapshot daemon killed while it was written. */
+    if (clr_store_snapshot_list(svc->store, NULL, NULL, &rows, &err) == 0)
+        sweep_dirs(svc, rows);
+    pthread_mutex_unlock(&snap_write_lock);
     json_decref(rows);
 }

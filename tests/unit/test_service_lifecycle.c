@@ -771,6 +771,15 @@ static void test_destroy_refusals(void **state)
     assert_int_equal(err.code, CLR_E_CONFLICT);
     assert_non_null(strstr(err.message, "belongs to a running plan"));
     expect_state(svc, PLAN_ID, CLR_STATE_PLAN, "");
+    /* A sandbox a restore in place is replacing is not destroyed in its gap: 409, still
+     * running; once the restore is over the destroy may go on. */
+    svc_set_restoring(svc, RUN_ID);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_destroy(svc, RUN_ID, "client", "alice", &err), -1);
+    assert_int_equal(err.code, CLR_E_CONFLICT);
+    assert_non_null(strstr(err.message, "is being restored"));
+    expect_state(svc, RUN_ID, CLR_STATE_RUNNING, "");
+    svc_set_restoring(svc, NULL);
     /* Each refusal is audited. */
     expect_audit_holds(fx, "\"sandbox\":\"" PLAN_ID "\"");
     assert_int_equal(fake_count(fx->e->f, "DELETE "), 0);

@@ -128,6 +128,19 @@ static void test_require_running(void **state)
     assert_int_equal(svc_require_running(svc, RUNNING_ID, &err), 0);
     assert_int_equal(err.code, CLR_E_NONE);
 
+    /* A restore in place replacing it: 409 until it is over; another sandbox is not held. */
+    svc_set_restoring(svc, RUNNING_ID);
+    assert_true(svc_restoring(svc, RUNNING_ID));
+    assert_false(svc_restoring(svc, PLAN_ID));
+    assert_int_equal(svc_require_running(svc, RUNNING_ID, &err), -1);
+    assert_int_equal(err.code, CLR_E_CONFLICT);
+    expect_message(&err, "sandbox " RUNNING_ID " is being restored from a snapshot: try again "
+                         "once the restore has answered");
+    svc_set_restoring(svc, NULL);
+    assert_false(svc_restoring(svc, RUNNING_ID));
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(svc_require_running(svc, RUNNING_ID, &err), 0);
+
     err = (clr_error)CLR_ERROR_INIT;
     assert_int_equal(svc_require_running(svc, PLAN_ID, &err), -1);
     assert_int_equal(err.code, CLR_E_CONFLICT);
