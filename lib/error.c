@@ -26,6 +26,14 @@ void clr_utf8_trim_cut(char *s)
     cut_whole_chars(s, strlen(s));
 }
 
+void clr_text_ascii(char *dst, size_t len, const char *src)
+{
+    size_t i;
+    for (i = 0; src[i] && i < len - 1; i++)
+        dst[i] = (unsigned char)src[i] < 0x80 ? src[i] : '?';
+    dst[i] = '\0';
+}
+
 int clr_error_set(clr_error *err, clr_error_code code, int errnum, const char *fmt, ...)
 {
     if (!err)

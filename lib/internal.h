@@ -9,6 +9,15 @@
  * character left incomplete, so the text can go into JSON. Text that was never UTF-8 stays as it
  * is. error.c, which cuts every error message this way. */
 void clr_utf8_trim_cut(char *s);
+/* src into dst (len > 0 bytes, cut there) with '?' for every byte that is not ASCII: the last
+ * resort for a text that must go into JSON and is not UTF-8. error.c. */
+void clr_text_ascii(char *dst, size_t len, const char *src);
+
+/* What clr_sandbox_create checks before it makes anything (the runtime, the image, the agent),
+ * for opts->in_place's sandbox: a restore in place runs it before it removes the old
+ * container, so a pruned image or a missing agent refuses the restore instead of costing the
+ * sandbox. sandbox.c. */
+int clr_sandbox_check_in_place(clr_engine *eng, const clr_sandbox_options *opts, clr_error *err);
 
 /* The uid/gid commands run as inside every sandbox. */
 #define CLR_SANDBOX_UID 1000

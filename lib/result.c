@@ -130,10 +130,7 @@ static json_t *message_json(const char *m)
     if (s)
         return s;
     char ascii[sizeof(((clr_exec_result *)0)->message)];
-    size_t i;
-    for (i = 0; m[i] && i < sizeof(ascii) - 1; i++)
-        ascii[i] = (unsigned char)m[i] < 0x80 ? m[i] : '?';
-    ascii[i] = '\0';
+    clr_text_ascii(ascii, sizeof(ascii), m);
     return json_string(ascii);
 }
 

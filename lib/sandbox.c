@@ -303,6 +303,19 @@ static int start_container(clr_engine *eng, clr_sandbox *sb, const char *state_d
     return 0;
 }
 
+int clr_sandbox_check_in_place(clr_engine *eng, const clr_sandbox_options *opts, clr_error *err)
+{
+    const clr_sandbox_info *info = opts->in_place;
+    char agent[4096];
+    if (!info)
+        return clr_error_set(err, CLR_E_INVALID, 0, "no sandbox to replace");
+    if (check_runtime(eng, info->runtime, info->insecure, err) < 0 ||
+        check_image(eng, info->image, err) < 0 ||
+        clr_agent_locate(agent, sizeof(agent), opts->agent_path, NULL, err) < 0)
+        return -1;
+    return 0;
+}
+
 int clr_sandbox_create(clr_sandbox **out, clr_engine *eng, const clr_sandbox_options *opts,
                        clr_error *err)
 {

@@ -382,6 +382,10 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
     o.workspace_from = from->workspace_dir;
     /* Between the two containers the engine runs none of this sandbox: the reconcile pass must
      * not take that for a death (it skips while this counter is up, as during a snapshot). */
+    if (clr_sandbox_check_in_place(eng, &o, err) < 0) {
+        svc_free_strv(env);
+        return clr_error_prefix(err, "sandbox %s is not restored (it runs on as it was)", id);
+    }
     atomic_fetch_add(&svc->snapshots_writing, 1);
     svc_set_restoring(svc, id);
     bool gone = false;
@@ -402,6 +406,7 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
     if (svc_destroy_locked(svc, id, "restore-failed", actor, &derr) < 0)
         clr_log(CLR_LOG_ERROR, "restore.destroy_failed", "id", id, "error", derr.message,
                 "detail", "the reconcile pass marks it lost", NULL);
+    err->code = CLR_E_ENGINE; /* not the cause's (an image's 404): the sandbox is gone */
     return clr_error_prefix(err, "restoring sandbox %s failed after its old container was "
                                  "removed, so the sandbox is destroyed (it cannot run on half "
                                  "restored)",

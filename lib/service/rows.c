@@ -27,6 +27,13 @@ void svc_audit_failure(clr_service *svc, const char *actor, const char *sandbox,
 {
     json_t *d = json_pack("{s:s, s:s}", "code", clr_error_code_name(why->code), "error",
                           why->message);
+    if (!d) {
+        /* A message that is not UTF-8 (a client's bytes cut by a format's precision): the
+         * record keeps it, with '?' for the bytes that are not ASCII. */
+        char ascii[sizeof(why->message)];
+        clr_text_ascii(ascii, sizeof(ascii), why->message);
+        d = json_pack("{s:s, s:s}", "code", clr_error_code_name(why->code), "error", ascii);
+    }
     const char *outcome = why->code == CLR_E_INVALID || why->code == CLR_E_LIMIT ||
                                   why->code == CLR_E_DENIED || why->code == CLR_E_UNAVAILABLE
                               ? "refused"

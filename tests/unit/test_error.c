@@ -82,6 +82,10 @@ static void test_cut_keeps_whole_characters(void **state)
     char u[] = "ab\xff";
     clr_utf8_trim_cut(u);
     assert_string_equal(u, "ab\xff");
+    /* the last resort: '?' for every byte that is not ASCII, cut at the buffer */
+    char a[6];
+    clr_text_ascii(a, sizeof(a), "a\xc3\xa9z\xffxyz");
+    assert_string_equal(a, "a??z?");
 }
 
 static void test_prefix_keeps_both(void **state)
