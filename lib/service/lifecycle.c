@@ -380,12 +380,12 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
     o.env = (const char *const *)env;
     o.snapshot_dir = from->snapshot_dir;
     o.workspace_from = from->workspace_dir;
-    /* Between the two containers the engine runs none of this sandbox: the reconcile pass must
-     * not take that for a death (it skips while this counter is up, as during a snapshot). */
     if (clr_sandbox_check_in_place(eng, &o, err) < 0) {
         svc_free_strv(env);
         return clr_error_prefix(err, "sandbox %s is not restored (it runs on as it was)", id);
     }
+    /* Between the two containers the engine runs none of this sandbox: the reconcile pass must
+     * not take that for a death (it skips while this counter is up, as during a snapshot). */
     atomic_fetch_add(&svc->snapshots_writing, 1);
     svc_set_restoring(svc, id);
     bool gone = false;
