@@ -48,15 +48,19 @@ test:
 coverage:
 	BUILD_COV=$(BUILD_COV) bash scripts/coverage.sh $(COVERAGE_ARGS)
 
-# Under ASan+UBSan: every suite but memcheck (valgrind cannot run ASan binaries) and the
-# disruptive dockerd restart (already run once by `test`).
+# Under ASan+UBSan: every suite but memcheck (valgrind cannot run ASan binaries), the disruptive
+# dockerd restart (already run once by `test`) and the in-sandbox tools (suite `tools`:
+# clearing-pycheck and clearing-ruff, whose C side is the plan run that `plans` drives here too).
+# The code interpreter's side-by-side test runs 4 sessions, not 20: the same C paths, a fifth of
+# the kernels. Both keep CI within its hour; the main suite runs all of it.
 test-sanitize:
 	@test -f $(BUILD_SAN)/build.ninja || meson setup $(BUILD_SAN) -Db_sanitize=address,undefined \
 	    -Db_lundef=false -Doptimization=1 >/dev/null
 	ninja -C $(BUILD_SAN)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
-	    meson test -C $(BUILD_SAN) --print-errorlogs --no-suite memcheck --no-suite disruptive
+	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp CODE_SESSIONS=4 \
+	    meson test -C $(BUILD_SAN) --print-errorlogs --no-suite memcheck --no-suite disruptive \
+	    --no-suite tools
 
 # libFuzzer harnesses (fuzz/, clang): every seed and past crash once, then 15 s of fuzzing per
 # harness from the seeds in a scratch directory; a crash fails the target. Long runs: bench/fuzz.sh.

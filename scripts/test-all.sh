@@ -3,10 +3,11 @@
 # coverage, the ASan+UBSan suite, the fuzz replay and a short fuzzing run. `make test` and
 # `.ci/run` run this.
 #
-# The main suite runs once, against the coverage build (scripts/coverage.sh: the same options
-# as build/ plus --coverage): a second run against build/ would add its whole duration again,
-# and the sanitizer suite already runs it a second time on another build. build/ is still built
-# (warnings are errors) and its unit tests run.
+# The main suite (unit tests included) runs once, against the coverage build (scripts/
+# coverage.sh: the same options as build/ plus --coverage): a second run against build/ would
+# add its whole duration again, and the sanitizer suite already runs it a second time on another
+# build. build/ is still built (warnings are errors). Each step says how long it took, so a CI
+# run that nears its hour shows where the time went.
 #
 # Where only the end of a CI log is kept, the end must say what broke: every step is named when
 # it starts, and a failure ends with the step that failed, the suites that failed in it and the
@@ -47,13 +48,16 @@ run_step() {
     step=$1
     shift
     printf '\n==== test-all: %s (%s)\n' "$step" "$*"
+    local t0
+    t0=$(date +%s)
     "$@"
     local rc=$?
+    printf '==== test-all: step "%s" took %d s (%d s since the start)\n' \
+        "$step" $(($(date +%s) - t0)) $(($(date +%s) - started))
     if [ $rc -ne 0 ]; then
         printf '\n==== test-all: FAILED at step "%s" (exit %d after %d s): %s\n' \
             "$step" "$rc" $(($(date +%s) - started)) "$*"
         case "$step" in
-            "unit tests") failed_suites "${BUILD:-build}" ;;
             "main suite with coverage") failed_suites "${BUILD_COV:-build-cov}" ;;
             "sanitizer suite") failed_suites "${BUILD_SAN:-build-sanitize}" ;;
             "fuzz replay") failed_suites "${BUILD_FUZZ:-build-fuzz}" ;;
@@ -65,7 +69,6 @@ run_step() {
 
 run_step "setup" bash scripts/setup.sh
 run_step "build" $MAKE --no-print-directory build
-run_step "unit tests" meson test -C "${BUILD:-build}" --print-errorlogs --suite unit
 run_step "main suite with coverage" env BUILD_COV="${BUILD_COV:-build-cov}" bash scripts/coverage.sh
 run_step "sanitizer suite" $MAKE --no-print-directory test-sanitize
 run_step "fuzz replay" $MAKE --no-print-directory test-fuzz-replay
@@ -75,9 +78,8 @@ printf '\n==== test-all: every step passed in %d s\n' $(($(date +%s) - started))
 # The coverage numbers (printed after the main suite) again, where the end of the log shows them.
 printf '\n==== test-all: line coverage of the main suite\n'
 cat "${BUILD_COV:-build-cov}/coverage-summary.txt"
-# One closing line over the four meson runs (unit on build/, main with coverage, sanitizers, fuzz
-# replay).
-python3 - "${BUILD:-build}" "${BUILD_COV:-build-cov}" "${BUILD_SAN:-build-sanitize}" \
+# One closing line over the three meson runs (main with coverage, sanitizers, fuzz replay).
+python3 - "${BUILD_COV:-build-cov}" "${BUILD_SAN:-build-sanitize}" \
     "${BUILD_FUZZ:-build-fuzz}" <<'PY'
 import json, sys
 ok = bad = skip = 0
