@@ -410,11 +410,13 @@ step_started() {
     step_id=$(grep -ohE 'sb-[0-9a-f]{16}' "$2" 2>/dev/null | head -1)
     [ -n "$step_id" ] && [ -e "$1/workspaces/$step_id/started" ]
 }
-# The daemon does not cancel a plan whose client went away: it runs to its end (here, the 10 s
-# step timeout) and must then remove its sandbox like any other.
-sed 's/sleep 600"}/sleep 600", timeout: 10s}/' "$D/plans/slow.yaml" >"$D/plans/slow10.yaml"
+# The daemon does not cancel a plan whose client went away: it runs to its end (here, the 30 s
+# step timeout) and must then remove its sandbox like any other. The timeout is a deadline for
+# the step to start and for this test to see its sandbox still listed after the disconnect (with
+# 10 s a loaded host could end the step, and remove the sandbox, before the check).
+sed 's/sleep 600"}/sleep 600", timeout: 30s}/' "$D/plans/slow.yaml" >"$D/plans/slow30.yaml"
 # -N: each event reaches the file as it comes, not when curl exits.
-"${S[@]}" -N -XPOST 'http://x/v1/plans?stream=true' -d "$(body "$API" "$D/plans/slow10.yaml")" >"$D/gone.ndjson" &
+"${S[@]}" -N -XPOST 'http://x/v1/plans?stream=true' -d "$(body "$API" "$D/plans/slow30.yaml")" >"$D/gone.ndjson" &
 client=$!
 wait_for 120 step_started "$D/api-state" "$D/gone.ndjson"
 gone_id=$step_id
@@ -423,7 +425,7 @@ check "API: the plan's sandbox runs its step when the client goes away" \
     '[ -n "$gone_id" ] && sandbox_listed "$gone_id"' \
     "sandbox ${gone_id:-? (no sandbox event or no started file within 120 s)}"
 check "API: a client that disconnects mid-plan leaves no sandbox behind" \
-    '[ -n "$gone_id" ] && wait_for 120 sandbox_gone "$gone_id"' "sandbox ${gone_id:-?} still there 120 s later"
+    '[ -n "$gone_id" ] && wait_for 180 sandbox_gone "$gone_id"' "sandbox ${gone_id:-?} still there 180 s later (its step ends at 30 s)"
 check "API: the daemon still answers after the disconnect" \
     '[ "$("${S[@]}" -o /dev/null -w "%{http_code}" http://x/v1/sandboxes)" = 200 ]'
 kill -TERM "$serve_pid"; wait "$serve_pid"; serve_pid=
