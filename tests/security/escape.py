@@ -107,7 +107,10 @@ class Api:
         if shell is not None:
             body['shell'] = shell
         body.setdefault('timeout', '30s')
-        r = self.req('POST', '/v1/sandboxes/%s/exec' % sid, body)
+        # The answer comes when the command ends: the socket waits out the command's timeout
+        # (scaled ones can pass 120 s on a loaded host), then 120 s more.
+        r = self.req('POST', '/v1/sandboxes/%s/exec' % sid, body,
+                     timeout=120 + duration_s(body['timeout']))
         check(r.status == 200, r)
         return r.json['result']
 
@@ -2497,6 +2500,13 @@ def copy_probe(sid):
         tf.addfile(ti, io.BytesIO(data))
     r = API.put_archive(sid, buf.getvalue())
     check(r.status == 201, r)
+
+
+def duration_s(text):
+    """Seconds of a duration as this suite writes them ('250ms', '30s', '5m', '1h')."""
+    m = re.fullmatch(r'([0-9.]+)(ms|s|m|h)', text)
+    check(m, 'not a duration of this suite: %r' % text)
+    return float(m.group(1)) * {'ms': 0.001, 's': 1, 'm': 60, 'h': 3600}[m.group(2)]
 
 
 def exec_latency(sid):
