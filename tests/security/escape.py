@@ -1007,8 +1007,12 @@ def _():
 @attack('clr-swap-race', 'symlink swap race during downloads (dir <-> link to the host decoy)')
 def _():
     out = {}
+    # 4000 swaps while the downloads below contend with them: the timeout is a deadline for the
+    # swaps to end, not a measurement, so generous and longer on a host whose trivial exec is
+    # slow (a fixed 20 s could end them on a loaded host, and the probe's 'exited' with it).
+    limit = max(60.0, round(500 * exec_overhead(A)))
     th = threading.Thread(target=lambda: out.update(
-        r=API.exec(A, [PROBE, 'swap_race', HOST['decoy'], '4000'], timeout='20s')))
+        r=API.exec(A, [PROBE, 'swap_race', HOST['decoy'], '4000'], timeout='%.0fs' % limit)))
     th.start()
     seen = set()
     n = 0
@@ -1017,7 +1021,8 @@ def _():
         seen.add(r.status)
         n += 1
         check(SECRET_TEXT.encode() not in r.body, 'the host decoy leaked through a race')
-    th.join(60)
+    th.join(limit + 60)
+    check('r' in out, 'the swap probe did not answer within %.0f s' % (limit + 60))
     check(out['r']['status'] == 'exited', out)
     check(seen <= {200, 400, 404, 409}, seen)
 
