@@ -165,6 +165,21 @@ async function call(client, name, args, opts) {
   return r;
 }
 
+// The median wall time (s) of a trivial exec through the MCP server: this run's scale for a
+// command's way through the daemon and gVisor, which the host's load stretches.
+async function execOverhead(client, sid) {
+  const took = [];
+  const failures = [];
+  for (let i = 0; i < 3; i++) {
+    const t0 = Date.now();
+    const r = await call(client, 'exec', { sandbox_id: sid, command: 'true' });
+    if (r.isError) failures.push(r);
+    took.push((Date.now() - t0) / 1000);
+  }
+  check('control: trivial execs succeed (the timeout scale)', failures.length === 0, failures);
+  return took.sort((x, y) => x - y)[1];
+}
+
 // read_file gives back any bytes exactly: NUL and non-UTF-8 bytes base64-encoded, a PNG also
 // as image content with its type (written with write_file's base64, so byte-exact).
 async function testBinaryFiles(client, st) {
@@ -490,7 +505,10 @@ async function testErrors(client, st) {
   r = await call(client, 'exec', { sandbox_id: 'sb-00000000000000ab', command: 'true' });
   check('an unknown sandbox: isError with the API\'s answer in words',
     r.isError === true && /sb-00000000000000ab/.test(text(r)) && /404/.test(text(r)), r);
-  r = await call(client, 'exec', { sandbox_id: st.a, command: 'echo before; sleep 600', timeout: 2 });
+  // The shell's start and its first line come before the timeout: a deadline scaled by what a
+  // trivial exec takes on this host in this run (a fixed 2 s could end it first under load).
+  const limit = Math.max(2, Math.ceil(20 * await execOverhead(client, st.a)));
+  r = await call(client, 'exec', { sandbox_id: st.a, command: 'echo before; sleep 600', timeout: limit });
   const tp = r.structuredContent?.process_id;
   const trec = tp && (await api('GET', `/v1/sandboxes/${st.a}/processes/${tp}`)).body;
   check('a command past its timeout: isError, status timed_out, its output, killed (REST API)',
