@@ -183,6 +183,10 @@ static void ms_unref(struct msession *ms)
 {
     pthread_mutex_lock(&ms->lock);
     int refs = --ms->refs;
+    /* A handler's end is use too: idle counts from the end of the last request, not its start
+     * (a call longer than mcp_idle_timeout must not leave its session due at once). */
+    if (refs > 0)
+        ms->used = now_s();
     pthread_mutex_unlock(&ms->lock);
     if (refs > 0)
         return;
