@@ -227,12 +227,14 @@ def test_stop_ends_sessions(d, port, made):
 
 
 def test_idle_reaper(made):
-    """A daemon whose mcp_idle_timeout is 2 s ends an idle session as DELETE would: its sandbox
-    destroyed, a kept one left running (the control that nothing else destroyed it)."""
+    """A daemon whose mcp_idle_timeout is 5 s ends an idle session as DELETE would: its sandbox
+    destroyed, a kept one left running (the control that nothing else destroyed it). Short, but
+    not shorter than a loaded host's pause between this test's requests on the session (the
+    reaper counts whole seconds: 2 s could be a little over 1)."""
     d = Daemon('mcp-idle', prefix='clr-mcphttp-')
     config = os.path.join(d.dir, 'serve.json')
     with open(config, 'w') as f:
-        json.dump({'mcp_idle_timeout': 2}, f)
+        json.dump({'mcp_idle_timeout': 5}, f)
     d.args = ['--config', config]
     try:
         d.start()
