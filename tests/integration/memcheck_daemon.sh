@@ -138,11 +138,12 @@ else
     ok "files written and read back under memcheck"
 fi
 
-# Stops on SIGTERM, then valgrind checks the heap: a minute at most (seconds here).
+# Stops on SIGTERM, then valgrind checks the heap: seconds on a quiet host; the deadline only
+# bounds a hang (the stop and the leak scan run under valgrind, which a loaded host stretches).
 kill -TERM "$vg"
-for _ in $(seq 1 600); do kill -0 "$vg" 2>/dev/null || break; sleep 0.1; done
+for _ in $(seq 1 1800); do kill -0 "$vg" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$vg" 2>/dev/null; then
-    not_ok "the daemon stopped within 60 s of SIGTERM"; kill -KILL "$vg"; wait "$vg"; vg=
+    not_ok "the daemon stopped within 180 s of SIGTERM"; kill -KILL "$vg"; wait "$vg"; vg=
 else
     wait "$vg"; rc=$?; vg=
     ok "the daemon stopped on SIGTERM"
