@@ -2236,13 +2236,17 @@ class T14RuntimeDeath(ApiTest):
         self.assertEqual(rc, 0, d.log_tail())
 
     def test_lost_sandbox_remains_go_at_its_expiry(self):
-        sid = self.create({'limits': {'lifetime': '10s'}, 'idle_timeout': 0})['id']
+        # The lifetime must outlast the create, the command, the kill and the daemon's noticing
+        # it (a loaded host took more than 10 s over them: the sandbox expired while it ran,
+        # before it was lost); the wait for the expiry below is that much longer.
+        sid = self.create({'limits': {'lifetime': '40s'}, 'idle_timeout': 0})['id']
         self.run_ok(sid, {'shell': 'echo before > /workspace/keep.txt'})
         self.kill_runtime(sid)
-        self.assertEqual(self.wait_not_running(sid)['state'], 'lost')
+        lost = self.wait_not_running(sid)
+        self.assertEqual(lost['state'], 'lost', 'precondition: lost before its expiry: %r' % lost)
         workspace = os.path.join(self.daemon.state, 'workspaces', sid)
         self.assertTrue(os.path.isdir(workspace))  # kept, until...
-        s = wait_for(lambda: (lambda j: j if j['state'] != 'lost' else None)(self.state(sid)), 90)
+        s = wait_for(lambda: (lambda j: j if j['state'] != 'lost' else None)(self.state(sid)), 130)
         self.assertIsNotNone(s, 'a lost sandbox past its expiry was not destroyed')
         self.assertEqual((s['state'], s['destroy_reason']), ('destroyed', 'expired'), s)
         self.assertTrue(wait_for(lambda: not os.path.exists(workspace) and docker(
