@@ -813,7 +813,9 @@ static int code_run_admitted(clr_service *svc, const char *id, const struct cell
         a = cell_exchange(s, &c, on_event != NULL, err);
         session_give(s);
     }
-    if (why[0]) {
+    /* A kernel replaced before the cell: said, unless the sandbox itself is gone (no kernel of
+     * it runs again). */
+    if (why[0] && strcmp(str_or(json_object_get(a, "status"), ""), "sandbox_failed") != 0) {
         json_object_set_new(a, "restarted", json_true());
         if (!json_is_string(json_object_get(a, "message")))
             json_object_set_new(a, "message", json_string(why));
