@@ -118,7 +118,9 @@ static int exit_for(json_t *a)
         return 124;
     if (strcmp(status, "oom") == 0)
         return 123;
-    if (strcmp(status, "died") == 0)
+    /* 122 as for run and exec: the kernel died, or its sandbox was destroyed or lost under
+     * the cell (sandbox_failed, as an exec's command in a removed sandbox). */
+    if (strcmp(status, "died") == 0 || strcmp(status, "sandbox_failed") == 0)
         return 122;
     return 1;
 }
@@ -132,7 +134,8 @@ static void code_usage(void)
            "e.g. clearing/datascience). Prints the cell's output and the value of its last\n"
            "expression; --images writes its images (matplotlib figures) to DIR. --restart\n"
            "gives a fresh kernel. Exit status: 0 ok, 1 the cell raised, 124 timeout,\n"
-           "123 out of memory, 122 the kernel died.\n");
+           "123 out of memory, 122 the kernel died or the sandbox was destroyed\n"
+           "(or lost) while the cell ran.\n");
 }
 
 static int code_restart(const char *id)

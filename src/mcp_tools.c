@@ -290,15 +290,16 @@ static const struct tool tools[] = {
      "its stdout, stderr, the value of its last expression (text/plain, text/html), its "
      "displays (a matplotlib figure as an image) and an error with its traceback. A cell past "
      "its timeout is interrupted (the state lives on; a second timeout in a row restarts the "
-     "kernel); an error, a timeout, running out of memory (oom) or a kernel that died is an "
-     "error result.",
+     "kernel); an error, a timeout, running out of memory (oom), a kernel that died or a "
+     "sandbox destroyed while the cell ran (sandbox_failed, the text says by what) is an error "
+     "result.",
      OBJ(SANDBOX_ID ", \"code\": {\"type\": \"string\", \"description\": \"Python source, "
                     "e.g. \\\"import pandas as pd\\\\ndf = pd.read_csv('data.csv')\\\\ndf.describe()\\\"\"}, "
                     "\"timeout\": {\"type\": \"integer\", \"minimum\": 1, \"maximum\": 3600, "
                     "\"description\": \"seconds before the cell is interrupted; default 30\"}",
          "\"sandbox_id\", \"code\""),
      "{\"type\": \"object\", \"properties\": {\"status\": {\"type\": \"string\", "
-     "\"description\": \"ok, error, timeout, oom, died\"}, \"execution_count\": {\"type\": "
+     "\"description\": \"ok, error, timeout, oom, died, sandbox_failed\"}, \"execution_count\": {\"type\": "
      "[\"integer\", \"null\"]}, \"stdout\": {\"type\": \"string\"}, \"stderr\": {\"type\": "
      "\"string\"}, \"result\": {\"type\": [\"object\", \"null\"]}, \"displays\": {\"type\": "
      "\"array\"}, \"error\": {\"type\": [\"object\", \"null\"]}, \"truncated\": {\"type\": "

@@ -20,9 +20,14 @@ static char *code_summary(const json_t *a)
     const json_t *e = json_object_get(a, "error");
     const char *tb = json_string_value(json_object_get(e, "traceback"));
     const char *msg = json_string_value(json_object_get(a, "message"));
+    /* No In [n] when the kernel did not answer (a sandbox destroyed under the cell, a kernel
+     * that died): the message says what happened. */
+    char count[32] = "";
+    const json_t *n = json_object_get(a, "execution_count");
+    if (json_is_integer(n))
+        snprintf(count, sizeof(count), ", In [%lld]", (long long)json_integer_value(n));
     char *s = NULL;
-    if (asprintf(&s, "status %s, In [%lld]%s%s%s%s%s%s%s%s%s%s", status,
-                 (long long)json_integer_value(json_object_get(a, "execution_count")),
+    if (asprintf(&s, "status %s%s%s%s%s%s%s%s%s%s%s%s", status, count,
                  *out ? "\nstdout:\n" : "", out, *err ? "\nstderr:\n" : "", err,
                  value ? "\nvalue: " : "", value ? value : "", tb ? "\nerror:\n" : "",
                  tb ? tb : "", msg ? "\n" : "", msg ? msg : "") < 0)

@@ -269,6 +269,31 @@ static json_t *own_answer(const char *status, bool restarted, const char *messag
                      "error", "truncated", 0, "restarted", restarted, "message", message);
 }
 
+json_t *svc_code_sandbox_gone(clr_service *svc, const char *id)
+{
+    char state[32], reason[CLR_STORE_REASON_MAX + 1], msg[400];
+    clr_error err = CLR_ERROR_INIT;
+    if (svc_row_state(svc, id, state, reason, &err) < 0) {
+        if (err.code != CLR_E_NOT_FOUND)
+            return NULL; /* unknown: the bridge's own account stands */
+        snprintf(msg, sizeof(msg), "the sandbox's record is gone: its code session ended");
+    } else if (strcmp(state, CLR_STATE_RUNNING) == 0) {
+        return NULL;
+    } else if (strcmp(state, CLR_STATE_LOST) == 0) {
+        snprintf(msg, sizeof(msg),
+                 "the sandbox was lost while the cell ran (%s); its workspace can still be read "
+                 "(files, diff) until it is destroyed",
+                 reason[0] ? reason : "unknown cause");
+    } else {
+        /* destroy_reason says by what: client (DELETE), expired (its lifetime), idle (the
+         * reaper), or a plan's reason. */
+        snprintf(msg, sizeof(msg), "the sandbox was %s while the cell ran (reason: %s)", state,
+                 reason[0] ? reason : "unknown");
+    }
+    clr_utf8_trim_cut(msg);
+    return own_answer("sandbox_failed", false, msg);
+}
+
 /* ---- the bridge ---- */
 
 static void bridge_output(void *ctx, clr_stream stream, const uint8_t *data, size_t len)
@@ -684,6 +709,10 @@ static json_t *cell_exchange(struct code_session *s, const struct cell *c, bool 
         a = own_answer("oom", true, "the cell went past the sandbox's memory limit: the kernel "
                                     "was killed (its state is gone); the next call starts a "
                                     "fresh one");
+    /* The bridge ended because its sandbox did (destroyed or lost under the cell): said as an
+     * exec's command is told, never as a kernel that died. */
+    else if ((a = svc_code_sandbox_gone(s->svc, s->sandbox_id)))
+        ;
     else if (rc == -2)
         a = own_answer("timeout", true, "the kernel did not answer after the cell's timeout: "
                                         "the code session was ended (its state is gone)");
@@ -762,19 +791,31 @@ static int code_run_admitted(clr_service *svc, const char *id, const struct cell
     }
     bool fresh;
     char why[200];
+    json_t *a = NULL;
     if (session_ready(s, 8 * c.cap + 64 * 1024, &fresh, why, sizeof(why), err) < 0) {
         session_give(s);
-        svc_audit_failure(svc, actor, id, "code", err);
-        return -1;
+        /* Its sandbox was destroyed while its kernel started: the cell's answer says so, as
+         * one destroyed under a running cell. */
+        a = svc_code_sandbox_gone(svc, id);
+        if (!a) {
+            svc_audit_failure(svc, actor, id, "code", err);
+            return -1;
+        }
+        *err = (clr_error)CLR_ERROR_INIT;
+        why[0] = '\0';
+    } else {
+        pthread_mutex_lock(&code_lock);
+        svc_code_lines_on_event(s->lines, on_event, ctx);
+        pthread_mutex_unlock(&code_lock);
+        /* Active from its start, as an exec: the idle reaper leaves a long cell's sandbox
+         * alone. */
+        clr_store_sandbox_touch(svc->store, id, svc_now_s(), NULL);
+        a = cell_exchange(s, &c, on_event != NULL, err);
+        session_give(s);
     }
-    pthread_mutex_lock(&code_lock);
-    svc_code_lines_on_event(s->lines, on_event, ctx);
-    pthread_mutex_unlock(&code_lock);
-    /* Active from its start, as an exec: the idle reaper leaves a long cell's sandbox alone. */
-    clr_store_sandbox_touch(svc->store, id, svc_now_s(), NULL);
-    json_t *a = cell_exchange(s, &c, on_event != NULL, err);
-    session_give(s);
-    if (why[0]) {
+    /* A kernel replaced before the cell: said, unless the sandbox itself is gone (no kernel of
+     * it runs again). */
+    if (why[0] && strcmp(str_or(json_object_get(a, "status"), ""), "sandbox_failed") != 0) {
         json_object_set_new(a, "restarted", json_true());
         if (!json_is_string(json_object_get(a, "message")))
             json_object_set_new(a, "message", json_string(why));

@@ -36,4 +36,11 @@ json_t *svc_code_lines_take(struct code_lines *r, const char **broken);
  * right types are kept (anything else is dropped); NULL when the line is no result. */
 json_t *svc_code_answer(json_t *line);
 
+/* When the sandbox id is no longer running (destroyed, lost, or its record gone), the answer a
+ * cell gets whose bridge ended under it: status "sandbox_failed" (as an exec's command whose
+ * sandbox is removed), a message naming the state and its reason (client, expired, idle, oom,
+ * ...), restarted false; NULL while it runs (or its row cannot be read): the bridge's own
+ * account stands. The caller owns the answer. */
+json_t *svc_code_sandbox_gone(clr_service *svc, const char *id);
+
 #endif

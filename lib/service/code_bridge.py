@@ -94,14 +94,25 @@ class Cell:
         self.idle = False
 
     def take(self, text):
+        """text, or as much of it as the cap has room for: the cap counts UTF-8 bytes (as an
+        exec's caps do), and a cut falls before the character that would cross it, never
+        inside one. Bytes, not characters, also bound the answer's line: json.dumps escapes a
+        byte into at most 6 (a control character), where a character could become 12 (an
+        emoji, a surrogate pair), past the daemon's line cap of 8 per byte of output_cap.
+        Lone surrogates (a kernel's JSON may carry them) count as the 3 bytes they encode to."""
         room = self.cap - self.used
         if room <= 0:
             self.truncated = True
             return None
-        if len(text) > room:
+        b = text.encode("utf-8", "surrogatepass")
+        if len(b) > room:
             self.truncated = True
-            text = text[:room]
-        self.used += len(text)
+            cut = room
+            while cut > 0 and (b[cut] & 0xC0) == 0x80:  # b[cut] continues a character
+                cut -= 1
+            b = b[:cut]
+            text = b.decode("utf-8", "surrogatepass")
+        self.used += len(b)
         return text
 
     def bundle(self, data):
@@ -113,9 +124,11 @@ class Cell:
             if not isinstance(v, str):
                 v = json.dumps(v)
                 if m == "application/json":
-                    v = json.loads(v) if self.take(v) is not None else None
-                    if v is not None:
-                        out[m] = v
+                    # Whole or not at all: a cut JSON text is no value.
+                    if self.take(v) == v:
+                        out[m] = json.loads(v)
+                    else:
+                        self.truncated = True
                     continue
             v = self.take(v)
             if v is not None:
@@ -242,4 +255,5 @@ def main():
     return 0
 
 
-sys.exit(main())
+if __name__ == "__main__":  # as the daemon runs it (python3 -c); the unit test imports it
+    sys.exit(main())

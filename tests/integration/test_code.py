@@ -243,6 +243,47 @@ class Code(unittest.TestCase):
         self.assertEqual(b['result']['text/plain'], '2')
         self.assertEqual(cell(self.c, sid, 'gone')['error']['name'], 'NameError')
 
+    def test_sandbox_destroyed_under_a_cell(self):
+        """DELETE while a cell runs: the cell's answer says the sandbox was destroyed and by
+        what (sandbox_failed, as an exec's command in a removed sandbox), never that the kernel
+        died; the record says so; a later cell is refused (409)."""
+        sid = self.sandbox()
+        events = []
+
+        def stream():
+            try:
+                conn = ct.connection(MAIN.sock, timeout=CELL_HTTP_TIMEOUT)
+                conn.request('POST', '/v1/sandboxes/%s/code?stream=true' % sid,
+                             json.dumps({'code': 'import time\nprint("started", flush=True)\n'
+                                                 'time.sleep(600)', 'timeout': '1h'}),
+                             {'Content-Type': 'application/json'})
+                for ev in ct.ndjson_events(conn.getresponse()):
+                    events.append(ev)
+            except Exception as e:  # seen below: the answer must come, not a cut
+                events.append({'event': 'cut', 'error': str(e)})
+        t = threading.Thread(target=stream)
+        t.start()
+        try:
+            self.assertTrue(wait_for(lambda: any(e.get('text') == 'started\n' for e in events),
+                                     CELL_HTTP_TIMEOUT), events)
+            r = self.c.delete('/v1/sandboxes/%s' % sid, timeout=300)
+            self.assertEqual(r.status, 204, r)
+            t.join(CELL_HTTP_TIMEOUT)
+            self.assertFalse(t.is_alive())
+        finally:
+            t.join(CELL_HTTP_TIMEOUT)
+        last = [e for e in events if e.get('event') != 'heartbeat'][-1]
+        self.assertEqual(last.get('event'), 'result', events)
+        self.assertEqual(last['status'], 'sandbox_failed', last)
+        self.assertIn('destroyed while the cell ran', last['message'])
+        self.assertIn('reason: client', last['message'])
+        self.assertNotIn('kernel', last['message'])
+        self.assertFalse(last['restarted'], last)
+        self.assertEqual([x['outcome'] for x in audit_records(MAIN, 'code')
+                          if x.get('sandbox') == sid], ['sandbox_failed'])
+        r = self.c.post('/v1/sandboxes/%s/code' % sid, {'code': '1'})
+        self.assertEqual(r.status, 409, r)
+
     def test_restart_endpoint(self):
         sid = self.sandbox()
         cell(self.c, sid, 'z = 5')

@@ -368,6 +368,39 @@ static void test_cell_takes_a_command_slot(void **state)
     svc->cfg.ntenants = 0;
 }
 
+static void expect_gone(clr_service *svc, const char *id, const char *says, const char *too)
+{
+    json_t *a = svc_code_sandbox_gone(svc, id);
+    assert_non_null(a);
+    assert_string_equal(json_string_value(json_object_get(a, "status")), "sandbox_failed");
+    const char *msg = json_string_value(json_object_get(a, "message"));
+    assert_non_null(msg);
+    if (!strstr(msg, says) || !strstr(msg, too))
+        fail_msg("message: %s", msg);
+    assert_null(strstr(msg, "kernel")); /* never told as a kernel that died */
+    assert_true(json_is_false(json_object_get(a, "restarted")));
+    assert_true(json_is_null(json_object_get(a, "execution_count")));
+    json_decref(a);
+}
+
+/* A cell whose bridge ended under it: while its sandbox runs, the bridge's own account stands
+ * (NULL: the control); once the sandbox is destroyed (by DELETE, its lifetime, the reaper) or
+ * lost, the answer is sandbox_failed naming the state and its reason, as an exec's. */
+static void test_sandbox_gone(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    assert_null(svc_code_sandbox_gone(svc, ID_A));
+    test_env_set_state(e, ID_A, CLR_STATE_DESTROYED, "client");
+    expect_gone(svc, ID_A, "destroyed while the cell ran", "reason: client");
+    test_env_set_state(e, ID_A, CLR_STATE_DESTROYED, "expired");
+    expect_gone(svc, ID_A, "destroyed while the cell ran", "reason: expired");
+    test_env_set_state(e, ID_A, CLR_STATE_DESTROYED, "idle");
+    expect_gone(svc, ID_A, "destroyed while the cell ran", "reason: idle");
+    expect_gone(svc, ID_L, "lost while the cell ran", "(oom)");
+    expect_gone(svc, NO_ROW, "record is gone", "session ended");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -379,6 +412,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bridge_that_ends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bridge_start_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cell_takes_a_command_slot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sandbox_gone, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -853,7 +853,8 @@ class SandboxSession:
                  output_cap: Optional[Size] = None) -> CodeResult:
         """POST .../code: a cell of Python in the sandbox's code session (a Jupyter kernel
         whose state lives from one call to the next). A cell that raises, times out or runs
-        out of memory is a result (status, error), not an exception."""
+        out of memory is a result (status, error), not an exception; so is a sandbox
+        destroyed under the cell (status sandbox_failed). output_cap counts UTF-8 bytes."""
         if not isinstance(code, str):
             raise InvalidArgument('code must be a string of Python source')
         body: Json = {'code': code}

@@ -501,7 +501,8 @@ class CodeError:
 
 @dataclass
 class CodeResult:
-    """A cell of the code interpreter (POST .../code): status ok, error, timeout, oom or died;
+    """A cell of the code interpreter (POST .../code): status ok, error, timeout, oom, died
+    or sandbox_failed (its sandbox was destroyed or lost while the cell ran: message says by what);
     result and each of displays map a MIME type to its content (image/png and image/jpeg
     base64: images() decodes them)."""
     status: str

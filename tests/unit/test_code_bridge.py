@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""The code interpreter's bridge (lib/service/code_bridge.py), its output cap, on the host: the
+cap counts UTF-8 bytes, as an exec's caps do, and a cut falls before the character that would
+cross it (never inside one); the answer's line stays within the daemon's line cap (8 bytes of
+JSON per byte of output_cap) whatever the characters. The bridge is imported, not run (no
+kernel: the integration suite's test_code.py runs it for real).
+
+usage: test_code_bridge.py SOURCE-ROOT
+"""
+import importlib.util
+import json
+import os
+import sys
+import unittest
+
+sys.dont_write_bytecode = True
+ROOT = sys.argv.pop(1) if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), '..', '..')
+SPEC = importlib.util.spec_from_file_location(
+    'code_bridge', os.path.join(os.path.abspath(ROOT), 'lib', 'service', 'code_bridge.py'))
+bridge = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(bridge)
+
+
+def stream(cell, name, text):
+    cell.on({'header': {'msg_type': 'stream'}, 'content': {'name': name, 'text': text}})
+
+
+def utf8_len(s):
+    return len(s.encode('utf-8', 'surrogatepass'))
+
+
+class Cap(unittest.TestCase):
+    def test_ascii_fits_exactly(self):
+        # The control: output of exactly the cap is kept whole, not truncated.
+        c = bridge.Cell(1024)
+        stream(c, 'stdout', 'a' * 1024)
+        self.assertEqual(''.join(c.stdout), 'a' * 1024)
+        self.assertFalse(c.truncated)
+        stream(c, 'stdout', 'b')
+        self.assertTrue(c.truncated)
+        self.assertEqual(''.join(c.stdout), 'a' * 1024)
+
+    def test_counts_bytes_not_characters(self):
+        c = bridge.Cell(1024)
+        stream(c, 'stdout', '\u00e9' * 600)  # 1200 bytes, 600 characters
+        out = ''.join(c.stdout)
+        self.assertTrue(c.truncated)
+        self.assertEqual(out, '\u00e9' * 512)  # counting characters would keep all 600
+        self.assertEqual(utf8_len(out), 1024)
+
+    def test_cut_before_a_character_that_would_cross(self):
+        for ch, size in (('\u20ac', 3), ('\U0001f600', 4), ('\u00e9', 2)):
+            c = bridge.Cell(1024)
+            text = 'ab' + ch * 1000
+            stream(c, 'stdout', text)
+            out = ''.join(c.stdout)
+            self.assertTrue(c.truncated)
+            n = utf8_len(out)
+            self.assertLessEqual(n, 1024)
+            self.assertGreater(n, 1024 - size)  # the cut is at the last whole character
+            self.assertTrue(text.startswith(out))
+            out.encode('utf-8')  # whole characters only: no lone surrogate, no broken byte
+
+    def test_shared_by_streams_and_results(self):
+        c = bridge.Cell(1024)
+        stream(c, 'stdout', 'x' * 1000)
+        stream(c, 'stderr', '\u20ac' * 10)  # 30 bytes, room for 24: 8 characters
+        self.assertEqual(''.join(c.stderr), '\u20ac' * 8)
+        self.assertTrue(c.truncated)
+        c.on({'header': {'msg_type': 'execute_result'},
+              'content': {'data': {'text/plain': 'late'}, 'execution_count': 1}})
+        self.assertEqual(c.result, {})  # no room left: nothing of it
+
+    def test_lone_surrogate_counts_its_bytes(self):
+        c = bridge.Cell(1024)
+        stream(c, 'stdout', 'a' * 1020 + '\ud800' + 'b')  # 1020 + 3 + 1 bytes
+        self.assertEqual(''.join(c.stdout), 'a' * 1020 + '\ud800' + 'b')
+        self.assertFalse(c.truncated)
+        c = bridge.Cell(1024)
+        stream(c, 'stdout', 'a' * 1022 + '\ud800')  # would be 1025: cut before it
+        self.assertEqual(''.join(c.stdout), 'a' * 1022)
+        self.assertTrue(c.truncated)
+
+    def test_json_value_whole_or_dropped(self):
+        c = bridge.Cell(1024)
+        small = {'a': [1, 2, 3]}
+        c.on({'header': {'msg_type': 'display_data'},
+              'content': {'data': {'application/json': small}}})
+        self.assertEqual(c.displays, [{'application/json': small}])
+        self.assertFalse(c.truncated)
+        big = {'k': 'v' * 2000}
+        c.on({'header': {'msg_type': 'display_data'},
+              'content': {'data': {'application/json': big, 'text/plain': 'x'}}})
+        self.assertTrue(c.truncated)
+        self.assertEqual(c.displays[-1], {'text/plain': 'x'})
+
+    def test_line_within_the_daemons_cap(self):
+        # The worst characters for JSON escaping fill the cap: the answer's line stays within
+        # 8 bytes a byte of the cap (lib/service/code.c's line cap), emoji included.
+        for ch in ('\x01', '\U0001f600', '\u20ac', '"'):
+            c = bridge.Cell(4096)
+            stream(c, 'stdout', ch * 10000)
+            line = json.dumps(bridge.finish(c, 'ok', None), separators=(',', ':'))
+            self.assertLessEqual(len(line.encode()), 8 * 4096 + 1024, ch)
+
+
+if __name__ == '__main__':
+    unittest.main(verbosity=2)
