@@ -138,6 +138,9 @@ CLR_PUBLIC int clr_store_snapshot_list(clr_store *st, const char *sandbox_id, co
                                        json_t **out, clr_error *err);
 /* Deleting a row that is gone is not an error. */
 CLR_PUBLIC int clr_store_snapshot_delete(clr_store *st, const char *id, clr_error *err);
+/* Marks the snapshot kept (the sweep no longer removes it with its sandbox; it still expires).
+ * CLR_E_NOT_FOUND if there is no such row. */
+CLR_PUBLIC int clr_store_snapshot_keep(clr_store *st, const char *id, clr_error *err);
 /* The bytes of every snapshot recorded: what the disk budget is checked against. */
 CLR_PUBLIC int clr_store_snapshot_total(clr_store *st, uint64_t *bytes, clr_error *err);
 CLR_PUBLIC int clr_store_sandbox_running_execs(clr_store *st, const char *sandbox_id, int *out,

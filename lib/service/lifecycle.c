@@ -352,6 +352,22 @@ static int restore_swap(clr_service *svc, clr_engine *eng, const clr_sandbox_opt
     return 0;
 }
 
+/* Snapshot snap (of sandbox id) marked kept, recorded first ("snapshot.keep", reason
+ * restore-failed): the sweep removes a destroyed sandbox's snapshots unless they are kept, and
+ * this one is what a retry (a fork) needs. A failure is logged: the sandbox goes regardless. */
+static void keep_snapshot(clr_service *svc, const char *id, const char *snap, const char *actor)
+{
+    clr_error err = CLR_ERROR_INIT;
+    json_t *d = json_pack("{s:s, s:s}", "snapshot", snap, "reason", "restore-failed");
+    int rc = clr_audit_append(svc->audit, actor, id, "snapshot.keep", "ok", d, &err);
+    json_decref(d);
+    if (rc == 0)
+        rc = clr_store_snapshot_keep(svc->store, snap, &err);
+    if (rc < 0)
+        clr_log(CLR_LOG_ERROR, "restore.snapshot_not_kept", "id", id, "snapshot", snap, "error",
+                err.message, NULL);
+}
+
 int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
                          const struct svc_fork *from, const char *actor, clr_error *err)
 {
@@ -401,8 +417,12 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
     if (rc == 0 || !gone)
         return rc;
     /* Its container is gone and no new one runs: the sandbox ends here, recorded, rather than
-     * a row that claims a container it does not have. */
+     * a row that claims a container it does not have. The snapshot it was restored from is
+     * kept first: the sweep would remove it with the sandbox, and it is what a retry (a fork)
+     * needs. */
     clr_error derr = CLR_ERROR_INIT;
+    if (from->snapshot_id)
+        keep_snapshot(svc, id, from->snapshot_id, actor);
     if (svc_destroy_locked(svc, id, "restore-failed", actor, &derr) < 0)
         clr_log(CLR_LOG_ERROR, "restore.destroy_failed", "id", id, "error", derr.message,
                 "detail", "the reconcile pass marks it lost", NULL);

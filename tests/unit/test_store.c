@@ -916,7 +916,8 @@ static void test_exec_insert_and_finish_touch_in_one_commit(void **state)
 }
 
 /* Snapshot rows: a row reads back as written, lists filter by sandbox and tenant, the total
- * adds the sizes, a deleted row is gone (and deleting it again is not an error). */
+ * adds the sizes, a row can be marked kept (a failed restore's), a deleted row is gone (and
+ * deleting it again is not an error). */
 static void test_snapshot_rows(void **state)
 {
     struct fixture *fx = *state;
@@ -945,6 +946,13 @@ static void test_snapshot_rows(void **state)
     assert_true(json_is_null(json_object_get(one, "parent")));
     assert_false(json_is_true(json_object_get(one, "keep")));
     json_decref(one);
+    assert_int_equal(clr_store_snapshot_keep(fx->st, rows[0][0], &err), 0);
+    assert_int_equal(clr_store_snapshot_get(fx->st, rows[0][0], &one, &err), 0);
+    assert_true(json_is_true(json_object_get(one, "keep")));
+    json_decref(one);
+    assert_int_equal(clr_store_snapshot_keep(fx->st, "snap-00000000000000ff", &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    err = (clr_error)CLR_ERROR_INIT;
     json_t *list = NULL;
     assert_int_equal(clr_store_snapshot_list(fx->st, "sb-a", NULL, &list, &err), 0);
     assert_int_equal(json_array_size(list), 2);
