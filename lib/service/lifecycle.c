@@ -322,6 +322,8 @@ static int restore_swap(clr_service *svc, clr_engine *eng, const clr_sandbox_opt
     clr_sandbox *sb = NULL;
     if (clr_sandbox_create(&sb, eng, o, err) < 0)
         return -1;
+    /* A daemon that dies before this leaves the old id in the row: its recovery records the
+     * container that runs under the sandbox's labels (reaper.c, container_recorded). */
     rc = clr_store_sandbox_set_container(svc->store, id, clr_sandbox_get_info(sb)->container_id,
                                          err);
     if (rc < 0) {
