@@ -224,6 +224,7 @@ static int create_with(clr_service *svc, json_t *req, const char *tenant, const 
         return -1;
     }
     create_row(&c, json_object_get(req, "metadata"));
+    c.row.attached = c.ch != NULL; /* a pooled sandbox's channel is attached already */
     svc_free_strv(c.env);
     int rc = clr_store_sandbox_insert(svc->store, &c.row, err);
     json_t *jpolicy = egress ? clr_egress_policy_to_json(egress) : NULL;
