@@ -288,22 +288,6 @@ int clr_service_create(clr_service *svc, json_t *req, const char *tenant, const 
     return rc;
 }
 
-/* The sandbox's environment as its row recorded it ("KEY=VALUE"; svc_free_strv), or NULL. */
-static char **row_env(const clr_store_sandbox *row)
-{
-    size_t n = json_array_size(row->env);
-    char **v = calloc(n + 1, sizeof(char *));
-    for (size_t i = 0; v && i < n; i++) {
-        const char *e = json_string_value(json_array_get(row->env, i));
-        v[i] = strdup(e ? e : "");
-        if (!v[i]) {
-            svc_free_strv(v);
-            return NULL;
-        }
-    }
-    return v;
-}
-
 /* The old container removed, the new one made from the snapshot and recorded as the row's.
  * *gone: the old container is no longer there to fall back on. */
 static int restore_swap(clr_service *svc, clr_engine *eng, const clr_sandbox_options *o,
@@ -382,7 +366,7 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
         clr_store_sandbox_clear(&row);
         return -1;
     }
-    char **env = row_env(&row);
+    char **env = svc_row_env(&row, NULL);
     clr_store_sandbox_clear(&row);
     if (!env)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
