@@ -29,6 +29,28 @@ struct create {
     clr_store_sandbox row;
 };
 
+/* Whether a sandbox under this egress policy has the proxy inside, which listens once a host
+ * attached the live channel: the channel is attached at its create (or restore), not at its
+ * first command. One answer for the create and the restore. */
+static bool egress_needs_channel(const clr_egress_policy *policy)
+{
+    return policy && policy->n > 0;
+}
+
+/* The same for the policy stored on the sandbox's row (an unreadable one: no proxy). */
+static bool stored_egress_needs_channel(clr_service *svc, const char *id)
+{
+    json_t *jpolicy = NULL;
+    clr_egress_policy *policy = NULL;
+    clr_error lerr = CLR_ERROR_INIT;
+    clr_store_sandbox_get_egress(svc->store, id, &jpolicy, &lerr);
+    bool need = jpolicy && clr_egress_policy_parse(&policy, jpolicy, &lerr) == 0 &&
+                egress_needs_channel(policy);
+    json_decref(jpolicy);
+    clr_egress_policy_free(policy);
+    return need;
+}
+
 /* The sandbox's options: the request over the daemon's defaults, checked against what the
  * operator allows (images, repo_roots). c->env is set even on failure (the caller frees it). */
 static int create_options(clr_service *svc, json_t *req, const char *tenant,
@@ -49,7 +71,7 @@ static int create_options(clr_service *svc, json_t *req, const char *tenant,
         return -1;
     if (svc_image_allowed(svc, c->o.image, err) < 0)
         return -1;
-    if (egress && egress->n) {
+    if (egress_needs_channel(egress)) {
         if (svc_add_proxy_env(&c->env) < 0)
             return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
         c->o.env = (const char *const *)c->env;
@@ -250,7 +272,7 @@ static int create_with(clr_service *svc, json_t *req, const char *tenant, const 
     if (jpolicy)
         json_object_set_new(*out, "egress", jpolicy);
     clr_store_sandbox_clear(&c.row);
-    if (egress && egress->n)
+    if (egress_needs_channel(egress))
         create_attach_proxy(svc, json_string_value(json_object_get(*out, "id")));
     return 0;
 }
@@ -321,14 +343,8 @@ static int restore_swap(clr_service *svc, clr_engine *eng, const clr_sandbox_opt
      * As after a create, the channel is attached now only when the egress proxy needs it (it
      * listens once a host attached); otherwise the next command attaches it. */
     svc_live_drop(svc, id);
-    json_t *jpolicy = NULL;
-    clr_egress_policy *policy = NULL;
+    bool proxy = stored_egress_needs_channel(svc, id);
     clr_error lerr = CLR_ERROR_INIT;
-    clr_store_sandbox_get_egress(svc->store, id, &jpolicy, &lerr);
-    bool proxy = jpolicy && clr_egress_policy_parse(&policy, jpolicy, &lerr) == 0 && policy &&
-                 policy->n > 0;
-    json_decref(jpolicy);
-    clr_egress_policy_free(policy);
     struct live_sb *lv = NULL;
     if (!proxy)
         clr_sandbox_free(sb);
