@@ -70,6 +70,9 @@ static const char *const migrations[] = {
     "  source TEXT NOT NULL"
     ");"
     "CREATE INDEX IF NOT EXISTS snapshots_sandbox ON snapshots(sandbox_id);",
+    /* 7: whether the sandbox's live channel was ever attached (sticky; rows of older daemons:
+     * not known, 0, and attached again by the start's recovery when they run) */
+    "ALTER TABLE sandboxes ADD COLUMN attached INTEGER NOT NULL DEFAULT 0;",
 };
 
 /* An SQLite failure as a clr_error. The two an operator must act on say so and name the file: a
@@ -263,7 +266,7 @@ int clr_store_sandbox_insert(clr_store *st, const clr_store_sandbox *s, clr_erro
     static const char sql[] =
         "INSERT INTO sandboxes (id, container_id, image, runtime, insecure, state, created_at,"
         " expires_at, max_expires_at, idle_timeout_s, last_active_at, limits, metadata, env,"
-        " recovered, tenant) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+        " recovered, tenant, attached) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
         return db_error(st, err, "insert sandbox");
@@ -289,6 +292,7 @@ int clr_store_sandbox_insert(clr_store *st, const clr_store_sandbox *s, clr_erro
     sqlite3_bind_int(q, 15, s->recovered);
     sqlite3_bind_text(q, 16, s->info.tenant[0] ? s->info.tenant : CLR_TENANT_DEFAULT, -1,
                       SQLITE_STATIC);
+    sqlite3_bind_int(q, 17, s->attached);
     int rc = sqlite3_step(q);
     sqlite3_finalize(q);
     if (rc != SQLITE_DONE)
@@ -318,7 +322,7 @@ static size_t utf8_prefix(const char *s, size_t max)
 #define SANDBOX_COLUMNS                                                                          \
     "id, container_id, image, runtime, insecure, state, created_at, expires_at,"                \
     " max_expires_at, idle_timeout_s, last_active_at, destroyed_at, destroy_reason, limits,"   \
-    " metadata, env, recovered, tenant"
+    " metadata, env, recovered, tenant, attached"
 
 static void row_to_sandbox(sqlite3_stmt *q, clr_store_sandbox *s)
 {
@@ -352,6 +356,7 @@ static void row_to_sandbox(sqlite3_stmt *q, clr_store_sandbox *s)
         s->env = json_array();
     s->recovered = sqlite3_column_int(q, 16) != 0;
     copy_col(s->info.tenant, sizeof(s->info.tenant), q, 17);
+    s->attached = sqlite3_column_int(q, 18) != 0;
 }
 
 int clr_store_sandbox_get(clr_store *st, const char *id, clr_store_sandbox *out, clr_error *err)
@@ -490,6 +495,14 @@ int clr_store_sandbox_set_expiry(clr_store *st, const char *id, int64_t expires_
 {
     int n = update(st, "UPDATE sandboxes SET expires_at = ? WHERE id = ?", "it", err, expires_at,
                    id);
+    if (n < 0)
+        return -1;
+    return n == 0 ? clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id) : 0;
+}
+
+int clr_store_sandbox_set_attached(clr_store *st, const char *id, clr_error *err)
+{
+    int n = update(st, "UPDATE sandboxes SET attached = 1 WHERE id = ?", "t", err, id);
     if (n < 0)
         return -1;
     return n == 0 ? clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id) : 0;
@@ -863,6 +876,14 @@ int clr_store_snapshot_delete(clr_store *st, const char *id, clr_error *err)
 {
     int n = update(st, "DELETE FROM snapshots WHERE id = ?", "t", err, id);
     return n < 0 ? -1 : 0;
+}
+
+int clr_store_snapshot_keep(clr_store *st, const char *id, clr_error *err)
+{
+    int n = update(st, "UPDATE snapshots SET keep = 1 WHERE id = ?", "t", err, id);
+    if (n < 0)
+        return -1;
+    return n ? 0 : clr_error_set(err, CLR_E_NOT_FOUND, 0, "no snapshot %s", id);
 }
 
 int clr_store_snapshot_total(clr_store *st, uint64_t *bytes, clr_error *err)

@@ -258,7 +258,7 @@ CLR_PUBLIC int clr_service_snapshot_delete(clr_service *svc, const char *sandbox
  * lost). The snapshot is verified whole first (CLR_E_CONFLICT when corrupt: nothing changed);
  * another tenant's is CLR_E_NOT_FOUND, another sandbox's CLR_E_INVALID; CLR_E_UNSUPPORTED
  * without checkpoints. A failure after the old container went destroys the sandbox (the error
- * says so). Recorded as "sandbox.restore" first. *out as clr_service_get's, with "snapshot". */
+ * says so) and marks the snapshot kept (it outlives the sandbox). Recorded as "sandbox.restore" first. *out as clr_service_get's, with "snapshot". */
 CLR_PUBLIC int clr_service_restore(clr_service *svc, const char *id, json_t *request,
                                    const char *actor, json_t **out, clr_error *err);
 /* A new sandbox from a snapshot of tenant's (NULL: any): request {"snapshot": id, "limits",

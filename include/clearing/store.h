@@ -37,6 +37,9 @@ typedef struct clr_store_sandbox {
      * old one was moved aside): its metadata, environment and egress policy were not on the
      * labels and are gone. */
     bool recovered;
+    /* Its live channel was attached at some time (never cleared): runsc cannot restore a
+     * checkpoint taken since, so its snapshots say so (lib/service/snapshots.c). */
+    bool attached;
 } clr_store_sandbox;
 
 CLR_PUBLIC void clr_store_sandbox_clear(clr_store_sandbox *s);
@@ -71,6 +74,9 @@ CLR_PUBLIC int clr_store_sandbox_touch(clr_store *st, const char *id, int64_t wh
                                        clr_error *err);
 CLR_PUBLIC int clr_store_sandbox_set_expiry(clr_store *st, const char *id, int64_t expires_at,
                                             clr_error *err);
+/* Marks the sandbox's live channel attached (sticky: nothing clears it). CLR_E_NOT_FOUND if
+ * there is no such row. */
+CLR_PUBLIC int clr_store_sandbox_set_attached(clr_store *st, const char *id, clr_error *err);
 /* The sandbox's container is another now (a restore in place, issue #22). */
 CLR_PUBLIC int clr_store_sandbox_set_container(clr_store *st, const char *id,
                                                const char *container_id, clr_error *err);
@@ -138,6 +144,9 @@ CLR_PUBLIC int clr_store_snapshot_list(clr_store *st, const char *sandbox_id, co
                                        json_t **out, clr_error *err);
 /* Deleting a row that is gone is not an error. */
 CLR_PUBLIC int clr_store_snapshot_delete(clr_store *st, const char *id, clr_error *err);
+/* Marks the snapshot kept (the sweep no longer removes it with its sandbox; it still expires).
+ * CLR_E_NOT_FOUND if there is no such row. */
+CLR_PUBLIC int clr_store_snapshot_keep(clr_store *st, const char *id, clr_error *err);
 /* The bytes of every snapshot recorded: what the disk budget is checked against. */
 CLR_PUBLIC int clr_store_snapshot_total(clr_store *st, uint64_t *bytes, clr_error *err);
 CLR_PUBLIC int clr_store_sandbox_running_execs(clr_store *st, const char *sandbox_id, int *out,

@@ -57,17 +57,7 @@ int svc_command_bind(clr_service *svc, struct command *c, const char *id, clr_er
     char state[32], reason[CLR_STORE_REASON_MAX + 1];
     snprintf(state, sizeof(state), "%s", row.info.state);
     snprintf(reason, sizeof(reason), "%s", row.destroy_reason);
-    size_t nrow = json_array_size(row.env), nreq = 0;
-    while (c->env && c->env[nreq])
-        nreq++;
-    c->all_env = calloc(nrow + nreq + 1, sizeof(char *));
-    if (c->all_env) {
-        size_t k = 0, i;
-        json_t *e;
-        json_array_foreach(row.env, i, e) c->all_env[k++] = strdup(json_string_value(e));
-        for (i = 0; i < nreq; i++)
-            c->all_env[k++] = strdup(c->env[i]);
-    }
+    c->all_env = svc_row_env(&row, (const char *const *)c->env);
     clr_store_sandbox_clear(&row);
     if (!c->all_env)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");

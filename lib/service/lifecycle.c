@@ -29,6 +29,28 @@ struct create {
     clr_store_sandbox row;
 };
 
+/* Whether a sandbox under this egress policy has the proxy inside, which listens once a host
+ * attached the live channel: the channel is attached at its create (or restore), not at its
+ * first command. One answer for the create and the restore. */
+static bool egress_needs_channel(const clr_egress_policy *policy)
+{
+    return policy && policy->n > 0;
+}
+
+/* The same for the policy stored on the sandbox's row (an unreadable one: no proxy). */
+static bool stored_egress_needs_channel(clr_service *svc, const char *id)
+{
+    json_t *jpolicy = NULL;
+    clr_egress_policy *policy = NULL;
+    clr_error lerr = CLR_ERROR_INIT;
+    clr_store_sandbox_get_egress(svc->store, id, &jpolicy, &lerr);
+    bool need = jpolicy && clr_egress_policy_parse(&policy, jpolicy, &lerr) == 0 &&
+                egress_needs_channel(policy);
+    json_decref(jpolicy);
+    clr_egress_policy_free(policy);
+    return need;
+}
+
 /* The sandbox's options: the request over the daemon's defaults, checked against what the
  * operator allows (images, repo_roots). c->env is set even on failure (the caller frees it). */
 static int create_options(clr_service *svc, json_t *req, const char *tenant,
@@ -49,7 +71,7 @@ static int create_options(clr_service *svc, json_t *req, const char *tenant,
         return -1;
     if (svc_image_allowed(svc, c->o.image, err) < 0)
         return -1;
-    if (egress && egress->n) {
+    if (egress_needs_channel(egress)) {
         if (svc_add_proxy_env(&c->env) < 0)
             return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
         c->o.env = (const char *const *)c->env;
@@ -224,6 +246,7 @@ static int create_with(clr_service *svc, json_t *req, const char *tenant, const 
         return -1;
     }
     create_row(&c, json_object_get(req, "metadata"));
+    c.row.attached = c.ch != NULL; /* a pooled sandbox's channel is attached already */
     svc_free_strv(c.env);
     int rc = clr_store_sandbox_insert(svc->store, &c.row, err);
     json_t *jpolicy = egress ? clr_egress_policy_to_json(egress) : NULL;
@@ -249,7 +272,7 @@ static int create_with(clr_service *svc, json_t *req, const char *tenant, const 
     if (jpolicy)
         json_object_set_new(*out, "egress", jpolicy);
     clr_store_sandbox_clear(&c.row);
-    if (egress && egress->n)
+    if (egress_needs_channel(egress))
         create_attach_proxy(svc, json_string_value(json_object_get(*out, "id")));
     return 0;
 }
@@ -287,22 +310,6 @@ int clr_service_create(clr_service *svc, json_t *req, const char *tenant, const 
     return rc;
 }
 
-/* The sandbox's environment as its row recorded it ("KEY=VALUE"; svc_free_strv), or NULL. */
-static char **row_env(const clr_store_sandbox *row)
-{
-    size_t n = json_array_size(row->env);
-    char **v = calloc(n + 1, sizeof(char *));
-    for (size_t i = 0; v && i < n; i++) {
-        const char *e = json_string_value(json_array_get(row->env, i));
-        v[i] = strdup(e ? e : "");
-        if (!v[i]) {
-            svc_free_strv(v);
-            return NULL;
-        }
-    }
-    return v;
-}
-
 /* The old container removed, the new one made from the snapshot and recorded as the row's.
  * *gone: the old container is no longer there to fall back on. */
 static int restore_swap(clr_service *svc, clr_engine *eng, const clr_sandbox_options *o,
@@ -322,6 +329,8 @@ static int restore_swap(clr_service *svc, clr_engine *eng, const clr_sandbox_opt
     clr_sandbox *sb = NULL;
     if (clr_sandbox_create(&sb, eng, o, err) < 0)
         return -1;
+    /* A daemon that dies before this leaves the old id in the row: its recovery records the
+     * container that runs under the sandbox's labels (reaper.c, container_recorded). */
     rc = clr_store_sandbox_set_container(svc->store, id, clr_sandbox_get_info(sb)->container_id,
                                          err);
     if (rc < 0) {
@@ -334,14 +343,8 @@ static int restore_swap(clr_service *svc, clr_engine *eng, const clr_sandbox_opt
      * As after a create, the channel is attached now only when the egress proxy needs it (it
      * listens once a host attached); otherwise the next command attaches it. */
     svc_live_drop(svc, id);
-    json_t *jpolicy = NULL;
-    clr_egress_policy *policy = NULL;
+    bool proxy = stored_egress_needs_channel(svc, id);
     clr_error lerr = CLR_ERROR_INIT;
-    clr_store_sandbox_get_egress(svc->store, id, &jpolicy, &lerr);
-    bool proxy = jpolicy && clr_egress_policy_parse(&policy, jpolicy, &lerr) == 0 && policy &&
-                 policy->n > 0;
-    json_decref(jpolicy);
-    clr_egress_policy_free(policy);
     struct live_sb *lv = NULL;
     if (!proxy)
         clr_sandbox_free(sb);
@@ -350,6 +353,22 @@ static int restore_swap(clr_service *svc, clr_engine *eng, const clr_sandbox_opt
     else
         clr_log(CLR_LOG_WARN, "restore.channel_lost", "id", id, "error", lerr.message, NULL);
     return 0;
+}
+
+/* Snapshot snap (of sandbox id) marked kept, recorded first ("snapshot.keep", reason
+ * restore-failed): the sweep removes a destroyed sandbox's snapshots unless they are kept, and
+ * this one is what a retry (a fork) needs. A failure is logged: the sandbox goes regardless. */
+static void keep_snapshot(clr_service *svc, const char *id, const char *snap, const char *actor)
+{
+    clr_error err = CLR_ERROR_INIT;
+    json_t *d = json_pack("{s:s, s:s}", "snapshot", snap, "reason", "restore-failed");
+    int rc = clr_audit_append(svc->audit, actor, id, "snapshot.keep", "ok", d, &err);
+    json_decref(d);
+    if (rc == 0)
+        rc = clr_store_snapshot_keep(svc->store, snap, &err);
+    if (rc < 0)
+        clr_log(CLR_LOG_ERROR, "restore.snapshot_not_kept", "id", id, "snapshot", snap, "error",
+                err.message, NULL);
 }
 
 int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
@@ -363,7 +382,7 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
         clr_store_sandbox_clear(&row);
         return -1;
     }
-    char **env = row_env(&row);
+    char **env = svc_row_env(&row, NULL);
     clr_store_sandbox_clear(&row);
     if (!env)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
@@ -401,8 +420,12 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
     if (rc == 0 || !gone)
         return rc;
     /* Its container is gone and no new one runs: the sandbox ends here, recorded, rather than
-     * a row that claims a container it does not have. */
+     * a row that claims a container it does not have. The snapshot it was restored from is
+     * kept first: the sweep would remove it with the sandbox, and it is what a retry (a fork)
+     * needs. */
     clr_error derr = CLR_ERROR_INIT;
+    if (from->snapshot_id)
+        keep_snapshot(svc, id, from->snapshot_id, actor);
     if (svc_destroy_locked(svc, id, "restore-failed", actor, &derr) < 0)
         clr_log(CLR_LOG_ERROR, "restore.destroy_failed", "id", id, "error", derr.message,
                 "detail", "the reconcile pass marks it lost", NULL);

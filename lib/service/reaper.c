@@ -112,13 +112,19 @@ static void snapshot_free(clr_service *svc, struct snapshot *sn)
     svc_engine_put(svc, sn->eng, false);
 }
 
-static bool snapshot_running(const struct snapshot *sn, const char *id)
+/* The engine's running container of sandbox id (found by its labels), or NULL. */
+static const clr_sandbox_info *snapshot_running_info(const struct snapshot *sn, const char *id)
 {
     for (size_t j = 0; j < sn->nlive; j++) {
         if (strcmp(sn->live[j].id, id) == 0 && strcmp(sn->live[j].state, "running") == 0)
-            return true;
+            return &sn->live[j];
     }
-    return false;
+    return NULL;
+}
+
+static bool snapshot_running(const struct snapshot *sn, const char *id)
+{
+    return snapshot_running_info(sn, id) != NULL;
 }
 
 /* A running row without a running container becomes lost, once, whoever sees it first (the
@@ -348,6 +354,26 @@ static void recover_plans(clr_service *svc)
     free(rows);
 }
 
+/* The row names the container that runs as its sandbox (the engine's, found by its labels),
+ * re-recorded when it names another: a daemon that died in a restore between the new
+ * container's create and its record left the old container's id in the row (lifecycle.c's
+ * restore_swap), which a snapshot would checkpoint. False when that cannot be recorded. */
+static bool container_recorded(clr_service *svc, const clr_store_sandbox *row,
+                               const clr_sandbox_info *run)
+{
+    if (strcmp(row->info.container_id, run->container_id) == 0)
+        return true;
+    clr_error lerr = CLR_ERROR_INIT;
+    if (clr_store_sandbox_set_container(svc->store, row->info.id, run->container_id, &lerr) < 0) {
+        clr_log(CLR_LOG_ERROR, "recover.container_unrecorded", "id", row->info.id, "container",
+                run->container_id, "error", lerr.message, NULL);
+        return false;
+    }
+    clr_log(CLR_LOG_WARN, "recover.container_rerecorded", "id", row->info.id, "was",
+            row->info.container_id, "container", run->container_id, NULL);
+    return true;
+}
+
 /* After a restart: keep what still runs, mark what vanished, remove what we do not know (but
  * adopt what runs when the database is new: see adopt_recovered). */
 int svc_recover(clr_service *svc, clr_error *err)
@@ -356,7 +382,11 @@ int svc_recover(clr_service *svc, clr_error *err)
     if (snapshot_load(svc, &sn, err) < 0)
         return -1;
     for (size_t i = 0; i < sn.n; i++) {
-        if (snapshot_running(&sn, sn.rows[i].info.id)) {
+        const clr_sandbox_info *run = snapshot_running_info(&sn, sn.rows[i].info.id);
+        if (run && !container_recorded(svc, &sn.rows[i], run)) {
+            svc_mark_lost(svc, sn.rows[i].info.id, "recovery",
+                          "its container could not be recorded after a restore");
+        } else if (run) {
             atomic_fetch_add(&svc->adopted, 1);
             clr_log(CLR_LOG_INFO, "recover.adopted", "id", sn.rows[i].info.id, NULL);
             /* Attach again: the agent replays the results of commands that ended while the

@@ -262,3 +262,21 @@ bool svc_lost_row(clr_service *svc, const char *id)
     clr_error err = CLR_ERROR_INIT;
     return svc_row_state(svc, id, state, reason, &err) == 0 && strcmp(state, CLR_STATE_LOST) == 0;
 }
+
+char **svc_row_env(const clr_store_sandbox *row, const char *const *extra)
+{
+    size_t nrow = json_array_size(row->env), nextra = 0;
+    while (extra && extra[nextra])
+        nextra++;
+    char **v = calloc(nrow + nextra + 1, sizeof(char *));
+    for (size_t i = 0; v && i < nrow + nextra; i++) {
+        const char *e = i < nrow ? json_string_value(json_array_get(row->env, i))
+                                 : extra[i - nrow];
+        v[i] = strdup(e ? e : "");
+        if (!v[i]) {
+            svc_free_strv(v);
+            return NULL;
+        }
+    }
+    return v;
+}

@@ -25,6 +25,10 @@ int svc_row_state(clr_service *svc, const char *id, char state[32],
 int svc_row_tenant(clr_service *svc, const char *id, char tenant[CLR_TENANT_MAX + 1],
                    clr_error *err);
 
+/* The sandbox's environment as its row recorded it ("KEY=VALUE"), then extra's (NULL: none),
+ * NULL-terminated (svc_free_strv), or NULL when out of memory. */
+char **svc_row_env(const clr_store_sandbox *row, const char *const *extra);
+
 /* Whether the database has the sandbox as running; -1 when it has no row for it (404). */
 int svc_row_running(clr_service *svc, const char *id, bool *running, clr_error *err);
 

@@ -87,23 +87,15 @@ static int take(clr_service *svc, clr_engine *eng, const clr_store_sandbox *sb, 
     return rc;
 }
 
-/* Whether the sandbox's live channel is attached (its first command, a pool or an egress proxy
- * attached it): runsc 0.0~20240729 checkpoints such a sandbox but cannot restore it ("no host
- * FD available for :host:0", docs/OPERATIONS.md), so its snapshots are refused by fork and
- * restore before anything is made or removed. */
-static bool channel_attached(clr_service *svc, const char *id)
-{
-    pthread_mutex_lock(&svc->live_lock);
-    struct live_sb *lv = *svc_live_find_locked(svc, id);
-    bool attached = lv && lv->ch;
-    pthread_mutex_unlock(&svc->live_lock);
-    return attached;
-}
-
-/* A snapshot whose sandbox had its channel attached: refused with what to do instead. */
+/* A snapshot whose sandbox had its channel attached (its first command, a pool or an egress
+ * proxy attached it; the row's sticky flag, set before the attach, channels.c): runsc
+ * 0.0~20240729 checkpoints such a sandbox but cannot restore it ("no host FD available for
+ * :host:0", docs/OPERATIONS.md), so it is refused by fork and restore before anything is made or
+ * removed, with what to do instead. A snapshot that does not say (an older daemon's) is taken
+ * for attached: fail closed. */
 static int require_restorable(const json_t *row, clr_error *err)
 {
-    if (!json_is_true(json_object_get(json_object_get(row, "source"), "attached")))
+    if (json_is_false(json_object_get(json_object_get(row, "source"), "attached")))
         return 0;
     return clr_error_set(err, CLR_E_CONFLICT, 0,
                          "snapshot %s was taken after sandbox %s's live channel was attached "
@@ -124,8 +116,7 @@ static json_t *source_of(clr_service *svc, const clr_store_sandbox *sb)
     clr_store_sandbox_get_egress(svc->store, sb->info.id, &egress, &ignored);
     json_t *src = json_pack("{s:s, s:O, s:o, s:b}", "image", sb->info.image, "limits",
                             json_object_get(pub, "limits"), "egress",
-                            egress ? egress : json_null(), "attached",
-                            channel_attached(svc, sb->info.id));
+                            egress ? egress : json_null(), "attached", sb->attached);
     json_decref(pub);
     return src;
 }
@@ -460,7 +451,7 @@ static int restore_impl(clr_service *svc, clr_engine *eng, const char *id, json_
                                          json_object_get(row, "sha256"));
     if (rc == 0)
         rc = clr_audit_append(svc->audit, actor, id, "sandbox.restore", "ok", d, err);
-    struct svc_fork from = {.snapshot_dir = dir, .workspace_dir = ws};
+    struct svc_fork from = {.snapshot_id = snapshot, .snapshot_dir = dir, .workspace_dir = ws};
     if (rc == 0)
         rc = svc_restore_in_place(svc, eng, id, &from, actor, err);
     pthread_mutex_unlock(&snap_write_lock);

@@ -5,14 +5,17 @@ not see each other's writes (/workspace and /tmp); several forks side by side; a
 snapshot is refused and nothing is made of it; a tenant neither sees nor forks another's
 snapshot; a restore in place takes a sandbox back to its snapshot (its /workspace and /tmp,
 the same id, one container) and refuses a tampered, unknown or foreign snapshot leaving the
-sandbox as it was; a daemon killed with -9 in the middle of a snapshot and of a fork leaves nothing
+sandbox as it was; a restore the runtime refuses after the old container was removed destroys
+the sandbox but keeps the snapshot; a daemon killed with -9 in the middle of a snapshot and of a fork leaves nothing
 half-made after its restart. Waits are for conditions with generous deadlines, never speed.
 
     snapshots.py PATH/TO/clearing        (TAP on stdout)"""
 import glob
+import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -458,6 +461,85 @@ def test_restore(d, c):
           sandbox_containers(sid))
 
 
+def garble_verified(d, snap):
+    """Zeroes the snapshot's checkpoint state (the largest file if there is no checkpoint.img)
+    and re-records it as whole (its manifest entry, the manifest's sha256 in the snapshot's
+    row): a snapshot that passes the daemon's verification but that the runtime cannot restore,
+    so the restore fails after the old container was removed. The file's name, or None."""
+    root = os.path.join(d.state, 'snapshots', snap['id'])
+    imgs = [x for x in glob.glob(os.path.join(root, 'checkpoint', '**'), recursive=True)
+            if os.path.isfile(x)]
+    if not imgs:
+        return None
+    named = [x for x in imgs if os.path.basename(x) == 'checkpoint.img']
+    img = named[0] if named else max(imgs, key=os.path.getsize)
+    size = os.path.getsize(img)
+    with open(img, 'r+b') as f:
+        f.write(b'\0' * size)
+    with open(os.path.join(root, 'manifest.json')) as f:
+        m = json.load(f)
+    rel = os.path.relpath(img, root)
+    m['files'][rel]['sha256'] = hashlib.sha256(b'\0' * size).hexdigest()
+    text = json.dumps(m, separators=(',', ':'), sort_keys=True).encode()
+    with open(os.path.join(root, 'manifest.json'), 'wb') as f:
+        f.write(text)
+    db = sqlite3.connect(os.path.join(d.state, 'clearing.db'), timeout=60)
+    try:
+        db.execute('UPDATE snapshots SET sha256 = ? WHERE id = ?',
+                   (hashlib.sha256(text).hexdigest(), snap['id']))
+        db.commit()
+    finally:
+        db.close()
+    return rel
+
+
+def test_failed_restore(d, c):
+    """A restore the runtime refuses after the old container was removed destroys the sandbox
+    (restore-failed) but keeps the snapshot: marked kept (audited), it survives the sweep (a
+    restart runs one) and can be forked or deleted. Returns the client (the daemon restarts)."""
+    sid, st, r = create(c)
+    if not check('a sandbox whose restore will fail (positive control)', sid, (st, r)):
+        return c
+    r = c.request('PUT', '/v1/sandboxes/%s/files/w' % sid, b'kept-ws\n',
+                  headers={'Content-Type': 'application/octet-stream'})
+    check('a file is written into its workspace from the host', r.status in (200, 201, 204),
+          (r.status, r.body[:200]))
+    st, snap = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % sid, {})
+    if not check('a snapshot of it is taken (201), not kept', st == 201 and not snap['keep'],
+                 (st, snap)):
+        return c
+    rel = garble_verified(d, snap)
+    if not check('its checkpoint is garbled and re-recorded as whole (positive control)', rel,
+                 snapshot_dirs(d)):
+        return c
+    st, r = restore(c, sid, {'snapshot': snap['id']})
+    check('the restore passes verification and fails in the runtime (502, the sandbox '
+          'destroyed)', st == 502 and 'destroyed' in r['error']['message'], (st, r))
+    st, r = call(c, 'GET', '/v1/sandboxes/' + sid)
+    check('the sandbox is destroyed, reason restore-failed', st == 200
+          and r['state'] == 'destroyed' and r.get('destroy_reason') == 'restore-failed', (st, r))
+    st, r = call(c, 'GET', '/v1/sandboxes/%s/snapshots/%s' % (sid, snap['id']))
+    check('the snapshot is still there, now kept', st == 200 and r['keep'] is True, (st, r))
+    recs = audit_records(d, sid, 'snapshot.keep')
+    check('marking it kept is an audit record naming the snapshot and why',
+          len(recs) == 1 and recs[0]['details'].get('snapshot') == snap['id']
+          and recs[0]['details'].get('reason') == 'restore-failed', recs)
+    # The daemon's start sweeps snapshots once: a destroyed sandbox's are removed unless kept.
+    d.stop()
+    d.start()
+    c = d.client()
+    st, r = call(c, 'GET', '/v1/sandboxes/%s/snapshots' % sid)
+    check('after a restart (a sweep) the snapshot is still listed, its files there', st == 200
+          and [x['id'] for x in r['snapshots']] == [snap['id']]
+          and snap['id'] in snapshot_dirs(d), (st, r, snapshot_dirs(d)))
+    st, r = call(c, 'DELETE', '/v1/sandboxes/%s/snapshots/%s' % (sid, snap['id']))
+    check('it can be deleted (204), and its files go', st == 204
+          and snap['id'] not in snapshot_dirs(d), (st, r, snapshot_dirs(d)))
+    check('nothing of the sandbox is left in the engine', not sandbox_containers(sid),
+          sandbox_containers(sid))
+    return c
+
+
 def test_kill9(d, c):
     sid, st, r = create(c)
     if not check('a sandbox for the kill -9 tests', sid, (st, r)):
@@ -518,6 +600,7 @@ def main():
             test_tenants(d, c, snap)
             test_corrupt(d, c, snap)
         test_restore(d, c)
+        c = test_failed_restore(d, c)
         test_kill9(d, c)
     finally:
         d.ensure_running()

@@ -198,6 +198,11 @@ static void test_get_through_the_engine(void **state)
     assert_int_equal(fake_count(fx->e->f, ATTACH_A), 1);
     assert_null(lv->ch);
     assert_string_equal(clr_sandbox_get_info(lv->sb)->container_id, "c00000000000000e1");
+    /* The row says so before the attach, for good (what a snapshot records). */
+    clr_store_sandbox row;
+    assert_int_equal(clr_store_sandbox_get(svc->store, ID_A, &row, &err), 0);
+    assert_true(row.attached);
+    clr_store_sandbox_clear(&row);
     assert_ptr_equal(registered(svc, ID_A), lv);
     /* Again: no channel is not a channel that ended; no second attach. */
     struct live_sb *again = NULL;

@@ -302,6 +302,9 @@ static void test_recover(void **state)
     int64_t now = (int64_t)time(NULL), later = now + 36000;
     clr_error err = CLR_ERROR_INIT;
     test_env_row(e, ID_A, later, now, 0); /* runs on */
+    /* ... in a container other than the row's: the daemon died in a restore between the new
+     * container's create and its record. */
+    assert_int_equal(clr_store_sandbox_set_container(svc->store, ID_A, "cid-old", &err), 0);
     test_env_row(e, ID_B, later, now, 0); /* vanished while the daemon was down */
     test_env_row(e, ID_C, later, now, 0); /* a plan's sandbox: its plan died with the daemon */
     test_env_set_state(e, ID_C, CLR_STATE_PLAN, "");
@@ -346,6 +349,11 @@ static void test_recover(void **state)
     assert_null(svc->live->ch);
     assert_int_equal(svc->live->refs, 1);
     assert_true(test_env_workspace_exists(e, ID_A));
+    /* Its row names the container that runs now (found by its labels). */
+    clr_store_sandbox a;
+    assert_int_equal(clr_store_sandbox_get(svc->store, ID_A, &a, &err), 0);
+    assert_string_equal(a.info.container_id, "cid-" ID_A);
+    clr_store_sandbox_clear(&a);
     /* B vanished: lost, recorded as the recovery's. */
     test_env_expect_row(e, ID_B, CLR_STATE_LOST, "container vanished while the daemon was down");
     assert_int_equal(test_env_audit_count(e, "sandbox.lost", ID_B, "recovery", NULL), 1);

@@ -308,11 +308,12 @@ static void test_migration_to_tenants_keeps_rows_as_default(void **state)
     clr_store_sandbox_clear(&s);
     clr_store_close(fx->st);
     fx->st = NULL;
-    /* Back to schema 4: no tenant column. */
+    /* Back to schema 4: no tenant column (nor the later attached one). */
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db,
                                   "ALTER TABLE sandboxes DROP COLUMN tenant;"
+                                  "ALTER TABLE sandboxes DROP COLUMN attached;"
                                   "PRAGMA user_version = 4;",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
@@ -320,10 +321,41 @@ static void test_migration_to_tenants_keeps_rows_as_default(void **state)
     assert_int_equal(user_version(fx->path), 4);
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(clr_store_open(&fx->st, fx->path, &err), 0);
-    assert_int_equal(user_version(fx->path), 6); /* the latest schema (6: snapshots) */
+    assert_int_equal(user_version(fx->path), 7); /* the latest schema (7: attached) */
     clr_store_sandbox got;
     assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000d3", &got, &err), 0);
     assert_string_equal(got.info.tenant, CLR_TENANT_DEFAULT);
+    clr_store_sandbox_clear(&got);
+}
+
+/* The attached flag: a new row's is as inserted (false), set for good by set_attached; an
+ * unknown sandbox is CLR_E_NOT_FOUND. */
+static void test_attached_flag_sticky(void **state)
+{
+    struct fixture *fx = *state;
+    clr_store_sandbox s = sample("sb-00000000000000d4", 1000, CLR_STATE_RUNNING);
+    insert_ok(fx->st, &s);
+    clr_store_sandbox_clear(&s);
+    clr_error err = CLR_ERROR_INIT;
+    clr_store_sandbox got;
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000d4", &got, &err), 0);
+    assert_false(got.attached);
+    clr_store_sandbox_clear(&got);
+    assert_int_equal(clr_store_sandbox_set_attached(fx->st, "sb-00000000000000d4", &err), 0);
+    assert_int_equal(clr_store_sandbox_set_attached(fx->st, "sb-00000000000000d4", &err), 0);
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000d4", &got, &err), 0);
+    assert_true(got.attached);
+    clr_store_sandbox_clear(&got);
+    assert_int_equal(clr_store_sandbox_set_attached(fx->st, "sb-00000000000000ff", &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    /* Inserted attached (a pooled sandbox's row). */
+    s = sample("sb-00000000000000d5", 1000, CLR_STATE_RUNNING);
+    s.attached = true;
+    insert_ok(fx->st, &s);
+    clr_store_sandbox_clear(&s);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000d5", &got, &err), 0);
+    assert_true(got.attached);
     clr_store_sandbox_clear(&got);
 }
 
@@ -916,7 +948,8 @@ static void test_exec_insert_and_finish_touch_in_one_commit(void **state)
 }
 
 /* Snapshot rows: a row reads back as written, lists filter by sandbox and tenant, the total
- * adds the sizes, a deleted row is gone (and deleting it again is not an error). */
+ * adds the sizes, a row can be marked kept (a failed restore's), a deleted row is gone (and
+ * deleting it again is not an error). */
 static void test_snapshot_rows(void **state)
 {
     struct fixture *fx = *state;
@@ -945,6 +978,13 @@ static void test_snapshot_rows(void **state)
     assert_true(json_is_null(json_object_get(one, "parent")));
     assert_false(json_is_true(json_object_get(one, "keep")));
     json_decref(one);
+    assert_int_equal(clr_store_snapshot_keep(fx->st, rows[0][0], &err), 0);
+    assert_int_equal(clr_store_snapshot_get(fx->st, rows[0][0], &one, &err), 0);
+    assert_true(json_is_true(json_object_get(one, "keep")));
+    json_decref(one);
+    assert_int_equal(clr_store_snapshot_keep(fx->st, "snap-00000000000000ff", &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    err = (clr_error)CLR_ERROR_INIT;
     json_t *list = NULL;
     assert_int_equal(clr_store_snapshot_list(fx->st, "sb-a", NULL, &list, &err), 0);
     assert_int_equal(json_array_size(list), 2);
@@ -1001,6 +1041,7 @@ int main(void)
         F(test_exec_survives_reopen),
         F(test_exec_insert_and_finish_touch_in_one_commit),
         F(test_snapshot_rows),
+        F(test_attached_flag_sticky),
     };
 #undef F
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
