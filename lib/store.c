@@ -511,7 +511,7 @@ int clr_store_sandbox_set_attached(clr_store *st, const char *id, clr_error *err
 int clr_store_sandbox_set_container(clr_store *st, const char *id, const char *container_id,
                                     clr_error *err)
 {
-    int n = update(st, "UPDATE sandboxes SET container_id = ? WHERE id = ?", "tt", err,
+    int n = update(st, "UPDATE sandboxes SET container_id = ?, attached = 0 WHERE id = ?", "tt", err,
                    container_id, id);
     if (n < 0)
         return -1;

@@ -37,8 +37,9 @@ typedef struct clr_store_sandbox {
      * old one was moved aside): its metadata, environment and egress policy were not on the
      * labels and are gone. */
     bool recovered;
-    /* Its live channel was attached at some time (never cleared): runsc cannot restore a
-     * checkpoint taken since, so its snapshots say so (lib/service/snapshots.c). */
+    /* Its live channel was attached to its current container at some time (cleared only with
+     * a new container): runsc cannot restore a checkpoint taken since, so its snapshots say so
+     * (lib/service/snapshots.c). */
     bool attached;
 } clr_store_sandbox;
 
@@ -74,10 +75,12 @@ CLR_PUBLIC int clr_store_sandbox_touch(clr_store *st, const char *id, int64_t wh
                                        clr_error *err);
 CLR_PUBLIC int clr_store_sandbox_set_expiry(clr_store *st, const char *id, int64_t expires_at,
                                             clr_error *err);
-/* Marks the sandbox's live channel attached (sticky: nothing clears it). CLR_E_NOT_FOUND if
- * there is no such row. */
+/* Marks the sandbox's live channel attached (sticky for its container: only a new container,
+ * clr_store_sandbox_set_container, clears it). CLR_E_NOT_FOUND if there is no such row. */
 CLR_PUBLIC int clr_store_sandbox_set_attached(clr_store *st, const char *id, clr_error *err);
-/* The sandbox's container is another now (a restore in place, issue #22). */
+/* The sandbox's container is another now (a restore in place, issue #22; recovery re-recording
+ * the container a crash left unrecorded): its attached flag is cleared, as no channel has been
+ * attached to the new container yet (the next svc_live_new sets it). */
 CLR_PUBLIC int clr_store_sandbox_set_container(clr_store *st, const char *id,
                                                const char *container_id, clr_error *err);
 /* Live sandboxes: running ones and plans' (CLR_STATE_PLAN). */

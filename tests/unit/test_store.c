@@ -710,11 +710,16 @@ static void test_sandbox_set_container(void **state)
     assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000e2", &got, &err), 0);
     assert_string_equal(got.info.container_id, before); /* positive control */
     clr_store_sandbox_clear(&got);
+    assert_int_equal(clr_store_sandbox_set_attached(fx->st, "sb-00000000000000e2", &err), 0);
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000e2", &got, &err), 0);
+    assert_true(got.attached); /* positive control: the old container's channel was attached */
+    clr_store_sandbox_clear(&got);
     assert_int_equal(clr_store_sandbox_set_container(fx->st, "sb-00000000000000e2", "c0ffee2",
                                                      &err),
                      0);
     assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000e2", &got, &err), 0);
     assert_string_equal(got.info.container_id, "c0ffee2");
+    assert_false(got.attached); /* a new container: no channel attached to it yet */
     assert_string_equal(got.info.state, CLR_STATE_RUNNING);
     assert_int_equal(got.info.created_at, 10);
     assert_int_equal(got.max_expires_at, 10 + 3600);
