@@ -49,10 +49,12 @@ coverage:
 	BUILD_COV=$(BUILD_COV) bash scripts/coverage.sh $(COVERAGE_ARGS)
 
 # Under ASan+UBSan: every suite but memcheck (valgrind cannot run ASan binaries), the disruptive
-# dockerd restart (already run once by `test`) and the in-sandbox tools (suite `tools`:
-# clearing-pycheck and clearing-ruff, whose C side is the plan run that `plans` drives here too).
-# The code interpreter's side-by-side test runs 4 sessions, not 20: the same C paths, a fifth of
-# the kernels. Both keep CI within its hour; the main suite runs all of it.
+# dockerd restart (already run once by `test`), and three whose C paths other suites drive here
+# too: the in-sandbox tools (suite `tools`: clearing-pycheck and clearing-ruff, whose C side is
+# the plan run `plans` drives), the Python client (`client`: the daemon's API, which `api` and
+# the MCP suites drive) and the install layout (`packaging`: meson install and the binaries'
+# --version). The code interpreter's side-by-side test runs 4 sessions, not 20: the same C
+# paths, a fifth of the kernels. This keeps CI within its hour; the main suite runs all of it.
 test-sanitize:
 	@test -f $(BUILD_SAN)/build.ninja || meson setup $(BUILD_SAN) -Db_sanitize=address,undefined \
 	    -Db_lundef=false -Doptimization=1 >/dev/null
@@ -60,7 +62,7 @@ test-sanitize:
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp CODE_SESSIONS=4 \
 	    meson test -C $(BUILD_SAN) --print-errorlogs --no-suite memcheck --no-suite disruptive \
-	    --no-suite tools
+	    --no-suite tools --no-suite client --no-suite packaging
 
 # libFuzzer harnesses (fuzz/, clang): every seed and past crash once, then 15 s of fuzzing per
 # harness from the seeds in a scratch directory; a crash fails the target. Long runs: bench/fuzz.sh.
