@@ -51,7 +51,7 @@ struct msession {
     struct waiter *waiters;
     char version[32];  /* the protocol version initialize agreed on ("" until then) */
     json_t *init_id;   /* the id of its initialize request, until answered */
-    time_t used;       /* CLOCK_MONOTONIC seconds of its last request */
+    time_t used;       /* CLOCK_MONOTONIC seconds of its last request's or call's end */
     int refs;          /* the table's, and one per handler using it */
 };
 
@@ -147,6 +147,9 @@ static void on_emit(void *ctx, json_t *msg, const json_t *related_id)
         p->notified |= !response;
     }
     if (response) {
+        /* A call's answer is use too: idle counts from the end of the last call (a tools/call
+         * runs on a thread of its own, past its request's handler). */
+        ms->used = now_s();
         struct waiter *done = *w;
         *w = done->next;
         json_decref(done->id);

@@ -121,6 +121,21 @@ static json_t *source_of(clr_service *svc, const clr_store_sandbox *sb)
     return src;
 }
 
+/* Whether sandbox id's channel was attached before its checkpoint was taken: the row's flag
+ * read before, or now. It is set before any attach (channels.c), so a read after the checkpoint
+ * sees every attach that came before it, also one made while the snapshot waited for the lock.
+ * A row that cannot be read: attached (fail closed). */
+static bool attached_by_now(clr_service *svc, const char *id, bool before)
+{
+    clr_store_sandbox now;
+    clr_error ignored = CLR_ERROR_INIT;
+    if (clr_store_sandbox_get(svc->store, id, &now, &ignored) < 0)
+        return true;
+    bool attached = before || now.attached;
+    clr_store_sandbox_clear(&now);
+    return attached;
+}
+
 static json_t *make_row(clr_service *svc, const clr_store_sandbox *sb, const char *id,
                         uint64_t size, const char *sha, bool keep, uint32_t ttl)
 {
@@ -186,6 +201,8 @@ static int snapshot_impl(clr_service *svc, clr_engine *eng, const char *sandbox_
     atomic_fetch_add(&svc->snapshots_writing, 1);
     if (rc == 0)
         rc = take(svc, eng, &sb, id, dir, budget(svc) - total, &size, sha, err);
+    if (rc == 0)
+        sb.attached = attached_by_now(svc, sandbox_id, sb.attached);
     if (rc == 0 && total + size > budget(svc)) {
         clr_snapshot_remove_dir(dir, NULL);
         rc = clr_error_set(err, CLR_E_LIMIT, 0,
