@@ -115,22 +115,33 @@ class Cell:
         self.used += len(b)
         return text
 
+    def whole(self, text):
+        """text if all of it fits the room left (counted then), else None: truncated, and
+        nothing counted, so a value too large to keep takes no room from the outputs after it."""
+        n = len(text.encode("utf-8", "surrogatepass"))
+        if self.used + n > self.cap:
+            self.truncated = True
+            return None
+        self.used += n
+        return text
+
     def bundle(self, data):
         out = {}
         for m in MIMES:
             v = data.get(m)
             if v is None:
                 continue
+            if m == "application/json":
+                # Whole or not at all: a cut JSON text is no value.
+                if not isinstance(v, str):
+                    v = json.dumps(v)
+                if self.whole(v) is not None:
+                    out[m] = json.loads(v)
+                continue
             if not isinstance(v, str):
                 v = json.dumps(v)
-                if m == "application/json":
-                    # Whole or not at all: a cut JSON text is no value.
-                    if self.take(v) == v:
-                        out[m] = json.loads(v)
-                    else:
-                        self.truncated = True
-                    continue
-            v = self.take(v)
+            # An image cut short is a corrupt one (base64 PNG/JPEG, or SVG): whole or dropped.
+            v = self.whole(v) if m.startswith("image/") else self.take(v)
             if v is not None:
                 out[m] = v
         return out
@@ -154,7 +165,9 @@ class Cell:
                 self.displays.append(b)
         elif t == "error":
             tb = [ANSI.sub("", line) for line in c.get("traceback", [])]
-            self.error = {"name": c.get("ename", ""), "value": c.get("evalue", ""),
+            # Name and value count too: an exception's message can be as large as any output.
+            self.error = {"name": self.take(str(c.get("ename", ""))) or "",
+                          "value": self.take(str(c.get("evalue", ""))) or "",
                           "traceback": self.take("\n".join(tb)) or ""}
         elif t == "status" and c.get("execution_state") == "idle":
             self.idle = True

@@ -94,6 +94,29 @@ class Cap(unittest.TestCase):
         self.assertTrue(c.truncated)
         self.assertEqual(c.displays[-1], {'text/plain': 'x'})
 
+    def test_dropped_values_take_no_room(self):
+        # A JSON value or an image too large for the room left is dropped whole (an image cut
+        # short is corrupt) and takes no room from the outputs after it.
+        c = bridge.Cell(1024)
+        c.on({'header': {'msg_type': 'display_data'},
+              'content': {'data': {'image/png': 'A' * 2000}}})
+        c.on({'header': {'msg_type': 'display_data'},
+              'content': {'data': {'application/json': {'k': 'v' * 2000}}}})
+        self.assertTrue(c.truncated)
+        self.assertEqual(c.displays, [])
+        c.on({'header': {'msg_type': 'display_data'},
+              'content': {'data': {'image/png': 'B' * 1000}}})
+        self.assertEqual(c.displays, [{'image/png': 'B' * 1000}])  # the room was all there
+
+    def test_error_value_counts(self):
+        # An exception's message is output like any other: a huge one is cut at the cap.
+        c = bridge.Cell(1024)
+        c.on({'header': {'msg_type': 'error'},
+              'content': {'ename': 'ValueError', 'evalue': 'v' * 100000, 'traceback': ['tb']}})
+        self.assertEqual(c.error['name'], 'ValueError')  # positive control: the error is kept
+        self.assertTrue(c.truncated)
+        self.assertLessEqual(len(c.error['value']) + len(c.error['traceback']), 1024)
+
     def test_line_within_the_daemons_cap(self):
         # The worst characters for JSON escaping fill the cap: the answer's line stays within
         # 8 bytes a byte of the cap (lib/service/code.c's line cap), emoji included.
