@@ -421,13 +421,15 @@ static int restore_row(clr_service *svc, const char *id, const char *snapshot, j
     const char *of = json_string_value(json_object_get(*out, "sandbox"));
     if (of && strcmp(of, id) == 0)
         return 0;
+    /* The message first: of lives in the row freed below. */
+    clr_error_set(err, CLR_E_INVALID, 0,
+                  "snapshot %s was taken of sandbox %s, not of %s: a sandbox is restored only "
+                  "from its own snapshots (POST /v1/sandboxes {\"snapshot\": ID} forks another's "
+                  "into a new sandbox)",
+                  snapshot, of ? of : "?", id);
     json_decref(*out);
     *out = NULL;
-    return clr_error_set(err, CLR_E_INVALID, 0,
-                         "snapshot %s was taken of sandbox %s, not of %s: a sandbox is restored "
-                         "only from its own snapshots (POST /v1/sandboxes {\"snapshot\": ID} "
-                         "forks another's into a new sandbox)",
-                         snapshot, of ? of : "?", id);
+    return -1;
 }
 
 static int restore_impl(clr_service *svc, clr_engine *eng, const char *id, json_t *req,
