@@ -86,6 +86,32 @@ def cell_overhead(client, sid):
     return sorted(took)[1]
 
 
+def stream_long_cell(sock, sid, sleep_s):
+    """Starts a streamed cell in sid that prints "started" and sleeps sleep_s, on a thread of
+    its own, and waits (a condition, CELL_HTTP_TIMEOUT) until it has printed. Returns (thread,
+    events); a connection cut is an event {'event': 'cut'}, seen by the caller."""
+    events = []
+
+    def stream():
+        try:
+            conn = ct.connection(sock, timeout=CELL_HTTP_TIMEOUT)
+            conn.request('POST', '/v1/sandboxes/%s/code?stream=true' % sid,
+                         json.dumps({'code': 'import time\nprint("started", flush=True)\n'
+                                             'time.sleep(%d)' % sleep_s, 'timeout': '1h'}),
+                         {'Content-Type': 'application/json'})
+            for ev in ct.ndjson_events(conn.getresponse()):
+                events.append(ev)
+        except Exception as e:
+            events.append({'event': 'cut', 'error': str(e)})
+    t = threading.Thread(target=stream)
+    t.start()
+    if not wait_for(lambda: any(e.get('text') == 'started\n' for e in events),
+                    CELL_HTTP_TIMEOUT):
+        t.join(CELL_HTTP_TIMEOUT)
+        raise AssertionError('the cell did not print "started": %r' % events)
+    return t, events
+
+
 def png_size(data):
     """(width, height) from a PNG's signature and IHDR chunk (its CRC checked)."""
     if data[:8] != b'\x89PNG\r\n\x1a\n':
@@ -248,24 +274,9 @@ class Code(unittest.TestCase):
         what (sandbox_failed, as an exec's command in a removed sandbox), never that the kernel
         died; the record says so; a later cell is refused (409)."""
         sid = self.sandbox()
-        events = []
-
-        def stream():
-            try:
-                conn = ct.connection(MAIN.sock, timeout=CELL_HTTP_TIMEOUT)
-                conn.request('POST', '/v1/sandboxes/%s/code?stream=true' % sid,
-                             json.dumps({'code': 'import time\nprint("started", flush=True)\n'
-                                                 'time.sleep(600)', 'timeout': '1h'}),
-                             {'Content-Type': 'application/json'})
-                for ev in ct.ndjson_events(conn.getresponse()):
-                    events.append(ev)
-            except Exception as e:  # seen below: the answer must come, not a cut
-                events.append({'event': 'cut', 'error': str(e)})
-        t = threading.Thread(target=stream)
-        t.start()
+        # A cut connection is seen below: the answer must come, not a cut.
+        t, events = stream_long_cell(MAIN.sock, sid, 600)
         try:
-            self.assertTrue(wait_for(lambda: any(e.get('text') == 'started\n' for e in events),
-                                     CELL_HTTP_TIMEOUT), events)
             r = self.c.delete('/v1/sandboxes/%s' % sid, timeout=300)
             self.assertEqual(r.status, 204, r)
             t.join(CELL_HTTP_TIMEOUT)
@@ -465,23 +476,8 @@ class Stop(unittest.TestCase):
         d = Daemon('code-stop', prefix='clr-code-').start()
         c = d.client()
         sid = create(c)
-        events = []
-
-        def stream():
-            try:
-                conn = ct.connection(d.sock, timeout=CELL_HTTP_TIMEOUT)
-                conn.request('POST', '/v1/sandboxes/%s/code?stream=true' % sid,
-                             json.dumps({'code': 'import time\nprint("started", flush=True)\n'
-                                                 'time.sleep(900)', 'timeout': '1h'}),
-                             {'Content-Type': 'application/json'})
-                for ev in ct.ndjson_events(conn.getresponse()):
-                    events.append(ev)
-            except Exception as e:  # the connection may be cut by the stop: seen below
-                events.append({'event': 'cut', 'error': str(e)})
-        t = threading.Thread(target=stream)
-        t.start()
-        self.assertTrue(wait_for(lambda: any(e.get('text') == 'started\n' for e in events),
-                                 CELL_HTTP_TIMEOUT), events)
+        # The connection may be cut by the stop: seen below.
+        t, events = stream_long_cell(d.sock, sid, 900)
         d.proc.send_signal(signal.SIGTERM)
         rc = d.proc.wait(120)
         self.assertEqual(rc, 0, d.log_tail())
