@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Line coverage of lib/, src/ and agent/ over the main test suite: `make coverage`, and the
-# "main suite" step of scripts/test-all.sh (CI).
+# The main test suite once, against one build that is both instrumented for line coverage and
+# built with ASan + UBSan: `make coverage`, and the "main suite" step of scripts/test-all.sh (CI).
+# One run proves both (the suite's time is gVisor's, not the daemon's code: a sanitizer build ran
+# it no slower than a plain one), where two runs against two builds took CI past its hour.
 #
 #   scripts/coverage.sh [meson test arguments...]   e.g. --no-suite disruptive, or test names
 #
-# 1. a coverage build ($BUILD_COV, default build-cov: -Db_coverage=true, meson's defaults as for
-#    build/), with every old counter removed;
+# 1. the build ($BUILD_COV, default build-cov: -Db_coverage=true and -Db_sanitize=address,
+#    undefined, meson's defaults otherwise, as for build/), with every old counter removed; the
+#    agent, which runs inside images without a sanitizer runtime, is never sanitized
+#    (agent/meson.build) but is counted;
 # 2. the suite run against it with CLEARING_COVERAGE_DIR set: the daemon then mounts a
 #    directory of its own into each sandbox and the agent dumps its counters there after each
 #    command (lib/coverage.h, agent/coverage.h), which gVisor would otherwise lose with the
-#    sandbox;
+#    sandbox. A sanitizer report aborts the process (ASAN_OPTIONS, UBSAN_OPTIONS below, unless
+#    set): the test that ran it fails. The memcheck suite is left out (valgrind cannot run a
+#    sanitized binary): test-all.sh runs it against build/;
 # 3. those counters merged into the build's own (gcov-tool), then gcovr: per directory and
 #    overall, and per file, into $BUILD_COV/coverage-summary.txt (test-all prints it again at the
 #    end of the log). Each of lib/, src/ and agent/ must reach COVERAGE_MIN percent of its lines
@@ -30,10 +36,17 @@ for tool in gcovr gcov-tool; do
     }
 done
 
+# (b_lundef=false: clang's sanitizer runtime is not linked into shared objects)
+opts=(-Db_coverage=true -Db_sanitize=address,undefined -Db_lundef=false)
 if [ ! -f "$BUILD_COV/build.ninja" ]; then
-    meson setup "$BUILD_COV" -Db_coverage=true >/dev/null || exit
+    meson setup "$BUILD_COV" "${opts[@]}" >/dev/null || exit
+else
+    meson configure "$BUILD_COV" "${opts[@]}" || exit
 fi
 ninja -C "$BUILD_COV" || exit
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$root/tests/lsan.supp}
 bdir=$(cd "$BUILD_COV" && pwd -P)
 find "$bdir" -name '*.gcda' -delete
 agent_cov="$bdir/agent-counters"
@@ -42,10 +55,11 @@ mkdir -p "$agent_cov"
 
 if [ "${COVERAGE_COLLECT_AGENT:-1}" = 0 ]; then
     echo "coverage: COVERAGE_COLLECT_AGENT=0: the agent's counters stay in the sandboxes"
-    meson test -C "$BUILD_COV" --print-errorlogs "$@"
+    meson test -C "$BUILD_COV" --print-errorlogs --no-suite memcheck "$@"
 else
     echo "coverage: the agent's counters from inside each sandbox go to $agent_cov/<sandbox id>/"
-    CLEARING_COVERAGE_DIR=$agent_cov meson test -C "$BUILD_COV" --print-errorlogs "$@"
+    CLEARING_COVERAGE_DIR=$agent_cov meson test -C "$BUILD_COV" --print-errorlogs \
+        --no-suite memcheck "$@"
 fi
 rc=$?
 

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The whole test suite, step by step: setup, build, the unit tests, the main suite with line
-# coverage, the ASan+UBSan suite, the fuzz replay and a short fuzzing run. `make test` and
+# The whole test suite, step by step: setup, build, the main suite (unit tests included) once
+# against a build with line coverage and ASan + UBSan together, the valgrind memcheck suite
+# against build/, the fuzz replay, a short fuzzing run and the Debian package. `make test` and
 # `.ci/run` run this.
 #
-# The main suite (unit tests included) runs once, against the coverage build (scripts/
-# coverage.sh: the same options as build/ plus --coverage): a second run against build/ would
-# add its whole duration again, and the sanitizer suite already runs it a second time on another
-# build. build/ is still built (warnings are errors). Each step says how long it took, so a CI
-# run that nears its hour shows where the time went.
+# The main suite runs once (scripts/coverage.sh): a build instrumented for coverage and for
+# both sanitizers proves both in one run. Its time is gVisor's, not the daemon's code, so a
+# second run against another build adds the whole duration again (that took CI past its hour).
+# build/ is still built (warnings are errors, hardened flags) and runs what a sanitized binary
+# cannot: valgrind. Each step says how long it took, so a CI run that nears its hour shows where
+# the time went. `make test-sanitize` (a sanitizer build without coverage) stays for developers.
 #
 # Where only the end of a CI log is kept, the end must say what broke: every step is named when
 # it starts, and a failure ends with the step that failed, the suites that failed in it and the
@@ -58,8 +60,8 @@ run_step() {
         printf '\n==== test-all: FAILED at step "%s" (exit %d after %d s): %s\n' \
             "$step" "$rc" $(($(date +%s) - started)) "$*"
         case "$step" in
-            "main suite with coverage") failed_suites "${BUILD_COV:-build-cov}" ;;
-            "sanitizer suite") failed_suites "${BUILD_SAN:-build-sanitize}" ;;
+            "main suite: coverage, ASan+UBSan") failed_suites "${BUILD_COV:-build-cov}" ;;
+            "valgrind memcheck") failed_suites "${BUILD:-build}" ;;
             "fuzz replay") failed_suites "${BUILD_FUZZ:-build-fuzz}" ;;
         esac
         printf '==== test-all: FAILED at step "%s"\n' "$step"
@@ -69,8 +71,9 @@ run_step() {
 
 run_step "setup" bash scripts/setup.sh
 run_step "build" $MAKE --no-print-directory build
-run_step "main suite with coverage" env BUILD_COV="${BUILD_COV:-build-cov}" bash scripts/coverage.sh
-run_step "sanitizer suite" $MAKE --no-print-directory test-sanitize
+run_step "main suite: coverage, ASan+UBSan" env BUILD_COV="${BUILD_COV:-build-cov}" \
+    bash scripts/coverage.sh
+run_step "valgrind memcheck" meson test -C "${BUILD:-build}" --print-errorlogs --suite memcheck
 run_step "fuzz replay" $MAKE --no-print-directory test-fuzz-replay
 run_step "fuzzing" $MAKE --no-print-directory test-fuzz-run
 run_step "Debian package" bash scripts/package-test.sh
@@ -78,8 +81,8 @@ printf '\n==== test-all: every step passed in %d s\n' $(($(date +%s) - started))
 # The coverage numbers (printed after the main suite) again, where the end of the log shows them.
 printf '\n==== test-all: line coverage of the main suite\n'
 cat "${BUILD_COV:-build-cov}/coverage-summary.txt"
-# One closing line over the three meson runs (main with coverage, sanitizers, fuzz replay).
-python3 - "${BUILD_COV:-build-cov}" "${BUILD_SAN:-build-sanitize}" \
+# One closing line over the three meson runs (the main suite, memcheck, the fuzz replay).
+python3 - "${BUILD_COV:-build-cov}" "${BUILD:-build}" \
     "${BUILD_FUZZ:-build-fuzz}" <<'PY'
 import json, sys
 ok = bad = skip = 0
