@@ -27,8 +27,9 @@
 #include "gitws_walk_internal.h"
 #include "internal.h"
 
-/* Steps all glob matches of one walk may take together (see gitws_ignore.c). */
-#define WALK_GLOB_BUDGET 1000000000L
+/* Steps all glob matches of one walk may take together (see gitws_ignore.c): a few seconds of
+ * CPU in a release build. */
+long clr_gitws_walk_glob_budget = 1000000000L;
 /* Files up to this size are read into memory; larger ones stream into the object database
  * (a commit) or are read into memory too (a diff, see in_memory). */
 #define SMALL_FILE_BYTES (1u << 20)
@@ -519,7 +520,7 @@ int clr_gitws_open_workspace(const char *dir, clr_error *err)
 int clr_gitws_workspace_tree(git_oid *tree_id, skipped_list *skipped, const walk_request *rq,
                           clr_error *err)
 {
-    walk w = {.repo = rq->repo, .glob_budget = WALK_GLOB_BUDGET, .hook = rq->hook,
+    walk w = {.repo = rq->repo, .glob_budget = clr_gitws_walk_glob_budget, .hook = rq->hook,
               .hook_data = rq->hook_data, .in_memory = rq->in_memory, .err = err};
     if (resolve_limits(&w.lim, rq->limits, err) < 0)
         return -1;

@@ -12,6 +12,11 @@
 
 #include "clearing/gitws_walk.h"
 
+/* Steps all glob matches of one walk may take together; never changed but by a unit test, which
+ * lowers it to spend less time reaching it in an instrumented build (tests/unit/
+ * test_gitws_walk.c). */
+extern long clr_gitws_walk_glob_budget;
+
 /* The deepest any tree we write or walk may nest, whatever max_depth says. */
 #define DEPTH_CEILING 1024u
 
