@@ -29,6 +29,45 @@
 #define LINES_PENDING_MAX 4
 #define READY_WAIT_MS 330000 /* a kernel's start under gVisor, many side by side on a busy host */
 #define ANSWER_GRACE_MS 60000 /* past a cell's timeout: its interrupt, or a kernel's restart */
+#define MESSAGE_MAX 400 /* an answer's message: the bridge's are a sentence */
+
+/* ---- a cell's output cap, applied again ----
+ * The bridge caps a cell's output at output_cap, but it runs inside the sandbox, next to the
+ * cell's code, which can replace it or write past it: its cap is a courtesy, this one is the
+ * bound. The same rules as the bridge's Cell.take and Cell.whole (code_bridge.py), so that an
+ * honest bridge's answer passes unchanged: UTF-8 bytes; a text is cut before the character
+ * that would cross the cap; an application/json value or an image is kept whole or dropped, and
+ * a dropped one takes no room from what follows. */
+struct code_cap {
+    uint64_t cap, used;
+    bool truncated; /* something was cut or dropped */
+};
+
+/* The string v, or as much of it as the room left holds (counted then); "" when none is left.
+ * v is UTF-8 (jansson checked it). */
+static json_t *cap_take(struct code_cap *c, json_t *v)
+{
+    const char *t = json_string_value(v);
+    size_t n = json_string_length(v);
+    uint64_t room = c->cap > c->used ? c->cap - c->used : 0;
+    if (n > room) {
+        c->truncated = true;
+        n = clr_utf8_cut_len(t, n, (size_t)room);
+    }
+    c->used += n;
+    return json_stringn(t, n);
+}
+
+/* Whether n more bytes fit whole (counted then); when not, truncated and nothing counted. */
+static bool cap_whole(struct code_cap *c, size_t n)
+{
+    if (c->used + n > c->cap) {
+        c->truncated = true;
+        return false;
+    }
+    c->used += n;
+    return true;
+}
 
 struct code_lines {
     char *buf;
@@ -37,9 +76,11 @@ struct code_lines {
     char broken[200];
     json_t *pending[LINES_PENDING_MAX];
     size_t npending;
-    /* Output events of the cell in flight go here as they come (under code_lock). */
+    /* Output events of the cell in flight go here as they come (under code_lock), their texts
+     * held to the cell's output_cap together. */
     clr_service_event_cb on_event;
     void *ctx;
+    struct code_cap events;
 };
 
 struct code_session {
@@ -109,10 +150,13 @@ static void lines_one(struct code_lines *r, const char *line, size_t len)
     }
     if (strcmp(ev, "stdout") == 0 || strcmp(ev, "stderr") == 0) {
         json_t *text = json_object_get(j, "text");
-        if (r->on_event && json_is_string(text)) {
-            json_t *out = json_pack("{s:s, s:O}", "event", ev, "text", text);
+        json_t *kept = r->on_event && json_is_string(text) ? cap_take(&r->events, text) : NULL;
+        if (kept && json_string_length(kept) > 0) {
+            json_t *out = json_pack("{s:s, s:o}", "event", ev, "text", kept);
             r->on_event(r->ctx, out);
             json_decref(out);
+        } else {
+            json_decref(kept);
         }
         json_decref(j);
         return;
@@ -165,10 +209,17 @@ void svc_code_lines_feed(struct code_lines *r, const uint8_t *data, size_t len)
     }
 }
 
-void svc_code_lines_on_event(struct code_lines *r, clr_service_event_cb cb, void *ctx)
+void svc_code_lines_on_event(struct code_lines *r, clr_service_event_cb cb, void *ctx,
+                             uint64_t cap)
 {
     r->on_event = cb;
     r->ctx = ctx;
+    r->events = (struct code_cap){.cap = cap};
+}
+
+bool svc_code_lines_truncated(const struct code_lines *r)
+{
+    return r->events.truncated;
 }
 
 json_t *svc_code_lines_take(struct code_lines *r, const char **broken)
@@ -201,63 +252,98 @@ static bool known_status(const char *s)
     return false;
 }
 
-/* A bundle of outputs by MIME type: string values (application/json: any JSON value). */
-static json_t *bundle(json_t *b)
+/* A bundle of outputs by MIME type: the types the bridge gives (code_bridge.py's MIMES), text
+ * as strings, application/json any JSON value, each held to the cell's cap as the bridge holds
+ * it: a text cut, a JSON value (counted as the compact JSON it is sent as) or an image whole or
+ * dropped. A text cut to nothing is dropped. */
+static json_t *bundle(struct code_cap *c, json_t *b)
 {
+    static const char *const mimes[] = {"text/plain", "text/html", "text/markdown",
+                                        "application/json", "image/png", "image/jpeg",
+                                        "image/svg+xml"};
     if (!json_is_object(b))
         return json_null();
     json_t *o = json_object();
-    const char *k;
-    json_t *v;
-    json_object_foreach(b, k, v)
-    {
-        if (strlen(k) < 64 && (json_is_string(v) || strcmp(k, "application/json") == 0))
-            json_object_set(o, k, v);
+    for (size_t i = 0; i < sizeof(mimes) / sizeof(mimes[0]); i++) {
+        json_t *v = json_object_get(b, mimes[i]);
+        if (!v)
+            continue;
+        if (strcmp(mimes[i], "application/json") == 0) {
+            char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            if (text && cap_whole(c, strlen(text)))
+                json_object_set(o, mimes[i], v);
+            free(text);
+        } else if (!json_is_string(v)) {
+            continue;
+        } else if (strncmp(mimes[i], "image/", 6) == 0) {
+            if (cap_whole(c, json_string_length(v)))
+                json_object_set(o, mimes[i], v);
+        } else {
+            json_t *kept = cap_take(c, v);
+            if (json_string_length(kept) > 0 || json_string_length(v) == 0)
+                json_object_set(o, mimes[i], kept);
+            json_decref(kept);
+        }
     }
     return o;
 }
 
-json_t *svc_code_answer(json_t *line)
+/* A text field of the answer: a string held to the cap, "" for anything else. */
+static json_t *capped_text(struct code_cap *c, json_t *v)
+{
+    return json_is_string(v) ? cap_take(c, v) : json_string("");
+}
+
+json_t *svc_code_answer(json_t *line, uint64_t cap)
 {
     const char *status = json_string_value(json_object_get(line, "status"));
     if (strcmp(str_or(json_object_get(line, "event"), ""), "result") != 0 ||
         !known_status(status))
         return NULL;
+    struct code_cap c = {.cap = cap};
     json_t *a = json_pack("{s:s}", "status", status);
     json_t *v = json_object_get(line, "execution_count");
     json_object_set_new(a, "execution_count",
                         json_is_integer(v) && json_integer_value(v) >= 0 ? json_copy(v)
                                                                          : json_null());
-    static const char *const texts[] = {"stdout", "stderr"};
-    for (size_t i = 0; i < 2; i++) {
-        v = json_object_get(line, texts[i]);
-        json_object_set_new(a, texts[i], json_string(str_or(v, "")));
-    }
-    json_object_set_new(a, "result", bundle(json_object_get(line, "result")));
+    json_object_set_new(a, "stdout", capped_text(&c, json_object_get(line, "stdout")));
+    json_object_set_new(a, "stderr", capped_text(&c, json_object_get(line, "stderr")));
+    json_object_set_new(a, "result", bundle(&c, json_object_get(line, "result")));
     json_t *displays = json_array(), *d;
     size_t i;
     json_array_foreach(json_object_get(line, "displays"), i, d)
     {
-        if (json_is_object(d))
-            json_array_append_new(displays, bundle(d));
+        json_t *b = json_is_object(d) ? bundle(&c, d) : NULL;
+        if (json_object_size(b) > 0) /* as the bridge: a display with nothing kept is none */
+            json_array_append(displays, b);
+        json_decref(b);
     }
     json_object_set_new(a, "displays", displays);
     json_t *e = json_object_get(line, "error");
-    if (json_is_object(e))
-        json_object_set_new(
-            a, "error",
-            json_pack("{s:s, s:s, s:s}", "name",
-                      str_or(json_object_get(e, "name"), ""), "value",
-                      str_or(json_object_get(e, "value"), ""), "traceback",
-                      str_or(json_object_get(e, "traceback"), "")));
-    else
+    if (json_is_object(e)) {
+        /* In this order (not as a call's arguments, whose order C leaves open): the cap is
+         * spent in it. */
+        json_t *name = capped_text(&c, json_object_get(e, "name"));
+        json_t *value = capped_text(&c, json_object_get(e, "value"));
+        json_t *tb = capped_text(&c, json_object_get(e, "traceback"));
+        json_object_set_new(a, "error", json_pack("{s:o, s:o, s:o}", "name", name, "value",
+                                                  value, "traceback", tb));
+    } else {
         json_object_set_new(a, "error", json_null());
-    json_object_set_new(a, "truncated", json_boolean(json_is_true(json_object_get(line,
-                                                                                  "truncated"))));
+    }
+    json_object_set_new(a, "truncated",
+                        json_boolean(c.truncated || json_is_true(json_object_get(line,
+                                                                                 "truncated"))));
     json_object_set_new(a, "restarted", json_boolean(json_is_true(json_object_get(line,
                                                                                   "restarted"))));
+    /* Not output: the bridge's own sentence, bounded on its own. */
     v = json_object_get(line, "message");
-    json_object_set_new(a, "message", json_is_string(v) ? json_copy(v) : json_null());
+    json_object_set_new(a, "message",
+                        json_is_string(v)
+                            ? json_stringn(json_string_value(v),
+                                           clr_utf8_cut_len(json_string_value(v),
+                                                            json_string_length(v), MESSAGE_MAX))
+                            : json_null());
     return a;
 }
 
@@ -589,7 +675,7 @@ static void session_give(struct code_session *s)
 {
     pthread_mutex_lock(&code_lock);
     if (s->lines)
-        svc_code_lines_on_event(s->lines, NULL, NULL);
+        svc_code_lines_on_event(s->lines, NULL, NULL, 0);
     s->serving++;
     pthread_cond_broadcast(&code_cond);
     pthread_mutex_unlock(&code_lock);
@@ -700,11 +786,19 @@ static json_t *cell_exchange(struct code_session *s, const struct cell *c, bool 
     else
         snprintf(why, sizeof(why), "%.200s", err->message);
     clr_utf8_trim_cut(why);
-    if (rc == 0 && !(a = svc_code_answer(line)))
+    if (rc == 0 && !(a = svc_code_answer(line, c->cap)))
         snprintf(why, sizeof(why), "the bridge's answer was not a cell's result");
     json_decref(line);
-    if (a)
+    /* Output events the cap cut on their way to a streamed cell's client: the answer says so
+     * too, whatever the bridge's answer claims. */
+    pthread_mutex_lock(&code_lock);
+    bool events_cut = s->lines && svc_code_lines_truncated(s->lines);
+    pthread_mutex_unlock(&code_lock);
+    if (a) {
+        if (events_cut)
+            json_object_set_new(a, "truncated", json_true());
         return a;
+    }
     if (oom)
         a = own_answer("oom", true, "the cell went past the sandbox's memory limit: the kernel "
                                     "was killed (its state is gone); the next call starts a "
@@ -726,6 +820,8 @@ static json_t *cell_exchange(struct code_session *s, const struct cell *c, bool 
              oom ? "the last kernel went past the sandbox's memory limit: this is a fresh one "
                    "(its state is gone)"
                  : "the last kernel ended: this is a fresh one (its state is gone)");
+    if (events_cut)
+        json_object_set_new(a, "truncated", json_true());
     bridge_end(s);
     return a;
 }
@@ -805,7 +901,7 @@ static int code_run_admitted(clr_service *svc, const char *id, const struct cell
         why[0] = '\0';
     } else {
         pthread_mutex_lock(&code_lock);
-        svc_code_lines_on_event(s->lines, on_event, ctx);
+        svc_code_lines_on_event(s->lines, on_event, ctx, c.cap);
         pthread_mutex_unlock(&code_lock);
         /* Active from its start, as an exec: the idle reaper leaves a long cell's sandbox
          * alone. */

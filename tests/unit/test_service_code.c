@@ -80,7 +80,7 @@ static void test_lines_output_events(void **state)
     /* Without a cell's callback, output events are dropped; with one, passed on in order;
      * never queued as answers. */
     feed(r, "{\"event\":\"stdout\",\"text\":\"lost\"}\n");
-    svc_code_lines_on_event(r, on_event, &ev);
+    svc_code_lines_on_event(r, on_event, &ev, CLR_MIB);
     feed(r, "{\"event\":\"stdout\",\"text\":\"a\"}\n{\"event\":\"stderr\",\"text\":\"b\"}\n"
             "{\"event\":\"stdout\",\"text\":7}\n");
     assert_int_equal(ev.n, 2);
@@ -134,10 +134,10 @@ static void test_answer_checked(void **state)
     (void)state;
     /* Not a result, or a status the API does not know: no answer. */
     json_t *l = json_loads("{\"event\":\"ready\",\"status\":\"ok\"}", 0, NULL);
-    assert_null(svc_code_answer(l));
+    assert_null(svc_code_answer(l, CLR_MIB));
     json_decref(l);
     l = json_loads("{\"event\":\"result\",\"status\":\"pwned\"}", 0, NULL);
-    assert_null(svc_code_answer(l));
+    assert_null(svc_code_answer(l, CLR_MIB));
     json_decref(l);
     /* Fields of the wrong type become empty; unknown fields go; a bundle keeps strings (and
      * any JSON for application/json). */
@@ -147,7 +147,7 @@ static void test_answer_checked(void **state)
                    "\"displays\":[{\"image/png\":\"iVBO\"},7,\"x\"],\"error\":{\"name\":3},"
                    "\"truncated\":\"yes\",\"restarted\":true,\"extra\":1}",
                    0, NULL);
-    json_t *a = svc_code_answer(l);
+    json_t *a = svc_code_answer(l, CLR_MIB);
     json_decref(l);
     assert_non_null(a);
     assert_string_equal(json_string_value(json_object_get(a, "status")), "ok");
@@ -167,6 +167,250 @@ static void test_answer_checked(void **state)
     assert_null(json_object_get(a, "extra"));
     assert_true(json_is_null(json_object_get(a, "message")));
     json_decref(a);
+}
+
+/* ---- the daemon's own output cap (the bridge is in the sandbox: it may ignore its own) ---- */
+
+#define CAP 1024
+
+/* What a streamed cell's client got: the texts' bytes, each checked to be a whole text. */
+struct got {
+    int n;
+    size_t bytes;
+    char last[CAP + 1];
+};
+
+static void on_capped_event(void *ctx, json_t *ev)
+{
+    struct got *g = ctx;
+    json_t *text = json_object_get(ev, "text");
+    assert_true(json_is_string(text));
+    g->n++;
+    g->bytes += json_string_length(text);
+    snprintf(g->last, sizeof(g->last), "%s", json_string_value(text));
+}
+
+static void feed_event(struct code_lines *r, const char *stream, const char *text)
+{
+    json_t *ev = json_pack("{s:s, s:s}", "event", stream, "text", text);
+    char *line = json_dumps(ev, JSON_COMPACT);
+    json_decref(ev);
+    assert_non_null(line);
+    feed(r, line);
+    feed(r, "\n");
+    free(line);
+}
+
+static char *repeat(const char *unit, size_t times)
+{
+    size_t n = strlen(unit);
+    char *s = malloc(n * times + 1);
+    assert_non_null(s);
+    for (size_t i = 0; i < times; i++)
+        memcpy(s + i * n, unit, n);
+    s[n * times] = '\0';
+    return s;
+}
+
+/* A bridge that streams past the cell's cap: its client gets at most output_cap bytes of text,
+ * cut before a character, never inside one, and the reader says it cut; the next cell counts
+ * afresh. The control: texts within the cap pass unchanged, nothing said cut. */
+static void test_lines_events_capped(void **state)
+{
+    (void)state;
+    struct code_lines *r = svc_code_lines_new(64 * 1024);
+    struct got g = {0};
+    svc_code_lines_on_event(r, on_capped_event, &g, CAP);
+    feed_event(r, "stdout", "hello ");
+    feed_event(r, "stderr", "world");
+    assert_int_equal(g.n, 2);
+    assert_int_equal((int)g.bytes, 11);
+    assert_false(svc_code_lines_truncated(r));
+    /* Past the cap: the crossing text cut, those after it dropped. */
+    char *big = repeat("a", 3000);
+    for (int i = 0; i < 5; i++)
+        feed_event(r, "stdout", big);
+    assert_int_equal((int)g.bytes, CAP);
+    assert_int_equal(g.n, 3);
+    assert_true(svc_code_lines_truncated(r));
+    free(big);
+    /* The next cell: a fresh count; a two-byte character that would cross the cap is left out
+     * whole (the text ends before it), as is the next one, with one byte of room. */
+    memset(&g, 0, sizeof(g));
+    svc_code_lines_on_event(r, on_capped_event, &g, CAP);
+    assert_false(svc_code_lines_truncated(r));
+    char *edge = repeat("a", CAP - 1);
+    char *crossing = malloc(CAP + 8);
+    snprintf(crossing, CAP + 8, "%s\xc3\xa9tail", edge);
+    feed_event(r, "stdout", crossing);
+    feed_event(r, "stdout", "\xc3\xa9"); /* one byte of room: no room for it */
+    assert_int_equal(g.n, 1);
+    assert_int_equal((int)g.bytes, CAP - 1);
+    assert_string_equal(g.last, edge);
+    assert_true(svc_code_lines_truncated(r));
+    free(edge);
+    free(crossing);
+    /* No cell's callback: nothing passes, nothing counted. */
+    svc_code_lines_on_event(r, NULL, NULL, 0);
+    feed_event(r, "stdout", "x");
+    assert_false(svc_code_lines_truncated(r));
+    const char *broken = NULL;
+    assert_null(svc_code_lines_take(r, &broken));
+    assert_string_equal(broken, "");
+    svc_code_lines_free(r);
+}
+
+/* The output bytes of an answer as output_cap counts them. */
+static size_t bundle_bytes(json_t *b)
+{
+    size_t n = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(b, k, v)
+    {
+        if (json_is_string(v)) {
+            n += json_string_length(v);
+        } else {
+            char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            n += strlen(t);
+            free(t);
+        }
+    }
+    return n;
+}
+
+static size_t output_bytes(json_t *a)
+{
+    size_t n = json_string_length(json_object_get(a, "stdout")) +
+               json_string_length(json_object_get(a, "stderr")) +
+               bundle_bytes(json_object_get(a, "result"));
+    json_t *d;
+    size_t i;
+    json_array_foreach(json_object_get(a, "displays"), i, d)
+        n += bundle_bytes(d);
+    json_t *e = json_object_get(a, "error");
+    static const char *const fields[] = {"name", "value", "traceback"};
+    for (size_t f = 0; e && f < 3; f++)
+        n += json_string_length(json_object_get(e, fields[f]));
+    return n;
+}
+
+/* The answer of a hostile bridge's line (which claims nothing was truncated), held to CAP. */
+static json_t *capped(json_t *line)
+{
+    assert_non_null(line);
+    json_object_set_new(line, "event", json_string("result"));
+    if (!json_object_get(line, "status"))
+        json_object_set_new(line, "status", json_string("ok"));
+    json_object_set_new(line, "truncated", json_false());
+    json_t *a = svc_code_answer(line, CAP);
+    json_decref(line);
+    assert_non_null(a);
+    if (output_bytes(a) > CAP)
+        fail_msg("%zu bytes of output past the cap of %d", output_bytes(a), CAP);
+    return a;
+}
+
+static const char *text_of(json_t *a, const char *field)
+{
+    return json_string_value(json_object_get(a, field));
+}
+
+static void test_answer_capped(void **state)
+{
+    (void)state;
+    /* The control: an answer within the cap passes whole, not truncated; one the bridge says
+     * it cut stays truncated. */
+    json_t *a = capped(json_pack(
+        "{s:s, s:s, s:{s:s, s:{s:[i,i]}}, s:[{s:s}], s:{s:s, s:s, s:s}}", "stdout", "hello",
+        "stderr", "warn", "result", "text/plain", "42", "application/json", "a", 1, 2,
+        "displays", "image/png", "iVBORw0KGgo=", "error", "name", "ValueError", "value", "bad",
+        "traceback", "Traceback..."));
+    assert_string_equal(text_of(a, "stdout"), "hello");
+    assert_string_equal(text_of(a, "stderr"), "warn");
+    json_t *res = json_object_get(a, "result");
+    assert_string_equal(json_string_value(json_object_get(res, "text/plain")), "42");
+    assert_true(json_is_object(json_object_get(res, "application/json")));
+    assert_int_equal(json_array_size(json_object_get(a, "displays")), 1);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(a, "error"), "traceback")),
+        "Traceback...");
+    assert_true(json_is_false(json_object_get(a, "truncated")));
+    json_decref(a);
+    json_t *l = json_pack("{s:s, s:s, s:s, s:b}", "event", "result", "status", "ok", "stdout",
+                          "x", "truncated", 1);
+    a = svc_code_answer(l, CAP);
+    json_decref(l);
+    assert_true(json_is_true(json_object_get(a, "truncated")));
+    json_decref(a);
+
+    /* stdout past the cap: cut at it, the texts after it empty, truncated. */
+    char *big = repeat("x", 5 * CAP);
+    a = capped(json_pack("{s:s, s:s}", "stdout", big, "stderr", "late"));
+    assert_int_equal((int)json_string_length(json_object_get(a, "stdout")), CAP);
+    assert_string_equal(text_of(a, "stderr"), "");
+    assert_true(json_is_true(json_object_get(a, "truncated")));
+    json_decref(a);
+
+    /* The cut falls before the character that would cross the cap (a 4-byte emoji). */
+    char *edge = repeat("a", CAP - 2);
+    char crossing[CAP + 8];
+    snprintf(crossing, sizeof(crossing), "%s\xf0\x9f\x98\x80", edge);
+    a = capped(json_pack("{s:s}", "stderr", crossing));
+    assert_string_equal(text_of(a, "stderr"), edge);
+    assert_true(json_is_true(json_object_get(a, "truncated")));
+    json_decref(a);
+
+    /* An image or an application/json value past the room left is dropped whole and takes no
+     * room: what follows it is kept. */
+    char *half = repeat("b", CAP / 2);
+    a = capped(json_pack("{s:s, s:{s:{s:s}, s:s}, s:[{s:s}, {s:s}, {s:s}]}", "stdout", half,
+                         "result", "application/json", "k", big, "text/plain", "v", "displays",
+                         "image/png", big, "image/svg+xml", big, "text/plain", half));
+    res = json_object_get(a, "result");
+    assert_null(json_object_get(res, "application/json"));
+    assert_string_equal(json_string_value(json_object_get(res, "text/plain")), "v");
+    json_t *displays = json_object_get(a, "displays");
+    assert_int_equal(json_array_size(displays), 1); /* the dropped images leave no display */
+    assert_int_equal(
+        (int)json_string_length(json_object_get(json_array_get(displays, 0), "text/plain")),
+        CAP / 2 - 1);
+    assert_true(json_is_true(json_object_get(a, "truncated")));
+    json_decref(a);
+
+    /* The error's name, value and traceback count too. */
+    char *most = repeat("o", CAP - 20);
+    a = capped(json_pack("{s:s, s:{s:s, s:s, s:s}}", "stdout", most, "error", "name",
+                         "ValueError", "value", big, "traceback", big));
+    json_t *err = json_object_get(a, "error");
+    assert_string_equal(json_string_value(json_object_get(err, "name")), "ValueError");
+    assert_int_equal((int)json_string_length(json_object_get(err, "value")), 10);
+    assert_string_equal(json_string_value(json_object_get(err, "traceback")), "");
+    assert_true(json_is_true(json_object_get(a, "truncated")));
+    json_decref(a);
+
+    /* Many small displays, and MIME types the bridge never gives: at most the cap's worth, and
+     * only known types. */
+    json_t *many = json_array();
+    for (int i = 0; i < 3 * CAP; i++)
+        json_array_append_new(many, json_pack("{s:s, s:s}", "text/plain", "d", "text/x-evil",
+                                              "not counted, never sent"));
+    a = capped(json_pack("{s:o}", "displays", many));
+    displays = json_object_get(a, "displays");
+    assert_int_equal((int)json_array_size(displays), CAP);
+    assert_null(json_object_get(json_array_get(displays, 0), "text/x-evil"));
+    assert_true(json_is_true(json_object_get(a, "truncated")));
+    json_decref(a);
+
+    /* The bridge's message is no output but is bounded all the same. */
+    a = capped(json_pack("{s:s}", "message", big));
+    assert_true(json_string_length(json_object_get(a, "message")) <= 400);
+    assert_true(json_is_false(json_object_get(a, "truncated")));
+    json_decref(a);
+    free(most);
+    free(half);
+    free(edge);
+    free(big);
 }
 
 /* ---- the service, against the scripted engine ---- */
@@ -408,6 +652,8 @@ int main(void)
         cmocka_unit_test(test_lines_output_events),
         cmocka_unit_test(test_lines_lies),
         cmocka_unit_test(test_answer_checked),
+        cmocka_unit_test(test_lines_events_capped),
+        cmocka_unit_test(test_answer_capped),
         cmocka_unit_test_setup_teardown(test_cell_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bridge_that_ends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bridge_start_retried, setup, teardown),
