@@ -16,7 +16,7 @@
 
 #include "code_bridge.h" /* CODE_BRIDGE_SOURCE: code_bridge.py as a string (generated) */
 
-#define CODE_MAX_SESSIONS 256
+#define CODE_MAX_SESSIONS CLR_SERVICE_CODE_SESSIONS_MAX
 #define CODE_MAX_QUEUED 16          /* cells waiting for one session */
 #define BRIDGE_BUDGET (64 * CLR_MIB) /* all the bridge may print (the exec stdout cap) */
 #define BRIDGE_ERR_KEEP (64 * 1024)
@@ -86,6 +86,11 @@ struct code_lines {
 struct code_session {
     clr_service *svc;
     char sandbox_id[CLR_SANDBOX_ID_MAX + 1];
+    char tenant[CLR_TENANT_MAX + 1]; /* the sandbox's: whose max_code_sessions it counts in */
+    /* It holds one of its tenant's max_code_sessions, from its admission (session_admit) until
+     * its kernel is ended (bridge_end); one whose bridge ended on its own (ended) counts no
+     * longer (code_lock). */
+    bool kernel;
     /* The bridge: a background command of the sandbox. Only the cell holding the session's
      * turn (or stop) touches these; the thread waits for the command and sets ended. */
     clr_engine *eng;
@@ -420,8 +425,9 @@ static void *bridge_main(void *arg)
 }
 
 /* Kills the bridge (if it runs) and frees what it held; the session can start a new one. The
- * caller holds the session's turn (or the daemon is stopping). */
-static void bridge_end(struct code_session *s)
+ * caller holds the session's turn (or the daemon is stopping). The session keeps its place in
+ * its tenant's max_code_sessions (a start tried again keeps it): bridge_end gives it back. */
+static void bridge_kill(struct code_session *s)
 {
     if (s->h) {
         pthread_mutex_lock(&code_lock);
@@ -446,6 +452,21 @@ static void bridge_end(struct code_session *s)
     s->ended = false;
     s->used = 0;
     pthread_mutex_unlock(&code_lock);
+}
+
+/* Gives back the session's place in its tenant's max_code_sessions. */
+static void session_release(struct code_session *s)
+{
+    pthread_mutex_lock(&code_lock);
+    s->kernel = false;
+    pthread_mutex_unlock(&code_lock);
+}
+
+/* The session's kernel is over: the bridge killed, its place given back. */
+static void bridge_end(struct code_session *s)
+{
+    bridge_kill(s);
+    session_release(s);
 }
 
 /* Waits for the bridge's next answer until deadline (monotonic us). 0 with *line; -1 when the
@@ -531,7 +552,7 @@ static int bridge_start_once(struct code_session *s, clr_error *err)
     else if (rc == 0)
         s->thread_started = true;
     if (rc < 0) {
-        bridge_end(s);
+        bridge_kill(s);
         return -1;
     }
     json_t *line = NULL;
@@ -562,7 +583,7 @@ static int bridge_start_once(struct code_session *s, clr_error *err)
     pthread_mutex_lock(&code_lock);
     s->start_refused = rc == -1 && s->ended && s->end_status == CLR_EXEC_START_FAILED;
     pthread_mutex_unlock(&code_lock);
-    bridge_end(s);
+    bridge_kill(s);
     return -1;
 }
 
@@ -624,9 +645,62 @@ static int bridge_send(struct code_session *s, json_t *req, clr_error *err)
 
 /* ---- sessions and their turns ---- */
 
-/* The sandbox's session (made on first use) with the caller's turn taken: cells run in the order
- * they came. NULL with err when the queue or the daemon is full. */
-static struct code_session *session_take(clr_service *svc, const char *id, clr_error *err)
+/* A tenant's sessions that hold a kernel, other than except (code_lock held). */
+static unsigned tenant_kernels_locked(clr_service *svc, const char *tenant,
+                                      const struct code_session *except)
+{
+    unsigned n = 0;
+    for (const struct code_session *c = svc->codes; c; c = c->next)
+        n += c != except && c->kernel && !c->ended && strcmp(c->tenant, tenant) == 0;
+    return n;
+}
+
+static int code_sessions_full(clr_service *svc, const char *tenant, unsigned max, clr_error *err)
+{
+    atomic_fetch_add(&svc->refused, 1);
+    return clr_error_set(err, CLR_E_LIMIT, 0,
+                         "tenant %s is at its quota: %u code sessions are running in its "
+                         "sandboxes (max_code_sessions %u for tenant %s); end one (destroy a "
+                         "sandbox whose code session is no longer needed) or ask the operator "
+                         "to raise tenants.%s.max_code_sessions",
+                         tenant, max, max, tenant, tenant);
+}
+
+/* Room for the sandbox's session to hold a kernel: it holds one already, or its tenant is below
+ * its max_code_sessions. The check a cell makes before it is recorded or streamed (a tenant at
+ * its quota gets its 429 at once); session_admit decides. */
+static int session_room(clr_service *svc, const char *id, const char *tenant, clr_error *err)
+{
+    unsigned max = svc_code_sessions_max(svc, tenant);
+    pthread_mutex_lock(&code_lock);
+    const struct code_session *s = svc->codes;
+    while (s && strcmp(s->sandbox_id, id) != 0)
+        s = s->next;
+    bool room = (s && s->kernel && !s->ended) || tenant_kernels_locked(svc, tenant, s) < max;
+    pthread_mutex_unlock(&code_lock);
+    return room ? 0 : code_sessions_full(svc, tenant, max, err);
+}
+
+/* The session, holding its turn, takes one of its tenant's max_code_sessions for the kernel it
+ * is about to start: counted and taken under code_lock, so that two starts cannot both take the
+ * last one, and held from here (a kernel's start is seconds) until bridge_end. CLR_E_LIMIT
+ * naming the quota when it is full (counted in refused). */
+static int session_admit(struct code_session *s, clr_error *err)
+{
+    unsigned max = svc_code_sessions_max(s->svc, s->tenant);
+    pthread_mutex_lock(&code_lock);
+    bool room = tenant_kernels_locked(s->svc, s->tenant, s) < max;
+    if (room)
+        s->kernel = true;
+    pthread_mutex_unlock(&code_lock);
+    return room ? 0 : code_sessions_full(s->svc, s->tenant, max, err);
+}
+
+/* The sandbox's session (made on first use, counting in tenant's max_code_sessions) with the
+ * caller's turn taken: cells run in the order they came. NULL with err when the queue or the
+ * daemon is full. */
+static struct code_session *session_take(clr_service *svc, const char *id, const char *tenant,
+                                         clr_error *err)
 {
     pthread_mutex_lock(&code_lock);
     struct code_session *s = svc->codes;
@@ -647,6 +721,7 @@ static struct code_session *session_take(clr_service *svc, const char *id, clr_e
         }
         s->svc = svc;
         snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", id);
+        snprintf(s->tenant, sizeof(s->tenant), "%s", tenant);
         s->next = svc->codes;
         svc->codes = s;
     }
@@ -682,8 +757,10 @@ static void session_give(struct code_session *s)
 }
 
 /* A running bridge with room for a cell's answer: one that ended (or cannot print another
- * answer within its budget) is replaced. *fresh: a new kernel was started; *why_restarted: why
- * an old one was replaced ("" when it was not). */
+ * answer within its budget) is replaced. A session without a running kernel is admitted to its
+ * tenant's max_code_sessions first (CLR_E_LIMIT when it is full; a replaced kernel's place is
+ * given back before, so it is counted again). *fresh: a new kernel was started;
+ * *why_restarted: why an old one was replaced ("" when it was not). */
 static int session_ready(struct code_session *s, size_t line_max, bool *fresh,
                          char *why_restarted, size_t len, clr_error *err)
 {
@@ -703,8 +780,12 @@ static int session_ready(struct code_session *s, size_t line_max, bool *fresh,
                          "started (its state is gone)");
         bridge_end(s);
     }
-    if (bridge_start(s, err) < 0)
+    if (session_admit(s, err) < 0)
         return -1;
+    if (bridge_start(s, err) < 0) {
+        session_release(s);
+        return -1;
+    }
     *fresh = true;
     return 0;
 }
@@ -751,12 +832,27 @@ static int cell_parse(json_t *req, struct cell *c, clr_error *err)
     return 0;
 }
 
+/* The tenant of a running sandbox, into tenant (CLR_TENANT_MAX + 1 bytes). */
+static int running_tenant(clr_service *svc, const char *id, char *tenant, clr_error *err)
+{
+    if (svc_require_running(svc, id, err) < 0)
+        return -1;
+    clr_store_sandbox row;
+    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
+        return -1;
+    snprintf(tenant, CLR_TENANT_MAX + 1, "%s", svc_tenant_or_default(row.info.tenant));
+    clr_store_sandbox_clear(&row);
+    return 0;
+}
+
 int clr_service_code_check(clr_service *svc, const char *id, json_t *req, clr_error *err)
 {
     struct cell c;
-    if (svc_valid_id(id, err) < 0 || cell_parse(req, &c, err) < 0)
+    char tenant[CLR_TENANT_MAX + 1];
+    if (svc_valid_id(id, err) < 0 || cell_parse(req, &c, err) < 0 ||
+        running_tenant(svc, id, tenant, err) < 0)
         return -1;
-    return svc_require_running(svc, id, err);
+    return session_room(svc, id, tenant, err);
 }
 
 /* Sends the cell and waits for its answer: the bridge's, or the daemon's own when the bridge
@@ -838,38 +934,40 @@ static int cell_audit(clr_service *svc, const char *actor, const char *id, const
     return rc;
 }
 
-static int code_run_admitted(clr_service *svc, const char *id, const struct cell *cp,
-                             const char *actor, clr_service_event_cb on_event, void *ctx,
-                             json_t **out, clr_error *err);
+static int code_run_admitted(clr_service *svc, const char *id, const char *tenant,
+                             const struct cell *cp, const char *actor,
+                             clr_service_event_cb on_event, void *ctx, json_t **out,
+                             clr_error *err);
 
 /* A cell is a command like an exec: while it waits for its turn and runs it holds a slot of
- * max_execs and of its sandbox's tenant's max_execs (CLR_E_LIMIT, audited, when either is full). */
+ * max_execs and of its sandbox's tenant's max_execs (CLR_E_LIMIT, audited, when either is full).
+ * Its session's kernel holds one of the tenant's max_code_sessions (the same). */
 int clr_service_code_run(clr_service *svc, const char *id, json_t *req, const char *actor,
                          clr_service_event_cb on_event, void *ctx, json_t **out, clr_error *err)
 {
     struct cell c;
+    char tenant[CLR_TENANT_MAX + 1];
     if (svc_valid_id(id, err) < 0 || cell_parse(req, &c, err) < 0 ||
-        svc_require_running(svc, id, err) < 0)
+        running_tenant(svc, id, tenant, err) < 0)
         return -1;
-    clr_store_sandbox row;
-    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
+    if (session_room(svc, id, tenant, err) < 0) {
+        svc_audit_failure(svc, actor, id, "code", err);
         return -1;
-    char tenant[sizeof(row.info.tenant)];
-    snprintf(tenant, sizeof(tenant), "%s", svc_tenant_or_default(row.info.tenant));
-    clr_store_sandbox_clear(&row);
+    }
     unsigned one = 1;
     if (svc_exec_admit(svc, tenant, &one, err) < 0) {
         svc_audit_failure(svc, actor, id, "code", err);
         return -1;
     }
-    int rc = code_run_admitted(svc, id, &c, actor, on_event, ctx, out, err);
+    int rc = code_run_admitted(svc, id, tenant, &c, actor, on_event, ctx, out, err);
     svc_exec_release(svc, tenant, 1);
     return rc;
 }
 
-static int code_run_admitted(clr_service *svc, const char *id, const struct cell *cp,
-                             const char *actor, clr_service_event_cb on_event, void *ctx,
-                             json_t **out, clr_error *err)
+static int code_run_admitted(clr_service *svc, const char *id, const char *tenant,
+                             const struct cell *cp, const char *actor,
+                             clr_service_event_cb on_event, void *ctx, json_t **out,
+                             clr_error *err)
 {
     struct cell c = *cp;
     char sha[65];
@@ -880,7 +978,7 @@ static int code_run_admitted(clr_service *svc, const char *id, const struct cell
     json_decref(size);
     if (rc < 0)
         return -1;
-    struct code_session *s = session_take(svc, id, err);
+    struct code_session *s = session_take(svc, id, tenant, err);
     if (!s) {
         svc_audit_failure(svc, actor, id, "code", err);
         return -1;
@@ -937,15 +1035,26 @@ static int code_run_admitted(clr_service *svc, const char *id, const struct cell
 int clr_service_code_restart(clr_service *svc, const char *id, const char *actor, json_t **out,
                              clr_error *err)
 {
-    if (svc_valid_id(id, err) < 0 || svc_require_running(svc, id, err) < 0)
+    char tenant[CLR_TENANT_MAX + 1];
+    if (svc_valid_id(id, err) < 0 || running_tenant(svc, id, tenant, err) < 0)
         return -1;
+    if (session_room(svc, id, tenant, err) < 0) {
+        svc_audit_failure(svc, actor, id, "code.restart", err);
+        return -1;
+    }
     if (clr_audit_append(svc->audit, actor, id, "code.restart", "ok", NULL, err) < 0)
         return -1;
-    struct code_session *s = session_take(svc, id, err);
-    if (!s)
+    struct code_session *s = session_take(svc, id, tenant, err);
+    if (!s) {
+        svc_audit_failure(svc, actor, id, "code.restart", err);
         return -1;
-    bridge_end(s); /* a fresh bridge is a fresh kernel, however the old one was */
-    int rc = bridge_start(s, err);
+    }
+    /* A fresh bridge is a fresh kernel, however the old one was; its place in the tenant's
+     * max_code_sessions is taken again (another sandbox's start may have taken it). */
+    bridge_end(s);
+    int rc = session_admit(s, err);
+    if (rc == 0 && (rc = bridge_start(s, err)) < 0)
+        session_release(s);
     session_give(s);
     if (rc < 0) {
         svc_audit_failure(svc, actor, id, "code.restart", err);

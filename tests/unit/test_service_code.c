@@ -19,9 +19,11 @@
 
 #include "fake_engine.h"
 #include "service/code.h"
+#include "service/tenants.h"
 #include "test_service_env.h"
 
 #define ID_A "sb-00000000000000d1"
+#define ID_B "sb-00000000000000d2"
 #define ID_L "sb-00000000000000d3"
 #define NO_ROW "sb-00000000000000df"
 
@@ -423,6 +425,7 @@ static int setup(void **state)
     test_env_all_running(e);
     int64_t now = (int64_t)time(NULL);
     test_env_row(e, ID_A, now + 36000, 1000, 0);
+    test_env_row(e, ID_B, now + 36000, 1000, 0);
     test_env_row(e, ID_L, now + 36000, 1000, 0);
     test_env_set_state(e, ID_L, CLR_STATE_LOST, "oom");
     *state = e;
@@ -504,18 +507,25 @@ static void test_cell_refused(void **state)
     expect_error(&err, CLR_E_CONFLICT, "lost (oom)");
 }
 
-/* The engine knows sandbox A as a running container "cid-a" of this owner. */
-static void script_running_a(struct test_env *e)
+/* The engine knows sandbox id as a running container cid of this owner. */
+static void script_running(struct test_env *e, const char *id, const char *cid)
 {
     clr_sandbox_info info;
-    test_env_info(&info, ID_A, TEST_OWNER);
-    json_t *j = json_pack("{s:s, s:{s:s, s:b, s:b, s:b}, s:{s:o}}", "Id", "cid-a", "State",
+    test_env_info(&info, id, TEST_OWNER);
+    json_t *j = json_pack("{s:s, s:{s:s, s:b, s:b, s:b}, s:{s:o}}", "Id", cid, "State",
                           "Status", "running", "Running", 1, "Paused", 0, "OOMKilled", 0,
                           "Config", "Labels", clr_sandbox_labels(&info));
-    fake_answer(e->f, "GET " TEST_API "clearing-" ID_A "/json", 200,
+    char match[128];
+    snprintf(match, sizeof(match), "GET " TEST_API "clearing-%s/json", id);
+    fake_answer(e->f, test_env_keep(e, strdup(match)), 200,
                 test_env_keep(e, json_dumps(j, JSON_COMPACT)));
     json_decref(j);
     fake_answer(e->f, "GET " TEST_API "cid-", 200, "{\"State\":{\"Running\":true}}");
+}
+
+static void script_running_a(struct test_env *e)
+{
+    script_running(e, ID_A, "cid-a");
 }
 
 /* A bridge the engine refuses to start: a clear error, audited, and the next call tries again
@@ -612,6 +622,113 @@ static void test_cell_takes_a_command_slot(void **state)
     svc->cfg.ntenants = 0;
 }
 
+/* A bridge that starts and stays: the exec's stream (in the engine's multiplexing) carries one
+ * agent STDOUT frame with the bridge's ready line, then stays open, silent. */
+static const char ready_line[] = "{\"event\":\"ready\"}\n";
+static uint8_t ready_stream[8 + 12 + sizeof(ready_line) - 1];
+
+static void script_ready_bridges(struct test_env *e)
+{
+    size_t n = sizeof(ready_line) - 1;
+    uint8_t *p = ready_stream;
+    const uint8_t mux[8] = {1, 0, 0, 0, 0, 0, 0, (uint8_t)(12 + n)}; /* stdout, 12 + n bytes */
+    memcpy(p, mux, 8);
+    const uint8_t frame[12] = {0, 0, 0, (uint8_t)n, 0, 0, 0, 1, 4, 0, 0, 0}; /* STDOUT, ch 1 */
+    memcpy(p + 8, frame, 12);
+    memcpy(p + 20, ready_line, n);
+    fake_answer(e->f, "POST " TEST_API "cid-", 201, "{\"Id\":\"exec-1\"}");
+    fake_answer_bytes(e->f, "POST /v1.41/exec/exec-1/start", 200, ready_stream,
+                      sizeof(ready_stream));
+}
+
+static void expect_restart(clr_service *svc, const char *id)
+{
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_service_code_restart(svc, id, "alice", &out, &err) < 0)
+        fail_msg("restart of %s: %s", id, err.message);
+    assert_string_equal(json_string_value(json_object_get(out, "status")), "restarted");
+    json_decref(out);
+}
+
+/* max_code_sessions: a tenant whose sandboxes run as many kernels as its quota allows is
+ * refused another (429 limit naming the quota and what to do, audited, counted in refused,
+ * nothing sent to the engine for it: a cell, the stream's check and a restart alike), while a
+ * sandbox that holds a kernel keeps it across its restart. The control: with a quota of two, the
+ * second sandbox's kernel starts. */
+static void test_code_sessions_quota(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    clr_tenant_quota quotas[1] = {{.name = CLR_TENANT_DEFAULT, .max_code_sessions = 1}};
+    svc->cfg.tenants = quotas;
+    svc->cfg.ntenants = 1;
+    script_running(e, ID_A, "cid-a");
+    script_running(e, ID_B, "cid-b");
+    script_ready_bridges(e);
+    expect_restart(svc, ID_A); /* A's kernel: the tenant's one */
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-a/exec"), 1);
+    uint64_t refused = atomic_load(&svc->refused);
+
+    static const char *const says =
+        "tenant default is at its quota: 1 code sessions are running in its sandboxes "
+        "(max_code_sessions 1 for tenant default); end one (destroy a sandbox whose code "
+        "session is no longer needed) or ask the operator to raise "
+        "tenants.default.max_code_sessions";
+    json_t *req = json_pack("{s:s}", "code", "1+1");
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_run(svc, ID_B, req, "alice", NULL, NULL, &out, &err), -1);
+    assert_null(out);
+    expect_error(&err, CLR_E_LIMIT, says);
+    json_decref(expect_audit(e, "code", "refused", ID_B, "alice"));
+    assert_int_equal((int)audit_count(e, "code.start"), 0); /* refused before it is recorded */
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_check(svc, ID_B, req, &err), -1);
+    expect_error(&err, CLR_E_LIMIT, "max_code_sessions 1 for tenant default");
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_restart(svc, ID_B, "alice", &out, &err), -1);
+    expect_error(&err, CLR_E_LIMIT, says);
+    json_decref(expect_audit(e, "code.restart", "refused", ID_B, "alice"));
+    assert_int_equal((int)audit_count(e, "code.restart"), 2); /* A's, and B's refusal alone */
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-b/exec"), 0);
+    assert_true(atomic_load(&svc->refused) >= refused + 3);
+    /* A holds its kernel: the check passes for it, and its restart takes its own place again. */
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_check(svc, ID_A, req, &err), 0);
+    expect_restart(svc, ID_A);
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-a/exec"), 2);
+
+    /* The control: room for two, B's kernel starts. */
+    quotas[0].max_code_sessions = 2;
+    expect_restart(svc, ID_B);
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-b/exec"), 1);
+    json_decref(req);
+    svc_code_stop(svc); /* before the quota goes away */
+    svc->cfg.tenants = NULL;
+    svc->cfg.ntenants = 0;
+}
+
+/* A tenant without a quota has the default share; a quota without the key, the same. */
+static void test_code_sessions_default(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    assert_int_equal(svc_code_sessions_max(svc, "acme"), CLR_SERVICE_TENANT_CODE_SESSIONS);
+    assert_int_equal(svc_code_sessions_max(svc, NULL), CLR_SERVICE_TENANT_CODE_SESSIONS);
+    const clr_tenant_quota quotas[2] = {{.name = "acme", .max_execs = 3},
+                                        {.name = "beta", .max_code_sessions = 5}};
+    svc->cfg.tenants = quotas;
+    svc->cfg.ntenants = 2;
+    assert_int_equal(svc_code_sessions_max(svc, "acme"), CLR_SERVICE_TENANT_CODE_SESSIONS);
+    assert_int_equal(svc_code_sessions_max(svc, "beta"), 5);
+    assert_int_equal(svc_code_sessions_max(svc, CLR_TENANT_DEFAULT),
+                     CLR_SERVICE_TENANT_CODE_SESSIONS);
+    assert_true(CLR_SERVICE_TENANT_CODE_SESSIONS < CLR_SERVICE_CODE_SESSIONS_MAX);
+    svc->cfg.tenants = NULL;
+    svc->cfg.ntenants = 0;
+}
+
 static void expect_gone(clr_service *svc, const char *id, const char *says, const char *too)
 {
     json_t *a = svc_code_sandbox_gone(svc, id);
@@ -659,6 +776,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bridge_start_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cell_takes_a_command_slot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sandbox_gone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_code_sessions_quota, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_code_sessions_default, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
