@@ -247,9 +247,13 @@ static const char *str_or(json_t *v, const char *dflt)
     return t ? t : dflt;
 }
 
+/* The statuses a bridge may give a cell (with the daemon's own oom and sandbox_failed, the
+ * API's: docs/openapi.yaml CodeResult). Any other is a broken protocol, answered died:
+ * "restarted" too, which is no cell's status (whether its kernel is a fresh one is the boolean
+ * restarted; only POST .../code/restart, the daemon's own answer, says status restarted). */
 static bool known_status(const char *s)
 {
-    static const char *const ok[] = {"ok", "error", "timeout", "died", "restarted", NULL};
+    static const char *const ok[] = {"ok", "error", "timeout", "died", NULL};
     for (size_t i = 0; s && ok[i]; i++) {
         if (strcmp(s, ok[i]) == 0)
             return true;

@@ -138,9 +138,24 @@ static void test_answer_checked(void **state)
     json_t *l = json_loads("{\"event\":\"ready\",\"status\":\"ok\"}", 0, NULL);
     assert_null(svc_code_answer(l, CLR_MIB));
     json_decref(l);
-    l = json_loads("{\"event\":\"result\",\"status\":\"pwned\"}", 0, NULL);
-    assert_null(svc_code_answer(l, CLR_MIB));
-    json_decref(l);
+    static const char *const not_a_cell[] = {"pwned", "restarted", "bridge_error", "oom",
+                                             "sandbox_failed"};
+    for (size_t i = 0; i < sizeof(not_a_cell) / sizeof(not_a_cell[0]); i++) {
+        l = json_pack("{s:s, s:s}", "event", "result", "status", not_a_cell[i]);
+        if (svc_code_answer(l, CLR_MIB))
+            fail_msg("status %s passed for a cell's", not_a_cell[i]);
+        json_decref(l);
+    }
+    /* The control: the bridge's own statuses pass. */
+    static const char *const a_cell[] = {"ok", "error", "timeout", "died"};
+    for (size_t i = 0; i < sizeof(a_cell) / sizeof(a_cell[0]); i++) {
+        l = json_pack("{s:s, s:s}", "event", "result", "status", a_cell[i]);
+        json_t *got = svc_code_answer(l, CLR_MIB);
+        assert_non_null(got);
+        assert_string_equal(json_string_value(json_object_get(got, "status")), a_cell[i]);
+        json_decref(got);
+        json_decref(l);
+    }
     /* Fields of the wrong type become empty; unknown fields go; a bundle keeps strings (and
      * any JSON for application/json). */
     l = json_loads("{\"event\":\"result\",\"status\":\"ok\",\"execution_count\":\"7\","
