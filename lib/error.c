@@ -26,6 +26,16 @@ void clr_utf8_trim_cut(char *s)
     cut_whole_chars(s, strlen(s));
 }
 
+size_t clr_utf8_cut_len(const char *s, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    size_t cut = max;
+    while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80) /* s[cut] continues a character */
+        cut--;
+    return cut;
+}
+
 void clr_text_ascii(char *dst, size_t len, const char *src)
 {
     size_t i;

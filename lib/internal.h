@@ -9,6 +9,10 @@
  * character left incomplete, so the text can go into JSON. Text that was never UTF-8 stays as it
  * is. error.c, which cuts every error message this way. */
 void clr_utf8_trim_cut(char *s);
+/* The length of s's longest prefix of at most max bytes that ends on a whole UTF-8 character
+ * (s is len bytes of UTF-8): where a text capped at max bytes is cut, before the character that
+ * would cross the cap, never inside it. error.c. */
+size_t clr_utf8_cut_len(const char *s, size_t len, size_t max);
 /* src into dst (len > 0 bytes, cut there) with '?' for every byte that is not ASCII: the last
  * resort for a text that must go into JSON and is not UTF-8. error.c. */
 void clr_text_ascii(char *dst, size_t len, const char *src);

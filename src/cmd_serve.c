@@ -124,7 +124,7 @@ static int quota_text(json_t *v, char *buf, size_t len)
 }
 
 /* "tenants": {"acme": {"max_sandboxes": 4, "max_memory": "4g", "max_cpus": 2, "max_execs": 8,
- * "max_mcp_sessions": 4}, ...} */
+ * "max_mcp_sessions": 4, "max_code_sessions": 8}, ...} */
 static int config_tenants(struct serve_config *c, json_t *v, clr_error *err)
 {
     if (!json_is_object(v) || json_object_size(v) > MAX_TENANTS)
@@ -195,10 +195,21 @@ static int config_tenants(struct serve_config *c, json_t *v, clr_error *err)
                                          "number 1..%d",
                                          name, SERVER_MCP_MAX_SESSIONS);
                 t->max_mcp_sessions = (unsigned)json_integer_value(qv);
+            } else if (strcmp(key, "max_code_sessions") == 0) {
+                if (!json_is_integer(qv) || json_integer_value(qv) < 1 ||
+                    json_integer_value(qv) > CLR_SERVICE_CODE_SESSIONS_MAX)
+                    return clr_error_set(err, CLR_E_INVALID, 0,
+                                         "config: tenants.%s.max_code_sessions must be a whole "
+                                         "number 1..%d (code sessions running at once in its "
+                                         "sandboxes; default %d)",
+                                         name, CLR_SERVICE_CODE_SESSIONS_MAX,
+                                         CLR_SERVICE_TENANT_CODE_SESSIONS);
+                t->max_code_sessions = (unsigned)json_integer_value(qv);
             } else {
                 return clr_error_set(err, CLR_E_INVALID, 0,
                                      "config: tenants.%s: unknown key '%.64s' (max_sandboxes, "
-                                     "max_memory, max_cpus, max_execs, max_mcp_sessions)",
+                                     "max_memory, max_cpus, max_execs, max_mcp_sessions, "
+                                     "max_code_sessions)",
                                      name, key);
             }
         }

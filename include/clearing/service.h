@@ -31,7 +31,16 @@ typedef struct clr_tenant_quota {
     /* Sessions of the daemon's /mcp its tokens hold together (0: the daemon's default, a
      * quarter of its 64): so that one tenant cannot hold every session. */
     unsigned max_mcp_sessions;
+    /* Code sessions (#21: a Jupyter kernel and its bridge each) running or starting in its
+     * sandboxes at once, 1..CLR_SERVICE_CODE_SESSIONS_MAX (0: CLR_SERVICE_TENANT_CODE_SESSIONS,
+     * which also binds a tenant without a quota): so that one tenant cannot hold every kernel
+     * the daemon keeps. */
+    unsigned max_code_sessions;
 } clr_tenant_quota;
+
+/* Code sessions the daemon keeps, all tenants together; a tenant's default share of them. */
+#define CLR_SERVICE_CODE_SESSIONS_MAX 256
+#define CLR_SERVICE_TENANT_CODE_SESSIONS 64
 
 /* Tenants with a quota of their own, at most. */
 #define CLR_SERVICE_TENANTS_MAX 64

@@ -16,7 +16,7 @@
 
 #include "code_bridge.h" /* CODE_BRIDGE_SOURCE: code_bridge.py as a string (generated) */
 
-#define CODE_MAX_SESSIONS 256
+#define CODE_MAX_SESSIONS CLR_SERVICE_CODE_SESSIONS_MAX
 #define CODE_MAX_QUEUED 16          /* cells waiting for one session */
 #define BRIDGE_BUDGET (64 * CLR_MIB) /* all the bridge may print (the exec stdout cap) */
 #define BRIDGE_ERR_KEEP (64 * 1024)
@@ -29,6 +29,45 @@
 #define LINES_PENDING_MAX 4
 #define READY_WAIT_MS 330000 /* a kernel's start under gVisor, many side by side on a busy host */
 #define ANSWER_GRACE_MS 60000 /* past a cell's timeout: its interrupt, or a kernel's restart */
+#define MESSAGE_MAX 400 /* an answer's message: the bridge's are a sentence */
+
+/* ---- a cell's output cap, applied again ----
+ * The bridge caps a cell's output at output_cap, but it runs inside the sandbox, next to the
+ * cell's code, which can replace it or write past it: its cap is a courtesy, this one is the
+ * bound. The same rules as the bridge's Cell.take and Cell.whole (code_bridge.py), so that an
+ * honest bridge's answer passes unchanged: UTF-8 bytes; a text is cut before the character
+ * that would cross the cap; an application/json value or an image is kept whole or dropped, and
+ * a dropped one takes no room from what follows. */
+struct code_cap {
+    uint64_t cap, used;
+    bool truncated; /* something was cut or dropped */
+};
+
+/* The string v, or as much of it as the room left holds (counted then); "" when none is left.
+ * v is UTF-8 (jansson checked it). */
+static json_t *cap_take(struct code_cap *c, json_t *v)
+{
+    const char *t = json_string_value(v);
+    size_t n = json_string_length(v);
+    uint64_t room = c->cap > c->used ? c->cap - c->used : 0;
+    if (n > room) {
+        c->truncated = true;
+        n = clr_utf8_cut_len(t, n, (size_t)room);
+    }
+    c->used += n;
+    return json_stringn(t, n);
+}
+
+/* Whether n more bytes fit whole (counted then); when not, truncated and nothing counted. */
+static bool cap_whole(struct code_cap *c, size_t n)
+{
+    if (c->used + n > c->cap) {
+        c->truncated = true;
+        return false;
+    }
+    c->used += n;
+    return true;
+}
 
 struct code_lines {
     char *buf;
@@ -37,14 +76,21 @@ struct code_lines {
     char broken[200];
     json_t *pending[LINES_PENDING_MAX];
     size_t npending;
-    /* Output events of the cell in flight go here as they come (under code_lock). */
+    /* Output events of the cell in flight go here as they come (under code_lock), their texts
+     * held to the cell's output_cap together. */
     clr_service_event_cb on_event;
     void *ctx;
+    struct code_cap events;
 };
 
 struct code_session {
     clr_service *svc;
     char sandbox_id[CLR_SANDBOX_ID_MAX + 1];
+    char tenant[CLR_TENANT_MAX + 1]; /* the sandbox's: whose max_code_sessions it counts in */
+    /* It holds one of its tenant's max_code_sessions, from its admission (session_admit) until
+     * its kernel is ended (bridge_end); one whose bridge ended on its own (ended) counts no
+     * longer (code_lock). */
+    bool kernel;
     /* The bridge: a background command of the sandbox. Only the cell holding the session's
      * turn (or stop) touches these; the thread waits for the command and sets ended. */
     clr_engine *eng;
@@ -109,10 +155,13 @@ static void lines_one(struct code_lines *r, const char *line, size_t len)
     }
     if (strcmp(ev, "stdout") == 0 || strcmp(ev, "stderr") == 0) {
         json_t *text = json_object_get(j, "text");
-        if (r->on_event && json_is_string(text)) {
-            json_t *out = json_pack("{s:s, s:O}", "event", ev, "text", text);
+        json_t *kept = r->on_event && json_is_string(text) ? cap_take(&r->events, text) : NULL;
+        if (kept && json_string_length(kept) > 0) {
+            json_t *out = json_pack("{s:s, s:o}", "event", ev, "text", kept);
             r->on_event(r->ctx, out);
             json_decref(out);
+        } else {
+            json_decref(kept);
         }
         json_decref(j);
         return;
@@ -165,10 +214,17 @@ void svc_code_lines_feed(struct code_lines *r, const uint8_t *data, size_t len)
     }
 }
 
-void svc_code_lines_on_event(struct code_lines *r, clr_service_event_cb cb, void *ctx)
+void svc_code_lines_on_event(struct code_lines *r, clr_service_event_cb cb, void *ctx,
+                             uint64_t cap)
 {
     r->on_event = cb;
     r->ctx = ctx;
+    r->events = (struct code_cap){.cap = cap};
+}
+
+bool svc_code_lines_truncated(const struct code_lines *r)
+{
+    return r->events.truncated;
 }
 
 json_t *svc_code_lines_take(struct code_lines *r, const char **broken)
@@ -191,9 +247,13 @@ static const char *str_or(json_t *v, const char *dflt)
     return t ? t : dflt;
 }
 
+/* The statuses a bridge may give a cell (with the daemon's own oom and sandbox_failed, the
+ * API's: docs/openapi.yaml CodeResult). Any other is a broken protocol, answered died:
+ * "restarted" too, which is no cell's status (whether its kernel is a fresh one is the boolean
+ * restarted; only POST .../code/restart, the daemon's own answer, says status restarted). */
 static bool known_status(const char *s)
 {
-    static const char *const ok[] = {"ok", "error", "timeout", "died", "restarted", NULL};
+    static const char *const ok[] = {"ok", "error", "timeout", "died", NULL};
     for (size_t i = 0; s && ok[i]; i++) {
         if (strcmp(s, ok[i]) == 0)
             return true;
@@ -201,63 +261,98 @@ static bool known_status(const char *s)
     return false;
 }
 
-/* A bundle of outputs by MIME type: string values (application/json: any JSON value). */
-static json_t *bundle(json_t *b)
+/* A bundle of outputs by MIME type: the types the bridge gives (code_bridge.py's MIMES), text
+ * as strings, application/json any JSON value, each held to the cell's cap as the bridge holds
+ * it: a text cut, a JSON value (counted as the compact JSON it is sent as) or an image whole or
+ * dropped. A text cut to nothing is dropped. */
+static json_t *bundle(struct code_cap *c, json_t *b)
 {
+    static const char *const mimes[] = {"text/plain", "text/html", "text/markdown",
+                                        "application/json", "image/png", "image/jpeg",
+                                        "image/svg+xml"};
     if (!json_is_object(b))
         return json_null();
     json_t *o = json_object();
-    const char *k;
-    json_t *v;
-    json_object_foreach(b, k, v)
-    {
-        if (strlen(k) < 64 && (json_is_string(v) || strcmp(k, "application/json") == 0))
-            json_object_set(o, k, v);
+    for (size_t i = 0; i < sizeof(mimes) / sizeof(mimes[0]); i++) {
+        json_t *v = json_object_get(b, mimes[i]);
+        if (!v)
+            continue;
+        if (strcmp(mimes[i], "application/json") == 0) {
+            char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            if (text && cap_whole(c, strlen(text)))
+                json_object_set(o, mimes[i], v);
+            free(text);
+        } else if (!json_is_string(v)) {
+            continue;
+        } else if (strncmp(mimes[i], "image/", 6) == 0) {
+            if (cap_whole(c, json_string_length(v)))
+                json_object_set(o, mimes[i], v);
+        } else {
+            json_t *kept = cap_take(c, v);
+            if (json_string_length(kept) > 0 || json_string_length(v) == 0)
+                json_object_set(o, mimes[i], kept);
+            json_decref(kept);
+        }
     }
     return o;
 }
 
-json_t *svc_code_answer(json_t *line)
+/* A text field of the answer: a string held to the cap, "" for anything else. */
+static json_t *capped_text(struct code_cap *c, json_t *v)
+{
+    return json_is_string(v) ? cap_take(c, v) : json_string("");
+}
+
+json_t *svc_code_answer(json_t *line, uint64_t cap)
 {
     const char *status = json_string_value(json_object_get(line, "status"));
     if (strcmp(str_or(json_object_get(line, "event"), ""), "result") != 0 ||
         !known_status(status))
         return NULL;
+    struct code_cap c = {.cap = cap};
     json_t *a = json_pack("{s:s}", "status", status);
     json_t *v = json_object_get(line, "execution_count");
     json_object_set_new(a, "execution_count",
                         json_is_integer(v) && json_integer_value(v) >= 0 ? json_copy(v)
                                                                          : json_null());
-    static const char *const texts[] = {"stdout", "stderr"};
-    for (size_t i = 0; i < 2; i++) {
-        v = json_object_get(line, texts[i]);
-        json_object_set_new(a, texts[i], json_string(str_or(v, "")));
-    }
-    json_object_set_new(a, "result", bundle(json_object_get(line, "result")));
+    json_object_set_new(a, "stdout", capped_text(&c, json_object_get(line, "stdout")));
+    json_object_set_new(a, "stderr", capped_text(&c, json_object_get(line, "stderr")));
+    json_object_set_new(a, "result", bundle(&c, json_object_get(line, "result")));
     json_t *displays = json_array(), *d;
     size_t i;
     json_array_foreach(json_object_get(line, "displays"), i, d)
     {
-        if (json_is_object(d))
-            json_array_append_new(displays, bundle(d));
+        json_t *b = json_is_object(d) ? bundle(&c, d) : NULL;
+        if (json_object_size(b) > 0) /* as the bridge: a display with nothing kept is none */
+            json_array_append(displays, b);
+        json_decref(b);
     }
     json_object_set_new(a, "displays", displays);
     json_t *e = json_object_get(line, "error");
-    if (json_is_object(e))
-        json_object_set_new(
-            a, "error",
-            json_pack("{s:s, s:s, s:s}", "name",
-                      str_or(json_object_get(e, "name"), ""), "value",
-                      str_or(json_object_get(e, "value"), ""), "traceback",
-                      str_or(json_object_get(e, "traceback"), "")));
-    else
+    if (json_is_object(e)) {
+        /* In this order (not as a call's arguments, whose order C leaves open): the cap is
+         * spent in it. */
+        json_t *name = capped_text(&c, json_object_get(e, "name"));
+        json_t *value = capped_text(&c, json_object_get(e, "value"));
+        json_t *tb = capped_text(&c, json_object_get(e, "traceback"));
+        json_object_set_new(a, "error", json_pack("{s:o, s:o, s:o}", "name", name, "value",
+                                                  value, "traceback", tb));
+    } else {
         json_object_set_new(a, "error", json_null());
-    json_object_set_new(a, "truncated", json_boolean(json_is_true(json_object_get(line,
-                                                                                  "truncated"))));
+    }
+    json_object_set_new(a, "truncated",
+                        json_boolean(c.truncated || json_is_true(json_object_get(line,
+                                                                                 "truncated"))));
     json_object_set_new(a, "restarted", json_boolean(json_is_true(json_object_get(line,
                                                                                   "restarted"))));
+    /* Not output: the bridge's own sentence, bounded on its own. */
     v = json_object_get(line, "message");
-    json_object_set_new(a, "message", json_is_string(v) ? json_copy(v) : json_null());
+    json_object_set_new(a, "message",
+                        json_is_string(v)
+                            ? json_stringn(json_string_value(v),
+                                           clr_utf8_cut_len(json_string_value(v),
+                                                            json_string_length(v), MESSAGE_MAX))
+                            : json_null());
     return a;
 }
 
@@ -334,8 +429,9 @@ static void *bridge_main(void *arg)
 }
 
 /* Kills the bridge (if it runs) and frees what it held; the session can start a new one. The
- * caller holds the session's turn (or the daemon is stopping). */
-static void bridge_end(struct code_session *s)
+ * caller holds the session's turn (or the daemon is stopping). The session keeps its place in
+ * its tenant's max_code_sessions (a start tried again keeps it): bridge_end gives it back. */
+static void bridge_kill(struct code_session *s)
 {
     if (s->h) {
         pthread_mutex_lock(&code_lock);
@@ -360,6 +456,21 @@ static void bridge_end(struct code_session *s)
     s->ended = false;
     s->used = 0;
     pthread_mutex_unlock(&code_lock);
+}
+
+/* Gives back the session's place in its tenant's max_code_sessions. */
+static void session_release(struct code_session *s)
+{
+    pthread_mutex_lock(&code_lock);
+    s->kernel = false;
+    pthread_mutex_unlock(&code_lock);
+}
+
+/* The session's kernel is over: the bridge killed, its place given back. */
+static void bridge_end(struct code_session *s)
+{
+    bridge_kill(s);
+    session_release(s);
 }
 
 /* Waits for the bridge's next answer until deadline (monotonic us). 0 with *line; -1 when the
@@ -445,7 +556,7 @@ static int bridge_start_once(struct code_session *s, clr_error *err)
     else if (rc == 0)
         s->thread_started = true;
     if (rc < 0) {
-        bridge_end(s);
+        bridge_kill(s);
         return -1;
     }
     json_t *line = NULL;
@@ -476,7 +587,7 @@ static int bridge_start_once(struct code_session *s, clr_error *err)
     pthread_mutex_lock(&code_lock);
     s->start_refused = rc == -1 && s->ended && s->end_status == CLR_EXEC_START_FAILED;
     pthread_mutex_unlock(&code_lock);
-    bridge_end(s);
+    bridge_kill(s);
     return -1;
 }
 
@@ -538,9 +649,62 @@ static int bridge_send(struct code_session *s, json_t *req, clr_error *err)
 
 /* ---- sessions and their turns ---- */
 
-/* The sandbox's session (made on first use) with the caller's turn taken: cells run in the order
- * they came. NULL with err when the queue or the daemon is full. */
-static struct code_session *session_take(clr_service *svc, const char *id, clr_error *err)
+/* A tenant's sessions that hold a kernel, other than except (code_lock held). */
+static unsigned tenant_kernels_locked(clr_service *svc, const char *tenant,
+                                      const struct code_session *except)
+{
+    unsigned n = 0;
+    for (const struct code_session *c = svc->codes; c; c = c->next)
+        n += c != except && c->kernel && !c->ended && strcmp(c->tenant, tenant) == 0;
+    return n;
+}
+
+static int code_sessions_full(clr_service *svc, const char *tenant, unsigned max, clr_error *err)
+{
+    atomic_fetch_add(&svc->refused, 1);
+    return clr_error_set(err, CLR_E_LIMIT, 0,
+                         "tenant %s is at its quota: %u code sessions are running in its "
+                         "sandboxes (max_code_sessions %u for tenant %s); end one (destroy a "
+                         "sandbox whose code session is no longer needed) or ask the operator "
+                         "to raise tenants.%s.max_code_sessions",
+                         tenant, max, max, tenant, tenant);
+}
+
+/* Room for the sandbox's session to hold a kernel: it holds one already, or its tenant is below
+ * its max_code_sessions. The check a cell makes before it is recorded or streamed (a tenant at
+ * its quota gets its 429 at once); session_admit decides. */
+static int session_room(clr_service *svc, const char *id, const char *tenant, clr_error *err)
+{
+    unsigned max = svc_code_sessions_max(svc, tenant);
+    pthread_mutex_lock(&code_lock);
+    const struct code_session *s = svc->codes;
+    while (s && strcmp(s->sandbox_id, id) != 0)
+        s = s->next;
+    bool room = (s && s->kernel && !s->ended) || tenant_kernels_locked(svc, tenant, s) < max;
+    pthread_mutex_unlock(&code_lock);
+    return room ? 0 : code_sessions_full(svc, tenant, max, err);
+}
+
+/* The session, holding its turn, takes one of its tenant's max_code_sessions for the kernel it
+ * is about to start: counted and taken under code_lock, so that two starts cannot both take the
+ * last one, and held from here (a kernel's start is seconds) until bridge_end. CLR_E_LIMIT
+ * naming the quota when it is full (counted in refused). */
+static int session_admit(struct code_session *s, clr_error *err)
+{
+    unsigned max = svc_code_sessions_max(s->svc, s->tenant);
+    pthread_mutex_lock(&code_lock);
+    bool room = tenant_kernels_locked(s->svc, s->tenant, s) < max;
+    if (room)
+        s->kernel = true;
+    pthread_mutex_unlock(&code_lock);
+    return room ? 0 : code_sessions_full(s->svc, s->tenant, max, err);
+}
+
+/* The sandbox's session (made on first use, counting in tenant's max_code_sessions) with the
+ * caller's turn taken: cells run in the order they came. NULL with err when the queue or the
+ * daemon is full. */
+static struct code_session *session_take(clr_service *svc, const char *id, const char *tenant,
+                                         clr_error *err)
 {
     pthread_mutex_lock(&code_lock);
     struct code_session *s = svc->codes;
@@ -561,6 +725,7 @@ static struct code_session *session_take(clr_service *svc, const char *id, clr_e
         }
         s->svc = svc;
         snprintf(s->sandbox_id, sizeof(s->sandbox_id), "%s", id);
+        snprintf(s->tenant, sizeof(s->tenant), "%s", tenant);
         s->next = svc->codes;
         svc->codes = s;
     }
@@ -589,15 +754,17 @@ static void session_give(struct code_session *s)
 {
     pthread_mutex_lock(&code_lock);
     if (s->lines)
-        svc_code_lines_on_event(s->lines, NULL, NULL);
+        svc_code_lines_on_event(s->lines, NULL, NULL, 0);
     s->serving++;
     pthread_cond_broadcast(&code_cond);
     pthread_mutex_unlock(&code_lock);
 }
 
 /* A running bridge with room for a cell's answer: one that ended (or cannot print another
- * answer within its budget) is replaced. *fresh: a new kernel was started; *why_restarted: why
- * an old one was replaced ("" when it was not). */
+ * answer within its budget) is replaced. A session without a running kernel is admitted to its
+ * tenant's max_code_sessions first (CLR_E_LIMIT when it is full; a replaced kernel's place is
+ * given back before, so it is counted again). *fresh: a new kernel was started;
+ * *why_restarted: why an old one was replaced ("" when it was not). */
 static int session_ready(struct code_session *s, size_t line_max, bool *fresh,
                          char *why_restarted, size_t len, clr_error *err)
 {
@@ -617,8 +784,12 @@ static int session_ready(struct code_session *s, size_t line_max, bool *fresh,
                          "started (its state is gone)");
         bridge_end(s);
     }
-    if (bridge_start(s, err) < 0)
+    if (session_admit(s, err) < 0)
         return -1;
+    if (bridge_start(s, err) < 0) {
+        session_release(s);
+        return -1;
+    }
     *fresh = true;
     return 0;
 }
@@ -665,12 +836,27 @@ static int cell_parse(json_t *req, struct cell *c, clr_error *err)
     return 0;
 }
 
+/* The tenant of a running sandbox, into tenant (CLR_TENANT_MAX + 1 bytes). */
+static int running_tenant(clr_service *svc, const char *id, char *tenant, clr_error *err)
+{
+    if (svc_require_running(svc, id, err) < 0)
+        return -1;
+    clr_store_sandbox row;
+    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
+        return -1;
+    snprintf(tenant, CLR_TENANT_MAX + 1, "%s", svc_tenant_or_default(row.info.tenant));
+    clr_store_sandbox_clear(&row);
+    return 0;
+}
+
 int clr_service_code_check(clr_service *svc, const char *id, json_t *req, clr_error *err)
 {
     struct cell c;
-    if (svc_valid_id(id, err) < 0 || cell_parse(req, &c, err) < 0)
+    char tenant[CLR_TENANT_MAX + 1];
+    if (svc_valid_id(id, err) < 0 || cell_parse(req, &c, err) < 0 ||
+        running_tenant(svc, id, tenant, err) < 0)
         return -1;
-    return svc_require_running(svc, id, err);
+    return session_room(svc, id, tenant, err);
 }
 
 /* Sends the cell and waits for its answer: the bridge's, or the daemon's own when the bridge
@@ -700,11 +886,19 @@ static json_t *cell_exchange(struct code_session *s, const struct cell *c, bool 
     else
         snprintf(why, sizeof(why), "%.200s", err->message);
     clr_utf8_trim_cut(why);
-    if (rc == 0 && !(a = svc_code_answer(line)))
+    if (rc == 0 && !(a = svc_code_answer(line, c->cap)))
         snprintf(why, sizeof(why), "the bridge's answer was not a cell's result");
     json_decref(line);
-    if (a)
+    /* Output events the cap cut on their way to a streamed cell's client: the answer says so
+     * too, whatever the bridge's answer claims. */
+    pthread_mutex_lock(&code_lock);
+    bool events_cut = s->lines && svc_code_lines_truncated(s->lines);
+    pthread_mutex_unlock(&code_lock);
+    if (a) {
+        if (events_cut)
+            json_object_set_new(a, "truncated", json_true());
         return a;
+    }
     if (oom)
         a = own_answer("oom", true, "the cell went past the sandbox's memory limit: the kernel "
                                     "was killed (its state is gone); the next call starts a "
@@ -726,6 +920,8 @@ static json_t *cell_exchange(struct code_session *s, const struct cell *c, bool 
              oom ? "the last kernel went past the sandbox's memory limit: this is a fresh one "
                    "(its state is gone)"
                  : "the last kernel ended: this is a fresh one (its state is gone)");
+    if (events_cut)
+        json_object_set_new(a, "truncated", json_true());
     bridge_end(s);
     return a;
 }
@@ -742,38 +938,40 @@ static int cell_audit(clr_service *svc, const char *actor, const char *id, const
     return rc;
 }
 
-static int code_run_admitted(clr_service *svc, const char *id, const struct cell *cp,
-                             const char *actor, clr_service_event_cb on_event, void *ctx,
-                             json_t **out, clr_error *err);
+static int code_run_admitted(clr_service *svc, const char *id, const char *tenant,
+                             const struct cell *cp, const char *actor,
+                             clr_service_event_cb on_event, void *ctx, json_t **out,
+                             clr_error *err);
 
 /* A cell is a command like an exec: while it waits for its turn and runs it holds a slot of
- * max_execs and of its sandbox's tenant's max_execs (CLR_E_LIMIT, audited, when either is full). */
+ * max_execs and of its sandbox's tenant's max_execs (CLR_E_LIMIT, audited, when either is full).
+ * Its session's kernel holds one of the tenant's max_code_sessions (the same). */
 int clr_service_code_run(clr_service *svc, const char *id, json_t *req, const char *actor,
                          clr_service_event_cb on_event, void *ctx, json_t **out, clr_error *err)
 {
     struct cell c;
+    char tenant[CLR_TENANT_MAX + 1];
     if (svc_valid_id(id, err) < 0 || cell_parse(req, &c, err) < 0 ||
-        svc_require_running(svc, id, err) < 0)
+        running_tenant(svc, id, tenant, err) < 0)
         return -1;
-    clr_store_sandbox row;
-    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
+    if (session_room(svc, id, tenant, err) < 0) {
+        svc_audit_failure(svc, actor, id, "code", err);
         return -1;
-    char tenant[sizeof(row.info.tenant)];
-    snprintf(tenant, sizeof(tenant), "%s", svc_tenant_or_default(row.info.tenant));
-    clr_store_sandbox_clear(&row);
+    }
     unsigned one = 1;
     if (svc_exec_admit(svc, tenant, &one, err) < 0) {
         svc_audit_failure(svc, actor, id, "code", err);
         return -1;
     }
-    int rc = code_run_admitted(svc, id, &c, actor, on_event, ctx, out, err);
+    int rc = code_run_admitted(svc, id, tenant, &c, actor, on_event, ctx, out, err);
     svc_exec_release(svc, tenant, 1);
     return rc;
 }
 
-static int code_run_admitted(clr_service *svc, const char *id, const struct cell *cp,
-                             const char *actor, clr_service_event_cb on_event, void *ctx,
-                             json_t **out, clr_error *err)
+static int code_run_admitted(clr_service *svc, const char *id, const char *tenant,
+                             const struct cell *cp, const char *actor,
+                             clr_service_event_cb on_event, void *ctx, json_t **out,
+                             clr_error *err)
 {
     struct cell c = *cp;
     char sha[65];
@@ -784,7 +982,7 @@ static int code_run_admitted(clr_service *svc, const char *id, const struct cell
     json_decref(size);
     if (rc < 0)
         return -1;
-    struct code_session *s = session_take(svc, id, err);
+    struct code_session *s = session_take(svc, id, tenant, err);
     if (!s) {
         svc_audit_failure(svc, actor, id, "code", err);
         return -1;
@@ -805,7 +1003,7 @@ static int code_run_admitted(clr_service *svc, const char *id, const struct cell
         why[0] = '\0';
     } else {
         pthread_mutex_lock(&code_lock);
-        svc_code_lines_on_event(s->lines, on_event, ctx);
+        svc_code_lines_on_event(s->lines, on_event, ctx, c.cap);
         pthread_mutex_unlock(&code_lock);
         /* Active from its start, as an exec: the idle reaper leaves a long cell's sandbox
          * alone. */
@@ -841,15 +1039,26 @@ static int code_run_admitted(clr_service *svc, const char *id, const struct cell
 int clr_service_code_restart(clr_service *svc, const char *id, const char *actor, json_t **out,
                              clr_error *err)
 {
-    if (svc_valid_id(id, err) < 0 || svc_require_running(svc, id, err) < 0)
+    char tenant[CLR_TENANT_MAX + 1];
+    if (svc_valid_id(id, err) < 0 || running_tenant(svc, id, tenant, err) < 0)
         return -1;
+    if (session_room(svc, id, tenant, err) < 0) {
+        svc_audit_failure(svc, actor, id, "code.restart", err);
+        return -1;
+    }
     if (clr_audit_append(svc->audit, actor, id, "code.restart", "ok", NULL, err) < 0)
         return -1;
-    struct code_session *s = session_take(svc, id, err);
-    if (!s)
+    struct code_session *s = session_take(svc, id, tenant, err);
+    if (!s) {
+        svc_audit_failure(svc, actor, id, "code.restart", err);
         return -1;
-    bridge_end(s); /* a fresh bridge is a fresh kernel, however the old one was */
-    int rc = bridge_start(s, err);
+    }
+    /* A fresh bridge is a fresh kernel, however the old one was; its place in the tenant's
+     * max_code_sessions is taken again (another sandbox's start may have taken it). */
+    bridge_end(s);
+    int rc = session_admit(s, err);
+    if (rc == 0 && (rc = bridge_start(s, err)) < 0)
+        session_release(s);
     session_give(s);
     if (rc < 0) {
         svc_audit_failure(svc, actor, id, "code.restart", err);

@@ -26,15 +26,24 @@ struct code_lines *svc_code_lines_new(size_t line_max);
 void svc_code_lines_free(struct code_lines *r);
 void svc_code_lines_feed(struct code_lines *r, const uint8_t *data, size_t len);
 /* Output events ({"event": "stdout"|"stderr", "text"}) go to cb as their lines come (NULL: they
- * are dropped); they are never queued. */
-void svc_code_lines_on_event(struct code_lines *r, clr_service_event_cb cb, void *ctx);
+ * are dropped); they are never queued. Their texts together are held to cap (a cell's
+ * output_cap, counted afresh from this call) as the bridge should have held them: a text cut
+ * before the character that would cross it, one with nothing left dropped. */
+void svc_code_lines_on_event(struct code_lines *r, clr_service_event_cb cb, void *ctx,
+                             uint64_t cap);
+/* Whether the cap of svc_code_lines_on_event cut or dropped a text since that call. */
+bool svc_code_lines_truncated(const struct code_lines *r);
 /* The next queued answer (caller owns it), or NULL; *broken (may be NULL) gets the reader's
  * protocol error, "" when none. */
 json_t *svc_code_lines_take(struct code_lines *r, const char **broken);
 
 /* The answer of a cell as the API gives it, from the bridge's line: only known fields of the
- * right types are kept (anything else is dropped); NULL when the line is no result. */
-json_t *svc_code_answer(json_t *line);
+ * right types are kept (anything else is dropped), and their output is held to cap (the cell's
+ * output_cap) again, as the bridge should have held it, whatever the bridge claims: stdout,
+ * stderr, the result, the displays and the error's name, value and traceback together, in that
+ * order (truncated true when anything was cut or dropped); message is bounded to 400 bytes.
+ * NULL when the line is no result. The caller owns the answer. */
+json_t *svc_code_answer(json_t *line, uint64_t cap);
 
 /* When the sandbox id is no longer running (destroyed, lost, or its record gone), the answer a
  * cell gets whose bridge ended under it: status "sandbox_failed" (as an exec's command whose

@@ -5,8 +5,8 @@
 # prints is trusted by the daemon (it runs next to the user's code): the daemon caps and checks
 # every line.
 #
-# Requests: {"op": "run", "code": str, "timeout_ms": int, "cap": int, "nonce": str}
-#           {"op": "restart"}  (run: also "stream": bool)
+# Requests: {"op": "run", "code": str, "timeout_ms": int, "cap": int, "nonce": str,
+#            "stream": bool} (a restart is the daemon's: it ends the bridge and starts another)
 # Answers:  {"event": "ready"} once the kernel answers; {"event": "fatal", "message": str}
 #           before it exits when it cannot serve; one {"event": "result", ...} per request,
 #           after {"event": "stdout"|"stderr", "text": str} as the output comes when the run
@@ -253,12 +253,7 @@ def main():
         try:
             req = json.loads(line)
             nonce = req.get("nonce")
-            if req.get("op") == "restart":
-                s.restart()
-                ans = {"event": "result", "status": "restarted", "restarted": True,
-                       "execution_count": None}
-            else:
-                ans = run(s, req)
+            ans = run(s, req)
         except Exception as e:
             ans = {"event": "result", "status": "bridge_error",
                    "message": "%s: %s" % (type(e).__name__, e)}

@@ -219,3 +219,9 @@ int svc_exec_room(clr_service *svc, const char *tenant, clr_error *err)
         return tenant_execs_full(svc, tenant, max, err);
     return 0;
 }
+
+unsigned svc_code_sessions_max(const clr_service *svc, const char *tenant)
+{
+    const clr_tenant_quota *q = tenant_quota(svc, svc_tenant_or_default(tenant));
+    return q && q->max_code_sessions ? q->max_code_sessions : CLR_SERVICE_TENANT_CODE_SESSIONS;
+}

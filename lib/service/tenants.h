@@ -1,6 +1,7 @@
 /* Tenants' quotas: what each tenant's live sandboxes (plans' included) hold, the room check of
- * a create or plan against max_sandboxes and the tenant's quota (under create_lock), and the
- * command slots of max_execs and the tenant's max_execs. */
+ * a create or plan against max_sandboxes and the tenant's quota (under create_lock), the
+ * command slots of max_execs and the tenant's max_execs, and the tenant's bound on code
+ * sessions (counted by code.c, which keeps them). */
 #ifndef CLR_SERVICE_TENANTS_H
 #define CLR_SERVICE_TENANTS_H
 
@@ -46,5 +47,9 @@ void svc_exec_release(clr_service *svc, const char *tenant, unsigned n);
 /* 0 when a command in a sandbox of tenant would find a slot now (the check a server makes
  * before it streams; svc_exec_admit decides); else -1 as svc_exec_admit. */
 int svc_exec_room(clr_service *svc, const char *tenant, clr_error *err);
+
+/* The most code sessions tenant's sandboxes may run at once: its quota's max_code_sessions, else
+ * CLR_SERVICE_TENANT_CODE_SESSIONS (a tenant without a quota, `default` included). */
+unsigned svc_code_sessions_max(const clr_service *svc, const char *tenant);
 
 #endif

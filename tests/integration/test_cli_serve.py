@@ -250,7 +250,8 @@ def good_config():
                    'tmp_size': '32m', 'workspace_size': '256m', 'workspace_inodes': 5000,
                    'nofile': 512, 'file_size': '128m'},
         'tenants': {'acme': {'max_sandboxes': 1, 'max_memory': '1g', 'max_cpus': 1,
-                             'max_execs': 2, 'max_mcp_sessions': 4}},
+                             'max_execs': 2, 'max_mcp_sessions': 4,
+                             'max_code_sessions': 2}},
     }
 
 
@@ -536,6 +537,14 @@ def test_config_refusals():
     config_refused('tenants: an unknown key lists max_mcp_sessions among the known ones',
                    {'tenants': {'acme': {'max_sessions': 2}}},
                    r"config: tenants\.acme: unknown key 'max_sessions' \(.*max_mcp_sessions\)")
+    for bad in ('4', 4.5, True, None, 0, 257, -1):
+        config_refused('tenants: max_code_sessions %r (a wrong type or out of range) is refused'
+                       % (bad,), {'tenants': {'acme': {'max_code_sessions': bad}}},
+                       r'config: tenants\.acme\.max_code_sessions must be a whole number '
+                       r'1\.\.256 \(code sessions running at once in its sandboxes; default 64\)')
+    config_refused('tenants: an unknown key lists max_code_sessions among the known ones',
+                   {'tenants': {'acme': {'max_kernels': 2}}},
+                   r"config: tenants\.acme: unknown key 'max_kernels' \(.*max_code_sessions\)")
 
 
 def test_flag_refusals():

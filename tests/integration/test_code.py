@@ -489,6 +489,95 @@ class Stop(unittest.TestCase):
         d.stop()
 
 
+class Quota(unittest.TestCase):
+    def test_tenant_code_sessions_quota(self):
+        """A daemon whose tenant codeq has max_code_sessions 1: with one kernel running in its
+        sandbox A, a cell in its sandbox B is 429 limit naming the quota and what to do (so is
+        the stream, before its 200, and a restart), audited as refused, and no kernel starts
+        in B; meanwhile the operator's sandbox runs a cell (another tenant is not bound by
+        codeq's quota) and A's restart keeps A's place. Once A is destroyed its place is free:
+        B's cell runs (the control that B could run one at all)."""
+        d = Daemon('code-quota', prefix='clr-code-')
+        config = os.path.join(d.dir, 'serve.json')
+        with open(config, 'w') as f:
+            json.dump({'tenants': {'codeq': {'max_code_sessions': 1}}}, f)
+        d.args = ['--config', config]
+        d.start()
+        op = d.client()
+        as_q = {'X-Clearing-Tenant': 'codeq'}
+        made = []
+
+        def q_post(path, body=None, timeout=CELL_HTTP_TIMEOUT):
+            return op.request('POST', path, body, headers=as_q, timeout=timeout)
+
+        def q_create():
+            r = q_post('/v1/sandboxes', {'image': IMAGE}, timeout=300)
+            self.assertEqual(r.status, 201, r)
+            made.append(r.json['id'])
+            return r.json['id']
+
+        def expect_quota_refusal(r, what):
+            self.assertEqual(r.status, 429, (what, r))
+            self.assertEqual(r.json['error']['code'], 'limit', (what, r))
+            msg = r.json['error']['message']
+            for words in ('tenant codeq is at its quota', 'max_code_sessions 1 for tenant codeq',
+                          'destroy a sandbox', 'tenants.codeq.max_code_sessions'):
+                self.assertIn(words, msg, (what, msg))
+
+        try:
+            a, b = q_create(), q_create()
+            r = q_post('/v1/sandboxes/%s/code' % a, {'code': '6 * 7', 'timeout': '120s'})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json['result']['text/plain'], '42', r)
+
+            expect_quota_refusal(q_post('/v1/sandboxes/%s/code' % b,
+                                        {'code': '1', 'timeout': '120s'}), 'cell')
+            expect_quota_refusal(q_post('/v1/sandboxes/%s/code?stream=true' % b,
+                                        {'code': '1', 'timeout': '120s'}), 'stream')
+            expect_quota_refusal(q_post('/v1/sandboxes/%s/code/restart' % b), 'restart')
+            refused = [x for x in audit_records(d, 'code') + audit_records(d, 'code.restart')
+                       if x.get('sandbox') == b]
+            # The cell's and the restart's (the stream's check refuses before anything is
+            # asked of the service, as exec's stream does).
+            self.assertEqual([x['outcome'] for x in refused], ['refused'] * 2, refused)
+            self.assertIn('max_code_sessions 1', refused[0]['details']['error'])
+            self.assertEqual([x for x in audit_records(d, 'code.start')
+                              if x.get('sandbox') == b], [])
+            self.assertEqual(kernel_pids(op, b), [])
+
+            # Another tenant (the operator's default) runs a kernel all the same.
+            c = create(op)
+            made.append(c)
+            self.assertEqual(cell(op, c, '2 + 2')['result']['text/plain'], '4')
+
+            # A holds the place: its restart and its cells go on.
+            r = q_post('/v1/sandboxes/%s/code/restart' % a)
+            self.assertEqual(r.status, 200, r)
+            r = q_post('/v1/sandboxes/%s/code' % a, {'code': '1 + 1', 'timeout': '120s'})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json['result']['text/plain'], '2', r)
+
+            # A destroyed: its kernel ends with it (the daemon learns it from the bridge's end),
+            # and B's cell runs.
+            r = op.delete('/v1/sandboxes/%s?wait=true' % a, timeout=300)
+            self.assertEqual(r.status, 204, r)
+            answers = []
+
+            def b_runs():
+                r = q_post('/v1/sandboxes/%s/code' % b, {'code': '3 * 3', 'timeout': '120s'})
+                answers.append(r)
+                if r.status == 429:
+                    return False
+                self.assertEqual(r.status, 200, r)
+                return True
+            self.assertTrue(wait_for(b_runs, 300), answers[-1:])
+            self.assertEqual(answers[-1].json['result']['text/plain'], '9', answers[-1])
+        finally:
+            for sid in made:
+                destroy_quietly(op, sid)
+            d.stop()
+
+
 class Cli(unittest.TestCase):
     def test_cli(self):
         c = MAIN.client()

@@ -82,6 +82,19 @@ static void test_cut_keeps_whole_characters(void **state)
     char u[] = "ab\xff";
     clr_utf8_trim_cut(u);
     assert_string_equal(u, "ab\xff");
+    /* a text capped at n bytes: whole when it fits, else cut before the character that
+     * would cross n (a 3-byte euro sign at 2..4, a 4-byte emoji at 1..4), and at 0 nothing */
+    const char *cut = "ab\xe2\x82\xac\xf0\x9f\x98\x80";
+    assert_int_equal(clr_utf8_cut_len(cut, 9, 9), 9);
+    assert_int_equal(clr_utf8_cut_len(cut, 9, 100), 9);
+    assert_int_equal(clr_utf8_cut_len(cut, 9, 2), 2);
+    assert_int_equal(clr_utf8_cut_len(cut, 9, 3), 2);
+    assert_int_equal(clr_utf8_cut_len(cut, 9, 4), 2);
+    assert_int_equal(clr_utf8_cut_len(cut, 9, 5), 5);
+    assert_int_equal(clr_utf8_cut_len(cut, 9, 8), 5);
+    assert_int_equal(clr_utf8_cut_len(cut, 9, 1), 1);
+    assert_int_equal(clr_utf8_cut_len(cut, 9, 0), 0);
+    assert_int_equal(clr_utf8_cut_len("\xc3\xa9", 2, 1), 0);
     /* the last resort: '?' for every byte that is not ASCII, cut at the buffer */
     char a[6];
     clr_text_ascii(a, sizeof(a), "a\xc3\xa9z\xffxyz");

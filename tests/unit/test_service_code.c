@@ -19,9 +19,11 @@
 
 #include "fake_engine.h"
 #include "service/code.h"
+#include "service/tenants.h"
 #include "test_service_env.h"
 
 #define ID_A "sb-00000000000000d1"
+#define ID_B "sb-00000000000000d2"
 #define ID_L "sb-00000000000000d3"
 #define NO_ROW "sb-00000000000000df"
 
@@ -80,7 +82,7 @@ static void test_lines_output_events(void **state)
     /* Without a cell's callback, output events are dropped; with one, passed on in order;
      * never queued as answers. */
     feed(r, "{\"event\":\"stdout\",\"text\":\"lost\"}\n");
-    svc_code_lines_on_event(r, on_event, &ev);
+    svc_code_lines_on_event(r, on_event, &ev, CLR_MIB);
     feed(r, "{\"event\":\"stdout\",\"text\":\"a\"}\n{\"event\":\"stderr\",\"text\":\"b\"}\n"
             "{\"event\":\"stdout\",\"text\":7}\n");
     assert_int_equal(ev.n, 2);
@@ -134,11 +136,26 @@ static void test_answer_checked(void **state)
     (void)state;
     /* Not a result, or a status the API does not know: no answer. */
     json_t *l = json_loads("{\"event\":\"ready\",\"status\":\"ok\"}", 0, NULL);
-    assert_null(svc_code_answer(l));
+    assert_null(svc_code_answer(l, CLR_MIB));
     json_decref(l);
-    l = json_loads("{\"event\":\"result\",\"status\":\"pwned\"}", 0, NULL);
-    assert_null(svc_code_answer(l));
-    json_decref(l);
+    static const char *const not_a_cell[] = {"pwned", "restarted", "bridge_error", "oom",
+                                             "sandbox_failed"};
+    for (size_t i = 0; i < sizeof(not_a_cell) / sizeof(not_a_cell[0]); i++) {
+        l = json_pack("{s:s, s:s}", "event", "result", "status", not_a_cell[i]);
+        if (svc_code_answer(l, CLR_MIB))
+            fail_msg("status %s passed for a cell's", not_a_cell[i]);
+        json_decref(l);
+    }
+    /* The control: the bridge's own statuses pass. */
+    static const char *const a_cell[] = {"ok", "error", "timeout", "died"};
+    for (size_t i = 0; i < sizeof(a_cell) / sizeof(a_cell[0]); i++) {
+        l = json_pack("{s:s, s:s}", "event", "result", "status", a_cell[i]);
+        json_t *got = svc_code_answer(l, CLR_MIB);
+        assert_non_null(got);
+        assert_string_equal(json_string_value(json_object_get(got, "status")), a_cell[i]);
+        json_decref(got);
+        json_decref(l);
+    }
     /* Fields of the wrong type become empty; unknown fields go; a bundle keeps strings (and
      * any JSON for application/json). */
     l = json_loads("{\"event\":\"result\",\"status\":\"ok\",\"execution_count\":\"7\","
@@ -147,7 +164,7 @@ static void test_answer_checked(void **state)
                    "\"displays\":[{\"image/png\":\"iVBO\"},7,\"x\"],\"error\":{\"name\":3},"
                    "\"truncated\":\"yes\",\"restarted\":true,\"extra\":1}",
                    0, NULL);
-    json_t *a = svc_code_answer(l);
+    json_t *a = svc_code_answer(l, CLR_MIB);
     json_decref(l);
     assert_non_null(a);
     assert_string_equal(json_string_value(json_object_get(a, "status")), "ok");
@@ -169,6 +186,250 @@ static void test_answer_checked(void **state)
     json_decref(a);
 }
 
+/* ---- the daemon's own output cap (the bridge is in the sandbox: it may ignore its own) ---- */
+
+#define CAP 1024
+
+/* What a streamed cell's client got: the texts' bytes, each checked to be a whole text. */
+struct got {
+    int n;
+    size_t bytes;
+    char last[CAP + 1];
+};
+
+static void on_capped_event(void *ctx, json_t *ev)
+{
+    struct got *g = ctx;
+    json_t *text = json_object_get(ev, "text");
+    assert_true(json_is_string(text));
+    g->n++;
+    g->bytes += json_string_length(text);
+    snprintf(g->last, sizeof(g->last), "%s", json_string_value(text));
+}
+
+static void feed_event(struct code_lines *r, const char *stream, const char *text)
+{
+    json_t *ev = json_pack("{s:s, s:s}", "event", stream, "text", text);
+    char *line = json_dumps(ev, JSON_COMPACT);
+    json_decref(ev);
+    assert_non_null(line);
+    feed(r, line);
+    feed(r, "\n");
+    free(line);
+}
+
+static char *repeat(const char *unit, size_t times)
+{
+    size_t n = strlen(unit);
+    char *s = malloc(n * times + 1);
+    assert_non_null(s);
+    for (size_t i = 0; i < times; i++)
+        memcpy(s + i * n, unit, n);
+    s[n * times] = '\0';
+    return s;
+}
+
+/* A bridge that streams past the cell's cap: its client gets at most output_cap bytes of text,
+ * cut before a character, never inside one, and the reader says it cut; the next cell counts
+ * afresh. The control: texts within the cap pass unchanged, nothing said cut. */
+static void test_lines_events_capped(void **state)
+{
+    (void)state;
+    struct code_lines *r = svc_code_lines_new(64 * 1024);
+    struct got g = {0};
+    svc_code_lines_on_event(r, on_capped_event, &g, CAP);
+    feed_event(r, "stdout", "hello ");
+    feed_event(r, "stderr", "world");
+    assert_int_equal(g.n, 2);
+    assert_int_equal((int)g.bytes, 11);
+    assert_false(svc_code_lines_truncated(r));
+    /* Past the cap: the crossing text cut, those after it dropped. */
+    char *big = repeat("a", 3000);
+    for (int i = 0; i < 5; i++)
+        feed_event(r, "stdout", big);
+    assert_int_equal((int)g.bytes, CAP);
+    assert_int_equal(g.n, 3);
+    assert_true(svc_code_lines_truncated(r));
+    free(big);
+    /* The next cell: a fresh count; a two-byte character that would cross the cap is left out
+     * whole (the text ends before it), as is the next one, with one byte of room. */
+    memset(&g, 0, sizeof(g));
+    svc_code_lines_on_event(r, on_capped_event, &g, CAP);
+    assert_false(svc_code_lines_truncated(r));
+    char *edge = repeat("a", CAP - 1);
+    char *crossing = malloc(CAP + 8);
+    snprintf(crossing, CAP + 8, "%s\xc3\xa9tail", edge);
+    feed_event(r, "stdout", crossing);
+    feed_event(r, "stdout", "\xc3\xa9"); /* one byte of room: no room for it */
+    assert_int_equal(g.n, 1);
+    assert_int_equal((int)g.bytes, CAP - 1);
+    assert_string_equal(g.last, edge);
+    assert_true(svc_code_lines_truncated(r));
+    free(edge);
+    free(crossing);
+    /* No cell's callback: nothing passes, nothing counted. */
+    svc_code_lines_on_event(r, NULL, NULL, 0);
+    feed_event(r, "stdout", "x");
+    assert_false(svc_code_lines_truncated(r));
+    const char *broken = NULL;
+    assert_null(svc_code_lines_take(r, &broken));
+    assert_string_equal(broken, "");
+    svc_code_lines_free(r);
+}
+
+/* The output bytes of an answer as output_cap counts them. */
+static size_t bundle_bytes(json_t *b)
+{
+    size_t n = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(b, k, v)
+    {
+        if (json_is_string(v)) {
+            n += json_string_length(v);
+        } else {
+            char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            n += strlen(t);
+            free(t);
+        }
+    }
+    return n;
+}
+
+static size_t output_bytes(json_t *a)
+{
+    size_t n = json_string_length(json_object_get(a, "stdout")) +
+               json_string_length(json_object_get(a, "stderr")) +
+               bundle_bytes(json_object_get(a, "result"));
+    json_t *d;
+    size_t i;
+    json_array_foreach(json_object_get(a, "displays"), i, d)
+        n += bundle_bytes(d);
+    json_t *e = json_object_get(a, "error");
+    static const char *const fields[] = {"name", "value", "traceback"};
+    for (size_t f = 0; e && f < 3; f++)
+        n += json_string_length(json_object_get(e, fields[f]));
+    return n;
+}
+
+/* The answer of a hostile bridge's line (which claims nothing was truncated), held to CAP. */
+static json_t *capped(json_t *line)
+{
+    assert_non_null(line);
+    json_object_set_new(line, "event", json_string("result"));
+    if (!json_object_get(line, "status"))
+        json_object_set_new(line, "status", json_string("ok"));
+    json_object_set_new(line, "truncated", json_false());
+    json_t *a = svc_code_answer(line, CAP);
+    json_decref(line);
+    assert_non_null(a);
+    if (output_bytes(a) > CAP)
+        fail_msg("%zu bytes of output past the cap of %d", output_bytes(a), CAP);
+    return a;
+}
+
+static const char *text_of(json_t *a, const char *field)
+{
+    return json_string_value(json_object_get(a, field));
+}
+
+static void test_answer_capped(void **state)
+{
+    (void)state;
+    /* The control: an answer within the cap passes whole, not truncated; one the bridge says
+     * it cut stays truncated. */
+    json_t *a = capped(json_pack(
+        "{s:s, s:s, s:{s:s, s:{s:[i,i]}}, s:[{s:s}], s:{s:s, s:s, s:s}}", "stdout", "hello",
+        "stderr", "warn", "result", "text/plain", "42", "application/json", "a", 1, 2,
+        "displays", "image/png", "iVBORw0KGgo=", "error", "name", "ValueError", "value", "bad",
+        "traceback", "Traceback..."));
+    assert_string_equal(text_of(a, "stdout"), "hello");
+    assert_string_equal(text_of(a, "stderr"), "warn");
+    json_t *res = json_object_get(a, "result");
+    assert_string_equal(json_string_value(json_object_get(res, "text/plain")), "42");
+    assert_true(json_is_object(json_object_get(res, "application/json")));
+    assert_int_equal(json_array_size(json_object_get(a, "displays")), 1);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(a, "error"), "traceback")),
+        "Traceback...");
+    assert_true(json_is_false(json_object_get(a, "truncated")));
+    json_decref(a);
+    json_t *l = json_pack("{s:s, s:s, s:s, s:b}", "event", "result", "status", "ok", "stdout",
+                          "x", "truncated", 1);
+    a = svc_code_answer(l, CAP);
+    json_decref(l);
+    assert_true(json_is_true(json_object_get(a, "truncated")));
+    json_decref(a);
+
+    /* stdout past the cap: cut at it, the texts after it empty, truncated. */
+    char *big = repeat("x", 5 * CAP);
+    a = capped(json_pack("{s:s, s:s}", "stdout", big, "stderr", "late"));
+    assert_int_equal((int)json_string_length(json_object_get(a, "stdout")), CAP);
+    assert_string_equal(text_of(a, "stderr"), "");
+    assert_true(json_is_true(json_object_get(a, "truncated")));
+    json_decref(a);
+
+    /* The cut falls before the character that would cross the cap (a 4-byte emoji). */
+    char *edge = repeat("a", CAP - 2);
+    char crossing[CAP + 8];
+    snprintf(crossing, sizeof(crossing), "%s\xf0\x9f\x98\x80", edge);
+    a = capped(json_pack("{s:s}", "stderr", crossing));
+    assert_string_equal(text_of(a, "stderr"), edge);
+    assert_true(json_is_true(json_object_get(a, "truncated")));
+    json_decref(a);
+
+    /* An image or an application/json value past the room left is dropped whole and takes no
+     * room: what follows it is kept. */
+    char *half = repeat("b", CAP / 2);
+    a = capped(json_pack("{s:s, s:{s:{s:s}, s:s}, s:[{s:s}, {s:s}, {s:s}]}", "stdout", half,
+                         "result", "application/json", "k", big, "text/plain", "v", "displays",
+                         "image/png", big, "image/svg+xml", big, "text/plain", half));
+    res = json_object_get(a, "result");
+    assert_null(json_object_get(res, "application/json"));
+    assert_string_equal(json_string_value(json_object_get(res, "text/plain")), "v");
+    json_t *displays = json_object_get(a, "displays");
+    assert_int_equal(json_array_size(displays), 1); /* the dropped images leave no display */
+    assert_int_equal(
+        (int)json_string_length(json_object_get(json_array_get(displays, 0), "text/plain")),
+        CAP / 2 - 1);
+    assert_true(json_is_true(json_object_get(a, "truncated")));
+    json_decref(a);
+
+    /* The error's name, value and traceback count too. */
+    char *most = repeat("o", CAP - 20);
+    a = capped(json_pack("{s:s, s:{s:s, s:s, s:s}}", "stdout", most, "error", "name",
+                         "ValueError", "value", big, "traceback", big));
+    json_t *err = json_object_get(a, "error");
+    assert_string_equal(json_string_value(json_object_get(err, "name")), "ValueError");
+    assert_int_equal((int)json_string_length(json_object_get(err, "value")), 10);
+    assert_string_equal(json_string_value(json_object_get(err, "traceback")), "");
+    assert_true(json_is_true(json_object_get(a, "truncated")));
+    json_decref(a);
+
+    /* Many small displays, and MIME types the bridge never gives: at most the cap's worth, and
+     * only known types. */
+    json_t *many = json_array();
+    for (int i = 0; i < 3 * CAP; i++)
+        json_array_append_new(many, json_pack("{s:s, s:s}", "text/plain", "d", "text/x-evil",
+                                              "not counted, never sent"));
+    a = capped(json_pack("{s:o}", "displays", many));
+    displays = json_object_get(a, "displays");
+    assert_int_equal((int)json_array_size(displays), CAP);
+    assert_null(json_object_get(json_array_get(displays, 0), "text/x-evil"));
+    assert_true(json_is_true(json_object_get(a, "truncated")));
+    json_decref(a);
+
+    /* The bridge's message is no output but is bounded all the same. */
+    a = capped(json_pack("{s:s}", "message", big));
+    assert_true(json_string_length(json_object_get(a, "message")) <= 400);
+    assert_true(json_is_false(json_object_get(a, "truncated")));
+    json_decref(a);
+    free(most);
+    free(half);
+    free(edge);
+    free(big);
+}
+
 /* ---- the service, against the scripted engine ---- */
 
 static int setup(void **state)
@@ -179,6 +440,7 @@ static int setup(void **state)
     test_env_all_running(e);
     int64_t now = (int64_t)time(NULL);
     test_env_row(e, ID_A, now + 36000, 1000, 0);
+    test_env_row(e, ID_B, now + 36000, 1000, 0);
     test_env_row(e, ID_L, now + 36000, 1000, 0);
     test_env_set_state(e, ID_L, CLR_STATE_LOST, "oom");
     *state = e;
@@ -260,18 +522,25 @@ static void test_cell_refused(void **state)
     expect_error(&err, CLR_E_CONFLICT, "lost (oom)");
 }
 
-/* The engine knows sandbox A as a running container "cid-a" of this owner. */
-static void script_running_a(struct test_env *e)
+/* The engine knows sandbox id as a running container cid of this owner. */
+static void script_running(struct test_env *e, const char *id, const char *cid)
 {
     clr_sandbox_info info;
-    test_env_info(&info, ID_A, TEST_OWNER);
-    json_t *j = json_pack("{s:s, s:{s:s, s:b, s:b, s:b}, s:{s:o}}", "Id", "cid-a", "State",
+    test_env_info(&info, id, TEST_OWNER);
+    json_t *j = json_pack("{s:s, s:{s:s, s:b, s:b, s:b}, s:{s:o}}", "Id", cid, "State",
                           "Status", "running", "Running", 1, "Paused", 0, "OOMKilled", 0,
                           "Config", "Labels", clr_sandbox_labels(&info));
-    fake_answer(e->f, "GET " TEST_API "clearing-" ID_A "/json", 200,
+    char match[128];
+    snprintf(match, sizeof(match), "GET " TEST_API "clearing-%s/json", id);
+    fake_answer(e->f, test_env_keep(e, strdup(match)), 200,
                 test_env_keep(e, json_dumps(j, JSON_COMPACT)));
     json_decref(j);
     fake_answer(e->f, "GET " TEST_API "cid-", 200, "{\"State\":{\"Running\":true}}");
+}
+
+static void script_running_a(struct test_env *e)
+{
+    script_running(e, ID_A, "cid-a");
 }
 
 /* A bridge the engine refuses to start: a clear error, audited, and the next call tries again
@@ -368,6 +637,113 @@ static void test_cell_takes_a_command_slot(void **state)
     svc->cfg.ntenants = 0;
 }
 
+/* A bridge that starts and stays: the exec's stream (in the engine's multiplexing) carries one
+ * agent STDOUT frame with the bridge's ready line, then stays open, silent. */
+static const char ready_line[] = "{\"event\":\"ready\"}\n";
+static uint8_t ready_stream[8 + 12 + sizeof(ready_line) - 1];
+
+static void script_ready_bridges(struct test_env *e)
+{
+    size_t n = sizeof(ready_line) - 1;
+    uint8_t *p = ready_stream;
+    const uint8_t mux[8] = {1, 0, 0, 0, 0, 0, 0, (uint8_t)(12 + n)}; /* stdout, 12 + n bytes */
+    memcpy(p, mux, 8);
+    const uint8_t frame[12] = {0, 0, 0, (uint8_t)n, 0, 0, 0, 1, 4, 0, 0, 0}; /* STDOUT, ch 1 */
+    memcpy(p + 8, frame, 12);
+    memcpy(p + 20, ready_line, n);
+    fake_answer(e->f, "POST " TEST_API "cid-", 201, "{\"Id\":\"exec-1\"}");
+    fake_answer_bytes(e->f, "POST /v1.41/exec/exec-1/start", 200, ready_stream,
+                      sizeof(ready_stream));
+}
+
+static void expect_restart(clr_service *svc, const char *id)
+{
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_service_code_restart(svc, id, "alice", &out, &err) < 0)
+        fail_msg("restart of %s: %s", id, err.message);
+    assert_string_equal(json_string_value(json_object_get(out, "status")), "restarted");
+    json_decref(out);
+}
+
+/* max_code_sessions: a tenant whose sandboxes run as many kernels as its quota allows is
+ * refused another (429 limit naming the quota and what to do, audited, counted in refused,
+ * nothing sent to the engine for it: a cell, the stream's check and a restart alike), while a
+ * sandbox that holds a kernel keeps it across its restart. The control: with a quota of two, the
+ * second sandbox's kernel starts. */
+static void test_code_sessions_quota(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    clr_tenant_quota quotas[1] = {{.name = CLR_TENANT_DEFAULT, .max_code_sessions = 1}};
+    svc->cfg.tenants = quotas;
+    svc->cfg.ntenants = 1;
+    script_running(e, ID_A, "cid-a");
+    script_running(e, ID_B, "cid-b");
+    script_ready_bridges(e);
+    expect_restart(svc, ID_A); /* A's kernel: the tenant's one */
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-a/exec"), 1);
+    uint64_t refused = atomic_load(&svc->refused);
+
+    static const char *const says =
+        "tenant default is at its quota: 1 code sessions are running in its sandboxes "
+        "(max_code_sessions 1 for tenant default); end one (destroy a sandbox whose code "
+        "session is no longer needed) or ask the operator to raise "
+        "tenants.default.max_code_sessions";
+    json_t *req = json_pack("{s:s}", "code", "1+1");
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_run(svc, ID_B, req, "alice", NULL, NULL, &out, &err), -1);
+    assert_null(out);
+    expect_error(&err, CLR_E_LIMIT, says);
+    json_decref(expect_audit(e, "code", "refused", ID_B, "alice"));
+    assert_int_equal((int)audit_count(e, "code.start"), 0); /* refused before it is recorded */
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_check(svc, ID_B, req, &err), -1);
+    expect_error(&err, CLR_E_LIMIT, "max_code_sessions 1 for tenant default");
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_restart(svc, ID_B, "alice", &out, &err), -1);
+    expect_error(&err, CLR_E_LIMIT, says);
+    json_decref(expect_audit(e, "code.restart", "refused", ID_B, "alice"));
+    assert_int_equal((int)audit_count(e, "code.restart"), 2); /* A's, and B's refusal alone */
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-b/exec"), 0);
+    assert_true(atomic_load(&svc->refused) >= refused + 3);
+    /* A holds its kernel: the check passes for it, and its restart takes its own place again. */
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_check(svc, ID_A, req, &err), 0);
+    expect_restart(svc, ID_A);
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-a/exec"), 2);
+
+    /* The control: room for two, B's kernel starts. */
+    quotas[0].max_code_sessions = 2;
+    expect_restart(svc, ID_B);
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-b/exec"), 1);
+    json_decref(req);
+    svc_code_stop(svc); /* before the quota goes away */
+    svc->cfg.tenants = NULL;
+    svc->cfg.ntenants = 0;
+}
+
+/* A tenant without a quota has the default share; a quota without the key, the same. */
+static void test_code_sessions_default(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    assert_int_equal(svc_code_sessions_max(svc, "acme"), CLR_SERVICE_TENANT_CODE_SESSIONS);
+    assert_int_equal(svc_code_sessions_max(svc, NULL), CLR_SERVICE_TENANT_CODE_SESSIONS);
+    const clr_tenant_quota quotas[2] = {{.name = "acme", .max_execs = 3},
+                                        {.name = "beta", .max_code_sessions = 5}};
+    svc->cfg.tenants = quotas;
+    svc->cfg.ntenants = 2;
+    assert_int_equal(svc_code_sessions_max(svc, "acme"), CLR_SERVICE_TENANT_CODE_SESSIONS);
+    assert_int_equal(svc_code_sessions_max(svc, "beta"), 5);
+    assert_int_equal(svc_code_sessions_max(svc, CLR_TENANT_DEFAULT),
+                     CLR_SERVICE_TENANT_CODE_SESSIONS);
+    assert_true(CLR_SERVICE_TENANT_CODE_SESSIONS < CLR_SERVICE_CODE_SESSIONS_MAX);
+    svc->cfg.tenants = NULL;
+    svc->cfg.ntenants = 0;
+}
+
 static void expect_gone(clr_service *svc, const char *id, const char *says, const char *too)
 {
     json_t *a = svc_code_sandbox_gone(svc, id);
@@ -408,11 +784,15 @@ int main(void)
         cmocka_unit_test(test_lines_output_events),
         cmocka_unit_test(test_lines_lies),
         cmocka_unit_test(test_answer_checked),
+        cmocka_unit_test(test_lines_events_capped),
+        cmocka_unit_test(test_answer_capped),
         cmocka_unit_test_setup_teardown(test_cell_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bridge_that_ends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bridge_start_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cell_takes_a_command_slot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sandbox_gone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_code_sessions_quota, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_code_sessions_default, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
