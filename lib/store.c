@@ -73,6 +73,14 @@ static const char *const migrations[] = {
     /* 7: whether the sandbox's live channel was ever attached (sticky; rows of older daemons:
      * not known, 0, and attached again by the start's recovery when they run) */
     "ALTER TABLE sandboxes ADD COLUMN attached INTEGER NOT NULL DEFAULT 0;",
+    /* 8: the container the live channel was attached to ('' none), in place of 7's flag (left
+     * unused: SQLite before 3.35 cannot drop a column). A flag of the sandbox could be set for
+     * a restore's new container and then cleared by the swap that records it; a mark naming
+     * the container survives that swap (clr_store_sandbox_set_container). A row attached
+     * under 7 names its container then ('?' when it had none: still attached). */
+    "ALTER TABLE sandboxes ADD COLUMN attached_to TEXT NOT NULL DEFAULT '';"
+    "UPDATE sandboxes SET attached_to = CASE WHEN container_id = '' THEN '?'"
+    " ELSE container_id END WHERE attached = 1;",
 };
 
 /* An SQLite failure as a clr_error. The two an operator must act on say so and name the file: a
@@ -266,7 +274,7 @@ int clr_store_sandbox_insert(clr_store *st, const clr_store_sandbox *s, clr_erro
     static const char sql[] =
         "INSERT INTO sandboxes (id, container_id, image, runtime, insecure, state, created_at,"
         " expires_at, max_expires_at, idle_timeout_s, last_active_at, limits, metadata, env,"
-        " recovered, tenant, attached) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+        " recovered, tenant, attached_to) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
         return db_error(st, err, "insert sandbox");
@@ -292,7 +300,9 @@ int clr_store_sandbox_insert(clr_store *st, const clr_store_sandbox *s, clr_erro
     sqlite3_bind_int(q, 15, s->recovered);
     sqlite3_bind_text(q, 16, s->info.tenant[0] ? s->info.tenant : CLR_TENANT_DEFAULT, -1,
                       SQLITE_STATIC);
-    sqlite3_bind_int(q, 17, s->attached);
+    /* A row inserted attached (a pooled sandbox's) names its container ('?' without one). */
+    const char *to = !s->attached ? "" : s->info.container_id[0] ? s->info.container_id : "?";
+    sqlite3_bind_text(q, 17, to, -1, SQLITE_STATIC);
     int rc = sqlite3_step(q);
     sqlite3_finalize(q);
     if (rc != SQLITE_DONE)
@@ -322,7 +332,7 @@ static size_t utf8_prefix(const char *s, size_t max)
 #define SANDBOX_COLUMNS                                                                          \
     "id, container_id, image, runtime, insecure, state, created_at, expires_at,"                \
     " max_expires_at, idle_timeout_s, last_active_at, destroyed_at, destroy_reason, limits,"   \
-    " metadata, env, recovered, tenant, attached"
+    " metadata, env, recovered, tenant, attached_to"
 
 static void row_to_sandbox(sqlite3_stmt *q, clr_store_sandbox *s)
 {
@@ -356,7 +366,11 @@ static void row_to_sandbox(sqlite3_stmt *q, clr_store_sandbox *s)
         s->env = json_array();
     s->recovered = sqlite3_column_int(q, 16) != 0;
     copy_col(s->info.tenant, sizeof(s->info.tenant), q, 17);
-    s->attached = sqlite3_column_int(q, 18) != 0;
+    /* Attached when it names any container: its own, or another one (a request that attached
+     * the container a restore replaced, after the swap): not knowing is attached (fail
+     * closed). Only the swap to a container not named clears it. */
+    const char *to = (const char *)sqlite3_column_text(q, 18);
+    s->attached = !to || to[0] != '\0';
 }
 
 int clr_store_sandbox_get(clr_store *st, const char *id, clr_store_sandbox *out, clr_error *err)
@@ -500,9 +514,15 @@ int clr_store_sandbox_set_expiry(clr_store *st, const char *id, int64_t expires_
     return n == 0 ? clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id) : 0;
 }
 
-int clr_store_sandbox_set_attached(clr_store *st, const char *id, clr_error *err)
+int clr_store_sandbox_set_attached(clr_store *st, const char *id, const char *container_id,
+                                   clr_error *err)
 {
-    int n = update(st, "UPDATE sandboxes SET attached = 1 WHERE id = ?", "t", err, id);
+    if (!container_id || !container_id[0])
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "sandbox %s: no container id to record its channel's attach for",
+                             id);
+    int n = update(st, "UPDATE sandboxes SET attached_to = ? WHERE id = ?", "tt", err,
+                   container_id, id);
     if (n < 0)
         return -1;
     return n == 0 ? clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id) : 0;
@@ -511,8 +531,12 @@ int clr_store_sandbox_set_attached(clr_store *st, const char *id, clr_error *err
 int clr_store_sandbox_set_container(clr_store *st, const char *id, const char *container_id,
                                     clr_error *err)
 {
-    int n = update(st, "UPDATE sandboxes SET container_id = ?, attached = 0 WHERE id = ?", "tt", err,
-                   container_id, id);
+    /* One statement: a mark already naming the new container (a request attached it between
+     * its create and this record) is kept; any other is cleared with the old container. */
+    int n = update(st,
+                   "UPDATE sandboxes SET container_id = ?, attached_to = CASE WHEN attached_to"
+                   " = ? THEN attached_to ELSE '' END WHERE id = ?",
+                   "ttt", err, container_id, container_id, id);
     if (n < 0)
         return -1;
     return n == 0 ? clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id) : 0;

@@ -121,17 +121,18 @@ static json_t *source_of(clr_service *svc, const clr_store_sandbox *sb)
     return src;
 }
 
-/* Whether sandbox id's channel was attached before its checkpoint was taken: the row's flag
- * read before, or now. It is set before any attach (channels.c), so a read after the checkpoint
- * sees every attach that came before it, also one made while the snapshot waited for the lock.
- * A row that cannot be read: attached (fail closed). */
-static bool attached_by_now(clr_service *svc, const char *id, bool before)
+/* Whether sandbox id's channel was attached before its checkpoint of container cid was taken:
+ * the row's mark read before, or now. It is set before any attach (channels.c), so a read
+ * after the checkpoint sees every attach that came before it, also one made while the snapshot
+ * waited for the lock. A row that cannot be read, or that names another container than the one
+ * checkpointed (replaced meanwhile): attached (fail closed). */
+static bool attached_by_now(clr_service *svc, const char *id, const char *cid, bool before)
 {
     clr_store_sandbox now;
     clr_error ignored = CLR_ERROR_INIT;
     if (clr_store_sandbox_get(svc->store, id, &now, &ignored) < 0)
         return true;
-    bool attached = before || now.attached;
+    bool attached = before || now.attached || strcmp(now.info.container_id, cid) != 0;
     clr_store_sandbox_clear(&now);
     return attached;
 }
@@ -202,7 +203,7 @@ static int snapshot_impl(clr_service *svc, clr_engine *eng, const char *sandbox_
     if (rc == 0)
         rc = take(svc, eng, &sb, id, dir, budget(svc) - total, &size, sha, err);
     if (rc == 0)
-        sb.attached = attached_by_now(svc, sandbox_id, sb.attached);
+        sb.attached = attached_by_now(svc, sandbox_id, sb.info.container_id, sb.attached);
     if (rc == 0 && total + size > budget(svc)) {
         clr_snapshot_remove_dir(dir, NULL);
         rc = clr_error_set(err, CLR_E_LIMIT, 0,

@@ -461,6 +461,53 @@ def test_restore(d, c):
           sandbox_containers(sid))
 
 
+def test_attach_during_restore(d, c):
+    """Commands keep coming while a restore in place swaps the sandbox's container: one may
+    attach the new container's live channel before the swap records it. The row's attached
+    mark names the container, so the swap keeps it; a snapshot taken after those commands is
+    then refused for a restore (409, attached) instead of being accepted and failing in runsc
+    after the old container was removed (502, the sandbox destroyed). A snapshot the daemon does
+    accept must restore (the channel fell back to docker exec)."""
+    sid, st, r = create(c)
+    if not check('attach race: a sandbox (positive control)', sid, (st, r)):
+        return
+    st, snap = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % sid, {})
+    if not check('attach race: a snapshot before its first command (201)', st == 201,
+                 (st, snap)):
+        return
+    done = threading.Event()
+    ran = []
+
+    def hammer():
+        while not done.is_set():
+            try:
+                st, r = call(c, 'POST', '/v1/sandboxes/%s/exec' % sid,
+                             {'argv': ['true'], 'timeout': '60s'}, timeout=120)
+            except OSError:
+                continue
+            ran.append(st)
+    t = threading.Thread(target=hammer, daemon=True)
+    t.start()
+    st, r = restore(c, sid, {'snapshot': snap['id']})
+    done.set()
+    t.join(180)
+    check('attach race: the restore answers 200 while commands come', st == 200, (st, r))
+    check('attach race: commands ran around it (positive control)', 200 in ran, ran[-20:])
+    # A command after the restore for certain: it attaches the new container (or docker exec).
+    check('attach race: the restored sandbox runs a command', sh(c, sid, 'echo ok') == 'ok',
+          sh(c, sid, 'echo ok'))
+    st, later = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % sid, {})
+    if not check('attach race: a snapshot after those commands (201)', st == 201, (st, later)):
+        return
+    st, r = restore(c, sid, {'snapshot': later['id']})
+    check('attach race: its restore is refused as attached (409), or restores (200); never '
+          'accepted and failed with the sandbox destroyed',
+          (st == 409 and 'attached' in r['error']['message']) or st == 200, (st, r))
+    st, r = call(c, 'GET', '/v1/sandboxes/' + sid)
+    check('attach race: the sandbox still runs', st == 200 and r['state'] == 'running', (st, r))
+    call(c, 'DELETE', '/v1/sandboxes/%s?wait=1' % sid)
+
+
 def garble_verified(d, snap):
     """Zeroes the snapshot's checkpoint state (the largest file if there is no checkpoint.img)
     and re-records it as whole (its manifest entry, the manifest's sha256 in the snapshot's
@@ -600,6 +647,7 @@ def main():
             test_tenants(d, c, snap)
             test_corrupt(d, c, snap)
         test_restore(d, c)
+        test_attach_during_restore(d, c)
         c = test_failed_restore(d, c)
         test_kill9(d, c)
     finally:
