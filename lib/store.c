@@ -910,6 +910,14 @@ int clr_store_snapshot_keep(clr_store *st, const char *id, clr_error *err)
     return n ? 0 : clr_error_set(err, CLR_E_NOT_FOUND, 0, "no snapshot %s", id);
 }
 
+int clr_store_snapshot_release(clr_store *st, const char *id, clr_error *err)
+{
+    int n = update(st, "UPDATE snapshots SET keep = 0 WHERE id = ?", "t", err, id);
+    if (n < 0)
+        return -1;
+    return n ? 0 : clr_error_set(err, CLR_E_NOT_FOUND, 0, "no snapshot %s", id);
+}
+
 int clr_store_snapshot_total(clr_store *st, uint64_t *bytes, clr_error *err)
 {
     sqlite3_stmt *q = NULL;

@@ -156,6 +156,10 @@ CLR_PUBLIC int clr_store_snapshot_delete(clr_store *st, const char *id, clr_erro
 /* Marks the snapshot kept (the sweep no longer removes it with its sandbox; it still expires).
  * CLR_E_NOT_FOUND if there is no such row. */
 CLR_PUBLIC int clr_store_snapshot_keep(clr_store *st, const char *id, clr_error *err);
+/* Marks the snapshot not kept again (a restore's hold on it released once the restore is over
+ * and its sandbox runs: the sweep removes it with the sandbox again). CLR_E_NOT_FOUND if there
+ * is no such row. */
+CLR_PUBLIC int clr_store_snapshot_release(clr_store *st, const char *id, clr_error *err);
 /* The bytes of every snapshot recorded: what the disk budget is checked against. */
 CLR_PUBLIC int clr_store_snapshot_total(clr_store *st, uint64_t *bytes, clr_error *err);
 CLR_PUBLIC int clr_store_sandbox_running_execs(clr_store *st, const char *sandbox_id, int *out,

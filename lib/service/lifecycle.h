@@ -17,6 +17,7 @@ int svc_destroy_locked(clr_service *svc, const char *id, const char *reason, con
  * id: a restore that costs the sandbox keeps that snapshot. */
 struct svc_fork {
     const char *snapshot_id;
+    bool snapshot_kept; /* a restore's snapshot is kept already (no hold to take or release) */
     const char *snapshot_dir;
     const char *workspace_dir;
     clr_limits ceiling;
@@ -32,8 +33,12 @@ int svc_create_fork(clr_service *svc, json_t *req, const char *tenant, const cha
  * container and workspace are removed before the new ones are made (they share the name and
  * path). A failure before the old container is gone leaves the sandbox as it was; one after is
  * the sandbox destroyed (recorded, "restore-failed") and said so in err: never a row that claims
- * a container which does not run. The snapshot from->snapshot_id is marked kept first, so that
- * the sweep does not remove it with the sandbox (it is what a retry or a fork needs). The caller verified the snapshot and recorded the restore. */
+ * a container which does not run. The snapshot from->snapshot_id is marked kept in the store
+ * (recorded, "snapshot.keep") before the old container is removed, so that neither a failure
+ * nor a daemon killed mid-way loses it with the sandbox (it is what a retry or a fork needs);
+ * the hold is released (recorded, "snapshot.release") once the sandbox runs again, restored or
+ * as it was, and stays after a failure that cost the sandbox or a crash. A hold that cannot be
+ * recorded refuses the restore. The caller verified the snapshot and recorded the restore. */
 int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
                          const struct svc_fork *from, const char *actor, clr_error *err);
 

@@ -471,7 +471,10 @@ static int restore_impl(clr_service *svc, clr_engine *eng, const char *id, json_
                                          json_object_get(row, "sha256"));
     if (rc == 0)
         rc = clr_audit_append(svc->audit, actor, id, "sandbox.restore", "ok", d, err);
-    struct svc_fork from = {.snapshot_id = snapshot, .snapshot_dir = dir, .workspace_dir = ws};
+    struct svc_fork from = {.snapshot_id = snapshot,
+                            .snapshot_kept = json_is_true(json_object_get(row, "keep")),
+                            .snapshot_dir = dir,
+                            .workspace_dir = ws};
     if (rc == 0)
         rc = svc_restore_in_place(svc, eng, id, &from, actor, err);
     pthread_mutex_unlock(&snap_write_lock);

@@ -7,7 +7,8 @@ snapshot; a restore in place takes a sandbox back to its snapshot (its /workspac
 the same id, one container) and refuses a tampered, unknown or foreign snapshot leaving the
 sandbox as it was; a restore the runtime refuses after the old container was removed destroys
 the sandbox but keeps the snapshot; a daemon killed with -9 in the middle of a snapshot and of a fork leaves nothing
-half-made after its restart. Waits are for conditions with generous deadlines, never speed.
+half-made after its restart, and one killed in the middle of a restore keeps its snapshot
+(held kept before the swap). Waits are for conditions with generous deadlines, never speed.
 
     snapshots.py PATH/TO/clearing        (TAP on stdout)"""
 import glob
@@ -414,6 +415,14 @@ def test_restore(d, c):
     st, lst = call(c, 'GET', '/v1/sandboxes/%s/snapshots' % sid)
     check('its snapshots are still listed', st == 200
           and snap['id'] in [x['id'] for x in lst['snapshots']], (st, lst))
+    st, r = call(c, 'GET', '/v1/sandboxes/%s/snapshots/%s' % (sid, snap['id']))
+    check('the restore\'s hold on the snapshot is released: not kept, as it was taken',
+          st == 200 and r['keep'] is False, (st, r))
+    held = audit_records(d, sid, 'snapshot.keep')
+    released = audit_records(d, sid, 'snapshot.release')
+    check('the hold and its release are audit records (reasons restore, restored)',
+          [x['details'].get('reason') for x in held] == ['restore']
+          and [x['details'].get('reason') for x in released] == ['restored'], (held, released))
 
     # A tampered snapshot: refused before anything changes.
     img = glob.glob(os.path.join(d.state, 'snapshots', snap['id'], 'checkpoint', '*'))
@@ -568,9 +577,11 @@ def test_failed_restore(d, c):
     st, r = call(c, 'GET', '/v1/sandboxes/%s/snapshots/%s' % (sid, snap['id']))
     check('the snapshot is still there, now kept', st == 200 and r['keep'] is True, (st, r))
     recs = audit_records(d, sid, 'snapshot.keep')
-    check('marking it kept is an audit record naming the snapshot and why',
-          len(recs) == 1 and recs[0]['details'].get('snapshot') == snap['id']
-          and recs[0]['details'].get('reason') == 'restore-failed', recs)
+    check('it was held (kept) before the old container went: an audit record naming the '
+          'snapshot and why', len(recs) == 1 and recs[0]['details'].get('snapshot') == snap['id']
+          and recs[0]['details'].get('reason') == 'restore', recs)
+    check('and the hold was not released (the restore cost the sandbox)',
+          not audit_records(d, sid, 'snapshot.release'), audit_records(d, sid, 'snapshot.release'))
     # The daemon's start sweeps snapshots once: a destroyed sandbox's are removed unless kept.
     d.stop()
     d.start()
@@ -634,6 +645,94 @@ def test_kill9(d, c):
         call(c, 'DELETE', '/v1/sandboxes/' + s)
 
 
+def snapshot_kept_in_db(d, snap_id):
+    """Whether the state database has snapshot snap_id kept (read beside the running daemon)."""
+    try:
+        db = sqlite3.connect('file:%s?mode=ro' % os.path.join(d.state, 'clearing.db'), uri=True,
+                             timeout=60)
+        try:
+            row = db.execute('SELECT keep FROM snapshots WHERE id = ?', (snap_id,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+    return bool(row and row[0])
+
+
+def test_kill9_restore(d, c):
+    """A daemon killed with -9 in the middle of a restore in place does not lose the snapshot:
+    the restore marks it kept in the store before the old container is removed, so after the
+    restart (whether the sandbox came back running or lost) it is listed, whole and kept, it
+    survives the sandbox's destruction and a restart's sweep, and a fork from it works. A
+    snapshot that is not kept, of another destroyed sandbox, is removed by that sweep (positive
+    control that the sweep ran)."""
+    sid, st, r = create(c)
+    if not check('kill mid-restore: a sandbox (positive control)', sid, (st, r)):
+        return
+    r = c.request('PUT', '/v1/sandboxes/%s/files/w' % sid, b'held-ws\n',
+                  headers={'Content-Type': 'application/octet-stream'})
+    check('kill mid-restore: a file in its workspace', r.status in (200, 201, 204),
+          (r.status, r.body[:200]))
+    st, snap = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % sid, {})
+    if not check('kill mid-restore: a snapshot, not kept (201)', st == 201 and not snap['keep'],
+                 (st, snap)):
+        return
+    ctl, st, r = create(c)
+    st, ctl_snap = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % ctl, {}) if ctl else (0, {})
+    check('kill mid-restore: a control sandbox and its snapshot, not kept', ctl and st == 201,
+          (st, ctl_snap))
+    answered = []
+
+    def restore_dropped():
+        try:
+            answered.append(restore(c, sid, {'snapshot': snap['id']}))
+        except OSError:
+            pass
+    t = threading.Thread(target=restore_dropped, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 120
+    held = snapshot_kept_in_db(d, snap['id'])
+    while not held and not answered and time.monotonic() < deadline:
+        time.sleep(0.005)
+        held = snapshot_kept_in_db(d, snap['id'])
+    d.kill9()
+    check('kill mid-restore: the daemon was killed after the hold, before the restore answered '
+          '(positive control)', held and not answered, (held, answered))
+    d.start()
+    c = d.client()
+    st, r = call(c, 'GET', '/v1/sandboxes/%s/snapshots/%s' % (sid, snap['id']))
+    check('kill mid-restore: after the restart the snapshot is listed, kept, its files there',
+          st == 200 and r.get('keep') is True and snap['id'] in snapshot_dirs(d),
+          (st, r, snapshot_dirs(d)))
+    st, r = call(c, 'GET', '/v1/sandboxes/' + sid)
+    check('kill mid-restore: the sandbox came back running or lost', st == 200
+          and r['state'] in ('running', 'lost'), (st, r))
+    recs = audit_records(d, sid, 'snapshot.keep')
+    check('kill mid-restore: the hold is an audit record (reason restore)',
+          [x['details'].get('reason') for x in recs] == ['restore'], recs)
+    call(c, 'DELETE', '/v1/sandboxes/%s?wait=1' % sid)
+    if ctl:
+        call(c, 'DELETE', '/v1/sandboxes/%s?wait=1' % ctl)
+    d.stop()
+    d.start()
+    c = d.client()
+    st, r = call(c, 'GET', '/v1/sandboxes/%s/snapshots' % sid)
+    check('kill mid-restore: with the sandbox destroyed and a restart\'s sweep, the held '
+          'snapshot stays', st == 200 and [x['id'] for x in r['snapshots']] == [snap['id']]
+          and snap['id'] in snapshot_dirs(d), (st, r, snapshot_dirs(d)))
+    if ctl_snap.get('id'):
+        check('kill mid-restore: the control\'s snapshot, not kept, was swept (positive control)',
+              ctl_snap['id'] not in snapshot_dirs(d), snapshot_dirs(d))
+    fork, st, r = create(c, body={'snapshot': snap['id']})
+    check('kill mid-restore: a fork from the held snapshot starts (201)', fork, (st, r))
+    if fork:
+        check('kill mid-restore: the fork has the snapshot\'s workspace',
+              sh(c, fork, 'cat /workspace/w') == 'held-ws', sh(c, fork, 'cat /workspace/w'))
+        call(c, 'DELETE', '/v1/sandboxes/%s?wait=1' % fork)
+    call(c, 'DELETE', '/v1/sandboxes/%s/snapshots/%s' % (sid, snap['id']))
+    return c
+
+
 def main():
     ct.CLEARING = sys.argv[1]
     ct.check_answers()
@@ -650,6 +749,7 @@ def main():
         test_attach_during_restore(d, c)
         c = test_failed_restore(d, c)
         test_kill9(d, c)
+        c = test_kill9_restore(d, c) or c
     finally:
         d.ensure_running()
         st, lst = call(d.client(), 'GET', '/v1/sandboxes') if d.running() else (0, {})

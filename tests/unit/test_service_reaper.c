@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,6 +27,7 @@
 #include "fake_engine.h"
 #include "service/reaper.h"
 #include "service/removal.h"
+#include "service/snapshots.h"
 #include "test_service_env.h"
 
 #define ID_A "sb-00000000000000a1"
@@ -401,6 +403,77 @@ static void test_recover(void **state)
 
 /* A container of ours that an empty database does not know (the old one was moved aside) is
  * adopted from its labels when it runs, removed when it does not. */
+/* A whole snapshot of sandbox sb on disk (its manifest: what the sweep counts as finished)
+ * and its row, kept or not. */
+static void make_snapshot(struct test_env *e, const char *id, const char *sb, bool keep)
+{
+    char dir[4096], path[4200];
+    snprintf(dir, sizeof(dir), "%s/snapshots", e->dir);
+    mkdir(dir, 0700);
+    snprintf(dir, sizeof(dir), "%s/snapshots/%s", e->dir, id);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    snprintf(path, sizeof(path), "%s/manifest.json", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{}", f);
+    fclose(f);
+    int64_t now = (int64_t)time(NULL);
+    json_t *row = json_pack("{s:s, s:s, s:s, s:n, s:i, s:s, s:I, s:I, s:b, s:{s:b}}", "id", id,
+                            "sandbox", sb, "tenant", CLR_TENANT_DEFAULT, "parent", "size", 10,
+                            "sha256", "ab", "created_at", (json_int_t)now, "expires_at",
+                            (json_int_t)(now + 36000), "keep", keep, "source", "attached", 0);
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_snapshot_insert(e->svc.store, row, &err), 0);
+    json_decref(row);
+}
+
+static bool snapshot_there(struct test_env *e, const char *id)
+{
+    json_t *row = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    bool rowed = clr_store_snapshot_get(e->svc.store, id, &row, &err) == 0;
+    json_decref(row);
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/snapshots/%s/manifest.json", e->dir, id);
+    struct stat st;
+    return rowed && stat(path, &st) == 0;
+}
+
+/* A daemon killed in a restore between the old container's removal and the new one's record
+ * (issue #22): the restore held its snapshot (kept, in the store) before the removal. The start's
+ * recovery marks the sandbox lost and its sweep leaves the snapshot whole; once the sandbox is
+ * destroyed the sweep still leaves the held one, and removes one that is not kept (positive
+ * control: the sweep did run on that sandbox). */
+static void test_recover_keeps_held_snapshot(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    int64_t now = (int64_t)time(NULL), later = now + 36000;
+    test_env_row(e, ID_A, later, now, 0);
+    make_snapshot(e, "snap-00000000000000a1", ID_A, true);  /* held by the restore */
+    make_snapshot(e, "snap-00000000000000a2", ID_A, false); /* another one, not kept */
+    test_env_containers(e, NULL, 0); /* the old container removed, no new one yet */
+    clr_error err = CLR_ERROR_INIT;
+    if (svc_recover(svc, &err) != 0)
+        fail_msg("svc_recover: %s", err.message);
+    svc_snapshots_sweep(svc);
+    test_env_expect_row(e, ID_A, CLR_STATE_LOST, "container vanished while the daemon was down");
+    assert_true(snapshot_there(e, "snap-00000000000000a1"));
+    assert_true(snapshot_there(e, "snap-00000000000000a2")); /* a lost sandbox's stay */
+    /* The lost sandbox destroyed (its expiry, a client): only the held snapshot stays. */
+    test_env_set_state(e, ID_A, CLR_STATE_DESTROYED, "expired");
+    svc_snapshots_sweep(svc);
+    assert_false(snapshot_there(e, "snap-00000000000000a2"));
+    assert_int_equal(test_env_audit_count(e, "snapshot.delete", ID_A, "daemon",
+                                          "sandbox destroyed"),
+                     1);
+    assert_true(snapshot_there(e, "snap-00000000000000a1"));
+    json_t *row = NULL;
+    assert_int_equal(clr_store_snapshot_get(svc->store, "snap-00000000000000a1", &row, &err), 0);
+    assert_true(json_is_true(json_object_get(row, "keep")));
+    json_decref(row);
+}
+
 static void test_recover_adopts_into_empty_database(void **state)
 {
     struct test_env *e = *state;
@@ -672,6 +745,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reconcile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_needs_its_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recover_keeps_held_snapshot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover_adopts_into_empty_database, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_recover_fails_closed, setup, teardown),

@@ -1086,6 +1086,14 @@ static void test_snapshot_rows(void **state)
     assert_int_equal(clr_store_snapshot_keep(fx->st, "snap-00000000000000ff", &err), -1);
     assert_int_equal(err.code, CLR_E_NOT_FOUND);
     err = (clr_error)CLR_ERROR_INIT;
+    /* A restore's hold released: not kept again; an unknown one is not found. */
+    assert_int_equal(clr_store_snapshot_release(fx->st, rows[0][0], &err), 0);
+    assert_int_equal(clr_store_snapshot_get(fx->st, rows[0][0], &one, &err), 0);
+    assert_false(json_is_true(json_object_get(one, "keep")));
+    json_decref(one);
+    assert_int_equal(clr_store_snapshot_release(fx->st, "snap-00000000000000ff", &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    err = (clr_error)CLR_ERROR_INIT;
     json_t *list = NULL;
     assert_int_equal(clr_store_snapshot_list(fx->st, "sb-a", NULL, &list, &err), 0);
     assert_int_equal(json_array_size(list), 2);
