@@ -429,14 +429,15 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
         svc_free_strv(env);
         return -1;
     }
-    /* Between the two containers the engine runs none of this sandbox: the reconcile pass must
-     * not take that for a death (it skips while this counter is up, as during a snapshot). */
-    atomic_fetch_add(&svc->snapshots_writing, 1);
+    /* Between the two containers the engine runs none of this sandbox: the reconcile pass and
+     * the event watcher must not take that for a death (they skip while the gate is held for
+     * writing, and a look already under way ends before the swap begins). */
+    svc_snapshot_gate_write(svc);
     svc_set_restoring(svc, id);
     bool gone = false;
     int rc = restore_swap(svc, eng, &o, &gone, err);
     svc_set_restoring(svc, NULL);
-    atomic_fetch_sub(&svc->snapshots_writing, 1);
+    svc_snapshot_gate_write_done(svc);
     svc_free_strv(env);
     if (rc == 0) {
         /* A restore is activity: the idle reaper counts from its end. */

@@ -166,13 +166,10 @@ bool svc_mark_lost(clr_service *svc, const char *id, const char *actor, const ch
 }
 
 /* Sandboxes whose container stopped or vanished behind our back (dockerd restarted, someone
- * removed it, the kernel killed it) become lost, and what is left of them is removed. */
-int clr_service_reconcile(clr_service *svc, clr_error *err)
+ * removed it, the kernel killed it) become lost, and what is left of them is removed. The
+ * snapshot gate is held for reading. */
+static int reconcile_gated(clr_service *svc, clr_error *err)
 {
-    /* The engine reports a container it is checkpointing as not running (it is frozen while its
-     * memory is written): no pass while a snapshot (issue #22) is taken; the next one looks. */
-    if (atomic_load(&svc->snapshots_writing) > 0)
-        return 0;
     struct snapshot sn;
     if (snapshot_load(svc, &sn, err) < 0)
         return -1;
@@ -180,8 +177,7 @@ int clr_service_reconcile(clr_service *svc, clr_error *err)
     int64_t now = svc_now_s();
     for (size_t i = 0; i < sn.n; i++) {
         /* A row younger than a few seconds may be a create whose container is still starting. */
-        if (snapshot_running(&sn, sn.rows[i].info.id) || now - sn.rows[i].info.created_at < 5 ||
-            atomic_load(&svc->snapshots_writing) > 0)
+        if (snapshot_running(&sn, sn.rows[i].info.id) || now - sn.rows[i].info.created_at < 5)
             continue;
         if (svc_mark_lost(svc, sn.rows[i].info.id, "reaper", "container stopped or vanished"))
             lost++;
@@ -197,6 +193,19 @@ int clr_service_reconcile(clr_service *svc, clr_error *err)
             clr_log(CLR_LOG_WARN, "reconcile.removal_requeued", "id", id, NULL);
     }
     snapshot_free(svc, &sn);
+    return lost;
+}
+
+int clr_service_reconcile(clr_service *svc, clr_error *err)
+{
+    /* The engine reports a container it is checkpointing as not running (it is frozen while its
+     * memory is written), and a restore's as gone between its two: no pass while a snapshot or
+     * restore (issue #22) is under way, the next one looks; and none begins until this pass has
+     * acted on what it saw. */
+    if (!svc_snapshot_gate_try_read(svc))
+        return 0;
+    int lost = reconcile_gated(svc, err);
+    svc_snapshot_gate_read_done(svc);
     return lost;
 }
 

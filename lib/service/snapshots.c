@@ -199,7 +199,9 @@ static int snapshot_impl(clr_service *svc, clr_engine *eng, const char *sandbox_
     if (rc == 0 && (clr_snapshot_id_new(id, sizeof(id), err) < 0 ||
                     clr_snapshot_path(dir, sizeof(dir), svc->state_dir, id) < 0))
         rc = -1;
-    atomic_fetch_add(&svc->snapshots_writing, 1);
+    /* The checkpoint freezes the container (the engine shows it not running): no reconcile
+     * pass or death judgement looks meanwhile, nor acts on a look from before. */
+    svc_snapshot_gate_write(svc);
     if (rc == 0)
         rc = take(svc, eng, &sb, id, dir, budget(svc) - total, &size, sha, err);
     if (rc == 0)
@@ -215,7 +217,7 @@ static int snapshot_impl(clr_service *svc, clr_engine *eng, const char *sandbox_
     if (rc == 0)
         rc = row ? record(svc, actor, row, dir, err)
                  : clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    atomic_fetch_sub(&svc->snapshots_writing, 1);
+    svc_snapshot_gate_write_done(svc);
     pthread_mutex_unlock(&snap_write_lock);
     clr_store_sandbox_clear(&sb);
     if (rc == 0)

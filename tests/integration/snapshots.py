@@ -8,7 +8,8 @@ the same id, one container) and refuses a tampered, unknown or foreign snapshot 
 sandbox as it was; a restore the runtime refuses after the old container was removed destroys
 the sandbox but keeps the snapshot; a daemon killed with -9 in the middle of a snapshot and of a fork leaves nothing
 half-made after its restart, and one killed in the middle of a restore keeps its snapshot
-(held kept before the swap). Waits are for conditions with generous deadlines, never speed.
+(held kept before the swap); constant reconcile passes mark no sandbox lost during snapshots
+and a restore. Waits are for conditions with generous deadlines, never speed.
 
     snapshots.py PATH/TO/clearing        (TAP on stdout)"""
 import glob
@@ -733,6 +734,68 @@ def test_kill9_restore(d, c):
     return c
 
 
+def test_reconcile_during_snapshots():
+    """A daemon whose reconcile pass runs all the time (reaper every 20 ms, reconcile every
+    pass): snapshots and a restore in place, during which the engine shows the sandbox frozen or
+    without a container, never get a sandbox marked lost, since a pass neither runs during them
+    nor acts on a look from before one began. Positive control: a container killed behind the
+    daemon's back is marked lost by the same daemon."""
+    d = ct.Daemon('snap-reconcile', prefix='clr-snap-')
+    config = os.path.join(d.dir, 'serve.json')
+    with open(config, 'w') as f:
+        json.dump({'reaper_interval_ms': 20, 'reconcile_interval_ms': 1}, f)
+    d.args = ['--config', config]
+    sids = []
+    try:
+        d.start()
+        c = d.client()
+        for _ in range(3):
+            sid, st, r = create(c)
+            if not check('reconcile race: a sandbox (positive control)', sid, (st, r)):
+                return
+            sids.append(sid)
+        # The pass leaves rows younger than 5 s alone: the snapshots come after that.
+        st, r = call(c, 'GET', '/v1/sandboxes/' + sids[-1])
+        born = r.get('created_at', 0) if st == 200 else 0
+        wait_for(lambda: time.time() - born >= 7, 60)
+        check('reconcile race: the sandboxes are old enough for the pass to judge them',
+              born and time.time() - born >= 7, born)
+        snaps = {}
+        for sid in sids:
+            st, snap = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % sid, {})
+            check('reconcile race: a snapshot under constant reconcile passes (201)', st == 201,
+                  (st, snap))
+            snaps[sid] = snap.get('id')
+        st, r = restore(c, sids[0], {'snapshot': snaps[sids[0]] or ''})
+        check('reconcile race: a restore in place under constant passes (200)', st == 200,
+              (st, r))
+        states = {}
+        for sid in sids:
+            st, r = call(c, 'GET', '/v1/sandboxes/' + sid)
+            states[sid] = r.get('state') if st == 200 else st
+        check('reconcile race: every sandbox still runs, none marked lost',
+              all(v == 'running' for v in states.values()), (states, d.log_tail()))
+        lost = [x for sid in sids for x in audit_records(d, sid, 'sandbox.lost')]
+        check('reconcile race: no sandbox.lost record', not lost, lost)
+        # Positive control: a death the passes must see.
+        victim = sandbox_containers(sids[1])
+        if check('reconcile race: the victim\'s container (positive control)', victim, victim):
+            ct.docker('POST', '/containers/%s/kill' % victim[0]['Id'])
+
+            def is_lost():
+                st, r = call(c, 'GET', '/v1/sandboxes/' + sids[1])
+                return st == 200 and r['state'] == 'lost'
+            check('reconcile race: a container killed behind the daemon\'s back is lost',
+                  wait_for(is_lost, 120), d.log_tail())
+    finally:
+        if d.running():
+            for sid in sids:
+                call(d.client(), 'DELETE', '/v1/sandboxes/%s?wait=1' % sid)
+        d.stop()
+        if not failed:
+            shutil.rmtree(d.dir, ignore_errors=True)
+
+
 def main():
     ct.CLEARING = sys.argv[1]
     ct.check_answers()
@@ -750,6 +813,7 @@ def main():
         c = test_failed_restore(d, c)
         test_kill9(d, c)
         c = test_kill9_restore(d, c) or c
+        test_reconcile_during_snapshots()
     finally:
         d.ensure_running()
         st, lst = call(d.client(), 'GET', '/v1/sandboxes') if d.running() else (0, {})

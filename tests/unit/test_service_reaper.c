@@ -270,6 +270,35 @@ static void test_reconcile(void **state)
     test_env_expect_row(e, ID_H, CLR_STATE_RUNNING, "");
 }
 
+/* The snapshot gate (issue #22): while a snapshot or restore holds it for writing the engine's
+ * picture is in flux, and the pass neither looks nor marks (the engine is not even asked); once
+ * released the same pass marks the row lost (positive control). A pass holds it for reading
+ * across its look and act: a writer cannot begin meanwhile, and can once it is done. */
+static void test_reconcile_waits_for_snapshot_gate(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    int64_t now = (int64_t)time(NULL);
+    test_env_row(e, ID_B, now + 36000, now, 0); /* no container: the engine shows none */
+    test_env_containers(e, NULL, 0);
+    svc_snapshot_gate_write(svc);
+    assert_int_equal(reconcile(svc), 0);
+    assert_int_equal(fake_count(e->f, TEST_LIST), 0); /* nothing looked at */
+    test_env_expect_row(e, ID_B, CLR_STATE_RUNNING, "");
+    svc_snapshot_gate_write_done(svc);
+    assert_int_equal(reconcile(svc), 1);
+    test_env_expect_row(e, ID_B, CLR_STATE_LOST, "container stopped or vanished");
+    /* A checker's hold keeps writers out until it is done; writers exclude checkers too. */
+    assert_true(svc_snapshot_gate_try_read(svc));
+    assert_int_equal(pthread_rwlock_trywrlock(&svc->snapshot_gate), EBUSY);
+    svc_snapshot_gate_read_done(svc);
+    assert_int_equal(pthread_rwlock_trywrlock(&svc->snapshot_gate), 0);
+    assert_false(svc_snapshot_gate_try_read(svc));
+    svc_snapshot_gate_write_done(svc);
+    assert_true(svc_snapshot_gate_try_read(svc));
+    svc_snapshot_gate_read_done(svc);
+}
+
 /* A row is lost only with its record: while the audit log refuses, it stays running (and
  * reachable for destroy); the next pass, with the log back, marks it. */
 static void test_lost_needs_its_record(void **state)
@@ -743,6 +772,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reap_expired_and_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reap_fails_closed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconcile, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reconcile_waits_for_snapshot_gate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_needs_its_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover_keeps_held_snapshot, setup, teardown),
