@@ -7,9 +7,11 @@ snapshot; a restore in place takes a sandbox back to its snapshot (its /workspac
 the same id, one container) and refuses a tampered, unknown or foreign snapshot leaving the
 sandbox as it was; a restore the runtime refuses after the old container was removed destroys
 the sandbox but keeps the snapshot; a daemon killed with -9 in the middle of a snapshot and of a fork leaves nothing
-half-made after its restart, and one killed in the middle of a restore keeps its snapshot
-(held kept before the swap); constant reconcile passes mark no sandbox lost during snapshots
-and a restore. Waits are for conditions with generous deadlines, never speed.
+half-made after its restart, and one killed in the middle of a restore (its removal of the old
+container held at an engine relay) keeps its snapshot (held kept before the swap); constant
+reconcile passes mark no sandbox lost during snapshots and a restore that begins while a pass
+looks (its look held at the relay). Waits are for conditions with generous deadlines, or for
+engine requests held at the relay (test_api.EngineProxy), never speed.
 
     snapshots.py PATH/TO/clearing        (TAP on stdout)"""
 import glob
@@ -26,6 +28,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 import clearing_test as ct  # noqa: E402
+import test_api as T  # noqa: E402  (its engine relay; its tests run only from its own main())
 
 n = 0
 failed = 0
@@ -498,11 +501,18 @@ def test_attach_during_restore(d, c):
             ran.append(st)
     t = threading.Thread(target=hammer, daemon=True)
     t.start()
+    # Commands are coming before the restore begins, and go on after it answered: conditions
+    # waited for, not a guess at how many fit in how long. (A command before the restore
+    # attaches the old container: the snapshot, taken before it, is not attached and restores.)
+    check('attach race: commands run before the restore (positive control)',
+          wait_for(lambda: 200 in ran, 120), ran[-20:])
     st, r = restore(c, sid, {'snapshot': snap['id']})
+    after = len(ran)
+    check('attach race: the restore answers 200 while commands come', st == 200, (st, r))
+    check('attach race: commands run on after it answered (positive control)',
+          wait_for(lambda: 200 in ran[after:], 120), ran[after:][-20:])
     done.set()
     t.join(180)
-    check('attach race: the restore answers 200 while commands come', st == 200, (st, r))
-    check('attach race: commands ran around it (positive control)', 200 in ran, ran[-20:])
     # A command after the restore for certain: it attaches the new container (or docker exec).
     check('attach race: the restored sandbox runs a command', sh(c, sid, 'echo ok') == 'ok',
           sh(c, sid, 'echo ok'))
@@ -663,13 +673,33 @@ def snapshot_kept_in_db(d, snap_id):
 def test_kill9_restore(d, c):
     """A daemon killed with -9 in the middle of a restore in place does not lose the snapshot:
     the restore marks it kept in the store before the old container is removed, so after the
-    restart (whether the sandbox came back running or lost) it is listed, whole and kept, it
-    survives the sandbox's destruction and a restart's sweep, and a fork from it works. A
-    snapshot that is not kept, of another destroyed sandbox, is removed by that sweep (positive
-    control that the sweep ran)."""
+    restart it is listed, whole and kept, it survives the sandbox's destruction and a restart's
+    sweep, and a fork from it works. A snapshot that is not kept, of another destroyed sandbox,
+    is removed by that sweep (positive control that the sweep ran).
+
+    The daemon talks to the engine through a relay (test_api.EngineProxy) that holds the old
+    container's removal: after the hold is recorded the restore only looks at the container
+    (inspect) before it asks for that removal, its first change in the engine (lifecycle.c:
+    hold_snapshot, then restore_swap's clr_sandbox_destroy). At the kill the restore is provably
+    past the hold and provably before the removal, however fast or slow the host.
+    Returns the client (the daemon restarts)."""
+    proxy = T.EngineProxy(os.path.join(d.dir, 'engine.sock'))
+    d.stop()
+    d.extra_env['CLEARING_DOCKER_HOST'] = 'unix://' + proxy.path
+    try:
+        d.start()
+        return kill9_restore(d, d.client(), proxy)
+    finally:
+        proxy.close()  # a request still held (a failure above) is dropped
+        if d.extra_env.pop('CLEARING_DOCKER_HOST', None) is not None:
+            d.stop()   # back on the engine itself, for the tests that follow
+            d.start()
+
+
+def kill9_restore(d, c, proxy):
     sid, st, r = create(c)
     if not check('kill mid-restore: a sandbox (positive control)', sid, (st, r)):
-        return
+        return c
     r = c.request('PUT', '/v1/sandboxes/%s/files/w' % sid, b'held-ws\n',
                   headers={'Content-Type': 'application/octet-stream'})
     check('kill mid-restore: a file in its workspace', r.status in (200, 201, 204),
@@ -677,11 +707,14 @@ def test_kill9_restore(d, c):
     st, snap = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % sid, {})
     if not check('kill mid-restore: a snapshot, not kept (201)', st == 201 and not snap['keep'],
                  (st, snap)):
-        return
+        return c
     ctl, st, r = create(c)
     st, ctl_snap = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % ctl, {}) if ctl else (0, {})
     check('kill mid-restore: a control sandbox and its snapshot, not kept', ctl and st == 201,
           (st, ctl_snap))
+    old = [x['Id'] for x in sandbox_containers(sid)]
+    check('kill mid-restore: the sandbox has one container (positive control)', len(old) == 1,
+          old)
     answered = []
 
     def restore_dropped():
@@ -689,16 +722,25 @@ def test_kill9_restore(d, c):
             answered.append(restore(c, sid, {'snapshot': snap['id']}))
         except OSError:
             pass
+    proxy.hold_removal_of(sid)
     t = threading.Thread(target=restore_dropped, daemon=True)
     t.start()
-    deadline = time.monotonic() + 120
+    if not check('kill mid-restore: the restore\'s removal of the old container reached the '
+                 'relay (held there)', proxy.held.wait(120), d.log_tail()):
+        return c
     held = snapshot_kept_in_db(d, snap['id'])
-    while not held and not answered and time.monotonic() < deadline:
-        time.sleep(0.005)
-        held = snapshot_kept_in_db(d, snap['id'])
+    recs = audit_records(d, sid, 'snapshot.keep')
+    check('kill mid-restore: with the removal held, the snapshot is kept in the store and the '
+          'hold audited (reason restore)', held
+          and [x['details'].get('reason') for x in recs] == ['restore'], (held, recs))
     d.kill9()
-    check('kill mid-restore: the daemon was killed after the hold, before the restore answered '
-          '(positive control)', held and not answered, (held, answered))
+    proxy.drop_held()
+    check('kill mid-restore: the restore had not answered at the kill (positive control)',
+          not answered, answered)
+    check('kill mid-restore: the engine never saw the removal: the old container is there',
+          [x['Id'] for x in sandbox_containers(sid)] == old, (old, sandbox_containers(sid)))
+    # The restart talks to dockerd directly: the relay would drop the removals that follow.
+    del d.extra_env['CLEARING_DOCKER_HOST']
     d.start()
     c = d.client()
     st, r = call(c, 'GET', '/v1/sandboxes/%s/snapshots/%s' % (sid, snap['id']))
@@ -706,11 +748,13 @@ def test_kill9_restore(d, c):
           st == 200 and r.get('keep') is True and snap['id'] in snapshot_dirs(d),
           (st, r, snapshot_dirs(d)))
     st, r = call(c, 'GET', '/v1/sandboxes/' + sid)
-    check('kill mid-restore: the sandbox came back running or lost', st == 200
-          and r['state'] in ('running', 'lost'), (st, r))
+    check('kill mid-restore: the sandbox came back running, on its old container', st == 200
+          and r['state'] == 'running'
+          and [x['Id'] for x in sandbox_containers(sid)] == old, (st, r, old))
     recs = audit_records(d, sid, 'snapshot.keep')
-    check('kill mid-restore: the hold is an audit record (reason restore)',
-          [x['details'].get('reason') for x in recs] == ['restore'], recs)
+    check('kill mid-restore: the hold is an audit record (reason restore), not released',
+          [x['details'].get('reason') for x in recs] == ['restore']
+          and not audit_records(d, sid, 'snapshot.release'), recs)
     call(c, 'DELETE', '/v1/sandboxes/%s?wait=1' % sid)
     if ctl:
         call(c, 'DELETE', '/v1/sandboxes/%s?wait=1' % ctl)
@@ -734,18 +778,40 @@ def test_kill9_restore(d, c):
     return c
 
 
+ENGINE_LIST = rb'^/v[0-9.]+/containers/json'  # a reconcile pass's look at the engine
+
+
 def test_reconcile_during_snapshots():
     """A daemon whose reconcile pass runs all the time (reaper every 20 ms, reconcile every
-    pass): snapshots and a restore in place, during which the engine shows the sandbox frozen or
-    without a container, never get a sandbox marked lost, since a pass neither runs during them
-    nor acts on a look from before one began. Positive control: a container killed behind the
-    daemon's back is marked lost by the same daemon."""
+    pass), talking to the engine through a relay (test_api.EngineProxy) that counts the passes'
+    looks (each lists the containers) and can hold one: snapshots under constant passes, and a
+    restore in place that begins while a pass is looking, never get a sandbox marked lost.
+
+    The restore is made to meet a pass, not left to chance: the relay holds a pass's look (the
+    pass holds the snapshot gate for reading meanwhile), the restore starts, and once its hold
+    on the snapshot is audited it is at its swap, which must wait for that pass to act on what
+    it saw: the old container is provably still there when the test lets the look go on, and
+    the sandbox runs on. Positive controls: passes look before, between and after (counted); a
+    container killed behind the daemon's back is marked lost by the same daemon."""
     d = ct.Daemon('snap-reconcile', prefix='clr-snap-')
     config = os.path.join(d.dir, 'serve.json')
     with open(config, 'w') as f:
         json.dump({'reaper_interval_ms': 20, 'reconcile_interval_ms': 1}, f)
     d.args = ['--config', config]
+    proxy = T.EngineProxy(os.path.join(d.dir, 'engine.sock'))
+    d.extra_env['CLEARING_DOCKER_HOST'] = 'unix://' + proxy.path
     sids = []
+
+    def passes_look(more=3):
+        """Waits until the passes have looked at the engine more times again."""
+        base = proxy.count(b'GET', ENGINE_LIST)
+        return wait_for(lambda: proxy.count(b'GET', ENGINE_LIST) >= base + more, 120)
+
+    def hold_audited(sid):
+        try:
+            return audit_records(d, sid, 'snapshot.keep')
+        except ValueError:  # a record being written: the next look reads it whole
+            return []
     try:
         d.start()
         c = d.client()
@@ -760,15 +826,46 @@ def test_reconcile_during_snapshots():
         wait_for(lambda: time.time() - born >= 7, 60)
         check('reconcile race: the sandboxes are old enough for the pass to judge them',
               born and time.time() - born >= 7, born)
+        check('reconcile race: passes look at the engine (positive control: their list '
+              'requests, counted at the relay)', passes_look(), proxy.count(b'GET', ENGINE_LIST))
         snaps = {}
         for sid in sids:
             st, snap = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % sid, {})
             check('reconcile race: a snapshot under constant reconcile passes (201)', st == 201,
                   (st, snap))
             snaps[sid] = snap.get('id')
-        st, r = restore(c, sids[0], {'snapshot': snaps[sids[0]] or ''})
-        check('reconcile race: a restore in place under constant passes (200)', st == 200,
-              (st, r))
+        check('reconcile race: passes look again after the snapshots', passes_look(),
+              proxy.count(b'GET', ENGINE_LIST))
+        # A restore that begins while a pass looks (its look held at the relay).
+        old = [x['Id'] for x in sandbox_containers(sids[0])]
+        check('reconcile race: the restored sandbox has one container (positive control)',
+              len(old) == 1, old)
+        proxy.hold_requests(b'GET', ENGINE_LIST)
+        if not check('reconcile race: a pass\'s look is held at the relay', proxy.held.wait(120),
+                     d.log_tail()):
+            return
+        answered = []
+        t = threading.Thread(target=lambda: answered.append(
+            restore(c, sids[0], {'snapshot': snaps[sids[0]] or ''})), daemon=True)
+        t.start()
+        # Within the held look's engine deadline (30 s): the restore's steps up to its hold are
+        # a few engine requests and a database write.
+        check('reconcile race: the restore is at its swap (its hold on the snapshot audited) '
+              'while the pass looks', wait_for(lambda: hold_audited(sids[0]), 20),
+              d.log_tail())
+        check('reconcile race: the swap waits for the pass: the old container is still there '
+              'and the restore has not answered',
+              [x['Id'] for x in sandbox_containers(sids[0])] == old and not answered,
+              (old, sandbox_containers(sids[0]), answered))
+        proxy.pass_held()
+        t.join(180)
+        st, r = answered[0] if answered else (0, 'no answer')
+        check('reconcile race: the restore then answers 200', st == 200, (st, r))
+        new = [x['Id'] for x in sandbox_containers(sids[0])]
+        check('reconcile race: the sandbox runs on a new container',
+              len(new) == 1 and new != old, (old, new))
+        check('reconcile race: passes look again after the restore', passes_look(),
+              proxy.count(b'GET', ENGINE_LIST))
         states = {}
         for sid in sids:
             st, r = call(c, 'GET', '/v1/sandboxes/' + sid)
@@ -788,10 +885,12 @@ def test_reconcile_during_snapshots():
             check('reconcile race: a container killed behind the daemon\'s back is lost',
                   wait_for(is_lost, 120), d.log_tail())
     finally:
+        proxy.pass_held()  # a look still held (a failure above) goes on
         if d.running():
             for sid in sids:
                 call(d.client(), 'DELETE', '/v1/sandboxes/%s?wait=1' % sid)
         d.stop()
+        proxy.close()
         if not failed:
             shutil.rmtree(d.dir, ignore_errors=True)
 
