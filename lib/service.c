@@ -143,7 +143,7 @@ static int service_new(clr_service **out, const clr_service_config *cfg, clr_err
     pthread_mutex_init(&svc->rm_lock, NULL);
     pthread_mutex_init(&svc->health_lock, NULL);
     pthread_mutex_init(&svc->live_lock, NULL);
-    pthread_rwlock_init(&svc->snapshot_gate, NULL);
+    svc_snapshot_gate_init(svc);
     pthread_cond_init(&svc->rm_cond, NULL);
     pthread_cond_init(&svc->rm_done, NULL);
     if (!svc->state_dir || !svc->db_path)

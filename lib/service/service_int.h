@@ -182,6 +182,19 @@ static inline void svc_set_restoring(clr_service *svc, const char *id)
     pthread_mutex_unlock(&svc->live_lock);
 }
 
+/* The gate prefers writers: glibc's default read-write lock lets a new reader in while a
+ * writer waits, so back-to-back reconcile passes and death judgements could keep a snapshot or
+ * restore waiting for ever; with a writer waiting, a try-read fails (skip to the next turn) and
+ * the writer gets the lock once the look under way is done. */
+static inline void svc_snapshot_gate_init(clr_service *svc)
+{
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&svc->snapshot_gate, &a);
+    pthread_rwlockattr_destroy(&a);
+}
+
 /* A snapshot or restore begins to change what the engine shows of a sandbox: waits until no
  * reconcile pass or death judgement is looking (they do not wait in turn: no deadlock). */
 static inline void svc_snapshot_gate_write(clr_service *svc)
@@ -195,7 +208,7 @@ static inline void svc_snapshot_gate_write_done(clr_service *svc)
 }
 
 /* A look at the engine that may mark sandboxes lost: false while a snapshot or restore is under
- * way (skip, look again later); true holds off any that would begin, until
+ * way or waits to begin (skip, look again later); true holds off any that would begin, until
  * svc_snapshot_gate_read_done, so the act is on what was looked at. */
 static inline bool svc_snapshot_gate_try_read(clr_service *svc)
 {

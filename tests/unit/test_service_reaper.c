@@ -299,6 +299,47 @@ static void test_reconcile_waits_for_snapshot_gate(void **state)
     svc_snapshot_gate_read_done(svc);
 }
 
+static void *gate_writer(void *p)
+{
+    clr_service *svc = p;
+    svc_snapshot_gate_write(svc);
+    svc_snapshot_gate_write_done(svc);
+    return NULL;
+}
+
+/* The gate prefers writers: with a look under way, a snapshot or restore that asks for the
+ * gate waits, and from then on a try-read fails (the pass skips without looking) rather than
+ * letting passes hold the writer off for ever. Waited for as a condition: the try-read that
+ * fails is the sign the writer waits. Once the look is done the writer runs, and a pass looks
+ * again (positive control). */
+static void test_snapshot_gate_prefers_writer(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    test_env_containers(e, NULL, 0);
+    assert_true(svc_snapshot_gate_try_read(svc)); /* a look under way */
+    pthread_t w;
+    assert_int_equal(pthread_create(&w, NULL, gate_writer, svc), 0);
+    bool refused = false;
+    for (int i = 0; i < 300000 && !refused; i++) {
+        refused = !svc_snapshot_gate_try_read(svc);
+        if (!refused) {
+            svc_snapshot_gate_read_done(svc);
+            usleep(100);
+        }
+    }
+    assert_true(refused); /* a writer waits: no new reader */
+    size_t looked = fake_count(e->f, TEST_LIST);
+    assert_int_equal(reconcile(svc), 0);
+    assert_int_equal(fake_count(e->f, TEST_LIST), looked); /* the pass did not look */
+    svc_snapshot_gate_read_done(svc); /* the look is done: the writer goes */
+    assert_int_equal(pthread_join(w, NULL), 0);
+    assert_true(svc_snapshot_gate_try_read(svc));
+    svc_snapshot_gate_read_done(svc);
+    assert_int_equal(reconcile(svc), 0);
+    assert_true(fake_count(e->f, TEST_LIST) > looked); /* positive control: a pass looks */
+}
+
 /* A row is lost only with its record: while the audit log refuses, it stays running (and
  * reachable for destroy); the next pass, with the log back, marks it. */
 static void test_lost_needs_its_record(void **state)
@@ -773,6 +814,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reap_fails_closed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconcile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconcile_waits_for_snapshot_gate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_gate_prefers_writer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_needs_its_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover_keeps_held_snapshot, setup, teardown),
