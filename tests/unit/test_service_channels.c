@@ -277,6 +277,46 @@ static void test_attach_during_swap_kept(void **state)
     assert_false(row_attached(svc, ID_A, NULL, 0));
 }
 
+/* A pooled sandbox's channel is handed in attached already; its mark on the row is recorded
+ * as for any attach. When the database refuses the mark, the channel is closed (fail closed:
+ * kept without its mark, a later snapshot would read as taken before any attach) and the
+ * sandbox's commands use docker exec. Positive control: with the database writing, a channel
+ * handed in is kept and marked. */
+static void test_handed_in_channel_closed_without_its_mark(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->e->svc;
+    clr_error err = CLR_ERROR_INIT;
+    struct test_agent *agent_b = NULL;
+    struct live_sb *lv = live_with_agent(fx, ID_B, &agent_b);
+    assert_non_null(lv->ch);
+    assert_true(row_attached(svc, ID_B, NULL, 0));
+    svc_live_put(svc, lv);
+    /* The database refuses the mark. */
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(fx->e->db, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 30000);
+    assert_int_equal(sqlite3_exec(db,
+                                  "CREATE TRIGGER no_attach BEFORE UPDATE OF attached_to ON "
+                                  "sandboxes BEGIN SELECT RAISE(FAIL, 'disk I/O error (test)');"
+                                  " END;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    clr_channel *ch = NULL;
+    struct test_agent *agent_a = test_agent_start(&ch, ID_A);
+    lv = NULL;
+    if (svc_live_new(svc, fx->eng, ID_A, open_sb(fx, ID_A), ch, &lv, &err) != 0)
+        fail_msg("svc_live_new: %s", err.message);
+    assert_null(lv->ch);   /* not kept */
+    await_agent_gone(agent_a); /* closed: the agent saw its stream end */
+    assert_false(row_attached(svc, ID_A, NULL, 0));
+    assert_int_equal(fake_count(fx->e->f, ATTACH_A), 0); /* nor attached again here */
+    svc_live_put(svc, lv);
+    test_env_drop_live(fx->e);
+    await_agent_gone(agent_b);
+}
+
 static void test_ended_channel_is_opened_again(void **state)
 {
     struct fixture *fx = *state;
@@ -554,6 +594,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_registry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get_through_the_engine, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attach_during_swap_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handed_in_channel_closed_without_its_mark, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_ended_channel_is_opened_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_stored_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replayed_result, setup, teardown),
