@@ -436,6 +436,22 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
     svc_set_restoring(svc, id);
     bool gone = false;
     int rc = restore_swap(svc, eng, &o, &gone, err);
+    /* Its container is gone and no new one runs: the sandbox ends here, recorded, rather than
+     * a row that claims a container it does not have; destroyed while the gate and the
+     * restoring mark are still held, so that no reconcile pass or death judgement audits it
+     * lost first and the reaper does not destroy it as expired or idle (it skips a sandbox
+     * being restored). svc_destroy_locked does not look at the mark, nor takes the gate or the
+     * snapshot lock: it takes the audit log's lock, the store's, live_lock, rm_lock and
+     * pool_lock, none held while waiting for another. The gate's readers take those too, but
+     * only ever try the gate, never wait for it: holding it here waits on nobody who waits on
+     * it. The snapshot it was restored from stays kept (held above): the sweep would remove it
+     * with the sandbox, and it is what a retry (a fork) needs. */
+    if (rc < 0 && gone) {
+        clr_error derr = CLR_ERROR_INIT;
+        if (svc_destroy_locked(svc, id, "restore-failed", actor, &derr) < 0)
+            clr_log(CLR_LOG_ERROR, "restore.destroy_failed", "id", id, "error", derr.message,
+                    "detail", "the reconcile pass marks it lost", NULL);
+    }
     svc_set_restoring(svc, NULL);
     svc_snapshot_gate_write_done(svc);
     svc_free_strv(env);
@@ -449,14 +465,6 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
                          actor);
     if (rc == 0 || !gone)
         return rc;
-    /* Its container is gone and no new one runs: the sandbox ends here, recorded, rather than
-     * a row that claims a container it does not have. The snapshot it was restored from stays
-     * kept (held above): the sweep would remove it with the sandbox, and it is what a retry (a
-     * fork) needs. */
-    clr_error derr = CLR_ERROR_INIT;
-    if (svc_destroy_locked(svc, id, "restore-failed", actor, &derr) < 0)
-        clr_log(CLR_LOG_ERROR, "restore.destroy_failed", "id", id, "error", derr.message,
-                "detail", "the reconcile pass marks it lost", NULL);
     err->code = CLR_E_ENGINE; /* not the cause's (an image's 404): the sandbox is gone */
     return clr_error_prefix(err, "restoring sandbox %s failed after its old container was "
                                  "removed, so the sandbox is destroyed (it cannot run on half "
