@@ -81,6 +81,11 @@ static const char *const migrations[] = {
     "ALTER TABLE sandboxes ADD COLUMN attached_to TEXT NOT NULL DEFAULT '';"
     "UPDATE sandboxes SET attached_to = CASE WHEN container_id = '' THEN '?'"
     " ELSE container_id END WHERE attached = 1;",
+    /* 9: a restore's hold on the snapshot it restores from (1 while held), apart from the
+     * user's keep: a release clears only the hold, never a keep asked for, and the hold is
+     * taken whatever keep says (it was read before the restore's lock, and could be a hold of
+     * another restore about to be released). The sweep treats held as kept. */
+    "ALTER TABLE snapshots ADD COLUMN held INTEGER NOT NULL DEFAULT 0;",
 };
 
 /* An SQLite failure as a clr_error. The two an operator must act on say so and name the file: a
@@ -803,7 +808,10 @@ int clr_store_sandbox_get_egress(clr_store *st, const char *id, json_t **out, cl
 
 /* ---- snapshots ---- */
 
-#define SNAPSHOT_COLUMNS "id, sandbox_id, tenant, parent, size, sha256, created_at, expires_at, keep, source"
+#define SNAPSHOT_COLUMNS                                                                         \
+    "id, sandbox_id, tenant, parent, size, sha256, created_at, expires_at, keep, source"
+/* Read, not inserted: a new snapshot is held by no restore. */
+#define SNAPSHOT_READ_COLUMNS SNAPSHOT_COLUMNS ", held"
 
 int clr_store_snapshot_insert(clr_store *st, json_t *row, clr_error *err)
 {
@@ -837,7 +845,7 @@ static json_t *row_to_snapshot(sqlite3_stmt *q)
     const char *parent = (const char *)sqlite3_column_text(q, 3);
     const char *source = (const char *)sqlite3_column_text(q, 9);
     json_t *src = source ? json_loads(source, 0, NULL) : NULL;
-    return json_pack("{s:s, s:s, s:s, s:o, s:I, s:s, s:I, s:I, s:b, s:o}", "id",
+    return json_pack("{s:s, s:s, s:s, s:o, s:I, s:s, s:I, s:I, s:b, s:b, s:o}", "id",
                      (const char *)sqlite3_column_text(q, 0), "sandbox",
                      (const char *)sqlite3_column_text(q, 1), "tenant",
                      (const char *)sqlite3_column_text(q, 2), "parent",
@@ -846,14 +854,14 @@ static json_t *row_to_snapshot(sqlite3_stmt *q)
                      (const char *)sqlite3_column_text(q, 5), "created_at",
                      (json_int_t)sqlite3_column_int64(q, 6), "expires_at",
                      (json_int_t)sqlite3_column_int64(q, 7), "keep", sqlite3_column_int(q, 8),
-                     "source", src ? src : json_object());
+                     "held", sqlite3_column_int(q, 10), "source", src ? src : json_object());
 }
 
 int clr_store_snapshot_get(clr_store *st, const char *id, json_t **out, clr_error *err)
 {
     *out = NULL;
     sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(st->db, "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE id = ?", -1,
+    if (sqlite3_prepare_v2(st->db, "SELECT " SNAPSHOT_READ_COLUMNS " FROM snapshots WHERE id = ?", -1,
                            &q, NULL) != SQLITE_OK)
         return db_error(st, err, "get snapshot");
     sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
@@ -874,7 +882,7 @@ int clr_store_snapshot_list(clr_store *st, const char *sandbox_id, const char *t
     *out = NULL;
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(st->db,
-                           "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE (?1 IS NULL OR"
+                           "SELECT " SNAPSHOT_READ_COLUMNS " FROM snapshots WHERE (?1 IS NULL OR"
                            " sandbox_id = ?1) AND (?2 IS NULL OR tenant = ?2)"
                            " ORDER BY created_at, rowid",
                            -1, &q, NULL) != SQLITE_OK)
@@ -910,9 +918,17 @@ int clr_store_snapshot_keep(clr_store *st, const char *id, clr_error *err)
     return n ? 0 : clr_error_set(err, CLR_E_NOT_FOUND, 0, "no snapshot %s", id);
 }
 
+int clr_store_snapshot_hold(clr_store *st, const char *id, clr_error *err)
+{
+    int n = update(st, "UPDATE snapshots SET held = 1 WHERE id = ?", "t", err, id);
+    if (n < 0)
+        return -1;
+    return n ? 0 : clr_error_set(err, CLR_E_NOT_FOUND, 0, "no snapshot %s", id);
+}
+
 int clr_store_snapshot_release(clr_store *st, const char *id, clr_error *err)
 {
-    int n = update(st, "UPDATE snapshots SET keep = 0 WHERE id = ?", "t", err, id);
+    int n = update(st, "UPDATE snapshots SET held = 0 WHERE id = ?", "t", err, id);
     if (n < 0)
         return -1;
     return n ? 0 : clr_error_set(err, CLR_E_NOT_FOUND, 0, "no snapshot %s", id);

@@ -156,9 +156,13 @@ CLR_PUBLIC int clr_store_snapshot_delete(clr_store *st, const char *id, clr_erro
 /* Marks the snapshot kept (the sweep no longer removes it with its sandbox; it still expires).
  * CLR_E_NOT_FOUND if there is no such row. */
 CLR_PUBLIC int clr_store_snapshot_keep(clr_store *st, const char *id, clr_error *err);
-/* Marks the snapshot not kept again (a restore's hold on it released once the restore is over
- * and its sandbox runs: the sweep removes it with the sandbox again). CLR_E_NOT_FOUND if there
- * is no such row. */
+/* Marks the snapshot held by a restore (its row's "held"): the sweep does not remove it with
+ * its sandbox, as if kept (it still expires), and its keep is left as it is. Idempotent: one
+ * flag, not a count (restores of a snapshot run one at a time, and a hold a crash left is
+ * taken over by the next restore's). CLR_E_NOT_FOUND if there is no such row. */
+CLR_PUBLIC int clr_store_snapshot_hold(clr_store *st, const char *id, clr_error *err);
+/* Clears the snapshot's hold (the restore is over and its sandbox runs): a keep asked for
+ * stays. CLR_E_NOT_FOUND if there is no such row. */
 CLR_PUBLIC int clr_store_snapshot_release(clr_store *st, const char *id, clr_error *err);
 /* The bytes of every snapshot recorded: what the disk budget is checked against. */
 CLR_PUBLIC int clr_store_snapshot_total(clr_store *st, uint64_t *bytes, clr_error *err);

@@ -355,30 +355,30 @@ static int restore_swap(clr_service *svc, clr_engine *eng, const clr_sandbox_opt
     return 0;
 }
 
-/* The restore's hold on snapshot snap (of sandbox id): marked kept in the store, recorded
- * first ("snapshot.keep", reason restore), before the old container is removed. The sweep
- * removes a destroyed or lost sandbox's snapshots unless they are kept, and a daemon killed
- * between the removal and the new container's record leaves the sandbox lost: the hold is
- * what keeps the snapshot a retry (a fork) needs through that, as through a failed restore. */
+/* The restore's hold on snapshot snap (of sandbox id): marked held in the store, recorded
+ * first ("snapshot.hold", reason restore), before the old container is removed. The sweep
+ * removes a destroyed or lost sandbox's snapshots unless they are kept or held, and a daemon
+ * killed between the removal and the new container's record leaves the sandbox lost: the hold
+ * is what keeps the snapshot a retry (a fork) needs through that, as through a failed restore.
+ * Apart from the user's keep, and taken whatever keep says: nothing read before the restore's
+ * lock decides it (another restore's hold on the same snapshot, read then, is released before
+ * this one runs). */
 static int hold_snapshot(clr_service *svc, const char *id, const char *snap, const char *actor,
                          clr_error *err)
 {
     json_t *d = json_pack("{s:s, s:s}", "snapshot", snap, "reason", "restore");
-    int rc = clr_audit_append(svc->audit, actor, id, "snapshot.keep", "ok", d, err);
+    int rc = clr_audit_append(svc->audit, actor, id, "snapshot.hold", "ok", d, err);
     json_decref(d);
     if (rc == 0)
-        rc = clr_store_snapshot_keep(svc->store, snap, err);
+        rc = clr_store_snapshot_hold(svc->store, snap, err);
     return rc < 0 ? clr_error_prefix(err, "sandbox %s is not restored (it runs on as it "
                                           "was): snapshot %s cannot be held for the restore",
                                      id, snap)
                   : 0;
 }
 
-/* The hold released once the sandbox runs again (why: restored, or not restored and as it
- * was), recorded first ("snapshot.release"). A failure is logged: the snapshot stays kept,
- * the safe side (it still expires). */
-static void release_snapshot(clr_service *svc, const char *id, const char *snap,
-                             const char *why, const char *actor)
+void svc_release_snapshot(clr_service *svc, const char *id, const char *snap, const char *why,
+                          const char *actor)
 {
     clr_error err = CLR_ERROR_INIT;
     json_t *d = json_pack("{s:s, s:s}", "snapshot", snap, "reason", why);
@@ -388,7 +388,8 @@ static void release_snapshot(clr_service *svc, const char *id, const char *snap,
         rc = clr_store_snapshot_release(svc->store, snap, &err);
     if (rc < 0)
         clr_log(CLR_LOG_WARN, "restore.snapshot_not_released", "id", id, "snapshot", snap,
-                "error", err.message, "detail", "it stays kept until its ttl", NULL);
+                "error", err.message, "detail",
+                "it stays held until the next start's recovery or its ttl", NULL);
 }
 
 int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
@@ -423,8 +424,8 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
         svc_free_strv(env);
         return clr_error_prefix(err, "sandbox %s is not restored (it runs on as it was)", id);
     }
-    /* Durable before anything is removed: a crash from here on leaves the snapshot kept. */
-    bool hold = from->snapshot_id && !from->snapshot_kept;
+    /* Durable before anything is removed: a crash from here on leaves the snapshot held. */
+    bool hold = from->snapshot_id != NULL;
     if (hold && hold_snapshot(svc, id, from->snapshot_id, actor, err) < 0) {
         svc_free_strv(env);
         return -1;
@@ -444,7 +445,7 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
      * snapshot lock: it takes the audit log's lock, the store's, live_lock, rm_lock and
      * pool_lock, none held while waiting for another. The gate's readers take those too, but
      * only ever try the gate, never wait for it: holding it here waits on nobody who waits on
-     * it. The snapshot it was restored from stays kept (held above): the sweep would remove it
+     * it. The snapshot it was restored from stays held (above): the sweep would remove it
      * with the sandbox, and it is what a retry (a fork) needs. */
     if (rc < 0 && gone) {
         clr_error derr = CLR_ERROR_INIT;
@@ -461,8 +462,8 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
         clr_store_sandbox_touch(svc->store, id, svc_now_s(), &ignored);
     }
     if (hold && (rc == 0 || !gone))
-        release_snapshot(svc, id, from->snapshot_id, rc == 0 ? "restored" : "not-restored",
-                         actor);
+        svc_release_snapshot(svc, id, from->snapshot_id,
+                             rc == 0 ? "restored" : "not-restored", actor);
     if (rc == 0 || !gone)
         return rc;
     err->code = CLR_E_ENGINE; /* not the cause's (an image's 404): the sandbox is gone */

@@ -383,8 +383,42 @@ static bool container_recorded(clr_service *svc, const clr_store_sandbox *row,
     return true;
 }
 
+/* Holds a crash left on snapshots (a daemon killed mid-restore, or before a release it could
+ * not record). No restore runs during recovery, so every hold found is one whose restore is
+ * over: the hold of a sandbox that runs again (its old container, or its new one re-recorded
+ * above) is released ("snapshot.release", reason recovered); the hold of a sandbox that is
+ * lost or destroyed stays, as after a failed restore: the snapshot is what a retry (a fork)
+ * needs, and it still expires at its ttl. Run after the sandboxes' states are settled. */
+static void recover_snapshot_holds(clr_service *svc)
+{
+    json_t *rows = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_store_snapshot_list(svc->store, NULL, NULL, &rows, &err) < 0) {
+        clr_log(CLR_LOG_WARN, "recover.snapshot_holds_unread", "error", err.message, "detail",
+                "holds stay until the next start or their ttl", NULL);
+        return;
+    }
+    size_t i;
+    json_t *r;
+    json_array_foreach(rows, i, r) {
+        if (!json_is_true(json_object_get(r, "held")))
+            continue;
+        const char *snap = json_string_value(json_object_get(r, "id"));
+        const char *sb = json_string_value(json_object_get(r, "sandbox"));
+        bool running = false;
+        clr_error rerr = CLR_ERROR_INIT;
+        if (svc_row_running(svc, sb, &running, &rerr) == 0 && running && !svc_restoring(svc, sb))
+            svc_release_snapshot(svc, sb, snap, "recovered", "recovery");
+        else
+            clr_log(CLR_LOG_INFO, "recover.snapshot_held", "snapshot", snap, "id", sb,
+                    "detail", "its sandbox does not run: held until its ttl", NULL);
+    }
+    json_decref(rows);
+}
+
 /* After a restart: keep what still runs, mark what vanished, remove what we do not know (but
- * adopt what runs when the database is new: see adopt_recovered). */
+ * adopt what runs when the database is new: see adopt_recovered); release the holds of
+ * restores a crash cut short whose sandbox runs (recover_snapshot_holds). */
 int svc_recover(clr_service *svc, clr_error *err)
 {
     struct snapshot sn;
@@ -463,6 +497,7 @@ int svc_recover(clr_service *svc, clr_error *err)
         }
     }
     recover_workspaces(svc, &sn);
+    recover_snapshot_holds(svc);
     /* Commands of sandboxes that are gone cannot have finished anywhere. */
     clr_error uerr = CLR_ERROR_INIT;
     clr_store_exec_mark_lost_unowned(svc->store, svc_now_s(), &uerr);

@@ -473,10 +473,9 @@ static int restore_impl(clr_service *svc, clr_engine *eng, const char *id, json_
                                          json_object_get(row, "sha256"));
     if (rc == 0)
         rc = clr_audit_append(svc->audit, actor, id, "sandbox.restore", "ok", d, err);
-    struct svc_fork from = {.snapshot_id = snapshot,
-                            .snapshot_kept = json_is_true(json_object_get(row, "keep")),
-                            .snapshot_dir = dir,
-                            .workspace_dir = ws};
+    /* The restore holds the snapshot in the store whatever its row said before the lock (its
+     * keep is the user's, and a hold seen then may be another restore's, released since). */
+    struct svc_fork from = {.snapshot_id = snapshot, .snapshot_dir = dir, .workspace_dir = ws};
     if (rc == 0)
         rc = svc_restore_in_place(svc, eng, id, &from, actor, err);
     pthread_mutex_unlock(&snap_write_lock);
@@ -552,7 +551,10 @@ void svc_snapshots_sweep(clr_service *svc)
         const char *sb = json_string_value(json_object_get(r, "sandbox"));
         char dir[4096];
         bool expired = json_integer_value(json_object_get(r, "expires_at")) <= now;
-        bool orphan = !json_is_true(json_object_get(r, "keep")) && svc_destroyed_row(svc, sb);
+        /* Held (by a restore under way, or one a crash cut short) is kept: what a retry or a
+         * fork of the sandbox the restore cost needs. */
+        bool orphan = !json_is_true(json_object_get(r, "keep")) &&
+                      !json_is_true(json_object_get(r, "held")) && svc_destroyed_row(svc, sb);
         bool gone = clr_snapshot_path(dir, sizeof(dir), svc->state_dir, id) < 0 ||
                     !clr_snapshot_finished(dir);
         if (!expired && !orphan && !gone)

@@ -8,7 +8,8 @@ the same id, one container) and refuses a tampered, unknown or foreign snapshot 
 sandbox as it was; a restore the runtime refuses after the old container was removed destroys
 the sandbox but keeps the snapshot; a daemon killed with -9 in the middle of a snapshot and of a fork leaves nothing
 half-made after its restart, and one killed in the middle of a restore (its removal of the old
-container held at an engine relay) keeps its snapshot (held kept before the swap); constant
+container held at an engine relay, then the container removed) keeps its snapshot (held,
+apart from its keep, before the swap; the hold outlives the lost sandbox); constant
 reconcile passes mark no sandbox lost during snapshots and a restore that begins while a pass
 looks (its look held at the relay). Waits are for conditions with generous deadlines, or for
 engine requests held at the relay (test_api.EngineProxy), never speed.
@@ -420,9 +421,9 @@ def test_restore(d, c):
     check('its snapshots are still listed', st == 200
           and snap['id'] in [x['id'] for x in lst['snapshots']], (st, lst))
     st, r = call(c, 'GET', '/v1/sandboxes/%s/snapshots/%s' % (sid, snap['id']))
-    check('the restore\'s hold on the snapshot is released: not kept, as it was taken',
-          st == 200 and r['keep'] is False, (st, r))
-    held = audit_records(d, sid, 'snapshot.keep')
+    check('the restore\'s hold on the snapshot is released: not held, and not kept, as it was '
+          'taken', st == 200 and r['held'] is False and r['keep'] is False, (st, r))
+    held = audit_records(d, sid, 'snapshot.hold')
     released = audit_records(d, sid, 'snapshot.release')
     check('the hold and its release are audit records (reasons restore, restored)',
           [x['details'].get('reason') for x in held] == ['restore']
@@ -562,8 +563,9 @@ def garble_verified(d, snap):
 
 def test_failed_restore(d, c):
     """A restore the runtime refuses after the old container was removed destroys the sandbox
-    (restore-failed) but keeps the snapshot: marked kept (audited), it survives the sweep (a
-    restart runs one) and can be forked or deleted. Returns the client (the daemon restarts)."""
+    (restore-failed) but keeps the snapshot: held (audited) apart from its keep, it survives the
+    sweep and a restart's recovery (its sandbox does not run: the hold stays) and can be forked
+    or deleted. Returns the client (the daemon restarts)."""
     sid, st, r = create(c)
     if not check('a sandbox whose restore will fail (positive control)', sid, (st, r)):
         return c
@@ -586,14 +588,16 @@ def test_failed_restore(d, c):
     check('the sandbox is destroyed, reason restore-failed', st == 200
           and r['state'] == 'destroyed' and r.get('destroy_reason') == 'restore-failed', (st, r))
     st, r = call(c, 'GET', '/v1/sandboxes/%s/snapshots/%s' % (sid, snap['id']))
-    check('the snapshot is still there, now kept', st == 200 and r['keep'] is True, (st, r))
-    recs = audit_records(d, sid, 'snapshot.keep')
-    check('it was held (kept) before the old container went: an audit record naming the '
+    check('the snapshot is still there, held (its keep as it was taken: false)', st == 200
+          and r['held'] is True and r['keep'] is False, (st, r))
+    recs = audit_records(d, sid, 'snapshot.hold')
+    check('it was held before the old container went: an audit record naming the '
           'snapshot and why', len(recs) == 1 and recs[0]['details'].get('snapshot') == snap['id']
           and recs[0]['details'].get('reason') == 'restore', recs)
     check('and the hold was not released (the restore cost the sandbox)',
           not audit_records(d, sid, 'snapshot.release'), audit_records(d, sid, 'snapshot.release'))
-    # The daemon's start sweeps snapshots once: a destroyed sandbox's are removed unless kept.
+    # The daemon's start sweeps snapshots once: a destroyed sandbox's are removed unless kept
+    # or held.
     d.stop()
     d.start()
     c = d.client()
@@ -601,6 +605,9 @@ def test_failed_restore(d, c):
     check('after a restart (a sweep) the snapshot is still listed, its files there', st == 200
           and [x['id'] for x in r['snapshots']] == [snap['id']]
           and snap['id'] in snapshot_dirs(d), (st, r, snapshot_dirs(d)))
+    check('and still held: the restart\'s recovery does not release the hold of a destroyed '
+          'sandbox', st == 200 and r['snapshots'] and r['snapshots'][0].get('held') is True
+          and not audit_records(d, sid, 'snapshot.release'), (st, r))
     st, r = call(c, 'DELETE', '/v1/sandboxes/%s/snapshots/%s' % (sid, snap['id']))
     check('it can be deleted (204), and its files go', st == 204
           and snap['id'] not in snapshot_dirs(d), (st, r, snapshot_dirs(d)))
@@ -656,13 +663,14 @@ def test_kill9(d, c):
         call(c, 'DELETE', '/v1/sandboxes/' + s)
 
 
-def snapshot_kept_in_db(d, snap_id):
-    """Whether the state database has snapshot snap_id kept (read beside the running daemon)."""
+def snapshot_held_in_db(d, snap_id):
+    """Whether the state database has snapshot snap_id held by a restore (read beside the
+    running daemon)."""
     try:
         db = sqlite3.connect('file:%s?mode=ro' % os.path.join(d.state, 'clearing.db'), uri=True,
                              timeout=60)
         try:
-            row = db.execute('SELECT keep FROM snapshots WHERE id = ?', (snap_id,)).fetchone()
+            row = db.execute('SELECT held FROM snapshots WHERE id = ?', (snap_id,)).fetchone()
         finally:
             db.close()
     except sqlite3.Error:
@@ -672,10 +680,15 @@ def snapshot_kept_in_db(d, snap_id):
 
 def test_kill9_restore(d, c):
     """A daemon killed with -9 in the middle of a restore in place does not lose the snapshot:
-    the restore marks it kept in the store before the old container is removed, so after the
-    restart it is listed, whole and kept, it survives the sandbox's destruction and a restart's
-    sweep, and a fork from it works. A snapshot that is not kept, of another destroyed sandbox,
-    is removed by that sweep (positive control that the sweep ran).
+    the restore marks it held in the store before the old container is removed. The kill comes
+    with the removal held; the old container is then removed behind the dead daemon's back, as
+    if the removal had gone through (the case the hold is for: no container of the sandbox runs
+    at the restart). After the restart the sandbox is lost and its snapshot listed, whole and
+    still held (recovery releases only the hold of a sandbox that runs again), not kept; it
+    survives the sandbox's destruction and a restart's sweep, and a fork from it works. A
+    snapshot that is not kept, of another destroyed sandbox, is removed by that sweep (positive
+    control that the sweep ran). (A sandbox that runs again at the restart has its hold released
+    by recovery: unit test test_recover_releases_hold_of_running_sandbox.)
 
     The daemon talks to the engine through a relay (test_api.EngineProxy) that holds the old
     container's removal: after the hold is recorded the restore only looks at the container
@@ -728,9 +741,9 @@ def kill9_restore(d, c, proxy):
     if not check('kill mid-restore: the restore\'s removal of the old container reached the '
                  'relay (held there)', proxy.held.wait(120), d.log_tail()):
         return c
-    held = snapshot_kept_in_db(d, snap['id'])
-    recs = audit_records(d, sid, 'snapshot.keep')
-    check('kill mid-restore: with the removal held, the snapshot is kept in the store and the '
+    held = snapshot_held_in_db(d, snap['id'])
+    recs = audit_records(d, sid, 'snapshot.hold')
+    check('kill mid-restore: with the removal held, the snapshot is held in the store and the '
           'hold audited (reason restore)', held
           and [x['details'].get('reason') for x in recs] == ['restore'], (held, recs))
     d.kill9()
@@ -739,20 +752,25 @@ def kill9_restore(d, c, proxy):
           not answered, answered)
     check('kill mid-restore: the engine never saw the removal: the old container is there',
           [x['Id'] for x in sandbox_containers(sid)] == old, (old, sandbox_containers(sid)))
+    # The removal goes through behind the dead daemon's back: no container of it at the start.
+    for cid in old:
+        ct.docker('DELETE', '/containers/%s?force=1' % cid)
+    check('kill mid-restore: the old container is removed (as the restore would have)',
+          wait_for(lambda: not sandbox_containers(sid), 120), sandbox_containers(sid))
     # The restart talks to dockerd directly: the relay would drop the removals that follow.
     del d.extra_env['CLEARING_DOCKER_HOST']
     d.start()
     c = d.client()
     st, r = call(c, 'GET', '/v1/sandboxes/%s/snapshots/%s' % (sid, snap['id']))
-    check('kill mid-restore: after the restart the snapshot is listed, kept, its files there',
-          st == 200 and r.get('keep') is True and snap['id'] in snapshot_dirs(d),
-          (st, r, snapshot_dirs(d)))
+    check('kill mid-restore: after the restart the snapshot is listed, held, not kept, its '
+          'files there', st == 200 and r.get('held') is True and r.get('keep') is False
+          and snap['id'] in snapshot_dirs(d), (st, r, snapshot_dirs(d)))
     st, r = call(c, 'GET', '/v1/sandboxes/' + sid)
-    check('kill mid-restore: the sandbox came back running, on its old container', st == 200
-          and r['state'] == 'running'
-          and [x['Id'] for x in sandbox_containers(sid)] == old, (st, r, old))
-    recs = audit_records(d, sid, 'snapshot.keep')
-    check('kill mid-restore: the hold is an audit record (reason restore), not released',
+    check('kill mid-restore: the sandbox is lost (no container of it ran at the start)',
+          st == 200 and r['state'] == 'lost', (st, r))
+    recs = audit_records(d, sid, 'snapshot.hold')
+    check('kill mid-restore: the hold is an audit record (reason restore), not released by '
+          'recovery (its sandbox does not run)',
           [x['details'].get('reason') for x in recs] == ['restore']
           and not audit_records(d, sid, 'snapshot.release'), recs)
     call(c, 'DELETE', '/v1/sandboxes/%s?wait=1' % sid)
@@ -809,7 +827,7 @@ def test_reconcile_during_snapshots():
 
     def hold_audited(sid):
         try:
-            return audit_records(d, sid, 'snapshot.keep')
+            return audit_records(d, sid, 'snapshot.hold')
         except ValueError:  # a record being written: the next look reads it whole
             return []
     try:

@@ -474,8 +474,9 @@ static void test_recover(void **state)
 /* A container of ours that an empty database does not know (the old one was moved aside) is
  * adopted from its labels when it runs, removed when it does not. */
 /* A whole snapshot of sandbox sb on disk (its manifest: what the sweep counts as finished)
- * and its row, kept or not. */
-static void make_snapshot(struct test_env *e, const char *id, const char *sb, bool keep)
+ * and its row, kept or not, held by a restore or not. */
+static void make_snapshot(struct test_env *e, const char *id, const char *sb, bool keep,
+                          bool held)
 {
     char dir[4096], path[4200];
     snprintf(dir, sizeof(dir), "%s/snapshots", e->dir);
@@ -495,6 +496,18 @@ static void make_snapshot(struct test_env *e, const char *id, const char *sb, bo
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(clr_store_snapshot_insert(e->svc.store, row, &err), 0);
     json_decref(row);
+    if (held)
+        assert_int_equal(clr_store_snapshot_hold(e->svc.store, id, &err), 0);
+}
+
+static bool snapshot_flag(struct test_env *e, const char *id, const char *name)
+{
+    json_t *row = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_snapshot_get(e->svc.store, id, &row, &err), 0);
+    bool b = json_is_true(json_object_get(row, name));
+    json_decref(row);
+    return b;
 }
 
 static bool snapshot_there(struct test_env *e, const char *id)
@@ -510,18 +523,19 @@ static bool snapshot_there(struct test_env *e, const char *id)
 }
 
 /* A daemon killed in a restore between the old container's removal and the new one's record
- * (issue #22): the restore held its snapshot (kept, in the store) before the removal. The start's
- * recovery marks the sandbox lost and its sweep leaves the snapshot whole; once the sandbox is
- * destroyed the sweep still leaves the held one, and removes one that is not kept (positive
- * control: the sweep did run on that sandbox). */
+ * (issue #22): the restore held its snapshot (in the store, apart from keep) before the
+ * removal. The start's recovery marks the sandbox lost, keeps the hold (the sandbox does not
+ * run) and its sweep leaves the snapshot whole; once the sandbox is destroyed the sweep still
+ * leaves the held one, and removes one that is neither kept nor held (positive control: the
+ * sweep did run on that sandbox). */
 static void test_recover_keeps_held_snapshot(void **state)
 {
     struct test_env *e = *state;
     clr_service *svc = &e->svc;
     int64_t now = (int64_t)time(NULL), later = now + 36000;
     test_env_row(e, ID_A, later, now, 0);
-    make_snapshot(e, "snap-00000000000000a1", ID_A, true);  /* held by the restore */
-    make_snapshot(e, "snap-00000000000000a2", ID_A, false); /* another one, not kept */
+    make_snapshot(e, "snap-00000000000000a1", ID_A, false, true); /* held by the restore */
+    make_snapshot(e, "snap-00000000000000a2", ID_A, false, false); /* another one */
     test_env_containers(e, NULL, 0); /* the old container removed, no new one yet */
     clr_error err = CLR_ERROR_INIT;
     if (svc_recover(svc, &err) != 0)
@@ -538,10 +552,48 @@ static void test_recover_keeps_held_snapshot(void **state)
                                           "sandbox destroyed"),
                      1);
     assert_true(snapshot_there(e, "snap-00000000000000a1"));
-    json_t *row = NULL;
-    assert_int_equal(clr_store_snapshot_get(svc->store, "snap-00000000000000a1", &row, &err), 0);
-    assert_true(json_is_true(json_object_get(row, "keep")));
-    json_decref(row);
+    assert_true(snapshot_flag(e, "snap-00000000000000a1", "held"));
+    assert_false(snapshot_flag(e, "snap-00000000000000a1", "keep")); /* nobody asked keep */
+    assert_int_equal(test_env_audit_count(e, "snapshot.release", ID_A, "recovery", NULL), 0);
+}
+
+/* Holds a crash left whose sandbox runs again (killed before the removal, or after the new
+ * container ran: recovery re-records it) are released by the start's recovery, recorded
+ * (snapshot.release, reason recovered) — the restore is over — and a user's keep on such a
+ * snapshot stays; the sweep then removes the released one with its sandbox like any other.
+ * The hold of a lost sandbox stays (positive control: recovery did look at holds). */
+static void test_recover_releases_hold_of_running_sandbox(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    int64_t now = (int64_t)time(NULL), later = now + 36000;
+    test_env_row(e, ID_A, later, now, 0);
+    test_env_row(e, ID_B, later, now, 0);
+    make_snapshot(e, "snap-00000000000000b1", ID_A, false, true);
+    make_snapshot(e, "snap-00000000000000b2", ID_A, true, true); /* kept by its user too */
+    make_snapshot(e, "snap-00000000000000b3", ID_B, false, true);
+    const struct test_container c[] = {{ID_A, TEST_OWNER, "running"}}; /* B's is gone */
+    test_env_containers(e, c, 1);
+    test_env_inspect(e, ID_A, true, false);
+    clr_error err = CLR_ERROR_INIT;
+    if (svc_recover(svc, &err) != 0)
+        fail_msg("svc_recover: %s", err.message);
+    test_env_expect_row(e, ID_A, CLR_STATE_RUNNING, "");
+    test_env_expect_row(e, ID_B, CLR_STATE_LOST, "container vanished while the daemon was down");
+    assert_false(snapshot_flag(e, "snap-00000000000000b1", "held"));
+    assert_false(snapshot_flag(e, "snap-00000000000000b2", "held"));
+    assert_true(snapshot_flag(e, "snap-00000000000000b2", "keep")); /* the user's keep stays */
+    assert_true(snapshot_flag(e, "snap-00000000000000b3", "held")); /* lost: held */
+    assert_int_equal(test_env_audit_count(e, "snapshot.release", ID_A, "recovery", "recovered"),
+                     2);
+    assert_int_equal(test_env_audit_count(e, "snapshot.release", ID_B, "recovery", NULL), 0);
+    /* Released: removed with its sandbox; the kept one and the lost sandbox's held one stay. */
+    test_env_set_state(e, ID_A, CLR_STATE_DESTROYED, "client");
+    test_env_set_state(e, ID_B, CLR_STATE_DESTROYED, "client");
+    svc_snapshots_sweep(svc);
+    assert_false(snapshot_there(e, "snap-00000000000000b1"));
+    assert_true(snapshot_there(e, "snap-00000000000000b2"));
+    assert_true(snapshot_there(e, "snap-00000000000000b3"));
 }
 
 static void test_recover_adopts_into_empty_database(void **state)
@@ -818,6 +870,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lost_needs_its_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover_keeps_held_snapshot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recover_releases_hold_of_running_sandbox, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_recover_adopts_into_empty_database, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_recover_fails_closed, setup, teardown),

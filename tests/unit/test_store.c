@@ -101,6 +101,19 @@ static void insert_ok(clr_store *st, const clr_store_sandbox *s)
 
 /* ---- open and migrations ------------------------------------------------------------------ */
 
+/* The boolean field name of snapshot id's row. */
+static bool snapshot_flag(clr_store *st, const char *id, const char *name)
+{
+    json_t *one = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_snapshot_get(st, id, &one, &err), 0);
+    json_t *v = json_object_get(one, name);
+    assert_true(json_is_boolean(v));
+    bool b = json_is_true(v);
+    json_decref(one);
+    return b;
+}
+
 static int user_version(const char *path)
 {
     sqlite3 *db = NULL;
@@ -315,6 +328,7 @@ static void test_migration_to_tenants_keeps_rows_as_default(void **state)
                                   "ALTER TABLE sandboxes DROP COLUMN tenant;"
                                   "ALTER TABLE sandboxes DROP COLUMN attached_to;"
                                   "ALTER TABLE sandboxes DROP COLUMN attached;"
+                                  "ALTER TABLE snapshots DROP COLUMN held;"
                                   "PRAGMA user_version = 4;",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
@@ -322,7 +336,7 @@ static void test_migration_to_tenants_keeps_rows_as_default(void **state)
     assert_int_equal(user_version(fx->path), 4);
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(clr_store_open(&fx->st, fx->path, &err), 0);
-    assert_int_equal(user_version(fx->path), 8); /* the latest schema (8: attached_to) */
+    assert_int_equal(user_version(fx->path), 9); /* the latest schema (9: snapshots' held) */
     clr_store_sandbox got;
     assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000d3", &got, &err), 0);
     assert_string_equal(got.info.tenant, CLR_TENANT_DEFAULT);
@@ -807,6 +821,7 @@ static void test_migration_of_attached_flag(void **state)
     assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db,
                                   "ALTER TABLE sandboxes DROP COLUMN attached_to;"
+                                  "ALTER TABLE snapshots DROP COLUMN held;"
                                   "UPDATE sandboxes SET attached = 1 WHERE id IN"
                                   " ('sb-00000000000000e5', 'sb-00000000000000e6');"
                                   "UPDATE sandboxes SET container_id = '' WHERE id ="
@@ -817,13 +832,43 @@ static void test_migration_of_attached_flag(void **state)
     sqlite3_close(db);
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(clr_store_open(&fx->st, fx->path, &err), 0);
-    assert_int_equal(user_version(fx->path), 8);
+    assert_int_equal(user_version(fx->path), 9);
     assert_true(attached_now(fx->st, ids[0]));
     assert_true(attached_now(fx->st, ids[1]));
     assert_false(attached_now(fx->st, ids[2]));
     /* The migrated mark names the row's container: a swap to another clears it. */
     assert_int_equal(clr_store_sandbox_set_container(fx->st, ids[0], "c-other", &err), 0);
     assert_false(attached_now(fx->st, ids[0]));
+}
+
+/* A database of schema 8 (snapshots without a hold) is migrated: its snapshots read not held,
+ * keep as it was, and can be held. */
+static void test_migration_adds_snapshot_hold(void **state)
+{
+    struct fixture *fx = *state;
+    clr_error err = CLR_ERROR_INIT;
+    json_t *r = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:i, s:i, s:b, s:{}}", "id",
+                          "snap-00000000000000c1", "sandbox", "sb-a", "tenant", "t1", "parent",
+                          "", "size", 1, "sha256", "ab", "created_at", 1, "expires_at", 1000,
+                          "keep", 1, "source");
+    assert_int_equal(clr_store_snapshot_insert(fx->st, r, &err), 0);
+    json_decref(r);
+    clr_store_close(fx->st);
+    fx->st = NULL;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "ALTER TABLE snapshots DROP COLUMN held;"
+                                  "PRAGMA user_version = 8;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(clr_store_open(&fx->st, fx->path, &err), 0);
+    assert_int_equal(user_version(fx->path), 9);
+    assert_false(snapshot_flag(fx->st, "snap-00000000000000c1", "held"));
+    assert_true(snapshot_flag(fx->st, "snap-00000000000000c1", "keep"));
+    assert_int_equal(clr_store_snapshot_hold(fx->st, "snap-00000000000000c1", &err), 0);
+    assert_true(snapshot_flag(fx->st, "snap-00000000000000c1", "held"));
 }
 
 static void test_sandbox_large_and_negative_times_kept(void **state)
@@ -1049,8 +1094,8 @@ static void test_exec_insert_and_finish_touch_in_one_commit(void **state)
 }
 
 /* Snapshot rows: a row reads back as written, lists filter by sandbox and tenant, the total
- * adds the sizes, a row can be marked kept (a failed restore's), a deleted row is gone (and
- * deleting it again is not an error). */
+ * adds the sizes, a row can be marked kept, held and released apart from its keep, a deleted
+ * row is gone (and deleting it again is not an error). */
 static void test_snapshot_rows(void **state)
 {
     struct fixture *fx = *state;
@@ -1086,11 +1131,26 @@ static void test_snapshot_rows(void **state)
     assert_int_equal(clr_store_snapshot_keep(fx->st, "snap-00000000000000ff", &err), -1);
     assert_int_equal(err.code, CLR_E_NOT_FOUND);
     err = (clr_error)CLR_ERROR_INIT;
-    /* A restore's hold released: not kept again; an unknown one is not found. */
+    /* A restore's hold is apart from keep: held and released, a kept snapshot stays kept, and
+     * one not kept stays not kept; holding twice is one hold (a crash's left over, taken
+     * over). Unknown ones are not found. */
+    assert_false(snapshot_flag(fx->st, rows[0][0], "held")); /* a new row is not held */
+    assert_int_equal(clr_store_snapshot_hold(fx->st, rows[0][0], &err), 0);
+    assert_int_equal(clr_store_snapshot_hold(fx->st, rows[0][0], &err), 0);
+    assert_int_equal(clr_store_snapshot_hold(fx->st, rows[1][0], &err), 0);
+    assert_true(snapshot_flag(fx->st, rows[0][0], "held"));
+    assert_true(snapshot_flag(fx->st, rows[0][0], "keep"));
+    assert_true(snapshot_flag(fx->st, rows[1][0], "held"));
+    assert_false(snapshot_flag(fx->st, rows[1][0], "keep")); /* a hold is not a keep */
     assert_int_equal(clr_store_snapshot_release(fx->st, rows[0][0], &err), 0);
-    assert_int_equal(clr_store_snapshot_get(fx->st, rows[0][0], &one, &err), 0);
-    assert_false(json_is_true(json_object_get(one, "keep")));
-    json_decref(one);
+    assert_int_equal(clr_store_snapshot_release(fx->st, rows[1][0], &err), 0);
+    assert_false(snapshot_flag(fx->st, rows[0][0], "held"));
+    assert_true(snapshot_flag(fx->st, rows[0][0], "keep")); /* the user's keep stays */
+    assert_false(snapshot_flag(fx->st, rows[1][0], "held"));
+    assert_false(snapshot_flag(fx->st, rows[1][0], "keep"));
+    assert_int_equal(clr_store_snapshot_hold(fx->st, "snap-00000000000000ff", &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    err = (clr_error)CLR_ERROR_INIT;
     assert_int_equal(clr_store_snapshot_release(fx->st, "snap-00000000000000ff", &err), -1);
     assert_int_equal(err.code, CLR_E_NOT_FOUND);
     err = (clr_error)CLR_ERROR_INIT;
@@ -1143,6 +1203,7 @@ int main(void)
         F(test_sandbox_set_container),
         F(test_attached_survives_swap_to_its_container),
         F(test_migration_of_attached_flag),
+        F(test_migration_adds_snapshot_hold),
         F(test_sandbox_large_and_negative_times_kept),
         F(test_sandbox_not_found_errors),
         F(test_exec_insert_finish_get),
