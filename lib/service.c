@@ -143,6 +143,7 @@ static int service_new(clr_service **out, const clr_service_config *cfg, clr_err
     pthread_mutex_init(&svc->rm_lock, NULL);
     pthread_mutex_init(&svc->health_lock, NULL);
     pthread_mutex_init(&svc->live_lock, NULL);
+    svc_snapshot_gate_init(svc);
     pthread_cond_init(&svc->rm_cond, NULL);
     pthread_cond_init(&svc->rm_done, NULL);
     if (!svc->state_dir || !svc->db_path)
@@ -344,6 +345,7 @@ void clr_service_stop(clr_service *svc)
     pthread_mutex_destroy(&svc->rm_lock);
     pthread_mutex_destroy(&svc->health_lock);
     pthread_mutex_destroy(&svc->live_lock);
+    pthread_rwlock_destroy(&svc->snapshot_gate);
     pthread_cond_destroy(&svc->rm_cond);
     pthread_cond_destroy(&svc->rm_done);
     free(svc);

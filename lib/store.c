@@ -73,6 +73,19 @@ static const char *const migrations[] = {
     /* 7: whether the sandbox's live channel was ever attached (sticky; rows of older daemons:
      * not known, 0, and attached again by the start's recovery when they run) */
     "ALTER TABLE sandboxes ADD COLUMN attached INTEGER NOT NULL DEFAULT 0;",
+    /* 8: the container the live channel was attached to ('' none), in place of 7's flag (left
+     * unused: SQLite before 3.35 cannot drop a column). A flag of the sandbox could be set for
+     * a restore's new container and then cleared by the swap that records it; a mark naming
+     * the container survives that swap (clr_store_sandbox_set_container). A row attached
+     * under 7 names its container then ('?' when it had none: still attached). */
+    "ALTER TABLE sandboxes ADD COLUMN attached_to TEXT NOT NULL DEFAULT '';"
+    "UPDATE sandboxes SET attached_to = CASE WHEN container_id = '' THEN '?'"
+    " ELSE container_id END WHERE attached = 1;",
+    /* 9: a restore's hold on the snapshot it restores from (1 while held), apart from the
+     * user's keep: a release clears only the hold, never a keep asked for, and the hold is
+     * taken whatever keep says (it was read before the restore's lock, and could be a hold of
+     * another restore about to be released). The sweep treats held as kept. */
+    "ALTER TABLE snapshots ADD COLUMN held INTEGER NOT NULL DEFAULT 0;",
 };
 
 /* An SQLite failure as a clr_error. The two an operator must act on say so and name the file: a
@@ -266,7 +279,7 @@ int clr_store_sandbox_insert(clr_store *st, const clr_store_sandbox *s, clr_erro
     static const char sql[] =
         "INSERT INTO sandboxes (id, container_id, image, runtime, insecure, state, created_at,"
         " expires_at, max_expires_at, idle_timeout_s, last_active_at, limits, metadata, env,"
-        " recovered, tenant, attached) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+        " recovered, tenant, attached_to) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
         return db_error(st, err, "insert sandbox");
@@ -292,7 +305,9 @@ int clr_store_sandbox_insert(clr_store *st, const clr_store_sandbox *s, clr_erro
     sqlite3_bind_int(q, 15, s->recovered);
     sqlite3_bind_text(q, 16, s->info.tenant[0] ? s->info.tenant : CLR_TENANT_DEFAULT, -1,
                       SQLITE_STATIC);
-    sqlite3_bind_int(q, 17, s->attached);
+    /* A row inserted attached (a pooled sandbox's) names its container ('?' without one). */
+    const char *to = !s->attached ? "" : s->info.container_id[0] ? s->info.container_id : "?";
+    sqlite3_bind_text(q, 17, to, -1, SQLITE_STATIC);
     int rc = sqlite3_step(q);
     sqlite3_finalize(q);
     if (rc != SQLITE_DONE)
@@ -322,7 +337,7 @@ static size_t utf8_prefix(const char *s, size_t max)
 #define SANDBOX_COLUMNS                                                                          \
     "id, container_id, image, runtime, insecure, state, created_at, expires_at,"                \
     " max_expires_at, idle_timeout_s, last_active_at, destroyed_at, destroy_reason, limits,"   \
-    " metadata, env, recovered, tenant, attached"
+    " metadata, env, recovered, tenant, attached_to"
 
 static void row_to_sandbox(sqlite3_stmt *q, clr_store_sandbox *s)
 {
@@ -356,7 +371,11 @@ static void row_to_sandbox(sqlite3_stmt *q, clr_store_sandbox *s)
         s->env = json_array();
     s->recovered = sqlite3_column_int(q, 16) != 0;
     copy_col(s->info.tenant, sizeof(s->info.tenant), q, 17);
-    s->attached = sqlite3_column_int(q, 18) != 0;
+    /* Attached when it names any container: its own, or another one (a request that attached
+     * the container a restore replaced, after the swap): not knowing is attached (fail
+     * closed). Only the swap to a container not named clears it. */
+    const char *to = (const char *)sqlite3_column_text(q, 18);
+    s->attached = !to || to[0] != '\0';
 }
 
 int clr_store_sandbox_get(clr_store *st, const char *id, clr_store_sandbox *out, clr_error *err)
@@ -500,9 +519,15 @@ int clr_store_sandbox_set_expiry(clr_store *st, const char *id, int64_t expires_
     return n == 0 ? clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id) : 0;
 }
 
-int clr_store_sandbox_set_attached(clr_store *st, const char *id, clr_error *err)
+int clr_store_sandbox_set_attached(clr_store *st, const char *id, const char *container_id,
+                                   clr_error *err)
 {
-    int n = update(st, "UPDATE sandboxes SET attached = 1 WHERE id = ?", "t", err, id);
+    if (!container_id || !container_id[0])
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "sandbox %s: no container id to record its channel's attach for",
+                             id);
+    int n = update(st, "UPDATE sandboxes SET attached_to = ? WHERE id = ?", "tt", err,
+                   container_id, id);
     if (n < 0)
         return -1;
     return n == 0 ? clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id) : 0;
@@ -511,8 +536,12 @@ int clr_store_sandbox_set_attached(clr_store *st, const char *id, clr_error *err
 int clr_store_sandbox_set_container(clr_store *st, const char *id, const char *container_id,
                                     clr_error *err)
 {
-    int n = update(st, "UPDATE sandboxes SET container_id = ?, attached = 0 WHERE id = ?", "tt", err,
-                   container_id, id);
+    /* One statement: a mark already naming the new container (a request attached it between
+     * its create and this record) is kept; any other is cleared with the old container. */
+    int n = update(st,
+                   "UPDATE sandboxes SET container_id = ?, attached_to = CASE WHEN attached_to"
+                   " = ? THEN attached_to ELSE '' END WHERE id = ?",
+                   "ttt", err, container_id, container_id, id);
     if (n < 0)
         return -1;
     return n == 0 ? clr_error_set(err, CLR_E_NOT_FOUND, 0, "no sandbox %s", id) : 0;
@@ -779,7 +808,10 @@ int clr_store_sandbox_get_egress(clr_store *st, const char *id, json_t **out, cl
 
 /* ---- snapshots ---- */
 
-#define SNAPSHOT_COLUMNS "id, sandbox_id, tenant, parent, size, sha256, created_at, expires_at, keep, source"
+#define SNAPSHOT_COLUMNS                                                                         \
+    "id, sandbox_id, tenant, parent, size, sha256, created_at, expires_at, keep, source"
+/* Read, not inserted: a new snapshot is held by no restore. */
+#define SNAPSHOT_READ_COLUMNS SNAPSHOT_COLUMNS ", held"
 
 int clr_store_snapshot_insert(clr_store *st, json_t *row, clr_error *err)
 {
@@ -813,7 +845,7 @@ static json_t *row_to_snapshot(sqlite3_stmt *q)
     const char *parent = (const char *)sqlite3_column_text(q, 3);
     const char *source = (const char *)sqlite3_column_text(q, 9);
     json_t *src = source ? json_loads(source, 0, NULL) : NULL;
-    return json_pack("{s:s, s:s, s:s, s:o, s:I, s:s, s:I, s:I, s:b, s:o}", "id",
+    return json_pack("{s:s, s:s, s:s, s:o, s:I, s:s, s:I, s:I, s:b, s:b, s:o}", "id",
                      (const char *)sqlite3_column_text(q, 0), "sandbox",
                      (const char *)sqlite3_column_text(q, 1), "tenant",
                      (const char *)sqlite3_column_text(q, 2), "parent",
@@ -822,14 +854,14 @@ static json_t *row_to_snapshot(sqlite3_stmt *q)
                      (const char *)sqlite3_column_text(q, 5), "created_at",
                      (json_int_t)sqlite3_column_int64(q, 6), "expires_at",
                      (json_int_t)sqlite3_column_int64(q, 7), "keep", sqlite3_column_int(q, 8),
-                     "source", src ? src : json_object());
+                     "held", sqlite3_column_int(q, 10), "source", src ? src : json_object());
 }
 
 int clr_store_snapshot_get(clr_store *st, const char *id, json_t **out, clr_error *err)
 {
     *out = NULL;
     sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(st->db, "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE id = ?", -1,
+    if (sqlite3_prepare_v2(st->db, "SELECT " SNAPSHOT_READ_COLUMNS " FROM snapshots WHERE id = ?", -1,
                            &q, NULL) != SQLITE_OK)
         return db_error(st, err, "get snapshot");
     sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
@@ -850,7 +882,7 @@ int clr_store_snapshot_list(clr_store *st, const char *sandbox_id, const char *t
     *out = NULL;
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(st->db,
-                           "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE (?1 IS NULL OR"
+                           "SELECT " SNAPSHOT_READ_COLUMNS " FROM snapshots WHERE (?1 IS NULL OR"
                            " sandbox_id = ?1) AND (?2 IS NULL OR tenant = ?2)"
                            " ORDER BY created_at, rowid",
                            -1, &q, NULL) != SQLITE_OK)
@@ -881,6 +913,22 @@ int clr_store_snapshot_delete(clr_store *st, const char *id, clr_error *err)
 int clr_store_snapshot_keep(clr_store *st, const char *id, clr_error *err)
 {
     int n = update(st, "UPDATE snapshots SET keep = 1 WHERE id = ?", "t", err, id);
+    if (n < 0)
+        return -1;
+    return n ? 0 : clr_error_set(err, CLR_E_NOT_FOUND, 0, "no snapshot %s", id);
+}
+
+int clr_store_snapshot_hold(clr_store *st, const char *id, clr_error *err)
+{
+    int n = update(st, "UPDATE snapshots SET held = 1 WHERE id = ?", "t", err, id);
+    if (n < 0)
+        return -1;
+    return n ? 0 : clr_error_set(err, CLR_E_NOT_FOUND, 0, "no snapshot %s", id);
+}
+
+int clr_store_snapshot_release(clr_store *st, const char *id, clr_error *err)
+{
+    int n = update(st, "UPDATE snapshots SET held = 0 WHERE id = ?", "t", err, id);
     if (n < 0)
         return -1;
     return n ? 0 : clr_error_set(err, CLR_E_NOT_FOUND, 0, "no snapshot %s", id);

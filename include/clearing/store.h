@@ -37,9 +37,11 @@ typedef struct clr_store_sandbox {
      * old one was moved aside): its metadata, environment and egress policy were not on the
      * labels and are gone. */
     bool recovered;
-    /* Its live channel was attached to its current container at some time (cleared only with
-     * a new container): runsc cannot restore a checkpoint taken since, so its snapshots say so
-     * (lib/service/snapshots.c). */
+    /* Its live channel was attached to its current container at some time: runsc cannot
+     * restore a checkpoint taken since, so its snapshots say so (lib/service/snapshots.c).
+     * Stored as the container the attach was for: only a new container that no attach named
+     * clears it, and a mark naming another container than the row's reads as attached (fail
+     * closed). */
     bool attached;
 } clr_store_sandbox;
 
@@ -75,12 +77,16 @@ CLR_PUBLIC int clr_store_sandbox_touch(clr_store *st, const char *id, int64_t wh
                                        clr_error *err);
 CLR_PUBLIC int clr_store_sandbox_set_expiry(clr_store *st, const char *id, int64_t expires_at,
                                             clr_error *err);
-/* Marks the sandbox's live channel attached (sticky for its container: only a new container,
- * clr_store_sandbox_set_container, clears it). CLR_E_NOT_FOUND if there is no such row. */
-CLR_PUBLIC int clr_store_sandbox_set_attached(clr_store *st, const char *id, clr_error *err);
+/* Marks the sandbox's live channel attached to container_id (the container the attach is for,
+ * recorded before it): sticky until the row records another container that the mark does not
+ * name (clr_store_sandbox_set_container). CLR_E_NOT_FOUND if there is no such row,
+ * CLR_E_INVALID without a container id. */
+CLR_PUBLIC int clr_store_sandbox_set_attached(clr_store *st, const char *id,
+                                              const char *container_id, clr_error *err);
 /* The sandbox's container is another now (a restore in place, issue #22; recovery re-recording
- * the container a crash left unrecorded): its attached flag is cleared, as no channel has been
- * attached to the new container yet (the next svc_live_new sets it). */
+ * the container a crash left unrecorded). In the same statement its attached mark is cleared
+ * unless it names this new container: a request may attach the new container between its
+ * create and this record, and that attach must not be forgotten. */
 CLR_PUBLIC int clr_store_sandbox_set_container(clr_store *st, const char *id,
                                                const char *container_id, clr_error *err);
 /* Live sandboxes: running ones and plans' (CLR_STATE_PLAN). */
@@ -150,6 +156,14 @@ CLR_PUBLIC int clr_store_snapshot_delete(clr_store *st, const char *id, clr_erro
 /* Marks the snapshot kept (the sweep no longer removes it with its sandbox; it still expires).
  * CLR_E_NOT_FOUND if there is no such row. */
 CLR_PUBLIC int clr_store_snapshot_keep(clr_store *st, const char *id, clr_error *err);
+/* Marks the snapshot held by a restore (its row's "held"): the sweep does not remove it with
+ * its sandbox, as if kept (it still expires), and its keep is left as it is. Idempotent: one
+ * flag, not a count (restores of a snapshot run one at a time, and a hold a crash left is
+ * taken over by the next restore's). CLR_E_NOT_FOUND if there is no such row. */
+CLR_PUBLIC int clr_store_snapshot_hold(clr_store *st, const char *id, clr_error *err);
+/* Clears the snapshot's hold (the restore is over and its sandbox runs): a keep asked for
+ * stays. CLR_E_NOT_FOUND if there is no such row. */
+CLR_PUBLIC int clr_store_snapshot_release(clr_store *st, const char *id, clr_error *err);
 /* The bytes of every snapshot recorded: what the disk budget is checked against. */
 CLR_PUBLIC int clr_store_snapshot_total(clr_store *st, uint64_t *bytes, clr_error *err);
 CLR_PUBLIC int clr_store_sandbox_running_execs(clr_store *st, const char *sandbox_id, int *out,

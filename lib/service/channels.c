@@ -120,17 +120,27 @@ int svc_live_new(clr_service *svc, clr_engine *eng, const char *id, clr_sandbox 
     }
     clr_channel_hooks hooks = {.ctx = lv, .on_result = live_on_result,
                                .on_channels = live_on_channels, .on_net = live_on_net};
-    /* Recorded on the row before it is attached, for good (snapshots.c reads it: runsc cannot
-     * restore a checkpoint taken since); one that cannot be recorded is not attached. */
+    /* Recorded on the row before it is attached, for good, naming the container attached
+     * (snapshots.c reads it: runsc cannot restore a checkpoint taken since; a restore's swap
+     * keeps a mark that names its new container); one that cannot be recorded is not
+     * attached. A channel handed in attached already (a pooled sandbox's) whose mark cannot
+     * be recorded is closed (fail closed): kept, a snapshot taken after it would read as
+     * taken before any attach, and its restore fail in runsc after the old container is gone.
+     * The sandbox's commands use docker exec, as for an agent without a channel. */
     clr_error cerr = CLR_ERROR_INIT;
+    const char *cid = sb ? clr_sandbox_get_info(sb)->container_id : NULL;
     if (ch) {
-        clr_channel_set_hooks(ch, &hooks);
-        lv->ch = ch;
-        if (clr_store_sandbox_set_attached(svc->store, id, &cerr) < 0)
-            clr_log(CLR_LOG_WARN, "channel.attached_unrecorded", "id", id, "error",
-                    cerr.message, NULL);
+        if (clr_store_sandbox_set_attached(svc->store, id, cid, &cerr) < 0) {
+            clr_channel_close(ch);
+            clr_log(CLR_LOG_WARN, "channel.unavailable", "id", id, "error", cerr.message,
+                    "detail", "its attach could not be recorded: the channel is closed and "
+                    "commands of this sandbox use docker exec", NULL);
+        } else {
+            clr_channel_set_hooks(ch, &hooks);
+            lv->ch = ch;
+        }
     } else {
-        if (clr_store_sandbox_set_attached(svc->store, id, &cerr) < 0 ||
+        if (clr_store_sandbox_set_attached(svc->store, id, cid, &cerr) < 0 ||
             clr_channel_open(&lv->ch, eng, lv->sb, &hooks, &cerr) < 0) {
             lv->ch = NULL;
             clr_log(CLR_LOG_WARN, "channel.unavailable", "id", id, "error", cerr.message,

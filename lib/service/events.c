@@ -49,13 +49,10 @@ static bool watch_stopping(clr_service *svc)
 /* Judges one death from the engine's account of the container: "oom" when an oom event came or
  * the engine has it OOMKilled, "runtime died" when it stopped otherwise, "container removed"
  * when it is gone. A container that still runs (an OOM kill inside it that it survived) is left
- * alone. False: the engine could not be asked; the death is judged again later. */
-static bool death_judge(clr_service *svc, const struct death *d)
+ * alone. False: the engine could not be asked; the death is judged again later. The snapshot
+ * gate is held for reading (death_judge). */
+static bool death_judge_gated(clr_service *svc, const struct death *d)
 {
-    /* A restore in place (issue #22) removes the sandbox's container before its new one runs,
-     * and a checkpoint freezes it: judged once that is over, not from the gap. */
-    if (atomic_load(&svc->snapshots_writing) > 0)
-        return false;
     bool live = false;
     clr_error err = CLR_ERROR_INIT;
     if (svc_row_running(svc, d->id, &live, &err) < 0 || !live)
@@ -87,6 +84,18 @@ static bool death_judge(clr_service *svc, const struct death *d)
     const char *reason = oom ? "oom" : gone ? "container removed" : "runtime died";
     svc_mark_lost(svc, d->id, "engine", reason);
     return true;
+}
+
+static bool death_judge(clr_service *svc, const struct death *d)
+{
+    /* A restore in place (issue #22) removes the sandbox's container before its new one runs,
+     * and a checkpoint freezes it: judged once that is over, not from the gap; and neither
+     * begins between this judgement's look at the engine and its verdict. */
+    if (!svc_snapshot_gate_try_read(svc))
+        return false;
+    bool judged = death_judge_gated(svc, d);
+    svc_snapshot_gate_read_done(svc);
+    return judged;
 }
 
 /* Judges the deaths whose time has come (all of them: every). */

@@ -355,20 +355,41 @@ static int restore_swap(clr_service *svc, clr_engine *eng, const clr_sandbox_opt
     return 0;
 }
 
-/* Snapshot snap (of sandbox id) marked kept, recorded first ("snapshot.keep", reason
- * restore-failed): the sweep removes a destroyed sandbox's snapshots unless they are kept, and
- * this one is what a retry (a fork) needs. A failure is logged: the sandbox goes regardless. */
-static void keep_snapshot(clr_service *svc, const char *id, const char *snap, const char *actor)
+/* The restore's hold on snapshot snap (of sandbox id): marked held in the store, recorded
+ * first ("snapshot.hold", reason restore), before the old container is removed. The sweep
+ * removes a destroyed or lost sandbox's snapshots unless they are kept or held, and a daemon
+ * killed between the removal and the new container's record leaves the sandbox lost: the hold
+ * is what keeps the snapshot a retry (a fork) needs through that, as through a failed restore.
+ * Apart from the user's keep, and taken whatever keep says: nothing read before the restore's
+ * lock decides it (another restore's hold on the same snapshot, read then, is released before
+ * this one runs). */
+static int hold_snapshot(clr_service *svc, const char *id, const char *snap, const char *actor,
+                         clr_error *err)
 {
-    clr_error err = CLR_ERROR_INIT;
-    json_t *d = json_pack("{s:s, s:s}", "snapshot", snap, "reason", "restore-failed");
-    int rc = clr_audit_append(svc->audit, actor, id, "snapshot.keep", "ok", d, &err);
+    json_t *d = json_pack("{s:s, s:s}", "snapshot", snap, "reason", "restore");
+    int rc = clr_audit_append(svc->audit, actor, id, "snapshot.hold", "ok", d, err);
     json_decref(d);
     if (rc == 0)
-        rc = clr_store_snapshot_keep(svc->store, snap, &err);
+        rc = clr_store_snapshot_hold(svc->store, snap, err);
+    return rc < 0 ? clr_error_prefix(err, "sandbox %s is not restored (it runs on as it "
+                                          "was): snapshot %s cannot be held for the restore",
+                                     id, snap)
+                  : 0;
+}
+
+void svc_release_snapshot(clr_service *svc, const char *id, const char *snap, const char *why,
+                          const char *actor)
+{
+    clr_error err = CLR_ERROR_INIT;
+    json_t *d = json_pack("{s:s, s:s}", "snapshot", snap, "reason", why);
+    int rc = clr_audit_append(svc->audit, actor, id, "snapshot.release", "ok", d, &err);
+    json_decref(d);
+    if (rc == 0)
+        rc = clr_store_snapshot_release(svc->store, snap, &err);
     if (rc < 0)
-        clr_log(CLR_LOG_ERROR, "restore.snapshot_not_kept", "id", id, "snapshot", snap, "error",
-                err.message, NULL);
+        clr_log(CLR_LOG_WARN, "restore.snapshot_not_released", "id", id, "snapshot", snap,
+                "error", err.message, "detail",
+                "it stays held until the next start's recovery or its ttl", NULL);
 }
 
 int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
@@ -403,32 +424,48 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
         svc_free_strv(env);
         return clr_error_prefix(err, "sandbox %s is not restored (it runs on as it was)", id);
     }
-    /* Between the two containers the engine runs none of this sandbox: the reconcile pass must
-     * not take that for a death (it skips while this counter is up, as during a snapshot). */
-    atomic_fetch_add(&svc->snapshots_writing, 1);
+    /* Durable before anything is removed: a crash from here on leaves the snapshot held. */
+    bool hold = from->snapshot_id != NULL;
+    if (hold && hold_snapshot(svc, id, from->snapshot_id, actor, err) < 0) {
+        svc_free_strv(env);
+        return -1;
+    }
+    /* Between the two containers the engine runs none of this sandbox: the reconcile pass and
+     * the event watcher must not take that for a death (they skip while the gate is held for
+     * writing, and a look already under way ends before the swap begins). */
+    svc_snapshot_gate_write(svc);
     svc_set_restoring(svc, id);
     bool gone = false;
     int rc = restore_swap(svc, eng, &o, &gone, err);
+    /* Its container is gone and no new one runs: the sandbox ends here, recorded, rather than
+     * a row that claims a container it does not have; destroyed while the gate and the
+     * restoring mark are still held, so that no reconcile pass or death judgement audits it
+     * lost first and the reaper does not destroy it as expired or idle (it skips a sandbox
+     * being restored). svc_destroy_locked does not look at the mark, nor takes the gate or the
+     * snapshot lock: it takes the audit log's lock, the store's, live_lock, rm_lock and
+     * pool_lock, none held while waiting for another. The gate's readers take those too, but
+     * only ever try the gate, never wait for it: holding it here waits on nobody who waits on
+     * it. The snapshot it was restored from stays held (above): the sweep would remove it
+     * with the sandbox, and it is what a retry (a fork) needs. */
+    if (rc < 0 && gone) {
+        clr_error derr = CLR_ERROR_INIT;
+        if (svc_destroy_locked(svc, id, "restore-failed", actor, &derr) < 0)
+            clr_log(CLR_LOG_ERROR, "restore.destroy_failed", "id", id, "error", derr.message,
+                    "detail", "the reconcile pass marks it lost", NULL);
+    }
     svc_set_restoring(svc, NULL);
-    atomic_fetch_sub(&svc->snapshots_writing, 1);
+    svc_snapshot_gate_write_done(svc);
     svc_free_strv(env);
     if (rc == 0) {
         /* A restore is activity: the idle reaper counts from its end. */
         clr_error ignored = CLR_ERROR_INIT;
         clr_store_sandbox_touch(svc->store, id, svc_now_s(), &ignored);
     }
+    if (hold && (rc == 0 || !gone))
+        svc_release_snapshot(svc, id, from->snapshot_id,
+                             rc == 0 ? "restored" : "not-restored", actor);
     if (rc == 0 || !gone)
         return rc;
-    /* Its container is gone and no new one runs: the sandbox ends here, recorded, rather than
-     * a row that claims a container it does not have. The snapshot it was restored from is
-     * kept first: the sweep would remove it with the sandbox, and it is what a retry (a fork)
-     * needs. */
-    clr_error derr = CLR_ERROR_INIT;
-    if (from->snapshot_id)
-        keep_snapshot(svc, id, from->snapshot_id, actor);
-    if (svc_destroy_locked(svc, id, "restore-failed", actor, &derr) < 0)
-        clr_log(CLR_LOG_ERROR, "restore.destroy_failed", "id", id, "error", derr.message,
-                "detail", "the reconcile pass marks it lost", NULL);
     err->code = CLR_E_ENGINE; /* not the cause's (an image's 404): the sandbox is gone */
     return clr_error_prefix(err, "restoring sandbox %s failed after its old container was "
                                  "removed, so the sandbox is destroyed (it cannot run on half "

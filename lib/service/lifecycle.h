@@ -32,9 +32,21 @@ int svc_create_fork(clr_service *svc, json_t *req, const char *tenant, const cha
  * container and workspace are removed before the new ones are made (they share the name and
  * path). A failure before the old container is gone leaves the sandbox as it was; one after is
  * the sandbox destroyed (recorded, "restore-failed") and said so in err: never a row that claims
- * a container which does not run. The snapshot from->snapshot_id is marked kept first, so that
- * the sweep does not remove it with the sandbox (it is what a retry or a fork needs). The caller verified the snapshot and recorded the restore. */
+ * a container which does not run. The snapshot from->snapshot_id is marked held in the store
+ * (recorded, "snapshot.hold"; apart from the user's keep, which it leaves as it is) before the
+ * old container is removed, so that neither a failure nor a daemon killed mid-way loses it with
+ * the sandbox (it is what a retry or a fork needs); the hold is released (recorded,
+ * "snapshot.release") once the sandbox runs again, restored or as it was, and stays after a
+ * failure that cost the sandbox or a crash (the next start's recovery releases it if the
+ * sandbox runs). A hold that cannot be recorded refuses the restore. The caller holds the
+ * snapshot lock, verified the snapshot and recorded the restore. */
 int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
                          const struct svc_fork *from, const char *actor, clr_error *err);
+
+/* A restore's hold on snapshot snap (of sandbox id) released, recorded first
+ * ("snapshot.release", reason why, actor actor): the restore is over and the sandbox runs. A
+ * failure is logged: the snapshot stays held, the safe side (it still expires). */
+void svc_release_snapshot(clr_service *svc, const char *id, const char *snap, const char *why,
+                          const char *actor);
 
 #endif

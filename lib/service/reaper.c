@@ -166,13 +166,10 @@ bool svc_mark_lost(clr_service *svc, const char *id, const char *actor, const ch
 }
 
 /* Sandboxes whose container stopped or vanished behind our back (dockerd restarted, someone
- * removed it, the kernel killed it) become lost, and what is left of them is removed. */
-int clr_service_reconcile(clr_service *svc, clr_error *err)
+ * removed it, the kernel killed it) become lost, and what is left of them is removed. The
+ * snapshot gate is held for reading. */
+static int reconcile_gated(clr_service *svc, clr_error *err)
 {
-    /* The engine reports a container it is checkpointing as not running (it is frozen while its
-     * memory is written): no pass while a snapshot (issue #22) is taken; the next one looks. */
-    if (atomic_load(&svc->snapshots_writing) > 0)
-        return 0;
     struct snapshot sn;
     if (snapshot_load(svc, &sn, err) < 0)
         return -1;
@@ -180,8 +177,7 @@ int clr_service_reconcile(clr_service *svc, clr_error *err)
     int64_t now = svc_now_s();
     for (size_t i = 0; i < sn.n; i++) {
         /* A row younger than a few seconds may be a create whose container is still starting. */
-        if (snapshot_running(&sn, sn.rows[i].info.id) || now - sn.rows[i].info.created_at < 5 ||
-            atomic_load(&svc->snapshots_writing) > 0)
+        if (snapshot_running(&sn, sn.rows[i].info.id) || now - sn.rows[i].info.created_at < 5)
             continue;
         if (svc_mark_lost(svc, sn.rows[i].info.id, "reaper", "container stopped or vanished"))
             lost++;
@@ -197,6 +193,19 @@ int clr_service_reconcile(clr_service *svc, clr_error *err)
             clr_log(CLR_LOG_WARN, "reconcile.removal_requeued", "id", id, NULL);
     }
     snapshot_free(svc, &sn);
+    return lost;
+}
+
+int clr_service_reconcile(clr_service *svc, clr_error *err)
+{
+    /* The engine reports a container it is checkpointing as not running (it is frozen while its
+     * memory is written), and a restore's as gone between its two: no pass while a snapshot or
+     * restore (issue #22) is under way, the next one looks; and none begins until this pass has
+     * acted on what it saw. */
+    if (!svc_snapshot_gate_try_read(svc))
+        return 0;
+    int lost = reconcile_gated(svc, err);
+    svc_snapshot_gate_read_done(svc);
     return lost;
 }
 
@@ -374,8 +383,42 @@ static bool container_recorded(clr_service *svc, const clr_store_sandbox *row,
     return true;
 }
 
+/* Holds a crash left on snapshots (a daemon killed mid-restore, or before a release it could
+ * not record). No restore runs during recovery, so every hold found is one whose restore is
+ * over: the hold of a sandbox that runs again (its old container, or its new one re-recorded
+ * above) is released ("snapshot.release", reason recovered); the hold of a sandbox that is
+ * lost or destroyed stays, as after a failed restore: the snapshot is what a retry (a fork)
+ * needs, and it still expires at its ttl. Run after the sandboxes' states are settled. */
+static void recover_snapshot_holds(clr_service *svc)
+{
+    json_t *rows = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_store_snapshot_list(svc->store, NULL, NULL, &rows, &err) < 0) {
+        clr_log(CLR_LOG_WARN, "recover.snapshot_holds_unread", "error", err.message, "detail",
+                "holds stay until the next start or their ttl", NULL);
+        return;
+    }
+    size_t i;
+    json_t *r;
+    json_array_foreach(rows, i, r) {
+        if (!json_is_true(json_object_get(r, "held")))
+            continue;
+        const char *snap = json_string_value(json_object_get(r, "id"));
+        const char *sb = json_string_value(json_object_get(r, "sandbox"));
+        bool running = false;
+        clr_error rerr = CLR_ERROR_INIT;
+        if (svc_row_running(svc, sb, &running, &rerr) == 0 && running && !svc_restoring(svc, sb))
+            svc_release_snapshot(svc, sb, snap, "recovered", "recovery");
+        else
+            clr_log(CLR_LOG_INFO, "recover.snapshot_held", "snapshot", snap, "id", sb,
+                    "detail", "its sandbox does not run: held until its ttl", NULL);
+    }
+    json_decref(rows);
+}
+
 /* After a restart: keep what still runs, mark what vanished, remove what we do not know (but
- * adopt what runs when the database is new: see adopt_recovered). */
+ * adopt what runs when the database is new: see adopt_recovered); release the holds of
+ * restores a crash cut short whose sandbox runs (recover_snapshot_holds). */
 int svc_recover(clr_service *svc, clr_error *err)
 {
     struct snapshot sn;
@@ -454,6 +497,7 @@ int svc_recover(clr_service *svc, clr_error *err)
         }
     }
     recover_workspaces(svc, &sn);
+    recover_snapshot_holds(svc);
     /* Commands of sandboxes that are gone cannot have finished anywhere. */
     clr_error uerr = CLR_ERROR_INIT;
     clr_store_exec_mark_lost_unowned(svc->store, svc_now_s(), &uerr);

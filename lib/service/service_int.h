@@ -142,10 +142,13 @@ struct clr_service {
     clr_egress_totals egress;
     /* Code sessions (code.c): one per sandbox that ran a cell; guarded by code.c's lock. */
     struct code_session *codes;
-    /* Snapshots being written and restores in place under way now (snapshots.c, lifecycle.c):
-     * the engine's picture of those sandboxes is in flux, so the reconcile pass and the event
-     * watcher's judgement of deaths wait. */
-    atomic_int snapshots_writing;
+    /* Snapshots being written and restores in place under way now (snapshots.c, lifecycle.c)
+     * hold it for writing: the engine's picture of those sandboxes is in flux (a checkpoint
+     * freezes the container, a restore runs none between its two). The reconcile pass and the
+     * event watcher's judgement of a death hold it for reading across their whole look and act
+     * (svc_snapshot_gate_try_read), never waiting for it: busy, they skip to their next turn. A
+     * counter checked before the act let a writer start between the check and the act. */
+    pthread_rwlock_t snapshot_gate;
     /* The sandbox a restore in place is replacing now ("": none; restores run one at a time),
      * guarded by live_lock: while it is set, its other operations, destroy and the reaper wait
      * their turn (409), so none of them acts on the gap between its two containers. */
@@ -177,6 +180,44 @@ static inline void svc_set_restoring(clr_service *svc, const char *id)
     pthread_mutex_lock(&svc->live_lock);
     snprintf(svc->restoring, sizeof(svc->restoring), "%s", id ? id : "");
     pthread_mutex_unlock(&svc->live_lock);
+}
+
+/* The gate prefers writers: glibc's default read-write lock lets a new reader in while a
+ * writer waits, so back-to-back reconcile passes and death judgements could keep a snapshot or
+ * restore waiting for ever; with a writer waiting, a try-read fails (skip to the next turn) and
+ * the writer gets the lock once the look under way is done. */
+static inline void svc_snapshot_gate_init(clr_service *svc)
+{
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&svc->snapshot_gate, &a);
+    pthread_rwlockattr_destroy(&a);
+}
+
+/* A snapshot or restore begins to change what the engine shows of a sandbox: waits until no
+ * reconcile pass or death judgement is looking (they do not wait in turn: no deadlock). */
+static inline void svc_snapshot_gate_write(clr_service *svc)
+{
+    pthread_rwlock_wrlock(&svc->snapshot_gate);
+}
+
+static inline void svc_snapshot_gate_write_done(clr_service *svc)
+{
+    pthread_rwlock_unlock(&svc->snapshot_gate);
+}
+
+/* A look at the engine that may mark sandboxes lost: false while a snapshot or restore is under
+ * way or waits to begin (skip, look again later); true holds off any that would begin, until
+ * svc_snapshot_gate_read_done, so the act is on what was looked at. */
+static inline bool svc_snapshot_gate_try_read(clr_service *svc)
+{
+    return pthread_rwlock_tryrdlock(&svc->snapshot_gate) == 0;
+}
+
+static inline void svc_snapshot_gate_read_done(clr_service *svc)
+{
+    pthread_rwlock_unlock(&svc->snapshot_gate);
 }
 
 /* The 409 of an operation on a sandbox a restore is replacing. */

@@ -121,17 +121,18 @@ static json_t *source_of(clr_service *svc, const clr_store_sandbox *sb)
     return src;
 }
 
-/* Whether sandbox id's channel was attached before its checkpoint was taken: the row's flag
- * read before, or now. It is set before any attach (channels.c), so a read after the checkpoint
- * sees every attach that came before it, also one made while the snapshot waited for the lock.
- * A row that cannot be read: attached (fail closed). */
-static bool attached_by_now(clr_service *svc, const char *id, bool before)
+/* Whether sandbox id's channel was attached before its checkpoint of container cid was taken:
+ * the row's mark read before, or now. It is set before any attach (channels.c), so a read
+ * after the checkpoint sees every attach that came before it, also one made while the snapshot
+ * waited for the lock. A row that cannot be read, or that names another container than the one
+ * checkpointed (replaced meanwhile): attached (fail closed). */
+static bool attached_by_now(clr_service *svc, const char *id, const char *cid, bool before)
 {
     clr_store_sandbox now;
     clr_error ignored = CLR_ERROR_INIT;
     if (clr_store_sandbox_get(svc->store, id, &now, &ignored) < 0)
         return true;
-    bool attached = before || now.attached;
+    bool attached = before || now.attached || strcmp(now.info.container_id, cid) != 0;
     clr_store_sandbox_clear(&now);
     return attached;
 }
@@ -198,11 +199,13 @@ static int snapshot_impl(clr_service *svc, clr_engine *eng, const char *sandbox_
     if (rc == 0 && (clr_snapshot_id_new(id, sizeof(id), err) < 0 ||
                     clr_snapshot_path(dir, sizeof(dir), svc->state_dir, id) < 0))
         rc = -1;
-    atomic_fetch_add(&svc->snapshots_writing, 1);
+    /* The checkpoint freezes the container (the engine shows it not running): no reconcile
+     * pass or death judgement looks meanwhile, nor acts on a look from before. */
+    svc_snapshot_gate_write(svc);
     if (rc == 0)
         rc = take(svc, eng, &sb, id, dir, budget(svc) - total, &size, sha, err);
     if (rc == 0)
-        sb.attached = attached_by_now(svc, sandbox_id, sb.attached);
+        sb.attached = attached_by_now(svc, sandbox_id, sb.info.container_id, sb.attached);
     if (rc == 0 && total + size > budget(svc)) {
         clr_snapshot_remove_dir(dir, NULL);
         rc = clr_error_set(err, CLR_E_LIMIT, 0,
@@ -214,7 +217,7 @@ static int snapshot_impl(clr_service *svc, clr_engine *eng, const char *sandbox_
     if (rc == 0)
         rc = row ? record(svc, actor, row, dir, err)
                  : clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    atomic_fetch_sub(&svc->snapshots_writing, 1);
+    svc_snapshot_gate_write_done(svc);
     pthread_mutex_unlock(&snap_write_lock);
     clr_store_sandbox_clear(&sb);
     if (rc == 0)
@@ -470,6 +473,8 @@ static int restore_impl(clr_service *svc, clr_engine *eng, const char *id, json_
                                          json_object_get(row, "sha256"));
     if (rc == 0)
         rc = clr_audit_append(svc->audit, actor, id, "sandbox.restore", "ok", d, err);
+    /* The restore holds the snapshot in the store whatever its row said before the lock (its
+     * keep is the user's, and a hold seen then may be another restore's, released since). */
     struct svc_fork from = {.snapshot_id = snapshot, .snapshot_dir = dir, .workspace_dir = ws};
     if (rc == 0)
         rc = svc_restore_in_place(svc, eng, id, &from, actor, err);
@@ -546,7 +551,10 @@ void svc_snapshots_sweep(clr_service *svc)
         const char *sb = json_string_value(json_object_get(r, "sandbox"));
         char dir[4096];
         bool expired = json_integer_value(json_object_get(r, "expires_at")) <= now;
-        bool orphan = !json_is_true(json_object_get(r, "keep")) && svc_destroyed_row(svc, sb);
+        /* Held (by a restore under way, or one a crash cut short) is kept: what a retry or a
+         * fork of the sandbox the restore cost needs. */
+        bool orphan = !json_is_true(json_object_get(r, "keep")) &&
+                      !json_is_true(json_object_get(r, "held")) && svc_destroyed_row(svc, sb);
         bool gone = clr_snapshot_path(dir, sizeof(dir), svc->state_dir, id) < 0 ||
                     !clr_snapshot_finished(dir);
         if (!expired && !orphan && !gone)

@@ -7,7 +7,12 @@ snapshot; a restore in place takes a sandbox back to its snapshot (its /workspac
 the same id, one container) and refuses a tampered, unknown or foreign snapshot leaving the
 sandbox as it was; a restore the runtime refuses after the old container was removed destroys
 the sandbox but keeps the snapshot; a daemon killed with -9 in the middle of a snapshot and of a fork leaves nothing
-half-made after its restart. Waits are for conditions with generous deadlines, never speed.
+half-made after its restart, and one killed in the middle of a restore (its removal of the old
+container held at an engine relay, then the container removed) keeps its snapshot (held,
+apart from its keep, before the swap; the hold outlives the lost sandbox); constant
+reconcile passes mark no sandbox lost during snapshots and a restore that begins while a pass
+looks (its look held at the relay). Waits are for conditions with generous deadlines, or for
+engine requests held at the relay (test_api.EngineProxy), never speed.
 
     snapshots.py PATH/TO/clearing        (TAP on stdout)"""
 import glob
@@ -24,6 +29,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 import clearing_test as ct  # noqa: E402
+import test_api as T  # noqa: E402  (its engine relay; its tests run only from its own main())
 
 n = 0
 failed = 0
@@ -414,6 +420,14 @@ def test_restore(d, c):
     st, lst = call(c, 'GET', '/v1/sandboxes/%s/snapshots' % sid)
     check('its snapshots are still listed', st == 200
           and snap['id'] in [x['id'] for x in lst['snapshots']], (st, lst))
+    st, r = call(c, 'GET', '/v1/sandboxes/%s/snapshots/%s' % (sid, snap['id']))
+    check('the restore\'s hold on the snapshot is released: not held, and not kept, as it was '
+          'taken', st == 200 and r['held'] is False and r['keep'] is False, (st, r))
+    held = audit_records(d, sid, 'snapshot.hold')
+    released = audit_records(d, sid, 'snapshot.release')
+    check('the hold and its release are audit records (reasons restore, restored)',
+          [x['details'].get('reason') for x in held] == ['restore']
+          and [x['details'].get('reason') for x in released] == ['restored'], (held, released))
 
     # A tampered snapshot: refused before anything changes.
     img = glob.glob(os.path.join(d.state, 'snapshots', snap['id'], 'checkpoint', '*'))
@@ -461,6 +475,60 @@ def test_restore(d, c):
           sandbox_containers(sid))
 
 
+def test_attach_during_restore(d, c):
+    """Commands keep coming while a restore in place swaps the sandbox's container: one may
+    attach the new container's live channel before the swap records it. The row's attached
+    mark names the container, so the swap keeps it; a snapshot taken after those commands is
+    then refused for a restore (409, attached) instead of being accepted and failing in runsc
+    after the old container was removed (502, the sandbox destroyed). A snapshot the daemon does
+    accept must restore (the channel fell back to docker exec)."""
+    sid, st, r = create(c)
+    if not check('attach race: a sandbox (positive control)', sid, (st, r)):
+        return
+    st, snap = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % sid, {})
+    if not check('attach race: a snapshot before its first command (201)', st == 201,
+                 (st, snap)):
+        return
+    done = threading.Event()
+    ran = []
+
+    def hammer():
+        while not done.is_set():
+            try:
+                st, r = call(c, 'POST', '/v1/sandboxes/%s/exec' % sid,
+                             {'argv': ['true'], 'timeout': '60s'}, timeout=120)
+            except OSError:
+                continue
+            ran.append(st)
+    t = threading.Thread(target=hammer, daemon=True)
+    t.start()
+    # Commands are coming before the restore begins, and go on after it answered: conditions
+    # waited for, not a guess at how many fit in how long. (A command before the restore
+    # attaches the old container: the snapshot, taken before it, is not attached and restores.)
+    check('attach race: commands run before the restore (positive control)',
+          wait_for(lambda: 200 in ran, 120), ran[-20:])
+    st, r = restore(c, sid, {'snapshot': snap['id']})
+    after = len(ran)
+    check('attach race: the restore answers 200 while commands come', st == 200, (st, r))
+    check('attach race: commands run on after it answered (positive control)',
+          wait_for(lambda: 200 in ran[after:], 120), ran[after:][-20:])
+    done.set()
+    t.join(180)
+    # A command after the restore for certain: it attaches the new container (or docker exec).
+    check('attach race: the restored sandbox runs a command', sh(c, sid, 'echo ok') == 'ok',
+          sh(c, sid, 'echo ok'))
+    st, later = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % sid, {})
+    if not check('attach race: a snapshot after those commands (201)', st == 201, (st, later)):
+        return
+    st, r = restore(c, sid, {'snapshot': later['id']})
+    check('attach race: its restore is refused as attached (409), or restores (200); never '
+          'accepted and failed with the sandbox destroyed',
+          (st == 409 and 'attached' in r['error']['message']) or st == 200, (st, r))
+    st, r = call(c, 'GET', '/v1/sandboxes/' + sid)
+    check('attach race: the sandbox still runs', st == 200 and r['state'] == 'running', (st, r))
+    call(c, 'DELETE', '/v1/sandboxes/%s?wait=1' % sid)
+
+
 def garble_verified(d, snap):
     """Zeroes the snapshot's checkpoint state (the largest file if there is no checkpoint.img)
     and re-records it as whole (its manifest entry, the manifest's sha256 in the snapshot's
@@ -495,8 +563,9 @@ def garble_verified(d, snap):
 
 def test_failed_restore(d, c):
     """A restore the runtime refuses after the old container was removed destroys the sandbox
-    (restore-failed) but keeps the snapshot: marked kept (audited), it survives the sweep (a
-    restart runs one) and can be forked or deleted. Returns the client (the daemon restarts)."""
+    (restore-failed) but keeps the snapshot: held (audited) apart from its keep, it survives the
+    sweep and a restart's recovery (its sandbox does not run: the hold stays) and can be forked
+    or deleted. Returns the client (the daemon restarts)."""
     sid, st, r = create(c)
     if not check('a sandbox whose restore will fail (positive control)', sid, (st, r)):
         return c
@@ -519,12 +588,16 @@ def test_failed_restore(d, c):
     check('the sandbox is destroyed, reason restore-failed', st == 200
           and r['state'] == 'destroyed' and r.get('destroy_reason') == 'restore-failed', (st, r))
     st, r = call(c, 'GET', '/v1/sandboxes/%s/snapshots/%s' % (sid, snap['id']))
-    check('the snapshot is still there, now kept', st == 200 and r['keep'] is True, (st, r))
-    recs = audit_records(d, sid, 'snapshot.keep')
-    check('marking it kept is an audit record naming the snapshot and why',
-          len(recs) == 1 and recs[0]['details'].get('snapshot') == snap['id']
-          and recs[0]['details'].get('reason') == 'restore-failed', recs)
-    # The daemon's start sweeps snapshots once: a destroyed sandbox's are removed unless kept.
+    check('the snapshot is still there, held (its keep as it was taken: false)', st == 200
+          and r['held'] is True and r['keep'] is False, (st, r))
+    recs = audit_records(d, sid, 'snapshot.hold')
+    check('it was held before the old container went: an audit record naming the '
+          'snapshot and why', len(recs) == 1 and recs[0]['details'].get('snapshot') == snap['id']
+          and recs[0]['details'].get('reason') == 'restore', recs)
+    check('and the hold was not released (the restore cost the sandbox)',
+          not audit_records(d, sid, 'snapshot.release'), audit_records(d, sid, 'snapshot.release'))
+    # The daemon's start sweeps snapshots once: a destroyed sandbox's are removed unless kept
+    # or held.
     d.stop()
     d.start()
     c = d.client()
@@ -532,6 +605,9 @@ def test_failed_restore(d, c):
     check('after a restart (a sweep) the snapshot is still listed, its files there', st == 200
           and [x['id'] for x in r['snapshots']] == [snap['id']]
           and snap['id'] in snapshot_dirs(d), (st, r, snapshot_dirs(d)))
+    check('and still held: the restart\'s recovery does not release the hold of a destroyed '
+          'sandbox', st == 200 and r['snapshots'] and r['snapshots'][0].get('held') is True
+          and not audit_records(d, sid, 'snapshot.release'), (st, r))
     st, r = call(c, 'DELETE', '/v1/sandboxes/%s/snapshots/%s' % (sid, snap['id']))
     check('it can be deleted (204), and its files go', st == 204
           and snap['id'] not in snapshot_dirs(d), (st, r, snapshot_dirs(d)))
@@ -587,6 +663,256 @@ def test_kill9(d, c):
         call(c, 'DELETE', '/v1/sandboxes/' + s)
 
 
+def snapshot_held_in_db(d, snap_id):
+    """Whether the state database has snapshot snap_id held by a restore (read beside the
+    running daemon)."""
+    try:
+        db = sqlite3.connect('file:%s?mode=ro' % os.path.join(d.state, 'clearing.db'), uri=True,
+                             timeout=60)
+        try:
+            row = db.execute('SELECT held FROM snapshots WHERE id = ?', (snap_id,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+    return bool(row and row[0])
+
+
+def test_kill9_restore(d, c):
+    """A daemon killed with -9 in the middle of a restore in place does not lose the snapshot:
+    the restore marks it held in the store before the old container is removed. The kill comes
+    with the removal held; the old container is then removed behind the dead daemon's back, as
+    if the removal had gone through (the case the hold is for: no container of the sandbox runs
+    at the restart). After the restart the sandbox is lost and its snapshot listed, whole and
+    still held (recovery releases only the hold of a sandbox that runs again), not kept; it
+    survives the sandbox's destruction and a restart's sweep, and a fork from it works. A
+    snapshot that is not kept, of another destroyed sandbox, is removed by that sweep (positive
+    control that the sweep ran). (A sandbox that runs again at the restart has its hold released
+    by recovery: unit test test_recover_releases_hold_of_running_sandbox.)
+
+    The daemon talks to the engine through a relay (test_api.EngineProxy) that holds the old
+    container's removal: after the hold is recorded the restore only looks at the container
+    (inspect) before it asks for that removal, its first change in the engine (lifecycle.c:
+    hold_snapshot, then restore_swap's clr_sandbox_destroy). At the kill the restore is provably
+    past the hold and provably before the removal, however fast or slow the host.
+    Returns the client (the daemon restarts)."""
+    proxy = T.EngineProxy(os.path.join(d.dir, 'engine.sock'))
+    d.stop()
+    d.extra_env['CLEARING_DOCKER_HOST'] = 'unix://' + proxy.path
+    try:
+        d.start()
+        return kill9_restore(d, d.client(), proxy)
+    finally:
+        proxy.close()  # a request still held (a failure above) is dropped
+        if d.extra_env.pop('CLEARING_DOCKER_HOST', None) is not None:
+            d.stop()   # back on the engine itself, for the tests that follow
+            d.start()
+
+
+def kill9_restore(d, c, proxy):
+    sid, st, r = create(c)
+    if not check('kill mid-restore: a sandbox (positive control)', sid, (st, r)):
+        return c
+    r = c.request('PUT', '/v1/sandboxes/%s/files/w' % sid, b'held-ws\n',
+                  headers={'Content-Type': 'application/octet-stream'})
+    check('kill mid-restore: a file in its workspace', r.status in (200, 201, 204),
+          (r.status, r.body[:200]))
+    st, snap = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % sid, {})
+    if not check('kill mid-restore: a snapshot, not kept (201)', st == 201 and not snap['keep'],
+                 (st, snap)):
+        return c
+    ctl, st, r = create(c)
+    st, ctl_snap = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % ctl, {}) if ctl else (0, {})
+    check('kill mid-restore: a control sandbox and its snapshot, not kept', ctl and st == 201,
+          (st, ctl_snap))
+    old = [x['Id'] for x in sandbox_containers(sid)]
+    check('kill mid-restore: the sandbox has one container (positive control)', len(old) == 1,
+          old)
+    answered = []
+
+    def restore_dropped():
+        try:
+            answered.append(restore(c, sid, {'snapshot': snap['id']}))
+        except OSError:
+            pass
+    proxy.hold_removal_of(sid)
+    t = threading.Thread(target=restore_dropped, daemon=True)
+    t.start()
+    if not check('kill mid-restore: the restore\'s removal of the old container reached the '
+                 'relay (held there)', proxy.held.wait(120), d.log_tail()):
+        return c
+    held = snapshot_held_in_db(d, snap['id'])
+    recs = audit_records(d, sid, 'snapshot.hold')
+    check('kill mid-restore: with the removal held, the snapshot is held in the store and the '
+          'hold audited (reason restore)', held
+          and [x['details'].get('reason') for x in recs] == ['restore'], (held, recs))
+    d.kill9()
+    proxy.drop_held()
+    check('kill mid-restore: the restore had not answered at the kill (positive control)',
+          not answered, answered)
+    check('kill mid-restore: the engine never saw the removal: the old container is there',
+          [x['Id'] for x in sandbox_containers(sid)] == old, (old, sandbox_containers(sid)))
+    # The removal goes through behind the dead daemon's back: no container of it at the start.
+    for cid in old:
+        ct.docker('DELETE', '/containers/%s?force=1' % cid)
+    check('kill mid-restore: the old container is removed (as the restore would have)',
+          wait_for(lambda: not sandbox_containers(sid), 120), sandbox_containers(sid))
+    # The restart talks to dockerd directly: the relay would drop the removals that follow.
+    del d.extra_env['CLEARING_DOCKER_HOST']
+    d.start()
+    c = d.client()
+    st, r = call(c, 'GET', '/v1/sandboxes/%s/snapshots/%s' % (sid, snap['id']))
+    check('kill mid-restore: after the restart the snapshot is listed, held, not kept, its '
+          'files there', st == 200 and r.get('held') is True and r.get('keep') is False
+          and snap['id'] in snapshot_dirs(d), (st, r, snapshot_dirs(d)))
+    st, r = call(c, 'GET', '/v1/sandboxes/' + sid)
+    check('kill mid-restore: the sandbox is lost (no container of it ran at the start)',
+          st == 200 and r['state'] == 'lost', (st, r))
+    recs = audit_records(d, sid, 'snapshot.hold')
+    check('kill mid-restore: the hold is an audit record (reason restore), not released by '
+          'recovery (its sandbox does not run)',
+          [x['details'].get('reason') for x in recs] == ['restore']
+          and not audit_records(d, sid, 'snapshot.release'), recs)
+    call(c, 'DELETE', '/v1/sandboxes/%s?wait=1' % sid)
+    if ctl:
+        call(c, 'DELETE', '/v1/sandboxes/%s?wait=1' % ctl)
+    d.stop()
+    d.start()
+    c = d.client()
+    st, r = call(c, 'GET', '/v1/sandboxes/%s/snapshots' % sid)
+    check('kill mid-restore: with the sandbox destroyed and a restart\'s sweep, the held '
+          'snapshot stays', st == 200 and [x['id'] for x in r['snapshots']] == [snap['id']]
+          and snap['id'] in snapshot_dirs(d), (st, r, snapshot_dirs(d)))
+    if ctl_snap.get('id'):
+        check('kill mid-restore: the control\'s snapshot, not kept, was swept (positive control)',
+              ctl_snap['id'] not in snapshot_dirs(d), snapshot_dirs(d))
+    fork, st, r = create(c, body={'snapshot': snap['id']})
+    check('kill mid-restore: a fork from the held snapshot starts (201)', fork, (st, r))
+    if fork:
+        check('kill mid-restore: the fork has the snapshot\'s workspace',
+              sh(c, fork, 'cat /workspace/w') == 'held-ws', sh(c, fork, 'cat /workspace/w'))
+        call(c, 'DELETE', '/v1/sandboxes/%s?wait=1' % fork)
+    call(c, 'DELETE', '/v1/sandboxes/%s/snapshots/%s' % (sid, snap['id']))
+    return c
+
+
+ENGINE_LIST = rb'^/v[0-9.]+/containers/json'  # a reconcile pass's look at the engine
+
+
+def test_reconcile_during_snapshots():
+    """A daemon whose reconcile pass runs all the time (reaper every 20 ms, reconcile every
+    pass), talking to the engine through a relay (test_api.EngineProxy) that counts the passes'
+    looks (each lists the containers) and can hold one: snapshots under constant passes, and a
+    restore in place that begins while a pass is looking, never get a sandbox marked lost.
+
+    The restore is made to meet a pass, not left to chance: the relay holds a pass's look (the
+    pass holds the snapshot gate for reading meanwhile), the restore starts, and once its hold
+    on the snapshot is audited it is at its swap, which must wait for that pass to act on what
+    it saw: the old container is provably still there when the test lets the look go on, and
+    the sandbox runs on. Positive controls: passes look before, between and after (counted); a
+    container killed behind the daemon's back is marked lost by the same daemon."""
+    d = ct.Daemon('snap-reconcile', prefix='clr-snap-')
+    config = os.path.join(d.dir, 'serve.json')
+    with open(config, 'w') as f:
+        json.dump({'reaper_interval_ms': 20, 'reconcile_interval_ms': 1}, f)
+    d.args = ['--config', config]
+    proxy = T.EngineProxy(os.path.join(d.dir, 'engine.sock'))
+    d.extra_env['CLEARING_DOCKER_HOST'] = 'unix://' + proxy.path
+    sids = []
+
+    def passes_look(more=3):
+        """Waits until the passes have looked at the engine more times again."""
+        base = proxy.count(b'GET', ENGINE_LIST)
+        return wait_for(lambda: proxy.count(b'GET', ENGINE_LIST) >= base + more, 120)
+
+    def hold_audited(sid):
+        try:
+            return audit_records(d, sid, 'snapshot.hold')
+        except ValueError:  # a record being written: the next look reads it whole
+            return []
+    try:
+        d.start()
+        c = d.client()
+        for _ in range(3):
+            sid, st, r = create(c)
+            if not check('reconcile race: a sandbox (positive control)', sid, (st, r)):
+                return
+            sids.append(sid)
+        # The pass leaves rows younger than 5 s alone: the snapshots come after that.
+        st, r = call(c, 'GET', '/v1/sandboxes/' + sids[-1])
+        born = r.get('created_at', 0) if st == 200 else 0
+        wait_for(lambda: time.time() - born >= 7, 60)
+        check('reconcile race: the sandboxes are old enough for the pass to judge them',
+              born and time.time() - born >= 7, born)
+        check('reconcile race: passes look at the engine (positive control: their list '
+              'requests, counted at the relay)', passes_look(), proxy.count(b'GET', ENGINE_LIST))
+        snaps = {}
+        for sid in sids:
+            st, snap = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % sid, {})
+            check('reconcile race: a snapshot under constant reconcile passes (201)', st == 201,
+                  (st, snap))
+            snaps[sid] = snap.get('id')
+        check('reconcile race: passes look again after the snapshots', passes_look(),
+              proxy.count(b'GET', ENGINE_LIST))
+        # A restore that begins while a pass looks (its look held at the relay).
+        old = [x['Id'] for x in sandbox_containers(sids[0])]
+        check('reconcile race: the restored sandbox has one container (positive control)',
+              len(old) == 1, old)
+        proxy.hold_requests(b'GET', ENGINE_LIST)
+        if not check('reconcile race: a pass\'s look is held at the relay', proxy.held.wait(120),
+                     d.log_tail()):
+            return
+        answered = []
+        t = threading.Thread(target=lambda: answered.append(
+            restore(c, sids[0], {'snapshot': snaps[sids[0]] or ''})), daemon=True)
+        t.start()
+        # Within the held look's engine deadline (30 s): the restore's steps up to its hold are
+        # a few engine requests and a database write.
+        check('reconcile race: the restore is at its swap (its hold on the snapshot audited) '
+              'while the pass looks', wait_for(lambda: hold_audited(sids[0]), 20),
+              d.log_tail())
+        check('reconcile race: the swap waits for the pass: the old container is still there '
+              'and the restore has not answered',
+              [x['Id'] for x in sandbox_containers(sids[0])] == old and not answered,
+              (old, sandbox_containers(sids[0]), answered))
+        proxy.pass_held()
+        t.join(180)
+        st, r = answered[0] if answered else (0, 'no answer')
+        check('reconcile race: the restore then answers 200', st == 200, (st, r))
+        new = [x['Id'] for x in sandbox_containers(sids[0])]
+        check('reconcile race: the sandbox runs on a new container',
+              len(new) == 1 and new != old, (old, new))
+        check('reconcile race: passes look again after the restore', passes_look(),
+              proxy.count(b'GET', ENGINE_LIST))
+        states = {}
+        for sid in sids:
+            st, r = call(c, 'GET', '/v1/sandboxes/' + sid)
+            states[sid] = r.get('state') if st == 200 else st
+        check('reconcile race: every sandbox still runs, none marked lost',
+              all(v == 'running' for v in states.values()), (states, d.log_tail()))
+        lost = [x for sid in sids for x in audit_records(d, sid, 'sandbox.lost')]
+        check('reconcile race: no sandbox.lost record', not lost, lost)
+        # Positive control: a death the passes must see.
+        victim = sandbox_containers(sids[1])
+        if check('reconcile race: the victim\'s container (positive control)', victim, victim):
+            ct.docker('POST', '/containers/%s/kill' % victim[0]['Id'])
+
+            def is_lost():
+                st, r = call(c, 'GET', '/v1/sandboxes/' + sids[1])
+                return st == 200 and r['state'] == 'lost'
+            check('reconcile race: a container killed behind the daemon\'s back is lost',
+                  wait_for(is_lost, 120), d.log_tail())
+    finally:
+        proxy.pass_held()  # a look still held (a failure above) goes on
+        if d.running():
+            for sid in sids:
+                call(d.client(), 'DELETE', '/v1/sandboxes/%s?wait=1' % sid)
+        d.stop()
+        proxy.close()
+        if not failed:
+            shutil.rmtree(d.dir, ignore_errors=True)
+
+
 def main():
     ct.CLEARING = sys.argv[1]
     ct.check_answers()
@@ -600,8 +926,11 @@ def main():
             test_tenants(d, c, snap)
             test_corrupt(d, c, snap)
         test_restore(d, c)
+        test_attach_during_restore(d, c)
         c = test_failed_restore(d, c)
         test_kill9(d, c)
+        c = test_kill9_restore(d, c) or c
+        test_reconcile_during_snapshots()
     finally:
         d.ensure_running()
         st, lst = call(d.client(), 'GET', '/v1/sandboxes') if d.running() else (0, {})

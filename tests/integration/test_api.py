@@ -92,11 +92,14 @@ def start_streaming_exec(client, sid, body, timeout=120):
 
 class EngineProxy:
     """A relay between a daemon and dockerd (point CLEARING_DOCKER_HOST at .path) that can hold
-    the engine's removal of one container: the test, not the engine's speed, decides whether a
-    removal is still pending when it acts. Requests are read one by one up to a connection's
-    switch to a raw stream (attach, exec), then bytes are copied as they come. It can also play
-    an engine that restarts: cut the event streams (as a stopping dockerd ends them) and refuse
-    connections for a while."""
+    the requests of one kind (the removal of one container, every container create, any method
+    and target): the test, not the engine's speed, decides whether a request is still pending
+    when it acts. A held request waits on the daemon's side too, up to its engine request
+    deadline (30 s): a test acts within that. Requests are read one by one up to a
+    connection's switch to a raw stream (attach, exec), then bytes are copied as they come; the
+    relay counts what it read (count). It can also play an engine that restarts: cut the event
+    streams (as a stopping dockerd ends them) and refuse connections for a while. One hold per
+    relay: once released (drop_held, pass_held), later requests are not held."""
 
     def __init__(self, path):
         self.path = path
@@ -108,25 +111,44 @@ class EngineProxy:
         self.held = threading.Event()     # set once a request was held
         self.release = threading.Event()  # set: held requests go on (or are dropped)
         self.dropping = False
+        self.seen = []                    # (method, target) of every request read, in order
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
         self.listener.listen(64)
         threading.Thread(target=self.accept_loop, daemon=True).start()
 
+    def hold_requests(self, method, pattern):
+        """Holds every request of method (bytes) whose target matches pattern (bytes, a regular
+        expression) until drop_held or pass_held: what sent it is provably at that request,
+        and provably past none of what follows it, for as long as the test needs."""
+        self.hold_method = method
+        self.hold = re.compile(pattern)
+
     def hold_removal_of(self, sid):
-        self.hold_method = b'DELETE'
-        self.hold = re.compile(rb'^/v[0-9.]+/containers/clearing-%s\?' % sid.encode())
+        self.hold_requests(b'DELETE', rb'^/v[0-9.]+/containers/clearing-%s\?' % sid.encode())
 
     def hold_creates(self):
         """Holds every container create: a sandbox's create is provably under way, and
         provably not finished, while it is held."""
-        self.hold_method = b'POST'
-        self.hold = re.compile(rb'^/v[0-9.]+/containers/create\b')
+        self.hold_requests(b'POST', rb'^/v[0-9.]+/containers/create\b')
 
     def drop_held(self):
         """Held requests are discarded, never forwarded: the engine never sees them."""
         self.dropping = True
         self.release.set()
+
+    def pass_held(self):
+        """Held requests go on to the engine, and no later one is held: what was under way
+        when the test acted finishes as it would have without the relay."""
+        self.hold = None
+        self.release.set()
+
+    def count(self, method, pattern):
+        """How many requests of method whose target matches pattern (bytes, a regular
+        expression) the relay has read so far: a condition a test can wait for (a daemon's
+        periodic look at the engine has happened again), where a clock would guess."""
+        rx = re.compile(pattern)
+        return sum(1 for m, t in list(self.seen) if m == method and rx.match(t))
 
     def close(self):
         self.drop_held()
@@ -199,6 +221,7 @@ class EngineProxy:
             head, buf = buf.split(b'\r\n\r\n', 1)
             lines = head.split(b'\r\n')
             method, target = (lines[0].split(b' ') + [b'', b''])[:2]
+            self.seen.append((method, target))
             headers = {}
             for line in lines[1:]:
                 k, _, v = line.partition(b':')

@@ -237,6 +237,86 @@ static void test_get_through_the_engine(void **state)
     assert_null(registered(svc, "sb-../../etc"));
 }
 
+static bool row_attached(clr_service *svc, const char *id, char *cid, size_t cidsz)
+{
+    clr_store_sandbox row;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_get(svc->store, id, &row, &err), 0);
+    bool a = row.attached;
+    if (cid)
+        snprintf(cid, cidsz, "%s", row.info.container_id);
+    clr_store_sandbox_clear(&row);
+    return a;
+}
+
+/* A restore in place's race (issue #22): a request opens the sandbox while the restore swaps
+ * its container, attaching the new container before the swap records it on the row. The mark
+ * names the container attached, so the swap that records that container keeps it (a later
+ * snapshot says attached, which runsc cannot restore); a swap to a container no attach named
+ * clears it (positive control). */
+static void test_attach_during_swap_kept(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->e->svc;
+    clr_error err = CLR_ERROR_INIT;
+    char cid[128];
+    assert_false(row_attached(svc, ID_A, cid, sizeof(cid)));
+    assert_string_equal(cid, ""); /* the row still names the old container (none here) */
+    struct live_sb *lv = NULL;
+    assert_int_equal(svc_live_get(svc, fx->eng, ID_A, &lv, &err), 0);
+    assert_int_equal(fake_count(fx->e->f, ATTACH_A), 1);
+    svc_live_put(svc, lv);
+    assert_true(row_attached(svc, ID_A, NULL, 0));
+    /* The restore's swap records the container the request attached. */
+    assert_int_equal(clr_store_sandbox_set_container(svc->store, ID_A, "c00000000000000e1", &err),
+                     0);
+    assert_true(row_attached(svc, ID_A, cid, sizeof(cid)));
+    assert_string_equal(cid, "c00000000000000e1");
+    /* Another swap, to a container nothing attached: not attached. */
+    assert_int_equal(clr_store_sandbox_set_container(svc->store, ID_A, "c-next", &err), 0);
+    assert_false(row_attached(svc, ID_A, NULL, 0));
+}
+
+/* A pooled sandbox's channel is handed in attached already; its mark on the row is recorded
+ * as for any attach. When the database refuses the mark, the channel is closed (fail closed:
+ * kept without its mark, a later snapshot would read as taken before any attach) and the
+ * sandbox's commands use docker exec. Positive control: with the database writing, a channel
+ * handed in is kept and marked. */
+static void test_handed_in_channel_closed_without_its_mark(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->e->svc;
+    clr_error err = CLR_ERROR_INIT;
+    struct test_agent *agent_b = NULL;
+    struct live_sb *lv = live_with_agent(fx, ID_B, &agent_b);
+    assert_non_null(lv->ch);
+    assert_true(row_attached(svc, ID_B, NULL, 0));
+    svc_live_put(svc, lv);
+    /* The database refuses the mark. */
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(fx->e->db, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 30000);
+    assert_int_equal(sqlite3_exec(db,
+                                  "CREATE TRIGGER no_attach BEFORE UPDATE OF attached_to ON "
+                                  "sandboxes BEGIN SELECT RAISE(FAIL, 'disk I/O error (test)');"
+                                  " END;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    clr_channel *ch = NULL;
+    struct test_agent *agent_a = test_agent_start(&ch, ID_A);
+    lv = NULL;
+    if (svc_live_new(svc, fx->eng, ID_A, open_sb(fx, ID_A), ch, &lv, &err) != 0)
+        fail_msg("svc_live_new: %s", err.message);
+    assert_null(lv->ch);   /* not kept */
+    await_agent_gone(agent_a); /* closed: the agent saw its stream end */
+    assert_false(row_attached(svc, ID_A, NULL, 0));
+    assert_int_equal(fake_count(fx->e->f, ATTACH_A), 0); /* nor attached again here */
+    svc_live_put(svc, lv);
+    test_env_drop_live(fx->e);
+    await_agent_gone(agent_b);
+}
+
 static void test_ended_channel_is_opened_again(void **state)
 {
     struct fixture *fx = *state;
@@ -513,6 +593,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_registry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_get_through_the_engine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_attach_during_swap_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handed_in_channel_closed_without_its_mark, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_ended_channel_is_opened_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_stored_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replayed_result, setup, teardown),

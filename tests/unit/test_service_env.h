@@ -137,6 +137,7 @@ static inline int test_env_setup(struct test_env **out, const char *name)
     pthread_cond_init(&svc->rm_done, NULL);
     pthread_mutex_init(&svc->health_lock, NULL);
     pthread_mutex_init(&svc->live_lock, NULL);
+    svc_snapshot_gate_init(svc);
     if (test_env_open_store(e, false) < 0)
         return -1;
     clr_error err = CLR_ERROR_INIT;

@@ -239,6 +239,34 @@ static void test_survivor_is_not_lost(void **state)
     assert_int_equal(test_env_audit_count(e, "sandbox.lost", ID_A, NULL, NULL), 0);
 }
 
+/* A death while a snapshot or restore holds the snapshot gate for writing (issue #22: a
+ * checkpoint freezes the container, a restore runs none between its two): not judged, the
+ * engine not even asked, and the reconcile after each connect skipped, however many ticks pass;
+ * judged once the gate is released (positive control: the same death is then lost). */
+static void test_death_waits_for_snapshot_gate(void **state)
+{
+    struct fixture *fx = *state;
+    struct test_env *e = fx->e;
+    running_rows(e);
+    test_env_inspect(e, ID_A, false, true);
+    fake_answer(e->f, EVENTS, 200, QUIET);
+    fake_answer_n(e->f, EVENTS, 200, EVENT("oom", ID_A, TEST_OWNER), 1);
+    svc_snapshot_gate_write(&e->svc);
+    start_watcher(fx);
+    /* The oom's stream, then quiet ones, each with a tick that tries to judge the death. */
+    for (int i = 0; i < 6000 && fake_count(e->f, EVENTS) < 5; i++)
+        usleep(10000);
+    assert_true(fake_count(e->f, EVENTS) >= 5);
+    test_env_expect_row(e, ID_A, CLR_STATE_RUNNING, "");
+    assert_int_equal(fake_count(e->f, INSPECT(ID_A)), 0);
+    assert_int_equal(fake_count(e->f, TEST_LIST), 0);
+    svc_snapshot_gate_write_done(&e->svc);
+    await_row(e, ID_A, CLR_STATE_LOST, "oom");
+    stop_watcher(fx);
+    assert_int_equal(fake_count(e->f, INSPECT(ID_A)), 1);
+    assert_int_equal(test_env_audit_count(e, "sandbox.lost", ID_A, "engine", "oom"), 1);
+}
+
 /* The engine cannot list its containers: the reconcile after a connect fails (B, which has no
  * container, is not judged by it), and the events are judged all the same. */
 static void test_events_without_reconcile(void **state)
@@ -298,6 +326,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_events_become_row_changes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inspect_failure_is_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_survivor_is_not_lost, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_death_waits_for_snapshot_gate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_without_reconcile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnects_until_stopped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stopped_before_start, setup, teardown),

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,6 +27,7 @@
 #include "fake_engine.h"
 #include "service/reaper.h"
 #include "service/removal.h"
+#include "service/snapshots.h"
 #include "test_service_env.h"
 
 #define ID_A "sb-00000000000000a1"
@@ -268,6 +270,76 @@ static void test_reconcile(void **state)
     test_env_expect_row(e, ID_H, CLR_STATE_RUNNING, "");
 }
 
+/* The snapshot gate (issue #22): while a snapshot or restore holds it for writing the engine's
+ * picture is in flux, and the pass neither looks nor marks (the engine is not even asked); once
+ * released the same pass marks the row lost (positive control). A pass holds it for reading
+ * across its look and act: a writer cannot begin meanwhile, and can once it is done. */
+static void test_reconcile_waits_for_snapshot_gate(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    int64_t now = (int64_t)time(NULL);
+    test_env_row(e, ID_B, now + 36000, now, 0); /* no container: the engine shows none */
+    test_env_containers(e, NULL, 0);
+    svc_snapshot_gate_write(svc);
+    assert_int_equal(reconcile(svc), 0);
+    assert_int_equal(fake_count(e->f, TEST_LIST), 0); /* nothing looked at */
+    test_env_expect_row(e, ID_B, CLR_STATE_RUNNING, "");
+    svc_snapshot_gate_write_done(svc);
+    assert_int_equal(reconcile(svc), 1);
+    test_env_expect_row(e, ID_B, CLR_STATE_LOST, "container stopped or vanished");
+    /* A checker's hold keeps writers out until it is done; writers exclude checkers too. */
+    assert_true(svc_snapshot_gate_try_read(svc));
+    assert_int_equal(pthread_rwlock_trywrlock(&svc->snapshot_gate), EBUSY);
+    svc_snapshot_gate_read_done(svc);
+    assert_int_equal(pthread_rwlock_trywrlock(&svc->snapshot_gate), 0);
+    assert_false(svc_snapshot_gate_try_read(svc));
+    svc_snapshot_gate_write_done(svc);
+    assert_true(svc_snapshot_gate_try_read(svc));
+    svc_snapshot_gate_read_done(svc);
+}
+
+static void *gate_writer(void *p)
+{
+    clr_service *svc = p;
+    svc_snapshot_gate_write(svc);
+    svc_snapshot_gate_write_done(svc);
+    return NULL;
+}
+
+/* The gate prefers writers: with a look under way, a snapshot or restore that asks for the
+ * gate waits, and from then on a try-read fails (the pass skips without looking) rather than
+ * letting passes hold the writer off for ever. Waited for as a condition: the try-read that
+ * fails is the sign the writer waits. Once the look is done the writer runs, and a pass looks
+ * again (positive control). */
+static void test_snapshot_gate_prefers_writer(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    test_env_containers(e, NULL, 0);
+    assert_true(svc_snapshot_gate_try_read(svc)); /* a look under way */
+    pthread_t w;
+    assert_int_equal(pthread_create(&w, NULL, gate_writer, svc), 0);
+    bool refused = false;
+    for (int i = 0; i < 300000 && !refused; i++) {
+        refused = !svc_snapshot_gate_try_read(svc);
+        if (!refused) {
+            svc_snapshot_gate_read_done(svc);
+            usleep(100);
+        }
+    }
+    assert_true(refused); /* a writer waits: no new reader */
+    size_t looked = fake_count(e->f, TEST_LIST);
+    assert_int_equal(reconcile(svc), 0);
+    assert_int_equal(fake_count(e->f, TEST_LIST), looked); /* the pass did not look */
+    svc_snapshot_gate_read_done(svc); /* the look is done: the writer goes */
+    assert_int_equal(pthread_join(w, NULL), 0);
+    assert_true(svc_snapshot_gate_try_read(svc));
+    svc_snapshot_gate_read_done(svc);
+    assert_int_equal(reconcile(svc), 0);
+    assert_true(fake_count(e->f, TEST_LIST) > looked); /* positive control: a pass looks */
+}
+
 /* A row is lost only with its record: while the audit log refuses, it stays running (and
  * reachable for destroy); the next pass, with the log back, marks it. */
 static void test_lost_needs_its_record(void **state)
@@ -401,6 +473,129 @@ static void test_recover(void **state)
 
 /* A container of ours that an empty database does not know (the old one was moved aside) is
  * adopted from its labels when it runs, removed when it does not. */
+/* A whole snapshot of sandbox sb on disk (its manifest: what the sweep counts as finished)
+ * and its row, kept or not, held by a restore or not. */
+static void make_snapshot(struct test_env *e, const char *id, const char *sb, bool keep,
+                          bool held)
+{
+    char dir[4096], path[4200];
+    snprintf(dir, sizeof(dir), "%s/snapshots", e->dir);
+    mkdir(dir, 0700);
+    snprintf(dir, sizeof(dir), "%s/snapshots/%s", e->dir, id);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    snprintf(path, sizeof(path), "%s/manifest.json", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{}", f);
+    fclose(f);
+    int64_t now = (int64_t)time(NULL);
+    json_t *row = json_pack("{s:s, s:s, s:s, s:n, s:i, s:s, s:I, s:I, s:b, s:{s:b}}", "id", id,
+                            "sandbox", sb, "tenant", CLR_TENANT_DEFAULT, "parent", "size", 10,
+                            "sha256", "ab", "created_at", (json_int_t)now, "expires_at",
+                            (json_int_t)(now + 36000), "keep", keep, "source", "attached", 0);
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_snapshot_insert(e->svc.store, row, &err), 0);
+    json_decref(row);
+    if (held)
+        assert_int_equal(clr_store_snapshot_hold(e->svc.store, id, &err), 0);
+}
+
+static bool snapshot_flag(struct test_env *e, const char *id, const char *name)
+{
+    json_t *row = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_snapshot_get(e->svc.store, id, &row, &err), 0);
+    bool b = json_is_true(json_object_get(row, name));
+    json_decref(row);
+    return b;
+}
+
+static bool snapshot_there(struct test_env *e, const char *id)
+{
+    json_t *row = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    bool rowed = clr_store_snapshot_get(e->svc.store, id, &row, &err) == 0;
+    json_decref(row);
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/snapshots/%s/manifest.json", e->dir, id);
+    struct stat st;
+    return rowed && stat(path, &st) == 0;
+}
+
+/* A daemon killed in a restore between the old container's removal and the new one's record
+ * (issue #22): the restore held its snapshot (in the store, apart from keep) before the
+ * removal. The start's recovery marks the sandbox lost, keeps the hold (the sandbox does not
+ * run) and its sweep leaves the snapshot whole; once the sandbox is destroyed the sweep still
+ * leaves the held one, and removes one that is neither kept nor held (positive control: the
+ * sweep did run on that sandbox). */
+static void test_recover_keeps_held_snapshot(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    int64_t now = (int64_t)time(NULL), later = now + 36000;
+    test_env_row(e, ID_A, later, now, 0);
+    make_snapshot(e, "snap-00000000000000a1", ID_A, false, true); /* held by the restore */
+    make_snapshot(e, "snap-00000000000000a2", ID_A, false, false); /* another one */
+    test_env_containers(e, NULL, 0); /* the old container removed, no new one yet */
+    clr_error err = CLR_ERROR_INIT;
+    if (svc_recover(svc, &err) != 0)
+        fail_msg("svc_recover: %s", err.message);
+    svc_snapshots_sweep(svc);
+    test_env_expect_row(e, ID_A, CLR_STATE_LOST, "container vanished while the daemon was down");
+    assert_true(snapshot_there(e, "snap-00000000000000a1"));
+    assert_true(snapshot_there(e, "snap-00000000000000a2")); /* a lost sandbox's stay */
+    /* The lost sandbox destroyed (its expiry, a client): only the held snapshot stays. */
+    test_env_set_state(e, ID_A, CLR_STATE_DESTROYED, "expired");
+    svc_snapshots_sweep(svc);
+    assert_false(snapshot_there(e, "snap-00000000000000a2"));
+    assert_int_equal(test_env_audit_count(e, "snapshot.delete", ID_A, "daemon",
+                                          "sandbox destroyed"),
+                     1);
+    assert_true(snapshot_there(e, "snap-00000000000000a1"));
+    assert_true(snapshot_flag(e, "snap-00000000000000a1", "held"));
+    assert_false(snapshot_flag(e, "snap-00000000000000a1", "keep")); /* nobody asked keep */
+    assert_int_equal(test_env_audit_count(e, "snapshot.release", ID_A, "recovery", NULL), 0);
+}
+
+/* Holds a crash left whose sandbox runs again (killed before the removal, or after the new
+ * container ran: recovery re-records it) are released by the start's recovery, recorded
+ * (snapshot.release, reason recovered) — the restore is over — and a user's keep on such a
+ * snapshot stays; the sweep then removes the released one with its sandbox like any other.
+ * The hold of a lost sandbox stays (positive control: recovery did look at holds). */
+static void test_recover_releases_hold_of_running_sandbox(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    int64_t now = (int64_t)time(NULL), later = now + 36000;
+    test_env_row(e, ID_A, later, now, 0);
+    test_env_row(e, ID_B, later, now, 0);
+    make_snapshot(e, "snap-00000000000000b1", ID_A, false, true);
+    make_snapshot(e, "snap-00000000000000b2", ID_A, true, true); /* kept by its user too */
+    make_snapshot(e, "snap-00000000000000b3", ID_B, false, true);
+    const struct test_container c[] = {{ID_A, TEST_OWNER, "running"}}; /* B's is gone */
+    test_env_containers(e, c, 1);
+    test_env_inspect(e, ID_A, true, false);
+    clr_error err = CLR_ERROR_INIT;
+    if (svc_recover(svc, &err) != 0)
+        fail_msg("svc_recover: %s", err.message);
+    test_env_expect_row(e, ID_A, CLR_STATE_RUNNING, "");
+    test_env_expect_row(e, ID_B, CLR_STATE_LOST, "container vanished while the daemon was down");
+    assert_false(snapshot_flag(e, "snap-00000000000000b1", "held"));
+    assert_false(snapshot_flag(e, "snap-00000000000000b2", "held"));
+    assert_true(snapshot_flag(e, "snap-00000000000000b2", "keep")); /* the user's keep stays */
+    assert_true(snapshot_flag(e, "snap-00000000000000b3", "held")); /* lost: held */
+    assert_int_equal(test_env_audit_count(e, "snapshot.release", ID_A, "recovery", "recovered"),
+                     2);
+    assert_int_equal(test_env_audit_count(e, "snapshot.release", ID_B, "recovery", NULL), 0);
+    /* Released: removed with its sandbox; the kept one and the lost sandbox's held one stay. */
+    test_env_set_state(e, ID_A, CLR_STATE_DESTROYED, "client");
+    test_env_set_state(e, ID_B, CLR_STATE_DESTROYED, "client");
+    svc_snapshots_sweep(svc);
+    assert_false(snapshot_there(e, "snap-00000000000000b1"));
+    assert_true(snapshot_there(e, "snap-00000000000000b2"));
+    assert_true(snapshot_there(e, "snap-00000000000000b3"));
+}
+
 static void test_recover_adopts_into_empty_database(void **state)
 {
     struct test_env *e = *state;
@@ -670,8 +865,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reap_expired_and_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reap_fails_closed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconcile, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reconcile_waits_for_snapshot_gate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_gate_prefers_writer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_needs_its_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recover_keeps_held_snapshot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recover_releases_hold_of_running_sandbox, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_recover_adopts_into_empty_database, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_recover_fails_closed, setup, teardown),

@@ -101,6 +101,19 @@ static void insert_ok(clr_store *st, const clr_store_sandbox *s)
 
 /* ---- open and migrations ------------------------------------------------------------------ */
 
+/* The boolean field name of snapshot id's row. */
+static bool snapshot_flag(clr_store *st, const char *id, const char *name)
+{
+    json_t *one = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_snapshot_get(st, id, &one, &err), 0);
+    json_t *v = json_object_get(one, name);
+    assert_true(json_is_boolean(v));
+    bool b = json_is_true(v);
+    json_decref(one);
+    return b;
+}
+
 static int user_version(const char *path)
 {
     sqlite3 *db = NULL;
@@ -308,12 +321,14 @@ static void test_migration_to_tenants_keeps_rows_as_default(void **state)
     clr_store_sandbox_clear(&s);
     clr_store_close(fx->st);
     fx->st = NULL;
-    /* Back to schema 4: no tenant column (nor the later attached one). */
+    /* Back to schema 4: no tenant column (nor the later attached ones). */
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db,
                                   "ALTER TABLE sandboxes DROP COLUMN tenant;"
+                                  "ALTER TABLE sandboxes DROP COLUMN attached_to;"
                                   "ALTER TABLE sandboxes DROP COLUMN attached;"
+                                  "ALTER TABLE snapshots DROP COLUMN held;"
                                   "PRAGMA user_version = 4;",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
@@ -321,34 +336,45 @@ static void test_migration_to_tenants_keeps_rows_as_default(void **state)
     assert_int_equal(user_version(fx->path), 4);
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(clr_store_open(&fx->st, fx->path, &err), 0);
-    assert_int_equal(user_version(fx->path), 7); /* the latest schema (7: attached) */
+    assert_int_equal(user_version(fx->path), 9); /* the latest schema (9: snapshots' held) */
     clr_store_sandbox got;
     assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000d3", &got, &err), 0);
     assert_string_equal(got.info.tenant, CLR_TENANT_DEFAULT);
     clr_store_sandbox_clear(&got);
 }
 
-/* The attached flag: a new row's is as inserted (false), set for good by set_attached; an
- * unknown sandbox is CLR_E_NOT_FOUND. */
+/* The attached mark: a new row's is as inserted (false), set for good by set_attached naming
+ * the container; an unknown sandbox is CLR_E_NOT_FOUND, no container id CLR_E_INVALID. */
 static void test_attached_flag_sticky(void **state)
 {
     struct fixture *fx = *state;
     clr_store_sandbox s = sample("sb-00000000000000d4", 1000, CLR_STATE_RUNNING);
     insert_ok(fx->st, &s);
+    char cid[sizeof(s.info.container_id)];
+    memcpy(cid, s.info.container_id, sizeof(cid));
     clr_store_sandbox_clear(&s);
     clr_error err = CLR_ERROR_INIT;
     clr_store_sandbox got;
     assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000d4", &got, &err), 0);
     assert_false(got.attached);
     clr_store_sandbox_clear(&got);
-    assert_int_equal(clr_store_sandbox_set_attached(fx->st, "sb-00000000000000d4", &err), 0);
-    assert_int_equal(clr_store_sandbox_set_attached(fx->st, "sb-00000000000000d4", &err), 0);
+    assert_int_equal(clr_store_sandbox_set_attached(fx->st, "sb-00000000000000d4", "", &err), -1);
+    assert_int_equal(err.code, CLR_E_INVALID);
+    assert_int_equal(clr_store_sandbox_set_attached(fx->st, "sb-00000000000000d4", NULL, &err),
+                     -1);
+    assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000d4", &got, &err), 0);
+    assert_false(got.attached); /* refused: nothing marked */
+    clr_store_sandbox_clear(&got);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_set_attached(fx->st, "sb-00000000000000d4", cid, &err), 0);
+    assert_int_equal(clr_store_sandbox_set_attached(fx->st, "sb-00000000000000d4", cid, &err), 0);
     assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000d4", &got, &err), 0);
     assert_true(got.attached);
     clr_store_sandbox_clear(&got);
-    assert_int_equal(clr_store_sandbox_set_attached(fx->st, "sb-00000000000000ff", &err), -1);
+    assert_int_equal(clr_store_sandbox_set_attached(fx->st, "sb-00000000000000ff", cid, &err), -1);
     assert_int_equal(err.code, CLR_E_NOT_FOUND);
-    /* Inserted attached (a pooled sandbox's row). */
+    err = (clr_error)CLR_ERROR_INIT;
+/* Inserted attached (a pooled sandbox's row). */
     s = sample("sb-00000000000000d5", 1000, CLR_STATE_RUNNING);
     s.attached = true;
     insert_ok(fx->st, &s);
@@ -710,7 +736,8 @@ static void test_sandbox_set_container(void **state)
     assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000e2", &got, &err), 0);
     assert_string_equal(got.info.container_id, before); /* positive control */
     clr_store_sandbox_clear(&got);
-    assert_int_equal(clr_store_sandbox_set_attached(fx->st, "sb-00000000000000e2", &err), 0);
+    assert_int_equal(clr_store_sandbox_set_attached(fx->st, "sb-00000000000000e2", before, &err),
+                     0);
     assert_int_equal(clr_store_sandbox_get(fx->st, "sb-00000000000000e2", &got, &err), 0);
     assert_true(got.attached); /* positive control: the old container's channel was attached */
     clr_store_sandbox_clear(&got);
@@ -728,6 +755,120 @@ static void test_sandbox_set_container(void **state)
     assert_int_equal(clr_store_sandbox_set_container(fx->st, "sb-00000000000000e3", "x", &err),
                      -1);
     assert_int_equal(err.code, CLR_E_NOT_FOUND);
+}
+
+static bool attached_now(clr_store *st, const char *id)
+{
+    clr_store_sandbox got;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_sandbox_get(st, id, &got, &err), 0);
+    bool a = got.attached;
+    clr_store_sandbox_clear(&got);
+    return a;
+}
+
+/* The race a restore in place had with a request (issue #22): the request opens the new
+ * container and marks it attached before the swap records that container. The swap keeps a
+ * mark naming its new container and clears one of the old; an attach of the replaced container
+ * marked after the swap reads as attached (fail closed); a later swap to a container no attach
+ * named clears it. */
+static void test_attached_survives_swap_to_its_container(void **state)
+{
+    struct fixture *fx = *state;
+    const char *id = "sb-00000000000000e4";
+    clr_store_sandbox s = sample(id, 10, CLR_STATE_RUNNING);
+    snprintf(s.info.container_id, sizeof(s.info.container_id), "c-old");
+    insert_ok(fx->st, &s);
+    clr_store_sandbox_clear(&s);
+    clr_error err = CLR_ERROR_INIT;
+    /* The old container was attached: the swap to a new one clears it (positive control). */
+    assert_int_equal(clr_store_sandbox_set_attached(fx->st, id, "c-old", &err), 0);
+    assert_true(attached_now(fx->st, id));
+    assert_int_equal(clr_store_sandbox_set_container(fx->st, id, "c-new1", &err), 0);
+    assert_false(attached_now(fx->st, id));
+    /* The race: the new container is attached (marked) before the swap records it. */
+    assert_int_equal(clr_store_sandbox_set_attached(fx->st, id, "c-new2", &err), 0);
+    assert_int_equal(clr_store_sandbox_set_container(fx->st, id, "c-new2", &err), 0);
+    clr_store_sandbox got;
+    assert_int_equal(clr_store_sandbox_get(fx->st, id, &got, &err), 0);
+    assert_string_equal(got.info.container_id, "c-new2");
+    assert_true(got.attached); /* the attach of the new container is not forgotten */
+    clr_store_sandbox_clear(&got);
+    /* A stale request marks the container the swap replaced: not knowing is attached. */
+    assert_int_equal(clr_store_sandbox_set_container(fx->st, id, "c-new3", &err), 0);
+    assert_false(attached_now(fx->st, id)); /* positive control */
+    assert_int_equal(clr_store_sandbox_set_attached(fx->st, id, "c-new2", &err), 0);
+    assert_true(attached_now(fx->st, id));
+    assert_int_equal(clr_store_sandbox_set_container(fx->st, id, "c-new4", &err), 0);
+    assert_false(attached_now(fx->st, id));
+}
+
+/* A database of schema 7 (the sticky flag) is migrated: a row attached then names its
+ * container (still attached), one with no container still reads attached, one never attached
+ * stays so. */
+static void test_migration_of_attached_flag(void **state)
+{
+    struct fixture *fx = *state;
+    const char *ids[] = {"sb-00000000000000e5", "sb-00000000000000e6", "sb-00000000000000e7"};
+    for (int i = 0; i < 3; i++) {
+        clr_store_sandbox s = sample(ids[i], 10, CLR_STATE_RUNNING);
+        insert_ok(fx->st, &s);
+        clr_store_sandbox_clear(&s);
+    }
+    clr_store_close(fx->st);
+    fx->st = NULL;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "ALTER TABLE sandboxes DROP COLUMN attached_to;"
+                                  "ALTER TABLE snapshots DROP COLUMN held;"
+                                  "UPDATE sandboxes SET attached = 1 WHERE id IN"
+                                  " ('sb-00000000000000e5', 'sb-00000000000000e6');"
+                                  "UPDATE sandboxes SET container_id = '' WHERE id ="
+                                  " 'sb-00000000000000e6';"
+                                  "PRAGMA user_version = 7;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_store_open(&fx->st, fx->path, &err), 0);
+    assert_int_equal(user_version(fx->path), 9);
+    assert_true(attached_now(fx->st, ids[0]));
+    assert_true(attached_now(fx->st, ids[1]));
+    assert_false(attached_now(fx->st, ids[2]));
+    /* The migrated mark names the row's container: a swap to another clears it. */
+    assert_int_equal(clr_store_sandbox_set_container(fx->st, ids[0], "c-other", &err), 0);
+    assert_false(attached_now(fx->st, ids[0]));
+}
+
+/* A database of schema 8 (snapshots without a hold) is migrated: its snapshots read not held,
+ * keep as it was, and can be held. */
+static void test_migration_adds_snapshot_hold(void **state)
+{
+    struct fixture *fx = *state;
+    clr_error err = CLR_ERROR_INIT;
+    json_t *r = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:i, s:i, s:b, s:{}}", "id",
+                          "snap-00000000000000c1", "sandbox", "sb-a", "tenant", "t1", "parent",
+                          "", "size", 1, "sha256", "ab", "created_at", 1, "expires_at", 1000,
+                          "keep", 1, "source");
+    assert_int_equal(clr_store_snapshot_insert(fx->st, r, &err), 0);
+    json_decref(r);
+    clr_store_close(fx->st);
+    fx->st = NULL;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "ALTER TABLE snapshots DROP COLUMN held;"
+                                  "PRAGMA user_version = 8;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(clr_store_open(&fx->st, fx->path, &err), 0);
+    assert_int_equal(user_version(fx->path), 9);
+    assert_false(snapshot_flag(fx->st, "snap-00000000000000c1", "held"));
+    assert_true(snapshot_flag(fx->st, "snap-00000000000000c1", "keep"));
+    assert_int_equal(clr_store_snapshot_hold(fx->st, "snap-00000000000000c1", &err), 0);
+    assert_true(snapshot_flag(fx->st, "snap-00000000000000c1", "held"));
 }
 
 static void test_sandbox_large_and_negative_times_kept(void **state)
@@ -953,8 +1094,8 @@ static void test_exec_insert_and_finish_touch_in_one_commit(void **state)
 }
 
 /* Snapshot rows: a row reads back as written, lists filter by sandbox and tenant, the total
- * adds the sizes, a row can be marked kept (a failed restore's), a deleted row is gone (and
- * deleting it again is not an error). */
+ * adds the sizes, a row can be marked kept, held and released apart from its keep, a deleted
+ * row is gone (and deleting it again is not an error). */
 static void test_snapshot_rows(void **state)
 {
     struct fixture *fx = *state;
@@ -988,6 +1129,29 @@ static void test_snapshot_rows(void **state)
     assert_true(json_is_true(json_object_get(one, "keep")));
     json_decref(one);
     assert_int_equal(clr_store_snapshot_keep(fx->st, "snap-00000000000000ff", &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    err = (clr_error)CLR_ERROR_INIT;
+    /* A restore's hold is apart from keep: held and released, a kept snapshot stays kept, and
+     * one not kept stays not kept; holding twice is one hold (a crash's left over, taken
+     * over). Unknown ones are not found. */
+    assert_false(snapshot_flag(fx->st, rows[0][0], "held")); /* a new row is not held */
+    assert_int_equal(clr_store_snapshot_hold(fx->st, rows[0][0], &err), 0);
+    assert_int_equal(clr_store_snapshot_hold(fx->st, rows[0][0], &err), 0);
+    assert_int_equal(clr_store_snapshot_hold(fx->st, rows[1][0], &err), 0);
+    assert_true(snapshot_flag(fx->st, rows[0][0], "held"));
+    assert_true(snapshot_flag(fx->st, rows[0][0], "keep"));
+    assert_true(snapshot_flag(fx->st, rows[1][0], "held"));
+    assert_false(snapshot_flag(fx->st, rows[1][0], "keep")); /* a hold is not a keep */
+    assert_int_equal(clr_store_snapshot_release(fx->st, rows[0][0], &err), 0);
+    assert_int_equal(clr_store_snapshot_release(fx->st, rows[1][0], &err), 0);
+    assert_false(snapshot_flag(fx->st, rows[0][0], "held"));
+    assert_true(snapshot_flag(fx->st, rows[0][0], "keep")); /* the user's keep stays */
+    assert_false(snapshot_flag(fx->st, rows[1][0], "held"));
+    assert_false(snapshot_flag(fx->st, rows[1][0], "keep"));
+    assert_int_equal(clr_store_snapshot_hold(fx->st, "snap-00000000000000ff", &err), -1);
+    assert_int_equal(err.code, CLR_E_NOT_FOUND);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_store_snapshot_release(fx->st, "snap-00000000000000ff", &err), -1);
     assert_int_equal(err.code, CLR_E_NOT_FOUND);
     err = (clr_error)CLR_ERROR_INIT;
     json_t *list = NULL;
@@ -1037,6 +1201,9 @@ int main(void)
         F(test_concurrent_updates_count_their_own_changes),
         F(test_sandbox_touch_and_set_expiry),
         F(test_sandbox_set_container),
+        F(test_attached_survives_swap_to_its_container),
+        F(test_migration_of_attached_flag),
+        F(test_migration_adds_snapshot_hold),
         F(test_sandbox_large_and_negative_times_kept),
         F(test_sandbox_not_found_errors),
         F(test_exec_insert_finish_get),
