@@ -146,12 +146,13 @@ static json_t *make_row(clr_service *svc, const clr_store_sandbox *sb, const cha
     json_t *last = json_array_size(prev) ? json_array_get(prev, json_array_size(prev) - 1) : NULL;
     const char *parent = json_string_value(json_object_get(last, "id"));
     int64_t now = svc_now_s();
-    json_t *row = json_pack("{s:s, s:s, s:s, s:o, s:I, s:s, s:I, s:I, s:b, s:o}", "id", id,
+    json_t *row = json_pack("{s:s, s:s, s:s, s:o, s:I, s:s, s:I, s:I, s:b, s:b, s:o}", "id", id,
                             "sandbox", sb->info.id, "tenant",
                             svc_tenant_or_default(sb->info.tenant), "parent",
                             parent ? json_string(parent) : json_null(), "size", (json_int_t)size, "sha256", sha,
                             "created_at", (json_int_t)now, "expires_at",
-                            (json_int_t)(now + ttl), "keep", keep, "source", source_of(svc, sb));
+                            (json_int_t)(now + ttl), "keep", keep, "held", 0,
+                            "source", source_of(svc, sb));
     json_decref(prev);
     return row;
 }
