@@ -13,7 +13,7 @@
 #include "procfs.h"
 #include "util.h"
 
-int agent_stat_parse(const char *stat, pid_t *ppid, uint64_t *rss_pages)
+int agent_stat_parse(const char *stat, char *state, pid_t *ppid, uint64_t *rss_pages)
 {
     const char *p = strrchr(stat, ')');
     if (!p || p[1] != ' ')
@@ -22,6 +22,7 @@ int agent_stat_parse(const char *stat, pid_t *ppid, uint64_t *rss_pages)
     const char *field = p + 2;
     int pp = 0;
     long long rss = 0;
+    *state = *field && field[1] == ' ' ? *field : '?';
     for (int i = 3; i <= 24 && field; i++) {
         if (i == 4)
             pp = atoi(field);
@@ -34,6 +35,11 @@ int agent_stat_parse(const char *stat, pid_t *ppid, uint64_t *rss_pages)
     *ppid = pp;
     *rss_pages = rss > 0 ? (uint64_t)rss : 0;
     return 0;
+}
+
+bool agent_state_halted(char state)
+{
+    return state == 'T' || state == 't' || state == 'Z' || state == 'X';
 }
 
 /* Reads a small file of /proc into buf (NUL-terminated); the length, or -1. */
@@ -49,14 +55,14 @@ static ssize_t read_small(const char *path, char *buf, size_t size)
     return n;
 }
 
-/* Reads ppid and resident pages from /proc/PID/stat. */
-static int read_stat(pid_t pid, pid_t *ppid, uint64_t *rss_pages)
+/* Reads the state, ppid and resident pages from /proc/PID/stat. */
+static int read_stat(pid_t pid, char *state, pid_t *ppid, uint64_t *rss_pages)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof(path), "/proc/%d/stat", pid);
     if (read_small(path, buf, sizeof(buf)) < 0)
         return -1;
-    return agent_stat_parse(buf, ppid, rss_pages);
+    return agent_stat_parse(buf, state, ppid, rss_pages);
 }
 
 size_t agent_tree_select(struct proc *procs, size_t n, pid_t root, uint64_t *pages)
@@ -107,9 +113,11 @@ size_t agent_tree_scan(struct proc *procs, size_t max, uint64_t *rss_bytes)
             continue;
         pid_t ppid;
         uint64_t pages = 0;
-        if (read_stat((pid_t)pid, &ppid, &pages) < 0)
+        char state;
+        if (read_stat((pid_t)pid, &state, &ppid, &pages) < 0)
             continue;
-        procs[n++] = (struct proc){.pid = (pid_t)pid, .ppid = ppid, .rss_pages = pages};
+        procs[n++] = (struct proc){.pid = (pid_t)pid, .ppid = ppid, .rss_pages = pages,
+                                   .state = state};
     }
     uint64_t pages = 0;
     size_t m = agent_tree_select(procs, n, self, &pages);

@@ -15,12 +15,18 @@
 struct proc {
     pid_t pid, ppid;
     uint64_t rss_pages;
+    char state; /* /proc/PID/stat's field 3: 'R', 'S', 'D', 'T' (stopped), 'Z'...; '?' unknown */
     bool in_tree;
 };
 
-/* Parses the text of /proc/PID/stat: the parent's pid and resident pages. comm (field 2) may
- * hold anything, ')' and spaces included: the fields are read after the last ')'. 0 or -1. */
-int agent_stat_parse(const char *stat, pid_t *ppid, uint64_t *rss_pages);
+/* Parses the text of /proc/PID/stat: the state letter, the parent's pid and resident pages.
+ * comm (field 2) may hold anything, ')' and spaces included: the fields are read after the last
+ * ')'. 0 or -1. */
+int agent_stat_parse(const char *stat, char *state, pid_t *ppid, uint64_t *rss_pages);
+
+/* Whether a process in this state can run no more code until it is continued or reaped:
+ * stopped ('T'), stopped under a tracer ('t'), a zombie ('Z') or dead ('X'). */
+bool agent_state_halted(char state);
 
 /* Marks every process whose parent chain reaches root (root's children first) as in_tree, then
  * moves those to the front of procs, in their order. Returns how many there are and their

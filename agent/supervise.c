@@ -7,9 +7,13 @@
  * Process-tree kill: the supervisor is a child subreaper, so every descendant of the command that
  * loses its parent (double fork, setsid daemons) is re-parented to the supervisor rather than to
  * PID 1. The tree is therefore exactly the processes whose parent chain reaches the supervisor;
- * kill_tree() scans /proc, SIGKILLs all of them (SIGKILL also ends stopped processes and cannot be
- * ignored) and repeats until none is left, so a process that forks during the scan is caught on
- * the next pass.
+ * kill_tree() stops the tree first, then kills it: a process SIGKILLed frees its pid at once and
+ * a fork bomb still running fills it again, while a stopped one holds its pid and forks nothing.
+ * So each scan of /proc SIGSTOPs what is not stopped yet, until a scan finds nothing of the tree
+ * running (or a bounded number of scans passed). That shrinks a bomb, it proves nothing (a
+ * process of another command may SIGCONT one, a scan is not atomic): then every process each scan
+ * finds is SIGKILLed, whatever its state (SIGKILL ends stopped processes too, cannot be ignored,
+ * and ends a whole thread group whose leader is a zombie), and the scans go on until none is left.
  *
  * Flow control: frames for the host are queued and written when fd 1 is writable; while the queue
  * is full the command's pipes are not read, so a flood of output blocks the command, never the
@@ -148,22 +152,49 @@ static void reap(struct sup *s)
         ;
 }
 
-/* SIGKILLs every descendant until none is left. */
+#define KILL_ROUNDS 1000 /* scans of /proc at most */
+#define STOP_ROUNDS 50   /* of them, at most this many stop before they kill regardless */
+
+/* Whether a process in this state may still run the command's code: not stopped ('T', 't'), not
+ * a zombie or dead ('Z', 'X') — a zombie leader whose other threads run is SIGKILLed all the same
+ * below — and not in an uninterruptible sleep ('D': a vfork parent waits there for its child, and
+ * takes the SIGSTOP sent to it when it leaves). */
+static bool may_run(char state)
+{
+    return !agent_state_halted(state) && state != 'D';
+}
+
+/* Ends every descendant: stops the tree until a scan finds nothing in it running (at most
+ * STOP_ROUNDS scans), then SIGKILLs every process each scan finds until none is left. */
 static void kill_tree(struct sup *s)
 {
     struct proc *procs = agent_tree_buffer();
     reap(s);
     if (agent_no_children())
         return;
-    for (int round = 0; round < 1000; round++) {
+    bool stopping = true;
+    for (int round = 0; round < KILL_ROUNDS; round++) {
         size_t n = agent_tree_scan(procs, AGENT_MAX_PROCS, NULL);
         if (n == 0)
             break;
-        for (size_t i = 0; i < n; i++) {
-            if (kill(procs[i].pid, SIGKILL) == 0)
-                s->killed++;
+        if (stopping) {
+            size_t running = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (agent_state_halted(procs[i].state))
+                    continue;
+                kill(procs[i].pid, SIGSTOP);
+                running += may_run(procs[i].state);
+            }
+            stopping = running > 0 && round + 1 < STOP_ROUNDS;
         }
-        reap(s);
+        if (!stopping) {
+            for (size_t i = 0; i < n; i++) {
+                if (kill(procs[i].pid, SIGKILL) == 0 && procs[i].state != 'Z')
+                    s->killed++;
+            }
+            reap(s);
+        }
+        /* (a stop or a kill takes effect when its target next runs: let it) */
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -25,7 +26,9 @@ static void test_stat_plain(void **state)
     (void)state;
     pid_t ppid = -1;
     uint64_t rss = 0;
-    assert_int_equal(agent_stat_parse("100 (sh) " STAT_TAIL, &ppid, &rss), 0);
+    char st = 0;
+    assert_int_equal(agent_stat_parse("100 (sh) " STAT_TAIL, &st, &ppid, &rss), 0);
+    assert_int_equal(st, 'S');
     assert_int_equal(ppid, 77);
     assert_int_equal(rss, 321);
 }
@@ -36,12 +39,43 @@ static void test_stat_hostile_comm(void **state)
     (void)state;
     pid_t ppid = -1;
     uint64_t rss = 0;
+    char st = 0;
     assert_int_equal(agent_stat_parse("100 (x) S 1 1 1 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 99999) "
                                       STAT_TAIL,
-                                      &ppid, &rss),
+                                      &st, &ppid, &rss),
                      0);
+    assert_int_equal(st, 'S'); /* the real state, not comm's "S" */
     assert_int_equal(ppid, 77);
     assert_int_equal(rss, 321);
+}
+
+/* The state letter of each kind a kill needs to tell apart; one that is not a single letter is
+ * unknown ('?'), and unknown is not halted (it is stopped again, then killed). */
+static void test_stat_state(void **state)
+{
+    (void)state;
+    pid_t ppid = -1;
+    uint64_t rss = 0;
+    char st = 0;
+    const char *halted = "TtZX", *running = "RSDI";
+    for (const char *c = halted; *c; c++) {
+        char text[64];
+        snprintf(text, sizeof(text), "100 (x) %c 77 0", *c);
+        assert_int_equal(agent_stat_parse(text, &st, &ppid, &rss), 0);
+        assert_int_equal(st, *c);
+        assert_true(agent_state_halted(st));
+    }
+    for (const char *c = running; *c; c++) {
+        char text[64];
+        snprintf(text, sizeof(text), "100 (x) %c 77 0", *c);
+        assert_int_equal(agent_stat_parse(text, &st, &ppid, &rss), 0);
+        assert_int_equal(st, *c);
+        assert_false(agent_state_halted(st));
+    }
+    assert_int_equal(agent_stat_parse("100 (x) Tx 77 0", &st, &ppid, &rss), 0);
+    assert_int_equal(st, '?');
+    assert_false(agent_state_halted(st));
+    assert_int_equal(ppid, 77);
 }
 
 static void test_stat_malformed(void **state)
@@ -49,16 +83,17 @@ static void test_stat_malformed(void **state)
     (void)state;
     pid_t ppid = -1;
     uint64_t rss = 9;
-    assert_int_equal(agent_stat_parse("100 sh S 77", &ppid, &rss), -1); /* no ')' */
-    assert_int_equal(agent_stat_parse("100 (sh)", &ppid, &rss), -1);    /* nothing after */
+    char st = 0;
+    assert_int_equal(agent_stat_parse("100 sh S 77", &st, &ppid, &rss), -1); /* no ')' */
+    assert_int_equal(agent_stat_parse("100 (sh)", &st, &ppid, &rss), -1);    /* nothing after */
     assert_int_equal(ppid, -1);
     /* cut short: what is there is read, the missing rss is 0 */
-    assert_int_equal(agent_stat_parse("100 (sh) S 77 100", &ppid, &rss), 0);
+    assert_int_equal(agent_stat_parse("100 (sh) S 77 100", &st, &ppid, &rss), 0);
     assert_int_equal(ppid, 77);
     assert_int_equal(rss, 0);
     /* a negative rss is none */
-    assert_int_equal(agent_stat_parse("1 (a) S 2 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 -5", &ppid,
-                                      &rss),
+    assert_int_equal(agent_stat_parse("1 (a) S 2 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 -5", &st,
+                                      &ppid, &rss),
                      0);
     assert_int_equal(rss, 0);
 }
@@ -182,6 +217,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stat_plain),
         cmocka_unit_test(test_stat_hostile_comm),
+        cmocka_unit_test(test_stat_state),
         cmocka_unit_test(test_stat_malformed),
         cmocka_unit_test(test_tree_select_follows_parent_links),
         cmocka_unit_test(test_tree_select_empty),
