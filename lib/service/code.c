@@ -841,12 +841,7 @@ static int running_tenant(clr_service *svc, const char *id, char *tenant, clr_er
 {
     if (svc_require_running(svc, id, err) < 0)
         return -1;
-    clr_store_sandbox row;
-    if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
-        return -1;
-    snprintf(tenant, CLR_TENANT_MAX + 1, "%s", svc_tenant_or_default(row.info.tenant));
-    clr_store_sandbox_clear(&row);
-    return 0;
+    return svc_row_tenant(svc, id, tenant, err);
 }
 
 int clr_service_code_check(clr_service *svc, const char *id, json_t *req, clr_error *err)
