@@ -6,7 +6,11 @@ interleaved round by round (the machine is noisy):
   through the daemon's API, p50/p99; and the same through the command line (`clearing code ID
   -c 1+1` next to `clearing exec ID -- python3 -c 'print(1+1)'`), which adds the CLI's start;
 - `import pandas` in a fresh kernel (the first time) and again (the second);
-- a matplotlib figure to PNG (plt.plot + plt.show in one cell).
+- a matplotlib figure to PNG (plt.plot + plt.show in one cell);
+- where a warm cell's time goes: `true` through POST .../exec (the daemon, the agent's channel
+  and a process start), and a Jupyter kernel's own round trip for `1+1` measured inside the same
+  sandbox by a client talking to a kernel of its own as the bridge does (TCP on loopback), no
+  daemon in the way.
 
     bench/bench_code.py PATH/TO/clearing [--rounds N] [--json]
 
@@ -25,6 +29,37 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 import clearing_test as ct  # noqa: E402
 
 IMAGE = 'clearing/datascience:latest'
+
+# Run inside the sandbox: a kernel of its own, N round trips of `1+1` as the bridge makes them
+# (execute, iopub until idle, the shell reply), the first few left out; prints the times in ms.
+KERNEL_RTT = r"""
+import os, sys, time, json, tempfile
+base = tempfile.mkdtemp(prefix='bench-kernel-')
+os.environ['JUPYTER_RUNTIME_DIR'] = base
+os.environ['IPYTHONDIR'] = base
+from jupyter_client import KernelManager
+km = KernelManager(kernel_name='python3')
+km.ip = '127.0.0.1'
+km.start_kernel(stdout=open(os.devnull, 'wb'), stderr=open(os.devnull, 'wb'))
+kc = km.client()
+kc.start_channels()
+kc.wait_for_ready(timeout=300)
+out = []
+for i in range(int(sys.argv[1]) + 3):
+    t = time.perf_counter()
+    mid = kc.execute('1+1', store_history=True)
+    while True:
+        m = kc.get_iopub_msg(timeout=60)
+        if (m['parent_header'].get('msg_id') == mid and m['msg_type'] == 'status'
+                and m['content']['execution_state'] == 'idle'):
+            break
+    while kc.get_shell_msg(timeout=60)['parent_header'].get('msg_id') != mid:
+        pass
+    out.append((time.perf_counter() - t) * 1000)
+kc.stop_channels()
+km.shutdown_kernel(now=True)
+print(json.dumps(out[3:]))
+"""
 
 
 def pct(v, p):
@@ -68,6 +103,20 @@ def main():
             if r.status != 200 or r.json['result']['stdout'] != '2\n':
                 raise RuntimeError('exec: %r' % r)
 
+        def exec_true():
+            r = c.post('/v1/sandboxes/%s/exec' % sid, {'argv': ['true'], 'timeout': '60s'},
+                       timeout=120)
+            if r.status != 200 or r.json['result']['exit_code'] != 0:
+                raise RuntimeError('exec: %r' % r)
+
+        def kernel_rtt(n):
+            r = c.post('/v1/sandboxes/%s/exec' % sid,
+                       {'argv': ['python3', '-c', KERNEL_RTT, str(n)], 'timeout': '600s'},
+                       timeout=900)
+            if r.status != 200 or r.json['result']['exit_code'] != 0:
+                raise RuntimeError('kernel round trip: %r' % r)
+            return json.loads(r.json['result']['stdout'])
+
         env = dict(os.environ, CLEARING_HOST='unix://' + d.sock)
 
         def cli(args):
@@ -86,12 +135,16 @@ def main():
             if not any('image/png' in x for x in ans['displays']):
                 raise RuntimeError('no PNG: %r' % ans)
             figure.append(ms)
-        api_cell, api_exec, cli_cell, cli_exec = [], [], [], []
+        api_cell, api_exec, cli_cell, cli_exec, api_true, kernel = [], [], [], [], [], []
         cell('1+1')
         exec_py()
-        for _ in range(a.rounds):
+        exec_true()
+        for i in range(a.rounds):
             api_cell.append(timed(lambda: cell('1+1'))[0])
             api_exec.append(timed(exec_py)[0])
+            api_true.append(timed(exec_true)[0])
+            if i % 10 == 0:  # a batch of the kernel's own round trips among the rounds
+                kernel += kernel_rtt(10)
         for _ in range(max(5, a.rounds // 5)):
             cli_cell.append(timed(lambda: cli(['code', sid, '-c', '1+1']))[0])
             cli_exec.append(timed(lambda: cli(['exec', sid, '--', 'python3', '-c',
@@ -105,6 +158,10 @@ def main():
             'cli_cell_ms': {'p50': round(pct(cli_cell, 50), 2), 'p99': round(pct(cli_cell, 99), 2)},
             'cli_exec_python_ms': {'p50': round(pct(cli_exec, 50), 2),
                                    'p99': round(pct(cli_exec, 99), 2)},
+            'api_exec_true_ms': {'p50': round(pct(api_true, 50), 2),
+                                 'p99': round(pct(api_true, 99), 2)},
+            'kernel_rtt_in_sandbox_ms': {'p50': round(pct(kernel, 50), 2),
+                                         'p99': round(pct(kernel, 99), 2)},
             'import_pandas_first_ms': round(pandas_first, 1),
             'import_pandas_second_ms': round(pandas_second, 1),
             'matplotlib_png_ms': {'first': round(figure[0], 1), 'next': round(min(figure[1:]), 1)},

@@ -264,7 +264,10 @@ static bool known_status(const char *s)
 /* A bundle of outputs by MIME type: the types the bridge gives (code_bridge.py's MIMES), text
  * as strings, application/json any JSON value, each held to the cell's cap as the bridge holds
  * it: a text cut, a JSON value (counted as the compact JSON it is sent as) or an image whole or
- * dropped. A text cut to nothing is dropped. */
+ * dropped. An empty value, or a text cut to nothing, is dropped. Each value kept also costs its
+ * type's name and BUNDLE_ENTRY_COST: without it a cell printing thousands of displays of one
+ * empty or one-byte value each would answer with megabytes that its cap never counted. */
+#define BUNDLE_ENTRY_COST 8 /* the quotes, colon and comma around a name and its value */
 static json_t *bundle(struct code_cap *c, json_t *b)
 {
     static const char *const mimes[] = {"text/plain", "text/html", "text/markdown",
@@ -275,24 +278,33 @@ static json_t *bundle(struct code_cap *c, json_t *b)
     json_t *o = json_object();
     for (size_t i = 0; i < sizeof(mimes) / sizeof(mimes[0]); i++) {
         json_t *v = json_object_get(b, mimes[i]);
-        if (!v)
+        bool json = strcmp(mimes[i], "application/json") == 0;
+        if (!v || (!json && (!json_is_string(v) || json_string_length(v) == 0)))
             continue;
-        if (strcmp(mimes[i], "application/json") == 0) {
+        /* The entry's cost first (it is given back when the value is not kept). */
+        size_t cost = strlen(mimes[i]) + BUNDLE_ENTRY_COST;
+        if (!cap_whole(c, cost))
+            continue;
+        bool kept = false;
+        if (json) {
             char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-            if (text && cap_whole(c, strlen(text)))
+            kept = text && cap_whole(c, strlen(text));
+            if (kept)
                 json_object_set(o, mimes[i], v);
             free(text);
-        } else if (!json_is_string(v)) {
-            continue;
         } else if (strncmp(mimes[i], "image/", 6) == 0) {
-            if (cap_whole(c, json_string_length(v)))
+            kept = cap_whole(c, json_string_length(v));
+            if (kept)
                 json_object_set(o, mimes[i], v);
         } else {
-            json_t *kept = cap_take(c, v);
-            if (json_string_length(kept) > 0 || json_string_length(v) == 0)
-                json_object_set(o, mimes[i], kept);
-            json_decref(kept);
+            json_t *part = cap_take(c, v);
+            kept = json_string_length(part) > 0;
+            if (kept)
+                json_object_set(o, mimes[i], part);
+            json_decref(part);
         }
+        if (!kept)
+            c->used -= cost;
     }
     return o;
 }
@@ -659,7 +671,8 @@ static unsigned tenant_kernels_locked(clr_service *svc, const char *tenant,
     return n;
 }
 
-static int code_sessions_full(clr_service *svc, const char *tenant, unsigned max, clr_error *err)
+static int code_sessions_full(clr_service *svc, const char *tenant, unsigned running,
+                              unsigned max, clr_error *err)
 {
     atomic_fetch_add(&svc->refused, 1);
     return clr_error_set(err, CLR_E_LIMIT, 0,
@@ -667,7 +680,7 @@ static int code_sessions_full(clr_service *svc, const char *tenant, unsigned max
                          "sandboxes (max_code_sessions %u for tenant %s); end one (destroy a "
                          "sandbox whose code session is no longer needed) or ask the operator "
                          "to raise tenants.%s.max_code_sessions",
-                         tenant, max, max, tenant, tenant);
+                         tenant, running, max, tenant, tenant);
 }
 
 /* Room for the sandbox's session to hold a kernel: it holds one already, or its tenant is below
@@ -680,9 +693,10 @@ static int session_room(clr_service *svc, const char *id, const char *tenant, cl
     const struct code_session *s = svc->codes;
     while (s && strcmp(s->sandbox_id, id) != 0)
         s = s->next;
-    bool room = (s && s->kernel && !s->ended) || tenant_kernels_locked(svc, tenant, s) < max;
+    unsigned running = tenant_kernels_locked(svc, tenant, s);
+    bool room = (s && s->kernel && !s->ended) || running < max;
     pthread_mutex_unlock(&code_lock);
-    return room ? 0 : code_sessions_full(svc, tenant, max, err);
+    return room ? 0 : code_sessions_full(svc, tenant, running, max, err);
 }
 
 /* The session, holding its turn, takes one of its tenant's max_code_sessions for the kernel it
@@ -693,11 +707,12 @@ static int session_admit(struct code_session *s, clr_error *err)
 {
     unsigned max = svc_code_sessions_max(s->svc, s->tenant);
     pthread_mutex_lock(&code_lock);
-    bool room = tenant_kernels_locked(s->svc, s->tenant, s) < max;
+    unsigned running = tenant_kernels_locked(s->svc, s->tenant, s);
+    bool room = running < max;
     if (room)
         s->kernel = true;
     pthread_mutex_unlock(&code_lock);
-    return room ? 0 : code_sessions_full(s->svc, s->tenant, max, err);
+    return room ? 0 : code_sessions_full(s->svc, s->tenant, running, max, err);
 }
 
 /* The sandbox's session (made on first use, counting in tenant's max_code_sessions) with the
@@ -713,7 +728,11 @@ static struct code_session *session_take(clr_service *svc, const char *id, const
         n++;
     if (!s && n >= CODE_MAX_SESSIONS) {
         pthread_mutex_unlock(&code_lock);
-        clr_error_set(err, CLR_E_LIMIT, 0, "at capacity: %d code sessions", CODE_MAX_SESSIONS);
+        clr_error_set(err, CLR_E_LIMIT, 0,
+                      "at capacity: the daemon keeps at most %d code sessions and all are in "
+                      "use; try again once one ends (a sandbox destroyed ends its session), or "
+                      "spread the work over another daemon",
+                      CODE_MAX_SESSIONS);
         return NULL;
     }
     if (!s) {

@@ -19,6 +19,7 @@ import time
 
 OUT = sys.stdout
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+ENTRY_COST = 8  # the quotes, colon and comma around a bundle entry's name and value
 MIMES = ("text/plain", "text/html", "text/markdown", "application/json", "image/png",
          "image/jpeg", "image/svg+xml")
 
@@ -115,6 +116,15 @@ class Cell:
         self.used += len(b)
         return text
 
+    def whole_cost(self, n):
+        """n bytes of the answer's own (no text of the cell's) if they fit, counted then; else
+        None and truncated."""
+        if self.used + n > self.cap:
+            self.truncated = True
+            return None
+        self.used += n
+        return n
+
     def whole(self, text):
         """text if all of it fits the room left (counted then), else None: truncated, and
         nothing counted, so a value too large to keep takes no room from the outputs after it."""
@@ -126,24 +136,34 @@ class Cell:
         return text
 
     def bundle(self, data):
+        """The outputs kept by MIME type, as the daemon keeps them (code.c bundle): an empty
+        value or a text cut to nothing is dropped, and each value kept costs its type's name
+        and ENTRY_COST besides its bytes, so that thousands of tiny displays stay within the cap."""
         out = {}
         for m in MIMES:
             v = data.get(m)
-            if v is None:
+            if v is None or v == "":
+                continue
+            cost = len(m) + ENTRY_COST
+            if self.whole_cost(cost) is None:
                 continue
             if m == "application/json":
                 # Whole or not at all: a cut JSON text is no value.
                 if not isinstance(v, str):
                     v = json.dumps(v)
-                if self.whole(v) is not None:
+                kept = self.whole(v) is not None
+                if kept:
                     out[m] = json.loads(v)
-                continue
-            if not isinstance(v, str):
-                v = json.dumps(v)
-            # An image cut short is a corrupt one (base64 PNG/JPEG, or SVG): whole or dropped.
-            v = self.whole(v) if m.startswith("image/") else self.take(v)
-            if v is not None:
-                out[m] = v
+            else:
+                if not isinstance(v, str):
+                    v = json.dumps(v)
+                # An image cut short is a corrupt one (base64 PNG/JPEG, or SVG): whole or dropped.
+                v = self.whole(v) if m.startswith("image/") else self.take(v)
+                kept = bool(v)
+                if kept:
+                    out[m] = v
+            if not kept:
+                self.used -= cost
         return out
 
     def on(self, msg):

@@ -108,6 +108,28 @@ class Cap(unittest.TestCase):
               'content': {'data': {'image/png': 'B' * 1000}}})
         self.assertEqual(c.displays, [{'image/png': 'B' * 1000}])  # the room was all there
 
+    def test_entries_count_and_empties_drop(self):
+        # As the daemon's bundle (code.c): each value kept costs its type's name and 8 besides
+        # its bytes, and an empty value is dropped, so thousands of tiny or empty displays stay
+        # within the cap. The control: one display of one byte is kept.
+        def display(c, data):
+            c.on({'header': {'msg_type': 'display_data'}, 'content': {'data': data}})
+        c = bridge.Cell(1024)
+        display(c, {'text/plain': 'd', 'text/html': ''})
+        self.assertEqual(c.displays, [{'text/plain': 'd'}])
+        entry = len('text/plain') + bridge.ENTRY_COST + 1
+        self.assertEqual(c.used, entry)
+        for _ in range(3000):
+            display(c, {'text/plain': 'd'})
+        self.assertEqual(len(c.displays), 1024 // entry)
+        self.assertTrue(c.truncated)
+        c = bridge.Cell(1024)
+        for _ in range(3000):
+            display(c, {'text/plain': '', 'text/html': ''})
+        self.assertEqual(c.displays, [])
+        self.assertEqual(c.used, 0)
+        self.assertFalse(c.truncated)
+
     def test_error_value_counts(self):
         # An exception's message is output like any other: a huge one is cut at the cap.
         c = bridge.Cell(1024)

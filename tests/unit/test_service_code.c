@@ -333,6 +333,9 @@ static const char *text_of(json_t *a, const char *field)
     return json_string_value(json_object_get(a, field));
 }
 
+/* What a bundle entry costs besides its value: its type's name and 8 (code.c bundle). */
+#define ENTRY(mime) ((int)sizeof(mime) - 1 + 8)
+
 static void test_answer_capped(void **state)
 {
     (void)state;
@@ -391,7 +394,7 @@ static void test_answer_capped(void **state)
     assert_int_equal(json_array_size(displays), 1); /* the dropped images leave no display */
     assert_int_equal(
         (int)json_string_length(json_object_get(json_array_get(displays, 0), "text/plain")),
-        CAP / 2 - 1);
+        CAP / 2 - 1 - 2 * ENTRY("text/plain"));
     assert_true(json_is_true(json_object_get(a, "truncated")));
     json_decref(a);
 
@@ -406,17 +409,42 @@ static void test_answer_capped(void **state)
     assert_true(json_is_true(json_object_get(a, "truncated")));
     json_decref(a);
 
-    /* Many small displays, and MIME types the bridge never gives: at most the cap's worth, and
-     * only known types. */
+    /* Many small displays, and MIME types the bridge never gives: at most the cap's worth, each
+     * value counted with its entry, and only known types. */
     json_t *many = json_array();
     for (int i = 0; i < 3 * CAP; i++)
         json_array_append_new(many, json_pack("{s:s, s:s}", "text/plain", "d", "text/x-evil",
                                               "not counted, never sent"));
     a = capped(json_pack("{s:o}", "displays", many));
     displays = json_object_get(a, "displays");
-    assert_int_equal((int)json_array_size(displays), CAP);
+    assert_int_equal((int)json_array_size(displays), CAP / (1 + ENTRY("text/plain")));
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(displays, 0), "text/plain")), "d");
     assert_null(json_object_get(json_array_get(displays, 0), "text/x-evil"));
     assert_true(json_is_true(json_object_get(a, "truncated")));
+    json_decref(a);
+
+    /* Empty values are no output: dropped, and a display of nothing but empty values is none
+     * (else thousands of them would answer with megabytes the cap never counted). The control:
+     * the same displays with a byte each are kept. */
+    json_t *empties = json_array(), *ones = json_array();
+    for (int i = 0; i < 3 * CAP; i++) {
+        json_array_append_new(empties, json_pack("{s:s, s:s}", "text/plain", "", "text/html",
+                                                 ""));
+        if (i < 4)
+            json_array_append_new(ones, json_pack("{s:s, s:s}", "text/plain", "1", "text/html",
+                                                  ""));
+    }
+    a = capped(json_pack("{s:o, s:{s:s}}", "displays", ones, "result", "text/plain", ""));
+    assert_int_equal((int)json_array_size(json_object_get(a, "displays")), 4);
+    json_t *d0 = json_array_get(json_object_get(a, "displays"), 0);
+    assert_string_equal(json_string_value(json_object_get(d0, "text/plain")), "1");
+    assert_null(json_object_get(d0, "text/html"));
+    assert_int_equal((int)json_object_size(json_object_get(a, "result")), 0);
+    json_decref(a);
+    a = capped(json_pack("{s:o}", "displays", empties));
+    assert_int_equal((int)json_array_size(json_object_get(a, "displays")), 0);
+    assert_true(json_is_false(json_object_get(a, "truncated")));
     json_decref(a);
 
     /* The bridge's message is no output but is bounded all the same. */
