@@ -2,7 +2,7 @@
  * POST and DELETE of /mcp does. A POST's requests wait for their responses in the session's
  * waiters; what the session emits for them goes to that POST's answer: held until the handler
  * knows whether everything is answered (then one JSON answer), else pushed as Server-Sent Events
- * on the same pushed body the NDJSON streams use (http_stream.h). */
+ * on the same pushed body the NDJSON streams use (http_pushed.h). */
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -15,7 +15,7 @@
 
 #include "clearing/cleanup.h"
 #include "http.h"
-#include "http_stream.h"
+#include "http_pushed.h"
 #include "mcp.h"
 #include "mcp_http.h"
 #include "mcp_client.h"
@@ -24,6 +24,11 @@
 #define SESSION_ID_BYTES 32 /* sent as 64 hex digits */
 
 static const char sse_heartbeat[] = ": heartbeat\n\n"; /* an SSE comment: clients skip it */
+/* The last words of a stream its client read too slowly (http_pushed.h); a client opens a new
+ * one. */
+static const char sse_overflow[] = ": the client read this stream too slowly (more than "
+                                   HTTP_PUSHED_MAX_TEXT " waited to be sent): it ends here; open "
+                                   "a new one\n\n";
 
 /* One POST that carried requests: its answer, while any of them is unanswered. */
 struct post {
@@ -618,7 +623,7 @@ static enum MHD_Result answer_post(struct MHD_Connection *c, struct msession *ms
             free(text);
         return queue(c, r, "application/json", *failed ? NULL : session_id);
     }
-    p->sse = http_pushed_new(sse_heartbeat);
+    p->sse = http_pushed_new(sse_heartbeat, sse_overflow);
     struct MHD_Response *r = p->sse ? http_pushed_response(p->sse) : NULL;
     if (r) {
         for (size_t i = 0; i < json_array_size(p->held); i++)

@@ -1,0 +1,238 @@
+/* A body pushed by one thread while a response sends it (see http_pushed.h): shared by the
+ * thread that pushes (an exec, an MCP session's calls) and the response that reads it, the last
+ * of the two to let go frees it; what waits to be sent is bounded. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "http_pushed.h"
+
+/* ---- a pushed body ---- */
+
+struct chunk {
+    char *data;
+    size_t len, off;
+    struct chunk *next;
+};
+
+struct http_pushed {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct chunk *head, *tail;
+    bool done;
+    bool closed; /* the response let go */
+    int refs;
+    const char *heartbeat;
+    const char *overflow; /* the last words of a body whose reader fell too far behind */
+    size_t queued;        /* bytes pushed and not yet sent */
+    int client_fd;      /* the connection's socket, watched for the client's hang-up; -1: none */
+    volatile int gone;  /* the response let go: what a streamed plan takes as its cancel */
+};
+
+/* A stream silent for HEARTBEAT_S carries its heartbeat: the server ends a connection idle for
+ * its timeout (60 s), which a command silent that long would otherwise cost its stream. */
+#define HEARTBEAT_S 20
+
+struct http_pushed *http_pushed_new(const char *heartbeat, const char *overflow)
+{
+    struct http_pushed *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    p->refs = 1;
+    p->heartbeat = heartbeat;
+    p->overflow = overflow;
+    p->client_fd = -1;
+    return p;
+}
+
+void http_pushed_unref(struct http_pushed *p)
+{
+    pthread_mutex_lock(&p->lock);
+    int refs = --p->refs;
+    pthread_mutex_unlock(&p->lock);
+    if (refs > 0)
+        return;
+    for (struct chunk *e = p->head; e;) {
+        struct chunk *n = e->next;
+        free(e->data);
+        free(e);
+        e = n;
+    }
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->cond);
+    free(p);
+}
+
+/* Queues a copy of len bytes (p's lock held); false when out of memory. */
+static bool queue_locked(struct http_pushed *p, const char *data, size_t len)
+{
+    struct chunk *e = calloc(1, sizeof(*e));
+    char *d = malloc(len ? len : 1);
+    if (!e || !d) {
+        free(e);
+        free(d);
+        return false;
+    }
+    memcpy(d, data, len);
+    e->data = d;
+    e->len = len;
+    if (p->tail)
+        p->tail->next = e;
+    else
+        p->head = e;
+    p->tail = e;
+    p->queued += len;
+    return true;
+}
+
+bool http_pushed_write(struct http_pushed *p, const char *data, size_t len)
+{
+    pthread_mutex_lock(&p->lock);
+    /* Nobody reads it any more (the client went away), or it was ended: dropped, not kept. */
+    if (p->closed || p->done) {
+        pthread_mutex_unlock(&p->lock);
+        return true;
+    }
+    bool ok = true;
+    if (p->queued + len > HTTP_PUSHED_MAX) {
+        /* A client that reads slower than the pusher pushes would make the daemon hold
+         * without end what it has not read: what was queued is still sent, then the overflow's
+         * words, then the body ends. The pusher's work goes on (an exec's result is in its
+         * record); its later bytes are dropped. */
+        ok = queue_locked(p, p->overflow, strlen(p->overflow));
+        p->done = true;
+        p->gone = 1;
+    } else {
+        ok = queue_locked(p, data, len);
+    }
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    return ok;
+}
+
+void http_pushed_end(struct http_pushed *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->done = true;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+bool http_pushed_closed(struct http_pushed *p)
+{
+    pthread_mutex_lock(&p->lock);
+    bool closed = p->closed;
+    pthread_mutex_unlock(&p->lock);
+    return closed;
+}
+
+/* Whether the client closed its side of the connection (or it broke). */
+static bool client_hung_up(const struct http_pushed *p)
+{
+    if (p->client_fd < 0)
+        return false;
+    struct pollfd pf = {.fd = p->client_fd, .events = POLLRDHUP};
+    return poll(&pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+ssize_t http_pushed_read(struct http_pushed *p, char *buf, size_t max)
+{
+    pthread_mutex_lock(&p->lock);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += HEARTBEAT_S;
+    size_t hb = strlen(p->heartbeat);
+    while (!p->head && !p->done) {
+        /* Waits in slices of a second: a client that hung up is seen within one, not at the
+         * next write (a heartbeat's, which the kernel may still take). */
+        struct timespec slice;
+        clock_gettime(CLOCK_REALTIME, &slice);
+        slice.tv_sec += 1;
+        if (slice.tv_sec > until.tv_sec)
+            slice = until;
+        int w = pthread_cond_timedwait(&p->cond, &p->lock, &slice);
+        if (p->head || p->done)
+            break;
+        if (client_hung_up(p)) {
+            pthread_mutex_unlock(&p->lock);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (w == ETIMEDOUT && now.tv_sec >= until.tv_sec && max >= hb) {
+            pthread_mutex_unlock(&p->lock);
+            memcpy(buf, p->heartbeat, hb);
+            return (ssize_t)hb;
+        }
+    }
+    if (!p->head) {
+        pthread_mutex_unlock(&p->lock);
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    struct chunk *e = p->head;
+    size_t n = e->len - e->off;
+    if (n > max)
+        n = max;
+    memcpy(buf, e->data + e->off, n);
+    e->off += n;
+    p->queued -= n;
+    if (e->off == e->len) {
+        p->head = e->next;
+        if (!p->head)
+            p->tail = NULL;
+        free(e->data);
+        free(e);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return (ssize_t)n;
+}
+
+static ssize_t pushed_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    return http_pushed_read(cls, buf, max);
+}
+
+static void pushed_free(void *cls)
+{
+    struct http_pushed *p = cls;
+    pthread_mutex_lock(&p->lock);
+    p->closed = true;
+    p->gone = 1;
+    pthread_mutex_unlock(&p->lock);
+    http_pushed_unref(p);
+}
+
+struct MHD_Response *http_pushed_response(struct http_pushed *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->refs++;
+    pthread_mutex_unlock(&p->lock);
+    struct MHD_Response *r =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 65536, pushed_reader, p, pushed_free);
+    if (!r)
+        http_pushed_unref(p);
+    return r;
+}
+
+void http_pushed_watch(struct http_pushed *p, struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    pthread_mutex_lock(&p->lock);
+    p->client_fd = ci ? ci->connect_fd : -1;
+    pthread_mutex_unlock(&p->lock);
+}
+
+const volatile int *http_pushed_gone(struct http_pushed *p)
+{
+    return &p->gone;
+}
+
