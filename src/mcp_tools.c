@@ -93,11 +93,15 @@
     "and 16 hex digits), from snapshot_sandbox or list_snapshots\"}"
 /* The API's Snapshot (docs/openapi.yaml). */
 #define SNAPSHOT                                                                                   \
-    "{\"type\": \"object\", \"properties\": {\"id\": {\"type\": \"string\"}, "                  \
-    "\"sandbox\": {\"type\": \"string\"}, \"parent\": {\"type\": [\"string\", \"null\"]}, "    \
-    "\"size\": {\"type\": \"integer\", \"description\": \"bytes on disk\"}, "                     \
-    "\"sha256\": {\"type\": \"string\"}, \"created_at\": {\"type\": \"integer\"}, "              \
-    "\"expires_at\": {\"type\": \"integer\"}, \"keep\": {\"type\": \"boolean\"}}, "               \
+    "{\"type\": \"object\", \"properties\": {\"id\": {\"type\": \"string\"}, "                     \
+    "\"sandbox\": {\"type\": \"string\"}, \"parent\": {\"type\": [\"string\", \"null\"]}, "        \
+    "\"size\": {\"type\": \"integer\", \"description\": \"bytes on disk\"}, "                      \
+    "\"sha256\": {\"type\": \"string\"}, \"created_at\": {\"type\": \"integer\"}, "                \
+    "\"expires_at\": {\"type\": \"integer\"}, \"tenant\": {\"type\": \"string\"}, "                \
+    "\"keep\": {\"type\": \"boolean\", \"description\": \"outlives its sandbox until it "          \
+    "expires\"}, \"held\": {\"type\": \"boolean\", \"description\": \"a restore holds it (until "  \
+    "the sandbox runs again, or on after a restore that cost the sandbox): not removed with "      \
+    "its sandbox, still expires\"}}, "                                                             \
     "\"required\": [\"id\", \"sandbox\", \"size\", \"expires_at\"]}"
 #define OBJ(props, req)                                                                            \
     "{\"type\": \"object\", \"additionalProperties\": false, \"properties\": "                     \
@@ -319,7 +323,8 @@ static const struct tool tools[] = {
          "\"sandbox_id\""),
      SNAPSHOT, tool_snapshot_sandbox, false},
     {"list_snapshots", "List a sandbox's snapshots",
-     "Lists the snapshots of a sandbox, oldest first, with their ids, sizes and expiry.",
+     "Lists the snapshots of a sandbox, oldest first, with their ids, sizes and expiry, and "
+     "whether each is kept or held by a restore.",
      OBJ(SANDBOX_ID, "\"sandbox_id\""),
      "{\"type\": \"object\", \"properties\": {\"snapshots\": {\"type\": \"array\", "
      "\"items\": " SNAPSHOT "}}, \"required\": [\"snapshots\"]}",

@@ -68,12 +68,16 @@ json_t *tool_list_snapshots(struct mcp_call *c, const json_t *args)
     json_t *s;
     json_array_foreach (json_object_get(ls, "snapshots"), i, s) {
         char *t = NULL;
-        if (asprintf(&t, "%s%s %lld bytes, created %lld, expires %lld%s\n", text,
+        /* held apart from kept: a restore's hold (docs/openapi.yaml) also keeps the snapshot
+         * past its sandbox, whatever its keep says. */
+        if (asprintf(&t, "%s%s %lld bytes, created %lld, expires %lld%s%s\n", text,
                      json_string_value(json_object_get(s, "id")),
                      (long long)json_integer_value(json_object_get(s, "size")),
                      (long long)json_integer_value(json_object_get(s, "created_at")),
                      (long long)json_integer_value(json_object_get(s, "expires_at")),
-                     json_is_true(json_object_get(s, "keep")) ? ", kept" : "") >= 0) {
+                     json_is_true(json_object_get(s, "keep")) ? ", kept" : "",
+                     json_is_true(json_object_get(s, "held")) ? ", held by a restore" : "") >=
+            0) {
             free(text);
             text = t;
         }

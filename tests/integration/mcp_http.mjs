@@ -243,10 +243,15 @@ async function snapshots() {
   const snap = r.structuredContent?.id;
   check('snapshot_sandbox over /mcp: a snapshot of acme\'s sandbox', !r.isError &&
     /^snap-[0-9a-f]{16}$/.test(snap || '') && r.structuredContent?.tenant === 'acme', r);
+  check('... not held (no restore holds it), false as the daemon answered',
+    r.structuredContent?.held === false, r);
   await put(ACME_TOKEN, sid, 'after.txt', 'after\n');
   r = await call('list_snapshots', { sandbox_id: sid });
   check('list_snapshots over /mcp: it', !r.isError &&
     (r.structuredContent?.snapshots || []).map((x) => x.id).join() === snap, r);
+  check('... not held: held false, and its line (which names it) does not say held',
+    r.structuredContent?.snapshots?.[0]?.held === false && said(r).includes(snap) &&
+    !/held/.test(said(r)), r);
   r = await call('fork_sandbox', { snapshot_id: snap || '' });
   const fork = r.structuredContent?.id;
   check('fork_sandbox over /mcp: a new sandbox of acme\'s', !r.isError &&

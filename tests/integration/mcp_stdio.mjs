@@ -365,12 +365,16 @@ async function testSnapshots(client) {
     await call(client, 'destroy_sandbox', { sandbox_id: sb });
     return;
   }
+  check('snapshot_sandbox: not held (no restore holds it), false as the daemon answered',
+    snap.held === false, snap);
   r = await call(client, 'write_file', { sandbox_id: sb, path: 'after.txt', content: 'after\n' });
   check('write_file after the snapshot', !r.isError, r);
   r = await call(client, 'list_snapshots', { sandbox_id: sb });
   check('list_snapshots: the snapshot', !r.isError &&
     (r.structuredContent?.snapshots ?? []).map((s) => s.id).join() === snap.id &&
     text(r).includes(snap.id), r);
+  check('... not held: held false, and its line (which names it: above) does not say held',
+    r.structuredContent?.snapshots?.[0]?.held === false && !/held/.test(text(r)), r);
   r = await call(client, 'fork_sandbox', { snapshot_id: snap.id });
   const fork = r.structuredContent?.id;
   check('fork_sandbox: a new sandbox from the snapshot, its own id', !r.isError &&
@@ -444,6 +448,11 @@ async function testRestore(client) {
   r = await call(client, 'read_file', { sandbox_id: sb, path: 'later.txt' });
   check('RESTORE: the file written after the snapshot is gone', r.isError === true &&
     /404/.test(text(r)), r);
+  // The restore held the snapshot until the sandbox ran again (snapshots.py sees the hold).
+  r = await call(client, 'list_snapshots', { sandbox_id: sb });
+  const after = (r.structuredContent?.snapshots ?? []).find((s) => s.id === snap);
+  check('RESTORE: list_snapshots: the snapshot still there, released (held false)', !r.isError &&
+    after?.held === false && text(r).includes(snap) && !/held/.test(text(r)), r);
   r = await call(client, 'restore_sandbox', { sandbox_id: sb, snapshot_id: 'snap-0000000000000000' });
   check('RESTORE: restore_sandbox to no such snapshot: isError with the API\'s 404',
     r.isError === true && /404/.test(text(r)), r);

@@ -698,6 +698,14 @@ def test_run_code():
 # attached (its first command), docs/API.md.
 
 def test_snapshots():
+    # A held snapshot is made only with the engine stopped mid-restore (snapshots.py): its
+    # reading is checked here on the answer's shape, as the daemon sends it.
+    held = clearing.Snapshot.from_json({'id': 'snap-0123456789abcdef', 'keep': False,
+                                        'held': True})
+    check('Snapshot.from_json: held true read as True, apart from keep',
+          held.id == 'snap-0123456789abcdef' and held.held is True and held.keep is False, held)
+    check('... and an answer without held (a daemon before schema 9) reads not held',
+          clearing.Snapshot.from_json({'id': 'snap-0123456789abcdef'}).held is False)
     with CLIENT.sandbox() as sb:
         sb.write_text('before.txt', 'before\n')
         try:
@@ -711,10 +719,15 @@ def test_snapshots():
               and snap.sandbox == sb.id and snap.size > 0 and len(snap.sha256) == 64
               and snap.parent is None and not snap.keep
               and snap.expires_at > snap.created_at, snap)
+        # raw too: the daemon said false, not the field's default for an answer without it.
+        check('snapshot: not held (no restore holds it), as the daemon answered',
+              snap.held is False and snap.raw.get('held') is False, snap.raw)
         sb.write_text('after.txt', 'after\n')
         listed = sb.snapshots()
         check('snapshots(): the snapshot, typed', [s.id for s in listed] == [snap.id]
               and all(isinstance(s, clearing.Snapshot) for s in listed), listed)
+        check('snapshots(): it reads not held',
+              [(s.held, s.raw.get('held')) for s in listed] == [(False, False)], listed)
         check('client.list_snapshots(id) and get_snapshot: the same',
               [s.id for s in CLIENT.list_snapshots(sb.id)] == [snap.id]
               and sb.get_snapshot(snap.id).sha256 == snap.sha256)
@@ -783,6 +796,12 @@ def test_restore():
               and info.state == 'running' and sb.info is info, info)
         check('RESTORE: the file has its content of the snapshot\'s time',
               sb.read_text('state.txt') == 'v1\n')
+        # The restore held the snapshot (tests/integration/snapshots.py sees the hold) and
+        # released it once the sandbox ran again.
+        after = sb.get_snapshot(snap)
+        check('RESTORE: the snapshot is still there, released: not held',
+              after.id == snap.id and after.held is False
+              and after.raw.get('held') is False, after.raw)
         raises('RESTORE: the file written after the snapshot is gone', clearing.NotFound,
                lambda: sb.read_text('later.txt'), code='not_found')
         sb.write_text('state.txt', 'v3\n')

@@ -120,14 +120,21 @@ static int call(void *ctx, const char *method, const char *path, const json_t *b
                       "1.000", "memory", "512m");
         st = 201;
     } else if (strstr(path, "/snapshots") && strcmp(method, "POST") == 0) {
-        a = json_pack("{s:s, s:s, s:n, s:i, s:s, s:i, s:i, s:b}", "id", "snap-00000000000000c1",
-                      "sandbox", "sb-0000000000000001", "parent", "size", 4096, "sha256", "ab",
-                      "created_at", 100, "expires_at", 86500, "keep", 0);
+        a = json_pack("{s:s, s:s, s:n, s:i, s:s, s:i, s:i, s:b, s:b}", "id",
+                      "snap-00000000000000c1", "sandbox", "sb-0000000000000001", "parent", "size",
+                      4096, "sha256", "ab", "created_at", 100, "expires_at", 86500, "keep", 0,
+                      "held", 0);
         st = 201;
     } else if (strstr(path, "/snapshots") && strcmp(method, "GET") == 0) {
-        a = json_pack("{s:[{s:s, s:s, s:n, s:i, s:s, s:i, s:i, s:b}]}", "snapshots", "id",
-                      "snap-00000000000000c1", "sandbox", "sb-0000000000000001", "parent", "size",
-                      4096, "sha256", "ab", "created_at", 100, "expires_at", 86500, "keep", 1);
+        /* The second held by a restore (its keep false): a hold is shown apart from keep. */
+        a = json_pack("{s:[{s:s, s:s, s:n, s:i, s:s, s:i, s:i, s:b, s:b}, "
+                      "{s:s, s:s, s:s, s:i, s:s, s:i, s:i, s:b, s:b}]}",
+                      "snapshots", "id", "snap-00000000000000c1", "sandbox",
+                      "sb-0000000000000001", "parent", "size", 4096, "sha256", "ab", "created_at",
+                      100, "expires_at", 86500, "keep", 1, "held", 0, "id",
+                      "snap-00000000000000c2", "sandbox", "sb-0000000000000001", "parent",
+                      "snap-00000000000000c1", "size", 8192, "sha256", "cd", "created_at", 200,
+                      "expires_at", 86600, "keep", 0, "held", 1);
     } else if (strstr(path, "/restore") && strcmp(method, "POST") == 0) {
         a = json_pack("{s:s, s:s}", "id", "sb-0000000000000001", "state", "running");
     } else if (strstr(path, "/processes") && strcmp(method, "POST") == 0 &&
@@ -709,8 +716,11 @@ static void test_snapshot_tools(void **state)
     assert_false(json_is_true(json_object_get(r, "isError")));
     assert_int_equal(json_array_size(json_object_get(json_object_get(r, "structuredContent"),
                                                      "snapshots")),
-                     1);
-    assert_non_null(strstr(first_text(r), "snap-00000000000000c1 4096 bytes"));
+                     2);
+    assert_non_null(strstr(first_text(r), "snap-00000000000000c1 4096 bytes, created 100, "
+                                          "expires 86500, kept\n"));
+    assert_non_null(strstr(first_text(r), "snap-00000000000000c2 8192 bytes, created 200, "
+                                          "expires 86600, held by a restore\n"));
     r = tool_call_result(s, 4, "fork_sandbox",
                          "{\"snapshot_id\":\"snap-00000000000000c1\",\"limits\":"
                          "{\"memory\":\"256m\"}}");

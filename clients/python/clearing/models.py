@@ -250,7 +250,11 @@ class Snapshot:
     """A snapshot of a running sandbox (its processes, memory, /tmp and /workspace): id,
     sandbox (the one it was taken of), tenant, parent (that sandbox's previous snapshot, or
     None), size (bytes on disk), sha256 (of its manifest), created_at and expires_at (Unix
-    seconds), keep (outlives its sandbox until expires_at). delete() removes it."""
+    seconds), keep (outlives its sandbox until expires_at), held (a restore holds it: from
+    before its sandbox's old container is removed until the sandbox runs again, and on after a
+    restore that cost the sandbox; not removed with its sandbox, still expires). held is last,
+    with a default, so that a Snapshot built by position before it existed is still built the
+    same. delete() removes it."""
     id: str
     sandbox: str
     tenant: str
@@ -262,6 +266,7 @@ class Snapshot:
     keep: bool
     raw: Json = field(default_factory=dict, repr=False)
     client: Optional['Client'] = field(default=None, repr=False, compare=False)
+    held: bool = False
 
     @classmethod
     def from_json(cls, obj: Any, client: Optional['Client'] = None) -> 'Snapshot':
@@ -270,7 +275,7 @@ class Snapshot:
                    parent=_opt_str(d, 'parent'), size=_int(d, 'size'),
                    sha256=_str(d, 'sha256'), created_at=_int(d, 'created_at'),
                    expires_at=_int(d, 'expires_at'), keep=_bool(d, 'keep'), raw=d,
-                   client=client)
+                   client=client, held=_bool(d, 'held'))
 
     def delete(self) -> None:
         """DELETE /v1/sandboxes/SANDBOX/snapshots/ID (its files and its row; audited)."""
