@@ -29,9 +29,10 @@ struct http_pushed {
     int refs;
     const char *heartbeat;
     const char *overflow; /* the last words of a body whose reader fell too far behind */
-    size_t queued;        /* bytes pushed and not yet sent */
+    size_t queued;        /* bytes pushed and not yet sent, with each chunk's own cost */
     int client_fd;      /* the connection's socket, watched for the client's hang-up; -1: none */
-    volatile int gone;  /* the response let go: what a streamed plan takes as its cancel */
+    volatile int gone;  /* the response let go, or the body overflowed: what a streamed plan
+                         * takes as its cancel */
 };
 
 /* A stream silent for HEARTBEAT_S carries its heartbeat: the server ends a connection idle for
@@ -70,6 +71,10 @@ void http_pushed_unref(struct http_pushed *p)
     free(p);
 }
 
+/* What a chunk costs beside its bytes (its struct and two allocations' headers), counted in
+ * queued: a stream of tiny lines holds about what the bound says, not three times it. */
+#define CHUNK_COST (sizeof(struct chunk) + 32)
+
 /* Queues a copy of len bytes (p's lock held); false when out of memory. */
 static bool queue_locked(struct http_pushed *p, const char *data, size_t len)
 {
@@ -88,30 +93,48 @@ static bool queue_locked(struct http_pushed *p, const char *data, size_t len)
     else
         p->head = e;
     p->tail = e;
-    p->queued += len;
+    p->queued += len + CHUNK_COST;
     return true;
+}
+
+/* Queues len bytes unless the body ended or its reader let go (p's lock held); bounded: when
+ * more than HTTP_PUSHED_MAX would wait, a body with an overflow text gets that text and its end,
+ * one without drops only these bytes. */
+static bool push_locked(struct http_pushed *p, const char *data, size_t len, bool bounded)
+{
+    /* Nobody reads it any more (the client went away), or it was ended: dropped, not kept. */
+    if (p->closed || p->done)
+        return true;
+    /* Only what already waits is held against the bound: a line alone larger than it (an
+     * exec's record with its 64 MiB of output) reaches a reader that keeps up. */
+    if (!bounded || p->queued == 0 ||
+        (p->queued < HTTP_PUSHED_MAX && len <= HTTP_PUSHED_MAX - p->queued))
+        return queue_locked(p, data, len);
+    /* A client that reads slower than the pusher pushes would make the daemon hold without
+     * end what it has not read. */
+    if (!p->overflow)
+        return false;
+    /* What waited is still sent, then the overflow's words, then the body ends; the pusher's
+     * work goes on, its later bytes are dropped. */
+    (void)queue_locked(p, p->overflow, strlen(p->overflow));
+    p->done = true;
+    p->gone = 1;
+    return false;
 }
 
 bool http_pushed_write(struct http_pushed *p, const char *data, size_t len)
 {
     pthread_mutex_lock(&p->lock);
-    /* Nobody reads it any more (the client went away), or it was ended: dropped, not kept. */
-    if (p->closed || p->done) {
-        pthread_mutex_unlock(&p->lock);
-        return true;
-    }
-    bool ok = true;
-    if (p->queued + len > HTTP_PUSHED_MAX) {
-        /* A client that reads slower than the pusher pushes would make the daemon hold
-         * without end what it has not read: what was queued is still sent, then the overflow's
-         * words, then the body ends. The pusher's work goes on (an exec's result is in its
-         * record); its later bytes are dropped. */
-        ok = queue_locked(p, p->overflow, strlen(p->overflow));
-        p->done = true;
-        p->gone = 1;
-    } else {
-        ok = queue_locked(p, data, len);
-    }
+    bool ok = push_locked(p, data, len, true);
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    return ok;
+}
+
+bool http_pushed_write_last(struct http_pushed *p, const char *data, size_t len)
+{
+    pthread_mutex_lock(&p->lock);
+    bool ok = push_locked(p, data, len, false);
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
     return ok;
@@ -184,6 +207,7 @@ ssize_t http_pushed_read(struct http_pushed *p, char *buf, size_t max)
     e->off += n;
     p->queued -= n;
     if (e->off == e->len) {
+        p->queued -= CHUNK_COST;
         p->head = e->next;
         if (!p->head)
             p->tail = NULL;

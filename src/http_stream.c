@@ -15,12 +15,21 @@
 
 /* Clients skip events they do not know. */
 static const char heartbeat[] = "{\"event\":\"heartbeat\"}\n";
-/* The last line of a stream whose client read too slowly (http_pushed.h). */
-static const char overflow[] =
-    "{\"event\":\"error\",\"error\":{\"code\":\"limit\",\"message\":\"the client read this "
-    "stream too slowly: more than " HTTP_PUSHED_MAX_TEXT " waited to be sent, so the stream was "
-    "ended here (a command runs on and its result is kept: GET /v1/sandboxes/ID/execs lists "
-    "it); read the stream as it comes, or run without stream and read the answer\"}}\n";
+/* The last line of a stream whose client read too slowly (http_pushed.h), by what it streams:
+ * what became of the work, and what to do. */
+#define OVERFLOW_HEAD                                                                         \
+    "{\"event\":\"error\",\"error\":{\"code\":\"limit\",\"message\":\"the client read this " \
+    "stream too slowly: more than " HTTP_PUSHED_MAX_TEXT " waited to be sent, so it ends here; "
+static const char overflow_exec[] =
+    OVERFLOW_HEAD "the command runs on and its record is kept: GET "
+                  "/v1/sandboxes/{id}/execs/{exec_id} (the started event's exec_id) gives its "
+                  "result; read streams as they come, or run without stream\"}}\n";
+static const char overflow_plan[] =
+    OVERFLOW_HEAD "the plan was cancelled (nothing committed, its sandbox destroyed); read "
+                  "streams as they come, or run the plan without stream\"}}\n";
+static const char overflow_code[] =
+    OVERFLOW_HEAD "the cell runs on in its session, its answer is not kept; read streams as "
+                  "they come, or run the cell without stream\"}}\n";
 
 struct stream {
     struct http_pushed *out;
@@ -40,7 +49,11 @@ static void stream_push(struct stream *st, json_t *ev, bool last)
         char *line = realloc(s, n + 2);
         if (line) {
             line[n] = '\n';
-            (void)http_pushed_write(st->out, line, n + 1);
+            /* The last line (the answer or the error) is never held against the bound. */
+            if (last)
+                (void)http_pushed_write_last(st->out, line, n + 1);
+            else
+                (void)http_pushed_write(st->out, line, n + 1);
             s = line;
         }
     }
@@ -93,7 +106,7 @@ static enum MHD_Result stream_begin(clr_service *svc, struct MHD_Connection *c, 
                                     bool code)
 {
     struct stream *st = calloc(1, sizeof(*st));
-    struct http_pushed *out = http_pushed_new(heartbeat, overflow);
+    struct http_pushed *out = http_pushed_new(heartbeat, code ? overflow_code : id[0] ? overflow_exec : overflow_plan);
     if (!st || !out) {
         free(st);
         if (out)

@@ -12,7 +12,8 @@
 #include "clearing/service.h"
 
 /* Starts req as an exec in sandbox id (a plan when id is ""; tenant then owns its sandbox, ""
- * for the operator; a client that goes away cancels the plan) and queues its 200 stream on c. Takes ownership of req in every case. */
+ * for the operator; a client that goes away, or reads so slowly that the stream overflows,
+ * cancels the plan) and queues its 200 stream on c. Takes ownership of req in every case. */
 enum MHD_Result http_stream_start(clr_service *svc, struct MHD_Connection *c, const char *id,
                                   json_t *req, const char *actor, const char *tenant);
 /* Starts req as a code interpreter's cell in sandbox id and queues its 200 stream on c (its

@@ -24,11 +24,6 @@
 #define SESSION_ID_BYTES 32 /* sent as 64 hex digits */
 
 static const char sse_heartbeat[] = ": heartbeat\n\n"; /* an SSE comment: clients skip it */
-/* The last words of a stream its client read too slowly (http_pushed.h); a client opens a new
- * one. */
-static const char sse_overflow[] = ": the client read this stream too slowly (more than "
-                                   HTTP_PUSHED_MAX_TEXT " waited to be sent): it ends here; open "
-                                   "a new one\n\n";
 
 /* One POST that carried requests: its answer, while any of them is unanswered. */
 struct post {
@@ -91,8 +86,10 @@ static void post_unref(struct post *p)
     free(p);
 }
 
-/* One SSE event carrying msg. */
-static void sse_send(struct http_pushed *out, const json_t *msg)
+/* One SSE event carrying msg. A response always goes (http_pushed_write_last): a client whose
+ * request went unanswered would wait for it until its own timeout; a notification (progress, a
+ * log line) is dropped when more than HTTP_PUSHED_MAX waits for a client that reads too slowly. */
+static void sse_send(struct http_pushed *out, const json_t *msg, bool response)
 {
     _cleanup_free_ char *s = json_dumps(msg, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!s)
@@ -102,7 +99,9 @@ static void sse_send(struct http_pushed *out, const json_t *msg)
     if (!ev)
         return;
     int len = snprintf(ev, n + 32, "event: message\ndata: %s\n\n", s);
-    if (len > 0)
+    if (len > 0 && response)
+        (void)http_pushed_write_last(out, ev, (size_t)len);
+    else if (len > 0)
         (void)http_pushed_write(out, ev, (size_t)len);
 }
 
@@ -146,7 +145,7 @@ static void on_emit(void *ctx, json_t *msg, const json_t *related_id)
         ms->init_id = NULL;
     }
     if (p->sse) {
-        sse_send(p->sse, msg);
+        sse_send(p->sse, msg, response);
     } else {
         json_array_append(p->held, msg);
         p->notified |= !response;
@@ -623,11 +622,11 @@ static enum MHD_Result answer_post(struct MHD_Connection *c, struct msession *ms
             free(text);
         return queue(c, r, "application/json", *failed ? NULL : session_id);
     }
-    p->sse = http_pushed_new(sse_heartbeat, sse_overflow);
+    p->sse = http_pushed_new(sse_heartbeat, NULL);
     struct MHD_Response *r = p->sse ? http_pushed_response(p->sse) : NULL;
     if (r) {
         for (size_t i = 0; i < json_array_size(p->held); i++)
-            sse_send(p->sse, json_array_get(p->held, i));
+            sse_send(p->sse, json_array_get(p->held, i), is_response(json_array_get(p->held, i)));
         json_array_clear(p->held);
         if (p->pending == 0)
             http_pushed_end(p->sse);

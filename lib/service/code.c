@@ -279,7 +279,9 @@ static json_t *bundle(struct code_cap *c, json_t *b)
     for (size_t i = 0; i < sizeof(mimes) / sizeof(mimes[0]); i++) {
         json_t *v = json_object_get(b, mimes[i]);
         bool json = strcmp(mimes[i], "application/json") == 0;
-        if (!v || (!json && (!json_is_string(v) || json_string_length(v) == 0)))
+        /* As the bridge: null and "" are no value, of any type. */
+        if (!v || json_is_null(v) || (json_is_string(v) && json_string_length(v) == 0) ||
+            (!json && !json_is_string(v)))
             continue;
         /* The entry's cost first (it is given back when the value is not kept). */
         size_t cost = strlen(mimes[i]) + BUNDLE_ENTRY_COST;

@@ -25,6 +25,7 @@
 #define ID_A "sb-00000000000000d1"
 #define ID_B "sb-00000000000000d2"
 #define ID_L "sb-00000000000000d3"
+#define ID_C "sb-00000000000000d4"
 #define NO_ROW "sb-00000000000000df"
 
 static void feed(struct code_lines *r, const char *s)
@@ -746,6 +747,17 @@ static void test_code_sessions_quota(void **state)
     quotas[0].max_code_sessions = 2;
     expect_restart(svc, ID_B);
     assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-b/exec"), 1);
+
+    /* A quota lowered below what runs (an operator's reload): the refusal says how many run,
+     * and what the maximum is. */
+    test_env_row(e, ID_C, (int64_t)time(NULL) + 36000, 1000, 0);
+    script_running(e, ID_C, "cid-c");
+    quotas[0].max_code_sessions = 1;
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_check(svc, ID_C, req, &err), -1);
+    expect_error(&err, CLR_E_LIMIT,
+                 "tenant default is at its quota: 2 code sessions are running in its sandboxes "
+                 "(max_code_sessions 1 for tenant default)");
     json_decref(req);
     svc_code_stop(svc); /* before the quota goes away */
     svc->cfg.tenants = NULL;
