@@ -104,7 +104,9 @@ struct code_session {
     uint64_t used;              /* bytes the bridge printed (code_lock) */
     struct code_lines *lines;   /* code_lock */
     uint64_t next_ticket, serving; /* cells in the order they came (code_lock) */
-    char lost[200]; /* why the last bridge ended with its state: said by the next answer */
+    /* Why the last kernel ended with its state: said by the next cell's answer that has a
+     * kernel, kept until then (session_ready). Only the turn's holder touches it. */
+    char lost[200];
     bool stopping;  /* the daemon stops: no cell waits any longer (code_lock) */
     bool start_refused; /* the last start failed in the engine: nothing ran (bridge_start) */
     struct code_session *next;
@@ -790,28 +792,34 @@ static int session_ready(struct code_session *s, size_t line_max, bool *fresh,
                          char *why_restarted, size_t len, clr_error *err)
 {
     *fresh = false;
-    snprintf(why_restarted, len, "%s", s->lost);
-    s->lost[0] = '\0';
+    why_restarted[0] = '\0';
     if (s->h) {
         pthread_mutex_lock(&code_lock);
         bool ended = s->ended, full = s->used + line_max > BRIDGE_BUDGET;
         pthread_mutex_unlock(&code_lock);
-        if (!ended && !full)
-            return 0;
-        snprintf(why_restarted, len, "%s",
-                 ended ? "the code session had ended: a fresh kernel was started (its state is "
-                         "gone)"
-                       : "the code session's output budget was spent: a fresh kernel was "
-                         "started (its state is gone)");
-        bridge_end(s);
+        if (ended || full) {
+            snprintf(s->lost, sizeof(s->lost), "%s",
+                     ended ? "the code session had ended: a fresh kernel was started (its state "
+                             "is gone)"
+                           : "the code session's output budget was spent: a fresh kernel was "
+                             "started (its state is gone)");
+            bridge_end(s);
+        }
     }
-    if (session_admit(s, err) < 0)
-        return -1;
-    if (bridge_start(s, err) < 0) {
-        session_release(s);
-        return -1;
+    if (!s->h) {
+        if (session_admit(s, err) < 0)
+            return -1;
+        if (bridge_start(s, err) < 0) {
+            session_release(s);
+            return -1;
+        }
+        *fresh = true;
     }
-    *fresh = true;
+    /* Said only now, by the answer of a cell that has a kernel: a cell refused on the way (its
+     * tenant's max_code_sessions full, a kernel that would not start) leaves it for the next
+     * one, which would otherwise answer as if nothing had been lost. */
+    snprintf(why_restarted, len, "%s", s->lost);
+    s->lost[0] = '\0';
     return 0;
 }
 
@@ -1071,10 +1079,18 @@ int clr_service_code_restart(clr_service *svc, const char *id, const char *actor
     }
     /* A fresh bridge is a fresh kernel, however the old one was; its place in the tenant's
      * max_code_sessions is taken again (another sandbox's start may have taken it). */
+    bool had_kernel = s->h != NULL;
     bridge_end(s);
     int rc = session_admit(s, err);
     if (rc == 0 && (rc = bridge_start(s, err)) < 0)
         session_release(s);
+    /* The old kernel is gone and no new one came: the next cell's fresh kernel says so (its
+     * client saw this restart fail, and may take the old state to be still there). A notice
+     * already waiting is older and says more (an oom): it stands. */
+    if (rc < 0 && had_kernel && !s->lost[0])
+        snprintf(s->lost, sizeof(s->lost), "%s",
+                 "the last kernel was ended by a restart that could not start a new one: this is "
+                 "a fresh one (its state is gone)");
     session_give(s);
     if (rc < 0) {
         svc_audit_failure(svc, actor, id, "code.restart", err);

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "fake_engine.h"
+#include "proto.h"
 
 
 static const char *reason(int status)
@@ -108,6 +109,59 @@ static bool log_request(struct fake *f, const char *method, const char *target, 
     return true;
 }
 
+/* Reads len bytes; false at the end of the stream. */
+static bool read_full(int fd, uint8_t *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t r = read(fd, buf, len);
+        if (r <= 0)
+            return false;
+        buf += r;
+        len -= (size_t)r;
+    }
+    return true;
+}
+
+/* The agent's end of an exec stream after its scripted start (fake_answer_bytes): the host's
+ * frames are read as frames, not as requests (the bridge's EXEC frame alone is past the request
+ * buffer: read as requests, the stream was closed under the command), and a KILL is answered as
+ * the agent answers it, the command's RESULT (killed by signal 9), then the end of the stream.
+ * Without it a killed command waited out its grace period and the sandbox's backstop kill. */
+static void agent_stream(int fd)
+{
+    uint8_t head[CLR_PROTO_HEADER_SIZE], skip[4096];
+    for (;;) {
+        if (!read_full(fd, head, sizeof(head)))
+            return;
+        if (head[8] == CLR_FRAME_KILL)
+            break;
+        for (uint32_t left = clr_be32_read(head); left > 0;) {
+            size_t n = left < sizeof(skip) ? left : sizeof(skip);
+            if (!read_full(fd, skip, n))
+                return;
+            left -= (uint32_t)n;
+        }
+    }
+    struct clr_tlv_builder *res = malloc(sizeof(*res));
+    assert_non_null(res);
+    clr_tlv_init(res);
+    clr_tlv_put_u64(res, CLR_RES_STATUS, CLR_WIRE_SIGNALED);
+    clr_tlv_put_u64(res, CLR_RES_SIGNAL, 9);
+    /* On the engine's stdout (stream 1), the frame on the exec's channel 1. */
+    size_t n = 8 + CLR_PROTO_HEADER_SIZE + res->len;
+    uint8_t *b = malloc(n);
+    assert_non_null(b);
+    memset(b, 0, 8);
+    b[0] = 1;
+    clr_be32_write(b + 4, (uint32_t)(CLR_PROTO_HEADER_SIZE + res->len));
+    clr_frame_header(b + 8, 1, CLR_FRAME_RESULT, (uint32_t)res->len);
+    memcpy(b + 8 + CLR_PROTO_HEADER_SIZE, res->buf, res->len);
+    ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+    (void)w; /* the host may have hung up first: nothing to tell it then */
+    free(b);
+    free(res);
+}
+
 struct conn {
     struct fake *f;
     int fd;
@@ -141,6 +195,10 @@ static void *serve_conn(void *arg)
         }
         pthread_mutex_unlock(&f->lock);
         reply(c->fd, a.status, a.body, a.len);
+        if (a.status == 200 && a.len > 0) {
+            agent_stream(c->fd);
+            break;
+        }
         if (a.status == 101) {
             /* The stream: echo what comes, as the engine would carry a container's output. */
             char b[256];

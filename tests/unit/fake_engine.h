@@ -28,7 +28,7 @@ struct fake {
     int lfd;
     pthread_t thread;
     pthread_mutex_t lock;
-    struct fake_answer answers[16];
+    struct fake_answer answers[32];
     size_t n_answers;
     char **requests; /* "METHOD path" of each request, oldest first */
     char **bodies;   /* their bodies ("" for none) */
@@ -51,8 +51,10 @@ json_t *fake_body_of(struct fake *f, const char *request);
 /* A clr_engine ("docker") connected to f; fails the test if it cannot open. */
 clr_engine *fake_open(struct fake *f);
 /* As fake_answer, with a body of len bytes that may hold NULs (an engine's multiplexed stream
- * after a 200 to an exec start: the client takes what follows the headers as the stream's start;
- * the connection stays open, silent). body must outlive f. */
+ * after a 200 to an exec start: the client takes what follows the headers as the stream's start).
+ * The connection then stays open, silent, as the agent's end: it reads the host's frames until
+ * the host hangs up, and answers a KILL frame as the agent does, with a RESULT (killed by signal
+ * 9) and the end of the stream. body must outlive f. */
 void fake_answer_bytes(struct fake *f, const char *match, int status, const void *body,
                        size_t len);
 

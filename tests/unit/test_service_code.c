@@ -2,8 +2,9 @@
  * untrusted: split lines, long lines, lies, answers nobody asked for), and, against the scripted
  * engine of fake_engine.h with a state database and an audit log in a temporary directory, what
  * a cell refuses before anything runs and what a bridge that ends at once gives: a clear error,
- * recorded, never a hang. The scripted engine cannot speak the agent's protocol (its exec stream
- * echoes: the command ends at once), so a kernel that answers is the integration suite's
+ * recorded, never a hang; and what the next answer says of a kernel that ended with its state.
+ * A scripted bridge answers only what its stream holds (a cell's answer names the nonce, fixed
+ * here: getrandom below), so a kernel that runs code is the integration suite's
  * (tests/integration/test_code.py). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,11 +14,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "fake_engine.h"
+#include "proto.h"
 #include "service/code.h"
 #include "service/tenants.h"
 #include "test_service_env.h"
@@ -27,6 +32,21 @@
 #define ID_L "sb-00000000000000d3"
 #define ID_C "sb-00000000000000d4"
 #define NO_ROW "sb-00000000000000df"
+
+/* The nonces a cell sends its bridge (code.c cell_exchange) come from getrandom: in this binary
+ * they are fixed (bytes of 0x5a) while fixed_nonce is set, so that a scripted bridge can answer
+ * a cell; every other call, and every call when it is not set, gets the kernel's. */
+static atomic_bool fixed_nonce;
+#define FIXED_NONCE "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"
+
+ssize_t getrandom(void *buf, size_t len, unsigned int flags)
+{
+    if (atomic_load(&fixed_nonce)) {
+        memset(buf, 0x5a, len);
+        return (ssize_t)len;
+    }
+    return (ssize_t)syscall(SYS_getrandom, buf, len, flags);
+}
 
 static void feed(struct code_lines *r, const char *s)
 {
@@ -480,6 +500,7 @@ static int teardown(void **state)
 {
     struct test_env *e = *state;
     svc_code_stop(&e->svc);
+    atomic_store(&fixed_nonce, false); /* a test that failed half-way left it set */
     clr_service *svc = &e->svc;
     for (int i = 0; i < svc->pool_n; i++)
         clr_engine_free(svc->pool[i]);
@@ -817,6 +838,148 @@ static void test_sandbox_gone(void **state)
     expect_gone(svc, NO_ROW, "record is gone", "session ended");
 }
 
+/* An exec stream in the engine's multiplexing: each line on the bridge's stdout, in an agent
+ * STDOUT frame of the exec's channel 1; then silent (fake_engine.h). Kept until teardown. */
+static void script_bridge(struct test_env *e, const char *cid, const char *exec_id,
+                          const char *const *lines)
+{
+    size_t len = 0;
+    for (size_t i = 0; lines[i]; i++)
+        len += 8 + CLR_PROTO_HEADER_SIZE + strlen(lines[i]);
+    uint8_t *stream = malloc(len), *p = stream;
+    assert_non_null(stream);
+    for (size_t i = 0; lines[i]; i++) {
+        uint32_t n = (uint32_t)strlen(lines[i]);
+        memset(p, 0, 8);
+        p[0] = 1;
+        clr_be32_write(p + 4, CLR_PROTO_HEADER_SIZE + n);
+        clr_frame_header(p + 8, 1, CLR_FRAME_STDOUT, n);
+        memcpy(p + 8 + CLR_PROTO_HEADER_SIZE, lines[i], n);
+        p += 8 + CLR_PROTO_HEADER_SIZE + n;
+    }
+    char match[128], body[64];
+    snprintf(match, sizeof(match), "POST " TEST_API "%s/exec", cid);
+    snprintf(body, sizeof(body), "{\"Id\":\"%s\"}", exec_id);
+    fake_answer(e->f, test_env_keep(e, strdup(match)), 201, test_env_keep(e, strdup(body)));
+    snprintf(match, sizeof(match), "POST /v1.41/exec/%s/start", exec_id);
+    fake_answer_bytes(e->f, test_env_keep(e, strdup(match)), 200,
+                      test_env_keep(e, (char *)stream), len);
+}
+
+/* A bridge that starts, then breaks its protocol: the cell sent to it ends its kernel (status
+ * died), with its state. */
+static const char *const breaking_bridge[] = {"{\"event\":\"ready\"}\n",
+                                              "not a line of the bridge\n", NULL};
+/* A bridge that starts and answers the cell sent to it (the fixed nonce), as the bridge does:
+ * restarted false, no message (the kernel knows nothing of the one before it). */
+static const char *const answering_bridge[] = {
+    "{\"event\":\"ready\"}\n",
+    "{\"event\":\"result\",\"nonce\":\"" FIXED_NONCE "\",\"status\":\"ok\","
+    "\"execution_count\":1,\"stdout\":\"2\\n\",\"stderr\":\"\",\"result\":null,"
+    "\"displays\":[],\"error\":null,\"truncated\":false,\"restarted\":false,"
+    "\"message\":null}\n",
+    NULL};
+
+/* A cell of sandbox id that gets an answer (the test fails when it is refused). */
+static json_t *cell_answer(clr_service *svc, const char *id)
+{
+    json_t *req = json_pack("{s:s}", "code", "1+1");
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_service_code_run(svc, id, req, "alice", NULL, NULL, &out, &err) < 0)
+        fail_msg("cell of %s refused: %s", id, err.message);
+    json_decref(req);
+    assert_non_null(out);
+    return out;
+}
+
+/* A cell of sandbox id refused with code, its error saying says. */
+static void cell_refused(clr_service *svc, const char *id, clr_error_code code, const char *says)
+{
+    json_t *req = json_pack("{s:s}", "code", "1+1");
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_run(svc, id, req, "alice", NULL, NULL, &out, &err), -1);
+    assert_null(out);
+    expect_error(&err, code, says);
+    json_decref(req);
+}
+
+static void expect_answer(json_t *a, const char *status, bool restarted, const char *message)
+{
+    const char *got = json_string_value(json_object_get(a, "message"));
+    if (strcmp(json_string_value(json_object_get(a, "status")), status) != 0 ||
+        json_is_true(json_object_get(a, "restarted")) != restarted ||
+        (message && (!got || !strstr(got, message))) || (!message && got))
+        fail_msg("answer %s, expected status %s, restarted %d, message %s",
+                 json_dumps(a, JSON_COMPACT), status, restarted, message ? message : "none");
+    json_decref(a);
+}
+
+/* A kernel that ended with its state (a cell broke its bridge): the next cell that gets a
+ * kernel says so (restarted true, why), however many cells were refused on the way (its
+ * tenant's max_code_sessions full, a kernel that would not start); a restart that ended a
+ * kernel and could not start another is said the same way. Before the fix the refused cell
+ * took the notice with it, and the next one answered restarted false. The controls: the next
+ * cell says it at once; a cell after a restart that worked says nothing. */
+static void test_lost_kernel_said_after_refusals(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    clr_tenant_quota quotas[1] = {{.name = CLR_TENANT_DEFAULT, .max_code_sessions = 2}};
+    svc->cfg.tenants = quotas;
+    svc->cfg.ntenants = 1;
+    atomic_store(&fixed_nonce, true);
+    script_running(e, ID_A, "cid-a");
+    script_running(e, ID_B, "cid-b");
+    static const char *const lost = "the last kernel ended: this is a fresh one (its state is "
+                                    "gone)";
+    static const char *const no_container = "{\"message\":\"No such container\"}";
+
+    /* The control: A's kernel ends under a cell; the next cell, on a fresh kernel, says so. */
+    script_bridge(e, "cid-a", "exec-a1", breaking_bridge);
+    expect_answer(cell_answer(svc, ID_A), "died", true, "not a JSON object with an event");
+    script_bridge(e, "cid-a", "exec-a2", answering_bridge);
+    expect_answer(cell_answer(svc, ID_A), "ok", true, lost);
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-a/exec"), 2);
+
+    /* B's kernel ends the same way; A keeps its own. */
+    script_bridge(e, "cid-b", "exec-b1", breaking_bridge);
+    expect_answer(cell_answer(svc, ID_B), "died", true, "not a JSON object with an event");
+    /* Refused: the tenant's one place is A's. */
+    quotas[0].max_code_sessions = 1;
+    cell_refused(svc, ID_B, CLR_E_LIMIT, "max_code_sessions 1 for tenant default");
+    /* Refused: room again, but the engine does not start B's kernel. */
+    quotas[0].max_code_sessions = 2;
+    fake_answer_n(e->f, "POST " TEST_API "cid-b/exec", 404, no_container, 1);
+    cell_refused(svc, ID_B, CLR_E_NOT_FOUND, "does not exist");
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-b/exec"), 2);
+    /* The next cell that gets a kernel still says the last one's state is gone. */
+    script_bridge(e, "cid-b", "exec-b2", answering_bridge);
+    expect_answer(cell_answer(svc, ID_B), "ok", true, lost);
+    json_decref(expect_audit(e, "code", "ok", ID_B, "alice"));
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-b/exec"), 3);
+
+    /* The control: a restart that works says it itself; the next cell says nothing. */
+    script_bridge(e, "cid-a", "exec-a3", answering_bridge);
+    expect_restart(svc, ID_A);
+    expect_answer(cell_answer(svc, ID_A), "ok", false, NULL);
+    /* A restart that ends B's kernel and cannot start another: the next cell says so. */
+    fake_answer_n(e->f, "POST " TEST_API "cid-b/exec", 404, no_container, 1);
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_restart(svc, ID_B, "alice", &out, &err), -1);
+    expect_error(&err, CLR_E_NOT_FOUND, "does not exist");
+    script_bridge(e, "cid-b", "exec-b3", answering_bridge);
+    expect_answer(cell_answer(svc, ID_B), "ok", true, "ended by a restart that could not start");
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-b/exec"), 5);
+
+    atomic_store(&fixed_nonce, false);
+    svc_code_stop(svc); /* before the quota goes away */
+    svc->cfg.tenants = NULL;
+    svc->cfg.ntenants = 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -833,6 +996,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sandbox_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_code_sessions_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_code_sessions_default, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_kernel_said_after_refusals, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
