@@ -844,14 +844,27 @@ static int running_tenant(clr_service *svc, const char *id, char *tenant, clr_er
     return svc_row_tenant(svc, id, tenant, err);
 }
 
-int clr_service_code_check(clr_service *svc, const char *id, json_t *req, clr_error *err)
+/* A tenant at its max_code_sessions is refused before the cell is recorded, and the refusal
+ * recorded ("code", refused): the same whether the stream's check (clr_service_code_check) or
+ * the cell itself (clr_service_code_run) refuses it. */
+static int cell_room(clr_service *svc, const char *id, const char *tenant, const char *actor,
+                     clr_error *err)
+{
+    if (session_room(svc, id, tenant, err) == 0)
+        return 0;
+    svc_audit_failure(svc, actor, id, "code", err);
+    return -1;
+}
+
+int clr_service_code_check(clr_service *svc, const char *id, json_t *req, const char *actor,
+                           clr_error *err)
 {
     struct cell c;
     char tenant[CLR_TENANT_MAX + 1];
     if (svc_valid_id(id, err) < 0 || cell_parse(req, &c, err) < 0 ||
         running_tenant(svc, id, tenant, err) < 0)
         return -1;
-    return session_room(svc, id, tenant, err);
+    return cell_room(svc, id, tenant, actor, err);
 }
 
 /* Sends the cell and waits for its answer: the bridge's, or the daemon's own when the bridge
@@ -949,10 +962,8 @@ int clr_service_code_run(clr_service *svc, const char *id, json_t *req, const ch
     if (svc_valid_id(id, err) < 0 || cell_parse(req, &c, err) < 0 ||
         running_tenant(svc, id, tenant, err) < 0)
         return -1;
-    if (session_room(svc, id, tenant, err) < 0) {
-        svc_audit_failure(svc, actor, id, "code", err);
+    if (cell_room(svc, id, tenant, actor, err) < 0)
         return -1;
-    }
     unsigned one = 1;
     if (svc_exec_admit(svc, tenant, &one, err) < 0) {
         svc_audit_failure(svc, actor, id, "code", err);
@@ -1031,6 +1042,25 @@ static int code_run_admitted(clr_service *svc, const char *id, const char *tenan
     return 0;
 }
 
+/* A restart's one record, written once its outcome is known: never an "ok" before it (a
+ * restart then refused would leave a record saying it was done). kernel_ended: whether it
+ * ended a running kernel (its state is gone). A failure is recorded as every refusal is
+ * (svc_audit_failure), except one that came after it ended the kernel: an error, never
+ * "refused", since something was done. */
+static int restart_audit(clr_service *svc, const char *actor, const char *id, bool kernel_ended,
+                         const clr_error *failed, clr_error *err)
+{
+    json_t *d = json_pack("{s:b}", "kernel_ended", kernel_ended);
+    int rc = 0;
+    if (failed)
+        svc_audit_failure_with(svc, actor, id, "code.restart", failed,
+                               kernel_ended ? "error" : NULL, d);
+    else
+        rc = clr_audit_append(svc->audit, actor, id, "code.restart", "ok", d, err);
+    json_decref(d);
+    return rc;
+}
+
 int clr_service_code_restart(clr_service *svc, const char *id, const char *actor, json_t **out,
                              clr_error *err)
 {
@@ -1038,16 +1068,26 @@ int clr_service_code_restart(clr_service *svc, const char *id, const char *actor
     if (svc_valid_id(id, err) < 0 || running_tenant(svc, id, tenant, err) < 0)
         return -1;
     if (session_room(svc, id, tenant, err) < 0) {
-        svc_audit_failure(svc, actor, id, "code.restart", err);
+        restart_audit(svc, actor, id, false, err, NULL);
         return -1;
     }
-    if (clr_audit_append(svc->audit, actor, id, "code.restart", "ok", NULL, err) < 0)
-        return -1;
     struct code_session *s = session_take(svc, id, tenant, err);
     if (!s) {
-        svc_audit_failure(svc, actor, id, "code.restart", err);
+        restart_audit(svc, actor, id, false, err, NULL);
         return -1;
     }
+    /* Fail closed, as a commit (whose record also names its outcome): a log that cannot take
+     * the record refuses the restart before the kernel is touched. */
+    char why[sizeof(err->message)];
+    if (!clr_audit_writable(svc->audit, why, sizeof(why))) {
+        session_give(s);
+        clr_error_set(err, CLR_E_UNAVAILABLE, 0, "%s", why);
+        restart_audit(svc, actor, id, false, err, NULL);
+        return -1;
+    }
+    pthread_mutex_lock(&code_lock);
+    bool kernel_ended = s->h && !s->ended;
+    pthread_mutex_unlock(&code_lock);
     /* A fresh bridge is a fresh kernel, however the old one was; its place in the tenant's
      * max_code_sessions is taken again (another sandbox's start may have taken it). */
     bridge_end(s);
@@ -1056,9 +1096,11 @@ int clr_service_code_restart(clr_service *svc, const char *id, const char *actor
         session_release(s);
     session_give(s);
     if (rc < 0) {
-        svc_audit_failure(svc, actor, id, "code.restart", err);
+        restart_audit(svc, actor, id, kernel_ended, err, NULL);
         return -1;
     }
+    if (restart_audit(svc, actor, id, kernel_ended, NULL, err) < 0)
+        return -1;
     *out = json_pack("{s:s}", "status", "restarted");
     return 0;
 }
