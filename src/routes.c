@@ -233,7 +233,7 @@ static enum MHD_Result h_code(struct route_call *k)
     clr_error err = CLR_ERROR_INIT;
     json_t *out = NULL;
     if (query_true(k->c, "stream")) {
-        if (clr_service_code_check(k->s->svc, k->id, k->body, &err) < 0)
+        if (clr_service_code_check(k->s->svc, k->id, k->body, k->rq->actor, &err) < 0)
             return send_clr_error(k->c, &err);
         return http_stream_code_start(k->s->svc, k->c, k->id, steal_pointer(&k->body),
                                       k->rq->actor);

@@ -289,9 +289,11 @@ CLR_PUBLIC int clr_service_workspace(clr_service *svc, const char *id, char *out
 CLR_PUBLIC int clr_service_code_run(clr_service *svc, const char *id, json_t *request,
                                     const char *actor, clr_service_event_cb on_event, void *ctx,
                                     json_t **out, clr_error *err);
-/* Checks a cell's request and the sandbox before a stream is started. */
+/* Checks a cell's request and the sandbox before a stream is started. A tenant at its
+ * max_code_sessions is refused (CLR_E_LIMIT) and the refusal recorded by actor, as
+ * clr_service_code_run records it. */
 CLR_PUBLIC int clr_service_code_check(clr_service *svc, const char *id, json_t *request,
-                                      clr_error *err);
+                                      const char *actor, clr_error *err);
 /* A fresh kernel for the sandbox's code session (its state is gone): {"status": "restarted"}. */
 CLR_PUBLIC int clr_service_code_restart(clr_service *svc, const char *id, const char *actor,
                                         json_t **out, clr_error *err);

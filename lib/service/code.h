@@ -19,8 +19,15 @@ size_t svc_code_prune(clr_service *svc);
 /* Whether a cell runs or waits in the sandbox's code session (the reaper's idle check). */
 bool svc_code_busy(clr_service *svc, const char *id);
 
-/* The bridge's line reader, exposed for the unit tests: feeds len bytes of the bridge's stdout
- * to a reader (its complete lines are checked and queued). */
+/* A JSON string's text, or dflt when v is not a string. */
+static inline const char *svc_code_str_or(json_t *v, const char *dflt)
+{
+    const char *t = json_string_value(v);
+    return t ? t : dflt;
+}
+
+/* The bridge's line reader (code_answer.c; exposed for the unit tests too): feeds len bytes of
+ * the bridge's stdout to a reader (its complete lines are checked and queued). */
 struct code_lines;
 struct code_lines *svc_code_lines_new(size_t line_max);
 void svc_code_lines_free(struct code_lines *r);

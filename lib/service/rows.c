@@ -25,6 +25,13 @@ int clr_service_audit_denied(clr_service *svc, const char *source, const char *a
 void svc_audit_failure(clr_service *svc, const char *actor, const char *sandbox,
                        const char *action, const clr_error *why)
 {
+    svc_audit_failure_with(svc, actor, sandbox, action, why, NULL, NULL);
+}
+
+void svc_audit_failure_with(clr_service *svc, const char *actor, const char *sandbox,
+                            const char *action, const clr_error *why, const char *outcome,
+                            json_t *extra)
+{
     json_t *d = json_pack("{s:s, s:s}", "code", clr_error_code_name(why->code), "error",
                           why->message);
     if (!d) {
@@ -34,10 +41,13 @@ void svc_audit_failure(clr_service *svc, const char *actor, const char *sandbox,
         clr_text_ascii(ascii, sizeof(ascii), why->message);
         d = json_pack("{s:s, s:s}", "code", clr_error_code_name(why->code), "error", ascii);
     }
-    const char *outcome = why->code == CLR_E_INVALID || why->code == CLR_E_LIMIT ||
-                                  why->code == CLR_E_DENIED || why->code == CLR_E_UNAVAILABLE
-                              ? "refused"
-                              : "error";
+    if (d && extra)
+        json_object_update_missing(d, extra);
+    if (!outcome)
+        outcome = why->code == CLR_E_INVALID || why->code == CLR_E_LIMIT ||
+                          why->code == CLR_E_DENIED || why->code == CLR_E_UNAVAILABLE
+                      ? "refused"
+                      : "error";
     clr_error aerr = CLR_ERROR_INIT;
     if (clr_audit_append(svc->audit, actor, sandbox, action, outcome, d, &aerr) < 0)
         clr_log(CLR_LOG_ERROR, "audit.write_failed", "action", action, "error", aerr.message,

@@ -10,6 +10,12 @@
  * the record is only logged. */
 void svc_audit_failure(clr_service *svc, const char *actor, const char *sandbox,
                        const char *action, const clr_error *why);
+/* The same, with outcome (NULL: refused for an invalid, denied, limit or unavailable request,
+ * error otherwise) and the fields of extra (NULL: none; the caller's) in its details besides
+ * the error's code and message. */
+void svc_audit_failure_with(clr_service *svc, const char *actor, const char *sandbox,
+                            const char *action, const clr_error *why, const char *outcome,
+                            json_t *extra);
 
 /* A sandbox row as a client sees it (environment names only, never values); the caller's. */
 json_t *svc_sandbox_json(const clr_store_sandbox *s);

@@ -303,6 +303,10 @@ class Code(unittest.TestCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json, {'status': 'restarted'})
         self.assertEqual(cell(self.c, sid, 'z')['error']['name'], 'NameError')
+        # One record, written once the restart was done, saying it ended the kernel that ran.
+        recs = [x for x in audit_records(MAIN, 'code.restart') if x.get('sandbox') == sid]
+        self.assertEqual([(x['outcome'], x['details']['kernel_ended']) for x in recs],
+                         [('ok', True)], recs)
 
     def test_cells_in_flight_run_in_order(self):
         sid = self.sandbox()
@@ -418,6 +422,14 @@ class Code(unittest.TestCase):
         r = self.c.post('/v1/sandboxes/%s/code' % sid, {'code': '1'}, timeout=CELL_HTTP_TIMEOUT)
         self.assertEqual(r.status, 503, r)
         self.assertIn('python3', r.json['error']['message'])
+        # A restart that cannot start a kernel: its one record says it was refused and why,
+        # with no "ok" before it (test_restart_endpoint: the control, a restart that is done).
+        r = self.c.post('/v1/sandboxes/%s/code/restart' % sid, timeout=CELL_HTTP_TIMEOUT)
+        self.assertEqual(r.status, 503, r)
+        recs = [x for x in audit_records(MAIN, 'code.restart') if x.get('sandbox') == sid]
+        self.assertEqual([x['outcome'] for x in recs], ['refused'], recs)
+        self.assertIn('python3', recs[0]['details']['error'])
+        self.assertIs(recs[0]['details']['kernel_ended'], False)
 
     def test_sessions_side_by_side_and_no_leak(self):
         # Twenty kernels starting at once on a loaded host take minutes: the sandboxes must not
@@ -537,10 +549,12 @@ class Quota(unittest.TestCase):
             expect_quota_refusal(q_post('/v1/sandboxes/%s/code/restart' % b), 'restart')
             refused = [x for x in audit_records(d, 'code') + audit_records(d, 'code.restart')
                        if x.get('sandbox') == b]
-            # The cell's and the restart's (the stream's check refuses before anything is
-            # asked of the service, as exec's stream does).
-            self.assertEqual([x['outcome'] for x in refused], ['refused'] * 2, refused)
-            self.assertIn('max_code_sessions 1', refused[0]['details']['error'])
+            # The cell's, the stream's (refused by its check, before its 200: recorded as the
+            # cell's) and the restart's; no "ok" among them.
+            self.assertEqual([(x['action'], x['outcome']) for x in refused],
+                             [('code', 'refused')] * 2 + [('code.restart', 'refused')], refused)
+            for x in refused:
+                self.assertIn('max_code_sessions 1', x['details']['error'])
             self.assertEqual([x for x in audit_records(d, 'code.start')
                               if x.get('sandbox') == b], [])
             self.assertEqual(kernel_pids(op, b), [])

@@ -520,7 +520,7 @@ static void expect_refused(clr_service *svc, const char *id, const char *text,
     assert_null(out);
     expect_error(&err, code, says);
     err = (clr_error)CLR_ERROR_INIT;
-    assert_int_equal(clr_service_code_check(svc, id, req, &err), -1);
+    assert_int_equal(clr_service_code_check(svc, id, req, "alice", &err), -1);
     expect_error(&err, code, says);
     json_decref(req);
 }
@@ -614,7 +614,11 @@ static void test_bridge_that_ends(void **state)
     err = (clr_error)CLR_ERROR_INIT;
     assert_int_equal(clr_service_code_restart(svc, ID_A, "alice", &out, &err), -1);
     expect_error(&err, CLR_E_NOT_FOUND, "does not exist");
-    json_decref(expect_audit(e, "code.restart", "error", ID_A, "alice"));
+    json_t *r = expect_audit(e, "code.restart", "error", ID_A, "alice");
+    assert_true(json_is_false(json_object_get(json_object_get(r, "details"), "kernel_ended")));
+    json_decref(r);
+    /* Its one record, written once its outcome was known: no "ok" before it. */
+    assert_int_equal((int)audit_count(e, "code.restart"), 1);
     assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-a/exec"), 2);
     /* No cell runs or waits: the sandbox is not busy for the reaper. */
     assert_false(svc_code_busy(svc, ID_A));
@@ -748,9 +752,21 @@ static void test_code_sessions_quota(void **state)
     expect_error(&err, CLR_E_LIMIT, says);
     json_decref(expect_audit(e, "code", "refused", ID_B, "alice"));
     assert_int_equal((int)audit_count(e, "code.start"), 0); /* refused before it is recorded */
+    assert_int_equal(audit_count_where(e, "code", "sandbox", ID_B, "outcome", "refused", NULL,
+                                       NULL),
+                     1);
+    /* The stream's check refuses it the same way, and records it the same way. */
     err = (clr_error)CLR_ERROR_INIT;
-    assert_int_equal(clr_service_code_check(svc, ID_B, req, &err), -1);
+    assert_int_equal(clr_service_code_check(svc, ID_B, req, "alice", &err), -1);
     expect_error(&err, CLR_E_LIMIT, "max_code_sessions 1 for tenant default");
+    json_t *r = expect_audit(e, "code", "refused", ID_B, "alice");
+    if (!strstr(json_string_value(json_object_get(json_object_get(r, "details"), "error")),
+                "max_code_sessions 1 for tenant default"))
+        fail_msg("the stream's refusal's record does not name the quota");
+    json_decref(r);
+    assert_int_equal(audit_count_where(e, "code", "sandbox", ID_B, "outcome", "refused", NULL,
+                                       NULL),
+                     2);
     err = (clr_error)CLR_ERROR_INIT;
     assert_int_equal(clr_service_code_restart(svc, ID_B, "alice", &out, &err), -1);
     expect_error(&err, CLR_E_LIMIT, says);
@@ -758,11 +774,16 @@ static void test_code_sessions_quota(void **state)
     assert_int_equal((int)audit_count(e, "code.restart"), 2); /* A's, and B's refusal alone */
     assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-b/exec"), 0);
     assert_true(atomic_load(&svc->refused) >= refused + 3);
-    /* A holds its kernel: the check passes for it, and its restart takes its own place again. */
+    /* A holds its kernel: the check passes for it (and records nothing), and its restart
+     * takes its own place again, its record saying it ended the kernel that ran. */
     err = (clr_error)CLR_ERROR_INIT;
-    assert_int_equal(clr_service_code_check(svc, ID_A, req, &err), 0);
+    assert_int_equal(clr_service_code_check(svc, ID_A, req, "alice", &err), 0);
+    assert_int_equal(audit_count_where(e, "code", "sandbox", ID_A, NULL, NULL, NULL, NULL), 0);
     expect_restart(svc, ID_A);
     assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-a/exec"), 2);
+    r = expect_audit(e, "code.restart", "ok", ID_A, "alice");
+    assert_true(json_is_true(json_object_get(json_object_get(r, "details"), "kernel_ended")));
+    json_decref(r);
 
     /* The control: room for two, B's kernel starts. */
     quotas[0].max_code_sessions = 2;
@@ -775,10 +796,31 @@ static void test_code_sessions_quota(void **state)
     script_running(e, ID_C, "cid-c");
     quotas[0].max_code_sessions = 1;
     err = (clr_error)CLR_ERROR_INIT;
-    assert_int_equal(clr_service_code_check(svc, ID_C, req, &err), -1);
+    assert_int_equal(clr_service_code_check(svc, ID_C, req, "alice", &err), -1);
     expect_error(&err, CLR_E_LIMIT,
                  "tenant default is at its quota: 2 code sessions are running in its sandboxes "
                  "(max_code_sessions 1 for tenant default)");
+    quotas[0].max_code_sessions = 2;
+
+    /* A restart that ends A's running kernel and cannot start the next one (the engine's
+     * runsc failing every exec): its one record is an error (its kernel was ended, so it was
+     * not merely refused, as its error's code alone would say), and no "ok" is written. */
+    fake_answer_bytes(e->f, "POST /v1.41/exec/exec-1/start", 200, engine_line,
+                      sizeof(engine_line) - 1);
+    int oks = audit_count_where(e, "code.restart", "sandbox", ID_A, "outcome", "ok", NULL, NULL);
+    int all = (int)audit_count(e, "code.restart");
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_restart(svc, ID_A, "alice", &out, &err), -1);
+    expect_error(&err, CLR_E_UNAVAILABLE, "OCI runtime exec failed");
+    r = expect_audit(e, "code.restart", "error", ID_A, "alice");
+    assert_true(json_is_true(json_object_get(json_object_get(r, "details"), "kernel_ended")));
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r, "details"), "code")),
+                        "unavailable");
+    json_decref(r);
+    assert_int_equal(audit_count_where(e, "code.restart", "sandbox", ID_A, "outcome", "ok", NULL,
+                                       NULL),
+                     oks);
+    assert_int_equal((int)audit_count(e, "code.restart"), all + 1);
     json_decref(req);
     svc_code_stop(svc); /* before the quota goes away */
     svc->cfg.tenants = NULL;
