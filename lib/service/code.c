@@ -819,15 +819,31 @@ int clr_service_code_restart(clr_service *svc, const char *id, const char *actor
      * already waiting is older and says more (an oom): it stands. */
     if (rc < 0 && had_kernel && !s->lost[0])
         snprintf(s->lost, sizeof(s->lost), "%s",
-                 "the last kernel was ended by a restart that could not start a new one: this is "
-                 "a fresh one (its state is gone)");
-    session_give(s);
+                 kernel_ended ? "the last kernel was ended by a restart that could not start a "
+                                "new one: this is a fresh one (its state is gone)"
+                              : "the last kernel had ended and a restart could not start a new "
+                                "one: this is a fresh one (its state is gone)");
+    /* The record is written while the turn is held: a cell queued behind the restart records
+     * after it. */
     if (rc < 0) {
         restart_audit(svc, actor, id, kernel_ended, err, NULL);
+        session_give(s);
         return -1;
     }
-    if (restart_audit(svc, actor, id, kernel_ended, NULL, err) < 0)
+    if (restart_audit(svc, actor, id, kernel_ended, NULL, err) < 0) {
+        /* The log failed after the kernel was replaced: the client is told the restart failed,
+         * so the next cell must say its kernel is fresh. */
+        clr_log(CLR_LOG_ERROR, "audit.write_failed", "id", id, "action", "code.restart", "error",
+                err->message, NULL);
+        snprintf(s->lost, sizeof(s->lost), "%s",
+                 "the kernel was replaced by a restart whose audit record could not be written: "
+                 "this is a fresh one (its state is gone)");
+        session_give(s);
         return -1;
+    }
+    /* The restart's answer is the notice: an older one waiting is about a kernel already gone. */
+    s->lost[0] = '\0';
+    session_give(s);
     *out = json_pack("{s:s}", "status", "restarted");
     return 0;
 }

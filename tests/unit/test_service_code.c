@@ -35,7 +35,8 @@
 
 /* The nonces a cell sends its bridge (code.c cell_exchange) come from getrandom: in this binary
  * they are fixed (bytes of 0x5a) while fixed_nonce is set, so that a scripted bridge can answer
- * a cell; every other call, and every call when it is not set, gets the kernel's. */
+ * a cell. While it is set every call in this binary gets those bytes (ids and keys too: the test
+ * that sets it makes none it compares); when it is not set, the kernel's. */
 static atomic_bool fixed_nonce;
 #define FIXED_NONCE "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"
 
@@ -1015,6 +1016,16 @@ static void test_lost_kernel_said_after_refusals(void **state)
     script_bridge(e, "cid-b", "exec-b3", answering_bridge);
     expect_answer(cell_answer(svc, ID_B), "ok", true, "ended by a restart that could not start");
     assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-b/exec"), 5);
+    /* The same failed restart, then one that works: its answer is the notice, and the next cell
+     * says nothing of the kernel before it. */
+    fake_answer_n(e->f, "POST " TEST_API "cid-b/exec", 404, no_container, 1);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_restart(svc, ID_B, "alice", &out, &err), -1);
+    expect_error(&err, CLR_E_NOT_FOUND, "does not exist");
+    script_bridge(e, "cid-b", "exec-b4", answering_bridge);
+    expect_restart(svc, ID_B);
+    expect_answer(cell_answer(svc, ID_B), "ok", false, NULL);
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-b/exec"), 7);
 
     atomic_store(&fixed_nonce, false);
     svc_code_stop(svc); /* before the quota goes away */
