@@ -106,7 +106,8 @@ static enum MHD_Result stream_begin(clr_service *svc, struct MHD_Connection *c, 
                                     bool code)
 {
     struct stream *st = calloc(1, sizeof(*st));
-    struct http_pushed *out = http_pushed_new(heartbeat, code ? overflow_code : id[0] ? overflow_exec : overflow_plan);
+    const char *overflow = code ? overflow_code : id[0] ? overflow_exec : overflow_plan;
+    struct http_pushed *out = http_pushed_new(heartbeat, overflow);
     if (!st || !out) {
         free(st);
         if (out)

@@ -738,7 +738,8 @@ static int code_run_admitted(clr_service *svc, const char *id, const char *tenan
     }
     /* A kernel replaced before the cell: said, unless the sandbox itself is gone (no kernel of
      * it runs again). */
-    if (why[0] && strcmp(svc_code_str_or(json_object_get(a, "status"), ""), "sandbox_failed") != 0) {
+    const char *said = svc_code_str_or(json_object_get(a, "status"), "");
+    if (why[0] && strcmp(said, "sandbox_failed") != 0) {
         json_object_set_new(a, "restarted", json_true());
         if (!json_is_string(json_object_get(a, "message")))
             json_object_set_new(a, "message", json_string(why));
