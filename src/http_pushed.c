@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,12 +13,10 @@
 
 #include "http_pushed.h"
 
-/* ---- a pushed body ---- */
-
 struct chunk {
-    char *data;
-    size_t len, off;
     struct chunk *next;
+    size_t len, off;
+    char bytes[];
 };
 
 struct http_pushed {
@@ -29,6 +28,7 @@ struct http_pushed {
     int refs;
     const char *heartbeat;
     const char *overflow; /* the last words of a body whose reader fell too far behind */
+    struct chunk *last_words; /* overflow's chunk, made up front; the queue's once queued */
     size_t queued;        /* bytes pushed and not yet sent, with each chunk's own cost */
     int client_fd;      /* the connection's socket, watched for the client's hang-up; -1: none */
     volatile int gone;  /* the response let go, or the body overflowed: what a streamed plan
@@ -38,6 +38,36 @@ struct http_pushed {
 /* A stream silent for HEARTBEAT_S carries its heartbeat: the server ends a connection idle for
  * its timeout (60 s), which a command silent that long would otherwise cost its stream. */
 #define HEARTBEAT_S 20
+
+/* What a chunk costs beside its bytes (its struct and its allocation's header), counted in
+ * queued: a stream of tiny lines holds about what the bound says, not several times it. */
+#define CHUNK_COST (sizeof(struct chunk) + 16)
+
+/* Appends e (p's lock held). */
+static void append_locked(struct http_pushed *p, struct chunk *e)
+{
+    e->next = NULL;
+    if (p->tail)
+        p->tail->next = e;
+    else
+        p->head = e;
+    p->tail = e;
+    p->queued += e->len + CHUNK_COST;
+}
+
+/* Copies len bytes into a chunk of their own, allocated before the lock is taken: the reader
+ * never waits on a pusher's malloc and memcpy of a line of megabytes. */
+static struct chunk *chunk_new(const char *data, size_t len)
+{
+    if (len > SIZE_MAX - sizeof(struct chunk))
+        return NULL;
+    struct chunk *e = malloc(sizeof(*e) + (len ? len : 1));
+    if (!e)
+        return NULL;
+    *e = (struct chunk){.len = len};
+    memcpy(e->bytes, data, len);
+    return e;
+}
 
 struct http_pushed *http_pushed_new(const char *heartbeat, const char *overflow)
 {
@@ -50,6 +80,10 @@ struct http_pushed *http_pushed_new(const char *heartbeat, const char *overflow)
     p->heartbeat = heartbeat;
     p->overflow = overflow;
     p->client_fd = -1;
+    if (overflow && !(p->last_words = chunk_new(overflow, strlen(overflow)))) {
+        http_pushed_unref(p);
+        return NULL;
+    }
     return p;
 }
 
@@ -62,82 +96,61 @@ void http_pushed_unref(struct http_pushed *p)
         return;
     for (struct chunk *e = p->head; e;) {
         struct chunk *n = e->next;
-        free(e->data);
         free(e);
         e = n;
     }
+    free(p->last_words);
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->cond);
     free(p);
 }
 
-/* What a chunk costs beside its bytes (its struct and two allocations' headers), counted in
- * queued: a stream of tiny lines holds about what the bound says, not three times it. */
-#define CHUNK_COST (sizeof(struct chunk) + 32)
-
-/* Queues a copy of len bytes (p's lock held); false when out of memory. */
-static bool queue_locked(struct http_pushed *p, const char *data, size_t len)
+/* Queues a copy of len bytes unless the body ended or its reader let go; false when they are
+ * lost (out of memory, or the reader fell behind). Bounded: when more than HTTP_PUSHED_MAX would
+ * wait, a body with an overflow text gets that text and its end, one without drops only these
+ * bytes. */
+static bool push(struct http_pushed *p, const char *data, size_t len, bool bounded)
 {
-    struct chunk *e = calloc(1, sizeof(*e));
-    char *d = malloc(len ? len : 1);
-    if (!e || !d) {
-        free(e);
-        free(d);
-        return false;
+    struct chunk *e = chunk_new(data, len);
+    bool ok = true;
+    pthread_mutex_lock(&p->lock);
+    if (p->closed || p->done) {
+        /* Nobody reads it any more (the client went away), or it was ended: dropped. */
+    } else if (!e) {
+        ok = false;
+    } else if (!bounded || p->queued == 0 ||
+               (p->queued < HTTP_PUSHED_MAX && len <= HTTP_PUSHED_MAX - p->queued)) {
+        /* Only what already waits is held against the bound: a line alone larger than it (an
+         * exec's record with its 64 MiB of output) reaches a reader that keeps up. */
+        append_locked(p, e);
+        e = NULL;
+    } else if (!p->overflow) {
+        /* A client that reads slower than the pusher pushes would make the daemon hold without
+         * end what it has not read. */
+        ok = false;
+    } else {
+        /* What waited is still sent, then the overflow's words, then the body ends; the
+         * pusher's work goes on, its later bytes are dropped. */
+        append_locked(p, p->last_words);
+        p->last_words = NULL;
+        p->done = true;
+        p->gone = 1;
+        ok = false;
     }
-    memcpy(d, data, len);
-    e->data = d;
-    e->len = len;
-    if (p->tail)
-        p->tail->next = e;
-    else
-        p->head = e;
-    p->tail = e;
-    p->queued += len + CHUNK_COST;
-    return true;
-}
-
-/* Queues len bytes unless the body ended or its reader let go (p's lock held); bounded: when
- * more than HTTP_PUSHED_MAX would wait, a body with an overflow text gets that text and its end,
- * one without drops only these bytes. */
-static bool push_locked(struct http_pushed *p, const char *data, size_t len, bool bounded)
-{
-    /* Nobody reads it any more (the client went away), or it was ended: dropped, not kept. */
-    if (p->closed || p->done)
-        return true;
-    /* Only what already waits is held against the bound: a line alone larger than it (an
-     * exec's record with its 64 MiB of output) reaches a reader that keeps up. */
-    if (!bounded || p->queued == 0 ||
-        (p->queued < HTTP_PUSHED_MAX && len <= HTTP_PUSHED_MAX - p->queued))
-        return queue_locked(p, data, len);
-    /* A client that reads slower than the pusher pushes would make the daemon hold without
-     * end what it has not read. */
-    if (!p->overflow)
-        return false;
-    /* What waited is still sent, then the overflow's words, then the body ends; the pusher's
-     * work goes on, its later bytes are dropped. */
-    (void)queue_locked(p, p->overflow, strlen(p->overflow));
-    p->done = true;
-    p->gone = 1;
-    return false;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    free(e);
+    return ok;
 }
 
 bool http_pushed_write(struct http_pushed *p, const char *data, size_t len)
 {
-    pthread_mutex_lock(&p->lock);
-    bool ok = push_locked(p, data, len, true);
-    pthread_cond_broadcast(&p->cond);
-    pthread_mutex_unlock(&p->lock);
-    return ok;
+    return push(p, data, len, true);
 }
 
 bool http_pushed_write_last(struct http_pushed *p, const char *data, size_t len)
 {
-    pthread_mutex_lock(&p->lock);
-    bool ok = push_locked(p, data, len, false);
-    pthread_cond_broadcast(&p->cond);
-    pthread_mutex_unlock(&p->lock);
-    return ok;
+    return push(p, data, len, false);
 }
 
 void http_pushed_end(struct http_pushed *p)
@@ -203,7 +216,7 @@ ssize_t http_pushed_read(struct http_pushed *p, char *buf, size_t max)
     size_t n = e->len - e->off;
     if (n > max)
         n = max;
-    memcpy(buf, e->data + e->off, n);
+    memcpy(buf, e->bytes + e->off, n);
     e->off += n;
     p->queued -= n;
     if (e->off == e->len) {
@@ -211,7 +224,6 @@ ssize_t http_pushed_read(struct http_pushed *p, char *buf, size_t max)
         p->head = e->next;
         if (!p->head)
             p->tail = NULL;
-        free(e->data);
         free(e);
     }
     pthread_mutex_unlock(&p->lock);
@@ -259,4 +271,3 @@ const volatile int *http_pushed_gone(struct http_pushed *p)
 {
     return &p->gone;
 }
-

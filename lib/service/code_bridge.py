@@ -128,11 +128,8 @@ class Cell:
     def whole(self, text):
         """text if all of it fits the room left (counted then), else None: truncated, and
         nothing counted, so a value too large to keep takes no room from the outputs after it."""
-        n = len(text.encode("utf-8", "surrogatepass"))
-        if self.used + n > self.cap:
-            self.truncated = True
+        if self.whole_cost(len(text.encode("utf-8", "surrogatepass"))) is None:
             return None
-        self.used += n
         return text
 
     def bundle(self, data):
