@@ -24,9 +24,66 @@ MIMES = ("text/plain", "text/html", "text/markdown", "application/json", "image/
          "image/jpeg", "image/svg+xml")
 
 
+# A code point of a surrogate: in a Python string it stands alone (a pair is one character),
+# and the daemon's JSON parser refuses a lone one, with the whole line it came in.
+SURROGATE = re.compile("[\ud800-\udfff]")
+INT64 = (-(1 << 63), (1 << 63) - 1)  # the daemon's JSON integers
+
+
+def readable(obj):
+    """obj with every lone surrogate replaced by U+FFFD: 3 bytes in UTF-8, as the cap counted
+    the surrogate, so a cut made before still holds."""
+    if isinstance(obj, str):
+        return SURROGATE.sub("\ufffd", obj)
+    if isinstance(obj, dict):
+        return {readable(k): readable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [readable(v) for v in obj]
+    return obj
+
+
 def say(obj):
-    OUT.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    OUT.write(json.dumps(readable(obj), separators=(",", ":")) + "\n")
     OUT.flush()
+
+
+def real_text(x):
+    """A float as the daemon's JSON writer (jansson) writes it: 17 significant digits, ".0"
+    where neither a point nor an exponent shows, no "+" and no leading zeros in the exponent."""
+    t = "%.17g" % x
+    if "." not in t and "e" not in t:
+        t += ".0"
+    if "e" in t:
+        mant, exp = t.split("e")
+        sign = "-" if exp.startswith("-") else ""
+        t = mant + "e" + sign + (exp.lstrip("+-").lstrip("0") or "0")
+    return t
+
+
+def daemon_json(v):
+    """The compact JSON text the daemon counts for an application/json value (code_answer.c
+    bundle), or None where it cannot carry the value exactly: an integer beyond 64 bits, NaN or
+    an infinity (its parser would refuse the whole answer)."""
+    if v is None or isinstance(v, bool):
+        return json.dumps(v)
+    if isinstance(v, int):
+        return str(v) if INT64[0] <= v <= INT64[1] else None
+    if isinstance(v, float):
+        return real_text(v) if v == v and v not in (float("inf"), float("-inf")) else None
+    if isinstance(v, str):
+        return json.dumps(readable(v), ensure_ascii=False)
+    if isinstance(v, (list, tuple)):
+        items = [daemon_json(e) for e in v]
+        return None if None in items else "[" + ",".join(items) + "]"
+    if isinstance(v, dict):
+        items = []
+        for k, e in v.items():
+            t = daemon_json(e)
+            if not isinstance(k, str) or t is None:
+                return None
+            items.append(daemon_json(k) + ":" + t)
+        return "{" + ",".join(items) + "}"
+    return None
 
 
 def setup_env():
@@ -145,12 +202,17 @@ class Cell:
             if self.whole_cost(cost) is None:
                 continue
             if m == "application/json":
-                # Whole or not at all: a cut JSON text is no value.
-                if not isinstance(v, str):
-                    v = json.dumps(v)
-                kept = self.whole(v) is not None
+                # Whole or not at all: a cut JSON text is no value. Counted as the daemon counts
+                # it; a value it cannot carry (or a text that is no JSON) is not offered.
+                if isinstance(v, str):
+                    try:
+                        v = json.loads(v)
+                    except ValueError:
+                        v = None
+                text = daemon_json(v) if v is not None else None
+                kept = text is not None and self.whole(text) is not None
                 if kept:
-                    out[m] = json.loads(v)
+                    out[m] = v
             else:
                 if not isinstance(v, str):
                     v = json.dumps(v)

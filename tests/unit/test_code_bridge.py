@@ -8,6 +8,7 @@ kernel: the integration suite's test_code.py runs it for real).
 usage: test_code_bridge.py SOURCE-ROOT
 """
 import importlib.util
+import io
 import json
 import os
 import sys
@@ -147,6 +148,63 @@ class Cap(unittest.TestCase):
             stream(c, 'stdout', ch * 10000)
             line = json.dumps(bridge.finish(c, 'ok', None), separators=(',', ':'))
             self.assertLessEqual(len(line.encode()), 8 * 4096 + 1024, ch)
+
+
+class DaemonReadable(unittest.TestCase):
+    """What the bridge says, the daemon's parser (jansson) reads, and counts as the bridge did:
+    floats as it writes them, no integer beyond 64 bits, no NaN, no lone surrogate."""
+
+    def json_display(self, cap, value, **more):
+        c = bridge.Cell(cap)
+        data = {'application/json': value}
+        data.update(more)
+        c.on({'header': {'msg_type': 'display_data'}, 'content': {'data': data}})
+        return c
+
+    def test_floats_count_as_the_daemon_writes_them(self):
+        # 0.1 is "0.1" to Python and "0.10000000000000001" to jansson: 50 of them are 1001
+        # bytes to the daemon, which drops a value its cap cannot hold; the bridge must too.
+        entry = len('application/json') + bridge.ENTRY_COST
+        whole = 1 + 50 * len('0.10000000000000001,')
+        c = self.json_display(entry + whole, [0.1] * 50)  # the control: exactly room for it
+        self.assertEqual(c.displays, [{'application/json': [0.1] * 50}])
+        self.assertEqual(c.used, entry + whole)
+        self.assertFalse(c.truncated)
+        c = self.json_display(entry + whole - 1, [0.1] * 50)
+        self.assertEqual(c.displays, [])
+        self.assertTrue(c.truncated)
+        for x, text in ((1.0, '1.0'), (1e16, '10000000000000000.0'), (1e20, '1e20'),
+                        (1e-05, '1.0000000000000001e-5'), (-2.5e-300, '-2.5e-300')):
+            self.assertEqual(bridge.real_text(x), text)
+
+    def test_values_it_cannot_carry_are_not_offered(self):
+        # An integer beyond 64 bits, NaN or an infinity would make the daemon refuse the whole
+        # answer line: the JSON value is left out, the display's text stays. The control: a
+        # 64-bit integer is carried.
+        c = self.json_display(4096, {'n': (1 << 63) - 1}, **{'text/plain': 'big'})
+        self.assertEqual(c.displays, [{'application/json': {'n': (1 << 63) - 1},
+                                       'text/plain': 'big'}])
+        for bad in ({'n': 1 << 63}, [-(1 << 63) - 1], float('nan'), [float('inf')],
+                    '{"n": 1e999}', 'not json'):
+            c = self.json_display(4096, bad, **{'text/plain': 'big'})
+            self.assertEqual(c.displays, [{'text/plain': 'big'}], bad)
+            self.assertFalse(c.truncated)
+        c = self.json_display(4096, '{"a": [1, 2]}')  # a JSON text is its value
+        self.assertEqual(c.displays, [{'application/json': {'a': [1, 2]}}])
+
+    def test_lone_surrogate_said_as_replacement(self):
+        c = bridge.Cell(1024)
+        stream(c, 'stdout', 'a\ud800b\udfffc')
+        self.assertEqual(c.used, 1 + 3 + 1 + 3 + 1)  # the control: counted, as U+FFFD is
+        out = io.StringIO()
+        saved, bridge.OUT = bridge.OUT, out
+        try:
+            bridge.say(bridge.finish(c, 'ok', None))
+        finally:
+            bridge.OUT = saved
+        line = out.getvalue()
+        self.assertIn('a\\ufffdb\\ufffdc', line)
+        self.assertNotRegex(line, r'\\ud[89a-f]')
 
 
 if __name__ == '__main__':
