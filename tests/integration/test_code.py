@@ -206,6 +206,27 @@ class Code(unittest.TestCase):
         # The kernel lives on after an exception.
         self.assertEqual(cell(self.c, sid, 'f.__name__')['result']['text/plain'], "'f'")
 
+    def test_values_json_cannot_carry(self):
+        # A display whose application/json holds an integer beyond 64 bits (the kernel's JSON
+        # carries it; the daemon's parser refuses it, and before, the answer line with it: the
+        # session broke): the answer comes, the JSON value left out, its text/plain kept, and
+        # the kernel lives on. The control: a 64-bit integer's JSON value is carried. (NaN
+        # never leaves the kernel as a number: jupyter_client sends it as the text "nan".)
+        sid = self.sandbox()
+        show = ('from IPython.display import display\n'
+                'display({"application/json": {"n": %s}, "text/plain": "shown"}, raw=True)')
+        a = cell(self.c, sid, 'x = 7\n' + show % '2**63 - 1')
+        self.assertEqual(a['status'], 'ok', a)
+        self.assertEqual(a['displays'], [{'application/json': {'n': 2**63 - 1},
+                                          'text/plain': 'shown'}])
+        a = cell(self.c, sid, show % '2**64')
+        self.assertEqual(a['status'], 'ok', a)
+        self.assertEqual(a['displays'], [{'text/plain': 'shown'}])
+        self.assertFalse(a['truncated'], a)
+        b = cell(self.c, sid, 'x')
+        self.assertEqual(b['result']['text/plain'], '7', b)
+        self.assertFalse(b['restarted'], b)
+
     def test_matplotlib_png(self):
         sid = self.sandbox()
         a = cell(self.c, sid, 'import matplotlib.pyplot as plt\n'
