@@ -8,6 +8,8 @@
 #include "code.h"
 
 #define LINES_PENDING_MAX 4
+#define LINES_VALUES_SLACK 4096 /* values an answer holds beside its outputs' JSON */
+#define LINES_BUF_KEEP (64 * 1024)
 #define MESSAGE_MAX 400 /* an answer's message: the bridge's are a sentence */
 
 /* ---- a cell's output cap, applied again ----
@@ -89,12 +91,42 @@ static void lines_break(struct code_lines *r, const char *why)
     clr_utf8_trim_cut(r->broken);
 }
 
+/* At most how many JSON values a line can make the parser allocate: one per '[' and '{', one
+ * per ',' and the first, counted outside strings (an object's key costs about a value). */
+static size_t lines_values_bound(const char *s, size_t len)
+{
+    size_t n = 1;
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        if (in_string) {
+            if (s[i] == '\\')
+                i++;
+            else if (s[i] == '"')
+                in_string = false;
+        } else if (s[i] == '"') {
+            in_string = true;
+        } else if (s[i] == '[' || s[i] == '{' || s[i] == ',') {
+            n++;
+        }
+    }
+    return n;
+}
+
 /* A complete line: an object with a string "event"; output events go to the cell's callback,
  * the rest are queued for the cell. */
 static void lines_one(struct code_lines *r, const char *line, size_t len)
 {
     if (len == 0)
         return;
+    /* A value costs the parser tens of bytes where the line may spend two on it ("0,"): a line
+     * of its cap in such values would cost the daemon twenty times the line. An honest answer's
+     * JSON values count against the cell's cap at two bytes or more each, and the line cap is
+     * 8 bytes a byte of the cap: it holds fewer than a sixteenth of the line cap's bytes in
+     * values. Counted before parsing, in one pass over the bytes. */
+    if (lines_values_bound(line, len) > r->max / 16 + LINES_VALUES_SLACK) {
+        lines_break(r, "the bridge wrote a line with more JSON values than an answer can hold");
+        return;
+    }
     json_t *j = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
     const char *ev = json_string_value(json_object_get(j, "event"));
     if (!json_is_object(j) || !ev) {
@@ -158,6 +190,13 @@ void svc_code_lines_feed(struct code_lines *r, const uint8_t *data, size_t len)
             lines_one(r, r->buf, r->len);
         r->skipping = false;
         r->len = 0;
+        /* A long line's buffer is not kept for the session's life: up to the line cap a
+         * session, for as long as the sandbox lives, would add up over sessions. */
+        if (r->cap > LINES_BUF_KEEP) {
+            free(r->buf);
+            r->buf = NULL;
+            r->cap = 0;
+        }
         data += n + 1;
         len -= n + 1;
     }

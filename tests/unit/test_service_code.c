@@ -142,6 +142,65 @@ static void test_lines_lies(void **state)
     assert_non_null(strstr(broken, "longer than its cap"));
     json_decref(j);
     svc_code_lines_free(r);
+    /* A line of many tiny values (a parser's tens of bytes for each two of the line's): held
+     * to a sixteenth of the line cap plus slack, counted outside strings. The controls: as
+     * many values as that, and a string of commas and brackets of any length, are read. */
+    size_t max = 64 * 1024, allowed = max / 16 + 4096;
+    for (int round = 0; round < 3; round++) {
+        size_t values = round == 1 ? allowed + 1 : allowed;
+        char *line = malloc(max);
+        assert_non_null(line);
+        size_t n = (size_t)sprintf(line, "{\"event\":\"x\",\"v\":");
+        if (round == 2) {
+            line[n++] = '"';
+            for (size_t i = 0; i < allowed; i++)
+                n += (size_t)sprintf(line + n, "[{,");
+            line[n++] = '"';
+        } else {
+            line[n++] = '[';
+            /* The bound counts the first value, the object's '{' and ',', the array's '[': 4;
+             * each comma of the array's one more. */
+            for (size_t i = 4; i < values; i++)
+                n += (size_t)sprintf(line + n, "0,");
+            line[n++] = '0';
+            line[n++] = ']';
+        }
+        n += (size_t)sprintf(line + n, "}\n");
+        r = svc_code_lines_new(max);
+        svc_code_lines_feed(r, (const uint8_t *)line, n);
+        j = svc_code_lines_take(r, &broken);
+        if (round == 1) {
+            assert_null(j);
+            assert_non_null(strstr(broken, "more JSON values than an answer can hold"));
+        } else {
+            if (!j)
+                fail_msg("round %d: no answer, broken '%s'", round, broken);
+            assert_string_equal(broken, "");
+        }
+        json_decref(j);
+        svc_code_lines_free(r);
+        free(line);
+    }
+    /* After a line longer than the buffer a reader keeps (64 KiB, let go then), the next
+     * line is read into a new one. */
+    r = svc_code_lines_new(1 << 20);
+    char *longer = malloc(100 * 1024);
+    assert_non_null(longer);
+    size_t m = (size_t)sprintf(longer, "{\"event\":\"x\",\"t\":\"");
+    memset(longer + m, 'a', 99 * 1024);
+    m += 99 * 1024;
+    m += (size_t)sprintf(longer + m, "\"}\n");
+    svc_code_lines_feed(r, (const uint8_t *)longer, m);
+    feed(r, "{\"event\":\"y\"}\n");
+    for (const char *ev = "x"; ev; ev = strcmp(ev, "x") == 0 ? "y" : NULL) {
+        j = svc_code_lines_take(r, &broken);
+        assert_non_null(j);
+        assert_string_equal(json_string_value(json_object_get(j, "event")), ev);
+        json_decref(j);
+    }
+    assert_string_equal(broken, "");
+    svc_code_lines_free(r);
+    free(longer);
     /* Answers nobody asked for: at most a few are queued, then the reader is broken. */
     r = svc_code_lines_new(1024);
     for (int i = 0; i < 10; i++)
