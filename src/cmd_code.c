@@ -127,37 +127,40 @@ static int exit_for(json_t *a)
 
 static void code_usage(void)
 {
-    printf("Usage: clearing code ID (-c CODE | -f FILE.py | --restart) [--timeout DURATION]\n"
-           "                        [--output-cap SIZE] [--images DIR] [--json]\n\n"
+    printf("Usage: clearing code ID (-c CODE | -f FILE.py | --restart | --end)\n"
+           "                        [--timeout DURATION] [--output-cap SIZE] [--images DIR]\n"
+           "                        [--json]\n\n"
            "Runs a cell of Python in the sandbox's code session: a Jupyter kernel whose\n"
            "variables live from one call to the next (the image needs python3-ipykernel,\n"
            "e.g. clearing/datascience). Prints the cell's output and the value of its last\n"
            "expression; --images writes its images (matplotlib figures) to DIR. --restart\n"
-           "gives a fresh kernel. Exit status: 0 ok, 1 the cell raised, 124 timeout,\n"
+           "gives a fresh kernel; --end ends the session (its kernel and variables; the next\n"
+           "cell starts a fresh one). Exit status: 0 ok, 1 the cell raised, 124 timeout,\n"
            "123 out of memory, 122 the kernel died or the sandbox was destroyed\n"
            "(or lost) while the cell ran.\n");
 }
 
-static int code_restart(const char *id)
+/* --restart (POST .../code/restart) or --end (DELETE .../code): prints what was done. */
+static int code_session_call(const char *id, bool end)
 {
     char path[128];
-    snprintf(path, sizeof(path), "/v1/sandboxes/%s/code/restart", id);
+    snprintf(path, sizeof(path), "/v1/sandboxes/%s/code%s", id, end ? "" : "/restart");
     clr_error err = CLR_ERROR_INIT;
     json_t *resp = NULL;
-    int st = client_call("POST", path, NULL, &resp, &err);
+    int st = client_call(end ? "DELETE" : "POST", path, NULL, &resp, &err);
     json_decref(resp);
-    if (st != 200) {
+    if (st != (end ? 204 : 200)) {
         cli_error(&err);
         return cli_failure_status(&err);
     }
-    printf("restarted\n");
+    printf("%s\n", end ? "ended" : "restarted");
     return 0;
 }
 
 /* What the options ask for; the request body gets the rest. */
 struct code_opts {
     const char *images;
-    bool json, restart;
+    bool json, restart, end;
     char *file_text;
 };
 
@@ -167,8 +170,8 @@ static int code_parse(int argc, char **argv, json_t *req, struct code_opts *o)
         {"code", required_argument, NULL, 'c'},     {"file", required_argument, NULL, 'f'},
         {"timeout", required_argument, NULL, 't'},  {"output-cap", required_argument, NULL, 'o'},
         {"images", required_argument, NULL, 'i'},   {"json", no_argument, NULL, 'j'},
-        {"restart", no_argument, NULL, 'r'},        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"restart", no_argument, NULL, 'r'},        {"end", no_argument, NULL, 'e'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     int c;
     optind = 1;
@@ -191,16 +194,19 @@ static int code_parse(int argc, char **argv, json_t *req, struct code_opts *o)
         case 'i': o->images = optarg; break;
         case 'j': o->json = true; break;
         case 'r': o->restart = true; break;
+        case 'e': o->end = true; break;
         case 'h': code_usage(); return 0;
         default: cli_usage_error("code", "unknown option"); return CLI_EXIT_USAGE;
         }
     }
-    if (optind + 1 != argc || (!o->restart && !json_object_get(req, "code")) ||
-        (o->restart && json_object_get(req, "code"))) {
-        cli_usage_error("code", "usage: clearing code ID (-c CODE | -f FILE.py | --restart)");
+    /* Exactly one of a cell, --restart and --end. */
+    int asked = !!json_object_get(req, "code") + o->restart + o->end;
+    if (optind + 1 != argc || asked != 1) {
+        cli_usage_error("code",
+                        "usage: clearing code ID (-c CODE | -f FILE.py | --restart | --end)");
         return CLI_EXIT_USAGE;
     }
-    if (!json_is_string(json_object_get(req, "code")) && !o->restart) {
+    if (!json_is_string(json_object_get(req, "code")) && !o->restart && !o->end) {
         cli_usage_error("code", "the code is not valid UTF-8");
         return CLI_EXIT_USAGE;
     }
@@ -217,9 +223,9 @@ int cmd_code(int argc, char **argv)
     struct code_opts o = {0};
     int rc = code_parse(argc, argv, req, &o);
     free(o.file_text);
-    if (rc >= 0 || o.restart) {
+    if (rc >= 0 || o.restart || o.end) {
         json_decref(req);
-        return rc >= 0 ? rc : code_restart(argv[optind]);
+        return rc >= 0 ? rc : code_session_call(argv[optind], o.end);
     }
     char path[128];
     snprintf(path, sizeof(path), "/v1/sandboxes/%s/code", argv[optind]);

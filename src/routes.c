@@ -251,6 +251,13 @@ static enum MHD_Result h_code_restart(struct route_call *k)
     return answer(k, rc, 200, out, &err);
 }
 
+static enum MHD_Result h_code_end(struct route_call *k)
+{
+    clr_error err = CLR_ERROR_INIT;
+    int rc = clr_service_code_end(k->s->svc, k->id, k->rq->actor, &err);
+    return answer(k, rc, 204, NULL, &err);
+}
+
 static enum MHD_Result h_exec_get(struct route_call *k)
 {
     clr_error err = CLR_ERROR_INIT;
@@ -503,6 +510,7 @@ static const struct route routes[] = {
     {{"GET", "/v1/sandboxes/{id}/archive"}, h_archive_get, ROUTE_NONE},
     {{"PUT", "/v1/sandboxes/{id}/archive"}, h_archive_put, ROUTE_UPLOAD},
     {{"POST", "/v1/sandboxes/{id}/code"}, h_code, ROUTE_JSON},
+    {{"DELETE", "/v1/sandboxes/{id}/code"}, h_code_end, ROUTE_NONE},
     {{"POST", "/v1/sandboxes/{id}/code/restart"}, h_code_restart, ROUTE_NONE},
     {{"GET", "/v1/sandboxes/{id}/snapshots"}, h_snapshot_list, ROUTE_NONE},
     {{"POST", "/v1/sandboxes/{id}/snapshots"}, h_snapshot_create, ROUTE_JSON},

@@ -297,5 +297,13 @@ CLR_PUBLIC int clr_service_code_check(clr_service *svc, const char *id, json_t *
 /* A fresh kernel for the sandbox's code session (its state is gone): {"status": "restarted"}. */
 CLR_PUBLIC int clr_service_code_restart(clr_service *svc, const char *id, const char *actor,
                                         json_t **out, clr_error *err);
+/* Ends the sandbox's code session after the calls already in flight (a running cell ends
+ * first): its bridge and kernel are killed, their place in the tenant's max_code_sessions and the
+ * daemon's sessions given back, and the next cell starts a fresh kernel whose answer says so
+ * (restarted true, message). 0 also when there is no session (idempotent). One "code.end"
+ * record by actor, with kernel_ended; a log that cannot take it refuses the end
+ * (CLR_E_UNAVAILABLE) before the kernel is touched. */
+CLR_PUBLIC int clr_service_code_end(clr_service *svc, const char *id, const char *actor,
+                                    clr_error *err);
 
 #endif

@@ -371,9 +371,10 @@ static int code_sessions_full(clr_service *svc, const char *tenant, unsigned run
     atomic_fetch_add(&svc->refused, 1);
     return clr_error_set(err, CLR_E_LIMIT, 0,
                          "tenant %s is at its quota: %u code sessions are running in its "
-                         "sandboxes (max_code_sessions %u for tenant %s); end one (destroy a "
-                         "sandbox whose code session is no longer needed) or ask the operator "
-                         "to raise tenants.%s.max_code_sessions",
+                         "sandboxes (max_code_sessions %u for tenant %s); end one (DELETE "
+                         "/v1/sandboxes/ID/code, or destroy a sandbox whose code session is no "
+                         "longer needed) or ask the operator to raise "
+                         "tenants.%s.max_code_sessions",
                          tenant, running, max, tenant, tenant);
 }
 
@@ -409,23 +410,35 @@ static int session_admit(struct code_session *s, clr_error *err)
     return room ? 0 : code_sessions_full(s->svc, s->tenant, running, max, err);
 }
 
-/* The sandbox's session (made on first use, counting in tenant's max_code_sessions) with the
- * caller's turn taken: cells run in the order they came. NULL with err when the queue or the
- * daemon is full. */
+/* Whether a session holds one of the daemon's CODE_MAX_SESSIONS: while its kernel runs or
+ * starts, or a call holds or waits for its turn (code_lock held). One that only keeps a notice
+ * for its next cell (its kernel ended, or was ended on request) holds none. */
+static bool session_in_use_locked(const struct code_session *c)
+{
+    return (c->kernel && !c->ended) || c->next_ticket != c->serving;
+}
+
+/* The sandbox's session (made on first use when make, counting in tenant's max_code_sessions)
+ * with the caller's turn taken: cells run in the order they came. NULL with err when the queue
+ * or the daemon is full; NULL with err untouched when there is none and make is false. */
 static struct code_session *session_take(clr_service *svc, const char *id, const char *tenant,
-                                         clr_error *err)
+                                         bool make, clr_error *err)
 {
     pthread_mutex_lock(&code_lock);
     struct code_session *s = svc->codes;
     size_t n = 0;
     for (; s && strcmp(s->sandbox_id, id) != 0; s = s->next)
-        n++;
+        n += session_in_use_locked(s);
+    if (!s && !make) {
+        pthread_mutex_unlock(&code_lock);
+        return NULL;
+    }
     if (!s && n >= CODE_MAX_SESSIONS) {
         pthread_mutex_unlock(&code_lock);
         clr_error_set(err, CLR_E_LIMIT, 0,
                       "at capacity: the daemon keeps at most %d code sessions and all are in "
-                      "use; try again once one ends (a sandbox destroyed ends its session), or "
-                      "spread the work over another daemon",
+                      "use; try again once one ends (DELETE /v1/sandboxes/ID/code, or a sandbox "
+                      "destroyed, ends its session), or spread the work over another daemon",
                       CODE_MAX_SESSIONS);
         return NULL;
     }
@@ -471,6 +484,32 @@ static void session_give(struct code_session *s)
     s->serving++;
     pthread_cond_broadcast(&code_cond);
     pthread_mutex_unlock(&code_lock);
+}
+
+/* Unlinks the session of id if no cell holds or waits for it (code_lock held). */
+static struct code_session *session_unlink_idle_locked(clr_service *svc, const char *id)
+{
+    struct code_session **pp = &svc->codes;
+    while (*pp && strcmp((*pp)->sandbox_id, id) != 0)
+        pp = &(*pp)->next;
+    struct code_session *s = *pp;
+    if (!s || s->next_ticket != s->serving)
+        return NULL;
+    *pp = s->next;
+    return s;
+}
+
+/* Gives the turn back, and frees the session when it keeps nothing: no kernel (its bridge was
+ * ended), no notice for a next cell, no call waiting for its turn. */
+static void session_give_or_free(struct code_session *s)
+{
+    bool keeps = s->h || s->lost[0]; /* read while the turn is still held */
+    pthread_mutex_lock(&code_lock);
+    s->serving++;
+    struct code_session *gone = keeps ? NULL : session_unlink_idle_locked(s->svc, s->sandbox_id);
+    pthread_cond_broadcast(&code_cond);
+    pthread_mutex_unlock(&code_lock);
+    free(gone);
 }
 
 /* A running bridge with room for a cell's answer: one that ended (or cannot print another
@@ -707,7 +746,7 @@ static int code_run_admitted(clr_service *svc, const char *id, const char *tenan
     json_decref(size);
     if (rc < 0)
         return -1;
-    struct code_session *s = session_take(svc, id, tenant, err);
+    struct code_session *s = session_take(svc, id, tenant, true, err);
     if (!s) {
         svc_audit_failure(svc, actor, id, "code", err);
         return -1;
@@ -762,21 +801,20 @@ static int code_run_admitted(clr_service *svc, const char *id, const char *tenan
     return 0;
 }
 
-/* A restart's one record, written once its outcome is known: never an "ok" before it (a
- * restart then refused would leave a record saying it was done). kernel_ended: whether it
- * ended a running kernel (its state is gone). A failure is recorded as every refusal is
- * (svc_audit_failure), except one that came after it ended the kernel: an error, never
- * "refused", since something was done. */
-static int restart_audit(clr_service *svc, const char *actor, const char *id, bool kernel_ended,
-                         const clr_error *failed, clr_error *err)
+/* The one record of a restart or an end (action "code.restart", "code.end"), written once its
+ * outcome is known: never an "ok" before it (a call then refused would leave a record saying
+ * it was done). kernel_ended: whether it ended a running kernel (its state is gone). A failure
+ * is recorded as every refusal is (svc_audit_failure), except one that came after it ended the
+ * kernel: an error, never "refused", since something was done. */
+static int kernel_audit(clr_service *svc, const char *actor, const char *id, const char *action,
+                        bool kernel_ended, const clr_error *failed, clr_error *err)
 {
     json_t *d = json_pack("{s:b}", "kernel_ended", kernel_ended);
     int rc = 0;
     if (failed)
-        svc_audit_failure_with(svc, actor, id, "code.restart", failed,
-                               kernel_ended ? "error" : NULL, d);
+        svc_audit_failure_with(svc, actor, id, action, failed, kernel_ended ? "error" : NULL, d);
     else
-        rc = clr_audit_append(svc->audit, actor, id, "code.restart", "ok", d, err);
+        rc = clr_audit_append(svc->audit, actor, id, action, "ok", d, err);
     json_decref(d);
     return rc;
 }
@@ -788,12 +826,12 @@ int clr_service_code_restart(clr_service *svc, const char *id, const char *actor
     if (svc_valid_id(id, err) < 0 || running_tenant(svc, id, tenant, err) < 0)
         return -1;
     if (session_room(svc, id, tenant, err) < 0) {
-        restart_audit(svc, actor, id, false, err, NULL);
+        kernel_audit(svc, actor, id, "code.restart", false, err, NULL);
         return -1;
     }
-    struct code_session *s = session_take(svc, id, tenant, err);
+    struct code_session *s = session_take(svc, id, tenant, true, err);
     if (!s) {
-        restart_audit(svc, actor, id, false, err, NULL);
+        kernel_audit(svc, actor, id, "code.restart", false, err, NULL);
         return -1;
     }
     /* Fail closed, as a commit (whose record also names its outcome): a log that cannot take
@@ -802,7 +840,7 @@ int clr_service_code_restart(clr_service *svc, const char *id, const char *actor
     if (!clr_audit_writable(svc->audit, why, sizeof(why))) {
         session_give(s);
         clr_error_set(err, CLR_E_UNAVAILABLE, 0, "%s", why);
-        restart_audit(svc, actor, id, false, err, NULL);
+        kernel_audit(svc, actor, id, "code.restart", false, err, NULL);
         return -1;
     }
     pthread_mutex_lock(&code_lock);
@@ -827,11 +865,11 @@ int clr_service_code_restart(clr_service *svc, const char *id, const char *actor
     /* The record is written while the turn is held: a cell queued behind the restart records
      * after it. */
     if (rc < 0) {
-        restart_audit(svc, actor, id, kernel_ended, err, NULL);
+        kernel_audit(svc, actor, id, "code.restart", kernel_ended, err, NULL);
         session_give(s);
         return -1;
     }
-    if (restart_audit(svc, actor, id, kernel_ended, NULL, err) < 0) {
+    if (kernel_audit(svc, actor, id, "code.restart", kernel_ended, NULL, err) < 0) {
         /* The log failed after the kernel was replaced: the client is told the restart failed,
          * so the next cell must say its kernel is fresh. */
         clr_log(CLR_LOG_ERROR, "audit.write_failed", "id", id, "action", "code.restart", "error",
@@ -849,20 +887,66 @@ int clr_service_code_restart(clr_service *svc, const char *id, const char *actor
     return 0;
 }
 
-/* ---- the daemon's side ---- */
+/* Said by the first cell after an end, whose kernel is fresh (session_ready). */
+#define ENDED_NOTICE                                                                         \
+    "the code session was ended (DELETE .../code): this is a fresh kernel (its state is gone)"
 
-/* Unlinks the session of id if no cell holds or waits for it (code_lock held). */
-static struct code_session *session_unlink_idle_locked(clr_service *svc, const char *id)
+/* An end that found a session: its kernel ended and its place given back, the notice left for
+ * its next cell, then its record. The caller holds the session's turn; this gives it back. */
+static int session_end(struct code_session *s, const char *actor, clr_error *err)
 {
-    struct code_session **pp = &svc->codes;
-    while (*pp && strcmp((*pp)->sandbox_id, id) != 0)
-        pp = &(*pp)->next;
-    struct code_session *s = *pp;
-    if (!s || s->next_ticket != s->serving)
-        return NULL;
-    *pp = s->next;
-    return s;
+    pthread_mutex_lock(&code_lock);
+    bool kernel_ended = s->h && !s->ended;
+    pthread_mutex_unlock(&code_lock);
+    /* A kernel whose state is gone, however: the next cell says it was ended on request (a
+     * notice already waiting, of a kernel that ended on its own, is about the same state). A
+     * session that never had one says nothing: its next kernel is its first. */
+    if (s->h || s->lost[0])
+        snprintf(s->lost, sizeof(s->lost), "%s", ENDED_NOTICE);
+    bridge_end(s);
+    /* The record is written while the turn is held: a cell queued behind the end records after
+     * it. */
+    int rc = kernel_audit(s->svc, actor, s->sandbox_id, "code.end", kernel_ended, NULL, err);
+    if (rc < 0) {
+        clr_log(CLR_LOG_ERROR, "audit.write_failed", "id", s->sandbox_id, "action", "code.end",
+                "error", err->message, NULL);
+        /* The client is told the end failed: it must not take the kernel to be still there. */
+        if (kernel_ended)
+            clr_error_prefix(err, "the code session's kernel was ended, but its audit record "
+                                  "could not be written");
+    }
+    session_give_or_free(s);
+    return rc;
 }
+
+int clr_service_code_end(clr_service *svc, const char *id, const char *actor, clr_error *err)
+{
+    char tenant[CLR_TENANT_MAX + 1];
+    if (svc_valid_id(id, err) < 0 || running_tenant(svc, id, tenant, err) < 0)
+        return -1;
+    /* Its turn after the calls already in flight, as a restart's: a cell that runs ends first
+     * (the end never cuts it), a cell sent after the end runs in a fresh kernel. */
+    struct code_session *s = session_take(svc, id, tenant, false, err);
+    if (!s && err->code != CLR_E_NONE) {
+        kernel_audit(svc, actor, id, "code.end", false, err, NULL);
+        return -1;
+    }
+    /* Fail closed, as a restart: a log that cannot take the record refuses the end before the
+     * kernel is touched. */
+    char why[sizeof(err->message)];
+    if (!clr_audit_writable(svc->audit, why, sizeof(why))) {
+        if (s)
+            session_give(s);
+        clr_error_set(err, CLR_E_UNAVAILABLE, 0, "%s", why);
+        kernel_audit(svc, actor, id, "code.end", false, err, NULL);
+        return -1;
+    }
+    if (!s) /* no session: nothing to end, and its record says so */
+        return kernel_audit(svc, actor, id, "code.end", false, NULL, err);
+    return session_end(s, actor, err);
+}
+
+/* ---- the daemon's side ---- */
 
 size_t svc_code_prune(clr_service *svc)
 {

@@ -138,6 +138,19 @@ def kernel_pids(client, sid):
     return [line for line in r.json['result']['stdout'].splitlines() if line.strip()]
 
 
+def session_processes(client, sid):
+    """The code session's processes inside the sandbox, seen by a command of its own (ps):
+    the bridge (python3 -c, its source) and the kernel (ipykernel_launcher), one line each."""
+    r = client.post('/v1/sandboxes/%s/exec' % sid, {'argv': ['ps', '-eo', 'pid,args'],
+                                                    'timeout': '60s'}, timeout=120)
+    if r.status != 200 or r.json['result']['exit_code'] != 0:
+        raise AssertionError('exec ps: %r' % r)
+    lines = r.json['result']['stdout'].splitlines()[1:]
+    return [line.strip() for line in lines
+            if line.split(None, 1)[1:2] and (line.split(None, 1)[1].startswith('python3 -c')
+                                            or 'ipykernel_launcher' in line)]
+
+
 def audit_records(daemon, action):
     path = os.path.join(daemon.state, 'audit.log')
     out = []
@@ -329,6 +342,55 @@ class Code(unittest.TestCase):
         self.assertEqual([(x['outcome'], x['details']['kernel_ended']) for x in recs],
                          [('ok', True)], recs)
 
+    def test_end_endpoint(self):
+        """DELETE .../code: the bridge and its kernel are gone from the sandbox (they were there
+        before: the control), the next cell runs in a fresh kernel that says the session was
+        ended, and each end has one code.end record saying whether it ended a kernel; a second
+        end in a row finds none and is 204 all the same."""
+        sid = self.sandbox()
+        cell(self.c, sid, 'kept = 11')
+        self.assertEqual(cell(self.c, sid, 'kept')['result']['text/plain'], '11')
+        before = session_processes(self.c, sid)
+        self.assertTrue(any('ipykernel_launcher' in p for p in before), before)
+        self.assertTrue(any(p.split(None, 1)[1].startswith('python3 -c') for p in before),
+                        before)
+        r = self.c.delete('/v1/sandboxes/%s/code' % sid, timeout=CELL_HTTP_TIMEOUT)
+        self.assertEqual((r.status, r.body), (204, b''), r)
+        self.assertTrue(wait_for(lambda: session_processes(self.c, sid) == [], 120),
+                        session_processes(self.c, sid))
+        a = cell(self.c, sid, 'kept')
+        self.assertEqual(a['status'], 'error', a)
+        self.assertEqual(a['error']['name'], 'NameError', a)
+        self.assertTrue(a['restarted'], a)
+        self.assertIn('session was ended', a['message'])
+        # The notice is said once: the next cell says nothing.
+        b = cell(self.c, sid, '1 + 1')
+        self.assertEqual((b['status'], b['restarted'], b['message']), ('ok', False, None), b)
+        for _ in range(2):
+            r = self.c.delete('/v1/sandboxes/%s/code' % sid, timeout=CELL_HTTP_TIMEOUT)
+            self.assertEqual(r.status, 204, r)
+        recs = [x for x in audit_records(MAIN, 'code.end') if x.get('sandbox') == sid]
+        self.assertEqual([(x['outcome'], x['details']['kernel_ended']) for x in recs],
+                         [('ok', True), ('ok', True), ('ok', False)], recs)
+
+    def test_end_without_session_and_refusals(self):
+        """An end with no session is 204 (no kernel needed: the default image has none); an
+        unknown sandbox is 404, one no longer running 409, each with no record."""
+        sid = self.sandbox(image='clearing/default:latest')
+        r = self.c.delete('/v1/sandboxes/%s/code' % sid)
+        self.assertEqual(r.status, 204, r)
+        recs = [x for x in audit_records(MAIN, 'code.end') if x.get('sandbox') == sid]
+        self.assertEqual([(x['outcome'], x['details']['kernel_ended']) for x in recs],
+                         [('ok', False)], recs)
+        r = self.c.delete('/v1/sandboxes/sb-0000000000000000/code')
+        self.assertEqual(r.status, 404, r)
+        r = self.c.delete('/v1/sandboxes/%s?wait=true' % sid, timeout=300)
+        self.assertEqual(r.status, 204, r)
+        r = self.c.delete('/v1/sandboxes/%s/code' % sid)
+        self.assertEqual(r.status, 409, r)
+        self.assertEqual(len([x for x in audit_records(MAIN, 'code.end')
+                              if x.get('sandbox') == sid]), 1)
+
     def test_cells_in_flight_run_in_order(self):
         sid = self.sandbox()
         cell(self.c, sid, 'order = []')
@@ -422,17 +484,19 @@ class Code(unittest.TestCase):
         self.assertEqual(r.status, 404, r)
 
     def test_tenancy(self):
-        """Another tenant's sandbox is an unknown id for /code and /code/restart (404), as
+        """Another tenant's sandbox is an unknown id for /code (POST, DELETE) and
+        /code/restart (404), as
         for every sandbox route; its own tenant reaches it (positive control)."""
         r = self.c.request('POST', '/v1/sandboxes', {'image': IMAGE},
                            headers={'X-Clearing-Tenant': 'code-a'})
         self.assertEqual(r.status, 201, r)
         sid = r.json['id']
         self.made.append(sid)
-        for path, body in (('/code', {'code': '1'}), ('/code/restart', None)):
-            r = self.c.request('POST', '/v1/sandboxes/%s%s' % (sid, path), body,
+        for method, path, body in (('POST', '/code', {'code': '1'}),
+                                   ('POST', '/code/restart', None), ('DELETE', '/code', None)):
+            r = self.c.request(method, '/v1/sandboxes/%s%s' % (sid, path), body,
                                headers={'X-Clearing-Tenant': 'code-b'})
-            self.assertEqual(r.status, 404, (path, r))
+            self.assertEqual(r.status, 404, (method, path, r))
         r = self.c.request('POST', '/v1/sandboxes/%s/code' % sid, {'code': '7 * 6'},
                            headers={'X-Clearing-Tenant': 'code-a'}, timeout=CELL_HTTP_TIMEOUT)
         self.assertEqual(r.status, 200, r)
@@ -592,6 +656,25 @@ class Quota(unittest.TestCase):
             self.assertEqual(r.status, 200, r)
             self.assertEqual(r.json['result']['text/plain'], '2', r)
 
+            # A's session ended: its place is given back at once, and B's cell runs; then B
+            # holds it (A's cell is refused), until B's session is ended in turn and A's cell
+            # runs in a fresh kernel that says so.
+            r = op.request('DELETE', '/v1/sandboxes/%s/code' % a, headers=as_q, timeout=300)
+            self.assertEqual(r.status, 204, r)
+            r = q_post('/v1/sandboxes/%s/code' % b, {'code': '3 * 3', 'timeout': '120s'})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json['result']['text/plain'], '9', r)
+            expect_quota_refusal(q_post('/v1/sandboxes/%s/code' % a,
+                                        {'code': '1', 'timeout': '120s'}), 'cell of A')
+            r = op.request('DELETE', '/v1/sandboxes/%s/code' % b, headers=as_q, timeout=300)
+            self.assertEqual(r.status, 204, r)
+            r = q_post('/v1/sandboxes/%s/code' % a, {'code': '1 + 1', 'timeout': '120s'})
+            self.assertEqual(r.status, 200, r)
+            self.assertTrue(r.json['restarted'], r)
+            self.assertIn('session was ended', r.json['message'])
+            self.assertEqual([(x['outcome'], x['details']['kernel_ended'])
+                              for x in audit_records(d, 'code.end')], [('ok', True)] * 2)
+
             # A destroyed: its kernel ends with it (the daemon learns it from the bridge's end),
             # and B's cell runs.
             r = op.delete('/v1/sandboxes/%s?wait=true' % a, timeout=300)
@@ -652,10 +735,22 @@ class Cli(unittest.TestCase):
         r = clearing_code(sid, '--restart')
         self.assertEqual((r.returncode, r.stdout), (0, 'restarted\n'), r.stderr)
         self.assertEqual(clearing_code(sid, '-c', 'v').returncode, 1)
+        self.assertEqual(clearing_code(sid, '-c', 'w = 3').returncode, 0)
+        r = clearing_code(sid, '--end')
+        self.assertEqual((r.returncode, r.stdout), (0, 'ended\n'), r.stderr)
+        r = clearing_code(sid, '-c', 'w')
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn('NameError', r.stderr)
+        self.assertIn('session was ended', r.stderr)
+        r = clearing_code('sb-0000000000000000', '--end')
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn('no sandbox', r.stderr)
         # Usage errors name what is wrong.
         for args, words in [((sid,), 'usage'), (('-c', '1'), 'usage'),
                             (('sb-x', '-c', '1'), 'not a sandbox id'),
                             ((sid, '-c', '1', '--restart'), 'usage'),
+                            ((sid, '-c', '1', '--end'), 'usage'),
+                            ((sid, '--restart', '--end'), 'usage'),
                             ((sid, '-f', '/nonexistent.py'), 'nonexistent')]:
             r = clearing_code(*args)
             self.assertEqual(r.returncode, 2, (args, r.stderr))

@@ -279,6 +279,9 @@ def test_health_and_errors():
     raises('exec in an unknown sandbox: NotFound', clearing.NotFound,
            lambda: clearing.SandboxSession(CLIENT, clearing.Sandbox.from_json(
                {'id': UNKNOWN_SB})).exec(['true']), code='not_found')
+    raises('end_code of an unknown sandbox: NotFound', clearing.NotFound,
+           lambda: clearing.SandboxSession(CLIENT, clearing.Sandbox.from_json(
+               {'id': UNKNOWN_SB})).end_code(), code='not_found')
     raises('a limit out of range: InvalidArgument from the daemon, naming it',
            clearing.InvalidArgument, lambda: CLIENT.sandbox(pids=1), 'pids', code='invalid')
     raises('an image allowed_images does not admit: Denied', clearing.Denied,
@@ -294,6 +297,9 @@ def test_sandbox_and_exec():
               sb.info.state == 'running' and sb.info.limits.memory == '256m'
               and sb.info.metadata == {'suite': 'pyclient'} and sb.info.env == ['K'], sb.info)
         sid = sb.id
+        # The code session's end without a session (the default image runs no kernel): done,
+        # no answer (204); tests/integration/test_code.py ends a running kernel.
+        check('end_code: no code session is no error', sb.end_code() is None)
         r = sb.exec(['sh', '-c', 'echo out; echo err >&2; echo "$K"'])
         check('exec: status exited, exit code 0, stdout and stderr as bytes',
               r.status == 'exited' and r.exit_code == 0 and r.ok and r.stdout == b'out\nv\n'
@@ -335,6 +341,8 @@ def test_sandbox_and_exec():
           and s.destroy_reason == 'client', s)
     raises('exec in a destroyed sandbox: Conflict with the code', clearing.Conflict,
            lambda: clearing.SandboxSession(CLIENT, s).exec(['true']), code='conflict')
+    raises('end_code in a destroyed sandbox: Conflict', clearing.Conflict,
+           lambda: clearing.SandboxSession(CLIENT, s).end_code(), code='conflict')
     # An exception inside the block destroys it too and is not hidden.
     try:
         with CLIENT.sandbox() as sb2:
@@ -687,6 +695,12 @@ def test_run_code():
         r = sb.run_code('x')
         check('restart_code: a fresh kernel', r.error is not None and r.error.name == 'NameError',
               r)
+        sb.run_code('y = 1')
+        check('end_code: None (204)', sb.end_code() is None)
+        r = sb.run_code('y')
+        check('end_code: the next cell runs in a fresh kernel and says the session was ended',
+              r.error is not None and r.error.name == 'NameError' and r.restarted
+              and 'session was ended' in (r.message or ''), r)
         raises('run_code of a non-string: InvalidArgument before a request',
                clearing.InvalidArgument, lambda: sb.run_code(5), 'code')
 

@@ -870,3 +870,11 @@ class SandboxSession:
     def restart_code(self) -> None:
         """POST .../code/restart: a fresh kernel (variables gone, files kept)."""
         self._json('POST', '/code/restart', None, max(self.client._t.timeout, 240))
+
+    def end_code(self) -> None:
+        """DELETE .../code: ends the code session after the cells already sent (its kernel and
+        variables are gone, files kept; its place in the tenant's max_code_sessions is given
+        back). The next run_code starts a fresh kernel and says so (restarted, message). No
+        session is no error (idempotent)."""
+        self.client._t.call('DELETE', self._base + '/code',
+                            timeout=max(self.client._t.timeout, 240))
