@@ -219,7 +219,7 @@ static enum MHD_Result h_exec(struct route_call *k)
     if (query_true(k->c, "stream")) {
         /* Errors that can be known before the command starts get their own status; the
          * stream's 200 is only sent once the command is accepted. */
-        if (clr_service_exec_check(k->s->svc, k->id, k->body, &err) < 0)
+        if (clr_service_exec_check(k->s->svc, k->id, k->body, k->rq->actor, &err) < 0)
             return send_clr_error(k->c, &err);
         return http_stream_start(k->s->svc, k->c, k->id, steal_pointer(&k->body), k->rq->actor,
                                  k->rq->tenant);

@@ -141,13 +141,17 @@ CLR_PUBLIC int clr_service_await_removal(clr_service *svc, const char *id, unsig
 typedef void (*clr_service_event_cb)(void *ctx, json_t *event);
 
 /* Runs a command. The exec record is stored before the command starts and its result before
- * this returns, so a client that lost its connection fetches it by id. on_event may be NULL. */
+ * this returns, so a client that lost its connection fetches it by id. on_event may be NULL.
+ * A command refused for want of a slot (max_execs, or its tenant's: CLR_E_LIMIT) is recorded
+ * ("exec", refused) by actor. */
 CLR_PUBLIC int clr_service_exec(clr_service *svc, const char *id, json_t *request,
                                 const char *actor, clr_service_event_cb on_event, void *ctx,
                                 json_t **out, clr_error *err);
-/* Validates an exec request and checks the sandbox and capacity without running anything. */
+/* Validates an exec request and checks the sandbox and capacity without running anything. A
+ * command refused for want of a slot (max_execs, or its tenant's: CLR_E_LIMIT) is recorded by
+ * actor, as clr_service_exec records its own refusal. */
 CLR_PUBLIC int clr_service_exec_check(clr_service *svc, const char *id, json_t *request,
-                                      clr_error *err);
+                                      const char *actor, clr_error *err);
 CLR_PUBLIC int clr_service_exec_get(clr_service *svc, const char *id, const char *exec_id,
                                     json_t **out, clr_error *err);
 

@@ -67,17 +67,29 @@ int svc_command_bind(clr_service *svc, struct command *c, const char *id, clr_er
     return 0;
 }
 
-int clr_service_exec_check(clr_service *svc, const char *id, json_t *req, clr_error *err)
+/* A command refused for want of a slot (max_execs, or its tenant's) is recorded ("exec",
+ * refused, the error naming the limit) before its 429: the same whether the stream's check
+ * (clr_service_exec_check) or the exec's admission refuses it. It never got an exec id nor an
+ * exec.start, and its record names no command (an exec's own "exec" record names none either).
+ * A record that cannot be written changes nothing: the command is refused all the same, and
+ * the failure logged (audit.write_failed). */
+static int exec_refused(clr_service *svc, const char *actor, const char *id, clr_error *err)
+{
+    svc_audit_failure(svc, actor, id, "exec", err);
+    return -1;
+}
+
+int clr_service_exec_check(clr_service *svc, const char *id, json_t *req, const char *actor,
+                           clr_error *err)
 {
     if (svc_valid_id(id, err) < 0 || svc_check_fields(req, "request", svc_exec_fields, err) < 0)
         return -1;
     _cleanup_command_ struct command cmd = {.argv = NULL};
-    int rc = svc_parse_command(&cmd, req, err) < 0 || svc_command_bind(svc, &cmd, id, err) < 0
-                 ? -1
-                 : 0;
-    if (rc == 0)
-        rc = svc_exec_room(svc, cmd.tenant, err);
-    return rc;
+    if (svc_parse_command(&cmd, req, err) < 0 || svc_command_bind(svc, &cmd, id, err) < 0)
+        return -1;
+    if (svc_exec_room(svc, cmd.tenant, err) < 0)
+        return exec_refused(svc, actor, id, err);
+    return 0;
 }
 
 /* Build option `trace` (meson -Dtrace=true, never in production): an exec's result carries the
@@ -139,11 +151,14 @@ struct exec_run {
     json_t *logged;   /* the request as recorded (svc_redacted; exec_run's) */
 };
 
-/* A slot of running_execs and of the tenant's max_execs, or CLR_E_LIMIT when either is full. */
+/* A slot of running_execs and of the tenant's max_execs, or CLR_E_LIMIT (recorded) when either
+ * is full. */
 static int exec_admit(struct exec_run *x, clr_error *err)
 {
     unsigned one = 1;
-    return svc_exec_admit(x->svc, x->tenant, &one, err);
+    if (svc_exec_admit(x->svc, x->tenant, &one, err) < 0)
+        return exec_refused(x->svc, x->actor, x->id, err);
+    return 0;
 }
 
 /* Gives back what the exec holds: its slot, its sandbox's live state, its engine handle

@@ -331,6 +331,12 @@ class ApiTest(unittest.TestCase):
         self.assertEqual((res['status'], res['exit_code']), ('exited', 0), rec)
         return res
 
+    def audit_records(self, sid, action):
+        """The daemon's audit records of action about sandbox sid, in order."""
+        with open(os.path.join(self.d().state, 'audit.log')) as f:
+            recs = [json.loads(line) for line in f if line.strip()]
+        return [r for r in recs if r.get('sandbox') == sid and r.get('action') == action]
+
     def assertError(self, r, status, code=None, mentions=()):
         self.assertEqual(r.status, status, r)
         self.assertIsInstance(r.json, dict, r)
@@ -991,6 +997,9 @@ class T05Capacity(ApiTest):
             err = self.assertError(self.api.post('/v1/sandboxes/%s/exec' % b['id'],
                                                  {'argv': ['true']}), 429, 'limit')
             self.assertIn('max_execs', err['message'])
+            # The stream's check refuses it the same way, before its 200.
+            self.assertError(self.api.post('/v1/sandboxes/%s/exec?stream=true' % b['id'],
+                                           {'argv': ['true']}), 429, 'limit', 'max_execs')
             self.assertTrue(t.is_alive(), 'the held command ended before its gate opened')
         finally:
             r = open_gate(self.api, a['id'], gate)
@@ -998,6 +1007,18 @@ class T05Capacity(ApiTest):
         self.assertEqual(r.status, 201, r)
         self.assertFalse(t.is_alive(), 'the held command did not end after its gate opened')
         self.assertEqual(held['r'].status, 200, held['r'])
+        # Audited: the held command's exec.start (the control: this log has the daemon's exec
+        # records), and each refusal as one "exec" record, refused, naming max_execs, without
+        # the command; the refused never got an exec.start.
+        self.assertEqual(len(self.audit_records(a['id'], 'exec.start')), 1)
+        refused = self.audit_records(b['id'], 'exec')
+        self.assertEqual([(x['outcome'], x['details']['code']) for x in refused],
+                         [('refused', 'limit')] * 2, refused)
+        for x in refused:
+            self.assertIn('max_execs', x['details']['error'], x)
+            self.assertEqual(sorted(x['details']), ['code', 'error'], x)
+            self.assertTrue(x['actor'], x)
+        self.assertEqual(self.audit_records(b['id'], 'exec.start'), [])
         self.assertEqual(held['r'].json['result']['exit_code'], 0, held['r'])
         self.assertEqual(held['r'].json['result']['stdout'], 'released\n', held['r'])
         # Free again.
@@ -2091,11 +2112,6 @@ class T14RuntimeDeath(ApiTest):
         self.assertIsNotNone(s, '%s still running 60 s after its runtime died' % sid)
         return s
 
-    def audit_records(self, sid, action):
-        with open(os.path.join(self.daemon.state, 'audit.log')) as f:
-            recs = [json.loads(line) for line in f if line.strip()]
-        return [r for r in recs if r.get('sandbox') == sid and r.get('action') == action]
-
     def runsc_pids(self, cid):
         return runsc_pids(cid)
 
@@ -2420,6 +2436,11 @@ class T20Tenancy(ApiTest):
             self.assertError(r, 429, 'limit', ('tenant acme', 'max_execs 1'))
             r = self.api.post('/v1/sandboxes/%s/exec' % mine, {'argv': ['true']})
             self.assertError(r, 429, 'limit', ('tenant acme', 'max_execs 1'))
+            refused = self.audit_records(mine, 'exec')
+            self.assertEqual([x['outcome'] for x in refused], ['refused'] * 2, refused)
+            self.assertEqual(refused[0]['actor'], 'tenant=acme token=ci', refused)
+            for x in refused:
+                self.assertIn('max_execs 1 for tenant acme', x['details']['error'], x)
             self.assertEqual(self.run_ok(theirs, {'argv': ['echo', 'globex']},
                                          client=globex)['stdout'], 'globex\n')
             r = open_gate(self.api, mine, gate)

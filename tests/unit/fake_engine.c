@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -162,14 +163,19 @@ static void agent_stream(int fd)
     free(res);
 }
 
-struct conn {
+/* A connection and its thread. The thread closes fd (-1 then) and sets done under f->lock, so
+ * the teardown never shuts a descriptor number that was closed and given to someone else. */
+struct fake_conn {
     struct fake *f;
     int fd;
+    bool done;
+    pthread_t thread;
+    struct fake_conn *next;
 };
 
 static void *serve_conn(void *arg)
 {
-    struct conn *c = arg;
+    struct fake_conn *c = arg;
     struct fake *f = c->f;
     char buf[8192];
     for (;;) {
@@ -209,11 +215,41 @@ static void *serve_conn(void *arg)
             break;
         }
     }
+    pthread_mutex_lock(&f->lock);
     close(c->fd);
-    free(c);
+    c->fd = -1;
+    c->done = true;
+    pthread_mutex_unlock(&f->lock);
     return NULL;
 }
 
+/* Joins and frees the connections whose threads ended (all of them when every one was shut). */
+static void reap_conns(struct fake *f, bool all)
+{
+    pthread_mutex_lock(&f->lock);
+    struct fake_conn *ended = NULL;
+    for (struct fake_conn **p = &f->conns; *p;) {
+        struct fake_conn *c = *p;
+        if (all || c->done) {
+            *p = c->next;
+            c->next = ended;
+            ended = c;
+        } else {
+            p = &c->next;
+        }
+    }
+    pthread_mutex_unlock(&f->lock);
+    /* Outside the lock: a thread still running takes it to say it is done. */
+    while (ended) {
+        struct fake_conn *c = ended;
+        ended = c->next;
+        assert_int_equal(pthread_join(c->thread, NULL), 0);
+        free(c);
+    }
+}
+
+/* Connection threads are joined, never detached: one still serving when its test ends would
+ * otherwise log into (and answer from) the request log and scripts the teardown frees. */
 static void *accept_loop(void *arg)
 {
     struct fake *f = arg;
@@ -221,13 +257,16 @@ static void *accept_loop(void *arg)
         int fd = accept4(f->lfd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0)
             return NULL;
-        struct conn *c = malloc(sizeof(*c));
+        reap_conns(f, false);
+        struct fake_conn *c = calloc(1, sizeof(*c));
         assert_non_null(c);
         c->f = f;
         c->fd = fd;
-        pthread_t t;
-        assert_int_equal(pthread_create(&t, NULL, serve_conn, c), 0);
-        pthread_detach(t);
+        pthread_mutex_lock(&f->lock);
+        assert_int_equal(pthread_create(&c->thread, NULL, serve_conn, c), 0);
+        c->next = f->conns;
+        f->conns = c;
+        pthread_mutex_unlock(&f->lock);
     }
 }
 
@@ -298,9 +337,19 @@ int fake_setup(void **state)
 int fake_teardown(void **state)
 {
     struct fake *f = *state;
+    /* No new connection (the accept loop joined before its descriptor is closed, so it never
+     * accepts on a number reused), then every open one shut: its thread's read or send ends,
+     * and it is joined before the log and the scripts it uses are freed. */
     shutdown(f->lfd, SHUT_RDWR);
-    close(f->lfd);
     pthread_join(f->thread, NULL);
+    close(f->lfd);
+    pthread_mutex_lock(&f->lock);
+    for (struct fake_conn *c = f->conns; c; c = c->next)
+        if (c->fd >= 0)
+            shutdown(c->fd, SHUT_RDWR);
+    pthread_mutex_unlock(&f->lock);
+    reap_conns(f, true);
+    pthread_mutex_destroy(&f->lock);
     unlink(f->sock);
     rmdir(f->dir);
     for (size_t i = 0; i < f->n_requests; i++) {

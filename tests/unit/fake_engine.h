@@ -23,10 +23,15 @@ struct fake_answer {
     size_t len; /* the body's length when it is bytes (fake_answer_bytes); 0: a string */
 };
 
+struct fake_conn;
+
 struct fake {
     char dir[64], sock[108];
     int lfd;
     pthread_t thread;
+    /* Every connection's thread, joined by the teardown before it frees what they use (under
+     * lock; those that ended are joined by the accept loop as it goes). */
+    struct fake_conn *conns;
     pthread_mutex_t lock;
     struct fake_answer answers[32];
     size_t n_answers;
@@ -36,7 +41,8 @@ struct fake {
     size_t cap_requests; /* room in requests and bodies */
 };
 
-/* cmocka setup/teardown: *state becomes a running struct fake. */
+/* cmocka setup/teardown: *state becomes a running struct fake. The teardown ends every
+ * connection still open (its thread joined) before it frees the fake. */
 int fake_setup(void **state);
 int fake_teardown(void **state);
 /* Scripts the answer to requests starting with match (newest first). */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -313,6 +314,54 @@ static void test_fake_answers_every_request(void **state)
     clr_engine_free(eng);
 }
 
+/* The scripted engine's teardown ends the connections it still serves before it frees what they
+ * use. A connection whose request was half-sent when its test ended (a late client of another
+ * thread) was served on by a detached thread that logged the rest of it into the freed request
+ * log: the heap-use-after-free ASan once reported in log_request. Now the teardown shuts the
+ * connection and joins its thread: the rest of the request, sent after it, gets no answer. */
+static void test_fake_teardown_ends_its_connections(void **state)
+{
+    (void)state;
+    void *p = NULL;
+    assert_int_equal(fake_setup(&p), 0);
+    struct fake *f = p;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    /* Bounds a hang (the freed lock of the old teardown); never what the test decides on. */
+    struct timeval tv = {.tv_sec = 60};
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", f->sock);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    /* The control: the connection is served, its request answered and logged. */
+    static const char first[] = "GET /version HTTP/1.1\r\nHost: docker\r\n\r\n";
+    assert_int_equal(send(fd, first, strlen(first), MSG_NOSIGNAL), (ssize_t)strlen(first));
+    char buf[512] = "";
+    size_t have = 0;
+    while (!strstr(buf, "1.41") && have < sizeof(buf) - 1) {
+        ssize_t r = read(fd, buf + have, sizeof(buf) - 1 - have);
+        if (r <= 0)
+            fail_msg("no answer to the first request: %s", r < 0 ? strerror(errno) : "EOF");
+        have += (size_t)r;
+        buf[have] = '\0';
+    }
+    assert_int_equal(fake_count(f, "GET /version"), 1);
+    /* Half of the next request: its thread waits for the rest. */
+    static const char head[] = "POST /v1.41/containers/late/kill HTTP/1.1\r\n";
+    assert_int_equal(send(fd, head, strlen(head), MSG_NOSIGNAL), (ssize_t)strlen(head));
+    assert_int_equal(fake_teardown(&p), 0);
+    /* The rest after the teardown: nothing reads it (EPIPE), nothing answers (end of stream,
+     * or a reset), where the old teardown's thread answered from freed memory. */
+    static const char rest[] = "Host: docker\r\nContent-Length: 0\r\n\r\n";
+    ssize_t w = send(fd, rest, strlen(rest), MSG_NOSIGNAL);
+    (void)w;
+    ssize_t r = read(fd, buf, sizeof(buf) - 1);
+    if (r != 0 && !(r < 0 && errno == ECONNRESET))
+        fail_msg("the torn-down engine answered: %zd %s", r,
+                 r < 0 ? strerror(errno) : "bytes");
+    close(fd);
+}
+
 /* Checkpoints (issue #22): each operation is the request Docker documents, the support check
  * names what to enable, and a bad name never reaches the request line. */
 static void test_checkpoint_requests(void **state)
@@ -392,6 +441,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fake_answers_every_request, fake_setup,
                                         fake_teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_requests, fake_setup, fake_teardown),
+        cmocka_unit_test(test_fake_teardown_ends_its_connections),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,11 +3,12 @@
  * (test_service_agent.h) serving the sandbox's live channel: a command's way through (admitted,
  * audited, sent on the channel, recorded, its output streamed, its result stored and audited,
  * counted), the environment it gets (the sandbox's, then its own), what is refused before
- * anything runs (not an id, unknown fields, no sandbox, a sandbox not running, at max_execs),
- * and the failures: the audit log unwritable (nothing sent; the record says start_failed), the
- * record not written (the command killed, no output to the client), the engine refusing a
- * docker exec (sandbox_failed), the sandbox killed by the kernel (oom), the end's record or
- * audit failing (the client told). An exec record read back only through its own sandbox. */
+ * anything runs (not an id, unknown fields, no sandbox, a sandbox not running, at max_execs:
+ * audited), and the failures: the audit log unwritable (nothing sent; the record says
+ * start_failed), the record not written (the command killed, no output to the client), the
+ * engine refusing a docker exec (sandbox_failed), the sandbox killed by the kernel (oom), the
+ * end's record or audit failing (the client told). An exec record read back only through its
+ * own sandbox. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -347,7 +348,7 @@ static void test_refused_before_anything_runs(void **state)
         assert_null(out);
         /* The same answer from the check a server makes before it streams. */
         clr_error cerr = CLR_ERROR_INIT;
-        assert_int_equal(clr_service_exec_check(svc, cases[i].id, req, &cerr), -1);
+        assert_int_equal(clr_service_exec_check(svc, cases[i].id, req, "alice", &cerr), -1);
         assert_int_equal(cerr.code, cases[i].code);
         json_decref(req);
     }
@@ -363,7 +364,7 @@ static void test_refused_before_anything_runs(void **state)
     /* Positive control: a well-formed request passes the check. */
     json_t *ok = req_of("{\"argv\":[\"true\"]}");
     clr_error err = CLR_ERROR_INIT;
-    assert_int_equal(clr_service_exec_check(svc, ID_A, ok, &err), 0);
+    assert_int_equal(clr_service_exec_check(svc, ID_A, ok, "alice", &err), 0);
     json_decref(ok);
 }
 
@@ -377,7 +378,7 @@ static void test_at_capacity(void **state)
     json_t *req = req_of("{\"argv\":[\"true\"]}");
     json_t *out = NULL;
     clr_error err = CLR_ERROR_INIT;
-    assert_int_equal(clr_service_exec_check(svc, ID_A, req, &err), -1);
+    assert_int_equal(clr_service_exec_check(svc, ID_A, req, "alice", &err), -1);
     assert_int_equal(err.code, CLR_E_LIMIT);
     assert_string_equal(err.message,
                         "at capacity: 2 commands are running (max_execs); retry later");
@@ -388,13 +389,14 @@ static void test_at_capacity(void **state)
     assert_string_equal(err.message,
                         "at capacity: 2 commands are running (max_execs); retry later");
     assert_int_equal(atomic_load(&svc->refused), 2);
-    /* The refused one took no slot, sent nothing, recorded nothing. */
+    /* The refused one took no slot, sent nothing, stored no exec record (its refusal is
+     * audited: test_refusal_audited). */
     assert_int_equal(atomic_load(&svc->running_execs), 2);
     assert_int_equal(test_agent_frames(fx->agent, CLR_FRAME_EXEC), 0);
     assert_int_equal(exec_rows(fx, NULL), 0);
     /* One slot free: it runs. */
     atomic_store(&svc->running_execs, 1);
-    assert_int_equal(clr_service_exec_check(svc, ID_A, req, &err), 0);
+    assert_int_equal(clr_service_exec_check(svc, ID_A, req, "alice", &err), 0);
     assert_int_equal(clr_service_exec(svc, ID_A, req, "alice", NULL, NULL, &out, &err), 0);
     assert_int_equal(test_agent_frames(fx->agent, CLR_FRAME_EXEC), 1);
     assert_int_equal(atomic_load(&svc->running_execs), 1);
@@ -423,7 +425,7 @@ static void test_tenant_at_quota(void **state)
     json_t *req = req_of("{\"argv\":[\"true\"]}");
     json_t *out = NULL;
     clr_error err = CLR_ERROR_INIT;
-    assert_int_equal(clr_service_exec_check(svc, ID_A, req, &err), -1);
+    assert_int_equal(clr_service_exec_check(svc, ID_A, req, "alice", &err), -1);
     assert_int_equal(err.code, CLR_E_LIMIT);
     assert_string_equal(err.message, full);
     err = (clr_error)CLR_ERROR_INIT;
@@ -431,6 +433,10 @@ static void test_tenant_at_quota(void **state)
     assert_int_equal(err.code, CLR_E_LIMIT);
     assert_string_equal(err.message, full);
     assert_int_equal(atomic_load(&svc->refused), 2);
+    /* Both refusals recorded, naming the tenant's quota. */
+    assert_int_equal(audit_count_where(fx->e, "exec", "sandbox", ID_A, "outcome", "refused",
+                                       "details.error", full),
+                     2);
     assert_int_equal(atomic_load(&svc->running_execs), 1);
     assert_int_equal(atomic_load(&svc->tenant_execs[1]), 1);
     assert_int_equal(test_agent_frames(fx->agent, CLR_FRAME_EXEC), 0);
@@ -441,7 +447,7 @@ static void test_tenant_at_quota(void **state)
     atomic_store(&svc->tenant_execs[0], 1);
     atomic_store(&svc->tenant_execs[1], 0);
     err = (clr_error)CLR_ERROR_INIT;
-    assert_int_equal(clr_service_exec_check(svc, ID_A, req, &err), 0);
+    assert_int_equal(clr_service_exec_check(svc, ID_A, req, "alice", &err), 0);
     if (clr_service_exec(svc, ID_A, req, "alice", NULL, NULL, &out, &err) != 0)
         fail_msg("exec: %s", err.message);
     assert_int_equal(test_agent_frames(fx->agent, CLR_FRAME_EXEC), 1);
@@ -453,6 +459,82 @@ static void test_tenant_at_quota(void **state)
     json_decref(req);
     svc->cfg.tenants = NULL;
     svc->cfg.ntenants = 0;
+}
+
+/* A command refused for want of a slot is audited: one "exec" record, refused, by its actor,
+ * about its sandbox, the error's code and message naming max_execs, and nothing of the command
+ * (no exec id, no exec.start, no argv); the same for the stream's check. A check that passes
+ * records nothing. A log that cannot take the record changes nothing of the answer: still the
+ * 429's limit, nothing sent, no slot held. The control first: an admitted command's records. */
+static void test_refusal_audited(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->e->svc;
+    attach_agent(fx);
+    svc->cfg.max_execs = 2;
+    atomic_store(&svc->running_execs, 1);
+    json_t *req = req_of("{\"argv\":[\"echo\",\"marker-argv\"]}");
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_service_exec(svc, ID_A, req, "alice", NULL, NULL, &out, &err) != 0)
+        fail_msg("exec: %s", err.message);
+    json_decref(out);
+    out = NULL;
+    assert_int_equal((int)audit_count(fx->e, "exec.start"), 1);
+    assert_int_equal(audit_count_where(fx->e, "exec", "sandbox", ID_A, "actor", "alice",
+                                       "outcome", "exited"),
+                     1);
+    assert_int_equal(test_agent_frames(fx->agent, CLR_FRAME_EXEC), 1);
+
+    /* Both slots held: refused, and recorded by bob. */
+    atomic_store(&svc->running_execs, 2);
+    const char *full = "at capacity: 2 commands are running (max_execs); retry later";
+    assert_int_equal(clr_service_exec(svc, ID_A, req, "bob", NULL, NULL, &out, &err), -1);
+    expect_error(&err, CLR_E_LIMIT, full);
+    assert_null(out);
+    json_t *r = expect_audit(fx->e, "exec", "refused", ID_A, "bob");
+    json_t *d = json_object_get(r, "details");
+    assert_string_equal(str(d, "code"), "limit");
+    assert_string_equal(str(d, "error"), full);
+    assert_int_equal(json_object_size(d), 2); /* no exec id, no command */
+    json_decref(r);
+    /* The stream's check: the same record. */
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_exec_check(svc, ID_A, req, "bob", &err), -1);
+    expect_error(&err, CLR_E_LIMIT, full);
+    assert_int_equal(audit_count_where(fx->e, "exec", "actor", "bob", "outcome", "refused",
+                                       "details.error", full),
+                     2);
+    /* Nothing of the command: no exec.start, no argv, nothing sent, no slot taken. */
+    assert_int_equal((int)audit_count(fx->e, "exec.start"), 1);
+    char *text = test_env_audit_text(fx->e);
+    assert_int_equal(count_of(text, "marker-argv"), 1); /* the admitted one's exec.start */
+    free(text);
+    assert_int_equal(test_agent_frames(fx->agent, CLR_FRAME_EXEC), 1);
+    assert_int_equal(atomic_load(&svc->running_execs), 2);
+
+    /* The log cannot take the record: refused all the same, with the limit's error. */
+    break_audit(fx);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_exec(svc, ID_A, req, "bob", NULL, NULL, &out, &err), -1);
+    expect_error(&err, CLR_E_LIMIT, full);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_exec_check(svc, ID_A, req, "bob", &err), -1);
+    expect_error(&err, CLR_E_LIMIT, full);
+    test_env_break_audit(fx->e, false);
+    assert_null(out);
+    assert_int_equal(test_agent_frames(fx->agent, CLR_FRAME_EXEC), 1);
+    assert_int_equal(atomic_load(&svc->running_execs), 2);
+    assert_int_equal(audit_count_where(fx->e, "exec", "outcome", "refused", NULL, NULL, NULL,
+                                       NULL),
+                     2);
+
+    /* A slot free: the check passes and records nothing. */
+    atomic_store(&svc->running_execs, 1);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_exec_check(svc, ID_A, req, "bob", &err), 0);
+    assert_int_equal((int)audit_count(fx->e, "exec"), 3);
+    json_decref(req);
 }
 
 static void test_unaudited_is_not_sent(void **state)
@@ -746,6 +828,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refused_before_anything_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_at_capacity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tenant_at_quota, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refusal_audited, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unaudited_is_not_sent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unrecorded_is_killed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_engine_refuses_docker_exec, setup, teardown),

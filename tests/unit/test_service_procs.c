@@ -617,7 +617,7 @@ static void test_process_holds_a_command_slot(void **state)
     assert_int_equal(audit_process_records(e, "process.start", "ok"), records);
     json_t *req = json_pack("{s:[s]}", "argv", "true");
     clr_error err = CLR_ERROR_INIT;
-    assert_int_equal(clr_service_exec_check(svc, ID_B, req, &err), -1);
+    assert_int_equal(clr_service_exec_check(svc, ID_B, req, "alice", &err), -1);
     assert_int_equal(err.code, CLR_E_LIMIT);
     assert_string_equal(err.message, full);
     /* Its end gives the slots back. */
@@ -628,7 +628,7 @@ static void test_process_holds_a_command_slot(void **state)
     assert_int_equal(atomic_load(&svc->running_execs), 0);
     assert_int_equal(atomic_load(&svc->tenant_execs[0]), 0);
     err = (clr_error)CLR_ERROR_INIT;
-    assert_int_equal(clr_service_exec_check(svc, ID_B, req, &err), 0);
+    assert_int_equal(clr_service_exec_check(svc, ID_B, req, "alice", &err), 0);
     json_decref(req);
     /* The engine the first gave back is let go: this one opens on the spare, scripted for B. */
     for (int i = 0; i < svc->pool_n; i++)
