@@ -692,17 +692,19 @@ static void *conn_main(void *p)
     const char *outcome = "denied";
     uint32_t idle_ms = 0;
     int fd = conn_open(c, why, sizeof(why), addr, sizeof(addr), &idle_ms, &outcome);
+    /* Recorded before the sandbox is told: what it learns of a connection is on the record,
+     * and whoever waits for the frame finds the record and the counters already there. */
     if (fd < 0) {
-        clr_channel_send(c->ch, c->id, CLR_FRAME_NET_DENY, why, strlen(why), NULL);
         record(e, c, outcome, addr, why, 0, 0, mono_ms() - t0);
+        clr_channel_send(c->ch, c->id, CLR_FRAME_NET_DENY, why, strlen(why), NULL);
     } else {
         clr_channel_send(c->ch, c->id, CLR_FRAME_NET_ACCEPT, NULL, 0, NULL);
         uint64_t out = 0, in = 0;
         const char *end = conn_pump(c, fd, idle_ms, &out, &in);
         close(fd);
-        clr_channel_send(c->ch, c->id, CLR_FRAME_NET_CLOSE, NULL, 0, NULL);
         record(e, c, "allowed", addr, strcmp(end, "closed") ? end : NULL, out, in,
                mono_ms() - t0);
+        clr_channel_send(c->ch, c->id, CLR_FRAME_NET_CLOSE, NULL, 0, NULL);
     }
     pthread_mutex_lock(&e->lock);
     e->active--;
@@ -825,8 +827,8 @@ void clr_egress_on_frame(clr_egress *e, clr_channel *ch, uint8_t type, uint32_t 
             deny = conn_start(e, ch, &probe);
         pthread_mutex_unlock(&e->lock);
         if (deny) {
-            clr_channel_send(ch, id, CLR_FRAME_NET_DENY, deny, strlen(deny), NULL);
             record(e, &probe, "denied", NULL, deny, 0, 0, 0);
+            clr_channel_send(ch, id, CLR_FRAME_NET_DENY, deny, strlen(deny), NULL);
         }
         return;
     }
