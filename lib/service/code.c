@@ -425,15 +425,21 @@ static struct code_session *session_take(clr_service *svc, const char *id, const
                                          bool make, clr_error *err)
 {
     pthread_mutex_lock(&code_lock);
-    struct code_session *s = svc->codes;
-    size_t n = 0;
-    for (; s && strcmp(s->sandbox_id, id) != 0; s = s->next)
-        n += session_in_use_locked(s);
+    struct code_session *s = NULL;
+    size_t n = 0; /* the other sessions in use */
+    for (struct code_session *c = svc->codes; c; c = c->next) {
+        if (!s && strcmp(c->sandbox_id, id) == 0)
+            s = c;
+        else
+            n += session_in_use_locked(c);
+    }
     if (!s && !make) {
         pthread_mutex_unlock(&code_lock);
         return NULL;
     }
-    if (!s && n >= CODE_MAX_SESSIONS) {
+    /* A call that would bring a session into use (a new one, or one that only keeps a notice:
+     * its next cell starts a kernel) waits for room as a new one does; an end never does. */
+    if (make && (!s || !session_in_use_locked(s)) && n >= CODE_MAX_SESSIONS) {
         pthread_mutex_unlock(&code_lock);
         clr_error_set(err, CLR_E_LIMIT, 0,
                       "at capacity: the daemon keeps at most %d code sessions and all are in "
