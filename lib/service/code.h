@@ -35,7 +35,9 @@ void svc_code_lines_feed(struct code_lines *r, const uint8_t *data, size_t len);
 /* Output events ({"event": "stdout"|"stderr", "text"}) go to cb as their lines come (NULL: they
  * are dropped); they are never queued. Their texts together are held to cap (a cell's
  * output_cap, counted afresh from this call) as the bridge should have held them: a text cut
- * before the character that would cross it, one with nothing left dropped. */
+ * before the character that would cross it, one with nothing left dropped. A line then holds
+ * at most cap / 2 + 4096 JSON values (no more than a sixteenth of line_max, with the slack),
+ * the answers queued together as many; 4096 after a call with cap 0 (between cells). */
 void svc_code_lines_on_event(struct code_lines *r, clr_service_event_cb cb, void *ctx,
                              uint64_t cap);
 /* Whether the cap of svc_code_lines_on_event cut or dropped a text since that call. */

@@ -56,7 +56,11 @@ struct code_lines {
     bool skipping; /* inside a line that went past max: dropped up to its end */
     char broken[200];
     json_t *pending[LINES_PENDING_MAX];
+    size_t pending_values[LINES_PENDING_MAX]; /* each one's lines_values_bound */
     size_t npending;
+    /* JSON values a line may hold, and the queued lines together: the cell's (half its
+     * output_cap, with slack), LINES_VALUES_SLACK between cells. */
+    size_t values_max, values_pending;
     /* Output events of the cell in flight go here as they come (under code_lock), their texts
      * held to the cell's output_cap together. */
     clr_service_event_cb on_event;
@@ -69,8 +73,10 @@ struct code_lines {
 struct code_lines *svc_code_lines_new(size_t line_max)
 {
     struct code_lines *r = calloc(1, sizeof(*r));
-    if (r)
+    if (r) {
         r->max = line_max;
+        r->values_max = LINES_VALUES_SLACK;
+    }
     return r;
 }
 
@@ -120,10 +126,10 @@ static void lines_one(struct code_lines *r, const char *line, size_t len)
         return;
     /* A value costs the parser tens of bytes where the line may spend two on it ("0,"): a line
      * of its cap in such values would cost the daemon twenty times the line. An honest answer's
-     * JSON values count against the cell's cap at two bytes or more each, and the line cap is
-     * 8 bytes a byte of the cap: it holds fewer than a sixteenth of the line cap's bytes in
-     * values. Counted before parsing, in one pass over the bytes. */
-    if (lines_values_bound(line, len) > r->max / 16 + LINES_VALUES_SLACK) {
+     * JSON values count against the cell's output_cap at two bytes or more each: it holds at
+     * most half the cap in values, and the slack. Counted before parsing, in one pass. */
+    size_t values = lines_values_bound(line, len);
+    if (values > r->values_max) {
         lines_break(r, "the bridge wrote a line with more JSON values than an answer can hold");
         return;
     }
@@ -147,11 +153,15 @@ static void lines_one(struct code_lines *r, const char *line, size_t len)
         json_decref(j);
         return;
     }
-    if (r->npending == LINES_PENDING_MAX) {
+    /* Queued answers wait for a cell to take them: together, no more than one answer's values
+     * (a bridge printing lines between cells would otherwise keep four of them parsed). */
+    if (r->npending == LINES_PENDING_MAX || r->values_pending + values > r->values_max) {
         json_decref(j);
         lines_break(r, "the bridge wrote answers nobody asked for");
         return;
     }
+    r->values_pending += values;
+    r->pending_values[r->npending] = values;
     r->pending[r->npending++] = j;
 }
 
@@ -208,6 +218,8 @@ void svc_code_lines_on_event(struct code_lines *r, clr_service_event_cb cb, void
     r->on_event = cb;
     r->ctx = ctx;
     r->events = (struct code_cap){.cap = cap};
+    uint64_t half = cap / 2 < r->max / 16 ? cap / 2 : r->max / 16;
+    r->values_max = (size_t)half + LINES_VALUES_SLACK;
 }
 
 bool svc_code_lines_truncated(const struct code_lines *r)
@@ -222,7 +234,10 @@ json_t *svc_code_lines_take(struct code_lines *r, const char **broken)
     if (r->npending == 0)
         return NULL;
     json_t *j = r->pending[0];
+    r->values_pending -= r->pending_values[0];
     memmove(r->pending, r->pending + 1, (r->npending - 1) * sizeof(r->pending[0]));
+    memmove(r->pending_values, r->pending_values + 1,
+            (r->npending - 1) * sizeof(r->pending_values[0]));
     r->npending--;
     return j;
 }

@@ -122,9 +122,9 @@ static void test_lines_lies(void **state)
     json_decref(j);
     svc_code_lines_free(r);
     /* A line of many tiny values (a parser's tens of bytes for each two of the line's): held
-     * to a sixteenth of the line cap plus slack, counted outside strings. The controls: as
-     * many values as that, and a string of commas and brackets of any length, are read. */
-    size_t max = 64 * 1024, allowed = max / 16 + 4096;
+     * to half the cell's cap plus slack, counted outside strings. The controls: as many values
+     * as that, and a string of commas and brackets of any length, are read. */
+    size_t max = 64 * 1024, allowed = 8192 / 2 + 4096;
     for (int round = 0; round < 3; round++) {
         size_t values = round == 1 ? allowed + 1 : allowed;
         char *line = malloc(max);
@@ -146,6 +146,7 @@ static void test_lines_lies(void **state)
         }
         n += (size_t)sprintf(line + n, "}\n");
         r = svc_code_lines_new(max);
+        svc_code_lines_on_event(r, NULL, NULL, 8192);
         svc_code_lines_feed(r, (const uint8_t *)line, n);
         j = svc_code_lines_take(r, &broken);
         if (round == 1) {
@@ -160,6 +161,28 @@ static void test_lines_lies(void **state)
         svc_code_lines_free(r);
         free(line);
     }
+    /* Between cells (cap 0) a line holds the slack's 4096 values; the answers queued hold
+     * one answer's values together: two of 3000 are one too many. */
+    r = svc_code_lines_new(max);
+    char *tiny = malloc(max);
+    assert_non_null(tiny);
+    size_t t = (size_t)sprintf(tiny, "{\"event\":\"x\",\"v\":[0");
+    for (size_t i = 4; i < 3000; i++)
+        t += (size_t)sprintf(tiny + t, ",0");
+    t += (size_t)sprintf(tiny + t, "]}\n");
+    svc_code_lines_feed(r, (const uint8_t *)tiny, t);
+    j = svc_code_lines_take(r, &broken); /* the control: one is read, and taken */
+    assert_non_null(j);
+    json_decref(j);
+    svc_code_lines_feed(r, (const uint8_t *)tiny, t);
+    svc_code_lines_feed(r, (const uint8_t *)tiny, t);
+    j = svc_code_lines_take(r, &broken);
+    assert_non_null(j);
+    json_decref(j);
+    assert_null(svc_code_lines_take(r, &broken));
+    assert_non_null(strstr(broken, "nobody asked for"));
+    svc_code_lines_free(r);
+    free(tiny);
     /* After a line longer than the buffer a reader keeps (64 KiB, let go then), the next
      * line is read into a new one. */
     r = svc_code_lines_new(1 << 20);
