@@ -954,6 +954,23 @@ int clr_service_code_end(clr_service *svc, const char *id, const char *actor, cl
 
 /* ---- the daemon's side ---- */
 
+/* Moves the session of id to the end of the list (code_lock held). */
+static void session_to_tail_locked(clr_service *svc, const char *id)
+{
+    struct code_session **pp = &svc->codes;
+    while (*pp && strcmp((*pp)->sandbox_id, id) != 0)
+        pp = &(*pp)->next;
+    struct code_session *s = *pp;
+    if (!s || !s->next)
+        return;
+    *pp = s->next;
+    struct code_session **tail = pp;
+    while (*tail)
+        tail = &(*tail)->next;
+    s->next = NULL;
+    *tail = s;
+}
+
 size_t svc_code_prune(clr_service *svc)
 {
     /* Candidates first (at most 64 a pass), then the store is asked without the lock. */
@@ -969,8 +986,15 @@ size_t svc_code_prune(clr_service *svc)
         bool running = true;
         clr_error err = CLR_ERROR_INIT;
         int rc = svc_row_running(svc, ids[i], &running, &err);
-        if ((rc < 0 && err.code != CLR_E_NOT_FOUND) || (rc == 0 && running))
+        if ((rc < 0 && err.code != CLR_E_NOT_FOUND) || (rc == 0 && running)) {
+            /* Kept, and moved behind the rest: 64 sessions of running sandboxes that keep only
+             * a notice would otherwise be the candidates of every pass, and a destroyed
+             * sandbox's session behind them never freed. */
+            pthread_mutex_lock(&code_lock);
+            session_to_tail_locked(svc, ids[i]);
+            pthread_mutex_unlock(&code_lock);
             continue;
+        }
         pthread_mutex_lock(&code_lock);
         struct code_session *s = session_unlink_idle_locked(svc, ids[i]);
         pthread_mutex_unlock(&code_lock);

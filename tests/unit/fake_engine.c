@@ -270,10 +270,21 @@ static void *accept_loop(void *arg)
     }
 }
 
+/* Fails the test when the script is full, the lock let go first: a failure jumps out of the
+ * test, and a lock kept would hang its teardown. */
+static void answers_room_locked(struct fake *f)
+{
+    size_t max = sizeof(f->answers) / sizeof(f->answers[0]);
+    if (f->n_answers < max)
+        return;
+    pthread_mutex_unlock(&f->lock);
+    fail_msg("the fake engine holds at most %zu scripted answers", max);
+}
+
 void fake_answer_n(struct fake *f, const char *match, int status, const char *body, int n)
 {
     pthread_mutex_lock(&f->lock);
-    assert_true(f->n_answers < sizeof(f->answers) / sizeof(f->answers[0]));
+    answers_room_locked(f);
     /* Newest first: a later script line overrides an earlier one for the same request. */
     memmove(&f->answers[1], &f->answers[0], f->n_answers * sizeof(f->answers[0]));
     f->answers[0] = (struct fake_answer){match, status, body, n, 0};
@@ -290,7 +301,7 @@ void fake_answer_bytes(struct fake *f, const char *match, int status, const void
                        size_t len)
 {
     pthread_mutex_lock(&f->lock);
-    assert_true(f->n_answers < sizeof(f->answers) / sizeof(f->answers[0]));
+    answers_room_locked(f);
     memmove(&f->answers[1], &f->answers[0], f->n_answers * sizeof(f->answers[0]));
     f->answers[0] = (struct fake_answer){match, status, body, -1, len};
     f->n_answers++;

@@ -33,7 +33,7 @@ struct fake {
      * lock; those that ended are joined by the accept loop as it goes). */
     struct fake_conn *conns;
     pthread_mutex_t lock;
-    struct fake_answer answers[32];
+    struct fake_answer answers[256];
     size_t n_answers;
     char **requests; /* "METHOD path" of each request, oldest first */
     char **bodies;   /* their bodies ("" for none) */

@@ -647,6 +647,41 @@ static void test_bridge_that_ends(void **state)
     assert_int_equal((int)svc_code_prune(svc), 0);
 }
 
+/* The reaper's prune looks at 64 candidates a pass: sessions of running sandboxes that keep
+ * nothing (their bridge never started) are moved behind the rest, so a destroyed sandbox's
+ * session behind 65 of them is freed within two passes (it never was before). */
+static void test_prune_not_starved(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    fake_answer(e->f, "POST " TEST_API "cid-", 404, "{\"message\":\"No such container\"}");
+    enum { N = 66 };
+    char ids[N][CLR_SANDBOX_ID_MAX + 1];
+    int64_t now = (int64_t)time(NULL);
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "sb-%016x", 0xe00 + i);
+        test_env_row(e, ids[i], now + 36000, 1000, 0);
+        char cid[32];
+        snprintf(cid, sizeof(cid), "cid-e%d", i);
+        script_running(e, ids[i], cid);
+        json_t *req = json_pack("{s:s}", "code", "1");
+        json_t *out = NULL;
+        clr_error err = CLR_ERROR_INIT;
+        assert_int_equal(
+            clr_service_code_run(svc, ids[i], req, "alice", NULL, NULL, &out, &err), -1);
+        expect_error(&err, CLR_E_NOT_FOUND, "does not exist");
+        json_decref(req);
+    }
+    /* The control: while all run, nothing is freed. */
+    assert_int_equal((int)svc_code_prune(svc), 0);
+    /* The first made is the last in the list (new ones go first). */
+    test_env_set_state(e, ids[0], CLR_STATE_DESTROYED, "client");
+    size_t freed = svc_code_prune(svc);
+    freed += svc_code_prune(svc);
+    assert_int_equal((int)freed, 1);
+    assert_int_equal((int)svc_code_prune(svc), 0);
+}
+
 /* The engine's own error line on the bridge's exec stream (runsc failing an exec on a loaded
  * host): nothing ran, so the start is tried again, three times in all, and the error that is
  * left is the engine's, with no kill of the sandbox. */
@@ -973,6 +1008,7 @@ int main(void)
         cmocka_unit_test(test_answer_capped),
         cmocka_unit_test_setup_teardown(test_cell_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bridge_that_ends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prune_not_starved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bridge_start_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cell_takes_a_command_slot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sandbox_gone, setup, teardown),

@@ -70,7 +70,7 @@ struct test_env {
     struct fake *f;
     char dir[64], db[128], log[128];
     clr_service svc;
-    char *bodies[80]; /* scripted answers built here, kept until teardown (the fake keeps
+    char *bodies[256]; /* scripted answers built here, kept until teardown (the fake keeps
                        * pointers) */
     size_t nbodies;
 };
