@@ -316,6 +316,18 @@ bool clr_service_sandbox_busy(clr_service *svc, const char *id)
     return busy;
 }
 
+/* A process refused for want of a slot (the per-sandbox or total cap of background processes,
+ * max_execs or its tenant's) is recorded ("process.start", refused, the error naming the limit)
+ * before its 429, as a refused exec is (execs.c's exec_refused). It never got a process id, and
+ * its record names no command: only an admitted process's "process.start" carries its request.
+ * A record that cannot be written changes nothing: the process is refused all the same, and the
+ * failure logged (audit.write_failed). */
+static int proc_refused(clr_service *svc, const char *actor, const char *id, clr_error *err)
+{
+    svc_audit_failure(svc, actor, id, "process.start", err);
+    return -1;
+}
+
 int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const char *actor,
                            json_t **out, clr_error *err)
 {
@@ -340,16 +352,17 @@ int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const 
     if (here >= MAX_PROCS_PER_SANDBOX || total >= MAX_PROCS) {
         svc_command_clear(&cmd);
         atomic_fetch_add(&svc->refused, 1);
-        return clr_error_set(err, CLR_E_LIMIT, 0,
-                             "at capacity: %d background processes in this sandbox (max %d), "
-                             "%d in all (max %d)",
-                             here, MAX_PROCS_PER_SANDBOX, total, MAX_PROCS);
+        clr_error_set(err, CLR_E_LIMIT, 0,
+                      "at capacity: %d background processes in this sandbox (max %d), "
+                      "%d in all (max %d)",
+                      here, MAX_PROCS_PER_SANDBOX, total, MAX_PROCS);
+        return proc_refused(svc, actor, id, err);
     }
     /* While it runs it is a command like an exec: a slot of max_execs and of its tenant's. */
     unsigned one = 1;
     if (svc_exec_admit(svc, cmd.tenant, &one, err) < 0) {
         svc_command_clear(&cmd);
-        return -1;
+        return proc_refused(svc, actor, id, err);
     }
     struct proc *p = calloc(1, sizeof(*p));
     if (!p) {

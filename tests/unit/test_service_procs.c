@@ -1,10 +1,10 @@
 /* lib/service/procs.c against the scripted engine of fake_engine.h, a state database and an
  * audit log in a temporary directory: what a background process's start refuses before it
  * reaches the engine (not an id, unknown fields, no row, a sandbox not running, the audit log
- * unwritable, the per-sandbox limit), what it records (the request redacted, the audit record
- * naming the process id, the sandbox's activity), the table's bookkeeping (list, get, output
- * offsets, busy), and what a process that has exited refuses (stdin, signals) next to one that
- * runs.
+ * unwritable, the per-sandbox limit and max_execs: audited), what it records (the request
+ * redacted, the audit record naming the process id, the sandbox's activity), the table's
+ * bookkeeping (list, get, output offsets, busy), and what a process that has exited refuses
+ * (stdin, signals) next to one that runs.
  *
  * The scripted engine cannot speak the agent's protocol (its streams echo, and its answers are
  * text): a process whose exec stream echoes ends at once (the echoed request is not a frame of
@@ -162,6 +162,23 @@ static size_t listed(clr_service *svc, const char *id)
 static int audit_process_records(struct test_env *e, const char *action, const char *outcome)
 {
     return audit_count_where(e, action, "outcome", outcome, NULL, NULL, NULL, NULL);
+}
+
+/* A process refused for want of a slot: the newest "process.start" record says refused, by
+ * actor, about sandbox id, with details exactly {code limit, error says} (no process id, no
+ * command); and the log holds no process.start naming the refused request's marker argument. */
+static void expect_refusal_record(struct test_env *e, const char *id, const char *actor,
+                                  const char *says, const char *marker)
+{
+    json_t *r = expect_audit(e, "process.start", "refused", id, actor);
+    json_t *d = json_object_get(r, "details");
+    assert_string_equal(str(d, "code"), "limit");
+    assert_string_equal(str(d, "error"), says);
+    assert_int_equal(json_object_size(d), 2);
+    json_decref(r);
+    char *text = test_env_audit_text(e);
+    assert_null(strstr(text, marker));
+    free(text);
 }
 
 static void test_start_refused(void **state)
@@ -475,21 +492,41 @@ static void test_limit_per_sandbox(void **state)
         for (int j = 0; j < i; j++)
             assert_string_not_equal(ids[i], ids[j]);
     assert_int_equal(listed(svc, ID_A), 16);
-    /* The seventeenth is refused before it is recorded or reaches an engine. */
+    /* The seventeenth is refused before it is started or reaches an engine; its refusal is
+     * recorded (by bob), naming the limit and not the command. Control first: the sixteen
+     * admitted ones are recorded as started, none as refused. */
     struct fake *spare = own_engine(fx, ID_A);
     int records = audit_process_records(e, "process.start", "ok");
-    json_t *req = json_pack("{s:[s]}", "argv", "true");
+    assert_int_equal(records, 16);
+    assert_int_equal(audit_process_records(e, "process.start", "refused"), 0);
+    json_t *marked = json_pack("{s:[s,s]}", "argv", "echo", "marker-refused");
     json_t *out = NULL;
     clr_error err = CLR_ERROR_INIT;
-    assert_int_equal(clr_service_proc_start(svc, ID_A, req, "alice", &out, &err), -1);
+    assert_int_equal(clr_service_proc_start(svc, ID_A, marked, "bob", &out, &err), -1);
+    const char *full = "at capacity: 16 background processes in this sandbox "
+                       "(max 16), 16 in all (max 256)";
     assert_int_equal(err.code, CLR_E_LIMIT);
-    assert_string_equal(err.message, "at capacity: 16 background processes in this sandbox "
-                                     "(max 16), 16 in all (max 256)");
+    assert_string_equal(err.message, full);
     assert_int_equal(atomic_load(&svc->refused), 1);
     assert_int_equal(fake_count(spare, "GET /version"), 0);
     assert_int_equal(fake_count(spare, "POST "), 0);
     assert_int_equal(audit_process_records(e, "process.start", "ok"), records);
+    assert_int_equal(audit_process_records(e, "process.start", "refused"), 1);
+    expect_refusal_record(e, ID_A, "bob", full, "marker-refused");
     assert_int_equal(listed(svc, ID_A), 16);
+    /* The log cannot take the record: refused all the same, with the limit's error. */
+    test_env_break_audit(e, true);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_proc_start(svc, ID_A, marked, "bob", &out, &err), -1);
+    test_env_break_audit(e, false);
+    json_decref(marked);
+    assert_null(out);
+    assert_int_equal(err.code, CLR_E_LIMIT);
+    assert_string_equal(err.message, full);
+    assert_int_equal(fake_count(spare, "POST "), 0);
+    assert_int_equal(audit_process_records(e, "process.start", "refused"), 1);
+    assert_int_equal(listed(svc, ID_A), 16);
+    json_t *req = json_pack("{s:[s]}", "argv", "true");
     /* The limit is per sandbox: another one starts. */
     script_engine(e, spare, ID_B, true);
     assert_int_equal(clr_service_proc_start(svc, ID_B, req, "alice", &out, &err), 0);
@@ -611,10 +648,14 @@ static void test_process_holds_a_command_slot(void **state)
                        "(max_execs 1 for tenant default); retry later";
     struct fake *spare = own_engine(fx, ID_B);
     int records = audit_process_records(e, "process.start", "ok");
-    expect_refused(svc, ID_B, "{\"argv\":[\"true\"]}", CLR_E_LIMIT, full);
+    assert_int_equal(records, 1); /* control: the admitted one's */
+    expect_refused(svc, ID_B, "{\"argv\":[\"echo\",\"marker-refused\"]}", CLR_E_LIMIT, full);
     assert_int_equal(atomic_load(&svc->refused), 1);
     assert_int_equal(fake_count(spare, "POST "), 0);
     assert_int_equal(audit_process_records(e, "process.start", "ok"), records);
+    /* Its refusal recorded, exactly once, naming the tenant's quota and not the command. */
+    assert_int_equal(audit_process_records(e, "process.start", "refused"), 1);
+    expect_refusal_record(e, ID_B, "alice", full, "marker-refused");
     json_t *req = json_pack("{s:[s]}", "argv", "true");
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(clr_service_exec_check(svc, ID_B, req, "alice", &err), -1);
