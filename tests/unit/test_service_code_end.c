@@ -95,13 +95,11 @@ static void test_end_after_cell(void **state)
     atomic_store(&fixed_nonce, false);
 }
 
-/* With max_code_sessions 1, A's kernel holds the tenant's one place: B's cell is refused (the
- * control that the quota binds), then served once A's session is ended. */
-static void test_end_gives_back_quota(void **state)
+/* The default tenant's max_code_sessions at 1 (quotas, the caller's, live until
+ * one_place_done), ID_A and ID_B running, and A's cell answered: A's kernel holds the place. */
+static void a_holds_the_one_place(struct test_env *e, clr_tenant_quota quotas[1])
 {
-    struct test_env *e = *state;
     clr_service *svc = &e->svc;
-    clr_tenant_quota quotas[1] = {{.name = CLR_TENANT_DEFAULT, .max_code_sessions = 1}};
     svc->cfg.tenants = quotas;
     svc->cfg.ntenants = 1;
     atomic_store(&fixed_nonce, true);
@@ -109,6 +107,25 @@ static void test_end_gives_back_quota(void **state)
     script_running(e, ID_B, "cid-b");
     script_bridge(e, "cid-a", "exec-a1", answering_bridge);
     expect_answer(cell_answer(svc, ID_A), "ok", false, NULL);
+}
+
+/* The sessions stopped before the quota goes away. */
+static void one_place_done(clr_service *svc)
+{
+    atomic_store(&fixed_nonce, false);
+    svc_code_stop(svc);
+    svc->cfg.tenants = NULL;
+    svc->cfg.ntenants = 0;
+}
+
+/* With max_code_sessions 1, A's kernel holds the tenant's one place: B's cell is refused (the
+ * control that the quota binds), then served once A's session is ended. */
+static void test_end_gives_back_quota(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    clr_tenant_quota quotas[1] = {{.name = CLR_TENANT_DEFAULT, .max_code_sessions = 1}};
+    a_holds_the_one_place(e, quotas);
     cell_refused(svc, ID_B, CLR_E_LIMIT, "max_code_sessions 1 for tenant default");
     assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-b/exec"), 0);
     expect_end(svc, ID_A);
@@ -118,10 +135,7 @@ static void test_end_gives_back_quota(void **state)
     assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-b/exec"), 1);
     /* Now B holds it: A's next cell is refused, its notice kept for the cell that gets one. */
     cell_refused(svc, ID_A, CLR_E_LIMIT, "max_code_sessions 1 for tenant default");
-    atomic_store(&fixed_nonce, false);
-    svc_code_stop(svc); /* before the quota goes away */
-    svc->cfg.tenants = NULL;
-    svc->cfg.ntenants = 0;
+    one_place_done(svc);
 }
 
 /* An audit log that cannot take the record: the end is refused (unavailable, naming the log)
@@ -133,13 +147,7 @@ static void test_end_audit_refused(void **state)
     struct test_env *e = *state;
     clr_service *svc = &e->svc;
     clr_tenant_quota quotas[1] = {{.name = CLR_TENANT_DEFAULT, .max_code_sessions = 1}};
-    svc->cfg.tenants = quotas;
-    svc->cfg.ntenants = 1;
-    atomic_store(&fixed_nonce, true);
-    script_running(e, ID_A, "cid-a");
-    script_running(e, ID_B, "cid-b");
-    script_bridge(e, "cid-a", "exec-a1", answering_bridge);
-    expect_answer(cell_answer(svc, ID_A), "ok", false, NULL);
+    a_holds_the_one_place(e, quotas);
     test_env_break_audit(e, true);
     clr_error err = CLR_ERROR_INIT;
     assert_int_equal(clr_service_code_end(svc, ID_A, "alice", &err), -1);
@@ -159,10 +167,7 @@ static void test_end_audit_refused(void **state)
     expect_end_record(e, ID_A, true);
     script_bridge(e, "cid-b", "exec-b1", answering_bridge);
     expect_answer(cell_answer(svc, ID_B), "ok", false, NULL);
-    atomic_store(&fixed_nonce, false);
-    svc_code_stop(svc); /* before the quota goes away */
-    svc->cfg.tenants = NULL;
-    svc->cfg.ntenants = 0;
+    one_place_done(svc);
 }
 
 int main(void)
