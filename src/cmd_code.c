@@ -206,6 +206,12 @@ static int code_parse(int argc, char **argv, json_t *req, struct code_opts *o)
                         "usage: clearing code ID (-c CODE | -f FILE.py | --restart | --end)");
         return CLI_EXIT_USAGE;
     }
+    /* A cell's options say nothing to a restart or an end: refused, not dropped unsaid. */
+    if ((o->restart || o->end) && (json_object_size(req) > 0 || o->images || o->json)) {
+        cli_usage_error("code", "--timeout, --output-cap, --images and --json are a cell's "
+                                "options, not for --restart or --end");
+        return CLI_EXIT_USAGE;
+    }
     if (!json_is_string(json_object_get(req, "code")) && !o->restart && !o->end) {
         cli_usage_error("code", "the code is not valid UTF-8");
         return CLI_EXIT_USAGE;

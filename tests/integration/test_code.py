@@ -751,6 +751,8 @@ class Cli(unittest.TestCase):
                             ((sid, '-c', '1', '--restart'), 'usage'),
                             ((sid, '-c', '1', '--end'), 'usage'),
                             ((sid, '--restart', '--end'), 'usage'),
+                            ((sid, '--end', '--timeout', '5s'), "a cell's options"),
+                            ((sid, '--restart', '--json'), "a cell's options"),
                             ((sid, '-f', '/nonexistent.py'), 'nonexistent')]:
             r = clearing_code(*args)
             self.assertEqual(r.returncode, 2, (args, r.stderr))
