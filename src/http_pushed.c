@@ -111,6 +111,10 @@ void http_pushed_unref(struct http_pushed *p)
  * bytes. */
 static bool push(struct http_pushed *p, const char *data, size_t len, bool bounded)
 {
+    /* A reader that let go (gone is set under the lock with closed, or with done): no copy
+     * made to be dropped. A push that misses it is dropped under the lock below. */
+    if (__atomic_load_n(&p->gone, __ATOMIC_ACQUIRE))
+        return true;
     struct chunk *e = chunk_new(data, len);
     bool ok = true;
     pthread_mutex_lock(&p->lock);
