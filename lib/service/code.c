@@ -757,7 +757,7 @@ static int code_run_admitted(clr_service *svc, const char *id, const char *tenan
         svc_audit_failure(svc, actor, id, "code", err);
         return -1;
     }
-    bool fresh;
+    bool fresh, held = false;
     char why[200];
     json_t *a = NULL;
     if (session_ready(s, 8 * c.cap + 64 * 1024, &fresh, why, sizeof(why), err) < 0) {
@@ -779,7 +779,7 @@ static int code_run_admitted(clr_service *svc, const char *id, const char *tenan
          * alone. */
         clr_store_sandbox_touch(svc->store, id, svc_now_s(), NULL);
         a = cell_exchange(s, &c, on_event != NULL, err);
-        session_give(s);
+        held = true; /* given back after the cell's record, as a restart's */
     }
     /* A kernel replaced before the cell: said, unless the sandbox itself is gone (no kernel of
      * it runs again). */
@@ -798,6 +798,12 @@ static int code_run_admitted(clr_service *svc, const char *id, const char *tenan
                           json_is_true(json_object_get(a, "restarted")));
     rc = cell_audit(svc, actor, id, "code", status, sha, d, err);
     json_decref(d);
+    /* The client is told the cell failed, not what its answer said: a fresh kernel the answer
+     * announced is said again by the next cell (the turn still held: no cell comes between). */
+    if (rc < 0 && held && why[0] && !s->lost[0])
+        snprintf(s->lost, sizeof(s->lost), "%s", why);
+    if (held)
+        session_give(s);
     clr_store_sandbox_touch(svc->store, id, svc_now_s(), NULL);
     if (rc < 0) {
         json_decref(a);
