@@ -438,14 +438,15 @@ static struct code_session *session_take(clr_service *svc, const char *id, const
         return NULL;
     }
     /* A call that would bring a session into use (a new one, or one that only keeps a notice:
-     * its next cell starts a kernel) waits for room as a new one does; an end never does. */
-    if (make && (!s || !session_in_use_locked(s)) && n >= CODE_MAX_SESSIONS) {
+     * its next cell starts a kernel) is refused at capacity as a new one is; an end never is. */
+    size_t cap = svc->code_sessions_cap ? svc->code_sessions_cap : CODE_MAX_SESSIONS;
+    if (make && (!s || !session_in_use_locked(s)) && n >= cap) {
         pthread_mutex_unlock(&code_lock);
         clr_error_set(err, CLR_E_LIMIT, 0,
                       "at capacity: the daemon keeps at most %d code sessions and all are in "
                       "use; try again once one ends (DELETE /v1/sandboxes/ID/code, or a sandbox "
                       "destroyed, ends its session), or spread the work over another daemon",
-                      CODE_MAX_SESSIONS);
+                      (int)cap);
         return NULL;
     }
     if (!s) {

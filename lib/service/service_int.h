@@ -142,6 +142,8 @@ struct clr_service {
     clr_egress_totals egress;
     /* Code sessions (code.c): one per sandbox that ran a cell; guarded by code.c's lock. */
     struct code_session *codes;
+    unsigned code_sessions_cap; /* sessions in use at most; 0: CLR_SERVICE_CODE_SESSIONS_MAX (the
+                                 * unit tests lower it) */
     /* Snapshots being written and restores in place under way now (snapshots.c, lifecycle.c)
      * hold it for writing: the engine's picture of those sandboxes is in flux (a checkpoint
      * freezes the container, a restore runs none between its two). The reconcile pass and the

@@ -170,6 +170,39 @@ static void test_end_audit_refused(void **state)
     one_place_done(svc);
 }
 
+/* The daemon's cap on sessions in use (lowered to 2 here): a session that keeps only the
+ * notice of its end holds no place, and its next cell, which would start a kernel, is held to
+ * the cap as a new session is; an end is never refused by it. */
+static void test_daemon_cap_after_end(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    svc->code_sessions_cap = 2;
+    atomic_store(&fixed_nonce, true);
+    test_env_row(e, ID_C, (int64_t)time(NULL) + 36000, 1000, 0);
+    script_running(e, ID_A, "cid-a");
+    script_running(e, ID_B, "cid-b");
+    script_running(e, ID_C, "cid-c");
+    script_bridge(e, "cid-a", "exec-a1", answering_bridge);
+    expect_answer(cell_answer(svc, ID_A), "ok", false, NULL);
+    script_bridge(e, "cid-b", "exec-b1", answering_bridge);
+    expect_answer(cell_answer(svc, ID_B), "ok", false, NULL);
+    /* The control: the cap binds a new session. */
+    cell_refused(svc, ID_C, CLR_E_LIMIT, "at most 2 code sessions");
+    expect_end(svc, ID_A);
+    script_bridge(e, "cid-c", "exec-c1", answering_bridge);
+    expect_answer(cell_answer(svc, ID_C), "ok", false, NULL);
+    /* A keeps only its notice: its next cell would be a third kernel. */
+    cell_refused(svc, ID_A, CLR_E_LIMIT, "at most 2 code sessions");
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-a/exec"), 1);
+    expect_end(svc, ID_B); /* at the cap all the same */
+    script_bridge(e, "cid-a", "exec-a2", answering_bridge);
+    expect_answer(cell_answer(svc, ID_A), "ok", true, "was ended");
+    atomic_store(&fixed_nonce, false);
+    svc_code_stop(svc);
+    svc->code_sessions_cap = 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -177,6 +210,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_end_after_cell, setup, teardown),
         cmocka_unit_test_setup_teardown(test_end_gives_back_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_end_audit_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_daemon_cap_after_end, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
