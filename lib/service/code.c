@@ -523,16 +523,20 @@ static void session_give_or_free(struct code_session *s)
  * answer within its budget) is replaced. A session without a running kernel is admitted to its
  * tenant's max_code_sessions first (CLR_E_LIMIT when it is full; a replaced kernel's place is
  * given back before, so it is counted again). *fresh: a new kernel was started;
- * *why_restarted: why an old one was replaced ("" when it was not). */
+ * *why_restarted: why an old one was replaced ("" when it was not); *killed: whether a running
+ * kernel was ended for it (its output budget spent), so that a failure after it is an error,
+ * not a refusal that changed nothing. */
 static int session_ready(struct code_session *s, size_t line_max, bool *fresh,
-                         char *why_restarted, size_t len, clr_error *err)
+                         char *why_restarted, size_t len, bool *killed, clr_error *err)
 {
     *fresh = false;
+    *killed = false;
     why_restarted[0] = '\0';
     if (s->h) {
         pthread_mutex_lock(&code_lock);
         bool ended = s->ended, full = s->used + line_max > BRIDGE_BUDGET;
         pthread_mutex_unlock(&code_lock);
+        *killed = full && !ended;
         if (ended || full) {
             snprintf(s->lost, sizeof(s->lost), "%s",
                      ended ? "the code session had ended: a fresh kernel was started (its state "
@@ -758,16 +762,24 @@ static int code_run_admitted(clr_service *svc, const char *id, const char *tenan
         svc_audit_failure(svc, actor, id, "code", err);
         return -1;
     }
-    bool fresh, held = false;
+    bool fresh, killed, held = false;
     char why[200];
     json_t *a = NULL;
-    if (session_ready(s, 8 * c.cap + 64 * 1024, &fresh, why, sizeof(why), err) < 0) {
+    if (session_ready(s, 8 * c.cap + 64 * 1024, &fresh, why, sizeof(why), &killed, err) < 0) {
         session_give(s);
         /* Its sandbox was destroyed while its kernel started: the cell's answer says so, as
          * one destroyed under a running cell. */
         a = svc_code_sandbox_gone(svc, id);
         if (!a) {
-            svc_audit_failure(svc, actor, id, "code", err);
+            /* A kernel ended for this cell (its budget spent) is something done: an error,
+             * said, not a refusal (the notice stays for the next cell). */
+            json_t *d = killed ? json_pack("{s:b}", "kernel_ended", true) : NULL;
+            if (killed)
+                clr_error_prefix(err, "the code session's output budget was spent and its "
+                                      "kernel ended (its state is gone), but no fresh one "
+                                      "started");
+            svc_audit_failure_with(svc, actor, id, "code", err, killed ? "error" : NULL, d);
+            json_decref(d);
             return -1;
         }
         *err = (clr_error)CLR_ERROR_INIT;

@@ -647,6 +647,60 @@ static void test_bridge_that_ends(void **state)
     assert_int_equal((int)svc_code_prune(svc), 0);
 }
 
+/* A bridge that printed more than its budget leaves for a cell (all it may print is 64 MiB):
+ * the cell ends the kernel and starts a fresh one. When that start fails, the cell is an error
+ * that says the kernel ended (recorded error, kernel_ended), not a refusal that changed
+ * nothing; the notice stays for the next cell that gets a kernel. */
+static void test_budget_spent_then_no_kernel(void **state)
+{
+    struct test_env *e = *state;
+    clr_service *svc = &e->svc;
+    atomic_store(&fixed_nonce, true);
+    script_running_a(e);
+    /* Two stdout lines of 17.4 MB (in frames of 60000 bytes), dropped before any cell but
+     * counted: 34.8 MB printed; a cell of output_cap 4m needs 32 MiB + 64 KiB of room. */
+    enum { CHUNKS = 290, N = 1 + 2 * (CHUNKS + 2) + 2 };
+    char *chunk = malloc(60001);
+    assert_non_null(chunk);
+    memset(chunk, 'x', 60000);
+    chunk[60000] = '\0';
+    const char *lines[N];
+    size_t k = 0;
+    lines[k++] = "{\"event\":\"ready\"}\n";
+    for (int l = 0; l < 2; l++) {
+        lines[k++] = "{\"event\":\"stdout\",\"text\":\"";
+        for (int i = 0; i < CHUNKS; i++)
+            lines[k++] = chunk;
+        lines[k++] = "\"}\n";
+    }
+    lines[k++] = answering_bridge[1];
+    lines[k++] = NULL;
+    assert_int_equal(k, N);
+    script_bridge(e, "cid-a", "exec-a1", lines);
+    free(chunk);
+    json_t *req = json_pack("{s:s, s:s}", "code", "1+1", "output_cap", "4m");
+    json_t *out = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_run(svc, ID_A, req, "alice", NULL, NULL, &out, &err), 0);
+    expect_answer(out, "ok", false, NULL); /* the control: the first cell had room */
+    out = NULL;
+    fake_answer_n(e->f, "POST " TEST_API "cid-a/exec", 404,
+                  "{\"message\":\"No such container\"}", 1);
+    assert_int_equal(clr_service_code_run(svc, ID_A, req, "alice", NULL, NULL, &out, &err), -1);
+    expect_error(&err, CLR_E_NOT_FOUND, "output budget was spent and its kernel ended");
+    json_t *r = expect_audit(e, "code", "error", ID_A, "alice");
+    assert_true(json_is_true(json_object_get(json_object_get(r, "details"), "kernel_ended")));
+    json_decref(r);
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-a/exec"), 2);
+    /* The next cell that gets a kernel says the last one's state is gone. */
+    script_bridge(e, "cid-a", "exec-a3", answering_bridge);
+    err = (clr_error)CLR_ERROR_INIT;
+    assert_int_equal(clr_service_code_run(svc, ID_A, req, "alice", NULL, NULL, &out, &err), 0);
+    expect_answer(out, "ok", true, "output budget was spent");
+    json_decref(req);
+    atomic_store(&fixed_nonce, false);
+}
+
 /* The reaper's prune looks at 64 candidates a pass: sessions of running sandboxes that keep
  * nothing (their bridge never started) are moved behind the rest, so a destroyed sandbox's
  * session behind 65 of them is freed within two passes (it never was before). */
@@ -1009,6 +1063,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cell_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bridge_that_ends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_not_starved, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_budget_spent_then_no_kernel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bridge_start_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cell_takes_a_command_slot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sandbox_gone, setup, teardown),
