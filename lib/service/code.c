@@ -792,7 +792,13 @@ static int code_run_admitted(clr_service *svc, const char *id, const char *tenan
          * alone. */
         clr_store_sandbox_touch(svc->store, id, svc_now_s(), NULL);
         a = cell_exchange(s, &c, on_event != NULL, err);
-        held = true; /* given back after the cell's record, as a restart's */
+        /* The cell's output ends with its answer (a kernel's stray output after it goes to no
+         * cell); its turn is given back after its record, as a restart's. */
+        pthread_mutex_lock(&code_lock);
+        if (s->lines) /* none when the cell ended its bridge */
+            svc_code_lines_on_event(s->lines, NULL, NULL, 0);
+        pthread_mutex_unlock(&code_lock);
+        held = true;
     }
     /* A kernel replaced before the cell: said, unless the sandbox itself is gone (no kernel of
      * it runs again). */
