@@ -5,6 +5,7 @@ package-lock.json pins), starts a daemon of its own with a git repository under 
 and runs mcp_stdio.mjs (TAP) against it. Anything the test left running is destroyed at the end.
   usage: mcp_stdio.py PATH/TO/clearing BUILD_DIR
 """
+import fcntl
 import os
 import shutil
 import subprocess
@@ -26,9 +27,18 @@ def bail(msg):
 
 
 def install(dest):
-    """The pinned SDK in dest/node_modules (npm ci unless it is there already): its path."""
+    """The pinned SDK in dest/node_modules (npm ci unless it is there already): its path. Under
+    an exclusive lock on dest.lock: mcp-stdio and mcp-http install into the same place and may
+    run side by side."""
     if not shutil.which('node') or not shutil.which('npm'):
         bail('node and npm are needed for the MCP SDK client: install Node.js (scripts/setup.sh)')
+    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+    with open(dest.rstrip('/') + '.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return install_locked(dest)
+
+
+def install_locked(dest):
     sdk = os.path.join(dest, 'node_modules', '@modelcontextprotocol', 'sdk')
     same = all(os.path.exists(os.path.join(dest, n)) and
                open(os.path.join(dest, n), 'rb').read() ==
