@@ -101,7 +101,10 @@
     "\"keep\": {\"type\": \"boolean\", \"description\": \"outlives its sandbox until it "          \
     "expires\"}, \"held\": {\"type\": \"boolean\", \"description\": \"a restore holds it (until "  \
     "the sandbox runs again, or on after a restore that cost the sandbox): not removed with "      \
-    "its sandbox, still expires\"}}, "                                                             \
+    "its sandbox, still expires\"}, \"restorable\": {\"type\": \"boolean\", "                     \
+    "\"description\": \"false: a background process or the code session's kernel ran when it "   \
+    "was taken, and this gVisor cannot restore it (fork_sandbox and restore_sandbox refuse "      \
+    "it)\"}}, "                                                                                   \
     "\"required\": [\"id\", \"sandbox\", \"size\", \"expires_at\"]}"
 #define OBJ(props, req)                                                                            \
     "{\"type\": \"object\", \"additionalProperties\": false, \"properties\": "                     \

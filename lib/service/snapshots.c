@@ -31,9 +31,12 @@ static uint64_t budget(const clr_service *svc)
 }
 
 /* The answer's shape: the row without what only the daemon needs (its source). */
+static bool restorable(const json_t *row);
+
 static json_t *public_json(json_t *row)
 {
     json_t *o = json_deep_copy(row);
+    json_object_set_new(o, "restorable", json_boolean(restorable(row)));
     json_object_del(o, "source");
     return o;
 }
@@ -70,15 +73,35 @@ static int parse_request(json_t *req, bool *keep, uint32_t *ttl, clr_error *err)
 
 /* The engine's checkpoint of the sandbox, then its workspace, written as the snapshot at dir.
  * The engine's own copy of the checkpoint goes whatever happens. */
+/* The engine's live execs of container cid (its ExecIDs: a `docker exec` is listed from its
+ * create until its process ends), or -1 when the engine does not say. */
+static int live_execs(clr_engine *eng, const char *cid)
+{
+    _cleanup_json_ json_t *j = NULL;
+    clr_error ignored = CLR_ERROR_INIT;
+    if (clr_engine_container_inspect(eng, cid, &j, &ignored) < 0)
+        return -1;
+    json_t *ids = json_object_get(j, "ExecIDs");
+    if (json_is_null(ids))
+        return 0;
+    return json_is_array(ids) ? (int)json_array_size(ids) : -1;
+}
+
+/* Checkpoints the sandbox into dir. *execs: the most `docker exec` processes seen live just
+ * before and just after the checkpoint (-1: the engine did not say), for restorable_now(). */
 static int take(clr_service *svc, clr_engine *eng, const clr_store_sandbox *sb, const char *id,
-                const char *dir, uint64_t max_bytes, uint64_t *size, char *sha, clr_error *err)
+                const char *dir, uint64_t max_bytes, uint64_t *size, char *sha, int *execs,
+                clr_error *err)
 {
     const char *cid = sb->info.container_id;
     char cpdir[4096], ws[4096];
     if (clr_workspace_path(ws, sizeof(ws), svc->state_dir, sb->info.id) < 0)
         return clr_error_set(err, CLR_E_INTERNAL, 0, "the workspace's path is too long");
+    int before = live_execs(eng, cid);
     if (clr_engine_checkpoint_create(eng, cid, id, err) < 0)
         return clr_error_prefix(err, "checkpointing sandbox %s", sb->info.id);
+    int after = live_execs(eng, cid);
+    *execs = before < 0 || after < 0 ? -1 : before > after ? before : after;
     int rc = clr_engine_checkpoint_dir(eng, cid, id, cpdir, sizeof(cpdir), err);
     if (rc == 0)
         rc = clr_snapshot_write(dir, cpdir, ws, max_bytes, size, sha, err);
@@ -87,36 +110,68 @@ static int take(clr_service *svc, clr_engine *eng, const clr_store_sandbox *sb, 
     return rc;
 }
 
-/* A snapshot whose sandbox had its channel attached (its first command, a pool or an egress
- * proxy attached it; the row's sticky flag, set before the attach, channels.c): runsc
- * 0.0~20240729 checkpoints such a sandbox but cannot restore it ("no host FD available for
- * :host:0", docs/OPERATIONS.md), so it is refused by fork and restore before anything is made or
- * removed, with what to do instead. A snapshot that does not say (an older daemon's) is taken
- * for attached: fail closed. */
+/* Whether a snapshot can be restored (forked, or a sandbox put back to it). runsc
+ * 0.0~20240729 saves the host descriptors of a `docker exec`'s process (its stdio, from the
+ * engine) in the checkpoint, and a restore then fails: "no host FD available for :host:0" (the
+ * exec's descriptors are keyed by no container; fixed in gVisor release-20250304). Background
+ * processes and the code session's bridge run through docker exec, as does a command of a
+ * sandbox without its live channel; commands over the live channel (the container's own stdio,
+ * which a restore hands over) do not. So a snapshot is restorable when the engine listed no live
+ * exec of the container just before and just after the checkpoint (source.execs 0). One that
+ * does not say (an older daemon's, which recorded only whether the channel was ever attached) is
+ * restorable only when it was never attached, as that daemon judged. Refused with what to do,
+ * before anything is made or removed (a restore that failed half-way would cost the sandbox). */
+static bool restorable(const json_t *row)
+{
+    const json_t *src = json_object_get(row, "source");
+    const json_t *execs = json_object_get(src, "execs");
+    if (execs)
+        return json_is_integer(execs) && json_integer_value(execs) == 0;
+    return json_is_false(json_object_get(src, "attached"));
+}
+
 static int require_restorable(const json_t *row, clr_error *err)
 {
-    if (json_is_false(json_object_get(json_object_get(row, "source"), "attached")))
+    if (restorable(row))
         return 0;
+    const json_t *src = json_object_get(row, "source");
+    const json_t *execs = json_object_get(src, "execs");
+    const char *id = json_string_value(json_object_get(row, "id"));
+    const char *sb = json_string_value(json_object_get(row, "sandbox"));
+    if (!execs)
+        return clr_error_set(err, CLR_E_CONFLICT, 0,
+                             "snapshot %s was taken by an older daemon after sandbox %s's live "
+                             "channel was attached, and may hold a process this gVisor cannot "
+                             "restore: take a new snapshot",
+                             id, sb);
+    if (json_integer_value(execs) < 0)
+        return clr_error_set(err, CLR_E_CONFLICT, 0,
+                             "snapshot %s cannot be restored: the engine did not say whether a "
+                             "process started through docker exec ran in sandbox %s when it was "
+                             "taken; take a new snapshot",
+                             id, sb);
     return clr_error_set(err, CLR_E_CONFLICT, 0,
-                         "snapshot %s was taken after sandbox %s's live channel was attached "
-                         "(its first command, or a pool or egress proxy, attaches it), and this "
-                         "gVisor cannot restore such a checkpoint: take the snapshot before the "
-                         "sandbox's first command (docs/OPERATIONS.md, \"Snapshots\")",
-                         json_string_value(json_object_get(row, "id")),
-                         json_string_value(json_object_get(row, "sandbox")));
+                         "snapshot %s was taken while %lld process%s started through docker exec "
+                         "ran in sandbox %s (background processes and the code session's kernel "
+                         "run so), and this gVisor cannot restore such a checkpoint: stop the "
+                         "background processes and end the code session (DELETE .../code), then "
+                         "take a new snapshot (docs/OPERATIONS.md, \"Snapshots\")",
+                         id, (long long)json_integer_value(execs),
+                         json_integer_value(execs) == 1 ? "" : "es", sb);
 }
 
 /* What a fork needs of the sandbox when it may be gone: image, limits, egress; and whether it
  * can be restored at all. */
-static json_t *source_of(clr_service *svc, const clr_store_sandbox *sb)
+static json_t *source_of(clr_service *svc, const clr_store_sandbox *sb, int execs)
 {
     json_t *pub = svc_sandbox_json(sb);
     json_t *egress = NULL;
     clr_error ignored = CLR_ERROR_INIT;
     clr_store_sandbox_get_egress(svc->store, sb->info.id, &egress, &ignored);
-    json_t *src = json_pack("{s:s, s:O, s:o, s:b}", "image", sb->info.image, "limits",
+    json_t *src = json_pack("{s:s, s:O, s:o, s:b, s:i}", "image", sb->info.image, "limits",
                             json_object_get(pub, "limits"), "egress",
-                            egress ? egress : json_null(), "attached", sb->attached);
+                            egress ? egress : json_null(), "attached", sb->attached, "execs",
+                            execs);
     json_decref(pub);
     return src;
 }
@@ -138,7 +193,7 @@ static bool attached_by_now(clr_service *svc, const char *id, const char *cid, b
 }
 
 static json_t *make_row(clr_service *svc, const clr_store_sandbox *sb, const char *id,
-                        uint64_t size, const char *sha, bool keep, uint32_t ttl)
+                        uint64_t size, const char *sha, bool keep, uint32_t ttl, int execs)
 {
     json_t *prev = NULL;
     clr_error ignored = CLR_ERROR_INIT;
@@ -152,7 +207,7 @@ static json_t *make_row(clr_service *svc, const clr_store_sandbox *sb, const cha
                             parent ? json_string(parent) : json_null(), "size", (json_int_t)size, "sha256", sha,
                             "created_at", (json_int_t)now, "expires_at",
                             (json_int_t)(now + ttl), "keep", keep, "held", 0,
-                            "source", source_of(svc, sb));
+                            "source", source_of(svc, sb, execs));
     json_decref(prev);
     return row;
 }
@@ -197,6 +252,7 @@ static int snapshot_impl(clr_service *svc, clr_engine *eng, const char *sandbox_
                            "snapshots you no longer need",
                            (unsigned long long)budget(svc));
     char id[32], dir[4096], sha[65];
+    int execs = -1;
     if (rc == 0 && (clr_snapshot_id_new(id, sizeof(id), err) < 0 ||
                     clr_snapshot_path(dir, sizeof(dir), svc->state_dir, id) < 0))
         rc = -1;
@@ -204,7 +260,7 @@ static int snapshot_impl(clr_service *svc, clr_engine *eng, const char *sandbox_
      * pass or death judgement looks meanwhile, nor acts on a look from before. */
     svc_snapshot_gate_write(svc);
     if (rc == 0)
-        rc = take(svc, eng, &sb, id, dir, budget(svc) - total, &size, sha, err);
+        rc = take(svc, eng, &sb, id, dir, budget(svc) - total, &size, sha, &execs, err);
     if (rc == 0)
         sb.attached = attached_by_now(svc, sandbox_id, sb.info.container_id, sb.attached);
     if (rc == 0 && total + size > budget(svc)) {
@@ -214,7 +270,7 @@ static int snapshot_impl(clr_service *svc, clr_engine *eng, const char *sandbox_
                            "delete snapshots you no longer need",
                            (unsigned long long)size);
     }
-    json_t *row = rc == 0 ? make_row(svc, &sb, id, size, sha, keep, ttl) : NULL;
+    json_t *row = rc == 0 ? make_row(svc, &sb, id, size, sha, keep, ttl, execs) : NULL;
     if (rc == 0)
         rc = row ? record(svc, actor, row, dir, err)
                  : clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");

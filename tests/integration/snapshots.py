@@ -79,8 +79,8 @@ def call_dropped(c, method, path, body):
         pass
 
 
-def counter(c, sid):
-    out = sh(c, sid, 'cat /tmp/c 2>/dev/null || echo 0')
+def counter(c, sid, path='/tmp/c'):
+    out = sh(c, sid, 'cat %s 2>/dev/null || echo 0' % path)
     try:
         return int(out)
     except (TypeError, ValueError):
@@ -88,6 +88,7 @@ def counter(c, sid):
 
 
 LOOP = 'i=0; while :; do i=$((i+1)); echo $i > /tmp/c; sleep 0.2; done'
+LOOP_B = LOOP.replace('/tmp/c', '/tmp/b')  # the background process's, beside LOOP's
 
 
 def create(c, tenant=None, body=None):
@@ -106,8 +107,8 @@ def our_containers(d):
             if x.get('Labels', {}).get('io.clearing.owner') == d.owner]
 
 
-RESTORE_BUG = ('runsc 0.0~20240729 cannot restore a sandbox whose stdio the engine attached '
-               '(the live channel): "no host FD available for :host:0"')
+RESTORE_BUG = ('runsc 0.0~20240729 cannot restore a checkpoint taken while a docker exec\'s '
+               'process ran: "no host FD available for :host:0" (fixed in gVisor 20250304)')
 
 
 def test_fork_and_isolation(d, c):
@@ -156,53 +157,83 @@ def test_fork_and_isolation(d, c):
           sh(c, fork, 'cat /tmp/t; ls /workspace/only-parent 2>&1'))
     call(c, 'DELETE', '/v1/sandboxes/' + fork)
     test_cli(d, c, parent, snap)
-    # A background process's state: the snapshot of a sandbox whose channel is attached.
-    st, r = call(c, 'POST', '/v1/sandboxes/%s/processes' % parent, {'shell': LOOP})
-    check('a counter loop runs in the background', st == 201, (st, r))
-    check('the loop counts in the parent', wait_for(lambda: counter(c, parent) >= 10),
-          counter(c, parent))
+    # A process's state after the sandbox's first commands (its live channel attached): a
+    # command over the channel runs the counter loop while the snapshot is taken. Its process
+    # is a child of the sandbox's agent, not of a docker exec: the snapshot is restorable, and
+    # the fork continues the loop from where the snapshot found it.
+    held = {}
+
+    def run_loop():
+        held['r'] = call(c, 'POST', '/v1/sandboxes/%s/exec' % parent,
+                         {'argv': ['sh', '-c', LOOP], 'timeout': '90s'}, timeout=300)
+    t = threading.Thread(target=run_loop, daemon=True)
+    t.start()
+    check('a counter loop runs in a command over the live channel',
+          wait_for(lambda: counter(c, parent) >= 10), counter(c, parent))
     st, snap2 = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % parent, {})
-    check('a second snapshot is taken, its parent the first', st == 201
-          and snap2.get('parent') == snap['id'], (st, snap2))
+    check('a second snapshot is taken while it runs, its parent the first, restorable (no '
+          'docker exec ran)', st == 201 and snap2.get('parent') == snap['id']
+          and snap2.get('restorable') is True, (st, snap2))
     at = counter(c, parent)
     check('the parent\'s loop goes on after the snapshot',
           wait_for(lambda: counter(c, parent) > at), (at, counter(c, parent)))
+    fork2, st, r = create(c, body={'snapshot': snap2.get('id', '')}) if st == 201 else (None, 0, {})
+    check('a fork of it is made (201)', st == 201, (st, r))
+    if fork2:
+        v0 = counter(c, fork2)
+        check('the fork continues the loop from the snapshot (its counter is past 10 and grows)',
+              v0 >= 10 and wait_for(lambda: counter(c, fork2) > v0), v0)
+        check('the fork runs new commands', sh(c, fork2, 'echo fork-runs') == 'fork-runs',
+              sh(c, fork2, 'echo fork-runs'))
+        call(c, 'DELETE', '/v1/sandboxes/' + fork2)
+    # The same loop as a background process: it runs through docker exec, whose descriptors
+    # this runsc cannot restore (RESTORE_BUG). The snapshot says so (restorable false), and a
+    # fork or restore of it is refused up front, saying what to do; nothing is left of it.
+    st, proc = call(c, 'POST', '/v1/sandboxes/%s/processes' % parent, {'shell': LOOP_B})
+    check('a counter loop runs as a background process', st == 201
+          and wait_for(lambda: counter(c, parent, '/tmp/b') >= 10),
+          (st, proc, counter(c, parent, '/tmp/b')))
+    st, snap3 = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % parent, {})
+    check('a snapshot is taken while it runs, not restorable', st == 201
+          and snap3.get('restorable') is False, (st, snap3))
     before = {x['Id'] for x in our_containers(d)}
     st_l, lst = call(c, 'GET', '/v1/sandboxes?state=running')
     rows_before = {s['id'] for s in lst.get('sandboxes', [])}
     check('the running sandboxes are listed, the parent among them (positive control)',
           st_l == 200 and parent in rows_before, (st_l, lst))
-    fork2, st, r = create(c, body={'snapshot': snap2.get('id', '')}) if st == 201 else (None, 0, {})
-    msg = (r.get('error') or {}).get('message', '')[:300] if isinstance(r, dict) else r
-    check('a fork of a snapshot taken with the channel attached is refused up front (409) or, '
-          'on a runsc that restores it, a fork (201)', st in (201, 409), (st, msg))
-    if st == 201:
-        v0 = counter(c, fork2)
-        check('the fork continues the loop from the snapshot (its counter is past 10 and grows)',
-              v0 >= 10 and wait_for(lambda: counter(c, fork2) > v0), v0)
-    else:
-        # What this runsc needs (RESTORE_BUG): the refusal says why and what to do, and nothing
-        # is left.
-        check('the refusal says the channel was attached and what to do instead',
-              'live channel' in msg and 'before the sandbox\'s first command' in msg, msg)
-        left = {x['Id'] for x in our_containers(d)} - before
-        check('the refused fork left no container behind', not left, left)
-        st_l, lst = call(c, 'GET', '/v1/sandboxes?state=running')
-        check('the refused fork left no running sandbox row',
-              st_l == 200 and {s['id'] for s in lst['sandboxes']} <= rows_before, (st_l, lst))
-        # A restore of the parent from it: refused the same way, before the parent is touched
-        # (a restore the engine refused half-way would cost the sandbox).
-        old = [x['Id'] for x in sandbox_containers(parent)]
-        st, r = call(c, 'POST', '/v1/sandboxes/%s/restore' % parent,
-                     {'snapshot': snap2.get('id', '')})
-        check('a restore from it is refused (409) naming the attached channel',
-              st == 409 and 'live channel' in (r.get('error') or {}).get('message', ''), (st, r))
-        at = counter(c, parent)
-        check('the parent runs on, its container and its loop untouched',
-              len(old) == 1 and old == [x['Id'] for x in sandbox_containers(parent)]
-              and wait_for(lambda: counter(c, parent) > at), (old, at))
-    if fork2:
-        call(c, 'DELETE', '/v1/sandboxes/' + fork2)
+    fork3, st, r = create(c, body={'snapshot': snap3.get('id', '')})
+    msg = (r.get('error') or {}).get('message', '')[:400] if isinstance(r, dict) else r
+    check('its fork is refused up front (409), naming docker exec and what to do',
+          st == 409 and 'docker exec' in msg and 'background processes' in msg, (st, msg))
+    left = {x['Id'] for x in our_containers(d)} - before
+    check('the refused fork left no container behind', not left, left)
+    st_l, lst = call(c, 'GET', '/v1/sandboxes?state=running')
+    check('the refused fork left no running sandbox row',
+          st_l == 200 and {s['id'] for s in lst['sandboxes']} <= rows_before, (st_l, lst))
+    # A restore of the parent from it: refused the same way, before the parent is touched (a
+    # restore the engine refused half-way would cost the sandbox).
+    old = [x['Id'] for x in sandbox_containers(parent)]
+    st, r = call(c, 'POST', '/v1/sandboxes/%s/restore' % parent,
+                 {'snapshot': snap3.get('id', '')})
+    check('a restore from it is refused (409) naming docker exec',
+          st == 409 and 'docker exec' in (r.get('error') or {}).get('message', ''), (st, r))
+    at = counter(c, parent, '/tmp/b')
+    check('the parent runs on, its container and its background loop untouched',
+          len(old) == 1 and old == [x['Id'] for x in sandbox_containers(parent)]
+          and wait_for(lambda: counter(c, parent, '/tmp/b') > at), (old, at))
+    # Once the process is stopped (its docker exec gone), a new snapshot is restorable again.
+    pid = proc.get('id', '') if isinstance(proc, dict) else ''
+    call(c, 'POST', '/v1/sandboxes/%s/processes/%s/signal' % (parent, pid), {'signal': 'KILL'})
+    check('the background process ends', wait_for(lambda: call(
+        c, 'GET', '/v1/sandboxes/%s/processes/%s' % (parent, pid))[1].get('state') != 'running'),
+        call(c, 'GET', '/v1/sandboxes/%s/processes/%s' % (parent, pid)))
+    st, snap4 = wait_for(lambda: (lambda st_r: st_r if st_r[1].get('restorable') else None)(
+        call(c, 'POST', '/v1/sandboxes/%s/snapshots' % parent, {})), 60) or (0, {})
+    check('a snapshot after it ended is restorable', st == 201, (st, snap4))
+    t.join(120)
+    check('the command that ran the first loop ended at its timeout',
+          not t.is_alive() and held.get('r', (0, {}))[0] == 200
+          and held['r'][1]['result']['status'] == 'timed_out', held.get('r'))
     return snap
 
 
@@ -325,8 +356,7 @@ def test_restore(d, c):
     check('a second sandbox of the same tenant', other, (st, r))
     acme, st, r = create(c, tenant='acme')
     check('a sandbox of another tenant', acme, (st, r))
-    # The snapshot before the first command (RESTORE_BUG: one with the channel attached cannot
-    # be restored by this runsc): its workspace from the host.
+    # The snapshot before the first command: its workspace from the host.
     r = c.request('PUT', '/v1/sandboxes/%s/files/w' % sid, b'snap-ws\n',
                   headers={'Content-Type': 'application/octet-stream'})
     check('a file is written into its workspace from the host', r.status in (200, 201, 204),
@@ -623,9 +653,7 @@ def test_kill9(d, c):
     sid, st, r = create(c)
     if not check('a sandbox for the kill -9 tests', sid, (st, r)):
         return
-    # Not attached (no command yet): its snapshots can be forked (see RESTORE_BUG). The one the
-    # fork below starts from is taken now: a restarted daemon attaches the channels of the
-    # sandboxes it adopts, and a snapshot after that is refused for forks (409).
+    # The snapshot the fork below starts from (no docker exec runs in the sandbox: restorable).
     st, snap = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % sid, {})
     if not check('a snapshot for the fork kill (positive control)', st == 201, (st, snap)):
         return

@@ -252,9 +252,11 @@ class Snapshot:
     None), size (bytes on disk), sha256 (of its manifest), created_at and expires_at (Unix
     seconds), keep (outlives its sandbox until expires_at), held (a restore holds it: from
     before its sandbox's old container is removed until the sandbox runs again, and on after a
-    restore that cost the sandbox; not removed with its sandbox, still expires). held is last,
-    with a default, so that a Snapshot built by position before it existed is still built the
-    same. delete() removes it."""
+    restore that cost the sandbox; not removed with its sandbox, still expires), restorable
+    (whether it can be forked or restored: False when a background process or the code
+    session's kernel ran in the sandbox when it was taken). held and restorable are last, with
+    defaults, so that a Snapshot built by position before they existed is still built the same.
+    delete() removes it."""
     id: str
     sandbox: str
     tenant: str
@@ -267,6 +269,7 @@ class Snapshot:
     raw: Json = field(default_factory=dict, repr=False)
     client: Optional['Client'] = field(default=None, repr=False, compare=False)
     held: bool = False
+    restorable: bool = True
 
     @classmethod
     def from_json(cls, obj: Any, client: Optional['Client'] = None) -> 'Snapshot':
@@ -275,7 +278,8 @@ class Snapshot:
                    parent=_opt_str(d, 'parent'), size=_int(d, 'size'),
                    sha256=_str(d, 'sha256'), created_at=_int(d, 'created_at'),
                    expires_at=_int(d, 'expires_at'), keep=_bool(d, 'keep'), raw=d,
-                   client=client, held=_bool(d, 'held'))
+                   client=client, held=_bool(d, 'held'),
+                   restorable=d.get('restorable') is not False)
 
     def delete(self) -> None:
         """DELETE /v1/sandboxes/SANDBOX/snapshots/ID (its files and its row; audited)."""
