@@ -69,13 +69,15 @@ int svc_command_bind(clr_service *svc, struct command *c, const char *id, clr_er
 
 /* A command refused for want of a slot (max_execs, or its tenant's) is recorded ("exec",
  * refused, the error naming the limit) before its 429: the same whether the stream's check
- * (clr_service_exec_check) or the exec's admission refuses it. It never got an exec id nor an
- * exec.start, and its record names no command (an exec's own "exec" record names none either).
- * A record that cannot be written changes nothing: the command is refused all the same, and
- * the failure logged (audit.write_failed). */
+ * (clr_service_exec_check) or the exec's admission refuses it. Refusals come at the client's
+ * rate while the daemon is full, so they are counted (svc_audit_refusal): the first of an
+ * actor's on a sandbox at once, the rest one record per audit_aggregate_ms with their count.
+ * It never got an exec id nor an exec.start, and its record names no command (an exec's own
+ * "exec" record names none either). A record that cannot be written changes nothing: the
+ * command is refused all the same, and the failure logged (audit.write_failed). */
 static int exec_refused(clr_service *svc, const char *actor, const char *id, clr_error *err)
 {
-    svc_audit_failure(svc, actor, id, "exec", err);
+    svc_audit_refusal(svc, actor, id, "exec", err);
     return -1;
 }
 

@@ -318,13 +318,14 @@ bool clr_service_sandbox_busy(clr_service *svc, const char *id)
 
 /* A process refused for want of a slot (the per-sandbox or total cap of background processes,
  * max_execs or its tenant's) is recorded ("process.start", refused, the error naming the limit)
- * before its 429, as a refused exec is (execs.c's exec_refused). It never got a process id, and
+ * before its 429, and counted as a refused exec is (execs.c's exec_refused, svc_audit_refusal:
+ * the first at once, the rest one record per audit_aggregate_ms). It never got a process id, and
  * its record names no command: only an admitted process's "process.start" carries its request.
  * A record that cannot be written changes nothing: the process is refused all the same, and the
  * failure logged (audit.write_failed). */
 static int proc_refused(clr_service *svc, const char *actor, const char *id, clr_error *err)
 {
-    svc_audit_failure(svc, actor, id, "process.start", err);
+    svc_audit_refusal(svc, actor, id, "process.start", err);
     return -1;
 }
 

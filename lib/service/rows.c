@@ -28,9 +28,8 @@ void svc_audit_failure(clr_service *svc, const char *actor, const char *sandbox,
     svc_audit_failure_with(svc, actor, sandbox, action, why, NULL, NULL);
 }
 
-void svc_audit_failure_with(clr_service *svc, const char *actor, const char *sandbox,
-                            const char *action, const clr_error *why, const char *outcome,
-                            json_t *extra)
+/* A failure's details: the error's code name and message. */
+static json_t *failure_details(const clr_error *why)
 {
     json_t *d = json_pack("{s:s, s:s}", "code", clr_error_code_name(why->code), "error",
                           why->message);
@@ -41,6 +40,26 @@ void svc_audit_failure_with(clr_service *svc, const char *actor, const char *san
         clr_text_ascii(ascii, sizeof(ascii), why->message);
         d = json_pack("{s:s, s:s}", "code", clr_error_code_name(why->code), "error", ascii);
     }
+    return d;
+}
+
+void svc_audit_refusal(clr_service *svc, const char *actor, const char *sandbox,
+                       const char *action, const clr_error *why)
+{
+    json_t *d = failure_details(why);
+    clr_error aerr = CLR_ERROR_INIT;
+    if (!d || clr_audit_denied(svc->audit, actor ? actor : "unknown", actor, sandbox, action,
+                               "refused", d, &aerr) < 0)
+        clr_log(CLR_LOG_ERROR, "audit.write_failed", "action", action, "error",
+                d ? aerr.message : "out of memory", NULL);
+    json_decref(d);
+}
+
+void svc_audit_failure_with(clr_service *svc, const char *actor, const char *sandbox,
+                            const char *action, const clr_error *why, const char *outcome,
+                            json_t *extra)
+{
+    json_t *d = failure_details(why);
     if (d && extra)
         json_object_update_missing(d, extra);
     if (!outcome)

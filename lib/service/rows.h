@@ -17,6 +17,15 @@ void svc_audit_failure_with(clr_service *svc, const char *actor, const char *san
                             const char *action, const clr_error *why, const char *outcome,
                             json_t *extra);
 
+/* Records a request refused for want of a slot (429: max_execs, a tenant's, the background
+ * processes' caps), which comes at the client's rate while the daemon is full: through
+ * clr_audit_denied, keyed by (action, sandbox, actor). The first is recorded at once, later ones
+ * counted, one record per audit_aggregate_ms with their count; details: the error's code and
+ * message, source (the actor), count, and interval_ms on the counted ones. A failure to write
+ * is only logged, as for svc_audit_failure. */
+void svc_audit_refusal(clr_service *svc, const char *actor, const char *sandbox,
+                       const char *action, const clr_error *why);
+
 /* A sandbox row as a client sees it (environment names only, never values); the caller's. */
 json_t *svc_sandbox_json(const clr_store_sandbox *s);
 

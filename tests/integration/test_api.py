@@ -1008,16 +1008,24 @@ class T05Capacity(ApiTest):
         self.assertFalse(t.is_alive(), 'the held command did not end after its gate opened')
         self.assertEqual(held['r'].status, 200, held['r'])
         # Audited: the held command's exec.start (the control: this log has the daemon's exec
-        # records), and each refusal as one "exec" record, refused, naming max_execs, without
-        # the command; the refused never got an exec.start.
+        # records), and the refusals as "exec" records, refused, naming max_execs, without the
+        # command: the first at once (count 1), the second, from the same actor on the same
+        # sandbox, counted and written with its count once the interval (audit_aggregate_ms,
+        # 10 s) passed; the refused never got an exec.start.
         self.assertEqual(len(self.audit_records(a['id'], 'exec.start')), 1)
+        self.assertTrue(wait_for(lambda: len(self.audit_records(b['id'], 'exec')) >= 2, 90),
+                        self.audit_records(b['id'], 'exec'))
         refused = self.audit_records(b['id'], 'exec')
-        self.assertEqual([(x['outcome'], x['details']['code']) for x in refused],
-                         [('refused', 'limit')] * 2, refused)
+        self.assertEqual([(x['outcome'], x['details']['code'], x['details']['count'])
+                          for x in refused], [('refused', 'limit', 1)] * 2, refused)
+        self.assertEqual(sorted(refused[0]['details']), ['code', 'count', 'error', 'source'],
+                         refused)
+        self.assertEqual(sorted(refused[1]['details']),
+                         ['code', 'count', 'error', 'interval_ms', 'source'], refused)
         for x in refused:
             self.assertIn('max_execs', x['details']['error'], x)
-            self.assertEqual(sorted(x['details']), ['code', 'error'], x)
             self.assertTrue(x['actor'], x)
+            self.assertEqual(x['details']['source'], x['actor'], x)
         self.assertEqual(self.audit_records(b['id'], 'exec.start'), [])
         self.assertEqual(held['r'].json['result']['exit_code'], 0, held['r'])
         self.assertEqual(held['r'].json['result']['stdout'], 'released\n', held['r'])

@@ -353,6 +353,34 @@ static inline bool test_env_workspace_exists(struct test_env *e, const char *id)
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* Writes the counts the audit log holds back (clr_audit_denied's: denials and refusals after
+ * the first of their source) now: the log is closed, which writes them, and opened again. */
+static inline void test_env_flush_counts(struct test_env *e)
+{
+    clr_audit_close(e->svc.audit);
+    e->svc.audit = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    clr_audit_options o = CLR_AUDIT_OPTIONS_INIT;
+    o.path = e->log;
+    if (clr_audit_open(&e->svc.audit, &o, &err) != 0)
+        fail_msg("clr_audit_open: %s", err.message);
+}
+
+/* Checks a refusal's record r (clr_audit_denied's): details exactly the error's code and message
+ * says, source the actor, count, and interval_ms on a counted one (not the first). */
+static inline void expect_refusal_details(json_t *r, const char *code, const char *says,
+                                          const char *actor, json_int_t count, bool first)
+{
+    json_t *d = json_object_get(r, "details");
+    assert_string_equal(json_string_value(json_object_get(d, "code")), code);
+    assert_string_equal(json_string_value(json_object_get(d, "error")), says);
+    assert_string_equal(json_string_value(json_object_get(d, "source")), actor);
+    assert_int_equal(json_integer_value(json_object_get(d, "count")), count);
+    assert_int_equal(json_object_size(d), first ? 4 : 5);
+    if (!first)
+        assert_true(json_is_integer(json_object_get(d, "interval_ms")));
+}
+
 /* Makes every audit append fail (the log's path becomes a directory), or undoes that. */
 static inline void test_env_break_audit(struct test_env *e, bool broken)
 {

@@ -164,17 +164,15 @@ static int audit_process_records(struct test_env *e, const char *action, const c
     return audit_count_where(e, action, "outcome", outcome, NULL, NULL, NULL, NULL);
 }
 
-/* A process refused for want of a slot: the newest "process.start" record says refused, by
- * actor, about sandbox id, with details exactly {code limit, error says} (no process id, no
- * command); and the log holds no process.start naming the refused request's marker argument. */
+/* A process refused for want of a slot, the first of actor's on sandbox id: the newest
+ * "process.start" record says refused, by actor, about sandbox id, with details exactly {code
+ * limit, error says, source actor, count 1} (no process id, no command); and the log holds no
+ * process.start naming the refused request's marker argument. */
 static void expect_refusal_record(struct test_env *e, const char *id, const char *actor,
                                   const char *says, const char *marker)
 {
     json_t *r = expect_audit(e, "process.start", "refused", id, actor);
-    json_t *d = json_object_get(r, "details");
-    assert_string_equal(str(d, "code"), "limit");
-    assert_string_equal(str(d, "error"), says);
-    assert_int_equal(json_object_size(d), 2);
+    expect_refusal_details(r, "limit", says, actor, 1, true);
     json_decref(r);
     char *text = test_env_audit_text(e);
     assert_null(strstr(text, marker));
@@ -514,10 +512,11 @@ static void test_limit_per_sandbox(void **state)
     assert_int_equal(audit_process_records(e, "process.start", "refused"), 1);
     expect_refusal_record(e, ID_A, "bob", full, "marker-refused");
     assert_int_equal(listed(svc, ID_A), 16);
-    /* The log cannot take the record: refused all the same, with the limit's error. */
+    /* The log cannot take the record (carol's first, written at once): refused all the same,
+     * with the limit's error. */
     test_env_break_audit(e, true);
     err = (clr_error)CLR_ERROR_INIT;
-    assert_int_equal(clr_service_proc_start(svc, ID_A, marked, "bob", &out, &err), -1);
+    assert_int_equal(clr_service_proc_start(svc, ID_A, marked, "carol", &out, &err), -1);
     test_env_break_audit(e, false);
     json_decref(marked);
     assert_null(out);
