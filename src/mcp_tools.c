@@ -313,6 +313,25 @@ static const struct tool tools[] = {
      "\"boolean\"}, \"restarted\": {\"type\": \"boolean\"}}, \"required\": [\"status\", "
      "\"stdout\", \"stderr\"]}",
      tool_run_code, false},
+    {"restart_code", "Restart a sandbox's code session",
+     "Gives the sandbox's code session a fresh Jupyter kernel, after the cells before it: the "
+     "old kernel's variables, imports and open files are gone; files under /workspace stay. "
+     "For a kernel in a bad state, or to run from a clean start. Takes as long as a kernel's "
+     "start (seconds).",
+     OBJ(SANDBOX_ID, "\"sandbox_id\""),
+     "{\"type\": \"object\", \"properties\": {\"sandbox_id\": {\"type\": \"string\"}, "
+     "\"status\": {\"type\": \"string\", \"enum\": [\"restarted\"]}}, \"required\": "
+     "[\"sandbox_id\", \"status\"]}",
+     tool_restart_code, false},
+    {"end_code", "End a sandbox's code session",
+     "Ends the sandbox's code session, after the cells before it: its kernel and variables are "
+     "gone, files under /workspace stay, and the session's place among its tenant's code "
+     "sessions is given back. The next run_code starts a fresh kernel. A sandbox without a "
+     "code session is not an error.",
+     OBJ(SANDBOX_ID, "\"sandbox_id\""),
+     "{\"type\": \"object\", \"properties\": {\"sandbox_id\": {\"type\": \"string\"}, "
+     "\"ended\": {\"type\": \"boolean\"}}, \"required\": [\"sandbox_id\", \"ended\"]}",
+     tool_end_code, false},
     {"snapshot_sandbox", "Snapshot a sandbox",
      "Takes a snapshot of a running sandbox: its processes, memory, /tmp and /workspace. The "
      "sandbox runs on. Fork it with fork_sandbox (a new sandbox in that state) or take the "

@@ -1,7 +1,8 @@
-/* The MCP tool run_code: a cell of Python in a sandbox's code session (POST
- * /v1/sandboxes/ID/code; a Jupyter kernel whose state lives from one call to the
- * next). The answer is the API's CodeResult as structuredContent, its output,
- * value and traceback as text, and each image display as MCP image content. */
+/* The MCP tools of a sandbox's code session (a Jupyter kernel whose state lives from one call to
+ * the next): run_code, a cell (POST /v1/sandboxes/ID/code; the API's CodeResult as
+ * structuredContent, its output, value and traceback as text, each image display as MCP image
+ * content); restart_code, a fresh kernel (POST .../code/restart); end_code, the session ended
+ * (DELETE .../code). */
 #include <stdio.h>
 #include <string.h>
 
@@ -68,4 +69,39 @@ json_t *tool_run_code(struct mcp_call *c, const json_t *args)
     json_array_extend(json_object_get(r, "content"), images);
     json_decref(images);
     return r;
+}
+
+/* restart_code (POST .../code/restart) or end_code (DELETE .../code): both wait for the cells
+ * before them, so either may take as long as a cell and a kernel's start. */
+static json_t *code_session_call(struct mcp_call *c, const json_t *args, bool end)
+{
+    json_t *fail = NULL;
+    const char *sid = tool_sandbox_id(args, &fail);
+    if (!sid)
+        return fail;
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/sandboxes/%s/code%s", sid, end ? "" : "/restart");
+    if (tool_call(c, end ? "DELETE" : "POST", path, NULL, NULL, NULL, &fail,
+                  end ? "end_code" : "restart_code") < 0)
+        return fail;
+    if (end)
+        return tool_result(json_pack("{s:s, s:b}", "sandbox_id", sid, "ended", 1), false,
+                           "the code session of sandbox %s is ended (or there was none): its "
+                           "kernel and variables are gone, its files stay; the next run_code "
+                           "starts a fresh kernel",
+                           sid);
+    return tool_result(json_pack("{s:s, s:s}", "sandbox_id", sid, "status", "restarted"), false,
+                       "the code session of sandbox %s has a fresh kernel: the old one's "
+                       "variables, imports and open files are gone, its files stay",
+                       sid);
+}
+
+json_t *tool_restart_code(struct mcp_call *c, const json_t *args)
+{
+    return code_session_call(c, args, false);
+}
+
+json_t *tool_end_code(struct mcp_call *c, const json_t *args)
+{
+    return code_session_call(c, args, true);
 }

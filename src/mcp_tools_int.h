@@ -26,6 +26,8 @@ json_t *tool_commit(struct mcp_call *c, const json_t *args);
 json_t *tool_run_gauntlet(struct mcp_call *c, const json_t *args);
 json_t *tool_run_plan(struct mcp_call *c, const json_t *args);
 json_t *tool_run_code(struct mcp_call *c, const json_t *args);
+json_t *tool_restart_code(struct mcp_call *c, const json_t *args);
+json_t *tool_end_code(struct mcp_call *c, const json_t *args);
 
 json_t *tool_snapshot_sandbox(struct mcp_call *c, const json_t *args);
 json_t *tool_list_snapshots(struct mcp_call *c, const json_t *args);

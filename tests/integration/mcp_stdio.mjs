@@ -127,8 +127,9 @@ async function testTools(client, st) {
   const { tools } = await client.listTools();
   const want = ['create_sandbox', 'run_command', 'exec', 'write_file', 'read_file', 'list_files',
     'delete_file', 'start_process', 'read_process_output', 'stop_process', 'diff', 'commit',
-    'run_gauntlet', 'run_plan', 'destroy_sandbox', 'list_sandboxes', 'run_code',
-    'snapshot_sandbox', 'list_snapshots', 'fork_sandbox', 'restore_sandbox', 'delete_snapshot'];
+    'run_gauntlet', 'run_plan', 'destroy_sandbox', 'list_sandboxes', 'run_code', 'restart_code',
+    'end_code', 'snapshot_sandbox', 'list_snapshots', 'fork_sandbox', 'restore_sandbox',
+    'delete_snapshot'];
   const names = tools.map((t) => t.name);
   check('tools/list names every tool', want.every((n) => names.includes(n)), names);
   check('... each with an object inputSchema and a description',
@@ -342,6 +343,23 @@ async function testRunCode(client, st) {
   r = await call(client, 'run_code', { sandbox_id: st.code, code: '1/0' });
   check('run_code: an exception is an error result with its name', r.isError &&
     r.structuredContent?.error?.name === 'ZeroDivisionError', r);
+  // restart_code: a fresh kernel, x is gone; end_code: the next cell starts another and says so.
+  r = await call(client, 'restart_code', { sandbox_id: st.code });
+  check('restart_code: restarted', !r.isError && r.structuredContent?.status === 'restarted' &&
+    r.content?.[0]?.text?.includes('fresh kernel'), r);
+  r = await call(client, 'run_code', { sandbox_id: st.code, code: 'x' });
+  check('... the old kernel\'s variables are gone (NameError)', r.isError &&
+    r.structuredContent?.error?.name === 'NameError', r);
+  r = await call(client, 'run_code', { sandbox_id: st.code, code: 'y = 5' });
+  check('... the fresh kernel runs cells', !r.isError && r.structuredContent?.status === 'ok', r);
+  r = await call(client, 'end_code', { sandbox_id: st.code });
+  check('end_code: ended', !r.isError && r.structuredContent?.ended === true, r);
+  r = await call(client, 'run_code', { sandbox_id: st.code, code: 'y', timeout: 600 });
+  check('... the next cell has a fresh kernel that says so (restarted, y gone)', r.isError &&
+    r.structuredContent?.restarted === true && r.structuredContent?.error?.name === 'NameError', r);
+  r = await call(client, 'end_code', { sandbox_id: 'sb-1' });
+  check('end_code of a bad sandbox id: an error result that says so', r.isError &&
+    r.content?.[0]?.text?.includes('not a sandbox id'), r);
   r = await call(client, 'destroy_sandbox', { sandbox_id: st.code });
   check('destroy_sandbox of the code sandbox', !r.isError, r);
 }

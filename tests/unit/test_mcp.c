@@ -135,6 +135,8 @@ static int call(void *ctx, const char *method, const char *path, const json_t *b
                       "snap-00000000000000c2", "sandbox", "sb-0000000000000001", "parent",
                       "snap-00000000000000c1", "size", 8192, "sha256", "cd", "created_at", 200,
                       "expires_at", 86600, "keep", 0, "held", 1);
+    } else if (strstr(path, "/code/restart") && strcmp(method, "POST") == 0) {
+        a = json_pack("{s:s}", "status", "restarted");
     } else if (strstr(path, "/restore") && strcmp(method, "POST") == 0) {
         a = json_pack("{s:s, s:s}", "id", "sb-0000000000000001", "state", "running");
     } else if (strstr(path, "/processes") && strcmp(method, "POST") == 0 &&
@@ -313,7 +315,7 @@ static void test_tools_list(void **state)
     struct mcp_session *s = ready_session();
     handle(s, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\"}");
     json_t *tools = json_object_get(json_object_get(response(2), "result"), "tools");
-    assert_int_equal(json_array_size(tools), 22);
+    assert_int_equal(json_array_size(tools), 24);
     size_t i;
     json_t *t;
     json_array_foreach (tools, i, t) {
@@ -777,6 +779,43 @@ static void test_snapshot_tools(void **state)
     assert_true(asked(fork_delete)); /* the fork was this session's */
 }
 
+/* restart_code and end_code: the API's calls (no body), their answers in words and as
+ * structuredContent; a bad or missing sandbox id refused before any call; the API's refusal is
+ * the tool's error. */
+static void test_code_session_tools(void **state)
+{
+    (void)state;
+    struct mcp_session *s = ready_session();
+    json_t *r = tool_call_result(s, 2, "restart_code", "{\"sandbox_id\":\"sb-0000000000000001\"}");
+    assert_false(json_is_true(json_object_get(r, "isError")));
+    assert_string_equal(sc_string(r, "status"), "restarted");
+    assert_string_equal(sc_string(r, "sandbox_id"), "sb-0000000000000001");
+    assert_non_null(strstr(first_text(r), "sandbox sb-0000000000000001 has a fresh kernel"));
+    assert_true(asked("POST /v1/sandboxes/sb-0000000000000001/code/restart"));
+    json_t *b = body_of("POST /v1/sandboxes/sb-0000000000000001/code/restart");
+    assert_true(json_is_null(b));
+    json_decref(b);
+    r = tool_call_result(s, 3, "end_code", "{\"sandbox_id\":\"sb-0000000000000001\"}");
+    assert_false(json_is_true(json_object_get(r, "isError")));
+    assert_true(json_is_true(json_object_get(json_object_get(r, "structuredContent"), "ended")));
+    assert_non_null(strstr(first_text(r), "code session of sandbox sb-0000000000000001 is ended"));
+    assert_true(asked("DELETE /v1/sandboxes/sb-0000000000000001/code"));
+    size_t before = json_array_size(requests);
+    r = tool_call_result(s, 4, "end_code", "{\"sandbox_id\":\"sb-1\"}");
+    assert_true(json_is_true(json_object_get(r, "isError")));
+    assert_non_null(strstr(first_text(r), "not a sandbox id"));
+    r = tool_call_result(s, 5, "restart_code", "{}");
+    assert_true(json_is_true(json_object_get(r, "isError")));
+    assert_int_equal(json_array_size(requests), before);
+    r = tool_call_result(s, 6, "restart_code", "{\"sandbox_id\":\"sb-00000000000000ab\"}");
+    assert_true(json_is_true(json_object_get(r, "isError")));
+    assert_non_null(strstr(first_text(r), "restart_code failed: no sandbox"));
+    r = tool_call_result(s, 7, "end_code", "{\"sandbox_id\":\"sb-00000000000000ab\"}");
+    assert_true(json_is_true(json_object_get(r, "isError")));
+    assert_non_null(strstr(first_text(r), "end_code failed: no sandbox"));
+    mcp_session_end(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -792,6 +831,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_file_range, setup, teardown),
         cmocka_unit_test_setup_teardown(test_diff_not_utf8, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_tools, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_code_session_tools, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
