@@ -10,7 +10,8 @@ interleaved round by round (the machine is noisy):
 - where a warm cell's time goes: `true` through POST .../exec (the daemon, the agent's channel
   and a process start), and a Jupyter kernel's own round trip for `1+1` measured inside the same
   sandbox by a client talking to a kernel of its own as the bridge does (TCP on loopback), no
-  daemon in the way.
+  daemon in the way; and the same with ipykernel's in-process kernel (no sockets, no kernel
+  process of its own: what a bridge that ran its kernel in its own process would pay).
 
     bench/bench_code.py PATH/TO/clearing [--rounds N] [--json]
 
@@ -32,18 +33,26 @@ IMAGE = 'clearing/datascience:latest'
 
 # Run inside the sandbox: a kernel of its own, N round trips of `1+1` as the bridge makes them
 # (execute, iopub until idle, the shell reply), the first few left out; prints the times in ms.
+# argv[2] 'inprocess': ipykernel's in-process kernel (the same client calls, no sockets).
 KERNEL_RTT = r"""
 import os, sys, time, json, tempfile
 base = tempfile.mkdtemp(prefix='bench-kernel-')
 os.environ['JUPYTER_RUNTIME_DIR'] = base
 os.environ['IPYTHONDIR'] = base
-from jupyter_client import KernelManager
-km = KernelManager(kernel_name='python3')
-km.ip = '127.0.0.1'
-km.start_kernel(stdout=open(os.devnull, 'wb'), stderr=open(os.devnull, 'wb'))
-kc = km.client()
-kc.start_channels()
-kc.wait_for_ready(timeout=300)
+if sys.argv[2] == 'inprocess':
+    from ipykernel.inprocess.manager import InProcessKernelManager
+    km = InProcessKernelManager()
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+else:
+    from jupyter_client import KernelManager
+    km = KernelManager(kernel_name='python3')
+    km.ip = '127.0.0.1'
+    km.start_kernel(stdout=open(os.devnull, 'wb'), stderr=open(os.devnull, 'wb'))
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=300)
 out = []
 for i in range(int(sys.argv[1]) + 3):
     t = time.perf_counter()
@@ -57,7 +66,10 @@ for i in range(int(sys.argv[1]) + 3):
         pass
     out.append((time.perf_counter() - t) * 1000)
 kc.stop_channels()
-km.shutdown_kernel(now=True)
+if sys.argv[2] == 'inprocess':
+    km.shutdown_kernel()
+else:
+    km.shutdown_kernel(now=True)
 print(json.dumps(out[3:]))
 """
 
@@ -109,9 +121,10 @@ def main():
             if r.status != 200 or r.json['result']['exit_code'] != 0:
                 raise RuntimeError('exec: %r' % r)
 
-        def kernel_rtt(n):
+        def kernel_rtt(n, kind='zmq'):
             r = c.post('/v1/sandboxes/%s/exec' % sid,
-                       {'argv': ['python3', '-c', KERNEL_RTT, str(n)], 'timeout': '600s'},
+                       {'argv': ['python3', '-Xfrozen_modules=off', '-c', KERNEL_RTT, str(n),
+                                 kind], 'timeout': '600s'},
                        timeout=900)
             if r.status != 200 or r.json['result']['exit_code'] != 0:
                 raise RuntimeError('kernel round trip: %r' % r)
@@ -136,6 +149,7 @@ def main():
                 raise RuntimeError('no PNG: %r' % ans)
             figure.append(ms)
         api_cell, api_exec, cli_cell, cli_exec, api_true, kernel = [], [], [], [], [], []
+        inproc = []
         cell('1+1')
         exec_py()
         exec_true()
@@ -145,6 +159,7 @@ def main():
             api_true.append(timed(exec_true)[0])
             if i % 10 == 0:  # a batch of the kernel's own round trips among the rounds
                 kernel += kernel_rtt(10)
+                inproc += kernel_rtt(10, 'inprocess')
         for _ in range(max(5, a.rounds // 5)):
             cli_cell.append(timed(lambda: cli(['code', sid, '-c', '1+1']))[0])
             cli_exec.append(timed(lambda: cli(['exec', sid, '--', 'python3', '-c',
@@ -162,6 +177,8 @@ def main():
                                  'p99': round(pct(api_true, 99), 2)},
             'kernel_rtt_in_sandbox_ms': {'p50': round(pct(kernel, 50), 2),
                                          'p99': round(pct(kernel, 99), 2)},
+            'inprocess_kernel_rtt_in_sandbox_ms': {'p50': round(pct(inproc, 50), 2),
+                                                   'p99': round(pct(inproc, 99), 2)},
             'import_pandas_first_ms': round(pandas_first, 1),
             'import_pandas_second_ms': round(pandas_second, 1),
             'matplotlib_png_ms': {'first': round(figure[0], 1), 'next': round(min(figure[1:]), 1)},
