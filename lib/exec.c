@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -486,6 +487,29 @@ static int start_on_channel(clr_exec **out, clr_engine *eng, const clr_sandbox *
     return 0;
 }
 
+/* Starts through docker exec (readers) and snapshots' holds (the writer): see
+ * clr_exec_engine_starts_hold. */
+static pthread_rwlock_t engine_starts;
+static pthread_once_t engine_starts_once = PTHREAD_ONCE_INIT;
+
+static void engine_starts_init(void)
+{
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&engine_starts, &a);
+    pthread_rwlockattr_destroy(&a);
+}
+
+void clr_exec_engine_starts_hold(bool hold)
+{
+    pthread_once(&engine_starts_once, engine_starts_init);
+    if (hold)
+        pthread_rwlock_wrlock(&engine_starts);
+    else
+        pthread_rwlock_unlock(&engine_starts);
+}
+
 /* Through a `docker exec` of its own: the engine starts the agent's exec mode, and its
  * hijacked stream carries the frames. *out: clr_exec_free(); 404 and 409 name the sandbox. */
 static int start_engine_exec(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
@@ -498,7 +522,11 @@ static int start_engine_exec(clr_exec **out, clr_engine *eng, const clr_sandbox 
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     const char *const argv[] = {CLR_AGENT_TARGET, "exec", NULL};
     const clr_engine_exec_spec spec = {.argv = argv, .user = "0:0", .workdir = "/"};
-    if (clr_engine_exec(&h->stream, eng, info->container_id, &spec, err) < 0) {
+    pthread_once(&engine_starts_once, engine_starts_init);
+    pthread_rwlock_rdlock(&engine_starts);
+    int rc = clr_engine_exec(&h->stream, eng, info->container_id, &spec, err);
+    pthread_rwlock_unlock(&engine_starts);
+    if (rc < 0) {
         if (err->code == CLR_E_NOT_FOUND)
             clr_error_set(err, CLR_E_NOT_FOUND, 0, "sandbox %s does not exist", info->id);
         else if (err->code == CLR_E_CONFLICT)

@@ -92,6 +92,12 @@ typedef struct clr_exec clr_exec;
  * the caller: clr_exec_free(). */
 CLR_PUBLIC int clr_exec_start(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
                               const clr_exec_options *opts, clr_error *err);
+/* Holds (true) or lets go (false) of every start through `docker exec` (a command without a
+ * live channel): clr_exec_start() waits meanwhile, before it asks the engine. A snapshot holds
+ * them around its checkpoint, so that each such exec either was live when it looked before it or
+ * starts after it looked again (lib/service/snapshots.c). Writer-preferring: a stream of starts
+ * never keeps a hold waiting. Not reentrant. */
+CLR_PUBLIC void clr_exec_engine_starts_hold(bool hold);
 CLR_PUBLIC int clr_exec_write_stdin(clr_exec *h, const void *data, size_t len, clr_error *err);
 CLR_PUBLIC int clr_exec_close_stdin(clr_exec *h, clr_error *err);
 /* Sends a signal to the command's process group; 9 (SIGKILL) kills its whole tree. */

@@ -97,12 +97,17 @@ static int take(clr_service *svc, clr_engine *eng, const clr_store_sandbox *sb, 
     char cpdir[4096], ws[4096];
     if (clr_workspace_path(ws, sizeof(ws), svc->state_dir, sb->info.id) < 0)
         return clr_error_set(err, CLR_E_INTERNAL, 0, "the workspace's path is too long");
+    /* No docker exec starts from the first look to the second: one that started before was
+     * live at the first look, or had ended (its descriptors gone with it). */
+    clr_exec_engine_starts_hold(true);
     int before = live_execs(eng, cid);
-    if (clr_engine_checkpoint_create(eng, cid, id, err) < 0)
+    int rc = clr_engine_checkpoint_create(eng, cid, id, err);
+    int after = rc == 0 ? live_execs(eng, cid) : -1;
+    clr_exec_engine_starts_hold(false);
+    if (rc < 0)
         return clr_error_prefix(err, "checkpointing sandbox %s", sb->info.id);
-    int after = live_execs(eng, cid);
     *execs = before < 0 || after < 0 ? -1 : before > after ? before : after;
-    int rc = clr_engine_checkpoint_dir(eng, cid, id, cpdir, sizeof(cpdir), err);
+    rc = clr_engine_checkpoint_dir(eng, cid, id, cpdir, sizeof(cpdir), err);
     if (rc == 0)
         rc = clr_snapshot_write(dir, cpdir, ws, max_bytes, size, sha, err);
     clr_error ignored = CLR_ERROR_INIT;
@@ -118,16 +123,14 @@ static int take(clr_service *svc, clr_engine *eng, const clr_store_sandbox *sb, 
  * sandbox without its live channel; commands over the live channel (the container's own stdio,
  * which a restore hands over) do not. So a snapshot is restorable when the engine listed no live
  * exec of the container just before and just after the checkpoint (source.execs 0). One that
- * does not say (an older daemon's, which recorded only whether the channel was ever attached) is
- * restorable only when it was never attached, as that daemon judged. Refused with what to do,
- * before anything is made or removed (a restore that failed half-way would cost the sandbox). */
+ * does not say (an older daemon's, which recorded only whether the channel was ever attached,
+ * not the execs a background process or code session ran in) is not: fail closed. Refused with
+ * what to do, before anything is made or removed (a restore that failed half-way would cost the
+ * sandbox). */
 static bool restorable(const json_t *row)
 {
-    const json_t *src = json_object_get(row, "source");
-    const json_t *execs = json_object_get(src, "execs");
-    if (execs)
-        return json_is_integer(execs) && json_integer_value(execs) == 0;
-    return json_is_false(json_object_get(src, "attached"));
+    const json_t *execs = json_object_get(json_object_get(row, "source"), "execs");
+    return json_is_integer(execs) && json_integer_value(execs) == 0;
 }
 
 static int require_restorable(const json_t *row, clr_error *err)
@@ -140,9 +143,10 @@ static int require_restorable(const json_t *row, clr_error *err)
     const char *sb = json_string_value(json_object_get(row, "sandbox"));
     if (!execs)
         return clr_error_set(err, CLR_E_CONFLICT, 0,
-                             "snapshot %s was taken by an older daemon after sandbox %s's live "
-                             "channel was attached, and may hold a process this gVisor cannot "
-                             "restore: take a new snapshot",
+                             "snapshot %s was taken by an older daemon, which did not record "
+                             "whether a process started through docker exec ran in sandbox %s "
+                             "(this gVisor cannot restore such a checkpoint): take a new "
+                             "snapshot",
                              id, sb);
     if (json_integer_value(execs) < 0)
         return clr_error_set(err, CLR_E_CONFLICT, 0,

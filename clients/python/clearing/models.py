@@ -279,7 +279,7 @@ class Snapshot:
                    sha256=_str(d, 'sha256'), created_at=_int(d, 'created_at'),
                    expires_at=_int(d, 'expires_at'), keep=_bool(d, 'keep'), raw=d,
                    client=client, held=_bool(d, 'held'),
-                   restorable=d.get('restorable') is not False)
+                   restorable=_bool(d, 'restorable'))
 
     def delete(self) -> None:
         """DELETE /v1/sandboxes/SANDBOX/snapshots/ID (its files and its row; audited)."""
