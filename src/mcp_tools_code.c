@@ -76,11 +76,11 @@ json_t *tool_run_code(struct mcp_call *c, const json_t *args)
 static json_t *code_session_call(struct mcp_call *c, const json_t *args, bool end)
 {
     json_t *fail = NULL;
-    const char *sid = tool_sandbox_id(args, &fail);
+    char path[128];
+    const char *sid =
+        tool_sandbox_path(args, end ? "/code" : "/code/restart", path, sizeof(path), &fail);
     if (!sid)
         return fail;
-    char path[128];
-    snprintf(path, sizeof(path), "/v1/sandboxes/%s/code%s", sid, end ? "" : "/restart");
     if (tool_call(c, end ? "DELETE" : "POST", path, NULL, NULL, NULL, &fail,
                   end ? "end_code" : "restart_code") < 0)
         return fail;

@@ -30,9 +30,10 @@ static uint64_t budget(const clr_service *svc)
     return svc->cfg.snapshot_budget_bytes ? svc->cfg.snapshot_budget_bytes : SNAP_BUDGET_DEFAULT;
 }
 
-/* The answer's shape: the row without what only the daemon needs (its source). */
 static bool restorable(const json_t *row);
 
+/* The answer's shape: the row without what only the daemon needs (its source), and whether it
+ * can be restored (read from that source). */
 static json_t *public_json(json_t *row)
 {
     json_t *o = json_deep_copy(row);
@@ -71,8 +72,6 @@ static int parse_request(json_t *req, bool *keep, uint32_t *ttl, clr_error *err)
     return 0;
 }
 
-/* The engine's checkpoint of the sandbox, then its workspace, written as the snapshot at dir.
- * The engine's own copy of the checkpoint goes whatever happens. */
 /* The engine's live execs of container cid (its ExecIDs: a `docker exec` is listed from its
  * create until its process ends), or -1 when the engine does not say. */
 static int live_execs(clr_engine *eng, const char *cid)
@@ -87,8 +86,10 @@ static int live_execs(clr_engine *eng, const char *cid)
     return json_is_array(ids) ? (int)json_array_size(ids) : -1;
 }
 
-/* Checkpoints the sandbox into dir. *execs: the most `docker exec` processes seen live just
- * before and just after the checkpoint (-1: the engine did not say), for restorable_now(). */
+/* The engine's checkpoint of the sandbox, then its workspace, written as the snapshot at dir.
+ * The engine's own copy of the checkpoint goes whatever happens. *execs: the most `docker exec`
+ * processes seen live just before and just after the checkpoint (-1: the engine did not say),
+ * recorded in the snapshot's source for restorable(). */
 static int take(clr_service *svc, clr_engine *eng, const clr_store_sandbox *sb, const char *id,
                 const char *dir, uint64_t max_bytes, uint64_t *size, char *sha, int *execs,
                 clr_error *err)
