@@ -2,7 +2,9 @@
 """Exec latency: a quick command through the daemon's API over the live channel, next to a raw
 `docker exec` (create + start, attached) of the same command in a plain runsc container of the
 same image, and next to the floor: /bin/true spawned from inside the same sandbox (fork, exec,
-wait, in a loop), all in one run, interleaved round by round (the machine is noisy).
+wait, in a loop), all in one run, interleaved round by round (the machine is noisy). Also the
+start of a background process (POST .../processes of `true` until its 201), which goes over the
+same channel.
 
     bench/bench_exec.py PATH/TO/clearing [--rounds N] [--json]
 
@@ -98,7 +100,7 @@ def main():
         for _ in range(3):
             call(api, 'POST', '/v1/sandboxes/%s/exec' % sid, {'argv': ['true']})
             ct.docker_exec(raw_cid, ['true'])
-        chan, raw, wall, floor, spawn, traces = [], [], [], [], [], []
+        chan, raw, wall, floor, spawn, traces, proc = [], [], [], [], [], [], []
         settle = a.settle_ms / 1000
         for i in range(a.rounds):
             if i % 10 == 0:
@@ -128,6 +130,16 @@ def main():
             t = time.perf_counter()
             ct.docker_exec(raw_cid, ['true'])
             raw.append((time.perf_counter() - t) * 1000)
+            time.sleep(settle)
+            t = time.perf_counter()
+            st, r = call(api, 'POST', '/v1/sandboxes/%s/processes' % sid, {'argv': ['true']})
+            proc.append((time.perf_counter() - t) * 1000)
+            if st != 201:
+                raise RuntimeError('process: %s %r' % (st, r))
+            path = '/v1/sandboxes/%s/processes/%s' % (sid, r['id'])
+            if not ct.wait_for(lambda: call(api, 'GET', path)[1].get('state') == 'exited', 60,
+                               0.01):
+                raise RuntimeError('process %s did not exit' % r['id'])
         st, metrics = call(api, 'GET', '/metrics')
         over_channel = [line for line in metrics.decode().splitlines()
                         if line.startswith('clearing_channel_execs_total ')]
@@ -136,6 +148,7 @@ def main():
             'settle_ms': a.settle_ms,
             'clearing_api_exec_ms': {p: round(pct(chan, p), 2) for p in (50, 95, 99)},
             'raw_docker_exec_ms': {p: round(pct(raw, p), 2) for p in (50, 95, 99)},
+            'process_start_ms': {p: round(pct(proc, p), 2) for p in (50, 95, 99)},
             'command_wall_ms': {p: round(pct(wall, p), 2) for p in (50, 95, 99)},
             'floor_spawn_ms': {p: round(pct(floor, p), 2) for p in (50, 95, 99)},
             'floor_posix_spawn_ms': {p: round(pct(spawn, p), 2) for p in (50, 95, 99)},
@@ -156,6 +169,7 @@ def main():
             print('%-34s %8s %8s %8s' % ('', 'p50 ms', 'p95 ms', 'p99 ms'))
             for k, label in (('clearing_api_exec_ms', 'clearing API (live channel)'),
                              ('raw_docker_exec_ms', 'raw docker exec (runsc)'),
+                             ('process_start_ms', 'background process start (201)'),
                              ('command_wall_ms', '  the command inside the sandbox'),
                              ('floor_spawn_ms', 'floor: fork+exec+wait in the sandbox'),
                              ('floor_posix_spawn_ms', '  posix_spawn+wait in the sandbox')):

@@ -661,6 +661,23 @@ int clr_store_exec_finish_channel(clr_store *st, const char *sandbox_id, uint32_
     return 1;
 }
 
+int clr_store_exec_on_channel(clr_store *st, const char *sandbox_id, uint32_t channel,
+                              clr_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT 1 FROM execs WHERE sandbox_id = ? AND channel = ? LIMIT 1",
+                           -1, &q, NULL) != SQLITE_OK)
+        return db_error(st, err, "find exec by channel");
+    sqlite3_bind_text(q, 1, sandbox_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, channel);
+    int rc = sqlite3_step(q);
+    sqlite3_finalize(q);
+    if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+        return rc == SQLITE_ROW;
+    return db_error(st, err, "find exec by channel");
+}
+
 int clr_store_exec_mark_lost_sandbox(clr_store *st, const char *sandbox_id, const uint32_t *keep,
                                      size_t n, int64_t when, clr_error *err)
 {

@@ -102,7 +102,7 @@
     "expires\"}, \"held\": {\"type\": \"boolean\", \"description\": \"a restore holds it (until "  \
     "the sandbox runs again, or on after a restore that cost the sandbox): not removed with "      \
     "its sandbox, still expires\"}, \"restorable\": {\"type\": \"boolean\", "                     \
-    "\"description\": \"false: a background process or the code session's kernel ran when it "   \
+    "\"description\": \"false: the code session's kernel (or another docker exec) ran when it "  \
     "was taken, and this gVisor cannot restore it (fork_sandbox and restore_sandbox refuse "      \
     "it)\"}}, "                                                                                   \
     "\"required\": [\"id\", \"sandbox\", \"size\", \"expires_at\"]}"

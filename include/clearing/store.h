@@ -133,6 +133,10 @@ CLR_PUBLIC int clr_store_exec_finish_touch(clr_store *st, const char *exec_id,
 CLR_PUBLIC int clr_store_exec_finish_channel(clr_store *st, const char *sandbox_id,
                                              uint32_t channel, json_t *result, int64_t when,
                                              char *exec_id, size_t len, clr_error *err);
+/* 1 when an exec record of sandbox_id names channel (running, or ended: a result replayed just
+ * now), 0 when none does (a background process's: they have no exec record). */
+CLR_PUBLIC int clr_store_exec_on_channel(clr_store *st, const char *sandbox_id, uint32_t channel,
+                                         clr_error *err);
 /* Marks the running execs of one sandbox lost, but those on a channel listed in keep; returns
  * how many. */
 CLR_PUBLIC int clr_store_exec_mark_lost_sandbox(clr_store *st, const char *sandbox_id,

@@ -1,8 +1,10 @@
 /* channels: see channels.h. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "channels.h"
+#include "proto.h"
 #include "service_int.h"
 
 /* The registry's link to the sandbox's entry (*result NULL: none). live_lock held. */
@@ -24,6 +26,7 @@ void svc_live_put(clr_service *svc, struct live_sb *lv)
     if (last) {
         clr_channel_close(lv->ch); /* no NET frame arrives after this */
         clr_egress_free(lv->egress);
+        free(lv->listed);
         clr_sandbox_free(lv->sb);
         free(lv);
     }
@@ -74,13 +77,46 @@ static void live_on_net(void *ctx, clr_channel *ch, uint8_t type, uint32_t id,
     clr_egress_on_frame(lv->egress, ch, type, id, payload, len);
 }
 
-/* After the replay of an open: records of commands the agent no longer knows are lost. */
+/* After the replay of an open: records of commands the agent no longer knows are lost; the
+ * commands it does know are kept in lv for svc_live_end_orphans. */
 static void live_on_channels(void *ctx, clr_channel *ch, const uint32_t *ids, size_t n)
 {
     (void)ch;
     struct live_sb *lv = ctx;
     clr_error err = CLR_ERROR_INIT;
     clr_store_exec_mark_lost_sandbox(lv->svc->store, lv->id, ids, n, svc_now_s(), &err);
+    free(lv->listed);
+    lv->listed = n ? malloc(n * sizeof(*ids)) : NULL;
+    lv->nlisted = lv->listed ? n : 0;
+    if (lv->listed)
+        memcpy(lv->listed, ids, n * sizeof(*ids));
+}
+
+int svc_live_end_orphans(clr_service *svc, struct live_sb *lv, const char *why)
+{
+    if (!lv || !lv->ch)
+        return 0;
+    json_t *ended = json_array();
+    for (size_t i = 0; ended && i < lv->nlisted; i++) {
+        clr_error err = CLR_ERROR_INIT;
+        if (clr_store_exec_on_channel(svc->store, lv->id, lv->listed[i], &err) != 0)
+            continue; /* an exec's, ended or awaited (or the store cannot say: left alone) */
+        if (clr_channel_send(lv->ch, lv->listed[i], CLR_FRAME_KILL, NULL, 0, &err) == 0)
+            json_array_append_new(ended, json_integer(lv->listed[i]));
+    }
+    size_t n = json_array_size(ended);
+    if (n > 0) {
+        clr_error err = CLR_ERROR_INIT;
+        json_t *d = json_pack("{s:o, s:s}", "channels", ended, "reason", why);
+        if (clr_audit_append(svc->audit, "recovery", lv->id, "sandbox.orphans_killed", "ok", d,
+                             &err) < 0)
+            clr_log(CLR_LOG_ERROR, "audit.write_failed", "error", err.message, NULL);
+        json_decref(d);
+        clr_log(CLR_LOG_INFO, "recover.orphans_killed", "id", lv->id, NULL);
+    } else {
+        json_decref(ended);
+    }
+    return (int)n;
 }
 
 /* The sandbox, opened, with its live channel when its agent serves one. *out holds a reference

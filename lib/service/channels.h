@@ -25,6 +25,12 @@ int svc_live_new(clr_service *svc, clr_engine *eng, const char *id, clr_sandbox 
 int svc_live_get(clr_service *svc, clr_engine *eng, const char *id, struct live_sb **out,
                  clr_error *err);
 
+/* Kills (KILL frame) every command its agent named at the channel's open that has no exec
+ * record of the sandbox: a background process of a daemon that died (this daemon knows none),
+ * or one a fork inherited, whose result nobody would read. Recorded ("sandbox.orphans_killed",
+ * actor "recovery", the channels and why). Returns how many were sent the kill. */
+int svc_live_end_orphans(clr_service *svc, struct live_sb *lv, const char *why);
+
 /* The sandbox is gone for its callers: its channel closes (commands waiting on it end). */
 void svc_live_drop(clr_service *svc, const char *id);
 

@@ -33,7 +33,7 @@ struct proc {
     char tenant[CLR_TENANT_MAX + 1]; /* its sandbox's: whose max_execs slot it holds */
     clr_service *svc;
     clr_engine *eng;
-    clr_sandbox *sb;
+    struct live_sb *lv; /* its sandbox's live state: the channel it runs on, held while it runs */
     clr_exec *h;
     pthread_t thread;
     struct ring out, err;
@@ -101,14 +101,14 @@ static void *proc_main(void *arg)
     while (p->users > 0)
         pthread_cond_wait(&procs_cond, &procs_lock);
     clr_exec *h = p->h;
-    clr_sandbox *sb = p->sb;
+    struct live_sb *lv = p->lv;
     clr_engine *eng = p->eng;
     p->h = NULL;
-    p->sb = NULL;
+    p->lv = NULL;
     p->eng = NULL;
     pthread_mutex_unlock(&procs_lock);
     clr_exec_free(h);
-    clr_sandbox_free(sb);
+    svc_live_put(p->svc, lv);
     svc_engine_put(p->svc, eng, false);
     /* Its command slot is free before it is answered as exited. */
     svc_exec_release(p->svc, p->tenant, 1);
@@ -390,10 +390,16 @@ int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const 
     json_decref(ad);
     if (rc == 0)
         rc = svc_engine_get(svc, &p->eng, err);
+    /* On the sandbox's live channel, as an exec: no docker exec (whose descriptors this runsc
+     * cannot restore), so a snapshot taken while it runs can be forked and restored. An agent
+     * without a channel gets a docker exec of its own. */
     if (rc == 0)
-        rc = clr_sandbox_open_at(&p->sb, p->eng, id, svc->state_dir, err);
-    if (rc == 0)
-        rc = clr_exec_start(&p->h, p->eng, p->sb, &cmd.o, err);
+        rc = svc_live_get(svc, p->eng, id, &p->lv, err);
+    if (rc == 0) {
+        cmd.o.channel = p->lv->ch;
+        cmd.o.channel_id = p->lv->ch ? clr_channel_new_id() : 0;
+        rc = clr_exec_start(&p->h, p->eng, p->lv->sb, &cmd.o, err);
+    }
     svc_command_clear(&cmd);
     if (rc == 0 && pthread_create(&p->thread, NULL, proc_main, p) != 0) {
         clr_exec_signal(p->h, 9, NULL);
@@ -403,7 +409,7 @@ int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const 
     if (rc < 0) {
         svc_audit_failure(svc, actor, id, "process.start", err);
         svc_exec_release(svc, p->tenant, 1);
-        clr_sandbox_free(p->sb);
+        svc_live_put(svc, p->lv);
         svc_engine_put(svc, p->eng, true);
         json_decref(p->request);
         free(p);
@@ -590,7 +596,7 @@ int clr_service_proc_signal(clr_service *svc, const char *id, const char *proc_i
     return clr_service_proc_signal_num(svc, id, proc_id, sig, actor, err);
 }
 
-/* At stop: the processes' streams are closed (their agents kill them), threads joined. */
+/* At stop: every process is killed (a KILL on its channel or stream) and its thread joined. */
 void svc_procs_stop(clr_service *svc)
 {
     for (struct proc *p = svc->procs; p; p = p->next) {

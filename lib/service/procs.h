@@ -5,7 +5,7 @@
 
 #include "service_int.h"
 
-/* At stop: the processes' streams are closed (their agents kill them), threads joined. */
+/* At stop: every process is killed (a KILL on its channel or stream) and its thread joined. */
 void svc_procs_stop(clr_service *svc);
 
 /* Forgets exited processes whose sandbox is destroyed, lost or gone from the store (a sandbox

@@ -434,12 +434,17 @@ int svc_recover(clr_service *svc, clr_error *err)
             clr_log(CLR_LOG_INFO, "recover.adopted", "id", sn.rows[i].info.id, NULL);
             /* Attach again: the agent replays the results of commands that ended while the
              * daemon was away (live_on_result) and names those still running; the records of
-             * any other command of this sandbox become lost (live_on_channels). */
+             * any other command of this sandbox become lost (live_on_channels), and the
+             * commands it names that no exec record names (background processes, which this
+             * daemon does not know, and what a fork inherited) are killed. */
             struct live_sb *lv = NULL;
             clr_error lerr = CLR_ERROR_INIT;
             if (svc_live_get(svc, sn.eng, sn.rows[i].info.id, &lv, &lerr) < 0 || !lv->ch)
                 clr_store_exec_mark_lost_sandbox(svc->store, sn.rows[i].info.id, NULL, 0,
                                                  svc_now_s(), &lerr);
+            else
+                svc_live_end_orphans(svc, lv, "a command no exec record names (a background "
+                                              "process of the daemon before the restart)");
             svc_live_put(svc, lv);
         } else {
             svc_mark_lost(svc, sn.rows[i].info.id, "recovery",

@@ -163,6 +163,10 @@ struct live_sb {
     clr_sandbox *sb;
     clr_channel *ch; /* NULL: its agent serves no channel (an older sandbox): docker exec */
     clr_egress *egress; /* its proxy's connections (over ch) */
+    /* The channels its agent named when ch was opened (commands it still knows, from before
+     * the open): written once, by the open, before ch is set. */
+    uint32_t *listed;
+    size_t nlisted;
     int refs;        /* guarded by live_lock */
     struct live_sb *next;
 };

@@ -186,9 +186,9 @@ def test_fork_and_isolation(d, c):
         check('the fork runs new commands', sh(c, fork2, 'echo fork-runs') == 'fork-runs',
               sh(c, fork2, 'echo fork-runs'))
         call(c, 'DELETE', '/v1/sandboxes/' + fork2)
-    # The same loop as a background process: it runs through docker exec, whose descriptors
-    # this runsc cannot restore (RESTORE_BUG). The snapshot says so (restorable false), and a
-    # fork or restore of it is refused up front, saying what to do; nothing is left of it.
+    # The same loop as a background process: it runs on the live channel like a command, not
+    # through docker exec (whose descriptors this runsc cannot restore, RESTORE_BUG), so a
+    # snapshot taken while it runs is restorable and a fork continues it.
     # A sandbox of its own: this engine can refuse a repeated checkpoint of one container
     # (docs/OPERATIONS.md), and the parent has had two already.
     bg, st, r = create(c)
@@ -198,17 +198,52 @@ def test_fork_and_isolation(d, c):
           and wait_for(lambda: counter(c, bg, '/tmp/b') >= 10),
           (st, proc, counter(c, bg, '/tmp/b')))
     st, snap3 = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % bg, {})
-    check('a snapshot is taken while it runs, not restorable', st == 201
-          and snap3.get('restorable') is False, (st, snap3))
+    check('a snapshot is taken while it runs, restorable (no docker exec ran)', st == 201
+          and snap3.get('restorable') is True, (st, snap3))
+    fork3, st, r = create(c, body={'snapshot': snap3.get('id', '')}) if st == 201 else (None, 0, {})
+    check('a fork of it is made (201)', st == 201, (st, r))
+    if fork3:
+        v0 = counter(c, fork3, '/tmp/b')
+        check('the fork continues the background loop from the snapshot (past 10, growing)',
+              v0 >= 10 and wait_for(lambda: counter(c, fork3, '/tmp/b') > v0), v0)
+        call(c, 'DELETE', '/v1/sandboxes/' + fork3)
+    pid = proc.get('id', '') if isinstance(proc, dict) else ''
+    at = counter(c, bg, '/tmp/b')
+    st_p, p = call(c, 'GET', '/v1/sandboxes/%s/processes/%s' % (bg, pid))
+    check('the parent\'s background process runs on, listed as running',
+          st_p == 200 and p.get('state') == 'running'
+          and wait_for(lambda: counter(c, bg, '/tmp/b') > at), (st_p, p, at))
+    call(c, 'POST', '/v1/sandboxes/%s/processes/%s/signal' % (bg, pid), {'signal': 'KILL'})
+    check('the background process ends when killed', wait_for(lambda: call(
+        c, 'GET', '/v1/sandboxes/%s/processes/%s' % (bg, pid))[1].get('state') == 'exited'),
+        call(c, 'GET', '/v1/sandboxes/%s/processes/%s' % (bg, pid)))
+    # A process started through docker exec (an operator's, held until a gate file appears)
+    # makes a snapshot unrestorable: it says so (restorable false), and a fork or restore of it
+    # is refused up front, saying what to do; nothing is left of it.
+    cont = [x['Id'] for x in sandbox_containers(bg)]
+    r = ct.docker('POST', '/containers/%s/exec' % (cont[0] if cont else 'none'),
+                  {'Cmd': ['sh', '-c', 'while [ ! -e /tmp/gate ]; do sleep 0.1; done']})
+    xid = (r.json or {}).get('Id', '') if r.status == 201 else ''
+    r2 = ct.docker('POST', '/exec/%s/start' % xid, {'Detach': True}) if xid else None
+
+    def exec_running():
+        x = ct.docker('GET', '/exec/%s/json' % xid)
+        return x.status == 200 and bool((x.json or {}).get('Running'))
+    check('an operator\'s docker exec runs in the sandbox (positive control)',
+          xid and r2 is not None and r2.status == 200 and wait_for(exec_running),
+          (r.status, r.body[:200], r2 and r2.status))
+    st, snap4 = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % bg, {})
+    check('a snapshot taken while it runs is not restorable', st == 201
+          and snap4.get('restorable') is False, (st, snap4))
     before = {x['Id'] for x in our_containers(d)}
     st_l, lst = call(c, 'GET', '/v1/sandboxes?state=running')
     rows_before = {s['id'] for s in lst.get('sandboxes', [])}
     check('the running sandboxes are listed, the sandbox among them (positive control)',
           st_l == 200 and bg in rows_before, (st_l, lst))
-    fork3, st, r = create(c, body={'snapshot': snap3.get('id', '')})
+    fork4, st, r = create(c, body={'snapshot': snap4.get('id', '')})
     msg = (r.get('error') or {}).get('message', '')[:400] if isinstance(r, dict) else r
     check('its fork is refused up front (409), naming docker exec and what to do',
-          st == 409 and 'docker exec' in msg and 'background processes' in msg, (st, msg))
+          st == 409 and 'docker exec' in msg and 'code session' in msg, (st, msg))
     left = {x['Id'] for x in our_containers(d)} - before
     check('the refused fork left no container behind', not left, left)
     st_l, lst = call(c, 'GET', '/v1/sandboxes?state=running')
@@ -218,22 +253,20 @@ def test_fork_and_isolation(d, c):
     # restore the engine refused half-way would cost the sandbox).
     old = [x['Id'] for x in sandbox_containers(bg)]
     st, r = call(c, 'POST', '/v1/sandboxes/%s/restore' % bg,
-                 {'snapshot': snap3.get('id', '')})
+                 {'snapshot': snap4.get('id', '')})
     check('a restore from it is refused (409) naming docker exec',
           st == 409 and 'docker exec' in (r.get('error') or {}).get('message', ''), (st, r))
-    at = counter(c, bg, '/tmp/b')
-    check('the sandbox runs on, its container and its background loop untouched',
+    check('the sandbox runs on, its container untouched, its docker exec still running',
           len(old) == 1 and old == [x['Id'] for x in sandbox_containers(bg)]
-          and wait_for(lambda: counter(c, bg, '/tmp/b') > at), (old, at))
-    # Once the process is stopped (its docker exec gone), a new snapshot is restorable again.
-    pid = proc.get('id', '') if isinstance(proc, dict) else ''
-    call(c, 'POST', '/v1/sandboxes/%s/processes/%s/signal' % (bg, pid), {'signal': 'KILL'})
-    check('the background process ends', wait_for(lambda: call(
-        c, 'GET', '/v1/sandboxes/%s/processes/%s' % (bg, pid))[1].get('state') != 'running'),
-        call(c, 'GET', '/v1/sandboxes/%s/processes/%s' % (bg, pid)))
-    st, snap4 = wait_for(lambda: (lambda st_r: st_r if st_r[1].get('restorable') else None)(
+          and exec_running(), old)
+    # Once that exec ended, a new snapshot is restorable again.
+    sh(c, bg, 'touch /tmp/gate')
+    check('the operator\'s docker exec ends at its gate', wait_for(
+        lambda: ct.docker('GET', '/exec/%s/json' % xid).status == 200 and not exec_running()),
+        xid)
+    st, snap5 = wait_for(lambda: (lambda st_r: st_r if st_r[1].get('restorable') else None)(
         call(c, 'POST', '/v1/sandboxes/%s/snapshots' % bg, {})), 60) or (0, {})
-    check('a snapshot after it ended is restorable', st == 201, (st, snap4))
+    check('a snapshot after it ended is restorable', st == 201, (st, snap5))
     if bg:
         call(c, 'DELETE', '/v1/sandboxes/' + bg)
     t.join(120)

@@ -1454,6 +1454,11 @@ class T10Removal(ApiTest):
             shutil.rmtree(self.workspace(stranger), ignore_errors=True)
 
 
+# How many processes of a sandbox run `sleep 3599` (the pattern does not match itself).
+SLEEPERS = ('for f in /proc/[0-9]*/cmdline; do tr "\\0" " " <$f; echo; done 2>/dev/null'
+            ' | grep -c "^sleep 359[9] $"; true')
+
+
 class T09CrashRecovery(ApiTest):
     """kill -9 of the daemon, changes behind its back, restart on the same state."""
 
@@ -1474,6 +1479,15 @@ class T09CrashRecovery(ApiTest):
         if r.status != 200 or r.json['result']['stdout'] != 'before-crash\n':
             raise AssertionError('exec before the crash: %r' % r)
         cls.acked = r.json
+        # A background process when the daemon dies: it runs on the live channel, so it lives
+        # on in the sandbox while the daemon is away; the restarted daemon, which knows none of
+        # its processes, kills it.
+        r = c.post('/v1/sandboxes/%s/processes' % cls.a['id'], {'argv': ['sleep', '3599']})
+        if r.status != 201:
+            raise AssertionError('background process before the crash: %r' % r)
+        if not wait_for(lambda: cls.sleepers(c) == 1, 60):
+            raise AssertionError('the background process never showed in the sandbox: %r'
+                                 % cls.sleepers(c))
         # A command running when the daemon dies, held by a gate that the test opens only
         # while the daemon is away: it cannot end before the crash, and it ends before the
         # restart (it leaves a file as its last act), so its result must be replayed.
@@ -1499,6 +1513,11 @@ class T09CrashRecovery(ApiTest):
             f.write('open\n')
         if not wait_for(lambda: os.path.exists(os.path.join(workspace, cls.finished)), 60):
             raise AssertionError('the held command did not end after its gate opened')
+        # The background process lives on while the daemon is away (asked through docker
+        # exec): what the restart finds is its to kill.
+        x = subprocess.run(['docker', 'exec', 'clearing-' + cls.a['id'], 'sh', '-c', SLEEPERS],
+                           capture_output=True, text=True, timeout=120)
+        cls.sleepers_away = (x.returncode, x.stdout.strip(), x.stderr[-300:])
         # (a) B's container vanishes behind the daemon's back.
         r = docker('DELETE', '/containers/clearing-%s?force=1' % cls.b['id'])
         if r.status != 204:
@@ -1527,6 +1546,26 @@ class T09CrashRecovery(ApiTest):
             raise AssertionError('the orphan does not run: %r' % r)
 
         d.start()
+
+    @classmethod
+    def sleepers(cls, c):
+        """How many processes of A run `sleep 3599` (the pattern does not match itself)."""
+        r = c.post('/v1/sandboxes/%s/exec' % cls.a['id'], {'shell': SLEEPERS})
+        if r.status != 200 or r.json['result'].get('exit_code') != 0:
+            return -1
+        return int(r.json['result']['stdout'])
+
+    def test_background_process_of_the_crashed_daemon_is_killed(self):
+        """Nobody could list, signal or read it any more: the restart kills it, and says so."""
+        self.assertEqual(self.sleepers_away[:2], (0, '1'), 'it did not outlive the daemon')
+        self.assertTrue(wait_for(lambda: self.sleepers(self.api) == 0, 60),
+                        'the background process still runs: %r' % self.sleepers(self.api))
+        self.assertEqual(self.api.get('/v1/sandboxes/%s/processes' % self.a['id'])
+                         .json['processes'], [])
+        recs = self.audit_records(self.a['id'], 'sandbox.orphans_killed')
+        self.assertEqual(len(recs), 1, recs)
+        self.assertEqual(recs[0]['actor'], 'recovery', recs)
+        self.assertEqual(len(recs[0]['details']['channels']), 1, recs)
 
     def test_a_is_adopted_and_usable(self):
         r = self.api.get('/v1/sandboxes/' + self.a['id'])

@@ -216,7 +216,10 @@ static void test_start_refused(void **state)
     json_decref(req);
     assert_int_equal(err.code, CLR_E_NOT_FOUND);
     assert_non_null(strstr(err.message, "sandbox " ID_A " does not exist"));
-    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-"), 1);
+    /* Two calls: the live channel's attach (refused: the process falls back to a docker exec),
+     * then that exec's create, refused too. */
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-"), 2);
+    assert_int_equal(fake_count(e->f, "POST " TEST_API "cid-" ID_A "/attach"), 1);
     assert_int_equal(fake_count(e->f, "POST /v1.41/exec/"), 0);
     assert_int_equal(audit_process_records(e, "process.start", "ok"), 1);
     assert_int_equal(audit_process_records(e, "process.start", "error"), 1);

@@ -253,8 +253,8 @@ class Snapshot:
     seconds), keep (outlives its sandbox until expires_at), held (a restore holds it: from
     before its sandbox's old container is removed until the sandbox runs again, and on after a
     restore that cost the sandbox; not removed with its sandbox, still expires), restorable
-    (whether it can be forked or restored: False when a background process or the code
-    session's kernel ran in the sandbox when it was taken). held and restorable are last, with
+    (whether it can be forked or restored: False when the code session's kernel, or another
+    docker exec, ran in the sandbox when it was taken). held and restorable are last, with
     defaults, so that a Snapshot built by position before they existed is still built the same.
     delete() removes it."""
     id: str
