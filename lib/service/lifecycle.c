@@ -305,7 +305,12 @@ int clr_service_create(clr_service *svc, json_t *req, const char *tenant, const 
                        json_t **out, clr_error *err)
 {
     int rc = create_impl(svc, req, tenant, actor, out, err);
-    if (rc < 0)
+    /* A refusal for want of room (max_sandboxes, the tenant's quota) comes at its highest rate
+     * exactly while the daemon is full: counted as an exec's is (the first recorded at once,
+     * the rest one record per audit_aggregate_ms); every other failure is one record. */
+    if (rc < 0 && err->code == CLR_E_LIMIT)
+        svc_audit_refusal(svc, actor, NULL, "sandbox.create", err);
+    else if (rc < 0)
         svc_audit_failure(svc, actor, NULL, "sandbox.create", err);
     return rc;
 }

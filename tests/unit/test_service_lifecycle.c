@@ -305,9 +305,14 @@ static void test_create_refused_before_the_engine(void **state)
     create_fails(svc, "{\"image\":\"evil/miner:latest\"}", CLR_E_DENIED, "is not allowed");
     create_fails(svc, "{\"egress\":{\"allow\":5}}", CLR_E_INVALID, "egress.allow");
     create_fails(svc, "{\"repo\":{\"path\":\"/etc\"}}", CLR_E_DENIED, "");
-    /* At capacity: the running row and the plan's are live. */
+    /* At capacity: the running row and the plan's are live. Three refusals: the first
+     * recorded at once, the two after it counted in one record (at the log's next tick past
+     * the interval, or at its close). */
     svc->cfg.max_sandboxes = 2;
-    create_fails(svc, "{}", CLR_E_LIMIT, "at capacity: 2 sandboxes are live (max_sandboxes 2)");
+    const char *full = "at capacity: 2 sandboxes are live (max_sandboxes 2); destroy one or "
+                       "retry later";
+    for (int i = 0; i < 3; i++)
+        create_fails(svc, "{}", CLR_E_LIMIT, full);
     /* None reached the engine, none made a row; each refusal is audited. */
     assert_int_equal(fake_count(fx->e->f, "GET /version"), 0);
     assert_int_equal(row_count(svc), 4);
@@ -317,6 +322,10 @@ static void test_create_refused_before_the_engine(void **state)
         n++;
     assert_int_equal(n, 5);
     free(text);
+    test_env_flush_counts(fx->e);
+    json_t *last = expect_audit(fx->e, "sandbox.create", "refused", NULL, "alice");
+    expect_refusal_details(last, "limit", full, "alice", 2, false);
+    json_decref(last);
     assert_int_equal(atomic_load(&svc->created), 0);
 }
 
