@@ -27,6 +27,7 @@ void svc_live_put(clr_service *svc, struct live_sb *lv)
         clr_channel_close(lv->ch); /* no NET frame arrives after this */
         clr_egress_free(lv->egress);
         free(lv->listed);
+        free(lv->ended);
         clr_sandbox_free(lv->sb);
         free(lv);
     }
@@ -39,6 +40,14 @@ static int live_on_result(void *ctx, clr_channel *ch, uint32_t chan_id,
     (void)ch;
     struct live_sb *lv = ctx;
     clr_service *svc = lv->svc;
+    if (!lv->listed_set) {
+        /* Replayed at the open: its command has ended, whatever its list will say. */
+        uint32_t *m = realloc(lv->ended, (lv->nended + 1) * sizeof(*m));
+        if (m) {
+            m[lv->nended++] = chan_id;
+            lv->ended = m;
+        }
+    }
     char why[256];
     if (!clr_audit_writable(svc->audit, why, sizeof(why))) {
         /* Fail closed: not acknowledged, so the agent keeps it until it can be recorded. */
@@ -85,11 +94,20 @@ static void live_on_channels(void *ctx, clr_channel *ch, const uint32_t *ids, si
     struct live_sb *lv = ctx;
     clr_error err = CLR_ERROR_INIT;
     clr_store_exec_mark_lost_sandbox(lv->svc->store, lv->id, ids, n, svc_now_s(), &err);
-    free(lv->listed);
+    if (lv->listed_set)
+        return; /* only the answer to the open's HELLO: listed is read without a lock */
+    lv->listed_set = true;
     lv->listed = n ? malloc(n * sizeof(*ids)) : NULL;
-    lv->nlisted = lv->listed ? n : 0;
-    if (lv->listed)
-        memcpy(lv->listed, ids, n * sizeof(*ids));
+    for (size_t i = 0; lv->listed && i < n; i++) {
+        bool ended = false;
+        for (size_t j = 0; j < lv->nended && !ended; j++)
+            ended = lv->ended[j] == ids[i];
+        if (!ended)
+            lv->listed[lv->nlisted++] = ids[i];
+    }
+    free(lv->ended);
+    lv->ended = NULL;
+    lv->nended = 0;
 }
 
 int svc_live_end_orphans(clr_service *svc, struct live_sb *lv, const char *why)
@@ -214,6 +232,7 @@ int svc_live_get(clr_service *svc, clr_engine *eng, const char *id, struct live_
         pthread_mutex_unlock(&svc->live_lock);
         return 0;
     }
+    bool reopen = stale != NULL;
     if (stale)
         *pp = stale->next; /* its channel ended: replaced below */
     pthread_mutex_unlock(&svc->live_lock);
@@ -222,7 +241,14 @@ int svc_live_get(clr_service *svc, clr_engine *eng, const char *id, struct live_
     clr_sandbox *sb = NULL;
     if (clr_sandbox_open_at(&sb, eng, id, svc->state_dir, err) < 0)
         return -1;
-    return svc_live_new(svc, eng, id, sb, NULL, out, err);
+    if (svc_live_new(svc, eng, id, sb, NULL, out, err) < 0)
+        return -1;
+    /* The channel had ended while the sandbox ran on (its attach stream broke): the background
+     * processes on it were answered as ended, but the agent kept them running. */
+    if (reopen)
+        svc_live_end_orphans(svc, *out, "a command on a channel that had ended (a background "
+                                        "process, answered as ended then)");
+    return 0;
 }
 
 /* The sandbox is gone for its callers: its channel closes (commands waiting on it end). */

@@ -31,7 +31,8 @@ int svc_live_get(clr_service *svc, clr_engine *eng, const char *id, struct live_
  * actor "recovery", the channels and why). Returns how many were sent the kill. */
 int svc_live_end_orphans(clr_service *svc, struct live_sb *lv, const char *why);
 
-/* The sandbox is gone for its callers: its channel closes (commands waiting on it end). */
+/* The sandbox is gone for its callers: the registry lets go of it; its channel closes once no
+ * command holds it (a background process holds it until its container goes). */
 void svc_live_drop(clr_service *svc, const char *id);
 
 #endif

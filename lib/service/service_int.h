@@ -164,9 +164,13 @@ struct live_sb {
     clr_channel *ch; /* NULL: its agent serves no channel (an older sandbox): docker exec */
     clr_egress *egress; /* its proxy's connections (over ch) */
     /* The channels its agent named when ch was opened (commands it still knows, from before
-     * the open): written once, by the open, before ch is set. */
+     * the open), less those whose result it replayed then: written once, in the open, before
+     * ch is set (by the channel's reader thread, as are ended and listed_set). */
     uint32_t *listed;
     size_t nlisted;
+    uint32_t *ended; /* results replayed before the list came */
+    size_t nended;
+    bool listed_set;
     int refs;        /* guarded by live_lock */
     struct live_sb *next;
 };

@@ -217,9 +217,14 @@ def test_fork_and_isolation(d, c):
     check('the background process ends when killed', wait_for(lambda: call(
         c, 'GET', '/v1/sandboxes/%s/processes/%s' % (bg, pid))[1].get('state') == 'exited'),
         call(c, 'GET', '/v1/sandboxes/%s/processes/%s' % (bg, pid)))
+    if bg:
+        call(c, 'DELETE', '/v1/sandboxes/' + bg)
     # A process started through docker exec (an operator's, held until a gate file appears)
     # makes a snapshot unrestorable: it says so (restorable false), and a fork or restore of it
-    # is refused up front, saying what to do; nothing is left of it.
+    # is refused up front, saying what to do; nothing is left of it. A sandbox of its own again:
+    # its first checkpoint is the one that must succeed.
+    bg, st, r = create(c)
+    check('a sandbox for the operator\'s docker exec', bg, (st, r))
     cont = [x['Id'] for x in sandbox_containers(bg)]
     r = ct.docker('POST', '/containers/%s/exec' % (cont[0] if cont else 'none'),
                   {'Cmd': ['sh', '-c', 'while [ ! -e /tmp/gate ]; do sleep 0.1; done']})

@@ -1499,6 +1499,14 @@ class T09CrashRecovery(ApiTest):
         conn, started, _ = start_streaming_exec(c, cls.a['id'], cls.inflight_request)
         cls.inflight = started['exec_id']
         cls.addClassCleanup(conn.close)
+        # One still running at the restart, held by a gate the test opens only after it: it
+        # has an exec record, so the restart's kill of unknown commands must spare it.
+        cls.gate_late = gate_name()
+        conn_l, started, _ = start_streaming_exec(
+            c, cls.a['id'], {'shell': '%s; echo spared' % held_until(cls.gate_late),
+                             'timeout': '300s'})
+        cls.inflight_late = started['exec_id']
+        cls.addClassCleanup(conn_l.close)
         # One in B too, whose container is removed behind the daemon's back below.
         conn_b, started, _ = start_streaming_exec(c, cls.b['id'], {'argv': ['sleep', '3600']})
         cls.inflight_b = started['exec_id']
@@ -1566,6 +1574,20 @@ class T09CrashRecovery(ApiTest):
         self.assertEqual(len(recs), 1, recs)
         self.assertEqual(recs[0]['actor'], 'recovery', recs)
         self.assertEqual(len(recs[0]['details']['channels']), 1, recs)
+
+    def test_exec_running_at_the_restart_is_spared(self):
+        """A command with an exec record runs on through the restart and its kill of unknown
+        commands, and its result reaches its record."""
+        self.assertEqual(open_gate(self.api, self.a['id'], self.gate_late).status, 201)
+
+        def done():
+            r = self.api.get('/v1/sandboxes/%s/execs/%s' % (self.a['id'], self.inflight_late))
+            return r if r.status == 200 and r.json['state'] != 'running' else None
+        r = wait_for(done, 120)
+        self.assertIsNotNone(r, 'the record of the command running at the restart never ended')
+        self.assertEqual((r.json['state'], r.json['result']['status'],
+                          r.json['result']['exit_code'], r.json['result']['stdout']),
+                         ('done', 'exited', 0, 'spared\n'), r)
 
     def test_a_is_adopted_and_usable(self):
         r = self.api.get('/v1/sandboxes/' + self.a['id'])
