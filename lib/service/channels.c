@@ -251,7 +251,7 @@ int svc_live_get(clr_service *svc, clr_engine *eng, const char *id, struct live_
     return 0;
 }
 
-/* The sandbox is gone for its callers: its channel closes (commands waiting on it end). */
+/* The sandbox is gone for its callers: see channels.h (a running process keeps the channel). */
 void svc_live_drop(clr_service *svc, const char *id)
 {
     pthread_mutex_lock(&svc->live_lock);
