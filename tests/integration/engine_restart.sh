@@ -25,7 +25,15 @@ n=0
 failed=0
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; [ -n "${2:-}" ] && echo "# $2"; }
-check() { if eval "$2"; then ok "$1"; else not_ok "$1" "${3:-}"; fi; }
+# check NAME CONDITION [MESSAGE]: CONDITION and MESSAGE are evaluated here, the message after the
+# condition, so that it shows what the condition saw last (pass both in single quotes).
+check() {
+    if eval "$2"; then ok "$1"; else
+        local check_msg_
+        eval "check_msg_=\"${3:-}\""
+        not_ok "$1" "$check_msg_"
+    fi
+}
 
 SRV=$(mktemp -d /tmp/clearing-restart.XXXXXX)
 # The status code on stdout ("000" when the call failed or ran out of time), the body in $SRV/body.
@@ -65,7 +73,13 @@ stop_dockerd() {
 cleanup() {
     docker_up || start_dockerd
     [ -n "${srv_pid:-}" ] && kill "$srv_pid" 2>/dev/null && wait "$srv_pid" 2>/dev/null
-    [ "${KEEP:-}" ] || rm -rf "$SRV"
+    if [ "$failed" != 0 ] && [ -s "$SRV/log" ]; then
+        # What the daemon said is the first thing a failure needs: shown, and kept on disk.
+        echo "# daemon log (last 40 lines; all of it stays in $SRV/log):"
+        tail -n 40 "$SRV/log" | sed 's/^/#   /'
+    elif [ -z "${KEEP:-}" ]; then
+        rm -rf "$SRV"
+    fi
 }
 trap cleanup EXIT
 # The daemon refuses to start without an engine: begin from a running dockerd.
@@ -79,26 +93,26 @@ wait_for 60 answers || { echo "Bail out! the daemon did not answer within 60 s";
 
 st=$(api -XPOST http://x/v1/sandboxes -d '{}')
 A=$(field 'd["id"]')
-check "sandbox created before the restart (201)" '[ "$st" = 201 ] && [ -n "$A" ]' "got $st"
+check "sandbox created before the restart (201)" '[ "$st" = 201 ] && [ -n "$A" ]' 'got $st'
 
 stop_dockerd
 check "dockerd is down" 'docker_down'
 st=$(api http://x/v1/health)
-check "health says the engine is down (503)" '[ "$st" = 503 ]' "got $st"
+check "health says the engine is down (503)" '[ "$st" = 503 ]' 'got $st'
 st=$(api -XPOST http://x/v1/sandboxes -d '{}')
 msg=$(field 'd["error"]["message"]')
 check "create while it is down is a 503 that says what to do" \
-    '[ "$st" = 503 ] && [[ "$msg" == *"start dockerd"* ]]' "got $st: $msg"
+    '[ "$st" = 503 ] && [[ "$msg" == *"start dockerd"* ]]' 'got $st: $msg'
 st=$(api -XPOST "http://x/v1/sandboxes/$A/exec" -d '{"argv":["true"]}')
 msg=$(field 'd["error"]["message"]')
 check "exec while it is down is a 503 that names the engine" \
-    '[ "$st" = 503 ] && [[ "$msg" == *"Docker engine"* ]]' "got $st: $msg"
+    '[ "$st" = 503 ] && [[ "$msg" == *"Docker engine"* ]]' 'got $st: $msg'
 
 start_dockerd
 check "dockerd is back" 'docker_up'
 st=""
 health_ok() { st=$(api http://x/v1/health); [ "$st" = 200 ]; }
-check "health recovers (200)" 'wait_for 60 health_ok' "last $st"
+check "health recovers (200)" 'wait_for 60 health_ok' 'last $st'
 state=""
 a_lost() {
     st=$(api "http://x/v1/sandboxes/$A")
@@ -107,16 +121,16 @@ a_lost() {
 }
 # The periodic check runs every 10 min here: what marks A is the event watcher, which connects
 # again after the restart and compares with the engine once.
-check "the sandbox the restart stopped is marked lost" 'wait_for 60 a_lost' "last $st, state $state"
+check "the sandbox the restart stopped is marked lost" 'wait_for 60 a_lost' 'last $st, state $state'
 # A lost sandbox keeps its workspace and stopped container until it is destroyed.
 st=$(api -XDELETE "http://x/v1/sandboxes/$A?wait=true")
-check "the lost sandbox is destroyed, its remains removed (204)" '[ "$st" = 204 ] && [ ! -e "$SRV/state/workspaces/$A" ]' "got $st"
+check "the lost sandbox is destroyed, its remains removed (204)" '[ "$st" = 204 ] && [ ! -e "$SRV/state/workspaces/$A" ]' 'got $st'
 st=$(api -XPOST http://x/v1/sandboxes -d '{}')
 B=$(field 'd.get("id","")')
-check "a new sandbox can be created (201)" '[ "$st" = 201 ] && [ -n "$B" ]' "got $st"
+check "a new sandbox can be created (201)" '[ "$st" = 201 ] && [ -n "$B" ]' 'got $st'
 st=$(api -XPOST "http://x/v1/sandboxes/$B/exec" -d '{"argv":["echo","back"]}')
 out=$(field 'd["result"]["stdout"]')
-check "and runs commands (200)" '[ "$st" = 200 ] && [ "$out" = "back" ]' "got $st: $out"
+check "and runs commands (200)" '[ "$st" = 200 ] && [ "$out" = "back" ]' 'got $st: $out'
 # The watcher reads the restarted engine's events: B's runsc processes killed, B is lost at once
 # as "runtime died" (the periodic check would say "container stopped or vanished").
 cid=$(curl -s --max-time 30 --unix-socket "$ENGINE_SOCK" "http://d/containers/clearing-$B/json" |
@@ -128,7 +142,7 @@ if [ -n "$cid" ]; then # never an empty pattern: it would match every sandbox's 
         case "$argv" in runsc*"$cid"*) kill -KILL "${p#/proc/}" && killed=$((killed + 1)) ;; esac
     done
 fi
-check "B's runsc processes found and killed" '[ -n "$cid" ] && [ "$killed" -ge 1 ]' "container ${cid:-?}, killed $killed"
+check "B's runsc processes found and killed" '[ -n "$cid" ] && [ "$killed" -ge 1 ]' 'container ${cid:-?}, killed $killed'
 reason=""
 b_died() {
     st=$(api "http://x/v1/sandboxes/$B")
@@ -137,9 +151,9 @@ b_died() {
     [ "$st" = 200 ] && [ "$state" = lost ]
 }
 check "after the restart, a sandbox whose runtime died is lost as runtime died" \
-    'wait_for 60 b_died && [ "$reason" = "runtime died" ]' "last $st, state $state, reason $reason"
+    'wait_for 60 b_died && [ "$reason" = "runtime died" ]' 'last $st, state $state, reason $reason'
 st=$(api -XDELETE "http://x/v1/sandboxes/$B?wait=true")
-check "and is destroyed (204)" '[ "$st" = 204 ]' "got $st"
+check "and is destroyed (204)" '[ "$st" = 204 ]' 'got $st'
 
 echo "1..$n"
 echo "# $((n - failed)) passed, $failed failed"
