@@ -107,11 +107,12 @@ void clr_audit_close(clr_audit *a)
 {
     if (!a)
         return;
-    if (a->fd >= 0 && a->lock_fd >= 0) {
-        /* Counts not yet recorded, then the head as this process leaves it. */
+    if (a->lock_fd >= 0) {
+        /* Counts not yet recorded (also when the log's last append failed and it is closed:
+         * each append opens it again), then the head as this process leaves it. */
         audit_denials_flush(a, true);
         clr_error err = CLR_ERROR_INIT;
-        if (a->uncheckpointed && clr_audit_checkpoint(a, &err) < 0)
+        if (a->fd >= 0 && a->uncheckpointed && clr_audit_checkpoint(a, &err) < 0)
             clr_log(CLR_LOG_ERROR, "audit.checkpoint_failed", "error", err.message, NULL);
     }
     for (size_t i = 0; i < CLR_AUDIT_SOURCES_MAX; i++)

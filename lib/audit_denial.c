@@ -1,6 +1,7 @@
 /* Flood control for the audit log (see clr_audit_denied in include/clearing/audit.h): denials
  * come at the attacker's rate, so the first from a source is recorded at once and the rest are
  * counted, one record per aggregate_ms; a full table counts new sources together per action.
+ * A record that cannot be written gives its count back to its entry, for the next interval.
  * Its table has a lock of its own, never held across an append (audit_chain.c, below it). */
 #include <stdio.h>
 #include <string.h>
@@ -58,11 +59,32 @@ static int denial_fill(struct denial *d, const char *source, const char *actor,
     return 0;
 }
 
-/* A record to write once the denial table's lock is released. */
+/* A record to write once the denial table's lock is released, and the entry it came from. */
 struct denial_record {
     char *actor, *sandbox, *action, *outcome;
     json_t *details;
+    struct denial *from;
+    char *key; /* from's key when taken: the entry may have been reused since */
+    uint64_t count;
 };
+
+/* A record that was not written: its count goes back to its entry, if that still is the same
+ * source, and is written with the entry's next record. Otherwise it is lost, and logged. */
+static void denial_give_back(clr_audit *a, struct denial *from, const char *key,
+                             const char *sandbox, const char *action, uint64_t count)
+{
+    bool back = false;
+    pthread_mutex_lock(&a->denial_lock);
+    if (from && key && denial_is(from, key, sandbox, action)) {
+        from->pending += count;
+        back = true;
+    }
+    pthread_mutex_unlock(&a->denial_lock);
+    if (!back)
+        clr_log(CLR_LOG_ERROR, "audit.denials_lost", "action", action, "detail",
+                "a count of denials could not be written, and its source is no longer tracked",
+                NULL);
+}
 
 /* Takes d's pending count into r (details: the latest, with source, count, interval). */
 static int denial_take(clr_audit *a, struct denial *d, struct denial_record *r, uint64_t now)
@@ -78,9 +100,12 @@ static int denial_take(clr_audit *a, struct denial *d, struct denial_record *r, 
     r->sandbox = d->sandbox ? strdup(d->sandbox) : NULL;
     r->action = strdup(d->action);
     r->outcome = strdup(d->outcome);
+    r->from = d;
+    r->key = strdup(d->key);
+    r->count = d->pending;
     d->pending = 0;
     d->since_ms = now;
-    return r->actor && r->action && r->outcome && (!d->sandbox || r->sandbox) ? 0 : -1;
+    return r->actor && r->action && r->outcome && r->key && (!d->sandbox || r->sandbox) ? 0 : -1;
 }
 
 static void denial_record_free(struct denial_record *r)
@@ -89,6 +114,7 @@ static void denial_record_free(struct denial_record *r)
     free(r->sandbox);
     free(r->action);
     free(r->outcome);
+    free(r->key);
     json_decref(r->details);
     memset(r, 0, sizeof(*r));
 }
@@ -96,6 +122,8 @@ static void denial_record_free(struct denial_record *r)
 static int denial_write(clr_audit *a, struct denial_record *r, clr_error *err)
 {
     int rc = clr_audit_append(a, r->actor, r->sandbox, r->action, r->outcome, r->details, err);
+    if (rc < 0)
+        denial_give_back(a, r->from, r->key, r->sandbox, r->action, r->count);
     denial_record_free(r);
     return rc;
 }
@@ -108,9 +136,9 @@ int clr_audit_denied(clr_audit *a, const char *source, const char *actor, const 
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     uint64_t now = audit_mono_ms();
     struct denial_record rec = {0};
-    bool write = false, first = false;
+    bool write = false, first = false, own = false;
     pthread_mutex_lock(&a->denial_lock);
-    struct denial *d = NULL, *free_slot = NULL;
+    struct denial *d = NULL, *free_slot = NULL, *filled = NULL;
     for (size_t i = 0; i < CLR_AUDIT_SOURCES_MAX; i++) {
         if (denial_is(&a->denials[i], source, sandbox, action)) {
             d = &a->denials[i];
@@ -122,8 +150,10 @@ int clr_audit_denied(clr_audit *a, const char *source, const char *actor, const 
     if (!d && free_slot) {
         /* A new source: recorded at once, as it came. */
         if (denial_fill(free_slot, source, actor, sandbox, action, outcome, json_incref(det),
-                        now) == 0)
-            first = true;
+                        now) == 0) {
+            first = own = true;
+            filled = free_slot;
+        }
     } else if (!d) {
         /* The table is full: new sources are counted together, per action, never unbounded
          * memory. The sandbox of the latest is in its details. */
@@ -140,8 +170,10 @@ int clr_audit_denied(clr_audit *a, const char *source, const char *actor, const 
             d = &a->others[AUDIT_OTHERS_MAX - 1]; /* more actions than buckets: share the last */
         if (!d) {
             if (denial_fill(unused, "others", actor, NULL, action, outcome, json_incref(det),
-                            now) == 0)
+                            now) == 0) {
                 first = true;
+                filled = unused;
+            }
         }
     }
     if (d) {
@@ -160,12 +192,13 @@ int clr_audit_denied(clr_audit *a, const char *source, const char *actor, const 
         json_object_set_new(det, "count", json_integer(1));
         rc = clr_audit_append(a, actor, sandbox, action, outcome, det, err);
     } else if (first) {
-        bool own = free_slot && free_slot->used && denial_is(free_slot, source, sandbox, action);
         json_object_set_new(det, "source",
                             own ? clr_audit_text(source, strlen(source), CLR_AUDIT_FIELD_MAX)
                                 : json_string("others"));
         json_object_set_new(det, "count", json_integer(1));
         rc = clr_audit_append(a, actor, own ? sandbox : NULL, action, outcome, det, err);
+        if (rc < 0)
+            denial_give_back(a, filled, own ? source : "others", own ? sandbox : NULL, action, 1);
     } else if (write) {
         rc = denial_write(a, &rec, err);
     }

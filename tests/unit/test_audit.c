@@ -826,6 +826,36 @@ static void test_denials_first_recorded_at_once_then_counted(void **state)
     assert_true(r.ok);
 }
 
+/* A first record that cannot be written (the log replaced by a directory) is not lost: its count
+ * goes back to its source and is written with the next record. */
+static void test_denial_unwritten_first_counted_later(void **state)
+{
+    struct fixture *fx = *state;
+    clr_audit *a = open_aggregating(fx->path, 3600000);
+    deny(a, "192.0.2.20", NULL, "/a"); /* control: written at once */
+    long long sum;
+    json_decref(records_of(fx->path, "auth.failed", "192.0.2.20", &sum));
+    assert_int_equal(sum, 1);
+    char aside[sizeof(fx->dir) + 16];
+    snprintf(aside, sizeof(aside), "%s/aside", fx->dir);
+    assert_int_equal(rename(fx->path, aside), 0);
+    assert_int_equal(mkdir(fx->path, 0700), 0);
+    json_t *d = json_object();
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_audit_denied(a, "192.0.2.21", "tcp (unauthenticated)", NULL,
+                                      "auth.failed", "denied", d, &err),
+                     -1);
+    json_decref(d);
+    assert_int_equal(rmdir(fx->path), 0);
+    assert_int_equal(rename(aside, fx->path), 0);
+    deny(a, "192.0.2.21", NULL, "/b"); /* counted: the source is known */
+    clr_audit_close(a);
+    json_t *recs = records_of(fx->path, "auth.failed", "192.0.2.21", &sum);
+    assert_int_equal(json_array_size(recs), 1);
+    assert_int_equal(sum, 2);
+    json_decref(recs);
+}
+
 static void test_denials_flushed_per_interval(void **state)
 {
     struct fixture *fx = *state;
@@ -1370,6 +1400,7 @@ int main(void)
         F(test_open_through_symlink_refused),
         F(test_open_without_path_is_invalid),
         F(test_denials_first_recorded_at_once_then_counted),
+        F(test_denial_unwritten_first_counted_later),
         F(test_denials_flushed_per_interval),
         F(test_denial_sources_bounded_into_others),
         F(test_denial_others_kept_per_action),
