@@ -24,8 +24,18 @@
 #include "internal.h"
 #include "proto.h"
 
-#define HELLO_TIMEOUT_MS 3000
+/* An agent answers HELLO after its replays: the open waits while frames keep coming, until
+ * HELLO_QUIET_MS pass without one, or HELLO_MAX_MS in all (the daemon stores and audits each
+ * replayed result as it comes, which a loaded host makes slow). */
+#define HELLO_QUIET_MS 3000
+#define HELLO_MAX_MS 30000
 #define CLR_CHANNEL_REPLAY_CAP (1u << 20) /* output kept of a replayed command, per stream */
+/* Commands nobody waits for, collected at once: twice what an agent runs at once
+ * (agent/live.c); an agent that sends more is not ours, and its channel is closed. */
+#define UNCLAIMED_MAX 1024
+/* Their output kept, all of them together: past it, what comes is dropped (each result still
+ * completes its record). Both bounds keep a hostile sandbox from filling the daemon's memory. */
+#define UNCLAIMED_BYTES_MAX (64u << 20)
 #define AGENT_LOG_MAX 2048
 
 struct qframe {
@@ -46,7 +56,8 @@ struct clr_channel_slot {
 struct unclaimed {
     uint32_t id;
     clr_exec_result res;
-    uint64_t out_cap, err_cap;
+    uint64_t bytes; /* of its output kept, counted in the channel's unclaimed_bytes */
+    bool out_dropped, err_dropped; /* the bounds dropped some: its result says truncated */
     struct unclaimed *next;
 };
 
@@ -65,11 +76,15 @@ struct clr_channel {
     pthread_mutex_t lock; /* everything below */
     pthread_cond_t hello_cond;
     bool hello_answered;
+    uint64_t frames_in; /* from the agent: progress while its HELLO answer is awaited */
     bool dead;
+    atomic_bool dead_flag; /* dead, for clr_channel_alive without the lock (held by hooks) */
     bool protocol_error;
     char why[256];
     struct clr_channel_slot *slots;
     struct unclaimed *unclaimed;
+    size_t nunclaimed;
+    uint64_t unclaimed_bytes; /* their output, together */
     clr_channel_hooks hooks;
 
     /* reader thread only */
@@ -141,6 +156,7 @@ static void channel_dead_locked(clr_channel *ch, bool protocol, const char *why)
     if (ch->dead)
         return;
     ch->dead = true;
+    atomic_store(&ch->dead_flag, true);
     ch->protocol_error = protocol;
     snprintf(ch->why, sizeof(ch->why), "%s", why);
     for (struct clr_channel_slot *s = ch->slots; s; s = s->next)
@@ -157,39 +173,71 @@ static struct clr_channel_slot *slot_find_locked(clr_channel *ch, uint32_t id)
     return NULL;
 }
 
-/* A replayed channel nobody waits for: collect it, hand the result to the hook. */
-static void unclaimed_frame_locked(clr_channel *ch, const struct clr_frame *f)
+/* Appends to an unclaimed command's output what the bounds allow. */
+static void unclaimed_append_locked(clr_channel *ch, struct unclaimed *u, clr_buffer *b,
+                                    bool *dropped, const struct clr_frame *f)
+{
+    uint64_t room = UNCLAIMED_BYTES_MAX - ch->unclaimed_bytes;
+    uint64_t cap = b->len + room < CLR_CHANNEL_REPLAY_CAP ? b->len + room : CLR_CHANNEL_REPLAY_CAP;
+    ssize_t kept = clr_buffer_append_capped(b, f->payload, f->length, cap);
+    if (kept > 0) {
+        ch->unclaimed_bytes += (uint64_t)kept;
+        u->bytes += (uint64_t)kept;
+    }
+    if (kept < (ssize_t)f->length)
+        *dropped = true;
+}
+
+static void unclaimed_free_locked(clr_channel *ch, struct unclaimed *u)
+{
+    ch->unclaimed_bytes -= u->bytes;
+    ch->nunclaimed--;
+    clr_exec_result_clear(&u->res);
+    free(u);
+}
+
+/* A replayed channel nobody waits for: collect it, hand the result to the hook. -1: the agent
+ * sent frames of more such commands than it may have. */
+static int unclaimed_frame_locked(clr_channel *ch, const struct clr_frame *f)
 {
     struct unclaimed *u = ch->unclaimed;
     while (u && u->id != f->channel)
         u = u->next;
     if (!u) {
         if (!ch->hooks.on_result)
-            return;
+            return 0;
+        if (ch->nunclaimed == UNCLAIMED_MAX) {
+            channel_dead_locked(ch, true,
+                                "the agent sent frames of more commands than it may run at once");
+            return -1;
+        }
         u = calloc(1, sizeof(*u));
         if (!u)
-            return;
+            return 0;
         u->id = f->channel;
-        u->out_cap = u->err_cap = CLR_CHANNEL_REPLAY_CAP;
         u->next = ch->unclaimed;
         ch->unclaimed = u;
+        ch->nunclaimed++;
     }
     if (f->type == CLR_FRAME_STDOUT)
-        clr_buffer_append_capped(&u->res.out, f->payload, f->length, u->out_cap);
+        unclaimed_append_locked(ch, u, &u->res.out, &u->out_dropped, f);
     else if (f->type == CLR_FRAME_STDERR)
-        clr_buffer_append_capped(&u->res.err, f->payload, f->length, u->err_cap);
+        unclaimed_append_locked(ch, u, &u->res.err, &u->err_dropped, f);
     if (f->type != CLR_FRAME_RESULT)
-        return;
+        return 0;
     clr_error err = CLR_ERROR_INIT;
     struct unclaimed **pp = &ch->unclaimed;
     while (*pp != u)
         pp = &(*pp)->next;
     *pp = u->next;
-    if (clr_exec_result_decode(&u->res, f->payload, f->length, &err) == 0 &&
-        ch->hooks.on_result && ch->hooks.on_result(ch->hooks.ctx, ch, u->id, &u->res) == 0)
+    bool decoded = clr_exec_result_decode(&u->res, f->payload, f->length, &err) == 0;
+    u->res.stdout_truncated |= u->out_dropped;
+    u->res.stderr_truncated |= u->err_dropped;
+    if (decoded && ch->hooks.on_result &&
+        ch->hooks.on_result(ch->hooks.ctx, ch, u->id, &u->res) == 0)
         clr_channel_ack(ch, u->id);
-    clr_exec_result_clear(&u->res);
-    free(u);
+    unclaimed_free_locked(ch, u);
+    return 0;
 }
 
 static int on_agent_frame(void *p, const struct clr_frame *f)
@@ -209,6 +257,7 @@ static int on_agent_frame(void *p, const struct clr_frame *f)
         return 0;
     }
     pthread_mutex_lock(&ch->lock);
+    ch->frames_in++;
     if (f->channel == 0) {
         if (f->type == CLR_FRAME_CHANNELS) {
             ch->hello_answered = true;
@@ -234,9 +283,9 @@ static int on_agent_frame(void *p, const struct clr_frame *f)
     }
     struct clr_channel_slot *s = slot_find_locked(ch, f->channel);
     if (!s) {
-        unclaimed_frame_locked(ch, f);
+        int rc = unclaimed_frame_locked(ch, f);
         pthread_mutex_unlock(&ch->lock);
-        return 0;
+        return rc;
     }
     struct qframe *q = malloc(sizeof(*q) + f->length);
     if (!q) {
@@ -340,8 +389,7 @@ static void channel_free(clr_channel *ch)
     while (ch->unclaimed) {
         struct unclaimed *u = ch->unclaimed;
         ch->unclaimed = u->next;
-        clr_exec_result_clear(&u->res);
-        free(u);
+        unclaimed_free_locked(ch, u);
     }
     free(ch->frame_buf);
     pthread_mutex_destroy(&ch->lock);
@@ -361,6 +409,7 @@ static clr_channel *channel_new(const clr_channel_hooks *hooks, const char *sand
     pthread_mutex_init(&ch->lock, NULL);
     pthread_cond_init(&ch->hello_cond, NULL);
     atomic_init(&ch->refs, 1);
+    atomic_init(&ch->dead_flag, false);
     snprintf(ch->sandbox_id, sizeof(ch->sandbox_id), "%s", sandbox_id);
     if (hooks)
         ch->hooks = *hooks;
@@ -374,7 +423,7 @@ static clr_channel *channel_new(const clr_channel_hooks *hooks, const char *sand
 }
 
 /* Starts the reader on ch's connection and says HELLO: an agent that serves the channel answers
- * with CHANNELS (and replays) within HELLO_TIMEOUT_MS. On failure ch is closed. */
+ * with CHANNELS after its replays (see HELLO_QUIET_MS). On failure ch is closed. */
 static int channel_start(clr_channel *ch, clr_error *err)
 {
     if (pthread_create(&ch->reader, NULL, reader_main, ch) != 0) {
@@ -386,13 +435,20 @@ static int channel_start(clr_channel *ch, clr_error *err)
         clr_channel_close(ch);
         return -1;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += HELLO_TIMEOUT_MS / 1000;
+    struct timespec start;
+    clock_gettime(CLOCK_REALTIME, &start);
     pthread_mutex_lock(&ch->lock);
-    while (!ch->hello_answered && !ch->dead) {
-        if (pthread_cond_timedwait(&ch->hello_cond, &ch->lock, &ts) == ETIMEDOUT)
-            break;
+    uint64_t seen = ch->frames_in;
+    for (int waited = 0; !ch->hello_answered && !ch->dead && waited < HELLO_MAX_MS;
+         waited += HELLO_QUIET_MS) {
+        struct timespec ts = start;
+        ts.tv_sec += (waited + HELLO_QUIET_MS) / 1000;
+        while (!ch->hello_answered && !ch->dead &&
+               pthread_cond_timedwait(&ch->hello_cond, &ch->lock, &ts) != ETIMEDOUT)
+            ;
+        if (ch->frames_in == seen)
+            break; /* quiet for HELLO_QUIET_MS: not an agent that serves the channel */
+        seen = ch->frames_in;
     }
     bool ok = ch->hello_answered && !ch->dead;
     pthread_mutex_unlock(&ch->lock);
@@ -488,12 +544,11 @@ void clr_channel_close(clr_channel *ch)
     clr_channel_unref(ch);
 }
 
+/* Without ch->lock: the reader holds it while a hook stores and audits a replayed result, and
+ * callers ask under locks of their own (svc_live_get, under the registry's). */
 bool clr_channel_alive(clr_channel *ch)
 {
-    pthread_mutex_lock(&ch->lock);
-    bool alive = !ch->dead;
-    pthread_mutex_unlock(&ch->lock);
-    return alive;
+    return !atomic_load(&ch->dead_flag);
 }
 
 /* ---- slots: used by exec.c ---- */

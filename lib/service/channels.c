@@ -7,6 +7,11 @@
 #include "proto.h"
 #include "service_int.h"
 
+/* The most replayed results kept to leave out of the open's list: as many ids as one CHANNELS
+ * frame can hold, which is all an agent can list. Past this bound a replayed command is at worst
+ * killed as an orphan, in its own sandbox. */
+#define LIVE_ENDED_MAX (CLR_PROTO_MAX_PAYLOAD / 4)
+
 /* The registry's link to the sandbox's entry (*result NULL: none). live_lock held. */
 struct live_sb **svc_live_find_locked(clr_service *svc, const char *id)
 {
@@ -40,13 +45,18 @@ static int live_on_result(void *ctx, clr_channel *ch, uint32_t chan_id,
     (void)ch;
     struct live_sb *lv = ctx;
     clr_service *svc = lv->svc;
-    if (!lv->listed_set) {
+    if (!lv->listed_set && lv->nended < LIVE_ENDED_MAX) {
         /* Replayed at the open: its command has ended, whatever its list will say. */
-        uint32_t *m = realloc(lv->ended, (lv->nended + 1) * sizeof(*m));
-        if (m) {
-            m[lv->nended++] = chan_id;
-            lv->ended = m;
+        if (lv->nended == lv->ended_cap) {
+            size_t cap = lv->ended_cap ? 2 * lv->ended_cap : 16;
+            uint32_t *m = realloc(lv->ended, cap * sizeof(*m));
+            if (m) {
+                lv->ended = m;
+                lv->ended_cap = cap;
+            }
         }
+        if (lv->nended < lv->ended_cap)
+            lv->ended[lv->nended++] = chan_id;
     }
     char why[256];
     if (!clr_audit_writable(svc->audit, why, sizeof(why))) {
@@ -86,6 +96,12 @@ static void live_on_net(void *ctx, clr_channel *ch, uint8_t type, uint32_t id,
     clr_egress_on_frame(lv->egress, ch, type, id, payload, len);
 }
 
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
 /* After the replay of an open: records of commands the agent no longer knows are lost; the
  * commands it does know are kept in lv for svc_live_end_orphans. */
 static void live_on_channels(void *ctx, clr_channel *ch, const uint32_t *ids, size_t n)
@@ -98,16 +114,16 @@ static void live_on_channels(void *ctx, clr_channel *ch, const uint32_t *ids, si
         return; /* only the answer to the open's HELLO: listed is read without a lock */
     lv->listed_set = true;
     lv->listed = n ? malloc(n * sizeof(*ids)) : NULL;
+    if (lv->nended > 1) /* both lists come from the agent: no quadratic look-up */
+        qsort(lv->ended, lv->nended, sizeof(*lv->ended), cmp_u32);
     for (size_t i = 0; lv->listed && i < n; i++) {
-        bool ended = false;
-        for (size_t j = 0; j < lv->nended && !ended; j++)
-            ended = lv->ended[j] == ids[i];
-        if (!ended)
+        if (!lv->nended ||
+            !bsearch(&ids[i], lv->ended, lv->nended, sizeof(*lv->ended), cmp_u32))
             lv->listed[lv->nlisted++] = ids[i];
     }
     free(lv->ended);
     lv->ended = NULL;
-    lv->nended = 0;
+    lv->nended = lv->ended_cap = 0;
 }
 
 int svc_live_end_orphans(clr_service *svc, struct live_sb *lv, const char *why)

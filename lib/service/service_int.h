@@ -168,8 +168,8 @@ struct live_sb {
      * ch is set (by the channel's reader thread, as are ended and listed_set). */
     uint32_t *listed;
     size_t nlisted;
-    uint32_t *ended; /* results replayed before the list came */
-    size_t nended;
+    uint32_t *ended; /* results replayed before the list came (at most LIVE_ENDED_MAX) */
+    size_t nended, ended_cap;
     bool listed_set;
     int refs;        /* guarded by live_lock */
     struct live_sb *next;

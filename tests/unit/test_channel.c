@@ -1,10 +1,13 @@
 /* The live channel without an engine (lib/channel.c): a socketpair stands for the sandbox's
  * attach stream, and the test is the agent at its other end (it writes the engine's
  * multiplexed stream of agent frames, and reads the raw frames the host sends). Checked: the
- * HELLO/CHANNELS handshake, frames routed to the slot of their command and kept in order,
- * results replayed to nobody waiting (on_result, then ACK), egress frames without an egress,
- * what an agent may not send, and how a channel ends. Every wait is for a condition with a
- * generous deadline; nothing depends on timing. */
+ * HELLO/CHANNELS handshake (waited for while replays come), frames routed to the slot of their
+ * command and kept in order, results replayed to nobody waiting (on_result, then ACK) within
+ * their bounds (how many commands, how much output), egress frames without an egress, what an
+ * agent may not send, and how a channel ends. Every wait is for a condition with a generous
+ * deadline. One check is about a quiet period itself (an open waits while replays come): its
+ * agent sends a frame every quarter second against the three seconds of quiet that end an open,
+ * a margin of twelve. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -16,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -27,20 +31,47 @@
 
 /* ---- the agent's end ---- */
 
-/* One agent frame as the engine delivers it: on stdout (stream 1), in one multiplexed chunk. */
-static void agent_send(int fd, uint32_t channel, uint8_t type, const void *payload, size_t len)
+/* One agent frame as the engine delivers it: on stdout (stream 1), in one multiplexed chunk.
+ * False when it could not be written whole (no cmocka assertion: agent threads use it too). */
+static bool frame_write(int fd, uint32_t channel, uint8_t type, const void *payload, size_t len)
 {
     size_t n = 8 + CLR_PROTO_HEADER_SIZE + len;
     uint8_t *b = malloc(n);
-    assert_non_null(b);
+    if (!b)
+        return false;
     b[0] = 1;
     b[1] = b[2] = b[3] = 0;
     clr_be32_write(b + 4, (uint32_t)(CLR_PROTO_HEADER_SIZE + len));
     clr_frame_header(b + 8, channel, type, (uint32_t)len);
     if (len)
         memcpy(b + 8 + CLR_PROTO_HEADER_SIZE, payload, len);
-    assert_int_equal(write(fd, b, n), (ssize_t)n);
+    bool ok = write(fd, b, n) == (ssize_t)n;
     free(b);
+    return ok;
+}
+
+static void agent_send(int fd, uint32_t channel, uint8_t type, const void *payload, size_t len)
+{
+    assert_true(frame_write(fd, channel, type, payload, len));
+}
+
+/* RESULT: exited 0. */
+static bool exited_write(int fd, uint32_t id)
+{
+    struct clr_tlv_builder *res = malloc(sizeof(*res));
+    if (!res)
+        return false;
+    clr_tlv_init(res);
+    clr_tlv_put_u64(res, CLR_RES_STATUS, CLR_WIRE_EXITED);
+    clr_tlv_put_u64(res, CLR_RES_EXIT_CODE, 0);
+    bool ok = frame_write(fd, id, CLR_FRAME_RESULT, res->buf, res->len);
+    free(res);
+    return ok;
+}
+
+static void send_exited(int fd, uint32_t id)
+{
+    assert_true(exited_write(fd, id));
 }
 
 static void read_full(int fd, uint8_t *buf, size_t len)
@@ -93,6 +124,8 @@ struct seen {
     uint32_t result_ids[8];
     int exit_codes[8];
     char outs[8][32];
+    size_t out_lens[8];
+    bool truncated[8]; /* stdout_truncated */
     size_t nresults;
     int refuse_id; /* on_result refuses this id (no ACK) */
     uint8_t net_type;
@@ -113,6 +146,8 @@ static int on_result(void *ctx, clr_channel *ch, uint32_t id, const clr_exec_res
         s->exit_codes[s->nresults] = r->exit_code;
         snprintf(s->outs[s->nresults], sizeof(s->outs[0]), "%.*s", (int)r->out.len,
                  r->out.data ? (const char *)r->out.data : "");
+        s->out_lens[s->nresults] = r->out.len;
+        s->truncated[s->nresults] = r->stdout_truncated;
         s->nresults++;
     }
     pthread_mutex_unlock(&s->lock);
@@ -215,6 +250,62 @@ static void test_no_answer_is_no_channel(void **state)
     assert_non_null(strstr(err.message, "sb-00000000000000bb does not serve a live channel"));
     assert_null(ch);
     expect_frame(sv[1], 0, CLR_FRAME_HELLO); /* it was asked */
+    close(sv[1]);
+}
+
+/* An agent that replays results one every quarter second for four seconds (past the three
+ * seconds of quiet an open waits for), then lists its commands. */
+static void *slow_replayer(void *p)
+{
+    int fd = *(int *)p;
+    uint8_t h[CLR_PROTO_HEADER_SIZE];
+    if (read(fd, h, sizeof(h)) != (ssize_t)sizeof(h)) /* HELLO */
+        return NULL;
+    for (uint32_t id = 200; id < 216; id++) {
+        struct timespec quarter = {0, 250 * 1000000L};
+        nanosleep(&quarter, NULL);
+        if (!frame_write(fd, id, CLR_FRAME_STDOUT, "r", 1) || !exited_write(fd, id))
+            return NULL; /* the host went away: the test's own checks fail */
+    }
+    frame_write(fd, 0, CLR_FRAME_CHANNELS, NULL, 0);
+    return NULL;
+}
+
+static void test_open_waits_while_replays_come(void **state)
+{
+    (void)state;
+    struct seen seen = {.refuse_id = -1};
+    pthread_mutex_init(&seen.lock, NULL);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, slow_replayer, &sv[1]), 0);
+    clr_channel_hooks hooks = {.ctx = &seen, .on_result = on_result, .on_channels = on_channels};
+    clr_channel *ch = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    if (clr_channel_open_fd(&ch, sv[0], "sb-00000000000000cc", &hooks, &err) < 0)
+        fail_msg("open: %s", err.message);
+    pthread_join(t, NULL);
+    assert_int_equal(seen.nresults, 8); /* the first 8 of 16 are kept by the hook */
+    assert_int_equal(seen.result_ids[7], 207);
+    assert_int_equal(seen.channels_calls, 1);
+    close(sv[1]);
+    clr_channel_close(ch);
+    pthread_mutex_destroy(&seen.lock);
+}
+
+/* An agent that says nothing, its stream open: no channel, once it was quiet for long. */
+static void test_silent_agent_is_no_channel(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    clr_channel *ch = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    assert_int_equal(clr_channel_open_fd(&ch, sv[0], "sb-00000000000000dd", NULL, &err), -1);
+    assert_non_null(strstr(err.message, "sb-00000000000000dd does not serve a live channel"));
+    assert_null(ch);
+    expect_frame(sv[1], 0, CLR_FRAME_HELLO); /* control: it was asked */
     close(sv[1]);
 }
 
@@ -346,6 +437,15 @@ static void test_replayed_results_go_to_the_hook_then_ack(void **state)
     close_fixture(f);
 }
 
+/* The output of a replayed result the hook was handed last. */
+static size_t last_out_len(struct fixture *f)
+{
+    pthread_mutex_lock(&f->seen.lock);
+    size_t n = f->seen.nresults ? f->seen.out_lens[f->seen.nresults - 1] : (size_t)-1;
+    pthread_mutex_unlock(&f->seen.lock);
+    return n;
+}
+
 static void test_egress_frames(void **state)
 {
     (void)state;
@@ -427,6 +527,94 @@ static void test_agent_may_not_send(void **state)
     }
 }
 
+/* An agent sends frames of 1024 commands nobody waits for (twice what ours runs at once): they
+ * are collected; one more is a protocol error, which ends the channel. */
+static void test_unclaimed_commands_bounded(void **state)
+{
+    (void)state;
+    struct fixture *f = open_with(NULL, false);
+    clr_error err = CLR_ERROR_INIT;
+    struct clr_channel_slot *s = clr_channel_slot_new(f->ch, 5, &err);
+    assert_non_null(s);
+    for (uint32_t id = 1000; id < 1000 + 1024; id++)
+        agent_send(f->agent, id, CLR_FRAME_STDOUT, "x", 1);
+    /* Control: all of them were taken (the frames are read in order, and the ACK comes after
+     * them), and the channel lives. */
+    send_exited(f->agent, 1000);
+    expect_frame(f->agent, 1000, CLR_FRAME_ACK);
+    assert_int_equal(last_out_len(f), 1);
+    assert_true(clr_channel_alive(f->ch));
+    agent_send(f->agent, 5000, CLR_FRAME_STDOUT, "x", 1); /* the 1024th again */
+    /* Control: it was taken too (an egress request, answered in order, without touching the
+     * count), and the channel lives. */
+    static const char open_req[] = "C\0example.com\0" "443";
+    agent_send(f->agent, 7, CLR_FRAME_NET_OPEN, open_req, sizeof(open_req) - 1);
+    expect_frame(f->agent, 7, CLR_FRAME_NET_DENY);
+    assert_true(clr_channel_alive(f->ch));
+    agent_send(f->agent, 5001, CLR_FRAME_STDOUT, "x", 1); /* the 1025th */
+    assert_true(take_until_dead(f, s)); /* a protocol error: the waiting command is told */
+    assert_false(clr_channel_alive(f->ch));
+    assert_null(clr_channel_slot_new(f->ch, 6, &err));
+    assert_non_null(strstr(err.message, "more commands than it may run at once"));
+    clr_channel_slot_free(f->ch, s);
+    close_fixture(f);
+}
+
+/* The result the hook was handed for id, or fails. */
+static size_t out_len_of(struct fixture *f, uint32_t id, bool *truncated)
+{
+    send_exited(f->agent, id);
+    expect_frame(f->agent, id, CLR_FRAME_ACK);
+    pthread_mutex_lock(&f->seen.lock);
+    size_t k = f->seen.nresults;
+    assert_true(k > 0);
+    assert_int_equal(f->seen.result_ids[k - 1], id);
+    size_t n = f->seen.out_lens[k - 1];
+    *truncated = f->seen.truncated[k - 1];
+    f->seen.nresults = 0; /* room for the next */
+    pthread_mutex_unlock(&f->seen.lock);
+    return n;
+}
+
+/* Output of commands nobody waits for is kept up to 1 MiB a stream each, and 64 MiB for all
+ * of them together: past that it is dropped (the result says truncated), and the results still
+ * come. */
+static void test_unclaimed_output_bounded(void **state)
+{
+    (void)state;
+    struct fixture *f = open_with(NULL, false);
+    size_t chunk = CLR_PROTO_MAX_PAYLOAD;
+    uint8_t *buf = malloc(chunk);
+    assert_non_null(buf);
+    memset(buf, 'y', chunk);
+    /* Command 1 has 1000 bytes of stderr: the budget ends inside a frame, not on its edge. */
+    agent_send(f->agent, 1, CLR_FRAME_STDERR, buf, 1000);
+    /* Commands 1-66: 2 MiB of stdout each (twice the per-stream cap). */
+    for (uint32_t id = 1; id <= 66; id++)
+        for (size_t sent = 0; sent < (2u << 20); sent += chunk)
+            agent_send(f->agent, id, CLR_FRAME_STDOUT, buf, chunk);
+    bool trunc = false;
+    /* 1-63 and the start of 64 fill the budget: 64 keeps 1 MiB less those 1000 bytes. */
+    assert_int_equal(out_len_of(f, 64, &trunc), (1u << 20) - 1000);
+    assert_true(trunc);
+    assert_int_equal(out_len_of(f, 65, &trunc), 0);
+    assert_true(trunc);
+    /* Control: an earlier one kept its cap, and the cap alone marks it truncated. */
+    assert_int_equal(out_len_of(f, 2, &trunc), 1u << 20);
+    assert_true(trunc);
+    /* What 64 and 2 held is free again: 67 keeps up to its cap, and 66 nothing. */
+    for (size_t sent = 0; sent < (2u << 20); sent += chunk)
+        agent_send(f->agent, 67, CLR_FRAME_STDOUT, buf, chunk);
+    assert_int_equal(out_len_of(f, 67, &trunc), 1u << 20);
+    assert_int_equal(out_len_of(f, 66, &trunc), 0);
+    /* A command under every bound is not marked. */
+    assert_int_equal(out_len_of(f, 68, &trunc), 0);
+    assert_false(trunc);
+    assert_true(clr_channel_alive(f->ch));
+    free(buf);
+    close_fixture(f);
+}
+
 static void test_stream_end_is_not_a_protocol_error(void **state)
 {
     (void)state;
@@ -466,9 +654,13 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hello_and_channels),
         cmocka_unit_test(test_no_answer_is_no_channel),
+        cmocka_unit_test(test_open_waits_while_replays_come),
+        cmocka_unit_test(test_silent_agent_is_no_channel),
         cmocka_unit_test(test_frames_routed_to_their_slot_in_order),
         cmocka_unit_test(test_send_frames_whole),
         cmocka_unit_test(test_replayed_results_go_to_the_hook_then_ack),
+        cmocka_unit_test(test_unclaimed_commands_bounded),
+        cmocka_unit_test(test_unclaimed_output_bounded),
         cmocka_unit_test(test_egress_frames),
         cmocka_unit_test(test_agent_may_not_send),
         cmocka_unit_test(test_stream_end_is_not_a_protocol_error),

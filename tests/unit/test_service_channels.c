@@ -5,7 +5,8 @@
  * channel means docker exec), a channel that ended is opened again, a stored egress policy that
  * does not parse refuses the live state, and the channel's hooks: a replayed result completes
  * its exec record and is audited (and is not acknowledged when it cannot be stored), the
- * agent's list of commands marks the others lost, a proxy connection without a policy is
+ * agent's list of commands marks the others lost, what that list names without a record (results
+ * replayed before it left out) is killed as orphans, a proxy connection without a policy is
  * denied. */
 #include <errno.h>
 #include <pthread.h>
@@ -562,6 +563,37 @@ static void test_agent_channels_mark_lost(void **state)
     test_agent_stop(agent);
 }
 
+/* The agent replays 21 results (one with the top bit set, the rest in descending order), then
+ * lists what it runs: three of those it lists had just ended (replayed), two have no record.
+ * Only those two are killed, once. */
+static void test_orphans_killed_replayed_left_out(void **state)
+{
+    struct fixture *fx = *state;
+    clr_service *svc = &fx->e->svc;
+    struct test_agent *agent = NULL;
+    struct live_sb *lv = live_with_agent(fx, ID_A, &agent);
+    test_agent_send_exited(agent->fd, 0x90000000u, 0);
+    for (uint32_t id = 60; id > 40; id--)
+        test_agent_send_exited(agent->fd, id, 0);
+    uint32_t listed[] = {0x90000000u, 45, 25, 99, 41};
+    test_agent_send_channels(agent->fd, listed, 5);
+    /* Control: the frames before it were all read (an egress request is answered in order). */
+    static const char open[] = "C\0example.com\0" "443";
+    test_agent_send(agent->fd, 9, CLR_FRAME_NET_OPEN, open, sizeof(open) - 1);
+    test_agent_await(agent, CLR_FRAME_NET_DENY, 1);
+    assert_int_equal(test_agent_frames(agent, CLR_FRAME_ACK), 21);
+    assert_int_equal(svc_live_end_orphans(svc, lv, "test"), 2);
+    test_agent_await(agent, CLR_FRAME_KILL, 2);
+    assert_int_equal(test_agent_last(agent, CLR_FRAME_KILL), 99);
+    char *text = test_env_audit_text(fx->e);
+    if (!strstr(text, "\"sandbox.orphans_killed\"") || !strstr(text, "\"channels\":[25,99]"))
+        fail_msg("no record of the two orphans killed:\n%s", text);
+    free(text);
+    svc_live_put(svc, lv);
+    svc_live_drop(svc, ID_A);
+    test_agent_stop(agent);
+}
+
 static void test_proxy_without_policy_denied(void **state)
 {
     struct fixture *fx = *state;
@@ -601,6 +633,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_replayed_result, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_unaudited, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_channels_mark_lost, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_orphans_killed_replayed_left_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_proxy_without_policy_denied, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
