@@ -236,21 +236,37 @@ static void test_hello_and_channels(void **state)
     close_fixture(f);
 }
 
+/* An agent that does not serve the channel: no channel, and it was asked. ends: its stream
+ * ends without CHANNELS; else it stays open and says nothing, until the open gives up. */
+static void expect_no_channel(bool ends, const char *id)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    clr_channel *ch = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    if (ends)
+        shutdown(sv[1], SHUT_WR);
+    assert_int_equal(clr_channel_open_fd(&ch, sv[0], id, NULL, &err), -1);
+    assert_int_equal(err.code, CLR_E_UNAVAILABLE);
+    char want[128];
+    snprintf(want, sizeof(want), "%s does not serve a live channel", id);
+    assert_non_null(strstr(err.message, want));
+    assert_null(ch);
+    expect_frame(sv[1], 0, CLR_FRAME_HELLO); /* control: it was asked */
+    close(sv[1]);
+}
+
 static void test_no_answer_is_no_channel(void **state)
 {
     (void)state;
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    /* an agent that does not serve the channel: its stream ends without CHANNELS */
-    clr_channel *ch = NULL;
-    clr_error err = CLR_ERROR_INIT;
-    shutdown(sv[1], SHUT_WR);
-    assert_int_equal(clr_channel_open_fd(&ch, sv[0], "sb-00000000000000bb", NULL, &err), -1);
-    assert_int_equal(err.code, CLR_E_UNAVAILABLE);
-    assert_non_null(strstr(err.message, "sb-00000000000000bb does not serve a live channel"));
-    assert_null(ch);
-    expect_frame(sv[1], 0, CLR_FRAME_HELLO); /* it was asked */
-    close(sv[1]);
+    expect_no_channel(true, "sb-00000000000000bb");
+}
+
+/* Quiet for the whole quiet period, its stream open. */
+static void test_silent_agent_is_no_channel(void **state)
+{
+    (void)state;
+    expect_no_channel(false, "sb-00000000000000dd");
 }
 
 /* An agent that replays results one every quarter second for four seconds (past the three
@@ -294,20 +310,6 @@ static void test_open_waits_while_replays_come(void **state)
     pthread_mutex_destroy(&seen.lock);
 }
 
-/* An agent that says nothing, its stream open: no channel, once it was quiet for long. */
-static void test_silent_agent_is_no_channel(void **state)
-{
-    (void)state;
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    clr_channel *ch = NULL;
-    clr_error err = CLR_ERROR_INIT;
-    assert_int_equal(clr_channel_open_fd(&ch, sv[0], "sb-00000000000000dd", NULL, &err), -1);
-    assert_non_null(strstr(err.message, "sb-00000000000000dd does not serve a live channel"));
-    assert_null(ch);
-    expect_frame(sv[1], 0, CLR_FRAME_HELLO); /* control: it was asked */
-    close(sv[1]);
-}
 
 static void test_frames_routed_to_their_slot_in_order(void **state)
 {
@@ -484,6 +486,16 @@ static void test_egress_frames(void **state)
 }
 
 /* Waits until the channel is dead and returns what slot_take says then. */
+/* A command waiting on channel id. */
+static struct clr_channel_slot *slot_on(struct fixture *f, uint32_t id)
+{
+    clr_error err = CLR_ERROR_INIT;
+    struct clr_channel_slot *s = clr_channel_slot_new(f->ch, id, &err);
+    if (!s)
+        fail_msg("slot %u: %s", id, err.message);
+    return s;
+}
+
 static bool take_until_dead(struct fixture *f, struct clr_channel_slot *s)
 {
     uint8_t type = 0, *payload = NULL;
@@ -533,9 +545,8 @@ static void test_unclaimed_commands_bounded(void **state)
 {
     (void)state;
     struct fixture *f = open_with(NULL, false);
+    struct clr_channel_slot *s = slot_on(f, 5);
     clr_error err = CLR_ERROR_INIT;
-    struct clr_channel_slot *s = clr_channel_slot_new(f->ch, 5, &err);
-    assert_non_null(s);
     for (uint32_t id = 1000; id < 1000 + 1024; id++)
         agent_send(f->agent, id, CLR_FRAME_STDOUT, "x", 1);
     /* Control: all of them were taken (the frames are read in order, and the ACK comes after
@@ -619,9 +630,8 @@ static void test_stream_end_is_not_a_protocol_error(void **state)
 {
     (void)state;
     struct fixture *f = open_with(NULL, false);
+    struct clr_channel_slot *s = slot_on(f, 5);
     clr_error err = CLR_ERROR_INIT;
-    struct clr_channel_slot *s = clr_channel_slot_new(f->ch, 5, &err);
-    assert_non_null(s);
     shutdown(f->agent, SHUT_WR); /* the sandbox's stream ends */
     assert_false(take_until_dead(f, s));
     assert_false(clr_channel_alive(f->ch));
