@@ -49,6 +49,10 @@ struct clr_channel_slot {
     uint32_t id;
     pthread_cond_t cond;
     struct qframe *head, *tail;
+    /* Output queued for the command's reader, and its bound (clr_channel_slot_bound; 0: none):
+     * past it, output is dropped (its consumer would have dropped it anyway) and marked. */
+    uint64_t queued, queue_max;
+    bool dropped_out, dropped_err;
     struct clr_channel_slot *next;
 };
 
@@ -287,6 +291,13 @@ static int on_agent_frame(void *p, const struct clr_frame *f)
         pthread_mutex_unlock(&ch->lock);
         return rc;
     }
+    if (f->type != CLR_FRAME_RESULT && s->queue_max && s->queued + f->length > s->queue_max) {
+        /* A reader that falls behind (or an agent that floods): the daemon's memory is not
+         * the sandbox's to fill. */
+        *(f->type == CLR_FRAME_STDOUT ? &s->dropped_out : &s->dropped_err) = true;
+        pthread_mutex_unlock(&ch->lock);
+        return 0;
+    }
     struct qframe *q = malloc(sizeof(*q) + f->length);
     if (!q) {
         channel_dead_locked(ch, false, "out of memory");
@@ -297,6 +308,8 @@ static int on_agent_frame(void *p, const struct clr_frame *f)
     q->type = f->type;
     q->len = f->length;
     memcpy(q->data, f->payload, f->length);
+    if (f->type != CLR_FRAME_RESULT)
+        s->queued += f->length;
     if (s->tail)
         s->tail->next = q;
     else
@@ -602,6 +615,21 @@ uint32_t clr_channel_slot_id(const struct clr_channel_slot *s)
     return s->id;
 }
 
+void clr_channel_slot_bound(clr_channel *ch, struct clr_channel_slot *s, uint64_t max)
+{
+    pthread_mutex_lock(&ch->lock);
+    s->queue_max = max;
+    pthread_mutex_unlock(&ch->lock);
+}
+
+void clr_channel_slot_dropped(clr_channel *ch, struct clr_channel_slot *s, bool *out, bool *err)
+{
+    pthread_mutex_lock(&ch->lock);
+    *out = s->dropped_out;
+    *err = s->dropped_err;
+    pthread_mutex_unlock(&ch->lock);
+}
+
 void clr_channel_slot_free(clr_channel *ch, struct clr_channel_slot *s)
 {
     if (!s)
@@ -641,6 +669,8 @@ int clr_channel_slot_take(clr_channel *ch, struct clr_channel_slot *s, int timeo
         s->head = q->next;
         if (!s->head)
             s->tail = NULL;
+        if (q->type != CLR_FRAME_RESULT)
+            s->queued -= q->len;
     }
     bool dead = ch->dead;
     *protocol_error = ch->protocol_error;

@@ -49,6 +49,8 @@ int clr_exec_collect_frame(struct clr_exec_collect *c, const struct clr_frame *f
         size_t len = kept > 0 ? (size_t)kept : 0;
         if (kept < 0)
             return clr_error_set(c->err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+        if (len < f->length)
+            *(f->type == CLR_FRAME_STDOUT ? &c->dropped_out : &c->dropped_err) = true;
         if (len && c->opts->on_output)
             c->opts->on_output(c->opts->ctx,
                                f->type == CLR_FRAME_STDOUT ? CLR_STDOUT : CLR_STDERR, f->payload,
@@ -481,6 +483,12 @@ static int start_on_channel(clr_exec **out, clr_engine *eng, const clr_sandbox *
         return -1;
     h->chan = opts->channel;
     h->chan_id = clr_channel_slot_id(h->slot);
+    /* Queued output beyond the caps could never be kept: the queue holds no more than they do
+     * (plus a frame's worth), whatever the agent sends and however late this side reads. */
+    uint64_t oc = opts->limits.stdout_cap, ec = opts->limits.stderr_cap;
+    clr_channel_slot_bound(h->chan, h->slot,
+                           oc > UINT32_MAX || ec > UINT32_MAX ? 0 /* not a cap: no bound */
+                                                              : oc + ec + CLR_PROTO_MAX_PAYLOAD);
     if (exec_send_request(h, opts, req, err) < 0)
         return -1;
     *out = steal_pointer(&h);
@@ -644,6 +652,22 @@ static int receive(clr_exec *h, struct clr_exec_collect *c, struct source *src, 
     return 1;
 }
 
+/* Output dropped on this side, past the caps (an agent that does not keep to them) or by the
+ * channel before this side read it (clr_channel_slot_bound): the result does not hold it whole,
+ * whatever the agent's result says. */
+static void mark_dropped(clr_exec *h, const struct clr_exec_collect *c, clr_exec_result *result)
+{
+    bool out = c->dropped_out, err = c->dropped_err;
+    if (h->chan) {
+        bool qout = false, qerr = false;
+        clr_channel_slot_dropped(h->chan, h->slot, &qout, &qerr);
+        out |= qout;
+        err |= qerr;
+    }
+    result->stdout_truncated |= out;
+    result->stderr_truncated |= err;
+}
+
 /* Reads until the result, the end of the stream or channel, the sandbox's death or the
  * deadline: true when the deadline (the backstop) ended it. */
 static bool wait_loop(clr_exec *h, struct clr_exec_collect *c, struct source *src, int *failed,
@@ -730,6 +754,7 @@ int clr_exec_wait(clr_exec *h, clr_exec_result *result, clr_error *err)
         failed = 1;
     uint64_t cut_ms = mono_ms();
     if (c.have_result) {
+        mark_dropped(h, &c, result);
         if (h->chan)
             clr_channel_ack(h->chan, h->chan_id);
         if (c.agent_log_len)
@@ -741,6 +766,7 @@ int clr_exec_wait(clr_exec *h, clr_exec_result *result, clr_error *err)
      * protocol): the record must still add up, and its wall time runs until the cut, not
      * through the diagnosis. */
     clr_exec_result_cut(result, &opts->limits, h->started_ms, cut_ms);
+    mark_dropped(h, &c, result);
     result_without_agent(h, &c, failed, timed_out, &perr);
     return 0;
 }

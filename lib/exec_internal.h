@@ -49,6 +49,7 @@ struct clr_exec_collect {
     uint8_t head[CLR_EXEC_ENGINE_TEXT_MAX]; /* the first bytes of stream 1, until framed */
     size_t head_len;
     uint64_t stream1_bytes; /* of stream 1 so far */
+    bool dropped_out, dropped_err; /* the host's own bound dropped output: the result says so */
 };
 
 /* One frame of the command: output (kept within the caps, passed to on_output), or its result.

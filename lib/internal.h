@@ -57,6 +57,10 @@ void clr_channel_set_hooks(clr_channel *ch, const clr_channel_hooks *hooks);
 uint32_t clr_channel_new_id(void);
 struct clr_channel_slot *clr_channel_slot_new(clr_channel *ch, uint32_t want, clr_error *err);
 uint32_t clr_channel_slot_id(const struct clr_channel_slot *s);
+/* Bounds the output queued for the slot's reader to max bytes (0: no bound); output past it
+ * is dropped, and slot_dropped says from which stream. */
+void clr_channel_slot_bound(clr_channel *ch, struct clr_channel_slot *s, uint64_t max);
+void clr_channel_slot_dropped(clr_channel *ch, struct clr_channel_slot *s, bool *out, bool *err);
 void clr_channel_slot_free(clr_channel *ch, struct clr_channel_slot *s);
 int clr_channel_slot_take(clr_channel *ch, struct clr_channel_slot *s, int timeout_ms,
                           uint8_t *type, uint8_t **payload, uint32_t *len, bool *protocol_error);

@@ -2,12 +2,12 @@
  * attach stream, and the test is the agent at its other end (it writes the engine's
  * multiplexed stream of agent frames, and reads the raw frames the host sends). Checked: the
  * HELLO/CHANNELS handshake (waited for while replays come), frames routed to the slot of their
- * command and kept in order, results replayed to nobody waiting (on_result, then ACK) within
- * their bounds (how many commands, how much output), egress frames without an egress, what an
- * agent may not send, and how a channel ends. Every wait is for a condition with a generous
- * deadline. One check is about a quiet period itself (an open waits while replays come): its
- * agent sends a frame every quarter second against the three seconds of quiet that end an open,
- * a margin of twelve. */
+ * command and kept in order (within its bound), results replayed to nobody waiting (on_result,
+ * then ACK) within their bounds (how many commands, how much output), egress frames without an
+ * egress, what an agent may not send, and how a channel ends. Every wait is for a condition with
+ * a generous deadline. One check is about a quiet period itself (an open waits while replays
+ * come): its agent sends a frame every quarter second against the three seconds of quiet that
+ * end an open, a margin of twelve. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -496,6 +496,25 @@ static struct clr_channel_slot *slot_on(struct fixture *f, uint32_t id)
     return s;
 }
 
+/* The frames the agent sent so far were all read: an egress request is answered in order. */
+static void sync_agent(struct fixture *f)
+{
+    static const char open_req[] = "C\0example.com\0" "443";
+    agent_send(f->agent, 7, CLR_FRAME_NET_OPEN, open_req, sizeof(open_req) - 1);
+    expect_frame(f->agent, 7, CLR_FRAME_NET_DENY);
+}
+
+/* The next frame of s: its type and length. */
+static uint8_t take_one(struct fixture *f, struct clr_channel_slot *s, uint32_t *len)
+{
+    uint8_t type = 0, *payload = NULL;
+    bool protocol = false;
+    assert_int_equal(clr_channel_slot_take(f->ch, s, WAIT_MS, &type, &payload, len, &protocol),
+                     1);
+    clr_channel_frame_free(payload);
+    return type;
+}
+
 static bool take_until_dead(struct fixture *f, struct clr_channel_slot *s)
 {
     uint8_t type = 0, *payload = NULL;
@@ -556,11 +575,9 @@ static void test_unclaimed_commands_bounded(void **state)
     assert_int_equal(last_out_len(f), 1);
     assert_true(clr_channel_alive(f->ch));
     agent_send(f->agent, 5000, CLR_FRAME_STDOUT, "x", 1); /* the 1024th again */
-    /* Control: it was taken too (an egress request, answered in order, without touching the
-     * count), and the channel lives. */
-    static const char open_req[] = "C\0example.com\0" "443";
-    agent_send(f->agent, 7, CLR_FRAME_NET_OPEN, open_req, sizeof(open_req) - 1);
-    expect_frame(f->agent, 7, CLR_FRAME_NET_DENY);
+    /* Control: it was taken too (sync_agent does not touch the count), and the channel
+     * lives. */
+    sync_agent(f);
     assert_true(clr_channel_alive(f->ch));
     agent_send(f->agent, 5001, CLR_FRAME_STDOUT, "x", 1); /* the 1025th */
     assert_true(take_until_dead(f, s)); /* a protocol error: the waiting command is told */
@@ -626,6 +643,43 @@ static void test_unclaimed_output_bounded(void **state)
     close_fixture(f);
 }
 
+/* A command's queue holds no more output than its bound, however far behind its reader is:
+ * past it output is dropped and marked by stream; what was read frees room; a result always
+ * comes. */
+static void test_slot_queue_bounded(void **state)
+{
+    (void)state;
+    struct fixture *f = open_with(NULL, false);
+    struct clr_channel_slot *s = slot_on(f, 5);
+    clr_channel_slot_bound(f->ch, s, 1000);
+    uint8_t buf[900];
+    memset(buf, 'z', sizeof(buf));
+    agent_send(f->agent, 5, CLR_FRAME_STDOUT, buf, 600); /* queued: 600 */
+    agent_send(f->agent, 5, CLR_FRAME_STDOUT, buf, 600); /* 1200 > 1000: dropped */
+    agent_send(f->agent, 5, CLR_FRAME_STDERR, buf, 100); /* 700 */
+    sync_agent(f);
+    bool out = false, err = false;
+    clr_channel_slot_dropped(f->ch, s, &out, &err);
+    assert_true(out);
+    assert_false(err); /* control: the stream that fit is not marked */
+    uint32_t len = 0;
+    assert_int_equal(take_one(f, s, &len), CLR_FRAME_STDOUT);
+    assert_int_equal(len, 600);
+    assert_int_equal(take_one(f, s, &len), CLR_FRAME_STDERR);
+    assert_int_equal(len, 100);
+    /* Read: room again, 900 fits; 200 more on stderr does not; the result comes past the bound. */
+    agent_send(f->agent, 5, CLR_FRAME_STDOUT, buf, 900);
+    agent_send(f->agent, 5, CLR_FRAME_STDERR, buf, 200);
+    send_exited(f->agent, 5);
+    assert_int_equal(take_one(f, s, &len), CLR_FRAME_STDOUT);
+    assert_int_equal(len, 900);
+    assert_int_equal(take_one(f, s, &len), CLR_FRAME_RESULT);
+    clr_channel_slot_dropped(f->ch, s, &out, &err);
+    assert_true(err);
+    clr_channel_slot_free(f->ch, s);
+    close_fixture(f);
+}
+
 static void test_stream_end_is_not_a_protocol_error(void **state)
 {
     (void)state;
@@ -671,6 +725,7 @@ int main(void)
         cmocka_unit_test(test_replayed_results_go_to_the_hook_then_ack),
         cmocka_unit_test(test_unclaimed_commands_bounded),
         cmocka_unit_test(test_unclaimed_output_bounded),
+        cmocka_unit_test(test_slot_queue_bounded),
         cmocka_unit_test(test_egress_frames),
         cmocka_unit_test(test_agent_may_not_send),
         cmocka_unit_test(test_stream_end_is_not_a_protocol_error),

@@ -247,8 +247,10 @@ static void test_collect_output_caps_and_result(void **state)
     struct clr_exec_collect c = {.res = &r, .opts = &o, .err = &err};
     struct clr_frame f = frame(CLR_FRAME_STDOUT, "hello ", 6);
     assert_int_equal(clr_exec_collect_frame(&c, &f), 0);
+    assert_false(c.dropped_out); /* control: all of it kept */
     f = frame(CLR_FRAME_STDOUT, "world", 5); /* only "wo" fits under the cap of 8 */
     assert_int_equal(clr_exec_collect_frame(&c, &f), 0);
+    assert_true(c.dropped_out); /* the host's own bound: the result says truncated */
     f = frame(CLR_FRAME_STDOUT, "more", 4); /* nothing fits: on_output is not called */
     assert_int_equal(clr_exec_collect_frame(&c, &f), 0);
     f = frame(CLR_FRAME_STDERR, "errors", 6);
@@ -258,6 +260,7 @@ static void test_collect_output_caps_and_result(void **state)
     assert_int_equal(r.out.data[8], '\0');
     assert_int_equal(r.err.len, 3);
     assert_memory_equal(r.err.data, "err", 3);
+    assert_true(c.dropped_err);
     assert_int_equal(seen.calls, 3);
     assert_int_equal(seen.len, 11);
     assert_memory_equal(seen.data, "hello woerr", 11);

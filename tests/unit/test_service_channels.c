@@ -6,8 +6,8 @@
  * does not parse refuses the live state, and the channel's hooks: a replayed result completes
  * its exec record and is audited (and is not acknowledged when it cannot be stored), the
  * agent's list of commands marks the others lost, what that list names without a record (results
- * replayed before it left out) is killed as orphans, a proxy connection without a policy is
- * denied. */
+ * replayed before it left out) is killed as orphans, a command's queue is bounded by its caps,
+ * a proxy connection without a policy is denied. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -594,6 +594,67 @@ static void test_orphans_killed_replayed_left_out(void **state)
     test_agent_stop(agent);
 }
 
+/* Runs a command on lv's channel whose agent (silent: the test answers for it) sends out_bytes
+ * of stdout and its result before the command is waited for; returns the result. */
+static void exec_behind(struct fixture *fx, struct live_sb *lv, struct test_agent *agent,
+                        size_t out_bytes, clr_exec_result *r)
+{
+    static const char *const argv[] = {"true", NULL};
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    o.argv = argv;
+    o.channel = lv->ch;
+    clr_exec *h = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    unsigned before = test_agent_frames(agent, CLR_FRAME_EXEC);
+    if (clr_exec_start(&h, fx->eng, lv->sb, &o, &err) < 0)
+        fail_msg("exec start: %s", err.message);
+    test_agent_await(agent, CLR_FRAME_EXEC, before + 1);
+    uint32_t id = test_agent_last(agent, CLR_FRAME_EXEC);
+    static uint8_t chunk[CLR_PROTO_MAX_PAYLOAD];
+    memset(chunk, 'o', sizeof(chunk));
+    for (size_t sent = 0; sent < out_bytes; sent += sizeof(chunk)) {
+        size_t n = out_bytes - sent < sizeof(chunk) ? out_bytes - sent : sizeof(chunk);
+        test_agent_send(agent->fd, id, CLR_FRAME_STDOUT, chunk, n);
+    }
+    test_agent_send_exited(agent->fd, id, 0);
+    /* All of it was read by the channel (an egress request is answered in order) before the
+     * command's reader starts. */
+    unsigned denied = test_agent_frames(agent, CLR_FRAME_NET_DENY);
+    static const char open[] = "C\0example.com\0" "443";
+    test_agent_send(agent->fd, 9, CLR_FRAME_NET_OPEN, open, sizeof(open) - 1);
+    test_agent_await(agent, CLR_FRAME_NET_DENY, denied + 1);
+    if (clr_exec_wait(h, r, &err) < 0)
+        fail_msg("exec wait: %s", err.message);
+    clr_exec_free(h);
+}
+
+/* A command's reader that falls behind an agent sending past the caps: the channel queues no
+ * more than the caps (1 MiB a stream here, and a frame), and the result says truncated. */
+static void test_exec_queue_bounded_by_its_caps(void **state)
+{
+    struct fixture *fx = *state;
+    struct test_agent *agent = NULL;
+    struct live_sb *lv = live_with_agent(fx, ID_A, &agent);
+    test_agent_script(agent, TEST_AGENT_SILENT, "", 0, 0);
+    clr_exec_result r = {0};
+    /* Control: 512 KiB, under the bound, all of it kept and not marked. */
+    exec_behind(fx, lv, agent, 512u << 10, &r);
+    assert_int_equal(r.status, CLR_EXEC_EXITED);
+    assert_int_equal(r.out.len, 512u << 10);
+    assert_false(r.stdout_truncated);
+    clr_exec_result_clear(&r);
+    /* 4 MiB queued before the reader starts: at most the bound kept, and marked. */
+    exec_behind(fx, lv, agent, 4u << 20, &r);
+    assert_int_equal(r.status, CLR_EXEC_EXITED);
+    assert_true(r.out.len <= (2u << 20) + CLR_PROTO_MAX_PAYLOAD);
+    assert_true(r.out.len > 0);
+    assert_true(r.stdout_truncated);
+    clr_exec_result_clear(&r);
+    svc_live_put(&fx->e->svc, lv);
+    svc_live_drop(&fx->e->svc, ID_A);
+    test_agent_stop(agent);
+}
+
 static void test_proxy_without_policy_denied(void **state)
 {
     struct fixture *fx = *state;
@@ -634,6 +695,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_replay_unaudited, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_channels_mark_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_orphans_killed_replayed_left_out, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exec_queue_bounded_by_its_caps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_proxy_without_policy_denied, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
