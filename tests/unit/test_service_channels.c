@@ -88,6 +88,16 @@ static clr_sandbox *open_sb(struct fixture *fx, const char *id)
 }
 
 /* The live state of id over a channel to a new agent (*agent). */
+/* Every frame the agent sent so far was handled: frames are handled in order, and a proxy request
+ * sent after them is answered (denied: no policy). */
+static void sync_agent(struct test_agent *agent)
+{
+    unsigned denied = test_agent_frames(agent, CLR_FRAME_NET_DENY);
+    static const char open[] = "C\0example.com\0" "443";
+    test_agent_send(agent->fd, 9, CLR_FRAME_NET_OPEN, open, sizeof(open) - 1);
+    test_agent_await(agent, CLR_FRAME_NET_DENY, denied + 1);
+}
+
 static struct live_sb *live_with_agent(struct fixture *fx, const char *id,
                                        struct test_agent **agent)
 {
@@ -489,11 +499,8 @@ static void test_replay_unaudited(void **state)
     assert_int_equal(clr_audit_append(svc->audit, "test", NULL, "probe", "ok", NULL, &err), -1);
 
     test_agent_send_exited(agent->fd, 81, 5);
-    /* Frames are handled in order: the answer to a proxy request sent after 81 shows that 81
-     * was handled while the log was away (without it, the log could be back first). */
-    static const char open[] = "C\0example.com\0" "443";
-    test_agent_send(agent->fd, 9, CLR_FRAME_NET_OPEN, open, sizeof(open) - 1);
-    test_agent_await(agent, CLR_FRAME_NET_DENY, 1);
+    /* 81 was handled while the log was away (without the sync, the log could be back first). */
+    sync_agent(agent);
     /* The log back (an append succeeds, which clears the failure it remembers); then a result
      * without a record: its ACK shows that 81, before it, was read and passed over. */
     assert_int_equal(rmdir(fx->e->log), 0);
@@ -577,10 +584,7 @@ static void test_orphans_killed_replayed_left_out(void **state)
         test_agent_send_exited(agent->fd, id, 0);
     uint32_t listed[] = {0x90000000u, 45, 25, 99, 41};
     test_agent_send_channels(agent->fd, listed, 5);
-    /* Control: the frames before it were all read (an egress request is answered in order). */
-    static const char open[] = "C\0example.com\0" "443";
-    test_agent_send(agent->fd, 9, CLR_FRAME_NET_OPEN, open, sizeof(open) - 1);
-    test_agent_await(agent, CLR_FRAME_NET_DENY, 1);
+    sync_agent(agent); /* control: the frames before it were all read */
     assert_int_equal(test_agent_frames(agent, CLR_FRAME_ACK), 21);
     assert_int_equal(svc_live_end_orphans(svc, lv, "test"), 2);
     test_agent_await(agent, CLR_FRAME_KILL, 2);
@@ -617,12 +621,7 @@ static void exec_behind(struct fixture *fx, struct live_sb *lv, struct test_agen
         test_agent_send(agent->fd, id, CLR_FRAME_STDOUT, chunk, n);
     }
     test_agent_send_exited(agent->fd, id, 0);
-    /* All of it was read by the channel (an egress request is answered in order) before the
-     * command's reader starts. */
-    unsigned denied = test_agent_frames(agent, CLR_FRAME_NET_DENY);
-    static const char open[] = "C\0example.com\0" "443";
-    test_agent_send(agent->fd, 9, CLR_FRAME_NET_OPEN, open, sizeof(open) - 1);
-    test_agent_await(agent, CLR_FRAME_NET_DENY, denied + 1);
+    sync_agent(agent); /* all of it was read by the channel before the command's reader starts */
     if (clr_exec_wait(h, r, &err) < 0)
         fail_msg("exec wait: %s", err.message);
     clr_exec_free(h);
