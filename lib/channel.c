@@ -62,6 +62,10 @@ struct unclaimed {
     clr_exec_result res;
     uint64_t bytes; /* of its output kept, counted in the channel's unclaimed_bytes */
     bool out_dropped, err_dropped; /* the bounds dropped some: its result says truncated */
+    /* Its result frame, when the hook held it for a claim (on_result 1): kept whole, for the
+     * slot that claims the id (clr_channel_slot_claim); counted in bytes. */
+    uint8_t *result;
+    uint32_t result_len;
     struct unclaimed *next;
 };
 
@@ -177,6 +181,29 @@ static struct clr_channel_slot *slot_find_locked(clr_channel *ch, uint32_t id)
     return NULL;
 }
 
+/* A frame queued for the slot's reader, who is woken. -1: out of memory. */
+static int slot_queue_locked(struct clr_channel_slot *s, uint8_t type, const uint8_t *data,
+                             uint32_t len)
+{
+    struct qframe *q = malloc(sizeof(*q) + len);
+    if (!q)
+        return -1;
+    q->next = NULL;
+    q->type = type;
+    q->len = len;
+    if (len)
+        memcpy(q->data, data, len);
+    if (type != CLR_FRAME_RESULT)
+        s->queued += len;
+    if (s->tail)
+        s->tail->next = q;
+    else
+        s->head = q;
+    s->tail = q;
+    pthread_cond_signal(&s->cond);
+    return 0;
+}
+
 /* Appends to an unclaimed command's output what the bounds allow. */
 static void unclaimed_append_locked(clr_channel *ch, struct unclaimed *u, clr_buffer *b,
                                     bool *dropped, const struct clr_frame *f)
@@ -197,6 +224,7 @@ static void unclaimed_free_locked(clr_channel *ch, struct unclaimed *u)
     ch->unclaimed_bytes -= u->bytes;
     ch->nunclaimed--;
     clr_exec_result_clear(&u->res);
+    free(u->result);
     free(u);
 }
 
@@ -223,6 +251,8 @@ static int unclaimed_frame_locked(clr_channel *ch, const struct clr_frame *f)
         ch->unclaimed = u;
         ch->nunclaimed++;
     }
+    if (u->result)
+        return 0; /* after its result: nothing more is the command's (its claimer says so) */
     if (f->type == CLR_FRAME_STDOUT)
         unclaimed_append_locked(ch, u, &u->res.out, &u->out_dropped, f);
     else if (f->type == CLR_FRAME_STDERR)
@@ -230,16 +260,26 @@ static int unclaimed_frame_locked(clr_channel *ch, const struct clr_frame *f)
     if (f->type != CLR_FRAME_RESULT)
         return 0;
     clr_error err = CLR_ERROR_INIT;
+    bool decoded = clr_exec_result_decode(&u->res, f->payload, f->length, &err) == 0;
+    u->res.stdout_truncated |= u->out_dropped;
+    u->res.stderr_truncated |= u->err_dropped;
+    int held = decoded && ch->hooks.on_result
+                   ? ch->hooks.on_result(ch->hooks.ctx, ch, u->id, &u->res)
+                   : -1;
+    if (held == 1 && (u->result = malloc(f->length ? f->length : 1))) {
+        /* Held for a claim: the command's claimer decodes and acknowledges it. */
+        memcpy(u->result, f->payload, f->length);
+        u->result_len = f->length;
+        u->bytes += f->length;
+        ch->unclaimed_bytes += f->length;
+        return 0;
+    }
+    if (held == 0)
+        clr_channel_ack(ch, u->id);
     struct unclaimed **pp = &ch->unclaimed;
     while (*pp != u)
         pp = &(*pp)->next;
     *pp = u->next;
-    bool decoded = clr_exec_result_decode(&u->res, f->payload, f->length, &err) == 0;
-    u->res.stdout_truncated |= u->out_dropped;
-    u->res.stderr_truncated |= u->err_dropped;
-    if (decoded && ch->hooks.on_result &&
-        ch->hooks.on_result(ch->hooks.ctx, ch, u->id, &u->res) == 0)
-        clr_channel_ack(ch, u->id);
     unclaimed_free_locked(ch, u);
     return 0;
 }
@@ -298,24 +338,11 @@ static int on_agent_frame(void *p, const struct clr_frame *f)
         pthread_mutex_unlock(&ch->lock);
         return 0;
     }
-    struct qframe *q = malloc(sizeof(*q) + f->length);
-    if (!q) {
+    if (slot_queue_locked(s, f->type, f->payload, f->length) < 0) {
         channel_dead_locked(ch, false, "out of memory");
         pthread_mutex_unlock(&ch->lock);
         return -1;
     }
-    q->next = NULL;
-    q->type = f->type;
-    q->len = f->length;
-    memcpy(q->data, f->payload, f->length);
-    if (f->type != CLR_FRAME_RESULT)
-        s->queued += f->length;
-    if (s->tail)
-        s->tail->next = q;
-    else
-        s->head = q;
-    s->tail = q;
-    pthread_cond_signal(&s->cond);
     pthread_mutex_unlock(&ch->lock);
     return 0;
 }
@@ -577,7 +604,47 @@ uint32_t clr_channel_new_id(void)
     return id;
 }
 
-struct clr_channel_slot *clr_channel_slot_new(clr_channel *ch, uint32_t want, clr_error *err)
+/* An unclaimed command's output so far, moved to the slot that claims its id (as frames of at
+ * most a payload each, stdout first), with what the bounds dropped of it, and its result when
+ * the hook held it. Out of memory: the channel ends (a command without its result would wait
+ * forever). */
+static void slot_absorb_locked(clr_channel *ch, struct clr_channel_slot *s)
+{
+    struct unclaimed **pp = &ch->unclaimed;
+    while (*pp && (*pp)->id != s->id)
+        pp = &(*pp)->next;
+    struct unclaimed *u = *pp;
+    if (!u)
+        return;
+    *pp = u->next;
+    int rc = 0;
+    s->dropped_out = u->out_dropped;
+    s->dropped_err = u->err_dropped;
+    const struct {
+        uint8_t type;
+        const clr_buffer *b;
+    } part[] = {{CLR_FRAME_STDOUT, &u->res.out}, {CLR_FRAME_STDERR, &u->res.err}};
+    for (size_t i = 0; i < 2; i++) {
+        for (size_t off = 0; off < part[i].b->len;) {
+            size_t n = part[i].b->len - off;
+            if (n > CLR_PROTO_MAX_PAYLOAD)
+                n = CLR_PROTO_MAX_PAYLOAD;
+            if (rc == 0 && slot_queue_locked(s, part[i].type, part[i].b->data + off,
+                                             (uint32_t)n) < 0)
+                rc = -1;
+            off += n;
+        }
+    }
+    if (rc == 0 && u->result &&
+        slot_queue_locked(s, CLR_FRAME_RESULT, u->result, u->result_len) < 0)
+        rc = -1;
+    if (rc < 0)
+        channel_dead_locked(ch, false, "out of memory");
+    unclaimed_free_locked(ch, u);
+}
+
+static struct clr_channel_slot *slot_make(clr_channel *ch, uint32_t want, bool claim,
+                                          clr_error *err)
 {
     struct clr_channel_slot *s = calloc(1, sizeof(*s));
     if (!s) {
@@ -605,9 +672,25 @@ struct clr_channel_slot *clr_channel_slot_new(clr_channel *ch, uint32_t want, cl
         s->id = clr_channel_new_id();
     s->next = ch->slots;
     ch->slots = s;
+    if (claim)
+        slot_absorb_locked(ch, s);
     pthread_mutex_unlock(&ch->lock);
     clr_channel_ref(ch);
     return s;
+}
+
+struct clr_channel_slot *clr_channel_slot_new(clr_channel *ch, uint32_t want, clr_error *err)
+{
+    return slot_make(ch, want, false, err);
+}
+
+struct clr_channel_slot *clr_channel_slot_claim(clr_channel *ch, uint32_t id, clr_error *err)
+{
+    if (id == 0) {
+        clr_error_set(err, CLR_E_INVALID, 0, "channel id 0 is the channel's own");
+        return NULL;
+    }
+    return slot_make(ch, id, true, err);
 }
 
 uint32_t clr_channel_slot_id(const struct clr_channel_slot *s)

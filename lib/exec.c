@@ -470,7 +470,8 @@ static int exec_send_request(clr_exec *h, const clr_exec_options *opts,
     return 0;
 }
 
-/* Over the live channel: no engine round trip at all, one frame on the open stream. */
+/* Over the live channel: no engine round trip at all, one frame on the open stream. req NULL:
+ * the command runs already (clr_exec_adopt): its slot claims its id and nothing is sent. */
 static int start_on_channel(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
                             const clr_exec_options *opts, const struct clr_tlv_builder *req,
                             clr_error *err)
@@ -478,7 +479,8 @@ static int start_on_channel(clr_exec **out, clr_engine *eng, const clr_sandbox *
     _cleanup_exec_ clr_exec *h = exec_new(eng, sb, opts);
     if (!h)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    h->slot = clr_channel_slot_new(opts->channel, opts->channel_id, err);
+    h->slot = req ? clr_channel_slot_new(opts->channel, opts->channel_id, err)
+                  : clr_channel_slot_claim(opts->channel, opts->channel_id, err);
     if (!h->slot)
         return -1;
     h->chan = opts->channel;
@@ -489,10 +491,23 @@ static int start_on_channel(clr_exec **out, clr_engine *eng, const clr_sandbox *
     clr_channel_slot_bound(h->chan, h->slot,
                            oc > UINT32_MAX || ec > UINT32_MAX ? 0 /* not a cap: no bound */
                                                               : oc + ec + CLR_PROTO_MAX_PAYLOAD);
-    if (exec_send_request(h, opts, req, err) < 0)
+    if (req && exec_send_request(h, opts, req, err) < 0)
         return -1;
+    if (!req) {
+        h->opts.stdin_data = NULL;
+        h->stdin_closed = !opts->keep_stdin_open;
+    }
     *out = steal_pointer(&h);
     return 0;
+}
+
+int clr_exec_adopt(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
+                   const clr_exec_options *opts, clr_error *err)
+{
+    if (!opts->channel || !opts->channel_id)
+        return clr_error_set(err, CLR_E_INVALID, 0,
+                             "a command is adopted on a live channel, by its id there");
+    return start_on_channel(out, eng, sb, opts, NULL, err);
 }
 
 /* Starts through docker exec (readers) and snapshots' holds (the writer): see

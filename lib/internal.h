@@ -56,6 +56,10 @@ void clr_channel_set_hooks(clr_channel *ch, const clr_channel_hooks *hooks);
 /* A fresh command id for a channel (random, never 0). */
 uint32_t clr_channel_new_id(void);
 struct clr_channel_slot *clr_channel_slot_new(clr_channel *ch, uint32_t want, clr_error *err);
+/* The slot of a command that already runs (one a fork or restore brought back): its output
+ * collected since the channel opened, nobody having waited for it, is queued on the slot first,
+ * and what comes after goes there too. id is the command's, not 0. */
+struct clr_channel_slot *clr_channel_slot_claim(clr_channel *ch, uint32_t id, clr_error *err);
 uint32_t clr_channel_slot_id(const struct clr_channel_slot *s);
 /* Bounds the output queued for the slot's reader to max bytes (0: no bound); output past it
  * is dropped, and slot_dropped says from which stream. */

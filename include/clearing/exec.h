@@ -98,6 +98,14 @@ CLR_PUBLIC int clr_exec_start(clr_exec **out, clr_engine *eng, const clr_sandbox
  * starts after it looked again (lib/service/snapshots.c). Writer-preferring: a stream of starts
  * never keeps a hold waiting. Not reentrant. */
 CLR_PUBLIC void clr_exec_engine_starts_hold(bool hold);
+/* Takes over a command that runs already on the live channel opts->channel as opts->channel_id
+ * (one a fork or restore brought back from its snapshot, with the agent's memory): no request is
+ * sent; the output the channel kept for it since it opened comes first, then what follows.
+ * opts gives the caps, on_output, background and keep_stdin_open (argv, shell, env, cwd and
+ * stdin_data are not used). As clr_exec_start otherwise; a command the agent does not run
+ * never answers (check its CHANNELS list first). */
+CLR_PUBLIC int clr_exec_adopt(clr_exec **out, clr_engine *eng, const clr_sandbox *sb,
+                              const clr_exec_options *opts, clr_error *err);
 CLR_PUBLIC int clr_exec_write_stdin(clr_exec *h, const void *data, size_t len, clr_error *err);
 CLR_PUBLIC int clr_exec_close_stdin(clr_exec *h, clr_error *err);
 /* Sends a signal to the command's process group; 9 (SIGKILL) kills its whole tree. */
@@ -116,8 +124,10 @@ CLR_PUBLIC uint32_t clr_exec_channel_id(const clr_exec *h);
 typedef struct clr_channel_hooks {
     void *ctx;
     /* A result of a command nobody waits for (replayed after a re-attach). Return 0 once it is
-     * stored: the agent then forgets it. Runs on the channel's reader thread with the channel
-     * locked: it must not call clr_channel_* functions. */
+     * stored: the agent then forgets it; -1: not stored (the agent keeps it for the next open);
+     * 1: held, with the command's output, for the caller that takes the command over
+     * (clr_exec_adopt), which acknowledges it. Runs on the channel's reader thread with the
+     * channel locked: it must not call clr_channel_* functions. */
     int (*on_result)(void *ctx, clr_channel *ch, uint32_t id, const clr_exec_result *result);
     /* The ids of every command the agent knows (running, or finished and not acknowledged),
      * after the replay of an open. Same rules as on_result. */

@@ -38,6 +38,59 @@ void svc_live_put(clr_service *svc, struct live_sb *lv)
     }
 }
 
+/* Sandboxes whose snapshot's processes are about to be taken over, with their channel ids
+ * (svc_live_hold): the results their agent replays for those are held for the claim. */
+struct holding {
+    char sandbox_id[CLR_SANDBOX_ID_MAX + 1];
+    size_t n;
+    struct holding *next;
+    uint32_t chan[];
+};
+
+static pthread_mutex_t holding_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct holding *holding;
+
+void svc_live_hold(const char *id, const uint32_t *chans, size_t n)
+{
+    struct holding *h = n ? calloc(1, sizeof(*h) + n * sizeof(h->chan[0])) : NULL;
+    if (!h)
+        return;
+    snprintf(h->sandbox_id, sizeof(h->sandbox_id), "%s", id);
+    memcpy(h->chan, chans, n * sizeof(h->chan[0]));
+    h->n = n;
+    pthread_mutex_lock(&holding_lock);
+    h->next = holding;
+    holding = h;
+    pthread_mutex_unlock(&holding_lock);
+}
+
+void svc_live_unhold(const char *id)
+{
+    pthread_mutex_lock(&holding_lock);
+    for (struct holding **pp = &holding; *pp;) {
+        struct holding *h = *pp;
+        if (strcmp(h->sandbox_id, id) == 0) {
+            *pp = h->next;
+            free(h);
+        } else {
+            pp = &h->next;
+        }
+    }
+    pthread_mutex_unlock(&holding_lock);
+}
+
+static bool held(const char *id, uint32_t chan)
+{
+    bool yes = false;
+    pthread_mutex_lock(&holding_lock);
+    for (struct holding *h = holding; h && !yes; h = h->next) {
+        for (size_t i = 0; i < h->n && !yes; i++)
+            yes = h->chan[i] == chan && strcmp(h->sandbox_id, id) == 0;
+    }
+    pthread_mutex_unlock(&holding_lock);
+    return yes;
+}
+
 /* A result the agent replays after the daemon was away: it completes its exec record. */
 static int live_on_result(void *ctx, clr_channel *ch, uint32_t chan_id,
                           const clr_exec_result *r)
@@ -45,6 +98,10 @@ static int live_on_result(void *ctx, clr_channel *ch, uint32_t chan_id,
     (void)ch;
     struct live_sb *lv = ctx;
     clr_service *svc = lv->svc;
+    /* A process of the sandbox's snapshot, about to be taken over (procs.c): its result waits
+     * for it, and its command is not counted as ended at the open. */
+    if (held(lv->id, chan_id))
+        return 1;
     if (!lv->listed_set && lv->nended < LIVE_ENDED_MAX) {
         /* Replayed at the open: its command has ended, whatever its list will say. */
         if (lv->nended == lv->ended_cap) {

@@ -31,6 +31,13 @@ int svc_live_get(clr_service *svc, clr_engine *eng, const char *id, struct live_
  * actor "recovery", the channels and why). Returns how many were sent the kill. */
 int svc_live_end_orphans(clr_service *svc, struct live_sb *lv, const char *why);
 
+/* Until svc_live_unhold(id): results sandbox id's agent replays for the channels chans (n of
+ * them) are held on its channel for whoever claims them (clr_exec_adopt), not stored as an exec
+ * record's nor acknowledged; set before the channel opens (a fork's or restore's, whose
+ * snapshot's background processes are about to be taken over). Out of memory: nothing held. */
+void svc_live_hold(const char *id, const uint32_t *chans, size_t n);
+void svc_live_unhold(const char *id);
+
 /* The sandbox is gone for its callers: the registry lets go of it; its channel closes once no
  * command holds it (a background process holds it until its container goes). */
 void svc_live_drop(clr_service *svc, const char *id);

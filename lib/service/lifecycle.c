@@ -10,6 +10,7 @@
 #include "channels.h"
 #include "engines.h"
 #include "lifecycle.h"
+#include "procs.h"
 #include "removal.h"
 #include "rows.h"
 #include "service_int.h"
@@ -194,6 +195,21 @@ static void create_attach_proxy(clr_service *svc, const char *id)
     svc_engine_put(svc, leng, false);
 }
 
+/* A fork takes over its snapshot's background processes: its channel is attached now, and
+ * each one its agent still runs is listed and counted as the fork's own (procs.h). */
+static void create_adopt(clr_service *svc, const char *id, const struct svc_fork *fork,
+                         const char *actor)
+{
+    clr_engine *eng = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    svc_procs_adopt_begin(id, fork->processes);
+    if (svc_engine_get(svc, &eng, &err) == 0)
+        svc_procs_adopt(svc, eng, id, fork->snapshot_id, fork->processes, actor);
+    else
+        svc_procs_adopt(svc, NULL, id, fork->snapshot_id, NULL, actor); /* ends the hold */
+    svc_engine_put(svc, eng, false);
+}
+
 /* A fork's limits may be tightened, never loosened, against its snapshot's sandbox's. */
 static int fork_limits_check(const clr_limits *l, const clr_limits *max, clr_error *err)
 {
@@ -272,8 +288,11 @@ static int create_with(clr_service *svc, json_t *req, const char *tenant, const 
     if (jpolicy)
         json_object_set_new(*out, "egress", jpolicy);
     clr_store_sandbox_clear(&c.row);
-    if (egress_needs_channel(egress))
-        create_attach_proxy(svc, json_string_value(json_object_get(*out, "id")));
+    const char *id = json_string_value(json_object_get(*out, "id"));
+    if (fork && json_array_size(fork->processes))
+        create_adopt(svc, id, fork, actor); /* attaches the channel, which serves the proxy */
+    else if (egress_needs_channel(egress))
+        create_attach_proxy(svc, id);
     return 0;
 }
 
@@ -440,6 +459,7 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
      * writing, and a look already under way ends before the swap begins). */
     svc_snapshot_gate_write(svc);
     svc_set_restoring(svc, id);
+    svc_procs_adopt_begin(id, from->processes);
     bool gone = false;
     int rc = restore_swap(svc, eng, &o, &gone, err);
     /* Its container is gone and no new one runs: the sandbox ends here, recorded, rather than
@@ -461,6 +481,9 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
     svc_set_restoring(svc, NULL);
     svc_snapshot_gate_write_done(svc);
     svc_free_strv(env);
+    /* Its snapshot's background processes, back with the agent's memory, are its own again
+     * (under new ids); a failed restore only ends the hold on their results. */
+    svc_procs_adopt(svc, eng, id, from->snapshot_id, rc == 0 ? from->processes : NULL, actor);
     if (rc == 0) {
         /* A restore is activity: the idle reaper counts from its end. */
         clr_error ignored = CLR_ERROR_INIT;

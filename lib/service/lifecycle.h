@@ -20,6 +20,9 @@ struct svc_fork {
     const char *snapshot_dir;
     const char *workspace_dir;
     clr_limits ceiling;
+    /* The snapshot's background processes on the live channel (its source's "processes"):
+     * taken over by the new sandbox (procs.h, svc_procs_adopt). May be NULL. */
+    const json_t *processes;
 };
 /* Create (as clr_service_create, req in its shape) from a snapshot. */
 int svc_create_fork(clr_service *svc, json_t *req, const char *tenant, const char *actor,

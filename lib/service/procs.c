@@ -10,6 +10,7 @@
 #include "engines.h"
 #include "execs.h"
 #include "procs.h"
+#include "proto.h"
 #include "rows.h"
 #include "service_int.h"
 #include "tenants.h"
@@ -41,6 +42,8 @@ struct proc {
     json_t *result; /* set once h is freed: only then is the process answered as exited */
     json_t *request;
     int64_t started_at, finished_at;
+    uint32_t chan; /* its id on the live channel (0: a docker exec of its own) */
+    json_t *from;  /* a fork's or restore's: {"snapshot", "process"} it was taken over from */
     int users; /* requests using h right now; h is freed only when none is */
     struct proc *next;
 };
@@ -134,13 +137,16 @@ static struct proc *proc_find(clr_service *svc, const char *id, const char *proc
 
 static json_t *proc_json(const struct proc *p)
 {
-    return json_pack("{s:s, s:s, s:s, s:O, s:I, s:I, s:I, s:I, s:O}", "id", p->id, "sandbox_id",
-                     p->sandbox_id, "state", p->result ? "exited" : "running", "request",
-                     p->request, "started_at", (json_int_t)p->started_at, "finished_at",
-                     (json_int_t)p->finished_at, "stdout_offset",
-                     (json_int_t)(p->out.base + p->out.len), "stderr_offset",
-                     (json_int_t)(p->err.base + p->err.len), "result",
-                     p->result ? p->result : json_null());
+    json_t *o = json_pack("{s:s, s:s, s:s, s:O, s:I, s:I, s:I, s:I, s:O}", "id", p->id,
+                          "sandbox_id", p->sandbox_id, "state", p->result ? "exited" : "running",
+                          "request", p->request, "started_at", (json_int_t)p->started_at,
+                          "finished_at", (json_int_t)p->finished_at, "stdout_offset",
+                          (json_int_t)(p->out.base + p->out.len), "stderr_offset",
+                          (json_int_t)(p->err.base + p->err.len), "result",
+                          p->result ? p->result : json_null());
+    if (o && p->from)
+        json_object_set(o, "from", p->from);
+    return o;
 }
 
 /* Frees an exited process's entry, already unlinked: its thread is joined first (it may still be
@@ -150,6 +156,7 @@ static void proc_free(struct proc *p)
     pthread_join(p->thread, NULL);
     json_decref(p->result);
     json_decref(p->request);
+    json_decref(p->from);
     free(p->out.data);
     free(p->err.data);
     free(p);
@@ -329,6 +336,56 @@ static int proc_refused(clr_service *svc, const char *actor, const char *id, clr
     return -1;
 }
 
+/* A new entry's own id (pr- and 16 random hex digits) and its sandbox's. */
+static void proc_name(struct proc *p, const char *sandbox_id)
+{
+    uint8_t r[8];
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        memset(r, 0, sizeof(r));
+    snprintf(p->id, sizeof(p->id), "pr-%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3],
+             r[4], r[5], r[6], r[7]);
+    snprintf(p->sandbox_id, sizeof(p->sandbox_id), "%s", sandbox_id);
+}
+
+/* Room for one more running process in sandbox id (its cap and the daemon's) and a command
+ * slot of tenant's; 0, or -1 with err (CLR_E_LIMIT) and the refusal counted. */
+static int proc_admit(clr_service *svc, const char *id, const char *tenant, clr_error *err)
+{
+    pthread_mutex_lock(&procs_lock);
+    int total = 0, here = 0;
+    for (struct proc *p = svc->procs; p; p = p->next) {
+        if (!p->done) {
+            total++;
+            here += strcmp(p->sandbox_id, id) == 0;
+        }
+    }
+    pthread_mutex_unlock(&procs_lock);
+    if (here >= MAX_PROCS_PER_SANDBOX || total >= MAX_PROCS) {
+        atomic_fetch_add(&svc->refused, 1);
+        return clr_error_set(err, CLR_E_LIMIT, 0,
+                             "at capacity: %d background processes in this sandbox (max %d), "
+                             "%d in all (max %d)",
+                             here, MAX_PROCS_PER_SANDBOX, total, MAX_PROCS);
+    }
+    /* While it runs it is a command like an exec: a slot of max_execs and of its tenant's. */
+    unsigned one = 1;
+    return svc_exec_admit(svc, tenant, &one, err);
+}
+
+/* Links a running process into the list (and lets go of exited ones past what is kept). */
+static void proc_link(clr_service *svc, struct proc *p, json_t **out)
+{
+    struct proc *old = NULL;
+    pthread_mutex_lock(&procs_lock);
+    p->next = svc->procs;
+    svc->procs = p;
+    if (out)
+        *out = proc_json(p);
+    procs_unlink_exited_locked(svc, NULL, 0, &old);
+    pthread_mutex_unlock(&procs_lock);
+    procs_free_list(old);
+}
+
 int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const char *actor,
                            json_t **out, clr_error *err)
 {
@@ -341,27 +398,7 @@ int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const 
     }
     cmd.o.background = true;
     cmd.o.keep_stdin_open = true;
-    pthread_mutex_lock(&procs_lock);
-    int total = 0, here = 0;
-    for (struct proc *p = svc->procs; p; p = p->next) {
-        if (!p->done) {
-            total++;
-            here += strcmp(p->sandbox_id, id) == 0;
-        }
-    }
-    pthread_mutex_unlock(&procs_lock);
-    if (here >= MAX_PROCS_PER_SANDBOX || total >= MAX_PROCS) {
-        svc_command_clear(&cmd);
-        atomic_fetch_add(&svc->refused, 1);
-        clr_error_set(err, CLR_E_LIMIT, 0,
-                      "at capacity: %d background processes in this sandbox (max %d), "
-                      "%d in all (max %d)",
-                      here, MAX_PROCS_PER_SANDBOX, total, MAX_PROCS);
-        return proc_refused(svc, actor, id, err);
-    }
-    /* While it runs it is a command like an exec: a slot of max_execs and of its tenant's. */
-    unsigned one = 1;
-    if (svc_exec_admit(svc, cmd.tenant, &one, err) < 0) {
+    if (proc_admit(svc, id, cmd.tenant, err) < 0) {
         svc_command_clear(&cmd);
         return proc_refused(svc, actor, id, err);
     }
@@ -372,12 +409,7 @@ int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const 
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
     }
     snprintf(p->tenant, sizeof(p->tenant), "%s", cmd.tenant);
-    uint8_t r[8];
-    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
-        memset(r, 0, sizeof(r));
-    snprintf(p->id, sizeof(p->id), "pr-%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3],
-             r[4], r[5], r[6], r[7]);
-    snprintf(p->sandbox_id, sizeof(p->sandbox_id), "%s", id);
+    proc_name(p, id);
     p->svc = svc;
     p->request = svc_redacted(req);
     p->started_at = svc_now_s();
@@ -399,6 +431,7 @@ int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const 
         cmd.o.channel = p->lv->ch;
         cmd.o.channel_id = p->lv->ch ? clr_channel_new_id() : 0;
         rc = clr_exec_start(&p->h, p->eng, p->lv->sb, &cmd.o, err);
+        p->chan = cmd.o.channel_id;
     }
     svc_command_clear(&cmd);
     if (rc == 0 && pthread_create(&p->thread, NULL, proc_main, p) != 0) {
@@ -415,19 +448,181 @@ int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const 
         free(p);
         return -1;
     }
-    struct proc *old = NULL;
-    pthread_mutex_lock(&procs_lock);
-    p->next = svc->procs;
-    svc->procs = p;
-    *out = proc_json(p);
-    procs_unlink_exited_locked(svc, NULL, 0, &old);
-    pthread_mutex_unlock(&procs_lock);
-    procs_free_list(old);
+    proc_link(svc, p, out);
     clr_store_sandbox_touch(svc->store, id, svc_now_s(), NULL);
     clr_log(CLR_LOG_INFO, "service.process_started", "id", id, "process", p->id, "actor", actor,
             NULL);
 
     return 0;
+}
+
+/* ---- processes a fork or a restore brings back ---- */
+
+json_t *svc_procs_on_channel(clr_service *svc, const char *id, int64_t since)
+{
+    json_t *a = json_array();
+    pthread_mutex_lock(&procs_lock);
+    for (struct proc *p = svc->procs; a && p; p = p->next) {
+        if (p->chan && strcmp(p->sandbox_id, id) == 0 && (!p->result || p->finished_at >= since))
+            json_array_append_new(a, json_pack("{s:s, s:I, s:o, s:I}", "process", p->id,
+                                               "channel", (json_int_t)p->chan, "request",
+                                               json_deep_copy(p->request), "started_at",
+                                               (json_int_t)p->started_at));
+    }
+    pthread_mutex_unlock(&procs_lock);
+    return a;
+}
+
+static uint32_t entry_channel(const json_t *e)
+{
+    json_int_t c = json_integer_value(json_object_get(e, "channel"));
+    return c > 0 && c <= UINT32_MAX ? (uint32_t)c : 0;
+}
+
+void svc_procs_adopt_begin(const char *id, const json_t *procs)
+{
+    size_t n = json_array_size(procs);
+    uint32_t *chans = n ? calloc(n, sizeof(*chans)) : NULL;
+    for (size_t i = 0; chans && i < n; i++)
+        chans[i] = entry_channel(json_array_get(procs, i));
+    if (chans)
+        svc_live_hold(id, chans, n); /* out of memory: a result replayed before its claim is lost */
+    free(chans);
+}
+
+/* Whether the agent named chan at its channel's open (running, or ended and not acknowledged;
+ * results replayed at the open are left out, unless held for a claim). */
+static bool agent_runs(const struct live_sb *lv, uint32_t chan)
+{
+    for (size_t i = 0; chan && i < lv->nlisted; i++) {
+        if (lv->listed[i] == chan)
+            return true;
+    }
+    return false;
+}
+
+/* One process of the snapshot's list e, taken over as a new entry of sandbox id (recorded first,
+ * "process.adopt"); 0, or -1 with err (refused for want of a slot, or it could not be taken). */
+static int adopt_one(clr_service *svc, const char *id, const char *tenant, const char *snapshot,
+                     const json_t *e, const char *actor, clr_error *err)
+{
+    if (proc_admit(svc, id, tenant, err) < 0) {
+        svc_audit_refusal(svc, actor, id, "process.adopt", err);
+        return -1;
+    }
+    struct proc *p = calloc(1, sizeof(*p));
+    if (!p) {
+        svc_exec_release(svc, tenant, 1);
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    snprintf(p->tenant, sizeof(p->tenant), "%s", tenant);
+    proc_name(p, id);
+    p->svc = svc;
+    p->chan = entry_channel(e);
+    json_t *req = json_object_get(e, "request");
+    p->request = json_is_object(req) ? json_deep_copy(req) : json_object();
+    json_int_t at = json_integer_value(json_object_get(e, "started_at"));
+    p->started_at = at > 0 ? (int64_t)at : svc_now_s();
+    const char *was = json_string_value(json_object_get(e, "process"));
+    p->from = json_pack("{s:s, s:s}", "snapshot", snapshot, "process", was ? was : "");
+    json_t *ad = json_deep_copy(p->request);
+    json_object_set_new(ad, "process_id", json_string(p->id));
+    json_object_set(ad, "from", p->from);
+    json_object_set_new(ad, "channel", json_integer(p->chan));
+    int rc = clr_audit_append(svc->audit, actor, id, "process.adopt", "ok", ad, err);
+    json_decref(ad);
+    if (rc == 0)
+        rc = svc_engine_get(svc, &p->eng, err);
+    if (rc == 0)
+        rc = svc_live_get(svc, p->eng, id, &p->lv, err);
+    if (rc == 0 && !p->lv->ch)
+        rc = clr_error_set(err, CLR_E_UNAVAILABLE, 0, "the sandbox's live channel is closed");
+    if (rc == 0) {
+        clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+        o.background = true;
+        o.keep_stdin_open = true;
+        o.on_output = proc_on_output;
+        o.ctx = p;
+        o.channel = p->lv->ch;
+        o.channel_id = p->chan;
+        rc = clr_exec_adopt(&p->h, p->eng, p->lv->sb, &o, err);
+    }
+    if (rc == 0 && pthread_create(&p->thread, NULL, proc_main, p) != 0) {
+        clr_exec_free(p->h);
+        rc = clr_error_set(err, CLR_E_UNAVAILABLE, EAGAIN, "cannot start a thread");
+    }
+    if (rc < 0) {
+        svc_audit_failure(svc, actor, id, "process.adopt", err);
+        svc_exec_release(svc, tenant, 1);
+        svc_live_put(svc, p->lv);
+        svc_engine_put(svc, p->eng, true);
+        json_decref(p->request);
+        json_decref(p->from);
+        free(p);
+        return -1;
+    }
+    proc_link(svc, p, NULL);
+    clr_log(CLR_LOG_INFO, "service.process_adopted", "id", id, "process", p->id, "from",
+            was ? was : "", NULL);
+    return 0;
+}
+
+/* Whether entry i's channel is an earlier entry's too: the list is newest first, and a sandbox
+ * restored in place keeps the entry its process had before (ended with the old container) beside
+ * the one that took it over. */
+static bool named_before(const json_t *procs, size_t i)
+{
+    uint32_t chan = entry_channel(json_array_get(procs, i));
+    for (size_t j = 0; j < i; j++) {
+        if (entry_channel(json_array_get(procs, j)) == chan)
+            return true;
+    }
+    return false;
+}
+
+int svc_procs_adopt(clr_service *svc, clr_engine *eng, const char *id, const char *snapshot,
+                    const json_t *procs, const char *actor)
+{
+    size_t n = json_array_size(procs);
+    if (n == 0) {
+        svc_live_unhold(id);
+        return 0;
+    }
+    char tenant[CLR_TENANT_MAX + 1];
+    struct live_sb *lv = NULL;
+    clr_error err = CLR_ERROR_INIT;
+    int rc = svc_row_tenant(svc, id, tenant, &err);
+    if (rc == 0)
+        rc = svc_live_get(svc, eng, id, &lv, &err);
+    if (rc == 0 && !lv->ch)
+        rc = clr_error_set(&err, CLR_E_UNAVAILABLE, 0, "its live channel did not open");
+    uint32_t *refused = calloc(n, sizeof(*refused));
+    size_t nrefused = 0, taken = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const json_t *e = json_array_get(procs, i);
+        if (!agent_runs(lv, entry_channel(e)) || named_before(procs, i))
+            continue; /* it had ended (and been acknowledged) before the checkpoint */
+        clr_error aerr = CLR_ERROR_INIT;
+        if (adopt_one(svc, id, svc_tenant_or_default(tenant), snapshot, e, actor, &aerr) == 0)
+            taken++;
+        else if (refused)
+            refused[nrefused++] = entry_channel(e);
+    }
+    svc_live_unhold(id);
+    /* Not taken over, it would run on unlisted and uncounted: killed, once its result is no
+     * longer held for a claim. */
+    for (size_t i = 0; i < nrefused; i++)
+        clr_channel_send(lv->ch, refused[i], CLR_FRAME_KILL, NULL, 0, NULL);
+    free(refused);
+    if (rc < 0)
+        clr_log(CLR_LOG_WARN, "process.adopt_failed", "id", id, "error", err.message, "detail",
+                "the snapshot's background processes run on unlisted in this sandbox", NULL);
+    else if (nrefused)
+        clr_log(CLR_LOG_WARN, "process.adopt_refused", "id", id, "detail",
+                "background processes of the snapshot that could not be taken over were killed",
+                NULL);
+    svc_live_put(svc, lv);
+    return rc < 0 ? -1 : (int)taken;
 }
 
 int clr_service_proc_list(clr_service *svc, const char *id, json_t **out, clr_error *err)

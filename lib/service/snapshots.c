@@ -14,6 +14,7 @@
 #include "channels.h"
 #include "engines.h"
 #include "lifecycle.h"
+#include "procs.h"
 #include "rows.h"
 #include "service_int.h"
 #include "snapshots.h"
@@ -32,12 +33,14 @@ static uint64_t budget(const clr_service *svc)
 
 static bool restorable(const json_t *row);
 
-/* The answer's shape: the row without what only the daemon needs (its source), and whether it
- * can be restored (read from that source). */
+/* The answer's shape: the row without what only the daemon needs (its source), whether it can
+ * be restored and how many background processes a fork takes over (read from that source). */
 static json_t *public_json(json_t *row)
 {
     json_t *o = json_deep_copy(row);
     json_object_set_new(o, "restorable", json_boolean(restorable(row)));
+    json_object_set_new(o, "processes", json_integer((json_int_t)json_array_size(json_object_get(
+                                            json_object_get(row, "source"), "processes"))));
     json_object_del(o, "source");
     return o;
 }
@@ -166,18 +169,19 @@ static int require_restorable(const json_t *row, clr_error *err)
                          json_integer_value(execs) == 1 ? "" : "es", sb);
 }
 
-/* What a fork needs of the sandbox when it may be gone: image, limits, egress; and whether it
- * can be restored at all. */
-static json_t *source_of(clr_service *svc, const clr_store_sandbox *sb, int execs)
+/* What a fork needs of the sandbox when it may be gone: image, limits, egress; whether it can
+ * be restored at all; and its background processes on the live channel (procs, taken), which a
+ * fork or restore takes over. */
+static json_t *source_of(clr_service *svc, const clr_store_sandbox *sb, int execs, json_t *procs)
 {
     json_t *pub = svc_sandbox_json(sb);
     json_t *egress = NULL;
     clr_error ignored = CLR_ERROR_INIT;
     clr_store_sandbox_get_egress(svc->store, sb->info.id, &egress, &ignored);
-    json_t *src = json_pack("{s:s, s:O, s:o, s:b, s:i}", "image", sb->info.image, "limits",
+    json_t *src = json_pack("{s:s, s:O, s:o, s:b, s:i, s:o}", "image", sb->info.image, "limits",
                             json_object_get(pub, "limits"), "egress",
                             egress ? egress : json_null(), "attached", sb->attached, "execs",
-                            execs);
+                            execs, "processes", procs ? procs : json_array());
     json_decref(pub);
     return src;
 }
@@ -199,7 +203,8 @@ static bool attached_by_now(clr_service *svc, const char *id, const char *cid, b
 }
 
 static json_t *make_row(clr_service *svc, const clr_store_sandbox *sb, const char *id,
-                        uint64_t size, const char *sha, bool keep, uint32_t ttl, int execs)
+                        uint64_t size, const char *sha, bool keep, uint32_t ttl, int execs,
+                        json_t *procs)
 {
     json_t *prev = NULL;
     clr_error ignored = CLR_ERROR_INIT;
@@ -213,7 +218,7 @@ static json_t *make_row(clr_service *svc, const clr_store_sandbox *sb, const cha
                             parent ? json_string(parent) : json_null(), "size", (json_int_t)size, "sha256", sha,
                             "created_at", (json_int_t)now, "expires_at",
                             (json_int_t)(now + ttl), "keep", keep, "held", 0,
-                            "source", source_of(svc, sb, execs));
+                            "source", source_of(svc, sb, execs, procs));
     json_decref(prev);
     return row;
 }
@@ -265,8 +270,12 @@ static int snapshot_impl(clr_service *svc, clr_engine *eng, const char *sandbox_
     /* The checkpoint freezes the container (the engine shows it not running): no reconcile
      * pass or death judgement looks meanwhile, nor acts on a look from before. */
     svc_snapshot_gate_write(svc);
+    int64_t since = svc_now_s();
     if (rc == 0)
         rc = take(svc, eng, &sb, id, dir, budget(svc) - total, &size, sha, &execs, err);
+    /* Every process that ran at the checkpoint ran at its start or started since, and is
+     * listed now (ended or not): those its agent no longer knows are left out at the fork. */
+    json_t *procs = rc == 0 ? svc_procs_on_channel(svc, sandbox_id, since) : NULL;
     if (rc == 0)
         sb.attached = attached_by_now(svc, sandbox_id, sb.info.container_id, sb.attached);
     if (rc == 0 && total + size > budget(svc)) {
@@ -276,7 +285,9 @@ static int snapshot_impl(clr_service *svc, clr_engine *eng, const char *sandbox_
                            "delete snapshots you no longer need",
                            (unsigned long long)size);
     }
-    json_t *row = rc == 0 ? make_row(svc, &sb, id, size, sha, keep, ttl, execs) : NULL;
+    json_t *row = rc == 0 ? make_row(svc, &sb, id, size, sha, keep, ttl, execs, procs) : NULL;
+    if (rc != 0)
+        json_decref(procs);
     if (rc == 0)
         rc = row ? record(svc, actor, row, dir, err)
                  : clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
@@ -454,8 +465,10 @@ static int fork_impl(clr_service *svc, json_t *req, const char *tenant, const ch
         return clr_error_set(err, CLR_E_INTERNAL, 0, "the snapshot's path is too long");
     if (clr_snapshot_verify(dir, json_string_value(json_object_get(row, "sha256")), err) < 0)
         return -1;
+    fork.snapshot_id = id;
     fork.snapshot_dir = dir;
     fork.workspace_dir = ws;
+    fork.processes = json_object_get(src, "processes");
     _cleanup_json_ json_t *d = json_pack("{s:s}", "snapshot", id);
     if (clr_audit_append(svc->audit, actor, json_string_value(json_object_get(row, "sandbox")),
                          "snapshot.fork", "ok", d, err) < 0)
@@ -538,7 +551,9 @@ static int restore_impl(clr_service *svc, clr_engine *eng, const char *id, json_
         rc = clr_audit_append(svc->audit, actor, id, "sandbox.restore", "ok", d, err);
     /* The restore holds the snapshot in the store whatever its row said before the lock (its
      * keep is the user's, and a hold seen then may be another restore's, released since). */
-    struct svc_fork from = {.snapshot_id = snapshot, .snapshot_dir = dir, .workspace_dir = ws};
+    struct svc_fork from = {.snapshot_id = snapshot, .snapshot_dir = dir, .workspace_dir = ws,
+                            .processes = json_object_get(json_object_get(row, "source"),
+                                                         "processes")};
     if (rc == 0)
         rc = svc_restore_in_place(svc, eng, id, &from, actor, err);
     pthread_mutex_unlock(&snap_write_lock);

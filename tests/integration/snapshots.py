@@ -19,6 +19,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -89,6 +90,21 @@ def counter(c, sid, path='/tmp/c'):
 
 LOOP = 'i=0; while :; do i=$((i+1)); echo $i > /tmp/c; sleep 0.2; done'
 LOOP_B = LOOP.replace('/tmp/c', '/tmp/b')  # the background process's, beside LOOP's
+# ... which also says each count on its stdout
+LOOP_BG = LOOP_B.replace('; sleep', '; echo tick $i; sleep')
+
+
+def last_tick(c, sid, proc_id):
+    """The last count a background process wrote on its stdout, -1 when none."""
+    st, o = call(c, 'GET', '/v1/sandboxes/%s/processes/%s/output?stdout_offset=0' % (sid, proc_id))
+    ticks = [int(w) for w in re.findall(r'tick (\d+)\n', (o.get('stdout') or {}).get('data', ''))] \
+        if st == 200 else []
+    return ticks[-1] if ticks else -1
+
+
+def proc_state(c, sid, proc_id):
+    st, p = call(c, 'GET', '/v1/sandboxes/%s/processes/%s' % (sid, proc_id))
+    return p if st == 200 else {}
 
 
 def create(c, tenant=None, body=None):
@@ -193,30 +209,73 @@ def test_fork_and_isolation(d, c):
     # (docs/OPERATIONS.md), and the parent has had two already.
     bg, st, r = create(c)
     check('a sandbox for the background loop', bg, (st, r))
-    st, proc = call(c, 'POST', '/v1/sandboxes/%s/processes' % bg, {'shell': LOOP_B})
+    st, proc = call(c, 'POST', '/v1/sandboxes/%s/processes' % bg, {'shell': LOOP_BG})
+    pid = proc.get('id', '') if isinstance(proc, dict) else ''
     check('a counter loop runs as a background process', st == 201
           and wait_for(lambda: counter(c, bg, '/tmp/b') >= 10),
           (st, proc, counter(c, bg, '/tmp/b')))
     st, snap3 = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % bg, {})
-    check('a snapshot is taken while it runs, restorable (no docker exec ran)', st == 201
-          and snap3.get('restorable') is True, (st, snap3))
+    check('a snapshot is taken while it runs, restorable (no docker exec ran), naming one '
+          'process', st == 201 and snap3.get('restorable') is True
+          and snap3.get('processes') == 1, (st, snap3))
     fork3, st, r = create(c, body={'snapshot': snap3.get('id', '')}) if st == 201 else (None, 0, {})
     check('a fork of it is made (201)', st == 201, (st, r))
     if fork3:
         v0 = counter(c, fork3, '/tmp/b')
         check('the fork continues the background loop from the snapshot (past 10, growing)',
               v0 >= 10 and wait_for(lambda: counter(c, fork3, '/tmp/b') > v0), v0)
+        # The fork lists the process it continues as its own: a new id, from the snapshot and
+        # the parent's process, the parent's request; its output is the parent's up to the
+        # checkpoint, then the fork's own.
+        st_l, lst = call(c, 'GET', '/v1/sandboxes/%s/processes' % fork3)
+        procs3 = lst.get('processes', []) if st_l == 200 else []
+        fp = procs3[0] if len(procs3) == 1 else {}
+        fid = fp.get('id', '')
+        check('the fork lists the process it continues: running, a new id, from the snapshot '
+              'and the parent\'s process, the same request',
+              fp.get('state') == 'running' and fid and fid != pid
+              and fp.get('from') == {'snapshot': snap3.get('id'), 'process': pid}
+              and (fp.get('request') or {}).get('shell') == LOOP_BG, (st_l, lst))
+        t0 = last_tick(c, fork3, fid)
+        check('its output holds the parent\'s counts and goes on in the fork',
+              t0 >= 10 and wait_for(lambda: last_tick(c, fork3, fid) > t0), t0)
+        st_k, k = call(c, 'POST', '/v1/sandboxes/%s/processes/%s/signal' % (fork3, fid),
+                       {'signal': 'KILL'})
+        check('killed in the fork, it exits there, signaled', st_k in (200, 202, 204)
+              and wait_for(lambda: proc_state(c, fork3, fid).get('state') == 'exited')
+              and (proc_state(c, fork3, fid).get('result') or {}).get('status') == 'signaled',
+              (st_k, k, proc_state(c, fork3, fid)))
+        at3 = counter(c, fork3, '/tmp/b')
+        check('... and its counter stops in the fork', at3 >= v0
+              and not wait_for(lambda: counter(c, fork3, '/tmp/b') > at3 + 1, 3), at3)
         call(c, 'DELETE', '/v1/sandboxes/' + fork3)
-    pid = proc.get('id', '') if isinstance(proc, dict) else ''
     at = counter(c, bg, '/tmp/b')
     st_p, p = call(c, 'GET', '/v1/sandboxes/%s/processes/%s' % (bg, pid))
     check('the parent\'s background process runs on, listed as running',
           st_p == 200 and p.get('state') == 'running'
           and wait_for(lambda: counter(c, bg, '/tmp/b') > at), (st_p, p, at))
-    call(c, 'POST', '/v1/sandboxes/%s/processes/%s/signal' % (bg, pid), {'signal': 'KILL'})
+    # Restored in place, the sandbox takes the process back from its snapshot under a new id:
+    # the old entry ends with the old container, the new one runs on from the snapshot's count.
+    st_r, r = restore(c, bg, {'snapshot': snap3.get('id', '')}) if bg else (0, {})
+    check('the sandbox is restored to the snapshot (200)', st_r == 200, (st_r, r))
+    live = pid
+    if st_r == 200:
+        st_l, lst = call(c, 'GET', '/v1/sandboxes/%s/processes' % bg)
+        now = {q['id']: q for q in lst.get('processes', [])} if st_l == 200 else {}
+        back = [q for q in now.values() if q.get('from')]
+        rp = back[0] if len(back) == 1 else {}
+        live = rp.get('id', '')
+        check('after the restore: the old entry exited, one new entry running, from the '
+              'snapshot and the old process', (now.get(pid) or {}).get('state') == 'exited'
+              and len(now) == 2 and rp.get('state') == 'running'
+              and rp.get('from') == {'snapshot': snap3.get('id'), 'process': pid}, (st_l, lst))
+        t1 = last_tick(c, bg, live)
+        check('the restored process\'s output goes on from the snapshot\'s counts',
+              t1 >= 10 and wait_for(lambda: last_tick(c, bg, live) > t1), t1)
+    call(c, 'POST', '/v1/sandboxes/%s/processes/%s/signal' % (bg, live), {'signal': 'KILL'})
     check('the background process ends when killed', wait_for(lambda: call(
-        c, 'GET', '/v1/sandboxes/%s/processes/%s' % (bg, pid))[1].get('state') == 'exited'),
-        call(c, 'GET', '/v1/sandboxes/%s/processes/%s' % (bg, pid)))
+        c, 'GET', '/v1/sandboxes/%s/processes/%s' % (bg, live))[1].get('state') == 'exited'),
+        call(c, 'GET', '/v1/sandboxes/%s/processes/%s' % (bg, live)))
     if bg:
         call(c, 'DELETE', '/v1/sandboxes/' + bg)
     # A process started through docker exec (an operator's, held until a gate file appears)

@@ -128,6 +128,8 @@ struct seen {
     bool truncated[8]; /* stdout_truncated */
     size_t nresults;
     int refuse_id; /* on_result refuses this id (no ACK) */
+    int hold_id;   /* on_result holds this id's result for a claim */
+    int held_calls;
     uint8_t net_type;
     uint32_t net_id;
     char net_payload[64];
@@ -141,6 +143,11 @@ static int on_result(void *ctx, clr_channel *ch, uint32_t id, const clr_exec_res
     if ((int)id == s->refuse_id)
         return -1;
     pthread_mutex_lock(&s->lock);
+    if ((int)id == s->hold_id) {
+        s->held_calls++;
+        pthread_mutex_unlock(&s->lock);
+        return 1;
+    }
     if (s->nresults < 8) {
         s->result_ids[s->nresults] = id;
         s->exit_codes[s->nresults] = r->exit_code;
@@ -193,6 +200,7 @@ static struct fixture *open_with(const clr_channel_hooks *hooks_in, bool with_ne
     assert_non_null(f);
     pthread_mutex_init(&f->seen.lock, NULL);
     f->seen.refuse_id = -1;
+    f->seen.hold_id = -1;
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     f->agent = sv[1];
@@ -711,6 +719,76 @@ static void test_slot_queue_bounded(void **state)
     close_fixture(f);
 }
 
+/* The next frame of s, which must be of type with payload want (NULL: any). */
+static void take_expect(struct fixture *f, struct clr_channel_slot *s, uint8_t type,
+                        const char *want)
+{
+    uint8_t t = 0, *payload = NULL;
+    uint32_t len = 0;
+    bool protocol = false;
+    assert_int_equal(clr_channel_slot_take(f->ch, s, WAIT_MS, &t, &payload, &len, &protocol), 1);
+    assert_int_equal(t, type);
+    if (want) {
+        assert_int_equal(len, strlen(want));
+        assert_memory_equal(payload, want, len);
+    }
+    clr_channel_frame_free(payload);
+}
+
+/* A command that runs already (a fork's, from its snapshot) is claimed by its id: the output
+ * that came before anyone waited for it comes first, then the rest; a result the hook held for
+ * it (on_result 1) is not acknowledged until the claimer has it, and comes too. */
+static void test_claim_takes_what_came_before(void **state)
+{
+    (void)state;
+    struct fixture *f = open_with(NULL, false);
+    f->seen.hold_id = 11;
+    clr_error err = CLR_ERROR_INIT;
+    assert_null(clr_channel_slot_claim(f->ch, 0, &err));
+    agent_send(f->agent, 10, CLR_FRAME_STDOUT, "early", 5);
+    agent_send(f->agent, 10, CLR_FRAME_STDERR, "e", 1);
+    agent_send(f->agent, 11, CLR_FRAME_STDOUT, "x", 1);
+    send_exited(f->agent, 11);
+    /* In order after 11's result: had it been acknowledged, its ACK would come before this. */
+    sync_agent(f);
+    pthread_mutex_lock(&f->seen.lock);
+    assert_int_equal(f->seen.held_calls, 1); /* the hook saw it ... */
+    assert_int_equal(f->seen.nresults, 0);  /* ... and stored nothing */
+    pthread_mutex_unlock(&f->seen.lock);
+    struct clr_channel_slot *s10 = clr_channel_slot_claim(f->ch, 10, &err);
+    assert_non_null(s10);
+    assert_null(clr_channel_slot_claim(f->ch, 10, &err)); /* one claimer */
+    assert_int_equal(err.code, CLR_E_CONFLICT);
+    take_expect(f, s10, CLR_FRAME_STDOUT, "early");
+    take_expect(f, s10, CLR_FRAME_STDERR, "e");
+    agent_send(f->agent, 10, CLR_FRAME_STDOUT, "late", 4);
+    send_exited(f->agent, 10);
+    take_expect(f, s10, CLR_FRAME_STDOUT, "late");
+    take_expect(f, s10, CLR_FRAME_RESULT, NULL);
+    struct clr_channel_slot *s11 = clr_channel_slot_claim(f->ch, 11, &err);
+    assert_non_null(s11);
+    take_expect(f, s11, CLR_FRAME_STDOUT, "x");
+    take_expect(f, s11, CLR_FRAME_RESULT, NULL);
+    /* The claimer acknowledges (exec.c does, once it has the result). */
+    clr_channel_ack(f->ch, 11);
+    expect_frame(f->agent, 11, CLR_FRAME_ACK);
+    /* Frames after a held result are not the command's: dropped, the channel goes on. */
+    pthread_mutex_lock(&f->seen.lock);
+    f->seen.hold_id = 12;
+    pthread_mutex_unlock(&f->seen.lock);
+    send_exited(f->agent, 12);
+    agent_send(f->agent, 12, CLR_FRAME_STDOUT, "after", 5);
+    sync_agent(f);
+    struct clr_channel_slot *s12 = clr_channel_slot_claim(f->ch, 12, &err);
+    assert_non_null(s12);
+    take_expect(f, s12, CLR_FRAME_RESULT, NULL);
+    assert_true(clr_channel_alive(f->ch));
+    clr_channel_slot_free(f->ch, s10);
+    clr_channel_slot_free(f->ch, s11);
+    clr_channel_slot_free(f->ch, s12);
+    close_fixture(f);
+}
+
 static void test_stream_end_is_not_a_protocol_error(void **state)
 {
     (void)state;
@@ -757,6 +835,7 @@ int main(void)
         cmocka_unit_test(test_unclaimed_commands_bounded),
         cmocka_unit_test(test_unclaimed_output_bounded),
         cmocka_unit_test(test_slot_queue_bounded),
+        cmocka_unit_test(test_claim_takes_what_came_before),
         cmocka_unit_test(test_egress_frames),
         cmocka_unit_test(test_agent_may_not_send),
         cmocka_unit_test(test_stream_end_is_not_a_protocol_error),
