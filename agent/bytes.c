@@ -35,6 +35,22 @@ size_t bytes_pending(const struct bytes *b)
     return b->len - b->off;
 }
 
+size_t bytes_trim_frames(struct bytes *b, size_t keep)
+{
+    size_t drop = 0;
+    while (b->len - drop > keep && b->len - drop >= CLR_PROTO_HEADER_SIZE) {
+        size_t frame = CLR_PROTO_HEADER_SIZE + clr_be32_read(b->data + drop);
+        if (frame >= b->len - drop)
+            break; /* the last frame stays */
+        drop += frame;
+    }
+    if (drop) {
+        memmove(b->data, b->data + drop, b->len - drop);
+        b->len -= drop;
+    }
+    return drop;
+}
+
 void bytes_free(struct bytes *b)
 {
     free(b->data);

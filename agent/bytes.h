@@ -24,6 +24,10 @@ int bytes_add_frame(struct bytes *b, uint32_t channel, uint8_t type, const void 
 /* Bytes appended and not yet consumed. */
 size_t bytes_pending(const struct bytes *b);
 
+/* Drops whole frames from the front of a queue of frames that is never consumed (off 0) until
+ * at most keep bytes are left or one frame is; returns how many bytes went. */
+size_t bytes_trim_frames(struct bytes *b, size_t keep);
+
 /* Releases the data; the queue is empty afterwards. */
 void bytes_free(struct bytes *b);
 

@@ -45,6 +45,10 @@
 #define OUTQ_HIGH (1u << 20)       /* stop reading supervisors above this much unsent output */
 #define INQ_HIGH (4u << 20)        /* stop reading the host above this much unsent input */
 #define KEPT_MAX (32u << 20)       /* frames kept for replay, all channels together */
+/* A stream's (a background process's) output kept for replay: the newest, trimmed to this
+ * once it is twice as much (one move per STREAM_KEEP bytes), so 16 of them hold at most half
+ * of KEPT_MAX. */
+#define STREAM_KEEP (512u << 10)
 #define SPARE_WAIT_MS 50           /* a busy loop forks its spare after this long without events */
 #define MAX_IDLE 4                 /* supervisors kept waiting for a command */
 
@@ -57,6 +61,7 @@ struct chan {
     struct bytes inq;   /* frames for the supervisor */
     struct bytes kept;  /* frames sent to the host, for replay until ACK */
     bool lossy;         /* output was dropped from kept (KEPT_MAX) */
+    bool stream;        /* its request asked for a stream (CLR_REQ_STREAM): kept is trimmed */
     bool result_sent;
     bool acked;         /* freed at the end of the loop's pass, never while it is in use */
     struct chan *next;
@@ -134,6 +139,25 @@ static void to_host(struct live *l, struct chan *c, uint8_t type, const void *pa
     size_t before = c->kept.len;
     bytes_add_frame(&c->kept, c->id, type, payload, len);
     l->kept_total += c->kept.len - before;
+    if (output && c->stream && c->kept.len > 2 * STREAM_KEEP)
+        l->kept_total -= bytes_trim_frames(&c->kept, STREAM_KEEP);
+}
+
+/* Whether an EXEC payload asks for a stream (CLR_REQ_STREAM 1); a malformed one is the
+ * supervisor's to refuse. */
+static bool wants_stream(const uint8_t *payload, uint32_t len)
+{
+    struct clr_tlv_iter it;
+    uint16_t tag;
+    const uint8_t *v;
+    uint32_t vlen;
+    uint64_t n = 0;
+    clr_tlv_iter_init(&it, payload, len);
+    while (clr_tlv_next(&it, &tag, &v, &vlen) == 1) {
+        if (tag == CLR_REQ_STREAM)
+            return clr_tlv_u64(v, vlen, &n) == 0 && n == 1;
+    }
+    return false;
 }
 
 /* A result the supervisor could not send itself. */
@@ -235,6 +259,7 @@ static void start_channel(struct live *l, const struct clr_frame *f)
         return;
     c->id = f->channel;
     c->sock = -1;
+    c->stream = wants_stream(f->payload, f->length);
     c->next = l->chans;
     l->chans = c;
     l->nchans++;

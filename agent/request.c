@@ -92,6 +92,7 @@ static int parse_integer(struct agent_request *req, uint16_t tag, const uint8_t 
     case CLR_REQ_NOFILE: req->nofile = n; break;
     case CLR_REQ_FSIZE: req->fsize = n; break;
     case CLR_REQ_MEMORY_SOURCE: req->memory_source = n; break;
+    case CLR_REQ_STREAM: req->stream = n; break;
     default: break;
     }
     return 0;

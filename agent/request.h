@@ -27,6 +27,7 @@ struct agent_request {
     uint64_t memory_source; /* enum clr_memory_source */
     uint64_t nofile;  /* 0: leave as is */
     uint64_t fsize;   /* 0: leave as is */
+    uint64_t stream;  /* 1: no output caps (CLR_REQ_STREAM) */
 };
 
 /* Decodes an EXEC payload into req, which then owns its vectors and strings (released by

@@ -777,8 +777,9 @@ static int supervise_one(struct supervisor *v)
     sup_init(&s, v);
     if (wait_request(&s, v) < 0)
         return -1;
-    s.out.cap = s.req.stdout_cap;
-    s.err.cap = s.req.stderr_cap;
+    /* A stream is sent whole: PID 1 keeps only its newest output, and the host's ring its. */
+    s.out.cap = s.req.stream == 1 ? UINT64_MAX : s.req.stdout_cap;
+    s.err.cap = s.req.stream == 1 ? UINT64_MAX : s.req.stderr_cap;
     fcntl(s.in_fd, F_SETFL, fcntl(s.in_fd, F_GETFL) | O_NONBLOCK);
     fcntl(s.out_fd, F_SETFL, fcntl(s.out_fd, F_GETFL) | O_NONBLOCK);
 

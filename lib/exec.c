@@ -44,6 +44,14 @@ int clr_exec_collect_frame(struct clr_exec_collect *c, const struct clr_frame *f
         clr_buffer *b = f->type == CLR_FRAME_STDOUT ? &r->out : &r->err;
         uint64_t cap = f->type == CLR_FRAME_STDOUT ? c->opts->limits.stdout_cap
                                                    : c->opts->limits.stderr_cap;
+        if (c->opts->stream) {
+            /* All of it goes to on_output, none is kept here: the caller keeps what it wants. */
+            if (f->length && c->opts->on_output)
+                c->opts->on_output(c->opts->ctx,
+                                   f->type == CLR_FRAME_STDOUT ? CLR_STDOUT : CLR_STDERR,
+                                   f->payload, f->length);
+            return 0;
+        }
         /* The agent enforces the cap; this is the host's own bound, in case it does not. */
         ssize_t kept = clr_buffer_append_capped(b, f->payload, f->length, cap);
         size_t len = kept > 0 ? (size_t)kept : 0;
@@ -173,6 +181,8 @@ int clr_exec_check_options(const clr_exec_options *opts, clr_error *err)
         return clr_error_set(err, CLR_E_INVALID, 0, "no command given");
     if (opts->shell && opts->argv)
         return clr_error_set(err, CLR_E_INVALID, 0, "give either argv or a shell string, not both");
+    if (opts->stream && !opts->background)
+        return clr_error_set(err, CLR_E_INVALID, 0, "only a background command's output is a stream");
     clr_exec_limits lim = opts->limits;
     if (opts->background)
         lim.timeout_ms = 1; /* no timeout at all: validate the rest */
@@ -217,6 +227,8 @@ int clr_exec_build_request(struct clr_tlv_builder *b, const clr_sandbox_info *in
     clr_tlv_put_u64(b, CLR_REQ_FSIZE, info->limits.fsize_bytes);
     clr_tlv_put_u64(b, CLR_REQ_MEMORY_SOURCE,
                     strcmp(info->runtime, "runsc") == 0 ? CLR_MEMORY_MEMINFO : CLR_MEMORY_TREE_RSS);
+    if (o->stream)
+        clr_tlv_put_u64(b, CLR_REQ_STREAM, 1);
     if (b->overflow)
         return clr_error_set(err, CLR_E_LIMIT, E2BIG,
                              "command, environment and working directory exceed %d bytes",
@@ -488,6 +500,8 @@ static int start_on_channel(clr_exec **out, clr_engine *eng, const clr_sandbox *
     /* Queued output beyond the caps could never be kept: the queue holds no more than they do
      * (plus a frame's worth), whatever the agent sends and however late this side reads. */
     uint64_t oc = opts->limits.stdout_cap, ec = opts->limits.stderr_cap;
+    if (opts->stream) /* no caps: a reader more than this far behind loses the newest */
+        oc = ec = CLR_EXEC_STREAM_QUEUE / 2;
     clr_channel_slot_bound(h->chan, h->slot,
                            oc > UINT32_MAX || ec > UINT32_MAX ? 0 /* not a cap: no bound */
                                                               : oc + ec + CLR_PROTO_MAX_PAYLOAD);

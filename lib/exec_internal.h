@@ -13,6 +13,9 @@
 #define CLR_EXEC_DIAGNOSE_STOP_MS 10000
 /* How long after its stop the engine may still mark it OOM-killed. */
 #define CLR_EXEC_DIAGNOSE_OOM_MS 1000
+/* A stream's frames queued on the host for its reader (clr_exec_options.stream): past this,
+ * output is dropped and the result marked truncated. */
+#define CLR_EXEC_STREAM_QUEUE (8u << 20)
 /* No deadline (a background command): far enough that now + anything does not wrap. */
 #define CLR_EXEC_FOREVER (UINT64_MAX / 2)
 /* The longest error line of the engine's own on an exec stream that is told apart from a broken

@@ -60,6 +60,9 @@ enum clr_req_tag {
     CLR_REQ_NOFILE = 11,
     CLR_REQ_FSIZE = 12,
     CLR_REQ_MEMORY_SOURCE = 13, /* enum clr_memory_source */
+    /* 1: the output is a stream (a background process's): no cap on what is sent, and the
+     * agent keeps only its newest output for a replay. An agent without it caps as asked. */
+    CLR_REQ_STREAM = 14,
 };
 
 /* How the agent measures memory against CLR_REQ_MEMORY. Under gVisor, /proc/meminfo is the

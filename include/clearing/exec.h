@@ -38,6 +38,10 @@ typedef struct clr_exec_options {
     /* No timeout: the command runs until it ends, is signalled, or its sandbox goes
      * (background processes). Only with clr_exec_start(). */
     bool background;
+    /* Only with background: the output is a stream, without the caps. The agent sends all of
+     * it and keeps only the newest for a replay (an older agent caps as asked); on_output gets
+     * all that arrives and the result keeps none (its counts say how much there was). */
+    bool stream;
     /* Do not send end-of-file after stdin_data: more comes through clr_exec_write_stdin(). */
     bool keep_stdin_open;
     /* How long past the timeout the agent may take to answer before the sandbox is killed. */

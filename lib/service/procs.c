@@ -11,6 +11,7 @@
 #include "execs.h"
 #include "procs.h"
 #include "proto.h"
+#include "ring.h"
 #include "rows.h"
 #include "service_int.h"
 #include "tenants.h"
@@ -22,12 +23,6 @@
  * none once their sandbox is gone (svc_procs_prune). */
 #define MAX_EXITED_PER_SANDBOX 16
 
-struct ring {
-    uint8_t *data;
-    size_t len;     /* bytes held */
-    uint64_t base;  /* offset of data[0] in the whole stream */
-};
-
 struct proc {
     char id[32];
     char sandbox_id[CLR_SANDBOX_ID_MAX + 1];
@@ -37,7 +32,7 @@ struct proc {
     struct live_sb *lv; /* its sandbox's live state: the channel it runs on, held while it runs */
     clr_exec *h;
     pthread_t thread;
-    struct ring out, err;
+    struct svc_ring out, err; /* the newest PROC_OUTPUT_KEEP bytes of each */
     bool done;      /* no new user may take h; it is being freed */
     json_t *result; /* set once h is freed: only then is the process answered as exited */
     json_t *request;
@@ -51,33 +46,11 @@ struct proc {
 static pthread_mutex_t procs_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t procs_cond = PTHREAD_COND_INITIALIZER;
 
-static void ring_append(struct ring *r, const uint8_t *d, size_t n)
-{
-    if (n >= PROC_OUTPUT_KEEP) {
-        r->base += r->len + (n - PROC_OUTPUT_KEEP);
-        d += n - PROC_OUTPUT_KEEP;
-        n = PROC_OUTPUT_KEEP;
-        r->len = 0;
-    }
-    if (r->len + n > PROC_OUTPUT_KEEP) {
-        size_t drop = r->len + n - PROC_OUTPUT_KEEP;
-        memmove(r->data, r->data + drop, r->len - drop);
-        r->len -= drop;
-        r->base += drop;
-    }
-    if (!r->data)
-        r->data = malloc(PROC_OUTPUT_KEEP);
-    if (!r->data)
-        return;
-    memcpy(r->data + r->len, d, n);
-    r->len += n;
-}
-
 static void proc_on_output(void *ctx, clr_stream stream, const uint8_t *data, size_t len)
 {
     struct proc *p = ctx;
     pthread_mutex_lock(&procs_lock);
-    ring_append(stream == CLR_STDOUT ? &p->out : &p->err, data, len);
+    svc_ring_append(stream == CLR_STDOUT ? &p->out : &p->err, data, len);
     pthread_cond_broadcast(&procs_cond);
     pthread_mutex_unlock(&procs_lock);
 }
@@ -141,8 +114,8 @@ static json_t *proc_json(const struct proc *p)
                           "sandbox_id", p->sandbox_id, "state", p->result ? "exited" : "running",
                           "request", p->request, "started_at", (json_int_t)p->started_at,
                           "finished_at", (json_int_t)p->finished_at, "stdout_offset",
-                          (json_int_t)(p->out.base + p->out.len), "stderr_offset",
-                          (json_int_t)(p->err.base + p->err.len), "result",
+                          (json_int_t)(svc_ring_end(&p->out)), "stderr_offset",
+                          (json_int_t)(svc_ring_end(&p->err)), "result",
                           p->result ? p->result : json_null());
     if (o && p->from)
         json_object_set(o, "from", p->from);
@@ -157,8 +130,8 @@ static void proc_free(struct proc *p)
     json_decref(p->result);
     json_decref(p->request);
     json_decref(p->from);
-    free(p->out.data);
-    free(p->err.data);
+    svc_ring_free(&p->out);
+    svc_ring_free(&p->err);
     free(p);
 }
 
@@ -336,9 +309,11 @@ static int proc_refused(clr_service *svc, const char *actor, const char *id, clr
     return -1;
 }
 
-/* A new entry's own id (pr- and 16 random hex digits) and its sandbox's. */
+/* A new entry's own id (pr- and 16 random hex digits), its sandbox's, and its empty rings. */
 static void proc_name(struct proc *p, const char *sandbox_id)
 {
+    svc_ring_init(&p->out, PROC_OUTPUT_KEEP);
+    svc_ring_init(&p->err, PROC_OUTPUT_KEEP);
     uint8_t r[8];
     if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
         memset(r, 0, sizeof(r));
@@ -397,6 +372,7 @@ int clr_service_proc_start(clr_service *svc, const char *id, json_t *req, const 
         return -1;
     }
     cmd.o.background = true;
+    cmd.o.stream = true; /* no caps: the ring keeps the newest */
     cmd.o.keep_stdin_open = true;
     if (proc_admit(svc, id, cmd.tenant, err) < 0) {
         svc_command_clear(&cmd);
@@ -540,6 +516,7 @@ static int adopt_one(clr_service *svc, const char *id, const char *tenant, const
     if (rc == 0) {
         clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
         o.background = true;
+        o.stream = true;
         o.keep_stdin_open = true;
         o.on_output = proc_on_output;
         o.ctx = p;
@@ -657,22 +634,17 @@ int clr_service_proc_get(clr_service *svc, const char *id, const char *proc_id, 
                                  proc_id, id);
 }
 
-static json_t *ring_json(const struct ring *r, uint64_t from)
+static json_t *ring_json(const struct svc_ring *r, uint64_t from)
 {
-    uint64_t end = r->base + r->len;
-    uint64_t dropped = from < r->base ? r->base - from : 0;
-    if (from < r->base)
-        from = r->base;
-    if (from > end)
-        from = end;
     clr_exec_result tmp;
     memset(&tmp, 0, sizeof(tmp));
-    tmp.out.data = r->data ? r->data + (from - r->base) : NULL;
-    tmp.out.len = (size_t)(end - from);
+    uint64_t dropped = 0;
+    tmp.out.data = svc_ring_read(r, from, &tmp.out.len, &dropped);
     json_t *j = clr_exec_result_to_json(&tmp);
+    free(tmp.out.data);
     json_t *o = json_pack("{s:O, s:O, s:I, s:I}", "data", json_object_get(j, "stdout"),
                           "encoding", json_object_get(j, "stdout_encoding"), "next_offset",
-                          (json_int_t)end, "dropped", (json_int_t)dropped);
+                          (json_int_t)svc_ring_end(r), "dropped", (json_int_t)dropped);
     json_decref(j);
     return o;
 }
@@ -694,8 +666,8 @@ int clr_service_proc_output(clr_service *svc, const char *id, const char *proc_i
     struct proc *p = proc_find(svc, id, proc_id);
     /* "exited" goes with the result: between done and result a reader would see an exited
      * process without its status (`clearing logs -f` exited 122 for a command's 0). */
-    while (p && wait_ms && !p->result && p->out.base + p->out.len <= out_off &&
-           p->err.base + p->err.len <= err_off) {
+    while (p && wait_ms && !p->result && svc_ring_end(&p->out) <= out_off &&
+           svc_ring_end(&p->err) <= err_off) {
         if (pthread_cond_timedwait(&procs_cond, &procs_lock, &until) != 0)
             break;
         p = proc_find(svc, id, proc_id);

@@ -662,6 +662,31 @@ class T03Exec(ApiTest):
             self.assertEqual((rec['result']['status'], rec['result']['signal']),
                              ('signaled', 15), (body, rec))
 
+    def test_background_output_is_a_stream_without_caps(self):
+        """A background process may write any amount: past the 1 MiB an exec is capped at, its
+        output goes on, the daemon keeps its newest 1 MiB and says how much came before. It used
+        to stop at 1 MiB for good (an exec's default caps applied), marked truncated."""
+        size = 3 << 20
+        r = self.api.post('/v1/sandboxes/%s/processes' % self.sid,
+                          {'shell': 'yes 0123456789abcde | head -c %d; echo END' % size})
+        self.assertEqual(r.status, 201, r)
+        url = '/v1/sandboxes/%s/processes/%s' % (self.sid, r.json['id'])
+        rec, deadline = None, time.monotonic() + 120
+        while time.monotonic() < deadline:
+            rec = self.api.get(url + '/output?wait=10s&stdout_offset=%d' % (size + 4)).json or {}
+            if rec.get('state') == 'exited':
+                break
+        self.assertEqual((rec or {}).get('state'), 'exited', rec)
+        res = rec['result']
+        self.assertEqual((res['status'], res['exit_code']), ('exited', 0), res)
+        self.assertEqual(res['stdout_bytes'], size + 4, res)
+        self.assertIs(res['stdout_truncated'], False, res)
+        out = self.api.get(url + '/output?stdout_offset=0').json['stdout']
+        self.assertEqual(out['next_offset'], size + 4, out['next_offset'])
+        self.assertEqual(out['dropped'], size + 4 - (1 << 20), out['dropped'])
+        self.assertEqual(len(out['data']), 1 << 20)
+        self.assertTrue(out['data'].endswith('0123456789abcde\nEND\n'), out['data'][-40:])
+
     def test_exec_record_fetch_and_redaction(self):
         secret = 'sk-live-%d' % time.monotonic_ns()
         rec = self.exec(self.sid, {'shell': 'echo "$TOKEN" | wc -c', 'env': {'TOKEN': secret},

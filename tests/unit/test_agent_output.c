@@ -97,6 +97,37 @@ static void test_bytes_frame_header_and_payload(void **state)
     bytes_free(&b);
 }
 
+/* A stream's kept frames lose their oldest whole frames down to what is kept; never the last
+ * frame, never part of one. */
+static void test_bytes_trim_frames(void **state)
+{
+    (void)state;
+    struct bytes b = {0};
+    const size_t h = CLR_PROTO_HEADER_SIZE;
+    assert_int_equal(bytes_add_frame(&b, 3, CLR_FRAME_STDOUT, "aaaa", 4), 0);
+    assert_int_equal(bytes_add_frame(&b, 3, CLR_FRAME_STDERR, "bb", 2), 0);
+    assert_int_equal(bytes_add_frame(&b, 3, CLR_FRAME_STDOUT, "cccccc", 6), 0);
+    size_t all = b.len;
+    assert_int_equal(bytes_trim_frames(&b, all), 0); /* control: it fits */
+    assert_int_equal(b.len, all);
+    /* Room for the last two: the first goes whole. */
+    assert_int_equal(bytes_trim_frames(&b, 2 * h + 8), h + 4);
+    assert_int_equal(b.len, 2 * h + 8);
+    uint8_t want[CLR_PROTO_HEADER_SIZE];
+    clr_frame_header(want, 3, CLR_FRAME_STDERR, 2);
+    assert_memory_equal(b.data, want, h);
+    assert_memory_equal(b.data + h, "bb", 2);
+    /* One byte short of the last two: only the last stays. */
+    assert_int_equal(bytes_trim_frames(&b, 2 * h + 7), h + 2);
+    clr_frame_header(want, 3, CLR_FRAME_STDOUT, 6);
+    assert_memory_equal(b.data, want, h);
+    assert_memory_equal(b.data + h, "cccccc", 6);
+    /* Less room than the last frame: it stays all the same. */
+    assert_int_equal(bytes_trim_frames(&b, 1), 0);
+    assert_int_equal(b.len, h + 6);
+    bytes_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -106,6 +137,7 @@ int main(void)
         cmocka_unit_test(test_stream_cap_larger_than_size_t_read),
         cmocka_unit_test(test_bytes_queue_and_consume),
         cmocka_unit_test(test_bytes_frame_header_and_payload),
+        cmocka_unit_test(test_bytes_trim_frames),
     };
     return cmocka_run_group_tests_name("agent_output", tests, NULL, NULL);
 }

@@ -61,6 +61,7 @@ static void test_request_full_decode(void **state)
     clr_tlv_put_u64(b, CLR_REQ_NOFILE, 1024);
     clr_tlv_put_u64(b, CLR_REQ_FSIZE, 1ull << 30);
     clr_tlv_put_u64(b, CLR_REQ_MEMORY_SOURCE, CLR_MEMORY_MEMINFO);
+    clr_tlv_put_u64(b, CLR_REQ_STREAM, 1);
     assert_false(b->overflow);
 
     struct agent_request req;
@@ -88,6 +89,7 @@ static void test_request_full_decode(void **state)
     assert_int_equal(req.nofile, 1024);
     assert_int_equal(req.fsize, 1ull << 30);
     assert_int_equal(req.memory_source, CLR_MEMORY_MEMINFO);
+    assert_int_equal(req.stream, 1);
     agent_request_clear(&req);
     assert_null(req.argv);
     free(b);

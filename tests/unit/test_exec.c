@@ -140,6 +140,12 @@ static void test_request_shell_cwd_background_runc(void **state)
     assert_int_equal(f.u[CLR_REQ_TIMEOUT_MS], 0); /* background: no timeout */
     /* outside gVisor /proc/meminfo is the host's: the agent sums its tree's RSS */
     assert_int_equal(f.u[CLR_REQ_MEMORY_SOURCE], CLR_MEMORY_TREE_RSS);
+    assert_false(f.have[CLR_REQ_STREAM]); /* a background command is capped unless it asks */
+    o.stream = true;
+    assert_int_equal(clr_exec_build_request(b, &info, NULL, &o, &err), 0);
+    decode_request(b, &f);
+    assert_true(f.have[CLR_REQ_STREAM]);
+    assert_int_equal(f.u[CLR_REQ_STREAM], 1);
     free(b);
 }
 
@@ -207,7 +213,14 @@ static void test_check_options(void **state)
     assert_int_equal(clr_exec_check_options(&o, &err), 0);
     o.limits.stdout_cap = 65 * CLR_MIB; /* but its caps are still checked */
     assert_option_refused(&o, "stdout");
+    o.limits.stdout_cap = CLR_MIB;
+    o.stream = true;
+    assert_int_equal(clr_exec_check_options(&o, &err), 0); /* control */
+    o.background = false;
+    o.limits.timeout_ms = 1000;
+    assert_option_refused(&o, "only a background command's output is a stream");
 }
+
 
 /* ---- frames into a result --------------------------------------------------------------- */
 
@@ -232,15 +245,22 @@ static struct clr_frame frame(uint8_t type, const void *p, size_t len)
     return f;
 }
 
+/* Options with these caps whose output goes to seen. */
+static clr_exec_options capped(struct seen_output *seen, uint64_t out_cap, uint64_t err_cap)
+{
+    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+    o.limits.stdout_cap = out_cap;
+    o.limits.stderr_cap = err_cap;
+    o.on_output = on_output;
+    o.ctx = seen;
+    return o;
+}
+
 static void test_collect_output_caps_and_result(void **state)
 {
     (void)state;
     struct seen_output seen = {0};
-    clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
-    o.limits.stdout_cap = 8;
-    o.limits.stderr_cap = 3;
-    o.on_output = on_output;
-    o.ctx = &seen;
+    clr_exec_options o = capped(&seen, 8, 3);
     clr_exec_result r;
     memset(&r, 0, sizeof(r));
     clr_error err = CLR_ERROR_INIT;
@@ -287,6 +307,33 @@ static void test_collect_output_caps_and_result(void **state)
     assert_non_null(strstr(err.message, "after its result"));
     assert_int_equal(r.out.len, 8);
     free(b);
+    clr_exec_result_clear(&r);
+}
+
+/* A stream (a background process's output) has no caps on the host either: every byte goes to
+ * on_output and none is kept in the result, however small the caps. */
+static void test_collect_stream_output(void **state)
+{
+    (void)state;
+    struct seen_output seen = {0};
+    clr_exec_options o = capped(&seen, 2, 2);
+    o.background = true;
+    o.stream = true;
+    clr_exec_result r;
+    memset(&r, 0, sizeof(r));
+    clr_error err = CLR_ERROR_INIT;
+    struct clr_exec_collect c = {.res = &r, .opts = &o, .err = &err};
+    struct clr_frame f = frame(CLR_FRAME_STDOUT, "hello ", 6);
+    assert_int_equal(clr_exec_collect_frame(&c, &f), 0);
+    f = frame(CLR_FRAME_STDERR, "world", 5);
+    assert_int_equal(clr_exec_collect_frame(&c, &f), 0);
+    assert_int_equal(seen.calls, 2);
+    assert_int_equal(seen.len, 11);
+    assert_memory_equal(seen.data, "hello world", 11);
+    assert_int_equal(r.out.len, 0);
+    assert_int_equal(r.err.len, 0);
+    assert_false(c.dropped_out);
+    assert_false(c.dropped_err);
     clr_exec_result_clear(&r);
 }
 
@@ -612,6 +659,7 @@ int main(void)
         cmocka_unit_test(test_request_refusals),
         cmocka_unit_test(test_check_options),
         cmocka_unit_test(test_collect_output_caps_and_result),
+        cmocka_unit_test(test_collect_stream_output),
         cmocka_unit_test(test_collect_refuses),
         cmocka_unit_test(test_collect_stream),
         cmocka_unit_test(test_collect_engine_error_line),
