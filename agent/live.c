@@ -46,9 +46,10 @@
 #define INQ_HIGH (4u << 20)        /* stop reading the host above this much unsent input */
 #define KEPT_MAX (32u << 20)       /* frames kept for replay, all channels together */
 /* A stream's (a background process's) output kept for replay: the newest, trimmed to this
- * once it is twice as much (one move per STREAM_KEEP bytes), so 16 of them hold at most half
- * of KEPT_MAX. */
-#define STREAM_KEEP (512u << 10)
+ * once it is twice as much (one move per STREAM_KEEP bytes). Twice it fits what the host keeps
+ * of a replayed command's stream (1 MiB), so a replay brings the newest whole; 16 of them hold
+ * at most a quarter of KEPT_MAX. */
+#define STREAM_KEEP (256u << 10)
 #define SPARE_WAIT_MS 50           /* a busy loop forks its spare after this long without events */
 #define MAX_IDLE 4                 /* supervisors kept waiting for a command */
 

@@ -90,8 +90,10 @@ def counter(c, sid, path='/tmp/c'):
 
 LOOP = 'i=0; while :; do i=$((i+1)); echo $i > /tmp/c; sleep 0.2; done'
 LOOP_B = LOOP.replace('/tmp/c', '/tmp/b')  # the background process's, beside LOOP's
-# ... which also says each count on its stdout
-LOOP_BG = LOOP_B.replace('; sleep', '; echo tick $i; sleep')
+# ... which also says each count on its stdout, after 3 MiB of other output
+BURST = 3 << 20
+LOOP_BG = 'yes 0123456789abcde | head -c %d; ' % BURST + \
+    LOOP_B.replace('; sleep', '; echo tick $i; sleep')
 
 
 def last_tick(c, sid, proc_id):
@@ -211,9 +213,10 @@ def test_fork_and_isolation(d, c):
     check('a sandbox for the background loop', bg, (st, r))
     st, proc = call(c, 'POST', '/v1/sandboxes/%s/processes' % bg, {'shell': LOOP_BG})
     pid = proc.get('id', '') if isinstance(proc, dict) else ''
-    check('a counter loop runs as a background process', st == 201
-          and wait_for(lambda: counter(c, bg, '/tmp/b') >= 10),
-          (st, proc, counter(c, bg, '/tmp/b')))
+    check('a counter loop runs as a background process, after 3 MiB of output', st == 201
+          and wait_for(lambda: counter(c, bg, '/tmp/b') >= 10)
+          and proc_state(c, bg, pid).get('stdout_offset', 0) > BURST,
+          (st, proc, counter(c, bg, '/tmp/b'), proc_state(c, bg, pid)))
     st, snap3 = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % bg, {})
     check('a snapshot is taken while it runs, restorable (no docker exec ran), naming one '
           'process', st == 201 and snap3.get('restorable') is True
@@ -239,6 +242,16 @@ def test_fork_and_isolation(d, c):
         t0 = last_tick(c, fork3, fid)
         check('its output holds the parent\'s counts and goes on in the fork',
               t0 >= 10 and wait_for(lambda: last_tick(c, fork3, fid) > t0), t0)
+        # The agent keeps a background process's newest output, not its oldest: after the
+        # 3 MiB burst the fork's copy still starts with the burst's tail and the first counts.
+        st_o, o3 = call(c, 'GET', '/v1/sandboxes/%s/processes/%s/output?stdout_offset=0'
+                        % (fork3, fid))
+        data3 = (o3.get('stdout') or {}).get('data', '') if st_o == 200 else ''
+        check('the fork\'s copy starts with the newest output kept before the snapshot: the '
+              'burst\'s tail, then tick 1, not the burst\'s first megabyte',
+              data3.startswith(tuple('0123456789abcde\n'[k:] for k in range(16)))
+              and '0123456789abcde\ntick 1\n' in data3 and len(data3) < BURST // 4,
+              (st_o, len(data3), data3[:40]))
         st_k, k = call(c, 'POST', '/v1/sandboxes/%s/processes/%s/signal' % (fork3, fid),
                        {'signal': 'KILL'})
         check('killed in the fork, it exits there, signaled', st_k in (200, 202, 204)
