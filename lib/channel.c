@@ -63,7 +63,8 @@ struct unclaimed {
     uint64_t bytes; /* of its output kept, counted in the channel's unclaimed_bytes */
     bool out_dropped, err_dropped; /* the bounds dropped some: its result says truncated */
     /* Its result frame, when the hook held it for a claim (on_result 1): kept whole, for the
-     * slot that claims the id (clr_channel_slot_claim); counted in bytes. */
+     * slot that claims the id (clr_channel_slot_claim) or until it is let go
+     * (clr_channel_release). */
     uint8_t *result;
     uint32_t result_len;
     struct unclaimed *next;
@@ -208,7 +209,9 @@ static int slot_queue_locked(struct clr_channel_slot *s, uint8_t type, const uin
 static void unclaimed_append_locked(clr_channel *ch, struct unclaimed *u, clr_buffer *b,
                                     bool *dropped, const struct clr_frame *f)
 {
-    uint64_t room = UNCLAIMED_BYTES_MAX - ch->unclaimed_bytes;
+    uint64_t room = ch->unclaimed_bytes < UNCLAIMED_BYTES_MAX
+                        ? UNCLAIMED_BYTES_MAX - ch->unclaimed_bytes
+                        : 0;
     uint64_t cap = b->len + room < CLR_CHANNEL_REPLAY_CAP ? b->len + room : CLR_CHANNEL_REPLAY_CAP;
     ssize_t kept = clr_buffer_append_capped(b, f->payload, f->length, cap);
     if (kept > 0) {
@@ -267,11 +270,11 @@ static int unclaimed_frame_locked(clr_channel *ch, const struct clr_frame *f)
                    ? ch->hooks.on_result(ch->hooks.ctx, ch, u->id, &u->res)
                    : -1;
     if (held == 1 && (u->result = malloc(f->length ? f->length : 1))) {
-        /* Held for a claim: the command's claimer decodes and acknowledges it. */
+        /* Held for a claim: the command's claimer decodes and acknowledges it. Not counted
+         * against the output's bound: the hook holds only the ids it is about to take over,
+         * one result (a frame) each, and nothing of an id comes after its result. */
         memcpy(u->result, f->payload, f->length);
         u->result_len = f->length;
-        u->bytes += f->length;
-        ch->unclaimed_bytes += f->length;
         return 0;
     }
     if (held == 0)
@@ -682,6 +685,23 @@ static struct clr_channel_slot *slot_make(clr_channel *ch, uint32_t want, bool c
 struct clr_channel_slot *clr_channel_slot_new(clr_channel *ch, uint32_t want, clr_error *err)
 {
     return slot_make(ch, want, false, err);
+}
+
+void clr_channel_release(clr_channel *ch, uint32_t id)
+{
+    pthread_mutex_lock(&ch->lock);
+    struct unclaimed **pp = &ch->unclaimed;
+    while (*pp && (*pp)->id != id)
+        pp = &(*pp)->next;
+    struct unclaimed *u = *pp;
+    bool held = u && u->result; /* else still running (or unknown): its result comes to the hook */
+    if (held) {
+        *pp = u->next;
+        unclaimed_free_locked(ch, u);
+    }
+    pthread_mutex_unlock(&ch->lock);
+    if (held)
+        clr_channel_ack(ch, id);
 }
 
 struct clr_channel_slot *clr_channel_slot_claim(clr_channel *ch, uint32_t id, clr_error *err)

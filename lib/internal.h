@@ -60,6 +60,9 @@ struct clr_channel_slot *clr_channel_slot_new(clr_channel *ch, uint32_t want, cl
  * collected since the channel opened, nobody having waited for it, is queued on the slot first,
  * and what comes after goes there too. id is the command's, not 0. */
 struct clr_channel_slot *clr_channel_slot_claim(clr_channel *ch, uint32_t id, clr_error *err);
+/* Lets go of a result held for a claim that will not come (the command was not taken over): it
+ * is freed and acknowledged. Nothing held for id: nothing done. */
+void clr_channel_release(clr_channel *ch, uint32_t id);
 uint32_t clr_channel_slot_id(const struct clr_channel_slot *s);
 /* Bounds the output queued for the slot's reader to max bytes (0: no bound); output past it
  * is dropped, and slot_dropped says from which stream. */

@@ -202,7 +202,6 @@ static void create_adopt(clr_service *svc, const char *id, const struct svc_fork
 {
     clr_engine *eng = NULL;
     clr_error err = CLR_ERROR_INIT;
-    svc_procs_adopt_begin(id, fork->processes);
     if (svc_engine_get(svc, &eng, &err) == 0)
         svc_procs_adopt(svc, eng, id, fork->snapshot_id, fork->processes, actor);
     else
@@ -263,6 +262,10 @@ static int create_with(clr_service *svc, json_t *req, const char *tenant, const 
     }
     create_row(&c, json_object_get(req, "metadata"));
     c.row.attached = c.ch != NULL; /* a pooled sandbox's channel is attached already */
+    /* Before anyone can name it: a request that opens its channel first must not store and
+     * acknowledge the result of a process the fork is about to take over. */
+    if (fork)
+        svc_procs_adopt_begin(c.row.info.id, fork->processes);
     svc_free_strv(c.env);
     int rc = clr_store_sandbox_insert(svc->store, &c.row, err);
     json_t *jpolicy = egress ? clr_egress_policy_to_json(egress) : NULL;
@@ -274,6 +277,8 @@ static int create_with(clr_service *svc, json_t *req, const char *tenant, const 
                        : create_audit(svc, actor, tenant, &c.row, jpolicy, err) < 0 ? "unaudited"
                                                                                     : NULL;
     if (undo) {
+        if (fork)
+            svc_live_unhold(c.row.info.id);
         create_undo(svc, &c, undo);
         json_decref(jpolicy);
         clr_store_sandbox_clear(&c.row);
@@ -291,7 +296,9 @@ static int create_with(clr_service *svc, json_t *req, const char *tenant, const 
     const char *id = json_string_value(json_object_get(*out, "id"));
     if (fork && json_array_size(fork->processes))
         create_adopt(svc, id, fork, actor); /* attaches the channel, which serves the proxy */
-    else if (egress_needs_channel(egress))
+    else if (fork)
+        svc_live_unhold(id);
+    if (!(fork && json_array_size(fork->processes)) && egress_needs_channel(egress))
         create_attach_proxy(svc, id);
     return 0;
 }
@@ -481,9 +488,6 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
     svc_set_restoring(svc, NULL);
     svc_snapshot_gate_write_done(svc);
     svc_free_strv(env);
-    /* Its snapshot's background processes, back with the agent's memory, are its own again
-     * (under new ids); a failed restore only ends the hold on their results. */
-    svc_procs_adopt(svc, eng, id, from->snapshot_id, rc == 0 ? from->processes : NULL, actor);
     if (rc == 0) {
         /* A restore is activity: the idle reaper counts from its end. */
         clr_error ignored = CLR_ERROR_INIT;

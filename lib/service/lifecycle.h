@@ -42,7 +42,9 @@ int svc_create_fork(clr_service *svc, json_t *req, const char *tenant, const cha
  * "snapshot.release") once the sandbox runs again, restored or as it was, and stays after a
  * failure that cost the sandbox or a crash (the next start's recovery releases it if the
  * sandbox runs). A hold that cannot be recorded refuses the restore. The caller holds the
- * snapshot lock, verified the snapshot and recorded the restore. */
+ * snapshot lock, verified the snapshot and recorded the restore. Results the agent replays
+ * for the snapshot's processes (from->processes) are held from the swap on (svc_procs_adopt_begin); the caller takes them over, or ends the hold, with
+ * svc_procs_adopt once this returns. */
 int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
                          const struct svc_fork *from, const char *actor, clr_error *err);
 

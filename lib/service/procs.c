@@ -586,10 +586,15 @@ int svc_procs_adopt(clr_service *svc, clr_engine *eng, const char *id, const cha
             refused[nrefused++] = entry_channel(e);
     }
     svc_live_unhold(id);
-    /* Not taken over, it would run on unlisted and uncounted: killed, once its result is no
-     * longer held for a claim. */
-    for (size_t i = 0; i < nrefused; i++)
+    /* Not taken over, it would run on unlisted and uncounted: killed (its result, from now on
+     * not held, is acknowledged as any replayed one), or, when it had ended, its held result let
+     * go. After a failure to open, whatever the channel holds for them goes the same way. */
+    for (size_t i = 0; lv && lv->ch && rc < 0 && i < n; i++)
+        clr_channel_release(lv->ch, entry_channel(json_array_get(procs, i)));
+    for (size_t i = 0; i < nrefused; i++) {
+        clr_channel_release(lv->ch, refused[i]);
         clr_channel_send(lv->ch, refused[i], CLR_FRAME_KILL, NULL, 0, NULL);
+    }
     free(refused);
     if (rc < 0)
         clr_log(CLR_LOG_WARN, "process.adopt_failed", "id", id, "error", err.message, "detail",

