@@ -2028,7 +2028,8 @@ def _():
 
     def hold():
         held['r'] = tcp_req('POST', '/v1/sandboxes/%s/exec' % s, red,
-                            {'shell': 'echo up >started; while [ ! -e go ]; do sleep 0.1; done',
+                            {'shell': 'echo up >started.tmp && mv started.tmp started; '
+                                      'while [ ! -e go ]; do sleep 0.1; done',
                              'timeout': '120s'})
 
     t = threading.Thread(target=hold)
