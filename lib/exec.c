@@ -500,8 +500,12 @@ static int start_on_channel(clr_exec **out, clr_engine *eng, const clr_sandbox *
     /* Queued output beyond the caps could never be kept: the queue holds no more than they do
      * (plus a frame's worth), whatever the agent sends and however late this side reads. */
     uint64_t oc = opts->limits.stdout_cap, ec = opts->limits.stderr_cap;
-    if (opts->stream) /* no caps: a reader more than this far behind loses the newest */
-        oc = ec = CLR_EXEC_STREAM_QUEUE / 2;
+    if (opts->stream) {
+        /* No caps: a reader more than this far behind loses the newest (or more than its
+         * caps, where a caller gives larger ones to say how far behind it may fall). */
+        oc = oc > CLR_EXEC_STREAM_QUEUE / 2 ? oc : CLR_EXEC_STREAM_QUEUE / 2;
+        ec = ec > CLR_EXEC_STREAM_QUEUE / 2 ? ec : CLR_EXEC_STREAM_QUEUE / 2;
+    }
     clr_channel_slot_bound(h->chan, h->slot,
                            oc > UINT32_MAX || ec > UINT32_MAX ? 0 /* not a cap: no bound */
                                                               : oc + ec + CLR_PROTO_MAX_PAYLOAD);

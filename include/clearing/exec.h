@@ -40,7 +40,9 @@ typedef struct clr_exec_options {
     bool background;
     /* Only with background: the output is a stream, without the caps. The agent sends all of
      * it and keeps only the newest for a replay (an older agent caps as asked); on_output gets
-     * all that arrives and the result keeps none (its counts say how much there was). */
+     * all that arrives and the result keeps none (its counts say how much there was). Over a
+     * live channel, the caps (where above 4 MiB) bound only how far on_output may fall
+     * behind before the newest output is dropped. */
     bool stream;
     /* Do not send end-of-file after stdin_data: more comes through clr_exec_write_stdin(). */
     bool keep_stdin_open;

@@ -6,6 +6,7 @@
 #include "clearing/cleanup_json.h"
 #include "internal.h"
 
+#include "channels.h"
 #include "code.h"
 #include "engines.h"
 #include "execs.h"
@@ -20,6 +21,9 @@
 #define CODE_MAX_QUEUED 16          /* cells waiting for one session */
 #define BRIDGE_BUDGET (64 * CLR_MIB) /* all the bridge may print (the exec stdout cap) */
 #define BRIDGE_ERR_KEEP (64 * 1024)
+/* Over the live channel the bridge's output is a stream: how much of it may wait unread in the
+ * daemon (a line's bound and a frame: its reader parses each line as it comes). */
+#define BRIDGE_QUEUE (LINE_MAX + CLR_MIB)
 #define CELL_CAP_DEFAULT CLR_MIB
 #define CELL_CAP_MAX (4 * CLR_MIB)
 #define CELL_TIMEOUT_DEFAULT_MS 30000
@@ -37,10 +41,13 @@ struct code_session {
      * its kernel is ended (bridge_end); one whose bridge ended on its own (ended) counts no
      * longer (code_lock). */
     bool kernel;
-    /* The bridge: a background command of the sandbox. Only the cell holding the session's
-     * turn (or stop) touches these; the thread waits for the command and sets ended. */
+    /* The bridge: a background command of the sandbox, on its live channel (lv holds a
+     * reference while it runs; chan is its id there, 0 over a docker exec). Only the cell
+     * holding the session's turn (or stop) touches these; the thread waits for the command and
+     * sets ended. */
     clr_engine *eng;
-    clr_sandbox *sb;
+    struct live_sb *lv;
+    uint32_t chan; /* written under code_lock: a snapshot reads it (svc_code_on_channel) */
     clr_exec *h;
     pthread_t thread;
     bool thread_started;
@@ -62,40 +69,17 @@ static pthread_mutex_t code_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t code_cond = PTHREAD_COND_INITIALIZER;
 
 
-/* An answer the daemon makes itself (the bridge could not give one). */
-static json_t *own_answer(const char *status, bool restarted, const char *message)
-{
-    return json_pack("{s:s, s:n, s:s, s:s, s:n, s:[], s:n, s:b, s:b, s:s}", "status", status,
-                     "execution_count", "stdout", "", "stderr", "", "result", "displays",
-                     "error", "truncated", 0, "restarted", restarted, "message", message);
-}
-
-json_t *svc_code_sandbox_gone(clr_service *svc, const char *id)
-{
-    char state[32], reason[CLR_STORE_REASON_MAX + 1], msg[400];
-    clr_error err = CLR_ERROR_INIT;
-    if (svc_row_state(svc, id, state, reason, &err) < 0) {
-        if (err.code != CLR_E_NOT_FOUND)
-            return NULL; /* unknown: the bridge's own account stands */
-        snprintf(msg, sizeof(msg), "the sandbox's record is gone: its code session ended");
-    } else if (strcmp(state, CLR_STATE_RUNNING) == 0) {
-        return NULL;
-    } else if (strcmp(state, CLR_STATE_LOST) == 0) {
-        snprintf(msg, sizeof(msg),
-                 "the sandbox was lost while the cell ran (%s); its workspace can still be read "
-                 "(files, diff) until it is destroyed",
-                 reason[0] ? reason : "unknown cause");
-    } else {
-        /* destroy_reason says by what: client (DELETE), expired (its lifetime), idle (the
-         * reaper), or a plan's reason. */
-        snprintf(msg, sizeof(msg), "the sandbox was %s while the cell ran (reason: %s)", state,
-                 reason[0] ? reason : "unknown");
-    }
-    clr_utf8_trim_cut(msg);
-    return own_answer("sandbox_failed", false, msg);
-}
-
 /* ---- the bridge ---- */
+
+/* A request's nonce: 32 random hex digits. */
+static void make_nonce(char nonce[33])
+{
+    uint8_t r[16];
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        memset(r, 0, sizeof(r));
+    for (size_t i = 0; i < sizeof(r); i++)
+        snprintf(nonce + 2 * i, 3, "%02x", r[i]);
+}
 
 static void bridge_output(void *ctx, clr_stream stream, const uint8_t *data, size_t len)
 {
@@ -103,10 +87,17 @@ static void bridge_output(void *ctx, clr_stream stream, const uint8_t *data, siz
     if (stream != CLR_STDOUT)
         return; /* the bridge's own complaints: not part of any answer */
     pthread_mutex_lock(&code_lock);
+    /* Its output is a stream, with no cap in the agent: past what any run of cells may print
+     * (each is admitted with room for its answer in the budget, session_ready), the kernel
+     * writes on the bridge's stdout itself, and the bridge is killed (once). */
+    bool flood = s->used <= BRIDGE_BUDGET + LINE_MAX && s->used + len > BRIDGE_BUDGET + LINE_MAX;
     s->used += len;
-    svc_code_lines_feed(s->lines, data, len);
+    if (s->used <= BRIDGE_BUDGET + LINE_MAX)
+        svc_code_lines_feed(s->lines, data, len);
     pthread_cond_broadcast(&code_cond);
     pthread_mutex_unlock(&code_lock);
+    if (flood)
+        clr_exec_signal(s->h, 9, NULL);
 }
 
 static void *bridge_main(void *arg)
@@ -151,14 +142,15 @@ static void bridge_kill(struct code_session *s)
     s->thread_started = false;
     clr_exec_free(s->h);
     s->h = NULL;
-    clr_sandbox_free(s->sb);
-    s->sb = NULL;
+    svc_live_put(s->svc, s->lv);
+    s->lv = NULL;
     if (s->eng)
         svc_engine_put(s->svc, s->eng, false);
     s->eng = NULL;
     pthread_mutex_lock(&code_lock);
     svc_code_lines_free(s->lines);
     s->lines = NULL;
+    s->chan = 0;
     s->ended = false;
     s->used = 0;
     pthread_mutex_unlock(&code_lock);
@@ -253,10 +245,23 @@ static int bridge_start_once(struct code_session *s, clr_error *err)
     s->lines = lines;
     pthread_mutex_unlock(&code_lock);
     int rc = svc_engine_get(s->svc, &s->eng, err);
+    /* On the sandbox's live channel, as an exec: a cell is a line on an open stream (no
+     * docker exec's hops), and a snapshot taken while the kernel runs can be forked and
+     * restored with it. Its output is a stream: the agent keeps only the newest for a replay.
+     * An agent without a channel gets a docker exec of its own. */
     if (rc == 0)
-        rc = clr_sandbox_open_at(&s->sb, s->eng, s->sandbox_id, s->svc->state_dir, err);
-    if (rc == 0)
-        rc = clr_exec_start(&s->h, s->eng, s->sb, &cmd.o, err);
+        rc = svc_live_get(s->svc, s->eng, s->sandbox_id, &s->lv, err);
+    if (rc == 0) {
+        cmd.o.stream = s->lv->ch != NULL;
+        if (cmd.o.stream)
+            cmd.o.limits.stdout_cap = BRIDGE_QUEUE; /* not a cap: the queue's bound */
+        cmd.o.channel = s->lv->ch;
+        cmd.o.channel_id = s->lv->ch ? clr_channel_new_id() : 0;
+        rc = clr_exec_start(&s->h, s->eng, s->lv->sb, &cmd.o, err);
+        pthread_mutex_lock(&code_lock);
+        s->chan = rc == 0 ? cmd.o.channel_id : 0;
+        pthread_mutex_unlock(&code_lock);
+    }
     if (rc == 0 && pthread_create(&s->thread, NULL, bridge_main, s) != 0)
         rc = clr_error_set(err, CLR_E_UNAVAILABLE, EAGAIN, "cannot start a thread");
     else if (rc == 0)
@@ -539,7 +544,7 @@ static int session_ready(struct code_session *s, size_t line_max, bool *fresh,
         *killed = full && !ended;
         if (ended || full) {
             snprintf(s->lost, sizeof(s->lost), "%s",
-                     ended ? "the code session had ended: a fresh kernel was started (its state "
+                     !full ? "the code session had ended: a fresh kernel was started (its state "
                              "is gone)"
                            : "the code session's output budget was spent: a fresh kernel was "
                              "started (its state is gone)");
@@ -547,6 +552,12 @@ static int session_ready(struct code_session *s, size_t line_max, bool *fresh,
         }
     }
     if (!s->h) {
+        if (svc_code_adopting(s->sandbox_id))
+            return clr_error_set(err, CLR_E_UNAVAILABLE, 0,
+                                 "sandbox %s is being forked or restored from a snapshot, whose "
+                                 "code session's kernel it takes over: send the cell again once "
+                                 "that is done",
+                                 s->sandbox_id);
         if (session_admit(s, err) < 0)
             return -1;
         if (bridge_start(s, err) < 0) {
@@ -643,12 +654,8 @@ static json_t *cell_exchange(struct code_session *s, const struct cell *c, bool 
 {
     /* The answer must name this request's nonce: the cell's code can write to the bridge's
      * stdout, but does not know the nonce (it is only in the bridge's stdin and memory). */
-    uint8_t r[16];
     char nonce[33];
-    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
-        memset(r, 0, sizeof(r));
-    for (size_t i = 0; i < sizeof(r); i++)
-        snprintf(nonce + 2 * i, 3, "%02x", r[i]);
+    make_nonce(nonce);
     json_t *req = json_pack("{s:s, s:s%, s:I, s:I, s:b, s:s}", "op", "run", "code", c->code,
                             c->code_len, "timeout_ms", (json_int_t)c->timeout_ms, "cap",
                             (json_int_t)c->cap, "stream", stream, "nonce", nonce);
@@ -677,7 +684,7 @@ static json_t *cell_exchange(struct code_session *s, const struct cell *c, bool 
         return a;
     }
     if (oom)
-        a = own_answer("oom", true, "the cell went past the sandbox's memory limit: the kernel "
+        a = svc_code_own_answer("oom", true, "the cell went past the sandbox's memory limit: the kernel "
                                     "was killed (its state is gone); the next call starts a "
                                     "fresh one");
     /* The bridge ended because its sandbox did (destroyed or lost under the cell): said as an
@@ -685,13 +692,13 @@ static json_t *cell_exchange(struct code_session *s, const struct cell *c, bool 
     else if ((a = svc_code_sandbox_gone(s->svc, s->sandbox_id)))
         ;
     else if (rc == -2)
-        a = own_answer("timeout", true, "the kernel did not answer after the cell's timeout: "
+        a = svc_code_own_answer("timeout", true, "the kernel did not answer after the cell's timeout: "
                                         "the code session was ended (its state is gone)");
     else {
         char msg[400];
         snprintf(msg, sizeof(msg), "the code session ended: %s; the next call starts a fresh "
                                    "kernel", why);
-        a = own_answer("died", true, msg);
+        a = svc_code_own_answer("died", true, msg);
     }
     snprintf(s->lost, sizeof(s->lost), "%s",
              oom ? "the last kernel went past the sandbox's memory limit: this is a fresh one "
@@ -975,6 +982,119 @@ int clr_service_code_end(clr_service *svc, const char *id, const char *actor, cl
     if (!s) /* no session: nothing to end, and its record says so */
         return kernel_audit(svc, actor, id, "code.end", false, NULL, err);
     return session_end(s, actor, err);
+}
+
+/* ---- a kernel a fork or a restore brings back ---- */
+
+json_t *svc_code_on_channel(clr_service *svc, const char *id)
+{
+    json_t *e = NULL;
+    pthread_mutex_lock(&code_lock);
+    for (const struct code_session *s = svc->codes; s && !e; s = s->next) {
+        if (s->chan && strcmp(s->sandbox_id, id) == 0)
+            e = json_pack("{s:b, s:I}", "code", true, "channel", (json_int_t)s->chan);
+    }
+    pthread_mutex_unlock(&code_lock);
+    return e;
+}
+
+/* The bridge on channel chan of sandbox id's channel, which its agent runs (restored from a
+ * snapshot), taken as the session's (which holds its turn and no kernel): its thread waits for
+ * it as for one it started. */
+static int bridge_adopt(struct code_session *s, uint32_t chan, clr_error *err)
+{
+    struct code_lines *lines = svc_code_lines_new(LINE_MAX);
+    if (!lines)
+        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+    /* The agent replays what it kept of the bridge's output (old answers, the first maybe cut
+     * mid-line): read past, up to the answer to a sync sent after the claim. */
+    char nonce[33];
+    make_nonce(nonce);
+    svc_code_lines_resync(lines, nonce);
+    pthread_mutex_lock(&code_lock);
+    s->lines = lines;
+    pthread_mutex_unlock(&code_lock);
+    int rc = svc_engine_get(s->svc, &s->eng, err);
+    if (rc == 0)
+        rc = svc_live_get(s->svc, s->eng, s->sandbox_id, &s->lv, err);
+    if (rc == 0 && !s->lv->ch)
+        rc = clr_error_set(err, CLR_E_UNAVAILABLE, 0, "the sandbox's live channel is closed");
+    if (rc == 0) {
+        clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
+        o.background = o.stream = o.keep_stdin_open = true;
+        o.limits.stdout_cap = BRIDGE_QUEUE;
+        o.limits.stderr_cap = BRIDGE_ERR_KEEP;
+        o.on_output = bridge_output;
+        o.ctx = s;
+        o.channel = s->lv->ch;
+        o.channel_id = chan;
+        rc = clr_exec_adopt(&s->h, s->eng, s->lv->sb, &o, err);
+    }
+    if (rc == 0 && pthread_create(&s->thread, NULL, bridge_main, s) != 0)
+        rc = clr_error_set(err, CLR_E_UNAVAILABLE, EAGAIN, "cannot start a thread");
+    else if (rc == 0)
+        s->thread_started = true;
+    if (rc == 0) {
+        pthread_mutex_lock(&code_lock);
+        s->chan = chan;
+        pthread_mutex_unlock(&code_lock);
+        json_t *sync = json_pack("{s:s, s:s}", "op", "sync", "nonce", nonce);
+        rc = sync ? bridge_send(s, sync, err)
+                  : clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
+        json_decref(sync);
+    }
+    if (rc == 0)
+        return 0;
+    bridge_kill(s);
+    return -1;
+}
+
+int svc_code_adopt(clr_service *svc, const char *id, const char *tenant, const char *snapshot,
+                   uint32_t chan, const char *actor, clr_error *err)
+{
+    /* After the cells already in flight (on the old container's channel, which is gone: they
+     * end at once; those behind them start no kernel while the mark is set); a kernel of this
+     * sandbox that runs now is not the snapshot's. */
+    struct code_session *s = session_take(svc, id, tenant, chan != 0, err);
+    if (!s) {
+        if (err->code != CLR_E_NONE)
+            svc_audit_refusal(svc, actor, id, "code.adopt", err);
+        return err->code != CLR_E_NONE ? -1 : 0;
+    }
+    /* This sandbox's session had a kernel or a notice: its next cell says what became of it
+     * (a fork's session is new, and says something only when the snapshot's kernel is not
+     * taken over). */
+    bool had = s->h != NULL || s->lost[0];
+    if (s->h)
+        bridge_end(s);
+    int rc = 0;
+    if (chan) {
+        json_t *d = json_pack("{s:s, s:I}", "snapshot", snapshot, "channel", (json_int_t)chan);
+        rc = session_admit(s, err);
+        if (rc == 0 && (clr_audit_append(svc->audit, actor, id, "code.adopt", "ok", d, err) < 0 ||
+                        bridge_adopt(s, chan, err) < 0)) {
+            session_release(s);
+            rc = -1;
+        }
+        if (rc < 0)
+            svc_audit_failure_with(svc, actor, id, "code.adopt", err, NULL, d);
+        json_decref(d);
+    }
+    if (rc < 0)
+        snprintf(s->lost, sizeof(s->lost),
+                 "snapshot %s's kernel could not be taken over (%.80s): this is a fresh kernel "
+                 "(its state is gone)",
+                 snapshot, err->message);
+    else if (had)
+        snprintf(s->lost, sizeof(s->lost),
+                 chan ? "the sandbox was restored to snapshot %s: the kernel is the snapshot's "
+                        "(its state as it was then)"
+                      : "the sandbox was restored to snapshot %s, which had no code session: "
+                        "this is a fresh kernel (its state is gone)",
+                 snapshot);
+    clr_utf8_trim_cut(s->lost);
+    session_give_or_free(s);
+    return rc;
 }
 
 /* ---- the daemon's side ---- */

@@ -6,6 +6,7 @@
 #include "internal.h"
 
 #include "code.h"
+#include "rows.h"
 
 #define LINES_PENDING_MAX 4
 #define LINES_VALUES_SLACK 4096 /* values an answer holds beside its outputs' JSON */
@@ -66,6 +67,9 @@ struct code_lines {
     clr_service_event_cb on_event;
     void *ctx;
     struct code_cap events;
+    /* Set: every line is dropped, none breaks the reader, until one that names this nonce (the
+     * answer to a sync request: what came before it is an adopted bridge's replayed past). */
+    char resync[40];
 };
 
 /* ---- the line reader ---- */
@@ -92,6 +96,8 @@ void svc_code_lines_free(struct code_lines *r)
 
 static void lines_break(struct code_lines *r, const char *why)
 {
+    if (r->resync[0])
+        return; /* a replayed past, dropped whatever it holds */
     if (!r->broken[0])
         snprintf(r->broken, sizeof(r->broken), "%s", why);
     clr_utf8_trim_cut(r->broken);
@@ -124,6 +130,11 @@ static void lines_one(struct code_lines *r, const char *line, size_t len)
 {
     if (len == 0)
         return;
+    if (r->resync[0]) {
+        if (memmem(line, len, r->resync, strlen(r->resync)))
+            r->resync[0] = '\0'; /* the sync's answer: what follows is the bridge's now */
+        return;
+    }
     /* A value costs the parser tens of bytes where the line may spend two on it ("0,"): a line
      * of its cap in such values would cost the daemon twenty times the line. An honest answer's
      * JSON values count against the cell's output_cap at two bytes or more each: it holds at
@@ -220,6 +231,16 @@ void svc_code_lines_on_event(struct code_lines *r, clr_service_event_cb cb, void
     r->events = (struct code_cap){.cap = cap};
     uint64_t half = cap / 2 < r->max / 16 ? cap / 2 : r->max / 16;
     r->values_max = (size_t)half + LINES_VALUES_SLACK;
+}
+
+void svc_code_lines_resync(struct code_lines *r, const char *nonce)
+{
+    for (size_t i = 0; i < r->npending; i++)
+        json_decref(r->pending[i]);
+    r->npending = 0;
+    r->values_pending = 0;
+    r->broken[0] = '\0';
+    snprintf(r->resync, sizeof(r->resync), "%s", nonce);
 }
 
 bool svc_code_lines_truncated(const struct code_lines *r)
@@ -368,3 +389,36 @@ json_t *svc_code_answer(json_t *line, uint64_t cap)
     return a;
 }
 
+/* ---- answers the daemon makes itself ---- */
+
+json_t *svc_code_own_answer(const char *status, bool restarted, const char *message)
+{
+    return json_pack("{s:s, s:n, s:s, s:s, s:n, s:[], s:n, s:b, s:b, s:s}", "status", status,
+                     "execution_count", "stdout", "", "stderr", "", "result", "displays",
+                     "error", "truncated", 0, "restarted", restarted, "message", message);
+}
+
+json_t *svc_code_sandbox_gone(clr_service *svc, const char *id)
+{
+    char state[32], reason[CLR_STORE_REASON_MAX + 1], msg[400];
+    clr_error err = CLR_ERROR_INIT;
+    if (svc_row_state(svc, id, state, reason, &err) < 0) {
+        if (err.code != CLR_E_NOT_FOUND)
+            return NULL; /* unknown: the bridge's own account stands */
+        snprintf(msg, sizeof(msg), "the sandbox's record is gone: its code session ended");
+    } else if (strcmp(state, CLR_STATE_RUNNING) == 0) {
+        return NULL;
+    } else if (strcmp(state, CLR_STATE_LOST) == 0) {
+        snprintf(msg, sizeof(msg),
+                 "the sandbox was lost while the cell ran (%s); its workspace can still be read "
+                 "(files, diff) until it is destroyed",
+                 reason[0] ? reason : "unknown cause");
+    } else {
+        /* destroy_reason says by what: client (DELETE), expired (its lifetime), idle (the
+         * reaper), or a plan's reason. */
+        snprintf(msg, sizeof(msg), "the sandbox was %s while the cell ran (reason: %s)", state,
+                 reason[0] ? reason : "unknown");
+    }
+    clr_utf8_trim_cut(msg);
+    return svc_code_own_answer("sandbox_failed", false, msg);
+}

@@ -11,6 +11,8 @@
 #           before it exits when it cannot serve; one {"event": "result", ...} per request,
 #           after {"event": "stdout"|"stderr", "text": str} as the output comes when the run
 #           request has "stream": true. A result carries its request's nonce.
+#           {"op": "sync", "nonce": str} is answered {"event": "synced", "nonce": str}: the
+#           daemon's mark after it takes over a bridge from a snapshot (what came before is past).
 import json
 import os
 import re
@@ -332,7 +334,9 @@ def main():
         try:
             req = json.loads(line)
             nonce = req.get("nonce")
-            ans = run(s, req)
+            # A sync marks where the daemon's reading of a bridge it took over from a snapshot
+            # begins: its answer follows all the bridge wrote before.
+            ans = {"event": "synced"} if req.get("op") == "sync" else run(s, req)
         except Exception as e:
             ans = {"event": "result", "status": "bridge_error",
                    "message": "%s: %s" % (type(e).__name__, e)}

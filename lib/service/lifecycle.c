@@ -278,7 +278,7 @@ static int create_with(clr_service *svc, json_t *req, const char *tenant, const 
                                                                                     : NULL;
     if (undo) {
         if (fork)
-            svc_live_unhold(c.row.info.id);
+            svc_procs_adopt_cancel(c.row.info.id);
         create_undo(svc, &c, undo);
         json_decref(jpolicy);
         clr_store_sandbox_clear(&c.row);
@@ -297,7 +297,7 @@ static int create_with(clr_service *svc, json_t *req, const char *tenant, const 
     if (fork && json_array_size(fork->processes))
         create_adopt(svc, id, fork, actor); /* attaches the channel, which serves the proxy */
     else if (fork)
-        svc_live_unhold(id);
+        svc_procs_adopt_cancel(id);
     if (!(fork && json_array_size(fork->processes)) && egress_needs_channel(egress))
         create_attach_proxy(svc, id);
     return 0;

@@ -457,6 +457,7 @@ static uint32_t entry_channel(const json_t *e)
 
 void svc_procs_adopt_begin(const char *id, const json_t *procs)
 {
+    svc_code_adopt_begin(id);
     size_t n = json_array_size(procs);
     uint32_t *chans = n ? calloc(n, sizeof(*chans)) : NULL;
     for (size_t i = 0; chans && i < n; i++)
@@ -464,6 +465,12 @@ void svc_procs_adopt_begin(const char *id, const json_t *procs)
     if (chans)
         svc_live_hold(id, chans, n); /* out of memory: a result replayed before its claim is lost */
     free(chans);
+}
+
+void svc_procs_adopt_cancel(const char *id)
+{
+    svc_live_unhold(id);
+    svc_code_adopt_end(id);
 }
 
 /* Whether the agent named chan at its channel's open (running, or ended and not acknowledged;
@@ -561,11 +568,17 @@ int svc_procs_adopt(clr_service *svc, clr_engine *eng, const char *id, const cha
                     const json_t *procs, const char *actor)
 {
     size_t n = json_array_size(procs);
+    char tenant[CLR_TENANT_MAX + 1];
     if (n == 0) {
         svc_live_unhold(id);
+        /* A restore to a snapshot without a code session still ends the kernel it ran (NULL:
+         * the restore or fork failed, or it is an older snapshot's: nothing said). */
+        clr_error cerr = CLR_ERROR_INIT;
+        if (procs && svc_row_tenant(svc, id, tenant, &cerr) == 0)
+            svc_code_adopt(svc, id, svc_tenant_or_default(tenant), snapshot, 0, actor, &cerr);
+        svc_code_adopt_end(id);
         return 0;
     }
-    char tenant[CLR_TENANT_MAX + 1];
     struct live_sb *lv = NULL;
     clr_error err = CLR_ERROR_INIT;
     int rc = svc_row_tenant(svc, id, tenant, &err);
@@ -575,16 +588,32 @@ int svc_procs_adopt(clr_service *svc, clr_engine *eng, const char *id, const cha
         rc = clr_error_set(&err, CLR_E_UNAVAILABLE, 0, "its live channel did not open");
     uint32_t *refused = calloc(n, sizeof(*refused));
     size_t nrefused = 0, taken = 0;
+    uint32_t code = 0; /* the code session's bridge, taken over as the sandbox's session */
     for (size_t i = 0; rc == 0 && i < n; i++) {
         const json_t *e = json_array_get(procs, i);
         if (!agent_runs(lv, entry_channel(e)) || named_before(procs, i))
             continue; /* it had ended (and been acknowledged) before the checkpoint */
         clr_error aerr = CLR_ERROR_INIT;
-        if (adopt_one(svc, id, svc_tenant_or_default(tenant), snapshot, e, actor, &aerr) == 0)
-            taken++;
-        else if (refused)
+        /* The snapshot may name two bridges (the session's, seen before and after the
+         * checkpoint): the first its agent runs is the session's, another one is killed. */
+        bool is_code = json_is_true(json_object_get(e, "code"));
+        int arc = -1;
+        if (is_code && !code) {
+            code = entry_channel(e);
+            arc = svc_code_adopt(svc, id, svc_tenant_or_default(tenant), snapshot, code, actor,
+                                 &aerr);
+        } else if (!is_code) {
+            arc = adopt_one(svc, id, svc_tenant_or_default(tenant), snapshot, e, actor, &aerr);
+            taken += arc == 0;
+        }
+        if (arc < 0 && refused)
             refused[nrefused++] = entry_channel(e);
     }
+    if (rc == 0 && !code) { /* none, or it had ended: a kernel the sandbox ran is ended */
+        clr_error cerr = CLR_ERROR_INIT;
+        svc_code_adopt(svc, id, svc_tenant_or_default(tenant), snapshot, 0, actor, &cerr);
+    }
+    svc_code_adopt_end(id);
     svc_live_unhold(id);
     /* Not taken over, it would run on unlisted and uncounted: killed (its result, from now on
      * not held, is acknowledged as any replayed one), or, when it had ended, its held result let

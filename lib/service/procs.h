@@ -29,6 +29,9 @@ json_t *svc_procs_on_channel(clr_service *svc, const char *id, int64_t since);
 /* Before sandbox id's channel first opens from its snapshot: the results its agent replays for
  * the processes listed (svc_procs_on_channel's) are held for svc_procs_adopt. */
 void svc_procs_adopt_begin(const char *id, const json_t *procs);
+/* Ends what svc_procs_adopt_begin began when nothing is to be taken over (a fork that failed,
+ * or whose snapshot had no process). */
+void svc_procs_adopt_cancel(const char *id);
 
 /* Takes over in sandbox id the processes of its snapshot (procs, as svc_procs_on_channel
  * recorded them) that its agent still runs, or ended without their result being taken: each
@@ -37,7 +40,10 @@ void svc_procs_adopt_begin(const char *id, const json_t *procs);
  * recorded ("process.adopt"). One that cannot be (refused for want of a slot) is killed: it
  * would run unlisted and uncounted. Ends what svc_procs_adopt_begin began. Returns how many
  * were taken over, or -1 when the channel could not be opened (they then run on unlisted, as
- * before their adoption; logged). procs NULL or empty: only ends the hold (eng is not used). */
+ * before their adoption; logged). procs NULL or empty: only ends the hold (eng is not used).
+ * The code session's bridge, listed with them ("code": true), becomes the sandbox's code
+ * session instead (svc_code_adopt); procs that has none (empty too) ends a kernel the sandbox
+ * ran (a restore to a snapshot taken before its session). */
 int svc_procs_adopt(clr_service *svc, clr_engine *eng, const char *id, const char *snapshot,
                     const json_t *procs, const char *actor);
 

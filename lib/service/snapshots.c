@@ -12,6 +12,7 @@
 #include "clearing/snapshot.h"
 
 #include "channels.h"
+#include "code.h"
 #include "engines.h"
 #include "lifecycle.h"
 #include "procs.h"
@@ -34,13 +35,23 @@ static uint64_t budget(const clr_service *svc)
 static bool restorable(const json_t *row);
 
 /* The answer's shape: the row without what only the daemon needs (its source), whether it can
- * be restored and how many background processes a fork takes over (read from that source). */
+ * be restored, how many background processes a fork takes over and whether it takes over a code
+ * session's kernel (read from that source: the bridge is listed with the processes). */
 static json_t *public_json(json_t *row)
 {
     json_t *o = json_deep_copy(row);
     json_object_set_new(o, "restorable", json_boolean(restorable(row)));
-    json_object_set_new(o, "processes", json_integer((json_int_t)json_array_size(json_object_get(
-                                            json_object_get(row, "source"), "processes"))));
+    json_t *procs = json_object_get(json_object_get(row, "source"), "processes");
+    size_t n = 0, i;
+    json_t *e;
+    bool code = false;
+    json_array_foreach(procs, i, e) {
+        bool c = json_is_true(json_object_get(e, "code"));
+        code = code || c;
+        n += !c;
+    }
+    json_object_set_new(o, "processes", json_integer((json_int_t)n));
+    json_object_set_new(o, "code_session", json_boolean(code));
     json_object_del(o, "source");
     return o;
 }
@@ -122,10 +133,10 @@ static int take(clr_service *svc, clr_engine *eng, const clr_store_sandbox *sb, 
 /* Whether a snapshot can be restored (forked, or a sandbox put back to it). runsc
  * 0.0~20240729 saves the host descriptors of a `docker exec`'s process (its stdio, from the
  * engine) in the checkpoint, and a restore then fails: "no host FD available for :host:0" (the
- * exec's descriptors are keyed by no container; fixed in gVisor release-20250304). Background
- * processes and the code session's bridge run through docker exec, as does a command of a
- * sandbox without its live channel; commands over the live channel (the container's own stdio,
- * which a restore hands over) do not. So a snapshot is restorable when the engine listed no live
+ * exec's descriptors are keyed by no container; fixed in gVisor release-20250304). A command,
+ * background process or code session's bridge of a sandbox without its live channel runs
+ * through docker exec; over the live channel (the container's own stdio, which a restore hands
+ * over) they do not. So a snapshot is restorable when the engine listed no live
  * exec of the container just before and just after the checkpoint (source.execs 0). One that
  * does not say (an older daemon's, which recorded only whether the channel was ever attached,
  * not the execs a background process or code session ran in) is not: fail closed. Refused with
@@ -271,11 +282,22 @@ static int snapshot_impl(clr_service *svc, clr_engine *eng, const char *sandbox_
      * pass or death judgement looks meanwhile, nor acts on a look from before. */
     svc_snapshot_gate_write(svc);
     int64_t since = svc_now_s();
+    /* The code session's bridge, before the checkpoint and after it (a cell may end it or
+     * start another meanwhile): either may be in the image; the fork takes the one its agent
+     * runs, and kills the other. */
+    json_t *code_before = svc_code_on_channel(svc, sandbox_id);
     if (rc == 0)
         rc = take(svc, eng, &sb, id, dir, budget(svc) - total, &size, sha, &execs, err);
     /* Every process that ran at the checkpoint ran at its start or started since, and is
      * listed now (ended or not): those its agent no longer knows are left out at the fork. */
     json_t *procs = rc == 0 ? svc_procs_on_channel(svc, sandbox_id, since) : NULL;
+    json_t *code = procs ? svc_code_on_channel(svc, sandbox_id) : NULL;
+    if (code_before && procs)
+        json_array_append(procs, code_before);
+    if (code && !json_equal(code, code_before))
+        json_array_append(procs, code);
+    json_decref(code);
+    json_decref(code_before);
     if (rc == 0)
         sb.attached = attached_by_now(svc, sandbox_id, sb.info.container_id, sb.attached);
     if (rc == 0 && total + size > budget(svc)) {

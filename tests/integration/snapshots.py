@@ -625,6 +625,98 @@ def test_restore(d, c):
           sandbox_containers(sid))
 
 
+CODE_IMAGE = 'clearing/python:latest'  # a Jupyter kernel (the code interpreter, #21)
+
+
+def cell(c, sid, code):
+    st, a = call(c, 'POST', '/v1/sandboxes/%s/code' % sid, {'code': code, 'timeout': '120s'},
+                 timeout=400)
+    return a if st == 200 else {'http': st, 'answer': a}
+
+
+def cell_text(a):
+    return ((a or {}).get('result') or {}).get('text/plain')
+
+
+def kernels(c, sid):
+    """How many Jupyter kernel processes run in the sandbox (-1: the exec failed). The pattern
+    is written so that it does not match the counting shell's own command line."""
+    out = sh(c, sid, 'n=0; for f in /proc/[0-9]*/cmdline; do tr "\\0" " " <"$f" 2>/dev/null | '
+                     'grep -q "ipykernel[_]launcher" && n=$((n+1)); done; echo $n')
+    return int(out) if out and out.isdigit() else -1
+
+
+def test_code_session(d, c):
+    """A code session's kernel comes back with its snapshot: a fork continues the kernel's
+    variables and execution count (one kernel, its own), the parent and the fork do not see
+    each other's assignments, a restore in place takes the kernel back to the snapshot's (its
+    next cell says so), and a restore to a snapshot taken before the session ends the kernel
+    that ran (its next cell is in a fresh one, and says so)."""
+    parent, st, r = create(c, body={'image': CODE_IMAGE})
+    if not check('a sandbox of the python image for a code session', parent, (st, r)):
+        return
+    st, s0 = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % parent, {})
+    check('a snapshot before any cell, with no code session in it', st == 201 and
+          s0.get('code_session') is False, (st, s0))
+    a = cell(c, parent, 'x = 41')
+    check('a cell runs (positive control)', a.get('status') == 'ok', a)
+    a = cell(c, parent, 'x')
+    check('the kernel keeps its state across cells (positive control)',
+          cell_text(a) == '41' and a.get('execution_count') == 2, a)
+    # A past the fork must read past: the agent replays the bridge's newest 256-512 KiB of
+    # output (old answers, the first cut anywhere), more answers than the daemon would queue
+    # unasked.
+    for i in range(4):
+        a = cell(c, parent, 'print("y" * 600000)' if i == 1 else 'x')
+    check('more cells run, one printing 600 KB (positive control)',
+          a.get('execution_count') == 6 and cell_text(a) == '41', a)
+    st, s1 = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % parent, {})
+    check('a snapshot taken while the kernel runs is restorable and has the code session',
+          st == 201 and s1.get('restorable') is True and s1.get('code_session') is True and
+          s1.get('processes') == 0, (st, s1))
+    if st != 201:
+        return
+    fork, st, r = create(c, body={'snapshot': s1['id']})
+    check('a fork of it is created', fork, (st, r))
+    if fork:
+        a = cell(c, fork, 'x + 1')
+        check('the fork continues the snapshot\'s kernel: its variable and its execution count',
+              cell_text(a) == '42' and a.get('execution_count') == 7 and not a.get('restarted'),
+              a)
+        check('the fork runs one kernel: the snapshot\'s, taken over (none started beside it)',
+              kernels(c, fork) == 1, kernels(c, fork))
+        a = cell(c, fork, 'x = 100')
+        check('the fork assigns its own value', a.get('status') == 'ok', a)
+        recs = audit_records(d, fork, 'code.adopt')
+        check('the fork\'s taking over of the kernel is recorded, naming the snapshot',
+              len(recs) == 1 and (recs[0].get('details') or {}).get('snapshot') == s1['id'],
+              recs)
+    a = cell(c, parent, 'x')
+    check('the parent does not see the fork\'s assignment', cell_text(a) == '41', a)
+    a = cell(c, parent, 'x = 7')
+    check('the parent assigns after the snapshot', a.get('status') == 'ok', a)
+    st, r = restore(c, parent, {'snapshot': s1['id']})
+    check('the parent is restored to the snapshot with the kernel', st == 200, (st, r))
+    a = cell(c, parent, 'x')
+    check('after the restore the kernel is the snapshot\'s, and the cell says it was restored',
+          cell_text(a) == '41' and a.get('restarted') is True and
+          'restored to snapshot ' + s1['id'] in (a.get('message') or ''), a)
+    check('the restored sandbox runs one kernel', kernels(c, parent) == 1, kernels(c, parent))
+    a = cell(c, parent, 'x')
+    check('the notice is said once', cell_text(a) == '41' and not a.get('restarted'), a)
+    st, r = restore(c, parent, {'snapshot': s0['id']})
+    check('the parent is restored to the snapshot taken before its session', st == 200, (st, r))
+    a = cell(c, parent, 'x')
+    check('its next cell runs in a fresh kernel, and says why',
+          (a.get('error') or {}).get('name') == 'NameError' and a.get('restarted') is True and
+          'had no code session' in (a.get('message') or ''), a)
+    check('one kernel runs after it (the old one did not come back)', kernels(c, parent) == 1,
+          kernels(c, parent))
+    for sid in (fork, parent):
+        if sid:
+            call(c, 'DELETE', '/v1/sandboxes/%s?wait=1' % sid)
+
+
 def test_attach_during_restore(d, c):
     """Commands keep coming while a restore in place swaps the sandbox's container: one may
     attach the new container's live channel before the swap records it. The row's attached
@@ -1081,6 +1173,7 @@ def main():
             test_tenants(d, c, snap)
             test_corrupt(d, c, snap)
         test_restore(d, c)
+        test_code_session(d, c)
         test_attach_during_restore(d, c)
         c = test_failed_restore(d, c)
         test_kill9(d, c)

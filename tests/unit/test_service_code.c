@@ -214,6 +214,50 @@ static void test_lines_lies(void **state)
     svc_code_lines_free(r);
 }
 
+/* An adopted bridge's replayed past (a line cut at its start, more answers than are queued
+ * unasked, a line past the cap, a broken one) is read past up to the sync's answer, which is
+ * dropped too; what follows is read as ever. Without the resync the same input breaks the
+ * reader. */
+static void test_lines_resync(void **state)
+{
+    (void)state;
+    static const char past[] =
+        "tus\":\"ok\"}\n{\"event\":\"ready\"}\n{\"event\":\"result\",\"nonce\":\"1\"}\n"
+        "{\"event\":\"result\",\"nonce\":\"2\"}\n{\"event\":\"result\",\"nonce\":\"3\"}\n"
+        "{\"event\":\"result\",\"nonce\":\"4\"}\n{\"event\":\"result\",\"nonce\":\"5\"}\n";
+    const char *broken = NULL;
+    struct code_lines *plain = svc_code_lines_new(256);
+    feed(plain, past);
+    json_t *j;
+    while ((j = svc_code_lines_take(plain, &broken)))
+        json_decref(j);
+    assert_string_not_equal(broken, ""); /* the control: this past breaks a reader */
+    svc_code_lines_free(plain);
+
+    struct code_lines *r = svc_code_lines_new(256);
+    feed(r, "{\"event\":\"ready\"}\n"); /* queued before: dropped by the resync */
+    svc_code_lines_resync(r, "f00dfeed");
+    feed(r, past);
+    char longline[400];
+    memset(longline, 'x', sizeof(longline) - 2);
+    longline[sizeof(longline) - 2] = '\n';
+    longline[sizeof(longline) - 1] = '\0';
+    feed(r, longline);
+    assert_null(svc_code_lines_take(r, &broken));
+    assert_string_equal(broken, "");
+    feed(r, "{\"event\":\"synced\",\"nonce\":\"f00dfeed\"}\n{\"event\":\"result\",\"nonce\":\"6\"}\n");
+    j = svc_code_lines_take(r, &broken);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "nonce")), "6");
+    json_decref(j);
+    assert_null(svc_code_lines_take(r, &broken));
+    assert_string_equal(broken, "");
+    feed(r, "not json\n"); /* after the sync, the reader is strict again */
+    assert_null(svc_code_lines_take(r, &broken));
+    assert_string_not_equal(broken, "");
+    svc_code_lines_free(r);
+}
+
 static void test_answer_checked(void **state)
 {
     (void)state;
@@ -1057,6 +1101,7 @@ int main(void)
         cmocka_unit_test(test_lines_split_and_joined),
         cmocka_unit_test(test_lines_output_events),
         cmocka_unit_test(test_lines_lies),
+        cmocka_unit_test(test_lines_resync),
         cmocka_unit_test(test_answer_checked),
         cmocka_unit_test(test_lines_events_capped),
         cmocka_unit_test(test_answer_capped),
