@@ -717,6 +717,47 @@ def test_code_session(d, c):
             call(c, 'DELETE', '/v1/sandboxes/%s?wait=1' % sid)
 
 
+def test_code_adopt_refused(d, c):
+    """A fork whose tenant has no room for another kernel (max_code_sessions 1 for tenant solo,
+    held by the parent's) does not take the snapshot's kernel over: the refusal is recorded, the
+    kernel is killed in the fork (never left running unlisted and uncounted), and once there is
+    room the fork's first cell runs in a fresh kernel and says the snapshot's could not be
+    taken over."""
+    t = 'solo'
+    parent, st, r = create(c, tenant=t, body={'image': CODE_IMAGE})
+    if not check('refused adoption: a sandbox of tenant solo', parent, (st, r)):
+        return
+    st, a = call(c, 'POST', '/v1/sandboxes/%s/code' % parent, {'code': 'x = 5'}, t, timeout=400)
+    check('refused adoption: the parent\'s kernel runs (positive control)',
+          st == 200 and a.get('status') == 'ok', (st, a))
+    st, snap = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % parent, {}, t)
+    check('refused adoption: a snapshot with the code session', st == 201 and
+          snap.get('code_session') is True, (st, snap))
+    fork, st, r = create(c, tenant=t, body={'snapshot': snap.get('id')})
+    check('refused adoption: the fork is made all the same', fork, (st, r))
+    if fork:
+        recs = audit_records(d, fork, 'code.adopt')
+        check('the adoption is refused and recorded as such (the tenant\'s quota)',
+              len(recs) == 1 and recs[0].get('outcome') == 'refused' and
+              'max_code_sessions' in json.dumps(recs[0]), recs)
+        check('the parent still runs its kernel (the control of the count below)',
+              kernels(c, parent) == 1, kernels(c, parent))
+        check('the snapshot\'s kernel was killed in the fork, not left running',
+              wait_for(lambda: kernels(c, fork) == 0), kernels(c, fork))
+        st, a = call(c, 'POST', '/v1/sandboxes/%s/code' % fork, {'code': 'x'}, t, timeout=400)
+        check('the fork\'s cell is refused while the parent holds the quota', st == 429, (st, a))
+        st, r = call(c, 'DELETE', '/v1/sandboxes/%s/code' % parent, None, t)
+        check('the parent\'s session is ended', st == 204, (st, r))
+        st, a = call(c, 'POST', '/v1/sandboxes/%s/code' % fork, {'code': 'x'}, t, timeout=400)
+        check('then the fork\'s cell runs in a fresh kernel, saying the snapshot\'s was not '
+              'taken over', st == 200 and (a.get('error') or {}).get('name') == 'NameError' and
+              a.get('restarted') is True and 'could not be taken over' in (a.get('message') or ''),
+              (st, a))
+    for sid in (fork, parent):
+        if sid:
+            call(c, 'DELETE', '/v1/sandboxes/%s?wait=1' % sid, None, t)
+
+
 def test_attach_during_restore(d, c):
     """Commands keep coming while a restore in place swaps the sandbox's container: one may
     attach the new container's live channel before the swap records it. The row's attached
@@ -1164,6 +1205,10 @@ def main():
     ct.CLEARING = sys.argv[1]
     ct.check_answers()
     d = ct.Daemon('snapshots', prefix='clr-snap-')
+    config = os.path.join(d.dir, 'serve.json')
+    with open(config, 'w') as f:  # a tenant with room for one kernel (test_code_adopt_refused)
+        json.dump({'tenants': {'solo': {'max_code_sessions': 1}}}, f)
+    d.args = ['--config', config]
     try:
         d.start()
         c = d.client()
@@ -1174,6 +1219,7 @@ def main():
             test_corrupt(d, c, snap)
         test_restore(d, c)
         test_code_session(d, c)
+        test_code_adopt_refused(d, c)
         test_attach_during_restore(d, c)
         c = test_failed_restore(d, c)
         test_kill9(d, c)
