@@ -68,7 +68,6 @@ struct code_session {
 static pthread_mutex_t code_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t code_cond = PTHREAD_COND_INITIALIZER;
 
-
 /* ---- the bridge ---- */
 
 /* A request's nonce: 32 random hex digits. */
@@ -684,16 +683,17 @@ static json_t *cell_exchange(struct code_session *s, const struct cell *c, bool 
         return a;
     }
     if (oom)
-        a = svc_code_own_answer("oom", true, "the cell went past the sandbox's memory limit: the kernel "
-                                    "was killed (its state is gone); the next call starts a "
-                                    "fresh one");
+        a = svc_code_own_answer("oom", true,
+                                "the cell went past the sandbox's memory limit: the kernel was "
+                                "killed (its state is gone); the next call starts a fresh one");
     /* The bridge ended because its sandbox did (destroyed or lost under the cell): said as an
      * exec's command is told, never as a kernel that died. */
     else if ((a = svc_code_sandbox_gone(s->svc, s->sandbox_id)))
         ;
     else if (rc == -2)
-        a = svc_code_own_answer("timeout", true, "the kernel did not answer after the cell's timeout: "
-                                        "the code session was ended (its state is gone)");
+        a = svc_code_own_answer("timeout", true,
+                                "the kernel did not answer after the cell's timeout: the code "
+                                "session was ended (its state is gone)");
     else {
         char msg[400];
         snprintf(msg, sizeof(msg), "the code session ended: %s; the next call starts a fresh "
