@@ -171,11 +171,12 @@ static int require_restorable(const json_t *row, clr_error *err)
                              id, sb);
     return clr_error_set(err, CLR_E_CONFLICT, 0,
                          "snapshot %s was taken while %lld process%s started through docker exec "
-                         "ran in sandbox %s (the code session's kernel runs so, as does an "
-                         "operator's docker exec, and a background process when the sandbox has "
-                         "no live channel), and this gVisor cannot restore such a checkpoint: end "
-                         "the code session (DELETE .../code) and those processes, then take a "
-                         "new snapshot (docs/OPERATIONS.md, \"Snapshots\")",
+                         "ran in sandbox %s (an operator's docker exec runs so, as do a "
+                         "command, a background process and the code session's kernel of a "
+                         "sandbox whose live channel is down), and this gVisor cannot restore "
+                         "such a checkpoint: end those processes (DELETE .../code ends a code "
+                         "session), then take a new snapshot (docs/OPERATIONS.md, "
+                         "\"Snapshots\")",
                          id, (long long)json_integer_value(execs),
                          json_integer_value(execs) == 1 ? "" : "es", sb);
 }
