@@ -182,6 +182,10 @@ static struct clr_channel_slot *slot_find_locked(clr_channel *ch, uint32_t id)
     return NULL;
 }
 
+/* What a queued frame costs beside its payload (its header and the allocator's): counted in the
+ * queue's bound, so that a flood of empty or one-byte frames is held to it as its bytes are. */
+#define QFRAME_COST (sizeof(struct qframe) + 16)
+
 /* A frame queued for the slot's reader, who is woken. -1: out of memory. */
 static int slot_queue_locked(struct clr_channel_slot *s, uint8_t type, const uint8_t *data,
                              uint32_t len)
@@ -195,7 +199,7 @@ static int slot_queue_locked(struct clr_channel_slot *s, uint8_t type, const uin
     if (len)
         memcpy(q->data, data, len);
     if (type != CLR_FRAME_RESULT)
-        s->queued += len;
+        s->queued += len + QFRAME_COST;
     if (s->tail)
         s->tail->next = q;
     else
@@ -334,7 +338,8 @@ static int on_agent_frame(void *p, const struct clr_frame *f)
         pthread_mutex_unlock(&ch->lock);
         return rc;
     }
-    if (f->type != CLR_FRAME_RESULT && s->queue_max && s->queued + f->length > s->queue_max) {
+    if (f->type != CLR_FRAME_RESULT && s->queue_max &&
+        s->queued + f->length + QFRAME_COST > s->queue_max) {
         /* A reader that falls behind (or an agent that floods): the daemon's memory is not
          * the sandbox's to fill. */
         *(f->type == CLR_FRAME_STDOUT ? &s->dropped_out : &s->dropped_err) = true;
@@ -773,7 +778,7 @@ int clr_channel_slot_take(clr_channel *ch, struct clr_channel_slot *s, int timeo
         if (!s->head)
             s->tail = NULL;
         if (q->type != CLR_FRAME_RESULT)
-            s->queued -= q->len;
+            s->queued -= q->len + QFRAME_COST;
     }
     bool dead = ch->dead;
     *protocol_error = ch->protocol_error;

@@ -719,6 +719,34 @@ static void test_slot_queue_bounded(void **state)
     close_fixture(f);
 }
 
+/* Empty and one-byte frames count what holding them costs, not only their bytes: a flood of
+ * them is held to the bound (here 1000: at most 31 such frames, 32 bytes or more each), the rest
+ * dropped and marked; without the cost, all 200 would be queued. */
+static void test_slot_queue_counts_frames(void **state)
+{
+    (void)state;
+    struct fixture *f = open_with(NULL, false);
+    struct clr_channel_slot *s = slot_on(f, 6);
+    clr_channel_slot_bound(f->ch, s, 1000);
+    uint8_t one = 'a';
+    for (int i = 0; i < 200; i++)
+        agent_send(f->agent, 6, CLR_FRAME_STDOUT, &one, (uint32_t)(i % 2));
+    send_exited(f->agent, 6);
+    sync_agent(f);
+    bool out = false, err = false;
+    clr_channel_slot_dropped(f->ch, s, &out, &err);
+    assert_true(out);
+    assert_false(err);
+    int frames = 0;
+    uint32_t len = 0;
+    while (take_one(f, s, &len) == CLR_FRAME_STDOUT)
+        frames++;
+    assert_true(frames >= 1); /* control: some were queued */
+    assert_true(frames <= 31);
+    clr_channel_slot_free(f->ch, s);
+    close_fixture(f);
+}
+
 /* The next frame of s, which must be of type with payload want (NULL: any). */
 static void take_expect(struct fixture *f, struct clr_channel_slot *s, uint8_t type,
                         const char *want)
@@ -851,6 +879,7 @@ int main(void)
         cmocka_unit_test(test_unclaimed_commands_bounded),
         cmocka_unit_test(test_unclaimed_output_bounded),
         cmocka_unit_test(test_slot_queue_bounded),
+        cmocka_unit_test(test_slot_queue_counts_frames),
         cmocka_unit_test(test_claim_takes_what_came_before),
         cmocka_unit_test(test_egress_frames),
         cmocka_unit_test(test_agent_may_not_send),
