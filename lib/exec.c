@@ -498,7 +498,9 @@ static int start_on_channel(clr_exec **out, clr_engine *eng, const clr_sandbox *
     h->chan = opts->channel;
     h->chan_id = clr_channel_slot_id(h->slot);
     /* Queued output beyond the caps could never be kept: the queue holds no more than they do
-     * (plus a frame's worth), whatever the agent sends and however late this side reads. */
+     * (plus a frame's worth; each frame counts 32 bytes beside its payload, so output in frames
+     * of a few bytes can be dropped short of the caps when this side falls far behind),
+     * whatever the agent sends and however late this side reads. */
     uint64_t oc = opts->limits.stdout_cap, ec = opts->limits.stderr_cap;
     if (opts->stream) {
         /* No caps: a reader more than this far behind loses the newest (or more than its

@@ -8,6 +8,7 @@
 
 #include "channels.h"
 #include "code.h"
+#include "code_internal.h"
 #include "engines.h"
 #include "execs.h"
 #include "rows.h"
@@ -17,61 +18,13 @@
 
 #include "code_bridge.h" /* CODE_BRIDGE_SOURCE: code_bridge.py as a string (generated) */
 
-#define CODE_MAX_SESSIONS CLR_SERVICE_CODE_SESSIONS_MAX
-#define CODE_MAX_QUEUED 16          /* cells waiting for one session */
-#define BRIDGE_BUDGET (64 * CLR_MIB) /* all the bridge may print (the exec stdout cap) */
-#define BRIDGE_ERR_KEEP (64 * 1024)
-/* Over the live channel the bridge's output is a stream: how much of it may wait unread in the
- * daemon (a line's bound and a frame: its reader parses each line as it comes). */
-#define BRIDGE_QUEUE (LINE_MAX + CLR_MIB)
-#define CELL_CAP_DEFAULT CLR_MIB
-#define CELL_CAP_MAX (4 * CLR_MIB)
-#define CELL_TIMEOUT_DEFAULT_MS 30000
-#define CELL_TIMEOUT_MAX_MS (3600 * 1000)
-/* A line of the bridge: at most its cell's text escaped as JSON, and the fields around it. */
-#define LINE_MAX (8 * CELL_CAP_MAX + 64 * 1024)
-#define READY_WAIT_MS 330000 /* a kernel's start under gVisor, many side by side on a busy host */
-#define ANSWER_GRACE_MS 60000 /* past a cell's timeout: its interrupt, or a kernel's restart */
-
-struct code_session {
-    clr_service *svc;
-    char sandbox_id[CLR_SANDBOX_ID_MAX + 1];
-    char tenant[CLR_TENANT_MAX + 1]; /* the sandbox's: whose max_code_sessions it counts in */
-    /* It holds one of its tenant's max_code_sessions, from its admission (session_admit) until
-     * its kernel is ended (bridge_end); one whose bridge ended on its own (ended) counts no
-     * longer (code_lock). */
-    bool kernel;
-    /* The bridge: a background command of the sandbox, on its live channel (lv holds a
-     * reference while it runs; chan is its id there, 0 over a docker exec). Only the cell
-     * holding the session's turn (or stop) touches these; the thread waits for the command and
-     * sets ended. */
-    clr_engine *eng;
-    struct live_sb *lv;
-    uint32_t chan; /* written under code_lock: a snapshot reads it (svc_code_on_channel) */
-    clr_exec *h;
-    pthread_t thread;
-    bool thread_started;
-    bool ended;                 /* the bridge's command is over (code_lock) */
-    clr_exec_status end_status; /* how (code_lock) */
-    char end_message[256];
-    uint64_t used;              /* bytes the bridge printed (code_lock) */
-    struct code_lines *lines;   /* code_lock */
-    uint64_t next_ticket, serving; /* cells in the order they came (code_lock) */
-    /* Why the last kernel ended with its state: said by the next cell's answer that has a
-     * kernel, kept until then (session_ready). Only the turn's holder touches it. */
-    char lost[200];
-    bool stopping;  /* the daemon stops: no cell waits any longer (code_lock) */
-    bool start_refused; /* the last start failed in the engine: nothing ran (bridge_start) */
-    struct code_session *next;
-};
-
-static pthread_mutex_t code_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t code_cond = PTHREAD_COND_INITIALIZER;
+pthread_mutex_t svc_code_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_cond_t svc_code_cond = PTHREAD_COND_INITIALIZER;
 
 /* ---- the bridge ---- */
 
 /* A request's nonce: 32 random hex digits. */
-static void make_nonce(char nonce[33])
+void svc_code_nonce(char nonce[33])
 {
     uint8_t r[16];
     if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
@@ -80,12 +33,12 @@ static void make_nonce(char nonce[33])
         snprintf(nonce + 2 * i, 3, "%02x", r[i]);
 }
 
-static void bridge_output(void *ctx, clr_stream stream, const uint8_t *data, size_t len)
+void svc_code_bridge_output(void *ctx, clr_stream stream, const uint8_t *data, size_t len)
 {
     struct code_session *s = ctx;
     if (stream != CLR_STDOUT)
         return; /* the bridge's own complaints: not part of any answer */
-    pthread_mutex_lock(&code_lock);
+    pthread_mutex_lock(&svc_code_lock);
     /* Its output is a stream, with no cap in the agent: past what any run of cells may print
      * (each is admitted with room for its answer in the budget, session_ready), the kernel
      * writes on the bridge's stdout itself, and the bridge is killed (once). */
@@ -93,20 +46,20 @@ static void bridge_output(void *ctx, clr_stream stream, const uint8_t *data, siz
     s->used += len;
     if (s->used <= BRIDGE_BUDGET + LINE_MAX)
         svc_code_lines_feed(s->lines, data, len);
-    pthread_cond_broadcast(&code_cond);
-    pthread_mutex_unlock(&code_lock);
+    pthread_cond_broadcast(&svc_code_cond);
+    pthread_mutex_unlock(&svc_code_lock);
     if (flood)
         clr_exec_signal(s->h, 9, NULL);
 }
 
-static void *bridge_main(void *arg)
+void *svc_code_bridge_main(void *arg)
 {
     struct code_session *s = arg;
     clr_exec_result res;
     memset(&res, 0, sizeof(res));
     clr_error err = CLR_ERROR_INIT;
     int rc = clr_exec_wait(s->h, &res, &err);
-    pthread_mutex_lock(&code_lock);
+    pthread_mutex_lock(&svc_code_lock);
     s->ended = true;
     s->end_status = rc < 0 ? CLR_EXEC_SANDBOX_FAILED : res.status;
     if (rc < 0)
@@ -118,21 +71,22 @@ static void *bridge_main(void *arg)
         snprintf(s->end_message, sizeof(s->end_message), "the bridge ended (%s)%s%.200s",
                  clr_exec_status_name(res.status), res.message[0] ? ": " : "", res.message);
     clr_utf8_trim_cut(s->end_message);
-    pthread_cond_broadcast(&code_cond);
-    pthread_mutex_unlock(&code_lock);
+    pthread_cond_broadcast(&svc_code_cond);
+    pthread_mutex_unlock(&svc_code_lock);
     clr_exec_result_clear(&res);
     return NULL;
 }
 
 /* Kills the bridge (if it runs) and frees what it held; the session can start a new one. The
  * caller holds the session's turn (or the daemon is stopping). The session keeps its place in
- * its tenant's max_code_sessions (a start tried again keeps it): bridge_end gives it back. */
-static void bridge_kill(struct code_session *s)
+ * its tenant's max_code_sessions (a start tried again keeps it): svc_code_bridge_end gives it
+ * back. */
+void svc_code_bridge_kill(struct code_session *s)
 {
     if (s->h) {
-        pthread_mutex_lock(&code_lock);
+        pthread_mutex_lock(&svc_code_lock);
         bool ended = s->ended;
-        pthread_mutex_unlock(&code_lock);
+        pthread_mutex_unlock(&svc_code_lock);
         if (!ended)
             clr_exec_signal(s->h, 9, NULL);
     }
@@ -146,28 +100,28 @@ static void bridge_kill(struct code_session *s)
     if (s->eng)
         svc_engine_put(s->svc, s->eng, false);
     s->eng = NULL;
-    pthread_mutex_lock(&code_lock);
+    pthread_mutex_lock(&svc_code_lock);
     svc_code_lines_free(s->lines);
     s->lines = NULL;
     s->chan = 0;
     s->ended = false;
     s->used = 0;
-    pthread_mutex_unlock(&code_lock);
+    pthread_mutex_unlock(&svc_code_lock);
 }
 
 /* Gives back the session's place in its tenant's max_code_sessions. */
-static void session_release(struct code_session *s)
+void svc_code_session_release(struct code_session *s)
 {
-    pthread_mutex_lock(&code_lock);
+    pthread_mutex_lock(&svc_code_lock);
     s->kernel = false;
-    pthread_mutex_unlock(&code_lock);
+    pthread_mutex_unlock(&svc_code_lock);
 }
 
 /* The session's kernel is over: the bridge killed, its place given back. */
-static void bridge_end(struct code_session *s)
+void svc_code_bridge_end(struct code_session *s)
 {
-    bridge_kill(s);
-    session_release(s);
+    svc_code_bridge_kill(s);
+    svc_code_session_release(s);
 }
 
 /* Waits for the bridge's next answer until deadline (monotonic us). 0 with *line; -1 when the
@@ -177,7 +131,7 @@ static int bridge_answer(struct code_session *s, const char *nonce, uint64_t dea
 {
     *oom = false;
     unsigned stale = 0;
-    pthread_mutex_lock(&code_lock);
+    pthread_mutex_lock(&svc_code_lock);
     for (;;) {
         const char *broken = "";
         json_t *j = svc_code_lines_take(s->lines, &broken);
@@ -194,7 +148,7 @@ static int bridge_answer(struct code_session *s, const char *nonce, uint64_t dea
             broken = "the bridge wrote answers to no request";
         }
         if (j) {
-            pthread_mutex_unlock(&code_lock);
+            pthread_mutex_unlock(&svc_code_lock);
             *line = j;
             return 0;
         }
@@ -204,12 +158,12 @@ static int bridge_answer(struct code_session *s, const char *nonce, uint64_t dea
             snprintf(why, whylen, "%s", broken[0] ? broken : s->end_message);
             clr_utf8_trim_cut(why);
             *oom = !broken[0] && s->end_status == CLR_EXEC_OOM;
-            pthread_mutex_unlock(&code_lock);
+            pthread_mutex_unlock(&svc_code_lock);
             return -1;
         }
         uint64_t now = svc_mono_us();
         if (now >= deadline) {
-            pthread_mutex_unlock(&code_lock);
+            pthread_mutex_unlock(&svc_code_lock);
             return -2;
         }
         uint64_t wait = deadline - now < 1000000 ? deadline - now : 1000000;
@@ -218,7 +172,7 @@ static int bridge_answer(struct code_session *s, const char *nonce, uint64_t dea
         uint64_t ns = (uint64_t)until.tv_nsec + wait * 1000;
         until.tv_sec += (time_t)(ns / 1000000000ull);
         until.tv_nsec = (long)(ns % 1000000000ull);
-        pthread_cond_timedwait(&code_cond, &code_lock, &until);
+        pthread_cond_timedwait(&svc_code_cond, &svc_code_lock, &until);
     }
 }
 
@@ -235,14 +189,14 @@ static int bridge_start_once(struct code_session *s, clr_error *err)
     cmd.o.keep_stdin_open = true;
     cmd.o.limits.stdout_cap = BRIDGE_BUDGET;
     cmd.o.limits.stderr_cap = BRIDGE_ERR_KEEP;
-    cmd.o.on_output = bridge_output;
+    cmd.o.on_output = svc_code_bridge_output;
     cmd.o.ctx = s;
     struct code_lines *lines = svc_code_lines_new(LINE_MAX);
     if (!lines)
         return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    pthread_mutex_lock(&code_lock);
+    pthread_mutex_lock(&svc_code_lock);
     s->lines = lines;
-    pthread_mutex_unlock(&code_lock);
+    pthread_mutex_unlock(&svc_code_lock);
     int rc = svc_engine_get(s->svc, &s->eng, err);
     /* On the sandbox's live channel, as an exec: a cell is a line on an open stream (no
      * docker exec's hops), and a snapshot taken while the kernel runs can be forked and
@@ -257,16 +211,16 @@ static int bridge_start_once(struct code_session *s, clr_error *err)
         cmd.o.channel = s->lv->ch;
         cmd.o.channel_id = s->lv->ch ? clr_channel_new_id() : 0;
         rc = clr_exec_start(&s->h, s->eng, s->lv->sb, &cmd.o, err);
-        pthread_mutex_lock(&code_lock);
+        pthread_mutex_lock(&svc_code_lock);
         s->chan = rc == 0 ? cmd.o.channel_id : 0;
-        pthread_mutex_unlock(&code_lock);
+        pthread_mutex_unlock(&svc_code_lock);
     }
-    if (rc == 0 && pthread_create(&s->thread, NULL, bridge_main, s) != 0)
+    if (rc == 0 && pthread_create(&s->thread, NULL, svc_code_bridge_main, s) != 0)
         rc = clr_error_set(err, CLR_E_UNAVAILABLE, EAGAIN, "cannot start a thread");
     else if (rc == 0)
         s->thread_started = true;
     if (rc < 0) {
-        bridge_kill(s);
+        svc_code_bridge_kill(s);
         return -1;
     }
     json_t *line = NULL;
@@ -294,10 +248,10 @@ static int bridge_start_once(struct code_session *s, clr_error *err)
         clr_error_set(err, CLR_E_UNAVAILABLE, 0, "the code session could not start: %s%s", why,
                       oom ? " (the sandbox's memory limit)" : "");
     json_decref(line);
-    pthread_mutex_lock(&code_lock);
+    pthread_mutex_lock(&svc_code_lock);
     s->start_refused = rc == -1 && s->ended && s->end_status == CLR_EXEC_START_FAILED;
-    pthread_mutex_unlock(&code_lock);
-    bridge_kill(s);
+    pthread_mutex_unlock(&svc_code_lock);
+    svc_code_bridge_kill(s);
     return -1;
 }
 
@@ -347,7 +301,7 @@ static int bridge_start_tries(struct code_session *s, clr_error *err)
 }
 
 /* Sends one request line to the bridge. */
-static int bridge_send(struct code_session *s, json_t *req, clr_error *err)
+int svc_code_bridge_send(struct code_session *s, json_t *req, clr_error *err)
 {
     _cleanup_free_ char *text = json_dumps(req, JSON_COMPACT);
     if (!text)
@@ -359,7 +313,7 @@ static int bridge_send(struct code_session *s, json_t *req, clr_error *err)
 
 /* ---- sessions and their turns ---- */
 
-/* A tenant's sessions that hold a kernel, other than except (code_lock held). */
+/* A tenant's sessions that hold a kernel, other than except (svc_code_lock held). */
 static unsigned tenant_kernels_locked(clr_service *svc, const char *tenant,
                                       const struct code_session *except)
 {
@@ -384,38 +338,38 @@ static int code_sessions_full(clr_service *svc, const char *tenant, unsigned run
 
 /* Room for the sandbox's session to hold a kernel: it holds one already, or its tenant is below
  * its max_code_sessions. The check a cell makes before it is recorded or streamed (a tenant at
- * its quota gets its 429 at once); session_admit decides. */
+ * its quota gets its 429 at once); svc_code_session_admit decides. */
 static int session_room(clr_service *svc, const char *id, const char *tenant, clr_error *err)
 {
     unsigned max = svc_code_sessions_max(svc, tenant);
-    pthread_mutex_lock(&code_lock);
+    pthread_mutex_lock(&svc_code_lock);
     const struct code_session *s = svc->codes;
     while (s && strcmp(s->sandbox_id, id) != 0)
         s = s->next;
     unsigned running = tenant_kernels_locked(svc, tenant, s);
     bool room = (s && s->kernel && !s->ended) || running < max;
-    pthread_mutex_unlock(&code_lock);
+    pthread_mutex_unlock(&svc_code_lock);
     return room ? 0 : code_sessions_full(svc, tenant, running, max, err);
 }
 
 /* The session, holding its turn, takes one of its tenant's max_code_sessions for the kernel it
- * is about to start: counted and taken under code_lock, so that two starts cannot both take the
- * last one, and held from here (a kernel's start is seconds) until bridge_end. CLR_E_LIMIT
+ * is about to start: counted and taken under svc_code_lock, so that two starts cannot both take the
+ * last one, and held from here (a kernel's start is seconds) until svc_code_bridge_end. CLR_E_LIMIT
  * naming the quota when it is full (counted in refused). */
-static int session_admit(struct code_session *s, clr_error *err)
+int svc_code_session_admit(struct code_session *s, clr_error *err)
 {
     unsigned max = svc_code_sessions_max(s->svc, s->tenant);
-    pthread_mutex_lock(&code_lock);
+    pthread_mutex_lock(&svc_code_lock);
     unsigned running = tenant_kernels_locked(s->svc, s->tenant, s);
     bool room = running < max;
     if (room)
         s->kernel = true;
-    pthread_mutex_unlock(&code_lock);
+    pthread_mutex_unlock(&svc_code_lock);
     return room ? 0 : code_sessions_full(s->svc, s->tenant, running, max, err);
 }
 
 /* Whether a session holds one of the daemon's CODE_MAX_SESSIONS: while its kernel runs or
- * starts, or a call holds or waits for its turn (code_lock held). One that only keeps a notice
+ * starts, or a call holds or waits for its turn (svc_code_lock held). One that only keeps a notice
  * for its next cell (its kernel ended, or was ended on request) holds none. */
 static bool session_in_use_locked(const struct code_session *c)
 {
@@ -425,10 +379,10 @@ static bool session_in_use_locked(const struct code_session *c)
 /* The sandbox's session (made on first use when make, counting in tenant's max_code_sessions)
  * with the caller's turn taken: cells run in the order they came. NULL with err when the queue
  * or the daemon is full; NULL with err untouched when there is none and make is false. */
-static struct code_session *session_take(clr_service *svc, const char *id, const char *tenant,
+struct code_session *svc_code_session_take(clr_service *svc, const char *id, const char *tenant,
                                          bool make, clr_error *err)
 {
-    pthread_mutex_lock(&code_lock);
+    pthread_mutex_lock(&svc_code_lock);
     struct code_session *s = NULL;
     size_t n = 0; /* the other sessions in use */
     for (struct code_session *c = svc->codes; c; c = c->next) {
@@ -438,14 +392,14 @@ static struct code_session *session_take(clr_service *svc, const char *id, const
             n += session_in_use_locked(c);
     }
     if (!s && !make) {
-        pthread_mutex_unlock(&code_lock);
+        pthread_mutex_unlock(&svc_code_lock);
         return NULL;
     }
     /* A call that would bring a session into use (a new one, or one that only keeps a notice:
      * its next cell starts a kernel) is refused at capacity as a new one is; an end never is. */
     size_t cap = svc->code_sessions_cap ? svc->code_sessions_cap : CODE_MAX_SESSIONS;
     if (make && (!s || !session_in_use_locked(s)) && n >= cap) {
-        pthread_mutex_unlock(&code_lock);
+        pthread_mutex_unlock(&svc_code_lock);
         clr_error_set(err, CLR_E_LIMIT, 0,
                       "at capacity: the daemon keeps at most %d code sessions and all are in "
                       "use; try again once one ends (DELETE /v1/sandboxes/ID/code, or a sandbox "
@@ -456,7 +410,7 @@ static struct code_session *session_take(clr_service *svc, const char *id, const
     if (!s) {
         s = calloc(1, sizeof(*s));
         if (!s) {
-            pthread_mutex_unlock(&code_lock);
+            pthread_mutex_unlock(&svc_code_lock);
             clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
             return NULL;
         }
@@ -467,7 +421,7 @@ static struct code_session *session_take(clr_service *svc, const char *id, const
         svc->codes = s;
     }
     if (s->next_ticket - s->serving >= CODE_MAX_QUEUED) {
-        pthread_mutex_unlock(&code_lock);
+        pthread_mutex_unlock(&svc_code_lock);
         clr_error_set(err, CLR_E_LIMIT, 0,
                       "at capacity: %d cells are queued for this sandbox's code session",
                       CODE_MAX_QUEUED);
@@ -475,29 +429,29 @@ static struct code_session *session_take(clr_service *svc, const char *id, const
     }
     uint64_t ticket = s->next_ticket++;
     while (s->serving != ticket)
-        pthread_cond_wait(&code_cond, &code_lock);
+        pthread_cond_wait(&svc_code_cond, &svc_code_lock);
     if (s->stopping) {
         s->serving++;
-        pthread_cond_broadcast(&code_cond);
-        pthread_mutex_unlock(&code_lock);
+        pthread_cond_broadcast(&svc_code_cond);
+        pthread_mutex_unlock(&svc_code_lock);
         clr_error_set(err, CLR_E_UNAVAILABLE, 0, "the daemon is stopping");
         return NULL;
     }
-    pthread_mutex_unlock(&code_lock);
+    pthread_mutex_unlock(&svc_code_lock);
     return s;
 }
 
 static void session_give(struct code_session *s)
 {
-    pthread_mutex_lock(&code_lock);
+    pthread_mutex_lock(&svc_code_lock);
     if (s->lines)
         svc_code_lines_on_event(s->lines, NULL, NULL, 0);
     s->serving++;
-    pthread_cond_broadcast(&code_cond);
-    pthread_mutex_unlock(&code_lock);
+    pthread_cond_broadcast(&svc_code_cond);
+    pthread_mutex_unlock(&svc_code_lock);
 }
 
-/* Unlinks the session of id if no cell holds or waits for it (code_lock held). */
+/* Unlinks the session of id if no cell holds or waits for it (svc_code_lock held). */
 static struct code_session *session_unlink_idle_locked(clr_service *svc, const char *id)
 {
     struct code_session **pp = &svc->codes;
@@ -512,14 +466,14 @@ static struct code_session *session_unlink_idle_locked(clr_service *svc, const c
 
 /* Gives the turn back, and frees the session when it keeps nothing: no kernel (its bridge was
  * ended), no notice for a next cell, no call waiting for its turn. */
-static void session_give_or_free(struct code_session *s)
+void svc_code_session_give_or_free(struct code_session *s)
 {
     bool keeps = s->h || s->lost[0]; /* read while the turn is still held */
-    pthread_mutex_lock(&code_lock);
+    pthread_mutex_lock(&svc_code_lock);
     s->serving++;
     struct code_session *gone = keeps ? NULL : session_unlink_idle_locked(s->svc, s->sandbox_id);
-    pthread_cond_broadcast(&code_cond);
-    pthread_mutex_unlock(&code_lock);
+    pthread_cond_broadcast(&svc_code_cond);
+    pthread_mutex_unlock(&svc_code_lock);
     free(gone);
 }
 
@@ -537,9 +491,9 @@ static int session_ready(struct code_session *s, size_t line_max, bool *fresh,
     *killed = false;
     why_restarted[0] = '\0';
     if (s->h) {
-        pthread_mutex_lock(&code_lock);
+        pthread_mutex_lock(&svc_code_lock);
         bool ended = s->ended, full = s->used + line_max > BRIDGE_BUDGET;
-        pthread_mutex_unlock(&code_lock);
+        pthread_mutex_unlock(&svc_code_lock);
         *killed = full && !ended;
         if (ended || full) {
             snprintf(s->lost, sizeof(s->lost), "%s",
@@ -547,7 +501,7 @@ static int session_ready(struct code_session *s, size_t line_max, bool *fresh,
                              "is gone)"
                            : "the code session's output budget was spent: a fresh kernel was "
                              "started (its state is gone)");
-            bridge_end(s);
+            svc_code_bridge_end(s);
         }
     }
     if (!s->h) {
@@ -557,10 +511,10 @@ static int session_ready(struct code_session *s, size_t line_max, bool *fresh,
                                  "code session's kernel it takes over: send the cell again once "
                                  "that is done",
                                  s->sandbox_id);
-        if (session_admit(s, err) < 0)
+        if (svc_code_session_admit(s, err) < 0)
             return -1;
         if (bridge_start(s, err) < 0) {
-            session_release(s);
+            svc_code_session_release(s);
             return -1;
         }
         *fresh = true;
@@ -646,6 +600,26 @@ int clr_service_code_check(clr_service *svc, const char *id, json_t *req, const 
     return cell_room(svc, id, tenant, actor, err);
 }
 
+/* A bridge taken over from a snapshot answers its sync after the cell it ran at the checkpoint
+ * ends (the bridge interrupts that one at its own timeout, at most CELL_TIMEOUT_MAX_MS): a cell
+ * waits for the sync's answer before its own deadline starts. The bridge's end or a broken line
+ * ends the wait, as does the daemon's stop; past the longest cell, bridge_answer judges. */
+static void bridge_synced(struct code_session *s)
+{
+    uint64_t deadline = svc_mono_us() + (uint64_t)(CELL_TIMEOUT_MAX_MS + ANSWER_GRACE_MS) * 1000;
+    pthread_mutex_lock(&svc_code_lock);
+    while (s->lines && svc_code_lines_resyncing(s->lines) && !s->ended && !s->stopping) {
+        uint64_t now = svc_mono_us();
+        if (now >= deadline)
+            break;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        pthread_cond_timedwait(&svc_code_cond, &svc_code_lock, &until);
+    }
+    pthread_mutex_unlock(&svc_code_lock);
+}
+
 /* Sends the cell and waits for its answer: the bridge's, or the daemon's own when the bridge
  * ended (oom, died), broke its protocol or did not answer in time (its session is then ended). */
 static json_t *cell_exchange(struct code_session *s, const struct cell *c, bool stream,
@@ -654,15 +628,17 @@ static json_t *cell_exchange(struct code_session *s, const struct cell *c, bool 
     /* The answer must name this request's nonce: the cell's code can write to the bridge's
      * stdout, but does not know the nonce (it is only in the bridge's stdin and memory). */
     char nonce[33];
-    make_nonce(nonce);
+    svc_code_nonce(nonce);
     json_t *req = json_pack("{s:s, s:s%, s:I, s:I, s:b, s:s}", "op", "run", "code", c->code,
                             c->code_len, "timeout_ms", (json_int_t)c->timeout_ms, "cap",
                             (json_int_t)c->cap, "stream", stream, "nonce", nonce);
-    int rc = bridge_send(s, req, err);
+    int rc = svc_code_bridge_send(s, req, err);
     json_decref(req);
     char why[256] = "";
     json_t *line = NULL, *a = NULL;
     bool oom = false;
+    if (rc == 0)
+        bridge_synced(s);
     if (rc == 0)
         rc = bridge_answer(s, nonce, svc_mono_us() + (c->timeout_ms + ANSWER_GRACE_MS) * 1000,
                            &line, why, sizeof(why), &oom);
@@ -674,9 +650,9 @@ static json_t *cell_exchange(struct code_session *s, const struct cell *c, bool 
     json_decref(line);
     /* Output events the cap cut on their way to a streamed cell's client: the answer says so
      * too, whatever the bridge's answer claims. */
-    pthread_mutex_lock(&code_lock);
+    pthread_mutex_lock(&svc_code_lock);
     bool events_cut = s->lines && svc_code_lines_truncated(s->lines);
-    pthread_mutex_unlock(&code_lock);
+    pthread_mutex_unlock(&svc_code_lock);
     if (a) {
         if (events_cut)
             json_object_set_new(a, "truncated", json_true());
@@ -706,7 +682,7 @@ static json_t *cell_exchange(struct code_session *s, const struct cell *c, bool 
                  : "the last kernel ended: this is a fresh one (its state is gone)");
     if (events_cut)
         json_object_set_new(a, "truncated", json_true());
-    bridge_end(s);
+    svc_code_bridge_end(s);
     return a;
 }
 
@@ -764,7 +740,7 @@ static int code_run_admitted(clr_service *svc, const char *id, const char *tenan
     json_decref(size);
     if (rc < 0)
         return -1;
-    struct code_session *s = session_take(svc, id, tenant, true, err);
+    struct code_session *s = svc_code_session_take(svc, id, tenant, true, err);
     if (!s) {
         svc_audit_failure(svc, actor, id, "code", err);
         return -1;
@@ -792,19 +768,19 @@ static int code_run_admitted(clr_service *svc, const char *id, const char *tenan
         *err = (clr_error)CLR_ERROR_INIT;
         why[0] = '\0';
     } else {
-        pthread_mutex_lock(&code_lock);
+        pthread_mutex_lock(&svc_code_lock);
         svc_code_lines_on_event(s->lines, on_event, ctx, c.cap);
-        pthread_mutex_unlock(&code_lock);
+        pthread_mutex_unlock(&svc_code_lock);
         /* Active from its start, as an exec: the idle reaper leaves a long cell's sandbox
          * alone. */
         clr_store_sandbox_touch(svc->store, id, svc_now_s(), NULL);
         a = cell_exchange(s, &c, on_event != NULL, err);
         /* The cell's output ends with its answer (a kernel's stray output after it goes to no
          * cell); its turn is given back after its record, as a restart's. */
-        pthread_mutex_lock(&code_lock);
+        pthread_mutex_lock(&svc_code_lock);
         if (s->lines) /* none when the cell ended its bridge */
             svc_code_lines_on_event(s->lines, NULL, NULL, 0);
-        pthread_mutex_unlock(&code_lock);
+        pthread_mutex_unlock(&svc_code_lock);
         held = true;
     }
     /* A kernel replaced before the cell: said, unless the sandbox itself is gone (no kernel of
@@ -867,7 +843,7 @@ int clr_service_code_restart(clr_service *svc, const char *id, const char *actor
         kernel_audit(svc, actor, id, "code.restart", false, err, NULL);
         return -1;
     }
-    struct code_session *s = session_take(svc, id, tenant, true, err);
+    struct code_session *s = svc_code_session_take(svc, id, tenant, true, err);
     if (!s) {
         kernel_audit(svc, actor, id, "code.restart", false, err, NULL);
         return -1;
@@ -875,22 +851,26 @@ int clr_service_code_restart(clr_service *svc, const char *id, const char *actor
     /* Fail closed, as a commit (whose record also names its outcome): a log that cannot take
      * the record refuses the restart before the kernel is touched. */
     char why[sizeof(err->message)];
-    if (!clr_audit_writable(svc->audit, why, sizeof(why))) {
+    bool writable = clr_audit_writable(svc->audit, why, sizeof(why));
+    if (!writable || svc_code_adopting(id)) { /* the adoption would end the fresh kernel */
         session_give(s);
+        if (writable)
+            snprintf(why, sizeof(why), "sandbox %s is being forked or restored from a snapshot: "
+                                       "restart its code session once that is done", id);
         clr_error_set(err, CLR_E_UNAVAILABLE, 0, "%s", why);
         kernel_audit(svc, actor, id, "code.restart", false, err, NULL);
         return -1;
     }
-    pthread_mutex_lock(&code_lock);
+    pthread_mutex_lock(&svc_code_lock);
     bool kernel_ended = s->h && !s->ended;
-    pthread_mutex_unlock(&code_lock);
+    pthread_mutex_unlock(&svc_code_lock);
     /* A fresh bridge is a fresh kernel, however the old one was; its place in the tenant's
      * max_code_sessions is taken again (another sandbox's start may have taken it). */
     bool had_kernel = s->h != NULL;
-    bridge_end(s);
-    int rc = session_admit(s, err);
+    svc_code_bridge_end(s);
+    int rc = svc_code_session_admit(s, err);
     if (rc == 0 && (rc = bridge_start(s, err)) < 0)
-        session_release(s);
+        svc_code_session_release(s);
     /* The old kernel is gone and no new one came: the next cell's fresh kernel says so (its
      * client saw this restart fail, and may take the old state to be still there). A notice
      * already waiting is older and says more (an oom): it stands. */
@@ -933,15 +913,15 @@ int clr_service_code_restart(clr_service *svc, const char *id, const char *actor
  * its next cell, then its record. The caller holds the session's turn; this gives it back. */
 static int session_end(struct code_session *s, const char *actor, clr_error *err)
 {
-    pthread_mutex_lock(&code_lock);
+    pthread_mutex_lock(&svc_code_lock);
     bool kernel_ended = s->h && !s->ended;
-    pthread_mutex_unlock(&code_lock);
+    pthread_mutex_unlock(&svc_code_lock);
     /* A kernel whose state is gone, however: the next cell says it was ended on request (a
      * notice already waiting, of a kernel that ended on its own, is about the same state). A
      * session that never had one says nothing: its next kernel is its first. */
     if (s->h || s->lost[0])
         snprintf(s->lost, sizeof(s->lost), "%s", ENDED_NOTICE);
-    bridge_end(s);
+    svc_code_bridge_end(s);
     /* The record is written while the turn is held: a cell queued behind the end records after
      * it. */
     int rc = kernel_audit(s->svc, actor, s->sandbox_id, "code.end", kernel_ended, NULL, err);
@@ -953,7 +933,7 @@ static int session_end(struct code_session *s, const char *actor, clr_error *err
             clr_error_prefix(err, "the code session's kernel was ended, but its audit record "
                                   "could not be written");
     }
-    session_give_or_free(s);
+    svc_code_session_give_or_free(s);
     return rc;
 }
 
@@ -964,7 +944,7 @@ int clr_service_code_end(clr_service *svc, const char *id, const char *actor, cl
         return -1;
     /* Its turn after the calls already in flight, as a restart's: a cell that runs ends first
      * (the end never cuts it), a cell sent after the end runs in a fresh kernel. */
-    struct code_session *s = session_take(svc, id, tenant, false, err);
+    struct code_session *s = svc_code_session_take(svc, id, tenant, false, err);
     if (!s && err->code != CLR_E_NONE) {
         kernel_audit(svc, actor, id, "code.end", false, err, NULL);
         return -1;
@@ -984,122 +964,9 @@ int clr_service_code_end(clr_service *svc, const char *id, const char *actor, cl
     return session_end(s, actor, err);
 }
 
-/* ---- a kernel a fork or a restore brings back ---- */
-
-json_t *svc_code_on_channel(clr_service *svc, const char *id)
-{
-    json_t *e = NULL;
-    pthread_mutex_lock(&code_lock);
-    for (const struct code_session *s = svc->codes; s && !e; s = s->next) {
-        if (s->chan && strcmp(s->sandbox_id, id) == 0)
-            e = json_pack("{s:b, s:I}", "code", true, "channel", (json_int_t)s->chan);
-    }
-    pthread_mutex_unlock(&code_lock);
-    return e;
-}
-
-/* The bridge on channel chan of sandbox id's channel, which its agent runs (restored from a
- * snapshot), taken as the session's (which holds its turn and no kernel): its thread waits for
- * it as for one it started. */
-static int bridge_adopt(struct code_session *s, uint32_t chan, clr_error *err)
-{
-    struct code_lines *lines = svc_code_lines_new(LINE_MAX);
-    if (!lines)
-        return clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-    /* The agent replays what it kept of the bridge's output (old answers, the first maybe cut
-     * mid-line): read past, up to the answer to a sync sent after the claim. */
-    char nonce[33];
-    make_nonce(nonce);
-    svc_code_lines_resync(lines, nonce);
-    pthread_mutex_lock(&code_lock);
-    s->lines = lines;
-    pthread_mutex_unlock(&code_lock);
-    int rc = svc_engine_get(s->svc, &s->eng, err);
-    if (rc == 0)
-        rc = svc_live_get(s->svc, s->eng, s->sandbox_id, &s->lv, err);
-    if (rc == 0 && !s->lv->ch)
-        rc = clr_error_set(err, CLR_E_UNAVAILABLE, 0, "the sandbox's live channel is closed");
-    if (rc == 0) {
-        clr_exec_options o = CLR_EXEC_OPTIONS_INIT;
-        o.background = o.stream = o.keep_stdin_open = true;
-        o.limits.stdout_cap = BRIDGE_QUEUE;
-        o.limits.stderr_cap = BRIDGE_ERR_KEEP;
-        o.on_output = bridge_output;
-        o.ctx = s;
-        o.channel = s->lv->ch;
-        o.channel_id = chan;
-        rc = clr_exec_adopt(&s->h, s->eng, s->lv->sb, &o, err);
-    }
-    if (rc == 0 && pthread_create(&s->thread, NULL, bridge_main, s) != 0)
-        rc = clr_error_set(err, CLR_E_UNAVAILABLE, EAGAIN, "cannot start a thread");
-    else if (rc == 0)
-        s->thread_started = true;
-    if (rc == 0) {
-        pthread_mutex_lock(&code_lock);
-        s->chan = chan;
-        pthread_mutex_unlock(&code_lock);
-        json_t *sync = json_pack("{s:s, s:s}", "op", "sync", "nonce", nonce);
-        rc = sync ? bridge_send(s, sync, err)
-                  : clr_error_set(err, CLR_E_INTERNAL, ENOMEM, "out of memory");
-        json_decref(sync);
-    }
-    if (rc == 0)
-        return 0;
-    bridge_kill(s);
-    return -1;
-}
-
-int svc_code_adopt(clr_service *svc, const char *id, const char *tenant, const char *snapshot,
-                   uint32_t chan, const char *actor, clr_error *err)
-{
-    /* After the cells already in flight (on the old container's channel, which is gone: they
-     * end at once; those behind them start no kernel while the mark is set); a kernel of this
-     * sandbox that runs now is not the snapshot's. */
-    struct code_session *s = session_take(svc, id, tenant, chan != 0, err);
-    if (!s) {
-        if (err->code != CLR_E_NONE)
-            svc_audit_refusal(svc, actor, id, "code.adopt", err);
-        return err->code != CLR_E_NONE ? -1 : 0;
-    }
-    /* This sandbox's session had a kernel or a notice: its next cell says what became of it
-     * (a fork's session is new, and says something only when the snapshot's kernel is not
-     * taken over). */
-    bool had = s->h != NULL || s->lost[0];
-    if (s->h)
-        bridge_end(s);
-    int rc = 0;
-    if (chan) {
-        json_t *d = json_pack("{s:s, s:I}", "snapshot", snapshot, "channel", (json_int_t)chan);
-        rc = session_admit(s, err);
-        if (rc == 0 && (clr_audit_append(svc->audit, actor, id, "code.adopt", "ok", d, err) < 0 ||
-                        bridge_adopt(s, chan, err) < 0)) {
-            session_release(s);
-            rc = -1;
-        }
-        if (rc < 0)
-            svc_audit_failure_with(svc, actor, id, "code.adopt", err, NULL, d);
-        json_decref(d);
-    }
-    if (rc < 0)
-        snprintf(s->lost, sizeof(s->lost),
-                 "snapshot %s's kernel could not be taken over (%.80s): this is a fresh kernel "
-                 "(its state is gone)",
-                 snapshot, err->message);
-    else if (had)
-        snprintf(s->lost, sizeof(s->lost),
-                 chan ? "the sandbox was restored to snapshot %s: the kernel is the snapshot's "
-                        "(its state as it was then)"
-                      : "the sandbox was restored to snapshot %s, which had no code session: "
-                        "this is a fresh kernel (its state is gone)",
-                 snapshot);
-    clr_utf8_trim_cut(s->lost);
-    session_give_or_free(s);
-    return rc;
-}
-
 /* ---- the daemon's side ---- */
 
-/* Moves the session of id to the end of the list (code_lock held). */
+/* Moves the session of id to the end of the list (svc_code_lock held). */
 static void session_to_tail_locked(clr_service *svc, const char *id)
 {
     struct code_session **pp = &svc->codes;
@@ -1121,12 +988,12 @@ size_t svc_code_prune(clr_service *svc)
     /* Candidates first (at most 64 a pass), then the store is asked without the lock. */
     char ids[64][CLR_SANDBOX_ID_MAX + 1];
     size_t n = 0, freed = 0;
-    pthread_mutex_lock(&code_lock);
+    pthread_mutex_lock(&svc_code_lock);
     for (struct code_session *s = svc->codes; s && n < 64; s = s->next) {
         if (s->next_ticket == s->serving && (!s->h || s->ended))
             snprintf(ids[n++], sizeof(ids[0]), "%s", s->sandbox_id);
     }
-    pthread_mutex_unlock(&code_lock);
+    pthread_mutex_unlock(&svc_code_lock);
     for (size_t i = 0; i < n; i++) {
         bool running = true;
         clr_error err = CLR_ERROR_INIT;
@@ -1135,16 +1002,16 @@ size_t svc_code_prune(clr_service *svc)
             /* Kept, and moved behind the rest: 64 sessions of running sandboxes that keep only
              * a notice would otherwise be the candidates of every pass, and a destroyed
              * sandbox's session behind them never freed. */
-            pthread_mutex_lock(&code_lock);
+            pthread_mutex_lock(&svc_code_lock);
             session_to_tail_locked(svc, ids[i]);
-            pthread_mutex_unlock(&code_lock);
+            pthread_mutex_unlock(&svc_code_lock);
             continue;
         }
-        pthread_mutex_lock(&code_lock);
+        pthread_mutex_lock(&svc_code_lock);
         struct code_session *s = session_unlink_idle_locked(svc, ids[i]);
-        pthread_mutex_unlock(&code_lock);
+        pthread_mutex_unlock(&svc_code_lock);
         if (s) {
-            bridge_end(s);
+            svc_code_bridge_end(s);
             free(s);
             freed++;
         }
@@ -1155,10 +1022,10 @@ size_t svc_code_prune(clr_service *svc)
 bool svc_code_busy(clr_service *svc, const char *id)
 {
     bool busy = false;
-    pthread_mutex_lock(&code_lock);
+    pthread_mutex_lock(&svc_code_lock);
     for (struct code_session *s = svc->codes; s && !busy; s = s->next)
         busy = s->next_ticket != s->serving && strcmp(s->sandbox_id, id) == 0;
-    pthread_mutex_unlock(&code_lock);
+    pthread_mutex_unlock(&svc_code_lock);
     return busy;
 }
 
@@ -1167,10 +1034,10 @@ void svc_code_stop(clr_service *svc)
     /* Cells still in flight (a stream's thread outlives its connection) end first: each sees
      * the daemon stopping within a second and gives its turn back; only then are the sessions
      * freed. Sessions still held after a minute are left (never freed under a cell). */
-    pthread_mutex_lock(&code_lock);
+    pthread_mutex_lock(&svc_code_lock);
     for (struct code_session *c = svc->codes; c; c = c->next)
         c->stopping = true;
-    pthread_cond_broadcast(&code_cond);
+    pthread_cond_broadcast(&svc_code_cond);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 60;
@@ -1179,21 +1046,21 @@ void svc_code_stop(clr_service *svc)
         held = false;
         for (struct code_session *c = svc->codes; c; c = c->next)
             held = held || c->next_ticket != c->serving;
-        if (held && pthread_cond_timedwait(&code_cond, &code_lock, &until) != 0)
+        if (held && pthread_cond_timedwait(&svc_code_cond, &svc_code_lock, &until) != 0)
             break;
     }
     /* Taken under the lock: the reaper's prune may still run. */
     struct code_session *s = held ? NULL : svc->codes;
     if (!held)
         svc->codes = NULL;
-    pthread_mutex_unlock(&code_lock);
+    pthread_mutex_unlock(&svc_code_lock);
     if (held)
         clr_log(CLR_LOG_ERROR, "service.code_stop", "error",
                 "cells of the code interpreter still held their sessions after 60 s: left",
                 NULL);
     while (s) {
         struct code_session *n = s->next;
-        bridge_end(s);
+        svc_code_bridge_end(s);
         free(s);
         s = n;
     }

@@ -66,6 +66,8 @@ void svc_code_lines_on_event(struct code_lines *r, clr_service_event_cb cb, void
  * answers, the first possibly cut mid-line), which ends where the bridge answers a sync request
  * carrying a fresh nonce. Drops what is queued and forgets a protocol error. */
 void svc_code_lines_resync(struct code_lines *r, const char *nonce);
+/* Whether the reader still waits for that line. */
+bool svc_code_lines_resyncing(const struct code_lines *r);
 /* Whether the cap of svc_code_lines_on_event cut or dropped a text since that call. */
 bool svc_code_lines_truncated(const struct code_lines *r);
 /* The next queued answer (caller owns it), or NULL; *broken (may be NULL) gets the reader's

@@ -243,6 +243,11 @@ void svc_code_lines_resync(struct code_lines *r, const char *nonce)
     snprintf(r->resync, sizeof(r->resync), "%s", nonce);
 }
 
+bool svc_code_lines_resyncing(const struct code_lines *r)
+{
+    return r->resync[0] != '\0';
+}
+
 bool svc_code_lines_truncated(const struct code_lines *r)
 {
     return r->events.truncated;

@@ -424,8 +424,10 @@ void svc_release_snapshot(clr_service *svc, const char *id, const char *snap, co
 }
 
 int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
-                         const struct svc_fork *from, const char *actor, clr_error *err)
+                         const struct svc_fork *from, const char *actor, bool *began,
+                         clr_error *err)
 {
+    *began = false;
     clr_store_sandbox row;
     if (clr_store_sandbox_get(svc->store, id, &row, err) < 0)
         return -1;
@@ -467,6 +469,7 @@ int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
     svc_snapshot_gate_write(svc);
     svc_set_restoring(svc, id);
     svc_procs_adopt_begin(id, from->processes);
+    *began = true;
     bool gone = false;
     int rc = restore_swap(svc, eng, &o, &gone, err);
     /* Its container is gone and no new one runs: the sandbox ends here, recorded, rather than

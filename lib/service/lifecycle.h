@@ -44,9 +44,11 @@ int svc_create_fork(clr_service *svc, json_t *req, const char *tenant, const cha
  * sandbox runs). A hold that cannot be recorded refuses the restore. The caller holds the
  * snapshot lock, verified the snapshot and recorded the restore. Results the agent replays
  * for the snapshot's processes (from->processes) are held from the swap on (svc_procs_adopt_begin); the caller takes them over, or ends the hold, with
- * svc_procs_adopt once this returns. */
+ * svc_procs_adopt once this returns, if *began says the hold was taken (a restore refused
+ * before it must not end another's). */
 int svc_restore_in_place(clr_service *svc, clr_engine *eng, const char *id,
-                         const struct svc_fork *from, const char *actor, clr_error *err);
+                         const struct svc_fork *from, const char *actor, bool *began,
+                         clr_error *err);
 
 /* A restore's hold on snapshot snap (of sandbox id) released, recorded first
  * ("snapshot.release", reason why, actor actor): the restore is over and the sandbox runs. A

@@ -577,13 +577,15 @@ static int restore_impl(clr_service *svc, clr_engine *eng, const char *id, json_
     struct svc_fork from = {.snapshot_id = snapshot, .snapshot_dir = dir, .workspace_dir = ws,
                             .processes = json_object_get(json_object_get(row, "source"),
                                                          "processes")};
+    bool began = false;
     if (rc == 0)
-        rc = svc_restore_in_place(svc, eng, id, &from, actor, err);
+        rc = svc_restore_in_place(svc, eng, id, &from, actor, &began, err);
     pthread_mutex_unlock(&snap_write_lock);
     /* Its snapshot's background processes, back with the agent's memory, are its own again
      * (under new ids), taken over outside the lock (it opens the channel); a failed restore only
-     * ends the hold on their results. */
-    svc_procs_adopt(svc, eng, id, snapshot, rc == 0 ? from.processes : NULL, actor);
+     * ends the hold on their results (one refused before the hold holds nothing). */
+    if (began)
+        svc_procs_adopt(svc, eng, id, snapshot, rc == 0 ? from.processes : NULL, actor);
     return rc;
 }
 
