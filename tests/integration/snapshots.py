@@ -712,9 +712,47 @@ def test_code_session(d, c):
           'had no code session' in (a.get('message') or ''), a)
     check('one kernel runs after it (the old one did not come back)', kernels(c, parent) == 1,
           kernels(c, parent))
+    test_code_cell_in_flight(d, c, parent)
     for sid in (fork, parent):
         if sid:
             call(c, 'DELETE', '/v1/sandboxes/%s?wait=1' % sid)
+
+
+def test_code_cell_in_flight(d, c, parent):
+    """A cell running when the snapshot is taken (held at a gate file) runs on in the fork once
+    the fork opens its gate: its answer goes to nobody, and the fork's first cell is answered
+    with its own result, after it (it sees what the old cell assigned); the parent's cell is
+    answered in the parent."""
+    sh(c, parent, 'rm -f /tmp/go /tmp/started')
+    held = []
+    code = ('import os, time\nopen("/tmp/started", "w").close()\n'
+            'while not os.path.exists("/tmp/go"):\n    time.sleep(0.05)\nz = 11')
+    t = threading.Thread(target=lambda: held.append(cell(c, parent, code)))
+    t.start()
+    started = wait_for(lambda: sh(c, parent, 'test -e /tmp/started && echo yes') == 'yes', 120)
+    check('in flight: the parent\'s cell runs, held at its gate (positive control)', started)
+    st, snap = call(c, 'POST', '/v1/sandboxes/%s/snapshots' % parent, {})
+    check('in flight: a snapshot with the cell running', st == 201 and
+          snap.get('code_session') is True, (st, snap))
+    sh(c, parent, 'touch /tmp/go')
+    t.join(400)
+    check('in flight: the parent\'s cell is answered in the parent',
+          held and held[0].get('status') == 'ok', held)
+    fork, st, r = create(c, body={'snapshot': snap.get('id')}) if st == 201 else (None, st, snap)
+    if not check('in flight: a fork of it', fork, (st, r)):
+        return
+    check('in flight: the old cell is still held in the fork (its gate is not there)',
+          sh(c, fork, 'test -e /tmp/go && echo open || echo closed') == 'closed')
+    first = []
+    t = threading.Thread(target=lambda: first.append(cell(c, fork, 'z')))
+    t.start()
+    sh(c, fork, 'touch /tmp/go')
+    t.join(400)
+    a = first[0] if first else {}
+    check('in flight: the fork\'s first cell gets its own answer, after the old cell ran on',
+          cell_text(a) == '11' and a.get('status') == 'ok', a)
+    check('in flight: one kernel in the fork', kernels(c, fork) == 1, kernels(c, fork))
+    call(c, 'DELETE', '/v1/sandboxes/%s?wait=1' % fork)
 
 
 def test_code_adopt_refused(d, c):
