@@ -1795,7 +1795,9 @@ class T12Faults(ApiTest):
         self.addCleanup(lambda: [docker_remove_quietly('clearing-' + x['id']) for x in made])
         d.start()
         c = d.client()
+        t0 = int(time.time())
         sb = self.create({'metadata': {'role': 'kept'}, 'limits': {'memory': '300m'}}, client=c)
+        t1 = int(time.time()) + 1
         self.assertEqual(self.run_ok(sb['id'], {'shell': 'echo before > /workspace/b.txt'},
                                      client=c)['stdout'], '')
         made.append(sb)
@@ -1829,8 +1831,12 @@ class T12Faults(ApiTest):
         self.assertEqual(r.json['state'], 'running', r)
         self.assertIs(r.json['recovered'], True, r)
         self.assertEqual(r.json['limits']['memory'], sb['limits']['memory'], r)
-        # The label's expiry: set when the container was made, a moment before the record's.
-        self.assertLessEqual(abs(r.json['expires_at'] - sb['expires_at']), 5, r)
+        # The label's expiry: set when the container was made, during the create (which may
+        # take seconds on a loaded host), so between its start and its end plus the lifetime.
+        life = sb['limits']['lifetime']
+        self.assertTrue(t0 + life <= r.json['expires_at'] <= t1 + life,
+                        (t0 + life, r.json['expires_at'], t1 + life, r))
+        self.assertTrue(t0 + life <= sb['expires_at'] <= t1 + life, (t0, t1, sb))
         self.assertIn(sb['id'], {s['id'] for s in
                                  c.get('/v1/sandboxes?state=running').json['sandboxes']})
         ls = subprocess.run([CLEARING, '--host', 'unix://' + d.sock, 'ls'],
